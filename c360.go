@@ -1,0 +1,44 @@
+// Package c360 holds the domain of the c360 customer-360 API: customers, their
+// identities, events, conversations, messages, consents and the change feed,
+// plus the service interfaces that adapters implement. It imports nothing of
+// the project; every adapter (postgres, connectors, resolver, server) imports it.
+package c360
+
+import (
+	"context"
+	"time"
+)
+
+// Clock returns the current time. Services take one so tests can fix time.
+type Clock func() time.Time
+
+// Principal is the caller a request acts for, selected by its API key.
+type Principal struct {
+	WorkspaceID int64
+	KeyID       int64
+	Role        Role
+	Scopes      []string
+}
+
+// HasScope reports whether the principal's key carries scope s.
+func (p *Principal) HasScope(s string) bool {
+	for _, x := range p.Scopes {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type principalKey struct{}
+
+// NewContextWithPrincipal returns ctx carrying p.
+func NewContextWithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFromContext returns the principal in ctx, or nil.
+func PrincipalFromContext(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
+	"github.com/c360dev/c360/server"
+)
+
+// env returns the environment variable or def.
+func (m *Main) env(name, def string) string {
+	if v := m.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// open connects to DATABASE_URL.
+func (m *Main) open(ctx context.Context) (*postgres.DB, error) {
+	url := m.Getenv("DATABASE_URL")
+	if url == "" {
+		return nil, usageError("DATABASE_URL is not set")
+	}
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	db.Normalizer = identity.Normalizer{DefaultRegion: strings.ToUpper(m.env("C360_DEFAULT_REGION", "US"))}
+	return db, nil
+}
+
+func newFlagSet(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs
+}
+
+func (m *Main) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	return nil
+}
+
+func (m *Main) serve(ctx context.Context, args []string) error {
+	fs := newFlagSet("serve", m.Stderr)
+	dev := fs.Bool("dev", false, "development mode: introspection on")
+	noMigrate := fs.Bool("no-migrate", false, "do not apply pending migrations at start")
+	if err := m.parse(fs, args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	shutdownTimeout, err := time.ParseDuration(m.env("C360_SHUTDOWN_TIMEOUT", "25s"))
+	if err != nil {
+		return usageError("C360_SHUTDOWN_TIMEOUT: " + err.Error())
+	}
+	db, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if !*noMigrate {
+		mig, err := db.NewMigrator()
+		if err != nil {
+			return err
+		}
+		err = mig.Up(ctx, log)
+		mig.Close()
+		if err != nil {
+			return err
+		}
+	}
+	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, NewResolver(db), db)
+
+	addr := m.env("C360_ADDR", ":8080")
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "deadline", shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// NewResolver wires the GraphQL resolvers to the store.
+func NewResolver(db *postgres.DB) *resolver.Resolver {
+	return &resolver.Resolver{
+		CustomerService:     db,
+		EventService:        db,
+		ConversationService: db,
+		Ingester:            db,
+		Now:                 db.Now,
+	}
+}
+
+func (m *Main) migrate(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usageError("usage: c360 migrate up|down|status")
+	}
+	db, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	mig, err := db.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer mig.Close()
+	switch args[0] {
+	case "up":
+		log := slog.New(slog.NewTextHandler(m.Stderr, nil))
+		return mig.Up(ctx, log)
+	case "down":
+		return mig.Down(ctx)
+	case "status":
+		return mig.Status(ctx, m.Stdout)
+	}
+	return usageError(fmt.Sprintf("unknown migrate command %q: use up, down or status", args[0]))
+}
+
+func (m *Main) workspace(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError("usage: c360 workspace create|update ...")
+	}
+	switch args[0] {
+	case "create":
+		fs := newFlagSet("workspace create", m.Stderr)
+		slug := fs.String("slug", "", "workspace slug (required)")
+		name := fs.String("name", "", "display name")
+		asJSON := fs.Bool("json", false, "print one JSON object")
+		if err := m.parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *slug == "" {
+			return usageError("--slug is required")
+		}
+		db, err := m.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		creds, err := db.CreateWorkspace(ctx, *slug, *name)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(m.Stdout).Encode(creds)
+		}
+		fmt.Fprintf(m.Stdout, "workspace %s created (id %d)\nadmin API key:  %s\nwrite key:      %s\nwebhook secret: %s\n\nThese secrets are shown once.\n",
+			creds.Slug, creds.ID, creds.APIKey, creds.WriteKey, creds.WebhookSecret)
+		return nil
+	case "update":
+		fs := newFlagSet("workspace update", m.Stderr)
+		slug := fs.String("slug", "", "workspace slug (required)")
+		var upd c360.WorkspaceUpdate
+		opt := func(p **string, name, help string) {
+			fs.Func(name, help, func(v string) error { *p = &v; return nil })
+		}
+		opt(&upd.TwilioAccountSID, "twilio-account-sid", "Twilio account SID")
+		opt(&upd.TwilioAuthToken, "twilio-auth-token", "Twilio auth token (verifies webhook signatures)")
+		opt(&upd.TwilioSMSFrom, "twilio-sms-from", "sender number for SMS")
+		opt(&upd.TwilioWhatsAppFrom, "twilio-whatsapp-from", "sender number for WhatsApp")
+		opt(&upd.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "Messaging Service SID used as sender")
+		opt(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
+		opt(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
+		if err := m.parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *slug == "" {
+			return usageError("--slug is required")
+		}
+		db, err := m.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		w, err := db.UpdateWorkspace(ctx, *slug, upd)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(m.Stdout, "workspace %s updated\n", w.Slug)
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown workspace command %q: use create or update", args[0]))
+}
+
+func (m *Main) apikey(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "create" {
+		return usageError("usage: c360 apikey create --workspace SLUG --role ROLE [--json]")
+	}
+	fs := newFlagSet("apikey create", m.Stderr)
+	slug := fs.String("workspace", "", "workspace slug (required)")
+	role := fs.String("role", "", "admin, agent, assistant or write (required)")
+	scopes := fs.String("scopes", "", "comma-separated scopes, e.g. pii")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := m.parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *slug == "" || *role == "" {
+		return usageError("--workspace and --role are required")
+	}
+	var sc []string
+	for _, s := range strings.Split(*scopes, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			sc = append(sc, s)
+		}
+	}
+	db, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	secret, key, err := db.CreateAPIKey(ctx, *slug, c360.Role(*role), sc)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(m.Stdout).Encode(map[string]string{"apiKey": secret, "role": string(key.Role), "prefix": key.Prefix})
+	}
+	fmt.Fprintf(m.Stdout, "%s API key for %s: %s\n(shown once)\n", key.Role, *slug, secret)
+	return nil
+}
+

@@ -1,0 +1,93 @@
+// Command c360 runs the c360 customer-360 API and administers it: serve,
+// migrate, workspace and apikey.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/c360dev/c360"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	m := NewMain(os.Stdout, os.Stderr, os.Getenv)
+	if err := m.Run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "c360:", c360.ErrorMessageOrText(err))
+		os.Exit(exitCode(err))
+	}
+}
+
+func exitCode(err error) int {
+	if _, ok := err.(usageError); ok {
+		return 2
+	}
+	return 1
+}
+
+// usageError is a mistake in the command line.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+const usage = `c360 — customer-360 API
+
+Usage:
+  c360 serve [--dev] [--no-migrate]
+  c360 migrate up|down|status
+  c360 workspace create --slug SLUG [--name NAME] [--json]
+  c360 workspace update --slug SLUG [--twilio-account-sid SID] [--twilio-auth-token TOKEN]
+                        [--twilio-sms-from NUMBER] [--twilio-whatsapp-from NUMBER]
+                        [--twilio-messaging-service-sid SID]
+                        [--whatsapp-app-secret S] [--whatsapp-verify-token T]
+  c360 apikey create --workspace SLUG --role admin|agent|assistant|write [--scopes pii,...] [--json]
+
+Environment:
+  DATABASE_URL          PostgreSQL connection URL (required)
+  C360_ADDR             listen address (default :8080)
+  C360_PUBLIC_URL       external base URL providers call (default http://localhost:8080)
+  C360_DEFAULT_REGION   region for national phone numbers (default US)
+  C360_TWILIO_API_URL   override of Twilio's REST base URL
+  C360_DB_MAX_CONNS     connection pool size (default 16)
+  C360_SHUTDOWN_TIMEOUT graceful shutdown deadline (default 25s)
+`
+
+// Main is the program: parsed configuration and what it opened. Tests run
+// it as the binary runs, with their own output and environment.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// NewMain returns a Main writing to stdout and stderr.
+func NewMain(stdout, stderr io.Writer, getenv func(string) string) *Main {
+	return &Main{Stdout: stdout, Stderr: stderr, Getenv: getenv}
+}
+
+// Run runs the subcommand in args until it ends or ctx is cancelled.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(m.Stderr, usage)
+		return usageError("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return m.serve(ctx, args[1:])
+	case "migrate":
+		return m.migrate(ctx, args[1:])
+	case "workspace":
+		return m.workspace(ctx, args[1:])
+	case "apikey":
+		return m.apikey(ctx, args[1:])
+	case "help", "-h", "--help":
+		fmt.Fprint(m.Stdout, usage)
+		return nil
+	}
+	fmt.Fprint(m.Stderr, usage)
+	return usageError(fmt.Sprintf("unknown command %q", args[0]))
+}

@@ -1,0 +1,90 @@
+package c360
+
+import (
+	"context"
+	"time"
+)
+
+// Event types. Segment's calls keep their names; connectors add message and
+// message_status for conversations.
+const (
+	EventIdentify      = "identify"
+	EventTrack         = "track"
+	EventPage          = "page"
+	EventScreen        = "screen"
+	EventGroup         = "group"
+	EventAlias         = "alias"
+	EventMessage       = "message"
+	EventMessageStatus = "message_status"
+)
+
+// Event is the canonical form every source is turned into before ingest.
+type Event struct {
+	ID          int64
+	WorkspaceID int64
+	CustomerID  int64
+
+	Type       string
+	Name       string // track event name, page/screen name
+	Identities []Identity
+	// PreviousID is the alias call's previous identifier, resolved like the others.
+	PreviousID *Identity
+	Traits     map[string]any
+	Properties map[string]any
+	Context    map[string]any
+
+	Source     string // graphql, segment, twilio, whatsapp, chatbot
+	DedupeKey  string // the source's own id (messageId, MessageSid); unique per workspace and source
+	OccurredAt time.Time
+	ReceivedAt time.Time
+
+	Message *MessageInput // set for message and message_status events
+	Consent *ConsentInput // set when the event changes consent
+}
+
+// MessageInput is the conversation part of a message event.
+type MessageInput struct {
+	Channel    string // sms, whatsapp, chat
+	Direction  string // inbound, outbound
+	Body       string
+	MediaURLs  []string
+	ProviderID string
+	Status     string
+}
+
+// ConsentInput records an opt-in or opt-out carried by an event.
+type ConsentInput struct {
+	Channel string
+	Status  string // opted_in, opted_out
+}
+
+// IngestResult is what ingest did with one event.
+type IngestResult struct {
+	EventID    int64
+	CustomerID int64
+	// Duplicate is true when the event was already stored: nothing changed.
+	Duplicate bool
+	// Dropped lists identifiers left out of resolution, with the reason.
+	Dropped []string
+}
+
+// Ingester stores canonical events exactly once and applies them to profiles.
+type Ingester interface {
+	// Ingest applies events in one transaction; it returns only after commit.
+	Ingest(ctx context.Context, workspaceID int64, events []*Event) ([]IngestResult, error)
+}
+
+// EventService reads stored events.
+type EventService interface {
+	FindEventByID(ctx context.Context, workspaceID, id int64) (*Event, error)
+	// EventsByCustomers returns a page of events, newest first, per customer.
+	EventsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, args PageArgs) (map[int64]*Page[*Event], error)
+}
+
+// NameOrNil returns the name, or nil when the event type has none.
+func (e *Event) NameOrNil() *string {
+	if e.Name == "" {
+		return nil
+	}
+	return &e.Name
+}

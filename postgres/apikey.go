@@ -1,0 +1,116 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+)
+
+var _ c360.APIKeyService = (*DB)(nil)
+
+// Key format: "c360_<role letter><prefix>_<secret>". The prefix is public and
+// finds the row; the SHA-256 of the whole key is compared in constant time.
+const keyPrefixLen = 12
+
+// CreateAPIKey issues a key with the role for the workspace with this slug.
+func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
+	if !role.Valid() {
+		return "", nil, c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant or write", role)
+	}
+	ws, err := db.FindWorkspaceBySlug(ctx, workspaceSlug)
+	if err != nil {
+		return "", nil, err
+	}
+	var (
+		secret string
+		key    *c360.APIKey
+	)
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		secret, key, err = insertAPIKey(ctx, tx, ws.ID, role, scopes)
+		return err
+	})
+	return secret, key, err
+}
+
+func insertAPIKey(ctx context.Context, tx pgx.Tx, workspaceID int64, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
+	if scopes == nil {
+		scopes = []string{}
+	}
+	prefix := strings.ToLower(hex.EncodeToString([]byte(randomToken(keyPrefixLen)))[:keyPrefixLen])
+	secret := "c360_" + prefix + "_" + randomToken(32)
+	sum := sha256.Sum256([]byte(secret))
+	k := &c360.APIKey{WorkspaceID: workspaceID, Prefix: prefix, Role: role, Scopes: scopes}
+	err := tx.QueryRow(ctx, `
+		INSERT INTO api_keys (workspace_id, prefix, hash, role, scopes)
+		VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at`,
+		workspaceID, prefix, sum[:], string(role), scopes).Scan(&k.ID, &k.CreatedAt)
+	if err != nil {
+		return "", nil, interpretError(fmt.Errorf("insert api key: %w", err))
+	}
+	return secret, k, nil
+}
+
+// authCacheTTL bounds how long a revoked key may still be accepted by a
+// replica that verified it recently. Verification then costs no round trip.
+const authCacheTTL = 5 * time.Second
+
+type authEntry struct {
+	hash      [32]byte
+	principal *c360.Principal
+	expires   time.Time
+}
+
+var authCache sync.Map // prefix -> authEntry
+
+// Authenticate verifies key and returns who it acts for.
+func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, error) {
+	prefix, ok := parseKey(key)
+	if !ok {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "invalid API key")
+	}
+	sum := sha256.Sum256([]byte(key))
+	now := time.Now()
+	if v, ok := authCache.Load(prefix); ok {
+		e := v.(authEntry)
+		if now.Before(e.expires) && subtle.ConstantTimeCompare(e.hash[:], sum[:]) == 1 {
+			return e.principal, nil
+		}
+	}
+	var (
+		p       c360.Principal
+		hash    []byte
+		role    string
+		revoked *time.Time
+	)
+	err := db.Pool.QueryRow(ctx, `
+		SELECT workspace_id, id, hash, role, scopes, revoked_at FROM api_keys WHERE prefix = $1`,
+		prefix).Scan(&p.WorkspaceID, &p.KeyID, &hash, &role, &p.Scopes, &revoked)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "invalid API key")
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find api key: %w", err))
+	}
+	if subtle.ConstantTimeCompare(hash, sum[:]) != 1 || revoked != nil {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "invalid API key")
+	}
+	p.Role = c360.Role(role)
+	authCache.Store(prefix, authEntry{hash: sum, principal: &p, expires: now.Add(authCacheTTL)})
+	return &p, nil
+}
+
+func parseKey(key string) (prefix string, ok bool) {
+	rest, ok := strings.CutPrefix(key, "c360_")
+	if !ok || len(rest) < keyPrefixLen+2 || rest[keyPrefixLen] != '_' {
+		return "", false
+	}
+	return rest[:keyPrefixLen], true
+}

@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+)
+
+var _ c360.CustomerService = (*DB)(nil)
+
+const customerColumns = `c.id, c.workspace_id, c.traits, c.version, c.created_at, c.updated_at`
+
+func scanCustomer(row pgx.Row) (*c360.Customer, error) {
+	var c c360.Customer
+	if err := row.Scan(&c.ID, &c.WorkspaceID, &c.Traits, &c.Version, &c.CreatedAt, &c.UpdatedAt); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// FindCustomerByID returns the customer with id, following a merge to its
+// survivor (merges keep every merged id one hop from its survivor).
+func (db *DB) FindCustomerByID(ctx context.Context, ws, id int64) (*c360.Customer, error) {
+	c, err := scanCustomer(db.Pool.QueryRow(ctx, `
+		SELECT `+customerColumns+` FROM customers m
+		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
+		WHERE m.workspace_id = $1 AND m.id = $2`, ws, id))
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", id)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find customer: %w", err))
+	}
+	return c, nil
+}
+
+// FindCustomerByIdentity returns the customer owning the identity, whose value
+// is normalized as ingest normalizes it.
+func (db *DB) FindCustomerByIdentity(ctx context.Context, ws int64, id c360.Identity) (*c360.Customer, error) {
+	n, err := db.normalizeLookup(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := scanCustomer(db.Pool.QueryRow(ctx, `
+		SELECT `+customerColumns+` FROM identities i
+		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
+		WHERE i.workspace_id = $1 AND i.type = $2 AND i.value = $3`, ws, n.Type, n.Value))
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find customer by identity: %w", err))
+	}
+	return c, nil
+}
+
+// maxPage bounds any connection's page size.
+const maxPage = 100
+
+func pageSize(first int) (int, error) {
+	if first < 1 || first > maxPage {
+		return 0, c360.Errorf(c360.EINVALID, "first must be between 1 and %d", maxPage)
+	}
+	return first, nil
+}
+
+// FindCustomers returns live customers newest first, filtered by a fragment
+// of name, email or phone.
+func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) ([]*c360.Customer, []string, bool, error) {
+	n, err := pageSize(f.First)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	var after *c360.Cursor
+	if f.After != "" {
+		cur, err := c360.DecodeCursor(f.After)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		after = &cur
+	}
+	q := strings.ToLower(strings.TrimSpace(f.Query))
+	if len(q) > 100 {
+		return nil, nil, false, c360.Errorf(c360.EINVALID, "query must be at most 100 bytes")
+	}
+	args := []any{ws, n + 1}
+	sql := `SELECT ` + customerColumns + ` FROM customers c WHERE c.workspace_id = $1 AND c.merged_into IS NULL`
+	if q != "" {
+		args = append(args, "%"+escapeLike(q)+"%")
+		sql += fmt.Sprintf(` AND c.search_text LIKE $%d`, len(args))
+	}
+	if after != nil {
+		args = append(args, after.Time, after.ID)
+		sql += fmt.Sprintf(` AND (c.created_at, c.id) < ($%d, $%d)`, len(args)-1, len(args))
+	}
+	sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
+	rows, err := db.Pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, nil, false, interpretError(fmt.Errorf("find customers: %w", err))
+	}
+	defer rows.Close()
+	var out []*c360.Customer
+	for rows.Next() {
+		c, err := scanCustomer(rows)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("scan customer: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, false, interpretError(fmt.Errorf("find customers: %w", err))
+	}
+	more := len(out) > n
+	if more {
+		out = out[:n]
+	}
+	cursors := make([]string, len(out))
+	for i, c := range out {
+		cursors[i] = c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode()
+	}
+	return out, cursors, more, nil
+}
+
+func escapeLike(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
+}
+
+// CustomersByIDs loads customers by id, following merges.
+func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[int64]*c360.Customer, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT m.id, `+customerColumns+` FROM customers m
+		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
+		WHERE m.workspace_id = $1 AND m.id = ANY($2)`, ws, ids)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load customers: %w", err))
+	}
+	defer rows.Close()
+	out := make(map[int64]*c360.Customer, len(ids))
+	for rows.Next() {
+		var key int64
+		var c c360.Customer
+		if err := rows.Scan(&key, &c.ID, &c.WorkspaceID, &c.Traits, &c.Version, &c.CreatedAt, &c.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("scan customer: %w", err)
+		}
+		out[key] = &c
+	}
+	return out, interpretError(rows.Err())
+}
+
+// IdentitiesByCustomers loads the identities of many customers in one statement.
+func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]c360.Identity, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT customer_id, type, value FROM identities
+		WHERE workspace_id = $1 AND customer_id = ANY($2)
+		ORDER BY customer_id, type, value`, ws, ids)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load identities: %w", err))
+	}
+	defer rows.Close()
+	out := make(map[int64][]c360.Identity, len(ids))
+	for rows.Next() {
+		var c int64
+		var id c360.Identity
+		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
+			return nil, fmt.Errorf("scan identity: %w", err)
+		}
+		out[c] = append(out[c], id)
+	}
+	return out, interpretError(rows.Err())
+}
+
+// ConsentsByCustomers loads the consents of many customers in one statement.
+func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.Consent, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT customer_id, channel, status, coalesce(source, ''), updated_at FROM consents
+		WHERE workspace_id = $1 AND customer_id = ANY($2)
+		ORDER BY customer_id, channel`, ws, ids)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load consents: %w", err))
+	}
+	defer rows.Close()
+	out := make(map[int64][]*c360.Consent, len(ids))
+	for rows.Next() {
+		var c c360.Consent
+		if err := rows.Scan(&c.CustomerID, &c.Channel, &c.Status, &c.Source, &c.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("scan consent: %w", err)
+		}
+		out[c.CustomerID] = append(out[c.CustomerID], &c)
+	}
+	return out, interpretError(rows.Err())
+}

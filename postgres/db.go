@@ -1,0 +1,167 @@
+// Package postgres is c360's store: the pgx pool, transactions, the one ingest
+// path, identity resolution SQL and the change feed. It implements the domain
+// service interfaces of package c360.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// DB is the connection pool and the services built on it.
+type DB struct {
+	Pool *pgxpool.Pool
+	// Now is the clock; tests replace it to fix time.
+	Now c360.Clock
+	// Normalizer normalizes identities on ingest and lookup.
+	Normalizer identity.Normalizer
+
+	rules rulesCache
+}
+
+// Open connects to PostgreSQL at url. Pool sizes come from the URL's
+// pool_max_conns, else C360_DB_MAX_CONNS, else a default sized for 2 cores.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", errors.New("malformed DATABASE_URL"))
+	}
+	if v := os.Getenv("C360_DB_MAX_CONNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
+		}
+		cfg.MaxConns = int32(n)
+	} else if cfg.MaxConns < 16 {
+		// Ingest transactions wait on fsync, not CPU: more connections than
+		// cores lets commits share one WAL flush.
+		cfg.MaxConns = 16
+	}
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	cfg.HealthCheckPeriod = 5 * time.Second
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	// A statement that runs away is cut off instead of holding a connection.
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = "10000"
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
+		cfg.ConnConfig.RuntimeParams["lock_timeout"] = "5000"
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "c360"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", err)
+	}
+	return &DB{
+		Pool:       pool,
+		Now:        func() time.Time { return time.Now().UTC() },
+		Normalizer: identity.Normalizer{DefaultRegion: "US"},
+	}, nil
+}
+
+// Close closes the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.Pool.Ping(ctx) }
+
+// inTx runs fn in a transaction and commits it. Serialization failures and
+// deadlocks, which PostgreSQL resolves by aborting one side, are retried.
+func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	const attempts = 5
+	var err error
+	for i := 0; i < attempts; i++ {
+		err = db.tryTx(ctx, fn)
+		if !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(1<<i) * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func (db *DB) tryTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return interpretError(fmt.Errorf("begin: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return interpretError(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01": // serialization_failure, deadlock_detected
+			return true
+		}
+	}
+	return false
+}
+
+// interpretError maps database errors to domain errors, once, here.
+func interpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c360.Errorf(c360.ENOTFOUND, "not found")
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505":
+			return &wrapped{c360.Errorf(c360.ECONFLICT, "already exists"), err}
+		case "23514", "22P02", "22001", "23502":
+			return &wrapped{c360.Errorf(c360.EINVALID, "value refused by a constraint"), err}
+		case "57014", "55P03": // query_canceled (statement timeout), lock_not_available
+			return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is busy; retry"), err}
+		}
+		if len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") {
+			return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
+		}
+		return err
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
+	}
+	return err
+}
+
+// wrapped carries a domain error for the client and the database error for
+// logs and for retry decisions.
+type wrapped struct {
+	domain *c360.Error
+	cause  error
+}
+
+func (w *wrapped) Error() string { return w.domain.Message + ": " + w.cause.Error() }
+func (w *wrapped) Unwrap() []error {
+	return []error{w.domain, w.cause}
+}

@@ -1,0 +1,534 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+var _ c360.Ingester = (*DB)(nil)
+
+// Ingest stores events exactly once and applies them to customer profiles,
+// all in one transaction. It returns only after commit, so a caller that
+// acknowledges after Ingest returns never acknowledges what is not durable.
+//
+// Events are validated and normalized before the transaction starts: bad
+// input is refused with EINVALID and nothing is written.
+func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error) {
+	prepared := make([]preparedEvent, len(events))
+	for i, ev := range events {
+		p, err := db.prepare(ev)
+		if err != nil {
+			if len(events) > 1 {
+				return nil, c360.Errorf(c360.EINVALID, "events[%d]: %s", i, c360.ErrorMessage(err))
+			}
+			return nil, err
+		}
+		prepared[i] = p
+	}
+	rules, err := db.identityRules(ctx, workspaceID)
+	if err != nil {
+		return nil, err
+	}
+	var results []c360.IngestResult
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		results = results[:0]
+		for i := range prepared {
+			r, err := db.ingestOne(ctx, tx, workspaceID, rules, &prepared[i])
+			if err != nil {
+				return err
+			}
+			results = append(results, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range events {
+		events[i].ID, events[i].CustomerID = results[i].EventID, results[i].CustomerID
+	}
+	return results, nil
+}
+
+// preparedEvent is an event whose identities are normalized and sorted.
+type preparedEvent struct {
+	ev         *c360.Event
+	identities []identity.Identity
+	dropped    []string
+}
+
+// maxIdentitiesPerEvent bounds the locks and rows one event can touch.
+const maxIdentitiesPerEvent = 20
+
+func (db *DB) prepare(ev *c360.Event) (preparedEvent, error) {
+	p := preparedEvent{ev: ev}
+	if ev.Source == "" || ev.DedupeKey == "" {
+		return p, c360.Errorf(c360.EINVALID, "event has no source or dedupe key")
+	}
+	if len(ev.DedupeKey) > 256 {
+		return p, c360.Errorf(c360.EINVALID, "messageId is longer than 256 bytes")
+	}
+	raw := make([]identity.Identity, 0, len(ev.Identities)+3)
+	for _, id := range ev.Identities {
+		raw = append(raw, identity.Identity(id))
+	}
+	if ev.PreviousID != nil {
+		raw = append(raw, identity.Identity(*ev.PreviousID))
+	}
+	if len(raw) > maxIdentitiesPerEvent {
+		return p, c360.Errorf(c360.EINVALID, "too many identities: %d, at most %d", len(raw), maxIdentitiesPerEvent)
+	}
+	for _, id := range raw {
+		n, err := db.Normalizer.Normalize(id)
+		var invalid *identity.InvalidError
+		switch {
+		case errors.Is(err, identity.ErrBlocked):
+			p.dropped = append(p.dropped, fmt.Sprintf("%s %q: blocked value", id.Type, id.Value))
+			continue
+		case errors.As(err, &invalid):
+			return p, c360.Errorf(c360.EINVALID, "%s", invalid.Error())
+		case err != nil:
+			return p, c360.Errorf(c360.EINVALID, "invalid identity: %s", err)
+		}
+		p.identities = append(p.identities, n)
+	}
+	// As in Segment, identify traits email and phone are identifiers too. A
+	// trait that does not normalize stays a trait and identifies nothing.
+	if ev.Type == c360.EventIdentify {
+		for _, t := range []string{identity.TypeEmail, identity.TypePhone} {
+			if s, ok := ev.Traits[t].(string); ok && s != "" {
+				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil {
+					p.identities = append(p.identities, n)
+				}
+			}
+		}
+	}
+	p.identities = identity.Sort(p.identities)
+	if len(p.identities) == 0 {
+		return p, c360.Errorf(c360.EINVALID, "the event has no usable identity: give at least one of user_id, anonymous_id, email, phone or a custom type")
+	}
+	if ev.OccurredAt.IsZero() {
+		ev.OccurredAt = db.Now()
+	}
+	if ev.ReceivedAt.IsZero() {
+		ev.ReceivedAt = db.Now()
+	}
+	if ev.Properties == nil {
+		ev.Properties = map[string]any{}
+	}
+	return p, nil
+}
+
+// customerRow is a locked customer's state during ingest.
+type customerRow struct {
+	id        int64
+	traits    map[string]any
+	meta      map[string]traitMeta
+	version   int64
+	created   bool
+	merged    []int64 // merged into this one by this event
+	identAdds []identity.Identity
+}
+
+// traitMeta records where and when a trait value was observed; the newest
+// observation wins when values disagree.
+type traitMeta struct {
+	Source string    `json:"source"`
+	At     time.Time `json:"at"`
+}
+
+func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, p *preparedEvent) (c360.IngestResult, error) {
+	ev := p.ev
+	res := c360.IngestResult{Dropped: p.dropped}
+
+	// Claim the event first: a concurrent duplicate waits here on the unique
+	// index until this transaction ends, then finds the stored row.
+	idsJSON, _ := json.Marshal(p.identities)
+	err := tx.QueryRow(ctx, `
+		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at)
+		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
+		RETURNING id`,
+		ws, ev.Type, ev.Name, ev.Properties, nullMap(ev.Traits), nullMap(ev.Context), idsJSON,
+		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt).Scan(&res.EventID)
+	if err == pgx.ErrNoRows {
+		var cust *int64
+		err = tx.QueryRow(ctx, `
+			SELECT e.id, coalesce(c.merged_into, c.id) FROM events e
+			LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
+			WHERE e.workspace_id = $1 AND e.source = $2 AND e.dedupe_key = $3`,
+			ws, ev.Source, ev.DedupeKey).Scan(&res.EventID, &cust)
+		if err != nil {
+			return res, interpretError(fmt.Errorf("find duplicate event: %w", err))
+		}
+		if cust != nil {
+			res.CustomerID = *cust
+		}
+		res.Duplicate = true
+		return res, nil
+	} else if err != nil {
+		return res, interpretError(fmt.Errorf("insert event: %w", err))
+	}
+
+	cust, decision, err := db.resolve(ctx, tx, ws, rules, p.identities, res.EventID, ev)
+	if err != nil {
+		return res, err
+	}
+	for _, d := range decision.Dropped {
+		res.Dropped = append(res.Dropped, fmt.Sprintf("%s %q: %s", d.Identity.Type, d.Identity.Value, d.Reason))
+	}
+	res.CustomerID = cust.id
+
+	diff := map[string]any{"event": map[string]any{"id": fmt.Sprint(res.EventID), "type": ev.Type, "name": ev.Name}}
+	kind := c360.ChangeEvent
+	if ev.Consent != nil {
+		if err := upsertConsent(ctx, tx, ws, cust.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt); err != nil {
+			return res, err
+		}
+		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
+		kind = c360.ChangeConsent
+	}
+	if ev.Message != nil && ev.Type == c360.EventMessage {
+		m, err := insertMessage(ctx, tx, ws, cust.id, res.EventID, ev)
+		if err != nil {
+			return res, err
+		}
+		diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
+			"channel": m.Channel, "direction": m.Direction}
+		if kind == c360.ChangeEvent {
+			kind = c360.ChangeMessage
+		}
+	}
+	if changed := applyTraits(cust, ev.Traits, ev.Source, ev.OccurredAt); len(changed) > 0 {
+		diff["traits"] = changed
+		kind = c360.ChangeTraits
+	}
+	if len(cust.identAdds) > 0 {
+		diff["identitiesAdded"] = cust.identAdds
+		kind = c360.ChangeIdentityAdded
+	}
+	if len(cust.merged) > 0 {
+		diff["merged"] = idStrings(cust.merged)
+		kind = c360.ChangeMerged
+	}
+	if len(res.Dropped) > 0 {
+		diff["dropped"] = res.Dropped
+	}
+	if cust.created {
+		kind = c360.ChangeCreated
+	}
+	if err := commitCustomer(ctx, tx, ws, cust, kind, diff, ev.OccurredAt, db.Now(), res.EventID); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// resolve finds or creates the customer the event's identities point to,
+// merging customers the event links, and attaches new identities.
+//
+// Lock order, the same in every transaction: the identities' advisory locks
+// in key order, then customer rows in id order. A customer merged away by a
+// concurrent transaction after we read its owner is noticed once its row
+// lock is granted, and resolution starts again.
+func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, ids []identity.Identity, eventID int64, ev *c360.Event) (*customerRow, identity.Decision, error) {
+	keys := make([]int64, len(ids))
+	types := make([]string, len(ids))
+	values := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = identity.Key(ws, id)
+		types[i], values[i] = id.Type, id.Value
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys); err != nil {
+		return nil, identity.Decision{}, interpretError(fmt.Errorf("lock identities: %w", err))
+	}
+
+	for attempt := 0; ; attempt++ {
+		if attempt > 10 {
+			return nil, identity.Decision{}, fmt.Errorf("resolve identities: customers kept changing under us")
+		}
+		owners := map[identity.Identity]int64{}
+		rows, err := tx.Query(ctx, `
+			SELECT i.type, i.value, i.customer_id FROM identities i
+			JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
+			WHERE i.workspace_id = $1`, ws, types, values)
+		if err != nil {
+			return nil, identity.Decision{}, interpretError(fmt.Errorf("find owners: %w", err))
+		}
+		var candidates []int64
+		for rows.Next() {
+			var id identity.Identity
+			var cust int64
+			if err := rows.Scan(&id.Type, &id.Value, &cust); err != nil {
+				rows.Close()
+				return nil, identity.Decision{}, fmt.Errorf("scan owner: %w", err)
+			}
+			owners[id] = cust
+			candidates = append(candidates, cust)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, identity.Decision{}, interpretError(fmt.Errorf("find owners: %w", err))
+		}
+		slices.Sort(candidates)
+		candidates = slices.Compact(candidates)
+
+		locked, stale, err := lockCustomers(ctx, tx, ws, candidates)
+		if err != nil {
+			return nil, identity.Decision{}, err
+		}
+		if stale {
+			continue
+		}
+		existing, err := identitiesOf(ctx, tx, ws, candidates)
+		if err != nil {
+			return nil, identity.Decision{}, err
+		}
+		d := rules.Plan(ids, owners, existing)
+
+		var cust *customerRow
+		if d.Survivor == 0 {
+			cust = &customerRow{traits: map[string]any{}, meta: map[string]traitMeta{}, created: true}
+			err := tx.QueryRow(ctx, `INSERT INTO customers (workspace_id, created_at, updated_at) VALUES ($1, $2, $2) RETURNING id`,
+				ws, db.Now()).Scan(&cust.id)
+			if err != nil {
+				return nil, d, interpretError(fmt.Errorf("insert customer: %w", err))
+			}
+		} else {
+			cust = locked[d.Survivor]
+		}
+		for _, m := range d.Merge {
+			cause := causeOf(ids, owners, m)
+			if err := mergeInto(ctx, tx, ws, cust, locked[m], cause, eventID, "ingest", db.Now()); err != nil {
+				return nil, d, err
+			}
+		}
+
+		// Every identity the event kept now belongs to the survivor: insert the
+		// new ones, refresh last_seen on the others.
+		dropped := map[identity.Identity]bool{}
+		for _, x := range d.Dropped {
+			dropped[x.Identity] = true
+		}
+		var kt, kv []string
+		for _, id := range ids {
+			if !dropped[id] {
+				kt, kv = append(kt, id.Type), append(kv, id.Value)
+			}
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO identities (workspace_id, type, value, customer_id, source, first_seen, last_seen)
+			SELECT $1, x.t, x.v, $4, $5, $6, $6 FROM unnest($2::text[], $3::text[]) AS x(t, v)
+			ON CONFLICT (workspace_id, type, value) DO UPDATE SET last_seen = greatest(identities.last_seen, excluded.last_seen)`,
+			ws, kt, kv, cust.id, ev.Source, ev.OccurredAt); err != nil {
+			return nil, d, interpretError(fmt.Errorf("attach identities: %w", err))
+		}
+		cust.identAdds = append(cust.identAdds, d.Attach...)
+		return cust, d, nil
+	}
+}
+
+// causeOf names the event identity that pointed at customer m.
+func causeOf(ids []identity.Identity, owners map[identity.Identity]int64, m int64) identity.Identity {
+	for _, id := range ids {
+		if owners[id] == m {
+			return id
+		}
+	}
+	return identity.Identity{}
+}
+
+// lockCustomers locks the candidate rows in id order. stale reports that one
+// was merged away meanwhile, so the owners read before must be read again.
+func lockCustomers(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) (map[int64]*customerRow, bool, error) {
+	out := make(map[int64]*customerRow, len(ids))
+	if len(ids) == 0 {
+		return out, false, nil
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
+		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, ids)
+	if err != nil {
+		return nil, false, interpretError(fmt.Errorf("lock customers: %w", err))
+	}
+	defer rows.Close()
+	stale := false
+	for rows.Next() {
+		c := &customerRow{}
+		var merged bool
+		if err := rows.Scan(&c.id, &c.traits, &c.meta, &c.version, &merged); err != nil {
+			return nil, false, fmt.Errorf("scan customer: %w", err)
+		}
+		stale = stale || merged
+		out[c.id] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, interpretError(fmt.Errorf("lock customers: %w", err))
+	}
+	return out, stale || len(out) != len(ids), nil
+}
+
+func identitiesOf(ctx context.Context, tx pgx.Tx, ws int64, customers []int64) (map[int64][]identity.Identity, error) {
+	out := make(map[int64][]identity.Identity, len(customers))
+	if len(customers) == 0 {
+		return out, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, customers)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load identities: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c int64
+		var id identity.Identity
+		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
+			return nil, fmt.Errorf("scan identity: %w", err)
+		}
+		out[c] = append(out[c], id)
+	}
+	return out, interpretError(rows.Err())
+}
+
+// applyTraits sets each trait whose observation is not older than the one
+// stored, and returns the traits that changed value.
+func applyTraits(c *customerRow, traits map[string]any, source string, at time.Time) map[string]any {
+	changed := map[string]any{}
+	for k, v := range traits {
+		if m, ok := c.meta[k]; ok && m.At.After(at) {
+			continue
+		}
+		old, had := c.traits[k]
+		c.meta[k] = traitMeta{Source: source, At: at}
+		if had && jsonEqual(old, v) {
+			continue
+		}
+		c.traits[k] = v
+		changed[k] = v
+	}
+	return changed
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// commitCustomer writes the customer's new state, bumps its version and
+// appends the change row, and links the event, in one statement.
+func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, kind string, diff map[string]any, _ time.Time, now time.Time, eventID int64) error {
+	_, err := tx.Exec(ctx, `
+		WITH c AS (
+			UPDATE customers SET traits = $3::jsonb, trait_meta = $4, version = version + 1, updated_at = $5,
+				search_text = lower(concat_ws(' ', $3::jsonb->>'name', $3::jsonb->>'first_name', $3::jsonb->>'last_name',
+					$3::jsonb->>'firstName', $3::jsonb->>'lastName',
+					(SELECT string_agg(value, ' ') FROM identities WHERE workspace_id = $1 AND customer_id = $2 AND type IN ('email', 'phone'))))
+			WHERE workspace_id = $1 AND id = $2
+			RETURNING version
+		), e AS (
+			UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND id = $8
+		)
+		INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
+		SELECT $1, $2, c.version, $6, $7, $5 FROM c`,
+		ws, c.id, c.traits, c.meta, now, kind, diff, eventID)
+	if err != nil {
+		return interpretError(fmt.Errorf("update customer: %w", err))
+	}
+	c.version++
+	return nil
+}
+
+func upsertConsent(ctx context.Context, tx pgx.Tx, ws, customer int64, channel, status, source string, at time.Time) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (workspace_id, customer_id, channel) DO UPDATE
+		SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
+		WHERE consents.updated_at <= excluded.updated_at`,
+		ws, customer, channel, status, source, at)
+	return interpretError(err)
+}
+
+// insertMessage appends the message to the customer's open conversation on
+// its channel, opening one if there is none. The customer row is locked, so
+// two messages of one customer never open two conversations.
+func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, ev *c360.Event) (*c360.Message, error) {
+	m := ev.Message
+	thread, _ := ev.Properties["threadKey"].(string)
+	var conv int64
+	err := tx.QueryRow(ctx, `
+		SELECT id FROM conversations
+		WHERE workspace_id = $1 AND customer_id = $2 AND channel = $3 AND thread_key = $4 AND status = 'open'
+		ORDER BY id DESC LIMIT 1`, ws, customer, m.Channel, thread).Scan(&conv)
+	if err == pgx.ErrNoRows {
+		err = tx.QueryRow(ctx, `
+			INSERT INTO conversations (workspace_id, customer_id, channel, thread_key, created_at)
+			VALUES ($1, $2, $3, $4, $5) RETURNING id`, ws, customer, m.Channel, thread, ev.OccurredAt).Scan(&conv)
+	}
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("open conversation: %w", err))
+	}
+	out := &c360.Message{ConversationID: conv, CustomerID: customer, Channel: m.Channel, Direction: m.Direction,
+		Body: m.Body, MediaURLs: m.MediaURLs, Status: m.Status, ProviderID: m.ProviderID, CreatedAt: ev.OccurredAt}
+	if out.MediaURLs == nil {
+		out.MediaURLs = []string{}
+	}
+	err = tx.QueryRow(ctx, `
+		WITH m AS (
+			INSERT INTO messages (workspace_id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), $11)
+			RETURNING id
+		), c AS (
+			UPDATE conversations SET
+				last_message_at = greatest(last_message_at, $11),
+				last_inbound_at = CASE WHEN $6 = 'inbound' THEN greatest(last_inbound_at, $11) ELSE last_inbound_at END
+			WHERE workspace_id = $1 AND id = $2
+		)
+		SELECT id FROM m`,
+		ws, conv, customer, eventID, m.Channel, m.Direction, m.Body, out.MediaURLs, m.Status, m.ProviderID, ev.OccurredAt).Scan(&out.ID)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("insert message: %w", err))
+	}
+	return out, nil
+}
+
+func nullMap(m map[string]any) any {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+func idStrings(ids []int64) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = fmt.Sprint(id)
+	}
+	return out
+}
+
+// normalizeLookup normalizes an identity given in a query.
+func (db *DB) normalizeLookup(id c360.Identity) (identity.Identity, error) {
+	n, err := db.Normalizer.Normalize(identity.Identity(id))
+	var invalid *identity.InvalidError
+	switch {
+	case errors.Is(err, identity.ErrBlocked):
+		return n, c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", id.Type, strings.TrimSpace(id.Value))
+	case errors.As(err, &invalid):
+		return n, c360.Errorf(c360.EINVALID, "%s", invalid.Error())
+	case err != nil:
+		return n, c360.Errorf(c360.EINVALID, "invalid identity")
+	}
+	return n, nil
+}

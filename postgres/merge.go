@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// mergeInto merges customer m into survivor s: identities, events,
+// conversations, messages and consents move; traits combine by recency; m
+// records where it went, so its id keeps resolving; the ledger says why.
+// Both rows are locked by the caller.
+func mergeInto(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, cause identity.Identity, eventID int64, actor string, now time.Time) error {
+	var evID *int64
+	if eventID != 0 {
+		evID = &eventID
+	}
+	_, err := tx.Exec(ctx, `
+		WITH i AS (UPDATE identities SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+		     e AS (UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+		     c AS (UPDATE conversations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+		     g AS (UPDATE messages SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+		     -- Merged customers that pointed at m now point at s: one hop always reaches the survivor.
+		     r AS (UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND merged_into = $3),
+		     l AS (INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, event_id, reason, actor, created_at)
+		           VALUES ($1, 'merge', $2, $3, nullif($4, ''), nullif($5, ''), $6, $7, $8, $9))
+		UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9
+		WHERE workspace_id = $1 AND id = $3`,
+		ws, s.id, m.id, cause.Type, cause.Value, evID,
+		fmt.Sprintf("%s %q links both customers", cause.Type, cause.Value), actor, now)
+	if err != nil {
+		return interpretError(fmt.Errorf("merge customer %d into %d: %w", m.id, s.id, err))
+	}
+	// Consents: the newer decision per channel wins.
+	_, err = tx.Exec(ctx, `
+		WITH moved AS (DELETE FROM consents WHERE workspace_id = $1 AND customer_id = $3 RETURNING channel, status, source, updated_at)
+		INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
+		SELECT $1, $2, channel, status, source, updated_at FROM moved
+		ON CONFLICT (workspace_id, customer_id, channel) DO UPDATE
+		SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
+		WHERE consents.updated_at < excluded.updated_at`, ws, s.id, m.id)
+	if err != nil {
+		return interpretError(fmt.Errorf("merge consents: %w", err))
+	}
+	diff, _ := json.Marshal(map[string]any{"survivorId": fmt.Sprint(s.id), "cause": cause})
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)`, ws, m.id, m.version+1, c360.ChangeMergedInto, diff, now); err != nil {
+		return interpretError(fmt.Errorf("record merge change: %w", err))
+	}
+	m.version++
+	// Traits: per trait, the newer observation wins.
+	for k, v := range m.traits {
+		mm, ok := m.meta[k]
+		if sm, has := s.meta[k]; has && ok && sm.At.After(mm.At) {
+			continue
+		} else if has && !ok {
+			continue
+		}
+		s.traits[k] = v
+		if ok {
+			s.meta[k] = mm
+		}
+	}
+	s.merged = append(s.merged, m.id)
+	return nil
+}
+
+// rulesCache keeps each workspace's identity rules for a few seconds, so
+// ingest does not read them on every event.
+type rulesCache struct {
+	m sync.Map // workspace id -> rulesEntry
+}
+
+type rulesEntry struct {
+	rules   identity.Rules
+	expires time.Time
+}
+
+const rulesTTL = 5 * time.Second
+
+func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, error) {
+	if v, ok := db.rules.m.Load(ws); ok && time.Now().Before(v.(rulesEntry).expires) {
+		return v.(rulesEntry).rules, nil
+	}
+	var raw []byte
+	err := db.Pool.QueryRow(ctx, `SELECT identity_rules FROM workspaces WHERE id = $1`, ws).Scan(&raw)
+	if err != nil {
+		return identity.Rules{}, interpretError(fmt.Errorf("load identity rules: %w", err))
+	}
+	rules := identity.DefaultRules()
+	if raw != nil {
+		if err := json.Unmarshal(raw, &rules); err != nil {
+			return identity.Rules{}, fmt.Errorf("decode identity rules: %w", err)
+		}
+	}
+	db.rules.m.Store(ws, rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)})
+	return rules, nil
+}

@@ -1,0 +1,103 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/migrations"
+)
+
+// Migrator applies the embedded migrations with goose.
+type Migrator struct {
+	db       *sql.DB
+	provider *goose.Provider
+}
+
+// NewMigrator returns a migrator over the pool's database.
+func (db *DB) NewMigrator() (*Migrator, error) {
+	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
+		goose.WithLogger(goose.NopLogger()))
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return &Migrator{db: sqlDB, provider: p}, nil
+}
+
+// Close releases the migrator's handle (not the pool).
+func (m *Migrator) Close() error { return m.db.Close() }
+
+// Up applies every pending migration.
+func (m *Migrator) Up(ctx context.Context, log *slog.Logger) error {
+	res, err := m.provider.Up(ctx)
+	for _, r := range res {
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)
+	}
+	if err != nil {
+		return fmt.Errorf("migrate up: %w", err)
+	}
+	return nil
+}
+
+// Down rolls back the newest migration.
+func (m *Migrator) Down(ctx context.Context) error {
+	if _, err := m.provider.Down(ctx); err != nil {
+		return fmt.Errorf("migrate down: %w", err)
+	}
+	return nil
+}
+
+// Status writes each migration and whether it is applied.
+func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
+	st, err := m.provider.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate status: %w", err)
+	}
+	for _, s := range st {
+		applied := "pending"
+		if s.State == goose.StatePending {
+			applied = "pending"
+		} else {
+			applied = "applied " + s.AppliedAt.UTC().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(w, "%05d  %-30s %s\n", s.Source.Version, s.Source.Path, applied)
+	}
+	return nil
+}
+
+// Current reports whether every migration is applied; /readyz uses it.
+func (m *Migrator) Current(ctx context.Context) (bool, error) {
+	has, err := m.provider.HasPending(ctx)
+	if err != nil {
+		return false, err
+	}
+	return !has, nil
+}
+
+// Ready reports whether the database answers and every migration is applied.
+func (db *DB) Ready(ctx context.Context) error {
+	if err := db.Pool.Ping(ctx); err != nil {
+		return interpretError(fmt.Errorf("ping: %w", err))
+	}
+	m, err := db.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ok, err := m.Current(ctx)
+	if err != nil {
+		return interpretError(fmt.Errorf("migration status: %w", err))
+	}
+	if !ok {
+		return c360.Errorf(c360.EUNAVAILABLE, "migrations pending")
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+)
+
+// lateralPage loads one page of children for each parent in one statement.
+// query selects (parent id, sort time, id, columns...) for $1 workspace,
+// $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id.
+func lateralPage[T any](ctx context.Context, db *DB, ws int64, parents []int64, args c360.PageArgs,
+	query func(after bool) string, scan func(pgx.Rows) (int64, T, time.Time, int64, error),
+) (map[int64]*c360.Page[T], error) {
+	n, err := pageSize(args.First)
+	if err != nil {
+		return nil, err
+	}
+	params := []any{ws, parents, n + 1}
+	if args.After != "" {
+		cur, err := c360.DecodeCursor(args.After)
+		if err != nil {
+			return nil, err
+		}
+		params = append(params, cur.Time, cur.ID)
+	}
+	rows, err := db.Pool.Query(ctx, query(args.After != ""), params...)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load page: %w", err))
+	}
+	defer rows.Close()
+	out := make(map[int64]*c360.Page[T], len(parents))
+	for _, p := range parents {
+		out[p] = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
+	}
+	for rows.Next() {
+		parent, item, t, id, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan page: %w", err)
+		}
+		pg := out[parent]
+		if len(pg.Items) == n {
+			pg.HasNext = true
+			continue
+		}
+		pg.Items = append(pg.Items, item)
+		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: id}.Encode())
+	}
+	return out, interpretError(rows.Err())
+}
+
+// EventsByCustomers returns a page of events, newest first, for each customer.
+func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
+	return lateralPage(ctx, db, ws, customers, args, func(after bool) string {
+		cond := ""
+		if after {
+			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
+		}
+		return `SELECT p.id, e.id, e.type, coalesce(e.name, ''), e.properties, e.source, e.occurred_at, e.received_at
+			FROM unnest($2::bigint[]) AS p(id)
+			CROSS JOIN LATERAL (
+				SELECT * FROM events e WHERE e.workspace_id = $1 AND e.customer_id = p.id ` + cond + `
+				ORDER BY e.occurred_at DESC, e.id DESC LIMIT $3) e`
+	}, func(rows pgx.Rows) (int64, *c360.Event, time.Time, int64, error) {
+		var parent int64
+		e := &c360.Event{WorkspaceID: ws}
+		err := rows.Scan(&parent, &e.ID, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
+		e.CustomerID = parent
+		return parent, e, e.OccurredAt, e.ID, err
+	})
+}
+
+// ConversationsByCustomers returns a page of conversations, most recently
+// active first, for each customer.
+func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
+	return lateralPage(ctx, db, ws, customers, args, func(after bool) string {
+		cond := ""
+		if after {
+			cond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
+		}
+		return `SELECT p.id, c.id, c.channel, c.status, c.last_message_at, c.created_at
+			FROM unnest($2::bigint[]) AS p(id)
+			CROSS JOIN LATERAL (
+				SELECT * FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = p.id ` + cond + `
+				ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC LIMIT $3) c`
+	}, func(rows pgx.Rows) (int64, *c360.Conversation, time.Time, int64, error) {
+		c := &c360.Conversation{WorkspaceID: ws}
+		err := rows.Scan(&c.CustomerID, &c.ID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt)
+		t := c.CreatedAt
+		if c.LastMessageAt != nil {
+			t = *c.LastMessageAt
+		}
+		return c.CustomerID, c, t, c.ID, err
+	})
+}
+
+// MessagesByConversations returns a page of messages, newest first, for each
+// conversation.
+func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversations []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Message], error) {
+	return lateralPage(ctx, db, ws, conversations, args, func(after bool) string {
+		cond := ""
+		if after {
+			cond = `AND (m.created_at, m.id) < ($4, $5)`
+		}
+		return `SELECT p.id, m.id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''), m.media_urls, m.status,
+				coalesce(m.provider_id, ''), m.created_at
+			FROM unnest($2::bigint[]) AS p(id)
+			CROSS JOIN LATERAL (
+				SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id ` + cond + `
+				ORDER BY m.created_at DESC, m.id DESC LIMIT $3) m`
+	}, func(rows pgx.Rows) (int64, *c360.Message, time.Time, int64, error) {
+		m := &c360.Message{WorkspaceID: ws}
+		err := rows.Scan(&m.ConversationID, &m.ID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs,
+			&m.Status, &m.ProviderID, &m.CreatedAt)
+		return m.ConversationID, m, m.CreatedAt, m.ID, err
+	})
+}
+
+// FindEventByID returns one event.
+func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, error) {
+	e := &c360.Event{WorkspaceID: ws}
+	var cust *int64
+	err := db.Pool.QueryRow(ctx, `
+		SELECT id, customer_id, type, coalesce(name, ''), properties, source, occurred_at, received_at
+		FROM events WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(
+		&e.ID, &cust, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "event %d not found", id)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find event: %w", err))
+	}
+	if cust != nil {
+		e.CustomerID = *cust
+	}
+	return e, nil
+}

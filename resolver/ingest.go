@@ -1,0 +1,54 @@
+package resolver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+	"unicode/utf8"
+
+	"github.com/c360dev/c360"
+)
+
+// ingester returns the caller's workspace when the caller may ingest: every
+// role except the read-only assistant.
+func ingester(ctx context.Context) (int64, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if p.Role == c360.RoleAssistant {
+		return 0, c360.Errorf(c360.EFORBIDDEN, "an assistant key cannot record identify or track calls")
+	}
+	return p.WorkspaceID, nil
+}
+
+// event builds the canonical event for a GraphQL identify or track call. A
+// call without messageId gets a random one: it is stored once, but a retry
+// of it cannot be recognized, which is why clients should send one.
+func (r *Resolver) event(typ string, ids []*c360.Identity, messageID *string, ts *time.Time) *c360.Event {
+	ev := &c360.Event{Type: typ, Source: "graphql", ReceivedAt: r.Now()}
+	for _, id := range ids {
+		ev.Identities = append(ev.Identities, *id)
+	}
+	if messageID != nil && *messageID != "" {
+		ev.DedupeKey = *messageID
+	} else {
+		b := make([]byte, 16)
+		rand.Read(b)
+		ev.DedupeKey = "gql-" + hex.EncodeToString(b)
+	}
+	if ts != nil {
+		ev.OccurredAt = ts.UTC()
+	} else {
+		ev.OccurredAt = ev.ReceivedAt
+	}
+	return ev
+}
+
+func checkEventName(name string) error {
+	if name == "" || len(name) > 200 || !utf8.ValidString(name) {
+		return c360.Errorf(c360.EINVALID, "event must be a non-empty name of at most 200 bytes")
+	}
+	return nil
+}

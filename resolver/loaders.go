@@ -1,0 +1,119 @@
+package resolver
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vikstrous/dataloadgen"
+
+	"github.com/c360dev/c360"
+)
+
+// loaderWait is how long a loader collects keys before one fetch. gqlgen
+// resolves list elements concurrently, so siblings register well within it.
+const loaderWait = 200 * time.Microsecond
+
+// pageKey identifies one connection page of one parent.
+type pageKey struct {
+	ID int64
+	c360.PageArgs
+}
+
+// Loaders batch the per-customer reads of one request into one statement per
+// field, so a page of customers costs a fixed number of statements.
+type Loaders struct {
+	identities    *dataloadgen.Loader[int64, []c360.Identity]
+	consents      *dataloadgen.Loader[int64, []*c360.Consent]
+	events        *dataloadgen.Loader[pageKey, *c360.Page[*c360.Event]]
+	conversations *dataloadgen.Loader[pageKey, *c360.Page[*c360.Conversation]]
+	messages      *dataloadgen.Loader[pageKey, *c360.Page[*c360.Message]]
+}
+
+type loadersKey struct{}
+
+// NewLoaders returns loaders for one request of workspace ws.
+func (r *Resolver) NewLoaders(ws int64) *Loaders {
+	opt := dataloadgen.WithWait(loaderWait)
+	return &Loaders{
+		identities: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]c360.Identity, error) {
+			m, err := r.CustomerService.IdentitiesByCustomers(ctx, ws, ids)
+			return fill(m, ids, []c360.Identity{}), err
+		}, opt),
+		consents: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Consent, error) {
+			m, err := r.CustomerService.ConsentsByCustomers(ctx, ws, ids)
+			return fill(m, ids, []*c360.Consent{}), err
+		}, opt),
+		events:        pageLoader(ws, r.EventService.EventsByCustomers),
+		conversations: pageLoader(ws, r.ConversationService.ConversationsByCustomers),
+		messages:      pageLoader(ws, r.ConversationService.MessagesByConversations),
+	}
+}
+
+// fill gives every requested key a value, empty where the store found none.
+func fill[V any](m map[int64]V, ids []int64, empty V) map[int64]V {
+	if m == nil {
+		return nil
+	}
+	for _, id := range ids {
+		if _, ok := m[id]; !ok {
+			m[id] = empty
+		}
+	}
+	return m
+}
+
+// pageLoader batches page requests; keys asking for the same page arguments
+// share one statement.
+func pageLoader[T any](ws int64, fetch func(context.Context, int64, []int64, c360.PageArgs) (map[int64]*c360.Page[T], error)) *dataloadgen.Loader[pageKey, *c360.Page[T]] {
+	return dataloadgen.NewMappedLoader(func(ctx context.Context, keys []pageKey) (map[pageKey]*c360.Page[T], error) {
+		groups := map[c360.PageArgs][]int64{}
+		for _, k := range keys {
+			groups[k.PageArgs] = append(groups[k.PageArgs], k.ID)
+		}
+		out := make(map[pageKey]*c360.Page[T], len(keys))
+		for args, ids := range groups {
+			m, err := fetch(ctx, ws, ids, args)
+			if err != nil {
+				return nil, err
+			}
+			for id, p := range m {
+				out[pageKey{id, args}] = p
+			}
+		}
+		return out, nil
+	}, dataloadgen.WithWait(loaderWait))
+}
+
+// WithLoaders returns ctx carrying l.
+func WithLoaders(ctx context.Context, l *Loaders) context.Context {
+	return context.WithValue(ctx, loadersKey{}, l)
+}
+
+// Middleware attaches fresh loaders to each request that carries a principal.
+func (r *Resolver) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if p := c360.PrincipalFromContext(req.Context()); p != nil {
+			req = req.WithContext(WithLoaders(req.Context(), r.NewLoaders(p.WorkspaceID)))
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+func loadersFrom(ctx context.Context) *Loaders {
+	l, _ := ctx.Value(loadersKey{}).(*Loaders)
+	return l
+}
+
+// inList reports whether the field being resolved sits under a list element.
+// A field outside any list has no siblings to batch with, so it is fetched at
+// once instead of waiting for the loader's batch window.
+func inList(ctx context.Context) bool {
+	for fc := graphql.GetFieldContext(ctx); fc != nil; fc = fc.Parent {
+		if fc.Index != nil {
+			return true
+		}
+	}
+	return false
+}

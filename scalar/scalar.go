@@ -1,0 +1,99 @@
+// Package scalar holds the GraphQL scalar marshalers that gqlgen binds to
+// domain types. Database ids are int64 in Go and opaque strings on the wire.
+// Every coercion error is a c360 BAD_USER_INPUT error, so clients get a
+// specific refusal instead of an internal one.
+package scalar
+
+import (
+	"encoding/json"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/c360dev/c360"
+)
+
+// MarshalID writes an int64 id as a GraphQL ID string.
+func MarshalID(id int64) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		io.WriteString(w, `"`+strconv.FormatInt(id, 10)+`"`)
+	})
+}
+
+// UnmarshalID reads a GraphQL ID (a string, or an integer literal) as an int64.
+func UnmarshalID(v any) (int64, error) {
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case json.Number:
+		s = v.String()
+	case int64:
+		s = strconv.FormatInt(v, 10)
+	case int:
+		s = strconv.Itoa(v)
+	default:
+		return 0, c360.Errorf(c360.EINVALID, "invalid id: want a string")
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, c360.Errorf(c360.EINVALID, "invalid id %q", truncate(s))
+	}
+	return id, nil
+}
+
+// MarshalJSON writes any JSON value.
+func MarshalJSON(v map[string]any) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		if v == nil {
+			io.WriteString(w, "{}")
+			return
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			io.WriteString(w, "null")
+			return
+		}
+		w.Write(b)
+	})
+}
+
+// UnmarshalJSON reads a JSON object; traits and properties are objects.
+func UnmarshalJSON(v any) (map[string]any, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case map[string]any:
+		return v, nil
+	}
+	return nil, c360.Errorf(c360.EINVALID, "invalid JSON: want an object")
+}
+
+// MarshalTime writes an RFC 3339 timestamp in UTC.
+func MarshalTime(t time.Time) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		io.WriteString(w, strconv.Quote(t.UTC().Format(time.RFC3339Nano)))
+	})
+}
+
+// UnmarshalTime reads an RFC 3339 timestamp.
+func UnmarshalTime(v any) (time.Time, error) {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}, c360.Errorf(c360.EINVALID, "invalid time: want an RFC 3339 string")
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, c360.Errorf(c360.EINVALID, "invalid time %q: want RFC 3339, e.g. 2026-01-02T15:04:05Z", truncate(s))
+	}
+	return t.UTC(), nil
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}

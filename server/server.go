@@ -1,0 +1,192 @@
+// Package server is c360's HTTP layer: every route in one place, API-key
+// authentication, the GraphQL handler and its transports, health, readiness
+// and metrics. It mounts the connectors and resolvers that cmd/c360 wires.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph"
+	"github.com/c360dev/c360/resolver"
+)
+
+// Config is what the server needs from the environment and the wiring.
+type Config struct {
+	// Dev enables introspection and GraphiQL's schema docs (make run).
+	Dev bool
+	// MaxBodyBytes bounds any request body; larger ones get 413.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+}
+
+// Readiness reports whether the server can serve: database reachable and
+// migrations current.
+type Readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// Server holds the HTTP handler and what it serves.
+type Server struct {
+	cfg      Config
+	auth     c360.APIKeyService
+	resolver *resolver.Resolver
+	ready    Readiness
+	mux      *http.ServeMux
+	registry *prometheus.Registry
+	metrics  *metrics
+}
+
+// New builds the server and its routes.
+func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readiness) *Server {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, auth: auth, resolver: r, ready: ready, mux: http.NewServeMux(),
+		registry: prometheus.NewRegistry()}
+	s.metrics = newMetrics(s.registry)
+	s.routes()
+	return s
+}
+
+// Handle mounts an extra handler (a connector) on the server's mux.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.instrument(pattern, h))
+}
+
+// Registry is the Prometheus registry /metrics serves; connectors add to it.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// routes declares every route of the core server; connectors add theirs with Handle.
+func (s *Server) routes() {
+	gql := s.graphQLHandler()
+	s.mux.Handle("/graphql", s.instrument("/graphql", s.authenticate(s.resolver.Middleware(gql))))
+	s.mux.Handle("GET /{$}", playground.Handler("c360", "/graphql"))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.handleReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	w.Header().Set("Content-Type", "text/plain")
+	if err := s.ready.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not ready: " + c360.ErrorMessage(err) + "\n"))
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (s *Server) graphQLHandler() http.Handler {
+	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver}))
+	h.AddTransport(transport.Options{})
+	h.AddTransport(transport.GET{})
+	h.AddTransport(transport.POST{})
+	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	if s.cfg.Dev {
+		h.Use(extension.Introspection{})
+	}
+	h.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	h.Use(extension.FixedComplexityLimit(5000))
+	h.SetErrorPresenter(s.presentError)
+	h.SetRecoverFunc(func(ctx context.Context, v any) error {
+		s.cfg.Logger.Error("panic in resolver", "panic", v, "path", graphql.GetPath(ctx).String())
+		return &c360.Error{Code: c360.EINTERNAL, Message: "internal error"}
+	})
+	return h
+}
+
+// presentError maps every resolver error to a GraphQL error with
+// extensions.code. Internal errors are logged and answered with a generic
+// message: their text never reaches the client.
+func (s *Server) presentError(ctx context.Context, err error) *gqlerror.Error {
+	var gqlErr *gqlerror.Error
+	if errors.As(err, &gqlErr) && gqlErr.Err == nil {
+		// Parse and validation errors from gqlparser keep their message and
+		// locations; their code joins the contract's set.
+		if gqlErr.Extensions == nil {
+			gqlErr.Extensions = map[string]any{}
+		}
+		if c, ok := gqlErr.Extensions["code"]; ok && c != c360.EINVALID {
+			gqlErr.Extensions["reason"] = c
+		}
+		gqlErr.Extensions["code"] = c360.EINVALID
+		return gqlErr
+	}
+	code := c360.ErrorCode(err)
+	if code == c360.EINTERNAL {
+		var domainErr *c360.Error
+		if !errors.As(err, &domainErr) {
+			s.cfg.Logger.Error("graphql resolver", "error", err, "path", graphql.GetPath(ctx).String())
+		}
+	} else if code == "" {
+		code = c360.EINTERNAL
+	}
+	out := &gqlerror.Error{
+		Message:    c360.ErrorMessage(err),
+		Path:       graphql.GetPath(ctx),
+		Extensions: map[string]any{"code": code},
+	}
+	return out
+}
+
+// authenticate resolves the Bearer API key to a principal. A missing or bad
+// key is refused before any resolver runs.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		if r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			writeGraphQLError(w, http.StatusUnauthorized, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))
+			return
+		}
+		p, err := s.auth.Authenticate(r.Context(), key)
+		if err != nil {
+			if c360.ErrorCode(err) == c360.EINTERNAL {
+				s.cfg.Logger.Error("authenticate", "error", err)
+			}
+			writeGraphQLError(w, StatusOf(err), err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(c360.NewContextWithPrincipal(r.Context(), p)))
+	})
+}
+
+func bearer(h string) (string, bool) {
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}
