@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,9 +31,13 @@ type DB struct {
 	rules rulesCache
 }
 
+// Option adjusts the pool configuration before connecting (tests install a
+// statement-counting tracer with one).
+type Option func(*pgxpool.Config)
+
 // Open connects to PostgreSQL at url. Pool sizes come from the URL's
 // pool_max_conns, else C360_DB_MAX_CONNS, else a default sized for 2 cores.
-func Open(ctx context.Context, url string) (*DB, error) {
+func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", errors.New("malformed DATABASE_URL"))
@@ -43,7 +48,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
 		}
 		cfg.MaxConns = int32(n)
-	} else if cfg.MaxConns < 16 {
+	} else if !strings.Contains(url, "pool_max_conns") {
 		// Ingest transactions wait on fsync, not CPU: more connections than
 		// cores lets commits share one WAL flush.
 		cfg.MaxConns = 16
@@ -62,6 +67,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		cfg.ConnConfig.RuntimeParams["lock_timeout"] = "5000"
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "c360"
+	for _, o := range opts {
+		o(cfg)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)

@@ -254,4 +254,3 @@ func (m *Main) apikey(ctx context.Context, args []string) error {
 	fmt.Fprintf(m.Stdout, "%s API key for %s: %s\n(shown once)\n", key.Role, *slug, secret)
 	return nil
 }
-

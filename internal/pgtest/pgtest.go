@@ -1,0 +1,130 @@
+// Package pgtest gives tests a real, migrated PostgreSQL database. Each test
+// binary gets a database of its own, created from TEST_DATABASE_URL and
+// dropped when the binary exits, so packages testing in parallel never see
+// each other's rows. Tests never skip for want of a database: without
+// TEST_DATABASE_URL they fail and say how to get one (make test).
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360/postgres"
+)
+
+var (
+	once    sync.Once
+	dbURL   string
+	initErr error
+)
+
+// URL returns the URL of this test binary's migrated database.
+func URL(t testing.TB) string {
+	t.Helper()
+	once.Do(func() { dbURL, initErr = create() })
+	if initErr != nil {
+		t.Fatalf("test database: %v", initErr)
+	}
+	return dbURL
+}
+
+// Open returns a store on this binary's database, closed at the test's end.
+func Open(t testing.TB, opts ...postgres.Option) *postgres.DB {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), URL(t), opts...)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// Workspace creates a fresh workspace with a unique slug and returns its id
+// and credentials.
+func Workspace(t testing.TB, db *postgres.DB) (int64, string, string) {
+	t.Helper()
+	slug := fmt.Sprintf("t%d", time.Now().UnixNano()%1e15)
+	creds, err := db.CreateWorkspace(context.Background(), slug, "test")
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	return creds.ID, creds.Slug, creds.APIKey
+}
+
+func create() (string, error) {
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		return "", fmt.Errorf("TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a local PostgreSQL")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", fmt.Errorf("connect to TEST_DATABASE_URL: %w", err)
+	}
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("c360_t_%s_%d", sanitize(filepath.Base(os.Args[0])), os.Getpid())
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
+		return "", err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database: %w", err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	db, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	m, err := db.NewMigrator()
+	if err != nil {
+		return "", err
+	}
+	defer m.Close()
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		return "", err
+	}
+	return u.String(), nil
+}
+
+// Drop removes this binary's database; call it from TestMain after m.Run.
+func Drop() {
+	if dbURL == "" {
+		return
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	u, _ := url.Parse(dbURL)
+	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+strings.TrimPrefix(u.Path, "/")+" WITH (FORCE)")
+}
+
+func sanitize(s string) string {
+	s = strings.TrimSuffix(s, ".test")
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() > 20 {
+		return b.String()[:20]
+	}
+	return b.String()
+}
