@@ -1,0 +1,365 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+func ids(pairs ...string) []c360.Identity {
+	var out []c360.Identity
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, c360.Identity{Type: pairs[i], Value: pairs[i+1]})
+	}
+	return out
+}
+
+func track(key string, identities []c360.Identity) *c360.Event {
+	return &c360.Event{Type: c360.EventTrack, Name: "Viewed", Source: "test", DedupeKey: key, Identities: identities}
+}
+
+func ingest1(t *testing.T, db *postgres.DB, ws int64, ev *c360.Event) c360.IngestResult {
+	t.Helper()
+	res, err := db.Ingest(context.Background(), ws, []*c360.Event{ev})
+	if err != nil {
+		t.Fatalf("ingest %s: %v", ev.DedupeKey, err)
+	}
+	return res[0]
+}
+
+func count(t *testing.T, db *postgres.DB, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func TestIngestExactlyOnce(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+
+	first := ingest1(t, db, ws, track("m-1", ids("email", "a@example.com")))
+	if first.Duplicate {
+		t.Fatalf("first delivery: Duplicate = true, want false")
+	}
+	c1, err := db.FindCustomerByID(ctx, ws, first.CustomerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := ingest1(t, db, ws, track("m-1", ids("email", "a@example.com", "phone", "+14155550100")))
+	if !again.Duplicate || again.EventID != first.EventID || again.CustomerID != first.CustomerID {
+		t.Fatalf("repeat = %+v, want duplicate of %+v", again, first)
+	}
+	c2, _ := db.FindCustomerByID(ctx, ws, first.CustomerID)
+	if c2.Version != c1.Version {
+		t.Errorf("version after repeat = %d, want %d", c2.Version, c1.Version)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 1 {
+		t.Errorf("events = %d, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1`, ws); n != 1 {
+		t.Errorf("identities = %d, want 1 (the repeat's new phone must not be attached)", n)
+	}
+	// The same key from another source is another event.
+	other := track("m-1", ids("email", "a@example.com"))
+	other.Source = "other"
+	if r := ingest1(t, db, ws, other); r.Duplicate {
+		t.Errorf("same key, other source: Duplicate = true, want false")
+	}
+}
+
+func TestIngestConcurrentDuplicates(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	var wg sync.WaitGroup
+	results := make([]c360.IngestResult, 16)
+	errs := make([]error, 16)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := db.Ingest(context.Background(), ws, []*c360.Event{track("dup", ids("phone", "+14155550111"))})
+			if err == nil {
+				results[i] = r[0]
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	fresh := 0
+	for i, r := range results {
+		if errs[i] != nil {
+			t.Fatalf("delivery %d: %v", i, errs[i])
+		}
+		if !r.Duplicate {
+			fresh++
+		}
+		if r.EventID != results[0].EventID {
+			t.Errorf("delivery %d event = %d, want %d", i, r.EventID, results[0].EventID)
+		}
+	}
+	if fresh != 1 {
+		t.Errorf("non-duplicate deliveries = %d, want 1", fresh)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 1 {
+		t.Errorf("events = %d, want 1", n)
+	}
+}
+
+func TestIngestFirstContactRace(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	const n = 32
+	var wg sync.WaitGroup
+	custs := make([]int64, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			// Different spellings of one new email and phone.
+			ev := track(fmt.Sprintf("race-%d", i), ids("email", fmt.Sprintf(" New.Person@Example.com%s", []string{"", " "}[i%2]),
+				"phone", []string{"+1 415 555 0199", "(415) 555-0199", "whatsapp:+14155550199"}[i%3]))
+			r, err := db.Ingest(context.Background(), ws, []*c360.Event{ev})
+			if err == nil {
+				custs[i] = r[0].CustomerID
+			}
+			errs[i] = err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range custs {
+		if errs[i] != nil {
+			t.Fatalf("event %d: %v", i, errs[i])
+		}
+		if custs[i] != custs[0] {
+			t.Errorf("event %d customer = %d, want %d", i, custs[i], custs[0])
+		}
+	}
+	if got := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws); got != 1 {
+		t.Errorf("customers = %d, want 1", got)
+	}
+	if got := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1`, ws); got != 2 {
+		t.Errorf("identities = %d, want 2", got)
+	}
+	if got := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND customer_id = $2`, ws, custs[0]); got != n {
+		t.Errorf("events on the customer = %d, want %d", got, n)
+	}
+	// One change row per event plus consecutive versions 1..n.
+	if got := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2`, ws, custs[0]); got != n {
+		t.Errorf("change rows = %d, want %d", got, n)
+	}
+	if got := count(t, db, `SELECT max(version) - min(version) + 1 FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2`, ws, custs[0]); got != n {
+		t.Errorf("version span = %d, want %d (consecutive)", got, n)
+	}
+}
+
+func TestIngestRefusesBadInputAndWritesNothing(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	cases := map[string][]c360.Identity{
+		"bad phone":       ids("phone", "12"),
+		"bad email":       ids("email", "not-an-email"),
+		"bad type":        ids("Email", "a@example.com"),
+		"only blocked":    ids("user_id", "null", "anonymous_id", "0"),
+		"no identities":   nil,
+		"one bad of many": ids("email", "ok@example.com", "phone", "abc"),
+	}
+	for name, identities := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := db.Ingest(context.Background(), ws, []*c360.Event{track("bad-"+name, identities)})
+			if got := c360.ErrorCode(err); got != c360.EINVALID {
+				t.Fatalf("code = %q (%v), want %q", got, err, c360.EINVALID)
+			}
+		})
+	}
+	// A batch with one bad event writes none of them.
+	_, err := db.Ingest(context.Background(), ws, []*c360.Event{
+		track("good", ids("email", "good@example.com")), track("bad", ids("phone", "x")),
+	})
+	if got := c360.ErrorCode(err); got != c360.EINVALID {
+		t.Fatalf("batch code = %q, want %q", got, c360.EINVALID)
+	}
+	for _, table := range []string{"events", "customers", "identities", "customer_changes"} {
+		if n := count(t, db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, ws); n != 0 {
+			t.Errorf("%s rows = %d, want 0", table, n)
+		}
+	}
+}
+
+func TestIngestResolvesAndAttaches(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+
+	a := ingest1(t, db, ws, track("1", ids("email", "Pat@Example.com")))
+	b := ingest1(t, db, ws, track("2", ids("email", "pat@example.com", "phone", "(415) 555-0123")))
+	if b.CustomerID != a.CustomerID {
+		t.Fatalf("second event customer = %d, want %d", b.CustomerID, a.CustomerID)
+	}
+	got, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "phone", Value: "whatsapp:+1 415 555 0123"})
+	if err != nil || got.ID != a.CustomerID {
+		t.Fatalf("by phone = %v, %v; want customer %d", got, err, a.CustomerID)
+	}
+	m, err := db.IdentitiesByCustomers(ctx, ws, []int64{a.CustomerID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []c360.Identity{{Type: "email", Value: "pat@example.com"}, {Type: "phone", Value: "+14155550123"}}
+	if fmt.Sprint(m[a.CustomerID]) != fmt.Sprint(want) {
+		t.Errorf("identities = %v, want %v", m[a.CustomerID], want)
+	}
+	// A blocked value is ignored, not refused, and never becomes an identity.
+	c := ingest1(t, db, ws, track("3", ids("email", "pat@example.com", "user_id", "undefined")))
+	if c.CustomerID != a.CustomerID || len(c.Dropped) != 1 {
+		t.Errorf("blocked value: customer %d dropped %v; want %d and one drop", c.CustomerID, c.Dropped, a.CustomerID)
+	}
+	if _, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: "undefined"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("lookup of blocked value: %v, want NOT_FOUND", err)
+	}
+}
+
+func TestIngestMergesAndOldIDResolves(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	anon := ingest1(t, db, ws, track("a", ids("anonymous_id", "anon-1")))
+	known := ingest1(t, db, ws, track("b", ids("email", "m@example.com")))
+	if anon.CustomerID == known.CustomerID {
+		t.Fatal("two unrelated identities share a customer")
+	}
+	link := ingest1(t, db, ws, track("c", ids("anonymous_id", "anon-1", "email", "m@example.com")))
+	survivor := min(anon.CustomerID, known.CustomerID)
+	merged := max(anon.CustomerID, known.CustomerID)
+	if link.CustomerID != survivor {
+		t.Fatalf("linking event customer = %d, want survivor %d", link.CustomerID, survivor)
+	}
+	c, err := db.FindCustomerByID(ctx, ws, merged)
+	if err != nil || c.ID != survivor {
+		t.Fatalf("merged id resolves to %v (%v), want %d", c, err, survivor)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND customer_id = $2`, ws, survivor); n != 3 {
+		t.Errorf("survivor events = %d, want 3", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM merges WHERE workspace_id = $1 AND survivor_id = $2 AND merged_id = $3`, ws, survivor, merged); n != 1 {
+		t.Errorf("ledger rows = %d, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'merged_into'`, ws, merged); n != 1 {
+		t.Errorf("merged_into change rows = %d, want 1", n)
+	}
+	list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10})
+	if err != nil || len(list) != 1 || list[0].ID != survivor {
+		t.Errorf("live customers = %v (%v), want only %d", list, err, survivor)
+	}
+}
+
+func TestIngestNeverMergesTwoUserIDs(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	a := ingest1(t, db, ws, track("1", ids("user_id", "u1", "email", "shared@example.com")))
+	b := ingest1(t, db, ws, track("2", ids("user_id", "u2", "email", "shared@example.com")))
+	if a.CustomerID == b.CustomerID {
+		t.Fatalf("customers with user_ids u1 and u2 were merged")
+	}
+	if len(b.Dropped) == 0 {
+		t.Errorf("dropped = none, want the conflicting email recorded")
+	}
+}
+
+func TestTraitsNewestObservationWins(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	identify := func(key string, at time.Time, traits map[string]any) c360.IngestResult {
+		return ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: key,
+			Identities: ids("user_id", "u-traits"), Traits: traits, OccurredAt: at})
+	}
+	r := identify("1", t0.Add(time.Hour), map[string]any{"plan": "pro", "name": "Ann"})
+	identify("2", t0, map[string]any{"plan": "free", "city": "Oslo"}) // older: plan stays, city is new
+	c, err := db.FindCustomerByID(ctx, ws, r.CustomerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Traits["plan"] != "pro" || c.Traits["city"] != "Oslo" || c.Traits["name"] != "Ann" {
+		t.Errorf("traits = %v, want plan pro, city Oslo, name Ann", c.Traits)
+	}
+	// Identify traits email and phone become identities.
+	identify("3", t0.Add(2*time.Hour), map[string]any{"email": "ANN@example.com"})
+	if got, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: "ann@example.com"}); err != nil || got.ID != r.CustomerID {
+		t.Errorf("email trait as identity: %v, %v", got, err)
+	}
+}
+
+func TestWorkspaceIsolation(t *testing.T) {
+	db := pgtest.Open(t)
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, wsA, track("1", ids("email", "iso@example.com")))
+	if _, err := db.FindCustomerByID(ctx, wsB, a.CustomerID); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("by id from B: %v, want NOT_FOUND", err)
+	}
+	if _, err := db.FindCustomerByIdentity(ctx, wsB, c360.Identity{Type: "email", Value: "iso@example.com"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("by identity from B: %v, want NOT_FOUND", err)
+	}
+	// The same identity in B is a different customer.
+	b := ingest1(t, db, wsB, track("1", ids("email", "iso@example.com")))
+	if b.CustomerID == a.CustomerID || b.Duplicate {
+		t.Errorf("B's event = %+v; want its own customer, not a duplicate of A's", b)
+	}
+}
+
+func TestFindCustomersPages(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for i := 0; i < 7; i++ {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: fmt.Sprint(i),
+			Identities: ids("email", fmt.Sprintf("p%d@example.com", i)), Traits: map[string]any{"name": fmt.Sprintf("Person %d", i)}})
+	}
+	seen := map[int64]bool{}
+	after := ""
+	for page := 0; ; page++ {
+		list, cursors, more, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 3, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range list {
+			if seen[c.ID] {
+				t.Fatalf("customer %d on two pages", c.ID)
+			}
+			seen[c.ID] = true
+		}
+		if !more {
+			break
+		}
+		after = cursors[len(cursors)-1]
+	}
+	if len(seen) != 7 {
+		t.Errorf("customers seen = %d, want 7", len(seen))
+	}
+	list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "SON 3"})
+	if err != nil || len(list) != 1 {
+		t.Errorf("search by name fragment: %d results (%v), want 1", len(list), err)
+	}
+	list, _, _, _ = db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "p5@exa"})
+	if len(list) != 1 {
+		t.Errorf("search by email fragment: %d results, want 1", len(list))
+	}
+	if _, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, After: "%%%"}); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
+	}
+}
