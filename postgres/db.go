@@ -28,6 +28,11 @@ type DB struct {
 	// Normalizer normalizes identities on ingest and lookup.
 	Normalizer identity.Normalizer
 
+	// OnCommit, when set, is called after every ingest commit with the
+	// customers whose change feed grew. The real-time hub hangs here: it is
+	// woken only by committed changes, never by ones that may roll back.
+	OnCommit func(workspaceID int64, customerIDs []int64)
+
 	rules rulesCache
 }
 

@@ -39,21 +39,26 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 	if err != nil {
 		return nil, err
 	}
-	var results []c360.IngestResult
+	var (
+		results []c360.IngestResult
+		changed []int64
+	)
 	err = db.inTx(ctx, func(tx pgx.Tx) error {
-		results = results[:0]
+		results, changed = results[:0], changed[:0]
 		for i := range prepared {
-			r, err := db.ingestOne(ctx, tx, workspaceID, rules, &prepared[i])
+			r, touched, err := db.ingestOne(ctx, tx, workspaceID, rules, &prepared[i])
 			if err != nil {
 				return err
 			}
 			results = append(results, r)
+			changed = append(changed, touched...)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	db.committed(workspaceID, changed)
 	for i := range events {
 		events[i].ID, events[i].CustomerID = results[i].EventID, results[i].CustomerID
 	}
@@ -147,7 +152,9 @@ type traitMeta struct {
 	At     time.Time `json:"at"`
 }
 
-func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, p *preparedEvent) (c360.IngestResult, error) {
+// ingestOne applies one event and returns what it did and which customers'
+// change feeds grew.
+func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, p *preparedEvent) (c360.IngestResult, []int64, error) {
 	ev := p.ev
 	res := c360.IngestResult{Dropped: p.dropped}
 
@@ -169,20 +176,20 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 			WHERE e.workspace_id = $1 AND e.source = $2 AND e.dedupe_key = $3`,
 			ws, ev.Source, ev.DedupeKey).Scan(&res.EventID, &cust)
 		if err != nil {
-			return res, interpretError(fmt.Errorf("find duplicate event: %w", err))
+			return res, nil, interpretError(fmt.Errorf("find duplicate event: %w", err))
 		}
 		if cust != nil {
 			res.CustomerID = *cust
 		}
 		res.Duplicate = true
-		return res, nil
+		return res, nil, nil
 	} else if err != nil {
-		return res, interpretError(fmt.Errorf("insert event: %w", err))
+		return res, nil, interpretError(fmt.Errorf("insert event: %w", err))
 	}
 
 	cust, decision, err := db.resolve(ctx, tx, ws, rules, p.identities, res.EventID, ev)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	for _, d := range decision.Dropped {
 		res.Dropped = append(res.Dropped, fmt.Sprintf("%s %q: %s", d.Identity.Type, d.Identity.Value, d.Reason))
@@ -193,15 +200,26 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 	kind := c360.ChangeEvent
 	if ev.Consent != nil {
 		if err := upsertConsent(ctx, tx, ws, cust.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt); err != nil {
-			return res, err
+			return res, nil, err
 		}
 		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
 		kind = c360.ChangeConsent
 	}
+	if ev.Message != nil && ev.Type == c360.EventMessageStatus {
+		m, err := applyMessageStatus(ctx, tx, ws, ev)
+		if err != nil {
+			return res, nil, err
+		}
+		if m != nil {
+			diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
+				"channel": m.Channel, "direction": m.Direction, "status": m.Status}
+			kind = c360.ChangeMessage
+		}
+	}
 	if ev.Message != nil && ev.Type == c360.EventMessage {
 		m, err := insertMessage(ctx, tx, ws, cust.id, res.EventID, ev)
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
 			"channel": m.Channel, "direction": m.Direction}
@@ -228,9 +246,9 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		kind = c360.ChangeCreated
 	}
 	if err := commitCustomer(ctx, tx, ws, cust, kind, diff, ev.OccurredAt, db.Now(), res.EventID); err != nil {
-		return res, err
+		return res, nil, err
 	}
-	return res, nil
+	return res, append([]int64{cust.id}, cust.merged...), nil
 }
 
 // resolve finds or creates the customer the event's identities point to,
@@ -531,4 +549,13 @@ func (db *DB) normalizeLookup(id c360.Identity) (identity.Identity, error) {
 		return n, c360.Errorf(c360.EINVALID, "invalid identity")
 	}
 	return n, nil
+}
+
+// committed tells the OnCommit hook which change feeds grew.
+func (db *DB) committed(ws int64, customers []int64) {
+	if db.OnCommit == nil || len(customers) == 0 {
+		return
+	}
+	slices.Sort(customers)
+	db.OnCommit(ws, slices.Compact(customers))
 }
