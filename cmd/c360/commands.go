@@ -86,6 +86,10 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 	}
 	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, NewResolver(db), db)
+	mountConnectors(srv, db, Connectors{
+		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
+		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
+	})
 
 	addr := m.env("C360_ADDR", ":8080")
 	ln, err := net.Listen("tcp", addr)
@@ -253,4 +257,12 @@ func (m *Main) apikey(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(m.Stdout, "%s API key for %s: %s\n(shown once)\n", key.Role, *slug, secret)
 	return nil
+}
+
+// portOf returns ":PORT" of a listen address, for the default public URL.
+func portOf(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil {
+		return ":" + port
+	}
+	return ":8080"
 }
