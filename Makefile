@@ -1,0 +1,158 @@
+# c360 — developer entry points. `make help` lists the targets.
+#
+# Databases: unless DATABASE_URL / TEST_DATABASE_URL are set, a project-local
+# PostgreSQL cluster is started by scripts/pg.sh (data in .data/pg, port
+# ${C360_PG_PORT:-54329}); `make stop` stops it.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO         ?= go
+BIN        := bin/c360
+PG         := scripts/pg.sh
+# Directories written by `make generate` (see gqlgen.yml).
+GEN_DIRS   := graph resolver
+FUZZTIME   ?= 30s
+GO_BUILD   = $(GO) build -o $(BIN) ./cmd/c360
+GQLGEN     = $(GO) run github.com/99designs/gqlgen
+BENCH_FLAGS ?=
+
+# Shell snippet: use TEST_DATABASE_URL if set, else the local cluster's c360_test.
+define test_db
+if [ -z "$${TEST_DATABASE_URL:-}" ]; then \
+  $(PG) ensure; \
+  TEST_DATABASE_URL="$$($(PG) url c360_test)"; \
+fi; \
+export TEST_DATABASE_URL;
+endef
+
+# Shell snippet: print the JSON string field $1 from file $2 (no jq/python needed).
+define json_field
+json_field() { grep -o "\"$$1\"[[:space:]]*:[[:space:]]*\"[^\"]*\"" "$$2" | head -n1 | sed 's/.*"\([^"]*\)"$$/\1/'; };
+endef
+
+# Shell snippet for check-generate: fails when `make generate` changes anything
+# under $(GEN_DIRS), i.e. generated code must be committed up to date. Content is
+# compared before and after, so uncommitted local edits alone do not trip it; in a
+# clean CI clone (CI set) any difference from the commit fails too.
+define check_generate
+snap() { find $(GEN_DIRS) -type f 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum; }; \
+before="$$(snap)"; \
+printf '%s\n' '$(GQLGEN) generate'; \
+$(GQLGEN) generate; \
+after="$$(snap)"; \
+if [ "$$before" != "$$after" ]; then \
+  echo "" >&2; \
+  echo "check-generate: 'make generate' changed generated code in $(GEN_DIRS):" >&2; \
+  diff <(printf '%s\n' "$$before") <(printf '%s\n' "$$after") | grep '^[<>]' | awk '{print "  " $$1 " " $$3}' | sort -u -k2 >&2 || true; \
+  git status --porcelain -- $(GEN_DIRS) >&2 || true; \
+  echo "check-generate: run 'make generate' and commit the result." >&2; \
+  exit 1; \
+fi; \
+if [ -n "$${CI:-}" ] && [ -n "$$(git status --porcelain -- $(GEN_DIRS) 2>/dev/null)" ]; then \
+  echo "check-generate: generated code differs from the commit:" >&2; \
+  git status --porcelain -- $(GEN_DIRS) >&2; \
+  git --no-pager diff --stat -- $(GEN_DIRS) >&2; \
+  echo "check-generate: run 'make generate' and commit the result." >&2; \
+  exit 1; \
+fi; \
+echo "check-generate: generated code is up to date";
+endef
+
+.PHONY: help build generate check-generate run test test-race stop bench fuzz clean lint
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+build: ## build bin/c360
+	$(GO_BUILD)
+
+generate: ## regenerate GraphQL code (gqlgen) from schema/*.graphqls
+	$(GQLGEN) generate
+
+check-generate: ## fail if `make generate` would change generated code
+	@$(check_generate)
+
+run: build ## start the API on :8080 with a demo workspace (local PostgreSQL unless DATABASE_URL is set)
+	@$(json_field) \
+	if [ -z "$${DATABASE_URL:-}" ]; then \
+	  $(PG) ensure; \
+	  DATABASE_URL="$$($(PG) url c360)"; \
+	fi; \
+	export DATABASE_URL; \
+	$(BIN) migrate up; \
+	mkdir -p .data; \
+	if [ -f .data/demo.json ] && [ ! -s .data/demo.json ]; then rm -f .data/demo.json; fi; \
+	if [ ! -f .data/demo.json ]; then \
+	  echo "run: creating demo workspace (.data/demo.json)"; \
+	  if ! $(BIN) workspace create --slug demo --name "Demo" --json > .data/demo.json.tmp; then \
+	    rm -f .data/demo.json.tmp; echo "run: creating the demo workspace failed" >&2; exit 1; \
+	  fi; \
+	  mv -f .data/demo.json.tmp .data/demo.json; \
+	fi; \
+	key="$$(json_field apiKey .data/demo.json || true)"; \
+	secret="$$(json_field webhookSecret .data/demo.json || true)"; \
+	echo ""; \
+	echo "  Demo workspace:   demo   (details in .data/demo.json)"; \
+	echo "  Admin API key:    $${key:-(not found in .data/demo.json)}"; \
+	echo "  Webhook secret:   $${secret:-(not found in .data/demo.json)}"; \
+	echo "  GraphiQL:         http://localhost:8080/"; \
+	echo "  GraphQL endpoint: http://localhost:8080/graphql"; \
+	echo "  Database:         $$DATABASE_URL"; \
+	echo ""; \
+	exec $(BIN) serve --dev
+
+test: ## check-generate, vet, unit+integration tests, then e2e (if e2e/ exists)
+	@$(test_db) \
+	$(check_generate) \
+	echo "go vet ./..."; \
+	$(GO) vet ./...; \
+	echo "go test ./... (TEST_DATABASE_URL=$$TEST_DATABASE_URL)"; \
+	$(GO) test -count=1 -timeout 15m ./...; \
+	if [ -f e2e/package.json ]; then \
+	  echo "$(GO_BUILD)"; \
+	  $(GO_BUILD); \
+	  echo "e2e: npm ci && npm test"; \
+	  cd e2e; \
+	  npm ci --no-audit --no-fund; \
+	  npm test; \
+	else \
+	  echo "e2e: no e2e/package.json, skipping"; \
+	fi
+
+test-race: ## go test -race (slow on small machines)
+	@$(test_db) \
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+stop: ## stop the local PostgreSQL cluster
+	@$(PG) stop
+
+bench: ## Go benchmarks, then the bench tool (bench/cmd/bench) if present
+	@$(test_db) \
+	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./...; \
+	if [ -d bench/cmd/bench ]; then \
+	  export DATABASE_URL="$${DATABASE_URL:-$$TEST_DATABASE_URL}"; \
+	  $(GO) run ./bench/cmd/bench $(BENCH_FLAGS); \
+	fi
+
+fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s)
+	@$(test_db) \
+	targets="$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = "" }')"; \
+	if [ -z "$$targets" ]; then echo "fuzz: no Fuzz* targets found"; exit 0; fi; \
+	while read -r pkg fn; do \
+	  echo "fuzz: $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+	done <<< "$$targets"
+
+lint: ## gofmt (generated graph/ excluded) and go vet
+	@unformatted="$$(find . -name '*.go' -not -path './graph/*' -not -path './.data/*' -not -path './e2e/node_modules/*' -not -path './vendor/*' -print0 | xargs -0 -r gofmt -l)"; \
+	if [ -n "$$unformatted" ]; then \
+	  echo "lint: these files need gofmt -w:" >&2; \
+	  printf '  %s\n' $$unformatted >&2; \
+	  exit 1; \
+	fi; \
+	$(GO) vet ./...
+
+clean: ## remove build output
+	rm -rf bin/

@@ -1,0 +1,337 @@
+package identity
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Normalizer validates identities and brings their values to a canonical
+// form, so that the same person sent as "Bob@Example.com" and
+// " bob@example.com" resolves to one customer. The zero value is usable but
+// only accepts phone numbers written with a country code.
+type Normalizer struct {
+	// DefaultRegion is the ISO 3166-1 alpha-2 region ("US", "GB") assumed
+	// for phone numbers written without a country code. Case does not
+	// matter. When empty, such numbers are refused, because guessing the
+	// country would file them under the wrong person.
+	DefaultRegion string
+}
+
+// builtinBlocked lists placeholder values that integrations send when they
+// have no real identifier. They are compared case-insensitively.
+var builtinBlocked = [...]string{"null", "nil", "undefined", "anonymous", "none", "n/a", "0", "-1"}
+
+// minPhoneDigits is the fewest digits (country code included) a phone
+// number may have; anything shorter is an extension, a short code or junk,
+// none of which identify one person.
+const minPhoneDigits = 7
+
+// maxPhoneDigits is the E.164 maximum, country code included.
+const maxPhoneDigits = 15
+
+// Normalize validates id and returns it in canonical form.
+//
+// The type must satisfy ValidType; it is not lowercased, because silently
+// accepting "Email" would let a typo create a parallel custom type.
+// Values are trimmed of surrounding Unicode whitespace and must be valid
+// UTF-8, at most MaxValueLen bytes and free of control characters. Emails
+// are lowercased (a leading "mailto:" is removed) and checked for a
+// plausible shape; phone numbers are converted to E.164; every other type
+// is only trimmed, keeping its case.
+//
+// Placeholder values ("", "null", "undefined", "0", "000", "---", ...; for
+// phones also numbers whose national part is all zeros) return
+// (Identity{}, ErrBlocked), which callers treat as "ignore this
+// identifier". Any other refusal is an *InvalidError.
+func (n Normalizer) Normalize(id Identity) (Identity, error) {
+	if !ValidType(id.Type) {
+		return Identity{}, &InvalidError{Field: "type", Type: id.Type, Value: id.Value,
+			Reason: "must start with a lowercase letter, contain only a-z, 0-9, '_', '.', ':' or '-', and be at most 64 bytes"}
+	}
+	v := strings.TrimSpace(id.Value)
+	// Blocked values are checked before any value check so that "0" is
+	// ignored rather than reported as a malformed phone number.
+	if isBuiltinBlocked(v) {
+		return Identity{}, ErrBlocked
+	}
+	if reason := checkValue(v); reason != "" {
+		return Identity{}, invalidValue(id, reason)
+	}
+	switch id.Type {
+	case TypeEmail:
+		return normalizeEmail(id)
+	case TypePhone:
+		return n.normalizePhone(id)
+	default:
+		return Identity{Type: id.Type, Value: v}, nil
+	}
+}
+
+func invalidValue(id Identity, reason string) *InvalidError {
+	return &InvalidError{Field: "value", Type: id.Type, Value: id.Value, Reason: reason}
+}
+
+// isBuiltinBlocked reports whether v (already trimmed) is a placeholder.
+func isBuiltinBlocked(v string) bool {
+	if v == "" {
+		return true
+	}
+	// "000", "---", "0-0": zero-filled ids and masked numbers.
+	if strings.Trim(v, "0-") == "" {
+		return true
+	}
+	if len(v) > len("undefined")*4 { // no folding can make a longer value match
+		return false
+	}
+	for _, b := range builtinBlocked {
+		if strings.EqualFold(v, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkValue applies the checks shared by all types and returns a reason
+// when v is unacceptable. Invalid UTF-8 and NUL bytes are refused because
+// PostgreSQL text columns reject them; other control characters because
+// they make two visually identical values distinct.
+func checkValue(v string) string {
+	if len(v) > MaxValueLen {
+		return "longer than 256 bytes"
+	}
+	if !utf8.ValidString(v) {
+		return "not valid UTF-8"
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) {
+			return "contains control characters"
+		}
+	}
+	return ""
+}
+
+// normalizeEmail lowercases and validates an email address. It
+// deliberately does not use net/mail: that parser accepts display names
+// ("Bob <b@x.com>") and comments, which are never what an API client
+// meant to send as an identifier.
+func normalizeEmail(id Identity) (Identity, error) {
+	v := strings.ToLower(strings.TrimSpace(id.Value))
+	v = strings.TrimSpace(strings.TrimPrefix(v, "mailto:"))
+	if isBuiltinBlocked(v) {
+		return Identity{}, ErrBlocked
+	}
+	// Lowercasing can change the byte length of some runes, so the shared
+	// limit is enforced again on the final form; otherwise a value could be
+	// accepted once and refused when normalized a second time.
+	if len(v) > MaxValueLen {
+		return Identity{}, invalidValue(id, "longer than 256 bytes")
+	}
+	if reason := checkEmail(v); reason != "" {
+		return Identity{}, invalidValue(id, reason)
+	}
+	return Identity{Type: TypeEmail, Value: v}, nil
+}
+
+// checkEmail returns why the lowercased address v is not plausible, or "".
+func checkEmail(v string) string {
+	at := strings.IndexByte(v, '@')
+	if at < 0 || strings.Count(v, "@") != 1 {
+		return "must contain exactly one '@'"
+	}
+	local, domain := v[:at], v[at+1:]
+	if local == "" {
+		return "empty local part"
+	}
+	if len(local) > 64 {
+		return "local part longer than 64 bytes"
+	}
+	// Dot-atom rules (RFC 5322): no leading, trailing or doubled dots.
+	// Quoted local parts are not supported; they are vanishingly rare and
+	// mostly appear in pasted display names.
+	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return "local part has a misplaced dot"
+	}
+	for _, r := range local {
+		if !emailLocalRune(r) {
+			return "local part contains " + quoteRune(r)
+		}
+	}
+	if domain == "" {
+		return "empty domain"
+	}
+	if domain[0] == '.' || domain[len(domain)-1] == '.' {
+		return "domain starts or ends with a dot"
+	}
+	if !strings.Contains(domain, ".") {
+		return "domain has no dot"
+	}
+	labels := strings.Split(domain, ".")
+	for _, label := range labels {
+		if label == "" {
+			return "domain has an empty label"
+		}
+		if len(label) > 63 {
+			return "domain label longer than 63 bytes"
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return "domain label starts or ends with '-'"
+		}
+		for _, r := range label {
+			if !emailDomainRune(r) {
+				return "domain contains " + quoteRune(r)
+			}
+		}
+	}
+	// No top-level domain is numeric; this refuses bare IP addresses
+	// ("a@10.0.0.1"), which are never a person's mailbox.
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return "top-level domain is numeric"
+	}
+	return ""
+}
+
+// emailLocalRune reports whether r may appear in the local part: RFC 5322
+// atext plus '.', and non-ASCII letters, marks and digits (RFC 6531
+// internationalized addresses). Other non-ASCII runes (symbols, invisible
+// format characters) are refused because they usually come from copy and
+// paste and would split one person into two identities.
+func emailLocalRune(r rune) bool {
+	if r < utf8.RuneSelf {
+		switch {
+		case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
+			return true
+		}
+		return strings.ContainsRune(".!#$%&'*+-/=?^_`{|}~", r)
+	}
+	return unicode.IsLetter(r) || unicode.IsMark(r) || unicode.IsDigit(r)
+}
+
+// emailDomainRune reports whether r may appear in a domain label: LDH
+// ASCII, plus non-ASCII letters, marks and digits for internationalized
+// domain names (marks are needed by scripts such as Devanagari).
+func emailDomainRune(r rune) bool {
+	if r < utf8.RuneSelf {
+		return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-'
+	}
+	return unicode.IsLetter(r) || unicode.IsMark(r) || unicode.IsDigit(r)
+}
+
+// quoteRune names r for an error reason.
+func quoteRune(r rune) string {
+	if unicode.IsSpace(r) {
+		return "whitespace"
+	}
+	return strconv.QuoteRune(r)
+}
+
+// phonePrefixes are URI schemes and channel prefixes that messaging
+// providers (Twilio, WhatsApp) put in front of numbers.
+var phonePrefixes = [...]string{"whatsapp:", "sms:", "tel:"}
+
+// normalizePhone converts a phone number to E.164 ("+14155550100").
+func (n Normalizer) normalizePhone(id Identity) (Identity, error) {
+	v := strings.TrimSpace(id.Value)
+	for _, p := range phonePrefixes {
+		if len(v) >= len(p) && strings.EqualFold(v[:len(p)], p) {
+			v = strings.TrimSpace(v[len(p):])
+			break
+		}
+	}
+	if isBuiltinBlocked(v) {
+		return Identity{}, ErrBlocked
+	}
+	// phonenumbers silently converts letters ("1-800-FLOWERS") and splits
+	// off extensions ("x12", "ext. 12"). Neither belongs in an identifier:
+	// vanity numbers are shared by a whole company and an extension is not
+	// a reachable mobile number, so both are refused here, before parsing.
+	for _, r := range v {
+		if r < utf8.RuneSelf && ('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z') {
+			return Identity{}, invalidValue(id, "contains letters; vanity numbers and extensions are not supported")
+		}
+		if !phoneRune(r) {
+			return Identity{}, invalidValue(id, "contains "+quoteRune(r)+", which is not part of a phone number")
+		}
+	}
+	// "(000) 000-0000" is a masked or placeholder number whatever the
+	// region; without this it would be refused as invalid when no
+	// DefaultRegion is set instead of being ignored.
+	digits := phonenumbers.NormalizeDigitsOnly(v)
+	if digits == "" {
+		return Identity{}, invalidValue(id, "not a valid phone number: it has no digits")
+	}
+	if strings.Trim(digits, "0") == "" {
+		return Identity{}, ErrBlocked
+	}
+	// "00" is the international call prefix in most of the world. Parsing
+	// only recognizes the prefix of DefaultRegion (011 in the US), so it
+	// is rewritten to "+" to accept "00 44 20 7946 0958" everywhere.
+	if strings.HasPrefix(v, "00") {
+		v = "+" + v[2:]
+	}
+	num, err := phonenumbers.Parse(v, strings.ToUpper(n.DefaultRegion))
+	if err != nil {
+		if errors.Is(err, phonenumbers.ErrInvalidCountryCode) && !strings.HasPrefix(v, "+") && n.DefaultRegion == "" {
+			return Identity{}, invalidValue(id, "not a valid phone number: it has no country code and no default region is configured")
+		}
+		return Identity{}, invalidValue(id, "not a valid phone number: "+err.Error())
+	}
+	if num.GetExtension() != "" {
+		return Identity{}, invalidValue(id, "not a valid phone number: extensions are not supported")
+	}
+	if num.GetNationalNumber() == 0 {
+		return Identity{}, ErrBlocked
+	}
+	// IS_POSSIBLE_LOCAL_ONLY is refused even though IsPossibleNumber
+	// accepts it: a number without its area code ("555 0100") is shared by
+	// a different person in every area, so it cannot identify anyone.
+	switch phonenumbers.IsPossibleNumberWithReason(num) {
+	case phonenumbers.IS_POSSIBLE:
+	case phonenumbers.IS_POSSIBLE_LOCAL_ONLY:
+		return Identity{}, invalidValue(id, "not a valid phone number: it is missing its area code")
+	case phonenumbers.INVALID_COUNTRY_CODE:
+		return Identity{}, invalidValue(id, "not a valid phone number: unknown country calling code")
+	case phonenumbers.TOO_SHORT:
+		return Identity{}, invalidValue(id, "not a valid phone number: too short")
+	case phonenumbers.TOO_LONG:
+		return Identity{}, invalidValue(id, "not a valid phone number: too long")
+	default:
+		return Identity{}, invalidValue(id, "not a valid phone number: wrong length for its country")
+	}
+	out := phonenumbers.Format(num, phonenumbers.E164)
+	// Counted on the output rather than the input so that normalizing an
+	// already normalized number gives the same verdict.
+	if len(out)-1 < minPhoneDigits {
+		return Identity{}, invalidValue(id, "not a valid phone number: fewer than 7 digits")
+	}
+	// E.164 caps numbers at 15 digits, but the metadata of a few countries
+	// (Germany, Austria) allows longer possible numbers; those would not
+	// fit the columns and APIs that expect E.164.
+	if len(out)-1 > maxPhoneDigits {
+		return Identity{}, invalidValue(id, "not a valid phone number: more than 15 digits")
+	}
+	// Parsing strips a leading national prefix from a number only when the
+	// number looks invalid with it, so an invalid number such as
+	// "+44 0 0000 0001" can lose one prefix per pass and never settle.
+	// Such numbers are refused, which keeps Normalize idempotent; a valid
+	// E.164 number always reads back unchanged.
+	if again, err := phonenumbers.Parse(out, ""); err != nil || phonenumbers.Format(again, phonenumbers.E164) != out {
+		return Identity{}, invalidValue(id, "not a valid phone number: its digits are ambiguous")
+	}
+	return Identity{Type: TypePhone, Value: out}, nil
+}
+
+// phoneRune reports whether r may appear in a written phone number: digits
+// (any script, phonenumbers maps them to ASCII), whitespace, plus signs,
+// dashes and the grouping punctuation people use ("(415) 555-0100",
+// "415.555.0100", "415/5550100").
+func phoneRune(r rune) bool {
+	if unicode.IsDigit(r) || unicode.IsSpace(r) || unicode.Is(unicode.Pd, r) {
+		return true
+	}
+	return strings.ContainsRune("+＋().[]/（）［］．／", r)
+}

@@ -1,0 +1,299 @@
+package identity
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// outcome classifies what Normalize did, so tables can state it compactly.
+type outcome int
+
+const (
+	ok outcome = iota
+	blocked
+	badType
+	badValue
+)
+
+func (o outcome) String() string {
+	return [...]string{"ok", "blocked", "invalid type", "invalid value"}[o]
+}
+
+func classify(t *testing.T, id Identity, err error) outcome {
+	t.Helper()
+	if err == nil {
+		return ok
+	}
+	if errors.Is(err, ErrBlocked) {
+		if id != (Identity{}) {
+			t.Errorf("blocked result = %v, want zero Identity", id)
+		}
+		return blocked
+	}
+	var inv *InvalidError
+	if !errors.As(err, &inv) {
+		t.Fatalf("error %v (%T) is neither ErrBlocked nor *InvalidError", err, err)
+	}
+	if id != (Identity{}) {
+		t.Errorf("invalid result = %v, want zero Identity", id)
+	}
+	switch inv.Field {
+	case "type":
+		return badType
+	case "value":
+		return badValue
+	}
+	t.Fatalf("InvalidError.Field = %q, want \"type\" or \"value\"", inv.Field)
+	return 0
+}
+
+type normCase struct {
+	name   string
+	region string
+	in     Identity
+	want   string // normalized value when outcome is ok
+	out    outcome
+	reason string // substring of InvalidError.Reason, when set
+}
+
+func runNormalize(t *testing.T, cases []normCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Normalizer{DefaultRegion: tc.region}.Normalize(tc.in)
+			if o := classify(t, got, err); o != tc.out {
+				t.Fatalf("Normalize(%v) outcome = %v (err %v), want %v", tc.in, o, err, tc.out)
+			}
+			if tc.reason != "" && (err == nil || !strings.Contains(err.Error(), tc.reason)) {
+				t.Errorf("Normalize(%v) error = %v, want reason containing %q", tc.in, err, tc.reason)
+			}
+			if tc.out != ok {
+				return
+			}
+			if want := (Identity{Type: tc.in.Type, Value: tc.want}); got != want {
+				t.Errorf("Normalize(%v) = %v, want %v", tc.in, got, want)
+			}
+		})
+	}
+}
+
+func email(v string) Identity { return Identity{Type: TypeEmail, Value: v} }
+func phone(v string) Identity { return Identity{Type: TypePhone, Value: v} }
+
+func TestNormalizeEmail(t *testing.T) {
+	runNormalize(t, []normCase{
+		{name: "plain", in: email("bob@example.com"), want: "bob@example.com"},
+		{name: "uppercase", in: email("Bob.Smith@Example.COM"), want: "bob.smith@example.com"},
+		{name: "surrounding spaces", in: email("  bob@example.com\t\n"), want: "bob@example.com"},
+		{name: "unicode whitespace", in: email("\u00a0bob@example.com\u3000"), want: "bob@example.com"},
+		{name: "mailto", in: email("mailto:bob@example.com"), want: "bob@example.com"},
+		{name: "MAILTO uppercase", in: email("MAILTO:Bob@Example.com"), want: "bob@example.com"},
+		{name: "plus tag kept", in: email("bob+news@example.co.uk"), want: "bob+news@example.co.uk"},
+		{name: "atext specials", in: email("o'neil_x-y!#$%&*=?^`{|}~/@example.com"), want: "o'neil_x-y!#$%&*=?^`{|}~/@example.com"},
+		{name: "hyphenated domain", in: email("a@my-shop.example"), want: "a@my-shop.example"},
+		{name: "unicode local and domain", in: email("José@Bücher.DE"), want: "josé@bücher.de"},
+		{name: "devanagari domain with marks", in: email("a@भारत.भारत"), want: "a@भारत.भारत"},
+		{name: "local part 64 bytes", in: email(strings.Repeat("a", 64) + "@x.io"), want: strings.Repeat("a", 64) + "@x.io"},
+
+		{name: "display name", in: email("Bob <b@x.com>"), out: badValue, reason: "local part contains whitespace"},
+		{name: "angle brackets only", in: email("<b@x.com>"), out: badValue},
+		{name: "no at", in: email("bob.example.com"), out: badValue},
+		{name: "two ats", in: email("bob@x@example.com"), out: badValue, reason: "exactly one '@'"},
+		{name: "empty local", in: email("@example.com"), out: badValue},
+		{name: "local too long", in: email(strings.Repeat("a", 65) + "@x.io"), out: badValue},
+		{name: "no dot in domain", in: email("bob@localhost"), out: badValue, reason: "no dot"},
+		{name: "empty domain", in: email("bob@"), out: badValue},
+		{name: "space inside", in: email("bob smith@example.com"), out: badValue},
+		{name: "space in domain", in: email("bob@exa mple.com"), out: badValue},
+		{name: "empty label", in: email("bob@example..com"), out: badValue},
+		{name: "leading dot domain", in: email("bob@.example.com"), out: badValue},
+		{name: "trailing dot domain", in: email("bob@example.com."), out: badValue},
+		{name: "leading dot local", in: email(".bob@example.com"), out: badValue},
+		{name: "trailing dot local", in: email("bob.@example.com"), out: badValue},
+		{name: "double dot local", in: email("bob..smith@example.com"), out: badValue},
+		{name: "underscore in domain", in: email("bob@exa_mple.com"), out: badValue},
+		{name: "label leading hyphen", in: email("bob@-example.com"), out: badValue},
+		{name: "ip address domain", in: email("bob@10.0.0.1"), out: badValue},
+		{name: "quoted local", in: email(`"bob"@example.com`), out: badValue},
+		{name: "comma list", in: email("a@x.com,b@x.com"), out: badValue},
+		{name: "zero width space", in: email("bob\u200b@example.com"), out: badValue},
+		{name: "control char", in: email("bob\x00@example.com"), out: badValue},
+		{name: "invalid utf8", in: email("bob\xff@example.com"), out: badValue},
+		{name: "too long", in: email(strings.Repeat("a", 60) + "@" + strings.Repeat("b.", 100) + "com"), out: badValue},
+		{name: "mailto with nested mailto", in: email("mailto:mailto:bob@example.com"), out: badValue},
+		// Lowercasing Ⱥ (2 bytes) gives ⱥ (3 bytes): 250 bytes in, 370 out.
+		{name: "lowercasing grows past limit", in: email("a@" + strings.Repeat(strings.Repeat("Ⱥ", 20)+".", 6) + "co"), out: badValue, reason: "longer than 256 bytes"},
+
+		{name: "blocked empty", in: email("   "), out: blocked},
+		{name: "blocked null", in: email("NULL"), out: blocked},
+		{name: "blocked mailto empty", in: email("mailto:"), out: blocked},
+		{name: "blocked mailto null", in: email("mailto:null"), out: blocked},
+	})
+}
+
+func TestNormalizePhone(t *testing.T) {
+	runNormalize(t, []normCase{
+		{name: "e164", region: "US", in: phone("+14155550100"), want: "+14155550100"},
+		{name: "international spaces", in: phone("+1 415 555 0100"), want: "+14155550100"},
+		{name: "national US", region: "US", in: phone("(415) 555-0100"), want: "+14155550100"},
+		{name: "national US dots", region: "US", in: phone("415.555.0100"), want: "+14155550100"},
+		{name: "region lowercase", region: "us", in: phone("415-555-0100"), want: "+14155550100"},
+		{name: "national GB", region: "GB", in: phone("020 7946 0958"), want: "+442079460958"},
+		{name: "00 prefix without region", in: phone("00 44 20 7946 0958"), want: "+442079460958"},
+		{name: "00 prefix with US region", region: "US", in: phone("00 44 20 7946 0958"), want: "+442079460958"},
+		{name: "US international prefix", region: "US", in: phone("011 44 20 7946 0958"), want: "+442079460958"},
+		{name: "trunk zero in parens", in: phone("+44 (0) 20 7946 0958"), want: "+442079460958"},
+		{name: "whatsapp prefix", in: phone("whatsapp:+14155550100"), want: "+14155550100"},
+		{name: "WhatsApp prefix case", in: phone("WhatsApp:+14155550100"), want: "+14155550100"},
+		{name: "sms prefix", in: phone("sms:+14155550100"), want: "+14155550100"},
+		{name: "tel prefix dashes", in: phone("tel:+1-415-555-0100"), want: "+14155550100"},
+		{name: "fictional 555-01xx", in: phone("+1 555 555 0123"), want: "+15555550123"},
+		{name: "en dashes", in: phone("+1 415–555–0100"), want: "+14155550100"},
+		{name: "fullwidth digits", region: "US", in: phone("４１５５５５０１００"), want: "+14155550100"},
+		{name: "surrounding spaces", in: phone("  +14155550100 \n"), want: "+14155550100"},
+
+		{name: "national without region", in: phone("(415) 555-0100"), out: badValue, reason: "no default region"},
+		{name: "GB national with US region", region: "US", in: phone("020 7946 0958"), out: badValue},
+		{name: "too short", region: "US", in: phone("12"), out: badValue},
+		{name: "too short international", in: phone("+49 1234"), out: badValue, reason: "fewer than 7 digits"},
+		{name: "local only", region: "US", in: phone("555 0100"), out: badValue, reason: "area code"},
+		{name: "too long", in: phone("+1 415 555 0100 1234 5678"), out: badValue},
+		{name: "letters vanity", region: "US", in: phone("1-800-FLOWERS"), out: badValue, reason: "letters"},
+		{name: "extension x", in: phone("+1 415 555 0100 x12"), out: badValue},
+		{name: "extension ext", in: phone("+1 415 555 0100 ext. 12"), out: badValue},
+		{name: "rfc3966 extension", in: phone("tel:+1-415-555-0100;ext=12"), out: badValue},
+		{name: "hash", in: phone("+1 415 555 0100#"), out: badValue},
+		{name: "two numbers", in: phone("+14155550100, +14155550101"), out: badValue},
+		{name: "unknown country code", in: phone("+999 1234 5678"), out: badValue},
+		{name: "no digits", in: phone("+()"), out: badValue},
+		{name: "email in phone", in: phone("bob@example.com"), out: badValue},
+		// Found by FuzzNormalizePhone: the national prefix was stripped once
+		// per pass, so the result was not stable.
+		{name: "ambiguous national prefix", in: phone("+44 (0) 00 0000 0001"), out: badValue, reason: "ambiguous"},
+		// Found by FuzzNormalizePhone: German metadata allows more than the
+		// 15 digits E.164 permits.
+		{name: "more than 15 digits", region: "DE", in: phone("0100000000000000"), out: badValue, reason: "more than 15 digits"},
+
+		{name: "blocked empty", in: phone(""), out: blocked},
+		{name: "blocked zero", in: phone("0"), out: blocked},
+		{name: "blocked zeros", in: phone("0000000000"), out: blocked},
+		{name: "blocked masked", in: phone("(000) 000-0000"), out: blocked},
+		{name: "blocked zero national", in: phone("+1 000 000 0000"), out: blocked},
+		{name: "blocked prefix only", in: phone("tel:"), out: blocked},
+		{name: "blocked after prefix", in: phone("whatsapp:undefined"), out: blocked},
+		{name: "blocked minus one", in: phone("-1"), out: blocked},
+	})
+}
+
+func TestNormalizeTypes(t *testing.T) {
+	runNormalize(t, []normCase{
+		{name: "user_id keeps case", in: Identity{TypeUserID, "  User-42 "}, want: "User-42"},
+		{name: "anonymous_id", in: Identity{TypeAnonymousID, "5f3c-A1"}, want: "5f3c-A1"},
+		{name: "custom crm_id", in: Identity{"crm_id", "CRM 0042"}, want: "CRM 0042"},
+		{name: "custom chatbot:webchat", in: Identity{"chatbot:webchat", "sess.9"}, want: "sess.9"},
+		{name: "custom dotted dashed", in: Identity{"a.b-c_d:e9", "x"}, want: "x"},
+		{name: "custom unicode value", in: Identity{"crm_id", "Zoë 😀"}, want: "Zoë 😀"},
+		{name: "type 64 bytes", in: Identity{"a" + strings.Repeat("b", 63), "x"}, want: "x"},
+		{name: "value 256 bytes", in: Identity{TypeUserID, strings.Repeat("u", 256)}, want: strings.Repeat("u", 256)},
+
+		{name: "type Email", in: Identity{"Email", "bob@example.com"}, out: badType},
+		{name: "type leading digit", in: Identity{"1abc", "x"}, out: badType},
+		{name: "type space", in: Identity{"a b", "x"}, out: badType},
+		{name: "type empty", in: Identity{"", "x"}, out: badType},
+		{name: "type leading underscore", in: Identity{"_a", "x"}, out: badType},
+		{name: "type 65 bytes", in: Identity{"a" + strings.Repeat("b", 64), "x"}, out: badType},
+		{name: "type unicode", in: Identity{"crm_ïd", "x"}, out: badType},
+		{name: "bad type beats blocked value", in: Identity{"Email", "null"}, out: badType},
+
+		{name: "value 257 bytes", in: Identity{TypeUserID, strings.Repeat("u", 257)}, out: badValue},
+		{name: "value newline inside", in: Identity{TypeUserID, "u\n1"}, out: badValue},
+		{name: "value NUL", in: Identity{"crm_id", "u\x001"}, out: badValue},
+		{name: "value invalid utf8", in: Identity{TypeAnonymousID, "\xc3\x28"}, out: badValue},
+	})
+}
+
+// TestNormalizeBlocked checks every built-in placeholder for every type, so
+// that adding a type-specific path cannot bypass the block list.
+func TestNormalizeBlocked(t *testing.T) {
+	values := []string{"", " ", "\t\n", "null", "NULL", "Null", "nil", "NIL", "undefined", "Undefined",
+		"anonymous", "ANONYMOUS", "none", "None", "n/a", "N/A", "0", "-1", " -1 ", "00", "000", "---", "-", "0-0", "-0-"}
+	types := []string{TypeUserID, TypeEmail, TypePhone, TypeAnonymousID, "crm_id", "chatbot:webchat"}
+	for _, typ := range types {
+		for _, v := range values {
+			got, err := Normalizer{DefaultRegion: "US"}.Normalize(Identity{Type: typ, Value: v})
+			if !errors.Is(err, ErrBlocked) {
+				t.Errorf("Normalize(%s %q) = %v, %v, want ErrBlocked", typ, v, got, err)
+			}
+		}
+	}
+	// Near misses must not be blocked: they are real identifiers.
+	for _, v := range []string{"0x", "nulll", "10", "-2", "none1", "n/a/b", "0.0"} {
+		got, err := Normalizer{}.Normalize(Identity{Type: TypeUserID, Value: v})
+		if err != nil || got.Value != v {
+			t.Errorf("Normalize(user_id %q) = %v, %v, want %q, nil", v, got, err, v)
+		}
+	}
+}
+
+func TestInvalidErrorMessage(t *testing.T) {
+	_, err := Normalizer{DefaultRegion: "US"}.Normalize(phone("12"))
+	var inv *InvalidError
+	if !errors.As(err, &inv) {
+		t.Fatalf("Normalize(phone 12) error = %v, want *InvalidError", err)
+	}
+	if got, want := inv.Error(), `invalid phone "12": not a valid phone number`; !strings.HasPrefix(got, want) {
+		t.Errorf("Error() = %q, want prefix %q", got, want)
+	}
+	if inv.Type != TypePhone || inv.Value != "12" || inv.Field != "value" {
+		t.Errorf("InvalidError = %+v, want Field value, Type phone, Value 12", inv)
+	}
+
+	_, err = Normalizer{}.Normalize(Identity{Type: "Email", Value: "a@b.co"})
+	if got, want := err.Error(), `invalid identity type "Email": `; !strings.HasPrefix(got, want) {
+		t.Errorf("Error() = %q, want prefix %q", got, want)
+	}
+
+	long := &InvalidError{Field: "value", Type: "crm_id", Value: strings.Repeat("é", 200), Reason: "r"}
+	if got := long.Error(); len(got) > 200 || !strings.HasSuffix(got, `…": r`) {
+		t.Errorf("Error() of a long value = %q (%d bytes), want it shortened", got, len(got))
+	}
+}
+
+func TestValidType(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"user_id", true}, {"email", true}, {"crm_id", true}, {"chatbot:webchat", true},
+		{"a", true}, {"a0._:-", true}, {"z" + strings.Repeat("9", 63), true},
+		{"", false}, {"Email", false}, {"1abc", false}, {"a b", false}, {"-a", false},
+		{"a/b", false}, {"aB", false}, {"a\x00", false}, {"z" + strings.Repeat("9", 64), false},
+	} {
+		if got := ValidType(tc.in); got != tc.want {
+			t.Errorf("ValidType(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func BenchmarkNormalizeEmail(b *testing.B) {
+	n := Normalizer{DefaultRegion: "US"}
+	id := email("  Bob.Smith+News@Example.COM ")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.Normalize(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkNormalizePhone(b *testing.B) {
+	n := Normalizer{DefaultRegion: "US"}
+	id := phone("(415) 555-0100")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.Normalize(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
