@@ -24,9 +24,13 @@ var _ c360.Ingester = (*DB)(nil)
 // Events are validated and normalized before the transaction starts: bad
 // input is refused with EINVALID and nothing is written.
 func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error) {
+	rules, err := db.identityRules(ctx, workspaceID)
+	if err != nil {
+		return nil, err
+	}
 	prepared := make([]preparedEvent, len(events))
 	for i, ev := range events {
-		p, err := db.prepare(ev)
+		p, err := db.prepare(ev, rules)
 		if err != nil {
 			if len(events) > 1 {
 				return nil, c360.Errorf(c360.EINVALID, "events[%d]: %s", i, c360.ErrorMessage(err))
@@ -34,10 +38,6 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 			return nil, err
 		}
 		prepared[i] = p
-	}
-	rules, err := db.identityRules(ctx, workspaceID)
-	if err != nil {
-		return nil, err
 	}
 	var (
 		results []c360.IngestResult
@@ -75,7 +75,7 @@ type preparedEvent struct {
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.
 const maxIdentitiesPerEvent = 20
 
-func (db *DB) prepare(ev *c360.Event) (preparedEvent, error) {
+func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, error) {
 	p := preparedEvent{ev: ev}
 	if ev.Source == "" || ev.DedupeKey == "" {
 		return p, c360.Errorf(c360.EINVALID, "event has no source or dedupe key")
@@ -105,6 +105,10 @@ func (db *DB) prepare(ev *c360.Event) (preparedEvent, error) {
 		case err != nil:
 			return p, c360.Errorf(c360.EINVALID, "invalid identity: %s", err)
 		}
+		if rules.IsBlocked(n.Value) {
+			p.dropped = append(p.dropped, fmt.Sprintf("%s %q: blocked by the workspace's rules", n.Type, n.Value))
+			continue
+		}
 		p.identities = append(p.identities, n)
 	}
 	// As in Segment, identify traits email and phone are identifiers too. A
@@ -112,7 +116,7 @@ func (db *DB) prepare(ev *c360.Event) (preparedEvent, error) {
 	if ev.Type == c360.EventIdentify {
 		for _, t := range []string{identity.TypeEmail, identity.TypePhone} {
 			if s, ok := ev.Traits[t].(string); ok && s != "" {
-				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil {
+				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && !rules.IsBlocked(n.Value) {
 					p.identities = append(p.identities, n)
 				}
 			}
