@@ -12,6 +12,7 @@ const (
 	ChangeConsent       = "consent"
 	ChangeMerged        = "merged"      // another customer was merged into this one
 	ChangeMergedInto    = "merged_into" // this customer was merged away
+	ChangeSplit         = "split"       // an identity was split out of this customer
 )
 
 // Change is one row of a customer's change feed. Versions of one customer

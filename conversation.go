@@ -41,7 +41,9 @@ type Message struct {
 	MediaURLs      []string
 	Status         string
 	ProviderID     string
-	CreatedAt      time.Time
+	// ErrorCode is the provider's error code of a failed or undelivered message.
+	ErrorCode string
+	CreatedAt time.Time
 }
 
 // ConversationService reads conversations and their messages.

@@ -10,9 +10,11 @@ type Customer struct {
 	ID          int64
 	WorkspaceID int64
 	Traits      map[string]any
-	Version     int64
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// TraitSources tells, per trait, which source set it and when.
+	TraitSources map[string]TraitSource
+	Version      int64
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 // Identity is one identifier of a customer: a lowercase type and a value
@@ -38,6 +40,6 @@ type CustomerService interface {
 	FindCustomers(ctx context.Context, workspaceID int64, f CustomerFilter) ([]*Customer, []string, bool, error)
 	// CustomersByIDs loads customers for a dataloader; missing ids map to nothing.
 	CustomersByIDs(ctx context.Context, workspaceID int64, ids []int64) (map[int64]*Customer, error)
-	IdentitiesByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]Identity, error)
+	IdentitiesByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*IdentityRecord, error)
 	ConsentsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*Consent, error)
 }

@@ -30,8 +30,11 @@ type Event struct {
 	// PreviousID is the alias call's previous identifier, resolved like the others.
 	PreviousID *Identity
 	Traits     map[string]any
-	Properties map[string]any
-	Context    map[string]any
+	// TraitsIfAbsent are set only on a customer who has no value for them
+	// yet: a provider's profile name never overwrites a name already known.
+	TraitsIfAbsent map[string]any
+	Properties     map[string]any
+	Context        map[string]any
 
 	Source     string // graphql, segment, twilio, whatsapp, chatbot
 	DedupeKey  string // the source's own id (messageId, MessageSid); unique per workspace and source
@@ -50,6 +53,8 @@ type MessageInput struct {
 	MediaURLs  []string
 	ProviderID string
 	Status     string
+	// ErrorCode is the provider's error code of a failed or undelivered message.
+	ErrorCode string
 }
 
 // ConsentInput records an opt-in or opt-out carried by an event.
@@ -66,6 +71,9 @@ type IngestResult struct {
 	Duplicate bool
 	// Dropped lists identifiers left out of resolution, with the reason.
 	Dropped []string
+	// NoMessage is true for a message_status event whose provider id matches
+	// no stored message: the status is kept as an event and nothing else changed.
+	NoMessage bool
 }
 
 // Ingester stores canonical events exactly once and applies them to profiles.

@@ -18,11 +18,13 @@ import (
 // region    ************************** generated!.gotpl **************************
 
 type CustomerResolver interface {
-	Identities(ctx context.Context, obj *c360.Customer) ([]*c360.Identity, error)
+	Identities(ctx context.Context, obj *c360.Customer) ([]*c360.IdentityRecord, error)
 
 	Events(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.EventConnection, error)
 	Conversations(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.ConversationConnection, error)
 	Consents(ctx context.Context, obj *c360.Customer) ([]*c360.Consent, error)
+
+	Merges(ctx context.Context, obj *c360.Customer) ([]*c360.MergeRecord, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -227,8 +229,8 @@ func (ec *executionContext) _Customer_identities(ctx context.Context, field grap
 			return ec.Resolvers.Customer().Identities(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v []*c360.Identity) graphql.Marshaler {
-			return ec.marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityᚄ(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v []*c360.IdentityRecord) graphql.Marshaler {
+			return ec.marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecordᚄ(ctx, selections, v)
 		},
 		true,
 		true,
@@ -436,6 +438,70 @@ func (ec *executionContext) fieldContext_Customer_updatedAt(_ context.Context, f
 	return graphql.NewScalarFieldContext("Customer", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Customer_merges(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Customer_merges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Customer().Merges(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*c360.MergeRecord) graphql.Marshaler {
+			return ec.marshalNMergeRecord2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐMergeRecordᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Customer_merges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Customer",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MergeRecord(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Customer_traitSources(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Customer_traitSources(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TraitSourceList(), nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*c360.TraitSource) graphql.Marshaler {
+			return ec.marshalNTraitSource2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐTraitSourceᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Customer_traitSources(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Customer",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_TraitSource(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _CustomerConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.CustomerConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -555,7 +621,7 @@ func (ec *executionContext) fieldContext_CustomerEdge_node(_ context.Context, fi
 	return fc, nil
 }
 
-func (ec *executionContext) _Identity_type(ctx context.Context, field graphql.CollectedField, obj *c360.Identity) (ret graphql.Marshaler) {
+func (ec *executionContext) _Identity_type(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -578,7 +644,7 @@ func (ec *executionContext) fieldContext_Identity_type(_ context.Context, field 
 	return graphql.NewScalarFieldContext("Identity", field, false, false, "String")
 }
 
-func (ec *executionContext) _Identity_value(ctx context.Context, field graphql.CollectedField, obj *c360.Identity) (ret graphql.Marshaler) {
+func (ec *executionContext) _Identity_value(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -598,6 +664,75 @@ func (ec *executionContext) _Identity_value(ctx context.Context, field graphql.C
 	)
 }
 func (ec *executionContext) fieldContext_Identity_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Identity", field, false, false, "String")
+}
+
+func (ec *executionContext) _Identity_firstSeen(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Identity_firstSeen(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstSeen, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalOTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Identity_firstSeen(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Identity", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Identity_lastSeen(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Identity_lastSeen(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSeen, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalOTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Identity_lastSeen(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Identity", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Identity_source(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Identity_source(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Source, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalOString2string(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Identity_source(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Identity", field, false, false, "String")
 }
 
@@ -721,6 +856,17 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "merges":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Customer_merges(ctx, field, obj)
+				})
+		case "traitSources":
+			out.Values[i] = ec._Customer_traitSources(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -816,7 +962,7 @@ func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.Selection
 
 var identityImplementors = []string{"Identity"}
 
-func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet, obj *c360.Identity) graphql.Marshaler {
+func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet, obj *c360.IdentityRecord) graphql.Marshaler {
 	fields := graphql.CollectFields(ec.OperationContext, sel, identityImplementors)
 
 	out := graphql.NewFieldSet(fields)
@@ -833,6 +979,21 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 		case "value":
 			out.Values[i] = ec._Identity_value(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firstSeen":
+			out.Values[i] = ec._Identity_firstSeen(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastSeen":
+			out.Values[i] = ec._Identity_lastSeen(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "source":
+			out.Values[i] = ec._Identity_source(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:
@@ -920,11 +1081,11 @@ func (ec *executionContext) marshalNCustomerEdge2ᚖgithubᚗcomᚋc360devᚋc36
 	return ec._CustomerEdge(ctx, sel, v)
 }
 
-func (ec *executionContext) marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.Identity) graphql.Marshaler {
+func (ec *executionContext) marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecordᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.IdentityRecord) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
-		return ec.marshalNIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentity(ctx, sel, v[i])
+		return ec.marshalNIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecord(ctx, sel, v[i])
 	})
 
 	for _, e := range ret {
@@ -936,7 +1097,7 @@ func (ec *executionContext) marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360
 	return ret
 }
 
-func (ec *executionContext) marshalNIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentity(ctx context.Context, sel ast.SelectionSet, v *c360.Identity) graphql.Marshaler {
+func (ec *executionContext) marshalNIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecord(ctx context.Context, sel ast.SelectionSet, v *c360.IdentityRecord) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Identity!")
 		return graphql.Null
@@ -949,6 +1110,13 @@ func (ec *executionContext) marshalOCustomer2ᚖgithubᚗcomᚋc360devᚋc360ᚐ
 		return graphql.Null
 	}
 	return ec._Customer(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecord(ctx context.Context, sel ast.SelectionSet, v *c360.IdentityRecord) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._Identity(ctx, sel, v)
 }
 
 // endregion ***************************** type.gotpl *****************************

@@ -58,15 +58,17 @@ type ComplexityRoot struct {
 	}
 
 	Customer struct {
-		Consents      func(childComplexity int) int
-		Conversations func(childComplexity int, first *int, after *string) int
-		CreatedAt     func(childComplexity int) int
-		Events        func(childComplexity int, first *int, after *string) int
-		ID            func(childComplexity int) int
-		Identities    func(childComplexity int) int
-		Traits        func(childComplexity int) int
-		UpdatedAt     func(childComplexity int) int
-		Version       func(childComplexity int) int
+		Consents        func(childComplexity int) int
+		Conversations   func(childComplexity int, first *int, after *string) int
+		CreatedAt       func(childComplexity int) int
+		Events          func(childComplexity int, first *int, after *string) int
+		ID              func(childComplexity int) int
+		Identities      func(childComplexity int) int
+		Merges          func(childComplexity int) int
+		TraitSourceList func(childComplexity int) int
+		Traits          func(childComplexity int) int
+		UpdatedAt       func(childComplexity int) int
+		Version         func(childComplexity int) int
 	}
 
 	CustomerConnection struct {
@@ -100,19 +102,47 @@ type ComplexityRoot struct {
 	}
 
 	Identity struct {
+		FirstSeen func(childComplexity int) int
+		LastSeen  func(childComplexity int) int
+		Source    func(childComplexity int) int
+		Type      func(childComplexity int) int
+		Value     func(childComplexity int) int
+	}
+
+	IdentityLimit struct {
+		Limit func(childComplexity int) int
 		Type  func(childComplexity int) int
-		Value func(childComplexity int) int
+	}
+
+	IdentityRules struct {
+		Blocked      func(childComplexity int) int
+		DefaultLimit func(childComplexity int) int
+		LimitList    func(childComplexity int) int
+		Priority     func(childComplexity int) int
+	}
+
+	MergeRecord struct {
+		Actor          func(childComplexity int) int
+		At             func(childComplexity int) int
+		EventID        func(childComplexity int) int
+		ID             func(childComplexity int) int
+		IdentityRecord func(childComplexity int) int
+		Kind           func(childComplexity int) int
+		MergedID       func(childComplexity int) int
+		Reason         func(childComplexity int) int
+		SurvivorID     func(childComplexity int) int
 	}
 
 	Message struct {
-		Body       func(childComplexity int) int
-		Channel    func(childComplexity int) int
-		CreatedAt  func(childComplexity int) int
-		Direction  func(childComplexity int) int
-		ID         func(childComplexity int) int
-		MediaURLs  func(childComplexity int) int
-		ProviderID func(childComplexity int) int
-		Status     func(childComplexity int) int
+		Body           func(childComplexity int) int
+		Channel        func(childComplexity int) int
+		CreatedAt      func(childComplexity int) int
+		Direction      func(childComplexity int) int
+		ErrorCodeOrNil func(childComplexity int) int
+		ID             func(childComplexity int) int
+		MediaURLs      func(childComplexity int) int
+		ProviderID     func(childComplexity int) int
+		Status         func(childComplexity int) int
 	}
 
 	MessageConnection struct {
@@ -126,8 +156,12 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		Identify func(childComplexity int, input model.IdentifyInput) int
-		Track    func(childComplexity int, input model.TrackInput) int
+		Identify            func(childComplexity int, input model.IdentifyInput) int
+		MergeCustomers      func(childComplexity int, survivorID int64, mergedID int64, force *bool, reason *string) int
+		SendMessage         func(childComplexity int, input model.SendMessageInput) int
+		SplitIdentity       func(childComplexity int, customerID int64, typeArg string, value string, reason *string) int
+		Track               func(childComplexity int, input model.TrackInput) int
+		UpdateIdentityRules func(childComplexity int, input model.IdentityRulesInput) int
 	}
 
 	PageInfo struct {
@@ -139,6 +173,21 @@ type ComplexityRoot struct {
 		Customer           func(childComplexity int, id int64) int
 		CustomerByIdentity func(childComplexity int, typeArg string, value string) int
 		Customers          func(childComplexity int, query *string, first *int, after *string) int
+		IdentityRules      func(childComplexity int) int
+	}
+
+	SplitResult struct {
+		MovedConversations func(childComplexity int) int
+		MovedEvents        func(childComplexity int) int
+		Original           func(childComplexity int) int
+		Split              func(childComplexity int) int
+	}
+
+	TraitSource struct {
+		Name       func(childComplexity int) int
+		ObservedAt func(childComplexity int) int
+		Source     func(childComplexity int) int
+		Value      func(childComplexity int) int
 	}
 }
 
@@ -289,6 +338,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Customer.Identities(childComplexity), true
+	case "Customer.merges":
+		if e.ComplexityRoot.Customer.Merges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Customer.Merges(childComplexity), true
+	case "Customer.traitSources":
+		if e.ComplexityRoot.Customer.TraitSourceList == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Customer.TraitSourceList(childComplexity), true
 	case "Customer.traits":
 		if e.ComplexityRoot.Customer.Traits == nil {
 			break
@@ -403,6 +464,24 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EventEdge.Node(childComplexity), true
 
+	case "Identity.firstSeen":
+		if e.ComplexityRoot.Identity.FirstSeen == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Identity.FirstSeen(childComplexity), true
+	case "Identity.lastSeen":
+		if e.ComplexityRoot.Identity.LastSeen == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Identity.LastSeen(childComplexity), true
+	case "Identity.source":
+		if e.ComplexityRoot.Identity.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Identity.Source(childComplexity), true
 	case "Identity.type":
 		if e.ComplexityRoot.Identity.Type == nil {
 			break
@@ -415,6 +494,99 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Identity.Value(childComplexity), true
+
+	case "IdentityLimit.limit":
+		if e.ComplexityRoot.IdentityLimit.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityLimit.Limit(childComplexity), true
+	case "IdentityLimit.type":
+		if e.ComplexityRoot.IdentityLimit.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityLimit.Type(childComplexity), true
+
+	case "IdentityRules.blocked":
+		if e.ComplexityRoot.IdentityRules.Blocked == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityRules.Blocked(childComplexity), true
+	case "IdentityRules.defaultLimit":
+		if e.ComplexityRoot.IdentityRules.DefaultLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityRules.DefaultLimit(childComplexity), true
+	case "IdentityRules.limits":
+		if e.ComplexityRoot.IdentityRules.LimitList == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityRules.LimitList(childComplexity), true
+	case "IdentityRules.priority":
+		if e.ComplexityRoot.IdentityRules.Priority == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityRules.Priority(childComplexity), true
+
+	case "MergeRecord.actor":
+		if e.ComplexityRoot.MergeRecord.Actor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.Actor(childComplexity), true
+	case "MergeRecord.createdAt":
+		if e.ComplexityRoot.MergeRecord.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.At(childComplexity), true
+	case "MergeRecord.eventId":
+		if e.ComplexityRoot.MergeRecord.EventID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.EventID(childComplexity), true
+	case "MergeRecord.id":
+		if e.ComplexityRoot.MergeRecord.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.ID(childComplexity), true
+	case "MergeRecord.identity":
+		if e.ComplexityRoot.MergeRecord.IdentityRecord == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.IdentityRecord(childComplexity), true
+	case "MergeRecord.kind":
+		if e.ComplexityRoot.MergeRecord.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.Kind(childComplexity), true
+	case "MergeRecord.mergedId":
+		if e.ComplexityRoot.MergeRecord.MergedID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.MergedID(childComplexity), true
+	case "MergeRecord.reason":
+		if e.ComplexityRoot.MergeRecord.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.Reason(childComplexity), true
+	case "MergeRecord.survivorId":
+		if e.ComplexityRoot.MergeRecord.SurvivorID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MergeRecord.SurvivorID(childComplexity), true
 
 	case "Message.body":
 		if e.ComplexityRoot.Message.Body == nil {
@@ -440,6 +612,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Message.Direction(childComplexity), true
+	case "Message.errorCode":
+		if e.ComplexityRoot.Message.ErrorCodeOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Message.ErrorCodeOrNil(childComplexity), true
 	case "Message.id":
 		if e.ComplexityRoot.Message.ID == nil {
 			break
@@ -502,6 +680,39 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Identify(childComplexity, args["input"].(model.IdentifyInput)), true
+	case "Mutation.mergeCustomers":
+		if e.ComplexityRoot.Mutation.MergeCustomers == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_mergeCustomers_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.MergeCustomers(childComplexity, args["survivorId"].(int64), args["mergedId"].(int64), args["force"].(*bool), args["reason"].(*string)), true
+	case "Mutation.sendMessage":
+		if e.ComplexityRoot.Mutation.SendMessage == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_sendMessage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SendMessage(childComplexity, args["input"].(model.SendMessageInput)), true
+	case "Mutation.splitIdentity":
+		if e.ComplexityRoot.Mutation.SplitIdentity == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_splitIdentity_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SplitIdentity(childComplexity, args["customerId"].(int64), args["type"].(string), args["value"].(string), args["reason"].(*string)), true
 	case "Mutation.track":
 		if e.ComplexityRoot.Mutation.Track == nil {
 			break
@@ -513,6 +724,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Track(childComplexity, args["input"].(model.TrackInput)), true
+	case "Mutation.updateIdentityRules":
+		if e.ComplexityRoot.Mutation.UpdateIdentityRules == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateIdentityRules_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateIdentityRules(childComplexity, args["input"].(model.IdentityRulesInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -560,6 +782,62 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Customers(childComplexity, args["query"].(*string), args["first"].(*int), args["after"].(*string)), true
+	case "Query.identityRules":
+		if e.ComplexityRoot.Query.IdentityRules == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.IdentityRules(childComplexity), true
+
+	case "SplitResult.movedConversations":
+		if e.ComplexityRoot.SplitResult.MovedConversations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SplitResult.MovedConversations(childComplexity), true
+	case "SplitResult.movedEvents":
+		if e.ComplexityRoot.SplitResult.MovedEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SplitResult.MovedEvents(childComplexity), true
+	case "SplitResult.original":
+		if e.ComplexityRoot.SplitResult.Original == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SplitResult.Original(childComplexity), true
+	case "SplitResult.split":
+		if e.ComplexityRoot.SplitResult.Split == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SplitResult.Split(childComplexity), true
+
+	case "TraitSource.name":
+		if e.ComplexityRoot.TraitSource.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TraitSource.Name(childComplexity), true
+	case "TraitSource.observedAt":
+		if e.ComplexityRoot.TraitSource.ObservedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TraitSource.ObservedAt(childComplexity), true
+	case "TraitSource.source":
+		if e.ComplexityRoot.TraitSource.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TraitSource.Source(childComplexity), true
+	case "TraitSource.value":
+		if e.ComplexityRoot.TraitSource.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.TraitSource.Value(childComplexity), true
 
 	}
 	return 0, false
@@ -572,6 +850,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("IdentifyInput", ec.unmarshalInputIdentifyInput),
 			graphql.NewInputUnmarshaler("IdentityInput", ec.unmarshalInputIdentityInput),
+			graphql.NewInputUnmarshaler("IdentityLimitInput", ec.unmarshalInputIdentityLimitInput),
+			graphql.NewInputUnmarshaler("IdentityRulesInput", ec.unmarshalInputIdentityRulesInput),
+			graphql.NewInputUnmarshaler("SendMessageInput", ec.unmarshalInputSendMessageInput),
 			graphql.NewInputUnmarshaler("TrackInput", ec.unmarshalInputTrackInput),
 		)
 	}
@@ -723,6 +1004,12 @@ type Customer {
 type Identity {
   type: String!
   value: String!
+  "When the identifier was first seen on this customer (null outside a customer, e.g. in the ledger)."
+  firstSeen: Time
+  "When an event last carried it."
+  lastSeen: Time
+  "The source that brought it: graphql, segment, twilio, whatsapp, chatbot."
+  source: String
 }
 
 type CustomerConnection {
@@ -794,6 +1081,125 @@ type EventConnection {
 type EventEdge {
   cursor: String!
   node: Event!
+}
+`, BuiltIn: false},
+	{Name: "../schema/identity.graphqls", Input: `extend type Query {
+  "The workspace's identity resolution rules."
+  identityRules: IdentityRules!
+}
+
+extend type Mutation {
+  "Replaces the workspace's identity resolution rules. Admin only."
+  updateIdentityRules(input: IdentityRulesInput!): IdentityRules!
+  """
+  Merges mergedId into survivorId. Identity limits and earlier splits hold
+  unless an admin sets force. The merged id keeps resolving to the survivor.
+  """
+  mergeCustomers(survivorId: ID!, mergedId: ID!, force: Boolean = false, reason: String): Customer!
+  """
+  Moves an identity out of a customer into a new customer, with the events,
+  messages and conversations that arrived only through it. The two are never
+  merged again automatically. See docs/identity.md for the exact semantics.
+  """
+  splitIdentity(customerId: ID!, type: String!, value: String!, reason: String): SplitResult!
+}
+
+"How identifiers resolve to customers."
+type IdentityRules {
+  "Per-type caps on distinct values per customer; other types use defaultLimit."
+  limits: [IdentityLimit!]!
+  defaultLimit: Int!
+  "Types from highest to lowest priority; unlisted types follow user_id > email > phone > custom > anonymous_id."
+  priority: [String!]!
+  "Values never treated as identifiers, on top of the built-in placeholders."
+  blocked: [String!]!
+}
+
+type IdentityLimit {
+  type: String!
+  limit: Int!
+}
+
+input IdentityLimitInput {
+  type: String!
+  limit: Int!
+}
+
+input IdentityRulesInput {
+  limits: [IdentityLimitInput!]!
+  defaultLimit: Int!
+  priority: [String!]
+  blocked: [String!]
+}
+
+"One entry of the merge ledger."
+type MergeRecord {
+  id: ID!
+  "merge or split"
+  kind: String!
+  "For a merge, the customer that survived; for a split, the customer the identity left."
+  survivorId: ID!
+  "For a merge, the customer merged away; for a split, the new customer."
+  mergedId: ID!
+  "The identifier that linked the customers, or the one split out."
+  identity: Identity
+  "The event that caused an automatic merge."
+  eventId: ID
+  reason: String!
+  "ingest, or the API key that asked."
+  actor: String!
+  createdAt: Time!
+}
+
+"Where a trait's current value came from."
+type TraitSource {
+  name: String!
+  value: JSON
+  source: String!
+  observedAt: Time!
+}
+
+type SplitResult {
+  original: Customer!
+  split: Customer!
+  movedEvents: Int!
+  movedConversations: Int!
+}
+
+extend type Customer {
+  "Merges and splits this customer took part in, oldest first."
+  merges: [MergeRecord!]!
+  "Per trait, the source and time of its current value."
+  traitSources: [TraitSource!]!
+}
+`, BuiltIn: false},
+	{Name: "../schema/messaging.graphqls", Input: `extend type Mutation {
+  """
+  Sends an SMS or WhatsApp message to the customer through Twilio, from the
+  workspace's sender for the channel, and records it as an outbound message
+  with Twilio's SID and status. Admin and agent keys only.
+
+  Refused, with nothing sent, when the customer opted out of the channel
+  (FORBIDDEN), has no phone number (BAD_USER_INPUT), on WhatsApp when the
+  customer's last message is older than 24 hours (FORBIDDEN: the session
+  window is closed), or when the workspace has no Twilio credentials or
+  sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
+  message and error code; an unreachable Twilio is UNAVAILABLE.
+  """
+  sendMessage(input: SendMessageInput!): Message!
+}
+
+input SendMessageInput {
+  customerId: ID!
+  "sms or whatsapp"
+  channel: String!
+  "At most 1600 characters."
+  body: String!
+}
+
+extend type Message {
+  "The provider's error code of a failed or undelivered message, e.g. Twilio's 30003."
+  errorCode: String
 }
 `, BuiltIn: false},
 	{Name: "../schema/schema.graphqls", Input: `"Any JSON value; traits and properties are JSON objects."
@@ -887,6 +1293,10 @@ func (ec *executionContext) childFields_Customer(ctx context.Context, field grap
 		return ec.fieldContext_Customer_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Customer_updatedAt(ctx, field)
+	case "merges":
+		return ec.fieldContext_Customer_merges(ctx, field)
+	case "traitSources":
+		return ec.fieldContext_Customer_traitSources(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Customer", field.Name)
 }
@@ -957,8 +1367,62 @@ func (ec *executionContext) childFields_Identity(ctx context.Context, field grap
 		return ec.fieldContext_Identity_type(ctx, field)
 	case "value":
 		return ec.fieldContext_Identity_value(ctx, field)
+	case "firstSeen":
+		return ec.fieldContext_Identity_firstSeen(ctx, field)
+	case "lastSeen":
+		return ec.fieldContext_Identity_lastSeen(ctx, field)
+	case "source":
+		return ec.fieldContext_Identity_source(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Identity", field.Name)
+}
+
+func (ec *executionContext) childFields_IdentityLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "type":
+		return ec.fieldContext_IdentityLimit_type(ctx, field)
+	case "limit":
+		return ec.fieldContext_IdentityLimit_limit(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IdentityLimit", field.Name)
+}
+
+func (ec *executionContext) childFields_IdentityRules(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "limits":
+		return ec.fieldContext_IdentityRules_limits(ctx, field)
+	case "defaultLimit":
+		return ec.fieldContext_IdentityRules_defaultLimit(ctx, field)
+	case "priority":
+		return ec.fieldContext_IdentityRules_priority(ctx, field)
+	case "blocked":
+		return ec.fieldContext_IdentityRules_blocked(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IdentityRules", field.Name)
+}
+
+func (ec *executionContext) childFields_MergeRecord(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_MergeRecord_id(ctx, field)
+	case "kind":
+		return ec.fieldContext_MergeRecord_kind(ctx, field)
+	case "survivorId":
+		return ec.fieldContext_MergeRecord_survivorId(ctx, field)
+	case "mergedId":
+		return ec.fieldContext_MergeRecord_mergedId(ctx, field)
+	case "identity":
+		return ec.fieldContext_MergeRecord_identity(ctx, field)
+	case "eventId":
+		return ec.fieldContext_MergeRecord_eventId(ctx, field)
+	case "reason":
+		return ec.fieldContext_MergeRecord_reason(ctx, field)
+	case "actor":
+		return ec.fieldContext_MergeRecord_actor(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_MergeRecord_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MergeRecord", field.Name)
 }
 
 func (ec *executionContext) childFields_Message(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -979,6 +1443,8 @@ func (ec *executionContext) childFields_Message(ctx context.Context, field graph
 		return ec.fieldContext_Message_providerId(ctx, field)
 	case "createdAt":
 		return ec.fieldContext_Message_createdAt(ctx, field)
+	case "errorCode":
+		return ec.fieldContext_Message_errorCode(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Message", field.Name)
 }
@@ -1011,6 +1477,34 @@ func (ec *executionContext) childFields_PageInfo(ctx context.Context, field grap
 		return ec.fieldContext_PageInfo_endCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type PageInfo", field.Name)
+}
+
+func (ec *executionContext) childFields_SplitResult(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "original":
+		return ec.fieldContext_SplitResult_original(ctx, field)
+	case "split":
+		return ec.fieldContext_SplitResult_split(ctx, field)
+	case "movedEvents":
+		return ec.fieldContext_SplitResult_movedEvents(ctx, field)
+	case "movedConversations":
+		return ec.fieldContext_SplitResult_movedConversations(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SplitResult", field.Name)
+}
+
+func (ec *executionContext) childFields_TraitSource(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "name":
+		return ec.fieldContext_TraitSource_name(ctx, field)
+	case "value":
+		return ec.fieldContext_TraitSource_value(ctx, field)
+	case "source":
+		return ec.fieldContext_TraitSource_source(ctx, field)
+	case "observedAt":
+		return ec.fieldContext_TraitSource_observedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type TraitSource", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

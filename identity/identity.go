@@ -49,8 +49,8 @@ const (
 // here rather than imported so that the package has no project
 // dependencies. It is comparable and therefore usable as a map key.
 type Identity struct {
-	Type  string
-	Value string
+	Type  string `json:"type"`
+	Value string `json:"value"`
 }
 
 // String formats the identity as type:"value" for logs and messages.

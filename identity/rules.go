@@ -15,17 +15,17 @@ import (
 type Rules struct {
 	// Limits caps how many distinct values of a type one customer may
 	// hold. Types missing from the map use DefaultLimit.
-	Limits map[string]int
+	Limits map[string]int `json:"limits,omitempty"`
 	// DefaultLimit is the cap for types not in Limits.
-	DefaultLimit int
+	DefaultLimit int `json:"defaultLimit"`
 	// Priority optionally lists types from highest to lowest priority.
 	// Listed types outrank every unlisted type; unlisted types keep their
 	// built-in Priority order below them.
-	Priority []string
+	Priority []string `json:"priority,omitempty"`
 	// Blocked lists workspace-specific placeholder values (compared
 	// case-insensitively after trimming) on top of the built-in ones,
 	// e.g. a test address that QA uses on every device.
-	Blocked []string
+	Blocked []string `json:"blocked,omitempty"`
 }
 
 // DefaultRules returns the rules of Segment Unify's default configuration:
@@ -155,6 +155,13 @@ type Dropped struct {
 // If no identity survives (all were blocked), the decision is empty;
 // callers should then not create a customer.
 func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity) Decision {
+	return r.PlanApart(ids, owners, existing, nil)
+}
+
+// PlanApart is Plan for a workspace where some customers were split apart:
+// apart(a, b) reports that customers a and b must not be merged
+// automatically, so an identity that would merge them is dropped instead.
+func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity, apart func(a, b int64) bool) Decision {
 	var d Decision
 	candidates := make([]Identity, 0, len(ids))
 	for _, id := range Sort(ids) {
@@ -169,7 +176,7 @@ func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int6
 		return cmp.Compare(r.Rank(b.Type), r.Rank(a.Type))
 	})
 
-	p := planner{rules: r, values: map[string]map[string]bool{}, held: map[string]int{}, chosen: map[int64]bool{}}
+	p := planner{rules: r, values: map[string]map[string]bool{}, held: map[string]int{}, chosen: map[int64]bool{}, apart: apart}
 	var accepted []Identity
 	for _, id := range candidates {
 		owner := owners[id]
@@ -215,6 +222,9 @@ type planner struct {
 	// already has; such counts are tolerated even above the limit.
 	held   map[string]int
 	chosen map[int64]bool
+	// apart reports customers split apart, which are never merged again
+	// automatically; nil when there are none.
+	apart func(a, b int64) bool
 }
 
 // try adds id, and all identities of its owner (theirs) when that owner is
@@ -224,6 +234,13 @@ func (p *planner) try(id Identity, owner int64, theirs []Identity) string {
 	merging := owner != 0 && !p.chosen[owner]
 	if !merging {
 		theirs = nil
+	}
+	if merging && p.apart != nil {
+		for _, c := range slices.Sorted(maps.Keys(p.chosen)) {
+			if p.apart(c, owner) {
+				return fmt.Sprintf("split: customers %d and %d were split apart and are not merged automatically", c, owner)
+			}
+		}
 	}
 	added := map[string]map[string]bool{}
 	add := func(x Identity) {

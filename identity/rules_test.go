@@ -483,3 +483,25 @@ func TestKey(t *testing.T) {
 		t.Error("Key ignores the value")
 	}
 }
+
+func TestPlanApartNeverMergesSeparatedCustomers(t *testing.T) {
+	w := world{
+		3:  {email("a@x.com")},
+		9:  {phone("+14155550100")},
+		12: {anon("a1")},
+	}
+	ids := []Identity{email("a@x.com"), phone("+14155550100"), anon("a1")}
+	apart := func(a, b int64) bool { return min(a, b) == 3 && max(a, b) == 9 }
+	got := DefaultRules().PlanApart(ids, w.owners(ids), w.existing(ids), apart)
+	// email outranks phone: customer 3 is chosen, 9 is kept apart, 12 merges.
+	checkDecision(t, got, Decision{
+		Survivor: 3,
+		Merge:    []int64{12},
+		Dropped:  []Dropped{drop(phone("+14155550100"))},
+	})
+	if !strings.HasPrefix(got.Dropped[0].Reason, "split:") {
+		t.Errorf("reason = %q, want a split: reason", got.Dropped[0].Reason)
+	}
+	// Without the separation the same input merges all three.
+	checkDecision(t, DefaultRules().Plan(ids, w.owners(ids), w.existing(ids)), Decision{Survivor: 3, Merge: []int64{9, 12}})
+}

@@ -12,12 +12,18 @@ import (
 
 var _ c360.CustomerService = (*DB)(nil)
 
-const customerColumns = `c.id, c.workspace_id, c.traits, c.version, c.created_at, c.updated_at`
+const customerColumns = `c.id, c.workspace_id, c.traits, c.trait_meta, c.version, c.created_at, c.updated_at`
 
-func scanCustomer(row pgx.Row) (*c360.Customer, error) {
+func scanCustomer(row pgx.Row, prefix ...any) (*c360.Customer, error) {
 	var c c360.Customer
-	if err := row.Scan(&c.ID, &c.WorkspaceID, &c.Traits, &c.Version, &c.CreatedAt, &c.UpdatedAt); err != nil {
+	var meta map[string]traitMeta
+	dest := append(prefix, &c.ID, &c.WorkspaceID, &c.Traits, &meta, &c.Version, &c.CreatedAt, &c.UpdatedAt)
+	if err := row.Scan(dest...); err != nil {
 		return nil, err
+	}
+	c.TraitSources = make(map[string]c360.TraitSource, len(meta))
+	for k, m := range meta {
+		c.TraitSources[k] = c360.TraitSource{Name: k, Value: c.Traits[k], Source: m.Source, ObservedAt: m.At}
 	}
 	return &c, nil
 }
@@ -140,33 +146,32 @@ func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[in
 	out := make(map[int64]*c360.Customer, len(ids))
 	for rows.Next() {
 		var key int64
-		var c c360.Customer
-		if err := rows.Scan(&key, &c.ID, &c.WorkspaceID, &c.Traits, &c.Version, &c.CreatedAt, &c.UpdatedAt); err != nil {
+		c, err := scanCustomer(rows, &key)
+		if err != nil {
 			return nil, fmt.Errorf("scan customer: %w", err)
 		}
-		out[key] = &c
+		out[key] = c
 	}
 	return out, interpretError(rows.Err())
 }
 
 // IdentitiesByCustomers loads the identities of many customers in one statement.
-func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]c360.Identity, error) {
+func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
 	rows, err := db.Pool.Query(ctx, `
-		SELECT customer_id, type, value FROM identities
+		SELECT customer_id, type, value, first_seen, last_seen, source FROM identities
 		WHERE workspace_id = $1 AND customer_id = ANY($2)
 		ORDER BY customer_id, type, value`, ws, ids)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load identities: %w", err))
 	}
 	defer rows.Close()
-	out := make(map[int64][]c360.Identity, len(ids))
+	out := make(map[int64][]*c360.IdentityRecord, len(ids))
 	for rows.Next() {
-		var c int64
-		var id c360.Identity
-		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
+		var r c360.IdentityRecord
+		if err := rows.Scan(&r.CustomerID, &r.Type, &r.Value, &r.FirstSeen, &r.LastSeen, &r.Source); err != nil {
 			return nil, fmt.Errorf("scan identity: %w", err)
 		}
-		out[c] = append(out[c], id)
+		out[r.CustomerID] = append(out[r.CustomerID], &r)
 	}
 	return out, interpretError(rows.Err())
 }

@@ -65,6 +65,24 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 	return results, nil
 }
 
+// Validate runs Ingest's validation on each event without writing anything
+// and returns one error per event: nil for an event Ingest would accept,
+// EINVALID with the reason otherwise. Like Ingest, it fills an event's
+// missing times and properties. Batch connectors use it to refuse only the
+// bad events of a batch; the second result reports a failure to load the
+// workspace's identity rules.
+func (db *DB) Validate(ctx context.Context, workspaceID int64, events []*c360.Event) ([]error, error) {
+	rules, err := db.identityRules(ctx, workspaceID)
+	if err != nil {
+		return nil, err
+	}
+	errs := make([]error, len(events))
+	for i, ev := range events {
+		_, errs[i] = db.prepare(ev, rules)
+	}
+	return errs, nil
+}
+
 // preparedEvent is an event whose identities are normalized and sorted.
 type preparedEvent struct {
 	ev         *c360.Event
@@ -210,10 +228,11 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		kind = c360.ChangeConsent
 	}
 	if ev.Message != nil && ev.Type == c360.EventMessageStatus {
-		m, err := applyMessageStatus(ctx, tx, ws, ev)
+		m, found, err := applyMessageStatus(ctx, tx, ws, ev)
 		if err != nil {
 			return res, nil, err
 		}
+		res.NoMessage = !found
 		if m != nil {
 			diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
 				"channel": m.Channel, "direction": m.Direction, "status": m.Status}
@@ -231,7 +250,7 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 			kind = c360.ChangeMessage
 		}
 	}
-	if changed := applyTraits(cust, ev.Traits, ev.Source, ev.OccurredAt); len(changed) > 0 {
+	if changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt); len(changed) > 0 {
 		diff["traits"] = changed
 		kind = c360.ChangeTraits
 	}
@@ -249,7 +268,7 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 	if cust.created {
 		kind = c360.ChangeCreated
 	}
-	if err := commitCustomer(ctx, tx, ws, cust, kind, diff, ev.OccurredAt, db.Now(), res.EventID); err != nil {
+	if err := commitCustomer(ctx, tx, ws, cust, kind, diff, db.Now(), res.EventID, res.Dropped); err != nil {
 		return res, nil, err
 	}
 	return res, append([]int64{cust.id}, cust.merged...), nil
@@ -317,7 +336,13 @@ func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.R
 		if err != nil {
 			return nil, identity.Decision{}, err
 		}
-		d := rules.Plan(ids, owners, existing)
+		var apart func(a, b int64) bool
+		if len(candidates) > 1 {
+			if apart, err = separations(ctx, tx, ws, candidates); err != nil {
+				return nil, identity.Decision{}, err
+			}
+		}
+		d := rules.PlanApart(ids, owners, existing, apart)
 
 		var cust *customerRow
 		if d.Survivor == 0 {
@@ -449,7 +474,11 @@ func jsonEqual(a, b any) bool {
 
 // commitCustomer writes the customer's new state, bumps its version and
 // appends the change row, and links the event, in one statement.
-func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, kind string, diff map[string]any, _ time.Time, now time.Time, eventID int64) error {
+func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, kind string, diff map[string]any, now time.Time, eventID int64, dropped []string) error {
+	var droppedJSON any
+	if len(dropped) > 0 {
+		droppedJSON = dropped
+	}
 	_, err := tx.Exec(ctx, `
 		WITH c AS (
 			UPDATE customers SET traits = $3::jsonb, trait_meta = $4, version = version + 1, updated_at = $5,
@@ -459,11 +488,11 @@ func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, ki
 			WHERE workspace_id = $1 AND id = $2
 			RETURNING version
 		), e AS (
-			UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND id = $8
+			UPDATE events SET customer_id = $2, dropped = $9 WHERE workspace_id = $1 AND id = $8
 		)
 		INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, $2, c.version, $6, $7, $5 FROM c`,
-		ws, c.id, c.traits, c.meta, now, kind, diff, eventID)
+		ws, c.id, c.traits, c.meta, now, kind, diff, eventID, droppedJSON)
 	if err != nil {
 		return interpretError(fmt.Errorf("update customer: %w", err))
 	}
@@ -521,6 +550,9 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 		ws, conv, customer, eventID, m.Channel, m.Direction, m.Body, out.MediaURLs, m.Status, m.ProviderID, ev.OccurredAt).Scan(&out.ID)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("insert message: %w", err))
+	}
+	if err := catchUpStatus(ctx, tx, ws, ev.Source, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

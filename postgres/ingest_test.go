@@ -218,8 +218,15 @@ func TestIngestResolvesAndAttaches(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []c360.Identity{{Type: "email", Value: "pat@example.com"}, {Type: "phone", Value: "+14155550123"}}
-	if fmt.Sprint(m[a.CustomerID]) != fmt.Sprint(want) {
-		t.Errorf("identities = %v, want %v", m[a.CustomerID], want)
+	var got2 []c360.Identity
+	for _, r := range m[a.CustomerID] {
+		got2 = append(got2, r.Identity)
+		if r.Source != "test" || r.FirstSeen.IsZero() || r.LastSeen.Before(r.FirstSeen) {
+			t.Errorf("provenance of %v = source %q first %v last %v", r.Identity, r.Source, r.FirstSeen, r.LastSeen)
+		}
+	}
+	if fmt.Sprint(got2) != fmt.Sprint(want) {
+		t.Errorf("identities = %v, want %v", got2, want)
 	}
 	// A blocked value is ignored, not refused, and never becomes an identity.
 	c := ingest1(t, db, ws, track("3", ids("email", "pat@example.com", "user_id", "undefined")))

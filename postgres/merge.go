@@ -18,6 +18,11 @@ import (
 // records where it went, so its id keeps resolving; the ledger says why.
 // Both rows are locked by the caller.
 func mergeInto(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, cause identity.Identity, eventID int64, actor string, now time.Time) error {
+	return mergeLedger(ctx, tx, ws, s, m, cause, eventID, actor, fmt.Sprintf("%s %q links both customers", cause.Type, cause.Value), now)
+}
+
+// mergeLedger is mergeInto with the ledger's reason given.
+func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, cause identity.Identity, eventID int64, actor, reason string, now time.Time) error {
 	var evID *int64
 	if eventID != 0 {
 		evID = &eventID
@@ -33,8 +38,7 @@ func mergeInto(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, caus
 		           VALUES ($1, 'merge', $2, $3, nullif($4, ''), nullif($5, ''), $6, $7, $8, $9))
 		UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9
 		WHERE workspace_id = $1 AND id = $3`,
-		ws, s.id, m.id, cause.Type, cause.Value, evID,
-		fmt.Sprintf("%s %q links both customers", cause.Type, cause.Value), actor, now)
+		ws, s.id, m.id, cause.Type, cause.Value, evID, reason, actor, now)
 	if err != nil {
 		return interpretError(fmt.Errorf("merge customer %d into %d: %w", m.id, s.id, err))
 	}
@@ -90,6 +94,16 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 	if v, ok := db.rules.m.Load(ws); ok && time.Now().Before(v.(rulesEntry).expires) {
 		return v.(rulesEntry).rules, nil
 	}
+	rules, err := db.loadRules(ctx, ws)
+	if err != nil {
+		return identity.Rules{}, err
+	}
+	db.rules.m.Store(ws, rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)})
+	return rules, nil
+}
+
+// loadRules reads the workspace's rules, or the defaults when it has none.
+func (db *DB) loadRules(ctx context.Context, ws int64) (identity.Rules, error) {
 	var raw []byte
 	err := db.Pool.QueryRow(ctx, `SELECT identity_rules FROM workspaces WHERE id = $1`, ws).Scan(&raw)
 	if err != nil {
@@ -97,10 +111,10 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 	}
 	rules := identity.DefaultRules()
 	if raw != nil {
+		rules = identity.Rules{}
 		if err := json.Unmarshal(raw, &rules); err != nil {
 			return identity.Rules{}, fmt.Errorf("decode identity rules: %w", err)
 		}
 	}
-	db.rules.m.Store(ws, rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)})
 	return rules, nil
 }

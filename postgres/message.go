@@ -3,42 +3,182 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
 )
 
-// statusRank orders Twilio's message statuses so that a callback arriving
-// late never moves a message backwards (delivered, then a late "sent").
-var statusRank = map[string]int{
-	"accepted": 1, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4,
-	"receiving": 4, "received": 5, "delivered": 6, "read": 7,
-	"undelivered": 8, "failed": 8, "canceled": 8,
-}
+var _ c360.MessagingService = (*DB)(nil)
 
 // applyMessageStatus moves the message with the event's provider id to the
-// event's status. It returns nil when no such message is stored or the
-// status would move it backwards.
-func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (*c360.Message, error) {
-	m := &c360.Message{WorkspaceID: ws}
+// event's status, forward only (c360.MessageStatusAdvances): a late "sent"
+// never undoes "delivered", and failed or undelivered are final and keep
+// their error code. found is false when no such message is stored; m is nil
+// when nothing changed.
+func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, found bool, err error) {
+	m = &c360.Message{WorkspaceID: ws}
 	var current string
-	err := tx.QueryRow(ctx, `
+	err = tx.QueryRow(ctx, `
 		SELECT id, conversation_id, customer_id, channel, direction, status FROM messages
 		WHERE workspace_id = $1 AND provider_id = $2 FOR UPDATE`, ws, ev.Message.ProviderID).Scan(
 		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current)
 	if err == pgx.ErrNoRows {
-		return nil, nil
+		return nil, false, nil
+	} else if err != nil {
+		return nil, false, interpretError(fmt.Errorf("find message: %w", err))
+	}
+	if !c360.MessageStatusAdvances(current, ev.Message.Status) {
+		return nil, true, nil
+	}
+	m.Status = ev.Message.Status
+	if c360.MessageStatusFinal(m.Status) {
+		m.ErrorCode = ev.Message.ErrorCode
+	}
+	if err := setMessageStatus(ctx, tx, ws, m); err != nil {
+		return nil, true, err
+	}
+	return m, true, nil
+}
+
+func setMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, m *c360.Message) error {
+	if _, err := tx.Exec(ctx, `UPDATE messages SET status = $3, error_code = nullif($4, '') WHERE workspace_id = $1 AND id = $2`,
+		ws, m.ID, m.Status, m.ErrorCode); err != nil {
+		return interpretError(fmt.Errorf("update message status: %w", err))
+	}
+	return nil
+}
+
+// knownStatuses are the statuses a stored status event may carry; catching
+// up looks each one up by its exact dedupe key.
+var knownStatuses = []string{"accepted", "scheduled", "queued", "sending", "sent", "delivered", "read",
+	c360.MessageFailed, c360.MessageUndelivered, "canceled"}
+
+// catchUpStatus applies status events that arrived before their message was
+// stored. Twilio may call the status callback for an outbound message before
+// sendMessage has recorded it; that callback was stored as an event (dedupe
+// key "<sid>:<status>") and matched nothing, so the message starts from the
+// furthest status already received.
+func catchUpStatus(ctx context.Context, tx pgx.Tx, ws int64, source string, m *c360.Message) error {
+	if m.ProviderID == "" || m.Direction != c360.DirectionOutbound {
+		return nil
+	}
+	keys := make([]string, len(knownStatuses))
+	for i, s := range knownStatuses {
+		keys[i] = m.ProviderID + ":" + s
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT coalesce(properties->>'status', ''), coalesce(properties->>'errorCode', '') FROM events
+		WHERE workspace_id = $1 AND source = $2 AND type = $3 AND dedupe_key = ANY($4)`,
+		ws, source, c360.EventMessageStatus, keys)
+	if err != nil {
+		return interpretError(fmt.Errorf("find earlier statuses: %w", err))
+	}
+	defer rows.Close()
+	status, code := m.Status, m.ErrorCode
+	for rows.Next() {
+		var s, c string
+		if err := rows.Scan(&s, &c); err != nil {
+			return fmt.Errorf("scan earlier status: %w", err)
+		}
+		if c360.MessageStatusAdvances(status, s) {
+			status, code = s, c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("find earlier statuses: %w", err))
+	}
+	if status == m.Status {
+		return nil
+	}
+	m.Status = status
+	if c360.MessageStatusFinal(status) {
+		m.ErrorCode = code
+	}
+	return setMessageStatus(ctx, tx, ws, m)
+}
+
+// FindMessageByProviderID returns the message with the provider's id.
+func (db *DB) FindMessageByProviderID(ctx context.Context, ws int64, providerID string) (*c360.Message, error) {
+	m := &c360.Message{WorkspaceID: ws}
+	err := db.Pool.QueryRow(ctx, `
+		SELECT id, conversation_id, customer_id, channel, direction, coalesce(body, ''), media_urls, status,
+		       coalesce(provider_id, ''), coalesce(error_code, ''), created_at
+		FROM messages WHERE workspace_id = $1 AND provider_id = $2`, ws, providerID).Scan(
+		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs, &m.Status,
+		&m.ProviderID, &m.ErrorCode, &m.CreatedAt)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "no message has provider id %q", providerID)
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find message: %w", err))
 	}
-	if statusRank[ev.Message.Status] < statusRank[current] {
-		return nil, nil
-	}
-	if _, err := tx.Exec(ctx, `UPDATE messages SET status = $3 WHERE workspace_id = $1 AND id = $2`,
-		ws, m.ID, ev.Message.Status); err != nil {
-		return nil, interpretError(fmt.Errorf("update message status: %w", err))
-	}
-	m.Status = ev.Message.Status
 	return m, nil
+}
+
+// FindOutreach returns what deciding whether customerID may be messaged on
+// channel needs, in one query: the surviving customer, its most recently
+// seen phone, its consent on the channel and its last inbound message there.
+func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel string) (*c360.Outreach, error) {
+	o := &c360.Outreach{Channel: channel}
+	var (
+		slug, phone               string
+		consentStatus, consentSrc *string
+		consentAt, lastInbound    *time.Time
+	)
+	err := db.Pool.QueryRow(ctx, `
+		SELECT c.id, w.slug,
+		       coalesce((SELECT i.value FROM identities i
+		                 WHERE i.workspace_id = $1 AND i.customer_id = c.id AND i.type = 'phone'
+		                 ORDER BY i.last_seen DESC, i.value LIMIT 1), ''),
+		       k.status, k.source, k.updated_at,
+		       (SELECT max(v.last_inbound_at) FROM conversations v
+		        WHERE v.workspace_id = $1 AND v.customer_id = c.id AND v.channel = $3)
+		FROM customers m
+		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
+		JOIN workspaces w ON w.id = m.workspace_id
+		LEFT JOIN consents k ON k.workspace_id = c.workspace_id AND k.customer_id = c.id AND k.channel = $3
+		WHERE m.workspace_id = $1 AND m.id = $2`, ws, customerID, channel).Scan(
+		&o.CustomerID, &slug, &phone, &consentStatus, &consentSrc, &consentAt, &lastInbound)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", customerID)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find outreach: %w", err))
+	}
+	o.Phone, o.LastInboundAt = phone, lastInbound
+	if consentStatus != nil {
+		o.Consent = &c360.Consent{CustomerID: o.CustomerID, Channel: channel, Status: *consentStatus, UpdatedAt: *consentAt}
+		if consentSrc != nil {
+			o.Consent.Source = *consentSrc
+		}
+	}
+	if o.Workspace, err = db.FindWorkspaceBySlug(ctx, slug); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// withAbsentTraits returns traits plus each of ifAbsent that the customer
+// has no value for (missing, null or empty string), without modifying either.
+func withAbsentTraits(current, traits, ifAbsent map[string]any) map[string]any {
+	if len(ifAbsent) == 0 {
+		return traits
+	}
+	out := make(map[string]any, len(traits)+len(ifAbsent))
+	for k, v := range traits {
+		out[k] = v
+	}
+	for k, v := range ifAbsent {
+		if _, given := out[k]; given {
+			continue
+		}
+		if cur, ok := current[k]; ok && cur != nil {
+			if s, isString := cur.(string); !isString || strings.TrimSpace(s) != "" {
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
 }

@@ -107,7 +107,7 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 			cond = `AND (m.created_at, m.id) < ($4, $5)`
 		}
 		return `SELECT p.id, m.id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''), m.media_urls, m.status,
-				coalesce(m.provider_id, ''), m.created_at
+				coalesce(m.provider_id, ''), coalesce(m.error_code, ''), m.created_at
 			FROM unnest($2::bigint[]) AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id ` + cond + `
@@ -115,7 +115,7 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 	}, func(rows pgx.Rows) (int64, *c360.Message, time.Time, int64, error) {
 		m := &c360.Message{WorkspaceID: ws}
 		err := rows.Scan(&m.ConversationID, &m.ID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs,
-			&m.Status, &m.ProviderID, &m.CreatedAt)
+			&m.Status, &m.ProviderID, &m.ErrorCode, &m.CreatedAt)
 		return m.ConversationID, m, m.CreatedAt, m.ID, err
 	})
 }

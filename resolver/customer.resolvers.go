@@ -14,26 +14,18 @@ import (
 )
 
 // Identities is the resolver for the identities field.
-func (r *customerResolver) Identities(ctx context.Context, obj *c360.Customer) ([]*c360.Identity, error) {
-	var ids []c360.Identity
+func (r *customerResolver) Identities(ctx context.Context, obj *c360.Customer) ([]*c360.IdentityRecord, error) {
 	if l := loadersFrom(ctx); l != nil && inList(ctx) {
-		v, err := l.identities.Load(ctx, obj.ID)
-		if err != nil {
-			return nil, err
-		}
-		ids = v
-	} else {
-		m, err := r.CustomerService.IdentitiesByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID})
-		if err != nil {
-			return nil, err
-		}
-		ids = m[obj.ID]
+		return l.identities.Load(ctx, obj.ID)
 	}
-	out := make([]*c360.Identity, len(ids))
-	for i := range ids {
-		out[i] = &ids[i]
+	m, err := r.CustomerService.IdentitiesByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID})
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	if m[obj.ID] == nil {
+		return []*c360.IdentityRecord{}, nil
+	}
+	return m[obj.ID], nil
 }
 
 // Events is the resolver for the events field.
@@ -67,7 +59,13 @@ func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer
 	if err != nil {
 		return nil, err
 	}
-	return conversationConnection(m[obj.ID]), nil
+	p := m[obj.ID]
+	convs := make([]int64, len(p.Items))
+	for i, c := range p.Items {
+		convs[i] = c.ID
+	}
+	r.prefetchConversations(ctx, obj.WorkspaceID, selected(ctx, []string{"edges", "node"}, []string{"ConversationConnection", "ConversationEdge", "Conversation"}), convs)
+	return conversationConnection(p), nil
 }
 
 // Consents is the resolver for the consents field.
@@ -119,9 +117,12 @@ func (r *queryResolver) Customers(ctx context.Context, query *string, first *int
 		return nil, err
 	}
 	conn := &model.CustomerConnection{Edges: make([]*model.CustomerEdge, len(list)), PageInfo: pageInfo(cursors, more)}
+	ids := make([]int64, len(list))
 	for i, c := range list {
 		conn.Edges[i] = &model.CustomerEdge{Cursor: cursors[i], Node: c}
+		ids[i] = c.ID
 	}
+	r.prefetchCustomers(ctx, ws, selected(ctx, []string{"edges", "node"}, []string{"CustomerConnection", "CustomerEdge", "Customer"}), ids)
 	return conn, nil
 }
 

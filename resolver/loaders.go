@@ -24,7 +24,8 @@ type pageKey struct {
 // Loaders batch the per-customer reads of one request into one statement per
 // field, so a page of customers costs a fixed number of statements.
 type Loaders struct {
-	identities    *dataloadgen.Loader[int64, []c360.Identity]
+	identities    *dataloadgen.Loader[int64, []*c360.IdentityRecord]
+	merges        *dataloadgen.Loader[int64, []*c360.MergeRecord]
 	consents      *dataloadgen.Loader[int64, []*c360.Consent]
 	events        *dataloadgen.Loader[pageKey, *c360.Page[*c360.Event]]
 	conversations *dataloadgen.Loader[pageKey, *c360.Page[*c360.Conversation]]
@@ -37,9 +38,13 @@ type loadersKey struct{}
 func (r *Resolver) NewLoaders(ws int64) *Loaders {
 	opt := dataloadgen.WithWait(loaderWait)
 	return &Loaders{
-		identities: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]c360.Identity, error) {
+		identities: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
 			m, err := r.CustomerService.IdentitiesByCustomers(ctx, ws, ids)
-			return fill(m, ids, []c360.Identity{}), err
+			return fill(m, ids, []*c360.IdentityRecord{}), err
+		}, opt),
+		merges: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.MergeRecord, error) {
+			m, err := r.IdentityService.MergesByCustomers(ctx, ws, ids)
+			return fill(m, ids, []*c360.MergeRecord{}), err
 		}, opt),
 		consents: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Consent, error) {
 			m, err := r.CustomerService.ConsentsByCustomers(ctx, ws, ids)

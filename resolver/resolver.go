@@ -6,6 +6,7 @@ package resolver
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/c360dev/c360"
 )
@@ -15,8 +16,13 @@ type Resolver struct {
 	CustomerService     c360.CustomerService
 	EventService        c360.EventService
 	ConversationService c360.ConversationService
+	IdentityService     c360.IdentityService
 	Ingester            c360.Ingester
 	Now                 c360.Clock
+	// MessagingService and MessageSender back sendMessage; without a sender,
+	// sendMessage answers UNAVAILABLE.
+	MessagingService c360.MessagingService
+	MessageSender    c360.MessageSender
 }
 
 // principal returns the caller, or UNAUTHENTICATED. The server's middleware
@@ -49,4 +55,40 @@ func nullIfNotFound[T any](v *T, err error) (*T, error) {
 		return nil, nil
 	}
 	return v, err
+}
+
+// admin returns the caller's principal when it holds the admin role.
+func admin(ctx context.Context) (*c360.Principal, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role != c360.RoleAdmin {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "this operation needs an admin key")
+	}
+	return p, nil
+}
+
+// agent returns the caller's principal when it may act on profiles: admin or agent.
+func agent(ctx context.Context) (*c360.Principal, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role != c360.RoleAdmin && p.Role != c360.RoleAgent {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "this operation needs an admin or agent key")
+	}
+	return p, nil
+}
+
+// actorOf names the principal in ledgers: its role and key id.
+func actorOf(p *c360.Principal) string {
+	return fmt.Sprintf("%s key %d", p.Role, p.KeyID)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

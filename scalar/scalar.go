@@ -97,3 +97,18 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// MarshalJSONValue writes any JSON value (a trait's value, say).
+func MarshalJSONValue(v any) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			io.WriteString(w, "null")
+			return
+		}
+		w.Write(b)
+	})
+}
+
+// UnmarshalJSONValue reads any JSON value.
+func UnmarshalJSONValue(v any) (any, error) { return v, nil }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"github.com/c360dev/c360"
@@ -21,6 +22,10 @@ var statuses = map[string]int{
 
 // StatusOf returns the HTTP status for err's code.
 func StatusOf(err error) int {
+	var tooLarge errTooLarge
+	if errors.As(err, &tooLarge) {
+		return http.StatusRequestEntityTooLarge
+	}
 	if s, ok := statuses[c360.ErrorCode(err)]; ok {
 		return s
 	}

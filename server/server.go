@@ -4,9 +4,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -21,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph"
@@ -112,6 +117,15 @@ func (s *Server) graphQLHandler() http.Handler {
 	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	if s.cfg.Dev {
 		h.Use(extension.Introspection{})
+	} else {
+		// Without the extension gqlgen refuses introspection with a plain
+		// error, which would surface as INTERNAL; refuse it ourselves, clearly.
+		h.AroundFields(func(ctx context.Context, next graphql.Resolver) (any, error) {
+			if fc := graphql.GetFieldContext(ctx); fc != nil && (fc.Field.Name == "__schema" || fc.Field.Name == "__type") {
+				return nil, c360.Errorf(c360.EFORBIDDEN, "introspection is disabled on this server")
+			}
+			return next(ctx)
+		})
 	}
 	h.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	h.Use(extension.FixedComplexityLimit(5000))
@@ -161,9 +175,16 @@ func (s *Server) presentError(ctx context.Context, err error) *gqlerror.Error {
 // key is refused before any resolver runs.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		if r.Method == http.MethodOptions {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if err := s.readBody(w, r); err != nil {
+			writeGraphQLError(w, StatusOf(err), err)
+			return
+		}
+		if err := checkTransport(r); err != nil {
+			writeGraphQLError(w, statusForTransport(r), err)
 			return
 		}
 		key, ok := bearer(r.Header.Get("Authorization"))
@@ -189,4 +210,78 @@ func bearer(h string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(token), true
+}
+
+// errTooLarge marks a body over the limit; it maps to 413.
+type errTooLarge struct{ err *c360.Error }
+
+func (e errTooLarge) Error() string { return e.err.Error() }
+func (e errTooLarge) Unwrap() error { return e.err }
+
+// readBody reads the whole body, bounded by MaxBodyBytes, so an oversized
+// request is refused with 413 before anything parses it.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) error {
+	if r.Body == nil || r.Method == http.MethodGet {
+		return nil
+	}
+	tooLarge := c360.Errorf(c360.EINVALID, "request body larger than %d bytes", s.cfg.MaxBodyBytes)
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return errTooLarge{tooLarge}
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errTooLarge{tooLarge}
+		}
+		return c360.Errorf(c360.EINVALID, "could not read the request body")
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
+}
+
+// checkTransport refuses, with a coded GraphQL error, the requests gqlgen's
+// transports would answer without extensions.code: other methods, bodies
+// that are not JSON, and mutations over GET.
+func checkTransport(r *http.Request) error {
+	switch r.Method {
+	case http.MethodPost:
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if mt != "application/json" && mt != "application/graphql-response+json" {
+			return c360.Errorf(c360.EINVALID, "POST /graphql takes Content-Type: application/json")
+		}
+	case http.MethodGet:
+		if websocket := strings.EqualFold(r.Header.Get("Upgrade"), "websocket"); websocket {
+			return nil
+		}
+		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			return nil
+		}
+		if v := r.URL.Query().Get("variables"); v != "" && !json.Valid([]byte(v)) {
+			return c360.Errorf(c360.EINVALID, "variables must be a JSON object")
+		}
+		if q := strings.TrimSpace(r.URL.Query().Get("query")); q != "" {
+			doc, err := parser.ParseQuery(&ast.Source{Input: q})
+			if err == nil {
+				for _, op := range doc.Operations {
+					if op.Operation != ast.Query && (r.URL.Query().Get("operationName") == "" || op.Name == r.URL.Query().Get("operationName")) {
+						return c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation)
+					}
+				}
+			}
+		}
+	default:
+		return c360.Errorf(c360.EINVALID, "/graphql takes GET and POST, not %s", r.Method)
+	}
+	return nil
+}
+
+func statusForTransport(r *http.Request) int {
+	switch r.Method {
+	case http.MethodPost:
+		return http.StatusUnsupportedMediaType
+	case http.MethodGet:
+		return http.StatusBadRequest
+	}
+	return http.StatusMethodNotAllowed
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,6 +127,7 @@ func NewResolver(db *postgres.DB) *resolver.Resolver {
 		CustomerService:     db,
 		EventService:        db,
 		ConversationService: db,
+		IdentityService:     db,
 		Ingester:            db,
 		Now:                 db.Now,
 	}
@@ -218,8 +221,10 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(m.Stdout, "workspace %s updated\n", w.Slug)
 		return nil
+	case "rules":
+		return m.workspaceRules(ctx, args[1:])
 	}
-	return usageError(fmt.Sprintf("unknown workspace command %q: use create or update", args[0]))
+	return usageError(fmt.Sprintf("unknown workspace command %q: use create, update or rules", args[0]))
 }
 
 func (m *Main) apikey(ctx context.Context, args []string) error {
@@ -265,4 +270,83 @@ func portOf(addr string) string {
 		return ":" + port
 	}
 	return ":8080"
+}
+
+// workspaceRules prints the workspace's identity rules, or changes them when
+// any rule flag is given.
+func (m *Main) workspaceRules(ctx context.Context, args []string) error {
+	fs := newFlagSet("workspace rules", m.Stderr)
+	slug := fs.String("slug", "", "workspace slug (required)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	limits := map[string]int{}
+	changed := false
+	fs.Func("limit", "TYPE=N: at most N identities of TYPE per customer (repeatable)", func(v string) error {
+		t, n, ok := strings.Cut(v, "=")
+		k, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			return fmt.Errorf("want TYPE=N, got %q", v)
+		}
+		limits[t] = k
+		changed = true
+		return nil
+	})
+	defLimit := fs.Int("default-limit", 0, "limit for types without their own")
+	priority := fs.String("priority", "", "comma-separated types, highest priority first")
+	blocked := fs.String("blocked", "", "comma-separated values never treated as identifiers")
+	if err := m.parse(fs, args); err != nil {
+		return err
+	}
+	if *slug == "" {
+		return usageError("--slug is required")
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "default-limit" || f.Name == "priority" || f.Name == "blocked" {
+			changed = true
+		}
+	})
+	db, err := m.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	w, err := db.FindWorkspaceBySlug(ctx, *slug)
+	if err != nil {
+		return err
+	}
+	rules, err := db.IdentityRules(ctx, w.ID)
+	if err != nil {
+		return err
+	}
+	if changed {
+		maps.Copy(rules.Limits, limits)
+		if *defLimit != 0 {
+			rules.DefaultLimit = *defLimit
+		}
+		if *priority != "" {
+			rules.Priority = splitList(*priority)
+		}
+		if *blocked != "" {
+			rules.Blocked = splitList(*blocked)
+		}
+		if rules, err = db.UpdateIdentityRules(ctx, w.ID, *rules); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		return json.NewEncoder(m.Stdout).Encode(map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
+			"priority": rules.Priority, "blocked": rules.Blocked})
+	}
+	fmt.Fprintf(m.Stdout, "identity rules of %s\n  limits:        %v (others %d)\n  priority:      %s\n  blocked:       %s\n",
+		w.Slug, rules.Limits, rules.DefaultLimit, strings.Join(rules.Priority, ", "), strings.Join(rules.Blocked, ", "))
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }

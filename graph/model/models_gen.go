@@ -46,6 +46,18 @@ type IdentifyInput struct {
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 }
 
+type IdentityLimitInput struct {
+	Type  string `json:"type"`
+	Limit int    `json:"limit"`
+}
+
+type IdentityRulesInput struct {
+	Limits       []*IdentityLimitInput `json:"limits"`
+	DefaultLimit int                   `json:"defaultLimit"`
+	Priority     []string              `json:"priority,omitempty"`
+	Blocked      []string              `json:"blocked,omitempty"`
+}
+
 type MessageConnection struct {
 	Edges    []*MessageEdge `json:"edges"`
 	PageInfo *PageInfo      `json:"pageInfo"`
@@ -66,6 +78,14 @@ type PageInfo struct {
 }
 
 type Query struct {
+}
+
+type SendMessageInput struct {
+	CustomerID int64 `json:"customerId"`
+	// sms or whatsapp
+	Channel string `json:"channel"`
+	// At most 1600 characters.
+	Body string `json:"body"`
 }
 
 type TrackInput struct {

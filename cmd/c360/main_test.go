@@ -1,0 +1,490 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// syncBuffer is an output the server's goroutines may write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cli runs c360 commands against this binary's test database.
+type cli struct {
+	t   *testing.T
+	env map[string]string
+}
+
+func newCLI(t *testing.T) *cli {
+	return &cli{t: t, env: map[string]string{"DATABASE_URL": pgtest.URL(t)}}
+}
+
+// run runs one command and returns its stdout, stderr and error.
+func (c *cli) run(args ...string) (string, string, error) {
+	c.t.Helper()
+	var stdout, stderr syncBuffer
+	m := NewMain(&stdout, &stderr, func(k string) string { return c.env[k] })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := m.Run(ctx, args)
+	return stdout.String(), stderr.String(), err
+}
+
+// mustRun runs a command that must succeed and returns its stdout.
+func (c *cli) mustRun(args ...string) string {
+	c.t.Helper()
+	out, errOut, err := c.run(args...)
+	if err != nil {
+		c.t.Fatalf("c360 %s: %v\nstderr: %s", strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
+var slugSeq int
+
+func uniqueSlug(prefix string) string {
+	slugSeq++
+	return fmt.Sprintf("%s-%d-%d", prefix, time.Now().UnixNano()%1e9, slugSeq)
+}
+
+type creds struct {
+	ID            string `json:"id"`
+	Slug          string `json:"slug"`
+	APIKey        string `json:"apiKey"`
+	WriteKey      string `json:"writeKey"`
+	WebhookSecret string `json:"webhookSecret"`
+}
+
+// decodeOne decodes stdout as exactly one JSON object into v.
+func decodeOne(t *testing.T, stdout string, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("stdout is not a JSON object: %v\n%s", err, stdout)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		t.Fatalf("stdout has more than one JSON value (next: %s, err %v):\n%s", extra, err, stdout)
+	}
+	if strings.TrimSpace(stdout)[0] != '{' {
+		t.Fatalf("stdout is not a JSON object: %s", stdout)
+	}
+}
+
+func TestWorkspaceCreate(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("acme")
+	out := c.mustRun("workspace", "create", "--slug", slug, "--name", "Acme Inc", "--json")
+	var got creds
+	decodeOne(t, out, &got)
+	var fields map[string]any
+	json.Unmarshal([]byte(out), &fields)
+	for _, k := range []string{"id", "slug", "apiKey", "writeKey", "webhookSecret"} {
+		if v, ok := fields[k]; !ok || fmt.Sprint(v) == "" {
+			t.Errorf("field %q = %v, want non-empty", k, v)
+		}
+	}
+	if got.Slug != slug {
+		t.Errorf("slug = %q, want %q", got.Slug, slug)
+	}
+	if got.APIKey == got.WriteKey {
+		t.Error("apiKey and writeKey are the same")
+	}
+
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	p, err := db.Authenticate(ctx, got.APIKey)
+	if err != nil {
+		t.Fatalf("authenticate apiKey: %v", err)
+	}
+	if p.Role != c360.RoleAdmin {
+		t.Errorf("apiKey role = %q, want admin", p.Role)
+	}
+	if fmt.Sprint(p.WorkspaceID) != got.ID {
+		t.Errorf("apiKey workspace = %d, want %s", p.WorkspaceID, got.ID)
+	}
+	w, err := db.Authenticate(ctx, got.WriteKey)
+	if err != nil {
+		t.Fatalf("authenticate writeKey: %v", err)
+	}
+	if w.Role != c360.RoleWrite {
+		t.Errorf("writeKey role = %q, want write", w.Role)
+	}
+	ws, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws.Name != "Acme Inc" || ws.WebhookSecret != got.WebhookSecret {
+		t.Errorf("stored workspace name %q secret %q, want %q %q", ws.Name, ws.WebhookSecret, "Acme Inc", got.WebhookSecret)
+	}
+	// Keys are stored hashed: no row holds the secret in clear, one holds its SHA-256.
+	var clear, hashed int
+	if err := db.Pool.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE hash = convert_to($1, 'UTF8') OR prefix = $1),
+		       count(*) FILTER (WHERE hash = sha256(convert_to($1, 'UTF8')))
+		FROM api_keys`, got.APIKey).Scan(&clear, &hashed); err != nil {
+		t.Fatal(err)
+	}
+	if clear != 0 || hashed != 1 {
+		t.Errorf("api_keys rows with the key in clear = %d, hashed = %d, want 0 and 1", clear, hashed)
+	}
+
+	// Without --json, a human-readable text that still shows the key once.
+	slug2 := uniqueSlug("plain")
+	text := c.mustRun("workspace", "create", "--slug", slug2)
+	if !strings.Contains(text, slug2) || !strings.Contains(text, "c360_") {
+		t.Errorf("text output = %q, want the slug and the keys", text)
+	}
+
+	t.Run("duplicate slug", func(t *testing.T) {
+		out, _, err := c.run("workspace", "create", "--slug", slug, "--json")
+		if err == nil {
+			t.Fatalf("second create of %q succeeded, want an error; stdout %s", slug, out)
+		}
+		if code := c360.ErrorCode(err); code != c360.ECONFLICT {
+			t.Errorf("error code = %q, want %q (%v)", code, c360.ECONFLICT, err)
+		}
+		if out != "" {
+			t.Errorf("stdout = %q, want nothing", out)
+		}
+	})
+	for _, bad := range []string{"Bad Slug", "-leading", "UPPER", "a/b", strings.Repeat("a", 64)} {
+		t.Run("invalid slug "+bad, func(t *testing.T) {
+			out, _, err := c.run("workspace", "create", "--slug", bad, "--json")
+			if err == nil {
+				t.Fatalf("create --slug %q succeeded, want an error; stdout %s", bad, out)
+			}
+			if code := c360.ErrorCode(err); code != c360.EINVALID {
+				t.Errorf("error code = %q, want %q (%v)", code, c360.EINVALID, err)
+			}
+		})
+	}
+	t.Run("missing slug", func(t *testing.T) {
+		_, _, err := c.run("workspace", "create", "--json")
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("create without --slug: err %v (exit %d), want a usage error (exit 2)", err, exitCodeOf(err))
+		}
+	})
+}
+
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	return exitCode(err)
+}
+
+func TestWorkspaceUpdate(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("upd")
+	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	c.mustRun("workspace", "update", "--slug", slug, "--twilio-auth-token", "tok-123", "--twilio-account-sid", "AC1")
+	c.mustRun("workspace", "update", "--slug", slug, "--whatsapp-verify-token", "verify-me")
+
+	db := pgtest.Open(t)
+	w, err := db.FindWorkspaceBySlug(context.Background(), slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.TwilioAuthToken != "tok-123" || w.TwilioAccountSID != "AC1" {
+		t.Errorf("twilio token %q sid %q, want tok-123 AC1", w.TwilioAuthToken, w.TwilioAccountSID)
+	}
+	// A later update leaves settings it does not name alone.
+	if w.WhatsAppVerifyToken != "verify-me" {
+		t.Errorf("whatsapp verify token = %q, want verify-me", w.WhatsAppVerifyToken)
+	}
+
+	_, _, err = c.run("workspace", "update", "--slug", uniqueSlug("nobody"), "--twilio-auth-token", "x")
+	if err == nil {
+		t.Fatal("update of an unknown slug succeeded, want an error")
+	}
+	if code := c360.ErrorCode(err); code != c360.ENOTFOUND {
+		t.Errorf("unknown slug: code = %q, want %q (%v)", code, c360.ENOTFOUND, err)
+	}
+	if _, _, err := c.run("workspace", "update", "--slug", slug, "--no-such-flag", "x"); err == nil || exitCode(err) != 2 {
+		t.Errorf("unknown flag: err %v, want a usage error", err)
+	}
+	if _, _, err := c.run("workspace", "frobnicate"); err == nil || exitCode(err) != 2 {
+		t.Errorf("workspace frobnicate: err %v, want a usage error", err)
+	}
+}
+
+func TestAPIKeyCreate(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("keys")
+	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	db := pgtest.Open(t)
+	for _, role := range []c360.Role{c360.RoleAgent, c360.RoleAssistant, c360.RoleAdmin, c360.RoleWrite} {
+		out := c.mustRun("apikey", "create", "--workspace", slug, "--role", string(role), "--json")
+		var got struct {
+			APIKey string `json:"apiKey"`
+		}
+		decodeOne(t, out, &got)
+		if got.APIKey == "" {
+			t.Fatalf("role %s: apiKey is empty: %s", role, out)
+		}
+		p, err := db.Authenticate(context.Background(), got.APIKey)
+		if err != nil {
+			t.Fatalf("role %s: authenticate: %v", role, err)
+		}
+		if p.Role != role {
+			t.Errorf("key role = %q, want %q", p.Role, role)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code string // domain code, or "" for a usage error
+	}{
+		{"invalid role", []string{"--workspace", slug, "--role", "superuser"}, c360.EINVALID},
+		{"uppercase role", []string{"--workspace", slug, "--role", "Agent"}, c360.EINVALID},
+		{"unknown workspace", []string{"--workspace", uniqueSlug("nobody"), "--role", "agent"}, c360.ENOTFOUND},
+		{"missing role", []string{"--workspace", slug}, ""},
+		{"missing workspace", []string{"--role", "agent"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _, err := c.run(append([]string{"apikey", "create", "--json"}, tc.args...)...)
+			if err == nil {
+				t.Fatalf("succeeded with stdout %q, want an error", out)
+			}
+			if tc.code == "" {
+				if exitCode(err) != 2 {
+					t.Errorf("exit code = %d, want 2 (usage): %v", exitCode(err), err)
+				}
+			} else if code := c360.ErrorCode(err); code != tc.code {
+				t.Errorf("code = %q, want %q (%v)", code, tc.code, err)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want nothing", out)
+			}
+		})
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	c := newCLI(t)
+	// pgtest migrated the database already: up has nothing to do, twice.
+	c.mustRun("migrate", "up")
+	c.mustRun("migrate", "up")
+	status := c.mustRun("migrate", "status")
+	var line string
+	for _, l := range strings.Split(status, "\n") {
+		if strings.HasPrefix(l, "00001") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatalf("migrate status does not list 00001:\n%s", status)
+	}
+	if !strings.Contains(line, "applied") || strings.Contains(line, "pending") {
+		t.Errorf("migrate status line = %q, want 00001 applied", line)
+	}
+	if _, _, err := c.run("migrate", "sideways"); err == nil || exitCode(err) != 2 {
+		t.Errorf("migrate sideways: err %v, want a usage error", err)
+	}
+	if _, _, err := c.run("migrate"); err == nil || exitCode(err) != 2 {
+		t.Errorf("migrate without a command: err %v, want a usage error", err)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	c := newCLI(t)
+	_, stderr, err := c.run("frobnicate")
+	if err == nil {
+		t.Fatal("unknown command succeeded, want an error")
+	}
+	if exitCode(err) != 2 {
+		t.Errorf("exit code = %d, want 2 for a usage error (%v)", exitCode(err), err)
+	}
+	if !strings.Contains(err.Error(), "frobnicate") || !strings.Contains(stderr, "Usage:") {
+		t.Errorf("err %q, stderr %q: want the command named and the usage", err, stderr)
+	}
+	if _, stderr, err := c.run(); err == nil || exitCode(err) != 2 || !strings.Contains(stderr, "Usage:") {
+		t.Errorf("no command: err %v, stderr %q, want a usage error and the usage", err, stderr)
+	}
+	if out, _, err := c.run("help"); err != nil || !strings.Contains(out, "c360 serve") {
+		t.Errorf("help: err %v, stdout %q, want the usage on stdout", err, out)
+	}
+}
+
+func TestMissingDatabaseURL(t *testing.T) {
+	for _, args := range [][]string{
+		{"migrate", "status"},
+		{"workspace", "create", "--slug", "nodb"},
+		{"apikey", "create", "--workspace", "nodb", "--role", "agent"},
+		{"serve", "--no-migrate"},
+	} {
+		var stdout, stderr syncBuffer
+		m := NewMain(&stdout, &stderr, func(string) string { return "" })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := m.Run(ctx, args)
+		cancel()
+		if err == nil {
+			t.Errorf("%v without DATABASE_URL succeeded, want an error", args)
+			continue
+		}
+		if !strings.Contains(c360.ErrorMessageOrText(err), "DATABASE_URL") {
+			t.Errorf("%v: error %q does not mention DATABASE_URL", args, err)
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestServeGracefulShutdown(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("serve")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+
+	addr := freeAddr(t)
+	var stdout, stderr syncBuffer
+	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s"}
+	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"serve", "--no-migrate"}) }()
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get(base + "/healthz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended before it answered: %v\nstderr: %s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /healthz did not answer 200 within 10s (last error %v)\nstderr: %s", err, stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The served API works end to end with the key the CLI printed.
+	req, _ := http.NewRequest(http.MethodPost, base+"/graphql",
+		strings.NewReader(`{"query":"mutation { identify(input: {identities: [{type: \"email\", value: \"served@example.com\"}]}) { id version } }"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+cr.APIKey)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"version":1`) {
+		t.Errorf("identify through serve = %d %s, want 200 with version 1", resp.StatusCode, body)
+	}
+	if resp, err := client.Get(base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /readyz = %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	tr.CloseIdleConnections()
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v after cancel, want nil", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("shutdown took %v, want under 3s", d)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatalf("serve did not return within 6s of cancel\nstderr: %s", stderr.String())
+	}
+	if _, err := client.Get(base + "/healthz"); err == nil {
+		t.Error("server still answers after shutdown")
+	}
+	if !strings.Contains(stderr.String(), "serving") {
+		t.Errorf("stderr has no start log line:\n%s", stderr.String())
+	}
+}
+
+func TestServeListenError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "C360_ADDR": ln.Addr().String()}
+	var stdout, stderr syncBuffer
+	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = m.Run(ctx, []string{"serve", "--no-migrate"})
+	if err == nil {
+		t.Fatal("serve on a taken port returned nil, want an error")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("serve on a taken port ran until the deadline: %v", err)
+	}
+	if !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Errorf("error %q does not name the address", err)
+	}
+}

@@ -1,0 +1,169 @@
+package c360
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Message statuses that end a message's life: no later callback moves it.
+const (
+	MessageFailed      = "failed"
+	MessageUndelivered = "undelivered"
+)
+
+// SessionWindow is how long after a customer's last inbound WhatsApp message
+// a business may send them free-form text. Outside it WhatsApp accepts only
+// pre-approved templates, which c360 does not send.
+const SessionWindow = 24 * time.Hour
+
+// MaxMessageBody bounds an outbound body: Twilio refuses more than 1600 characters.
+const MaxMessageBody = 1600
+
+// OutboundMessage is a message to send to a customer through a provider.
+type OutboundMessage struct {
+	Channel string // sms or whatsapp
+	To      string // E.164 phone number, without any channel prefix
+	Body    string
+}
+
+// SentMessage is a provider's answer to a message it accepted.
+type SentMessage struct {
+	ProviderID string // Twilio's message SID
+	Status     string // queued, accepted, ...
+}
+
+// MessageSender sends messages through a provider with the workspace's
+// credentials. It refuses with EINVALID, before any request, when the
+// workspace lacks credentials or a sender for the channel. A provider's
+// refusal is EINVALID (or ERATELIMITED); a provider that cannot be reached is
+// EUNAVAILABLE.
+type MessageSender interface {
+	SendMessage(ctx context.Context, ws *Workspace, m OutboundMessage) (*SentMessage, error)
+}
+
+// Outreach is what deciding whether a customer may be messaged on a channel
+// needs: the workspace's provider settings and the customer's phone, consent
+// and last inbound message on that channel.
+type Outreach struct {
+	Workspace  *Workspace
+	CustomerID int64 // the surviving customer, if the id asked for was merged away
+	Channel    string
+	// Phone is the customer's most recently seen phone number, "" if none.
+	Phone string
+	// Consent is the customer's consent on the channel, nil if never given or withdrawn.
+	Consent *Consent
+	// LastInboundAt is when the customer last wrote on the channel, nil if never.
+	LastInboundAt *time.Time
+}
+
+// CheckSendable returns why the customer must not be messaged on the channel
+// now, or nil. Refusals are domain errors a client can act on: EFORBIDDEN for
+// an opt-out or a closed WhatsApp session window, EINVALID for a customer
+// without a phone number.
+func (o *Outreach) CheckSendable(now time.Time) error {
+	if o.Phone == "" {
+		// BAD_USER_INPUT, not NOT_FOUND: the customer exists, but this input
+		// (this customer on a phone channel) cannot be served.
+		return Errorf(EINVALID, "customer %d has no phone number to send %s to", o.CustomerID, channelName(o.Channel))
+	}
+	if o.Consent != nil && o.Consent.Status == ConsentOptedOut {
+		return Errorf(EFORBIDDEN, "customer opted out of %s", o.Channel)
+	}
+	if o.Channel == ChannelWhatsApp {
+		if o.LastInboundAt == nil {
+			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer has never written on WhatsApp; only approved templates may be sent, which c360 does not send")
+		}
+		if now.Sub(*o.LastInboundAt) > SessionWindow {
+			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer last wrote at %s; only approved templates may be sent, which c360 does not send",
+				o.LastInboundAt.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// CheckOutboundMessage validates a sendMessage input.
+func CheckOutboundMessage(channel, body string) error {
+	if channel != ChannelSMS && channel != ChannelWhatsApp {
+		return Errorf(EINVALID, "channel must be sms or whatsapp, got %q", truncateForMessage(channel))
+	}
+	if strings.TrimSpace(body) == "" {
+		return Errorf(EINVALID, "body must not be empty")
+	}
+	if n := len([]rune(body)); n > MaxMessageBody {
+		return Errorf(EINVALID, "body is %d characters long, at most %d", n, MaxMessageBody)
+	}
+	return nil
+}
+
+// MessagingService reads what sending a message needs.
+type MessagingService interface {
+	// FindOutreach returns the workspace settings and the customer's phone,
+	// consent and session state on channel; ENOTFOUND for an unknown customer.
+	FindOutreach(ctx context.Context, workspaceID, customerID int64, channel string) (*Outreach, error)
+	// FindMessageByProviderID returns the message with the provider's id, or ENOTFOUND.
+	FindMessageByProviderID(ctx context.Context, workspaceID int64, providerID string) (*Message, error)
+}
+
+// MessageStatusRank orders message statuses so that callbacks arriving out of
+// order never move a message backwards: queued < sending < sent < delivered
+// < read. Unknown statuses rank 0 and never replace a known one.
+func MessageStatusRank(status string) int {
+	switch status {
+	case "accepted", "scheduled":
+		return 1
+	case "queued":
+		return 2
+	case "sending":
+		return 3
+	case "sent", "receiving":
+		return 4
+	case "received":
+		return 5
+	case "delivered":
+		return 6
+	case "read":
+		return 7
+	case MessageFailed, MessageUndelivered, "canceled":
+		return 8
+	}
+	return 0
+}
+
+// MessageStatusFinal reports whether a message in status s never changes
+// status again: failed, undelivered and canceled are final.
+func MessageStatusFinal(s string) bool {
+	return s == MessageFailed || s == MessageUndelivered || s == "canceled"
+}
+
+// MessageStatusAdvances reports whether a message in status current moves to
+// next: only forward, never out of a final status.
+func MessageStatusAdvances(current, next string) bool {
+	if MessageStatusFinal(current) || next == current {
+		return false
+	}
+	return MessageStatusRank(next) > MessageStatusRank(current)
+}
+
+// ErrorCodeOrNil returns the provider's error code, or nil when there is none.
+func (m *Message) ErrorCodeOrNil() *string {
+	if m.ErrorCode == "" {
+		return nil
+	}
+	return &m.ErrorCode
+}
+
+func channelName(ch string) string {
+	if ch == ChannelWhatsApp {
+		return "WhatsApp messages"
+	}
+	return "SMS"
+}
+
+func truncateForMessage(s string) string {
+	if len(s) > 40 {
+		return fmt.Sprintf("%.40s...", s)
+	}
+	return s
+}

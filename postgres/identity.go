@@ -1,0 +1,393 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+var _ c360.IdentityService = (*DB)(nil)
+
+// separations returns which of the candidate customers were split apart.
+// Each recorded side is followed to its survivor, so a separation outlives
+// later merges of either side.
+func separations(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64) (func(a, b int64) bool, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT coalesce(ca.merged_into, ca.id), coalesce(cb.merged_into, cb.id)
+		FROM customer_separations s
+		JOIN customers ca ON ca.workspace_id = s.workspace_id AND ca.id = s.customer_a
+		JOIN customers cb ON cb.workspace_id = s.workspace_id AND cb.id = s.customer_b
+		WHERE s.workspace_id = $1
+		  AND (coalesce(ca.merged_into, ca.id) = ANY($2) OR coalesce(cb.merged_into, cb.id) = ANY($2))`, ws, candidates)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load separations: %w", err))
+	}
+	defer rows.Close()
+	pairs := map[[2]int64]bool{}
+	for rows.Next() {
+		var a, b int64
+		if err := rows.Scan(&a, &b); err != nil {
+			return nil, fmt.Errorf("scan separation: %w", err)
+		}
+		pairs[[2]int64{min(a, b), max(a, b)}] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, interpretError(err)
+	}
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	return func(a, b int64) bool { return pairs[[2]int64{min(a, b), max(a, b)}] }, nil
+}
+
+// IdentityRules returns the workspace's identity resolution rules.
+func (db *DB) IdentityRules(ctx context.Context, ws int64) (*c360.IdentityRules, error) {
+	r, err := db.loadRules(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	return toDomainRules(r), nil
+}
+
+func toDomainRules(r identity.Rules) *c360.IdentityRules {
+	out := &c360.IdentityRules{Limits: map[string]int{}, DefaultLimit: r.DefaultLimit,
+		Priority: slices.Clone(r.Priority), Blocked: slices.Clone(r.Blocked)}
+	for t, n := range r.Limits {
+		out.Limits[t] = n
+	}
+	if out.Priority == nil {
+		out.Priority = []string{}
+	}
+	if out.Blocked == nil {
+		out.Blocked = []string{}
+	}
+	return out
+}
+
+// UpdateIdentityRules validates and stores new rules. Other replicas pick
+// them up within the rules cache's TTL.
+func (db *DB) UpdateIdentityRules(ctx context.Context, ws int64, in c360.IdentityRules) (*c360.IdentityRules, error) {
+	r := identity.Rules{Limits: in.Limits, DefaultLimit: in.DefaultLimit, Priority: in.Priority, Blocked: in.Blocked}
+	if err := r.Validate(); err != nil {
+		return nil, c360.Errorf(c360.EINVALID, "invalid identity rules: %s", err)
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode rules: %w", err)
+	}
+	tag, err := db.Pool.Exec(ctx, `UPDATE workspaces SET identity_rules = $2 WHERE id = $1`, ws, raw)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("store identity rules: %w", err))
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, c360.Errorf(c360.ENOTFOUND, "workspace not found")
+	}
+	db.rules.m.Delete(ws)
+	return toDomainRules(r), nil
+}
+
+// MergeCustomers merges mergedID into survivorID on an operator's request.
+// The identity limits and earlier splits hold unless force is set.
+func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64, force bool, actor, reason string) (*c360.Customer, error) {
+	rules, err := db.identityRules(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	var s, m *customerRow
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		ids, err := survivorsOf(ctx, tx, ws, survivorID, mergedID)
+		if err != nil {
+			return err
+		}
+		sid, mid := ids[0], ids[1]
+		if sid == mid {
+			return c360.Errorf(c360.ECONFLICT, "customers %d and %d are already one customer (%d)", survivorID, mergedID, sid)
+		}
+		pair := []int64{min(sid, mid), max(sid, mid)}
+		locked, stale, err := lockCustomers(ctx, tx, ws, pair)
+		if err != nil {
+			return err
+		}
+		if stale {
+			return c360.Errorf(c360.ECONFLICT, "a customer changed during the merge; retry")
+		}
+		s, m = locked[sid], locked[mid]
+		if !force {
+			if err := checkMergeAllowed(ctx, tx, ws, rules, pair); err != nil {
+				return err
+			}
+		}
+		if reason == "" {
+			reason = "merged by an operator"
+		}
+		if err := mergeLedger(ctx, tx, ws, s, m, identity.Identity{}, 0, actor, reason, db.Now()); err != nil {
+			return err
+		}
+		diff := map[string]any{"merged": idStrings(s.merged), "actor": actor, "reason": reason, "forced": force}
+		return commitCustomer(ctx, tx, ws, s, c360.ChangeMerged, diff, db.Now(), 0, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	db.committed(ws, []int64{s.id, m.id})
+	return db.FindCustomerByID(ctx, ws, s.id)
+}
+
+// survivorsOf maps customer ids to their survivors; unknown ids are NOT_FOUND.
+func survivorsOf(ctx context.Context, tx pgx.Tx, ws int64, ids ...int64) ([]int64, error) {
+	out := make([]int64, len(ids))
+	for i, id := range ids {
+		err := tx.QueryRow(ctx, `SELECT coalesce(merged_into, id) FROM customers WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&out[i])
+		if err == pgx.ErrNoRows {
+			return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", id)
+		} else if err != nil {
+			return nil, interpretError(fmt.Errorf("find customer: %w", err))
+		}
+	}
+	return out, nil
+}
+
+// checkMergeAllowed refuses a merge that would break an identity limit or
+// undo an operator's split.
+func checkMergeAllowed(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, pair []int64) error {
+	apart, err := separations(ctx, tx, ws, pair)
+	if err != nil {
+		return err
+	}
+	if apart != nil && apart(pair[0], pair[1]) {
+		return c360.Errorf(c360.ECONFLICT, "customers %d and %d were split apart; an admin can force the merge", pair[0], pair[1])
+	}
+	existing, err := identitiesOf(ctx, tx, ws, pair)
+	if err != nil {
+		return err
+	}
+	values := map[string]map[string]bool{}
+	for _, c := range pair {
+		for _, id := range existing[c] {
+			if values[id.Type] == nil {
+				values[id.Type] = map[string]bool{}
+			}
+			values[id.Type][id.Value] = true
+		}
+	}
+	for _, t := range slices.Sorted(mapsKeys(values)) {
+		if n, limit := len(values[t]), rules.Limit(t); n > limit {
+			return c360.Errorf(c360.ECONFLICT, "merging would give one customer %d %s identities; the limit is %d (an admin can force the merge)", n, t, limit)
+		}
+	}
+	return nil
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// SplitIdentity moves an identity out of a customer into a new customer,
+// with what arrived through it:
+//   - the events that carried the identity and none of the identities the
+//     original customer keeps (a linking event stays: it arrived through both);
+//   - the messages of those events, and each conversation all of whose
+//     messages moved;
+//   - for a phone, the sms and whatsapp consents (copied when the original
+//     keeps another phone, moved otherwise).
+//
+// Both customers' traits are rebuilt from their own events, newest
+// observation winning. The pair is recorded as separated, so ingest never
+// merges them again automatically, and the ledger records the split.
+func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.Identity, actor, reason string) (*c360.SplitResult, error) {
+	id, err := db.normalizeLookup(raw)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		orig, split int64
+		res         c360.SplitResult
+	)
+	err = db.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, identity.Key(ws, id)); err != nil {
+			return interpretError(fmt.Errorf("lock identity: %w", err))
+		}
+		ids, err := survivorsOf(ctx, tx, ws, customerID)
+		if err != nil {
+			return err
+		}
+		orig = ids[0]
+		locked, stale, err := lockCustomers(ctx, tx, ws, []int64{orig})
+		if err != nil {
+			return err
+		}
+		if stale {
+			return c360.Errorf(c360.ECONFLICT, "the customer changed during the split; retry")
+		}
+		c := locked[orig]
+		existing, err := identitiesOf(ctx, tx, ws, []int64{orig})
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(existing[orig], id) {
+			return c360.Errorf(c360.ENOTFOUND, "customer %d has no %s %q", customerID, id.Type, id.Value)
+		}
+		if len(existing[orig]) == 1 {
+			return c360.Errorf(c360.EINVALID, "%s %q is the customer's only identity; there is nothing to split it from", id.Type, id.Value)
+		}
+		now := db.Now()
+		if err := tx.QueryRow(ctx, `INSERT INTO customers (workspace_id, created_at, updated_at) VALUES ($1, $2, $2) RETURNING id`,
+			ws, now).Scan(&split); err != nil {
+			return interpretError(fmt.Errorf("insert customer: %w", err))
+		}
+		idJSON, _ := json.Marshal([]identity.Identity{id})
+		err = tx.QueryRow(ctx, `
+			WITH i AS (
+				UPDATE identities SET customer_id = $3 WHERE workspace_id = $1 AND type = $5 AND value = $6
+			), moved AS (
+				UPDATE events e SET customer_id = $3
+				WHERE e.workspace_id = $1 AND e.customer_id = $2 AND e.identities @> $4
+				  AND NOT EXISTS (
+					SELECT 1 FROM jsonb_to_recordset(e.identities) AS x(type text, value text)
+					JOIN identities k ON k.workspace_id = $1 AND k.customer_id = $2 AND k.type = x.type AND k.value = x.value
+					WHERE NOT (x.type = $5 AND x.value = $6))
+				RETURNING e.id
+			), msgs AS (
+				UPDATE messages m SET customer_id = $3
+				WHERE m.workspace_id = $1 AND m.customer_id = $2 AND m.event_id IN (SELECT id FROM moved)
+				RETURNING m.conversation_id
+			)
+			SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`,
+			ws, orig, split, idJSON, id.Type, id.Value).Scan(&res.MovedEvents, new([]int64))
+		if err != nil {
+			return interpretError(fmt.Errorf("move events: %w", err))
+		}
+		// A conversation moves when none of its messages stayed behind.
+		tag, err := tx.Exec(ctx, `
+			UPDATE conversations c SET customer_id = $3
+			WHERE c.workspace_id = $1 AND c.customer_id = $2
+			  AND EXISTS (SELECT 1 FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id AND m.customer_id = $3)
+			  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id AND m.customer_id = $2)`,
+			ws, orig, split)
+		if err != nil {
+			return interpretError(fmt.Errorf("move conversations: %w", err))
+		}
+		res.MovedConversations = int(tag.RowsAffected())
+		if id.Type == identity.TypePhone {
+			keepsPhone := false
+			for _, x := range existing[orig] {
+				keepsPhone = keepsPhone || (x.Type == identity.TypePhone && x != id)
+			}
+			if _, err := tx.Exec(ctx, `
+				INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
+				SELECT workspace_id, $3, channel, status, source, updated_at FROM consents
+				WHERE workspace_id = $1 AND customer_id = $2 AND channel IN ('sms', 'whatsapp')`, ws, orig, split); err != nil {
+				return interpretError(fmt.Errorf("copy consents: %w", err))
+			}
+			if !keepsPhone {
+				if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel IN ('sms', 'whatsapp')`, ws, orig); err != nil {
+					return interpretError(fmt.Errorf("move consents: %w", err))
+				}
+			}
+		}
+		if reason == "" {
+			reason = "split by an operator"
+		}
+		if _, err := tx.Exec(ctx, `
+			WITH l AS (
+				INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, reason, actor, created_at)
+				VALUES ($1, 'split', $2, $3, $4, $5, $6, $7, $8)
+			)
+			INSERT INTO customer_separations (workspace_id, customer_a, customer_b, created_at)
+			VALUES ($1, least($2::bigint, $3::bigint), greatest($2::bigint, $3::bigint), $8)
+			ON CONFLICT DO NOTHING`, ws, orig, split, id.Type, id.Value, reason, actor, now); err != nil {
+			return interpretError(fmt.Errorf("record split: %w", err))
+		}
+		// Rebuild both profiles' traits from their own events.
+		nc := &customerRow{id: split, created: true}
+		for _, cr := range []*customerRow{c, nc} {
+			if err := rebuildTraits(ctx, tx, ws, cr); err != nil {
+				return err
+			}
+		}
+		diffOrig := map[string]any{"identity": id, "splitInto": fmt.Sprint(split), "actor": actor, "reason": reason,
+			"movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations}
+		if err := commitCustomer(ctx, tx, ws, c, c360.ChangeSplit, diffOrig, now, 0, nil); err != nil {
+			return err
+		}
+		return commitCustomer(ctx, tx, ws, nc, c360.ChangeCreated, map[string]any{"splitFrom": fmt.Sprint(orig), "identity": id}, now, 0, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	db.committed(ws, []int64{orig, split})
+	if res.Original, err = db.FindCustomerByID(ctx, ws, orig); err != nil {
+		return nil, err
+	}
+	if res.Split, err = db.FindCustomerByID(ctx, ws, split); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// rebuildTraits recomputes a customer's traits by replaying the traits of its
+// events in the order they occurred.
+func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) error {
+	rows, err := tx.Query(ctx, `
+		SELECT traits, source, occurred_at FROM events
+		WHERE workspace_id = $1 AND customer_id = $2 AND traits IS NOT NULL
+		ORDER BY occurred_at, id`, ws, c.id)
+	if err != nil {
+		return interpretError(fmt.Errorf("load traits: %w", err))
+	}
+	defer rows.Close()
+	c.traits, c.meta = map[string]any{}, map[string]traitMeta{}
+	for rows.Next() {
+		var traits map[string]any
+		var source string
+		var at time.Time
+		if err := rows.Scan(&traits, &source, &at); err != nil {
+			return fmt.Errorf("scan traits: %w", err)
+		}
+		applyTraits(c, traits, source, at)
+	}
+	return interpretError(rows.Err())
+}
+
+// MergesByCustomers returns the ledger entries that involve each customer,
+// oldest first.
+func (db *DB) MergesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.MergeRecord, error) {
+	rows, err := db.Pool.Query(ctx, `
+		SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
+		FROM unnest($2::bigint[]) AS p(id)
+		JOIN merges m ON m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)
+		ORDER BY p.id, m.created_at, m.id`, ws, ids)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("load merges: %w", err))
+	}
+	defer rows.Close()
+	out := make(map[int64][]*c360.MergeRecord, len(ids))
+	for rows.Next() {
+		var (
+			parent int64
+			r      c360.MergeRecord
+			t, v   *string
+		)
+		if err := rows.Scan(&parent, &r.ID, &r.Kind, &r.SurvivorID, &r.MergedID, &t, &v, &r.EventID, &r.Reason, &r.Actor, &r.At); err != nil {
+			return nil, fmt.Errorf("scan merge: %w", err)
+		}
+		if t != nil && v != nil {
+			r.Identity = &c360.Identity{Type: *t, Value: *v}
+		}
+		out[parent] = append(out[parent], &r)
+	}
+	return out, interpretError(rows.Err())
+}

@@ -1,0 +1,297 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+func TestIdentityRulesRoundTripAndValidation(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	got, err := db.IdentityRules(ctx, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Limits["user_id"] != 1 || got.DefaultLimit != 5 {
+		t.Fatalf("default rules = %+v, want user_id 1 and default 5", got)
+	}
+	in := c360.IdentityRules{Limits: map[string]int{"user_id": 1, "email": 2}, DefaultLimit: 3,
+		Priority: []string{"crm_id", "user_id"}, Blocked: []string{"qa@example.com"}}
+	if _, err := db.UpdateIdentityRules(ctx, ws, in); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = db.IdentityRules(ctx, ws)
+	if got.Limits["email"] != 2 || got.DefaultLimit != 3 || got.Priority[0] != "crm_id" || got.Blocked[0] != "qa@example.com" {
+		t.Errorf("stored rules = %+v, want %+v", got, in)
+	}
+	for name, bad := range map[string]c360.IdentityRules{
+		"zero default": {DefaultLimit: 0},
+		"zero limit":   {Limits: map[string]int{"email": 0}, DefaultLimit: 5},
+		"bad type":     {Limits: map[string]int{"Email": 1}, DefaultLimit: 5},
+		"dup priority": {DefaultLimit: 5, Priority: []string{"email", "email"}},
+	} {
+		if _, err := db.UpdateIdentityRules(ctx, ws, bad); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("%s: %v, want BAD_USER_INPUT", name, err)
+		}
+	}
+	// The workspace's block list applies at once on this replica.
+	_, err = db.Ingest(ctx, ws, []*c360.Event{track("blk", ids("email", "QA@example.com"))})
+	if c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("event whose only identity is blocked: %v, want BAD_USER_INPUT", err)
+	}
+	// The email limit of 2 now holds.
+	r := ingest1(t, db, ws, track("e1", ids("user_id", "u", "email", "a@x.io")))
+	ingest1(t, db, ws, track("e2", ids("user_id", "u", "email", "b@x.io")))
+	r3 := ingest1(t, db, ws, track("e3", ids("user_id", "u", "email", "c@x.io")))
+	if len(r3.Dropped) != 1 || r3.CustomerID != r.CustomerID {
+		t.Errorf("third email: %+v, want dropped on customer %d", r3, r.CustomerID)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dropped IS NOT NULL`, ws); n != 1 {
+		t.Errorf("events recording a drop = %d, want 1", n)
+	}
+}
+
+func TestManualMerge(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "a", Identities: ids("email", "a@m.io"),
+		Traits: map[string]any{"name": "Old"}, OccurredAt: time.Now().Add(-time.Hour)})
+	b := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "b", Identities: ids("phone", "+14155550142"),
+		Traits: map[string]any{"name": "New"}})
+	c, err := db.MergeCustomers(ctx, ws, a.CustomerID, b.CustomerID, false, "agent key 1", "same person on the phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ID != a.CustomerID || c.Traits["name"] != "New" {
+		t.Errorf("merged = %d %v, want survivor %d with the newer name", c.ID, c.Traits, a.CustomerID)
+	}
+	if c.TraitSources["name"].Source != "t" {
+		t.Errorf("trait source = %+v", c.TraitSources["name"])
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, b.CustomerID, false, "x", ""); c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("merging again: %v, want CONFLICT", err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, 999999999, false, "x", ""); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("unknown customer: %v, want NOT_FOUND", err)
+	}
+	// Two user_ids: refused unless forced.
+	u1 := ingest1(t, db, ws, track("u1", ids("user_id", "u1")))
+	u2 := ingest1(t, db, ws, track("u2", ids("user_id", "u2")))
+	if _, err := db.MergeCustomers(ctx, ws, u1.CustomerID, u2.CustomerID, false, "x", ""); c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("merge over the user_id limit: %v, want CONFLICT", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND merged_into IS NULL`, ws, u2.CustomerID); n != 1 {
+		t.Errorf("refused merge changed the customer")
+	}
+	if _, err := db.MergeCustomers(ctx, ws, u1.CustomerID, u2.CustomerID, true, "admin key 1", "forced"); err != nil {
+		t.Errorf("forced merge: %v", err)
+	}
+	hist, err := db.MergesByCustomers(ctx, ws, []int64{a.CustomerID})
+	if err != nil || len(hist[a.CustomerID]) != 1 || hist[a.CustomerID][0].Actor != "agent key 1" || hist[a.CustomerID][0].Reason != "same person on the phone" {
+		t.Errorf("ledger = %+v (%v)", hist[a.CustomerID], err)
+	}
+}
+
+func TestSplitIdentity(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	// A shared family phone was linked to Ann's account.
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "1", OccurredAt: t0,
+		Identities: ids("email", "ann@x.io"), Traits: map[string]any{"name": "Ann"}})
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "2", OccurredAt: t0.Add(time.Minute),
+		Identities: ids("email", "ann@x.io", "phone", "+14155550177")})
+	sms := &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SM1", OccurredAt: t0.Add(2 * time.Minute),
+		Identities: ids("phone", "+14155550177"), Traits: map[string]any{"name": "Bob"},
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "hi", ProviderID: "SM1", Status: "received"},
+		Consent: &c360.ConsentInput{Channel: "sms", Status: c360.ConsentOptedOut}}
+	ingest1(t, db, ws, sms)
+	ingest1(t, db, ws, track("3", ids("email", "ann@x.io")))
+
+	res, err := db.SplitIdentity(ctx, ws, ann.CustomerID, c360.Identity{Type: "phone", Value: "(415) 555-0177"}, "agent key 9", "family phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Original.ID != ann.CustomerID || res.Split.ID == ann.CustomerID {
+		t.Fatalf("split result = %+v", res)
+	}
+	if res.MovedEvents != 1 || res.MovedConversations != 1 {
+		t.Errorf("moved events %d conversations %d, want 1 and 1 (the linking identify stays)", res.MovedEvents, res.MovedConversations)
+	}
+	if res.Original.Traits["name"] != "Ann" || res.Split.Traits["name"] != "Bob" {
+		t.Errorf("traits: original %v split %v, want Ann and Bob", res.Original.Traits, res.Split.Traits)
+	}
+	owner, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "phone", Value: "+14155550177"})
+	if err != nil || owner.ID != res.Split.ID {
+		t.Errorf("phone owner = %v (%v), want %d", owner, err, res.Split.ID)
+	}
+	if n := count(t, db, `SELECT count(*) FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = 'sms'`, ws, res.Split.ID); n != 1 {
+		t.Errorf("sms consent on the split customer = %d, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM consents WHERE workspace_id = $1 AND customer_id = $2`, ws, ann.CustomerID); n != 0 {
+		t.Errorf("consents left on the original (which keeps no phone) = %d, want 0", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM merges WHERE workspace_id = $1 AND kind = 'split' AND survivor_id = $2 AND merged_id = $3`, ws, ann.CustomerID, res.Split.ID); n != 1 {
+		t.Errorf("split ledger rows = %d, want 1", n)
+	}
+	// An event carrying both identities again does not re-merge them.
+	again := ingest1(t, db, ws, track("4", ids("email", "ann@x.io", "phone", "+14155550177")))
+	if again.CustomerID != ann.CustomerID || len(again.Dropped) != 1 {
+		t.Errorf("event linking the split pair: %+v, want Ann's customer with the phone dropped", again)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND merged_into IS NULL`, ws); n != 2 {
+		t.Errorf("live customers = %d, want 2", n)
+	}
+	// A manual merge needs an admin's force.
+	if _, err := db.MergeCustomers(ctx, ws, ann.CustomerID, res.Split.ID, false, "x", ""); c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("merge of a split pair: %v, want CONFLICT", err)
+	}
+	// Refusals.
+	if _, err := db.SplitIdentity(ctx, ws, ann.CustomerID, c360.Identity{Type: "email", Value: "ann@x.io"}, "x", ""); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("splitting the only identity: %v, want BAD_USER_INPUT", err)
+	}
+	if _, err := db.SplitIdentity(ctx, ws, ann.CustomerID, c360.Identity{Type: "email", Value: "nobody@x.io"}, "x", ""); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("splitting an identity the customer lacks: %v, want NOT_FOUND", err)
+	}
+	// Change rows for both customers.
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'split'`, ws, ann.CustomerID); n != 1 {
+		t.Errorf("split change rows = %d, want 1", n)
+	}
+}
+
+// TestResolutionStress sends random overlapping identifier sets from 32
+// goroutines and then checks the identity graph is consistent.
+func TestResolutionStress(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	const workers, perWorker = 32, 25
+	pool := func(r *rand.Rand) c360.Identity {
+		switch r.IntN(4) {
+		case 0:
+			return c360.Identity{Type: "email", Value: fmt.Sprintf("s%d@stress.io", r.IntN(30))}
+		case 1:
+			return c360.Identity{Type: "phone", Value: fmt.Sprintf("+1415555%04d", r.IntN(30))}
+		case 2:
+			return c360.Identity{Type: "anonymous_id", Value: fmt.Sprintf("anon-%d", r.IntN(40))}
+		}
+		return c360.Identity{Type: "user_id", Value: fmt.Sprintf("user-%d", r.IntN(15))}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	sent := map[c360.Identity]bool{}
+	var mu sync.Mutex
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			for i := 0; i < perWorker; i++ {
+				var set []c360.Identity
+				for k := 0; k < 1+r.IntN(3); k++ {
+					set = append(set, pool(r))
+				}
+				if _, err := db.Ingest(ctx, ws, []*c360.Event{track(fmt.Sprintf("%d-%d", w, i), set)}); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for _, id := range set {
+					sent[id] = true
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("ingest under stress: %v", err)
+	}
+	// No identity lost: every identifier sent is owned by exactly one live customer
+	// (the primary key makes "owned twice" impossible; we check "lost" and "dead owner").
+	n := count(t, db, `SELECT count(*) FROM identities i JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
+		WHERE i.workspace_id = $1 AND c.merged_into IS NULL`, ws)
+	if n != len(sent) {
+		t.Errorf("identities on live customers = %d, want %d (every identifier sent)", n, len(sent))
+	}
+	if bad := count(t, db, `SELECT count(*) FROM identities i JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
+		WHERE i.workspace_id = $1 AND c.merged_into IS NOT NULL`, ws); bad != 0 {
+		t.Errorf("identities owned by merged-away customers = %d, want 0", bad)
+	}
+	// No customer holds two user_ids.
+	if bad := count(t, db, `SELECT count(*) FROM (SELECT customer_id FROM identities WHERE workspace_id = $1 AND type = 'user_id'
+		GROUP BY customer_id HAVING count(*) > 1) x`, ws); bad != 0 {
+		t.Errorf("customers with two user_ids = %d, want 0", bad)
+	}
+	// Every event sits on a customer that resolves to a live one in one hop,
+	// and merged-away customers point at live survivors.
+	if bad := count(t, db, `SELECT count(*) FROM customers m JOIN customers s ON s.workspace_id = m.workspace_id AND s.id = m.merged_into
+		WHERE m.workspace_id = $1 AND s.merged_into IS NOT NULL`, ws); bad != 0 {
+		t.Errorf("merge chains longer than one hop = %d, want 0", bad)
+	}
+	if bad := count(t, db, `SELECT count(*) FROM events e JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
+		WHERE e.workspace_id = $1 AND c.merged_into IS NOT NULL`, ws); bad != 0 {
+		t.Errorf("events left on merged-away customers = %d, want 0", bad)
+	}
+	if got := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); got != workers*perWorker {
+		t.Errorf("events = %d, want %d", got, workers*perWorker)
+	}
+	// Live customers without identities would be unreachable.
+	if bad := count(t, db, `SELECT count(*) FROM customers c WHERE c.workspace_id = $1 AND c.merged_into IS NULL
+		AND NOT EXISTS (SELECT 1 FROM identities i WHERE i.workspace_id = c.workspace_id AND i.customer_id = c.id)`, ws); bad != 0 {
+		t.Errorf("live customers with no identity = %d, want 0", bad)
+	}
+	// Change feed versions stay consecutive per customer.
+	if bad := count(t, db, `SELECT count(*) FROM (SELECT customer_id FROM customer_changes WHERE workspace_id = $1
+		GROUP BY customer_id HAVING max(version) <> count(*)) x`, ws); bad != 0 {
+		t.Errorf("customers with gaps in versions = %d, want 0", bad)
+	}
+}
+
+// TestWorkedExample is the story docs/identity.md tells, step by step.
+func TestWorkedExample(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	// 1. An anonymous visitor browses.
+	visit := ingest1(t, db, ws, &c360.Event{Type: c360.EventPage, Name: "Pricing", Source: "segment", DedupeKey: "p1",
+		Identities: ids("anonymous_id", "a-77")})
+	// 2. They sign up: identify with userId, the same anonymousId, and traits.
+	signup := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: "i1",
+		Identities: ids("user_id", "u-100", "anonymous_id", "a-77"),
+		Traits:     map[string]any{"name": "Rosa", "email": "Rosa@Example.com", "phone": "+1 (415) 555-0188"}})
+	if signup.CustomerID != visit.CustomerID {
+		t.Fatalf("sign-up customer = %d, want the visitor %d", signup.CustomerID, visit.CustomerID)
+	}
+	// 3. An SMS arrives from the phone given at sign-up.
+	sms := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SM9",
+		Identities: ids("phone", "+14155550188"),
+		Message:    &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "Is my order shipped?", ProviderID: "SM9", Status: "received"}})
+	if sms.CustomerID != visit.CustomerID {
+		t.Fatalf("SMS customer = %d, want %d", sms.CustomerID, visit.CustomerID)
+	}
+	// 4. A second account shares the email: a different user_id is never merged.
+	second := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: "i2",
+		Identities: ids("user_id", "u-200"), Traits: map[string]any{"email": "rosa@example.com"}})
+	if second.CustomerID == visit.CustomerID {
+		t.Fatalf("second account merged into the first")
+	}
+	if len(second.Dropped) != 1 {
+		t.Errorf("dropped = %v, want the shared email", second.Dropped)
+	}
+	got, _ := db.IdentitiesByCustomers(ctx, ws, []int64{visit.CustomerID, second.CustomerID})
+	if len(got[visit.CustomerID]) != 4 || len(got[second.CustomerID]) != 1 {
+		t.Errorf("identities: first %d, second %d; want 4 (user_id, anonymous_id, email, phone) and 1", len(got[visit.CustomerID]), len(got[second.CustomerID]))
+	}
+}

@@ -1,0 +1,177 @@
+package resolver
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/c360dev/c360"
+)
+
+// Prefetching makes batching deterministic. A resolver that returns a list
+// of parents looks ahead at the fields the query selects on them, loads each
+// child field for all parents in one statement, and primes the request's
+// loaders. The child resolvers then find their values in the loaders' caches:
+// the statement count depends on the query's shape, never on the page size or
+// on goroutine timing, and no resolver waits for a batch window.
+
+// selected returns the fields selected under the current field, following
+// path (e.g. "edges", "node"); typ names the object type at each step.
+func selected(ctx context.Context, path []string, types []string) []graphql.CollectedField {
+	opCtx := graphql.GetOperationContext(ctx)
+	fc := graphql.GetFieldContext(ctx)
+	if opCtx == nil || fc == nil {
+		return nil
+	}
+	sel := fc.Field.Selections
+	for i, name := range path {
+		var next ast.SelectionSet
+		for _, f := range graphql.CollectFields(opCtx, sel, []string{types[i]}) {
+			if f.Name == name {
+				next = append(next, f.Selections...)
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		sel = next
+	}
+	return graphql.CollectFields(opCtx, sel, []string{types[len(types)-1]})
+}
+
+// argsOf reads a connection field's first/after arguments as the resolver
+// will see them; ok is false when they cannot be read, and then the field's
+// own resolver reports the problem.
+func argsOf(ctx context.Context, f graphql.CollectedField) (c360.PageArgs, bool) {
+	m := f.ArgumentMap(graphql.GetOperationContext(ctx).Variables)
+	var a c360.PageArgs
+	switch v := m["first"].(type) {
+	case int:
+		a.First = v
+	case int64:
+		a.First = int(v)
+	case json.Number:
+		n, err := strconv.Atoi(v.String())
+		if err != nil {
+			return a, false
+		}
+		a.First = n
+	case float64:
+		a.First = int(v)
+	case nil:
+	default:
+		return a, false
+	}
+	if s, ok := m["after"].(string); ok {
+		a.After = s
+	} else if m["after"] != nil {
+		return a, false
+	}
+	return a, true
+}
+
+// prefetchCustomers loads the selected child fields of a list of customers
+// and primes the loaders. Errors are not reported here: a child resolver
+// whose value was not primed loads it itself and reports its own error.
+func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []graphql.CollectedField, ids []int64) {
+	l := loadersFrom(ctx)
+	if l == nil || len(ids) == 0 {
+		return
+	}
+	for _, f := range fields {
+		switch f.Name {
+		case "identities":
+			if m, err := r.CustomerService.IdentitiesByCustomers(ctx, ws, ids); err == nil {
+				primeAll(l.identities, fill(m, ids, []*c360.IdentityRecord{}))
+			}
+		case "consents":
+			if m, err := r.CustomerService.ConsentsByCustomers(ctx, ws, ids); err == nil {
+				primeAll(l.consents, fill(m, ids, []*c360.Consent{}))
+			}
+		case "merges":
+			if m, err := r.IdentityService.MergesByCustomers(ctx, ws, ids); err == nil {
+				primeAll(l.merges, fill(m, ids, []*c360.MergeRecord{}))
+			}
+		case "events":
+			if args, ok := argsOf(ctx, f); ok {
+				if m, err := r.EventService.EventsByCustomers(ctx, ws, ids, args); err == nil {
+					primePages(l.events, m, args)
+				}
+			}
+		case "conversations":
+			args, ok := argsOf(ctx, f)
+			if !ok {
+				continue
+			}
+			m, err := r.ConversationService.ConversationsByCustomers(ctx, ws, ids, args)
+			if err != nil {
+				continue
+			}
+			primePages(l.conversations, m, args)
+			var convs []int64
+			for _, p := range m {
+				for _, c := range p.Items {
+					convs = append(convs, c.ID)
+				}
+			}
+			r.prefetchConversations(ctx, ws, subfields(ctx, f, "ConversationConnection", "ConversationEdge", "Conversation"), convs)
+		}
+	}
+}
+
+// prefetchConversations loads the selected messages of a list of conversations.
+func (r *Resolver) prefetchConversations(ctx context.Context, ws int64, fields []graphql.CollectedField, ids []int64) {
+	l := loadersFrom(ctx)
+	if l == nil || len(ids) == 0 {
+		return
+	}
+	for _, f := range fields {
+		if f.Name != "messages" {
+			continue
+		}
+		if args, ok := argsOf(ctx, f); ok {
+			if m, err := r.ConversationService.MessagesByConversations(ctx, ws, ids, args); err == nil {
+				primePages(l.messages, m, args)
+			}
+		}
+	}
+}
+
+// subfields returns the node fields selected under a connection field f.
+func subfields(ctx context.Context, f graphql.CollectedField, conn, edge, node string) []graphql.CollectedField {
+	opCtx := graphql.GetOperationContext(ctx)
+	var edges, nodes ast.SelectionSet
+	for _, e := range graphql.CollectFields(opCtx, f.Selections, []string{conn}) {
+		if e.Name == "edges" {
+			edges = append(edges, e.Selections...)
+		}
+	}
+	for _, n := range graphql.CollectFields(opCtx, edges, []string{edge}) {
+		if n.Name == "node" {
+			nodes = append(nodes, n.Selections...)
+		}
+	}
+	if nodes == nil {
+		return nil
+	}
+	return graphql.CollectFields(opCtx, nodes, []string{node})
+}
+
+type primer[K comparable, V any] interface {
+	Prime(K, V) bool
+}
+
+func primeAll[V any](l primer[int64, V], m map[int64]V) {
+	for k, v := range m {
+		l.Prime(k, v)
+	}
+}
+
+func primePages[T any](l primer[pageKey, *c360.Page[T]], m map[int64]*c360.Page[T], args c360.PageArgs) {
+	for id, p := range m {
+		l.Prime(pageKey{id, args}, p)
+	}
+}

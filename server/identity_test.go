@@ -1,0 +1,134 @@
+package server_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/c360dev/c360"
+)
+
+func TestIdentityRulesThroughGraphQL(t *testing.T) {
+	e := newEnv(t)
+	agentSecret, _, err := e.db.CreateAPIKey(context.Background(), e.slug, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const read = `{ identityRules { limits { type limit } defaultLimit priority blocked } }`
+	var out struct {
+		IdentityRules struct {
+			Limits []struct {
+				Type  string
+				Limit int
+			}
+			DefaultLimit int
+			Priority     []string
+			Blocked      []string
+		}
+	}
+	gql(t, e.srv, e.key, read, nil).ok(t, &out)
+	if out.IdentityRules.DefaultLimit != 5 || len(out.IdentityRules.Limits) != 1 || out.IdentityRules.Limits[0].Type != "user_id" {
+		t.Fatalf("default rules = %+v", out.IdentityRules)
+	}
+	const update = `mutation($in: IdentityRulesInput!) { updateIdentityRules(input: $in) { defaultLimit blocked } }`
+	in := map[string]any{"limits": []map[string]any{{"type": "user_id", "limit": 1}, {"type": "email", "limit": 2}},
+		"defaultLimit": 4, "blocked": []string{"test@example.com"}}
+	gql(t, e.srv, agentSecret, update, map[string]any{"in": in}).wantCode(t, c360.EFORBIDDEN)
+	gql(t, e.srv, e.key, update, map[string]any{"in": in}).ok(t, nil)
+	gql(t, e.srv, e.key, read, nil).ok(t, &out)
+	if out.IdentityRules.DefaultLimit != 4 || len(out.IdentityRules.Limits) != 2 || out.IdentityRules.Blocked[0] != "test@example.com" {
+		t.Errorf("rules after update = %+v", out.IdentityRules)
+	}
+	bad := map[string]any{"limits": []map[string]any{{"type": "Email", "limit": 1}}, "defaultLimit": 4}
+	gql(t, e.srv, e.key, update, map[string]any{"in": bad}).wantCode(t, c360.EINVALID)
+	dup := map[string]any{"limits": []map[string]any{{"type": "email", "limit": 1}, {"type": "email", "limit": 2}}, "defaultLimit": 4}
+	gql(t, e.srv, e.key, update, map[string]any{"in": dup}).wantCode(t, c360.EINVALID)
+}
+
+func TestMergeAndSplitThroughGraphQL(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	agentKey, _, err := e.db.CreateAPIKey(ctx, e.slug, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assistantKey, _, err := e.db.CreateAPIKey(ctx, e.slug, c360.RoleAssistant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.identify(t, map[string]any{"identities": ids("email", "kim@x.io"), "traits": map[string]any{"name": "Kim"}})
+	b := e.identify(t, map[string]any{"identities": ids("phone", "+14155550161")})
+
+	const merge = `mutation($s: ID!, $m: ID!, $force: Boolean) { mergeCustomers(survivorId: $s, mergedId: $m, force: $force, reason: "caller confirmed") {
+		id identities { type value source firstSeen lastSeen }
+		merges { kind survivorId mergedId reason actor createdAt identity { type value } }
+		traitSources { name value source observedAt } } }`
+	vars := map[string]any{"s": a.ID, "m": b.ID}
+	gql(t, e.srv, assistantKey, merge, vars).wantCode(t, c360.EFORBIDDEN)
+	gql(t, e.srv, agentKey, merge, map[string]any{"s": a.ID, "m": b.ID, "force": true}).wantCode(t, c360.EFORBIDDEN)
+	var out struct {
+		MergeCustomers struct {
+			ID         string
+			Identities []struct {
+				Type, Value, Source string
+				FirstSeen, LastSeen *string
+			}
+			Merges []struct {
+				Kind, SurvivorID, MergedID, Reason, Actor, CreatedAt string
+			}
+			TraitSources []struct {
+				Name, Source, ObservedAt string
+				Value                    any
+			}
+		}
+	}
+	gql(t, e.srv, agentKey, merge, vars).ok(t, &out)
+	m := out.MergeCustomers
+	if m.ID != a.ID || len(m.Identities) != 2 {
+		t.Fatalf("merged customer = %+v", m)
+	}
+	for _, id := range m.Identities {
+		if id.Source != "graphql" || id.FirstSeen == nil || id.LastSeen == nil {
+			t.Errorf("identity provenance = %+v", id)
+		}
+	}
+	if len(m.Merges) != 1 || m.Merges[0].Kind != "merge" || m.Merges[0].MergedID != b.ID || m.Merges[0].Reason != "caller confirmed" || m.Merges[0].Actor == "" {
+		t.Errorf("merge history = %+v", m.Merges)
+	}
+	if len(m.TraitSources) != 1 || m.TraitSources[0].Name != "name" || m.TraitSources[0].Value != "Kim" || m.TraitSources[0].Source != "graphql" {
+		t.Errorf("trait sources = %+v", m.TraitSources)
+	}
+	// The merged-away id answers with the survivor.
+	var byOld struct{ Customer struct{ ID string } }
+	gql(t, e.srv, e.key, `query($id: ID!) { customer(id: $id) { id } }`, map[string]any{"id": b.ID}).ok(t, &byOld)
+	if byOld.Customer.ID != a.ID {
+		t.Errorf("customer(merged id) = %s, want %s", byOld.Customer.ID, a.ID)
+	}
+	gql(t, e.srv, agentKey, merge, vars).wantCode(t, c360.ECONFLICT)
+
+	const split = `mutation($c: ID!) { splitIdentity(customerId: $c, type: "phone", value: "(415) 555-0161", reason: "wrong match") {
+		original { id identities { value } } split { id identities { value } merges { kind } } movedEvents movedConversations } }`
+	gql(t, e.srv, assistantKey, split, map[string]any{"c": a.ID}).wantCode(t, c360.EFORBIDDEN)
+	var sp struct {
+		SplitIdentity struct {
+			Original struct {
+				ID         string
+				Identities []struct{ Value string }
+			}
+			Split struct {
+				ID         string
+				Identities []struct{ Value string }
+				Merges     []struct{ Kind string }
+			}
+			MovedEvents int
+		}
+	}
+	gql(t, e.srv, agentKey, split, map[string]any{"c": a.ID}).ok(t, &sp)
+	s := sp.SplitIdentity
+	if s.Original.ID != a.ID || len(s.Original.Identities) != 1 || len(s.Split.Identities) != 1 || s.Split.Identities[0].Value != "+14155550161" {
+		t.Errorf("split = %+v", s)
+	}
+	if s.MovedEvents != 1 || len(s.Split.Merges) != 1 || s.Split.Merges[0].Kind != "split" {
+		t.Errorf("split moved %d events, history %+v; want 1 and one split entry", s.MovedEvents, s.Split.Merges)
+	}
+	gql(t, e.srv, agentKey, split, map[string]any{"c": a.ID}).wantCode(t, c360.ENOTFOUND)
+}

@@ -1,0 +1,169 @@
+package server_test
+
+import (
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/server"
+)
+
+func TestGraphQLOverGET(t *testing.T) {
+	e := newEnv(t)
+	e.identify(t, map[string]any{"identities": ids("email", "get@example.com")})
+	get := func(query string) *response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/graphql?query="+url.QueryEscape(query), nil)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		return do(t, e.srv, req)
+	}
+	var out struct{ CustomerByIdentity *struct{ ID string } }
+	get(`{ customerByIdentity(type: "email", value: "get@example.com") { id } }`).ok(t, &out)
+	if out.CustomerByIdentity == nil {
+		t.Error("GET query found no customer, want one")
+	}
+
+	// GET is safe: a mutation over GET is refused and writes nothing.
+	before := count(t, e.db, "events", e.ws)
+	r := get(`mutation { identify(input: {identities: [{type: "email", value: "viaget@example.com"}]}) { id } }`)
+	if len(r.Errors) == 0 {
+		t.Fatalf("mutation over GET answered %s, want an error", r.Body)
+	}
+	if r.Status < 400 || r.Status >= 500 {
+		t.Errorf("mutation over GET: status = %d, want 4xx", r.Status)
+	}
+	if got := count(t, e.db, "events", e.ws); got != before {
+		t.Errorf("events after a mutation over GET = %d, want %d", got, before)
+	}
+}
+
+func TestIntrospection(t *testing.T) {
+	const q = `{ __schema { queryType { name } } }`
+	t.Run("production", func(t *testing.T) {
+		e := newEnv(t)
+		var logs syncBuffer
+		srv := serveWith(t, server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, e.db, newResolver(e.db), e.db)
+		r := gql(t, srv, e.key, q, nil)
+		if len(r.Errors) == 0 {
+			t.Fatalf("introspection with Dev off answered %s, want a refusal", r.Body)
+		}
+		// Disabled introspection is a refusal, not a server fault: GraphiQL
+		// asks for the schema on every load.
+		if code := r.code(); code != c360.EFORBIDDEN && code != c360.EINVALID {
+			t.Errorf("introspection with Dev off: code = %q, want %q or %q; body %s", code, c360.EFORBIDDEN, c360.EINVALID, r.Body)
+		}
+		if !strings.Contains(strings.ToLower(r.Errors[0].Message), "introspection") {
+			t.Errorf("message = %q, want it to say introspection is disabled", r.Errors[0].Message)
+		}
+		if strings.Contains(logs.String(), "level=ERROR") {
+			t.Errorf("a client's introspection query was logged as a server error:\n%s", logs.String())
+		}
+		// __typename is not introspection and always answers.
+		var tn struct {
+			Typename string `json:"__typename"`
+		}
+		gql(t, srv, e.key, `{ __typename }`, nil).ok(t, &tn)
+		if tn.Typename != "Query" {
+			t.Errorf("__typename = %q, want Query", tn.Typename)
+		}
+	})
+	t.Run("dev", func(t *testing.T) {
+		db := pgtest.Open(t)
+		_, _, key := pgtest.Workspace(t, db)
+		srv := serveWith(t, server.Config{Dev: true, Logger: slog.New(slog.DiscardHandler)}, db, newResolver(db), db)
+		var out struct {
+			Schema struct{ QueryType struct{ Name string } } `json:"__schema"`
+		}
+		gql(t, srv, key, q, nil).ok(t, &out)
+		if out.Schema.QueryType.Name != "Query" {
+			t.Errorf("__schema.queryType.name = %q, want Query", out.Schema.QueryType.Name)
+		}
+	})
+}
+
+func TestMergedCustomerResolvesToSurvivor(t *testing.T) {
+	e := newEnv(t)
+	a := e.identify(t, map[string]any{
+		"identities": ids("email", "merge@example.com"),
+		"traits":     map[string]any{"name": "Merge Person"},
+	})
+	var byPhone struct{ Track struct{ ID string } }
+	gql(t, e.srv, e.key, trackMutation, map[string]any{"input": map[string]any{
+		"identities": ids("phone", "+1 415 555 0177"), "event": "Called"}}).ok(t, &byPhone)
+	var bc struct{ CustomerByIdentity *customerJSON }
+	gql(t, e.srv, e.key, `{ customerByIdentity(type: "phone", value: "+14155550177") { id } }`, nil).ok(t, &bc)
+	if bc.CustomerByIdentity == nil || bc.CustomerByIdentity.ID == a.ID {
+		t.Fatalf("phone customer = %+v, want a second customer", bc.CustomerByIdentity)
+	}
+	b := bc.CustomerByIdentity.ID
+
+	// One event names both: the two profiles become one.
+	linked := e.identify(t, map[string]any{"identities": ids("email", "merge@example.com", "phone", "(415) 555-0177")})
+	if linked.ID != a.ID && linked.ID != b {
+		t.Fatalf("linking identify returned %s, want %s or %s", linked.ID, a.ID, b)
+	}
+	for _, id := range []string{a.ID, b} {
+		var out struct{ Customer *customerJSON }
+		gql(t, e.srv, e.key, `query($id: ID!) { customer(id: $id) { `+customerFields+` } }`, map[string]any{"id": id}).ok(t, &out)
+		if out.Customer == nil || out.Customer.ID != linked.ID {
+			t.Errorf("customer(%s) = %+v, want the survivor %s", id, out.Customer, linked.ID)
+			continue
+		}
+		if len(out.Customer.Identities) != 2 || out.Customer.Traits["name"] != "Merge Person" {
+			t.Errorf("survivor identities %v traits %v, want both identities and name Merge Person",
+				out.Customer.Identities, out.Customer.Traits)
+		}
+	}
+	var p customerPage
+	gql(t, e.srv, e.key, customersQuery, map[string]any{"first": 10}).ok(t, &p)
+	if len(p.Customers.Edges) != 1 || p.Customers.Edges[0].Node.ID != linked.ID {
+		t.Errorf("customers after merge = %v, want only the survivor %s", p.Customers.Edges, linked.ID)
+	}
+	var ev struct {
+		Customer struct {
+			Events struct{ Edges []struct{ Node eventJSON } }
+		}
+	}
+	gql(t, e.srv, e.key, `query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { id type } } } } }`,
+		map[string]any{"id": linked.ID}).ok(t, &ev)
+	if n := len(ev.Customer.Events.Edges); n != 3 {
+		t.Errorf("survivor has %d events, want 3 (both profiles' and the linking one)", n)
+	}
+}
+
+// TestEveryGraphQLErrorHasCode covers requests refused by the transports
+// before execution: the contract says every error carries extensions.code.
+func TestEveryGraphQLErrorHasCode(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, method, path, ctype, body string
+	}{
+		{"malformed JSON body", http.MethodPost, "/graphql", "application/json", `{"query": `},
+		{"unsupported content type", http.MethodPost, "/graphql", "text/plain", `{ __typename }`},
+		{"unsupported method", http.MethodPut, "/graphql", "application/json", `{"query":"{ __typename }"}`},
+		{"GET with malformed variables", http.MethodGet, "/graphql?query=" + url.QueryEscape(`query($a: Int) { __typename }`) + "&variables=%7B", "", ""},
+		{"GET mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			req.Header.Set("Authorization", "Bearer "+e.key)
+			r := do(t, e.srv, req)
+			if r.Status < 400 || r.Status >= 500 {
+				t.Errorf("status = %d, want 4xx", r.Status)
+			}
+			if len(r.Errors) == 0 {
+				t.Fatalf("no errors in %s", r.Body)
+			}
+			if code := r.code(); code == "" || code == c360.EINTERNAL {
+				t.Errorf("errors[0].extensions.code = %q, want a client error code; body %s", code, r.Body)
+			}
+		})
+	}
+}
