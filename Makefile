@@ -93,9 +93,11 @@ run: build ## start the API on :8080 with a demo workspace (local PostgreSQL unl
 	fi; \
 	key="$$(json_field apiKey .data/demo.json || true)"; \
 	secret="$$(json_field webhookSecret .data/demo.json || true)"; \
+	wkey="$$(json_field writeKey .data/demo.json || true)"; \
 	echo ""; \
 	echo "  Demo workspace:   demo   (details in .data/demo.json)"; \
 	echo "  Admin API key:    $${key:-(not found in .data/demo.json)}"; \
+	echo "  Segment write key: $${wkey:-(not found in .data/demo.json)}"; \
 	echo "  Webhook secret:   $${secret:-(not found in .data/demo.json)}"; \
 	echo "  GraphiQL:         http://localhost:8080/"; \
 	echo "  GraphQL endpoint: http://localhost:8080/graphql"; \

@@ -152,6 +152,8 @@ func interpretError(err error) error {
 			return &wrapped{c360.Errorf(c360.ECONFLICT, "already exists"), err}
 		case "23514", "22P02", "22001", "23502":
 			return &wrapped{c360.Errorf(c360.EINVALID, "value refused by a constraint"), err}
+		case "22021", "22P05": // a NUL character in text, \u0000 in jsonb: valid JSON, refused by PostgreSQL
+			return &wrapped{c360.Errorf(c360.EINVALID, "text with a NUL character (\\u0000) cannot be stored"), err}
 		case "57014", "55P03": // query_canceled (statement timeout), lock_not_available
 			return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is busy; retry"), err}
 		}

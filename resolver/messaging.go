@@ -2,7 +2,7 @@ package resolver
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 
 	"github.com/c360dev/c360"
 )
@@ -14,8 +14,10 @@ import (
 // any step before the provider sends nothing.
 func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, body string) (*c360.Message, error) {
 	p, err := agent(ctx)
-	if err != nil {
+	if c360.ErrorCode(err) == c360.EFORBIDDEN {
 		return nil, c360.Errorf(c360.EFORBIDDEN, "only admin and agent keys may send messages")
+	} else if err != nil {
+		return nil, err
 	}
 	if err := c360.CheckOutboundMessage(channel, body); err != nil {
 		return nil, err
@@ -56,7 +58,9 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 		},
 	}
 	if _, err := r.Ingester.Ingest(ctx, p.WorkspaceID, []*c360.Event{ev}); err != nil {
-		return nil, fmt.Errorf("record sent message %s: %w", sent.ProviderID, err)
+		// Not the store's "retry": a retry would send the message twice.
+		slog.Default().Error("record sent message", "messageSid", sent.ProviderID, "error", err)
+		return nil, c360.Errorf(c360.EINTERNAL, "the message was sent (Twilio SID %s) but could not be recorded; do not send it again", sent.ProviderID)
 	}
 	return r.MessagingService.FindMessageByProviderID(ctx, p.WorkspaceID, sent.ProviderID)
 }

@@ -87,11 +87,17 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, NewResolver(db), db)
-	mountConnectors(srv, db, Connectors{
+	conns := Connectors{
 		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
 		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
-	})
+		Logger:       log,
+	}
+	res := NewResolver(db)
+	if res.MessageSender, err = conns.messageSender(); err != nil {
+		return usageError("C360_TWILIO_API_URL: " + err.Error())
+	}
+	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, res, db)
+	mountConnectors(srv, db, conns)
 
 	addr := m.env("C360_ADDR", ":8080")
 	ln, err := net.Listen("tcp", addr)
@@ -130,6 +136,7 @@ func NewResolver(db *postgres.DB) *resolver.Resolver {
 		IdentityService:     db,
 		Ingester:            db,
 		Now:                 db.Now,
+		MessagingService:    db,
 	}
 }
 
