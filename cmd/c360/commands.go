@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -96,9 +97,29 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if res.MessageSender, err = conns.messageSender(); err != nil {
 		return usageError("C360_TWILIO_API_URL: " + err.Error())
 	}
-	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, res, db)
+	rt, wsConfig, err := m.startRealtime(db, log)
+	if err != nil {
+		return err
+	}
+	defer rt.stop()
+	res.Hub, res.Realtime = rt.hub, db
+	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig}, db, res, db)
 	mountConnectors(srv, db, conns)
 
+	if pprofAddr := m.Getenv("C360_PPROF_ADDR"); pprofAddr != "" {
+		// Profiling stays off the public listener: only an operator who sets
+		// this (to a loopback address) can reach it.
+		pl, err := net.Listen("tcp", pprofAddr)
+		if err != nil {
+			return fmt.Errorf("listen on C360_PPROF_ADDR %s: %w", pprofAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go ps.Serve(pl)
+		defer ps.Close()
+	}
 	addr := m.env("C360_ADDR", ":8080")
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -110,6 +131,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	httpSrv.RegisterOnShutdown(srv.CloseWebsockets)
 	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()

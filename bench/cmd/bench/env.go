@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/c360dev/c360/bench/seed"
+	"github.com/c360dev/c360/postgres"
+)
+
+// printMachine prints what the numbers were measured on.
+func printMachine() {
+	model := ""
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	fmt.Printf("# machine: %d CPUs (%s), %s/%s, %s\n# date: %s\n", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH,
+		runtime.Version(), time.Now().UTC().Format(time.RFC3339))
+}
+
+// bench is a seeded workspace and its keys.
+type bench struct {
+	ws        int64
+	slug      string
+	apiKey    string
+	writeKey  string
+	secret    string
+	customers int
+}
+
+func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
+	// COPY of millions of rows outlasts the server's statement timeout.
+	db, err := postgres.Open(ctx, cfg.databaseURL, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["statement_timeout"] = "0"
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	slug := fmt.Sprintf("bench-%d", time.Now().Unix())
+	creds, err := db.CreateWorkspace(ctx, slug, "benchmark")
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("\n## seed: %d customers into workspace %s\n", cfg.customers, slug)
+	res, err := seed.Run(ctx, db.Pool, creds.ID, seed.Options{Customers: cfg.customers, EventsPerCustomer: 10, MessagesPerConv: 2,
+		Log: func(f string, a ...any) { fmt.Printf(f+"\n", a...) }})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("  total %d rows in %.1fs (%.0f rows/s)\n", res.Rows, res.Elapsed.Seconds(), float64(res.Rows)/res.Elapsed.Seconds())
+	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret, customers: cfg.customers}, nil
+}
+
+// serverProc is a running c360 serve process.
+type serverProc struct {
+	cmd *exec.Cmd
+	URL string
+}
+
+// startServer runs the server binary on a free loopback port and waits
+// until it is ready.
+func startServer(ctx context.Context, cfg config, extraEnv ...string) (*serverProc, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(cfg.binary, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+cfg.databaseURL, "C360_ADDR="+addr, "C360_PUBLIC_URL=http://"+addr)
+	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.binary, err)
+	}
+	p := &serverProc{cmd: cmd, URL: "http://" + addr}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.Stop()
+	return nil, fmt.Errorf("server did not become ready")
+}
+
+// Stop ends the server gracefully.
+func (p *serverProc) Stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// RSS returns the server's resident memory in bytes.
+func (p *serverProc) RSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}

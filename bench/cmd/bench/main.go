@@ -1,0 +1,82 @@
+// Command bench runs c360's load generators against a real server process
+// and a real PostgreSQL, and prints results for BENCHMARKS.md.
+//
+//	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
+//	bench seed    --customers N          COPY a data set into a new workspace
+//	bench query   [--customers N]        the customer-360 query: GraphQL vs hand-written SQL
+//	bench all     [--customers N]        everything, in order
+//
+// DATABASE_URL selects the database; the server binary is bin/c360 (make
+// bench builds it). Every run is bounded in time and talks only to loopback.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	databaseURL string
+	binary      string
+	customers   int
+	duration    time.Duration
+	workers     []int
+}
+
+func run(ctx context.Context, args []string) error {
+	cmd := "all"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var cfg config
+	fs.IntVar(&cfg.customers, "customers", 100000, "customers to seed (events x10, messages x2)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
+	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
+	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, w := range strings.Split(*workers, ",") {
+		var n int
+		if _, err := fmt.Sscan(w, &n); err != nil || n < 1 {
+			return fmt.Errorf("--workers: bad value %q", w)
+		}
+		cfg.workers = append(cfg.workers, n)
+	}
+	cfg.databaseURL = os.Getenv("DATABASE_URL")
+	if cfg.databaseURL == "" {
+		return fmt.Errorf("DATABASE_URL is not set")
+	}
+	printMachine()
+	switch cmd {
+	case "seed":
+		_, err := seedWorkspace(ctx, cfg)
+		return err
+	case "baseline":
+		_, _, err := benchBaseline(ctx, cfg)
+		return err
+	case "query":
+		return benchQuery(ctx, cfg)
+	case "all":
+		if _, _, err := benchBaseline(ctx, cfg); err != nil {
+			return err
+		}
+		return benchQuery(ctx, cfg)
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}

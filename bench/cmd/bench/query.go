@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/c360dev/c360/bench/load"
+	"github.com/c360dev/c360/bench/seed"
+)
+
+// query360 is what a console asks when a call comes in: the profile, its
+// identities, the last 20 events, and the conversations with their last 10
+// messages.
+const query360 = `query($phone: String!) { customerByIdentity(type: "phone", value: $phone) {
+  id traits version
+  identities { type value }
+  events(first: 20) { edges { node { id type name properties occurredAt } } }
+  conversations(first: 5) { edges { node { id channel status lastMessageAt
+    messages(first: 10) { edges { node { id direction body status createdAt } } } } } }
+} }`
+
+func benchQuery(ctx context.Context, cfg config) error {
+	b, err := seedWorkspace(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	gql := func(ctx context.Context, w, seq int) error {
+		phone := seed.Phone(rand.IntN(b.customers))
+		body, _ := json.Marshal(map[string]any{"query": query360, "variables": map[string]any{"phone": phone}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/graphql", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+b.apiKey)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || bytes.Contains(raw, []byte(`"errors"`)) || !bytes.Contains(raw, []byte(`"events"`)) {
+			return fmt.Errorf("status %d: %.200s", resp.StatusCode, raw)
+		}
+		return nil
+	}
+	pool, err := pgxpool.New(ctx, cfg.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	sql := func(ctx context.Context, w, seq int) error { return raw360(ctx, pool, b.ws, seed.Phone(rand.IntN(b.customers))) }
+
+	fmt.Printf("\n## customer-360 query by phone over %d customers\n", b.customers)
+	for _, workers := range cfg.workers {
+		// Warm both paths so the runs compare steady states.
+		load.Run(ctx, "warm-up", workers, time.Second, 0, gql)
+		g := load.Run(ctx, "graphql customer-360", workers, cfg.duration, 0, gql)
+		s := load.Run(ctx, "raw SQL (pgx) customer-360", workers, cfg.duration, 0, sql)
+		fmt.Println(g)
+		fmt.Println(s)
+		fmt.Printf("  ratio graphql/raw = %.0f%%\n", 100*g.PerSecond()/s.PerSecond())
+	}
+	return nil
+}
+
+// raw360 reads the same data as query360 with hand-written SQL: the
+// customer, then one pipelined batch for identities, events and the
+// conversations with their messages.
+func raw360(ctx context.Context, pool *pgxpool.Pool, ws int64, phone string) error {
+	var id int64
+	var traits map[string]any
+	var version int64
+	err := pool.QueryRow(ctx, `SELECT c.id, c.traits, c.version FROM identities i
+		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
+		WHERE i.workspace_id = $1 AND i.type = 'phone' AND i.value = $2`, ws, phone).Scan(&id, &traits, &version)
+	if err != nil {
+		return fmt.Errorf("customer: %w", err)
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = $2`, ws, id)
+	batch.Queue(`SELECT id, type, name, properties, occurred_at FROM events WHERE workspace_id = $1 AND customer_id = $2
+		ORDER BY occurred_at DESC, id DESC LIMIT 20`, ws, id)
+	batch.Queue(`SELECT c.id, c.channel, c.status, c.last_message_at, m.id, m.direction, m.body, m.status, m.created_at
+		FROM (SELECT * FROM conversations WHERE workspace_id = $1 AND customer_id = $2
+		      ORDER BY coalesce(last_message_at, created_at) DESC, id DESC LIMIT 5) c
+		CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id
+		      ORDER BY m.created_at DESC, m.id DESC LIMIT 10) m`, ws, id)
+	br := pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for i := 0; i < 3; i++ {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		n := 0
+		for rows.Next() {
+			if _, err := rows.Values(); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if i == 1 && n == 0 {
+			return fmt.Errorf("no events for customer %d", id)
+		}
+	}
+	return nil
+}
