@@ -21,7 +21,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -40,8 +39,6 @@ type Config struct {
 	// MaxBodyBytes bounds any request body; larger ones get 413.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
-	// Websocket configures subscriptions over WebSocket (websocket.go).
-	Websocket WebsocketConfig
 }
 
 // Readiness reports whether the server can serve: database reachable and
@@ -59,8 +56,6 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	metrics  *metrics
-	ws       *websockets
-	shared   *resolver.SharedSubscriptions
 }
 
 // New builds the server and its routes.
@@ -74,8 +69,6 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s := &Server{cfg: cfg, auth: auth, resolver: r, ready: ready, mux: http.NewServeMux(),
 		registry: prometheus.NewRegistry()}
 	s.metrics = newMetrics(s.registry)
-	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
-	s.shared = &resolver.SharedSubscriptions{}
 	s.routes()
 	return s
 }
@@ -88,31 +81,13 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 // Registry is the Prometheus registry /metrics serves; connectors add to it.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
-// CloseWebsockets closes every GraphQL websocket connection with 1001 (going
-// away). http.Server.Shutdown does not wait for hijacked connections: call it
-// from RegisterOnShutdown so clients reconnect elsewhere and resume.
-func (s *Server) CloseWebsockets() { s.ws.closeAll() }
-
-// SubscriptionRenders is how many times a subscription payload was executed
-// and marshaled (once per change and distinct operation, shared by every
-// subscriber of that operation).
-func (s *Server) SubscriptionRenders() int64 { return s.shared.Renders() }
-
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // routes declares every route of the core server; connectors add theirs with Handle.
 func (s *Server) routes() {
 	gql := s.graphQLHandler()
-	// WebSocket connections authenticate in connection_init, not with a header.
-	overHTTP, overWS := s.authenticate(s.resolver.Middleware(gql)), s.ws.serve(gql)
-	s.mux.Handle("/graphql", s.instrument("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if websocket.IsWebSocketUpgrade(r) {
-			overWS.ServeHTTP(w, r)
-			return
-		}
-		overHTTP.ServeHTTP(w, r)
-	})))
+	s.mux.Handle("/graphql", s.instrument("/graphql", s.authenticate(s.resolver.Middleware(gql))))
 	s.mux.Handle("GET /{$}", playground.Handler("c360", "/graphql"))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -136,22 +111,8 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) graphQLHandler() http.Handler {
 	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver}))
-	readLimit := s.ws.cfg.ReadLimit
-	h.AddTransport(transport.Websocket{
-		Implementation: s.ws,
-		InitFunc:       s.websocketInit,
-		// The legacy graphql-ws protocol's "ka" messages; both protocols
-		// also get websocket pings (websocket.go).
-		KeepAlivePingInterval: s.ws.cfg.PingInterval,
-		PayloadReadLimit:      &readLimit,
-		ErrorFunc: func(ctx context.Context, err error) {
-			s.cfg.Logger.Debug("graphql websocket", "error", err)
-		},
-	})
 	h.AddTransport(transport.Options{})
 	h.AddTransport(transport.GET{})
-	// SSE before POST: it claims POSTs that accept text/event-stream.
-	h.AddTransport(transport.SSE{})
 	h.AddTransport(transport.POST{})
 	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	if s.cfg.Dev {
@@ -159,7 +120,6 @@ func (s *Server) graphQLHandler() http.Handler {
 	}
 	h.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	h.Use(extension.FixedComplexityLimit(5000))
-	h.Use(s.shared)
 	h.SetErrorPresenter(s.presentError)
 	h.SetRecoverFunc(func(ctx context.Context, v any) error {
 		s.cfg.Logger.Error("panic in resolver", "panic", v, "path", graphql.GetPath(ctx).String())

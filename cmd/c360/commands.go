@@ -97,13 +97,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if res.MessageSender, err = conns.messageSender(); err != nil {
 		return usageError("C360_TWILIO_API_URL: " + err.Error())
 	}
-	rt, wsConfig, err := m.startRealtime(db, log)
-	if err != nil {
-		return err
-	}
-	defer rt.stop()
-	res.Hub, res.Realtime = rt.hub, db
-	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig}, db, res, db)
+	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, res, db)
 	mountConnectors(srv, db, conns)
 
 	if pprofAddr := m.Getenv("C360_PPROF_ADDR"); pprofAddr != "" {
@@ -131,7 +125,6 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	httpSrv.RegisterOnShutdown(srv.CloseWebsockets)
 	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
