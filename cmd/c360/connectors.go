@@ -1,6 +1,9 @@
 package main
 
 import (
+	"log/slog"
+
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
@@ -13,7 +16,12 @@ type Connectors struct {
 	PublicURL string
 	// TwilioAPIURL overrides Twilio's REST base URL (C360_TWILIO_API_URL).
 	TwilioAPIURL string
+	Logger       *slog.Logger
 }
+
+// messageSender returns the outbound sender; none until the Twilio
+// connector lands, so sendMessage answers UNAVAILABLE.
+func (c Connectors) messageSender() (c360.MessageSender, error) { return nil, nil }
 
 // mountConnectors mounts every connector's routes on srv. Each connector
 // only verifies, parses and hands canonical events to the one ingest path.
