@@ -34,6 +34,8 @@ type DB struct {
 	OnCommit func(workspaceID int64, customerIDs []int64)
 
 	rules rulesCache
+	// batch runs group commit when StartIngest was called (batcher.go).
+	batch *batcher
 }
 
 // Option adjusts the pool configuration before connecting (tests install a
@@ -86,8 +88,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	}, nil
 }
 
-// Close closes the pool.
-func (db *DB) Close() { db.Pool.Close() }
+// Close stops group commit, letting groups in flight commit, and closes
+// the pool.
+func (db *DB) Close() {
+	db.stopIngest()
+	db.Pool.Close()
+}
 
 // Ping reports whether the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.Pool.Ping(ctx) }

@@ -18,7 +18,8 @@ import (
 var _ c360.Ingester = (*DB)(nil)
 
 // Ingest stores events exactly once and applies them to customer profiles,
-// all in one transaction. It returns only after commit, so a caller that
+// all in one transaction (shared with concurrent calls when group commit
+// runs; see batcher.go). It returns only after commit, so a caller that
 // acknowledges after Ingest returns never acknowledges what is not durable.
 //
 // Events are validated and normalized before the transaction starts: bad
@@ -28,7 +29,7 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 	if err != nil {
 		return nil, err
 	}
-	prepared := make([]preparedEvent, len(events))
+	prepared := make([]*preparedEvent, len(events))
 	for i, ev := range events {
 		p, err := db.prepare(ev, rules)
 		if err != nil {
@@ -37,28 +38,12 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 			}
 			return nil, err
 		}
-		prepared[i] = p
+		prepared[i] = &p
 	}
-	var (
-		results []c360.IngestResult
-		changed []int64
-	)
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
-		results, changed = results[:0], changed[:0]
-		for i := range prepared {
-			r, touched, err := db.ingestOne(ctx, tx, workspaceID, rules, &prepared[i])
-			if err != nil {
-				return err
-			}
-			results = append(results, r)
-			changed = append(changed, touched...)
-		}
-		return nil
-	})
+	results, _, err := db.submit(ctx, workspaceID, rules, prepared)
 	if err != nil {
 		return nil, err
 	}
-	db.committed(workspaceID, changed)
 	for i := range events {
 		events[i].ID, events[i].CustomerID = results[i].EventID, results[i].CustomerID
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/migrations"
@@ -23,8 +24,16 @@ type Migrator struct {
 // NewMigrator returns a migrator over the pool's database.
 func (db *DB) NewMigrator() (*Migrator, error) {
 	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	// Replicas (and test servers) starting together all migrate at start: a
+	// session advisory lock makes one apply the migrations while the others
+	// wait, then find nothing pending.
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("migrations lock: %w", err)
+	}
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithLogger(goose.NopLogger()))
+		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(locker))
 	if err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)

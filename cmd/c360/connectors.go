@@ -3,7 +3,10 @@ package main
 import (
 	"log/slog"
 
-	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/chatbot"
+	"github.com/c360dev/c360/connectors/segment"
+	"github.com/c360dev/c360/connectors/twilio"
+	"github.com/c360dev/c360/connectors/whatsapp"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
@@ -16,15 +19,23 @@ type Connectors struct {
 	PublicURL string
 	// TwilioAPIURL overrides Twilio's REST base URL (C360_TWILIO_API_URL).
 	TwilioAPIURL string
-	Logger       *slog.Logger
+	// Logger receives the connectors' logs; nil means slog.Default().
+	Logger *slog.Logger
 }
-
-// messageSender returns the outbound sender; none until the Twilio
-// connector lands, so sendMessage answers UNAVAILABLE.
-func (c Connectors) messageSender() (c360.MessageSender, error) { return nil, nil }
 
 // mountConnectors mounts every connector's routes on srv. Each connector
 // only verifies, parses and hands canonical events to the one ingest path.
 func mountConnectors(srv *server.Server, db *postgres.DB, cfg Connectors) {
 	_, _, _ = srv, db, cfg
+	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
+	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
+	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: cfg.PublicURL, StatusOf: server.StatusOf,
+		Logger: cfg.Logger, Now: db.Now}).Register(srv)
+	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: cfg.Logger, Now: db.Now}).Register(srv)
+}
+
+// messageSender returns the Twilio sender behind sendMessage: status
+// callbacks point at PublicURL, and requests go to TwilioAPIURL when set.
+func (cfg Connectors) messageSender() (*twilio.Sender, error) {
+	return twilio.NewSender(twilio.SenderConfig{PublicURL: cfg.PublicURL, APIURL: cfg.TwilioAPIURL, Logger: cfg.Logger})
 }

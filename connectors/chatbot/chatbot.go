@@ -1,0 +1,180 @@
+// Package chatbot is c360's chatbot webhook: a bot posts the turns of a
+// session, signed with the workspace's webhook secret, and they become chat
+// messages on the person's profile, with intents and observations as
+// events. The handler only verifies, parses and hands canonical events to
+// the one ingest path, and answers only after commit.
+package chatbot
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// DefaultMaxBodyBytes bounds a webhook body; larger ones get 413.
+const DefaultMaxBodyBytes = 256 << 10
+
+// Store is what the webhook needs from the store.
+type Store interface {
+	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
+	Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error)
+}
+
+// Config wires the handler.
+type Config struct {
+	Store Store
+	// Now is the clock signatures are checked against; tests fix it.
+	Now c360.Clock
+	// StatusOf maps a domain error to its HTTP status (server.StatusOf, the
+	// one table); nil answers 500 for every error.
+	StatusOf func(error) int
+	Logger   *slog.Logger
+	// Tolerance is how far a signature's timestamp may be from Now; 0
+	// means DefaultTolerance.
+	Tolerance time.Duration
+	// MaxBodyBytes bounds a body; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Handler serves POST /webhooks/chatbot/{workspace}.
+type Handler struct {
+	cfg Config
+}
+
+// Mounter is where the handler's route is mounted (server.Server).
+type Mounter interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// New returns a handler for cfg.
+func New(cfg Config) *Handler {
+	if cfg.Now == nil {
+		panic("chatbot: Config.Now is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StatusOf == nil {
+		cfg.StatusOf = func(error) int { return http.StatusInternalServerError }
+	}
+	if cfg.Tolerance == 0 {
+		cfg.Tolerance = DefaultTolerance
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return &Handler{cfg: cfg}
+}
+
+// Register mounts the webhook on m.
+func (h *Handler) Register(m Mounter) {
+	m.Handle("POST /webhooks/chatbot/{workspace}", h)
+}
+
+// ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
+// limit, 401 for a missing, malformed, expired or wrong signature, 400 for
+// a payload that is not valid, and 200 {"accepted": n} once every event is
+// committed. Nothing is written unless the whole payload is accepted.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ws, err := h.cfg.Store.FindWorkspaceBySlug(ctx, r.PathValue("workspace"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		h.tooLarge(w)
+		return
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, h.cfg.MaxBodyBytes+1)); err != nil {
+		h.fail(w, c360.Errorf(c360.EINVALID, "unreadable body"))
+		return
+	}
+	if int64(buf.Len()) > h.cfg.MaxBodyBytes {
+		h.tooLarge(w)
+		return
+	}
+	body := buf.Bytes()
+	now := h.cfg.Now()
+	if err := VerifySignature(ws.WebhookSecret, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
+		h.fail(w, err)
+		return
+	}
+	p, err := ParsePayload(body)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	events, labels := p.Events(now)
+	res, err := h.cfg.Store.Ingest(ctx, ws.ID, events)
+	if err != nil {
+		h.fail(w, relabel(err, labels))
+		return
+	}
+	dups := 0
+	for _, r := range res {
+		if r.Duplicate {
+			dups++
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events), "duplicates": dups})
+}
+
+// relabel replaces the "events[i]" of an ingest error with the payload part
+// the event came from.
+func relabel(err error, labels []string) error {
+	if c360.ErrorCode(err) != c360.EINVALID {
+		return err
+	}
+	msg := c360.ErrorMessage(err)
+	rest, ok := strings.CutPrefix(msg, "events[")
+	if !ok {
+		return err
+	}
+	n, after, ok := strings.Cut(rest, "]: ")
+	i, convErr := strconv.Atoi(n)
+	if !ok || convErr != nil || i < 0 || i >= len(labels) {
+		return err
+	}
+	return c360.Errorf(c360.EINVALID, "%s: %s", labels[i], after)
+}
+
+func (h *Handler) tooLarge(w http.ResponseWriter) {
+	writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Code: c360.EINVALID,
+		Message: "the body is larger than " + strconv.FormatInt(h.cfg.MaxBodyBytes>>10, 10) + " KiB"})
+}
+
+// errorBody is the body of every refusal.
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// fail answers err with its status; internal errors are logged and answered
+// with a generic message.
+func (h *Handler) fail(w http.ResponseWriter, err error) {
+	code := c360.ErrorCode(err)
+	if code == c360.EINTERNAL {
+		h.cfg.Logger.Error("chatbot webhook", "error", err)
+	}
+	status := h.cfg.StatusOf(err)
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, errorBody{Code: code, Message: c360.ErrorMessage(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,298 @@
+package chatbot_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/chatbot"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
+	"github.com/c360dev/c360/server"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Drop()
+	os.Exit(code)
+}
+
+var now = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// env is the real server with the webhook mounted as cmd/c360 mounts it,
+// on a real store, with one workspace.
+type env struct {
+	db     *postgres.DB
+	srv    *httptest.Server
+	ws     int64
+	slug   string
+	secret string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := pgtest.Open(t)
+	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("bot%d", time.Now().UnixNano()%1e12), "test")
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
+	chatbot.New(chatbot.Config{Store: db, Now: func() time.Time { return now }, StatusOf: server.StatusOf, Logger: log}).Register(srv)
+	e := &env{db: db, srv: httptest.NewServer(srv), ws: creds.ID, slug: creds.Slug, secret: creds.WebhookSecret}
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+type answer struct {
+	Status     int
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+}
+
+// post sends body to the workspace's webhook with the signature header sig
+// ("" for none).
+func (e *env) post(t *testing.T, slug string, body []byte, sig string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+slug, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if sig != "" {
+		req.Header.Set(chatbot.SignatureHeader, sig)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var a answer
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatalf("%d, body not JSON: %q", res.StatusCode, b)
+	}
+	a.Status = res.StatusCode
+	return a
+}
+
+func (e *env) signed(t *testing.T, body []byte) answer {
+	t.Helper()
+	return e.post(t, e.slug, body, chatbot.Sign(e.secret, now, body))
+}
+
+func (e *env) count(t *testing.T, table string) int {
+	t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func session(id string) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"sessionId":  id,
+		"identities": []any{map[string]any{"type": "email", "value": "Lena@Example.com"}, map[string]any{"type": "chatbot:webchat", "value": "visitor-7"}},
+		"traits":     map[string]any{"name": "Lena Park", "language": "de"},
+		"turns": []any{
+			map[string]any{"id": "1", "role": "user", "text": "Where is my order?", "time": "2025-03-01T11:58:00Z", "intent": "order_status", "confidence": 0.92},
+			map[string]any{"id": "2", "role": "assistant", "text": "It ships tomorrow.", "time": "2025-03-01T11:58:02Z"},
+			map[string]any{"id": "3", "role": "bot", "text": "Anything else?", "time": "2025-03-01T11:58:03Z"},
+		},
+		"observations": []any{map[string]any{"text": "prefers German", "confidence": 0.7}},
+	})
+	return b
+}
+
+func TestTurnsBecomeAChatConversation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.signed(t, session("s-1"))
+	if a.Status != 200 || a.Accepted != 6 || a.Duplicates != 0 {
+		t.Fatalf("got %+v, want 200 accepted 6 (traits, 3 turns, 1 intent, 1 observation)", a)
+	}
+	c, err := e.db.FindCustomerByIdentity(ctx, e.ws, c360.Identity{Type: "chatbot:webchat", Value: "visitor-7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Traits["name"] != "Lena Park" {
+		t.Errorf("traits = %v, want the payload's", c.Traits)
+	}
+	if other, err := e.db.FindCustomerByIdentity(ctx, e.ws, c360.Identity{Type: "email", Value: "lena@example.com"}); err != nil || other.ID != c.ID {
+		t.Errorf("email resolves to %v (%v), want customer %d", other, err, c.ID)
+	}
+	convs := conversations(t, e, c.ID)
+	if len(convs) != 1 || convs[0].Channel != c360.ChannelChat {
+		t.Fatalf("conversations = %+v, want one chat conversation", convs)
+	}
+	msgs := messages(t, e, convs[0].ID)
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages, want 3", len(msgs))
+	}
+	// Newest first.
+	for i, want := range []struct{ dir, body string }{
+		{"outbound", "Anything else?"}, {"outbound", "It ships tomorrow."}, {"inbound", "Where is my order?"},
+	} {
+		if msgs[i].Direction != want.dir || msgs[i].Body != want.body || msgs[i].Channel != "chat" {
+			t.Errorf("message %d = %s %q on %s, want %s %q on chat", i, msgs[i].Direction, msgs[i].Body, msgs[i].Channel, want.dir, want.body)
+		}
+	}
+	if !msgs[2].CreatedAt.Equal(time.Date(2025, 3, 1, 11, 58, 0, 0, time.UTC)) {
+		t.Errorf("turn time = %s, want the payload's", msgs[2].CreatedAt)
+	}
+
+	evs := events(t, e, c.ID)
+	var intent, observation *c360.Event
+	for _, ev := range evs {
+		switch ev.Name {
+		case chatbot.EventIntentDetected:
+			intent = ev
+		case chatbot.EventObservation:
+			observation = ev
+		}
+	}
+	if intent == nil || intent.Type != "track" || intent.Properties["intent"] != "order_status" ||
+		intent.Properties["confidence"] != 0.92 || intent.Properties["sessionId"] != "s-1" || intent.Source != "chatbot" {
+		t.Errorf("intent event = %+v, want track Intent Detected order_status 0.92 in session s-1", intent)
+	}
+	if observation == nil || observation.Properties["text"] != "prefers German" || observation.Properties["confidence"] != 0.7 {
+		t.Errorf("observation event = %+v", observation)
+	}
+
+	// A second session is a second conversation; a later delivery of the
+	// first session's turns goes on the first one.
+	if a := e.signed(t, session("s-2")); a.Status != 200 {
+		t.Fatalf("second session: %+v", a)
+	}
+	more, _ := json.Marshal(map[string]any{"sessionId": "s-1",
+		"identities": []any{map[string]any{"type": "chatbot:webchat", "value": "visitor-7"}},
+		"turns":      []any{map[string]any{"id": "4", "role": "user", "text": "No, thanks", "time": "2025-03-01T11:59:00Z"}}})
+	if a := e.signed(t, more); a.Status != 200 || a.Accepted != 1 {
+		t.Fatalf("follow-up: %+v", a)
+	}
+	convs = conversations(t, e, c.ID)
+	if len(convs) != 2 {
+		t.Fatalf("%d conversations, want 2 (one per session)", len(convs))
+	}
+	for _, conv := range convs {
+		n := len(messages(t, e, conv.ID))
+		if n != 3 && n != 4 {
+			t.Errorf("conversation %d has %d messages, want 4 for s-1 and 3 for s-2", conv.ID, n)
+		}
+	}
+}
+
+func TestReplayIsStoredOnce(t *testing.T) {
+	e := newEnv(t)
+	body := session("s-replay")
+	if a := e.signed(t, body); a.Status != 200 {
+		t.Fatal(a)
+	}
+	before := [3]int{e.count(t, "events"), e.count(t, "messages"), e.count(t, "customer_changes")}
+	// The same delivery again (a provider retry), and re-signed a minute later.
+	for _, sig := range []string{chatbot.Sign(e.secret, now, body), chatbot.Sign(e.secret, now.Add(time.Minute), body)} {
+		a := e.post(t, e.slug, body, sig)
+		if a.Status != 200 || a.Duplicates != a.Accepted {
+			t.Fatalf("replay: %+v, want 200 with every event a duplicate", a)
+		}
+	}
+	after := [3]int{e.count(t, "events"), e.count(t, "messages"), e.count(t, "customer_changes")}
+	if before != after {
+		t.Errorf("events, messages, changes = %v after replays, want %v", after, before)
+	}
+}
+
+func TestRefusalsWriteNothing(t *testing.T) {
+	e := newEnv(t)
+	body := session("s-bad")
+	good := chatbot.Sign(e.secret, now, body)
+	_, goodMAC, _ := strings.Cut(good, ",v1=")
+	for _, tc := range []struct {
+		name   string
+		slug   string
+		body   []byte
+		sig    string
+		status int
+	}{
+		{"missing signature", e.slug, body, "", 401},
+		{"forged with another secret", e.slug, body, chatbot.Sign("whsec_guess", now, body), 401},
+		{"body changed after signing", e.slug, bytes.Replace(body, []byte("Lena Park"), []byte("Eve Park!"), 1), good, 401},
+		{"expired", e.slug, body, chatbot.Sign(e.secret, now.Add(-6*time.Minute), body), 401},
+		{"from the future", e.slug, body, chatbot.Sign(e.secret, now.Add(6*time.Minute), body), 401},
+		{"timestamp swapped", e.slug, body, fmt.Sprintf("t=%d,v1=%s", now.Unix()+1, goodMAC), 401},
+		{"malformed", e.slug, body, "sha256=" + goodMAC, 401},
+		{"no v1", e.slug, body, fmt.Sprintf("t=%d", now.Unix()), 401},
+		{"unknown workspace", "no-such-workspace", body, good, 404},
+		{"too large", e.slug, bytes.Repeat([]byte(" "), chatbot.DefaultMaxBodyBytes+1), "", 413},
+		{"invalid payload", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"narrator","text":"x"}]}`), "", 400},
+		{"not JSON", e.slug, []byte(`{"sessionId":`), "", 400},
+		{"invalid identity", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"not-an-email"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sig := tc.sig
+			if sig == "" && tc.status == 400 {
+				sig = chatbot.Sign(e.secret, now, tc.body)
+			}
+			a := e.post(t, tc.slug, tc.body, sig)
+			if a.Status != tc.status || a.Message == "" {
+				t.Fatalf("got %+v, want %d with a message", a, tc.status)
+			}
+		})
+	}
+	if n := e.count(t, "events"); n != 0 {
+		t.Errorf("refused deliveries stored %d events, want 0", n)
+	}
+	a := e.post(t, e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"not-an-email"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "")
+	if a.Code != c360.EUNAUTHENTICATED {
+		t.Errorf("unsigned invalid payload: code %q, want the signature checked before the payload", a.Code)
+	}
+}
+
+func TestSecretRotation(t *testing.T) {
+	e := newEnv(t)
+	body := session("s-rotate")
+	old := chatbot.Sign("whsec_old", now, body)
+	cur := chatbot.Sign(e.secret, now, body)
+	_, curMAC, _ := strings.Cut(cur, ",v1=")
+	if a := e.post(t, e.slug, body, old+",v1="+curMAC); a.Status != 200 {
+		t.Fatalf("old and new signatures: %+v, want 200", a)
+	}
+}
+
+func conversations(t *testing.T, e *env, customer int64) []*c360.Conversation {
+	t.Helper()
+	p, err := e.db.ConversationsByCustomers(context.Background(), e.ws, []int64{customer}, c360.PageArgs{First: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p[customer].Items
+}
+
+func messages(t *testing.T, e *env, conv int64) []*c360.Message {
+	t.Helper()
+	p, err := e.db.MessagesByConversations(context.Background(), e.ws, []int64{conv}, c360.PageArgs{First: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p[conv].Items
+}
+
+func events(t *testing.T, e *env, customer int64) []*c360.Event {
+	t.Helper()
+	p, err := e.db.EventsByCustomers(context.Background(), e.ws, []int64{customer}, c360.PageArgs{First: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p[customer].Items
+}

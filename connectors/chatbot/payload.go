@@ -1,0 +1,265 @@
+package chatbot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/c360dev/c360"
+)
+
+// Payload is the body of a chatbot webhook: the turns of one session with
+// the person's identities, plus what the bot learned about them.
+type Payload struct {
+	// SessionID is the bot's conversation id; its turns go on one chat
+	// conversation.
+	SessionID string `json:"sessionId"`
+	// Identities identify the person: any type (email, phone, user_id,
+	// anonymous_id, or a custom one such as chatbot:webchat).
+	Identities []c360.Identity `json:"identities"`
+	// Traits, optional, are set on the profile as an identify call's are.
+	Traits map[string]any `json:"traits"`
+	Turns  []Turn         `json:"turns"`
+	// Observations are free-form facts the bot noticed.
+	Observations []Observation `json:"observations"`
+}
+
+// Turn is one message of the conversation.
+type Turn struct {
+	// ID is unique within the session; a turn delivered again is stored once.
+	ID string `json:"id"`
+	// Role is user (from the person), assistant or bot (to the person).
+	Role string `json:"role"`
+	Text string `json:"text"`
+	// Time is RFC 3339; when absent, the time c360 received the turn.
+	Time string `json:"time"`
+	// Intent, optional, is what the bot understood the turn to ask.
+	Intent     string   `json:"intent"`
+	Confidence *float64 `json:"confidence"`
+}
+
+// Observation is something the bot learned about the person.
+type Observation struct {
+	// ID, optional, identifies the observation within the session; without
+	// it, the text does.
+	ID         string   `json:"id"`
+	Text       string   `json:"text"`
+	Confidence *float64 `json:"confidence"`
+}
+
+// Source is the source name of every event the webhook ingests.
+const Source = "chatbot"
+
+// Event names of the track events the webhook records.
+const (
+	EventIntentDetected = "Intent Detected"
+	EventObservation    = "Observation"
+)
+
+// Field limits. Dedupe keys are built from the session and turn ids, and
+// must fit the store's 256 bytes.
+const (
+	maxSessionIDLen = 128
+	maxTurnIDLen    = 64
+	maxIntentLen    = 256
+	maxItems        = 1000 // turns plus observations in one request
+)
+
+// Dedupe keys. A turn's key is "<sessionId>:<turn id>". Turn and
+// observation ids use URL-safe characters only (no ':' or '/'), so the part
+// after a key's last ':' tells what the key is and no two keys collide, even
+// across sessions whose ids contain ':':
+//
+//	<session>:<turn id>                 the turn's message
+//	<session>:<turn id>/intent          the turn's intent
+//	<session>:/traits/<digest>          the traits
+//	<session>:/observation/<id|digest>  an observation
+func turnKey(sid, id string) string       { return sid + ":" + id }
+func intentKey(sid, id string) string     { return sid + ":" + id + "/intent" }
+func traitsKey(sid, digest string) string { return sid + ":/traits/" + digest }
+func observationKey(sid, x string) string { return sid + ":/observation/" + x }
+
+// validID reports whether s is a usable turn or observation id: 1 to 64
+// letters, digits, '.', '_', '~' or '-'.
+func validID(s string) bool {
+	if s == "" || len(s) > maxTurnIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsePayload decodes and validates a webhook body.
+func ParsePayload(body []byte) (*Payload, error) {
+	var p Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (p *Payload) validate() error {
+	switch {
+	case strings.TrimSpace(p.SessionID) == "":
+		return invalid("sessionId is missing")
+	case len(p.SessionID) > maxSessionIDLen:
+		return invalid("sessionId is longer than %d bytes", maxSessionIDLen)
+	case !utf8.ValidString(p.SessionID):
+		return invalid("sessionId is not valid UTF-8")
+	case len(p.Identities) == 0:
+		return invalid("identities is empty: give at least one {type, value}")
+	case len(p.Turns) == 0 && len(p.Observations) == 0 && len(p.Traits) == 0:
+		return invalid("nothing to record: give turns, observations or traits")
+	case len(p.Turns)+len(p.Observations) > maxItems:
+		return invalid("more than %d turns and observations in one request", maxItems)
+	}
+	seen := make(map[string]bool, len(p.Turns))
+	for i := range p.Turns {
+		t := &p.Turns[i]
+		switch {
+		case t.ID == "":
+			return invalid("turns[%d].id is missing", i)
+		case !validID(t.ID):
+			return invalid("turns[%d].id must be 1 to %d letters, digits, '.', '_', '~' or '-'", i, maxTurnIDLen)
+		case seen[t.ID]:
+			return invalid("turns[%d].id %q appears twice", i, t.ID)
+		case t.Role != "user" && t.Role != "assistant" && t.Role != "bot":
+			return invalid("turns[%d].role must be user, assistant or bot", i)
+		case t.Text == "":
+			return invalid("turns[%d].text is missing", i)
+		case len(t.Intent) > maxIntentLen:
+			return invalid("turns[%d].intent is longer than %d bytes", i, maxIntentLen)
+		case !validConfidence(t.Confidence):
+			return invalid("turns[%d].confidence must be between 0 and 1", i)
+		}
+		seen[t.ID] = true
+		if t.Time != "" {
+			if _, err := time.Parse(time.RFC3339Nano, t.Time); err != nil {
+				return invalid("turns[%d].time must be an RFC 3339 time such as 2025-01-31T09:30:00Z", i)
+			}
+		}
+	}
+	for i, o := range p.Observations {
+		switch {
+		case o.Text == "":
+			return invalid("observations[%d].text is missing", i)
+		case o.ID != "" && !validID(o.ID):
+			return invalid("observations[%d].id must be 1 to %d letters, digits, '.', '_', '~' or '-'", i, maxTurnIDLen)
+		case !validConfidence(o.Confidence):
+			return invalid("observations[%d].confidence must be between 0 and 1", i)
+		}
+	}
+	return nil
+}
+
+func validConfidence(c *float64) bool { return c == nil || (*c >= 0 && *c <= 1) }
+
+func invalid(format string, args ...any) error {
+	return c360.Errorf(c360.EINVALID, format, args...)
+}
+
+// Events turns the payload into canonical events, in this order: the
+// traits (an identify event), then each turn as a chat message followed by
+// its intent (a track event), then the observations (track events). Every
+// event's dedupe key derives from the session, so a webhook delivered again
+// is stored once. labels name each event for error messages.
+func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []string) {
+	sid := p.SessionID
+	base := func(typ, key string, at time.Time) *c360.Event {
+		return &c360.Event{Type: typ, Source: Source, DedupeKey: key, Identities: p.Identities,
+			OccurredAt: at, ReceivedAt: receivedAt}
+	}
+	if len(p.Traits) > 0 {
+		// Changed traits make a new key; the same traits again are a replay.
+		ev := base(c360.EventIdentify, traitsKey(sid, digest(p.Traits)), receivedAt)
+		ev.Traits = p.Traits
+		events, labels = append(events, ev), append(labels, "traits")
+	}
+	for i := range p.Turns {
+		t := &p.Turns[i]
+		at := receivedAt
+		if t.Time != "" {
+			at, _ = time.Parse(time.RFC3339Nano, t.Time) // checked by validate
+			at = at.UTC()
+		}
+		ev := base(c360.EventMessage, turnKey(sid, t.ID), at)
+		dir, status := c360.DirectionInbound, "received"
+		if t.Role != "user" {
+			dir, status = c360.DirectionOutbound, "sent"
+		}
+		ev.Message = &c360.MessageInput{Channel: c360.ChannelChat, Direction: dir, Body: t.Text, Status: status}
+		// threadKey selects the session's conversation.
+		ev.Properties = map[string]any{"threadKey": sid, "sessionId": sid, "turnId": t.ID, "role": t.Role}
+		if t.Intent != "" {
+			ev.Properties["intent"] = t.Intent
+		}
+		if t.Confidence != nil {
+			ev.Properties["confidence"] = *t.Confidence
+		}
+		events, labels = append(events, ev), append(labels, fmt.Sprintf("turn %q", t.ID))
+		if t.Intent != "" {
+			iev := base(c360.EventTrack, intentKey(sid, t.ID), at)
+			iev.Name = EventIntentDetected
+			iev.Properties = map[string]any{"intent": t.Intent, "sessionId": sid, "turnId": t.ID, "text": t.Text}
+			if t.Confidence != nil {
+				iev.Properties["confidence"] = *t.Confidence
+			}
+			events, labels = append(events, iev), append(labels, fmt.Sprintf("intent of turn %q", t.ID))
+		}
+	}
+	for i, o := range p.Observations {
+		key := o.ID
+		if key == "" {
+			key = digest(o.Text)
+		}
+		ev := base(c360.EventTrack, observationKey(sid, key), receivedAt)
+		ev.Name = EventObservation
+		ev.Properties = map[string]any{"text": o.Text, "sessionId": sid}
+		if o.ID != "" {
+			ev.Properties["observationId"] = o.ID
+		}
+		if o.Confidence != nil {
+			ev.Properties["confidence"] = *o.Confidence
+		}
+		events, labels = append(events, ev), append(labels, fmt.Sprintf("observations[%d]", i))
+	}
+	return events, labels
+}
+
+// digest is a short, stable hash of v's JSON (map keys sorted).
+func digest(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// describeDecodeError turns a JSON decoding error into a client-safe
+// sentence.
+func describeDecodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "the body"
+		}
+		return fmt.Sprintf("%s: wrong type (got %s)", field, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	return "invalid JSON"
+}

@@ -1,0 +1,190 @@
+package chatbot
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+var received = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func TestVerifySignature(t *testing.T) {
+	const secret = "whsec_test"
+	body := []byte(`{"sessionId":"s"}`)
+	ts := received.Unix()
+	// Computed independently of Sign, as a client would.
+	m := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(m, "%d.%s", ts, body)
+	good := hex.EncodeToString(m.Sum(nil))
+	for _, tc := range []struct {
+		name, header string
+		now          time.Time
+		err          string
+	}{
+		{"valid", fmt.Sprintf("t=%d,v1=%s", ts, good), received, ""},
+		{"spaces and uppercase hex", fmt.Sprintf("t=%d, v1=%s", ts, strings.ToUpper(good)), received, ""},
+		{"rotation: second value matches", fmt.Sprintf("t=%d,v1=%s,v1=%s", ts, strings.Repeat("0", 64), good), received, ""},
+		{"unknown scheme ignored", fmt.Sprintf("t=%d,v0=abc,v1=%s", ts, good), received, ""},
+		{"edge of tolerance, late", fmt.Sprintf("t=%d,v1=%s", ts, good), received.Add(5 * time.Minute), ""},
+		{"edge of tolerance, early", fmt.Sprintf("t=%d,v1=%s", ts, good), received.Add(-5 * time.Minute), ""},
+		{"too old", fmt.Sprintf("t=%d,v1=%s", ts, good), received.Add(5*time.Minute + time.Second), "away from the server's clock"},
+		{"too new", fmt.Sprintf("t=%d,v1=%s", ts, good), received.Add(-5*time.Minute - time.Second), "away from the server's clock"},
+		{"missing", "", received, "missing"},
+		{"no t", "v1=" + good, received, "malformed"},
+		{"two t", fmt.Sprintf("t=%d,t=%d,v1=%s", ts, ts, good), received, "malformed"},
+		{"t not a number", "t=now,v1=" + good, received, "malformed"},
+		{"no v1", fmt.Sprintf("t=%d", ts), received, "malformed"},
+		{"wrong mac", fmt.Sprintf("t=%d,v1=%s", ts, strings.Repeat("a", 64)), received, "does not match"},
+		{"not hex", fmt.Sprintf("t=%d,v1=zz", ts), received, "does not match"},
+		{"leading zero in t changes the MAC", fmt.Sprintf("t=0%d,v1=%s", ts, good), received, "does not match"},
+		{"too many v1", fmt.Sprintf("t=%d", ts) + strings.Repeat(",v1=00", 9), received, "more than 8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifySignature(secret, tc.header, body, tc.now, DefaultTolerance)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want nil", err)
+				}
+				return
+			}
+			if c360.ErrorCode(err) != c360.EUNAUTHENTICATED || !strings.Contains(c360.ErrorMessage(err), tc.err) {
+				t.Fatalf("err = %v, want UNAUTHENTICATED containing %q", err, tc.err)
+			}
+		})
+	}
+	if err := VerifySignature("", Sign("", received, body), body, received, DefaultTolerance); err == nil {
+		t.Error("an empty secret verified a signature")
+	}
+	if got, want := Sign(secret, received, body), fmt.Sprintf("t=%d,v1=%s", ts, good); got != want {
+		t.Errorf("Sign = %q, want %q", got, want)
+	}
+}
+
+func TestParsePayload(t *testing.T) {
+	const ids = `"identities":[{"type":"email","value":"a@b.c"}]`
+	for _, tc := range []struct{ name, body, err string }{
+		{"minimal", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"hi"}]}`, ""},
+		{"traits only", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}`, ""},
+		{"no session", `{` + ids + `,"turns":[{"id":"1","role":"user","text":"hi"}]}`, "sessionId is missing"},
+		{"long session", `{"sessionId":"` + strings.Repeat("s", 129) + `",` + ids + `,"traits":{"a":1}}`, "longer than 128"},
+		{"no identities", `{"sessionId":"s","turns":[{"id":"1","role":"user","text":"hi"}]}`, "identities is empty"},
+		{"nothing", `{"sessionId":"s",` + ids + `}`, "nothing to record"},
+		{"turn id with a colon", `{"sessionId":"s",` + ids + `,"turns":[{"id":"a:b","role":"user","text":"hi"}]}`, "turns[0].id must be"},
+		{"observation id with a slash", `{"sessionId":"s",` + ids + `,"observations":[{"id":"a/b","text":"t"}]}`, "observations[0].id must be"},
+		{"turn without id", `{"sessionId":"s",` + ids + `,"turns":[{"role":"user","text":"hi"}]}`, "turns[0].id is missing"},
+		{"duplicate turn", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a"},{"id":"1","role":"bot","text":"b"}]}`, "appears twice"},
+		{"bad role", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"system","text":"hi"}]}`, "role must be"},
+		{"no text", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user"}]}`, "text is missing"},
+		{"bad time", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","time":"yesterday"}]}`, "RFC 3339"},
+		{"confidence over 1", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","intent":"x","confidence":1.5}]}`, "between 0 and 1"},
+		{"observation without text", `{"sessionId":"s",` + ids + `,"observations":[{"confidence":0.5}]}`, "observations[0].text"},
+		{"wrong type", `{"sessionId":7}`, "sessionId: wrong type"},
+		{"not JSON", `{"sessionId"`, "invalid JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParsePayload([]byte(tc.body))
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), tc.err) {
+				t.Fatalf("err = %v, want EINVALID containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestEvents(t *testing.T) {
+	p, err := ParsePayload([]byte(`{"sessionId":"s-1","identities":[{"type":"user_id","value":"u"}],
+		"traits":{"name":"N"},
+		"turns":[{"id":"a","role":"user","text":"hi","intent":"greet","confidence":0.5,"time":"2025-03-01T11:00:00+01:00"},
+		         {"id":"b","role":"assistant","text":"hello"}],
+		"observations":[{"text":"likes tea"},{"id":"o2","text":"vip"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, labels := p.Events(received)
+	want := []struct{ typ, name, key, label string }{
+		{"identify", "", "s-1:/traits/" + digest(map[string]any{"name": "N"}), "traits"},
+		{"message", "", "s-1:a", `turn "a"`},
+		{"track", EventIntentDetected, "s-1:a/intent", `intent of turn "a"`},
+		{"message", "", "s-1:b", `turn "b"`},
+		{"track", EventObservation, "s-1:/observation/" + digest("likes tea"), "observations[0]"},
+		{"track", EventObservation, "s-1:/observation/o2", "observations[1]"},
+	}
+	if len(evs) != len(want) {
+		t.Fatalf("%d events, want %d", len(evs), len(want))
+	}
+	for i, w := range want {
+		ev := evs[i]
+		if ev.Type != w.typ || ev.Name != w.name || ev.DedupeKey != w.key || labels[i] != w.label || ev.Source != "chatbot" {
+			t.Errorf("event %d = %s %q key %q label %q, want %s %q key %q label %q", i, ev.Type, ev.Name, ev.DedupeKey, labels[i], w.typ, w.name, w.key, w.label)
+		}
+	}
+	in, out := evs[1], evs[3]
+	if in.Message.Direction != "inbound" || in.Message.Channel != "chat" || in.Properties["threadKey"] != "s-1" ||
+		!in.OccurredAt.Equal(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("user turn = %+v %+v", in, in.Message)
+	}
+	if out.Message.Direction != "outbound" || !out.OccurredAt.Equal(received) {
+		t.Errorf("assistant turn = %+v %+v", out, out.Message)
+	}
+}
+
+// FuzzChatbotPayload: any body either parses into events with usable
+// dedupe keys, or is refused with EINVALID; nothing panics.
+func FuzzChatbotPayload(f *testing.F) {
+	for _, s := range []string{
+		`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"traits":{"x":[1,2]},"turns":[{"id":"1","role":"user","text":"hi","intent":"i","confidence":0.3,"time":"2025-03-01T11:00:00Z"}],"observations":[{"text":"t"}]}`,
+		`{"sessionId":"s","identities":[{"type":"phone","value":"+14155550100"}],"turns":[{"id":"1","role":"bot","text":"x"},{"id":"2","role":"assistant","text":"y"}]}`,
+		`{"sessionId":"` + strings.Repeat("é", 64) + `","identities":[{"type":"x","value":"y"}],"observations":[{"id":"o","text":"t","confidence":1}]}`,
+		`{"sessionId":null}`, `[]`, `{"turns":[{}]}`, `{"sessionId":"s","identities":[{}],"traits":{}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePayload(data)
+		if err != nil {
+			if c360.ErrorCode(err) != c360.EINVALID {
+				t.Fatalf("refusal %v is not EINVALID", err)
+			}
+			return
+		}
+		evs, labels := p.Events(received)
+		if len(evs) == 0 || len(evs) != len(labels) {
+			t.Fatalf("%d events, %d labels", len(evs), len(labels))
+		}
+		keys := map[string]bool{}
+		for _, ev := range evs {
+			if ev.DedupeKey == "" || len(ev.DedupeKey) > 256 || keys[ev.DedupeKey] {
+				t.Fatalf("dedupe key %q: empty, too long or repeated", ev.DedupeKey)
+			}
+			keys[ev.DedupeKey] = true
+			if ev.OccurredAt.IsZero() {
+				t.Fatalf("event %+v has no time", ev)
+			}
+		}
+	})
+}
+
+func BenchmarkChatbotSignature(b *testing.B) {
+	body := bytes.Repeat([]byte(`{"id":"1","role":"user","text":"Where is my order?"},`), 80) // ~4 KB
+	const secret = "whsec_0123456789abcdef0123456789abcdef"
+	header := Sign(secret, received, body)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := VerifySignature(secret, header, body, received, DefaultTolerance); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

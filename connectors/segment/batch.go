@@ -1,0 +1,224 @@
+package segment
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// Limits of Segment's HTTP Tracking API, which SDKs already respect.
+const (
+	// MaxCallBytes bounds one call: a single call's body or one batch item.
+	MaxCallBytes = 32 << 10
+	// MaxBatchBytes bounds a batch request's body.
+	MaxBatchBytes = 500 << 10
+	// MaxBatchCalls bounds the calls in one batch; later ones are refused.
+	MaxBatchCalls = 2500
+)
+
+// Batch is a decoded /v1/batch body.
+type Batch struct {
+	Items []BatchItem
+	// Context is merged into every item's context; an item's own keys win.
+	Context map[string]any
+	// SentAt is when the client sent the batch, by its own clock.
+	SentAt   time.Time
+	WriteKey string
+}
+
+// BatchItem is one call of a batch, kept even when it cannot be decoded so
+// the answer can name it.
+type BatchItem struct {
+	Message Message
+	// Size is the item's length in bytes in the request.
+	Size int
+	// Err is why the item is refused (EINVALID), or nil.
+	Err error
+}
+
+// ParseBatch decodes a batch body in one pass. A body that is not JSON, or
+// whose top level is not shaped as a batch, is refused with EINVALID; an item
+// that is JSON but not a valid call is kept with its Err set, so the rest of
+// the batch can go on.
+func ParseBatch(body []byte) (*Batch, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := expectDelim(dec, '{', "the body"); err != nil {
+		return nil, err
+	}
+	b := &Batch{}
+	seen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, invalidJSON(err)
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "batch":
+			seen = true
+			if err := b.decodeItems(dec, body); err != nil {
+				return nil, err
+			}
+		case "context":
+			if err := dec.Decode(&b.Context); err != nil {
+				return nil, invalidJSON(err)
+			}
+		case "sentAt":
+			var t Time
+			if err := dec.Decode(&t); err != nil {
+				return nil, invalidJSON(err)
+			}
+			b.SentAt = t.Time
+		case "writeKey":
+			if err := dec.Decode(&b.WriteKey); err != nil {
+				return nil, invalidJSON(err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, invalidJSON(err)
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, invalidJSON(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, c360.Errorf(c360.EINVALID, "invalid JSON: data after the top-level object")
+	}
+	if !seen {
+		return nil, c360.Errorf(c360.EINVALID, `the body has no "batch" array`)
+	}
+	return b, nil
+}
+
+func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return invalidJSON(err)
+	}
+	if tok == nil {
+		return nil // "batch": null is an empty batch
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return c360.Errorf(c360.EINVALID, "batch: want an array")
+	}
+	for dec.More() {
+		start := int(dec.InputOffset())
+		// The offset may still point at the comma before the item.
+		for start < len(body) && (body[start] == ',' || body[start] == ' ' || body[start] == '\n' || body[start] == '\r' || body[start] == '\t') {
+			start++
+		}
+		b.Items = append(b.Items, BatchItem{})
+		it := &b.Items[len(b.Items)-1]
+		err := dec.Decode(&it.Message)
+		it.Size = int(dec.InputOffset()) - start
+		if err != nil {
+			var te *json.UnmarshalTypeError
+			if !errors.As(err, &te) {
+				return invalidJSON(err)
+			}
+			it.Err = c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+			continue
+		}
+		switch {
+		case it.Size > MaxCallBytes:
+			it.Err = c360.Errorf(c360.EINVALID, "the call is larger than 32 KB (%d bytes)", it.Size)
+		case len(b.Items) > MaxBatchCalls:
+			it.Err = c360.Errorf(c360.EINVALID, "the batch holds more than %d calls", MaxBatchCalls)
+		}
+	}
+	_, err = dec.Token() // the closing bracket
+	if err != nil {
+		return invalidJSON(err)
+	}
+	return nil
+}
+
+func expectDelim(dec *json.Decoder, want json.Delim, what string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return invalidJSON(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != want {
+		return c360.Errorf(c360.EINVALID, "%s must be a JSON object", what)
+	}
+	return nil
+}
+
+// ParseCall decodes the body of a single call.
+func ParseCall(body []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return &m, c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+	}
+	return &m, nil
+}
+
+func invalidJSON(err error) error {
+	return c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+}
+
+// Events converts the batch's items into canonical events received at
+// receivedAt. Each result has either an event or the reason it is refused.
+func (b *Batch) Events(receivedAt time.Time) []Result {
+	out := make([]Result, len(b.Items))
+	for i := range b.Items {
+		it := &b.Items[i]
+		r := &out[i]
+		r.Index, r.MessageID = i, string(it.Message.MessageID)
+		if it.Err != nil {
+			r.Err = it.Err
+			continue
+		}
+		m := &it.Message
+		typ, ok := callTypes[m.Type]
+		if !ok {
+			if m.Type == "" {
+				r.Err = c360.Errorf(c360.EINVALID, "the call has no type: use identify, track, page, screen, group or alias")
+			} else {
+				r.Err = c360.Errorf(c360.EINVALID, "unknown call type %q: use identify, track, page, screen, group or alias", truncate(m.Type, 40))
+			}
+			continue
+		}
+		if b.Context != nil {
+			m.Context = mergeContext(m.Context, b.Context)
+		}
+		r.Event, r.Err = m.Canonical(typ, receivedAt, b.SentAt)
+	}
+	return out
+}
+
+// Result is what became of one call: an event to ingest, or why not.
+type Result struct {
+	Index     int
+	MessageID string
+	Event     *c360.Event
+	Err       error
+}
+
+// mergeContext returns the item's context with the batch's keys it lacks.
+// The batch's map is shared, never written.
+func mergeContext(item, batch map[string]any) map[string]any {
+	if item == nil {
+		return batch
+	}
+	for k, v := range batch {
+		if _, ok := item[k]; !ok {
+			item[k] = v
+		}
+	}
+	return item
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s...", s[:n])
+}

@@ -1,0 +1,272 @@
+package segment
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// Message is one Segment call (identify, track, page, screen, group or alias)
+// as it arrives on the wire, in a single call's body or as an item of a
+// batch. Fields c360 does not keep (integrations, per-item writeKey, ...)
+// are read past and dropped.
+type Message struct {
+	Type        string `json:"type"`
+	MessageID   ID     `json:"messageId"`
+	UserID      ID     `json:"userId"`
+	AnonymousID ID     `json:"anonymousId"`
+	PreviousID  ID     `json:"previousId"`
+	GroupID     ID     `json:"groupId"`
+
+	Event    string `json:"event"`
+	Name     string `json:"name"`
+	Category string `json:"category"`
+
+	Traits     map[string]any `json:"traits"`
+	Properties map[string]any `json:"properties"`
+	Context    map[string]any `json:"context"`
+
+	Timestamp         Time `json:"timestamp"`
+	OriginalTimestamp Time `json:"originalTimestamp"`
+	SentAt            Time `json:"sentAt"`
+
+	// WriteKey authenticates a single call that carries no Authorization
+	// header, as Segment's HTTP API allows.
+	WriteKey string `json:"writeKey"`
+}
+
+// ID is a Segment identifier (userId, anonymousId, messageId, ...). Clients
+// send them as JSON strings or numbers; numbers are kept as their literal
+// text, so userId 42 and "42" are the same user.
+type ID string
+
+var idType = reflect.TypeFor[ID]()
+
+// UnmarshalJSON implements json.Unmarshaler: a string, a number or null.
+func (id *ID) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0:
+		*id = ""
+	case b[0] == '"':
+		// The decoder has validated the literal: without escapes it is the
+		// bytes between the quotes.
+		if bytes.IndexByte(b, '\\') < 0 {
+			*id = ID(b[1 : len(b)-1])
+			return nil
+		}
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*id = ID(s)
+	case b[0] == 'n':
+		*id = ""
+	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
+		*id = ID(b)
+	default:
+		kind := "object"
+		switch b[0] {
+		case 't', 'f':
+			kind = "bool"
+		case '[':
+			kind = "array"
+		}
+		// The decoder adds the field name to an *UnmarshalTypeError.
+		return &json.UnmarshalTypeError{Value: kind, Type: idType}
+	}
+	return nil
+}
+
+// Time is a Segment timestamp: an ISO-8601 string. A value that does not
+// parse is treated as absent, so the event is stamped with the time c360
+// received it rather than refused.
+type Time struct{ time.Time }
+
+// timeLayouts are the ISO-8601 forms accepted, most common first.
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05.999999999Z0700", "2006-01-02"}
+
+// UnmarshalJSON implements json.Unmarshaler; it never fails.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	t.Time = time.Time{}
+	if len(b) < 2 || b[0] != '"' {
+		return nil
+	}
+	s := string(b[1 : len(b)-1])
+	for _, layout := range timeLayouts {
+		if v, err := time.Parse(layout, s); err == nil {
+			t.Time = v.UTC()
+			return nil
+		}
+	}
+	return nil
+}
+
+// Call types, as named in a batch item's "type".
+var callTypes = map[string]string{
+	"identify": c360.EventIdentify,
+	"track":    c360.EventTrack,
+	"page":     c360.EventPage,
+	"screen":   c360.EventScreen,
+	"group":    c360.EventGroup,
+	"alias":    c360.EventAlias,
+}
+
+// Source is the source name of every event this API ingests.
+const Source = "segment"
+
+// aliasUnresolved marks an alias previousId whose identity type is decided
+// by the handler (see resolveAliases), which can ask the store.
+const aliasUnresolved = ""
+
+// Canonical converts m, a call of type typ, into a canonical event received at
+// receivedAt. sentAt is the batch's sentAt, used when m has none. It returns
+// an EINVALID error for a call Segment would refuse.
+//
+// Timestamps follow Segment: when the client sends both timestamp and
+// sentAt, its clock skew (receivedAt - sentAt) is added to timestamp.
+func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Event, error) {
+	ev := &c360.Event{
+		Type:       typ,
+		Source:     Source,
+		DedupeKey:  string(m.MessageID),
+		Traits:     m.Traits,
+		Properties: m.Properties,
+		Context:    m.Context,
+		ReceivedAt: receivedAt,
+		OccurredAt: occurredAt(m, receivedAt, sentAt),
+	}
+	if m.UserID == "" && m.AnonymousID == "" {
+		return nil, c360.Errorf(c360.EINVALID, "no userId or anonymousId: every call needs at least one")
+	}
+	ev.Identities = make([]c360.Identity, 0, 2)
+	if m.UserID != "" {
+		ev.Identities = append(ev.Identities, c360.Identity{Type: "user_id", Value: string(m.UserID)})
+	}
+	if m.AnonymousID != "" {
+		ev.Identities = append(ev.Identities, c360.Identity{Type: "anonymous_id", Value: string(m.AnonymousID)})
+	}
+	switch typ {
+	case c360.EventIdentify:
+	case c360.EventTrack:
+		if m.Event == "" {
+			return nil, c360.Errorf(c360.EINVALID, "track call has no event name")
+		}
+		ev.Name = m.Event
+		ev.Traits = nil
+	case c360.EventPage, c360.EventScreen:
+		ev.Name = m.Name
+		ev.Traits = nil
+		if m.Category != "" {
+			if _, ok := ev.Properties["category"]; !ok {
+				if ev.Properties == nil {
+					ev.Properties = make(map[string]any, 1)
+				}
+				ev.Properties["category"] = m.Category
+			}
+		}
+	case c360.EventGroup:
+		if m.GroupID == "" {
+			return nil, c360.Errorf(c360.EINVALID, "group call has no groupId")
+		}
+		// A group's traits describe the group, not the person: they are
+		// recorded on the event and leave the profile's traits alone.
+		props := map[string]any{"groupId": string(m.GroupID)}
+		if m.Traits != nil {
+			props["traits"] = m.Traits
+		}
+		ev.Properties, ev.Traits = props, nil
+	case c360.EventAlias:
+		if m.PreviousID == "" {
+			return nil, c360.Errorf(c360.EINVALID, "alias call has no previousId")
+		}
+		if m.UserID == "" {
+			return nil, c360.Errorf(c360.EINVALID, "alias call has no userId")
+		}
+		t := aliasUnresolved
+		if m.PreviousID == m.AnonymousID {
+			t = "anonymous_id"
+		}
+		ev.PreviousID = &c360.Identity{Type: t, Value: string(m.PreviousID)}
+		ev.Traits = nil
+	default:
+		return nil, c360.Errorf(c360.EINVALID, "unknown call type %q: use identify, track, page, screen, group or alias", typ)
+	}
+	if ev.DedupeKey == "" {
+		// Segment's libraries always send one. Without it a retry cannot be
+		// told from a new call, so a retried call is stored twice.
+		ev.DedupeKey = newMessageID()
+	}
+	return ev, nil
+}
+
+// occurredAt applies Segment's timestamp rules.
+func occurredAt(m *Message, receivedAt, batchSentAt time.Time) time.Time {
+	ts := m.Timestamp.Time
+	if ts.IsZero() {
+		ts = m.OriginalTimestamp.Time
+	}
+	if ts.IsZero() {
+		return receivedAt
+	}
+	sent := m.SentAt.Time
+	if sent.IsZero() {
+		sent = batchSentAt
+	}
+	if sent.IsZero() {
+		return ts
+	}
+	return ts.Add(receivedAt.Sub(sent))
+}
+
+func newMessageID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return "c360-" + hex.EncodeToString(b[:])
+}
+
+// describeDecodeError turns a JSON decoding error into a sentence safe and
+// useful for the client: which field, what was expected.
+func describeDecodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "the call"
+		}
+		return fmt.Sprintf("%s: want %s, got %s", field, jsonKind(te.Type), te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "invalid JSON: unexpected end of input"
+	}
+	return "invalid JSON"
+}
+
+// jsonKind names the JSON value a Go type expects.
+func jsonKind(t reflect.Type) string {
+	switch {
+	case t == nil:
+		return "a value"
+	case t == idType:
+		return "a string or a number"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Map, t.Kind() == reflect.Struct:
+		return "an object"
+	case t.Kind() == reflect.Slice:
+		return "an array"
+	}
+	return strings.ToLower(t.Kind().String())
+}

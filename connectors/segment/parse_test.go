@@ -1,0 +1,257 @@
+package segment
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+var received = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func TestCanonical(t *testing.T) {
+	for _, tc := range []struct {
+		name, typ, body string
+		check           func(t *testing.T, ev *c360.Event)
+		err             string
+	}{
+		{name: "identify", typ: "identify", body: `{"userId":"u1","anonymousId":"a1","traits":{"email":"x@y.z"},"messageId":"m1"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if len(ev.Identities) != 2 || ev.Identities[0] != (c360.Identity{Type: "user_id", Value: "u1"}) ||
+					ev.Identities[1] != (c360.Identity{Type: "anonymous_id", Value: "a1"}) {
+					t.Errorf("identities = %v", ev.Identities)
+				}
+				if ev.Traits["email"] != "x@y.z" || ev.DedupeKey != "m1" || ev.Source != "segment" {
+					t.Errorf("event = %+v", ev)
+				}
+			}},
+		{name: "numeric ids", typ: "track", body: `{"userId":12345678901234567890,"anonymousId":-1.5e3,"event":"E","messageId":7}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.Identities[0].Value != "12345678901234567890" || ev.Identities[1].Value != "-1.5e3" || ev.DedupeKey != "7" {
+					t.Errorf("ids = %v, key %q", ev.Identities, ev.DedupeKey)
+				}
+			}},
+		{name: "escaped id", typ: "track", body: `{"userId":"a\"b\u00e9","event":"E"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.Identities[0].Value != `a"bé` {
+					t.Errorf("userId = %q", ev.Identities[0].Value)
+				}
+			}},
+		{name: "track drops traits", typ: "track", body: `{"userId":"u","event":"E","traits":{"a":1}}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.Traits != nil || ev.Name != "E" {
+					t.Errorf("event = %+v", ev)
+				}
+			}},
+		{name: "page category kept when set in properties", typ: "page", body: `{"userId":"u","name":"P","category":"C","properties":{"category":"own"}}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.Properties["category"] != "own" || ev.Name != "P" {
+					t.Errorf("properties = %v", ev.Properties)
+				}
+			}},
+		{name: "screen category", typ: "screen", body: `{"userId":"u","name":"S","category":"C"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.Properties["category"] != "C" {
+					t.Errorf("properties = %v", ev.Properties)
+				}
+			}},
+		{name: "alias previousId = anonymousId", typ: "alias", body: `{"userId":"u","anonymousId":"a","previousId":"a"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if *ev.PreviousID != (c360.Identity{Type: "anonymous_id", Value: "a"}) {
+					t.Errorf("previousId = %v", ev.PreviousID)
+				}
+			}},
+		{name: "alias previousId left to the handler", typ: "alias", body: `{"userId":"u","previousId":"p"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if ev.PreviousID.Type != aliasUnresolved || ev.PreviousID.Value != "p" {
+					t.Errorf("previousId = %v", ev.PreviousID)
+				}
+			}},
+		{name: "generated messageId", typ: "track", body: `{"userId":"u","event":"E"}`,
+			check: func(t *testing.T, ev *c360.Event) {
+				if !strings.HasPrefix(ev.DedupeKey, "c360-") || len(ev.DedupeKey) != 37 {
+					t.Errorf("dedupe key = %q", ev.DedupeKey)
+				}
+			}},
+		{name: "no ids", typ: "identify", body: `{"userId":null,"anonymousId":""}`, err: "no userId or anonymousId"},
+		{name: "alias without userId", typ: "alias", body: `{"anonymousId":"a","previousId":"p"}`, err: "no userId"},
+		{name: "group without groupId", typ: "group", body: `{"userId":"u"}`, err: "no groupId"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := ParseCall([]byte(tc.body))
+			if err != nil {
+				t.Fatalf("ParseCall: %v", err)
+			}
+			ev, err := m.Canonical(callTypes[tc.typ], received, time.Time{})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(c360.ErrorMessage(err), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, ev)
+		})
+	}
+}
+
+func TestOccurredAt(t *testing.T) {
+	ts := "2025-03-01T10:59:50Z"
+	for _, tc := range []struct {
+		name, body string
+		batchSent  time.Time
+		want       time.Time
+	}{
+		{"no timestamp", `{}`, time.Time{}, received},
+		{"timestamp only", `{"timestamp":"` + ts + `"}`, time.Time{}, time.Date(2025, 3, 1, 10, 59, 50, 0, time.UTC)},
+		{"originalTimestamp", `{"originalTimestamp":"` + ts + `"}`, time.Time{}, time.Date(2025, 3, 1, 10, 59, 50, 0, time.UTC)},
+		{"skew from the call's sentAt", `{"timestamp":"` + ts + `","sentAt":"2025-03-01T11:00:00Z"}`, time.Time{}, received.Add(-10 * time.Second)},
+		{"skew from the batch's sentAt", `{"timestamp":"` + ts + `"}`, time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC), received.Add(-10 * time.Second)},
+		{"the call's sentAt wins", `{"timestamp":"` + ts + `","sentAt":"2025-03-01T11:00:05Z"}`, time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC), received.Add(-15 * time.Second)},
+		{"offset and fraction", `{"timestamp":"2025-03-01T12:59:50.5+02:00"}`, time.Time{}, time.Date(2025, 3, 1, 10, 59, 50, 5e8, time.UTC)},
+		{"no zone", `{"timestamp":"2025-03-01T10:59:50"}`, time.Time{}, time.Date(2025, 3, 1, 10, 59, 50, 0, time.UTC)},
+		{"unparseable", `{"timestamp":"soon"}`, time.Time{}, received},
+		{"not a string", `{"timestamp":1700000000}`, time.Time{}, received},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var m Message
+			if err := json.Unmarshal([]byte(tc.body), &m); err != nil {
+				t.Fatal(err)
+			}
+			if got := occurredAt(&m, received, tc.batchSent); !got.Equal(tc.want) {
+				t.Errorf("occurredAt = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseBatch(t *testing.T) {
+	body := `{"sentAt":"2025-03-01T11:00:00Z","context":{"library":{"name":"x"},"ip":"1.2.3.4"},
+		"batch":[{"type":"track","userId":"u","event":"E","context":{"ip":"5.6.7.8"}},
+		         {"type":"identify","anonymousId":"a"}],
+		"writeKey":"k","integrations":{"All":true}}`
+	b, err := ParseBatch([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.WriteKey != "k" || !b.SentAt.Equal(time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC)) || len(b.Items) != 2 {
+		t.Fatalf("batch = %+v", b)
+	}
+	rs := b.Events(received)
+	if rs[0].Event.Context["ip"] != "5.6.7.8" || rs[0].Event.Context["library"] == nil {
+		t.Errorf("item context = %v, want its own ip and the batch's library", rs[0].Event.Context)
+	}
+	if rs[1].Event.Context["ip"] != "1.2.3.4" {
+		t.Errorf("second item context = %v, want the batch's", rs[1].Event.Context)
+	}
+	if size := b.Items[1].Size; size != len(`{"type":"identify","anonymousId":"a"}`) {
+		t.Errorf("item size = %d, want the item's exact length", size)
+	}
+	for _, bad := range []string{``, `[]`, `{"batch":[}`, `{"batch":[{"type":"track"}]} trailing`, `{"batch":"x"}`, `{"batch":[1]`, `{}`} {
+		if _, err := ParseBatch([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("ParseBatch(%q) = %v, want EINVALID", bad, err)
+		}
+	}
+	if b, err := ParseBatch([]byte(`{"batch":null}`)); err != nil || len(b.Items) != 0 {
+		t.Errorf("null batch: %v, %v; want empty", b, err)
+	}
+}
+
+func TestBasicUser(t *testing.T) {
+	for _, tc := range []struct{ header, want string }{
+		{"Basic YWJjMTIzOg==", "abc123"},
+		{"basic YWJjMTIzOnB3", "abc123"},
+		{"Basic YWJjMTIz", "abc123"},
+		{"Bearer abc", ""},
+		{"Basic", ""},
+		{"Basic Og==", ""},
+	} {
+		if got, _ := basicUser(tc.header); got != tc.want {
+			t.Errorf("basicUser(%q) = %q, want %q", tc.header, got, tc.want)
+		}
+	}
+}
+
+// FuzzSegmentPayload feeds arbitrary bytes to both parsers and converts
+// whatever decodes: nothing may panic, and each call ends with an event or
+// a refusal, never both or neither.
+func FuzzSegmentPayload(f *testing.F) {
+	for _, s := range []string{
+		`{"batch":[{"type":"track","userId":"u","event":"E","messageId":"m","properties":{"a":[1,{"b":null}]}}],"sentAt":"2025-03-01T11:00:00Z"}`,
+		`{"batch":[{"type":"identify","userId":1,"traits":{"email":"a@b.c"}},{"type":"alias","userId":"u","previousId":"p"}],"context":{"ip":"1"}}`,
+		`{"batch":[{"type":"group","anonymousId":"a","groupId":9,"traits":{}},{"type":"page","userId":"u","category":"c"}]}`,
+		`{"userId":"u","event":"E","timestamp":"2025-03-01T10:00:00.123+01:00","sentAt":"2025-03-01T10:00:01Z"}`,
+		`{"userId":true}`, `{"batch":null}`, `{"batch":[{"type":"screen","userId":"\u0000"}]}`, `[]`, `{"batch":[`, `"x"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		check := func(rs []Result) {
+			for _, r := range rs {
+				if (r.Event == nil) == (r.Err == nil) {
+					t.Fatalf("result %+v: want exactly one of event and error", r)
+				}
+				if r.Err != nil && c360.ErrorCode(r.Err) != c360.EINVALID {
+					t.Fatalf("refusal %v is not EINVALID", r.Err)
+				}
+				if r.Event != nil && (r.Event.DedupeKey == "" || len(r.Event.Identities) == 0 || r.Event.OccurredAt.IsZero()) {
+					t.Fatalf("event %+v lacks a dedupe key, an identity or a time", r.Event)
+				}
+			}
+		}
+		if b, err := ParseBatch(data); err == nil {
+			check(b.Events(received))
+		} else if c360.ErrorCode(err) != c360.EINVALID {
+			t.Fatalf("ParseBatch error %v is not EINVALID", err)
+		}
+		if m, err := ParseCall(data); err == nil {
+			for _, typ := range callTypes {
+				mc := *m
+				ev, err := mc.Canonical(typ, received, time.Time{})
+				check([]Result{{Event: ev, Err: err}})
+			}
+		}
+	})
+}
+
+// batchBody is a 100-call batch shaped like analytics-node's.
+func batchBody() []byte {
+	var buf bytes.Buffer
+	buf.WriteString(`{"batch":[`)
+	for i := range 100 {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		fmt.Fprintf(&buf, `{"timestamp":"2025-03-01T11:59:59.%03dZ","event":"Product Viewed","type":"track",`+
+			`"properties":{"product_id":"p-%d","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1},`+
+			`"context":{"library":{"name":"@segment/analytics-node","version":"3.1.0"}},"integrations":{},`+
+			`"_metadata":{"jsRuntime":"node"},"userId":"user-%d","messageId":"node-next-1740830399%03d-3f1c2a7e-8d4b-4c1f-9a6e-%012d"}`,
+			i, i, i%20, i, i)
+	}
+	buf.WriteString(`],"writeKey":"c360_abcdefabcdef_secret","sentAt":"2025-03-01T12:00:00.000Z"}`)
+	return buf.Bytes()
+}
+
+func BenchmarkSegmentBatchParse(b *testing.B) {
+	body := batchBody()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		batch, err := ParseBatch(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range batch.Events(received) {
+			if r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,401 @@
+// Package segment is c360's Segment-compatible HTTP Tracking API: the
+// /v1/identify, track, page, screen, group, alias and batch calls that every
+// Segment or RudderStack SDK sends. It authenticates the write key, enforces
+// Segment's limits, turns calls into canonical events and hands them to the
+// one ingest path; it never writes tables itself.
+package segment
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// Store is what the tracking API needs from the store.
+type Store interface {
+	// Authenticate returns the principal of a write (or admin) key.
+	Authenticate(ctx context.Context, key string) (*c360.Principal, error)
+	// Ingest stores events in one transaction.
+	Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error)
+	// Validate reports, per event, whether Ingest would accept it.
+	Validate(ctx context.Context, workspaceID int64, events []*c360.Event) ([]error, error)
+	// FindCustomerByIdentity tells whether an alias's previousId is a known user id.
+	FindCustomerByIdentity(ctx context.Context, workspaceID int64, id c360.Identity) (*c360.Customer, error)
+}
+
+// Config wires the handler.
+type Config struct {
+	Store Store
+	// Now stamps receivedAt; tests fix it.
+	Now c360.Clock
+	// StatusOf maps a domain error to its HTTP status (server.StatusOf, the
+	// one table); nil answers 500 for every error.
+	StatusOf func(error) int
+	Logger   *slog.Logger
+}
+
+// Handler serves the tracking API.
+type Handler struct {
+	cfg Config
+}
+
+// Mounter is where the handler's routes are mounted (server.Server).
+type Mounter interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// New returns a handler for cfg.
+func New(cfg Config) *Handler {
+	if cfg.Now == nil {
+		panic("segment: Config.Now is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StatusOf == nil {
+		cfg.StatusOf = func(error) int { return http.StatusInternalServerError }
+	}
+	return &Handler{cfg: cfg}
+}
+
+// Register declares the API's routes on m: Segment's paths, /v1/import (an
+// alias of batch, as in Segment), the one-letter paths of Segment's browser
+// library, and CORS preflights, since browsers send from any origin.
+func (h *Handler) Register(m Mounter) {
+	for _, p := range []struct{ long, short, typ string }{
+		{"identify", "i", c360.EventIdentify},
+		{"track", "t", c360.EventTrack},
+		{"page", "p", c360.EventPage},
+		{"screen", "s", c360.EventScreen},
+		{"group", "g", c360.EventGroup},
+		{"alias", "a", c360.EventAlias},
+	} {
+		m.Handle("POST /v1/"+p.long, h.Call(p.typ))
+		m.Handle("POST /v1/"+p.short, h.Call(p.typ))
+	}
+	m.Handle("POST /v1/batch", h.Batch())
+	m.Handle("POST /v1/import", h.Batch())
+	m.Handle("POST /v1/b", h.Batch())
+	m.Handle("OPTIONS /v1/{call}", http.HandlerFunc(preflight))
+}
+
+// Call returns the handler of a single call of type typ (an event type).
+func (h *Handler) Call(typ string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, typ)
+	})
+}
+
+// Batch returns the handler of /v1/batch.
+func (h *Handler) Batch() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, "")
+	})
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// serve handles a single call of type typ, or a batch when typ is "".
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	ctx := r.Context()
+	limit := int64(MaxCallBytes)
+	if typ == "" {
+		limit = MaxBatchBytes
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 2*MaxBatchBytes {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	if err := readBody(r, buf, limit); err != nil {
+		h.fail(w, err, nil)
+		return
+	}
+	receivedAt := h.cfg.Now()
+
+	// Credentials come from the Authorization header or, as Segment allows,
+	// from the body's writeKey; with a header, nothing is decoded before
+	// the key is checked.
+	var p *c360.Principal
+	if key, ok := basicUser(r.Header.Get("Authorization")); ok {
+		var err error
+		if p, err = h.authenticate(ctx, key); err != nil {
+			h.fail(w, err, nil)
+			return
+		}
+	}
+	var (
+		results  []Result
+		bodyKey  string
+		parseErr error
+	)
+	if typ == "" {
+		b, err := ParseBatch(buf.Bytes())
+		if err != nil {
+			parseErr = err
+		} else {
+			bodyKey = b.WriteKey
+			results = b.Events(receivedAt)
+		}
+	} else {
+		m, err := ParseCall(buf.Bytes())
+		bodyKey = m.WriteKey
+		if err != nil {
+			parseErr = err
+		} else {
+			ev, err := m.Canonical(typ, receivedAt, time.Time{})
+			results = []Result{{MessageID: string(m.MessageID), Event: ev, Err: err}}
+		}
+	}
+	if parseErr != nil {
+		// Shown even to a caller without credentials: it reveals nothing
+		// but the shape of the body the caller sent.
+		h.fail(w, parseErr, nil)
+		return
+	}
+	if p == nil {
+		var err error
+		if p, err = h.authenticate(ctx, bodyKey); err != nil {
+			h.fail(w, err, nil)
+			return
+		}
+	}
+
+	if err := h.resolveAliases(ctx, p.WorkspaceID, results); err != nil {
+		h.fail(w, err, nil)
+		return
+	}
+	if err := h.ingest(ctx, p.WorkspaceID, results); err != nil {
+		h.fail(w, err, nil)
+		return
+	}
+	var rejected []rejection
+	for i := range results {
+		if results[i].Err != nil {
+			rejected = append(rejected, rejection{Index: results[i].Index, MessageID: results[i].MessageID,
+				Error: c360.ErrorMessage(results[i].Err)})
+		}
+	}
+	switch {
+	case len(rejected) == 0:
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(successBody)
+	case len(rejected) == len(results):
+		// Nothing was stored: the client must not believe otherwise.
+		if typ != "" {
+			h.fail(w, results[0].Err, nil)
+			return
+		}
+		h.fail(w, c360.Errorf(c360.EINVALID, "every call of the batch was refused; see rejected"), rejected)
+	default:
+		writeJSON(w, http.StatusOK, answer{Success: true, Rejected: rejected})
+	}
+}
+
+var successBody = []byte(`{"success":true}` + "\n")
+
+// answer is the body of every response.
+type answer struct {
+	Success  bool        `json:"success"`
+	Code     string      `json:"code,omitempty"`
+	Message  string      `json:"message,omitempty"`
+	Rejected []rejection `json:"rejected,omitempty"`
+}
+
+// rejection names a refused call of a batch.
+type rejection struct {
+	Index     int    `json:"index"`
+	MessageID string `json:"messageId,omitempty"`
+	Error     string `json:"error"`
+}
+
+// readBody reads the request body, gunzipped if need be, into buf; a body
+// longer than limit is refused with EINVALID, Segment's 400.
+func readBody(r *http.Request, buf *bytes.Buffer, limit int64) error {
+	var body io.Reader = r.Body
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(io.LimitReader(r.Body, limit+1))
+		if err != nil {
+			return c360.Errorf(c360.EINVALID, "the body is not valid gzip")
+		}
+		defer zr.Close()
+		body = zr
+	default:
+		return c360.Errorf(c360.EINVALID, "unsupported Content-Encoding %q: send gzip or no encoding", truncate(enc, 20))
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(body, limit+1)); err != nil {
+		return c360.Errorf(c360.EINVALID, "unreadable body")
+	}
+	if int64(buf.Len()) > limit {
+		return c360.Errorf(c360.EINVALID, "the request is larger than %d KB", limit>>10)
+	}
+	return nil
+}
+
+// authenticate checks a write key; write and admin keys may send calls.
+func (h *Handler) authenticate(ctx context.Context, key string) (*c360.Principal, error) {
+	if key == "" {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "missing write key: send HTTP Basic auth with the write key as user name and an empty password")
+	}
+	p, err := h.cfg.Store.Authenticate(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role != c360.RoleWrite && p.Role != c360.RoleAdmin {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "keys with role %s cannot send tracking calls: use the workspace's write key", p.Role)
+	}
+	return p, nil
+}
+
+// basicUser returns the user name of HTTP Basic credentials. Segment also
+// accepts a write key encoded without the colon, so that is allowed too.
+func basicUser(h string) (string, bool) {
+	scheme, enc, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		if raw, err = base64.RawStdEncoding.DecodeString(strings.TrimSpace(enc)); err != nil {
+			return "", false
+		}
+	}
+	user, _, _ := strings.Cut(string(raw), ":")
+	return user, user != ""
+}
+
+// resolveAliases decides the identity type of each alias's previousId that
+// is not the call's own anonymousId: user_id when the workspace knows that
+// user id, anonymous_id otherwise. Under the default rules a customer holds
+// one user_id, so a previousId guessed to be a user id would compete with
+// userId for that one slot instead of linking the anonymous history.
+func (h *Handler) resolveAliases(ctx context.Context, ws int64, results []Result) error {
+	for i := range results {
+		ev := results[i].Event
+		if results[i].Err != nil || ev == nil || ev.PreviousID == nil || ev.PreviousID.Type != aliasUnresolved {
+			continue
+		}
+		prev := ev.PreviousID
+		_, err := h.cfg.Store.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: prev.Value})
+		switch c360.ErrorCode(err) {
+		case "":
+			prev.Type = "user_id"
+		case c360.ENOTFOUND, c360.EINVALID:
+			// Unknown as a user id (or not a valid one: ingest says why).
+			prev.Type = "anonymous_id"
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// ingest stores the acceptable events of results in one transaction. When
+// Ingest refuses the set, the events it would refuse are found without
+// writing, marked, and the rest stored; an event that passes validation but
+// fails inside the transaction (a constraint) is isolated by storing the
+// events one by one. Only errors that are not about the events themselves
+// (database unavailable, ...) are returned.
+func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
+	idx := make([]int, 0, len(results))
+	evs := make([]*c360.Event, 0, len(results))
+	for i := range results {
+		if results[i].Err == nil {
+			idx, evs = append(idx, i), append(evs, results[i].Event)
+		}
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	_, err := h.cfg.Store.Ingest(ctx, ws, evs)
+	if !poison(err) {
+		return err
+	}
+	errs, err := h.cfg.Store.Validate(ctx, ws, evs)
+	if err != nil {
+		return err
+	}
+	keepIdx, keep := idx[:0:0], evs[:0:0]
+	for j, e := range errs {
+		if e != nil {
+			results[idx[j]].Err = e
+			continue
+		}
+		keepIdx, keep = append(keepIdx, idx[j]), append(keep, evs[j])
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	if len(keep) < len(evs) {
+		_, err = h.cfg.Store.Ingest(ctx, ws, keep)
+		if !poison(err) {
+			return err
+		}
+	}
+	for j, ev := range keep {
+		_, err := h.cfg.Store.Ingest(ctx, ws, []*c360.Event{ev})
+		if poison(err) {
+			results[keepIdx[j]].Err = err
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poison reports whether err is about the events rather than the system.
+func poison(err error) bool {
+	switch c360.ErrorCode(err) {
+	case c360.EINVALID, c360.ECONFLICT:
+		return true
+	}
+	return false
+}
+
+// fail answers err with its status and a JSON body; internal errors are
+// logged and answered with a generic message.
+func (h *Handler) fail(w http.ResponseWriter, err error, rejected []rejection) {
+	code := c360.ErrorCode(err)
+	status := h.cfg.StatusOf(err)
+	if code == c360.EINTERNAL {
+		h.cfg.Logger.Error("segment: tracking call", "error", err)
+	}
+	switch status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Basic realm="c360"`)
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, answer{Code: code, Message: c360.ErrorMessage(err), Rejected: rejected})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// preflight answers browsers' CORS preflight for the tracking paths.
+func preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,557 @@
+package segment_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/segment"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
+	"github.com/c360dev/c360/server"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Drop()
+	os.Exit(code)
+}
+
+// env is the real server with the tracking API mounted as cmd/c360 mounts
+// it, on a real store, with one workspace.
+type env struct {
+	db       *postgres.DB
+	srv      *httptest.Server
+	ws       int64
+	writeKey string
+	adminKey string
+
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := pgtest.Open(t)
+	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("seg%d", time.Now().UnixNano()%1e12), "test")
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	e := &env{db: db, ws: creds.ID, writeKey: creds.WriteKey, adminKey: creds.APIKey,
+		now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	log := slog.New(slog.DiscardHandler)
+	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
+	segment.New(segment.Config{Store: db, Now: e.clock, StatusOf: server.StatusOf, Logger: log}).Register(srv)
+	e.srv = httptest.NewServer(srv)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) clock() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.now
+}
+
+// response is a decoded answer of the tracking API.
+type response struct {
+	Status   int
+	Success  bool   `json:"success"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	Rejected []struct {
+		Index     int    `json:"index"`
+		MessageID string `json:"messageId"`
+		Error     string `json:"error"`
+	} `json:"rejected"`
+}
+
+func basic(key string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(key+":"))
+}
+
+// post sends body (bytes, or a value to encode) to path with the given
+// Authorization header ("" for none).
+func (e *env) post(t *testing.T, path, auth string, body any, header ...string) response {
+	t.Helper()
+	raw, ok := body.([]byte)
+	if !ok {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var out response
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("POST %s: %d, body not JSON: %q", path, res.StatusCode, b)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("POST %s: Content-Type %q, want application/json", path, ct)
+	}
+	out.Status = res.StatusCode
+	return out
+}
+
+func (e *env) mustPost(t *testing.T, path string, body any) {
+	t.Helper()
+	if r := e.post(t, path, basic(e.writeKey), body); r.Status != http.StatusOK || !r.Success || len(r.Rejected) > 0 {
+		t.Fatalf("POST %s: %+v, want 200 success", path, r)
+	}
+}
+
+func (e *env) customer(t *testing.T, typ, value string) *c360.Customer {
+	t.Helper()
+	c, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: typ, Value: value})
+	if err != nil {
+		t.Fatalf("find customer by %s %q: %v", typ, value, err)
+	}
+	return c
+}
+
+func (e *env) events(t *testing.T, customer int64) []*c360.Event {
+	t.Helper()
+	pages, err := e.db.EventsByCustomers(context.Background(), e.ws, []int64{customer}, c360.PageArgs{First: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages[customer].Items
+}
+
+// event returns the customer's only event of type typ.
+func (e *env) event(t *testing.T, customer int64, typ string) *c360.Event {
+	t.Helper()
+	var found []*c360.Event
+	for _, ev := range e.events(t, customer) {
+		if ev.Type == typ {
+			found = append(found, ev)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("customer %d has %d %s events, want 1", customer, len(found), typ)
+	}
+	return found[0]
+}
+
+func (e *env) countEvents(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE workspace_id = $1`, e.ws).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCallsLand(t *testing.T) {
+	e := newEnv(t)
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "u-1", "messageId": "m-identify",
+		"traits":  map[string]any{"name": "Rosa Diaz", "email": "Rosa@Example.com", "plan": "pro"},
+		"context": map[string]any{"ip": "203.0.113.9"}})
+	c := e.customer(t, "user_id", "u-1")
+	if c.Traits["name"] != "Rosa Diaz" || c.Traits["plan"] != "pro" {
+		t.Errorf("traits = %v, want name and plan from identify", c.Traits)
+	}
+	if got := e.customer(t, "email", "rosa@example.com").ID; got != c.ID {
+		t.Errorf("email trait resolves to customer %d, want %d", got, c.ID)
+	}
+
+	e.mustPost(t, "/v1/track", map[string]any{"userId": "u-1", "event": "Order Completed", "messageId": "m-track",
+		"properties": map[string]any{"revenue": 14.99}})
+	e.mustPost(t, "/v1/page", map[string]any{"userId": "u-1", "name": "Pricing", "category": "Docs", "messageId": "m-page"})
+	e.mustPost(t, "/v1/screen", map[string]any{"userId": "u-1", "name": "Home", "messageId": "m-screen"})
+	e.mustPost(t, "/v1/group", map[string]any{"userId": "u-1", "groupId": 8812, "messageId": "m-group",
+		"traits": map[string]any{"name": "Initech", "employees": 420}})
+
+	track := e.event(t, c.ID, "track")
+	if track.Name != "Order Completed" || track.Properties["revenue"] != 14.99 || track.Source != "segment" {
+		t.Errorf("track = %+v, want Order Completed with revenue from segment", track)
+	}
+	page := e.event(t, c.ID, "page")
+	if page.Name != "Pricing" || page.Properties["category"] != "Docs" {
+		t.Errorf("page = %+v, want Pricing with category Docs", page)
+	}
+	if screen := e.event(t, c.ID, "screen"); screen.Name != "Home" {
+		t.Errorf("screen name = %q, want Home", screen.Name)
+	}
+	group := e.event(t, c.ID, "group")
+	traits, _ := group.Properties["traits"].(map[string]any)
+	if group.Properties["groupId"] != "8812" || traits["name"] != "Initech" {
+		t.Errorf("group properties = %v, want groupId 8812 (a number, stringified) and the group's traits", group.Properties)
+	}
+	if c := e.customer(t, "user_id", "u-1"); c.Traits["name"] != "Rosa Diaz" {
+		t.Errorf("group traits leaked onto the person: name = %v", c.Traits["name"])
+	}
+
+	// Numeric ids are the same user as their text.
+	e.mustPost(t, "/v1/track", map[string]any{"userId": 42, "event": "Signed Up"})
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "42", "traits": map[string]any{"name": "Answer"}})
+	if c := e.customer(t, "user_id", "42"); c.Traits["name"] != "Answer" || len(e.events(t, c.ID)) != 2 {
+		t.Errorf("userId 42 and \"42\" are not one customer with both events")
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	e := newEnv(t)
+	call := map[string]any{"userId": "u-auth", "event": "Clicked"}
+	agentKey, _, err := e.db.CreateAPIKey(context.Background(), slugOf(t, e), c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		auth   string
+		body   any
+		status int
+		code   string
+	}{
+		{"no credentials", "", call, 401, c360.EUNAUTHENTICATED},
+		{"unknown key", basic("c360_abcdefabcdef_nope"), call, 401, c360.EUNAUTHENTICATED},
+		{"wrong secret of a real key", basic(e.writeKey[:len(e.writeKey)-2] + "xx"), call, 401, c360.EUNAUTHENTICATED},
+		{"not base64", "Basic !!!", call, 401, c360.EUNAUTHENTICATED},
+		{"bearer token without writeKey", "Bearer " + e.writeKey, call, 401, c360.EUNAUTHENTICATED},
+		{"agent key", basic(agentKey), call, 403, c360.EFORBIDDEN},
+		{"write key", basic(e.writeKey), call, 200, ""},
+		{"write key without the colon", "Basic " + base64.StdEncoding.EncodeToString([]byte(e.writeKey)), call, 200, ""},
+		{"admin key", basic(e.adminKey), call, 200, ""},
+		{"writeKey in the body", "", map[string]any{"userId": "u-auth", "event": "Clicked", "writeKey": e.writeKey}, 200, ""},
+		{"header wins over the body", basic("c360_abcdefabcdef_nope"), map[string]any{"userId": "u-auth", "event": "Clicked", "writeKey": e.writeKey}, 401, c360.EUNAUTHENTICATED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.post(t, "/v1/track", tc.auth, tc.body)
+			if r.Status != tc.status || r.Code != tc.code {
+				t.Fatalf("got %d %q (%s), want %d %q", r.Status, r.Code, r.Message, tc.status, tc.code)
+			}
+			if r.Status != 200 && (r.Success || r.Message == "") {
+				t.Errorf("refusal body %+v: want success false and a message", r)
+			}
+		})
+	}
+	// Batch: the writeKey field of the body, as analytics-node sends it too.
+	r := e.post(t, "/v1/batch", "", map[string]any{"writeKey": e.writeKey,
+		"batch": []any{map[string]any{"type": "track", "userId": "u-auth", "event": "Batched"}}})
+	if r.Status != 200 {
+		t.Errorf("batch with writeKey in body: %+v, want 200", r)
+	}
+	r = e.post(t, "/v1/batch", "", map[string]any{"batch": []any{map[string]any{"type": "track", "userId": "u-auth", "event": "Batched"}}})
+	if r.Status != 401 {
+		t.Errorf("batch without credentials: %+v, want 401", r)
+	}
+	if n := len(e.events(t, e.customer(t, "user_id", "u-auth").ID)); n != 5 {
+		t.Errorf("stored %d events, want 5 (only the authenticated calls)", n)
+	}
+}
+
+func slugOf(t *testing.T, e *env) string {
+	t.Helper()
+	var slug string
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT slug FROM workspaces WHERE id = $1`, e.ws).Scan(&slug); err != nil {
+		t.Fatal(err)
+	}
+	return slug
+}
+
+func TestRefusals(t *testing.T) {
+	e := newEnv(t)
+	auth := basic(e.writeKey)
+	big := strings.Repeat("x", segment.MaxCallBytes)
+	hugeBatch := make([]any, 0, 20)
+	for i := range 20 {
+		hugeBatch = append(hugeBatch, map[string]any{"type": "track", "userId": fmt.Sprint("u", i), "event": "E",
+			"properties": map[string]any{"pad": strings.Repeat("y", 30<<10)}})
+	}
+	for _, tc := range []struct {
+		name, path string
+		body       any
+		want       string // in the message
+	}{
+		{"bad JSON", "/v1/track", []byte(`{"userId": "u1", "event": `), "invalid JSON"},
+		{"not an object", "/v1/track", []byte(`["track"]`), "want an object"},
+		{"no ids", "/v1/track", map[string]any{"event": "Clicked"}, "no userId or anonymousId"},
+		{"blank ids", "/v1/identify", map[string]any{"userId": "", "anonymousId": nil}, "no userId or anonymousId"},
+		{"placeholder id", "/v1/identify", map[string]any{"userId": "undefined"}, "no usable identity"},
+		{"bool id", "/v1/track", map[string]any{"userId": true, "event": "E"}, "userId: want a string or a number, got bool"},
+		{"track without event", "/v1/track", map[string]any{"userId": "u1"}, "no event name"},
+		{"group without groupId", "/v1/group", map[string]any{"userId": "u1"}, "no groupId"},
+		{"alias without previousId", "/v1/alias", map[string]any{"userId": "u1"}, "no previousId"},
+		{"traits not an object", "/v1/identify", map[string]any{"userId": "u1", "traits": []int{1}}, "traits: want an object, got array"},
+		{"call over 32 KB", "/v1/track", map[string]any{"userId": "u1", "event": "E", "properties": map[string]any{"pad": big}}, "larger than 32 KB"},
+		{"batch over 500 KB", "/v1/batch", map[string]any{"batch": hugeBatch}, "larger than 500 KB"},
+		{"batch not an array", "/v1/batch", map[string]any{"batch": map[string]any{}}, "batch: want an array"},
+		{"no batch", "/v1/batch", map[string]any{"context": map[string]any{}}, `no "batch" array`},
+		{"unknown encoding", "/v1/track", map[string]any{"userId": "u1", "event": "E"}, "Content-Encoding"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hdr []string
+			if tc.name == "unknown encoding" {
+				hdr = []string{"Content-Encoding", "br"}
+			}
+			r := e.post(t, tc.path, auth, tc.body, hdr...)
+			if r.Status != http.StatusBadRequest || r.Code != c360.EINVALID || r.Success {
+				t.Fatalf("got %+v, want 400 %s", r, c360.EINVALID)
+			}
+			if !strings.Contains(r.Message, tc.want) {
+				t.Errorf("message %q does not contain %q", r.Message, tc.want)
+			}
+		})
+	}
+	if n := e.countEvents(t); n != 0 {
+		t.Errorf("refused calls stored %d events, want 0", n)
+	}
+}
+
+func TestBatchRefusesOnlyTheBadCalls(t *testing.T) {
+	e := newEnv(t)
+	batch := map[string]any{
+		"batch": []any{
+			map[string]any{"type": "identify", "userId": "b-1", "messageId": "b-ok-0", "traits": map[string]any{"name": "Ana"}},
+			map[string]any{"type": "track", "event": "No Ids", "messageId": "b-bad-1"},
+			map[string]any{"type": "track", "userId": "b-1", "event": "Big", "messageId": "b-bad-2",
+				"properties": map[string]any{"pad": strings.Repeat("z", segment.MaxCallBytes)}},
+			map[string]any{"type": "track", "userId": "b-1", "event": "Kept", "messageId": "b-ok-3"},
+			map[string]any{"type": "track", "userId": "b\u0007ell", "event": "Control", "messageId": "b-bad-4"},
+			map[string]any{"type": "launch", "userId": "b-1", "messageId": "b-bad-5"},
+			map[string]any{"type": "track", "userId": map[string]any{"id": 1}, "event": "E", "messageId": "b-bad-6"},
+			map[string]any{"type": "page", "anonymousId": "b-anon", "name": "Home", "messageId": "b-ok-7"},
+		},
+	}
+	r := e.post(t, "/v1/batch", basic(e.writeKey), batch)
+	if r.Status != http.StatusOK || !r.Success {
+		t.Fatalf("got %+v, want 200 success with rejections", r)
+	}
+	want := map[int]string{1: "no userId or anonymousId", 2: "larger than 32 KB", 4: "control characters",
+		5: `unknown call type "launch"`, 6: "userId: want a string or a number, got object"}
+	if len(r.Rejected) != len(want) {
+		t.Fatalf("rejected = %+v, want indexes 1, 2, 4, 5, 6", r.Rejected)
+	}
+	for _, rej := range r.Rejected {
+		if !strings.Contains(rej.Error, want[rej.Index]) {
+			t.Errorf("rejected[%d] error %q, want it to contain %q", rej.Index, rej.Error, want[rej.Index])
+		}
+		if rej.MessageID != fmt.Sprintf("b-bad-%d", rej.Index) && rej.Index != 6 {
+			t.Errorf("rejected[%d] messageId %q, want b-bad-%d", rej.Index, rej.MessageID, rej.Index)
+		}
+	}
+	c := e.customer(t, "user_id", "b-1")
+	if c.Traits["name"] != "Ana" || e.event(t, c.ID, "track").Name != "Kept" {
+		t.Errorf("the good calls of the batch were not stored")
+	}
+	e.customer(t, "anonymous_id", "b-anon")
+	if n := e.countEvents(t); n != 3 {
+		t.Errorf("stored %d events, want 3", n)
+	}
+
+	// A batch in which every call is refused stores nothing and says so.
+	r = e.post(t, "/v1/batch", basic(e.writeKey), map[string]any{"batch": []any{
+		map[string]any{"type": "track", "event": "No Ids"}, map[string]any{"type": "track", "userId": "x"}}})
+	if r.Status != http.StatusBadRequest || len(r.Rejected) != 2 {
+		t.Errorf("all-bad batch: %+v, want 400 with 2 rejections", r)
+	}
+}
+
+func TestBatchCallLimit(t *testing.T) {
+	e := newEnv(t)
+	items := make([]any, segment.MaxBatchCalls+1)
+	for i := range items {
+		items[i] = map[string]any{"type": "track", "event": "E"} // no ids: refused without touching the store
+	}
+	r := e.post(t, "/v1/batch", basic(e.writeKey), map[string]any{"batch": items})
+	if r.Status != http.StatusBadRequest || len(r.Rejected) != len(items) {
+		t.Fatalf("got %d with %d rejections, want 400 with %d", r.Status, len(r.Rejected), len(items))
+	}
+	if last := r.Rejected[len(items)-1]; !strings.Contains(last.Error, "more than 2500 calls") {
+		t.Errorf("call 2501 refused with %q, want the 2500-call limit", last.Error)
+	}
+}
+
+func TestBatchRetryIsStoredOnce(t *testing.T) {
+	e := newEnv(t)
+	var items []any
+	for i := range 10 {
+		items = append(items, map[string]any{"type": "track", "userId": "r-1", "event": "Viewed",
+			"messageId": fmt.Sprintf("retry-%d", i), "properties": map[string]any{"i": i}})
+	}
+	body := map[string]any{"batch": items, "sentAt": "2025-03-01T12:00:00Z"}
+	for range 3 {
+		e.mustPost(t, "/v1/batch", body)
+	}
+	e.mustPost(t, "/v1/import", body) // Segment's alias of batch
+	if n := len(e.events(t, e.customer(t, "user_id", "r-1").ID)); n != 10 {
+		t.Errorf("stored %d events after 4 deliveries of 10 calls, want 10", n)
+	}
+	// Without messageId, c360 makes one up: a retry is then a new call.
+	call := map[string]any{"userId": "r-2", "event": "No Id"}
+	e.mustPost(t, "/v1/track", call)
+	e.mustPost(t, "/v1/track", call)
+	if n := len(e.events(t, e.customer(t, "user_id", "r-2").ID)); n != 2 {
+		t.Errorf("calls without messageId stored %d times, want 2", n)
+	}
+}
+
+func TestTimestamps(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock()
+	// The client's clock is an hour behind: it stamped the call 10 s before
+	// sending it, so it happened 10 s before c360 received it.
+	clientNow := now.Add(-time.Hour)
+	ts := clientNow.Add(-10 * time.Second).Format(time.RFC3339Nano)
+	sent := clientNow.Format(time.RFC3339Nano)
+
+	e.mustPost(t, "/v1/track", map[string]any{"userId": "t-1", "event": "Call SentAt", "timestamp": ts, "sentAt": sent})
+	e.mustPost(t, "/v1/batch", map[string]any{"sentAt": sent, "batch": []any{
+		map[string]any{"type": "track", "userId": "t-2", "event": "Batch SentAt", "timestamp": ts}}})
+	e.mustPost(t, "/v1/track", map[string]any{"userId": "t-3", "event": "Historical", "timestamp": "2019-05-01T08:00:00Z"})
+	e.mustPost(t, "/v1/track", map[string]any{"userId": "t-4", "event": "Now"})
+	e.mustPost(t, "/v1/track", map[string]any{"userId": "t-5", "event": "Garbled", "timestamp": "yesterday"})
+
+	for _, tc := range []struct {
+		user string
+		want time.Time
+	}{
+		{"t-1", now.Add(-10 * time.Second)},
+		{"t-2", now.Add(-10 * time.Second)},
+		{"t-3", time.Date(2019, 5, 1, 8, 0, 0, 0, time.UTC)},
+		{"t-4", now},
+		{"t-5", now},
+	} {
+		ev := e.event(t, e.customer(t, "user_id", tc.user).ID, "track")
+		if !ev.OccurredAt.Equal(tc.want) {
+			t.Errorf("%s (%s): occurredAt %s, want %s", tc.user, ev.Name, ev.OccurredAt, tc.want)
+		}
+		if !ev.ReceivedAt.Equal(now) {
+			t.Errorf("%s: receivedAt %s, want %s", tc.user, ev.ReceivedAt, now)
+		}
+	}
+}
+
+func TestAlias(t *testing.T) {
+	e := newEnv(t)
+	// An anonymous visitor browses, then signs up as u-9 on another device.
+	e.mustPost(t, "/v1/page", map[string]any{"anonymousId": "anon-1", "name": "Landing"})
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "u-9", "traits": map[string]any{"name": "Nia"}})
+	if e.customer(t, "anonymous_id", "anon-1").ID == e.customer(t, "user_id", "u-9").ID {
+		t.Fatal("one customer before alias")
+	}
+	// analytics-node's alias({userId, previousId}) carries no anonymousId:
+	// previousId is unknown as a user id, so it is the anonymous id.
+	e.mustPost(t, "/v1/alias", map[string]any{"userId": "u-9", "previousId": "anon-1"})
+	c := e.customer(t, "user_id", "u-9")
+	if got := e.customer(t, "anonymous_id", "anon-1").ID; got != c.ID {
+		t.Errorf("after alias, anon-1 resolves to %d, want u-9's customer %d", got, c.ID)
+	}
+	if _, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "user_id", Value: "anon-1"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("alias created user_id anon-1 (err %v), want none", err)
+	}
+	e.event(t, c.ID, "alias")
+
+	// Browser libraries send the current anonymousId as previousId.
+	e.mustPost(t, "/v1/page", map[string]any{"anonymousId": "anon-2", "name": "Landing"})
+	e.mustPost(t, "/v1/batch", map[string]any{"batch": []any{
+		map[string]any{"type": "alias", "userId": "u-10", "anonymousId": "anon-2", "previousId": "anon-2"}}})
+	if e.customer(t, "anonymous_id", "anon-2").ID != e.customer(t, "user_id", "u-10").ID {
+		t.Error("alias with previousId = anonymousId did not link them")
+	}
+
+	// A previousId known as a user id stays a user id: under the default
+	// rules (one user_id per customer) two user ids never merge.
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "old-id"})
+	e.mustPost(t, "/v1/alias", map[string]any{"userId": "new-id", "previousId": "old-id"})
+	if _, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "anonymous_id", Value: "old-id"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("a known user id was recorded as anonymous_id (err %v)", err)
+	}
+}
+
+func TestGzipAndBrowserPaths(t *testing.T) {
+	e := newEnv(t)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	json.NewEncoder(zw).Encode(map[string]any{"batch": []any{map[string]any{"type": "track", "userId": "g-1", "event": "Zipped"}}})
+	zw.Close()
+	if r := e.post(t, "/v1/batch", basic(e.writeKey), buf.Bytes(), "Content-Encoding", "gzip"); r.Status != 200 {
+		t.Fatalf("gzip batch: %+v, want 200", r)
+	}
+	if r := e.post(t, "/v1/batch", basic(e.writeKey), []byte("not gzip"), "Content-Encoding", "gzip"); r.Status != 400 {
+		t.Errorf("corrupt gzip: %+v, want 400", r)
+	}
+	// A gzip bomb: tiny compressed, over the limit inflated.
+	buf.Reset()
+	zw = gzip.NewWriter(&buf)
+	zw.Write([]byte(`{"userId":"g-1","event":"E","properties":{"pad":"`))
+	zw.Write(bytes.Repeat([]byte("a"), 10<<20))
+	zw.Write([]byte(`"}}`))
+	zw.Close()
+	if r := e.post(t, "/v1/track", basic(e.writeKey), buf.Bytes(), "Content-Encoding", "gzip"); r.Status != 400 || !strings.Contains(r.Message, "larger than 32 KB") {
+		t.Errorf("gzip bomb: %+v, want 400 larger than 32 KB", r)
+	}
+	// analytics.js: one-letter path, text/plain, writeKey in the body.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/t",
+		strings.NewReader(`{"userId":"g-1","event":"Browser","writeKey":"`+e.writeKey+`"}`))
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Origin", "https://shop.example")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("browser call: %d, ACAO %q; want 200 and *", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+	}
+	req, _ = http.NewRequest(http.MethodOptions, e.srv.URL+"/v1/batch", nil)
+	req.Header.Set("Origin", "https://shop.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent || !strings.Contains(res.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("preflight: %d %v, want 204 allowing Authorization", res.StatusCode, res.Header)
+	}
+	if n := len(e.events(t, e.customer(t, "user_id", "g-1").ID)); n != 2 {
+		t.Errorf("stored %d events, want 2", n)
+	}
+}
+
+func TestBatchIsolatesCallsTheDatabaseRefuses(t *testing.T) {
+	e := newEnv(t)
+	// Valid JSON that PostgreSQL refuses: a NUL in a text column, \u0000 in jsonb.
+	body := []byte(`{"batch": [
+		{"type": "track", "userId": "p-1", "event": "Before", "messageId": "p-0"},
+		{"type": "track", "userId": "p-1", "event": "Nul\u0000Name", "messageId": "p-1"},
+		{"type": "track", "userId": "p-1", "event": "Nul Property", "properties": {"x": "a\u0000b"}, "messageId": "p-2"},
+		{"type": "track", "userId": "p-1", "event": "After", "messageId": "p-3"}
+	]}`)
+	r := e.post(t, "/v1/batch", basic(e.writeKey), body)
+	if r.Status != http.StatusOK || len(r.Rejected) != 2 || r.Rejected[0].Index != 1 || r.Rejected[1].Index != 2 {
+		t.Fatalf("got %+v, want 200 with calls 1 and 2 rejected", r)
+	}
+	if n := len(e.events(t, e.customer(t, "user_id", "p-1").ID)); n != 2 {
+		t.Errorf("stored %d events, want the 2 good ones", n)
+	}
+}

@@ -1,0 +1,321 @@
+package twilio_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/twilio"
+	"github.com/c360dev/c360/server"
+)
+
+// The signing helper agrees with Twilio's published example (twilio-go's
+// own test vector), so the tests sign exactly as Twilio does.
+func TestSignMatchesTwilioVector(t *testing.T) {
+	params := url.Values{
+		"Digits": {"1234"}, "CallSid": {"CA1234567890ABCDE"}, "To": {"+18005551212"}, "Caller": {"+14158675309"},
+		"From": {"+14158675309"}, "ReasonConferenceEnded": {"test"}, "Reason": {"Participant"},
+	}
+	const u = "https://mycompany.com/myapp.php?foo=1&bar=2"
+	if got, want := sign("12345", u, params), "vOEb5UThFn24KEfnOFLQY2AE5FY="; got != want {
+		t.Errorf("sign = %s, want %s", got, want)
+	}
+	if !twilio.ValidSignature("12345", u, params, "vOEb5UThFn24KEfnOFLQY2AE5FY=") {
+		t.Errorf("ValidSignature refuses Twilio's example")
+	}
+}
+
+func TestInboundSMS(t *testing.T) {
+	e := newEnv(t)
+	f := inbound("SM00000000000000000000000000000001", "+1 (415) 555-0100", "Where is my order?",
+		"NumMedia", "2", "MediaUrl0", "https://api.twilio.com/m/ME1", "MediaContentType0", "image/jpeg",
+		"MediaUrl1", "https://api.twilio.com/m/ME2", "MediaContentType1", "image/png")
+	status, h, body := e.webhook(t, e.inboundPath(), f, authToken)
+	if status != http.StatusOK {
+		t.Fatalf("status = %d (%s), want 200", status, body)
+	}
+	if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/xml") {
+		t.Errorf("Content-Type = %q, want text/xml", ct)
+	}
+	if want := `<?xml version="1.0" encoding="UTF-8"?><Response/>`; body != want {
+		t.Errorf("body = %q, want %q", body, want)
+	}
+	// Answered after commit: the message is there as soon as 200 is.
+	c := e.customerByPhone(t, "+14155550100")
+	ms := e.messages(t, c.ID, "sms")
+	if len(ms) != 1 {
+		t.Fatalf("sms messages = %d, want 1", len(ms))
+	}
+	m := ms[0]
+	if m.Direction != "inbound" || m.Body != "Where is my order?" || m.ProviderID != "SM00000000000000000000000000000001" ||
+		m.Status != "received" || len(m.MediaURLs) != 2 || m.MediaURLs[0] != "https://api.twilio.com/m/ME1" || m.MediaURLs[1] != "https://api.twilio.com/m/ME2" {
+		t.Errorf("message = %+v", m)
+	}
+}
+
+func TestInboundRefusedBeforeAnyWrite(t *testing.T) {
+	e := newEnv(t)
+	f := inbound("SM00000000000000000000000000000002", "+14155550101", "hi")
+	cases := []struct {
+		name   string
+		do     func() (int, http.Header, string)
+		status int
+	}{
+		{"no signature", func() (int, http.Header, string) { return e.webhook(t, e.inboundPath(), f, "") }, http.StatusForbidden},
+		{"forged signature", func() (int, http.Header, string) {
+			return e.webhook(t, e.inboundPath(), f, "not-the-auth-token-000000000000")
+		}, http.StatusForbidden},
+		{"signature of other parameters", func() (int, http.Header, string) {
+			forged := inbound("SM00000000000000000000000000000002", "+14155550101", "hi")
+			sig := sign(authToken, publicURL+e.inboundPath(), f)
+			forged.Set("Body", "STOP")
+			return e.postForm(t, e.inboundPath(), forged.Encode(), sig)
+		}, http.StatusForbidden},
+		{"signature over the internal URL, not C360_PUBLIC_URL", func() (int, http.Header, string) {
+			return e.postForm(t, e.inboundPath(), f.Encode(), sign(authToken, e.srv.URL+e.inboundPath(), f))
+		}, http.StatusForbidden},
+		{"signature for another workspace's path", func() (int, http.Header, string) {
+			return e.postForm(t, e.inboundPath(), f.Encode(), sign(authToken, publicURL+"/webhooks/twilio/other", f))
+		}, http.StatusForbidden},
+		{"unknown workspace", func() (int, http.Header, string) { return e.webhook(t, "/webhooks/twilio/no-such-ws", f, authToken) }, http.StatusNotFound},
+		{"oversized body", func() (int, http.Header, string) {
+			big := inbound("SM00000000000000000000000000000002", "+14155550101", strings.Repeat("x", 65<<10))
+			return e.webhook(t, e.inboundPath(), big, authToken)
+		}, http.StatusRequestEntityTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, _, body := tc.do()
+			if status != tc.status {
+				t.Errorf("status = %d (%s), want %d", status, body, tc.status)
+			}
+		})
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1`, e.ws); n != 0 {
+		t.Errorf("events = %d after refusals, want 0", n)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, e.ws); n != 0 {
+		t.Errorf("customers = %d after refusals, want 0", n)
+	}
+}
+
+func TestInboundWorkspaceWithoutAuthToken(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.db.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	// Signed with the empty token: must still be refused.
+	status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM1", "+14155550101", "hi"), "")
+	if status != http.StatusForbidden {
+		t.Errorf("status = %d, want 403", status)
+	}
+	f := inbound("SM1", "+14155550101", "hi")
+	status, _, _ = e.postForm(t, e.inboundPath(), f.Encode(), sign("", publicURL+e.inboundPath(), f))
+	if status != http.StatusForbidden {
+		t.Errorf("signed with an empty token: status = %d, want 403", status)
+	}
+}
+
+func TestInboundReplayStoredOnce(t *testing.T) {
+	e := newEnv(t)
+	f := inbound("SM00000000000000000000000000000003", "+14155550102", "hello")
+	for i := range 3 {
+		if status, _, body := e.webhook(t, e.inboundPath(), f, authToken); status != http.StatusOK {
+			t.Fatalf("delivery %d: status = %d (%s)", i, status, body)
+		}
+	}
+	c := e.customerByPhone(t, "+14155550102")
+	if ms := e.messages(t, c.ID, "sms"); len(ms) != 1 {
+		t.Errorf("messages = %d, want 1", len(ms))
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1`, e.ws); n != 1 {
+		t.Errorf("events = %d, want 1", n)
+	}
+}
+
+func TestInboundConcurrentDuplicates(t *testing.T) {
+	e := newEnv(t)
+	f := inbound("SM00000000000000000000000000000004", "+14155550103", "are you there?")
+	sig := sign(authToken, publicURL+e.inboundPath(), f)
+	const n = 16
+	statuses := make([]int, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+e.inboundPath(), strings.NewReader(f.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-Twilio-Signature", sig)
+			<-start
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, s := range statuses {
+		if errs[i] != nil || s != http.StatusOK {
+			t.Errorf("delivery %d: status = %d, err = %v; want 200", i, s, errs[i])
+		}
+	}
+	if got := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1`, e.ws); got != 1 {
+		t.Errorf("messages = %d, want 1", got)
+	}
+	if got := count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1`, e.ws); got != 1 {
+		t.Errorf("events = %d, want 1", got)
+	}
+	if got := count(t, e.db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, e.ws); got != 1 {
+		t.Errorf("customers = %d, want 1", got)
+	}
+}
+
+func TestInboundConsentKeywords(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550104"
+	send := func(sid, body string) {
+		t.Helper()
+		if status, _, b := e.webhook(t, e.inboundPath(), inbound(sid, phone, body), authToken); status != http.StatusOK {
+			t.Fatalf("%s: status = %d (%s)", body, status, b)
+		}
+	}
+	send("SM10", "hi")
+	c := e.customerByPhone(t, phone)
+	if got := e.consent(t, c.ID, "sms"); got != nil {
+		t.Errorf("consent after hi = %+v, want none", got)
+	}
+	send("SM11", "  Stop \n")
+	if got := e.consent(t, c.ID, "sms"); got == nil || got.Status != c360.ConsentOptedOut || got.Source != "twilio" {
+		t.Errorf("consent after STOP = %+v, want opted_out from twilio", got)
+	}
+	if got := e.consent(t, c.ID, "whatsapp"); got != nil {
+		t.Errorf("whatsapp consent after an SMS STOP = %+v, want none: opt-out is per channel", got)
+	}
+	send("SM12", "help")
+	if got := e.consent(t, c.ID, "sms"); got == nil || got.Status != c360.ConsentOptedOut {
+		t.Errorf("consent after HELP = %+v, want still opted_out", got)
+	}
+	var kw string
+	if err := e.db.Pool.QueryRow(context.Background(),
+		`SELECT properties->>'keyword' FROM events WHERE workspace_id = $1 AND dedupe_key = 'SM12'`, e.ws).Scan(&kw); err != nil || kw != "HELP" {
+		t.Errorf("HELP event keyword = %q, %v; want HELP", kw, err)
+	}
+	send("SM13", "please stop texting me")
+	if got := e.consent(t, c.ID, "sms"); got.Status != c360.ConsentOptedOut {
+		t.Errorf("consent after a sentence = %s, want opted_out unchanged", got.Status)
+	}
+	send("SM14", "UNSTOP")
+	if got := e.consent(t, c.ID, "sms"); got == nil || got.Status != c360.ConsentOptedIn {
+		t.Errorf("consent after UNSTOP = %+v, want opted_in", got)
+	}
+	// WhatsApp keywords set the WhatsApp consent.
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM15", "whatsapp:"+phone, "QUIT"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if got := e.consent(t, c.ID, "whatsapp"); got == nil || got.Status != c360.ConsentOptedOut {
+		t.Errorf("whatsapp consent after QUIT = %+v, want opted_out", got)
+	}
+	if got := e.consent(t, c.ID, "sms"); got.Status != c360.ConsentOptedIn {
+		t.Errorf("sms consent after a WhatsApp QUIT = %s, want opted_in", got.Status)
+	}
+}
+
+func TestInboundProfileNameOnlyWhenAbsent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// A customer without a name gets the WhatsApp profile name.
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM20", "whatsapp:+14155550105", "hi", "ProfileName", "Ada"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	c := e.customerByPhone(t, "+14155550105")
+	if c.Traits["name"] != "Ada" {
+		t.Errorf("name = %v, want Ada", c.Traits["name"])
+	}
+	// A later, different profile name does not overwrite it.
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM21", "whatsapp:+14155550105", "hi", "ProfileName", "Ada L."), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if c = e.customerByPhone(t, "+14155550105"); c.Traits["name"] != "Ada" {
+		t.Errorf("name after another ProfileName = %v, want Ada", c.Traits["name"])
+	}
+	// A customer whose name is known (identify) keeps it.
+	if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventIdentify, Source: "test", DedupeKey: "id-1",
+		Identities: []c360.Identity{{Type: "phone", Value: "+14155550106"}}, Traits: map[string]any{"name": "Grace Hopper"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM22", "whatsapp:+14155550106", "hi", "ProfileName", "gh"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if c = e.customerByPhone(t, "+14155550106"); c.Traits["name"] != "Grace Hopper" {
+		t.Errorf("name = %v, want Grace Hopper", c.Traits["name"])
+	}
+}
+
+func TestInboundSMSAndWhatsAppSameCustomer(t *testing.T) {
+	e := newEnv(t)
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM30", "+14155550107", "by sms"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM31", "whatsapp:+14155550107", "by whatsapp"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, e.ws); n != 1 {
+		t.Errorf("customers = %d, want 1", n)
+	}
+	c := e.customerByPhone(t, "+14155550107")
+	sms, wa := e.messages(t, c.ID, "sms"), e.messages(t, c.ID, "whatsapp")
+	if len(sms) != 1 || sms[0].Body != "by sms" || len(wa) != 1 || wa[0].Body != "by whatsapp" {
+		t.Errorf("sms = %+v, whatsapp = %+v; want one each, on their channel", sms, wa)
+	}
+}
+
+// unavailable is an ingester whose store is down.
+type unavailable struct{}
+
+func (unavailable) Ingest(context.Context, int64, []*c360.Event) ([]c360.IngestResult, error) {
+	return nil, c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
+}
+
+// A store that cannot commit gets Twilio a 503 with Retry-After, never a 2xx.
+func TestInboundStoreUnavailable(t *testing.T) {
+	e := newEnv(t)
+	mux := http.NewServeMux()
+	(&twilio.Handler{Workspaces: e.db, Ingester: unavailable{}, PublicURL: publicURL, StatusOf: server.StatusOf,
+		Logger: slog.New(slog.DiscardHandler)}).Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	f := inbound("SM40", "+14155550108", "hi")
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+e.inboundPath(), strings.NewReader(f.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", sign(authToken, publicURL+e.inboundPath(), f))
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("status = %d, Retry-After = %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// An address ingest cannot use is refused with 400, not acknowledged.
+func TestInboundInvalidSender(t *testing.T) {
+	e := newEnv(t)
+	status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM41", "not-a-number", "hi"), authToken)
+	if status != http.StatusBadRequest {
+		t.Errorf("status = %d, want 400", status)
+	}
+}

@@ -1,0 +1,247 @@
+package twilio
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/c360dev/c360"
+)
+
+// Source is the event source of everything this connector records.
+const Source = "twilio"
+
+// whatsappPrefix marks a WhatsApp address in Twilio's From and To.
+const whatsappPrefix = "whatsapp:"
+
+// maxMedia is the most media Twilio attaches to one message.
+const maxMedia = 10
+
+// Consent keywords, matched against a single-word body (trimmed, any case).
+var (
+	optOutKeywords = map[string]bool{"STOP": true, "STOPALL": true, "UNSUBSCRIBE": true, "CANCEL": true, "END": true, "QUIT": true}
+	optInKeywords  = map[string]bool{"START": true, "YES": true, "UNSTOP": true}
+	helpKeywords   = map[string]bool{"HELP": true, "INFO": true}
+)
+
+// ParseInbound turns the form of Twilio's inbound message webhook into a
+// canonical message event: the sender's phone identifies the customer (SMS
+// and WhatsApp alike), the channel comes from the "whatsapp:" prefix, and a
+// consent keyword sets that channel's consent.
+func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
+	sid := first(form, "MessageSid", "SmsMessageSid", "SmsSid")
+	if err := checkSID(sid); err != nil {
+		return nil, err
+	}
+	channel, from, err := splitAddress(form.Get("From"))
+	if err != nil {
+		return nil, c360.Errorf(c360.EINVALID, "From: %s", c360.ErrorMessage(err))
+	}
+	body := form.Get("Body")
+	ev := &c360.Event{
+		Type:       c360.EventMessage,
+		Source:     Source,
+		DedupeKey:  sid,
+		Identities: []c360.Identity{{Type: "phone", Value: from}},
+		Properties: map[string]any{},
+		OccurredAt: now,
+		ReceivedAt: now,
+		Message: &c360.MessageInput{
+			Channel:    channel,
+			Direction:  c360.DirectionInbound,
+			Body:       body,
+			MediaURLs:  mediaURLs(form),
+			ProviderID: sid,
+			Status:     "received",
+		},
+	}
+	if _, to, err := splitAddress(form.Get("To")); err == nil {
+		ev.Properties["to"] = to
+	}
+	if name := strings.TrimSpace(form.Get("ProfileName")); name != "" {
+		ev.TraitsIfAbsent = map[string]any{"name": name}
+		ev.Properties["profileName"] = name
+	}
+	if types := mediaTypes(form, len(ev.Message.MediaURLs)); len(types) > 0 {
+		ev.Properties["mediaContentTypes"] = types
+	}
+	keyword, status := consentKeyword(body, form.Get("OptOutType"))
+	if keyword != "" {
+		ev.Properties["keyword"] = keyword
+	}
+	if status != "" {
+		ev.Consent = &c360.ConsentInput{Channel: channel, Status: status}
+	}
+	return ev, nil
+}
+
+// ParseStatus turns the form of Twilio's message status callback into a
+// message_status event for the customer the message was sent to. Its dedupe
+// key is "<MessageSid>:<status>": each status is recorded once.
+func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
+	sid := first(form, "MessageSid", "SmsSid")
+	if err := checkSID(sid); err != nil {
+		return nil, err
+	}
+	status := strings.ToLower(strings.TrimSpace(first(form, "MessageStatus", "SmsStatus")))
+	if !validStatus(status) {
+		return nil, c360.Errorf(c360.EINVALID, "MessageStatus: want a Twilio message status")
+	}
+	channel, to, err := splitAddress(form.Get("To"))
+	if err != nil {
+		return nil, c360.Errorf(c360.EINVALID, "To: %s", c360.ErrorMessage(err))
+	}
+	code := strings.TrimSpace(form.Get("ErrorCode"))
+	if len(code) > 16 {
+		return nil, c360.Errorf(c360.EINVALID, "ErrorCode is too long")
+	}
+	props := map[string]any{"messageSid": sid, "status": status}
+	if code != "" {
+		props["errorCode"] = code
+	}
+	return &c360.Event{
+		Type:       c360.EventMessageStatus,
+		Source:     Source,
+		DedupeKey:  sid + ":" + status,
+		Identities: []c360.Identity{{Type: "phone", Value: to}},
+		Properties: props,
+		OccurredAt: now,
+		ReceivedAt: now,
+		Message: &c360.MessageInput{
+			Channel:    channel,
+			Direction:  c360.DirectionOutbound,
+			ProviderID: sid,
+			Status:     status,
+			ErrorCode:  code,
+		},
+	}, nil
+}
+
+// consentKeyword returns the keyword a message carries and the consent it
+// sets. Twilio's Advanced Opt-Out names the keyword class in OptOutType;
+// otherwise a single-word body is matched against the keyword lists.
+func consentKeyword(body, optOutType string) (keyword, status string) {
+	word := strings.ToUpper(strings.TrimFunc(body, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsPunct(r)
+	}))
+	if strings.ContainsFunc(word, unicode.IsSpace) {
+		word = ""
+	}
+	switch strings.ToUpper(strings.TrimSpace(optOutType)) {
+	case "STOP":
+		return orDefault(word, "STOP"), c360.ConsentOptedOut
+	case "START":
+		return orDefault(word, "START"), c360.ConsentOptedIn
+	case "HELP":
+		return orDefault(word, "HELP"), ""
+	}
+	switch {
+	case optOutKeywords[word]:
+		return word, c360.ConsentOptedOut
+	case optInKeywords[word]:
+		return word, c360.ConsentOptedIn
+	case helpKeywords[word]:
+		return word, ""
+	}
+	return "", ""
+}
+
+// splitAddress returns the channel and phone number of a Twilio address:
+// "whatsapp:+14155550100" is WhatsApp, "+14155550100" is SMS. The number is
+// normalized to E.164 by ingest.
+func splitAddress(addr string) (channel, phone string, err error) {
+	addr = strings.TrimSpace(addr)
+	switch {
+	case addr == "":
+		return "", "", c360.Errorf(c360.EINVALID, "missing address")
+	case len(addr) > 64:
+		return "", "", c360.Errorf(c360.EINVALID, "address is too long")
+	case strings.HasPrefix(strings.ToLower(addr), whatsappPrefix):
+		phone = strings.TrimSpace(addr[len(whatsappPrefix):])
+		channel = c360.ChannelWhatsApp
+	case strings.Contains(addr, ":"):
+		return "", "", c360.Errorf(c360.EINVALID, "unsupported channel %q: c360 takes SMS and WhatsApp", addr[:strings.Index(addr, ":")])
+	default:
+		phone, channel = addr, c360.ChannelSMS
+	}
+	if phone == "" {
+		return "", "", c360.Errorf(c360.EINVALID, "missing phone number")
+	}
+	return channel, phone, nil
+}
+
+// mediaURLs returns MediaUrl0..MediaUrl{NumMedia-1}, at most ten.
+func mediaURLs(form url.Values) []string {
+	n, err := strconv.Atoi(strings.TrimSpace(form.Get("NumMedia")))
+	if err != nil || n <= 0 {
+		return nil
+	}
+	n = min(n, maxMedia)
+	out := make([]string, 0, n)
+	for i := range n {
+		if u := strings.TrimSpace(form.Get("MediaUrl" + strconv.Itoa(i))); u != "" && len(u) <= 2048 {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func mediaTypes(form url.Values, n int) []any {
+	var out []any
+	for i := range min(n, maxMedia) {
+		if t := form.Get("MediaContentType" + strconv.Itoa(i)); t != "" && len(t) <= 128 {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// checkSID refuses a missing or implausible message SID: it becomes a
+// dedupe key and a provider id.
+func checkSID(sid string) error {
+	if sid == "" {
+		return c360.Errorf(c360.EINVALID, "missing MessageSid")
+	}
+	if len(sid) > 64 {
+		return c360.Errorf(c360.EINVALID, "MessageSid is too long")
+	}
+	for _, r := range sid {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return c360.Errorf(c360.EINVALID, "MessageSid has unexpected characters")
+		}
+	}
+	return nil
+}
+
+// validStatus accepts Twilio's lowercase status words (queued, sent,
+// partially_delivered...). Unknown words are stored but never move a message.
+func validStatus(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// first returns the first non-empty value among the keys.
+func first(form url.Values, keys ...string) string {
+	for _, k := range keys {
+		if v := strings.TrimSpace(form.Get(k)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,195 @@
+package twilio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	twclient "github.com/twilio/twilio-go/client"
+	twapi "github.com/twilio/twilio-go/rest/api/v2010"
+
+	"github.com/c360dev/c360"
+)
+
+var _ c360.MessageSender = (*Sender)(nil)
+
+// DefaultSendTimeout bounds one call to Twilio's Messages API.
+const DefaultSendTimeout = 10 * time.Second
+
+// Sender sends SMS and WhatsApp messages through Twilio's Messages API with
+// each workspace's own credentials and senders.
+type Sender struct {
+	publicURL string
+	http      *http.Client
+	logger    *slog.Logger
+}
+
+// SenderConfig configures a Sender.
+type SenderConfig struct {
+	// PublicURL is the external base URL of c360 (C360_PUBLIC_URL); every
+	// message asks Twilio to call PublicURL/webhooks/twilio/{slug}/status.
+	PublicURL string
+	// APIURL, when set, replaces Twilio's REST base URL (C360_TWILIO_API_URL),
+	// e.g. an httptest stand-in: requests to *.twilio.com go there instead.
+	APIURL string
+	// Timeout bounds one call to Twilio; 0 means DefaultSendTimeout.
+	Timeout time.Duration
+	// Transport carries the requests; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+}
+
+// NewSender returns a Sender, or an error when APIURL is not an absolute URL.
+func NewSender(cfg SenderConfig) (*Sender, error) {
+	rt := cfg.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if cfg.APIURL != "" {
+		u, err := url.Parse(cfg.APIURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("twilio API URL %q: want an absolute http(s) URL", cfg.APIURL)
+		}
+		rt = &rewriteTransport{base: u, next: rt}
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultSendTimeout
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Sender{
+		publicURL: strings.TrimRight(cfg.PublicURL, "/"),
+		http: &http.Client{
+			Transport: rt,
+			Timeout:   timeout,
+			// As twilio-go's own client: an answer is final, redirects are not followed.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		logger: logger,
+	}, nil
+}
+
+// SendMessage sends m from the workspace's sender for m's channel: its
+// from-number for the channel, else its Messaging Service. It refuses with
+// EINVALID, before any request, when the workspace has no Twilio credentials
+// or no sender for the channel.
+//
+// twilio-go's requests take no context, so a cancelled caller does not abort
+// a send in flight: the call ends when Twilio answers or the timeout passes.
+func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.OutboundMessage) (*c360.SentMessage, error) {
+	if ws.TwilioAccountSID == "" || ws.TwilioAuthToken == "" {
+		return nil, c360.Errorf(c360.EINVALID, "workspace %q has no Twilio credentials: set them with c360 workspace update --twilio-account-sid SID --twilio-auth-token TOKEN", ws.Slug)
+	}
+	params := &twapi.CreateMessageParams{}
+	switch m.Channel {
+	case c360.ChannelSMS:
+		params.SetTo(m.To)
+		switch {
+		case ws.TwilioSMSFrom != "":
+			params.SetFrom(ws.TwilioSMSFrom)
+		case ws.TwilioMessagingServiceSID != "":
+			params.SetMessagingServiceSid(ws.TwilioMessagingServiceSID)
+		default:
+			return nil, c360.Errorf(c360.EINVALID, "workspace %q has no SMS sender: set --twilio-sms-from or --twilio-messaging-service-sid with c360 workspace update", ws.Slug)
+		}
+	case c360.ChannelWhatsApp:
+		params.SetTo(whatsappPrefix + m.To)
+		switch {
+		case ws.TwilioWhatsAppFrom != "":
+			params.SetFrom(whatsappPrefix + strings.TrimPrefix(ws.TwilioWhatsAppFrom, whatsappPrefix))
+		case ws.TwilioMessagingServiceSID != "":
+			params.SetMessagingServiceSid(ws.TwilioMessagingServiceSID)
+		default:
+			return nil, c360.Errorf(c360.EINVALID, "workspace %q has no WhatsApp sender: set --twilio-whatsapp-from or --twilio-messaging-service-sid with c360 workspace update", ws.Slug)
+		}
+	default:
+		return nil, c360.Errorf(c360.EINVALID, "Twilio sends sms and whatsapp, not %q", m.Channel)
+	}
+	params.SetBody(m.Body)
+	params.SetStatusCallback(s.publicURL + "/webhooks/twilio/" + url.PathEscape(ws.Slug) + "/status")
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("send message: %w", err)
+	}
+
+	c := &twclient.Client{Credentials: twclient.NewCredentials(ws.TwilioAccountSID, ws.TwilioAuthToken), HTTPClient: s.http}
+	c.SetAccountSid(ws.TwilioAccountSID)
+	msg, err := twapi.NewApiServiceWithClient(c).CreateMessage(params)
+	if err != nil {
+		return nil, s.interpret(ws, err)
+	}
+	if msg.Sid == nil || *msg.Sid == "" {
+		s.logger.Warn("twilio answered without a message SID", "workspace", ws.Slug)
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "Twilio answered without a message SID; the message may or may not have been sent")
+	}
+	out := &c360.SentMessage{ProviderID: *msg.Sid, Status: "queued"}
+	if msg.Status != nil && *msg.Status != "" {
+		out.Status = *msg.Status
+	}
+	return out, nil
+}
+
+// interpret turns a Twilio API error into a domain error whose message the
+// caller can act on: Twilio's refusals (4xx) are BAD_USER_INPUT with Twilio's
+// message and error code, 429 is RATE_LIMITED, and anything else (5xx,
+// timeouts, connection errors) is UNAVAILABLE. The cause is logged here,
+// without credentials, because the domain error does not carry it.
+func (s *Sender) interpret(ws *c360.Workspace, err error) error {
+	var (
+		status, code int
+		message      string
+		restErr      *twclient.TwilioRestError
+		v1Err        *twclient.RestErrorV1
+	)
+	switch {
+	case errors.As(err, &restErr):
+		status, code, message = restErr.Status, restErr.Code, restErr.Message
+	case errors.As(err, &v1Err):
+		status, code, message = v1Err.HttpStatusCode, v1Err.Code, v1Err.Message
+	default:
+		s.logger.Warn("twilio unreachable", "workspace", ws.Slug, "error", err)
+		return c360.Errorf(c360.EUNAVAILABLE, "Twilio did not answer; the message may or may not have been sent")
+	}
+	s.logger.Info("twilio refused a message", "workspace", ws.Slug, "status", status, "twilioCode", code)
+	if message == "" {
+		message = "no message"
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		return c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account: %s (Twilio error %d)", message, code)
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		return c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code)
+	case status >= 400 && status < 500:
+		return c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code)
+	}
+	return c360.Errorf(c360.EUNAVAILABLE, "Twilio failed: %s (Twilio error %d); the message may or may not have been sent", message, code)
+}
+
+// rewriteTransport sends requests for Twilio's hosts to another base URL
+// (an httptest stand-in). twilio-go builds absolute https://api.twilio.com
+// URLs with no way to change the base, so the rewrite happens on the wire.
+type rewriteTransport struct {
+	base *url.URL
+	next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *rewriteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Hostname()
+	if host != "twilio.com" && !strings.HasSuffix(host, ".twilio.com") {
+		return t.next.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.URL.Scheme, r.URL.Host = t.base.Scheme, t.base.Host
+	r.URL.Path = strings.TrimRight(t.base.Path, "/") + req.URL.Path
+	r.URL.RawPath = ""
+	r.Host = ""
+	return t.next.RoundTrip(r)
+}

@@ -1,0 +1,274 @@
+package twilio_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/twilio"
+)
+
+const sendMutation = `mutation($id: ID!, $channel: String!, $body: String!) {
+	sendMessage(input: {customerId: $id, channel: $channel, body: $body}) {
+		id channel direction body status providerId errorCode
+	}
+}`
+
+type sentMessage struct {
+	ID, Channel, Direction, Body, Status, ProviderID string
+	ErrorCode                                        *string
+}
+
+func (e *env) send(t *testing.T, key string, customerID int64, channel, body string) (*sentMessage, gqlResponse) {
+	t.Helper()
+	r := e.gql(t, key, sendMutation, map[string]any{"id": fmt.Sprint(customerID), "channel": channel, "body": body})
+	if len(r.Errors) > 0 {
+		return nil, r
+	}
+	var d struct{ SendMessage sentMessage }
+	if err := json.Unmarshal(r.Data, &d); err != nil {
+		t.Fatalf("decode %s: %v", r.raw, err)
+	}
+	return &d.SendMessage, r
+}
+
+// identify creates a customer with the identities and returns its id.
+func (e *env) identify(t *testing.T, key string, ids ...c360.Identity) int64 {
+	t.Helper()
+	res, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventIdentify, Source: "test", DedupeKey: key, Identities: ids}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0].CustomerID
+}
+
+func (e *env) apiKey(t *testing.T, role c360.Role) string {
+	t.Helper()
+	k, _, err := e.db.CreateAPIKey(context.Background(), e.slug, role, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSendSMS(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550120"
+	id := e.identify(t, "id-120", c360.Identity{Type: "phone", Value: phone})
+	m, r := e.send(t, e.apiKey(t, c360.RoleAgent), id, "sms", "Your order shipped")
+	if m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	reqs := e.twilio.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("Twilio requests = %d, want 1", len(reqs))
+	}
+	got := reqs[0]
+	if got.Method != http.MethodPost || got.Path != "/2010-04-01/Accounts/"+accountSID+"/Messages.json" {
+		t.Errorf("request = %s %s", got.Method, got.Path)
+	}
+	if got.User != accountSID || got.Password != authToken {
+		t.Errorf("basic auth = %q:%q, want the workspace's AccountSid:AuthToken", got.User, got.Password)
+	}
+	for field, want := range map[string]string{
+		"To": phone, "From": "+14155550199", "Body": "Your order shipped",
+		"StatusCallback": publicURL + "/webhooks/twilio/" + e.slug + "/status",
+	} {
+		if v := got.Form.Get(field); v != want {
+			t.Errorf("%s = %q, want %q", field, v, want)
+		}
+	}
+	if m.Channel != "sms" || m.Direction != "outbound" || m.Body != "Your order shipped" || m.Status != "queued" ||
+		!strings.HasPrefix(m.ProviderID, "SMfake") || m.ErrorCode != nil {
+		t.Errorf("sendMessage = %+v", m)
+	}
+	if ms := e.messages(t, id, "sms"); len(ms) != 1 || ms[0].ProviderID != m.ProviderID || ms[0].Direction != "outbound" {
+		t.Errorf("stored messages = %+v", ms)
+	}
+	// Twilio's callback to the StatusCallback URL moves it forward.
+	e.status(t, statusForm(m.ProviderID, "delivered", phone))
+	if s := e.message(t, m.ProviderID).Status; s != "delivered" {
+		t.Errorf("status after callback = %s, want delivered", s)
+	}
+}
+
+func TestSendWhatsAppInsideSessionWindow(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550121"
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM121", "whatsapp:"+phone, "hi"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	c := e.customerByPhone(t, phone)
+	m, r := e.send(t, e.key, c.ID, "whatsapp", "Hello from support")
+	if m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	reqs := e.twilio.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("Twilio requests = %d, want 1", len(reqs))
+	}
+	if to, from := reqs[0].Form.Get("To"), reqs[0].Form.Get("From"); to != "whatsapp:"+phone || from != "whatsapp:+14155550198" {
+		t.Errorf("To, From = %q, %q; want whatsapp: prefixed", to, from)
+	}
+	if ms := e.messages(t, c.ID, "whatsapp"); len(ms) != 2 || ms[0].Direction != "outbound" || ms[0].Channel != "whatsapp" {
+		t.Errorf("whatsapp messages = %+v, want the outbound one on the inbound's conversation", ms)
+	}
+}
+
+func TestSendThroughMessagingService(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.db.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{
+		TwilioSMSFrom: ptr(""), TwilioMessagingServiceSID: ptr("MG00000000000000000000000000000001")}); err != nil {
+		t.Fatal(err)
+	}
+	id := e.identify(t, "id-122", c360.Identity{Type: "phone", Value: "+14155550122"})
+	if m, r := e.send(t, e.key, id, "sms", "hi"); m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	f := e.twilio.requests()[0].Form
+	if f.Get("MessagingServiceSid") != "MG00000000000000000000000000000001" || f.Has("From") {
+		t.Errorf("form = %v, want MessagingServiceSid and no From", f)
+	}
+}
+
+// Every refusal is a clear error code, and Twilio sees no request.
+func TestSendRefusalsSendNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	optedOut := e.identify(t, "id-130", c360.Identity{Type: "phone", Value: "+14155550130"})
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM130", "+14155550130", "STOP"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	noPhone := e.identify(t, "id-131", c360.Identity{Type: "email", Value: "nophone@example.com"})
+	// Wrote on WhatsApp 25 hours ago: the session window is closed.
+	stale := e.identify(t, "id-132", c360.Identity{Type: "phone", Value: "+14155550132"})
+	if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SM132",
+		Identities: []c360.Identity{{Type: "phone", Value: "+14155550132"}}, OccurredAt: time.Now().Add(-25 * time.Hour),
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: "SM132", Status: "received"}}}); err != nil {
+		t.Fatal(err)
+	}
+	smsOnly := e.identify(t, "id-133", c360.Identity{Type: "phone", Value: "+14155550133"})
+
+	for _, tc := range []struct {
+		name     string
+		key      string
+		id       int64
+		channel  string
+		body     string
+		code     string
+		contains string
+	}{
+		{"opted out", e.key, optedOut, "sms", "hi", c360.EFORBIDDEN, "customer opted out of sms"},
+		{"no phone", e.key, noPhone, "sms", "hi", c360.EINVALID, "no phone number"},
+		{"whatsapp window closed", e.key, stale, "whatsapp", "hi", c360.EFORBIDDEN, "24-hour session window"},
+		{"whatsapp never written", e.key, smsOnly, "whatsapp", "hi", c360.EFORBIDDEN, "24-hour session window"},
+		{"assistant key", e.apiKey(t, c360.RoleAssistant), smsOnly, "sms", "hi", c360.EFORBIDDEN, ""},
+		{"write key", e.apiKey(t, c360.RoleWrite), smsOnly, "sms", "hi", c360.EFORBIDDEN, ""},
+		{"unknown channel", e.key, smsOnly, "email", "hi", c360.EINVALID, "sms or whatsapp"},
+		{"empty body", e.key, smsOnly, "sms", "  ", c360.EINVALID, "body"},
+		{"body too long", e.key, smsOnly, "sms", strings.Repeat("a", 1601), c360.EINVALID, "1600"},
+		{"unknown customer", e.key, 987654321, "sms", "hi", c360.ENOTFOUND, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, r := e.send(t, tc.key, tc.id, tc.channel, tc.body)
+			if m != nil || r.code() != tc.code || !strings.Contains(r.message(), tc.contains) {
+				t.Errorf("sendMessage = %+v, %s; want %s containing %q", m, r.raw, tc.code, tc.contains)
+			}
+		})
+	}
+	// Workspace settings missing.
+	if _, err := e.db.UpdateWorkspace(ctx, e.slug, c360.WorkspaceUpdate{TwilioSMSFrom: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := e.send(t, e.key, smsOnly, "sms", "hi"); r.code() != c360.EINVALID || !strings.Contains(r.message(), "no SMS sender") {
+		t.Errorf("no sender: %s", r.raw)
+	}
+	if _, err := e.db.UpdateWorkspace(ctx, e.slug, c360.WorkspaceUpdate{TwilioSMSFrom: ptr("+14155550199"), TwilioAccountSID: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := e.send(t, e.key, smsOnly, "sms", "hi"); r.code() != c360.EINVALID || !strings.Contains(r.message(), "no Twilio credentials") {
+		t.Errorf("no credentials: %s", r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want 0", n)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND direction = 'outbound'`, e.ws); n != 0 {
+		t.Errorf("outbound messages = %d, want 0", n)
+	}
+}
+
+func TestSendTwilioErrors(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-140", c360.Identity{Type: "phone", Value: "+14155550140"})
+	for _, tc := range []struct {
+		name     string
+		status   int
+		body     string
+		code     string
+		contains string
+	}{
+		{"invalid To", 400, `{"code": 21211, "message": "The 'To' number +14155550140 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}`,
+			c360.EINVALID, "Twilio refused the message: The 'To' number +14155550140 is not a valid phone number. (Twilio error 21211)"},
+		{"bad credentials", 401, `{"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}`,
+			c360.EINVALID, "credentials"},
+		{"rate limited", 429, `{"code": 20429, "message": "Too Many Requests", "status": 429}`, c360.ERATELIMITED, "20429"},
+		{"server error", 500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`, c360.EUNAVAILABLE, "may or may not"},
+		{"gateway error", 502, `<html>Bad Gateway</html>`, c360.EUNAVAILABLE, "did not answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.twilio.fail(tc.status, tc.body)
+			m, r := e.send(t, e.key, id, "sms", "hi")
+			if m != nil || r.code() != tc.code || !strings.Contains(r.message(), tc.contains) {
+				t.Errorf("sendMessage = %+v, %s; want %s containing %q", m, r.raw, tc.code, tc.contains)
+			}
+			if strings.Contains(r.raw, authToken) {
+				t.Errorf("the answer leaks the auth token: %s", r.raw)
+			}
+		})
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1`, e.ws); n != 0 {
+		t.Errorf("messages = %d, want 0: nothing was sent", n)
+	}
+}
+
+// A Twilio that does not answer in time is UNAVAILABLE, not a hang.
+func TestSenderTimeout(t *testing.T) {
+	done := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(done)
+	s, err := twilio.NewSender(twilio.SenderConfig{PublicURL: publicURL, APIURL: slow.URL, Timeout: 200 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &c360.Workspace{Slug: "acme", TwilioAccountSID: accountSID, TwilioAuthToken: authToken, TwilioSMSFrom: "+14155550199"}
+	start := time.Now()
+	_, err = s.SendMessage(context.Background(), ws, c360.OutboundMessage{Channel: "sms", To: "+14155550150", Body: "hi"})
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE {
+		t.Errorf("err = %v, want %s", err, c360.EUNAVAILABLE)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %s", d)
+	}
+}
+
+func TestNewSenderRefusesBadAPIURL(t *testing.T) {
+	for _, u := range []string{"api.twilio.test", "ftp://x", "http://"} {
+		if _, err := twilio.NewSender(twilio.SenderConfig{APIURL: u}); err == nil {
+			t.Errorf("NewSender(APIURL %q) = nil error", u)
+		}
+	}
+}

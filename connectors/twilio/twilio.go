@@ -1,0 +1,211 @@
+// Package twilio connects Twilio Programmable Messaging (SMS and WhatsApp) to
+// c360: the inbound message webhook, the message status callback, and the
+// outbound sender behind the sendMessage mutation.
+//
+// The webhooks only verify, parse and hand canonical events to the one
+// ingest path; they answer 2xx only after ingest committed, so a delivery
+// Twilio retries is either stored or refused, never lost.
+package twilio
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	twclient "github.com/twilio/twilio-go/client"
+
+	"github.com/c360dev/c360"
+)
+
+// DefaultMaxBodyBytes bounds a webhook body. Twilio's form posts are a few
+// kilobytes: 1600 characters of body and up to ten media URLs.
+const DefaultMaxBodyBytes = 64 << 10
+
+// emptyTwiML answers an inbound message without replying to it.
+const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
+
+// WorkspaceFinder finds the workspace a webhook is addressed to.
+type WorkspaceFinder interface {
+	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
+}
+
+// Mounter is what routes are mounted on: *server.Server or *http.ServeMux.
+type Mounter interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Handler serves Twilio's webhooks for every workspace.
+type Handler struct {
+	Workspaces WorkspaceFinder
+	Ingester   c360.Ingester
+	// PublicURL is the external base URL Twilio calls (C360_PUBLIC_URL). Twilio
+	// signs the URL it called, so verification rebuilds it from this base and
+	// the request's path and query.
+	PublicURL string
+	// StatusOf maps a domain error to an HTTP status (server.StatusOf).
+	StatusOf func(error) int
+	Logger   *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now c360.Clock
+	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Register mounts the inbound and status webhooks on m.
+func (h *Handler) Register(m Mounter) {
+	m.Handle("POST /webhooks/twilio/{workspace}", http.HandlerFunc(h.serveInbound))
+	m.Handle("POST /webhooks/twilio/{workspace}/status", http.HandlerFunc(h.serveStatus))
+}
+
+// serveInbound records an inbound SMS or WhatsApp message and answers empty TwiML.
+func (h *Handler) serveInbound(w http.ResponseWriter, r *http.Request) {
+	ws, form, ok := h.verify(w, r)
+	if !ok {
+		return
+	}
+	ev, err := ParseInbound(form, h.now())
+	if err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	if _, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev}); err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, emptyTwiML)
+}
+
+// serveStatus moves an outbound message's status forward.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
+	ws, form, ok := h.verify(w, r)
+	if !ok {
+		return
+	}
+	ev, err := ParseStatus(form, h.now())
+	if err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	res, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev})
+	if err != nil {
+		h.refuse(w, r, err)
+		return
+	}
+	if len(res) == 1 && res[0].NoMessage {
+		// Kept as an event: if sendMessage records the message later, it
+		// starts from this status. Twilio gets 200 so it does not retry.
+		h.logger().Info("twilio status callback for an unknown message",
+			"workspace", ws.Slug, "messageSid", ev.Message.ProviderID, "status", ev.Message.Status)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// verify reads and authenticates a webhook request. It answers and returns
+// ok=false for an oversized body (413), an unknown workspace (404), a body
+// that is not a form (400) and a missing or wrong signature (403); nothing
+// has been written to the store then.
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspace, url.Values, bool) {
+	limit := h.MaxBodyBytes
+	if limit <= 0 {
+		limit = DefaultMaxBodyBytes
+	}
+	if r.ContentLength > limit {
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		return nil, nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		} else {
+			http.Error(w, "could not read the request body", http.StatusBadRequest)
+		}
+		return nil, nil, false
+	}
+	slug := r.PathValue("workspace")
+	ws, err := h.Workspaces.FindWorkspaceBySlug(r.Context(), slug)
+	if err != nil {
+		h.refuse(w, r, err)
+		return nil, nil, false
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		http.Error(w, "the body is not a valid form", http.StatusBadRequest)
+		return nil, nil, false
+	}
+	signature := r.Header.Get("X-Twilio-Signature")
+	if signature == "" {
+		http.Error(w, "missing X-Twilio-Signature", http.StatusForbidden)
+		return nil, nil, false
+	}
+	if ws.TwilioAuthToken == "" {
+		h.logger().Warn("twilio webhook for a workspace without a Twilio auth token; set one with c360 workspace update --twilio-auth-token",
+			"workspace", ws.Slug)
+		http.Error(w, "invalid X-Twilio-Signature", http.StatusForbidden)
+		return nil, nil, false
+	}
+	if !ValidSignature(ws.TwilioAuthToken, strings.TrimRight(h.PublicURL, "/")+r.URL.RequestURI(), form, signature) {
+		h.logger().Info("twilio webhook with an invalid signature", "workspace", ws.Slug, "path", r.URL.Path)
+		http.Error(w, "invalid X-Twilio-Signature", http.StatusForbidden)
+		return nil, nil, false
+	}
+	return ws, form, true
+}
+
+// ValidSignature reports whether signature is Twilio's signature of a POST
+// to fullURL with the form's parameters, signed with authToken. It uses
+// twilio-go's RequestValidator; a parameter sent more than once is signed
+// with its first value, as twilio-go does.
+func ValidSignature(authToken, fullURL string, form url.Values, signature string) bool {
+	params := make(map[string]string, len(form))
+	for k, v := range form {
+		if len(v) > 0 {
+			params[k] = v[0]
+		}
+	}
+	v := twclient.NewRequestValidator(authToken)
+	return v.Validate(fullURL, params, signature)
+}
+
+// refuse answers a request that could not be stored, with the status of the
+// error's code. Unavailability gets Retry-After, so Twilio tries again;
+// internal errors are logged and answered without detail.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	if h.StatusOf != nil {
+		status = h.StatusOf(err)
+	}
+	slug := r.PathValue("workspace")
+	switch c360.ErrorCode(err) {
+	case c360.EINTERNAL:
+		h.logger().Error("twilio webhook", "workspace", slug, "path", r.URL.Path, "error", err)
+	case c360.EUNAVAILABLE:
+		h.logger().Warn("twilio webhook: store unavailable", "workspace", slug, "error", err)
+		w.Header().Set("Retry-After", "1")
+	case c360.EINVALID:
+		h.logger().Info("twilio webhook refused", "workspace", slug, "path", r.URL.Path, "reason", c360.ErrorMessage(err))
+	}
+	http.Error(w, c360.ErrorMessage(err), status)
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now().UTC()
+}
+
+func (h *Handler) logger() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.Default()
+}

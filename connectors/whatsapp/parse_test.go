@@ -1,0 +1,89 @@
+package whatsapp
+
+import (
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+var now = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func TestParsePayload(t *testing.T) {
+	evs, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+		{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881"},
+		 "contacts":[{"profile":{"name":"Kerry"},"wa_id":"16315551234"}],
+		 "messages":[{"from":"16315551234","id":"wamid.A","timestamp":"1700000000","type":"text","text":{"body":"hi"}}],
+		 "statuses":[{"id":"wamid.B","status":"DELIVERED","timestamp":"1700000001","recipient_id":"16315551234"}]}},
+		{"field":"account_update","value":{}}]}]}`), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("events = %d, want 2", len(evs))
+	}
+	m, s := evs[0], evs[1]
+	if m.Type != c360.EventMessage || m.Source != "whatsapp" || m.DedupeKey != "wamid.A" || m.Identities[0].Value != "+16315551234" ||
+		m.Message.Body != "hi" || m.TraitsIfAbsent["name"] != "Kerry" || m.Properties["to"] != "+15550783881" ||
+		!m.OccurredAt.Equal(time.Unix(1700000000, 0)) {
+		t.Errorf("message event = %+v %+v", m, m.Message)
+	}
+	if s.Type != c360.EventMessageStatus || s.DedupeKey != "wamid.B:delivered" || s.Message.Status != "delivered" ||
+		s.Message.ProviderID != "wamid.B" || s.Identities[0].Value != "+16315551234" {
+		t.Errorf("status event = %+v %+v", s, s.Message)
+	}
+}
+
+func TestParsePayloadIgnoresOtherObjects(t *testing.T) {
+	evs, err := ParsePayload([]byte(`{"object":"page","entry":[{"changes":[{"field":"messages","value":{"messages":[{"from":"1","id":"x","type":"text"}]}}]}]}`), now)
+	if err != nil || len(evs) != 0 {
+		t.Errorf("ParsePayload(page) = %v, %v; want nothing", evs, err)
+	}
+	if _, err := ParsePayload([]byte(`{"entry": 5}`), now); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("wrong type: err = %v, want %s", err, c360.EINVALID)
+	}
+}
+
+// FuzzWhatsAppPayload checks that any body parses to events or a refusal,
+// never a panic, and that every event carries what ingest requires.
+func FuzzWhatsAppPayload(f *testing.F) {
+	f.Add(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"contacts":[{"profile":{"name":"K"},"wa_id":"1"}],"messages":[{"from":"1","id":"wamid.1","timestamp":"1","type":"text","text":{"body":"hi"}}]}}]}]}`)
+	f.Add(`{"entry":[{"changes":[{"value":{"messages":[{"from":"1","id":"w","type":"image","image":{"id":"9","caption":"c"}},{"from":"1","id":"v","type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"a","title":"b"}}}]}}]}]}`)
+	f.Add(`{"entry":[{"changes":[{"value":{"statuses":[{"id":"w","status":"failed","recipient_id":"1","errors":[{"code":131047}]}]}}]}]}`)
+	f.Add(`{"entry":[{"changes":[{"value":{"messages":[{"from":"1","id":"s","type":"system","system":{"type":"user_changed_number","new_wa_id":"2"}}]}}]}]}`)
+	f.Add(`{"entry":[{"changes":[{"value":{"messages":[{"from":"1","id":"s","type":"system","system":{"type":"user_changed_number"}},{"type":"interactive","interactive":{}}]}}]}]}`)
+	f.Add(`{"entry":null}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, body string) {
+		evs, err := ParsePayload([]byte(body), now)
+		if err != nil {
+			if c360.ErrorCode(err) != c360.EINVALID {
+				t.Fatalf("error code %s", c360.ErrorCode(err))
+			}
+			return
+		}
+		for _, ev := range evs {
+			if ev.DedupeKey == "" || ev.Source != Source || len(ev.Identities) == 0 {
+				t.Fatalf("event %+v", ev)
+			}
+			for _, id := range ev.Identities {
+				if id.Type != "phone" || id.Value == "" || id.Value[0] != '+' {
+					t.Fatalf("identity %+v", id)
+				}
+			}
+			if (ev.Type == c360.EventMessage || ev.Type == c360.EventMessageStatus) && (ev.Message == nil || ev.Message.ProviderID == "") {
+				t.Fatalf("message event without a message: %+v", ev)
+			}
+		}
+	})
+}
+
+func BenchmarkWhatsAppParse(b *testing.B) {
+	body := []byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881","phone_number_id":"1"},"contacts":[{"profile":{"name":"Kerry"},"wa_id":"16315551234"}],"messages":[{"from":"16315551234","id":"wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=","timestamp":"1700000000","type":"text","text":{"body":"Where is my order?"}}]}}]}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParsePayload(body, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,472 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// The group path applies many events in a fixed number of set-based
+// statements: one INSERT claims every event, one statement takes every
+// identity lock, one reads every owner, one locks every customer, and one
+// pipelined batch writes customers, identities, conversations, messages,
+// consents, change rows and event links. Its cost per event falls as the
+// group grows, which is what lets concurrent webhooks share a transaction.
+//
+// It handles the common case: each event resolves to at most one existing
+// customer. A group with a merge, a message status callback or an outbound
+// message is applied by the per-event path instead (errSlowPath), which
+// has the full rules; both paths produce the same rows.
+
+// errSlowPath reports that a group needs the per-event path.
+var errSlowPath = errors.New("group needs the per-event path")
+
+// lastSeenGranularity bounds how stale an identity's last_seen may be
+// before an event refreshes it; refreshing on every event would rewrite
+// the row each time a chatty customer writes.
+const lastSeenGranularity = time.Minute
+
+// groupEvent is one event of a group and what became of it.
+type groupEvent struct {
+	p       *preparedEvent
+	res     c360.IngestResult
+	dupOf   int // index of the group event this one repeats, or -1
+	claimed bool
+}
+
+// fastEligible reports whether the group path can apply the event.
+func fastEligible(p *preparedEvent) bool {
+	ev := p.ev
+	if ev.Type == c360.EventMessageStatus {
+		return false
+	}
+	if ev.Message != nil && (ev.Type != c360.EventMessage || ev.Message.Direction != c360.DirectionInbound) {
+		return false
+	}
+	return true
+}
+
+// ingestGroup applies events with the group path, or returns errSlowPath
+// before writing anything but the event claims (the caller then rolls the
+// transaction back and uses the per-event path).
+func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]c360.IngestResult, []int64, error) {
+	for _, p := range prepared {
+		if !fastEligible(p) {
+			return nil, nil, errSlowPath
+		}
+	}
+	now := db.Now()
+	evs := make([]*groupEvent, len(prepared))
+	for i, p := range prepared {
+		evs[i] = &groupEvent{p: p, dupOf: -1, res: c360.IngestResult{Dropped: slices.Clone(p.dropped)}}
+	}
+	if err := claimEvents(ctx, tx, ws, evs); err != nil {
+		return nil, nil, err
+	}
+	var live []*groupEvent
+	for _, e := range evs {
+		if e.claimed {
+			live = append(live, e)
+		}
+	}
+	var changed []int64
+	if len(live) > 0 {
+		var err error
+		if changed, err = db.applyGroup(ctx, tx, ws, rules, live, now); err != nil {
+			return nil, nil, err
+		}
+	}
+	results := make([]c360.IngestResult, len(evs))
+	for i, e := range evs {
+		if e.dupOf >= 0 {
+			orig := evs[e.dupOf]
+			e.res = c360.IngestResult{EventID: orig.res.EventID, CustomerID: orig.res.CustomerID, Duplicate: true}
+		}
+		results[i] = e.res
+	}
+	return results, changed, nil
+}
+
+// claimEvents inserts every event in (source, dedupe key) order, so two
+// groups that share events wait for each other in the same order and never
+// deadlock. An event already stored is a duplicate: it gets the stored id
+// and customer; one repeated within the group points at its first copy.
+func claimEvents(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) error {
+	order := make([]int, len(evs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		ea, eb := evs[a].p.ev, evs[b].p.ev
+		if c := strings.Compare(ea.Source, eb.Source); c != 0 {
+			return c
+		}
+		return strings.Compare(ea.DedupeKey, eb.DedupeKey)
+	})
+	type key struct{ source, dedupe string }
+	first := map[key]int{}
+	n := len(evs)
+	types, names, props, traits, ctxs, ids, sources, keys := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
+		make([]*string, 0, n), make([]*string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
+	for _, i := range order {
+		ev := evs[i].p.ev
+		k := key{ev.Source, ev.DedupeKey}
+		if j, ok := first[k]; ok {
+			evs[i].dupOf = j
+			continue
+		}
+		first[k] = i
+		types = append(types, ev.Type)
+		names = append(names, ev.Name)
+		props = append(props, mustJSON(ev.Properties))
+		traits = append(traits, jsonOrNil(ev.Traits))
+		ctxs = append(ctxs, jsonOrNil(ev.Context))
+		ids = append(ids, mustJSON(evs[i].p.identities))
+		sources = append(sources, ev.Source)
+		keys = append(keys, ev.DedupeKey)
+		occurred = append(occurred, ev.OccurredAt)
+		received = append(received, ev.ReceivedAt)
+	}
+	rows, err := tx.Query(ctx, `
+		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at)
+		SELECT $1, x.t, nullif(x.n, ''), x.p::jsonb, x.tr::jsonb, x.cx::jsonb, x.ids::jsonb, x.s, x.k, x.o, x.r
+		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+		     WITH ORDINALITY AS x(t, n, p, tr, cx, ids, s, k, o, r, ord)
+		ORDER BY x.ord
+		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
+		RETURNING id, source, dedupe_key`,
+		ws, types, names, props, traits, ctxs, ids, sources, keys, occurred, received)
+	if err != nil {
+		return interpretError(fmt.Errorf("claim events: %w", err))
+	}
+	for rows.Next() {
+		var id int64
+		var k key
+		if err := rows.Scan(&id, &k.source, &k.dedupe); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan claimed event: %w", err)
+		}
+		e := evs[first[k]]
+		e.res.EventID, e.claimed = id, true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("claim events: %w", err))
+	}
+	// Events stored before this group: report the stored id and customer.
+	var dupSources, dupKeys []string
+	for k, i := range first {
+		if !evs[i].claimed {
+			dupSources, dupKeys = append(dupSources, k.source), append(dupKeys, k.dedupe)
+		}
+	}
+	if len(dupKeys) == 0 {
+		return nil
+	}
+	rows, err = tx.Query(ctx, `
+		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
+		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
+		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
+		WHERE e.workspace_id = $1`, ws, dupSources, dupKeys)
+	if err != nil {
+		return interpretError(fmt.Errorf("find duplicate events: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k key
+		var id, cust int64
+		if err := rows.Scan(&k.source, &k.dedupe, &id, &cust); err != nil {
+			return fmt.Errorf("scan duplicate event: %w", err)
+		}
+		e := evs[first[k]]
+		e.res = c360.IngestResult{EventID: id, CustomerID: cust, Duplicate: true}
+	}
+	return interpretError(rows.Err())
+}
+
+// groupState is the group's view of the identity graph and the customers
+// it touches, updated as each event is applied in memory.
+type groupState struct {
+	owners   map[identity.Identity]int64
+	lastSeen map[identity.Identity]time.Time
+	existing map[int64][]identity.Identity
+	cust     map[int64]*customerRow
+	convs    map[convKey]int64
+	newCust  []int64
+	freeCust []int64
+	freeConv []int64
+	freeMsg  []int64
+}
+
+type convKey struct {
+	customer        int64
+	channel, thread string
+}
+
+// applyGroup resolves and applies the claimed events.
+func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, live []*groupEvent, now time.Time) ([]int64, error) {
+	var all []identity.Identity
+	for _, e := range live {
+		all = append(all, e.p.identities...)
+	}
+	all = identity.Sort(all)
+	keys := make([]int64, len(all))
+	types, values := make([]string, len(all)), make([]string, len(all))
+	for i, id := range all {
+		keys[i] = identity.Key(ws, id)
+		types[i], values[i] = id.Type, id.Value
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	st := &groupState{owners: map[identity.Identity]int64{}, lastSeen: map[identity.Identity]time.Time{},
+		existing: map[int64][]identity.Identity{}, cust: map[int64]*customerRow{}, convs: map[convKey]int64{}}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
+	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
+		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
+		WHERE i.workspace_id = $1`, ws, types, values)
+	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, interpretError(fmt.Errorf("lock identities: %w", err))
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, interpretError(fmt.Errorf("find owners: %w", err))
+	}
+	var candidates []int64
+	for rows.Next() {
+		var id identity.Identity
+		var c int64
+		var seen time.Time
+		if err := rows.Scan(&id.Type, &id.Value, &c, &seen); err != nil {
+			rows.Close()
+			br.Close()
+			return nil, fmt.Errorf("scan owner: %w", err)
+		}
+		st.owners[id], st.lastSeen[id] = c, seen
+		candidates = append(candidates, c)
+	}
+	rows.Close()
+	if err := br.Close(); err != nil {
+		return nil, interpretError(fmt.Errorf("find owners: %w", err))
+	}
+	slices.Sort(candidates)
+	candidates = slices.Compact(candidates)
+
+	if err := st.lockAndLoad(ctx, tx, ws, candidates, len(live)); err != nil {
+		return nil, err
+	}
+
+	w := newGroupWrites(ws, now)
+	for _, e := range live {
+		if err := st.apply(rules, e, w, now); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.flush(ctx, tx, st); err != nil {
+		return nil, err
+	}
+	changed := make([]int64, 0, len(w.touched))
+	for id := range w.touched {
+		changed = append(changed, id)
+	}
+	return changed, nil
+}
+
+// lockAndLoad locks the candidate customers in id order and, in the same
+// round trip, loads their identities and open conversations and reserves
+// ids for the customers, conversations and messages the group may create.
+func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64, n int) error {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
+		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, candidates)
+	b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, candidates)
+	b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
+		WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
+		GROUP BY customer_id, channel, thread_key`, ws, candidates)
+	// Ids come from the tables' own sequences; ids reserved and not used
+	// leave gaps, which identity columns allow.
+	b.Queue(`SELECT
+		ARRAY(SELECT nextval('customers_id_seq') FROM generate_series(1, $1)),
+		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $1)),
+		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $1))`, n)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+
+	rows, err := br.Query()
+	if err != nil {
+		return interpretError(fmt.Errorf("lock customers: %w", err))
+	}
+	stale := false
+	for rows.Next() {
+		c := &customerRow{}
+		var merged bool
+		if err := rows.Scan(&c.id, &c.traits, &c.meta, &c.version, &merged); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan customer: %w", err)
+		}
+		stale = stale || merged
+		st.cust[c.id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("lock customers: %w", err))
+	}
+	// A customer merged away after its owner was read: the per-event path
+	// reads owners again under the locks.
+	if stale || len(st.cust) != len(candidates) {
+		return errSlowPath
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return interpretError(fmt.Errorf("load identities: %w", err))
+	}
+	for rows.Next() {
+		var c int64
+		var id identity.Identity
+		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan identity: %w", err)
+		}
+		st.existing[c] = append(st.existing[c], id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("load identities: %w", err))
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	for rows.Next() {
+		var k convKey
+		var id int64
+		if err := rows.Scan(&k.customer, &k.channel, &k.thread, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan conversation: %w", err)
+		}
+		st.convs[k] = id
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg); err != nil {
+		return interpretError(fmt.Errorf("reserve ids: %w", err))
+	}
+	return nil
+}
+
+func (st *groupState) take(free *[]int64) int64 {
+	id := (*free)[0]
+	*free = (*free)[1:]
+	return id
+}
+
+// apply resolves one event against the group's state and records its writes.
+func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites, now time.Time) error {
+	ev := e.p.ev
+	d := rules.Plan(e.p.identities, st.owners, st.existing)
+	if len(d.Merge) > 0 {
+		return errSlowPath
+	}
+	for _, x := range d.Dropped {
+		e.res.Dropped = append(e.res.Dropped, fmt.Sprintf("%s %q: %s", x.Identity.Type, x.Identity.Value, x.Reason))
+	}
+	c := st.cust[d.Survivor]
+	if d.Survivor == 0 {
+		c = &customerRow{id: st.take(&st.freeCust), traits: map[string]any{}, meta: map[string]traitMeta{}, created: true}
+		st.cust[c.id] = c
+		st.newCust = append(st.newCust, c.id)
+	}
+	e.res.CustomerID = c.id
+	dropped := map[identity.Identity]bool{}
+	for _, x := range d.Dropped {
+		dropped[x.Identity] = true
+	}
+	for _, id := range e.p.identities {
+		if dropped[id] {
+			continue
+		}
+		if _, owned := st.owners[id]; !owned {
+			st.owners[id] = c.id
+			st.existing[c.id] = append(st.existing[c.id], id)
+			w.identity(id, c.id, ev.Source, ev.OccurredAt)
+			st.lastSeen[id] = ev.OccurredAt
+		} else if ev.OccurredAt.Sub(st.lastSeen[id]) > lastSeenGranularity {
+			w.identity(id, c.id, ev.Source, ev.OccurredAt)
+			st.lastSeen[id] = ev.OccurredAt
+		}
+	}
+
+	diff := map[string]any{"event": map[string]any{"id": fmt.Sprint(e.res.EventID), "type": ev.Type, "name": ev.Name}}
+	kind := c360.ChangeEvent
+	if ev.Consent != nil {
+		w.consent(c.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt)
+		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
+		kind = c360.ChangeConsent
+	}
+	if ev.Message != nil {
+		thread, _ := ev.Properties["threadKey"].(string)
+		k := convKey{c.id, ev.Message.Channel, thread}
+		conv, ok := st.convs[k]
+		if !ok {
+			conv = st.take(&st.freeConv)
+			st.convs[k] = conv
+			w.conversation(conv, c.id, ev.Message.Channel, thread, ev.OccurredAt)
+		}
+		msg := st.take(&st.freeMsg)
+		w.message(msg, conv, c.id, e.res.EventID, ev)
+		diff["message"] = map[string]any{"id": fmt.Sprint(msg), "conversationId": fmt.Sprint(conv),
+			"channel": ev.Message.Channel, "direction": ev.Message.Direction}
+		if kind == c360.ChangeEvent {
+			kind = c360.ChangeMessage
+		}
+	}
+	if changed := applyTraits(c, withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt); len(changed) > 0 {
+		diff["traits"] = changed
+		kind = c360.ChangeTraits
+	}
+	if len(d.Attach) > 0 {
+		diff["identitiesAdded"] = d.Attach
+		kind = c360.ChangeIdentityAdded
+	}
+	if len(e.res.Dropped) > 0 {
+		diff["dropped"] = e.res.Dropped
+	}
+	if c.created && c.version == 0 {
+		kind = c360.ChangeCreated
+	}
+	c.version++
+	w.change(c, kind, diff, e.res.EventID, e.res.Dropped)
+	return nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err)) // values come from decoded JSON
+	}
+	return string(b)
+}
+
+func jsonOrNil(m map[string]any) *string {
+	if m == nil {
+		return nil
+	}
+	s := mustJSON(m)
+	return &s
+}

@@ -1,0 +1,178 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// groupWrites collects a group's rows, column by column, and writes them in
+// one pipelined batch of set-based statements.
+type groupWrites struct {
+	ws  int64
+	now time.Time
+
+	identIdx                         map[identity.Identity]int
+	iTypes, iValues, iSources        []string
+	iCust                            []int64
+	iSeen                            []time.Time
+	convIDs, convCust                []int64
+	convChannel, convThread          []string
+	convCreated                      []time.Time
+	convLast                         map[int64][2]*time.Time // last message, last inbound
+	mIDs, mConv, mCust, mEvent       []int64
+	mChannel, mDir, mBody, mMedia    []string
+	mStatus, mProvider               []string
+	mAt                              []time.Time
+	consentIdx                       map[[2]any]int
+	kCust                            []int64
+	kChannel, kStatus, kSource       []string
+	kAt                              []time.Time
+	chCust, chVersion                []int64
+	chKind, chDiff                   []string
+	evIDs, evCust                    []int64
+	evDropped                        []*string
+	touched                          map[int64]bool
+}
+
+func newGroupWrites(ws int64, now time.Time) *groupWrites {
+	return &groupWrites{ws: ws, now: now, identIdx: map[identity.Identity]int{}, convLast: map[int64][2]*time.Time{},
+		consentIdx: map[[2]any]int{}, touched: map[int64]bool{}}
+}
+
+// identity records an identity to insert, or whose last_seen to refresh.
+// One row per identity: an INSERT ... ON CONFLICT may not touch a row twice.
+func (w *groupWrites) identity(id identity.Identity, customer int64, source string, at time.Time) {
+	if i, ok := w.identIdx[id]; ok {
+		if at.After(w.iSeen[i]) {
+			w.iSeen[i] = at
+		}
+		return
+	}
+	w.identIdx[id] = len(w.iTypes)
+	w.iTypes, w.iValues, w.iCust = append(w.iTypes, id.Type), append(w.iValues, id.Value), append(w.iCust, customer)
+	w.iSources, w.iSeen = append(w.iSources, source), append(w.iSeen, at)
+}
+
+func (w *groupWrites) conversation(id, customer int64, channel, thread string, at time.Time) {
+	w.convIDs, w.convCust = append(w.convIDs, id), append(w.convCust, customer)
+	w.convChannel, w.convThread, w.convCreated = append(w.convChannel, channel), append(w.convThread, thread), append(w.convCreated, at)
+}
+
+func (w *groupWrites) message(id, conv, customer, event int64, ev *c360.Event) {
+	m := ev.Message
+	w.mIDs, w.mConv, w.mCust, w.mEvent = append(w.mIDs, id), append(w.mConv, conv), append(w.mCust, customer), append(w.mEvent, event)
+	media := m.MediaURLs
+	if media == nil {
+		media = []string{}
+	}
+	w.mChannel, w.mDir, w.mBody, w.mMedia = append(w.mChannel, m.Channel), append(w.mDir, m.Direction), append(w.mBody, m.Body), append(w.mMedia, mustJSON(media))
+	w.mStatus, w.mProvider, w.mAt = append(w.mStatus, m.Status), append(w.mProvider, m.ProviderID), append(w.mAt, ev.OccurredAt)
+	last := w.convLast[conv]
+	at := ev.OccurredAt
+	if last[0] == nil || at.After(*last[0]) {
+		last[0] = &at
+	}
+	if m.Direction == c360.DirectionInbound && (last[1] == nil || at.After(*last[1])) {
+		last[1] = &at
+	}
+	w.convLast[conv] = last
+}
+
+// consent keeps the newest decision per customer and channel.
+func (w *groupWrites) consent(customer int64, channel, status, source string, at time.Time) {
+	k := [2]any{customer, channel}
+	if i, ok := w.consentIdx[k]; ok {
+		if !at.Before(w.kAt[i]) {
+			w.kStatus[i], w.kSource[i], w.kAt[i] = status, source, at
+		}
+		return
+	}
+	w.consentIdx[k] = len(w.kCust)
+	w.kCust, w.kChannel, w.kStatus, w.kSource, w.kAt = append(w.kCust, customer), append(w.kChannel, channel),
+		append(w.kStatus, status), append(w.kSource, source), append(w.kAt, at)
+}
+
+func (w *groupWrites) change(c *customerRow, kind string, diff map[string]any, event int64, dropped []string) {
+	w.chCust, w.chVersion, w.chKind, w.chDiff = append(w.chCust, c.id), append(w.chVersion, c.version), append(w.chKind, kind), append(w.chDiff, mustJSON(diff))
+	var d *string
+	if len(dropped) > 0 {
+		s := mustJSON(dropped)
+		d = &s
+	}
+	w.evIDs, w.evCust, w.evDropped = append(w.evIDs, event), append(w.evCust, c.id), append(w.evDropped, d)
+	w.touched[c.id] = true
+}
+
+// flush writes everything in one round trip.
+func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) error {
+	ws, now := w.ws, w.now
+	b := &pgx.Batch{}
+	if len(st.newCust) > 0 {
+		b.Queue(`INSERT INTO customers (workspace_id, id, created_at, updated_at) OVERRIDING SYSTEM VALUE
+			SELECT $1, id, $3, $3 FROM unnest($2::bigint[]) AS id`, ws, st.newCust, now)
+	}
+	if len(w.iTypes) > 0 {
+		b.Queue(`INSERT INTO identities (workspace_id, type, value, customer_id, source, first_seen, last_seen)
+			SELECT $1, x.t, x.v, x.c, x.s, x.a, x.a FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[]) AS x(t, v, c, s, a)
+			ON CONFLICT (workspace_id, type, value) DO UPDATE SET last_seen = greatest(identities.last_seen, excluded.last_seen)`,
+			ws, w.iTypes, w.iValues, w.iCust, w.iSources, w.iSeen)
+	}
+	if len(w.convIDs) > 0 {
+		b.Queue(`INSERT INTO conversations (workspace_id, id, customer_id, channel, thread_key, created_at) OVERRIDING SYSTEM VALUE
+			SELECT $1, x.id, x.c, x.ch, x.th, x.at FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[]) AS x(id, c, ch, th, at)`,
+			ws, w.convIDs, w.convCust, w.convChannel, w.convThread, w.convCreated)
+	}
+	if len(w.mIDs) > 0 {
+		b.Queue(`INSERT INTO messages (workspace_id, id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at) OVERRIDING SYSTEM VALUE
+			SELECT $1, x.id, x.cv, x.c, x.e, x.ch, x.d, x.b, ARRAY(SELECT jsonb_array_elements_text(x.m::jsonb)), x.s, nullif(x.p, ''), x.at
+			FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+			     AS x(id, cv, c, e, ch, d, b, m, s, p, at)`,
+			ws, w.mIDs, w.mConv, w.mCust, w.mEvent, w.mChannel, w.mDir, w.mBody, w.mMedia, w.mStatus, w.mProvider, w.mAt)
+		ids := make([]int64, 0, len(w.convLast))
+		lastMsg, lastIn := make([]*time.Time, 0, len(w.convLast)), make([]*time.Time, 0, len(w.convLast))
+		for id, l := range w.convLast {
+			ids, lastMsg, lastIn = append(ids, id), append(lastMsg, l[0]), append(lastIn, l[1])
+		}
+		b.Queue(`UPDATE conversations c SET
+				last_message_at = greatest(c.last_message_at, x.lm),
+				last_inbound_at = greatest(c.last_inbound_at, x.li)
+			FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, lm, li)
+			WHERE c.workspace_id = $1 AND c.id = x.id`, ws, ids, lastMsg, lastIn)
+	}
+	if len(w.kCust) > 0 {
+		b.Queue(`INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
+			SELECT $1, x.c, x.ch, x.s, x.src, x.at FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS x(c, ch, s, src, at)
+			ON CONFLICT (workspace_id, customer_id, channel) DO UPDATE
+			SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
+			WHERE consents.updated_at <= excluded.updated_at`, ws, w.kCust, w.kChannel, w.kStatus, w.kSource, w.kAt)
+	}
+	var cIDs, cVersions []int64
+	var cTraits, cMeta []string
+	for id := range w.touched {
+		c := st.cust[id]
+		cIDs, cVersions = append(cIDs, id), append(cVersions, c.version)
+		cTraits, cMeta = append(cTraits, mustJSON(c.traits)), append(cMeta, mustJSON(c.meta))
+	}
+	b.Queue(`UPDATE customers c SET traits = x.tr::jsonb, trait_meta = x.m::jsonb, version = x.v, updated_at = $6,
+			search_text = lower(concat_ws(' ', x.tr::jsonb->>'name', x.tr::jsonb->>'first_name', x.tr::jsonb->>'last_name',
+				x.tr::jsonb->>'firstName', x.tr::jsonb->>'lastName',
+				(SELECT string_agg(i.value, ' ') FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = x.id AND i.type IN ('email', 'phone'))))
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS x(id, tr, m, v)
+		WHERE c.workspace_id = $1 AND c.id = x.id`, ws, cIDs, cTraits, cMeta, cVersions, now)
+	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
+		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
+		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)
+	b.Queue(`UPDATE events e SET customer_id = x.c, dropped = x.d::jsonb
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS x(id, c, d)
+		WHERE e.workspace_id = $1 AND e.id = x.id`, ws, w.evIDs, w.evCust, w.evDropped)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return interpretError(fmt.Errorf("write group: %w", err))
+	}
+	return nil
+}
