@@ -45,6 +45,8 @@ func Open(t testing.TB, opts ...postgres.Option) *postgres.DB {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
+	// Tests run ingest as production does: with group commit.
+	db.StartIngest(postgres.IngestConfig{})
 	t.Cleanup(db.Close)
 	return db
 }
