@@ -26,6 +26,23 @@ func (r Role) Valid() bool {
 	return false
 }
 
+// ScopePII lets an assistant key read personal data unmasked.
+const ScopePII = "pii"
+
+// scopes lists the scopes a key may carry.
+var scopes = map[string]bool{ScopePII: true}
+
+// CheckScopes refuses scopes that are not known, so that a typo ("PII")
+// never silently issues a key with less access than intended.
+func CheckScopes(ss []string) error {
+	for _, s := range ss {
+		if !scopes[s] {
+			return Errorf(EINVALID, "unknown scope %q: the known scope is %s", s, ScopePII)
+		}
+	}
+	return nil
+}
+
 // APIKey describes an issued key; the secret itself is never stored.
 type APIKey struct {
 	ID          int64
@@ -44,4 +61,16 @@ type APIKeyService interface {
 	CreateAPIKey(ctx context.Context, workspaceSlug string, role Role, scopes []string) (string, *APIKey, error)
 	// Authenticate returns the principal for a presented key, or EUNAUTHENTICATED.
 	Authenticate(ctx context.Context, key string) (*Principal, error)
+}
+
+// APIKeyManager is the admin side of API keys: issue, list and revoke them
+// within a workspace.
+type APIKeyManager interface {
+	// IssueAPIKey issues a key for the workspace and returns its secret once.
+	IssueAPIKey(ctx context.Context, workspaceID int64, role Role, scopes []string) (string, *APIKey, error)
+	// ListAPIKeys returns the workspace's keys, newest first.
+	ListAPIKeys(ctx context.Context, workspaceID int64) ([]*APIKey, error)
+	// RevokeAPIKey revokes the key with this prefix; ENOTFOUND if the
+	// workspace has none. Revoking a revoked key returns it unchanged.
+	RevokeAPIKey(ctx context.Context, workspaceID int64, prefix string) (*APIKey, error)
 }

@@ -16,8 +16,16 @@ type Clock func() time.Time
 type Principal struct {
 	WorkspaceID int64
 	KeyID       int64
-	Role        Role
-	Scopes      []string
+	// KeyPrefix is the public part of the key; audit entries name the actor by it.
+	KeyPrefix string
+	Role      Role
+	Scopes    []string
+}
+
+// SeesPII reports whether the principal receives personal data unmasked:
+// every role but the assistant, and an assistant whose key has ScopePII.
+func (p *Principal) SeesPII() bool {
+	return p.Role != RoleAssistant || p.HasScope(ScopePII)
 }
 
 // HasScope reports whether the principal's key carries scope s.

@@ -4,6 +4,7 @@ package graph
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strconv"
 	"sync/atomic"
@@ -105,7 +106,37 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 		func(ctx context.Context) (any, error) {
 			return obj.Properties, nil
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				if err != nil {
+					var zeroVal map[string]any
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal map[string]any
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, obj, directive0, roles)
+			}
+			directive2 := func(ctx context.Context) (any, error) {
+				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "JSON")
+				if err != nil {
+					var zeroVal map[string]any
+					return zeroVal, err
+				}
+				if ec.Directives.Pii == nil {
+					var zeroVal map[string]any
+					return zeroVal, errors.New("directive pii is not implemented")
+				}
+				return ec.Directives.Pii(ctx, obj, directive1, kind)
+			}
+
+			next = directive2
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
 			return ec.marshalNJSON2map(ctx, selections, v)
 		},
@@ -709,6 +740,14 @@ func (ec *executionContext) unmarshalNIdentityInput2ᚖgithubᚗcomᚋc360devᚋ
 func (ec *executionContext) unmarshalNTrackInput2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐTrackInput(ctx context.Context, v any) (model.TrackInput, error) {
 	res, err := ec.unmarshalInputTrackInput(ctx, v)
 	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOIdentityInput2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentity(ctx context.Context, v any) (*c360.Identity, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputIdentityInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 // endregion ***************************** type.gotpl *****************************

@@ -7,8 +7,10 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph/model"
 	gqlparser "github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -24,19 +26,63 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Conversation() ConversationResolver
 	Customer() CustomerResolver
+	CustomerChange() CustomerChangeResolver
 	Mutation() MutationResolver
+	Observation() ObservationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 }
 
 type DirectiveRoot struct {
+	Audit   func(ctx context.Context, obj any, next graphql.Resolver, action string) (res any, err error)
+	HasRole func(ctx context.Context, obj any, next graphql.Resolver, roles []c360.Role) (res any, err error)
+	Pii     func(ctx context.Context, obj any, next graphql.Resolver, kind model.PiiKind) (res any, err error)
 }
 
 type ComplexityRoot struct {
+	ApiKey struct {
+		CreatedAt  func(childComplexity int) int
+		LastUsedAt func(childComplexity int) int
+		Prefix     func(childComplexity int) int
+		RevokedAt  func(childComplexity int) int
+		Role       func(childComplexity int) int
+		Scopes     func(childComplexity int) int
+	}
+
+	AuditConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	AuditEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	AuditEntry struct {
+		Action          func(childComplexity int) int
+		Actor           func(childComplexity int) int
+		At              func(childComplexity int) int
+		CustomerIDOrNil func(childComplexity int) int
+		Detail          func(childComplexity int) int
+		Fields          func(childComplexity int) int
+		ID              func(childComplexity int) int
+		RoleOrNil       func(childComplexity int) int
+	}
+
 	Consent struct {
 		Channel   func(childComplexity int) int
 		Source    func(childComplexity int) int
 		Status    func(childComplexity int) int
 		UpdatedAt func(childComplexity int) int
+	}
+
+	ContextConversation struct {
+		Channel       func(childComplexity int) int
+		ID            func(childComplexity int) int
+		LastMessageAt func(childComplexity int) int
+		Messages      func(childComplexity int) int
+		Status        func(childComplexity int) int
 	}
 
 	Conversation struct {
@@ -57,6 +103,11 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	CreatedApiKey struct {
+		APIKey func(childComplexity int) int
+		Key    func(childComplexity int) int
+	}
+
 	Customer struct {
 		Consents        func(childComplexity int) int
 		Conversations   func(childComplexity int, first *int, after *string) int
@@ -65,15 +116,41 @@ type ComplexityRoot struct {
 		ID              func(childComplexity int) int
 		Identities      func(childComplexity int) int
 		Merges          func(childComplexity int) int
+		Observations    func(childComplexity int) int
 		TraitSourceList func(childComplexity int) int
 		Traits          func(childComplexity int) int
 		UpdatedAt       func(childComplexity int) int
 		Version         func(childComplexity int) int
 	}
 
+	CustomerChange struct {
+		At         func(childComplexity int) int
+		Cursor     func(childComplexity int) int
+		Customer   func(childComplexity int) int
+		CustomerID func(childComplexity int) int
+		Diff       func(childComplexity int) int
+		Kind       func(childComplexity int) int
+		Version    func(childComplexity int) int
+	}
+
 	CustomerConnection struct {
 		Edges    func(childComplexity int) int
 		PageInfo func(childComplexity int) int
+	}
+
+	CustomerContext struct {
+		Budget            func(childComplexity int) int
+		Consents          func(childComplexity int) int
+		CustomerID        func(childComplexity int) int
+		Identities        func(childComplexity int) int
+		Merges            func(childComplexity int) int
+		Observations      func(childComplexity int) int
+		OpenConversations func(childComplexity int) int
+		RecentEvents      func(childComplexity int) int
+		Text              func(childComplexity int) int
+		Traits            func(childComplexity int) int
+		Truncated         func(childComplexity int) int
+		Version           func(childComplexity int) int
 	}
 
 	CustomerEdge struct {
@@ -99,6 +176,13 @@ type ComplexityRoot struct {
 	EventEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	EventSummary struct {
+		Count     func(childComplexity int) int
+		LastAt    func(childComplexity int) int
+		NameOrNil func(childComplexity int) int
+		Type      func(childComplexity int) int
 	}
 
 	Identity struct {
@@ -156,12 +240,31 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		CreateAPIKey        func(childComplexity int, role c360.Role, scopes []string) int
 		Identify            func(childComplexity int, input model.IdentifyInput) int
 		MergeCustomers      func(childComplexity int, survivorID int64, mergedID int64, force *bool, reason *string) int
+		RecordObservation   func(childComplexity int, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time) int
+		RevokeAPIKey        func(childComplexity int, prefix string) int
 		SendMessage         func(childComplexity int, input model.SendMessageInput) int
 		SplitIdentity       func(childComplexity int, customerID int64, typeArg string, value string, reason *string) int
 		Track               func(childComplexity int, input model.TrackInput) int
 		UpdateIdentityRules func(childComplexity int, input model.IdentityRulesInput) int
+		VerifyObservation   func(childComplexity int, id int64, verified bool) int
+	}
+
+	Observation struct {
+		Confidence      func(childComplexity int) int
+		CreatedAt       func(childComplexity int) int
+		CustomerID      func(childComplexity int) int
+		ExpiresAt       func(childComplexity int) int
+		ID              func(childComplexity int) int
+		RecordedBy      func(childComplexity int) int
+		RecordedByRole  func(childComplexity int) int
+		SourceOrNil     func(childComplexity int) int
+		Text            func(childComplexity int) int
+		Verified        func(childComplexity int) int
+		VerifiedAt      func(childComplexity int) int
+		VerifiedByOrNil func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -170,8 +273,11 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
+		APIKeys            func(childComplexity int) int
+		AuditLog           func(childComplexity int, first *int, after *string, customerID *int64, action *string) int
 		Customer           func(childComplexity int, id int64) int
 		CustomerByIdentity func(childComplexity int, typeArg string, value string) int
+		CustomerContext    func(childComplexity int, id *int64, identity *c360.Identity, budget *int) int
 		Customers          func(childComplexity int, query *string, first *int, after *string) int
 		IdentityRules      func(childComplexity int) int
 	}
@@ -181,6 +287,12 @@ type ComplexityRoot struct {
 		MovedEvents        func(childComplexity int) int
 		Original           func(childComplexity int) int
 		Split              func(childComplexity int) int
+	}
+
+	Subscription struct {
+		ConversationMessages func(childComplexity int, conversationID *int64, customerID *int64) int
+		CustomerChanged      func(childComplexity int, id int64, after *string, kinds []string) int
+		CustomerChanges      func(childComplexity int, filter *model.CustomerChangeFilter) int
 	}
 
 	TraitSource struct {
@@ -204,6 +316,118 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 	ec := newExecutionContext(nil, e, nil)
 	_ = ec
 	switch typeName + "." + field {
+
+	case "ApiKey.createdAt":
+		if e.ComplexityRoot.ApiKey.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.CreatedAt(childComplexity), true
+	case "ApiKey.lastUsedAt":
+		if e.ComplexityRoot.ApiKey.LastUsedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.LastUsedAt(childComplexity), true
+	case "ApiKey.prefix":
+		if e.ComplexityRoot.ApiKey.Prefix == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Prefix(childComplexity), true
+	case "ApiKey.revokedAt":
+		if e.ComplexityRoot.ApiKey.RevokedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.RevokedAt(childComplexity), true
+	case "ApiKey.role":
+		if e.ComplexityRoot.ApiKey.Role == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Role(childComplexity), true
+	case "ApiKey.scopes":
+		if e.ComplexityRoot.ApiKey.Scopes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ApiKey.Scopes(childComplexity), true
+
+	case "AuditConnection.edges":
+		if e.ComplexityRoot.AuditConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditConnection.Edges(childComplexity), true
+	case "AuditConnection.pageInfo":
+		if e.ComplexityRoot.AuditConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditConnection.PageInfo(childComplexity), true
+
+	case "AuditEdge.cursor":
+		if e.ComplexityRoot.AuditEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEdge.Cursor(childComplexity), true
+	case "AuditEdge.node":
+		if e.ComplexityRoot.AuditEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEdge.Node(childComplexity), true
+
+	case "AuditEntry.action":
+		if e.ComplexityRoot.AuditEntry.Action == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.Action(childComplexity), true
+	case "AuditEntry.actor":
+		if e.ComplexityRoot.AuditEntry.Actor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.Actor(childComplexity), true
+	case "AuditEntry.at":
+		if e.ComplexityRoot.AuditEntry.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.At(childComplexity), true
+	case "AuditEntry.customerId":
+		if e.ComplexityRoot.AuditEntry.CustomerIDOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.CustomerIDOrNil(childComplexity), true
+	case "AuditEntry.detail":
+		if e.ComplexityRoot.AuditEntry.Detail == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.Detail(childComplexity), true
+	case "AuditEntry.fields":
+		if e.ComplexityRoot.AuditEntry.Fields == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.Fields(childComplexity), true
+	case "AuditEntry.id":
+		if e.ComplexityRoot.AuditEntry.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.ID(childComplexity), true
+	case "AuditEntry.role":
+		if e.ComplexityRoot.AuditEntry.RoleOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuditEntry.RoleOrNil(childComplexity), true
 
 	case "Consent.channel":
 		if e.ComplexityRoot.Consent.Channel == nil {
@@ -229,6 +453,37 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Consent.UpdatedAt(childComplexity), true
+
+	case "ContextConversation.channel":
+		if e.ComplexityRoot.ContextConversation.Channel == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ContextConversation.Channel(childComplexity), true
+	case "ContextConversation.id":
+		if e.ComplexityRoot.ContextConversation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ContextConversation.ID(childComplexity), true
+	case "ContextConversation.lastMessageAt":
+		if e.ComplexityRoot.ContextConversation.LastMessageAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ContextConversation.LastMessageAt(childComplexity), true
+	case "ContextConversation.messages":
+		if e.ComplexityRoot.ContextConversation.Messages == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ContextConversation.Messages(childComplexity), true
+	case "ContextConversation.status":
+		if e.ComplexityRoot.ContextConversation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ContextConversation.Status(childComplexity), true
 
 	case "Conversation.channel":
 		if e.ComplexityRoot.Conversation.Channel == nil {
@@ -292,6 +547,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ConversationEdge.Node(childComplexity), true
 
+	case "CreatedApiKey.apiKey":
+		if e.ComplexityRoot.CreatedApiKey.APIKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreatedApiKey.APIKey(childComplexity), true
+	case "CreatedApiKey.key":
+		if e.ComplexityRoot.CreatedApiKey.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreatedApiKey.Key(childComplexity), true
+
 	case "Customer.consents":
 		if e.ComplexityRoot.Customer.Consents == nil {
 			break
@@ -344,6 +612,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Customer.Merges(childComplexity), true
+	case "Customer.observations":
+		if e.ComplexityRoot.Customer.Observations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Customer.Observations(childComplexity), true
 	case "Customer.traitSources":
 		if e.ComplexityRoot.Customer.TraitSourceList == nil {
 			break
@@ -369,6 +643,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Customer.Version(childComplexity), true
 
+	case "CustomerChange.at":
+		if e.ComplexityRoot.CustomerChange.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.At(childComplexity), true
+	case "CustomerChange.cursor":
+		if e.ComplexityRoot.CustomerChange.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.Cursor(childComplexity), true
+	case "CustomerChange.customer":
+		if e.ComplexityRoot.CustomerChange.Customer == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.Customer(childComplexity), true
+	case "CustomerChange.customerId":
+		if e.ComplexityRoot.CustomerChange.CustomerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.CustomerID(childComplexity), true
+	case "CustomerChange.diff":
+		if e.ComplexityRoot.CustomerChange.Diff == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.Diff(childComplexity), true
+	case "CustomerChange.kind":
+		if e.ComplexityRoot.CustomerChange.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.Kind(childComplexity), true
+	case "CustomerChange.version":
+		if e.ComplexityRoot.CustomerChange.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerChange.Version(childComplexity), true
+
 	case "CustomerConnection.edges":
 		if e.ComplexityRoot.CustomerConnection.Edges == nil {
 			break
@@ -381,6 +698,79 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CustomerConnection.PageInfo(childComplexity), true
+
+	case "CustomerContext.budget":
+		if e.ComplexityRoot.CustomerContext.Budget == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Budget(childComplexity), true
+	case "CustomerContext.consents":
+		if e.ComplexityRoot.CustomerContext.Consents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Consents(childComplexity), true
+	case "CustomerContext.customerId":
+		if e.ComplexityRoot.CustomerContext.CustomerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.CustomerID(childComplexity), true
+	case "CustomerContext.identities":
+		if e.ComplexityRoot.CustomerContext.Identities == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Identities(childComplexity), true
+	case "CustomerContext.merges":
+		if e.ComplexityRoot.CustomerContext.Merges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Merges(childComplexity), true
+	case "CustomerContext.observations":
+		if e.ComplexityRoot.CustomerContext.Observations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Observations(childComplexity), true
+	case "CustomerContext.openConversations":
+		if e.ComplexityRoot.CustomerContext.OpenConversations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.OpenConversations(childComplexity), true
+	case "CustomerContext.recentEvents":
+		if e.ComplexityRoot.CustomerContext.RecentEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.RecentEvents(childComplexity), true
+	case "CustomerContext.text":
+		if e.ComplexityRoot.CustomerContext.Text == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Text(childComplexity), true
+	case "CustomerContext.traits":
+		if e.ComplexityRoot.CustomerContext.Traits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Traits(childComplexity), true
+	case "CustomerContext.truncated":
+		if e.ComplexityRoot.CustomerContext.Truncated == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Truncated(childComplexity), true
+	case "CustomerContext.version":
+		if e.ComplexityRoot.CustomerContext.Version == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerContext.Version(childComplexity), true
 
 	case "CustomerEdge.cursor":
 		if e.ComplexityRoot.CustomerEdge.Cursor == nil {
@@ -463,6 +853,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EventEdge.Node(childComplexity), true
+
+	case "EventSummary.count":
+		if e.ComplexityRoot.EventSummary.Count == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventSummary.Count(childComplexity), true
+	case "EventSummary.lastAt":
+		if e.ComplexityRoot.EventSummary.LastAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventSummary.LastAt(childComplexity), true
+	case "EventSummary.name":
+		if e.ComplexityRoot.EventSummary.NameOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventSummary.NameOrNil(childComplexity), true
+	case "EventSummary.type":
+		if e.ComplexityRoot.EventSummary.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventSummary.Type(childComplexity), true
 
 	case "Identity.firstSeen":
 		if e.ComplexityRoot.Identity.FirstSeen == nil {
@@ -669,6 +1084,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MessageEdge.Node(childComplexity), true
 
+	case "Mutation.createApiKey":
+		if e.ComplexityRoot.Mutation.CreateAPIKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createApiKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateAPIKey(childComplexity, args["role"].(c360.Role), args["scopes"].([]string)), true
 	case "Mutation.identify":
 		if e.ComplexityRoot.Mutation.Identify == nil {
 			break
@@ -691,6 +1117,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.MergeCustomers(childComplexity, args["survivorId"].(int64), args["mergedId"].(int64), args["force"].(*bool), args["reason"].(*string)), true
+	case "Mutation.recordObservation":
+		if e.ComplexityRoot.Mutation.RecordObservation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_recordObservation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RecordObservation(childComplexity, args["customerId"].(int64), args["text"].(string), args["source"].(*string), args["confidence"].(*float64), args["expiresAt"].(*time.Time)), true
+	case "Mutation.revokeApiKey":
+		if e.ComplexityRoot.Mutation.RevokeAPIKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeApiKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeAPIKey(childComplexity, args["prefix"].(string)), true
 	case "Mutation.sendMessage":
 		if e.ComplexityRoot.Mutation.SendMessage == nil {
 			break
@@ -735,6 +1183,90 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateIdentityRules(childComplexity, args["input"].(model.IdentityRulesInput)), true
+	case "Mutation.verifyObservation":
+		if e.ComplexityRoot.Mutation.VerifyObservation == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_verifyObservation_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.VerifyObservation(childComplexity, args["id"].(int64), args["verified"].(bool)), true
+
+	case "Observation.confidence":
+		if e.ComplexityRoot.Observation.Confidence == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.Confidence(childComplexity), true
+	case "Observation.createdAt":
+		if e.ComplexityRoot.Observation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.CreatedAt(childComplexity), true
+	case "Observation.customerId":
+		if e.ComplexityRoot.Observation.CustomerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.CustomerID(childComplexity), true
+	case "Observation.expiresAt":
+		if e.ComplexityRoot.Observation.ExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.ExpiresAt(childComplexity), true
+	case "Observation.id":
+		if e.ComplexityRoot.Observation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.ID(childComplexity), true
+	case "Observation.recordedBy":
+		if e.ComplexityRoot.Observation.RecordedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.RecordedBy(childComplexity), true
+	case "Observation.recordedByRole":
+		if e.ComplexityRoot.Observation.RecordedByRole == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.RecordedByRole(childComplexity), true
+	case "Observation.source":
+		if e.ComplexityRoot.Observation.SourceOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.SourceOrNil(childComplexity), true
+	case "Observation.text":
+		if e.ComplexityRoot.Observation.Text == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.Text(childComplexity), true
+	case "Observation.verified":
+		if e.ComplexityRoot.Observation.Verified == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.Verified(childComplexity), true
+	case "Observation.verifiedAt":
+		if e.ComplexityRoot.Observation.VerifiedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.VerifiedAt(childComplexity), true
+	case "Observation.verifiedBy":
+		if e.ComplexityRoot.Observation.VerifiedByOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Observation.VerifiedByOrNil(childComplexity), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -749,6 +1281,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.PageInfo.HasNextPage(childComplexity), true
 
+	case "Query.apiKeys":
+		if e.ComplexityRoot.Query.APIKeys == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.APIKeys(childComplexity), true
+	case "Query.auditLog":
+		if e.ComplexityRoot.Query.AuditLog == nil {
+			break
+		}
+
+		args, err := ec.field_Query_auditLog_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.AuditLog(childComplexity, args["first"].(*int), args["after"].(*string), args["customerId"].(*int64), args["action"].(*string)), true
 	case "Query.customer":
 		if e.ComplexityRoot.Query.Customer == nil {
 			break
@@ -771,6 +1320,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.CustomerByIdentity(childComplexity, args["type"].(string), args["value"].(string)), true
+	case "Query.customerContext":
+		if e.ComplexityRoot.Query.CustomerContext == nil {
+			break
+		}
+
+		args, err := ec.field_Query_customerContext_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.CustomerContext(childComplexity, args["id"].(*int64), args["identity"].(*c360.Identity), args["budget"].(*int)), true
 	case "Query.customers":
 		if e.ComplexityRoot.Query.Customers == nil {
 			break
@@ -814,6 +1374,40 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.SplitResult.Split(childComplexity), true
 
+	case "Subscription.conversationMessages":
+		if e.ComplexityRoot.Subscription.ConversationMessages == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_conversationMessages_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.ConversationMessages(childComplexity, args["conversationId"].(*int64), args["customerId"].(*int64)), true
+	case "Subscription.customerChanged":
+		if e.ComplexityRoot.Subscription.CustomerChanged == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_customerChanged_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.CustomerChanged(childComplexity, args["id"].(int64), args["after"].(*string), args["kinds"].([]string)), true
+	case "Subscription.customerChanges":
+		if e.ComplexityRoot.Subscription.CustomerChanges == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_customerChanges_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.CustomerChanges(childComplexity, args["filter"].(*model.CustomerChangeFilter)), true
+
 	case "TraitSource.name":
 		if e.ComplexityRoot.TraitSource.Name == nil {
 			break
@@ -848,6 +1442,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	ec := newExecutionContext(opCtx, e, make(chan graphql.DeferredResult))
 	inputUnmarshalers := func() *graphql.InputUnmarshalerIndex {
 		return graphql.NewInputUnmarshalerIndex(
+			graphql.NewInputUnmarshaler("CustomerChangeFilter", ec.unmarshalInputCustomerChangeFilter),
 			graphql.NewInputUnmarshaler("IdentifyInput", ec.unmarshalInputIdentifyInput),
 			graphql.NewInputUnmarshaler("IdentityInput", ec.unmarshalInputIdentityInput),
 			graphql.NewInputUnmarshaler("IdentityLimitInput", ec.unmarshalInputIdentityLimitInput),
@@ -904,6 +1499,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 				Data: buf.Bytes(),
 			}
 		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
 
 	default:
 		return graphql.OneShot(graphql.ErrorResponse(ctx, "unsupported GraphQL operation"))
@@ -930,6 +1542,109 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../schema/assistant.graphqls", Input: `extend type Query {
+  """
+  Everything a chatbot or AI assistant needs about one customer, in one call:
+  identities, consent per channel, open conversations with their last
+  messages, recent events by name, observations (verified first), merge notes
+  and key traits, structured and as a ready-to-prompt text block. Give ` + "`" + `id` + "`" + `
+  (a merged-away id resolves to its survivor) or ` + "`" + `identity` + "`" + ` (normalized as
+  ingest normalizes it), not both. Personal data is masked for an assistant
+  key without the ` + "`" + `pii` + "`" + ` scope, in the structured fields and in ` + "`" + `text` + "`" + ` alike.
+  ` + "`" + `budget` + "`" + ` bounds ` + "`" + `text` + "`" + ` in characters (see docs/assistants.md). Null when
+  no customer matches.
+  """
+  customerContext(id: ID, identity: IdentityInput, budget: Int): CustomerContext @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+}
+
+extend type Mutation {
+  """
+  Records a fact an assistant or agent learned about the customer ("prefers
+  WhatsApp after 6pm"), with its provenance: the key that recorded it, the
+  source and the time. Text is at most 4096 bytes; confidence is 0 to 1; an
+  observation past expiresAt is hidden. Appends an ` + "`" + `observation` + "`" + ` change to
+  the customer's feed. Assistant, agent and admin keys.
+  """
+  recordObservation(customerId: ID!, text: String!, source: String, confidence: Float, expiresAt: Time): Observation! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  "Marks an observation verified (or not) by the calling agent; verified observations come first in context. Agent and admin keys."
+  verifyObservation(id: ID!, verified: Boolean!): Observation! @hasRole(roles: [ADMIN, AGENT])
+}
+
+extend type Customer {
+  "Observations that have not expired, verified first, then newest first."
+  observations: [Observation!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+}
+
+"A fact an assistant or agent learned about a customer."
+type Observation {
+  id: ID!
+  customerId: ID!
+  "The fact. Email addresses and phone numbers in it are masked like identities."
+  text: String!
+  "Where the fact came from, e.g. whatsapp-bot."
+  source: String
+  "The recorder's confidence, 0 to 1."
+  confidence: Float
+  "The API key that recorded it: key <prefix>."
+  recordedBy: String!
+  recordedByRole: Role!
+  verified: Boolean!
+  "The agent key that verified it."
+  verifiedBy: String
+  verifiedAt: Time
+  createdAt: Time!
+  "After this time the observation is hidden from lists and context."
+  expiresAt: Time
+}
+
+"A customer's context for an assistant. See Query.customerContext."
+type CustomerContext {
+  customerId: ID!
+  "The customer's version when the context was read: the change feed position to subscribe after."
+  version: Int!
+  traits: JSON! @pii(kind: JSON)
+  identities: [Identity!]!
+  consents: [Consent!]!
+  "Open conversations, most recently active first, each with its last messages."
+  openConversations: [ContextConversation!]!
+  "Events of the last 30 days by type and name, most recent first."
+  recentEvents: [EventSummary!]!
+  "Unexpired observations, verified first."
+  observations: [Observation!]!
+  "Merges and splits the customer took part in, newest first."
+  merges: [MergeRecord!]!
+  """
+  The same content as a text block for a prompt, at most ` + "`" + `budget` + "`" + `
+  characters. When it does not fit, the lowest-priority parts are trimmed
+  first: merge notes, then traits, events, observations, conversation
+  messages (oldest first), and identities and consent last.
+  """
+  text: String!
+  "The budget ` + "`" + `text` + "`" + ` was built for, in characters."
+  budget: Int!
+  "Whether anything was left out of ` + "`" + `text` + "`" + ` to fit the budget."
+  truncated: Boolean!
+}
+
+"An open conversation and its last messages."
+type ContextConversation {
+  id: ID!
+  "sms, whatsapp or chat"
+  channel: String!
+  status: String!
+  lastMessageAt: Time
+  "The last messages, oldest first."
+  messages: [Message!]!
+}
+
+"How many events of one type and name a customer had lately."
+type EventSummary {
+  type: String!
+  name: String
+  count: Int!
+  lastAt: Time!
+}
+`, BuiltIn: false},
 	{Name: "../schema/conversation.graphqls", Input: `"A customer's thread on one channel."
 type Conversation {
   id: ID!
@@ -976,26 +1691,26 @@ type MessageEdge {
 `, BuiltIn: false},
 	{Name: "../schema/customer.graphqls", Input: `extend type Query {
   "A customer by id. An id that was merged away resolves to the surviving customer."
-  customer(id: ID!): Customer
+  customer(id: ID!): Customer @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "A customer by one of its identities. The value is normalized as ingest normalizes it."
-  customerByIdentity(type: String!, value: String!): Customer
+  customerByIdentity(type: String!, value: String!): Customer @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Customers, newest first, optionally filtered by a fragment of name, email or phone."
-  customers(query: String, first: Int = 20, after: String): CustomerConnection!
+  customers(query: String, first: Int = 20, after: String): CustomerConnection! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }
 
 "The one persistent profile of a person."
 type Customer {
   id: ID!
   "Trait values, newest observed value per trait."
-  traits: JSON!
-  identities: [Identity!]!
+  traits: JSON! @hasRole(roles: [ADMIN, AGENT, ASSISTANT]) @pii(kind: JSON)
+  identities: [Identity!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Increases by one with every committed change; the change feed's position."
   version: Int!
   "Events newest first."
-  events(first: Int = 20, after: String): EventConnection!
+  events(first: Int = 20, after: String): EventConnection! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Conversations, most recently active first."
-  conversations(first: Int = 20, after: String): ConversationConnection!
-  consents: [Consent!]!
+  conversations(first: Int = 20, after: String): ConversationConnection! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  consents: [Consent!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   createdAt: Time!
   updatedAt: Time!
 }
@@ -1003,7 +1718,7 @@ type Customer {
 "An identifier of a customer: a lowercase type and a normalized value."
 type Identity {
   type: String!
-  value: String!
+  value: String! @pii(kind: IDENTITY_VALUE)
   "When the identifier was first seen on this customer (null outside a customer, e.g. in the ledger)."
   firstSeen: Time
   "When an event last carried it."
@@ -1033,9 +1748,9 @@ type Consent {
 `, BuiltIn: false},
 	{Name: "../schema/event.graphqls", Input: `extend type Mutation {
   "Records an identify call: resolves the identities to one customer and sets traits."
-  identify(input: IdentifyInput!): Customer!
+  identify(input: IdentifyInput!): Customer! @hasRole(roles: [ADMIN, AGENT, WRITE])
   "Records a track call on the customer the identities resolve to."
-  track(input: TrackInput!): Event!
+  track(input: TrackInput!): Event! @hasRole(roles: [ADMIN, AGENT, WRITE])
 }
 
 input IdentityInput {
@@ -1066,7 +1781,7 @@ type Event {
   "identify, track, page, screen, group, alias, message, message_status"
   type: String!
   name: String
-  properties: JSON!
+  properties: JSON! @hasRole(roles: [ADMIN, AGENT, ASSISTANT]) @pii(kind: JSON)
   "graphql, segment, twilio, whatsapp or chatbot"
   source: String!
   occurredAt: Time!
@@ -1085,23 +1800,23 @@ type EventEdge {
 `, BuiltIn: false},
 	{Name: "../schema/identity.graphqls", Input: `extend type Query {
   "The workspace's identity resolution rules."
-  identityRules: IdentityRules!
+  identityRules: IdentityRules! @hasRole(roles: [ADMIN, AGENT])
 }
 
 extend type Mutation {
   "Replaces the workspace's identity resolution rules. Admin only."
-  updateIdentityRules(input: IdentityRulesInput!): IdentityRules!
+  updateIdentityRules(input: IdentityRulesInput!): IdentityRules! @hasRole(roles: [ADMIN]) @audit(action: "identity_rules.update")
   """
   Merges mergedId into survivorId. Identity limits and earlier splits hold
   unless an admin sets force. The merged id keeps resolving to the survivor.
   """
-  mergeCustomers(survivorId: ID!, mergedId: ID!, force: Boolean = false, reason: String): Customer!
+  mergeCustomers(survivorId: ID!, mergedId: ID!, force: Boolean = false, reason: String): Customer! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "customer.merge")
   """
   Moves an identity out of a customer into a new customer, with the events,
   messages and conversations that arrived only through it. The two are never
   merged again automatically. See docs/identity.md for the exact semantics.
   """
-  splitIdentity(customerId: ID!, type: String!, value: String!, reason: String): SplitResult!
+  splitIdentity(customerId: ID!, type: String!, value: String!, reason: String): SplitResult! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "customer.split")
 }
 
 "How identifiers resolve to customers."
@@ -1154,7 +1869,7 @@ type MergeRecord {
 "Where a trait's current value came from."
 type TraitSource {
   name: String!
-  value: JSON
+  value: JSON @pii(kind: TRAIT_VALUE)
   source: String!
   observedAt: Time!
 }
@@ -1168,9 +1883,9 @@ type SplitResult {
 
 extend type Customer {
   "Merges and splits this customer took part in, oldest first."
-  merges: [MergeRecord!]!
+  merges: [MergeRecord!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Per trait, the source and time of its current value."
-  traitSources: [TraitSource!]!
+  traitSources: [TraitSource!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }
 `, BuiltIn: false},
 	{Name: "../schema/messaging.graphqls", Input: `extend type Mutation {
@@ -1186,7 +1901,7 @@ extend type Customer {
   sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
   message and error code; an unreachable Twilio is UNAVAILABLE.
   """
-  sendMessage(input: SendMessageInput!): Message!
+  sendMessage(input: SendMessageInput!): Message! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "message.send")
 }
 
 input SendMessageInput {
@@ -1216,12 +1931,222 @@ type PageInfo {
 type Query
 type Mutation
 `, BuiltIn: false},
+	{Name: "../schema/security.graphqls", Input: `"""
+Restricts a field to API keys holding one of the roles. Enforced in one
+place, the GraphQL layer, so every transport (POST, GET, WebSocket, SSE)
+gets the same checks; a refused field answers FORBIDDEN. Every root field
+declares it (a test checks). See docs/security.md for the table of roles.
+"""
+directive @hasRole(roles: [Role!]!) on FIELD_DEFINITION
+
+"""
+Marks a field that can carry personal data. An assistant key without the
+` + "`" + `pii` + "`" + ` scope receives it masked (j***@example.com, +1******0100); every
+unmasked read by any key is written to the audit log.
+"""
+directive @pii(kind: PiiKind!) on FIELD_DEFINITION
+
+"Records a successful mutation in the audit log, with its actor."
+directive @audit(action: String!) on FIELD_DEFINITION
+
+"What an API key may do. See docs/security.md."
+enum Role {
+  "Everything, including workspace settings, identity rules, keys and the audit log."
+  ADMIN
+  "Reads profiles, ingests, merges and splits, sends messages."
+  AGENT
+  "Reads profiles with personal data masked unless the key has the ` + "`" + `pii` + "`" + ` scope."
+  ASSISTANT
+  "The Segment write key: identify and track only; reads nothing but ids."
+  WRITE
+}
+
+"How a @pii field is masked."
+enum PiiKind {
+  "An identity value, masked by its identity type (email, phone) or its shape."
+  IDENTITY_VALUE
+  "A JSON object (traits, properties, a change's diff), masked key by key."
+  JSON
+  "One trait's value, masked by the trait's name."
+  TRAIT_VALUE
+}
+
+"An issued API key. The secret is shown once, at creation, and never again."
+type ApiKey {
+  "The public part of the key (c360_<prefix>_...): names the key in listings and revocation."
+  prefix: String!
+  role: Role!
+  "Extra permissions, e.g. pii (an assistant key that sees personal data unmasked)."
+  scopes: [String!]!
+  createdAt: Time!
+  "When the key last authenticated a request, to within a minute; null if never."
+  lastUsedAt: Time
+  "When the key was revoked; a revoked key is refused within 5 seconds on every replica."
+  revokedAt: Time
+}
+
+type CreatedApiKey {
+  "The secret, shown once. Send it as Authorization: Bearer <apiKey>."
+  apiKey: String!
+  key: ApiKey!
+}
+
+"One entry of the audit log."
+type AuditEntry {
+  id: ID!
+  at: Time!
+  "customer.read, pii.read, customer.merge, customer.split, message.send, apikey.create, apikey.revoke, identity_rules.update"
+  action: String!
+  "The API key that acted (its prefix), or cli for the command line."
+  actor: String!
+  "The role of the key that acted; null for the command line."
+  role: Role
+  customerId: ID
+  "What was read or changed, e.g. identity.email, traits.name, events."
+  fields: [String!]!
+  "Details: the operation, arguments of a change, the key concerned."
+  detail: JSON!
+}
+
+type AuditConnection {
+  edges: [AuditEdge!]!
+  pageInfo: PageInfo!
+}
+
+type AuditEdge {
+  cursor: String!
+  node: AuditEntry!
+}
+
+extend type Query {
+  "The workspace's API keys, newest first. Admin only."
+  apiKeys: [ApiKey!]! @hasRole(roles: [ADMIN])
+  "The audit log, newest first, optionally for one customer or one action. Admin only."
+  auditLog(first: Int = 20, after: String, customerId: ID, action: String): AuditConnection! @hasRole(roles: [ADMIN])
+}
+
+extend type Mutation {
+  "Issues an API key; its secret is in the answer and is shown once. Admin only."
+  createApiKey(role: Role!, scopes: [String!]): CreatedApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.create")
+  "Revokes the key with this prefix. Admin only; revoking an already revoked key changes nothing."
+  revokeApiKey(prefix: String!): ApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.revoke")
+}
+`, BuiltIn: false},
+	{Name: "../schema/subscription.graphqls", Input: `"""
+Real-time streams, served over WebSocket (graphql-transport-ws, legacy
+graphql-ws) and Server-Sent Events on /graphql. See docs/realtime.md.
+"""
+type Subscription {
+  """
+  Every committed change of the customer, in version order, each with a
+  cursor. Pass the cursor of the last change received as ` + "`" + `after` + "`" + ` to replay
+  what was missed and continue live, with no gap and no duplicate. When the
+  customer is merged away, the stream delivers the ` + "`" + `merged_into` + "`" + ` change and
+  continues with the surviving customer's changes. ` + "`" + `kinds` + "`" + `, when given and
+  not empty, delivers only changes of those kinds (e.g. message, consent,
+  merged, merged_into, observation for an assistant's live context); cursors
+  stay valid across the filter.
+  """
+  customerChanged(id: ID!, after: String, kinds: [String!]): CustomerChange! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  """
+  Messages of one conversation, or of every conversation of one customer
+  (give exactly one of the two): each new message and each status update of a
+  message, as the message is now.
+  """
+  conversationMessages(conversationId: ID, customerId: ID): Message! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  "Every change of every customer of the workspace, optionally only some kinds. Live only: no replay."
+  customerChanges(filter: CustomerChangeFilter): CustomerChange! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+}
+
+"One committed change of a customer: one row of its change feed."
+type CustomerChange {
+  "Opaque position of this change; pass it as customerChanged(after:) to resume after it."
+  cursor: String!
+  "created, traits, identity_added, event, message, consent, merged or merged_into"
+  kind: String!
+  "The customer's version after this change; consecutive per customer."
+  version: Int!
+  "The customer as it is now (the survivor, for a merged-away id); null if it no longer exists."
+  customer: Customer
+  "The id of the customer whose feed holds this change."
+  customerId: ID!
+  "What changed, e.g. {\"traits\": {...}}, {\"message\": {...}}, {\"survivorId\": \"42\"}."
+  diff: JSON! @pii(kind: JSON)
+  "When the change was committed."
+  at: Time!
+}
+
+"Selects changes by kind; an empty or absent list selects every kind."
+input CustomerChangeFilter {
+  kinds: [String!]
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
 // childFields_* functions provide shared child field context lookups.
 // Each function is generated once per unique object type, deduplicating the
 // switch statements that were previously inlined in every fieldContext_* function.
+
+func (ec *executionContext) childFields_ApiKey(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "prefix":
+		return ec.fieldContext_ApiKey_prefix(ctx, field)
+	case "role":
+		return ec.fieldContext_ApiKey_role(ctx, field)
+	case "scopes":
+		return ec.fieldContext_ApiKey_scopes(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ApiKey_createdAt(ctx, field)
+	case "lastUsedAt":
+		return ec.fieldContext_ApiKey_lastUsedAt(ctx, field)
+	case "revokedAt":
+		return ec.fieldContext_ApiKey_revokedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ApiKey", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_AuditConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_AuditConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_AuditEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_AuditEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_AuditEntry(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_AuditEntry_id(ctx, field)
+	case "at":
+		return ec.fieldContext_AuditEntry_at(ctx, field)
+	case "action":
+		return ec.fieldContext_AuditEntry_action(ctx, field)
+	case "actor":
+		return ec.fieldContext_AuditEntry_actor(ctx, field)
+	case "role":
+		return ec.fieldContext_AuditEntry_role(ctx, field)
+	case "customerId":
+		return ec.fieldContext_AuditEntry_customerId(ctx, field)
+	case "fields":
+		return ec.fieldContext_AuditEntry_fields(ctx, field)
+	case "detail":
+		return ec.fieldContext_AuditEntry_detail(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type AuditEntry", field.Name)
+}
 
 func (ec *executionContext) childFields_Consent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
@@ -1235,6 +2160,22 @@ func (ec *executionContext) childFields_Consent(ctx context.Context, field graph
 		return ec.fieldContext_Consent_source(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Consent", field.Name)
+}
+
+func (ec *executionContext) childFields_ContextConversation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ContextConversation_id(ctx, field)
+	case "channel":
+		return ec.fieldContext_ContextConversation_channel(ctx, field)
+	case "status":
+		return ec.fieldContext_ContextConversation_status(ctx, field)
+	case "lastMessageAt":
+		return ec.fieldContext_ContextConversation_lastMessageAt(ctx, field)
+	case "messages":
+		return ec.fieldContext_ContextConversation_messages(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ContextConversation", field.Name)
 }
 
 func (ec *executionContext) childFields_Conversation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1273,6 +2214,16 @@ func (ec *executionContext) childFields_ConversationEdge(ctx context.Context, fi
 	return nil, fmt.Errorf("no field named %q was found under type ConversationEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_CreatedApiKey(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "apiKey":
+		return ec.fieldContext_CreatedApiKey_apiKey(ctx, field)
+	case "key":
+		return ec.fieldContext_CreatedApiKey_key(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreatedApiKey", field.Name)
+}
+
 func (ec *executionContext) childFields_Customer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -1293,12 +2244,34 @@ func (ec *executionContext) childFields_Customer(ctx context.Context, field grap
 		return ec.fieldContext_Customer_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Customer_updatedAt(ctx, field)
+	case "observations":
+		return ec.fieldContext_Customer_observations(ctx, field)
 	case "merges":
 		return ec.fieldContext_Customer_merges(ctx, field)
 	case "traitSources":
 		return ec.fieldContext_Customer_traitSources(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Customer", field.Name)
+}
+
+func (ec *executionContext) childFields_CustomerChange(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_CustomerChange_cursor(ctx, field)
+	case "kind":
+		return ec.fieldContext_CustomerChange_kind(ctx, field)
+	case "version":
+		return ec.fieldContext_CustomerChange_version(ctx, field)
+	case "customer":
+		return ec.fieldContext_CustomerChange_customer(ctx, field)
+	case "customerId":
+		return ec.fieldContext_CustomerChange_customerId(ctx, field)
+	case "diff":
+		return ec.fieldContext_CustomerChange_diff(ctx, field)
+	case "at":
+		return ec.fieldContext_CustomerChange_at(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CustomerChange", field.Name)
 }
 
 func (ec *executionContext) childFields_CustomerConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1309,6 +2282,36 @@ func (ec *executionContext) childFields_CustomerConnection(ctx context.Context, 
 		return ec.fieldContext_CustomerConnection_pageInfo(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CustomerConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_CustomerContext(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "customerId":
+		return ec.fieldContext_CustomerContext_customerId(ctx, field)
+	case "version":
+		return ec.fieldContext_CustomerContext_version(ctx, field)
+	case "traits":
+		return ec.fieldContext_CustomerContext_traits(ctx, field)
+	case "identities":
+		return ec.fieldContext_CustomerContext_identities(ctx, field)
+	case "consents":
+		return ec.fieldContext_CustomerContext_consents(ctx, field)
+	case "openConversations":
+		return ec.fieldContext_CustomerContext_openConversations(ctx, field)
+	case "recentEvents":
+		return ec.fieldContext_CustomerContext_recentEvents(ctx, field)
+	case "observations":
+		return ec.fieldContext_CustomerContext_observations(ctx, field)
+	case "merges":
+		return ec.fieldContext_CustomerContext_merges(ctx, field)
+	case "text":
+		return ec.fieldContext_CustomerContext_text(ctx, field)
+	case "budget":
+		return ec.fieldContext_CustomerContext_budget(ctx, field)
+	case "truncated":
+		return ec.fieldContext_CustomerContext_truncated(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CustomerContext", field.Name)
 }
 
 func (ec *executionContext) childFields_CustomerEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1359,6 +2362,20 @@ func (ec *executionContext) childFields_EventEdge(ctx context.Context, field gra
 		return ec.fieldContext_EventEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EventEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EventSummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "type":
+		return ec.fieldContext_EventSummary_type(ctx, field)
+	case "name":
+		return ec.fieldContext_EventSummary_name(ctx, field)
+	case "count":
+		return ec.fieldContext_EventSummary_count(ctx, field)
+	case "lastAt":
+		return ec.fieldContext_EventSummary_lastAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EventSummary", field.Name)
 }
 
 func (ec *executionContext) childFields_Identity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1467,6 +2484,36 @@ func (ec *executionContext) childFields_MessageEdge(ctx context.Context, field g
 		return ec.fieldContext_MessageEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type MessageEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_Observation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_Observation_id(ctx, field)
+	case "customerId":
+		return ec.fieldContext_Observation_customerId(ctx, field)
+	case "text":
+		return ec.fieldContext_Observation_text(ctx, field)
+	case "source":
+		return ec.fieldContext_Observation_source(ctx, field)
+	case "confidence":
+		return ec.fieldContext_Observation_confidence(ctx, field)
+	case "recordedBy":
+		return ec.fieldContext_Observation_recordedBy(ctx, field)
+	case "recordedByRole":
+		return ec.fieldContext_Observation_recordedByRole(ctx, field)
+	case "verified":
+		return ec.fieldContext_Observation_verified(ctx, field)
+	case "verifiedBy":
+		return ec.fieldContext_Observation_verifiedBy(ctx, field)
+	case "verifiedAt":
+		return ec.fieldContext_Observation_verifiedAt(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_Observation_createdAt(ctx, field)
+	case "expiresAt":
+		return ec.fieldContext_Observation_expiresAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type Observation", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,8 +22,8 @@ const keyPrefixLen = 12
 
 // CreateAPIKey issues a key with the role for the workspace with this slug.
 func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
-	if !role.Valid() {
-		return "", nil, c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant or write", role)
+	if err := checkKey(role, scopes); err != nil {
+		return "", nil, err
 	}
 	ws, err := db.FindWorkspaceBySlug(ctx, workspaceSlug)
 	if err != nil {
@@ -39,6 +38,14 @@ func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.
 		return err
 	})
 	return secret, key, err
+}
+
+// checkKey refuses an unknown role or scope before anything is written.
+func checkKey(role c360.Role, scopes []string) error {
+	if !role.Valid() {
+		return c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant or write", role)
+	}
+	return c360.CheckScopes(scopes)
 }
 
 func insertAPIKey(ctx context.Context, tx pgx.Tx, workspaceID int64, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
@@ -69,8 +76,6 @@ type authEntry struct {
 	expires   time.Time
 }
 
-var authCache sync.Map // prefix -> authEntry
-
 // Authenticate verifies key and returns who it acts for.
 func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, error) {
 	prefix, ok := parseKey(key)
@@ -79,9 +84,10 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 	}
 	sum := sha256.Sum256([]byte(key))
 	now := time.Now()
-	if v, ok := authCache.Load(prefix); ok {
+	if v, ok := db.authCache.Load(prefix); ok {
 		e := v.(authEntry)
 		if now.Before(e.expires) && subtle.ConstantTimeCompare(e.hash[:], sum[:]) == 1 {
+			db.keyUsed(e.principal)
 			return e.principal, nil
 		}
 	}
@@ -103,7 +109,9 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "invalid API key")
 	}
 	p.Role = c360.Role(role)
-	authCache.Store(prefix, authEntry{hash: sum, principal: &p, expires: now.Add(authCacheTTL)})
+	p.KeyPrefix = prefix
+	db.authCache.Store(prefix, authEntry{hash: sum, principal: &p, expires: now.Add(authCacheTTL)})
+	db.keyUsed(&p)
 	return &p, nil
 }
 

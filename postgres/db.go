@@ -10,6 +10,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,6 +38,11 @@ type DB struct {
 	rules rulesCache
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
+	// usage records keys' last use off the request path (KeyUsage).
+	usage atomic.Pointer[KeyUsage]
+	// authCache maps a recently verified API key's prefix to its authEntry
+	// (apikey.go): one per process, as each replica opens one DB.
+	authCache sync.Map
 }
 
 // Option adjusts the pool configuration before connecting (tests install a

@@ -32,6 +32,7 @@ func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, ca
 		     e AS (UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
 		     c AS (UPDATE conversations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
 		     g AS (UPDATE messages SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+		     o AS (UPDATE observations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
 		     -- Merged customers that pointed at m now point at s: one hop always reaches the survivor.
 		     r AS (UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND merged_into = $3),
 		     l AS (INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, event_id, reason, actor, created_at)

@@ -30,6 +30,8 @@ type Loaders struct {
 	events        *dataloadgen.Loader[pageKey, *c360.Page[*c360.Event]]
 	conversations *dataloadgen.Loader[pageKey, *c360.Page[*c360.Conversation]]
 	messages      *dataloadgen.Loader[pageKey, *c360.Page[*c360.Message]]
+	// observations is nil when the resolver has no ObservationService.
+	observations *dataloadgen.Loader[int64, []*c360.Observation]
 }
 
 type loadersKey struct{}
@@ -37,7 +39,7 @@ type loadersKey struct{}
 // NewLoaders returns loaders for one request of workspace ws.
 func (r *Resolver) NewLoaders(ws int64) *Loaders {
 	opt := dataloadgen.WithWait(loaderWait)
-	return &Loaders{
+	l := &Loaders{
 		identities: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
 			m, err := r.CustomerService.IdentitiesByCustomers(ctx, ws, ids)
 			return fill(m, ids, []*c360.IdentityRecord{}), err
@@ -54,6 +56,13 @@ func (r *Resolver) NewLoaders(ws int64) *Loaders {
 		conversations: pageLoader(ws, r.ConversationService.ConversationsByCustomers),
 		messages:      pageLoader(ws, r.ConversationService.MessagesByConversations),
 	}
+	if r.ObservationService != nil {
+		l.observations = dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Observation, error) {
+			m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now())
+			return fill(m, ids, []*c360.Observation{}), err
+		}, opt)
+	}
+	return l
 }
 
 // fill gives every requested key a value, empty where the store found none.

@@ -95,6 +95,13 @@ func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []gra
 			if m, err := r.IdentityService.MergesByCustomers(ctx, ws, ids); err == nil {
 				primeAll(l.merges, fill(m, ids, []*c360.MergeRecord{}))
 			}
+		case "observations":
+			if l.observations == nil {
+				continue
+			}
+			if m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now()); err == nil {
+				primeAll(l.observations, fill(m, ids, []*c360.Observation{}))
+			}
 		case "events":
 			if args, ok := argsOf(ctx, f); ok {
 				if m, err := r.EventService.EventsByCustomers(ctx, ws, ids, args); err == nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
 )
 
 // Resolver is the root resolver: the services every resolver uses.
@@ -23,6 +24,19 @@ type Resolver struct {
 	// sendMessage answers UNAVAILABLE.
 	MessagingService c360.MessagingService
 	MessageSender    c360.MessageSender
+	// Keys backs the admin key operations; Audit records reads and changes
+	// (resolver/audit.go) and lists them. Without Audit nothing is recorded
+	// and auditLog answers UNAVAILABLE.
+	Keys  c360.APIKeyManager
+	Audit c360.AuditLog
+	// Hub and Realtime back the subscriptions (subscription.resolvers.go);
+	// without a hub, subscribing answers UNAVAILABLE.
+	Hub      *hub.Hub
+	Realtime RealtimeStore
+	// ContextService and ObservationService back customerContext and
+	// observations (assistant.resolvers.go); without them those answer UNAVAILABLE.
+	ContextService     c360.ContextService
+	ObservationService c360.ObservationService
 }
 
 // principal returns the caller, or UNAUTHENTICATED. The server's middleware

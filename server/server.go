@@ -21,6 +21,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -39,6 +40,10 @@ type Config struct {
 	// MaxBodyBytes bounds any request body; larger ones get 413.
 	MaxBodyBytes int64
 	Logger       *slog.Logger
+	// Limits bound the cost of requests (limits.go); zero fields take the defaults.
+	Limits Limits
+	// Websocket configures subscriptions over WebSocket (websocket.go).
+	Websocket WebsocketConfig
 }
 
 // Readiness reports whether the server can serve: database reachable and
@@ -56,6 +61,12 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	metrics  *metrics
+	// Rate limits (ratelimit.go): per API key, and per workspace for connectors.
+	keyLimit     *limiter[int64]
+	webhookLimit *limiter[string]
+	secMetrics   *securityMetrics
+	ws           *websockets
+	shared       *resolver.SharedSubscriptions
 }
 
 // New builds the server and its routes.
@@ -69,25 +80,51 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s := &Server{cfg: cfg, auth: auth, resolver: r, ready: ready, mux: http.NewServeMux(),
 		registry: prometheus.NewRegistry()}
 	s.metrics = newMetrics(s.registry)
+	s.cfg.Limits = cfg.Limits.withDefaults()
+	s.keyLimit, s.webhookLimit = newLimiter[int64](s.cfg.Limits.KeyRate), newLimiter[string](s.cfg.Limits.WebhookRate)
+	s.secMetrics = newSecurityMetrics(s.registry)
+	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
+	s.shared = &resolver.SharedSubscriptions{}
 	s.routes()
 	return s
 }
 
 // Handle mounts an extra handler (a connector) on the server's mux.
 func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.instrument(pattern, h))
+	s.mux.Handle(pattern, s.instrument(pattern, s.RateLimitWebhooks(pattern, h)))
 }
 
 // Registry is the Prometheus registry /metrics serves; connectors add to it.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
+// CloseWebsockets closes every GraphQL websocket connection with 1001 (going
+// away). http.Server.Shutdown does not wait for hijacked connections: call it
+// from RegisterOnShutdown so clients reconnect elsewhere and resume.
+func (s *Server) CloseWebsockets() { s.ws.closeAll() }
+
+// SubscriptionRenders is how many times a subscription payload was executed
+// and marshaled (once per change and distinct operation, shared by every
+// subscriber of that operation).
+func (s *Server) SubscriptionRenders() int64 { return s.shared.Renders() }
+
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
+	s.mux.ServeHTTP(w, r)
+}
 
 // routes declares every route of the core server; connectors add theirs with Handle.
 func (s *Server) routes() {
 	gql := s.graphQLHandler()
-	s.mux.Handle("/graphql", s.instrument("/graphql", s.authenticate(s.resolver.Middleware(gql))))
+	// WebSocket connections authenticate in connection_init, not with a header.
+	overHTTP, overWS := s.authenticate(s.resolver.Middleware(gql)), s.ws.serve(gql)
+	s.mux.Handle("/graphql", s.instrument("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if websocket.IsWebSocketUpgrade(r) {
+			overWS.ServeHTTP(w, r)
+			return
+		}
+		overHTTP.ServeHTTP(w, r)
+	})))
 	s.mux.Handle("GET /{$}", playground.Handler("c360", "/graphql"))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -110,16 +147,42 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) graphQLHandler() http.Handler {
-	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver}))
+	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver,
+		Directives: s.resolver.Directives(), Complexity: complexity()}))
+	readLimit := s.ws.cfg.ReadLimit
+	h.AddTransport(transport.Websocket{
+		Implementation: s.ws,
+		InitFunc:       s.websocketInit,
+		// The legacy graphql-ws protocol's "ka" messages; both protocols
+		// also get websocket pings (websocket.go).
+		KeepAlivePingInterval: s.ws.cfg.PingInterval,
+		PayloadReadLimit:      &readLimit,
+		ErrorFunc: func(ctx context.Context, err error) {
+			s.cfg.Logger.Debug("graphql websocket", "error", err)
+		},
+	})
 	h.AddTransport(transport.Options{})
 	h.AddTransport(transport.GET{})
+	// SSE before POST: it claims POSTs that accept text/event-stream.
+	h.AddTransport(transport.SSE{})
 	h.AddTransport(transport.POST{})
 	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	lim := s.cfg.Limits
+	h.SetParserTokenLimit(lim.MaxTokens)
+	h.SetValidationRulesFn(validationRules(lim.MaxFields))
+	// "Did you mean ...?" would map the schema for a caller that cannot
+	// introspect it.
+	h.SetDisableSuggestion(!s.cfg.Dev)
 	if s.cfg.Dev {
 		h.Use(extension.Introspection{})
+	} else {
+		h.AroundRootFields(hideTypes)
 	}
 	h.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
-	h.Use(extension.FixedComplexityLimit(5000))
+	h.Use(queryLimits{maxDepth: lim.MaxDepth, maxAliases: lim.MaxAliases})
+	h.Use(extension.FixedComplexityLimit(lim.MaxComplexity))
+	h.AroundOperations(s.resolver.AuditReads)
+	h.Use(s.shared)
 	h.SetErrorPresenter(s.presentError)
 	h.SetRecoverFunc(func(ctx context.Context, v any) error {
 		s.cfg.Logger.Error("panic in resolver", "panic", v, "path", graphql.GetPath(ctx).String())
@@ -181,6 +244,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeGraphQLError(w, StatusOf(err), err)
 			return
 		}
+		if err := checkBatch(r); err != nil {
+			writeGraphQLError(w, http.StatusBadRequest, err)
+			return
+		}
 		if err := checkTransport(r); err != nil {
 			writeGraphQLError(w, statusForTransport(r), err)
 			return
@@ -196,6 +263,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				s.cfg.Logger.Error("authenticate", "error", err)
 			}
 			writeGraphQLError(w, StatusOf(err), err)
+			return
+		}
+		if !s.limitKey(w, p) {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(c360.NewContextWithPrincipal(r.Context(), p)))
@@ -234,7 +304,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) error {
 		}
 		return c360.Errorf(c360.EINVALID, "could not read the request body")
 	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.Body = &bufferedBody{Reader: bytes.NewReader(b), b: b}
 	return nil
 }
 

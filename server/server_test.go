@@ -45,6 +45,8 @@ func newResolver(db *postgres.DB) *resolver.Resolver {
 		IdentityService:     db,
 		Ingester:            db,
 		Now:                 db.Now,
+		ContextService:      db,
+		ObservationService:  db,
 	}
 }
 

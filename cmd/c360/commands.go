@@ -97,8 +97,21 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if res.MessageSender, err = conns.messageSender(); err != nil {
 		return usageError("C360_TWILIO_API_URL: " + err.Error())
 	}
-	srv := server.New(server.Config{Dev: *dev, Logger: log}, db, res, db)
+	rt, wsConfig, err := m.startRealtime(db, log)
+	if err != nil {
+		return err
+	}
+	defer rt.stop()
+	res.Hub, res.Realtime = rt.hub, db
+	limits, sec, err := m.startSecurity(db, res, log)
+	if err != nil {
+		return err
+	}
+	defer sec.stop()
+	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits}, db, res, db)
+	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, conns)
+	mountMCP(srv, db, log)
 
 	if pprofAddr := m.Getenv("C360_PPROF_ADDR"); pprofAddr != "" {
 		// Profiling stays off the public listener: only an operator who sets
@@ -125,6 +138,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	httpSrv.RegisterOnShutdown(srv.CloseWebsockets)
+	httpSrv.RegisterOnShutdown(rt.stopStreams)
 	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
@@ -152,6 +167,9 @@ func NewResolver(db *postgres.DB) *resolver.Resolver {
 		Ingester:            db,
 		Now:                 db.Now,
 		MessagingService:    db,
+		ContextService:      db,
+		ObservationService:  db,
+		Keys:                db,
 	}
 }
 
@@ -250,8 +268,11 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 }
 
 func (m *Main) apikey(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "revoke" || args[0] == "list") {
+		return m.apikeyAdmin(ctx, args)
+	}
 	if len(args) == 0 || args[0] != "create" {
-		return usageError("usage: c360 apikey create --workspace SLUG --role ROLE [--json]")
+		return usageError("usage: c360 apikey create|revoke|list --workspace SLUG ...")
 	}
 	fs := newFlagSet("apikey create", m.Stderr)
 	slug := fs.String("workspace", "", "workspace slug (required)")
@@ -279,6 +300,7 @@ func (m *Main) apikey(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	m.auditKeyChange(ctx, db, c360.AuditAPIKeyCreate, key)
 	if *asJSON {
 		return json.NewEncoder(m.Stdout).Encode(map[string]string{"apiKey": secret, "role": string(key.Role), "prefix": key.Prefix})
 	}

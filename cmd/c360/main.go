@@ -48,6 +48,9 @@ Usage:
   c360 workspace rules --slug SLUG [--limit TYPE=N ...] [--default-limit N]
                        [--priority t1,t2,...] [--blocked v1,v2,...] [--json]
   c360 apikey create --workspace SLUG --role admin|agent|assistant|write [--scopes pii,...] [--json]
+  c360 apikey revoke --workspace SLUG --prefix PREFIX [--json]
+  c360 apikey list --workspace SLUG [--json]
+  c360 mcp              MCP server over stdin/stdout for desktop assistants (C360_API_KEY)
 
 Environment:
   DATABASE_URL          PostgreSQL connection URL (required)
@@ -56,7 +59,22 @@ Environment:
   C360_DEFAULT_REGION   region for national phone numbers (default US)
   C360_TWILIO_API_URL   override of Twilio's REST base URL
   C360_DB_MAX_CONNS     connection pool size (default 16)
+  C360_API_KEY          c360 mcp: the API key every tool call acts with
   C360_SHUTDOWN_TIMEOUT graceful shutdown deadline (default 25s)
+  C360_ALLOWED_ORIGINS  browser origins allowed to open websockets, comma-separated, or *
+                        (default: same-origin pages and non-browser clients only)
+  C360_WS_INIT_TIMEOUT  time a websocket may take to send connection_init (default 10s)
+  C360_WS_PING_INTERVAL websocket ping interval (default 25s)
+  C360_SUBSCRIBER_QUEUE changes queued per subscriber before it is closed as slow (default 64)
+  C360_NOTIFY_INTERVAL  longest wait before telling other replicas of changes (default 5ms)
+  C360_GRAPHQL_MAX_TOKENS, C360_GRAPHQL_MAX_FIELDS, C360_GRAPHQL_MAX_DEPTH,
+  C360_GRAPHQL_MAX_ALIASES, C360_GRAPHQL_MAX_COMPLEXITY
+                        GraphQL limits (defaults 10000, 500, 12, 30, 20000; docs/security.md)
+  C360_RATE_KEY_RPS, C360_RATE_KEY_BURST
+                        token bucket per API key (default 10000/s, burst 20000; -1: off)
+  C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST
+                        token bucket per workspace for webhooks and the Segment API
+                        (default 10000/s, burst 20000; -1: off)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
@@ -86,6 +104,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.workspace(ctx, args[1:])
 	case "apikey":
 		return m.apikey(ctx, args[1:])
+	case "mcp":
+		return m.mcpStdio(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -3,10 +3,24 @@
 package model
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 
 	"github.com/c360dev/c360"
 )
+
+type AuditConnection struct {
+	Edges    []*AuditEdge `json:"edges"`
+	PageInfo *PageInfo    `json:"pageInfo"`
+}
+
+type AuditEdge struct {
+	Cursor string           `json:"cursor"`
+	Node   *c360.AuditEntry `json:"node"`
+}
 
 type ConversationConnection struct {
 	Edges    []*ConversationEdge `json:"edges"`
@@ -18,9 +32,47 @@ type ConversationEdge struct {
 	Node   *c360.Conversation `json:"node"`
 }
 
+type CreatedAPIKey struct {
+	// The secret, shown once. Send it as Authorization: Bearer <apiKey>.
+	APIKey string       `json:"apiKey"`
+	Key    *c360.APIKey `json:"key"`
+}
+
+// Selects changes by kind; an empty or absent list selects every kind.
+type CustomerChangeFilter struct {
+	Kinds []string `json:"kinds,omitempty"`
+}
+
 type CustomerConnection struct {
 	Edges    []*CustomerEdge `json:"edges"`
 	PageInfo *PageInfo       `json:"pageInfo"`
+}
+
+// A customer's context for an assistant. See Query.customerContext.
+type CustomerContext struct {
+	CustomerID int64 `json:"customerId"`
+	// The customer's version when the context was read: the change feed position to subscribe after.
+	Version    int                    `json:"version"`
+	Traits     map[string]any         `json:"traits"`
+	Identities []*c360.IdentityRecord `json:"identities"`
+	Consents   []*c360.Consent        `json:"consents"`
+	// Open conversations, most recently active first, each with its last messages.
+	OpenConversations []*c360.ContextConversation `json:"openConversations"`
+	// Events of the last 30 days by type and name, most recent first.
+	RecentEvents []*c360.EventSummary `json:"recentEvents"`
+	// Unexpired observations, verified first.
+	Observations []*c360.Observation `json:"observations"`
+	// Merges and splits the customer took part in, newest first.
+	Merges []*c360.MergeRecord `json:"merges"`
+	// The same content as a text block for a prompt, at most `budget`
+	// characters. When it does not fit, the lowest-priority parts are trimmed
+	// first: merge notes, then traits, events, observations, conversation
+	// messages (oldest first), and identities and consent last.
+	Text string `json:"text"`
+	// The budget `text` was built for, in characters.
+	Budget int `json:"budget"`
+	// Whether anything was left out of `text` to fit the budget.
+	Truncated bool `json:"truncated"`
 }
 
 type CustomerEdge struct {
@@ -88,6 +140,11 @@ type SendMessageInput struct {
 	Body string `json:"body"`
 }
 
+// Real-time streams, served over WebSocket (graphql-transport-ws, legacy
+// graphql-ws) and Server-Sent Events on /graphql. See docs/realtime.md.
+type Subscription struct {
+}
+
 type TrackInput struct {
 	Identities []*c360.Identity `json:"identities"`
 	Event      string           `json:"event"`
@@ -95,4 +152,65 @@ type TrackInput struct {
 	// Idempotency key: a repeat with the same messageId returns the stored event and changes nothing.
 	MessageID *string    `json:"messageId,omitempty"`
 	Timestamp *time.Time `json:"timestamp,omitempty"`
+}
+
+// How a @pii field is masked.
+type PiiKind string
+
+const (
+	// An identity value, masked by its identity type (email, phone) or its shape.
+	PiiKindIdentityValue PiiKind = "IDENTITY_VALUE"
+	// A JSON object (traits, properties, a change's diff), masked key by key.
+	PiiKindJSON PiiKind = "JSON"
+	// One trait's value, masked by the trait's name.
+	PiiKindTraitValue PiiKind = "TRAIT_VALUE"
+)
+
+var AllPiiKind = []PiiKind{
+	PiiKindIdentityValue,
+	PiiKindJSON,
+	PiiKindTraitValue,
+}
+
+func (e PiiKind) IsValid() bool {
+	switch e {
+	case PiiKindIdentityValue, PiiKindJSON, PiiKindTraitValue:
+		return true
+	}
+	return false
+}
+
+func (e PiiKind) String() string {
+	return string(e)
+}
+
+func (e *PiiKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = PiiKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid PiiKind", str)
+	}
+	return nil
+}
+
+func (e PiiKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *PiiKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e PiiKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }

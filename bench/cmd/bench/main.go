@@ -4,6 +4,8 @@
 //	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
 //	bench seed    --customers N          COPY a data set into a new workspace
 //	bench query   [--customers N]        the customer-360 query: GraphQL vs hand-written SQL
+//	bench fanout  [--subscribers 1000,10000] [--fanout-shared N]
+//	                                     websocket subscribers: RSS each, ingest-to-delivery p50/p99
 //	bench all     [--customers N]        everything, in order
 //
 // DATABASE_URL selects the database; the server binary is bin/c360 (make
@@ -48,6 +50,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
+	fanout := fanoutFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,11 +75,16 @@ func run(ctx context.Context, args []string) error {
 		return err
 	case "query":
 		return benchQuery(ctx, cfg)
+	case "fanout":
+		return benchFanout(ctx, cfg, fanout)
 	case "all":
 		if _, _, err := benchBaseline(ctx, cfg); err != nil {
 			return err
 		}
-		return benchQuery(ctx, cfg)
+		if err := benchQuery(ctx, cfg); err != nil {
+			return err
+		}
+		return benchFanout(ctx, cfg, fanout)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
 }

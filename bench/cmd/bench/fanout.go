@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/postgres"
+)
+
+// fanoutConfig is the fan-out benchmark's flags.
+type fanoutConfig struct {
+	subscribers string
+	writes      int
+	rate        int
+	shared      int
+}
+
+// fanoutFlags registers the fan-out flags on the command's flag set.
+func fanoutFlags(fs *flag.FlagSet) *fanoutConfig {
+	fc := &fanoutConfig{}
+	fs.StringVar(&fc.subscribers, "subscribers", "1000,10000", "fan-out: websocket subscribers per run")
+	fs.IntVar(&fc.writes, "fanout-writes", 500, "fan-out: targeted changes written per run")
+	fs.IntVar(&fc.rate, "fanout-rate", 200, "fan-out: changes written per second")
+	fs.IntVar(&fc.shared, "fanout-shared", 0, "fan-out: subscribers share this many customers (0: one customer each)")
+	return fc
+}
+
+// benchFanout measures subscriptions at scale against a real server
+// process: RSS per idle subscriber, and ingest-to-delivery latency of
+// targeted changes (each change reaches the subscribers of its customer).
+func benchFanout(ctx context.Context, cfg config, fc *fanoutConfig) error {
+	raiseFileLimit()
+	for _, s := range strings.Split(fc.subscribers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--subscribers: bad value %q", s)
+		}
+		if err := fanoutRun(ctx, cfg, fc, n); err != nil {
+			return fmt.Errorf("fan-out with %d subscribers: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// raiseFileLimit lifts the soft limit on open files to the hard one: 10k
+// websockets need 10k descriptors here and in the server, which inherits it.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
+	customers := n
+	if fc.shared > 0 {
+		customers = fc.shared
+	}
+	db, err := postgres.Open(ctx, cfg.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	slug := fmt.Sprintf("fanout-%d-%d", n, time.Now().Unix())
+	creds, err := db.CreateWorkspace(ctx, slug, "fan-out benchmark")
+	if err != nil {
+		return err
+	}
+	emails := make([]string, customers)
+	ids := make([]int64, customers)
+	for start := 0; start < customers; start += 500 {
+		var evs []*c360.Event
+		for i := start; i < min(start+500, customers); i++ {
+			emails[i] = fmt.Sprintf("fanout-%d@bench.example", i)
+			now := time.Now().UTC()
+			evs = append(evs, &c360.Event{Type: c360.EventIdentify, Identities: []c360.Identity{{Type: "email", Value: emails[i]}},
+				Source: "bench", DedupeKey: emails[i], OccurredAt: now, ReceivedAt: now})
+		}
+		res, err := db.Ingest(ctx, creds.ID, evs)
+		if err != nil {
+			return err
+		}
+		for j, r := range res {
+			ids[start+j] = r.CustomerID
+		}
+	}
+
+	srv, err := startServer(ctx, cfg, "C360_RATE_KEY_RPS=1000000", "C360_RATE_KEY_BURST=1000000", "C360_SUBSCRIBER_QUEUE=256")
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	mode := "one customer each"
+	if fc.shared > 0 {
+		mode = fmt.Sprintf("%d shared customers", fc.shared)
+	}
+	fmt.Printf("\n## fan-out: %d websocket subscribers (%s), %d targeted changes at %d/s\n", n, mode, fc.writes, fc.rate)
+	time.Sleep(time.Second)
+	rss0 := srv.RSS()
+
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		delivered atomic.Int64
+		closed    atomic.Int64
+	)
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/graphql"
+	conns := make([]*websocket.Conn, n)
+	var readers sync.WaitGroup
+	dialStart := time.Now()
+	jobs := make(chan int)
+	var dialers sync.WaitGroup
+	var dialErr atomic.Value
+	for w := 0; w < 64; w++ {
+		dialers.Add(1)
+		go func() {
+			defer dialers.Done()
+			d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 30 * time.Second,
+				ReadBufferSize: 1024, WriteBufferSize: 1024}
+			for i := range jobs {
+				c, err := subscribeOne(d, wsURL, creds.APIKey, ids[i%customers])
+				if err != nil {
+					dialErr.Store(err)
+					continue
+				}
+				conns[i] = c
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					for {
+						_, msg, err := c.ReadMessage()
+						if err != nil {
+							closed.Add(1)
+							return
+						}
+						if t0, ok := sentAt(msg); ok {
+							lat := time.Since(time.UnixMicro(t0))
+							mu.Lock()
+							latencies = append(latencies, lat)
+							mu.Unlock()
+							delivered.Add(1)
+						}
+					}
+				}()
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	dialers.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		readers.Wait()
+	}()
+	if err, ok := dialErr.Load().(error); ok {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if err := waitSubscriptions(ctx, srv.URL, n); err != nil {
+		return err
+	}
+	fmt.Printf("  %d subscribed in %.1fs\n", n, time.Since(dialStart).Seconds())
+	time.Sleep(2 * time.Second)
+	rss1 := srv.RSS()
+	fmt.Printf("  server RSS: %.1f MiB before, %.1f MiB with %d idle subscribers: %.1f KiB per subscriber\n",
+		float64(rss0)/(1<<20), float64(rss1)/(1<<20), n, float64(rss1-rss0)/float64(n)/1024)
+
+	// Targeted changes through the server's GraphQL API, paced.
+	perChange := int64(n / customers)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	tick := time.NewTicker(time.Second / time.Duration(fc.rate))
+	defer tick.Stop()
+	var writers sync.WaitGroup
+	var writeErr atomic.Value
+	var wmu sync.Mutex
+	var writeLat []time.Duration
+	// Each change goes to a different customer while there are enough: two
+	// concurrent writes to one customer may commit out of order, and the
+	// older trait value then changes nothing.
+	order := rand.Perm(customers)
+	sem := make(chan struct{}, 16)
+	writeStart := time.Now()
+	for k := 0; k < fc.writes; k++ {
+		<-tick.C
+		sem <- struct{}{}
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			if err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]]); err != nil {
+				writeErr.Store(err)
+			}
+			wmu.Lock()
+			writeLat = append(writeLat, time.Since(start))
+			wmu.Unlock()
+		}()
+	}
+	writers.Wait()
+	if err, ok := writeErr.Load().(error); ok {
+		return fmt.Errorf("write: %w", err)
+	}
+	want := int64(fc.writes) * perChange
+	deadline := time.Now().Add(30 * time.Second)
+	for delivered.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(writeStart)
+	mu.Lock()
+	lat := slices.Clone(latencies)
+	mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	fmt.Printf("  delivered %d of %d in %.1fs; ingest-to-delivery p50 %s, p99 %s, max %s; connections closed: %d\n",
+		len(lat), want, elapsed.Seconds(), pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond),
+		pct(1).Round(10*time.Microsecond), closed.Load())
+	slices.Sort(writeLat)
+	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
+		writeLat[len(writeLat)/2].Round(10*time.Microsecond), writeLat[len(writeLat)*99/100].Round(10*time.Microsecond))
+	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(lat),
+		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), float64(rss1-rss0)/float64(n)/1024)
+	return nil
+}
+
+// subscribeOne opens a websocket, authenticates and subscribes to one
+// customer's changes.
+func subscribeOne(d websocket.Dialer, url, key string, customer int64) (*websocket.Conn, error) {
+	c, _, err := d.Dial(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if err := c.WriteJSON(map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + key}}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	var ack struct{ Type string }
+	if err := c.ReadJSON(&ack); err != nil || ack.Type != "connection_ack" {
+		c.Close()
+		return nil, fmt.Errorf("init: %v %q", err, ack.Type)
+	}
+	c.SetReadDeadline(time.Time{})
+	err = c.WriteJSON(map[string]any{"type": "subscribe", "id": "1", "payload": map[string]any{
+		"query":     `subscription($id: ID!) { customerChanged(id: $id) { version diff } }`,
+		"variables": map[string]any{"id": strconv.FormatInt(customer, 10)},
+	}})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// sentAt finds the write time a change carries in its "t0" trait.
+func sentAt(msg []byte) (int64, bool) {
+	i := bytes.Index(msg, []byte(`"t0":`))
+	if i < 0 {
+		return 0, false
+	}
+	rest := msg[i+5:]
+	j := bytes.IndexAny(rest, ",}")
+	if j < 0 {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(string(rest[:j]), 64)
+	return int64(f), err == nil
+}
+
+// identifyAt writes a trait change carrying its send time through GraphQL.
+func identifyAt(ctx context.Context, client *http.Client, base, key, email string) error {
+	body, _ := json.Marshal(map[string]any{
+		"query": `mutation($i: IdentifyInput!) { identify(input: $i) { version } }`,
+		"variables": map[string]any{"i": map[string]any{
+			"identities": []map[string]any{{"type": "email", "value": email}},
+			"traits":     map[string]any{"t0": time.Now().UnixMicro()}}},
+	})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw := new(bytes.Buffer)
+	raw.ReadFrom(resp.Body)
+	if resp.StatusCode != 200 || bytes.Contains(raw.Bytes(), []byte(`"errors"`)) {
+		return fmt.Errorf("identify: status %d: %.200s", resp.StatusCode, raw.Bytes())
+	}
+	return nil
+}
+
+// waitSubscriptions polls /metrics until the server has n open streams.
+func waitSubscriptions(ctx context.Context, base string, n int) error {
+	deadline := time.Now().Add(120 * time.Second)
+	got := 0.0
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/metrics")
+		if err == nil {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if v, ok := strings.CutPrefix(sc.Text(), "c360_subscriptions "); ok {
+					got, _ = strconv.ParseFloat(v, 64)
+				}
+			}
+			resp.Body.Close()
+			if int(got) >= n {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("server has %.0f of %d subscriptions after 120s", got, n)
+}

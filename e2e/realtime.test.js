@@ -1,0 +1,311 @@
+// End-to-end: the reference GraphQL-over-WebSocket client (`graphql-ws` from
+// npm, on the `ws` package) against a real c360 server (../bin/c360 serve) on
+// TEST_DATABASE_URL: live changes, resume by cursor, and every close code of
+// the graphql-transport-ws protocol the server owes, as that client sees it.
+// Misbehaviour the client never shows by itself (a subscribe before
+// connection_init, a second connection_init) is injected under it by a
+// WebSocket subclass, so the client still reads the server's answer.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import WebSocket from 'ws'
+import { createClient } from 'graphql-ws'
+
+const bin = fileURLToPath(new URL('../bin/c360', import.meta.url))
+const databaseURL = process.env.TEST_DATABASE_URL
+const allowedOrigin = 'https://console.example.test'
+
+let server
+let serverLog = ''
+let base
+let wsURL
+let creds
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.unref()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+async function waitHealthy(url, ms) {
+  const deadline = Date.now() + ms
+  for (;;) {
+    if (server.exitCode !== null) {
+      throw new Error(`c360 serve exited with ${server.exitCode}:\n${serverLog}`)
+    }
+    try {
+      const res = await fetch(url)
+      if (res.ok) return
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`c360 serve not healthy after ${ms} ms:\n${serverLog}`)
+    await sleep(100)
+  }
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+before(async () => {
+  assert.ok(databaseURL, 'TEST_DATABASE_URL is not set: run `make test`')
+  const port = await freePort()
+  base = `http://127.0.0.1:${port}`
+  wsURL = `ws://127.0.0.1:${port}/graphql`
+  const env = {
+    ...process.env,
+    DATABASE_URL: databaseURL,
+    C360_ADDR: `127.0.0.1:${port}`,
+    C360_WS_INIT_TIMEOUT: '500ms',
+    C360_SUBSCRIBER_QUEUE: '2',
+    C360_ALLOWED_ORIGINS: allowedOrigin,
+  }
+  server = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  server.stdout.on('data', (d) => { serverLog += d })
+  server.stderr.on('data', (d) => { serverLog += d })
+  await waitHealthy(`${base}/readyz`, 30000)
+  const slug = `e2e-rt-${randomBytes(6).toString('hex')}`
+  creds = JSON.parse(execFileSync(bin, ['workspace', 'create', '--slug', slug, '--json'], { env }).toString())
+})
+
+after(async () => {
+  if (!server || server.exitCode !== null) return
+  const exited = new Promise((resolve) => server.once('exit', resolve))
+  server.kill('SIGTERM')
+  const timer = setTimeout(() => server.kill('SIGKILL'), 10000)
+  await exited
+  clearTimeout(timer)
+})
+
+async function identify(email, traits) {
+  const res = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${creds.apiKey}` },
+    body: JSON.stringify({
+      query: 'mutation ($i: IdentifyInput!) { identify(input: $i) { id version } }',
+      variables: { i: { identities: [{ type: 'email', value: email }], traits } },
+    }),
+  })
+  const body = await res.json()
+  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${serverLog}`)
+  return body.data.identify
+}
+
+const changed = `subscription ($id: ID!, $after: String) {
+  customerChanged(id: $id, after: $after) { cursor kind version customerId }
+}`
+
+function client(opts = {}) {
+  return createClient({
+    url: wsURL,
+    webSocketImpl: WebSocket,
+    connectionParams: { authorization: `Bearer ${creds.apiKey}` },
+    retryAttempts: 0,
+    lazy: true,
+    ...opts,
+  })
+}
+
+// closeCode subscribes and resolves with the close code the client reports.
+function closeCode(c, query = 'subscription { customerChanges { version } }') {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no close within 10s\n${serverLog}`)), 10000)
+    c.subscribe({ query }, {
+      next: () => {},
+      error: (e) => { clearTimeout(timer); resolve(e?.code ?? e) },
+      complete: () => { clearTimeout(timer); resolve('complete') },
+    })
+  })
+}
+
+test('live changes, then resume by cursor with no gap and no duplicate', async () => {
+  const email = `live-${randomBytes(4).toString('hex')}@example.com`
+  const { id } = await identify(email, { n: 0 })
+  const got = []
+  const c1 = client()
+  const done1 = new Promise((resolve, reject) => {
+    c1.subscribe({ query: changed, variables: { id } }, {
+      next: ({ data, errors }) => { if (errors) reject(new Error(JSON.stringify(errors))); got.push(data.customerChanged) },
+      error: reject,
+      complete: resolve,
+    })
+  })
+  // The subscription is live once a change written after it arrives.
+  for (let i = 1; got.length === 0; i++) {
+    assert.ok(i < 50, 'no change arrived')
+    await identify(email, { warm: i })
+    await sleep(100)
+  }
+  for (let i = 0; i < 3; i++) await identify(email, { n: i })
+  while (got.at(-1).version < got[0].version + 3) await sleep(20)
+  await c1.dispose()
+  await done1.catch(() => {})
+  for (let i = 1; i < got.length; i++) assert.equal(got[i].version, got[i - 1].version + 1)
+  assert.ok(got.every((ch) => ch.customerId === id && ch.cursor))
+
+  // Missed while away, then resumed from the last cursor.
+  const last = got.at(-1)
+  for (let i = 0; i < 3; i++) await identify(email, { away: i })
+  const resumed = []
+  const c2 = client()
+  await new Promise((resolve, reject) => {
+    c2.subscribe({ query: changed, variables: { id, after: last.cursor } }, {
+      next: ({ data }) => { resumed.push(data.customerChanged); if (resumed.length === 3) resolve() },
+      error: reject,
+      complete: resolve,
+    })
+  })
+  await c2.dispose()
+  assert.deepEqual(resumed.map((ch) => ch.version), [last.version + 1, last.version + 2, last.version + 3])
+})
+
+test('a subscriber too slow to keep up is closed with 1013 and resumes by cursor', async () => {
+  const email = `slow-${randomBytes(4).toString('hex')}@example.com`
+  const { id, version } = await identify(email, {})
+  const sockets = []
+  class Tracked extends WebSocket {
+    constructor(...args) { super(...args); sockets.push(this) }
+  }
+  const closes = []
+  const versions = []
+  // The payload object is sent again on every reconnect: keeping `after` at
+  // the last cursor makes the client's own retry resume without a gap.
+  const payload = {
+    query: `subscription ($id: ID!, $after: String) { customerChanged(id: $id, after: $after) { cursor version diff } }`,
+    variables: { id, after: null },
+  }
+  const c = client({
+    webSocketImpl: Tracked,
+    retryAttempts: 5,
+    retryWait: () => sleep(200),
+    on: { closed: (e) => closes.push(e.code) },
+  })
+  const writes = 40
+  const finished = new Promise((resolve, reject) => {
+    c.subscribe(payload, {
+      next: ({ data, errors }) => {
+        if (errors) return reject(new Error(JSON.stringify(errors)))
+        const ch = data.customerChanged
+        if (versions.length) assert.equal(ch.version, versions.at(-1) + 1, 'gap or duplicate')
+        versions.push(ch.version)
+        payload.variables.after = ch.cursor
+        if (ch.version === version + writes) resolve()
+      },
+      error: reject,
+      complete: () => reject(new Error('completed early')),
+    })
+  })
+  // Live: the first change arrives.
+  await identify(email, { first: true })
+  while (versions.length === 0) await sleep(20)
+  // Stop reading while large changes pile up on the server.
+  sockets[0].pause()
+  const blob = 'x'.repeat(256 << 10)
+  for (let i = 1; i < writes; i++) await identify(email, { blob: `${i}${blob}` })
+  sockets[0].resume()
+  await finished
+  await c.dispose()
+  assert.ok(closes.includes(1013), `close codes ${closes}, want 1013 (try again later)`)
+  assert.equal(versions.at(-1), version + writes)
+})
+
+test('4403: a bad API key in connection_init', async () => {
+  const c = client({ connectionParams: { authorization: 'Bearer c360_not_a_key' } })
+  assert.equal(await closeCode(c), 4403)
+  await c.dispose()
+})
+
+test('4403: no authorization in connection_init', async () => {
+  const c = client({ connectionParams: {} })
+  assert.equal(await closeCode(c), 4403)
+  await c.dispose()
+})
+
+test('4408: no connection_init within the init timeout', async () => {
+  const c = client({
+    connectionParams: async () => { await sleep(1500); return { authorization: `Bearer ${creds.apiKey}` } },
+  })
+  assert.equal(await closeCode(c), 4408)
+  await c.dispose()
+})
+
+test('4409: a subscribe with the id of an active subscription', async () => {
+  const c = client({ generateID: () => 'same-id' })
+  c.subscribe({ query: 'subscription { customerChanges { version } }' }, { next() {}, error() {}, complete() {} })
+  assert.equal(await closeCode(c), 4409)
+  await c.dispose()
+})
+
+// injecting returns a WebSocket class that adds frames before or after the
+// client's connection_init.
+function injecting(extra) {
+  return class extends WebSocket {
+    send(data) {
+      const m = JSON.parse(data)
+      if (m.type === 'connection_init') {
+        for (const f of extra.before ?? []) super.send(JSON.stringify(f))
+        super.send(data)
+        for (const f of extra.after ?? []) super.send(JSON.stringify(f))
+        return
+      }
+      super.send(data)
+    }
+  }
+}
+
+test('4401: a subscribe before connection_init', async () => {
+  const c = client({
+    webSocketImpl: injecting({ before: [{ id: 'early', type: 'subscribe', payload: { query: 'subscription { customerChanges { version } }' } }] }),
+  })
+  assert.equal(await closeCode(c), 4401)
+  await c.dispose()
+})
+
+test('4429: a second connection_init', async () => {
+  const c = client({
+    webSocketImpl: injecting({ after: [{ type: 'connection_init', payload: { authorization: `Bearer ${creds.apiKey}` } }] }),
+  })
+  assert.equal(await closeCode(c), 4429)
+  await c.dispose()
+})
+
+test('4400: a message that is not of the protocol', async () => {
+  const c = client({ webSocketImpl: injecting({ after: [{ type: 'bogus' }] }) })
+  assert.equal(await closeCode(c), 4400)
+  await c.dispose()
+})
+
+test('4406: a subprotocol the server does not speak', async () => {
+  // The server completes the handshake without a subprotocol and closes with
+  // 4406, as the graphql-ws reference server does; browsers see that close.
+  // The ws package aborts such a handshake itself ("Server sent no
+  // subprotocol") before the close frame can arrive, so here the client can
+  // only report the failed connection; the 4406 frame itself is asserted by
+  // the Go suite (server/websocket_test.go).
+  class Other extends WebSocket {
+    constructor(url) { super(url, 'graphql-nonsense') }
+  }
+  const c = client({ webSocketImpl: Other })
+  const code = await closeCode(c)
+  await c.dispose()
+  assert.ok(code === 4406 || code?.message === 'Server sent no subprotocol', `got ${code?.code ?? code}`)
+})
+
+test('origins outside C360_ALLOWED_ORIGINS are refused at the handshake', async () => {
+  const status = (origin) => new Promise((resolve) => {
+    const s = new WebSocket(wsURL, 'graphql-transport-ws', { headers: { Origin: origin } })
+    s.on('unexpected-response', (_req, res) => { resolve(res.statusCode); s.terminate() })
+    s.on('open', () => { resolve(101); s.close() })
+    s.on('error', () => {})
+  })
+  assert.equal(await status('https://evil.example.test'), 403)
+  assert.equal(await status(allowedOrigin), 101)
+})

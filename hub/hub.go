@@ -1,0 +1,542 @@
+// Package hub fans committed changes out to the subscriptions of one c360
+// process. The change rows in PostgreSQL are the truth: the hub is only told
+// which customers' feeds grew (directly after a local commit, or through
+// LISTEN/NOTIFY from another replica), reads the new rows of each such
+// customer once, whatever the number of its subscribers, and hands the same
+// *Change to each of them.
+//
+// Every subscriber has a bounded queue. The hub never waits for one: a
+// subscriber whose queue is full is dropped with ErrSlow, and its client
+// resumes from the last cursor it received.
+package hub
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// ErrSlow ends a stream whose subscriber did not keep up: its queue filled.
+// Its client should reconnect and resume after the last cursor it received.
+var ErrSlow = errors.New("hub: subscriber too slow")
+
+// ErrClosed ends a stream because the hub stopped.
+var ErrClosed = errors.New("hub: closed")
+
+// Feed is the change feed the hub reads. Package postgres implements it.
+type Feed interface {
+	// ChangesAfter returns, for each position given as a change (workspace,
+	// customer and the last version already seen), up to limit changes that
+	// follow it, ordered by customer and version.
+	ChangesAfter(ctx context.Context, after []c360.Change, limit int) ([]c360.Change, error)
+	// CustomerState returns the customer's current version and, when it was
+	// merged away, its survivor (else 0). It is ENOTFOUND when the workspace
+	// has no such customer.
+	CustomerState(ctx context.Context, workspaceID, customerID int64) (version, mergedInto int64, err error)
+	// MergeVersion returns the version of the survivor's change that
+	// absorbed the merged customer.
+	MergeVersion(ctx context.Context, workspaceID, survivorID, mergedID int64) (int64, error)
+	// VersionsBefore returns, per customer, the highest version of its
+	// changes made before t (customers without one are absent).
+	VersionsBefore(ctx context.Context, workspaceID int64, customerIDs []int64, t time.Time) (map[int64]int64, error)
+}
+
+// Options tune the hub; zero values take the defaults.
+type Options struct {
+	// QueueSize bounds each subscriber's queue of undelivered changes (64).
+	QueueSize int
+	// Workers is the number of concurrent feed reads (2).
+	Workers int
+	// BatchSize is the most customers one feed read covers (256).
+	BatchSize int
+	// PageSize is the most changes of one customer one read returns (100).
+	PageSize int
+	// MaxWorkspaceTopics bounds the customers a workspace-wide stream
+	// tracks (100000); past it the tracking starts over (see SubscribeWorkspace).
+	MaxWorkspaceTopics int
+	Logger             *slog.Logger
+	// Now is the clock; it dates the start of workspace-wide streams.
+	Now func() time.Time
+}
+
+// Hub routes change notifications to subscribers. Create it with New, run it
+// with Run; Wake and Resync may be called from any goroutine.
+type Hub struct {
+	feed   Feed
+	opts   Options
+	signal chan struct{} // capacity 1: there is work in queue
+
+	mu         sync.Mutex
+	topics     map[topicKey]*topic
+	workspaces map[int64]*workspace
+	queue      []*topic
+	closed     bool
+
+	delivered atomic.Int64
+	dropped   atomic.Int64
+	reads     atomic.Int64
+	subs      atomic.Int64
+	streams   atomic.Int64
+}
+
+type topicKey struct{ ws, customer int64 }
+
+// topic is one customer's feed as the hub follows it.
+type topic struct {
+	topicKey
+	// last is the highest version fanned out; -1 until known.
+	last int64
+	// since, for a topic a workspace stream created, dates its baseline:
+	// changes made before it were not for that stream.
+	since time.Time
+	subs  map[*subscriber]struct{}
+	// owned is set while a workspace stream keeps the topic alive.
+	owned bool
+	// queued: in h.queue; fetching: a worker is reading it; again: woken
+	// while being read; waiting: woken before its baseline was known.
+	queued, fetching, again, waiting bool
+}
+
+// workspace is the workspace-wide subscribers of one workspace.
+type workspace struct {
+	id    int64
+	since time.Time
+	subs  map[*subscriber]struct{}
+	owned map[int64]*topic
+}
+
+// subscriber is one stream's registration: the hub is the only sender on ch
+// and closes it, after setting err, when it drops the subscriber.
+type subscriber struct {
+	ch     chan *Change
+	err    error
+	closed bool
+	topic  *topic
+	ws     *workspace
+	kinds  map[string]bool // nil: every kind
+}
+
+// New returns a hub reading feed.
+func New(feed Feed, opts Options) *Hub {
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 64
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 256
+	}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 100
+	}
+	if opts.MaxWorkspaceTopics <= 0 {
+		opts.MaxWorkspaceTopics = 100000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Hub{
+		feed:       feed,
+		opts:       opts,
+		signal:     make(chan struct{}, 1),
+		topics:     map[topicKey]*topic{},
+		workspaces: map[int64]*workspace{},
+	}
+}
+
+// Run reads the feed for woken customers until ctx ends, then drops every
+// subscriber with ErrClosed. It owns the hub's worker goroutines and returns
+// after they have stopped.
+func (h *Hub) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := 0; i < h.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.work(ctx)
+		}()
+	}
+	wg.Wait()
+	h.mu.Lock()
+	h.closed = true
+	for _, t := range h.topics {
+		for s := range t.subs {
+			h.drop(s, ErrClosed)
+		}
+	}
+	for _, w := range h.workspaces {
+		for s := range w.subs {
+			h.drop(s, ErrClosed)
+		}
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// Wake tells the hub that the feeds of these customers grew. It never
+// blocks on I/O: customers nobody follows cost a map lookup.
+func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
+	h.mu.Lock()
+	w := h.workspaces[workspaceID]
+	n := 0
+	for _, id := range customerIDs {
+		k := topicKey{workspaceID, id}
+		t := h.topics[k]
+		if t == nil {
+			if w == nil {
+				continue
+			}
+			if len(w.owned) >= h.opts.MaxWorkspaceTopics {
+				h.resetWorkspace(w)
+			}
+			t = &topic{topicKey: k, last: -1, since: w.since, owned: true, subs: map[*subscriber]struct{}{}}
+			h.topics[k] = t
+			w.owned[id] = t
+		} else if w != nil && !t.owned {
+			// Keep it for the workspace stream once its customer streams end,
+			// so its baseline stays exact.
+			t.owned = true
+			w.owned[id] = t
+		}
+		h.markDirty(t)
+		n++
+	}
+	h.mu.Unlock()
+	if n > 0 {
+		h.kick()
+	}
+}
+
+// WakeWorkspace tells the hub that feeds of any customers of the workspace
+// may have grown: every customer it follows there is read again.
+func (h *Hub) WakeWorkspace(workspaceID int64) {
+	h.mu.Lock()
+	for k, t := range h.topics {
+		if k.ws == workspaceID {
+			h.markDirty(t)
+		}
+	}
+	h.mu.Unlock()
+	h.kick()
+}
+
+// Resync reads every followed customer's feed again. The listener calls it
+// after reconnecting, since notifications sent meanwhile are lost.
+func (h *Hub) Resync() {
+	h.mu.Lock()
+	for _, t := range h.topics {
+		h.markDirty(t)
+	}
+	h.mu.Unlock()
+	h.kick()
+}
+
+// Stats are the hub's counters.
+type Stats struct {
+	Streams     int64 // streams open and positioned now: later commits reach them
+	Subscribers int64 // registrations with topics and workspaces now
+	Topics      int   // customers followed now
+	Delivered   int64 // changes queued to subscribers
+	Dropped     int64 // subscribers dropped for being slow
+	Reads       int64 // feed reads
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	n := len(h.topics)
+	h.mu.Unlock()
+	return Stats{Streams: h.streams.Load(), Subscribers: h.subs.Load(), Topics: n, Delivered: h.delivered.Load(),
+		Dropped: h.dropped.Load(), Reads: h.reads.Load()}
+}
+
+func (h *Hub) kick() {
+	select {
+	case h.signal <- struct{}{}:
+	default:
+	}
+}
+
+// markDirty queues t for a read. Called with h.mu held.
+func (h *Hub) markDirty(t *topic) {
+	switch {
+	case t.fetching:
+		t.again = true
+	case t.last < 0 && t.since.IsZero():
+		t.waiting = true
+	case !t.queued:
+		t.queued = true
+		h.queue = append(h.queue, t)
+	}
+}
+
+func (h *Hub) work(ctx context.Context) {
+	for {
+		batch := h.take()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.signal:
+			}
+			continue
+		}
+		if err := h.fetch(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				h.release(batch)
+				return
+			}
+			h.opts.Logger.Error("hub: read change feed", "error", err, "customers", len(batch))
+			h.release(batch)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			h.kick()
+		}
+	}
+}
+
+// take pops up to BatchSize queued topics and marks them being read.
+func (h *Hub) take() []*topic {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := min(len(h.queue), h.opts.BatchSize)
+	if n == 0 {
+		return nil
+	}
+	batch := make([]*topic, 0, n)
+	for _, t := range h.queue[:n] {
+		t.queued = false
+		if h.topics[t.topicKey] != t {
+			continue // unsubscribed meanwhile
+		}
+		t.fetching = true
+		batch = append(batch, t)
+	}
+	clear(h.queue[:n])
+	h.queue = h.queue[n:]
+	if len(h.queue) > 0 {
+		h.kick()
+	}
+	return batch
+}
+
+// release ends a failed read: the topics are queued again.
+func (h *Hub) release(batch []*topic) {
+	h.mu.Lock()
+	for _, t := range batch {
+		t.fetching, t.again = false, false
+		if h.topics[t.topicKey] == t {
+			h.markDirty(t)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// fetch reads the new changes of a batch of topics in one statement and fans
+// them out.
+func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
+	if err := h.baselines(ctx, batch); err != nil {
+		return err
+	}
+	pos := make([]c360.Change, len(batch))
+	h.mu.Lock()
+	for i, t := range batch {
+		pos[i] = c360.Change{WorkspaceID: t.ws, CustomerID: t.customer, Version: t.last}
+	}
+	h.mu.Unlock()
+	h.reads.Add(1)
+	rows, err := h.feed.ChangesAfter(ctx, pos, h.opts.PageSize)
+	if err != nil {
+		return err
+	}
+	byTopic := make(map[topicKey][]c360.Change, len(batch))
+	for _, r := range rows {
+		k := topicKey{r.WorkspaceID, r.CustomerID}
+		byTopic[k] = append(byTopic[k], r)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range batch {
+		t.fetching = false
+		rs := byTopic[t.topicKey]
+		for _, r := range rs {
+			if r.Version <= t.last {
+				continue
+			}
+			h.fanout(t, &Change{Change: r})
+			t.last = r.Version
+		}
+		if (len(rs) >= h.opts.PageSize || t.again) && h.topics[t.topicKey] == t {
+			t.again = false
+			h.markDirty(t)
+		}
+	}
+	return nil
+}
+
+// baselines sets the starting version of topics a workspace stream created:
+// the last change made before the stream started.
+func (h *Hub) baselines(ctx context.Context, batch []*topic) error {
+	type group struct {
+		since time.Time
+		ids   []int64
+	}
+	var need map[int64]*group
+	h.mu.Lock()
+	for _, t := range batch {
+		if t.last >= 0 {
+			continue
+		}
+		if need == nil {
+			need = map[int64]*group{}
+		}
+		g := need[t.ws]
+		if g == nil {
+			g = &group{since: t.since}
+			need[t.ws] = g
+		}
+		g.ids = append(g.ids, t.customer)
+	}
+	h.mu.Unlock()
+	for ws, g := range need {
+		h.reads.Add(1)
+		m, err := h.feed.VersionsBefore(ctx, ws, g.ids, g.since)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		for _, id := range g.ids {
+			if t := h.topics[topicKey{ws, id}]; t != nil && t.last < 0 {
+				t.last = m[id]
+			}
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// fanout queues c to the topic's subscribers and to the workspace streams
+// that want its kind. Called with h.mu held.
+func (h *Hub) fanout(t *topic, c *Change) {
+	for s := range t.subs {
+		h.deliver(s, c)
+	}
+	if w := h.workspaces[t.ws]; w != nil {
+		for s := range w.subs {
+			if s.kinds == nil || s.kinds[c.Kind] {
+				h.deliver(s, c)
+			}
+		}
+	}
+}
+
+// deliver queues c for s without waiting; a full queue drops s.
+func (h *Hub) deliver(s *subscriber, c *Change) {
+	select {
+	case s.ch <- c:
+		h.delivered.Add(1)
+	default:
+		h.dropped.Add(1)
+		h.drop(s, ErrSlow)
+	}
+}
+
+// drop unregisters s and closes its queue with err. Called with h.mu held.
+func (h *Hub) drop(s *subscriber, err error) {
+	if s.closed {
+		return
+	}
+	s.closed, s.err = true, err
+	close(s.ch)
+	h.subs.Add(-1)
+	if t := s.topic; t != nil {
+		delete(t.subs, s)
+		if len(t.subs) == 0 && !t.owned && h.topics[t.topicKey] == t {
+			delete(h.topics, t.topicKey)
+		}
+	}
+	if w := s.ws; w != nil {
+		delete(w.subs, s)
+		if len(w.subs) == 0 && h.workspaces[w.id] == w {
+			delete(h.workspaces, w.id)
+			for id, t := range w.owned {
+				t.owned = false
+				if len(t.subs) == 0 && h.topics[t.topicKey] == t {
+					delete(h.topics, topicKey{w.id, id})
+				}
+			}
+		}
+	}
+}
+
+// resetWorkspace forgets the customers a workspace stream tracks, except
+// those customer streams follow too, and restarts its baseline at now.
+// Called with h.mu held.
+func (h *Hub) resetWorkspace(w *workspace) {
+	for id, t := range w.owned {
+		t.owned = false
+		if len(t.subs) == 0 && h.topics[t.topicKey] == t {
+			delete(h.topics, t.topicKey)
+		}
+		delete(w.owned, id)
+	}
+	w.since = h.opts.Now()
+	h.opts.Logger.Warn("hub: workspace stream tracking reset", "workspace", w.id, "limit", h.opts.MaxWorkspaceTopics)
+}
+
+// register adds a subscriber to the customer's topic, creating the topic.
+func (h *Hub) register(ws, customer int64) (*subscriber, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down; reconnect")
+	}
+	k := topicKey{ws, customer}
+	t := h.topics[k]
+	if t == nil {
+		t = &topic{topicKey: k, last: -1, subs: map[*subscriber]struct{}{}}
+		h.topics[k] = t
+	}
+	s := &subscriber{ch: make(chan *Change, h.opts.QueueSize), topic: t}
+	t.subs[s] = struct{}{}
+	h.subs.Add(1)
+	return s, nil
+}
+
+// setBaseline gives a new topic its starting version, read after the first
+// subscriber registered, and reads it if it was woken meanwhile.
+func (h *Hub) setBaseline(s *subscriber, version int64) {
+	h.mu.Lock()
+	t := s.topic
+	if t.last < 0 {
+		t.last = version
+		if t.waiting {
+			t.waiting = false
+			h.markDirty(t)
+		}
+	}
+	h.mu.Unlock()
+	h.kick()
+}
+
+// unregister drops s, if the hub has not already.
+func (h *Hub) unregister(s *subscriber) {
+	if s == nil {
+		return
+	}
+	h.mu.Lock()
+	h.drop(s, ErrClosed)
+	h.mu.Unlock()
+}

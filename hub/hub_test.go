@@ -1,0 +1,285 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	for _, c := range []hub.Cursor{{CustomerID: 1, Version: 0}, {CustomerID: 123456789, Version: 42}, {CustomerID: 1 << 62, Version: 1 << 40}} {
+		got, err := hub.DecodeCursor(c.Encode())
+		if err != nil || got != c {
+			t.Errorf("DecodeCursor(Encode(%+v)) = %+v, %v", c, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", "Y2hnLjE", "bm90LmEuY3Vyc29y", c360.Cursor{ID: 5}.Encode(), "Y2hnLi0xLjE"} {
+		if _, err := hub.DecodeCursor(bad); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("DecodeCursor(%q) error %v, want BAD_USER_INPUT", bad, err)
+		}
+	}
+}
+
+// env is a running hub on a real store, woken after every commit.
+type env struct {
+	db  *postgres.DB
+	hub *hub.Hub
+	ws  int64
+}
+
+func newEnv(t *testing.T, opts hub.Options) *env {
+	t.Helper()
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	opts.Logger = slog.New(slog.DiscardHandler)
+	h := hub.New(db, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	db.OnCommit = h.Wake
+	return &env{db: db, hub: h, ws: ws}
+}
+
+func (e *env) identify(t *testing.T, addr string, traits map[string]any) int64 {
+	t.Helper()
+	now := time.Now().UTC()
+	res, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventIdentify,
+		Identities: []c360.Identity{{Type: "email", Value: addr}}, Traits: traits, Source: "test",
+		DedupeKey: fmt.Sprint(time.Now().UnixNano()), OccurredAt: now, ReceivedAt: now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[0].CustomerID
+}
+
+func next(t *testing.T, st hub.Stream) *hub.Change {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := st.Next(ctx)
+	if err != nil {
+		t.Fatalf("next: %v", err)
+	}
+	return c
+}
+
+// Subscribers of one customer share one read of the feed per wake and the
+// same *Change.
+func TestFanoutSharesOneRead(t *testing.T) {
+	e := newEnv(t, hub.Options{})
+	id := e.identify(t, "a@example.com", nil)
+	ctx := context.Background()
+	var streams []*hub.CustomerStream
+	for i := 0; i < 50; i++ {
+		st, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		streams = append(streams, st)
+	}
+	// Past the initial catch-up read of each stream.
+	e.identify(t, "a@example.com", map[string]any{"n": 1})
+	for _, st := range streams {
+		next(t, st)
+	}
+	reads := e.hub.Stats().Reads
+	e.identify(t, "a@example.com", map[string]any{"n": 2})
+	first := next(t, streams[0])
+	for _, st := range streams[1:] {
+		if c := next(t, st); c != first {
+			t.Fatal("subscribers got different *Change values for one change")
+		}
+	}
+	if got := e.hub.Stats().Reads - reads; got != 1 {
+		t.Fatalf("feed reads for one change with 50 subscribers = %d, want 1", got)
+	}
+	for _, st := range streams {
+		st.Close()
+	}
+	if s := e.hub.Stats(); s.Subscribers != 0 || s.Topics != 0 {
+		t.Fatalf("after close: %+v, want nothing registered", s)
+	}
+}
+
+// A subscriber whose queue fills is dropped with ErrSlow, without blocking
+// the hub or the other subscribers.
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	e := newEnv(t, hub.Options{QueueSize: 3})
+	id := e.identify(t, "b@example.com", nil)
+	ctx := context.Background()
+	slow, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fast, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	// Step by step: the fast one reads each change before the next commit,
+	// the slow one reads nothing.
+	for v := int64(2); v <= 11; v++ {
+		e.identify(t, "b@example.com", map[string]any{"n": v})
+		if c := next(t, fast); c.Version != v {
+			t.Fatalf("fast got version %d, want %d", c.Version, v)
+		}
+	}
+	if e.hub.Stats().Dropped != 1 {
+		t.Fatalf("dropped = %d, want 1", e.hub.Stats().Dropped)
+	}
+	// The slow one reads what was queued, then learns it was dropped.
+	for {
+		_, err := slow.Next(ctx)
+		if err == hub.ErrSlow {
+			break
+		} else if err != nil {
+			t.Fatalf("slow: %v, want ErrSlow", err)
+		}
+	}
+}
+
+// Resuming from a cursor replays from the feed, then goes live, with no gap
+// or duplicate while writes race the subscription.
+func TestResumeRacesWrites(t *testing.T) {
+	e := newEnv(t, hub.Options{})
+	id := e.identify(t, "c@example.com", nil)
+	for i := 0; i < 5; i++ {
+		e.identify(t, "c@example.com", map[string]any{"n": i})
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 30; i++ {
+			e.identify(t, "c@example.com", map[string]any{"m": i})
+		}
+	}()
+	st, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id, &hub.Cursor{CustomerID: id, Version: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for v := int64(3); v <= 36; v++ {
+		if c := next(t, st); c.Version != v {
+			t.Fatalf("got version %d, want %d", c.Version, v)
+		}
+	}
+	wg.Wait()
+}
+
+// The workspace stream sees every customer's changes of its workspace, of
+// the kinds asked for, and none of another workspace.
+func TestWorkspaceStream(t *testing.T) {
+	e := newEnv(t, hub.Options{})
+	other, _, _ := pgtest.Workspace(t, e.db)
+	st, err := e.hub.SubscribeWorkspace(e.ws, []string{c360.ChangeCreated})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC()
+	if _, err := e.db.Ingest(context.Background(), other, []*c360.Event{{Type: c360.EventIdentify,
+		Identities: []c360.Identity{{Type: "email", Value: "x@example.com"}}, Source: "test", DedupeKey: "o1",
+		OccurredAt: now, ReceivedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.identify(t, "d@example.com", nil)
+	e.identify(t, "d@example.com", map[string]any{"n": 1}) // traits: filtered out
+	b := e.identify(t, "e@example.com", nil)
+	// Changes of different customers may arrive in either order.
+	got := map[int64]bool{}
+	for range 2 {
+		c := next(t, st)
+		if c.Kind != c360.ChangeCreated || c.WorkspaceID != e.ws {
+			t.Fatalf("got %d %s in workspace %d, want created in %d", c.CustomerID, c.Kind, c.WorkspaceID, e.ws)
+		}
+		got[c.CustomerID] = true
+	}
+	if !got[a] || !got[b] {
+		t.Fatalf("got %v, want the created changes of %d and %d", got, a, b)
+	}
+}
+
+// A stream ends with ErrClosed when the hub stops, and cannot start after.
+func TestHubStop(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	h := hub.New(db, hub.Options{Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Run(ctx)
+	}()
+	st, err := h.SubscribeWorkspace(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if _, err := st.Next(context.Background()); err != hub.ErrClosed {
+		t.Fatalf("Next after stop: %v, want ErrClosed", err)
+	}
+	if _, err := h.SubscribeWorkspace(ws, nil); c360.ErrorCode(err) != c360.EUNAVAILABLE {
+		t.Fatalf("subscribe after stop: %v, want UNAVAILABLE", err)
+	}
+}
+
+// Shared computes once for concurrent callers and lets them retry when the
+// value may not be kept.
+func TestChangeShared(t *testing.T) {
+	c := &hub.Change{}
+	var calls int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := c.Shared(context.Background(), "k", func() (any, bool) {
+				mu.Lock()
+				calls++
+				n := calls
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+				return n, n > 1 // the first result may not be kept
+			})
+			if err != nil || v.(int) < 1 {
+				t.Errorf("Shared = %v, %v", v, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if calls != 2 {
+		t.Fatalf("compute ran %d times, want 2 (one failure, one kept)", calls)
+	}
+}

@@ -1,0 +1,309 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/c360dev/c360"
+)
+
+// Stream is a subscription's source of changes.
+type Stream interface {
+	// Next blocks for the next change. It returns ErrSlow when the
+	// subscriber fell behind, ErrClosed when the stream or the hub was
+	// closed, ctx.Err() when ctx ended, and feed errors as they come.
+	Next(ctx context.Context) (*Change, error)
+	// Close unregisters the stream; a blocked Next returns. It may be called
+	// from any goroutine, more than once.
+	Close()
+}
+
+// replayPage is how many changes one replay read returns.
+const replayPage = 200
+
+// maxFollow bounds the merges a stream follows in one step (merges keep
+// every merged id one hop from its survivor, so two suffice).
+const maxFollow = 8
+
+// CustomerStream delivers every change of one customer in version order:
+// first those after the resume position, read from the feed, then live ones
+// from the hub, with no gap and no duplicate. It registers with the hub
+// before it reads the feed and drops what it already delivered by version;
+// a live change that skips versions sends it back to the feed. When the
+// customer is merged away, it delivers the merged_into change and goes on
+// with the survivor's changes from the one that absorbed it.
+type CustomerStream struct {
+	h  *Hub
+	ws int64
+
+	// Owned by the goroutine calling Next.
+	cur     int64 // the customer followed
+	last    int64 // last version of cur delivered
+	replay  bool  // read the feed before waiting on the hub
+	pending []c360.Change
+
+	mu     sync.Mutex // guards sub and closed against Close
+	sub    *subscriber
+	closed bool
+}
+
+var _ Stream = (*CustomerStream)(nil)
+
+// SubscribeCustomer opens a stream of the customer's changes. Without after,
+// it starts with the next change; with it, it starts after that position,
+// which must be in the feed of the customer or of a customer merged with it
+// (else EINVALID). A merged-away id follows its survivor. An unknown id is
+// ENOTFOUND.
+func (h *Hub) SubscribeCustomer(ctx context.Context, workspaceID, customerID int64, after *Cursor) (*CustomerStream, error) {
+	st := &CustomerStream{h: h, ws: workspaceID, replay: true}
+	if after != nil {
+		want, err := h.survivor(ctx, workspaceID, customerID)
+		if err != nil {
+			return nil, err
+		}
+		got, err := h.survivor(ctx, workspaceID, after.CustomerID)
+		if c360.ErrorCode(err) == c360.ENOTFOUND || (err == nil && got != want) {
+			return nil, c360.Errorf(c360.EINVALID, "invalid cursor: it is not a position of customer %d", customerID)
+		} else if err != nil {
+			return nil, err
+		}
+		if err := st.follow(ctx, after.CustomerID, func(int64) int64 { return after.Version }, false); err != nil {
+			return nil, err
+		}
+		h.streams.Add(1)
+		return st, nil
+	}
+	if err := st.follow(ctx, customerID, func(v int64) int64 { return v }, true); err != nil {
+		return nil, err
+	}
+	h.streams.Add(1)
+	return st, nil
+}
+
+func (h *Hub) survivor(ctx context.Context, ws, id int64) (int64, error) {
+	_, merged, err := h.feed.CustomerState(ctx, ws, id)
+	if err != nil {
+		return 0, err
+	}
+	if merged != 0 {
+		return merged, nil
+	}
+	return id, nil
+}
+
+// follow registers the stream on customer id (or its survivor) and sets the
+// position to start(current version). Registering comes first, so that any
+// change committed after the version is read reaches the stream. A customer
+// already merged away with nothing left to deliver hands over to its
+// survivor: from now on when live, else from the change that absorbed it.
+func (st *CustomerStream) follow(ctx context.Context, id int64, start func(version int64) int64, live bool) error {
+	for range maxFollow {
+		sub, err := st.h.register(st.ws, id)
+		if err != nil {
+			return err
+		}
+		version, merged, err := st.h.feed.CustomerState(ctx, st.ws, id)
+		if err != nil {
+			st.h.unregister(sub)
+			return err
+		}
+		st.h.setBaseline(sub, version)
+		if merged != 0 && start(version) >= version {
+			// Already merged away, and nothing of it left to deliver.
+			st.h.unregister(sub)
+			if live {
+				id = merged
+				continue
+			}
+			v, err := st.h.feed.MergeVersion(ctx, st.ws, merged, id)
+			if err != nil {
+				return fmt.Errorf("follow merge of customer %d into %d: %w", id, merged, err)
+			}
+			id, start = merged, func(int64) int64 { return v - 1 }
+			continue
+		}
+		if !st.swap(sub) {
+			return ErrClosed
+		}
+		st.cur, st.last = id, start(version)
+		return nil
+	}
+	return fmt.Errorf("follow customer %d: too many merges", id)
+}
+
+// swap makes sub the stream's registration, dropping the previous one. It
+// reports false, dropping sub, when the stream was closed.
+func (st *CustomerStream) swap(sub *subscriber) bool {
+	st.mu.Lock()
+	old, closed := st.sub, st.closed
+	if !closed {
+		st.sub = sub
+	}
+	st.mu.Unlock()
+	st.h.unregister(old)
+	if closed {
+		st.h.unregister(sub)
+		return false
+	}
+	return true
+}
+
+// Next returns the next change of the customer (or of its survivor).
+func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
+	for {
+		if len(st.pending) > 0 {
+			c := st.pending[0]
+			st.pending = st.pending[1:]
+			if c.CustomerID != st.cur || c.Version <= st.last {
+				continue
+			}
+			return st.deliver(ctx, &Change{Change: c})
+		}
+		if st.replay {
+			rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: st.cur, Version: st.last}}, replayPage)
+			if err != nil {
+				return nil, fmt.Errorf("replay changes of customer %d: %w", st.cur, err)
+			}
+			st.replay = len(rows) >= replayPage
+			st.pending = rows
+			if len(rows) > 0 {
+				continue
+			}
+		}
+		st.mu.Lock()
+		sub := st.sub
+		st.mu.Unlock()
+		if sub == nil {
+			return nil, ErrClosed
+		}
+		select {
+		case c, ok := <-sub.ch:
+			if !ok {
+				return nil, sub.err
+			}
+			if c.Version <= st.last {
+				continue
+			}
+			if c.Version > st.last+1 {
+				// A gap: this subscriber registered while the topic was
+				// behind, or missed a wake. The feed has what is missing.
+				st.replay = true
+				continue
+			}
+			return st.deliver(ctx, c)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// deliver advances the position to c; a merged_into change moves the stream
+// to the survivor before c is returned.
+func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, error) {
+	st.last = c.Version
+	if c.Kind != c360.ChangeMergedInto {
+		return c, nil
+	}
+	survivor, err := survivorOf(c)
+	if err != nil {
+		return nil, err
+	}
+	v, err := st.h.feed.MergeVersion(ctx, st.ws, survivor, c.CustomerID)
+	if err != nil {
+		return nil, fmt.Errorf("follow merge of customer %d into %d: %w", c.CustomerID, survivor, err)
+	}
+	if err := st.follow(ctx, survivor, func(int64) int64 { return v - 1 }, false); err != nil {
+		return nil, err
+	}
+	st.replay, st.pending = true, nil
+	return c, nil
+}
+
+func survivorOf(c *Change) (int64, error) {
+	var id int64
+	switch v := c.Diff["survivorId"].(type) {
+	case string:
+		id, _ = strconv.ParseInt(v, 10, 64)
+	case float64:
+		id = int64(v)
+	}
+	if id <= 0 {
+		return 0, fmt.Errorf("merged_into change %d/%d has no survivorId", c.CustomerID, c.Version)
+	}
+	return id, nil
+}
+
+// Close unregisters the stream.
+func (st *CustomerStream) Close() {
+	st.mu.Lock()
+	sub, was := st.sub, st.closed
+	st.sub, st.closed = nil, true
+	st.mu.Unlock()
+	if !was {
+		st.h.streams.Add(-1)
+	}
+	st.h.unregister(sub)
+}
+
+// WorkspaceStream delivers every change of every customer of a workspace,
+// optionally only some kinds, from its start on. It has no replay: changes
+// are matched to the stream by the time it started, so a change committed
+// within clock skew of that moment may be missed, and one workspace stream
+// tracks at most Options.MaxWorkspaceTopics customers before starting over.
+type WorkspaceStream struct {
+	h      *Hub
+	sub    *subscriber
+	closed atomic.Bool
+}
+
+var _ Stream = (*WorkspaceStream)(nil)
+
+// SubscribeWorkspace opens a stream of the workspace's changes of the given
+// kinds (all kinds when empty).
+func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceStream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down; reconnect")
+	}
+	w := h.workspaces[workspaceID]
+	if w == nil {
+		w = &workspace{id: workspaceID, since: h.opts.Now(), subs: map[*subscriber]struct{}{}, owned: map[int64]*topic{}}
+		h.workspaces[workspaceID] = w
+	}
+	s := &subscriber{ch: make(chan *Change, h.opts.QueueSize), ws: w}
+	if len(kinds) > 0 {
+		s.kinds = make(map[string]bool, len(kinds))
+		for _, k := range kinds {
+			s.kinds[k] = true
+		}
+	}
+	w.subs[s] = struct{}{}
+	h.subs.Add(1)
+	h.streams.Add(1)
+	return &WorkspaceStream{h: h, sub: s}, nil
+}
+
+// Next returns the next change of the workspace.
+func (st *WorkspaceStream) Next(ctx context.Context) (*Change, error) {
+	select {
+	case c, ok := <-st.sub.ch:
+		if !ok {
+			return nil, st.sub.err
+		}
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close unregisters the stream.
+func (st *WorkspaceStream) Close() {
+	if st.closed.CompareAndSwap(false, true) {
+		st.h.streams.Add(-1)
+	}
+	st.h.unregister(st.sub)
+}

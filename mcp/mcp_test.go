@@ -1,0 +1,376 @@
+package mcp_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/mcp"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
+	"github.com/c360dev/c360/server"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtest.Drop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// fakeSender stands in for Twilio's REST API, outside our reach in tests.
+type fakeSender struct {
+	mu   sync.Mutex
+	sent []c360.OutboundMessage
+}
+
+func (f *fakeSender) SendMessage(_ context.Context, _ *c360.Workspace, m c360.OutboundMessage) (*c360.SentMessage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, m)
+	return &c360.SentMessage{ProviderID: fmt.Sprintf("SMfake%d%d", time.Now().UnixNano(), len(f.sent)), Status: "queued"}, nil
+}
+
+func (f *fakeSender) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.sent)
+}
+
+// env is the c360 server as `c360 serve` wires it, with /mcp mounted; one
+// workspace with a key per role and Jane, who wrote by SMS and opted out of
+// WhatsApp.
+type env struct {
+	db     *postgres.DB
+	srv    *httptest.Server
+	audit  *postgres.AuditWriter
+	sender *fakeSender
+	ws     int64
+	keys   map[string]string
+	jane   string
+}
+
+const (
+	janeEmail = "jane@example.com"
+	janePhone = "+14155550100"
+	janeName  = "Jane Doe"
+)
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	ws, slug, admin := pgtest.Workspace(t, db)
+	e := &env{db: db, ws: ws, keys: map[string]string{"admin": admin}, sender: &fakeSender{}}
+	for name, k := range map[string]struct {
+		role   c360.Role
+		scopes []string
+	}{"agent": {c360.RoleAgent, nil}, "assistant": {c360.RoleAssistant, nil}, "assistant+pii": {c360.RoleAssistant, []string{c360.ScopePII}}} {
+		secret, _, err := db.CreateAPIKey(ctx, slug, k.role, k.scopes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.keys[name] = secret
+	}
+	log := slog.New(slog.DiscardHandler)
+	e.audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: log})
+	r := &resolver.Resolver{CustomerService: db, EventService: db, ConversationService: db, IdentityService: db,
+		Ingester: db, Now: db.Now, MessagingService: db, MessageSender: e.sender, Keys: db, Audit: e.audit,
+		ContextService: db, ObservationService: db}
+	s := server.New(server.Config{Logger: log}, db, r, db)
+	s.Handle("/mcp", mcp.New(mcp.Config{GraphQL: s, Auth: db, StatusOf: server.StatusOf, Logger: log}).Handler())
+	e.srv = httptest.NewServer(s)
+	t.Cleanup(func() {
+		e.srv.Close()
+		e.audit.Close()
+	})
+
+	now := time.Now().UTC()
+	phone := []c360.Identity{{Type: "phone", Value: janePhone}}
+	for i, ev := range []*c360.Event{
+		{Type: c360.EventIdentify, Identities: []c360.Identity{{Type: "email", Value: janeEmail}},
+			Traits: map[string]any{"name": janeName, "phone": janePhone, "plan": "pro"}},
+		{Type: c360.EventMessage, Identities: phone,
+			Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound, Body: "where is my order?", Status: "received"}},
+		{Type: c360.EventTrack, Name: "WhatsApp Opt Out", Identities: phone, Consent: &c360.ConsentInput{Channel: c360.ChannelWhatsApp, Status: c360.ConsentOptedOut}},
+	} {
+		ev.Source, ev.DedupeKey, ev.OccurredAt = "test", fmt.Sprint("seed", i), now.Add(time.Duration(i)*time.Second)
+		res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.jane = fmt.Sprint(res[0].CustomerID)
+	}
+	if _, err := db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{TwilioAccountSID: ptr("AC1"), TwilioAuthToken: ptr("t"),
+		TwilioSMSFrom: ptr("+15005550006")}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// bearer adds the API key to every request of the MCP client.
+type bearer struct {
+	key  string
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return b.next.RoundTrip(r)
+}
+
+// connect opens an MCP session over Streamable HTTP with the key.
+func (e *env) connect(t *testing.T, key string) *sdk.ClientSession {
+	t.Helper()
+	client := sdk.NewClient(&sdk.Implementation{Name: "c360-test", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp",
+		HTTPClient: &http.Client{Transport: bearer{key, http.DefaultTransport}}}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call calls a tool and returns its result's JSON text and whether it is an error.
+func call(t *testing.T, cs *sdk.ClientSession, name string, args map[string]any) (map[string]any, string, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("call %s: %v", name, err)
+	}
+	if len(res.Content) == 0 {
+		t.Fatalf("call %s: no content", name)
+	}
+	text, ok := res.Content[0].(*sdk.TextContent)
+	if !ok {
+		t.Fatalf("call %s: content %T, want text", name, res.Content[0])
+	}
+	if res.IsError {
+		return nil, text.Text, true
+	}
+	var out map[string]any
+	if err := json.Unmarshal([]byte(text.Text), &out); err != nil {
+		t.Fatalf("call %s: text is not JSON: %v\n%s", name, err, text.Text)
+	}
+	structured, _ := json.Marshal(res.StructuredContent)
+	var same map[string]any
+	if err := json.Unmarshal(structured, &same); err != nil || fmt.Sprint(same) != fmt.Sprint(out) {
+		t.Errorf("call %s: structured content %s differs from the text %s", name, structured, text.Text)
+	}
+	return out, text.Text, false
+}
+
+func TestToolsOverStreamableHTTP(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["assistant"])
+
+	// Every tool is listed with a description and an object schema.
+	ctx := context.Background()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+		schema, _ := json.Marshal(tool.InputSchema)
+		if len(tool.Description) < 40 || !strings.Contains(string(schema), `"type":"object"`) || !strings.Contains(string(schema), `"properties"`) {
+			t.Errorf("tool %s: description %q, schema %s", tool.Name, tool.Description, schema)
+		}
+	}
+	slices.Sort(names)
+	if got, want := strings.Join(names, " "), "get_customer_context list_recent_messages lookup_customer record_observation search_customers send_message"; got != want {
+		t.Fatalf("tools = %s, want %s", got, want)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name == mcp.ToolSendMessage {
+			schema, _ := json.Marshal(tool.InputSchema)
+			if !strings.Contains(string(schema), `"enum":["sms","whatsapp"]`) || !strings.Contains(string(schema), `"required":["customerId","channel","body"]`) {
+				t.Errorf("send_message schema = %s", schema)
+			}
+		}
+	}
+
+	// lookup_customer: found by a phone in any format, masked for this key.
+	out, text, _ := call(t, cs, mcp.ToolLookupCustomer, map[string]any{"type": "phone", "value": "(415) 555-0100"})
+	cust, _ := out["customer"].(map[string]any)
+	if cust == nil || cust["id"] != e.jane || !strings.Contains(text, "j***@example.com") || !strings.Contains(text, "+1******0100") {
+		t.Errorf("lookup_customer = %s", text)
+	}
+	assertMasked(t, text)
+	if out, text, _ := call(t, cs, mcp.ToolLookupCustomer, map[string]any{"type": "email", "value": "nobody@example.com"}); out["customer"] != nil {
+		t.Errorf("lookup of nobody = %s, want customer null", text)
+	}
+
+	// get_customer_context, by identity and by id, within a budget.
+	out, text, _ = call(t, cs, mcp.ToolGetCustomerContext, map[string]any{"type": "email", "value": janeEmail, "budget": 300})
+	cc, _ := out["context"].(map[string]any)
+	block, _ := cc["text"].(string)
+	if cc == nil || cc["customerId"] != e.jane || len([]rune(block)) > 300 || !strings.Contains(block, "whatsapp opted_out") ||
+		!strings.Contains(block, "j***@example.com") {
+		t.Errorf("get_customer_context = %s", text)
+	}
+	assertMasked(t, text)
+	out, _, _ = call(t, cs, mcp.ToolGetCustomerContext, map[string]any{"customerId": e.jane})
+	if cc, _ := out["context"].(map[string]any); cc == nil || !strings.Contains(fmt.Sprint(cc["text"]), "where is my order?") {
+		t.Errorf("get_customer_context by id = %v", out)
+	}
+	if _, msg, isErr := call(t, cs, mcp.ToolGetCustomerContext, map[string]any{}); !isErr || !strings.Contains(msg, c360.EINVALID) {
+		t.Errorf("get_customer_context without a customer: %v %s, want BAD_USER_INPUT", isErr, msg)
+	}
+
+	// search_customers and list_recent_messages.
+	out, text, _ = call(t, cs, mcp.ToolSearchCustomers, map[string]any{"query": "jane"})
+	if list, _ := out["customers"].([]any); len(list) != 1 || out["hasMore"] != false {
+		t.Errorf("search_customers = %s", text)
+	}
+	assertMasked(t, text)
+	out, text, _ = call(t, cs, mcp.ToolListRecentMessages, map[string]any{"customerId": e.jane})
+	msgs, _ := out["messages"].([]any)
+	if len(msgs) != 1 || msgs[0].(map[string]any)["body"] != "where is my order?" || msgs[0].(map[string]any)["channel"] != "sms" {
+		t.Errorf("list_recent_messages = %s", text)
+	}
+	if _, msg, isErr := call(t, cs, mcp.ToolListRecentMessages, map[string]any{"customerId": "999999999"}); !isErr || !strings.Contains(msg, c360.ENOTFOUND) {
+		t.Errorf("messages of nobody: %v %s, want NOT_FOUND", isErr, msg)
+	}
+
+	// record_observation: with the assistant's key as provenance; then in context.
+	out, text, _ = call(t, cs, mcp.ToolRecordObservation, map[string]any{"customerId": e.jane, "text": "prefers SMS", "source": "test-bot", "confidence": 0.8})
+	obs, _ := out["observation"].(map[string]any)
+	if obs == nil || obs["recordedByRole"] != "ASSISTANT" || obs["source"] != "test-bot" || obs["confidence"] != 0.8 {
+		t.Errorf("record_observation = %s", text)
+	}
+	if _, msg, isErr := call(t, cs, mcp.ToolRecordObservation, map[string]any{"customerId": e.jane, "text": strings.Repeat("x", 4097)}); !isErr || !strings.Contains(msg, c360.EINVALID) {
+		t.Errorf("a 4097-byte observation: %v %s, want BAD_USER_INPUT", isErr, msg)
+	}
+	out, _, _ = call(t, cs, mcp.ToolGetCustomerContext, map[string]any{"customerId": e.jane})
+	if !strings.Contains(fmt.Sprint(out), "prefers SMS") {
+		t.Errorf("context after record_observation lacks it: %v", out)
+	}
+
+	// send_message: refused to an assistant, as sendMessage is in GraphQL.
+	if _, msg, isErr := call(t, cs, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": "hi"}); !isErr || !strings.Contains(msg, c360.EFORBIDDEN) {
+		t.Errorf("send_message by an assistant: %v %s, want FORBIDDEN", isErr, msg)
+	}
+	// Malformed arguments are refused by the schema.
+	if _, msg, isErr := call(t, cs, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "fax", "body": "hi"}); !isErr {
+		t.Errorf("send_message on fax: %s, want an error", msg)
+	}
+	if e.sender.count() != 0 {
+		t.Fatalf("messages sent: %d, want 0", e.sender.count())
+	}
+
+	// An agent sends, consent-gated exactly as sendMessage: WhatsApp is opted out.
+	agent := e.connect(t, e.keys["agent"])
+	if _, msg, isErr := call(t, agent, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "whatsapp", "body": "hi"}); !isErr ||
+		!strings.Contains(msg, c360.EFORBIDDEN) || !strings.Contains(msg, "opted out") {
+		t.Errorf("send_message to an opted-out channel: %v %s, want FORBIDDEN", isErr, msg)
+	}
+	out, text, _ = call(t, agent, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": "It ships today."})
+	if m, _ := out["message"].(map[string]any); m == nil || m["direction"] != "outbound" || m["status"] != "queued" || e.sender.count() != 1 {
+		t.Errorf("send_message by an agent = %s (sent %d)", text, e.sender.count())
+	}
+	// An agent reads unmasked: same tools, the key decides.
+	_, text, _ = call(t, agent, mcp.ToolLookupCustomer, map[string]any{"type": "email", "value": janeEmail})
+	if !strings.Contains(text, janePhone) || !strings.Contains(text, janeName) {
+		t.Errorf("agent's lookup_customer is masked: %s", text)
+	}
+
+	// The same audit as GraphQL: the assistant's reads are recorded, the
+	// agent's send too.
+	if err := e.audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reads, _, _, err := e.db.FindAuditEntries(ctx, e.ws, c360.AuditFilter{Action: c360.AuditCustomerRead, First: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, r := range reads {
+		if r.Role != c360.RoleAssistant || fmt.Sprint(r.CustomerID) != e.jane {
+			t.Errorf("customer.read entry = %+v, want the assistant reading Jane", r)
+		}
+		ops = append(ops, fmt.Sprint(r.Detail["operation"]))
+	}
+	for _, op := range []string{"LookupCustomer", "CustomerContext", "SearchCustomers", "RecentMessages"} {
+		if !slices.Contains(ops, op) {
+			t.Errorf("no customer.read entry for %s; entries' operations: %v", op, ops)
+		}
+	}
+	sends, _, _, err := e.db.FindAuditEntries(ctx, e.ws, c360.AuditFilter{Action: c360.AuditMessageSend, First: 10})
+	if err != nil || len(sends) != 1 || sends[0].Role != c360.RoleAgent {
+		t.Errorf("message.send entries = %+v, %v; want the agent's one", sends, err)
+	}
+}
+
+// assertMasked fails if text carries any of Jane's personal data unmasked.
+func assertMasked(t *testing.T, text string) {
+	t.Helper()
+	for _, raw := range []string{janeEmail, janePhone, janeName} {
+		if strings.Contains(text, raw) {
+			t.Errorf("assistant read %q unmasked: %s", raw, text)
+		}
+	}
+}
+
+func TestMCPAuthentication(t *testing.T) {
+	e := newEnv(t)
+	initialize := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	for name, auth := range map[string]string{"no key": "", "not bearer": "Basic eDp5", "bad key": "Bearer c360_000000000000_nope",
+		"revoked-looking": "Bearer " + e.keys["assistant"] + "x"} {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/mcp", strings.NewReader(initialize))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), c360.EUNAUTHENTICATED) ||
+			!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s: status %d, WWW-Authenticate %q, body %s; want 401 UNAUTHENTICATED", name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+		if strings.Contains(string(body), "c360_") {
+			t.Errorf("%s: the answer echoes the key: %s", name, body)
+		}
+	}
+	client := sdk.NewClient(&sdk.Implementation{Name: "t", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp"}, nil); err == nil {
+		cs.Close()
+		t.Error("an MCP client without a key connected")
+	}
+}

@@ -1,0 +1,285 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/c360dev/c360"
+)
+
+// Tool names: the MCP contract.
+const (
+	ToolLookupCustomer     = "lookup_customer"
+	ToolGetCustomerContext = "get_customer_context"
+	ToolSearchCustomers    = "search_customers"
+	ToolListRecentMessages = "list_recent_messages"
+	ToolRecordObservation  = "record_observation"
+	ToolSendMessage        = "send_message"
+)
+
+// Tool arguments. Their JSON schemas are inferred from these types; the
+// jsonschema tags are the property descriptions the model reads.
+type (
+	// LookupArgs are lookup_customer's arguments.
+	LookupArgs struct {
+		Type  string `json:"type" jsonschema:"identity type: phone, email, user_id, anonymous_id, or a custom type such as crm_id or chatbot:webchat"`
+		Value string `json:"value" jsonschema:"the identity's value, normalized as c360 normalizes it: emails are lowercased, phone numbers become E.164 (whatsapp:+14155550100 works too)"`
+	}
+	// ContextArgs are get_customer_context's arguments.
+	ContextArgs struct {
+		CustomerID string `json:"customerId,omitempty" jsonschema:"the customer's id, e.g. \"42\"; or give type and value instead"`
+		Type       string `json:"type,omitempty" jsonschema:"identity type (phone, email, user_id, ...), with value, instead of customerId"`
+		Value      string `json:"value,omitempty" jsonschema:"identity value, with type"`
+		Budget     int    `json:"budget,omitempty" jsonschema:"maximum length of the text block in characters (about 4 per token), 100 to 32000; default 4000"`
+	}
+	// SearchArgs are search_customers's arguments.
+	SearchArgs struct {
+		Query string `json:"query" jsonschema:"a fragment of the customer's name, email or phone number"`
+		First int    `json:"first,omitempty" jsonschema:"how many customers to return, 1 to 50; default 10"`
+	}
+	// MessagesArgs are list_recent_messages's arguments.
+	MessagesArgs struct {
+		CustomerID string `json:"customerId" jsonschema:"the customer's id"`
+		Limit      int    `json:"limit,omitempty" jsonschema:"how many messages to return, newest first, 1 to 100; default 20"`
+	}
+	// ObservationArgs are record_observation's arguments.
+	ObservationArgs struct {
+		CustomerID string   `json:"customerId" jsonschema:"the customer's id"`
+		Text       string   `json:"text" jsonschema:"the fact learned, one short sentence, at most 4096 bytes, e.g. \"prefers WhatsApp after 6pm\""`
+		Source     string   `json:"source,omitempty" jsonschema:"where it was learned, e.g. the bot's name or the conversation"`
+		Confidence *float64 `json:"confidence,omitempty" jsonschema:"how sure you are, from 0 to 1"`
+	}
+	// SendArgs are send_message's arguments.
+	SendArgs struct {
+		CustomerID string `json:"customerId" jsonschema:"the customer's id"`
+		Channel    string `json:"channel" jsonschema:"sms or whatsapp"`
+		Body       string `json:"body" jsonschema:"the message text, at most 1600 characters"`
+	}
+)
+
+// Result is a tool's structured result: the GraphQL data, shaped per tool.
+type Result = map[string]any
+
+// The GraphQL operations the tools run. They select what an assistant
+// needs; masking and audit apply to them as to any client's.
+const (
+	customerFields = `id version traits identities { type value } consents { channel status updatedAt } createdAt updatedAt`
+
+	lookupQuery = `query LookupCustomer($type: String!, $value: String!) {
+  customer: customerByIdentity(type: $type, value: $value) { ` + customerFields + ` } }`
+
+	contextQuery = `query CustomerContext($id: ID, $identity: IdentityInput, $budget: Int) {
+  context: customerContext(id: $id, identity: $identity, budget: $budget) {
+    customerId version text truncated budget traits
+    identities { type value }
+    consents { channel status updatedAt source }
+    openConversations { id channel status lastMessageAt messages { id direction body status createdAt } }
+    recentEvents { type name count lastAt }
+    observations { id text source confidence verified recordedBy createdAt expiresAt }
+    merges { kind survivorId mergedId identity { type value } actor createdAt }
+  } }`
+
+	searchQuery = `query SearchCustomers($query: String, $first: Int) {
+  customers(query: $query, first: $first) { edges { node { id traits identities { type value } updatedAt } } pageInfo { hasNextPage } } }`
+
+	messagesQuery = `query RecentMessages($id: ID!, $conversations: Int!, $messages: Int!) {
+  customer(id: $id) { id conversations(first: $conversations) { edges { node {
+    id channel status messages(first: $messages) { edges { node { id channel direction body status createdAt } } } } } } } }`
+
+	observationMutation = `mutation RecordObservation($customerId: ID!, $text: String!, $source: String, $confidence: Float) {
+  observation: recordObservation(customerId: $customerId, text: $text, source: $source, confidence: $confidence) {
+    id customerId text source confidence recordedBy recordedByRole verified createdAt } }`
+
+	sendMutation = `mutation SendMessage($input: SendMessageInput!) {
+  message: sendMessage(input: $input) { id channel direction body status providerId createdAt } }`
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// addTools registers c360's tools on srv.
+func (s *Server) addTools(srv *sdk.Server, creds credentials) {
+	readOnly := &sdk.ToolAnnotations{ReadOnlyHint: true, IdempotentHint: true, OpenWorldHint: ptr(false)}
+
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolLookupCustomer,
+		Title: "Look up a customer",
+		Description: "Finds the customer who owns an identity (a phone number, an email address, a user id...) " +
+			"and returns their profile: id, traits, identities, consent per channel. Returns {\"customer\": null} " +
+			"when nobody has it. Use get_customer_context instead before answering a customer.",
+		Annotations: readOnly,
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in LookupArgs) (*sdk.CallToolResult, Result, error) {
+		var out Result
+		err := s.execute(ctx, creds(req), lookupQuery, map[string]any{"type": in.Type, "value": in.Value}, &out)
+		return nil, out, err
+	})
+
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolGetCustomerContext,
+		Title: "Get a customer's context",
+		Description: "Everything needed before answering a customer, in one call: identities, consent per channel " +
+			"(never message on an opted-out channel), open conversations with their last messages on every channel, " +
+			"recent events by name, observations earlier assistants recorded (verified first), merge notes and key traits. " +
+			"\"text\" holds the same as a ready-to-prompt block within \"budget\" characters. Give customerId, or type and " +
+			"value (e.g. type phone, value +14155550100). Returns {\"context\": null} when no customer matches.",
+		Annotations: readOnly,
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in ContextArgs) (*sdk.CallToolResult, Result, error) {
+		vars := map[string]any{}
+		switch {
+		case in.CustomerID != "" && (in.Type != "" || in.Value != ""):
+			return nil, nil, &ToolError{Code: c360.EINVALID, Message: "give customerId, or type and value, not both"}
+		case in.CustomerID != "":
+			vars["id"] = in.CustomerID
+		case in.Type != "" && in.Value != "":
+			vars["identity"] = map[string]any{"type": in.Type, "value": in.Value}
+		default:
+			return nil, nil, &ToolError{Code: c360.EINVALID, Message: "give customerId, or type and value"}
+		}
+		if in.Budget != 0 {
+			vars["budget"] = in.Budget
+		}
+		var out Result
+		err := s.execute(ctx, creds(req), contextQuery, vars, &out)
+		return nil, out, err
+	})
+
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolSearchCustomers,
+		Title: "Search customers",
+		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
+			"Returns their ids, traits and identities, and whether more match.",
+		Annotations: readOnly,
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in SearchArgs) (*sdk.CallToolResult, Result, error) {
+		first := in.First
+		if first == 0 {
+			first = 10
+		}
+		if first < 1 || first > 50 {
+			return nil, nil, &ToolError{Code: c360.EINVALID, Message: "first must be between 1 and 50"}
+		}
+		var data struct {
+			Customers struct {
+				Edges []struct {
+					Node map[string]any `json:"node"`
+				} `json:"edges"`
+				PageInfo struct {
+					HasNextPage bool `json:"hasNextPage"`
+				} `json:"pageInfo"`
+			} `json:"customers"`
+		}
+		if err := s.execute(ctx, creds(req), searchQuery, map[string]any{"query": in.Query, "first": first}, &data); err != nil {
+			return nil, nil, err
+		}
+		list := make([]any, len(data.Customers.Edges))
+		for i, e := range data.Customers.Edges {
+			list[i] = e.Node
+		}
+		return nil, Result{"customers": list, "hasMore": data.Customers.PageInfo.HasNextPage}, nil
+	})
+
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolListRecentMessages,
+		Title: "List a customer's recent messages",
+		Description: "The customer's most recent messages on every channel (SMS, WhatsApp, chat), newest first, " +
+			"each with its conversation, channel, direction (inbound from the customer, outbound to them) and status.",
+		Annotations: readOnly,
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in MessagesArgs) (*sdk.CallToolResult, Result, error) {
+		limit := in.Limit
+		if limit == 0 {
+			limit = 20
+		}
+		if limit < 1 || limit > 100 {
+			return nil, nil, &ToolError{Code: c360.EINVALID, Message: "limit must be between 1 and 100"}
+		}
+		var data struct {
+			Customer *struct {
+				ID            string `json:"id"`
+				Conversations struct {
+					Edges []struct {
+						Node struct {
+							ID       string `json:"id"`
+							Channel  string `json:"channel"`
+							Status   string `json:"status"`
+							Messages struct {
+								Edges []struct {
+									Node map[string]any `json:"node"`
+								} `json:"edges"`
+							} `json:"messages"`
+						} `json:"node"`
+					} `json:"edges"`
+				} `json:"conversations"`
+			} `json:"customer"`
+		}
+		vars := map[string]any{"id": in.CustomerID, "conversations": 10, "messages": limit}
+		if err := s.execute(ctx, creds(req), messagesQuery, vars, &data); err != nil {
+			return nil, nil, err
+		}
+		if data.Customer == nil {
+			return nil, nil, &ToolError{Code: c360.ENOTFOUND, Message: fmt.Sprintf("no customer %s", in.CustomerID)}
+		}
+		var msgs []map[string]any
+		for _, c := range data.Customer.Conversations.Edges {
+			for _, m := range c.Node.Messages.Edges {
+				m.Node["conversationId"], m.Node["conversationStatus"] = c.Node.ID, c.Node.Status
+				msgs = append(msgs, m.Node)
+			}
+		}
+		// RFC 3339 times in UTC sort as strings.
+		slices.SortStableFunc(msgs, func(a, b map[string]any) int {
+			return strings.Compare(fmt.Sprint(b["createdAt"]), fmt.Sprint(a["createdAt"]))
+		})
+		if len(msgs) > limit {
+			msgs = msgs[:limit]
+		}
+		list := make([]any, len(msgs))
+		for i, m := range msgs {
+			list[i] = m
+		}
+		return nil, Result{"customerId": data.Customer.ID, "messages": list}, nil
+	})
+
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolRecordObservation,
+		Title: "Record an observation",
+		Description: "Records a durable fact learned about the customer (\"prefers WhatsApp after 6pm\", \"is moving to " +
+			"Berlin in May\") so later assistants and agents see it in the customer's context. Record facts, not " +
+			"transcripts; an agent may later verify it.",
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in ObservationArgs) (*sdk.CallToolResult, Result, error) {
+		vars := map[string]any{"customerId": in.CustomerID, "text": in.Text}
+		if in.Source != "" {
+			vars["source"] = in.Source
+		}
+		if in.Confidence != nil {
+			vars["confidence"] = *in.Confidence
+		}
+		var out Result
+		err := s.execute(ctx, creds(req), observationMutation, vars, &out)
+		return nil, out, err
+	})
+
+	sendSchema, err := jsonschema.For[SendArgs](nil)
+	if err != nil {
+		panic(fmt.Sprintf("send_message schema: %v", err))
+	}
+	sendSchema.Properties["channel"].Enum = []any{c360.ChannelSMS, c360.ChannelWhatsApp}
+	sdk.AddTool(srv, &sdk.Tool{
+		Name:  ToolSendMessage,
+		Title: "Send an SMS or WhatsApp message",
+		Description: "Sends a message to the customer by SMS or WhatsApp and records it in their conversation. Only " +
+			"agent and admin keys may send. Refused, with nothing sent, when the customer opted out of the channel, " +
+			"has no phone number, or (WhatsApp) last wrote more than 24 hours ago. Check consent with " +
+			"get_customer_context first.",
+		InputSchema: sendSchema,
+		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(true)},
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in SendArgs) (*sdk.CallToolResult, Result, error) {
+		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
+		var out Result
+		err := s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}, &out)
+		return nil, out, err
+	})
+}

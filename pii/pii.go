@@ -1,0 +1,359 @@
+// Package pii recognizes personal data in customer profiles and masks it
+// for callers that may not see it: j***@example.com for an email,
+// +1******0100 for a phone number, J*** for a name, *** for an address.
+//
+// Personal data is recognized by where it sits (an identity's type, a
+// trait's or property's name) and, as a second line, by its shape (any
+// string that looks like an email address or an E.164 number). It is pure
+// logic without I/O; docs/security.md lists the rules.
+package pii
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Kind is a category of personal data.
+type Kind string
+
+// Kinds of personal data. The empty Kind means "not personal data".
+const (
+	KindEmail   Kind = "email"
+	KindPhone   Kind = "phone"
+	KindName    Kind = "name"
+	KindAddress Kind = "address"
+	KindBirth   Kind = "birthday"
+)
+
+// Redacted replaces a value that is masked entirely.
+const Redacted = "***"
+
+// Email masks an email address to its first character and its domain:
+// jane@example.com -> j***@example.com. Anything that is not an address is
+// redacted entirely.
+func Email(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return Redacted
+	}
+	r, _ := utf8.DecodeRuneInString(s)
+	return string(r) + "***" + s[at:]
+}
+
+// Phone masks a phone number to its country code and last four digits:
+// +14155550100 -> +1******0100. A number without a country code keeps its
+// last four digits; one too short to hide anything is redacted.
+func Phone(s string) string {
+	digits := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			digits = append(digits, s[i])
+		}
+	}
+	if len(digits) < 7 {
+		return Redacted
+	}
+	keep := 0
+	prefix := ""
+	if strings.HasPrefix(strings.TrimSpace(s), "+") {
+		prefix = "+"
+		keep = countryCodeLen(string(digits))
+	}
+	hidden := len(digits) - keep - 4
+	if hidden < 3 {
+		return Redacted
+	}
+	return prefix + string(digits[:keep]) + strings.Repeat("*", hidden) + string(digits[len(digits)-4:])
+}
+
+// countryCodeLen returns how many leading digits of an international number
+// are its country code (1 to 3), or 1 when it cannot tell.
+func countryCodeLen(digits string) int {
+	for n := 1; n <= 3 && n < len(digits); n++ {
+		cc, _ := strconv.Atoi(digits[:n])
+		if phonenumbers.GetRegionCodeForCountryCode(cc) != "ZZ" {
+			return n
+		}
+	}
+	return 1
+}
+
+// Name masks a name to its first letter: Jane Doe -> J***.
+func Name(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ""
+	}
+	r, _ := utf8.DecodeRuneInString(s)
+	return string(r) + "***"
+}
+
+// mask masks s as personal data of kind k.
+func mask(k Kind, s string) string {
+	switch k {
+	case KindEmail:
+		return Email(s)
+	case KindPhone:
+		return Phone(s)
+	case KindName:
+		return Name(s)
+	}
+	return Redacted
+}
+
+// LooksLikeEmail reports whether s has the shape of an email address.
+func LooksLikeEmail(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at >= len(s)-3 || len(s) > 320 || strings.ContainsAny(s, " \t\n<>") {
+		return false
+	}
+	dot := strings.LastIndexByte(s[at:], '.')
+	return dot > 1 && dot < len(s[at:])-1
+}
+
+// LooksLikePhone reports whether s has the shape of an E.164 number.
+func LooksLikePhone(s string) bool {
+	if len(s) < 8 || len(s) > 16 || s[0] != '+' || s[1] == '0' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// shape returns the kind a string's shape reveals, if any.
+func shape(s string) Kind {
+	switch {
+	case s == "":
+		return ""
+	case LooksLikeEmail(s):
+		return KindEmail
+	case LooksLikePhone(s):
+		return KindPhone
+	}
+	return ""
+}
+
+// Identity classifies an identity value by its type (email, phone, or a
+// custom type naming one of them, e.g. work_email) or else by its shape,
+// and returns the masked value. A value that is not personal data (a
+// user_id, an anonymous_id) has the empty Kind and is returned unchanged.
+func Identity(typ, value string) (string, Kind) {
+	k := identityKind(typ)
+	if k == "" {
+		k = shape(value)
+	}
+	if k == "" {
+		return value, ""
+	}
+	return mask(k, value), k
+}
+
+func identityKind(typ string) Kind {
+	switch {
+	case strings.Contains(typ, "email"):
+		return KindEmail
+	case strings.Contains(typ, "phone"), strings.Contains(typ, "whatsapp"), strings.Contains(typ, "sms"):
+		return KindPhone
+	}
+	return ""
+}
+
+// keyKinds classifies trait and property names, normalized by normalizeKey.
+var keyKinds = map[string]Kind{
+	"email": KindEmail, "emailaddress": KindEmail, "mail": KindEmail,
+	"phone": KindPhone, "phonenumber": KindPhone, "mobile": KindPhone, "mobilephone": KindPhone,
+	"tel": KindPhone, "telephone": KindPhone, "cell": KindPhone, "cellphone": KindPhone, "whatsapp": KindPhone,
+	"name": KindName, "firstname": KindName, "lastname": KindName, "fullname": KindName, "givenname": KindName,
+	"familyname": KindName, "middlename": KindName, "surname": KindName, "displayname": KindName,
+	"profilename": KindName, "username": KindName, "nickname": KindName,
+	"address": KindAddress, "street": KindAddress, "streetaddress": KindAddress, "postalcode": KindAddress,
+	"postcode": KindAddress, "zip": KindAddress, "zipcode": KindAddress,
+	"birthday": KindBirth, "birthdate": KindBirth, "dateofbirth": KindBirth, "dob": KindBirth,
+}
+
+// KeyKind classifies a trait or property name: firstName, first_name and
+// First Name are all names; work_email and homePhone are an email and a
+// phone; address_line1 is an address.
+func KeyKind(key string) Kind {
+	n := normalizeKey(key)
+	if k, ok := keyKinds[n]; ok {
+		return k
+	}
+	switch {
+	case strings.HasSuffix(n, "email"):
+		return KindEmail
+	case strings.HasSuffix(n, "phone"):
+		return KindPhone
+	case strings.HasPrefix(n, "address"):
+		return KindAddress
+	}
+	return ""
+}
+
+func normalizeKey(key string) string {
+	clean := true
+	for i := 0; i < len(key); i++ {
+		if c := key[i]; c == '_' || c == '-' || c == '.' || c == ' ' || (c >= 'A' && c <= 'Z') || c >= 0x80 {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return key
+	}
+	var b strings.Builder
+	b.Grow(len(key))
+	for _, r := range key {
+		switch {
+		case r == '_' || r == '-' || r == '.' || r == ' ':
+		default:
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// Value masks the value of the trait or property named key: by the key's
+// kind, else (for strings) by shape; objects and lists are masked entry by
+// entry. It returns the masked value and the personal data found, as paths
+// below key ("" for key itself).
+func Value(key string, v any) (any, []string) {
+	var found []string
+	out, _ := value(KeyKind(key), v, "", &found, true)
+	return out, found
+}
+
+// Find lists the personal data in a JSON object, as dotted key paths
+// (email, contact.phone), without copying it.
+func Find(m map[string]any) []string {
+	var found []string
+	object(m, "", &found, false)
+	slices.Sort(found)
+	return slices.Compact(found)
+}
+
+// JSON masks a JSON object key by key and returns the masked copy and the
+// paths of the personal data found. An object without personal data is
+// returned as it is, without a copy.
+func JSON(m map[string]any) (map[string]any, []string) {
+	var found []string
+	out, _ := object(m, "", &found, true)
+	slices.Sort(found)
+	return out, slices.Compact(found)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// object masks m (when masking) and appends the paths of personal data to
+// found. It copies m only when something in it changes, and reports whether
+// it did.
+func object(m map[string]any, path string, found *[]string, masking bool) (map[string]any, bool) {
+	var out map[string]any
+	for k, v := range m {
+		nv, changed := value(KeyKind(k), v, join(path, k), found, masking)
+		if !changed {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]any, len(m))
+			for k2, v2 := range m {
+				out[k2] = v2
+			}
+		}
+		out[k] = nv
+	}
+	if out == nil {
+		return m, false
+	}
+	return out, true
+}
+
+// value masks v, known by its key to be of kind k ("" if the key says
+// nothing), at path. It reports whether the value changed; without masking
+// it only appends to found.
+func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool) {
+	switch v := v.(type) {
+	case nil:
+		return nil, false
+	case string:
+		kind := k
+		if kind == "" {
+			kind = shape(v)
+		}
+		if kind == "" || v == "" {
+			return v, false
+		}
+		*found = append(*found, path)
+		if !masking {
+			return v, false
+		}
+		return mask(kind, v), true
+	case map[string]any:
+		if k == "" {
+			return object(v, path, found, masking)
+		}
+		// An address object, say: masked whole.
+		*found = append(*found, path)
+		if !masking {
+			return v, false
+		}
+		return Redacted, true
+	case []any:
+		var out []any
+		for i, e := range v {
+			ne, changed := value(k, e, path, found, masking)
+			if !changed {
+				continue
+			}
+			if out == nil {
+				out = slices.Clone(v)
+			}
+			out[i] = ne
+		}
+		if out == nil {
+			return v, false
+		}
+		return out, true
+	default:
+		// Numbers and booleans: personal only by their key (a phone stored
+		// as a number, a zip code).
+		if k == "" {
+			return v, false
+		}
+		*found = append(*found, path)
+		if !masking {
+			return v, false
+		}
+		if k == KindPhone {
+			return Phone(toString(v)), true
+		}
+		return Redacted, true
+	}
+}
+
+func toString(v any) string {
+	switch v := v.(type) {
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case int:
+		return strconv.Itoa(v)
+	}
+	return fmt.Sprint(v)
+}

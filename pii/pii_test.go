@@ -1,0 +1,167 @@
+package pii
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+)
+
+func TestMaskers(t *testing.T) {
+	for _, tc := range []struct {
+		name, got, want string
+	}{
+		{"email", Email("jane@example.com"), "j***@example.com"},
+		{"email one letter", Email("j@example.com"), "j***@example.com"},
+		{"email unicode", Email("émile@example.fr"), "é***@example.fr"},
+		{"not an email", Email("jane"), Redacted},
+		{"email without local part", Email("@example.com"), Redacted},
+		{"US phone", Phone("+14155550100"), "+1******0100"},
+		{"UK phone", Phone("+447700900123"), "+44******0123"},
+		{"French phone", Phone("+33612345678"), "+33*****5678"},
+		{"Irish phone (3-digit code)", Phone("+353861234567"), "+353*****4567"},
+		{"national phone", Phone("(415) 555-0100"), "******0100"},
+		{"too short to hide", Phone("+1234"), Redacted},
+		{"name", Name("Jane Doe"), "J***"},
+		{"name trimmed", Name("  jane"), "j***"},
+		{"empty name", Name(""), ""},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		typ, value, want string
+		kind             Kind
+	}{
+		{"email", "jane@example.com", "j***@example.com", KindEmail},
+		{"phone", "+14155550100", "+1******0100", KindPhone},
+		{"work_email", "jane@corp.example", "j***@corp.example", KindEmail},
+		{"whatsapp", "+14155550100", "+1******0100", KindPhone},
+		{"user_id", "u-42", "u-42", ""},
+		{"anonymous_id", "0f9c2a", "0f9c2a", ""},
+		{"chatbot:webchat", "session-1", "session-1", ""},
+		// A custom type says nothing; the value's shape does.
+		{"user_id", "jane@example.com", "j***@example.com", KindEmail},
+		{"crm_id", "+14155550100", "+1******0100", KindPhone},
+	} {
+		got, kind := Identity(tc.typ, tc.value)
+		if got != tc.want || kind != tc.kind {
+			t.Errorf("Identity(%q, %q) = %q, %q; want %q, %q", tc.typ, tc.value, got, kind, tc.want, tc.kind)
+		}
+	}
+}
+
+func TestKeyKind(t *testing.T) {
+	for key, want := range map[string]Kind{
+		"email": KindEmail, "Email": KindEmail, "work_email": KindEmail, "emailAddress": KindEmail,
+		"phone": KindPhone, "phone_number": KindPhone, "homePhone": KindPhone, "mobile": KindPhone,
+		"name": KindName, "firstName": KindName, "first_name": KindName, "Last Name": KindName, "username": KindName,
+		"address": KindAddress, "address_line1": KindAddress, "postalCode": KindAddress, "zip": KindAddress,
+		"birthday": KindBirth, "date_of_birth": KindBirth,
+		"plan": "", "city": "", "company": "", "seats": "", "emails_sent": "",
+	} {
+		if got := KeyKind(key); got != want {
+			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestJSON(t *testing.T) {
+	in := map[string]any{
+		"name":     "Jane Doe",
+		"email":    "jane@example.com",
+		"phone":    "+14155550100",
+		"plan":     "pro",
+		"seats":    float64(3),
+		"zip":      float64(94107),
+		"address":  map[string]any{"street": "1 Main St", "city": "San Francisco"},
+		"contact":  map[string]any{"work_email": "jane@corp.example", "note": "call after 6"},
+		"aliases":  []any{"jane@example.com", "jd"},
+		"homepage": "https://example.com",
+		"mobile":   float64(14155550100),
+	}
+	before, _ := json.Marshal(in)
+	got, found := JSON(in)
+	want := map[string]any{
+		"name":     "J***",
+		"email":    "j***@example.com",
+		"phone":    "+1******0100",
+		"plan":     "pro",
+		"seats":    float64(3),
+		"zip":      Redacted,
+		"address":  Redacted,
+		"contact":  map[string]any{"work_email": "j***@corp.example", "note": "call after 6"},
+		"aliases":  []any{"j***@example.com", "jd"},
+		"homepage": "https://example.com",
+		"mobile":   "*******0100",
+	}
+	if g, w := jsonString(got), jsonString(want); g != w {
+		t.Errorf("masked:\n got %s\nwant %s", g, w)
+	}
+	wantFound := "[address aliases contact.work_email email mobile name phone zip]"
+	if fmt.Sprint(found) != wantFound {
+		t.Errorf("found = %v, want %s", found, wantFound)
+	}
+	if after, _ := json.Marshal(in); string(after) != string(before) {
+		t.Errorf("JSON changed its input:\n%s\nwas\n%s", after, before)
+	}
+	if f := Find(in); fmt.Sprint(f) != wantFound {
+		t.Errorf("Find = %v, want %s", f, wantFound)
+	}
+
+	// Nothing personal: the same map comes back, not a copy.
+	plain := map[string]any{"plan": "pro", "seats": float64(3)}
+	if got, found := JSON(plain); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
+		t.Errorf("JSON(no PII) = %v (found %v), want the input itself and nothing found", got, found)
+	}
+}
+
+func TestValue(t *testing.T) {
+	for _, tc := range []struct {
+		key   string
+		in    any
+		want  any
+		found int
+	}{
+		{"email", "jane@example.com", "j***@example.com", 1},
+		{"name", "Jane", "J***", 1},
+		{"plan", "pro", "pro", 0},
+		{"note", "reach me at jane@example.com", "reach me at jane@example.com", 0}, // free text: not recognized
+		{"backup", "jane@example.com", "j***@example.com", 1},
+		{"address", map[string]any{"city": "SF"}, Redacted, 1},
+	} {
+		got, found := Value(tc.key, tc.in)
+		if jsonString(got) != jsonString(tc.want) || len(found) != tc.found {
+			t.Errorf("Value(%q, %v) = %v (found %v), want %v (%d found)", tc.key, tc.in, got, found, tc.want, tc.found)
+		}
+	}
+}
+
+func jsonString(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func BenchmarkJSON(b *testing.B) {
+	traits := map[string]any{"name": "Jane Doe", "email": "jane@example.com", "plan": "pro", "seats": float64(3),
+		"company": "Acme", "title": "CTO", "last_order": "2024-03-01"}
+	b.ReportAllocs()
+	for b.Loop() {
+		JSON(traits)
+	}
+}
+
+func BenchmarkFind(b *testing.B) {
+	traits := map[string]any{"name": "Jane Doe", "email": "jane@example.com", "plan": "pro", "seats": float64(3),
+		"company": "Acme", "title": "CTO", "last_order": "2024-03-01"}
+	b.ReportAllocs()
+	for b.Loop() {
+		Find(traits)
+	}
+}

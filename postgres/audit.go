@@ -1,0 +1,389 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+)
+
+// RecordAudit stores audit entries now, one statement per workspace, in one
+// transaction.
+func (db *DB) RecordAudit(ctx context.Context, entries []*c360.AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	byWS := map[int64][]*c360.AuditEntry{}
+	var order []int64
+	for _, e := range entries {
+		if _, ok := byWS[e.WorkspaceID]; !ok {
+			order = append(order, e.WorkspaceID)
+		}
+		byWS[e.WorkspaceID] = append(byWS[e.WorkspaceID], e)
+	}
+	slices.Sort(order)
+	return db.inTx(ctx, func(tx pgx.Tx) error {
+		for _, ws := range order {
+			if err := insertAudit(ctx, tx, ws, byWS[ws]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// insertAudit inserts one workspace's entries in one statement. Arrays of
+// columns, not COPY: COPY FROM is refused on tables under row-level security.
+func insertAudit(ctx context.Context, tx pgx.Tx, ws int64, entries []*c360.AuditEntry) error {
+	n := len(entries)
+	var (
+		at        = make([]time.Time, n)
+		keyIDs    = make([]*int64, n)
+		actors    = make([]string, n)
+		roles     = make([]*string, n)
+		actions   = make([]string, n)
+		customers = make([]*int64, n)
+		fields    = make([]string, n)
+		details   = make([]string, n)
+	)
+	for i, e := range entries {
+		at[i], actors[i], actions[i] = e.At, e.Actor, e.Action
+		if at[i].IsZero() {
+			at[i] = time.Now()
+		}
+		if e.KeyID != 0 {
+			keyIDs[i] = &e.KeyID
+		}
+		if e.Role != "" {
+			r := string(e.Role)
+			roles[i] = &r
+		}
+		if e.CustomerID != 0 {
+			customers[i] = &e.CustomerID
+		}
+		f := e.Fields
+		if f == nil {
+			f = []string{}
+		}
+		b, err := json.Marshal(f)
+		if err != nil {
+			return fmt.Errorf("encode audit fields: %w", err)
+		}
+		fields[i] = string(b)
+		d := e.Detail
+		if d == nil {
+			d = map[string]any{}
+		}
+		if b, err = json.Marshal(d); err != nil {
+			return fmt.Errorf("encode audit detail: %w", err)
+		}
+		details[i] = string(b)
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO audit_log (workspace_id, at, key_id, actor, role, action, customer_id, fields, detail)
+		SELECT $1, a.at, a.key_id, a.actor, a.role, a.action, a.customer_id,
+		       ARRAY(SELECT jsonb_array_elements_text(a.fields)), a.detail
+		FROM unnest($2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[], $9::jsonb[])
+		     AS a(at, key_id, actor, role, action, customer_id, fields, detail)`,
+		ws, at, keyIDs, actors, roles, actions, customers, fields, details)
+	if err != nil {
+		return interpretError(fmt.Errorf("insert audit entries: %w", err))
+	}
+	return nil
+}
+
+// FindAuditEntries returns a page of the workspace's audit log, newest first.
+func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter) ([]*c360.AuditEntry, []string, bool, error) {
+	n, err := pageSize(f.First)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	var (
+		afterAt *time.Time
+		afterID *int64
+	)
+	if f.After != "" {
+		cur, err := c360.DecodeCursor(f.After)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		afterAt, afterID = &cur.Time, &cur.ID
+	}
+	var customer *int64
+	if f.CustomerID != 0 {
+		customer = &f.CustomerID
+	}
+	var action *string
+	if f.Action != "" {
+		action = &f.Action
+	}
+	rows, err := db.Pool.Query(ctx, `
+		SELECT id, at, coalesce(key_id, 0), actor, coalesce(role, ''), action, coalesce(customer_id, 0), fields, detail
+		FROM audit_log
+		WHERE workspace_id = $1
+		  AND ($2::bigint IS NULL OR customer_id = $2)
+		  AND ($3::text IS NULL OR action = $3)
+		  AND ($4::timestamptz IS NULL OR (at, id) < ($4, $5))
+		ORDER BY at DESC, id DESC
+		LIMIT $6`, ws, customer, action, afterAt, afterID, n+1)
+	if err != nil {
+		return nil, nil, false, interpretError(fmt.Errorf("find audit entries: %w", err))
+	}
+	defer rows.Close()
+	var (
+		out     []*c360.AuditEntry
+		cursors []string
+		more    bool
+	)
+	for rows.Next() {
+		e := &c360.AuditEntry{WorkspaceID: ws}
+		var role string
+		if err := rows.Scan(&e.ID, &e.At, &e.KeyID, &e.Actor, &role, &e.Action, &e.CustomerID, &e.Fields, &e.Detail); err != nil {
+			return nil, nil, false, fmt.Errorf("scan audit entry: %w", err)
+		}
+		e.Role = c360.Role(role)
+		if len(out) == n {
+			more = true
+			break
+		}
+		out = append(out, e)
+		cursors = append(cursors, c360.Cursor{Time: e.At, ID: e.ID}.Encode())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, false, interpretError(fmt.Errorf("find audit entries: %w", err))
+	}
+	return out, cursors, more, nil
+}
+
+// AuditWriterConfig tunes an AuditWriter; zero values take the defaults.
+type AuditWriterConfig struct {
+	// MaxPending bounds the entries waiting to be written (default 50,000).
+	// Entries that would exceed it are dropped, counted and logged.
+	MaxPending int
+	// MaxBatch bounds the entries written in one transaction (default 1,000).
+	MaxBatch int
+	Logger   *slog.Logger
+}
+
+// AuditWriter is the audit log as the GraphQL layer uses it: reads are
+// queued (EnqueueAudit) and written in batches by one background goroutine,
+// off the request path; changes are written at once (RecordAudit). It
+// implements c360.AuditLog.
+//
+// Durability of queued reads is best-effort: the queue is bounded, so when
+// the database falls behind by more than MaxPending entries, further
+// entries are dropped (Dropped counts them, and a warning is logged at most
+// every 10 s), and entries still queued when the process dies are lost.
+// Close writes what is queued. The alternative, writing reads on the
+// request path, would make every read wait on a write.
+type AuditWriter struct {
+	db      *DB
+	cfg     AuditWriterConfig
+	queue   chan auditItem
+	pending atomic.Int64
+	dropped atomic.Int64
+	closed  atomic.Bool
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	warnMu   sync.Mutex
+	lastWarn time.Time
+}
+
+// auditItem is a batch of entries, or (flushed non-nil) a request to
+// report when everything queued before it is written.
+type auditItem struct {
+	entries []*c360.AuditEntry
+	flushed chan error
+}
+
+var _ c360.AuditLog = (*AuditWriter)(nil)
+
+// NewAuditWriter starts the background writer; Close stops it.
+func NewAuditWriter(db *DB, cfg AuditWriterConfig) *AuditWriter {
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 50_000
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	w := &AuditWriter{db: db, cfg: cfg, queue: make(chan auditItem, 4096),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// RecordAudit writes entries now.
+func (w *AuditWriter) RecordAudit(ctx context.Context, entries []*c360.AuditEntry) error {
+	return w.db.RecordAudit(ctx, entries)
+}
+
+// FindAuditEntries lists the audit log.
+func (w *AuditWriter) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter) ([]*c360.AuditEntry, []string, bool, error) {
+	return w.db.FindAuditEntries(ctx, ws, f)
+}
+
+// EnqueueAudit queues entries for the background writer. It never blocks:
+// when the queue is full, or the writer closed, the entries are dropped.
+func (w *AuditWriter) EnqueueAudit(entries []*c360.AuditEntry) {
+	if len(entries) == 0 {
+		return
+	}
+	n := int64(len(entries))
+	if w.closed.Load() || w.pending.Add(n) > int64(w.cfg.MaxPending) {
+		w.pending.Add(-n)
+		w.drop(len(entries), "queue full")
+		return
+	}
+	select {
+	case w.queue <- auditItem{entries: entries}:
+	default:
+		w.pending.Add(-n)
+		w.drop(len(entries), "queue full")
+	}
+}
+
+// Dropped returns how many entries were dropped since the writer started.
+func (w *AuditWriter) Dropped() int64 { return w.dropped.Load() }
+
+func (w *AuditWriter) drop(n int, why string) {
+	total := w.dropped.Add(int64(n))
+	w.warnMu.Lock()
+	defer w.warnMu.Unlock()
+	if time.Since(w.lastWarn) < 10*time.Second {
+		return
+	}
+	w.lastWarn = time.Now()
+	w.cfg.Logger.Warn("audit: entries dropped", "reason", why, "dropped", n, "droppedTotal", total)
+}
+
+// Flush waits until every entry queued before the call is written (or its
+// write failed, which it returns). Tests use it to assert the rows.
+func (w *AuditWriter) Flush(ctx context.Context) error {
+	if w.closed.Load() {
+		return fmt.Errorf("audit writer closed")
+	}
+	ch := make(chan error, 1)
+	select {
+	case w.queue <- auditItem{flushed: ch}:
+	case <-w.done:
+		return fmt.Errorf("audit writer closed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-w.done:
+		// Closed meanwhile: Close wrote what was queued, this included.
+		select {
+		case err := <-ch:
+			return err
+		default:
+			return fmt.Errorf("audit writer closed")
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting entries, writes what is queued (for at most 10 s),
+// and stops the writer. Call it after the HTTP server has shut down.
+func (w *AuditWriter) Close() {
+	w.once.Do(func() {
+		w.closed.Store(true)
+		close(w.stop)
+	})
+	<-w.done
+}
+
+func (w *AuditWriter) run() {
+	defer close(w.done)
+	var batch []*c360.AuditEntry
+	var waiting []chan error
+	write := func(ctx context.Context) {
+		err := w.write(ctx, batch)
+		for _, ch := range waiting {
+			ch <- err
+		}
+		batch, waiting = batch[:0], waiting[:0]
+	}
+	take := func(it auditItem) {
+		if it.flushed != nil {
+			waiting = append(waiting, it.flushed)
+			return
+		}
+		w.pending.Add(-int64(len(it.entries)))
+		batch = append(batch, it.entries...)
+	}
+	for {
+		select {
+		case it := <-w.queue:
+			take(it)
+		case <-w.stop:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			for {
+				select {
+				case it := <-w.queue:
+					take(it)
+					if len(batch) >= w.cfg.MaxBatch {
+						write(ctx)
+					}
+					continue
+				default:
+				}
+				break
+			}
+			write(ctx)
+			cancel()
+			return
+		}
+		// Take whatever else is already queued, up to a batch.
+	more:
+		for len(batch) < w.cfg.MaxBatch {
+			select {
+			case it := <-w.queue:
+				take(it)
+			default:
+				break more
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		write(ctx)
+		cancel()
+	}
+}
+
+// write stores a batch, retrying briefly; a batch that still fails is
+// dropped and logged, so a database outage never grows memory.
+func (w *AuditWriter) write(ctx context.Context, batch []*c360.AuditEntry) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = w.db.RecordAudit(ctx, batch); err == nil {
+			return nil
+		}
+		select {
+		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			attempt = 3
+		}
+	}
+	w.dropped.Add(int64(len(batch)))
+	w.cfg.Logger.Error("audit: write failed; entries dropped", "entries", len(batch), "error", err)
+	return fmt.Errorf("write audit entries: %w", err)
+}

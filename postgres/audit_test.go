@@ -1,0 +1,306 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// noLeaks checks, after the test and its cleanups, that it left no
+// goroutine running (the writers' included).
+func noLeaks(t *testing.T) {
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+func auditCount(t *testing.T, db *postgres.DB, ws int64) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_log WHERE workspace_id = $1`, ws).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestRecordAndFindAudit(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	p := &c360.Principal{WorkspaceID: wsA, KeyID: 7, KeyPrefix: "abcdefabcdef", Role: c360.RoleAgent}
+	base := time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)
+	var entries []*c360.AuditEntry
+	for i := 0; i < 5; i++ {
+		e := c360.NewAuditEntry(p, wsA, c360.AuditPIIRead, base.Add(time.Duration(i)*time.Minute))
+		e.CustomerID = int64(100 + i%2)
+		e.Fields = []string{"identity.email", fmt.Sprintf("traits.f%d", i)}
+		e.Detail = map[string]any{"operation": "Q"}
+		entries = append(entries, e)
+	}
+	cli := c360.NewAuditEntry(nil, wsB, c360.AuditAPIKeyRevoke, base)
+	cli.Detail = map[string]any{"prefix": "0123456789ab"}
+	// One batch across workspaces, as the background writer sends it.
+	if err := db.RecordAudit(ctx, append(entries, cli)); err != nil {
+		t.Fatal(err)
+	}
+
+	got, cursors, more, err := db.FindAuditEntries(ctx, wsA, c360.AuditFilter{First: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 || more || len(cursors) != 5 {
+		t.Fatalf("entries of A = %d (more %v), want 5", len(got), more)
+	}
+	first := got[0]
+	if !first.At.Equal(base.Add(4*time.Minute)) || first.Actor != "key abcdefabcdef" || first.KeyID != 7 ||
+		first.Role != c360.RoleAgent || first.CustomerID != 100 || fmt.Sprint(first.Fields) != "[identity.email traits.f4]" ||
+		first.Detail["operation"] != "Q" {
+		t.Errorf("newest entry = %+v", first)
+	}
+	// Filters and pages.
+	byCustomer, _, _, err := db.FindAuditEntries(ctx, wsA, c360.AuditFilter{First: 10, CustomerID: 101})
+	if err != nil || len(byCustomer) != 2 {
+		t.Errorf("customer 101 entries = %d (%v), want 2", len(byCustomer), err)
+	}
+	byAction, _, _, err := db.FindAuditEntries(ctx, wsA, c360.AuditFilter{First: 10, Action: c360.AuditCustomerMerge})
+	if err != nil || len(byAction) != 0 {
+		t.Errorf("merge entries = %d (%v), want 0", len(byAction), err)
+	}
+	page1, cur, more, err := db.FindAuditEntries(ctx, wsA, c360.AuditFilter{First: 3})
+	if err != nil || len(page1) != 3 || !more {
+		t.Fatalf("page 1 = %d more %v (%v)", len(page1), more, err)
+	}
+	page2, _, more, err := db.FindAuditEntries(ctx, wsA, c360.AuditFilter{First: 3, After: cur[2]})
+	if err != nil || len(page2) != 2 || more || page2[0].ID != got[3].ID {
+		t.Errorf("page 2 = %+v more %v (%v), want the last two", page2, more, err)
+	}
+	// Workspace B sees only its own entry: the command line's.
+	b, _, _, err := db.FindAuditEntries(ctx, wsB, c360.AuditFilter{First: 10})
+	if err != nil || len(b) != 1 || b[0].Actor != c360.ActorCLI || b[0].KeyID != 0 || b[0].Role != "" || b[0].CustomerID != 0 {
+		t.Errorf("entries of B = %+v (%v), want one by cli", b, err)
+	}
+	for _, f := range []c360.AuditFilter{{First: 0}, {First: 101}, {First: 5, After: "nope"}} {
+		if _, _, _, err := db.FindAuditEntries(ctx, wsA, f); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("FindAuditEntries(%+v) = %v, want BAD_USER_INPUT", f, err)
+		}
+	}
+}
+
+func TestAuditWriter(t *testing.T) {
+	noLeaks(t)
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	ws, _, _ := pgtest.Workspace(t, db)
+	entry := func(i int) *c360.AuditEntry {
+		e := c360.NewAuditEntry(&c360.Principal{WorkspaceID: ws, KeyID: 1, KeyPrefix: "p", Role: c360.RoleAssistant},
+			ws, c360.AuditCustomerRead, time.Now())
+		e.CustomerID, e.Fields = int64(i+1), []string{"traits"}
+		return e
+	}
+
+	t.Run("batches from many requests", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 50, Logger: slog.New(slog.DiscardHandler)})
+		defer w.Close()
+		before := auditCount(t, db, ws)
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 25; i++ {
+					w.EnqueueAudit([]*c360.AuditEntry{entry(i), entry(i + 1)})
+				}
+			}()
+		}
+		wg.Wait()
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := auditCount(t, db, ws) - before; got != 400 || w.Dropped() != 0 {
+			t.Errorf("rows written = %d, dropped %d; want 400 and 0", got, w.Dropped())
+		}
+	})
+
+	t.Run("a full queue drops, never blocks", func(t *testing.T) {
+		var logs syncWriter
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxPending: 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		defer w.Close()
+		start := time.Now()
+		for i := 0; i < 2000; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("enqueueing 2000 entries took %v", d)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if w.Dropped() == 0 {
+			t.Error("no entry dropped with a queue of 10 and 2000 enqueued at once")
+		}
+		if logs.String() == "" {
+			t.Error("drops were not logged")
+		}
+	})
+
+	t.Run("close writes what is queued", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
+		before := auditCount(t, db, ws)
+		for i := 0; i < 30; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		w.Close()
+		if got := auditCount(t, db, ws) - before; got != 30 {
+			t.Errorf("rows after Close = %d, want 30", got)
+		}
+		w.EnqueueAudit([]*c360.AuditEntry{entry(1)})
+		if w.Dropped() != 1 {
+			t.Errorf("dropped after enqueue on a closed writer = %d, want 1", w.Dropped())
+		}
+		if err := w.Flush(ctx); err == nil {
+			t.Error("Flush on a closed writer succeeded")
+		}
+		w.Close() // twice is fine
+	})
+}
+
+func TestKeyUsage(t *testing.T) {
+	noLeaks(t)
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	ws, slug, key := pgtest.Workspace(t, db)
+	lastUsed := func() *time.Time {
+		t.Helper()
+		keys, err := db.ListAPIKeys(ctx, ws)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if k.Role == c360.RoleAdmin {
+				return k.LastUsedAt
+			}
+		}
+		t.Fatal("no admin key")
+		return nil
+	}
+	// Without a recorder, nothing is written.
+	if _, err := db.Authenticate(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if lastUsed() != nil {
+		t.Fatal("last_used_at set without a usage recorder")
+	}
+	u := postgres.NewKeyUsage(db, time.Minute, slog.New(slog.DiscardHandler))
+	defer u.Close()
+	for i := 0; i < 50; i++ { // from the cache, mostly
+		if _, err := db.Authenticate(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := lastUsed()
+	if first == nil || time.Since(*first) > time.Minute {
+		t.Fatalf("last_used_at = %v, want about now", first)
+	}
+	// Within the interval, another use writes nothing.
+	time.Sleep(10 * time.Millisecond)
+	if _, err := db.Authenticate(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again := lastUsed(); !again.Equal(*first) {
+		t.Errorf("last_used_at after a use within the minute = %v, want unchanged %v", again, first)
+	}
+	// Another replica's recorder, shortly after, finds the row recent and
+	// leaves it: at most one write per key and minute across replicas.
+	db2 := pgtest.Open(t)
+	u2 := postgres.NewKeyUsage(db2, time.Minute, slog.New(slog.DiscardHandler))
+	if _, err := db2.Authenticate(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := u2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u2.Close()
+	if again := lastUsed(); !again.Equal(*first) {
+		t.Errorf("last_used_at after another replica's use = %v, want unchanged %v", again, first)
+	}
+	// A short interval lets the next use through.
+	u.Close()
+	u3 := postgres.NewKeyUsage(db, time.Millisecond, slog.New(slog.DiscardHandler))
+	defer u3.Close()
+	time.Sleep(5 * time.Millisecond)
+	if _, err := db.Authenticate(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := u3.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if later := lastUsed(); !later.After(*first) {
+		t.Errorf("last_used_at = %v, want later than %v", later, first)
+	}
+	_ = slug
+}
+
+func TestRevokeAPIKey(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	ws, slug, _ := pgtest.Workspace(t, db)
+	secret, k, err := db.CreateAPIKey(ctx, slug, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Authenticate(ctx, secret); err != nil { // cached now
+		t.Fatal(err)
+	}
+	r, err := db.RevokeAPIKey(ctx, ws, k.Prefix)
+	if err != nil || r.RevokedAt == nil || r.Prefix != k.Prefix {
+		t.Fatalf("RevokeAPIKey = %+v, %v", r, err)
+	}
+	// This process forgets the key at once, cache or not.
+	if _, err := db.Authenticate(ctx, secret); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
+		t.Errorf("authenticate after revoke = %v, want UNAUTHENTICATED", err)
+	}
+	other, _, _ := pgtest.Workspace(t, db)
+	if _, err := db.RevokeAPIKey(ctx, other, k.Prefix); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("revoke through another workspace = %v, want NOT_FOUND", err)
+	}
+	if _, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAssistant, []string{"pii", "admin"}); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("issue with an unknown scope = %v, want BAD_USER_INPUT", err)
+	}
+}
+
+// syncWriter is a log sink safe for the writer's goroutine.
+type syncWriter struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.b)
+}
+
+var _ io.Writer = (*syncWriter)(nil)

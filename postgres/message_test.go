@@ -1,0 +1,99 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+// TraitsIfAbsent fill a trait only when the customer has no usable value.
+func TestIngestTraitsIfAbsent(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	phone := ids("phone", "+14155550160")
+	msg := func(key, name string) *c360.Event {
+		return &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: key, Identities: phone,
+			TraitsIfAbsent: map[string]any{"name": name},
+			Message:        &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "hi", ProviderID: key, Status: "received"}}
+	}
+	r := ingest1(t, db, ws, msg("m1", "First"))
+	ingest1(t, db, ws, msg("m2", "Second"))
+	c, _ := db.FindCustomerByID(ctx, ws, r.CustomerID)
+	if c.Traits["name"] != "First" {
+		t.Errorf("name = %v, want First", c.Traits["name"])
+	}
+	// An empty name counts as absent.
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1", Identities: phone,
+		Traits: map[string]any{"name": ""}})
+	ingest1(t, db, ws, msg("m3", "Third"))
+	if c, _ = db.FindCustomerByID(ctx, ws, r.CustomerID); c.Traits["name"] != "Third" {
+		t.Errorf("name after an empty one = %v, want Third", c.Traits["name"])
+	}
+	// A trait given outright in the same event wins over the if-absent one.
+	ev := msg("m4", "Fourth")
+	ev.Traits = map[string]any{"name": "Given"}
+	ingest1(t, db, ws, ev)
+	if c, _ = db.FindCustomerByID(ctx, ws, r.CustomerID); c.Traits["name"] != "Given" {
+		t.Errorf("name = %v, want Given", c.Traits["name"])
+	}
+}
+
+// Status events move a message forward only and report a provider id that
+// matches nothing.
+func TestIngestMessageStatus(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	phone := ids("phone", "+14155550161")
+	status := func(s, code string) c360.IngestResult {
+		return ingest1(t, db, ws, &c360.Event{Type: c360.EventMessageStatus, Source: "test", DedupeKey: "SM1:" + s, Identities: phone,
+			Properties: map[string]any{"status": s, "errorCode": code},
+			Message:    &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: "SM1", Status: s, ErrorCode: code}})
+	}
+	if r := status("sent", ""); !r.NoMessage {
+		t.Errorf("status before its message: NoMessage = false, want true")
+	}
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "SM1", Identities: phone,
+		Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", Body: "x", ProviderID: "SM1", Status: "queued"}})
+	m, err := db.FindMessageByProviderID(ctx, ws, "SM1")
+	if err != nil || m.Status != "sent" {
+		t.Fatalf("message = %+v, %v; want status sent, caught up from the earlier callback", m, err)
+	}
+	if r := status("delivered", ""); r.NoMessage {
+		t.Errorf("NoMessage = true for a stored message")
+	}
+	status("failed", "30008")
+	status("read", "")
+	if m, _ = db.FindMessageByProviderID(ctx, ws, "SM1"); m.Status != "failed" || m.ErrorCode != "30008" {
+		t.Errorf("message = %s/%s, want failed/30008", m.Status, m.ErrorCode)
+	}
+	if _, err := db.FindMessageByProviderID(ctx, ws, "SM-none"); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("unknown provider id: err = %v, want NOT_FOUND", err)
+	}
+}
+
+func TestFindOutreach(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, slug, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	r := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "w1", Identities: ids("phone", "+14155550162"),
+		Consent: &c360.ConsentInput{Channel: "whatsapp", Status: c360.ConsentOptedIn},
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: "w1", Status: "received"}})
+	o, err := db.FindOutreach(ctx, ws, r.CustomerID, "whatsapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Phone != "+14155550162" || o.LastInboundAt == nil || o.Consent == nil || o.Consent.Status != c360.ConsentOptedIn ||
+		o.Workspace == nil || o.Workspace.Slug != slug || o.CustomerID != r.CustomerID {
+		t.Errorf("outreach = %+v", o)
+	}
+	if o, _ = db.FindOutreach(ctx, ws, r.CustomerID, "sms"); o.LastInboundAt != nil || o.Consent != nil {
+		t.Errorf("sms outreach = %+v, want no inbound and no consent", o)
+	}
+	if _, err := db.FindOutreach(ctx, ws, 987654321, "sms"); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("unknown customer: %v", err)
+	}
+}

@@ -1,0 +1,209 @@
+package resolver
+
+import (
+	"context"
+	"regexp"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph/model"
+	"github.com/c360dev/c360/pii"
+)
+
+// Budget bounds of customerContext's text, in characters (Unicode code
+// points; roughly four per token for English text).
+const (
+	DefaultContextBudget = 4000
+	MinContextBudget     = 100
+	MaxContextBudget     = 32000
+)
+
+// contextBudget returns the budget asked for, or the default.
+func contextBudget(b *int) (int, error) {
+	if b == nil {
+		return DefaultContextBudget, nil
+	}
+	if *b < MinContextBudget || *b > MaxContextBudget {
+		return 0, c360.Errorf(c360.EINVALID, "budget must be between %d and %d characters", MinContextBudget, MaxContextBudget)
+	}
+	return *b, nil
+}
+
+// customerContext builds the GraphQL context of the customer ref names, for
+// the caller: the structured parts go out as they are (the @pii directive on
+// Identity.value and CustomerContext.traits masks them, as everywhere), and
+// the text block is rendered here with the same masking rules, since no
+// directive can see into a string it did not build.
+func (r *Resolver) customerContext(ctx context.Context, ref c360.CustomerRef, budget *int) (*model.CustomerContext, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role == c360.RoleWrite {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "a write key can only ingest")
+	}
+	n, err := contextBudget(budget)
+	if err != nil {
+		return nil, err
+	}
+	if r.ContextService == nil {
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "customer context is not configured on this server")
+	}
+	cc, err := r.ContextService.CustomerContext(ctx, p.WorkspaceID, ref, r.now(), c360.DefaultContextLimits)
+	if err != nil {
+		return nil, err
+	}
+	text := renderContext(cc, n, p.SeesPII())
+	r.auditContext(ctx, p, cc.Customer.ID, text.pii)
+	return &model.CustomerContext{
+		CustomerID:        cc.Customer.ID,
+		Version:           int(cc.Customer.Version),
+		Traits:            cc.Customer.Traits,
+		Identities:        cc.Identities,
+		Consents:          cc.Consents,
+		OpenConversations: cc.Conversations,
+		RecentEvents:      cc.Events,
+		Observations:      cc.Observations,
+		Merges:            cc.Merges,
+		Text:              text.text,
+		Budget:            n,
+		Truncated:         text.truncated,
+	}, nil
+}
+
+// auditContext notes the read for the audit log, through the same
+// per-operation collector @hasRole and @pii fill (audit.go): an assistant's
+// read of the customer, with the context fields it selected, and personal
+// data the text block carried unmasked. The structured fields note their
+// own through the directives.
+func (r *Resolver) auditContext(ctx context.Context, p *c360.Principal, customer int64, textPII []string) {
+	col := collectorFrom(ctx)
+	if col == nil {
+		return
+	}
+	if p.Role == c360.RoleAssistant {
+		var fields []string
+		for _, f := range graphql.CollectFieldsCtx(ctx, nil) {
+			fields = append(fields, "customerContext."+f.Name)
+		}
+		if len(fields) == 0 {
+			fields = []string{"customerContext"}
+		}
+		col.add(c360.AuditCustomerRead, customer, fields...)
+	}
+	if len(textPII) > 0 && p.SeesPII() {
+		fields := make([]string, len(textPII))
+		for i, f := range textPII {
+			fields[i] = "customerContext.text." + f
+		}
+		col.add(c360.AuditPIIRead, customer, fields...)
+	}
+}
+
+// kindFilter returns whether a change kind is wanted: every kind when kinds
+// is empty. customerChanged(kinds:) uses it, so an assistant can follow only
+// what changes its context (message, consent, merged, observation).
+func kindFilter(kinds []string) func(string) bool {
+	if len(kinds) == 0 {
+		return func(string) bool { return true }
+	}
+	set := make(map[string]bool, len(kinds))
+	for _, k := range kinds {
+		set[k] = true
+	}
+	return func(k string) bool { return set[k] }
+}
+
+// Free text (message bodies, observations) can carry personal data
+// anywhere in it. These find what looks like an email address or a phone
+// number inside a text, so it can be masked with pii's rules.
+var (
+	emailInText = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}`)
+	phoneInText = regexp.MustCompile(`\+?\(?\d[\d ().\-]{5,}\d`)
+	isoDate     = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}`)
+)
+
+// maskText masks the email addresses and phone numbers in free text, and
+// reports the kinds of personal data found. A run of digits counts as a
+// phone number when it starts with + and has 8 to 15 digits, or has 10 to
+// 15 digits and is not a date: masking a long order number too is the
+// price of never letting a phone number through.
+func maskText(s string, masking bool) (string, []string) {
+	var found []string
+	s = emailInText.ReplaceAllStringFunc(s, func(m string) string {
+		found = append(found, string(pii.KindEmail))
+		if !masking {
+			return m
+		}
+		return pii.Email(m)
+	})
+	s = phoneInText.ReplaceAllStringFunc(s, func(m string) string {
+		digits := 0
+		for _, c := range m {
+			if c >= '0' && c <= '9' {
+				digits++
+			}
+		}
+		plus := strings.HasPrefix(m, "+")
+		if !(plus && digits >= 8 && digits <= 15) && !(digits >= 10 && digits <= 15 && !isoDate.MatchString(m)) {
+			return m
+		}
+		found = append(found, string(pii.KindPhone))
+		if !masking {
+			return m
+		}
+		lead := ""
+		if !plus {
+			// Keep what precedes the number (a parenthesis) out of pii.Phone,
+			// which masks a number without a country code to its last four.
+			lead = m[:strings.IndexAny(m, "0123456789")]
+		}
+		return lead + pii.Phone(strings.TrimPrefix(m, lead))
+	})
+	return s, found
+}
+
+// observationText is Observation.text for the caller: masked for a key that
+// may not see personal data, noted for the audit log when read unmasked.
+func (r *Resolver) observationText(ctx context.Context, o *c360.Observation) (string, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return "", err
+	}
+	sees := p.SeesPII()
+	text, found := maskText(o.Text, !sees)
+	if sees && len(found) > 0 {
+		if col := collectorFrom(ctx); col != nil {
+			fields := make([]string, len(found))
+			for i, k := range found {
+				fields[i] = "observations.text(" + k + ")"
+			}
+			col.add(c360.AuditPIIRead, o.CustomerID, fields...)
+		}
+	}
+	return text, nil
+}
+
+// observer returns the caller when it may record observations: every role
+// that reads profiles (admin, agent, assistant), not the write key.
+func observer(ctx context.Context) (*c360.Principal, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Role == c360.RoleWrite {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "a write key can only ingest")
+	}
+	return p, nil
+}
+
+// keyName names the caller's key in provenance: "key <prefix>", as the
+// audit log names actors.
+func keyName(p *c360.Principal) string {
+	if p.KeyPrefix == "" {
+		return actorOf(p)
+	}
+	return "key " + p.KeyPrefix
+}

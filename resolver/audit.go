@@ -1,0 +1,197 @@
+package resolver
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph/model"
+)
+
+// collector gathers, for one response, which customers' data was read:
+// per action and customer, the fields. Fields resolve concurrently, so it
+// is locked. It is flushed as one batch when the response is complete.
+type collector struct {
+	mu    sync.Mutex
+	p     *c360.Principal
+	op    string
+	reads map[readKey]map[string]struct{}
+}
+
+type readKey struct {
+	action   string
+	customer int64
+}
+
+type collectorKey struct{}
+
+func collectorFrom(ctx context.Context) *collector {
+	c, _ := ctx.Value(collectorKey{}).(*collector)
+	return c
+}
+
+// add notes that fields of the customer were read under action.
+func (c *collector) add(action string, customer int64, fields ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := readKey{action, customer}
+	set := c.reads[k]
+	if set == nil {
+		if c.reads == nil {
+			c.reads = map[readKey]map[string]struct{}{}
+		}
+		set = map[string]struct{}{}
+		c.reads[k] = set
+	}
+	for _, f := range fields {
+		set[f] = struct{}{}
+	}
+}
+
+// drain returns the audit entries gathered so far, one per action and
+// customer, and starts over.
+func (c *collector) drain(now time.Time) []*c360.AuditEntry {
+	c.mu.Lock()
+	reads := c.reads
+	c.reads = nil
+	c.mu.Unlock()
+	if len(reads) == 0 {
+		return nil
+	}
+	out := make([]*c360.AuditEntry, 0, len(reads))
+	for k, set := range reads {
+		e := c360.NewAuditEntry(c.p, c.p.WorkspaceID, k.action, now)
+		e.CustomerID = k.customer
+		e.Fields = make([]string, 0, len(set))
+		for f := range set {
+			e.Fields = append(e.Fields, f)
+		}
+		sort.Strings(e.Fields)
+		if c.op != "" {
+			e.Detail = map[string]any{"operation": c.op}
+		}
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *c360.AuditEntry) int {
+		if c := cmp.Compare(a.CustomerID, b.CustomerID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Action, b.Action)
+	})
+	return out
+}
+
+// AuditReads is a gqlgen operation middleware (install it with
+// handler.Server.AroundOperations). It gives each operation a collector that
+// @hasRole and @pii fill, and after each response (once for a query or
+// mutation, once per event for a subscription) hands what was read to the
+// audit log's background writer in one batch. Without r.Audit it does
+// nothing.
+func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	p := c360.PrincipalFromContext(ctx)
+	if r.Audit == nil || p == nil {
+		return next(ctx)
+	}
+	col := &collector{p: p}
+	if oc := graphql.GetOperationContext(ctx); oc != nil {
+		col.op = oc.OperationName
+	}
+	h := next(context.WithValue(ctx, collectorKey{}, col))
+	return func(ctx context.Context) *graphql.Response {
+		resp := h(ctx)
+		if entries := col.drain(r.now()); len(entries) > 0 {
+			r.Audit.EnqueueAudit(entries)
+		}
+		return resp
+	}
+}
+
+func (r *Resolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// audit records a successful mutation in the audit log, with its actor,
+// before the answer leaves: a change is never acknowledged unaudited unless
+// the audit write itself fails, which is logged.
+func (r *Resolver) audit(ctx context.Context, _ any, next graphql.Resolver, action string) (any, error) {
+	res, err := next(ctx)
+	if err != nil || r.Audit == nil {
+		return res, err
+	}
+	p := c360.PrincipalFromContext(ctx)
+	if p == nil {
+		return res, nil
+	}
+	e := c360.NewAuditEntry(p, p.WorkspaceID, action, r.now())
+	var args map[string]any
+	if fc := graphql.GetFieldContext(ctx); fc != nil {
+		args = fc.Args
+	}
+	e.CustomerID, e.Fields, e.Detail = auditDetail(args, res)
+	// The change is made: record it even if the caller has gone away.
+	if err := r.Audit.RecordAudit(context.WithoutCancel(ctx), []*c360.AuditEntry{e}); err != nil {
+		slog.Default().Error("audit: record action", "action", action, "workspace", p.WorkspaceID, "error", err)
+	}
+	return res, nil
+}
+
+// auditDetail describes a change for the audit log from the mutation's
+// arguments and result: the customer it concerns, the fields it changed,
+// and details. Message bodies and secrets are never recorded.
+func auditDetail(args map[string]any, res any) (int64, []string, map[string]any) {
+	d := map[string]any{}
+	var (
+		customer int64
+		fields   []string
+	)
+	switch v := res.(type) {
+	case *c360.Customer: // mergeCustomers
+		customer = v.ID
+		d["survivorId"], d["mergedId"] = args["survivorId"], args["mergedId"]
+		d["force"], d["reason"] = args["force"], args["reason"]
+	case *c360.SplitResult:
+		customer = v.Original.ID
+		d["splitId"] = v.Split.ID
+		d["identity"] = map[string]any{"type": args["type"], "value": args["value"]}
+		d["reason"] = args["reason"]
+		fields = []string{"identities"}
+	case *c360.Message:
+		customer = v.CustomerID
+		d["channel"], d["messageId"], d["providerId"] = v.Channel, v.ID, v.ProviderID
+		d["bodyLength"] = len(v.Body)
+	case *model.CreatedAPIKey:
+		d["prefix"], d["role"], d["scopes"] = v.Key.Prefix, v.Key.Role, v.Key.Scopes
+	case *c360.APIKey:
+		d["prefix"], d["role"] = v.Prefix, v.Role
+	case *c360.IdentityRules:
+		d["rules"] = map[string]any{"limits": v.Limits, "defaultLimit": v.DefaultLimit,
+			"priority": v.Priority, "blocked": v.Blocked}
+	}
+	for k, v := range d {
+		if p, ok := v.(*string); ok {
+			if p == nil {
+				delete(d, k)
+			} else {
+				d[k] = *p
+			}
+		}
+		if p, ok := v.(*bool); ok {
+			if p == nil {
+				delete(d, k)
+			} else {
+				d[k] = *p
+			}
+		}
+	}
+	return customer, fields, d
+}

@@ -1,0 +1,202 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph"
+	"github.com/c360dev/c360/graph/model"
+	"github.com/c360dev/c360/pii"
+)
+
+// Directives returns the implementations of the schema's directives
+// (schema/security.graphqls): @hasRole, @pii and @audit. They are the one
+// place roles, masking and action audit are enforced, so every transport
+// that executes GraphQL (POST, GET, WebSocket, SSE) gets the same checks.
+func (r *Resolver) Directives() graph.DirectiveRoot {
+	return graph.DirectiveRoot{HasRole: r.hasRole, Pii: r.pii, Audit: r.audit}
+}
+
+// hasRole refuses the field unless the caller's role is one of roles. On a
+// customer's data field it also notes the read for the audit log when the
+// caller is an assistant.
+func (r *Resolver) hasRole(ctx context.Context, obj any, next graphql.Resolver, roles []c360.Role) (any, error) {
+	p := c360.PrincipalFromContext(ctx)
+	if p == nil {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "an API key is required")
+	}
+	if !slices.Contains(roles, p.Role) {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "%s needs %s; this key's role is %s", fieldName(ctx), roleList(roles), p.Role)
+	}
+	if c, ok := obj.(*c360.Customer); ok && p.Role == c360.RoleAssistant {
+		if col := collectorFrom(ctx); col != nil {
+			col.add(c360.AuditCustomerRead, c.ID, graphql.GetFieldContext(ctx).Field.Name)
+		}
+	}
+	return next(ctx)
+}
+
+// fieldName names the field being resolved as Type.field.
+func fieldName(ctx context.Context) string {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return "this field"
+	}
+	return fc.Object + "." + fc.Field.Name
+}
+
+// roleList writes roles as "an admin or agent key".
+func roleList(roles []c360.Role) string {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	article := "a"
+	if len(names) > 0 && strings.ContainsRune("aeiou", rune(names[0][0])) {
+		article = "an"
+	}
+	if len(names) <= 1 {
+		return article + " " + strings.Join(names, "") + " key"
+	}
+	return article + " " + strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1] + " key"
+}
+
+// pii masks personal data for callers that may not see it, and notes
+// unmasked personal data for the audit log.
+func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind model.PiiKind) (any, error) {
+	res, err := next(ctx)
+	if err != nil || res == nil {
+		return res, err
+	}
+	p := c360.PrincipalFromContext(ctx)
+	if p == nil {
+		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "an API key is required")
+	}
+	sees := p.SeesPII()
+	var (
+		masked any
+		found  []string
+	)
+	switch kind {
+	case model.PiiKindIdentityValue:
+		s, _ := res.(string)
+		typ := ""
+		if rec, ok := obj.(*c360.IdentityRecord); ok {
+			typ = rec.Type
+		}
+		m, k := pii.Identity(typ, s)
+		if k == "" {
+			return res, nil
+		}
+		masked, found = m, []string{"identity." + identityField(typ, k)}
+	case model.PiiKindJSON:
+		m, _ := res.(map[string]any)
+		prefix := graphql.GetFieldContext(ctx).Field.Name + "."
+		var paths []string
+		if sees {
+			paths = pii.Find(m)
+		} else {
+			masked, paths = pii.JSON(m)
+		}
+		for _, f := range paths {
+			found = append(found, prefix+f)
+		}
+	case model.PiiKindTraitValue:
+		name := ""
+		if ts, ok := obj.(*c360.TraitSource); ok {
+			name = ts.Name
+		}
+		var paths []string
+		masked, paths = pii.Value(name, res)
+		for _, f := range paths {
+			found = append(found, strings.TrimSuffix("traitSources."+name+"."+f, "."))
+		}
+	default:
+		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
+	}
+	if len(found) == 0 {
+		return res, nil
+	}
+	if !sees {
+		return masked, nil
+	}
+	if col := collectorFrom(ctx); col != nil {
+		col.add(c360.AuditPIIRead, customerOf(ctx, obj), found...)
+	}
+	return res, nil
+}
+
+// identityField names an identity's personal data in the audit log: its
+// type, or the kind its shape revealed for a type that says nothing.
+func identityField(typ string, k pii.Kind) string {
+	if typ == "" || (!strings.Contains(typ, "email") && !strings.Contains(typ, "phone")) {
+		if typ == "" {
+			return string(k)
+		}
+		return typ + "(" + string(k) + ")"
+	}
+	return typ
+}
+
+// customerOf returns the id of the customer whose data obj is part of: obj
+// itself when it names a customer, else the nearest customer above it in the
+// response. 0 when there is none.
+func customerOf(ctx context.Context, obj any) int64 {
+	if id := customerIDOf(obj); id != 0 {
+		return id
+	}
+	for fc := graphql.GetFieldContext(ctx); fc != nil; fc = fc.Parent {
+		if id := customerIDOf(fc.Result); id != 0 {
+			return id
+		}
+	}
+	return 0
+}
+
+// customerIDOf returns the customer id a domain value belongs to, or 0.
+func customerIDOf(v any) int64 {
+	switch v := v.(type) {
+	case nil:
+		return 0
+	case *c360.Customer:
+		if v != nil {
+			return v.ID
+		}
+	case **c360.Customer:
+		if v != nil && *v != nil {
+			return (*v).ID
+		}
+	case *c360.IdentityRecord:
+		if v != nil {
+			return v.CustomerID
+		}
+	case *c360.Event:
+		if v != nil {
+			return v.CustomerID
+		}
+	case *c360.Message:
+		if v != nil {
+			return v.CustomerID
+		}
+	case *c360.MergeRecord:
+		if v != nil {
+			return v.SurvivorID
+		}
+	default:
+		// Other carriers of a customer (a subscription's change) name it
+		// in a CustomerID field.
+		rv := reflect.ValueOf(v)
+		if rv.Kind() == reflect.Pointer && !rv.IsNil() && rv.Elem().Kind() == reflect.Struct {
+			if f := rv.Elem().FieldByName("CustomerID"); f.IsValid() && f.Kind() == reflect.Int64 {
+				return f.Int()
+			}
+		}
+	}
+	return 0
+}

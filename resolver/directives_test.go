@@ -1,0 +1,99 @@
+package resolver
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph/model"
+)
+
+// fieldCtx returns ctx as gqlgen gives it to a directive on Type.field.
+func fieldCtx(ctx context.Context, object, field string) context.Context {
+	return graphql.WithFieldContext(ctx, &graphql.FieldContext{Object: object,
+		Field: graphql.CollectedField{Field: &ast.Field{Name: field}}})
+}
+
+func principalCtx(role c360.Role, scopes ...string) context.Context {
+	return c360.NewContextWithPrincipal(context.Background(),
+		&c360.Principal{WorkspaceID: 1, KeyID: 2, KeyPrefix: "abc", Role: role, Scopes: scopes})
+}
+
+func TestHasRole(t *testing.T) {
+	r := &Resolver{}
+	admins := []c360.Role{c360.RoleAdmin}
+	readers := []c360.Role{c360.RoleAdmin, c360.RoleAgent, c360.RoleAssistant}
+	for _, tc := range []struct {
+		roles []c360.Role
+		role  c360.Role
+		want  string // error code, "" when the field runs
+	}{
+		{admins, c360.RoleAdmin, ""},
+		{admins, c360.RoleAgent, c360.EFORBIDDEN},
+		{admins, c360.RoleAssistant, c360.EFORBIDDEN},
+		{admins, c360.RoleWrite, c360.EFORBIDDEN},
+		{readers, c360.RoleAssistant, ""},
+		{readers, c360.RoleWrite, c360.EFORBIDDEN},
+		{readers, "", c360.EUNAUTHENTICATED},
+	} {
+		ctx := fieldCtx(context.Background(), "Query", "customers")
+		if tc.role != "" {
+			ctx = fieldCtx(principalCtx(tc.role), "Query", "customers")
+		}
+		ran := false
+		_, err := r.hasRole(ctx, nil, func(context.Context) (any, error) { ran = true; return "ok", nil }, tc.roles)
+		if got := c360.ErrorCode(err); got != tc.want || ran != (tc.want == "") {
+			t.Errorf("roles %v, caller %q: code %q, ran %v; want code %q", tc.roles, tc.role, got, ran, tc.want)
+		}
+	}
+}
+
+func TestPIIDirective(t *testing.T) {
+	r := &Resolver{}
+	jane := &c360.IdentityRecord{Identity: c360.Identity{Type: "email", Value: "jane@example.com"}, CustomerID: 9}
+	traits := map[string]any{"email": "jane@example.com", "plan": "pro"}
+	for _, tc := range []struct {
+		name  string
+		ctx   context.Context
+		want  string
+		pii   string // fields recorded as pii.read
+		reads string
+	}{
+		{"assistant", principalCtx(c360.RoleAssistant), "j***@example.com|map[email:j***@example.com plan:pro]", "", ""},
+		{"assistant with pii", principalCtx(c360.RoleAssistant, c360.ScopePII), "jane@example.com|map[email:jane@example.com plan:pro]", "[identity.email traits.email]", ""},
+		{"agent", principalCtx(c360.RoleAgent), "jane@example.com|map[email:jane@example.com plan:pro]", "[identity.email traits.email]", ""},
+	} {
+		col := &collector{p: c360.PrincipalFromContext(tc.ctx)}
+		ctx := context.WithValue(tc.ctx, collectorKey{}, col)
+		v, err := r.pii(fieldCtx(ctx, "Identity", "value"), jane,
+			func(context.Context) (any, error) { return jane.Value, nil }, model.PiiKindIdentityValue)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.pii(fieldCtx(ctx, "Customer", "traits"), &c360.Customer{ID: 9},
+			func(context.Context) (any, error) { return traits, nil }, model.PiiKindJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(v, "|", m); got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+		}
+		var recorded string
+		for _, e := range col.drain(time.Now()) {
+			if e.Action == c360.AuditPIIRead && e.CustomerID == 9 {
+				recorded = fmt.Sprint(e.Fields)
+			}
+		}
+		if recorded != tc.pii {
+			t.Errorf("%s: pii.read fields %q, want %q", tc.name, recorded, tc.pii)
+		}
+	}
+	if traits["email"] != "jane@example.com" {
+		t.Errorf("masking changed the stored traits: %v", traits)
+	}
+}

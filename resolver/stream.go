@@ -1,0 +1,232 @@
+package resolver
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
+)
+
+// RealtimeStore is what subscriptions read besides the hub's change feed.
+type RealtimeStore interface {
+	// MessageOfChange returns the message a message change names, as it is now.
+	MessageOfChange(ctx context.Context, workspaceID, messageID int64) (*c360.Message, error)
+	// ConversationOwner returns the customer a conversation belongs to now.
+	ConversationOwner(ctx context.Context, workspaceID, conversationID int64) (int64, error)
+}
+
+// SharedSubscriptions is a gqlgen handler extension that renders each change
+// of a subscription once per distinct operation and shares the bytes.
+//
+// gqlgen executes a subscription's selection set separately for every
+// subscriber. With it, a subscription resolver does not feed gqlgen's channel
+// itself: it registers a source in the operation's context, and for each
+// response this extension takes the next *hub.Change from the source, then
+// looks up the payload rendered for that change under the operation's
+// fingerprint (workspace, role, scopes, operation name, query text and
+// variables). Only the first subscriber to get there puts the value on the
+// channel and lets gqlgen execute and marshal; the others, the same change
+// in hand, wait for it and reuse its bytes. The rendering is detached from
+// the first subscriber's cancellation, so its leaving never fails the others.
+type SharedSubscriptions struct {
+	renders atomic.Int64
+}
+
+var (
+	_ graphql.HandlerExtension     = (*SharedSubscriptions)(nil)
+	_ graphql.OperationInterceptor = (*SharedSubscriptions)(nil)
+	_ graphql.ResponseInterceptor  = (*SharedSubscriptions)(nil)
+)
+
+// renderTimeout bounds one rendering of a change (its field resolvers' reads).
+const renderTimeout = 10 * time.Second
+
+// ExtensionName implements graphql.HandlerExtension.
+func (*SharedSubscriptions) ExtensionName() string { return "SharedSubscriptions" }
+
+// Validate implements graphql.HandlerExtension.
+func (*SharedSubscriptions) Validate(graphql.ExecutableSchema) error { return nil }
+
+// Renders is how many times a subscription payload was executed and
+// marshaled: once per change and distinct operation, not per subscriber.
+func (x *SharedSubscriptions) Renders() int64 { return x.renders.Load() }
+
+// InterceptOperation gives each subscription operation a holder for its
+// source and its fingerprint.
+func (x *SharedSubscriptions) InterceptOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	oc := graphql.GetOperationContext(ctx)
+	if oc == nil || oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
+		return next(ctx)
+	}
+	return next(context.WithValue(ctx, holderKey{}, &holder{key: fingerprint(ctx, oc)}))
+}
+
+// InterceptResponse serves each response of a subscription from its source,
+// rendering each change once per fingerprint.
+func (x *SharedSubscriptions) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	h, _ := ctx.Value(holderKey{}).(*holder)
+	if h == nil || h.src == nil {
+		return next(ctx)
+	}
+	if h.ended {
+		return nil
+	}
+	c, put, err := h.src.next(ctx)
+	if err != nil {
+		h.ended = true
+		h.src.end()
+		return endResponse(ctx, err)
+	}
+	v, err := c.Shared(ctx, h.key, func() (any, bool) {
+		put()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderTimeout)
+		defer cancel()
+		resp := next(rctx)
+		if resp == nil {
+			return nil, false
+		}
+		x.renders.Add(1)
+		return &rendered{data: bytes.Clone(resp.Data), errs: resp.Errors}, true
+	})
+	if err != nil {
+		return nil // ctx ended while another subscriber rendered
+	}
+	r, ok := v.(*rendered)
+	if !ok {
+		return nil
+	}
+	return &graphql.Response{Data: r.data, Errors: r.errs}
+}
+
+// rendered is one change rendered for one fingerprint.
+type rendered struct {
+	data json.RawMessage
+	errs gqlerror.List
+}
+
+type holderKey struct{}
+
+// holder joins a subscription operation's resolver (which sets src) and its
+// responses (which read it). Both run on the operation's goroutine.
+type holder struct {
+	key   string
+	src   *source
+	ended bool
+}
+
+// source is a subscription's changes, filtered and converted: next returns
+// the next change and put, which puts its value on gqlgen's channel; end
+// closes that channel.
+type source struct {
+	next func(ctx context.Context) (c *hub.Change, put func(), err error)
+	end  func()
+}
+
+// fingerprint identifies what a payload depends on besides the change.
+func fingerprint(ctx context.Context, oc *graphql.OperationContext) string {
+	hash := sha256.New()
+	if p := c360.PrincipalFromContext(ctx); p != nil {
+		hash.Write([]byte(strconv.FormatInt(p.WorkspaceID, 10) + "\x00" + string(p.Role) + "\x00" + strings.Join(p.Scopes, ",") + "\x00"))
+	}
+	hash.Write([]byte(oc.OperationName + "\x00" + oc.RawQuery + "\x00"))
+	vars, _ := json.Marshal(oc.Variables) // map keys are sorted
+	hash.Write(vars)
+	return string(hash.Sum(nil))
+}
+
+type slowKey struct{}
+
+// WithSlowSubscriberHandler returns ctx carrying f, which a subscription
+// calls when the hub dropped it for falling behind. The websocket transport
+// closes the connection with its documented code; without f (SSE), the
+// subscription ends with a RATE_LIMITED error.
+func WithSlowSubscriberHandler(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, slowKey{}, f)
+}
+
+// endResponse is the last response of a stream that ended with err: nothing
+// for a normal end, an error the client can act on otherwise.
+func endResponse(ctx context.Context, err error) *graphql.Response {
+	switch {
+	case errors.Is(err, hub.ErrSlow):
+		if f, ok := ctx.Value(slowKey{}).(func()); ok {
+			f()
+			return nil
+		}
+		err = c360.Errorf(c360.ERATELIMITED, "subscriber too slow: subscribe again with after set to the last cursor received")
+	case errors.Is(err, hub.ErrClosed):
+		err = c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down: subscribe again with after set to the last cursor received")
+	case ctx.Err() != nil:
+		return nil
+	}
+	graphql.AddError(ctx, err)
+	return &graphql.Response{Errors: graphql.GetErrors(ctx)}
+}
+
+// serve connects a hub stream to gqlgen. With SharedSubscriptions installed,
+// it registers the source with the operation and the extension drives it on
+// gqlgen's goroutine; without it, a goroutine pumps the stream into the
+// channel. Either way the stream closes when ctx ends.
+//
+// convert turns a change into the subscription's value; it reports false
+// for a change the subscription does not deliver.
+func serve[T any](ctx context.Context, st hub.Stream, convert func(context.Context, *hub.Change) (T, bool, error)) <-chan T {
+	ch := make(chan T, 1)
+	context.AfterFunc(ctx, st.Close)
+	next := func(ctx context.Context) (*hub.Change, T, error) {
+		for {
+			c, err := st.Next(ctx)
+			if err != nil {
+				var zero T
+				return nil, zero, err
+			}
+			v, ok, err := convert(ctx, c)
+			if err != nil || ok {
+				return c, v, err
+			}
+		}
+	}
+	if h, _ := ctx.Value(holderKey{}).(*holder); h != nil && h.src == nil {
+		h.src = &source{
+			next: func(ctx context.Context) (*hub.Change, func(), error) {
+				c, v, err := next(ctx)
+				return c, func() { ch <- v }, err
+			},
+			end: func() { close(ch) },
+		}
+		return ch
+	}
+	go func() {
+		defer close(ch)
+		defer st.Close()
+		for {
+			_, v, err := next(ctx)
+			if err != nil {
+				if errors.Is(err, hub.ErrSlow) {
+					if f, ok := ctx.Value(slowKey{}).(func()); ok {
+						f()
+					}
+				}
+				return
+			}
+			select {
+			case ch <- v:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ch
+}

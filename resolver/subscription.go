@@ -1,0 +1,68 @@
+package resolver
+
+import (
+	"context"
+	"strconv"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
+)
+
+// subscriber returns the caller's workspace when the caller may subscribe:
+// anyone who may read profiles, on a server with a hub.
+func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
+	ws, err := reader(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if r.Hub == nil {
+		return 0, c360.Errorf(c360.EUNAVAILABLE, "subscriptions are not enabled on this server")
+	}
+	return ws, nil
+}
+
+// messageOf returns the message a message change names, as it is now, when
+// it is of conversation conv ("" for any). The message is read once per
+// change, whatever the number of subscribers.
+func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*c360.Message, bool, error) {
+	if c.Kind != c360.ChangeMessage {
+		return nil, false, nil
+	}
+	m, _ := c.Diff["message"].(map[string]any)
+	if m == nil {
+		return nil, false, nil
+	}
+	if conv != "" && m["conversationId"] != conv {
+		return nil, false, nil
+	}
+	id, err := strconv.ParseInt(stringOf(m["id"]), 10, 64)
+	if err != nil || r.Realtime == nil {
+		return nil, false, nil
+	}
+	type loaded struct {
+		m   *c360.Message
+		err error
+	}
+	v, err := c.Shared(ctx, "message", func() (any, bool) {
+		msg, err := r.Realtime.MessageOfChange(ctx, c.WorkspaceID, id)
+		return loaded{msg, err}, err == nil || c360.ErrorCode(err) == c360.ENOTFOUND
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	l := v.(loaded)
+	if c360.ErrorCode(l.err) == c360.ENOTFOUND {
+		return nil, false, nil
+	}
+	return l.m, l.err == nil, l.err
+}
+
+func stringOf(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return ""
+}

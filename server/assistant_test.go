@@ -1,0 +1,349 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/server"
+)
+
+const contextQuery = `query($id: ID, $identity: IdentityInput, $budget: Int) {
+	customerContext(id: $id, identity: $identity, budget: $budget) {
+		customerId version traits text budget truncated
+		identities { type value }
+		consents { channel status }
+		openConversations { channel messages { direction body } }
+		recentEvents { type name count lastAt }
+		observations { text verified recordedBy }
+		merges { kind identity { type value } }
+	} }`
+
+type contextJSON struct {
+	CustomerID string         `json:"customerId"`
+	Version    int            `json:"version"`
+	Traits     map[string]any `json:"traits"`
+	Text       string         `json:"text"`
+	Budget     int            `json:"budget"`
+	Truncated  bool           `json:"truncated"`
+	Identities []identityJSON `json:"identities"`
+	Consents   []struct {
+		Channel, Status string
+	} `json:"consents"`
+	OpenConversations []struct {
+		Channel  string
+		Messages []struct{ Direction, Body string }
+	} `json:"openConversations"`
+	RecentEvents []struct {
+		Type  string
+		Name  *string
+		Count int
+	} `json:"recentEvents"`
+	Observations []struct {
+		Text       string
+		Verified   bool
+		RecordedBy string
+	} `json:"observations"`
+	Merges []struct {
+		Kind     string
+		Identity *identityJSON
+	} `json:"merges"`
+}
+
+func (e *secEnv) context(t *testing.T, role string, vars map[string]any) *contextJSON {
+	t.Helper()
+	var out struct{ CustomerContext *contextJSON }
+	gql(t, e.srv, e.keys[role], contextQuery, vars).ok(t, &out)
+	return out.CustomerContext
+}
+
+// TestCustomerContextByRole reads Jane's context with a key of every role:
+// an assistant without the pii scope gets her email, phone and name masked
+// in the structured fields and in the text block alike; the others get them
+// as stored; the write key is refused.
+func TestCustomerContextByRole(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	gql(t, e.srv, e.keys["assistant"], `mutation($id: ID!) { recordObservation(customerId: $id, text: "wants invoices at jane@example.com", source: "bot") { id } }`,
+		map[string]any{"id": e.cust}).ok(t, nil)
+	byPhone := map[string]any{"identity": map[string]any{"type": "phone", "value": "(415) 555-0100"}}
+
+	for _, role := range []string{"admin", "agent", "assistant", "assistant+pii"} {
+		t.Run(role, func(t *testing.T) {
+			r := gql(t, e.srv, e.keys[role], contextQuery, byPhone)
+			assertNoLeak(t, r.Body)
+			var out struct{ CustomerContext *contextJSON }
+			r.ok(t, &out)
+			cc := out.CustomerContext
+			if cc == nil || cc.CustomerID != e.cust {
+				t.Fatalf("context = %+v, want customer %s", cc, e.cust)
+			}
+			if role == "assistant" {
+				for _, p := range janePII {
+					if strings.Contains(r.Body, p.raw) {
+						t.Errorf("assistant read %q unmasked: %s", p.raw, r.Body)
+					}
+					if !strings.Contains(cc.Text, p.masked) {
+						t.Errorf("assistant's text lacks %q:\n%s", p.masked, cc.Text)
+					}
+				}
+				if !slices.Contains(cc.Identities, identityJSON{"email", janeEmailMasked}) || cc.Traits["name"] != janeNameMasked {
+					t.Errorf("assistant's structured context is not masked: %+v %v", cc.Identities, cc.Traits)
+				}
+				if cc.Observations[0].Text != "wants invoices at "+janeEmailMasked {
+					t.Errorf("observation text = %q, want the email masked", cc.Observations[0].Text)
+				}
+				return
+			}
+			for _, p := range janePII {
+				if !strings.Contains(cc.Text, p.raw) {
+					t.Errorf("%s's text lacks %q:\n%s", role, p.raw, cc.Text)
+				}
+			}
+			if !slices.Contains(cc.Identities, identityJSON{"phone", janePhone}) || cc.Traits["name"] != janeName {
+				t.Errorf("%s's structured context is masked: %+v %v", role, cc.Identities, cc.Traits)
+			}
+			if cc.Observations[0].Text != "wants invoices at "+janeEmail {
+				t.Errorf("observation text = %q, want it as recorded", cc.Observations[0].Text)
+			}
+		})
+	}
+	r := gql(t, e.srv, e.keys["write"], contextQuery, byPhone)
+	r.wantCode(t, c360.EFORBIDDEN)
+	if strings.Contains(r.Body, "Jane") || strings.Contains(r.Body, "example.com") {
+		t.Errorf("refused write key read data: %s", r.Body)
+	}
+
+	// The parts: her SMS, the merge that joined her phone, the order.
+	cc := e.context(t, "agent", map[string]any{"id": e.cust})
+	if len(cc.OpenConversations) != 1 || cc.OpenConversations[0].Messages[0].Body != "hi, it's Jane" ||
+		len(cc.Merges) != 1 || cc.Merges[0].Identity == nil || len(cc.RecentEvents) == 0 ||
+		cc.Budget != 4000 || cc.Truncated || !strings.HasPrefix(cc.Text, "Customer "+e.cust+" ") {
+		t.Errorf("context = %+v", cc)
+	}
+
+	// Exactly one of id and identity; a budget within bounds; no customer: null.
+	for _, vars := range []map[string]any{{}, {"id": e.cust, "identity": byPhone["identity"]}, {"id": e.cust, "budget": 10}} {
+		gql(t, e.srv, e.keys["agent"], contextQuery, vars).wantCode(t, c360.EINVALID)
+	}
+	if cc := e.context(t, "assistant", map[string]any{"identity": map[string]any{"type": "email", "value": "nobody@example.com"}}); cc != nil {
+		t.Errorf("context of nobody = %+v, want null", cc)
+	}
+	small := e.context(t, "agent", map[string]any{"id": e.cust, "budget": 150})
+	if n := len([]rune(small.Text)); n > 150 || !small.Truncated || small.Budget != 150 {
+		t.Errorf("budget 150: %d characters, truncated %v:\n%s", n, small.Truncated, small.Text)
+	}
+}
+
+// TestCustomerContextAudit: an assistant's read of a context is recorded
+// with the parts it selected; unmasked personal data in it, as a pii read.
+func TestCustomerContextAudit(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	q := `query($id: ID) { customerContext(id: $id) { text identities { value } } }`
+	gql(t, e.srv, e.keys["assistant"], q, map[string]any{"id": e.cust}).ok(t, nil)
+	rows := e.auditLog(t, map[string]any{"a": c360.AuditCustomerRead})
+	if len(rows) != 1 {
+		t.Fatalf("customer.read rows = %+v, want 1", rows)
+	}
+	if r := rows[0]; r.Actor != "key "+prefixOf(e.keys["assistant"]) || r.CustomerID == nil || *r.CustomerID != e.cust ||
+		fmt.Sprint(r.Fields) != "[customerContext.identities customerContext.text]" {
+		t.Errorf("customer.read = %+v, want the assistant, customer %s, fields [customerContext.identities customerContext.text]", r, e.cust)
+	}
+	if got := e.auditLog(t, map[string]any{"a": c360.AuditPIIRead}); len(got) != 0 {
+		t.Errorf("a masked context was recorded as a pii read: %+v", got)
+	}
+
+	gql(t, e.srv, e.keys["assistant+pii"], q, map[string]any{"id": e.cust}).ok(t, nil)
+	rows = e.auditLog(t, map[string]any{"a": c360.AuditPIIRead})
+	if len(rows) != 1 {
+		t.Fatalf("pii.read rows = %+v, want 1", rows)
+	}
+	fields := fmt.Sprint(rows[0].Fields)
+	for _, f := range []string{"customerContext.text.identity.email", "customerContext.text.identity.phone", "customerContext.text.traits.name", "identity.email"} {
+		if !strings.Contains(fields, f) {
+			t.Errorf("pii.read fields = %s, want %s among them", fields, f)
+		}
+	}
+	if got := e.auditLog(t, map[string]any{"a": c360.AuditCustomerRead}); len(got) != 2 {
+		t.Errorf("customer.read rows = %d, want 2 (one per assistant read)", len(got))
+	}
+}
+
+// TestCustomerContextStatements counts the statements of customerContext:
+// one, whatever is selected and however the customer is named.
+func TestCustomerContextStatements(t *testing.T) {
+	counter := &statementCounter{}
+	e := newEnv(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter })
+	cust := e.identify(t, map[string]any{"identities": ids("email", "count@example.com", "phone", "+14155550111"),
+		"traits": map[string]any{"name": "Count"}})
+	e.track(t, map[string]any{"identities": ids("email", "count@example.com"), "event": "Viewed"})
+	gql(t, e.srv, e.key, `mutation($id: ID!) { recordObservation(customerId: $id, text: "counts") { id } }`, map[string]any{"id": cust.ID}).ok(t, nil)
+
+	for name, vars := range map[string]map[string]any{
+		"by id":       {"id": cust.ID},
+		"by identity": {"identity": map[string]any{"type": "phone", "value": "415-555-0111"}},
+	} {
+		counter.reset()
+		var out struct{ CustomerContext *contextJSON }
+		gql(t, e.srv, e.key, contextQuery, vars).ok(t, &out)
+		if out.CustomerContext == nil || out.CustomerContext.CustomerID != cust.ID {
+			t.Fatalf("%s: context = %+v", name, out.CustomerContext)
+		}
+		if n := counter.n.Load(); n != 1 {
+			t.Errorf("%s: %d statements, want 1:\n%s", name, n, counter.statements())
+		}
+	}
+
+	// Customer.observations of a page of customers: one statement more.
+	counter.reset()
+	gql(t, e.srv, e.key, `{ customers(first: 50) { edges { node { id observations { text } } } } }`, nil).ok(t, nil)
+	if n := counter.n.Load(); n != 2 {
+		t.Errorf("customers with observations: %d statements, want 2:\n%s", n, counter.statements())
+	}
+}
+
+// TestObservationAPI: who may record and verify, size and expiry, and the
+// order they are listed in.
+func TestObservationAPI(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	record := `mutation($id: ID!, $text: String!, $c: Float, $x: Time) {
+		recordObservation(customerId: $id, text: $text, source: "test", confidence: $c, expiresAt: $x) {
+			id customerId text source confidence recordedBy recordedByRole verified verifiedBy createdAt expiresAt } }`
+	type obsJSON struct {
+		ID, CustomerID, Text, RecordedBy, RecordedByRole string
+		Source                                           *string
+		Confidence                                       *float64
+		Verified                                         bool
+		VerifiedBy                                       *string
+		ExpiresAt                                        *string
+	}
+	rec := func(role, text string, extra map[string]any) *response {
+		vars := map[string]any{"id": e.cust, "text": text}
+		for k, v := range extra {
+			vars[k] = v
+		}
+		return gql(t, e.srv, e.keys[role], record, vars)
+	}
+	var first struct{ RecordObservation obsJSON }
+	rec("assistant", "prefers WhatsApp after 6pm", map[string]any{"c": 0.7}).ok(t, &first)
+	o := first.RecordObservation
+	if o.CustomerID != e.cust || o.RecordedBy != "key "+prefixOf(e.keys["assistant"]) || o.RecordedByRole != "ASSISTANT" ||
+		o.Verified || o.VerifiedBy != nil || o.Source == nil || *o.Source != "test" || o.Confidence == nil || *o.Confidence != 0.7 {
+		t.Errorf("recorded = %+v", o)
+	}
+	rec("agent", "agent note", nil).ok(t, nil)
+	rec("admin", "admin note", nil).ok(t, nil)
+	rec("write", "write key note", nil).wantCode(t, c360.EFORBIDDEN)
+	rec("assistant", strings.Repeat("x", 4097), nil).wantCode(t, c360.EINVALID)
+	rec("assistant", strings.Repeat("x", 4096), nil).ok(t, nil)
+	rec("assistant", "", nil).wantCode(t, c360.EINVALID)
+	rec("assistant", "sure", map[string]any{"c": 1.5}).wantCode(t, c360.EINVALID)
+	rec("assistant", "past", map[string]any{"x": time.Now().Add(-time.Minute).Format(time.RFC3339)}).wantCode(t, c360.EINVALID)
+	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": "999999999", "text": "nobody"}).wantCode(t, c360.ENOTFOUND)
+	rec("assistant", "on the phone right now", map[string]any{"x": time.Now().Add(1500 * time.Millisecond).Format(time.RFC3339Nano)}).ok(t, nil)
+
+	verify := `mutation($id: ID!, $v: Boolean!) { verifyObservation(id: $id, verified: $v) { id verified verifiedBy } }`
+	for _, role := range []string{"assistant", "assistant+pii", "write"} {
+		gql(t, e.srv, e.keys[role], verify, map[string]any{"id": o.ID, "v": true}).wantCode(t, c360.EFORBIDDEN)
+	}
+	var v struct{ VerifyObservation obsJSON }
+	gql(t, e.srv, e.keys["agent"], verify, map[string]any{"id": o.ID, "v": true}).ok(t, &v)
+	if !v.VerifyObservation.Verified || v.VerifyObservation.VerifiedBy == nil || *v.VerifyObservation.VerifiedBy != "key "+prefixOf(e.keys["agent"]) {
+		t.Errorf("verified = %+v", v.VerifyObservation)
+	}
+	gql(t, e.srv, e.keys["agent"], verify, map[string]any{"id": "999999999", "v": true}).wantCode(t, c360.ENOTFOUND)
+
+	list := func() []string {
+		var out struct {
+			Customer struct{ Observations []obsJSON }
+		}
+		gql(t, e.srv, e.keys["assistant"], `query($id: ID!) { customer(id: $id) { observations { text verified } } }`,
+			map[string]any{"id": e.cust}).ok(t, &out)
+		var texts []string
+		for _, o := range out.Customer.Observations {
+			texts = append(texts, o.Text[:min(len(o.Text), 12)])
+		}
+		return texts
+	}
+	got := list()
+	if len(got) != 5 || got[0] != "prefers What" || got[1] != "on the phone" {
+		t.Errorf("observations = %q, want 5, the verified one first, then newest first", got)
+	}
+	time.Sleep(1600 * time.Millisecond)
+	if got := list(); len(got) != 4 || slices.Contains(got, "on the phone") {
+		t.Errorf("after expiry: %q, want the expired one hidden", got)
+	}
+	cc := e.context(t, "assistant", map[string]any{"id": e.cust})
+	if len(cc.Observations) != 4 || !cc.Observations[0].Verified || !strings.Contains(cc.Text, "[verified] prefers WhatsApp after 6pm") {
+		t.Errorf("context observations = %+v\n%s", cc.Observations, cc.Text)
+	}
+}
+
+// TestAssistantLiveContext: an assistant subscribes to a customer's changes,
+// filtered to the kinds that change its context, and receives a new
+// message, a consent change, a merge and an observation without polling;
+// the other kinds are filtered out.
+func TestAssistantLiveContext(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	slug := workspaceSlug(t, e)
+	key, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550122"}}
+	cust := ingest(t, e.db, e.ws, phone, map[string]any{"name": "Live"})
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(key)
+	c.subscribe("1", `subscription($id: ID!, $kinds: [String!]) { customerChanged(id: $id, kinds: $kinds) { kind version customerId diff } }`,
+		map[string]any{"id": fmt.Sprint(cust), "kinds": []string{"message", "consent", "merged", "merged_into", "observation"}})
+	now := time.Now().UTC()
+	send := func(ev *c360.Event) {
+		t.Helper()
+		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt = "test", randomID(), now, now
+		if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the subscription to start", func() bool { return e.hub.Stats().Streams > 0 })
+	send(&c360.Event{Type: c360.EventIdentify, Identities: phone, Traits: map[string]any{"plan": "gold"}}) // traits: filtered out
+	send(&c360.Event{Type: c360.EventMessage, Identities: phone,
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "is it shipped?", Status: "received"}})
+	send(&c360.Event{Type: c360.EventTrack, Name: "Opt Out", Identities: phone, Consent: &c360.ConsentInput{Channel: "sms", Status: c360.ConsentOptedOut}})
+	other := ingest(t, e.db, e.ws, email("live.other@example.com"), nil)
+	if _, err := e.db.MergeCustomers(ctx, e.ws, cust, other, true, "admin", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.RecordObservation(ctx, e.ws, c360.ObservationInput{CustomerID: cust, Text: "asked about shipping",
+		RecordedBy: "key x", RecordedByRole: c360.RoleAssistant}); err != nil {
+		t.Fatal(err)
+	}
+
+	var kinds []string
+	for len(kinds) < 4 {
+		ch := c.nextChange("1")
+		if ch.CustomerID != fmt.Sprint(cust) {
+			t.Fatalf("change of customer %s, want %d", ch.CustomerID, cust)
+		}
+		kinds = append(kinds, ch.Kind)
+	}
+	if got, want := strings.Join(kinds, " "), "message consent merged observation"; got != want {
+		t.Errorf("kinds received = %s, want %s (traits filtered out)", got, want)
+	}
+}
+
+// workspaceSlug returns the slug of the environment's workspace.
+func workspaceSlug(t *testing.T, e *rtEnv) string {
+	t.Helper()
+	var slug string
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT slug FROM workspaces WHERE id = $1`, e.ws).Scan(&slug); err != nil {
+		t.Fatal(err)
+	}
+	return slug
+}

@@ -1,0 +1,386 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/validator/core"
+	"github.com/vektah/gqlparser/v2/validator/rules"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/graph"
+)
+
+// Limits bound what one request may cost. Zero values take the defaults
+// (DefaultLimits); docs/security.md lists them with their variables.
+type Limits struct {
+	// MaxTokens bounds the lexer tokens of a query document
+	// (C360_GRAPHQL_MAX_TOKENS): parsing stops there (CVE-2023-49559).
+	MaxTokens int
+	// MaxFields bounds the field selections written in a document
+	// (C360_GRAPHQL_MAX_FIELDS): validation compares fields pairwise, so a
+	// document of thousands of fields costs seconds of CPU to validate.
+	MaxFields int
+	// MaxDepth bounds field nesting (C360_GRAPHQL_MAX_DEPTH). Introspection
+	// fields count as one level: their nesting is bounded by the schema.
+	MaxDepth int
+	// MaxAliases bounds aliased fields, fragments counted each time they
+	// are spread (C360_GRAPHQL_MAX_ALIASES).
+	MaxAliases int
+	// MaxComplexity bounds the operation's cost (C360_GRAPHQL_MAX_COMPLEXITY):
+	// one per field, a connection's selection multiplied by its first.
+	MaxComplexity int
+	// KeyRate limits requests per API key (C360_RATE_KEY_RPS, C360_RATE_KEY_BURST).
+	KeyRate Rate
+	// WebhookRate limits connector requests per workspace, or per write key
+	// for the Segment API (C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST).
+	WebhookRate Rate
+}
+
+// DefaultLimits are generous on purpose: a legitimate console query (a page
+// of 100 profiles with identities, events and conversations with messages)
+// costs under 10,000, and the rates sit above what one 2-core server
+// serves, so the limits stop abuse, never a benchmark.
+var DefaultLimits = Limits{
+	MaxTokens:     10_000,
+	MaxFields:     500,
+	MaxDepth:      12,
+	MaxAliases:    30,
+	MaxComplexity: 20_000,
+	KeyRate:       Rate{RPS: 10_000, Burst: 20_000},
+	WebhookRate:   Rate{RPS: 10_000, Burst: 20_000},
+}
+
+// withDefaults fills zero fields from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxTokens == 0 {
+		l.MaxTokens = d.MaxTokens
+	}
+	if l.MaxFields == 0 {
+		l.MaxFields = d.MaxFields
+	}
+	if l.MaxDepth == 0 {
+		l.MaxDepth = d.MaxDepth
+	}
+	if l.MaxAliases == 0 {
+		l.MaxAliases = d.MaxAliases
+	}
+	if l.MaxComplexity == 0 {
+		l.MaxComplexity = d.MaxComplexity
+	}
+	if l.KeyRate == (Rate{}) {
+		l.KeyRate = d.KeyRate
+	}
+	if l.WebhookRate == (Rate{}) {
+		l.WebhookRate = d.WebhookRate
+	}
+	return l
+}
+
+// LimitsFromEnv reads the limits from the environment; unset variables
+// keep the defaults. A rate of -1 turns that limit off.
+func LimitsFromEnv(getenv func(string) string) (Limits, error) {
+	l := DefaultLimits
+	ints := []struct {
+		name string
+		p    *int
+	}{
+		{"C360_GRAPHQL_MAX_TOKENS", &l.MaxTokens},
+		{"C360_GRAPHQL_MAX_FIELDS", &l.MaxFields},
+		{"C360_GRAPHQL_MAX_DEPTH", &l.MaxDepth},
+		{"C360_GRAPHQL_MAX_ALIASES", &l.MaxAliases},
+		{"C360_GRAPHQL_MAX_COMPLEXITY", &l.MaxComplexity},
+		{"C360_RATE_KEY_BURST", &l.KeyRate.Burst},
+		{"C360_RATE_WEBHOOK_BURST", &l.WebhookRate.Burst},
+	}
+	for _, v := range ints {
+		s := getenv(v.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return l, fmt.Errorf("%s: want a positive integer, got %q", v.name, s)
+		}
+		*v.p = n
+	}
+	for _, v := range []struct {
+		name string
+		p    *float64
+	}{{"C360_RATE_KEY_RPS", &l.KeyRate.RPS}, {"C360_RATE_WEBHOOK_RPS", &l.WebhookRate.RPS}} {
+		s := getenv(v.name)
+		if s == "" {
+			continue
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || (f <= 0 && f != -1) {
+			return l, fmt.Errorf("%s: want a positive number (or -1 for no limit), got %q", v.name, s)
+		}
+		*v.p = f
+	}
+	return l, nil
+}
+
+// Codes of refusals by the limits; the error presenter reports them as
+// BAD_USER_INPUT with the code as extensions.reason.
+const (
+	reasonDepth      = "DEPTH_LIMIT_EXCEEDED"
+	reasonAliases    = "ALIAS_LIMIT_EXCEEDED"
+	reasonComplexity = "COMPLEXITY_LIMIT_EXCEEDED" // gqlgen's extension.ComplexityLimit
+)
+
+func init() {
+	// Refused before execution, like a validation error: 422 under
+	// application/json, 400 under application/graphql-response+json.
+	for _, c := range []string{reasonDepth, reasonAliases, reasonComplexity} {
+		errcode.RegisterErrorType(c, errcode.KindProtocol)
+	}
+}
+
+// complexity prices connections by their page size: a connection's
+// selection costs once per item it may return.
+func complexity() graph.ComplexityRoot {
+	var c graph.ComplexityRoot
+	c.Query.Customers = func(child int, _ *string, first *int, _ *string) int { return page(child, first) }
+	c.Query.AuditLog = func(child int, first *int, _ *string, _ *int64, _ *string) int { return page(child, first) }
+	c.Customer.Events = func(child int, first *int, _ *string) int { return page(child, first) }
+	c.Customer.Conversations = func(child int, first *int, _ *string) int { return page(child, first) }
+	c.Conversation.Messages = func(child int, first *int, _ *string) int { return page(child, first) }
+	return c
+}
+
+// page is the cost of a connection returning up to first items (20 when
+// not given, at most the store's cap of 100) of cost child each.
+func page(child int, first *int) int {
+	n := 20
+	if first != nil {
+		n = min(max(*first, 1), 100)
+	}
+	return satAdd(1, satMul(n, child))
+}
+
+const saturated = math.MaxInt32
+
+func satMul(a, b int) int {
+	if a != 0 && b > saturated/a {
+		return saturated
+	}
+	return a * b
+}
+
+func satAdd(a, b int) int { return min(a+b, saturated) }
+
+// queryLimits refuses operations nested deeper or with more aliases than
+// allowed. It runs after validation, so fragments are known not to cycle;
+// each fragment is measured once and reused, so a document that spreads
+// fragments exponentially costs linear time to measure.
+type queryLimits struct {
+	maxDepth, maxAliases int
+}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = queryLimits{}
+
+// ExtensionName implements graphql.HandlerExtension.
+func (queryLimits) ExtensionName() string { return "QueryLimits" }
+
+// Validate implements graphql.HandlerExtension.
+func (queryLimits) Validate(graphql.ExecutableSchema) error { return nil }
+
+// MutateOperationContext implements graphql.OperationContextMutator.
+func (q queryLimits) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation == nil {
+		return nil
+	}
+	m := measurer{doc: oc.Doc, memo: map[string]shape{}}
+	s := m.selections(oc.Operation.SelectionSet)
+	if s.depth > q.maxDepth {
+		err := gqlerror.Errorf("operation is nested %d levels deep, over the limit of %d", s.depth, q.maxDepth)
+		errcode.Set(err, reasonDepth)
+		return err
+	}
+	if s.aliases > q.maxAliases {
+		err := gqlerror.Errorf("operation has %d aliased fields, over the limit of %d", s.aliases, q.maxAliases)
+		errcode.Set(err, reasonAliases)
+		return err
+	}
+	return nil
+}
+
+// shape is what the limits measure of a selection set.
+type shape struct{ depth, aliases int }
+
+type measurer struct {
+	doc  *ast.QueryDocument
+	memo map[string]shape
+}
+
+func (m *measurer) selections(set ast.SelectionSet) shape {
+	var s shape
+	for _, sel := range set {
+		var child shape
+		switch sel := sel.(type) {
+		case *ast.Field:
+			if sel.Alias != "" && sel.Alias != sel.Name {
+				s.aliases = satAdd(s.aliases, 1)
+			}
+			if sel.Name == "__schema" || sel.Name == "__type" {
+				child = shape{depth: 1}
+			} else {
+				child = m.selections(sel.SelectionSet)
+				child.depth++
+			}
+		case *ast.InlineFragment:
+			child = m.selections(sel.SelectionSet)
+		case *ast.FragmentSpread:
+			child = m.fragment(sel.Name)
+		}
+		s.depth = max(s.depth, child.depth)
+		s.aliases = satAdd(s.aliases, child.aliases)
+	}
+	return s
+}
+
+func (m *measurer) fragment(name string) shape {
+	if s, ok := m.memo[name]; ok {
+		return s
+	}
+	m.memo[name] = shape{} // a cycle (refused by validation) ends here
+	var s shape
+	if f := m.doc.Fragments.ForName(name); f != nil {
+		s = m.selections(f.SelectionSet)
+	}
+	m.memo[name] = s
+	return s
+}
+
+// securityHeaders are set on every response: JSON, HTML (GraphiQL) and
+// text alike.
+func securityHeaders(h http.Header) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+	// Responses carry customer data and keys: never stored by a browser or
+	// a shared cache.
+	h.Set("Cache-Control", "no-store")
+}
+
+// securityMetrics counts refusals by the rate limits.
+type securityMetrics struct {
+	rateLimited *prometheus.CounterVec
+}
+
+func newSecurityMetrics(reg *prometheus.Registry) *securityMetrics {
+	m := &securityMetrics{rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "c360_rate_limited_total", Help: "Requests refused with 429, by limit (key, webhook).",
+	}, []string{"limit"})}
+	reg.MustRegister(m.rateLimited)
+	return m
+}
+
+// hideTypes answers __type with null when introspection is off: every type
+// is unknown to a production client, as no field suggestion names one
+// either. (__schema is refused with FORBIDDEN by the error presenter.)
+func hideTypes(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+	if fc := graphql.GetRootFieldContext(ctx); fc != nil && fc.Field.Name == "__type" {
+		return graphql.Null
+	}
+	return next(ctx)
+}
+
+// checkBatch refuses a JSON array body: c360 runs one operation per
+// request (batching is bounded to one), so a client cannot multiply its
+// rate and complexity limits by sending many operations at once.
+func checkBatch(r *http.Request) error {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return nil
+	}
+	b, ok := r.Body.(interface{ Peek() []byte })
+	if !ok {
+		return nil
+	}
+	if t := bytes.TrimLeft(b.Peek(), " \t\r\n"); len(t) > 0 && t[0] == '[' {
+		return c360.Errorf(c360.EINVALID, "batched operations are not supported: send one operation per request")
+	}
+	return nil
+}
+
+// bufferedBody is a request body read whole (readBody), which checks can
+// look at before the transport decodes it.
+type bufferedBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+// Peek returns the whole body without consuming it.
+func (b *bufferedBody) Peek() []byte { return b.b }
+
+// Close implements io.Closer.
+func (*bufferedBody) Close() error { return nil }
+
+// overlapRule is the name of gqlparser's OverlappingFieldsCanBeMerged rule.
+const overlapRule = "OverlappingFieldsCanBeMerged"
+
+// validationRules returns gqlparser's rules with the one rule whose cost
+// grows with the square of a document's fields guarded by a field count:
+// a document with more than maxFields field selections is refused before
+// that rule runs. Its verdict is cached with the parsed document.
+func validationRules(maxFields int) func() *rules.Rules {
+	return func() *rules.Rules {
+		r := rules.NewDefaultRules()
+		r.ReplaceRule(overlapRule, func(observers *core.Events, addError core.AddErrFunc) {
+			done := false
+			observers.OnOperation(func(w *core.Walker, op *ast.OperationDefinition) {
+				if done {
+					return
+				}
+				done = true
+				if n := countFields(w.Document); n > maxFields {
+					addError(core.Message("the document has %d field selections, over the limit of %d", n, maxFields), core.At(op.Position))
+					return
+				}
+				own := &core.Events{}
+				rules.OverlappingFieldsCanBeMergedRule.RuleFunc(own, addError)
+				core.Walk(w.Schema, w.Document, own)
+			})
+		})
+		return r
+	}
+}
+
+// countFields counts the fields written in a document, fragments once.
+func countFields(doc *ast.QueryDocument) int {
+	n := 0
+	var count func(ast.SelectionSet)
+	count = func(set ast.SelectionSet) {
+		for _, sel := range set {
+			switch sel := sel.(type) {
+			case *ast.Field:
+				n++
+				count(sel.SelectionSet)
+			case *ast.InlineFragment:
+				count(sel.SelectionSet)
+			}
+		}
+	}
+	for _, op := range doc.Operations {
+		count(op.SelectionSet)
+	}
+	for _, f := range doc.Fragments {
+		count(f.SelectionSet)
+	}
+	return n
+}

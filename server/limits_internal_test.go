@@ -1,0 +1,87 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestLimitsFromEnv(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	l, err := LimitsFromEnv(env(nil))
+	if err != nil || l != DefaultLimits {
+		t.Errorf("no variables: %+v, %v; want the defaults %+v", l, err, DefaultLimits)
+	}
+	l, err = LimitsFromEnv(env(map[string]string{
+		"C360_GRAPHQL_MAX_DEPTH": "8", "C360_GRAPHQL_MAX_FIELDS": "200", "C360_RATE_KEY_RPS": "2.5",
+		"C360_RATE_KEY_BURST": "5", "C360_RATE_WEBHOOK_RPS": "-1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.MaxDepth != 8 || l.MaxFields != 200 || l.KeyRate != (Rate{2.5, 5}) || l.WebhookRate.RPS != -1 || l.MaxAliases != DefaultLimits.MaxAliases {
+		t.Errorf("limits = %+v", l)
+	}
+	for _, kv := range []map[string]string{
+		{"C360_GRAPHQL_MAX_DEPTH": "0"}, {"C360_GRAPHQL_MAX_TOKENS": "many"}, {"C360_RATE_KEY_RPS": "0"},
+		{"C360_RATE_WEBHOOK_RPS": "NaN"}, {"C360_RATE_KEY_BURST": "-3"},
+	} {
+		if _, err := LimitsFromEnv(env(kv)); err == nil {
+			t.Errorf("%v: no error, want one naming the variable", kv)
+		}
+	}
+	// A rate of -1 turns the limit off.
+	off := newLimiter[string](Rate{RPS: -1, Burst: 1})
+	for i := 0; i < 100; i++ {
+		if ok, _ := off.allow("k"); !ok {
+			t.Fatal("a limiter with rate -1 refused a request")
+		}
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLimiter[string](Rate{RPS: 10, Burst: 3})
+	l.now = func() time.Time { return now }
+	for i := 0; i < 3; i++ {
+		if ok, _ := l.allow("a"); !ok {
+			t.Fatalf("request %d within the burst refused", i)
+		}
+	}
+	ok, retry := l.allow("a")
+	if ok || retry <= 0 || retry > 100*time.Millisecond {
+		t.Errorf("4th request: ok %v, retry %v; want refused, a token within 100ms", ok, retry)
+	}
+	if ok, _ := l.allow("b"); !ok {
+		t.Error("another key shares the first key's bucket")
+	}
+	now = now.Add(100 * time.Millisecond)
+	if ok, _ := l.allow("a"); !ok {
+		t.Error("refused after the bucket refilled a token")
+	}
+
+	// Idle buckets go: after the refill time, a new key's arrival sweeps.
+	for i := 0; i < 1000; i++ {
+		l.allow(fmt.Sprint("k", i))
+	}
+	if n := l.len(); n != 1002 {
+		t.Fatalf("buckets = %d, want 1002", n)
+	}
+	now = now.Add(l.refill() + time.Second)
+	l.allow("fresh")
+	if n := l.len(); n != 1 {
+		t.Errorf("buckets after every other key idled past the refill time = %d, want 1", n)
+	}
+}
+
+func TestLimiterBound(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLimiter[int](Rate{RPS: 1, Burst: 1})
+	l.now = func() time.Time { return now }
+	for i := 0; i < maxBuckets+10; i++ {
+		l.allow(i) // all busy: no time passes
+	}
+	if n := l.len(); n > maxBuckets {
+		t.Errorf("buckets = %d, want at most %d", n, maxBuckets)
+	}
+}

@@ -1,0 +1,186 @@
+package server
+
+import (
+	"encoding/base64"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/c360dev/c360"
+)
+
+// Rate is a token bucket: RPS tokens a second, up to Burst at once. A zero
+// RPS turns the limit off.
+type Rate struct {
+	RPS   float64
+	Burst int
+}
+
+// maxBuckets bounds the buckets a limiter keeps. Past it, buckets idle long
+// enough to have refilled are evicted; if none has, all are.
+const maxBuckets = 100_000
+
+// limiter keeps one token bucket per key (an API key, a workspace). A bucket
+// that has been idle long enough to refill completely is the same as a new
+// one, so such buckets are evicted without changing any answer; the map is
+// swept at most once per refill period, on the request path, without a
+// goroutine of its own.
+type limiter[K comparable] struct {
+	rate  Rate
+	now   func() time.Time
+	mu    sync.Mutex
+	m     map[K]*bucket
+	swept time.Time
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+func newLimiter[K comparable](r Rate) *limiter[K] {
+	return &limiter[K]{rate: r, now: time.Now, m: map[K]*bucket{}}
+}
+
+// refill is how long an idle bucket takes to fill up again.
+func (l *limiter[K]) refill() time.Duration {
+	return time.Duration(float64(l.rate.Burst)/l.rate.RPS*float64(time.Second)) + time.Second
+}
+
+// allow takes a token for key. When there is none it reports how long until
+// there is one.
+func (l *limiter[K]) allow(key K) (bool, time.Duration) {
+	if l == nil || l.rate.RPS <= 0 {
+		return true, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.m[key]
+	if b == nil {
+		l.sweep(now)
+		burst := l.rate.Burst
+		if burst < 1 {
+			burst = 1
+		}
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(l.rate.RPS), burst)}
+		l.m[key] = b
+	}
+	b.last = now
+	r := b.lim.ReserveN(now, 1)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// sweep evicts idle buckets; called with l.mu held, before adding one.
+func (l *limiter[K]) sweep(now time.Time) {
+	if len(l.m) < maxBuckets && now.Sub(l.swept) < l.refill() {
+		return
+	}
+	l.swept = now
+	idle := l.refill()
+	for k, b := range l.m {
+		if now.Sub(b.last) > idle {
+			delete(l.m, k)
+		}
+	}
+	if len(l.m) >= maxBuckets {
+		// Every bucket is busy (keys sprayed faster than they refill):
+		// start over. Every key gets a full bucket again, which errs toward
+		// serving; memory stays bounded.
+		clear(l.m)
+	}
+}
+
+// len returns how many buckets the limiter holds.
+func (l *limiter[K]) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
+}
+
+// writeRateLimited answers 429 with Retry-After (whole seconds, at least 1)
+// and a coded GraphQL-shaped body.
+func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
+	secs := int(math.Ceil(retry.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeGraphQLError(w, http.StatusTooManyRequests,
+		c360.Errorf(c360.ERATELIMITED, "rate limit of %s exceeded: retry after %d s", what, secs))
+}
+
+// RateLimitWebhooks wraps a connector's handler in the per-workspace rate
+// limit: provider webhooks (patterns with {workspace}) are limited per
+// workspace slug, the Segment API (/v1/) per write key. Other patterns are
+// returned unchanged. Server.Handle applies it to every connector route.
+func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler {
+	var key func(*http.Request) string
+	switch {
+	case strings.Contains(pattern, "{workspace}"):
+		key = func(r *http.Request) string { return "ws:" + r.PathValue("workspace") }
+	case strings.Contains(pattern, "/v1/"):
+		key = func(r *http.Request) string {
+			u := basicUser(r.Header.Get("Authorization"))
+			if u == "" {
+				return ""
+			}
+			return "wk:" + u
+		}
+	default:
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k := key(r)
+		if k != "" && r.Method != http.MethodOptions {
+			if ok, retry := s.webhookLimit.allow(k); !ok {
+				s.secMetrics.rateLimited.WithLabelValues("webhook").Inc()
+				writeRateLimited(w, retry, "this workspace's webhooks")
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// basicUser returns the user name of HTTP Basic credentials, or "".
+func basicUser(h string) string {
+	scheme, enc, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return ""
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		if raw, err = base64.RawStdEncoding.DecodeString(strings.TrimSpace(enc)); err != nil {
+			return ""
+		}
+	}
+	u, _, _ := strings.Cut(string(raw), ":")
+	if len(u) > 200 {
+		u = u[:200]
+	}
+	return u
+}
+
+// limitKey takes a token from the bucket of p's API key; false means the
+// request was answered with 429.
+func (s *Server) limitKey(w http.ResponseWriter, p *c360.Principal) bool {
+	ok, retry := s.keyLimit.allow(p.KeyID)
+	if !ok {
+		s.secMetrics.rateLimited.WithLabelValues("key").Inc()
+		writeRateLimited(w, retry, "this API key")
+	}
+	return ok
+}

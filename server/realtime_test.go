@@ -1,0 +1,471 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/server"
+)
+
+const subCustomer = `subscription($id: ID!, $after: String) { customerChanged(id: $id, after: $after) { ` + changeFields + ` } }`
+
+// A subscriber receives every committed change of its customer, in version
+// order, with cursor, kind, diff and the current customer.
+func TestSubscriptionDeliversLiveChanges(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("ann@example.com"), map[string]any{"name": "Ann"})
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("s1", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+
+	ingest(t, e.db, e.ws, email("ann@example.com"), map[string]any{"plan": "pro"})
+	got := c.nextChange("s1")
+	if got.Kind != c360.ChangeTraits || got.Version != 2 || got.CustomerID != fmt.Sprint(id) || got.Cursor == "" {
+		t.Fatalf("got %+v, want traits change version 2 of %d", got, id)
+	}
+	if got.Customer == nil || got.Customer.Traits["plan"] != "pro" || got.Customer.Traits["name"] != "Ann" {
+		t.Fatalf("customer = %+v, want the current profile", got.Customer)
+	}
+	if tr, _ := got.Diff["traits"].(map[string]any); tr["plan"] != "pro" {
+		t.Fatalf("diff = %v, want the trait change", got.Diff)
+	}
+
+	now := time.Now().UTC()
+	if _, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
+		Identities: email("ann@example.com"), Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.nextChange("s1"); got.Kind != c360.ChangeEvent || got.Version != 3 {
+		t.Fatalf("got %s v%d, want event v3", got.Kind, got.Version)
+	}
+
+	// The client stops the subscription: the server sends nothing more for it
+	// and unregisters it.
+	c.send("complete", "s1", nil)
+	waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+}
+
+// A client that resumes with the cursor of the last change it received gets
+// every change after it exactly once, also while changes keep coming.
+func TestSubscriptionResumesWithoutGapOrDuplicate(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	addr := email("bob@example.com")
+	id := ingest(t, e.db, e.ws, addr, map[string]any{"n": 0})
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("s1", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, addr, map[string]any{"n": 1})
+	last := c.nextChange("s1")
+	c.c.Close()
+	waitFor(t, "disconnect", func() bool { return e.hub.Stats().Streams == 0 })
+
+	// Missed while disconnected.
+	for i := 2; i <= 4; i++ {
+		ingest(t, e.db, e.ws, addr, map[string]any{"n": i})
+	}
+	c2 := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c2.init(e.key)
+	c2.subscribe("s1", subCustomer, map[string]any{"id": fmt.Sprint(id), "after": last.Cursor})
+	// And more, racing the replay.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 5; i <= 24; i++ {
+			ingest(t, e.db, e.ws, addr, map[string]any{"n": i})
+		}
+	}()
+	want := last.Version + 1
+	for want <= 25 {
+		got := c2.nextChange("s1")
+		if got.Version != want {
+			t.Fatalf("got version %d, want %d (no gap, no duplicate)", got.Version, want)
+		}
+		want++
+	}
+	wg.Wait()
+
+	// Cursors that are not positions of this customer are refused.
+	other := ingest(t, e.db, e.ws, email("other@example.com"), nil)
+	c2.subscribe("bad", subCustomer, map[string]any{"id": fmt.Sprint(other), "after": last.Cursor})
+	wantError(t, c2, "bad", c360.EINVALID)
+	c2.subscribe("garbage", subCustomer, map[string]any{"id": fmt.Sprint(id), "after": "not-a-cursor"})
+	wantError(t, c2, "garbage", c360.EINVALID)
+}
+
+// wantError reads the answer to a refused subscribe: gqlgen reports a
+// resolver's refusal as a result with errors, then completes.
+func wantError(t *testing.T, c *wsClient, id, code string) {
+	t.Helper()
+	m := c.read()
+	if m.ID != id || (m.Type != "next" && m.Type != "error") {
+		t.Fatalf("got %s %q %s, want an error for %q", m.Type, m.ID, m.Payload, id)
+	}
+	if !strings.Contains(string(m.Payload), `"code":"`+code+`"`) {
+		t.Fatalf("payload %s, want code %s", m.Payload, code)
+	}
+	if m.Type == "next" {
+		if m := c.read(); m.Type != "complete" || m.ID != id {
+			t.Fatalf("got %s %q, want complete", m.Type, m.ID)
+		}
+	}
+}
+
+// When the customer is merged away, its stream says so and continues with
+// the survivor's changes.
+func TestSubscriptionFollowsMerge(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	a := ingest(t, e.db, e.ws, email("carol@example.com"), map[string]any{"name": "Carol"})
+	b := ingest(t, e.db, e.ws, []c360.Identity{{Type: "phone", Value: "+14155550123"}}, map[string]any{"city": "Oakland"})
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("a", subCustomer, map[string]any{"id": fmt.Sprint(a)})
+	c.subscribe("b", subCustomer, map[string]any{"id": fmt.Sprint(b)})
+	waitFor(t, "subscriptions", func() bool { return e.hub.Stats().Streams == 2 })
+
+	// One event names both: they become one customer.
+	ingest(t, e.db, e.ws, []c360.Identity{{Type: "email", Value: "carol@example.com"}, {Type: "phone", Value: "+14155550123"}}, nil)
+	_, survivor, err := e.db.CustomerState(context.Background(), e.ws, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, kept := "b", "a"
+	mergedID, keptID := b, a
+	if survivor == 0 {
+		merged, kept, mergedID, keptID = "a", "b", a, b
+	}
+
+	// The merged-away customer's stream: merged_into, then the survivor's feed.
+	into := c.nextByID(merged)
+	if into.Kind != c360.ChangeMergedInto || into.CustomerID != fmt.Sprint(mergedID) || into.Diff["survivorId"] != fmt.Sprint(keptID) {
+		t.Fatalf("got %+v, want merged_into %d -> %d", into, mergedID, keptID)
+	}
+	if into.Customer == nil || into.Customer.ID != fmt.Sprint(keptID) {
+		t.Fatalf("customer of merged_into = %+v, want the survivor %d", into.Customer, keptID)
+	}
+	absorbed := c.nextByID(merged)
+	if absorbed.CustomerID != fmt.Sprint(keptID) {
+		t.Fatalf("after merged_into got %+v, want the survivor's change", absorbed)
+	}
+	if got := c.nextByID(kept); got.Version != absorbed.Version || got.CustomerID != absorbed.CustomerID {
+		t.Fatalf("survivor stream got %+v, want %s v%d", got, absorbed.CustomerID, absorbed.Version)
+	}
+
+	// Later changes of the survivor reach both streams.
+	ingest(t, e.db, e.ws, email("carol@example.com"), map[string]any{"vip": true})
+	g1, g2 := c.nextByID("a"), c.nextByID("b")
+	if g1.Version != absorbed.Version+1 || g2.Version != g1.Version || g1.CustomerID != fmt.Sprint(keptID) {
+		t.Fatalf("got %+v and %+v, want the survivor's next version on both", g1, g2)
+	}
+
+	// Resuming the merged-away id from before the merge replays the merge
+	// and the survivor's changes.
+	c2 := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c2.init(e.key)
+	before := hubCursor(mergedID, into.Version-1)
+	c2.subscribe("r", subCustomer, map[string]any{"id": fmt.Sprint(mergedID), "after": before})
+	if got := c2.nextChange("r"); got.Kind != c360.ChangeMergedInto {
+		t.Fatalf("replay got %+v, want merged_into", got)
+	}
+	if got := c2.nextChange("r"); got.Version != absorbed.Version || got.CustomerID != fmt.Sprint(keptID) {
+		t.Fatalf("replay got %+v, want the survivor's v%d", got, absorbed.Version)
+	}
+	if got := c2.nextChange("r"); got.Version != absorbed.Version+1 {
+		t.Fatalf("replay got %+v, want v%d", got, absorbed.Version+1)
+	}
+}
+
+// nextByID reads changes until one of subscription id arrives; changes of
+// other subscriptions are kept for their turn.
+func (c *wsClient) nextByID(id string) change {
+	c.t.Helper()
+	if q := pendingOf(c)[id]; len(q) > 0 {
+		pendingOf(c)[id] = q[1:]
+		return q[0]
+	}
+	for {
+		m := c.read()
+		if m.Type != "next" {
+			c.t.Fatalf("got %s %s, want next", m.Type, m.Payload)
+		}
+		var p struct {
+			Data struct {
+				C change `json:"customerChanged"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			c.t.Fatal(err)
+		}
+		if m.ID == id {
+			return p.Data.C
+		}
+		pendingOf(c)[m.ID] = append(pendingOf(c)[m.ID], p.Data.C)
+	}
+}
+
+var pending sync.Map // *wsClient -> map[string][]change
+
+func pendingOf(c *wsClient) map[string][]change {
+	v, _ := pending.LoadOrStore(c, map[string][]change{})
+	return v.(map[string][]change)
+}
+
+// A subscriber that stops reading is closed with 1013 (try again later) once its queue fills;
+// server memory stays bounded, and it resumes by cursor with nothing lost.
+func TestSlowSubscriberIsClosedAndResumes(t *testing.T) {
+	e := newRTEnv(t, rtOptions{queue: 2})
+	addr := email("dave@example.com")
+	id := ingest(t, e.db, e.ws, addr, nil)
+
+	c := dialSlowWS(t, wsURL(e.srv))
+	c.init(e.key)
+	c.subscribe("s1", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+
+	// The client reads nothing while large changes pile up.
+	blob := strings.Repeat("x", 64<<10)
+	n := 0
+	for e.hub.Stats().Dropped == 0 {
+		if n++; n > 200 {
+			t.Fatal("the hub never dropped the slow subscriber")
+		}
+		ingest(t, e.db, e.ws, addr, map[string]any{"blob": blob, "n": n})
+		time.Sleep(5 * time.Millisecond)
+	}
+	last := int64(n + 1)
+
+	// Now it reads: what was in flight, then the close.
+	var lastCursor string
+	var lastVersion int64
+	for {
+		c.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		var m wsMsg
+		if err := c.c.ReadJSON(&m); err != nil {
+			if code := closeCodeOf(err); code != server.CloseTooSlow {
+				t.Fatalf("closed with %v, want %d", err, server.CloseTooSlow)
+			}
+			break
+		}
+		if m.Type == "next" {
+			var p struct {
+				Data struct {
+					C change `json:"customerChanged"`
+				} `json:"data"`
+			}
+			json.Unmarshal(m.Payload, &p)
+			if lastVersion != 0 && p.Data.C.Version != lastVersion+1 {
+				t.Fatalf("got version %d after %d", p.Data.C.Version, lastVersion)
+			}
+			lastCursor, lastVersion = p.Data.C.Cursor, p.Data.C.Version
+		}
+	}
+	if lastCursor == "" {
+		t.Fatal("received no change before the close")
+	}
+
+	// Resume from the last cursor received: the rest, in order.
+	c2 := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c2.init(e.key)
+	c2.subscribe("s1", subCustomer, map[string]any{"id": fmt.Sprint(id), "after": lastCursor})
+	for v := lastVersion + 1; v <= last; v++ {
+		if got := c2.nextChange("s1"); got.Version != v {
+			t.Fatalf("after resume got version %d, want %d", got.Version, v)
+		}
+	}
+}
+
+// A subscription of one workspace never sees another workspace's changes.
+func TestSubscriptionWorkspaceIsolation(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	wsB, _, keyB := pgtest.Workspace(t, e.db)
+	inB := ingest(t, e.db, wsB, email("eve@example.com"), nil)
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("all", `subscription { customerChanges { `+changeFields+` } }`, nil)
+	c.subscribe("theirs", subCustomer, map[string]any{"id": fmt.Sprint(inB)})
+	wantError(t, c, "theirs", c360.ENOTFOUND)
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+
+	// B's own subscriber, on the same server, sees B's changes.
+	cb := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	cb.init(keyB)
+	cb.subscribe("b", subCustomer, map[string]any{"id": fmt.Sprint(inB)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 2 })
+	for i := 0; i < 5; i++ {
+		ingest(t, e.db, wsB, email("eve@example.com"), map[string]any{"n": i})
+	}
+	for i := 0; i < 5; i++ {
+		cb.nextChange("b")
+	}
+	ours := ingest(t, e.db, e.ws, email("frank@example.com"), nil)
+	var got change
+	c.next("all", "customerChanges", &got)
+	if got.CustomerID != fmt.Sprint(ours) {
+		t.Fatalf("workspace stream got customer %s, want only %d (B's %d must never appear)", got.CustomerID, ours, inB)
+	}
+
+	// A cursor of B's feed is not a position A may resume from.
+	c.subscribe("cursor", subCustomer, map[string]any{"id": fmt.Sprint(ours), "after": hubCursor(inB, 1)})
+	wantError(t, c, "cursor", c360.EINVALID)
+}
+
+// The workspace stream filters by kind.
+func TestCustomerChangesFilter(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("t", `subscription { customerChanges(filter: {kinds: ["traits"]}) { kind customerId version } }`, nil)
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	id := ingest(t, e.db, e.ws, email("gina@example.com"), map[string]any{"a": 1}) // created: filtered out
+	ingest(t, e.db, e.ws, email("gina@example.com"), map[string]any{"a": 2})       // traits
+	var got change
+	c.next("t", "customerChanges", &got)
+	if got.Kind != c360.ChangeTraits || got.CustomerID != fmt.Sprint(id) || got.Version != 2 {
+		t.Fatalf("got %+v, want the traits change v2 only", got)
+	}
+}
+
+// conversationMessages delivers a customer's new messages as they are now.
+func TestConversationMessages(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550199"}}
+	id := ingest(t, e.db, e.ws, phone, nil)
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("m", `subscription($c: ID) { conversationMessages(customerId: $c) { id body direction channel status } }`,
+		map[string]any{"c": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	now := time.Now().UTC()
+	if _, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventMessage, Identities: phone,
+		Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "hello", Status: "received", ProviderID: "SM" + randomID()}}}); err != nil {
+		t.Fatal(err)
+	}
+	var m struct{ ID, Body, Direction, Channel string }
+	c.next("m", "conversationMessages", &m)
+	if m.Body != "hello" || m.Direction != "inbound" || m.Channel != "sms" || m.ID == "" {
+		t.Fatalf("got %+v, want the inbound sms", m)
+	}
+	c.subscribe("bad", `subscription { conversationMessages { id } }`, nil)
+	wantError(t, c, "bad", c360.EINVALID)
+}
+
+// Each change is executed and marshaled once per distinct operation, and
+// its bytes shared by every subscriber of that operation.
+func TestSubscriptionPayloadRenderedOncePerSelection(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("hal@example.com"), nil)
+	const same, other = 12, 4
+	var clients []*wsClient
+	for i := 0; i < same+other; i++ {
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(e.key)
+		q := subCustomer
+		if i >= same {
+			q = `subscription($id: ID!) { customerChanged(id: $id) { version kind } }`
+		}
+		c.subscribe("s", q, map[string]any{"id": fmt.Sprint(id)})
+		clients = append(clients, c)
+	}
+	waitFor(t, "subscriptions", func() bool { return e.hub.Stats().Streams == same+other })
+	// A first change brings every stream past its initial catch-up read,
+	// which renders for its subscriber alone what it finds.
+	ingest(t, e.db, e.ws, email("hal@example.com"), map[string]any{"warm": true})
+	for _, c := range clients {
+		c.read()
+	}
+	before := e.s.SubscriptionRenders()
+	const changes = 3
+	for i := 0; i < changes; i++ {
+		ingest(t, e.db, e.ws, email("hal@example.com"), map[string]any{"i": i})
+	}
+	for i := 0; i < changes; i++ {
+		var first []byte
+		for j, c := range clients {
+			m := c.read()
+			if m.Type != "next" {
+				t.Fatalf("got %s", m.Type)
+			}
+			if j == 0 {
+				first = m.Payload
+			} else if j < same && !bytes.Equal(m.Payload, first) {
+				t.Fatalf("subscriber %d got %s, want the same bytes as %s", j, m.Payload, first)
+			}
+		}
+	}
+	if got, want := e.s.SubscriptionRenders()-before, int64(changes*2); got != want {
+		t.Fatalf("renders = %d, want %d (one per change and distinct selection, for %d subscribers)", got, want, same+other)
+	}
+}
+
+// SSE serves the same subscriptions with HTTP Bearer authentication.
+func TestSubscriptionOverSSE(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("ivy@example.com"), nil)
+	body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
+	req := func(key string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "text/event-stream")
+		if key != "" {
+			r.Header.Set("Authorization", "Bearer "+key)
+		}
+		return r
+	}
+	resp, err := http.DefaultClient.Do(req(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without key: status %d, want 401", resp.StatusCode)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err = http.DefaultClient.Do(req(e.key).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("status %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("ivy@example.com"), map[string]any{"x": 1})
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var p struct {
+				Data struct {
+					C change `json:"customerChanged"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(data), &p); err != nil {
+				t.Fatalf("decode %s: %v", data, err)
+			}
+			if p.Data.C.Version != 2 || p.Data.C.Kind != c360.ChangeTraits {
+				t.Fatalf("got %+v, want traits v2", p.Data.C)
+			}
+			return
+		}
+	}
+	t.Fatalf("stream ended: %v", sc.Err())
+}

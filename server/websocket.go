@@ -1,0 +1,638 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/resolver"
+)
+
+// Close codes of GraphQL websocket connections. The 44xx codes are those of
+// the graphql-transport-ws protocol; 1001 and 1013 are RFC 6455's, which
+// the graphql-ws client retries.
+const (
+	CloseNormal                   = 1000
+	CloseGoingAway                = 1001 // the server is shutting down: reconnect and resume
+	CloseBadRequest               = 4400 // a message that is not JSON or not of the protocol
+	CloseUnauthorized             = 4401 // subscribe before connection_init
+	CloseForbidden                = 4403 // missing or bad API key in connection_init
+	CloseSubprotocolNotAcceptable = 4406 // none of the offered subprotocols is served
+	CloseInitTimeout              = 4408 // no connection_init within the init timeout
+	CloseSubscriberExists         = 4409 // subscribe with the id of an active subscription
+	CloseTooManyInit              = 4429 // a second connection_init
+	CloseTooSlow                  = 1013 // try again later: a subscriber fell behind; reconnect and resume with after
+	CloseInternal                 = 4500 // the server could not verify the key
+)
+
+// Subprotocols served on /graphql, in order of preference.
+const (
+	protocolTransportWS = "graphql-transport-ws"
+	protocolGraphQLWS   = "graphql-ws" // legacy subscriptions-transport-ws
+)
+
+// WebsocketConfig configures GraphQL over WebSocket.
+type WebsocketConfig struct {
+	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
+	// to open a websocket; "*" allows any. Empty allows requests without an
+	// Origin header (non-browser clients) and same-origin pages only.
+	AllowedOrigins []string
+	// InitTimeout is how long a connection may go without connection_init
+	// before it is closed with 4408 (default 10s).
+	InitTimeout time.Duration
+	// PingInterval is how often the server pings; a peer silent for two
+	// intervals is disconnected (default 25s).
+	PingInterval time.Duration
+	// ReadLimit bounds one client message (default 64 KiB).
+	ReadLimit int64
+	// WriteTimeout bounds one write to a client (default 10s).
+	WriteTimeout time.Duration
+	// MaxSubscriptions bounds the active subscriptions of one connection
+	// (default 100); more are refused with an error message.
+	MaxSubscriptions int
+}
+
+func (c *WebsocketConfig) defaults() {
+	if c.InitTimeout <= 0 {
+		c.InitTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 64 << 10
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 100
+	}
+}
+
+// ParseOrigins splits C360_ALLOWED_ORIGINS (comma-separated) into origins.
+func ParseOrigins(s string) []string {
+	var out []string
+	for _, o := range strings.Split(s, ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
+			out = append(out, strings.ToLower(o))
+		}
+	}
+	return out
+}
+
+// websockets accepts GraphQL websocket connections with gorilla/websocket
+// for gqlgen's transport, and corrects the transport where it departs from
+// the graphql-transport-ws protocol (see wsConn).
+type websockets struct {
+	cfg      WebsocketConfig
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	mu    sync.Mutex
+	conns map[*wsConn]struct{}
+
+	open   prometheus.Gauge
+	closes *prometheus.CounterVec
+}
+
+var _ transport.WebsocketImplementation = (*websockets)(nil)
+
+func newWebsockets(cfg WebsocketConfig, log *slog.Logger, reg *prometheus.Registry) *websockets {
+	cfg.defaults()
+	ws := &websockets{cfg: cfg, log: log, conns: map[*wsConn]struct{}{},
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "c360_websocket_connections", Help: "Open GraphQL websocket connections.",
+		}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "c360_websocket_closes_total", Help: "GraphQL websocket connections closed by the server, by close code.",
+		}, []string{"code"}),
+	}
+	reg.MustRegister(ws.open, ws.closes)
+	ws.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Zero buffer sizes and no pool make gorilla reuse the HTTP server's
+		// 4 KiB reader and writer, which net/http keeps for the life of a
+		// hijacked connection anyway: a connection costs no buffer of its own.
+		Subprotocols: []string{protocolTransportWS, protocolGraphQLWS},
+		CheckOrigin:  ws.originAllowed,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			writeGraphQLError(w, status, c360.Errorf(c360.EINVALID, "websocket handshake: %s", reason.Error()))
+		},
+	}
+	return ws
+}
+
+// originAllowed admits requests without Origin (non-browser clients), from
+// the server's own origin, and from the configured origins.
+func (ws *websockets) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	o := strings.ToLower(strings.TrimRight(origin, "/"))
+	for _, a := range ws.cfg.AllowedOrigins {
+		if a == "*" || a == o {
+			return true
+		}
+	}
+	return false
+}
+
+type wsStateKey struct{}
+
+// wsState carries a connection from the request that opened it to Accept
+// and to the subscriptions that may need to close it.
+type wsState struct {
+	mu   sync.Mutex
+	conn *wsConn
+}
+
+func (st *wsState) get() *wsConn {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.conn
+}
+
+// serve is the entry for websocket upgrades of /graphql: it checks the
+// origin, then hands the request to gqlgen, whose transport calls Accept. It
+// makes sure the connection is closed when gqlgen is done with it.
+func (ws *websockets) serve(gql http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ws.originAllowed(r) {
+			writeGraphQLError(w, http.StatusForbidden, c360.Errorf(c360.EFORBIDDEN, "origin %q is not allowed: see C360_ALLOWED_ORIGINS", r.Header.Get("Origin")))
+			return
+		}
+		st := &wsState{}
+		ctx := context.WithValue(r.Context(), wsStateKey{}, st)
+		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
+			if c := st.get(); c != nil {
+				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
+			}
+		})
+		gql.ServeHTTP(w, r.WithContext(ctx))
+		if c := st.get(); c != nil {
+			c.fail(CloseNormal, "")
+		}
+	})
+}
+
+// Accept implements transport.WebsocketImplementation with gorilla/websocket.
+func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	hdr := http.Header{}
+	for k, vs := range opts.ResponseHeader {
+		for _, v := range vs {
+			hdr.Add(k, v)
+		}
+	}
+	conn, err := ws.upgrader.Upgrade(hijacker{w}, r, hdr)
+	if err != nil {
+		return nil, fmt.Errorf("websocket upgrade: %w", err)
+	}
+	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, active: map[string]struct{}{}}
+	ws.mu.Lock()
+	ws.conns[c] = struct{}{}
+	ws.mu.Unlock()
+	ws.open.Inc()
+	if st, ok := r.Context().Value(wsStateKey{}).(*wsState); ok {
+		st.mu.Lock()
+		st.conn = c
+		st.mu.Unlock()
+	}
+	conn.SetReadLimit(ws.cfg.ReadLimit)
+	conn.SetReadDeadline(time.Now().Add(ws.cfg.InitTimeout + 2*ws.cfg.PingInterval))
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(2 * ws.cfg.PingInterval))
+	})
+	if offered := websocket.Subprotocols(r); len(offered) > 0 && conn.Subprotocol() == "" {
+		c.fail(CloseSubprotocolNotAcceptable, "Subprotocol not acceptable")
+		return c, nil
+	}
+	c.mu.Lock()
+	c.initTimer = time.AfterFunc(ws.cfg.InitTimeout, func() {
+		c.mu.Lock()
+		seen := c.initSeen
+		c.mu.Unlock()
+		if !seen {
+			c.fail(CloseInitTimeout, "Connection initialisation timeout")
+		}
+	})
+	c.pingTimer = time.AfterFunc(ws.cfg.PingInterval, c.ping)
+	c.mu.Unlock()
+	return c, nil
+}
+
+// closeAll closes every connection with 1001: clients reconnect (to another
+// replica) and resume.
+func (ws *websockets) closeAll() {
+	ws.mu.Lock()
+	conns := make([]*wsConn, 0, len(ws.conns))
+	for c := range ws.conns {
+		conns = append(conns, c)
+	}
+	ws.mu.Unlock()
+	for _, c := range conns {
+		c.fail(CloseGoingAway, "Server shutting down: reconnect")
+	}
+}
+
+// hijacker lets gorilla hijack through response writers that wrap the
+// server's (the metrics middleware's) by way of http.ResponseController.
+type hijacker struct{ http.ResponseWriter }
+
+func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(h.ResponseWriter).Hijack()
+}
+
+// errProtocol ends gqlgen's read loop after the connection was closed for a
+// protocol violation; gqlgen treats it as a peer close and stays quiet.
+var errProtocol = fmt.Errorf("graphql websocket protocol violation: %w", transport.ErrWebsocketClosed)
+
+// wsConn is one GraphQL websocket connection: gqlgen's transport reads and
+// writes through it. It holds the protocol state gqlgen does not check:
+//   - a subscribe before connection_init closes with 4401 (gqlgen: 1002);
+//   - a second connection_init closes with 4429 (gqlgen: 1002);
+//   - a subscribe with the id of an active subscription closes with 4409
+//     (gqlgen replaces the running subscription);
+//   - a message that is not JSON, not of the protocol, or a subscribe
+//     without id closes with 4400 (gqlgen: 1000 or no close at all);
+//   - no connection_init within the init timeout closes with 4408 (gqlgen:
+//     1002);
+//   - nothing more is sent for a subscription the client completed (gqlgen
+//     sends complete back);
+//   - a connection holds at most MaxSubscriptions active subscriptions.
+//
+// Writes are framed here from gqlgen's message fields, without marshaling
+// the payload again.
+type wsConn struct {
+	ws     *websockets
+	conn   *websocket.Conn
+	legacy bool
+
+	wmu sync.Mutex // one writer at a time (gorilla allows one)
+
+	mu        sync.Mutex
+	initSeen  bool
+	active    map[string]struct{}
+	closing   bool // a close frame was sent
+	closed    bool // the network connection was closed
+	initTimer *time.Timer
+	pingTimer *time.Timer
+}
+
+var (
+	_ transport.WebsocketConn        = (*wsConn)(nil)
+	_ transport.WebsocketReadLimiter = (*wsConn)(nil)
+)
+
+// NextReader returns the next client message that passes the protocol
+// checks; a violation closes the connection with its code.
+func (c *wsConn) NextReader() (int, io.Reader, error) {
+	for {
+		typ, data, err := c.conn.ReadMessage()
+		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived, websocket.CloseGoingAway) {
+				return 0, nil, transport.ErrWebsocketClosed
+			}
+			c.mu.Lock()
+			closing := c.closing
+			c.mu.Unlock()
+			if closing {
+				return 0, nil, errProtocol
+			}
+			return 0, nil, fmt.Errorf("read websocket: %w", err)
+		}
+		c.conn.SetReadDeadline(time.Now().Add(2 * c.ws.cfg.PingInterval))
+		if typ != websocket.TextMessage {
+			return 0, nil, c.fail(CloseBadRequest, "Invalid message received: want text")
+		}
+		var m struct {
+			Type    string          `json:"type"`
+			ID      string          `json:"id"`
+			Payload json.RawMessage `json:"payload"`
+		}
+		if err := json.Unmarshal(data, &m); err != nil {
+			return 0, nil, c.fail(CloseBadRequest, "Invalid message received")
+		}
+		skip, err := c.check(m.Type, m.ID, m.Payload)
+		if err != nil {
+			return 0, nil, err
+		}
+		if skip {
+			continue
+		}
+		return typ, bytes.NewReader(data), nil
+	}
+}
+
+// check applies the protocol rules to one client message. It reports
+// whether gqlgen should not see the message.
+func (c *wsConn) check(typ, id string, payload json.RawMessage) (bool, error) {
+	subscribe, complete := "subscribe", "complete"
+	if c.legacy {
+		subscribe, complete = "start", "stop"
+	}
+	c.mu.Lock()
+	switch typ {
+	case "connection_init":
+		if c.initSeen {
+			c.mu.Unlock()
+			return false, c.fail(CloseTooManyInit, "Too many initialisation requests")
+		}
+		if p := strings.TrimSpace(string(payload)); p != "" && p != "null" && !strings.HasPrefix(p, "{") {
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received: payload must be an object")
+		}
+		c.initSeen = true
+		if c.initTimer != nil {
+			c.initTimer.Stop()
+		}
+	case subscribe:
+		switch {
+		case !c.initSeen:
+			c.mu.Unlock()
+			return false, c.fail(CloseUnauthorized, "Unauthorized")
+		case id == "":
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received: subscribe without id")
+		}
+		if _, dup := c.active[id]; dup {
+			c.mu.Unlock()
+			return false, c.fail(CloseSubscriberExists, "Subscriber for "+truncate(id, 60)+" already exists")
+		}
+		if len(c.active) >= c.ws.cfg.MaxSubscriptions {
+			c.mu.Unlock()
+			c.refuse(id, fmt.Sprintf("too many subscriptions on one connection (at most %d)", c.ws.cfg.MaxSubscriptions))
+			return true, nil
+		}
+		c.active[id] = struct{}{}
+	case complete:
+		delete(c.active, id)
+	case "ping", "pong":
+		if c.legacy {
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received")
+		}
+	case "connection_terminate":
+		if !c.legacy {
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received")
+		}
+	default:
+		c.mu.Unlock()
+		return false, c.fail(CloseBadRequest, "Invalid message received")
+	}
+	c.mu.Unlock()
+	return false, nil
+}
+
+// refuse answers a subscribe with an error message and no subscription.
+func (c *wsConn) refuse(id, msg string) {
+	payload, _ := json.Marshal([]map[string]any{{"message": msg, "extensions": map[string]any{"code": c360.ERATELIMITED}}})
+	c.write("error", id, payload)
+}
+
+// WriteJSON writes one of gqlgen's protocol messages.
+func (c *wsConn) WriteJSON(v any) error {
+	typ, id, payload, ok := messageFields(v)
+	if !ok {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("encode websocket message: %w", err)
+		}
+		return c.writeRaw(b)
+	}
+	if !c.legacy {
+		c.mu.Lock()
+		_, active := c.active[id]
+		switch typ {
+		case "next", "error", "complete":
+			if !active {
+				c.mu.Unlock()
+				return nil // the client completed it: it wants nothing more
+			}
+			if typ != "next" {
+				delete(c.active, id)
+			}
+		}
+		c.mu.Unlock()
+	}
+	return c.write(typ, id, payload)
+}
+
+// write frames a message without re-encoding its payload, which gqlgen has
+// just encoded.
+func (c *wsConn) write(typ, id string, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.conn.SetWriteDeadline(time.Now().Add(c.ws.cfg.WriteTimeout))
+	w, err := c.conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return fmt.Errorf("write websocket: %w", err)
+	}
+	buf := make([]byte, 0, 64)
+	buf = append(buf, `{"type":`...)
+	buf = strconv.AppendQuote(buf, typ)
+	if id != "" {
+		b, _ := json.Marshal(id)
+		buf = append(buf, `,"id":`...)
+		buf = append(buf, b...)
+	}
+	if len(payload) > 0 {
+		buf = append(buf, `,"payload":`...)
+	}
+	w.Write(buf)
+	if len(payload) > 0 {
+		w.Write(payload)
+	}
+	w.Write([]byte{'}'})
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write websocket: %w", err)
+	}
+	return nil
+}
+
+func (c *wsConn) writeRaw(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.conn.SetWriteDeadline(time.Now().Add(c.ws.cfg.WriteTimeout))
+	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		return fmt.Errorf("write websocket: %w", err)
+	}
+	return nil
+}
+
+// messageFields reads the type, id and payload of gqlgen's unexported
+// message structs, whose fields are exported.
+func messageFields(v any) (typ, id string, payload []byte, ok bool) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return "", "", nil, false
+	}
+	f, ok := fieldsOf(rv.Type())
+	if !ok {
+		return "", "", nil, false
+	}
+	return rv.Field(f.typ).String(), rv.Field(f.id).String(), rv.Field(f.payload).Bytes(), true
+}
+
+type msgFields struct{ typ, id, payload int }
+
+var fieldCache sync.Map // reflect.Type -> msgFields, or false
+
+func fieldsOf(t reflect.Type) (msgFields, bool) {
+	if v, ok := fieldCache.Load(t); ok {
+		f, ok := v.(msgFields)
+		return f, ok
+	}
+	var f msgFields
+	ok := true
+	for name, idx := range map[string]*int{"Type": &f.typ, "ID": &f.id, "Payload": &f.payload} {
+		sf, found := t.FieldByName(name)
+		if !found || len(sf.Index) != 1 {
+			ok = false
+			break
+		}
+		*idx = sf.Index[0]
+		kind := sf.Type.Kind()
+		if (name == "Payload" && (kind != reflect.Slice || sf.Type.Elem().Kind() != reflect.Uint8)) || (name != "Payload" && kind != reflect.String) {
+			ok = false
+			break
+		}
+	}
+	if !ok {
+		fieldCache.Store(t, false)
+		return f, false
+	}
+	fieldCache.Store(t, f)
+	return f, true
+}
+
+// WriteClose sends a close frame; only the first close of a connection is sent.
+func (c *wsConn) WriteClose(code int, reason string) error {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closing = true
+	c.stopTimersLocked()
+	c.mu.Unlock()
+	c.ws.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+	err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, truncate(reason, 120)), time.Now().Add(time.Second))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("write websocket close: %w", err)
+	}
+	return nil
+}
+
+// Close closes the network connection.
+func (c *wsConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.stopTimersLocked()
+	c.mu.Unlock()
+	c.ws.mu.Lock()
+	delete(c.ws.conns, c)
+	c.ws.mu.Unlock()
+	c.ws.open.Dec()
+	return c.conn.Close()
+}
+
+func (c *wsConn) stopTimersLocked() {
+	if c.initTimer != nil {
+		c.initTimer.Stop()
+	}
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+}
+
+// fail closes the connection with code and returns errProtocol for the read
+// loop.
+func (c *wsConn) fail(code int, reason string) error {
+	c.WriteClose(code, reason)
+	c.Close()
+	return errProtocol
+}
+
+// ping sends a websocket ping and schedules the next one. Pings go out on a
+// timer, so an idle connection has no goroutine of its own for them.
+func (c *wsConn) ping() {
+	if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.ws.cfg.WriteTimeout)); err != nil {
+		c.fail(CloseGoingAway, "")
+		return
+	}
+	c.mu.Lock()
+	if !c.closing && !c.closed {
+		c.pingTimer.Reset(c.ws.cfg.PingInterval)
+	}
+	c.mu.Unlock()
+}
+
+// Subprotocol implements transport.WebsocketConn.
+func (c *wsConn) Subprotocol() string { return c.conn.Subprotocol() }
+
+// SetReadLimit implements transport.WebsocketReadLimiter.
+func (c *wsConn) SetReadLimit(limit int64) { c.conn.SetReadLimit(limit) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// websocketInit authenticates a connection from its connection_init payload
+// {"authorization": "Bearer <key>"}; a missing or bad key closes it with 4403.
+func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+	key, ok := bearer(payload.Authorization())
+	if !ok {
+		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseForbidden), "Forbidden"),
+			nil, errors.New(`missing API key: send {"authorization": "Bearer <key>"} in connection_init`)
+	}
+	p, err := s.auth.Authenticate(ctx, key)
+	if err != nil {
+		switch c360.ErrorCode(err) {
+		case c360.EUNAUTHENTICATED, c360.EFORBIDDEN:
+			return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseForbidden), "Forbidden"),
+				nil, errors.New(c360.ErrorMessage(err))
+		}
+		s.cfg.Logger.Error("authenticate websocket", "error", err)
+		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseInternal), "Internal server error"),
+			nil, errors.New(c360.ErrorMessage(err))
+	}
+	return c360.NewContextWithPrincipal(ctx, p), nil, nil
+}

@@ -1,0 +1,154 @@
+package server_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/server"
+)
+
+func hubCursor(customer, version int64) string {
+	return hub.Cursor{CustomerID: customer, Version: version}.Encode()
+}
+
+func closeCodeOf(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+// Every close code of the graphql-transport-ws protocol that the server
+// owes, where gqlgen's own transport answers differently.
+func TestWebsocketCloseCodes(t *testing.T) {
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{InitTimeout: 300 * time.Millisecond}}})
+	url := wsURL(e.srv)
+	const q = `subscription { customerChanges { version } }`
+	tests := []struct {
+		name string
+		run  func(c *wsClient)
+		want int
+	}{
+		{"bad key", func(c *wsClient) {
+			c.send("connection_init", "", map[string]any{"authorization": "Bearer c360_nope"})
+		}, server.CloseForbidden},
+		{"no key", func(c *wsClient) { c.send("connection_init", "", nil) }, server.CloseForbidden},
+		{"subscribe before init", func(c *wsClient) { c.subscribe("s", q, nil) }, server.CloseUnauthorized},
+		{"init timeout", func(c *wsClient) {}, server.CloseInitTimeout},
+		{"duplicate id", func(c *wsClient) {
+			c.init(e.key)
+			c.subscribe("s", q, nil)
+			c.subscribe("s", q, nil)
+		}, server.CloseSubscriberExists},
+		{"second init", func(c *wsClient) {
+			c.init(e.key)
+			c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
+		}, server.CloseTooManyInit},
+		{"not JSON", func(c *wsClient) { c.c.WriteMessage(websocket.TextMessage, []byte("{nope")) }, server.CloseBadRequest},
+		{"unknown type", func(c *wsClient) { c.send("bogus", "", nil) }, server.CloseBadRequest},
+		{"subscribe without id", func(c *wsClient) {
+			c.init(e.key)
+			c.subscribe("", q, nil)
+		}, server.CloseBadRequest},
+		{"init payload not an object", func(c *wsClient) { c.send("connection_init", "", "Bearer x") }, server.CloseBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialWS(t, url, "graphql-transport-ws", nil)
+			c.t = t
+			tt.run(c)
+			if got := c.closeCode(); got != tt.want {
+				t.Fatalf("close code %d, want %d", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("subprotocol not acceptable", func(t *testing.T) {
+		c := dialWS(t, url, "graphql-nonsense", nil)
+		if got := c.closeCode(); got != server.CloseSubprotocolNotAcceptable {
+			t.Fatalf("close code %d, want %d", got, server.CloseSubprotocolNotAcceptable)
+		}
+	})
+	t.Run("a completed id may be reused", func(t *testing.T) {
+		c := dialWS(t, url, "graphql-transport-ws", nil)
+		c.init(e.key)
+		c.subscribe("s", q, nil)
+		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+		c.send("complete", "s", nil)
+		waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+		c.subscribe("s", q, nil)
+		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+		c.send("ping", "", nil)
+		c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var m wsMsg
+		if err := c.c.ReadJSON(&m); err != nil || m.Type != "pong" {
+			t.Fatalf("got %+v, %v after a ping, want pong on a live connection", m, err)
+		}
+	})
+}
+
+// The origin allow-list: browsers from other origins are refused at the
+// handshake, same-origin pages and non-browser clients are served.
+func TestWebsocketOrigins(t *testing.T) {
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{AllowedOrigins: []string{"https://console.example.com"}}}})
+	d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}
+	for _, tt := range []struct {
+		origin string
+		want   int
+	}{
+		{"", http.StatusSwitchingProtocols},
+		{"https://console.example.com", http.StatusSwitchingProtocols},
+		{e.srv.URL, http.StatusSwitchingProtocols},
+		{"https://evil.example.com", http.StatusForbidden},
+	} {
+		hdr := http.Header{}
+		if tt.origin != "" {
+			hdr.Set("Origin", tt.origin)
+		}
+		c, resp, err := d.Dial(wsURL(e.srv), hdr)
+		if c != nil {
+			c.Close()
+		}
+		if resp == nil {
+			t.Fatalf("origin %q: %v", tt.origin, err)
+		}
+		if resp.StatusCode != tt.want {
+			t.Errorf("origin %q: status %d, want %d", tt.origin, resp.StatusCode, tt.want)
+		}
+	}
+}
+
+// The legacy graphql-ws protocol (subscriptions-transport-ws) still works.
+func TestWebsocketLegacyProtocol(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("jo@example.com"), nil)
+	c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+	c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
+	if m := c.read(); m.Type != "connection_ack" {
+		t.Fatalf("got %s, want connection_ack", m.Type)
+	}
+	c.send("start", "1", map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("jo@example.com"), map[string]any{"a": 1})
+	if m := c.read(); m.Type != "data" || m.ID != "1" {
+		t.Fatalf("got %s %q, want data for 1", m.Type, m.ID)
+	}
+	c.send("stop", "1", nil)
+	waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+
+	bad := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+	bad.send("connection_init", "", map[string]any{"authorization": "Bearer wrong"})
+	if m := bad.read(); m.Type != "connection_error" {
+		t.Fatalf("got %s, want connection_error", m.Type)
+	}
+	if got := bad.closeCode(); got != server.CloseForbidden {
+		t.Fatalf("close code %d, want %d", got, server.CloseForbidden)
+	}
+}
