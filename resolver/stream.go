@@ -36,7 +36,7 @@ type RealtimeStore interface {
 // response this extension takes the next *hub.Change from the source, then
 // looks up the payload rendered for that change under the operation's
 // fingerprint (workspace, role, scopes, operation name, query text and
-// variables). Only the first subscriber to get there puts the value on the
+// variables; and the key, for assistants, whose reads are audited per key). Only the first subscriber to get there puts the value on the
 // channel and lets gqlgen execute and marshal; the others, the same change
 // in hand, wait for it and reuse its bytes. The rendering is detached from
 // the first subscriber's cancellation, so its leaving never fails the others.
@@ -139,6 +139,11 @@ func fingerprint(ctx context.Context, oc *graphql.OperationContext) string {
 	hash := sha256.New()
 	if p := c360.PrincipalFromContext(ctx); p != nil {
 		hash.Write([]byte(strconv.FormatInt(p.WorkspaceID, 10) + "\x00" + string(p.Role) + "\x00" + strings.Join(p.Scopes, ",") + "\x00"))
+		if p.Role == c360.RoleAssistant {
+			// An assistant's reads of a customer are audited per key
+			// (directives.go): its renders are not shared across keys.
+			hash.Write([]byte(strconv.FormatInt(p.KeyID, 10) + "\x00"))
+		}
 	}
 	hash.Write([]byte(oc.OperationName + "\x00" + oc.RawQuery + "\x00"))
 	vars, _ := json.Marshal(oc.Variables) // map keys are sorted
