@@ -33,7 +33,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.
 		secret string
 		key    *c360.APIKey
 	)
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, ws.ID, func(tx pgx.Tx) error {
 		secret, key, err = insertAPIKey(ctx, tx, ws.ID, role, scopes)
 		return err
 	})
@@ -97,7 +97,9 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 		role    string
 		revoked *time.Time
 	)
-	err := db.Pool.QueryRow(ctx, `
+	// The key's workspace is not known yet: the by_prefix policy lets a
+	// statement that names the prefix read that one key.
+	err := db.byPrefix(prefix).QueryRow(ctx, `
 		SELECT workspace_id, id, hash, role, scopes, revoked_at FROM api_keys WHERE prefix = $1`,
 		prefix).Scan(&p.WorkspaceID, &p.KeyID, &hash, &role, &p.Scopes, &revoked)
 	if err == pgx.ErrNoRows {

@@ -25,7 +25,7 @@ func (db *DB) IssueAPIKey(ctx context.Context, ws int64, role c360.Role, scopes 
 		key    *c360.APIKey
 		err    error
 	)
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		secret, key, err = insertAPIKey(ctx, tx, ws, role, scopes)
 		return err
 	})
@@ -47,7 +47,7 @@ func scanAPIKey(row pgx.Row) (*c360.APIKey, error) {
 // ListAPIKeys returns the workspace's keys, newest first. Hashes never
 // leave the store.
 func (db *DB) ListAPIKeys(ctx context.Context, ws int64) ([]*c360.APIKey, error) {
-	rows, err := db.Pool.Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys
+	rows, err := db.as(ws).Query(ctx, `SELECT `+apiKeyColumns+` FROM api_keys
 		WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC`, ws)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("list api keys: %w", err))
@@ -67,7 +67,7 @@ func (db *DB) ListAPIKeys(ctx context.Context, ws int64) ([]*c360.APIKey, error)
 // RevokeAPIKey revokes the workspace's key with this prefix. This process
 // forgets the key at once; other processes within authCacheTTL (5 s).
 func (db *DB) RevokeAPIKey(ctx context.Context, ws int64, prefix string) (*c360.APIKey, error) {
-	k, err := scanAPIKey(db.Pool.QueryRow(ctx, `
+	k, err := scanAPIKey(db.as(ws).QueryRow(ctx, `
 		UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
 		WHERE workspace_id = $1 AND prefix = $2
 		RETURNING `+apiKeyColumns, ws, prefix))
@@ -231,7 +231,7 @@ func (u *KeyUsage) write(uses []keyUse) {
 		for ; j < len(uses) && uses[j].ws == uses[i].ws; j++ {
 			ids, at = append(ids, uses[j].id), append(at, uses[j].at)
 		}
-		_, err := u.db.Pool.Exec(ctx, `
+		_, err := u.db.as(uses[i].ws).Exec(ctx, `
 			UPDATE api_keys k SET last_used_at = u.at
 			FROM unnest($2::bigint[], $3::timestamptz[]) AS u(id, at)
 			WHERE k.workspace_id = $1 AND k.id = u.id

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,12 @@ func (db *DB) RecordAudit(ctx context.Context, entries []*c360.AuditEntry) error
 		byWS[e.WorkspaceID] = append(byWS[e.WorkspaceID], e)
 	}
 	slices.Sort(order)
-	return db.inTx(ctx, func(tx pgx.Tx) error {
+	return db.inTx(ctx, order[0], func(tx pgx.Tx) error {
 		for _, ws := range order {
+			// Each workspace's rows are written under its own setting.
+			if _, err := tx.Exec(ctx, setWorkspaceSQL, strconv.FormatInt(ws, 10)); err != nil {
+				return interpretError(fmt.Errorf("set workspace: %w", err))
+			}
 			if err := insertAudit(ctx, tx, ws, byWS[ws]); err != nil {
 				return err
 			}
@@ -125,7 +130,7 @@ func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter
 	if f.Action != "" {
 		action = &f.Action
 	}
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT id, at, coalesce(key_id, 0), actor, coalesce(role, ''), action, coalesce(customer_id, 0), fields, detail
 		FROM audit_log
 		WHERE workspace_id = $1

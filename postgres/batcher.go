@@ -220,7 +220,7 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 		results []c360.IngestResult
 		changed []int64
 	)
-	err := db.inTx(ctx, func(tx pgx.Tx) error {
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		var err error
 		results, changed, err = db.ingestGroup(ctx, tx, ws, rules, flat)
 		return err
@@ -231,7 +231,7 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 	if len(reqs) > 1 {
 		return nil, nil, err // runGroup applies each request alone
 	}
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		results, changed = results[:0], changed[:0]
 		for _, p := range flat {
 			r, touched, err := db.ingestOne(ctx, tx, ws, rules, p)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,13 +30,36 @@ func (db *DB) ChangesAfter(ctx context.Context, after []c360.Change, limit int) 
 	if len(after) == 0 {
 		return nil, nil
 	}
+	// Row-level security scopes a statement to one workspace: one statement
+	// per workspace woken, usually one.
+	byWS := map[int64][]c360.Change{}
+	var order []int64
+	for _, p := range after {
+		if _, ok := byWS[p.WorkspaceID]; !ok {
+			order = append(order, p.WorkspaceID)
+		}
+		byWS[p.WorkspaceID] = append(byWS[p.WorkspaceID], p)
+	}
+	slices.Sort(order)
+	var out []c360.Change
+	for _, w := range order {
+		got, err := db.changesAfter(ctx, w, byWS[w], limit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+func (db *DB) changesAfter(ctx context.Context, w int64, after []c360.Change, limit int) ([]c360.Change, error) {
 	ws := make([]int64, len(after))
 	ids := make([]int64, len(after))
 	vs := make([]int64, len(after))
 	for i, p := range after {
 		ws[i], ids[i], vs[i] = p.WorkspaceID, p.CustomerID, p.Version
 	}
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(w).Query(ctx, `
 		SELECT c.workspace_id, c.customer_id, c.version, c.kind, c.diff, c.created_at
 		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(ws, customer, version)
 		CROSS JOIN LATERAL (
@@ -60,7 +84,7 @@ func (db *DB) ChangesAfter(ctx context.Context, after []c360.Change, limit int) 
 // CustomerState returns the customer's current version and, when it was
 // merged away, the survivor it points to (else 0).
 func (db *DB) CustomerState(ctx context.Context, ws, id int64) (version, mergedInto int64, err error) {
-	err = db.Pool.QueryRow(ctx, `
+	err = db.as(ws).QueryRow(ctx, `
 		SELECT version, coalesce(merged_into, 0) FROM customers WHERE workspace_id = $1 AND id = $2`,
 		ws, id).Scan(&version, &mergedInto)
 	if err == pgx.ErrNoRows {
@@ -78,7 +102,7 @@ func (db *DB) CustomerState(ctx context.Context, ws, id int64) (version, mergedI
 // change, then to its next version.
 func (db *DB) MergeVersion(ctx context.Context, ws, survivor, merged int64) (int64, error) {
 	var v int64
-	err := db.Pool.QueryRow(ctx, `
+	err := db.as(ws).QueryRow(ctx, `
 		SELECT coalesce(
 			(SELECT min(version) FROM customer_changes
 			 WHERE workspace_id = $1 AND customer_id = $2 AND diff->'merged' ? $3::text),
@@ -97,7 +121,7 @@ func (db *DB) MergeVersion(ctx context.Context, ws, survivor, merged int64) (int
 // VersionsBefore returns, per customer, the highest version of its changes
 // made before t; customers without one are absent.
 func (db *DB) VersionsBefore(ctx context.Context, ws int64, customers []int64, t time.Time) (map[int64]int64, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT customer_id, max(version) FROM customer_changes
 		WHERE workspace_id = $1 AND customer_id = ANY($2) AND created_at < $3
 		GROUP BY customer_id`, ws, customers, t)
@@ -119,7 +143,7 @@ func (db *DB) VersionsBefore(ctx context.Context, ws int64, customers []int64, t
 // MessageOfChange returns the message a message change names, as it is now.
 func (db *DB) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message, error) {
 	m := &c360.Message{WorkspaceID: ws}
-	err := db.Pool.QueryRow(ctx, `
+	err := db.as(ws).QueryRow(ctx, `
 		SELECT id, conversation_id, customer_id, channel, direction, coalesce(body, ''), media_urls, status,
 			coalesce(provider_id, ''), coalesce(error_code, ''), created_at
 		FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(
@@ -137,7 +161,7 @@ func (db *DB) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message,
 // (merges move conversations to the survivor).
 func (db *DB) ConversationOwner(ctx context.Context, ws, conversationID int64) (int64, error) {
 	var id int64
-	err := db.Pool.QueryRow(ctx, `SELECT customer_id FROM conversations WHERE workspace_id = $1 AND id = $2`,
+	err := db.as(ws).QueryRow(ctx, `SELECT customer_id FROM conversations WHERE workspace_id = $1 AND id = $2`,
 		ws, conversationID).Scan(&id)
 	if err == pgx.ErrNoRows {
 		return 0, c360.Errorf(c360.ENOTFOUND, "conversation %d not found", conversationID)

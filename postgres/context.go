@@ -97,7 +97,7 @@ func (db *DB) CustomerContext(ctx context.Context, ws int64, ref c360.CustomerRe
 		return nil, c360.Errorf(c360.EINVALID, "give a customer id or an identity")
 	}
 	var parts [6][]byte
-	cust, err := scanCustomer(db.Pool.QueryRow(ctx, contextSQL, ws, idType, idValue, id, now, now.Add(-lim.EventWindow),
+	cust, err := scanCustomer(db.as(ws).QueryRow(ctx, contextSQL, ws, idType, idValue, id, now, now.Add(-lim.EventWindow),
 		lim.MessagesPerConversation, lim.Conversations, lim.EventsScanned, lim.EventNames, lim.Observations, lim.Merges),
 		&parts[0], &parts[1], &parts[2], &parts[3], &parts[4], &parts[5])
 	if err == pgx.ErrNoRows {

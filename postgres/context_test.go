@@ -4,42 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
-
-// queryCounter counts the statements sent through a pool.
-type queryCounter struct {
-	n   atomic.Int64
-	mu  sync.Mutex
-	sql []string
-}
-
-func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	c.mu.Lock()
-	c.sql = append(c.sql, strings.Join(strings.Fields(d.SQL), " "))
-	c.mu.Unlock()
-	return ctx
-}
-
-func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (c *queryCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n.Store(0)
-	c.sql = nil
-}
 
 // seededContext is a customer with a history touching every part of a context.
 type seededContext struct {
@@ -102,8 +73,8 @@ func seedContext(t *testing.T, db *postgres.DB) seededContext {
 }
 
 func TestCustomerContextAssembly(t *testing.T) {
-	counter := &queryCounter{}
-	db := pgtest.Open(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter })
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
 	ctx := context.Background()
 	s := seedContext(t, db)
 	now := time.Now().UTC()
@@ -131,13 +102,13 @@ func TestCustomerContextAssembly(t *testing.T) {
 		{Identity: &c360.Identity{Type: "phone", Value: "(415) 555-0100"}},
 		{Identity: &c360.Identity{Type: "email", Value: " Jane@Example.com "}},
 	} {
-		counter.reset()
+		counter.Reset()
 		cc, err := db.CustomerContext(ctx, s.ws, ref, now, c360.DefaultContextLimits)
 		if err != nil {
 			t.Fatalf("context of %+v: %v", ref, err)
 		}
-		if n := counter.n.Load(); n != 1 {
-			t.Errorf("context of %+v took %d statements, want 1:\n%s", ref, n, strings.Join(counter.sql, "\n"))
+		if n := counter.Count(); n != 1 {
+			t.Errorf("context of %+v took %d statements, want 1:\n%s", ref, n, counter.Statements())
 		}
 		if cc.Customer.ID != s.jane {
 			t.Fatalf("context of %+v: customer %d, want %d", ref, cc.Customer.ID, s.jane)

@@ -31,7 +31,7 @@ func scanCustomer(row pgx.Row, prefix ...any) (*c360.Customer, error) {
 // FindCustomerByID returns the customer with id, following a merge to its
 // survivor (merges keep every merged id one hop from its survivor).
 func (db *DB) FindCustomerByID(ctx context.Context, ws, id int64) (*c360.Customer, error) {
-	c, err := scanCustomer(db.Pool.QueryRow(ctx, `
+	c, err := scanCustomer(db.as(ws).QueryRow(ctx, `
 		SELECT `+customerColumns+` FROM customers m
 		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
 		WHERE m.workspace_id = $1 AND m.id = $2`, ws, id))
@@ -50,7 +50,7 @@ func (db *DB) FindCustomerByIdentity(ctx context.Context, ws int64, id c360.Iden
 	if err != nil {
 		return nil, err
 	}
-	c, err := scanCustomer(db.Pool.QueryRow(ctx, `
+	c, err := scanCustomer(db.as(ws).QueryRow(ctx, `
 		SELECT `+customerColumns+` FROM identities i
 		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
 		WHERE i.workspace_id = $1 AND i.type = $2 AND i.value = $3`, ws, n.Type, n.Value))
@@ -102,7 +102,7 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		sql += fmt.Sprintf(` AND (c.created_at, c.id) < ($%d, $%d)`, len(args)-1, len(args))
 	}
 	sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
-	rows, err := db.Pool.Query(ctx, sql, args...)
+	rows, err := db.as(ws).Query(ctx, sql, args...)
 	if err != nil {
 		return nil, nil, false, interpretError(fmt.Errorf("find customers: %w", err))
 	}
@@ -135,7 +135,7 @@ func escapeLike(s string) string {
 
 // CustomersByIDs loads customers by id, following merges.
 func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[int64]*c360.Customer, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT m.id, `+customerColumns+` FROM customers m
 		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
 		WHERE m.workspace_id = $1 AND m.id = ANY($2)`, ws, ids)
@@ -157,7 +157,7 @@ func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[in
 
 // IdentitiesByCustomers loads the identities of many customers in one statement.
 func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT customer_id, type, value, first_seen, last_seen, source FROM identities
 		WHERE workspace_id = $1 AND customer_id = ANY($2)
 		ORDER BY customer_id, type, value`, ws, ids)
@@ -178,7 +178,7 @@ func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) 
 
 // ConsentsByCustomers loads the consents of many customers in one statement.
 func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.Consent, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT customer_id, channel, status, coalesce(source, ''), updated_at FROM consents
 		WHERE workspace_id = $1 AND customer_id = ANY($2)
 		ORDER BY customer_id, channel`, ws, ids)

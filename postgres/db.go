@@ -24,7 +24,11 @@ import (
 
 // DB is the connection pool and the services built on it.
 type DB struct {
+	// Pool connects as the owner (the role in DATABASE_URL): migrations,
+	// workspace creation and tests' assertions. Tenant traffic never uses it.
 	Pool *pgxpool.Pool
+	// app connects as c360_app, under row-level security (scope.go).
+	app *pgxpool.Pool
 	// Now is the clock; tests replace it to fix time.
 	Now c360.Clock
 	// Normalizer normalizes identities on ingest and lookup.
@@ -84,12 +88,26 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	for _, o := range opts {
 		o(cfg)
 	}
+	// The owner pool migrates, creates workspaces and serves tests'
+	// assertions; it stays small. Tenant traffic uses the app pool.
+	appCfg := cfg.Copy()
+	cfg.MaxConns, cfg.MinConns = 4, 0
+	appCfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SET ROLE "+appRole)
+		return err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", err)
 	}
+	app, err := pgxpool.NewWithConfig(ctx, appCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open app pool: %w", err)
+	}
 	return &DB{
 		Pool:       pool,
+		app:        app,
 		Now:        func() time.Time { return time.Now().UTC() },
 		Normalizer: identity.Normalizer{DefaultRegion: "US"},
 	}, nil
@@ -99,19 +117,33 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 // the pool.
 func (db *DB) Close() {
 	db.stopIngest()
+	db.app.Close()
 	db.Pool.Close()
 }
 
 // Ping reports whether the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.Pool.Ping(ctx) }
 
-// inTx runs fn in a transaction and commits it. Serialization failures and
-// deadlocks, which PostgreSQL resolves by aborting one side, are retried.
-func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// inTx runs fn in a transaction of workspace ws on the app pool and commits
+// it. Serialization failures and deadlocks, which PostgreSQL resolves by
+// aborting one side, are retried.
+func (db *DB) inTx(ctx context.Context, ws int64, fn func(tx pgx.Tx) error) error {
+	return db.retryTx(ctx, func() (pgx.Tx, error) {
+		return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginSQL(ws)})
+	}, fn)
+}
+
+// ownerTx runs fn in a transaction of the owner role, outside any one
+// workspace: creating a workspace and its first keys.
+func (db *DB) ownerTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return db.retryTx(ctx, func() (pgx.Tx, error) { return db.Pool.Begin(ctx) }, fn)
+}
+
+func (db *DB) retryTx(ctx context.Context, begin func() (pgx.Tx, error), fn func(tx pgx.Tx) error) error {
 	const attempts = 5
 	var err error
 	for i := 0; i < attempts; i++ {
-		err = db.tryTx(ctx, fn)
+		err = db.tryTx(ctx, begin, fn)
 		if !retryable(err) {
 			return err
 		}
@@ -124,8 +156,8 @@ func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return err
 }
 
-func (db *DB) tryTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	tx, err := db.Pool.Begin(ctx)
+func (db *DB) tryTx(ctx context.Context, begin func() (pgx.Tx, error), fn func(tx pgx.Tx) error) error {
+	tx, err := begin()
 	if err != nil {
 		return interpretError(fmt.Errorf("begin: %w", err))
 	}

@@ -82,7 +82,7 @@ func (db *DB) UpdateIdentityRules(ctx context.Context, ws int64, in c360.Identit
 	if err != nil {
 		return nil, fmt.Errorf("encode rules: %w", err)
 	}
-	tag, err := db.Pool.Exec(ctx, `UPDATE workspaces SET identity_rules = $2 WHERE id = $1`, ws, raw)
+	tag, err := db.app.Exec(ctx, `UPDATE workspaces SET identity_rules = $2 WHERE id = $1`, ws, raw)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("store identity rules: %w", err))
 	}
@@ -101,7 +101,7 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 		return nil, err
 	}
 	var s, m *customerRow
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		ids, err := survivorsOf(ctx, tx, ws, survivorID, mergedID)
 		if err != nil {
 			return err
@@ -216,7 +216,7 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 		orig, split int64
 		res         c360.SplitResult
 	)
-	err = db.inTx(ctx, func(tx pgx.Tx) error {
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, identity.Key(ws, id)); err != nil {
 			return interpretError(fmt.Errorf("lock identity: %w", err))
 		}
@@ -365,7 +365,7 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 // MergesByCustomers returns the ledger entries that involve each customer,
 // oldest first.
 func (db *DB) MergesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.MergeRecord, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
 		FROM unnest($2::bigint[]) AS p(id)
 		JOIN merges m ON m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)

@@ -106,7 +106,7 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 // loadRules reads the workspace's rules, or the defaults when it has none.
 func (db *DB) loadRules(ctx context.Context, ws int64) (identity.Rules, error) {
 	var raw []byte
-	err := db.Pool.QueryRow(ctx, `SELECT identity_rules FROM workspaces WHERE id = $1`, ws).Scan(&raw)
+	err := db.app.QueryRow(ctx, `SELECT identity_rules FROM workspaces WHERE id = $1`, ws).Scan(&raw)
 	if err != nil {
 		return identity.Rules{}, interpretError(fmt.Errorf("load identity rules: %w", err))
 	}

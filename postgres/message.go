@@ -103,7 +103,7 @@ func catchUpStatus(ctx context.Context, tx pgx.Tx, ws int64, source string, m *c
 // FindMessageByProviderID returns the message with the provider's id.
 func (db *DB) FindMessageByProviderID(ctx context.Context, ws int64, providerID string) (*c360.Message, error) {
 	m := &c360.Message{WorkspaceID: ws}
-	err := db.Pool.QueryRow(ctx, `
+	err := db.as(ws).QueryRow(ctx, `
 		SELECT id, conversation_id, customer_id, channel, direction, coalesce(body, ''), media_urls, status,
 		       coalesce(provider_id, ''), coalesce(error_code, ''), created_at
 		FROM messages WHERE workspace_id = $1 AND provider_id = $2`, ws, providerID).Scan(
@@ -127,7 +127,7 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 		consentStatus, consentSrc *string
 		consentAt, lastInbound    *time.Time
 	)
-	err := db.Pool.QueryRow(ctx, `
+	err := db.as(ws).QueryRow(ctx, `
 		SELECT c.id, w.slug,
 		       coalesce((SELECT i.value FROM identities i
 		                 WHERE i.workspace_id = $1 AND i.customer_id = c.id AND i.type = 'phone'

@@ -35,7 +35,7 @@ func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.Observati
 		return nil, err
 	}
 	var o *c360.Observation
-	err := db.inTx(ctx, func(tx pgx.Tx) error {
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		cust, err := lockSurvivor(ctx, tx, ws, in.CustomerID)
 		if err != nil {
 			return err
@@ -62,7 +62,7 @@ func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.Observati
 func (db *DB) VerifyObservation(ctx context.Context, ws, id int64, verified bool, by string) (*c360.Observation, error) {
 	now := db.Now()
 	var o *c360.Observation
-	err := db.inTx(ctx, func(tx pgx.Tx) error {
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		var verifiedBy *string
 		var verifiedAt *time.Time
 		if verified {
@@ -142,7 +142,7 @@ func lockSurvivor(ctx context.Context, tx pgx.Tx, ws, id int64) (*customerRow, e
 // ObservationsByCustomers lists, per customer, the observations that have
 // not expired at now, verified first, then newest first.
 func (db *DB) ObservationsByCustomers(ctx context.Context, ws int64, ids []int64, now time.Time) (map[int64][]*c360.Observation, error) {
-	rows, err := db.Pool.Query(ctx, `
+	rows, err := db.as(ws).Query(ctx, `
 		SELECT `+observationColumns+` FROM observations o
 		WHERE o.workspace_id = $1 AND o.customer_id = ANY($2) AND (o.expires_at IS NULL OR o.expires_at > $3)
 		ORDER BY o.customer_id, o.verified DESC, o.created_at DESC, o.id DESC`, ws, ids, now)

@@ -28,7 +28,7 @@ func lateralPage[T any](ctx context.Context, db *DB, ws int64, parents []int64, 
 		}
 		params = append(params, cur.Time, cur.ID)
 	}
-	rows, err := db.Pool.Query(ctx, query(args.After != ""), params...)
+	rows, err := db.as(ws).Query(ctx, query(args.After != ""), params...)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load page: %w", err))
 	}
@@ -124,7 +124,7 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, error) {
 	e := &c360.Event{WorkspaceID: ws}
 	var cust *int64
-	err := db.Pool.QueryRow(ctx, `
+	err := db.as(ws).QueryRow(ctx, `
 		SELECT id, customer_id, type, coalesce(name, ''), properties, source, occurred_at, received_at
 		FROM events WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(
 		&e.ID, &cust, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)

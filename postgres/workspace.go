@@ -23,7 +23,7 @@ func (db *DB) CreateWorkspace(ctx context.Context, slug, name string) (*c360.Wor
 		return nil, c360.Errorf(c360.EINVALID, "invalid slug %q: use 1-63 lowercase letters, digits and dashes, starting with a letter or digit", slug)
 	}
 	creds := &c360.WorkspaceCredentials{Slug: slug, WebhookSecret: "whsec_" + randomToken(32)}
-	err := db.inTx(ctx, func(tx pgx.Tx) error {
+	err := db.ownerTx(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
 			`INSERT INTO workspaces (slug, name, webhook_secret) VALUES ($1, $2, $3) RETURNING id`,
 			slug, name, creds.WebhookSecret).Scan(&creds.ID)
@@ -47,7 +47,7 @@ func (db *DB) CreateWorkspace(ctx context.Context, slug, name string) (*c360.Wor
 
 // UpdateWorkspace changes the provider settings given in upd.
 func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.WorkspaceUpdate) (*c360.Workspace, error) {
-	_, err := db.Pool.Exec(ctx, `
+	_, err := db.app.Exec(ctx, `
 		UPDATE workspaces SET
 			twilio_account_sid           = coalesce($2, twilio_account_sid),
 			twilio_auth_token            = coalesce($3, twilio_auth_token),
@@ -68,7 +68,7 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 // FindWorkspaceBySlug returns the workspace or ENOTFOUND.
 func (db *DB) FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error) {
 	var w c360.Workspace
-	err := db.Pool.QueryRow(ctx, `
+	err := db.app.QueryRow(ctx, `
 		SELECT id, slug, name, created_at, webhook_secret, twilio_account_sid, twilio_auth_token,
 		       twilio_sms_from, twilio_whatsapp_from, twilio_messaging_service_sid,
 		       whatsapp_app_secret, whatsapp_verify_token

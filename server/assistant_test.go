@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/server"
 )
 
@@ -177,8 +176,8 @@ func TestCustomerContextAudit(t *testing.T) {
 // TestCustomerContextStatements counts the statements of customerContext:
 // one, whatever is selected and however the customer is named.
 func TestCustomerContextStatements(t *testing.T) {
-	counter := &statementCounter{}
-	e := newEnv(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = counter })
+	counter := &pgtest.StatementCounter{}
+	e := newEnv(t, counter.Install)
 	cust := e.identify(t, map[string]any{"identities": ids("email", "count@example.com", "phone", "+14155550111"),
 		"traits": map[string]any{"name": "Count"}})
 	e.track(t, map[string]any{"identities": ids("email", "count@example.com"), "event": "Viewed"})
@@ -188,22 +187,22 @@ func TestCustomerContextStatements(t *testing.T) {
 		"by id":       {"id": cust.ID},
 		"by identity": {"identity": map[string]any{"type": "phone", "value": "415-555-0111"}},
 	} {
-		counter.reset()
+		counter.Reset()
 		var out struct{ CustomerContext *contextJSON }
 		gql(t, e.srv, e.key, contextQuery, vars).ok(t, &out)
 		if out.CustomerContext == nil || out.CustomerContext.CustomerID != cust.ID {
 			t.Fatalf("%s: context = %+v", name, out.CustomerContext)
 		}
-		if n := counter.n.Load(); n != 1 {
-			t.Errorf("%s: %d statements, want 1:\n%s", name, n, counter.statements())
+		if n := counter.Count(); n != 1 {
+			t.Errorf("%s: %d statements, want 1:\n%s", name, n, counter.Statements())
 		}
 	}
 
 	// Customer.observations of a page of customers: one statement more.
-	counter.reset()
+	counter.Reset()
 	gql(t, e.srv, e.key, `{ customers(first: 50) { edges { node { id observations { text } } } } }`, nil).ok(t, nil)
-	if n := counter.n.Load(); n != 2 {
-		t.Errorf("customers with observations: %d statements, want 2:\n%s", n, counter.statements())
+	if n := counter.Count(); n != 2 {
+		t.Errorf("customers with observations: %d statements, want 2:\n%s", n, counter.Statements())
 	}
 }
 

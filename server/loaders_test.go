@@ -3,57 +3,13 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
-
-// statementCounter counts the statements sent through a pool.
-type statementCounter struct {
-	n  atomic.Int64
-	mu sync.Mutex
-	// sql keeps the statements since the last reset, for failure messages.
-	sql []string
-}
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	c.mu.Lock()
-	c.sql = append(c.sql, strings.Join(strings.Fields(d.SQL), " "))
-	c.mu.Unlock()
-	return ctx
-}
-
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (c *statementCounter) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n.Store(0)
-	c.sql = nil
-}
-
-func (c *statementCounter) statements() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var b strings.Builder
-	for i, s := range c.sql {
-		if len(s) > 160 {
-			s = s[:160] + "…"
-		}
-		fmt.Fprintf(&b, "  %d: %s\n", i+1, s)
-	}
-	return b.String()
-}
 
 const profileQuery = `query($first: Int!) { customers(first: $first) { edges { node {
 	id
@@ -117,8 +73,8 @@ func seedProfiles(t *testing.T, db *postgres.DB, ws int64, n int) {
 }
 
 func TestNoNPlusOne(t *testing.T) {
-	counter := &statementCounter{}
-	e := newEnv(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = counter })
+	counter := &pgtest.StatementCounter{}
+	e := newEnv(t, counter.Install)
 
 	measure := func(n int) int64 {
 		t.Helper()
@@ -126,10 +82,10 @@ func TestNoNPlusOne(t *testing.T) {
 		seedProfiles(t, e.db, ws, n)
 		// Warm up: the key is verified once, then served from the cache.
 		gql(t, e.srv, key, `{ customers(first: 1) { edges { cursor } } }`, nil).ok(t, nil)
-		counter.reset()
+		counter.Reset()
 		var p profilePage
 		gql(t, e.srv, key, profileQuery, map[string]any{"first": n}).ok(t, &p)
-		got := counter.n.Load()
+		got := counter.Count()
 
 		if len(p.Customers.Edges) != n {
 			t.Fatalf("customers(first: %d) returned %d customers", n, len(p.Customers.Edges))
@@ -156,16 +112,16 @@ func TestNoNPlusOne(t *testing.T) {
 				t.Errorf("customer %s (%s) messages = %v, want one \"hello %d\"", c.ID, c.Identities[0].Value, conv.Messages.Edges, i)
 			}
 		}
-		t.Logf("%d customers: %d statements\n%s", n, got, counter.statements())
+		t.Logf("%d customers: %d statements\n%s", n, got, counter.Statements())
 		return got
 	}
 
 	small := measure(10)
 	large := measure(100)
 	if large != small {
-		t.Errorf("statements for 100 customers = %d, want the same as for 10 (%d)\n%s", large, small, counter.statements())
+		t.Errorf("statements for 100 customers = %d, want the same as for 10 (%d)\n%s", large, small, counter.Statements())
 	}
 	if large > 10 {
-		t.Errorf("statements for 100 customers = %d, want at most 10\n%s", large, counter.statements())
+		t.Errorf("statements for 100 customers = %d, want at most 10\n%s", large, counter.Statements())
 	}
 }

@@ -1,0 +1,191 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+// appConn connects as the service's role, c360_app, as the app pool does.
+func appConn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	if _, err := conn.Exec(ctx, "SET ROLE c360_app"); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+func TestRowLevelSecurity(t *testing.T) {
+	db := pgtest.Open(t)
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ingest1(t, db, wsA, track("a1", ids("email", "a@rls.io")))
+	ingest1(t, db, wsB, track("b1", ids("email", "b@rls.io")))
+	ingest1(t, db, wsB, track("b2", ids("email", "b2@rls.io")))
+	conn := appConn(t)
+
+	tables := []string{"customers", "identities", "events", "customer_changes", "api_keys"}
+	// Without the setting, a statement sees no tenant rows, even one that
+	// forgets its workspace filter.
+	for _, table := range tables {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Errorf("%s without a workspace: %d rows visible, want 0", table, n)
+		}
+	}
+	// With it, exactly that workspace's rows, again without any filter.
+	countAs := func(ws int64, table string) int {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, fmt.Sprint(ws)); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := countAs(wsA, "customers"); got != 1 {
+		t.Errorf("customers visible to A = %d, want 1", got)
+	}
+	if got := countAs(wsB, "identities"); got != 2 {
+		t.Errorf("identities visible to B = %d, want 2", got)
+	}
+	// The setting ends with its transaction: the pooled connection is clean.
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM customers`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("after the transaction: %d rows (%v), want 0", n, err)
+	}
+	// Writing another workspace's row is refused by the policy.
+	tx, _ := conn.Begin(ctx)
+	tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, fmt.Sprint(wsA))
+	_, err := tx.Exec(ctx, `INSERT INTO customers (workspace_id) VALUES ($1)`, wsB)
+	tx.Rollback(ctx)
+	if err == nil {
+		t.Errorf("inserting a row of workspace B while acting for A succeeded")
+	}
+	// The app role cannot read a key it does not name, or the owner's data.
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE prefix <> ''`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("api keys visible without naming a prefix: %d (%v)", n, err)
+	}
+}
+
+func TestParallelWorkspacesNeverMix(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	const workspaces = 4
+	var wss []int64
+	for i := 0; i < workspaces; i++ {
+		ws, _, _ := pgtest.Workspace(t, db)
+		wss = append(wss, ws)
+		for j := 0; j < 5; j++ {
+			ingest1(t, db, ws, track(fmt.Sprint(j), ids("email", fmt.Sprintf("p%d-%d@mix.io", i, j))))
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws := wss[g%workspaces]
+			for k := 0; k < 20; k++ {
+				list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 100})
+				if err != nil {
+					errs <- err
+					return
+				}
+				var custIDs []int64
+				for _, c := range list {
+					if c.WorkspaceID != ws {
+						errs <- fmt.Errorf("workspace %d saw a customer of %d", ws, c.WorkspaceID)
+						return
+					}
+					custIDs = append(custIDs, c.ID)
+				}
+				if len(list) != 5 {
+					errs <- fmt.Errorf("workspace %d saw %d customers, want 5", ws, len(list))
+					return
+				}
+				idents, err := db.IdentitiesByCustomers(ctx, ws, custIDs)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, rs := range idents {
+					for _, r := range rs {
+						if r.Value[:2] != fmt.Sprintf("p%d", g%workspaces) {
+							errs <- fmt.Errorf("workspace %d saw identity %s", ws, r.Value)
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestForeignCustomerOnEveryLookupPath(t *testing.T) {
+	db := pgtest.Open(t)
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, wsA, track("a", ids("email", "owner@a.io", "phone", "+14155550199")))
+	b := ingest1(t, db, wsB, track("b", ids("email", "other@b.io")))
+
+	notFound := func(name string, err error) {
+		t.Helper()
+		if c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("%s: %v, want NOT_FOUND", name, err)
+		}
+	}
+	_, err := db.FindCustomerByID(ctx, wsB, a.CustomerID)
+	notFound("by id", err)
+	_, err = db.FindCustomerByIdentity(ctx, wsB, c360.Identity{Type: "email", Value: "owner@a.io"})
+	notFound("by identity", err)
+	list, _, _, err := db.FindCustomers(ctx, wsB, c360.CustomerFilter{First: 50, Query: "owner"})
+	if err != nil || len(list) != 0 {
+		t.Errorf("search from B: %d results (%v), want none", len(list), err)
+	}
+	_, err = db.MergeCustomers(ctx, wsB, b.CustomerID, a.CustomerID, true, "admin", "")
+	notFound("merge", err)
+	_, err = db.SplitIdentity(ctx, wsB, a.CustomerID, c360.Identity{Type: "phone", Value: "+14155550199"}, "admin", "")
+	notFound("split", err)
+	m, err := db.CustomersByIDs(ctx, wsB, []int64{a.CustomerID})
+	if err != nil || len(m) != 0 {
+		t.Errorf("dataloader by ids from B: %v (%v), want nothing", m, err)
+	}
+	pages, err := db.EventsByCustomers(ctx, wsB, []int64{a.CustomerID}, c360.PageArgs{First: 10})
+	if err != nil || len(pages[a.CustomerID].Items) != 0 {
+		t.Errorf("events of A's customer from B: %v (%v), want none", pages[a.CustomerID], err)
+	}
+	// A's customer is intact.
+	if c, err := db.FindCustomerByID(ctx, wsA, a.CustomerID); err != nil || c.ID != a.CustomerID {
+		t.Errorf("A's own lookup: %v, %v", c, err)
+	}
+}
