@@ -18,7 +18,10 @@ import (
 // MarshalID writes an int64 id as a GraphQL ID string.
 func MarshalID(id int64) graphql.Marshaler {
 	return graphql.WriterFunc(func(w io.Writer) {
-		io.WriteString(w, `"`+strconv.FormatInt(id, 10)+`"`)
+		var buf [24]byte
+		b := append(buf[:0], '"')
+		b = strconv.AppendInt(b, id, 10)
+		w.Write(append(b, '"'))
 	})
 }
 
