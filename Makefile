@@ -17,6 +17,8 @@ FUZZTIME   ?= 30s
 GO_BUILD   = $(GO) build -o $(BIN) ./cmd/c360
 GQLGEN     = $(GO) run github.com/99designs/gqlgen
 BENCH_FLAGS ?=
+# bench-go: e.g. BENCH_GO_FLAGS='-bench=Ingest -count=6' > new.txt, then benchstat old.txt new.txt.
+BENCH_GO_FLAGS ?= -bench=.
 
 # Shell snippet: use TEST_DATABASE_URL if set, else the local cluster's c360_test.
 define test_db
@@ -60,7 +62,7 @@ fi; \
 echo "check-generate: generated code is up to date";
 endef
 
-.PHONY: help build generate check-generate run test test-race stop bench fuzz clean lint
+.PHONY: help build generate check-generate run test test-faults test-race stop bench bench-go fuzz clean lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -110,8 +112,8 @@ test: ## check-generate, vet, unit+integration tests, then e2e (if e2e/ exists)
 	$(check_generate) \
 	echo "go vet ./..."; \
 	$(GO) vet ./...; \
-	echo "go test ./... (TEST_DATABASE_URL=$$TEST_DATABASE_URL)"; \
-	$(GO) test -count=1 -timeout 15m ./...; \
+	echo "go test ./... except faults/ (TEST_DATABASE_URL=$$TEST_DATABASE_URL)"; \
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v '/faults$$'); \
 	if [ -f e2e/package.json ]; then \
 	  echo "$(GO_BUILD)"; \
 	  $(GO_BUILD); \
@@ -123,6 +125,15 @@ test: ## check-generate, vet, unit+integration tests, then e2e (if e2e/ exists)
 	  echo "e2e: no e2e/package.json, skipping"; \
 	fi
 
+test-faults: ## fault-injection tests (faults/): crash, database restart, shutdown, overload, poison; own PostgreSQL
+	@if ! { command -v pg_config >/dev/null 2>&1 && [ -x "$$(pg_config --bindir)/initdb" ]; } && \
+	   ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "test-faults: no PostgreSQL server binaries; installing them with $(PG) ensure"; \
+	  $(PG) ensure; \
+	fi; \
+	echo "go test -v ./faults/ (each test starts its own PostgreSQL cluster and c360 processes)"; \
+	$(GO) test -count=1 -timeout 5m -v ./faults/
+
 test-race: ## go test -race (slow on small machines)
 	@$(test_db) \
 	$(GO) test -race -count=1 -timeout 30m ./...
@@ -130,7 +141,7 @@ test-race: ## go test -race (slow on small machines)
 stop: ## stop the local PostgreSQL cluster
 	@$(PG) stop
 
-bench: ## Go benchmarks, then the bench tool (bench/cmd/bench) if present
+bench: build ## Go benchmarks, then the bench tool (bench/cmd/bench) if present
 	@$(test_db) \
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./...; \
 	if [ -d bench/cmd/bench ]; then \
@@ -138,9 +149,13 @@ bench: ## Go benchmarks, then the bench tool (bench/cmd/bench) if present
 	  $(GO) run ./bench/cmd/bench $(BENCH_FLAGS); \
 	fi
 
+bench-go: ## Go benchmarks only (testing.B, -benchmem), in benchstat's input format
+	@$(test_db) \
+	$(GO) test -run='^$$' -benchmem -timeout 30m $(BENCH_GO_FLAGS) ./...
+
 fuzz: ## run every Fuzz* target for FUZZTIME each (default 30s)
 	@$(test_db) \
-	targets="$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = "" }')"; \
+	targets="$$($(GO) test -list '^Fuzz' $$($(GO) list ./... | grep -v '/faults$$') | awk '/^Fuzz/ { names = names " " $$1; next } /^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = "" }')"; \
 	if [ -z "$$targets" ]; then echo "fuzz: no Fuzz* targets found"; exit 0; fi; \
 	while read -r pkg fn; do \
 	  echo "fuzz: $$pkg $$fn ($(FUZZTIME))"; \

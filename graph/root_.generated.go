@@ -158,6 +158,30 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	DeadLetter struct {
+		Attempts             func(childComplexity int) int
+		DedupeKey            func(childComplexity int) int
+		Error                func(childComplexity int) int
+		Event                func(childComplexity int) int
+		EventType            func(childComplexity int) int
+		FirstFailedAt        func(childComplexity int) int
+		ID                   func(childComplexity int) int
+		LastFailedAt         func(childComplexity int) int
+		ReplayedAt           func(childComplexity int) int
+		ReplayedEventIDOrNil func(childComplexity int) int
+		Source               func(childComplexity int) int
+	}
+
+	DeadLetterConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	DeadLetterEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	Event struct {
 		ID         func(childComplexity int) int
 		NameOrNil  func(childComplexity int) int
@@ -244,6 +268,7 @@ type ComplexityRoot struct {
 		Identify            func(childComplexity int, input model.IdentifyInput) int
 		MergeCustomers      func(childComplexity int, survivorID int64, mergedID int64, force *bool, reason *string) int
 		RecordObservation   func(childComplexity int, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time) int
+		ReplayDeadLetter    func(childComplexity int, id int64) int
 		RevokeAPIKey        func(childComplexity int, prefix string) int
 		SendMessage         func(childComplexity int, input model.SendMessageInput) int
 		SplitIdentity       func(childComplexity int, customerID int64, typeArg string, value string, reason *string) int
@@ -279,6 +304,7 @@ type ComplexityRoot struct {
 		CustomerByIdentity func(childComplexity int, typeArg string, value string) int
 		CustomerContext    func(childComplexity int, id *int64, identity *c360.Identity, budget *int) int
 		Customers          func(childComplexity int, query *string, first *int, after *string) int
+		DeadLetters        func(childComplexity int, first *int, after *string, pending *bool) int
 		IdentityRules      func(childComplexity int) int
 	}
 
@@ -785,6 +811,99 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CustomerEdge.Node(childComplexity), true
 
+	case "DeadLetter.attempts":
+		if e.ComplexityRoot.DeadLetter.Attempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.Attempts(childComplexity), true
+	case "DeadLetter.dedupeKey":
+		if e.ComplexityRoot.DeadLetter.DedupeKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.DedupeKey(childComplexity), true
+	case "DeadLetter.error":
+		if e.ComplexityRoot.DeadLetter.Error == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.Error(childComplexity), true
+	case "DeadLetter.event":
+		if e.ComplexityRoot.DeadLetter.Event == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.Event(childComplexity), true
+	case "DeadLetter.eventType":
+		if e.ComplexityRoot.DeadLetter.EventType == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.EventType(childComplexity), true
+	case "DeadLetter.firstFailedAt":
+		if e.ComplexityRoot.DeadLetter.FirstFailedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.FirstFailedAt(childComplexity), true
+	case "DeadLetter.id":
+		if e.ComplexityRoot.DeadLetter.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.ID(childComplexity), true
+	case "DeadLetter.lastFailedAt":
+		if e.ComplexityRoot.DeadLetter.LastFailedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.LastFailedAt(childComplexity), true
+	case "DeadLetter.replayedAt":
+		if e.ComplexityRoot.DeadLetter.ReplayedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.ReplayedAt(childComplexity), true
+	case "DeadLetter.replayedEventId":
+		if e.ComplexityRoot.DeadLetter.ReplayedEventIDOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.ReplayedEventIDOrNil(childComplexity), true
+	case "DeadLetter.source":
+		if e.ComplexityRoot.DeadLetter.Source == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetter.Source(childComplexity), true
+
+	case "DeadLetterConnection.edges":
+		if e.ComplexityRoot.DeadLetterConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetterConnection.Edges(childComplexity), true
+	case "DeadLetterConnection.pageInfo":
+		if e.ComplexityRoot.DeadLetterConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetterConnection.PageInfo(childComplexity), true
+
+	case "DeadLetterEdge.cursor":
+		if e.ComplexityRoot.DeadLetterEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetterEdge.Cursor(childComplexity), true
+	case "DeadLetterEdge.node":
+		if e.ComplexityRoot.DeadLetterEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DeadLetterEdge.Node(childComplexity), true
+
 	case "Event.id":
 		if e.ComplexityRoot.Event.ID == nil {
 			break
@@ -1128,6 +1247,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.RecordObservation(childComplexity, args["customerId"].(int64), args["text"].(string), args["source"].(*string), args["confidence"].(*float64), args["expiresAt"].(*time.Time)), true
+	case "Mutation.replayDeadLetter":
+		if e.ComplexityRoot.Mutation.ReplayDeadLetter == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_replayDeadLetter_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ReplayDeadLetter(childComplexity, args["id"].(int64)), true
 	case "Mutation.revokeApiKey":
 		if e.ComplexityRoot.Mutation.RevokeAPIKey == nil {
 			break
@@ -1342,6 +1472,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Customers(childComplexity, args["query"].(*string), args["first"].(*int), args["after"].(*string)), true
+	case "Query.deadLetters":
+		if e.ComplexityRoot.Query.DeadLetters == nil {
+			break
+		}
+
+		args, err := ec.field_Query_deadLetters_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.DeadLetters(childComplexity, args["first"].(*int), args["after"].(*string), args["pending"].(*bool)), true
 	case "Query.identityRules":
 		if e.ComplexityRoot.Query.IdentityRules == nil {
 			break
@@ -1662,7 +1803,7 @@ type Message {
   channel: String!
   "inbound or outbound"
   direction: String!
-  body: String
+  body: String @pii(kind: TEXT)
   mediaUrls: [String!]!
   status: String!
   providerId: String
@@ -1860,7 +2001,7 @@ type MergeRecord {
   identity: Identity
   "The event that caused an automatic merge."
   eventId: ID
-  reason: String!
+  reason: String! @pii(kind: TEXT)
   "ingest, or the API key that asked."
   actor: String!
   createdAt: Time!
@@ -1917,6 +2058,58 @@ extend type Message {
   errorCode: String
 }
 `, BuiltIn: false},
+	{Name: "../schema/operations.graphqls", Input: `"""
+An event that failed inside ingest for a reason of its own (a value
+PostgreSQL refuses, a broken constraint, a bug). It is kept, with its error,
+so that nothing a provider was told is handled is lost: fix the cause, then
+replay it. See docs/operations.md.
+"""
+type DeadLetter {
+  id: ID!
+  "The event's source: twilio, whatsapp, chatbot, segment, graphql."
+  source: String!
+  "The source's own id of the event (MessageSid, wamid, messageId): its exactly-once key."
+  dedupeKey: String!
+  eventType: String!
+  "The canonical event as ingest received it (a NUL character shows as U+FFFD; a replay uses the exact event)."
+  event: JSON! @pii(kind: JSON)
+  "The last failure, with the database's detail."
+  error: String!
+  "How many times the event failed: deliveries, and replays that failed."
+  attempts: Int!
+  firstFailedAt: Time!
+  lastFailedAt: Time!
+  "When a replay stored the event; null while pending."
+  replayedAt: Time
+  "The stored event of a successful replay."
+  replayedEventId: ID
+}
+
+type DeadLetterConnection {
+  edges: [DeadLetterEdge!]!
+  pageInfo: PageInfo!
+}
+
+type DeadLetterEdge {
+  cursor: String!
+  node: DeadLetter!
+}
+
+extend type Query {
+  "The workspace's dead letters, newest first; pending: only those not replayed yet. Admin only."
+  deadLetters(first: Int = 20, after: String, pending: Boolean = false): DeadLetterConnection! @hasRole(roles: [ADMIN])
+}
+
+extend type Mutation {
+  """
+  Ingests a dead letter's event again, through the one ingest path, and marks
+  it replayed. If it fails again, the error says why and the dead letter's
+  attempts and error are updated. Replaying a replayed dead letter returns it
+  unchanged. Admin only.
+  """
+  replayDeadLetter(id: ID!): DeadLetter! @hasRole(roles: [ADMIN]) @audit(action: "deadletter.replay")
+}
+`, BuiltIn: false},
 	{Name: "../schema/schema.graphqls", Input: `"Any JSON value; traits and properties are JSON objects."
 scalar JSON
 "An RFC 3339 timestamp."
@@ -1969,6 +2162,8 @@ enum PiiKind {
   JSON
   "One trait's value, masked by the trait's name."
   TRAIT_VALUE
+  "Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked."
+  TEXT
 }
 
 "An issued API key. The secret is shown once, at creation, and never again."
@@ -2322,6 +2517,54 @@ func (ec *executionContext) childFields_CustomerEdge(ctx context.Context, field 
 		return ec.fieldContext_CustomerEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CustomerEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_DeadLetter(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_DeadLetter_id(ctx, field)
+	case "source":
+		return ec.fieldContext_DeadLetter_source(ctx, field)
+	case "dedupeKey":
+		return ec.fieldContext_DeadLetter_dedupeKey(ctx, field)
+	case "eventType":
+		return ec.fieldContext_DeadLetter_eventType(ctx, field)
+	case "event":
+		return ec.fieldContext_DeadLetter_event(ctx, field)
+	case "error":
+		return ec.fieldContext_DeadLetter_error(ctx, field)
+	case "attempts":
+		return ec.fieldContext_DeadLetter_attempts(ctx, field)
+	case "firstFailedAt":
+		return ec.fieldContext_DeadLetter_firstFailedAt(ctx, field)
+	case "lastFailedAt":
+		return ec.fieldContext_DeadLetter_lastFailedAt(ctx, field)
+	case "replayedAt":
+		return ec.fieldContext_DeadLetter_replayedAt(ctx, field)
+	case "replayedEventId":
+		return ec.fieldContext_DeadLetter_replayedEventId(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeadLetter", field.Name)
+}
+
+func (ec *executionContext) childFields_DeadLetterConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_DeadLetterConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_DeadLetterConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeadLetterConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_DeadLetterEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_DeadLetterEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_DeadLetterEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DeadLetterEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_Event(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

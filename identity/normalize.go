@@ -66,7 +66,13 @@ func (n Normalizer) Normalize(id Identity) (Identity, error) {
 	case TypeEmail:
 		return normalizeEmail(id)
 	case TypePhone:
-		return n.normalizePhone(id)
+		k := phoneKey{region: n.DefaultRegion, raw: v}
+		if r, ok := phones.get(k); ok {
+			return r.id, r.err
+		}
+		out, err := n.normalizePhone(id)
+		phones.put(k, phoneResult{out, err})
+		return out, err
 	default:
 		return Identity{Type: id.Type, Value: v}, nil
 	}

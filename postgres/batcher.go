@@ -183,6 +183,8 @@ func (db *DB) runGroup(group []*ingestReq) {
 			if r.err == nil {
 				db.committed(r.ws, r.changed)
 			}
+			// Dead letters (deadletter.go): r failed on its own.
+			db.keepDeadLetters(ctx, r)
 			closeDone(r)
 		}
 		return
@@ -198,6 +200,10 @@ func (db *DB) runGroup(group []*ingestReq) {
 			r.changed = changed
 		}
 		off += len(r.prepared)
+		if len(live) == 1 {
+			// Dead letters (deadletter.go): r failed on its own.
+			db.keepDeadLetters(ctx, r)
+		}
 		closeDone(r)
 	}
 }

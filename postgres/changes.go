@@ -273,6 +273,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			// Stopping: flush at the top of the loop, with a context that is
+			// not cancelled (flushing with ctx would drop the batch).
+			continue
 		case <-t.C:
 		}
 		n.flush(ctx)

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +42,8 @@ type DB struct {
 	OnCommit func(workspaceID int64, customerIDs []int64)
 
 	rules rulesCache
+	// workspaces caches FindWorkspaceBySlug (workspace.go).
+	workspaces sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
 	// usage records keys' last use off the request path (KeyUsage).
@@ -83,6 +87,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
 		cfg.ConnConfig.RuntimeParams["lock_timeout"] = "5000"
+	}
+	// A 2xx means the commit is flushed to disk (docs/operations.md), even
+	// if the server's default says otherwise; the URL may ask for more
+	// (remote_apply with a synchronous standby).
+	if _, ok := cfg.ConnConfig.RuntimeParams["synchronous_commit"]; !ok {
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "c360"
 	for _, o := range opts {
@@ -208,10 +218,20 @@ func interpretError(err error) error {
 		return err
 	}
 	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) || connectionLost(err) {
 		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
 	}
 	return err
+}
+
+// connectionLost reports an error of a connection the server dropped in the
+// middle of a statement (PostgreSQL restarted or crashed: "unexpected EOF",
+// a reset). It is unavailability, answered 503: whether a COMMIT in flight
+// took effect is unknown, and the provider's retry finds the event stored
+// or stores it, once.
+func connectionLost(err error) bool {
+	var netErr net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &netErr)
 }
 
 // wrapped carries a domain error for the client and the database error for

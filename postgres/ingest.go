@@ -288,7 +288,7 @@ func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.R
 		rows, err := tx.Query(ctx, `
 			SELECT i.type, i.value, i.customer_id FROM identities i
 			JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-			WHERE i.workspace_id = $1`, ws, types, values)
+			WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
 		if err != nil {
 			return nil, identity.Decision{}, interpretError(fmt.Errorf("find owners: %w", err))
 		}

@@ -177,7 +177,7 @@ func claimEvents(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) er
 		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
 		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
 		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
-		WHERE e.workspace_id = $1`, ws, dupSources, dupKeys)
+		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, dupSources, dupKeys)
 	if err != nil {
 		return interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
@@ -235,7 +235,7 @@ func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identit
 	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
 	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
 		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-		WHERE i.workspace_id = $1`, ws, types, values)
+		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()

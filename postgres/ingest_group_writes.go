@@ -17,27 +17,27 @@ type groupWrites struct {
 	ws  int64
 	now time.Time
 
-	identIdx                         map[identity.Identity]int
-	iTypes, iValues, iSources        []string
-	iCust                            []int64
-	iSeen                            []time.Time
-	convIDs, convCust                []int64
-	convChannel, convThread          []string
-	convCreated                      []time.Time
-	convLast                         map[int64][2]*time.Time // last message, last inbound
-	mIDs, mConv, mCust, mEvent       []int64
-	mChannel, mDir, mBody, mMedia    []string
-	mStatus, mProvider               []string
-	mAt                              []time.Time
-	consentIdx                       map[[2]any]int
-	kCust                            []int64
-	kChannel, kStatus, kSource       []string
-	kAt                              []time.Time
-	chCust, chVersion                []int64
-	chKind, chDiff                   []string
-	evIDs, evCust                    []int64
-	evDropped                        []*string
-	touched                          map[int64]bool
+	identIdx                      map[identity.Identity]int
+	iTypes, iValues, iSources     []string
+	iCust                         []int64
+	iSeen                         []time.Time
+	convIDs, convCust             []int64
+	convChannel, convThread       []string
+	convCreated                   []time.Time
+	convLast                      map[int64][2]*time.Time // last message, last inbound
+	mIDs, mConv, mCust, mEvent    []int64
+	mChannel, mDir, mBody, mMedia []string
+	mStatus, mProvider            []string
+	mAt                           []time.Time
+	consentIdx                    map[[2]any]int
+	kCust                         []int64
+	kChannel, kStatus, kSource    []string
+	kAt                           []time.Time
+	chCust, chVersion             []int64
+	chKind, chDiff                []string
+	evIDs, evCust                 []int64
+	evDropped                     []*string
+	touched                       map[int64]bool
 }
 
 func newGroupWrites(ws int64, now time.Time) *groupWrites {
@@ -110,6 +110,11 @@ func (w *groupWrites) change(c *customerRow, kind string, diff map[string]any, e
 }
 
 // flush writes everything in one round trip.
+//
+// Each UPDATE ... FROM unnest also says "id = ANY($2)": a workspace that
+// grew faster than autovacuum analyzed it can get a plan that scans the
+// whole workspace per row otherwise; the array keeps the index condition
+// bounded whatever the statistics say.
 func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) error {
 	ws, now := w.ws, w.now
 	b := &pgx.Batch{}
@@ -143,7 +148,7 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 				last_message_at = greatest(c.last_message_at, x.lm),
 				last_inbound_at = greatest(c.last_inbound_at, x.li)
 			FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, lm, li)
-			WHERE c.workspace_id = $1 AND c.id = x.id`, ws, ids, lastMsg, lastIn)
+			WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, ids, lastMsg, lastIn)
 	}
 	if len(w.kCust) > 0 {
 		b.Queue(`INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
@@ -164,13 +169,13 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 				x.tr::jsonb->>'firstName', x.tr::jsonb->>'lastName',
 				(SELECT string_agg(i.value, ' ') FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = x.id AND i.type IN ('email', 'phone'))))
 		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS x(id, tr, m, v)
-		WHERE c.workspace_id = $1 AND c.id = x.id`, ws, cIDs, cTraits, cMeta, cVersions, now)
+		WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, cIDs, cTraits, cMeta, cVersions, now)
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)
 	b.Queue(`UPDATE events e SET customer_id = x.c, dropped = x.d::jsonb
 		FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS x(id, c, d)
-		WHERE e.workspace_id = $1 AND e.id = x.id`, ws, w.evIDs, w.evCust, w.evDropped)
+		WHERE e.workspace_id = $1 AND e.id = x.id AND e.id = ANY($2)`, ws, w.evIDs, w.evCust, w.evDropped)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return interpretError(fmt.Errorf("write group: %w", err))
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -62,11 +63,36 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("update workspace: %w", err))
 	}
+	db.workspaces.Delete(slug)
 	return db.FindWorkspaceBySlug(ctx, slug)
 }
 
-// FindWorkspaceBySlug returns the workspace or ENOTFOUND.
+// workspaceCacheTTL bounds how long a replica keeps using a workspace's
+// provider settings after another replica changed them. Every webhook
+// looks its workspace up by slug; without the cache that lookup was a
+// fifth of a webhook's server time.
+const workspaceCacheTTL = 5 * time.Second
+
+type workspaceEntry struct {
+	w       *c360.Workspace
+	expires time.Time
+}
+
+// FindWorkspaceBySlug returns the workspace or ENOTFOUND. Found workspaces
+// are cached for a few seconds; callers must not modify the result.
 func (db *DB) FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error) {
+	if v, ok := db.workspaces.Load(slug); ok && time.Now().Before(v.(workspaceEntry).expires) {
+		return v.(workspaceEntry).w, nil
+	}
+	w, err := db.findWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	db.workspaces.Store(slug, workspaceEntry{w: w, expires: time.Now().Add(workspaceCacheTTL)})
+	return w, nil
+}
+
+func (db *DB) findWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error) {
 	var w c360.Workspace
 	err := db.app.QueryRow(ctx, `
 		SELECT id, slug, name, created_at, webhook_secret, twilio_account_sid, twilio_auth_token,

@@ -117,6 +117,22 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		for _, f := range paths {
 			found = append(found, strings.TrimSuffix("traitSources."+name+"."+f, "."))
 		}
+	case model.PiiKindText:
+		var text string
+		ptr := false
+		switch v := res.(type) {
+		case string:
+			text = v
+		case *string:
+			text, ptr = *v, true
+		}
+		m, kinds := maskText(text, !sees)
+		if masked = m; ptr {
+			masked = &m
+		}
+		for _, k := range kinds {
+			found = append(found, graphql.GetFieldContext(ctx).Field.Name+"("+k+")")
+		}
 	default:
 		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
 	}

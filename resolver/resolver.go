@@ -37,6 +37,9 @@ type Resolver struct {
 	// observations (assistant.resolvers.go); without them those answer UNAVAILABLE.
 	ContextService     c360.ContextService
 	ObservationService c360.ObservationService
+	// DeadLetterService backs deadLetters and replayDeadLetter
+	// (operations.resolvers.go); without it those answer UNAVAILABLE.
+	DeadLetterService c360.DeadLetterService
 }
 
 // principal returns the caller, or UNAUTHENTICATED. The server's middleware

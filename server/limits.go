@@ -153,6 +153,7 @@ func complexity() graph.ComplexityRoot {
 	var c graph.ComplexityRoot
 	c.Query.Customers = func(child int, _ *string, first *int, _ *string) int { return page(child, first) }
 	c.Query.AuditLog = func(child int, first *int, _ *string, _ *int64, _ *string) int { return page(child, first) }
+	c.Query.DeadLetters = func(child int, first *int, _ *string, _ *bool) int { return page(child, first) }
 	c.Customer.Events = func(child int, first *int, _ *string) int { return page(child, first) }
 	c.Customer.Conversations = func(child int, first *int, _ *string) int { return page(child, first) }
 	c.Conversation.Messages = func(child int, first *int, _ *string) int { return page(child, first) }

@@ -72,11 +72,19 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError("C360_SHUTDOWN_TIMEOUT: " + err.Error())
 	}
+	ingest, err := m.ingestConfig()
+	if err != nil {
+		return err
+	}
+	// Cleanups run in reverse order, bounded by the shutdown deadline once
+	// one is set (operations.go).
+	stops := &stopper{log: log}
+	defer stops.run()
 	db, err := m.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	stops.add(db.Close)
 	if !*noMigrate {
 		mig, err := db.NewMigrator()
 		if err != nil {
@@ -88,6 +96,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	db.StartIngest(ingest)
 	conns := Connectors{
 		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
 		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
@@ -101,13 +110,13 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer rt.stop()
+	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
 	limits, sec, err := m.startSecurity(db, res, log)
 	if err != nil {
 		return err
 	}
-	defer sec.stop()
+	stops.add(sec.stop)
 	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits}, db, res, db)
 	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, conns)
@@ -149,10 +158,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "deadline", shutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	// In-flight requests get the deadline less a reserve for the cleanups;
+	// the cleanups end by the deadline (stopper).
+	stops.deadline = time.Now().Add(shutdownTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), stops.deadline.Add(-cleanupReserve(shutdownTimeout)))
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		httpSrv.Close() // drop what is still open: unanswered, so its clients retry
+		return fmt.Errorf("shutdown: requests still in flight at the deadline (C360_SHUTDOWN_TIMEOUT=%s): %w", shutdownTimeout, err)
 	}
 	return nil
 }
@@ -165,6 +178,7 @@ func NewResolver(db *postgres.DB) *resolver.Resolver {
 		ConversationService: db,
 		IdentityService:     db,
 		Ingester:            db,
+		DeadLetterService:   db,
 		Now:                 db.Now,
 		MessagingService:    db,
 		ContextService:      db,

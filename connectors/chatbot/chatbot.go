@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -82,7 +83,9 @@ func (h *Handler) Register(m Mounter) {
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
 // limit, 401 for a missing, malformed, expired or wrong signature, 400 for
 // a payload that is not valid, and 200 {"accepted": n} once every event is
-// committed. Nothing is written unless the whole payload is accepted.
+// committed. Nothing is written unless the whole payload is accepted; events
+// that fail inside ingest are kept as dead letters and answered 200 with
+// {"deadLettered": n}.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ws, err := h.cfg.Store.FindWorkspaceBySlug(ctx, r.PathValue("workspace"))
@@ -116,6 +119,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	events, labels := p.Events(now)
 	res, err := h.cfg.Store.Ingest(ctx, ws.ID, events)
+	var kept *c360.DeadLetteredError
+	if errors.As(err, &kept) {
+		// Durably kept for an admin to replay: the bot's retries could only
+		// fail the same way, so the request is acknowledged and says so.
+		h.cfg.Logger.Warn("chatbot events kept as dead letters", "workspace", ws.Slug, "deadLetters", kept.IDs, "error", err)
+		writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events), "duplicates": 0, "deadLettered": len(kept.IDs)})
+		return
+	}
 	if err != nil {
 		h.fail(w, relabel(err, labels))
 		return

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -322,7 +323,10 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 	if len(evs) == 0 {
 		return nil
 	}
-	_, err := h.cfg.Store.Ingest(ctx, ws, evs)
+	// The whole set and the validated subset keep no dead letters: their
+	// good events are stored below. A call that fails alone is kept.
+	whole := c360.WithoutDeadLetters(ctx)
+	_, err := h.cfg.Store.Ingest(whole, ws, evs)
 	if !poison(err) {
 		return err
 	}
@@ -342,7 +346,7 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 		return nil
 	}
 	if len(keep) < len(evs) {
-		_, err = h.cfg.Store.Ingest(ctx, ws, keep)
+		_, err = h.cfg.Store.Ingest(whole, ws, keep)
 		if !poison(err) {
 			return err
 		}
@@ -358,13 +362,20 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 	return nil
 }
 
-// poison reports whether err is about the events rather than the system.
+// poison reports whether err is about the events rather than the system:
+// anything but unavailability (the database, overload) and cancellation,
+// which the SDK retries. An event that breaks ingest in an unforeseen way
+// (an internal error) is isolated like an invalid one, so it never holds up
+// the rest of its batch.
 func poison(err error) bool {
-	switch c360.ErrorCode(err) {
-	case c360.EINVALID, c360.ECONFLICT:
-		return true
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
 	}
-	return false
+	switch c360.ErrorCode(err) {
+	case c360.EUNAVAILABLE, c360.ERATELIMITED:
+		return false
+	}
+	return true
 }
 
 // fail answers err with its status and a JSON body; internal errors are

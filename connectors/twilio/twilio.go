@@ -73,7 +73,7 @@ func (h *Handler) serveInbound(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
-	if _, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev}); err != nil {
+	if _, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev}); err != nil && !h.deadLettered(ws, ev, err) {
 		h.refuse(w, r, err)
 		return
 	}
@@ -94,7 +94,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev})
-	if err != nil {
+	if err != nil && !h.deadLettered(ws, ev, err) {
 		h.refuse(w, r, err)
 		return
 	}
@@ -173,6 +173,19 @@ func ValidSignature(authToken, fullURL string, form url.Values, signature string
 	}
 	v := twclient.NewRequestValidator(authToken)
 	return v.Validate(fullURL, params, signature)
+}
+
+// deadLettered reports whether ingest kept the event as a dead letter. It
+// is then durably stored for an admin to replay, and Twilio is answered 200:
+// its retries could only fail the same way.
+func (h *Handler) deadLettered(ws *c360.Workspace, ev *c360.Event, err error) bool {
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		return false
+	}
+	h.logger().Warn("twilio event kept as a dead letter", "workspace", ws.Slug, "messageSid", ev.DedupeKey,
+		"deadLetters", kept.IDs, "error", err)
+	return true
 }
 
 // refuse answers a request that could not be stored, with the status of the

@@ -81,9 +81,11 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) {
 //
 // Each event is its own transaction: an event ingest refuses as invalid (a
 // number that is not a phone number) is logged and skipped, because Meta
-// would retry it for days and it would never succeed; any other error
-// answers non-2xx so Meta retries, and the events already stored are then
-// recognized by their wamid and stored once.
+// would retry it for days and it would never succeed; an event that fails
+// inside ingest is kept as a dead letter (for an admin to replay) and
+// skipped the same way; any other error answers non-2xx so Meta retries,
+// and the events already stored are then recognized by their wamid and
+// stored once.
 func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	limit := h.MaxBodyBytes
 	if limit <= 0 {
@@ -131,6 +133,13 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, ev := range events {
 		_, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev})
+		var kept *c360.DeadLetteredError
+		if errors.As(err, &kept) {
+			// Durably kept for an admin to replay; Meta's retries could only fail the same way.
+			h.logger().Warn("whatsapp event kept as a dead letter", "workspace", ws.Slug, "wamid", ev.DedupeKey,
+				"deadLetters", kept.IDs, "error", err)
+			continue
+		}
 		if c360.ErrorCode(err) == c360.EINVALID {
 			h.logger().Info("whatsapp event skipped", "workspace", ws.Slug, "wamid", ev.DedupeKey, "reason", c360.ErrorMessage(err))
 			continue

@@ -80,6 +80,16 @@ type CustomerEdge struct {
 	Node   *c360.Customer `json:"node"`
 }
 
+type DeadLetterConnection struct {
+	Edges    []*DeadLetterEdge `json:"edges"`
+	PageInfo *PageInfo         `json:"pageInfo"`
+}
+
+type DeadLetterEdge struct {
+	Cursor string           `json:"cursor"`
+	Node   *c360.DeadLetter `json:"node"`
+}
+
 type EventConnection struct {
 	Edges    []*EventEdge `json:"edges"`
 	PageInfo *PageInfo    `json:"pageInfo"`
@@ -164,17 +174,20 @@ const (
 	PiiKindJSON PiiKind = "JSON"
 	// One trait's value, masked by the trait's name.
 	PiiKindTraitValue PiiKind = "TRAIT_VALUE"
+	// Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked.
+	PiiKindText PiiKind = "TEXT"
 )
 
 var AllPiiKind = []PiiKind{
 	PiiKindIdentityValue,
 	PiiKindJSON,
 	PiiKindTraitValue,
+	PiiKindText,
 }
 
 func (e PiiKind) IsValid() bool {
 	switch e {
-	case PiiKindIdentityValue, PiiKindJSON, PiiKindTraitValue:
+	case PiiKindIdentityValue, PiiKindJSON, PiiKindTraitValue, PiiKindText:
 		return true
 	}
 	return false

@@ -4,6 +4,10 @@
 //	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
 //	bench seed    --customers N          COPY a data set into a new workspace
 //	bench query   [--customers N]        the customer-360 query: GraphQL vs hand-written SQL
+//	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
+//	                                     signed single Twilio webhooks: acknowledged events/s, p50/p99
+//	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]
+//	                                     Segment /v1/batch, 100 events per request: events/s
 //	bench fanout  [--subscribers 1000,10000] [--fanout-shared N]
 //	                                     websocket subscribers: RSS each, ingest-to-delivery p50/p99
 //	bench all     [--customers N]        everything, in order
@@ -37,6 +41,9 @@ type config struct {
 	customers   int
 	duration    time.Duration
 	workers     []int
+	// workersSet is true when --workers was given: it then overrides the
+	// levels of benchmarks that have their own (webhooks, batch).
+	workersSet bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -51,9 +58,11 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
 	fanout := fanoutFlags(fs)
+	ingest := ingestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	fs.Visit(func(f *flag.Flag) { cfg.workersSet = cfg.workersSet || f.Name == "workers" })
 	for _, w := range strings.Split(*workers, ",") {
 		var n int
 		if _, err := fmt.Sscan(w, &n); err != nil || n < 1 {
@@ -75,6 +84,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	case "query":
 		return benchQuery(ctx, cfg)
+	case "webhooks":
+		return benchWebhooks(ctx, cfg, ingest)
+	case "batch":
+		return benchBatch(ctx, cfg, ingest)
 	case "fanout":
 		return benchFanout(ctx, cfg, fanout)
 	case "all":
@@ -82,6 +95,12 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		if err := benchQuery(ctx, cfg); err != nil {
+			return err
+		}
+		if err := benchWebhooks(ctx, cfg, ingest); err != nil {
+			return err
+		}
+		if err := benchBatch(ctx, cfg, ingest); err != nil {
 			return err
 		}
 		return benchFanout(ctx, cfg, fanout)

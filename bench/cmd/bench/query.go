@@ -61,7 +61,9 @@ func benchQuery(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer pool.Close()
-	sql := func(ctx context.Context, w, seq int) error { return raw360(ctx, pool, b.ws, seed.Phone(rand.IntN(b.customers))) }
+	sql := func(ctx context.Context, w, seq int) error {
+		return raw360(ctx, pool, b.ws, seed.Phone(rand.IntN(b.customers)))
+	}
 
 	fmt.Printf("\n## customer-360 query by phone over %d customers\n", b.customers)
 	for _, workers := range cfg.workers {

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/bench/load"
+	"github.com/c360dev/c360/postgres"
+)
+
+// ingestConfig is the flags of the ingest benchmarks (webhooks, batch).
+type ingestConfig struct {
+	webhookWorkers string
+	batchWorkers   string
+	phones         int
+	users          int
+	// profileDir, when set, receives a CPU profile of the server taken
+	// during the run at the highest concurrency of each benchmark.
+	profileDir string
+	// analyze refreshes the planner's statistics after the warm-up.
+	analyze bool
+}
+
+// ingestFlags registers the ingest benchmarks' flags on the command's flag set.
+func ingestFlags(fs *flag.FlagSet) *ingestConfig {
+	ic := &ingestConfig{}
+	fs.StringVar(&ic.webhookWorkers, "webhook-workers", "1,8,32,64,128", "webhooks: concurrency levels (--workers overrides)")
+	fs.StringVar(&ic.batchWorkers, "batch-workers", "4,16,32", "batch: concurrency levels (--workers overrides)")
+	fs.IntVar(&ic.phones, "phones", 10000, "webhooks: distinct sender phones")
+	fs.IntVar(&ic.users, "users", 10000, "batch: distinct user ids")
+	fs.StringVar(&ic.profileDir, "cpuprofile", "", "write the server's CPU profile at the highest concurrency into this directory")
+	fs.BoolVar(&ic.analyze, "analyze", true, "ANALYZE after the warm-up, as autovacuum eventually would (false: measure a new workspace on stale statistics)")
+	return ic
+}
+
+// levels returns the concurrency levels of a benchmark: --workers when it
+// was given, else the benchmark's own default.
+func levels(cfg config, own string) ([]int, error) {
+	if cfg.workersSet {
+		return cfg.workers, nil
+	}
+	var out []int
+	for _, s := range strings.Split(own, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad concurrency level %q", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// ingestServerEnv turns the rate limits off (the benchmark measures
+// capacity, not the limits), and adds a loopback pprof listener when a
+// profile is wanted. It returns the environment and the pprof address.
+func ingestServerEnv(ic *ingestConfig) ([]string, string, error) {
+	env := []string{"C360_RATE_WEBHOOK_RPS=-1", "C360_RATE_KEY_RPS=-1"}
+	if ic.profileDir == "" {
+		return env, "", nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return append(env, "C360_PPROF_ADDR="+addr), addr, nil
+}
+
+// afterWarmUp runs ANALYZE on the tables ingest writes, when asked. The
+// warm-up filled a new workspace faster than autovacuum analyzes: on the
+// statistics of before, the planner estimates one row for the workspace and
+// may pick plans that scan all of its rows per statement, which measures
+// the plans of a workspace's first minutes, not ingest's steady state.
+func afterWarmUp(ctx context.Context, cfg config, ic *ingestConfig) error {
+	if !ic.analyze {
+		fmt.Println("  (no ANALYZE after the warm-up: statistics as autovacuum left them)")
+		return nil
+	}
+	db, err := postgres.Open(ctx, cfg.databaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	t := time.Now()
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, identities, events, conversations, messages`); err != nil {
+		return fmt.Errorf("analyze: %w", err)
+	}
+	fmt.Printf("  (ANALYZE after the warm-up: %.1fs)\n", time.Since(t).Seconds())
+	return nil
+}
+
+// profile fetches a CPU profile of d from the server's pprof listener into
+// dir/name.pprof. It runs beside a load run, so it reports its error
+// rather than stopping the run.
+func profile(ctx context.Context, pprofAddr, dir, name string, d time.Duration) error {
+	secs := max(1, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch profile: status %d", resp.StatusCode)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, name+".pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Printf("  cpu profile (%ds): %s\n", secs, path)
+	return nil
+}
+
+// runProfiled is load.Run, with a CPU profile of the server taken during
+// the run when profiled is true.
+func runProfiled(ctx context.Context, profiled bool, pprofAddr, dir, name string, workers int, d time.Duration,
+	op func(ctx context.Context, worker, seq int) error) load.Result {
+	if !profiled || pprofAddr == "" {
+		return load.Run(ctx, name, workers, d, 0, op)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- profile(ctx, pprofAddr, dir, fmt.Sprintf("%s-%d", strings.ReplaceAll(name, " ", "-"), workers), min(d, 5*time.Second))
+	}()
+	r := load.Run(ctx, name, workers, d, 0, op)
+	if err := <-done; err != nil {
+		fmt.Fprintln(os.Stderr, "bench: profile:", err)
+	}
+	return r
+}
+
+// httpClient keeps a connection per worker alive across requests, as a
+// provider's webhook sender does.
+func httpClient(workers int) *http.Client {
+	return &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: workers + 16, DisableCompression: true, IdleConnTimeout: time.Minute},
+	}
+}
+
+// nonce returns n random hex characters: request ids of one benchmark run
+// never collide with those of another run on the same database.
+func nonce(n int) string {
+	b := make([]byte, (n+1)/2)
+	rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// twilioPhone returns the i-th sender phone of the webhook benchmark.
+func twilioPhone(i int) string { return "+1415" + strconv.Itoa(3000000+i) }
+
+const (
+	benchAccountSID = "AC00000000000000000000000000be0c"
+	benchTwilioTo   = "+14155550199"
+	emptyTwiML      = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
+	// webhookCeiling sizes the requests signed ahead of a run: this rate
+	// for the run's duration. Past it a worker signs inline.
+	webhookCeiling = 15000
+)
+
+// signedWebhook is one inbound message webhook, body encoded and signed.
+type signedWebhook struct {
+	body, signature string
+}
+
+// twilioSigner builds Twilio's inbound message webhooks for one workspace.
+type twilioSigner struct {
+	url   string // the URL Twilio calls, as the server rebuilds it
+	token []byte
+	nonce string
+}
+
+// request builds and signs the webhook with MessageSid unique to (run,
+// level, worker, seq), from a sender among the signer's phones.
+func (s *twilioSigner) request(level, worker, seq, phone int) signedWebhook {
+	sid := fmt.Sprintf("SM%s%04x%04x%016x", s.nonce, level&0xffff, worker&0xffff, seq)
+	form := url.Values{
+		"MessageSid": {sid}, "SmsMessageSid": {sid}, "SmsSid": {sid}, "AccountSid": {benchAccountSID},
+		"From": {twilioPhone(phone)}, "To": {benchTwilioTo}, "Body": {"Hi, is my order " + strconv.Itoa(seq) + " on its way?"},
+		"NumMedia": {"0"}, "NumSegments": {"1"}, "SmsStatus": {"received"}, "ApiVersion": {"2010-04-01"},
+	}
+	return signedWebhook{body: form.Encode(), signature: s.sign(form)}
+}
+
+// sign computes X-Twilio-Signature as Twilio documents it: HMAC-SHA1 with
+// the auth token over the URL followed by each parameter's name and value,
+// sorted by name; base64.
+func (s *twilioSigner) sign(form url.Values) string {
+	keys := make([]string, 0, len(form))
+	for k := range form {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	mac := hmac.New(sha1.New, s.token)
+	io.WriteString(mac, s.url)
+	for _, k := range keys {
+		io.WriteString(mac, k)
+		io.WriteString(mac, form.Get(k))
+	}
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// benchWebhooks sends signed single Twilio inbound webhooks at rising
+// concurrency and reports acknowledged events per second: a request counts
+// only when answered 200 with the empty TwiML, i.e. after ingest committed.
+func benchWebhooks(ctx context.Context, cfg config, ic *ingestConfig) error {
+	workerLevels, err := levels(cfg, ic.webhookWorkers)
+	if err != nil {
+		return fmt.Errorf("--webhook-workers: %w", err)
+	}
+	db, err := postgres.Open(ctx, cfg.databaseURL)
+	if err != nil {
+		return err
+	}
+	slug := fmt.Sprintf("bench-wh-%d", time.Now().Unix())
+	creds, err := db.CreateWorkspace(ctx, slug, "webhook benchmark")
+	if err != nil {
+		db.Close()
+		return err
+	}
+	token, sid := nonce(32), benchAccountSID
+	_, err = db.UpdateWorkspace(ctx, creds.Slug, c360.WorkspaceUpdate{TwilioAuthToken: &token, TwilioAccountSID: &sid})
+	db.Close()
+	if err != nil {
+		return fmt.Errorf("set the Twilio auth token: %w", err)
+	}
+	env, pprofAddr, err := ingestServerEnv(ic)
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(ctx, cfg, env...)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+
+	path := "/webhooks/twilio/" + creds.Slug
+	signer := &twilioSigner{url: srv.URL + path, token: []byte(token), nonce: nonce(8)}
+	client := httpClient(slices.Max(workerLevels))
+	send := func(ctx context.Context, w signedWebhook) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+path, strings.NewReader(w.body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Twilio-Signature", w.signature)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(raw) != emptyTwiML {
+			return fmt.Errorf("status %d: %.200s", resp.StatusCode, raw)
+		}
+		return nil
+	}
+
+	fmt.Printf("\n## Twilio inbound webhooks, signed, one message each; %d sender phones, workspace %s\n", ic.phones, creds.Slug)
+	// Warm-up: the first message of each phone creates its customer and
+	// conversation; the measured runs then find existing ones, as a
+	// provider's steady traffic mostly does.
+	var next atomic.Int64
+	warm := load.Run(ctx, "twilio webhook, new customers", slices.Max(workerLevels), 2*time.Minute, ic.phones,
+		func(ctx context.Context, worker, seq int) error {
+			i := int(next.Add(1) - 1)
+			return send(ctx, signer.request(0, worker, seq, i%ic.phones))
+		})
+	fmt.Println(warm)
+	if err := afterWarmUp(ctx, cfg, ic); err != nil {
+		return err
+	}
+
+	var results []load.Result
+	for li, workers := range workerLevels {
+		// Signing is the provider's cost, not the server's: sign ahead.
+		perWorker := int(math.Ceil(webhookCeiling*cfg.duration.Seconds()/float64(workers))) + 16
+		pre := make([][]signedWebhook, workers)
+		for w := range pre {
+			rng := mrand.New(mrand.NewPCG(uint64(li), uint64(w)))
+			pre[w] = make([]signedWebhook, perWorker)
+			for seq := range pre[w] {
+				pre[w][seq] = signer.request(li+1, w, seq, rng.IntN(ic.phones))
+			}
+		}
+		var inline atomic.Int64
+		op := func(ctx context.Context, worker, seq int) error {
+			if seq < len(pre[worker]) {
+				return send(ctx, pre[worker][seq])
+			}
+			inline.Add(1)
+			return send(ctx, signer.request(li+1, worker, seq, mrand.IntN(ic.phones)))
+		}
+		r := runProfiled(ctx, li == len(workerLevels)-1 && ic.profileDir != "", pprofAddr, ic.profileDir,
+			"twilio webhook", workers, cfg.duration, op)
+		fmt.Println(r)
+		if n := inline.Load(); n > 0 {
+			fmt.Printf("  (%d requests signed inline: the run outpaced the %d/s signed ahead)\n", n, webhookCeiling)
+		}
+		results = append(results, r)
+	}
+	printTarget("single webhooks", results, 5000, 50*time.Millisecond)
+	return nil
+}
+
+// printTarget says which run best meets a throughput target at a p99 bound
+// (p99 0 means no bound).
+func printTarget(what string, results []load.Result, perSecond float64, p99 time.Duration) {
+	var best *load.Result
+	for i, r := range results {
+		if r.Errors > 0 || (p99 > 0 && r.P99 > p99) {
+			continue
+		}
+		if best == nil || r.UnitsPerSecond() > best.UnitsPerSecond() {
+			best = &results[i]
+		}
+	}
+	bound := ""
+	if p99 > 0 {
+		bound = " at p99 ≤ " + p99.String()
+	}
+	if best == nil {
+		fmt.Printf("  target %s ≥ %.0f/s%s: no error-free run within the bound\n", what, perSecond, bound)
+		return
+	}
+	verdict := "met"
+	if best.UnitsPerSecond() < perSecond {
+		verdict = "not met"
+	}
+	fmt.Printf("  target %s ≥ %.0f/s%s: %s (best %.0f/s at %d workers, p99 %s)\n", what, perSecond, bound, verdict,
+		best.UnitsPerSecond(), best.Workers, best.P99.Round(time.Microsecond))
+}

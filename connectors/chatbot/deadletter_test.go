@@ -1,0 +1,58 @@
+package chatbot_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/chatbot"
+)
+
+// A request whose events fail inside ingest (a NUL character: valid JSON
+// that PostgreSQL refuses) is kept whole as dead letters — one per event,
+// nothing stored, as a request is all or nothing — and acknowledged with
+// 200 and the count, since the bot's retries could only fail the same way.
+func TestPoisonRequestIsKeptAsDeadLetters(t *testing.T) {
+	e := newEnv(t)
+	body, _ := json.Marshal(map[string]any{
+		"sessionId":  "dl-1",
+		"identities": []any{map[string]any{"type": "email", "value": "dl@example.com"}},
+		"turns": []any{
+			map[string]any{"id": "1", "role": "user", "text": "fine"},
+			map[string]any{"id": "2", "role": "user", "text": "nul \x00 here"},
+		},
+	})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+e.slug, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(e.secret, now, body))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var a struct{ Accepted, Duplicates, DeadLettered int }
+	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || a.Accepted != 2 || a.DeadLettered != 2 {
+		t.Fatalf("answer %d %+v, want 200 with accepted 2, deadLettered 2", res.StatusCode, a)
+	}
+	if n := e.count(t, "events"); n != 0 {
+		t.Errorf("events = %d, want 0 (a request is all or nothing)", n)
+	}
+	p, err := e.db.DeadLetters(context.Background(), e.ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Items) != 2 {
+		t.Fatalf("dead letters = %d, want 2 (one per event of the request)", len(p.Items))
+	}
+	for _, d := range p.Items {
+		if d.Source != "chatbot" || d.Attempts != 1 {
+			t.Errorf("dead letter %+v", d)
+		}
+	}
+}

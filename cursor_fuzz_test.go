@@ -1,0 +1,43 @@
+package c360_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// FuzzDecodeCursor checks that any string decodes to a cursor or to a
+// BAD_USER_INPUT refusal, never a panic, and that a decoded cursor encodes
+// back to one that decodes to the same position.
+func FuzzDecodeCursor(f *testing.F) {
+	for _, c := range []c360.Cursor{
+		{Time: time.Date(2025, 3, 1, 12, 0, 0, 123456000, time.UTC), ID: 42},
+		{Time: time.Unix(0, 0).UTC(), ID: 0},
+		{Time: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), ID: 1<<63 - 1},
+	} {
+		f.Add(c.Encode())
+	}
+	for _, s := range []string{"", "=", "MTIz", "YS5i", "LTEuLTE", "not a cursor", "Y2hnLjEuMg", "AAAA", "MC4w\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := c360.DecodeCursor(s)
+		if err != nil {
+			if code := c360.ErrorCode(err); code != c360.EINVALID {
+				t.Fatalf("DecodeCursor(%q) error code = %s, want %s", s, code, c360.EINVALID)
+			}
+			return
+		}
+		if c.ID < 0 {
+			t.Fatalf("DecodeCursor(%q) = %+v: negative id", s, c)
+		}
+		again, err := c360.DecodeCursor(c.Encode())
+		if err != nil {
+			t.Fatalf("DecodeCursor(Encode(%+v)) = %v", c, err)
+		}
+		if !again.Time.Equal(c.Time) || again.ID != c.ID {
+			t.Fatalf("round trip of %q: got %+v, want %+v", s, again, c)
+		}
+	})
+}

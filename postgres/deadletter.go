@@ -1,0 +1,347 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/c360dev/c360"
+)
+
+// Dead letters. When a request fails on its own in the batcher (alone in
+// its transaction, see runGroup) for a reason that is not the system's —
+// a value PostgreSQL refuses, a broken constraint, a bug — its events are
+// kept in dead_letters, in a transaction of their own, before the request
+// is answered. Ingest then returns a *c360.DeadLetteredError carrying the
+// cause, so a webhook can acknowledge the delivery (the provider would only
+// retry in vain) without losing it, and admins replay it after a fix.
+//
+// Unavailability (the database down or overloaded, timeouts), cancellation
+// and serialization failures are the system's: they are answered as such
+// (503) and the provider's retry is the replay.
+
+var _ c360.DeadLetterService = (*DB)(nil)
+
+// keepDeadLetters is runGroup's hook for a request that was applied alone:
+// when it failed for a reason of its own, its events become dead letters
+// and r.err a *c360.DeadLetteredError. If keeping them fails too, r.err
+// stays the cause (the caller then answers non-2xx and the provider
+// retries).
+func (db *DB) keepDeadLetters(ctx context.Context, r *ingestReq) {
+	if r.err == nil || !deadLetterable(r.err) || !c360.DeadLettersWanted(r.ctx) {
+		return
+	}
+	ids, err := db.insertDeadLetters(ctx, r.ws, r.prepared, r.err)
+	if err != nil {
+		r.err = fmt.Errorf("%w (keeping the events as dead letters failed too: %v)", r.err, err)
+		return
+	}
+	r.err = &c360.DeadLetteredError{IDs: ids, Err: r.err}
+}
+
+// deadLetterable reports whether err is the event's own failure rather than
+// the system's.
+func deadLetterable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "40") {
+		return false // serialization failure or deadlock, still there after retries: try again later
+	}
+	switch c360.ErrorCode(err) {
+	case c360.EUNAVAILABLE, c360.ERATELIMITED:
+		return false
+	}
+	return true
+}
+
+// insertDeadLetters records (or records again) each event with the failure.
+func (db *DB) insertDeadLetters(ctx context.Context, ws int64, prepared []*preparedEvent, cause error) ([]int64, error) {
+	type key struct{ source, dedupe string }
+	seen := map[key]bool{}
+	var sources, keys, types, events []string
+	var raws [][]byte
+	for _, p := range prepared {
+		k := key{p.ev.Source, p.ev.DedupeKey}
+		if seen[k] {
+			continue // one row per event: a repeat within the request is the same event
+		}
+		seen[k] = true
+		raw, err := json.Marshal(toStoredEvent(p.ev))
+		if err != nil {
+			return nil, fmt.Errorf("encode dead letter: %w", err)
+		}
+		shown := withoutNUL(raw)
+		if bytes.Equal(shown, raw) {
+			raw = nil
+		}
+		sources, keys, types = append(sources, p.ev.Source), append(keys, p.ev.DedupeKey), append(types, p.ev.Type)
+		events, raws = append(events, string(shown)), append(raws, raw)
+	}
+	msg := errorText(cause)
+	var ids []int64
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			INSERT INTO dead_letters (workspace_id, source, dedupe_key, event_type, event, event_raw, error, first_failed_at, last_failed_at)
+			SELECT $1, x.s, x.k, x.t, x.e::jsonb, x.r, $7, $8, $8
+			FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[]) AS x(s, k, t, e, r)
+			ON CONFLICT (workspace_id, source, dedupe_key) DO UPDATE SET
+				attempts = dead_letters.attempts + 1, last_failed_at = excluded.last_failed_at, error = excluded.error,
+				event_type = excluded.event_type, event = excluded.event, event_raw = excluded.event_raw,
+				replayed_at = NULL, replayed_event_id = NULL
+			RETURNING id`,
+			ws, sources, keys, types, events, raws, msg, db.Now())
+		if err != nil {
+			return interpretError(fmt.Errorf("insert dead letters: %w", err))
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return interpretError(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// errorText is err's text as a text column can hold it.
+func errorText(err error) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(err.Error(), "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// DeadLetters returns a page of the workspace's dead letters, newest first.
+func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter) (*c360.Page[*c360.DeadLetter], error) {
+	n, err := pageSize(f.First)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		afterAt *time.Time
+		afterID *int64
+	)
+	if f.After != "" {
+		cur, err := c360.DecodeCursor(f.After)
+		if err != nil {
+			return nil, err
+		}
+		afterAt, afterID = &cur.Time, &cur.ID
+	}
+	rows, err := db.as(ws).Query(ctx, `
+		SELECT `+deadLetterColumns+` FROM dead_letters
+		WHERE workspace_id = $1
+		  AND (NOT $2 OR replayed_at IS NULL)
+		  AND ($3::timestamptz IS NULL OR (first_failed_at, id) < ($3, $4))
+		ORDER BY first_failed_at DESC, id DESC
+		LIMIT $5`, ws, f.Pending, afterAt, afterID, n+1)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("find dead letters: %w", err))
+	}
+	defer rows.Close()
+	page := &c360.Page[*c360.DeadLetter]{Items: []*c360.DeadLetter{}, Cursors: []string{}}
+	for rows.Next() {
+		d, err := scanDeadLetter(rows)
+		if err != nil {
+			return nil, err
+		}
+		if len(page.Items) == n {
+			page.HasNext = true
+			break
+		}
+		page.Items = append(page.Items, d)
+		page.Cursors = append(page.Cursors, c360.Cursor{Time: d.FirstFailedAt, ID: d.ID}.Encode())
+	}
+	return page, interpretError(rows.Err())
+}
+
+// ReplayDeadLetter ingests the dead letter's event again, exactly as it was
+// first handed to ingest, through the one ingest path. An event stored
+// meanwhile (the provider delivered it again) counts as replayed.
+func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLetter, error) {
+	d, raw, err := db.findDeadLetter(ctx, ws, id)
+	if err != nil {
+		return nil, err
+	}
+	if d.ReplayedAt != nil {
+		return d, nil
+	}
+	ev, err := fromStoredEvent(raw)
+	if err != nil {
+		return nil, fmt.Errorf("dead letter %d: %w", id, err)
+	}
+	res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+	if err != nil {
+		var kept *c360.DeadLetteredError
+		if !errors.As(err, &kept) && deadLetterable(err) {
+			// Refused before the transaction (the workspace's rules changed,
+			// say): count the attempt here, since no hook saw it.
+			if _, uerr := db.as(ws).Exec(ctx, `
+				UPDATE dead_letters SET attempts = attempts + 1, last_failed_at = $3, error = $4
+				WHERE workspace_id = $1 AND id = $2`, ws, id, db.Now(), errorText(err)); uerr != nil {
+				return nil, interpretError(fmt.Errorf("record replay failure: %w", uerr))
+			}
+		}
+		return nil, err
+	}
+	row, err := db.as(ws).Query(ctx, `
+		UPDATE dead_letters SET replayed_at = $3, replayed_event_id = $4
+		WHERE workspace_id = $1 AND id = $2
+		RETURNING `+deadLetterColumns, ws, id, db.Now(), res[0].EventID)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
+	}
+	defer row.Close()
+	if !row.Next() {
+		if err := row.Err(); err != nil {
+			return nil, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
+		}
+		return nil, c360.Errorf(c360.ENOTFOUND, "no dead letter %d", id)
+	}
+	out, err := scanDeadLetter(row)
+	if err != nil {
+		return nil, err
+	}
+	return out, interpretError(row.Err())
+}
+
+// findDeadLetter returns the dead letter and its exact event JSON.
+func (db *DB) findDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLetter, []byte, error) {
+	rows, err := db.as(ws).Query(ctx, `
+		SELECT `+deadLetterColumns+`, coalesce(event_raw, convert_to(event::text, 'UTF8'))
+		FROM dead_letters WHERE workspace_id = $1 AND id = $2`, ws, id)
+	if err != nil {
+		return nil, nil, interpretError(fmt.Errorf("find dead letter: %w", err))
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, nil, interpretError(fmt.Errorf("find dead letter: %w", err))
+		}
+		return nil, nil, c360.Errorf(c360.ENOTFOUND, "no dead letter %d", id)
+	}
+	var raw []byte
+	d, err := scanDeadLetter(rows, &raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, raw, interpretError(rows.Err())
+}
+
+const deadLetterColumns = `workspace_id, id, source, dedupe_key, event_type, event, error, attempts,
+	first_failed_at, last_failed_at, replayed_at, coalesce(replayed_event_id, 0)`
+
+func scanDeadLetter(rows pgx.Rows, extra ...any) (*c360.DeadLetter, error) {
+	d := &c360.DeadLetter{}
+	dest := append([]any{&d.WorkspaceID, &d.ID, &d.Source, &d.DedupeKey, &d.EventType, &d.Event, &d.Error, &d.Attempts,
+		&d.FirstFailedAt, &d.LastFailedAt, &d.ReplayedAt, &d.ReplayedEventID}, extra...)
+	if err := rows.Scan(dest...); err != nil {
+		return nil, fmt.Errorf("scan dead letter: %w", err)
+	}
+	return d, nil
+}
+
+// storedEvent is the canonical event as a dead letter keeps it: a stable
+// JSON shape, independent of the Go field names of c360.Event. Identities
+// are kept as received; a replay normalizes them again.
+type storedEvent struct {
+	Type           string          `json:"type"`
+	Name           string          `json:"name,omitempty"`
+	Identities     []c360.Identity `json:"identities"`
+	PreviousID     *c360.Identity  `json:"previousId,omitempty"`
+	Traits         map[string]any  `json:"traits,omitempty"`
+	TraitsIfAbsent map[string]any  `json:"traitsIfAbsent,omitempty"`
+	Properties     map[string]any  `json:"properties,omitempty"`
+	Context        map[string]any  `json:"context,omitempty"`
+	Source         string          `json:"source"`
+	DedupeKey      string          `json:"dedupeKey"`
+	OccurredAt     time.Time       `json:"occurredAt"`
+	ReceivedAt     time.Time       `json:"receivedAt"`
+	Message        *storedMessage  `json:"message,omitempty"`
+	Consent        *storedConsent  `json:"consent,omitempty"`
+}
+
+type storedMessage struct {
+	Channel    string   `json:"channel"`
+	Direction  string   `json:"direction"`
+	Body       string   `json:"body"`
+	MediaURLs  []string `json:"mediaUrls,omitempty"`
+	ProviderID string   `json:"providerId,omitempty"`
+	Status     string   `json:"status"`
+	ErrorCode  string   `json:"errorCode,omitempty"`
+}
+
+type storedConsent struct {
+	Channel string `json:"channel"`
+	Status  string `json:"status"`
+}
+
+func toStoredEvent(ev *c360.Event) storedEvent {
+	s := storedEvent{
+		Type: ev.Type, Name: ev.Name, Identities: ev.Identities, PreviousID: ev.PreviousID,
+		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent, Properties: ev.Properties, Context: ev.Context,
+		Source: ev.Source, DedupeKey: ev.DedupeKey, OccurredAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt,
+	}
+	if s.Identities == nil {
+		s.Identities = []c360.Identity{}
+	}
+	if m := ev.Message; m != nil {
+		s.Message = &storedMessage{Channel: m.Channel, Direction: m.Direction, Body: m.Body, MediaURLs: m.MediaURLs,
+			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode}
+	}
+	if c := ev.Consent; c != nil {
+		s.Consent = &storedConsent{Channel: c.Channel, Status: c.Status}
+	}
+	return s
+}
+
+func fromStoredEvent(raw []byte) (*c360.Event, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // large integers in properties stay exact
+	var s storedEvent
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode stored event: %w", err)
+	}
+	ev := &c360.Event{
+		Type: s.Type, Name: s.Name, Identities: s.Identities, PreviousID: s.PreviousID,
+		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent, Properties: s.Properties, Context: s.Context,
+		Source: s.Source, DedupeKey: s.DedupeKey, OccurredAt: s.OccurredAt, ReceivedAt: s.ReceivedAt,
+	}
+	if m := s.Message; m != nil {
+		ev.Message = &c360.MessageInput{Channel: m.Channel, Direction: m.Direction, Body: m.Body, MediaURLs: m.MediaURLs,
+			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode}
+	}
+	if c := s.Consent; c != nil {
+		ev.Consent = &c360.ConsentInput{Channel: c.Channel, Status: c.Status}
+	}
+	return ev, nil
+}
+
+// withoutNUL returns JSON text with every \u0000 escape (a NUL character,
+// which jsonb refuses) replaced by \ufffd. Escaped backslashes are skipped
+// whole, so the text "\\u0000" (a backslash, then u0000) is left alone.
+func withoutNUL(js []byte) []byte {
+	if !bytes.Contains(js, []byte(`\u0000`)) {
+		return js
+	}
+	out := make([]byte, 0, len(js))
+	for i := 0; i < len(js); i++ {
+		if js[i] != '\\' || i+1 == len(js) {
+			out = append(out, js[i])
+			continue
+		}
+		if bytes.HasPrefix(js[i:], []byte(`\u0000`)) {
+			out = append(out, `\ufffd`...)
+			i += len(`\u0000`) - 1
+			continue
+		}
+		out = append(out, js[i], js[i+1])
+		i++
+	}
+	return out
+}

@@ -1,0 +1,242 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// deadLetters returns every dead letter of the workspace, newest first.
+func deadLetters(t *testing.T, db *postgres.DB, ws int64, pending bool) []*c360.DeadLetter {
+	t.Helper()
+	p, err := db.DeadLetters(context.Background(), ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 100}, Pending: pending})
+	if err != nil {
+		t.Fatalf("dead letters: %v", err)
+	}
+	return p.Items
+}
+
+// A poison event (a NUL character, which PostgreSQL refuses inside the
+// transaction) sent among many good ones: the good ones are stored, the
+// poison one alone fails, is kept as a dead letter with its error, and
+// Ingest says so with a *c360.DeadLetteredError carrying the cause's code.
+func TestDeadLetterPoisonAmongGoodEvents(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+
+	const good = 60
+	errs := make([]error, good+1)
+	var wg sync.WaitGroup
+	for i := 0; i <= good; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ev := track(fmt.Sprintf("dl-%d", i), ids("user_id", fmt.Sprintf("u-%d", i%7)))
+			if i == good/2 {
+				ev.Properties = map[string]any{"note": "a\x00b"}
+			}
+			_, errs[i] = db.Ingest(ctx, ws, []*c360.Event{ev})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == good/2 {
+			continue
+		}
+		if err != nil {
+			t.Errorf("good event %d: %v", i, err)
+		}
+	}
+	var kept *c360.DeadLetteredError
+	if err := errs[good/2]; !errors.As(err, &kept) || len(kept.IDs) != 1 {
+		t.Fatalf("poison event: error %v, want a *c360.DeadLetteredError with one id", err)
+	}
+	if code := c360.ErrorCode(errs[good/2]); code != c360.EINVALID {
+		t.Errorf("poison event: code %s, want %s (the cause's)", code, c360.EINVALID)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != good {
+		t.Errorf("events stored = %d, want %d", n, good)
+	}
+
+	dls := deadLetters(t, db, ws, false)
+	if len(dls) != 1 {
+		t.Fatalf("dead letters = %d, want 1", len(dls))
+	}
+	d := dls[0]
+	if d.ID != kept.IDs[0] || d.Source != "test" || d.DedupeKey != fmt.Sprintf("dl-%d", good/2) || d.EventType != c360.EventTrack ||
+		d.Attempts != 1 || d.ReplayedAt != nil || !strings.Contains(d.Error, "NUL") {
+		t.Errorf("dead letter = %+v", d)
+	}
+	props, _ := d.Event["properties"].(map[string]any)
+	if got, want := props["note"], "a\uFFFDb"; got != want {
+		t.Errorf("dead letter event properties.note = %q, want %q (NUL shown as U+FFFD)", got, want)
+	}
+
+	// Delivered again: the same dead letter, one more attempt.
+	ev := track(d.DedupeKey, ids("user_id", "u-1"))
+	ev.Properties = map[string]any{"note": "a\x00b"}
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{ev}); !errors.As(err, &kept) || kept.IDs[0] != d.ID {
+		t.Fatalf("second delivery: %v, want dead letter %d again", err, d.ID)
+	}
+	// A replay ingests the exact event (NUL included): it fails again.
+	if _, err := db.ReplayDeadLetter(ctx, ws, d.ID); c360.ErrorCode(err) != c360.EINVALID {
+		t.Fatalf("replay of an unfixed poison: %v, want %s", err, c360.EINVALID)
+	}
+	if d := deadLetters(t, db, ws, true); len(d) != 1 || d[0].Attempts != 3 || d[0].ReplayedAt != nil {
+		t.Errorf("after two more failures: %+v, want one pending dead letter with 3 attempts", d)
+	}
+}
+
+// The cause fixed (here: a constraint that stood for a bug), a replay stores
+// the event exactly once, marks the dead letter replayed, and replaying it
+// again changes nothing.
+func TestDeadLetterReplayAfterFix(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	constraint := fmt.Sprintf("dl_test_%d", time.Now().UnixNano())
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	drop := func() {
+		if !dropped {
+			dropped = true
+			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(drop)
+
+	ev := track("fix-1", ids("email", "fix@example.com"))
+	ev.Name = name
+	ev.Properties = map[string]any{"big": 12345678901234567, "nested": map[string]any{"a": []any{1.5, "x"}}}
+	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	if _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); err == nil {
+		t.Fatalf("replay before the fix succeeded")
+	}
+
+	drop()
+	d, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	if err != nil {
+		t.Fatalf("replay after the fix: %v", err)
+	}
+	if d.ReplayedAt == nil || d.ReplayedEventID == 0 || d.Attempts != 2 {
+		t.Fatalf("replayed dead letter = %+v, want replayedAt, replayedEventId and 2 attempts", d)
+	}
+	got, err := db.FindEventByID(ctx, ws, d.ReplayedEventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != name || got.Source != "test" {
+		t.Errorf("replayed event = %+v, want the original event", got)
+	}
+	var big string
+	if err := db.Pool.QueryRow(ctx, `SELECT properties->>'big' FROM events WHERE workspace_id = $1 AND id = $2`, ws, got.ID).Scan(&big); err != nil || big != "12345678901234567" {
+		t.Errorf("replayed properties.big = %q, %v, want 12345678901234567 exactly", big, err)
+	}
+	again, err := db.ReplayDeadLetter(ctx, ws, d.ID)
+	if err != nil || !again.ReplayedAt.Equal(*d.ReplayedAt) || again.ReplayedEventID != d.ReplayedEventID {
+		t.Errorf("second replay = %+v, %v, want the dead letter unchanged", again, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'fix-1'`, ws); n != 1 {
+		t.Errorf("events = %d, want 1", n)
+	}
+	if p := deadLetters(t, db, ws, true); len(p) != 0 {
+		t.Errorf("pending dead letters = %d, want 0", len(p))
+	}
+	if _, err := db.ReplayDeadLetter(ctx, ws, d.ID+1000); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("replay of an unknown id: %v, want NOT_FOUND", err)
+	}
+	other, _, _ := pgtest.Workspace(t, db)
+	if _, err := db.ReplayDeadLetter(ctx, other, d.ID); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("replay from another workspace: %v, want NOT_FOUND", err)
+	}
+}
+
+// A caller that handles failures itself (Segment's first try of a whole
+// batch) asks for no dead letters; events refused before the transaction
+// (a bad identity) are never dead letters.
+func TestDeadLetterOnlyForFailuresInsideIngest(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+
+	ev := track("nodl-1", ids("user_id", "u"))
+	ev.Properties = map[string]any{"x": "\x00"}
+	_, err := db.Ingest(c360.WithoutDeadLetters(ctx), ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if err == nil || errors.As(err, &kept) || c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("without dead letters: %v, want a plain BAD_USER_INPUT", err)
+	}
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{track("nodl-2", ids("email", "not an email"))}); c360.ErrorCode(err) != c360.EINVALID || errors.As(err, &kept) {
+		t.Errorf("invalid identity: %v, want a plain BAD_USER_INPUT", err)
+	}
+	if d := deadLetters(t, db, ws, false); len(d) != 0 {
+		t.Errorf("dead letters = %+v, want none", d)
+	}
+}
+
+// Dead letters page newest first with keyset cursors.
+func TestDeadLetterPages(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for i := range 3 {
+		ev := track(fmt.Sprintf("page-%d", i), ids("user_id", "u"))
+		ev.Name = "bad\x00name"
+		if _, err := db.Ingest(ctx, ws, []*c360.Event{ev}); err == nil {
+			t.Fatal("poison event stored")
+		}
+	}
+	p1, err := db.DeadLetters(ctx, ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p1.Items) != 2 || !p1.HasNext || p1.Items[0].DedupeKey != "page-2" {
+		t.Fatalf("first page: %d items, hasNext %v", len(p1.Items), p1.HasNext)
+	}
+	p2, err := db.DeadLetters(ctx, ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 2, After: p1.Cursors[1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p2.Items) != 1 || p2.HasNext || p2.Items[0].DedupeKey != "page-0" {
+		t.Fatalf("second page: %+v", p2)
+	}
+	if _, err := db.DeadLetters(ctx, ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 2, After: "nope"}}); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
+	}
+}
+
+// Every connection of the pools carries the statement and lock timeouts
+// (postgres.Open sets them), so a runaway statement or a lock wait is cut
+// off and answered UNAVAILABLE instead of holding a connection; and commits
+// are flushed before they are acknowledged, whatever the server's default.
+func TestPoolSettings(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	for setting, want := range map[string]string{"statement_timeout": "10s", "lock_timeout": "5s", "synchronous_commit": "on"} {
+		var got string
+		if err := db.Pool.QueryRow(ctx, "SHOW "+setting).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("SHOW %s = %q, want %q", setting, got, want)
+		}
+	}
+}
