@@ -5,55 +5,19 @@
 // masked, as the key's role requires.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
+import { execFileSync } from 'node:child_process'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
-
-const bin = fileURLToPath(new URL('../bin/c360', import.meta.url))
-const databaseURL = process.env.TEST_DATABASE_URL
+import { bin, startServer, createWorkspace } from './harness.js'
 
 const jane = { email: 'jane.mcp@example.com', phone: '+14155550142', name: 'Jane Mcp' }
 const masked = { email: 'j***@example.com', phone: '+1******0142', name: 'J***' }
 
 let server
-let serverLog = ''
 let base
-let env
 let admin
 let assistantKey
 let customerId
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-async function waitHealthy(url, ms) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (server.exitCode !== null) {
-      throw new Error(`c360 serve exited with ${server.exitCode}:\n${serverLog}`)
-    }
-    try {
-      const res = await fetch(url)
-      if (res.ok) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`c360 serve not healthy after ${ms} ms:\n${serverLog}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 async function graphql(key, query, variables) {
   const res = await fetch(`${base}/graphql`, {
@@ -62,21 +26,16 @@ async function graphql(key, query, variables) {
     body: JSON.stringify({ query, variables }),
   })
   const body = await res.json()
-  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${serverLog}`)
+  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${server.log()}`)
   return body.data
 }
 
 before(async () => {
-  assert.ok(databaseURL, 'TEST_DATABASE_URL is not set: run `make test`')
-  const port = await freePort()
-  base = `http://127.0.0.1:${port}`
-  env = { ...process.env, DATABASE_URL: databaseURL, C360_ADDR: `127.0.0.1:${port}` }
-  server = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stdout.on('data', (d) => { serverLog += d })
-  server.stderr.on('data', (d) => { serverLog += d })
-  await waitHealthy(`${base}/healthz`, 30000)
-  const slug = `e2e-mcp-${randomBytes(6).toString('hex')}`
-  admin = JSON.parse(execFileSync(bin, ['workspace', 'create', '--slug', slug, '--json'], { env }).toString()).apiKey
+  server = await startServer()
+  base = server.base
+  const env = server.env
+  const { slug, apiKey } = createWorkspace(env, { prefix: 'e2e-mcp-' })
+  admin = apiKey
   assistantKey = JSON.parse(execFileSync(bin, ['apikey', 'create', '--workspace', slug, '--role', 'assistant', '--json'], { env }).toString()).apiKey
   const data = await graphql(admin, `mutation($input: IdentifyInput!) { identify(input: $input) { id } }`, {
     input: {
@@ -89,12 +48,7 @@ before(async () => {
 })
 
 after(async () => {
-  if (!server || server.exitCode !== null) return
-  const exited = new Promise((resolve) => server.once('exit', resolve))
-  server.kill('SIGTERM')
-  const timer = setTimeout(() => server.kill('SIGKILL'), 10000)
-  await exited
-  clearTimeout(timer)
+  await server?.stop()
 })
 
 async function connect(key) {

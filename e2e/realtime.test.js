@@ -7,82 +7,34 @@
 // WebSocket subclass, so the client still reads the server's answer.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { createClient } from 'graphql-ws'
+import { sleep, startServer, createWorkspace } from './harness.js'
 
-const bin = fileURLToPath(new URL('../bin/c360', import.meta.url))
-const databaseURL = process.env.TEST_DATABASE_URL
 const allowedOrigin = 'https://console.example.test'
 
 let server
-let serverLog = ''
 let base
 let wsURL
 let creds
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-async function waitHealthy(url, ms) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (server.exitCode !== null) {
-      throw new Error(`c360 serve exited with ${server.exitCode}:\n${serverLog}`)
-    }
-    try {
-      const res = await fetch(url)
-      if (res.ok) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`c360 serve not healthy after ${ms} ms:\n${serverLog}`)
-    await sleep(100)
-  }
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-
 before(async () => {
-  assert.ok(databaseURL, 'TEST_DATABASE_URL is not set: run `make test`')
-  const port = await freePort()
-  base = `http://127.0.0.1:${port}`
-  wsURL = `ws://127.0.0.1:${port}/graphql`
-  const env = {
-    ...process.env,
-    DATABASE_URL: databaseURL,
-    C360_ADDR: `127.0.0.1:${port}`,
-    C360_WS_INIT_TIMEOUT: '500ms',
-    C360_SUBSCRIBER_QUEUE: '2',
-    C360_ALLOWED_ORIGINS: allowedOrigin,
-  }
-  server = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stdout.on('data', (d) => { serverLog += d })
-  server.stderr.on('data', (d) => { serverLog += d })
-  await waitHealthy(`${base}/readyz`, 30000)
-  const slug = `e2e-rt-${randomBytes(6).toString('hex')}`
-  creds = JSON.parse(execFileSync(bin, ['workspace', 'create', '--slug', slug, '--json'], { env }).toString())
+  server = await startServer({
+    env: {
+      C360_WS_INIT_TIMEOUT: '500ms',
+      C360_SUBSCRIBER_QUEUE: '2',
+      C360_ALLOWED_ORIGINS: allowedOrigin,
+    },
+    healthPath: '/readyz',
+  })
+  base = server.base
+  wsURL = `ws://127.0.0.1:${server.port}/graphql`
+  creds = createWorkspace(server.env, { prefix: 'e2e-rt-' })
 })
 
 after(async () => {
-  if (!server || server.exitCode !== null) return
-  const exited = new Promise((resolve) => server.once('exit', resolve))
-  server.kill('SIGTERM')
-  const timer = setTimeout(() => server.kill('SIGKILL'), 10000)
-  await exited
-  clearTimeout(timer)
+  await server?.stop()
 })
 
 async function identify(email, traits) {
@@ -95,7 +47,7 @@ async function identify(email, traits) {
     }),
   })
   const body = await res.json()
-  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${serverLog}`)
+  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${server.log()}`)
   return body.data.identify
 }
 
@@ -117,7 +69,7 @@ function client(opts = {}) {
 // closeCode subscribes and resolves with the close code the client reports.
 function closeCode(c, query = 'subscription { customerChanges { version } }') {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no close within 10s\n${serverLog}`)), 10000)
+    const timer = setTimeout(() => reject(new Error(`no close within 10s\n${server.log()}`)), 10000)
     c.subscribe({ query }, {
       next: () => {},
       error: (e) => { clearTimeout(timer); resolve(e?.code ?? e) },

@@ -3,72 +3,24 @@
 // identify and track; GraphQL then shows them on the profile.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
 import { Analytics } from '@segment/analytics-node'
-
-const bin = fileURLToPath(new URL('../bin/c360', import.meta.url))
-const databaseURL = process.env.TEST_DATABASE_URL
+import { startServer, createWorkspace } from './harness.js'
 
 let server
-let serverLog = ''
 let base
 let creds
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-async function waitHealthy(url, ms) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (server.exitCode !== null) {
-      throw new Error(`c360 serve exited with ${server.exitCode}:\n${serverLog}`)
-    }
-    try {
-      const res = await fetch(url)
-      if (res.ok) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`c360 serve not healthy after ${ms} ms:\n${serverLog}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 before(async () => {
-  assert.ok(databaseURL, 'TEST_DATABASE_URL is not set: run `make test`')
-  const port = await freePort()
-  base = `http://127.0.0.1:${port}`
-  const env = { ...process.env, DATABASE_URL: databaseURL, C360_ADDR: `127.0.0.1:${port}` }
   // serve applies the migrations; the workspace is created once it is up.
-  server = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stdout.on('data', (d) => { serverLog += d })
-  server.stderr.on('data', (d) => { serverLog += d })
-  await waitHealthy(`${base}/healthz`, 30000)
-  const slug = `e2e-${randomBytes(6).toString('hex')}`
-  const out = execFileSync(bin, ['workspace', 'create', '--slug', slug, '--json'], { env })
-  creds = JSON.parse(out.toString())
+  server = await startServer()
+  base = server.base
+  creds = createWorkspace(server.env)
   assert.match(creds.writeKey, /^c360_/)
 })
 
 after(async () => {
-  if (!server || server.exitCode !== null) return
-  const exited = new Promise((resolve) => server.once('exit', resolve))
-  server.kill('SIGTERM')
-  const timer = setTimeout(() => server.kill('SIGKILL'), 10000)
-  await exited
-  clearTimeout(timer)
+  await server?.stop()
 })
 
 async function graphql(query, variables) {
@@ -79,7 +31,7 @@ async function graphql(query, variables) {
   })
   const body = await res.json()
   assert.equal(res.status, 200, JSON.stringify(body))
-  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${serverLog}`)
+  assert.equal(body.errors, undefined, `${JSON.stringify(body.errors)}\nserver log:\n${server.log()}`)
   return body.data
 }
 
@@ -104,7 +56,7 @@ test('analytics-node identify and track land on the profile', async () => {
   analytics.page({ userId, category: 'Docs', name: 'Pricing' }, delivered)
   await analytics.closeAndFlush({ timeout: 15000 })
 
-  assert.deepEqual(failures, [], `delivery failed; server log:\n${serverLog}`)
+  assert.deepEqual(failures, [], `delivery failed; server log:\n${server.log()}`)
   assert.ok(responses.length > 0, 'the SDK sent nothing')
   for (const r of responses) {
     assert.equal(r.status, 200, `answer ${r.status} from ${r.url}`)

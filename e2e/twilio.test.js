@@ -5,15 +5,12 @@
 // the StatusCallback URL c360 asked for, moves the message forward.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { createServer as createNetServer } from 'node:net'
 import { createServer } from 'node:http'
-import { fileURLToPath } from 'node:url'
 import twilio from 'twilio'
+import { bin, startServer, createWorkspace } from './harness.js'
 
-const bin = fileURLToPath(new URL('../bin/c360', import.meta.url))
-const databaseURL = process.env.TEST_DATABASE_URL
 // Behind a proxy, Twilio calls (and signs) the public URL, not c360's own address.
 const publicURL = 'https://c360.example.test'
 const accountSid = 'AC' + randomBytes(16).toString('hex')
@@ -21,41 +18,11 @@ const authToken = randomBytes(16).toString('hex')
 const smsFrom = '+14155550199'
 
 let server
-let serverLog = ''
 let base
 let creds
 let slug
 let fake
 const twilioRequests = []
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-async function waitHealthy(url, ms) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    if (server.exitCode !== null) {
-      throw new Error(`c360 serve exited with ${server.exitCode}:\n${serverLog}`)
-    }
-    try {
-      const res = await fetch(url)
-      if (res.ok) return
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`c360 serve not healthy after ${ms} ms:\n${serverLog}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 // The stand-in for api.twilio.com: records each Messages.json request and
 // answers like Twilio does for a queued message.
@@ -78,35 +45,23 @@ function startFakeTwilio() {
 }
 
 before(async () => {
-  assert.ok(databaseURL, 'TEST_DATABASE_URL is not set: run `make test`')
   fake = await startFakeTwilio()
-  const port = await freePort()
-  base = `http://127.0.0.1:${port}`
-  const env = {
-    ...process.env,
-    DATABASE_URL: databaseURL,
-    C360_ADDR: `127.0.0.1:${port}`,
-    C360_PUBLIC_URL: publicURL,
-    C360_TWILIO_API_URL: `http://127.0.0.1:${fake.address().port}`,
-  }
-  server = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-  server.stdout.on('data', (d) => { serverLog += d })
-  server.stderr.on('data', (d) => { serverLog += d })
-  await waitHealthy(`${base}/healthz`, 30000)
-  slug = `e2e-tw-${randomBytes(6).toString('hex')}`
-  creds = JSON.parse(execFileSync(bin, ['workspace', 'create', '--slug', slug, '--json'], { env }).toString())
+  server = await startServer({
+    env: {
+      C360_PUBLIC_URL: publicURL,
+      C360_TWILIO_API_URL: `http://127.0.0.1:${fake.address().port}`,
+    },
+  })
+  base = server.base
+  creds = createWorkspace(server.env, { prefix: 'e2e-tw-' })
+  slug = creds.slug
   execFileSync(bin, ['workspace', 'update', '--slug', slug, '--twilio-account-sid', accountSid,
-    '--twilio-auth-token', authToken, '--twilio-sms-from', smsFrom], { env })
+    '--twilio-auth-token', authToken, '--twilio-sms-from', smsFrom], { env: server.env })
 })
 
 after(async () => {
   fake?.close()
-  if (!server || server.exitCode !== null) return
-  const exited = new Promise((resolve) => server.once('exit', resolve))
-  server.kill('SIGTERM')
-  const timer = setTimeout(() => server.kill('SIGKILL'), 10000)
-  await exited
-  clearTimeout(timer)
+  await server?.stop()
 })
 
 async function graphql(query, variables) {
