@@ -287,6 +287,7 @@ func BenchmarkNormalizeEmail(b *testing.B) {
 	}
 }
 
+// BenchmarkNormalizePhone measures a sender seen before: the cache answers.
 func BenchmarkNormalizePhone(b *testing.B) {
 	n := Normalizer{DefaultRegion: "US"}
 	id := phone("(415) 555-0100")
@@ -294,6 +295,31 @@ func BenchmarkNormalizePhone(b *testing.B) {
 	for b.Loop() {
 		if _, err := n.Normalize(id); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNormalizePhoneFirstSeen measures a number's first parse, which
+// the cache does not help.
+func BenchmarkNormalizePhoneFirstSeen(b *testing.B) {
+	n := Normalizer{DefaultRegion: "US"}
+	id := phone("(415) 555-0100")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.normalizePhone(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestPhoneCacheAgreesWithParse(t *testing.T) {
+	n := Normalizer{DefaultRegion: "US"}
+	for _, raw := range []string{"(415) 555-0100", "whatsapp:+14155550100", "12", "+44 20 7946 0958"} {
+		first, err1 := n.Normalize(phone(raw))
+		again, err2 := n.Normalize(phone(raw)) // from the cache
+		direct, err3 := n.normalizePhone(phone(raw))
+		if first != again || first != direct || (err1 == nil) != (err2 == nil) || (err1 == nil) != (err3 == nil) {
+			t.Errorf("%q: first %v/%v, cached %v/%v, parsed %v/%v", raw, first, err1, again, err2, direct, err3)
 		}
 	}
 }
