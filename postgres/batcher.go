@@ -228,11 +228,20 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 		results []c360.IngestResult
 		changed []int64
 	)
-	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
-		var err error
-		results, changed, err = db.ingestGroup(ctx, tx, ws, rules, flat)
-		return err
-	})
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
+			var err error
+			results, changed, err = db.ingestGroup(ctx, tx, ws, rules, flat)
+			return err
+		})
+		if !errors.Is(err, errClaimRace) {
+			break
+		}
+	}
+	if errors.Is(err, errClaimRace) {
+		err = c360.Errorf(c360.EUNAVAILABLE, "events were being stored concurrently; retry")
+	}
 	if !errors.Is(err, errSlowPath) {
 		return results, changed, err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,10 +15,10 @@ import (
 )
 
 // The group path applies many events in a fixed number of set-based
-// statements: one INSERT claims every event, one statement takes every
-// identity lock, one reads every owner, one locks every customer, and one
-// pipelined batch writes customers, identities, conversations, messages,
-// consents, change rows and event links. Its cost per event falls as the
+// statements: one SELECT finds events stored before, one statement takes
+// every identity lock, one reads every owner, one locks every customer, and
+// one pipelined batch writes events (each once, with its customer),
+// customers, identities, conversations, messages, consents and change rows. Its cost per event falls as the
 // group grows, which is what lets concurrent webhooks share a transaction.
 //
 // It handles the common case: each event resolves to at most one existing
@@ -29,6 +28,11 @@ import (
 
 // errSlowPath reports that a group needs the per-event path.
 var errSlowPath = errors.New("group needs the per-event path")
+
+// errClaimRace reports that a concurrent transaction stored one of the
+// group's events between the duplicate check and the insert: the group is
+// retried, and the check then finds it.
+var errClaimRace = errors.New("an event of the group was stored concurrently")
 
 // lastSeenGranularity bounds how stale an identity's last_seen may be
 // before an event refreshes it; refreshing on every event would rewrite
@@ -56,8 +60,8 @@ func fastEligible(p *preparedEvent) bool {
 }
 
 // ingestGroup applies events with the group path, or returns errSlowPath
-// before writing anything but the event claims (the caller then rolls the
-// transaction back and uses the per-event path).
+// before writing anything (the caller then rolls back and uses the per-event
+// path), or errClaimRace (the caller retries).
 func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]c360.IngestResult, []int64, error) {
 	for _, p := range prepared {
 		if !fastEligible(p) {
@@ -69,7 +73,7 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 	for i, p := range prepared {
 		evs[i] = &groupEvent{p: p, dupOf: -1, res: c360.IngestResult{Dropped: slices.Clone(p.dropped)}}
 	}
-	if err := claimEvents(ctx, tx, ws, evs); err != nil {
+	if err := findDuplicates(ctx, tx, ws, evs); err != nil {
 		return nil, nil, err
 	}
 	var live []*groupEvent
@@ -96,88 +100,31 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 	return results, changed, nil
 }
 
-// claimEvents inserts every event in (source, dedupe key) order, so two
-// groups that share events wait for each other in the same order and never
-// deadlock. An event already stored is a duplicate: it gets the stored id
-// and customer; one repeated within the group points at its first copy.
-func claimEvents(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) error {
-	order := make([]int, len(evs))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int {
-		ea, eb := evs[a].p.ev, evs[b].p.ev
-		if c := strings.Compare(ea.Source, eb.Source); c != 0 {
-			return c
-		}
-		return strings.Compare(ea.DedupeKey, eb.DedupeKey)
-	})
+// findDuplicates marks the events stored before (they get the stored id
+// and customer) and those repeated within the group (they point at their
+// first copy). The others are new: the flush inserts them, each once, with
+// its customer. A plain INSERT, not ON CONFLICT: a concurrent transaction
+// that stores the same event first makes it fail (errClaimRace) instead of
+// applying it twice.
+func findDuplicates(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) error {
 	type key struct{ source, dedupe string }
 	first := map[key]int{}
-	n := len(evs)
-	types, names, props, traits, ctxs, ids, sources, keys := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
-		make([]*string, 0, n), make([]*string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
-	for _, i := range order {
-		ev := evs[i].p.ev
-		k := key{ev.Source, ev.DedupeKey}
+	var sources, keys []string
+	for i, e := range evs {
+		k := key{e.p.ev.Source, e.p.ev.DedupeKey}
 		if j, ok := first[k]; ok {
-			evs[i].dupOf = j
+			e.dupOf = j
 			continue
 		}
 		first[k] = i
-		types = append(types, ev.Type)
-		names = append(names, ev.Name)
-		props = append(props, mustJSON(ev.Properties))
-		traits = append(traits, jsonOrNil(ev.Traits))
-		ctxs = append(ctxs, jsonOrNil(ev.Context))
-		ids = append(ids, mustJSON(evs[i].p.identities))
-		sources = append(sources, ev.Source)
-		keys = append(keys, ev.DedupeKey)
-		occurred = append(occurred, ev.OccurredAt)
-		received = append(received, ev.ReceivedAt)
+		e.claimed = true
+		sources, keys = append(sources, k.source), append(keys, k.dedupe)
 	}
 	rows, err := tx.Query(ctx, `
-		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at)
-		SELECT $1, x.t, nullif(x.n, ''), x.p::jsonb, x.tr::jsonb, x.cx::jsonb, x.ids::jsonb, x.s, x.k, x.o, x.r
-		FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
-		     WITH ORDINALITY AS x(t, n, p, tr, cx, ids, s, k, o, r, ord)
-		ORDER BY x.ord
-		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
-		RETURNING id, source, dedupe_key`,
-		ws, types, names, props, traits, ctxs, ids, sources, keys, occurred, received)
-	if err != nil {
-		return interpretError(fmt.Errorf("claim events: %w", err))
-	}
-	for rows.Next() {
-		var id int64
-		var k key
-		if err := rows.Scan(&id, &k.source, &k.dedupe); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan claimed event: %w", err)
-		}
-		e := evs[first[k]]
-		e.res.EventID, e.claimed = id, true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return interpretError(fmt.Errorf("claim events: %w", err))
-	}
-	// Events stored before this group: report the stored id and customer.
-	var dupSources, dupKeys []string
-	for k, i := range first {
-		if !evs[i].claimed {
-			dupSources, dupKeys = append(dupSources, k.source), append(dupKeys, k.dedupe)
-		}
-	}
-	if len(dupKeys) == 0 {
-		return nil
-	}
-	rows, err = tx.Query(ctx, `
 		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
 		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
 		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
-		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, dupSources, dupKeys)
+		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, keys)
 	if err != nil {
 		return interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
@@ -189,6 +136,7 @@ func claimEvents(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) er
 			return fmt.Errorf("scan duplicate event: %w", err)
 		}
 		e := evs[first[k]]
+		e.claimed = false
 		e.res = c360.IngestResult{EventID: id, CustomerID: cust, Duplicate: true}
 	}
 	return interpretError(rows.Err())
@@ -197,15 +145,16 @@ func claimEvents(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) er
 // groupState is the group's view of the identity graph and the customers
 // it touches, updated as each event is applied in memory.
 type groupState struct {
-	owners   map[identity.Identity]int64
-	lastSeen map[identity.Identity]time.Time
-	existing map[int64][]identity.Identity
-	cust     map[int64]*customerRow
-	convs    map[convKey]int64
-	newCust  []int64
-	freeCust []int64
-	freeConv []int64
-	freeMsg  []int64
+	owners    map[identity.Identity]int64
+	lastSeen  map[identity.Identity]time.Time
+	existing  map[int64][]identity.Identity
+	cust      map[int64]*customerRow
+	convs     map[convKey]int64
+	newCust   []int64
+	freeCust  []int64
+	freeConv  []int64
+	freeMsg   []int64
+	freeEvent []int64
 }
 
 type convKey struct {
@@ -302,7 +251,8 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	b.Queue(`SELECT
 		ARRAY(SELECT nextval('customers_id_seq') FROM generate_series(1, $1)),
 		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $1)),
-		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $1))`, n)
+		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $1)),
+		ARRAY(SELECT nextval('events_id_seq') FROM generate_series(1, $1))`, n)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
@@ -364,7 +314,7 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	if err := rows.Err(); err != nil {
 		return interpretError(fmt.Errorf("load conversations: %w", err))
 	}
-	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg); err != nil {
+	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg, &st.freeEvent); err != nil {
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
 	}
 	return nil
@@ -383,6 +333,7 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	if len(d.Merge) > 0 {
 		return errSlowPath
 	}
+	e.res.EventID = st.take(&st.freeEvent)
 	for _, x := range d.Dropped {
 		e.res.Dropped = append(e.res.Dropped, fmt.Sprintf("%s %q: %s", x.Identity.Type, x.Identity.Value, x.Reason))
 	}
@@ -451,7 +402,8 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		kind = c360.ChangeCreated
 	}
 	c.version++
-	w.change(c, kind, diff, e.res.EventID, e.res.Dropped)
+	w.change(c, kind, diff)
+	w.event(e, c.id)
 	return nil
 }
 

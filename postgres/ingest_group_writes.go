@@ -2,10 +2,14 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -35,8 +39,7 @@ type groupWrites struct {
 	kAt                           []time.Time
 	chCust, chVersion             []int64
 	chKind, chDiff                []string
-	evIDs, evCust                 []int64
-	evDropped                     []*string
+	events                        []groupEventRow
 	touched                       map[int64]bool
 }
 
@@ -98,15 +101,60 @@ func (w *groupWrites) consent(customer int64, channel, status, source string, at
 		append(w.kStatus, status), append(w.kSource, source), append(w.kAt, at)
 }
 
-func (w *groupWrites) change(c *customerRow, kind string, diff map[string]any, event int64, dropped []string) {
+func (w *groupWrites) change(c *customerRow, kind string, diff map[string]any) {
 	w.chCust, w.chVersion, w.chKind, w.chDiff = append(w.chCust, c.id), append(w.chVersion, c.version), append(w.chKind, kind), append(w.chDiff, mustJSON(diff))
-	var d *string
-	if len(dropped) > 0 {
-		s := mustJSON(dropped)
-		d = &s
-	}
-	w.evIDs, w.evCust, w.evDropped = append(w.evIDs, event), append(w.evCust, c.id), append(w.evDropped, d)
 	w.touched[c.id] = true
+}
+
+// groupEventRow is an event to insert, with its customer and drops.
+type groupEventRow struct {
+	e        *groupEvent
+	customer int64
+}
+
+func (w *groupWrites) event(e *groupEvent, customer int64) {
+	w.events = append(w.events, groupEventRow{e: e, customer: customer})
+}
+
+// queueEvents inserts the group's new events, each once and with its
+// customer, in (source, dedupe key) order so that two groups sharing an
+// event wait for each other in one order.
+func (w *groupWrites) queueEvents(b *pgx.Batch) {
+	rows := slices.Clone(w.events)
+	slices.SortFunc(rows, func(a, b groupEventRow) int {
+		if c := strings.Compare(a.e.p.ev.Source, b.e.p.ev.Source); c != 0 {
+			return c
+		}
+		return strings.Compare(a.e.p.ev.DedupeKey, b.e.p.ev.DedupeKey)
+	})
+	n := len(rows)
+	ids, custs := make([]int64, 0, n), make([]int64, 0, n)
+	types, names, props, ids2, sources, keys := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n),
+		make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+	traits, ctxs, dropped := make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
+	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
+	for _, r := range rows {
+		ev := r.e.p.ev
+		ids, custs = append(ids, r.e.res.EventID), append(custs, r.customer)
+		types, names, props = append(types, ev.Type), append(names, ev.Name), append(props, mustJSON(ev.Properties))
+		traits, ctxs = append(traits, jsonOrNil(ev.Traits)), append(ctxs, jsonOrNil(ev.Context))
+		ids2, sources, keys = append(ids2, mustJSON(r.e.p.identities)), append(sources, ev.Source), append(keys, ev.DedupeKey)
+		occurred, received = append(occurred, ev.OccurredAt), append(received, ev.ReceivedAt)
+		var d *string
+		if len(r.e.res.Dropped) > 0 {
+			s := mustJSON(r.e.res.Dropped)
+			d = &s
+		}
+		dropped = append(dropped, d)
+	}
+	b.Queue(`
+		INSERT INTO events (workspace_id, id, customer_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, dropped)
+		OVERRIDING SYSTEM VALUE
+		SELECT $1, x.id, x.c, x.t, nullif(x.n, ''), x.p::jsonb, x.tr::jsonb, x.cx::jsonb, x.ids::jsonb, x.s, x.k, x.o, x.r, x.d::jsonb
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::text[])
+		     WITH ORDINALITY AS x(id, c, t, n, p, tr, cx, ids, s, k, o, r, d, ord)
+		ORDER BY x.ord`,
+		w.ws, ids, custs, types, names, props, traits, ctxs, ids2, sources, keys, occurred, received, dropped)
 }
 
 // flush writes everything in one round trip.
@@ -118,6 +166,7 @@ func (w *groupWrites) change(c *customerRow, kind string, diff map[string]any, e
 func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) error {
 	ws, now := w.ws, w.now
 	b := &pgx.Batch{}
+	w.queueEvents(b)
 	if len(st.newCust) > 0 {
 		b.Queue(`INSERT INTO customers (workspace_id, id, created_at, updated_at) OVERRIDING SYSTEM VALUE
 			SELECT $1, id, $3, $3 FROM unnest($2::bigint[]) AS id`, ws, st.newCust, now)
@@ -173,10 +222,11 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)
-	b.Queue(`UPDATE events e SET customer_id = x.c, dropped = x.d::jsonb
-		FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS x(id, c, d)
-		WHERE e.workspace_id = $1 AND e.id = x.id AND e.id = ANY($2)`, ws, w.evIDs, w.evCust, w.evDropped)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_workspace_id_source_dedupe_key_key" {
+			return errClaimRace
+		}
 		return interpretError(fmt.Errorf("write group: %w", err))
 	}
 	return nil

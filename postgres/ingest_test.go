@@ -370,3 +370,53 @@ func TestFindCustomersPages(t *testing.T) {
 		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
 	}
 }
+
+// Two replicas' groups that carry the same event: one stores it, the other
+// finds it (on its duplicate check, or by losing the insert and retrying),
+// and both answer with the one stored event.
+func TestGroupsOfTwoReplicasShareAnEvent(t *testing.T) {
+	db1 := pgtest.Open(t)
+	db2 := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db1)
+	ctx := context.Background()
+	const rounds = 20
+	for r := 0; r < rounds; r++ {
+		shared := fmt.Sprintf("shared-%d", r)
+		var wg sync.WaitGroup
+		got := make([]c360.IngestResult, 8)
+		errs := make([]error, 8)
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				db := db1
+				if g%2 == 1 {
+					db = db2
+				}
+				res, err := db.Ingest(ctx, ws, []*c360.Event{
+					track(fmt.Sprintf("own-%d-%d", r, g), ids("phone", fmt.Sprintf("+1415555%04d", g))),
+					track(shared, ids("phone", "+14155559999")),
+				})
+				if err == nil {
+					got[g] = res[1]
+				}
+				errs[g] = err
+			}()
+		}
+		wg.Wait()
+		for g := range got {
+			if errs[g] != nil {
+				t.Fatalf("round %d sender %d: %v", r, g, errs[g])
+			}
+			if got[g].EventID != got[0].EventID || got[g].EventID == 0 {
+				t.Fatalf("round %d: sender %d got event %d, sender 0 got %d", r, g, got[g].EventID, got[0].EventID)
+			}
+		}
+		if n := count(t, db1, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = $2`, ws, shared); n != 1 {
+			t.Fatalf("round %d: shared event stored %d times", r, n)
+		}
+	}
+	if n := count(t, db1, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != rounds*9 {
+		t.Errorf("events = %d, want %d", n, rounds*9)
+	}
+}
