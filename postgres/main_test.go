@@ -1,14 +1,9 @@
 package postgres_test
 
 import (
-	"os"
 	"testing"
 
 	"github.com/c360dev/c360/internal/pgtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	pgtest.Drop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +21,7 @@ import (
 	"github.com/c360dev/c360/server"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	pgtest.Drop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 var now = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,11 +24,7 @@ import (
 	"github.com/c360dev/c360/server"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	pgtest.Drop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // env is the real server with the tracking API mounted as cmd/c360 mounts
 // it, on a real store, with one workspace.

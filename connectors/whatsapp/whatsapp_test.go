@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 
@@ -23,11 +22,7 @@ import (
 	"github.com/c360dev/c360/server"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	pgtest.Drop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const (
 	appSecret   = "meta-app-secret-0123456789"

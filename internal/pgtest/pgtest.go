@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360/postgres"
 )
@@ -129,4 +130,19 @@ func sanitize(s string) string {
 		return b.String()[:20]
 	}
 	return b.String()
+}
+
+// Main runs a test binary's tests, drops its database, and, when they
+// passed, fails the binary if any goroutine outlived them: every store,
+// batcher and server a test opens must have been closed.
+func Main(m *testing.M, ignore ...goleak.Option) {
+	code := m.Run()
+	Drop()
+	if code == 0 {
+		if err := goleak.Find(ignore...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
