@@ -194,6 +194,9 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		return res, nil, interpretError(fmt.Errorf("insert event: %w", err))
 	}
 
+	if ev.Type == c360.EventMessageStatus && ev.Message != nil {
+		return db.ingestStatus(ctx, tx, ws, ev, res)
+	}
 	cust, decision, err := db.resolve(ctx, tx, ws, rules, p.identities, res.EventID, ev)
 	if err != nil {
 		return res, nil, err
@@ -211,18 +214,6 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		}
 		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
 		kind = c360.ChangeConsent
-	}
-	if ev.Message != nil && ev.Type == c360.EventMessageStatus {
-		m, found, err := applyMessageStatus(ctx, tx, ws, ev)
-		if err != nil {
-			return res, nil, err
-		}
-		res.NoMessage = !found
-		if m != nil {
-			diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
-				"channel": m.Channel, "direction": m.Direction, "status": m.Status}
-			kind = c360.ChangeMessage
-		}
 	}
 	if ev.Message != nil && ev.Type == c360.EventMessage {
 		m, err := insertMessage(ctx, tx, ws, cust.id, res.EventID, ev)
@@ -579,4 +570,38 @@ func (db *DB) committed(ws int64, customers []int64) {
 	}
 	slices.Sort(customers)
 	db.OnCommit(ws, slices.Compact(customers))
+}
+
+// ingestStatus applies a delivery status callback. It belongs to the
+// message's customer, whoever the callback's phone numbers resolve to, so
+// it resolves no identities: an unknown message creates no customer (the
+// event is kept, and the message catches up when it is recorded), and a
+// status that does not move the message forward changes nothing else.
+func (db *DB) ingestStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event, res c360.IngestResult) (c360.IngestResult, []int64, error) {
+	m, found, err := applyMessageStatus(ctx, tx, ws, ev)
+	if err != nil {
+		return res, nil, err
+	}
+	res.NoMessage = !found
+	if m == nil {
+		return res, nil, nil
+	}
+	locked, stale, err := lockCustomers(ctx, tx, ws, []int64{m.CustomerID})
+	if err != nil {
+		return res, nil, err
+	}
+	cust := locked[m.CustomerID]
+	if stale || cust == nil {
+		return res, nil, fmt.Errorf("message %d belongs to customer %d, which was merged away", m.ID, m.CustomerID)
+	}
+	res.CustomerID = cust.id
+	diff := map[string]any{
+		"event": map[string]any{"id": fmt.Sprint(res.EventID), "type": ev.Type, "name": ev.Name},
+		"message": map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
+			"channel": m.Channel, "direction": m.Direction, "status": m.Status},
+	}
+	if err := commitCustomer(ctx, tx, ws, cust, c360.ChangeMessage, diff, db.Now(), res.EventID, nil); err != nil {
+		return res, nil, err
+	}
+	return res, []int64{cust.id}, nil
 }

@@ -97,3 +97,26 @@ func TestFindOutreach(t *testing.T) {
 		t.Errorf("unknown customer: %v", err)
 	}
 }
+
+// A status callback belongs to its message's customer. One for a message
+// not (yet) stored creates no customer and touches no profile.
+func TestStatusOfUnknownMessageCreatesNoCustomer(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	res, err := db.Ingest(ctx, ws, []*c360.Event{{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: "SMnone:delivered",
+		Identities: []c360.Identity{{Type: "phone", Value: "+14155550170"}},
+		Message:    &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: "SMnone", Status: "delivered"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].NoMessage || res[0].CustomerID != 0 {
+		t.Errorf("result = %+v, want NoMessage and no customer", res[0])
+	}
+	var customers, events int
+	db.Pool.QueryRow(ctx, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws).Scan(&customers)
+	db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws).Scan(&events)
+	if customers != 0 || events != 1 {
+		t.Errorf("customers = %d, events = %d; want 0 and 1 (the event is kept for the message to catch up)", customers, events)
+	}
+}
