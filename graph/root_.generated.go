@@ -2190,7 +2190,7 @@ type CreatedApiKey {
 type AuditEntry {
   id: ID!
   at: Time!
-  "customer.read, pii.read, customer.merge, customer.split, message.send, apikey.create, apikey.revoke, identity_rules.update"
+  "customer.read, pii.read, customer.merge, customer.split, message.send, apikey.create, apikey.revoke, identity_rules.update, deadletter.replay"
   action: String!
   "The API key that acted (its prefix), or cli for the command line."
   actor: String!
