@@ -42,6 +42,8 @@ type DB struct {
 	OnCommit func(workspaceID int64, customerIDs []int64)
 
 	rules rulesCache
+	// migrationsCurrentUntil caches Ready's migration check (migrate.go).
+	migrationsCurrentUntil atomic.Int64
 	// workspaces caches FindWorkspaceBySlug (workspace.go).
 	workspaces sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -93,8 +94,15 @@ func (m *Migrator) Current(ctx context.Context) (bool, error) {
 
 // Ready reports whether the database answers and every migration is applied.
 func (db *DB) Ready(ctx context.Context) error {
-	if err := db.Pool.Ping(ctx); err != nil {
+	// The app pool carries the traffic; acquiring one of its connections
+	// also proves SET ROLE c360_app works.
+	if err := db.app.Ping(ctx); err != nil {
 		return interpretError(fmt.Errorf("ping: %w", err))
+	}
+	// Migrations stay current once they are: a probe every few seconds
+	// need not rebuild goose's view of them each time.
+	if time.Now().UnixNano() < db.migrationsCurrentUntil.Load() {
+		return nil
 	}
 	m, err := db.NewMigrator()
 	if err != nil {
@@ -108,5 +116,6 @@ func (db *DB) Ready(ctx context.Context) error {
 	if !ok {
 		return c360.Errorf(c360.EUNAVAILABLE, "migrations pending")
 	}
+	db.migrationsCurrentUntil.Store(time.Now().Add(30 * time.Second).UnixNano())
 	return nil
 }
