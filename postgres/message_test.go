@@ -2,7 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -118,5 +120,71 @@ func TestStatusOfUnknownMessageCreatesNoCustomer(t *testing.T) {
 	db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws).Scan(&events)
 	if customers != 0 || events != 1 {
 		t.Errorf("customers = %d, events = %d; want 0 and 1 (the event is kept for the message to catch up)", customers, events)
+	}
+}
+
+// ConversationsWithMessages answers exactly what the two separate reads
+// answer, pages and cursors included.
+func TestConversationsWithMessagesMatchesSeparateReads(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	var cust int64
+	base := time.Now().Add(-time.Hour)
+	for i, ch := range []string{"sms", "whatsapp", "chat"} {
+		for j := 0; j < 4; j++ {
+			ev := &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: fmt.Sprintf("%s-%d", ch, j),
+				Identities: ids("phone", "+14155550150"), OccurredAt: base.Add(time.Duration(i*10+j) * time.Minute),
+				Message: &c360.MessageInput{Channel: ch, Direction: "inbound", Body: fmt.Sprintf("%s %d", ch, j), Status: "received"}}
+			res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cust = res[0].CustomerID
+		}
+	}
+	check := func(convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message]) {
+		t.Helper()
+		convs, msgs, err := db.ConversationsWithMessages(ctx, ws, cust, convArgs, msgArgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := db.ConversationsByCustomers(ctx, ws, []int64{cust}, convArgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(convs.Cursors, convs.HasNext) != fmt.Sprint(want[cust].Cursors, want[cust].HasNext) {
+			t.Errorf("conversations %v: got %v %v, want %v %v", convArgs, convs.Cursors, convs.HasNext, want[cust].Cursors, want[cust].HasNext)
+		}
+		var convIDs []int64
+		for _, c := range convs.Items {
+			convIDs = append(convIDs, c.ID)
+		}
+		wantMsgs, err := db.MessagesByConversations(ctx, ws, convIDs, msgArgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range convIDs {
+			got, w := msgs[id], wantMsgs[id]
+			if got == nil || fmt.Sprint(got.Cursors, got.HasNext) != fmt.Sprint(w.Cursors, w.HasNext) {
+				t.Errorf("messages of %d with %v: got %+v, want %+v", id, msgArgs, got, w)
+			}
+		}
+		return convs, msgs
+	}
+	convs, msgs := check(c360.PageArgs{First: 2}, c360.PageArgs{First: 3})
+	if len(convs.Items) != 2 || !convs.HasNext || len(msgs[convs.Items[0].ID].Items) != 3 || !msgs[convs.Items[0].ID].HasNext {
+		t.Fatalf("first pages: %d conversations (more %v), %d messages", len(convs.Items), convs.HasNext, len(msgs[convs.Items[0].ID].Items))
+	}
+	check(c360.PageArgs{First: 2, After: convs.Cursors[1]}, c360.PageArgs{First: 3, After: msgs[convs.Items[0].ID].Cursors[2]})
+	check(c360.PageArgs{First: 10}, c360.PageArgs{First: 10})
+	if _, _, err := db.ConversationsWithMessages(ctx, ws, cust, c360.PageArgs{First: 2, After: "%%%"}, c360.PageArgs{First: 1}); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
+	}
+	// Another workspace sees nothing of this customer.
+	other, _, _ := pgtest.Workspace(t, db)
+	c, m, err := db.ConversationsWithMessages(ctx, other, cust, c360.PageArgs{First: 10}, c360.PageArgs{First: 10})
+	if err != nil || len(c.Items) != 0 || len(m) != 0 {
+		t.Errorf("from another workspace: %d conversations, %d message pages (%v)", len(c.Items), len(m), err)
 	}
 }

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -137,4 +138,107 @@ func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, err
 		e.CustomerID = *cust
 	}
 	return e, nil
+}
+
+// ConversationsWithMessages returns a customer's page of conversations and,
+// for each, a page of its messages, in one round trip: the messages
+// statement finds the same conversations with the same bounds. A console's
+// customer view needs both; separately they are two round trips in a row.
+func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
+	cn, err := pageSize(convArgs.First)
+	if err != nil {
+		return nil, nil, err
+	}
+	mn, err := pageSize(msgArgs.First)
+	if err != nil {
+		return nil, nil, err
+	}
+	convParams := []any{ws, customer, cn + 1}
+	msgParams := []any{ws, customer, cn + 1, mn + 1}
+	convCond, msgConvCond, msgCond := "", "", ""
+	if convArgs.After != "" {
+		cur, err := c360.DecodeCursor(convArgs.After)
+		if err != nil {
+			return nil, nil, err
+		}
+		convParams = append(convParams, cur.Time, cur.ID)
+		convCond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
+		msgParams = append(msgParams, cur.Time, cur.ID)
+		msgConvCond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($5, $6)`
+	}
+	if msgArgs.After != "" {
+		cur, err := c360.DecodeCursor(msgArgs.After)
+		if err != nil {
+			return nil, nil, err
+		}
+		msgParams = append(msgParams, cur.Time, cur.ID)
+		msgCond = fmt.Sprintf(`AND (m.created_at, m.id) < ($%d, $%d)`, len(msgParams)-1, len(msgParams))
+	}
+	const convOrder = `ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC`
+	b := &pgx.Batch{}
+	b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
+	b.Queue(`SELECT c.id, c.channel, c.status, c.last_message_at, c.created_at FROM conversations c
+		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams...)
+	b.Queue(`SELECT p.id, m.id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''), m.media_urls, m.status,
+			coalesce(m.provider_id, ''), coalesce(m.error_code, ''), m.created_at
+		FROM (SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = $2 `+msgConvCond+` `+convOrder+` LIMIT $3) AS p(id)
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
+			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m`, msgParams...)
+	br := db.app.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, interpretError(fmt.Errorf("set workspace: %w", err))
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, nil, interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	convs := &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
+	msgs := map[int64]*c360.Page[*c360.Message]{}
+	for rows.Next() {
+		c := &c360.Conversation{WorkspaceID: ws, CustomerID: customer}
+		if err := rows.Scan(&c.ID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("scan conversation: %w", err)
+		}
+		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
+		if len(convs.Items) == cn {
+			convs.HasNext = true
+			continue
+		}
+		t := c.CreatedAt
+		if c.LastMessageAt != nil {
+			t = *c.LastMessageAt
+		}
+		convs.Items = append(convs.Items, c)
+		convs.Cursors = append(convs.Cursors, c360.Cursor{Time: t, ID: c.ID}.Encode())
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return nil, nil, interpretError(fmt.Errorf("load messages: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		m := &c360.Message{WorkspaceID: ws}
+		if err := rows.Scan(&m.ConversationID, &m.ID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs,
+			&m.Status, &m.ProviderID, &m.ErrorCode, &m.CreatedAt); err != nil {
+			return nil, nil, fmt.Errorf("scan message: %w", err)
+		}
+		pg := msgs[m.ConversationID]
+		if pg == nil {
+			continue // a conversation that became active between the two statements
+		}
+		if len(pg.Items) == mn {
+			pg.HasNext = true
+			continue
+		}
+		pg.Items = append(pg.Items, m)
+		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: m.CreatedAt, ID: m.ID}.Encode())
+	}
+	return convs, msgs, interpretError(rows.Err())
 }

@@ -55,6 +55,13 @@ func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer
 		}
 		return conversationConnection(p), nil
 	}
+	fields := selected(ctx, []string{"edges", "node"}, []string{"ConversationConnection", "ConversationEdge", "Conversation"})
+	if p, ok, err := r.conversationsWithMessages(ctx, obj, key.PageArgs, fields); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return conversationConnection(p), nil
+	}
 	m, err := r.ConversationService.ConversationsByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID}, key.PageArgs)
 	if err != nil {
 		return nil, err
@@ -64,7 +71,7 @@ func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer
 	for i, c := range p.Items {
 		convs[i] = c.ID
 	}
-	r.prefetchConversations(ctx, obj.WorkspaceID, selected(ctx, []string{"edges", "node"}, []string{"ConversationConnection", "ConversationEdge", "Conversation"}), convs)
+	r.prefetchConversations(ctx, obj.WorkspaceID, fields, convs)
 	return conversationConnection(p), nil
 }
 

@@ -182,3 +182,36 @@ func primePages[T any](l primer[pageKey, *c360.Page[T]], m map[int64]*c360.Page[
 		l.Prime(pageKey{id, args}, p)
 	}
 }
+
+// conversationsWithMessages serves one customer's conversations together
+// with their messages in one round trip, when exactly one messages field is
+// selected under them, and primes the messages loader. ok is false when the
+// query asks for something else; the caller then loads them separately.
+func (r *Resolver) conversationsWithMessages(ctx context.Context, obj *c360.Customer, args c360.PageArgs, fields []graphql.CollectedField) (*c360.Page[*c360.Conversation], bool, error) {
+	l := loadersFrom(ctx)
+	if l == nil {
+		return nil, false, nil
+	}
+	var msgField *graphql.CollectedField
+	for i := range fields {
+		if fields[i].Name == "messages" {
+			if msgField != nil {
+				return nil, false, nil // two selections with their own arguments
+			}
+			msgField = &fields[i]
+		}
+	}
+	if msgField == nil {
+		return nil, false, nil
+	}
+	margs, ok := argsOf(ctx, *msgField)
+	if !ok {
+		return nil, false, nil
+	}
+	p, msgs, err := r.ConversationService.ConversationsWithMessages(ctx, obj.WorkspaceID, obj.ID, args, margs)
+	if err != nil {
+		return nil, true, err
+	}
+	primePages(l.messages, msgs, margs)
+	return p, true, nil
+}
