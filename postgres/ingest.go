@@ -206,45 +206,28 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 	}
 	res.CustomerID = cust.id
 
-	diff := map[string]any{"event": map[string]any{"id": fmt.Sprint(res.EventID), "type": ev.Type, "name": ev.Name}}
-	kind := c360.ChangeEvent
+	ch := newChange(res.EventID, ev)
 	if ev.Consent != nil {
 		if err := upsertConsent(ctx, tx, ws, cust.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt); err != nil {
 			return res, nil, err
 		}
-		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
-		kind = c360.ChangeConsent
+		ch.consent(ev.Consent)
 	}
 	if ev.Message != nil && ev.Type == c360.EventMessage {
 		m, err := insertMessage(ctx, tx, ws, cust.id, res.EventID, ev)
 		if err != nil {
 			return res, nil, err
 		}
-		diff["message"] = map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
-			"channel": m.Channel, "direction": m.Direction}
-		if kind == c360.ChangeEvent {
-			kind = c360.ChangeMessage
-		}
+		ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, "")
 	}
-	if changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt); len(changed) > 0 {
-		diff["traits"] = changed
-		kind = c360.ChangeTraits
-	}
-	if len(cust.identAdds) > 0 {
-		diff["identitiesAdded"] = cust.identAdds
-		kind = c360.ChangeIdentityAdded
-	}
-	if len(cust.merged) > 0 {
-		diff["merged"] = idStrings(cust.merged)
-		kind = c360.ChangeMerged
-	}
-	if len(res.Dropped) > 0 {
-		diff["dropped"] = res.Dropped
-	}
+	ch.traits(applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt))
+	ch.identitiesAdded(cust.identAdds)
+	ch.merged(cust.merged)
+	ch.dropped(res.Dropped)
 	if cust.created {
-		kind = c360.ChangeCreated
+		ch.created()
 	}
-	if err := commitCustomer(ctx, tx, ws, cust, kind, diff, db.Now(), res.EventID, res.Dropped); err != nil {
+	if err := commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, db.Now(), res.EventID, res.Dropped); err != nil {
 		return res, nil, err
 	}
 	return res, append([]int64{cust.id}, cust.merged...), nil
@@ -595,12 +578,9 @@ func (db *DB) ingestStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Ev
 		return res, nil, fmt.Errorf("message %d belongs to customer %d, which was merged away", m.ID, m.CustomerID)
 	}
 	res.CustomerID = cust.id
-	diff := map[string]any{
-		"event": map[string]any{"id": fmt.Sprint(res.EventID), "type": ev.Type, "name": ev.Name},
-		"message": map[string]any{"id": fmt.Sprint(m.ID), "conversationId": fmt.Sprint(m.ConversationID),
-			"channel": m.Channel, "direction": m.Direction, "status": m.Status},
-	}
-	if err := commitCustomer(ctx, tx, ws, cust, c360.ChangeMessage, diff, db.Now(), res.EventID, nil); err != nil {
+	ch := newChange(res.EventID, ev)
+	ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, m.Status)
+	if err := commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, db.Now(), res.EventID, nil); err != nil {
 		return res, nil, err
 	}
 	return res, []int64{cust.id}, nil

@@ -363,12 +363,10 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		}
 	}
 
-	diff := map[string]any{"event": map[string]any{"id": fmt.Sprint(e.res.EventID), "type": ev.Type, "name": ev.Name}}
-	kind := c360.ChangeEvent
+	ch := newChange(e.res.EventID, ev)
 	if ev.Consent != nil {
 		w.consent(c.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt)
-		diff["consent"] = map[string]any{"channel": ev.Consent.Channel, "status": ev.Consent.Status}
-		kind = c360.ChangeConsent
+		ch.consent(ev.Consent)
 	}
 	if ev.Message != nil {
 		thread, _ := ev.Properties["threadKey"].(string)
@@ -381,28 +379,16 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		}
 		msg := st.take(&st.freeMsg)
 		w.message(msg, conv, c.id, e.res.EventID, ev)
-		diff["message"] = map[string]any{"id": fmt.Sprint(msg), "conversationId": fmt.Sprint(conv),
-			"channel": ev.Message.Channel, "direction": ev.Message.Direction}
-		if kind == c360.ChangeEvent {
-			kind = c360.ChangeMessage
-		}
+		ch.message(msg, conv, ev.Message.Channel, ev.Message.Direction, "")
 	}
-	if changed := applyTraits(c, withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt); len(changed) > 0 {
-		diff["traits"] = changed
-		kind = c360.ChangeTraits
-	}
-	if len(d.Attach) > 0 {
-		diff["identitiesAdded"] = d.Attach
-		kind = c360.ChangeIdentityAdded
-	}
-	if len(e.res.Dropped) > 0 {
-		diff["dropped"] = e.res.Dropped
-	}
+	ch.traits(applyTraits(c, withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt))
+	ch.identitiesAdded(d.Attach)
+	ch.dropped(e.res.Dropped)
 	if c.created && c.version == 0 {
-		kind = c360.ChangeCreated
+		ch.created()
 	}
 	c.version++
-	w.change(c, kind, diff)
+	w.change(c, ch.kind, ch.diff)
 	w.event(e, c.id)
 	return nil
 }
