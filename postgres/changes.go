@@ -142,13 +142,8 @@ func (db *DB) VersionsBefore(ctx context.Context, ws int64, customers []int64, t
 
 // MessageOfChange returns the message a message change names, as it is now.
 func (db *DB) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message, error) {
-	m := &c360.Message{WorkspaceID: ws}
-	err := db.as(ws).QueryRow(ctx, `
-		SELECT id, conversation_id, customer_id, channel, direction, coalesce(body, ''), media_urls, status,
-			coalesce(provider_id, ''), coalesce(error_code, ''), created_at
-		FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(
-		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs, &m.Status,
-		&m.ProviderID, &m.ErrorCode, &m.CreatedAt)
+	m, err := scanMessage(db.as(ws).QueryRow(ctx, `
+		SELECT `+messageColumns+` FROM messages m WHERE m.workspace_id = $1 AND m.id = $2`, ws, id), ws)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
 	} else if err != nil {

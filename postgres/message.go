@@ -100,15 +100,26 @@ func catchUpStatus(ctx context.Context, tx pgx.Tx, ws int64, source string, m *c
 	return setMessageStatus(ctx, tx, ws, m)
 }
 
+// messageColumns are a message's columns as scanMessage reads them, for a
+// table aliased m.
+const messageColumns = `m.id, m.conversation_id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''),
+	m.media_urls, m.status, coalesce(m.provider_id, ''), coalesce(m.error_code, ''), m.created_at`
+
+// scanMessage scans messageColumns, after any leading columns in prefix.
+func scanMessage(row pgx.Row, ws int64, prefix ...any) (*c360.Message, error) {
+	m := &c360.Message{WorkspaceID: ws}
+	dest := append(prefix, &m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body,
+		&m.MediaURLs, &m.Status, &m.ProviderID, &m.ErrorCode, &m.CreatedAt)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // FindMessageByProviderID returns the message with the provider's id.
 func (db *DB) FindMessageByProviderID(ctx context.Context, ws int64, providerID string) (*c360.Message, error) {
-	m := &c360.Message{WorkspaceID: ws}
-	err := db.as(ws).QueryRow(ctx, `
-		SELECT id, conversation_id, customer_id, channel, direction, coalesce(body, ''), media_urls, status,
-		       coalesce(provider_id, ''), coalesce(error_code, ''), created_at
-		FROM messages WHERE workspace_id = $1 AND provider_id = $2`, ws, providerID).Scan(
-		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs, &m.Status,
-		&m.ProviderID, &m.ErrorCode, &m.CreatedAt)
+	m, err := scanMessage(db.as(ws).QueryRow(ctx, `
+		SELECT `+messageColumns+` FROM messages m WHERE m.workspace_id = $1 AND m.provider_id = $2`, ws, providerID), ws)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "no message has provider id %q", providerID)
 	} else if err != nil {

@@ -107,17 +107,18 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 		if after {
 			cond = `AND (m.created_at, m.id) < ($4, $5)`
 		}
-		return `SELECT p.id, m.id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''), m.media_urls, m.status,
-				coalesce(m.provider_id, ''), coalesce(m.error_code, ''), m.created_at
+		return `SELECT p.id, ` + messageColumns + `
 			FROM unnest($2::bigint[]) AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id ` + cond + `
 				ORDER BY m.created_at DESC, m.id DESC LIMIT $3) m`
 	}, func(rows pgx.Rows) (int64, *c360.Message, time.Time, int64, error) {
-		m := &c360.Message{WorkspaceID: ws}
-		err := rows.Scan(&m.ConversationID, &m.ID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs,
-			&m.Status, &m.ProviderID, &m.ErrorCode, &m.CreatedAt)
-		return m.ConversationID, m, m.CreatedAt, m.ID, err
+		var parent int64
+		m, err := scanMessage(rows, ws, &parent)
+		if err != nil {
+			return 0, nil, time.Time{}, 0, err
+		}
+		return parent, m, m.CreatedAt, m.ID, nil
 	})
 }
 
@@ -179,8 +180,7 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 	b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
 	b.Queue(`SELECT c.id, c.channel, c.status, c.last_message_at, c.created_at FROM conversations c
 		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams...)
-	b.Queue(`SELECT p.id, m.id, m.customer_id, m.channel, m.direction, coalesce(m.body, ''), m.media_urls, m.status,
-			coalesce(m.provider_id, ''), coalesce(m.error_code, ''), m.created_at
+	b.Queue(`SELECT p.id, `+messageColumns+`
 		FROM (SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = $2 `+msgConvCond+` `+convOrder+` LIMIT $3) AS p(id)
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
@@ -224,9 +224,9 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 	}
 	defer rows.Close()
 	for rows.Next() {
-		m := &c360.Message{WorkspaceID: ws}
-		if err := rows.Scan(&m.ConversationID, &m.ID, &m.CustomerID, &m.Channel, &m.Direction, &m.Body, &m.MediaURLs,
-			&m.Status, &m.ProviderID, &m.ErrorCode, &m.CreatedAt); err != nil {
+		var parent int64
+		m, err := scanMessage(rows, ws, &parent)
+		if err != nil {
 			return nil, nil, fmt.Errorf("scan message: %w", err)
 		}
 		pg := msgs[m.ConversationID]
