@@ -24,29 +24,28 @@ func pageInfo(cursors []string, more bool) *model.PageInfo {
 	return pi
 }
 
-func eventConnection(p *c360.Page[*c360.Event]) *model.EventConnection {
-	c := &model.EventConnection{Edges: make([]*model.EventEdge, len(p.Items))}
-	for i, e := range p.Items {
-		c.Edges[i] = &model.EventEdge{Cursor: p.Cursors[i], Node: e}
+// edges makes a connection's edges from a page: one per item, with its cursor.
+func edges[T, E any](p *c360.Page[T], edge func(cursor string, node T) E) []E {
+	out := make([]E, len(p.Items))
+	for i, item := range p.Items {
+		out[i] = edge(p.Cursors[i], item)
 	}
-	c.PageInfo = pageInfo(p.Cursors, p.HasNext)
-	return c
+	return out
+}
+
+func eventConnection(p *c360.Page[*c360.Event]) *model.EventConnection {
+	return &model.EventConnection{PageInfo: pageInfo(p.Cursors, p.HasNext),
+		Edges: edges(p, func(c string, n *c360.Event) *model.EventEdge { return &model.EventEdge{Cursor: c, Node: n} })}
 }
 
 func conversationConnection(p *c360.Page[*c360.Conversation]) *model.ConversationConnection {
-	c := &model.ConversationConnection{Edges: make([]*model.ConversationEdge, len(p.Items))}
-	for i, e := range p.Items {
-		c.Edges[i] = &model.ConversationEdge{Cursor: p.Cursors[i], Node: e}
-	}
-	c.PageInfo = pageInfo(p.Cursors, p.HasNext)
-	return c
+	return &model.ConversationConnection{PageInfo: pageInfo(p.Cursors, p.HasNext),
+		Edges: edges(p, func(c string, n *c360.Conversation) *model.ConversationEdge {
+			return &model.ConversationEdge{Cursor: c, Node: n}
+		})}
 }
 
 func messageConnection(p *c360.Page[*c360.Message]) *model.MessageConnection {
-	c := &model.MessageConnection{Edges: make([]*model.MessageEdge, len(p.Items))}
-	for i, e := range p.Items {
-		c.Edges[i] = &model.MessageEdge{Cursor: p.Cursors[i], Node: e}
-	}
-	c.PageInfo = pageInfo(p.Cursors, p.HasNext)
-	return c
+	return &model.MessageConnection{PageInfo: pageInfo(p.Cursors, p.HasNext),
+		Edges: edges(p, func(c string, n *c360.Message) *model.MessageEdge { return &model.MessageEdge{Cursor: c, Node: n} })}
 }
