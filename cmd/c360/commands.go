@@ -362,15 +362,11 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 			changed = true
 		}
 	})
-	db, err := m.open(ctx)
+	db, w, err := m.openWorkspace(ctx, *slug)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	w, err := db.FindWorkspaceBySlug(ctx, *slug)
-	if err != nil {
-		return err
-	}
 	rules, err := db.IdentityRules(ctx, w.ID)
 	if err != nil {
 		return err
@@ -407,4 +403,19 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// openWorkspace opens the store and finds the workspace with this slug; the
+// caller closes the store.
+func (m *Main) openWorkspace(ctx context.Context, slug string) (*postgres.DB, *c360.Workspace, error) {
+	db, err := m.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, w, nil
 }

@@ -77,15 +77,11 @@ func (m *Main) apikeyAdmin(ctx context.Context, args []string) error {
 		}
 		return usageError("--workspace is required")
 	}
-	db, err := m.open(ctx)
+	db, w, err := m.openWorkspace(ctx, *slug)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	w, err := db.FindWorkspaceBySlug(ctx, *slug)
-	if err != nil {
-		return err
-	}
 	if cmd == "revoke" {
 		k, err := db.RevokeAPIKey(ctx, w.ID, prefix)
 		if err != nil {
