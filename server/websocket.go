@@ -99,6 +99,14 @@ func ParseOrigins(s string) []string {
 	return out
 }
 
+// Buffer sizes of a GraphQL websocket connection: its own read buffer, and
+// the write buffers it borrows from a pool for the time of one message (a
+// longer message goes out in more than one frame).
+const (
+	wsReadBufferSize  = 512
+	wsWriteBufferSize = 4096
+)
+
 // websockets accepts GraphQL websocket connections with gorilla/websocket
 // for gqlgen's transport, and corrects the transport where it departs from
 // the graphql-transport-ws protocol (see wsConn).
@@ -129,11 +137,19 @@ func newWebsockets(cfg WebsocketConfig, log *slog.Logger, reg *prometheus.Regist
 	reg.MustRegister(ws.open, ws.closes)
 	ws.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Zero buffer sizes and no pool make gorilla reuse the HTTP server's
-		// 4 KiB reader and writer, which net/http keeps for the life of a
-		// hijacked connection anyway: a connection costs no buffer of its own.
-		Subprotocols: []string{protocolTransportWS, protocolGraphQLWS},
-		CheckOrigin:  ws.originAllowed,
+		// An idle connection should hold as few bytes as possible. With
+		// zero sizes and no pool, gorilla would keep net/http's 4 KiB
+		// reader and writer for the life of the connection. Instead it
+		// reads through a small buffer of its own (client messages are
+		// small and rare; a larger one is read straight from the socket)
+		// and borrows a write buffer from a pool only while it writes a
+		// message. net/http's buffers are garbage once its handler returns
+		// (see serve).
+		ReadBufferSize:  wsReadBufferSize,
+		WriteBufferSize: wsWriteBufferSize,
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{protocolTransportWS, protocolGraphQLWS},
+		CheckOrigin:     ws.originAllowed,
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			writeGraphQLError(w, status, c360.Errorf(c360.EINVALID, "websocket handshake: %s", reason.Error()))
 		},
@@ -171,6 +187,16 @@ type wsStateKey struct{}
 type wsState struct {
 	mu   sync.Mutex
 	conn *wsConn
+	// handoff receives once net/http's handler may return: the connection
+	// was hijacked, or gqlgen is done with the request.
+	handoff chan struct{}
+}
+
+func (st *wsState) handOff() {
+	select {
+	case st.handoff <- struct{}{}:
+	default:
+	}
 }
 
 func (st *wsState) get() *wsConn {
@@ -182,25 +208,60 @@ func (st *wsState) get() *wsConn {
 // serve is the entry for websocket upgrades of /graphql: it checks the
 // origin, then hands the request to gqlgen, whose transport calls Accept. It
 // makes sure the connection is closed when gqlgen is done with it.
+//
+// gqlgen's transport reads the connection until it ends, on the goroutine
+// that calls it. That is not the HTTP handler's: net/http's goroutine for
+// the connection keeps its 4 KiB reader and writer, its request and its
+// response alive for as long as the handler runs, none of which a hijacked
+// connection needs. So gqlgen runs on a goroutine of its own, and the
+// handler returns as soon as the connection is hijacked (or gqlgen is done,
+// when the upgrade failed), letting net/http's state go. The connection's
+// context is therefore not the request's, which net/http cancels when the
+// handler returns: it keeps the request's values, and the connection ends
+// when its socket does (closeAll closes them all at shutdown).
 func (ws *websockets) serve(gql http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !ws.originAllowed(r) {
 			writeGraphQLError(w, http.StatusForbidden, c360.Errorf(c360.EFORBIDDEN, "origin %q is not allowed: see C360_ALLOWED_ORIGINS", r.Header.Get("Origin")))
 			return
 		}
-		st := &wsState{}
-		ctx := context.WithValue(r.Context(), wsStateKey{}, st)
+		st := &wsState{handoff: make(chan struct{}, 1)}
+		ctx := context.WithValue(context.WithoutCancel(r.Context()), wsStateKey{}, st)
 		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
 			if c := st.get(); c != nil {
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
 			}
 		})
-		gql.ServeHTTP(w, r.WithContext(ctx))
-		if c := st.get(); c != nil {
-			c.fail(CloseNormal, "")
-		}
+		uw := &upgradeWriter{ResponseWriter: w}
+		r = r.WithContext(ctx)
+		// gqlgen keeps the request's headers for the life of the connection
+		// (operations see them, ours do not read them): keep only those of
+		// the handshake, not the cookies and the rest a browser sends.
+		r.Header = handshakeHeader(r.Header)
+		go func() {
+			gql.ServeHTTP(uw, r)
+			if c := st.get(); c != nil {
+				c.fail(CloseNormal, "")
+			}
+			st.handOff()
+		}()
+		<-st.handoff
 	})
 }
+
+// handshakeHeader returns the headers of h a websocket handshake reads.
+func handshakeHeader(h http.Header) http.Header {
+	out := make(http.Header, len(handshakeHeaders))
+	for _, k := range handshakeHeaders {
+		if v := h[k]; v != nil {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+var handshakeHeaders = []string{"Connection", "Upgrade", "Origin", "Sec-Websocket-Key", "Sec-Websocket-Version",
+	"Sec-Websocket-Protocol", "Sec-Websocket-Extensions"}
 
 // Accept implements transport.WebsocketImplementation with gorilla/websocket.
 func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
@@ -210,7 +271,7 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 			hdr.Add(k, v)
 		}
 	}
-	conn, err := ws.upgrader.Upgrade(hijacker{w}, r, hdr)
+	conn, err := ws.upgrader.Upgrade(w, r, hdr)
 	if err != nil {
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
@@ -223,6 +284,7 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 		st.mu.Lock()
 		st.conn = c
 		st.mu.Unlock()
+		st.handOff() // net/http's handler may return: the connection is ours
 	}
 	conn.SetReadLimit(ws.cfg.ReadLimit)
 	conn.SetReadDeadline(time.Now().Add(ws.cfg.InitTimeout + 2*ws.cfg.PingInterval))
@@ -261,12 +323,44 @@ func (ws *websockets) closeAll() {
 	}
 }
 
-// hijacker lets gorilla hijack through response writers that wrap the
-// server's (the metrics middleware's) by way of http.ResponseController.
-type hijacker struct{ http.ResponseWriter }
+// upgradeWriter is the response writer gqlgen gets for a websocket upgrade.
+// It lets gorilla hijack through writers that wrap the server's (the
+// metrics middleware's) by way of http.ResponseController, and it writes
+// nothing once the connection is hijacked: by then net/http's handler may
+// have returned (see serve), and a response writer must not be used after
+// that. It also lets go of net/http's writer then: gqlgen keeps the writer
+// it was given for as long as the connection lives.
+type upgradeWriter struct {
+	http.ResponseWriter
+	hijacked bool
+}
 
-func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(h.ResponseWriter).Hijack()
+func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked, w.ResponseWriter = true, nil
+	}
+	return conn, brw, err
+}
+
+func (w *upgradeWriter) Header() http.Header {
+	if w.hijacked {
+		return http.Header{}
+	}
+	return w.ResponseWriter.Header()
+}
+
+func (w *upgradeWriter) WriteHeader(code int) {
+	if !w.hijacked {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *upgradeWriter) Write(b []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // errProtocol ends gqlgen's read loop after the connection was closed for a
@@ -371,6 +465,7 @@ func (c *wsConn) check(typ, id string, payload json.RawMessage) (bool, error) {
 		c.initSeen = true
 		if c.initTimer != nil {
 			c.initTimer.Stop()
+			c.initTimer = nil
 		}
 	case subscribe:
 		switch {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +152,68 @@ func TestWebsocketLegacyProtocol(t *testing.T) {
 	}
 	if got := bad.closeCode(); got != server.CloseForbidden {
 		t.Fatalf("close code %d, want %d", got, server.CloseForbidden)
+	}
+}
+
+// A websocket connection lives on after net/http's handler for its request
+// has returned: the handler hands the hijacked connection over, so that
+// net/http's per-connection state does not live as long as the socket.
+// The connection then works as any other, and closes with 1001 at shutdown.
+func TestWebsocketOutlivesItsHTTPHandler(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("handoff@example.com"), nil)
+	returned := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.s.ServeHTTP(w, r)
+		if websocket.IsWebSocketUpgrade(r) {
+			returned <- struct{}{}
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	c := dialWS(t, wsURL(srv), "graphql-transport-ws", nil)
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the HTTP handler did not return once the websocket was upgraded")
+	}
+	c.init(e.key)
+	c.subscribe("s", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("handoff@example.com"), map[string]any{"n": 1})
+	if got := c.nextChange("s"); got.Version != 2 {
+		t.Fatalf("got version %d, want 2", got.Version)
+	}
+	e.s.CloseWebsockets()
+	if got := c.closeCode(); got != server.CloseGoingAway {
+		t.Fatalf("close code %d at shutdown, want %d", got, server.CloseGoingAway)
+	}
+}
+
+// Messages of any size up to the limits cross the connection whole, though
+// its read buffer is small and it borrows its write buffer for one message
+// at a time: a client message larger than the read buffer, a change larger
+// than a write buffer, and a client message over 64 KiB closes with 1009.
+func TestWebsocketMessageSizes(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("sizes@example.com"), nil)
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	// A comment makes the subscribe message 20 KiB.
+	q := "# " + strings.Repeat("x", 20<<10) + "\n" + subCustomer
+	c.subscribe("s", q, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	blob := strings.Repeat("y", 40<<10)
+	ingest(t, e.db, e.ws, email("sizes@example.com"), map[string]any{"blob": blob})
+	got := c.nextChange("s")
+	if got.Customer == nil || got.Customer.Traits["blob"] != blob {
+		t.Fatalf("the change's 40 KiB trait did not arrive whole")
+	}
+
+	big := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	big.init(e.key)
+	big.subscribe("s", "# "+strings.Repeat("x", 64<<10)+"\n"+subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	if got := big.closeCode(); got != websocket.CloseMessageTooBig {
+		t.Fatalf("close code %d after a message over 64 KiB, want %d", got, websocket.CloseMessageTooBig)
 	}
 }
