@@ -110,15 +110,88 @@ type workspace struct {
 	owned map[int64]*topic
 }
 
-// subscriber is one stream's registration: the hub is the only sender on ch
-// and closes it, after setting err, when it drops the subscriber.
+// subscriber is one stream's registration. The hub is the only producer of
+// its queue; the stream's goroutine is the only consumer.
 type subscriber struct {
-	ch     chan *Change
-	err    error
-	closed bool
+	q      queue
+	closed bool // unregistered; guarded by the hub's mu
 	topic  *topic
 	ws     *workspace
 	kinds  map[string]bool // nil: every kind
+}
+
+// queue is a subscriber's bounded queue of undelivered changes. It holds
+// no array while it is empty, which is how an idle subscriber spends its
+// life: a channel of QueueSize would cost every subscriber QueueSize
+// pointers up front (2 KiB at 256).
+type queue struct {
+	ready chan struct{} // capacity 1: changes are queued, or the queue was closed
+
+	mu      sync.Mutex
+	changes []*Change
+	closed  bool
+	err     error // why it was closed
+}
+
+func newQueue() queue { return queue{ready: make(chan struct{}, 1)} }
+
+// push queues c unless the queue holds max changes already; it reports
+// whether c was queued.
+func (q *queue) push(c *Change, max int) bool {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return true
+	}
+	if len(q.changes) >= max {
+		q.mu.Unlock()
+		return false
+	}
+	q.changes = append(q.changes, c)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// close ends the queue with err once the changes it holds are taken.
+func (q *queue) close(err error) {
+	q.mu.Lock()
+	if !q.closed {
+		q.closed, q.err = true, err
+		close(q.ready)
+	}
+	q.mu.Unlock()
+}
+
+// pop waits for the next change. It returns the queue's error once the
+// queue is closed and drained, and ctx.Err() when ctx ends first.
+func (q *queue) pop(ctx context.Context) (*Change, error) {
+	for {
+		q.mu.Lock()
+		if len(q.changes) > 0 {
+			c := q.changes[0]
+			q.changes[0] = nil
+			q.changes = q.changes[1:]
+			if len(q.changes) == 0 {
+				q.changes = nil // let go of the array: an idle queue holds none
+			}
+			q.mu.Unlock()
+			return c, nil
+		}
+		closed, err := q.closed, q.err
+		q.mu.Unlock()
+		if closed {
+			return nil, err
+		}
+		select {
+		case <-q.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // New returns a hub reading feed.
@@ -444,13 +517,12 @@ func (h *Hub) fanout(t *topic, c *Change) {
 
 // deliver queues c for s without waiting; a full queue drops s.
 func (h *Hub) deliver(s *subscriber, c *Change) {
-	select {
-	case s.ch <- c:
+	if s.q.push(c, h.opts.QueueSize) {
 		h.delivered.Add(1)
-	default:
-		h.dropped.Add(1)
-		h.drop(s, ErrSlow)
+		return
 	}
+	h.dropped.Add(1)
+	h.drop(s, ErrSlow)
 }
 
 // drop unregisters s and closes its queue with err. Called with h.mu held.
@@ -458,8 +530,8 @@ func (h *Hub) drop(s *subscriber, err error) {
 	if s.closed {
 		return
 	}
-	s.closed, s.err = true, err
-	close(s.ch)
+	s.closed = true
+	s.q.close(err)
 	h.subs.Add(-1)
 	if t := s.topic; t != nil {
 		delete(t.subs, s)
@@ -509,7 +581,7 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 		t = &topic{topicKey: k, last: -1, subs: map[*subscriber]struct{}{}}
 		h.topics[k] = t
 	}
-	s := &subscriber{ch: make(chan *Change, h.opts.QueueSize), topic: t}
+	s := &subscriber{q: newQueue(), topic: t}
 	t.subs[s] = struct{}{}
 	h.subs.Add(1)
 	return s, nil

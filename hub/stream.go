@@ -179,24 +179,20 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 		if sub == nil {
 			return nil, ErrClosed
 		}
-		select {
-		case c, ok := <-sub.ch:
-			if !ok {
-				return nil, sub.err
-			}
-			if c.Version <= st.last {
-				continue
-			}
-			if c.Version > st.last+1 {
-				// A gap: this subscriber registered while the topic was
-				// behind, or missed a wake. The feed has what is missing.
-				st.replay = true
-				continue
-			}
-			return st.deliver(ctx, c)
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		c, err := sub.q.pop(ctx)
+		if err != nil {
+			return nil, err
 		}
+		if c.Version <= st.last {
+			continue
+		}
+		if c.Version > st.last+1 {
+			// A gap: this subscriber registered while the topic was
+			// behind, or missed a wake. The feed has what is missing.
+			st.replay = true
+			continue
+		}
+		return st.deliver(ctx, c)
 	}
 }
 
@@ -274,7 +270,7 @@ func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceS
 		w = &workspace{id: workspaceID, since: h.opts.Now(), subs: map[*subscriber]struct{}{}, owned: map[int64]*topic{}}
 		h.workspaces[workspaceID] = w
 	}
-	s := &subscriber{ch: make(chan *Change, h.opts.QueueSize), ws: w}
+	s := &subscriber{q: newQueue(), ws: w}
 	if len(kinds) > 0 {
 		s.kinds = make(map[string]bool, len(kinds))
 		for _, k := range kinds {
@@ -289,15 +285,7 @@ func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceS
 
 // Next returns the next change of the workspace.
 func (st *WorkspaceStream) Next(ctx context.Context) (*Change, error) {
-	select {
-	case c, ok := <-st.sub.ch:
-		if !ok {
-			return nil, st.sub.err
-		}
-		return c, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return st.sub.q.pop(ctx)
 }
 
 // Close unregisters the stream.
