@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +19,14 @@ import (
 // transaction with the group path. One commit then acknowledges them all,
 // and the per-event cost of locks, lookups and writes is shared.
 //
+// Each worker has its own queue, and an event goes to the worker its
+// routing identity hashes to (see shardOf): the events of one person meet
+// in one worker's groups, so two workers' transactions rarely want the
+// same identity locks and run side by side instead of one after the other.
+// A request whose events belong to several workers is split; it is
+// answered when every part has committed (or one has failed: the parts
+// that committed are then found stored by the caller's retry).
+//
 // The queue is bounded. When it is full, Ingest refuses at once with
 // UNAVAILABLE, which the HTTP layer answers 503 with Retry-After: providers
 // retry, so overload becomes delay rather than loss or unbounded memory.
@@ -30,18 +39,21 @@ type IngestConfig struct {
 	// Workers apply groups concurrently (C360_INGEST_WORKERS, default 2).
 	// Fewer workers make larger groups; on 2 cores, 2 measured best.
 	Workers int
-	// Queue bounds the requests waiting (C360_INGEST_QUEUE, default 2048).
+	// Queue bounds the requests (or parts of requests) waiting, over all
+	// workers (C360_INGEST_QUEUE, default 2048).
 	Queue int
 	// MaxGroupEvents bounds one group's events (default 512).
 	MaxGroupEvents int
 }
 
-// ingestReq is one Ingest call waiting for its group.
+// ingestReq is one Ingest call, or the part of one that a worker applies,
+// waiting for its group.
 type ingestReq struct {
 	ctx      context.Context
 	ws       int64
 	rules    identity.Rules
 	prepared []*preparedEvent
+	index    []int // position of each prepared event in the call; nil: the same
 	results  []c360.IngestResult
 	changed  []int64
 	err      error
@@ -49,10 +61,10 @@ type ingestReq struct {
 }
 
 type batcher struct {
-	queue chan *ingestReq
-	quit  chan struct{}
-	wg    sync.WaitGroup
-	max   int
+	shards []chan *ingestReq // one queue per worker
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	max    int
 }
 
 // StartIngest starts group commit with cfg; Close stops it. Without it,
@@ -67,12 +79,13 @@ func (db *DB) StartIngest(cfg IngestConfig) {
 	if cfg.MaxGroupEvents < 1 {
 		cfg.MaxGroupEvents = 512
 	}
-	b := &batcher{queue: make(chan *ingestReq, cfg.Queue), quit: make(chan struct{}), max: cfg.MaxGroupEvents}
-	for i := 0; i < cfg.Workers; i++ {
+	b := &batcher{shards: make([]chan *ingestReq, cfg.Workers), quit: make(chan struct{}), max: cfg.MaxGroupEvents}
+	for i := range b.shards {
+		b.shards[i] = make(chan *ingestReq, max(1, cfg.Queue/cfg.Workers))
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			db.groupWorker(b)
+			db.groupWorker(b, b.shards[i])
 		}()
 	}
 	db.batch = b
@@ -88,49 +101,148 @@ func (db *DB) stopIngest() {
 	db.batch = nil
 	close(b.quit)
 	b.wg.Wait()
-	for {
-		select {
-		case r := <-b.queue:
-			r.err = c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down; retry")
-			close(r.done)
-		default:
-			return
+	for _, q := range b.shards {
+	drain:
+		for {
+			select {
+			case r := <-q:
+				r.err = c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down; retry")
+				close(r.done)
+			default:
+				break drain
+			}
 		}
 	}
 }
 
+// shardOf picks the worker of an event from its routing identity: the one
+// of the highest-ranked type (user_id before email before anonymous_id,
+// by default), so that a person's events go to one worker whichever of
+// their identifiers each carries.
+func shardOf(ws int64, rules identity.Rules, p *preparedEvent, shards int) int {
+	if shards == 1 || len(p.identities) == 0 {
+		return 0
+	}
+	best := p.identities[0]
+	for _, id := range p.identities[1:] {
+		if rules.Rank(id.Type) > rules.Rank(best.Type) {
+			best = id
+		}
+	}
+	return int(uint64(identity.Key(ws, best)) % uint64(shards))
+}
+
+// split divides a call's events among the workers' queues, keeping their
+// order within each part.
+func (b *batcher) split(ctx context.Context, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]*ingestReq, []int) {
+	n := len(b.shards)
+	first := shardOf(ws, rules, prepared[0], n)
+	shard := make([]int, len(prepared))
+	same := true
+	for i, p := range prepared {
+		if i > 0 {
+			shard[i] = shardOf(ws, rules, p, n)
+		} else {
+			shard[i] = first
+		}
+		same = same && shard[i] == first
+	}
+	if same {
+		return []*ingestReq{{ctx: ctx, ws: ws, rules: rules, prepared: prepared, done: make(chan struct{})}}, []int{first}
+	}
+	parts := make([]*ingestReq, n)
+	for i, p := range prepared {
+		r := parts[shard[i]]
+		if r == nil {
+			r = &ingestReq{ctx: ctx, ws: ws, rules: rules, done: make(chan struct{})}
+			parts[shard[i]] = r
+		}
+		r.prepared, r.index = append(r.prepared, p), append(r.index, i)
+	}
+	var out []*ingestReq
+	var shards []int
+	for k, r := range parts {
+		if r != nil {
+			out, shards = append(out, r), append(shards, k)
+		}
+	}
+	return out, shards
+}
+
 // submit applies the prepared events, in a group when group commit runs.
 func (db *DB) submit(ctx context.Context, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]c360.IngestResult, []int64, error) {
-	r := &ingestReq{ctx: ctx, ws: ws, rules: rules, prepared: prepared, done: make(chan struct{})}
 	b := db.batch
 	if b == nil {
+		r := &ingestReq{ctx: ctx, ws: ws, rules: rules, prepared: prepared}
 		db.runGroup([]*ingestReq{r})
 		return r.results, r.changed, r.err
 	}
-	select {
-	case b.queue <- r:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	default:
-		return nil, nil, c360.Errorf(c360.EUNAVAILABLE, "ingest is overloaded; retry")
+	parts, shards := b.split(ctx, ws, rules, prepared)
+	for i, r := range parts {
+		select {
+		case b.shards[shards[i]] <- r:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		default:
+			// Parts queued already may still commit; the retry finds them.
+			return nil, nil, c360.Errorf(c360.EUNAVAILABLE, "ingest is overloaded; retry")
+		}
 	}
-	select {
-	case <-r.done:
-		return r.results, r.changed, r.err
-	case <-ctx.Done():
-		// The group may still commit; a retry then finds the events stored.
-		return nil, nil, ctx.Err()
+	if len(parts) == 1 {
+		r := parts[0]
+		select {
+		case <-r.done:
+			return r.results, r.changed, r.err
+		case <-ctx.Done():
+			// The group may still commit; a retry then finds the events stored.
+			return nil, nil, ctx.Err()
+		}
 	}
+	results := make([]c360.IngestResult, len(prepared))
+	var changed []int64
+	var failed error
+	var kept *c360.DeadLetteredError
+	for _, r := range parts {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+		var dl *c360.DeadLetteredError
+		switch {
+		case r.err == nil:
+			for j, k := range r.index {
+				results[k] = r.results[j]
+			}
+			changed = append(changed, r.changed...)
+		case errors.As(r.err, &dl) && kept == nil:
+			kept = &c360.DeadLetteredError{IDs: slices.Clone(dl.IDs), Err: dl.Err}
+		case errors.As(r.err, &dl):
+			kept.IDs = append(kept.IDs, dl.IDs...)
+		case failed == nil:
+			failed = r.err
+		}
+	}
+	// A failure of the system's comes first: the caller answers it (503)
+	// and the client's retry stores the rest exactly once. Dead letters
+	// alone are the events' own failure, kept durably.
+	if failed != nil {
+		return nil, nil, failed
+	}
+	if kept != nil {
+		return nil, nil, kept
+	}
+	return results, changed, nil
 }
 
-func (db *DB) groupWorker(b *batcher) {
+func (db *DB) groupWorker(b *batcher, queue chan *ingestReq) {
 	var carry *ingestReq
 	for {
 		head := carry
 		carry = nil
 		if head == nil {
 			select {
-			case head = <-b.queue:
+			case head = <-queue:
 			case <-b.quit:
 				return
 			}
@@ -140,7 +252,7 @@ func (db *DB) groupWorker(b *batcher) {
 	gather:
 		for n < b.max {
 			select {
-			case r := <-b.queue:
+			case r := <-queue:
 				if r.ws != head.ws {
 					carry = r
 					break gather

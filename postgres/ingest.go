@@ -38,6 +38,7 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 			}
 			return nil, err
 		}
+		p.encode()
 		prepared[i] = &p
 	}
 	results, _, err := db.submit(ctx, workspaceID, rules, prepared)
@@ -73,6 +74,19 @@ type preparedEvent struct {
 	ev         *c360.Event
 	identities []identity.Identity
 	dropped    []string
+	// The event's JSON columns, encoded by encode on the caller's
+	// goroutine, before the event joins a group: a group's transaction
+	// holds its locks while it runs, and encoding there would lengthen it.
+	encoded                   bool
+	properties, identitiesRaw string
+	traits, context           *string
+}
+
+// encode fills the event's JSON columns.
+func (p *preparedEvent) encode() {
+	p.properties, p.identitiesRaw = mustJSON(p.ev.Properties), mustJSON(p.identities)
+	p.traits, p.context = jsonOrNil(p.ev.Traits), jsonOrNil(p.ev.Context)
+	p.encoded = true
 }
 
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.
@@ -150,6 +164,9 @@ type customerRow struct {
 	created   bool
 	merged    []int64 // merged into this one by this event
 	identAdds []identity.Identity
+	// The group path rewrites traits and trait_meta, and recomputes the
+	// search text, only for customers whose events moved them.
+	traitsDirty, searchDirty bool
 }
 
 // traitMeta records where and when a trait value was observed; the newest

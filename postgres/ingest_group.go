@@ -381,7 +381,13 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		w.message(msg, conv, c.id, e.res.EventID, ev)
 		ch.message(msg, conv, ev.Message.Channel, ev.Message.Direction, "")
 	}
-	ch.traits(applyTraits(c, withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt))
+	traits := withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent)
+	changed := applyTraits(c, traits, ev.Source, ev.OccurredAt)
+	ch.traits(changed)
+	// Traits observed move trait_meta even when no value changes; the
+	// search text moves only with a name or a new email or phone.
+	c.traitsDirty = c.traitsDirty || len(traits) > 0
+	c.searchDirty = c.searchDirty || c.created || searchMoved(changed, d.Attach)
 	ch.identitiesAdded(d.Attach)
 	ch.dropped(e.res.Dropped)
 	if c.created && c.version == 0 {
@@ -391,6 +397,26 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	w.change(c, ch.kind, ch.diff)
 	w.event(e, c.id)
 	return nil
+}
+
+// searchTraits are the traits customers.search_text holds, with the
+// customer's email addresses and phone numbers.
+var searchTraits = []string{"name", "first_name", "last_name", "firstName", "lastName"}
+
+// searchMoved reports whether a change of traits or new identities moves
+// the customer's search text.
+func searchMoved(changed map[string]any, attached []identity.Identity) bool {
+	for _, k := range searchTraits {
+		if _, ok := changed[k]; ok {
+			return true
+		}
+	}
+	for _, id := range attached {
+		if id.Type == identity.TypeEmail || id.Type == identity.TypePhone {
+			return true
+		}
+	}
+	return false
 }
 
 func mustJSON(v any) string {

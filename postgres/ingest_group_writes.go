@@ -134,11 +134,15 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 	traits, ctxs, dropped := make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
 	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
 	for _, r := range rows {
-		ev := r.e.p.ev
+		p := r.e.p
+		if !p.encoded {
+			p.encode()
+		}
+		ev := p.ev
 		ids, custs = append(ids, r.e.res.EventID), append(custs, r.customer)
-		types, names, props = append(types, ev.Type), append(names, ev.Name), append(props, mustJSON(ev.Properties))
-		traits, ctxs = append(traits, jsonOrNil(ev.Traits)), append(ctxs, jsonOrNil(ev.Context))
-		ids2, sources, keys = append(ids2, mustJSON(r.e.p.identities)), append(sources, ev.Source), append(keys, ev.DedupeKey)
+		types, names, props = append(types, ev.Type), append(names, ev.Name), append(props, p.properties)
+		traits, ctxs = append(traits, p.traits), append(ctxs, p.context)
+		ids2, sources, keys = append(ids2, p.identitiesRaw), append(sources, ev.Source), append(keys, ev.DedupeKey)
 		occurred, received = append(occurred, ev.OccurredAt), append(received, ev.ReceivedAt)
 		var d *string
 		if len(r.e.res.Dropped) > 0 {
@@ -206,19 +210,32 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 			SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
 			WHERE consents.updated_at <= excluded.updated_at`, ws, w.kCust, w.kChannel, w.kStatus, w.kSource, w.kAt)
 	}
+	// A customer whose events moved no trait gets only its new version
+	// (NULL traits keep the stored ones, unparsed); the search text is
+	// recomputed only where it can have moved. Both keep most rewrites
+	// cheap and HOT.
 	var cIDs, cVersions []int64
-	var cTraits, cMeta []string
+	var cTraits, cMeta []*string
+	var cSearch []bool
 	for id := range w.touched {
 		c := st.cust[id]
-		cIDs, cVersions = append(cIDs, id), append(cVersions, c.version)
-		cTraits, cMeta = append(cTraits, mustJSON(c.traits)), append(cMeta, mustJSON(c.meta))
+		cIDs, cVersions, cSearch = append(cIDs, id), append(cVersions, c.version), append(cSearch, c.searchDirty)
+		var tr, m *string
+		if c.traitsDirty {
+			t, mm := mustJSON(c.traits), mustJSON(c.meta)
+			tr, m = &t, &mm
+		}
+		cTraits, cMeta = append(cTraits, tr), append(cMeta, m)
 	}
-	b.Queue(`UPDATE customers c SET traits = x.tr::jsonb, trait_meta = x.m::jsonb, version = x.v, updated_at = $6,
-			search_text = lower(concat_ws(' ', x.tr::jsonb->>'name', x.tr::jsonb->>'first_name', x.tr::jsonb->>'last_name',
-				x.tr::jsonb->>'firstName', x.tr::jsonb->>'lastName',
+	b.Queue(`UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
+			version = x.v, updated_at = $7,
+			search_text = CASE WHEN x.rs THEN lower(concat_ws(' ', coalesce(x.tr::jsonb, c.traits)->>'name',
+				coalesce(x.tr::jsonb, c.traits)->>'first_name', coalesce(x.tr::jsonb, c.traits)->>'last_name',
+				coalesce(x.tr::jsonb, c.traits)->>'firstName', coalesce(x.tr::jsonb, c.traits)->>'lastName',
 				(SELECT string_agg(i.value, ' ') FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = x.id AND i.type IN ('email', 'phone'))))
-		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[]) AS x(id, tr, m, v)
-		WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, cIDs, cTraits, cMeta, cVersions, now)
+				ELSE c.search_text END
+		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS x(id, tr, m, v, rs)
+		WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)

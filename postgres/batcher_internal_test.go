@@ -1,0 +1,71 @@
+package postgres
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/c360dev/c360/identity"
+)
+
+// A person's events go to one worker whichever identifiers each carries,
+// as long as the highest-ranked one is the same; a split keeps every event
+// once, in order within its part.
+func TestSplitRoutesAPersonToOneWorker(t *testing.T) {
+	rules := identity.DefaultRules()
+	ev := func(pairs ...string) *preparedEvent {
+		p := &preparedEvent{}
+		for i := 0; i+1 < len(pairs); i += 2 {
+			p.identities = append(p.identities, identity.Identity{Type: pairs[i], Value: pairs[i+1]})
+		}
+		p.identities = identity.Sort(p.identities)
+		return p
+	}
+	for u := range 50 {
+		user := fmt.Sprintf("u-%d", u)
+		want := shardOf(7, rules, ev("user_id", user), 2)
+		for _, other := range [][]string{
+			{"user_id", user, "anonymous_id", "a-" + user},
+			{"user_id", user, "email", user + "@example.com"},
+			{"email", user + "@example.com", "anonymous_id", "z", "user_id", user},
+		} {
+			if got := shardOf(7, rules, ev(other...), 2); got != want {
+				t.Fatalf("%v: worker %d, want %d (that of user_id %s alone)", other, got, want, user)
+			}
+		}
+	}
+
+	b := &batcher{shards: make([]chan *ingestReq, 2)}
+	var call []*preparedEvent
+	for u := range 30 {
+		call = append(call, ev("user_id", fmt.Sprintf("u-%d", u)))
+	}
+	parts, shards := b.split(t.Context(), 7, rules, call)
+	if len(parts) != 2 || shards[0] == shards[1] {
+		t.Fatalf("30 users split into %d parts on workers %v, want 2 parts on different workers", len(parts), shards)
+	}
+	var seen []int
+	for k, r := range parts {
+		if !slices.IsSorted(r.index) || len(r.index) != len(r.prepared) {
+			t.Fatalf("part %d index %v for %d events", k, r.index, len(r.prepared))
+		}
+		for j, i := range r.index {
+			if r.prepared[j] != call[i] {
+				t.Fatalf("part %d event %d is not the call's event %d", k, j, i)
+			}
+			if shardOf(7, rules, call[i], 2) != shards[k] {
+				t.Fatalf("event %d in the part of worker %d, routed to another", i, shards[k])
+			}
+		}
+		seen = append(seen, r.index...)
+	}
+	slices.Sort(seen)
+	if len(seen) != len(call) || len(slices.Compact(seen)) != len(call) {
+		t.Fatalf("parts cover %v, want each of %d events once", seen, len(call))
+	}
+
+	one, _ := b.split(t.Context(), 7, rules, call[:1])
+	if len(one) != 1 || one[0].index != nil {
+		t.Fatalf("a one-event call split into %d parts", len(one))
+	}
+}
