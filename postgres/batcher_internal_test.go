@@ -69,3 +69,20 @@ func TestSplitRoutesAPersonToOneWorker(t *testing.T) {
 		t.Fatalf("a one-event call split into %d parts", len(one))
 	}
 }
+
+func TestJSONEqual(t *testing.T) {
+	for _, c := range []struct {
+		a, b any
+		want bool
+	}{
+		{"a", "a", true}, {"a", "b", false}, {"1", 1.0, false},
+		{1.0, 1.0, true}, {1.0, 2.0, false}, {1.0, int64(1), true},
+		{true, true, true}, {true, false, false}, {nil, nil, true}, {nil, "", false},
+		{map[string]any{"x": 1.0}, map[string]any{"x": 1.0}, true},
+		{[]any{"a"}, []any{"b"}, false},
+	} {
+		if got := jsonEqual(c.a, c.b); got != c.want {
+			t.Errorf("jsonEqual(%#v, %#v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}

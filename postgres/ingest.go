@@ -443,6 +443,22 @@ func applyTraits(c *customerRow, traits map[string]any, source string, at time.T
 }
 
 func jsonEqual(a, b any) bool {
+	// Scalars of one type compare directly; anything else (objects,
+	// arrays, numbers of different Go types) by its encoding.
+	switch x := a.(type) {
+	case string:
+		if y, ok := b.(string); ok {
+			return x == y
+		}
+	case float64:
+		if y, ok := b.(float64); ok {
+			return x == y
+		}
+	case bool:
+		if y, ok := b.(bool); ok {
+			return x == y
+		}
+	}
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
