@@ -166,6 +166,20 @@ func (q *queue) close(err error) {
 	q.mu.Unlock()
 }
 
+// wait blocks until the queue holds a change or is closed, or ctx ends.
+func (q *queue) wait(ctx context.Context) {
+	q.mu.Lock()
+	n, closed := len(q.changes), q.closed
+	q.mu.Unlock()
+	if n > 0 || closed {
+		return
+	}
+	select {
+	case <-q.ready:
+	case <-ctx.Done():
+	}
+}
+
 // pop waits for the next change. It returns the queue's error once the
 // queue is closed and drained, and ctx.Err() when ctx ends first.
 func (q *queue) pop(ctx context.Context) (*Change, error) {

@@ -283,3 +283,50 @@ func TestChangeShared(t *testing.T) {
 		t.Fatalf("compute ran %d times, want 2 (one failure, one kept)", calls)
 	}
 }
+
+// Wait returns once Next has a change to return at once, when its context
+// ends, and when the stream is closed; Next returns ctx's error when ctx
+// ends while it waits.
+func TestStreamWait(t *testing.T) {
+	e := newEnv(t, hub.Options{})
+	id := e.identify(t, "w@example.com", nil)
+	st, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	e.identify(t, "w@example.com", map[string]any{"n": 1})
+	ctx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelWait()
+	st.Wait(ctx)
+	if ctx.Err() != nil {
+		t.Fatal("Wait returned only when its context ended, with a change to deliver")
+	}
+	// Next has the change at hand: it returns it even with an ended context.
+	if c, err := st.Next(ended); err != nil || c.Version != 2 {
+		t.Fatalf("Next after Wait: %v, %v, want version 2", c, err)
+	}
+
+	st.Wait(ended) // nothing to deliver: returns because ctx ended
+	if _, err := st.Next(ended); err != context.Canceled {
+		t.Fatalf("Next with an ended context: %v, want context.Canceled", err)
+	}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		st.Wait(context.Background())
+	}()
+	st.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return when the stream was closed")
+	}
+	if _, err := st.Next(context.Background()); err != hub.ErrClosed {
+		t.Fatalf("Next after Close: %v, want ErrClosed", err)
+	}
+}

@@ -19,6 +19,11 @@ type Stream interface {
 	// Close unregisters the stream; a blocked Next returns. It may be called
 	// from any goroutine, more than once.
 	Close()
+	// Wait blocks until Next has a change to return without waiting for
+	// the hub, the stream ends, or ctx ends. Like Next, it is called from
+	// the stream's goroutine. It lets a caller block where its stack is
+	// shallow (see resolver.SharedSubscriptions).
+	Wait(ctx context.Context)
 }
 
 // replayPage is how many changes one replay read returns.
@@ -163,13 +168,10 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 			return st.deliver(ctx, &Change{Change: c})
 		}
 		if st.replay {
-			rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: st.cur, Version: st.last}}, replayPage)
-			if err != nil {
-				return nil, fmt.Errorf("replay changes of customer %d: %w", st.cur, err)
+			if err := st.readFeed(ctx); err != nil {
+				return nil, err
 			}
-			st.replay = len(rows) >= replayPage
-			st.pending = rows
-			if len(rows) > 0 {
+			if len(st.pending) > 0 {
 				continue
 			}
 		}
@@ -193,6 +195,34 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 			continue
 		}
 		return st.deliver(ctx, c)
+	}
+}
+
+// readFeed reads the next page of the feed after the position.
+func (st *CustomerStream) readFeed(ctx context.Context) error {
+	rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: st.cur, Version: st.last}}, replayPage)
+	if err != nil {
+		return fmt.Errorf("replay changes of customer %d: %w", st.cur, err)
+	}
+	st.replay = len(rows) >= replayPage
+	st.pending = rows
+	return nil
+}
+
+// Wait blocks until Next has something to return, or ctx ends. It reads the
+// feed first when the stream is replaying.
+func (st *CustomerStream) Wait(ctx context.Context) {
+	if len(st.pending) == 0 && st.replay && st.readFeed(ctx) != nil {
+		return // Next reads again and returns the error
+	}
+	if len(st.pending) > 0 || st.replay {
+		return
+	}
+	st.mu.Lock()
+	sub := st.sub
+	st.mu.Unlock()
+	if sub != nil {
+		sub.q.wait(ctx)
 	}
 }
 
@@ -287,6 +317,9 @@ func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceS
 func (st *WorkspaceStream) Next(ctx context.Context) (*Change, error) {
 	return st.sub.q.pop(ctx)
 }
+
+// Wait blocks until Next has something to return, or ctx ends.
+func (st *WorkspaceStream) Wait(ctx context.Context) { st.sub.q.wait(ctx) }
 
 // Close unregisters the stream.
 func (st *WorkspaceStream) Close() {
