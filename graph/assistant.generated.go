@@ -1165,7 +1165,7 @@ func (ec *executionContext) _Observation(ctx context.Context, sel ast.SelectionS
 // region    ***************************** type.gotpl *****************************
 
 func (ec *executionContext) marshalNContextConversation2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐContextConversationᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.ContextConversation) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNContextConversation2ᚖgithubᚗcomᚋc360devᚋc360ᚐContextConversation(ctx, sel, v[i])
@@ -1189,7 +1189,7 @@ func (ec *executionContext) marshalNContextConversation2ᚖgithubᚗcomᚋc360de
 }
 
 func (ec *executionContext) marshalNEventSummary2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐEventSummaryᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.EventSummary) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNEventSummary2ᚖgithubᚗcomᚋc360devᚋc360ᚐEventSummary(ctx, sel, v[i])
@@ -1213,7 +1213,7 @@ func (ec *executionContext) marshalNEventSummary2ᚖgithubᚗcomᚋc360devᚋc36
 }
 
 func (ec *executionContext) marshalNObservation2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐObservationᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.Observation) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNObservation2ᚖgithubᚗcomᚋc360devᚋc360ᚐObservation(ctx, sel, v[i])

@@ -963,7 +963,7 @@ func (ec *executionContext) marshalNConversationConnection2ᚖgithubᚗcomᚋc36
 }
 
 func (ec *executionContext) marshalNConversationEdge2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐConversationEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ConversationEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNConversationEdge2ᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐConversationEdge(ctx, sel, v[i])
@@ -987,7 +987,7 @@ func (ec *executionContext) marshalNConversationEdge2ᚖgithubᚗcomᚋc360dev�
 }
 
 func (ec *executionContext) marshalNMessage2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐMessageᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.Message) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNMessage2ᚖgithubᚗcomᚋc360devᚋc360ᚐMessage(ctx, sel, v[i])
@@ -1019,7 +1019,7 @@ func (ec *executionContext) marshalNMessageConnection2ᚖgithubᚗcomᚋc360dev�
 }
 
 func (ec *executionContext) marshalNMessageEdge2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐMessageEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MessageEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNMessageEdge2ᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐMessageEdge(ctx, sel, v[i])

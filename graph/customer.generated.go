@@ -1232,7 +1232,7 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 // region    ***************************** type.gotpl *****************************
 
 func (ec *executionContext) marshalNConsent2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐConsentᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.Consent) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNConsent2ᚖgithubᚗcomᚋc360devᚋc360ᚐConsent(ctx, sel, v[i])
@@ -1272,7 +1272,7 @@ func (ec *executionContext) marshalNCustomerConnection2ᚖgithubᚗcomᚋc360dev
 }
 
 func (ec *executionContext) marshalNCustomerEdge2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐCustomerEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.CustomerEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNCustomerEdge2ᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐCustomerEdge(ctx, sel, v[i])
@@ -1296,7 +1296,7 @@ func (ec *executionContext) marshalNCustomerEdge2ᚖgithubᚗcomᚋc360devᚋc36
 }
 
 func (ec *executionContext) marshalNIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecordᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.IdentityRecord) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityRecord(ctx, sel, v[i])

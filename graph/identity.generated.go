@@ -1011,7 +1011,7 @@ func (ec *executionContext) _TraitSource(ctx context.Context, sel ast.SelectionS
 // region    ***************************** type.gotpl *****************************
 
 func (ec *executionContext) marshalNIdentityLimit2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityLimitᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.IdentityLimit) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNIdentityLimit2ᚖgithubᚗcomᚋc360devᚋc360ᚐIdentityLimit(ctx, sel, v[i])
@@ -1067,7 +1067,7 @@ func (ec *executionContext) unmarshalNIdentityRulesInput2githubᚗcomᚋc360dev�
 }
 
 func (ec *executionContext) marshalNMergeRecord2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐMergeRecordᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.MergeRecord) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNMergeRecord2ᚖgithubᚗcomᚋc360devᚋc360ᚐMergeRecord(ctx, sel, v[i])
@@ -1099,7 +1099,7 @@ func (ec *executionContext) marshalNSplitResult2ᚖgithubᚗcomᚋc360devᚋc360
 }
 
 func (ec *executionContext) marshalNTraitSource2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐTraitSourceᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.TraitSource) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNTraitSource2ᚖgithubᚗcomᚋc360devᚋc360ᚐTraitSource(ctx, sel, v[i])

@@ -608,7 +608,7 @@ func (ec *executionContext) marshalNDeadLetterConnection2ᚖgithubᚗcomᚋc360d
 }
 
 func (ec *executionContext) marshalNDeadLetterEdge2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐDeadLetterEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.DeadLetterEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNDeadLetterEdge2ᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐDeadLetterEdge(ctx, sel, v[i])

@@ -820,7 +820,7 @@ func (ec *executionContext) _CreatedApiKey(ctx context.Context, sel ast.Selectio
 // region    ***************************** type.gotpl *****************************
 
 func (ec *executionContext) marshalNApiKey2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐAPIKeyᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.APIKey) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNApiKey2ᚖgithubᚗcomᚋc360devᚋc360ᚐAPIKey(ctx, sel, v[i])
@@ -852,7 +852,7 @@ func (ec *executionContext) marshalNAuditConnection2ᚖgithubᚗcomᚋc360devᚋ
 }
 
 func (ec *executionContext) marshalNAuditEdge2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐAuditEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.AuditEdge) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNAuditEdge2ᚖgithubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐAuditEdge(ctx, sel, v[i])
@@ -946,7 +946,7 @@ func (ec *executionContext) unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRo
 }
 
 func (ec *executionContext) marshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx context.Context, sel ast.SelectionSet, v []c360.Role) graphql.Marshaler {
-	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
 		fc.Result = &v[i]
 		return ec.marshalNRole2githubᚗcomᚋc360devᚋc360ᚐRole(ctx, sel, v[i])
