@@ -103,7 +103,7 @@ func ParseOrigins(s string) []string {
 // the write buffers it borrows from a pool for the time of one message (a
 // longer message goes out in more than one frame).
 const (
-	wsReadBufferSize  = 512
+	wsReadBufferSize  = 256
 	wsWriteBufferSize = 4096
 )
 
@@ -180,10 +180,9 @@ func (ws *websockets) originAllowed(r *http.Request) bool {
 	return false
 }
 
-type wsStateKey struct{}
-
-// wsState carries a connection from the request that opened it to Accept
-// and to the subscriptions that may need to close it.
+// wsState carries a connection from the request that opened it (by way of
+// its upgradeWriter) to Accept, and to the subscriptions that may need to
+// close it.
 type wsState struct {
 	mu   sync.Mutex
 	conn *wsConn
@@ -226,42 +225,26 @@ func (ws *websockets) serve(gql http.Handler) http.Handler {
 			return
 		}
 		st := &wsState{handoff: make(chan struct{}, 1)}
-		ctx := context.WithValue(context.WithoutCancel(r.Context()), wsStateKey{}, st)
-		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
+		ctx := resolver.WithSlowSubscriberHandler(context.WithoutCancel(r.Context()), func() {
 			if c := st.get(); c != nil {
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
 			}
 		})
-		uw := &upgradeWriter{ResponseWriter: w}
-		r = r.WithContext(ctx)
-		// gqlgen keeps the request's headers for the life of the connection
-		// (operations see them, ours do not read them): keep only those of
-		// the handshake, not the cookies and the rest a browser sends.
-		r.Header = handshakeHeader(r.Header)
-		go func() {
-			gql.ServeHTTP(uw, r)
-			if c := st.get(); c != nil {
-				c.fail(CloseNormal, "")
-			}
-			st.handOff()
-		}()
+		go ws.run(gql, &upgradeWriter{ResponseWriter: w, st: st}, r.WithContext(ctx))
 		<-st.handoff
 	})
 }
 
-// handshakeHeader returns the headers of h a websocket handshake reads.
-func handshakeHeader(h http.Header) http.Header {
-	out := make(http.Header, len(handshakeHeaders))
-	for _, k := range handshakeHeaders {
-		if v := h[k]; v != nil {
-			out[k] = v
-		}
+// run lets gqlgen serve a websocket request until the connection ends. It
+// keeps no reference to the request: gqlgen keeps what it needs.
+func (ws *websockets) run(gql http.Handler, w *upgradeWriter, r *http.Request) {
+	st := w.st
+	gql.ServeHTTP(w, r)
+	if c := st.get(); c != nil {
+		c.fail(CloseNormal, "")
 	}
-	return out
+	st.handOff()
 }
-
-var handshakeHeaders = []string{"Connection", "Upgrade", "Origin", "Sec-Websocket-Key", "Sec-Websocket-Version",
-	"Sec-Websocket-Protocol", "Sec-Websocket-Extensions"}
 
 // Accept implements transport.WebsocketImplementation with gorilla/websocket.
 func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
@@ -275,12 +258,18 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 	if err != nil {
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
+	offered := websocket.Subprotocols(r)
+	// gqlgen keeps the request's headers for the life of the connection and
+	// hands them to every operation, which ours do not read: the handshake
+	// was their last use.
+	r.Header = nil
 	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, active: map[string]struct{}{}}
 	ws.mu.Lock()
 	ws.conns[c] = struct{}{}
 	ws.mu.Unlock()
 	ws.open.Inc()
-	if st, ok := r.Context().Value(wsStateKey{}).(*wsState); ok {
+	if uw, ok := w.(*upgradeWriter); ok {
+		st := uw.st
 		st.mu.Lock()
 		st.conn = c
 		st.mu.Unlock()
@@ -291,7 +280,7 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(2 * ws.cfg.PingInterval))
 	})
-	if offered := websocket.Subprotocols(r); len(offered) > 0 && conn.Subprotocol() == "" {
+	if len(offered) > 0 && conn.Subprotocol() == "" {
 		c.fail(CloseSubprotocolNotAcceptable, "Subprotocol not acceptable")
 		return c, nil
 	}
@@ -333,6 +322,7 @@ func (ws *websockets) closeAll() {
 type upgradeWriter struct {
 	http.ResponseWriter
 	hijacked bool
+	st       *wsState
 }
 
 func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -718,6 +708,9 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseForbidden), "Forbidden"),
 			nil, errors.New(`missing API key: send {"authorization": "Bearer <key>"} in connection_init`)
 	}
+	// gqlgen keeps the payload for the life of the connection; the key is
+	// not to stay in memory that long.
+	clear(payload)
 	p, err := s.auth.Authenticate(ctx, key)
 	if err != nil {
 		switch c360.ErrorCode(err) {
