@@ -239,11 +239,11 @@ func (ws *websockets) serve(gql http.Handler) http.Handler {
 // keeps no reference to the request: gqlgen keeps what it needs.
 func (ws *websockets) run(gql http.Handler, w *upgradeWriter, r *http.Request) {
 	st := w.st
+	defer st.handOff() // whatever happens, net/http's handler returns
 	gql.ServeHTTP(w, r)
 	if c := st.get(); c != nil {
 		c.fail(CloseNormal, "")
 	}
-	st.handOff()
 }
 
 // Accept implements transport.WebsocketImplementation with gorilla/websocket.
