@@ -146,11 +146,11 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 		       k.status, k.source, k.updated_at,
 		       (SELECT max(v.last_inbound_at) FROM conversations v
 		        WHERE v.workspace_id = $1 AND v.customer_id = c.id AND v.channel = $3)
-		FROM customers m
-		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
-		JOIN workspaces w ON w.id = m.workspace_id
+		FROM customers c
+		JOIN workspaces w ON w.id = c.workspace_id
 		LEFT JOIN consents k ON k.workspace_id = c.workspace_id AND k.customer_id = c.id AND k.channel = $3
-		WHERE m.workspace_id = $1 AND m.id = $2`, ws, customerID, channel).Scan(
+		WHERE c.workspace_id = $1
+		  AND c.id = (SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $2)`, ws, customerID, channel).Scan(
 		&o.CustomerID, &slug, &phone, &consentStatus, &consentSrc, &consentAt, &lastInbound)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", customerID)
