@@ -87,3 +87,19 @@ func TestMergeFollowingPlansStayIndexLookups(t *testing.T) {
 		}
 	}
 }
+
+// The tables a new workspace grows into are analyzed early (migration
+// 00008), so its statistics do not stay those of before it existed.
+func TestTenantTablesAnalyzeEarly(t *testing.T) {
+	db := pgtest.Open(t)
+	for _, table := range []string{"customers", "identities", "events", "customer_changes", "conversations", "messages"} {
+		var opts []string
+		if err := db.Pool.QueryRow(context.Background(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`, table).Scan(&opts); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(opts, ",")
+		if !strings.Contains(got, "autovacuum_analyze_scale_factor=0.02") || !strings.Contains(got, "autovacuum_analyze_threshold=1000") {
+			t.Errorf("%s: reloptions %q, want the early-analyze settings", table, got)
+		}
+	}
+}
