@@ -77,7 +77,7 @@ type preparedEvent struct {
 	// The event's JSON columns, encoded by encode on the caller's
 	// goroutine, before the event joins a group: a group's transaction
 	// holds its locks while it runs, and encoding there would lengthen it.
-	encoded                   bool
+	// Both ingest paths insert these.
 	properties, identitiesRaw string
 	traits, context           *string
 }
@@ -86,7 +86,6 @@ type preparedEvent struct {
 func (p *preparedEvent) encode() {
 	p.properties, p.identitiesRaw = mustJSON(p.ev.Properties), mustJSON(p.identities)
 	p.traits, p.context = jsonOrNil(p.ev.Traits), jsonOrNil(p.ev.Context)
-	p.encoded = true
 }
 
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.
@@ -184,13 +183,12 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 
 	// Claim the event first: a concurrent duplicate waits here on the unique
 	// index until this transaction ends, then finds the stored row.
-	idsJSON, _ := json.Marshal(p.identities)
 	err := tx.QueryRow(ctx, `
 		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at)
 		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
 		RETURNING id`,
-		ws, ev.Type, ev.Name, ev.Properties, nullMap(ev.Traits), nullMap(ev.Context), idsJSON,
+		ws, ev.Type, ev.Name, p.properties, p.traits, p.context, p.identitiesRaw,
 		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt).Scan(&res.EventID)
 	if err == pgx.ErrNoRows {
 		var cust *int64
@@ -474,9 +472,7 @@ func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, ki
 	_, err := tx.Exec(ctx, `
 		WITH c AS (
 			UPDATE customers SET traits = $3::jsonb, trait_meta = $4, version = version + 1, updated_at = $5,
-				search_text = lower(concat_ws(' ', $3::jsonb->>'name', $3::jsonb->>'first_name', $3::jsonb->>'last_name',
-					$3::jsonb->>'firstName', $3::jsonb->>'lastName',
-					(SELECT string_agg(value, ' ') FROM identities WHERE workspace_id = $1 AND customer_id = $2 AND type IN ('email', 'phone'))))
+				search_text = `+searchTextSQL("$3::jsonb", "$2")+`
 			WHERE workspace_id = $1 AND id = $2
 			RETURNING version
 		), e AS (
@@ -547,13 +543,6 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 		return nil, err
 	}
 	return out, nil
-}
-
-func nullMap(m map[string]any) any {
-	if m == nil {
-		return nil
-	}
-	return m
 }
 
 func idStrings(ids []int64) []string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -402,6 +403,19 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 // searchTraits are the traits customers.search_text holds, with the
 // customer's email addresses and phone numbers.
 var searchTraits = []string{"name", "first_name", "last_name", "firstName", "lastName"}
+
+// searchTextSQL is the expression of a customer's search text, from its
+// traits (a jsonb expression) and its id ($1 being the workspace); both
+// ingest paths write it.
+func searchTextSQL(traits, id string) string {
+	parts := make([]string, 0, len(searchTraits)+1)
+	for _, k := range searchTraits {
+		parts = append(parts, traits+"->>'"+k+"'")
+	}
+	parts = append(parts, `(SELECT string_agg(i.value, ' ') FROM identities i
+		WHERE i.workspace_id = $1 AND i.customer_id = `+id+` AND i.type IN ('email', 'phone'))`)
+	return "lower(concat_ws(' ', " + strings.Join(parts, ", ") + "))"
+}
 
 // searchMoved reports whether a change of traits or new identities moves
 // the customer's search text.

@@ -135,9 +135,6 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
 	for _, r := range rows {
 		p := r.e.p
-		if !p.encoded {
-			p.encode()
-		}
 		ev := p.ev
 		ids, custs = append(ids, r.e.res.EventID), append(custs, r.customer)
 		types, names, props = append(types, ev.Type), append(names, ev.Name), append(props, p.properties)
@@ -229,11 +226,7 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 	}
 	b.Queue(`UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
 			version = x.v, updated_at = $7,
-			search_text = CASE WHEN x.rs THEN lower(concat_ws(' ', coalesce(x.tr::jsonb, c.traits)->>'name',
-				coalesce(x.tr::jsonb, c.traits)->>'first_name', coalesce(x.tr::jsonb, c.traits)->>'last_name',
-				coalesce(x.tr::jsonb, c.traits)->>'firstName', coalesce(x.tr::jsonb, c.traits)->>'lastName',
-				(SELECT string_agg(i.value, ' ') FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = x.id AND i.type IN ('email', 'phone'))))
-				ELSE c.search_text END
+			search_text = CASE WHEN x.rs THEN `+searchTextSQL("coalesce(x.tr::jsonb, c.traits)", "x.id")+` ELSE c.search_text END
 		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS x(id, tr, m, v, rs)
 		WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
