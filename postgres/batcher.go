@@ -133,38 +133,26 @@ func shardOf(ws int64, rules identity.Rules, p *preparedEvent, shards int) int {
 }
 
 // split divides a call's events among the workers' queues, keeping their
-// order within each part.
+// order within each part. A call that stays on one worker is one part, with
+// no index.
 func (b *batcher) split(ctx context.Context, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]*ingestReq, []int) {
-	n := len(b.shards)
-	first := shardOf(ws, rules, prepared[0], n)
-	shard := make([]int, len(prepared))
-	same := true
+	parts := map[int]*ingestReq{}
+	var shards []int // in order of first appearance
 	for i, p := range prepared {
-		if i > 0 {
-			shard[i] = shardOf(ws, rules, p, n)
-		} else {
-			shard[i] = first
-		}
-		same = same && shard[i] == first
-	}
-	if same {
-		return []*ingestReq{{ctx: ctx, ws: ws, rules: rules, prepared: prepared, done: make(chan struct{})}}, []int{first}
-	}
-	parts := make([]*ingestReq, n)
-	for i, p := range prepared {
-		r := parts[shard[i]]
+		k := shardOf(ws, rules, p, len(b.shards))
+		r := parts[k]
 		if r == nil {
 			r = &ingestReq{ctx: ctx, ws: ws, rules: rules, done: make(chan struct{})}
-			parts[shard[i]] = r
+			parts[k], shards = r, append(shards, k)
 		}
 		r.prepared, r.index = append(r.prepared, p), append(r.index, i)
 	}
-	var out []*ingestReq
-	var shards []int
-	for k, r := range parts {
-		if r != nil {
-			out, shards = append(out, r), append(shards, k)
-		}
+	out := make([]*ingestReq, len(shards))
+	for i, k := range shards {
+		out[i] = parts[k]
+	}
+	if len(out) == 1 {
+		out[0].index = nil
 	}
 	return out, shards
 }
@@ -188,16 +176,6 @@ func (db *DB) submit(ctx context.Context, ws int64, rules identity.Rules, prepar
 			return nil, nil, c360.Errorf(c360.EUNAVAILABLE, "ingest is overloaded; retry")
 		}
 	}
-	if len(parts) == 1 {
-		r := parts[0]
-		select {
-		case <-r.done:
-			return r.results, r.changed, r.err
-		case <-ctx.Done():
-			// The group may still commit; a retry then finds the events stored.
-			return nil, nil, ctx.Err()
-		}
-	}
 	results := make([]c360.IngestResult, len(prepared))
 	var changed []int64
 	var failed error
@@ -206,10 +184,14 @@ func (db *DB) submit(ctx context.Context, ws int64, rules identity.Rules, prepar
 		select {
 		case <-r.done:
 		case <-ctx.Done():
+			// The groups may still commit; a retry then finds the events stored.
 			return nil, nil, ctx.Err()
 		}
 		var dl *c360.DeadLetteredError
 		switch {
+		case r.err == nil && r.index == nil:
+			results = r.results
+			changed = append(changed, r.changed...)
 		case r.err == nil:
 			for j, k := range r.index {
 				results[k] = r.results[j]

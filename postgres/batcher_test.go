@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -99,5 +100,58 @@ func TestGroupPathKeepsTraitsAndSearchText(t *testing.T) {
 	ingest1(t, db, ws, identify("s-5", map[string]any{"plan": "pro"}, ids("user_id", "ada")))
 	if _, tr5, _ := state(c); !strings.Contains(tr5, `"plan": "pro"`) || !strings.Contains(tr5, `"Ada King"`) {
 		t.Fatalf("after the same traits again: %s", tr5)
+	}
+}
+
+// A split call one of whose parts fails: the call fails, every event is
+// either stored or kept as a dead letter (never both, never lost), and the
+// call sent again without the poison stores the rest exactly once.
+func TestSplitCallWithAFailingPart(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+
+	const n, poison = 20, 7
+	call := func(withPoison bool) []*c360.Event {
+		evs := make([]*c360.Event, n)
+		for i := range evs {
+			evs[i] = track(fmt.Sprintf("part-%d", i), ids("user_id", fmt.Sprintf("p-%d", i)))
+			if i == poison && withPoison {
+				evs[i].Properties = map[string]any{"note": "a\x00b"}
+			}
+		}
+		return evs
+	}
+	_, err := db.Ingest(ctx, ws, call(true))
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) || c360.ErrorCode(err) != c360.EINVALID {
+		t.Fatalf("call with a poison event: %v, want a *c360.DeadLetteredError of code %s", err, c360.EINVALID)
+	}
+	stored := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws)
+	dead := count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1`, ws)
+	both := count(t, db, `SELECT count(*) FROM events e JOIN dead_letters d USING (workspace_id, source, dedupe_key) WHERE e.workspace_id = $1`, ws)
+	if stored+dead != n || both != 0 || len(kept.IDs) != dead || stored == 0 {
+		t.Fatalf("after the failed call: %d stored, %d dead letters (%d ids in the error), %d both; want %d in all, some stored, none both",
+			stored, dead, len(kept.IDs), both, n)
+	}
+	if count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND dedupe_key = $2`, ws, fmt.Sprintf("part-%d", poison)) != 1 {
+		t.Fatal("the poison event is not among the dead letters")
+	}
+
+	again, err := db.Ingest(ctx, ws, call(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dups := 0
+	for _, r := range again {
+		if r.Duplicate {
+			dups++
+		}
+	}
+	if dups != stored {
+		t.Errorf("the call again: %d duplicates, want the %d stored before", dups, stored)
+	}
+	if got := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); got != n {
+		t.Errorf("%d events stored after the call again, want %d", got, n)
 	}
 }
