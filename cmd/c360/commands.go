@@ -97,14 +97,10 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		}
 	}
 	db.StartIngest(ingest)
-	conns := Connectors{
-		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
-		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
-		Logger:       log,
-	}
 	res := NewResolver(db)
-	if res.MessageSender, err = conns.messageSender(); err != nil {
-		return usageError("C360_TWILIO_API_URL: " + err.Error())
+	conns, err := m.connectors(res, log)
+	if err != nil {
+		return err
 	}
 	rt, wsConfig, err := m.startRealtime(db, log)
 	if err != nil {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 
 	"github.com/c360dev/c360/connectors/chatbot"
 	"github.com/c360dev/c360/connectors/segment"
 	"github.com/c360dev/c360/connectors/twilio"
 	"github.com/c360dev/c360/connectors/whatsapp"
 	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
 	"github.com/c360dev/c360/server"
 )
 
@@ -23,10 +25,24 @@ type Connectors struct {
 	Logger *slog.Logger
 }
 
+// connectors reads the connectors' settings from the environment and gives
+// res the outbound message sender they configure.
+func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors, error) {
+	conns := Connectors{
+		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
+		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
+		Logger:       log,
+	}
+	var err error
+	if res.MessageSender, err = conns.messageSender(); err != nil {
+		return conns, usageError("C360_TWILIO_API_URL: " + err.Error())
+	}
+	return conns, nil
+}
+
 // mountConnectors mounts every connector's routes on srv. Each connector
 // only verifies, parses and hands canonical events to the one ingest path.
 func mountConnectors(srv *server.Server, db *postgres.DB, cfg Connectors) {
-	_, _, _ = srv, db, cfg
 	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
 	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: cfg.PublicURL, StatusOf: server.StatusOf,

@@ -54,13 +54,8 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	defer db.Close()
 
 	res := NewResolver(db)
-	conns := Connectors{
-		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
-		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
-		Logger:       log,
-	}
-	if res.MessageSender, err = conns.messageSender(); err != nil {
-		return usageError("C360_TWILIO_API_URL: " + err.Error())
+	if _, err := m.connectors(res, log); err != nil {
+		return err
 	}
 	limits, sec, err := m.startSecurity(db, res, log)
 	if err != nil {
