@@ -155,7 +155,9 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 		return nil, nil, err
 	}
 	convParams := []any{ws, customer, cn + 1}
-	msgParams := []any{ws, customer, cn + 1, mn + 1}
+	// Messages only for the conversations returned: the extra one the
+	// conversation statement reads tells only that there is a next page.
+	msgParams := []any{ws, customer, cn, mn + 1}
 	convCond, msgConvCond, msgCond := "", "", ""
 	if convArgs.After != "" {
 		cur, err := c360.DecodeCursor(convArgs.After)
@@ -202,11 +204,11 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 			rows.Close()
 			return nil, nil, fmt.Errorf("scan conversation: %w", err)
 		}
-		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
 		if len(convs.Items) == cn {
 			convs.HasNext = true
 			continue
 		}
+		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
 		t := c.CreatedAt
 		if c.LastMessageAt != nil {
 			t = *c.LastMessageAt
