@@ -2,7 +2,9 @@ package c360
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -98,4 +100,26 @@ func WithoutDeadLetters(ctx context.Context) context.Context {
 func DeadLettersWanted(ctx context.Context) bool {
 	off, _ := ctx.Value(noDeadLetterKey{}).(bool)
 	return !off
+}
+
+// EventFault reports whether err is an event's own failure (a value the
+// database refuses, a broken constraint, a bug) rather than the system's:
+// unavailability or overload, cancellation, and serialization failures or
+// deadlocks that outlasted their retries are the system's, and a client's
+// retry is their cure. The store keeps only event faults as dead letters,
+// and the Segment batch isolates only them; both ask here.
+func EventFault(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	// PostgreSQL's class 40, through any driver error that names its SQLSTATE.
+	var state interface{ SQLState() string }
+	if errors.As(err, &state) && strings.HasPrefix(state.SQLState(), "40") {
+		return false
+	}
+	switch ErrorCode(err) {
+	case EUNAVAILABLE, ERATELIMITED:
+		return false
+	}
+	return true
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 )
@@ -35,7 +34,7 @@ var _ c360.DeadLetterService = (*DB)(nil)
 // stays the cause (the caller then answers non-2xx and the provider
 // retries).
 func (db *DB) keepDeadLetters(ctx context.Context, r *ingestReq) {
-	if r.err == nil || !deadLetterable(r.err) || !c360.DeadLettersWanted(r.ctx) {
+	if r.err == nil || !c360.EventFault(r.err) || !c360.DeadLettersWanted(r.ctx) {
 		return
 	}
 	ids, err := db.insertDeadLetters(ctx, r.ws, r.prepared, r.err)
@@ -44,23 +43,6 @@ func (db *DB) keepDeadLetters(ctx context.Context, r *ingestReq) {
 		return
 	}
 	r.err = &c360.DeadLetteredError{IDs: ids, Err: r.err}
-}
-
-// deadLetterable reports whether err is the event's own failure rather than
-// the system's.
-func deadLetterable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "40") {
-		return false // serialization failure or deadlock, still there after retries: try again later
-	}
-	switch c360.ErrorCode(err) {
-	case c360.EUNAVAILABLE, c360.ERATELIMITED:
-		return false
-	}
-	return true
 }
 
 // insertDeadLetters records (or records again) each event with the failure.
@@ -178,7 +160,7 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLet
 	res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
 	if err != nil {
 		var kept *c360.DeadLetteredError
-		if !errors.As(err, &kept) && deadLetterable(err) {
+		if !errors.As(err, &kept) && c360.EventFault(err) {
 			// Refused before the transaction (the workspace's rules changed,
 			// say): count the attempt here, since no hook saw it.
 			if _, uerr := db.as(ws).Exec(ctx, `

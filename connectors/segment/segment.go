@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -327,7 +326,7 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 	// good events are stored below. A call that fails alone is kept.
 	whole := c360.WithoutDeadLetters(ctx)
 	_, err := h.cfg.Store.Ingest(whole, ws, evs)
-	if !poison(err) {
+	if !c360.EventFault(err) {
 		return err
 	}
 	errs, err := h.cfg.Store.Validate(ctx, ws, evs)
@@ -347,35 +346,19 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 	}
 	if len(keep) < len(evs) {
 		_, err = h.cfg.Store.Ingest(whole, ws, keep)
-		if !poison(err) {
+		if !c360.EventFault(err) {
 			return err
 		}
 	}
 	for j, ev := range keep {
 		_, err := h.cfg.Store.Ingest(ctx, ws, []*c360.Event{ev})
-		if poison(err) {
+		if c360.EventFault(err) {
 			results[keepIdx[j]].Err = err
 		} else if err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// poison reports whether err is about the events rather than the system:
-// anything but unavailability (the database, overload) and cancellation,
-// which the SDK retries. An event that breaks ingest in an unforeseen way
-// (an internal error) is isolated like an invalid one, so it never holds up
-// the rest of its batch.
-func poison(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	switch c360.ErrorCode(err) {
-	case c360.EUNAVAILABLE, c360.ERATELIMITED:
-		return false
-	}
-	return true
 }
 
 // fail answers err with its status and a JSON body; internal errors are
