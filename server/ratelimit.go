@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/base64"
 	"math"
 	"net/http"
 	"strconv"
@@ -124,28 +123,17 @@ func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
 
 // RateLimitWebhooks wraps a connector's handler in the per-workspace rate
 // limit: provider webhooks (patterns with {workspace}) are limited per
-// workspace slug, the Segment API (/v1/) per write key. Other patterns are
-// returned unchanged. Server.Handle applies it to every connector route.
+// workspace slug before anything else runs. Other patterns are returned
+// unchanged: the Segment API is limited per write key once the key is
+// checked (AllowWriteKey), because its key may come in the body. Server.Handle
+// applies it to every connector route.
 func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler {
-	var key func(*http.Request) string
-	switch {
-	case strings.Contains(pattern, "{workspace}"):
-		key = func(r *http.Request) string { return "ws:" + r.PathValue("workspace") }
-	case strings.Contains(pattern, "/v1/"):
-		key = func(r *http.Request) string {
-			u := basicUser(r.Header.Get("Authorization"))
-			if u == "" {
-				return ""
-			}
-			return "wk:" + u
-		}
-	default:
+	if !strings.Contains(pattern, "{workspace}") {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		k := key(r)
-		if k != "" && r.Method != http.MethodOptions {
-			if ok, retry := s.webhookLimit.allow(k); !ok {
+		if r.Method != http.MethodOptions {
+			if ok, retry := s.webhookLimit.allow("ws:" + r.PathValue("workspace")); !ok {
 				s.secMetrics.rateLimited.WithLabelValues("webhook").Inc()
 				writeRateLimited(w, retry, "this workspace's webhooks")
 				return
@@ -155,23 +143,17 @@ func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler 
 	})
 }
 
-// basicUser returns the user name of HTTP Basic credentials, or "".
-func basicUser(h string) string {
-	scheme, enc, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Basic") {
-		return ""
+// AllowWriteKey takes a token from the bucket of an authenticated write key
+// (the webhook rate, C360_RATE_WEBHOOK_*); when there is none it reports how
+// long until there is. Connectors whose key is known only after parsing
+// (Segment's body writeKey) call it once the key is checked, so an unknown
+// key never gets a bucket of its own.
+func (s *Server) AllowWriteKey(keyID int64) (bool, time.Duration) {
+	ok, retry := s.webhookLimit.allow("wk:" + strconv.FormatInt(keyID, 10))
+	if !ok {
+		s.secMetrics.rateLimited.WithLabelValues("webhook").Inc()
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
-	if err != nil {
-		if raw, err = base64.RawStdEncoding.DecodeString(strings.TrimSpace(enc)); err != nil {
-			return ""
-		}
-	}
-	u, _, _ := strings.Cut(string(raw), ":")
-	if len(u) > 200 {
-		u = u[:200]
-	}
-	return u
+	return ok, retry
 }
 
 // limitKey takes a token from the bucket of p's API key; false means the

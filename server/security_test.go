@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/segment"
 	"github.com/c360dev/c360/graph"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
@@ -693,7 +694,8 @@ func TestRateLimits(t *testing.T) {
 		db, newResolver(db), db)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	s.Handle("POST /webhooks/test/{workspace}", ok)
-	s.Handle("POST /v1/track", ok)
+	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: slog.New(slog.DiscardHandler),
+		Limit: s.AllowWriteKey}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 
@@ -730,7 +732,6 @@ func TestRateLimits(t *testing.T) {
 		}
 		for _, tc := range []struct{ path, user, other, otherUser string }{
 			{"/webhooks/test/acme", "", "/webhooks/test/globex", ""},
-			{"/v1/track", "wk_one", "/v1/track", "wk_two"},
 		} {
 			for i := 0; i < 2; i++ {
 				if got := hit(tc.path, tc.user).StatusCode; got != http.StatusNoContent {
@@ -744,6 +745,57 @@ func TestRateLimits(t *testing.T) {
 			wantLimited(t, do(t, srv, req))
 			if got := hit(tc.other, tc.otherUser).StatusCode; got != http.StatusNoContent {
 				t.Errorf("%s (another workspace) = %d, want 204", tc.other, got)
+			}
+		}
+	})
+	// The Segment API is limited per write key once the key is checked,
+	// whether it comes in the Authorization header or in the body.
+	t.Run("per write key", func(t *testing.T) {
+		ctx := context.Background()
+		one, err := db.CreateWorkspace(ctx, fmt.Sprintf("rl-one-%d", time.Now().UnixNano()%1e9), "one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, err := db.CreateWorkspace(ctx, fmt.Sprintf("rl-two-%d", time.Now().UnixNano()%1e9), "two")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		track := func(header, body string) *http.Request {
+			n++
+			call := fmt.Sprintf(`{"userId":"u","event":"E","messageId":"rl-%d"`, n)
+			if body != "" {
+				call += `,"writeKey":"` + body + `"`
+			}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/track", strings.NewReader(call+"}"))
+			req.Header.Set("Content-Type", "application/json")
+			if header != "" {
+				req.SetBasicAuth(header, "")
+			}
+			return req
+		}
+		for _, tc := range []struct{ name, header, body string }{
+			{"key in the header", one.WriteKey, ""},
+			{"key in the body", "", two.WriteKey},
+		} {
+			for i := 0; i < 2; i++ {
+				if r := do(t, srv, track(tc.header, tc.body)); r.Status != http.StatusOK {
+					t.Fatalf("%s: call %d = %d, want 200", tc.name, i, r.Status)
+				}
+			}
+			// Segment's own answer shape, with the same status and header.
+			r := do(t, srv, track(tc.header, tc.body))
+			if r.Status != http.StatusTooManyRequests || !strings.Contains(r.Body, `"code":"RATE_LIMITED"`) {
+				t.Errorf("%s: third call = %d %s, want 429 RATE_LIMITED", tc.name, r.Status, r.Body)
+			}
+			if ra := r.Header.Get("Retry-After"); ra != "1" && ra != "2" {
+				t.Errorf("%s: Retry-After = %q, want 1 or 2 (seconds until a token at 0.5/s)", tc.name, ra)
+			}
+		}
+		// An unknown key is refused as such, and gets no bucket.
+		for i := 0; i < 3; i++ {
+			if r := do(t, srv, track("wk_unknown", "")); r.Status != http.StatusUnauthorized {
+				t.Fatalf("unknown key, call %d = %d, want 401", i, r.Status)
 			}
 		}
 	})

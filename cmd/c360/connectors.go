@@ -43,7 +43,7 @@ func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors,
 // mountConnectors mounts every connector's routes on srv. Each connector
 // only verifies, parses and hands canonical events to the one ingest path.
 func mountConnectors(srv *server.Server, db *postgres.DB, cfg Connectors) {
-	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
+	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger, Limit: srv.AllowWriteKey}).Register(srv)
 	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: cfg.PublicURL, StatusOf: server.StatusOf,
 		Logger: cfg.Logger, Now: db.Now}).Register(srv)

@@ -13,7 +13,9 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +44,9 @@ type Config struct {
 	// one table); nil answers 500 for every error.
 	StatusOf func(error) int
 	Logger   *slog.Logger
+	// Limit takes a token from an authenticated write key's bucket
+	// (server.AllowWriteKey); nil: no limit.
+	Limit func(keyID int64) (bool, time.Duration)
 }
 
 // Handler serves the tracking API.
@@ -174,6 +179,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 		}
 	}
 
+	if h.cfg.Limit != nil {
+		if ok, retry := h.cfg.Limit(p.KeyID); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
+			h.fail(w, c360.Errorf(c360.ERATELIMITED, "rate limit of this write key exceeded: retry later"), nil)
+			return
+		}
+	}
 	if err := h.resolveAliases(ctx, p.WorkspaceID, results); err != nil {
 		h.fail(w, err, nil)
 		return
@@ -373,7 +385,9 @@ func (h *Handler) fail(w http.ResponseWriter, err error, rejected []rejection) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Basic realm="c360"`)
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "1")
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", "1")
+		}
 	}
 	writeJSON(w, status, answer{Code: code, Message: c360.ErrorMessage(err), Rejected: rejected})
 }
