@@ -512,21 +512,26 @@ func (c *wsConn) WriteJSON(v any) error {
 		}
 		return c.writeRaw(b)
 	}
-	if !c.legacy {
-		c.mu.Lock()
-		_, active := c.active[id]
-		switch typ {
-		case "next", "error", "complete":
-			if !active {
-				c.mu.Unlock()
-				return nil // the client completed it: it wants nothing more
-			}
-			if typ != "next" {
-				delete(c.active, id)
-			}
-		}
-		c.mu.Unlock()
+	// A subscription the server ends frees its slot on both protocols; only
+	// graphql-transport-ws also drops what follows a client's complete
+	// (the legacy protocol has no such rule).
+	next := "next"
+	if c.legacy {
+		next = "data"
 	}
+	c.mu.Lock()
+	_, active := c.active[id]
+	switch typ {
+	case next, "error", "complete":
+		if !active && !c.legacy {
+			c.mu.Unlock()
+			return nil // the client completed it: it wants nothing more
+		}
+		if typ != next {
+			delete(c.active, id)
+		}
+	}
+	c.mu.Unlock()
 	return c.write(typ, id, payload)
 }
 

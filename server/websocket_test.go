@@ -217,3 +217,70 @@ func TestWebsocketMessageSizes(t *testing.T) {
 		t.Fatalf("close code %d after a message over 64 KiB, want %d", got, websocket.CloseMessageTooBig)
 	}
 }
+
+// A connection holds at most MaxSubscriptions active subscriptions: one
+// more is refused with an error message (RATE_LIMITED) and the connection
+// stays open. A subscription the server ends (here: a bad cursor) frees its
+// slot on both protocols; a client's complete frees it too.
+func TestWebsocketSubscriptionLimit(t *testing.T) {
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{MaxSubscriptions: 2}}})
+	id := fmt.Sprint(ingest(t, e.db, e.ws, email("limit@example.com"), nil))
+	good := map[string]any{"id": id}
+	bad := map[string]any{"id": id, "after": "not a cursor"}
+
+	t.Run("graphql-transport-ws", func(t *testing.T) {
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(e.key)
+		for _, sub := range []string{"bad1", "bad2"} {
+			c.send("subscribe", sub, map[string]any{"query": subCustomer, "variables": bad})
+			endedWithError(t, c, sub)
+		}
+		// The two slots the server ended are free again.
+		c.subscribe("a", subCustomer, good)
+		c.subscribe("b", subCustomer, good)
+		waitFor(t, "two subscriptions", func() bool { return e.hub.Stats().Streams == 2 })
+		c.send("subscribe", "c", map[string]any{"query": subCustomer, "variables": good})
+		m := c.read()
+		if m.Type != "error" || m.ID != "c" || !strings.Contains(string(m.Payload), "RATE_LIMITED") {
+			t.Fatalf("third subscription: got %s %q %s, want an error RATE_LIMITED for c", m.Type, m.ID, m.Payload)
+		}
+		c.send("complete", "a", nil)
+		waitFor(t, "a completed", func() bool { return e.hub.Stats().Streams == 1 })
+		c.subscribe("c", subCustomer, good)
+		waitFor(t, "c in a's slot", func() bool { return e.hub.Stats().Streams == 2 })
+		c.send("complete", "b", nil)
+		c.send("complete", "c", nil)
+		waitFor(t, "all completed", func() bool { return e.hub.Stats().Streams == 0 })
+	})
+	t.Run("graphql-ws (legacy)", func(t *testing.T) {
+		c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+		c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
+		if m := c.read(); m.Type != "connection_ack" {
+			t.Fatalf("got %s, want connection_ack", m.Type)
+		}
+		for _, sub := range []string{"bad1", "bad2", "bad3"} {
+			c.send("start", sub, map[string]any{"query": subCustomer, "variables": bad})
+			endedWithError(t, c, sub)
+		}
+		c.send("start", "ok", map[string]any{"query": subCustomer, "variables": good})
+		waitFor(t, "a subscription after three server-ended ones", func() bool { return e.hub.Stats().Streams == 1 })
+		c.send("stop", "ok", nil)
+		waitFor(t, "stopped", func() bool { return e.hub.Stats().Streams == 0 })
+	})
+}
+
+// endedWithError reads the server's answer to a subscription it refuses
+// for a bad argument: its own error (never the subscription limit's), then
+// complete.
+func endedWithError(t *testing.T, c *wsClient, id string) {
+	t.Helper()
+	m := c.read()
+	if m.ID != id || !strings.Contains(string(m.Payload), "BAD_USER_INPUT") || strings.Contains(string(m.Payload), "RATE_LIMITED") {
+		t.Fatalf("subscription %s: got %s %q %s, want its BAD_USER_INPUT error", id, m.Type, m.ID, m.Payload)
+	}
+	if m.Type != "complete" && m.Type != "error" {
+		if m = c.read(); m.Type != "complete" || m.ID != id {
+			t.Fatalf("subscription %s: got %s %q after its error, want complete", id, m.Type, m.ID)
+		}
+	}
+}
