@@ -183,6 +183,13 @@ func TestResumeRacesWrites(t *testing.T) {
 			e.identify(t, "c@example.com", map[string]any{"m": i})
 		}
 	}()
+	// A resume of an unknown customer, with its own cursor or another's,
+	// is refused before anything is followed.
+	for _, after := range []*hub.Cursor{{CustomerID: id + 1000000, Version: 1}, {CustomerID: id, Version: 1}} {
+		if _, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id+1000000, after); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Fatalf("resume of an unknown customer after %+v: %v, want %s", after, err, c360.ENOTFOUND)
+		}
+	}
 	st, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id, &hub.Cursor{CustomerID: id, Version: 2})
 	if err != nil {
 		t.Fatal(err)
