@@ -127,11 +127,14 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 		if reason == "" {
 			reason = "merged by an operator"
 		}
-		if err := mergeLedger(ctx, tx, ws, s, m, identity.Identity{}, 0, actor, reason, db.Now()); err != nil {
+		// One time for the ledger, the merged-away change and the
+		// survivor's change: they are one event.
+		now := db.Now()
+		if err := mergeLedger(ctx, tx, ws, s, m, identity.Identity{}, 0, actor, reason, now); err != nil {
 			return err
 		}
 		diff := map[string]any{"merged": idStrings(s.merged), "actor": actor, "reason": reason, "forced": force}
-		return commitCustomer(ctx, tx, ws, s, c360.ChangeMerged, diff, db.Now(), 0, nil)
+		return commitCustomer(ctx, tx, ws, s, c360.ChangeMerged, diff, now, 0, nil)
 	})
 	if err != nil {
 		return nil, err

@@ -78,6 +78,14 @@ func TestManualMerge(t *testing.T) {
 	if c.TraitSources["name"].Source != "t" {
 		t.Errorf("trait source = %+v", c.TraitSources["name"])
 	}
+	// The ledger row and both customers' change rows carry one time.
+	if n := count(t, db, `SELECT count(DISTINCT x.at) FROM (
+			SELECT created_at AS at FROM merges WHERE workspace_id = $1 AND survivor_id = $2 AND merged_id = $3
+			UNION ALL SELECT created_at FROM customer_changes WHERE workspace_id = $1 AND customer_id IN ($2, $3)
+			  AND version = (SELECT max(version) FROM customer_changes WHERE workspace_id = $1 AND customer_id = customer_changes.customer_id)) x`,
+		ws, a.CustomerID, b.CustomerID); n != 1 {
+		t.Errorf("the merge's ledger row and change rows carry %d different times, want 1", n)
+	}
 	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, b.CustomerID, false, "x", ""); c360.ErrorCode(err) != c360.ECONFLICT {
 		t.Errorf("merging again: %v, want CONFLICT", err)
 	}
