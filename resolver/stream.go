@@ -195,52 +195,31 @@ func endResponse(ctx context.Context, err error) *graphql.Response {
 //
 // convert turns a change into the subscription's value; it reports false
 // for a change the subscription does not deliver.
-func serve[T any](ctx context.Context, st hub.Stream, convert func(context.Context, *hub.Change) (T, bool, error)) <-chan T {
+func serve[T any](ctx context.Context, st hub.Stream, convert func(context.Context, *hub.Change) (T, bool, error)) (<-chan T, error) {
+	h, _ := ctx.Value(holderKey{}).(*holder)
+	if h == nil || h.src != nil {
+		// Every subscription is delivered by SharedSubscriptions (the
+		// server installs it); without it nothing would read the stream.
+		st.Close()
+		return nil, c360.Errorf(c360.EINTERNAL, "subscriptions are served without resolver.SharedSubscriptions")
+	}
 	ch := make(chan T, 1)
 	context.AfterFunc(ctx, st.Close)
-	next := func(ctx context.Context) (*hub.Change, T, error) {
-		for {
-			c, err := st.Next(ctx)
-			if err != nil {
-				var zero T
-				return nil, zero, err
-			}
-			v, ok, err := convert(ctx, c)
-			if err != nil || ok {
-				return c, v, err
-			}
-		}
-	}
-	if h, _ := ctx.Value(holderKey{}).(*holder); h != nil && h.src == nil {
-		h.src = &source{
-			st: st,
-			next: func(ctx context.Context) (*hub.Change, func(), error) {
-				c, v, err := next(ctx)
-				return c, func() { ch <- v }, err
-			},
-			end: func() { close(ch) },
-		}
-		return ch
-	}
-	go func() {
-		defer close(ch)
-		defer st.Close()
-		for {
-			_, v, err := next(ctx)
-			if err != nil {
-				if errors.Is(err, hub.ErrSlow) {
-					if f, ok := ctx.Value(slowKey{}).(func()); ok {
-						f()
-					}
+	h.src = &source{
+		st: st,
+		next: func(ctx context.Context) (*hub.Change, func(), error) {
+			for {
+				c, err := st.Next(ctx)
+				if err != nil {
+					return nil, nil, err
 				}
-				return
+				v, ok, err := convert(ctx, c)
+				if err != nil || ok {
+					return c, func() { ch <- v }, err
+				}
 			}
-			select {
-			case ch <- v:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return ch
+		},
+		end: func() { close(ch) },
+	}
+	return ch, nil
 }

@@ -51,7 +51,7 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 		return nil, err
 	}
 	wanted := kindFilter(kinds) // assistant.go: an assistant's live context
-	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, wanted(c.Kind), nil }), nil
+	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, wanted(c.Kind), nil })
 }
 
 // ConversationMessages is the resolver for the conversationMessages field.
@@ -82,7 +82,7 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 	}
 	return serve(ctx, st, func(ctx context.Context, c *hub.Change) (*c360.Message, bool, error) {
 		return r.messageOf(ctx, c, conv)
-	}), nil
+	})
 }
 
 // CustomerChanges is the resolver for the customerChanges field.
@@ -99,7 +99,7 @@ func (r *subscriptionResolver) CustomerChanges(ctx context.Context, filter *mode
 	if err != nil {
 		return nil, err
 	}
-	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, true, nil }), nil
+	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, true, nil })
 }
 
 // CustomerChange returns graph.CustomerChangeResolver implementation.
