@@ -149,7 +149,9 @@ func newWebsockets(cfg WebsocketConfig, log *slog.Logger, reg *prometheus.Regist
 		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{protocolTransportWS, protocolGraphQLWS},
-		CheckOrigin:     ws.originAllowed,
+		// serve checks the origin before gqlgen runs; the upgrade comes
+		// only through it.
+		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			writeGraphQLError(w, status, c360.Errorf(c360.EINVALID, "websocket handshake: %s", reason.Error()))
 		},
@@ -248,13 +250,7 @@ func (ws *websockets) run(gql http.Handler, w *upgradeWriter, r *http.Request) {
 
 // Accept implements transport.WebsocketImplementation with gorilla/websocket.
 func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
-	hdr := http.Header{}
-	for k, vs := range opts.ResponseHeader {
-		for _, v := range vs {
-			hdr.Add(k, v)
-		}
-	}
-	conn, err := ws.upgrader.Upgrade(w, r, hdr)
+	conn, err := ws.upgrader.Upgrade(w, r, opts.ResponseHeader)
 	if err != nil {
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
@@ -275,7 +271,8 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 		st.mu.Unlock()
 		st.handOff() // net/http's handler may return: the connection is ours
 	}
-	conn.SetReadLimit(ws.cfg.ReadLimit)
+	// The read limit is gqlgen's to set (PayloadReadLimit, server.go),
+	// through SetReadLimit below, before it reads anything.
 	conn.SetReadDeadline(time.Now().Add(ws.cfg.InitTimeout + 2*ws.cfg.PingInterval))
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(2 * ws.cfg.PingInterval))
