@@ -21,12 +21,21 @@ import (
 // selected returns the fields selected under the current field, following
 // path (e.g. "edges", "node"); typ names the object type at each step.
 func selected(ctx context.Context, path []string, types []string) []graphql.CollectedField {
-	opCtx := graphql.GetOperationContext(ctx)
 	fc := graphql.GetFieldContext(ctx)
-	if opCtx == nil || fc == nil {
+	if fc == nil {
 		return nil
 	}
-	sel := fc.Field.Selections
+	return collectPath(ctx, fc.Field.Selections, path, types)
+}
+
+// collectPath follows path from the selection set sel: types[i] is the
+// object type at step i, and the last names the type whose fields are
+// returned.
+func collectPath(ctx context.Context, sel ast.SelectionSet, path []string, types []string) []graphql.CollectedField {
+	opCtx := graphql.GetOperationContext(ctx)
+	if opCtx == nil {
+		return nil
+	}
 	for i, name := range path {
 		var next ast.SelectionSet
 		for _, f := range graphql.CollectFields(opCtx, sel, []string{types[i]}) {
@@ -149,22 +158,7 @@ func (r *Resolver) prefetchConversations(ctx context.Context, ws int64, fields [
 
 // subfields returns the node fields selected under a connection field f.
 func subfields(ctx context.Context, f graphql.CollectedField, conn, edge, node string) []graphql.CollectedField {
-	opCtx := graphql.GetOperationContext(ctx)
-	var edges, nodes ast.SelectionSet
-	for _, e := range graphql.CollectFields(opCtx, f.Selections, []string{conn}) {
-		if e.Name == "edges" {
-			edges = append(edges, e.Selections...)
-		}
-	}
-	for _, n := range graphql.CollectFields(opCtx, edges, []string{edge}) {
-		if n.Name == "node" {
-			nodes = append(nodes, n.Selections...)
-		}
-	}
-	if nodes == nil {
-		return nil
-	}
-	return graphql.CollectFields(opCtx, nodes, []string{node})
+	return collectPath(ctx, f.Selections, []string{"edges", "node"}, []string{conn, edge, node})
 }
 
 type primer[K comparable, V any] interface {
