@@ -6,11 +6,9 @@
 package chatbot
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // DefaultMaxBodyBytes bounds a webhook body; larger ones get 413.
@@ -93,20 +92,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	if r.ContentLength > h.cfg.MaxBodyBytes {
+	body, status, err := webhook.ReadBody(w, r, h.cfg.MaxBodyBytes)
+	switch {
+	case status == http.StatusRequestEntityTooLarge:
 		h.tooLarge(w)
 		return
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, h.cfg.MaxBodyBytes+1)); err != nil {
+	case err != nil:
 		h.fail(w, c360.Errorf(c360.EINVALID, "unreadable body"))
 		return
 	}
-	if int64(buf.Len()) > h.cfg.MaxBodyBytes {
-		h.tooLarge(w)
-		return
-	}
-	body := buf.Bytes()
 	now := h.cfg.Now()
 	if err := VerifySignature(ws.WebhookSecret, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
 		h.fail(w, err)

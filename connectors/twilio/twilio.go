@@ -20,6 +20,7 @@ import (
 	twclient "github.com/twilio/twilio-go/client"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // DefaultMaxBodyBytes bounds a webhook body. Twilio's form posts are a few
@@ -116,18 +117,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 	if limit <= 0 {
 		limit = DefaultMaxBodyBytes
 	}
-	if r.ContentLength > limit {
-		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		return nil, nil, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, status, err := webhook.ReadBody(w, r, limit)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		} else {
-			http.Error(w, "could not read the request body", http.StatusBadRequest)
-		}
+		http.Error(w, err.Error(), status)
 		return nil, nil, false
 	}
 	slug := r.PathValue("workspace")

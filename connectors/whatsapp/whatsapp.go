@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // DefaultMaxBodyBytes bounds a notification body. Meta batches updates, so
@@ -91,18 +92,9 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	if limit <= 0 {
 		limit = DefaultMaxBodyBytes
 	}
-	if r.ContentLength > limit {
-		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	body, status, err := webhook.ReadBody(w, r, limit)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		} else {
-			http.Error(w, "could not read the request body", http.StatusBadRequest)
-		}
+		http.Error(w, err.Error(), status)
 		return
 	}
 	ws, err := h.Workspaces.FindWorkspaceBySlug(r.Context(), r.PathValue("workspace"))

@@ -1,0 +1,31 @@
+// Package webhook holds what the provider webhooks (Twilio, WhatsApp,
+// chatbot) share before their own parsing starts.
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// ReadBody reads a webhook's whole body, bounded by limit bytes, before
+// anything parses or verifies it. On failure it returns the status to
+// answer: 413 for a body over the limit (declared by Content-Length or
+// found while reading a chunked body), 400 for a body that could not be
+// read.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, int, error) {
+	tooLarge := fmt.Errorf("request body larger than %d bytes", limit)
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, http.StatusRequestEntityTooLarge, tooLarge
+		}
+		return nil, http.StatusBadRequest, errors.New("could not read the request body")
+	}
+	return body, http.StatusOK, nil
+}
