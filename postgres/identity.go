@@ -284,6 +284,15 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return interpretError(fmt.Errorf("move conversations: %w", err))
 		}
 		res.MovedConversations = int(tag.RowsAffected())
+		// A conversation that stayed (it has messages from both sides)
+		// keeps all of its messages.
+		if _, err := tx.Exec(ctx, `
+			UPDATE messages m SET customer_id = $2 FROM conversations c
+			WHERE m.workspace_id = $1 AND m.customer_id = $3
+			  AND c.workspace_id = $1 AND c.id = m.conversation_id AND c.customer_id = $2`,
+			ws, orig, split); err != nil {
+			return interpretError(fmt.Errorf("keep messages with their conversation: %w", err))
+		}
 		if id.Type == identity.TypePhone {
 			keepsPhone := false
 			for _, x := range existing[orig] {

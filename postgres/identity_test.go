@@ -178,6 +178,70 @@ func TestSplitIdentity(t *testing.T) {
 	}
 }
 
+// The split cases TestSplitIdentity does not reach (docs/identity.md,
+// "Splitting"): a merged-away id is followed to its survivor (step 1); a
+// conversation with messages from both sides stays with the original, and
+// so do its messages (step 4); a phone split from a customer who keeps
+// another phone copies the consents and leaves them on the original (step
+// 5); ids merged into the original before the split keep resolving to it;
+// and the separation follows a later merge of the split side (step 7).
+func TestSplitKeepsWhatBelongsToBoth(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	sms := func(key, phone string, at time.Time) *c360.Event {
+		return &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: key, OccurredAt: at, Identities: ids("phone", phone),
+			Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: key, ProviderID: key, Status: "received"},
+			Consent: &c360.ConsentInput{Channel: "sms", Status: c360.ConsentOptedIn}}
+	}
+	a := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "a", OccurredAt: t0,
+		Identities: ids("email", "a@x.io", "phone", "+14155550101")}).CustomerID
+	ingest1(t, db, ws, sms("SMa", "+14155550101", t0.Add(time.Minute)))
+	m := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "m", OccurredAt: t0.Add(2 * time.Minute),
+		Identities: ids("email", "m@x.io", "phone", "+14155550102")}).CustomerID
+	if _, err := db.MergeCustomers(ctx, ws, a, m, false, "agent", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	ingest1(t, db, ws, sms("SMm", "+14155550102", t0.Add(3*time.Minute)))
+
+	// Split the second phone, naming the merged-away customer.
+	res, err := db.SplitIdentity(ctx, ws, m, c360.Identity{Type: "phone", Value: "+14155550102"}, "agent", "not the same phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Original.ID != a {
+		t.Fatalf("split of merged-away %d acted on %d, want its survivor %d", m, res.Original.ID, a)
+	}
+	if res.MovedConversations != 0 {
+		t.Errorf("moved conversations = %d, want 0: the sms conversation has messages from both phones", res.MovedConversations)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id = $2`, ws, a); n != 2 {
+		t.Errorf("messages left with the original = %d, want both (their conversation stays)", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages m JOIN conversations c ON c.workspace_id = m.workspace_id AND c.id = m.conversation_id
+		WHERE m.workspace_id = $1 AND m.customer_id <> c.customer_id`, ws); n != 0 {
+		t.Errorf("%d messages belong to another customer than their conversation", n)
+	}
+	for _, c := range []int64{a, res.Split.ID} {
+		if n := count(t, db, `SELECT count(*) FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = 'sms'`, ws, c); n != 1 {
+			t.Errorf("sms consents of customer %d = %d, want 1 (copied, and kept by an original with another phone)", c, n)
+		}
+	}
+	if got, err := db.FindCustomerByID(ctx, ws, m); err != nil || got.ID != a {
+		t.Errorf("merged-away id %d resolves to %v (%v), want the original %d", m, got, err, a)
+	}
+
+	// The split side merged into a third customer: the separation follows.
+	c := ingest1(t, db, ws, track("c", ids("email", "c@x.io"))).CustomerID
+	if _, err := db.MergeCustomers(ctx, ws, c, res.Split.ID, false, "agent", "same person"); err != nil {
+		t.Fatalf("merge of the split side into an unrelated customer: %v", err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a, c, false, "agent", ""); c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("merge of the original with the split side's survivor: %v, want CONFLICT", err)
+	}
+}
+
 // TestResolutionStress sends random overlapping identifier sets from 32
 // goroutines and then checks the identity graph is consistent.
 func TestResolutionStress(t *testing.T) {
