@@ -148,7 +148,7 @@ func shape(s string) Kind {
 // and returns the masked value. A value that is not personal data (a
 // user_id, an anonymous_id) has the empty Kind and is returned unchanged.
 func Identity(typ, value string) (string, Kind) {
-	k := identityKind(typ)
+	k := IdentityKind(typ)
 	if k == "" {
 		k = shape(value)
 	}
@@ -158,7 +158,10 @@ func Identity(typ, value string) (string, Kind) {
 	return mask(k, value), k
 }
 
-func identityKind(typ string) Kind {
+// IdentityKind is the kind of personal data an identity type names: email
+// or phone (sms and whatsapp ids are phone numbers), "" for a type that
+// says nothing (its value's shape then decides).
+func IdentityKind(typ string) Kind {
 	switch {
 	case strings.Contains(typ, "email"):
 		return KindEmail

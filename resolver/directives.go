@@ -151,13 +151,13 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 // identityField names an identity's personal data in the audit log: its
 // type, or the kind its shape revealed for a type that says nothing.
 func identityField(typ string, k pii.Kind) string {
-	if typ == "" || (!strings.Contains(typ, "email") && !strings.Contains(typ, "phone")) {
-		if typ == "" {
-			return string(k)
-		}
-		return typ + "(" + string(k) + ")"
+	switch {
+	case typ == "":
+		return string(k)
+	case pii.IdentityKind(typ) != "":
+		return typ
 	}
-	return typ
+	return typ + "(" + string(k) + ")"
 }
 
 // customerOf returns the id of the customer whose data obj is part of: obj

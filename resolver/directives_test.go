@@ -11,6 +11,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph/model"
+	"github.com/c360dev/c360/pii"
 )
 
 // fieldCtx returns ctx as gqlgen gives it to a directive on Type.field.
@@ -95,5 +96,27 @@ func TestPIIDirective(t *testing.T) {
 	}
 	if traits["email"] != "jane@example.com" {
 		t.Errorf("masking changed the stored traits: %v", traits)
+	}
+}
+
+// The audit log names an identity's personal data by its type when the
+// type says what it holds (the same rule as masking, pii.IdentityKind),
+// else by type and the kind its value's shape revealed.
+func TestIdentityField(t *testing.T) {
+	for _, c := range []struct {
+		typ  string
+		kind pii.Kind
+		want string
+	}{
+		{"email", pii.KindEmail, "email"},
+		{"phone", pii.KindPhone, "phone"},
+		{"whatsapp", pii.KindPhone, "whatsapp"},
+		{"sms", pii.KindPhone, "sms"},
+		{"loyalty_id", pii.KindEmail, "loyalty_id(email)"},
+		{"", pii.KindPhone, "phone"},
+	} {
+		if got := identityField(c.typ, c.kind); got != c.want {
+			t.Errorf("identityField(%q, %s) = %q, want %q", c.typ, c.kind, got, c.want)
+		}
 	}
 }
