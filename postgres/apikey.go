@@ -29,15 +29,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.
 	if err != nil {
 		return "", nil, err
 	}
-	var (
-		secret string
-		key    *c360.APIKey
-	)
-	err = db.inTx(ctx, ws.ID, func(tx pgx.Tx) error {
-		secret, key, err = insertAPIKey(ctx, tx, ws.ID, role, scopes)
-		return err
-	})
-	return secret, key, err
+	return db.IssueAPIKey(ctx, ws.ID, role, scopes)
 }
 
 // checkKey refuses an unknown role or scope before anything is written.
