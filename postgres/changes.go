@@ -53,20 +53,19 @@ func (db *DB) ChangesAfter(ctx context.Context, after []c360.Change, limit int) 
 }
 
 func (db *DB) changesAfter(ctx context.Context, w int64, after []c360.Change, limit int) ([]c360.Change, error) {
-	ws := make([]int64, len(after))
 	ids := make([]int64, len(after))
 	vs := make([]int64, len(after))
 	for i, p := range after {
-		ws[i], ids[i], vs[i] = p.WorkspaceID, p.CustomerID, p.Version
+		ids[i], vs[i] = p.CustomerID, p.Version
 	}
 	rows, err := db.as(w).Query(ctx, `
 		SELECT c.workspace_id, c.customer_id, c.version, c.kind, c.diff, c.created_at
-		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(ws, customer, version)
+		FROM unnest($2::bigint[], $3::bigint[]) AS p(customer, version)
 		CROSS JOIN LATERAL (
 			SELECT * FROM customer_changes c
-			WHERE c.workspace_id = p.ws AND c.customer_id = p.customer AND c.version > p.version
+			WHERE c.workspace_id = $1 AND c.customer_id = p.customer AND c.version > p.version
 			ORDER BY c.version LIMIT $4) c
-		ORDER BY c.workspace_id, c.customer_id, c.version`, ws, ids, vs, limit)
+		ORDER BY c.customer_id, c.version`, w, ids, vs, limit)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("read changes: %w", err))
 	}
