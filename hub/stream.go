@@ -254,13 +254,8 @@ func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, erro
 }
 
 func survivorOf(c *Change) (int64, error) {
-	var id int64
-	switch v := c.Diff["survivorId"].(type) {
-	case string:
-		id, _ = strconv.ParseInt(v, 10, 64)
-	case float64:
-		id = int64(v)
-	}
+	s, _ := c.Diff["survivorId"].(string) // written as a string (postgres/merge.go)
+	id, _ := strconv.ParseInt(s, 10, 64)
 	if id <= 0 {
 		return 0, fmt.Errorf("merged_into change %d/%d has no survivorId", c.CustomerID, c.Version)
 	}

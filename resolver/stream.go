@@ -173,6 +173,11 @@ func WithSlowSubscriberHandler(ctx context.Context, f func()) context.Context {
 // for a normal end, an error the client can act on otherwise.
 func endResponse(ctx context.Context, err error) *graphql.Response {
 	switch {
+	case ctx.Err() != nil:
+		// The client ended it (complete, or the connection went): it
+		// wants nothing more. Checked first: the stream closing with ctx
+		// reports ErrClosed, which must not read as a shutdown.
+		return nil
 	case errors.Is(err, hub.ErrSlow):
 		if f, ok := ctx.Value(slowKey{}).(func()); ok {
 			f()
@@ -181,17 +186,14 @@ func endResponse(ctx context.Context, err error) *graphql.Response {
 		err = c360.Errorf(c360.ERATELIMITED, "subscriber too slow: subscribe again with after set to the last cursor received")
 	case errors.Is(err, hub.ErrClosed):
 		err = c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down: subscribe again with after set to the last cursor received")
-	case ctx.Err() != nil:
-		return nil
 	}
 	graphql.AddError(ctx, err)
 	return &graphql.Response{Errors: graphql.GetErrors(ctx)}
 }
 
-// serve connects a hub stream to gqlgen. With SharedSubscriptions installed,
-// it registers the source with the operation and the extension drives it on
-// gqlgen's goroutine; without it, a goroutine pumps the stream into the
-// channel. Either way the stream closes when ctx ends.
+// serve connects a hub stream to gqlgen: it registers the source with the
+// operation, and SharedSubscriptions drives it on gqlgen's goroutine. The
+// stream closes when ctx ends.
 //
 // convert turns a change into the subscription's value; it reports false
 // for a change the subscription does not deliver.

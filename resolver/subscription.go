@@ -35,7 +35,8 @@ func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*
 	if conv != "" && m["conversationId"] != conv {
 		return nil, false, nil
 	}
-	id, err := strconv.ParseInt(stringOf(m["id"]), 10, 64)
+	s, _ := m["id"].(string) // change rows write ids as strings (postgres/change.go)
+	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || r.Realtime == nil {
 		return nil, false, nil
 	}
@@ -55,14 +56,4 @@ func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*
 		return nil, false, nil
 	}
 	return l.m, l.err == nil, l.err
-}
-
-func stringOf(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case float64:
-		return strconv.FormatInt(int64(v), 10)
-	}
-	return ""
 }
