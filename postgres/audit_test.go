@@ -131,6 +131,46 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("entries wait out the linger together", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		defer w.Close()
+		before := auditCount(t, db, ws)
+		for i := 0; i < 5; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if got := auditCount(t, db, ws) - before; got != 0 {
+			t.Errorf("rows written within the linger = %d, want 0", got)
+		}
+		start := time.Now()
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := auditCount(t, db, ws) - before; got != 5 {
+			t.Errorf("rows after Flush = %d, want 5", got)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("Flush took %v: it waited out the linger", d)
+		}
+	})
+
+	t.Run("a full batch does not wait for the linger", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 10, Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		defer w.Close()
+		before := auditCount(t, db, ws)
+		for i := 0; i < 10; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for auditCount(t, db, ws)-before != 10 {
+			if time.Now().After(deadline) {
+				t.Fatalf("a full batch of 10 was not written without a Flush (%d rows)", auditCount(t, db, ws)-before)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+
 	t.Run("a full queue drops, never blocks", func(t *testing.T) {
 		var logs syncWriter
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxPending: 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})

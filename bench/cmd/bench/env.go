@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/postgres"
 )
@@ -55,6 +56,9 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 		return nil, err
 	}
 	defer db.Close()
+	if cfg.reuse {
+		return reuseWorkspace(ctx, db, cfg.customers)
+	}
 	slug := fmt.Sprintf("bench-%d", time.Now().Unix())
 	creds, err := db.CreateWorkspace(ctx, slug, "benchmark")
 	if err != nil {
@@ -68,6 +72,30 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	}
 	fmt.Printf("  total %d rows in %.1fs (%.0f rows/s)\n", res.Rows, res.Elapsed.Seconds(), float64(res.Rows)/res.Elapsed.Seconds())
 	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret, customers: cfg.customers}, nil
+}
+
+// reuseWorkspace finds the newest seeded workspace with at least customers
+// customers and issues it a new admin key (keys are stored hashed, so the
+// seeding run's key cannot be read back). Only the query benchmark needs
+// nothing but that key.
+func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int) (*bench, error) {
+	var (
+		ws   int64
+		slug string
+		n    int
+	)
+	err := db.Pool.QueryRow(ctx, `SELECT w.id, w.slug, c.n FROM workspaces w
+		CROSS JOIN LATERAL (SELECT count(*) AS n FROM customers c WHERE c.workspace_id = w.id) c
+		WHERE w.slug LIKE 'bench-%' AND c.n >= $1 ORDER BY w.id DESC LIMIT 1`, customers).Scan(&ws, &slug, &n)
+	if err != nil {
+		return nil, fmt.Errorf("--reuse: no seeded workspace with %d customers: %w", customers, err)
+	}
+	key, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAdmin, nil)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("\n## reusing workspace %s (%d customers)\n", slug, n)
+	return &bench{ws: ws, slug: slug, apiKey: key, customers: n}, nil
 }
 
 // serverProc is a running c360 serve process.

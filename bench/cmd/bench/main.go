@@ -44,6 +44,9 @@ type config struct {
 	// workersSet is true when --workers was given: it then overrides the
 	// levels of benchmarks that have their own (webhooks, batch).
 	workersSet bool
+	// reuse picks up the newest workspace an earlier run seeded with at
+	// least customers customers instead of seeding again.
+	reuse bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -56,6 +59,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.customers, "customers", 100000, "customers to seed (events x10, messages x2)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
+	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded with at least --customers customers")
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
 	fanout := fanoutFlags(fs)
 	ingest := ingestFlags(fs)
