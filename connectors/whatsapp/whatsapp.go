@@ -110,7 +110,9 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	if ws.WhatsAppAppSecret == "" {
 		h.logger().Warn("whatsapp webhook for a workspace without an app secret; set one with c360 workspace update --whatsapp-app-secret",
 			"workspace", ws.Slug)
-		http.Error(w, "invalid X-Hub-Signature-256", http.StatusForbidden)
+		// Say so: "invalid signature" would send whoever sets up Meta's
+		// webhook looking for a wrong secret instead of a missing one.
+		http.Error(w, "this workspace has no WhatsApp app secret configured, so no signature can be verified", http.StatusForbidden)
 		return
 	}
 	if !ValidSignature(ws.WhatsAppAppSecret, body, sig) {

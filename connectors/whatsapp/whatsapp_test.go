@@ -206,6 +206,44 @@ func TestSignatureAndLimits(t *testing.T) {
 	}
 }
 
+// A workspace without an app secret can verify no signature, so every
+// notification is refused, whatever it is signed with, and the answer says
+// that the secret is missing rather than that the signature is wrong.
+func TestWorkspaceWithoutAppSecret(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.db.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{WhatsAppAppSecret: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(notification(inboundValue("16505551240", "Noa",
+		`{"from":"16505551240","id":"wamid.NOSECRET","timestamp":"1700000000","type":"text","text":{"body":"hi"}}`)))
+	for _, tc := range []struct{ name, sig string }{
+		{"signed with the former secret", signature(appSecret, body)},
+		// What anyone can compute: it must not pass for a signature under
+		// the empty secret.
+		{"signed with the empty secret", signature("", body)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, got := e.post(t, e.path(), body, tc.sig)
+			if status != http.StatusForbidden {
+				t.Errorf("status = %d (%s), want 403", status, got)
+			}
+			if !strings.Contains(got, "no WhatsApp app secret configured") {
+				t.Errorf("body = %q, want it to say the workspace has no app secret", got)
+			}
+			for _, secret := range []string{appSecret, verifyToken, strings.TrimPrefix(tc.sig, "sha256=")} {
+				if strings.Contains(got, secret) {
+					t.Errorf("body %q contains %q", got, secret)
+				}
+			}
+		})
+	}
+	for _, table := range []string{"events", "customers", "messages", "dead_letters"} {
+		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
+			t.Errorf("%s = %d after refusals, want 0", table, n)
+		}
+	}
+}
+
 func TestInboundText(t *testing.T) {
 	e := newEnv(t)
 	e.deliver(t, notification(inboundValue("16505551234", "Kerry Fisher",
