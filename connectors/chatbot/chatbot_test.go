@@ -37,7 +37,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db := pgtest.Open(t)
+	return newEnvOn(t, pgtest.Open(t))
+}
+
+// newEnvOn is newEnv with the server and the webhook on the store db.
+func newEnvOn(t *testing.T, db *postgres.DB) *env {
+	t.Helper()
 	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("bot%d", time.Now().UnixNano()%1e12), "test")
 	if err != nil {
 		t.Fatalf("create workspace: %v", err)
@@ -51,17 +56,28 @@ func newEnv(t *testing.T) *env {
 }
 
 type answer struct {
-	Status     int
-	Accepted   int    `json:"accepted"`
-	Duplicates int    `json:"duplicates"`
-	Code       string `json:"code"`
-	Message    string `json:"message"`
+	Status     int         `json:"-"`
+	Header     http.Header `json:"-"`
+	Body       string      `json:"-"`
+	Accepted   int         `json:"accepted"`
+	Duplicates int         `json:"duplicates"`
+	Code       string      `json:"code"`
+	Message    string      `json:"message"`
 }
 
 // post sends body to the workspace's webhook with the signature header sig
 // ("" for none).
 func (e *env) post(t *testing.T, slug string, body []byte, sig string) answer {
 	t.Helper()
+	a, err := e.send(slug, body, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// send is post for any goroutine: it returns its failure.
+func (e *env) send(slug string, body []byte, sig string) (answer, error) {
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+slug, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if sig != "" {
@@ -69,16 +85,18 @@ func (e *env) post(t *testing.T, slug string, body []byte, sig string) answer {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return answer{}, err
 	}
 	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	var a answer
-	if err := json.Unmarshal(b, &a); err != nil {
-		t.Fatalf("%d, body not JSON: %q", res.StatusCode, b)
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return answer{}, err
 	}
-	a.Status = res.StatusCode
-	return a
+	a := answer{Status: res.StatusCode, Header: res.Header, Body: string(b)}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return answer{}, fmt.Errorf("%d, body not JSON: %q", res.StatusCode, b)
+	}
+	return a, nil
 }
 
 func (e *env) signed(t *testing.T, body []byte) answer {

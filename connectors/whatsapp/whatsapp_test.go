@@ -40,7 +40,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	db := pgtest.Open(t)
+	return newEnvOn(t, pgtest.Open(t))
+}
+
+// newEnvOn is newEnv with the server and the webhook on the store db.
+func newEnvOn(t *testing.T, db *postgres.DB) *env {
+	t.Helper()
 	ws, slug, _ := pgtest.Workspace(t, db)
 	if _, err := db.UpdateWorkspace(context.Background(), slug, c360.WorkspaceUpdate{
 		WhatsAppAppSecret: ptr(appSecret), WhatsAppVerifyToken: ptr(verifyToken)}); err != nil {
@@ -68,6 +73,16 @@ func (e *env) path() string { return "/webhooks/whatsapp/" + e.slug }
 
 func (e *env) post(t *testing.T, path string, body []byte, sig string) (int, string) {
 	t.Helper()
+	status, _, b, err := e.send(path, body, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, b
+}
+
+// send posts body with the signature header sig ("" for none) and returns
+// the answer; it may run outside the test's goroutine.
+func (e *env) send(path string, body []byte, sig string) (int, http.Header, string, error) {
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(string(body)))
 	req.Header.Set("Content-Type", "application/json")
 	if sig != "" {
@@ -75,11 +90,11 @@ func (e *env) post(t *testing.T, path string, body []byte, sig string) (int, str
 	}
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b), err
 }
 
 // deliver posts a signed notification and requires 200.
