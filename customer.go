@@ -42,4 +42,30 @@ type CustomerService interface {
 	CustomersByIDs(ctx context.Context, workspaceID int64, ids []int64) (map[int64]*Customer, error)
 	IdentitiesByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*IdentityRecord, error)
 	ConsentsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*Consent, error)
+	// LoadProfiles loads the parts req names for every customer in one
+	// round trip, as the separate methods would one by one.
+	LoadProfiles(ctx context.Context, workspaceID int64, customerIDs []int64, req ProfileRequest) (*Profiles, error)
+}
+
+// ProfileRequest names the parts of customers' profiles to load together.
+type ProfileRequest struct {
+	Identities bool
+	Consents   bool
+	// Events and Conversations ask for one page per distinct arguments.
+	Events        []PageArgs
+	Conversations []PageArgs
+	// Messages, with one customer and one Conversations entry, also loads
+	// a page of messages of each conversation on that page.
+	Messages *PageArgs
+}
+
+// Profiles is what LoadProfiles found, keyed as the separate methods key
+// it; a part not requested is nil.
+type Profiles struct {
+	Identities    map[int64][]*IdentityRecord
+	Consents      map[int64][]*Consent
+	Events        map[PageArgs]map[int64]*Page[*Event]
+	Conversations map[PageArgs]map[int64]*Page[*Conversation]
+	// Messages is keyed by conversation.
+	Messages map[int64]*Page[*Message]
 }

@@ -181,7 +181,7 @@ type AuditWriterConfig struct {
 	// durable transaction per request; with it, a steady stream of reads
 	// costs about 1/Linger transactions a second.
 	Linger time.Duration
-	Logger   *slog.Logger
+	Logger *slog.Logger
 }
 
 // AuditWriter is the audit log as the GraphQL layer uses it: reads are

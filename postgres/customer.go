@@ -166,42 +166,52 @@ func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[in
 
 // IdentitiesByCustomers loads the identities of many customers in one statement.
 func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
-	rows, err := db.as(ws).Query(ctx, `
+	p := newPipeline(ws)
+	out := queueIdentities(p, ws, ids)
+	if err := p.send(ctx, db); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func queueIdentities(p *pipeline, ws int64, ids []int64) map[int64][]*c360.IdentityRecord {
+	out := make(map[int64][]*c360.IdentityRecord, len(ids))
+	p.queue("identities", `
 		SELECT customer_id, type, value, first_seen, last_seen, source FROM identities
 		WHERE workspace_id = $1 AND customer_id = ANY($2)
-		ORDER BY customer_id, type, value`, ws, ids)
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("load identities: %w", err))
-	}
-	defer rows.Close()
-	out := make(map[int64][]*c360.IdentityRecord, len(ids))
-	for rows.Next() {
-		var r c360.IdentityRecord
+		ORDER BY customer_id, type, value`, []any{ws, ids}, func(rows pgx.Rows) error {
+		r := &c360.IdentityRecord{}
 		if err := rows.Scan(&r.CustomerID, &r.Type, &r.Value, &r.FirstSeen, &r.LastSeen, &r.Source); err != nil {
-			return nil, fmt.Errorf("scan identity: %w", err)
+			return err
 		}
-		out[r.CustomerID] = append(out[r.CustomerID], &r)
-	}
-	return out, interpretError(rows.Err())
+		out[r.CustomerID] = append(out[r.CustomerID], r)
+		return nil
+	})
+	return out
 }
 
 // ConsentsByCustomers loads the consents of many customers in one statement.
 func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.Consent, error) {
-	rows, err := db.as(ws).Query(ctx, `
+	p := newPipeline(ws)
+	out := queueConsents(p, ws, ids)
+	if err := p.send(ctx, db); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func queueConsents(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Consent {
+	out := make(map[int64][]*c360.Consent, len(ids))
+	p.queue("consents", `
 		SELECT customer_id, channel, status, coalesce(source, ''), updated_at FROM consents
 		WHERE workspace_id = $1 AND customer_id = ANY($2)
-		ORDER BY customer_id, channel`, ws, ids)
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("load consents: %w", err))
-	}
-	defer rows.Close()
-	out := make(map[int64][]*c360.Consent, len(ids))
-	for rows.Next() {
-		var c c360.Consent
+		ORDER BY customer_id, channel`, []any{ws, ids}, func(rows pgx.Rows) error {
+		c := &c360.Consent{}
 		if err := rows.Scan(&c.CustomerID, &c.Channel, &c.Status, &c.Source, &c.UpdatedAt); err != nil {
-			return nil, fmt.Errorf("scan consent: %w", err)
+			return err
 		}
-		out[c.CustomerID] = append(out[c.CustomerID], &c)
-	}
-	return out, interpretError(rows.Err())
+		out[c.CustomerID] = append(out[c.CustomerID], c)
+		return nil
+	})
+	return out
 }

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,10 +10,10 @@ import (
 	"github.com/c360dev/c360"
 )
 
-// lateralPage loads one page of children for each parent in one statement.
+// queuePage queues one statement loading a page of children for each parent.
 // query selects (parent id, sort time, id, columns...) for $1 workspace,
 // $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id.
-func lateralPage[T any](ctx context.Context, db *DB, ws int64, parents []int64, args c360.PageArgs,
+func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args c360.PageArgs,
 	query func(after bool) string, scan func(pgx.Rows) (int64, T, time.Time, int64, error),
 ) (map[int64]*c360.Page[T], error) {
 	n, err := pageSize(args.First)
@@ -29,34 +28,49 @@ func lateralPage[T any](ctx context.Context, db *DB, ws int64, parents []int64, 
 		}
 		params = append(params, cur.Time, cur.ID)
 	}
-	rows, err := db.as(ws).Query(ctx, query(args.After != ""), params...)
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("load page: %w", err))
-	}
-	defer rows.Close()
 	out := make(map[int64]*c360.Page[T], len(parents))
 	for _, p := range parents {
 		out[p] = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
 	}
-	for rows.Next() {
+	p.queue(what, query(args.After != ""), params, func(rows pgx.Rows) error {
 		parent, item, t, id, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("scan page: %w", err)
+			return err
 		}
 		pg := out[parent]
 		if len(pg.Items) == n {
 			pg.HasNext = true
-			continue
+			return nil
 		}
 		pg.Items = append(pg.Items, item)
 		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: id}.Encode())
+		return nil
+	})
+	return out, nil
+}
+
+// sendOne sends a pipeline of one queued load.
+func sendOne[M any](ctx context.Context, db *DB, p *pipeline, m M, err error) (M, error) {
+	if err != nil {
+		var zero M
+		return zero, err
 	}
-	return out, interpretError(rows.Err())
+	if err := p.send(ctx, db); err != nil {
+		var zero M
+		return zero, err
+	}
+	return m, nil
 }
 
 // EventsByCustomers returns a page of events, newest first, for each customer.
 func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
-	return lateralPage(ctx, db, ws, customers, args, func(after bool) string {
+	p := newPipeline(ws)
+	m, err := queueEvents(p, ws, customers, args)
+	return sendOne(ctx, db, p, m, err)
+}
+
+func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
+	return queuePage(p, "events", ws, customers, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
@@ -78,7 +92,13 @@ func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64
 // ConversationsByCustomers returns a page of conversations, most recently
 // active first, for each customer.
 func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
-	return lateralPage(ctx, db, ws, customers, args, func(after bool) string {
+	p := newPipeline(ws)
+	m, err := queueConversations(p, ws, customers, args)
+	return sendOne(ctx, db, p, m, err)
+}
+
+func queueConversations(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
+	return queuePage(p, "conversations", ws, customers, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
@@ -102,7 +122,8 @@ func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers 
 // MessagesByConversations returns a page of messages, newest first, for each
 // conversation.
 func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversations []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Message], error) {
-	return lateralPage(ctx, db, ws, conversations, args, func(after bool) string {
+	p := newPipeline(ws)
+	m, err := queuePage(p, "messages", ws, conversations, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (m.created_at, m.id) < ($4, $5)`
@@ -120,6 +141,7 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 		}
 		return parent, m, m.CreatedAt, m.ID, nil
 	})
+	return sendOne(ctx, db, p, m, err)
 }
 
 // FindEventByID returns one event.
@@ -146,6 +168,18 @@ func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, err
 // statement finds the same conversations with the same bounds. A console's
 // customer view needs both; separately they are two round trips in a row.
 func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
+	p := newPipeline(ws)
+	convs, msgs, err := queueConversationsWithMessages(p, ws, customer, convArgs, msgArgs)
+	if err == nil {
+		err = p.send(ctx, db)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return convs, msgs, nil
+}
+
+func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
 	cn, err := pageSize(convArgs.First)
 	if err != nil {
 		return nil, nil, err
@@ -178,35 +212,17 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 		msgCond = fmt.Sprintf(`AND (m.created_at, m.id) < ($%d, $%d)`, len(msgParams)-1, len(msgParams))
 	}
 	const convOrder = `ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC`
-	b := &pgx.Batch{}
-	b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
-	b.Queue(`SELECT c.id, c.channel, c.status, c.last_message_at, c.created_at FROM conversations c
-		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams...)
-	b.Queue(`SELECT p.id, `+messageColumns+`
-		FROM (SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = $2 `+msgConvCond+` `+convOrder+` LIMIT $3) AS p(id)
-		CROSS JOIN LATERAL (
-			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
-			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m`, msgParams...)
-	br := db.app.SendBatch(ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, nil, interpretError(fmt.Errorf("set workspace: %w", err))
-	}
-	rows, err := br.Query()
-	if err != nil {
-		return nil, nil, interpretError(fmt.Errorf("load conversations: %w", err))
-	}
 	convs := &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
 	msgs := map[int64]*c360.Page[*c360.Message]{}
-	for rows.Next() {
+	p.queue("conversations", `SELECT c.id, c.channel, c.status, c.last_message_at, c.created_at FROM conversations c
+		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams, func(rows pgx.Rows) error {
 		c := &c360.Conversation{WorkspaceID: ws, CustomerID: customer}
 		if err := rows.Scan(&c.ID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt); err != nil {
-			rows.Close()
-			return nil, nil, fmt.Errorf("scan conversation: %w", err)
+			return err
 		}
 		if len(convs.Items) == cn {
 			convs.HasNext = true
-			continue
+			return nil
 		}
 		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
 		t := c.CreatedAt
@@ -215,32 +231,29 @@ func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64,
 		}
 		convs.Items = append(convs.Items, c)
 		convs.Cursors = append(convs.Cursors, c360.Cursor{Time: t, ID: c.ID}.Encode())
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, interpretError(fmt.Errorf("load conversations: %w", err))
-	}
-	rows, err = br.Query()
-	if err != nil {
-		return nil, nil, interpretError(fmt.Errorf("load messages: %w", err))
-	}
-	defer rows.Close()
-	for rows.Next() {
+		return nil
+	})
+	p.queue("messages", `SELECT p.id, `+messageColumns+`
+		FROM (SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = $2 `+msgConvCond+` `+convOrder+` LIMIT $3) AS p(id)
+		CROSS JOIN LATERAL (
+			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
+			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m`, msgParams, func(rows pgx.Rows) error {
 		var parent int64
 		m, err := scanMessage(rows, ws, &parent)
 		if err != nil {
-			return nil, nil, fmt.Errorf("scan message: %w", err)
+			return err
 		}
 		pg := msgs[m.ConversationID]
 		if pg == nil {
-			continue // a conversation that became active between the two statements
+			return nil // a conversation that became active between the two statements
 		}
 		if len(pg.Items) == mn {
 			pg.HasNext = true
-			continue
+			return nil
 		}
 		pg.Items = append(pg.Items, m)
 		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: m.CreatedAt, ID: m.ID}.Encode())
-	}
-	return convs, msgs, interpretError(rows.Err())
+		return nil
+	})
+	return convs, msgs, nil
 }

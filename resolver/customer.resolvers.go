@@ -15,7 +15,7 @@ import (
 
 // Identities is the resolver for the identities field.
 func (r *customerResolver) Identities(ctx context.Context, obj *c360.Customer) ([]*c360.IdentityRecord, error) {
-	if l := loadersFrom(ctx); l != nil && inList(ctx) {
+	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
 		return l.identities.Load(ctx, obj.ID)
 	}
 	m, err := r.CustomerService.IdentitiesByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID})
@@ -31,7 +31,7 @@ func (r *customerResolver) Identities(ctx context.Context, obj *c360.Customer) (
 // Events is the resolver for the events field.
 func (r *customerResolver) Events(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.EventConnection, error) {
 	key := pageKey{obj.ID, pageArgs(first, after)}
-	if l := loadersFrom(ctx); l != nil && inList(ctx) {
+	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
 		p, err := l.events.Load(ctx, key)
 		if err != nil {
 			return nil, err
@@ -48,7 +48,7 @@ func (r *customerResolver) Events(ctx context.Context, obj *c360.Customer, first
 // Conversations is the resolver for the conversations field.
 func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.ConversationConnection, error) {
 	key := pageKey{obj.ID, pageArgs(first, after)}
-	if l := loadersFrom(ctx); l != nil && inList(ctx) {
+	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
 		p, err := l.conversations.Load(ctx, key)
 		if err != nil {
 			return nil, err
@@ -77,7 +77,7 @@ func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer
 
 // Consents is the resolver for the consents field.
 func (r *customerResolver) Consents(ctx context.Context, obj *c360.Customer) ([]*c360.Consent, error) {
-	if l := loadersFrom(ctx); l != nil && inList(ctx) {
+	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
 		return l.consents.Load(ctx, obj.ID)
 	}
 	m, err := r.CustomerService.ConsentsByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID})
@@ -96,7 +96,7 @@ func (r *queryResolver) Customer(ctx context.Context, id int64) (*c360.Customer,
 	if err != nil {
 		return nil, err
 	}
-	return nullIfNotFound(r.CustomerService.FindCustomerByID(ctx, ws, id))
+	return r.oneCustomer(ctx, ws)(r.CustomerService.FindCustomerByID(ctx, ws, id))
 }
 
 // CustomerByIdentity is the resolver for the customerByIdentity field.
@@ -105,7 +105,7 @@ func (r *queryResolver) CustomerByIdentity(ctx context.Context, typeArg string, 
 	if err != nil {
 		return nil, err
 	}
-	return nullIfNotFound(r.CustomerService.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: typeArg, Value: value}))
+	return r.oneCustomer(ctx, ws)(r.CustomerService.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: typeArg, Value: value}))
 }
 
 // Customers is the resolver for the customers field.

@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -32,6 +33,35 @@ type Loaders struct {
 	messages      *dataloadgen.Loader[pageKey, *c360.Page[*c360.Message]]
 	// observations is nil when the resolver has no ObservationService.
 	observations *dataloadgen.Loader[int64, []*c360.Observation]
+
+	mu         sync.Mutex
+	prefetched map[int64]bool // customers whose selected fields a parent loaded
+}
+
+// markPrefetched records that the selected child fields of these customers
+// were loaded (or tried) and primed.
+func (l *Loaders) markPrefetched(ids []int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.prefetched == nil {
+		l.prefetched = make(map[int64]bool, len(ids))
+	}
+	for _, id := range ids {
+		l.prefetched[id] = true
+	}
+}
+
+// batches reports whether a customer's child field goes through the
+// loaders: under a list element, where its siblings batch with it, or where
+// a parent prefetched the customer's fields and primed them. Elsewhere the
+// field is fetched at once instead of waiting out a batch window.
+func (l *Loaders) batches(ctx context.Context, customer int64) bool {
+	if inList(ctx) {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.prefetched[customer]
 }
 
 type loadersKey struct{}

@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -83,23 +84,17 @@ func argsOf(ctx context.Context, f graphql.CollectedField) (c360.PageArgs, bool)
 }
 
 // prefetchCustomers loads the selected child fields of a list of customers
-// and primes the loaders. Errors are not reported here: a child resolver
-// whose value was not primed loads it itself and reports its own error.
+// and primes the loaders: what prefetchProfiles loads, then merges and
+// observations. Errors are not reported here: a child resolver whose value
+// was not primed loads it itself and reports its own error.
 func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []graphql.CollectedField, ids []int64) {
 	l := loadersFrom(ctx)
 	if l == nil || len(ids) == 0 {
 		return
 	}
+	r.prefetchProfiles(ctx, ws, fields, ids)
 	for _, f := range fields {
 		switch f.Name {
-		case "identities":
-			if m, err := r.CustomerService.IdentitiesByCustomers(ctx, ws, ids); err == nil {
-				primeAll(l.identities, fill(m, ids, []*c360.IdentityRecord{}))
-			}
-		case "consents":
-			if m, err := r.CustomerService.ConsentsByCustomers(ctx, ws, ids); err == nil {
-				primeAll(l.consents, fill(m, ids, []*c360.Consent{}))
-			}
 		case "merges":
 			if m, err := r.IdentityService.MergesByCustomers(ctx, ws, ids); err == nil {
 				primeAll(l.merges, fill(m, ids, []*c360.MergeRecord{}))
@@ -111,30 +106,95 @@ func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []gra
 			if m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now()); err == nil {
 				primeAll(l.observations, fill(m, ids, []*c360.Observation{}))
 			}
+		}
+	}
+}
+
+// prefetchProfiles loads the selected identities, consents, events and
+// conversations of customers in one round trip (for a single customer,
+// with the conversations' messages too) and primes the loaders, which the
+// customers' child resolvers then use (Loaders.batches). A single-customer
+// root calls it alone: its merges and observations, which this round trip
+// does not cover, are fetched by their resolvers side by side.
+func (r *Resolver) prefetchProfiles(ctx context.Context, ws int64, fields []graphql.CollectedField, ids []int64) {
+	l := loadersFrom(ctx)
+	if l == nil || len(ids) == 0 {
+		return
+	}
+	var (
+		req      c360.ProfileRequest
+		convSubs []graphql.CollectedField
+		convs    int
+	)
+	for _, f := range fields {
+		switch f.Name {
+		case "identities":
+			req.Identities = true
+		case "consents":
+			req.Consents = true
 		case "events":
-			if args, ok := argsOf(ctx, f); ok {
-				if m, err := r.EventService.EventsByCustomers(ctx, ws, ids, args); err == nil {
-					primePages(l.events, m, args)
-				}
+			if args, ok := argsOf(ctx, f); ok && !slices.Contains(req.Events, args) {
+				req.Events = append(req.Events, args)
 			}
 		case "conversations":
-			args, ok := argsOf(ctx, f)
-			if !ok {
-				continue
+			if args, ok := argsOf(ctx, f); ok {
+				convs++
+				if !slices.Contains(req.Conversations, args) {
+					req.Conversations = append(req.Conversations, args)
+				}
+				convSubs = append(convSubs, subfields(ctx, f, "ConversationConnection", "ConversationEdge", "Conversation")...)
 			}
-			m, err := r.ConversationService.ConversationsByCustomers(ctx, ws, ids, args)
-			if err != nil {
-				continue
+		}
+	}
+	// One customer's conversations come with their messages when one
+	// messages selection asks for them all.
+	var msgs []graphql.CollectedField
+	for _, f := range convSubs {
+		if f.Name == "messages" {
+			msgs = append(msgs, f)
+		}
+	}
+	if len(ids) == 1 && convs == 1 && len(msgs) == 1 {
+		if args, ok := argsOf(ctx, msgs[0]); ok {
+			req.Messages = &args
+		}
+	}
+	l.markPrefetched(ids)
+	if req.Identities || req.Consents || len(req.Events) > 0 || len(req.Conversations) > 0 {
+		if p, err := r.CustomerService.LoadProfiles(ctx, ws, ids, req); err == nil {
+			primeAll(l.identities, fill(p.Identities, ids, []*c360.IdentityRecord{}))
+			primeAll(l.consents, fill(p.Consents, ids, []*c360.Consent{}))
+			for args, m := range p.Events {
+				primePages(l.events, m, args)
 			}
-			primePages(l.conversations, m, args)
-			var convs []int64
-			for _, p := range m {
-				for _, c := range p.Items {
-					convs = append(convs, c.ID)
+			var convIDs []int64
+			for args, m := range p.Conversations {
+				primePages(l.conversations, m, args)
+				for _, pg := range m {
+					for _, c := range pg.Items {
+						convIDs = append(convIDs, c.ID)
+					}
 				}
 			}
-			r.prefetchConversations(ctx, ws, subfields(ctx, f, "ConversationConnection", "ConversationEdge", "Conversation"), convs)
+			if req.Messages != nil {
+				primePages(l.messages, p.Messages, *req.Messages)
+			} else {
+				r.prefetchConversations(ctx, ws, convSubs, convIDs)
+			}
 		}
+	}
+}
+
+// oneCustomer finishes a root field that returns one customer: not found is
+// null, and a customer found has its selected fields prefetched in one
+// round trip (prefetchProfiles).
+func (r *Resolver) oneCustomer(ctx context.Context, ws int64) func(*c360.Customer, error) (*c360.Customer, error) {
+	return func(c *c360.Customer, err error) (*c360.Customer, error) {
+		c, err = nullIfNotFound(c, err)
+		if c != nil && err == nil {
+			r.prefetchProfiles(ctx, ws, selected(ctx, nil, []string{"Customer"}), []int64{c.ID})
+		}
+		return c, err
 	}
 }
 

@@ -3,10 +3,15 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
@@ -112,6 +117,11 @@ func TestNoNPlusOne(t *testing.T) {
 				t.Errorf("customer %s (%s) messages = %v, want one \"hello %d\"", c.ID, c.Identities[0].Value, conv.Messages.Edges, i)
 			}
 		}
+		// The customers; identities, consents, events and conversations in
+		// one pipelined batch; then the conversations' messages.
+		if trips := counter.RoundTrips(); trips != 3 {
+			t.Errorf("%d customers: %d round trips, want 3\n%s", n, trips, counter.Statements())
+		}
 		t.Logf("%d customers: %d statements\n%s", n, got, counter.Statements())
 		return got
 	}
@@ -124,4 +134,133 @@ func TestNoNPlusOne(t *testing.T) {
 	if large > 10 {
 		t.Errorf("statements for 100 customers = %d, want at most 10\n%s", large, counter.Statements())
 	}
+}
+
+// TestOneCustomerInTwoRoundTrips: a single-customer root (the console's
+// customer-360) finds the customer, then loads identities, events and
+// conversations with their messages in one pipelined round trip, and the
+// answer matches what the tables hold.
+func TestOneCustomerInTwoRoundTrips(t *testing.T) {
+	counter := &pgtest.StatementCounter{}
+	e := newEnv(t, counter.Install)
+	ctx := context.Background()
+	if _, err := seed.Run(ctx, e.db.Pool, e.ws, seed.Options{Customers: 5, EventsPerCustomer: 25, MessagesPerConv: 12}); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	if err := e.db.Pool.QueryRow(ctx, `SELECT customer_id FROM identities WHERE workspace_id = $1 AND type = 'phone' AND value = $2`,
+		e.ws, seed.Phone(3)).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(sql string) []string {
+		t.Helper()
+		rows, err := e.db.Pool.Query(ctx, sql, e.ws, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	wantEvents := ids(`SELECT id::text FROM events WHERE workspace_id = $1 AND customer_id = $2 ORDER BY occurred_at DESC, id DESC LIMIT 20`)
+	wantMessages := ids(`SELECT id::text FROM messages WHERE workspace_id = $1 AND customer_id = $2 ORDER BY created_at DESC, id DESC LIMIT 10`)
+	wantIdentities := ids(`SELECT type || ':' || value FROM identities WHERE workspace_id = $1 AND customer_id = $2 ORDER BY type, value`)
+
+	type answer struct {
+		ID         string
+		Identities []identityJSON
+		Events     struct {
+			Edges []struct{ Node struct{ ID string } }
+		}
+		Conversations struct {
+			Edges []struct {
+				Node struct {
+					Messages struct {
+						Edges []struct{ Node struct{ ID string } }
+					}
+				}
+			}
+		}
+	}
+	check := func(t *testing.T, a answer) {
+		t.Helper()
+		var events, messages, idents []string
+		for _, e := range a.Events.Edges {
+			events = append(events, e.Node.ID)
+		}
+		if len(a.Conversations.Edges) != 1 {
+			t.Fatalf("conversations = %d, want 1", len(a.Conversations.Edges))
+		}
+		for _, m := range a.Conversations.Edges[0].Node.Messages.Edges {
+			messages = append(messages, m.Node.ID)
+		}
+		for _, i := range a.Identities {
+			idents = append(idents, i.Type+":"+i.Value)
+		}
+		if !slices.Equal(events, wantEvents) || !slices.Equal(messages, wantMessages) || !slices.Equal(idents, wantIdentities) {
+			t.Errorf("events %v\nwant   %v\nmessages %v\nwant     %v\nidentities %v, want %v",
+				events, wantEvents, messages, wantMessages, idents, wantIdentities)
+		}
+	}
+	const fields = `id identities { type value }
+		events(first: 20) { edges { node { id } } }
+		conversations(first: 5) { edges { node { messages(first: 10) { edges { node { id } } } } } }`
+
+	for _, tc := range []struct {
+		name, query string
+		vars        map[string]any
+	}{
+		{"customerByIdentity", `query($phone: String!) { c: customerByIdentity(type: "phone", value: $phone) { ` + fields + ` } }`,
+			map[string]any{"phone": seed.Phone(3)}},
+		{"customer", `query($id: ID!) { c: customer(id: $id) { ` + fields + ` } }`,
+			map[string]any{"id": strconv.FormatInt(id, 10)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gql(t, e.srv, e.key, tc.query, tc.vars).ok(t, nil) // the key is verified once, then cached
+			counter.Reset()
+			var got struct{ C answer }
+			gql(t, e.srv, e.key, tc.query, tc.vars).ok(t, &got)
+			check(t, got.C)
+			if n, trips := counter.Count(), counter.RoundTrips(); n != 5 || trips != 2 {
+				t.Errorf("%d statements in %d round trips, want 5 in 2\n%s", n, trips, counter.Statements())
+			}
+		})
+	}
+
+	// Two messages selections with their own arguments cannot share the
+	// conversations statement: each still gets its own page.
+	t.Run("two messages pages", func(t *testing.T) {
+		var got struct {
+			C struct {
+				Conversations struct {
+					Edges []struct {
+						Node struct {
+							A struct {
+								Edges []struct{ Node struct{ ID string } }
+							}
+							B struct {
+								Edges []struct{ Node struct{ ID string } }
+							}
+						}
+					}
+				}
+			}
+		}
+		gql(t, e.srv, e.key, `query($phone: String!) { c: customerByIdentity(type: "phone", value: $phone) {
+			conversations(first: 5) { edges { node { a: messages(first: 2) { edges { node { id } } } b: messages(first: 10) { edges { node { id } } } } } } } }`,
+			map[string]any{"phone": seed.Phone(3)}).ok(t, &got)
+		n := got.C.Conversations.Edges[0].Node
+		var a, b []string
+		for _, m := range n.A.Edges {
+			a = append(a, m.Node.ID)
+		}
+		for _, m := range n.B.Edges {
+			b = append(b, m.Node.ID)
+		}
+		if !slices.Equal(a, wantMessages[:2]) || !slices.Equal(b, wantMessages) {
+			t.Errorf("a = %v, want %v; b = %v, want %v", a, wantMessages[:2], b, wantMessages)
+		}
+	})
 }

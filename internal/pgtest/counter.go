@@ -12,13 +12,15 @@ import (
 )
 
 // StatementCounter counts the SQL statements a pool sends, whether alone or
-// in a pipelined batch. The set_config statements that scope a batch to a
-// workspace (row-level security) are not counted: they travel with the
-// statement they scope, in the same round trip.
+// in a pipelined batch, and the round trips they took (a statement alone,
+// or a batch). The set_config statements that scope a batch to a
+// workspace (row-level security) are not counted as statements: they travel
+// with the statement they scope, in the same round trip.
 type StatementCounter struct {
-	n   atomic.Int64
-	mu  sync.Mutex
-	sql []string
+	n     atomic.Int64
+	trips atomic.Int64
+	mu    sync.Mutex
+	sql   []string
 }
 
 // Install returns a postgres.Option-compatible function that installs c.
@@ -37,6 +39,7 @@ func (c *StatementCounter) record(sql string) {
 
 // TraceQueryStart implements pgx.QueryTracer.
 func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.trips.Add(1)
 	c.record(d.SQL)
 	return ctx
 }
@@ -46,6 +49,7 @@ func (c *StatementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQu
 
 // TraceBatchStart implements pgx.BatchTracer.
 func (c *StatementCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.trips.Add(1)
 	return ctx
 }
 
@@ -60,11 +64,15 @@ func (c *StatementCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBa
 // Count returns the statements counted since the last Reset.
 func (c *StatementCounter) Count() int64 { return c.n.Load() }
 
+// RoundTrips returns the round trips counted since the last Reset.
+func (c *StatementCounter) RoundTrips() int64 { return c.trips.Load() }
+
 // Reset starts counting again.
 func (c *StatementCounter) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n.Store(0)
+	c.trips.Store(0)
 	c.sql = nil
 }
 
