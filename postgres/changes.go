@@ -384,6 +384,13 @@ func DecodeNotification(payload string) (Notification, error) {
 // pooler) and wakes the local hub. It reconnects with backoff and asks for a
 // resync after each connect, since notifications sent while it was away are
 // lost.
+//
+// The wait before a reconnect starts at MinBackoff and doubles with each
+// failure in a row, up to MaxBackoff. A connection that listened for at
+// least MaxBackoff ends the run of failures: the next outage starts again
+// from MinBackoff. One that fails sooner does not, so a server that accepts
+// connections only to drop them is not reconnected to more often than
+// about once per MaxBackoff.
 type Listener struct {
 	DB     *DB
 	Origin string
@@ -395,6 +402,9 @@ type Listener struct {
 	Logger        *slog.Logger
 	// HealthInterval is how often an idle connection is checked (30s).
 	HealthInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait before a reconnect (100ms
+	// and 5s).
+	MinBackoff, MaxBackoff time.Duration
 }
 
 // Run listens until ctx ends.
@@ -405,11 +415,22 @@ func (l *Listener) Run(ctx context.Context) error {
 	if l.HealthInterval <= 0 {
 		l.HealthInterval = 30 * time.Second
 	}
-	backoff := 100 * time.Millisecond
+	minBackoff, maxBackoff := l.MinBackoff, l.MaxBackoff
+	if minBackoff <= 0 {
+		minBackoff = 100 * time.Millisecond
+	}
+	if maxBackoff <= 0 {
+		maxBackoff = 5 * time.Second
+	}
+	maxBackoff = max(maxBackoff, minBackoff)
+	backoff := minBackoff
 	for {
-		err := l.session(ctx)
+		listened, err := l.session(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if listened >= maxBackoff {
+			backoff = minBackoff // the connection worked: this is a new outage
 		}
 		l.Logger.Warn("change listener disconnected; reconnecting", "error", err, "in", backoff.String())
 		select {
@@ -417,21 +438,24 @@ func (l *Listener) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }
 
 // session runs one connection: LISTEN, resync, then dispatch notifications.
-func (l *Listener) session(ctx context.Context) error {
+// It returns how long the connection listened (0 if it never did) and why
+// it ended.
+func (l *Listener) session(ctx context.Context) (time.Duration, error) {
 	cfg := l.DB.Pool.Config().ConnConfig.Copy()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return 0, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+ChangesChannel); err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return 0, fmt.Errorf("listen: %w", err)
 	}
+	listening := time.Now()
 	if l.Resync != nil {
 		l.Resync()
 	}
@@ -440,15 +464,15 @@ func (l *Listener) session(ctx context.Context) error {
 		note, err := conn.WaitForNotification(wctx)
 		cancel()
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return time.Since(listening), ctx.Err()
 		}
 		if err != nil {
 			if !errors.Is(err, context.DeadlineExceeded) && !conn.PgConn().IsClosed() {
-				return fmt.Errorf("wait for notification: %w", err)
+				return time.Since(listening), fmt.Errorf("wait for notification: %w", err)
 			}
 			// Idle: make sure the connection still answers.
 			if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
-				return fmt.Errorf("health check: %w", err)
+				return time.Since(listening), fmt.Errorf("health check: %w", err)
 			}
 			continue
 		}

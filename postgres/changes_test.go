@@ -2,13 +2,21 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -185,5 +193,208 @@ func TestChangeFeedReads(t *testing.T) {
 	m, err := db.VersionsBefore(ctx, ws, []int64{a, b}, time.Now().Add(time.Hour))
 	if err != nil || m[a] != va || m[b] != vb {
 		t.Fatalf("VersionsBefore = %v, %v, want a:%d b:%d", m, err, va, vb)
+	}
+}
+
+// The listener's reconnect backoff doubles while the database stays
+// unreachable, up to MaxBackoff, and starts over at MinBackoff once a
+// connection has listened for a while: a later outage is a new one. A
+// connection dropped as soon as it listens does not start it over.
+func TestListenerBackoffStartsOverAfterAReconnect(t *testing.T) {
+	const minBackoff, maxBackoff = 50 * time.Millisecond, 400 * time.Millisecond
+	proxy := startProxy(t, pgtest.URL(t))
+	db, err := postgres.Open(context.Background(), proxy.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	steps := &timeline{}
+	var dropOnListen atomic.Bool
+	l := &postgres.Listener{DB: db, Origin: "replica-b", Logger: slog.New(steps),
+		MinBackoff: minBackoff, MaxBackoff: maxBackoff,
+		Resync: func() {
+			steps.add("listening")
+			if dropOnListen.Load() {
+				proxy.setUp(false)
+			}
+		},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { l.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+
+	// The database is unreachable: the waits double, then stay at the maximum.
+	got := steps.waitFor(t, func(s []string) bool { return len(s) >= 5 })
+	if want := []string{"wait 50ms", "wait 100ms", "wait 200ms", "wait 400ms", "wait 400ms"}; !slices.Equal(got[:5], want) {
+		t.Fatalf("steps = %v, want %v", got, want)
+	}
+
+	// It answers again; the listener listens for longer than MaxBackoff,
+	// then loses its connection (and cannot connect for a while): the waits
+	// start over from the first.
+	proxy.setUp(true)
+	steps.waitFor(t, func(s []string) bool { return slices.Contains(s, "listening") })
+	time.Sleep(2 * maxBackoff)
+	proxy.setUp(false)
+	got = steps.waitFor(t, func(s []string) bool { return len(s) >= slices.Index(s, "listening")+3 })
+	i := slices.Index(got, "listening")
+	if after := got[i+1 : i+3]; !slices.Equal(after, []string{"wait 50ms", "wait 100ms"}) {
+		t.Fatalf("steps after a connection that listened for %s: %v, want [wait 50ms wait 100ms] (all: %v)", 2*maxBackoff, after, got)
+	}
+
+	// A connection lost as soon as it listens is the same outage going on:
+	// the wait keeps growing.
+	dropOnListen.Store(true)
+	proxy.setUp(true)
+	got = steps.waitFor(t, func(s []string) bool {
+		j := lastIndex(s, "listening")
+		return j > i && len(s) > j+1
+	})
+	j := lastIndex(got, "listening")
+	before, _ := time.ParseDuration(strings.TrimPrefix(got[j-1], "wait "))
+	if after, want := got[j+1], fmt.Sprintf("wait %s", min(2*before, maxBackoff)); after != want {
+		t.Fatalf("step after a connection dropped at once: %s, want %s (all: %v)", after, want, got)
+	}
+}
+
+func lastIndex(s []string, v string) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// timeline records what a listener did, in order: "wait <d>" for each
+// reconnect it announces in its log, and what the test adds. It is the
+// listener's slog.Handler.
+type timeline struct {
+	mu    sync.Mutex
+	steps []string
+}
+
+func (tl *timeline) add(step string) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.steps = append(tl.steps, step)
+}
+
+// waitFor returns the steps once cond holds for them.
+func (tl *timeline) waitFor(t *testing.T, cond func([]string) bool) []string {
+	t.Helper()
+	var got []string
+	waitUntil(t, func() bool {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		got = slices.Clone(tl.steps)
+		return cond(got)
+	})
+	return got
+}
+
+func (tl *timeline) Enabled(context.Context, slog.Level) bool { return true }
+func (tl *timeline) WithAttrs([]slog.Attr) slog.Handler       { return tl }
+func (tl *timeline) WithGroup(string) slog.Handler            { return tl }
+func (tl *timeline) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "in" {
+			tl.add("wait " + a.Value.String())
+		}
+		return true
+	})
+	return nil
+}
+
+// proxy forwards TCP connections to PostgreSQL while it is up. While down
+// it has dropped every connection it forwarded and closes each new one at
+// once, as a database that is restarting would.
+type proxy struct {
+	url     string // the test database's URL, through the proxy
+	ln      net.Listener
+	network string
+	addr    string
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	up   bool
+	open []net.Conn
+}
+
+// startProxy starts a proxy, down, to the database at dbURL.
+func startProxy(t *testing.T, dbURL string) *proxy {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{network: "tcp", addr: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))}
+	if strings.HasPrefix(cfg.Host, "/") {
+		p.network, p.addr = "unix", fmt.Sprintf("%s/.s.PGSQL.%d", cfg.Host, cfg.Port)
+	}
+	if p.ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Del("host")
+	u.Host, u.RawQuery = p.ln.Addr().String(), q.Encode()
+	p.url = u.String()
+	p.wg.Go(p.accept)
+	t.Cleanup(func() {
+		p.ln.Close()
+		p.setUp(false)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		s, err := net.Dial(p.network, p.addr)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if !p.up {
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			continue
+		}
+		p.open = append(p.open, c, s)
+		p.mu.Unlock()
+		for _, pair := range [][2]net.Conn{{c, s}, {s, c}} {
+			p.wg.Go(func() {
+				io.Copy(pair[0], pair[1])
+				pair[0].Close()
+				pair[1].Close()
+			})
+		}
+	}
+}
+
+// setUp lets connections through, or drops every open one and refuses the
+// next ones.
+func (p *proxy) setUp(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = up
+	if !up {
+		for _, c := range p.open {
+			c.Close()
+		}
+		p.open = nil
 	}
 }
