@@ -325,6 +325,11 @@ func (n Normalizer) normalizePhone(id Identity) (Identity, error) {
 	// "+44 0 0000 0001" can lose one prefix per pass and never settle.
 	// Such numbers are refused, which keeps Normalize idempotent; a valid
 	// E.164 number always reads back unchanged.
+	// An input already in that form was the first parse's input: parsing
+	// it again would repeat the same work to the same answer.
+	if out == v {
+		return Identity{Type: TypePhone, Value: out}, nil
+	}
 	if again, err := phonenumbers.Parse(out, ""); err != nil || phonenumbers.Format(again, phonenumbers.E164) != out {
 		return Identity{}, invalidValue(id, "not a valid phone number: its digits are ambiguous")
 	}

@@ -312,6 +312,19 @@ func BenchmarkNormalizePhoneFirstSeen(b *testing.B) {
 	}
 }
 
+// BenchmarkNormalizePhoneFirstSeenE164 measures the first parse of a number
+// already in E.164, as consoles and providers send it.
+func BenchmarkNormalizePhoneFirstSeenE164(b *testing.B) {
+	n := Normalizer{DefaultRegion: "US"}
+	id := phone("+14155550100")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.normalizePhone(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func TestPhoneCacheAgreesWithParse(t *testing.T) {
 	n := Normalizer{DefaultRegion: "US"}
 	for _, raw := range []string{"(415) 555-0100", "whatsapp:+14155550100", "12", "+44 20 7946 0958"} {
