@@ -105,20 +105,52 @@ func TestInboundRefusedBeforeAnyWrite(t *testing.T) {
 	}
 }
 
+// A workspace without an auth token can verify no signature, so every
+// webhook is refused, whatever it is signed with, and the answer says that
+// the token is missing rather than that the signature is wrong.
 func TestInboundWorkspaceWithoutAuthToken(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.db.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr("")}); err != nil {
 		t.Fatal(err)
 	}
-	// Signed with the empty token: must still be refused.
-	status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM1", "+14155550101", "hi"), "")
-	if status != http.StatusForbidden {
-		t.Errorf("status = %d, want 403", status)
+	const sid, phone = "SM00000000000000000000000000000050", "+14155550150"
+	for _, p := range []struct {
+		name, path string
+		form       url.Values
+	}{
+		{"inbound", e.inboundPath(), inbound(sid, phone, "hi")},
+		{"status", e.statusPath(), statusForm(sid, "delivered", phone)},
+	} {
+		for _, tc := range []struct{ name, sig string }{
+			{"signed with the former token", sign(authToken, publicURL+p.path, p.form)},
+			// What anyone can compute: it must not pass for a signature
+			// under the empty token.
+			{"signed with the empty token", sign("", publicURL+p.path, p.form)},
+		} {
+			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				status, _, got := e.postForm(t, p.path, p.form.Encode(), tc.sig)
+				if status != http.StatusForbidden {
+					t.Errorf("status = %d (%s), want 403", status, got)
+				}
+				if !strings.Contains(got, "no Twilio auth token configured") {
+					t.Errorf("body = %q, want it to say the workspace has no auth token", got)
+				}
+				for _, secret := range []string{authToken, tc.sig} {
+					if strings.Contains(got, secret) {
+						t.Errorf("body %q contains %q", got, secret)
+					}
+				}
+			})
+		}
 	}
-	f := inbound("SM1", "+14155550101", "hi")
-	status, _, _ = e.postForm(t, e.inboundPath(), f.Encode(), sign("", publicURL+e.inboundPath(), f))
-	if status != http.StatusForbidden {
-		t.Errorf("signed with an empty token: status = %d, want 403", status)
+	// Unsigned, it is refused for the missing header, checked first.
+	if status, _, got := e.postForm(t, e.inboundPath(), inbound(sid, phone, "hi").Encode(), ""); status != http.StatusForbidden {
+		t.Errorf("unsigned: status = %d (%s), want 403", status, got)
+	}
+	for _, table := range []string{"events", "customers", "messages", "dead_letters"} {
+		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
+			t.Errorf("%s = %d after refusals, want 0", table, n)
+		}
 	}
 }
 

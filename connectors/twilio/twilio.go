@@ -110,7 +110,8 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 
 // verify reads and authenticates a webhook request. It answers and returns
 // ok=false for an oversized body (413), an unknown workspace (404), a body
-// that is not a form (400) and a missing or wrong signature (403); nothing
+// that is not a form (400) and a missing or wrong signature or a workspace
+// without a Twilio auth token (403); nothing
 // has been written to the store then.
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspace, url.Values, bool) {
 	limit := h.MaxBodyBytes
@@ -141,7 +142,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 	if ws.TwilioAuthToken == "" {
 		h.logger().Warn("twilio webhook for a workspace without a Twilio auth token; set one with c360 workspace update --twilio-auth-token",
 			"workspace", ws.Slug)
-		http.Error(w, "invalid X-Twilio-Signature", http.StatusForbidden)
+		// Say so: "invalid signature" would send whoever sets up Twilio's
+		// webhook looking for a wrong token instead of a missing one.
+		http.Error(w, "this workspace has no Twilio auth token configured, so no signature can be verified", http.StatusForbidden)
 		return nil, nil, false
 	}
 	if !ValidSignature(ws.TwilioAuthToken, strings.TrimRight(h.PublicURL, "/")+r.URL.RequestURI(), form, signature) {
