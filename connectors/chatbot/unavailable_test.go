@@ -19,68 +19,6 @@ import (
 // Retry-After and an UNAVAILABLE error, never {"accepted": n}; nothing is
 // stored or kept as a dead letter, and the bot's retry is stored once.
 
-// openStore opens a store of its own on the test database, with the
-// connection settings params (lock_timeout, say) and group commit sized by
-// cfg.
-func openStore(t *testing.T, params url.Values, cfg postgres.IngestConfig) *postgres.DB {
-	t.Helper()
-	u, err := url.Parse(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	for k, v := range params {
-		q[k] = v
-	}
-	u.RawQuery = q.Encode()
-	db, err := postgres.Open(context.Background(), u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.StartIngest(cfg)
-	t.Cleanup(db.Close)
-	return db
-}
-
-// lockEvents holds an exclusive lock on the events table, as a long
-// migration would, until release is called (at the latest when the test
-// ends): every ingest transaction waits for it.
-func lockEvents(t *testing.T, db *postgres.DB) (release func()) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE events IN ACCESS EXCLUSIVE MODE`); err != nil {
-		tx.Rollback(ctx)
-		t.Fatal(err)
-	}
-	release = sync.OnceFunc(func() { tx.Rollback(ctx) })
-	t.Cleanup(release)
-	return release
-}
-
-// waitForLockWait returns once a transaction of this database waits for
-// the lock on events.
-func waitForLockWait(t *testing.T, db *postgres.DB) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var n int
-		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
-			WHERE NOT granted AND relation = 'events'::regclass
-			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no ingest transaction waits for the lock on events")
-		}
-	}
-}
-
 // wantRetryLater requires a 503 that asks the bot to retry in a second and
 // acknowledges nothing.
 func wantRetryLater(t *testing.T, a answer) {
@@ -115,9 +53,9 @@ func (e *env) stored(t *testing.T, sid string) (events, deadLetters int) {
 // transaction fails inside ingest, for a reason that is not the events',
 // so the request is neither acknowledged nor kept as dead letters.
 func TestDatabaseBusy(t *testing.T) {
-	e := newEnvOn(t, openStore(t, url.Values{"lock_timeout": {"100"}}, postgres.IngestConfig{}))
+	e := newEnvOn(t, pgtest.OpenStore(t, url.Values{"lock_timeout": {"100"}}, postgres.IngestConfig{}))
 	body := session("s-busy")
-	release := lockEvents(t, e.db)
+	release := pgtest.LockEvents(t, e.db)
 	a, err := e.send(e.slug, body, chatbot.Sign(e.secret, now, body))
 	release()
 	if err != nil {
@@ -143,8 +81,8 @@ func TestDatabaseBusy(t *testing.T) {
 func TestIngestOverloaded(t *testing.T) {
 	// One worker with room for one waiting request; the lock timeout is
 	// longer than the test, so only the full queue refuses.
-	e := newEnvOn(t, openStore(t, url.Values{"lock_timeout": {"60000"}}, postgres.IngestConfig{Workers: 1, Queue: 1}))
-	release := lockEvents(t, e.db)
+	e := newEnvOn(t, pgtest.OpenStore(t, url.Values{"lock_timeout": {"60000"}}, postgres.IngestConfig{Workers: 1, Queue: 1}))
+	release := pgtest.LockEvents(t, e.db)
 
 	type result struct {
 		sid string
@@ -161,7 +99,7 @@ func TestIngestOverloaded(t *testing.T) {
 	defer wg.Wait()
 	defer release() // before wg.Wait, should the test fail early
 	wg.Go(func() { send("s-held") })
-	waitForLockWait(t, e.db) // the worker holds s-held's group
+	pgtest.WaitForLockWait(t, e.db) // the worker holds s-held's group
 	// One of these two takes the queue's one place, the other is refused;
 	// which is up to the scheduler.
 	wg.Go(func() { send("s-q1") })

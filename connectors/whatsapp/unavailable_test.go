@@ -1,7 +1,6 @@
 package whatsapp_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,64 +16,6 @@ import (
 // When the store cannot take a notification now, Meta is answered 503 with
 // Retry-After, nothing is stored or kept as a dead letter, and Meta's retry
 // is stored once.
-
-// openStore opens a store of its own on the test database, with the
-// connection settings params (lock_timeout, say) and group commit sized by
-// cfg.
-func openStore(t *testing.T, params url.Values, cfg postgres.IngestConfig) *postgres.DB {
-	t.Helper()
-	u, err := url.Parse(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	for k, v := range params {
-		q[k] = v
-	}
-	u.RawQuery = q.Encode()
-	db, err := postgres.Open(context.Background(), u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.StartIngest(cfg)
-	t.Cleanup(db.Close)
-	return db
-}
-
-// lockEvents holds an exclusive lock on the events table, as a long
-// migration would, until release is called (at the latest when the test
-// ends): every ingest transaction waits for it.
-func lockEvents(t *testing.T, db *postgres.DB) (release func()) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE events IN ACCESS EXCLUSIVE MODE`); err != nil {
-		tx.Rollback(ctx)
-		t.Fatal(err)
-	}
-	release = sync.OnceFunc(func() { tx.Rollback(ctx) })
-	t.Cleanup(release)
-	return release
-}
-
-// waitForLockWait returns once a transaction of this database waits for
-// the lock on events.
-func waitForLockWait(t *testing.T, db *postgres.DB) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if count(t, db, `SELECT count(*) FROM pg_locks
-			WHERE NOT granted AND relation = 'events'::regclass
-			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no ingest transaction waits for the lock on events")
-		}
-	}
-}
 
 // wantRetryLater requires a 503 that asks Meta to retry in a second.
 func wantRetryLater(t *testing.T, status int, header http.Header, body string) {
@@ -108,9 +49,9 @@ func textNotification(wamid, from string) []byte {
 // transaction fails inside ingest, for a reason that is not the event's, so
 // it is neither acknowledged nor kept as a dead letter.
 func TestDatabaseBusy(t *testing.T) {
-	e := newEnvOn(t, openStore(t, url.Values{"lock_timeout": {"100"}}, postgres.IngestConfig{}))
+	e := newEnvOn(t, pgtest.OpenStore(t, url.Values{"lock_timeout": {"100"}}, postgres.IngestConfig{}))
 	body := textNotification("wamid.BUSY", "16505551241")
-	release := lockEvents(t, e.db)
+	release := pgtest.LockEvents(t, e.db)
 	status, header, got, err := e.send(e.path(), body, signature(appSecret, body))
 	release()
 	if err != nil {
@@ -131,8 +72,8 @@ func TestDatabaseBusy(t *testing.T) {
 func TestIngestOverloaded(t *testing.T) {
 	// One worker with room for one waiting request; the lock timeout is
 	// longer than the test, so only the full queue refuses.
-	e := newEnvOn(t, openStore(t, url.Values{"lock_timeout": {"60000"}}, postgres.IngestConfig{Workers: 1, Queue: 1}))
-	release := lockEvents(t, e.db)
+	e := newEnvOn(t, pgtest.OpenStore(t, url.Values{"lock_timeout": {"60000"}}, postgres.IngestConfig{Workers: 1, Queue: 1}))
+	release := pgtest.LockEvents(t, e.db)
 
 	type answer struct {
 		wamid  string
@@ -156,7 +97,7 @@ func TestIngestOverloaded(t *testing.T) {
 	defer wg.Wait()
 	defer release() // before wg.Wait, should the test fail early
 	wg.Go(func() { send("wamid.HELD") })
-	waitForLockWait(t, e.db) // the worker holds wamid.HELD's group
+	pgtest.WaitForLockWait(t, e.db) // the worker holds wamid.HELD's group
 	// One of these two takes the queue's one place, the other is refused;
 	// which is up to the scheduler.
 	wg.Go(func() { send("wamid.Q1") })
