@@ -12,6 +12,8 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/twilio"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
 
@@ -314,32 +316,51 @@ func TestInboundSMSAndWhatsAppSameCustomer(t *testing.T) {
 	}
 }
 
-// unavailable is an ingester whose store is down.
-type unavailable struct{}
-
-func (unavailable) Ingest(context.Context, int64, []*c360.Event) ([]c360.IngestResult, error) {
-	return nil, c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
-}
-
-// A store that cannot commit gets Twilio a 503 with Retry-After, never a 2xx.
+// A store that cannot commit in time (here a real one whose lock_timeout
+// runs out behind a lock on events) gets Twilio a 503 with Retry-After,
+// never a 2xx, and stores nothing; Twilio's retry is then stored once.
 func TestInboundStoreUnavailable(t *testing.T) {
 	e := newEnv(t)
+	busy := pgtest.OpenStore(t, url.Values{"lock_timeout": {"200ms"}}, postgres.IngestConfig{})
 	mux := http.NewServeMux()
-	(&twilio.Handler{Workspaces: e.db, Ingester: unavailable{}, PublicURL: publicURL, StatusOf: server.StatusOf,
+	(&twilio.Handler{Workspaces: busy, Ingester: busy, PublicURL: publicURL, StatusOf: server.StatusOf,
 		Logger: slog.New(slog.DiscardHandler)}).Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	f := inbound("SM40", "+14155550108", "hi")
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+e.inboundPath(), strings.NewReader(f.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", sign(authToken, publicURL+e.inboundPath(), f))
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
+	send := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+e.inboundPath(), strings.NewReader(f.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Twilio-Signature", sign(authToken, publicURL+e.inboundPath(), f))
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("status = %d, Retry-After = %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	stored := func() int {
+		return count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'SM40'`, e.ws) +
+			count(t, e.db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1`, e.ws)
+	}
+
+	release := pgtest.LockEvents(t, e.db)
+	resp := send()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("status = %d, Retry-After = %q; want 503 with Retry-After: 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	release()
+	if n := stored(); n != 0 {
+		t.Errorf("events and dead letters after the 503 = %d, want 0", n)
+	}
+	if resp := send(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("retry: status = %d, want 200", resp.StatusCode)
+	}
+	if resp := send(); resp.StatusCode != http.StatusOK {
+		t.Fatalf("second retry: status = %d, want 200", resp.StatusCode)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'SM40'`, e.ws); n != 1 {
+		t.Errorf("events after the retries = %d, want 1", n)
 	}
 }
 
