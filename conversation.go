@@ -52,7 +52,4 @@ type ConversationService interface {
 	ConversationsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, args PageArgs) (map[int64]*Page[*Conversation], error)
 	// MessagesByConversations returns a page of messages, newest first, per conversation.
 	MessagesByConversations(ctx context.Context, workspaceID int64, conversationIDs []int64, args PageArgs) (map[int64]*Page[*Message], error)
-	// ConversationsWithMessages returns one customer's page of conversations
-	// and a page of messages of each, in one round trip.
-	ConversationsWithMessages(ctx context.Context, workspaceID, customerID int64, conversationArgs, messageArgs PageArgs) (*Page[*Conversation], map[int64]*Page[*Message], error)
 }

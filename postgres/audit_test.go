@@ -155,6 +155,22 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("close does not wait for the linger", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		before := auditCount(t, db, ws)
+		for i := 0; i < 3; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		start := time.Now()
+		w.Close()
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("Close took %v: it waited out the linger", d)
+		}
+		if got := auditCount(t, db, ws) - before; got != 3 {
+			t.Errorf("rows after Close = %d, want 3", got)
+		}
+	})
+
 	t.Run("a full batch does not wait for the linger", func(t *testing.T) {
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 10, Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 		defer w.Close()

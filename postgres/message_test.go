@@ -123,8 +123,9 @@ func TestStatusOfUnknownMessageCreatesNoCustomer(t *testing.T) {
 	}
 }
 
-// ConversationsWithMessages answers exactly what the two separate reads
-// answer, pages and cursors included.
+// LoadProfiles with Messages (one customer's conversations with their
+// messages, one batch) answers exactly what the two separate reads answer,
+// pages and cursors included.
 func TestConversationsWithMessagesMatchesSeparateReads(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
@@ -143,9 +144,16 @@ func TestConversationsWithMessagesMatchesSeparateReads(t *testing.T) {
 			cust = res[0].CustomerID
 		}
 	}
+	withMessages := func(ws int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
+		p, err := db.LoadProfiles(ctx, ws, []int64{cust}, c360.ProfileRequest{Conversations: []c360.PageArgs{convArgs}, Messages: &msgArgs})
+		if err != nil {
+			return nil, nil, err
+		}
+		return p.Conversations[convArgs][cust], p.Messages, nil
+	}
 	check := func(convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message]) {
 		t.Helper()
-		convs, msgs, err := db.ConversationsWithMessages(ctx, ws, cust, convArgs, msgArgs)
+		convs, msgs, err := withMessages(ws, convArgs, msgArgs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,13 +186,18 @@ func TestConversationsWithMessagesMatchesSeparateReads(t *testing.T) {
 	}
 	check(c360.PageArgs{First: 2, After: convs.Cursors[1]}, c360.PageArgs{First: 3, After: msgs[convs.Items[0].ID].Cursors[2]})
 	check(c360.PageArgs{First: 10}, c360.PageArgs{First: 10})
-	if _, _, err := db.ConversationsWithMessages(ctx, ws, cust, c360.PageArgs{First: 2, After: "%%%"}, c360.PageArgs{First: 1}); c360.ErrorCode(err) != c360.EINVALID {
+	if _, _, err := withMessages(ws, c360.PageArgs{First: 2, After: "%%%"}, c360.PageArgs{First: 1}); c360.ErrorCode(err) != c360.EINVALID {
 		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
 	}
 	// Another workspace sees nothing of this customer.
 	other, _, _ := pgtest.Workspace(t, db)
-	c, m, err := db.ConversationsWithMessages(ctx, other, cust, c360.PageArgs{First: 10}, c360.PageArgs{First: 10})
+	c, m, err := withMessages(other, c360.PageArgs{First: 10}, c360.PageArgs{First: 10})
 	if err != nil || len(c.Items) != 0 || len(m) != 0 {
 		t.Errorf("from another workspace: %d conversations, %d message pages (%v)", len(c.Items), len(m), err)
+	}
+	// Messages come with one customer's conversations only.
+	two := c360.ProfileRequest{Conversations: []c360.PageArgs{{First: 10}}, Messages: &c360.PageArgs{First: 10}}
+	if _, err := db.LoadProfiles(ctx, ws, []int64{cust, cust + 1}, two); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("messages for two customers: %v, want BAD_USER_INPUT", err)
 	}
 }

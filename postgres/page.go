@@ -163,22 +163,11 @@ func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, err
 	return e, nil
 }
 
-// ConversationsWithMessages returns a customer's page of conversations and,
-// for each, a page of its messages, in one round trip: the messages
-// statement finds the same conversations with the same bounds. A console's
-// customer view needs both; separately they are two round trips in a row.
-func (db *DB) ConversationsWithMessages(ctx context.Context, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
-	p := newPipeline(ws)
-	convs, msgs, err := queueConversationsWithMessages(p, ws, customer, convArgs, msgArgs)
-	if err == nil {
-		err = p.send(ctx, db)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return convs, msgs, nil
-}
-
+// queueConversationsWithMessages queues a customer's page of conversations
+// and, for each, a page of its messages: the messages statement finds the
+// same conversations with the same bounds, so both travel in one batch. A
+// console's customer view needs both; separately they are two round trips
+// in a row. LoadProfiles serves it (ProfileRequest.Messages).
 func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
 	cn, err := pageSize(convArgs.First)
 	if err != nil {

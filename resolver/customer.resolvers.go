@@ -48,15 +48,11 @@ func (r *customerResolver) Events(ctx context.Context, obj *c360.Customer, first
 // Conversations is the resolver for the conversations field.
 func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.ConversationConnection, error) {
 	key := pageKey{obj.ID, pageArgs(first, after)}
-	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
-		p, err := l.conversations.Load(ctx, key)
-		if err != nil {
-			return nil, err
+	if l := loadersFrom(ctx); l != nil {
+		if !l.batches(ctx, obj.ID) {
+			r.prefetchField(ctx, obj)
 		}
-		return conversationConnection(p), nil
-	}
-	fields := selected(ctx, []string{"edges", "node"}, []string{"ConversationConnection", "ConversationEdge", "Conversation"})
-	if p, ok, err := r.conversationsWithMessages(ctx, obj, key.PageArgs, fields); ok || err != nil {
+		p, err := l.conversations.Load(ctx, key)
 		if err != nil {
 			return nil, err
 		}
@@ -66,13 +62,7 @@ func (r *customerResolver) Conversations(ctx context.Context, obj *c360.Customer
 	if err != nil {
 		return nil, err
 	}
-	p := m[obj.ID]
-	convs := make([]int64, len(p.Items))
-	for i, c := range p.Items {
-		convs[i] = c.ID
-	}
-	r.prefetchConversations(ctx, obj.WorkspaceID, fields, convs)
-	return conversationConnection(p), nil
+	return conversationConnection(m[obj.ID]), nil
 }
 
 // Consents is the resolver for the consents field.

@@ -159,7 +159,6 @@ func (r *Resolver) prefetchProfiles(ctx context.Context, ws int64, fields []grap
 			req.Messages = &args
 		}
 	}
-	l.markPrefetched(ids)
 	if req.Identities || req.Consents || len(req.Events) > 0 || len(req.Conversations) > 0 {
 		if p, err := r.CustomerService.LoadProfiles(ctx, ws, ids, req); err == nil {
 			primeAll(l.identities, fill(p.Identities, ids, []*c360.IdentityRecord{}))
@@ -191,10 +190,21 @@ func (r *Resolver) prefetchProfiles(ctx context.Context, ws int64, fields []grap
 func (r *Resolver) oneCustomer(ctx context.Context, ws int64) func(*c360.Customer, error) (*c360.Customer, error) {
 	return func(c *c360.Customer, err error) (*c360.Customer, error) {
 		c, err = nullIfNotFound(c, err)
-		if c != nil && err == nil {
+		if l := loadersFrom(ctx); l != nil && c != nil && err == nil {
+			l.markPrefetched([]int64{c.ID})
 			r.prefetchProfiles(ctx, ws, selected(ctx, nil, []string{"Customer"}), []int64{c.ID})
 		}
 		return c, err
+	}
+}
+
+// prefetchField loads the field being resolved on one customer outside a
+// list the way a single-customer root loads it (prefetchProfiles): its
+// conversations, say, with their messages when one selection asks for them
+// all, in one round trip.
+func (r *Resolver) prefetchField(ctx context.Context, c *c360.Customer) {
+	if fc := graphql.GetFieldContext(ctx); fc != nil {
+		r.prefetchProfiles(ctx, c.WorkspaceID, []graphql.CollectedField{fc.Field}, []int64{c.ID})
 	}
 }
 
@@ -235,37 +245,4 @@ func primePages[T any](l primer[pageKey, *c360.Page[T]], m map[int64]*c360.Page[
 	for id, p := range m {
 		l.Prime(pageKey{id, args}, p)
 	}
-}
-
-// conversationsWithMessages serves one customer's conversations together
-// with their messages in one round trip, when exactly one messages field is
-// selected under them, and primes the messages loader. ok is false when the
-// query asks for something else; the caller then loads them separately.
-func (r *Resolver) conversationsWithMessages(ctx context.Context, obj *c360.Customer, args c360.PageArgs, fields []graphql.CollectedField) (*c360.Page[*c360.Conversation], bool, error) {
-	l := loadersFrom(ctx)
-	if l == nil {
-		return nil, false, nil
-	}
-	var msgField *graphql.CollectedField
-	for i := range fields {
-		if fields[i].Name == "messages" {
-			if msgField != nil {
-				return nil, false, nil // two selections with their own arguments
-			}
-			msgField = &fields[i]
-		}
-	}
-	if msgField == nil {
-		return nil, false, nil
-	}
-	margs, ok := argsOf(ctx, *msgField)
-	if !ok {
-		return nil, false, nil
-	}
-	p, msgs, err := r.ConversationService.ConversationsWithMessages(ctx, obj.WorkspaceID, obj.ID, args, margs)
-	if err != nil {
-		return nil, true, err
-	}
-	primePages(l.messages, msgs, margs)
-	return p, true, nil
 }

@@ -229,6 +229,44 @@ func TestOneCustomerInTwoRoundTrips(t *testing.T) {
 		})
 	}
 
+	// A customer outside any list and not from a customer root (a
+	// mutation's answer) loads its conversations with their messages too.
+	t.Run("conversations of a mutation's customer", func(t *testing.T) {
+		var got struct {
+			Identify struct {
+				Conversations struct {
+					Edges []struct {
+						Node struct {
+							Messages struct{ Edges []struct{ Node struct{ ID string } } }
+						}
+					}
+				}
+			}
+		}
+		gql(t, e.srv, e.key, `mutation($phone: String!) { identify(input: {identities: [{type: "phone", value: $phone}]}) {
+			conversations(first: 5) { edges { node { messages(first: 10) { edges { node { id } } } } } } } }`,
+			map[string]any{"phone": seed.Phone(3)}).ok(t, &got)
+		var messages []string
+		for _, c := range got.Identify.Conversations.Edges {
+			for _, m := range c.Node.Messages.Edges {
+				messages = append(messages, m.Node.ID)
+			}
+		}
+		if !slices.Equal(messages, wantMessages) {
+			t.Errorf("messages = %v, want %v", messages, wantMessages)
+		}
+	})
+
+	// A page refused for its arguments is reported on its own field, as
+	// BAD_USER_INPUT, though the batch it would have joined was refused.
+	t.Run("a refused page", func(t *testing.T) {
+		r := gql(t, e.srv, e.key, `query($phone: String!) { c: customerByIdentity(type: "phone", value: $phone) {
+			id identities { type } events(first: 500) { edges { node { id } } } } }`, map[string]any{"phone": seed.Phone(3)})
+		if r.code() != "BAD_USER_INPUT" || len(r.Errors) != 1 || fmt.Sprint(r.Errors[0].Path) != "[c events]" {
+			t.Errorf("errors = %s, want one BAD_USER_INPUT on events", r.Body)
+		}
+	})
+
 	// Two messages selections with their own arguments cannot share the
 	// conversations statement: each still gets its own page.
 	t.Run("two messages pages", func(t *testing.T) {
