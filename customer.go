@@ -36,8 +36,8 @@ type CustomerService interface {
 	// FindCustomerByID returns the customer; an id merged away resolves to its survivor.
 	FindCustomerByID(ctx context.Context, workspaceID, id int64) (*Customer, error)
 	FindCustomerByIdentity(ctx context.Context, workspaceID int64, id Identity) (*Customer, error)
-	// FindCustomers returns a page of customers, the cursor of each, and whether more follow.
-	FindCustomers(ctx context.Context, workspaceID int64, f CustomerFilter) ([]*Customer, []string, bool, error)
+	// FindCustomers returns a page of customers, newest first.
+	FindCustomers(ctx context.Context, workspaceID int64, f CustomerFilter) (*Page[*Customer], error)
 	// CustomersByIDs loads customers for a dataloader; missing ids map to nothing.
 	CustomersByIDs(ctx context.Context, workspaceID int64, ids []int64) (map[int64]*Customer, error)
 	IdentitiesByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*IdentityRecord, error)

@@ -86,22 +86,22 @@ func pageSize(first int) (int, error) {
 
 // FindCustomers returns live customers newest first, filtered by a fragment
 // of name, email or phone.
-func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) ([]*c360.Customer, []string, bool, error) {
+func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
 	n, err := pageSize(f.First)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, err
 	}
 	var after *c360.Cursor
 	if f.After != "" {
 		cur, err := c360.DecodeCursor(f.After)
 		if err != nil {
-			return nil, nil, false, err
+			return nil, err
 		}
 		after = &cur
 	}
 	q := strings.ToLower(strings.TrimSpace(f.Query))
 	if len(q) > 100 {
-		return nil, nil, false, c360.Errorf(c360.EINVALID, "query must be at most 100 bytes")
+		return nil, c360.Errorf(c360.EINVALID, "query must be at most 100 bytes")
 	}
 	args := []any{ws, n + 1}
 	sql := `SELECT ` + customerColumns + ` FROM customers c WHERE c.workspace_id = $1 AND c.merged_into IS NULL`
@@ -116,29 +116,26 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 	sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
 	rows, err := db.as(ws).Query(ctx, sql, args...)
 	if err != nil {
-		return nil, nil, false, interpretError(fmt.Errorf("find customers: %w", err))
+		return nil, interpretError(fmt.Errorf("find customers: %w", err))
 	}
 	defer rows.Close()
-	var out []*c360.Customer
+	page := &c360.Page[*c360.Customer]{Items: []*c360.Customer{}, Cursors: []string{}}
 	for rows.Next() {
 		c, err := scanCustomer(rows)
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("scan customer: %w", err)
+			return nil, fmt.Errorf("scan customer: %w", err)
 		}
-		out = append(out, c)
+		if len(page.Items) == n {
+			page.HasNext = true
+			break
+		}
+		page.Items = append(page.Items, c)
+		page.Cursors = append(page.Cursors, c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode())
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, false, interpretError(fmt.Errorf("find customers: %w", err))
+		return nil, interpretError(fmt.Errorf("find customers: %w", err))
 	}
-	more := len(out) > n
-	if more {
-		out = out[:n]
-	}
-	cursors := make([]string, len(out))
-	for i, c := range out {
-		cursors[i] = c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode()
-	}
-	return out, cursors, more, nil
+	return page, nil
 }
 
 func escapeLike(s string) string {

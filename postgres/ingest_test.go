@@ -266,9 +266,9 @@ func TestIngestMergesAndOldIDResolves(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'merged_into'`, ws, merged); n != 1 {
 		t.Errorf("merged_into change rows = %d, want 1", n)
 	}
-	list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10})
-	if err != nil || len(list) != 1 || list[0].ID != survivor {
-		t.Errorf("live customers = %v (%v), want only %d", list, err, survivor)
+	page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10})
+	if err != nil || len(page.Items) != 1 || page.Items[0].ID != survivor {
+		t.Errorf("live customers = %v (%v), want only %d", page, err, survivor)
 	}
 }
 
@@ -339,34 +339,40 @@ func TestFindCustomersPages(t *testing.T) {
 	}
 	seen := map[int64]bool{}
 	after := ""
-	for page := 0; ; page++ {
-		list, cursors, more, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 3, After: after})
+	for {
+		page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 3, After: after})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range list {
+		for _, c := range page.Items {
 			if seen[c.ID] {
 				t.Fatalf("customer %d on two pages", c.ID)
 			}
 			seen[c.ID] = true
 		}
-		if !more {
+		if !page.HasNext {
 			break
 		}
-		after = cursors[len(cursors)-1]
+		after = page.Cursors[len(page.Cursors)-1]
 	}
 	if len(seen) != 7 {
 		t.Errorf("customers seen = %d, want 7", len(seen))
 	}
-	list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "SON 3"})
-	if err != nil || len(list) != 1 {
-		t.Errorf("search by name fragment: %d results (%v), want 1", len(list), err)
+	page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "SON 3"})
+	if err != nil {
+		t.Fatalf("search by name fragment: %v", err)
 	}
-	list, _, _, _ = db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "p5@exa"})
-	if len(list) != 1 {
-		t.Errorf("search by email fragment: %d results, want 1", len(list))
+	if len(page.Items) != 1 {
+		t.Errorf("search by name fragment: %d results, want 1", len(page.Items))
 	}
-	if _, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, After: "%%%"}); c360.ErrorCode(err) != c360.EINVALID {
+	page, err = db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, Query: "p5@exa"})
+	if err != nil {
+		t.Fatalf("search by email fragment: %v", err)
+	}
+	if len(page.Items) != 1 {
+		t.Errorf("search by email fragment: %d results, want 1", len(page.Items))
+	}
+	if _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 10, After: "%%%"}); c360.ErrorCode(err) != c360.EINVALID {
 		t.Errorf("bad cursor: %v, want BAD_USER_INPUT", err)
 	}
 }

@@ -110,21 +110,21 @@ func TestParallelWorkspacesNeverMix(t *testing.T) {
 			defer wg.Done()
 			ws := wss[g%workspaces]
 			for k := 0; k < 20; k++ {
-				list, _, _, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 100})
+				page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 100})
 				if err != nil {
 					errs <- err
 					return
 				}
 				var custIDs []int64
-				for _, c := range list {
+				for _, c := range page.Items {
 					if c.WorkspaceID != ws {
 						errs <- fmt.Errorf("workspace %d saw a customer of %d", ws, c.WorkspaceID)
 						return
 					}
 					custIDs = append(custIDs, c.ID)
 				}
-				if len(list) != 5 {
-					errs <- fmt.Errorf("workspace %d saw %d customers, want 5", ws, len(list))
+				if len(page.Items) != 5 {
+					errs <- fmt.Errorf("workspace %d saw %d customers, want 5", ws, len(page.Items))
 					return
 				}
 				idents, err := db.IdentitiesByCustomers(ctx, ws, custIDs)
@@ -168,9 +168,11 @@ func TestForeignCustomerOnEveryLookupPath(t *testing.T) {
 	notFound("by id", err)
 	_, err = db.FindCustomerByIdentity(ctx, wsB, c360.Identity{Type: "email", Value: "owner@a.io"})
 	notFound("by identity", err)
-	list, _, _, err := db.FindCustomers(ctx, wsB, c360.CustomerFilter{First: 50, Query: "owner"})
-	if err != nil || len(list) != 0 {
-		t.Errorf("search from B: %d results (%v), want none", len(list), err)
+	page, err := db.FindCustomers(ctx, wsB, c360.CustomerFilter{First: 50, Query: "owner"})
+	if err != nil {
+		t.Errorf("search from B: %v", err)
+	} else if len(page.Items) != 0 {
+		t.Errorf("search from B: %d results, want none", len(page.Items))
 	}
 	_, err = db.MergeCustomers(ctx, wsB, b.CustomerID, a.CustomerID, true, "admin", "")
 	notFound("merge", err)

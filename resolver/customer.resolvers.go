@@ -109,14 +109,14 @@ func (r *queryResolver) Customers(ctx context.Context, query *string, first *int
 	if query != nil {
 		f.Query = *query
 	}
-	list, cursors, more, err := r.CustomerService.FindCustomers(ctx, ws, f)
+	page, err := r.CustomerService.FindCustomers(ctx, ws, f)
 	if err != nil {
 		return nil, err
 	}
-	conn := &model.CustomerConnection{Edges: make([]*model.CustomerEdge, len(list)), PageInfo: pageInfo(cursors, more)}
-	ids := make([]int64, len(list))
-	for i, c := range list {
-		conn.Edges[i] = &model.CustomerEdge{Cursor: cursors[i], Node: c}
+	conn := &model.CustomerConnection{Edges: make([]*model.CustomerEdge, len(page.Items)), PageInfo: pageInfo(page.Cursors, page.HasNext)}
+	ids := make([]int64, len(page.Items))
+	for i, c := range page.Items {
+		conn.Edges[i] = &model.CustomerEdge{Cursor: page.Cursors[i], Node: c}
 		ids[i] = c.ID
 	}
 	r.prefetchCustomers(ctx, ws, selected(ctx, []string{"edges", "node"}, []string{"CustomerConnection", "CustomerEdge", "Customer"}), ids)
