@@ -62,6 +62,35 @@ func sendOne[M any](ctx context.Context, db *DB, p *pipeline, m M, err error) (M
 	return m, nil
 }
 
+// eventColumns are an event's columns as scanEvent reads them, for a table
+// aliased e. The nullable customer_id reads as 0 when null.
+const eventColumns = `e.id, coalesce(e.customer_id, 0), e.type, coalesce(e.name, ''), e.properties, e.source,
+	e.occurred_at, e.received_at`
+
+// scanEvent scans eventColumns, after any leading columns in prefix.
+func scanEvent(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
+	e := &c360.Event{WorkspaceID: ws}
+	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// conversationColumns are a conversation's columns as scanConversation
+// reads them, for a table aliased c.
+const conversationColumns = `c.id, c.customer_id, c.channel, c.status, c.last_message_at, c.created_at`
+
+// scanConversation scans conversationColumns, after any leading columns in prefix.
+func scanConversation(row pgx.Row, ws int64, prefix ...any) (*c360.Conversation, error) {
+	c := &c360.Conversation{WorkspaceID: ws}
+	dest := append(prefix, &c.ID, &c.CustomerID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // EventsByCustomers returns a page of events, newest first, for each customer.
 func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
 	p := newPipeline(ws)
@@ -75,17 +104,18 @@ func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (
 		if after {
 			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
 		}
-		return `SELECT p.id, e.id, e.type, coalesce(e.name, ''), e.properties, e.source, e.occurred_at, e.received_at
+		return `SELECT p.id, ` + eventColumns + `
 			FROM unnest($2::bigint[]) AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM events e WHERE e.workspace_id = $1 AND e.customer_id = p.id ` + cond + `
 				ORDER BY e.occurred_at DESC, e.id DESC LIMIT $3) e`
 	}, func(rows pgx.Rows) (int64, *c360.Event, time.Time, int64, error) {
 		var parent int64
-		e := &c360.Event{WorkspaceID: ws}
-		err := rows.Scan(&parent, &e.ID, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
-		e.CustomerID = parent
-		return parent, e, e.OccurredAt, e.ID, err
+		e, err := scanEvent(rows, ws, &parent)
+		if err != nil {
+			return 0, nil, time.Time{}, 0, err
+		}
+		return parent, e, e.OccurredAt, e.ID, nil
 	})
 }
 
@@ -103,19 +133,22 @@ func queueConversations(p *pipeline, ws int64, customers []int64, args c360.Page
 		if after {
 			cond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
 		}
-		return `SELECT p.id, c.id, c.channel, c.status, c.last_message_at, c.created_at
+		return `SELECT p.id, ` + conversationColumns + `
 			FROM unnest($2::bigint[]) AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = p.id ` + cond + `
 				ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC LIMIT $3) c`
 	}, func(rows pgx.Rows) (int64, *c360.Conversation, time.Time, int64, error) {
-		c := &c360.Conversation{WorkspaceID: ws}
-		err := rows.Scan(&c.CustomerID, &c.ID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt)
+		var parent int64
+		c, err := scanConversation(rows, ws, &parent)
+		if err != nil {
+			return 0, nil, time.Time{}, 0, err
+		}
 		t := c.CreatedAt
 		if c.LastMessageAt != nil {
 			t = *c.LastMessageAt
 		}
-		return c.CustomerID, c, t, c.ID, err
+		return parent, c, t, c.ID, nil
 	})
 }
 
@@ -146,19 +179,12 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 
 // FindEventByID returns one event.
 func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, error) {
-	e := &c360.Event{WorkspaceID: ws}
-	var cust *int64
-	err := db.as(ws).QueryRow(ctx, `
-		SELECT id, customer_id, type, coalesce(name, ''), properties, source, occurred_at, received_at
-		FROM events WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(
-		&e.ID, &cust, &e.Type, &e.Name, &e.Properties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
+	e, err := scanEvent(db.as(ws).QueryRow(ctx, `
+		SELECT `+eventColumns+` FROM events e WHERE e.workspace_id = $1 AND e.id = $2`, ws, id), ws)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "event %d not found", id)
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find event: %w", err))
-	}
-	if cust != nil {
-		e.CustomerID = *cust
 	}
 	return e, nil
 }
@@ -203,10 +229,10 @@ func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, m
 	const convOrder = `ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC`
 	convs := &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
 	msgs := map[int64]*c360.Page[*c360.Message]{}
-	p.queue("conversations", `SELECT c.id, c.channel, c.status, c.last_message_at, c.created_at FROM conversations c
+	p.queue("conversations", `SELECT `+conversationColumns+` FROM conversations c
 		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams, func(rows pgx.Rows) error {
-		c := &c360.Conversation{WorkspaceID: ws, CustomerID: customer}
-		if err := rows.Scan(&c.ID, &c.Channel, &c.Status, &c.LastMessageAt, &c.CreatedAt); err != nil {
+		c, err := scanConversation(rows, ws)
+		if err != nil {
 			return err
 		}
 		if len(convs.Items) == cn {
