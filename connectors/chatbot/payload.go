@@ -4,13 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // Payload is the body of a chatbot webhook: the turns of one session with
@@ -103,7 +103,7 @@ func validID(s string) bool {
 func ParsePayload(body []byte) (*Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+		return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -244,22 +244,4 @@ func digest(v any) string {
 	b, _ := json.Marshal(v)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
-}
-
-// describeDecodeError turns a JSON decoding error into a client-safe
-// sentence.
-func describeDecodeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		field := te.Field
-		if field == "" {
-			field = "the body"
-		}
-		return fmt.Sprintf("%s: wrong type (got %s)", field, te.Value)
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
-	}
-	return "invalid JSON"
 }

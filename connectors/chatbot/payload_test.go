@@ -85,8 +85,9 @@ func TestParsePayload(t *testing.T) {
 		{"bad time", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","time":"yesterday"}]}`, "RFC 3339"},
 		{"confidence over 1", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","intent":"x","confidence":1.5}]}`, "between 0 and 1"},
 		{"observation without text", `{"sessionId":"s",` + ids + `,"observations":[{"confidence":0.5}]}`, "observations[0].text"},
-		{"wrong type", `{"sessionId":7}`, "sessionId: wrong type"},
-		{"not JSON", `{"sessionId"`, "invalid JSON"},
+		{"wrong type", `{"sessionId":7}`, "sessionId: want a string, got number"},
+		{"not an object", `[]`, "the body: want an object, got array"},
+		{"not JSON", `{"sessionId"`, "invalid JSON at byte 12: unexpected end of JSON input"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePayload([]byte(tc.body))

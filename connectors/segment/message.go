@@ -5,14 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"reflect"
-	"strings"
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // Message is one Segment call (identify, track, page, screen, group or alias)
@@ -50,6 +47,10 @@ type Message struct {
 type ID string
 
 var idType = reflect.TypeFor[ID]()
+
+// idWants names what an ID wants in a decoding error: its Go kind, a
+// string, would say less than UnmarshalJSON accepts.
+var idWants = map[reflect.Type]string{idType: "a string or a number"}
 
 // UnmarshalJSON implements json.Unmarshaler: a string, a number or null.
 func (id *ID) UnmarshalJSON(b []byte) error {
@@ -236,37 +237,5 @@ func newMessageID() string {
 // describeDecodeError turns a JSON decoding error into a sentence safe and
 // useful for the client: which field, what was expected.
 func describeDecodeError(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		field := te.Field
-		if field == "" {
-			field = "the call"
-		}
-		return fmt.Sprintf("%s: want %s, got %s", field, jsonKind(te.Type), te.Value)
-	}
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return "invalid JSON: unexpected end of input"
-	}
-	return "invalid JSON"
-}
-
-// jsonKind names the JSON value a Go type expects.
-func jsonKind(t reflect.Type) string {
-	switch {
-	case t == nil:
-		return "a value"
-	case t == idType:
-		return "a string or a number"
-	case t.Kind() == reflect.String:
-		return "a string"
-	case t.Kind() == reflect.Map, t.Kind() == reflect.Struct:
-		return "an object"
-	case t.Kind() == reflect.Slice:
-		return "an array"
-	}
-	return strings.ToLower(t.Kind().String())
+	return webhook.DescribeJSONError(err, "the call", idWants)
 }

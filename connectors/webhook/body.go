@@ -1,5 +1,7 @@
-// Package webhook holds what the provider webhooks (Twilio, WhatsApp,
-// chatbot) share before their own parsing starts.
+// Package webhook holds what the connectors' HTTP endpoints share around
+// their own parsing: the bounded body read (Twilio, WhatsApp, chatbot) and
+// the client's description of JSON that does not decode (WhatsApp, chatbot,
+// Segment).
 package webhook
 
 import (

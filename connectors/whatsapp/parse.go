@@ -2,12 +2,12 @@ package whatsapp
 
 import (
 	"encoding/json"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // Source is the event source of everything this connector records.
@@ -124,7 +124,7 @@ type status struct {
 func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 	var p payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, c360.Errorf(c360.EINVALID, "the body is not a WhatsApp notification: %s", jsonProblem(err))
+		return nil, c360.Errorf(c360.EINVALID, "the body is not a WhatsApp notification: %s", webhook.DescribeJSONError(err, "the body", nil))
 	}
 	if p.Object != "" && p.Object != "whatsapp_business_account" {
 		return nil, nil
@@ -305,15 +305,4 @@ func timestamp(s string, now time.Time) time.Time {
 		return now
 	}
 	return time.Unix(sec, 0).UTC()
-}
-
-// jsonProblem describes a JSON error without echoing the body.
-func jsonProblem(err error) string {
-	switch e := err.(type) {
-	case *json.SyntaxError:
-		return fmt.Sprintf("syntax error at byte %d", e.Offset)
-	case *json.UnmarshalTypeError:
-		return fmt.Sprintf("%s has the wrong type", e.Field)
-	}
-	return "malformed JSON"
 }

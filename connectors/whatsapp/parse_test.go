@@ -39,8 +39,14 @@ func TestParsePayloadIgnoresOtherObjects(t *testing.T) {
 	if err != nil || len(evs) != 0 {
 		t.Errorf("ParsePayload(page) = %v, %v; want nothing", evs, err)
 	}
-	if _, err := ParsePayload([]byte(`{"entry": 5}`), now); c360.ErrorCode(err) != c360.EINVALID {
-		t.Errorf("wrong type: err = %v, want %s", err, c360.EINVALID)
+	for body, want := range map[string]string{
+		`{"entry": 5}`: "the body is not a WhatsApp notification: entry: want an array, got number",
+		`{"entry": [`:  "the body is not a WhatsApp notification: invalid JSON at byte 11: unexpected end of JSON input",
+	} {
+		_, err := ParsePayload([]byte(body), now)
+		if c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != want {
+			t.Errorf("ParsePayload(%s): err = %v, want %s %q", body, err, c360.EINVALID, want)
+		}
 	}
 }
 

@@ -1,0 +1,64 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+)
+
+// DescribeJSONError turns err, from decoding a JSON request body, into a
+// sentence safe and useful for the client, without echoing the body: for a
+// value of the wrong type, the field (whole, e.g. "the body", when it is the
+// document itself), what it wants and what it got; for a syntax error, its
+// byte offset. wants names what values of some types want, for types whose
+// UnmarshalJSON accepts other JSON than their Go kind suggests; it may be nil.
+func DescribeJSONError(err error, whole string, wants map[reflect.Type]string) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = whole
+		}
+		want, ok := wants[te.Type]
+		if !ok {
+			want = jsonKind(te.Type)
+		}
+		// Value is "number 1.5" for a number the Go type cannot hold: the literal is the body's.
+		got, _, _ := strings.Cut(te.Value, " ")
+		return fmt.Sprintf("%s: want %s, got %s", field, want, got)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "invalid JSON: unexpected end of input"
+	}
+	return "invalid JSON"
+}
+
+// jsonKind names the JSON value a Go type expects.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "a value"
+}
