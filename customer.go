@@ -45,6 +45,19 @@ type CustomerService interface {
 	// LoadProfiles loads the parts req names for every customer in one
 	// round trip, as the separate methods would one by one.
 	LoadProfiles(ctx context.Context, workspaceID int64, customerIDs []int64, req ProfileRequest) (*Profiles, error)
+	// FindProfile finds one customer, as FindCustomerByID or
+	// FindCustomerByIdentity would, and loads the parts req names in the
+	// same round trip. Not found is ENOTFOUND. Profiles is nil when req
+	// names a part that cannot be loaded (a page argument out of range):
+	// the customer is then found alone, and that part's own read says why.
+	FindProfile(ctx context.Context, workspaceID int64, key CustomerKey, req ProfileRequest) (*Customer, *Profiles, error)
+}
+
+// CustomerKey names one customer: by ID, or, when Identity is set, by one
+// of its identifiers.
+type CustomerKey struct {
+	ID       int64
+	Identity *Identity
 }
 
 // ProfileRequest names the parts of customers' profiles to load together.

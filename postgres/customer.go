@@ -34,9 +34,12 @@ func scanCustomer(row pgx.Row, prefix ...any) (*c360.Customer, error) {
 // to customers can otherwise be planned as a scan of the whole workspace
 // (TestMergeFollowingPlansStayIndexLookups).
 const (
-	findCustomerByIDSQL = `SELECT ` + customerColumns + ` FROM customers c
+	findCustomerByIDSQL = customerColumns + ` FROM customers c
 		WHERE c.workspace_id = $1
 		  AND c.id = (SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $2)`
+	findCustomerByIdentitySQL = customerColumns + ` FROM identities i
+		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
+		WHERE i.workspace_id = $1 AND i.type = $2 AND i.value = $3`
 	customersByIDsSQL = `SELECT m.id, ` + customerColumns + ` FROM customers m
 		JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = coalesce(m.merged_into, m.id)
 		WHERE m.workspace_id = $1 AND m.id = ANY($2)
@@ -46,32 +49,42 @@ const (
 // FindCustomerByID returns the customer with id, following a merge to its
 // survivor (merges keep every merged id one hop from its survivor).
 func (db *DB) FindCustomerByID(ctx context.Context, ws, id int64) (*c360.Customer, error) {
-	c, err := scanCustomer(db.as(ws).QueryRow(ctx, findCustomerByIDSQL, ws, id))
+	return db.findCustomer(ctx, ws, c360.CustomerKey{ID: id})
+}
+
+// FindCustomerByIdentity returns the customer owning the identity, whose value
+// is normalized as ingest normalizes it.
+func (db *DB) FindCustomerByIdentity(ctx context.Context, ws int64, id c360.Identity) (*c360.Customer, error) {
+	return db.findCustomer(ctx, ws, c360.CustomerKey{Identity: &id})
+}
+
+func (db *DB) findCustomer(ctx context.Context, ws int64, key c360.CustomerKey) (*c360.Customer, error) {
+	sql, args, notFound, err := db.lookupCustomer(ws, key)
+	if err != nil {
+		return nil, err
+	}
+	c, err := scanCustomer(db.as(ws).QueryRow(ctx, `SELECT `+sql, args...))
 	if err == pgx.ErrNoRows {
-		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", id)
+		return nil, notFound
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find customer: %w", err))
 	}
 	return c, nil
 }
 
-// FindCustomerByIdentity returns the customer owning the identity, whose value
-// is normalized as ingest normalizes it.
-func (db *DB) FindCustomerByIdentity(ctx context.Context, ws int64, id c360.Identity) (*c360.Customer, error) {
-	n, err := db.normalizeLookup(id)
+// lookupCustomer returns the statement that finds the customer of key, from
+// its columns on (customerColumns), with its arguments and the error when
+// it finds none. An identity's value is normalized as ingest stores it.
+func (db *DB) lookupCustomer(ws int64, key c360.CustomerKey) (sql string, args []any, notFound error, err error) {
+	if key.Identity == nil {
+		return findCustomerByIDSQL, []any{ws, key.ID}, c360.Errorf(c360.ENOTFOUND, "customer %d not found", key.ID), nil
+	}
+	n, err := db.normalizeLookup(*key.Identity)
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
-	c, err := scanCustomer(db.as(ws).QueryRow(ctx, `
-		SELECT `+customerColumns+` FROM identities i
-		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
-		WHERE i.workspace_id = $1 AND i.type = $2 AND i.value = $3`, ws, n.Type, n.Value))
-	if err == pgx.ErrNoRows {
-		return nil, c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value)
-	} else if err != nil {
-		return nil, interpretError(fmt.Errorf("find customer by identity: %w", err))
-	}
-	return c, nil
+	return findCustomerByIdentitySQL, []any{ws, n.Type, n.Value},
+		c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value), nil
 }
 
 // maxPage bounds any connection's page size.
@@ -174,9 +187,10 @@ func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) 
 func queueIdentities(p *pipeline, ws int64, ids []int64) map[int64][]*c360.IdentityRecord {
 	out := make(map[int64][]*c360.IdentityRecord, len(ids))
 	p.queue("identities", `
-		SELECT customer_id, type, value, first_seen, last_seen, source FROM identities
-		WHERE workspace_id = $1 AND customer_id = ANY($2)
-		ORDER BY customer_id, type, value`, []any{ws, ids}, func(rows pgx.Rows) error {
+		SELECT i.customer_id, i.type, i.value, i.first_seen, i.last_seen, i.source
+		FROM `+lookedUpCustomers+` AS p(id)
+		JOIN identities i ON i.workspace_id = $1 AND i.customer_id = p.id
+		ORDER BY i.customer_id, i.type, i.value`, []any{ws, customersArg(ids)}, func(rows pgx.Rows) error {
 		r := &c360.IdentityRecord{}
 		if err := rows.Scan(&r.CustomerID, &r.Type, &r.Value, &r.FirstSeen, &r.LastSeen, &r.Source); err != nil {
 			return err
@@ -200,9 +214,10 @@ func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (m
 func queueConsents(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Consent {
 	out := make(map[int64][]*c360.Consent, len(ids))
 	p.queue("consents", `
-		SELECT customer_id, channel, status, coalesce(source, ''), updated_at FROM consents
-		WHERE workspace_id = $1 AND customer_id = ANY($2)
-		ORDER BY customer_id, channel`, []any{ws, ids}, func(rows pgx.Rows) error {
+		SELECT c.customer_id, c.channel, c.status, coalesce(c.source, ''), c.updated_at
+		FROM `+lookedUpCustomers+` AS p(id)
+		JOIN consents c ON c.workspace_id = $1 AND c.customer_id = p.id
+		ORDER BY c.customer_id, c.channel`, []any{ws, customersArg(ids)}, func(rows pgx.Rows) error {
 		c := &c360.Consent{}
 		if err := rows.Scan(&c.CustomerID, &c.Channel, &c.Status, &c.Source, &c.UpdatedAt); err != nil {
 			return err

@@ -1,10 +1,32 @@
 package postgres
 
+import "github.com/c360dev/c360"
+
 // Statements whose plans tests inspect.
 var PlannedStatements = map[string]struct {
 	SQL  string
 	Args func(ws, customer int64) []any
 }{
-	"FindCustomerByID": {findCustomerByIDSQL, func(ws, c int64) []any { return []any{ws, c} }},
+	"FindCustomerByID": {`SELECT ` + findCustomerByIDSQL, func(ws, c int64) []any { return []any{ws, c} }},
 	"CustomersByIDs":   {customersByIDsSQL, func(ws, c int64) []any { return []any{ws, []int64{c}} }},
+}
+
+// ProfileStatements returns the statements FindProfile queues after its
+// lookup, with their arguments: every part, with the conversations'
+// messages (withMessages) or without.
+func ProfileStatements(ws int64, withMessages bool) (sql []string, args [][]any) {
+	req := c360.ProfileRequest{Identities: true, Consents: true,
+		Events: []c360.PageArgs{{First: 20}}, Conversations: []c360.PageArgs{{First: 5}}}
+	if withMessages {
+		req.Messages = &c360.PageArgs{First: 10}
+	}
+	p := newPipeline(ws)
+	if _, err := queueProfiles(p, ws, nil, req); err != nil {
+		panic(err)
+	}
+	for _, q := range p.batch.QueuedQueries[1:] {
+		sql = append(sql, q.SQL)
+		args = append(args, q.Arguments)
+	}
+	return sql, args
 }

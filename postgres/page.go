@@ -12,7 +12,9 @@ import (
 
 // queuePage queues one statement loading a page of children for each parent.
 // query selects (parent id, sort time, id, columns...) for $1 workspace,
-// $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id.
+// $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id. Nil
+// parents are the customer a lookup earlier in the batch finds
+// (lookedUpCustomers); its page is made when its first row is read.
 func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args c360.PageArgs,
 	query func(after bool) string, scan func(pgx.Rows) (int64, T, time.Time, int64, error),
 ) (map[int64]*c360.Page[T], error) {
@@ -20,7 +22,7 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 	if err != nil {
 		return nil, err
 	}
-	params := []any{ws, parents, n + 1}
+	params := []any{ws, customersArg(parents), n + 1}
 	if args.After != "" {
 		cur, err := c360.DecodeCursor(args.After)
 		if err != nil {
@@ -38,6 +40,10 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 			return err
 		}
 		pg := out[parent]
+		if pg == nil {
+			pg = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
+			out[parent] = pg
+		}
 		if len(pg.Items) == n {
 			pg.HasNext = true
 			return nil
@@ -105,7 +111,7 @@ func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (
 			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
 		}
 		return `SELECT p.id, ` + eventColumns + `
-			FROM unnest($2::bigint[]) AS p(id)
+			FROM ` + lookedUpCustomers + ` AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM events e WHERE e.workspace_id = $1 AND e.customer_id = p.id ` + cond + `
 				ORDER BY e.occurred_at DESC, e.id DESC LIMIT $3) e`
@@ -134,7 +140,7 @@ func queueConversations(p *pipeline, ws int64, customers []int64, args c360.Page
 			cond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
 		}
 		return `SELECT p.id, ` + conversationColumns + `
-			FROM unnest($2::bigint[]) AS p(id)
+			FROM ` + lookedUpCustomers + ` AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = p.id ` + cond + `
 				ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC LIMIT $3) c`
@@ -193,8 +199,10 @@ func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, err
 // and, for each, a page of its messages: the messages statement finds the
 // same conversations with the same bounds, so both travel in one batch. A
 // console's customer view needs both; separately they are two round trips
-// in a row. LoadProfiles serves it (ProfileRequest.Messages).
-func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, msgArgs c360.PageArgs) (*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
+// in a row. customers holds one id, or is nil for the customer a lookup
+// earlier in the batch finds. LoadProfiles and FindProfile serve it
+// (ProfileRequest.Messages).
+func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, convArgs, msgArgs c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
 	cn, err := pageSize(convArgs.First)
 	if err != nil {
 		return nil, nil, err
@@ -203,10 +211,10 @@ func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, m
 	if err != nil {
 		return nil, nil, err
 	}
-	convParams := []any{ws, customer, cn + 1}
+	convParams := []any{ws, customersArg(customers), cn + 1}
 	// Messages only for the conversations returned: the extra one the
 	// conversation statement reads tells only that there is a next page.
-	msgParams := []any{ws, customer, cn, mn + 1}
+	msgParams := []any{ws, customersArg(customers), cn, mn + 1}
 	convCond, msgConvCond, msgCond := "", "", ""
 	if convArgs.After != "" {
 		cur, err := c360.DecodeCursor(convArgs.After)
@@ -227,16 +235,23 @@ func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, m
 		msgCond = fmt.Sprintf(`AND (m.created_at, m.id) < ($%d, $%d)`, len(msgParams)-1, len(msgParams))
 	}
 	const convOrder = `ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC`
-	convs := &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
+	convs := map[int64]*c360.Page[*c360.Conversation]{}
 	msgs := map[int64]*c360.Page[*c360.Message]{}
-	p.queue("conversations", `SELECT `+conversationColumns+` FROM conversations c
-		WHERE c.workspace_id = $1 AND c.customer_id = $2 `+convCond+` `+convOrder+` LIMIT $3`, convParams, func(rows pgx.Rows) error {
+	p.queue("conversations", `SELECT `+conversationColumns+` FROM `+lookedUpCustomers+` AS p(id)
+		CROSS JOIN LATERAL (
+			SELECT * FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = p.id `+convCond+`
+			`+convOrder+` LIMIT $3) c`, convParams, func(rows pgx.Rows) error {
 		c, err := scanConversation(rows, ws)
 		if err != nil {
 			return err
 		}
-		if len(convs.Items) == cn {
-			convs.HasNext = true
+		pg := convs[c.CustomerID]
+		if pg == nil {
+			pg = &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
+			convs[c.CustomerID] = pg
+		}
+		if len(pg.Items) == cn {
+			pg.HasNext = true
 			return nil
 		}
 		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
@@ -244,12 +259,15 @@ func queueConversationsWithMessages(p *pipeline, ws, customer int64, convArgs, m
 		if c.LastMessageAt != nil {
 			t = *c.LastMessageAt
 		}
-		convs.Items = append(convs.Items, c)
-		convs.Cursors = append(convs.Cursors, c360.Cursor{Time: t, ID: c.ID}.Encode())
+		pg.Items = append(pg.Items, c)
+		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: c.ID}.Encode())
 		return nil
 	})
 	p.queue("messages", `SELECT p.id, `+messageColumns+`
-		FROM (SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = $2 `+msgConvCond+` `+convOrder+` LIMIT $3) AS p(id)
+		FROM `+lookedUpCustomers+` AS q(id)
+		CROSS JOIN LATERAL (
+			SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = q.id `+msgConvCond+`
+			`+convOrder+` LIMIT $3) AS p(id)
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
 			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m`, msgParams, func(rows pgx.Rows) error {

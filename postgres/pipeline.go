@@ -24,9 +24,32 @@ type pipelineRead struct {
 	row  func(pgx.Rows) error
 }
 
+// startPipelineSQL scopes the batch to its workspace, and clears the
+// customer a lookup in it may name (lookedUpCustomers).
+const startPipelineSQL = `SELECT set_config('c360.workspace_id', $1, true), set_config('c360.customer_id', '', true)`
+
+// lookedUpCustomers is the row source of the customers a statement loads
+// parts of: the ids in $2, or, when $2 is NULL, the one customer a lookup
+// earlier in the batch found (FindProfile), whose id it set in
+// c360.customer_id. The settings are local to the batch's implicit
+// transaction. It is a row source joined to the table, not a condition on
+// it: under row-level security PostgreSQL uses an index only for a
+// condition it can prove leakproof, and a COALESCE is not, so a WHERE on it
+// would scan the whole table.
+const lookedUpCustomers = `unnest(coalesce($2::bigint[], ARRAY[(SELECT nullif(current_setting('c360.customer_id', true), '')::bigint)]))`
+
+// customersArg is $2 of a statement over lookedUpCustomers: nil means the
+// customer the batch's lookup found.
+func customersArg(ids []int64) any {
+	if ids == nil {
+		return nil
+	}
+	return ids
+}
+
 func newPipeline(ws int64) *pipeline {
 	p := &pipeline{}
-	p.batch.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
+	p.batch.Queue(startPipelineSQL, strconv.FormatInt(ws, 10))
 	return p
 }
 
@@ -68,8 +91,63 @@ func (p *pipeline) send(ctx context.Context, db *DB) error {
 // conversations with their messages; loaded one by one, each costs a round
 // trip and a connection of its own.
 func (db *DB) LoadProfiles(ctx context.Context, ws int64, customers []int64, req c360.ProfileRequest) (*c360.Profiles, error) {
-	out := &c360.Profiles{}
+	if len(customers) == 0 {
+		return &c360.Profiles{}, nil
+	}
 	p := newPipeline(ws)
+	out, err := queueProfiles(p, ws, customers, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.reads) == 0 {
+		return out, nil
+	}
+	if err := p.send(ctx, db); err != nil {
+		return nil, err
+	}
+	fillPages(out, customers)
+	return out, nil
+}
+
+// FindProfile finds one customer and loads the parts req names in the same
+// batch: the lookup names the customer it found in c360.customer_id, and
+// the parts' statements read it from there (lookedUpCustomers). A console
+// opening the customer of an incoming call pays one round trip, not two.
+func (db *DB) FindProfile(ctx context.Context, ws int64, key c360.CustomerKey, req c360.ProfileRequest) (*c360.Customer, *c360.Profiles, error) {
+	sql, args, notFound, err := db.lookupCustomer(ws, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	var c *c360.Customer
+	lookup := func() *pipeline {
+		p := newPipeline(ws)
+		p.queue("customer", `SELECT set_config('c360.customer_id', c.id::text, true), `+sql, args, func(rows pgx.Rows) (err error) {
+			c, err = scanCustomer(rows, new(string))
+			return err
+		})
+		return p
+	}
+	p := lookup()
+	out, err := queueProfiles(p, ws, nil, req)
+	if err != nil {
+		p, out = lookup(), nil
+	}
+	if err := p.send(ctx, db); err != nil {
+		return nil, nil, err
+	}
+	if c == nil {
+		return nil, nil, notFound
+	}
+	if out != nil {
+		fillPages(out, []int64{c.ID})
+	}
+	return c, out, nil
+}
+
+// queueProfiles queues the statements of req for customers; nil customers
+// means the one a lookup queued before them finds.
+func queueProfiles(p *pipeline, ws int64, customers []int64, req c360.ProfileRequest) (*c360.Profiles, error) {
+	out := &c360.Profiles{}
 	if req.Identities {
 		out.Identities = queueIdentities(p, ws, customers)
 	}
@@ -86,33 +164,43 @@ func (db *DB) LoadProfiles(ctx context.Context, ws int64, customers []int64, req
 		}
 		out.Events[args] = m
 	}
-	if req.Messages != nil && (len(customers) != 1 || len(req.Conversations) != 1) {
+	if req.Messages != nil && (customers != nil && len(customers) != 1 || len(req.Conversations) != 1) {
 		return nil, c360.Errorf(c360.EINVALID, "messages load with one customer and one page of conversations")
 	}
 	for _, args := range req.Conversations {
 		var m map[int64]*c360.Page[*c360.Conversation]
+		var err error
 		if req.Messages != nil {
-			convs, msgs, err := queueConversationsWithMessages(p, ws, customers[0], args, *req.Messages)
-			if err != nil {
-				return nil, err
-			}
-			m, out.Messages = map[int64]*c360.Page[*c360.Conversation]{customers[0]: convs}, msgs
+			m, out.Messages, err = queueConversationsWithMessages(p, ws, customers, args, *req.Messages)
 		} else {
-			var err error
-			if m, err = queueConversations(p, ws, customers, args); err != nil {
-				return nil, err
-			}
+			m, err = queueConversations(p, ws, customers, args)
+		}
+		if err != nil {
+			return nil, err
 		}
 		if out.Conversations == nil {
 			out.Conversations = map[c360.PageArgs]map[int64]*c360.Page[*c360.Conversation]{}
 		}
 		out.Conversations[args] = m
 	}
-	if len(p.reads) == 0 {
-		return out, nil
-	}
-	if err := p.send(ctx, db); err != nil {
-		return nil, err
-	}
 	return out, nil
+}
+
+// fillPages gives every customer an empty page where it has no rows, as
+// the separate reads do.
+func fillPages(out *c360.Profiles, customers []int64) {
+	for _, m := range out.Events {
+		fillPage(m, customers)
+	}
+	for _, m := range out.Conversations {
+		fillPage(m, customers)
+	}
+}
+
+func fillPage[T any](m map[int64]*c360.Page[T], ids []int64) {
+	for _, id := range ids {
+		if m[id] == nil {
+			m[id] = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
+		}
+	}
 }

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,73 +20,130 @@ import (
 // workspace's customers costs milliseconds at thousands of customers
 // and a table scan at a million.
 func TestMergeFollowingPlansStayIndexLookups(t *testing.T) {
+	db, ws, customer := plannedWorkspace(t)
+	for name, st := range postgres.PlannedStatements {
+		plan := genericPlan(t, db, ws, customer, name, st.SQL, st.Args(ws, customer))
+		// Every read of customers is an index lookup by id: a seq or
+		// bitmap scan, or an index scan bounded only by the workspace,
+		// reads the whole workspace.
+		text := strings.Join(plan, "\n")
+		for i, line := range plan {
+			if !strings.Contains(line, " on customers ") {
+				continue
+			}
+			bounded := strings.Contains(line, "Index") && i+1 < len(plan) &&
+				strings.Contains(plan[i+1], "Index Cond") && strings.Contains(plan[i+1], "(id = ")
+			if !bounded {
+				t.Errorf("%s: generic plan reads customers without an id bound (%s):\n%s", name, strings.TrimSpace(line), text)
+			}
+		}
+	}
+}
+
+// FindProfile's parts read the customer its lookup found from a setting.
+// Under row-level security PostgreSQL bounds an index scan only by a
+// condition it can prove leakproof; a condition on the setting written as
+// a COALESCE is not one, and its plan scans every row of the table. Each
+// part must read its table by an index bounded by the customer (or, for
+// messages, by the conversation), in its generic plan too.
+func TestLookedUpProfilePlansUseIndexes(t *testing.T) {
+	db, ws, customer := plannedWorkspace(t)
+	tables := []string{"identities", "consents", "events", "conversations", "messages"}
+	for _, withMessages := range []bool{false, true} {
+		sqls, args := postgres.ProfileStatements(ws, withMessages)
+		for i, sql := range sqls {
+			name := fmt.Sprintf("part%d_%t", i, withMessages)
+			plan := genericPlan(t, db, ws, customer, name, sql, args[i])
+			text := strings.Join(plan, "\n")
+			for j, line := range plan {
+				for _, table := range tables {
+					if !strings.Contains(line, " on "+table+" ") {
+						continue
+					}
+					bounded := strings.Contains(line, "Index") && j+1 < len(plan) &&
+						strings.Contains(plan[j+1], "Index Cond") &&
+						(strings.Contains(plan[j+1], "customer_id = ") || strings.Contains(plan[j+1], "conversation_id = "))
+					if !bounded {
+						t.Errorf("%s reads %s without an index bound (%s):\n%s\n%s", name, table, strings.TrimSpace(line), sql, text)
+					}
+				}
+			}
+		}
+	}
+}
+
+// plannedWorkspace seeds a workspace large enough for the planner to tell
+// a scan from a lookup, and returns one of its customers.
+func plannedWorkspace(t *testing.T) (*postgres.DB, int64, int64) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	if _, err := seed.Run(ctx, db.Pool, ws, seed.Options{Customers: 3000, EventsPerCustomer: 1, MessagesPerConv: 1}); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	if _, err := db.Pool.Exec(ctx, `ANALYZE customers`); err != nil {
+	// The seed records no consents; an empty table is rightly scanned.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO consents (workspace_id, customer_id, channel, status)
+		SELECT workspace_id, id, 'sms', 'opted_in' FROM customers WHERE workspace_id = $1`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, identities, consents, events, conversations, messages`); err != nil {
 		t.Fatal(err)
 	}
 	var customer int64
 	if err := db.Pool.QueryRow(ctx, `SELECT max(id) FROM customers WHERE workspace_id = $1`, ws).Scan(&customer); err != nil {
 		t.Fatal(err)
 	}
-	for name, st := range postgres.PlannedStatements {
-		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-			for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
-				if _, err := tx.Exec(ctx, s); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, strconv.FormatInt(ws, 10)); err != nil {
+	return db, ws, customer
+}
+
+// genericPlan explains sql's generic plan as the app role runs it, scoped to
+// workspace ws, with customer as the customer a lookup found.
+func genericPlan(t *testing.T, db *postgres.DB, ws, customer int64, name, sql string, args []any) []string {
+	t.Helper()
+	ctx := context.Background()
+	var plan []string
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
+			if _, err := tx.Exec(ctx, s); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `PREPARE planned_`+name+` AS `+st.SQL); err != nil {
-				return err
-			}
-			args := st.Args(ws, customer)
-			lits := make([]string, len(args))
-			for i, a := range args {
-				switch v := a.(type) {
-				case int64:
-					lits[i] = strconv.FormatInt(v, 10)
-				case []int64:
-					lits[i] = "ARRAY[" + strconv.FormatInt(v[0], 10) + "]::bigint[]"
-				}
-			}
-			rows, err := tx.Query(ctx, `EXPLAIN EXECUTE planned_`+name+`(`+strings.Join(lits, ", ")+`)`)
-			if err != nil {
-				return err
-			}
-			plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `DEALLOCATE planned_`+name); err != nil {
-				return err
-			}
-			// Every read of customers is an index lookup by id: a seq or
-			// bitmap scan, or an index scan bounded only by the workspace,
-			// reads the whole workspace.
-			text := strings.Join(plan, "\n")
-			for i, line := range plan {
-				if !strings.Contains(line, " on customers ") {
-					continue
-				}
-				bounded := strings.Contains(line, "Index") && i+1 < len(plan) &&
-					strings.Contains(plan[i+1], "Index Cond") && strings.Contains(plan[i+1], "(id = ")
-				if !bounded {
-					t.Errorf("%s: generic plan reads customers without an id bound (%s):\n%s", name, strings.TrimSpace(line), text)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
 		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true), set_config('c360.customer_id', $2, true)`,
+			strconv.FormatInt(ws, 10), strconv.FormatInt(customer, 10)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `PREPARE planned_`+name+` AS `+sql); err != nil {
+			return err
+		}
+		lits := make([]string, len(args))
+		for i, a := range args {
+			switch v := a.(type) {
+			case nil:
+				lits[i] = "NULL"
+			case int:
+				lits[i] = strconv.Itoa(v)
+			case int64:
+				lits[i] = strconv.FormatInt(v, 10)
+			case []int64:
+				lits[i] = "ARRAY[" + strconv.FormatInt(v[0], 10) + "]::bigint[]"
+			default:
+				return fmt.Errorf("argument %d: no literal for %T", i+1, a)
+			}
+		}
+		rows, err := tx.Query(ctx, `EXPLAIN EXECUTE planned_`+name+`(`+strings.Join(lits, ", ")+`)`)
+		if err != nil {
+			return err
+		}
+		if plan, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DEALLOCATE planned_`+name)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
+	return plan
 }
 
 // The tables a new workspace grows into are analyzed early (migration

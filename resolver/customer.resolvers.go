@@ -86,7 +86,7 @@ func (r *queryResolver) Customer(ctx context.Context, id int64) (*c360.Customer,
 	if err != nil {
 		return nil, err
 	}
-	return r.oneCustomer(ctx, ws)(r.CustomerService.FindCustomerByID(ctx, ws, id))
+	return r.oneCustomer(ctx, ws, c360.CustomerKey{ID: id})
 }
 
 // CustomerByIdentity is the resolver for the customerByIdentity field.
@@ -95,7 +95,7 @@ func (r *queryResolver) CustomerByIdentity(ctx context.Context, typeArg string, 
 	if err != nil {
 		return nil, err
 	}
-	return r.oneCustomer(ctx, ws)(r.CustomerService.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: typeArg, Value: value}))
+	return r.oneCustomer(ctx, ws, c360.CustomerKey{Identity: &c360.Identity{Type: typeArg, Value: value}})
 }
 
 // Customers is the resolver for the customers field.

@@ -113,14 +113,23 @@ func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []gra
 // prefetchProfiles loads the selected identities, consents, events and
 // conversations of customers in one round trip (for a single customer,
 // with the conversations' messages too) and primes the loaders, which the
-// customers' child resolvers then use (Loaders.batches). A single-customer
-// root calls it alone: its merges and observations, which this round trip
-// does not cover, are fetched by their resolvers side by side.
+// customers' child resolvers then use (Loaders.batches).
 func (r *Resolver) prefetchProfiles(ctx context.Context, ws int64, fields []graphql.CollectedField, ids []int64) {
 	l := loadersFrom(ctx)
 	if l == nil || len(ids) == 0 {
 		return
 	}
+	req, convSubs := profileRequest(ctx, fields, len(ids))
+	if req.Identities || req.Consents || len(req.Events) > 0 || len(req.Conversations) > 0 {
+		if p, err := r.CustomerService.LoadProfiles(ctx, ws, ids, req); err == nil {
+			r.primeProfiles(ctx, ws, l, p, ids, req, convSubs)
+		}
+	}
+}
+
+// profileRequest names the parts of n customers that fields select, and
+// returns the fields selected on their conversations.
+func profileRequest(ctx context.Context, fields []graphql.CollectedField, n int) (c360.ProfileRequest, []graphql.CollectedField) {
 	var (
 		req      c360.ProfileRequest
 		convSubs []graphql.CollectedField
@@ -154,48 +163,60 @@ func (r *Resolver) prefetchProfiles(ctx context.Context, ws int64, fields []grap
 			msgs = append(msgs, f)
 		}
 	}
-	if len(ids) == 1 && convs == 1 && len(msgs) == 1 {
+	if n == 1 && convs == 1 && len(msgs) == 1 {
 		if args, ok := argsOf(ctx, msgs[0]); ok {
 			req.Messages = &args
 		}
 	}
-	if req.Identities || req.Consents || len(req.Events) > 0 || len(req.Conversations) > 0 {
-		if p, err := r.CustomerService.LoadProfiles(ctx, ws, ids, req); err == nil {
-			primeAll(l.identities, fill(p.Identities, ids, []*c360.IdentityRecord{}))
-			primeAll(l.consents, fill(p.Consents, ids, []*c360.Consent{}))
-			for args, m := range p.Events {
-				primePages(l.events, m, args)
-			}
-			var convIDs []int64
-			for args, m := range p.Conversations {
-				primePages(l.conversations, m, args)
-				for _, pg := range m {
-					for _, c := range pg.Items {
-						convIDs = append(convIDs, c.ID)
-					}
-				}
-			}
-			if req.Messages != nil {
-				primePages(l.messages, p.Messages, *req.Messages)
-			} else {
-				r.prefetchConversations(ctx, ws, convSubs, convIDs)
+	return req, convSubs
+}
+
+// primeProfiles primes the loaders with what LoadProfiles or FindProfile
+// found for ids, and loads the conversations' messages when it did not.
+func (r *Resolver) primeProfiles(ctx context.Context, ws int64, l *Loaders, p *c360.Profiles, ids []int64, req c360.ProfileRequest, convSubs []graphql.CollectedField) {
+	primeAll(l.identities, fill(p.Identities, ids, []*c360.IdentityRecord{}))
+	primeAll(l.consents, fill(p.Consents, ids, []*c360.Consent{}))
+	for args, m := range p.Events {
+		primePages(l.events, m, args)
+	}
+	var convIDs []int64
+	for args, m := range p.Conversations {
+		primePages(l.conversations, m, args)
+		for _, pg := range m {
+			for _, c := range pg.Items {
+				convIDs = append(convIDs, c.ID)
 			}
 		}
+	}
+	if req.Messages != nil {
+		primePages(l.messages, p.Messages, *req.Messages)
+	} else {
+		r.prefetchConversations(ctx, ws, convSubs, convIDs)
 	}
 }
 
-// oneCustomer finishes a root field that returns one customer: not found is
-// null, and a customer found has its selected fields prefetched in one
-// round trip (prefetchProfiles).
-func (r *Resolver) oneCustomer(ctx context.Context, ws int64) func(*c360.Customer, error) (*c360.Customer, error) {
-	return func(c *c360.Customer, err error) (*c360.Customer, error) {
-		c, err = nullIfNotFound(c, err)
-		if l := loadersFrom(ctx); l != nil && c != nil && err == nil {
-			l.markPrefetched([]int64{c.ID})
-			r.prefetchProfiles(ctx, ws, selected(ctx, nil, []string{"Customer"}), []int64{c.ID})
+// oneCustomer resolves a root field that returns one customer: it finds
+// the customer and its selected parts in one round trip (FindProfile).
+// Not found is null. Its merges and observations, which that round trip
+// does not cover, are fetched by their resolvers side by side.
+func (r *Resolver) oneCustomer(ctx context.Context, ws int64, key c360.CustomerKey) (*c360.Customer, error) {
+	l := loadersFrom(ctx)
+	if l == nil {
+		if key.Identity != nil {
+			return nullIfNotFound(r.CustomerService.FindCustomerByIdentity(ctx, ws, *key.Identity))
 		}
+		return nullIfNotFound(r.CustomerService.FindCustomerByID(ctx, ws, key.ID))
+	}
+	req, convSubs := profileRequest(ctx, selected(ctx, nil, []string{"Customer"}), 1)
+	c, p, err := r.CustomerService.FindProfile(ctx, ws, key, req)
+	if c, err = nullIfNotFound(c, err); c == nil || err != nil {
 		return c, err
 	}
+	l.markPrefetched([]int64{c.ID})
+	if p != nil {
+		r.primeProfiles(ctx, ws, l, p, []int64{c.ID}, req, convSubs)
+	}
+	return c, nil
 }
 
 // prefetchField loads the field being resolved on one customer outside a

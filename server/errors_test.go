@@ -211,10 +211,11 @@ func TestRoles(t *testing.T) {
 	gql(t, e.srv, agent, `{ customers(first: 5) { edges { cursor } } }`, nil).ok(t, nil)
 }
 
-// panickingStore is the real store whose FindCustomerByID panics.
+// panickingStore is the real store whose FindProfile (what customer(id)
+// calls) panics.
 type panickingStore struct{ *postgres.DB }
 
-func (panickingStore) FindCustomerByID(context.Context, int64, int64) (*c360.Customer, error) {
+func (panickingStore) FindProfile(context.Context, int64, c360.CustomerKey, c360.ProfileRequest) (*c360.Customer, *c360.Profiles, error) {
 	panic("secret detail: the vault combination is 1234")
 }
 

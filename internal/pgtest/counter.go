@@ -15,7 +15,8 @@ import (
 // in a pipelined batch, and the round trips they took (a statement alone,
 // or a batch). The set_config statements that scope a batch to a
 // workspace (row-level security) are not counted as statements: they travel
-// with the statement they scope, in the same round trip.
+// with the statement they scope, in the same round trip. A statement that
+// reads a table and sets a setting as it goes (FindProfile's lookup) counts.
 type StatementCounter struct {
 	n     atomic.Int64
 	trips atomic.Int64
@@ -28,7 +29,8 @@ func (c *StatementCounter) Install(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer 
 
 func (c *StatementCounter) record(sql string) {
 	s := strings.Join(strings.Fields(sql), " ")
-	if strings.Contains(s, "set_config('c360.") || strings.HasPrefix(s, "BEGIN; SELECT set_config") {
+	scoping := strings.HasPrefix(s, "SELECT set_config('c360.") && !strings.Contains(s, " FROM ")
+	if scoping || strings.HasPrefix(s, "BEGIN; SELECT set_config") {
 		return
 	}
 	c.n.Add(1)
