@@ -240,6 +240,23 @@ remove_stale_locks() {
   fi
 }
 
+# shared_buffers: a quarter of the machine's memory, between 128MB and 8GB,
+# as for a server of its own (C360_PG_SHARED_BUFFERS overrides). The OS
+# page cache is no substitute here: a VM may reclaim it proactively
+# (damon_reclaim), and a 1M-customer benchmark then reads from disk.
+shared_buffers() {
+  if [ -n "${C360_PG_SHARED_BUFFERS:-}" ]; then
+    printf '%s' "$C360_PG_SHARED_BUFFERS"
+    return
+  fi
+  local kb mb
+  kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null || true)"
+  mb=$(( ${kb:-0} / 4096 ))
+  [ "$mb" -lt 128 ] && mb=128
+  [ "$mb" -gt 8192 ] && mb=8192
+  printf '%sMB' "$mb"
+}
+
 conf_content() {
   IFS= read -r -d '' CONF <<EOF || true
 # Managed by scripts/pg.sh — rewritten by every 'scripts/pg.sh ensure'. Do not edit.
@@ -247,7 +264,7 @@ listen_addresses = '127.0.0.1'
 port = $PORT
 unix_socket_directories = '$SOCK_DIR'
 max_connections = 200
-shared_buffers = 256MB
+shared_buffers = $(shared_buffers)
 # Durability stays on: benchmarks must measure real commit costs.
 fsync = on
 synchronous_commit = on
