@@ -249,8 +249,13 @@ shared_buffers() {
     printf '%s' "$C360_PG_SHARED_BUFFERS"
     return
   fi
-  local kb mb
+  local kb mb limit
   kb="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo 2>/dev/null || true)"
+  # A container's memory limit (cgroup v2) bounds it too.
+  limit="$(cat /sys/fs/cgroup/memory.max 2>/dev/null || true)"
+  if [[ "$limit" =~ ^[0-9]+$ ]] && [ "$(( limit / 1024 ))" -lt "${kb:-0}" ]; then
+    kb=$(( limit / 1024 ))
+  fi
   mb=$(( ${kb:-0} / 4096 ))
   [ "$mb" -lt 128 ] && mb=128
   [ "$mb" -gt 8192 ] && mb=8192
