@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,20 +57,21 @@ type DB struct {
 // statement-counting tracer with one).
 type Option func(*pgxpool.Config)
 
-// Open connects to PostgreSQL at url. Pool sizes come from the URL's
-// pool_max_conns, else C360_DB_MAX_CONNS, else a default sized for 2 cores.
+// MaxConns sizes the tenant pool at n connections, whatever the URL's
+// pool_max_conns says (cmd/c360 passes C360_DB_MAX_CONNS with it).
+func MaxConns(n int32) Option {
+	return func(cfg *pgxpool.Config) { cfg.MaxConns = n }
+}
+
+// Open connects to PostgreSQL at url. The tenant pool's size comes from a
+// MaxConns option, else the URL's pool_max_conns, else a default sized for
+// 2 cores.
 func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", errors.New("malformed DATABASE_URL"))
 	}
-	if v := os.Getenv("C360_DB_MAX_CONNS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
-		}
-		cfg.MaxConns = int32(n)
-	} else if !strings.Contains(url, "pool_max_conns") {
+	if !strings.Contains(url, "pool_max_conns") {
 		// Ingest transactions wait on fsync, not CPU: more connections than
 		// cores lets commits share one WAL flush.
 		cfg.MaxConns = 16

@@ -30,13 +30,22 @@ func (m *Main) env(name, def string) string {
 	return def
 }
 
-// open connects to DATABASE_URL.
+// open connects to DATABASE_URL. C360_DB_MAX_CONNS, when set, sizes the
+// tenant pool and wins over the URL's pool_max_conns.
 func (m *Main) open(ctx context.Context) (*postgres.DB, error) {
 	url := m.Getenv("DATABASE_URL")
 	if url == "" {
 		return nil, usageError("DATABASE_URL is not set")
 	}
-	db, err := postgres.Open(ctx, url)
+	var opts []postgres.Option
+	if v := m.Getenv("C360_DB_MAX_CONNS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
+		}
+		opts = append(opts, postgres.MaxConns(int32(n)))
+	}
+	db, err := postgres.Open(ctx, url, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -372,6 +372,21 @@ func TestMissingDatabaseURL(t *testing.T) {
 	}
 }
 
+// C360_DB_MAX_CONNS is read through Main's Getenv, like the rest of the
+// configuration, and a bad value stops every command that opens the store.
+func TestDBMaxConnsFromGetenv(t *testing.T) {
+	c := newCLI(t)
+	for _, v := range []string{"0", "-1", "many", "4294967296"} {
+		c.env["C360_DB_MAX_CONNS"] = v
+		_, _, err := c.run("migrate", "status")
+		if err == nil || !strings.Contains(err.Error(), "C360_DB_MAX_CONNS") {
+			t.Errorf("C360_DB_MAX_CONNS=%s: err %v, want an error naming it", v, err)
+		}
+	}
+	c.env["C360_DB_MAX_CONNS"] = "4"
+	c.mustRun("migrate", "status")
+}
+
 // freeAddr returns a loopback address with a port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
