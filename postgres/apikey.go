@@ -16,8 +16,10 @@ import (
 
 var _ c360.APIKeyService = (*DB)(nil)
 
-// Key format: "c360_<role letter><prefix>_<secret>". The prefix is public and
-// finds the row; the SHA-256 of the whole key is compared in constant time.
+// Key format: "c360_<prefix>_<secret>", the prefix keyPrefixLen lowercase hex
+// characters and the secret 32 random bytes in unpadded base64url (see
+// insertAPIKey). The prefix is public and finds the row; the SHA-256 of the
+// whole key is compared in constant time.
 const keyPrefixLen = 12
 
 // CreateAPIKey issues a key with the role for the workspace with this slug.
