@@ -220,7 +220,7 @@ func (m *Main) migrate(ctx context.Context, args []string) error {
 
 func (m *Main) workspace(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageError("usage: c360 workspace create|update ...")
+		return usageError("usage: c360 workspace create|update|rules ...")
 	}
 	switch args[0] {
 	case "create":

@@ -62,7 +62,7 @@ Usage:
 Environment:
   DATABASE_URL          PostgreSQL connection URL (required)
   C360_ADDR             listen address (default :8080)
-  C360_PUBLIC_URL       external base URL providers call (default http://localhost:8080)
+  C360_PUBLIC_URL       external base URL providers call (default http://localhost:<C360_ADDR's port>)
   C360_DEFAULT_REGION   region for national phone numbers (default US)
   C360_TWILIO_API_URL   override of Twilio's REST base URL
   C360_DB_MAX_CONNS     connection pool size (default 16)
@@ -76,14 +76,15 @@ Environment:
   C360_WS_PING_INTERVAL websocket ping interval (default 25s)
   C360_SUBSCRIBER_QUEUE changes queued per subscriber before it is closed as slow (default 64)
   C360_NOTIFY_INTERVAL  longest wait before telling other replicas of changes (default 5ms)
+  C360_PPROF_ADDR       serve Go's pprof on this address; keep it on loopback (default: off)
   C360_GRAPHQL_MAX_TOKENS, C360_GRAPHQL_MAX_FIELDS, C360_GRAPHQL_MAX_DEPTH,
   C360_GRAPHQL_MAX_ALIASES, C360_GRAPHQL_MAX_COMPLEXITY
                         GraphQL limits (defaults 10000, 500, 12, 30, 20000; docs/security.md)
   C360_RATE_KEY_RPS, C360_RATE_KEY_BURST
                         token bucket per API key (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST
-                        token bucket per workspace for webhooks and the Segment API
-                        (default 10000/s, burst 20000; -1: off)
+                        token bucket per workspace for webhooks, per write key for the
+                        Segment API (/v1/) (default 10000/s, burst 20000; -1: off)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run

@@ -348,6 +348,26 @@ func TestUsageErrors(t *testing.T) {
 	if out, _, err := c.run("help"); err != nil || !strings.Contains(out, "c360 serve") {
 		t.Errorf("help: err %v, stdout %q, want the usage on stdout", err, out)
 	}
+	// A group without its subcommand names every subcommand it has.
+	for _, tc := range []struct {
+		group string
+		subs  []string
+	}{
+		{"workspace", []string{"create", "update", "rules"}},
+		{"apikey", []string{"create", "revoke", "list"}},
+		{"migrate", []string{"up", "down", "status"}},
+	} {
+		_, _, err := c.run(tc.group)
+		if err == nil || exitCode(err) != 2 {
+			t.Errorf("%s alone: err %v, want a usage error", tc.group, err)
+			continue
+		}
+		for _, sub := range tc.subs {
+			if !strings.Contains(err.Error(), sub) {
+				t.Errorf("%s alone: err %q does not name %s", tc.group, err, sub)
+			}
+		}
+	}
 }
 
 func TestMissingDatabaseURL(t *testing.T) {
