@@ -1093,7 +1093,7 @@ func (ec *executionContext) _Observation(ctx context.Context, sel ast.SelectionS
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "text":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Observation_text(ctx, field, obj)

@@ -695,7 +695,7 @@ func (ec *executionContext) _Conversation(ctx context.Context, sel ast.Selection
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "messages":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Conversation_messages(ctx, field, obj)

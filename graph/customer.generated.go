@@ -1026,7 +1026,7 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "identities":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_identities(ctx, field, obj)
@@ -1037,19 +1037,19 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "events":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_events(ctx, field, obj)
 				})
 		case "conversations":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_conversations(ctx, field, obj)
 				})
 		case "consents":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_consents(ctx, field, obj)
@@ -1065,13 +1065,13 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "observations":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_observations(ctx, field, obj)
 				})
 		case "merges":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Customer_merges(ctx, field, obj)

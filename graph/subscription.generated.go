@@ -557,7 +557,7 @@ func (ec *executionContext) _CustomerChange(ctx context.Context, sel ast.Selecti
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "customer":
-			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+			ec.resolveField(ctx, out, &deferred, field, obj, i,
 				true, false,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._CustomerChange_customer(ctx, field, obj)

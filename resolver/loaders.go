@@ -64,6 +64,24 @@ func (l *Loaders) batches(ctx context.Context, customer int64) bool {
 	return l.prefetched[customer]
 }
 
+// primed reports whether a customer's child field finds its value in the
+// loaders' caches: under a list element (prefetchCustomers loads every
+// child field a list selects), or, for a customer a single-customer root
+// prefetched, one of the parts its round trip loads (FindProfile). A field
+// the request loaded and found failing loads again through the loaders.
+func (l *Loaders) primed(ctx context.Context, customer int64, field string) bool {
+	if inList(ctx) {
+		return true
+	}
+	switch field {
+	case "identities", "consents", "events", "conversations":
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.prefetched[customer]
+	}
+	return false
+}
+
 type loadersKey struct{}
 
 // NewLoaders returns loaders for one request of workspace ws.

@@ -219,6 +219,15 @@ func (r *Resolver) oneCustomer(ctx context.Context, ws int64, key c360.CustomerK
 	return c, nil
 }
 
+// ResolveInline implements graph.InlineResolver: a customer's child field
+// whose value the request's loaders already hold is resolved in the calling
+// goroutine, since a goroutine of its own would wait for nothing.
+func (r *Resolver) ResolveInline(ctx context.Context, obj any, field string) bool {
+	c, ok := obj.(*c360.Customer)
+	l := loadersFrom(ctx)
+	return ok && c != nil && l != nil && l.primed(ctx, c.ID, field)
+}
+
 // prefetchField loads the field being resolved on one customer outside a
 // list the way a single-customer root loads it (prefetchProfiles): its
 // conversations, say, with their messages when one selection asks for them

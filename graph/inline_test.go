@@ -1,0 +1,85 @@
+package graph
+
+import (
+	"context"
+	"testing"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+)
+
+// inlineRoot is a resolver root that answers ResolveInline with inline.
+type inlineRoot struct {
+	ResolverRoot
+	inline bool
+	asked  []string
+}
+
+func (r *inlineRoot) ResolveInline(_ context.Context, obj any, field string) bool {
+	r.asked = append(r.asked, field)
+	return r.inline && obj == "the customer"
+}
+
+func TestResolveField(t *testing.T) {
+	me := goroutineID()
+	for _, inline := range []bool{true, false} {
+		root := &inlineRoot{inline: inline}
+		ec := &executionContext{&graphql.ExecutionContextState[ResolverRoot, DirectiveRoot, ComplexityRoot]{
+			OperationContext:      &graphql.OperationContext{RecoverFunc: graphql.DefaultRecover},
+			ExecutableSchemaState: &graphql.ExecutableSchemaState[ResolverRoot, DirectiveRoot, ComplexityRoot]{Resolvers: root},
+		}}
+		ctx := graphql.WithResponseContext(context.Background(), graphql.DefaultErrorPresenter, graphql.DefaultRecover)
+		fields := []graphql.CollectedField{
+			{Field: &ast.Field{Name: "a"}}, {Field: &ast.Field{Name: "b"}}, {Field: &ast.Field{Name: "c"}}, {Field: &ast.Field{Name: "d"}},
+		}
+		out := graphql.NewFieldSet(fields)
+		deferred := graphql.NewDeferredGroup(ctx)
+		ran := map[string]bool{} // field: ran on the caller's goroutine
+		resolve := func(name string, v graphql.Marshaler) func(context.Context) graphql.Marshaler {
+			return func(context.Context) graphql.Marshaler {
+				ran[name] = goroutineID() == me
+				if v == nil {
+					panic("boom")
+				}
+				return v
+			}
+		}
+		ec.resolveField(ctx, out, &deferred, fields[0], "the customer", 0, true, true, resolve("a", graphql.MarshalInt(1)))
+		ec.resolveField(ctx, out, &deferred, fields[1], "the customer", 1, true, true, resolve("b", graphql.Null))
+		ec.resolveField(ctx, out, &deferred, fields[2], "the customer", 2, true, false, resolve("c", nil))
+		// Another object, which the root does not vouch for.
+		ec.resolveField(ctx, out, &deferred, fields[3], "someone else", 3, true, false, resolve("d", graphql.MarshalInt(4)))
+		if inline {
+			// Resolved at once, on the caller's goroutine, before Dispatch.
+			if out.Values[0] == nil || out.Values[1] != graphql.Null || out.Values[2] != graphql.Null || !ran["a"] || !ran["c"] {
+				t.Errorf("inline: values %v, ran %v; want a, b and c resolved at once on the caller's goroutine", out.Values, ran)
+			}
+			if _, ok := ran["d"]; ok {
+				t.Errorf("inline: d ran before Dispatch though the root did not vouch for its object")
+			}
+		} else if len(ran) != 0 {
+			t.Errorf("not inline: %v ran before Dispatch", ran)
+		}
+		out.Dispatch(ctx)
+		if len(ran) != 4 || out.Values[3] == nil {
+			t.Fatalf("inline %v: after Dispatch ran %v, values %v", inline, ran, out.Values)
+		}
+		// Left to gqlgen, all but the first delayed field run in goroutines
+		// of their own.
+		if !inline && (!ran["a"] || ran["b"] || ran["d"]) {
+			t.Errorf("not inline: ran on the caller's goroutine %v, want a only", ran)
+		}
+		// Counted as gqlgen counts delayed fields: b (non-null, Null) makes
+		// the object invalid; c panicked into a null (nullable: valid) and
+		// one error.
+		if out.Invalids != 1 {
+			t.Errorf("inline %v: invalids = %d, want 1", inline, out.Invalids)
+		}
+		if errs := graphql.GetErrors(ctx); len(errs) != 1 {
+			t.Errorf("inline %v: %d errors, want 1 for the panic", inline, len(errs))
+		}
+		if len(root.asked) != 4 {
+			t.Errorf("inline %v: asked about %v, want every field", inline, root.asked)
+		}
+	}
+}
