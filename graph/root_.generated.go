@@ -2257,7 +2257,7 @@ type Subscription {
 type CustomerChange {
   "Opaque position of this change; pass it as customerChanged(after:) to resume after it."
   cursor: String!
-  "created, traits, identity_added, event, message, consent, merged or merged_into"
+  "created, traits, identity_added, event, message, consent, merged, merged_into, split or observation"
   kind: String!
   "The customer's version after this change; consecutive per customer."
   version: Int!
