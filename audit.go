@@ -20,6 +20,7 @@ const (
 	AuditAPIKeyCreate        = "apikey.create"
 	AuditAPIKeyRevoke        = "apikey.revoke"
 	AuditIdentityRulesUpdate = "identity_rules.update"
+	AuditDeadLetterReplay    = "deadletter.replay"
 )
 
 // ActorCLI names the command line as the actor of an audit entry.

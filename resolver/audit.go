@@ -171,8 +171,12 @@ func auditDetail(args map[string]any, res any) (int64, []string, map[string]any)
 		d["bodyLength"] = len(v.Body)
 	case *model.CreatedAPIKey:
 		d["prefix"], d["role"], d["scopes"] = v.Key.Prefix, v.Key.Role, v.Key.Scopes
-	case *c360.APIKey:
-		d["prefix"], d["role"] = v.Prefix, v.Role
+	case *c360.APIKey: // revokeApiKey: the detail `c360 apikey revoke` records
+		d["prefix"], d["role"], d["scopes"] = v.Prefix, v.Role, v.Scopes
+	case *c360.DeadLetter:
+		// The replayed event's customer is not on the dead letter; its
+		// event id leads to it.
+		d["deadLetterId"], d["replayedEventId"] = v.ID, v.ReplayedEventID
 	case *c360.IdentityRules:
 		d["rules"] = map[string]any{"limits": v.Limits, "defaultLimit": v.DefaultLimit,
 			"priority": v.Priority, "blocked": v.Blocked}

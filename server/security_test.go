@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -66,7 +67,7 @@ func newSecEnv(t *testing.T, cfg server.Config) *secEnv {
 	e.audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
 	e.usage = postgres.NewKeyUsage(db, time.Minute, slog.New(slog.DiscardHandler))
 	r := newResolver(db)
-	r.Keys, r.Audit = db, e.audit
+	r.Keys, r.Audit, r.DeadLetterService = db, e.audit, db
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -367,11 +368,14 @@ func TestAuditLog(t *testing.T) {
 	gql(t, e.srv, e.keys["admin"], `mutation($p: String!) { revokeApiKey(prefix: $p) { revokedAt } }`,
 		map[string]any{"p": created.CreateAPIKey.Key.Prefix}).ok(t, nil)
 
+	// A key's creation and revocation record the same detail, as
+	// `c360 apikey create` and `c360 apikey revoke` do.
+	keyDetail := `{"prefix":"` + created.CreateAPIKey.Key.Prefix + `","role":"assistant","scopes":["pii"]}`
 	want := map[string]struct{ actor, detail string }{
 		c360.AuditCustomerMerge: {"key " + prefixOf(e.keys["agent"]), `"reason":"same person"`},
 		c360.AuditCustomerSplit: {"key " + prefixOf(e.keys["admin"]), `"reason":"not her"`},
-		c360.AuditAPIKeyCreate:  {"key " + prefixOf(e.keys["admin"]), `"prefix":"` + created.CreateAPIKey.Key.Prefix + `"`},
-		c360.AuditAPIKeyRevoke:  {"key " + prefixOf(e.keys["admin"]), `"prefix":"` + created.CreateAPIKey.Key.Prefix + `"`},
+		c360.AuditAPIKeyCreate:  {"key " + prefixOf(e.keys["admin"]), keyDetail},
+		c360.AuditAPIKeyRevoke:  {"key " + prefixOf(e.keys["admin"]), keyDetail},
 	}
 	for action, w := range want {
 		rows := e.auditLog(t, map[string]any{"a": action})
@@ -436,6 +440,59 @@ func TestAuditLog(t *testing.T) {
 	gql(t, e.srv, otherAdmin, auditQuery, map[string]any{"first": 100}).ok(t, &foreign)
 	if len(foreign.AuditLog.Edges) != 0 {
 		t.Errorf("another workspace's auditLog has %d entries, want 0", len(foreign.AuditLog.Edges))
+	}
+}
+
+// A replayed dead letter is audited with its id and the event the replay
+// stored, which leads to the customer.
+func TestAuditDeadLetterReplay(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	ctx := context.Background()
+	// A constraint standing for a bug sends one event to the dead letters;
+	// once it is dropped (the fix), the replay succeeds.
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	constraint := fmt.Sprintf("audit_dl_%d", time.Now().UnixNano())
+	if _, err := e.db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	drop := func() {
+		if !dropped {
+			dropped = true
+			if _, err := e.db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(drop)
+	ev := &c360.Event{Type: c360.EventTrack, Source: "graphql", DedupeKey: "audit-dl-1", OccurredAt: time.Now().UTC(),
+		Identities: []c360.Identity{{Type: "email", Value: janeEmail}}, Name: name}
+	_, err := e.db.Ingest(ctx, e.ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	drop()
+
+	var out struct {
+		ReplayDeadLetter struct {
+			ID              string
+			ReplayedEventID *string
+		}
+	}
+	gql(t, e.srv, e.keys["admin"], `mutation($id: ID!) { replayDeadLetter(id: $id) { id replayedEventId } }`,
+		map[string]any{"id": kept.IDs[0]}).ok(t, &out)
+	if out.ReplayDeadLetter.ReplayedEventID == nil {
+		t.Fatalf("replayDeadLetter = %+v, want a replayed event id", out.ReplayDeadLetter)
+	}
+	rows := e.auditLog(t, map[string]any{"a": c360.AuditDeadLetterReplay})
+	if len(rows) != 1 {
+		t.Fatalf("%s rows = %+v, want 1", c360.AuditDeadLetterReplay, rows)
+	}
+	detail, _ := json.Marshal(rows[0].Detail)
+	want := fmt.Sprintf(`{"deadLetterId":%d,"replayedEventId":%s}`, kept.IDs[0], *out.ReplayDeadLetter.ReplayedEventID)
+	if rows[0].Actor != "key "+prefixOf(e.keys["admin"]) || string(detail) != want {
+		t.Errorf("%s row = %+v (detail %s), want the admin key and detail %s", c360.AuditDeadLetterReplay, rows[0], detail, want)
 	}
 }
 
