@@ -13,8 +13,10 @@ import (
 	"github.com/c360dev/c360"
 )
 
-// Rate is a token bucket: RPS tokens a second, up to Burst at once. A zero
-// RPS turns the limit off.
+// Rate is a token bucket: RPS tokens a second, up to Burst at once (at
+// least 1). An RPS at or below zero turns the limit off; the environment
+// asks for that with -1 (LimitsFromEnv refuses 0). The zero Rate{} in
+// Limits is not off: like every zero limit, it takes the default.
 type Rate struct {
 	RPS   float64
 	Burst int
