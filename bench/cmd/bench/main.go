@@ -3,7 +3,9 @@
 //
 //	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
 //	bench seed    --customers N          COPY a data set into a new workspace
-//	bench query   [--customers N]        the customer-360 query: GraphQL vs hand-written SQL
+//	bench query   [--customers N] [--reuse]
+//	                                     the customer-360 query: GraphQL vs hand-written SQL, on
+//	                                     tables prewarmed into shared buffers (pg_prewarm)
 //	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
 //	                                     signed single Twilio webhooks: acknowledged events/s, p50/p99
 //	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]
