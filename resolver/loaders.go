@@ -36,6 +36,10 @@ type Loaders struct {
 
 	mu         sync.Mutex
 	prefetched map[int64]bool // customers whose selected fields a parent loaded
+
+	// renew makes empty loaders for the same workspace: a subscription
+	// renders each change with loaders of its own (SharedSubscriptions).
+	renew func() *Loaders
 }
 
 // markPrefetched records that the selected child fields of these customers
@@ -104,6 +108,7 @@ func (r *Resolver) NewLoaders(ws int64) *Loaders {
 		conversations: pageLoader(ws, r.ConversationService.ConversationsByCustomers),
 		messages:      pageLoader(ws, r.ConversationService.MessagesByConversations),
 	}
+	l.renew = func() *Loaders { return r.NewLoaders(ws) }
 	if r.ObservationService != nil {
 		l.observations = dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Observation, error) {
 			m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now())

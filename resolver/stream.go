@@ -100,6 +100,13 @@ func (x *SharedSubscriptions) InterceptResponse(ctx context.Context, next graphq
 		put()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), renderTimeout)
 		defer cancel()
+		// A loader caches what it loaded for as long as it lives, and the
+		// request's loaders live as long as the subscription (over SSE,
+		// one HTTP request carries every change): each change is rendered
+		// with loaders of its own, so it shows the customer as it is now.
+		if l := loadersFrom(rctx); l != nil && l.renew != nil {
+			rctx = WithLoaders(rctx, l.renew())
+		}
 		resp := next(rctx)
 		if resp == nil {
 			return nil, false

@@ -469,3 +469,79 @@ func TestSubscriptionOverSSE(t *testing.T) {
 	}
 	t.Fatalf("stream ended: %v", sc.Err())
 }
+
+// Each change is rendered with the customer as it is then: over SSE, where
+// one HTTP request carries every change, the request's loaders must not
+// answer a later change with what an earlier one loaded.
+func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550177"}}
+	id := ingest(t, e.db, e.ws, phone, nil)
+	const sub = `subscription($id: ID!) { customerChanged(id: $id) { version
+		customer { identities { value } conversations(first: 5) { edges { node { channel } } } } } }`
+	body, _ := json.Marshal(map[string]any{"query": sub, "variables": map[string]any{"id": fmt.Sprint(id)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	// at reads payloads until the one of version v, and returns how many
+	// identities and conversations it showed.
+	at := func(v int64) (idents, convs int) {
+		t.Helper()
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var p struct {
+				Data struct {
+					C struct {
+						Version  int64
+						Customer struct {
+							Identities    []struct{ Value string }
+							Conversations struct{ Edges []struct{ Node struct{ Channel string } } }
+						}
+					} `json:"customerChanged"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(data), &p); err != nil {
+				t.Fatalf("decode %s: %v", data, err)
+			}
+			if p.Data.C.Version == v {
+				return len(p.Data.C.Customer.Identities), len(p.Data.C.Customer.Conversations.Edges)
+			}
+		}
+		t.Fatalf("stream ended before version %d: %v", v, sc.Err())
+		return 0, 0
+	}
+	version := func() int64 {
+		var v int64
+		if err := e.db.Pool.QueryRow(ctx, `SELECT version FROM customers WHERE id = $1`, id).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for i, ch := range []string{"sms", "whatsapp"} {
+		now := time.Now().UTC()
+		ids := append(phone, c360.Identity{Type: "email", Value: fmt.Sprintf("una%d@example.com", i)})
+		if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Identities: ids, Source: "test",
+			DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now,
+			Message: &c360.MessageInput{Channel: ch, Direction: "inbound", Body: "hello", Status: "received"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if idents, convs := at(version()); idents != i+2 || convs != i+1 {
+			t.Fatalf("after a message on %s: the change's customer shows %d identities and %d conversations, want %d and %d",
+				ch, idents, convs, i+2, i+1)
+		}
+	}
+}
