@@ -1,7 +1,10 @@
 package graph
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -81,5 +84,53 @@ func TestResolveField(t *testing.T) {
 		if len(root.asked) != 4 {
 			t.Errorf("inline %v: asked about %v, want every field", inline, root.asked)
 		}
+	}
+}
+
+// A deferred field is gqlgen's to schedule (it belongs to a later payload),
+// whatever the resolver root says.
+func TestResolveFieldLeavesDeferredFieldsToGqlgen(t *testing.T) {
+	root := &inlineRoot{inline: true}
+	ec := &executionContext{&graphql.ExecutionContextState[ResolverRoot, DirectiveRoot, ComplexityRoot]{
+		OperationContext:      &graphql.OperationContext{RecoverFunc: graphql.DefaultRecover},
+		ExecutableSchemaState: &graphql.ExecutableSchemaState[ResolverRoot, DirectiveRoot, ComplexityRoot]{Resolvers: root},
+	}}
+	ctx := graphql.WithResponseContext(context.Background(), graphql.DefaultErrorPresenter, graphql.DefaultRecover)
+	fields := []graphql.CollectedField{{Field: &ast.Field{Name: "a"}, Deferrables: []*graphql.Deferrable{{Label: "later"}}}}
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	ran := false
+	ec.resolveField(ctx, out, &deferred, fields[0], "the customer", 0, true, false, func(context.Context) graphql.Marshaler {
+		ran = true
+		return graphql.MarshalInt(1)
+	})
+	if ran || out.Values[0] != graphql.Null {
+		t.Errorf("deferred field: ran %v, value %v; want it left for the deferred payload (null now)", ran, out.Values[0])
+	}
+}
+
+// `make generate` rewrites gqlgen's scheduling of resolver fields into
+// resolveField (and its list marshalling into marshalSlice): without the
+// rewrite, inlining silently stops.
+func TestGeneratedCodeIsRewritten(t *testing.T) {
+	files, err := filepath.Glob("*.generated.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("generated files: %v", err)
+	}
+	var calls int
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, left := range []string{"out.ResolveConcurrently(", "graphql.MarshalSliceConcurrently("} {
+			if bytes.Contains(src, []byte(left)) {
+				t.Errorf("%s still calls %s: run `make generate`, not gqlgen alone", f, left)
+			}
+		}
+		calls += bytes.Count(src, []byte("ec.resolveField(ctx, out, &deferred, field, obj, i,"))
+	}
+	if calls < 6 {
+		t.Errorf("%d calls of resolveField in the generated code, want at least Customer's 6 resolver fields", calls)
 	}
 }

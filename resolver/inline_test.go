@@ -13,38 +13,41 @@ import (
 var _ graph.InlineResolver = (*Resolver)(nil)
 
 // A customer's child field is resolved in the calling goroutine only when
-// the request's loaders hold its value: a prefetched customer's profile
-// parts, or any child field of a customer in a list. Anything else may
-// wait on the database and keeps a goroutine of its own.
+// a profile load primed the request's loaders with it. Anything else may
+// wait on the database, or on a loader's batch window, and keeps a
+// goroutine of its own: a part whose load failed, merges, observations,
+// another customer's parts, a conversation's messages.
 func TestResolveInline(t *testing.T) {
 	r := &Resolver{}
 	l := &Loaders{}
 	ctx := WithLoaders(context.Background(), l)
 	c := &c360.Customer{ID: 7}
-	parts := []string{"identities", "consents", "events", "conversations"}
-	for _, f := range append(parts, "merges", "observations") {
-		if r.ResolveInline(ctx, c, f) {
-			t.Errorf("%s of a customer nothing loaded: inline", f)
+	all := []string{"identities", "consents", "events", "conversations", "merges", "observations"}
+	inline := func(ctx context.Context, c *c360.Customer) (out []string) {
+		for _, f := range all {
+			if r.ResolveInline(ctx, c, f) {
+				out = append(out, f)
+			}
 		}
+		return out
 	}
+	if got := inline(ctx, c); len(got) != 0 {
+		t.Errorf("a customer nothing loaded: %v inline", got)
+	}
+	// A single-customer root whose profile load was refused marks the
+	// customer prefetched, and a list element is in a list; neither loaded
+	// anything.
 	l.markPrefetched([]int64{c.ID})
-	for _, f := range parts {
-		if !r.ResolveInline(ctx, c, f) {
-			t.Errorf("%s of a prefetched customer: not inline", f)
-		}
-		if r.ResolveInline(ctx, &c360.Customer{ID: 8}, f) {
-			t.Errorf("%s of another customer: inline", f)
-		}
-	}
-	for _, f := range []string{"merges", "observations"} {
-		if r.ResolveInline(ctx, c, f) {
-			t.Errorf("%s, which the customer's round trip does not load: inline", f)
-		}
-	}
 	i := 0
-	inList := graphql.WithFieldContext(ctx, &graphql.FieldContext{Index: &i})
-	if !r.ResolveInline(inList, &c360.Customer{ID: 9}, "merges") {
-		t.Errorf("merges of a customer in a list (prefetchCustomers loads it): not inline")
+	if got := inline(graphql.WithFieldContext(ctx, &graphql.FieldContext{Index: &i}), c); len(got) != 0 {
+		t.Errorf("a prefetched customer in a list whose load failed: %v inline", got)
+	}
+	l.markLoaded([]int64{c.ID}, c360.ProfileRequest{Identities: true, Events: []c360.PageArgs{{First: 20}}})
+	if got := inline(ctx, c); len(got) != 2 || got[0] != "identities" || got[1] != "events" {
+		t.Errorf("after loading identities and events: %v inline, want just those", got)
+	}
+	if got := inline(ctx, &c360.Customer{ID: 8}); len(got) != 0 {
+		t.Errorf("another customer: %v inline", got)
 	}
 	if r.ResolveInline(ctx, &c360.Conversation{ID: 7}, "messages") {
 		t.Errorf("a conversation's messages: inline")

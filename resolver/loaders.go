@@ -35,7 +35,8 @@ type Loaders struct {
 	observations *dataloadgen.Loader[int64, []*c360.Observation]
 
 	mu         sync.Mutex
-	prefetched map[int64]bool // customers whose selected fields a parent loaded
+	prefetched map[int64]bool   // customers whose selected fields a parent loaded
+	loaded     map[partKey]bool // the parts of customers a profile load primed
 
 	// renew makes empty loaders for the same workspace: a subscription
 	// renders each change with loaders of its own (SharedSubscriptions).
@@ -68,22 +69,38 @@ func (l *Loaders) batches(ctx context.Context, customer int64) bool {
 	return l.prefetched[customer]
 }
 
+// markLoaded records the parts of these customers that a profile load
+// (LoadProfiles, FindProfile) primed the loaders with.
+func (l *Loaders) markLoaded(ids []int64, req c360.ProfileRequest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.loaded == nil {
+		l.loaded = make(map[partKey]bool)
+	}
+	for _, id := range ids {
+		for field, ok := range map[string]bool{"identities": req.Identities, "consents": req.Consents,
+			"events": len(req.Events) > 0, "conversations": len(req.Conversations) > 0} {
+			if ok {
+				l.loaded[partKey{id, field}] = true
+			}
+		}
+	}
+}
+
 // primed reports whether a customer's child field finds its value in the
-// loaders' caches: under a list element (prefetchCustomers loads every
-// child field a list selects), or, for a customer a single-customer root
-// prefetched, one of the parts its round trip loads (FindProfile). A field
-// the request loaded and found failing loads again through the loaders.
-func (l *Loaders) primed(ctx context.Context, customer int64, field string) bool {
-	if inList(ctx) {
-		return true
-	}
-	switch field {
-	case "identities", "consents", "events", "conversations":
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.prefetched[customer]
-	}
-	return false
+// loaders' caches: a part a profile load primed for that customer. A part
+// whose load failed or was refused is not primed; its resolver loads it
+// and reports why.
+func (l *Loaders) primed(customer int64, field string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.loaded[partKey{customer, field}]
+}
+
+// partKey names one part of one customer's profile.
+type partKey struct {
+	customer int64
+	field    string
 }
 
 type loadersKey struct{}

@@ -174,6 +174,7 @@ func profileRequest(ctx context.Context, fields []graphql.CollectedField, n int)
 // primeProfiles primes the loaders with what LoadProfiles or FindProfile
 // found for ids, and loads the conversations' messages when it did not.
 func (r *Resolver) primeProfiles(ctx context.Context, ws int64, l *Loaders, p *c360.Profiles, ids []int64, req c360.ProfileRequest, convSubs []graphql.CollectedField) {
+	l.markLoaded(ids, req)
 	primeAll(l.identities, fill(p.Identities, ids, []*c360.IdentityRecord{}))
 	primeAll(l.consents, fill(p.Consents, ids, []*c360.Consent{}))
 	for args, m := range p.Events {
@@ -219,13 +220,18 @@ func (r *Resolver) oneCustomer(ctx context.Context, ws int64, key c360.CustomerK
 	return c, nil
 }
 
-// ResolveInline implements graph.InlineResolver: a customer's child field
-// whose value the request's loaders already hold is resolved in the calling
-// goroutine, since a goroutine of its own would wait for nothing.
+// ResolveInline implements graph.InlineResolver: a customer's profile part
+// that a profile load primed the request's loaders with (prefetchCustomers,
+// FindProfile) is resolved in the calling goroutine, since a goroutine of
+// its own would wait for nothing. Anything else, a part whose load failed
+// included, keeps its goroutine.
 func (r *Resolver) ResolveInline(ctx context.Context, obj any, field string) bool {
 	c, ok := obj.(*c360.Customer)
+	if !ok || c == nil {
+		return false
+	}
 	l := loadersFrom(ctx)
-	return ok && c != nil && l != nil && l.primed(ctx, c.ID, field)
+	return l != nil && l.primed(c.ID, field)
 }
 
 // prefetchField loads the field being resolved on one customer outside a
