@@ -48,8 +48,9 @@ type CustomerService interface {
 	// FindProfile finds one customer, as FindCustomerByID or
 	// FindCustomerByIdentity would, and loads the parts req names in the
 	// same round trip. Not found is ENOTFOUND. Profiles is nil when req
-	// names a part that cannot be loaded (a page argument out of range):
-	// the customer is then found alone, and that part's own read says why.
+	// names a part that cannot be loaded (a page argument out of range), or
+	// when a part failed once the customer was found: the customer stands,
+	// and each part's own read says why.
 	FindProfile(ctx context.Context, workspaceID int64, key CustomerKey, req ProfileRequest) (*Customer, *Profiles, error)
 }
 

@@ -177,7 +177,7 @@ func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[in
 // IdentitiesByCustomers loads the identities of many customers in one statement.
 func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
 	p := newPipeline(ws)
-	out := queueIdentities(p, ws, ids)
+	out := queueIdentities(p, ws, given(ids))
 	if err := p.send(ctx, db); err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func queueIdentities(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Ident
 // ConsentsByCustomers loads the consents of many customers in one statement.
 func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.Consent, error) {
 	p := newPipeline(ws)
-	out := queueConsents(p, ws, ids)
+	out := queueConsents(p, ws, given(ids))
 	if err := p.send(ctx, db); err != nil {
 		return nil, err
 	}

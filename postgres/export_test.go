@@ -1,6 +1,12 @@
 package postgres
 
-import "github.com/c360dev/c360"
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+)
 
 // Statements whose plans tests inspect.
 var PlannedStatements = map[string]struct {
@@ -29,4 +35,13 @@ func ProfileStatements(ws int64, withMessages bool) (sql []string, args [][]any)
 		args = append(args, q.Arguments)
 	}
 	return sql, args
+}
+
+// FindProfileWithFailingPart is FindProfile whose one part fails in
+// PostgreSQL (a division by zero) after the lookup has run.
+func (db *DB) FindProfileWithFailingPart(ctx context.Context, ws int64, key c360.CustomerKey) (*c360.Customer, *c360.Profiles, error) {
+	return db.findProfile(ctx, ws, key, func(p *pipeline) (*c360.Profiles, error) {
+		p.queue("failing", `SELECT 1/0`, nil, func(pgx.Rows) error { return nil })
+		return &c360.Profiles{}, nil
+	})
 }

@@ -100,7 +100,7 @@ func scanConversation(row pgx.Row, ws int64, prefix ...any) (*c360.Conversation,
 // EventsByCustomers returns a page of events, newest first, for each customer.
 func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
 	p := newPipeline(ws)
-	m, err := queueEvents(p, ws, customers, args)
+	m, err := queueEvents(p, ws, given(customers), args)
 	return sendOne(ctx, db, p, m, err)
 }
 
@@ -129,7 +129,7 @@ func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (
 // active first, for each customer.
 func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
 	p := newPipeline(ws)
-	m, err := queueConversations(p, ws, customers, args)
+	m, err := queueConversations(p, ws, given(customers), args)
 	return sendOne(ctx, db, p, m, err)
 }
 

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +18,8 @@ import (
 type pipeline struct {
 	batch pgx.Batch
 	reads []pipelineRead
+	// done counts the statements whose rows were all read, in order.
+	done int
 }
 
 type pipelineRead struct {
@@ -39,10 +42,38 @@ const startPipelineSQL = `SELECT set_config('c360.workspace_id', $1, true), set_
 const lookedUpCustomers = `unnest(coalesce($2::bigint[], ARRAY[(SELECT nullif(current_setting('c360.customer_id', true), '')::bigint)]))`
 
 // customersArg is $2 of a statement over lookedUpCustomers: nil means the
-// customer the batch's lookup found.
+// customer the batch's lookup found. Each id is joined once, however often
+// it is given.
 func customersArg(ids []int64) any {
 	if ids == nil {
 		return nil
+	}
+	return uniqueIDs(ids)
+}
+
+// given is ids as a list of customers, never nil: a caller with none means
+// none, not the customer of a lookup (customersArg).
+func given(ids []int64) []int64 {
+	if ids == nil {
+		return []int64{}
+	}
+	return ids
+}
+
+// uniqueIDs returns ids without repeats, in their first order.
+func uniqueIDs(ids []int64) []int64 {
+	for i := 1; i < len(ids); i++ {
+		if slices.Contains(ids[:i], ids[i]) {
+			seen := make(map[int64]bool, len(ids))
+			out := make([]int64, 0, len(ids))
+			for _, id := range ids {
+				if !seen[id] {
+					seen[id] = true
+					out = append(out, id)
+				}
+			}
+			return out
+		}
 	}
 	return ids
 }
@@ -82,6 +113,7 @@ func (p *pipeline) send(ctx context.Context, db *DB) error {
 		if err := rows.Err(); err != nil {
 			return interpretError(fmt.Errorf("load %s: %w", r.what, err))
 		}
+		p.done++
 	}
 	return nil
 }
@@ -114,6 +146,11 @@ func (db *DB) LoadProfiles(ctx context.Context, ws int64, customers []int64, req
 // the parts' statements read it from there (lookedUpCustomers). A console
 // opening the customer of an incoming call pays one round trip, not two.
 func (db *DB) FindProfile(ctx context.Context, ws int64, key c360.CustomerKey, req c360.ProfileRequest) (*c360.Customer, *c360.Profiles, error) {
+	return db.findProfile(ctx, ws, key, func(p *pipeline) (*c360.Profiles, error) { return queueProfiles(p, ws, nil, req) })
+}
+
+// findProfile is FindProfile with the parts queued by queue.
+func (db *DB) findProfile(ctx context.Context, ws int64, key c360.CustomerKey, queue func(*pipeline) (*c360.Profiles, error)) (*c360.Customer, *c360.Profiles, error) {
 	sql, args, notFound, err := db.lookupCustomer(ws, key)
 	if err != nil {
 		return nil, nil, err
@@ -128,12 +165,20 @@ func (db *DB) FindProfile(ctx context.Context, ws int64, key c360.CustomerKey, r
 		return p
 	}
 	p := lookup()
-	out, err := queueProfiles(p, ws, nil, req)
+	out, err := queue(p)
 	if err != nil {
 		p, out = lookup(), nil
 	}
 	if err := p.send(ctx, db); err != nil {
-		return nil, nil, err
+		if p.done == 0 {
+			return nil, nil, err
+		}
+		if c == nil {
+			return nil, nil, notFound
+		}
+		// The customer was found and a part failed after it (a timeout,
+		// say): the customer stands, and each part's own read says why.
+		return c, nil, nil
 	}
 	if c == nil {
 		return nil, nil, notFound

@@ -87,6 +87,22 @@ func TestFindProfileMatchesLookupAndLoadProfiles(t *testing.T) {
 	if c, p, err := db.FindProfile(ctx, ws, c360.CustomerKey{ID: a}, bad); err != nil || c == nil || c.ID != a || p != nil {
 		t.Errorf("a refused page: %v %v %v, want the customer and no profile", c, p, err)
 	}
+	// A part that fails in PostgreSQL once the customer is found leaves the
+	// customer found and the profile out; a failure before it is an error.
+	if c, p, err := db.FindProfileWithFailingPart(ctx, ws, c360.CustomerKey{ID: a}); err != nil || c == nil || c.ID != a || p != nil {
+		t.Errorf("a part failing after the lookup: %v %v %v, want the customer and no profile", c, p, err)
+	}
+	if _, _, err := db.FindProfileWithFailingPart(ctx, ws, c360.CustomerKey{ID: b + 1000}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("a part failing after a lookup that found no one: %v, want NOT_FOUND", err)
+	}
+	// Duplicate ids load each customer's parts once.
+	dup, err := db.LoadProfiles(ctx, ws, []int64{a, a}, c360.ProfileRequest{Identities: true, Consents: true, Events: []c360.PageArgs{{First: 4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dup.Identities[a]) != 3 || len(dup.Consents[a]) != 1 || len(dup.Events[c360.PageArgs{First: 4}][a].Items) != 4 {
+		t.Errorf("duplicate ids: %s, want each part once", js(dup))
+	}
 	// A customer with no rows in a part gets an empty page, as LoadProfiles gives.
 	all, err := db.LoadProfiles(ctx, ws, []int64{a}, c360.ProfileRequest{Events: []c360.PageArgs{{First: 100}}})
 	if err != nil {

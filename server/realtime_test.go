@@ -509,7 +509,9 @@ func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
 						Version  int64
 						Customer struct {
 							Identities    []struct{ Value string }
-							Conversations struct{ Edges []struct{ Node struct{ Channel string } } }
+							Conversations struct {
+								Edges []struct{ Node struct{ Channel string } }
+							}
 						}
 					} `json:"customerChanged"`
 				} `json:"data"`
