@@ -35,5 +35,11 @@ func DecodeCursor(s string) (Cursor, error) {
 	if err1 != nil || err2 != nil || n < 0 {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
-	return Cursor{Time: time.UnixMicro(us).UTC(), ID: n}, nil
+	// Only a time PostgreSQL can compare with a stored one: outside its
+	// range the statement itself would fail.
+	tm := time.UnixMicro(us).UTC()
+	if tm.Year() < 1 || tm.Year() > 9999 {
+		return Cursor{}, Errorf(EINVALID, "invalid cursor")
+	}
+	return Cursor{Time: tm, ID: n}, nil
 }

@@ -32,6 +32,9 @@ func FuzzDecodeCursor(f *testing.F) {
 		if c.ID < 0 {
 			t.Fatalf("DecodeCursor(%q) = %+v: negative id", s, c)
 		}
+		if y := c.Time.Year(); y < 1 || y > 9999 {
+			t.Fatalf("DecodeCursor(%q) = %+v: a time PostgreSQL cannot compare", s, c)
+		}
 		again, err := c360.DecodeCursor(c.Encode())
 		if err != nil {
 			t.Fatalf("DecodeCursor(Encode(%+v)) = %v", c, err)
@@ -40,4 +43,18 @@ func FuzzDecodeCursor(f *testing.F) {
 			t.Fatalf("round trip of %q: got %+v, want %+v", s, again, c)
 		}
 	})
+}
+
+// A cursor whose time PostgreSQL cannot hold is refused as bad input, not
+// passed on to fail the statement as an internal error.
+func TestDecodeCursorRefusesTimesOutOfRange(t *testing.T) {
+	for _, tm := range []time.Time{time.UnixMicro(-9e17), time.UnixMicro(9e17), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		s := c360.Cursor{Time: tm, ID: 1}.Encode()
+		if _, err := c360.DecodeCursor(s); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("cursor at %v: %v, want BAD_USER_INPUT", tm, err)
+		}
+	}
+	if _, err := c360.DecodeCursor(c360.Cursor{Time: time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), ID: 1}.Encode()); err != nil {
+		t.Errorf("cursor at the end of 9999: %v", err)
+	}
 }
