@@ -30,16 +30,19 @@ var _ c360.DeadLetterService = (*DB)(nil)
 
 // keepDeadLetters is runGroup's hook for a request that was applied alone:
 // when it failed for a reason of its own, its events become dead letters
-// and r.err a *c360.DeadLetteredError. If keeping them fails too, r.err
-// stays the cause (the caller then answers non-2xx and the provider
-// retries).
+// and r.err a *c360.DeadLetteredError. If keeping them fails too, the
+// events are neither stored nor kept: r.err is then UNAVAILABLE, whatever
+// the cause's code, so that every connector answers 503 and the provider
+// retries (a webhook that skips invalid events would otherwise acknowledge
+// and lose them).
 func (db *DB) keepDeadLetters(ctx context.Context, r *ingestReq) {
 	if r.err == nil || !c360.EventFault(r.err) || !c360.DeadLettersWanted(r.ctx) {
 		return
 	}
 	ids, err := db.insertDeadLetters(ctx, r.ws, r.prepared, r.err)
 	if err != nil {
-		r.err = fmt.Errorf("%w (keeping the events as dead letters failed too: %v)", r.err, err)
+		r.err = &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the events could not be stored, nor kept as dead letters; retry"),
+			fmt.Errorf("%v; keeping them as dead letters failed too: %w", r.err, err)}
 		return
 	}
 	r.err = &c360.DeadLetteredError{IDs: ids, Err: r.err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -238,5 +239,39 @@ func TestPoolSettings(t *testing.T) {
 		if got != want {
 			t.Errorf("SHOW %s = %q, want %q", setting, got, want)
 		}
+	}
+}
+
+// A poison event whose dead letter cannot be written either (the table
+// locked past lock_timeout) is neither stored nor kept: Ingest answers
+// UNAVAILABLE, not the poison's BAD_USER_INPUT, so no connector
+// acknowledges it; the retry, once the table is free, keeps it.
+func TestDeadLetterThatCannotBeKeptIsUnavailable(t *testing.T) {
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"100ms"}}, postgres.IngestConfig{})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	ev := track("dl-locked", ids("user_id", "u"))
+	ev.Properties = map[string]any{"note": "a\x00b"}
+	_, err = db.Ingest(ctx, ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || errors.As(err, &kept) {
+		t.Errorf("poison with dead_letters locked: %v, want UNAVAILABLE", err)
+	}
+	tx.Rollback(ctx)
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("events stored = %d, want 0", n)
+	}
+	if d := deadLetters(t, db, ws, false); len(d) != 0 {
+		t.Errorf("dead letters = %d, want 0 while the table was locked", len(d))
+	}
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{ev}); !errors.As(err, &kept) || c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("the retry: %v, want a dead letter with the poison's BAD_USER_INPUT", err)
 	}
 }
