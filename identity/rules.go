@@ -75,6 +75,23 @@ func (r Rules) IsBlocked(value string) bool {
 	return false
 }
 
+// WithBlockedPhones returns r with, next to each blocked entry that n reads
+// as a phone number, its E.164 form: identities carry normalized values, so
+// a number blocked as written ("(415) 555-0100") would otherwise never
+// match the "+14155550100" it arrives as. The entry itself stays, for
+// values of other types written the same way.
+func (r Rules) WithBlockedPhones(n Normalizer) Rules {
+	out := slices.Clone(r.Blocked)
+	for _, b := range r.Blocked {
+		id, err := n.Normalize(Identity{Type: TypePhone, Value: b})
+		if err == nil && !strings.EqualFold(id.Value, strings.TrimSpace(b)) && !slices.Contains(out, id.Value) {
+			out = append(out, id.Value)
+		}
+	}
+	r.Blocked = out
+	return r
+}
+
 // Validate reports every problem with the rules at once, so that a
 // workspace admin can fix a configuration in one round trip: limits below
 // 1, malformed type names and duplicate priority entries.
