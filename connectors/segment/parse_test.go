@@ -118,6 +118,9 @@ func TestOccurredAt(t *testing.T) {
 		{"no zone", `{"timestamp":"2025-03-01T10:59:50"}`, time.Time{}, time.Date(2025, 3, 1, 10, 59, 50, 0, time.UTC)},
 		{"unparseable", `{"timestamp":"soon"}`, time.Time{}, received},
 		{"not a string", `{"timestamp":1700000000}`, time.Time{}, received},
+		{"years ahead", `{"timestamp":"2999-01-01T00:00:00Z"}`, time.Time{}, received},
+		{"a day ahead is believed", `{"timestamp":"` + received.Add(23*time.Hour).Format(time.RFC3339) + `"}`, time.Time{}, received.Add(23 * time.Hour)},
+		{"ahead after the skew correction", `{"timestamp":"2999-01-01T00:00:00Z","sentAt":"2999-01-01T00:00:00Z"}`, time.Time{}, received},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var m Message
