@@ -134,12 +134,36 @@ func shardOf(ws int64, rules identity.Rules, p *preparedEvent, shards int) int {
 
 // split divides a call's events among the workers' queues, keeping their
 // order within each part. A call that stays on one worker is one part, with
-// no index.
+// no index. Parts commit independently, in no set order, so a call whose
+// events would share an identifier across parts stays whole on the worker
+// of its first event: two users signing in on one device, say, must see
+// the device's anonymous id attached in the order the calls came, and a
+// chatbot request (its events all carry the session's identifiers) is
+// stored whole or not at all.
 func (b *batcher) split(ctx context.Context, ws int64, rules identity.Rules, prepared []*preparedEvent) ([]*ingestReq, []int) {
+	shardOfEvent := make([]int, len(prepared))
+	owner := map[identity.Identity]int{}
+	whole := false
+	for i, p := range prepared {
+		k := shardOf(ws, rules, p, len(b.shards))
+		shardOfEvent[i] = k
+		for _, id := range p.identities {
+			if o, ok := owner[id]; !ok {
+				owner[id] = k
+			} else if o != k {
+				whole = true
+			}
+		}
+	}
+	if whole {
+		for i := range shardOfEvent {
+			shardOfEvent[i] = shardOfEvent[0]
+		}
+	}
 	parts := map[int]*ingestReq{}
 	var shards []int // in order of first appearance
 	for i, p := range prepared {
-		k := shardOf(ws, rules, p, len(b.shards))
+		k := shardOfEvent[i]
 		r := parts[k]
 		if r == nil {
 			r = &ingestReq{ctx: ctx, ws: ws, rules: rules, done: make(chan struct{})}

@@ -68,6 +68,26 @@ func TestSplitRoutesAPersonToOneWorker(t *testing.T) {
 	if len(one) != 1 || one[0].index != nil {
 		t.Fatalf("a one-event call split into %d parts", len(one))
 	}
+
+	// Two users on one device: their events share the device's anonymous
+	// id, so the call stays whole, in order, on its first event's worker
+	// (parts commit in no set order).
+	var u1, u2 string
+	for u := 0; u2 == ""; u++ {
+		name := fmt.Sprintf("d-%d", u)
+		switch {
+		case u1 == "":
+			u1 = name
+		case shardOf(7, rules, ev("user_id", name), 2) != shardOf(7, rules, ev("user_id", u1), 2):
+			u2 = name
+		}
+	}
+	shared := []*preparedEvent{ev("user_id", u1, "anonymous_id", "device"), ev("user_id", u2, "anonymous_id", "device")}
+	whole, onto := b.split(t.Context(), 7, rules, shared)
+	if len(whole) != 1 || whole[0].index != nil || whole[0].prepared[0] != shared[0] || whole[0].prepared[1] != shared[1] ||
+		onto[0] != shardOf(7, rules, shared[0], 2) {
+		t.Fatalf("a call whose events share an identifier across workers: %d parts on %v, want it whole on the first event's worker", len(whole), onto)
+	}
 }
 
 func TestJSONEqual(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/chatbot"
+	"github.com/c360dev/c360/identity"
 )
 
 // A request whose events fail inside ingest (a NUL character: valid JSON
@@ -54,5 +56,45 @@ func TestPoisonRequestIsKeptAsDeadLetters(t *testing.T) {
 		if d.Source != "chatbot" || d.Attempts != 1 {
 			t.Errorf("dead letter %+v", d)
 		}
+	}
+}
+
+// The same holds when the request's events would be routed to different
+// ingest workers: its traits carry an email whose worker is not that of
+// the session's identifier, which every event carries too. The request
+// stays whole, so it is still all or nothing.
+func TestPoisonRequestAcrossWorkersIsKeptWhole(t *testing.T) {
+	e := newEnv(t)
+	worker := func(id identity.Identity) uint64 { return uint64(identity.Key(e.ws, id)) % 2 } // two workers by default
+	visitor := identity.Identity{Type: "chatbot:webchat", Value: "v-split"}
+	var email string
+	for i := 0; email == ""; i++ {
+		if c := fmt.Sprintf("p%d@example.com", i); worker(identity.Identity{Type: "email", Value: c}) != worker(visitor) {
+			email = c
+		}
+	}
+	body, _ := json.Marshal(map[string]any{
+		"sessionId":  "dl-split",
+		"identities": []any{map[string]any{"type": visitor.Type, "value": visitor.Value}},
+		"traits":     map[string]any{"email": email, "name": "P"},
+		"turns":      []any{map[string]any{"id": "1", "role": "user", "text": "nul \x00 here"}},
+	})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+e.slug, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(e.secret, now, body))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var a struct{ Accepted, Duplicates, DeadLettered int }
+	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || a.DeadLettered != a.Accepted || a.Accepted < 2 {
+		t.Fatalf("answer %d %+v, want 200 with every event dead-lettered", res.StatusCode, a)
+	}
+	if n := e.count(t, "events"); n != 0 {
+		t.Errorf("events = %d, want 0 (a request is all or nothing)", n)
 	}
 }
