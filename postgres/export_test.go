@@ -45,3 +45,25 @@ func (db *DB) FindProfileWithFailingPart(ctx context.Context, ws int64, key c360
 		return &c360.Profiles{}, nil
 	})
 }
+
+// IngestHeld applies ev on the per-event path in a transaction that closes
+// ready once the event is applied and commits only when hold closes.
+func (db *DB) IngestHeld(ctx context.Context, ws int64, ev *c360.Event, ready chan<- struct{}, hold <-chan struct{}) error {
+	rules, err := db.identityRules(ctx, ws)
+	if err != nil {
+		return err
+	}
+	p, err := db.prepare(ev, rules)
+	if err != nil {
+		return err
+	}
+	p.encode()
+	return db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		if _, _, err := db.ingestOne(ctx, tx, ws, rules, &p); err != nil {
+			return err
+		}
+		close(ready)
+		<-hold
+		return nil
+	})
+}

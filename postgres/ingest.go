@@ -523,6 +523,11 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 	if out.MediaURLs == nil {
 		out.MediaURLs = []string{}
 	}
+	if m.Direction == c360.DirectionOutbound {
+		if err := lockProviderMessage(ctx, tx, ws, m.ProviderID); err != nil {
+			return nil, err
+		}
+	}
 	err = tx.QueryRow(ctx, `
 		WITH m AS (
 			INSERT INTO messages (workspace_id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at)

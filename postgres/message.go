@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 )
 
 var _ c360.MessagingService = (*DB)(nil)
@@ -19,6 +20,9 @@ var _ c360.MessagingService = (*DB)(nil)
 // their error code. found is false when no such message is stored; m is nil
 // when nothing changed.
 func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, found bool, err error) {
+	if err := lockProviderMessage(ctx, tx, ws, ev.Message.ProviderID); err != nil {
+		return nil, false, err
+	}
 	m = &c360.Message{WorkspaceID: ws}
 	var current string
 	err = tx.QueryRow(ctx, `
@@ -47,6 +51,24 @@ func setMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, m *c360.Message)
 	if _, err := tx.Exec(ctx, `UPDATE messages SET status = $3, error_code = nullif($4, '') WHERE workspace_id = $1 AND id = $2`,
 		ws, m.ID, m.Status, m.ErrorCode); err != nil {
 		return interpretError(fmt.Errorf("update message status: %w", err))
+	}
+	return nil
+}
+
+// lockProviderMessage serializes, per provider message id, the transaction
+// that records an outbound message and those that apply its status
+// callbacks. Without it a callback running while the record is uncommitted
+// finds no message, and the record's catch-up (catchUpStatus), run before
+// the callback committed, finds no callback: the status would be stored and
+// never applied. Whichever takes the lock second now sees the other's
+// committed work (each statement after the wait reads a new snapshot).
+func lockProviderMessage(ctx context.Context, tx pgx.Tx, ws int64, providerID string) error {
+	if providerID == "" {
+		return nil
+	}
+	key := identity.Key(ws, identity.Identity{Type: "provider message", Value: providerID})
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, key); err != nil {
+		return interpretError(fmt.Errorf("lock provider message: %w", err))
 	}
 	return nil
 }

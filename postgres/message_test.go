@@ -201,3 +201,49 @@ func TestConversationsWithMessagesMatchesSeparateReads(t *testing.T) {
 		t.Errorf("messages for two customers: %v, want BAD_USER_INPUT", err)
 	}
 }
+
+// A status callback that arrives while sendMessage's record of the message
+// is not yet committed waits for it, and applies: the message ends at the
+// callback's status, not at the one it was recorded with.
+func TestStatusCallbackDuringTheRecordApplies(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	now := time.Now()
+	ingest1(t, db, ws, track("seed", ids("phone", "+14155550123")))
+	out := &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMrace", OccurredAt: now, ReceivedAt: now,
+		Identities: ids("phone", "+14155550123"),
+		Message:    &c360.MessageInput{Channel: "sms", Direction: "outbound", Body: "hi", ProviderID: "SMrace", Status: "queued"}}
+	ready, hold := make(chan struct{}), make(chan struct{})
+	recorded := make(chan error, 1)
+	go func() { recorded <- db.IngestHeld(ctx, ws, out, ready, hold) }()
+	<-ready
+	st := &c360.Event{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: "SMrace:undelivered", OccurredAt: now, ReceivedAt: now,
+		Identities: ids("phone", "+14155550123"), Properties: map[string]any{"messageSid": "SMrace", "status": "undelivered", "errorCode": "30003"},
+		Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: "SMrace", Status: "undelivered", ErrorCode: "30003"}}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := db.Ingest(ctx, ws, []*c360.Event{st})
+		applied <- err
+	}()
+	// The callback waits for the record (or, wrongly, finishes at once).
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if count(t, db, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`) > 0 || len(applied) > 0 {
+			break
+		}
+	}
+	close(hold)
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	m, err := db.FindMessageByProviderID(ctx, ws, "SMrace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != "undelivered" || m.ErrorCode != "30003" {
+		t.Errorf("message %q (%q), want undelivered (30003): the callback was stored and answered, so it must apply", m.Status, m.ErrorCode)
+	}
+}
