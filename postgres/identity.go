@@ -351,11 +351,12 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 }
 
 // rebuildTraits recomputes a customer's traits by replaying the traits of its
-// events in the order they occurred.
+// events in the order they occurred, those an event fills only where the
+// customer has none (traits_if_absent) as ingest applied them.
 func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) error {
 	rows, err := tx.Query(ctx, `
-		SELECT traits, source, occurred_at FROM events
-		WHERE workspace_id = $1 AND customer_id = $2 AND traits IS NOT NULL
+		SELECT traits, traits_if_absent, source, occurred_at FROM events
+		WHERE workspace_id = $1 AND customer_id = $2 AND (traits IS NOT NULL OR traits_if_absent IS NOT NULL)
 		ORDER BY occurred_at, id`, ws, c.id)
 	if err != nil {
 		return interpretError(fmt.Errorf("load traits: %w", err))
@@ -363,13 +364,13 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 	defer rows.Close()
 	c.traits, c.meta = map[string]any{}, map[string]traitMeta{}
 	for rows.Next() {
-		var traits map[string]any
+		var traits, ifAbsent map[string]any
 		var source string
 		var at time.Time
-		if err := rows.Scan(&traits, &source, &at); err != nil {
+		if err := rows.Scan(&traits, &ifAbsent, &source, &at); err != nil {
 			return fmt.Errorf("scan traits: %w", err)
 		}
-		applyTraits(c, traits, source, at)
+		applyTraits(c, withAbsentTraits(c.traits, traits, ifAbsent), source, at)
 	}
 	return interpretError(rows.Err())
 }

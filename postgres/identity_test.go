@@ -398,3 +398,34 @@ func droppedIn(dropped []string, id c360.Identity) bool {
 	}
 	return false
 }
+
+// Traits an event fills only where the customer has none (a messaging
+// provider's profile name) survive a split: each side's traits are rebuilt
+// from its events, and those traits are replayed as ingest applied them,
+// the side that keeps the event keeping the trait.
+func TestSplitKeepsTraitsFilledIfAbsent(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	a := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "1", OccurredAt: t0,
+		Identities: ids("email", "ann@x.io", "phone", "+14155550177")})
+	// A WhatsApp message naming the sender, as the Twilio connector builds it.
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMx", OccurredAt: t0.Add(time.Minute),
+		Identities: ids("phone", "+14155550177"), TraitsIfAbsent: map[string]any{"name": "Bob WhatsApp"},
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: "SMx", Status: "received"}})
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Seen", Source: "t", DedupeKey: "2", OccurredAt: t0.Add(2 * time.Minute),
+		Identities: ids("email", "ann@x.io"), TraitsIfAbsent: map[string]any{"nickname": "Annie"}})
+	before, err := db.FindCustomerByID(ctx, ws, a.CustomerID)
+	if err != nil || before.Traits["name"] != "Bob WhatsApp" || before.Traits["nickname"] != "Annie" {
+		t.Fatalf("before the split: %v %v, want name and nickname filled", before, err)
+	}
+	res, err := db.SplitIdentity(ctx, ws, a.CustomerID, c360.Identity{Type: "phone", Value: "+14155550177"}, "agent", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Split.Traits["name"] != "Bob WhatsApp" || res.Original.Traits["nickname"] != "Annie" || res.Original.Traits["name"] != nil {
+		t.Errorf("after the split: original %v, split %v; want the name with the phone's side and the nickname with the email's",
+			res.Original.Traits, res.Split.Traits)
+	}
+}

@@ -80,12 +80,14 @@ type preparedEvent struct {
 	// Both ingest paths insert these.
 	properties, identitiesRaw string
 	traits, context           *string
+	traitsIfAbsent            *string
 }
 
 // encode fills the event's JSON columns.
 func (p *preparedEvent) encode() {
 	p.properties, p.identitiesRaw = mustJSON(p.ev.Properties), mustJSON(p.identities)
 	p.traits, p.context = jsonOrNil(p.ev.Traits), jsonOrNil(p.ev.Context)
+	p.traitsIfAbsent = jsonOrNil(p.ev.TraitsIfAbsent)
 }
 
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.
@@ -184,12 +186,12 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 	// Claim the event first: a concurrent duplicate waits here on the unique
 	// index until this transaction ends, then finds the stored row.
 	err := tx.QueryRow(ctx, `
-		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at)
-		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11)
+		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, traits_if_absent)
+		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
 		RETURNING id`,
 		ws, ev.Type, ev.Name, p.properties, p.traits, p.context, p.identitiesRaw,
-		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt).Scan(&res.EventID)
+		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt, p.traitsIfAbsent).Scan(&res.EventID)
 	if err == pgx.ErrNoRows {
 		var cust *int64
 		err = tx.QueryRow(ctx, `
