@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/gorilla/websocket"
@@ -227,12 +228,18 @@ func (ws *websockets) serve(gql http.Handler) http.Handler {
 			return
 		}
 		st := &wsState{handoff: make(chan struct{}, 1)}
-		ctx := resolver.WithSlowSubscriberHandler(context.WithoutCancel(r.Context()), func() {
+		// The connection's context ends when gqlgen is done with it, and
+		// with it every subscription still running on it.
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
 			if c := st.get(); c != nil {
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
 			}
 		})
-		go ws.run(gql, &upgradeWriter{ResponseWriter: w, st: st}, r.WithContext(ctx))
+		go func() {
+			defer cancel()
+			ws.run(gql, &upgradeWriter{ResponseWriter: w, st: st}, r.WithContext(ctx))
+		}()
 		<-st.handoff
 	})
 }
@@ -259,7 +266,8 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 	// hands them to every operation, which ours do not read: the handshake
 	// was their last use.
 	r.Header = nil
-	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, active: map[string]struct{}{}}
+	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS,
+		active: map[string]string{}, running: map[string]*wsSub{}}
 	ws.mu.Lock()
 	ws.conns[c] = struct{}{}
 	ws.mu.Unlock()
@@ -366,7 +374,11 @@ var errProtocol = fmt.Errorf("graphql websocket protocol violation: %w", transpo
 //     1002);
 //   - nothing more is sent for a subscription the client completed (gqlgen
 //     sends complete back);
-//   - a connection holds at most MaxSubscriptions active subscriptions.
+//   - a connection holds at most MaxSubscriptions active subscriptions;
+//   - gqlgen sees each subscription under an id of its own (the client's
+//     id and a sequence number), so that a client reusing an id right after
+//     completing it starts a new subscription, never one that the ending
+//     one's cleanup in gqlgen unregisters and leaves running unseen.
 //
 // Writes are framed here from gqlgen's message fields, without marshaling
 // the payload again.
@@ -377,13 +389,26 @@ type wsConn struct {
 
 	wmu sync.Mutex // one writer at a time (gorilla allows one)
 
-	mu        sync.Mutex
-	initSeen  bool
-	active    map[string]struct{}
+	mu       sync.Mutex
+	initSeen bool
+	// active maps the id of each subscription the client has running to
+	// the id gqlgen knows it by; running holds every subscription gqlgen
+	// runs, by that id, until gqlgen ends it (one the client completed
+	// may still be winding down).
+	active    map[string]string
+	running   map[string]*wsSub
+	seq       uint64
 	closing   bool // a close frame was sent
 	closed    bool // the network connection was closed
 	initTimer *time.Timer
 	pingTimer *time.Timer
+}
+
+// wsSub is a subscription gqlgen runs: the client's id for it, and whether
+// the client completed it (nothing more is sent for it then).
+type wsSub struct {
+	id        string
+	completed bool
 }
 
 var (
@@ -420,20 +445,62 @@ func (c *wsConn) NextReader() (int, io.Reader, error) {
 		if err := json.Unmarshal(data, &m); err != nil {
 			return 0, nil, c.fail(CloseBadRequest, "Invalid message received")
 		}
-		skip, err := c.check(m.Type, m.ID, m.Payload)
+		skip, internal, err := c.check(m.Type, m.ID, m.Payload)
 		if err != nil {
 			return 0, nil, err
 		}
 		if skip {
 			continue
 		}
+		if internal != m.ID {
+			data, _ = json.Marshal(struct {
+				Type    string          `json:"type"`
+				ID      string          `json:"id"`
+				Payload json.RawMessage `json:"payload,omitempty"`
+			}{m.Type, internal, m.Payload})
+		}
 		return typ, bytes.NewReader(data), nil
 	}
 }
 
 // check applies the protocol rules to one client message. It reports
-// whether gqlgen should not see the message.
-func (c *wsConn) check(typ, id string, payload json.RawMessage) (bool, error) {
+// whether gqlgen should not see the message, and the id gqlgen knows it by.
+func (c *wsConn) check(typ, id string, payload json.RawMessage) (skip bool, internal string, err error) {
+	skip, err = c.checkLocked(typ, id, payload)
+	internal = id
+	if err == nil && !skip {
+		c.mu.Lock()
+		internal = c.internalLocked(typ, id)
+		c.mu.Unlock()
+	}
+	return skip, internal, err
+}
+
+// internalLocked maps a passed client message to the id gqlgen knows: a
+// subscribe registers a new one, a complete retires its subscription's.
+func (c *wsConn) internalLocked(typ, id string) string {
+	subscribe, complete := "subscribe", "complete"
+	if c.legacy {
+		subscribe, complete = "start", "stop"
+	}
+	switch typ {
+	case subscribe:
+		c.seq++
+		internal := id + "#" + strconv.FormatUint(c.seq, 36)
+		c.active[id] = internal
+		c.running[internal] = &wsSub{id: id}
+		return internal
+	case complete:
+		if internal, ok := c.active[id]; ok {
+			delete(c.active, id)
+			c.running[internal].completed = true
+			return internal
+		}
+	}
+	return id
+}
+
+func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, error) {
 	subscribe, complete := "subscribe", "complete"
 	if c.legacy {
 		subscribe, complete = "start", "stop"
@@ -467,14 +534,12 @@ func (c *wsConn) check(typ, id string, payload json.RawMessage) (bool, error) {
 			c.mu.Unlock()
 			return false, c.fail(CloseSubscriberExists, "Subscriber for "+truncate(id, 60)+" already exists")
 		}
-		if len(c.active) >= c.ws.cfg.MaxSubscriptions {
+		if len(c.running) >= c.ws.cfg.MaxSubscriptions {
 			c.mu.Unlock()
 			c.refuse(id, fmt.Sprintf("too many subscriptions on one connection (at most %d)", c.ws.cfg.MaxSubscriptions))
 			return true, nil
 		}
-		c.active[id] = struct{}{}
 	case complete:
-		delete(c.active, id)
 	case "ping", "pong":
 		if c.legacy {
 			c.mu.Unlock()
@@ -517,16 +582,33 @@ func (c *wsConn) WriteJSON(v any) error {
 		next = "data"
 	}
 	c.mu.Lock()
-	_, active := c.active[id]
 	switch typ {
 	case next, "error", "complete":
-		if !active && !c.legacy {
+		sub := c.running[id]
+		if sub == nil {
+			// Ended already (gqlgen's complete after its error): on
+			// graphql-transport-ws nothing follows an error; the legacy
+			// protocol gets its complete, under the client's id.
+			if !c.legacy {
+				c.mu.Unlock()
+				return nil
+			}
+			if i := strings.LastIndexByte(id, '#'); i >= 0 {
+				id = id[:i]
+			}
+			break
+		}
+		if typ != next {
+			delete(c.running, id)
+			if c.active[sub.id] == id {
+				delete(c.active, sub.id)
+			}
+		}
+		if sub.completed && !c.legacy {
 			c.mu.Unlock()
 			return nil // the client completed it: it wants nothing more
 		}
-		if typ != next {
-			delete(c.active, id)
-		}
+		id = sub.id
 	}
 	c.mu.Unlock()
 	return c.write(typ, id, payload)
@@ -698,6 +780,10 @@ func (c *wsConn) SetReadLimit(limit int64) { c.conn.SetReadLimit(limit) }
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	// On a rune boundary: a close reason must be valid UTF-8.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

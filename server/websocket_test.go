@@ -49,6 +49,14 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.subscribe("s", q, nil)
 			c.subscribe("s", q, nil)
 		}, server.CloseSubscriberExists},
+		// The close reason quotes the id, cut short on a character: a
+		// reason cut inside one is not UTF-8, which clients refuse.
+		{"duplicate long non-ASCII id", func(c *wsClient) {
+			c.init(e.key)
+			id := "x" + strings.Repeat("é", 80) // cut at 60 bytes, inside an é
+			c.subscribe(id, q, nil)
+			c.subscribe(id, q, nil)
+		}, server.CloseSubscriberExists},
 		{"second init", func(c *wsClient) {
 			c.init(e.key)
 			c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
@@ -283,4 +291,27 @@ func endedWithError(t *testing.T, c *wsClient, id string) {
 			t.Fatalf("subscription %s: got %s %q after its error, want complete", id, m.Type, m.ID)
 		}
 	}
+}
+
+// A client may reuse an id as soon as it has completed it. gqlgen ends the
+// old subscription in the background; the new one must be the one that
+// runs, delivers and ends with the connection, however fast the reuse.
+func TestWebsocketIDReuseAfterComplete(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("reuse@example.com"), nil)
+	vars := map[string]any{"id": fmt.Sprint(id)}
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("a", subCustomer, vars)
+	for range 50 {
+		c.send("complete", "a", nil)
+		c.subscribe("a", subCustomer, vars)
+	}
+	waitFor(t, "one subscription left running", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("reuse@example.com"), map[string]any{"plan": "pro"})
+	if got := c.nextChange("a"); got.Version != 2 {
+		t.Fatalf("the last subscription under a: got version %d, want 2", got.Version)
+	}
+	c.c.Close()
+	waitFor(t, "nothing running after the connection closed", func() bool { return e.hub.Stats().Streams == 0 })
 }
