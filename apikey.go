@@ -61,6 +61,11 @@ type APIKeyService interface {
 	CreateAPIKey(ctx context.Context, workspaceSlug string, role Role, scopes []string) (string, *APIKey, error)
 	// Authenticate returns the principal for a presented key, or EUNAUTHENTICATED.
 	Authenticate(ctx context.Context, key string) (*Principal, error)
+	// KeyActive reports whether the key p was authenticated with still
+	// stands: EUNAUTHENTICATED once it is revoked. A long-lived connection
+	// asks it again and again, so it answers within the same bound as
+	// Authenticate (a revocation takes effect within seconds everywhere).
+	KeyActive(ctx context.Context, p *Principal) error
 }
 
 // APIKeyManager is the admin side of API keys: issue, list and revoke them

@@ -111,6 +111,30 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 	return &p, nil
 }
 
+// KeyActive implements c360.APIKeyService: a key this process verified
+// within authCacheTTL stands; otherwise the key's row says.
+func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
+	now := time.Now()
+	if v, ok := db.authCache.Load(p.KeyPrefix); ok {
+		if e := v.(authEntry); now.Before(e.expires) && e.principal.KeyID == p.KeyID {
+			return nil
+		}
+	}
+	if v, ok := db.activeCache.Load(p.KeyID); ok && now.Before(v.(time.Time)) {
+		return nil
+	}
+	var revoked *time.Time
+	err := db.byPrefix(p.KeyPrefix).QueryRow(ctx, `SELECT revoked_at FROM api_keys WHERE prefix = $1 AND id = $2`,
+		p.KeyPrefix, p.KeyID).Scan(&revoked)
+	if err == pgx.ErrNoRows || err == nil && revoked != nil {
+		return c360.Errorf(c360.EUNAUTHENTICATED, "the API key was revoked")
+	} else if err != nil {
+		return interpretError(fmt.Errorf("check api key: %w", err))
+	}
+	db.activeCache.Store(p.KeyID, now.Add(authCacheTTL))
+	return nil
+}
+
 func parseKey(key string) (prefix string, ok bool) {
 	rest, ok := strings.CutPrefix(key, "c360_")
 	if !ok || len(rest) < keyPrefixLen+2 || rest[keyPrefixLen] != '_' {

@@ -201,6 +201,8 @@ func (st *wsState) handOff() {
 	}
 }
 
+type wsStateKey struct{}
+
 func (st *wsState) get() *wsConn {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -231,6 +233,7 @@ func (ws *websockets) serve(gql http.Handler) http.Handler {
 		// The connection's context ends when gqlgen is done with it, and
 		// with it every subscription still running on it.
 		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		ctx = context.WithValue(ctx, wsStateKey{}, st)
 		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
 			if c := st.get(); c != nil {
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
@@ -402,6 +405,30 @@ type wsConn struct {
 	closed    bool // the network connection was closed
 	initTimer *time.Timer
 	pingTimer *time.Timer
+
+	// principal is who connection_init authenticated; its key is checked
+	// again on every subscribe and every ping, so that a revoked key stops
+	// an open connection too (close 4403).
+	principal *c360.Principal
+	auth      c360.APIKeyService
+}
+
+// keyRevoked closes the connection with 4403 when the key it was opened
+// with no longer stands. A database that cannot answer now is no reason to
+// close it: the next check asks again.
+func (c *wsConn) keyRevoked() error {
+	c.mu.Lock()
+	p, auth := c.principal, c.auth
+	c.mu.Unlock()
+	if p == nil || auth == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := auth.KeyActive(ctx, p); c360.ErrorCode(err) == c360.EUNAUTHENTICATED {
+		return c.fail(CloseForbidden, "Forbidden")
+	}
+	return nil
 }
 
 // wsSub is a subscription gqlgen runs: the client's id for it, and whether
@@ -468,6 +495,9 @@ func (c *wsConn) NextReader() (int, io.Reader, error) {
 func (c *wsConn) check(typ, id string, payload json.RawMessage) (skip bool, internal string, err error) {
 	skip, err = c.checkLocked(typ, id, payload)
 	internal = id
+	if err == nil && !skip && (typ == "subscribe" || typ == "start") {
+		err = c.keyRevoked()
+	}
 	if err == nil && !skip {
 		c.mu.Lock()
 		internal = c.internalLocked(typ, id)
@@ -764,6 +794,9 @@ func (c *wsConn) ping() {
 		c.fail(CloseGoingAway, "")
 		return
 	}
+	if c.keyRevoked() != nil {
+		return
+	}
 	c.mu.Lock()
 	if !c.closing && !c.closed {
 		c.pingTimer.Reset(c.ws.cfg.PingInterval)
@@ -809,6 +842,13 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 		s.cfg.Logger.Error("authenticate websocket", "error", err)
 		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseInternal), "Internal server error"),
 			nil, errors.New(c360.ErrorMessage(err))
+	}
+	if st, _ := ctx.Value(wsStateKey{}).(*wsState); st != nil {
+		if c := st.get(); c != nil {
+			c.mu.Lock()
+			c.principal, c.auth = p, s.auth
+			c.mu.Unlock()
+		}
 	}
 	return c360.NewContextWithPrincipal(ctx, p), nil, nil
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/hub"
 	"github.com/c360dev/c360/server"
 )
@@ -314,4 +316,33 @@ func TestWebsocketIDReuseAfterComplete(t *testing.T) {
 	}
 	c.c.Close()
 	waitFor(t, "nothing running after the connection closed", func() bool { return e.hub.Stats().Streams == 0 })
+}
+
+// A key revoked while its websocket is open stops working on it too: the
+// next subscribe, or the next ping on an idle connection, closes it with
+// 4403, as a new connection with the key would be refused.
+func TestWebsocketRevokedKeyClosesTheConnection(t *testing.T) {
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{PingInterval: 200 * time.Millisecond}}})
+	ctx := context.Background()
+	id := fmt.Sprint(ingest(t, e.db, e.ws, email("revoked@example.com"), nil))
+	for _, idle := range []bool{false, true} {
+		key, k, err := e.db.IssueAPIKey(ctx, e.ws, c360.RoleAdmin, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(key)
+		c.subscribe("a", subCustomer, map[string]any{"id": id})
+		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+		if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+			t.Fatal(err)
+		}
+		if !idle {
+			c.subscribe("b", subCustomer, map[string]any{"id": id})
+		}
+		if code := c.closeCode(); code != server.CloseForbidden {
+			t.Errorf("idle %v: close %d after the key was revoked, want %d", idle, code, server.CloseForbidden)
+		}
+		waitFor(t, "nothing running", func() bool { return e.hub.Stats().Streams == 0 })
+	}
 }
