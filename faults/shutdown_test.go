@@ -247,16 +247,25 @@ func subscribe(t *testing.T, a *app, customer string) <-chan int {
 		"query":     `subscription($id: ID!) { customerChanged(id: $id) { cursor kind version } }`,
 		"variables": map[string]any{"id": customer},
 	}})
+	// The close code, -1 for no close frame, -2 when the subscription was
+	// ended (complete or error) before the close: a graphql-ws client would
+	// not subscribe again after it reconnects.
 	closed := make(chan int, 1)
 	go func() {
 		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
+			_, b, err := conn.ReadMessage()
+			if err != nil {
 				var ce *websocket.CloseError
 				if errors.As(err, &ce) {
 					closed <- ce.Code
 				} else {
 					closed <- -1
 				}
+				return
+			}
+			var m struct{ Type string }
+			if json.Unmarshal(b, &m) == nil && (m.Type == "complete" || m.Type == "error") {
+				closed <- -2
 				return
 			}
 		}

@@ -152,8 +152,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	httpSrv.RegisterOnShutdown(srv.CloseWebsockets)
-	httpSrv.RegisterOnShutdown(rt.stopStreams)
+	// Websockets close (1001, reconnect) before the hub stops: a
+	// subscription that saw the hub stop first would be sent its end
+	// (complete), and a graphql-ws client does not resubscribe to what
+	// ended.
+	httpSrv.RegisterOnShutdown(func() {
+		srv.CloseWebsockets()
+		rt.stopStreams()
+	})
 	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.Serve(ln) }()
