@@ -195,6 +195,11 @@ func TestResumeRacesWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// A position the feed has not reached (the feed has at most 36) is
+	// refused, not accepted into a stream that would stay silent.
+	if _, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id, &hub.Cursor{CustomerID: id, Version: 1000}); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("resume after version 1000: %v, want %s", err, c360.EINVALID)
+	}
 	for v := int64(3); v <= 36; v++ {
 		if c := next(t, st); c.Version != v {
 			t.Fatalf("got version %d, want %d", c.Version, v)

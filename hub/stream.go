@@ -120,6 +120,13 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 			st.h.unregister(sub)
 			return err
 		}
+		if p := start(version); p > version {
+			// A position the feed has not reached (a cursor from before a
+			// restore, say): every change up to it would be taken as
+			// delivered, and the stream would stay silent.
+			st.h.unregister(sub)
+			return c360.Errorf(c360.EINVALID, "invalid cursor: version %d is ahead of the customer's changes (at %d)", p, version)
+		}
 		st.h.setBaseline(sub, version)
 		if merged != 0 && start(version) >= version {
 			// Already merged away, and nothing of it left to deliver.
