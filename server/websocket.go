@@ -542,7 +542,8 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 			c.mu.Unlock()
 			return false, c.fail(CloseTooManyInit, "Too many initialisation requests")
 		}
-		if p := strings.TrimSpace(string(payload)); p != "" && p != "null" && !strings.HasPrefix(p, "{") {
+		if p := strings.TrimSpace(string(payload)); p != "" && p != "null" &&
+			(!strings.HasPrefix(p, "{") || json.Unmarshal(payload, new(map[string]any)) != nil) {
 			c.mu.Unlock()
 			return false, c.fail(CloseBadRequest, "Invalid message received: payload must be an object")
 		}
@@ -574,6 +575,15 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 		if c.legacy {
 			c.mu.Unlock()
 			return false, c.fail(CloseBadRequest, "Invalid message received")
+		}
+		if !c.initSeen {
+			// Allowed at any time; gqlgen would take it for a failed
+			// init. A ping is answered here, a pong needs nothing.
+			c.mu.Unlock()
+			if typ == "ping" {
+				c.write("pong", "", nil)
+			}
+			return true, nil
 		}
 	case "connection_terminate":
 		if !c.legacy {

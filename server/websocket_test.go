@@ -70,6 +70,9 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.subscribe("", q, nil)
 		}, server.CloseBadRequest},
 		{"init payload not an object", func(c *wsClient) { c.send("connection_init", "", "Bearer x") }, server.CloseBadRequest},
+		{"init payload an object that does not decode", func(c *wsClient) {
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"connection_init","payload":{"n":1e999}}`))
+		}, server.CloseBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +85,17 @@ func TestWebsocketCloseCodes(t *testing.T) {
 		})
 	}
 
+	// ping is allowed at any time, before connection_init too.
+	t.Run("ping before init", func(t *testing.T) {
+		c := dialWS(t, url, "graphql-transport-ws", nil)
+		c.send("ping", "", nil)
+		c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var m struct{ Type string }
+		if err := c.c.ReadJSON(&m); err != nil || m.Type != "pong" {
+			t.Fatalf("got %+v %v, want pong", m, err)
+		}
+		c.init(e.key)
+	})
 	t.Run("subprotocol not acceptable", func(t *testing.T) {
 		c := dialWS(t, url, "graphql-nonsense", nil)
 		if got := c.closeCode(); got != server.CloseSubprotocolNotAcceptable {
