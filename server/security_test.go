@@ -773,6 +773,32 @@ func TestRateLimits(t *testing.T) {
 		wantLimited(t, gql(t, srv, key, q, nil))
 		gql(t, srv, other, q, nil).ok(t, nil) // another key has its own bucket
 	})
+	// Operations started over a websocket take the key's tokens too.
+	t.Run("per API key, over a websocket", func(t *testing.T) {
+		_, _, third := pgtest.Workspace(t, db)
+		c := dialWS(t, wsURL(srv), "graphql-transport-ws", nil)
+		c.init(third)
+		var got []string
+		for _, id := range []string{"q1", "q2", "q3"} {
+			c.subscribe(id, `{ __typename }`, nil)
+			m := c.read()
+			if m.ID != id {
+				t.Fatalf("answer for %s: %s %q", id, m.Type, m.ID)
+			}
+			got = append(got, m.Type)
+			if m.Type == "error" && !strings.Contains(string(m.Payload), c360.ERATELIMITED) {
+				t.Errorf("%s refused with %s, want %s", id, m.Payload, c360.ERATELIMITED)
+			}
+			if m.Type == "next" {
+				if done := c.read(); done.Type != "complete" || done.ID != id {
+					t.Fatalf("after next for %s: %s %q, want complete", id, done.Type, done.ID)
+				}
+			}
+		}
+		if strings.Join(got, ",") != "next,next,error" {
+			t.Errorf("three queries over one websocket at burst 2: %v, want next, next, error", got)
+		}
+	})
 	t.Run("per webhook workspace", func(t *testing.T) {
 		hit := func(path, user string) *http.Response {
 			t.Helper()

@@ -411,6 +411,9 @@ type wsConn struct {
 	// an open connection too (close 4403).
 	principal *c360.Principal
 	auth      c360.APIKeyService
+	// allow takes a token of the key's rate limit for each operation the
+	// connection starts, as each HTTP request takes one.
+	allow func() bool
 }
 
 // keyRevoked closes the connection with 4403 when the key it was opened
@@ -496,7 +499,15 @@ func (c *wsConn) check(typ, id string, payload json.RawMessage) (skip bool, inte
 	skip, err = c.checkLocked(typ, id, payload)
 	internal = id
 	if err == nil && !skip && (typ == "subscribe" || typ == "start") {
-		err = c.keyRevoked()
+		if err = c.keyRevoked(); err == nil {
+			c.mu.Lock()
+			allow := c.allow
+			c.mu.Unlock()
+			if allow != nil && !allow() {
+				c.refuse(id, "too many requests for this API key: retry later")
+				return true, id, nil
+			}
+		}
 	}
 	if err == nil && !skip {
 		c.mu.Lock()
@@ -857,6 +868,13 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 		if c := st.get(); c != nil {
 			c.mu.Lock()
 			c.principal, c.auth = p, s.auth
+			c.allow = func() bool {
+				ok, _ := s.keyLimit.allow(p.KeyID)
+				if !ok {
+					s.secMetrics.rateLimited.WithLabelValues("key").Inc()
+				}
+				return ok
+			}
 			c.mu.Unlock()
 		}
 	}
