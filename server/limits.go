@@ -137,12 +137,16 @@ const (
 	reasonDepth      = "DEPTH_LIMIT_EXCEEDED"
 	reasonAliases    = "ALIAS_LIMIT_EXCEEDED"
 	reasonComplexity = "COMPLEXITY_LIMIT_EXCEEDED" // gqlgen's extension.ComplexityLimit
+	// A subscription of more than one root field. gqlparser's rule counts
+	// fields by name, so two aliases of one field pass it; gqlgen then
+	// refuses them with a plain error, which would be reported as INTERNAL.
+	reasonSingleField = "SUBSCRIPTION_NOT_SINGLE_FIELD"
 )
 
 func init() {
 	// Refused before execution, like a validation error: 422 under
 	// application/json, 400 under application/graphql-response+json.
-	for _, c := range []string{reasonDepth, reasonAliases, reasonComplexity} {
+	for _, c := range []string{reasonDepth, reasonAliases, reasonComplexity, reasonSingleField} {
 		errcode.RegisterErrorType(c, errcode.KindProtocol)
 	}
 }
@@ -204,6 +208,13 @@ func (queryLimits) Validate(graphql.ExecutableSchema) error { return nil }
 func (q queryLimits) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	if oc.Operation == nil {
 		return nil
+	}
+	if oc.Operation.Operation == ast.Subscription {
+		if n := len(graphql.CollectFields(oc, oc.Operation.SelectionSet, []string{"Subscription"})); n != 1 {
+			err := gqlerror.Errorf("a subscription selects exactly one field; this one selects %d", n)
+			errcode.Set(err, reasonSingleField)
+			return err
+		}
 	}
 	m := measurer{doc: oc.Doc, memo: map[string]shape{}}
 	s := m.selections(oc.Operation.SelectionSet)

@@ -360,3 +360,21 @@ func TestWebsocketRevokedKeyClosesTheConnection(t *testing.T) {
 		waitFor(t, "nothing running", func() bool { return e.hub.Stats().Streams == 0 })
 	}
 }
+
+// A subscription selects one field. Two aliases of the same field pass
+// gqlparser's rule (it counts names); they are refused as bad input, not
+// answered as an internal error.
+func TestSubscriptionOfTwoAliasesIsBadInput(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("two", `subscription { a: customerChanges { version } b: customerChanges { version } }`, nil)
+	m := c.read()
+	if (m.Type != "error" && m.Type != "next") || m.ID != "two" || !strings.Contains(string(m.Payload), c360.EINVALID) ||
+		!strings.Contains(string(m.Payload), "SUBSCRIPTION_NOT_SINGLE_FIELD") {
+		t.Fatalf("got %s %q %s, want an error BAD_USER_INPUT (SUBSCRIPTION_NOT_SINGLE_FIELD)", m.Type, m.ID, m.Payload)
+	}
+	if n := e.hub.Stats().Streams; n != 0 {
+		t.Errorf("streams = %d, want none", n)
+	}
+}
