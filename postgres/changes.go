@@ -225,6 +225,15 @@ func (n *Notifier) init() {
 // Add records that these customers' feeds grew. It never blocks on I/O.
 func (n *Notifier) Add(ws int64, customers []int64) {
 	n.init()
+	n.requeue(ws, customers)
+	select {
+	case n.signal <- struct{}{}:
+	default:
+	}
+}
+
+// requeue adds customers to the pending notifications of ws.
+func (n *Notifier) requeue(ws int64, customers []int64) {
 	n.mu.Lock()
 	set, ok := n.pending[ws]
 	if !ok {
@@ -244,15 +253,12 @@ func (n *Notifier) Add(ws int64, customers []int64) {
 		}
 	}
 	n.mu.Unlock()
-	select {
-	case n.signal <- struct{}{}:
-	default:
-	}
 }
 
 // Run flushes collected notifications until ctx ends, then flushes once more.
 func (n *Notifier) Run(ctx context.Context) error {
 	n.init()
+	var retry time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -272,25 +278,60 @@ func (n *Notifier) Run(ctx context.Context) error {
 			continue
 		case <-t.C:
 		}
-		n.flush(ctx)
+		if n.flush(ctx) {
+			retry = 0
+			continue
+		}
+		// The batch is pending again: try again after a pause that grows
+		// while the database does not answer.
+		retry = min(max(2*retry, 100*time.Millisecond), 5*time.Second)
+		t = time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		select {
+		case n.signal <- struct{}{}:
+		default:
+		}
 	}
 }
 
-func (n *Notifier) flush(ctx context.Context) {
+// flush sends the pending notifications in one statement. When it fails,
+// the batch is pending again (merged with what came meanwhile) and flush
+// reports false: other replicas must still hear of those changes.
+func (n *Notifier) flush(ctx context.Context) bool {
 	n.mu.Lock()
 	pending := n.pending
 	if len(pending) == 0 {
 		n.mu.Unlock()
-		return
+		return true
 	}
 	n.pending, n.n = map[int64]map[int64]struct{}{}, 0
 	n.mu.Unlock()
 	payloads := EncodeNotifications(n.Origin, pending)
 	if _, err := n.DB.Pool.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, ChangesChannel, payloads); err != nil {
-		// Replicas that miss this learn of the changes with the next
-		// notification of those customers, or when their listener resyncs.
-		n.Logger.Error("notify change feed", "error", err, "payloads", len(payloads))
+		n.Logger.Error("notify change feed; will retry", "error", err, "payloads", len(payloads))
+		for ws, set := range pending {
+			if set == nil {
+				n.mu.Lock()
+				if old, ok := n.pending[ws]; ok && old != nil {
+					n.n -= len(old)
+				}
+				n.pending[ws] = nil
+				n.mu.Unlock()
+				continue
+			}
+			ids := make([]int64, 0, len(set))
+			for id := range set {
+				ids = append(ids, id)
+			}
+			n.requeue(ws, ids)
+		}
+		return false
 	}
+	return true
 }
 
 // EncodeNotifications renders pending pairs as NOTIFY payloads, each under

@@ -398,3 +398,43 @@ func (p *proxy) setUp(up bool) {
 		p.open = nil
 	}
 }
+
+// A NOTIFY that fails (here: its context ended) keeps its batch pending,
+// and the next flush sends it: other replicas still hear of those changes.
+func TestNotifierKeepsAFailedBatch(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	n := &postgres.Notifier{DB: db, Origin: "replica-f", Logger: slog.New(slog.DiscardHandler)}
+	n.Add(7, []int64{11, 12})
+	failed, cancel := context.WithCancel(ctx)
+	cancel()
+	if n.FlushNow(failed) {
+		t.Fatal("a flush with an ended context reported success")
+	}
+	if pairs, whole := n.PendingCount(); pairs != 2 || whole {
+		t.Fatalf("after the failed flush: %d pairs pending (whole %v), want the 2 again", pairs, whole)
+	}
+	n.Add(7, []int64{13})
+	if !n.FlushNow(ctx) {
+		t.Fatal("the retry failed")
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	note, err := conn.Conn().WaitForNotification(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"11", "12", "13"} {
+		if !strings.Contains(note.Payload, id) || !strings.Contains(note.Payload, "replica-f 7:") {
+			t.Errorf("payload %q, want workspace 7 with customers 11, 12 and 13", note.Payload)
+		}
+	}
+}

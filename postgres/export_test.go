@@ -67,3 +67,24 @@ func (db *DB) IngestHeld(ctx context.Context, ws int64, ev *c360.Event, ready ch
 		return nil
 	})
 }
+
+// FlushNow sends the notifier's pending notifications now.
+func (n *Notifier) FlushNow(ctx context.Context) bool {
+	n.init()
+	return n.flush(ctx)
+}
+
+// PendingCount is how many (workspace, customer) pairs wait, and whether a
+// workspace waits whole.
+func (n *Notifier) PendingCount() (pairs int, whole bool) {
+	n.init()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, set := range n.pending {
+		if set == nil {
+			whole = true
+		}
+		pairs += len(set)
+	}
+	return pairs, whole
+}
