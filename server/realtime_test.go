@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -546,4 +547,30 @@ func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
 				ch, idents, convs, i+2, i+1)
 		}
 	}
+}
+
+// An SSE client that stops reading does not hold its stream: once a write
+// to it times out, the stream ends and the server lets its subscription go.
+func TestSSEClientThatStopsReadingIsLetGo(t *testing.T) {
+	e := newRTEnv(t, rtOptions{queue: 4, cfg: server.Config{Websocket: server.WebsocketConfig{WriteTimeout: 300 * time.Millisecond}}})
+	id := ingest(t, e.db, e.ws, email("stalls@example.com"), nil)
+	body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A small receive buffer, never read: the server's writes soon block.
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"+
+		"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", e.key, len(body), body)
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	big := strings.Repeat("x", 32<<10)
+	for i := range 100 {
+		ingest(t, e.db, e.ws, email("stalls@example.com"), map[string]any{"blob": fmt.Sprint(i, big)})
+		if e.hub.Stats().Streams == 0 {
+			break
+		}
+	}
+	waitFor(t, "the stalled stream let go", func() bool { return e.hub.Stats().Streams == 0 })
 }

@@ -123,6 +123,11 @@ func (s *Server) routes() {
 			overWS.ServeHTTP(w, r)
 			return
 		}
+		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+			var done context.CancelFunc
+			w, r, done = s.sseWriter(w, r)
+			defer done()
+		}
 		overHTTP.ServeHTTP(w, r)
 	})))
 	s.mux.Handle("GET /{$}", playground.Handler("c360", "/graphql"))
@@ -353,3 +358,38 @@ func statusForTransport(r *http.Request) int {
 	}
 	return http.StatusMethodNotAllowed
 }
+
+// sseWriter bounds each write of an SSE stream by the websocket write
+// timeout: a client that stops reading would otherwise hold its stream, and
+// the goroutine writing to it, for as long as its TCP window lasts open.
+// A write that fails ends the request's context, and with it the stream.
+func (s *Server) sseWriter(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	return &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.ws.cfg.WriteTimeout, cancel: cancel},
+		r.WithContext(ctx), cancel
+}
+
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	cancel  context.CancelFunc
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil {
+		w.cancel()
+	}
+	return n, err
+}
+
+func (w *deadlineWriter) Flush() {
+	w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if err := w.rc.Flush(); err != nil {
+		w.cancel()
+	}
+}
+
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
