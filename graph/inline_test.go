@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -37,10 +38,13 @@ func TestResolveField(t *testing.T) {
 		}
 		out := graphql.NewFieldSet(fields)
 		deferred := graphql.NewDeferredGroup(ctx)
+		var mu sync.Mutex        // fields left to gqlgen run side by side
 		ran := map[string]bool{} // field: ran on the caller's goroutine
 		resolve := func(name string, v graphql.Marshaler) func(context.Context) graphql.Marshaler {
 			return func(context.Context) graphql.Marshaler {
+				mu.Lock()
 				ran[name] = goroutineID() == me
+				mu.Unlock()
 				if v == nil {
 					panic("boom")
 				}
