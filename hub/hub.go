@@ -293,6 +293,11 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 			// so its baseline stays exact.
 			t.owned = true
 			w.owned[id] = t
+			if t.last < 0 {
+				// No customer stream has read its version yet: read from
+				// the workspace stream's start, which this change follows.
+				t.since = w.since
+			}
 		}
 		h.markDirty(t)
 		n++
@@ -606,7 +611,11 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 func (h *Hub) setBaseline(s *subscriber, version int64) {
 	h.mu.Lock()
 	t := s.topic
-	if t.last < 0 {
+	// A topic a workspace stream owns starts where that stream started
+	// (since): the customer stream's version may already include a change
+	// the workspace stream has yet to get. The customer stream skips what
+	// it has seen by version.
+	if t.last < 0 && !t.owned {
 		t.last = version
 		if t.waiting {
 			t.waiting = false

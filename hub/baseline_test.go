@@ -1,0 +1,107 @@
+package hub_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// A workspace stream must receive a change committed after it started, even
+// when a customer stream of that customer registers before the hub's worker
+// reads the woken topic.
+func TestWorkspaceStreamGetsAChangeAsACustomerStreamStarts(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	h := hub.New(db, hub.Options{Logger: slog.New(slog.DiscardHandler)})
+	db.OnCommit = h.Wake
+	e := &env{db: db, hub: h, ws: ws}
+	id := e.identify(t, "w@example.com", nil) // v1, before the workspace stream
+	time.Sleep(50 * time.Millisecond)
+
+	wst, err := h.SubscribeWorkspace(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wst.Close()
+	time.Sleep(50 * time.Millisecond)
+	e.identify(t, "w@example.com", map[string]any{"n": 1}) // v2: after the workspace stream started; wakes (worker not yet run)
+
+	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil) // registers on the queued topic, baseline = 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cst.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	nctx, ncancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer ncancel()
+	c, err := wst.Next(nctx)
+	if err != nil {
+		t.Fatalf("workspace stream never got v2 of customer %d (committed after it started): %v", id, err)
+	}
+	if c.CustomerID != id || c.Version != 2 {
+		t.Errorf("workspace stream got %s v%d of customer %d, want v2 of %d", c.Kind, c.Version, c.CustomerID, id)
+	}
+}
+
+type hookFeed struct {
+	*postgres.DB
+	before func()
+}
+
+func (f *hookFeed) CustomerState(ctx context.Context, ws, id int64) (int64, int64, error) {
+	if f.before != nil {
+		b := f.before
+		f.before = nil
+		b()
+	}
+	return f.DB.CustomerState(ctx, ws, id)
+}
+
+// The same when the change commits between a customer stream's registration and its state
+// read, while a workspace stream is open and the hub is running.
+func TestWorkspaceStreamGetsAChangeDuringACustomerStreamsStart(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	feed := &hookFeed{DB: db}
+	h := hub.New(feed, hub.Options{Logger: slog.New(slog.DiscardHandler)})
+	db.OnCommit = h.Wake
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e := &env{db: db, hub: h, ws: ws}
+	id := e.identify(t, "w2@example.com", nil)
+	time.Sleep(50 * time.Millisecond)
+
+	wst, err := h.SubscribeWorkspace(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wst.Close()
+	time.Sleep(50 * time.Millisecond)
+	feed.before = func() { e.identify(t, "w2@example.com", map[string]any{"n": 1}) } // v2
+	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cst.Close()
+	nctx, ncancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer ncancel()
+	c, err := wst.Next(nctx)
+	if err != nil {
+		t.Fatalf("workspace stream never got v2: %v", err)
+	}
+	if c.CustomerID != id || c.Version != 2 {
+		t.Errorf("workspace stream got %s v%d of customer %d, want v2 of %d", c.Kind, c.Version, c.CustomerID, id)
+	}
+}
