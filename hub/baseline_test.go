@@ -20,39 +20,22 @@ func TestWorkspaceStreamGetsAChangeAsACustomerStreamStarts(t *testing.T) {
 	h := hub.New(db, hub.Options{Logger: slog.New(slog.DiscardHandler)})
 	db.OnCommit = h.Wake
 	e := &env{db: db, hub: h, ws: ws}
-	id := e.identify(t, "w@example.com", nil) // v1, before the workspace stream
-	time.Sleep(50 * time.Millisecond)
+	id, wst := workspaceStreamAfter(t, e, "w@example.com")
+	e.identify(t, "w@example.com", map[string]any{"n": 1}) // v2: wakes the topic; the worker does not run yet
 
-	wst, err := h.SubscribeWorkspace(ws, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wst.Close()
-	time.Sleep(50 * time.Millisecond)
-	e.identify(t, "w@example.com", map[string]any{"n": 1}) // v2: after the workspace stream started; wakes (worker not yet run)
-
-	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil) // registers on the queued topic, baseline = 2
+	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil) // reads version 2 as its start
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cst.Close()
-
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); h.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-
-	nctx, ncancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer ncancel()
-	c, err := wst.Next(nctx)
-	if err != nil {
-		t.Fatalf("workspace stream never got v2 of customer %d (committed after it started): %v", id, err)
-	}
-	if c.CustomerID != id || c.Version != 2 {
-		t.Errorf("workspace stream got %s v%d of customer %d, want v2 of %d", c.Kind, c.Version, c.CustomerID, id)
-	}
+	wantV2(t, wst, id)
 }
 
+// hookFeed runs before once, just before the next customer state read.
 type hookFeed struct {
 	*postgres.DB
 	before func()
@@ -67,8 +50,8 @@ func (f *hookFeed) CustomerState(ctx context.Context, ws, id int64) (int64, int6
 	return f.DB.CustomerState(ctx, ws, id)
 }
 
-// The same when the change commits between a customer stream's registration and its state
-// read, while a workspace stream is open and the hub is running.
+// The same when the change commits between a customer stream's
+// registration and its state read, with the hub running.
 func TestWorkspaceStreamGetsAChangeDuringACustomerStreamsStart(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
@@ -80,26 +63,39 @@ func TestWorkspaceStreamGetsAChangeDuringACustomerStreamsStart(t *testing.T) {
 	go func() { defer close(done); h.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	e := &env{db: db, hub: h, ws: ws}
-	id := e.identify(t, "w2@example.com", nil)
-	time.Sleep(50 * time.Millisecond)
-
-	wst, err := h.SubscribeWorkspace(ws, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wst.Close()
-	time.Sleep(50 * time.Millisecond)
+	id, wst := workspaceStreamAfter(t, e, "w2@example.com")
 	feed.before = func() { e.identify(t, "w2@example.com", map[string]any{"n": 1}) } // v2
 	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cst.Close()
-	nctx, ncancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer ncancel()
-	c, err := wst.Next(nctx)
+	wantV2(t, wst, id)
+}
+
+// workspaceStreamAfter creates a customer (its version 1), then opens a
+// workspace stream, which starts after that change.
+func workspaceStreamAfter(t *testing.T, e *env, addr string) (int64, hub.Stream) {
+	t.Helper()
+	id := e.identify(t, addr, nil)
+	time.Sleep(50 * time.Millisecond)
+	wst, err := e.hub.SubscribeWorkspace(e.ws, nil)
 	if err != nil {
-		t.Fatalf("workspace stream never got v2: %v", err)
+		t.Fatal(err)
+	}
+	t.Cleanup(wst.Close)
+	time.Sleep(50 * time.Millisecond)
+	return id, wst
+}
+
+// wantV2 reads the workspace stream's next change: version 2 of customer id.
+func wantV2(t *testing.T, wst hub.Stream, id int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := wst.Next(ctx)
+	if err != nil {
+		t.Fatalf("workspace stream never got v2 of customer %d, committed after it started: %v", id, err)
 	}
 	if c.CustomerID != id || c.Version != 2 {
 		t.Errorf("workspace stream got %s v%d of customer %d, want v2 of %d", c.Kind, c.Version, c.CustomerID, id)

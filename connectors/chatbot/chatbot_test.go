@@ -61,8 +61,10 @@ type answer struct {
 	Body       string      `json:"-"`
 	Accepted   int         `json:"accepted"`
 	Duplicates int         `json:"duplicates"`
-	Code       string      `json:"code"`
-	Message    string      `json:"message"`
+	// DeadLettered counts the events kept as dead letters.
+	DeadLettered int    `json:"deadLettered"`
+	Code         string `json:"code"`
+	Message      string `json:"message"`
 }
 
 // post sends body to the workspace's webhook with the signature header sig

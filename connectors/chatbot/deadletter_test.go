@@ -1,7 +1,6 @@
 package chatbot_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/c360dev/c360"
-	"github.com/c360dev/c360/connectors/chatbot"
 	"github.com/c360dev/c360/identity"
 )
 
@@ -27,20 +25,9 @@ func TestPoisonRequestIsKeptAsDeadLetters(t *testing.T) {
 			map[string]any{"id": "2", "role": "user", "text": "nul \x00 here"},
 		},
 	})
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+e.slug, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(e.secret, now, body))
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var a struct{ Accepted, Duplicates, DeadLettered int }
-	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusOK || a.Accepted != 2 || a.DeadLettered != 2 {
-		t.Fatalf("answer %d %+v, want 200 with accepted 2, deadLettered 2", res.StatusCode, a)
+	a := e.signed(t, body)
+	if a.Status != http.StatusOK || a.Accepted != 2 || a.DeadLettered != 2 {
+		t.Fatalf("answer %d %+v, want 200 with accepted 2, deadLettered 2", a.Status, a)
 	}
 	if n := e.count(t, "events"); n != 0 {
 		t.Errorf("events = %d, want 0 (a request is all or nothing)", n)
@@ -79,20 +66,9 @@ func TestPoisonRequestAcrossWorkersIsKeptWhole(t *testing.T) {
 		"traits":     map[string]any{"email": email, "name": "P"},
 		"turns":      []any{map[string]any{"id": "1", "role": "user", "text": "nul \x00 here"}},
 	})
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+e.slug, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(e.secret, now, body))
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var a struct{ Accepted, Duplicates, DeadLettered int }
-	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode != http.StatusOK || a.DeadLettered != a.Accepted || a.Accepted < 2 {
-		t.Fatalf("answer %d %+v, want 200 with every event dead-lettered", res.StatusCode, a)
+	a := e.signed(t, body)
+	if a.Status != http.StatusOK || a.DeadLettered != a.Accepted || a.Accepted < 2 {
+		t.Fatalf("answer %d %+v, want 200 with every event dead-lettered", a.Status, a)
 	}
 	if n := e.count(t, "events"); n != 0 {
 		t.Errorf("events = %d, want 0 (a request is all or nothing)", n)
