@@ -41,6 +41,11 @@ type RealtimeStore interface {
 // in hand, wait for it and reuse its bytes. The rendering is detached from
 // the first subscriber's cancellation, so its leaving never fails the others.
 type SharedSubscriptions struct {
+	// KeyActive, when set, is asked before each change is delivered whether
+	// the subscriber's key still stands (c360.APIKeyService.KeyActive): a
+	// key revoked mid-stream ends its subscriptions, over SSE too.
+	KeyActive func(context.Context, *c360.Principal) error
+
 	renders atomic.Int64
 }
 
@@ -91,6 +96,17 @@ func (x *SharedSubscriptions) InterceptResponse(ctx context.Context, next graphq
 	// inside next (closures, Next, its queue) would not.
 	h.src.st.Wait(ctx)
 	c, put, err := h.src.next(ctx)
+	if err == nil && x.KeyActive != nil {
+		if p := c360.PrincipalFromContext(ctx); p != nil {
+			// Answered from a cache almost always; a database that cannot
+			// answer now does not hold the change back.
+			kctx, cancel := context.WithTimeout(ctx, time.Second)
+			if c360.ErrorCode(x.KeyActive(kctx, p)) == c360.EUNAUTHENTICATED {
+				err = c360.Errorf(c360.EUNAUTHENTICATED, "the API key was revoked")
+			}
+			cancel()
+		}
+	}
 	if err != nil {
 		h.ended = true
 		h.src.end()

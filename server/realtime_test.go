@@ -574,3 +574,47 @@ func TestSSEClientThatStopsReadingIsLetGo(t *testing.T) {
 	}
 	waitFor(t, "the stalled stream let go", func() bool { return e.hub.Stats().Streams == 0 })
 }
+
+// A key revoked while its SSE stream is open ends the stream at the next
+// change, with UNAUTHENTICATED, instead of delivering it.
+func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	key, k, err := e.db.IssueAPIKey(ctx, e.ws, c360.RoleAdmin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ingest(t, e.db, e.ws, email("sse-revoked@example.com"), nil)
+	body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, e.db, e.ws, email("sse-revoked@example.com"), map[string]any{"after": "revocation"})
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if strings.Contains(data, "revocation") {
+			t.Fatalf("a change after the revocation was delivered: %s", data)
+		}
+		if !strings.Contains(data, c360.EUNAUTHENTICATED) {
+			t.Fatalf("got %s, want the stream ended with %s", data, c360.EUNAUTHENTICATED)
+		}
+		waitFor(t, "the stream let go", func() bool { return e.hub.Stats().Streams == 0 })
+		return
+	}
+	t.Fatalf("stream ended without a word: %v", sc.Err())
+}

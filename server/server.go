@@ -84,7 +84,7 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s.keyLimit, s.webhookLimit = newLimiter[int64](s.cfg.Limits.KeyRate), newLimiter[string](s.cfg.Limits.WebhookRate)
 	s.secMetrics = newSecurityMetrics(s.registry)
 	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
-	s.shared = &resolver.SharedSubscriptions{}
+	s.shared = &resolver.SharedSubscriptions{KeyActive: auth.KeyActive}
 	s.routes()
 	return s
 }
