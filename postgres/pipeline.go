@@ -60,22 +60,12 @@ func given(ids []int64) []int64 {
 	return ids
 }
 
-// uniqueIDs returns ids without repeats, in their first order.
+// uniqueIDs returns ids without repeats (in no set order: every read keys
+// its results by id).
 func uniqueIDs(ids []int64) []int64 {
-	for i := 1; i < len(ids); i++ {
-		if slices.Contains(ids[:i], ids[i]) {
-			seen := make(map[int64]bool, len(ids))
-			out := make([]int64, 0, len(ids))
-			for _, id := range ids {
-				if !seen[id] {
-					seen[id] = true
-					out = append(out, id)
-				}
-			}
-			return out
-		}
-	}
-	return ids
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 func newPipeline(ws int64) *pipeline {

@@ -77,12 +77,16 @@ func (l *Loaders) markLoaded(ids []int64, req c360.ProfileRequest) {
 	if l.loaded == nil {
 		l.loaded = make(map[partKey]bool)
 	}
+	var fields []string
+	for field, ok := range map[string]bool{"identities": req.Identities, "consents": req.Consents,
+		"events": len(req.Events) > 0, "conversations": len(req.Conversations) > 0} {
+		if ok {
+			fields = append(fields, field)
+		}
+	}
 	for _, id := range ids {
-		for field, ok := range map[string]bool{"identities": req.Identities, "consents": req.Consents,
-			"events": len(req.Events) > 0, "conversations": len(req.Conversations) > 0} {
-			if ok {
-				l.loaded[partKey{id, field}] = true
-			}
+		for _, field := range fields {
+			l.loaded[partKey{id, field}] = true
 		}
 	}
 }

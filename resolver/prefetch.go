@@ -203,10 +203,9 @@ func (r *Resolver) primeProfiles(ctx context.Context, ws int64, l *Loaders, p *c
 func (r *Resolver) oneCustomer(ctx context.Context, ws int64, key c360.CustomerKey) (*c360.Customer, error) {
 	l := loadersFrom(ctx)
 	if l == nil {
-		if key.Identity != nil {
-			return nullIfNotFound(r.CustomerService.FindCustomerByIdentity(ctx, ws, *key.Identity))
-		}
-		return nullIfNotFound(r.CustomerService.FindCustomerByID(ctx, ws, key.ID))
+		// Nothing to prime: the lookup alone.
+		c, _, err := r.CustomerService.FindProfile(ctx, ws, key, c360.ProfileRequest{})
+		return nullIfNotFound(c, err)
 	}
 	req, convSubs := profileRequest(ctx, selected(ctx, nil, []string{"Customer"}), 1)
 	c, p, err := r.CustomerService.FindProfile(ctx, ws, key, req)
