@@ -64,7 +64,8 @@ type APIKeyService interface {
 	// KeyActive reports whether the key p was authenticated with still
 	// stands: EUNAUTHENTICATED once it is revoked. A long-lived connection
 	// asks it again and again, so it answers within the same bound as
-	// Authenticate (a revocation takes effect within seconds everywhere).
+	// Authenticate (a revocation takes effect within seconds everywhere),
+	// mostly from memory, and never waits long on the database.
 	KeyActive(ctx context.Context, p *Principal) error
 }
 

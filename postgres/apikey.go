@@ -111,8 +111,12 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 	return &p, nil
 }
 
+// keyCheckTimeout bounds KeyActive's read of a key's row.
+const keyCheckTimeout = time.Second
+
 // KeyActive implements c360.APIKeyService: a key this process verified
-// within authCacheTTL stands; otherwise the key's row says.
+// within authCacheTTL stands; otherwise the key's row says, within
+// keyCheckTimeout.
 func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 	now := time.Now()
 	if v, ok := db.authCache.Load(p.KeyPrefix); ok {
@@ -123,6 +127,10 @@ func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 	if v, ok := db.activeCache.Load(p.KeyID); ok && now.Before(v.(time.Time)) {
 		return nil
 	}
+	// Callers ask on the way to delivering a change: a database that cannot
+	// answer soon does not hold it back (the next check asks again).
+	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
+	defer cancel()
 	var revoked *time.Time
 	err := db.byPrefix(p.KeyPrefix).QueryRow(ctx, `SELECT revoked_at FROM api_keys WHERE prefix = $1 AND id = $2`,
 		p.KeyPrefix, p.KeyID).Scan(&revoked)

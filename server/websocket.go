@@ -426,9 +426,7 @@ func (c *wsConn) keyRevoked() error {
 	if p == nil || auth == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := auth.KeyActive(ctx, p); c360.ErrorCode(err) == c360.EUNAUTHENTICATED {
+	if err := auth.KeyActive(context.Background(), p); c360.ErrorCode(err) == c360.EUNAUTHENTICATED {
 		return c.fail(CloseForbidden, "Forbidden")
 	}
 	return nil
