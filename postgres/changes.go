@@ -248,11 +248,17 @@ func (n *Notifier) requeue(ws int64, customers []int64) {
 			}
 		}
 		if n.n > n.MaxPending {
-			n.n -= len(set)
-			n.pending[ws] = nil
+			n.wholeLocked(ws)
 		}
 	}
 	n.mu.Unlock()
+}
+
+// wholeLocked marks every customer of ws for notification ("ws:*"), in
+// place of the pairs it held. Called with n.mu held.
+func (n *Notifier) wholeLocked(ws int64) {
+	n.n -= len(n.pending[ws])
+	n.pending[ws] = nil
 }
 
 // Run flushes collected notifications until ctx ends, then flushes once more.
@@ -316,10 +322,7 @@ func (n *Notifier) flush(ctx context.Context) bool {
 		for ws, set := range pending {
 			if set == nil {
 				n.mu.Lock()
-				if old, ok := n.pending[ws]; ok && old != nil {
-					n.n -= len(old)
-				}
-				n.pending[ws] = nil
+				n.wholeLocked(ws)
 				n.mu.Unlock()
 				continue
 			}

@@ -422,6 +422,17 @@ func TestNotifierKeepsAFailedBatch(t *testing.T) {
 	if pairs, whole := n.PendingCount(); pairs != 2 || whole {
 		t.Fatalf("after the failed flush: %d pairs pending (whole %v), want the 2 again", pairs, whole)
 	}
+	// A workspace past MaxPending waits whole, and stays whole through a
+	// failed flush.
+	whole := &postgres.Notifier{DB: db, Origin: "replica-g", MaxPending: 2, Logger: slog.New(slog.DiscardHandler)}
+	whole.Add(8, []int64{1, 2, 3})
+	if whole.FlushNow(failed) {
+		t.Fatal("a flush with an ended context reported success")
+	}
+	if pairs, w := whole.PendingCount(); pairs != 0 || !w {
+		t.Fatalf("after a failed flush of a whole workspace: %d pairs (whole %v), want the workspace whole", pairs, w)
+	}
+
 	n.Add(7, []int64{13})
 	if !n.FlushNow(ctx) {
 		t.Fatal("the retry failed")
