@@ -88,3 +88,10 @@ func (n *Notifier) PendingCount() (pairs int, whole bool) {
 	}
 	return pairs, whole
 }
+
+// ForgetAPIKeys empties this process's caches of verified keys, as another
+// process that never saw them would have.
+func (db *DB) ForgetAPIKeys() {
+	db.authCache.Clear()
+	db.activeCache.Clear()
+}

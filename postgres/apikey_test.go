@@ -1,0 +1,66 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+// KeyActive answers a live connection's question "does my key still
+// stand?": yes for a key that does, UNAUTHENTICATED once it is revoked, and,
+// when the database cannot answer, soon and without calling the key revoked.
+func TestKeyActive(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	key, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := db.Authenticate(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.KeyActive(ctx, p); err != nil {
+		t.Fatalf("a standing key: %v", err)
+	}
+
+	// The key's table locked (a migration, say) and nothing cached: the
+	// answer comes within the bound, and it is not "revoked".
+	other, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := db.Authenticate(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	db.ForgetAPIKeys()
+	start := time.Now()
+	err = db.KeyActive(ctx, q)
+	took := time.Since(start)
+	tx.Rollback(ctx)
+	if c360.ErrorCode(err) == c360.EUNAUTHENTICATED || err == nil {
+		t.Errorf("with api_keys locked: %v, want an error that is not UNAUTHENTICATED", err)
+	}
+	if took > 3*time.Second {
+		t.Errorf("with api_keys locked the answer took %v, want about a second", took)
+	}
+
+	if _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.KeyActive(ctx, p); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
+		t.Errorf("a revoked key: %v, want UNAUTHENTICATED", err)
+	}
+}
