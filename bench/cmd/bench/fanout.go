@@ -29,6 +29,7 @@ type fanoutConfig struct {
 	writes      int
 	rate        int
 	shared      int
+	idle        time.Duration
 }
 
 // fanoutFlags registers the fan-out flags on the command's flag set.
@@ -38,6 +39,7 @@ func fanoutFlags(fs *flag.FlagSet) *fanoutConfig {
 	fs.IntVar(&fc.writes, "fanout-writes", 500, "fan-out: targeted changes written per run")
 	fs.IntVar(&fc.rate, "fanout-rate", 200, "fan-out: changes written per second")
 	fs.IntVar(&fc.shared, "fanout-shared", 0, "fan-out: subscribers share this many customers (0: one customer each)")
+	fs.DurationVar(&fc.idle, "fanout-idle", 2*time.Second, "fan-out: how long subscribers sit idle before the server's RSS is read")
 	return fc
 }
 
@@ -188,7 +190,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		return err
 	}
 	fmt.Printf("  %d subscribed in %.1fs\n", n, time.Since(dialStart).Seconds())
-	time.Sleep(2 * time.Second)
+	time.Sleep(fc.idle)
 	rss1 := srv.RSS()
 	fmt.Printf("  server RSS: %.1f MiB before, %.1f MiB with %d idle subscribers: %.1f KiB per subscriber\n",
 		float64(rss0)/(1<<20), float64(rss1)/(1<<20), n, float64(rss1-rss0)/float64(n)/1024)
