@@ -161,3 +161,37 @@ func TestTenantTablesAnalyzeEarly(t *testing.T) {
 		}
 	}
 }
+
+// Every message moves its conversation's last_message_at and, inbound,
+// last_inbound_at. An update is HOT (it writes no index entry) only when
+// no indexed column changes, so no index of conversations may hold either
+// column (migration 00010): with one, every webhook wrote two index entries
+// for its conversation.
+func TestConversationActivityIsNotIndexed(t *testing.T) {
+	db := pgtest.Open(t)
+	rows, err := db.Pool.Query(context.Background(), `SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'conversations'::regclass`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(defs) < 2 {
+		t.Fatalf("conversations has %d indexes, want its primary key and the by-customer index: %q", len(defs), defs)
+	}
+	for _, def := range defs {
+		for _, col := range []string{"last_message_at", "last_inbound_at"} {
+			if strings.Contains(def, col) {
+				t.Errorf("index %s holds %s: message updates of conversations cannot be HOT", def, col)
+			}
+		}
+	}
+	var opts []string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'conversations'::regclass`).Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(opts, ","), "fillfactor=80") {
+		t.Errorf("conversations reloptions %q: want fillfactor=80, room on the page for HOT updates", opts)
+	}
+}
