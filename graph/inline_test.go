@@ -113,6 +113,37 @@ func TestResolveFieldLeavesDeferredFieldsToGqlgen(t *testing.T) {
 	}
 }
 
+// An object none of whose fields is deferred gets an empty group, which
+// costs nothing; one with a deferred field gets gqlgen's, which
+// ResolveConcurrently fills.
+func TestDeferredGroup(t *testing.T) {
+	ctx := graphql.WithResponseContext(context.Background(), graphql.DefaultErrorPresenter, graphql.DefaultRecover)
+	plain := []graphql.CollectedField{{Field: &ast.Field{Name: "a"}}, {Field: &ast.Field{Name: "b"}}}
+	if g := deferredGroup(ctx, plain); g.FieldSet != nil || g.Defers != nil || g.Path != nil {
+		t.Errorf("no deferred field: got group %+v, want an empty one", g)
+	}
+	if g := deferredGroup(ctx, nil); g.FieldSet != nil || g.Defers != nil {
+		t.Errorf("no fields: got group %+v, want an empty one", g)
+	}
+	mixed := append(plain, graphql.CollectedField{Field: &ast.Field{Name: "c"}, Deferrables: []*graphql.Deferrable{{Label: "later"}}})
+	g := deferredGroup(ctx, mixed)
+	if g.FieldSet == nil || g.Defers == nil || g.Context != ctx {
+		t.Fatalf("a deferred field: got group %+v, want gqlgen's", g)
+	}
+	// The group takes the deferred field as gqlgen's would.
+	ec := &executionContext{&graphql.ExecutionContextState[ResolverRoot, DirectiveRoot, ComplexityRoot]{
+		OperationContext:      &graphql.OperationContext{RecoverFunc: graphql.DefaultRecover},
+		ExecutableSchemaState: &graphql.ExecutableSchemaState[ResolverRoot, DirectiveRoot, ComplexityRoot]{Resolvers: &inlineRoot{}},
+	}}
+	out := graphql.NewFieldSet(mixed)
+	ec.resolveField(ctx, out, &g, mixed[2], "the customer", 2, true, false, func(context.Context) graphql.Marshaler {
+		return graphql.MarshalInt(1)
+	})
+	if len(g.Defers) != 1 || g.Defers["later"] == nil {
+		t.Errorf("deferred field: group's defers %v, want the label \"later\"", g.Defers)
+	}
+}
+
 // `make generate` rewrites gqlgen's scheduling of resolver fields into
 // resolveField (and its list marshalling into marshalSlice): without the
 // rewrite, inlining silently stops.
@@ -127,7 +158,7 @@ func TestGeneratedCodeIsRewritten(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, left := range []string{"out.ResolveConcurrently(", "graphql.MarshalSliceConcurrently("} {
+		for _, left := range []string{"out.ResolveConcurrently(", "graphql.MarshalSliceConcurrently(", "graphql.NewDeferredGroup("} {
 			if bytes.Contains(src, []byte(left)) {
 				t.Errorf("%s still calls %s: run `make generate`, not gqlgen alone", f, left)
 			}
