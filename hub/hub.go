@@ -44,7 +44,17 @@ type Feed interface {
 	// VersionsBefore returns, per customer, the highest version of its
 	// changes made before t (customers without one are absent).
 	VersionsBefore(ctx context.Context, workspaceID int64, customerIDs []int64, t time.Time) (map[int64]int64, error)
+	// CustomersChangedSince returns the customers of the workspace with a
+	// change made at or after t.
+	CustomersChangedSince(ctx context.Context, workspaceID int64, t time.Time) ([]int64, error)
 }
+
+// sweepMargin is how far before its last sweep a workspace is swept again.
+// A change row is dated when its transaction starts, and may commit a while
+// later; the margin also absorbs clock skew between this process and
+// PostgreSQL. Reading a change twice delivers it once: each topic knows the
+// last version it fanned out.
+const sweepMargin = time.Minute
 
 // Options tune the hub; zero values take the defaults.
 type Options struct {
@@ -75,7 +85,11 @@ type Hub struct {
 	topics     map[topicKey]*topic
 	workspaces map[int64]*workspace
 	queue      []*topic
-	closed     bool
+	// sweeps are the workspaces whose changed customers must be found: a
+	// whole workspace was woken, and its workspace streams follow only the
+	// customers they were told of.
+	sweeps map[int64]struct{}
+	closed bool
 
 	delivered atomic.Int64
 	dropped   atomic.Int64
@@ -108,6 +122,8 @@ type workspace struct {
 	since time.Time
 	subs  map[*subscriber]struct{}
 	owned map[int64]*topic
+	// swept is when the last sweep started (zero: never).
+	swept time.Time
 }
 
 // subscriber is one stream's registration. The hub is the only producer of
@@ -237,6 +253,7 @@ func New(feed Feed, opts Options) *Hub {
 		signal:     make(chan struct{}, 1),
 		topics:     map[topicKey]*topic{},
 		workspaces: map[int64]*workspace{},
+		sweeps:     map[int64]struct{}{},
 	}
 }
 
@@ -309,7 +326,9 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 }
 
 // WakeWorkspace tells the hub that feeds of any customers of the workspace
-// may have grown: every customer it follows there is read again.
+// may have grown: every customer it follows there is read again, and, for
+// the workspace's workspace streams, the customers changed since their last
+// sweep are found and followed.
 func (h *Hub) WakeWorkspace(workspaceID int64) {
 	h.mu.Lock()
 	for k, t := range h.topics {
@@ -317,19 +336,64 @@ func (h *Hub) WakeWorkspace(workspaceID int64) {
 			h.markDirty(t)
 		}
 	}
+	if h.workspaces[workspaceID] != nil {
+		h.sweeps[workspaceID] = struct{}{}
+	}
 	h.mu.Unlock()
 	h.kick()
 }
 
-// Resync reads every followed customer's feed again. The listener calls it
-// after reconnecting, since notifications sent meanwhile are lost.
+// Resync reads every followed customer's feed again, and sweeps every
+// workspace with workspace streams. The listener calls it after
+// reconnecting, since notifications sent meanwhile are lost.
 func (h *Hub) Resync() {
 	h.mu.Lock()
 	for _, t := range h.topics {
 		h.markDirty(t)
 	}
+	for ws := range h.workspaces {
+		h.sweeps[ws] = struct{}{}
+	}
 	h.mu.Unlock()
 	h.kick()
+}
+
+// takeSweep pops a workspace to sweep, and when to sweep it from.
+func (h *Hub) takeSweep() (int64, time.Time, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ws := range h.sweeps {
+		delete(h.sweeps, ws)
+		w := h.workspaces[ws]
+		if w == nil {
+			continue // its streams ended meanwhile
+		}
+		from := w.since
+		if w.swept.After(from) {
+			from = w.swept
+		}
+		w.swept = h.opts.Now()
+		return ws, from.Add(-sweepMargin), true
+	}
+	return 0, time.Time{}, false
+}
+
+// sweep finds the customers of ws changed since from and wakes them, which
+// makes the workspace's streams follow them. A failed read is tried again.
+func (h *Hub) sweep(ctx context.Context, ws int64, from time.Time) error {
+	h.reads.Add(1)
+	ids, err := h.feed.CustomersChangedSince(ctx, ws, from)
+	if err != nil {
+		h.mu.Lock()
+		if w := h.workspaces[ws]; w != nil {
+			w.swept = time.Time{} // the next sweep starts from the stream's start
+			h.sweeps[ws] = struct{}{}
+		}
+		h.mu.Unlock()
+		return err
+	}
+	h.Wake(ws, ids)
+	return nil
 }
 
 // Stats are the hub's counters.
@@ -373,6 +437,21 @@ func (h *Hub) markDirty(t *topic) {
 
 func (h *Hub) work(ctx context.Context) {
 	for {
+		if ws, from, ok := h.takeSweep(); ok {
+			if err := h.sweep(ctx, ws, from); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				h.opts.Logger.Error("hub: find changed customers", "error", err, "workspace", ws)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+				h.kick()
+			}
+			continue
+		}
 		batch := h.take()
 		if len(batch) == 0 {
 			select {

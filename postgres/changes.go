@@ -139,6 +139,18 @@ func (db *DB) VersionsBefore(ctx context.Context, ws int64, customers []int64, t
 	return out, interpretError(rows.Err())
 }
 
+// CustomersChangedSince returns the customers of the workspace with a
+// change made at or after t, each once.
+func (db *DB) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
+	rows, err := db.as(ws).Query(ctx, `
+		SELECT DISTINCT customer_id FROM customer_changes WHERE workspace_id = $1 AND created_at >= $2`, ws, t)
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("read changed customers: %w", err))
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	return ids, interpretError(err)
+}
+
 // MessageOfChange returns the message a message change names, as it is now.
 func (db *DB) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message, error) {
 	m, err := scanMessage(db.as(ws).QueryRow(ctx, `

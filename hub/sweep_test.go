@@ -1,0 +1,139 @@
+package hub_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// silentEnv is a running hub whose local wakes can be turned off, as if
+// the commits happened on another replica whose notification named no
+// customers.
+func silentEnv(t *testing.T, feed hub.Feed, db *postgres.DB) (*env, *atomic.Bool) {
+	t.Helper()
+	ws, _, _ := pgtest.Workspace(t, db)
+	h := hub.New(feed, hub.Options{Logger: slog.New(slog.DiscardHandler)})
+	var silent atomic.Bool
+	db.OnCommit = func(ws int64, ids []int64) {
+		if !silent.Load() {
+			h.Wake(ws, ids)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &env{db: db, hub: h, ws: ws}, &silent
+}
+
+// nextWithin returns the stream's next change, or nil if none comes within d.
+func nextWithin(t *testing.T, st *hub.WorkspaceStream, d time.Duration) *hub.Change {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	c, err := st.Next(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("next: %v", err)
+	}
+	return c
+}
+
+// A whole-workspace wake (a notification past its size, from another
+// replica) and a resync (after the listener reconnects) must reach
+// workspace streams for customers they did not follow yet, once each.
+func TestWholeWorkspaceWakeReachesWorkspaceStreams(t *testing.T) {
+	for _, how := range []string{"WakeWorkspace", "Resync"} {
+		t.Run(how, func(t *testing.T) {
+			db := pgtest.Open(t)
+			e, silent := silentEnv(t, db, db)
+			st, err := e.hub.SubscribeWorkspace(e.ws, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			wake := func() {
+				if how == "Resync" {
+					e.hub.Resync()
+				} else {
+					e.hub.WakeWorkspace(e.ws)
+				}
+			}
+			silent.Store(true)
+			a := e.identify(t, "sweep-a@example.com", nil)
+			if c := nextWithin(t, st, 300*time.Millisecond); c != nil {
+				t.Fatalf("got %d v%d before any wake: the test's replica is not silent", c.CustomerID, c.Version)
+			}
+			wake()
+			c := nextWithin(t, st, 10*time.Second)
+			if c == nil || c.CustomerID != a || c.Version != 1 || c.Kind != c360.ChangeCreated {
+				t.Fatalf("after %s got %+v, want customer %d's created change (v1)", how, c, a)
+			}
+			// Swept again: the change is not delivered twice, and the next
+			// one, of a followed customer and of a new one, comes.
+			wake()
+			e.identify(t, "sweep-a@example.com", map[string]any{"plan": "pro"})
+			b := e.identify(t, "sweep-b@example.com", nil)
+			wake()
+			got := map[[2]int64]bool{}
+			for range 2 {
+				c := nextWithin(t, st, 10*time.Second)
+				if c == nil {
+					t.Fatalf("after a second %s got %v, want %d v2 and %d v1", how, got, a, b)
+				}
+				got[[2]int64{c.CustomerID, c.Version}] = true
+			}
+			if !got[[2]int64{a, 2}] || !got[[2]int64{b, 1}] {
+				t.Fatalf("got %v, want %d v2 and %d v1", got, a, b)
+			}
+			if c := nextWithin(t, st, 300*time.Millisecond); c != nil {
+				t.Fatalf("got %d v%d again", c.CustomerID, c.Version)
+			}
+		})
+	}
+}
+
+// failOnceFeed fails the first sweep read.
+type failOnceFeed struct {
+	*postgres.DB
+	failed atomic.Bool
+}
+
+func (f *failOnceFeed) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
+	if f.failed.CompareAndSwap(false, true) {
+		return nil, errors.New("the database went away")
+	}
+	return f.DB.CustomersChangedSince(ctx, ws, t)
+}
+
+// A sweep whose read fails is tried again.
+func TestFailedSweepIsRetried(t *testing.T) {
+	db := pgtest.Open(t)
+	feed := &failOnceFeed{DB: db}
+	e, silent := silentEnv(t, feed, db)
+	st, err := e.hub.SubscribeWorkspace(e.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	silent.Store(true)
+	a := e.identify(t, "retry@example.com", nil)
+	e.hub.WakeWorkspace(e.ws)
+	c := nextWithin(t, st, 10*time.Second)
+	if c == nil || c.CustomerID != a || c.Version != 1 {
+		t.Fatalf("got %+v, want customer %d v1 after the failed sweep's retry", c, a)
+	}
+	if !feed.failed.Load() {
+		t.Fatal("the sweep never read the feed")
+	}
+}
