@@ -932,7 +932,7 @@ func (ec *executionContext) _ContextConversation(ctx context.Context, sel ast.Se
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var customerContextImplementors = []string{"CustomerContext"}
@@ -1020,7 +1020,7 @@ func (ec *executionContext) _CustomerContext(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var eventSummaryImplementors = []string{"EventSummary"}
@@ -1068,7 +1068,7 @@ func (ec *executionContext) _EventSummary(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var observationImplementors = []string{"Observation"}
@@ -1157,7 +1157,7 @@ func (ec *executionContext) _Observation(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 // endregion **************************** object.gotpl ****************************

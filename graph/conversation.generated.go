@@ -714,7 +714,7 @@ func (ec *executionContext) _Conversation(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var conversationConnectionImplementors = []string{"ConversationConnection"}
@@ -752,7 +752,7 @@ func (ec *executionContext) _ConversationConnection(ctx context.Context, sel ast
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var conversationEdgeImplementors = []string{"ConversationEdge"}
@@ -790,7 +790,7 @@ func (ec *executionContext) _ConversationEdge(ctx context.Context, sel ast.Selec
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var messageImplementors = []string{"Message"}
@@ -863,7 +863,7 @@ func (ec *executionContext) _Message(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var messageConnectionImplementors = []string{"MessageConnection"}
@@ -901,7 +901,7 @@ func (ec *executionContext) _MessageConnection(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var messageEdgeImplementors = []string{"MessageEdge"}
@@ -939,7 +939,7 @@ func (ec *executionContext) _MessageEdge(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 // endregion **************************** object.gotpl ****************************

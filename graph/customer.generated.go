@@ -1001,7 +1001,7 @@ func (ec *executionContext) _Consent(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var customerImplementors = []string{"Customer"}
@@ -1095,7 +1095,7 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var customerConnectionImplementors = []string{"CustomerConnection"}
@@ -1133,7 +1133,7 @@ func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.Sel
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var customerEdgeImplementors = []string{"CustomerEdge"}
@@ -1171,7 +1171,7 @@ func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var identityImplementors = []string{"Identity"}
@@ -1224,7 +1224,7 @@ func (ec *executionContext) _Identity(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 // endregion **************************** object.gotpl ****************************

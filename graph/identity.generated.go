@@ -786,7 +786,7 @@ func (ec *executionContext) _IdentityLimit(ctx context.Context, sel ast.Selectio
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var identityRulesImplementors = []string{"IdentityRules"}
@@ -834,7 +834,7 @@ func (ec *executionContext) _IdentityRules(ctx context.Context, sel ast.Selectio
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var mergeRecordImplementors = []string{"MergeRecord"}
@@ -907,7 +907,7 @@ func (ec *executionContext) _MergeRecord(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var splitResultImplementors = []string{"SplitResult"}
@@ -955,7 +955,7 @@ func (ec *executionContext) _SplitResult(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var traitSourceImplementors = []string{"TraitSource"}
@@ -1003,7 +1003,7 @@ func (ec *executionContext) _TraitSource(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 // endregion **************************** object.gotpl ****************************

@@ -152,7 +152,7 @@ func TestGeneratedCodeIsRewritten(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("generated files: %v", err)
 	}
-	var calls int
+	var calls, objects int
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
@@ -164,6 +164,13 @@ func TestGeneratedCodeIsRewritten(t *testing.T) {
 			}
 		}
 		calls += bytes.Count(src, []byte("ec.resolveField(ctx, out, &deferred, field, obj, i,"))
+		objects += bytes.Count(src, []byte("\treturn marshalObject(fields, out)\n"))
+		if bytes.Contains(src, []byte("\treturn out\n")) {
+			t.Errorf("%s returns a field set gqlgen writes: run `make generate`, not gqlgen alone", f)
+		}
+	}
+	if objects < 30 {
+		t.Errorf("%d objects written by marshalObject in the generated code, want every one of the schema's (over 30)", objects)
 	}
 	if calls < 6 {
 		t.Errorf("%d calls of resolveField in the generated code, want at least Customer's 6 resolver fields", calls)

@@ -508,7 +508,7 @@ func (ec *executionContext) _DeadLetter(ctx context.Context, sel ast.SelectionSe
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var deadLetterConnectionImplementors = []string{"DeadLetterConnection"}
@@ -546,7 +546,7 @@ func (ec *executionContext) _DeadLetterConnection(ctx context.Context, sel ast.S
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 var deadLetterEdgeImplementors = []string{"DeadLetterEdge"}
@@ -584,7 +584,7 @@ func (ec *executionContext) _DeadLetterEdge(ctx context.Context, sel ast.Selecti
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return marshalObject(fields, out)
 }
 
 // endregion **************************** object.gotpl ****************************
