@@ -19,11 +19,13 @@ GQLGEN     = $(GO) run github.com/99designs/gqlgen
 # gqlgen, then lists marshalled by graph/slice.go's marshalSlice, and resolver
 # fields scheduled by graph/inline.go's resolveField, with a @defer group made
 # only for objects that defer a field (deferredGroup; see there), and objects
-# written by graph/object.go's marshalObject.
+# written by graph/object.go's marshalObject, and @hasRole's roles read once
+# (graph/roles.go's directiveRoles).
 GENERATE   = $(GQLGEN) generate && sed -i -e 's/graphql\.MarshalSliceConcurrently(/marshalSlice(/' \
   -e 's/out\.ResolveConcurrently(ec\.OperationContext, &deferred, i,/ec.resolveField(ctx, out, \&deferred, field, obj, i,/' \
   -e 's/deferred := graphql\.NewDeferredGroup(ctx)/deferred := deferredGroup(ctx, fields)/' \
-  -e 's/^\treturn out$$/\treturn marshalObject(fields, out)/' graph/*.generated.go
+  -e 's/^\treturn out$$/\treturn marshalObject(fields, out)/' \
+  -e 's/roles, err := ec\.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, \[\]any{/roles, err := ec.directiveRoles(ctx, []any{/' graph/*.generated.go
 BENCH_FLAGS ?=
 # bench-go: e.g. BENCH_GO_FLAGS='-bench=Ingest -count=6' > new.txt, then benchstat old.txt new.txt.
 BENCH_GO_FLAGS ?= -bench=.

@@ -211,7 +211,7 @@ func (ec *executionContext) _Customer_traits(ctx context.Context, field graphql.
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal map[string]any
 					return zeroVal, err
@@ -264,7 +264,7 @@ func (ec *executionContext) _Customer_identities(ctx context.Context, field grap
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal []*c360.IdentityRecord
 					return zeroVal, err
@@ -338,7 +338,7 @@ func (ec *executionContext) _Customer_events(ctx context.Context, field graphql.
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *model.EventConnection
 					return zeroVal, err
@@ -400,7 +400,7 @@ func (ec *executionContext) _Customer_conversations(ctx context.Context, field g
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *model.ConversationConnection
 					return zeroVal, err
@@ -461,7 +461,7 @@ func (ec *executionContext) _Customer_consents(ctx context.Context, field graphq
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal []*c360.Consent
 					return zeroVal, err
@@ -557,7 +557,7 @@ func (ec *executionContext) _Customer_observations(ctx context.Context, field gr
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal []*c360.Observation
 					return zeroVal, err
@@ -607,7 +607,7 @@ func (ec *executionContext) _Customer_merges(ctx context.Context, field graphql.
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal []*c360.MergeRecord
 					return zeroVal, err
@@ -657,7 +657,7 @@ func (ec *executionContext) _Customer_traitSources(ctx context.Context, field gr
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal []*c360.TraitSource
 					return zeroVal, err

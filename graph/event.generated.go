@@ -110,7 +110,7 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal map[string]any
 					return zeroVal, err

@@ -496,7 +496,7 @@ func (ec *executionContext) _Mutation_recordObservation(ctx context.Context, fie
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *c360.Observation
 					return zeroVal, err
@@ -558,7 +558,7 @@ func (ec *executionContext) _Mutation_verifyObservation(ctx context.Context, fie
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT"})
 				if err != nil {
 					var zeroVal *c360.Observation
 					return zeroVal, err
@@ -620,7 +620,7 @@ func (ec *executionContext) _Mutation_identify(ctx context.Context, field graphq
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "WRITE"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "WRITE"})
 				if err != nil {
 					var zeroVal *c360.Customer
 					return zeroVal, err
@@ -682,7 +682,7 @@ func (ec *executionContext) _Mutation_track(ctx context.Context, field graphql.C
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "WRITE"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "WRITE"})
 				if err != nil {
 					var zeroVal *c360.Event
 					return zeroVal, err
@@ -744,7 +744,7 @@ func (ec *executionContext) _Mutation_updateIdentityRules(ctx context.Context, f
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *c360.IdentityRules
 					return zeroVal, err
@@ -818,7 +818,7 @@ func (ec *executionContext) _Mutation_mergeCustomers(ctx context.Context, field 
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT"})
 				if err != nil {
 					var zeroVal *c360.Customer
 					return zeroVal, err
@@ -892,7 +892,7 @@ func (ec *executionContext) _Mutation_splitIdentity(ctx context.Context, field g
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT"})
 				if err != nil {
 					var zeroVal *c360.SplitResult
 					return zeroVal, err
@@ -966,7 +966,7 @@ func (ec *executionContext) _Mutation_sendMessage(ctx context.Context, field gra
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT"})
 				if err != nil {
 					var zeroVal *c360.Message
 					return zeroVal, err
@@ -1040,7 +1040,7 @@ func (ec *executionContext) _Mutation_replayDeadLetter(ctx context.Context, fiel
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *c360.DeadLetter
 					return zeroVal, err
@@ -1114,7 +1114,7 @@ func (ec *executionContext) _Mutation_createApiKey(ctx context.Context, field gr
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *model.CreatedAPIKey
 					return zeroVal, err
@@ -1188,7 +1188,7 @@ func (ec *executionContext) _Mutation_revokeApiKey(ctx context.Context, field gr
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *c360.APIKey
 					return zeroVal, err
@@ -1308,7 +1308,7 @@ func (ec *executionContext) _Query_customerContext(ctx context.Context, field gr
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *model.CustomerContext
 					return zeroVal, err
@@ -1370,7 +1370,7 @@ func (ec *executionContext) _Query_customer(ctx context.Context, field graphql.C
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *c360.Customer
 					return zeroVal, err
@@ -1432,7 +1432,7 @@ func (ec *executionContext) _Query_customerByIdentity(ctx context.Context, field
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *c360.Customer
 					return zeroVal, err
@@ -1494,7 +1494,7 @@ func (ec *executionContext) _Query_customers(ctx context.Context, field graphql.
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *model.CustomerConnection
 					return zeroVal, err
@@ -1555,7 +1555,7 @@ func (ec *executionContext) _Query_identityRules(ctx context.Context, field grap
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT"})
 				if err != nil {
 					var zeroVal *c360.IdentityRules
 					return zeroVal, err
@@ -1606,7 +1606,7 @@ func (ec *executionContext) _Query_deadLetters(ctx context.Context, field graphq
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *model.DeadLetterConnection
 					return zeroVal, err
@@ -1667,7 +1667,7 @@ func (ec *executionContext) _Query_apiKeys(ctx context.Context, field graphql.Co
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal []*c360.APIKey
 					return zeroVal, err
@@ -1718,7 +1718,7 @@ func (ec *executionContext) _Query_auditLog(ctx context.Context, field graphql.C
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN"})
 				if err != nil {
 					var zeroVal *model.AuditConnection
 					return zeroVal, err

@@ -306,7 +306,7 @@ func (ec *executionContext) _Subscription_customerChanged(ctx context.Context, f
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *hub.Change
 					return zeroVal, err
@@ -368,7 +368,7 @@ func (ec *executionContext) _Subscription_conversationMessages(ctx context.Conte
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *c360.Message
 					return zeroVal, err
@@ -430,7 +430,7 @@ func (ec *executionContext) _Subscription_customerChanges(ctx context.Context, f
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				roles, err := ec.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
 					var zeroVal *hub.Change
 					return zeroVal, err
