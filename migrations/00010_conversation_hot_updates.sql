@@ -1,3 +1,4 @@
+-- +goose NO TRANSACTION
 -- +goose Up
 -- Every inbound or outbound message moves its conversation's
 -- last_message_at. With that column in conversations_customer_idx, each
@@ -7,12 +8,18 @@
 -- customer's conversations by id alone; reads that list them by last
 -- activity sort that customer's conversations, which are few, instead of
 -- reading them in index order. The free space left on each page lets the
--- updated row stay on its page, which HOT also needs.
-CREATE INDEX conversations_customer_id_idx ON conversations (workspace_id, customer_id, id DESC);
-DROP INDEX conversations_customer_idx;
+-- updated row stay on its page, which HOT also needs (for pages written
+-- from now on).
+--
+-- The indexes are built and dropped CONCURRENTLY, outside a transaction, so
+-- ingest keeps writing conversations meanwhile (docs/operations.md). If the
+-- build fails, PostgreSQL leaves an invalid index of that name: drop it
+-- and run the migration again.
+CREATE INDEX CONCURRENTLY conversations_customer_id_idx ON conversations (workspace_id, customer_id, id DESC);
+DROP INDEX CONCURRENTLY conversations_customer_idx;
 ALTER TABLE conversations SET (fillfactor = 80);
 
 -- +goose Down
 ALTER TABLE conversations RESET (fillfactor);
-CREATE INDEX conversations_customer_idx ON conversations (workspace_id, customer_id, (coalesce(last_message_at, created_at)) DESC, id DESC);
-DROP INDEX conversations_customer_id_idx;
+CREATE INDEX CONCURRENTLY conversations_customer_idx ON conversations (workspace_id, customer_id, (coalesce(last_message_at, created_at)) DESC, id DESC);
+DROP INDEX CONCURRENTLY conversations_customer_id_idx;
