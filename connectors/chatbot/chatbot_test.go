@@ -311,3 +311,70 @@ func events(t *testing.T, e *env, customer int64) []*c360.Event {
 	}
 	return p[customer].Items
 }
+
+// With traitsAt, traits that return to a value the session sent before
+// are applied, and each delivery of one dated set is stored once. Without
+// it, the same traits again are taken as a replay (docs/connectors.md).
+func TestTraitsAtTellsReturningTraitsApart(t *testing.T) {
+	e := newEnv(t)
+	traits := func(plan, at string) []byte {
+		p := map[string]any{"sessionId": "s-plans", "identities": []any{map[string]any{"type": "email", "value": "plans@example.com"}},
+			"traits": map[string]any{"plan": plan}}
+		if at != "" {
+			p["traitsAt"] = at
+		}
+		b, _ := json.Marshal(p)
+		return b
+	}
+	plan := func() string {
+		var v string
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT traits->>'plan' FROM customers c
+			JOIN identities i ON i.workspace_id = c.workspace_id AND i.customer_id = c.id
+			WHERE c.workspace_id = $1 AND i.type = 'email' AND i.value = 'plans@example.com'`, e.ws).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for i, step := range []struct {
+		plan, at string
+		dup      bool
+	}{
+		{"pro", "2025-03-01T11:50:00Z", false},
+		{"free", "2025-03-01T11:51:00Z", false},
+		{"pro", "2025-03-01T11:52:00Z", false}, // back to pro: applied
+		{"pro", "2025-03-01T11:52:00Z", true},  // the same delivery again
+		{"free", "2025-03-01T11:51:00Z", true}, // an old delivery again: a replay, and it does not win
+	} {
+		a := e.signed(t, traits(step.plan, step.at))
+		if a.Status != 200 || (a.Duplicates == 1) != step.dup {
+			t.Fatalf("step %d (%s at %s): %+v, want duplicate %v", i, step.plan, step.at, a, step.dup)
+		}
+	}
+	if got := plan(); got != "pro" {
+		t.Errorf("plan %q after pro, free, pro with traitsAt, want pro", got)
+	}
+	var at time.Time
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT max(occurred_at) FROM events WHERE workspace_id = $1 AND type = 'identify'`, e.ws).Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2025, 3, 1, 11, 52, 0, 0, time.UTC); !at.Equal(want) {
+		t.Errorf("latest identify event occurred at %v, want traitsAt %v", at, want)
+	}
+	// Without traitsAt, the session's earlier traits again are a replay.
+	e.signed(t, traits("basic", ""))
+	e.signed(t, traits("team", ""))
+	if a := e.signed(t, traits("basic", "")); a.Duplicates != 1 {
+		t.Errorf("basic again without traitsAt: %+v, want a duplicate", a)
+	}
+	// A traitsAt far ahead dates nothing: the event takes the receipt time.
+	if a := e.signed(t, traits("enterprise", "2099-01-01T00:00:00Z")); a.Status != 200 || a.Accepted != 1 {
+		t.Fatalf("far-future traitsAt: %+v", a)
+	}
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT occurred_at FROM events WHERE workspace_id = $1 AND type = 'identify'
+		ORDER BY id DESC LIMIT 1`, e.ws).Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	if !at.Equal(now) {
+		t.Errorf("far-future traitsAt dated the event %v, want the receipt time %v", at, now)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -24,6 +25,11 @@ type Payload struct {
 	Identities []c360.Identity `json:"identities"`
 	// Traits, optional, are set on the profile as an identify call's are.
 	Traits map[string]any `json:"traits"`
+	// TraitsAt, optional, is when the bot learned the traits (RFC 3339). It
+	// dates the identify event and is part of its dedupe key, so traits
+	// that return to an earlier value are applied; without it, the same
+	// traits within a session are taken as a replay.
+	TraitsAt string `json:"traitsAt"`
 	Turns  []Turn         `json:"turns"`
 	// Observations are free-form facts the bot noticed.
 	Observations []Observation `json:"observations"`
@@ -61,6 +67,10 @@ const (
 	EventObservation    = "Observation"
 )
 
+// maxFuture is how far past its receipt traitsAt may date the traits, as
+// for Segment's timestamps.
+const maxFuture = 24 * time.Hour
+
 // Field limits. Dedupe keys are built from the session and turn ids, and
 // must fit the store's 256 bytes.
 const (
@@ -78,6 +88,7 @@ const (
 //	<session>:<turn id>                 the turn's message
 //	<session>:<turn id>/intent          the turn's intent
 //	<session>:/traits/<digest>          the traits
+//	<session>:/traits/<digest>/<nanos>  the traits, with traitsAt (Unix ns)
 //	<session>:/observation/<id|digest>  an observation
 func turnKey(sid, id string) string       { return sid + ":" + id }
 func intentKey(sid, id string) string     { return sid + ":" + id + "/intent" }
@@ -125,6 +136,13 @@ func (p *Payload) validate() error {
 		return invalid("nothing to record: give turns, observations or traits")
 	case len(p.Turns)+len(p.Observations) > maxItems:
 		return invalid("more than %d turns and observations in one request", maxItems)
+	case p.TraitsAt != "" && len(p.Traits) == 0:
+		return invalid("traitsAt is given without traits")
+	}
+	if p.TraitsAt != "" {
+		if _, err := time.Parse(time.RFC3339Nano, p.TraitsAt); err != nil {
+			return invalid("traitsAt must be an RFC 3339 time such as 2025-01-31T09:30:00Z")
+		}
 	}
 	seen := make(map[string]bool, len(p.Turns))
 	for i := range p.Turns {
@@ -183,8 +201,19 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 			OccurredAt: at, ReceivedAt: receivedAt}
 	}
 	if len(p.Traits) > 0 {
-		// Changed traits make a new key; the same traits again are a replay.
-		ev := base(c360.EventIdentify, traitsKey(sid, digest(p.Traits)), receivedAt)
+		// Changed traits make a new key; the same traits again are a replay,
+		// unless traitsAt tells them apart.
+		key, at := traitsKey(sid, digest(p.Traits)), receivedAt
+		if p.TraitsAt != "" {
+			t, _ := time.Parse(time.RFC3339Nano, p.TraitsAt) // checked by validate
+			key += "/" + strconv.FormatInt(t.UnixNano(), 10)
+			// A time far ahead would win every later trait update: it
+			// dates nothing (the key still tells the traits apart).
+			if !t.After(receivedAt.Add(maxFuture)) {
+				at = t.UTC()
+			}
+		}
+		ev := base(c360.EventIdentify, key, at)
 		ev.Traits = p.Traits
 		events, labels = append(events, ev), append(labels, "traits")
 	}

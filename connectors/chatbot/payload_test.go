@@ -72,6 +72,9 @@ func TestParsePayload(t *testing.T) {
 	for _, tc := range []struct{ name, body, err string }{
 		{"minimal", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"hi"}]}`, ""},
 		{"traits only", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}`, ""},
+		{"traits with their time", `{"sessionId":"s",` + ids + `,"traits":{"a":1},"traitsAt":"2025-03-01T11:58:00.5+01:00"}`, ""},
+		{"traitsAt without traits", `{"sessionId":"s",` + ids + `,"traitsAt":"2025-03-01T11:58:00Z","turns":[{"id":"1","role":"user","text":"hi"}]}`, "traitsAt is given without traits"},
+		{"bad traitsAt", `{"sessionId":"s",` + ids + `,"traits":{"a":1},"traitsAt":"1740830280"}`, "traitsAt must be an RFC 3339 time"},
 		{"no session", `{` + ids + `,"turns":[{"id":"1","role":"user","text":"hi"}]}`, "sessionId is missing"},
 		{"long session", `{"sessionId":"` + strings.Repeat("s", 129) + `",` + ids + `,"traits":{"a":1}}`, "longer than 128"},
 		{"no identities", `{"sessionId":"s","turns":[{"id":"1","role":"user","text":"hi"}]}`, "identities is empty"},
