@@ -20,12 +20,14 @@ GQLGEN     = $(GO) run github.com/99designs/gqlgen
 # fields scheduled by graph/inline.go's resolveField, with a @defer group made
 # only for objects that defer a field (deferredGroup; see there), and objects
 # written by graph/object.go's marshalObject, and @hasRole's roles read once
-# (graph/roles.go's directiveRoles).
+# (graph/roles.go's directiveRoles), and plain scalar fields marshalled
+# without gqlgen's per-field middleware (graph/leaf.go's resolveLeaf).
 GENERATE   = $(GQLGEN) generate && sed -i -e 's/graphql\.MarshalSliceConcurrently(/marshalSlice(/' \
   -e 's/out\.ResolveConcurrently(ec\.OperationContext, &deferred, i,/ec.resolveField(ctx, out, \&deferred, field, obj, i,/' \
   -e 's/deferred := graphql\.NewDeferredGroup(ctx)/deferred := deferredGroup(ctx, fields)/' \
   -e 's/^\treturn out$$/\treturn marshalObject(fields, out)/' \
-  -e 's/roles, err := ec\.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, \[\]any{/roles, err := ec.directiveRoles(ctx, []any{/' graph/*.generated.go
+  -e 's/roles, err := ec\.unmarshalNRole2ᚕgithubᚗcomᚋc360devᚋc360ᚐRoleᚄ(ctx, \[\]any{/roles, err := ec.directiveRoles(ctx, []any{/' \
+  -e 's/return graphql\.ResolveField(/return resolveLeaf(ec.Resolvers,/' graph/*.generated.go
 BENCH_FLAGS ?=
 # bench-go: e.g. BENCH_GO_FLAGS='-bench=Ingest -count=6' > new.txt, then benchstat old.txt new.txt.
 BENCH_GO_FLAGS ?= -bench=.

@@ -31,7 +31,7 @@ type ObservationResolver interface {
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _ContextConversation_id(ctx context.Context, field graphql.CollectedField, obj *c360.ContextConversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -54,7 +54,7 @@ func (ec *executionContext) fieldContext_ContextConversation_id(_ context.Contex
 }
 
 func (ec *executionContext) _ContextConversation_channel(ctx context.Context, field graphql.CollectedField, obj *c360.ContextConversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -77,7 +77,7 @@ func (ec *executionContext) fieldContext_ContextConversation_channel(_ context.C
 }
 
 func (ec *executionContext) _ContextConversation_status(ctx context.Context, field graphql.CollectedField, obj *c360.ContextConversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -100,7 +100,7 @@ func (ec *executionContext) fieldContext_ContextConversation_status(_ context.Co
 }
 
 func (ec *executionContext) _ContextConversation_lastMessageAt(ctx context.Context, field graphql.CollectedField, obj *c360.ContextConversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -123,7 +123,7 @@ func (ec *executionContext) fieldContext_ContextConversation_lastMessageAt(_ con
 }
 
 func (ec *executionContext) _ContextConversation_messages(ctx context.Context, field graphql.CollectedField, obj *c360.ContextConversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -155,7 +155,7 @@ func (ec *executionContext) fieldContext_ContextConversation_messages(_ context.
 }
 
 func (ec *executionContext) _CustomerContext_customerId(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -178,7 +178,7 @@ func (ec *executionContext) fieldContext_CustomerContext_customerId(_ context.Co
 }
 
 func (ec *executionContext) _CustomerContext_version(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -201,7 +201,7 @@ func (ec *executionContext) fieldContext_CustomerContext_version(_ context.Conte
 }
 
 func (ec *executionContext) _CustomerContext_traits(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -242,7 +242,7 @@ func (ec *executionContext) fieldContext_CustomerContext_traits(_ context.Contex
 }
 
 func (ec *executionContext) _CustomerContext_identities(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -274,7 +274,7 @@ func (ec *executionContext) fieldContext_CustomerContext_identities(_ context.Co
 }
 
 func (ec *executionContext) _CustomerContext_consents(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -306,7 +306,7 @@ func (ec *executionContext) fieldContext_CustomerContext_consents(_ context.Cont
 }
 
 func (ec *executionContext) _CustomerContext_openConversations(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -338,7 +338,7 @@ func (ec *executionContext) fieldContext_CustomerContext_openConversations(_ con
 }
 
 func (ec *executionContext) _CustomerContext_recentEvents(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -370,7 +370,7 @@ func (ec *executionContext) fieldContext_CustomerContext_recentEvents(_ context.
 }
 
 func (ec *executionContext) _CustomerContext_observations(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -402,7 +402,7 @@ func (ec *executionContext) fieldContext_CustomerContext_observations(_ context.
 }
 
 func (ec *executionContext) _CustomerContext_merges(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -434,7 +434,7 @@ func (ec *executionContext) fieldContext_CustomerContext_merges(_ context.Contex
 }
 
 func (ec *executionContext) _CustomerContext_text(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -457,7 +457,7 @@ func (ec *executionContext) fieldContext_CustomerContext_text(_ context.Context,
 }
 
 func (ec *executionContext) _CustomerContext_budget(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -480,7 +480,7 @@ func (ec *executionContext) fieldContext_CustomerContext_budget(_ context.Contex
 }
 
 func (ec *executionContext) _CustomerContext_truncated(ctx context.Context, field graphql.CollectedField, obj *model.CustomerContext) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -503,7 +503,7 @@ func (ec *executionContext) fieldContext_CustomerContext_truncated(_ context.Con
 }
 
 func (ec *executionContext) _EventSummary_type(ctx context.Context, field graphql.CollectedField, obj *c360.EventSummary) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -526,7 +526,7 @@ func (ec *executionContext) fieldContext_EventSummary_type(_ context.Context, fi
 }
 
 func (ec *executionContext) _EventSummary_name(ctx context.Context, field graphql.CollectedField, obj *c360.EventSummary) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -549,7 +549,7 @@ func (ec *executionContext) fieldContext_EventSummary_name(_ context.Context, fi
 }
 
 func (ec *executionContext) _EventSummary_count(ctx context.Context, field graphql.CollectedField, obj *c360.EventSummary) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -572,7 +572,7 @@ func (ec *executionContext) fieldContext_EventSummary_count(_ context.Context, f
 }
 
 func (ec *executionContext) _EventSummary_lastAt(ctx context.Context, field graphql.CollectedField, obj *c360.EventSummary) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -595,7 +595,7 @@ func (ec *executionContext) fieldContext_EventSummary_lastAt(_ context.Context, 
 }
 
 func (ec *executionContext) _Observation_id(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -618,7 +618,7 @@ func (ec *executionContext) fieldContext_Observation_id(_ context.Context, field
 }
 
 func (ec *executionContext) _Observation_customerId(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -641,7 +641,7 @@ func (ec *executionContext) fieldContext_Observation_customerId(_ context.Contex
 }
 
 func (ec *executionContext) _Observation_text(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -664,7 +664,7 @@ func (ec *executionContext) fieldContext_Observation_text(_ context.Context, fie
 }
 
 func (ec *executionContext) _Observation_source(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -687,7 +687,7 @@ func (ec *executionContext) fieldContext_Observation_source(_ context.Context, f
 }
 
 func (ec *executionContext) _Observation_confidence(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -710,7 +710,7 @@ func (ec *executionContext) fieldContext_Observation_confidence(_ context.Contex
 }
 
 func (ec *executionContext) _Observation_recordedBy(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -733,7 +733,7 @@ func (ec *executionContext) fieldContext_Observation_recordedBy(_ context.Contex
 }
 
 func (ec *executionContext) _Observation_recordedByRole(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -756,7 +756,7 @@ func (ec *executionContext) fieldContext_Observation_recordedByRole(_ context.Co
 }
 
 func (ec *executionContext) _Observation_verified(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -779,7 +779,7 @@ func (ec *executionContext) fieldContext_Observation_verified(_ context.Context,
 }
 
 func (ec *executionContext) _Observation_verifiedBy(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -802,7 +802,7 @@ func (ec *executionContext) fieldContext_Observation_verifiedBy(_ context.Contex
 }
 
 func (ec *executionContext) _Observation_verifiedAt(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -825,7 +825,7 @@ func (ec *executionContext) fieldContext_Observation_verifiedAt(_ context.Contex
 }
 
 func (ec *executionContext) _Observation_createdAt(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -848,7 +848,7 @@ func (ec *executionContext) fieldContext_Observation_createdAt(_ context.Context
 }
 
 func (ec *executionContext) _Observation_expiresAt(ctx context.Context, field graphql.CollectedField, obj *c360.Observation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

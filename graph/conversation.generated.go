@@ -53,7 +53,7 @@ func (ec *executionContext) field_Conversation_messages_args(ctx context.Context
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _Conversation_id(ctx context.Context, field graphql.CollectedField, obj *c360.Conversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -76,7 +76,7 @@ func (ec *executionContext) fieldContext_Conversation_id(_ context.Context, fiel
 }
 
 func (ec *executionContext) _Conversation_channel(ctx context.Context, field graphql.CollectedField, obj *c360.Conversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -99,7 +99,7 @@ func (ec *executionContext) fieldContext_Conversation_channel(_ context.Context,
 }
 
 func (ec *executionContext) _Conversation_status(ctx context.Context, field graphql.CollectedField, obj *c360.Conversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -122,7 +122,7 @@ func (ec *executionContext) fieldContext_Conversation_status(_ context.Context, 
 }
 
 func (ec *executionContext) _Conversation_lastMessageAt(ctx context.Context, field graphql.CollectedField, obj *c360.Conversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -145,7 +145,7 @@ func (ec *executionContext) fieldContext_Conversation_lastMessageAt(_ context.Co
 }
 
 func (ec *executionContext) _Conversation_messages(ctx context.Context, field graphql.CollectedField, obj *c360.Conversation) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -189,7 +189,7 @@ func (ec *executionContext) fieldContext_Conversation_messages(ctx context.Conte
 }
 
 func (ec *executionContext) _ConversationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.ConversationConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -221,7 +221,7 @@ func (ec *executionContext) fieldContext_ConversationConnection_edges(_ context.
 }
 
 func (ec *executionContext) _ConversationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.ConversationConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -253,7 +253,7 @@ func (ec *executionContext) fieldContext_ConversationConnection_pageInfo(_ conte
 }
 
 func (ec *executionContext) _ConversationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.ConversationEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -276,7 +276,7 @@ func (ec *executionContext) fieldContext_ConversationEdge_cursor(_ context.Conte
 }
 
 func (ec *executionContext) _ConversationEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.ConversationEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -308,7 +308,7 @@ func (ec *executionContext) fieldContext_ConversationEdge_node(_ context.Context
 }
 
 func (ec *executionContext) _Message_id(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -331,7 +331,7 @@ func (ec *executionContext) fieldContext_Message_id(_ context.Context, field gra
 }
 
 func (ec *executionContext) _Message_channel(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -354,7 +354,7 @@ func (ec *executionContext) fieldContext_Message_channel(_ context.Context, fiel
 }
 
 func (ec *executionContext) _Message_direction(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -377,7 +377,7 @@ func (ec *executionContext) fieldContext_Message_direction(_ context.Context, fi
 }
 
 func (ec *executionContext) _Message_body(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -418,7 +418,7 @@ func (ec *executionContext) fieldContext_Message_body(_ context.Context, field g
 }
 
 func (ec *executionContext) _Message_mediaUrls(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -441,7 +441,7 @@ func (ec *executionContext) fieldContext_Message_mediaUrls(_ context.Context, fi
 }
 
 func (ec *executionContext) _Message_status(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -464,7 +464,7 @@ func (ec *executionContext) fieldContext_Message_status(_ context.Context, field
 }
 
 func (ec *executionContext) _Message_providerId(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -487,7 +487,7 @@ func (ec *executionContext) fieldContext_Message_providerId(_ context.Context, f
 }
 
 func (ec *executionContext) _Message_createdAt(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -510,7 +510,7 @@ func (ec *executionContext) fieldContext_Message_createdAt(_ context.Context, fi
 }
 
 func (ec *executionContext) _Message_errorCode(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -533,7 +533,7 @@ func (ec *executionContext) fieldContext_Message_errorCode(_ context.Context, fi
 }
 
 func (ec *executionContext) _MessageConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.MessageConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -565,7 +565,7 @@ func (ec *executionContext) fieldContext_MessageConnection_edges(_ context.Conte
 }
 
 func (ec *executionContext) _MessageConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.MessageConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -597,7 +597,7 @@ func (ec *executionContext) fieldContext_MessageConnection_pageInfo(_ context.Co
 }
 
 func (ec *executionContext) _MessageEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.MessageEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -620,7 +620,7 @@ func (ec *executionContext) fieldContext_MessageEdge_cursor(_ context.Context, f
 }
 
 func (ec *executionContext) _MessageEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.MessageEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

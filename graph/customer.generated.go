@@ -82,7 +82,7 @@ func (ec *executionContext) field_Customer_events_args(ctx context.Context, rawA
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _Consent_channel(ctx context.Context, field graphql.CollectedField, obj *c360.Consent) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -105,7 +105,7 @@ func (ec *executionContext) fieldContext_Consent_channel(_ context.Context, fiel
 }
 
 func (ec *executionContext) _Consent_status(ctx context.Context, field graphql.CollectedField, obj *c360.Consent) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -128,7 +128,7 @@ func (ec *executionContext) fieldContext_Consent_status(_ context.Context, field
 }
 
 func (ec *executionContext) _Consent_updatedAt(ctx context.Context, field graphql.CollectedField, obj *c360.Consent) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -151,7 +151,7 @@ func (ec *executionContext) fieldContext_Consent_updatedAt(_ context.Context, fi
 }
 
 func (ec *executionContext) _Consent_source(ctx context.Context, field graphql.CollectedField, obj *c360.Consent) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -174,7 +174,7 @@ func (ec *executionContext) fieldContext_Consent_source(_ context.Context, field
 }
 
 func (ec *executionContext) _Customer_id(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -197,7 +197,7 @@ func (ec *executionContext) fieldContext_Customer_id(_ context.Context, field gr
 }
 
 func (ec *executionContext) _Customer_traits(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -250,7 +250,7 @@ func (ec *executionContext) fieldContext_Customer_traits(_ context.Context, fiel
 }
 
 func (ec *executionContext) _Customer_identities(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -300,7 +300,7 @@ func (ec *executionContext) fieldContext_Customer_identities(_ context.Context, 
 }
 
 func (ec *executionContext) _Customer_version(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -323,7 +323,7 @@ func (ec *executionContext) fieldContext_Customer_version(_ context.Context, fie
 }
 
 func (ec *executionContext) _Customer_events(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -385,7 +385,7 @@ func (ec *executionContext) fieldContext_Customer_events(ctx context.Context, fi
 }
 
 func (ec *executionContext) _Customer_conversations(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -447,7 +447,7 @@ func (ec *executionContext) fieldContext_Customer_conversations(ctx context.Cont
 }
 
 func (ec *executionContext) _Customer_consents(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -497,7 +497,7 @@ func (ec *executionContext) fieldContext_Customer_consents(_ context.Context, fi
 }
 
 func (ec *executionContext) _Customer_createdAt(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -520,7 +520,7 @@ func (ec *executionContext) fieldContext_Customer_createdAt(_ context.Context, f
 }
 
 func (ec *executionContext) _Customer_updatedAt(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -543,7 +543,7 @@ func (ec *executionContext) fieldContext_Customer_updatedAt(_ context.Context, f
 }
 
 func (ec *executionContext) _Customer_observations(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -593,7 +593,7 @@ func (ec *executionContext) fieldContext_Customer_observations(_ context.Context
 }
 
 func (ec *executionContext) _Customer_merges(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -643,7 +643,7 @@ func (ec *executionContext) fieldContext_Customer_merges(_ context.Context, fiel
 }
 
 func (ec *executionContext) _Customer_traitSources(ctx context.Context, field graphql.CollectedField, obj *c360.Customer) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -693,7 +693,7 @@ func (ec *executionContext) fieldContext_Customer_traitSources(_ context.Context
 }
 
 func (ec *executionContext) _CustomerConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.CustomerConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -725,7 +725,7 @@ func (ec *executionContext) fieldContext_CustomerConnection_edges(_ context.Cont
 }
 
 func (ec *executionContext) _CustomerConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.CustomerConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -757,7 +757,7 @@ func (ec *executionContext) fieldContext_CustomerConnection_pageInfo(_ context.C
 }
 
 func (ec *executionContext) _CustomerEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.CustomerEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -780,7 +780,7 @@ func (ec *executionContext) fieldContext_CustomerEdge_cursor(_ context.Context, 
 }
 
 func (ec *executionContext) _CustomerEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.CustomerEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -812,7 +812,7 @@ func (ec *executionContext) fieldContext_CustomerEdge_node(_ context.Context, fi
 }
 
 func (ec *executionContext) _Identity_type(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -835,7 +835,7 @@ func (ec *executionContext) fieldContext_Identity_type(_ context.Context, field 
 }
 
 func (ec *executionContext) _Identity_value(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -876,7 +876,7 @@ func (ec *executionContext) fieldContext_Identity_value(_ context.Context, field
 }
 
 func (ec *executionContext) _Identity_firstSeen(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -899,7 +899,7 @@ func (ec *executionContext) fieldContext_Identity_firstSeen(_ context.Context, f
 }
 
 func (ec *executionContext) _Identity_lastSeen(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -922,7 +922,7 @@ func (ec *executionContext) fieldContext_Identity_lastSeen(_ context.Context, fi
 }
 
 func (ec *executionContext) _Identity_source(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

@@ -27,7 +27,7 @@ import (
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _IdentityLimit_type(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityLimit) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -50,7 +50,7 @@ func (ec *executionContext) fieldContext_IdentityLimit_type(_ context.Context, f
 }
 
 func (ec *executionContext) _IdentityLimit_limit(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityLimit) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -73,7 +73,7 @@ func (ec *executionContext) fieldContext_IdentityLimit_limit(_ context.Context, 
 }
 
 func (ec *executionContext) _IdentityRules_limits(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRules) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -105,7 +105,7 @@ func (ec *executionContext) fieldContext_IdentityRules_limits(_ context.Context,
 }
 
 func (ec *executionContext) _IdentityRules_defaultLimit(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRules) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -128,7 +128,7 @@ func (ec *executionContext) fieldContext_IdentityRules_defaultLimit(_ context.Co
 }
 
 func (ec *executionContext) _IdentityRules_priority(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRules) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -151,7 +151,7 @@ func (ec *executionContext) fieldContext_IdentityRules_priority(_ context.Contex
 }
 
 func (ec *executionContext) _IdentityRules_blocked(ctx context.Context, field graphql.CollectedField, obj *c360.IdentityRules) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -174,7 +174,7 @@ func (ec *executionContext) fieldContext_IdentityRules_blocked(_ context.Context
 }
 
 func (ec *executionContext) _MergeRecord_id(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -197,7 +197,7 @@ func (ec *executionContext) fieldContext_MergeRecord_id(_ context.Context, field
 }
 
 func (ec *executionContext) _MergeRecord_kind(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -220,7 +220,7 @@ func (ec *executionContext) fieldContext_MergeRecord_kind(_ context.Context, fie
 }
 
 func (ec *executionContext) _MergeRecord_survivorId(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -243,7 +243,7 @@ func (ec *executionContext) fieldContext_MergeRecord_survivorId(_ context.Contex
 }
 
 func (ec *executionContext) _MergeRecord_mergedId(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -266,7 +266,7 @@ func (ec *executionContext) fieldContext_MergeRecord_mergedId(_ context.Context,
 }
 
 func (ec *executionContext) _MergeRecord_identity(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -298,7 +298,7 @@ func (ec *executionContext) fieldContext_MergeRecord_identity(_ context.Context,
 }
 
 func (ec *executionContext) _MergeRecord_eventId(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -321,7 +321,7 @@ func (ec *executionContext) fieldContext_MergeRecord_eventId(_ context.Context, 
 }
 
 func (ec *executionContext) _MergeRecord_reason(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -362,7 +362,7 @@ func (ec *executionContext) fieldContext_MergeRecord_reason(_ context.Context, f
 }
 
 func (ec *executionContext) _MergeRecord_actor(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -385,7 +385,7 @@ func (ec *executionContext) fieldContext_MergeRecord_actor(_ context.Context, fi
 }
 
 func (ec *executionContext) _MergeRecord_createdAt(ctx context.Context, field graphql.CollectedField, obj *c360.MergeRecord) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -408,7 +408,7 @@ func (ec *executionContext) fieldContext_MergeRecord_createdAt(_ context.Context
 }
 
 func (ec *executionContext) _SplitResult_original(ctx context.Context, field graphql.CollectedField, obj *c360.SplitResult) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -440,7 +440,7 @@ func (ec *executionContext) fieldContext_SplitResult_original(_ context.Context,
 }
 
 func (ec *executionContext) _SplitResult_split(ctx context.Context, field graphql.CollectedField, obj *c360.SplitResult) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -472,7 +472,7 @@ func (ec *executionContext) fieldContext_SplitResult_split(_ context.Context, fi
 }
 
 func (ec *executionContext) _SplitResult_movedEvents(ctx context.Context, field graphql.CollectedField, obj *c360.SplitResult) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -495,7 +495,7 @@ func (ec *executionContext) fieldContext_SplitResult_movedEvents(_ context.Conte
 }
 
 func (ec *executionContext) _SplitResult_movedConversations(ctx context.Context, field graphql.CollectedField, obj *c360.SplitResult) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -518,7 +518,7 @@ func (ec *executionContext) fieldContext_SplitResult_movedConversations(_ contex
 }
 
 func (ec *executionContext) _TraitSource_name(ctx context.Context, field graphql.CollectedField, obj *c360.TraitSource) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -541,7 +541,7 @@ func (ec *executionContext) fieldContext_TraitSource_name(_ context.Context, fie
 }
 
 func (ec *executionContext) _TraitSource_value(ctx context.Context, field graphql.CollectedField, obj *c360.TraitSource) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -582,7 +582,7 @@ func (ec *executionContext) fieldContext_TraitSource_value(_ context.Context, fi
 }
 
 func (ec *executionContext) _TraitSource_source(ctx context.Context, field graphql.CollectedField, obj *c360.TraitSource) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -605,7 +605,7 @@ func (ec *executionContext) fieldContext_TraitSource_source(_ context.Context, f
 }
 
 func (ec *executionContext) _TraitSource_observedAt(ctx context.Context, field graphql.CollectedField, obj *c360.TraitSource) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

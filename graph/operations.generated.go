@@ -27,7 +27,7 @@ import (
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _DeadLetter_id(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -50,7 +50,7 @@ func (ec *executionContext) fieldContext_DeadLetter_id(_ context.Context, field 
 }
 
 func (ec *executionContext) _DeadLetter_source(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -73,7 +73,7 @@ func (ec *executionContext) fieldContext_DeadLetter_source(_ context.Context, fi
 }
 
 func (ec *executionContext) _DeadLetter_dedupeKey(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -96,7 +96,7 @@ func (ec *executionContext) fieldContext_DeadLetter_dedupeKey(_ context.Context,
 }
 
 func (ec *executionContext) _DeadLetter_eventType(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -119,7 +119,7 @@ func (ec *executionContext) fieldContext_DeadLetter_eventType(_ context.Context,
 }
 
 func (ec *executionContext) _DeadLetter_event(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -160,7 +160,7 @@ func (ec *executionContext) fieldContext_DeadLetter_event(_ context.Context, fie
 }
 
 func (ec *executionContext) _DeadLetter_error(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -183,7 +183,7 @@ func (ec *executionContext) fieldContext_DeadLetter_error(_ context.Context, fie
 }
 
 func (ec *executionContext) _DeadLetter_attempts(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -206,7 +206,7 @@ func (ec *executionContext) fieldContext_DeadLetter_attempts(_ context.Context, 
 }
 
 func (ec *executionContext) _DeadLetter_firstFailedAt(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -229,7 +229,7 @@ func (ec *executionContext) fieldContext_DeadLetter_firstFailedAt(_ context.Cont
 }
 
 func (ec *executionContext) _DeadLetter_lastFailedAt(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -252,7 +252,7 @@ func (ec *executionContext) fieldContext_DeadLetter_lastFailedAt(_ context.Conte
 }
 
 func (ec *executionContext) _DeadLetter_replayedAt(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -275,7 +275,7 @@ func (ec *executionContext) fieldContext_DeadLetter_replayedAt(_ context.Context
 }
 
 func (ec *executionContext) _DeadLetter_replayedEventId(ctx context.Context, field graphql.CollectedField, obj *c360.DeadLetter) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -298,7 +298,7 @@ func (ec *executionContext) fieldContext_DeadLetter_replayedEventId(_ context.Co
 }
 
 func (ec *executionContext) _DeadLetterConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.DeadLetterConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -330,7 +330,7 @@ func (ec *executionContext) fieldContext_DeadLetterConnection_edges(_ context.Co
 }
 
 func (ec *executionContext) _DeadLetterConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.DeadLetterConnection) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -362,7 +362,7 @@ func (ec *executionContext) fieldContext_DeadLetterConnection_pageInfo(_ context
 }
 
 func (ec *executionContext) _DeadLetterEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.DeadLetterEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -385,7 +385,7 @@ func (ec *executionContext) fieldContext_DeadLetterEdge_cursor(_ context.Context
 }
 
 func (ec *executionContext) _DeadLetterEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.DeadLetterEdge) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

@@ -481,7 +481,7 @@ func (ec *executionContext) field_Query_deadLetters_args(ctx context.Context, ra
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _Mutation_recordObservation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -543,7 +543,7 @@ func (ec *executionContext) fieldContext_Mutation_recordObservation(ctx context.
 }
 
 func (ec *executionContext) _Mutation_verifyObservation(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -605,7 +605,7 @@ func (ec *executionContext) fieldContext_Mutation_verifyObservation(ctx context.
 }
 
 func (ec *executionContext) _Mutation_identify(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -667,7 +667,7 @@ func (ec *executionContext) fieldContext_Mutation_identify(ctx context.Context, 
 }
 
 func (ec *executionContext) _Mutation_track(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -729,7 +729,7 @@ func (ec *executionContext) fieldContext_Mutation_track(ctx context.Context, fie
 }
 
 func (ec *executionContext) _Mutation_updateIdentityRules(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -803,7 +803,7 @@ func (ec *executionContext) fieldContext_Mutation_updateIdentityRules(ctx contex
 }
 
 func (ec *executionContext) _Mutation_mergeCustomers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -877,7 +877,7 @@ func (ec *executionContext) fieldContext_Mutation_mergeCustomers(ctx context.Con
 }
 
 func (ec *executionContext) _Mutation_splitIdentity(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -951,7 +951,7 @@ func (ec *executionContext) fieldContext_Mutation_splitIdentity(ctx context.Cont
 }
 
 func (ec *executionContext) _Mutation_sendMessage(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1025,7 +1025,7 @@ func (ec *executionContext) fieldContext_Mutation_sendMessage(ctx context.Contex
 }
 
 func (ec *executionContext) _Mutation_replayDeadLetter(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1099,7 +1099,7 @@ func (ec *executionContext) fieldContext_Mutation_replayDeadLetter(ctx context.C
 }
 
 func (ec *executionContext) _Mutation_createApiKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1173,7 +1173,7 @@ func (ec *executionContext) fieldContext_Mutation_createApiKey(ctx context.Conte
 }
 
 func (ec *executionContext) _Mutation_revokeApiKey(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1247,7 +1247,7 @@ func (ec *executionContext) fieldContext_Mutation_revokeApiKey(ctx context.Conte
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1270,7 +1270,7 @@ func (ec *executionContext) fieldContext_PageInfo_hasNextPage(_ context.Context,
 }
 
 func (ec *executionContext) _PageInfo_endCursor(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1293,7 +1293,7 @@ func (ec *executionContext) fieldContext_PageInfo_endCursor(_ context.Context, f
 }
 
 func (ec *executionContext) _Query_customerContext(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1355,7 +1355,7 @@ func (ec *executionContext) fieldContext_Query_customerContext(ctx context.Conte
 }
 
 func (ec *executionContext) _Query_customer(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1417,7 +1417,7 @@ func (ec *executionContext) fieldContext_Query_customer(ctx context.Context, fie
 }
 
 func (ec *executionContext) _Query_customerByIdentity(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1479,7 +1479,7 @@ func (ec *executionContext) fieldContext_Query_customerByIdentity(ctx context.Co
 }
 
 func (ec *executionContext) _Query_customers(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1541,7 +1541,7 @@ func (ec *executionContext) fieldContext_Query_customers(ctx context.Context, fi
 }
 
 func (ec *executionContext) _Query_identityRules(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1591,7 +1591,7 @@ func (ec *executionContext) fieldContext_Query_identityRules(_ context.Context, 
 }
 
 func (ec *executionContext) _Query_deadLetters(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1653,7 +1653,7 @@ func (ec *executionContext) fieldContext_Query_deadLetters(ctx context.Context, 
 }
 
 func (ec *executionContext) _Query_apiKeys(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1703,7 +1703,7 @@ func (ec *executionContext) fieldContext_Query_apiKeys(_ context.Context, field 
 }
 
 func (ec *executionContext) _Query_auditLog(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1765,7 +1765,7 @@ func (ec *executionContext) fieldContext_Query_auditLog(ctx context.Context, fie
 }
 
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -1809,7 +1809,7 @@ func (ec *executionContext) fieldContext_Query___type(ctx context.Context, field
 }
 
 func (ec *executionContext) _Query___schema(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

@@ -103,7 +103,7 @@ func (ec *executionContext) field_Subscription_customerChanges_args(ctx context.
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _CustomerChange_cursor(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -126,7 +126,7 @@ func (ec *executionContext) fieldContext_CustomerChange_cursor(_ context.Context
 }
 
 func (ec *executionContext) _CustomerChange_kind(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -149,7 +149,7 @@ func (ec *executionContext) fieldContext_CustomerChange_kind(_ context.Context, 
 }
 
 func (ec *executionContext) _CustomerChange_version(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -172,7 +172,7 @@ func (ec *executionContext) fieldContext_CustomerChange_version(_ context.Contex
 }
 
 func (ec *executionContext) _CustomerChange_customer(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -204,7 +204,7 @@ func (ec *executionContext) fieldContext_CustomerChange_customer(_ context.Conte
 }
 
 func (ec *executionContext) _CustomerChange_customerId(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -227,7 +227,7 @@ func (ec *executionContext) fieldContext_CustomerChange_customerId(_ context.Con
 }
 
 func (ec *executionContext) _CustomerChange_diff(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,
@@ -268,7 +268,7 @@ func (ec *executionContext) fieldContext_CustomerChange_diff(_ context.Context, 
 }
 
 func (ec *executionContext) _CustomerChange_at(ctx context.Context, field graphql.CollectedField, obj *hub.Change) (ret graphql.Marshaler) {
-	return graphql.ResolveField(
+	return resolveLeaf(ec.Resolvers,
 		ctx,
 		ec.OperationContext,
 		field,

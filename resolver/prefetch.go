@@ -281,3 +281,8 @@ func primePages[T any](l primer[pageKey, *c360.Page[T]], m map[int64]*c360.Page[
 		l.Prime(pageKey{id, args}, p)
 	}
 }
+
+// ResolveLeavesDirectly implements graph.DirectLeaves: the server installs
+// no field interceptor (server.TestNoFieldInterceptors), so plain scalar
+// fields may skip gqlgen's per-field middleware.
+func (r *Resolver) ResolveLeavesDirectly() bool { return true }
