@@ -5,6 +5,7 @@
 package scalar
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"strconv"
@@ -75,10 +76,24 @@ func UnmarshalJSON(v any) (map[string]any, error) {
 }
 
 // MarshalTime writes an RFC 3339 timestamp in UTC.
-func MarshalTime(t time.Time) graphql.Marshaler {
-	return graphql.WriterFunc(func(w io.Writer) {
-		io.WriteString(w, strconv.Quote(t.UTC().Format(time.RFC3339Nano)))
-	})
+func MarshalTime(t time.Time) graphql.Marshaler { return timeValue(t) }
+
+// timeValue writes a time as an RFC 3339 string. A response is written
+// into a bytes.Buffer, where the time is formatted in place: a profile
+// holds dozens of times, and formatting each into a string of its own, then
+// quoting it into another, made two garbage strings a time. RFC 3339 needs
+// no escaping.
+type timeValue time.Time
+
+func (t timeValue) MarshalGQL(w io.Writer) {
+	u := time.Time(t).UTC()
+	if b, ok := w.(*bytes.Buffer); ok {
+		p := append(b.AvailableBuffer(), '"')
+		p = u.AppendFormat(p, time.RFC3339Nano)
+		b.Write(append(p, '"'))
+		return
+	}
+	io.WriteString(w, `"`+u.Format(time.RFC3339Nano)+`"`)
 }
 
 // UnmarshalTime reads an RFC 3339 timestamp.

@@ -1,0 +1,46 @@
+package scalar
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A time is written as an RFC 3339 JSON string in UTC, into a buffer or
+// any other writer alike, and reads back as the same instant.
+func TestMarshalTime(t *testing.T) {
+	zone := time.FixedZone("", 5*3600+30*60)
+	for _, in := range []time.Time{
+		time.Date(2025, 3, 1, 11, 58, 0, 0, time.UTC),
+		time.Date(2025, 3, 1, 11, 58, 0, 123456789, zone),
+		time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+	} {
+		var buf bytes.Buffer
+		buf.WriteString("[")
+		MarshalTime(in).MarshalGQL(&buf)
+		buf.WriteString("]")
+		var other strings.Builder
+		MarshalTime(in).MarshalGQL(&other)
+		want := `"` + in.UTC().Format(time.RFC3339Nano) + `"`
+		if buf.String() != "["+want+"]" || other.String() != want {
+			t.Errorf("%v: wrote %s and %s, want %s", in, buf.String(), other.String(), want)
+		}
+		var s string
+		if err := json.Unmarshal([]byte(other.String()), &s); err != nil {
+			t.Fatalf("%v: %s is not a JSON string: %v", in, other.String(), err)
+		}
+		got, err := UnmarshalTime(s)
+		if err != nil || !got.Equal(in) {
+			t.Errorf("%v: read back %v, %v", in, got, err)
+		}
+	}
+	var buf bytes.Buffer
+	buf.Grow(1024)
+	m := MarshalTime(time.Now())
+	if n := testing.AllocsPerRun(100, func() { buf.Reset(); m.MarshalGQL(&buf) }); n != 0 {
+		t.Errorf("writing a time into a buffer costs %v allocations, want none", n)
+	}
+}
