@@ -182,18 +182,19 @@ func (q *queue) close(err error) {
 	q.mu.Unlock()
 }
 
-// wait blocks until the queue holds a change or is closed, or ctx ends.
-func (q *queue) wait(ctx context.Context) {
+// wait blocks until the queue holds a change or is closed. A token left in
+// ready by a change already taken does not end it.
+func (q *queue) wait() {
+	for !q.hasWork() {
+		<-q.ready
+	}
+}
+
+// hasWork reports whether the queue holds a change or is closed.
+func (q *queue) hasWork() bool {
 	q.mu.Lock()
-	n, closed := len(q.changes), q.closed
-	q.mu.Unlock()
-	if n > 0 || closed {
-		return
-	}
-	select {
-	case <-q.ready:
-	case <-ctx.Done():
-	}
+	defer q.mu.Unlock()
+	return len(q.changes) > 0 || q.closed
 }
 
 // pop waits for the next change. It returns the queue's error once the

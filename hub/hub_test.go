@@ -296,9 +296,10 @@ func TestChangeShared(t *testing.T) {
 	}
 }
 
-// Wait returns once Next has a change to return at once, when its context
-// ends, and when the stream is closed; Next returns ctx's error when ctx
-// ends while it waits.
+// Wait returns once Next has a change to return at once, at once when its
+// context has ended, and when the stream is closed (it does not watch its
+// context while it blocks); Next returns ctx's error when ctx ends while it
+// waits.
 func TestStreamWait(t *testing.T) {
 	e := newEnv(t, hub.Options{})
 	id := e.identify(t, "w@example.com", nil)

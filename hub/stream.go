@@ -20,9 +20,12 @@ type Stream interface {
 	// from any goroutine, more than once.
 	Close()
 	// Wait blocks until Next has a change to return without waiting for
-	// the hub, the stream ends, or ctx ends. Like Next, it is called from
-	// the stream's goroutine. It lets a caller block where its stack is
-	// shallow (see resolver.SharedSubscriptions).
+	// the hub, or the stream ends: Close ends a Wait. It returns at once
+	// when ctx has ended, but it does not watch ctx while it blocks (that
+	// would cost it a select's frame): a caller closes the stream when ctx
+	// ends. Like Next, it is called from the stream's goroutine. It lets a
+	// caller block where its stack is shallow (see
+	// resolver.SharedSubscriptions).
 	Wait(ctx context.Context)
 }
 
@@ -221,9 +224,12 @@ func (st *CustomerStream) readFeed(ctx context.Context) error {
 	return nil
 }
 
-// Wait blocks until Next has something to return, or ctx ends. It reads the
-// feed first when the stream is replaying.
+// Wait blocks until Next has something to return, or the stream ends. It
+// reads the feed first when the stream is replaying.
 func (st *CustomerStream) Wait(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
 	if len(st.pending) == 0 && st.replay && st.readFeed(ctx) != nil {
 		return // Next reads again and returns the error
 	}
@@ -234,7 +240,7 @@ func (st *CustomerStream) Wait(ctx context.Context) {
 	sub := st.sub
 	st.mu.Unlock()
 	if sub != nil {
-		sub.q.wait(ctx)
+		sub.q.wait()
 	}
 }
 
@@ -325,8 +331,12 @@ func (st *WorkspaceStream) Next(ctx context.Context) (*Change, error) {
 	return st.sub.q.pop(ctx)
 }
 
-// Wait blocks until Next has something to return, or ctx ends.
-func (st *WorkspaceStream) Wait(ctx context.Context) { st.sub.q.wait(ctx) }
+// Wait blocks until Next has something to return, or the stream ends.
+func (st *WorkspaceStream) Wait(ctx context.Context) {
+	if ctx.Err() == nil {
+		st.sub.q.wait()
+	}
+}
 
 // Close unregisters the stream.
 func (st *WorkspaceStream) Close() {

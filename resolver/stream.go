@@ -75,6 +75,11 @@ func (x *SharedSubscriptions) InterceptOperation(ctx context.Context, next graph
 	if oc == nil || oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
 		return next(ctx)
 	}
+	// A subscription's operation lives as long as it does: what the
+	// extensions recorded of its validation (the complexity limit's
+	// figures) is of no use to anyone once it runs.
+	oc.Stats = graphql.Stats{OperationStart: oc.Stats.OperationStart, Read: oc.Stats.Read,
+		Parsing: oc.Stats.Parsing, Validation: oc.Stats.Validation}
 	return next(context.WithValue(ctx, holderKey{}, &holder{key: fingerprint(ctx, oc)}))
 }
 
@@ -90,11 +95,22 @@ func (x *SharedSubscriptions) InterceptResponse(ctx context.Context, next graphq
 	}
 	// A subscription's goroutine spends its idle life here, and its stack
 	// is much of what an idle subscriber costs. Executing the operation
-	// grew it to 8 KiB; the runtime halves a stack at GC when less than a
-	// quarter of it is in use. Waiting in the stream's Wait, a few small
-	// frames below gqlgen's, keeps that true down to 4 KiB, where waiting
-	// inside next (closures, Next, its queue) would not.
+	// grew it to 8 KiB or more; the runtime halves a stack at GC when less
+	// than a quarter of it is in use, counting 800 bytes of guard. Waiting
+	// in the stream's Wait, a few small frames below gqlgen's, keeps that
+	// true down to 4 KiB, where waiting inside next (closures, Next, its
+	// queue) would not. Waiting shallow also keeps down the average stack
+	// in use, from which the runtime sizes new goroutines' stacks (see
+	// server's wsConn.NextReader): the rest is in respond, whose frame is
+	// not on the stack while this one waits, and Wait blocks on one
+	// channel, not in a select.
 	h.src.st.Wait(ctx)
+	return x.respond(ctx, h, next)
+}
+
+// respond serves the next response of a subscription from its source, once
+// Wait returned.
+func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graphql.ResponseHandler) *graphql.Response {
 	c, put, err := h.src.next(ctx)
 	if err == nil && x.KeyActive != nil {
 		if p := c360.PrincipalFromContext(ctx); p != nil && c360.ErrorCode(x.KeyActive(ctx, p)) == c360.EUNAUTHENTICATED {
@@ -223,7 +239,13 @@ func serve[T any](ctx context.Context, st hub.Stream, convert func(context.Conte
 		return nil, c360.Errorf(c360.EINTERNAL, "subscriptions are served without resolver.SharedSubscriptions")
 	}
 	ch := make(chan T, 1)
+	// Closing the stream also ends a Wait, which does not watch ctx.
 	context.AfterFunc(ctx, st.Close)
+	// The field's arguments were read: gqlgen keeps its context as long as
+	// the subscription lives, and nothing reads them again.
+	if fc := graphql.GetFieldContext(ctx); fc != nil {
+		fc.Args = nil
+	}
 	h.src = &source{
 		st: st,
 		next: func(ctx context.Context) (*hub.Change, func(), error) {
