@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/executor"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -115,9 +116,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // routes declares every route of the core server; connectors add theirs with Handle.
 func (s *Server) routes() {
-	gql := s.graphQLHandler()
+	gql, wsExec := s.graphQLHandler()
 	// WebSocket connections authenticate in connection_init, not with a header.
-	overHTTP, overWS := s.authenticate(s.resolver.Middleware(gql)), s.ws.serve(gql)
+	overHTTP, overWS := s.authenticate(s.resolver.Middleware(gql)), s.ws.serve(s.websocketTransport(), wsExec)
 	s.mux.Handle("/graphql", s.instrument("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) {
 			overWS.ServeHTTP(w, r)
@@ -151,11 +152,32 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
-func (s *Server) graphQLHandler() http.Handler {
-	h := handler.New(graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver,
-		Directives: s.resolver.Directives(), Complexity: complexity()}))
+// graphQLHandler returns the GraphQL handler of HTTP requests, and the
+// executor of websocket connections: both run operations alike (one
+// configuration, executorConfig), but gqlgen's websocket transport runs
+// straight on the executor (see websockets.serve).
+func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
+	es := graph.NewExecutableSchema(graph.Config{Resolvers: s.resolver,
+		Directives: s.resolver.Directives(), Complexity: complexity()})
+	h := handler.New(es)
+	h.AddTransport(transport.Options{})
+	h.AddTransport(transport.GET{})
+	// SSE before POST: it claims POSTs that accept text/event-stream.
+	h.AddTransport(transport.SSE{})
+	h.AddTransport(transport.POST{})
+	s.configureExecutor(h)
+	h.SetValidationRulesFn(validationRules(s.cfg.Limits.MaxFields))
+	ws := executor.New(es)
+	s.configureExecutor(ws)
+	ws.SetDefaultRulesFn(validationRules(s.cfg.Limits.MaxFields))
+	return h, ws
+}
+
+// websocketTransport is gqlgen's GraphQL over WebSocket, on gorilla (see
+// websocket.go).
+func (s *Server) websocketTransport() transport.Websocket {
 	readLimit := s.ws.cfg.ReadLimit
-	h.AddTransport(transport.Websocket{
+	return transport.Websocket{
 		Implementation: s.ws,
 		InitFunc:       s.websocketInit,
 		// The legacy graphql-ws protocol's "ka" messages; both protocols
@@ -165,16 +187,27 @@ func (s *Server) graphQLHandler() http.Handler {
 		ErrorFunc: func(ctx context.Context, err error) {
 			s.cfg.Logger.Debug("graphql websocket", "error", err)
 		},
-	})
-	h.AddTransport(transport.Options{})
-	h.AddTransport(transport.GET{})
-	// SSE before POST: it claims POSTs that accept text/event-stream.
-	h.AddTransport(transport.SSE{})
-	h.AddTransport(transport.POST{})
+	}
+}
+
+// executorConfig is what *handler.Server and *executor.Executor share.
+type executorConfig interface {
+	SetQueryCache(graphql.Cache[*ast.QueryDocument])
+	SetParserTokenLimit(int)
+	SetDisableSuggestion(bool)
+	Use(graphql.HandlerExtension)
+	AroundRootFields(graphql.RootFieldMiddleware)
+	AroundOperations(graphql.OperationMiddleware)
+	SetErrorPresenter(graphql.ErrorPresenterFunc)
+	SetRecoverFunc(graphql.RecoverFunc)
+}
+
+// configureExecutor sets how operations run, whatever their transport; the
+// validation rules are set apart (the two types name that setter apart).
+func (s *Server) configureExecutor(h executorConfig) {
 	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	lim := s.cfg.Limits
 	h.SetParserTokenLimit(lim.MaxTokens)
-	h.SetValidationRulesFn(validationRules(lim.MaxFields))
 	// "Did you mean ...?" would map the schema for a caller that cannot
 	// introspect it.
 	h.SetDisableSuggestion(!s.cfg.Dev)
@@ -193,7 +226,6 @@ func (s *Server) graphQLHandler() http.Handler {
 		s.cfg.Logger.Error("panic in resolver", "panic", v, "path", graphql.GetPath(ctx).String())
 		return &c360.Error{Code: c360.EINTERNAL, Message: "internal error"}
 	})
-	return h
 }
 
 // presentError maps every resolver error to a GraphQL error with

@@ -13,12 +13,15 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,9 +105,12 @@ func ParseOrigins(s string) []string {
 
 // Buffer sizes of a GraphQL websocket connection: its own read buffer, and
 // the write buffers it borrows from a pool for the time of one message (a
-// longer message goes out in more than one frame).
+// longer message goes out in more than one frame). The read buffer is the
+// smallest allocation size above 256 bytes: gorilla reads through the
+// reader the upgrade hijacked when it is larger than that (see
+// upgradeWriter.Hijack).
 const (
-	wsReadBufferSize  = 256
+	wsReadBufferSize  = 288
 	wsWriteBufferSize = 4096
 )
 
@@ -115,6 +121,9 @@ type websockets struct {
 	cfg      WebsocketConfig
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	// transport serves each connection, running operations on exec.
+	transport transport.Websocket
+	exec      graphql.GraphExecutor
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
@@ -141,12 +150,15 @@ func newWebsockets(cfg WebsocketConfig, log *slog.Logger, reg *prometheus.Regist
 		// An idle connection should hold as few bytes as possible. With
 		// zero sizes and no pool, gorilla would keep net/http's 4 KiB
 		// reader and writer for the life of the connection. Instead it
-		// reads through a small buffer of its own (client messages are
-		// small and rare; a larger one is read straight from the socket)
-		// and borrows a write buffer from a pool only while it writes a
+		// reads through a small buffer (client messages are small and
+		// rare; a larger one is read straight from the socket) and
+		// borrows a write buffer from a pool only while it writes a
 		// message. net/http's buffers are garbage once its handler returns
-		// (see serve).
-		ReadBufferSize:  wsReadBufferSize,
+		// (see serve). The read buffer is the one upgradeWriter.Hijack
+		// hands over, which gorilla adopts when ReadBufferSize is zero: the
+		// connection can then tell when gorilla holds nothing unread (see
+		// wsConn.NextReader).
+		ReadBufferSize:  0,
 		WriteBufferSize: wsWriteBufferSize,
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{protocolTransportWS, protocolGraphQLWS},
@@ -185,14 +197,40 @@ func (ws *websockets) originAllowed(r *http.Request) bool {
 
 // wsState carries a connection from the request that opened it (by way of
 // its upgradeWriter) to Accept, and to the subscriptions that may need to
-// close it.
+// close it. It is also the connection's context (see serve), which is
+// never cancelled and holds few values: the request's http.ServerContextKey
+// and http.LocalAddrContextKey, and itself under wsStateKey.
 type wsState struct {
+	context.Context // context.Background()
+	srv, laddr      any
+
 	mu   sync.Mutex
 	conn *wsConn
 	// handoff receives once net/http's handler may return: the connection
 	// was hijacked, or gqlgen is done with the request.
 	handoff chan struct{}
 }
+
+func newWSState(r *http.Request) *wsState {
+	ctx := r.Context()
+	return &wsState{Context: context.Background(), handoff: make(chan struct{}, 1),
+		srv: ctx.Value(http.ServerContextKey), laddr: ctx.Value(http.LocalAddrContextKey)}
+}
+
+// Value implements context.Context.
+func (st *wsState) Value(key any) any {
+	switch key {
+	case wsStateKey{}:
+		return st
+	case http.ServerContextKey:
+		return st.srv
+	case http.LocalAddrContextKey:
+		return st.laddr
+	}
+	return nil
+}
+
+func (st *wsState) String() string { return "graphql websocket connection" }
 
 func (st *wsState) handOff() {
 	select {
@@ -210,8 +248,15 @@ func (st *wsState) get() *wsConn {
 }
 
 // serve is the entry for websocket upgrades of /graphql: it checks the
-// origin, then hands the request to gqlgen, whose transport calls Accept. It
-// makes sure the connection is closed when gqlgen is done with it.
+// origin, then hands the request to gqlgen's transport t, which calls Accept
+// and runs operations on exec. It makes sure the connection is closed when
+// gqlgen is done with it.
+//
+// The transport runs on the executor directly, not under gqlgen's
+// handler.Server, whose ServeHTTP would only pick the transport and recover
+// panics (finish does), and add 440 bytes of frames to every idle
+// connection's read loop (see wsConn.NextReader) and a copy of the request
+// that its deferred recover keeps alive.
 //
 // gqlgen's transport reads the connection until it ends, on the goroutine
 // that calls it. That is not the HTTP handler's: net/http's goroutine for
@@ -221,41 +266,53 @@ func (st *wsState) get() *wsConn {
 // handler returns as soon as the connection is hijacked (or gqlgen is done,
 // when the upgrade failed), letting net/http's state go. The connection's
 // context is therefore not the request's, which net/http cancels when the
-// handler returns: it keeps the request's values, and the connection ends
-// when its socket does (closeAll closes them all at shutdown).
-func (ws *websockets) serve(gql http.Handler) http.Handler {
+// handler returns; nor is it derived from it, which would keep net/http's
+// per-connection contexts (and the map of their children) alive as long as
+// the socket. It keeps two of the request's values, those net/http sets
+// (middleware here sets none), and it is never cancelled: the connection
+// ends when its socket does (closeAll closes them all at shutdown), and
+// gqlgen then ends its subscriptions, whose contexts are its own (a
+// context to cancel here would cost every connection a cancelCtx, and the
+// map of its children).
+func (ws *websockets) serve(t transport.Websocket, exec graphql.GraphExecutor) http.Handler {
+	ws.transport, ws.exec = t, exec
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !ws.originAllowed(r) {
 			writeGraphQLError(w, http.StatusForbidden, c360.Errorf(c360.EFORBIDDEN, "origin %q is not allowed: see C360_ALLOWED_ORIGINS", r.Header.Get("Origin")))
 			return
 		}
-		st := &wsState{handoff: make(chan struct{}, 1)}
-		// The connection's context ends when gqlgen is done with it, and
-		// with it every subscription still running on it.
-		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-		ctx = context.WithValue(ctx, wsStateKey{}, st)
-		ctx = resolver.WithSlowSubscriberHandler(ctx, func() {
+		st := newWSState(r)
+		ctx := resolver.WithSlowSubscriberHandler(st, func() {
 			if c := st.get(); c != nil {
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
 			}
 		})
+		// gqlgen serves the connection on this goroutine until it ends,
+		// reading it beneath the goroutine's first frame for as long as it
+		// lives: every byte of frame above the read counts (see
+		// wsConn.NextReader), so this is the only one of ours. It keeps
+		// no reference to the request: gqlgen keeps what it needs.
+		uw, r := &upgradeWriter{ResponseWriter: w, st: st}, r.WithContext(ctx)
 		go func() {
-			defer cancel()
-			ws.run(gql, &upgradeWriter{ResponseWriter: w, st: st}, r.WithContext(ctx))
+			defer ws.finish(st)
+			ws.transport.Do(uw, r, ws.exec)
 		}()
 		<-st.handoff
 	})
 }
 
-// run lets gqlgen serve a websocket request until the connection ends. It
-// keeps no reference to the request: gqlgen keeps what it needs.
-func (ws *websockets) run(gql http.Handler, w *upgradeWriter, r *http.Request) {
-	st := w.st
-	defer st.handOff() // whatever happens, net/http's handler returns
-	gql.ServeHTTP(w, r)
+// finish ends a connection once gqlgen is done with it, or panicked (a
+// panic does not end the process, as gqlgen's handler would not let it):
+// it closes the connection and lets net/http's handler return if it has
+// not.
+func (ws *websockets) finish(st *wsState) {
+	if v := recover(); v != nil {
+		ws.log.Error("panic in graphql websocket", "panic", v)
+	}
 	if c := st.get(); c != nil {
 		c.fail(CloseNormal, "")
 	}
+	st.handOff()
 }
 
 // Accept implements transport.WebsocketImplementation with gorilla/websocket.
@@ -269,13 +326,14 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 	// hands them to every operation, which ours do not read: the handshake
 	// was their last use.
 	r.Header = nil
-	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS,
-		active: map[string]string{}, running: map[string]*wsSub{}}
+	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS}
 	ws.mu.Lock()
 	ws.conns[c] = struct{}{}
 	ws.mu.Unlock()
 	ws.open.Inc()
 	if uw, ok := w.(*upgradeWriter); ok {
+		c.br, c.raw = uw.br, uw.raw
+		uw.br, uw.raw = nil, nil
 		st := uw.st
 		st.mu.Lock()
 		st.conn = c
@@ -327,18 +385,34 @@ func (ws *websockets) closeAll() {
 // have returned (see serve), and a response writer must not be used after
 // that. It also lets go of net/http's writer then: gqlgen keeps the writer
 // it was given for as long as the connection lives.
+//
+// It also gives gorilla the reader it reads the connection through: a
+// small one of its own in place of net/http's, so that the connection knows
+// whether gorilla holds bytes it has not read yet (see wsConn.NextReader).
 type upgradeWriter struct {
 	http.ResponseWriter
 	hijacked bool
 	st       *wsState
+	// br is the reader handed to gorilla; raw is the socket, when it can
+	// be waited on for data without reading it. Accept takes both.
+	br  *bufio.Reader
+	raw syscall.RawConn
 }
 
 func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked, w.ResponseWriter = true, nil
+	if err != nil {
+		return conn, brw, err
 	}
-	return conn, brw, err
+	w.hijacked, w.ResponseWriter = true, nil
+	// A reader holding bytes already is left alone: gorilla refuses the
+	// upgrade then (the client sent data before the handshake was done).
+	if brw.Reader.Buffered() == 0 {
+		w.br = bufio.NewReaderSize(conn, wsReadBufferSize)
+		brw = bufio.NewReadWriter(w.br, brw.Writer)
+		w.raw = rawConn(conn)
+	}
+	return conn, brw, nil
 }
 
 func (w *upgradeWriter) Header() http.Header {
@@ -389,23 +463,28 @@ type wsConn struct {
 	ws     *websockets
 	conn   *websocket.Conn
 	legacy bool
+	// br is the reader gorilla reads the socket through, and raw the
+	// socket; raw is nil when it cannot be waited on (see NextReader).
+	br  *bufio.Reader
+	raw syscall.RawConn
 
 	wmu sync.Mutex // one writer at a time (gorilla allows one)
 
 	mu       sync.Mutex
 	initSeen bool
-	// active maps the id of each subscription the client has running to
-	// the id gqlgen knows it by; running holds every subscription gqlgen
-	// runs, by that id, until gqlgen ends it (one the client completed
-	// may still be winding down).
-	active    map[string]string
-	running   map[string]*wsSub
+	// subs holds every subscription gqlgen runs, until gqlgen ends it
+	// (one the client completed may still be winding down). A slice: a
+	// connection holds one or a few, and a map of one entry costs ten
+	// times as much.
+	subs      []wsSub
 	seq       uint64
 	closing   bool // a close frame was sent
 	closed    bool // the network connection was closed
 	initTimer *time.Timer
 	pingTimer *time.Timer
 
+	// initPayload is connection_init's payload, until websocketInit takes it.
+	initPayload json.RawMessage
 	// principal is who connection_init authenticated; its key is checked
 	// again on every subscribe and every ping, so that a revoked key stops
 	// an open connection too (close 4403).
@@ -414,6 +493,22 @@ type wsConn struct {
 	// allow takes a token of the key's rate limit for each operation the
 	// connection starts, as each HTTP request takes one.
 	allow func() bool
+}
+
+// takeInitPayload returns connection_init's payload (nil without one) and
+// forgets it: the bytes are zeroed once decoded.
+func (c *wsConn) takeInitPayload() transport.InitPayload {
+	c.mu.Lock()
+	raw := c.initPayload
+	c.initPayload = nil
+	c.mu.Unlock()
+	if raw == nil {
+		return nil
+	}
+	var p transport.InitPayload
+	json.Unmarshal(raw, &p) // an object or null: checkLocked made sure
+	clear(raw)
+	return p
 }
 
 // keyRevoked closes the connection with 4403 when the key it was opened
@@ -432,11 +527,32 @@ func (c *wsConn) keyRevoked() error {
 	return nil
 }
 
-// wsSub is a subscription gqlgen runs: the client's id for it, and whether
-// the client completed it (nothing more is sent for it then).
+// wsSub is a subscription gqlgen runs: the client's id for it, the id
+// gqlgen knows it by, and whether the client completed it (nothing more is
+// sent for it then). The client has it running until then.
 type wsSub struct {
-	id        string
-	completed bool
+	id, internal string
+	completed    bool
+}
+
+// activeLocked returns the subscription the client has running under id.
+func (c *wsConn) activeLocked(id string) *wsSub {
+	for i := range c.subs {
+		if s := &c.subs[i]; s.id == id && !s.completed {
+			return s
+		}
+	}
+	return nil
+}
+
+// runningLocked returns the subscription gqlgen runs under internal.
+func (c *wsConn) runningLocked(internal string) (int, *wsSub) {
+	for i := range c.subs {
+		if s := &c.subs[i]; s.internal == internal {
+			return i, s
+		}
+	}
+	return -1, nil
 }
 
 var (
@@ -446,49 +562,94 @@ var (
 
 // NextReader returns the next client message that passes the protocol
 // checks; a violation closes the connection with its code.
+//
+// gqlgen's read loop spends a connection's idle life here, and the depth at
+// which it idles sets what the runtime gives every new goroutine: it starts
+// them with the average stack in use it saw at the last GC, rounded up to
+// a power of two (2 KiB when that average, plus 928 bytes of guard, is at
+// most 2 KiB). Idle connections are most of the goroutines of a server
+// holding subscriptions, three each, and one of the three, gqlgen's
+// closeOnCancel, never needs more than 2 KiB nor gives back what it was
+// started with. Blocked in gorilla's read, the loop would idle 3.2 KiB deep
+// (a dozen frames below gqlgen's); it waits for the socket to have data
+// here instead, a few small frames below gqlgen's, when gorilla holds no
+// unread bytes, and reads once there is something to read: 2 KiB deep.
+//
+// The loop's own stack stays at the 8 KiB that decoding a message in
+// gqlgen grows it to: the runtime halves a stack at GC only when less than
+// a quarter of it is in use, counting 800 bytes of guard, and gqlgen's
+// frames alone take 1.3 KiB.
 func (c *wsConn) NextReader() (int, io.Reader, error) {
 	for {
-		typ, data, err := c.conn.ReadMessage()
-		if err != nil {
-			if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived, websocket.CloseGoingAway) {
-				return 0, nil, transport.ErrWebsocketClosed
-			}
-			c.mu.Lock()
-			closing := c.closing
-			c.mu.Unlock()
-			if closing {
-				return 0, nil, errProtocol
-			}
-			return 0, nil, fmt.Errorf("read websocket: %w", err)
+		if c.raw != nil && c.br.Buffered() == 0 {
+			waitReadable(c.raw)
 		}
-		c.conn.SetReadDeadline(time.Now().Add(2 * c.ws.cfg.PingInterval))
-		if typ != websocket.TextMessage {
-			return 0, nil, c.fail(CloseBadRequest, "Invalid message received: want text")
+		typ, r, skip, err := c.readMessage()
+		if !skip {
+			return typ, r, err
 		}
-		var m struct {
+	}
+}
+
+// waitReadable blocks until the socket has data to read, is at its end, or
+// fails: closed, or past its read deadline. Reading comes after, and reports
+// the failure.
+func waitReadable(raw syscall.RawConn) {
+	raw.Read(peekReadable)
+}
+
+// readMessage reads the next client message and checks it. It reports skip
+// for a message gqlgen does not see.
+func (c *wsConn) readMessage() (typ int, r io.Reader, skip bool, err error) {
+	typ, data, err := c.conn.ReadMessage()
+	if err != nil {
+		if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseNoStatusReceived, websocket.CloseGoingAway) {
+			return 0, nil, false, transport.ErrWebsocketClosed
+		}
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			return 0, nil, false, errProtocol
+		}
+		return 0, nil, false, fmt.Errorf("read websocket: %w", err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(2 * c.ws.cfg.PingInterval))
+	if typ != websocket.TextMessage {
+		return 0, nil, false, c.fail(CloseBadRequest, "Invalid message received: want text")
+	}
+	var m struct {
+		Type    string          `json:"type"`
+		ID      string          `json:"id"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return 0, nil, false, c.fail(CloseBadRequest, "Invalid message received")
+	}
+	skip, internal, err := c.check(m.Type, m.ID, m.Payload)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if skip {
+		return 0, nil, true, nil
+	}
+	if m.Type == "connection_init" && len(m.Payload) > 0 {
+		// The payload goes to websocketInit from here, not through
+		// gqlgen, which would keep it (an empty map once read) and add it
+		// to the context of every subscription.
+		c.mu.Lock()
+		c.initPayload = m.Payload
+		c.mu.Unlock()
+		return typ, strings.NewReader(`{"type":"connection_init"}`), false, nil
+	}
+	if internal != m.ID {
+		data, _ = json.Marshal(struct {
 			Type    string          `json:"type"`
 			ID      string          `json:"id"`
-			Payload json.RawMessage `json:"payload"`
-		}
-		if err := json.Unmarshal(data, &m); err != nil {
-			return 0, nil, c.fail(CloseBadRequest, "Invalid message received")
-		}
-		skip, internal, err := c.check(m.Type, m.ID, m.Payload)
-		if err != nil {
-			return 0, nil, err
-		}
-		if skip {
-			continue
-		}
-		if internal != m.ID {
-			data, _ = json.Marshal(struct {
-				Type    string          `json:"type"`
-				ID      string          `json:"id"`
-				Payload json.RawMessage `json:"payload,omitempty"`
-			}{m.Type, internal, m.Payload})
-		}
-		return typ, bytes.NewReader(data), nil
+			Payload json.RawMessage `json:"payload,omitempty"`
+		}{m.Type, internal, m.Payload})
 	}
+	return typ, bytes.NewReader(data), false, nil
 }
 
 // check applies the protocol rules to one client message. It reports
@@ -526,14 +687,12 @@ func (c *wsConn) internalLocked(typ, id string) string {
 	case subscribe:
 		c.seq++
 		internal := id + "#" + strconv.FormatUint(c.seq, 36)
-		c.active[id] = internal
-		c.running[internal] = &wsSub{id: id}
+		c.subs = append(c.subs, wsSub{id: id, internal: internal})
 		return internal
 	case complete:
-		if internal, ok := c.active[id]; ok {
-			delete(c.active, id)
-			c.running[internal].completed = true
-			return internal
+		if sub := c.activeLocked(id); sub != nil {
+			sub.completed = true
+			return sub.internal
 		}
 	}
 	return id
@@ -570,11 +729,11 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 			c.mu.Unlock()
 			return false, c.fail(CloseBadRequest, "Invalid message received: subscribe without id")
 		}
-		if _, dup := c.active[id]; dup {
+		if c.activeLocked(id) != nil {
 			c.mu.Unlock()
 			return false, c.fail(CloseSubscriberExists, "Subscriber for "+truncate(id, 60)+" already exists")
 		}
-		if len(c.running) >= c.ws.cfg.MaxSubscriptions {
+		if len(c.subs) >= c.ws.cfg.MaxSubscriptions {
 			c.mu.Unlock()
 			c.refuse(id, fmt.Sprintf("too many subscriptions on one connection (at most %d)", c.ws.cfg.MaxSubscriptions))
 			return true, nil
@@ -633,7 +792,7 @@ func (c *wsConn) WriteJSON(v any) error {
 	c.mu.Lock()
 	switch typ {
 	case next, "error", "complete":
-		sub := c.running[id]
+		i, sub := c.runningLocked(id)
 		if sub == nil {
 			// Ended already (gqlgen's complete after its error): on
 			// graphql-transport-ws nothing follows an error; the legacy
@@ -647,17 +806,20 @@ func (c *wsConn) WriteJSON(v any) error {
 			}
 			break
 		}
+		completed := sub.completed
+		id = sub.id
 		if typ != next {
-			delete(c.running, id)
-			if c.active[sub.id] == id {
-				delete(c.active, sub.id)
+			// Ended: its slot is free, and so is its id if the client
+			// had it running.
+			c.subs = slices.Delete(c.subs, i, i+1)
+			if len(c.subs) == 0 {
+				c.subs = nil
 			}
 		}
-		if sub.completed && !c.legacy {
+		if completed && !c.legacy {
 			c.mu.Unlock()
 			return nil // the client completed it: it wants nothing more
 		}
-		id = sub.id
 	}
 	c.mu.Unlock()
 	return c.write(typ, id, payload)
@@ -843,13 +1005,16 @@ func truncate(s string, n int) string {
 // websocketInit authenticates a connection from its connection_init payload
 // {"authorization": "Bearer <key>"}; a missing or bad key closes it with 4403.
 func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+	st, _ := ctx.Value(wsStateKey{}).(*wsState)
+	if c := st.get(); c != nil && payload == nil {
+		payload = c.takeInitPayload()
+	}
 	key, ok := bearer(payload.Authorization())
 	if !ok {
 		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseForbidden), "Forbidden"),
 			nil, errors.New(`missing API key: send {"authorization": "Bearer <key>"} in connection_init`)
 	}
-	// gqlgen keeps the payload for the life of the connection; the key is
-	// not to stay in memory that long.
+	// The key is not to stay in memory for the life of the connection.
 	clear(payload)
 	p, err := s.auth.Authenticate(ctx, key)
 	if err != nil {
@@ -862,7 +1027,7 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 		return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseInternal), "Internal server error"),
 			nil, errors.New(c360.ErrorMessage(err))
 	}
-	if st, _ := ctx.Value(wsStateKey{}).(*wsState); st != nil {
+	if st != nil {
 		if c := st.get(); c != nil {
 			c.mu.Lock()
 			c.principal, c.auth = p, s.auth

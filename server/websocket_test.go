@@ -378,3 +378,63 @@ func TestSubscriptionOfTwoAliasesIsBadInput(t *testing.T) {
 		t.Errorf("streams = %d, want none", n)
 	}
 }
+
+// maskedFrames encodes client text frames as one would go on the wire, with
+// a zero mask key (valid, and it leaves the payload as it is).
+func maskedFrames(msgs ...string) []byte {
+	var b []byte
+	for _, m := range msgs {
+		b = append(b, 0x81) // FIN, text
+		switch n := len(m); {
+		case n < 126:
+			b = append(b, 0x80|byte(n))
+		case n < 1<<16:
+			b = append(b, 0x80|126, byte(n>>8), byte(n))
+		default:
+			panic("frame too long for this helper")
+		}
+		b = append(b, 0, 0, 0, 0)
+		b = append(b, m...)
+	}
+	return b
+}
+
+// Client messages that arrive in one piece are all handled: the server
+// waits for the socket to have data only when it holds none unread (see
+// wsConn.NextReader), so the messages behind the first, already read from
+// the socket, are not left waiting for more to come.
+func TestWebsocketMessagesArrivingTogether(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	id := ingest(t, e.db, e.ws, email("together@example.com"), nil)
+	for _, pings := range []int{1, 20} { // 20 pings are more than the read buffer holds
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		msgs := []string{
+			fmt.Sprintf(`{"type":"connection_init","payload":{"authorization":"Bearer %s"}}`, e.key),
+			fmt.Sprintf(`{"type":"subscribe","id":"s","payload":{"query":%q,"variables":{"id":"%d"}}}`, subCustomer, id),
+		}
+		for range pings {
+			msgs = append(msgs, `{"type":"ping"}`)
+		}
+		if _, err := c.c.NetConn().Write(maskedFrames(msgs...)); err != nil {
+			t.Fatal(err)
+		}
+		// connection_ack, then a pong for each ping (c.read skips pongs).
+		for i := range pings + 1 {
+			c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var m wsMsg
+			if err := c.c.ReadJSON(&m); err != nil {
+				t.Fatalf("pings %d, message %d: %v", pings, i, err)
+			}
+			if want := map[bool]string{true: "connection_ack", false: "pong"}[i == 0]; m.Type != want {
+				t.Fatalf("pings %d, message %d: got %s, want %s", pings, i, m.Type, want)
+			}
+		}
+		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+		ingest(t, e.db, e.ws, email("together@example.com"), map[string]any{"n": pings})
+		if got := c.nextChange("s"); got.Customer == nil || got.Customer.Traits["n"] != float64(pings) {
+			t.Fatalf("got %+v, want the change setting n to %d", got, pings)
+		}
+		c.c.Close()
+		waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+	}
+}
