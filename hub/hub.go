@@ -108,7 +108,7 @@ type topic struct {
 	// since, for a topic a workspace stream created, dates its baseline:
 	// changes made before it were not for that stream.
 	since time.Time
-	subs  map[*subscriber]struct{}
+	subs  subscribers
 	// owned is set while a workspace stream keeps the topic alive.
 	owned bool
 	// queued: in h.queue; fetching: a worker is reading it; again: woken
@@ -132,8 +132,30 @@ type subscriber struct {
 	q      queue
 	closed bool // unregistered; guarded by the hub's mu
 	topic  *topic
+	idx    int // in topic.subs
 	ws     *workspace
 	kinds  map[string]bool // nil: every kind
+}
+
+// subscribers are a topic's subscribers. Each knows its index, so that one
+// leaves in constant time; a slice, because most topics have one, which a
+// map would hold in 128 bytes.
+type subscribers []*subscriber
+
+func (ss *subscribers) add(s *subscriber) {
+	s.idx = len(*ss)
+	*ss = append(*ss, s)
+}
+
+// remove takes s out, moving the last subscriber into its place.
+func (ss *subscribers) remove(s *subscriber) {
+	l, last := *ss, len(*ss)-1
+	l[s.idx] = l[last]
+	l[s.idx].idx = s.idx
+	l[last] = nil
+	if *ss = l[:last]; last == 0 {
+		*ss = nil
+	}
 }
 
 // queue is a subscriber's bounded queue of undelivered changes. It holds
@@ -274,8 +296,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
 	for _, t := range h.topics {
-		for s := range t.subs {
-			h.drop(s, ErrClosed)
+		for i := len(t.subs) - 1; i >= 0; i-- {
+			h.drop(t.subs[i], ErrClosed)
 		}
 	}
 	for _, w := range h.workspaces {
@@ -303,7 +325,7 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 			if len(w.owned) >= h.opts.MaxWorkspaceTopics {
 				h.resetWorkspace(w)
 			}
-			t = &topic{topicKey: k, last: -1, since: w.since, owned: true, subs: map[*subscriber]struct{}{}}
+			t = &topic{topicKey: k, last: -1, since: w.since, owned: true}
 			h.topics[k] = t
 			w.owned[id] = t
 		} else if w != nil && !t.owned {
@@ -602,8 +624,10 @@ func (h *Hub) baselines(ctx context.Context, batch []*topic) error {
 // fanout queues c to the topic's subscribers and to the workspace streams
 // that want its kind. Called with h.mu held.
 func (h *Hub) fanout(t *topic, c *Change) {
-	for s := range t.subs {
-		h.deliver(s, c)
+	// Backwards: a subscriber deliver drops leaves its place to the last
+	// one, which was served already.
+	for i := len(t.subs) - 1; i >= 0; i-- {
+		h.deliver(t.subs[i], c)
 	}
 	if w := h.workspaces[t.ws]; w != nil {
 		for s := range w.subs {
@@ -633,7 +657,7 @@ func (h *Hub) drop(s *subscriber, err error) {
 	s.q.close(err)
 	h.subs.Add(-1)
 	if t := s.topic; t != nil {
-		delete(t.subs, s)
+		t.subs.remove(s)
 		if len(t.subs) == 0 && !t.owned && h.topics[t.topicKey] == t {
 			delete(h.topics, t.topicKey)
 		}
@@ -677,11 +701,11 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 	k := topicKey{ws, customer}
 	t := h.topics[k]
 	if t == nil {
-		t = &topic{topicKey: k, last: -1, subs: map[*subscriber]struct{}{}}
+		t = &topic{topicKey: k, last: -1}
 		h.topics[k] = t
 	}
 	s := &subscriber{q: newQueue(), topic: t}
-	t.subs[s] = struct{}{}
+	t.subs.add(s)
 	h.subs.Add(1)
 	return s, nil
 }
