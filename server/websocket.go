@@ -207,7 +207,8 @@ type wsState struct {
 	mu   sync.Mutex
 	conn *wsConn
 	// handoff receives once net/http's handler may return: the connection
-	// was hijacked, or gqlgen is done with the request.
+	// was hijacked, or gqlgen is done with the request. The handler drops
+	// it once it returns.
 	handoff chan struct{}
 }
 
@@ -233,9 +234,12 @@ func (st *wsState) Value(key any) any {
 func (st *wsState) String() string { return "graphql websocket connection" }
 
 func (st *wsState) handOff() {
+	st.mu.Lock()
+	handoff := st.handoff
+	st.mu.Unlock()
 	select {
-	case st.handoff <- struct{}{}:
-	default:
+	case handoff <- struct{}{}:
+	default: // nil once the handler returned
 	}
 }
 
@@ -298,6 +302,9 @@ func (ws *websockets) serve(t transport.Websocket, exec graphql.GraphExecutor) h
 			ws.transport.Do(uw, r, ws.exec)
 		}()
 		<-st.handoff
+		st.mu.Lock()
+		st.handoff = nil
+		st.mu.Unlock()
 	})
 }
 
