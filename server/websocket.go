@@ -246,6 +246,9 @@ func (st *wsState) handOff() {
 type wsStateKey struct{}
 
 func (st *wsState) get() *wsConn {
+	if st == nil {
+		return nil
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.conn
