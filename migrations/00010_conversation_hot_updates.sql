@@ -12,14 +12,16 @@
 -- from now on).
 --
 -- The indexes are built and dropped CONCURRENTLY, outside a transaction, so
--- ingest keeps writing conversations meanwhile (docs/operations.md). If the
--- build fails, PostgreSQL leaves an invalid index of that name: drop it
--- and run the migration again.
+-- ingest keeps writing conversations meanwhile (docs/operations.md). Each
+-- statement may be run again: a run cut short leaves at worst an index of
+-- the new name, possibly invalid, which the first statement drops.
+DROP INDEX CONCURRENTLY IF EXISTS conversations_customer_id_idx;
 CREATE INDEX CONCURRENTLY conversations_customer_id_idx ON conversations (workspace_id, customer_id, id DESC);
-DROP INDEX CONCURRENTLY conversations_customer_idx;
+DROP INDEX CONCURRENTLY IF EXISTS conversations_customer_idx;
 ALTER TABLE conversations SET (fillfactor = 80);
 
 -- +goose Down
 ALTER TABLE conversations RESET (fillfactor);
+DROP INDEX CONCURRENTLY IF EXISTS conversations_customer_idx;
 CREATE INDEX CONCURRENTLY conversations_customer_idx ON conversations (workspace_id, customer_id, (coalesce(last_message_at, created_at)) DESC, id DESC);
-DROP INDEX CONCURRENTLY conversations_customer_id_idx;
+DROP INDEX CONCURRENTLY IF EXISTS conversations_customer_id_idx;

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"testing"
 
 	"github.com/jackc/pgx/v5"
 
@@ -94,4 +95,14 @@ func (n *Notifier) PendingCount() (pairs int, whole bool) {
 func (db *DB) ForgetAPIKeys() {
 	db.authCache.Clear()
 	db.activeCache.Clear()
+}
+
+// Setting returns a setting as the migrator's connections see it.
+func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) string {
+	t.Helper()
+	var v string
+	if err := m.db.QueryRowContext(ctx, "SHOW "+name).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

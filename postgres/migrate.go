@@ -22,9 +22,20 @@ type Migrator struct {
 	provider *goose.Provider
 }
 
-// NewMigrator returns a migrator over the pool's database.
+// NewMigrator returns a migrator over the pool's database, on connections
+// of its own.
+//
+// Those connections have no statement or lock timeout, unlike the pools'
+// (10 s and 5 s, see Open): building an index on a large table takes
+// longer than a request may, and CREATE INDEX CONCURRENTLY first waits for
+// every transaction older than it, a backup's included, under the lock
+// timeout. Cut short, it would leave an invalid index behind
+// (docs/operations.md).
 func (db *DB) NewMigrator() (*Migrator, error) {
-	sqlDB := stdlib.OpenDBFromPool(db.Pool)
+	cfg := db.Pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["statement_timeout"] = "0"
+	cfg.RuntimeParams["lock_timeout"] = "0"
+	sqlDB := stdlib.OpenDB(*cfg)
 	// Replicas (and test servers) starting together all migrate at start: a
 	// session advisory lock makes one apply the migrations while the others
 	// wait, then find nothing pending.
