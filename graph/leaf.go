@@ -23,7 +23,8 @@ import (
 //   - the resolver root implements DirectLeaves and says so (no field
 //     interceptor is installed, which would see every field);
 //   - no directive guards the field (its middleware chain is nil);
-//   - it takes no arguments, and is neither a resolver nor a method (it
+//   - it takes no arguments, is selected on an object type (not through an
+//     interface or union), and is neither a resolver nor a method (it
 //     reads a struct field, which cannot wait, fail or need a context);
 //   - its value is a string, number, boolean or time, never null, whose
 //     marshaller reads no field context (only a null would).
@@ -40,9 +41,15 @@ type DirectLeaves interface {
 	ResolveLeavesDirectly() bool
 }
 
-// plainFields caches, per field definition, whether gqlgen resolves the
-// field by reading a struct field (neither resolver nor method).
-var plainFields sync.Map // *ast.FieldDefinition -> bool
+// plainFields caches, per field definition of an object type, whether
+// gqlgen resolves the field by reading a struct field (neither resolver nor
+// method). A field selected through an interface or union is never taken
+// directly: its definition is the interface's, shared by implementations
+// that may resolve it differently.
+var plainFields struct {
+	sync.RWMutex
+	m map[*ast.FieldDefinition]bool
+}
 
 var timeType = reflect.TypeFor[time.Time]()
 
@@ -89,15 +96,27 @@ func resolveLeaf[T any](root any, ctx context.Context, oc *graphql.OperationCont
 	return marshal(ctx, field.Selections, res)
 }
 
-// plainField reports whether field is a plain struct field, from its field
-// context, once per definition.
+// plainField reports whether field is a plain struct field of an object
+// type, from its field context, once per definition.
 func plainField(ctx context.Context, field graphql.CollectedField,
 	initializeFieldContext func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error)) bool {
-	if v, ok := plainFields.Load(field.Definition); ok {
-		return v.(bool)
+	if field.ObjectDefinition == nil || field.ObjectDefinition.Kind != ast.Object {
+		return false
+	}
+	key := field.Definition
+	plainFields.RLock()
+	plain, ok := plainFields.m[key]
+	plainFields.RUnlock()
+	if ok {
+		return plain
 	}
 	fc, err := initializeFieldContext(ctx, field)
-	plain := err == nil && !fc.IsMethod && !fc.IsResolver
-	plainFields.Store(field.Definition, plain)
+	plain = err == nil && !fc.IsMethod && !fc.IsResolver
+	plainFields.Lock()
+	if plainFields.m == nil {
+		plainFields.m = map[*ast.FieldDefinition]bool{}
+	}
+	plainFields.m[key] = plain
+	plainFields.Unlock()
 	return plain
 }
