@@ -381,8 +381,9 @@ func (h *Hub) Resync() {
 	h.kick()
 }
 
-// takeSweep pops a workspace to sweep, and when to sweep it from.
-func (h *Hub) takeSweep() (int64, time.Time, bool) {
+// takeSweep pops a workspace to sweep, when to sweep it from, and its
+// previous sweep's start (for a failed sweep to put back).
+func (h *Hub) takeSweep() (int64, time.Time, time.Time, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ws := range h.sweeps {
@@ -391,25 +392,28 @@ func (h *Hub) takeSweep() (int64, time.Time, bool) {
 		if w == nil {
 			continue // its streams ended meanwhile
 		}
-		from := w.since
-		if w.swept.After(from) {
-			from = w.swept
+		from, prev := w.since, w.swept
+		if prev.After(from) {
+			from = prev
 		}
 		w.swept = h.opts.Now()
-		return ws, from.Add(-sweepMargin), true
+		return ws, from.Add(-sweepMargin), prev, true
 	}
-	return 0, time.Time{}, false
+	return 0, time.Time{}, time.Time{}, false
 }
 
 // sweep finds the customers of ws changed since from and wakes them, which
-// makes the workspace's streams follow them. A failed read is tried again.
-func (h *Hub) sweep(ctx context.Context, ws int64, from time.Time) error {
+// makes the workspace's streams follow them. A failed read is tried again,
+// from where it started (prev is the sweep before it).
+func (h *Hub) sweep(ctx context.Context, ws int64, from, prev time.Time) error {
 	h.reads.Add(1)
 	ids, err := h.feed.CustomersChangedSince(ctx, ws, from)
 	if err != nil {
 		h.mu.Lock()
 		if w := h.workspaces[ws]; w != nil {
-			w.swept = time.Time{} // the next sweep starts from the stream's start
+			if w.swept.After(prev) {
+				w.swept = prev // unless a sweep since has moved it back already
+			}
 			h.sweeps[ws] = struct{}{}
 		}
 		h.mu.Unlock()
@@ -460,8 +464,8 @@ func (h *Hub) markDirty(t *topic) {
 
 func (h *Hub) work(ctx context.Context) {
 	for {
-		if ws, from, ok := h.takeSweep(); ok {
-			if err := h.sweep(ctx, ws, from); err != nil {
+		if ws, from, prev, ok := h.takeSweep(); ok {
+			if err := h.sweep(ctx, ws, from, prev); err != nil {
 				if ctx.Err() != nil {
 					return
 				}

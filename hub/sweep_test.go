@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,5 +137,63 @@ func TestFailedSweepIsRetried(t *testing.T) {
 	}
 	if !feed.failed.Load() {
 		t.Fatal("the sweep never read the feed")
+	}
+}
+
+// recordingFeed records each sweep's start and fails the call numbered fail.
+type recordingFeed struct {
+	*postgres.DB
+	fail  int
+	mu    sync.Mutex
+	froms []time.Time
+}
+
+func (f *recordingFeed) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
+	f.mu.Lock()
+	f.froms = append(f.froms, t)
+	n := len(f.froms)
+	f.mu.Unlock()
+	if n == f.fail {
+		return nil, errors.New("the database went away")
+	}
+	return f.DB.CustomersChangedSince(ctx, ws, t)
+}
+
+func (f *recordingFeed) calls() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.froms)
+}
+
+// A failed sweep is tried again from where it started, not from the
+// stream's start: a stream open for days would otherwise read days of
+// changes after one failed read.
+func TestFailedSweepRetriesFromItsOwnStart(t *testing.T) {
+	db := pgtest.Open(t)
+	feed := &recordingFeed{DB: db, fail: 2}
+	e, silent := silentEnv(t, feed, db)
+	st, err := e.hub.SubscribeWorkspace(e.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	silent.Store(true)
+	a := e.identify(t, "first@example.com", nil)
+	e.hub.WakeWorkspace(e.ws)
+	if c := nextWithin(t, st, 10*time.Second); c == nil || c.CustomerID != a {
+		t.Fatalf("first sweep: got %+v, want customer %d", c, a)
+	}
+	time.Sleep(20 * time.Millisecond) // the second sweep starts measurably later
+	b := e.identify(t, "second@example.com", nil)
+	e.hub.WakeWorkspace(e.ws) // fails once, then is retried
+	if c := nextWithin(t, st, 10*time.Second); c == nil || c.CustomerID != b {
+		t.Fatalf("retried sweep: got %+v, want customer %d", c, b)
+	}
+	froms := feed.calls()
+	if len(froms) < 3 {
+		t.Fatalf("%d sweeps, want 3 (one failed)", len(froms))
+	}
+	if !froms[2].Equal(froms[1]) || !froms[1].After(froms[0]) {
+		t.Errorf("sweeps started at %v: want the retry (third) from the failed one's start (second), later than the first's", froms)
 	}
 }
