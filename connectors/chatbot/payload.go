@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -67,6 +66,11 @@ const (
 	EventObservation    = "Observation"
 )
 
+// traitsAtKeyLayout writes traitsAt into a dedupe key: every instant of
+// years 0 to 9999 to the nanosecond, without the ':' that would end the key
+// early (see turnKey).
+const traitsAtKeyLayout = "20060102T150405.000000000Z"
+
 // maxFuture is how far past its receipt traitsAt may date the traits, as
 // for Segment's timestamps.
 const maxFuture = 24 * time.Hour
@@ -88,7 +92,8 @@ const (
 //	<session>:<turn id>                 the turn's message
 //	<session>:<turn id>/intent          the turn's intent
 //	<session>:/traits/<digest>          the traits
-//	<session>:/traits/<digest>/<nanos>  the traits, with traitsAt (Unix ns)
+//	<session>:/traits/<digest>/<time>   the traits, with traitsAt
+//	                                    (UTC, traitsAtKeyLayout: no ':')
 //	<session>:/observation/<id|digest>  an observation
 func turnKey(sid, id string) string       { return sid + ":" + id }
 func intentKey(sid, id string) string     { return sid + ":" + id + "/intent" }
@@ -206,7 +211,7 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 		key, at := traitsKey(sid, digest(p.Traits)), receivedAt
 		if p.TraitsAt != "" {
 			t, _ := time.Parse(time.RFC3339Nano, p.TraitsAt) // checked by validate
-			key += "/" + strconv.FormatInt(t.UnixNano(), 10)
+			key += "/" + t.UTC().Format(traitsAtKeyLayout)
 			// A time far ahead would win every later trait update: it
 			// dates nothing (the key still tells the traits apart).
 			if !t.After(receivedAt.Add(maxFuture)) {

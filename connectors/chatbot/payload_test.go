@@ -192,3 +192,31 @@ func BenchmarkChatbotSignature(b *testing.B) {
 		}
 	}
 }
+
+// traitsAt joins the traits' dedupe key as a UTC time without ':', for
+// every instant ParsePayload accepts, years 1 and 9999 included.
+func TestTraitsAtKey(t *testing.T) {
+	received := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	seen := map[string]string{}
+	for at, suffix := range map[string]string{
+		"2025-03-01T11:58:00.5+01:00":    "/20250301T105800.500000000Z",
+		"2025-03-01T10:58:00.5Z":         "/20250301T105800.500000000Z", // the same instant
+		"2025-03-01T10:58:00.500000001Z": "/20250301T105800.500000001Z",
+		"0001-01-01T00:00:00Z":           "/00010101T000000.000000000Z",
+		"9999-12-31T23:59:59.999999999Z": "/99991231T235959.999999999Z",
+	} {
+		p, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"traits":{"plan":"pro"},"traitsAt":"` + at + `"}`))
+		if err != nil {
+			t.Fatalf("%s: %v", at, err)
+		}
+		events, _ := p.Events(received)
+		key := events[0].DedupeKey
+		if !strings.HasSuffix(key, suffix) || strings.Contains(strings.TrimPrefix(key, "s:"), ":") {
+			t.Errorf("traitsAt %s: key %q, want it to end in %q with no ':' after the session's", at, key, suffix)
+		}
+		seen[suffix] = key
+	}
+	if len(seen) != 4 {
+		t.Errorf("keys %v: want one per distinct instant", seen)
+	}
+}
