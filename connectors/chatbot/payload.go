@@ -29,7 +29,7 @@ type Payload struct {
 	// that return to an earlier value are applied; without it, the same
 	// traits within a session are taken as a replay.
 	TraitsAt string `json:"traitsAt"`
-	Turns  []Turn         `json:"turns"`
+	Turns    []Turn `json:"turns"`
 	// Observations are free-form facts the bot noticed.
 	Observations []Observation `json:"observations"`
 }
