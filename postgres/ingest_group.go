@@ -16,10 +16,12 @@ import (
 )
 
 // The group path applies many events in a fixed number of set-based
-// statements: one SELECT finds events stored before, one statement takes
-// every identity lock, one reads every owner, one locks every customer, and
-// one pipelined batch writes events (each once, with its customer),
-// customers, identities, conversations, messages, consents and change rows. Its cost per event falls as the
+// statements, in three round trips: one SELECT finds events stored before,
+// one statement takes every identity lock and one reads every owner (the
+// first round trip); one locks every customer and loads what the group
+// touches (the second); and one pipelined batch writes events (each once,
+// with its customer), customers, identities, conversations, messages,
+// consents and change rows (the third). Its cost per event falls as the
 // group grows, which is what lets concurrent webhooks share a transaction.
 //
 // It handles the common case: each event resolves to at most one existing
@@ -74,7 +76,8 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 	for i, p := range prepared {
 		evs[i] = &groupEvent{p: p, dupOf: -1, res: c360.IngestResult{Dropped: slices.Clone(p.dropped)}}
 	}
-	if err := findDuplicates(ctx, tx, ws, evs); err != nil {
+	st, err := findDuplicatesAndOwners(ctx, tx, ws, evs)
+	if err != nil {
 		return nil, nil, err
 	}
 	var live []*groupEvent
@@ -85,8 +88,7 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 	}
 	var changed []int64
 	if len(live) > 0 {
-		var err error
-		if changed, err = db.applyGroup(ctx, tx, ws, rules, live, now); err != nil {
+		if changed, err = db.applyGroup(ctx, tx, ws, rules, live, st, now); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -101,16 +103,22 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 	return results, changed, nil
 }
 
-// findDuplicates marks the events stored before (they get the stored id
-// and customer) and those repeated within the group (they point at their
-// first copy). The others are new: the flush inserts them, each once, with
-// its customer. A plain INSERT, not ON CONFLICT: a concurrent transaction
-// that stores the same event first makes it fail (errClaimRace) instead of
-// applying it twice.
-func findDuplicates(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) error {
+// findDuplicatesAndOwners makes the group's first round trip. It marks
+// the events stored before (they get the stored id and customer) and those
+// repeated within the group (they point at their first copy); the others
+// are new, and the flush inserts them, each once, with its customer. A
+// plain INSERT, not ON CONFLICT: a concurrent transaction that stores the
+// same event first makes it fail (errClaimRace) instead of applying it
+// twice. In the same round trip it takes the advisory lock of every
+// identity the group names, in key order, and then reads their owners:
+// the group's state. Identities of events that turn out to be stored
+// before are locked and read too, which costs a retried event little and
+// saves every group a round trip.
+func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) (*groupState, error) {
 	type key struct{ source, dedupe string }
 	first := map[key]int{}
-	var sources, keys []string
+	var sources, dedupe []string
+	var all []identity.Identity
 	for i, e := range evs {
 		k := key{e.p.ev.Source, e.p.ev.DedupeKey}
 		if j, ok := first[k]; ok {
@@ -119,28 +127,75 @@ func findDuplicates(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent)
 		}
 		first[k] = i
 		e.claimed = true
-		sources, keys = append(sources, k.source), append(keys, k.dedupe)
+		sources, dedupe = append(sources, k.source), append(dedupe, k.dedupe)
+		all = append(all, e.p.identities...)
 	}
-	rows, err := tx.Query(ctx, `
+	all = identity.Sort(all)
+	keys := make([]int64, len(all))
+	types, values := make([]string, len(all)), make([]string, len(all))
+	for i, id := range all {
+		keys[i] = identity.Key(ws, id)
+		types[i], values[i] = id.Type, id.Value
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	b := &pgx.Batch{}
+	b.Queue(`
 		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
 		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
 		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
-		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, keys)
+		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, dedupe)
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
+	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
+		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
+		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+
+	rows, err := br.Query()
 	if err != nil {
-		return interpretError(fmt.Errorf("find duplicate events: %w", err))
+		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var k key
 		var id, cust int64
 		if err := rows.Scan(&k.source, &k.dedupe, &id, &cust); err != nil {
-			return fmt.Errorf("scan duplicate event: %w", err)
+			rows.Close()
+			return nil, fmt.Errorf("scan duplicate event: %w", err)
 		}
 		e := evs[first[k]]
 		e.claimed = false
 		e.res = c360.IngestResult{EventID: id, CustomerID: cust, Duplicate: true}
 	}
-	return interpretError(rows.Err())
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, interpretError(fmt.Errorf("lock identities: %w", err))
+	}
+	st := &groupState{owners: map[identity.Identity]int64{}, lastSeen: map[identity.Identity]time.Time{},
+		existing: map[int64][]identity.Identity{}, cust: map[int64]*customerRow{}, convs: map[convKey]int64{}}
+	rows, err = br.Query()
+	if err != nil {
+		return nil, interpretError(fmt.Errorf("find owners: %w", err))
+	}
+	for rows.Next() {
+		var id identity.Identity
+		var c int64
+		var seen time.Time
+		if err := rows.Scan(&id.Type, &id.Value, &c, &seen); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("scan owner: %w", err)
+		}
+		st.owners[id], st.lastSeen[id] = c, seen
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, interpretError(fmt.Errorf("find owners: %w", err))
+	}
+	return st, nil
 }
 
 // groupState is the group's view of the identity graph and the customers
@@ -163,55 +218,17 @@ type convKey struct {
 	channel, thread string
 }
 
-// applyGroup resolves and applies the claimed events.
-func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, live []*groupEvent, now time.Time) ([]int64, error) {
-	var all []identity.Identity
-	for _, e := range live {
-		all = append(all, e.p.identities...)
-	}
-	all = identity.Sort(all)
-	keys := make([]int64, len(all))
-	types, values := make([]string, len(all)), make([]string, len(all))
-	for i, id := range all {
-		keys[i] = identity.Key(ws, id)
-		types[i], values[i] = id.Type, id.Value
-	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-
-	st := &groupState{owners: map[identity.Identity]int64{}, lastSeen: map[identity.Identity]time.Time{},
-		existing: map[int64][]identity.Identity{}, cust: map[int64]*customerRow{}, convs: map[convKey]int64{}}
-	b := &pgx.Batch{}
-	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
-	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
-		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
-	br := tx.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return nil, interpretError(fmt.Errorf("lock identities: %w", err))
-	}
-	rows, err := br.Query()
-	if err != nil {
-		br.Close()
-		return nil, interpretError(fmt.Errorf("find owners: %w", err))
-	}
+// applyGroup resolves and applies the claimed events, on the state the
+// first round trip read (their identities locked, their owners known).
+func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, live []*groupEvent, st *groupState, now time.Time) ([]int64, error) {
+	// The customers to lock are the owners of the live events' identities.
 	var candidates []int64
-	for rows.Next() {
-		var id identity.Identity
-		var c int64
-		var seen time.Time
-		if err := rows.Scan(&id.Type, &id.Value, &c, &seen); err != nil {
-			rows.Close()
-			br.Close()
-			return nil, fmt.Errorf("scan owner: %w", err)
+	for _, e := range live {
+		for _, id := range e.p.identities {
+			if c, ok := st.owners[id]; ok {
+				candidates = append(candidates, c)
+			}
 		}
-		st.owners[id], st.lastSeen[id] = c, seen
-		candidates = append(candidates, c)
-	}
-	rows.Close()
-	if err := br.Close(); err != nil {
-		return nil, interpretError(fmt.Errorf("find owners: %w", err))
 	}
 	slices.Sort(candidates)
 	candidates = slices.Compact(candidates)
