@@ -58,7 +58,18 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+	t.Cleanup(func() {
+		// conn is closed by now: the test's defers ran first.
+		c, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Errorf("drop %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop %s: %v", name, err)
+		}
+	})
 	u, _ := url.Parse(base)
 	u.Path = "/" + name
 	db, err := postgres.Open(ctx, u.String())
