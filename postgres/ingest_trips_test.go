@@ -24,7 +24,7 @@ func TestIngestGroupRoundTrips(t *testing.T) {
 		var evs []*c360.Event
 		for i := range 20 {
 			evs = append(evs, &c360.Event{Type: c360.EventTrack, Name: "Viewed", Source: "test",
-				DedupeKey:  fmt.Sprintf("%s-%d", round, i),
+				DedupeKey: fmt.Sprintf("%s-%d", round, i),
 				// One person: the call is one group, on one ingest worker.
 				Identities: []c360.Identity{{Type: "email", Value: "trips@example.com"}},
 				OccurredAt: now, ReceivedAt: now})
