@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,24 +15,23 @@ import (
 	"github.com/c360dev/c360/postgres"
 )
 
-// silentEnv is a running hub whose local wakes can be turned off, as if
-// the commits happened on another replica whose notification named no
-// customers.
-func silentEnv(t *testing.T, feed hub.Feed, db *postgres.DB) (*env, *atomic.Bool) {
+// silentStream is a running hub with a workspace stream, whose local
+// commits wake nothing, as if they happened on another replica whose
+// notification named no customers.
+func silentStream(t *testing.T, feed hub.Feed, db *postgres.DB) (*env, *hub.WorkspaceStream) {
 	t.Helper()
 	ws, _, _ := pgtest.Workspace(t, db)
 	h := hub.New(feed, hub.Options{Logger: slog.New(slog.DiscardHandler)})
-	var silent atomic.Bool
-	db.OnCommit = func(ws int64, ids []int64) {
-		if !silent.Load() {
-			h.Wake(ws, ids)
-		}
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); h.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return &env{db: db, hub: h, ws: ws}, &silent
+	st, err := h.SubscribeWorkspace(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return &env{db: db, hub: h, ws: ws}, st
 }
 
 // nextWithin returns the stream's next change, or nil if none comes within d.
@@ -58,12 +56,7 @@ func TestWholeWorkspaceWakeReachesWorkspaceStreams(t *testing.T) {
 	for _, how := range []string{"WakeWorkspace", "Resync"} {
 		t.Run(how, func(t *testing.T) {
 			db := pgtest.Open(t)
-			e, silent := silentEnv(t, db, db)
-			st, err := e.hub.SubscribeWorkspace(e.ws, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			e, st := silentStream(t, db, db)
 			wake := func() {
 				if how == "Resync" {
 					e.hub.Resync()
@@ -71,7 +64,6 @@ func TestWholeWorkspaceWakeReachesWorkspaceStreams(t *testing.T) {
 					e.hub.WakeWorkspace(e.ws)
 				}
 			}
-			silent.Store(true)
 			a := e.identify(t, "sweep-a@example.com", nil)
 			if c := nextWithin(t, st, 300*time.Millisecond); c != nil {
 				t.Fatalf("got %d v%d before any wake: the test's replica is not silent", c.CustomerID, c.Version)
@@ -105,38 +97,19 @@ func TestWholeWorkspaceWakeReachesWorkspaceStreams(t *testing.T) {
 	}
 }
 
-// failOnceFeed fails the first sweep read.
-type failOnceFeed struct {
-	*postgres.DB
-	failed atomic.Bool
-}
-
-func (f *failOnceFeed) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
-	if f.failed.CompareAndSwap(false, true) {
-		return nil, errors.New("the database went away")
-	}
-	return f.DB.CustomersChangedSince(ctx, ws, t)
-}
-
 // A sweep whose read fails is tried again.
 func TestFailedSweepIsRetried(t *testing.T) {
 	db := pgtest.Open(t)
-	feed := &failOnceFeed{DB: db}
-	e, silent := silentEnv(t, feed, db)
-	st, err := e.hub.SubscribeWorkspace(e.ws, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	silent.Store(true)
+	feed := &recordingFeed{DB: db, fail: 1}
+	e, st := silentStream(t, feed, db)
 	a := e.identify(t, "retry@example.com", nil)
 	e.hub.WakeWorkspace(e.ws)
 	c := nextWithin(t, st, 10*time.Second)
 	if c == nil || c.CustomerID != a || c.Version != 1 {
 		t.Fatalf("got %+v, want customer %d v1 after the failed sweep's retry", c, a)
 	}
-	if !feed.failed.Load() {
-		t.Fatal("the sweep never read the feed")
+	if len(feed.calls()) < 2 {
+		t.Fatal("the sweep never read the feed again after its failure")
 	}
 }
 
@@ -171,13 +144,7 @@ func (f *recordingFeed) calls() []time.Time {
 func TestFailedSweepRetriesFromItsOwnStart(t *testing.T) {
 	db := pgtest.Open(t)
 	feed := &recordingFeed{DB: db, fail: 2}
-	e, silent := silentEnv(t, feed, db)
-	st, err := e.hub.SubscribeWorkspace(e.ws, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	silent.Store(true)
+	e, st := silentStream(t, feed, db)
 	a := e.identify(t, "first@example.com", nil)
 	e.hub.WakeWorkspace(e.ws)
 	if c := nextWithin(t, st, 10*time.Second); c == nil || c.CustomerID != a {
