@@ -16,28 +16,27 @@ func TestKeyActive(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	key, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
-	if err != nil {
-		t.Fatal(err)
+	// issue issues an agent key and authenticates with it.
+	issue := func() (*c360.APIKey, *c360.Principal) {
+		t.Helper()
+		key, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := db.Authenticate(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k, p
 	}
-	p, err := db.Authenticate(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, p := issue()
 	if err := db.KeyActive(ctx, p); err != nil {
 		t.Fatalf("a standing key: %v", err)
 	}
 
 	// The key's table locked (a migration, say) and nothing cached: the
 	// answer comes within the bound, and it is not "revoked".
-	other, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := db.Authenticate(ctx, other)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, q := issue()
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
