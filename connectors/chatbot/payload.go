@@ -28,8 +28,9 @@ type Payload struct {
 	// dates the identify event and is part of its dedupe key, so traits
 	// that return to an earlier value are applied; without it, the same
 	// traits within a session are taken as a replay.
-	TraitsAt string `json:"traitsAt"`
-	Turns    []Turn `json:"turns"`
+	TraitsAt string    `json:"traitsAt"`
+	traitsAt time.Time // TraitsAt, parsed by validate
+	Turns    []Turn    `json:"turns"`
 	// Observations are free-form facts the bot noticed.
 	Observations []Observation `json:"observations"`
 }
@@ -70,10 +71,6 @@ const (
 // years 0 to 9999 to the nanosecond, without the ':' that would end the key
 // early (see turnKey).
 const traitsAtKeyLayout = "20060102T150405.000000000Z"
-
-// maxFuture is how far past its receipt traitsAt may date the traits, as
-// for Segment's timestamps.
-const maxFuture = 24 * time.Hour
 
 // Field limits. Dedupe keys are built from the session and turn ids, and
 // must fit the store's 256 bytes.
@@ -145,9 +142,11 @@ func (p *Payload) validate() error {
 		return invalid("traitsAt is given without traits")
 	}
 	if p.TraitsAt != "" {
-		if _, err := time.Parse(time.RFC3339Nano, p.TraitsAt); err != nil {
+		t, err := time.Parse(time.RFC3339Nano, p.TraitsAt)
+		if err != nil {
 			return invalid("traitsAt must be an RFC 3339 time such as 2025-01-31T09:30:00Z")
 		}
+		p.traitsAt = t.UTC()
 	}
 	seen := make(map[string]bool, len(p.Turns))
 	for i := range p.Turns {
@@ -210,13 +209,10 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 		// unless traitsAt tells them apart.
 		key, at := traitsKey(sid, digest(p.Traits)), receivedAt
 		if p.TraitsAt != "" {
-			t, _ := time.Parse(time.RFC3339Nano, p.TraitsAt) // checked by validate
-			key += "/" + t.UTC().Format(traitsAtKeyLayout)
-			// A time far ahead would win every later trait update: it
-			// dates nothing (the key still tells the traits apart).
-			if !t.After(receivedAt.Add(maxFuture)) {
-				at = t.UTC()
-			}
+			key += "/" + p.traitsAt.Format(traitsAtKeyLayout)
+			// A time far ahead dates nothing (the key still tells the
+			// traits apart).
+			at = webhook.OccurredAt(p.traitsAt, receivedAt)
 		}
 		ev := base(c360.EventIdentify, key, at)
 		ev.Traits = p.Traits

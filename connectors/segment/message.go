@@ -209,19 +209,10 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 	return ev, nil
 }
 
-// maxFuture is how far past its receipt an event may say it happened.
-// Further, the clock that stamped it is wrong (or the call is made up; a
-// write key is public in a browser), and the time is not believed: an
-// event dated years ahead would win every later trait update.
-const maxFuture = 24 * time.Hour
-
-// occurredAt applies Segment's timestamp rules; a time more than maxFuture
-// past receipt is replaced by the receipt's, as WhatsApp's is.
+// occurredAt applies Segment's timestamp rules; a time more than
+// webhook.MaxFuture past receipt is replaced by the receipt's.
 func occurredAt(m *Message, receivedAt, batchSentAt time.Time) time.Time {
-	if ts := claimedAt(m, receivedAt, batchSentAt); !ts.After(receivedAt.Add(maxFuture)) {
-		return ts
-	}
-	return receivedAt
+	return webhook.OccurredAt(claimedAt(m, receivedAt, batchSentAt), receivedAt)
 }
 
 func claimedAt(m *Message, receivedAt, batchSentAt time.Time) time.Time {

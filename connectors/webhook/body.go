@@ -1,7 +1,8 @@
 // Package webhook holds what the connectors' HTTP endpoints share around
-// their own parsing: the bounded body read (Twilio, WhatsApp, chatbot) and
-// the client's description of JSON that does not decode (WhatsApp, chatbot,
-// Segment).
+// their own parsing: the bounded body read (Twilio, WhatsApp, chatbot), the
+// client's description of JSON that does not decode (WhatsApp, chatbot,
+// Segment), and how far ahead an event's own time is believed (WhatsApp,
+// chatbot, Segment).
 package webhook
 
 import (

@@ -298,11 +298,12 @@ func phone(waID string) string {
 	return "+" + waID
 }
 
-// timestamp parses Unix seconds, falling back to now.
+// timestamp parses Unix seconds, falling back to now, also for a time
+// more than webhook.MaxFuture ahead.
 func timestamp(s string, now time.Time) time.Time {
 	sec, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || sec <= 0 || sec > now.Unix()+24*3600 {
+	if err != nil || sec <= 0 {
 		return now
 	}
-	return time.Unix(sec, 0).UTC()
+	return webhook.OccurredAt(time.Unix(sec, 0).UTC(), now)
 }

@@ -1,6 +1,7 @@
 package whatsapp
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -90,6 +91,26 @@ func BenchmarkWhatsAppParse(b *testing.B) {
 	for b.Loop() {
 		if _, err := ParsePayload(body, now); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A message's Unix time is believed up to webhook.MaxFuture ahead; a
+// missing, unparsable, non-positive or further time is the receipt's.
+func TestTimestamp(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for s, want := range map[string]time.Time{
+		"1740830280": time.Unix(1740830280, 0).UTC(),
+		strconv.FormatInt(now.Add(23*time.Hour).Unix(), 10): now.Add(23 * time.Hour),
+		strconv.FormatInt(now.Add(25*time.Hour).Unix(), 10): now,
+		"99999999999": now,
+		"0":           now,
+		"-5":          now,
+		"":            now,
+		"soon":        now,
+	} {
+		if got := timestamp(s, now); !got.Equal(want) {
+			t.Errorf("timestamp(%q) = %v, want %v", s, got, want)
 		}
 	}
 }
