@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -617,4 +620,34 @@ func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
 		return
 	}
 	t.Fatalf("stream ended without a word: %v", sc.Err())
+}
+
+// A query persisted over HTTP (automatic persisted queries) is known over
+// websockets too: both run on one persisted-query cache.
+func TestPersistedQueryKnownOverWebsockets(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	const query = `{ customers(first: 1) { edges { node { id } } } }`
+	sum := sha256.Sum256([]byte(query))
+	ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
+	body, _ := json.Marshal(map[string]any{"query": query, "extensions": ext})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !bytes.Contains(b, []byte(`"customers"`)) {
+		t.Fatalf("persisting over HTTP: %d %s", res.StatusCode, b)
+	}
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.send("subscribe", "1", map[string]any{"extensions": ext}) // the hash alone
+	m := c.read()
+	if m.Type != "next" || !bytes.Contains(m.Payload, []byte(`"customers"`)) {
+		t.Fatalf("the hash alone over a websocket: %s %s, want the query's data", m.Type, m.Payload)
+	}
 }

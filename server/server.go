@@ -124,7 +124,7 @@ func (s *Server) routes() {
 			overWS.ServeHTTP(w, r)
 			return
 		}
-		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		if (transport.SSE{}).Supports(r) {
 			var done context.CancelFunc
 			w, r, done = s.sseWriter(w, r)
 			defer done()
@@ -165,10 +165,13 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 	// SSE before POST: it claims POSTs that accept text/event-stream.
 	h.AddTransport(transport.SSE{})
 	h.AddTransport(transport.POST{})
-	s.configureExecutor(h)
+	// One cache of parsed queries and one of persisted queries serve both:
+	// a query persisted over HTTP is known over websockets too.
+	queries, persisted := lru.New[*ast.QueryDocument](1000), lru.New[string](100)
+	s.configureExecutor(h, queries, persisted)
 	h.SetValidationRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	ws := executor.New(es)
-	s.configureExecutor(ws)
+	s.configureExecutor(ws, queries, persisted)
 	ws.SetDefaultRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	return h, ws
 }
@@ -204,8 +207,8 @@ type executorConfig interface {
 
 // configureExecutor sets how operations run, whatever their transport; the
 // validation rules are set apart (the two types name that setter apart).
-func (s *Server) configureExecutor(h executorConfig) {
-	h.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+func (s *Server) configureExecutor(h executorConfig, queries graphql.Cache[*ast.QueryDocument], persisted graphql.Cache[string]) {
+	h.SetQueryCache(queries)
 	lim := s.cfg.Limits
 	h.SetParserTokenLimit(lim.MaxTokens)
 	// "Did you mean ...?" would map the schema for a caller that cannot
@@ -216,7 +219,7 @@ func (s *Server) configureExecutor(h executorConfig) {
 	} else {
 		h.AroundRootFields(hideTypes)
 	}
-	h.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	h.Use(extension.AutomaticPersistedQuery{Cache: persisted})
 	h.Use(queryLimits{maxDepth: lim.MaxDepth, maxAliases: lim.MaxAliases})
 	h.Use(extension.FixedComplexityLimit(lim.MaxComplexity))
 	h.AroundOperations(s.resolver.AuditReads)
