@@ -158,12 +158,21 @@ func (s *Server) AllowWriteKey(keyID int64) (bool, time.Duration) {
 	return ok, retry
 }
 
-// limitKey takes a token from the bucket of p's API key; false means the
-// request was answered with 429.
-func (s *Server) limitKey(w http.ResponseWriter, p *c360.Principal) bool {
+// allowKey takes a token from the bucket of p's API key, counting a
+// refusal; when there is none, it says how long until there is.
+func (s *Server) allowKey(p *c360.Principal) (bool, time.Duration) {
 	ok, retry := s.keyLimit.allow(p.KeyID)
 	if !ok {
 		s.secMetrics.rateLimited.WithLabelValues("key").Inc()
+	}
+	return ok, retry
+}
+
+// limitKey takes a token from the bucket of p's API key; false means the
+// request was answered with 429.
+func (s *Server) limitKey(w http.ResponseWriter, p *c360.Principal) bool {
+	ok, retry := s.allowKey(p)
+	if !ok {
 		writeRateLimited(w, retry, "this API key")
 	}
 	return ok

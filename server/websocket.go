@@ -1042,10 +1042,7 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 			c.mu.Lock()
 			c.principal, c.auth = p, s.auth
 			c.allow = func() bool {
-				ok, _ := s.keyLimit.allow(p.KeyID)
-				if !ok {
-					s.secMetrics.rateLimited.WithLabelValues("key").Inc()
-				}
+				ok, _ := s.allowKey(p)
 				return ok
 			}
 			c.mu.Unlock()
