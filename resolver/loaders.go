@@ -38,10 +38,14 @@ type Loaders struct {
 	prefetched map[int64]bool   // customers whose selected fields a parent loaded
 	loaded     map[partKey]bool // the parts of customers a profile load primed
 
-	// renew makes empty loaders for the same workspace: a subscription
-	// renders each change with loaders of its own (SharedSubscriptions).
-	renew func() *Loaders
+	// r and ws made these loaders; renew makes new ones from them.
+	r  *Resolver
+	ws int64
 }
+
+// renew makes empty loaders for the same workspace: a subscription renders
+// each change with loaders of its own (SharedSubscriptions).
+func (l *Loaders) renew() *Loaders { return l.r.NewLoaders(l.ws) }
 
 // markPrefetched records that the selected child fields of these customers
 // were loaded (or tried) and primed.
@@ -129,7 +133,7 @@ func (r *Resolver) NewLoaders(ws int64) *Loaders {
 		conversations: pageLoader(ws, r.ConversationService.ConversationsByCustomers),
 		messages:      pageLoader(ws, r.ConversationService.MessagesByConversations),
 	}
-	l.renew = func() *Loaders { return r.NewLoaders(ws) }
+	l.r, l.ws = r, ws
 	if r.ObservationService != nil {
 		l.observations = dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Observation, error) {
 			m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now())

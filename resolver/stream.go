@@ -80,7 +80,7 @@ func (x *SharedSubscriptions) InterceptOperation(ctx context.Context, next graph
 	// figures) is of no use to anyone once it runs.
 	oc.Stats = graphql.Stats{OperationStart: oc.Stats.OperationStart, Read: oc.Stats.Read,
 		Parsing: oc.Stats.Parsing, Validation: oc.Stats.Validation}
-	return next(context.WithValue(ctx, holderKey{}, &holder{key: fingerprint(ctx, oc)}))
+	return next(context.WithValue(ctx, holderKey{}, &holder{key: fingerprint(ctx, oc), principal: c360.PrincipalFromContext(ctx)}))
 }
 
 // InterceptResponse serves each response of a subscription from its source,
@@ -112,9 +112,9 @@ func (x *SharedSubscriptions) InterceptResponse(ctx context.Context, next graphq
 // Wait returned.
 func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graphql.ResponseHandler) *graphql.Response {
 	c, put, err := h.src.next(ctx)
-	if err == nil && x.KeyActive != nil {
-		if p := c360.PrincipalFromContext(ctx); p != nil && c360.ErrorCode(x.KeyActive(ctx, p)) == c360.EUNAUTHENTICATED {
-			err = c360.Errorf(c360.EUNAUTHENTICATED, "the API key was revoked")
+	if err == nil && x.KeyActive != nil && h.principal != nil {
+		if e := x.KeyActive(ctx, h.principal); c360.ErrorCode(e) == c360.EUNAUTHENTICATED {
+			err = e
 		}
 	}
 	if err != nil {
@@ -130,7 +130,7 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 		// request's loaders live as long as the subscription (over SSE,
 		// one HTTP request carries every change): each change is rendered
 		// with loaders of its own, so it shows the customer as it is now.
-		if l := loadersFrom(rctx); l != nil && l.renew != nil {
+		if l := loadersFrom(rctx); l != nil && l.r != nil {
 			rctx = WithLoaders(rctx, l.renew())
 		}
 		resp := next(rctx)
@@ -161,9 +161,10 @@ type holderKey struct{}
 // holder joins a subscription operation's resolver (which sets src) and its
 // responses (which read it). Both run on the operation's goroutine.
 type holder struct {
-	key   string
-	src   *source
-	ended bool
+	key       string
+	principal *c360.Principal // the operation's, read once
+	src       *source
+	ended     bool
 }
 
 // source is a subscription's changes, filtered and converted: next returns
