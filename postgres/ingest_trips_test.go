@@ -13,7 +13,9 @@ import (
 // A group of events takes a fixed number of round trips, whatever its
 // size: its first round trip finds the events stored before, locks the
 // identities and reads their owners together; the second locks and loads
-// the customers; the third writes. A retried group takes the first only.
+// the customers; the third writes. A retried group takes the first only,
+// and a group mixing stored and new events takes three, storing only the
+// new ones.
 func TestIngestGroupRoundTrips(t *testing.T) {
 	counter := &pgtest.StatementCounter{}
 	db := pgtest.Open(t, counter.Install)
@@ -31,9 +33,11 @@ func TestIngestGroupRoundTrips(t *testing.T) {
 		}
 		return evs
 	}
-	if _, err := db.Ingest(ctx, ws, events("warm")); err != nil { // creates the customers
+	warm, err := db.Ingest(ctx, ws, events("warm")) // creates the customer
+	if err != nil {
 		t.Fatal(err)
 	}
+	customer := warm[0].CustomerID
 	for _, tc := range []struct {
 		name  string
 		round string
@@ -55,5 +59,36 @@ func TestIngestGroupRoundTrips(t *testing.T) {
 		if trips := counter.RoundTrips() - 2; trips != tc.trips {
 			t.Errorf("%s: %d round trips between BEGIN and COMMIT, want %d:\n%s", tc.name, trips, tc.trips, counter.Statements())
 		}
+	}
+
+	// Half of round a again, half new: the stored half keeps its results,
+	// the new half is stored, on the same customer, in three round trips.
+	stored, err := db.Ingest(ctx, ws, events("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := append(events("a")[:10], events("b")[10:]...)
+	counter.Reset()
+	res, err := db.Ingest(ctx, ws, mixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if trips := counter.RoundTrips() - 2; trips != 3 {
+		t.Errorf("a mixed group: %d round trips between BEGIN and COMMIT, want 3:\n%s", trips, counter.Statements())
+	}
+	for i, r := range res {
+		switch {
+		case i < 10 && (!r.Duplicate || r.EventID != stored[i].EventID || r.CustomerID != customer):
+			t.Errorf("event %d, stored before: %+v, want a duplicate of event %d of customer %d", i, r, stored[i].EventID, customer)
+		case i >= 10 && (r.Duplicate || r.EventID == 0 || r.CustomerID != customer):
+			t.Errorf("event %d, new: %+v, want it stored on customer %d", i, r, customer)
+		}
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key LIKE 'b-%'`, ws).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 {
+		t.Errorf("%d events of round b stored, want the 10 new ones", n)
 	}
 }
