@@ -28,10 +28,7 @@ func TestWorkspaceStreamGetsAChangeAsACustomerStreamStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cst.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runHub(t, h)
 	wantV2(t, wst, id)
 }
 
@@ -58,10 +55,7 @@ func TestWorkspaceStreamGetsAChangeDuringACustomerStreamsStart(t *testing.T) {
 	feed := &hookFeed{DB: db}
 	h := hub.New(feed, hub.Options{Logger: slog.New(slog.DiscardHandler)})
 	db.OnCommit = h.Wake
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runHub(t, h)
 	e := &env{db: db, hub: h, ws: ws}
 	id, wst := workspaceStreamAfter(t, e, "w2@example.com")
 	feed.before = func() { e.identify(t, "w2@example.com", map[string]any{"n": 1}) } // v2

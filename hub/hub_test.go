@@ -56,15 +56,18 @@ func newEnv(t *testing.T, opts hub.Options) *env {
 	ws, _, _ := pgtest.Workspace(t, db)
 	opts.Logger = slog.New(slog.DiscardHandler)
 	h := hub.New(db, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.Run(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	runHub(t, h)
 	db.OnCommit = h.Wake
 	return &env{db: db, hub: h, ws: ws}
+}
+
+// runHub runs h until the test ends.
+func runHub(t *testing.T, h *hub.Hub) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 func (e *env) identify(t *testing.T, addr string, traits map[string]any) int64 {

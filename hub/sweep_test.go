@@ -20,12 +20,15 @@ import (
 // notification named no customers.
 func silentStream(t *testing.T, feed hub.Feed, db *postgres.DB) (*env, *hub.WorkspaceStream) {
 	t.Helper()
-	ws, _, _ := pgtest.Workspace(t, db)
 	h := hub.New(feed, hub.Options{Logger: slog.New(slog.DiscardHandler)})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runHub(t, h)
+	return workspaceStream(t, h, db)
+}
+
+// workspaceStream opens a stream of a new workspace on h.
+func workspaceStream(t *testing.T, h *hub.Hub, db *postgres.DB) (*env, *hub.WorkspaceStream) {
+	t.Helper()
+	ws, _, _ := pgtest.Workspace(t, db)
 	st, err := h.SubscribeWorkspace(ws, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -162,5 +165,23 @@ func TestFailedSweepRetriesFromItsOwnStart(t *testing.T) {
 	}
 	if !froms[2].Equal(froms[1]) || !froms[1].After(froms[0]) {
 		t.Errorf("sweeps started at %v: want the retry (third) from the failed one's start (second), later than the first's", froms)
+	}
+}
+
+// A resync sweeps every workspace with a workspace stream, not one.
+func TestResyncSweepsEveryWorkspace(t *testing.T) {
+	db := pgtest.Open(t)
+	e1, st1 := silentStream(t, db, db)
+	e2, st2 := workspaceStream(t, e1.hub, db)
+	a := e1.identify(t, "one@example.com", nil)
+	b := e2.identify(t, "two@example.com", nil)
+	e1.hub.Resync()
+	for _, w := range []struct {
+		st   *hub.WorkspaceStream
+		want int64
+	}{{st1, a}, {st2, b}} {
+		if c := nextWithin(t, w.st, 10*time.Second); c == nil || c.CustomerID != w.want {
+			t.Errorf("after one resync got %+v, want customer %d's change", c, w.want)
+		}
 	}
 }
