@@ -106,3 +106,15 @@ func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) strin
 	}
 	return v
 }
+
+// UpTo applies the migrations up to version v.
+func (m *Migrator) UpTo(ctx context.Context, v int64) error {
+	_, err := m.provider.UpTo(ctx, v)
+	return err
+}
+
+// DownTo rolls the migrations back to version v.
+func (m *Migrator) DownTo(ctx context.Context, v int64) error {
+	_, err := m.provider.DownTo(ctx, v)
+	return err
+}

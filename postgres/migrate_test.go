@@ -2,18 +2,11 @@ package postgres_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
+	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-
 	"github.com/c360dev/c360/internal/pgtest"
-	"github.com/c360dev/c360/migrations"
 	"github.com/c360dev/c360/postgres"
 )
 
@@ -41,53 +34,57 @@ func TestMigratorHasNoTimeouts(t *testing.T) {
 	}
 }
 
+// emptyStore opens a database of the test's own with no migration applied,
+// and a migrator on it.
+func emptyStore(t *testing.T, suffix string) (*postgres.DB, *postgres.Migrator) {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), pgtest.EmptyDatabase(t, suffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	m, err := db.NewMigrator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return db, m
+}
+
+// indexes returns the indexes of conversations and customer_changes, and
+// whether each is valid.
+func indexes(t *testing.T, db *postgres.DB) map[string]bool {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `SELECT indexrelid::regclass::text, indisvalid FROM pg_index
+		WHERE indrelid IN ('conversations'::regclass, 'customer_changes'::regclass)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for rows.Next() {
+		var n string
+		var valid bool
+		if err := rows.Scan(&n, &valid); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = valid
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // A CONCURRENTLY migration cut short leaves the index it was building,
 // invalid; running the migrations again must finish the job.
 func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 	ctx := context.Background()
-	base := os.Getenv("TEST_DATABASE_URL")
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	name := fmt.Sprintf("c360_t_migrate_%d", os.Getpid())
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// conn is closed by now: the test's defers ran first.
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Errorf("drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-	})
-	u, _ := url.Parse(base)
-	u.Path = "/" + name
-	db, err := postgres.Open(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, m := emptyStore(t, "cutshort")
 
 	// Up to 00009, then what a cut-short 00010 and 00011 leave: their new
 	// indexes, invalid (as a CREATE INDEX CONCURRENTLY that failed leaves
 	// them), and the old index still there.
-	sqlDB := stdlib.OpenDBFromPool(db.Pool)
-	defer sqlDB.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 9); err != nil {
+	if err := m.UpTo(ctx, 9); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{
@@ -99,37 +96,53 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	m, err := db.NewMigrator()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
 	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("migrate up after a cut-short run: %v", err)
 	}
-	indexes := map[string]bool{}
-	rows, err := db.Pool.Query(ctx, `SELECT indexrelid::regclass::text, indisvalid FROM pg_index
-		WHERE indrelid IN ('conversations'::regclass, 'customer_changes'::regclass)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var n string
-		var valid bool
-		if err := rows.Scan(&n, &valid); err != nil {
-			t.Fatal(err)
-		}
-		indexes[n] = valid
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := indexes(t, db)
 	for _, want := range []string{"conversations_customer_id_idx", "customer_changes_created_brin"} {
-		if valid, ok := indexes[want]; !ok || !valid {
-			t.Errorf("index %s: present %v, valid %v; want it built again, valid (%v)", want, ok, valid, indexes)
+		if valid, ok := got[want]; !ok || !valid {
+			t.Errorf("index %s: present %v, valid %v; want it built again, valid (%v)", want, ok, valid, got)
 		}
 	}
-	if _, ok := indexes["conversations_customer_idx"]; ok {
-		t.Errorf("the old conversations_customer_idx is still there: %v", indexes)
+	if _, ok := got["conversations_customer_idx"]; ok {
+		t.Errorf("the old conversations_customer_idx is still there: %v", got)
+	}
+}
+
+// 00011 and 00010 roll back to the indexes and storage of 00009, and
+// forward again.
+func TestConcurrentMigrationsRollBack(t *testing.T) {
+	ctx := context.Background()
+	db, m := emptyStore(t, "rollback")
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DownTo(ctx, 9); err != nil {
+		t.Fatalf("down to 00009: %v", err)
+	}
+	got := indexes(t, db)
+	if valid, ok := got["conversations_customer_idx"]; !ok || !valid {
+		t.Errorf("after down: conversations_customer_idx present %v, valid %v (%v)", ok, valid, got)
+	}
+	for _, gone := range []string{"conversations_customer_id_idx", "customer_changes_created_brin"} {
+		if _, ok := got[gone]; ok {
+			t.Errorf("after down: %s is still there (%v)", gone, got)
+		}
+	}
+	var opts []string
+	if err := db.Pool.QueryRow(ctx, `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'conversations'::regclass`).Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		if strings.HasPrefix(o, "fillfactor") {
+			t.Errorf("after down: conversations still has %s", o)
+		}
+	}
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if got := indexes(t, db); !got["conversations_customer_id_idx"] || !got["customer_changes_created_brin"] {
+		t.Errorf("up again: %v", got)
 	}
 }

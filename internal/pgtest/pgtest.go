@@ -64,7 +64,21 @@ func Workspace(t testing.TB, db *postgres.DB) (int64, string, string) {
 	return creds.ID, creds.Slug, creds.APIKey
 }
 
-func create() (string, error) {
+// EmptyDatabase creates a database of its own for the test, with no
+// migration applied, dropped when the test ends, and returns its URL.
+func EmptyDatabase(t testing.TB, suffix string) string {
+	t.Helper()
+	name := fmt.Sprintf("c360_t_%s_%d_%s", sanitize(filepath.Base(os.Args[0])), os.Getpid(), sanitize(suffix))
+	u, err := newDatabase(name)
+	if err != nil {
+		t.Fatalf("test database: %v", err)
+	}
+	t.Cleanup(func() { dropDatabase(name) })
+	return u
+}
+
+// newDatabase creates the database name afresh and returns its URL.
+func newDatabase(name string) (string, error) {
 	base := os.Getenv("TEST_DATABASE_URL")
 	if base == "" {
 		return "", fmt.Errorf("TEST_DATABASE_URL is not set: run the tests with `make test`, which starts a local PostgreSQL")
@@ -75,7 +89,6 @@ func create() (string, error) {
 		return "", fmt.Errorf("connect to TEST_DATABASE_URL: %w", err)
 	}
 	defer conn.Close(ctx)
-	name := fmt.Sprintf("c360_t_%s_%d", sanitize(filepath.Base(os.Args[0])), os.Getpid())
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name); err != nil {
 		return "", err
 	}
@@ -87,7 +100,28 @@ func create() (string, error) {
 		return "", err
 	}
 	u.Path = "/" + name
-	db, err := postgres.Open(ctx, u.String())
+	return u.String(), nil
+}
+
+// dropDatabase drops the database name, whoever is connected to it.
+func dropDatabase(name string) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+}
+
+func create() (string, error) {
+	name := fmt.Sprintf("c360_t_%s_%d", sanitize(filepath.Base(os.Args[0])), os.Getpid())
+	dbURL, err := newDatabase(name)
+	if err != nil {
+		return "", err
+	}
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, dbURL)
 	if err != nil {
 		return "", err
 	}
@@ -100,7 +134,7 @@ func create() (string, error) {
 	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		return "", err
 	}
-	return u.String(), nil
+	return dbURL, nil
 }
 
 // Drop removes this binary's database; call it from TestMain after m.Run.
@@ -108,14 +142,8 @@ func Drop() {
 	if dbURL == "" {
 		return
 	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
 	u, _ := url.Parse(dbURL)
-	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+strings.TrimPrefix(u.Path, "/")+" WITH (FORCE)")
+	dropDatabase(strings.TrimPrefix(u.Path, "/"))
 }
 
 func sanitize(s string) string {
