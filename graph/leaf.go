@@ -46,10 +46,8 @@ type DirectLeaves interface {
 // method). A field selected through an interface or union is never taken
 // directly: its definition is the interface's, shared by implementations
 // that may resolve it differently.
-var plainFields struct {
-	sync.RWMutex
-	m map[*ast.FieldDefinition]bool
-}
+// Reads take no lock: every field of every query looks here.
+var plainFields sync.Map // *ast.FieldDefinition -> bool
 
 var timeType = reflect.TypeFor[time.Time]()
 
@@ -103,20 +101,11 @@ func plainField(ctx context.Context, field graphql.CollectedField,
 	if field.ObjectDefinition == nil || field.ObjectDefinition.Kind != ast.Object {
 		return false
 	}
-	key := field.Definition
-	plainFields.RLock()
-	plain, ok := plainFields.m[key]
-	plainFields.RUnlock()
-	if ok {
-		return plain
+	if v, ok := plainFields.Load(field.Definition); ok {
+		return v.(bool)
 	}
 	fc, err := initializeFieldContext(ctx, field)
-	plain = err == nil && !fc.IsMethod && !fc.IsResolver
-	plainFields.Lock()
-	if plainFields.m == nil {
-		plainFields.m = map[*ast.FieldDefinition]bool{}
-	}
-	plainFields.m[key] = plain
-	plainFields.Unlock()
+	plain := err == nil && !fc.IsMethod && !fc.IsResolver
+	plainFields.Store(field.Definition, plain)
 	return plain
 }

@@ -150,8 +150,4 @@ func TestResolveLeaf(t *testing.T) {
 	}
 }
 
-func clearPlainFields() {
-	plainFields.Lock()
-	plainFields.m = nil
-	plainFields.Unlock()
-}
+func clearPlainFields() { plainFields.Clear() }
