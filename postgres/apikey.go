@@ -116,7 +116,7 @@ const keyCheckTimeout = time.Second
 
 // KeyActive implements c360.APIKeyService: a key this process verified
 // within authCacheTTL stands; otherwise the key's row says, within
-// keyCheckTimeout.
+// keyCheckTimeout, and a standing key is cached as verified.
 func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 	now := time.Now()
 	if v, ok := db.authCache.Load(p.KeyPrefix); ok {
@@ -124,22 +124,26 @@ func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 			return nil
 		}
 	}
-	if v, ok := db.activeCache.Load(p.KeyID); ok && now.Before(v.(time.Time)) {
-		return nil
-	}
 	// Callers ask on the way to delivering a change: a database that cannot
 	// answer soon does not hold it back (the next check asks again).
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)
 	defer cancel()
-	var revoked *time.Time
-	err := db.byPrefix(p.KeyPrefix).QueryRow(ctx, `SELECT revoked_at FROM api_keys WHERE prefix = $1 AND id = $2`,
-		p.KeyPrefix, p.KeyID).Scan(&revoked)
+	var (
+		hash    []byte
+		revoked *time.Time
+	)
+	err := db.byPrefix(p.KeyPrefix).QueryRow(ctx, `SELECT hash, revoked_at FROM api_keys WHERE prefix = $1 AND id = $2`,
+		p.KeyPrefix, p.KeyID).Scan(&hash, &revoked)
 	if err == pgx.ErrNoRows || err == nil && revoked != nil {
 		return c360.Errorf(c360.EUNAUTHENTICATED, "the API key was revoked")
 	} else if err != nil {
 		return interpretError(fmt.Errorf("check api key: %w", err))
 	}
-	db.activeCache.Store(p.KeyID, now.Add(authCacheTTL))
+	// Standing: the key is as good as verified now, for KeyActive and
+	// Authenticate alike.
+	e := authEntry{principal: p, expires: now.Add(authCacheTTL)}
+	copy(e.hash[:], hash)
+	db.authCache.Store(p.KeyPrefix, e)
 	return nil
 }
 

@@ -77,7 +77,6 @@ func (db *DB) RevokeAPIKey(ctx context.Context, ws int64, prefix string) (*c360.
 		return nil, interpretError(fmt.Errorf("revoke api key: %w", err))
 	}
 	db.authCache.Delete(prefix)
-	db.activeCache.Delete(k.ID)
 	return k, nil
 }
 

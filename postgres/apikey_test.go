@@ -37,6 +37,11 @@ func TestKeyActive(t *testing.T) {
 	// The key's table locked (a migration, say) and nothing cached: the
 	// answer comes within the bound, and it is not "revoked".
 	_, q := issue()
+	db.ForgetAPIKeys()
+	// A key found standing in its row is cached as verified.
+	if err := db.KeyActive(ctx, p); err != nil {
+		t.Fatalf("a standing key, read from its row: %v", err)
+	}
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +49,10 @@ func TestKeyActive(t *testing.T) {
 	if _, err := tx.Exec(ctx, `LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	db.ForgetAPIKeys()
+	// (Read from its row, the answer would be the lock's timeout.)
+	if err := db.KeyActive(ctx, p); err != nil {
+		t.Errorf("with api_keys locked, a key found standing a moment ago: %v, want it standing from the cache", err)
+	}
 	start := time.Now()
 	err = db.KeyActive(ctx, q)
 	took := time.Since(start)

@@ -51,9 +51,6 @@ type DB struct {
 	// authCache maps a recently verified API key's prefix to its authEntry
 	// (apikey.go): one per process, as each replica opens one DB.
 	authCache sync.Map
-	// activeCache maps a key id KeyActive found standing to when that
-	// answer expires (authCacheTTL).
-	activeCache sync.Map
 }
 
 // Option adjusts the pool configuration before connecting (tests install a

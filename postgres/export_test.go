@@ -94,7 +94,6 @@ func (n *Notifier) PendingCount() (pairs int, whole bool) {
 // process that never saw them would have.
 func (db *DB) ForgetAPIKeys() {
 	db.authCache.Clear()
-	db.activeCache.Clear()
 }
 
 // Setting returns a setting as the migrator's connections see it.
