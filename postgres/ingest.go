@@ -525,12 +525,7 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 	if out.MediaURLs == nil {
 		out.MediaURLs = []string{}
 	}
-	if m.Direction == c360.DirectionOutbound {
-		if err := lockProviderMessage(ctx, tx, ws, m.ProviderID); err != nil {
-			return nil, err
-		}
-	}
-	err = tx.QueryRow(ctx, `
+	const insertSQL = `
 		WITH m AS (
 			INSERT INTO messages (workspace_id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), $11)
@@ -541,8 +536,16 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 				last_inbound_at = CASE WHEN $6 = 'inbound' THEN greatest(last_inbound_at, $11) ELSE last_inbound_at END
 			WHERE workspace_id = $1 AND id = $2
 		)
-		SELECT id FROM m`,
-		ws, conv, customer, eventID, m.Channel, m.Direction, m.Body, out.MediaURLs, m.Status, m.ProviderID, ev.OccurredAt).Scan(&out.ID)
+		SELECT id FROM m`
+	args := []any{ws, conv, customer, eventID, m.Channel, m.Direction, m.Body, out.MediaURLs, m.Status, m.ProviderID, ev.OccurredAt}
+	if m.Direction == c360.DirectionOutbound && m.ProviderID != "" {
+		b := &pgx.Batch{}
+		queueProviderMessageLock(b, ws, m.ProviderID)
+		b.Queue(insertSQL, args...)
+		err = withProviderMessageLock(ctx, tx, b, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&out.ID) })
+	} else {
+		err = tx.QueryRow(ctx, insertSQL, args...).Scan(&out.ID)
+	}
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("insert message: %w", err))
 	}
