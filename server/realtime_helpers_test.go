@@ -38,6 +38,8 @@ type rtEnv struct {
 type rtOptions struct {
 	queue int
 	cfg   server.Config
+	// auth, when set, stands for the store as the API key service.
+	auth func(*postgres.DB) c360.APIKeyService
 }
 
 func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
@@ -57,7 +59,11 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := server.New(o.cfg, db, res, db)
+	var auth c360.APIKeyService = db
+	if o.auth != nil {
+		auth = o.auth(db)
+	}
+	s := server.New(o.cfg, auth, res, db)
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() {
 		s.CloseWebsockets()

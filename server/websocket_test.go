@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
 
@@ -436,5 +439,53 @@ func TestWebsocketMessagesArrivingTogether(t *testing.T) {
 		}
 		c.c.Close()
 		waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+	}
+}
+
+// unsureKeys is the store as API key service, except that, once down is
+// set, it cannot say whether a key still stands.
+type unsureKeys struct {
+	*postgres.DB
+	down *atomic.Bool
+}
+
+func (k unsureKeys) KeyActive(ctx context.Context, p *c360.Principal) error {
+	if k.down.Load() {
+		return c360.Errorf(c360.EUNAVAILABLE, "the database did not answer")
+	}
+	return k.DB.KeyActive(ctx, p)
+}
+
+// A database that cannot say whether a key stands is no reason to close
+// its connection or hold back its changes: a subscribe (which asks about
+// the key, as a keepalive ping does) is taken, and changes are delivered;
+// only a revoked key closes it (the test above).
+func TestWebsocketKeyCheckUnavailableKeepsTheConnection(t *testing.T) {
+	var down atomic.Bool
+	e := newRTEnv(t, rtOptions{auth: func(db *postgres.DB) c360.APIKeyService { return unsureKeys{DB: db, down: &down} }})
+	id := ingest(t, e.db, e.ws, email("unsure@example.com"), nil)
+	vars := map[string]any{"id": fmt.Sprint(id)}
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("a", subCustomer, vars)
+	down.Store(true)
+	c.subscribe("b", subCustomer, vars)
+	waitFor(t, "both subscriptions", func() bool { return e.hub.Stats().Streams == 2 })
+	ingest(t, e.db, e.ws, email("unsure@example.com"), map[string]any{"plan": "pro"})
+	got := map[string]int64{}
+	for range 2 {
+		m := c.read()
+		var ch struct {
+			Data struct {
+				CustomerChanged change `json:"customerChanged"`
+			} `json:"data"`
+		}
+		if m.Type != "next" || json.Unmarshal(m.Payload, &ch) != nil {
+			t.Fatalf("with the key check unavailable: got %s %s, want the change", m.Type, m.Payload)
+		}
+		got[m.ID] = ch.Data.CustomerChanged.Version
+	}
+	if got["a"] != 2 || got["b"] != 2 {
+		t.Fatalf("with the key check unavailable: got versions %v, want version 2 on a and b", got)
 	}
 }
