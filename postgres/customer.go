@@ -177,7 +177,7 @@ func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[in
 // IdentitiesByCustomers loads the identities of many customers in one statement.
 func (db *DB) IdentitiesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.IdentityRecord, error) {
 	p := newPipeline(ws)
-	out := queueIdentities(p, ws, given(ids))
+	out := queueIdentities(p, ws, ids)
 	if err := p.send(ctx, db); err != nil {
 		return nil, err
 	}
@@ -190,7 +190,7 @@ func queueIdentities(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Ident
 		SELECT i.customer_id, i.type, i.value, i.first_seen, i.last_seen, i.source
 		FROM `+lookedUpCustomers+` AS p(id)
 		JOIN identities i ON i.workspace_id = $1 AND i.customer_id = p.id
-		ORDER BY i.customer_id, i.type, i.value`, []any{ws, customersArg(ids)}, func(rows pgx.Rows) error {
+		ORDER BY i.customer_id, i.type, i.value`, []any{ws, p.customersArg(ids)}, func(rows pgx.Rows) error {
 		r := &c360.IdentityRecord{}
 		if err := rows.Scan(&r.CustomerID, &r.Type, &r.Value, &r.FirstSeen, &r.LastSeen, &r.Source); err != nil {
 			return err
@@ -204,7 +204,7 @@ func queueIdentities(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Ident
 // ConsentsByCustomers loads the consents of many customers in one statement.
 func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.Consent, error) {
 	p := newPipeline(ws)
-	out := queueConsents(p, ws, given(ids))
+	out := queueConsents(p, ws, ids)
 	if err := p.send(ctx, db); err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func queueConsents(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Consent
 		SELECT c.customer_id, c.channel, c.status, coalesce(c.source, ''), c.updated_at
 		FROM `+lookedUpCustomers+` AS p(id)
 		JOIN consents c ON c.workspace_id = $1 AND c.customer_id = p.id
-		ORDER BY c.customer_id, c.channel`, []any{ws, customersArg(ids)}, func(rows pgx.Rows) error {
+		ORDER BY c.customer_id, c.channel`, []any{ws, p.customersArg(ids)}, func(rows pgx.Rows) error {
 		c := &c360.Consent{}
 		if err := rows.Scan(&c.CustomerID, &c.Channel, &c.Status, &c.Source, &c.UpdatedAt); err != nil {
 			return err

@@ -28,6 +28,7 @@ func ProfileStatements(ws int64, withMessages bool) (sql []string, args [][]any)
 		req.Messages = &c360.PageArgs{First: 10}
 	}
 	p := newPipeline(ws)
+	p.lookedUp = true // as FindProfile's lookup, queued first, makes it
 	if _, err := queueProfiles(p, ws, nil, req); err != nil {
 		panic(err)
 	}

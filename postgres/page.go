@@ -13,7 +13,7 @@ import (
 // queuePage queues one statement loading a page of children for each parent.
 // query selects (parent id, sort time, id, columns...) for $1 workspace,
 // $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id. Nil
-// parents are the customer a lookup earlier in the batch finds
+// parents, in a batch with a lookup, are the customer it finds
 // (lookedUpCustomers); its page is made when its first row is read.
 func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args c360.PageArgs,
 	query func(after bool) string, scan func(pgx.Rows) (int64, T, time.Time, int64, error),
@@ -22,7 +22,7 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 	if err != nil {
 		return nil, err
 	}
-	params := []any{ws, customersArg(parents), n + 1}
+	params := []any{ws, p.customersArg(parents), n + 1}
 	if args.After != "" {
 		cur, err := c360.DecodeCursor(args.After)
 		if err != nil {
@@ -100,7 +100,7 @@ func scanConversation(row pgx.Row, ws int64, prefix ...any) (*c360.Conversation,
 // EventsByCustomers returns a page of events, newest first, for each customer.
 func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
 	p := newPipeline(ws)
-	m, err := queueEvents(p, ws, given(customers), args)
+	m, err := queueEvents(p, ws, customers, args)
 	return sendOne(ctx, db, p, m, err)
 }
 
@@ -129,7 +129,7 @@ func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (
 // active first, for each customer.
 func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
 	p := newPipeline(ws)
-	m, err := queueConversations(p, ws, given(customers), args)
+	m, err := queueConversations(p, ws, customers, args)
 	return sendOne(ctx, db, p, m, err)
 }
 
@@ -211,10 +211,10 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 	if err != nil {
 		return nil, nil, err
 	}
-	convParams := []any{ws, customersArg(customers), cn + 1}
+	convParams := []any{ws, p.customersArg(customers), cn + 1}
 	// Messages only for the conversations returned: the extra one the
 	// conversation statement reads tells only that there is a next page.
-	msgParams := []any{ws, customersArg(customers), cn, mn + 1}
+	msgParams := []any{ws, p.customersArg(customers), cn, mn + 1}
 	convCond, msgConvCond, msgCond := "", "", ""
 	if convArgs.After != "" {
 		cur, err := c360.DecodeCursor(convArgs.After)

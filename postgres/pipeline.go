@@ -20,6 +20,10 @@ type pipeline struct {
 	reads []pipelineRead
 	// done counts the statements whose rows were all read, in order.
 	done int
+	// lookedUp is set when a lookup at the batch's start names its
+	// customer (FindProfile): parts queued for no customers then read that
+	// one (customersArg).
+	lookedUp bool
 }
 
 type pipelineRead struct {
@@ -41,23 +45,18 @@ const startPipelineSQL = `SELECT set_config('c360.workspace_id', $1, true), set_
 // would scan the whole table.
 const lookedUpCustomers = `unnest(coalesce($2::bigint[], ARRAY[(SELECT nullif(current_setting('c360.customer_id', true), '')::bigint)]))`
 
-// customersArg is $2 of a statement over lookedUpCustomers: nil means the
-// customer the batch's lookup found. Each id is joined once, however often
-// it is given.
-func customersArg(ids []int64) any {
-	if ids == nil {
+// customersArg is $2 of a statement over lookedUpCustomers: NULL, for the
+// customer the batch's lookup found, when the batch has one and ids is
+// nil; else ids, each joined once however often it is given (none for
+// none).
+func (p *pipeline) customersArg(ids []int64) any {
+	if ids == nil && p.lookedUp {
 		return nil
 	}
-	return uniqueIDs(ids)
-}
-
-// given is ids as a list of customers, never nil: a caller with none means
-// none, not the customer of a lookup (customersArg).
-func given(ids []int64) []int64 {
 	if ids == nil {
 		return []int64{}
 	}
-	return ids
+	return uniqueIDs(ids)
 }
 
 // uniqueIDs returns ids without repeats (in no set order: every read keys
@@ -148,6 +147,7 @@ func (db *DB) findProfile(ctx context.Context, ws int64, key c360.CustomerKey, q
 	var c *c360.Customer
 	lookup := func() *pipeline {
 		p := newPipeline(ws)
+		p.lookedUp = true
 		p.queue("customer", `SELECT set_config('c360.customer_id', c.id::text, true), `+sql, args, func(rows pgx.Rows) (err error) {
 			c, err = scanCustomer(rows, new(string))
 			return err
@@ -179,8 +179,8 @@ func (db *DB) findProfile(ctx context.Context, ws int64, key c360.CustomerKey, q
 	return c, out, nil
 }
 
-// queueProfiles queues the statements of req for customers; nil customers
-// means the one a lookup queued before them finds.
+// queueProfiles queues the statements of req for customers; nil customers,
+// in a batch with a lookup, means the one it finds.
 func queueProfiles(p *pipeline, ws int64, customers []int64, req c360.ProfileRequest) (*c360.Profiles, error) {
 	out := &c360.Profiles{}
 	if req.Identities {
@@ -199,7 +199,8 @@ func queueProfiles(p *pipeline, ws int64, customers []int64, req c360.ProfileReq
 		}
 		out.Events[args] = m
 	}
-	if req.Messages != nil && (customers != nil && len(customers) != 1 || len(req.Conversations) != 1) {
+	one := len(customers) == 1 || customers == nil && p.lookedUp
+	if req.Messages != nil && (!one || len(req.Conversations) != 1) {
 		return nil, c360.Errorf(c360.EINVALID, "messages load with one customer and one page of conversations")
 	}
 	for _, args := range req.Conversations {

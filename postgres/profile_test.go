@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -145,4 +146,28 @@ func js(p *c360.Profiles) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// Only a batch that starts with a lookup reads "no customers given" as the
+// customer it found: the public reads, given none, read none.
+func TestReadsOfNoCustomersReadNone(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{{Type: c360.EventIdentify, Source: "t", DedupeKey: "none-1",
+		Identities: []c360.Identity{{Type: "email", Value: "none@example.com"}}, OccurredAt: now, ReceivedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	args := c360.PageArgs{First: 5}
+	ids, err1 := db.IdentitiesByCustomers(ctx, ws, nil)
+	consents, err2 := db.ConsentsByCustomers(ctx, ws, nil)
+	events, err3 := db.EventsByCustomers(ctx, ws, nil, args)
+	convs, err4 := db.ConversationsByCustomers(ctx, ws, nil, args)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids)+len(consents)+len(events)+len(convs) != 0 {
+		t.Errorf("reads of no customers: identities %v, consents %v, events %v, conversations %v; want none", ids, consents, events, convs)
+	}
 }
