@@ -65,7 +65,7 @@ func (db *DB) findCustomer(ctx context.Context, ws int64, key c360.CustomerKey) 
 	}
 	c, err := scanCustomer(db.as(ws).QueryRow(ctx, `SELECT `+sql, args...))
 	if err == pgx.ErrNoRows {
-		return nil, notFound
+		return nil, notFound()
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find customer: %w", err))
 	}
@@ -73,18 +73,19 @@ func (db *DB) findCustomer(ctx context.Context, ws int64, key c360.CustomerKey) 
 }
 
 // lookupCustomer returns the statement that finds the customer of key, from
-// its columns on (customerColumns), with its arguments and the error when
-// it finds none. An identity's value is normalized as ingest stores it.
-func (db *DB) lookupCustomer(ws int64, key c360.CustomerKey) (sql string, args []any, notFound error, err error) {
+// its columns on (customerColumns), with its arguments and what makes the
+// error when it finds none (made only then: most lookups find their
+// customer). An identity's value is normalized as ingest stores it.
+func (db *DB) lookupCustomer(ws int64, key c360.CustomerKey) (sql string, args []any, notFound func() error, err error) {
 	if key.Identity == nil {
-		return findCustomerByIDSQL, []any{ws, key.ID}, c360.Errorf(c360.ENOTFOUND, "customer %d not found", key.ID), nil
+		return findCustomerByIDSQL, []any{ws, key.ID}, func() error { return c360.Errorf(c360.ENOTFOUND, "customer %d not found", key.ID) }, nil
 	}
 	n, err := db.normalizeLookup(*key.Identity)
 	if err != nil {
 		return "", nil, nil, err
 	}
 	return findCustomerByIdentitySQL, []any{ws, n.Type, n.Value},
-		c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value), nil
+		func() error { return c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value) }, nil
 }
 
 // maxPage bounds any connection's page size.

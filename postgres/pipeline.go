@@ -164,14 +164,14 @@ func (db *DB) findProfile(ctx context.Context, ws int64, key c360.CustomerKey, q
 			return nil, nil, err
 		}
 		if c == nil {
-			return nil, nil, notFound
+			return nil, nil, notFound()
 		}
 		// The customer was found and a part failed after it (a timeout,
 		// say): the customer stands, and each part's own read says why.
 		return c, nil, nil
 	}
 	if c == nil {
-		return nil, nil, notFound
+		return nil, nil, notFound()
 	}
 	if out != nil {
 		fillPages(out, []int64{c.ID})
