@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -117,4 +118,24 @@ func (m *Migrator) UpTo(ctx context.Context, v int64) error {
 func (m *Migrator) DownTo(ctx context.Context, v int64) error {
 	_, err := m.provider.DownTo(ctx, v)
 	return err
+}
+
+// GroupWriteStatements returns the statements a group's flush sends for n
+// existing customers, each with one inbound message in an existing
+// conversation: every SQL text, in order, with its arguments.
+func GroupWriteStatements(ws int64, n int) (sql []string, args [][]any) {
+	now := time.Now()
+	w := newGroupWrites(ws, now)
+	st := &groupState{cust: map[int64]*customerRow{}}
+	for i := range int64(n) {
+		c := &customerRow{id: i + 1, traits: map[string]any{}, meta: map[string]traitMeta{}, version: 2, traitsDirty: true}
+		st.cust[c.id] = c
+		ev := &c360.Event{OccurredAt: now, Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "hi"}}
+		w.message(1000+i, 2000+i, c.id, 3000+i, ev)
+		w.change(c, "event", map[string]any{})
+	}
+	for _, q := range w.queue(st).QueuedQueries {
+		sql, args = append(sql, q.SQL), append(args, q.Arguments)
+	}
+	return sql, args
 }

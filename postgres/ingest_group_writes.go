@@ -160,12 +160,24 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 }
 
 // flush writes everything in one round trip.
+func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) error {
+	if err := tx.SendBatch(ctx, w.queue(st)).Close(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_workspace_id_source_dedupe_key_key" {
+			return errClaimRace
+		}
+		return interpretError(fmt.Errorf("write group: %w", err))
+	}
+	return nil
+}
+
+// queue returns the batch that writes the group.
 //
 // Each UPDATE ... FROM unnest also says "id = ANY($2)": a workspace that
 // grew faster than autovacuum analyzed it can get a plan that scans the
 // whole workspace per row otherwise; the array keeps the index condition
-// bounded whatever the statistics say.
-func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) error {
+// bounded whatever the statistics say. Each runs through queueArrayJoin.
+func (w *groupWrites) queue(st *groupState) *pgx.Batch {
 	ws, now := w.ws, w.now
 	b := &pgx.Batch{}
 	w.queueEvents(b)
@@ -195,7 +207,7 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 		for id, l := range w.convLast {
 			ids, lastMsg, lastIn = append(ids, id), append(lastMsg, l[0]), append(lastIn, l[1])
 		}
-		b.Queue(`UPDATE conversations c SET
+		queueArrayJoin(b, `UPDATE conversations c SET
 				last_message_at = greatest(c.last_message_at, x.lm),
 				last_inbound_at = greatest(c.last_inbound_at, x.li)
 			FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, lm, li)
@@ -225,7 +237,7 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 		}
 		cTraits, cMeta = append(cTraits, tr), append(cMeta, m)
 	}
-	b.Queue(`UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
+	queueArrayJoin(b, `UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
 			version = x.v, updated_at = $7,
 			search_text = CASE WHEN x.rs THEN `+searchTextSQL("coalesce(x.tr::jsonb, c.traits)", "x.id")+` ELSE c.search_text END
 		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS x(id, tr, m, v, rs)
@@ -233,12 +245,25 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_workspace_id_source_dedupe_key_key" {
-			return errClaimRace
-		}
-		return interpretError(fmt.Errorf("write group: %w", err))
-	}
-	return nil
+	return b
+}
+
+// queueArrayJoin queues an UPDATE that joins a table to the rows of its
+// array parameters, with nested loops off for that one statement.
+//
+// A generic plan, which PostgreSQL uses for a prepared statement after its
+// fifth run, guesses that an array parameter holds 10 elements and that
+// "id = ANY($2)" finds one row. From those guesses a nested loop that reads
+// the table's rows by the array and, for each, scans the whole unnested
+// array costs least; for a group of n customers it compares n² pairs. At
+// 467 customers that UPDATE took 57 to 80 ms, against 6 to 9 ms hashed.
+// Without nested loops the two sides are hashed or merged, whatever the
+// guesses. The setting is in place before the statement's first run, so
+// the plan PostgreSQL caches for it is made without nested loops too.
+// SET LOCAL ... TO DEFAULT gives the rest of the transaction the session's
+// setting back.
+func queueArrayJoin(b *pgx.Batch, sql string, args ...any) {
+	b.Queue(`SET LOCAL enable_nestloop = off`)
+	b.Queue(sql, args...)
+	b.Queue(`SET LOCAL enable_nestloop TO DEFAULT`)
 }

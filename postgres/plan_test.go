@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -194,4 +195,108 @@ func TestConversationActivityIsNotIndexed(t *testing.T) {
 	if !strings.Contains(strings.Join(opts, ","), "fillfactor=80") {
 		t.Errorf("conversations reloptions %q: want fillfactor=80, room on the page for HOT updates", opts)
 	}
+}
+
+// A group's UPDATEs join a table to the rows of their array parameters. In
+// a generic plan no nested loop may rescan those rows for each row of the
+// table: for a group of n customers that compares n² pairs.
+//
+// The planner walks into that loop when it takes "id = ANY($2)" to find a
+// single row, which it does once the tables hold ten workspaces or more,
+// as a shared deployment's do.
+func TestGroupUpdatesNeverRescanTheirArrays(t *testing.T) {
+	db, ws, _ := plannedWorkspace(t)
+	ctx := context.Background()
+	for range 12 {
+		other, _, _ := pgtest.Workspace(t, db)
+		if _, err := seed.Run(ctx, db.Pool, other, seed.Options{Customers: 20, EventsPerCustomer: 1, MessagesPerConv: 1}); err != nil {
+			t.Fatalf("seed: %v", err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations`); err != nil {
+		t.Fatal(err)
+	}
+	sqls, args := postgres.GroupWriteStatements(ws, 400)
+	updates := 0
+	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, strconv.FormatInt(ws, 10)); err != nil {
+			return err
+		}
+		for i, sql := range sqls {
+			if strings.HasPrefix(sql, "SET ") {
+				// The group's own settings apply to what follows, as in its
+				// transaction.
+				if _, err := tx.Exec(ctx, sql); err != nil {
+					return err
+				}
+				continue
+			}
+			if !strings.Contains(sql, "UPDATE ") {
+				continue
+			}
+			updates++
+			name := fmt.Sprintf("group_write_%d", i)
+			if _, err := tx.Exec(ctx, `PREPARE `+name+` AS `+sql); err != nil {
+				return err
+			}
+			// A generic plan does not depend on the values: NULL for each.
+			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(args[i])), ", ")
+			var raw []byte
+			if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+name+`(`+nulls+`)`).Scan(&raw); err != nil {
+				return err
+			}
+			var plans []struct{ Plan planNode }
+			if err := json.Unmarshal(raw, &plans); err != nil {
+				return err
+			}
+			if bad := plans[0].Plan.rescansArray(); bad != "" {
+				t.Errorf("generic plan rescans an array for each row (%s):\n%s\n%s", bad, sql, raw)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updates != 2 {
+		t.Fatalf("planned %d UPDATEs, want 2 (customers and conversations)", updates)
+	}
+}
+
+// planNode is a node of EXPLAIN (FORMAT JSON).
+type planNode struct {
+	NodeType     string     `json:"Node Type"`
+	Relationship string     `json:"Parent Relationship"`
+	Plans        []planNode `json:"Plans"`
+}
+
+// rescansArray names a nested loop under n whose inner side scans a
+// function (unnest), or returns "".
+func (n planNode) rescansArray() string {
+	for _, c := range n.Plans {
+		if n.NodeType == "Nested Loop" && c.Relationship == "Inner" && c.scansFunction() {
+			return "Nested Loop over " + c.NodeType
+		}
+		if bad := c.rescansArray(); bad != "" {
+			return bad
+		}
+	}
+	return ""
+}
+
+func (n planNode) scansFunction() bool {
+	if n.NodeType == "Function Scan" {
+		return true
+	}
+	for _, c := range n.Plans {
+		if c.Relationship != "SubPlan" && c.scansFunction() {
+			return true
+		}
+	}
+	return false
 }
