@@ -171,6 +171,11 @@ type Dropped struct {
 //
 // If no identity survives (all were blocked), the decision is empty;
 // callers should then not create a customer.
+//
+// When one customer owns every identity that is not blocked, it is the
+// survivor and nothing is added to it, so no limit can be broken: existing
+// need not hold that customer's identities (SettledBy tells such events
+// apart before existing is read).
 func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity) Decision {
 	return r.PlanApart(ids, owners, existing, nil)
 }
@@ -179,6 +184,17 @@ func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int6
 // apart(a, b) reports that customers a and b must not be merged
 // automatically, so an identity that would merge them is dropped instead.
 func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity, apart func(a, b int64) bool) Decision {
+	d, candidates := r.screen(ids)
+	if owner := SettledBy(candidates, owners); owner != 0 {
+		d.Survivor = owner
+		return d
+	}
+	return r.resolve(d, candidates, owners, existing, apart)
+}
+
+// screen drops the blocked identities of ids and returns the others, sorted
+// and without duplicates.
+func (r Rules) screen(ids []Identity) (Decision, []Identity) {
 	var d Decision
 	candidates := make([]Identity, 0, len(ids))
 	for _, id := range Sort(ids) {
@@ -188,6 +204,12 @@ func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map
 		}
 		candidates = append(candidates, id)
 	}
+	return d, candidates
+}
+
+// resolve is Plan's resolution of the candidates screen left, identity by
+// identity.
+func (r Rules) resolve(d Decision, candidates []Identity, owners map[Identity]int64, existing map[int64][]Identity, apart func(a, b int64) bool) Decision {
 	// Stable, so equal ranks keep the (Type, Value) order from Sort.
 	slices.SortStableFunc(candidates, func(a, b Identity) int {
 		return cmp.Compare(r.Rank(b.Type), r.Rank(a.Type))
@@ -227,6 +249,22 @@ func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map
 	slices.SortFunc(d.Attach, compareIdentity)
 	slices.SortFunc(d.Dropped, func(a, b Dropped) int { return compareIdentity(a.Identity, b.Identity) })
 	return d
+}
+
+// SettledBy returns the customer that owns every one of ids, or 0 when
+// one of them has no owner, two have different owners, or ids is empty.
+// Such an event resolves to that customer whatever the limits, without
+// reading its identities.
+func SettledBy(ids []Identity, owners map[Identity]int64) int64 {
+	var owner int64
+	for i, id := range ids {
+		c := owners[id]
+		if c == 0 || (i > 0 && c != owner) {
+			return 0
+		}
+		owner = c
+	}
+	return owner
 }
 
 // planner accumulates the identities of the customer being resolved.

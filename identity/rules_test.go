@@ -505,3 +505,73 @@ func TestPlanApartNeverMergesSeparatedCustomers(t *testing.T) {
 	// Without the separation the same input merges all three.
 	checkDecision(t, DefaultRules().Plan(ids, w.owners(ids), w.existing(ids)), Decision{Survivor: 3, Merge: []int64{9, 12}})
 }
+
+// An event whose identities that are not blocked all belong to one
+// customer resolves to it without that customer's identities being read:
+// Plan given no identities decides exactly what the full resolution decides
+// given all of them, whatever the limits, priorities and block list. The
+// customers include some over a limit, as after a limit was lowered.
+func TestPlanSettledNeedsNoExistingIdentities(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pool := []Identity{uid("u1"), uid("u2"), email("a@x.com"), email("b@x.com"), email("c@x.com"),
+		phone("+14155550100"), anon("d1"), anon("d2"), {"crm_id", "c1"}, {"crm_id", "c2"}}
+	settled := 0
+	for i := range 2000 {
+		r := DefaultRules()
+		for _, typ := range []string{TypeUserID, TypeEmail, TypeAnonymousID, "crm_id"} {
+			r.Limits[typ] = 1 + rng.IntN(2)
+		}
+		if rng.IntN(3) == 0 {
+			r.Priority = []string{TypeEmail, TypeUserID}
+		}
+		if rng.IntN(4) == 0 {
+			r.Blocked = []string{pool[rng.IntN(len(pool))].Value}
+		}
+		// Each identity of the pool belongs to customer 1 or 2, or to
+		// no one.
+		w := world{}
+		for _, id := range pool {
+			if c := int64(rng.IntN(3)); c > 0 {
+				w[c] = append(w[c], id)
+			}
+		}
+		var ids []Identity
+		for _, id := range pool {
+			if rng.IntN(3) == 0 {
+				ids = append(ids, id)
+			}
+		}
+		owners := w.owners(ids)
+		d, candidates := r.screen(ids)
+		if SettledBy(candidates, owners) == 0 {
+			continue
+		}
+		settled++
+		want := r.resolve(d, candidates, owners, w.existing(ids), nil)
+		if got := r.Plan(ids, owners, nil); !reflect.DeepEqual(got, want) {
+			t.Fatalf("case %d: rules %+v, world %v: Plan(%v) without existing identities = %+v, want %+v", i, r, w, ids, got, want)
+		}
+	}
+	if settled < 200 {
+		t.Fatalf("only %d settled cases; the test would prove little", settled)
+	}
+}
+
+func TestSettledBy(t *testing.T) {
+	owners := map[Identity]int64{uid("u1"): 7, email("a@x.com"): 7, email("b@x.com"): 8}
+	for _, tc := range []struct {
+		ids  []Identity
+		want int64
+	}{
+		{nil, 0},
+		{[]Identity{uid("u1")}, 7},
+		{[]Identity{uid("u1"), email("a@x.com")}, 7},
+		{[]Identity{uid("u1"), email("b@x.com")}, 0},
+		{[]Identity{uid("u1"), anon("new")}, 0},
+		{[]Identity{anon("new"), uid("u1")}, 0},
+	} {
+		if got := SettledBy(tc.ids, owners); got != tc.want {
+			t.Errorf("SettledBy(%v) = %d, want %d", tc.ids, got, tc.want)
+		}
+	}
+}

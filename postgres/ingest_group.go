@@ -222,18 +222,28 @@ type convKey struct {
 // first round trip read (their identities locked, their owners known).
 func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, live []*groupEvent, st *groupState, now time.Time) ([]int64, error) {
 	// The customers to lock are the owners of the live events' identities.
-	var candidates []int64
+	// Only those of events that are not settled (one customer owning every
+	// identity) have their identities read: the others resolve without
+	// them (identity.SettledBy). An event settled here stays so while the
+	// group applies, which only attaches identities no one owned.
+	var candidates, planned []int64
 	for _, e := range live {
+		settled := identity.SettledBy(e.p.identities, st.owners) != 0
 		for _, id := range e.p.identities {
 			if c, ok := st.owners[id]; ok {
 				candidates = append(candidates, c)
+				if !settled {
+					planned = append(planned, c)
+				}
 			}
 		}
 	}
 	slices.Sort(candidates)
 	candidates = slices.Compact(candidates)
+	slices.Sort(planned)
+	planned = slices.Compact(planned)
 
-	if err := st.lockAndLoad(ctx, tx, ws, candidates, len(live)); err != nil {
+	if err := st.lockAndLoad(ctx, tx, ws, candidates, planned, len(live)); err != nil {
 		return nil, err
 	}
 
@@ -254,13 +264,16 @@ func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identit
 }
 
 // lockAndLoad locks the candidate customers in id order and, in the same
-// round trip, loads their identities and open conversations and reserves
-// ids for the customers, conversations and messages the group may create.
-func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64, n int) error {
+// round trip, loads the identities of those planned, the open
+// conversations of all, and reserves ids for the customers, conversations
+// and messages the group may create.
+func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, candidates, planned []int64, n int) error {
 	b := &pgx.Batch{}
 	b.Queue(`SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
 		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, candidates)
-	b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, candidates)
+	if len(planned) > 0 {
+		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, planned)
+	}
 	b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
 		WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
 		GROUP BY customer_id, channel, thread_key`, ws, candidates)
@@ -298,22 +311,10 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	if stale || len(st.cust) != len(candidates) {
 		return errSlowPath
 	}
-	rows, err = br.Query()
-	if err != nil {
-		return interpretError(fmt.Errorf("load identities: %w", err))
-	}
-	for rows.Next() {
-		var c int64
-		var id identity.Identity
-		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan identity: %w", err)
+	if len(planned) > 0 {
+		if err := st.loadIdentities(br); err != nil {
+			return err
 		}
-		st.existing[c] = append(st.existing[c], id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return interpretError(fmt.Errorf("load identities: %w", err))
 	}
 	rows, err = br.Query()
 	if err != nil {
@@ -334,6 +335,27 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	}
 	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg, &st.freeEvent); err != nil {
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
+	}
+	return nil
+}
+
+// loadIdentities reads the identities of the planned customers.
+func (st *groupState) loadIdentities(br pgx.BatchResults) error {
+	rows, err := br.Query()
+	if err != nil {
+		return interpretError(fmt.Errorf("load identities: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c int64
+		var id identity.Identity
+		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
+			return fmt.Errorf("scan identity: %w", err)
+		}
+		st.existing[c] = append(st.existing[c], id)
+	}
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("load identities: %w", err))
 	}
 	return nil
 }

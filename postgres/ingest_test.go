@@ -285,6 +285,33 @@ func TestIngestNeverMergesTwoUserIDs(t *testing.T) {
 	}
 }
 
+// In one group, an event that only names a customer's own identities
+// (settled: its identities are not read) comes before one that would give
+// that customer a second user_id. The second is still judged on all of the
+// customer's identities: its email is dropped and it gets a customer of its
+// own.
+func TestGroupJudgesUnsettledEventsOnAllIdentities(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	a := ingest1(t, db, ws, track("1", ids("user_id", "u1", "email", "a@example.com")))
+	res, err := db.Ingest(context.Background(), ws, []*c360.Event{
+		track("2", ids("email", "a@example.com")),
+		track("3", ids("email", "a@example.com", "user_id", "u2")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].CustomerID != a.CustomerID {
+		t.Errorf("settled event went to customer %d, want %d", res[0].CustomerID, a.CustomerID)
+	}
+	if res[1].CustomerID == a.CustomerID || len(res[1].Dropped) != 1 {
+		t.Errorf("event with a second user_id = %+v, want a new customer and the email dropped", res[1])
+	}
+	if n := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1 AND customer_id = $2 AND type = 'user_id'`, ws, a.CustomerID); n != 1 {
+		t.Errorf("customer %d has %d user_ids, want 1", a.CustomerID, n)
+	}
+}
+
 func TestTraitsNewestObservationWins(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
