@@ -174,8 +174,8 @@ type Dropped struct {
 //
 // When one customer owns every identity that is not blocked, it is the
 // survivor and nothing is added to it, so no limit can be broken: existing
-// need not hold that customer's identities (SettledBy tells such events
-// apart before existing is read).
+// need not hold that customer's identities (Rules.SettledBy tells such
+// events apart before existing is read).
 func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity) Decision {
 	return r.PlanApart(ids, owners, existing, nil)
 }
@@ -185,7 +185,7 @@ func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int6
 // automatically, so an identity that would merge them is dropped instead.
 func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity, apart func(a, b int64) bool) Decision {
 	d, candidates := r.screen(ids)
-	if owner := SettledBy(candidates, owners); owner != 0 {
+	if owner := soleOwner(candidates, owners); owner != 0 {
 		d.Survivor = owner
 		return d
 	}
@@ -251,11 +251,28 @@ func (r Rules) resolve(d Decision, candidates []Identity, owners map[Identity]in
 	return d
 }
 
-// SettledBy returns the customer that owns every one of ids, or 0 when
-// one of them has no owner, two have different owners, or ids is empty.
-// Such an event resolves to that customer whatever the limits, without
-// reading its identities.
-func SettledBy(ids []Identity, owners map[Identity]int64) int64 {
+// SettledBy returns the customer that owns every identity of ids that is
+// not blocked, or 0 when one of them has no owner, two have different
+// owners, or every one is blocked. An event with such identities (settled)
+// resolves to that customer, without its identities being read, whatever
+// the limits: it creates no customer and attaches nothing.
+func (r Rules) SettledBy(ids []Identity, owners map[Identity]int64) int64 {
+	var owner int64
+	for _, id := range ids {
+		if r.IsBlocked(id.Value) {
+			continue
+		}
+		c := owners[id]
+		if c == 0 || (owner != 0 && c != owner) {
+			return 0
+		}
+		owner = c
+	}
+	return owner
+}
+
+// soleOwner is SettledBy for identities none of which is blocked.
+func soleOwner(ids []Identity, owners map[Identity]int64) int64 {
 	var owner int64
 	for i, id := range ids {
 		c := owners[id]

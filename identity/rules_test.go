@@ -543,7 +543,10 @@ func TestPlanSettledNeedsNoExistingIdentities(t *testing.T) {
 		}
 		owners := w.owners(ids)
 		d, candidates := r.screen(ids)
-		if SettledBy(candidates, owners) == 0 {
+		if r.SettledBy(ids, owners) == 0 {
+			if soleOwner(candidates, owners) != 0 {
+				t.Fatalf("case %d: SettledBy(%v) = 0, but one customer owns %v", i, ids, candidates)
+			}
 			continue
 		}
 		settled++
@@ -559,6 +562,8 @@ func TestPlanSettledNeedsNoExistingIdentities(t *testing.T) {
 
 func TestSettledBy(t *testing.T) {
 	owners := map[Identity]int64{uid("u1"): 7, email("a@x.com"): 7, email("b@x.com"): 8}
+	r := DefaultRules()
+	r.Blocked = []string{"b@x.com"}
 	for _, tc := range []struct {
 		ids  []Identity
 		want int64
@@ -566,11 +571,15 @@ func TestSettledBy(t *testing.T) {
 		{nil, 0},
 		{[]Identity{uid("u1")}, 7},
 		{[]Identity{uid("u1"), email("a@x.com")}, 7},
-		{[]Identity{uid("u1"), email("b@x.com")}, 0},
+		{[]Identity{uid("u1"), email("c@x.com")}, 0},
 		{[]Identity{uid("u1"), anon("new")}, 0},
 		{[]Identity{anon("new"), uid("u1")}, 0},
+		// A blocked identity is dropped whoever owns it.
+		{[]Identity{uid("u1"), email("b@x.com")}, 7},
+		// With every identity blocked, Plan decides nothing: not settled.
+		{[]Identity{email("b@x.com")}, 0},
 	} {
-		if got := SettledBy(tc.ids, owners); got != tc.want {
+		if got := r.SettledBy(tc.ids, owners); got != tc.want {
 			t.Errorf("SettledBy(%v) = %d, want %d", tc.ids, got, tc.want)
 		}
 	}

@@ -221,29 +221,7 @@ type convKey struct {
 // applyGroup resolves and applies the claimed events, on the state the
 // first round trip read (their identities locked, their owners known).
 func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identity.Rules, live []*groupEvent, st *groupState, now time.Time) ([]int64, error) {
-	// The customers to lock are the owners of the live events' identities.
-	// Only those of events that are not settled (one customer owning every
-	// identity) have their identities read: the others resolve without
-	// them (identity.SettledBy). An event settled here stays so while the
-	// group applies, which only attaches identities no one owned.
-	var candidates, planned []int64
-	for _, e := range live {
-		settled := identity.SettledBy(e.p.identities, st.owners) != 0
-		for _, id := range e.p.identities {
-			if c, ok := st.owners[id]; ok {
-				candidates = append(candidates, c)
-				if !settled {
-					planned = append(planned, c)
-				}
-			}
-		}
-	}
-	slices.Sort(candidates)
-	candidates = slices.Compact(candidates)
-	slices.Sort(planned)
-	planned = slices.Compact(planned)
-
-	if err := st.lockAndLoad(ctx, tx, ws, candidates, planned, len(live)); err != nil {
+	if err := st.lockAndLoad(ctx, tx, ws, st.readsFor(rules, live)); err != nil {
 		return nil, err
 	}
 
@@ -263,27 +241,93 @@ func (db *DB) applyGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identit
 	return changed, nil
 }
 
-// lockAndLoad locks the candidate customers in id order and, in the same
-// round trip, loads the identities of those planned, the open
-// conversations of all, and reserves ids for the customers, conversations
-// and messages the group may create.
-func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, candidates, planned []int64, n int) error {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
-		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, candidates)
-	if len(planned) > 0 {
-		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, planned)
+// groupReads says what a group locks and reads before it applies its
+// events, and how many ids it reserves.
+type groupReads struct {
+	// lock holds the owners of the events' identities, in id order: the
+	// customers the events can resolve to.
+	lock []int64
+	// identities, traits and conversations hold those of them whose
+	// identities, traits (with their metadata) and open conversations the
+	// events need, as below.
+	identities, traits, conversations []int64
+	// events, customers and messages bound the events, customers, and
+	// conversations and messages, the group can create.
+	events, customers, messages int
+}
+
+// readsFor works out the group's reads from its events and the owners of
+// their identities. An event can only resolve to an owner of one of its
+// identities, or to a new customer, so an owner's data is read when one of
+// its events needs it:
+//   - identities, for an event not settled (one customer owning every
+//     identity not blocked): the others resolve without them
+//     (identity.Rules.SettledBy). An event settled here stays so while the
+//     group applies, which only attaches identities no one owned. Only an
+//     event not settled can create a customer;
+//   - traits, for an event that sets traits;
+//   - open conversations, for a message.
+func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupReads {
+	r := groupReads{events: len(live)}
+	for _, e := range live {
+		ev := e.p.ev
+		settled := rules.SettledBy(e.p.identities, st.owners) != 0
+		traits := len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0
+		if !settled {
+			r.customers++
+		}
+		if ev.Message != nil {
+			r.messages++
+		}
+		for _, id := range e.p.identities {
+			c, ok := st.owners[id]
+			if !ok {
+				continue
+			}
+			r.lock = append(r.lock, c)
+			if !settled {
+				r.identities = append(r.identities, c)
+			}
+			if traits {
+				r.traits = append(r.traits, c)
+			}
+			if ev.Message != nil {
+				r.conversations = append(r.conversations, c)
+			}
+		}
 	}
-	b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
-		WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
-		GROUP BY customer_id, channel, thread_key`, ws, candidates)
+	for _, s := range []*[]int64{&r.lock, &r.identities, &r.traits, &r.conversations} {
+		slices.Sort(*s)
+		*s = slices.Compact(*s)
+	}
+	return r
+}
+
+// lockAndLoad locks the group's customers in id order and, in the same
+// round trip, makes the reads r names and reserves ids for the customers,
+// conversations, messages and events the group may create. A customer
+// whose traits are not read has nil traits.
+func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r groupReads) error {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, version, merged_into IS NOT NULL,
+			CASE WHEN id = ANY($3) THEN traits END, CASE WHEN id = ANY($3) THEN trait_meta END
+		FROM customers
+		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, r.lock, r.traits)
+	if len(r.identities) > 0 {
+		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, r.identities)
+	}
+	if len(r.conversations) > 0 {
+		b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
+			WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
+			GROUP BY customer_id, channel, thread_key`, ws, r.conversations)
+	}
 	// Ids come from the tables' own sequences; ids reserved and not used
 	// leave gaps, which identity columns allow.
 	b.Queue(`SELECT
 		ARRAY(SELECT nextval('customers_id_seq') FROM generate_series(1, $1)),
-		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $1)),
-		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $1)),
-		ARRAY(SELECT nextval('events_id_seq') FROM generate_series(1, $1))`, n)
+		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $2)),
+		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $2)),
+		ARRAY(SELECT nextval('events_id_seq') FROM generate_series(1, $3))`, r.customers, r.messages, r.events)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
@@ -295,7 +339,7 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	for rows.Next() {
 		c := &customerRow{}
 		var merged bool
-		if err := rows.Scan(&c.id, &c.traits, &c.meta, &c.version, &merged); err != nil {
+		if err := rows.Scan(&c.id, &c.version, &merged, &c.traits, &c.meta); err != nil {
 			rows.Close()
 			return fmt.Errorf("scan customer: %w", err)
 		}
@@ -308,30 +352,18 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, cand
 	}
 	// A customer merged away after its owner was read: the per-event path
 	// reads owners again under the locks.
-	if stale || len(st.cust) != len(candidates) {
+	if stale || len(st.cust) != len(r.lock) {
 		return errSlowPath
 	}
-	if len(planned) > 0 {
+	if len(r.identities) > 0 {
 		if err := st.loadIdentities(br); err != nil {
 			return err
 		}
 	}
-	rows, err = br.Query()
-	if err != nil {
-		return interpretError(fmt.Errorf("load conversations: %w", err))
-	}
-	for rows.Next() {
-		var k convKey
-		var id int64
-		if err := rows.Scan(&k.customer, &k.channel, &k.thread, &id); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan conversation: %w", err)
+	if len(r.conversations) > 0 {
+		if err := st.loadConversations(br); err != nil {
+			return err
 		}
-		st.convs[k] = id
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return interpretError(fmt.Errorf("load conversations: %w", err))
 	}
 	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg, &st.freeEvent); err != nil {
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
@@ -360,10 +392,37 @@ func (st *groupState) loadIdentities(br pgx.BatchResults) error {
 	return nil
 }
 
-func (st *groupState) take(free *[]int64) int64 {
+// loadConversations reads the open conversations of the customers with a
+// message in the group.
+func (st *groupState) loadConversations(br pgx.BatchResults) error {
+	rows, err := br.Query()
+	if err != nil {
+		return interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k convKey
+		var id int64
+		if err := rows.Scan(&k.customer, &k.channel, &k.thread, &id); err != nil {
+			return fmt.Errorf("scan conversation: %w", err)
+		}
+		st.convs[k] = id
+	}
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("load conversations: %w", err))
+	}
+	return nil
+}
+
+// take hands out the next of the ids reserved; running out means
+// readsFor reserved too few, which the group reports instead of writing.
+func (st *groupState) take(free *[]int64) (int64, error) {
+	if len(*free) == 0 {
+		return 0, errors.New("ingest group: no id left of those reserved")
+	}
 	id := (*free)[0]
 	*free = (*free)[1:]
-	return id
+	return id, nil
 }
 
 // apply resolves one event against the group's state and records its writes.
@@ -373,13 +432,20 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	if len(d.Merge) > 0 {
 		return errSlowPath
 	}
-	e.res.EventID = st.take(&st.freeEvent)
+	var err error
+	if e.res.EventID, err = st.take(&st.freeEvent); err != nil {
+		return err
+	}
 	for _, x := range d.Dropped {
 		e.res.Dropped = append(e.res.Dropped, fmt.Sprintf("%s %q: %s", x.Identity.Type, x.Identity.Value, x.Reason))
 	}
 	c := st.cust[d.Survivor]
 	if d.Survivor == 0 {
-		c = &customerRow{id: st.take(&st.freeCust), traits: map[string]any{}, meta: map[string]traitMeta{}, created: true}
+		id, err := st.take(&st.freeCust)
+		if err != nil {
+			return err
+		}
+		c = &customerRow{id: id, traits: map[string]any{}, meta: map[string]traitMeta{}, created: true}
 		st.cust[c.id] = c
 		st.newCust = append(st.newCust, c.id)
 	}
@@ -413,13 +479,21 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		k := convKey{c.id, ev.Message.Channel, thread}
 		conv, ok := st.convs[k]
 		if !ok {
-			conv = st.take(&st.freeConv)
+			if conv, err = st.take(&st.freeConv); err != nil {
+				return err
+			}
 			st.convs[k] = conv
 			w.conversation(conv, c.id, ev.Message.Channel, thread, ev.OccurredAt)
 		}
-		msg := st.take(&st.freeMsg)
+		msg, err := st.take(&st.freeMsg)
+		if err != nil {
+			return err
+		}
 		w.message(msg, conv, c.id, e.res.EventID, ev)
 		ch.message(msg, conv, ev.Message.Channel, ev.Message.Direction, "")
+	}
+	if (len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0) && c.traits == nil {
+		return fmt.Errorf("ingest group: traits of customer %d not read", c.id)
 	}
 	traits := withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent)
 	changed := applyTraits(c, traits, ev.Source, ev.OccurredAt)

@@ -312,6 +312,64 @@ func TestGroupJudgesUnsettledEventsOnAllIdentities(t *testing.T) {
 	}
 }
 
+// A group reads traits only for customers with an event that sets them.
+// In a group where one customer's event sets traits and another's does
+// not, the first gets its traits and the second keeps its own.
+func TestGroupKeepsTraitsItDoesNotRead(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	identify := func(key, user string, traits map[string]any) *c360.Event {
+		ev := track(key, ids("user_id", user))
+		ev.Type, ev.Name, ev.Traits = c360.EventIdentify, "", traits
+		return ev
+	}
+	a := ingest1(t, db, ws, identify("1", "ua", map[string]any{"plan": "free"}))
+	b := ingest1(t, db, ws, identify("2", "ub", map[string]any{"plan": "pro"}))
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{
+		track("3", ids("user_id", "ub")),
+		identify("4", "ua", map[string]any{"plan": "team"}),
+		track("5", ids("user_id", "ub")),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for c, want := range map[int64]string{a.CustomerID: "team", b.CustomerID: "pro"} {
+		var plan string
+		var version int64
+		if err := db.Pool.QueryRow(ctx, `SELECT traits->>'plan', version FROM customers WHERE workspace_id = $1 AND id = $2`, ws, c).Scan(&plan, &version); err != nil {
+			t.Fatal(err)
+		}
+		if plan != want {
+			t.Errorf("customer %d plan = %q, want %q", c, plan, want)
+		}
+		if c == b.CustomerID && version != 3 {
+			t.Errorf("customer %d version = %d, want 3 (its two tracks counted)", c, version)
+		}
+	}
+}
+
+// A blocked identity is dropped even when a customer owns it (the block
+// list grew after). An event naming it and another customer's user_id is
+// settled on that customer, and still reports the drop.
+func TestSettledEventReportsBlockedIdentities(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, track("1", ids("email", "qa@example.com")))
+	b := ingest1(t, db, ws, track("2", ids("user_id", "u2")))
+	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{Limits: map[string]int{"user_id": 1}, DefaultLimit: 5,
+		Blocked: []string{"qa@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Ingest(ctx, ws, []*c360.Event{track("3", ids("email", "qa@example.com", "user_id", "u2")), track("4", ids("user_id", "u2"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].CustomerID != b.CustomerID || len(res[0].Dropped) != 1 {
+		t.Errorf("event = %+v, want customer %d (not %d) and the blocked email dropped", res[0], b.CustomerID, a.CustomerID)
+	}
+}
+
 func TestTraitsNewestObservationWins(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
