@@ -22,12 +22,19 @@ var _ c360.ContextService = (*DB)(nil)
 // $4 id (NULL for a lookup by identity), $5 now, $6 events since,
 // $7 messages per conversation, $8 conversations, $9 events scanned,
 // $10 event groups, $11 observations, $12 merges.
+//
+// The customer's id is one subquery's value, not a COALESCE of two: under
+// row-level security the planner bounds an index scan only by conditions it
+// can prove leakproof, and "c.id = coalesce(...)" is not one, so both the
+// generic and the custom plan read every customer of the workspace (or the
+// table) and filtered them. "c.id = (SELECT ...)" compares with a parameter
+// of the plan, and is an index lookup (TestMergeFollowingPlansStayIndexLookups).
 const contextSQL = `
 WITH c AS (
 	SELECT c.* FROM customers c
-	WHERE c.workspace_id = $1 AND c.id = coalesce(
+	WHERE c.workspace_id = $1 AND c.id = (SELECT coalesce(
 		(SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $4::bigint),
-		(SELECT i.customer_id FROM identities i WHERE i.workspace_id = $1 AND i.type = $2::text AND i.value = $3::text))
+		(SELECT i.customer_id FROM identities i WHERE i.workspace_id = $1 AND i.type = $2::text AND i.value = $3::text)))
 )
 SELECT
 	(SELECT coalesce(json_agg(json_build_object('type', i.type, 'value', i.value, 'source', i.source,

@@ -17,6 +17,8 @@ var PlannedStatements = map[string]struct {
 }{
 	"FindCustomerByID": {`SELECT ` + findCustomerByIDSQL, func(ws, c int64) []any { return []any{ws, c} }},
 	"CustomersByIDs":   {customersByIDsSQL, func(ws, c int64) []any { return []any{ws, []int64{c}} }},
+	// By id; by identity ($2, $3) is the same generic plan.
+	"CustomerContext": {contextSQL, func(ws, c int64) []any { return []any{ws, nil, nil, c, nil, nil, 10, 5, 100, 10, 10, 10} }},
 }
 
 // ProfileStatements returns the statements FindProfile queues after its
