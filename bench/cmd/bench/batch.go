@@ -63,6 +63,10 @@ func benchBatch(ctx context.Context, cfg config, ic *ingestConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := ensureTenants(ctx, db, ic.tenants); err != nil {
+		db.Close()
+		return err
+	}
 	slug := fmt.Sprintf("bench-batch-%d", time.Now().Unix())
 	creds, err := db.CreateWorkspace(ctx, slug, "batch benchmark")
 	db.Close()

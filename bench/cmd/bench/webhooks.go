@@ -25,6 +25,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/bench/load"
+	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/postgres"
 )
 
@@ -39,6 +40,9 @@ type ingestConfig struct {
 	profileDir string
 	// analyze refreshes the planner's statistics after the warm-up.
 	analyze bool
+	// tenants is how many workspaces the database holds at least before
+	// the measured one is created.
+	tenants int
 }
 
 // ingestFlags registers the ingest benchmarks' flags on the command's flag set.
@@ -50,6 +54,7 @@ func ingestFlags(fs *flag.FlagSet) *ingestConfig {
 	fs.IntVar(&ic.users, "users", 10000, "batch: distinct user ids")
 	fs.StringVar(&ic.profileDir, "cpuprofile", "", "write the server's CPU profile at the highest concurrency into this directory")
 	fs.BoolVar(&ic.analyze, "analyze", true, "ANALYZE after the warm-up, as autovacuum eventually would (false: measure a new workspace on stale statistics)")
+	fs.IntVar(&ic.tenants, "tenants", 12, "webhooks, batch: workspaces (200 customers each) the database holds at least besides the measured one, as a shared deployment's does")
 	return ic
 }
 
@@ -85,6 +90,34 @@ func ingestServerEnv(ic *ingestConfig) ([]string, string, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	return append(env, "C360_PPROF_ADDR="+addr), addr, nil
+}
+
+// ensureTenants gives the database at least n workspaces besides the one
+// measured, each with 200 seeded customers. A deployment serves many
+// workspaces, and the planner's generic plans differ with their number:
+// with ten or more it takes "id = ANY($1)" to find one row, which is what
+// made one group statement compare n² pairs until a57d70f. Measuring in a
+// database of one workspace hid that.
+func ensureTenants(ctx context.Context, db *postgres.DB, n int) error {
+	var have int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM workspaces`).Scan(&have); err != nil {
+		return err
+	}
+	if have >= n {
+		return nil
+	}
+	t := time.Now()
+	for i := have; i < n; i++ {
+		creds, err := db.CreateWorkspace(ctx, fmt.Sprintf("bench-tenant-%d-%d", time.Now().Unix(), i), "benchmark tenant")
+		if err != nil {
+			return err
+		}
+		if _, err := seed.Run(ctx, db.Pool, creds.ID, seed.Options{Customers: 200, EventsPerCustomer: 2, MessagesPerConv: 2}); err != nil {
+			return fmt.Errorf("seed tenant: %w", err)
+		}
+	}
+	fmt.Printf("  (%d other workspaces seeded: %.1fs)\n", n-have, time.Since(t).Seconds())
+	return nil
 }
 
 // afterWarmUp runs ANALYZE on the tables ingest writes, when asked. The
@@ -246,6 +279,10 @@ func benchWebhooks(ctx context.Context, cfg config, ic *ingestConfig) error {
 	}
 	db, err := postgres.Open(ctx, cfg.databaseURL)
 	if err != nil {
+		return err
+	}
+	if err := ensureTenants(ctx, db, ic.tenants); err != nil {
+		db.Close()
 		return err
 	}
 	slug := fmt.Sprintf("bench-wh-%d", time.Now().Unix())
