@@ -141,3 +141,23 @@ func GroupWriteStatements(ws int64, n int) (sql []string, args [][]any) {
 	}
 	return sql, args
 }
+
+// ArrayRead is the batch of a read over an array of ids, from its
+// workspace's scoping on: every SQL text in order (its SETs too), with its
+// arguments.
+type ArrayRead struct {
+	SQL  []string
+	Args [][]any
+}
+
+// ArrayReads returns, by name, the reads over arrays of ids, each for n
+// ids.
+func ArrayReads(ws int64, n int) map[string]ArrayRead {
+	ids := make([]int64, n)
+	for i := range ids {
+		ids[i] = int64(i + 1)
+	}
+	return map[string]ArrayRead{
+		"MergesByCustomers": {[]string{mergesByCustomersSQL}, [][]any{{ws, ids}}},
+	}
+}

@@ -375,14 +375,26 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 	return interpretError(rows.Err())
 }
 
+// mergesByCustomersSQL reads the ledger entries of each customer in $2 by
+// its own two index searches (survivor, merged), ORed. Joined to the
+// unnested ids instead, the generic plan (which guesses the array holds 10
+// ids) read every entry of the workspace once and compared each with every
+// id, a join filter of n × M pairs: 85 ms for 500 ids in a workspace of
+// 2,000 merges, against 1.3 ms. OFFSET 0 keeps the subquery from being
+// pulled up into that join (TestArrayReadsScaleWithTheirArrays).
+const mergesByCustomersSQL = `
+	SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
+	FROM unnest($2::bigint[]) AS p(id)
+	CROSS JOIN LATERAL (
+		SELECT m.* FROM merges m
+		WHERE m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)
+		OFFSET 0) m
+	ORDER BY p.id, m.created_at, m.id`
+
 // MergesByCustomers returns the ledger entries that involve each customer,
 // oldest first.
 func (db *DB) MergesByCustomers(ctx context.Context, ws int64, ids []int64) (map[int64][]*c360.MergeRecord, error) {
-	rows, err := db.as(ws).Query(ctx, `
-		SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
-		FROM unnest($2::bigint[]) AS p(id)
-		JOIN merges m ON m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)
-		ORDER BY p.id, m.created_at, m.id`, ws, ids)
+	rows, err := db.as(ws).Query(ctx, mergesByCustomersSQL, ws, ids)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load merges: %w", err))
 	}

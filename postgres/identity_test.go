@@ -122,6 +122,23 @@ func TestManualMerge(t *testing.T) {
 	if err != nil || len(hist[a.CustomerID]) != 1 || hist[a.CustomerID][0].Actor != "agent key 1" || hist[a.CustomerID][0].Reason != "same person on the phone" {
 		t.Errorf("ledger = %+v (%v)", hist[a.CustomerID], err)
 	}
+	// Many customers at once: each gets the entries it survived and those
+	// it was merged away in, and no other's.
+	hist, err = db.MergesByCustomers(ctx, ws, []int64{a.CustomerID, b.CustomerID, u1.CustomerID, u2.CustomerID, 999999999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct{ id, survivor, merged int64 }{
+		{a.CustomerID, a.CustomerID, b.CustomerID}, {b.CustomerID, a.CustomerID, b.CustomerID},
+		{u1.CustomerID, u1.CustomerID, u2.CustomerID}, {u2.CustomerID, u1.CustomerID, u2.CustomerID},
+	} {
+		if h := hist[w.id]; len(h) != 1 || h[0].SurvivorID != w.survivor || h[0].MergedID != w.merged {
+			t.Errorf("ledger of %d = %+v, want the merge of %d into %d", w.id, h, w.merged, w.survivor)
+		}
+	}
+	if len(hist) != 4 {
+		t.Errorf("ledger has entries for %d customers, want 4", len(hist))
+	}
 }
 
 func TestSplitIdentity(t *testing.T) {

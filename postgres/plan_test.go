@@ -206,6 +206,67 @@ func TestConversationActivityIsNotIndexed(t *testing.T) {
 // as a shared deployment's do.
 func TestGroupUpdatesNeverRescanTheirArrays(t *testing.T) {
 	db, ws, _ := plannedWorkspace(t)
+	crowd(t, db)
+	sqls, args := postgres.GroupWriteStatements(ws, 400)
+	updates := 0
+	for _, p := range genericPlans(t, db, ws, "group_write", sqls, args) {
+		if !strings.Contains(p.SQL, "UPDATE ") {
+			continue
+		}
+		updates++
+		if bad := p.Plan.rescansArray(); bad != "" {
+			t.Errorf("generic plan rescans an array for each row (%s):\n%s\n%s", bad, p.SQL, p.Raw)
+		}
+	}
+	if updates != 2 {
+		t.Fatalf("planned %d UPDATEs, want 2 (customers and conversations)", updates)
+	}
+}
+
+// Reads of many customers by an array of ids take time linear in the
+// array, in their generic plans too, among ten workspaces or more: no
+// nested loop rescans the array, or searches an index by the whole array,
+// for each row of its other side, and no table is read by its workspace
+// alone and matched against each id.
+func TestArrayReadsScaleWithTheirArrays(t *testing.T) {
+	db, ws, _ := plannedWorkspace(t)
+	crowd(t, db)
+	ctx := context.Background()
+	// Every workspace has merged some customers.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO merges (workspace_id, kind, survivor_id, merged_id)
+		SELECT workspace_id, 'merge', id, id + 1 FROM customers WHERE id % 3 = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, merges`); err != nil {
+		t.Fatal(err)
+	}
+	reads := postgres.ArrayReads(ws, 500)
+	if len(reads) == 0 {
+		t.Fatal("no array reads to plan")
+	}
+	for name, r := range reads {
+		planned := 0
+		for _, p := range genericPlans(t, db, ws, name, r.SQL, r.Args) {
+			if strings.HasPrefix(p.SQL, "SET ") {
+				continue
+			}
+			planned++
+			for _, bad := range []string{p.Plan.rescansArray(), p.Plan.searchesByArrayPerRow(), p.Plan.readsWholeWorkspace()} {
+				if bad != "" {
+					t.Errorf("%s: generic plan %s:\n%s\n%s", name, bad, p.SQL, p.Raw)
+				}
+			}
+		}
+		if planned != 1 {
+			t.Errorf("%s: planned %d statements, want 1", name, planned)
+		}
+	}
+}
+
+// crowd adds twelve small workspaces to db's, as a shared deployment has:
+// from ten on, the planner takes "id = ANY($2)" to find a single row.
+func crowd(t *testing.T, db *postgres.DB) {
+	t.Helper()
 	ctx := context.Background()
 	for range 12 {
 		other, _, _ := pgtest.Workspace(t, db)
@@ -216,8 +277,23 @@ func TestGroupUpdatesNeverRescanTheirArrays(t *testing.T) {
 	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations`); err != nil {
 		t.Fatal(err)
 	}
-	sqls, args := postgres.GroupWriteStatements(ws, 400)
-	updates := 0
+}
+
+// plannedStatement is a statement of a batch and its generic plan.
+type plannedStatement struct {
+	SQL  string
+	Plan planNode
+	Raw  []byte
+}
+
+// genericPlans plans the statements of a batch in order, as the app role
+// scoped to workspace ws: a SET statement is run (the batch's own settings
+// apply to what follows, as in its transaction) and returned without a
+// plan; each other statement is prepared and its generic plan explained.
+func genericPlans(t *testing.T, db *postgres.DB, ws int64, name string, sqls []string, args [][]any) []plannedStatement {
+	t.Helper()
+	ctx := context.Background()
+	var out []plannedStatement
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
 			if _, err := tx.Exec(ctx, s); err != nil {
@@ -229,49 +305,44 @@ func TestGroupUpdatesNeverRescanTheirArrays(t *testing.T) {
 		}
 		for i, sql := range sqls {
 			if strings.HasPrefix(sql, "SET ") {
-				// The group's own settings apply to what follows, as in its
-				// transaction.
 				if _, err := tx.Exec(ctx, sql); err != nil {
 					return err
 				}
+				out = append(out, plannedStatement{SQL: sql})
 				continue
 			}
-			if !strings.Contains(sql, "UPDATE ") {
-				continue
-			}
-			updates++
-			name := fmt.Sprintf("group_write_%d", i)
-			if _, err := tx.Exec(ctx, `PREPARE `+name+` AS `+sql); err != nil {
-				return err
+			stmt := fmt.Sprintf("%s_%d", name, i)
+			if _, err := tx.Exec(ctx, `PREPARE `+stmt+` AS `+sql); err != nil {
+				return fmt.Errorf("%s: %w", sql, err)
 			}
 			// A generic plan does not depend on the values: NULL for each.
 			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(args[i])), ", ")
 			var raw []byte
-			if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+name+`(`+nulls+`)`).Scan(&raw); err != nil {
+			if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+stmt+`(`+nulls+`)`).Scan(&raw); err != nil {
 				return err
 			}
 			var plans []struct{ Plan planNode }
 			if err := json.Unmarshal(raw, &plans); err != nil {
 				return err
 			}
-			if bad := plans[0].Plan.rescansArray(); bad != "" {
-				t.Errorf("generic plan rescans an array for each row (%s):\n%s\n%s", bad, sql, raw)
-			}
+			out = append(out, plannedStatement{SQL: sql, Plan: plans[0].Plan, Raw: raw})
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if updates != 2 {
-		t.Fatalf("planned %d UPDATEs, want 2 (customers and conversations)", updates)
-	}
+	return out
 }
 
 // planNode is a node of EXPLAIN (FORMAT JSON).
 type planNode struct {
 	NodeType     string     `json:"Node Type"`
 	Relationship string     `json:"Parent Relationship"`
+	Relation     string     `json:"Relation Name"`
+	Index        string     `json:"Index Name"`
+	IndexCond    string     `json:"Index Cond"`
+	RecheckCond  string     `json:"Recheck Cond"`
 	Plans        []planNode `json:"Plans"`
 }
 
@@ -299,4 +370,53 @@ func (n planNode) scansFunction() bool {
 		}
 	}
 	return false
+}
+
+// searchesByArrayPerRow names a nested loop under n whose inner side
+// searches an index by a whole array ("id = ANY (...)") for each outer
+// row, or returns "".
+func (n planNode) searchesByArrayPerRow() string {
+	for _, c := range n.Plans {
+		if n.NodeType == "Nested Loop" && c.Relationship == "Inner" {
+			if s := c.arraySearch(); s != "" {
+				return "loops over " + s
+			}
+		}
+		if bad := c.searchesByArrayPerRow(); bad != "" {
+			return bad
+		}
+	}
+	return ""
+}
+
+func (n planNode) arraySearch() string {
+	if strings.Contains(n.IndexCond, "ANY (") {
+		return n.NodeType + " on " + n.Relation + n.Index + " by " + n.IndexCond
+	}
+	for _, c := range n.Plans {
+		if c.Relationship == "SubPlan" || c.Relationship == "InitPlan" {
+			continue
+		}
+		if s := c.arraySearch(); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// readsWholeWorkspace names a scan under n of a table, or of its index,
+// bounded by nothing but the workspace, or returns "".
+func (n planNode) readsWholeWorkspace() string {
+	if n.Relation != "" || n.Index != "" {
+		cond := n.IndexCond + n.RecheckCond
+		if n.NodeType == "Seq Scan" || cond == "" || cond == "(workspace_id = $1)" || cond == "(workspace_id = $1)(workspace_id = $1)" {
+			return fmt.Sprintf("reads the whole workspace (%s on %s%s, %q)", n.NodeType, n.Relation, n.Index, cond)
+		}
+	}
+	for _, c := range n.Plans {
+		if bad := c.readsWholeWorkspace(); bad != "" {
+			return bad
+		}
+	}
+	return ""
 }
