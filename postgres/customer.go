@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -158,21 +159,33 @@ func escapeLike(s string) string {
 
 // CustomersByIDs loads customers by id, following merges.
 func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[int64]*c360.Customer, error) {
-	rows, err := db.as(ws).Query(ctx, customersByIDsSQL, ws, ids)
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
+	out := queueCustomersByIDs(b, ws, ids)
+	if err := db.app.SendBatch(ctx, b).Close(); err != nil {
 		return nil, interpretError(fmt.Errorf("load customers: %w", err))
 	}
-	defer rows.Close()
+	return out, nil
+}
+
+// queueCustomersByIDs queues the read of CustomersByIDs, with nested loops
+// off: its generic plan was otherwise a nested loop reading, for each of
+// the n customers by id, all n survivors by "id = ANY" (n² rows read: 160
+// to 185 ms for 500 ids at 20k customers, against 3 to 5 ms hashed).
+func queueCustomersByIDs(b *pgx.Batch, ws int64, ids []int64) map[int64]*c360.Customer {
 	out := make(map[int64]*c360.Customer, len(ids))
-	for rows.Next() {
-		var key int64
-		c, err := scanCustomer(rows, &key)
-		if err != nil {
-			return nil, fmt.Errorf("scan customer: %w", err)
+	queueWithoutNestLoop(b, customersByIDsSQL, ws, ids).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var key int64
+			c, err := scanCustomer(rows, &key)
+			if err != nil {
+				return fmt.Errorf("scan customer: %w", err)
+			}
+			out[key] = c
 		}
-		out[key] = c
-	}
-	return out, interpretError(rows.Err())
+		return rows.Err()
+	})
+	return out
 }
 
 // IdentitiesByCustomers loads the identities of many customers in one statement.

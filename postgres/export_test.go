@@ -157,7 +157,14 @@ func ArrayReads(ws int64, n int) map[string]ArrayRead {
 	for i := range ids {
 		ids[i] = int64(i + 1)
 	}
+	var b pgx.Batch
+	queueCustomersByIDs(&b, ws, ids)
+	var customers ArrayRead
+	for _, q := range b.QueuedQueries {
+		customers.SQL, customers.Args = append(customers.SQL, q.SQL), append(customers.Args, q.Arguments)
+	}
 	return map[string]ArrayRead{
 		"MergesByCustomers": {[]string{mergesByCustomersSQL}, [][]any{{ws, ids}}},
+		"CustomersByIDs":    customers,
 	}
 }

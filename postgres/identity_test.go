@@ -139,6 +139,19 @@ func TestManualMerge(t *testing.T) {
 	if len(hist) != 4 {
 		t.Errorf("ledger has entries for %d customers, want 4", len(hist))
 	}
+	// Loaded by ids, each merged customer is its survivor.
+	got, err := db.CustomersByIDs(ctx, ws, []int64{a.CustomerID, b.CustomerID, u2.CustomerID, 999999999})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[int64]int64{a.CustomerID: a.CustomerID, b.CustomerID: a.CustomerID, u2.CustomerID: u1.CustomerID} {
+		if c := got[id]; c == nil || c.ID != want {
+			t.Errorf("customer %d loaded as %+v, want %d", id, c, want)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("loaded %d customers, want 3", len(got))
+	}
 }
 
 func TestSplitIdentity(t *testing.T) {

@@ -391,7 +391,7 @@ func (n planNode) searchesByArrayPerRow() string {
 
 func (n planNode) arraySearch() string {
 	if strings.Contains(n.IndexCond, "ANY (") {
-		return n.NodeType + " on " + n.Relation + n.Index + " by " + n.IndexCond
+		return fmt.Sprintf("%s (%s) on %s by %s", n.NodeType, n.Index, n.Relation, n.IndexCond)
 	}
 	for _, c := range n.Plans {
 		if c.Relationship == "SubPlan" || c.Relationship == "InitPlan" {
