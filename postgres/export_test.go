@@ -168,3 +168,12 @@ func ArrayReads(ws int64, n int) map[string]ArrayRead {
 		"CustomersByIDs":    customers,
 	}
 }
+
+// MergeAndSplitStatements returns, by name, the statements of a merge and
+// of a split that move a customer's rows, with their arguments.
+func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
+	return map[string]ArrayRead{
+		"merge": {[]string{mergeSQL}, [][]any{{ws, survivor, merged, "", "", nil, "", "", time.Now()}}},
+		"split": {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
+	}
+}

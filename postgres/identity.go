@@ -252,23 +252,7 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return interpretError(fmt.Errorf("insert customer: %w", err))
 		}
 		idJSON, _ := json.Marshal([]identity.Identity{id})
-		err = tx.QueryRow(ctx, `
-			WITH i AS (
-				UPDATE identities SET customer_id = $3 WHERE workspace_id = $1 AND type = $5 AND value = $6
-			), moved AS (
-				UPDATE events e SET customer_id = $3
-				WHERE e.workspace_id = $1 AND e.customer_id = $2 AND e.identities @> $4
-				  AND NOT EXISTS (
-					SELECT 1 FROM jsonb_to_recordset(e.identities) AS x(type text, value text)
-					JOIN identities k ON k.workspace_id = $1 AND k.customer_id = $2 AND k.type = x.type AND k.value = x.value
-					WHERE NOT (x.type = $5 AND x.value = $6))
-				RETURNING e.id
-			), msgs AS (
-				UPDATE messages m SET customer_id = $3
-				WHERE m.workspace_id = $1 AND m.customer_id = $2 AND m.event_id IN (SELECT id FROM moved)
-				RETURNING m.conversation_id
-			)
-			SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`,
+		err = tx.QueryRow(ctx, splitMoveSQL,
 			ws, orig, split, idJSON, id.Type, id.Value).Scan(&res.MovedEvents, new([]int64))
 		if err != nil {
 			return interpretError(fmt.Errorf("move events: %w", err))
@@ -349,6 +333,33 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 	}
 	return &res, nil
 }
+
+// splitMoveSQL moves identity ($5, $6) of customer $2 to the new customer
+// $3, with the events that arrived through it alone and their messages
+// ($4 is the identity as JSON), and returns how many events moved and the
+// conversations of the moved messages. The messages are read through the
+// conversations of $2: a message always belongs to its conversation's
+// customer (mergeSQL), and messages are indexed by conversation; read by
+// event they were every message of the workspace (10 ms at 20k customers,
+// against 2.1; TestMergeAndSplitReadOnlyTheirCustomers).
+const splitMoveSQL = `
+	WITH i AS (
+		UPDATE identities SET customer_id = $3 WHERE workspace_id = $1 AND type = $5 AND value = $6
+	), moved AS (
+		UPDATE events e SET customer_id = $3
+		WHERE e.workspace_id = $1 AND e.customer_id = $2 AND e.identities @> $4
+		  AND NOT EXISTS (
+			SELECT 1 FROM jsonb_to_recordset(e.identities) AS x(type text, value text)
+			JOIN identities k ON k.workspace_id = $1 AND k.customer_id = $2 AND k.type = x.type AND k.value = x.value
+			WHERE NOT (x.type = $5 AND x.value = $6))
+		RETURNING e.id
+	), msgs AS (
+		UPDATE messages m SET customer_id = $3
+		WHERE m.workspace_id = $1 AND m.customer_id = $2 AND m.event_id IN (SELECT id FROM moved)
+		  AND m.conversation_id IN (SELECT v.id FROM conversations v WHERE v.workspace_id = $1 AND v.customer_id = $2)
+		RETURNING m.conversation_id
+	)
+	SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`
 
 // rebuildTraits recomputes a customer's traits by replaying the traits of its
 // events in the order they occurred, those an event fills only where the

@@ -21,25 +21,43 @@ func mergeInto(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, caus
 	return mergeLedger(ctx, tx, ws, s, m, cause, eventID, actor, fmt.Sprintf("%s %q links both customers", cause.Type, cause.Value), now)
 }
 
+// mergeSQL moves what customer $3 owns to $2 and records the merge. Each
+// statement reads only the rows it moves, by an index:
+//   - messages through the conversations of $3 (messages are indexed by
+//     conversation, not by customer, which would cost every message write
+//     an index entry). A message always belongs to its conversation's
+//     customer: ingest appends a customer's message to one of its own
+//     conversations, a merge moves both, and a split moves a conversation
+//     with its messages or leaves the messages with it
+//     (TestMergeMovesEveryMessage). The snapshot the statement reads is
+//     the same for all its parts, so the conversations it reads are those
+//     of $3 before c moves them.
+//   - the customers merged into $3 by the partial index of merged customers
+//     (migration 00012).
+//
+// Both read every row of the workspace before (17 to 20 ms per merge at
+// 20k customers, against 3.4; TestMergeAndSplitReadOnlyTheirCustomers).
+const mergeSQL = `
+	WITH i AS (UPDATE identities SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+	     e AS (UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+	     c AS (UPDATE conversations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+	     g AS (UPDATE messages SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3
+	           AND conversation_id IN (SELECT v.id FROM conversations v WHERE v.workspace_id = $1 AND v.customer_id = $3)),
+	     o AS (UPDATE observations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
+	     -- Merged customers that pointed at m now point at s: one hop always reaches the survivor.
+	     r AS (UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND merged_into = $3),
+	     l AS (INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, event_id, reason, actor, created_at)
+	           VALUES ($1, 'merge', $2, $3, nullif($4, ''), nullif($5, ''), $6, $7, $8, $9))
+	UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9
+	WHERE workspace_id = $1 AND id = $3`
+
 // mergeLedger is mergeInto with the ledger's reason given.
 func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, cause identity.Identity, eventID int64, actor, reason string, now time.Time) error {
 	var evID *int64
 	if eventID != 0 {
 		evID = &eventID
 	}
-	_, err := tx.Exec(ctx, `
-		WITH i AS (UPDATE identities SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
-		     e AS (UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
-		     c AS (UPDATE conversations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
-		     g AS (UPDATE messages SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
-		     o AS (UPDATE observations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3),
-		     -- Merged customers that pointed at m now point at s: one hop always reaches the survivor.
-		     r AS (UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND merged_into = $3),
-		     l AS (INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, event_id, reason, actor, created_at)
-		           VALUES ($1, 'merge', $2, $3, nullif($4, ''), nullif($5, ''), $6, $7, $8, $9))
-		UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9
-		WHERE workspace_id = $1 AND id = $3`,
-		ws, s.id, m.id, cause.Type, cause.Value, evID, reason, actor, now)
+	_, err := tx.Exec(ctx, mergeSQL, ws, s.id, m.id, cause.Type, cause.Value, evID, reason, actor, now)
 	if err != nil {
 		return interpretError(fmt.Errorf("merge customer %d into %d: %w", m.id, s.id, err))
 	}

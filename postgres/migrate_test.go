@@ -51,12 +51,12 @@ func emptyStore(t *testing.T, suffix string) (*postgres.DB, *postgres.Migrator) 
 	return db, m
 }
 
-// indexes returns the indexes of conversations and customer_changes, and
-// whether each is valid.
+// indexes returns the indexes of conversations, customer_changes and
+// customers, and whether each is valid.
 func indexes(t *testing.T, db *postgres.DB) map[string]bool {
 	t.Helper()
 	rows, err := db.Pool.Query(context.Background(), `SELECT indexrelid::regclass::text, indisvalid FROM pg_index
-		WHERE indrelid IN ('conversations'::regclass, 'customer_changes'::regclass)`)
+		WHERE indrelid IN ('conversations'::regclass, 'customer_changes'::regclass, 'customers'::regclass)`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,16 +81,18 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 	ctx := context.Background()
 	db, m := emptyStore(t, "cutshort")
 
-	// Up to 00009, then what a cut-short 00010 and 00011 leave: their new
-	// indexes, invalid (as a CREATE INDEX CONCURRENTLY that failed leaves
-	// them), and the old index still there.
+	// Up to 00009, then what a cut-short 00010, 00011 and 00012 leave:
+	// their new indexes, invalid (as a CREATE INDEX CONCURRENTLY that
+	// failed leaves them), and the old index still there.
 	if err := m.UpTo(ctx, 9); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []string{
 		`CREATE INDEX conversations_customer_id_idx ON conversations (workspace_id, customer_id, id DESC)`,
 		`CREATE INDEX customer_changes_created_brin ON customer_changes USING brin (created_at)`,
-		`UPDATE pg_index SET indisvalid = false WHERE indexrelid IN ('conversations_customer_id_idx'::regclass, 'customer_changes_created_brin'::regclass)`,
+		`CREATE INDEX customers_merged_into_idx ON customers (workspace_id, merged_into) WHERE merged_into IS NOT NULL`,
+		`UPDATE pg_index SET indisvalid = false WHERE indexrelid IN ('conversations_customer_id_idx'::regclass, 'customer_changes_created_brin'::regclass,
+			'customers_merged_into_idx'::regclass)`,
 	} {
 		if _, err := db.Pool.Exec(ctx, s); err != nil {
 			t.Fatalf("%s: %v", s, err)
@@ -100,7 +102,7 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 		t.Fatalf("migrate up after a cut-short run: %v", err)
 	}
 	got := indexes(t, db)
-	for _, want := range []string{"conversations_customer_id_idx", "customer_changes_created_brin"} {
+	for _, want := range []string{"conversations_customer_id_idx", "customer_changes_created_brin", "customers_merged_into_idx"} {
 		if valid, ok := got[want]; !ok || !valid {
 			t.Errorf("index %s: present %v, valid %v; want it built again, valid (%v)", want, ok, valid, got)
 		}
@@ -110,13 +112,19 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 	}
 }
 
-// 00011 and 00010 roll back to the indexes and storage of 00009, and
-// forward again.
+// 00012, 00011 and 00010 roll back to the indexes and storage of 00009,
+// and forward again.
 func TestConcurrentMigrationsRollBack(t *testing.T) {
 	ctx := context.Background()
 	db, m := emptyStore(t, "rollback")
 	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
+	}
+	if err := m.DownTo(ctx, 11); err != nil {
+		t.Fatalf("down to 00011: %v", err)
+	}
+	if got := indexes(t, db); !got["customer_changes_created_brin"] || got["customers_merged_into_idx"] {
+		t.Errorf("after down to 00011: want 00011's index and not 00012's: %v", got)
 	}
 	if err := m.DownTo(ctx, 9); err != nil {
 		t.Fatalf("down to 00009: %v", err)
@@ -125,7 +133,7 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	if valid, ok := got["conversations_customer_idx"]; !ok || !valid {
 		t.Errorf("after down: conversations_customer_idx present %v, valid %v (%v)", ok, valid, got)
 	}
-	for _, gone := range []string{"conversations_customer_id_idx", "customer_changes_created_brin"} {
+	for _, gone := range []string{"conversations_customer_id_idx", "customer_changes_created_brin", "customers_merged_into_idx"} {
 		if _, ok := got[gone]; ok {
 			t.Errorf("after down: %s is still there (%v)", gone, got)
 		}
@@ -142,7 +150,7 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("up again: %v", err)
 	}
-	if got := indexes(t, db); !got["conversations_customer_id_idx"] || !got["customer_changes_created_brin"] {
+	if got := indexes(t, db); !got["conversations_customer_id_idx"] || !got["customer_changes_created_brin"] || !got["customers_merged_into_idx"] {
 		t.Errorf("up again: %v", got)
 	}
 }
