@@ -115,41 +115,7 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 // before are locked and read too, which costs a retried event little and
 // saves every group a round trip.
 func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) (*groupState, error) {
-	type key struct{ source, dedupe string }
-	first := map[key]int{}
-	var sources, dedupe []string
-	var all []identity.Identity
-	for i, e := range evs {
-		k := key{e.p.ev.Source, e.p.ev.DedupeKey}
-		if j, ok := first[k]; ok {
-			e.dupOf = j
-			continue
-		}
-		first[k] = i
-		e.claimed = true
-		sources, dedupe = append(sources, k.source), append(dedupe, k.dedupe)
-		all = append(all, e.p.identities...)
-	}
-	all = identity.Sort(all)
-	keys := make([]int64, len(all))
-	types, values := make([]string, len(all)), make([]string, len(all))
-	for i, id := range all {
-		keys[i] = identity.Key(ws, id)
-		types[i], values[i] = id.Type, id.Value
-	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-
-	b := &pgx.Batch{}
-	b.Queue(`
-		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
-		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
-		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
-		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, dedupe)
-	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
-	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
-		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
+	b, first := findBatch(ws, evs)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
@@ -158,7 +124,7 @@ func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*gr
 		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
 	for rows.Next() {
-		var k key
+		var k dedupeKey
 		var id, cust int64
 		if err := rows.Scan(&k.source, &k.dedupe, &id, &cust); err != nil {
 			rows.Close()
@@ -196,6 +162,50 @@ func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*gr
 		return nil, interpretError(fmt.Errorf("find owners: %w", err))
 	}
 	return st, nil
+}
+
+// dedupeKey is an event's key in the events table (with the workspace).
+type dedupeKey struct{ source, dedupe string }
+
+// findBatch returns the first round trip's batch, and the index in evs of
+// the first event with each key. It marks the repeats within the group
+// (dupOf) and the events to claim.
+func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
+	first := map[dedupeKey]int{}
+	var sources, dedupe []string
+	var all []identity.Identity
+	for i, e := range evs {
+		k := dedupeKey{e.p.ev.Source, e.p.ev.DedupeKey}
+		if j, ok := first[k]; ok {
+			e.dupOf = j
+			continue
+		}
+		first[k] = i
+		e.claimed = true
+		sources, dedupe = append(sources, k.source), append(dedupe, k.dedupe)
+		all = append(all, e.p.identities...)
+	}
+	all = identity.Sort(all)
+	keys := make([]int64, len(all))
+	types, values := make([]string, len(all)), make([]string, len(all))
+	for i, id := range all {
+		keys[i] = identity.Key(ws, id)
+		types[i], values[i] = id.Type, id.Value
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	b := &pgx.Batch{}
+	b.Queue(`
+		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
+		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
+		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
+		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, dedupe)
+	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
+	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
+		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
+		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
+	return b, first
 }
 
 // groupState is the group's view of the identity graph and the customers
@@ -308,27 +318,7 @@ func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupRe
 // conversations, messages and events the group may create. A customer
 // whose traits are not read has nil traits.
 func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r groupReads) error {
-	b := &pgx.Batch{}
-	b.Queue(`SELECT id, version, merged_into IS NOT NULL,
-			CASE WHEN id = ANY($3) THEN traits END, CASE WHEN id = ANY($3) THEN trait_meta END
-		FROM customers
-		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, r.lock, r.traits)
-	if len(r.identities) > 0 {
-		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, r.identities)
-	}
-	if len(r.conversations) > 0 {
-		b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
-			WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
-			GROUP BY customer_id, channel, thread_key`, ws, r.conversations)
-	}
-	// Ids come from the tables' own sequences; ids reserved and not used
-	// leave gaps, which identity columns allow.
-	b.Queue(`SELECT
-		ARRAY(SELECT nextval('customers_id_seq') FROM generate_series(1, $1)),
-		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $2)),
-		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $2)),
-		ARRAY(SELECT nextval('events_id_seq') FROM generate_series(1, $3))`, r.customers, r.messages, r.events)
-	br := tx.SendBatch(ctx, b)
+	br := tx.SendBatch(ctx, r.batch(ws))
 	defer br.Close()
 
 	rows, err := br.Query()
@@ -369,6 +359,31 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
 	}
 	return nil
+}
+
+// batch returns lockAndLoad's batch.
+func (r groupReads) batch(ws int64) *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, version, merged_into IS NOT NULL,
+			CASE WHEN id = ANY($3) THEN traits END, CASE WHEN id = ANY($3) THEN trait_meta END
+		FROM customers
+		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, r.lock, r.traits)
+	if len(r.identities) > 0 {
+		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, r.identities)
+	}
+	if len(r.conversations) > 0 {
+		b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
+			WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
+			GROUP BY customer_id, channel, thread_key`, ws, r.conversations)
+	}
+	// Ids come from the tables' own sequences; ids reserved and not used
+	// leave gaps, which identity columns allow.
+	b.Queue(`SELECT
+		ARRAY(SELECT nextval('customers_id_seq') FROM generate_series(1, $1)),
+		ARRAY(SELECT nextval('conversations_id_seq') FROM generate_series(1, $2)),
+		ARRAY(SELECT nextval('messages_id_seq') FROM generate_series(1, $2)),
+		ARRAY(SELECT nextval('events_id_seq') FROM generate_series(1, $3))`, r.customers, r.messages, r.events)
+	return b
 }
 
 // loadIdentities reads the identities of the planned customers.
