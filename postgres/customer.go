@@ -99,6 +99,19 @@ func pageSize(first int) (int, error) {
 	return first, nil
 }
 
+// searchCustomersSQL reads a page of the live customers whose search text
+// is LIKE $3, after the cursor ($4, $5) if given: c360_search_customers
+// (migration 00014) finds their ids by the trigram index, which the app
+// role's own LIKE, not leakproof under row-level security, cannot use; the
+// customers are then read, under the policy, each by its id (a LATERAL
+// subquery, which OFFSET 0 keeps from being pulled up: joined, the generic
+// plan may hash the whole workspace's customers against the page's ids).
+// $1 workspace, $2 page size.
+const searchCustomersSQL = `SELECT ` + customerColumns + `
+	FROM c360_search_customers($3, $2, $4, $5) WITH ORDINALITY AS s(id, n)
+	CROSS JOIN LATERAL (SELECT * FROM customers c WHERE c.workspace_id = $1 AND c.id = s.id OFFSET 0) c
+	ORDER BY s.n`
+
 // FindCustomers returns live customers newest first, filtered by a fragment
 // of name, email or phone.
 func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
@@ -118,17 +131,22 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 	if len(q) > 100 {
 		return nil, c360.Errorf(c360.EINVALID, "query must be at most 100 bytes")
 	}
-	args := []any{ws, n + 1}
-	sql := `SELECT ` + customerColumns + ` FROM customers c WHERE c.workspace_id = $1 AND c.merged_into IS NULL`
+	var sql string
+	var args []any
 	if q != "" {
-		args = append(args, "%"+escapeLike(q)+"%")
-		sql += fmt.Sprintf(` AND c.search_text LIKE $%d`, len(args))
+		sql, args = searchCustomersSQL, []any{ws, n + 1, "%" + escapeLike(q) + "%", nil, nil}
+		if after != nil {
+			args[3], args[4] = after.Time, after.ID
+		}
+	} else {
+		args = []any{ws, n + 1}
+		sql = `SELECT ` + customerColumns + ` FROM customers c WHERE c.workspace_id = $1 AND c.merged_into IS NULL`
+		if after != nil {
+			args = append(args, after.Time, after.ID)
+			sql += ` AND (c.created_at, c.id) < ($3, $4)`
+		}
+		sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
 	}
-	if after != nil {
-		args = append(args, after.Time, after.ID)
-		sql += fmt.Sprintf(` AND (c.created_at, c.id) < ($%d, $%d)`, len(args)-1, len(args))
-	}
-	sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
 	rows, err := db.as(ws).Query(ctx, sql, args...)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("find customers: %w", err))

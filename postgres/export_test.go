@@ -177,3 +177,7 @@ func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 		"split": {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
 	}
 }
+
+// SearchCustomersSQL is FindCustomers' statement for a search: $1
+// workspace, $2 page size, $3 LIKE pattern, $4 and $5 the cursor or NULL.
+const SearchCustomersSQL = searchCustomersSQL

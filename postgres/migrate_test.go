@@ -126,6 +126,9 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	if got := indexes(t, db); !got["customer_changes_created_brin"] || got["customers_merged_into_idx"] {
 		t.Errorf("after down to 00011: want 00011's index and not 00012's: %v", got)
 	}
+	if searchFunction(t, db) {
+		t.Errorf("after down to 00011: 00014's c360_search_customers is still there")
+	}
 	if err := m.DownTo(ctx, 9); err != nil {
 		t.Fatalf("down to 00009: %v", err)
 	}
@@ -153,4 +156,18 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	if got := indexes(t, db); !got["conversations_customer_id_idx"] || !got["customer_changes_created_brin"] || !got["customers_merged_into_idx"] {
 		t.Errorf("up again: %v", got)
 	}
+	if !searchFunction(t, db) {
+		t.Errorf("up again: no c360_search_customers")
+	}
+}
+
+// searchFunction says whether migration 00014's search function exists.
+func searchFunction(t *testing.T, db *postgres.DB) bool {
+	t.Helper()
+	var ok bool
+	if err := db.Pool.QueryRow(context.Background(),
+		`SELECT to_regprocedure('c360_search_customers(text, integer, timestamptz, bigint)') IS NOT NULL`).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }

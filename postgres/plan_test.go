@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -289,6 +290,80 @@ func TestMergeAndSplitReadOnlyTheirCustomers(t *testing.T) {
 				t.Errorf("%s: generic plan %s:\n%s\n%s", name, bad, p.SQL, p.Raw)
 			}
 		}
+	}
+}
+
+// A search by a rare fragment (a phone's or an email's) finds its
+// customers by the trigram index as the app role, in the statement's
+// generic plan: under row-level security the app role's own LIKE, not
+// leakproof, could only filter every live customer of the workspace. The
+// plan of the search inside c360_search_customers is caught by
+// auto_explain, which logs nested statements too.
+func TestSearchUsesTheTrigramIndex(t *testing.T) {
+	db, ws, _ := plannedWorkspace(t)
+	crowd(t, db)
+	ctx := context.Background()
+	// The statement reads customers by the ids it finds, not the workspace.
+	for _, p := range genericPlans(t, db, ws, "search", []string{postgres.SearchCustomersSQL}, [][]any{{ws, 11, "", nil, nil}}) {
+		if bad := p.Plan.readsWholeWorkspace(); bad != "" {
+			t.Errorf("generic plan %s:\n%s", bad, p.Raw)
+		}
+	}
+
+	cfg, err := pgx.ParseConfig(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var notices []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range []string{`LOAD 'auto_explain'`, `SET auto_explain.log_min_duration = 0`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`} {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	var owner string
+	if err := db.Pool.QueryRow(ctx, `SELECT max(search_text) FROM customers WHERE workspace_id = $1`, ws).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	fragment := strings.Fields(owner)[2] // the email: "customer N cN@bench.example +1415..."
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, strconv.FormatInt(ws, 10)); err != nil {
+			return err
+		}
+		notices = nil
+		rows, err := tx.Query(ctx, postgres.SearchCustomersSQL, ws, 11, "%"+fragment+"%", nil, nil)
+		if err != nil {
+			return err
+		}
+		found := 0
+		for rows.Next() {
+			found++
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if found != 1 {
+			t.Errorf("search for %q found %d customers, want 1", fragment, found)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans := strings.Join(notices, "\n")
+	if !strings.Contains(plans, "Index Scan on customers_search_idx") {
+		t.Errorf("the search for %q does not use the trigram index:\n%s", fragment, plans)
 	}
 }
 

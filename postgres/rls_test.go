@@ -191,3 +191,78 @@ func TestForeignCustomerOnEveryLookupPath(t *testing.T) {
 		t.Errorf("A's own lookup: %v, %v", c, err)
 	}
 }
+
+// A search finds its customers through c360_search_customers, which runs
+// as its owner (migration 00014): it still finds only the live customers
+// of the transaction's own workspace, page after page, and nothing without
+// one.
+func TestSearchStaysInItsWorkspace(t *testing.T) {
+	db := pgtest.Open(t)
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	mine := map[int64]map[int64]bool{wsA: {}, wsB: {}}
+	for _, ws := range []int64{wsA, wsB} {
+		for i := range 5 {
+			r := ingest1(t, db, ws, track(fmt.Sprint("s", i), ids("email", fmt.Sprintf("s%d@shared.io", i))))
+			mine[ws][r.CustomerID] = true
+		}
+	}
+	// One of B's customers merged into another is no longer listed.
+	var gone int64
+	for id := range mine[wsB] {
+		gone = id
+	}
+	delete(mine[wsB], gone)
+	for id := range mine[wsB] {
+		if _, err := db.MergeCustomers(ctx, wsB, id, gone, true, "admin", ""); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	for _, ws := range []int64{wsA, wsB} {
+		seen := map[int64]bool{}
+		after := ""
+		for {
+			page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{First: 2, After: after, Query: "SHARED.io"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range page.Items {
+				if !mine[ws][c.ID] || seen[c.ID] || c.WorkspaceID != ws {
+					t.Errorf("workspace %d: search found customer %d of workspace %d (seen before: %v)", ws, c.ID, c.WorkspaceID, seen[c.ID])
+				}
+				seen[c.ID] = true
+			}
+			if !page.HasNext {
+				break
+			}
+			after = page.Cursors[len(page.Cursors)-1]
+		}
+		if len(seen) != len(mine[ws]) {
+			t.Errorf("workspace %d: search found %d customers, want %d", ws, len(seen), len(mine[ws]))
+		}
+	}
+	// Called directly by the app role: the transaction's workspace, or none.
+	conn := appConn(t)
+	search := func(ws string) int {
+		t.Helper()
+		var n int
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, ws); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT count(*) FROM c360_search_customers('%shared.io%', 100, NULL, NULL)`).Scan(&n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := search(""); n != 0 {
+		t.Errorf("without a workspace the search finds %d customers, want 0", n)
+	}
+	if n := search(fmt.Sprint(wsA)); n != len(mine[wsA]) {
+		t.Errorf("in workspace A the search finds %d customers, want A's %d", n, len(mine[wsA]))
+	}
+}
