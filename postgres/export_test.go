@@ -170,11 +170,13 @@ func ArrayReads(ws int64, n int) map[string]ArrayRead {
 }
 
 // MergeAndSplitStatements returns, by name, the statements of a merge and
-// of a split that move a customer's rows, with their arguments.
+// of a split that move a customer's rows, and the read of the separations
+// of candidates for a merge, with their arguments.
 func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 	return map[string]ArrayRead{
-		"merge": {[]string{mergeSQL}, [][]any{{ws, survivor, merged, "", "", nil, "", "", time.Now()}}},
-		"split": {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
+		"merge":       {[]string{mergeSQL}, [][]any{{ws, survivor, merged, "", "", nil, "", "", time.Now()}}},
+		"split":       {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
+		"separations": {[]string{separationsSQL}, [][]any{{ws, []int64{survivor, merged}}}},
 	}
 }
 

@@ -15,17 +15,37 @@ import (
 
 var _ c360.IdentityService = (*DB)(nil)
 
+// separationsSQL returns the separations one of whose sides' survivors is
+// in $2, as pairs of survivors. A side whose survivor is a candidate is
+// the candidate itself or a customer merged into it (one hop: merges
+// repoint), so m finds those sides by id and by the index of merged
+// customers (migration 00012), and the separations are read by either
+// side's index. Filtered by survivor after joining, it read every
+// separation of the workspace and the customers of both sides: 11 to 13 ms
+// at 20k customers and 850 separations, against 0.6 to 1.7
+// (TestMergeAndSplitReadOnlyTheirCustomers). The last condition keeps the
+// answer what it was: a candidate merged away itself is not its own
+// survivor.
+const separationsSQL = `
+	WITH m AS (
+		SELECT c.id FROM customers c
+		WHERE c.workspace_id = $1 AND (c.id = ANY($2) OR c.merged_into = ANY($2))
+	), s AS (
+		SELECT s.customer_a, s.customer_b FROM m JOIN customer_separations s ON s.workspace_id = $1 AND s.customer_a = m.id
+		UNION
+		SELECT s.customer_a, s.customer_b FROM m JOIN customer_separations s ON s.workspace_id = $1 AND s.customer_b = m.id
+	)
+	SELECT coalesce(ca.merged_into, ca.id), coalesce(cb.merged_into, cb.id)
+	FROM s
+	JOIN customers ca ON ca.workspace_id = $1 AND ca.id = s.customer_a
+	JOIN customers cb ON cb.workspace_id = $1 AND cb.id = s.customer_b
+	WHERE coalesce(ca.merged_into, ca.id) = ANY($2) OR coalesce(cb.merged_into, cb.id) = ANY($2)`
+
 // separations returns which of the candidate customers were split apart.
 // Each recorded side is followed to its survivor, so a separation outlives
 // later merges of either side.
 func separations(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64) (func(a, b int64) bool, error) {
-	rows, err := tx.Query(ctx, `
-		SELECT coalesce(ca.merged_into, ca.id), coalesce(cb.merged_into, cb.id)
-		FROM customer_separations s
-		JOIN customers ca ON ca.workspace_id = s.workspace_id AND ca.id = s.customer_a
-		JOIN customers cb ON cb.workspace_id = s.workspace_id AND cb.id = s.customer_b
-		WHERE s.workspace_id = $1
-		  AND (coalesce(ca.merged_into, ca.id) = ANY($2) OR coalesce(cb.merged_into, cb.id) = ANY($2))`, ws, candidates)
+	rows, err := tx.Query(ctx, separationsSQL, ws, candidates)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load separations: %w", err))
 	}

@@ -266,22 +266,26 @@ func TestArrayReadsScaleWithTheirArrays(t *testing.T) {
 
 // A merge and a split read only the rows of their customers, by indexes,
 // in their generic plans: none reads the workspace's messages or customers
-// to find the few it moves.
+// to find the few it moves, nor its separations to find those of two
+// customers.
 func TestMergeAndSplitReadOnlyTheirCustomers(t *testing.T) {
 	db, ws, customer := plannedWorkspace(t)
 	crowd(t, db)
 	ctx := context.Background()
-	// Every workspace of the test has observations and merged customers.
+	// Every workspace of the test has observations, merged customers and
+	// separations.
 	for _, s := range []string{
 		`INSERT INTO observations (workspace_id, customer_id, text, source, recorded_by, recorded_by_role)
 			SELECT workspace_id, id, 'likes tea', 'test', 'test', 'agent' FROM customers WHERE workspace_id >= $1`,
 		`UPDATE customers SET merged_into = id - 1 WHERE workspace_id >= $1 AND id % 10 = 0`,
+		`INSERT INTO customer_separations (workspace_id, customer_a, customer_b)
+			SELECT workspace_id, id, id + 1 FROM customers WHERE workspace_id >= $1 AND id % 7 = 0`,
 	} {
 		if _, err := db.Pool.Exec(ctx, s, ws); err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
 	}
-	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations, messages, observations`); err != nil {
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations, messages, observations, customer_separations`); err != nil {
 		t.Fatal(err)
 	}
 	for name, r := range postgres.MergeAndSplitStatements(ws, customer-1, customer) {
