@@ -195,16 +195,28 @@ func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
 
+	// Each read below looks its rows up one key at a time: a LATERAL
+	// subquery with OFFSET 0 cannot be flattened into a join, so its
+	// only plan is a nested loop over the keys with an index search by
+	// the whole key inside. A join or "= ANY" leaves the planner free to
+	// read the whole workspace and filter it, which it does for a
+	// workspace its statistics take to be small (one created since the
+	// last ANALYZE): every statement then reads every row of the
+	// workspace (TestUnknownWorkspacePlansStayKeyLookups).
 	b := &pgx.Batch{}
 	b.Queue(`
-		SELECT e.source, e.dedupe_key, e.id, coalesce(c.merged_into, c.id, 0) FROM events e
-		JOIN unnest($2::text[], $3::text[]) AS x(s, k) ON e.source = x.s AND e.dedupe_key = x.k
-		LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
-		WHERE e.workspace_id = $1 AND e.dedupe_key = ANY($3)`, ws, sources, dedupe)
+		SELECT x.s, x.k, e.id, coalesce(c.merged_into, c.id, 0)
+		FROM unnest($2::text[], $3::text[]) AS x(s, k)
+		CROSS JOIN LATERAL (SELECT id, customer_id FROM events
+			WHERE workspace_id = $1 AND source = x.s AND dedupe_key = x.k OFFSET 0) e
+		LEFT JOIN LATERAL (SELECT id, merged_into FROM customers
+			WHERE workspace_id = $1 AND id = e.customer_id OFFSET 0) c ON true`, ws, sources, dedupe)
 	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
-	b.Queue(`SELECT i.type, i.value, i.customer_id, i.last_seen FROM identities i
-		JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-		WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
+	b.Queue(`
+		SELECT x.t, x.v, i.customer_id, i.last_seen
+		FROM unnest($2::text[], $3::text[]) AS x(t, v)
+		CROSS JOIN LATERAL (SELECT customer_id, last_seen FROM identities
+			WHERE workspace_id = $1 AND type = x.t AND value = x.v OFFSET 0) i`, ws, types, values)
 	return b, first
 }
 
@@ -363,18 +375,28 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 
 // batch returns lockAndLoad's batch.
 func (r groupReads) batch(ws int64) *pgx.Batch {
+	// Each read looks its rows up customer by customer, as findBatch's do.
+	// The customers are locked in the order of r.lock, which is sorted:
+	// the nested loop over it is the only plan.
 	b := &pgx.Batch{}
-	b.Queue(`SELECT id, version, merged_into IS NOT NULL,
-			CASE WHEN id = ANY($3) THEN traits END, CASE WHEN id = ANY($3) THEN trait_meta END
-		FROM customers
-		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, r.lock, r.traits)
+	b.Queue(`
+		SELECT c.id, c.version, c.merged, c.traits, c.trait_meta
+		FROM unnest($2::bigint[]) AS k(id)
+		CROSS JOIN LATERAL (SELECT id, version, merged_into IS NOT NULL AS merged,
+				CASE WHEN id = ANY($3) THEN traits END AS traits, CASE WHEN id = ANY($3) THEN trait_meta END AS trait_meta
+			FROM customers WHERE workspace_id = $1 AND id = k.id FOR UPDATE OFFSET 0) c`, ws, r.lock, r.traits)
 	if len(r.identities) > 0 {
-		b.Queue(`SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, r.identities)
+		b.Queue(`
+			SELECT k.id, i.type, i.value FROM unnest($2::bigint[]) AS k(id)
+			CROSS JOIN LATERAL (SELECT type, value FROM identities
+				WHERE workspace_id = $1 AND customer_id = k.id OFFSET 0) i`, ws, r.identities)
 	}
 	if len(r.conversations) > 0 {
-		b.Queue(`SELECT customer_id, channel, thread_key, max(id) FROM conversations
-			WHERE workspace_id = $1 AND customer_id = ANY($2) AND status = 'open'
-			GROUP BY customer_id, channel, thread_key`, ws, r.conversations)
+		b.Queue(`
+			SELECT k.id, c.channel, c.thread_key, c.last FROM unnest($2::bigint[]) AS k(id)
+			CROSS JOIN LATERAL (SELECT channel, thread_key, max(id) AS last FROM conversations
+				WHERE workspace_id = $1 AND customer_id = k.id AND status = 'open'
+				GROUP BY channel, thread_key OFFSET 0) c`, ws, r.conversations)
 	}
 	// Ids come from the tables' own sequences; ids reserved and not used
 	// leave gaps, which identity columns allow.

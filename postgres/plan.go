@@ -27,3 +27,22 @@ func queueWithoutNestLoop(b *pgx.Batch, sql string, args ...any) *pgx.QueuedQuer
 	b.Queue(`SET LOCAL enable_nestloop TO DEFAULT`)
 	return q
 }
+
+// queueUpdateByKey queues an UPDATE ... FROM unnest(...) that finds its
+// rows by key ("id = ANY($2)"), with nested loops off as
+// queueWithoutNestLoop has them, and bitmap and sequential scans off too:
+// the table is then read by its key index, and hashed against the array.
+// For a workspace the statistics take to be small (one created since the
+// last ANALYZE), the planner otherwise hashes the array against a bitmap
+// scan of the whole workspace, which grows with the workspace until the
+// next ANALYZE (TestUnknownWorkspacePlansStayKeyLookups). The settings go
+// back on after it, for the rest of the transaction: c360 runs with the
+// planner's settings as PostgreSQL ships them.
+func queueUpdateByKey(b *pgx.Batch, sql string, args ...any) *pgx.QueuedQuery {
+	b.Queue(`SELECT set_config('enable_nestloop', 'off', true), set_config('enable_bitmapscan', 'off', true),
+		set_config('enable_seqscan', 'off', true)`)
+	q := b.Queue(sql, args...)
+	b.Queue(`SELECT set_config('enable_nestloop', 'on', true), set_config('enable_bitmapscan', 'on', true),
+		set_config('enable_seqscan', 'on', true)`)
+	return q
+}

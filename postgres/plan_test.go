@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -400,10 +401,26 @@ type plannedStatement struct {
 // plan; each other statement is prepared and its generic plan explained.
 func genericPlans(t *testing.T, db *postgres.DB, ws int64, name string, sqls []string, args [][]any) []plannedStatement {
 	t.Helper()
+	return explainBatch(t, db, ws, name, sqls, args, true)
+}
+
+// customPlans is genericPlans with each statement's plan made for its
+// values, as PostgreSQL makes a prepared statement's first five.
+func customPlans(t *testing.T, db *postgres.DB, ws int64, sqls []string, args [][]any) []plannedStatement {
+	t.Helper()
+	return explainBatch(t, db, ws, "", sqls, args, false)
+}
+
+func explainBatch(t *testing.T, db *postgres.DB, ws int64, name string, sqls []string, args [][]any, generic bool) []plannedStatement {
+	t.Helper()
 	ctx := context.Background()
 	var out []plannedStatement
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
+		setup := []string{`SET LOCAL ROLE c360_app`}
+		if generic {
+			setup = append(setup, `SET LOCAL plan_cache_mode = force_generic_plan`)
+		}
+		for _, s := range setup {
 			if _, err := tx.Exec(ctx, s); err != nil {
 				return err
 			}
@@ -412,22 +429,31 @@ func genericPlans(t *testing.T, db *postgres.DB, ws int64, name string, sqls []s
 			return err
 		}
 		for i, sql := range sqls {
-			if strings.HasPrefix(sql, "SET ") {
+			if strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "SELECT set_config('enable_") {
+				// A setting of the batch's own, for what follows.
 				if _, err := tx.Exec(ctx, sql); err != nil {
 					return err
 				}
 				out = append(out, plannedStatement{SQL: sql})
 				continue
 			}
-			stmt := fmt.Sprintf("%s_%d", name, i)
-			if _, err := tx.Exec(ctx, `PREPARE `+stmt+` AS `+sql); err != nil {
-				return fmt.Errorf("%s: %w", sql, err)
-			}
-			// A generic plan does not depend on the values: NULL for each.
-			nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(args[i])), ", ")
 			var raw []byte
-			if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+stmt+`(`+nulls+`)`).Scan(&raw); err != nil {
-				return err
+			if generic {
+				stmt := fmt.Sprintf("%s_%d", name, i)
+				if _, err := tx.Exec(ctx, `PREPARE `+stmt+` AS `+sql); err != nil {
+					return fmt.Errorf("%s: %w", sql, err)
+				}
+				// A generic plan does not depend on the values: NULL for each.
+				nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(args[i])), ", ")
+				if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+stmt+`(`+nulls+`)`).Scan(&raw); err != nil {
+					return err
+				}
+			} else {
+				// The simple protocol puts the values in the text.
+				a := append([]any{pgx.QueryExecModeSimpleProtocol}, args[i]...)
+				if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) `+sql, a...).Scan(&raw); err != nil {
+					return fmt.Errorf("%s: %w", sql, err)
+				}
 			}
 			var plans []struct{ Plan planNode }
 			if err := json.Unmarshal(raw, &plans); err != nil {
@@ -512,12 +538,17 @@ func (n planNode) arraySearch() string {
 	return ""
 }
 
+// workspaceOnly matches an index condition on the workspace alone, given
+// as a parameter (generic plans) or a value (custom plans), once or as a
+// bitmap scan's index and recheck conditions.
+var workspaceOnly = regexp.MustCompile(`^(\(workspace_id = (\$1|'\d+'::bigint)\))+$`)
+
 // readsWholeWorkspace names a scan under n of a table, or of its index,
 // bounded by nothing but the workspace, or returns "".
 func (n planNode) readsWholeWorkspace() string {
 	if (n.Relation != "" || n.Index != "") && n.NodeType != "ModifyTable" {
 		cond := n.IndexCond + n.RecheckCond
-		if n.NodeType == "Seq Scan" || cond == "" || cond == "(workspace_id = $1)" || cond == "(workspace_id = $1)(workspace_id = $1)" {
+		if n.NodeType == "Seq Scan" || cond == "" || workspaceOnly.MatchString(cond) {
 			return fmt.Sprintf("reads the whole workspace (%s on %s%s, %q)", n.NodeType, n.Relation, n.Index, cond)
 		}
 	}
