@@ -471,24 +471,26 @@ func commitCustomer(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow, ki
 	if len(dropped) > 0 {
 		droppedJSON = dropped
 	}
-	_, err := tx.Exec(ctx, `
-		WITH c AS (
-			UPDATE customers SET traits = $3::jsonb, trait_meta = $4, version = version + 1, updated_at = $5,
-				search_text = `+searchTextSQL("$3::jsonb", "$2")+`
-			WHERE workspace_id = $1 AND id = $2
-			RETURNING version
-		), e AS (
-			UPDATE events SET customer_id = $2, dropped = $9 WHERE workspace_id = $1 AND id = $8
-		)
-		INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
-		SELECT $1, $2, c.version, $6, $7, $5 FROM c`,
-		ws, c.id, c.traits, c.meta, now, kind, diff, eventID, droppedJSON)
+	_, err := tx.Exec(ctx, commitCustomerSQL, ws, c.id, c.traits, c.meta, now, kind, diff, eventID, droppedJSON)
 	if err != nil {
 		return interpretError(fmt.Errorf("update customer: %w", err))
 	}
 	c.version++
 	return nil
 }
+
+// commitCustomerSQL is commitCustomer's statement, built once.
+var commitCustomerSQL = `
+	WITH c AS (
+		UPDATE customers SET traits = $3::jsonb, trait_meta = $4, version = version + 1, updated_at = $5,
+			search_text = ` + searchTextSQL("$3::jsonb", "$2") + `
+		WHERE workspace_id = $1 AND id = $2
+		RETURNING version
+	), e AS (
+		UPDATE events SET customer_id = $2, dropped = $9 WHERE workspace_id = $1 AND id = $8
+	)
+	INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
+	SELECT $1, $2, c.version, $6, $7, $5 FROM c`
 
 func upsertConsent(ctx context.Context, tx pgx.Tx, ws, customer int64, channel, status, source string, at time.Time) error {
 	_, err := tx.Exec(ctx, `

@@ -242,13 +242,19 @@ func (w *groupWrites) queue(st *groupState) *pgx.Batch {
 		}
 		cTraits, cMeta = append(cTraits, tr), append(cMeta, m)
 	}
-	queueUpdateByKey(b, `UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
-			version = x.v, updated_at = $7,
-			search_text = CASE WHEN x.rs THEN `+searchTextSQL("coalesce(x.tr::jsonb, c.traits)", "x.id")+` ELSE c.search_text END
-		FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS x(id, tr, m, v, rs)
-		WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
+	queueUpdateByKey(b, updateGroupCustomersSQL, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)
 	return b
 }
+
+// updateGroupCustomersSQL writes a group's customers: new traits and their
+// metadata where given (NULL keeps the stored ones), the new version, and
+// the search text where it can have moved. Built once: it is the same text
+// for every group.
+var updateGroupCustomersSQL = `UPDATE customers c SET traits = coalesce(x.tr::jsonb, c.traits), trait_meta = coalesce(x.m::jsonb, c.trait_meta),
+		version = x.v, updated_at = $7,
+		search_text = CASE WHEN x.rs THEN ` + searchTextSQL("coalesce(x.tr::jsonb, c.traits)", "x.id") + ` ELSE c.search_text END
+	FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[]) AS x(id, tr, m, v, rs)
+	WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`
