@@ -119,23 +119,15 @@ func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*gr
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
-	rows, err := br.Query()
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
-	}
-	for rows.Next() {
-		var k dedupeKey
-		var id, cust int64
-		if err := rows.Scan(&k.source, &k.dedupe, &id, &cust); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan duplicate event: %w", err)
-		}
+	var k dedupeKey
+	var id, cust int64
+	rows, _ := br.Query() // its error is the rows'
+	if _, err := pgx.ForEachRow(rows, []any{&k.source, &k.dedupe, &id, &cust}, func() error {
 		e := evs[first[k]]
 		e.claimed = false
 		e.res = c360.IngestResult{EventID: id, CustomerID: cust, Duplicate: true}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
 	if _, err := br.Exec(); err != nil {
@@ -143,22 +135,14 @@ func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*gr
 	}
 	st := &groupState{owners: map[identity.Identity]int64{}, lastSeen: map[identity.Identity]time.Time{},
 		existing: map[int64][]identity.Identity{}, cust: map[int64]*customerRow{}, convs: map[convKey]int64{}}
-	rows, err = br.Query()
-	if err != nil {
-		return nil, interpretError(fmt.Errorf("find owners: %w", err))
-	}
-	for rows.Next() {
-		var id identity.Identity
-		var c int64
-		var seen time.Time
-		if err := rows.Scan(&id.Type, &id.Value, &c, &seen); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan owner: %w", err)
-		}
-		st.owners[id], st.lastSeen[id] = c, seen
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	var owned identity.Identity
+	var owner int64
+	var seen time.Time
+	rows, _ = br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&owned.Type, &owned.Value, &owner, &seen}, func() error {
+		st.owners[owned], st.lastSeen[owned] = owner, seen
+		return nil
+	}); err != nil {
 		return nil, interpretError(fmt.Errorf("find owners: %w", err))
 	}
 	return st, nil
@@ -333,23 +317,19 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 	br := tx.SendBatch(ctx, r.batch(ws))
 	defer br.Close()
 
-	rows, err := br.Query()
-	if err != nil {
-		return interpretError(fmt.Errorf("lock customers: %w", err))
-	}
-	stale := false
-	for rows.Next() {
-		c := &customerRow{}
-		var merged bool
-		if err := rows.Scan(&c.id, &c.version, &merged, &c.traits, &c.meta); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan customer: %w", err)
-		}
-		stale = stale || merged
-		st.cust[c.id] = c
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	var (
+		c      customerRow
+		merged bool
+		stale  bool
+	)
+	rows, _ := br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&c.id, &c.version, &merged, &c.traits, &c.meta}, func() error {
+		row := c
+		st.cust[c.id], stale = &row, stale || merged
+		// The next row's JSON is decoded into maps of its own.
+		c.traits, c.meta = nil, nil
+		return nil
+	}); err != nil {
 		return interpretError(fmt.Errorf("lock customers: %w", err))
 	}
 	// A customer merged away after its owner was read: the per-event path
@@ -410,20 +390,13 @@ func (r groupReads) batch(ws int64) *pgx.Batch {
 
 // loadIdentities reads the identities of the planned customers.
 func (st *groupState) loadIdentities(br pgx.BatchResults) error {
-	rows, err := br.Query()
-	if err != nil {
-		return interpretError(fmt.Errorf("load identities: %w", err))
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var c int64
-		var id identity.Identity
-		if err := rows.Scan(&c, &id.Type, &id.Value); err != nil {
-			return fmt.Errorf("scan identity: %w", err)
-		}
+	var c int64
+	var id identity.Identity
+	rows, _ := br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&c, &id.Type, &id.Value}, func() error {
 		st.existing[c] = append(st.existing[c], id)
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return interpretError(fmt.Errorf("load identities: %w", err))
 	}
 	return nil
@@ -432,20 +405,13 @@ func (st *groupState) loadIdentities(br pgx.BatchResults) error {
 // loadConversations reads the open conversations of the customers with a
 // message in the group.
 func (st *groupState) loadConversations(br pgx.BatchResults) error {
-	rows, err := br.Query()
-	if err != nil {
-		return interpretError(fmt.Errorf("load conversations: %w", err))
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k convKey
-		var id int64
-		if err := rows.Scan(&k.customer, &k.channel, &k.thread, &id); err != nil {
-			return fmt.Errorf("scan conversation: %w", err)
-		}
+	var k convKey
+	var id int64
+	rows, _ := br.Query()
+	if _, err := pgx.ForEachRow(rows, []any{&k.customer, &k.channel, &k.thread, &id}, func() error {
 		st.convs[k] = id
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	}); err != nil {
 		return interpretError(fmt.Errorf("load conversations: %w", err))
 	}
 	return nil
