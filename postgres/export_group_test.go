@@ -1,8 +1,11 @@
 package postgres
 
 import (
+	"context"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -30,3 +33,32 @@ func GroupStatements(ws int64, customers []int64) (sql []string, args [][]any) {
 	}
 	return append(sql, sqlW...), append(args, argsW...)
 }
+
+// IngestByGroupOnly applies events with the group path alone, in one
+// transaction: it fails with ErrSlowPath where Ingest would have fallen
+// back to the per-event path.
+func (db *DB) IngestByGroupOnly(ctx context.Context, ws int64, events []*c360.Event) ([]c360.IngestResult, error) {
+	rules, err := db.identityRules(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	prepared := make([]*preparedEvent, len(events))
+	for i, ev := range events {
+		p, err := db.prepare(ev, rules)
+		if err != nil {
+			return nil, err
+		}
+		p.encode()
+		prepared[i] = &p
+	}
+	var results []c360.IngestResult
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		var err error
+		results, _, err = db.ingestGroup(ctx, tx, ws, rules, prepared)
+		return err
+	})
+	return results, err
+}
+
+// ErrSlowPath is errSlowPath.
+var ErrSlowPath = errSlowPath

@@ -212,6 +212,7 @@ type groupState struct {
 	existing  map[int64][]identity.Identity
 	cust      map[int64]*customerRow
 	convs     map[convKey]int64
+	convsRead map[int64]bool // customers whose open conversations convs holds
 	newCust   []int64
 	freeCust  []int64
 	freeConv  []int64
@@ -263,9 +264,15 @@ type groupReads struct {
 }
 
 // readsFor works out the group's reads from its events and the owners of
-// their identities. An event can only resolve to an owner of one of its
-// identities, or to a new customer, so an owner's data is read when one of
-// its events needs it:
+// their identities.
+//
+// An event resolves to an owner of one of its identities, or to a new
+// customer, or to a customer that an earlier event of the group attached
+// one of its unowned identities to. That customer is, in turn, an owner of
+// one of the earlier event's identities, or new. So an event reaches only
+// owners of the identities of its component: the events linked to it by
+// shared identities, transitively. What one event needs is read for every
+// owner of its component (a new customer needs no read):
 //   - identities, for an event not settled (one customer owning every
 //     identity not blocked): the others resolve without them
 //     (identity.Rules.SettledBy). An event settled here stays so while the
@@ -273,33 +280,72 @@ type groupReads struct {
 //     event not settled can create a customer;
 //   - traits, for an event that sets traits;
 //   - open conversations, for a message.
+//
+// In steady traffic a component is one person's events, and its owners
+// one customer.
 func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupReads {
 	r := groupReads{events: len(live)}
+	// Union-find over the identities, each event's joined together.
+	index := map[identity.Identity]int{}
+	var parent []int
+	find := func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	for _, e := range live {
+		first := -1
+		for _, id := range e.p.identities {
+			i, ok := index[id]
+			if !ok {
+				i = len(parent)
+				index[id] = i
+				parent = append(parent, i)
+			}
+			if first < 0 {
+				first = find(i)
+			} else if j := find(i); j != first {
+				parent[j] = first
+			}
+		}
+	}
+	const needIdentities, needTraits, needConversations = 1, 2, 4
+	needs := map[int]int{}
 	for _, e := range live {
 		ev := e.p.ev
-		settled := rules.SettledBy(e.p.identities, st.owners) != 0
-		traits := len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0
-		if !settled {
+		n := 0
+		if rules.SettledBy(e.p.identities, st.owners) == 0 {
 			r.customers++
+			n |= needIdentities
+		}
+		if len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0 {
+			n |= needTraits
 		}
 		if ev.Message != nil {
 			r.messages++
+			n |= needConversations
 		}
-		for _, id := range e.p.identities {
-			c, ok := st.owners[id]
-			if !ok {
-				continue
-			}
-			r.lock = append(r.lock, c)
-			if !settled {
-				r.identities = append(r.identities, c)
-			}
-			if traits {
-				r.traits = append(r.traits, c)
-			}
-			if ev.Message != nil {
-				r.conversations = append(r.conversations, c)
-			}
+		if n != 0 && len(e.p.identities) > 0 {
+			needs[find(index[e.p.identities[0]])] |= n
+		}
+	}
+	for id, i := range index {
+		c, ok := st.owners[id]
+		if !ok {
+			continue
+		}
+		r.lock = append(r.lock, c)
+		n := needs[find(i)]
+		if n&needIdentities != 0 {
+			r.identities = append(r.identities, c)
+		}
+		if n&needTraits != 0 {
+			r.traits = append(r.traits, c)
+		}
+		if n&needConversations != 0 {
+			r.conversations = append(r.conversations, c)
 		}
 	}
 	for _, s := range []*[]int64{&r.lock, &r.identities, &r.traits, &r.conversations} {
@@ -346,6 +392,10 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 		if err := st.loadConversations(br); err != nil {
 			return err
 		}
+	}
+	st.convsRead = make(map[int64]bool, len(r.conversations))
+	for _, c := range r.conversations {
+		st.convsRead[c] = true
 	}
 	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg, &st.freeEvent); err != nil {
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
@@ -478,6 +528,9 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		ch.consent(ev.Consent)
 	}
 	if ev.Message != nil {
+		if !c.created && !st.convsRead[c.id] {
+			return errSlowPath // as for traits, above
+		}
 		thread, _ := ev.Properties["threadKey"].(string)
 		k := convKey{c.id, ev.Message.Channel, thread}
 		conv, ok := st.convs[k]
@@ -495,8 +548,10 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		w.message(msg, conv, c.id, e.res.EventID, ev)
 		ch.message(msg, conv, ev.Message.Channel, ev.Message.Direction, "")
 	}
+	// readsFor reads what any event of the group can reach; should it have
+	// missed a customer, the per-event path reads it.
 	if (len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0) && c.traits == nil {
-		return fmt.Errorf("ingest group: traits of customer %d not read", c.id)
+		return errSlowPath
 	}
 	traits := withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent)
 	changed := applyTraits(c, traits, ev.Source, ev.OccurredAt)

@@ -348,6 +348,64 @@ func TestGroupKeepsTraitsItDoesNotRead(t *testing.T) {
 	}
 }
 
+// smsIn is an inbound SMS from the given identities, as the Twilio
+// connector makes it.
+func smsIn(key string, identities []c360.Identity) *c360.Event {
+	now := time.Now().UTC()
+	return &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: key, Identities: identities,
+		OccurredAt: now, ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound, Body: "hi", ProviderID: key, Status: "received"}}
+}
+
+// An event can reach a customer through an identity that an earlier event
+// of its group attached to it. The group reads what that customer needs
+// (here its traits) without falling back to the per-event path, and the
+// traits land on it.
+func TestGroupReadsTheTraitsOfCustomersReachedThroughAttachedIdentities(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, track("1", ids("user_id", "u1")))
+	identify := track("3", ids("email", "new@example.com"))
+	identify.Type, identify.Name, identify.Traits = c360.EventIdentify, "", map[string]any{"plan": "pro"}
+	res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{track("2", ids("user_id", "u1", "email", "new@example.com")), identify})
+	if err != nil {
+		t.Fatalf("group path: %v", err)
+	}
+	if res[1].CustomerID != a.CustomerID {
+		t.Errorf("identify went to customer %d, want %d", res[1].CustomerID, a.CustomerID)
+	}
+	var plan string
+	if err := db.Pool.QueryRow(ctx, `SELECT traits->>'plan' FROM customers WHERE workspace_id = $1 AND id = $2`, ws, a.CustomerID).Scan(&plan); err != nil || plan != "pro" {
+		t.Errorf("plan = %q (%v), want pro", plan, err)
+	}
+}
+
+// Likewise for a message: it goes into the open conversation of the
+// customer reached through an attached identity, not into a second one.
+func TestGroupReusesTheConversationOfCustomersReachedThroughAttachedIdentities(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, smsIn("SM1", ids("user_id", "u1")))
+	res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{
+		track("2", ids("user_id", "u1", "phone", "+14155550123")),
+		smsIn("SM3", ids("phone", "+14155550123")),
+	})
+	if err != nil {
+		t.Fatalf("group path: %v", err)
+	}
+	if res[1].CustomerID != a.CustomerID {
+		t.Errorf("message went to customer %d, want %d", res[1].CustomerID, a.CustomerID)
+	}
+	if n := count(t, db, `SELECT count(*) FROM conversations WHERE workspace_id = $1 AND customer_id = $2 AND status = 'open'`, ws, a.CustomerID); n != 1 {
+		t.Errorf("customer has %d open conversations, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(DISTINCT conversation_id) FROM messages WHERE workspace_id = $1 AND customer_id = $2`, ws, a.CustomerID); n != 1 {
+		t.Errorf("its messages are in %d conversations, want 1", n)
+	}
+}
+
 // A blocked identity is dropped even when a customer owns it (the block
 // list grew after). An event naming it and another customer's user_id is
 // settled on that customer, and still reports the drop.
