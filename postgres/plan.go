@@ -16,15 +16,16 @@ import "github.com/jackc/pgx/v5"
 // parameters, with nested loops off for it alone: its sides are then
 // hashed or merged, whatever the guesses, in time linear in the arrays.
 // The setting is in place before the statement's first run, so the plan
-// PostgreSQL caches for it is made without nested loops too; SET LOCAL ...
-// TO DEFAULT gives what follows in the transaction the session's setting
-// back. Both SETs are local to the transaction, or to the implicit
-// transaction of a batch sent outside one. It returns the statement's
-// QueuedQuery, to read its rows with.
+// PostgreSQL caches for it is made without nested loops too; it is put
+// back on after it. Both are set_config(..., true), local to the
+// transaction, or to the implicit transaction of a batch sent outside one
+// (where SET LOCAL would also work, but warn in the server's log). c360
+// runs with the planner's settings as PostgreSQL ships them, on. It
+// returns the statement's QueuedQuery, to read its rows with.
 func queueWithoutNestLoop(b *pgx.Batch, sql string, args ...any) *pgx.QueuedQuery {
-	b.Queue(`SET LOCAL enable_nestloop = off`)
+	b.Queue(`SELECT set_config('enable_nestloop', 'off', true)`)
 	q := b.Queue(sql, args...)
-	b.Queue(`SET LOCAL enable_nestloop TO DEFAULT`)
+	b.Queue(`SELECT set_config('enable_nestloop', 'on', true)`)
 	return q
 }
 

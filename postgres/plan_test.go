@@ -7,10 +7,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -249,7 +251,7 @@ func TestArrayReadsScaleWithTheirArrays(t *testing.T) {
 	for name, r := range reads {
 		planned := 0
 		for _, p := range genericPlans(t, db, ws, name, r.SQL, r.Args) {
-			if strings.HasPrefix(p.SQL, "SET ") {
+			if p.Setting {
 				continue
 			}
 			planned++
@@ -388,11 +390,19 @@ func crowd(t *testing.T, db *postgres.DB) {
 	}
 }
 
-// plannedStatement is a statement of a batch and its generic plan.
+// plannedStatement is a statement of a batch and its plan, or a setting
+// of the batch's own (a planner setting for the statements that follow),
+// which has none.
 type plannedStatement struct {
-	SQL  string
-	Plan planNode
-	Raw  []byte
+	SQL     string
+	Setting bool
+	Plan    planNode
+	Raw     []byte
+}
+
+// isSetting reports whether a batch's statement only changes a setting.
+func isSetting(sql string) bool {
+	return strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "SELECT set_config('enable_")
 }
 
 // genericPlans plans the statements of a batch in order, as the app role
@@ -429,12 +439,12 @@ func explainBatch(t *testing.T, db *postgres.DB, ws int64, name string, sqls []s
 			return err
 		}
 		for i, sql := range sqls {
-			if strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "SELECT set_config('enable_") {
+			if isSetting(sql) {
 				// A setting of the batch's own, for what follows.
 				if _, err := tx.Exec(ctx, sql); err != nil {
 					return err
 				}
-				out = append(out, plannedStatement{SQL: sql})
+				out = append(out, plannedStatement{SQL: sql, Setting: true})
 				continue
 			}
 			var raw []byte
@@ -558,4 +568,32 @@ func (n planNode) readsWholeWorkspace() string {
 		}
 	}
 	return ""
+}
+
+// A statement queued with a planner setting of its own, in a batch sent
+// outside a transaction (a dataloader's read), runs without the server
+// warning about it: SET LOCAL outside a transaction block warns in the
+// server's log on every call, set_config(..., true) does not.
+func TestPlannerSettingsOutsideATransactionDoNotWarn(t *testing.T) {
+	var mu sync.Mutex
+	var notices []string
+	db := pgtest.Open(t, func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+			mu.Lock()
+			defer mu.Unlock()
+			notices = append(notices, n.Severity+": "+n.Message)
+		}
+	})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	c := ingest1(t, db, ws, track("1", ids("user_id", "u1")))
+	got, err := db.CustomersByIDs(ctx, ws, []int64{c.CustomerID})
+	if err != nil || got[c.CustomerID] == nil {
+		t.Fatalf("CustomersByIDs = %v, %v; want customer %d", got, err, c.CustomerID)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range notices {
+		t.Errorf("server said %q", n)
+	}
 }
