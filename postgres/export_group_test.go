@@ -38,18 +38,9 @@ func GroupStatements(ws int64, customers []int64) (sql []string, args [][]any) {
 // transaction: it fails with ErrSlowPath where Ingest would have fallen
 // back to the per-event path.
 func (db *DB) IngestByGroupOnly(ctx context.Context, ws int64, events []*c360.Event) ([]c360.IngestResult, error) {
-	rules, err := db.identityRules(ctx, ws)
+	rules, prepared, err := db.prepareAll(ctx, ws, events)
 	if err != nil {
 		return nil, err
-	}
-	prepared := make([]*preparedEvent, len(events))
-	for i, ev := range events {
-		p, err := db.prepare(ev, rules)
-		if err != nil {
-			return nil, err
-		}
-		p.encode()
-		prepared[i] = &p
 	}
 	var results []c360.IngestResult
 	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {

@@ -25,21 +25,9 @@ var _ c360.Ingester = (*DB)(nil)
 // Events are validated and normalized before the transaction starts: bad
 // input is refused with EINVALID and nothing is written.
 func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error) {
-	rules, err := db.identityRules(ctx, workspaceID)
+	rules, prepared, err := db.prepareAll(ctx, workspaceID, events)
 	if err != nil {
 		return nil, err
-	}
-	prepared := make([]*preparedEvent, len(events))
-	for i, ev := range events {
-		p, err := db.prepare(ev, rules)
-		if err != nil {
-			if len(events) > 1 {
-				return nil, c360.Errorf(c360.EINVALID, "events[%d]: %s", i, c360.ErrorMessage(err))
-			}
-			return nil, err
-		}
-		p.encode()
-		prepared[i] = &p
 	}
 	results, _, err := db.submit(ctx, workspaceID, rules, prepared)
 	if err != nil {
@@ -49,6 +37,28 @@ func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Even
 		events[i].ID, events[i].CustomerID = results[i].EventID, results[i].CustomerID
 	}
 	return results, nil
+}
+
+// prepareAll loads the workspace's identity rules and validates, normalizes
+// and encodes each event; the first bad event refuses them all.
+func (db *DB) prepareAll(ctx context.Context, ws int64, events []*c360.Event) (identity.Rules, []*preparedEvent, error) {
+	rules, err := db.identityRules(ctx, ws)
+	if err != nil {
+		return identity.Rules{}, nil, err
+	}
+	prepared := make([]*preparedEvent, len(events))
+	for i, ev := range events {
+		p, err := db.prepare(ev, rules)
+		if err != nil {
+			if len(events) > 1 {
+				return identity.Rules{}, nil, c360.Errorf(c360.EINVALID, "events[%d]: %s", i, c360.ErrorMessage(err))
+			}
+			return identity.Rules{}, nil, err
+		}
+		p.encode()
+		prepared[i] = &p
+	}
+	return rules, prepared, nil
 }
 
 // Validate runs Ingest's validation on each event without writing anything
