@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -403,6 +404,29 @@ func TestGroupReusesTheConversationOfCustomersReachedThroughAttachedIdentities(t
 	}
 	if n := count(t, db, `SELECT count(DISTINCT conversation_id) FROM messages WHERE workspace_id = $1 AND customer_id = $2`, ws, a.CustomerID); n != 1 {
 		t.Errorf("its messages are in %d conversations, want 1", n)
+	}
+}
+
+// A group stores each message's media as given: none as an empty list,
+// several in order.
+func TestGroupStoresMessageMedia(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	with := smsIn("SM1", ids("phone", "+14155550124"))
+	with.Message.MediaURLs = []string{"https://example.com/b.jpg", "https://example.com/a.jpg"}
+	res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{with, smsIn("SM2", ids("phone", "+14155550125"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{with.Message.MediaURLs, {}} {
+		var media []string
+		if err := db.Pool.QueryRow(ctx, `SELECT media_urls FROM messages WHERE workspace_id = $1 AND event_id = $2`, ws, res[i].EventID).Scan(&media); err != nil {
+			t.Fatal(err)
+		}
+		if media == nil || !slices.Equal(media, want) {
+			t.Errorf("message %d media = %#v, want %#v", i, media, want)
+		}
 	}
 }
 
