@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -431,10 +432,12 @@ func TestGroupStoresMessageMedia(t *testing.T) {
 }
 
 // A blocked identity is dropped even when a customer owns it (the block
-// list grew after). An event naming it and another customer's user_id is
-// settled on that customer, and still reports the drop.
+// list grew after), before resolution. An event naming it and another
+// customer's user_id is then settled on that customer: it is resolved
+// without reading any customer's identities, and still reports the drop.
 func TestSettledEventReportsBlockedIdentities(t *testing.T) {
-	db := pgtest.Open(t)
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	a := ingest1(t, db, ws, track("1", ids("email", "qa@example.com")))
@@ -443,12 +446,16 @@ func TestSettledEventReportsBlockedIdentities(t *testing.T) {
 		Blocked: []string{"qa@example.com"}}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := db.Ingest(ctx, ws, []*c360.Event{track("3", ids("email", "qa@example.com", "user_id", "u2")), track("4", ids("user_id", "u2"))})
+	counter.Reset()
+	res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{track("3", ids("email", "qa@example.com", "user_id", "u2")), track("4", ids("user_id", "u2"))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res[0].CustomerID != b.CustomerID || len(res[0].Dropped) != 1 {
 		t.Errorf("event = %+v, want customer %d (not %d) and the blocked email dropped", res[0], b.CustomerID, a.CustomerID)
+	}
+	if sent := counter.Statements(); strings.Contains(sent, "SELECT k.id, i.type, i.value FROM unnest") {
+		t.Errorf("a settled group read customers' identities:\n%s", sent)
 	}
 }
 
