@@ -37,7 +37,9 @@ type rtEnv struct {
 
 type rtOptions struct {
 	queue int
-	cfg   server.Config
+	// tls serves over TLS (wss://).
+	tls bool
+	cfg server.Config
 	// auth, when set, stands for the store as the API key service.
 	auth func(*postgres.DB) c360.APIKeyService
 }
@@ -64,7 +66,12 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 		auth = o.auth(db)
 	}
 	s := server.New(o.cfg, auth, res, db)
-	srv := httptest.NewServer(s)
+	srv := httptest.NewUnstartedServer(s)
+	if o.tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(func() {
 		s.CloseWebsockets()
 		srv.Close()
@@ -109,7 +116,19 @@ func wsURL(srv *httptest.Server) string {
 
 func dialWS(t *testing.T, url, protocol string, hdr http.Header) *wsClient {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return dialWSWith(t, websocket.Dialer{HandshakeTimeout: 5 * time.Second}, url, protocol, hdr)
+}
+
+// dialWSS dials a TLS test server (wss://), trusting its certificate.
+func dialWSS(t *testing.T, srv *httptest.Server, protocol string) *wsClient {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second,
+		TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig}
+	return dialWSWith(t, d, "wss"+strings.TrimPrefix(srv.URL, "https")+"/graphql", protocol, nil)
+}
+
+func dialWSWith(t *testing.T, d websocket.Dialer, url, protocol string, hdr http.Header) *wsClient {
+	t.Helper()
 	if protocol != "" {
 		d.Subprotocols = []string{protocol}
 	}

@@ -442,6 +442,46 @@ func TestWebsocketMessagesArrivingTogether(t *testing.T) {
 	}
 }
 
+// Over TLS the server cannot wait on the socket for data (the TLS layer
+// holds what it decrypted), so it reads as gorilla does. Messages that
+// arrive in one TLS record are all handled, and changes are delivered.
+func TestWebsocketOverTLS(t *testing.T) {
+	e := newRTEnv(t, rtOptions{tls: true})
+	id := ingest(t, e.db, e.ws, email("tls@example.com"), nil)
+	c := dialWSS(t, e.srv, "graphql-transport-ws")
+	// More than the server's read buffer holds: the rest waits in the TLS
+	// layer, decrypted, with nothing left on the socket.
+	const pings = 200
+	msgs := []string{
+		fmt.Sprintf(`{"type":"connection_init","payload":{"authorization":"Bearer %s"}}`, e.key),
+		fmt.Sprintf(`{"type":"subscribe","id":"s","payload":{"query":%q,"variables":{"id":"%d"}}}`, subCustomer, id),
+	}
+	for range pings {
+		msgs = append(msgs, `{"type":"ping"}`)
+	}
+	// One write: one TLS record, decrypted at once on the server.
+	if _, err := c.c.NetConn().Write(maskedFrames(msgs...)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pings + 1 {
+		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m wsMsg
+		if err := c.c.ReadJSON(&m); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if want := map[bool]string{true: "connection_ack", false: "pong"}[i == 0]; m.Type != want {
+			t.Fatalf("message %d: got %s, want %s", i, m.Type, want)
+		}
+	}
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	for n := range 3 {
+		ingest(t, e.db, e.ws, email("tls@example.com"), map[string]any{"n": n})
+		if got := c.nextChange("s"); got.Customer == nil || got.Customer.Traits["n"] != float64(n) {
+			t.Fatalf("got %+v, want the change setting n to %d", got, n)
+		}
+	}
+}
+
 // unsureKeys is the store as API key service, except that, once down is
 // set, it cannot say whether a key still stands.
 type unsureKeys struct {
