@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -479,6 +480,43 @@ func TestWebsocketOverTLS(t *testing.T) {
 		if got := c.nextChange("s"); got.Customer == nil || got.Customer.Traits["n"] != float64(n) {
 			t.Fatalf("got %+v, want the change setting n to %d", got, n)
 		}
+	}
+}
+
+// panickyKeys is the store as API key service, except that authenticating
+// the key "panic" panics.
+type panickyKeys struct{ *postgres.DB }
+
+func (k panickyKeys) Authenticate(ctx context.Context, key string) (*c360.Principal, error) {
+	if key == "panic" {
+		panic("authenticate: boom")
+	}
+	return k.DB.Authenticate(ctx, key)
+}
+
+// A panic while serving a connection (here in its connection_init) closes
+// that connection and is logged; the process and its other connections go
+// on.
+func TestWebsocketPanicClosesOnlyItsConnection(t *testing.T) {
+	var logs syncBuffer
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+		auth: func(db *postgres.DB) c360.APIKeyService { return panickyKeys{db} }})
+	id := ingest(t, e.db, e.ws, email("panic@example.com"), nil)
+	other := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	other.init(e.key)
+	other.subscribe("s", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.send("connection_init", "", map[string]any{"authorization": "Bearer panic"})
+	if code := c.closeCode(); code != websocket.CloseNormalClosure {
+		t.Errorf("close code after a panic = %d, want %d", code, websocket.CloseNormalClosure)
+	}
+	waitFor(t, "the panic logged", func() bool { return strings.Contains(logs.String(), "panic in graphql websocket") })
+
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("panic@example.com"), map[string]any{"plan": "pro"})
+	if got := other.nextChange("s"); got.Customer == nil || got.Customer.Traits["plan"] != "pro" {
+		t.Fatalf("the other connection got %+v, want the change", got)
 	}
 }
 
