@@ -258,7 +258,11 @@ func (s *Server) presentError(ctx context.Context, err error) *gqlerror.Error {
 	code := c360.ErrorCode(err)
 	if code == c360.EINTERNAL {
 		var domainErr *c360.Error
-		if !errors.As(err, &domainErr) {
+		// A field whose request or subscription the client ended (a
+		// subscription stopped while it started) failed for that alone:
+		// nothing is wrong, and no one is there to answer.
+		ended := ctx.Err() != nil && errors.Is(err, context.Canceled)
+		if !errors.As(err, &domainErr) && !ended {
 			s.cfg.Logger.Error("graphql resolver", "error", err, "path", graphql.GetPath(ctx).String())
 		}
 	} else if code == "" {

@@ -460,7 +460,8 @@ var errProtocol = fmt.Errorf("graphql websocket protocol violation: %w", transpo
 //   - no connection_init within the init timeout closes with 4408 (gqlgen:
 //     1002);
 //   - nothing more is sent for a subscription the client completed (gqlgen
-//     sends complete back);
+//     sends complete back); on the legacy protocol, only the complete that
+//     answers its stop;
 //   - a connection holds at most MaxSubscriptions active subscriptions;
 //   - gqlgen sees each subscription under an id of its own (the client's
 //     id and a sequence number), so that a client reusing an id right after
@@ -826,9 +827,14 @@ func (c *wsConn) WriteJSON(v any) error {
 				c.subs = nil
 			}
 		}
-		if completed && !c.legacy {
+		if completed && (!c.legacy || typ != "complete") {
+			// The client completed it: it wants nothing more. The legacy
+			// protocol still gets the complete that answers its stop; a
+			// late result (a stop while the subscription started ends it
+			// with an error) would otherwise reach a subscription the
+			// client started again under the same id.
 			c.mu.Unlock()
-			return nil // the client completed it: it wants nothing more
+			return nil
 		}
 	}
 	c.mu.Unlock()

@@ -316,6 +316,60 @@ func endedWithError(t *testing.T, c *wsClient, id string) {
 // A client may reuse an id as soon as it has completed it. gqlgen ends the
 // old subscription in the background; the new one must be the one that
 // runs, delivers and ends with the connection, however fast the reuse.
+// On the legacy graphql-ws protocol too, an id stopped and started again
+// fifty times in a row leaves one subscription running under it, which
+// gets each change once, and nothing of the stopped ones: a subscription
+// stopped while it started ended with an error that reached the client
+// under the reused id.
+func TestWebsocketLegacyIDReuseAfterStop(t *testing.T) {
+	var logs syncBuffer
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}})
+	id := ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), nil)
+	start := map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}}
+	c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+	c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
+	if m := c.read(); m.Type != "connection_ack" {
+		t.Fatalf("got %s, want connection_ack", m.Type)
+	}
+	c.send("start", "a", start)
+	for range 50 {
+		c.send("stop", "a", nil)
+		c.send("start", "a", start)
+	}
+	waitFor(t, "one subscription left running", func() bool { return e.hub.Stats().Streams == 1 })
+	ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), map[string]any{"plan": "pro"})
+	// The stops' completes come first; then the change, once.
+	for {
+		m := c.read()
+		if m.Type == "complete" && m.ID == "a" {
+			continue
+		}
+		if m.Type != "data" || m.ID != "a" {
+			t.Fatalf("got %s %q %s, want data for a", m.Type, m.ID, m.Payload)
+		}
+		var p struct {
+			Data struct {
+				CustomerChanged change `json:"customerChanged"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(m.Payload, &p); err != nil || p.Data.CustomerChanged.Version != 2 {
+			t.Fatalf("data %s (%v), want version 2", m.Payload, err)
+		}
+		break
+	}
+	ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), map[string]any{"plan": "team"})
+	if m := c.read(); m.Type != "data" || m.ID != "a" || !strings.Contains(string(m.Payload), `"version":3`) {
+		t.Fatalf("got %s %q %s, want the next change once, version 3", m.Type, m.ID, m.Payload)
+	}
+	c.c.Close()
+	waitFor(t, "nothing running after the connection closed", func() bool { return e.hub.Stats().Streams == 0 })
+	// A subscription stopped while it started is the client's doing, not
+	// an error of the server's.
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("the stops were logged as errors:\n%s", logs.String())
+	}
+}
+
 func TestWebsocketIDReuseAfterComplete(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
 	id := ingest(t, e.db, e.ws, email("reuse@example.com"), nil)
