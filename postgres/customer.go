@@ -158,12 +158,9 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		if err != nil {
 			return nil, fmt.Errorf("scan customer: %w", err)
 		}
-		if len(page.Items) == n {
-			page.HasNext = true
+		if !keep(page, n, c, c.CreatedAt, c.ID) {
 			break
 		}
-		page.Items = append(page.Items, c)
-		page.Cursors = append(page.Cursors, c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, interpretError(fmt.Errorf("find customers: %w", err))

@@ -135,12 +135,9 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 		if err != nil {
 			return nil, err
 		}
-		if len(page.Items) == n {
-			page.HasNext = true
+		if !keep(page, n, d, d.FirstFailedAt, d.ID) {
 			break
 		}
-		page.Items = append(page.Items, d)
-		page.Cursors = append(page.Cursors, c360.Cursor{Time: d.FirstFailedAt, ID: d.ID}.Encode())
 	}
 	return page, interpretError(rows.Err())
 }

@@ -32,27 +32,40 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 	}
 	out := make(map[int64]*c360.Page[T], len(parents))
 	for _, p := range parents {
-		out[p] = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
+		pageOf(out, p)
 	}
 	p.queue(what, query(args.After != ""), params, func(rows pgx.Rows) error {
 		parent, item, t, id, err := scan(rows)
 		if err != nil {
 			return err
 		}
-		pg := out[parent]
-		if pg == nil {
-			pg = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
-			out[parent] = pg
-		}
-		if len(pg.Items) == n {
-			pg.HasNext = true
-			return nil
-		}
-		pg.Items = append(pg.Items, item)
-		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: id}.Encode())
+		keep(pageOf(out, parent), n, item, t, id)
 		return nil
 	})
 	return out, nil
+}
+
+// pageOf returns parent's page in pages, made empty if it has none.
+func pageOf[T any](pages map[int64]*c360.Page[T], parent int64) *c360.Page[T] {
+	pg := pages[parent]
+	if pg == nil {
+		pg = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
+		pages[parent] = pg
+	}
+	return pg
+}
+
+// keep adds item, sorted at (t, id), to pg, a page of at most n items; an
+// item past the n-th tells that there is a next page instead. It reports
+// whether the item was kept.
+func keep[T any](pg *c360.Page[T], n int, item T, t time.Time, id int64) bool {
+	if len(pg.Items) == n {
+		pg.HasNext = true
+		return false
+	}
+	pg.Items = append(pg.Items, item)
+	pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: id}.Encode())
+	return true
 }
 
 // sendOne sends a pipeline of one queued load.
@@ -245,22 +258,13 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		if err != nil {
 			return err
 		}
-		pg := convs[c.CustomerID]
-		if pg == nil {
-			pg = &c360.Page[*c360.Conversation]{Items: []*c360.Conversation{}, Cursors: []string{}}
-			convs[c.CustomerID] = pg
-		}
-		if len(pg.Items) == cn {
-			pg.HasNext = true
-			return nil
-		}
-		msgs[c.ID] = &c360.Page[*c360.Message]{Items: []*c360.Message{}, Cursors: []string{}}
 		t := c.CreatedAt
 		if c.LastMessageAt != nil {
 			t = *c.LastMessageAt
 		}
-		pg.Items = append(pg.Items, c)
-		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: c.ID}.Encode())
+		if keep(pageOf(convs, c.CustomerID), cn, c, t, c.ID) {
+			pageOf(msgs, c.ID)
+		}
 		return nil
 	})
 	p.queue("messages", `SELECT p.id, `+messageColumns+`
@@ -276,16 +280,11 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		if err != nil {
 			return err
 		}
-		pg := msgs[m.ConversationID]
-		if pg == nil {
-			return nil // a conversation that became active between the two statements
+		// No page: a conversation that became active between the two
+		// statements.
+		if pg := msgs[m.ConversationID]; pg != nil {
+			keep(pg, mn, m, m.CreatedAt, m.ID)
 		}
-		if len(pg.Items) == mn {
-			pg.HasNext = true
-			return nil
-		}
-		pg.Items = append(pg.Items, m)
-		pg.Cursors = append(pg.Cursors, c360.Cursor{Time: m.CreatedAt, ID: m.ID}.Encode())
 		return nil
 	})
 	return convs, msgs, nil
