@@ -466,28 +466,7 @@ func TestWebsocketMessagesArrivingTogether(t *testing.T) {
 	id := ingest(t, e.db, e.ws, email("together@example.com"), nil)
 	for _, pings := range []int{1, 20} { // 20 pings are more than the read buffer holds
 		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
-		msgs := []string{
-			fmt.Sprintf(`{"type":"connection_init","payload":{"authorization":"Bearer %s"}}`, e.key),
-			fmt.Sprintf(`{"type":"subscribe","id":"s","payload":{"query":%q,"variables":{"id":"%d"}}}`, subCustomer, id),
-		}
-		for range pings {
-			msgs = append(msgs, `{"type":"ping"}`)
-		}
-		if _, err := c.c.NetConn().Write(maskedFrames(msgs...)); err != nil {
-			t.Fatal(err)
-		}
-		// connection_ack, then a pong for each ping (c.read skips pongs).
-		for i := range pings + 1 {
-			c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			var m wsMsg
-			if err := c.c.ReadJSON(&m); err != nil {
-				t.Fatalf("pings %d, message %d: %v", pings, i, err)
-			}
-			if want := map[bool]string{true: "connection_ack", false: "pong"}[i == 0]; m.Type != want {
-				t.Fatalf("pings %d, message %d: got %s, want %s", pings, i, m.Type, want)
-			}
-		}
-		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+		subscribeTogether(t, c, e, id, pings)
 		ingest(t, e.db, e.ws, email("together@example.com"), map[string]any{"n": pings})
 		if got := c.nextChange("s"); got.Customer == nil || got.Customer.Traits["n"] != float64(pings) {
 			t.Fatalf("got %+v, want the change setting n to %d", got, pings)
@@ -504,37 +483,44 @@ func TestWebsocketOverTLS(t *testing.T) {
 	e := newRTEnv(t, rtOptions{tls: true})
 	id := ingest(t, e.db, e.ws, email("tls@example.com"), nil)
 	c := dialWSS(t, e.srv, "graphql-transport-ws")
-	// More than the server's read buffer holds: the rest waits in the TLS
-	// layer, decrypted, with nothing left on the socket.
-	const pings = 200
-	msgs := []string{
-		fmt.Sprintf(`{"type":"connection_init","payload":{"authorization":"Bearer %s"}}`, e.key),
-		fmt.Sprintf(`{"type":"subscribe","id":"s","payload":{"query":%q,"variables":{"id":"%d"}}}`, subCustomer, id),
-	}
-	for range pings {
-		msgs = append(msgs, `{"type":"ping"}`)
-	}
-	// One write: one TLS record, decrypted at once on the server.
-	if _, err := c.c.NetConn().Write(maskedFrames(msgs...)); err != nil {
-		t.Fatal(err)
-	}
-	for i := range pings + 1 {
-		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		var m wsMsg
-		if err := c.c.ReadJSON(&m); err != nil {
-			t.Fatalf("message %d: %v", i, err)
-		}
-		if want := map[bool]string{true: "connection_ack", false: "pong"}[i == 0]; m.Type != want {
-			t.Fatalf("message %d: got %s, want %s", i, m.Type, want)
-		}
-	}
-	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	// More than the server's read buffer holds, in one TLS record: the
+	// rest waits in the TLS layer, decrypted, with nothing on the socket.
+	subscribeTogether(t, c, e, id, 200)
 	for n := range 3 {
 		ingest(t, e.db, e.ws, email("tls@example.com"), map[string]any{"n": n})
 		if got := c.nextChange("s"); got.Customer == nil || got.Customer.Traits["n"] != float64(n) {
 			t.Fatalf("got %+v, want the change setting n to %d", got, n)
 		}
 	}
+}
+
+// subscribeTogether writes connection_init, a subscription "s" to the
+// customer and pings in one write, and checks that the connection_ack and
+// a pong for each ping come back and the subscription runs.
+func subscribeTogether(t *testing.T, c *wsClient, e *rtEnv, customer int64, pings int) {
+	t.Helper()
+	msgs := []string{
+		fmt.Sprintf(`{"type":"connection_init","payload":{"authorization":"Bearer %s"}}`, e.key),
+		fmt.Sprintf(`{"type":"subscribe","id":"s","payload":{"query":%q,"variables":{"id":"%d"}}}`, subCustomer, customer),
+	}
+	for range pings {
+		msgs = append(msgs, `{"type":"ping"}`)
+	}
+	if _, err := c.c.NetConn().Write(maskedFrames(msgs...)); err != nil {
+		t.Fatal(err)
+	}
+	// connection_ack, then a pong for each ping (c.read skips pongs).
+	for i := range pings + 1 {
+		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m wsMsg
+		if err := c.c.ReadJSON(&m); err != nil {
+			t.Fatalf("pings %d, message %d: %v", pings, i, err)
+		}
+		if want := map[bool]string{true: "connection_ack", false: "pong"}[i == 0]; m.Type != want {
+			t.Fatalf("pings %d, message %d: got %s, want %s", pings, i, m.Type, want)
+		}
+	}
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 }
 
 // panickyKeys is the store as API key service, except that authenticating
