@@ -185,7 +185,7 @@ func (r Rules) Plan(ids []Identity, owners map[Identity]int64, existing map[int6
 // automatically, so an identity that would merge them is dropped instead.
 func (r Rules) PlanApart(ids []Identity, owners map[Identity]int64, existing map[int64][]Identity, apart func(a, b int64) bool) Decision {
 	d, candidates := r.screen(ids)
-	if owner := soleOwner(candidates, owners); owner != 0 {
+	if owner := r.SettledBy(candidates, owners); owner != 0 {
 		d.Survivor = owner
 		return d
 	}
@@ -264,19 +264,6 @@ func (r Rules) SettledBy(ids []Identity, owners map[Identity]int64) int64 {
 		}
 		c := owners[id]
 		if c == 0 || (owner != 0 && c != owner) {
-			return 0
-		}
-		owner = c
-	}
-	return owner
-}
-
-// soleOwner is SettledBy for identities none of which is blocked.
-func soleOwner(ids []Identity, owners map[Identity]int64) int64 {
-	var owner int64
-	for i, id := range ids {
-		c := owners[id]
-		if c == 0 || (i > 0 && c != owner) {
 			return 0
 		}
 		owner = c

@@ -544,7 +544,7 @@ func TestPlanSettledNeedsNoExistingIdentities(t *testing.T) {
 		owners := w.owners(ids)
 		d, candidates := r.screen(ids)
 		if r.SettledBy(ids, owners) == 0 {
-			if soleOwner(candidates, owners) != 0 {
+			if r.SettledBy(candidates, owners) != 0 {
 				t.Fatalf("case %d: SettledBy(%v) = 0, but one customer owns %v", i, ids, candidates)
 			}
 			continue

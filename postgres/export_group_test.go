@@ -35,8 +35,8 @@ func GroupStatements(ws int64, customers []int64) (sql []string, args [][]any) {
 }
 
 // IngestByGroupOnly applies events with the group path alone, in one
-// transaction: it fails with ErrSlowPath where Ingest would have fallen
-// back to the per-event path.
+// transaction: it fails (errSlowPath) where Ingest would have fallen back
+// to the per-event path.
 func (db *DB) IngestByGroupOnly(ctx context.Context, ws int64, events []*c360.Event) ([]c360.IngestResult, error) {
 	rules, prepared, err := db.prepareAll(ctx, ws, events)
 	if err != nil {
@@ -50,6 +50,3 @@ func (db *DB) IngestByGroupOnly(ctx context.Context, ws int64, events []*c360.Ev
 	})
 	return results, err
 }
-
-// ErrSlowPath is errSlowPath.
-var ErrSlowPath = errSlowPath
