@@ -1,0 +1,70 @@
+package postgres
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// apply never writes what the group did not read: an event that reaches a
+// customer whose traits, or whose open conversations, readsFor did not read
+// sends the group to the per-event path (errSlowPath), and an event that
+// finds no id reserved for it is an error. None is reachable while
+// readsFor is right; these guard against it being wrong.
+func TestApplyRefusesWhatTheGroupDidNotRead(t *testing.T) {
+	now := time.Now()
+	phone := identity.Identity{Type: "phone", Value: "+14155550100"}
+	state := func() *groupState {
+		return &groupState{
+			owners:   map[identity.Identity]int64{phone: 7},
+			lastSeen: map[identity.Identity]time.Time{phone: now},
+			existing: map[int64][]identity.Identity{7: {phone}},
+			// Customer 7 is locked, its traits not read.
+			cust:      map[int64]*customerRow{7: {id: 7, version: 3}},
+			convs:     map[convKey]int64{},
+			convsRead: map[int64]bool{},
+			freeEvent: []int64{100},
+			freeConv:  []int64{200},
+			freeMsg:   []int64{300},
+		}
+	}
+	event := func(ev *c360.Event) *groupEvent {
+		ev.Source, ev.DedupeKey, ev.OccurredAt = "test", "k", now
+		return &groupEvent{p: &preparedEvent{ev: ev, identities: []identity.Identity{phone}}, dupOf: -1}
+	}
+	rules := identity.DefaultRules()
+	for name, tc := range map[string]struct {
+		ev   *c360.Event
+		st   func(*groupState)
+		want error
+	}{
+		"traits not read": {ev: &c360.Event{Type: c360.EventIdentify, Traits: map[string]any{"plan": "pro"}}, want: errSlowPath},
+		"traits if absent not read": {ev: &c360.Event{Type: c360.EventMessage, TraitsIfAbsent: map[string]any{"name": "Ann"},
+			Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound}},
+			st: func(st *groupState) { st.convsRead[7] = true }, want: errSlowPath},
+		"conversations not read": {ev: &c360.Event{Type: c360.EventMessage,
+			Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound}}, want: errSlowPath},
+		"no event id left": {ev: &c360.Event{Type: c360.EventTrack, Name: "Viewed"},
+			st: func(st *groupState) { st.freeEvent = nil }},
+		"all read": {ev: &c360.Event{Type: c360.EventMessage,
+			Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound}},
+			st: func(st *groupState) { st.convsRead[7] = true }},
+	} {
+		st := state()
+		if tc.st != nil {
+			tc.st(st)
+		}
+		err := st.apply(rules, event(tc.ev), newGroupWrites(1, now), now)
+		switch {
+		case name == "all read" && err != nil:
+			t.Errorf("%s: %v, want the event applied", name, err)
+		case name == "no event id left" && (err == nil || errors.Is(err, errSlowPath)):
+			t.Errorf("%s: %v, want an error of its own", name, err)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+}
