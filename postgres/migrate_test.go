@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
@@ -112,8 +114,8 @@ func TestConcurrentMigrationsRunAgainAfterACutShortRun(t *testing.T) {
 	}
 }
 
-// 00012, 00011 and 00010 roll back to the indexes and storage of 00009,
-// and forward again.
+// 00014 down to 00010 roll back to the function, statistics, indexes and
+// storage of 00009, and forward again.
 func TestConcurrentMigrationsRollBack(t *testing.T) {
 	ctx := context.Background()
 	db, m := emptyStore(t, "rollback")
@@ -128,6 +130,9 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	}
 	if searchFunction(t, db) {
 		t.Errorf("after down to 00011: 00014's c360_search_customers is still there")
+	}
+	if got := workspaceStatistics(t, db); got != -1 {
+		t.Errorf("after down to 00011: statistics target of workspace_id %d, want -1 (00013 rolled back)", got)
 	}
 	if err := m.DownTo(ctx, 9); err != nil {
 		t.Fatalf("down to 00009: %v", err)
@@ -159,6 +164,22 @@ func TestConcurrentMigrationsRollBack(t *testing.T) {
 	if !searchFunction(t, db) {
 		t.Errorf("up again: no c360_search_customers")
 	}
+	if got := workspaceStatistics(t, db); got != 1 {
+		t.Errorf("up again: statistics target of workspace_id %d, want 00013's 1", got)
+	}
+}
+
+// workspaceStatistics returns the statistics target of workspace_id on
+// every tenant table 00013 sets, failing if they differ.
+func workspaceStatistics(t *testing.T, db *postgres.DB) int {
+	t.Helper()
+	rows, _ := db.Pool.Query(context.Background(), `SELECT DISTINCT coalesce(a.attstattarget, -1)::int FROM pg_attribute a
+		WHERE a.attname = 'workspace_id' AND a.attrelid = ANY('{customers,identities,events,customer_changes,conversations,messages,consents,observations,merges,customer_separations,audit_log,dead_letters}'::regclass[])`)
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil || len(got) != 1 {
+		t.Fatalf("statistics targets of workspace_id: %v (%v), want one value", got, err)
+	}
+	return got[0]
 }
 
 // searchFunction says whether migration 00014's search function exists.
