@@ -425,6 +425,7 @@ func explainBatch(t *testing.T, db *postgres.DB, ws int64, name string, sqls []s
 	t.Helper()
 	ctx := context.Background()
 	var out []plannedStatement
+	var prepared []string
 	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
 		setup := []string{`SET LOCAL ROLE c360_app`}
 		if generic {
@@ -453,6 +454,7 @@ func explainBatch(t *testing.T, db *postgres.DB, ws int64, name string, sqls []s
 				if _, err := tx.Exec(ctx, `PREPARE `+stmt+` AS `+sql); err != nil {
 					return fmt.Errorf("%s: %w", sql, err)
 				}
+				prepared = append(prepared, stmt)
 				// A generic plan does not depend on the values: NULL for each.
 				nulls := strings.TrimSuffix(strings.Repeat("NULL, ", len(args[i])), ", ")
 				if err := tx.QueryRow(ctx, `EXPLAIN (FORMAT JSON) EXECUTE `+stmt+`(`+nulls+`)`).Scan(&raw); err != nil {
@@ -470,6 +472,13 @@ func explainBatch(t *testing.T, db *postgres.DB, ws int64, name string, sqls []s
 				return err
 			}
 			out = append(out, plannedStatement{SQL: sql, Plan: plans[0].Plan, Raw: raw})
+		}
+		// Prepared statements outlive the transaction, on a connection
+		// the pool hands out again (pgx's own cache keeps its statements).
+		for _, name := range prepared {
+			if _, err := tx.Exec(ctx, `DEALLOCATE `+name); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
