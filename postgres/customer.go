@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -174,11 +173,10 @@ func escapeLike(s string) string {
 
 // CustomersByIDs loads customers by id, following merges.
 func (db *DB) CustomersByIDs(ctx context.Context, ws int64, ids []int64) (map[int64]*c360.Customer, error) {
-	b := &pgx.Batch{}
-	b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
-	out := queueCustomersByIDs(b, ws, ids)
-	if err := db.app.SendBatch(ctx, b).Close(); err != nil {
-		return nil, interpretError(fmt.Errorf("load customers: %w", err))
+	p := newPipeline(ws)
+	out := queueCustomersByIDs(&p.batch, ws, ids)
+	if err := p.send(ctx, db); err != nil {
+		return nil, fmt.Errorf("load customers: %w", err)
 	}
 	return out, nil
 }

@@ -13,22 +13,17 @@ import (
 
 // pipeline queues the read statements of one workspace and sends them as
 // one batch: one round trip, one connection, however many statements. Each
-// statement comes with the function that reads its rows, called in order
-// once the batch is sent.
+// statement comes with the function that reads its rows, which pgx calls
+// in order as the batch's results come (pgx.QueuedQuery.Query).
 type pipeline struct {
 	batch pgx.Batch
-	reads []pipelineRead
-	// done counts the statements whose rows were all read, in order.
-	done int
+	// reads counts the statements queued with a read; done those whose
+	// rows were all read.
+	reads, done int
 	// lookedUp is set when a lookup at the batch's start names its
 	// customer (FindProfile): parts queued for no customers then read that
 	// one (customersArg).
 	lookedUp bool
-}
-
-type pipelineRead struct {
-	what string
-	row  func(pgx.Rows) error
 }
 
 // startPipelineSQL scopes the batch to its workspace, and clears the
@@ -76,33 +71,25 @@ func newPipeline(ws int64) *pipeline {
 // queue adds a statement; row reads each of its rows. what names the
 // statement in errors ("identities").
 func (p *pipeline) queue(what, sql string, args []any, row func(pgx.Rows) error) {
-	p.batch.Queue(sql, args...)
-	p.reads = append(p.reads, pipelineRead{what, row})
+	p.reads++
+	p.batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			if err := row(rows); err != nil {
+				return fmt.Errorf("scan %s: %w", what, err)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return interpretError(fmt.Errorf("load %s: %w", what, err))
+		}
+		p.done++
+		return nil
+	})
 }
 
 // send runs the queued statements on the app pool and reads their rows.
 func (p *pipeline) send(ctx context.Context, db *DB) error {
-	br := db.app.SendBatch(ctx, &p.batch)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return interpretError(fmt.Errorf("set workspace: %w", err))
-	}
-	for _, r := range p.reads {
-		rows, err := br.Query()
-		if err != nil {
-			return interpretError(fmt.Errorf("load %s: %w", r.what, err))
-		}
-		for rows.Next() {
-			if err := r.row(rows); err != nil {
-				rows.Close()
-				return fmt.Errorf("scan %s: %w", r.what, err)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return interpretError(fmt.Errorf("load %s: %w", r.what, err))
-		}
-		p.done++
+	if err := db.app.SendBatch(ctx, &p.batch).Close(); err != nil {
+		return interpretError(err)
 	}
 	return nil
 }
@@ -120,7 +107,7 @@ func (db *DB) LoadProfiles(ctx context.Context, ws int64, customers []int64, req
 	if err != nil {
 		return nil, err
 	}
-	if len(p.reads) == 0 {
+	if p.reads == 0 {
 		return out, nil
 	}
 	if err := p.send(ctx, db); err != nil {
@@ -235,8 +222,6 @@ func fillPages(out *c360.Profiles, customers []int64) {
 
 func fillPage[T any](m map[int64]*c360.Page[T], ids []int64) {
 	for _, id := range ids {
-		if m[id] == nil {
-			m[id] = &c360.Page[T]{Items: []T{}, Cursors: []string{}}
-		}
+		pageOf(m, id)
 	}
 }
