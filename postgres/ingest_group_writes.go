@@ -176,8 +176,8 @@ func (w *groupWrites) flush(ctx context.Context, tx pgx.Tx, st *groupState) erro
 // Each UPDATE ... FROM unnest also says "id = ANY($2)": a workspace that
 // grew faster than autovacuum analyzed it can get a plan that scans the
 // whole workspace per row otherwise; the array keeps the index condition
-// bounded whatever the statistics say. Each runs through
-// queueUpdateByKey: nested loops off, since a generic plan that read the
+// bounded whatever the statistics say. Both run with byKeyOnly's planner
+// settings: nested loops off, since a generic plan that read the
 // table by the array and rescanned the unnested array for every row
 // compared n² pairs (57 to 80 ms at 467 customers, against 6 to 9 ms
 // hashed), and bitmap and sequential scans off, since for a new workspace
@@ -201,29 +201,19 @@ func (w *groupWrites) queue(st *groupState) *pgx.Batch {
 			SELECT $1, x.id, x.c, x.ch, x.th, x.at FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[]) AS x(id, c, ch, th, at)`,
 			ws, w.convIDs, w.convCust, w.convChannel, w.convThread, w.convCreated)
 	}
-	if len(w.mIDs) > 0 {
-		b.Queue(`INSERT INTO messages (workspace_id, id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at) OVERRIDING SYSTEM VALUE
-			SELECT $1, x.id, x.cv, x.c, x.e, x.ch, x.d, x.b, ARRAY(SELECT jsonb_array_elements_text(x.m::jsonb)), x.s, nullif(x.p, ''), x.at
-			FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
-			     AS x(id, cv, c, e, ch, d, b, m, s, p, at)`,
-			ws, w.mIDs, w.mConv, w.mCust, w.mEvent, w.mChannel, w.mDir, w.mBody, w.mMedia, w.mStatus, w.mProvider, w.mAt)
-		ids := make([]int64, 0, len(w.convLast))
-		lastMsg, lastIn := make([]*time.Time, 0, len(w.convLast)), make([]*time.Time, 0, len(w.convLast))
-		for id, l := range w.convLast {
-			ids, lastMsg, lastIn = append(ids, id), append(lastMsg, l[0]), append(lastIn, l[1])
-		}
-		queueUpdateByKey(b, `UPDATE conversations c SET
-				last_message_at = greatest(c.last_message_at, x.lm),
-				last_inbound_at = greatest(c.last_inbound_at, x.li)
-			FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, lm, li)
-			WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, ids, lastMsg, lastIn)
-	}
 	if len(w.kCust) > 0 {
 		b.Queue(`INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
 			SELECT $1, x.c, x.ch, x.s, x.src, x.at FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS x(c, ch, s, src, at)
 			ON CONFLICT (workspace_id, customer_id, channel) DO UPDATE
 			SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
 			WHERE consents.updated_at <= excluded.updated_at`, ws, w.kCust, w.kChannel, w.kStatus, w.kSource, w.kAt)
+	}
+	if len(w.mIDs) > 0 {
+		b.Queue(`INSERT INTO messages (workspace_id, id, conversation_id, customer_id, event_id, channel, direction, body, media_urls, status, provider_id, created_at) OVERRIDING SYSTEM VALUE
+			SELECT $1, x.id, x.cv, x.c, x.e, x.ch, x.d, x.b, ARRAY(SELECT jsonb_array_elements_text(x.m::jsonb)), x.s, nullif(x.p, ''), x.at
+			FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+			     AS x(id, cv, c, e, ch, d, b, m, s, p, at)`,
+			ws, w.mIDs, w.mConv, w.mCust, w.mEvent, w.mChannel, w.mDir, w.mBody, w.mMedia, w.mStatus, w.mProvider, w.mAt)
 	}
 	// A customer whose events moved no trait gets only its new version
 	// (NULL traits keep the stored ones, unparsed); the search text is
@@ -242,7 +232,22 @@ func (w *groupWrites) queue(st *groupState) *pgx.Batch {
 		}
 		cTraits, cMeta = append(cTraits, tr), append(cMeta, m)
 	}
-	queueUpdateByKey(b, updateGroupCustomersSQL, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
+	// The two UPDATEs join their tables to arrays: both run by key only.
+	b.Queue(byKeyOnly.off)
+	if len(w.convLast) > 0 {
+		ids := make([]int64, 0, len(w.convLast))
+		lastMsg, lastIn := make([]*time.Time, 0, len(w.convLast)), make([]*time.Time, 0, len(w.convLast))
+		for id, l := range w.convLast {
+			ids, lastMsg, lastIn = append(ids, id), append(lastMsg, l[0]), append(lastIn, l[1])
+		}
+		b.Queue(`UPDATE conversations c SET
+				last_message_at = greatest(c.last_message_at, x.lm),
+				last_inbound_at = greatest(c.last_inbound_at, x.li)
+			FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, lm, li)
+			WHERE c.workspace_id = $1 AND c.id = x.id AND c.id = ANY($2)`, ws, ids, lastMsg, lastIn)
+	}
+	b.Queue(updateGroupCustomersSQL, ws, cIDs, cTraits, cMeta, cVersions, cSearch, now)
+	b.Queue(byKeyOnly.on)
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 		SELECT $1, x.c, x.v, x.k, x.d::jsonb, $6 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS x(c, v, k, d)`,
 		ws, w.chCust, w.chVersion, w.chKind, w.chDiff, now)

@@ -20,7 +20,7 @@ import (
 // in the statistics, so an unknown one is not taken to hold no rows; the
 // reads look their keys up one by one (LATERAL ... OFFSET 0), so they
 // cannot be a join against the workspace; and the UPDATEs run with bitmap
-// and sequential scans off (queueUpdateByKey).
+// and sequential scans off (byKeyOnly).
 func TestUnknownWorkspacePlansStayKeyLookups(t *testing.T) {
 	// A database of its own: the statistics must know every workspace but
 	// the new one, as on a deployment of a few tenants.
