@@ -529,7 +529,7 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	}
 	if ev.Message != nil {
 		if !c.created && !st.convsRead[c.id] {
-			return errSlowPath // as for traits, above
+			return errSlowPath // as for traits, below
 		}
 		thread, _ := ev.Properties["threadKey"].(string)
 		k := convKey{c.id, ev.Message.Channel, thread}
