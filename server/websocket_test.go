@@ -393,6 +393,31 @@ func TestWebsocketIDReuseAfterComplete(t *testing.T) {
 // A key revoked while its websocket is open stops working on it too: the
 // next subscribe, or the next ping on an idle connection, closes it with
 // 4403, as a new connection with the key would be refused.
+// A websocket subscription whose key was revoked delivers no further
+// change, even before the connection's next ping or subscribe finds out:
+// the subscription asks KeyActive before each change.
+func TestWebsocketRevokedKeyWithholdsNextChange(t *testing.T) {
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{PingInterval: time.Hour}}})
+	ctx := context.Background()
+	id := ingest(t, e.db, e.ws, email("withheld@example.com"), nil)
+	key, k, err := e.db.IssueAPIKey(ctx, e.ws, c360.RoleAdmin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(key)
+	c.subscribe("a", subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, e.db, e.ws, email("withheld@example.com"), map[string]any{"plan": "secret"})
+	m := c.read()
+	if m.ID != "a" || strings.Contains(string(m.Payload), "secret") || !strings.Contains(string(m.Payload), `"UNAUTHENTICATED"`) {
+		t.Fatalf("got %s %q %s, want subscription a to end with UNAUTHENTICATED, without the change", m.Type, m.ID, m.Payload)
+	}
+}
+
 func TestWebsocketRevokedKeyClosesTheConnection(t *testing.T) {
 	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{PingInterval: 200 * time.Millisecond}}})
 	ctx := context.Background()
