@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,7 +117,10 @@ const keyCheckTimeout = time.Second
 
 // KeyActive implements c360.APIKeyService: a key this process verified
 // within authCacheTTL stands; otherwise the key's row says, within
-// keyCheckTimeout, and a standing key is cached as verified.
+// keyCheckTimeout, and a standing key is cached as verified. Every
+// subscriber of a key asks at once, on its way to the same change: while
+// one read of the row runs, the others wait for its answer instead of
+// reading it again (TestKeyActiveReadsAKeyOnceAtATime).
 func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 	now := time.Now()
 	if v, ok := db.authCache.Load(p.KeyPrefix); ok {
@@ -124,6 +128,15 @@ func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 			return nil
 		}
 	}
+	_, err, _ := db.keyChecks.Do(p.KeyPrefix+"/"+strconv.FormatInt(p.KeyID, 10), func() (any, error) {
+		// One caller leaving does not end the read the others wait on.
+		return nil, db.checkKey(context.WithoutCancel(ctx), p, now)
+	})
+	return err
+}
+
+// checkKey reads whether p's key stands, and caches it as verified if so.
+func (db *DB) checkKey(ctx context.Context, p *c360.Principal, now time.Time) error {
 	// Callers ask on the way to delivering a change: a database that cannot
 	// answer soon does not hold it back (the next check asks again).
 	ctx, cancel := context.WithTimeout(ctx, keyCheckTimeout)

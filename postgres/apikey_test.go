@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +70,51 @@ func TestKeyActive(t *testing.T) {
 	}
 	if err := db.KeyActive(ctx, p); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
 		t.Errorf("a revoked key: %v, want UNAUTHENTICATED", err)
+	}
+}
+
+// Every subscriber of a key asks KeyActive before the same change. With
+// nothing cached, the key's row is read once for all who ask at once, and
+// each gets its answer.
+func TestKeyActiveReadsAKeyOnceAtATime(t *testing.T) {
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	key, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := db.Authenticate(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.ForgetAPIKeys()
+	// The table locked for a moment: the first read waits, and the others
+	// ask while it does.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	counter.Reset()
+	const subscribers = 20
+	errs := make(chan error, subscribers)
+	for range subscribers {
+		go func() { errs <- db.KeyActive(ctx, p) }()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range subscribers {
+		if err := <-errs; err != nil {
+			t.Errorf("a standing key: %v", err)
+		}
+	}
+	if n := strings.Count(counter.Statements(), "FROM api_keys WHERE prefix"); n != 1 {
+		t.Errorf("the key's row was read %d times for %d subscribers asking at once, want 1:\n%s", n, subscribers, counter.Statements())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -51,6 +52,9 @@ type DB struct {
 	// authCache maps a recently verified API key's prefix to its authEntry
 	// (apikey.go): one per process, as each replica opens one DB.
 	authCache sync.Map
+	// keyChecks joins the KeyActive reads of one key that run at once
+	// (every subscriber of a key checks it before the same change).
+	keyChecks singleflight.Group
 }
 
 // Option adjusts the pool configuration before connecting (tests install a
