@@ -47,6 +47,8 @@ type Turn struct {
 	// Intent, optional, is what the bot understood the turn to ask.
 	Intent     string   `json:"intent"`
 	Confidence *float64 `json:"confidence"`
+
+	at time.Time // Time, parsed by validate
 }
 
 // Observation is something the bot learned about the person.
@@ -169,9 +171,11 @@ func (p *Payload) validate() error {
 		}
 		seen[t.ID] = true
 		if t.Time != "" {
-			if _, err := time.Parse(time.RFC3339Nano, t.Time); err != nil {
+			at, err := time.Parse(time.RFC3339Nano, t.Time)
+			if err != nil {
 				return invalid("turns[%d].time must be an RFC 3339 time such as 2025-01-31T09:30:00Z", i)
 			}
+			t.at = at.UTC()
 		}
 	}
 	for i, o := range p.Observations {
@@ -222,8 +226,8 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 		t := &p.Turns[i]
 		at := receivedAt
 		if t.Time != "" {
-			at, _ = time.Parse(time.RFC3339Nano, t.Time) // checked by validate
-			at = at.UTC()
+			// A time far ahead is not believed, as for every connector.
+			at = webhook.OccurredAt(t.at, receivedAt)
 		}
 		ev := base(c360.EventMessage, turnKey(sid, t.ID), at)
 		dir, status := c360.DirectionInbound, "received"

@@ -142,6 +142,16 @@ func TestEvents(t *testing.T) {
 	if out.Message.Direction != "outbound" || !out.OccurredAt.Equal(received) {
 		t.Errorf("assistant turn = %+v %+v", out, out.Message)
 	}
+	// A turn dated far ahead of its receipt is not believed: it takes the
+	// receipt time, as webhook.OccurredAt rules for every connector.
+	p, err = ParsePayload([]byte(`{"sessionId":"s-2","identities":[{"type":"user_id","value":"u"}],
+		"turns":[{"id":"a","role":"user","text":"hi","time":"2099-01-01T00:00:00Z"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := p.Events(received); !evs[0].OccurredAt.Equal(received) {
+		t.Errorf("far-future turn dated %v, want the receipt time %v", evs[0].OccurredAt, received)
+	}
 }
 
 // FuzzChatbotPayload: any body either parses into events with usable
