@@ -27,19 +27,18 @@ import (
 func TestMergeFollowingPlansStayIndexLookups(t *testing.T) {
 	db, ws, customer := plannedWorkspace(t)
 	for name, st := range postgres.PlannedStatements {
-		plan := genericPlan(t, db, ws, customer, name, st.SQL, st.Args(ws, customer))
-		// Every read of customers is an index lookup by id: a seq or
-		// bitmap scan, or an index scan bounded only by the workspace,
-		// reads the whole workspace.
-		text := strings.Join(plan, "\n")
-		for i, line := range plan {
-			if !strings.Contains(line, " on customers ") {
-				continue
+		for _, p := range genericPlans(t, db, ws, name, []string{st.SQL}, [][]any{st.Args(ws, customer)}) {
+			// Every read of customers is an index lookup by id: a seq or
+			// bitmap scan, or an index scan bounded only by the workspace,
+			// reads the whole workspace.
+			scans := p.Plan.scansOf("customers")
+			if len(scans) == 0 {
+				t.Errorf("%s: no read of customers in its plan:\n%s", name, p.Raw)
 			}
-			bounded := strings.Contains(line, "Index") && i+1 < len(plan) &&
-				strings.Contains(plan[i+1], "Index Cond") && strings.Contains(plan[i+1], "(id = ")
-			if !bounded {
-				t.Errorf("%s: generic plan reads customers without an id bound (%s):\n%s", name, strings.TrimSpace(line), text)
+			for _, n := range scans {
+				if !strings.Contains(n.NodeType, "Index") || !strings.Contains(n.IndexCond, "(id = ") {
+					t.Errorf("%s: generic plan reads customers without an id bound (%s, %q):\n%s", name, n.NodeType, n.IndexCond, p.Raw)
+				}
 			}
 		}
 	}
@@ -52,26 +51,26 @@ func TestMergeFollowingPlansStayIndexLookups(t *testing.T) {
 // part must read its table by an index bounded by the customer (or, for
 // messages, by the conversation), in its generic plan too.
 func TestLookedUpProfilePlansUseIndexes(t *testing.T) {
-	db, ws, customer := plannedWorkspace(t)
+	db, ws, _ := plannedWorkspace(t)
 	tables := []string{"identities", "consents", "events", "conversations", "messages"}
 	for _, withMessages := range []bool{false, true} {
 		sqls, args := postgres.ProfileStatements(ws, withMessages)
-		for i, sql := range sqls {
-			name := fmt.Sprintf("part%d_%t", i, withMessages)
-			plan := genericPlan(t, db, ws, customer, name, sql, args[i])
-			text := strings.Join(plan, "\n")
-			for j, line := range plan {
-				for _, table := range tables {
-					if !strings.Contains(line, " on "+table+" ") {
-						continue
-					}
-					bounded := strings.Contains(line, "Index") && j+1 < len(plan) &&
-						strings.Contains(plan[j+1], "Index Cond") &&
-						(strings.Contains(plan[j+1], "customer_id = ") || strings.Contains(plan[j+1], "conversation_id = "))
+		read := map[string]bool{}
+		for _, p := range genericPlans(t, db, ws, fmt.Sprintf("part_%t", withMessages), sqls, args) {
+			for _, table := range tables {
+				for _, n := range p.Plan.scansOf(table) {
+					read[table] = true
+					bounded := strings.Contains(n.NodeType, "Index") &&
+						(strings.Contains(n.IndexCond, "customer_id = ") || strings.Contains(n.IndexCond, "conversation_id = "))
 					if !bounded {
-						t.Errorf("%s reads %s without an index bound (%s):\n%s\n%s", name, table, strings.TrimSpace(line), sql, text)
+						t.Errorf("reads %s without an index bound (%s, %q):\n%s\n%s", table, n.NodeType, n.IndexCond, p.SQL, p.Raw)
 					}
 				}
+			}
+		}
+		for _, table := range tables {
+			if !read[table] && (table != "messages" || withMessages) {
+				t.Errorf("messages %v: no part reads %s", withMessages, table)
 			}
 		}
 	}
@@ -99,56 +98,6 @@ func plannedWorkspace(t *testing.T) (*postgres.DB, int64, int64) {
 		t.Fatal(err)
 	}
 	return db, ws, customer
-}
-
-// genericPlan explains sql's generic plan as the app role runs it, scoped to
-// workspace ws, with customer as the customer a lookup found.
-func genericPlan(t *testing.T, db *postgres.DB, ws, customer int64, name, sql string, args []any) []string {
-	t.Helper()
-	ctx := context.Background()
-	var plan []string
-	err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
-		for _, s := range []string{`SET LOCAL ROLE c360_app`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true), set_config('c360.customer_id', $2, true)`,
-			strconv.FormatInt(ws, 10), strconv.FormatInt(customer, 10)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `PREPARE planned_`+name+` AS `+sql); err != nil {
-			return err
-		}
-		lits := make([]string, len(args))
-		for i, a := range args {
-			switch v := a.(type) {
-			case nil:
-				lits[i] = "NULL"
-			case int:
-				lits[i] = strconv.Itoa(v)
-			case int64:
-				lits[i] = strconv.FormatInt(v, 10)
-			case []int64:
-				lits[i] = "ARRAY[" + strconv.FormatInt(v[0], 10) + "]::bigint[]"
-			default:
-				return fmt.Errorf("argument %d: no literal for %T", i+1, a)
-			}
-		}
-		rows, err := tx.Query(ctx, `EXPLAIN EXECUTE planned_`+name+`(`+strings.Join(lits, ", ")+`)`)
-		if err != nil {
-			return err
-		}
-		if plan, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `DEALLOCATE planned_`+name)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return plan
 }
 
 // The tables a new workspace grows into are analyzed early (migration
@@ -497,6 +446,18 @@ type planNode struct {
 	IndexCond    string     `json:"Index Cond"`
 	RecheckCond  string     `json:"Recheck Cond"`
 	Plans        []planNode `json:"Plans"`
+}
+
+// scansOf returns the nodes under n (n included) that read table.
+func (n planNode) scansOf(table string) []planNode {
+	var out []planNode
+	if n.Relation == table {
+		out = append(out, n)
+	}
+	for _, c := range n.Plans {
+		out = append(out, c.scansOf(table)...)
+	}
+	return out
 }
 
 // rescansArray names a nested loop under n whose inner side scans a
