@@ -111,6 +111,9 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if len(ev.DedupeKey) > 256 {
 		return p, c360.Errorf(c360.EINVALID, "messageId is longer than 256 bytes")
 	}
+	if ev.Type == c360.EventMessageStatus && (ev.Message == nil || ev.Message.ProviderID == "") {
+		return p, c360.Errorf(c360.EINVALID, "a message status names its message by the provider's id")
+	}
 	raw := make([]identity.Identity, 0, len(ev.Identities)+3)
 	for _, id := range ev.Identities {
 		raw = append(raw, identity.Identity(id))

@@ -187,6 +187,14 @@ func TestIngestRefusesBadInputAndWritesNothing(t *testing.T) {
 			}
 		})
 	}
+	// A message status without the provider's id names no message.
+	for name, msg := range map[string]*c360.MessageInput{"no message": nil, "no provider id": {Status: "delivered"}} {
+		ev := track("status-"+name, ids("phone", "+14155550100"))
+		ev.Type, ev.Name, ev.Message = c360.EventMessageStatus, "", msg
+		if _, err := db.Ingest(context.Background(), ws, []*c360.Event{ev}); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("status with %s: %v, want %s", name, err, c360.EINVALID)
+		}
+	}
 	// A batch with one bad event writes none of them.
 	_, err := db.Ingest(context.Background(), ws, []*c360.Event{
 		track("good", ids("email", "good@example.com")), track("bad", ids("phone", "x")),
