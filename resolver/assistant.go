@@ -132,13 +132,30 @@ var (
 // price of never letting a phone number through.
 func maskText(s string, masking bool) (string, []string) {
 	var found []string
-	s = emailInText.ReplaceAllStringFunc(s, func(m string) string {
-		found = append(found, string(pii.KindEmail))
-		if !masking {
-			return m
+	// Most texts hold neither: an email needs an @, and a number that
+	// counts needs 8 digits (masking an email adds none). Counting first
+	// spares the regexps' scans (4% of a console query's CPU).
+	hasAt, digits := false, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '@':
+			hasAt = true
+		case c >= '0' && c <= '9':
+			digits++
 		}
-		return pii.Email(m)
-	})
+	}
+	if hasAt {
+		s = emailInText.ReplaceAllStringFunc(s, func(m string) string {
+			found = append(found, string(pii.KindEmail))
+			if !masking {
+				return m
+			}
+			return pii.Email(m)
+		})
+	}
+	if digits < 8 {
+		return s, found
+	}
 	s = phoneInText.ReplaceAllStringFunc(s, func(m string) string {
 		digits := 0
 		for _, c := range m {

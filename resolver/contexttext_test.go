@@ -172,6 +172,11 @@ func TestMaskText(t *testing.T) {
 		{"order #12345 and 3 items", "order #12345 and 3 items"},
 		{"tracking 1Z9999", "tracking 1Z9999"},
 		{"no personal data", "no personal data"},
+		// The fewest digits a number is masked with, and an address without
+		// digits: maskText counts both before it runs its regexps.
+		{"ring +12345678 now", "ring +1***5678 now"},
+		{"ring +1234567 now", "ring +1234567 now"},
+		{"x@y.io", "x***@y.io"},
 	} {
 		if got, _ := maskText(tc.in, true); got != tc.want {
 			t.Errorf("maskText(%q) = %q, want %q", tc.in, got, tc.want)
