@@ -2,6 +2,7 @@ package c360
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -33,8 +34,14 @@ type Event struct {
 	// TraitsIfAbsent are set only on a customer who has no value for them
 	// yet: a provider's profile name never overwrites a name already known.
 	TraitsIfAbsent map[string]any
-	Properties     map[string]any
-	Context        map[string]any
+	// Properties are set by a source. An event read back from the store
+	// has RawProperties instead, the object as stored: a page of events is
+	// mostly handed on as it is, and decoding each object only to encode it
+	// again cost more than reading it. PropertiesJSON and PropertyMap read
+	// whichever is set.
+	Properties    map[string]any
+	RawProperties json.RawMessage
+	Context       map[string]any
 
 	Source     string // graphql, segment, twilio, whatsapp, chatbot
 	DedupeKey  string // the source's own id (messageId, MessageSid); unique per workspace and source
@@ -87,6 +94,29 @@ type EventService interface {
 	FindEventByID(ctx context.Context, workspaceID, id int64) (*Event, error)
 	// EventsByCustomers returns a page of events, newest first, per customer.
 	EventsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, args PageArgs) (map[int64]*Page[*Event], error)
+}
+
+// PropertiesJSON returns the properties as a JSON object.
+func (e *Event) PropertiesJSON() (json.RawMessage, error) {
+	if e.RawProperties != nil {
+		return e.RawProperties, nil
+	}
+	if e.Properties == nil {
+		return json.RawMessage(`{}`), nil
+	}
+	return json.Marshal(e.Properties)
+}
+
+// PropertyMap returns the properties decoded.
+func (e *Event) PropertyMap() (map[string]any, error) {
+	if e.RawProperties == nil {
+		return e.Properties, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(e.RawProperties, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // NameOrNil returns the name, or nil when the event type has none.

@@ -4,6 +4,7 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"strconv"
@@ -104,7 +105,7 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 			return ec.fieldContext_Event_properties(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.Properties, nil
+			return obj.PropertiesJSON()
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -112,11 +113,11 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 			directive1 := func(ctx context.Context) (any, error) {
 				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
 				if err != nil {
-					var zeroVal map[string]any
+					var zeroVal json.RawMessage
 					return zeroVal, err
 				}
 				if ec.Directives.HasRole == nil {
-					var zeroVal map[string]any
+					var zeroVal json.RawMessage
 					return zeroVal, errors.New("directive hasRole is not implemented")
 				}
 				return ec.Directives.HasRole(ctx, obj, directive0, roles)
@@ -124,11 +125,11 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 			directive2 := func(ctx context.Context) (any, error) {
 				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "JSON")
 				if err != nil {
-					var zeroVal map[string]any
+					var zeroVal json.RawMessage
 					return zeroVal, err
 				}
 				if ec.Directives.Pii == nil {
-					var zeroVal map[string]any
+					var zeroVal json.RawMessage
 					return zeroVal, errors.New("directive pii is not implemented")
 				}
 				return ec.Directives.Pii(ctx, obj, directive1, kind)
@@ -137,15 +138,15 @@ func (ec *executionContext) _Event_properties(ctx context.Context, field graphql
 			next = directive2
 			return next
 		},
-		func(ctx context.Context, selections ast.SelectionSet, v map[string]any) graphql.Marshaler {
-			return ec.marshalNJSON2map(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v json.RawMessage) graphql.Marshaler {
+			return ec.marshalNJSON2encodingᚋjsonᚐRawMessage(ctx, selections, v)
 		},
 		true,
 		true,
 	)
 }
 func (ec *executionContext) fieldContext_Event_properties(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Event", field, false, false, "JSON")
+	return graphql.NewScalarFieldContext("Event", field, true, false, "JSON")
 }
 
 func (ec *executionContext) _Event_source(ctx context.Context, field graphql.CollectedField, obj *c360.Event) (ret graphql.Marshaler) {

@@ -183,13 +183,13 @@ type ComplexityRoot struct {
 	}
 
 	Event struct {
-		ID         func(childComplexity int) int
-		NameOrNil  func(childComplexity int) int
-		OccurredAt func(childComplexity int) int
-		Properties func(childComplexity int) int
-		ReceivedAt func(childComplexity int) int
-		Source     func(childComplexity int) int
-		Type       func(childComplexity int) int
+		ID             func(childComplexity int) int
+		NameOrNil      func(childComplexity int) int
+		OccurredAt     func(childComplexity int) int
+		PropertiesJSON func(childComplexity int) int
+		ReceivedAt     func(childComplexity int) int
+		Source         func(childComplexity int) int
+		Type           func(childComplexity int) int
 	}
 
 	EventConnection struct {
@@ -923,11 +923,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Event.OccurredAt(childComplexity), true
 	case "Event.properties":
-		if e.ComplexityRoot.Event.Properties == nil {
+		if e.ComplexityRoot.Event.PropertiesJSON == nil {
 			break
 		}
 
-		return e.ComplexityRoot.Event.Properties(childComplexity), true
+		return e.ComplexityRoot.Event.PropertiesJSON(childComplexity), true
 	case "Event.receivedAt":
 		if e.ComplexityRoot.Event.ReceivedAt == nil {
 			break

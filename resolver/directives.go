@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"slices"
@@ -97,12 +98,30 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		masked, found = m, []string{"identity." + identityField(typ, k)}
 	case model.PiiKindJSON:
 		m, _ := res.(map[string]any)
+		raw, encoded := res.(json.RawMessage)
+		if encoded {
+			// An object as stored is decoded only when it may hold
+			// personal data; most hold none and pass on untouched.
+			if !pii.MayHold(raw) {
+				return res, nil
+			}
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return nil, fmt.Errorf("pii directive: decode %s: %w", graphql.GetFieldContext(ctx).Field.Name, err)
+			}
+		}
 		prefix := graphql.GetFieldContext(ctx).Field.Name + "."
 		var paths []string
 		if sees {
 			paths = pii.Find(m)
 		} else {
 			masked, paths = pii.JSON(m)
+			if encoded && len(paths) > 0 {
+				b, err := json.Marshal(masked)
+				if err != nil {
+					return nil, fmt.Errorf("pii directive: encode %s: %w", graphql.GetFieldContext(ctx).Field.Name, err)
+				}
+				masked = json.RawMessage(b)
+			}
 		}
 		for _, f := range paths {
 			found = append(found, prefix+f)

@@ -2,7 +2,9 @@ package resolver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +98,51 @@ func TestPIIDirective(t *testing.T) {
 	}
 	if traits["email"] != "jane@example.com" {
 		t.Errorf("masking changed the stored traits: %v", traits)
+	}
+}
+
+// An event's properties come as stored (json.RawMessage): one without
+// personal data passes on as the same bytes; one with it is masked for a
+// key that may not see it, and noted for the audit log for one that may.
+func TestPIIDirectiveOnStoredObjects(t *testing.T) {
+	r := &Resolver{}
+	event := &c360.Event{ID: 4, CustomerID: 9}
+	plain := json.RawMessage(`{"sku": "SKU-0", "price": 5}`)
+	personal := json.RawMessage(`{"sku": "SKU-0", "contact": {"email": "jane@example.com"}}`)
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		in   json.RawMessage
+		want string
+		pii  string
+	}{
+		{"assistant, plain", principalCtx(c360.RoleAssistant), plain, `{"sku": "SKU-0", "price": 5}`, ""},
+		{"assistant, personal", principalCtx(c360.RoleAssistant), personal, `{"contact":{"email":"j***@example.com"},"sku":"SKU-0"}`, ""},
+		{"agent, personal", principalCtx(c360.RoleAgent), personal, string(personal), "[properties.contact.email]"},
+	} {
+		col := &collector{p: c360.PrincipalFromContext(tc.ctx)}
+		ctx := context.WithValue(tc.ctx, collectorKey{}, col)
+		v, err := r.pii(fieldCtx(ctx, "Event", "properties"), event,
+			func(context.Context) (any, error) { return tc.in, nil }, model.PiiKindJSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := v.(json.RawMessage)
+		if !ok || string(got) != tc.want {
+			t.Errorf("%s: got %T %s, want %s", tc.name, v, v, tc.want)
+		}
+		var recorded string
+		for _, e := range col.drain(time.Now()) {
+			if e.Action == c360.AuditPIIRead && e.CustomerID == 9 {
+				recorded = fmt.Sprint(e.Fields)
+			}
+		}
+		if recorded != tc.pii {
+			t.Errorf("%s: pii.read fields %q, want %q", tc.name, recorded, tc.pii)
+		}
+	}
+	if !strings.Contains(string(personal), "jane@example.com") {
+		t.Errorf("masking changed the stored object: %s", personal)
 	}
 }
 

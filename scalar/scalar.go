@@ -64,6 +64,27 @@ func MarshalJSON(v map[string]any) graphql.Marshaler {
 	})
 }
 
+// MarshalJSONObject writes a JSON object that is already encoded (an
+// event's properties as stored) as it is; nil is the empty object.
+func MarshalJSONObject(v json.RawMessage) graphql.Marshaler {
+	return graphql.WriterFunc(func(w io.Writer) {
+		if v == nil {
+			io.WriteString(w, "{}")
+			return
+		}
+		w.Write(v)
+	})
+}
+
+// UnmarshalJSONObject reads a JSON object into its encoding.
+func UnmarshalJSONObject(v any) (json.RawMessage, error) {
+	m, err := UnmarshalJSON(v)
+	if err != nil || m == nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
 // UnmarshalJSON reads a JSON object; traits and properties are objects.
 func UnmarshalJSON(v any) (map[string]any, error) {
 	switch v := v.(type) {

@@ -309,6 +309,12 @@ func events(t *testing.T, e *env, customer int64) []*c360.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Reads leave properties as stored; these tests look into them.
+	for _, ev := range p[customer].Items {
+		if ev.Properties, err = ev.PropertyMap(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return p[customer].Items
 }
 

@@ -137,6 +137,12 @@ func (e *env) events(t *testing.T, customer int64) []*c360.Event {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Reads leave properties as stored; these tests look into them.
+	for _, ev := range pages[customer].Items {
+		if ev.Properties, err = ev.PropertyMap(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return pages[customer].Items
 }
 
