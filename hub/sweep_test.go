@@ -185,3 +185,56 @@ func TestResyncSweepsEveryWorkspace(t *testing.T) {
 		}
 	}
 }
+
+// A customer that changes while a sweep's read is in flight, after the
+// read saw the workspace, is found all the same: the wake that its commit
+// sends during the sweep asks for another one.
+func TestCommitDuringSweepIsFound(t *testing.T) {
+	db := pgtest.Open(t)
+	feed := &gatedFeed{DB: db, read: make(chan struct{}), release: make(chan struct{})}
+	e, st := silentStream(t, feed, db)
+	a := e.identify(t, "before@example.com", nil)
+	e.hub.WakeWorkspace(e.ws)
+	select {
+	case <-feed.read: // the first sweep has read, and waits to return
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wake started no sweep")
+	}
+	b := e.identify(t, "during@example.com", nil)
+	e.hub.WakeWorkspace(e.ws)
+	close(feed.release)
+	got := map[int64]bool{}
+	for range 2 {
+		c := nextWithin(t, st, 10*time.Second)
+		if c == nil {
+			t.Fatalf("got changes of %v, want customers %d (before the sweep) and %d (during it)", got, a, b)
+		}
+		got[c.CustomerID] = true
+	}
+	if !got[a] || !got[b] {
+		t.Fatalf("got changes of %v, want customers %d and %d", got, a, b)
+	}
+}
+
+// gatedFeed holds its first sweep's answer, read before the hold, until
+// release is closed, and says on read when it has read it.
+type gatedFeed struct {
+	*postgres.DB
+	once          sync.Once
+	read, release chan struct{}
+}
+
+func (f *gatedFeed) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
+	ids, err := f.DB.CustomersChangedSince(ctx, ws, t)
+	first := false
+	f.once.Do(func() { first = true })
+	if first {
+		close(f.read)
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return ids, err
+}
