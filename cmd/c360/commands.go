@@ -137,6 +137,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go ps.Serve(pl)
 		defer ps.Close()
