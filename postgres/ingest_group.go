@@ -213,6 +213,7 @@ type groupState struct {
 	cust      map[int64]*customerRow
 	convs     map[convKey]int64
 	convsRead map[int64]bool // customers whose open conversations convs holds
+	idsRead   map[int64]bool // customers whose identities existing holds
 	newCust   []int64
 	freeCust  []int64
 	freeConv  []int64
@@ -397,6 +398,10 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 	for _, c := range r.conversations {
 		st.convsRead[c] = true
 	}
+	st.idsRead = make(map[int64]bool, len(r.identities))
+	for _, c := range r.identities {
+		st.idsRead[c] = true
+	}
 	if err := br.QueryRow().Scan(&st.freeCust, &st.freeConv, &st.freeMsg, &st.freeEvent); err != nil {
 		return interpretError(fmt.Errorf("reserve ids: %w", err))
 	}
@@ -467,6 +472,28 @@ func (st *groupState) loadConversations(br pgx.BatchResults) error {
 	return nil
 }
 
+// judgeable reports whether the group holds what Plan needs to resolve an
+// event with identities ids: nothing for a settled event, and the
+// identities of every owner for any other, which the limits are counted
+// on. readsFor reads them for every owner an unsettled event's component
+// reaches; should it have missed one, the per-event path reads it, as for
+// traits and conversations.
+func (st *groupState) judgeable(rules identity.Rules, ids []identity.Identity) bool {
+	if rules.SettledBy(ids, st.owners) != 0 {
+		return true
+	}
+	for _, id := range ids {
+		c, owned := st.owners[id]
+		if !owned || rules.IsBlocked(id.Value) || st.idsRead[c] {
+			continue
+		}
+		if row := st.cust[c]; row == nil || !row.created {
+			return false
+		}
+	}
+	return true
+}
+
 // take hands out the next of the ids reserved; running out means
 // readsFor reserved too few, which the group reports instead of writing.
 func (st *groupState) take(free *[]int64) (int64, error) {
@@ -481,6 +508,9 @@ func (st *groupState) take(free *[]int64) (int64, error) {
 // apply resolves one event against the group's state and records its writes.
 func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites, now time.Time) error {
 	ev := e.p.ev
+	if !st.judgeable(rules, e.p.identities) {
+		return errSlowPath
+	}
 	d := rules.Plan(e.p.identities, st.owners, st.existing)
 	if len(d.Merge) > 0 {
 		return errSlowPath

@@ -10,13 +10,15 @@ import (
 )
 
 // apply never writes what the group did not read: an event that reaches a
-// customer whose traits, or whose open conversations, readsFor did not read
-// sends the group to the per-event path (errSlowPath), and an event that
+// customer whose traits, or whose open conversations, readsFor did not
+// read, or an unsettled event with an owner whose identities it did not
+// read, sends the group to the per-event path (errSlowPath), and an event that
 // finds no id reserved for it is an error. None is reachable while
 // readsFor is right; these guard against it being wrong.
 func TestApplyRefusesWhatTheGroupDidNotRead(t *testing.T) {
 	now := time.Now()
 	phone := identity.Identity{Type: "phone", Value: "+14155550100"}
+	email := identity.Identity{Type: "email", Value: "ann@example.com"}
 	state := func() *groupState {
 		return &groupState{
 			owners:   map[identity.Identity]int64{phone: 7},
@@ -26,21 +28,32 @@ func TestApplyRefusesWhatTheGroupDidNotRead(t *testing.T) {
 			cust:      map[int64]*customerRow{7: {id: 7, version: 3}},
 			convs:     map[convKey]int64{},
 			convsRead: map[int64]bool{},
+			idsRead:   map[int64]bool{},
 			freeEvent: []int64{100},
 			freeConv:  []int64{200},
 			freeMsg:   []int64{300},
 		}
 	}
-	event := func(ev *c360.Event) *groupEvent {
+	event := func(ev *c360.Event, ids []identity.Identity) *groupEvent {
 		ev.Source, ev.DedupeKey, ev.OccurredAt = "test", "k", now
-		return &groupEvent{p: &preparedEvent{ev: ev, identities: []identity.Identity{phone}}, dupOf: -1}
+		if ids == nil {
+			ids = []identity.Identity{phone}
+		}
+		return &groupEvent{p: &preparedEvent{ev: ev, identities: ids}, dupOf: -1}
 	}
 	rules := identity.DefaultRules()
 	for name, tc := range map[string]struct {
 		ev   *c360.Event
+		ids  []identity.Identity // the event's; just phone, which 7 owns, when nil
 		st   func(*groupState)
 		want error
 	}{
+		// An email no one owns with 7's phone: not settled, judged on 7's
+		// identities.
+		"identities not read": {ev: &c360.Event{Type: c360.EventTrack, Name: "Viewed"},
+			ids: []identity.Identity{phone, email}, want: errSlowPath},
+		"identities read": {ev: &c360.Event{Type: c360.EventTrack, Name: "Viewed"},
+			ids: []identity.Identity{phone, email}, st: func(st *groupState) { st.idsRead[7] = true }},
 		"traits not read": {ev: &c360.Event{Type: c360.EventIdentify, Traits: map[string]any{"plan": "pro"}}, want: errSlowPath},
 		"traits if absent not read": {ev: &c360.Event{Type: c360.EventMessage, TraitsIfAbsent: map[string]any{"name": "Ann"},
 			Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound}},
@@ -57,9 +70,9 @@ func TestApplyRefusesWhatTheGroupDidNotRead(t *testing.T) {
 		if tc.st != nil {
 			tc.st(st)
 		}
-		err := st.apply(rules, event(tc.ev), newGroupWrites(1, now), now)
+		err := st.apply(rules, event(tc.ev, tc.ids), newGroupWrites(1, now), now)
 		switch {
-		case name == "all read" && err != nil:
+		case (name == "all read" || name == "identities read") && err != nil:
 			t.Errorf("%s: %v, want the event applied", name, err)
 		case name == "no event id left" && (err == nil || errors.Is(err, errSlowPath)):
 			t.Errorf("%s: %v, want an error of its own", name, err)
