@@ -128,6 +128,9 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		latencies []time.Duration
 		delivered atomic.Int64
 		closed    atomic.Int64
+		// deliveries pair each delivered change's send time with its
+		// arrival, for the time after the write's answer.
+		deliveries []delivery
 	)
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/graphql"
 	conns := make([]*websocket.Conn, n)
@@ -159,9 +162,10 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 							return
 						}
 						if t0, ok := sentAt(msg); ok {
-							lat := time.Since(time.UnixMicro(t0))
+							now := time.Now()
 							mu.Lock()
-							latencies = append(latencies, lat)
+							latencies = append(latencies, now.Sub(time.UnixMicro(t0)))
+							deliveries = append(deliveries, delivery{t0, now})
 							mu.Unlock()
 							delivered.Add(1)
 						}
@@ -204,6 +208,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	var writeErr atomic.Value
 	var wmu sync.Mutex
 	var writeLat []time.Duration
+	answered := map[int64]time.Time{} // a write's send time -> its answer
 	// Each change goes to a different customer while there are enough: two
 	// concurrent writes to one customer may commit out of order, and the
 	// older trait value then changes nothing.
@@ -218,11 +223,13 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 			defer writers.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			if err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]]); err != nil {
+			t0, err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]])
+			if err != nil {
 				writeErr.Store(err)
 			}
 			wmu.Lock()
 			writeLat = append(writeLat, time.Since(start))
+			answered[t0] = time.Now()
 			wmu.Unlock()
 		}()
 	}
@@ -252,6 +259,26 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	slices.Sort(writeLat)
 	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
 		writeLat[len(writeLat)/2].Round(10*time.Microsecond), writeLat[len(writeLat)*99/100].Round(10*time.Microsecond))
+	// The send-to-delivery time above includes the write's commit, and so
+	// any stall of PostgreSQL's WAL flush (BENCHMARKS.md). Measured from
+	// the write's answer instead, what remains is the fan-out's own part
+	// less the answer's trip back (the answer follows the commit): a lower
+	// bound of it. A change delivered before its answer reached the load
+	// generator counts as 0.
+	mu.Lock()
+	var after []time.Duration
+	for _, d := range deliveries {
+		if a, ok := answered[d.sent]; ok {
+			after = append(after, max(0, d.at.Sub(a)))
+		}
+	}
+	mu.Unlock()
+	slices.Sort(after)
+	if len(after) > 0 {
+		fmt.Printf("  delivery after the write's answer (the fan-out's part less the answer's trip): p50 %s, p99 %s, max %s (%d of %d changes matched)\n",
+			after[len(after)/2].Round(10*time.Microsecond), after[min(len(after)-1, len(after)*99/100)].Round(10*time.Microsecond),
+			after[len(after)-1].Round(10*time.Microsecond), len(after), len(lat))
+	}
 	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(lat),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), float64(rss1-rss0)/float64(n)/1024)
 	return nil
@@ -301,28 +328,37 @@ func sentAt(msg []byte) (int64, bool) {
 	return int64(f), err == nil
 }
 
-// identifyAt writes a trait change carrying its send time through GraphQL.
-func identifyAt(ctx context.Context, client *http.Client, base, key, email string) error {
+// delivery is a change as a subscriber got it: its write's send time (the
+// trait t0) and its arrival.
+type delivery struct {
+	sent int64
+	at   time.Time
+}
+
+// identifyAt writes a trait change carrying its send time through GraphQL,
+// and returns that time (Unix microseconds).
+func identifyAt(ctx context.Context, client *http.Client, base, key, email string) (int64, error) {
+	t0 := time.Now().UnixMicro()
 	body, _ := json.Marshal(map[string]any{
 		"query": `mutation($i: IdentifyInput!) { identify(input: $i) { version } }`,
 		"variables": map[string]any{"i": map[string]any{
 			"identities": []map[string]any{{"type": "email", "value": email}},
-			"traits":     map[string]any{"t0": time.Now().UnixMicro()}}},
+			"traits":     map[string]any{"t0": t0}}},
 	})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/graphql", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return t0, err
 	}
 	defer resp.Body.Close()
 	raw := new(bytes.Buffer)
 	raw.ReadFrom(resp.Body)
 	if resp.StatusCode != 200 || bytes.Contains(raw.Bytes(), []byte(`"errors"`)) {
-		return fmt.Errorf("identify: status %d: %.200s", resp.StatusCode, raw.Bytes())
+		return t0, fmt.Errorf("identify: status %d: %.200s", resp.StatusCode, raw.Bytes())
 	}
-	return nil
+	return t0, nil
 }
 
 // waitSubscriptions polls /metrics until the server has n open streams.
