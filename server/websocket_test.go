@@ -632,3 +632,21 @@ func TestWebsocketKeyCheckUnavailableKeepsTheConnection(t *testing.T) {
 		t.Fatalf("with the key check unavailable: got versions %v, want version 2 on a and b", got)
 	}
 }
+
+// connection_init carries the API key. Once the connection is
+// authenticated, no connection holds the payload any more, in either
+// protocol: a heap dump of a long-lived connection must not show the key.
+func TestWebsocketForgetsItsInitPayload(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	legacy := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+	legacy.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
+	if m := legacy.read(); m.Type != "connection_ack" {
+		t.Fatalf("legacy: got %s, want connection_ack", m.Type)
+	}
+	open, holding := e.s.WebsocketInitPayloads()
+	if open != 2 || holding != 0 {
+		t.Fatalf("%d connections open, %d holding their connection_init payload; want 2 and 0", open, holding)
+	}
+}
