@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -264,5 +265,73 @@ func TestSearchStaysInItsWorkspace(t *testing.T) {
 	}
 	if n := search(fmt.Sprint(wsA)); n != len(mine[wsA]) {
 		t.Errorf("in workspace A the search finds %d customers, want A's %d", n, len(mine[wsA]))
+	}
+}
+
+// Where the search function's owner does not bypass row-level security
+// (the tables force their policies on their owner), the policy binds the
+// search too. It still finds the transaction's workspace's customers, no
+// others, and none without a workspace (migration 00014's note). The
+// owner is changed inside a transaction that is rolled back, so no other
+// test sees it.
+func TestSearchUnderAnOwnerThePolicyBinds(t *testing.T) {
+	db := pgtest.Open(t)
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for i := range 3 {
+		ingest1(t, db, wsA, track(fmt.Sprint("o", i), ids("email", fmt.Sprintf("o%d@owner.io", i))))
+	}
+	ingest1(t, db, wsB, track("ob", ids("email", "ob@owner.io")))
+
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	role := fmt.Sprintf("c360_search_owner_%d", time.Now().UnixNano())
+	for _, stmt := range []string{
+		`CREATE ROLE ` + role + ` NOLOGIN NOBYPASSRLS`,
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT ON customers TO ` + role,
+		`ALTER FUNCTION c360_search_customers(text, integer, timestamptz, bigint) OWNER TO ` + role,
+		`SET LOCAL ROLE c360_app`,
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	var owner string
+	var bypass bool
+	if err := tx.QueryRow(ctx, `SELECT r.rolname, r.rolbypassrls OR r.rolsuper FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		WHERE p.proname = 'c360_search_customers'`).Scan(&owner, &bypass); err != nil {
+		t.Fatal(err)
+	}
+	if owner != role || bypass {
+		t.Fatalf("the search runs as %s (bypasses row-level security: %v), want %s, bound by the policy", owner, bypass, role)
+	}
+	count := func(ws string) int {
+		t.Helper()
+		var n int
+		if _, err := tx.Exec(ctx, `SELECT set_config('c360.workspace_id', $1, true)`, ws); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM c360_search_customers('%owner.io%', 100, NULL, NULL)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, c := range []struct {
+		ws   string
+		want int
+	}{{fmt.Sprint(wsA), 3}, {fmt.Sprint(wsB), 1}, {"", 0}} {
+		if n := count(c.ws); n != c.want {
+			t.Errorf("workspace %q: the search finds %d customers, want %d", c.ws, n, c.want)
+		}
 	}
 }
