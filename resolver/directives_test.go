@@ -86,19 +86,25 @@ func TestPIIDirective(t *testing.T) {
 		if got := fmt.Sprint(v, "|", m); got != tc.want {
 			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
 		}
-		var recorded string
-		for _, e := range col.drain(time.Now()) {
-			if e.Action == c360.AuditPIIRead && e.CustomerID == 9 {
-				recorded = fmt.Sprint(e.Fields)
-			}
-		}
-		if recorded != tc.pii {
+		if recorded := piiRead(col, 9); recorded != tc.pii {
 			t.Errorf("%s: pii.read fields %q, want %q", tc.name, recorded, tc.pii)
 		}
 	}
 	if traits["email"] != "jane@example.com" {
 		t.Errorf("masking changed the stored traits: %v", traits)
 	}
+}
+
+// piiRead returns the fields col noted as read unmasked of customer, as
+// the audit log would list them ("" for none).
+func piiRead(col *collector, customer int64) string {
+	var recorded string
+	for _, e := range col.drain(time.Now()) {
+		if e.Action == c360.AuditPIIRead && e.CustomerID == customer {
+			recorded = fmt.Sprint(e.Fields)
+		}
+	}
+	return recorded
 }
 
 // An event's properties come as stored (json.RawMessage): one without
@@ -131,13 +137,7 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 		if !ok || string(got) != tc.want {
 			t.Errorf("%s: got %T %s, want %s", tc.name, v, v, tc.want)
 		}
-		var recorded string
-		for _, e := range col.drain(time.Now()) {
-			if e.Action == c360.AuditPIIRead && e.CustomerID == 9 {
-				recorded = fmt.Sprint(e.Fields)
-			}
-		}
-		if recorded != tc.pii {
+		if recorded := piiRead(col, 9); recorded != tc.pii {
 			t.Errorf("%s: pii.read fields %q, want %q", tc.name, recorded, tc.pii)
 		}
 	}
