@@ -192,7 +192,12 @@ func TestResyncSweepsEveryWorkspace(t *testing.T) {
 func TestCommitDuringSweepIsFound(t *testing.T) {
 	db := pgtest.Open(t)
 	feed := &gatedFeed{DB: db, read: make(chan struct{}), release: make(chan struct{})}
-	e, st := silentStream(t, feed, db)
+	// One worker: with two, the idle one would take the second wake while
+	// the first sweep is held, and find the customer whatever the first
+	// sweep does with the wakes made during its read.
+	h := hub.New(feed, hub.Options{Workers: 1, Logger: slog.New(slog.DiscardHandler)})
+	runHub(t, h)
+	e, st := workspaceStream(t, h, db)
 	a := e.identify(t, "before@example.com", nil)
 	e.hub.WakeWorkspace(e.ws)
 	select {

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -105,7 +106,12 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			if !pii.MayHold(raw) {
 				return res, nil
 			}
-			if err := json.Unmarshal(raw, &m); err != nil {
+			// Numbers stay as written: a float64 would round a large
+			// integer, and refuse one past its range, that the caller
+			// reads whole when nothing is masked.
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.UseNumber()
+			if err := dec.Decode(&m); err != nil {
 				return nil, fmt.Errorf("pii directive: decode %s: %w", graphql.GetFieldContext(ctx).Field.Name, err)
 			}
 		}

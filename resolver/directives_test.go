@@ -125,6 +125,10 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 		{"assistant, plain", principalCtx(c360.RoleAssistant), plain, `{"sku": "SKU-0", "price": 5}`, ""},
 		{"assistant, personal", principalCtx(c360.RoleAssistant), personal, `{"contact":{"email":"j***@example.com"},"sku":"SKU-0"}`, ""},
 		{"agent, personal", principalCtx(c360.RoleAgent), personal, string(personal), "[properties.contact.email]"},
+		// Decoded to be masked, numbers keep every digit, even past float64.
+		{"assistant, personal, large numbers", principalCtx(c360.RoleAssistant),
+			json.RawMessage(`{"email": "jane@example.com", "n": 12345678901234567, "big": 1e400}`),
+			`{"big":1e400,"email":"j***@example.com","n":12345678901234567}`, ""},
 	} {
 		col := &collector{p: c360.PrincipalFromContext(tc.ctx)}
 		ctx := context.WithValue(tc.ctx, collectorKey{}, col)
