@@ -3,7 +3,7 @@
 //
 //	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
 //	bench seed    --customers N          COPY a data set into a new workspace
-//	bench query   [--customers N] [--reuse]
+//	bench query   [--customers N] [--reuse] [--cpuprofile DIR]
 //	                                     the customer-360 query: GraphQL vs hand-written SQL, on
 //	                                     tables prewarmed into shared buffers (pg_prewarm)
 //	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 		_, _, err := benchBaseline(ctx, cfg)
 		return err
 	case "query":
-		return benchQuery(ctx, cfg)
+		return benchQuery(ctx, cfg, ingest.profileDir)
 	case "webhooks":
 		return benchWebhooks(ctx, cfg, ingest)
 	case "batch":
@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string) error {
 		if _, _, err := benchBaseline(ctx, cfg); err != nil {
 			return err
 		}
-		if err := benchQuery(ctx, cfg); err != nil {
+		if err := benchQuery(ctx, cfg, ingest.profileDir); err != nil {
 			return err
 		}
 		if err := benchWebhooks(ctx, cfg, ingest); err != nil {

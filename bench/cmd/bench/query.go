@@ -28,12 +28,16 @@ const query360 = `query($phone: String!) { customerByIdentity(type: "phone", val
     messages(first: 10) { edges { node { id direction body status createdAt } } } } } }
 } }`
 
-func benchQuery(ctx context.Context, cfg config) error {
+func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	b, err := seedWorkspace(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	srv, err := startServer(ctx, cfg)
+	env, pprofAddr, err := pprofEnv(profileDir)
+	if err != nil {
+		return err
+	}
+	srv, err := startServer(ctx, cfg, env...)
 	if err != nil {
 		return err
 	}
@@ -67,10 +71,10 @@ func benchQuery(ctx context.Context, cfg config) error {
 
 	prewarm(ctx, pool)
 	fmt.Printf("\n## customer-360 query by phone over %d customers\n", b.customers)
-	for _, workers := range cfg.workers {
+	for i, workers := range cfg.workers {
 		// Warm both paths so the runs compare steady states.
 		load.Run(ctx, "warm-up", workers, time.Second, 0, gql)
-		g := load.Run(ctx, "graphql customer-360", workers, cfg.duration, 0, gql)
+		g := runProfiled(ctx, i == len(cfg.workers)-1, pprofAddr, profileDir, "graphql customer-360", workers, cfg.duration, gql)
 		s := load.Run(ctx, "raw SQL (pgx) customer-360", workers, cfg.duration, 0, sql)
 		fmt.Println(g)
 		fmt.Println(s)

@@ -52,7 +52,7 @@ func ingestFlags(fs *flag.FlagSet) *ingestConfig {
 	fs.StringVar(&ic.batchWorkers, "batch-workers", "4,16,32", "batch: concurrency levels (--workers overrides)")
 	fs.IntVar(&ic.phones, "phones", 10000, "webhooks: distinct sender phones")
 	fs.IntVar(&ic.users, "users", 10000, "batch: distinct user ids")
-	fs.StringVar(&ic.profileDir, "cpuprofile", "", "write the server's CPU profile at the highest concurrency into this directory")
+	fs.StringVar(&ic.profileDir, "cpuprofile", "", "webhooks, batch, query: write the server's CPU profile at the highest concurrency into this directory")
 	fs.BoolVar(&ic.analyze, "analyze", true, "ANALYZE after the warm-up, as autovacuum eventually would (false: measure a new workspace on stale statistics)")
 	fs.IntVar(&ic.tenants, "tenants", 12, "webhooks, batch: workspaces (200 customers each) the database holds at least besides the measured one, as a shared deployment's does")
 	return ic
@@ -79,9 +79,15 @@ func levels(cfg config, own string) ([]int, error) {
 // capacity, not the limits), and adds a loopback pprof listener when a
 // profile is wanted. It returns the environment and the pprof address.
 func ingestServerEnv(ic *ingestConfig) ([]string, string, error) {
-	env := []string{"C360_RATE_WEBHOOK_RPS=-1", "C360_RATE_KEY_RPS=-1"}
-	if ic.profileDir == "" {
-		return env, "", nil
+	env, addr, err := pprofEnv(ic.profileDir)
+	return append(env, "C360_RATE_WEBHOOK_RPS=-1", "C360_RATE_KEY_RPS=-1"), addr, err
+}
+
+// pprofEnv returns the server's environment for a loopback pprof listener,
+// and its address, when dir asks for profiles; nothing otherwise.
+func pprofEnv(dir string) ([]string, string, error) {
+	if dir == "" {
+		return nil, "", nil
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -89,7 +95,7 @@ func ingestServerEnv(ic *ingestConfig) ([]string, string, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	return append(env, "C360_PPROF_ADDR="+addr), addr, nil
+	return []string{"C360_PPROF_ADDR=" + addr}, addr, nil
 }
 
 // ensureTenants gives the database at least n workspaces besides the one
