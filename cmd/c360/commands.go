@@ -138,6 +138,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go ps.Serve(pl)
 		defer ps.Close()

@@ -11,7 +11,8 @@
 //	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]
 //	                                     Segment /v1/batch, 100 events per request: events/s
 //	bench fanout  [--subscribers 1000,10000] [--fanout-shared N]
-//	                                     websocket subscribers: RSS each, ingest-to-delivery p50/p99
+//	                                     websocket subscribers: RSS each, ingest-to-delivery p50/p99,
+//	                                     and delivery after the write's answer
 //	bench all     [--customers N]        everything, in order
 //
 // DATABASE_URL selects the database; the server binary is bin/c360 (make
