@@ -5,7 +5,8 @@
 //	bench seed    --customers N          COPY a data set into a new workspace
 //	bench query   [--customers N] [--reuse] [--cpuprofile DIR]
 //	                                     the customer-360 query: GraphQL vs hand-written SQL, on
-//	                                     tables prewarmed into shared buffers (pg_prewarm)
+//	                                     tables prewarmed into shared buffers (pg_prewarm); then
+//	                                     its parts at one client ({ __typename }, the lookup alone)
 //	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
 //	                                     signed single Twilio webhooks: acknowledged events/s, p50/p99
 //	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]

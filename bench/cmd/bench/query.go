@@ -43,9 +43,11 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	}
 	defer srv.Stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	gql := func(ctx context.Context, w, seq int) error {
+	// post sends query with a random seeded phone, and checks that the
+	// answer has no error and holds want.
+	post := func(ctx context.Context, query, want string) error {
 		phone := seed.Phone(rand.IntN(b.customers))
-		body, _ := json.Marshal(map[string]any{"query": query360, "variables": map[string]any{"phone": phone}})
+		body, _ := json.Marshal(map[string]any{"query": query, "variables": map[string]any{"phone": phone}})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/graphql", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+b.apiKey)
@@ -55,11 +57,12 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || bytes.Contains(raw, []byte(`"errors"`)) || !bytes.Contains(raw, []byte(`"events"`)) {
+		if resp.StatusCode != 200 || bytes.Contains(raw, []byte(`"errors"`)) || !bytes.Contains(raw, []byte(want)) {
 			return fmt.Errorf("status %d: %.200s", resp.StatusCode, raw)
 		}
 		return nil
 	}
+	gql := func(ctx context.Context, w, seq int) error { return post(ctx, query360, `"events"`) }
 	pool, err := pgxpool.New(ctx, cfg.databaseURL)
 	if err != nil {
 		return err
@@ -79,6 +82,19 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 		fmt.Println(g)
 		fmt.Println(s)
 		fmt.Printf("  ratio graphql/raw = %.0f%%\n", 100*g.PerSecond()/s.PerSecond())
+	}
+	// The same server with less of the query, one client: what a request
+	// costs with no field at all, and with the lookup alone, against the
+	// whole customer-360 above (BENCHMARKS.md, "Where the query's time goes").
+	fmt.Println("\n## parts of the customer-360, one client")
+	for _, part := range []struct{ name, query, want string }{
+		{"graphql { __typename }", `{ __typename }`, `"Query"`},
+		{"graphql lookup { id }", `query($phone: String!) { customerByIdentity(type: "phone", value: $phone) { id } }`, `"id"`},
+		{"graphql customer-360", query360, `"events"`},
+	} {
+		op := func(ctx context.Context, w, seq int) error { return post(ctx, part.query, part.want) }
+		load.Run(ctx, "warm-up", 1, time.Second, 0, op)
+		fmt.Println(load.Run(ctx, part.name, 1, cfg.duration/2, 0, op))
 	}
 	return nil
 }
