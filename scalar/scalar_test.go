@@ -44,3 +44,30 @@ func TestMarshalTime(t *testing.T) {
 		t.Errorf("writing a time into a buffer costs %v allocations, want none", n)
 	}
 }
+
+// A stored object is written as it is, and a missing one as the empty
+// object (never null: the fields it serves are non-null JSON). An object
+// given as input reads back to its encoding; anything but an object is
+// refused.
+func TestJSONObject(t *testing.T) {
+	for _, c := range []struct {
+		in   json.RawMessage
+		want string
+	}{
+		{json.RawMessage(`{"sku": "SKU-0", "n": 12345678901234567}`), `{"sku": "SKU-0", "n": 12345678901234567}`},
+		{nil, `{}`},
+	} {
+		var b bytes.Buffer
+		MarshalJSONObject(c.in).MarshalGQL(&b)
+		if b.String() != c.want {
+			t.Errorf("MarshalJSONObject(%s) wrote %s, want %s", c.in, b.String(), c.want)
+		}
+	}
+	got, err := UnmarshalJSONObject(map[string]any{"plan": "pro"})
+	if err != nil || string(got) != `{"plan":"pro"}` {
+		t.Errorf("UnmarshalJSONObject(object) = %s, %v; want {\"plan\":\"pro\"}", got, err)
+	}
+	if _, err := UnmarshalJSONObject("a string"); err == nil {
+		t.Error("UnmarshalJSONObject(a string) took it, want a refusal")
+	}
+}
