@@ -89,7 +89,9 @@ const eventColumns = `e.id, coalesce(e.customer_id, 0), e.type, coalesce(e.name,
 // scanEvent scans eventColumns, after any leading columns in prefix.
 func scanEvent(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
 	e := &c360.Event{WorkspaceID: ws}
-	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, &e.RawProperties, &e.Source, &e.OccurredAt, &e.ReceivedAt)
+	// Properties are scanned as bytes: into a *json.RawMessage pgx would
+	// run json.Unmarshal, a validity pass over text jsonb already vouches for.
+	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, (*[]byte)(&e.RawProperties), &e.Source, &e.OccurredAt, &e.ReceivedAt)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
