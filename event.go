@@ -37,8 +37,8 @@ type Event struct {
 	// Properties are set by a source. An event read back from the store
 	// has RawProperties instead, the object as stored: a page of events is
 	// mostly handed on as it is, and decoding each object only to encode it
-	// again cost more than reading it. PropertiesJSON and PropertyMap read
-	// whichever is set.
+	// again cost more than reading it. PropertiesJSON reads whichever is
+	// set.
 	Properties    map[string]any
 	RawProperties json.RawMessage
 	Context       map[string]any
@@ -105,18 +105,6 @@ func (e *Event) PropertiesJSON() (json.RawMessage, error) {
 		return json.RawMessage(`{}`), nil
 	}
 	return json.Marshal(e.Properties)
-}
-
-// PropertyMap returns the properties decoded.
-func (e *Event) PropertyMap() (map[string]any, error) {
-	if e.RawProperties == nil {
-		return e.Properties, nil
-	}
-	var m map[string]any
-	if err := json.Unmarshal(e.RawProperties, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // NameOrNil returns the name, or nil when the event type has none.

@@ -311,7 +311,7 @@ func events(t *testing.T, e *env, customer int64) []*c360.Event {
 	}
 	// Reads leave properties as stored; these tests look into them.
 	for _, ev := range p[customer].Items {
-		if ev.Properties, err = ev.PropertyMap(); err != nil {
+		if err := json.Unmarshal(ev.RawProperties, &ev.Properties); err != nil {
 			t.Fatal(err)
 		}
 	}

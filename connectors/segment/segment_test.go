@@ -139,7 +139,7 @@ func (e *env) events(t *testing.T, customer int64) []*c360.Event {
 	}
 	// Reads leave properties as stored; these tests look into them.
 	for _, ev := range pages[customer].Items {
-		if ev.Properties, err = ev.PropertyMap(); err != nil {
+		if err := json.Unmarshal(ev.RawProperties, &ev.Properties); err != nil {
 			t.Fatal(err)
 		}
 	}
