@@ -24,6 +24,10 @@ func TestMayHold(t *testing.T) {
 		{`{"First Name": "Jane"}`, true},
 		{`{"work_email":"x"}`, true},
 		{`{"address_line1": "1 Main St"}`, true},
+		// Any JSON whitespace may stand between a key and its colon.
+		{"{\"email\"\n: 1}", true},
+		{"{\"phone\"\t:\r\n\"x\"}", true},
+		{"{\"zip\" \r :1}", true},
 		// A string shaped like personal data, wherever it sits.
 		{`{"contact": "jane@example.com"}`, true},
 		{`{"to": ["+14155550100"]}`, true},
@@ -110,7 +114,8 @@ func TestMayHoldAgreesWithFind(t *testing.T) {
 // MayHold is true wherever Find finds personal data.
 func FuzzMayHold(f *testing.F) {
 	for _, s := range []string{`{"sku": "SKU-0", "price": 5}`, `{"a": {"email": 1}}`, `{"x": ["+14155550100"]}`,
-		`{"Zip Code": "94107"}`, `{"note": "jane@example.com"}`, `{"a":"b","c":[{"d":"e"}]}`} {
+		`{"Zip Code": "94107"}`, `{"note": "jane@example.com"}`, `{"a":"b","c":[{"d":"e"}]}`,
+		"{\"email\"\n: 1}", "{\"dob\"\t:\r\n2}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {

@@ -98,6 +98,7 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		}
 		masked, found = m, []string{"identity." + identityField(typ, k)}
 	case model.PiiKindJSON:
+		field := graphql.GetFieldContext(ctx).Field.Name
 		m, _ := res.(map[string]any)
 		raw, encoded := res.(json.RawMessage)
 		if encoded {
@@ -112,10 +113,9 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			dec := json.NewDecoder(bytes.NewReader(raw))
 			dec.UseNumber()
 			if err := dec.Decode(&m); err != nil {
-				return nil, fmt.Errorf("pii directive: decode %s: %w", graphql.GetFieldContext(ctx).Field.Name, err)
+				return nil, fmt.Errorf("pii directive: decode %s: %w", field, err)
 			}
 		}
-		prefix := graphql.GetFieldContext(ctx).Field.Name + "."
 		var paths []string
 		if sees {
 			paths = pii.Find(m)
@@ -124,13 +124,13 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			if encoded && len(paths) > 0 {
 				b, err := json.Marshal(masked)
 				if err != nil {
-					return nil, fmt.Errorf("pii directive: encode %s: %w", graphql.GetFieldContext(ctx).Field.Name, err)
+					return nil, fmt.Errorf("pii directive: encode %s: %w", field, err)
 				}
 				masked = json.RawMessage(b)
 			}
 		}
 		for _, f := range paths {
-			found = append(found, prefix+f)
+			found = append(found, field+"."+f)
 		}
 	case model.PiiKindTraitValue:
 		name := ""

@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -115,6 +116,7 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 	event := &c360.Event{ID: 4, CustomerID: 9}
 	plain := json.RawMessage(`{"sku": "SKU-0", "price": 5}`)
 	personal := json.RawMessage(`{"sku": "SKU-0", "contact": {"email": "jane@example.com"}}`)
+	stored := bytes.Clone(personal)
 	for _, tc := range []struct {
 		name string
 		ctx  context.Context
@@ -125,6 +127,10 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 		{"assistant, plain", principalCtx(c360.RoleAssistant), plain, `{"sku": "SKU-0", "price": 5}`, ""},
 		{"assistant, personal", principalCtx(c360.RoleAssistant), personal, `{"contact":{"email":"j***@example.com"},"sku":"SKU-0"}`, ""},
 		{"agent, personal", principalCtx(c360.RoleAgent), personal, string(personal), "[properties.contact.email]"},
+		// An escape sends the object to be decoded; with nothing personal
+		// in it, the stored bytes still pass on.
+		{"assistant, escaped, plain", principalCtx(c360.RoleAssistant), json.RawMessage(`{"note": "say \"hi\""}`),
+			`{"note": "say \"hi\""}`, ""},
 		// Decoded to be masked, numbers keep every digit, even past float64.
 		{"assistant, personal, large numbers", principalCtx(c360.RoleAssistant),
 			json.RawMessage(`{"email": "jane@example.com", "n": 12345678901234567, "big": 1e400}`),
@@ -145,8 +151,14 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 			t.Errorf("%s: pii.read fields %q, want %q", tc.name, recorded, tc.pii)
 		}
 	}
-	if !strings.Contains(string(personal), "jane@example.com") {
-		t.Errorf("masking changed the stored object: %s", personal)
+	if !bytes.Equal(personal, stored) || !strings.Contains(string(personal), "jane@example.com") {
+		t.Errorf("masking changed the stored object: %s, was %s", personal, stored)
+	}
+	// Stored bytes that do not decode are an error, never passed on.
+	ctx := fieldCtx(principalCtx(c360.RoleAssistant), "Event", "properties")
+	if v, err := r.pii(ctx, event, func(context.Context) (any, error) { return json.RawMessage(`{"email": `), nil },
+		model.PiiKindJSON); err == nil {
+		t.Errorf("undecodable properties gave %s and no error", v)
 	}
 }
 

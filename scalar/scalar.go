@@ -65,18 +65,15 @@ func MarshalJSON(v map[string]any) graphql.Marshaler {
 }
 
 // MarshalJSONObject writes a JSON object that is already encoded (an
-// event's properties as stored) as it is; nil is the empty object.
+// event's properties as stored) as it is. gqlgen refuses nil for the
+// non-null fields it serves before it gets here, and c360.Event's
+// PropertiesJSON never gives nil.
 func MarshalJSONObject(v json.RawMessage) graphql.Marshaler {
-	return graphql.WriterFunc(func(w io.Writer) {
-		if v == nil {
-			io.WriteString(w, "{}")
-			return
-		}
-		w.Write(v)
-	})
+	return graphql.WriterFunc(func(w io.Writer) { w.Write(v) })
 }
 
-// UnmarshalJSONObject reads a JSON object into its encoding.
+// UnmarshalJSONObject reads a JSON object into its encoding. gqlgen needs
+// it to bind the JSON scalar to json.RawMessage; no input takes one today.
 func UnmarshalJSONObject(v any) (json.RawMessage, error) {
 	m, err := UnmarshalJSON(v)
 	if err != nil || m == nil {
