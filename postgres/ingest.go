@@ -224,7 +224,7 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		return res, nil, interpretError(fmt.Errorf("insert event: %w", err))
 	}
 
-	if ev.Type == c360.EventMessageStatus && ev.Message != nil {
+	if ev.Type == c360.EventMessageStatus { // prepare made sure it names its message
 		return db.ingestStatus(ctx, tx, ws, ev, res)
 	}
 	cust, decision, err := db.resolve(ctx, tx, ws, rules, p.identities, res.EventID, ev)
@@ -321,9 +321,13 @@ func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.R
 		if stale {
 			continue
 		}
-		existing, err := identitiesOf(ctx, tx, ws, candidates)
-		if err != nil {
-			return nil, identity.Decision{}, err
+		// A settled event resolves to its one owner whatever the limits:
+		// PlanApart needs no identities for it, so none are read.
+		var existing map[int64][]identity.Identity
+		if rules.SettledBy(ids, owners) == 0 {
+			if existing, err = identitiesOf(ctx, tx, ws, candidates); err != nil {
+				return nil, identity.Decision{}, err
+			}
 		}
 		var apart func(a, b int64) bool
 		if len(candidates) > 1 {

@@ -482,9 +482,9 @@ func (st *groupState) judgeable(rules identity.Rules, ids []identity.Identity) b
 	if rules.SettledBy(ids, st.owners) != 0 {
 		return true
 	}
-	for _, id := range ids {
+	for _, id := range ids { // prepare left out the blocked ones
 		c, owned := st.owners[id]
-		if !owned || rules.IsBlocked(id.Value) || st.idsRead[c] {
+		if !owned || st.idsRead[c] {
 			continue
 		}
 		if row := st.cust[c]; row == nil || !row.created {

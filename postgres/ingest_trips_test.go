@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,5 +91,37 @@ func TestIngestGroupRoundTrips(t *testing.T) {
 	}
 	if n != 10 {
 		t.Errorf("%d events of round b stored, want the 10 new ones", n)
+	}
+}
+
+// The per-event path (here for outbound messages) reads a customer's
+// identities only for an event it must judge: one whose identities one
+// customer owns resolves to it whatever the limits (identity.Rules.SettledBy).
+func TestPerEventPathReadsIdentitiesOnlyToJudge(t *testing.T) {
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
+	ws, _, _ := pgtest.Workspace(t, db)
+	a := ingest1(t, db, ws, smsIn("SM1", ids("phone", "+14155550130")))
+	outbound := func(key string, identities []c360.Identity) *c360.Event {
+		ev := smsIn(key, identities)
+		ev.Message.Direction, ev.Message.Status = c360.DirectionOutbound, "queued"
+		return ev
+	}
+	const readIdentities = "SELECT customer_id, type, value FROM identities"
+	for _, tc := range []struct {
+		name  string
+		ev    *c360.Event
+		reads bool
+	}{
+		{"settled", outbound("SM2", ids("phone", "+14155550130")), false},
+		{"not settled", outbound("SM3", ids("phone", "+14155550130", "email", "out@example.com")), true},
+	} {
+		counter.Reset()
+		if r := ingest1(t, db, ws, tc.ev); r.CustomerID != a.CustomerID {
+			t.Errorf("%s: went to customer %d, want %d", tc.name, r.CustomerID, a.CustomerID)
+		}
+		if got := strings.Contains(counter.Statements(), readIdentities); got != tc.reads {
+			t.Errorf("%s: read the owner's identities: %v, want %v:\n%s", tc.name, got, tc.reads, counter.Statements())
+		}
 	}
 }
