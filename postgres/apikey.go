@@ -120,7 +120,8 @@ const keyCheckTimeout = time.Second
 // keyCheckTimeout, and a standing key is cached as verified. Every
 // subscriber of a key asks at once, on its way to the same change: while
 // one read of the row runs, the others wait for its answer instead of
-// reading it again (TestKeyActiveReadsAKeyOnceAtATime).
+// reading it again, and a caller whose context ends stops waiting without
+// ending the read for the others (TestKeyActiveReadsAKeyOnceAtATime).
 func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 	now := time.Now()
 	if v, ok := db.authCache.Load(p.KeyPrefix); ok {
@@ -128,11 +129,16 @@ func (db *DB) KeyActive(ctx context.Context, p *c360.Principal) error {
 			return nil
 		}
 	}
-	_, err, _ := db.keyChecks.Do(p.KeyPrefix+"/"+strconv.FormatInt(p.KeyID, 10), func() (any, error) {
+	check := db.keyChecks.DoChan(p.KeyPrefix+"/"+strconv.FormatInt(p.KeyID, 10), func() (any, error) {
 		// One caller leaving does not end the read the others wait on.
 		return nil, db.checkKey(context.WithoutCancel(ctx), p, now)
 	})
-	return err
+	select {
+	case r := <-check:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // checkKey reads whether p's key stands, and caches it as verified if so.

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func TestKeyActive(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	// issue issues an agent key and authenticates with it.
-	issue := func() (*c360.APIKey, *c360.Principal) {
+	issue := func() (string, *c360.APIKey, *c360.Principal) {
 		t.Helper()
 		key, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
 		if err != nil {
@@ -28,16 +29,16 @@ func TestKeyActive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return k, p
+		return key, k, p
 	}
-	k, p := issue()
+	pKey, k, p := issue()
 	if err := db.KeyActive(ctx, p); err != nil {
 		t.Fatalf("a standing key: %v", err)
 	}
 
 	// The key's table locked (a migration, say) and nothing cached: the
 	// answer comes within the bound, and it is not "revoked".
-	_, q := issue()
+	_, _, q := issue()
 	db.ForgetAPIKeys()
 	// A key found standing in its row is cached as verified.
 	if err := db.KeyActive(ctx, p); err != nil {
@@ -53,6 +54,11 @@ func TestKeyActive(t *testing.T) {
 	// (Read from its row, the answer would be the lock's timeout.)
 	if err := db.KeyActive(ctx, p); err != nil {
 		t.Errorf("with api_keys locked, a key found standing a moment ago: %v, want it standing from the cache", err)
+	}
+	// Authentication takes that verification too: the cache holds the
+	// key's hash.
+	if got, err := db.Authenticate(ctx, pKey); err != nil || got.KeyID != p.KeyID {
+		t.Errorf("with api_keys locked, authenticating a key KeyActive verified: %v (%v), want it from the cache", got, err)
 	}
 	start := time.Now()
 	err = db.KeyActive(ctx, q)
@@ -102,16 +108,31 @@ func TestKeyActiveReadsAKeyOnceAtATime(t *testing.T) {
 	counter.Reset()
 	const subscribers = 20
 	errs := make(chan error, subscribers)
+	// The first caller gives up while the read waits on the lock.
+	first, leave := context.WithCancel(ctx)
+	defer leave()
+	left := make(chan error, 1)
+	go func() { left <- db.KeyActive(first, p) }()
+	pgtest.WaitForLockWait(t, db, "api_keys")
 	for range subscribers {
 		go func() { errs <- db.KeyActive(ctx, p) }()
 	}
-	time.Sleep(200 * time.Millisecond)
+	leave()
+	select {
+	case err := <-left:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the caller that left: %v, want context.Canceled", err)
+		}
+	case <-time.After(500 * time.Millisecond):
+		t.Error("the caller that left still waits on the read")
+	}
+	time.Sleep(200 * time.Millisecond) // the others ask meanwhile
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for range subscribers {
 		if err := <-errs; err != nil {
-			t.Errorf("a standing key: %v", err)
+			t.Errorf("a standing key, after the first caller left: %v", err)
 		}
 	}
 	if n := strings.Count(counter.Statements(), "FROM api_keys WHERE prefix"); n != 1 {

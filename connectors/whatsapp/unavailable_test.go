@@ -97,7 +97,7 @@ func TestIngestOverloaded(t *testing.T) {
 	defer wg.Wait()
 	defer release() // before wg.Wait, should the test fail early
 	wg.Go(func() { send("wamid.HELD") })
-	pgtest.WaitForLockWait(t, e.db) // the worker holds wamid.HELD's group
+	pgtest.WaitForLockWait(t, e.db, "events") // the worker holds wamid.HELD's group
 	// One of these two takes the queue's one place, the other is refused;
 	// which is up to the scheduler.
 	wg.Go(func() { send("wamid.Q1") })

@@ -56,21 +56,21 @@ func LockEvents(t testing.TB, db *postgres.DB) (release func()) {
 }
 
 // WaitForLockWait returns once a transaction of this database waits for
-// the lock on events.
-func WaitForLockWait(t testing.TB, db *postgres.DB) {
+// the lock on table.
+func WaitForLockWait(t testing.TB, db *postgres.DB, table string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		var n int
 		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
-			WHERE NOT granted AND relation = 'events'::regclass
-			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n); err != nil {
+			WHERE NOT granted AND relation = $1::regclass
+			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, table).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no ingest transaction waits for the lock on events")
+			t.Fatalf("no transaction waits for the lock on %s", table)
 		}
 	}
 }
