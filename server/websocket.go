@@ -793,9 +793,9 @@ func (c *wsConn) WriteJSON(v any) error {
 		}
 		return c.writeRaw(b)
 	}
-	// A subscription the server ends frees its slot on both protocols; only
-	// graphql-transport-ws also drops what follows a client's complete
-	// (the legacy protocol has no such rule).
+	// A subscription the server ends frees its slot on both protocols, and
+	// nothing but the legacy protocol's answering complete follows a
+	// client's complete (or stop).
 	next := "next"
 	if c.legacy {
 		next = "data"

@@ -313,10 +313,7 @@ func endedWithError(t *testing.T, c *wsClient, id string) {
 	}
 }
 
-// A client may reuse an id as soon as it has completed it. gqlgen ends the
-// old subscription in the background; the new one must be the one that
-// runs, delivers and ends with the connection, however fast the reuse.
-// On the legacy graphql-ws protocol too, an id stopped and started again
+// On the legacy graphql-ws protocol, an id stopped and started again
 // fifty times in a row leaves one subscription running under it, which
 // gets each change once, and nothing of the stopped ones: a subscription
 // stopped while it started ended with an error that reached the client
@@ -370,6 +367,9 @@ func TestWebsocketLegacyIDReuseAfterStop(t *testing.T) {
 	}
 }
 
+// A client may reuse an id as soon as it has completed it. gqlgen ends the
+// old subscription in the background; the new one must be the one that
+// runs, delivers and ends with the connection, however fast the reuse.
 func TestWebsocketIDReuseAfterComplete(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
 	id := ingest(t, e.db, e.ws, email("reuse@example.com"), nil)
@@ -390,9 +390,6 @@ func TestWebsocketIDReuseAfterComplete(t *testing.T) {
 	waitFor(t, "nothing running after the connection closed", func() bool { return e.hub.Stats().Streams == 0 })
 }
 
-// A key revoked while its websocket is open stops working on it too: the
-// next subscribe, or the next ping on an idle connection, closes it with
-// 4403, as a new connection with the key would be refused.
 // A websocket subscription whose key was revoked delivers no further
 // change, even before the connection's next ping or subscribe finds out:
 // the subscription asks KeyActive before each change.
@@ -418,6 +415,9 @@ func TestWebsocketRevokedKeyWithholdsNextChange(t *testing.T) {
 	}
 }
 
+// A key revoked while its websocket is open stops working on it too: the
+// next subscribe, or the next ping on an idle connection, closes it with
+// 4403, as a new connection with the key would be refused.
 func TestWebsocketRevokedKeyClosesTheConnection(t *testing.T) {
 	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{PingInterval: 200 * time.Millisecond}}})
 	ctx := context.Background()
