@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -240,6 +241,45 @@ func TestPanicIsInternal(t *testing.T) {
 	}
 	// The server survives the panic.
 	gql(t, srv, key, `{ customers(first: 1) { edges { cursor } } }`, nil).ok(t, nil)
+}
+
+// failingStore fails FindProfile with err.
+type failingStore struct {
+	*postgres.DB
+	err error
+}
+
+func (s failingStore) FindProfile(context.Context, int64, c360.CustomerKey, c360.ProfileRequest) (*c360.Customer, *c360.Profiles, error) {
+	return nil, nil, s.err
+}
+
+// A resolver error that is none of the domain's is answered INTERNAL,
+// without its text, and logged as an error of the server's; so is a
+// cancellation the request did not ask for (only a request or
+// subscription the client ended goes unlogged, TestWebsocketLegacyIDReuseAfterStop).
+func TestInternalErrorsAreLogged(t *testing.T) {
+	db := pgtest.Open(t)
+	_, _, key := pgtest.Workspace(t, db)
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"a plain error", errors.New("secret detail: disk 7 failed")},
+		{"a cancellation of the store's own", fmt.Errorf("secret detail: %w", context.Canceled)},
+	} {
+		r := newResolver(db)
+		r.CustomerService = failingStore{db, tc.err}
+		var logs syncBuffer
+		srv := serveWith(t, server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, db, r, db)
+		resp := gql(t, srv, key, `{ customer(id: "1") { id } }`, nil)
+		resp.wantCode(t, c360.EINTERNAL)
+		if strings.Contains(resp.Body, "secret detail") {
+			t.Errorf("%s: the error's text reached the client: %s", tc.name, resp.Body)
+		}
+		if out := logs.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "secret detail") {
+			t.Errorf("%s: not logged as an error; logs:\n%s", tc.name, out)
+		}
+	}
 }
 
 // leaks lists texts of database errors that must never reach a client.
