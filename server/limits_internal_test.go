@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestLimitsFromEnv(t *testing.T) {
@@ -31,7 +34,7 @@ func TestLimitsFromEnv(t *testing.T) {
 		}
 	}
 	// A rate of -1 turns the limit off.
-	off := newLimiter[string](Rate{RPS: -1, Burst: 1})
+	off := newLimiter[string](Rate{RPS: -1, Burst: 1}, nil)
 	for i := 0; i < 100; i++ {
 		if ok, _ := off.allow("k"); !ok {
 			t.Fatal("a limiter with rate -1 refused a request")
@@ -41,7 +44,8 @@ func TestLimitsFromEnv(t *testing.T) {
 
 func TestLimiter(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newLimiter[string](Rate{RPS: 10, Burst: 3})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
+	l := newLimiter[string](Rate{RPS: 10, Burst: 3}, refused)
 	l.now = func() time.Time { return now }
 	for i := 0; i < 3; i++ {
 		if ok, _ := l.allow("a"); !ok {
@@ -51,6 +55,11 @@ func TestLimiter(t *testing.T) {
 	ok, retry := l.allow("a")
 	if ok || retry <= 0 || retry > 100*time.Millisecond {
 		t.Errorf("4th request: ok %v, retry %v; want refused, a token within 100ms", ok, retry)
+	}
+	var m dto.Metric
+	if err := refused.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		n := m.GetCounter().GetValue()
+		t.Errorf("refusals counted = %v (%v), want 1", n, err)
 	}
 	if ok, _ := l.allow("b"); !ok {
 		t.Error("another key shares the first key's bucket")
@@ -76,7 +85,7 @@ func TestLimiter(t *testing.T) {
 
 func TestLimiterBound(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newLimiter[int](Rate{RPS: 1, Burst: 1})
+	l := newLimiter[int](Rate{RPS: 1, Burst: 1}, nil)
 	l.now = func() time.Time { return now }
 	for i := 0; i < maxBuckets+10; i++ {
 		l.allow(i) // all busy: no time passes

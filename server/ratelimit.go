@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/c360dev/c360"
@@ -32,11 +33,13 @@ const maxBuckets = 100_000
 // swept at most once per refill period, on the request path, without a
 // goroutine of its own.
 type limiter[K comparable] struct {
-	rate  Rate
-	now   func() time.Time
-	mu    sync.Mutex
-	m     map[K]*bucket
-	swept time.Time
+	rate Rate
+	// refused, when set, counts the tokens refused.
+	refused prometheus.Counter
+	now     func() time.Time
+	mu      sync.Mutex
+	m       map[K]*bucket
+	swept   time.Time
 }
 
 type bucket struct {
@@ -44,8 +47,8 @@ type bucket struct {
 	last time.Time
 }
 
-func newLimiter[K comparable](r Rate) *limiter[K] {
-	return &limiter[K]{rate: r, now: time.Now, m: map[K]*bucket{}}
+func newLimiter[K comparable](r Rate, refused prometheus.Counter) *limiter[K] {
+	return &limiter[K]{rate: r, refused: refused, now: time.Now, m: map[K]*bucket{}}
 }
 
 // refill is how long an idle bucket takes to fill up again.
@@ -53,9 +56,18 @@ func (l *limiter[K]) refill() time.Duration {
 	return time.Duration(float64(l.rate.Burst)/l.rate.RPS*float64(time.Second)) + time.Second
 }
 
-// allow takes a token for key. When there is none it reports how long until
-// there is one.
+// allow takes a token for key. When there is none it counts the refusal
+// and reports how long until there is one.
 func (l *limiter[K]) allow(key K) (bool, time.Duration) {
+	ok, retry := l.take(key)
+	if !ok && l.refused != nil {
+		l.refused.Inc()
+	}
+	return ok, retry
+}
+
+// take is allow without the count.
+func (l *limiter[K]) take(key K) (bool, time.Duration) {
 	if l == nil || l.rate.RPS <= 0 {
 		return true, 0
 	}
@@ -136,7 +148,6 @@ func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodOptions {
 			if ok, retry := s.webhookLimit.allow("ws:" + r.PathValue("workspace")); !ok {
-				s.secMetrics.rateLimited.WithLabelValues("webhook").Inc()
 				writeRateLimited(w, retry, "this workspace's webhooks")
 				return
 			}
@@ -151,27 +162,13 @@ func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler 
 // (Segment's body writeKey) call it once the key is checked, so an unknown
 // key never gets a bucket of its own.
 func (s *Server) AllowWriteKey(keyID int64) (bool, time.Duration) {
-	ok, retry := s.webhookLimit.allow("wk:" + strconv.FormatInt(keyID, 10))
-	if !ok {
-		s.secMetrics.rateLimited.WithLabelValues("webhook").Inc()
-	}
-	return ok, retry
-}
-
-// allowKey takes a token from the bucket of p's API key, counting a
-// refusal; when there is none, it says how long until there is.
-func (s *Server) allowKey(p *c360.Principal) (bool, time.Duration) {
-	ok, retry := s.keyLimit.allow(p.KeyID)
-	if !ok {
-		s.secMetrics.rateLimited.WithLabelValues("key").Inc()
-	}
-	return ok, retry
+	return s.webhookLimit.allow("wk:" + strconv.FormatInt(keyID, 10))
 }
 
 // limitKey takes a token from the bucket of p's API key; false means the
 // request was answered with 429.
 func (s *Server) limitKey(w http.ResponseWriter, p *c360.Principal) bool {
-	ok, retry := s.allowKey(p)
+	ok, retry := s.keyLimit.allow(p.KeyID)
 	if !ok {
 		writeRateLimited(w, retry, "this API key")
 	}

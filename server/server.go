@@ -82,8 +82,9 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 		registry: prometheus.NewRegistry()}
 	s.metrics = newMetrics(s.registry)
 	s.cfg.Limits = cfg.Limits.withDefaults()
-	s.keyLimit, s.webhookLimit = newLimiter[int64](s.cfg.Limits.KeyRate), newLimiter[string](s.cfg.Limits.WebhookRate)
 	s.secMetrics = newSecurityMetrics(s.registry)
+	s.keyLimit = newLimiter[int64](s.cfg.Limits.KeyRate, s.secMetrics.rateLimited.WithLabelValues("key"))
+	s.webhookLimit = newLimiter[string](s.cfg.Limits.WebhookRate, s.secMetrics.rateLimited.WithLabelValues("webhook"))
 	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
 	s.shared = &resolver.SharedSubscriptions{KeyActive: auth.KeyActive}
 	s.routes()

@@ -1048,7 +1048,7 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 			c.mu.Lock()
 			c.principal, c.auth = p, s.auth
 			c.allow = func() bool {
-				ok, _ := s.allowKey(p)
+				ok, _ := s.keyLimit.allow(p.KeyID)
 				return ok
 			}
 			c.mu.Unlock()
