@@ -97,11 +97,16 @@ func Run(ctx context.Context, name string, workers int, d time.Duration, maxOps 
 	}
 	wg.Wait()
 	r := Result{Name: name, Workers: workers, Ops: len(all), Errors: errs, FirstError: firstErr, Elapsed: time.Since(start)}
-	if len(all) > 0 {
-		slices.Sort(all)
-		r.P50 = all[len(all)/2]
-		r.P99 = all[min(len(all)-1, len(all)*99/100)]
-		r.Max = all[len(all)-1]
-	}
+	slices.Sort(all)
+	r.P50, r.P99, r.Max = Percentile(all, 0.50), Percentile(all, 0.99), Percentile(all, 1)
 	return r
+}
+
+// Percentile returns the p-th percentile (0 < p ≤ 1, 1 for the largest)
+// of sorted durations, 0 for none.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/c360dev/c360/bench/load"
-	"github.com/c360dev/c360/postgres"
 )
 
 // batchSize is the calls per /v1/batch request, as analytics libraries
@@ -59,17 +58,7 @@ func benchBatch(ctx context.Context, cfg config, ic *ingestConfig) error {
 	if err != nil {
 		return fmt.Errorf("--batch-workers: %w", err)
 	}
-	db, err := postgres.Open(ctx, cfg.databaseURL)
-	if err != nil {
-		return err
-	}
-	if err := ensureTenants(ctx, db, ic.tenants); err != nil {
-		db.Close()
-		return err
-	}
-	slug := fmt.Sprintf("bench-batch-%d", time.Now().Unix())
-	creds, err := db.CreateWorkspace(ctx, slug, "batch benchmark")
-	db.Close()
+	creds, err := ingestWorkspace(ctx, cfg, ic, "batch", "batch benchmark", nil)
 	if err != nil {
 		return err
 	}

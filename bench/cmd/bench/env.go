@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -86,7 +89,7 @@ func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int) (*bench
 	)
 	err := db.Pool.QueryRow(ctx, `SELECT w.id, w.slug, c.n FROM workspaces w
 		CROSS JOIN LATERAL (SELECT count(*) AS n FROM customers c WHERE c.workspace_id = w.id) c
-		WHERE w.slug LIKE 'bench-%' AND c.n >= $1 ORDER BY w.id DESC LIMIT 1`, customers).Scan(&ws, &slug, &n)
+		WHERE w.slug LIKE 'bench-%' AND w.slug NOT LIKE 'bench-tenant-%' AND c.n >= $1 ORDER BY w.id DESC LIMIT 1`, customers).Scan(&ws, &slug, &n)
 	if err != nil {
 		return nil, fmt.Errorf("--reuse: no seeded workspace with %d customers: %w", customers, err)
 	}
@@ -163,4 +166,29 @@ func (p *serverProc) RSS() int64 {
 		}
 	}
 	return 0
+}
+
+// gqlPost sends a GraphQL request with key and returns the answer, or an
+// error for a status other than 200 or an answer with errors.
+func gqlPost(ctx context.Context, client *http.Client, base, key string, body any) ([]byte, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/graphql", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK || bytes.Contains(raw, []byte(`"errors"`)) {
+		return raw, fmt.Errorf("status %d: %.200s", resp.StatusCode, raw)
+	}
+	return raw, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/bench/load"
 	"github.com/c360dev/c360/postgres"
 )
 
@@ -124,13 +124,12 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	rss0 := srv.RSS()
 
 	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		delivered atomic.Int64
-		closed    atomic.Int64
-		// deliveries pair each delivered change's send time with its
-		// arrival, for the time after the write's answer.
+		mu sync.Mutex
+		// deliveries are the changes the subscribers got: which write
+		// made each, when it was sent, when it arrived.
 		deliveries []delivery
+		delivered  atomic.Int64
+		closed     atomic.Int64
 	)
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/graphql"
 	conns := make([]*websocket.Conn, n)
@@ -161,11 +160,12 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 							closed.Add(1)
 							return
 						}
-						if t0, ok := sentAt(msg); ok {
+						t0, ok := traitNumber(msg, "t0")
+						w, okW := traitNumber(msg, "w")
+						if ok && okW {
 							now := time.Now()
 							mu.Lock()
-							latencies = append(latencies, now.Sub(time.UnixMicro(t0)))
-							deliveries = append(deliveries, delivery{t0, now})
+							deliveries = append(deliveries, delivery{write: w, sent: time.UnixMicro(t0), at: now})
 							mu.Unlock()
 							delivered.Add(1)
 						}
@@ -208,7 +208,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	var writeErr atomic.Value
 	var wmu sync.Mutex
 	var writeLat []time.Duration
-	answered := map[int64]time.Time{} // a write's send time -> its answer
+	answered := map[int64]time.Time{} // a write's index -> its answer
 	// Each change goes to a different customer while there are enough: two
 	// concurrent writes to one customer may commit out of order, and the
 	// older trait value then changes nothing.
@@ -223,13 +223,12 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 			defer writers.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			t0, err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]])
-			if err != nil {
+			if err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]], k); err != nil {
 				writeErr.Store(err)
 			}
 			wmu.Lock()
 			writeLat = append(writeLat, time.Since(start))
-			answered[t0] = time.Now()
+			answered[int64(k)] = time.Now()
 			wmu.Unlock()
 		}()
 	}
@@ -243,44 +242,34 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed := time.Since(writeStart)
-	mu.Lock()
-	lat := slices.Clone(latencies)
-	mu.Unlock()
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
-	}
-	fmt.Printf("  delivered %d of %d in %.1fs; ingest-to-delivery p50 %s, p99 %s, max %s; connections closed: %d\n",
-		len(lat), want, elapsed.Seconds(), pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond),
-		pct(1).Round(10*time.Microsecond), closed.Load())
-	slices.Sort(writeLat)
-	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
-		writeLat[len(writeLat)/2].Round(10*time.Microsecond), writeLat[len(writeLat)*99/100].Round(10*time.Microsecond))
-	// The send-to-delivery time above includes the write's commit, and so
-	// any stall of PostgreSQL's WAL flush (BENCHMARKS.md). Measured from
-	// the write's answer instead, what remains is the fan-out's own part
-	// less the answer's trip back (the answer follows the commit): a lower
-	// bound of it. A change delivered before its answer reached the load
+	// The send-to-delivery time includes the write's commit, and so any
+	// stall of PostgreSQL's WAL flush (BENCHMARKS.md). Measured from the
+	// write's answer instead, what remains is the fan-out's own part less
+	// the answer's trip back (the answer follows the commit): a lower bound
+	// of it. A change delivered before its answer reached the load
 	// generator counts as 0.
+	var lat, after []time.Duration
 	mu.Lock()
-	var after []time.Duration
 	for _, d := range deliveries {
-		if a, ok := answered[d.sent]; ok {
+		lat = append(lat, d.at.Sub(d.sent))
+		if a, ok := answered[d.write]; ok {
 			after = append(after, max(0, d.at.Sub(a)))
 		}
 	}
 	mu.Unlock()
+	slices.Sort(lat)
 	slices.Sort(after)
-	if len(after) > 0 {
-		fmt.Printf("  delivery after the write's answer (the fan-out's part less the answer's trip): p50 %s, p99 %s, max %s (%d of %d changes matched)\n",
-			after[len(after)/2].Round(10*time.Microsecond), after[min(len(after)-1, len(after)*99/100)].Round(10*time.Microsecond),
-			after[len(after)-1].Round(10*time.Microsecond), len(after), len(lat))
-	}
+	slices.Sort(writeLat)
+	pct := func(p float64) time.Duration { return load.Percentile(lat, p).Round(10 * time.Microsecond) }
+	round := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
+	fmt.Printf("  delivered %d of %d in %.1fs; ingest-to-delivery p50 %s, p99 %s, max %s; connections closed: %d\n",
+		len(lat), want, elapsed.Seconds(), pct(0.50), pct(0.99), pct(1), closed.Load())
+	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
+		round(load.Percentile(writeLat, 0.50)), round(load.Percentile(writeLat, 0.99)))
+	fmt.Printf("  delivery after the write's answer (the fan-out's part less the answer's trip): p50 %s, p99 %s, max %s (%d of %d changes matched)\n",
+		round(load.Percentile(after, 0.50)), round(load.Percentile(after, 0.99)), round(load.Percentile(after, 1)), len(after), len(lat))
 	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(lat),
-		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), float64(rss1-rss0)/float64(n)/1024)
+		pct(0.50), pct(0.99), float64(rss1-rss0)/float64(n)/1024)
 	return nil
 }
 
@@ -313,13 +302,15 @@ func subscribeOne(d websocket.Dialer, url, key string, customer int64) (*websock
 	return c, nil
 }
 
-// sentAt finds the write time a change carries in its "t0" trait.
-func sentAt(msg []byte) (int64, bool) {
-	i := bytes.Index(msg, []byte(`"t0":`))
+// traitNumber finds the number a change carries in its trait name (t0, the
+// write's send time; w, its index).
+func traitNumber(msg []byte, name string) (int64, bool) {
+	tag := []byte(`"` + name + `":`)
+	i := bytes.Index(msg, tag)
 	if i < 0 {
 		return 0, false
 	}
-	rest := msg[i+5:]
+	rest := msg[i+len(tag):]
 	j := bytes.IndexAny(rest, ",}")
 	if j < 0 {
 		return 0, false
@@ -328,37 +319,22 @@ func sentAt(msg []byte) (int64, bool) {
 	return int64(f), err == nil
 }
 
-// delivery is a change as a subscriber got it: its write's send time (the
-// trait t0) and its arrival.
+// delivery is a change as a subscriber got it.
 type delivery struct {
-	sent int64
-	at   time.Time
+	write    int64 // the write's index (the trait w)
+	sent, at time.Time
 }
 
-// identifyAt writes a trait change carrying its send time through GraphQL,
-// and returns that time (Unix microseconds).
-func identifyAt(ctx context.Context, client *http.Client, base, key, email string) (int64, error) {
-	t0 := time.Now().UnixMicro()
-	body, _ := json.Marshal(map[string]any{
+// identifyAt writes a trait change through GraphQL that carries its send
+// time (t0) and the write's index (w).
+func identifyAt(ctx context.Context, client *http.Client, base, key, email string, write int) error {
+	_, err := gqlPost(ctx, client, base, key, map[string]any{
 		"query": `mutation($i: IdentifyInput!) { identify(input: $i) { version } }`,
 		"variables": map[string]any{"i": map[string]any{
 			"identities": []map[string]any{{"type": "email", "value": email}},
-			"traits":     map[string]any{"t0": t0}}},
+			"traits":     map[string]any{"t0": time.Now().UnixMicro(), "w": write}}},
 	})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/graphql", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := client.Do(req)
-	if err != nil {
-		return t0, err
-	}
-	defer resp.Body.Close()
-	raw := new(bytes.Buffer)
-	raw.ReadFrom(resp.Body)
-	if resp.StatusCode != 200 || bytes.Contains(raw.Bytes(), []byte(`"errors"`)) {
-		return t0, fmt.Errorf("identify: status %d: %.200s", resp.StatusCode, raw.Bytes())
-	}
-	return t0, nil
+	return err
 }
 
 // waitSubscriptions polls /metrics until the server has n open streams.

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -46,21 +44,12 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	// post sends query with a random seeded phone, and checks that the
 	// answer has no error and holds want.
 	post := func(ctx context.Context, query, want string) error {
-		phone := seed.Phone(rand.IntN(b.customers))
-		body, _ := json.Marshal(map[string]any{"query": query, "variables": map[string]any{"phone": phone}})
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/graphql", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+b.apiKey)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
+		raw, err := gqlPost(ctx, client, srv.URL, b.apiKey, map[string]any{"query": query,
+			"variables": map[string]any{"phone": seed.Phone(rand.IntN(b.customers))}})
+		if err == nil && !bytes.Contains(raw, []byte(want)) {
+			err = fmt.Errorf("no %s in the answer: %.200s", want, raw)
 		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || bytes.Contains(raw, []byte(`"errors"`)) || !bytes.Contains(raw, []byte(want)) {
-			return fmt.Errorf("status %d: %.200s", resp.StatusCode, raw)
-		}
-		return nil
+		return err
 	}
 	gql := func(ctx context.Context, w, seq int) error { return post(ctx, query360, `"events"`) }
 	pool, err := pgxpool.New(ctx, cfg.databaseURL)

@@ -126,6 +126,30 @@ func ensureTenants(ctx context.Context, db *postgres.DB, n int) error {
 	return nil
 }
 
+// ingestWorkspace creates the workspace an ingest benchmark measures
+// (bench-<kind>-<unix time>) in a database of at least ic.tenants others,
+// and applies update to it when one is given.
+func ingestWorkspace(ctx context.Context, cfg config, ic *ingestConfig, kind, name string, update *c360.WorkspaceUpdate) (*c360.WorkspaceCredentials, error) {
+	db, err := postgres.Open(ctx, cfg.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	if err := ensureTenants(ctx, db, ic.tenants); err != nil {
+		return nil, err
+	}
+	creds, err := db.CreateWorkspace(ctx, fmt.Sprintf("bench-%s-%d", kind, time.Now().Unix()), name)
+	if err != nil {
+		return nil, err
+	}
+	if update != nil {
+		if _, err := db.UpdateWorkspace(ctx, creds.Slug, *update); err != nil {
+			return nil, fmt.Errorf("update the workspace: %w", err)
+		}
+	}
+	return creds, nil
+}
+
 // afterWarmUp runs ANALYZE on the tables ingest writes, when asked. The
 // warm-up filled a new workspace faster than autovacuum analyzes: on the
 // statistics of before, the planner estimates one row for the workspace and
@@ -283,25 +307,11 @@ func benchWebhooks(ctx context.Context, cfg config, ic *ingestConfig) error {
 	if err != nil {
 		return fmt.Errorf("--webhook-workers: %w", err)
 	}
-	db, err := postgres.Open(ctx, cfg.databaseURL)
-	if err != nil {
-		return err
-	}
-	if err := ensureTenants(ctx, db, ic.tenants); err != nil {
-		db.Close()
-		return err
-	}
-	slug := fmt.Sprintf("bench-wh-%d", time.Now().Unix())
-	creds, err := db.CreateWorkspace(ctx, slug, "webhook benchmark")
-	if err != nil {
-		db.Close()
-		return err
-	}
 	token, sid := nonce(32), benchAccountSID
-	_, err = db.UpdateWorkspace(ctx, creds.Slug, c360.WorkspaceUpdate{TwilioAuthToken: &token, TwilioAccountSID: &sid})
-	db.Close()
+	creds, err := ingestWorkspace(ctx, cfg, ic, "wh", "webhook benchmark",
+		&c360.WorkspaceUpdate{TwilioAuthToken: &token, TwilioAccountSID: &sid})
 	if err != nil {
-		return fmt.Errorf("set the Twilio auth token: %w", err)
+		return err
 	}
 	env, pprofAddr, err := ingestServerEnv(ic)
 	if err != nil {
