@@ -73,7 +73,11 @@ func EmptyDatabase(t testing.TB, suffix string) string {
 	if err != nil {
 		t.Fatalf("test database: %v", err)
 	}
-	t.Cleanup(func() { dropDatabase(name) })
+	t.Cleanup(func() {
+		if err := dropDatabase(name); err != nil {
+			t.Error(err)
+		}
+	})
 	return u
 }
 
@@ -104,14 +108,17 @@ func newDatabase(name string) (string, error) {
 }
 
 // dropDatabase drops the database name, whoever is connected to it.
-func dropDatabase(name string) {
+func dropDatabase(name string) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
 	if err != nil {
-		return
+		return fmt.Errorf("drop %s: %w", name, err)
 	}
 	defer conn.Close(ctx)
-	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop %s: %w", name, err)
+	}
+	return nil
 }
 
 func create() (string, error) {
@@ -138,12 +145,16 @@ func create() (string, error) {
 }
 
 // Drop removes this binary's database; call it from TestMain after m.Run.
+// A database left behind is said on stderr (the next run of the binary
+// drops it before it creates its own).
 func Drop() {
 	if dbURL == "" {
 		return
 	}
 	u, _ := url.Parse(dbURL)
-	dropDatabase(strings.TrimPrefix(u.Path, "/"))
+	if err := dropDatabase(strings.TrimPrefix(u.Path, "/")); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+	}
 }
 
 func sanitize(s string) string {
