@@ -145,8 +145,7 @@ func create() (string, error) {
 }
 
 // Drop removes this binary's database; call it from TestMain after m.Run.
-// A database left behind is said on stderr (the next run of the binary
-// drops it before it creates its own).
+// A database it could not drop is named on stderr.
 func Drop() {
 	if dbURL == "" {
 		return
