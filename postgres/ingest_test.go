@@ -462,8 +462,18 @@ func TestSettledEventReportsBlockedIdentities(t *testing.T) {
 	if res[0].CustomerID != b.CustomerID || len(res[0].Dropped) != 1 {
 		t.Errorf("event = %+v, want customer %d (not %d) and the blocked email dropped", res[0], b.CustomerID, a.CustomerID)
 	}
-	if sent := counter.Statements(); strings.Contains(sent, "SELECT k.id, i.type, i.value FROM unnest") {
+	const readIdentities = "SELECT k.id, i.type, i.value FROM unnest"
+	if sent := counter.Statements(); strings.Contains(sent, readIdentities) {
 		t.Errorf("a settled group read customers' identities:\n%s", sent)
+	}
+	// The control: an event that attaches a new identity to b is judged on
+	// b's identities, so its group reads them.
+	counter.Reset()
+	if _, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{track("5", ids("user_id", "u2", "phone", "+14155550177"))}); err != nil {
+		t.Fatal(err)
+	}
+	if sent := counter.Statements(); !strings.Contains(sent, readIdentities) {
+		t.Errorf("an unsettled group read no identities:\n%s", sent)
 	}
 }
 
