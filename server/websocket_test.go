@@ -160,10 +160,7 @@ func TestWebsocketLegacyProtocol(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
 	id := ingest(t, e.db, e.ws, email("jo@example.com"), nil)
 	c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
-	c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
-	if m := c.read(); m.Type != "connection_ack" {
-		t.Fatalf("got %s, want connection_ack", m.Type)
-	}
+	c.init(e.key)
 	c.send("start", "1", map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 	ingest(t, e.db, e.ws, email("jo@example.com"), map[string]any{"a": 1})
@@ -282,10 +279,7 @@ func TestWebsocketSubscriptionLimit(t *testing.T) {
 	})
 	t.Run("graphql-ws (legacy)", func(t *testing.T) {
 		c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
-		c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
-		if m := c.read(); m.Type != "connection_ack" {
-			t.Fatalf("got %s, want connection_ack", m.Type)
-		}
+		c.init(e.key)
 		for _, sub := range []string{"bad1", "bad2", "bad3"} {
 			c.send("start", sub, map[string]any{"query": subCustomer, "variables": bad})
 			endedWithError(t, c, sub)
@@ -324,35 +318,33 @@ func TestWebsocketLegacyIDReuseAfterStop(t *testing.T) {
 	id := ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), nil)
 	start := map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}}
 	c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
-	c.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
-	if m := c.read(); m.Type != "connection_ack" {
-		t.Fatalf("got %s, want connection_ack", m.Type)
-	}
+	c.init(e.key)
 	c.send("start", "a", start)
-	for range 50 {
+	const churn = 50
+	for range churn {
 		c.send("stop", "a", nil)
 		c.send("start", "a", start)
 	}
+	// Each stop is answered by its complete, and nothing else comes.
+	for i := range churn {
+		if m := c.read(); m.Type != "complete" || m.ID != "a" {
+			t.Fatalf("after %d of %d stops answered: got %s %q %s, want complete for a", i, churn, m.Type, m.ID, m.Payload)
+		}
+	}
 	waitFor(t, "one subscription left running", func() bool { return e.hub.Stats().Streams == 1 })
 	ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), map[string]any{"plan": "pro"})
-	// The stops' completes come first; then the change, once.
-	for {
-		m := c.read()
-		if m.Type == "complete" && m.ID == "a" {
-			continue
-		}
-		if m.Type != "data" || m.ID != "a" {
-			t.Fatalf("got %s %q %s, want data for a", m.Type, m.ID, m.Payload)
-		}
-		var p struct {
-			Data struct {
-				CustomerChanged change `json:"customerChanged"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(m.Payload, &p); err != nil || p.Data.CustomerChanged.Version != 2 {
-			t.Fatalf("data %s (%v), want version 2", m.Payload, err)
-		}
-		break
+	// Then the change, once.
+	m := c.read()
+	if m.Type != "data" || m.ID != "a" {
+		t.Fatalf("got %s %q %s, want data for a", m.Type, m.ID, m.Payload)
+	}
+	var p struct {
+		Data struct {
+			CustomerChanged change `json:"customerChanged"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(m.Payload, &p); err != nil || p.Data.CustomerChanged.Version != 2 {
+		t.Fatalf("data %s (%v), want version 2", m.Payload, err)
 	}
 	ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), map[string]any{"plan": "team"})
 	if m := c.read(); m.Type != "data" || m.ID != "a" || !strings.Contains(string(m.Payload), `"version":3`) {
@@ -641,10 +633,7 @@ func TestWebsocketForgetsItsInitPayload(t *testing.T) {
 	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
 	c.init(e.key)
 	legacy := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
-	legacy.send("connection_init", "", map[string]any{"authorization": "Bearer " + e.key})
-	if m := legacy.read(); m.Type != "connection_ack" {
-		t.Fatalf("legacy: got %s, want connection_ack", m.Type)
-	}
+	legacy.init(e.key)
 	open, holding := e.s.WebsocketInitPayloads()
 	if open != 2 || holding != 0 {
 		t.Fatalf("%d connections open, %d holding their connection_init payload; want 2 and 0", open, holding)
