@@ -201,7 +201,9 @@ func invalid(format string, args ...any) error {
 // traits (an identify event), then each turn as a chat message followed by
 // its intent (a track event), then the observations (track events). Every
 // event's dedupe key derives from the session, so a webhook delivered again
-// is stored once. labels name each event for error messages.
+// is stored once. labels name each event for error messages. Events takes
+// the times ParsePayload parsed (a traitsAt of year 1 included): call it on
+// a payload ParsePayload returned.
 func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []string) {
 	sid := p.SessionID
 	base := func(typ, key string, at time.Time) *c360.Event {
