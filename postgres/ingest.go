@@ -558,10 +558,7 @@ func insertMessage(ctx context.Context, tx pgx.Tx, ws, customer, eventID int64, 
 		SELECT id FROM m`
 	args := []any{ws, conv, customer, eventID, m.Channel, m.Direction, m.Body, out.MediaURLs, m.Status, m.ProviderID, ev.OccurredAt}
 	if m.Direction == c360.DirectionOutbound && m.ProviderID != "" {
-		b := &pgx.Batch{}
-		queueProviderMessageLock(b, ws, m.ProviderID)
-		b.Queue(insertSQL, args...)
-		err = withProviderMessageLock(ctx, tx, b, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&out.ID) })
+		err = lockedQueryRow(ctx, tx, ws, m.ProviderID, insertSQL, args, &out.ID)
 	} else {
 		err = tx.QueryRow(ctx, insertSQL, args...).Scan(&out.ID)
 	}

@@ -20,16 +20,12 @@ var _ c360.MessagingService = (*DB)(nil)
 // their error code. found is false when no such message is stored; m is nil
 // when nothing changed.
 func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, found bool, err error) {
-	b := &pgx.Batch{}
-	queueProviderMessageLock(b, ws, ev.Message.ProviderID)
-	b.Queue(`
-		SELECT id, conversation_id, customer_id, channel, direction, status FROM messages
-		WHERE workspace_id = $1 AND provider_id = $2 FOR UPDATE`, ws, ev.Message.ProviderID)
 	m = &c360.Message{WorkspaceID: ws}
 	var current string
-	err = withProviderMessageLock(ctx, tx, b, func(br pgx.BatchResults) error {
-		return br.QueryRow().Scan(&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current)
-	})
+	err = lockedQueryRow(ctx, tx, ws, ev.Message.ProviderID, `
+		SELECT id, conversation_id, customer_id, channel, direction, status FROM messages
+		WHERE workspace_id = $1 AND provider_id = $2 FOR UPDATE`, []any{ws, ev.Message.ProviderID},
+		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current)
 	if err == pgx.ErrNoRows {
 		return nil, false, nil
 	} else if err != nil {
@@ -56,30 +52,26 @@ func setMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, m *c360.Message)
 	return nil
 }
 
-// queueProviderMessageLock serializes, per provider message id, the transaction
-// that records an outbound message and those that apply its status
-// callbacks. Without it a callback running while the record is uncommitted
-// finds no message, and the record's catch-up (catchUpStatus), run before
-// the callback committed, finds no callback: the status would be stored and
+// lockedQueryRow runs one statement that returns a row into dest under
+// the lock of a provider message id, in one round trip with it.
+//
+// The lock serializes, per provider message id, the transaction that
+// records an outbound message and those that apply its status callbacks.
+// Without it a callback running while the record is uncommitted finds no
+// message, and the record's catch-up (catchUpStatus), run before the
+// callback committed, finds no callback: the status would be stored and
 // never applied. Whichever takes the lock second now sees the other's
 // committed work (each statement after the wait reads a new snapshot).
-// The lock travels in one round trip with the statement it guards: b holds
-// the lock (queueProviderMessageLock) and then that statement, whose
-// results read reads.
-func queueProviderMessageLock(b *pgx.Batch, ws int64, providerID string) {
-	key := identity.Key(ws, identity.Identity{Type: "provider message", Value: providerID})
-	b.Queue(`SELECT pg_advisory_xact_lock($1)`, key)
-}
-
-// withProviderMessageLock sends b, whose first statement is the lock, and
-// lets read read the rest.
-func withProviderMessageLock(ctx context.Context, tx pgx.Tx, b *pgx.Batch, read func(pgx.BatchResults) error) error {
+func lockedQueryRow(ctx context.Context, tx pgx.Tx, ws int64, providerID, sql string, args []any, dest ...any) error {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock($1)`, identity.Key(ws, identity.Identity{Type: "provider message", Value: providerID}))
+	b.Queue(sql, args...)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		return interpretError(fmt.Errorf("lock provider message: %w", err))
 	}
-	if err := read(br); err != nil {
+	if err := br.QueryRow().Scan(dest...); err != nil {
 		br.Close()
 		return err
 	}
