@@ -34,6 +34,18 @@ func GroupStatements(ws int64, customers []int64) (sql []string, args [][]any) {
 	return append(sql, sqlW...), append(args, argsW...)
 }
 
+// PerEventReadStatements returns the per-event path's reads of the owners
+// of the customers' phones (as GroupStatements names them), of the
+// customers to lock and of their identities, with their arguments.
+func PerEventReadStatements(ws int64, customers []int64) (sql []string, args [][]any) {
+	types, values := make([]string, len(customers)), make([]string, len(customers))
+	for i := range customers {
+		types[i], values[i] = "phone", "+1415555"+strconv.Itoa(1000+i)
+	}
+	return []string{ownersSQL, lockCustomersSQL, identitiesOfSQL},
+		[][]any{{ws, types, values}, {ws, customers}, {ws, customers}}
+}
+
 // IngestByGroupOnly applies events with the group path alone, in one
 // transaction: it fails (errSlowPath) where Ingest would have fallen back
 // to the per-event path.

@@ -289,10 +289,7 @@ func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.R
 			return nil, identity.Decision{}, fmt.Errorf("resolve identities: customers kept changing under us")
 		}
 		owners := map[identity.Identity]int64{}
-		rows, err := tx.Query(ctx, `
-			SELECT i.type, i.value, i.customer_id FROM identities i
-			JOIN unnest($2::text[], $3::text[]) AS x(t, v) ON i.type = x.t AND i.value = x.v
-			WHERE i.workspace_id = $1 AND i.type = ANY($2) AND i.value = ANY($3)`, ws, types, values)
+		rows, err := tx.Query(ctx, ownersSQL, ws, types, values)
 		if err != nil {
 			return nil, identity.Decision{}, interpretError(fmt.Errorf("find owners: %w", err))
 		}
@@ -300,7 +297,7 @@ func (db *DB) resolve(ctx context.Context, tx pgx.Tx, ws int64, rules identity.R
 		for rows.Next() {
 			var id identity.Identity
 			var cust int64
-			if err := rows.Scan(&id.Type, &id.Value, &cust); err != nil {
+			if err := rows.Scan(&id.Type, &id.Value, &cust, nil); err != nil {
 				rows.Close()
 				return nil, identity.Decision{}, fmt.Errorf("scan owner: %w", err)
 			}
@@ -390,15 +387,37 @@ func causeOf(ids []identity.Identity, owners map[identity.Identity]int64, m int6
 }
 
 // lockCustomers locks the candidate rows in id order. stale reports that one
+
+// The reads of identities both paths make: the owners of identities ($2
+// types, $3 values), with when each was last seen, and the identities of
+// customers ($2 ids). Each looks its keys up one at a time (LATERAL ...
+// OFFSET 0, see findBatch), so a workspace the planner's statistics do not
+// know yet is not read whole (TestUnknownWorkspacePlansStayKeyLookups).
+const (
+	ownersSQL = `
+		SELECT x.t, x.v, i.customer_id, i.last_seen
+		FROM unnest($2::text[], $3::text[]) AS x(t, v)
+		CROSS JOIN LATERAL (SELECT customer_id, last_seen FROM identities
+			WHERE workspace_id = $1 AND type = x.t AND value = x.v OFFSET 0) i`
+	identitiesOfSQL = `
+		SELECT k.id, i.type, i.value FROM unnest($2::bigint[]) AS k(id)
+		CROSS JOIN LATERAL (SELECT type, value FROM identities
+			WHERE workspace_id = $1 AND customer_id = k.id OFFSET 0) i`
+)
+
+// lockCustomersSQL is the per-event path's lock of customers ($2 ids), in
+// id order.
+const lockCustomersSQL = `
+	SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
+	WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`
+
 // was merged away meanwhile, so the owners read before must be read again.
 func lockCustomers(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) (map[int64]*customerRow, bool, error) {
 	out := make(map[int64]*customerRow, len(ids))
 	if len(ids) == 0 {
 		return out, false, nil
 	}
-	rows, err := tx.Query(ctx, `
-		SELECT id, traits, trait_meta, version, merged_into IS NOT NULL FROM customers
-		WHERE workspace_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`, ws, ids)
+	rows, err := tx.Query(ctx, lockCustomersSQL, ws, ids)
 	if err != nil {
 		return nil, false, interpretError(fmt.Errorf("lock customers: %w", err))
 	}
@@ -424,7 +443,7 @@ func identitiesOf(ctx context.Context, tx pgx.Tx, ws int64, customers []int64) (
 	if len(customers) == 0 {
 		return out, nil
 	}
-	rows, err := tx.Query(ctx, `SELECT customer_id, type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, customers)
+	rows, err := tx.Query(ctx, identitiesOfSQL, ws, customers)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load identities: %w", err))
 	}

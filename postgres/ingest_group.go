@@ -196,11 +196,7 @@ func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
 		LEFT JOIN LATERAL (SELECT id, merged_into FROM customers
 			WHERE workspace_id = $1 AND id = e.customer_id OFFSET 0) c ON true`, ws, sources, dedupe)
 	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
-	b.Queue(`
-		SELECT x.t, x.v, i.customer_id, i.last_seen
-		FROM unnest($2::text[], $3::text[]) AS x(t, v)
-		CROSS JOIN LATERAL (SELECT customer_id, last_seen FROM identities
-			WHERE workspace_id = $1 AND type = x.t AND value = x.v OFFSET 0) i`, ws, types, values)
+	b.Queue(ownersSQL, ws, types, values)
 	return b, first
 }
 
@@ -421,10 +417,7 @@ func (r groupReads) batch(ws int64) *pgx.Batch {
 				CASE WHEN id = ANY($3) THEN traits END AS traits, CASE WHEN id = ANY($3) THEN trait_meta END AS trait_meta
 			FROM customers WHERE workspace_id = $1 AND id = k.id FOR UPDATE OFFSET 0) c`, ws, r.lock, r.traits)
 	if len(r.identities) > 0 {
-		b.Queue(`
-			SELECT k.id, i.type, i.value FROM unnest($2::bigint[]) AS k(id)
-			CROSS JOIN LATERAL (SELECT type, value FROM identities
-				WHERE workspace_id = $1 AND customer_id = k.id OFFSET 0) i`, ws, r.identities)
+		b.Queue(identitiesOfSQL, ws, r.identities)
 	}
 	if len(r.conversations) > 0 {
 		b.Queue(`

@@ -107,7 +107,7 @@ func TestPerEventPathReadsIdentitiesOnlyToJudge(t *testing.T) {
 		ev.Message.Direction, ev.Message.Status = c360.DirectionOutbound, "queued"
 		return ev
 	}
-	const readIdentities = "SELECT customer_id, type, value FROM identities"
+	const readIdentities = "SELECT k.id, i.type, i.value FROM unnest"
 	for _, tc := range []struct {
 		name  string
 		ev    *c360.Event

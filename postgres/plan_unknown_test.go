@@ -58,6 +58,18 @@ func TestUnknownWorkspacePlansStayKeyLookups(t *testing.T) {
 	for _, bad := range unkeyedGroupReads(t, db, fresh, sqls, args) {
 		t.Errorf("after 00013, %s", bad)
 	}
+	// The per-event path (merges, outbound messages, and any group that
+	// falls back to it) reads the same tables by key too.
+	psqls, pargs := postgres.PerEventReadStatements(fresh, customers)
+	plans := customPlans(t, db, fresh, psqls, pargs)
+	if len(plans) != len(psqls) {
+		t.Fatalf("planned %d of the per-event path's %d reads", len(plans), len(psqls))
+	}
+	for _, p := range plans {
+		if bad := p.Plan.readsWholeWorkspace(); bad != "" {
+			t.Errorf("after 00013, the per-event path's %s in:\n%s", bad, p.SQL)
+		}
+	}
 }
 
 // unkeyedGroupReads plans each of the group's statements in workspace ws
