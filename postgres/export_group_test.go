@@ -28,9 +28,7 @@ func GroupStatements(ws int64, customers []int64) (sql []string, args [][]any) {
 	reads := groupReads{lock: customers, identities: customers, traits: customers, conversations: customers,
 		events: len(customers), customers: len(customers), messages: len(customers)}
 	sqlW, argsW := GroupWriteStatements(ws, len(customers))
-	for _, q := range append(find.QueuedQueries, reads.batch(ws).QueuedQueries...) {
-		sql, args = append(sql, q.SQL), append(args, q.Arguments)
-	}
+	sql, args = statementsOf(append(find.QueuedQueries, reads.batch(ws).QueuedQueries...))
 	return append(sql, sqlW...), append(args, argsW...)
 }
 

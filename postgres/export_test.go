@@ -35,9 +35,13 @@ func ProfileStatements(ws int64, withMessages bool) (sql []string, args [][]any)
 	if _, err := queueProfiles(p, ws, nil, req); err != nil {
 		panic(err)
 	}
-	for _, q := range p.batch.QueuedQueries[1:] {
-		sql = append(sql, q.SQL)
-		args = append(args, q.Arguments)
+	return statementsOf(p.batch.QueuedQueries[1:])
+}
+
+// statementsOf lists queued statements' SQL and arguments.
+func statementsOf(qs []*pgx.QueuedQuery) (sql []string, args [][]any) {
+	for _, q := range qs {
+		sql, args = append(sql, q.SQL), append(args, q.Arguments)
 	}
 	return sql, args
 }
@@ -136,10 +140,7 @@ func GroupWriteStatements(ws int64, n int) (sql []string, args [][]any) {
 		w.message(1000+i, 2000+i, c.id, 3000+i, ev)
 		w.change(c, "event", map[string]any{})
 	}
-	for _, q := range w.queue(st).QueuedQueries {
-		sql, args = append(sql, q.SQL), append(args, q.Arguments)
-	}
-	return sql, args
+	return statementsOf(w.queue(st).QueuedQueries)
 }
 
 // ArrayRead is the batch of a read over an array of ids, from its
@@ -160,9 +161,7 @@ func ArrayReads(ws int64, n int) map[string]ArrayRead {
 	var b pgx.Batch
 	queueCustomersByIDs(&b, ws, ids)
 	var customers ArrayRead
-	for _, q := range b.QueuedQueries {
-		customers.SQL, customers.Args = append(customers.SQL, q.SQL), append(customers.Args, q.Arguments)
-	}
+	customers.SQL, customers.Args = statementsOf(b.QueuedQueries)
 	return map[string]ArrayRead{
 		"MergesByCustomers": {[]string{mergesByCustomersSQL}, [][]any{{ws, ids}}},
 		"CustomersByIDs":    customers,

@@ -85,11 +85,7 @@ func TestIngestGroupRoundTrips(t *testing.T) {
 			t.Errorf("event %d, new: %+v, want it stored on customer %d", i, r, customer)
 		}
 	}
-	var n int
-	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key LIKE 'b-%'`, ws).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n != 10 {
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key LIKE 'b-%'`, ws); n != 10 {
 		t.Errorf("%d events of round b stored, want the 10 new ones", n)
 	}
 }
