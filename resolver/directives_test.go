@@ -72,8 +72,7 @@ func TestPIIDirective(t *testing.T) {
 		{"assistant with pii", principalCtx(c360.RoleAssistant, c360.ScopePII), "jane@example.com|map[email:jane@example.com plan:pro]", "[identity.email traits.email]", ""},
 		{"agent", principalCtx(c360.RoleAgent), "jane@example.com|map[email:jane@example.com plan:pro]", "[identity.email traits.email]", ""},
 	} {
-		col := &collector{p: c360.PrincipalFromContext(tc.ctx)}
-		ctx := context.WithValue(tc.ctx, collectorKey{}, col)
+		ctx, col := withCollector(tc.ctx)
 		v, err := r.pii(fieldCtx(ctx, "Identity", "value"), jane,
 			func(context.Context) (any, error) { return jane.Value, nil }, model.PiiKindIdentityValue)
 		if err != nil {
@@ -94,6 +93,13 @@ func TestPIIDirective(t *testing.T) {
 	if traits["email"] != "jane@example.com" {
 		t.Errorf("masking changed the stored traits: %v", traits)
 	}
+}
+
+// withCollector returns ctx with an audit collector of its own, for its
+// principal.
+func withCollector(ctx context.Context) (context.Context, *collector) {
+	col := &collector{p: c360.PrincipalFromContext(ctx)}
+	return context.WithValue(ctx, collectorKey{}, col), col
 }
 
 // piiRead returns the fields col noted as read unmasked of customer, as
@@ -136,8 +142,7 @@ func TestPIIDirectiveOnStoredObjects(t *testing.T) {
 			json.RawMessage(`{"email": "jane@example.com", "n": 12345678901234567, "big": 1e400}`),
 			`{"big":1e400,"email":"j***@example.com","n":12345678901234567}`, ""},
 	} {
-		col := &collector{p: c360.PrincipalFromContext(tc.ctx)}
-		ctx := context.WithValue(tc.ctx, collectorKey{}, col)
+		ctx, col := withCollector(tc.ctx)
 		v, err := r.pii(fieldCtx(ctx, "Event", "properties"), event,
 			func(context.Context) (any, error) { return tc.in, nil }, model.PiiKindJSON)
 		if err != nil {
