@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 )
 
 // Event types. Segment's calls keep their names; connectors add message and
@@ -34,14 +35,20 @@ type Event struct {
 	// TraitsIfAbsent are set only on a customer who has no value for them
 	// yet: a provider's profile name never overwrites a name already known.
 	TraitsIfAbsent map[string]any
-	// Properties are set by a source. An event read back from the store
-	// has RawProperties instead, the object as stored: a page of events is
-	// mostly handed on as it is, and decoding each object only to encode it
-	// again cost more than reading it. PropertiesJSON reads whichever is
-	// set.
+	// Properties are set by a source, as a map or as RawProperties: a JSON
+	// object as the source received it, which PlainObject accepts. Such an
+	// object goes into the store as it came and keeps every digit of its
+	// numbers; decoding it into a map only to encode it again cost more
+	// than the rest of a Segment call. An event read back from the store
+	// has RawProperties too, the object as stored: a page of events is
+	// mostly handed on as it is. PropertiesJSON reads whichever is set.
+	// Message events carry Properties (the threadKey is read from it).
 	Properties    map[string]any
 	RawProperties json.RawMessage
-	Context       map[string]any
+	// Context is the source's context object, as a map or as RawContext,
+	// which PlainObject accepts (as RawProperties).
+	Context    map[string]any
+	RawContext json.RawMessage
 
 	Source     string // graphql, segment, twilio, whatsapp, chatbot
 	DedupeKey  string // the source's own id (messageId, MessageSid); unique per workspace and source
@@ -105,6 +112,39 @@ func (e *Event) PropertiesJSON() (json.RawMessage, error) {
 		return json.RawMessage(`{}`), nil
 	}
 	return json.Marshal(e.Properties)
+}
+
+// PlainObject reports whether raw, a valid JSON text, is an object that
+// any JSON store keeps byte for byte: valid UTF-8, no \u escape (PostgreSQL
+// refuses \u0000 and a lone surrogate, which encoding/json would have
+// replaced), and no number with an exponent (1e400 is valid JSON that no
+// float64 holds, and PostgreSQL would spell it out in 401 digits). A JSON
+// object without these is what it looks like; one with them is decoded, as
+// any JSON is, before it is stored.
+func PlainObject(raw []byte) bool {
+	i := 0
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
+		i++
+	}
+	if i == len(raw) || raw[i] != '{' || !utf8.Valid(raw) {
+		return false
+	}
+	inString := false
+	for ; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case inString && c == '\\':
+			i++
+			if i < len(raw) && raw[i] == 'u' {
+				return false
+			}
+		case c == '"':
+			inString = !inString
+		case !inString && (c == 'e' || c == 'E') && raw[i-1] >= '0' && raw[i-1] <= '9':
+			return false
+		}
+	}
+	return true
 }
 
 // NameOrNil returns the name, or nil when the event type has none.

@@ -238,8 +238,8 @@ type storedEvent struct {
 	PreviousID     *c360.Identity  `json:"previousId,omitempty"`
 	Traits         map[string]any  `json:"traits,omitempty"`
 	TraitsIfAbsent map[string]any  `json:"traitsIfAbsent,omitempty"`
-	Properties     map[string]any  `json:"properties,omitempty"`
-	Context        map[string]any  `json:"context,omitempty"`
+	Properties     json.RawMessage `json:"properties,omitempty"`
+	Context        json.RawMessage `json:"context,omitempty"`
 	Source         string          `json:"source"`
 	DedupeKey      string          `json:"dedupeKey"`
 	OccurredAt     time.Time       `json:"occurredAt"`
@@ -266,7 +266,8 @@ type storedConsent struct {
 func toStoredEvent(ev *c360.Event) storedEvent {
 	s := storedEvent{
 		Type: ev.Type, Name: ev.Name, Identities: ev.Identities, PreviousID: ev.PreviousID,
-		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent, Properties: ev.Properties, Context: ev.Context,
+		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent,
+		Properties: storedObject(ev.RawProperties, ev.Properties), Context: storedObject(ev.RawContext, ev.Context),
 		Source: ev.Source, DedupeKey: ev.DedupeKey, OccurredAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt,
 	}
 	if s.Identities == nil {
@@ -282,6 +283,15 @@ func toStoredEvent(ev *c360.Event) storedEvent {
 	return s
 }
 
+// storedObject is an event's object as a dead letter keeps it: its bytes
+// when it has them, else its map encoded, else nothing.
+func storedObject(raw json.RawMessage, m map[string]any) json.RawMessage {
+	if raw != nil || m == nil {
+		return raw
+	}
+	return json.RawMessage(mustJSON(m))
+}
+
 func fromStoredEvent(raw []byte) (*c360.Event, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // large integers in properties stay exact
@@ -291,8 +301,23 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 	}
 	ev := &c360.Event{
 		Type: s.Type, Name: s.Name, Identities: s.Identities, PreviousID: s.PreviousID,
-		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent, Properties: s.Properties, Context: s.Context,
+		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent,
 		Source: s.Source, DedupeKey: s.DedupeKey, OccurredAt: s.OccurredAt, ReceivedAt: s.ReceivedAt,
+	}
+	// Objects come back as maps, whatever form they were kept in: a
+	// message's threadKey is read from its properties.
+	for _, o := range []struct {
+		raw json.RawMessage
+		m   *map[string]any
+	}{{s.Properties, &ev.Properties}, {s.Context, &ev.Context}} {
+		if o.raw == nil {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(o.raw))
+		dec.UseNumber()
+		if err := dec.Decode(o.m); err != nil {
+			return nil, fmt.Errorf("decode stored event: %w", err)
+		}
 	}
 	if m := s.Message; m != nil {
 		ev.Message = &c360.MessageInput{Channel: m.Channel, Direction: m.Direction, Body: m.Body, MediaURLs: m.MediaURLs,

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -122,7 +123,9 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 
 	ev := track("fix-1", ids("email", "fix@example.com"))
 	ev.Name = name
-	ev.Properties = map[string]any{"big": 12345678901234567, "nested": map[string]any{"a": []any{1.5, "x"}}}
+	// As Segment's calls come: objects kept as their bytes.
+	ev.RawProperties = json.RawMessage(`{"big": 12345678901234567, "nested": {"a": [1.5, "x"]}}`)
+	ev.RawContext = json.RawMessage(`{"seq": 98765432109876543}`)
 	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
 	var kept *c360.DeadLetteredError
 	if !errors.As(err, &kept) {
@@ -147,9 +150,10 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 	if got.Name != name || got.Source != "test" {
 		t.Errorf("replayed event = %+v, want the original event", got)
 	}
-	var big string
-	if err := db.Pool.QueryRow(ctx, `SELECT properties->>'big' FROM events WHERE workspace_id = $1 AND id = $2`, ws, got.ID).Scan(&big); err != nil || big != "12345678901234567" {
-		t.Errorf("replayed properties.big = %q, %v, want 12345678901234567 exactly", big, err)
+	var big, seq string
+	if err := db.Pool.QueryRow(ctx, `SELECT properties->>'big', context->>'seq' FROM events WHERE workspace_id = $1 AND id = $2`,
+		ws, got.ID).Scan(&big, &seq); err != nil || big != "12345678901234567" || seq != "98765432109876543" {
+		t.Errorf("replayed properties.big, context.seq = %q, %q, %v, want 12345678901234567 and 98765432109876543 exactly", big, seq, err)
 	}
 	again, err := db.ReplayDeadLetter(ctx, ws, d.ID)
 	if err != nil || !again.ReplayedAt.Equal(*d.ReplayedAt) || again.ReplayedEventID != d.ReplayedEventID {

@@ -95,8 +95,14 @@ type preparedEvent struct {
 
 // encode fills the event's JSON columns.
 func (p *preparedEvent) encode() {
-	p.properties, p.identitiesRaw = mustJSON(p.ev.Properties), mustJSON(p.identities)
-	p.traits, p.context = jsonOrNil(p.ev.Traits), jsonOrNil(p.ev.Context)
+	p.properties, p.identitiesRaw = jsonObject(p.ev.RawProperties, p.ev.Properties), mustJSON(p.identities)
+	p.traits = jsonOrNil(p.ev.Traits)
+	if p.ev.RawContext != nil {
+		s := string(p.ev.RawContext)
+		p.context = &s
+	} else {
+		p.context = jsonOrNil(p.ev.Context)
+	}
 	p.traitsIfAbsent = jsonOrNil(p.ev.TraitsIfAbsent)
 }
 
@@ -163,7 +169,10 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if ev.ReceivedAt.IsZero() {
 		ev.ReceivedAt = db.Now()
 	}
-	if ev.Properties == nil {
+	if ev.RawProperties != nil && !c360.PlainObject(ev.RawProperties) || ev.RawContext != nil && !c360.PlainObject(ev.RawContext) {
+		return p, c360.Errorf(c360.EINVALID, "properties or context kept as bytes that are not a plain JSON object")
+	}
+	if ev.Properties == nil && ev.RawProperties == nil {
 		ev.Properties = map[string]any{}
 	}
 	return p, nil

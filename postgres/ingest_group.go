@@ -635,6 +635,14 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
+// jsonObject is the text of an object given as its bytes or as a map.
+func jsonObject(raw json.RawMessage, m map[string]any) string {
+	if raw != nil {
+		return string(raw)
+	}
+	return mustJSON(m)
+}
+
 func jsonOrNil(m map[string]any) *string {
 	if m == nil {
 		return nil

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -193,6 +194,20 @@ func TestIngestRefusesBadInputAndWritesNothing(t *testing.T) {
 		ev.Type, ev.Name, ev.Message = c360.EventMessageStatus, "", msg
 		if _, err := db.Ingest(context.Background(), ws, []*c360.Event{ev}); c360.ErrorCode(err) != c360.EINVALID {
 			t.Errorf("status with %s: %v, want %s", name, err, c360.EINVALID)
+		}
+	}
+	// Objects kept as bytes must be plain: the store writes them unread.
+	for name, raw := range map[string]string{"an exponent": `{"x":1e5}`, "a \\u escape": `{"x":"\u0000"}`, "not an object": `[1]`} {
+		for _, inContext := range []bool{false, true} {
+			ev := track("raw-"+name, ids("email", "raw@example.com"))
+			if inContext {
+				ev.RawContext = json.RawMessage(raw)
+			} else {
+				ev.RawProperties = json.RawMessage(raw)
+			}
+			if _, err := db.Ingest(t.Context(), ws, []*c360.Event{ev}); c360.ErrorCode(err) != c360.EINVALID {
+				t.Errorf("raw object with %s (context %v): %v, want %s", name, inContext, err, c360.EINVALID)
+			}
 		}
 	}
 	// A batch with one bad event writes none of them.

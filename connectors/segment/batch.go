@@ -187,7 +187,7 @@ func (b *Batch) Events(receivedAt time.Time) []Result {
 			continue
 		}
 		if b.Context != nil {
-			m.Context = mergeContext(m.Context, b.Context)
+			m.Context.set(mergeContext(m.Context.Map(), b.Context))
 		}
 		r.Event, r.Err = m.Canonical(typ, receivedAt, b.SentAt)
 	}

@@ -29,8 +29,8 @@ type Message struct {
 	Category string `json:"category"`
 
 	Traits     map[string]any `json:"traits"`
-	Properties map[string]any `json:"properties"`
-	Context    map[string]any `json:"context"`
+	Properties Object         `json:"properties"`
+	Context    Object         `json:"context"`
 
 	Timestamp         Time `json:"timestamp"`
 	OriginalTimestamp Time `json:"originalTimestamp"`
@@ -140,8 +140,6 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		Source:     Source,
 		DedupeKey:  string(m.MessageID),
 		Traits:     m.Traits,
-		Properties: m.Properties,
-		Context:    m.Context,
 		ReceivedAt: receivedAt,
 		OccurredAt: occurredAt(m, receivedAt, sentAt),
 	}
@@ -167,11 +165,13 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		ev.Name = m.Name
 		ev.Traits = nil
 		if m.Category != "" {
-			if _, ok := ev.Properties["category"]; !ok {
-				if ev.Properties == nil {
-					ev.Properties = make(map[string]any, 1)
+			props := m.Properties.Map()
+			if _, ok := props["category"]; !ok {
+				if props == nil {
+					props = make(map[string]any, 1)
 				}
-				ev.Properties["category"] = m.Category
+				props["category"] = m.Category
+				m.Properties.set(props)
 			}
 		}
 	case c360.EventGroup:
@@ -184,7 +184,8 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		if m.Traits != nil {
 			props["traits"] = m.Traits
 		}
-		ev.Properties, ev.Traits = props, nil
+		m.Properties.set(props)
+		ev.Traits = nil
 	case c360.EventAlias:
 		if m.PreviousID == "" {
 			return nil, c360.Errorf(c360.EINVALID, "alias call has no previousId")
@@ -206,6 +207,8 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		// told from a new call, so a retried call is stored twice.
 		ev.DedupeKey = newMessageID()
 	}
+	ev.RawProperties, ev.Properties = m.Properties.raw, m.Properties.m
+	ev.RawContext, ev.Context = m.Context.raw, m.Context.m
 	return ev, nil
 }
 

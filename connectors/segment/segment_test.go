@@ -556,3 +556,60 @@ func TestBatchIsolatesCallsTheDatabaseRefuses(t *testing.T) {
 		t.Errorf("stored %d events, want the 2 good ones", n)
 	}
 }
+
+// A call's properties and context are stored as they came: integers keep
+// every digit, decimals their scale. Objects that PostgreSQL would not keep
+// byte for byte (a \u escape, an exponent) are decoded first, as they
+// always were: a lone surrogate becomes U+FFFD, a number no float64
+// holds is refused.
+func TestObjectsAreStoredAsSent(t *testing.T) {
+	e := newEnv(t)
+	body := []byte(`{"batch": [
+		{"type": "track", "userId": "o-1", "event": "Exact", "messageId": "o-0",
+		 "properties": {"order_id": 12345678901234567, "price": 18.990, "tags": ["a", {"b": null}], "ok": true},
+		 "context": {"library": {"name": "analytics-node", "version": "3.1.0"}, "seq": 98765432109876543}},
+		{"type": "track", "userId": "o-1", "event": "Escaped", "messageId": "o-1",
+		 "properties": {"name": "caf\u00e9", "lone": "\ud800", "n": 12345678901234567}},
+		{"type": "track", "userId": "o-1", "event": "Huge", "messageId": "o-2", "properties": {"big": 1e400}},
+		{"type": "track", "userId": "o-1", "event": "Listed", "messageId": "o-3", "properties": [1]}
+	]}`)
+	r := e.post(t, "/v1/batch", basic(e.writeKey), body)
+	want := map[int]string{2: "properties: want a number, got number", 3: "properties: want an object, got array"}
+	if r.Status != http.StatusOK || len(r.Rejected) != len(want) {
+		t.Fatalf("got %+v, want 200 with calls 2 and 3 rejected", r)
+	}
+	for _, rej := range r.Rejected {
+		if !strings.Contains(rej.Error, want[rej.Index]) {
+			t.Errorf("rejected[%d] error %q, want it to contain %q", rej.Index, rej.Error, want[rej.Index])
+		}
+	}
+	stored := func(key, column string) map[string]any {
+		t.Helper()
+		var raw []byte
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT `+column+`::text FROM events WHERE workspace_id = $1 AND dedupe_key = $2`,
+			e.ws, key).Scan(&raw); err != nil {
+			t.Fatalf("%s of %s: %v", column, key, err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	props := stored("o-0", "properties")
+	if props["order_id"] != json.Number("12345678901234567") || props["price"] != json.Number("18.990") || props["ok"] != true {
+		t.Errorf("properties = %v, want order_id 12345678901234567 and price 18.990 as sent", props)
+	}
+	if tags, _ := props["tags"].([]any); len(tags) != 2 || tags[0] != "a" {
+		t.Errorf("tags = %v, want [a {b: null}]", props["tags"])
+	}
+	if cx := stored("o-0", "context"); cx["seq"] != json.Number("98765432109876543") || cx["library"] == nil {
+		t.Errorf("context = %v, want seq 98765432109876543 and the library as sent", cx)
+	}
+	escaped := stored("o-1", "properties")
+	if escaped["name"] != "café" || escaped["lone"] != "\ufffd" || escaped["n"] != json.Number("12345678901234568") {
+		t.Errorf("escaped properties = %v, want café, U+FFFD and n through a float64 (12345678901234568)", escaped)
+	}
+}
