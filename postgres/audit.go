@@ -195,26 +195,30 @@ type AuditWriterConfig struct {
 // every 10 s), and entries still queued when the process dies are lost.
 // Close writes what is queued. The alternative, writing reads on the
 // request path, would make every read wait on a write.
+//
+// The queue is a slice under a mutex, not a channel: a request appends its
+// entries and wakes the writer only when it finds the queue empty (the
+// linger starts) or fills a batch, so a steady stream of reads costs a
+// wake per batch instead of one per request, which each request paid in
+// a futex call on its own path.
 type AuditWriter struct {
-	db      *DB
-	cfg     AuditWriterConfig
-	queue   chan auditItem
-	pending atomic.Int64
+	db  *DB
+	cfg AuditWriterConfig
+
+	mu      sync.Mutex
+	queued  []*c360.AuditEntry
+	flushes []chan error // answered once everything queued before them is written
+	closed  bool
+
+	wake    chan struct{} // capacity 1: something for the writer to do
+	wakes   atomic.Int64  // sent on wake, for tests
 	dropped atomic.Int64
-	closed  atomic.Bool
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
 
 	warnMu   sync.Mutex
 	lastWarn time.Time
-}
-
-// auditItem is a batch of entries, or (flushed non-nil) a request to
-// report when everything queued before it is written.
-type auditItem struct {
-	entries []*c360.AuditEntry
-	flushed chan error
 }
 
 var _ c360.AuditLog = (*AuditWriter)(nil)
@@ -233,7 +237,7 @@ func NewAuditWriter(db *DB, cfg AuditWriterConfig) *AuditWriter {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &AuditWriter{db: db, cfg: cfg, queue: make(chan auditItem, 4096),
+	w := &AuditWriter{db: db, cfg: cfg, wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	return w
@@ -249,23 +253,34 @@ func (w *AuditWriter) FindAuditEntries(ctx context.Context, ws int64, f c360.Aud
 	return w.db.FindAuditEntries(ctx, ws, f)
 }
 
-// EnqueueAudit queues entries for the background writer. It never blocks:
-// when the queue is full, or the writer closed, the entries are dropped.
+// EnqueueAudit queues entries for the background writer. It never blocks
+// on the writer: when the queue is full, or the writer closed, the entries
+// are dropped.
 func (w *AuditWriter) EnqueueAudit(entries []*c360.AuditEntry) {
 	if len(entries) == 0 {
 		return
 	}
-	n := int64(len(entries))
-	if w.closed.Load() || w.pending.Add(n) > int64(w.cfg.MaxPending) {
-		w.pending.Add(-n)
+	w.mu.Lock()
+	if w.closed || len(w.queued)+len(entries) > w.cfg.MaxPending {
+		w.mu.Unlock()
 		w.drop(len(entries), "queue full")
 		return
 	}
+	first := len(w.queued) == 0
+	w.queued = append(w.queued, entries...)
+	full := len(w.queued) >= w.cfg.MaxBatch
+	w.mu.Unlock()
+	if first || full {
+		w.signal()
+	}
+}
+
+// signal wakes the writer, or leaves the wake it has not taken yet.
+func (w *AuditWriter) signal() {
 	select {
-	case w.queue <- auditItem{entries: entries}:
+	case w.wake <- struct{}{}:
+		w.wakes.Add(1)
 	default:
-		w.pending.Add(-n)
-		w.drop(len(entries), "queue full")
 	}
 }
 
@@ -286,28 +301,18 @@ func (w *AuditWriter) drop(n int, why string) {
 // Flush waits until every entry queued before the call is written (or its
 // write failed, which it returns). Tests use it to assert the rows.
 func (w *AuditWriter) Flush(ctx context.Context) error {
-	if w.closed.Load() {
-		return fmt.Errorf("audit writer closed")
-	}
 	ch := make(chan error, 1)
-	select {
-	case w.queue <- auditItem{flushed: ch}:
-	case <-w.done:
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
 		return fmt.Errorf("audit writer closed")
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	w.flushes = append(w.flushes, ch)
+	w.mu.Unlock()
+	w.signal()
 	select {
 	case err := <-ch:
 		return err
-	case <-w.done:
-		// Closed meanwhile: Close wrote what was queued, this included.
-		select {
-		case err := <-ch:
-			return err
-		default:
-			return fmt.Errorf("audit writer closed")
-		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -317,7 +322,9 @@ func (w *AuditWriter) Flush(ctx context.Context) error {
 // and stops the writer. Call it after the HTTP server has shut down.
 func (w *AuditWriter) Close() {
 	w.once.Do(func() {
-		w.closed.Store(true)
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
 		close(w.stop)
 	})
 	<-w.done
@@ -325,64 +332,68 @@ func (w *AuditWriter) Close() {
 
 func (w *AuditWriter) run() {
 	defer close(w.done)
-	var batch []*c360.AuditEntry
-	var waiting []chan error
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
-	write := func(ctx context.Context) {
-		err := w.write(ctx, batch)
-		for _, ch := range waiting {
-			ch <- err
-		}
-		batch, waiting = batch[:0], waiting[:0]
-	}
-	take := func(it auditItem) {
-		if it.flushed != nil {
-			waiting = append(waiting, it.flushed)
-			return
-		}
-		w.pending.Add(-int64(len(it.entries)))
-		batch = append(batch, it.entries...)
-	}
 	for {
 		select {
-		case it := <-w.queue:
-			take(it)
+		case <-w.wake:
 		case <-w.stop:
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			for {
-				select {
-				case it := <-w.queue:
-					take(it)
-					if len(batch) >= w.cfg.MaxBatch {
-						write(ctx)
-					}
-					continue
-				default:
-				}
-				break
-			}
-			write(ctx)
+			w.writeQueued(ctx)
 			cancel()
 			return
 		}
-		// Gather for the linger, up to a batch; a Flush or Close cuts it short.
-		linger.Reset(w.cfg.Linger)
-	gather:
-		for len(batch) < w.cfg.MaxBatch && len(waiting) == 0 {
-			select {
-			case it := <-w.queue:
-				take(it)
-			case <-linger.C:
-				break gather
-			case <-w.stop:
-				break gather
-			}
+		// Gather for the linger; a full batch, a Flush or Close cuts it short.
+		w.mu.Lock()
+		idle, urgent := len(w.queued) == 0 && len(w.flushes) == 0, len(w.flushes) > 0 || len(w.queued) >= w.cfg.MaxBatch
+		w.mu.Unlock()
+		if idle {
+			continue // a wake for what an earlier pass wrote
 		}
-		linger.Stop()
+		if !urgent {
+			linger.Reset(w.cfg.Linger)
+			select {
+			case <-linger.C:
+			case <-w.wake:
+			case <-w.stop:
+			}
+			linger.Stop()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		write(ctx)
+		w.writeQueued(ctx)
 		cancel()
+	}
+}
+
+// writeQueued writes everything queued, a batch at a time, then answers
+// the Flushes that were waiting when it started with the first error.
+func (w *AuditWriter) writeQueued(ctx context.Context) {
+	w.mu.Lock()
+	flushes := w.flushes
+	w.flushes = nil
+	w.mu.Unlock()
+	var first error
+	for {
+		w.mu.Lock()
+		n := min(len(w.queued), w.cfg.MaxBatch)
+		batch := w.queued[:n:n]
+		if n == len(w.queued) {
+			w.queued = nil
+		} else {
+			// The rest moves to a slice of its own: the written batch's
+			// array is not kept alive by what remains.
+			w.queued = slices.Clone(w.queued[n:])
+		}
+		w.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if err := w.write(ctx, batch); err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, ch := range flushes {
+		ch <- first
 	}
 }
 

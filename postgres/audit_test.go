@@ -155,6 +155,43 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
+	// A wake is a futex call on the request's path: a request makes one
+	// only when it starts a batch (or fills one), not for every entry.
+	t.Run("requests wake the writer once per batch", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 100, Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		defer w.Close()
+		before := auditCount(t, db, ws)
+		for i := 0; i < 50; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		if got := postgres.AuditWakes(w); got != 1 {
+			t.Errorf("wakes after 50 entries within a linger = %d, want 1", got)
+		}
+		for i := 50; i < 100; i++ {
+			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for auditCount(t, db, ws)-before != 100 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the full batch was not written (%d rows)", auditCount(t, db, ws)-before)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The filling entry wakes the writer unless the first wake is
+		// still unread (the writer then sees a full batch at once).
+		wakes := postgres.AuditWakes(w)
+		if wakes != 1 && wakes != 2 {
+			t.Errorf("wakes after a batch of 100 filled = %d, want 2 (its start and its end), or 1", wakes)
+		}
+		w.EnqueueAudit([]*c360.AuditEntry{entry(0)})
+		if got := postgres.AuditWakes(w); got != wakes+1 {
+			t.Errorf("wakes after an entry starts the next batch = %d, want %d", got, wakes+1)
+		}
+		if err := w.Flush(ctx); err != nil || auditCount(t, db, ws)-before != 101 {
+			t.Errorf("flush: %v, rows %d, want 101", err, auditCount(t, db, ws)-before)
+		}
+	})
+
 	t.Run("close does not wait for the linger", func(t *testing.T) {
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 		before := auditCount(t, db, ws)

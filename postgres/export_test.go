@@ -182,3 +182,6 @@ func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 // SearchCustomersSQL is FindCustomers' statement for a search: $1
 // workspace, $2 page size, $3 LIKE pattern, $4 and $5 the cursor or NULL.
 const SearchCustomersSQL = searchCustomersSQL
+
+// AuditWakes counts the times requests and Flush woke w's writer.
+func AuditWakes(w *AuditWriter) int64 { return w.wakes.Load() }
