@@ -96,6 +96,43 @@ func TestRecordAndFindAudit(t *testing.T) {
 	}
 }
 
+// Entries of several workspaces are written in one round trip, all or
+// none: an entry the database refuses (a workspace that does not exist)
+// leaves the others unwritten too.
+func TestRecordAuditIsOneRoundTripAllOrNone(t *testing.T) {
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
+	ctx := context.Background()
+	wsA, _, _ := pgtest.Workspace(t, db)
+	wsB, _, _ := pgtest.Workspace(t, db)
+	at := time.Now()
+	entries := []*c360.AuditEntry{c360.NewAuditEntry(nil, wsB, c360.AuditAPIKeyRevoke, at),
+		c360.NewAuditEntry(nil, wsA, c360.AuditAPIKeyRevoke, at), c360.NewAuditEntry(nil, wsA, c360.AuditAPIKeyCreate, at)}
+	if err := db.RecordAudit(ctx, entries); err != nil { // the pool's connection is made
+		t.Fatal(err)
+	}
+	counter.Reset()
+	if err := db.RecordAudit(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	if trips, n := counter.RoundTrips(), counter.Count(); trips != 1 || n != 2 {
+		t.Errorf("%d round trips, %d statements, want 1 and 2 (an insert per workspace):\n%s", trips, n, counter.Statements())
+	}
+	if a, b := auditCount(t, db, wsA), auditCount(t, db, wsB); a != 4 || b != 2 {
+		t.Fatalf("rows of A, B = %d, %d, want 4, 2", a, b)
+	}
+
+	gone := wsB + 1_000_000
+	err := db.RecordAudit(ctx, []*c360.AuditEntry{c360.NewAuditEntry(nil, wsA, c360.AuditAPIKeyRevoke, at),
+		c360.NewAuditEntry(nil, gone, c360.AuditAPIKeyRevoke, at)})
+	if err == nil {
+		t.Fatal("entries of a workspace that does not exist were written")
+	}
+	if a := auditCount(t, db, wsA); a != 4 {
+		t.Errorf("rows of A after a refused batch = %d, want 4 (none of the batch)", a)
+	}
+}
+
 func TestAuditWriter(t *testing.T) {
 	noLeaks(t)
 	db := pgtest.Open(t)
