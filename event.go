@@ -1,8 +1,12 @@
 package c360
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"reflect"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -36,7 +40,8 @@ type Event struct {
 	// yet: a provider's profile name never overwrites a name already known.
 	TraitsIfAbsent map[string]any
 	// Properties are set by a source, as a map or as RawProperties: a JSON
-	// object as the source received it, which PlainObject accepts. Such an
+	// object as the source received it, which a decoder validated and
+	// PlainObject accepts. Such an
 	// object goes into the store as it came and keeps every digit of its
 	// numbers; decoding it into a map only to encode it again cost more
 	// than the rest of a Segment call. An event read back from the store
@@ -114,13 +119,21 @@ func (e *Event) PropertiesJSON() (json.RawMessage, error) {
 	return json.Marshal(e.Properties)
 }
 
+// maxPlainNumber bounds the length of a number literal PlainObject lets
+// through. PostgreSQL's numeric holds at most 16,383 digits after the
+// point; a literal past this bound is read as a float64, as encoding/json
+// reads any number.
+const maxPlainNumber = 1000
+
 // PlainObject reports whether raw, a valid JSON text, is an object that
-// any JSON store keeps byte for byte: valid UTF-8, no \u escape (PostgreSQL
-// refuses \u0000 and a lone surrogate, which encoding/json would have
-// replaced), and no number with an exponent (1e400 is valid JSON that no
-// float64 holds, and PostgreSQL would spell it out in 401 digits). A JSON
-// object without these is what it looks like; one with them is decoded, as
-// any JSON is, before it is stored.
+// PostgreSQL's jsonb takes with its meaning unchanged, numbers with every
+// digit: valid UTF-8; no \u0000 and no surrogate escape (PostgreSQL refuses
+// the first and a lone surrogate, which encoding/json would have replaced
+// with U+FFFD); no number with an exponent (1e400 is valid JSON that no
+// float64 holds, and PostgreSQL would spell it out in 401 digits) or longer
+// than maxPlainNumber. Such an object can be stored as it came; any other
+// is decoded first (DecodeObject). raw must be valid JSON: PlainObject
+// does not check what a decoder checks.
 func PlainObject(raw []byte) bool {
 	i := 0
 	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
@@ -129,22 +142,103 @@ func PlainObject(raw []byte) bool {
 	if i == len(raw) || raw[i] != '{' || !utf8.Valid(raw) {
 		return false
 	}
-	inString := false
+	inString, number := false, 0 // number: the length of the number being read
 	for ; i < len(raw); i++ {
 		c := raw[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+				if i+4 < len(raw) && raw[i] == 'u' && !plainEscape(raw[i+1:i+5]) {
+					return false
+				}
+			case '"':
+				inString = false
+			}
+			continue
+		}
 		switch {
-		case inString && c == '\\':
-			i++
-			if i < len(raw) && raw[i] == 'u' {
+		case c == '"':
+			inString, number = true, 0
+		case c >= '0' && c <= '9' || c == '-' || c == '.':
+			if number++; number > maxPlainNumber {
 				return false
 			}
-		case c == '"':
-			inString = !inString
-		case !inString && (c == 'e' || c == 'E') && raw[i-1] >= '0' && raw[i-1] <= '9':
-			return false
+		case c == 'e' || c == 'E':
+			// In true and false an e follows a letter; in a number, a digit.
+			if number > 0 {
+				return false
+			}
+		default:
+			number = 0
 		}
 	}
 	return true
+}
+
+// plainEscape reports whether the four hex digits of a \u escape name a
+// character PostgreSQL stores as it is: neither NUL nor a surrogate.
+func plainEscape(hex []byte) bool {
+	if string(hex) == "0000" {
+		return false
+	}
+	return !((hex[0] == 'd' || hex[0] == 'D') && strings.IndexByte("89abcdefABCDEF", hex[1]) >= 0)
+}
+
+// DecodeObject decodes raw, a valid JSON object, as the store takes it:
+// numbers keep their digits (json.Number), except those PlainObject would
+// not let through (an exponent, or longer than maxPlainNumber), which are
+// read as float64, as encoding/json reads any number; one a float64
+// cannot hold is an *json.UnmarshalTypeError, as encoding/json's own.
+// Escapes are decoded as encoding/json decodes them.
+func DecodeObject(raw []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	for k, v := range m {
+		v, err := plainNumbers(v)
+		if err != nil {
+			return nil, err
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// plainNumbers returns v with every number PlainObject would not let
+// through read as a float64.
+func plainNumbers(v any) (any, error) {
+	switch v := v.(type) {
+	case json.Number:
+		if len(v) <= maxPlainNumber && !strings.ContainsAny(string(v), "eE") {
+			return v, nil
+		}
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil {
+			return nil, &json.UnmarshalTypeError{Value: "number " + string(v), Type: reflect.TypeFor[float64]()}
+		}
+		return f, nil
+	case map[string]any:
+		for k, x := range v {
+			x, err := plainNumbers(x)
+			if err != nil {
+				return nil, err
+			}
+			v[k] = x
+		}
+	case []any:
+		for i, x := range v {
+			x, err := plainNumbers(x)
+			if err != nil {
+				return nil, err
+			}
+			v[i] = x
+		}
+	}
+	return v, nil
 }
 
 // NameOrNil returns the name, or nil when the event type has none.

@@ -2,6 +2,7 @@ package c360_test
 
 import (
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -23,11 +24,19 @@ func TestPlainObject(t *testing.T) {
 		{`{"esc":"a\"b\\c\/d\b\f\n\r\t"}`, true},
 		{`{"backslash then u":"\\u0041"}`, true},
 		{`{"café":"naïve 日本 😀"}`, true},
-		{`{"u":"\u0041"}`, false},
+		{`{"u":"\u0041 \u00e9 \u003c \u0026 \u0001 \uFFFD \ue000"}`, true},
+		{`{"\u0041":1}`, true},
+		{`{"odd":"\\\u0041"}`, true},
 		{`{"nul":"a\u0000b"}`, false},
 		{`{"lone":"\ud800"}`, false},
-		{`{"\u0041":1}`, false},
-		{`{"odd":"\\\u0041"}`, false},
+		{`{"pair":"\ud83d\ude00"}`, false},
+		{`{"low":"\uDC00"}`, false},
+		{`{"odd":"\\\u0000"}`, false},
+		{`{"long":` + strings.Repeat("9", 1000) + `}`, true},
+		{`{"long":-` + strings.Repeat("9", 1000) + `}`, false},
+		{`{"fraction":0.` + strings.Repeat("1", 998) + `}`, true},
+		{`{"fraction":0.` + strings.Repeat("1", 16384) + `}`, false},
+		{`{"two":[` + strings.Repeat("9", 999) + `,` + strings.Repeat("9", 999) + `]}`, true},
 		{`{"x":1e5}`, false},
 		{`{"x":1E5}`, false},
 		{`{"x":1.5e-3}`, false},
@@ -47,14 +56,16 @@ func TestPlainObject(t *testing.T) {
 	}
 }
 
-// unicodeEscape finds a \u escape in JSON text: a backslash that an odd
-// run of them leaves unescaped, then u. Outside strings valid JSON has no
-// backslash.
-var unicodeEscape = regexp.MustCompile(`(^|[^\\])(\\\\)*\\u`)
+// refusedEscape finds a \u0000 or surrogate escape in JSON text: a
+// backslash that an odd run of them leaves unescaped, then u and the
+// code. Outside strings valid JSON has no backslash.
+var refusedEscape = regexp.MustCompile(`(^|[^\\])(\\\\)*\\u(0000|[dD][89a-fA-F])`)
 
 // FuzzPlainObject holds PlainObject to its definition, found another way:
-// an object of valid UTF-8, without a \u escape (by pattern) and without a
-// number with an exponent (by the decoder's own numbers).
+// an object of valid UTF-8, without a NUL or surrogate escape (by pattern)
+// and without a number with an exponent or over 1,000 bytes (by the
+// decoder's own numbers); and DecodeObject to keeping the numbers of such
+// an object as they are.
 func FuzzPlainObject(f *testing.F) {
 	for _, s := range []string{`{}`, `{"a":[1,2.5,-3,{"b":"c"}],"t":true}`, `{"s":"\u00e9"}`, `{"x":1e5}`,
 		`{"k":"\\u"}`, `{"e":"e"}`, `[1]`, "{\"b\":\"\xc3\"}", `{"a":1E-2,"b":"x"}`} {
@@ -71,29 +82,71 @@ func FuzzPlainObject(f *testing.F) {
 			t.Fatalf("valid JSON %q does not decode: %v", b, err)
 		}
 		_, object := v.(map[string]any)
-		want := object && utf8.Valid(b) && !unicodeEscape.Match(b) && !hasExponent(v)
-		if got := c360.PlainObject(b); got != want {
+		want := object && utf8.Valid(b) && !refusedEscape.Match(b) && !hasNumber(v, unplain)
+		got := c360.PlainObject(b)
+		if got != want {
 			t.Fatalf("PlainObject(%q) = %v, want %v", b, got, want)
+		}
+		if !object {
+			return
+		}
+		m, err := c360.DecodeObject(b)
+		if err != nil {
+			if got {
+				t.Fatalf("DecodeObject(%q) of a plain object: %v", b, err)
+			}
+			return
+		}
+		if hasNumber(m, unplain) {
+			t.Fatalf("DecodeObject(%q) = %v kept a number PostgreSQL may refuse", b, m)
+		}
+		if got && hasNumber(m, func(v any) bool { _, ok := v.(float64); return ok }) {
+			t.Fatalf("DecodeObject(%q) = %v read a number of a plain object as float64", b, m)
 		}
 	})
 }
 
-func hasExponent(v any) bool {
+// unplain: a number PlainObject keeps out.
+func unplain(v any) bool {
+	n, ok := v.(json.Number)
+	return ok && (len(n) > 1000 || strings.ContainsAny(string(n), "eE"))
+}
+
+// hasNumber reports whether v holds a number f is true of.
+func hasNumber(v any, f func(any) bool) bool {
 	switch v := v.(type) {
-	case json.Number:
-		return strings.ContainsAny(string(v), "eE")
 	case map[string]any:
 		for _, x := range v {
-			if hasExponent(x) {
+			if hasNumber(x, f) {
 				return true
 			}
 		}
 	case []any:
 		for _, x := range v {
-			if hasExponent(x) {
+			if hasNumber(x, f) {
 				return true
 			}
 		}
+	default:
+		return f(v)
 	}
 	return false
+}
+
+func TestDecodeObject(t *testing.T) {
+	m, err := c360.DecodeObject([]byte(`{"id":12345678901234567,"f":18.990,"e":1.5e3,"a":[1e2,{"x":2}],"s":"\u00e9"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m["a"].([]any)
+	x, _ := a[1].(map[string]any)
+	if m["id"] != json.Number("12345678901234567") || m["f"] != json.Number("18.990") || m["e"] != 1500.0 ||
+		len(a) != 2 || a[0] != 100.0 || x["x"] != json.Number("2") || m["s"] != "é" {
+		t.Errorf("DecodeObject = %#v, want plain numbers as written and the others as float64", m)
+	}
+	_, err = c360.DecodeObject([]byte(`{"big":{"n":1e400}}`))
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) || te.Value != "number 1e400" {
+		t.Errorf("DecodeObject of 1e400 = %v, want an *json.UnmarshalTypeError for number 1e400", err)
+	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // RecordAudit stores audit entries now, one statement per workspace, in one
-// transaction.
+// round trip and one transaction.
 func (db *DB) RecordAudit(ctx context.Context, entries []*c360.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -33,24 +33,42 @@ func (db *DB) RecordAudit(ctx context.Context, entries []*c360.AuditEntry) error
 	slices.Sort(order)
 	// One round trip, where a transaction took four: a batch runs as one
 	// implicit transaction, so each workspace's setting is local to it and
-	// the entries are written all or none.
-	b := &pgx.Batch{}
-	for _, ws := range order {
-		b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
-		if err := queueAudit(b, ws, byWS[ws]); err != nil {
+	// the entries are written all or none. A deadlock is tried again, as a
+	// transaction would be.
+	args := make([][]any, len(order))
+	for i, ws := range order {
+		a, err := auditArgs(ws, byWS[ws])
+		if err != nil {
 			return err
 		}
+		args[i] = a
 	}
-	if err := db.app.SendBatch(ctx, b).Close(); err != nil {
+	err := retry(ctx, func() error {
+		b := &pgx.Batch{}
+		for i, ws := range order {
+			b.Queue(setWorkspaceSQL, strconv.FormatInt(ws, 10))
+			b.Queue(insertAuditSQL, args[i]...)
+		}
+		return db.app.SendBatch(ctx, b).Close()
+	})
+	if err != nil {
 		return interpretError(fmt.Errorf("insert audit entries: %w", err))
 	}
 	return nil
 }
 
-// queueAudit queues the insert of one workspace's entries, in one
-// statement. Arrays of columns, not COPY: COPY FROM is refused on tables
-// under row-level security.
-func queueAudit(b *pgx.Batch, ws int64, entries []*c360.AuditEntry) error {
+// insertAuditSQL inserts one workspace's entries, in one statement. Arrays
+// of columns, not COPY: COPY FROM is refused on tables under row-level
+// security.
+const insertAuditSQL = `
+	INSERT INTO audit_log (workspace_id, at, key_id, actor, role, action, customer_id, fields, detail)
+	SELECT $1, a.at, a.key_id, a.actor, a.role, a.action, a.customer_id,
+	       ARRAY(SELECT jsonb_array_elements_text(a.fields)), a.detail
+	FROM unnest($2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[], $9::jsonb[])
+	     AS a(at, key_id, actor, role, action, customer_id, fields, detail)`
+
+// auditArgs are insertAuditSQL's arguments for one workspace's entries.
+func auditArgs(ws int64, entries []*c360.AuditEntry) ([]any, error) {
 	n := len(entries)
 	var (
 		at        = make([]time.Time, n)
@@ -83,7 +101,7 @@ func queueAudit(b *pgx.Batch, ws int64, entries []*c360.AuditEntry) error {
 		}
 		b, err := json.Marshal(f)
 		if err != nil {
-			return fmt.Errorf("encode audit fields: %w", err)
+			return nil, fmt.Errorf("encode audit fields: %w", err)
 		}
 		fields[i] = string(b)
 		d := e.Detail
@@ -91,18 +109,11 @@ func queueAudit(b *pgx.Batch, ws int64, entries []*c360.AuditEntry) error {
 			d = map[string]any{}
 		}
 		if b, err = json.Marshal(d); err != nil {
-			return fmt.Errorf("encode audit detail: %w", err)
+			return nil, fmt.Errorf("encode audit detail: %w", err)
 		}
 		details[i] = string(b)
 	}
-	b.Queue(`
-		INSERT INTO audit_log (workspace_id, at, key_id, actor, role, action, customer_id, fields, detail)
-		SELECT $1, a.at, a.key_id, a.actor, a.role, a.action, a.customer_id,
-		       ARRAY(SELECT jsonb_array_elements_text(a.fields)), a.detail
-		FROM unnest($2::timestamptz[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[], $9::jsonb[])
-		     AS a(at, key_id, actor, role, action, customer_id, fields, detail)`,
-		ws, at, keyIDs, actors, roles, actions, customers, fields, details)
-	return nil
+	return []any{ws, at, keyIDs, actors, roles, actions, customers, fields, details}, nil
 }
 
 // FindAuditEntries returns a page of the workspace's audit log, newest first.
@@ -207,8 +218,10 @@ type AuditWriter struct {
 
 	mu      sync.Mutex
 	queued  []*c360.AuditEntry
-	flushes []chan error // answered once everything queued before them is written
+	flushes []auditFlush
 	closed  bool
+	writing bool  // a pass is writing what it took
+	lastErr error // the first error of the last pass
 
 	wake    chan struct{} // capacity 1: something for the writer to do
 	wakes   atomic.Int64  // sent on wake, for tests
@@ -219,6 +232,14 @@ type AuditWriter struct {
 
 	warnMu   sync.Mutex
 	lastWarn time.Time
+}
+
+// auditFlush is a Flush waiting for the entries queued before it.
+type auditFlush struct {
+	done chan error
+	// afterWrite is set when a pass was writing as the Flush came: some of
+	// the entries before it were in that pass, whose error it reports.
+	afterWrite bool
 }
 
 var _ c360.AuditLog = (*AuditWriter)(nil)
@@ -307,7 +328,7 @@ func (w *AuditWriter) Flush(ctx context.Context) error {
 		w.mu.Unlock()
 		return fmt.Errorf("audit writer closed")
 	}
-	w.flushes = append(w.flushes, ch)
+	w.flushes = append(w.flushes, auditFlush{done: ch, afterWrite: w.writing})
 	w.mu.Unlock()
 	w.signal()
 	select {
@@ -359,41 +380,36 @@ func (w *AuditWriter) run() {
 			}
 			linger.Stop()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		w.writeQueued(ctx)
-		cancel()
+		w.writeQueued(context.Background())
 	}
 }
 
-// writeQueued writes everything queued, a batch at a time, then answers
-// the Flushes that were waiting when it started with the first error.
+// writeQueued takes what is queued and the Flushes waiting, writes the
+// entries in batches of at most MaxBatch (each within 30 s, and all within
+// ctx), and answers the Flushes. What comes meanwhile waits for the next
+// pass, and its linger.
 func (w *AuditWriter) writeQueued(ctx context.Context) {
 	w.mu.Lock()
-	flushes := w.flushes
-	w.flushes = nil
+	entries, flushes, before := w.queued, w.flushes, w.lastErr
+	w.queued, w.flushes, w.writing = nil, nil, true
 	w.mu.Unlock()
 	var first error
-	for {
-		w.mu.Lock()
-		n := min(len(w.queued), w.cfg.MaxBatch)
-		batch := w.queued[:n:n]
-		if n == len(w.queued) {
-			w.queued = nil
-		} else {
-			// The rest moves to a slice of its own: the written batch's
-			// array is not kept alive by what remains.
-			w.queued = slices.Clone(w.queued[n:])
-		}
-		w.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if err := w.write(ctx, batch); err != nil && first == nil {
+	for batch := range slices.Chunk(entries, w.cfg.MaxBatch) {
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := w.write(bctx, batch); err != nil && first == nil {
 			first = err
 		}
+		cancel()
 	}
-	for _, ch := range flushes {
-		ch <- first
+	w.mu.Lock()
+	w.writing, w.lastErr = false, first
+	w.mu.Unlock()
+	for _, f := range flushes {
+		err := first
+		if f.afterWrite && before != nil {
+			err = before
+		}
+		f.done <- err
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,6 +134,33 @@ func TestRecordAuditIsOneRoundTripAllOrNone(t *testing.T) {
 	}
 }
 
+// Under a steady stream the writer writes once per linger: entries that
+// come while it writes wait for the next pass and its linger, instead of
+// being written at once, a statement each.
+func TestAuditWriterLingersUnderAStream(t *testing.T) {
+	noLeaks(t)
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
+	ws, _, _ := pgtest.Workspace(t, db)
+	w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	defer w.Close()
+	counter.Reset()
+	start := time.Now()
+	for i := 0; time.Since(start) < 400*time.Millisecond; i++ {
+		e := c360.NewAuditEntry(nil, ws, c360.AuditAPIKeyRevoke, time.Now())
+		w.EnqueueAudit([]*c360.AuditEntry{e})
+		time.Sleep(time.Millisecond)
+	}
+	if err := w.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	inserts := strings.Count(counter.Statements(), "INSERT INTO audit_log")
+	// 400 ms at one pass per 50 ms linger, plus the Flush's.
+	if inserts < 2 || inserts > 10 {
+		t.Errorf("%d inserts for 400 ms of entries with a 50 ms linger, want about 8 (at most 10)", inserts)
+	}
+}
+
 func TestAuditWriter(t *testing.T) {
 	noLeaks(t)
 	db := pgtest.Open(t)
@@ -219,6 +247,12 @@ func TestAuditWriter(t *testing.T) {
 		wakes := postgres.AuditWakes(w)
 		if wakes != 1 && wakes != 2 {
 			t.Errorf("wakes after a batch of 100 filled = %d, want 2 (its start and its end), or 1", wakes)
+		}
+		for postgres.AuditWakePending(w) { // the writer takes a wake it no longer needs
+			if time.Now().After(deadline) {
+				t.Fatal("the writer left a wake unread")
+			}
+			time.Sleep(time.Millisecond)
 		}
 		w.EnqueueAudit([]*c360.AuditEntry{entry(0)})
 		if got := postgres.AuditWakes(w); got != wakes+1 {

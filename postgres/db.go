@@ -155,10 +155,16 @@ func (db *DB) ownerTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 func (db *DB) retryTx(ctx context.Context, begin func() (pgx.Tx, error), fn func(tx pgx.Tx) error) error {
+	return retry(ctx, func() error { return db.tryTx(ctx, begin, fn) })
+}
+
+// retry runs try until it succeeds or fails for good, at most 5 times: a
+// deadlock or a serialization failure is tried again, with backoff.
+func retry(ctx context.Context, try func() error) error {
 	const attempts = 5
 	var err error
 	for i := 0; i < attempts; i++ {
-		err = db.tryTx(ctx, begin, fn)
+		err = try()
 		if !retryable(err) {
 			return err
 		}

@@ -185,3 +185,6 @@ const SearchCustomersSQL = searchCustomersSQL
 
 // AuditWakes counts the times requests and Flush woke w's writer.
 func AuditWakes(w *AuditWriter) int64 { return w.wakes.Load() }
+
+// AuditWakePending reports whether a wake waits for w's writer.
+func AuditWakePending(w *AuditWriter) bool { return len(w.wake) > 0 }

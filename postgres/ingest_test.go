@@ -633,3 +633,29 @@ func TestGroupsOfTwoReplicasShareAnEvent(t *testing.T) {
 		t.Errorf("events = %d, want %d", n, rounds*9)
 	}
 }
+
+// What PlainObject lets through, PostgreSQL's jsonb takes with the meaning
+// a decoder gives it: the same object, numbers and escapes included.
+func TestPlainObjectsAreTakenAsTheyRead(t *testing.T) {
+	db := pgtest.Open(t)
+	for _, raw := range []string{
+		`{}`, `{"a":[1,-0,0.5,-12.250,{"b":null}],"t":true,"f":false}`,
+		`{"id":12345678901234567890123456789,"price":18.990}`,
+		`{"long":` + strings.Repeat("7", 1000) + `}`, `{"fraction":-0.` + strings.Repeat("3", 997) + `}`,
+		`{"esc":"\u00e9 \u003c\u0026\u003e \/ \" \\ \b\f\n\r\t \u0001 \uFFFD \ue000","caf\u00e9":1}`,
+		`{"dup":1,"dup":2}`, "{\"utf8\":\"日本 😀\"}",
+	} {
+		if !c360.PlainObject([]byte(raw)) {
+			t.Fatalf("PlainObject(%.80q) = false", raw)
+		}
+		m, err := c360.DecodeObject([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoded, _ := json.Marshal(m)
+		var same bool
+		if err := db.Pool.QueryRow(t.Context(), `SELECT $1::text::jsonb = $2::text::jsonb`, raw, string(decoded)).Scan(&same); err != nil || !same {
+			t.Errorf("jsonb of %.80q: equal to its decoding %v, %v; want true", raw, same, err)
+		}
+	}
+}

@@ -65,9 +65,14 @@ func ParseBatch(body []byte) (*Batch, error) {
 				return nil, err
 			}
 		case "context":
-			if err := dec.Decode(&b.Context); err != nil {
+			var cx Object
+			if err := dec.Decode(&cx); err != nil {
 				return nil, invalidJSON(err)
 			}
+			if err := cx.check("context"); err != nil {
+				return nil, invalidJSON(err)
+			}
+			b.Context = cx.Map()
 		case "sentAt":
 			var t Time
 			if err := dec.Decode(&t); err != nil {
@@ -126,6 +131,10 @@ func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
 			it.Err = c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
 			continue
 		}
+		if err := it.Message.checkObjects(); err != nil {
+			it.Err = c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
+			continue
+		}
 		switch {
 		case it.Size > MaxCallBytes:
 			it.Err = c360.Errorf(c360.EINVALID, "the call is larger than 32 KB (%d bytes)", it.Size)
@@ -154,7 +163,11 @@ func expectDelim(dec *json.Decoder, want json.Delim, what string) error {
 // ParseCall decodes the body of a single call.
 func ParseCall(body []byte) (*Message, error) {
 	var m Message
-	if err := json.Unmarshal(body, &m); err != nil {
+	err := json.Unmarshal(body, &m)
+	if err == nil {
+		err = m.checkObjects()
+	}
+	if err != nil {
 		return &m, c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
 	}
 	return &m, nil

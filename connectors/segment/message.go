@@ -41,6 +41,15 @@ type Message struct {
 	WriteKey string `json:"writeKey"`
 }
 
+// checkObjects returns why the call's properties or context are refused,
+// if they are.
+func (m *Message) checkObjects() error {
+	if err := m.Properties.check("properties"); err != nil {
+		return err
+	}
+	return m.Context.check("context")
+}
+
 // ID is a Segment identifier (userId, anonymousId, messageId, ...). Clients
 // send them as JSON strings or numbers; numbers are kept as their literal
 // text, so userId 42 and "42" are the same user.

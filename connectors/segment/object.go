@@ -1,8 +1,8 @@
 package segment
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"slices"
 
@@ -11,12 +11,18 @@ import (
 
 // Object is a call's properties or context: a JSON object, or absent. An
 // object that c360.PlainObject accepts, as nearly every one a client sends
-// is, is kept as its bytes and stored as they are, integers with every
-// digit; any other is decoded into a map as encoding/json decodes any
-// JSON, so a \u0000, a lone surrogate or a 1e400 is met as it always was.
+// is, is kept as its bytes and stored as they are, numbers with every
+// digit; any other is decoded by c360.DecodeObject, so a \u0000, a lone
+// surrogate or a 1e400 is met as encoding/json would meet it.
+//
+// A value that is not an object, or holds a number no float64 holds, is
+// kept as the object's error rather than returned: encoding/json stops
+// decoding a call at an Unmarshaler's error, and the refusal would then
+// lose the call's messageId when it comes after the object.
 type Object struct {
 	raw json.RawMessage
 	m   map[string]any
+	err error
 }
 
 var objectType = reflect.TypeFor[Object]()
@@ -26,41 +32,50 @@ func (o *Object) UnmarshalJSON(b []byte) error {
 	*o = Object{}
 	switch {
 	case len(b) == 0 || b[0] == 'n':
-		return nil
 	case b[0] != '{':
-		kind := "string"
+		kind := "number"
 		switch b[0] {
 		case '[':
 			kind = "array"
 		case 't', 'f':
 			kind = "bool"
 		case '"':
-		default:
-			kind = "number"
+			kind = "string"
 		}
-		// The decoder adds the field name to an *UnmarshalTypeError.
-		return &json.UnmarshalTypeError{Value: kind, Type: objectType}
+		o.err = &json.UnmarshalTypeError{Value: kind, Type: objectType}
 	case c360.PlainObject(b):
 		// The decoder reuses its buffer: the bytes are copied.
 		o.raw = slices.Clone(b)
-		return nil
+	default:
+		o.m, o.err = c360.DecodeObject(b)
 	}
-	return json.Unmarshal(b, &o.m)
+	return nil
 }
 
-// Map returns the object as a map, decoding its bytes if it has them (with
-// numbers as json.Number, so that they are stored with the digits they
-// came with); nil when absent. The map is the object's: a change to it is
-// what the event stores.
+// check returns why the object, the call's field named field, is refused;
+// nil when it is not.
+func (o *Object) check(field string) error {
+	var te *json.UnmarshalTypeError
+	if o.err == nil || !errors.As(o.err, &te) {
+		return o.err
+	}
+	te.Field = field
+	return te
+}
+
+// Map returns the object as a map, decoding its bytes if it has them
+// (c360.DecodeObject: numbers as json.Number, with the digits they came
+// with); nil when absent. The map is the object's: a change to it is what
+// the event stores.
 func (o *Object) Map() map[string]any {
 	if o.raw != nil {
-		dec := json.NewDecoder(bytes.NewReader(o.raw))
-		dec.UseNumber()
-		if err := dec.Decode(&o.m); err != nil {
-			// UnmarshalJSON kept bytes the decoder had validated as an object.
+		m, err := c360.DecodeObject(o.raw)
+		if err != nil {
+			// UnmarshalJSON kept bytes the decoder had validated, and
+			// PlainObject let no number through that DecodeObject refuses.
 			panic("segment: decode a kept object: " + err.Error())
 		}
-		o.raw = nil
+		o.raw, o.m = nil, m
 	}
 	return o.m
 }

@@ -558,20 +558,23 @@ func TestBatchIsolatesCallsTheDatabaseRefuses(t *testing.T) {
 }
 
 // A call's properties and context are stored as they came: integers keep
-// every digit, decimals their scale. Objects that PostgreSQL would not keep
-// byte for byte (a \u escape, an exponent) are decoded first, as they
-// always were: a lone surrogate becomes U+FFFD, a number no float64
-// holds is refused.
+// every digit, decimals their scale. Objects that PostgreSQL would refuse
+// or alter (a NUL or surrogate escape, an exponent, a number too long) are
+// decoded first, as encoding/json would: a lone surrogate becomes U+FFFD,
+// an exponent's number a float64 and one no float64 holds is refused;
+// their other numbers still keep their digits.
 func TestObjectsAreStoredAsSent(t *testing.T) {
 	e := newEnv(t)
+	long := "0." + strings.Repeat("1", 16384) // more decimals than PostgreSQL's numeric holds
 	body := []byte(`{"batch": [
 		{"type": "track", "userId": "o-1", "event": "Exact", "messageId": "o-0",
-		 "properties": {"order_id": 12345678901234567, "price": 18.990, "tags": ["a", {"b": null}], "ok": true},
+		 "properties": {"order_id": 12345678901234567, "price": 18.990, "tags": ["a", {"b": null}], "ok": true, "q": "caf\u00e9 \u0026 co"},
 		 "context": {"library": {"name": "analytics-node", "version": "3.1.0"}, "seq": 98765432109876543}},
 		{"type": "track", "userId": "o-1", "event": "Escaped", "messageId": "o-1",
-		 "properties": {"name": "caf\u00e9", "lone": "\ud800", "n": 12345678901234567}},
+		 "properties": {"name": "caf\u00e9", "lone": "\ud800", "n": 12345678901234567, "e": 1.5e3}},
 		{"type": "track", "userId": "o-1", "event": "Huge", "messageId": "o-2", "properties": {"big": 1e400}},
-		{"type": "track", "userId": "o-1", "event": "Listed", "messageId": "o-3", "properties": [1]}
+		{"type": "track", "userId": "o-1", "event": "Listed", "properties": [1], "messageId": "o-3"},
+		{"type": "track", "userId": "o-1", "event": "Long", "messageId": "o-4", "properties": {"x": ` + long + `}}
 	]}`)
 	r := e.post(t, "/v1/batch", basic(e.writeKey), body)
 	want := map[int]string{2: "properties: want a number, got number", 3: "properties: want an object, got array"}
@@ -581,6 +584,10 @@ func TestObjectsAreStoredAsSent(t *testing.T) {
 	for _, rej := range r.Rejected {
 		if !strings.Contains(rej.Error, want[rej.Index]) {
 			t.Errorf("rejected[%d] error %q, want it to contain %q", rej.Index, rej.Error, want[rej.Index])
+		}
+		// The refusal names the call even when its messageId comes after the object.
+		if rej.MessageID != fmt.Sprintf("o-%d", rej.Index) {
+			t.Errorf("rejected[%d] messageId %q, want o-%d", rej.Index, rej.MessageID, rej.Index)
 		}
 	}
 	stored := func(key, column string) map[string]any {
@@ -599,8 +606,9 @@ func TestObjectsAreStoredAsSent(t *testing.T) {
 		return m
 	}
 	props := stored("o-0", "properties")
-	if props["order_id"] != json.Number("12345678901234567") || props["price"] != json.Number("18.990") || props["ok"] != true {
-		t.Errorf("properties = %v, want order_id 12345678901234567 and price 18.990 as sent", props)
+	if props["order_id"] != json.Number("12345678901234567") || props["price"] != json.Number("18.990") || props["ok"] != true ||
+		props["q"] != "café & co" {
+		t.Errorf("properties = %v, want order_id 12345678901234567 and price 18.990 as sent, q unescaped", props)
 	}
 	if tags, _ := props["tags"].([]any); len(tags) != 2 || tags[0] != "a" {
 		t.Errorf("tags = %v, want [a {b: null}]", props["tags"])
@@ -609,7 +617,10 @@ func TestObjectsAreStoredAsSent(t *testing.T) {
 		t.Errorf("context = %v, want seq 98765432109876543 and the library as sent", cx)
 	}
 	escaped := stored("o-1", "properties")
-	if escaped["name"] != "café" || escaped["lone"] != "\ufffd" || escaped["n"] != json.Number("12345678901234568") {
-		t.Errorf("escaped properties = %v, want café, U+FFFD and n through a float64 (12345678901234568)", escaped)
+	if escaped["name"] != "café" || escaped["lone"] != "\ufffd" || escaped["n"] != json.Number("12345678901234567") || escaped["e"] != json.Number("1500") {
+		t.Errorf("escaped properties = %v, want café, U+FFFD, n as sent and e as 1500", escaped)
+	}
+	if x, _ := stored("o-4", "properties")["x"].(json.Number); !strings.HasPrefix(string(x), "0.1111") || len(x) > 40 {
+		t.Errorf("long decimal stored as %.60q, want it read as a float64", x)
 	}
 }
