@@ -4,7 +4,9 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/singleflight"
 
@@ -107,7 +110,12 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	// assertions; it stays small. Tenant traffic uses the app pool.
 	appCfg := cfg.Copy()
 	cfg.MaxConns, cfg.MinConns = 4, 0
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		exactJSON(c)
+		return nil
+	}
 	appCfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		exactJSON(c)
 		_, err := c.Exec(ctx, "SET ROLE "+appRole)
 		return err
 	}
@@ -255,4 +263,23 @@ type wrapped struct {
 func (w *wrapped) Error() string { return w.domain.Message + ": " + w.cause.Error() }
 func (w *wrapped) Unwrap() []error {
 	return []error{w.domain, w.cause}
+}
+
+// exactJSON makes c decode json and jsonb as encoding/json does, but with
+// numbers as json.Number: PostgreSQL's numeric keeps every digit of a
+// trait like 12345678901234567, and a float64 would round it on every
+// read (and every ingest that compares it with what came in).
+func exactJSON(c *pgx.Conn) {
+	m := c.TypeMap()
+	m.RegisterType(&pgtype.Type{Name: "jsonb", OID: pgtype.JSONBOID,
+		Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}})
+	m.RegisterType(&pgtype.Type{Name: "json", OID: pgtype.JSONOID,
+		Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}})
+}
+
+// unmarshalExact is json.Unmarshal with numbers as json.Number.
+func unmarshalExact(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(v)
 }

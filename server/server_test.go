@@ -697,3 +697,18 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A trait's number reads back with the digits it was given: PostgreSQL's
+// numeric keeps them, and nothing on the way rounds them through a float64.
+func TestTraitNumbersReadBackExactly(t *testing.T) {
+	e := newEnv(t)
+	e.identify(t, map[string]any{
+		"identities": ids("email", "digits@example.com"),
+		"traits":     map[string]any{"account": json.Number("12345678901234567"), "score": json.Number("18.990")},
+	})
+	r := gql(t, e.srv, e.key, `query($v: String!) { customerByIdentity(type: "email", value: $v) { traits } }`,
+		map[string]any{"v": "digits@example.com"})
+	if len(r.Errors) > 0 || !strings.Contains(r.Body, `"account":12345678901234567`) || !strings.Contains(r.Body, `"score":18.990`) {
+		t.Errorf("traits read back as %s, want account 12345678901234567 and score 18.990", r.Body)
+	}
+}

@@ -28,9 +28,11 @@ type Message struct {
 	Name     string `json:"name"`
 	Category string `json:"category"`
 
-	Traits     map[string]any `json:"traits"`
-	Properties Object         `json:"properties"`
-	Context    Object         `json:"context"`
+	// Traits are decoded (they are merged into the profile), their plain
+	// numbers with every digit (Object.Map).
+	Traits     Object `json:"traits"`
+	Properties Object `json:"properties"`
+	Context    Object `json:"context"`
 
 	Timestamp         Time `json:"timestamp"`
 	OriginalTimestamp Time `json:"originalTimestamp"`
@@ -44,6 +46,9 @@ type Message struct {
 // checkObjects returns why the call's properties or context are refused,
 // if they are.
 func (m *Message) checkObjects() error {
+	if err := m.Traits.check("traits"); err != nil {
+		return err
+	}
 	if err := m.Properties.check("properties"); err != nil {
 		return err
 	}
@@ -148,7 +153,6 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		Type:       typ,
 		Source:     Source,
 		DedupeKey:  string(m.MessageID),
-		Traits:     m.Traits,
 		ReceivedAt: receivedAt,
 		OccurredAt: occurredAt(m, receivedAt, sentAt),
 	}
@@ -164,15 +168,14 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 	}
 	switch typ {
 	case c360.EventIdentify:
+		ev.Traits = m.Traits.Map()
 	case c360.EventTrack:
 		if m.Event == "" {
 			return nil, c360.Errorf(c360.EINVALID, "track call has no event name")
 		}
 		ev.Name = m.Event
-		ev.Traits = nil
 	case c360.EventPage, c360.EventScreen:
 		ev.Name = m.Name
-		ev.Traits = nil
 		if m.Category != "" {
 			props := m.Properties.Map()
 			if _, ok := props["category"]; !ok {
@@ -190,11 +193,10 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 		// A group's traits describe the group, not the person: they are
 		// recorded on the event and leave the profile's traits alone.
 		props := map[string]any{"groupId": string(m.GroupID)}
-		if m.Traits != nil {
-			props["traits"] = m.Traits
+		if traits := m.Traits.Map(); traits != nil {
+			props["traits"] = traits
 		}
 		m.Properties.set(props)
-		ev.Traits = nil
 	case c360.EventAlias:
 		if m.PreviousID == "" {
 			return nil, c360.Errorf(c360.EINVALID, "alias call has no previousId")
@@ -207,7 +209,6 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 			t = "anonymous_id"
 		}
 		ev.PreviousID = &c360.Identity{Type: t, Value: string(m.PreviousID)}
-		ev.Traits = nil
 	default:
 		return nil, c360.Errorf(c360.EINVALID, "unknown call type %q: use identify, track, page, screen, group or alias", typ)
 	}

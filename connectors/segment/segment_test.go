@@ -624,3 +624,36 @@ func TestObjectsAreStoredAsSent(t *testing.T) {
 		t.Errorf("long decimal stored as %.60q, want it read as a float64", x)
 	}
 }
+
+// Traits keep every digit too, on the profile and on its reads, and an
+// identify that repeats them changes nothing: what is stored and what
+// comes in compare as the same numbers.
+func TestTraitsKeepTheirDigits(t *testing.T) {
+	e := newEnv(t)
+	body := []byte(`{"userId": "t-1", "traits": {"account": 12345678901234567, "score": 18.990, "seats": 3, "e": 2e3}}`)
+	e.mustPost(t, "/v1/identify", body)
+	c := e.customer(t, "user_id", "t-1")
+	if c.Traits["account"] != json.Number("12345678901234567") || c.Traits["score"] != json.Number("18.990") ||
+		c.Traits["seats"] != json.Number("3") || c.Traits["e"] != json.Number("2000") {
+		t.Errorf("traits = %#v, want account 12345678901234567, score 18.990, seats 3 and e 2000 as numbers", c.Traits)
+	}
+	lastDiff := func() map[string]any {
+		t.Helper()
+		var diff map[string]any
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT diff FROM customer_changes
+			WHERE workspace_id = $1 AND customer_id = $2 ORDER BY version DESC LIMIT 1`, e.ws, c.ID).Scan(&diff); err != nil {
+			t.Fatal(err)
+		}
+		return diff
+	}
+	if _, ok := lastDiff()["traits"]; !ok {
+		t.Fatalf("the first identify's change = %v, want its traits", lastDiff())
+	}
+	e.mustPost(t, "/v1/identify", body)
+	if diff := lastDiff(); diff["traits"] != nil {
+		t.Errorf("an identify repeating the traits changed %v, want none", diff["traits"])
+	}
+	if c2 := e.customer(t, "user_id", "t-1"); c2.Version != c.Version+1 || c2.Traits["account"] != json.Number("12345678901234567") {
+		t.Errorf("after the repeat: version %d (want %d), account %v", c2.Version, c.Version+1, c2.Traits["account"])
+	}
+}
