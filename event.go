@@ -120,10 +120,11 @@ func (e *Event) PropertiesJSON() (json.RawMessage, error) {
 }
 
 // maxPlainNumber bounds the length of a number literal PlainObject lets
-// through. PostgreSQL's numeric holds at most 16,383 digits after the
-// point; a literal past this bound is read as a float64, as encoding/json
-// reads any number.
-const maxPlainNumber = 1000
+// through: PostgreSQL's numeric holds at most 16,383 digits after the
+// point, and a reader that decodes numbers as float64 (an MCP client, say)
+// fails on one past 1.8e308. A literal past this bound is read as a
+// float64, as encoding/json reads any number.
+const maxPlainNumber = 300
 
 // PlainObject reports whether raw, a valid JSON text, is an object that
 // PostgreSQL's jsonb takes with its meaning unchanged, numbers with every

@@ -181,8 +181,9 @@ func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter
 
 // AuditWriterConfig tunes an AuditWriter; zero values take the defaults.
 type AuditWriterConfig struct {
-	// MaxPending bounds the entries waiting to be written (default 50,000).
-	// Entries that would exceed it are dropped, counted and logged.
+	// MaxPending bounds the entries waiting to be written or being
+	// written (default 50,000). Entries that would exceed it are dropped,
+	// counted and logged.
 	MaxPending int
 	// MaxBatch bounds the entries written in one transaction (default 1,000).
 	MaxBatch int
@@ -192,7 +193,10 @@ type AuditWriterConfig struct {
 	// durable transaction per request; with it, a steady stream of reads
 	// costs about 1/Linger transactions a second.
 	Linger time.Duration
-	Logger *slog.Logger
+	// CloseTimeout bounds how long Close goes on writing (default 10 s):
+	// the pass under way and what is still queued.
+	CloseTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // AuditWriter is the audit log as the GraphQL layer uses it: reads are
@@ -216,12 +220,18 @@ type AuditWriter struct {
 	db  *DB
 	cfg AuditWriterConfig
 
-	mu      sync.Mutex
-	queued  []*c360.AuditEntry
-	flushes []auditFlush
-	closed  bool
-	writing bool  // a pass is writing what it took
-	lastErr error // the first error of the last pass
+	mu       sync.Mutex
+	queued   []*c360.AuditEntry
+	flushes  []auditFlush
+	closed   bool
+	writing  bool  // a pass is writing what it took
+	inflight int   // the entries it took
+	lastErr  error // the first error of the last pass
+
+	// ctx is every write's; Close cancels it CloseTimeout after it is
+	// called, whatever a pass is waiting for.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	wake    chan struct{} // capacity 1: something for the writer to do
 	wakes   atomic.Int64  // sent on wake, for tests
@@ -255,11 +265,15 @@ func NewAuditWriter(db *DB, cfg AuditWriterConfig) *AuditWriter {
 	if cfg.Linger <= 0 {
 		cfg.Linger = 20 * time.Millisecond
 	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	w := &AuditWriter{db: db, cfg: cfg, wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.run()
 	return w
 }
@@ -282,7 +296,7 @@ func (w *AuditWriter) EnqueueAudit(entries []*c360.AuditEntry) {
 		return
 	}
 	w.mu.Lock()
-	if w.closed || len(w.queued)+len(entries) > w.cfg.MaxPending {
+	if w.closed || len(w.queued)+w.inflight+len(entries) > w.cfg.MaxPending {
 		w.mu.Unlock()
 		w.drop(len(entries), "queue full")
 		return
@@ -339,14 +353,19 @@ func (w *AuditWriter) Flush(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting entries, writes what is queued (for at most 10 s),
-// and stops the writer. Call it after the HTTP server has shut down.
+// Close stops accepting entries, writes what is queued (for at most
+// CloseTimeout, the pass under way included), and stops the writer. Call
+// it after the HTTP server has shut down.
 func (w *AuditWriter) Close() {
 	w.once.Do(func() {
 		w.mu.Lock()
 		w.closed = true
 		w.mu.Unlock()
 		close(w.stop)
+		deadline := time.AfterFunc(w.cfg.CloseTimeout, w.cancel)
+		<-w.done
+		deadline.Stop()
+		w.cancel()
 	})
 	<-w.done
 }
@@ -359,9 +378,7 @@ func (w *AuditWriter) run() {
 		select {
 		case <-w.wake:
 		case <-w.stop:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			w.writeQueued(ctx)
-			cancel()
+			w.writeQueued()
 			return
 		}
 		// Gather for the linger; a full batch, a Flush or Close cuts it short.
@@ -380,29 +397,29 @@ func (w *AuditWriter) run() {
 			}
 			linger.Stop()
 		}
-		w.writeQueued(context.Background())
+		w.writeQueued()
 	}
 }
 
 // writeQueued takes what is queued and the Flushes waiting, writes the
-// entries in batches of at most MaxBatch (each within 30 s, and all within
-// ctx), and answers the Flushes. What comes meanwhile waits for the next
-// pass, and its linger.
-func (w *AuditWriter) writeQueued(ctx context.Context) {
+// entries in batches of at most MaxBatch (each within 30 s, and all before
+// Close's deadline), and answers the Flushes. What comes meanwhile waits
+// for the next pass, and its linger.
+func (w *AuditWriter) writeQueued() {
 	w.mu.Lock()
 	entries, flushes, before := w.queued, w.flushes, w.lastErr
-	w.queued, w.flushes, w.writing = nil, nil, true
+	w.queued, w.flushes, w.writing, w.inflight = nil, nil, true, len(entries)
 	w.mu.Unlock()
 	var first error
 	for batch := range slices.Chunk(entries, w.cfg.MaxBatch) {
-		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		bctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 		if err := w.write(bctx, batch); err != nil && first == nil {
 			first = err
 		}
 		cancel()
 	}
 	w.mu.Lock()
-	w.writing, w.lastErr = false, first
+	w.writing, w.inflight, w.lastErr = false, 0, first
 	w.mu.Unlock()
 	for _, f := range flushes {
 		err := first

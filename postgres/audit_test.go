@@ -279,6 +279,32 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("close is bounded while a write waits", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Millisecond, CloseTimeout: 300 * time.Millisecond,
+			Logger: slog.New(slog.DiscardHandler)})
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, `LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		// A workspace of its own: the canceled insert may still land once
+		// the lock is gone, and the other subtests count ws's rows.
+		other, _, _ := pgtest.Workspace(t, db)
+		w.EnqueueAudit([]*c360.AuditEntry{c360.NewAuditEntry(nil, other, c360.AuditAPIKeyRevoke, time.Now())})
+		pgtest.WaitForLockWait(t, db, "audit_log") // the writer's pass is under way, and waits
+		start := time.Now()
+		w.Close()
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("Close took %v with a CloseTimeout of 300ms: it waited for the pass under way", d)
+		}
+		if w.Dropped() != 1 {
+			t.Errorf("dropped = %d, want the entry the locked table kept out", w.Dropped())
+		}
+	})
+
 	t.Run("a full batch does not wait for the linger", func(t *testing.T) {
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 10, Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 		defer w.Close()

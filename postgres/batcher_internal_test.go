@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -100,6 +101,21 @@ func TestJSONEqual(t *testing.T) {
 		{true, true, true}, {true, false, false}, {nil, nil, true}, {nil, "", false},
 		{map[string]any{"x": 1.0}, map[string]any{"x": 1.0}, true},
 		{[]any{"a"}, []any{"b"}, false},
+		// Numbers by value, whatever their type and spelling: a stored one
+		// is a json.Number as PostgreSQL spells it.
+		{json.Number("3"), 3.0, true}, {json.Number("3"), int64(3), true}, {json.Number("3"), 3, true},
+		{json.Number("18.990"), 18.99, true}, {json.Number("1.0"), json.Number("1"), true},
+		{json.Number("0.0000001"), 1e-7, true}, {json.Number("1000000000000000000000"), 1e21, true},
+		{json.Number("-0"), 0.0, true}, {json.Number("0.000"), json.Number("0e5"), true},
+		{json.Number("120"), json.Number("1.2e2"), true}, {json.Number("-2.50"), -2.5, true},
+		{json.Number("12345678901234567"), 12345678901234568.0, false},
+		{json.Number("12345678901234567"), json.Number("12345678901234568"), false},
+		{json.Number("2"), json.Number("-2"), false}, {json.Number("0.1"), json.Number("1"), false},
+		{json.Number("1e999999999"), json.Number("1e999999999"), true}, {json.Number("1e999999999"), 1.0, false},
+		{json.Number("3"), "3", false},
+		{map[string]any{"x": json.Number("1.50")}, map[string]any{"x": 1.5}, true},
+		{map[string]any{"x": 1.0}, map[string]any{"x": 1.0, "y": nil}, false},
+		{[]any{json.Number("1"), "a"}, []any{1.0, "a"}, true},
 	} {
 		if got := jsonEqual(c.a, c.b); got != c.want {
 			t.Errorf("jsonEqual(%#v, %#v) = %v, want %v", c.a, c.b, got, c.want)

@@ -271,10 +271,14 @@ func (w *wrapped) Unwrap() []error {
 // read (and every ingest that compares it with what came in).
 func exactJSON(c *pgx.Conn) {
 	m := c.TypeMap()
-	m.RegisterType(&pgtype.Type{Name: "jsonb", OID: pgtype.JSONBOID,
-		Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}})
-	m.RegisterType(&pgtype.Type{Name: "json", OID: pgtype.JSONOID,
-		Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}})
+	jsonb := &pgtype.Type{Name: "jsonb", OID: pgtype.JSONBOID,
+		Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}}
+	jsonType := &pgtype.Type{Name: "json", OID: pgtype.JSONOID,
+		Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}}
+	m.RegisterType(jsonb)
+	m.RegisterType(jsonType)
+	m.RegisterType(&pgtype.Type{Name: "_jsonb", OID: pgtype.JSONBArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonb}})
+	m.RegisterType(&pgtype.Type{Name: "_json", OID: pgtype.JSONArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonType}})
 }
 
 // unmarshalExact is json.Unmarshal with numbers as json.Number.

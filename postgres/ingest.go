@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -487,26 +488,93 @@ func applyTraits(c *customerRow, traits map[string]any, source string, at time.T
 	return changed
 }
 
+// jsonEqual reports whether two decoded JSON values are the same value:
+// numbers by value, whatever their Go type and spelling (a stored trait
+// is a json.Number as PostgreSQL spells it, 18.990 or 0.0000001; an
+// incoming one may be a float64 or an int64, 18.99 or 1e-07), objects and
+// arrays element by element. A spelling alone never records a change, and
+// never overwrites the stored value.
 func jsonEqual(a, b any) bool {
-	// Scalars of one type compare directly; anything else (objects,
-	// arrays, numbers of different Go types) by its encoding.
-	switch x := a.(type) {
-	case string:
-		if y, ok := b.(string); ok {
-			return x == y
-		}
-	case float64:
-		if y, ok := b.(float64); ok {
-			return x == y
-		}
-	case bool:
-		if y, ok := b.(bool); ok {
-			return x == y
-		}
+	if x, ok := numberKey(a); ok {
+		y, ok := numberKey(b)
+		return ok && x == y
 	}
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			if w, ok := y[k]; !ok || !jsonEqual(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !jsonEqual(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	// Another Go type a source built: by its encoding.
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// numberKey returns a number's value as "sign digits exponent", its
+// digits without leading or trailing zeros: equal keys, equal numbers. It
+// reads the literal as text, so no spelling (1e999999999 included) costs
+// more than its length. ok is false for a value that is not a number.
+func numberKey(v any) (key string, ok bool) {
+	var lit string
+	switch n := v.(type) {
+	case json.Number:
+		lit = string(n)
+	case float64:
+		lit = strconv.FormatFloat(n, 'e', -1, 64)
+	case int64:
+		lit = strconv.FormatInt(n, 10)
+	case int:
+		lit = strconv.Itoa(n)
+	default:
+		return "", false
+	}
+	sign := ""
+	if strings.HasPrefix(lit, "-") {
+		sign, lit = "-", lit[1:]
+	}
+	mant, exp := lit, 0
+	if i := strings.IndexAny(lit, "eE"); i >= 0 {
+		e, err := strconv.Atoi(strings.TrimPrefix(lit[i+1:], "+"))
+		if err != nil {
+			return sign + lit, true // an exponent past int: compared as spelled
+		}
+		mant, exp = lit[:i], e
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits := strings.TrimLeft(whole+frac, "0")
+	exp += len(whole) - (len(whole) + len(frac) - len(digits)) // the point's place, counted from the first digit kept
+	digits = strings.TrimRight(digits, "0")
+	if digits == "" {
+		return "0", true // -0, 0.000, 0e5
+	}
+	return sign + digits + "e" + strconv.Itoa(exp), true
 }
 
 // commitCustomer writes the customer's new state, bumps its version and
