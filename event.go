@@ -200,7 +200,7 @@ func DecodeObject(raw []byte) (map[string]any, error) {
 		return nil, err
 	}
 	for k, v := range m {
-		v, err := plainNumbers(v)
+		v, err := StorableNumbers(v)
 		if err != nil {
 			return nil, err
 		}
@@ -209,9 +209,13 @@ func DecodeObject(raw []byte) (map[string]any, error) {
 	return m, nil
 }
 
-// plainNumbers returns v with every number PlainObject would not let
-// through read as a float64.
-func plainNumbers(v any) (any, error) {
+// StorableNumbers returns v, a decoded JSON value, with every json.Number
+// PlainObject would not let through (an exponent, or longer than
+// maxPlainNumber) read as a float64; one a float64 cannot hold is an
+// *json.UnmarshalTypeError. DecodeObject applies it to an object; a value
+// decoded elsewhere (GraphQL's variables) is stored through it too, so
+// that 1e100000, 30 bytes in, never reads back as 100,001 digits.
+func StorableNumbers(v any) (any, error) {
 	switch v := v.(type) {
 	case json.Number:
 		if len(v) <= maxPlainNumber && !strings.ContainsAny(string(v), "eE") {
@@ -224,7 +228,7 @@ func plainNumbers(v any) (any, error) {
 		return f, nil
 	case map[string]any:
 		for k, x := range v {
-			x, err := plainNumbers(x)
+			x, err := StorableNumbers(x)
 			if err != nil {
 				return nil, err
 			}
@@ -232,7 +236,7 @@ func plainNumbers(v any) (any, error) {
 		}
 	case []any:
 		for i, x := range v {
-			x, err := plainNumbers(x)
+			x, err := StorableNumbers(x)
 			if err != nil {
 				return nil, err
 			}

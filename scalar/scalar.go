@@ -83,11 +83,17 @@ func UnmarshalJSONObject(v any) (json.RawMessage, error) {
 }
 
 // UnmarshalJSON reads a JSON object; traits and properties are objects.
+// Its numbers are stored as Segment's are (c360.StorableNumbers): one with
+// an exponent or over 300 characters as a float64 reads it, and one no
+// float64 holds is refused.
 func UnmarshalJSON(v any) (map[string]any, error) {
 	switch v := v.(type) {
 	case nil:
 		return nil, nil
 	case map[string]any:
+		if _, err := c360.StorableNumbers(v); err != nil {
+			return nil, c360.Errorf(c360.EINVALID, "invalid JSON: a number no 64-bit float holds")
+		}
 		return v, nil
 	}
 	return nil, c360.Errorf(c360.EINVALID, "invalid JSON: want an object")

@@ -69,3 +69,24 @@ func TestJSONObject(t *testing.T) {
 		t.Error("UnmarshalJSONObject(a string) took it, want a refusal")
 	}
 }
+
+// Input objects keep plain numbers as given, read the others as a float64
+// does, and refuse one no float64 holds: 1e100000 is 8 bytes in, and
+// PostgreSQL would write it out in 100,001 digits on every read.
+func TestUnmarshalJSONNumbers(t *testing.T) {
+	m, err := UnmarshalJSON(map[string]any{"id": json.Number("12345678901234567"), "e": json.Number("1.5e3"),
+		"list": []any{json.Number("2E2")}, "inline": int64(3), "f": 18.99})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := m["list"].([]any)
+	if m["id"] != json.Number("12345678901234567") || m["e"] != 1500.0 || len(list) != 1 || list[0] != 200.0 ||
+		m["inline"] != int64(3) || m["f"] != 18.99 {
+		t.Errorf("UnmarshalJSON = %#v, want id as given, e and list as float64s, the others untouched", m)
+	}
+	for _, n := range []string{"1e100000", strings.Repeat("9", 400)} {
+		if _, err := UnmarshalJSON(map[string]any{"x": map[string]any{"y": json.Number(n)}}); err == nil {
+			t.Errorf("UnmarshalJSON took %.20s…, want a refusal", n)
+		}
+	}
+}

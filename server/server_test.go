@@ -711,4 +711,11 @@ func TestTraitNumbersReadBackExactly(t *testing.T) {
 	if len(r.Errors) > 0 || !strings.Contains(r.Body, `"account":12345678901234567`) || !strings.Contains(r.Body, `"score":18.990`) {
 		t.Errorf("traits read back as %s, want account 12345678901234567 and score 18.990", r.Body)
 	}
+	// A number no float64 holds is refused: stored, 1e100000 would read
+	// back as 100,001 digits.
+	r = gql(t, e.srv, e.key, identifyMutation, map[string]any{"input": map[string]any{
+		"identities": ids("email", "digits@example.com"), "traits": map[string]any{"huge": json.Number("1e100000")}}})
+	if r.code() != "BAD_USER_INPUT" {
+		t.Errorf("identify with 1e100000: %s, want BAD_USER_INPUT", r.Body)
+	}
 }
