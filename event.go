@@ -41,13 +41,13 @@ type Event struct {
 	TraitsIfAbsent map[string]any
 	// Properties are set by a source, as a map or as RawProperties: a JSON
 	// object as the source received it, which a decoder validated and
-	// PlainObject accepts. Such an
-	// object goes into the store as it came and keeps every digit of its
-	// numbers; decoding it into a map only to encode it again cost more
-	// than the rest of a Segment call. An event read back from the store
-	// has RawProperties too, the object as stored: a page of events is
-	// mostly handed on as it is. PropertiesJSON reads whichever is set.
-	// Message events carry Properties (the threadKey is read from it).
+	// PlainObject accepts. Such an object goes into the store as it came
+	// and keeps every digit of its numbers; decoding it into a map only to
+	// encode it again cost more than the rest of a Segment call. An event
+	// read back from the store has RawProperties too, the object as
+	// stored: a page of events is mostly handed on as it is.
+	// PropertiesJSON reads whichever is set. Message events carry
+	// Properties (the threadKey is read from it).
 	Properties    map[string]any
 	RawProperties json.RawMessage
 	// Context is the source's context object, as a map or as RawContext,

@@ -9,11 +9,12 @@ import (
 	"github.com/c360dev/c360"
 )
 
-// Object is a call's properties or context: a JSON object, or absent. An
-// object that c360.PlainObject accepts, as nearly every one a client sends
-// is, is kept as its bytes and stored as they are, numbers with every
-// digit; any other is decoded by c360.DecodeObject, so a \u0000, a lone
-// surrogate or a 1e400 is met as encoding/json would meet it.
+// Object is a call's traits, properties or context: a JSON object, or
+// absent. An object that c360.PlainObject accepts, as nearly every one a
+// client sends is, is kept as its bytes (properties and context are stored
+// as they are, numbers with every digit; traits are decoded by Map); any
+// other is decoded by c360.DecodeObject, so a \u0000, a lone surrogate or
+// a 1e400 is met as encoding/json would meet it.
 //
 // A value that is not an object, or holds a number no float64 holds, is
 // kept as the object's error rather than returned: encoding/json stops
