@@ -191,6 +191,9 @@ func FuzzSegmentPayload(f *testing.F) {
 		`{"batch":[{"type":"group","anonymousId":"a","groupId":9,"traits":{}},{"type":"page","userId":"u","category":"c"}]}`,
 		`{"userId":"u","event":"E","timestamp":"2025-03-01T10:00:00.123+01:00","sentAt":"2025-03-01T10:00:01Z"}`,
 		`{"userId":true}`, `{"batch":null}`, `{"batch":[{"type":"screen","userId":"\u0000"}]}`, `[]`, `{"batch":[`, `"x"`,
+		`{"batch":[{"type":"page","userId":"u","category":"c","properties":{"n":12345678901234567,"e":1e5,"s":"\u00e9\ud800"}},` +
+			`{"type":"track","userId":"u","event":"E","properties":{"x":1e400}},{"type":"identify","userId":"u","traits":{"t":2e-7}}],"context":{"n":1.5e3}}`,
+		`{"userId":"u","event":"E","properties":[1],"traits":"x","context":{"a":"\u0000"},"messageId":"m"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -205,6 +208,14 @@ func FuzzSegmentPayload(f *testing.F) {
 				}
 				if r.Event != nil && (r.Event.DedupeKey == "" || len(r.Event.Identities) == 0 || r.Event.OccurredAt.IsZero()) {
 					t.Fatalf("event %+v lacks a dedupe key, an identity or a time", r.Event)
+				}
+				// Objects kept as bytes are what ingest takes unread.
+				if ev := r.Event; ev != nil {
+					for _, raw := range []json.RawMessage{ev.RawProperties, ev.RawContext} {
+						if raw != nil && !c360.PlainObject(raw) {
+							t.Fatalf("event %+v keeps bytes that are not a plain object: %q", ev, raw)
+						}
+					}
 				}
 			}
 		}
