@@ -193,20 +193,23 @@ func plainEscape(hex []byte) bool {
 // cannot hold is an *json.UnmarshalTypeError, as encoding/json's own.
 // Escapes are decoded as encoding/json decodes them.
 func DecodeObject(raw []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
 	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
+	if err := UnmarshalExact(raw, &m); err != nil {
 		return nil, err
 	}
-	for k, v := range m {
-		v, err := StorableNumbers(v)
-		if err != nil {
-			return nil, err
-		}
-		m[k] = v
+	if _, err := StorableNumbers(m); err != nil { // in place
+		return nil, err
 	}
 	return m, nil
+}
+
+// UnmarshalExact is json.Unmarshal with numbers as json.Number: a large
+// integer keeps its digits, where a float64 would round it. It reads the
+// first JSON value of data.
+func UnmarshalExact(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(v)
 }
 
 // StorableNumbers returns v, a decoded JSON value, with every json.Number

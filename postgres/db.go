@@ -4,7 +4,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -272,18 +271,11 @@ func (w *wrapped) Unwrap() []error {
 func exactJSON(c *pgx.Conn) {
 	m := c.TypeMap()
 	jsonb := &pgtype.Type{Name: "jsonb", OID: pgtype.JSONBOID,
-		Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}}
+		Codec: &pgtype.JSONBCodec{Marshal: json.Marshal, Unmarshal: c360.UnmarshalExact}}
 	jsonType := &pgtype.Type{Name: "json", OID: pgtype.JSONOID,
-		Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: unmarshalExact}}
+		Codec: &pgtype.JSONCodec{Marshal: json.Marshal, Unmarshal: c360.UnmarshalExact}}
 	m.RegisterType(jsonb)
 	m.RegisterType(jsonType)
 	m.RegisterType(&pgtype.Type{Name: "_jsonb", OID: pgtype.JSONBArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonb}})
 	m.RegisterType(&pgtype.Type{Name: "_json", OID: pgtype.JSONArrayOID, Codec: &pgtype.ArrayCodec{ElementType: jsonType}})
-}
-
-// unmarshalExact is json.Unmarshal with numbers as json.Number.
-func unmarshalExact(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return dec.Decode(v)
 }

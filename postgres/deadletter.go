@@ -293,10 +293,8 @@ func storedObject(raw json.RawMessage, m map[string]any) json.RawMessage {
 }
 
 func fromStoredEvent(raw []byte) (*c360.Event, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // large integers in properties stay exact
 	var s storedEvent
-	if err := dec.Decode(&s); err != nil {
+	if err := c360.UnmarshalExact(raw, &s); err != nil { // large integers stay exact
 		return nil, fmt.Errorf("decode stored event: %w", err)
 	}
 	ev := &c360.Event{
@@ -313,9 +311,7 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 		if o.raw == nil {
 			continue
 		}
-		dec := json.NewDecoder(bytes.NewReader(o.raw))
-		dec.UseNumber()
-		if err := dec.Decode(o.m); err != nil {
+		if err := c360.UnmarshalExact(o.raw, o.m); err != nil {
 			return nil, fmt.Errorf("decode stored event: %w", err)
 		}
 	}

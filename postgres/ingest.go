@@ -96,15 +96,10 @@ type preparedEvent struct {
 
 // encode fills the event's JSON columns.
 func (p *preparedEvent) encode() {
-	p.properties, p.identitiesRaw = jsonObject(p.ev.RawProperties, p.ev.Properties), mustJSON(p.identities)
-	p.traits = jsonOrNil(p.ev.Traits)
-	if p.ev.RawContext != nil {
-		s := string(p.ev.RawContext)
-		p.context = &s
-	} else {
-		p.context = jsonOrNil(p.ev.Context)
-	}
-	p.traitsIfAbsent = jsonOrNil(p.ev.TraitsIfAbsent)
+	// prepare gave the event properties in one form or the other.
+	p.properties, p.identitiesRaw = *jsonText(p.ev.RawProperties, p.ev.Properties), mustJSON(p.identities)
+	p.traits, p.context = jsonText(nil, p.ev.Traits), jsonText(p.ev.RawContext, p.ev.Context)
+	p.traitsIfAbsent = jsonText(nil, p.ev.TraitsIfAbsent)
 }
 
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.

@@ -635,18 +635,17 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// jsonObject is the text of an object given as its bytes or as a map.
-func jsonObject(raw json.RawMessage, m map[string]any) string {
-	if raw != nil {
-		return string(raw)
-	}
-	return mustJSON(m)
-}
-
-func jsonOrNil(m map[string]any) *string {
-	if m == nil {
+// jsonText is the text of an object given as its bytes or as a map; nil
+// when it has neither.
+func jsonText(raw json.RawMessage, m map[string]any) *string {
+	var s string
+	switch {
+	case raw != nil:
+		s = string(raw)
+	case m != nil:
+		s = mustJSON(m)
+	default:
 		return nil
 	}
-	s := mustJSON(m)
 	return &s
 }

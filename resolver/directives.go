@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -110,9 +109,7 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			// Numbers stay as written: a float64 would round a large
 			// integer, and refuse one past its range, that the caller
 			// reads whole when nothing is masked.
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.UseNumber()
-			if err := dec.Decode(&m); err != nil {
+			if err := c360.UnmarshalExact(raw, &m); err != nil {
 				return nil, fmt.Errorf("pii directive: decode %s: %w", field, err)
 			}
 		}
