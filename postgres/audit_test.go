@@ -235,25 +235,15 @@ func TestAuditWriter(t *testing.T) {
 		for i := 50; i < 100; i++ {
 			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for auditCount(t, db, ws)-before != 100 {
-			if time.Now().After(deadline) {
-				t.Fatalf("the full batch was not written (%d rows)", auditCount(t, db, ws)-before)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitUntil(t, "the full batch of 100, without a Flush", func() bool { return auditCount(t, db, ws)-before == 100 })
 		// The filling entry wakes the writer unless the first wake is
 		// still unread (the writer then sees a full batch at once).
 		wakes := postgres.AuditWakes(w)
 		if wakes != 1 && wakes != 2 {
 			t.Errorf("wakes after a batch of 100 filled = %d, want 2 (its start and its end), or 1", wakes)
 		}
-		for postgres.AuditWakePending(w) { // the writer takes a wake it no longer needs
-			if time.Now().After(deadline) {
-				t.Fatal("the writer left a wake unread")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		// The writer takes a wake it no longer needs.
+		waitUntil(t, "the writer to take its wake", func() bool { return !postgres.AuditWakePending(w) })
 		w.EnqueueAudit([]*c360.AuditEntry{entry(0)})
 		if got := postgres.AuditWakes(w); got != wakes+1 {
 			t.Errorf("wakes after an entry starts the next batch = %d, want %d", got, wakes+1)
@@ -279,22 +269,30 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
-	t.Run("close is bounded while a write waits", func(t *testing.T) {
-		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Millisecond, CloseTimeout: 300 * time.Millisecond,
-			Logger: slog.New(slog.DiscardHandler)})
+	// stuck returns a writer whose first entry's pass is under way and
+	// waits: audit_log is locked until the subtest ends. The entry is of a
+	// workspace of its own: the canceled insert may still land once the
+	// lock is gone, and the other subtests count ws's rows.
+	stuck := func(t *testing.T, cfg postgres.AuditWriterConfig) *postgres.AuditWriter {
+		t.Helper()
+		cfg.Linger, cfg.CloseTimeout, cfg.Logger = time.Millisecond, 300*time.Millisecond, slog.New(slog.DiscardHandler)
+		w := postgres.NewAuditWriter(db, cfg)
 		tx, err := db.Pool.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer tx.Rollback(ctx)
+		t.Cleanup(func() { tx.Rollback(ctx) })
 		if _, err := tx.Exec(ctx, `LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE`); err != nil {
 			t.Fatal(err)
 		}
-		// A workspace of its own: the canceled insert may still land once
-		// the lock is gone, and the other subtests count ws's rows.
 		other, _, _ := pgtest.Workspace(t, db)
 		w.EnqueueAudit([]*c360.AuditEntry{c360.NewAuditEntry(nil, other, c360.AuditAPIKeyRevoke, time.Now())})
-		pgtest.WaitForLockWait(t, db, "audit_log") // the writer's pass is under way, and waits
+		pgtest.WaitForLockWait(t, db, "audit_log")
+		return w
+	}
+
+	t.Run("close is bounded while a write waits", func(t *testing.T) {
+		w := stuck(t, postgres.AuditWriterConfig{})
 		start := time.Now()
 		w.Close()
 		if d := time.Since(start); d > 3*time.Second {
@@ -305,6 +303,34 @@ func TestAuditWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("entries being written count against MaxPending", func(t *testing.T) {
+		w := stuck(t, postgres.AuditWriterConfig{MaxPending: 1})
+		defer w.Close()
+		w.EnqueueAudit([]*c360.AuditEntry{entry(0)})
+		if w.Dropped() != 1 {
+			t.Errorf("dropped = %d with one entry being written and MaxPending 1, want the second entry dropped", w.Dropped())
+		}
+	})
+
+	// A Flush that comes while a pass writes may wait on entries of that
+	// pass: it reports that pass's failure, and a later Flush does not.
+	t.Run("a Flush reports the pass it came during", func(t *testing.T) {
+		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+		defer w.Close()
+		gone := ws + 1_000_000 // refused by the foreign key, three times over about 0.7 s
+		w.EnqueueAudit([]*c360.AuditEntry{c360.NewAuditEntry(nil, gone, c360.AuditAPIKeyRevoke, time.Now())})
+		waitUntil(t, "the failing pass to start", func() bool { return postgres.AuditWriting(w) })
+		if err := w.Flush(ctx); err == nil {
+			t.Error("Flush during a failing pass = nil, want its error")
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Errorf("Flush after it = %v, want nil: nothing queued before it failed", err)
+		}
+		if w.Dropped() != 1 {
+			t.Errorf("dropped = %d, want the refused entry", w.Dropped())
+		}
+	})
+
 	t.Run("a full batch does not wait for the linger", func(t *testing.T) {
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxBatch: 10, Linger: time.Hour, Logger: slog.New(slog.DiscardHandler)})
 		defer w.Close()
@@ -312,13 +338,7 @@ func TestAuditWriter(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			w.EnqueueAudit([]*c360.AuditEntry{entry(i)})
 		}
-		deadline := time.Now().Add(10 * time.Second)
-		for auditCount(t, db, ws)-before != 10 {
-			if time.Now().After(deadline) {
-				t.Fatalf("a full batch of 10 was not written without a Flush (%d rows)", auditCount(t, db, ws)-before)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		waitUntil(t, "a full batch of 10, without a Flush", func() bool { return auditCount(t, db, ws)-before == 10 })
 	})
 
 	t.Run("a full queue drops, never blocks", func(t *testing.T) {

@@ -99,14 +99,14 @@ func TestNotifierBatchesAndListenerWakes(t *testing.T) {
 		}()
 	}
 	defer func() { cancel(); wg.Wait() }()
-	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return resyncs == 1 })
+	waitUntil(t, "a resync", func() bool { mu.Lock(); defer mu.Unlock(); return resyncs == 1 })
 
 	// 200 commits within the interval: one statement.
 	for i := int64(1); i <= 200; i++ {
 		na.Add(1, []int64{i, i + 1000})
 	}
 	nb.Add(1, []int64{5555}) // the listener's own origin: ignored
-	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(woken[1]) >= 400 })
+	waitUntil(t, "400 wakes", func() bool { mu.Lock(); defer mu.Unlock(); return len(woken[1]) >= 400 })
 	notes := 0
 	for {
 		wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
@@ -129,12 +129,13 @@ func TestNotifierBatchesAndListenerWakes(t *testing.T) {
 	}
 }
 
-func waitUntil(t *testing.T, cond func() bool) {
+// waitUntil polls cond until it holds, for at most 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("timed out")
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -287,7 +288,7 @@ func (tl *timeline) add(step string) {
 func (tl *timeline) waitFor(t *testing.T, cond func([]string) bool) []string {
 	t.Helper()
 	var got []string
-	waitUntil(t, func() bool {
+	waitUntil(t, "the timeline's steps", func() bool {
 		tl.mu.Lock()
 		defer tl.mu.Unlock()
 		got = slices.Clone(tl.steps)

@@ -188,3 +188,10 @@ func AuditWakes(w *AuditWriter) int64 { return w.wakes.Load() }
 
 // AuditWakePending reports whether a wake waits for w's writer.
 func AuditWakePending(w *AuditWriter) bool { return len(w.wake) > 0 }
+
+// AuditWriting reports whether w's writer is in a pass.
+func AuditWriting(w *AuditWriter) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writing
+}
