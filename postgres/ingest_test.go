@@ -659,3 +659,23 @@ func TestPlainObjectsAreTakenAsTheyRead(t *testing.T) {
 		}
 	}
 }
+
+// Every connection reads json, jsonb and their arrays with numbers as
+// json.Number: a float64 would round these.
+func TestJSONColumnsReadNumbersExactly(t *testing.T) {
+	db := pgtest.Open(t)
+	var (
+		jb  map[string]any
+		js  any
+		arr []map[string]any
+	)
+	if err := db.Pool.QueryRow(t.Context(), `SELECT '{"n":12345678901234567}'::jsonb, '{"n":18.990}'::json,
+		ARRAY['{"n":98765432109876543}'::jsonb]`).Scan(&jb, &js, &arr); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := js.(map[string]any)
+	if jb["n"] != json.Number("12345678901234567") || m["n"] != json.Number("18.990") ||
+		len(arr) != 1 || arr[0]["n"] != json.Number("98765432109876543") {
+		t.Errorf("read %#v, %#v, %#v; want every number as written", jb, js, arr)
+	}
+}

@@ -164,6 +164,24 @@ func TestParseBatch(t *testing.T) {
 	if b, err := ParseBatch([]byte(`{"batch":null}`)); err != nil || len(b.Items) != 0 {
 		t.Errorf("null batch: %v, %v; want empty", b, err)
 	}
+	// The batch's own context is read as a call's: an object, numbers
+	// exact; anything else refuses the batch, saying why.
+	b, err = ParseBatch([]byte(`{"context":{"seq":12345678901234567},"batch":[{"type":"track","userId":"u","event":"E"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cx := b.Events(received)[0].Event.Context; cx["seq"] != json.Number("12345678901234567") {
+		t.Errorf("merged context = %v, want seq 12345678901234567 as sent", cx)
+	}
+	for bad, want := range map[string]string{
+		`{"context":[1],"batch":[]}`:          "context: want an object, got array",
+		`{"context":{"n":1e400},"batch":[]}`:  "context: want a number, got number",
+		`{"context":"ip=1.2.3.4","batch":[]}`: "context: want an object, got string",
+	} {
+		if _, err := ParseBatch([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseBatch(%s) = %v, want EINVALID saying %q", bad, err, want)
+		}
+	}
 }
 
 func TestBasicUser(t *testing.T) {
