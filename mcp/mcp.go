@@ -182,16 +182,21 @@ type ToolError struct {
 func (e *ToolError) Error() string { return e.Code + ": " + e.Message }
 
 // execute runs one GraphQL operation through the server's /graphql handler
-// with authorization, and decodes its data into out. Any GraphQL error
-// fails the call with a *ToolError.
-func (s *Server) execute(ctx context.Context, authorization, query string, vars map[string]any, out any) error {
+// with authorization, and returns its data as the handler wrote it. Any
+// GraphQL error fails the call with a *ToolError.
+//
+// A tool that hands the data on returns these bytes as its result, and one
+// that reshapes it decodes it with c360.UnmarshalExact: either way a number
+// keeps its digits (a trait of 12345678901234567 would read back from a
+// float64 as 12345678901234568).
+func (s *Server) execute(ctx context.Context, authorization, query string, vars map[string]any) (json.RawMessage, error) {
 	body, err := json.Marshal(map[string]any{"query": query, "variables": vars, "operationName": operationName(query)})
 	if err != nil {
-		return fmt.Errorf("encode graphql request: %w", err)
+		return nil, fmt.Errorf("encode graphql request: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "/graphql", bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("build graphql request: %w", err)
+		return nil, fmt.Errorf("build graphql request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -209,22 +214,22 @@ func (s *Server) execute(ctx context.Context, authorization, query string, vars 
 		} `json:"errors"`
 	}
 	if err := json.Unmarshal(rec.body.Bytes(), &resp); err != nil {
-		return fmt.Errorf("decode graphql response (status %d): %w", rec.status, err)
+		return nil, fmt.Errorf("decode graphql response (status %d): %w", rec.status, err)
 	}
 	if len(resp.Errors) > 0 {
 		e := resp.Errors[0]
 		if e.Extensions.Code == "" {
 			e.Extensions.Code = c360.EINTERNAL
 		}
-		return &ToolError{Code: e.Extensions.Code, Message: e.Message}
+		return nil, &ToolError{Code: e.Extensions.Code, Message: e.Message}
 	}
 	if rec.status != http.StatusOK {
-		return fmt.Errorf("graphql answered status %d", rec.status)
+		return nil, fmt.Errorf("graphql answered status %d", rec.status)
 	}
-	if err := json.Unmarshal(resp.Data, out); err != nil {
-		return fmt.Errorf("decode graphql data: %w", err)
+	if len(resp.Data) == 0 || string(resp.Data) == "null" {
+		return nil, fmt.Errorf("graphql answered no data")
 	}
-	return nil
+	return resp.Data, nil
 }
 
 // operationName returns the name of the one operation in query ("query

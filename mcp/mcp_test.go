@@ -374,3 +374,84 @@ func TestMCPAuthentication(t *testing.T) {
 		t.Error("an MCP client without a key connected")
 	}
 }
+
+// wire records the bodies of the MCP server's answers, as sent.
+type wire struct {
+	next   http.RoundTripper
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func (w *wire) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := w.next.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.bodies = append(w.bodies, body)
+	w.mu.Unlock()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp, nil
+}
+
+// last returns the structured content of the last answer, as sent.
+func (w *wire) lastStructured(t *testing.T) string {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var msg struct {
+		Result struct {
+			StructuredContent json.RawMessage `json:"structuredContent"`
+		} `json:"result"`
+	}
+	if len(w.bodies) == 0 || json.Unmarshal(w.bodies[len(w.bodies)-1], &msg) != nil {
+		t.Fatalf("no JSON-RPC answer recorded")
+	}
+	return string(msg.Result.StructuredContent)
+}
+
+// A tool's result carries a trait's number as GraphQL does, every digit and
+// the scale: an assistant told a loyalty id of 12345678901234567 must not
+// read 12345678901234568 (as a float64 rounds it), in the text content or
+// in the structured content.
+func TestToolResultsKeepEveryDigit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ev := &c360.Event{Type: c360.EventIdentify, Identities: []c360.Identity{{Type: "email", Value: "ada@example.com"}},
+		Traits: map[string]any{"name": "Ada Digits", "loyaltyId": json.Number("12345678901234567"), "balance": json.Number("0.10")},
+		Source: "test", DedupeKey: "digits", OccurredAt: time.Now().UTC()}
+	res, err := e.db.Ingest(ctx, e.ws, []*c360.Event{ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ada := fmt.Sprint(res[0].CustomerID)
+
+	w := &wire{next: bearer{e.keys["assistant+pii"], http.DefaultTransport}}
+	client := sdk.NewClient(&sdk.Implementation{Name: "c360-test", Version: "1"}, nil)
+	cs, err := client.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: e.srv.URL + "/mcp", HTTPClient: &http.Client{Transport: w}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for _, c := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{mcp.ToolLookupCustomer, map[string]any{"type": "email", "value": "ada@example.com"}},
+		{mcp.ToolGetCustomerContext, map[string]any{"customerId": ada}},
+		{mcp.ToolSearchCustomers, map[string]any{"query": "Ada Digits"}},
+	} {
+		_, text, isErr := call(t, cs, c.tool, c.args)
+		structured := w.lastStructured(t)
+		for name, got := range map[string]string{"text": text, "structured content": structured} {
+			if isErr || !strings.Contains(got, `"loyaltyId":12345678901234567`) || !strings.Contains(got, `"balance":0.10`) {
+				t.Errorf("%s: %s = %s; want loyaltyId 12345678901234567 and balance 0.10 as stored", c.tool, name, got)
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -62,7 +63,15 @@ type (
 	}
 )
 
-// Result is a tool's structured result: the GraphQL data, shaped per tool.
+// Result is the structured result of a tool that reshapes the GraphQL data
+// (search_customers, list_recent_messages); the others return the data as
+// GraphQL wrote it. Its numbers are json.Number, decoded by
+// c360.UnmarshalExact, so that they keep their digits.
+//
+// The tools declare no output schema: the SDK validates a declared one by
+// decoding the result into float64s and encoding it again, which rounds an
+// integer past 2^53. Every result is a JSON object, as docs/assistants.md
+// lists them.
 type Result = map[string]any
 
 // The GraphQL operations the tools run. They select what an assistant
@@ -112,10 +121,8 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			"and returns their profile: id, traits, identities, consent per channel. Returns {\"customer\": null} " +
 			"when nobody has it. Use get_customer_context instead before answering a customer.",
 		Annotations: readOnly,
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in LookupArgs) (*sdk.CallToolResult, Result, error) {
-		var out Result
-		err := s.execute(ctx, creds(req), lookupQuery, map[string]any{"type": in.Type, "value": in.Value}, &out)
-		return nil, out, err
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in LookupArgs) (*sdk.CallToolResult, any, error) {
+		return s.passOn(s.execute(ctx, creds(req), lookupQuery, map[string]any{"type": in.Type, "value": in.Value}))
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
@@ -127,7 +134,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			"\"text\" holds the same as a ready-to-prompt block within \"budget\" characters. Give customerId, or type and " +
 			"value (e.g. type phone, value +14155550100). Returns {\"context\": null} when no customer matches.",
 		Annotations: readOnly,
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in ContextArgs) (*sdk.CallToolResult, Result, error) {
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in ContextArgs) (*sdk.CallToolResult, any, error) {
 		vars := map[string]any{}
 		switch {
 		case in.CustomerID != "" && (in.Type != "" || in.Value != ""):
@@ -142,9 +149,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if in.Budget != 0 {
 			vars["budget"] = in.Budget
 		}
-		var out Result
-		err := s.execute(ctx, creds(req), contextQuery, vars, &out)
-		return nil, out, err
+		return s.passOn(s.execute(ctx, creds(req), contextQuery, vars))
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
@@ -153,7 +158,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
 			"Returns their ids, traits and identities, and whether more match.",
 		Annotations: readOnly,
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in SearchArgs) (*sdk.CallToolResult, Result, error) {
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in SearchArgs) (*sdk.CallToolResult, any, error) {
 		first := in.First
 		if first == 0 {
 			first = 10
@@ -171,7 +176,11 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 				} `json:"pageInfo"`
 			} `json:"customers"`
 		}
-		if err := s.execute(ctx, creds(req), searchQuery, map[string]any{"query": in.Query, "first": first}, &data); err != nil {
+		raw, err := s.execute(ctx, creds(req), searchQuery, map[string]any{"query": in.Query, "first": first})
+		if err == nil {
+			err = decodeData(raw, &data)
+		}
+		if err != nil {
 			return nil, nil, err
 		}
 		list := make([]any, len(data.Customers.Edges))
@@ -187,7 +196,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Description: "The customer's most recent messages on every channel (SMS, WhatsApp, chat), newest first, " +
 			"each with its conversation, channel, direction (inbound from the customer, outbound to them) and status.",
 		Annotations: readOnly,
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in MessagesArgs) (*sdk.CallToolResult, Result, error) {
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in MessagesArgs) (*sdk.CallToolResult, any, error) {
 		limit := in.Limit
 		if limit == 0 {
 			limit = 20
@@ -215,7 +224,11 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			} `json:"customer"`
 		}
 		vars := map[string]any{"id": in.CustomerID, "conversations": 10, "messages": limit}
-		if err := s.execute(ctx, creds(req), messagesQuery, vars, &data); err != nil {
+		raw, err := s.execute(ctx, creds(req), messagesQuery, vars)
+		if err == nil {
+			err = decodeData(raw, &data)
+		}
+		if err != nil {
 			return nil, nil, err
 		}
 		if data.Customer == nil {
@@ -249,7 +262,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			"Berlin in May\") so later assistants and agents see it in the customer's context. Record facts, not " +
 			"transcripts; an agent may later verify it.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in ObservationArgs) (*sdk.CallToolResult, Result, error) {
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in ObservationArgs) (*sdk.CallToolResult, any, error) {
 		vars := map[string]any{"customerId": in.CustomerID, "text": in.Text}
 		if in.Source != "" {
 			vars["source"] = in.Source
@@ -257,9 +270,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if in.Confidence != nil {
 			vars["confidence"] = *in.Confidence
 		}
-		var out Result
-		err := s.execute(ctx, creds(req), observationMutation, vars, &out)
-		return nil, out, err
+		return s.passOn(s.execute(ctx, creds(req), observationMutation, vars))
 	})
 
 	sendSchema, err := jsonschema.For[SendArgs](nil)
@@ -276,10 +287,25 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			"get_customer_context first.",
 		InputSchema: sendSchema,
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(true)},
-	}, func(ctx context.Context, req *sdk.CallToolRequest, in SendArgs) (*sdk.CallToolResult, Result, error) {
+	}, func(ctx context.Context, req *sdk.CallToolRequest, in SendArgs) (*sdk.CallToolResult, any, error) {
 		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
-		var out Result
-		err := s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}, &out)
-		return nil, out, err
+		return s.passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
 	})
+}
+
+// passOn returns a tool's result as execute's data, as GraphQL wrote it.
+func (s *Server) passOn(data json.RawMessage, err error) (*sdk.CallToolResult, any, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, data, nil
+}
+
+// decodeData decodes execute's data into out, keeping every number's
+// digits.
+func decodeData(data json.RawMessage, out any) error {
+	if err := c360.UnmarshalExact(data, out); err != nil {
+		return fmt.Errorf("decode graphql data: %w", err)
+	}
+	return nil
 }

@@ -120,6 +120,23 @@ func ParsePayload(body []byte) (*Payload, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))
 	}
+	if p.Traits != nil {
+		// Decoded again with their numbers' digits, as a Segment identify
+		// call's: the float64s above would store a loyalty id of
+		// 12345678901234567 as 12345678901234568. The body decoded, so
+		// this does too.
+		var exact struct {
+			Traits json.RawMessage `json:"traits"`
+		}
+		if err := json.Unmarshal(body, &exact); err != nil {
+			return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))
+		}
+		traits, err := c360.DecodeObject(exact.Traits)
+		if err != nil {
+			return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "traits", nil))
+		}
+		p.Traits = traits
+	}
 	if err := p.validate(); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -151,6 +152,33 @@ func TestEvents(t *testing.T) {
 	}
 	if evs, _ := p.Events(received); !evs[0].OccurredAt.Equal(received) {
 		t.Errorf("far-future turn dated %v, want the receipt time %v", evs[0].OccurredAt, received)
+	}
+}
+
+// Traits keep their numbers' digits and scale, and traits that differ past
+// a float64's precision are different traits, not a replay of the first.
+func TestTraitsKeepTheirDigits(t *testing.T) {
+	parse := func(loyalty string) *c360.Event {
+		t.Helper()
+		p, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],
+			"traits":{"loyaltyId":` + loyalty + `,"balance":0.10,"tiers":[1.50],"big":1e3}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, _ := p.Events(received)
+		return evs[0]
+	}
+	ev := parse("12345678901234567")
+	got, _ := json.Marshal(ev.Traits)
+	if want := `{"balance":0.10,"big":1000,"loyaltyId":12345678901234567,"tiers":[1.50]}`; string(got) != want {
+		t.Errorf("traits = %s, want %s", got, want)
+	}
+	if next := parse("12345678901234568"); next.DedupeKey == ev.DedupeKey {
+		t.Errorf("traits with loyaltyId ...567 and ...568 share the dedupe key %q", ev.DedupeKey)
+	}
+	// Past what a float64 holds, refused as before.
+	if _, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":{"x":1e400}}`)); c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "traits: want a number") {
+		t.Errorf("traits with 1e400: %v, want BAD_USER_INPUT naming traits", err)
 	}
 }
 
