@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -326,6 +328,49 @@ func checkBatch(r *http.Request) error {
 	}
 	if t := bytes.TrimLeft(b.Peek(), " \t\r\n"); len(t) > 0 && t[0] == '[' {
 		return c360.Errorf(c360.EINVALID, "batched operations are not supported: send one operation per request")
+	}
+	return nil
+}
+
+// checkParams refuses a POST body that is not a GraphQL request's JSON
+// object, with a message of its own: gqlgen's transport names its Go types
+// and repeats the whole body, which may carry a secret (a mutation's
+// Twilio token, say) into the answer and whatever logs it.
+func checkParams(r *http.Request) error {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return nil
+	}
+	b, ok := r.Body.(interface{ Peek() []byte })
+	if !ok {
+		return nil
+	}
+	// The keys gqlgen's transport reads, matched as it matches them.
+	var p struct {
+		Query         json.RawMessage `json:"query"`
+		OperationName json.RawMessage `json:"operationName"`
+		Variables     json.RawMessage `json:"variables"`
+		Extensions    json.RawMessage `json:"extensions"`
+	}
+	if err := json.Unmarshal(b.Peek(), &p); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
+		}
+		return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
+	}
+	for _, f := range []struct {
+		name, want string
+		raw        json.RawMessage
+		kind       byte
+	}{
+		{"query", "a string", p.Query, '"'},
+		{"operationName", "a string", p.OperationName, '"'},
+		{"variables", "an object", p.Variables, '{'},
+		{"extensions", "an object", p.Extensions, '{'},
+	} {
+		if len(f.raw) > 0 && f.raw[0] != f.kind && string(f.raw) != "null" {
+			return c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
+		}
 	}
 	return nil
 }

@@ -297,6 +297,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeGraphQLError(w, statusForTransport(r), err)
 			return
 		}
+		if err := checkParams(r); err != nil {
+			writeGraphQLError(w, http.StatusBadRequest, err)
+			return
+		}
 		key, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			writeGraphQLError(w, http.StatusUnauthorized, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))

@@ -167,3 +167,42 @@ func TestEveryGraphQLErrorHasCode(t *testing.T) {
 		})
 	}
 }
+
+// A body that is not a GraphQL request's JSON object is refused with 400
+// and a message that names what is wrong, not Go's types, and the answer
+// never repeats the body: it may carry a secret (a mutation's token).
+func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
+	e := newEnv(t)
+	const secret = "s3cret-token-0000"
+	for _, tc := range []struct{ name, body, want string }{
+		{"variables not an object", `{"query":"{ __typename }","variables":5,"token":"` + secret + `"}`, "variables must be an object"},
+		{"variables a string", `{"query":"{ __typename }","variables":"` + secret + `"}`, "variables must be an object"},
+		{"query not a string", `{"query":["` + secret + `"]}`, "query must be a string"},
+		{"operationName not a string", `{"query":"{ __typename }","operationName":{"x":"` + secret + `"}}`, "operationName must be a string"},
+		{"extensions not an object", `{"query":"{ __typename }","extensions":"` + secret + `"}`, "extensions must be an object"},
+		{"not JSON", `{"query":"{ __typename }" "` + secret + `"}`, "the body is not valid JSON: invalid character '\"' after object key:value pair (at byte 27)"},
+		{"cut short", `{"variables":{"token":"` + secret, "the body is not valid JSON: unexpected end of JSON input"},
+		{"not an object", `"` + secret + `"`, "the body must be a JSON object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+e.key)
+			r := do(t, e.srv, req)
+			if r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, tc.want) {
+				t.Errorf("answer %d %s, want 400 BAD_USER_INPUT saying %q", r.Status, r.Body, tc.want)
+			}
+			if strings.Contains(r.Body, secret) || strings.Contains(r.Body, "Go struct") {
+				t.Errorf("the answer repeats the body or names Go types: %s", r.Body)
+			}
+		})
+	}
+	// Every key may be null, as the GraphQL over HTTP spec lets a client send it.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql",
+		strings.NewReader(`{"query":"{ __typename }","variables":null,"operationName":null,"extensions":null}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	if r := do(t, e.srv, req); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
+		t.Errorf("a request with null keys: %d %s, want its data", r.Status, r.Body)
+	}
+}
