@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
@@ -344,35 +346,32 @@ func checkParams(r *http.Request) error {
 	if !ok {
 		return nil
 	}
-	// The keys gqlgen's transport reads, matched as it matches them.
-	var p struct {
-		Query         json.RawMessage `json:"query"`
-		OperationName json.RawMessage `json:"operationName"`
-		Variables     json.RawMessage `json:"variables"`
-		Extensions    json.RawMessage `json:"extensions"`
-	}
-	if err := json.Unmarshal(b.Peek(), &p); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
-		}
-		return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
-	}
-	for _, f := range []struct {
-		name, want string
-		raw        json.RawMessage
-		kind       byte
-	}{
-		{"query", "a string", p.Query, '"'},
-		{"operationName", "a string", p.OperationName, '"'},
-		{"variables", "an object", p.Variables, '{'},
-		{"extensions", "an object", p.Extensions, '{'},
-	} {
-		if len(f.raw) > 0 && f.raw[0] != f.kind && string(f.raw) != "null" {
-			return c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
+	// Decoded as gqlgen's transport decodes it (the same type, numbers as
+	// json.Number), so that a body this passes, gqlgen decodes too: a key
+	// given twice, or in another case ("Query"), fails both alike.
+	var p graphql.RawParams
+	err := c360.UnmarshalExact(b.Peek(), &p)
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
+	case errors.Is(err, io.EOF):
+		return c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
+	case errors.As(err, &te) && te.Field != "":
+		for _, f := range []struct{ name, want string }{
+			{"query", "a string"}, {"operationName", "a string"}, {"variables", "an object"}, {"extensions", "an object"},
+		} {
+			if strings.EqualFold(te.Field, f.name) {
+				return c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
+			}
 		}
 	}
-	return nil
+	return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
 }
 
 // bufferedBody is a request body read whole (readBody), which checks can

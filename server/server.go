@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -124,6 +125,14 @@ func (s *Server) routes() {
 		if websocket.IsWebSocketUpgrade(r) {
 			overWS.ServeHTTP(w, r)
 			return
+		}
+		if r.Header.Get("Upgrade") != "" {
+			// An upgrade this server does not speak (h2c, which curl
+			// --http2 asks for, or a handshake that is not a websocket's)
+			// is ignored, as HTTP lets a server ignore it; gqlgen's
+			// transports would refuse the request for it, without a code.
+			r = r.Clone(r.Context())
+			r.Header.Del("Upgrade")
 		}
 		if (transport.SSE{}).Supports(r) {
 			var done context.CancelFunc
@@ -364,24 +373,28 @@ func checkTransport(r *http.Request) error {
 	switch r.Method {
 	case http.MethodPost:
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if mt != "application/json" && mt != "application/graphql-response+json" {
+		if mt != "application/json" {
 			return c360.Errorf(c360.EINVALID, "POST /graphql takes Content-Type: application/json")
 		}
 	case http.MethodGet:
-		if websocket := strings.EqualFold(r.Header.Get("Upgrade"), "websocket"); websocket {
-			return nil
-		}
 		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
 			return nil
 		}
-		if v := r.URL.Query().Get("variables"); v != "" && !json.Valid([]byte(v)) {
-			return c360.Errorf(c360.EINVALID, "variables must be a JSON object")
+		// gqlgen's GET transport answers these without extensions.code.
+		params, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return c360.Errorf(c360.EINVALID, "the URL's query string is not valid: it has a malformed %%-escape or a ';'")
 		}
-		if q := strings.TrimSpace(r.URL.Query().Get("query")); q != "" {
+		for _, key := range []string{"variables", "extensions"} {
+			if v := strings.TrimSpace(params.Get(key)); v != "" && !objectOrNull(v) {
+				return c360.Errorf(c360.EINVALID, "%s must be a JSON object", key)
+			}
+		}
+		if q := strings.TrimSpace(params.Get("query")); q != "" {
 			doc, err := parser.ParseQuery(&ast.Source{Input: q})
 			if err == nil {
 				for _, op := range doc.Operations {
-					if op.Operation != ast.Query && (r.URL.Query().Get("operationName") == "" || op.Name == r.URL.Query().Get("operationName")) {
+					if op.Operation != ast.Query && (params.Get("operationName") == "" || op.Name == params.Get("operationName")) {
 						return c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation)
 					}
 				}
@@ -391,6 +404,11 @@ func checkTransport(r *http.Request) error {
 		return c360.Errorf(c360.EINVALID, "/graphql takes GET and POST, not %s", r.Method)
 	}
 	return nil
+}
+
+// objectOrNull reports whether s, trimmed, is a JSON object or null.
+func objectOrNull(s string) bool {
+	return (strings.HasPrefix(s, "{") || s == "null") && json.Valid([]byte(s))
 }
 
 func statusForTransport(r *http.Request) int {

@@ -144,9 +144,15 @@ func TestEveryGraphQLErrorHasCode(t *testing.T) {
 	}{
 		{"malformed JSON body", http.MethodPost, "/graphql", "application/json", `{"query": `},
 		{"unsupported content type", http.MethodPost, "/graphql", "text/plain", `{ __typename }`},
+		{"a response's content type", http.MethodPost, "/graphql", "application/graphql-response+json", `{"query":"{ __typename }"}`},
 		{"unsupported method", http.MethodPut, "/graphql", "application/json", `{"query":"{ __typename }"}`},
 		{"GET with malformed variables", http.MethodGet, "/graphql?query=" + url.QueryEscape(`query($a: Int) { __typename }`) + "&variables=%7B", "", ""},
 		{"GET mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", ""},
+		// gqlgen's GET transport answers these four without a code.
+		{"GET with variables not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=5", "", ""},
+		{"GET with variables an array", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=%5B1%5D", "", ""},
+		{"GET with extensions not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&extensions=%5B%5D", "", ""},
+		{"GET with a malformed escape", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&x=%zz", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
@@ -181,21 +187,29 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 		{"operationName not a string", `{"query":"{ __typename }","operationName":{"x":"` + secret + `"}}`, "operationName must be a string"},
 		{"extensions not an object", `{"query":"{ __typename }","extensions":"` + secret + `"}`, "extensions must be an object"},
 		{"not JSON", `{"query":"{ __typename }" "` + secret + `"}`, "the body is not valid JSON: invalid character '\"' after object key:value pair (at byte 27)"},
-		{"cut short", `{"variables":{"token":"` + secret, "the body is not valid JSON: unexpected end of JSON input"},
+		{"cut short", `{"variables":{"token":"` + secret, "the body is not valid JSON: it ends inside a value"},
+		{"empty", ``, "the body is empty"},
 		{"not an object", `"` + secret + `"`, "the body must be a JSON object"},
+		// The decoder keeps a key's first type error, and matches keys in
+		// any case: the last value being right does not make it right.
+		{"a key given twice", `{"query":1,"query":"{ __typename }","variables":{"token":"` + secret + `"}}`, "query must be a string"},
+		{"a key in another case", `{"Variables":[1],"variables":{"token":"` + secret + `"},"query":"{ __typename }"}`, "variables must be an object"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+e.key)
-			r := do(t, e.srv, req)
-			if r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, tc.want) {
-				t.Errorf("answer %d %s, want 400 BAD_USER_INPUT saying %q", r.Status, r.Body, tc.want)
-			}
-			if strings.Contains(r.Body, secret) || strings.Contains(r.Body, "Go struct") {
-				t.Errorf("the answer repeats the body or names Go types: %s", r.Body)
-			}
-		})
+		for _, accept := range []string{"application/json", "text/event-stream"} { // POST and SSE
+			t.Run(tc.name+" "+accept, func(t *testing.T) {
+				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(tc.body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", accept)
+				req.Header.Set("Authorization", "Bearer "+e.key)
+				r := do(t, e.srv, req)
+				if r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, tc.want) {
+					t.Errorf("answer %d %s, want 400 BAD_USER_INPUT saying %q", r.Status, r.Body, tc.want)
+				}
+				if strings.Contains(r.Body, secret) || strings.Contains(r.Body, "Go struct") {
+					t.Errorf("the answer repeats the body or names Go types: %s", r.Body)
+				}
+			})
+		}
 	}
 	// Every key may be null, as the GraphQL over HTTP spec lets a client send it.
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql",
@@ -204,5 +218,21 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+e.key)
 	if r := do(t, e.srv, req); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
 		t.Errorf("a request with null keys: %d %s, want its data", r.Status, r.Body)
+	}
+}
+
+// An upgrade the server does not speak is ignored, as HTTP lets a server
+// ignore one: curl --http2 over cleartext asks for h2c, and the request is
+// answered over HTTP/1.1 (gqlgen's transports refused it, without a code).
+func TestUnknownUpgradeIsIgnored(t *testing.T) {
+	e := newEnv(t)
+	for _, upgrade := range []string{"h2c", "websocket"} { // the second without a websocket handshake's other headers
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(`{"query":"{ __typename }"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		req.Header.Set("Upgrade", upgrade)
+		if r := do(t, e.srv, req); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
+			t.Errorf("Upgrade: %s: %d %s, want the data", upgrade, r.Status, r.Body)
+		}
 	}
 }
