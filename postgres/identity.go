@@ -224,11 +224,11 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 //     original customer keeps (a linking event stays: it arrived through both);
 //   - the messages of those events, and each conversation all of whose
 //     messages moved;
-//   - for a phone, the sms and whatsapp consents (copied when the original
-//     keeps another phone, moved otherwise).
 //
-// Both customers' traits are rebuilt from their own events, newest
-// observation winning. The pair is recorded as separated, so ingest never
+// Both customers' traits and consents are rebuilt from their own events,
+// newest observation winning (rebuildConsents): an opt-out the identity
+// sent before a wrong merge is its own again, even where the merge let a
+// newer opt-in of the other person's win. The pair is recorded as separated, so ingest never
 // merges them again automatically, and the ledger records the split.
 func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.Identity, actor, reason string) (*c360.SplitResult, error) {
 	id, err := db.normalizeLookup(raw)
@@ -297,22 +297,8 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			ws, orig, split); err != nil {
 			return interpretError(fmt.Errorf("keep messages with their conversation: %w", err))
 		}
-		if id.Type == identity.TypePhone {
-			keepsPhone := false
-			for _, x := range existing[orig] {
-				keepsPhone = keepsPhone || (x.Type == identity.TypePhone && x != id)
-			}
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
-				SELECT workspace_id, $3, channel, status, source, updated_at FROM consents
-				WHERE workspace_id = $1 AND customer_id = $2 AND channel IN ('sms', 'whatsapp')`, ws, orig, split); err != nil {
-				return interpretError(fmt.Errorf("copy consents: %w", err))
-			}
-			if !keepsPhone {
-				if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel IN ('sms', 'whatsapp')`, ws, orig); err != nil {
-					return interpretError(fmt.Errorf("move consents: %w", err))
-				}
-			}
+		if err := rebuildConsents(ctx, tx, ws, orig, split); err != nil {
+			return err
 		}
 		if reason == "" {
 			reason = "split by an operator"
@@ -404,6 +390,121 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 		applyTraits(c, withAbsentTraits(c.traits, traits, ifAbsent), source, at)
 	}
 	return interpretError(rows.Err())
+}
+
+// rebuildConsents sets the consents of the customers a and b to the newest
+// decision per channel among each one's own events, as ingest would have
+// set them had the events only ever been theirs. Consent comes only from
+// events, and every decision is in the change row of its event, written
+// for the customer that owned the event then: a or b, or a customer in
+// their history, which the ledger names (merged into them, or split from).
+func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
+	family, seen := []int64{a, b}, map[int64]bool{a: true, b: true}
+	for next := family; len(next) > 0; {
+		rows, err := tx.Query(ctx, mergesByCustomersSQL, ws, next)
+		if err != nil {
+			return interpretError(fmt.Errorf("load merges: %w", err))
+		}
+		next = nil
+		for rows.Next() {
+			var parent, survivor, merged int64
+			var kind string
+			if err := rows.Scan(&parent, nil, &kind, &survivor, &merged, nil, nil, nil, nil, nil, nil); err != nil {
+				rows.Close()
+				return fmt.Errorf("scan merge: %w", err)
+			}
+			// Merged into the customer, or the customer split from it.
+			from := merged
+			if kind == "split" {
+				from = survivor
+			}
+			if (kind == "merge" && survivor == parent || kind == "split" && merged == parent) && !seen[from] {
+				seen[from] = true
+				next = append(next, from)
+				family = append(family, from)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return interpretError(fmt.Errorf("load merges: %w", err))
+		}
+	}
+	type decision struct {
+		event           int64
+		channel, status string
+	}
+	var decisions []decision
+	rows, err := tx.Query(ctx, `
+		SELECT (diff->'event'->>'id')::bigint, diff->'consent'->>'channel', diff->'consent'->>'status'
+		FROM customer_changes
+		WHERE workspace_id = $1 AND customer_id = ANY($2) AND diff ? 'consent'`, ws, family)
+	if err != nil {
+		return interpretError(fmt.Errorf("load consent decisions: %w", err))
+	}
+	decisions, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (d decision, err error) {
+		return d, r.Scan(&d.event, &d.channel, &d.status)
+	})
+	if err != nil {
+		return interpretError(fmt.Errorf("load consent decisions: %w", err))
+	}
+	ids := make([]int64, len(decisions))
+	for i, d := range decisions {
+		ids[i] = d.event
+	}
+	type owned struct {
+		customer int64
+		source   string
+		at       time.Time
+	}
+	events := map[int64]owned{}
+	rows, err = tx.Query(ctx, `SELECT id, customer_id, source, occurred_at FROM events
+		WHERE workspace_id = $1 AND id = ANY($2) AND customer_id IN ($3, $4)`, ws, ids, a, b)
+	if err != nil {
+		return interpretError(fmt.Errorf("load consent events: %w", err))
+	}
+	for rows.Next() {
+		var id int64
+		var o owned
+		if err := rows.Scan(&id, &o.customer, &o.source, &o.at); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan consent event: %w", err)
+		}
+		events[id] = o
+	}
+	if err := rows.Err(); err != nil {
+		return interpretError(fmt.Errorf("load consent events: %w", err))
+	}
+	// The newest decision per customer and channel; of two at one instant,
+	// the later event's, as ingest's upsert lets the later one win.
+	type key struct {
+		customer int64
+		channel  string
+	}
+	newest := map[key]decision{}
+	for _, d := range decisions {
+		o, ok := events[d.event]
+		if !ok {
+			continue // an event now another customer's
+		}
+		k := key{o.customer, d.channel}
+		if cur, has := newest[k]; has {
+			c := events[cur.event]
+			if o.at.Before(c.at) || o.at.Equal(c.at) && d.event < cur.event {
+				continue
+			}
+		}
+		newest[k] = d
+	}
+	b2 := &pgx.Batch{}
+	b2.Queue(`DELETE FROM consents WHERE workspace_id = $1 AND customer_id IN ($2, $3)`, ws, a, b)
+	for k, d := range newest {
+		o := events[d.event]
+		b2.Queue(`INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6)`, ws, k.customer, k.channel, d.status, o.source, o.at)
+	}
+	if err := tx.SendBatch(ctx, b2).Close(); err != nil {
+		return interpretError(fmt.Errorf("rebuild consents: %w", err))
+	}
+	return nil
 }
 
 // mergesByCustomersSQL reads the ledger entries of each customer in $2 by

@@ -225,9 +225,8 @@ func TestSplitIdentity(t *testing.T) {
 // The split cases TestSplitIdentity does not reach (docs/identity.md,
 // "Splitting"): a merged-away id is followed to its survivor (step 1); a
 // conversation with messages from both sides stays with the original, and
-// so do its messages (step 4); a phone split from a customer who keeps
-// another phone copies the consents and leaves them on the original (step
-// 5); ids merged into the original before the split keep resolving to it;
+// so do its messages (step 4); each side keeps the consent of its own
+// phone's messages (step 5); ids merged into the original before the split keep resolving to it;
 // and the separation follows a later merge of the split side (step 7).
 func TestSplitKeepsWhatBelongsToBoth(t *testing.T) {
 	db := pgtest.Open(t)
@@ -269,7 +268,7 @@ func TestSplitKeepsWhatBelongsToBoth(t *testing.T) {
 	}
 	for _, c := range []int64{a, res.Split.ID} {
 		if n := count(t, db, `SELECT count(*) FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = 'sms'`, ws, c); n != 1 {
-			t.Errorf("sms consents of customer %d = %d, want 1 (copied, and kept by an original with another phone)", c, n)
+			t.Errorf("sms consents of customer %d = %d, want 1 (each side's own message decided it)", c, n)
 		}
 	}
 	if got, err := db.FindCustomerByID(ctx, ws, m); err != nil || got.ID != a {
@@ -283,6 +282,66 @@ func TestSplitKeepsWhatBelongsToBoth(t *testing.T) {
 	}
 	if _, err := db.MergeCustomers(ctx, ws, a, c, false, "agent", ""); c360.ErrorCode(err) != c360.ECONFLICT {
 		t.Errorf("merge of the original with the split side's survivor: %v, want CONFLICT", err)
+	}
+}
+
+// A wrong merge, then its split, leaves each person's consent decisions
+// with them. The merge lets the newer decision per channel win on the
+// survivor, so an opt-out (STOP) of the merged-away phone is overruled by
+// the survivor's newer opt-in; splitting that phone out must give the
+// opt-out back with it, not copy the survivor's opt-in to a number that
+// asked never to be texted again.
+func TestSplitGivesEachSideItsOwnConsent(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	const q, p = "+14155550111", "+14155550122"
+	decide := func(key, phone, channel, status string, at time.Duration) {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Consent", Source: "t", DedupeKey: key, OccurredAt: t0.Add(at),
+			Identities: ids("phone", phone), Consent: &c360.ConsentInput{Channel: channel, Status: status}})
+	}
+	s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s", OccurredAt: t0,
+		Identities: ids("user_id", "u1", "phone", q)}).CustomerID
+	decide("s-wa", q, "whatsapp", c360.ConsentOptedOut, time.Minute)
+	decide("s-sms", q, "sms", c360.ConsentOptedIn, 10*time.Minute)
+	m := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "m", OccurredAt: t0.Add(2 * time.Minute),
+		Identities: ids("phone", p)}).CustomerID
+	decide("m-stop", p, "sms", c360.ConsentOptedOut, 5*time.Minute)
+	decide("m-wa", p, "whatsapp", c360.ConsentOptedIn, 6*time.Minute)
+	// A wrong event links u1 to P: M merges into S, and S's newer
+	// decisions win on both channels.
+	if got := ingest1(t, db, ws, track("link", ids("user_id", "u1", "phone", p))); got.CustomerID != s {
+		t.Fatalf("linking event went to %d, want the survivor %d", got.CustomerID, s)
+	}
+	consents := func(c int64) map[string]string {
+		rows, err := db.Pool.Query(ctx, `SELECT channel, status FROM consents WHERE workspace_id = $1 AND customer_id = $2`, ws, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for rows.Next() {
+			var ch, st string
+			if err := rows.Scan(&ch, &st); err != nil {
+				t.Fatal(err)
+			}
+			out[ch] = st
+		}
+		return out
+	}
+	if got := fmt.Sprint(consents(s)); got != "map[sms:opted_in whatsapp:opted_in]" {
+		t.Fatalf("after the merge S has %s, want the newer decisions (sms opted_in, whatsapp opted_in)", got)
+	}
+
+	res, err := db.SplitIdentity(ctx, ws, m, c360.Identity{Type: "phone", Value: p}, "agent", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(consents(res.Split.ID)); got != "map[sms:opted_out whatsapp:opted_in]" {
+		t.Errorf("the split-off phone's customer has %s, want its own decisions (sms opted_out, whatsapp opted_in)", got)
+	}
+	if got := fmt.Sprint(consents(s)); got != "map[sms:opted_in whatsapp:opted_out]" {
+		t.Errorf("the original has %s, want its own decisions (sms opted_in, whatsapp opted_out)", got)
 	}
 }
 
