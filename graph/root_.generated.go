@@ -1835,7 +1835,11 @@ type MessageEdge {
   customer(id: ID!): Customer @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "A customer by one of its identities. The value is normalized as ingest normalizes it."
   customerByIdentity(type: String!, value: String!): Customer @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
-  "Customers, newest first, optionally filtered by a fragment of name, email or phone."
+  """
+  Customers, newest first, optionally filtered by a fragment of name, email or phone.
+  A key that reads personal data masked (an assistant without the pii scope) gives a
+  whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN.
+  """
   customers(query: String, first: Int = 20, after: String): CustomerConnection! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }
 

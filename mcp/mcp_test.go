@@ -248,11 +248,15 @@ func TestToolsOverStreamableHTTP(t *testing.T) {
 	}
 
 	// search_customers and list_recent_messages.
-	out, text, _ = call(t, cs, mcp.ToolSearchCustomers, map[string]any{"query": "jane"})
+	// This key reads masked data: it searches by a whole address only.
+	out, text, _ = call(t, cs, mcp.ToolSearchCustomers, map[string]any{"query": janeEmail})
 	if list, _ := out["customers"].([]any); len(list) != 1 || out["hasMore"] != false {
 		t.Errorf("search_customers = %s", text)
 	}
 	assertMasked(t, text)
+	if _, msg, isErr := call(t, cs, mcp.ToolSearchCustomers, map[string]any{"query": "jane"}); !isErr || !strings.Contains(msg, c360.EFORBIDDEN) {
+		t.Errorf("search_customers by a name without the pii scope: %v %s, want FORBIDDEN", isErr, msg)
+	}
 	out, text, _ = call(t, cs, mcp.ToolListRecentMessages, map[string]any{"customerId": e.jane})
 	msgs, _ := out["messages"].([]any)
 	if len(msgs) != 1 || msgs[0].(map[string]any)["body"] != "where is my order?" || msgs[0].(map[string]any)["channel"] != "sms" {

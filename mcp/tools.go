@@ -156,7 +156,8 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Name:  ToolSearchCustomers,
 		Title: "Search customers",
 		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
-			"Returns their ids, traits and identities, and whether more match.",
+			"Returns their ids, traits and identities, and whether more match. A key that reads personal data " +
+			"masked searches by a whole email address or phone number only (a name or fragment is refused with FORBIDDEN).",
 		Annotations: readOnly,
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in SearchArgs) (*sdk.CallToolResult, any, error) {
 		first := in.First

@@ -109,7 +109,7 @@ func (r *queryResolver) Customers(ctx context.Context, query *string, first *int
 	if query != nil {
 		f.Query = *query
 	}
-	page, err := r.CustomerService.FindCustomers(ctx, ws, f)
+	page, err := r.findCustomers(ctx, ws, f)
 	if err != nil {
 		return nil, err
 	}

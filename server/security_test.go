@@ -271,6 +271,60 @@ func TestAssistantLooksUpByUnmaskedIdentity(t *testing.T) {
 	}
 }
 
+// An assistant that reads masked data may search by a whole address, which
+// it already has, and by nothing less: a search by fragment would answer
+// whether each guessed digit or letter is right, and give the masked value
+// away a character at a time. A key with the pii scope, which reads the
+// values anyway, searches by fragment.
+func TestMaskedSearchTakesWholeAddresses(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	const q = `query($q: String, $after: String) { customers(query: $q, after: $after) { edges { cursor node { id identities { type value } } } pageInfo { hasNextPage } } }`
+	type page struct {
+		Customers struct {
+			Edges []struct {
+				Cursor string
+				Node   struct{ ID string }
+			}
+			PageInfo struct{ HasNextPage bool }
+		}
+	}
+	search := func(key, query string) *response {
+		return gql(t, e.srv, e.keys[key], q, map[string]any{"q": query})
+	}
+	for _, query := range []string{janeEmail, "JANE@example.com ", janePhone, "(415) 555-0100"} {
+		var out page
+		r := search("assistant", query)
+		r.ok(t, &out)
+		if len(out.Customers.Edges) != 1 || out.Customers.Edges[0].Node.ID != e.cust || out.Customers.PageInfo.HasNextPage ||
+			strings.Contains(r.Body, janeEmail) || strings.Contains(r.Body, janePhone) {
+			t.Errorf("assistant's search for %q = %s, want Jane alone, masked", query, r.Body)
+		}
+		if query == janeEmail {
+			// Past the one match, the next page is empty.
+			var next page
+			gql(t, e.srv, e.keys["assistant"], q, map[string]any{"q": query, "after": out.Customers.Edges[0].Cursor}).ok(t, &next)
+			if len(next.Customers.Edges) != 0 {
+				t.Errorf("the page after the one match holds %d customers", len(next.Customers.Edges))
+			}
+		}
+	}
+	var none page
+	search("assistant", "+14155550101").ok(t, &none)
+	if len(none.Customers.Edges) != 0 {
+		t.Errorf("a whole number nobody has found %d customers", len(none.Customers.Edges))
+	}
+	for _, fragment := range []string{"4155550", "415555010", "ane@exa", "jane", "Jane Doe", "example.com"} {
+		search("assistant", fragment).wantCode(t, c360.EFORBIDDEN)
+	}
+	for _, key := range []string{"assistant+pii", "agent"} {
+		var out page
+		search(key, "ane@exa").ok(t, &out)
+		if len(out.Customers.Edges) != 1 {
+			t.Errorf("%s's search by fragment found %d customers, want Jane", key, len(out.Customers.Edges))
+		}
+	}
+}
+
 // auditRow is one audit entry as the auditLog query returns it.
 type auditRow struct {
 	ID         string

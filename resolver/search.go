@@ -1,0 +1,45 @@
+package resolver
+
+import (
+	"context"
+	"strings"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
+)
+
+// findCustomers is customers(query:). A caller who reads personal data
+// masked (an assistant without the pii scope) searches by a whole email
+// address or phone number only: matched by fragment, which customers it
+// finds would tell it a masked value a character at a time ("4155550100"
+// finds Jane and "4155550101" does not), and it may confirm an address it
+// has, never learn one (docs/security.md).
+func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
+	q := strings.TrimSpace(f.Query)
+	if p, _ := principal(ctx); q == "" || p == nil || p.SeesPII() {
+		return r.CustomerService.FindCustomers(ctx, ws, f)
+	}
+	id := c360.Identity{Type: identity.TypePhone, Value: q}
+	if strings.Contains(q, "@") {
+		id.Type = identity.TypeEmail
+	}
+	page := &c360.Page[*c360.Customer]{Items: []*c360.Customer{}, Cursors: []string{}}
+	if f.After != "" {
+		if _, err := c360.DecodeCursor(f.After); err != nil {
+			return nil, err
+		}
+		return page, nil // the one match was on the first page
+	}
+	c, err := r.CustomerService.FindCustomerByIdentity(ctx, ws, id)
+	switch code := c360.ErrorCode(err); {
+	case err == nil:
+		page.Items = append(page.Items, c)
+		page.Cursors = append(page.Cursors, c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode())
+	case code == c360.ENOTFOUND:
+	case code == c360.EINVALID:
+		return nil, c360.Errorf(c360.EFORBIDDEN, "without the pii scope, customers(query:) takes a whole email address or phone number, not a name or a fragment")
+	default:
+		return nil, err
+	}
+	return page, nil
+}
