@@ -63,7 +63,7 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 	}
 	mask := !sees
 	free := func(s string, where string) string {
-		out, kinds := maskText(s, mask)
+		out, kinds := pii.Text(s, mask)
 		for _, k := range kinds {
 			record(where, k)
 		}

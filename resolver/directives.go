@@ -148,7 +148,7 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		case *string:
 			text, ptr = *v, true
 		}
-		m, kinds := maskText(text, !sees)
+		m, kinds := pii.Text(text, !sees)
 		if masked = m; ptr {
 			masked = &m
 		}

@@ -54,6 +54,25 @@ type env struct {
 	ws     int64
 	slug   string
 	key    string // admin API key
+	logs   *logBuffer
+}
+
+// logBuffer holds what the server logged, for tests that read it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func newEnv(t *testing.T) *env {
@@ -68,7 +87,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	fake := newFakeTwilio(t)
-	log := slog.New(slog.DiscardHandler)
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
 	sender, err := twilio.NewSender(twilio.SenderConfig{PublicURL: publicURL, APIURL: fake.srv.URL, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +102,7 @@ func newEnv(t *testing.T) *env {
 		Logger: log, Now: db.Now}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &env{db: db, srv: srv, twilio: fake, ws: ws, slug: slug, key: key}
+	return &env{db: db, srv: srv, twilio: fake, ws: ws, slug: slug, key: key, logs: logs}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -107,6 +107,23 @@ func TestInboundRefusedBeforeAnyWrite(t *testing.T) {
 	}
 }
 
+// A refusal names the number it refused, to Twilio, which sent it; the log
+// line of the refusal carries the reason with the number masked.
+func TestRefusedNumberIsMaskedInTheLog(t *testing.T) {
+	e := newEnv(t)
+	status, _, body := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000009", "+4420794609", "hi"), authToken)
+	if status != http.StatusBadRequest || !strings.Contains(body, "missing its area code") {
+		t.Fatalf("status %d (%s), want 400 saying the number misses its area code", status, body)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "twilio webhook refused") || !strings.Contains(logs, "missing its area code") {
+		t.Errorf("the refusal's log line lacks its reason: %s", logs)
+	}
+	if strings.Contains(logs, "4420794609") {
+		t.Errorf("the log carries the refused number: %s", logs)
+	}
+}
+
 // A workspace without an auth token can verify no signature, so every
 // webhook is refused, whatever it is signed with, and the answer says that
 // the token is missing rather than that the signature is wrong.

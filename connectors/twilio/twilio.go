@@ -199,7 +199,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		h.logger().Warn("twilio webhook: store unavailable", "workspace", slug, "error", err)
 		w.Header().Set("Retry-After", "1")
 	case c360.EINVALID:
-		h.logger().Info("twilio webhook refused", "workspace", slug, "path", r.URL.Path, "reason", c360.ErrorMessage(err))
+		h.logger().Info("twilio webhook refused", "workspace", slug, "path", r.URL.Path, "reason", webhook.LogReason(err))
 	}
 	http.Error(w, c360.ErrorMessage(err), status)
 }

@@ -1,8 +1,9 @@
 // Package webhook holds what the connectors' HTTP endpoints share around
 // their own parsing: the bounded body read (Twilio, WhatsApp, chatbot), the
 // client's description of JSON that does not decode (WhatsApp, chatbot,
-// Segment), and how far ahead an event's own time is believed (WhatsApp,
-// chatbot, Segment).
+// Segment), how far ahead an event's own time is believed (WhatsApp,
+// chatbot, Segment), and a refusal's reason as logs carry it (Twilio,
+// WhatsApp).
 package webhook
 
 import (

@@ -135,7 +135,7 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if c360.ErrorCode(err) == c360.EINVALID {
-			h.logger().Info("whatsapp event skipped", "workspace", ws.Slug, "wamid", ev.DedupeKey, "reason", c360.ErrorMessage(err))
+			h.logger().Info("whatsapp event skipped", "workspace", ws.Slug, "wamid", ev.DedupeKey, "reason", webhook.LogReason(err))
 			continue
 		}
 		if err != nil {
@@ -178,7 +178,7 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		h.logger().Warn("whatsapp webhook: store unavailable", "workspace", slug, "error", err)
 		w.Header().Set("Retry-After", "1")
 	case c360.EINVALID:
-		h.logger().Info("whatsapp webhook refused", "workspace", slug, "reason", c360.ErrorMessage(err))
+		h.logger().Info("whatsapp webhook refused", "workspace", slug, "reason", webhook.LogReason(err))
 	}
 	http.Error(w, c360.ErrorMessage(err), status)
 }
