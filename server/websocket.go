@@ -167,6 +167,11 @@ func newWebsockets(cfg WebsocketConfig, log *slog.Logger, reg *prometheus.Regist
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			writeGraphQLError(w, status, c360.Errorf(c360.EINVALID, "websocket handshake: %s", reason.Error()))
+			if uw, ok := w.(*upgradeWriter); ok {
+				// gqlgen answers a failed upgrade once more, without a code:
+				// the client gets this answer alone.
+				uw.answered = true
+			}
 		},
 	}
 	return ws
@@ -402,6 +407,9 @@ func (ws *websockets) closeAll() {
 type upgradeWriter struct {
 	http.ResponseWriter
 	hijacked bool
+	// answered is set once a refused handshake was answered: whatever is
+	// written after is dropped.
+	answered bool
 	st       *wsState
 	// br is the reader handed to gorilla; raw is the socket, when it can
 	// be waited on for data without reading it. Accept takes both.
@@ -433,7 +441,7 @@ func (w *upgradeWriter) Header() http.Header {
 }
 
 func (w *upgradeWriter) WriteHeader(code int) {
-	if !w.hijacked {
+	if !w.hijacked && !w.answered {
 		w.ResponseWriter.WriteHeader(code)
 	}
 }
@@ -441,6 +449,9 @@ func (w *upgradeWriter) WriteHeader(code int) {
 func (w *upgradeWriter) Write(b []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
+	}
+	if w.answered {
+		return len(b), nil
 	}
 	return w.ResponseWriter.Write(b)
 }

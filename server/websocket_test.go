@@ -1,10 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -152,6 +154,38 @@ func TestWebsocketOrigins(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("origin %q: status %d, want %d", tt.origin, resp.StatusCode, tt.want)
 		}
+	}
+}
+
+// A handshake gorilla refuses is answered once, with a code: gqlgen's own
+// answer to the failed upgrade ("unable to upgrade", without one) would
+// follow it in the same body, and net/http would log its status line as
+// superfluous.
+func TestRefusedHandshakeAnswersOnce(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/graphql", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13") // and no Sec-WebSocket-Key
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var first struct {
+		Errors []struct {
+			Message    string
+			Extensions struct{ Code string }
+		}
+	}
+	if err := dec.Decode(&first); err != nil || resp.StatusCode != http.StatusBadRequest || len(first.Errors) != 1 ||
+		first.Errors[0].Extensions.Code != c360.EINVALID || !strings.Contains(first.Errors[0].Message, "websocket handshake") {
+		t.Fatalf("answer %d %s, want 400 BAD_USER_INPUT on the handshake", resp.StatusCode, body)
+	}
+	if dec.More() {
+		t.Errorf("the answer holds more than one JSON document: %s", body)
 	}
 }
 
