@@ -514,12 +514,22 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 // id, a join filter of n × M pairs: 85 ms for 500 ids in a workspace of
 // 2,000 merges, against 1.3 ms. OFFSET 0 keeps the subquery from being
 // pulled up into that join (TestArrayReadsScaleWithTheirArrays).
+//
+// A customer's entries include those of the customers merged into it (one
+// hop always reaches the survivor, mergeSQL): after A merged into B and B
+// into C, C's ledger names B into C and A into B, which tell why A's
+// identities are on C. By each merged customer's own search of the
+// survivor index: the partial index of merged customers lists them.
 const mergesByCustomersSQL = `
 	SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
 	FROM unnest($2::bigint[]) AS p(id)
 	CROSS JOIN LATERAL (
 		SELECT m.* FROM merges m
 		WHERE m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)
+		UNION
+		SELECT m.* FROM customers c
+		JOIN merges m ON m.workspace_id = $1 AND m.survivor_id = c.id
+		WHERE c.workspace_id = $1 AND c.merged_into = p.id
 		OFFSET 0) m
 	ORDER BY p.id, m.created_at, m.id`
 

@@ -152,6 +152,27 @@ func TestManualMerge(t *testing.T) {
 	if len(got) != 3 {
 		t.Errorf("loaded %d customers, want 3", len(got))
 	}
+	// A chain: u1 (holding u2) merges into a. a's ledger now names both
+	// merges, the one into a and the one into u1, which tells why u2's
+	// identity is on a; u2's own ledger is unchanged.
+	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, u1.CustomerID, true, "admin key 1", "chain"); err != nil {
+		t.Fatal(err)
+	}
+	hist, err = db.MergesByCustomers(ctx, ws, []int64{a.CustomerID, u2.CustomerID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain []string
+	for _, h := range hist[a.CustomerID] {
+		chain = append(chain, fmt.Sprintf("%d<-%d", h.SurvivorID, h.MergedID))
+	}
+	if got, want := strings.Join(chain, " "), fmt.Sprintf("%d<-%d %d<-%d %d<-%d", a.CustomerID, b.CustomerID, u1.CustomerID, u2.CustomerID,
+		a.CustomerID, u1.CustomerID); got != want {
+		t.Errorf("ledger of the chain's survivor = %s, want %s (oldest first)", got, want)
+	}
+	if h := hist[u2.CustomerID]; len(h) != 1 || h[0].SurvivorID != u1.CustomerID {
+		t.Errorf("ledger of u2 = %+v, want only its merge into u1", h)
+	}
 }
 
 func TestSplitIdentity(t *testing.T) {
