@@ -459,3 +459,25 @@ func TestToolResultsKeepEveryDigit(t *testing.T) {
 		}
 	}
 }
+
+// A number argument out of its range is refused by the input schema, with
+// the property named, before the SDK decodes it: the decoder's error would
+// name Go's types.
+func TestOutOfRangeArgumentsAreRefusedByTheSchema(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["assistant"])
+	for _, c := range []struct {
+		tool, property string
+		args           map[string]any
+	}{
+		{mcp.ToolGetCustomerContext, "budget", map[string]any{"customerId": e.jane, "budget": 1e30}},
+		{mcp.ToolListRecentMessages, "limit", map[string]any{"customerId": e.jane, "limit": json.Number("9223372036854775808")}},
+		{mcp.ToolSearchCustomers, "first", map[string]any{"query": janeEmail, "first": -1}},
+		{mcp.ToolRecordObservation, "confidence", map[string]any{"customerId": e.jane, "text": "x", "confidence": 1.5}},
+	} {
+		_, msg, isErr := call(t, cs, c.tool, c.args)
+		if !isErr || !strings.Contains(msg, c.property) || strings.Contains(msg, "Go struct") || strings.Contains(msg, "mcp.") {
+			t.Errorf("%s with %v: error %v, %q; want a refusal naming %s and no Go type", c.tool, c.args, isErr, msg, c.property)
+		}
+	}
+}

@@ -126,8 +126,9 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
-		Name:  ToolGetCustomerContext,
-		Title: "Get a customer's context",
+		Name:        ToolGetCustomerContext,
+		InputSchema: boundedSchema[ContextArgs](map[string][2]float64{"budget": {0, 32000}}),
+		Title:       "Get a customer's context",
 		Description: "Everything needed before answering a customer, in one call: identities, consent per channel " +
 			"(never message on an opted-out channel), open conversations with their last messages on every channel, " +
 			"recent events by name, observations earlier assistants recorded (verified first), merge notes and key traits. " +
@@ -153,8 +154,9 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
-		Name:  ToolSearchCustomers,
-		Title: "Search customers",
+		Name:        ToolSearchCustomers,
+		InputSchema: boundedSchema[SearchArgs](map[string][2]float64{"first": {0, 50}}),
+		Title:       "Search customers",
 		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
 			"Returns their ids, traits and identities, and whether more match. A key that reads personal data " +
 			"masked searches by a whole email address or phone number only (a name or fragment is refused with FORBIDDEN).",
@@ -192,8 +194,9 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
-		Name:  ToolListRecentMessages,
-		Title: "List a customer's recent messages",
+		Name:        ToolListRecentMessages,
+		InputSchema: boundedSchema[MessagesArgs](map[string][2]float64{"limit": {0, 100}}),
+		Title:       "List a customer's recent messages",
 		Description: "The customer's most recent messages on every channel (SMS, WhatsApp, chat), newest first, " +
 			"each with its conversation, channel, direction (inbound from the customer, outbound to them) and status.",
 		Annotations: readOnly,
@@ -257,8 +260,9 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
-		Name:  ToolRecordObservation,
-		Title: "Record an observation",
+		Name:        ToolRecordObservation,
+		InputSchema: boundedSchema[ObservationArgs](map[string][2]float64{"confidence": {0, 1}}),
+		Title:       "Record an observation",
 		Description: "Records a durable fact learned about the customer (\"prefers WhatsApp after 6pm\", \"is moving to " +
 			"Berlin in May\") so later assistants and agents see it in the customer's context. Record facts, not " +
 			"transcripts; an agent may later verify it.",
@@ -309,4 +313,25 @@ func decodeData(data json.RawMessage, out any) error {
 		return fmt.Errorf("decode graphql data: %w", err)
 	}
 	return nil
+}
+
+// boundedSchema is the input schema inferred from T, with each named
+// number property held within its bounds. The SDK checks arguments against
+// the schema before it decodes them: a number out of range is refused by
+// the check, with the property named, and never reaches the decoder,
+// whose error would name Go's types ("... into Go struct field
+// mcp.ContextArgs.budget of type int").
+func boundedSchema[T any](bounds map[string][2]float64) *jsonschema.Schema {
+	s, err := jsonschema.For[T](nil)
+	if err != nil {
+		panic(fmt.Sprintf("input schema of %T: %v", *new(T), err))
+	}
+	for name, b := range bounds {
+		p := s.Properties[name]
+		if p == nil {
+			panic(fmt.Sprintf("input schema of %T: no property %q", *new(T), name))
+		}
+		p.Minimum, p.Maximum = ptr(b[0]), ptr(b[1])
+	}
+	return s
 }
