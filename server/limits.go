@@ -321,14 +321,11 @@ func hideTypes(ctx context.Context, next graphql.RootResolver) graphql.Marshaler
 // request (batching is bounded to one), so a client cannot multiply its
 // rate and complexity limits by sending many operations at once.
 func checkBatch(r *http.Request) error {
-	if r.Method != http.MethodPost || r.Body == nil {
-		return nil
-	}
-	b, ok := r.Body.(interface{ Peek() []byte })
+	body, ok := postBody(r)
 	if !ok {
 		return nil
 	}
-	if t := bytes.TrimLeft(b.Peek(), " \t\r\n"); len(t) > 0 && t[0] == '[' {
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '[' {
 		return c360.Errorf(c360.EINVALID, "batched operations are not supported: send one operation per request")
 	}
 	return nil
@@ -339,10 +336,7 @@ func checkBatch(r *http.Request) error {
 // and repeats the whole body, which may carry a secret (a mutation's
 // Twilio token, say) into the answer and whatever logs it.
 func checkParams(r *http.Request) error {
-	if r.Method != http.MethodPost || r.Body == nil {
-		return nil
-	}
-	b, ok := r.Body.(interface{ Peek() []byte })
+	body, ok := postBody(r)
 	if !ok {
 		return nil
 	}
@@ -350,7 +344,7 @@ func checkParams(r *http.Request) error {
 	// json.Number), so that a body this passes, gqlgen decodes too: a key
 	// given twice, or in another case ("Query"), fails both alike.
 	var p graphql.RawParams
-	err := c360.UnmarshalExact(b.Peek(), &p)
+	err := c360.UnmarshalExact(body, &p)
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -372,6 +366,19 @@ func checkParams(r *http.Request) error {
 		}
 	}
 	return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
+}
+
+// postBody returns a POST's body, read whole by readBody, for the checks
+// that look at it before the transport decodes it.
+func postBody(r *http.Request) ([]byte, bool) {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return nil, false
+	}
+	b, ok := r.Body.(interface{ Peek() []byte })
+	if !ok {
+		return nil, false
+	}
+	return b.Peek(), true
 }
 
 // bufferedBody is a request body read whole (readBody), which checks can

@@ -189,6 +189,7 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 		{"not JSON", `{"query":"{ __typename }" "` + secret + `"}`, "the body is not valid JSON: invalid character '\"' after object key:value pair (at byte 27)"},
 		{"cut short", `{"variables":{"token":"` + secret, "the body is not valid JSON: it ends inside a value"},
 		{"empty", ``, "the body is empty"},
+		{"batched operations", ` [{"query":"{ __typename }","variables":{"token":"` + secret + `"}}]`, "batched operations are not supported"},
 		{"not an object", `"` + secret + `"`, "the body must be a JSON object"},
 		// The decoder keeps a key's first type error, and matches keys in
 		// any case: the last value being right does not make it right.
