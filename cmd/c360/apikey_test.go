@@ -222,6 +222,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	send("GET", "/webhooks/whatsapp/"+slug+"?hub.mode=subscribe&hub.verify_token=wrong-"+verify+"&hub.challenge=1", "", "", "", nil)
 	send("POST", "/webhooks/chatbot/"+slug, "application/json", "", `{"turns":[]}`,
 		map[string]string{"X-C360-Signature": fmt.Sprintf("t=%d,v1=00", time.Now().Unix())})
+	// A websocket handshake gorilla refuses: gqlgen logs it with the
+	// standard log package.
+	send("GET", "/graphql", "", "", "", map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"})
 
 	cancel()
 	select {
@@ -232,6 +235,15 @@ func TestSecretsNeverLogged(t *testing.T) {
 	logs := stderr.String()
 	if !strings.Contains(logs, "serving") {
 		t.Fatalf("no server log captured:\n%s", logs)
+	}
+	// Every line is the JSON handler's, the libraries' lines too.
+	if !strings.Contains(logs, "unable to upgrade") {
+		t.Errorf("no line for the refused handshake:\n%s", logs)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("a log line that is not JSON: %s", line)
+		}
 	}
 	for name, secret := range map[string]string{
 		"admin key":      cr.APIKey,

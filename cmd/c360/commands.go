@@ -77,6 +77,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// Libraries that write with the standard log package (gqlgen, on an
+	// upgrade that fails) write JSON lines through the same handler, not
+	// bare text among them.
+	prev := slog.Default()
+	slog.SetDefault(log)
+	defer slog.SetDefault(prev)
 	shutdownTimeout, err := time.ParseDuration(m.env("C360_SHUTDOWN_TIMEOUT", "25s"))
 	if err != nil {
 		return usageError("C360_SHUTDOWN_TIMEOUT: " + err.Error())
