@@ -377,16 +377,14 @@ func checkTransport(r *http.Request) error {
 			return c360.Errorf(c360.EINVALID, "POST /graphql takes Content-Type: application/json")
 		}
 	case http.MethodGet:
-		if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-			return nil
-		}
 		// gqlgen's GET transport answers these without extensions.code.
 		params, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
 			return c360.Errorf(c360.EINVALID, "the URL's query string is not valid: it has a malformed %%-escape or a ';'")
 		}
 		for _, key := range []string{"variables", "extensions"} {
-			if v := strings.TrimSpace(params.Get(key)); v != "" && !objectOrNull(v) {
+			// Blank counts as given, as gqlgen's GET transport takes it.
+			if v := params.Get(key); v != "" && !objectOrNull(strings.TrimSpace(v)) {
 				return c360.Errorf(c360.EINVALID, "%s must be a JSON object", key)
 			}
 		}

@@ -140,22 +140,30 @@ func TestMergedCustomerResolvesToSurvivor(t *testing.T) {
 func TestEveryGraphQLErrorHasCode(t *testing.T) {
 	e := newEnv(t)
 	for _, tc := range []struct {
-		name, method, path, ctype, body string
+		name, method, path, ctype, body, accept string
 	}{
-		{"malformed JSON body", http.MethodPost, "/graphql", "application/json", `{"query": `},
-		{"unsupported content type", http.MethodPost, "/graphql", "text/plain", `{ __typename }`},
-		{"a response's content type", http.MethodPost, "/graphql", "application/graphql-response+json", `{"query":"{ __typename }"}`},
-		{"unsupported method", http.MethodPut, "/graphql", "application/json", `{"query":"{ __typename }"}`},
-		{"GET with malformed variables", http.MethodGet, "/graphql?query=" + url.QueryEscape(`query($a: Int) { __typename }`) + "&variables=%7B", "", ""},
-		{"GET mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", ""},
+		{"malformed JSON body", http.MethodPost, "/graphql", "application/json", `{"query": `, ""},
+		{"unsupported content type", http.MethodPost, "/graphql", "text/plain", `{ __typename }`, ""},
+		{"a response's content type", http.MethodPost, "/graphql", "application/graphql-response+json", `{"query":"{ __typename }"}`, ""},
+		{"unsupported method", http.MethodPut, "/graphql", "application/json", `{"query":"{ __typename }"}`, ""},
+		{"GET with malformed variables", http.MethodGet, "/graphql?query=" + url.QueryEscape(`query($a: Int) { __typename }`) + "&variables=%7B", "", "", ""},
+		{"GET mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", "", ""},
 		// gqlgen's GET transport answers these four without a code.
-		{"GET with variables not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=5", "", ""},
-		{"GET with variables an array", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=%5B1%5D", "", ""},
-		{"GET with extensions not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&extensions=%5B%5D", "", ""},
-		{"GET with a malformed escape", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&x=%zz", "", ""},
+		{"GET with variables not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=5", "", "", ""},
+		{"GET with variables an array", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=%5B1%5D", "", "", ""},
+		{"GET with extensions not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&extensions=%5B%5D", "", "", ""},
+		{"GET with a malformed escape", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&x=%zz", "", "", ""},
+		{"GET with blank variables", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=%20", "", "", ""},
+		// No SSE transport takes a GET: gqlgen's GET transport answers it,
+		// whatever it accepts.
+		{"GET accepting an event stream, variables not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=5", "", "", "text/event-stream"},
+		{"GET accepting an event stream, a mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", "", "text/event-stream"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
+			if tc.accept != "" {
+				req.Header.Set("Accept", tc.accept)
+			}
 			if tc.ctype != "" {
 				req.Header.Set("Content-Type", tc.ctype)
 			}
