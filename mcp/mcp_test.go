@@ -472,6 +472,8 @@ func TestOutOfRangeArgumentsAreRefusedByTheSchema(t *testing.T) {
 	}{
 		{mcp.ToolGetCustomerContext, "budget", map[string]any{"customerId": e.jane, "budget": 1e30}},
 		{mcp.ToolListRecentMessages, "limit", map[string]any{"customerId": e.jane, "limit": json.Number("9223372036854775808")}},
+		// These two were refused before the bounds too (by the tool and by
+		// GraphQL); they hold the promise whichever check refuses them.
 		{mcp.ToolSearchCustomers, "first", map[string]any{"query": janeEmail, "first": -1}},
 		{mcp.ToolRecordObservation, "confidence", map[string]any{"customerId": e.jane, "text": "x", "confidence": 1.5}},
 	} {

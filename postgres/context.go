@@ -83,7 +83,10 @@ SELECT
 			ORDER BY g.created_at DESC, g.id DESC), '[]')
 		FROM (SELECT * FROM merges g
 			WHERE g.workspace_id = c.workspace_id AND (g.survivor_id = c.id OR g.merged_id = c.id)
-			ORDER BY g.created_at DESC, g.id DESC LIMIT $12) g),
+			UNION -- and those of the customers merged into it, as Customer.merges (mergesByCustomersSQL)
+			SELECT g.* FROM customers x JOIN merges g ON g.workspace_id = x.workspace_id AND g.survivor_id = x.id
+			WHERE x.workspace_id = c.workspace_id AND x.merged_into = c.id
+			ORDER BY created_at DESC, id DESC LIMIT $12) g),
 	` + customerColumns + `
 FROM c`
 

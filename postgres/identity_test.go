@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -172,6 +173,19 @@ func TestManualMerge(t *testing.T) {
 	}
 	if h := hist[u2.CustomerID]; len(h) != 1 || h[0].SurvivorID != u1.CustomerID {
 		t.Errorf("ledger of u2 = %+v, want only its merge into u1", h)
+	}
+	// The assistants' context names the same merges, newest first.
+	cc, err := db.CustomerContext(ctx, ws, c360.CustomerRef{ID: a.CustomerID}, time.Now(), c360.DefaultContextLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newest []string
+	for _, h := range cc.Merges {
+		newest = append(newest, fmt.Sprintf("%d<-%d", h.SurvivorID, h.MergedID))
+	}
+	slices.Reverse(chain)
+	if got, want := strings.Join(newest, " "), strings.Join(chain, " "); got != want {
+		t.Errorf("the context's merges = %s, want %s (newest first)", got, want)
 	}
 }
 
