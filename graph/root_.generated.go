@@ -1752,7 +1752,7 @@ type CustomerContext {
   recentEvents: [EventSummary!]!
   "Unexpired observations, verified first."
   observations: [Observation!]!
-  "Merges and splits the customer took part in, newest first."
+  "Merges and splits the customer took part in, and those of the customers merged into it, newest first."
   merges: [MergeRecord!]!
   """
   The same content as a text block for a prompt, at most ` + "`" + `budget` + "`" + `
@@ -2027,7 +2027,7 @@ type SplitResult {
 }
 
 extend type Customer {
-  "Merges and splits this customer took part in, oldest first."
+  "Merges and splits this customer took part in, and those of the customers merged into it, oldest first."
   merges: [MergeRecord!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Per trait, the source and time of its current value."
   traitSources: [TraitSource!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])

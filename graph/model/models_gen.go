@@ -62,7 +62,7 @@ type CustomerContext struct {
 	RecentEvents []*c360.EventSummary `json:"recentEvents"`
 	// Unexpired observations, verified first.
 	Observations []*c360.Observation `json:"observations"`
-	// Merges and splits the customer took part in, newest first.
+	// Merges and splits the customer took part in, and those of the customers merged into it, newest first.
 	Merges []*c360.MergeRecord `json:"merges"`
 	// The same content as a text block for a prompt, at most `budget`
 	// characters. When it does not fit, the lowest-priority parts are trimmed
