@@ -126,11 +126,20 @@ func (s *Server) routes() {
 			overWS.ServeHTTP(w, r)
 			return
 		}
-		if r.Header.Get("Upgrade") != "" {
+		if upgrade := r.Header.Get("Upgrade"); upgrade != "" {
+			// A websocket asked for without the rest of its handshake (a
+			// proxy that drops Connection: Upgrade) is refused, saying so:
+			// answered as a plain GET, the client would only see its
+			// handshake fail.
+			if strings.Contains(strings.ToLower(upgrade), "websocket") {
+				writeGraphQLError(w, http.StatusBadRequest, c360.Errorf(c360.EINVALID,
+					"websocket handshake: Upgrade: websocket needs Connection: Upgrade (a proxy may have dropped it)"))
+				return
+			}
 			// An upgrade this server does not speak (h2c, which curl
-			// --http2 asks for, or a handshake that is not a websocket's)
-			// is ignored, as HTTP lets a server ignore it; gqlgen's
-			// transports would refuse the request for it, without a code.
+			// --http2 asks for) is ignored, as HTTP lets a server ignore
+			// it; gqlgen's transports would refuse the request for it,
+			// without a code.
 			r = r.Clone(r.Context())
 			r.Header.Del("Upgrade")
 		}

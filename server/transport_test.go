@@ -233,15 +233,21 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 // An upgrade the server does not speak is ignored, as HTTP lets a server
 // ignore one: curl --http2 over cleartext asks for h2c, and the request is
 // answered over HTTP/1.1 (gqlgen's transports refused it, without a code).
+// A websocket asked for without Connection: Upgrade (a proxy dropped it) is
+// refused with a code that says what is missing.
 func TestUnknownUpgradeIsIgnored(t *testing.T) {
 	e := newEnv(t)
-	for _, upgrade := range []string{"h2c", "websocket"} { // the second without a websocket handshake's other headers
+	post := func(upgrade string) *response {
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(`{"query":"{ __typename }"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+e.key)
 		req.Header.Set("Upgrade", upgrade)
-		if r := do(t, e.srv, req); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
-			t.Errorf("Upgrade: %s: %d %s, want the data", upgrade, r.Status, r.Body)
-		}
+		return do(t, e.srv, req)
+	}
+	if r := post("h2c"); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
+		t.Errorf("Upgrade: h2c: %d %s, want the data", r.Status, r.Body)
+	}
+	if r := post("websocket"); r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || !strings.Contains(r.Body, "Connection: Upgrade") {
+		t.Errorf("Upgrade: websocket without Connection: %d %s, want 400 BAD_USER_INPUT naming Connection: Upgrade", r.Status, r.Body)
 	}
 }
