@@ -67,6 +67,37 @@ func TestWorkspaceStreamGetsAChangeDuringACustomerStreamsStart(t *testing.T) {
 	wantV2(t, wst, id)
 }
 
+// The same when the change's wake comes only after the customer stream
+// has read its version: the change was committed on another replica, whose
+// NOTIFY is on its way. The topic the customer stream creates must start
+// where the workspace stream started, not at the version the customer
+// stream read, which already includes that change.
+func TestWorkspaceStreamGetsAChangeWokenAfterACustomerStreamStarted(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	h := hub.New(db, hub.Options{Logger: slog.New(slog.DiscardHandler)})
+	runHub(t, h)
+	e := &env{db: db, hub: h, ws: ws}
+	id, wst := workspaceStreamAfter(t, e, "w3@example.com")            // no OnCommit yet: writes are another replica's
+	e.identify(t, "w3@example.com", map[string]any{"n": 1})            // v2, not woken here
+	cst, err := h.SubscribeCustomer(context.Background(), ws, id, nil) // reads version 2 as its start
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cst.Close()
+	time.Sleep(50 * time.Millisecond)
+	h.Wake(ws, []int64{id}) // the NOTIFY arrives
+	wantV2(t, wst, id)
+	// The customer stream, which started at v2, gets v3 and not v2 again.
+	db.OnCommit = h.Wake
+	e.identify(t, "w3@example.com", map[string]any{"n": 2}) // v3
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if c, err := cst.Next(ctx); err != nil || c.Version != 3 {
+		t.Errorf("customer stream's next change = %+v, %v; want v3", c, err)
+	}
+}
+
 // workspaceStreamAfter creates a customer (its version 1), then opens a
 // workspace stream, which starts after that change.
 func workspaceStreamAfter(t *testing.T, e *env, addr string) (int64, hub.Stream) {

@@ -706,6 +706,20 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 	t := h.topics[k]
 	if t == nil {
 		t = &topic{topicKey: k, last: -1}
+		if w := h.workspaces[ws]; w != nil {
+			// A workspace stream follows every customer of the workspace:
+			// the topic is its from the start, with its baseline (since).
+			// Based on this stream's version instead, the topic would skip
+			// a change committed just before it and not yet woken here
+			// (another replica's NOTIFY on its way), which the workspace
+			// stream has never had. This stream skips what it has seen by
+			// version (setBaseline).
+			if len(w.owned) >= h.opts.MaxWorkspaceTopics {
+				h.resetWorkspace(w)
+			}
+			t.since, t.owned = w.since, true
+			w.owned[customer] = t
+		}
 		h.topics[k] = t
 	}
 	s := &subscriber{q: newQueue(), topic: t}
