@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -102,6 +103,24 @@ func (p *preparedEvent) encode() {
 	p.traitsIfAbsent = jsonText(nil, p.ev.TraitsIfAbsent)
 }
 
+// storableKey refuses an event whose source or dedupe key PostgreSQL's text
+// columns would refuse: bytes that are not UTF-8, or a NUL. Any other
+// field that the events table refuses is kept in a dead letter for an
+// admin to replay; these two key the dead letter itself, whose columns
+// are text too. Left to the insert, such an event failed its whole group
+// and its dead letter, so a batch holding it answered 503 on every retry.
+func storableKey(ev *c360.Event) error {
+	for _, f := range []struct{ name, v string }{{"messageId", ev.DedupeKey}, {"source", ev.Source}} {
+		if !utf8.ValidString(f.v) {
+			return c360.Errorf(c360.EINVALID, "%s is not valid UTF-8", f.name)
+		}
+		if strings.IndexByte(f.v, 0) >= 0 {
+			return c360.Errorf(c360.EINVALID, "%s holds a NUL character (\\u0000), which cannot be stored", f.name)
+		}
+	}
+	return nil
+}
+
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.
 const maxIdentitiesPerEvent = 20
 
@@ -112,6 +131,9 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	}
 	if len(ev.DedupeKey) > 256 {
 		return p, c360.Errorf(c360.EINVALID, "messageId is longer than 256 bytes")
+	}
+	if err := storableKey(ev); err != nil {
+		return p, err
 	}
 	if ev.Type == c360.EventMessageStatus && (ev.Message == nil || ev.Message.ProviderID == "") {
 		return p, c360.Errorf(c360.EINVALID, "a message status names its message by the provider's id")

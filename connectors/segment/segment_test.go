@@ -555,6 +555,22 @@ func TestBatchIsolatesCallsTheDatabaseRefuses(t *testing.T) {
 	if n := len(e.events(t, e.customer(t, "user_id", "p-1").ID)); n != 2 {
 		t.Errorf("stored %d events, want the 2 good ones", n)
 	}
+	// A messageId no text column takes (a NUL; bytes that are not UTF-8)
+	// is refused alone: it could be kept neither as an event nor as a dead
+	// letter, and the whole batch answered 503 on every retry.
+	for i, id := range []string{`m\u0000x`, "m\xffx"} {
+		body := []byte(`{"batch": [
+			{"type": "track", "userId": "q-1", "event": "Poison", "messageId": "` + id + `"},
+			{"type": "track", "userId": "q-1", "event": "After", "messageId": "q-after-` + fmt.Sprint(i) + `"}
+		]}`)
+		r := e.post(t, "/v1/batch", basic(e.writeKey), body)
+		if r.Status != http.StatusOK || len(r.Rejected) != 1 || r.Rejected[0].Index != 0 || !strings.Contains(r.Rejected[0].Error, "messageId") {
+			t.Errorf("messageId %q: got %+v, want 200 with call 0 rejected for its messageId", id, r)
+		}
+	}
+	if n := len(e.events(t, e.customer(t, "user_id", "q-1").ID)); n != 2 {
+		t.Errorf("stored %d events after the poisoned ids, want the 2 good ones", n)
+	}
 }
 
 // A call's properties and context are stored as they came: integers keep
