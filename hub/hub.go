@@ -64,8 +64,13 @@ type Options struct {
 	Workers int
 	// BatchSize is the most customers one feed read covers (256).
 	BatchSize int
-	// PageSize is the most changes of one customer one read returns (100).
+	// PageSize is the most changes of one customer one read returns (100;
+	// at most QueueSize, so that one read fits a subscriber that kept up).
 	PageSize int
+	// CatchUp is how long the rest of a customer's burst waits for its
+	// subscribers to make room before it is read anyway, dropping those
+	// still full (2s).
+	CatchUp time.Duration
 	// MaxWorkspaceTopics bounds the customers a workspace-wide stream
 	// tracks (100000); past it the tracking starts over (see SubscribeWorkspace).
 	MaxWorkspaceTopics int
@@ -89,7 +94,12 @@ type Hub struct {
 	// whole workspace was woken, and its workspace streams follow only the
 	// customers they were told of.
 	sweeps map[int64]struct{}
-	closed bool
+	// backlog holds the topics whose last read filled a page while their
+	// subscribers had no room for another, with when to read them anyway.
+	backlog map[*topic]time.Time
+	// backlogged mirrors len(backlog), for queues to read without the lock.
+	backlogged atomic.Int32
+	closed     bool
 
 	delivered atomic.Int64
 	dropped   atomic.Int64
@@ -164,6 +174,8 @@ func (ss *subscribers) remove(s *subscriber) {
 // pointers up front (2 KiB at 256).
 type queue struct {
 	ready chan struct{} // capacity 1: changes are queued, or the queue was closed
+	// emptied, when set, is called when the consumer takes the last change.
+	emptied func()
 
 	mu      sync.Mutex
 	changes []*Change
@@ -192,6 +204,13 @@ func (q *queue) push(c *Change, max int) bool {
 	default:
 	}
 	return true
+}
+
+// len is how many changes the queue holds.
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.changes)
 }
 
 // close ends the queue with err once the changes it holds are taken.
@@ -228,10 +247,14 @@ func (q *queue) pop(ctx context.Context) (*Change, error) {
 			c := q.changes[0]
 			q.changes[0] = nil
 			q.changes = q.changes[1:]
-			if len(q.changes) == 0 {
+			empty := len(q.changes) == 0
+			if empty {
 				q.changes = nil // let go of the array: an idle queue holds none
 			}
 			q.mu.Unlock()
+			if empty && q.emptied != nil {
+				q.emptied()
+			}
 			return c, nil
 		}
 		closed, err := q.closed, q.err
@@ -261,6 +284,10 @@ func New(feed Feed, opts Options) *Hub {
 	if opts.PageSize <= 0 {
 		opts.PageSize = 100
 	}
+	opts.PageSize = min(opts.PageSize, opts.QueueSize)
+	if opts.CatchUp <= 0 {
+		opts.CatchUp = 2 * time.Second
+	}
 	if opts.MaxWorkspaceTopics <= 0 {
 		opts.MaxWorkspaceTopics = 100000
 	}
@@ -277,6 +304,7 @@ func New(feed Feed, opts Options) *Hub {
 		topics:     map[topicKey]*topic{},
 		workspaces: map[int64]*workspace{},
 		sweeps:     map[int64]struct{}{},
+		backlog:    map[*topic]time.Time{},
 	}
 }
 
@@ -479,12 +507,19 @@ func (h *Hub) work(ctx context.Context) {
 			}
 			continue
 		}
+		waiting := h.drainBacklog()
 		batch := h.take()
 		if len(batch) == 0 {
+			var recheck <-chan time.Time
+			if waiting {
+				// A backlogged topic's wait may end without a kick.
+				recheck = time.After(h.opts.CatchUp / 8)
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-h.signal:
+			case <-recheck:
 			}
 			continue
 		}
@@ -576,12 +611,74 @@ func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
 			h.fanout(t, &Change{Change: r})
 			t.last = r.Version
 		}
-		if (len(rs) >= h.opts.PageSize || t.again) && h.topics[t.topicKey] == t {
+		if h.topics[t.topicKey] != t {
+			continue
+		}
+		switch full := len(rs) >= h.opts.PageSize; {
+		case full && !h.hasRoom(t):
+			// More follows (one commit of many changes: a backfill) than
+			// its subscribers have room for now. It is read once they took
+			// what they have, not dropped for being slow (see drainBacklog).
+			t.again = false
+			if _, ok := h.backlog[t]; !ok {
+				h.backlog[t] = h.opts.Now().Add(h.opts.CatchUp)
+				h.backlogged.Add(1)
+			}
+		case full || t.again:
 			t.again = false
 			h.markDirty(t)
 		}
 	}
 	return nil
+}
+
+// hasRoom reports whether every subscriber a read of t fans out to has room
+// for a whole page. Called with h.mu held.
+func (h *Hub) hasRoom(t *topic) bool {
+	limit := h.opts.QueueSize - h.opts.PageSize
+	for _, s := range t.subs {
+		if s.q.len() > limit {
+			return false
+		}
+	}
+	if w := h.workspaces[t.ws]; w != nil {
+		for s := range w.subs {
+			if s.q.len() > limit {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// drainBacklog queues the backlogged topics whose subscribers made room,
+// and those that waited CatchUp: a read then drops the subscribers still
+// full. It reports whether topics remain backlogged.
+func (h *Hub) drainBacklog() bool {
+	if h.backlogged.Load() == 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.opts.Now()
+	for t, deadline := range h.backlog {
+		if h.topics[t.topicKey] != t {
+			delete(h.backlog, t)
+		} else if now.After(deadline) || h.hasRoom(t) {
+			delete(h.backlog, t)
+			h.markDirty(t)
+		}
+	}
+	h.backlogged.Store(int32(len(h.backlog)))
+	return len(h.backlog) > 0
+}
+
+// emptied is every queue's emptied: a subscriber that took all it had may
+// be what a backlogged topic waits for.
+func (h *Hub) emptied() {
+	if h.backlogged.Load() > 0 {
+		h.kick()
+	}
 }
 
 // baselines sets the starting version of topics a workspace stream created:
@@ -723,6 +820,7 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 		h.topics[k] = t
 	}
 	s := &subscriber{q: newQueue(), topic: t}
+	s.q.emptied = h.emptied
 	t.subs.add(s)
 	h.subs.Add(1)
 	return s, nil

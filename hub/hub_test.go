@@ -170,6 +170,68 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	}
 }
 
+// burst commits n changes of the customer at addr in one transaction, as a
+// backfill through /v1/batch does.
+func (e *env) burst(t *testing.T, addr string, n int) {
+	t.Helper()
+	now := time.Now().UTC()
+	evs := make([]*c360.Event, n)
+	for i := range evs {
+		evs[i] = &c360.Event{Type: c360.EventTrack, Name: "Backfilled", Identities: []c360.Identity{{Type: "email", Value: addr}},
+			Source: "test", DedupeKey: fmt.Sprint("burst-", now.UnixNano(), "-", i), OccurredAt: now, ReceivedAt: now}
+	}
+	if _, err := e.db.Ingest(context.Background(), e.ws, evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One commit of more changes than a queue holds reaches a subscriber that
+// keeps reading, whole and in order: the rest of the burst is read once it
+// took what it had, not held against it as slowness. One that reads
+// nothing is dropped once the catch-up time has passed, and does not hold
+// the other back beyond it.
+func TestBurstLargerThanTheQueue(t *testing.T) {
+	e := newEnv(t, hub.Options{QueueSize: 8, CatchUp: 300 * time.Millisecond})
+	id := e.identify(t, "burst@example.com", nil)
+	ctx := context.Background()
+	reader, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	e.burst(t, "burst@example.com", 30)
+	for v := int64(2); v <= 31; v++ {
+		if c := next(t, reader); c.Version != v {
+			t.Fatalf("reader got version %d, want %d", c.Version, v)
+		}
+	}
+	if d := e.hub.Stats().Dropped; d != 0 {
+		t.Fatalf("dropped = %d after a burst to a reader that kept up, want 0", d)
+	}
+
+	stuck, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	e.burst(t, "burst@example.com", 30)
+	for v := int64(32); v <= 61; v++ {
+		if c := next(t, reader); c.Version != v {
+			t.Fatalf("beside a stuck subscriber, reader got version %d, want %d", c.Version, v)
+		}
+	}
+	if d := e.hub.Stats().Dropped; d != 1 {
+		t.Fatalf("dropped = %d, want the stuck subscriber", d)
+	}
+	for {
+		if _, err := stuck.Next(ctx); err == hub.ErrSlow {
+			break
+		} else if err != nil {
+			t.Fatalf("stuck: %v, want ErrSlow after what was queued", err)
+		}
+	}
+}
+
 // Resuming from a cursor replays from the feed, then goes live, with no gap
 // or duplicate while writes race the subscription.
 func TestResumeRacesWrites(t *testing.T) {

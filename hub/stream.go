@@ -314,6 +314,7 @@ func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceS
 		h.workspaces[workspaceID] = w
 	}
 	s := &subscriber{q: newQueue(), ws: w}
+	s.q.emptied = h.emptied
 	if len(kinds) > 0 {
 		s.kinds = make(map[string]bool, len(kinds))
 		for _, k := range kinds {
