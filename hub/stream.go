@@ -138,6 +138,16 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 				id = merged
 				continue
 			}
+			// The survivor to go on with is the one its merged_into change
+			// names, as for a live stream (deliver): the customer's
+			// pointer names the survivor of the last of a chain of merges
+			// (M into X, then X into S, points M at S), whose feed would
+			// skip X's changes and does not name M.
+			if direct, err := st.mergedInto(ctx, id, version); err != nil {
+				return err
+			} else if direct != 0 {
+				merged = direct
+			}
 			v, err := st.h.feed.MergeVersion(ctx, st.ws, merged, id)
 			if err != nil {
 				return fmt.Errorf("follow merge of customer %d into %d: %w", id, merged, err)
@@ -152,6 +162,19 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 		return nil
 	}
 	return fmt.Errorf("follow customer %d: too many merges", id)
+}
+
+// mergedInto returns the survivor the customer's last change, at version,
+// names when it is its merged_into change; else 0.
+func (st *CustomerStream) mergedInto(ctx context.Context, id, version int64) (int64, error) {
+	rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: id, Version: version - 1}}, 1)
+	if err != nil {
+		return 0, fmt.Errorf("read the merge of customer %d: %w", id, err)
+	}
+	if len(rows) != 1 || rows[0].Kind != c360.ChangeMergedInto {
+		return 0, nil
+	}
+	return survivorOf(&Change{Change: rows[0]})
 }
 
 // swap makes sub the stream's registration, dropping the previous one. It
