@@ -76,9 +76,13 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 	} else {
 		owner = *customerID
 	}
-	st, err := r.Hub.SubscribeCustomer(ctx, ws, owner, nil)
+	cst, err := r.Hub.SubscribeCustomer(ctx, ws, owner, nil)
 	if err != nil {
 		return nil, err
+	}
+	var st hub.Stream = cst
+	if conversationID != nil {
+		st = &conversationStream{r: r.Resolver, ws: ws, conv: *conversationID, st: cst}
 	}
 	return serve(ctx, st, func(ctx context.Context, c *hub.Change) (*c360.Message, bool, error) {
 		return r.messageOf(ctx, c, conv)

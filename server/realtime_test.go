@@ -370,6 +370,45 @@ func TestConversationMessages(t *testing.T) {
 	wantError(t, c, "bad", c360.EINVALID)
 }
 
+// conversationMessages(conversationId) follows its conversation when a
+// split moves it to a new customer: the messages that arrive afterwards
+// are in that customer's feed, which the old owner's never shows.
+func TestConversationMessagesFollowASplit(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550177"}}
+	owner := ingest(t, e.db, e.ws, []c360.Identity{{Type: "email", Value: "ann@example.com"}, phone[0]}, nil)
+	sms := func(body string) string {
+		now, sid := time.Now().UTC(), "SM"+randomID()
+		if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Identities: phone,
+			Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now,
+			Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: body, Status: "received", ProviderID: sid}}}); err != nil {
+			t.Fatal(err)
+		}
+		return sid
+	}
+	var conv int64
+	if err := e.db.Pool.QueryRow(ctx, `SELECT conversation_id FROM messages WHERE workspace_id = $1 AND provider_id = $2`,
+		e.ws, sms("before")).Scan(&conv); err != nil {
+		t.Fatal(err)
+	}
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("m", `subscription($c: ID) { conversationMessages(conversationId: $c) { body } }`, map[string]any{"c": fmt.Sprint(conv)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+
+	res, err := e.db.SplitIdentity(ctx, e.ws, owner, phone[0], "agent", "family phone")
+	if err != nil || res.MovedConversations != 1 {
+		t.Fatalf("split: %+v, %v; want the conversation moved", res, err)
+	}
+	sms("after the split")
+	var m struct{ Body string }
+	c.next("m", "conversationMessages", &m)
+	if m.Body != "after the split" {
+		t.Fatalf("got %+v, want the message after the split", m)
+	}
+}
+
 // Each change is executed and marshaled once per distinct operation, and
 // its bytes shared by every subscriber of that operation.
 func TestSubscriptionPayloadRenderedOncePerSelection(t *testing.T) {
