@@ -20,11 +20,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -263,22 +263,7 @@ func (p *proc) rss() (cur, peak int64) {
 }
 
 // lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer struct{ logbuf.Buffer }
 
 // errors returns the first n log lines of level ERROR.
 func (b *lockedBuffer) errors(n int) string {

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
@@ -342,7 +342,7 @@ func TestAuditWriter(t *testing.T) {
 	})
 
 	t.Run("a full queue drops, never blocks", func(t *testing.T) {
-		var logs syncWriter
+		var logs logbuf.Buffer
 		w := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{MaxPending: 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		defer w.Close()
 		start := time.Now()
@@ -493,24 +493,3 @@ func TestRevokeAPIKey(t *testing.T) {
 		t.Errorf("issue with an unknown scope = %v, want BAD_USER_INPUT", err)
 	}
 }
-
-// syncWriter is a log sink safe for the writer's goroutine.
-type syncWriter struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.b)
-}
-
-var _ io.Writer = (*syncWriter)(nil)

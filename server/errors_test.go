@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
@@ -225,7 +226,7 @@ func TestPanicIsInternal(t *testing.T) {
 	_, _, key := pgtest.Workspace(t, db)
 	r := newResolver(db)
 	r.CustomerService = panickingStore{db}
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	srv := serveWith(t, server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, db, r, db)
 
 	resp := gql(t, srv, key, `{ customer(id: "1") { id } }`, nil)
@@ -269,7 +270,7 @@ func TestInternalErrorsAreLogged(t *testing.T) {
 	} {
 		r := newResolver(db)
 		r.CustomerService = failingStore{db, tc.err}
-		var logs syncBuffer
+		var logs logbuf.Buffer
 		srv := serveWith(t, server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, db, r, db)
 		resp := gql(t, srv, key, `{ customer(id: "1") { id } }`, nil)
 		resp.wantCode(t, c360.EINTERNAL)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 )
 
@@ -23,7 +24,7 @@ import (
 type replica struct {
 	cmd  *exec.Cmd
 	base string
-	log  *syncBuffer
+	log  *logbuf.Buffer
 }
 
 // buildC360 builds the server binary once per test binary.
@@ -52,7 +53,7 @@ func startReplica(t *testing.T, bin, dbURL string) *replica {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	r := &replica{base: "http://" + addr, log: &syncBuffer{}}
+	r := &replica{base: "http://" + addr, log: &logbuf.Buffer{}}
 	r.cmd = exec.Command(bin, "serve", "--no-migrate")
 	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "C360_ADDR="+addr, "C360_SHUTDOWN_TIMEOUT=5s")
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/server"
 )
@@ -45,7 +46,7 @@ func TestIntrospection(t *testing.T) {
 	const q = `{ __schema { queryType { name } } }`
 	t.Run("production", func(t *testing.T) {
 		e := newEnv(t)
-		var logs syncBuffer
+		var logs logbuf.Buffer
 		srv := serveWith(t, server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, e.db, newResolver(e.db), e.db)
 		r := gql(t, srv, e.key, q, nil)
 		if len(r.Errors) == 0 {

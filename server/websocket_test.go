@@ -19,6 +19,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
@@ -347,7 +348,7 @@ func endedWithError(t *testing.T, c *wsClient, id string) {
 // stopped while it started ended with an error that reached the client
 // under the reused id.
 func TestWebsocketLegacyIDReuseAfterStop(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	e := newRTEnv(t, rtOptions{cfg: server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}})
 	id := ingest(t, e.db, e.ws, email("legacy-reuse@example.com"), nil)
 	start := map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}}
@@ -589,7 +590,7 @@ func (k panickyKeys) Authenticate(ctx context.Context, key string) (*c360.Princi
 // that connection and is logged; the process and its other connections go
 // on.
 func TestWebsocketPanicClosesOnlyItsConnection(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	e := newRTEnv(t, rtOptions{cfg: server.Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))},
 		auth: func(db *postgres.DB) c360.APIKeyService { return panickyKeys{db} }})
 	id := ingest(t, e.db, e.ws, email("panic@example.com"), nil)

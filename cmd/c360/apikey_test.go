@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 )
 
@@ -143,7 +144,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 		"--twilio-auth-token", authToken, "--whatsapp-app-secret", appSecret, "--whatsapp-verify-token", verify)
 
 	addr := freeAddr(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s"}
 	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,13 +10,13 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 )
 
@@ -33,24 +32,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is an output the server's goroutines may write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cli runs c360 commands against this binary's test database.
 type cli struct {
 	t   *testing.T
@@ -64,7 +45,7 @@ func newCLI(t *testing.T) *cli {
 // run runs one command and returns its stdout, stderr and error.
 func (c *cli) run(args ...string) (string, string, error) {
 	c.t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	m := NewMain(&stdout, &stderr, func(k string) string { return c.env[k] })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -377,7 +358,7 @@ func TestMissingDatabaseURL(t *testing.T) {
 		{"apikey", "create", "--workspace", "nodb", "--role", "agent"},
 		{"serve", "--no-migrate"},
 	} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr logbuf.Buffer
 		m := NewMain(&stdout, &stderr, func(string) string { return "" })
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := m.Run(ctx, args)
@@ -426,7 +407,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
 
 	addr := freeAddr(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s"}
 	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -508,7 +489,7 @@ func TestServeListenError(t *testing.T) {
 	}
 	defer ln.Close()
 	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "C360_ADDR": ln.Addr().String()}
-	var stdout, stderr syncBuffer
+	var stdout, stderr logbuf.Buffer
 	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

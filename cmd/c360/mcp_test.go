@@ -13,6 +13,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 )
 
@@ -40,7 +41,7 @@ func TestMCPStdio(t *testing.T) {
 	}
 
 	cmd := exec.Command(bin, "mcp")
-	var stderr syncBuffer
+	var stderr logbuf.Buffer
 	cmd.Stderr = &stderr
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+pgtest.URL(t), "C360_API_KEY="+key)
 	client := sdk.NewClient(&sdk.Implementation{Name: "desktop", Version: "1"}, nil)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/twilio"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/resolver"
@@ -54,25 +55,7 @@ type env struct {
 	ws     int64
 	slug   string
 	key    string // admin API key
-	logs   *logBuffer
-}
-
-// logBuffer holds what the server logged, for tests that read it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs   *logbuf.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -87,7 +70,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	fake := newFakeTwilio(t)
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	sender, err := twilio.NewSender(twilio.SenderConfig{PublicURL: publicURL, APIURL: fake.srv.URL, Logger: log})
 	if err != nil {
