@@ -350,12 +350,8 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 			if w == nil {
 				continue
 			}
-			if len(w.owned) >= h.opts.MaxWorkspaceTopics {
-				h.resetWorkspace(w)
-			}
-			t = &topic{topicKey: k, last: -1, since: w.since, owned: true}
+			t = h.ownedTopic(w, k)
 			h.topics[k] = t
-			w.owned[id] = t
 		} else if w != nil && !t.owned {
 			// Keep it for the workspace stream once its customer streams end,
 			// so its baseline stays exact.
@@ -777,6 +773,18 @@ func (h *Hub) drop(s *subscriber, err error) {
 	}
 }
 
+// ownedTopic returns a new topic of the workspace stream w, with w's
+// baseline, tracked by w (which starts over at its limit). Called with
+// h.mu held.
+func (h *Hub) ownedTopic(w *workspace, k topicKey) *topic {
+	if len(w.owned) >= h.opts.MaxWorkspaceTopics {
+		h.resetWorkspace(w)
+	}
+	t := &topic{topicKey: k, last: -1, since: w.since, owned: true}
+	w.owned[k.customer] = t
+	return t
+}
+
 // resetWorkspace forgets the customers a workspace stream tracks, except
 // those customer streams follow too, and restarts its baseline at now.
 // Called with h.mu held.
@@ -811,11 +819,7 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 			// (another replica's NOTIFY on its way), which the workspace
 			// stream has never had. This stream skips what it has seen by
 			// version (setBaseline).
-			if len(w.owned) >= h.opts.MaxWorkspaceTopics {
-				h.resetWorkspace(w)
-			}
-			t.since, t.owned = w.since, true
-			w.owned[customer] = t
+			t = h.ownedTopic(w, k)
 		}
 		h.topics[k] = t
 	}
