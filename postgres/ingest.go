@@ -512,6 +512,18 @@ func applyTraits(c *customerRow, traits map[string]any, source string, at time.T
 // arrays element by element. A spelling alone never records a change, and
 // never overwrites the stored value.
 func jsonEqual(a, b any) bool {
+	// The common cases, without building keys: a value sent again as it
+	// was (same Go type, same value or spelling).
+	switch x := a.(type) {
+	case float64:
+		if y, ok := b.(float64); ok {
+			return x == y
+		}
+	case json.Number:
+		if y, ok := b.(json.Number); ok && x == y {
+			return true
+		}
+	}
 	if x, ok := numberKey(a); ok {
 		y, ok := numberKey(b)
 		return ok && x == y
@@ -586,7 +598,7 @@ func numberKey(v any) (key string, ok bool) {
 	}
 	whole, frac, _ := strings.Cut(mant, ".")
 	digits := strings.TrimLeft(whole+frac, "0")
-	exp += len(whole) - (len(whole) + len(frac) - len(digits)) // the point's place, counted from the first digit kept
+	exp += len(digits) - len(frac) // the point's place, counted from the first digit kept
 	digits = strings.TrimRight(digits, "0")
 	if digits == "" {
 		return "0", true // -0, 0.000, 0e5
