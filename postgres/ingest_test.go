@@ -210,6 +210,22 @@ func TestIngestRefusesBadInputAndWritesNothing(t *testing.T) {
 			}
 		}
 	}
+	// A dedupe key or source no text column takes: refused with its
+	// reason, as it could be kept neither as an event nor a dead letter.
+	for name, bad := range map[string]string{"a NUL": "k\x00ey", "bytes that are not UTF-8": "k\xffey"} {
+		for _, field := range []string{"messageId", "source"} {
+			ev := track("key-"+name, ids("email", "key@example.com"))
+			if field == "source" {
+				ev.Source = bad
+			} else {
+				ev.DedupeKey = bad
+			}
+			_, err := db.Ingest(t.Context(), ws, []*c360.Event{ev})
+			if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), field) {
+				t.Errorf("%s with %s: %v, want %s naming it", field, name, err, c360.EINVALID)
+			}
+		}
+	}
 	// A batch with one bad event writes none of them.
 	_, err := db.Ingest(context.Background(), ws, []*c360.Event{
 		track("good", ids("email", "good@example.com")), track("bad", ids("phone", "x")),
@@ -217,7 +233,7 @@ func TestIngestRefusesBadInputAndWritesNothing(t *testing.T) {
 	if got := c360.ErrorCode(err); got != c360.EINVALID {
 		t.Fatalf("batch code = %q, want %q", got, c360.EINVALID)
 	}
-	for _, table := range []string{"events", "customers", "identities", "customer_changes"} {
+	for _, table := range []string{"events", "customers", "identities", "customer_changes", "dead_letters"} {
 		if n := count(t, db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, ws); n != 0 {
 			t.Errorf("%s rows = %d, want 0", table, n)
 		}
