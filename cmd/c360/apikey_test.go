@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net/http"
 	"strconv"
 	"strings"
@@ -150,6 +151,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	stdOut := stdlog.Writer()
 	go func() { done <- m.Run(ctx, []string{"serve", "--no-migrate"}) }()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -232,6 +234,11 @@ func TestSecretsNeverLogged(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	// serve gives the log package back as it found it: a later serve in
+	// this process, or a test, must not write into this one's handler.
+	if stdlog.Writer() != stdOut {
+		t.Errorf("after serve, the log package still writes to %T, not to what it wrote to before", stdlog.Writer())
 	}
 	logs := stderr.String()
 	if !strings.Contains(logs, "serving") {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"maps"
 	"net"
@@ -80,9 +81,17 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	// Libraries that write with the standard log package (gqlgen, on an
 	// upgrade that fails) write JSON lines through the same handler, not
 	// bare text among them.
-	prev := slog.Default()
+	// SetDefault also points the log package at the handler; setting the
+	// previous default back does not undo that, so its output is put back
+	// by hand (tests run serve more than once in one process).
+	prev, prevOut, prevFlags, prevPrefix := slog.Default(), stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
 	slog.SetDefault(log)
-	defer slog.SetDefault(prev)
+	defer func() {
+		slog.SetDefault(prev)
+		stdlog.SetOutput(prevOut)
+		stdlog.SetFlags(prevFlags)
+		stdlog.SetPrefix(prevPrefix)
+	}()
 	shutdownTimeout, err := time.ParseDuration(m.env("C360_SHUTDOWN_TIMEOUT", "25s"))
 	if err != nil {
 		return usageError("C360_SHUTDOWN_TIMEOUT: " + err.Error())
