@@ -315,10 +315,6 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeGraphQLError(w, statusForTransport(r), err)
 			return
 		}
-		if err := checkParams(r); err != nil {
-			writeGraphQLError(w, http.StatusBadRequest, err)
-			return
-		}
 		key, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
 			writeGraphQLError(w, http.StatusUnauthorized, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))
@@ -333,6 +329,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		if !s.limitKey(w, p) {
+			return
+		}
+		// Decoded only for a caller who may run it.
+		if err := checkParams(r); err != nil {
+			writeGraphQLError(w, http.StatusBadRequest, err)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(c360.NewContextWithPrincipal(r.Context(), p)))

@@ -221,8 +221,15 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 			})
 		}
 	}
+	// The body is decoded only for a caller who may run it: without a key,
+	// the answer is 401 whatever the body.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(`{"query":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	if r := do(t, e.srv, req); r.Status != http.StatusUnauthorized || r.code() != c360.EUNAUTHENTICATED {
+		t.Errorf("a malformed body without a key: %d %s, want 401 UNAUTHENTICATED", r.Status, r.Body)
+	}
 	// Every key may be null, as the GraphQL over HTTP spec lets a client send it.
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql",
+	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+"/graphql",
 		strings.NewReader(`{"query":"{ __typename }","variables":null,"operationName":null,"extensions":null}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+e.key)
