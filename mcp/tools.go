@@ -122,7 +122,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 			"when nobody has it. Use get_customer_context instead before answering a customer.",
 		Annotations: readOnly,
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in LookupArgs) (*sdk.CallToolResult, any, error) {
-		return s.passOn(s.execute(ctx, creds(req), lookupQuery, map[string]any{"type": in.Type, "value": in.Value}))
+		return passOn(s.execute(ctx, creds(req), lookupQuery, map[string]any{"type": in.Type, "value": in.Value}))
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
@@ -150,7 +150,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if in.Budget != 0 {
 			vars["budget"] = in.Budget
 		}
-		return s.passOn(s.execute(ctx, creds(req), contextQuery, vars))
+		return passOn(s.execute(ctx, creds(req), contextQuery, vars))
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
@@ -275,7 +275,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if in.Confidence != nil {
 			vars["confidence"] = *in.Confidence
 		}
-		return s.passOn(s.execute(ctx, creds(req), observationMutation, vars))
+		return passOn(s.execute(ctx, creds(req), observationMutation, vars))
 	})
 
 	sendSchema, err := jsonschema.For[SendArgs](nil)
@@ -294,12 +294,12 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(true)},
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in SendArgs) (*sdk.CallToolResult, any, error) {
 		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
-		return s.passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
+		return passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
 	})
 }
 
 // passOn returns a tool's result as execute's data, as GraphQL wrote it.
-func (s *Server) passOn(data json.RawMessage, err error) (*sdk.CallToolResult, any, error) {
+func passOn(data json.RawMessage, err error) (*sdk.CallToolResult, any, error) {
 	if err != nil {
 		return nil, nil, err
 	}
