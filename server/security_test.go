@@ -308,6 +308,8 @@ func TestMaskedSearchTakesWholeAddresses(t *testing.T) {
 			}
 		}
 	}
+	// A cursor is checked as on the search by fragment.
+	gql(t, e.srv, e.keys["assistant"], q, map[string]any{"q": janeEmail, "after": "not a cursor!"}).wantCode(t, c360.EINVALID)
 	var none page
 	search("assistant", "+14155550101").ok(t, &none)
 	if len(none.Customers.Edges) != 0 {
