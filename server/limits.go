@@ -331,41 +331,35 @@ func checkBatch(r *http.Request) error {
 	return nil
 }
 
-// checkParams refuses a POST body that is not a GraphQL request's JSON
-// object, with a message of its own: gqlgen's transport names its Go types
-// and repeats the whole body, which may carry a secret (a mutation's
-// Twilio token, say) into the answer and whatever logs it.
-func checkParams(r *http.Request) error {
-	body, ok := postBody(r)
-	if !ok {
-		return nil
-	}
-	// Decoded as gqlgen's transport decodes it (the same type, numbers as
-	// json.Number), so that a body this passes, gqlgen decodes too: a key
-	// given twice, or in another case ("Query"), fails both alike.
-	var p graphql.RawParams
-	err := c360.UnmarshalExact(body, &p)
+// decodeParams decodes a POST body into the GraphQL request it holds, or
+// refuses it with a message of its own: gqlgen's transport names its Go
+// types and repeats the whole body, which may carry a secret (a mutation's
+// Twilio token, say) into the answer and whatever logs it. A key given
+// twice, or in another case ("Query"), is refused.
+func decodeParams(body []byte) (*graphql.RawParams, error) {
+	p := new(graphql.RawParams)
+	err := c360.UnmarshalExact(body, p)
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case err == nil:
-		return nil
+		return p, nil
 	case errors.As(err, &se):
-		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
+		return nil, c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
 	case errors.Is(err, io.EOF):
-		return c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
+		return nil, c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
+		return nil, c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
 	case errors.As(err, &te) && te.Field != "":
 		for _, f := range []struct{ name, want string }{
 			{"query", "a string"}, {"operationName", "a string"}, {"variables", "an object"}, {"extensions", "an object"},
 		} {
 			if strings.EqualFold(te.Field, f.name) {
-				return c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
+				return nil, c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
 			}
 		}
 	}
-	return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
+	return nil, c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
 }
 
 // postBody returns a POST's body, read whole by readBody, for the checks

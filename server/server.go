@@ -183,7 +183,7 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 	h.AddTransport(transport.GET{})
 	// SSE before POST: it claims POSTs that accept text/event-stream.
 	h.AddTransport(transport.SSE{})
-	h.AddTransport(transport.POST{})
+	h.AddTransport(postTransport{})
 	// One cache of parsed queries and one of persisted queries serve both:
 	// a query persisted over HTTP is known over websockets too.
 	queries, persisted := lru.New[*ast.QueryDocument](1000), lru.New[string](100)
@@ -331,12 +331,18 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if !s.limitKey(w, p) {
 			return
 		}
-		// Decoded only for a caller who may run it.
-		if err := checkParams(r); err != nil {
-			writeGraphQLError(w, http.StatusBadRequest, err)
-			return
+		ctx := c360.NewContextWithPrincipal(r.Context(), p)
+		// Decoded only for a caller who may run it, and once: postTransport
+		// runs what it decoded.
+		if body, ok := postBody(r); ok {
+			params, err := decodeParams(body)
+			if err != nil {
+				writeGraphQLError(w, http.StatusBadRequest, err)
+				return
+			}
+			ctx = withParams(ctx, params)
 		}
-		next.ServeHTTP(w, r.WithContext(c360.NewContextWithPrincipal(r.Context(), p)))
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

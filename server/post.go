@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+)
+
+// postTransport is GraphQL over HTTP POST: gqlgen's transport.POST, with
+// its content negotiation and statuses, but two costs less on every query.
+//   - The body is decoded once. authenticate decodes and checks it
+//     (decodeParams), and hands the result on in the request's context;
+//     transport.POST would decode it again.
+//   - The answer's data is written as the executor rendered it. json.Marshal
+//     of a graphql.Response scans and compacts its already rendered data
+//     once more: 2–3% of a customer-360's server CPU.
+type postTransport struct{}
+
+var _ graphql.Transport = postTransport{}
+
+// Supports claims what transport.POST claims.
+func (postTransport) Supports(r *http.Request) bool { return transport.POST{}.Supports(r) }
+
+// Do runs the operation of a POST.
+func (postTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+	ctx := r.Context()
+	contentType := responseContentType(r.Header.Get("Accept"))
+	w.Header().Set("Content-Type", contentType)
+	start := graphql.Now()
+	params, ok := ctx.Value(paramsKey{}).(*graphql.RawParams)
+	if !ok {
+		// Not through authenticate (which every POST /graphql passes):
+		// decoded here, with the same refusals.
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			params, err = decodeParams(body)
+		}
+		if err != nil {
+			writeGraphQLError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	params.Headers = r.Header
+	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
+	rc, opErr := exec.CreateOperationContext(ctx, params)
+	if opErr != nil {
+		w.WriteHeader(operationErrorStatus(contentType, opErr))
+		writeResponse(w, exec.DispatchError(graphql.WithOperationContext(ctx, rc), opErr))
+		return
+	}
+	responses, ctx := exec.DispatchOperation(ctx, rc)
+	writeResponse(w, responses(ctx))
+}
+
+// paramsKey carries the request authenticate decoded to postTransport.
+type paramsKey struct{}
+
+func withParams(ctx context.Context, p *graphql.RawParams) context.Context {
+	return context.WithValue(ctx, paramsKey{}, p)
+}
+
+const (
+	mediaJSON             = "application/json"
+	mediaGraphQLResponse  = "application/graphql-response+json"
+	mediaAnyApplication   = "application/*"
+	mediaAnything         = "*/*"
+	acceptNothingMatching = mediaGraphQLResponse
+)
+
+// responseContentType picks the answer's media type from Accept as
+// transport.POST does: application/json when Accept is empty or names it
+// (or a wildcard) first, application/graphql-response+json when that comes
+// first, and also when nothing in Accept is either.
+func responseContentType(accept string) string {
+	if accept == "" {
+		return mediaJSON
+	}
+	for part := range strings.SplitSeq(accept, ",") {
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		switch mt {
+		case mediaAnything, mediaAnyApplication, mediaJSON:
+			return mediaJSON
+		case mediaGraphQLResponse:
+			return mediaGraphQLResponse
+		}
+	}
+	return acceptNothingMatching
+}
+
+// operationErrorStatus is the status of an operation refused before it ran
+// (a parse or validation error), as transport.POST answers it: 422 under
+// application/json, 400 under application/graphql-response+json, and 200
+// for an error that is not the request's fault.
+func operationErrorStatus(contentType string, errs gqlerror.List) int {
+	if errcode.GetErrorKind(errs) != errcode.KindProtocol {
+		return http.StatusOK
+	}
+	if contentType == mediaGraphQLResponse {
+		return http.StatusBadRequest
+	}
+	return http.StatusUnprocessableEntity
+}
+
+// writeResponse writes resp as json.Marshal would, except that the data,
+// which the executor rendered as compact JSON, is copied as it is.
+func writeResponse(w io.Writer, resp *graphql.Response) {
+	data := resp.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	// The fields after data, by json.Marshal: with errors and data empty,
+	// it renders {"data":null followed by them.
+	rest := *resp
+	rest.Errors, rest.Data = nil, nil
+	tail, err := json.Marshal(&rest)
+	if err != nil {
+		panic(err) // as transport.POST: the handler's recover answers it
+	}
+	tail = tail[len(`{"data":null`):]
+	b := make([]byte, 0, len(data)+len(tail)+64)
+	b = append(b, '{')
+	if len(resp.Errors) > 0 {
+		errs, err := json.Marshal(resp.Errors)
+		if err != nil {
+			panic(err)
+		}
+		b = append(append(append(b, `"errors":`...), errs...), ',')
+	}
+	b = append(append(append(b, `"data":`...), data...), tail...)
+	w.Write(b)
+}
