@@ -2162,8 +2162,10 @@ enum Role {
 enum PiiKind {
   "An identity value, masked by its identity type (email, phone) or its shape."
   IDENTITY_VALUE
-  "A JSON object (traits, properties, a change's diff), masked key by key."
+  "A JSON object (traits, properties), masked key by key; a string under a key that says nothing is masked as free text."
   JSON
+  "A change's diff: masked as JSON, and its identities by their type, its reason and dropped identities as free text."
+  DIFF
   "One trait's value, masked by the trait's name."
   TRAIT_VALUE
   "Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked."
@@ -2270,7 +2272,7 @@ type CustomerChange {
   "The id of the customer whose feed holds this change."
   customerId: ID!
   "What changed, e.g. {\"traits\": {...}}, {\"message\": {...}}, {\"survivorId\": \"42\"}."
-  diff: JSON! @pii(kind: JSON)
+  diff: JSON! @pii(kind: DIFF)
   "When the change was committed."
   at: Time!
 }

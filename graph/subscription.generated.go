@@ -241,7 +241,7 @@ func (ec *executionContext) _CustomerChange_diff(ctx context.Context, field grap
 			directive0 := next
 
 			directive1 := func(ctx context.Context) (any, error) {
-				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "JSON")
+				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "DIFF")
 				if err != nil {
 					var zeroVal map[string]any
 					return zeroVal, err

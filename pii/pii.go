@@ -10,6 +10,7 @@ package pii
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,22 +186,64 @@ var keyKinds = map[string]Kind{
 }
 
 // KeyKind classifies a trait or property name: firstName, first_name and
-// First Name are all names; work_email and homePhone are an email and a
-// phone; address_line1 is an address.
+// First Name are all names; work_email, homePhone, phone2 and
+// mobile_number are an email and phones; shipping_address is an address;
+// billing_name is a name, and so is any name but of a thing (company_name,
+// product_name: nonPersonalNames).
 func KeyKind(key string) Kind {
 	n := normalizeKey(key)
 	if k, ok := keyKinds[n]; ok {
 		return k
 	}
+	// phone2, address_line1, email_2.
+	n = strings.TrimRight(n, "0123456789")
+	if k, ok := keyKinds[n]; ok {
+		return k
+	}
 	switch {
-	case strings.HasSuffix(n, "email"):
+	case strings.HasSuffix(n, "email"), strings.HasSuffix(n, "emailaddress"):
 		return KindEmail
-	case strings.HasSuffix(n, "phone"):
+	case strings.HasSuffix(n, "phone"), phoneNumberKey(n):
 		return KindPhone
-	case strings.HasPrefix(n, "address"):
+	case strings.HasSuffix(n, "address"), strings.HasPrefix(n, "address"), strings.HasPrefix(n, "street"),
+		strings.HasSuffix(n, "zip"), strings.HasSuffix(n, "zipcode"),
+		strings.HasSuffix(n, "postalcode"), strings.HasSuffix(n, "postcode"):
 		return KindAddress
+	case strings.Contains(n, "birth"), strings.HasSuffix(n, "dob"):
+		return KindBirth
+	case strings.HasSuffix(n, "name") && !nonPersonalNames[strings.TrimSuffix(n, "name")]:
+		return KindName
 	}
 	return ""
+}
+
+// phoneNumberKey reports whether n names a phone by its kind and a word for
+// number: mobile_number, contact_no, whatsapp_num, cellnumber; and ends
+// there (phone_verified is not a phone).
+func phoneNumberKey(n string) bool {
+	for _, kind := range []string{"phone", "mobile", "cell", "tel", "telephone", "contact", "whatsapp", "sms", "fax"} {
+		if rest, ok := strings.CutPrefix(n, kind); ok {
+			switch rest {
+			case "number", "no", "num", "nr":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nonPersonalNames are the things whose name a key may hold (company_name,
+// productName) that is not a person's. Any other key ending in name is
+// taken for a person's: masking a thing's name is the safer mistake.
+var nonPersonalNames = map[string]bool{
+	"company": true, "business": true, "organization": true, "organisation": true, "org": true,
+	"product": true, "item": true, "sku": true, "variant": true, "brand": true, "category": true,
+	"collection": true, "plan": true, "campaign": true, "event": true, "page": true, "screen": true,
+	"app": true, "device": true, "browser": true, "os": true, "file": true, "host": true,
+	"domain": true, "store": true, "shop": true, "team": true, "group": true, "list": true,
+	"template": true, "channel": true, "tag": true, "field": true, "property": true, "trait": true,
+	"source": true, "integration": true, "workspace": true, "project": true, "coupon": true,
+	"promotion": true, "experiment": true, "feature": true, "step": true, "flow": true, "bot": true,
 }
 
 func normalizeKey(key string) string {
@@ -262,13 +305,145 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
+// Diff masks a change's diff (CustomerChange.diff) as JSON does, and
+// masks the parts the change feed writes whose key says nothing of them:
+// identities ({type, value} under identity, cause and identitiesAdded) by
+// their type, as Identity does; an operator's reason as free text; and the
+// identities an event could not attach (dropped: `type "value": why`) by
+// their type, the why as free text. It returns the masked copy (m itself
+// when nothing changed) and the paths of the personal data found.
+func Diff(m map[string]any, masking bool) (map[string]any, []string) {
+	var found []string
+	out, _ := walk(m, "", &found, masking, diffPart)
+	slices.Sort(found)
+	return out, slices.Compact(found)
+}
+
+// diffPart masks a top-level part of a diff that Diff knows by its key; ok
+// is false for the others, which are masked as JSON masks them.
+func diffPart(key string, v any, found *[]string, masking bool) (nv any, changed, ok bool) {
+	switch key {
+	case "identity", "cause":
+		nv, changed = identityObject(v, key, found, masking)
+	case "identitiesAdded":
+		nv, changed = eachOf(v, func(e any) (any, bool) { return identityObject(e, key, found, masking) })
+	case "reason":
+		nv, changed = textValue(v, key, found, masking)
+	case "dropped":
+		nv, changed = eachOf(v, func(e any) (any, bool) { return droppedText(e, key, found, masking) })
+	default:
+		return v, false, false
+	}
+	return nv, changed, true
+}
+
+// identityObject masks an identity written as {"type": ..., "value": ...}.
+func identityObject(v any, path string, found *[]string, masking bool) (any, bool) {
+	id, _ := v.(map[string]any)
+	typ, _ := id["type"].(string)
+	val, isString := id["value"].(string)
+	if !isString {
+		return value("", v, path, found, masking)
+	}
+	m, k := Identity(typ, val)
+	if k == "" {
+		return v, false
+	}
+	*found = append(*found, path+".value")
+	if !masking {
+		return v, false
+	}
+	out := maps.Clone(id)
+	out["value"] = m
+	return out, true
+}
+
+// droppedText masks an identity an event could not attach, as ingest
+// words it: `type "value": why`.
+func droppedText(v any, path string, found *[]string, masking bool) (any, bool) {
+	s, ok := v.(string)
+	if !ok {
+		return value("", v, path, found, masking)
+	}
+	typ, rest, _ := strings.Cut(s, " ")
+	quoted, err := strconv.QuotedPrefix(rest)
+	if err != nil {
+		return textValue(s, path, found, masking)
+	}
+	val, _ := strconv.Unquote(quoted)
+	masked, k := Identity(typ, val)
+	why, whyChanged := textValue(rest[len(quoted):], path, found, masking)
+	if k == "" && !whyChanged {
+		return v, false
+	}
+	if k != "" {
+		*found = append(*found, path)
+	}
+	if !masking {
+		return v, false
+	}
+	return typ + " " + strconv.Quote(masked) + why.(string), true
+}
+
+// textValue masks a string as free text.
+func textValue(v any, path string, found *[]string, masking bool) (any, bool) {
+	s, ok := v.(string)
+	if !ok {
+		return value("", v, path, found, masking)
+	}
+	m, kinds := Text(s, masking)
+	if len(kinds) == 0 {
+		return v, false
+	}
+	*found = append(*found, path)
+	return m, masking
+}
+
+// eachOf applies f to each element of a list, copying the list only when
+// an element changes.
+func eachOf(v any, f func(any) (any, bool)) (any, bool) {
+	list, ok := v.([]any)
+	if !ok {
+		return f(v)
+	}
+	var out []any
+	for i, e := range list {
+		ne, changed := f(e)
+		if !changed {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(list)
+		}
+		out[i] = ne
+	}
+	if out == nil {
+		return v, false
+	}
+	return out, true
+}
+
 // object masks m (when masking) and appends the paths of personal data to
 // found. It copies m only when something in it changes, and reports whether
 // it did.
 func object(m map[string]any, path string, found *[]string, masking bool) (map[string]any, bool) {
+	return walk(m, path, found, masking, nil)
+}
+
+// walk is object with a first say for part over each key of m: where part
+// is nil or answers !ok, the key's value is masked by the key's kind.
+func walk(m map[string]any, path string, found *[]string, masking bool,
+	part func(key string, v any, found *[]string, masking bool) (any, bool, bool)) (map[string]any, bool) {
 	var out map[string]any
 	for k, v := range m {
-		nv, changed := value(KeyKind(k), v, join(path, k), found, masking)
+		var nv any
+		changed, ok := false, false
+		if part != nil {
+			nv, changed, ok = part(k, v, found, masking)
+		}
+		if !ok {
+			nv, changed = value(KeyKind(k), v, join(path, k), found, masking)
+		}
 		if !changed {
 			continue
 		}
@@ -294,13 +469,20 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 	case nil:
 		return nil, false
 	case string:
-		kind := k
-		if kind == "" {
-			kind = shape(v)
+		if k == "" {
+			// A key that says nothing: free text, with whatever addresses
+			// and numbers it holds masked (a whole one included).
+			m, kinds := Text(v, masking)
+			if len(kinds) == 0 {
+				return v, false
+			}
+			*found = append(*found, path)
+			return m, masking
 		}
-		if kind == "" || v == "" {
+		if v == "" {
 			return v, false
 		}
+		kind := k
 		*found = append(*found, path)
 		if !masking {
 			return v, false

@@ -3,6 +3,7 @@ package pii
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -62,6 +63,14 @@ func TestKeyKind(t *testing.T) {
 		"address": KindAddress, "address_line1": KindAddress, "postalCode": KindAddress, "zip": KindAddress,
 		"birthday": KindBirth, "date_of_birth": KindBirth,
 		"plan": "", "city": "", "company": "", "seats": "", "emails_sent": "",
+		// Names people give these fields, beyond the plain ones.
+		"mobile_number": KindPhone, "contact_number": KindPhone, "phone1": KindPhone, "phone_2": KindPhone,
+		"whatsappNumber": KindPhone, "cell_no": KindPhone, "email2": KindEmail, "billing_email": KindEmail,
+		"customer_name": KindName, "billing_name": KindName, "contactName": KindName,
+		"shipping_address": KindAddress, "billingAddress": KindAddress, "shipping_zip": KindAddress,
+		"birth_year":   KindBirth,
+		"company_name": "", "productName": "", "event_name": "", "phone_verified": "", "order_number": "",
+		"number": "", "emailsOpened": "",
 	} {
 		if got := KeyKind(key); got != want {
 			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
@@ -129,7 +138,9 @@ func TestValue(t *testing.T) {
 		{"email", "jane@example.com", "j***@example.com", 1},
 		{"name", "Jane", "J***", 1},
 		{"plan", "pro", "pro", 0},
-		{"note", "reach me at jane@example.com", "reach me at jane@example.com", 0}, // free text: not recognized
+		{"note", "reach me at jane@example.com", "reach me at j***@example.com", 1}, // free text
+		{"note", "call (415) 555-0100", "call (******0100", 1},
+		{"note", "order 12345, 2024-03-01", "order 12345, 2024-03-01", 0},
 		{"backup", "jane@example.com", "j***@example.com", 1},
 		{"address", map[string]any{"city": "SF"}, Redacted, 1},
 	} {
@@ -163,5 +174,47 @@ func BenchmarkFind(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Find(traits)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	diff := map[string]any{
+		"identity":        map[string]any{"type": "work_phone", "value": "(415) 555-0177"},
+		"cause":           map[string]any{"type": "email", "value": "jane@example.com"},
+		"identitiesAdded": []any{map[string]any{"type": "user_id", "value": "u1"}, map[string]any{"type": "crm_id", "value": "+14155550100"}},
+		"reason":          "caller confirmed 415-555-0100",
+		"dropped":         []any{`phone "+14155550122": limit: merging customer 1 would combine email "a@example.com", "b@example.com"`, `user_id "u2": taken`},
+		"traits":          map[string]any{"name": "Jane", "plan": "pro"},
+		"event":           map[string]any{"id": "7", "type": "identify", "name": ""},
+		"actor":           "key 4e66",
+	}
+	want := map[string]any{
+		"identity":        map[string]any{"type": "work_phone", "value": "******0177"},
+		"cause":           map[string]any{"type": "email", "value": "j***@example.com"},
+		"identitiesAdded": []any{map[string]any{"type": "user_id", "value": "u1"}, map[string]any{"type": "crm_id", "value": "+1******0100"}},
+		"reason":          "caller confirmed ******0100",
+		"dropped":         []any{`phone "+1******0122": limit: merging customer 1 would combine email "a***@example.com", "b***@example.com"`, `user_id "u2": taken`},
+		"traits":          map[string]any{"name": "J***", "plan": "pro"},
+		"event":           map[string]any{"id": "7", "type": "identify", "name": ""},
+		"actor":           "key 4e66",
+	}
+	before := jsonString(diff)
+	got, found := Diff(diff, true)
+	if jsonString(got) != jsonString(want) {
+		t.Errorf("Diff masked\n%s\nwant\n%s", jsonString(got), jsonString(want))
+	}
+	if jsonString(diff) != before {
+		t.Errorf("Diff changed its input: %s", jsonString(diff))
+	}
+	wantFound := "cause.value dropped identitiesAdded.value identity.value reason traits.name"
+	if strings.Join(found, " ") != wantFound {
+		t.Errorf("Diff found %v, want %s", found, wantFound)
+	}
+	if same, found2 := Diff(diff, false); jsonString(same) != before || strings.Join(found2, " ") != wantFound {
+		t.Errorf("Diff not masking = %s, found %v; want it unchanged, found %s", jsonString(same), found2, wantFound)
+	}
+	plain := map[string]any{"merged": []any{"4"}, "forced": true, "survivorId": "9"}
+	if got, found := Diff(plain, true); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
+		t.Errorf("Diff(nothing personal) = %v (found %v), want the input itself", got, found)
 	}
 }

@@ -6,8 +6,8 @@ package pii
 // the caller decodes the object and asks Find or JSON.
 //
 // It reads every key and every string value as Find sees them: a key whose
-// name is personal (KeyKind), whatever its value, and a string shaped like
-// an email address or a phone number, wherever it sits, count. A string
+// name is personal (KeyKind), whatever its value, and a string that may
+// hold an email address or a phone number (Text), wherever it sits, count. A string
 // with an escape sequence in it, or input it cannot read to the end,
 // counts as possibly personal.
 func MayHold(raw []byte) bool {
@@ -34,7 +34,7 @@ func MayHold(raw []byte) bool {
 			if KeyKind(s) != "" {
 				return true
 			}
-		} else if shape(s) != "" {
+		} else if mayHoldText(s) {
 			return true
 		}
 		i = end

@@ -32,6 +32,10 @@ func TestMayHold(t *testing.T) {
 		{`{"contact": "jane@example.com"}`, true},
 		{`{"to": ["+14155550100"]}`, true},
 		{`{"a": {"b": {"c": "+14155550100"}}}`, true},
+		// Free text that may hold an address or a number.
+		{`{"note": "call me on (415) 555-0100"}`, true},
+		{`{"note": "reach me at jane at example.com"}`, false},
+		{`{"note": "ring +1 415 5550"}`, true},
 		// A key or value it cannot read as Find would: decode and ask.
 		{`{"note": "say \"hi\""}`, true},
 		{`{"n\u0061me": "Jane"}`, true},

@@ -129,6 +129,13 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		for _, f := range paths {
 			found = append(found, field+"."+f)
 		}
+	case model.PiiKindDiff:
+		m, _ := res.(map[string]any)
+		var paths []string
+		masked, paths = pii.Diff(m, !sees)
+		for _, f := range paths {
+			found = append(found, "diff."+f)
+		}
 	case model.PiiKindTraitValue:
 		name := ""
 		if ts, ok := obj.(*c360.TraitSource); ok {

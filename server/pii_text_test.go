@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 )
@@ -50,6 +52,79 @@ func TestFreeTextMaskedForAssistants(t *testing.T) {
 	for _, secret := range []string{`email \"jane.doe@example.com\" links`, "+1 415 555 0177"} {
 		if !strings.Contains(string(clear.Data), secret) {
 			t.Errorf("assistant with the pii scope did not see %q: %s", secret, clear.Data)
+		}
+	}
+}
+
+// A change's diff names identities and free text under keys that say
+// nothing of them: identities a limit dropped (the new customer's change
+// names the phone it could not take, and the other customer's emails), a
+// custom phone identity, an operator's reason. An assistant without the pii scope reads them masked,
+// as it reads Customer.identities and merges; one with it reads them whole.
+func TestChangeDiffsMaskedForAssistants(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	slug := workspaceSlug(t, e)
+	masked, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, []string{c360.ScopePII})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.UpdateIdentityRules(ctx, e.ws, c360.IdentityRules{Limits: map[string]int{"email": 1}, DefaultLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	phone := c360.Identity{Type: "phone", Value: "+14155550122"}
+	cust := ingest(t, e.db, e.ws, []c360.Identity{phone, {Type: "email", Value: "first@example.com"}}, nil)
+
+	clients := map[string]*wsClient{}
+	for name, key := range map[string]string{"masked": masked, "clear": clear} {
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(key)
+		c.subscribe("1", `subscription { customerChanges { kind diff } }`, nil)
+		clients[name] = c
+	}
+	waitFor(t, "both subscriptions to start", func() bool { return e.hub.Stats().Subscribers >= 2 })
+
+	now := time.Now().UTC()
+	for _, ids := range [][]c360.Identity{
+		{phone, {Type: "work_phone", Value: "(415) 555-0177"}},
+		{phone, {Type: "email", Value: "second.secret@example.com"}}, // dropped by the limit
+	} {
+		if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventIdentify, Identities: ids,
+			Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := ingest(t, e.db, e.ws, []c360.Identity{{Type: "user_id", Value: "u-other"}}, nil)
+	if _, err := e.db.MergeCustomers(ctx, e.ws, cust, other, true, "key x", "caller confirmed 415-555-0100 and jane@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"(415) 555-0177", "second.secret@example.com", "+14155550122", "415-555-0100", "jane@example.com"}
+	for name, c := range clients {
+		var diffs []string
+		for range 4 { // identity_added, created (dropped), created (other), merged
+			var ch struct {
+				Kind string
+				Diff json.RawMessage
+			}
+			c.next("1", "customerChanges", &ch)
+			diffs = append(diffs, ch.Kind+" "+string(ch.Diff))
+		}
+		all := strings.Join(diffs, "\n")
+		for _, s := range secrets {
+			if got := strings.Contains(all, s); got != (name == "clear") {
+				t.Errorf("%s assistant: %q in its diffs = %v, want %v:\n%s", name, s, got, name == "clear", all)
+			}
+		}
+		if name == "masked" {
+			for _, want := range []string{`"value":"******0177"`, `s***@example.com`, `+1******0122`, `j***@example.com`} {
+				if !strings.Contains(all, want) {
+					t.Errorf("masked assistant's diffs lack %s:\n%s", want, all)
+				}
+			}
 		}
 	}
 }

@@ -170,8 +170,10 @@ type PiiKind string
 const (
 	// An identity value, masked by its identity type (email, phone) or its shape.
 	PiiKindIdentityValue PiiKind = "IDENTITY_VALUE"
-	// A JSON object (traits, properties, a change's diff), masked key by key.
+	// A JSON object (traits, properties), masked key by key; a string under a key that says nothing is masked as free text.
 	PiiKindJSON PiiKind = "JSON"
+	// A change's diff: masked as JSON, and its identities by their type, its reason and dropped identities as free text.
+	PiiKindDiff PiiKind = "DIFF"
 	// One trait's value, masked by the trait's name.
 	PiiKindTraitValue PiiKind = "TRAIT_VALUE"
 	// Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked.
@@ -181,13 +183,14 @@ const (
 var AllPiiKind = []PiiKind{
 	PiiKindIdentityValue,
 	PiiKindJSON,
+	PiiKindDiff,
 	PiiKindTraitValue,
 	PiiKindText,
 }
 
 func (e PiiKind) IsValid() bool {
 	switch e {
-	case PiiKindIdentityValue, PiiKindJSON, PiiKindTraitValue, PiiKindText:
+	case PiiKindIdentityValue, PiiKindJSON, PiiKindDiff, PiiKindTraitValue, PiiKindText:
 		return true
 	}
 	return false
