@@ -142,6 +142,7 @@ test: ## check-generate, gofmt, vet, unit+integration tests, then e2e (if e2e/ e
 	if [ -f e2e/package.json ]; then \
 	  echo "$(GO_BUILD)"; \
 	  $(GO_BUILD); \
+	  scripts/node.sh ensure; \
 	  echo "e2e: npm ci && npm test"; \
 	  cd e2e; \
 	  npm ci --no-audit --no-fund; \
