@@ -13,3 +13,14 @@ type PageArgs struct {
 	First int
 	After string
 }
+
+// MaxPage bounds any connection's page size.
+const MaxPage = 100
+
+// CheckFirst refuses a page size outside 1..MaxPage.
+func CheckFirst(first int) error {
+	if first < 1 || first > MaxPage {
+		return Errorf(EINVALID, "first must be between 1 and %d", MaxPage)
+	}
+	return nil
+}

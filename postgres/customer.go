@@ -88,14 +88,8 @@ func (db *DB) lookupCustomer(ws int64, key c360.CustomerKey) (sql string, args [
 		func() error { return c360.Errorf(c360.ENOTFOUND, "no customer has %s %q", n.Type, n.Value) }, nil
 }
 
-// maxPage bounds any connection's page size.
-const maxPage = 100
-
 func pageSize(first int) (int, error) {
-	if first < 1 || first > maxPage {
-		return 0, c360.Errorf(c360.EINVALID, "first must be between 1 and %d", maxPage)
-	}
-	return first, nil
+	return first, c360.CheckFirst(first)
 }
 
 // searchCustomersSQL reads a page of the live customers whose search text

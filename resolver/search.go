@@ -19,6 +19,10 @@ func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerF
 	if p, _ := principal(ctx); q == "" || p == nil || p.SeesPII() {
 		return r.CustomerService.FindCustomers(ctx, ws, f)
 	}
+	// The same refusals as a search by fragment.
+	if err := c360.CheckFirst(f.First); err != nil {
+		return nil, err
+	}
 	id := c360.Identity{Type: identity.TypePhone, Value: q}
 	if strings.Contains(q, "@") {
 		id.Type = identity.TypeEmail

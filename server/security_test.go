@@ -310,6 +310,11 @@ func TestMaskedSearchTakesWholeAddresses(t *testing.T) {
 	}
 	// A cursor is checked as on the search by fragment.
 	gql(t, e.srv, e.keys["assistant"], q, map[string]any{"q": janeEmail, "after": "not a cursor!"}).wantCode(t, c360.EINVALID)
+	// So is the page size.
+	for _, first := range []int{0, -5, 101} {
+		const qFirst = `query($q: String, $first: Int) { customers(query: $q, first: $first) { edges { node { id } } } }`
+		gql(t, e.srv, e.keys["assistant"], qFirst, map[string]any{"q": janeEmail, "first": first}).wantCode(t, c360.EINVALID)
+	}
 	var none page
 	search("assistant", "+14155550101").ok(t, &none)
 	if len(none.Customers.Edges) != 0 {
