@@ -11,7 +11,10 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/c360dev/c360"
 )
 
 // postTransport is GraphQL over HTTP POST: gqlgen's transport.POST, with
@@ -22,6 +25,10 @@ import (
 //   - The answer's data is written as the executor rendered it. json.Marshal
 //     of a graphql.Response scans and compacts its already rendered data
 //     once more: 2–3% of a customer-360's server CPU.
+//
+// And a subscription is refused with 400: a plain POST cannot stream it
+// (SSE, registered before this transport, takes those that accept
+// text/event-stream).
 type postTransport struct{}
 
 var _ graphql.Transport = postTransport{}
@@ -54,6 +61,13 @@ func (postTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gra
 	if opErr != nil {
 		w.WriteHeader(operationErrorStatus(contentType, opErr))
 		writeResponse(w, exec.DispatchError(graphql.WithOperationContext(ctx, rc), opErr))
+		return
+	}
+	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
+		// transport.POST would hold the request open until the first
+		// change, and answer only that one.
+		writeGraphQLError(w, http.StatusBadRequest, c360.Errorf(c360.EINVALID,
+			"a subscription streams: open it over a websocket (graphql-transport-ws), or POST it with Accept: text/event-stream"))
 		return
 	}
 	responses, ctx := exec.DispatchOperation(ctx, rc)

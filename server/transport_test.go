@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/logbuf"
@@ -159,9 +161,16 @@ func TestEveryGraphQLErrorHasCode(t *testing.T) {
 		// whatever it accepts.
 		{"GET accepting an event stream, variables not an object", http.MethodGet, "/graphql?query=" + url.QueryEscape(`{ __typename }`) + "&variables=5", "", "", "text/event-stream"},
 		{"GET accepting an event stream, a mutation", http.MethodGet, "/graphql?query=" + url.QueryEscape(`mutation { track(input: {identities: [], event: "x"}) { id } }`), "", "", "text/event-stream"},
+		// A plain POST cannot stream: gqlgen's transport held it open until
+		// the first change, or for ever.
+		{"a subscription over a plain POST", http.MethodPost, "/graphql", "application/json", `{"query":"subscription { customerChanges { kind } }"}`, ""},
+		{"a subscription over a POST accepting graphql-response+json", http.MethodPost, "/graphql", "application/json", `{"query":"subscription { customerChanges { kind } }"}`, "application/graphql-response+json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
+			// An answer that never comes fails the case, not the whole run.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, tc.method, e.srv.URL+tc.path, strings.NewReader(tc.body))
 			if tc.accept != "" {
 				req.Header.Set("Accept", tc.accept)
 			}
