@@ -105,7 +105,9 @@ func TestChangeDiffsMaskedForAssistants(t *testing.T) {
 	secrets := []string{"(415) 555-0177", "second.secret@example.com", "+14155550122", "415-555-0100", "jane@example.com"}
 	for name, c := range clients {
 		var diffs []string
-		for range 4 { // identity_added, created (dropped), created (other), merged
+		// identity_added, created (dropped), created (other), merged_into,
+		// merged: in order per customer, in any order across customers.
+		for range 5 {
 			var ch struct {
 				Kind string
 				Diff json.RawMessage
