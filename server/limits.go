@@ -45,8 +45,9 @@ type Limits struct {
 	MaxComplexity int
 	// KeyRate limits requests per API key (C360_RATE_KEY_RPS, C360_RATE_KEY_BURST).
 	KeyRate Rate
-	// WebhookRate limits connector requests per workspace, or per write key
-	// for the Segment API (C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST).
+	// WebhookRate limits webhook requests per workspace once they are
+	// verified (LimitWebhook), and Segment API requests per write key once
+	// it is checked (C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST).
 	WebhookRate Rate
 }
 

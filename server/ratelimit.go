@@ -4,7 +4,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -135,25 +134,19 @@ func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
 		c360.Errorf(c360.ERATELIMITED, "rate limit of %s exceeded: retry after %d s", what, secs))
 }
 
-// RateLimitWebhooks wraps a connector's handler in the per-workspace rate
-// limit: provider webhooks (patterns with {workspace}) are limited per
-// workspace slug before anything else runs. Other patterns are returned
-// unchanged: the Segment API is limited per write key once the key is
-// checked (AllowWriteKey), because its key may come in the body. Server.Handle
-// applies it to every connector route.
-func (s *Server) RateLimitWebhooks(pattern string, h http.Handler) http.Handler {
-	if !strings.Contains(pattern, "{workspace}") {
-		return h
+// LimitWebhook takes a token from the bucket of the workspace a provider
+// webhook (Twilio, WhatsApp, chatbot) is addressed to. Connectors call it
+// once the request is verified (its signature or verify token checked), as
+// the Segment API calls AllowWriteKey once the write key is checked: a
+// request anyone can send, knowing only the slug in the webhook's URL,
+// never spends the provider's tokens. False means the request was answered
+// with 429 and Retry-After.
+func (s *Server) LimitWebhook(w http.ResponseWriter, r *http.Request, workspaceID int64) bool {
+	ok, retry := s.webhookLimit.allow("ws:" + strconv.FormatInt(workspaceID, 10))
+	if !ok {
+		writeRateLimited(w, retry, "this workspace's webhooks")
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodOptions {
-			if ok, retry := s.webhookLimit.allow("ws:" + r.PathValue("workspace")); !ok {
-				writeRateLimited(w, retry, "this workspace's webhooks")
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
+	return ok
 }
 
 // AllowWriteKey takes a token from the bucket of an authenticated write key

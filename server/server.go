@@ -94,7 +94,7 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 
 // Handle mounts an extra handler (a connector) on the server's mux.
 func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.instrument(pattern, s.RateLimitWebhooks(pattern, h)))
+	s.mux.Handle(pattern, s.instrument(pattern, h))
 }
 
 // Registry is the Prometheus registry /metrics serves; connectors add to it.

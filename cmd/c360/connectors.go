@@ -44,10 +44,11 @@ func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors,
 // only verifies, parses and hands canonical events to the one ingest path.
 func mountConnectors(srv *server.Server, db *postgres.DB, cfg Connectors) {
 	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger, Limit: srv.AllowWriteKey}).Register(srv)
-	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger}).Register(srv)
+	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: cfg.Logger, Limit: srv.LimitWebhook}).Register(srv)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: cfg.PublicURL, StatusOf: server.StatusOf,
-		Logger: cfg.Logger, Now: db.Now}).Register(srv)
-	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: cfg.Logger, Now: db.Now}).Register(srv)
+		Logger: cfg.Logger, Now: db.Now, Limit: srv.LimitWebhook}).Register(srv)
+	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: cfg.Logger, Now: db.Now,
+		Limit: srv.LimitWebhook}).Register(srv)
 }
 
 // messageSender returns the Twilio sender behind sendMessage: status

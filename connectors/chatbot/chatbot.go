@@ -42,6 +42,9 @@ type Config struct {
 	Tolerance time.Duration
 	// MaxBodyBytes bounds a body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Limit charges a verified request to its workspace's rate limit
+	// (server.LimitWebhook); nil: no limit.
+	Limit webhook.Limit
 }
 
 // Handler serves POST /webhooks/chatbot/{workspace}.
@@ -80,7 +83,8 @@ func (h *Handler) Register(m Mounter) {
 }
 
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
-// limit, 401 for a missing, malformed, expired or wrong signature, 400 for
+// limit, 401 for a missing, malformed, expired or wrong signature, 429 for a
+// signed request over the workspace's rate limit, 400 for
 // a payload that is not valid, and 200 {"accepted": n} once every event is
 // committed. Nothing is written unless the whole payload is accepted; events
 // that fail inside ingest are kept as dead letters and answered 200 with
@@ -104,6 +108,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := h.cfg.Now()
 	if err := VerifySignature(ws.WebhookSecret, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
 		h.fail(w, err)
+		return
+	}
+	if !h.cfg.Limit.Allow(w, r, ws.ID) {
 		return
 	}
 	p, err := ParsePayload(body)

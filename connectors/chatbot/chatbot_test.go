@@ -49,7 +49,8 @@ func newEnvOn(t *testing.T, db *postgres.DB) *env {
 	}
 	log := slog.New(slog.DiscardHandler)
 	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
-	chatbot.New(chatbot.Config{Store: db, Now: func() time.Time { return now }, StatusOf: server.StatusOf, Logger: log}).Register(srv)
+	chatbot.New(chatbot.Config{Store: db, Now: func() time.Time { return now }, StatusOf: server.StatusOf, Logger: log,
+		Limit: srv.LimitWebhook}).Register(srv)
 	e := &env{db: db, srv: httptest.NewServer(srv), ws: creds.ID, slug: creds.Slug, secret: creds.WebhookSecret}
 	t.Cleanup(e.srv.Close)
 	return e

@@ -82,7 +82,7 @@ func newEnv(t *testing.T) *env {
 	}
 	s := server.New(server.Config{Logger: log}, db, res, db)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: publicURL, StatusOf: server.StatusOf,
-		Logger: log, Now: db.Now}).Register(s)
+		Logger: log, Now: db.Now, Limit: s.LimitWebhook}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{db: db, srv: srv, twilio: fake, ws: ws, slug: slug, key: key, logs: logs}

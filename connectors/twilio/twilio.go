@@ -55,6 +55,9 @@ type Handler struct {
 	Now c360.Clock
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Limit charges a verified request to its workspace's rate limit
+	// (server.LimitWebhook); nil: no limit.
+	Limit webhook.Limit
 }
 
 // Register mounts the inbound and status webhooks on m.
@@ -111,8 +114,8 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 // verify reads and authenticates a webhook request. It answers and returns
 // ok=false for an oversized body (413), an unknown workspace (404), a body
 // that is not a form (400) and a missing or wrong signature or a workspace
-// without a Twilio auth token (403); nothing
-// has been written to the store then.
+// without a Twilio auth token (403), and a verified request over its
+// workspace's rate limit (429); nothing has been written to the store then.
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspace, url.Values, bool) {
 	limit := h.MaxBodyBytes
 	if limit <= 0 {
@@ -150,6 +153,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 	if !ValidSignature(ws.TwilioAuthToken, strings.TrimRight(h.PublicURL, "/")+r.URL.RequestURI(), form, signature) {
 		h.logger().Info("twilio webhook with an invalid signature", "workspace", ws.Slug, "path", r.URL.Path)
 		http.Error(w, "invalid X-Twilio-Signature", http.StatusForbidden)
+		return nil, nil, false
+	}
+	if !h.Limit.Allow(w, r, ws.ID) {
 		return nil, nil, false
 	}
 	return ws, form, true

@@ -1,5 +1,6 @@
 // Package webhook holds what the connectors' HTTP endpoints share around
-// their own parsing: the bounded body read (Twilio, WhatsApp, chatbot), the
+// their own parsing: the bounded body read and the workspace's rate limit
+// once a request is verified (Twilio, WhatsApp, chatbot), the
 // client's description of JSON that does not decode (WhatsApp, chatbot,
 // Segment), how far ahead an event's own time is believed (WhatsApp,
 // chatbot, Segment), and a refusal's reason as logs carry it (Twilio,

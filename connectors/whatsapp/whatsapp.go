@@ -48,6 +48,9 @@ type Handler struct {
 	Now c360.Clock
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Limit charges a verified request (handshake or notification) to its
+	// workspace's rate limit (server.LimitWebhook); nil: no limit.
+	Limit webhook.Limit
 }
 
 // Register mounts the webhook's handshake (GET) and notifications (POST) on m.
@@ -70,6 +73,9 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) {
 		subtle.ConstantTimeCompare([]byte(token), []byte(ws.WhatsAppVerifyToken)) != 1 {
 		h.logger().Info("whatsapp handshake refused", "workspace", ws.Slug)
 		http.Error(w, "verification failed", http.StatusForbidden)
+		return
+	}
+	if !h.Limit.Allow(w, r, ws.ID) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -118,6 +124,9 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	if !ValidSignature(ws.WhatsAppAppSecret, body, sig) {
 		h.logger().Info("whatsapp webhook with an invalid signature", "workspace", ws.Slug)
 		http.Error(w, "invalid X-Hub-Signature-256", http.StatusForbidden)
+		return
+	}
+	if !h.Limit.Allow(w, r, ws.ID) {
 		return
 	}
 	events, err := ParsePayload(body, h.now())

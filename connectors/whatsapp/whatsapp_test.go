@@ -54,7 +54,8 @@ func newEnvOn(t *testing.T, db *postgres.DB) *env {
 	log := slog.New(slog.DiscardHandler)
 	res := &resolver.Resolver{CustomerService: db, EventService: db, ConversationService: db, Ingester: db, Now: db.Now}
 	s := server.New(server.Config{Logger: log}, db, res, db)
-	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: log, Now: db.Now}).Register(s)
+	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: log, Now: db.Now,
+		Limit: s.LimitWebhook}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{db: db, srv: srv, ws: ws, slug: slug}

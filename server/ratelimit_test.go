@@ -1,0 +1,227 @@
+package server_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/chatbot"
+	"github.com/c360dev/c360/connectors/twilio"
+	"github.com/c360dev/c360/connectors/whatsapp"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/server"
+)
+
+// webhookEnv is a server with the three provider webhooks mounted as
+// mountConnectors mounts them, and a way to send each of them a request,
+// signed or not, addressed to a workspace that holds every provider's
+// secrets.
+type webhookEnv struct {
+	db  *postgres.DB
+	srv *httptest.Server
+	n   int // numbers the messages, so that none is a duplicate
+}
+
+// webhookWorkspace is a workspace with the secrets of every provider.
+type webhookWorkspace struct {
+	slug, twilioToken, appSecret, webhookSecret string
+}
+
+const testVerifyToken = "verify-token-for-the-rate-limit-test"
+
+func newWebhookEnv(t *testing.T, limits server.Limits) *webhookEnv {
+	t.Helper()
+	db := pgtest.Open(t)
+	log := slog.New(slog.DiscardHandler)
+	s := server.New(server.Config{Logger: log, Limits: limits}, db, newResolver(db), db)
+	e := &webhookEnv{db: db}
+	chatbot.New(chatbot.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: log, Limit: s.LimitWebhook}).Register(s)
+	tw := &twilio.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: log, Now: db.Now, Limit: s.LimitWebhook}
+	tw.Register(s)
+	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: log, Now: db.Now,
+		Limit: s.LimitWebhook}).Register(s)
+	e.srv = httptest.NewServer(s)
+	t.Cleanup(e.srv.Close)
+	// Twilio signs the URL it calls: here, the test server's own.
+	tw.PublicURL = e.srv.URL
+	return e
+}
+
+func (e *webhookEnv) workspace(t *testing.T) webhookWorkspace {
+	t.Helper()
+	ctx := context.Background()
+	creds, err := e.db.CreateWorkspace(ctx, fmt.Sprintf("rl%d", time.Now().UnixNano()%1e12), "rate limits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := webhookWorkspace{slug: creds.Slug, twilioToken: "0123456789abcdef0123456789abcdef",
+		appSecret: "whatsapp-app-secret", webhookSecret: creds.WebhookSecret}
+	if _, err := e.db.UpdateWorkspace(ctx, w.slug, c360.WorkspaceUpdate{TwilioAuthToken: &w.twilioToken,
+		WhatsAppAppSecret: &w.appSecret, WhatsAppVerifyToken: ptrTo(testVerifyToken)}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// provider is one webhook: request builds a request to workspace w, signed
+// as the provider signs when signed is true, and carrying a wrong
+// signature (or verify token) otherwise.
+type provider struct {
+	name    string
+	refused int // the status of a request whose signature is wrong
+	request func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request
+}
+
+var providers = []provider{
+	{"twilio inbound", http.StatusForbidden, func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request {
+		return e.twilio(w, "/webhooks/twilio/"+w.slug, signed)
+	}},
+	{"twilio status", http.StatusForbidden, func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request {
+		return e.twilio(w, "/webhooks/twilio/"+w.slug+"/status", signed)
+	}},
+	{"whatsapp notification", http.StatusForbidden, func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request {
+		e.n++
+		body := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":`+
+			`{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"1"},`+
+			`"contacts":[{"profile":{"name":"Kerry"},"wa_id":"16505551234"}],`+
+			`"messages":[{"from":"16505551234","id":"wamid.RL%d","timestamp":"1700000000","type":"text","text":{"body":"hi"}}]}}]}]}`, e.n)
+		secret := w.appSecret
+		if !signed {
+			secret = "not-the-app-secret"
+		}
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(body))
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+w.slug, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+		return req
+	}},
+	{"whatsapp handshake", http.StatusForbidden, func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request {
+		token := testVerifyToken
+		if !signed {
+			token = "not-the-verify-token"
+		}
+		q := url.Values{"hub.mode": {"subscribe"}, "hub.verify_token": {token}, "hub.challenge": {"42"}}
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/webhooks/whatsapp/"+w.slug+"?"+q.Encode(), nil)
+		return req
+	}},
+	{"chatbot", http.StatusUnauthorized, func(e *webhookEnv, w webhookWorkspace, signed bool) *http.Request {
+		e.n++
+		body := fmt.Sprintf(`{"sessionId":"rl","identities":[{"type":"email","value":"rl@example.com"}],`+
+			`"turns":[{"id":"%d","role":"user","text":"Hi"}]}`, e.n)
+		secret := w.webhookSecret
+		if !signed {
+			secret = "whsec_not-the-secret"
+		}
+		ts := strconv.FormatInt(time.Now().Unix(), 10)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(ts + "." + body))
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/chatbot/"+w.slug, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(chatbot.SignatureHeader, "t="+ts+",v1="+hex.EncodeToString(mac.Sum(nil)))
+		return req
+	}},
+}
+
+// twilio is a Twilio form post to path: an inbound message, or a status
+// callback, signed as Twilio signs (HMAC-SHA1 over the URL and the sorted
+// parameters), with the workspace's auth token or a wrong one.
+func (e *webhookEnv) twilio(w webhookWorkspace, path string, signed bool) *http.Request {
+	e.n++
+	sid := fmt.Sprintf("SM%032d", e.n)
+	form := url.Values{"MessageSid": {sid}, "AccountSid": {"AC00000000000000000000000000000001"},
+		"From": {"+14155550100"}, "To": {"+14155550199"}, "Body": {"hi"}, "NumMedia": {"0"}}
+	if strings.HasSuffix(path, "/status") {
+		form = url.Values{"MessageSid": {sid}, "MessageStatus": {"delivered"}, "To": {"+14155550100"},
+			"From": {"+14155550199"}, "AccountSid": {"AC00000000000000000000000000000001"}}
+	}
+	token := w.twilioToken
+	if !signed {
+		token = "not-the-auth-token-0000000000000"
+	}
+	keys := make([]string, 0, len(form))
+	for k := range form {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	signedText := e.srv.URL + path
+	for _, k := range keys {
+		signedText += k + form.Get(k)
+	}
+	mac := hmac.New(sha1.New, []byte(token))
+	mac.Write([]byte(signedText))
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Twilio-Signature", base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+	return req
+}
+
+// send sends req and returns its status, header and body.
+func (e *webhookEnv) send(t *testing.T, req *http.Request) (int, http.Header, string) {
+	t.Helper()
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// A workspace's webhook rate limit counts only the requests that pass
+// verification. Anyone who knows a workspace's slug (it is in every public
+// webhook URL) can send requests without a valid signature; if they spent
+// the workspace's tokens, the provider's genuine webhooks would get 429,
+// and Twilio by default does not retry them: the messages would be lost.
+func TestWebhookRateLimitCountsOnlyVerifiedRequests(t *testing.T) {
+	// Refilling a token takes 100 s: the test's few seconds see none.
+	e := newWebhookEnv(t, server.Limits{WebhookRate: server.Rate{RPS: 0.01, Burst: 5}})
+	for _, p := range providers {
+		t.Run(p.name, func(t *testing.T) {
+			w := e.workspace(t)
+			// Enough unsigned requests to empty the bucket if they counted.
+			for i := 0; i < 5; i++ {
+				if status, _, body := e.send(t, p.request(e, w, false)); status != p.refused {
+					t.Fatalf("forged request %d = %d %s, want %d", i, status, body, p.refused)
+				}
+			}
+			// The provider's own requests get the workspace's whole burst...
+			for i := 0; i < 5; i++ {
+				if status, _, body := e.send(t, p.request(e, w, true)); status != http.StatusOK {
+					t.Fatalf("signed request %d after the forged ones = %d %s, want 200", i, status, body)
+				}
+			}
+			// ... and past it are refused, as the docs say.
+			status, h, body := e.send(t, p.request(e, w, true))
+			if status != http.StatusTooManyRequests || !strings.Contains(body, `"code":"RATE_LIMITED"`) ||
+				!strings.Contains(body, "rate limit of this workspace's webhooks exceeded") {
+				t.Errorf("signed request past the burst = %d %s, want 429 RATE_LIMITED", status, body)
+			}
+			if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+				t.Errorf("Retry-After = %q, want the seconds until a token (at most 100)", h.Get("Retry-After"))
+			}
+			// Another workspace has its own bucket.
+			if status, _, body := e.send(t, p.request(e, e.workspace(t), true)); status != http.StatusOK {
+				t.Errorf("another workspace's signed request = %d %s, want 200", status, body)
+			}
+		})
+	}
+}
