@@ -49,6 +49,12 @@ type Limits struct {
 	// verified (LimitWebhook), and Segment API requests per write key once
 	// it is checked (C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST).
 	WebhookRate Rate
+	// WebhookUnverifiedRate limits, per client address, the webhook
+	// requests that are not verified (an unknown workspace, a missing or
+	// wrong signature), so that forgeries cost bounded work without
+	// spending any workspace's tokens (C360_RATE_WEBHOOK_UNVERIFIED_RPS,
+	// C360_RATE_WEBHOOK_UNVERIFIED_BURST).
+	WebhookUnverifiedRate Rate
 }
 
 // DefaultLimits are generous on purpose: a legitimate console query (a page
@@ -63,6 +69,9 @@ var DefaultLimits = Limits{
 	MaxComplexity: 20_000,
 	KeyRate:       Rate{RPS: 10_000, Burst: 20_000},
 	WebhookRate:   Rate{RPS: 10_000, Burst: 20_000},
+	// As high as the others: behind a proxy that hides clients' addresses,
+	// every client shares one address, genuine providers included.
+	WebhookUnverifiedRate: Rate{RPS: 10_000, Burst: 20_000},
 }
 
 // withDefaults fills zero fields from DefaultLimits.
@@ -89,6 +98,9 @@ func (l Limits) withDefaults() Limits {
 	if l.WebhookRate == (Rate{}) {
 		l.WebhookRate = d.WebhookRate
 	}
+	if l.WebhookUnverifiedRate == (Rate{}) {
+		l.WebhookUnverifiedRate = d.WebhookUnverifiedRate
+	}
 	return l
 }
 
@@ -107,6 +119,7 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 		{"C360_GRAPHQL_MAX_COMPLEXITY", &l.MaxComplexity},
 		{"C360_RATE_KEY_BURST", &l.KeyRate.Burst},
 		{"C360_RATE_WEBHOOK_BURST", &l.WebhookRate.Burst},
+		{"C360_RATE_WEBHOOK_UNVERIFIED_BURST", &l.WebhookUnverifiedRate.Burst},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -122,7 +135,11 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 	for _, v := range []struct {
 		name string
 		p    *float64
-	}{{"C360_RATE_KEY_RPS", &l.KeyRate.RPS}, {"C360_RATE_WEBHOOK_RPS", &l.WebhookRate.RPS}} {
+	}{
+		{"C360_RATE_KEY_RPS", &l.KeyRate.RPS},
+		{"C360_RATE_WEBHOOK_RPS", &l.WebhookRate.RPS},
+		{"C360_RATE_WEBHOOK_UNVERIFIED_RPS", &l.WebhookUnverifiedRate.RPS},
+	} {
 		s := getenv(v.name)
 		if s == "" {
 			continue
@@ -302,7 +319,7 @@ type securityMetrics struct {
 
 func newSecurityMetrics(reg *prometheus.Registry) *securityMetrics {
 	m := &securityMetrics{rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "c360_rate_limited_total", Help: "Requests refused with 429, by limit (key, webhook).",
+		Name: "c360_rate_limited_total", Help: "Requests refused with 429, by limit (key, webhook, webhook_unverified).",
 	}, []string{"limit"})}
 	reg.MustRegister(m.rateLimited)
 	return m

@@ -18,16 +18,19 @@ func TestLimitsFromEnv(t *testing.T) {
 	l, err = LimitsFromEnv(env(map[string]string{
 		"C360_GRAPHQL_MAX_DEPTH": "8", "C360_GRAPHQL_MAX_FIELDS": "200", "C360_RATE_KEY_RPS": "2.5",
 		"C360_RATE_KEY_BURST": "5", "C360_RATE_WEBHOOK_RPS": "-1",
+		"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0.5", "C360_RATE_WEBHOOK_UNVERIFIED_BURST": "3",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.MaxDepth != 8 || l.MaxFields != 200 || l.KeyRate != (Rate{2.5, 5}) || l.WebhookRate.RPS != -1 || l.MaxAliases != DefaultLimits.MaxAliases {
+	if l.MaxDepth != 8 || l.MaxFields != 200 || l.KeyRate != (Rate{2.5, 5}) || l.WebhookRate.RPS != -1 || l.MaxAliases != DefaultLimits.MaxAliases ||
+		l.WebhookUnverifiedRate != (Rate{0.5, 3}) {
 		t.Errorf("limits = %+v", l)
 	}
 	for _, kv := range []map[string]string{
 		{"C360_GRAPHQL_MAX_DEPTH": "0"}, {"C360_GRAPHQL_MAX_TOKENS": "many"}, {"C360_RATE_KEY_RPS": "0"},
 		{"C360_RATE_WEBHOOK_RPS": "NaN"}, {"C360_RATE_KEY_BURST": "-3"},
+		{"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0"}, {"C360_RATE_WEBHOOK_UNVERIFIED_BURST": "0"},
 	} {
 		if _, err := LimitsFromEnv(env(kv)); err == nil {
 			t.Errorf("%v: no error, want one naming the variable", kv)
@@ -92,5 +95,64 @@ func TestLimiterBound(t *testing.T) {
 	}
 	if n := l.len(); n > maxBuckets {
 		t.Errorf("buckets = %d, want at most %d", n, maxBuckets)
+	}
+}
+
+// check looks at a bucket without taking a token or adding a bucket: the
+// refusals of a flood it stops cost no memory.
+func TestLimiterCheck(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
+	l := newLimiter[string](Rate{RPS: 10, Burst: 2}, refused)
+	l.now = func() time.Time { return now }
+	for i := 0; i < 5; i++ {
+		if ok, _ := l.check("a"); !ok {
+			t.Fatalf("check %d of a key without a bucket refused", i)
+		}
+	}
+	if n := l.len(); n != 0 {
+		t.Errorf("buckets after checks alone = %d, want 0", n)
+	}
+	l.take("a")
+	l.take("a")
+	ok, retry := l.check("a")
+	if ok || retry <= 0 || retry > 100*time.Millisecond {
+		t.Errorf("check of an empty bucket: ok %v, retry %v; want refused, a token within 100ms", ok, retry)
+	}
+	var m dto.Metric
+	if err := refused.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("refusals counted = %v (%v), want 1", m.GetCounter().GetValue(), err)
+	}
+	if ok, _ := l.check("a"); ok {
+		t.Error("check took nothing, yet a second check found a token")
+	}
+	now = now.Add(100 * time.Millisecond)
+	if ok, _ := l.check("a"); !ok {
+		t.Error("check refused after the bucket refilled a token")
+	}
+	if n := l.len(); n != 1 {
+		t.Errorf("buckets = %d, want 1", n)
+	}
+	off := newLimiter[string](Rate{RPS: -1, Burst: 1}, nil)
+	off.take("a")
+	if ok, _ := off.check("a"); !ok {
+		t.Error("a limiter with rate -1 refused a check")
+	}
+}
+
+func TestClientAddress(t *testing.T) {
+	for _, tc := range []struct{ remote, want string }{
+		{"203.0.113.7:51234", "203.0.113.7"},
+		{"[::ffff:203.0.113.7]:443", "203.0.113.7"},
+		// An IPv6 host commonly holds a whole /64: one bucket for all of it.
+		{"[2001:db8:1:2:3:4:5:6]:51234", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:1", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:80", "fe80::/64"},
+		{"203.0.113.7", "203.0.113.7"},
+		{"@", "@"}, // a unix socket: one bucket
+	} {
+		if got := clientAddress(tc.remote); got != tc.want {
+			t.Errorf("clientAddress(%q) = %q, want %q", tc.remote, got, tc.want)
+		}
 	}
 }

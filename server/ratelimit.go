@@ -1,10 +1,15 @@
 package server
 
 import (
+	"context"
 	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +68,30 @@ func (l *limiter[K]) allow(key K) (bool, time.Duration) {
 		l.refused.Inc()
 	}
 	return ok, retry
+}
+
+// check reports whether key's bucket holds a token, without taking it;
+// when it does not, it counts the refusal and reports how long until it
+// does. A key without a bucket has a full one, so check adds none.
+func (l *limiter[K]) check(key K) (bool, time.Duration) {
+	if l == nil || l.rate.RPS <= 0 {
+		return true, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	b := l.m[key]
+	var tokens float64
+	if b != nil {
+		tokens = b.lim.TokensAt(now)
+	}
+	l.mu.Unlock()
+	if b == nil || tokens >= 1 {
+		return true, 0
+	}
+	if l.refused != nil {
+		l.refused.Inc()
+	}
+	return false, time.Duration((1 - tokens) / l.rate.RPS * float64(time.Second))
 }
 
 // take is allow without the count.
@@ -139,14 +168,77 @@ func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
 // once the request is verified (its signature or verify token checked), as
 // the Segment API calls AllowWriteKey once the write key is checked: a
 // request anyone can send, knowing only the slug in the webhook's URL,
-// never spends the provider's tokens. False means the request was answered
-// with 429 and Retry-After.
+// never spends the provider's tokens. Calling it also marks the request as
+// verified for limitUnverified. False means the request was answered with
+// 429 and Retry-After.
 func (s *Server) LimitWebhook(w http.ResponseWriter, r *http.Request, workspaceID int64) bool {
+	if v, _ := r.Context().Value(verifiedKey{}).(*atomic.Bool); v != nil {
+		v.Store(true)
+	}
 	ok, retry := s.webhookLimit.allow("ws:" + strconv.FormatInt(workspaceID, 10))
 	if !ok {
 		writeRateLimited(w, retry, "this workspace's webhooks")
 	}
 	return ok
+}
+
+// verifiedKey is the context key of a webhook request's mark: set by
+// LimitWebhook once the connector has verified the request.
+type verifiedKey struct{}
+
+// limitUnverified bounds, per client address, the provider webhook requests
+// (patterns with {workspace}) that are never verified: an unknown
+// workspace, a body over the limit, a missing or wrong signature. Each
+// costs a body read, a workspace lookup and an HMAC, and none spends a
+// workspace's tokens (LimitWebhook), so without this a flood of forgeries
+// would cost unbounded work. A request that does not verify takes a token
+// from its address's bucket once answered; an address whose bucket is
+// empty is answered 429 before anything runs. A verified request takes
+// none, so a provider's own requests are refused only when they come from
+// an address that also sent that many unverified ones (behind a proxy that
+// hides clients' addresses, every client's). Concurrent requests from one
+// address may overshoot its burst by as many as are in flight when it
+// empties. Other patterns (the Segment API, whose requests are limited per
+// write key once it is checked) are returned unchanged.
+func (s *Server) limitUnverified(pattern string, h http.Handler) http.Handler {
+	if !strings.Contains(pattern, "{workspace}") {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			h.ServeHTTP(w, r)
+			return
+		}
+		client := clientAddress(r.RemoteAddr)
+		if ok, retry := s.unverifiedLimit.check(client); !ok {
+			writeRateLimited(w, retry, "unverified webhook requests from this address")
+			return
+		}
+		verified := new(atomic.Bool)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, verified)))
+		if !verified.Load() {
+			s.unverifiedLimit.take(client)
+		}
+	})
+}
+
+// clientAddress is the bucket key of a request's client: the host of
+// RemoteAddr (X-Forwarded-For is not trusted: anyone can write it), and for
+// IPv6 its /64, which a single host commonly holds whole.
+func clientAddress(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is4() {
+		return ip.String()
+	}
+	return netip.PrefixFrom(ip, 64).Masked().String()
 }
 
 // AllowWriteKey takes a token from the bucket of an authenticated write key

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -141,6 +142,17 @@ var providers = []provider{
 	}},
 }
 
+func providerNamed(t *testing.T, name string) provider {
+	t.Helper()
+	for _, p := range providers {
+		if p.name == name {
+			return p
+		}
+	}
+	t.Fatalf("no provider %q", name)
+	return provider{}
+}
+
 // twilio is a Twilio form post to path: an inbound message, or a status
 // callback, signed as Twilio signs (HMAC-SHA1 over the URL and the sorted
 // parameters), with the workspace's auth token or a wrong one.
@@ -224,4 +236,80 @@ func TestWebhookRateLimitCountsOnlyVerifiedRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clientFrom returns an HTTP client whose connections come from the
+// loopback address ip, as another host's would.
+func clientFrom(t *testing.T, ip string) *http.Client {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{DialContext: d.DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// Requests that fail verification are limited per client address, in a
+// bucket of their own: a flood of forgeries is refused with 429 after its
+// burst, before any lookup or HMAC, while the provider, from its own
+// address, is served within its workspace's limit.
+func TestUnverifiedWebhooksLimitedPerAddress(t *testing.T) {
+	e := newWebhookEnv(t, server.Limits{
+		WebhookRate:           server.Rate{RPS: 0.01, Burst: 5},
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 3},
+	})
+	forger, provider := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.1")
+	send := func(c *http.Client, req *http.Request) (int, http.Header, string) {
+		t.Helper()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	wantLimited := func(t *testing.T, what string, status int, h http.Header, body string) {
+		t.Helper()
+		if status != http.StatusTooManyRequests || !strings.Contains(body, `"code":"RATE_LIMITED"`) ||
+			!strings.Contains(body, "rate limit of unverified webhook requests from this address exceeded") {
+			t.Errorf("%s = %d %s, want 429 RATE_LIMITED for unverified requests", what, status, body)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+			t.Errorf("%s: Retry-After = %q, want the seconds until a token (at most 100)", what, h.Get("Retry-After"))
+		}
+	}
+	w := e.workspace(t)
+	tw, bot := providerNamed(t, "twilio inbound"), providerNamed(t, "chatbot")
+	// Forged requests, and requests for workspaces that do not exist, are
+	// answered as such up to the burst, then refused before any work.
+	for i, req := range []*http.Request{
+		tw.request(e, w, false),
+		tw.request(e, webhookWorkspace{slug: "no-such-workspace"}, false),
+		bot.request(e, w, false),
+	} {
+		if status, _, body := send(forger, req); status != http.StatusForbidden && status != http.StatusNotFound &&
+			status != http.StatusUnauthorized {
+			t.Fatalf("unverified request %d = %d %s, want it refused as such", i, status, body)
+		}
+	}
+	for _, p := range providers {
+		status, h, body := send(forger, p.request(e, w, false))
+		wantLimited(t, p.name+", forged, past the burst", status, h, body)
+	}
+	// The forger's refusals spent neither the workspace's tokens nor the
+	// provider's address's: its whole burst is served.
+	for i := 0; i < 5; i++ {
+		if status, _, body := send(provider, tw.request(e, w, true)); status != http.StatusOK {
+			t.Fatalf("the provider's signed request %d = %d %s, want 200", i, status, body)
+		}
+	}
+	status, _, body := send(provider, tw.request(e, w, true))
+	if status != http.StatusTooManyRequests || !strings.Contains(body, "rate limit of this workspace's webhooks exceeded") {
+		t.Errorf("the provider's signed request past the workspace's burst = %d %s, want 429 for the workspace", status, body)
+	}
+	// An address over its limit is refused before its requests are
+	// verified, signed or not: why the limit must stay high where c360
+	// does not see clients' own addresses.
+	status, h, body := send(forger, tw.request(e, e.workspace(t), true))
+	wantLimited(t, "a signed request from the forger's address", status, h, body)
 }

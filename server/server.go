@@ -63,12 +63,15 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	metrics  *metrics
-	// Rate limits (ratelimit.go): per API key, and per workspace for connectors.
-	keyLimit     *limiter[int64]
-	webhookLimit *limiter[string]
-	secMetrics   *securityMetrics
-	ws           *websockets
-	shared       *resolver.SharedSubscriptions
+	// Rate limits (ratelimit.go): per API key; per workspace (or write key)
+	// for connectors, once verified; per client address for webhook
+	// requests that are not.
+	keyLimit        *limiter[int64]
+	webhookLimit    *limiter[string]
+	unverifiedLimit *limiter[string]
+	secMetrics      *securityMetrics
+	ws              *websockets
+	shared          *resolver.SharedSubscriptions
 }
 
 // New builds the server and its routes.
@@ -86,6 +89,8 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s.secMetrics = newSecurityMetrics(s.registry)
 	s.keyLimit = newLimiter[int64](s.cfg.Limits.KeyRate, s.secMetrics.rateLimited.WithLabelValues("key"))
 	s.webhookLimit = newLimiter[string](s.cfg.Limits.WebhookRate, s.secMetrics.rateLimited.WithLabelValues("webhook"))
+	s.unverifiedLimit = newLimiter[string](s.cfg.Limits.WebhookUnverifiedRate,
+		s.secMetrics.rateLimited.WithLabelValues("webhook_unverified"))
 	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
 	s.shared = &resolver.SharedSubscriptions{KeyActive: auth.KeyActive}
 	s.routes()
@@ -94,7 +99,7 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 
 // Handle mounts an extra handler (a connector) on the server's mux.
 func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.instrument(pattern, h))
+	s.mux.Handle(pattern, s.instrument(pattern, s.limitUnverified(pattern, h)))
 }
 
 // Registry is the Prometheus registry /metrics serves; connectors add to it.

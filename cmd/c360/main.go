@@ -83,8 +83,11 @@ Environment:
   C360_RATE_KEY_RPS, C360_RATE_KEY_BURST
                         token bucket per API key (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST
-                        token bucket per workspace for webhooks, per write key for the
-                        Segment API (/v1/) (default 10000/s, burst 20000; -1: off)
+                        token bucket per workspace for verified webhooks, per write key
+                        for the Segment API (/v1/) (default 10000/s, burst 20000; -1: off)
+  C360_RATE_WEBHOOK_UNVERIFIED_RPS, C360_RATE_WEBHOOK_UNVERIFIED_BURST
+                        token bucket per client address for webhook requests that fail
+                        verification (default 10000/s, burst 20000; -1: off)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
