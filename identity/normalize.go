@@ -41,8 +41,9 @@ const maxPhoneDigits = 15
 // Values are trimmed of surrounding Unicode whitespace and must be valid
 // UTF-8, at most MaxValueLen bytes and free of control characters. Emails
 // are lowercased (a leading "mailto:" is removed) and checked for a
-// plausible shape; phone numbers are converted to E.164; every other type
-// is only trimmed, keeping its case.
+// plausible shape; phone numbers are converted to E.164 (a "whatsapp:"
+// address from WhatsApp's form of the number, see WhatsAppNumber); every
+// other type is only trimmed, keeping its case.
 //
 // Placeholder values ("", "null", "undefined", "0", "000", "---", ...; for
 // phones also numbers whose national part is all zeros) return
@@ -237,19 +238,31 @@ func quoteRune(r rune) string {
 
 // phonePrefixes are URI schemes and channel prefixes that messaging
 // providers (Twilio, WhatsApp) put in front of numbers.
-var phonePrefixes = [...]string{"whatsapp:", "sms:", "tel:"}
+var phonePrefixes = [...]string{whatsAppPrefix, "sms:", "tel:"}
+
+// whatsAppPrefix marks a WhatsApp address ("whatsapp:+5215512345678"), as
+// Twilio writes it: its number is read as WhatsApp writes numbers
+// (WhatsAppNumber).
+const whatsAppPrefix = "whatsapp:"
 
 // normalizePhone converts a phone number to E.164 ("+14155550100").
+// A number behind the "whatsapp:" prefix is first brought from WhatsApp's
+// form to the number's (WhatsAppNumber).
 func (n Normalizer) normalizePhone(id Identity) (Identity, error) {
 	v := strings.TrimSpace(id.Value)
+	whatsApp := false
 	for _, p := range phonePrefixes {
 		if len(v) >= len(p) && strings.EqualFold(v[:len(p)], p) {
 			v = strings.TrimSpace(v[len(p):])
+			whatsApp = p == whatsAppPrefix
 			break
 		}
 	}
 	if isBuiltinBlocked(v) {
 		return Identity{}, ErrBlocked
+	}
+	if whatsApp {
+		v = WhatsAppNumber(v)
 	}
 	// phonenumbers silently converts letters ("1-800-FLOWERS") and splits
 	// off extensions ("x12", "ext. 12"). Neither belongs in an identifier:

@@ -146,6 +146,12 @@ func TestNormalizePhone(t *testing.T) {
 		{name: "trunk zero in parens", in: phone("+44 (0) 20 7946 0958"), want: "+442079460958"},
 		{name: "whatsapp prefix", in: phone("whatsapp:+14155550100"), want: "+14155550100"},
 		{name: "WhatsApp prefix case", in: phone("WhatsApp:+14155550100"), want: "+14155550100"},
+		{name: "whatsapp Mexican mobile", in: phone("whatsapp:+5215512345678"), want: "+525512345678"},
+		{name: "whatsapp Brazilian mobile without its 9", in: phone("whatsapp:+552187654321"), want: "+5521987654321"},
+		// Only WhatsApp writes numbers so: an SMS from the same digits is
+		// refused or taken as it is.
+		{name: "Mexican mobile with 1 outside WhatsApp", in: phone("+5215512345678"), out: badValue, reason: "too long"},
+		{name: "Brazilian number without 9 outside WhatsApp", in: phone("sms:+552187654321"), want: "+552187654321"},
 		{name: "sms prefix", in: phone("sms:+14155550100"), want: "+14155550100"},
 		{name: "tel prefix dashes", in: phone("tel:+1-415-555-0100"), want: "+14155550100"},
 		{name: "fictional 555-01xx", in: phone("+1 555 555 0123"), want: "+15555550123"},
@@ -334,5 +340,30 @@ func TestPhoneCacheAgreesWithParse(t *testing.T) {
 		if first != again || first != direct || (err1 == nil) != (err2 == nil) || (err1 == nil) != (err3 == nil) {
 			t.Errorf("%q: first %v/%v, cached %v/%v, parsed %v/%v", raw, first, err1, again, err2, direct, err3)
 		}
+	}
+}
+
+func TestWhatsAppNumber(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"Mexican mobile wa_id", "+5215512345678", "+525512345678"},
+		{"Mexican mobile written with spaces", "+52 1 55 1234 5678", "+525512345678"},
+		{"Mexican number as dialled now", "+525512345678", "+525512345678"},
+		{"Brazilian old mobile, Rio", "+552187654321", "+5521987654321"},
+		{"Brazilian old mobile, Manaus", "+559281723241", "+5592981723241"},
+		{"Brazilian mobile with its 9", "+5521987654321", "+5521987654321"},
+		// A landline's subscriber number starts with 2 to 5: no 9 is added.
+		{"Brazilian landline", "+552132654321", "+552132654321"},
+		{"US number", "+14155550100", "+14155550100"},
+		// 13 digits starting 521 whose rest is no valid Mexican number.
+		{"not a Mexican mobile", "+5210012345678", "+5210012345678"},
+		{"no plus", "5215512345678", "5215512345678"},
+		{"letters are left to Normalize", "+521551234567x8", "+521551234567x8"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := WhatsAppNumber(tc.in); got != tc.want {
+				t.Errorf("WhatsAppNumber(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 }
