@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 )
 
 // Source is the event source of everything this connector records.
@@ -59,6 +60,9 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 	}
 	if _, to, err := splitAddress(form.Get("To")); err == nil {
 		ev.Properties["to"] = to
+	}
+	if waID := strings.TrimSpace(form.Get("WaId")); channel == c360.ChannelWhatsApp && waID != "" && len(waID) <= 64 {
+		ev.Properties["waId"] = waID
 	}
 	if name := strings.TrimSpace(form.Get("ProfileName")); name != "" {
 		ev.TraitsIfAbsent = map[string]any{"name": name}
@@ -149,8 +153,11 @@ func consentKeyword(body, optOutType string) (keyword, status string) {
 }
 
 // splitAddress returns the channel and phone number of a Twilio address:
-// "whatsapp:+14155550100" is WhatsApp, "+14155550100" is SMS. The number is
-// normalized to E.164 by ingest.
+// "whatsapp:+14155550100" is WhatsApp, "+14155550100" is SMS. A WhatsApp
+// address's number is the one WhatsApp's form stands for
+// (identity.WhatsAppNumber: Twilio relays a Mexican mobile as
+// "whatsapp:+521…", the number being "+52…"). The number is normalized to
+// E.164 by ingest.
 func splitAddress(addr string) (channel, phone string, err error) {
 	addr = strings.TrimSpace(addr)
 	switch {
@@ -159,7 +166,7 @@ func splitAddress(addr string) (channel, phone string, err error) {
 	case len(addr) > 64:
 		return "", "", c360.Errorf(c360.EINVALID, "address is too long")
 	case strings.HasPrefix(strings.ToLower(addr), whatsappPrefix):
-		phone = strings.TrimSpace(addr[len(whatsappPrefix):])
+		phone = identity.WhatsAppNumber(strings.TrimSpace(addr[len(whatsappPrefix):]))
 		channel = c360.ChannelWhatsApp
 	case strings.Contains(addr, ":"):
 		return "", "", c360.Errorf(c360.EINVALID, "unsupported channel %q: c360 takes SMS and WhatsApp", addr[:strings.Index(addr, ":")])

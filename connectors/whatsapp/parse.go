@@ -8,6 +8,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/webhook"
+	"github.com/c360dev/c360/identity"
 )
 
 // Source is the event source of everything this connector records.
@@ -177,12 +178,12 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 			Source:     Source,
 			DedupeKey:  m.ID,
 			Identities: []c360.Identity{{Type: "phone", Value: phone(m.From)}, {Type: "phone", Value: phone(newID)}},
-			Properties: map[string]any{"previousPhone": phone(m.From), "phone": phone(newID)},
+			Properties: map[string]any{"previousPhone": phone(m.From), "phone": phone(newID), "previousWaId": m.From, "waId": newID},
 			OccurredAt: at,
 			ReceivedAt: now,
 		}
 	}
-	props := map[string]any{"type": m.Type}
+	props := map[string]any{"type": m.Type, "waId": m.From}
 	if businessNumber != "" {
 		props["to"] = phone(businessNumber)
 	}
@@ -253,7 +254,7 @@ func statusEvent(s *status, now time.Time) *c360.Event {
 	if s.ID == "" || s.RecipientID == "" || st == "" || len(st) > 32 {
 		return nil
 	}
-	props := map[string]any{"messageId": s.ID, "status": st}
+	props := map[string]any{"messageId": s.ID, "status": st, "waId": s.RecipientID}
 	msg := &c360.MessageInput{
 		Channel:    c360.ChannelWhatsApp,
 		Direction:  c360.DirectionOutbound,
@@ -288,14 +289,17 @@ func firstMedia(ms ...*media) *media {
 	return &media{}
 }
 
-// phone turns a WhatsApp id (the number's digits) into a phone identity
-// value; ingest normalizes it to E.164 or refuses it.
+// phone turns a WhatsApp id (the number's digits) into the phone number it
+// stands for (identity.WhatsAppNumber: a Mexican mobile's wa_id has a 1
+// the number has not, an old Brazilian one lacks the ninth digit), as a
+// phone identity value; ingest normalizes it to E.164 or refuses it. The
+// wa_id itself is kept in the event's properties (waId).
 func phone(waID string) string {
 	waID = strings.TrimSpace(waID)
-	if strings.HasPrefix(waID, "+") {
-		return waID
+	if !strings.HasPrefix(waID, "+") {
+		waID = "+" + waID
 	}
-	return "+" + waID
+	return identity.WhatsAppNumber(waID)
 }
 
 // timestamp parses Unix seconds, falling back to now, also for a time

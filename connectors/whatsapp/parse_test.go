@@ -26,11 +26,11 @@ func TestParsePayload(t *testing.T) {
 	m, s := evs[0], evs[1]
 	if m.Type != c360.EventMessage || m.Source != "whatsapp" || m.DedupeKey != "wamid.A" || m.Identities[0].Value != "+16315551234" ||
 		m.Message.Body != "hi" || m.TraitsIfAbsent["name"] != "Kerry" || m.Properties["to"] != "+15550783881" ||
-		!m.OccurredAt.Equal(time.Unix(1700000000, 0)) {
+		m.Properties["waId"] != "16315551234" || !m.OccurredAt.Equal(time.Unix(1700000000, 0)) {
 		t.Errorf("message event = %+v %+v", m, m.Message)
 	}
 	if s.Type != c360.EventMessageStatus || s.DedupeKey != "wamid.B:delivered" || s.Message.Status != "delivered" ||
-		s.Message.ProviderID != "wamid.B" || s.Identities[0].Value != "+16315551234" {
+		s.Message.ProviderID != "wamid.B" || s.Identities[0].Value != "+16315551234" || s.Properties["waId"] != "16315551234" {
 		t.Errorf("status event = %+v %+v", s, s.Message)
 	}
 }
