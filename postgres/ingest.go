@@ -98,7 +98,11 @@ type preparedEvent struct {
 // encode fills the event's JSON columns.
 func (p *preparedEvent) encode() {
 	// prepare gave the event properties in one form or the other.
-	p.properties, p.identitiesRaw = *jsonText(p.ev.RawProperties, p.ev.Properties), mustJSON(p.identities)
+	ids := p.identities
+	if ids == nil { // a status without a usable identity: an empty list, as the column's default
+		ids = []identity.Identity{}
+	}
+	p.properties, p.identitiesRaw = *jsonText(p.ev.RawProperties, p.ev.Properties), mustJSON(ids)
 	p.traits, p.context = jsonText(nil, p.ev.Traits), jsonText(p.ev.RawContext, p.ev.Context)
 	p.traitsIfAbsent = jsonText(nil, p.ev.TraitsIfAbsent)
 }
@@ -148,12 +152,20 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if len(raw) > maxIdentitiesPerEvent {
 		return p, c360.Errorf(c360.EINVALID, "too many identities: %d, at most %d", len(raw), maxIdentitiesPerEvent)
 	}
+	// A status names its message by the provider's id and reaches its
+	// customer through the message (ingestStatus): its identities (the
+	// number a provider sent the message to) resolve nothing, so one that
+	// does not normalize is dropped, not a reason to refuse the status.
+	status := ev.Type == c360.EventMessageStatus
 	for _, id := range raw {
 		n, err := db.Normalizer.Normalize(id)
 		var invalid *identity.InvalidError
 		switch {
 		case errors.Is(err, identity.ErrBlocked):
 			p.dropped = append(p.dropped, fmt.Sprintf("%s %q: blocked value", id.Type, id.Value))
+			continue
+		case errors.As(err, &invalid) && status:
+			p.dropped = append(p.dropped, invalid.Error())
 			continue
 		case errors.As(err, &invalid):
 			return p, c360.Errorf(c360.EINVALID, "%s", invalid.Error())
@@ -178,7 +190,7 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 		}
 	}
 	p.identities = identity.Sort(p.identities)
-	if len(p.identities) == 0 {
+	if len(p.identities) == 0 && !status {
 		return p, c360.Errorf(c360.EINVALID, "the event has no usable identity: give at least one of user_id, anonymous_id, email, phone or a custom type")
 	}
 	if ev.OccurredAt.IsZero() {

@@ -123,6 +123,48 @@ func TestStatusOfUnknownMessageCreatesNoCustomer(t *testing.T) {
 	}
 }
 
+// A status reaches its customer through its message: a recipient number
+// that does not normalize (or none at all) is dropped, and the status is
+// applied all the same. Providers address statuses by their own forms of
+// a number, and refusing them would lose the status.
+func TestStatusWithUnusableRecipientIsApplied(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	sent := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMbadto", Identities: ids("phone", "+14155550171"),
+		Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", Body: "x", ProviderID: "SMbadto", Status: "queued"}})
+	for _, tc := range []struct {
+		status string
+		ids    []c360.Identity
+	}{
+		{"sent", ids("phone", "+1 234")},
+		{"delivered", nil},
+	} {
+		res, err := db.Ingest(ctx, ws, []*c360.Event{{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: "SMbadto:" + tc.status,
+			Identities: tc.ids, Properties: map[string]any{"status": tc.status},
+			Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: "SMbadto", Status: tc.status}}})
+		if err != nil {
+			t.Fatalf("status %s to %v: %v", tc.status, tc.ids, err)
+		}
+		if res[0].NoMessage || res[0].CustomerID != sent.CustomerID {
+			t.Errorf("status %s: result = %+v, want the message's customer %d", tc.status, res[0], sent.CustomerID)
+		}
+		if m, _ := db.FindMessageByProviderID(ctx, ws, "SMbadto"); m.Status != tc.status {
+			t.Errorf("message status = %s, want %s", m.Status, tc.status)
+		}
+	}
+	var stored string
+	if err := db.Pool.QueryRow(ctx, `SELECT identities::text FROM events WHERE workspace_id = $1 AND dedupe_key = 'SMbadto:sent'`, ws).Scan(&stored); err != nil || stored != "[]" {
+		t.Errorf("stored identities = %s, %v; want []", stored, err)
+	}
+	// Any other event still needs an identity that normalizes.
+	_, err := db.Ingest(ctx, ws, []*c360.Event{{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMbadfrom", Identities: ids("phone", "+1 234"),
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "x", ProviderID: "SMbadfrom", Status: "received"}}})
+	if c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("message from +1 234: err = %v, want %s", err, c360.EINVALID)
+	}
+}
+
 // LoadProfiles with Messages (one customer's conversations with their
 // messages, one batch) answers exactly what the two separate reads answer,
 // pages and cursors included.

@@ -121,3 +121,24 @@ func TestStatusRefusedBeforeAnyWrite(t *testing.T) {
 		t.Errorf("status = %s, want sent", got)
 	}
 }
+
+// A status needs only its MessageSid: a To that is no phone number c360
+// can read does not get the callback refused (Twilio does not retry a
+// 400, so the status would be lost), and the status is applied.
+func TestStatusToUnparsableNumberIsApplied(t *testing.T) {
+	e := newEnv(t)
+	const sid, phone = "SM00000000000000000000000000000104", "+14155550114"
+	e.outbound(t, sid, phone, "whatsapp", "queued")
+	for _, step := range []struct{ status, to string }{
+		{"sent", "+1 234"},
+		{"delivered", "whatsapp:+99912345"},
+	} {
+		e.status(t, statusForm(sid, step.status, step.to))
+		if got := e.message(t, sid).Status; got != step.status {
+			t.Errorf("after %s to %s: status = %s, want %s", step.status, step.to, got, step.status)
+		}
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, e.ws); n != 1 {
+		t.Errorf("customers = %d, want 1", n)
+	}
+}

@@ -367,6 +367,19 @@ func TestStatuses(t *testing.T) {
 	}
 	// A status for a message c360 never stored is acknowledged.
 	e.deliver(t, status("wamid.UNKNOWN", "delivered", ""))
+
+	// A status needs only its wamid: one addressed to a recipient_id that
+	// is no phone number is applied all the same.
+	if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Source: "whatsapp", DedupeKey: "wamid.OUT3",
+		Identities: []c360.Identity{{Type: "phone", Value: "+16505551236"}},
+		Message:    &c360.MessageInput{Channel: "whatsapp", Direction: "outbound", Body: "x", ProviderID: "wamid.OUT3", Status: "accepted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.deliver(t, notification(`{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"1"},
+		"statuses":[{"id":"wamid.OUT3","status":"delivered","timestamp":"1700000000","recipient_id":"12"}]}`))
+	if got := e.message(t, "wamid.OUT3").Status; got != "delivered" {
+		t.Errorf("status to recipient 12 = %s, want delivered", got)
+	}
 }
 
 func TestUserChangedNumber(t *testing.T) {
