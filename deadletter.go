@@ -12,8 +12,10 @@ import (
 // (a value PostgreSQL refuses, a broken constraint, a bug), kept with its
 // error so an admin can see it and replay it once the cause is fixed.
 // Events refused by validation before the transaction (a bad identity) are
-// answered as invalid and never become dead letters: there is nothing to
-// replay.
+// answered as invalid, to a caller who can correct them, and become dead
+// letters only where the caller asks for it (WithInvalidAsDeadLetters):
+// a webhook whose provider nobody reads a refusal from keeps them, to
+// replay once a fix (of the normalization, say) accepts them.
 type DeadLetter struct {
 	ID          int64
 	WorkspaceID int64
@@ -100,6 +102,28 @@ func WithoutDeadLetters(ctx context.Context) context.Context {
 func DeadLettersWanted(ctx context.Context) bool {
 	off, _ := ctx.Value(noDeadLetterKey{}).(bool)
 	return !off
+}
+
+type invalidDeadLetterKey struct{}
+
+// WithInvalidAsDeadLetters returns a context whose Ingest calls keep events
+// that validation refuses (EINVALID before the transaction: an identity
+// that does not normalize, say) as dead letters too, and return a
+// *DeadLetteredError for them, whose code stays EINVALID. A webhook uses it
+// when its refusal would reach no one and its acknowledgement must not
+// lose the event: the WhatsApp Cloud API retries a refused notification
+// for days, in vain, and shows the refusal to nobody. Events whose source
+// or dedupe key cannot key a dead letter are refused as before.
+// WithoutDeadLetters wins over it.
+func WithInvalidAsDeadLetters(ctx context.Context) context.Context {
+	return context.WithValue(ctx, invalidDeadLetterKey{}, true)
+}
+
+// InvalidAsDeadLettersWanted reports whether events of an Ingest call with
+// ctx that validation refuses are to be kept as dead letters.
+func InvalidAsDeadLettersWanted(ctx context.Context) bool {
+	on, _ := ctx.Value(invalidDeadLetterKey{}).(bool)
+	return on && DeadLettersWanted(ctx)
 }
 
 // EventFault reports whether err is an event's own failure (a value the

@@ -48,6 +48,33 @@ func (db *DB) keepDeadLetters(ctx context.Context, r *ingestReq) {
 	r.err = &c360.DeadLetteredError{IDs: ids, Err: r.err}
 }
 
+// keepInvalid returns what Ingest answers for events validation refused
+// with err. When ctx asks for it (c360.WithInvalidAsDeadLetters), the
+// events are kept as dead letters, all of them, as a request that fails
+// inside ingest is, and the answer is a *c360.DeadLetteredError carrying
+// err; when keeping them fails, it is UNAVAILABLE, so that the provider
+// retries, as in keepDeadLetters. Events whose source or dedupe key could
+// not key a dead letter, and failures that are not the events' (loading
+// the workspace's rules), are answered with err.
+func (db *DB) keepInvalid(ctx context.Context, ws int64, events []*c360.Event, err error) error {
+	if c360.ErrorCode(err) != c360.EINVALID || !c360.InvalidAsDeadLettersWanted(ctx) {
+		return err
+	}
+	prepared := make([]*preparedEvent, len(events))
+	for i, ev := range events {
+		if ev.Source == "" || ev.DedupeKey == "" || len(ev.DedupeKey) > 256 || storableKey(ev) != nil {
+			return err
+		}
+		prepared[i] = &preparedEvent{ev: ev}
+	}
+	ids, kerr := db.insertDeadLetters(ctx, ws, prepared, fmt.Errorf("refused as invalid before ingest: %s", c360.ErrorMessage(err)))
+	if kerr != nil {
+		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the events could not be stored, nor kept as dead letters; retry"),
+			fmt.Errorf("%v; keeping them as dead letters failed too: %w", err, kerr)}
+	}
+	return &c360.DeadLetteredError{IDs: ids, Err: err}
+}
+
 // insertDeadLetters records (or records again) each event with the failure.
 func (db *DB) insertDeadLetters(ctx context.Context, ws int64, prepared []*preparedEvent, cause error) ([]int64, error) {
 	type key struct{ source, dedupe string }

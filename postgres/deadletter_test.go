@@ -279,3 +279,93 @@ func TestDeadLetterThatCannotBeKeptIsUnavailable(t *testing.T) {
 		t.Errorf("the retry: %v, want a dead letter with the poison's BAD_USER_INPUT", err)
 	}
 }
+
+// So is an event validation refused, when the caller asked for it to be
+// kept: a webhook that acknowledges a kept event must never acknowledge one
+// that was not.
+func TestInvalidDeadLetterThatCannotBeKeptIsUnavailable(t *testing.T) {
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"100ms"}}, postgres.IngestConfig{})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	ev := track("inv-locked", ids("phone", "+1 234"))
+	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), ws, []*c360.Event{ev})
+	tx.Rollback(ctx)
+	var kept *c360.DeadLetteredError
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || errors.As(err, &kept) {
+		t.Errorf("invalid event with dead_letters locked: %v, want UNAVAILABLE", err)
+	}
+	if d := deadLetters(t, db, ws, false); len(d) != 0 {
+		t.Errorf("dead letters = %d, want 0 while the table was locked", len(d))
+	}
+}
+
+// An event validation refuses becomes a dead letter only when the caller
+// asks for it (c360.WithInvalidAsDeadLetters): then Ingest keeps it, says
+// so with a *c360.DeadLetteredError of code BAD_USER_INPUT, counts each
+// redelivery, and a replay after the cause is fixed (here the workspace's
+// block list, which left the event no identity) stores it.
+func TestDeadLetterForInvalidEventWhenAsked(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	keep := c360.WithInvalidAsDeadLetters(ctx)
+	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550172"}}); err != nil {
+		t.Fatal(err)
+	}
+	blocked := track("inv-blocked", ids("phone", "+14155550172"))
+
+	// By default a refusal is answered and nothing is kept.
+	_, err := db.Ingest(ctx, ws, []*c360.Event{blocked})
+	var kept *c360.DeadLetteredError
+	if c360.ErrorCode(err) != c360.EINVALID || errors.As(err, &kept) {
+		t.Fatalf("refused event: %v, want BAD_USER_INPUT without dead letter", err)
+	}
+	if dls := deadLetters(t, db, ws, false); len(dls) != 0 {
+		t.Fatalf("dead letters = %+v, want none", dls)
+	}
+	// WithoutDeadLetters wins.
+	if _, err := db.Ingest(c360.WithoutDeadLetters(keep), ws, []*c360.Event{blocked}); errors.As(err, &kept) {
+		t.Errorf("WithoutDeadLetters: %v, want no dead letter", err)
+	}
+
+	for attempt := 1; attempt <= 2; attempt++ {
+		_, err = db.Ingest(keep, ws, []*c360.Event{blocked})
+		if !errors.As(err, &kept) || len(kept.IDs) != 1 || c360.ErrorCode(err) != c360.EINVALID {
+			t.Fatalf("delivery %d: %v, want a *c360.DeadLetteredError of code BAD_USER_INPUT", attempt, err)
+		}
+		dls := deadLetters(t, db, ws, true)
+		if len(dls) != 1 || dls[0].ID != kept.IDs[0] || dls[0].DedupeKey != "inv-blocked" || dls[0].Attempts != attempt ||
+			!strings.HasPrefix(dls[0].Error, "refused as invalid before ingest: the event has no usable identity") {
+			t.Fatalf("delivery %d: dead letters %+v", attempt, dls)
+		}
+	}
+	// An event whose key cannot key a dead letter is refused as before.
+	if _, err := db.Ingest(keep, ws, []*c360.Event{track("inv\x00nul", ids("phone", "+1 234"))}); c360.ErrorCode(err) != c360.EINVALID || errors.As(err, &kept) {
+		t.Errorf("unkeyable event: %v, want BAD_USER_INPUT without dead letter", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("events = %d, want 0", n)
+	}
+
+	// A replay before the fix fails the same way and counts the attempt.
+	if _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); c360.ErrorCode(err) != c360.EINVALID {
+		t.Errorf("replay before the fix: %v, want BAD_USER_INPUT", err)
+	}
+	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{DefaultLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	if err != nil || d.ReplayedAt == nil || d.Attempts != 3 {
+		t.Fatalf("replay after the fix = %+v, %v; want replayed after 3 attempts", d, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'inv-blocked'`, ws); n != 1 {
+		t.Errorf("events after the replay = %d, want 1", n)
+	}
+}

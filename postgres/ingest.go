@@ -25,11 +25,12 @@ var _ c360.Ingester = (*DB)(nil)
 // acknowledges after Ingest returns never acknowledges what is not durable.
 //
 // Events are validated and normalized before the transaction starts: bad
-// input is refused with EINVALID and nothing is written.
+// input is refused with EINVALID and nothing is written, unless ctx asks
+// for such events to be kept as dead letters (keepInvalid).
 func (db *DB) Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error) {
 	rules, prepared, err := db.prepareAll(ctx, workspaceID, events)
 	if err != nil {
-		return nil, err
+		return nil, db.keepInvalid(ctx, workspaceID, events, err)
 	}
 	results, _, err := db.submit(ctx, workspaceID, rules, prepared)
 	if err != nil {

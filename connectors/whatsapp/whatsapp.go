@@ -86,13 +86,14 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) {
 // serveNotification verifies X-Hub-Signature-256 over the raw body, parses
 // the notification and ingests its events one by one.
 //
-// Each event is its own transaction: an event ingest refuses as invalid (a
-// number that is not a phone number) is logged and skipped, because Meta
-// would retry it for days and it would never succeed; an event that fails
-// inside ingest is kept as a dead letter (for an admin to replay) and
-// skipped the same way; any other error answers non-2xx so Meta retries,
-// and the events already stored are then recognized by their wamid and
-// stored once.
+// Each event is its own transaction. An event that fails inside ingest,
+// and one ingest refuses as invalid (a number that is not a phone number),
+// is kept as a dead letter for an admin to replay, and the others go on:
+// Meta would retry it for days, in vain, and shows a refusal to nobody,
+// while a 200 must not lose what it acknowledges. Only an invalid event
+// that cannot be kept (its wamid cannot key a dead letter) is logged and
+// skipped. Any other error answers non-2xx so Meta retries, and the events
+// already stored are then recognized by their wamid and stored once.
 func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	limit := h.MaxBodyBytes
 	if limit <= 0 {
@@ -134,11 +135,17 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
+	ctx := c360.WithInvalidAsDeadLetters(r.Context())
 	for _, ev := range events {
-		_, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev})
+		_, err := h.Ingester.Ingest(ctx, ws.ID, []*c360.Event{ev})
 		var kept *c360.DeadLetteredError
 		if errors.As(err, &kept) {
 			// Durably kept for an admin to replay; Meta's retries could only fail the same way.
+			if c360.ErrorCode(err) == c360.EINVALID { // the reason names the value: masked, as for any refusal
+				h.logger().Warn("whatsapp event refused as invalid, kept as a dead letter", "workspace", ws.Slug, "wamid", ev.DedupeKey,
+					"deadLetters", kept.IDs, "reason", webhook.LogReason(err))
+				continue
+			}
 			h.logger().Warn("whatsapp event kept as a dead letter", "workspace", ws.Slug, "wamid", ev.DedupeKey,
 				"deadLetters", kept.IDs, "error", err)
 			continue

@@ -405,12 +405,33 @@ func TestUserChangedNumber(t *testing.T) {
 	}
 }
 
-// An event ingest can never accept is skipped; the rest of the batch is stored.
-func TestInvalidEventSkipped(t *testing.T) {
+// An event ingest refuses as invalid is acknowledged with the rest of the
+// notification, so it must not be lost: it is kept as a dead letter, with
+// the reason, for an admin to replay once a fix accepts it; the rest of the
+// notification is stored. Meta's redelivery counts one more attempt.
+func TestInvalidEventKeptAsDeadLetter(t *testing.T) {
 	e := newEnv(t)
-	e.deliver(t, notification(`{"messaging_product":"whatsapp","contacts":[],"messages":[
+	body := notification(`{"messaging_product":"whatsapp","contacts":[],"messages":[
 		{"from":"abc","id":"wamid.BAD","timestamp":"1700000000","type":"text","text":{"body":"x"}},
-		{"from":"16505551238","id":"wamid.GOOD","timestamp":"1700000000","type":"text","text":{"body":"y"}}]}`))
+		{"from":"16505551238","id":"wamid.GOOD","timestamp":"1700000000","type":"text","text":{"body":"y"}}]}`)
+	for attempt := 1; attempt <= 2; attempt++ {
+		e.deliver(t, body)
+		p, err := e.db.DeadLetters(context.Background(), e.ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Items) != 1 {
+			t.Fatalf("delivery %d: dead letters = %+v, want wamid.BAD", attempt, p.Items)
+		}
+		d := p.Items[0]
+		if d.DedupeKey != "wamid.BAD" || d.Source != "whatsapp" || d.EventType != c360.EventMessage || d.Attempts != attempt ||
+			!strings.Contains(d.Error, `refused as invalid before ingest: invalid phone "+abc"`) {
+			t.Errorf("delivery %d: dead letter = %+v", attempt, d)
+		}
+		if strings.Contains(d.Error, appSecret) || strings.Contains(fmt.Sprint(d.Event), appSecret) {
+			t.Errorf("dead letter holds the app secret: %+v", d)
+		}
+	}
 	if m := e.message(t, "wamid.GOOD"); m.Body != "y" {
 		t.Errorf("good message = %+v", m)
 	}
