@@ -92,6 +92,7 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 		role    string
 		revoked *time.Time
 	)
+	gen := db.revocations.Load()
 	// The key's workspace is not known yet: the by_prefix policy lets a
 	// statement that names the prefix read that one key.
 	err := db.byPrefix(prefix).QueryRow(ctx, `
@@ -107,7 +108,7 @@ func (db *DB) Authenticate(ctx context.Context, key string) (*c360.Principal, er
 	}
 	p.Role = c360.Role(role)
 	p.KeyPrefix = prefix
-	db.authCache.Store(prefix, authEntry{hash: sum, principal: &p, expires: now.Add(authCacheTTL)})
+	db.cacheKey(prefix, gen, authEntry{hash: sum, principal: &p, expires: now.Add(authCacheTTL)})
 	db.keyUsed(&p)
 	return &p, nil
 }
@@ -151,6 +152,7 @@ func (db *DB) checkKey(ctx context.Context, p *c360.Principal, now time.Time) er
 		hash    []byte
 		revoked *time.Time
 	)
+	gen := db.revocations.Load()
 	err := db.byPrefix(p.KeyPrefix).QueryRow(ctx, `SELECT hash, revoked_at FROM api_keys WHERE prefix = $1 AND id = $2`,
 		p.KeyPrefix, p.KeyID).Scan(&hash, &revoked)
 	if err == pgx.ErrNoRows || err == nil && revoked != nil {
@@ -162,8 +164,24 @@ func (db *DB) checkKey(ctx context.Context, p *c360.Principal, now time.Time) er
 	// Authenticate alike.
 	e := authEntry{principal: p, expires: now.Add(authCacheTTL)}
 	copy(e.hash[:], hash)
-	db.authCache.Store(p.KeyPrefix, e)
+	db.cacheKey(p.KeyPrefix, gen, e)
 	return nil
+}
+
+// cacheKey caches e as the verified key of prefix, unless a key was
+// revoked since gen (db.revocations) was read, before the row e comes
+// from: that read may have seen the key before the revocation committed,
+// and caching it would undo RevokeAPIKey's forgetting it, for authCacheTTL
+// on the replica that revoked it. Storing before checking closes the race
+// with a revocation that forgets the key between the two.
+func (db *DB) cacheKey(prefix string, gen uint64, e authEntry) {
+	if db.afterKeyRead != nil {
+		db.afterKeyRead()
+	}
+	db.authCache.Store(prefix, e)
+	if db.revocations.Load() != gen {
+		db.authCache.CompareAndDelete(prefix, e)
+	}
 }
 
 func parseKey(key string) (prefix string, ok bool) {

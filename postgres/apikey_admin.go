@@ -76,6 +76,9 @@ func (db *DB) RevokeAPIKey(ctx context.Context, ws int64, prefix string) (*c360.
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("revoke api key: %w", err))
 	}
+	// Counted before the key is forgotten: a read of the row that raced
+	// the UPDATE then does not cache it again (cacheKey).
+	db.revocations.Add(1)
 	db.authCache.Delete(prefix)
 	return k, nil
 }

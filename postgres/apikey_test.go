@@ -139,3 +139,48 @@ func TestKeyActiveReadsAKeyOnceAtATime(t *testing.T) {
 		t.Errorf("the key's row was read %d times for %d subscribers asking at once, want 1:\n%s", n, subscribers, counter.Statements())
 	}
 }
+
+// A read of a key's row that a revocation overtakes does not put the key
+// back in this process's cache: on the replica that revoked it, a key stops
+// working at once, whichever read (a request's Authenticate, a
+// subscription's KeyActive) was under way.
+func TestRevokedKeyIsNotCachedAgainByARacingRead(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for _, read := range []string{"Authenticate", "KeyActive"} {
+		t.Run(read, func(t *testing.T) {
+			key, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := db.Authenticate(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.ForgetAPIKeys()
+			// The revocation commits after the read saw the key standing.
+			db.AfterKeyRead(func() {
+				db.AfterKeyRead(nil)
+				if _, err := db.RevokeAPIKey(ctx, ws, p.KeyPrefix); err != nil {
+					t.Error(err)
+				}
+			})
+			defer db.AfterKeyRead(nil)
+			if read == "Authenticate" {
+				_, err = db.Authenticate(ctx, key)
+			} else {
+				err = db.KeyActive(ctx, p)
+			}
+			if err != nil {
+				t.Fatalf("the read the revocation overtook: %v, want the key standing (it read it so)", err)
+			}
+			if _, err := db.Authenticate(ctx, key); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
+				t.Errorf("Authenticate after the revocation: %v, want UNAUTHENTICATED", err)
+			}
+			if err := db.KeyActive(ctx, p); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
+				t.Errorf("KeyActive after the revocation: %v, want UNAUTHENTICATED", err)
+			}
+		})
+	}
+}

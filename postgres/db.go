@@ -57,6 +57,11 @@ type DB struct {
 	// keyChecks joins the KeyActive reads of one key that run at once
 	// (every subscriber of a key checks it before the same change).
 	keyChecks singleflight.Group
+	// revocations counts RevokeAPIKey's revocations, for cacheKey.
+	revocations atomic.Uint64
+	// afterKeyRead, when set (by tests), runs after a key's row is read
+	// and before the key is cached.
+	afterKeyRead func()
 }
 
 // Option adjusts the pool configuration before connecting (tests install a

@@ -104,6 +104,10 @@ func (db *DB) ForgetAPIKeys() {
 	db.authCache.Clear()
 }
 
+// AfterKeyRead sets a function to run after a key's row is read and before
+// the key is cached (nil: none).
+func (db *DB) AfterKeyRead(f func()) { db.afterKeyRead = f }
+
 // Setting returns a setting as the migrator's connections see it.
 func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) string {
 	t.Helper()
