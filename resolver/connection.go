@@ -19,7 +19,7 @@ func pageArgs(first *int, after *string) c360.PageArgs {
 func pageInfo(cursors []string, more bool) *model.PageInfo {
 	pi := &model.PageInfo{HasNextPage: more}
 	if len(cursors) > 0 {
-		pi.EndCursor = &cursors[len(cursors)-1]
+		pi.StartCursor, pi.EndCursor = &cursors[0], &cursors[len(cursors)-1]
 	}
 	return pi
 }

@@ -347,7 +347,7 @@ func TestTrackAndEventsPagination(t *testing.T) {
 	id := c.CustomerByIdentity.ID
 
 	const q = `query($id: ID!, $first: Int, $after: String) { customer(id: $id) {
-		events(first: $first, after: $after) { edges { cursor node { id name occurredAt } } pageInfo { hasNextPage endCursor } } } }`
+		events(first: $first, after: $after) { edges { cursor node { id name occurredAt } } pageInfo { hasNextPage endCursor hasPreviousPage startCursor } } } }`
 	type page struct {
 		Customer struct {
 			Events struct {
@@ -356,8 +356,10 @@ func TestTrackAndEventsPagination(t *testing.T) {
 					Node   eventJSON
 				}
 				PageInfo struct {
-					HasNextPage bool
-					EndCursor   *string
+					HasNextPage     bool
+					EndCursor       *string
+					HasPreviousPage bool
+					StartCursor     *string
 				}
 			}
 		}
@@ -372,8 +374,14 @@ func TestTrackAndEventsPagination(t *testing.T) {
 	if fmt.Sprint(gotAll) != fmt.Sprint(want) {
 		t.Errorf("events(first: 10) = %v, want newest first %v", gotAll, want)
 	}
-	if all.Customer.Events.PageInfo.HasNextPage {
-		t.Error("events(first: 10).hasNextPage = true, want false")
+	if pi := all.Customer.Events.PageInfo; pi.HasNextPage || pi.HasPreviousPage {
+		t.Errorf("events(first: 10): hasNextPage %v, hasPreviousPage %v; want both false", pi.HasNextPage, pi.HasPreviousPage)
+	}
+	if edges := all.Customer.Events.Edges; len(edges) > 1 {
+		if pi := all.Customer.Events.PageInfo; pi.StartCursor == nil || *pi.StartCursor != edges[0].Cursor ||
+			pi.EndCursor == nil || *pi.EndCursor != edges[len(edges)-1].Cursor {
+			t.Errorf("events(first: 10): startCursor %v, endCursor %v; want the first edge's and the last's", pi.StartCursor, pi.EndCursor)
+		}
 	}
 
 	var walked []string

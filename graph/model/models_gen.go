@@ -133,10 +133,15 @@ type MessageEdge struct {
 type Mutation struct {
 }
 
-// Relay page information.
+// Relay page information. Pages go forward (first, after).
 type PageInfo struct {
-	HasNextPage bool    `json:"hasNextPage"`
-	EndCursor   *string `json:"endCursor,omitempty"`
+	HasNextPage bool `json:"hasNextPage"`
+	// The last edge's cursor: pass it as after for the next page; null on an empty page.
+	EndCursor *string `json:"endCursor,omitempty"`
+	// Relay's: false, as the Relay spec allows for a forward page (c360 has no last/before).
+	HasPreviousPage bool `json:"hasPreviousPage"`
+	// The first edge's cursor; null on an empty page.
+	StartCursor *string `json:"startCursor,omitempty"`
 }
 
 type Query struct {
