@@ -16,6 +16,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/whatsapp"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/resolver"
@@ -36,6 +37,7 @@ type env struct {
 	srv  *httptest.Server
 	ws   int64
 	slug string
+	logs *logbuf.Buffer // the handler's and the server's log lines, as JSON
 }
 
 func newEnv(t *testing.T) *env {
@@ -51,14 +53,15 @@ func newEnvOn(t *testing.T, db *postgres.DB) *env {
 		WhatsAppAppSecret: ptr(appSecret), WhatsAppVerifyToken: ptr(verifyToken)}); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
+	logs := new(logbuf.Buffer)
+	log := slog.New(slog.NewJSONHandler(logs, nil))
 	res := &resolver.Resolver{CustomerService: db, EventService: db, ConversationService: db, Ingester: db, Now: db.Now}
 	s := server.New(server.Config{Logger: log}, db, res, db)
 	(&whatsapp.Handler{Workspaces: db, Ingester: db, StatusOf: server.StatusOf, Logger: log, Now: db.Now,
 		Limit: s.LimitWebhook}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &env{db: db, srv: srv, ws: ws, slug: slug}
+	return &env{db: db, srv: srv, ws: ws, slug: slug, logs: logs}
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -434,6 +437,14 @@ func TestInvalidEventKeptAsDeadLetter(t *testing.T) {
 	}
 	if m := e.message(t, "wamid.GOOD"); m.Body != "y" {
 		t.Errorf("good message = %+v", m)
+	}
+	// The log line names the number it refused masked; the dead letter,
+	// which admins read, keeps it whole for the replay.
+	long := notification(`{"messaging_product":"whatsapp","contacts":[],"messages":[
+		{"from":"14155550100123456","id":"wamid.LONG","timestamp":"1700000000","type":"text","text":{"body":"z"}}]}`)
+	e.deliver(t, long)
+	if logs := e.logs.String(); strings.Contains(logs, "14155550100123456") || !strings.Contains(logs, "wamid.LONG") {
+		t.Errorf("the refusal's log line holds the number whole, or is missing:\n%s", logs)
 	}
 	if n := count(t, e.db, `SELECT count(*) FROM events WHERE workspace_id = $1`, e.ws); n != 1 {
 		t.Errorf("events = %d, want 1", n)
