@@ -25,3 +25,30 @@ type Change struct {
 	Diff        map[string]any
 	At          time.Time
 }
+
+// changeParts names the part of a change's diff that records each kind of
+// thing an event can do. One event can do several: an inbound WhatsApp
+// message that gives its sender's name, a STOP that opts out. Its change's
+// kind names only the most telling of them (created > merged >
+// identity_added > traits > consent > message > event); its diff holds
+// them all.
+var changeParts = map[string]string{
+	ChangeEvent:         "event",
+	ChangeMessage:       "message",
+	ChangeConsent:       "consent",
+	ChangeTraits:        "traits",
+	ChangeIdentityAdded: "identitiesAdded",
+	ChangeMerged:        "merged",
+}
+
+// Includes reports whether the change is of the kind, or its diff holds the
+// part a change of that kind records: a traits change whose event was also
+// a message includes a message. Filters by kind select changes with it, so
+// that asking for messages never misses one that did something else too.
+func (c *Change) Includes(kind string) bool {
+	if c.Kind == kind {
+		return true
+	}
+	part, ok := changeParts[kind]
+	return ok && c.Diff[part] != nil
+}

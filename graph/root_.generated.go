@@ -2263,9 +2263,13 @@ type Subscription {
   what was missed and continue live, with no gap and no duplicate. When the
   customer is merged away, the stream delivers the ` + "`" + `merged_into` + "`" + ` change and
   continues with the surviving customer's changes. ` + "`" + `kinds` + "`" + `, when given and
-  not empty, delivers only changes of those kinds (e.g. message, consent,
-  merged, merged_into, observation for an assistant's live context); cursors
-  stay valid across the filter.
+  not empty, delivers only the changes that include one of those kinds (e.g.
+  message, consent, merged, merged_into, observation for an assistant's live
+  context): a change whose kind is among them, or whose diff holds the part
+  one of them records (event, message, consent, traits, identitiesAdded,
+  merged). A change's kind names only the most telling thing it did, so an
+  inbound message that also set a name is of kind traits, and kinds:
+  ["message"] delivers it. Cursors stay valid across the filter.
   """
   customerChanged(id: ID!, after: String, kinds: [String!]): CustomerChange! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   """
@@ -2274,7 +2278,10 @@ type Subscription {
   message, as the message is now.
   """
   conversationMessages(conversationId: ID, customerId: ID): Message! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
-  "Every change of every customer of the workspace, optionally only some kinds. Live only: no replay."
+  """
+  Every change of every customer of the workspace, optionally only those that
+  include some kinds (as customerChanged's ` + "`" + `kinds` + "`" + `). Live only: no replay.
+  """
   customerChanges(filter: CustomerChangeFilter): CustomerChange! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }
 
@@ -2282,7 +2289,12 @@ type Subscription {
 type CustomerChange {
   "Opaque position of this change; pass it as customerChanged(after:) to resume after it."
   cursor: String!
-  "created, traits, identity_added, event, message, consent, merged, merged_into, split or observation"
+  """
+  created, traits, identity_added, event, message, consent, merged,
+  merged_into, split or observation. When one event did several things, the
+  most telling: created > merged > identity_added > traits > consent >
+  message > event; the diff holds every part.
+  """
   kind: String!
   "The customer's version after this change; consecutive per customer."
   version: Int!
@@ -2296,7 +2308,11 @@ type CustomerChange {
   at: Time!
 }
 
-"Selects changes by kind; an empty or absent list selects every kind."
+"""
+Selects the changes that include one of ` + "`" + `kinds` + "`" + `: of one of those kinds, or
+with the part of the diff one of them records (a message of kind traits is a
+message). An empty or absent list selects every change.
+"""
 input CustomerChangeFilter {
   kinds: [String!]
 }

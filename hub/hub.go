@@ -147,6 +147,21 @@ type subscriber struct {
 	kinds  map[string]bool // nil: every kind
 }
 
+// wants reports whether a workspace stream takes c: every change without
+// kinds, else one that includes a kind it asked for, whatever kind it is
+// of (a message that also gave a name is of kind traits).
+func (s *subscriber) wants(c *Change) bool {
+	if s.kinds == nil {
+		return true
+	}
+	for k := range s.kinds {
+		if c.Includes(k) {
+			return true
+		}
+	}
+	return false
+}
+
 // subscribers are a topic's subscribers. Each knows its index, so that one
 // leaves in constant time; a slice, because most topics have one, which a
 // map would hold in 128 bytes.
@@ -719,7 +734,7 @@ func (h *Hub) baselines(ctx context.Context, batch []*topic) error {
 }
 
 // fanout queues c to the topic's subscribers and to the workspace streams
-// that want its kind. Called with h.mu held.
+// that want it. Called with h.mu held.
 func (h *Hub) fanout(t *topic, c *Change) {
 	// Backwards: a subscriber deliver drops leaves its place to the last
 	// one, which was served already.
@@ -728,7 +743,7 @@ func (h *Hub) fanout(t *topic, c *Change) {
 	}
 	if w := h.workspaces[t.ws]; w != nil {
 		for s := range w.subs {
-			if s.kinds == nil || s.kinds[c.Kind] {
+			if s.wants(c) {
 				h.deliver(s, c)
 			}
 		}

@@ -323,8 +323,9 @@ type WorkspaceStream struct {
 
 var _ Stream = (*WorkspaceStream)(nil)
 
-// SubscribeWorkspace opens a stream of the workspace's changes of the given
-// kinds (all kinds when empty).
+// SubscribeWorkspace opens a stream of the workspace's changes that include
+// one of the given kinds (c360.Change.Includes), or all of them when kinds
+// is empty.
 func (h *Hub) SubscribeWorkspace(workspaceID int64, kinds []string) (*WorkspaceStream, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -100,18 +100,22 @@ func (r *Resolver) auditContext(ctx context.Context, p *c360.Principal, customer
 	}
 }
 
-// kindFilter returns whether a change kind is wanted: every kind when kinds
-// is empty. customerChanged(kinds:) uses it, so an assistant can follow only
-// what changes its context (message, consent, merged, observation).
-func kindFilter(kinds []string) func(string) bool {
+// kindFilter returns whether a change is wanted: every change when kinds is
+// empty, else one that includes one of the kinds (c360.Change.Includes).
+// customerChanged(kinds:) uses it, so an assistant can follow only what
+// changes its context (message, consent, merged, observation).
+func kindFilter(kinds []string) func(*c360.Change) bool {
 	if len(kinds) == 0 {
-		return func(string) bool { return true }
+		return func(*c360.Change) bool { return true }
 	}
-	set := make(map[string]bool, len(kinds))
-	for _, k := range kinds {
-		set[k] = true
+	return func(c *c360.Change) bool {
+		for _, k := range kinds {
+			if c.Includes(k) {
+				return true
+			}
+		}
+		return false
 	}
-	return func(k string) bool { return set[k] }
 }
 
 // observationText is Observation.text for the caller: masked for a key that

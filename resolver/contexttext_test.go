@@ -165,7 +165,12 @@ func TestRenderContextMasking(t *testing.T) {
 func TestKindFilter(t *testing.T) {
 	all := kindFilter(nil)
 	some := kindFilter([]string{c360.ChangeMessage, c360.ChangeConsent})
-	if !all(c360.ChangeTraits) || !some(c360.ChangeMessage) || some(c360.ChangeTraits) {
-		t.Error("kindFilter: want every kind without a list, only the listed ones with one")
+	traits := &c360.Change{Kind: c360.ChangeTraits, Diff: map[string]any{"traits": map[string]any{"plan": "gold"}}}
+	message := &c360.Change{Kind: c360.ChangeMessage, Diff: map[string]any{"message": map[string]any{"id": "1"}}}
+	// An inbound message that gives its sender's name is of kind traits.
+	named := &c360.Change{Kind: c360.ChangeTraits, Diff: map[string]any{"message": map[string]any{"id": "2"},
+		"traits": map[string]any{"name": "Kerry"}}}
+	if !all(traits) || !some(message) || !some(named) || some(traits) {
+		t.Error("kindFilter: want every change without a list, only those that include a listed kind with one")
 	}
 }

@@ -21,13 +21,13 @@ func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
 	return ws, nil
 }
 
-// messageOf returns the message a message change names, as it is now, when
-// it is of conversation conv ("" for any). The message is read once per
-// change, whatever the number of subscribers.
+// messageOf returns the message a change recorded, as it is now, when it
+// is of conversation conv ("" for any). The change need not be of kind
+// message: a message that also did something else (gave a name, opted
+// out, created its customer) is of that other kind, and its diff holds the
+// message all the same. The message is read once per change, whatever the
+// number of subscribers.
 func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*c360.Message, bool, error) {
-	if c.Kind != c360.ChangeMessage {
-		return nil, false, nil
-	}
 	m, _ := c.Diff["message"].(map[string]any)
 	if m == nil {
 		return nil, false, nil

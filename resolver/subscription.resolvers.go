@@ -51,7 +51,7 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 		return nil, err
 	}
 	wanted := kindFilter(kinds) // assistant.go: an assistant's live context
-	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, wanted(c.Kind), nil })
+	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, wanted(&c.Change), nil })
 }
 
 // ConversationMessages is the resolver for the conversationMessages field.

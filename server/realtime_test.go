@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/whatsapp"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/server"
 )
@@ -329,19 +332,29 @@ func TestSubscriptionWorkspaceIsolation(t *testing.T) {
 	wantError(t, c, "cursor", c360.EINVALID)
 }
 
-// The workspace stream filters by kind.
+// The workspace stream filters by kind: it takes the changes that include
+// one of the kinds, of that kind or not.
 func TestCustomerChangesFilter(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
 	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
 	c.init(e.key)
 	c.subscribe("t", `subscription { customerChanges(filter: {kinds: ["traits"]}) { kind customerId version } }`, nil)
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
-	id := ingest(t, e.db, e.ws, email("gina@example.com"), map[string]any{"a": 1}) // created: filtered out
-	ingest(t, e.db, e.ws, email("gina@example.com"), map[string]any{"a": 2})       // traits
-	var got change
-	c.next("t", "customerChanges", &got)
-	if got.Kind != c360.ChangeTraits || got.CustomerID != fmt.Sprint(id) || got.Version != 2 {
-		t.Fatalf("got %+v, want the traits change v2 only", got)
+	id := ingest(t, e.db, e.ws, email("gina@example.com"), nil)              // created without traits: filtered out
+	ingest(t, e.db, e.ws, email("gina@example.com"), map[string]any{"a": 2}) // traits
+	other := ingest(t, e.db, e.ws, email("hugo@example.com"), map[string]any{"a": 1})
+	// Changes of different customers may arrive in either order.
+	got := map[string]bool{}
+	for range 2 {
+		var ch change
+		c.next("t", "customerChanges", &ch)
+		got[fmt.Sprintf("%s v%d %s", ch.CustomerID, ch.Version, ch.Kind)] = true
+	}
+	if want := fmt.Sprintf("%d v2 traits", id); !got[want] {
+		t.Errorf("got %v, want %s", got, want)
+	}
+	if want := fmt.Sprintf("%d v1 created", other); !got[want] {
+		t.Errorf("got %v, want %s: it set traits", got, want)
 	}
 }
 
@@ -689,4 +702,110 @@ func TestPersistedQueryKnownOverWebsockets(t *testing.T) {
 	if m.Type != "next" || !bytes.Contains(m.Payload, []byte(`"customers"`)) {
 		t.Fatalf("the hash alone over a websocket: %s %s, want the query's data", m.Type, m.Payload)
 	}
+}
+
+// A message that also changes something else is still a message. A first
+// WhatsApp message from a customer without a name gives the sender's
+// profile name, so its change is of kind traits; a first contact creates
+// its customer, a change of kind created. conversationMessages and the
+// kinds filters that ask for messages get them all, live and on resume,
+// and a change without a message is still filtered out.
+func TestMessagesThatChangeMoreReachMessageSubscribers(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	slug, secret := workspaceSlug(t, e), "whatsapp-app-secret"
+	if _, err := e.db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{WhatsAppAppSecret: &secret}); err != nil {
+		t.Fatal(err)
+	}
+	(&whatsapp.Handler{Workspaces: e.db, Ingester: e.db, StatusOf: server.StatusOf,
+		Logger: slog.New(slog.DiscardHandler), Now: e.db.Now}).Register(e.s)
+	n := 0
+	whatsApp := func(from, body string) {
+		t.Helper()
+		n++
+		payload := fmt.Sprintf(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":`+
+			`{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"1"},`+
+			`"contacts":[{"profile":{"name":"Kerry"},"wa_id":%q}],`+
+			`"messages":[{"from":%q,"id":"wamid.MC%d","timestamp":"%d","type":"text","text":{"body":%q}}]}}]}]}`,
+			from, from, n, time.Now().Unix(), body)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(payload))
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+slug, strings.NewReader(payload))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("whatsapp webhook: status %d", resp.StatusCode)
+		}
+	}
+	phone := []c360.Identity{{Type: "phone", Value: "+16505551234"}}
+	cust := ingest(t, e.db, e.ws, phone, nil) // known by phone, without a name
+	subscribe := func(query string, vars map[string]any) *wsClient {
+		t.Helper()
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(e.key)
+		c.subscribe("s", query, vars)
+		return c
+	}
+	const messageKinds = `subscription($id: ID!, $after: String) { customerChanged(id: $id, after: $after, kinds: ["message"]) { cursor kind version diff } }`
+	messages := subscribe(`subscription($c: ID) { conversationMessages(customerId: $c) { body } }`, map[string]any{"c": fmt.Sprint(cust)})
+	changed := subscribe(messageKinds, map[string]any{"id": fmt.Sprint(cust)})
+	workspace := subscribe(`subscription { customerChanges(filter: {kinds: ["message"]}) { kind customerId version diff } }`, nil)
+	waitFor(t, "the subscriptions to start", func() bool { return e.hub.Stats().Streams == 3 })
+
+	whatsApp("16505551234", "first")                             // v2: gives the name, kind traits
+	ingest(t, e.db, e.ws, phone, map[string]any{"plan": "gold"}) // v3: no message
+	whatsApp("16505551234", "second")                            // v4: kind message
+	whatsApp("16505551299", "hello")                             // a new customer's v1: kind created
+
+	for _, want := range []string{"first", "second"} {
+		var m struct{ Body string }
+		messages.next("s", "conversationMessages", &m)
+		if m.Body != want {
+			t.Fatalf("conversationMessages got %q, want %q", m.Body, want)
+		}
+	}
+	wantMessages := func(c *wsClient, what string) {
+		t.Helper()
+		for _, want := range []struct {
+			version int64
+			kind    string
+		}{{2, c360.ChangeTraits}, {4, c360.ChangeMessage}} {
+			got := c.nextChange("s")
+			if got.Version != want.version || got.Kind != want.kind || got.Diff["message"] == nil {
+				t.Fatalf("%s got %s v%d %v, want the %s change v%d with its message", what, got.Kind, got.Version, got.Diff, want.kind, want.version)
+			}
+		}
+	}
+	wantMessages(changed, "customerChanged(kinds: message)")
+
+	got := map[string]bool{}
+	for range 3 {
+		var ch change
+		workspace.next("s", "customerChanges", &ch)
+		if ch.Diff["message"] == nil {
+			t.Fatalf("customerChanges(kinds: message) got %+v, want a change with a message", ch)
+		}
+		got[fmt.Sprintf("%s v%d %s", ch.CustomerID, ch.Version, ch.Kind)] = true
+	}
+	for _, want := range []string{fmt.Sprintf("%d v2 traits", cust), fmt.Sprintf("%d v4 message", cust)} {
+		if !got[want] {
+			t.Errorf("customerChanges(kinds: message) got %v, want %s among them", got, want)
+		}
+	}
+	var created bool
+	for k := range got {
+		created = created || strings.HasSuffix(k, " v1 created")
+	}
+	if !created {
+		t.Errorf("customerChanges(kinds: message) got %v, want the first contact's created change", got)
+	}
+
+	// Resuming replays through the same filter.
+	resumed := subscribe(messageKinds, map[string]any{"id": fmt.Sprint(cust), "after": hubCursor(cust, 1)})
+	wantMessages(resumed, "customerChanged(after: v1, kinds: message)")
 }

@@ -38,7 +38,9 @@ type CreatedAPIKey struct {
 	Key    *c360.APIKey `json:"key"`
 }
 
-// Selects changes by kind; an empty or absent list selects every kind.
+// Selects the changes that include one of `kinds`: of one of those kinds, or
+// with the part of the diff one of them records (a message of kind traits is a
+// message). An empty or absent list selects every change.
 type CustomerChangeFilter struct {
 	Kinds []string `json:"kinds,omitempty"`
 }
