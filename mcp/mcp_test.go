@@ -483,3 +483,64 @@ func TestOutOfRangeArgumentsAreRefusedByTheSchema(t *testing.T) {
 		}
 	}
 }
+
+// inbound is a message from the customer, on its channel (and chat
+// thread), at its time.
+type inbound struct {
+	channel, thread, body string
+	at                    time.Time
+}
+
+// inbound stores the messages as received from phone, in order, and returns
+// the customer's id.
+func (e *env) inbound(t *testing.T, phone string, msgs []inbound) string {
+	t.Helper()
+	var id int64
+	for i, m := range msgs {
+		ev := &c360.Event{Type: c360.EventMessage, Identities: []c360.Identity{{Type: "phone", Value: phone}},
+			Source: "test", DedupeKey: fmt.Sprint(phone, "/", i), OccurredAt: m.at, ReceivedAt: m.at,
+			Message: &c360.MessageInput{Channel: m.channel, Direction: c360.DirectionInbound, Body: m.body, Status: "received"}}
+		if m.thread != "" {
+			ev.Properties = map[string]any{"threadKey": m.thread}
+		}
+		res, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id = res[0].CustomerID
+	}
+	return fmt.Sprint(id)
+}
+
+// bodies returns the bodies of list_recent_messages's result, in order.
+func bodies(t *testing.T, cs *sdk.ClientSession, customer string, limit int) []string {
+	t.Helper()
+	out, text, isErr := call(t, cs, mcp.ToolListRecentMessages, map[string]any{"customerId": customer, "limit": limit})
+	if isErr {
+		t.Fatalf("list_recent_messages: %s", text)
+	}
+	msgs, _ := out["messages"].([]any)
+	got := make([]string, len(msgs))
+	for i, m := range msgs {
+		got[i], _ = m.(map[string]any)["body"].(string)
+	}
+	return got
+}
+
+// list_recent_messages orders messages newest first, then by id, as
+// GraphQL pages them. The Time scalar drops a fraction's trailing zeros:
+// compared as strings, "…:58Z" would come after the later "…:58.3Z".
+func TestRecentMessagesNewestFirst(t *testing.T) {
+	e := newEnv(t)
+	at := time.Date(2025, 3, 1, 11, 57, 58, 0, time.UTC)
+	customer := e.inbound(t, "+14155550142", []inbound{
+		{channel: c360.ChannelSMS, body: "a", at: at},
+		{channel: c360.ChannelWhatsApp, body: "b", at: at},
+		{channel: c360.ChannelSMS, body: "c", at: at}, // as old as b, and stored after it
+		{channel: c360.ChannelWhatsApp, body: "d", at: at.Add(300 * time.Millisecond)},
+	})
+	cs := e.connect(t, e.keys["agent"])
+	if got, want := strings.Join(bodies(t, cs, customer, 20), " "), "d c b a"; got != want {
+		t.Errorf("list_recent_messages bodies = %s, want %s", got, want)
+	}
+}

@@ -1,11 +1,13 @@
 package mcp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
+	"strconv"
+	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -238,23 +240,24 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if data.Customer == nil {
 			return nil, nil, &ToolError{Code: c360.ENOTFOUND, Message: fmt.Sprintf("no customer %s", in.CustomerID)}
 		}
-		var msgs []map[string]any
+		var msgs []listedMessage
 		for _, c := range data.Customer.Conversations.Edges {
 			for _, m := range c.Node.Messages.Edges {
 				m.Node["conversationId"], m.Node["conversationStatus"] = c.Node.ID, c.Node.Status
-				msgs = append(msgs, m.Node)
+				lm, err := listMessage(m.Node)
+				if err != nil {
+					return nil, nil, err
+				}
+				msgs = append(msgs, lm)
 			}
 		}
-		// RFC 3339 times in UTC sort as strings.
-		slices.SortStableFunc(msgs, func(a, b map[string]any) int {
-			return strings.Compare(fmt.Sprint(b["createdAt"]), fmt.Sprint(a["createdAt"]))
-		})
+		slices.SortFunc(msgs, newestFirst)
 		if len(msgs) > limit {
 			msgs = msgs[:limit]
 		}
 		list := make([]any, len(msgs))
 		for i, m := range msgs {
-			list[i] = m
+			list[i] = m.node
 		}
 		return nil, Result{"customerId": data.Customer.ID, "messages": list}, nil
 	})
@@ -296,6 +299,38 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
 		return passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
 	})
+}
+
+// listedMessage is a message of list_recent_messages: its GraphQL node, and
+// the time and id it is ordered by.
+type listedMessage struct {
+	node map[string]any
+	at   time.Time
+	id   int64
+}
+
+func listMessage(node map[string]any) (listedMessage, error) {
+	s, _ := node["createdAt"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return listedMessage{}, fmt.Errorf("message createdAt %q: %w", s, err)
+	}
+	s, _ = node["id"].(string)
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return listedMessage{}, fmt.Errorf("message id %q: %w", s, err)
+	}
+	return listedMessage{node: node, at: at, id: id}, nil
+}
+
+// newestFirst orders messages as GraphQL pages them: newest first, then the
+// higher id. Times are compared as times: the Time scalar drops a fraction's
+// trailing zeros, so "…:58Z", the older, sorts after "…:58.3Z" as a string.
+func newestFirst(a, b listedMessage) int {
+	if c := b.at.Compare(a.at); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.id, a.id)
 }
 
 // passOn returns a tool's result as execute's data, as GraphQL wrote it.
