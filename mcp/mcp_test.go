@@ -544,3 +544,40 @@ func TestRecentMessagesNewestFirst(t *testing.T) {
 		t.Errorf("list_recent_messages bodies = %s, want %s", got, want)
 	}
 }
+
+// list_recent_messages returns the customer's most recent messages across
+// all their conversations, however many conversations were active since.
+// Twelve chat threads: ten read first would hide the other two, whose
+// messages are newer than the busy thread's first four, and one of which
+// has a message as new as the tenth thread's, and stored after it.
+func TestRecentMessagesAcrossConversations(t *testing.T) {
+	e := newEnv(t)
+	at := func(s int) time.Time { return time.Date(2025, 3, 1, 12, 0, s, 0, time.UTC) }
+	chat := func(thread, body string, s int) inbound {
+		return inbound{channel: c360.ChannelChat, thread: thread, body: body, at: at(s)}
+	}
+	msgs := []inbound{chat("busy", "busy0", 0), chat("busy", "busy1", 1), chat("busy", "busy2", 2), chat("busy", "busy3", 3),
+		chat("late2", "late2", 9), chat("late1", "late1a", 10)}
+	for s := 20; s <= 28; s++ {
+		msgs = append(msgs, chat(fmt.Sprint("n", s), fmt.Sprint("n", s), s))
+	}
+	msgs = append(msgs, chat("late1", "late1b", 20), chat("busy", "busy30", 30))
+	customer := e.inbound(t, "+14155550143", msgs)
+	cs := e.connect(t, e.keys["agent"])
+
+	all := "busy30 n28 n27 n26 n25 n24 n23 n22 n21 late1b n20 late1a late2 busy3 busy2 busy1 busy0"
+	for _, c := range []struct {
+		limit int
+		want  string
+	}{
+		{20, all},
+		{17, all},
+		{11, strings.Join(strings.Fields(all)[:11], " ")},
+		{10, strings.Join(strings.Fields(all)[:10], " ")},
+		{3, "busy30 n28 n27"},
+	} {
+		if got := strings.Join(bodies(t, cs, customer, c.limit), " "); got != c.want {
+			t.Errorf("list_recent_messages limit %d:\n got  %s\n want %s", c.limit, got, c.want)
+		}
+	}
+}

@@ -98,9 +98,11 @@ const (
 	searchQuery = `query SearchCustomers($query: String, $first: Int) {
   customers(query: $query, first: $first) { edges { node { id traits identities { type value } updatedAt } } pageInfo { hasNextPage } } }`
 
-	messagesQuery = `query RecentMessages($id: ID!, $conversations: Int!, $messages: Int!) {
-  customer(id: $id) { id conversations(first: $conversations) { edges { node {
-    id channel status messages(first: $messages) { edges { node { id channel direction body status createdAt } } } } } } } }`
+	messagesQuery = `query RecentMessages($id: ID!, $conversations: Int!, $after: String, $messages: Int!) {
+  customer(id: $id) { id conversations(first: $conversations, after: $after) {
+    edges { node { id channel status lastMessageAt
+      messages(first: $messages) { edges { node { id channel direction body status createdAt } } } } }
+    pageInfo { hasNextPage endCursor } } } }`
 
 	observationMutation = `mutation RecordObservation($customerId: ID!, $text: String!, $source: String, $confidence: Float) {
   observation: recordObservation(customerId: $customerId, text: $text, source: $source, confidence: $confidence) {
@@ -210,56 +212,11 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		if limit < 1 || limit > 100 {
 			return nil, nil, &ToolError{Code: c360.EINVALID, Message: "limit must be between 1 and 100"}
 		}
-		var data struct {
-			Customer *struct {
-				ID            string `json:"id"`
-				Conversations struct {
-					Edges []struct {
-						Node struct {
-							ID       string `json:"id"`
-							Channel  string `json:"channel"`
-							Status   string `json:"status"`
-							Messages struct {
-								Edges []struct {
-									Node map[string]any `json:"node"`
-								} `json:"edges"`
-							} `json:"messages"`
-						} `json:"node"`
-					} `json:"edges"`
-				} `json:"conversations"`
-			} `json:"customer"`
-		}
-		vars := map[string]any{"id": in.CustomerID, "conversations": 10, "messages": limit}
-		raw, err := s.execute(ctx, creds(req), messagesQuery, vars)
-		if err == nil {
-			err = decodeData(raw, &data)
-		}
+		res, err := s.recentMessages(ctx, creds(req), in.CustomerID, limit)
 		if err != nil {
 			return nil, nil, err
 		}
-		if data.Customer == nil {
-			return nil, nil, &ToolError{Code: c360.ENOTFOUND, Message: fmt.Sprintf("no customer %s", in.CustomerID)}
-		}
-		var msgs []listedMessage
-		for _, c := range data.Customer.Conversations.Edges {
-			for _, m := range c.Node.Messages.Edges {
-				m.Node["conversationId"], m.Node["conversationStatus"] = c.Node.ID, c.Node.Status
-				lm, err := listMessage(m.Node)
-				if err != nil {
-					return nil, nil, err
-				}
-				msgs = append(msgs, lm)
-			}
-		}
-		slices.SortFunc(msgs, newestFirst)
-		if len(msgs) > limit {
-			msgs = msgs[:limit]
-		}
-		list := make([]any, len(msgs))
-		for i, m := range msgs {
-			list[i] = m.node
-		}
-		return nil, Result{"customerId": data.Customer.ID, "messages": list}, nil
+		return nil, res, nil
 	})
 
 	sdk.AddTool(srv, &sdk.Tool{
@@ -299,6 +256,97 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
 		return passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
 	})
+}
+
+// conversationsPerRead is how many conversations list_recent_messages reads
+// at a time, each with up to limit messages: at a limit of 100, a read costs
+// about 8,000 of the 20,000 complexity the server allows one operation by
+// default (server.Limits).
+const conversationsPerRead = 10
+
+// recentMessages is list_recent_messages's result: the customer's limit
+// most recent messages across all their conversations, newest first.
+//
+// Conversations come most recently active first, and no message of a
+// conversation is newer than its lastMessageAt. So no message of a
+// conversation not read yet is newer than the lastMessageAt of the last one
+// read: once the limit-th newest message read is newer than that, the list
+// is complete, and most customers' is after the first read. A conversation's
+// messages past its limit newest cannot make the list either.
+func (s *Server) recentMessages(ctx context.Context, authorization, customerID string, limit int) (Result, error) {
+	var (
+		id    string
+		msgs  []listedMessage
+		after *string
+	)
+	for {
+		var data struct {
+			Customer *struct {
+				ID            string `json:"id"`
+				Conversations struct {
+					Edges []struct {
+						Node struct {
+							ID            string     `json:"id"`
+							Channel       string     `json:"channel"`
+							Status        string     `json:"status"`
+							LastMessageAt *time.Time `json:"lastMessageAt"`
+							Messages      struct {
+								Edges []struct {
+									Node map[string]any `json:"node"`
+								} `json:"edges"`
+							} `json:"messages"`
+						} `json:"node"`
+					} `json:"edges"`
+					PageInfo struct {
+						HasNextPage bool   `json:"hasNextPage"`
+						EndCursor   string `json:"endCursor"`
+					} `json:"pageInfo"`
+				} `json:"conversations"`
+			} `json:"customer"`
+		}
+		vars := map[string]any{"id": customerID, "conversations": conversationsPerRead, "after": after, "messages": limit}
+		raw, err := s.execute(ctx, authorization, messagesQuery, vars)
+		if err == nil {
+			err = decodeData(raw, &data)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if data.Customer == nil {
+			return nil, &ToolError{Code: c360.ENOTFOUND, Message: fmt.Sprintf("no customer %s", customerID)}
+		}
+		id = data.Customer.ID
+		convs := data.Customer.Conversations
+		for _, c := range convs.Edges {
+			for _, m := range c.Node.Messages.Edges {
+				m.Node["conversationId"], m.Node["conversationStatus"] = c.Node.ID, c.Node.Status
+				lm, err := listMessage(m.Node)
+				if err != nil {
+					return nil, err
+				}
+				msgs = append(msgs, lm)
+			}
+		}
+		slices.SortFunc(msgs, newestFirst)
+		if len(msgs) > limit {
+			msgs = msgs[:limit]
+		}
+		if !convs.PageInfo.HasNextPage || len(convs.Edges) == 0 {
+			break
+		}
+		// A conversation without messages is ordered by when it opened,
+		// which the API does not tell: it bounds nothing, read on.
+		last := convs.Edges[len(convs.Edges)-1].Node.LastMessageAt
+		if len(msgs) == limit && last != nil && msgs[limit-1].at.After(*last) {
+			break
+		}
+		after = &convs.PageInfo.EndCursor
+	}
+	list := make([]any, len(msgs))
+	for i, m := range msgs {
+		list[i] = m.node
+	}
+	return Result{"customerId": id, "messages": list}, nil
 }
 
 // listedMessage is a message of list_recent_messages: its GraphQL node, and
