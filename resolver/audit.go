@@ -101,7 +101,12 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 	}
 	col := &collector{p: p}
 	if oc := graphql.GetOperationContext(ctx); oc != nil {
+		// The name the request gave, else the one its document gives the
+		// operation it runs (a client need not send operationName).
 		col.op = oc.OperationName
+		if col.op == "" && oc.Operation != nil {
+			col.op = oc.Operation.Name
+		}
 	}
 	h := next(context.WithValue(ctx, collectorKey{}, col))
 	return func(ctx context.Context) *graphql.Response {

@@ -80,7 +80,22 @@ func (x *SharedSubscriptions) InterceptOperation(ctx context.Context, next graph
 	// figures) is of no use to anyone once it runs.
 	oc.Stats = graphql.Stats{OperationStart: oc.Stats.OperationStart, Read: oc.Stats.Read,
 		Parsing: oc.Stats.Parsing, Validation: oc.Stats.Validation}
-	return next(context.WithValue(ctx, holderKey{}, &holder{key: fingerprint(ctx, oc), principal: c360.PrincipalFromContext(ctx)}))
+	h := &holder{key: fingerprint(ctx, oc), principal: c360.PrincipalFromContext(ctx)}
+	if h.principal != nil && h.principal.Role == c360.RoleAssistant {
+		h.audited = subscriptionField(oc.Operation)
+	}
+	return next(context.WithValue(ctx, holderKey{}, h))
+}
+
+// subscriptionField names a subscription operation's field
+// (customerChanged, conversationMessages...), for the audit log.
+func subscriptionField(op *ast.OperationDefinition) string {
+	for _, sel := range op.SelectionSet {
+		if f, ok := sel.(*ast.Field); ok {
+			return f.Name
+		}
+	}
+	return "subscription"
 }
 
 // InterceptResponse serves each response of a subscription from its source,
@@ -121,6 +136,15 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 		h.ended = true
 		h.src.end()
 		return endResponse(ctx, err)
+	}
+	if h.audited != "" {
+		// An assistant reads through a subscription what it reads through
+		// a query, but a change or a message is not a Customer, whose
+		// fields @hasRole notes: each change delivered is a read of its
+		// customer, noted here for every subscriber, whoever renders it.
+		if col := collectorFrom(ctx); col != nil {
+			col.add(c360.AuditCustomerRead, c.CustomerID, h.audited)
+		}
 	}
 	v, err := c.Shared(ctx, h.key, func() (any, bool) {
 		put()
@@ -163,8 +187,11 @@ type holderKey struct{}
 type holder struct {
 	key       string
 	principal *c360.Principal // the operation's, read once
-	src       *source
-	ended     bool
+	// audited names the subscription's field when the caller is an
+	// assistant, whose reads are audited; "" for other callers.
+	audited string
+	src     *source
+	ended   bool
 }
 
 // source is a subscription's changes, filtered and converted: next returns

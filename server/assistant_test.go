@@ -346,3 +346,52 @@ func workspaceSlug(t *testing.T, e *rtEnv) string {
 	}
 	return slug
 }
+
+// What an assistant reads through a subscription is audited as what it
+// reads through a query: every change or message delivered is a
+// customer.read of its customer, naming the subscription, for each
+// subscriber (the two subscriptions of one key below share their renders).
+func TestAssistantSubscriptionReadsAreAudited(t *testing.T) {
+	e := newRTEnv(t, rtOptions{audit: true})
+	ctx := context.Background()
+	key, _, err := e.db.CreateAPIKey(ctx, workspaceSlug(t, e), c360.RoleAssistant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550123"}}
+	cust := ingest(t, e.db, e.ws, phone, map[string]any{"plan": "pro"})
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(key)
+	vars := map[string]any{"id": fmt.Sprint(cust)}
+	c.subscribe("m", `subscription Bodies($id: ID) { conversationMessages(customerId: $id) { body } }`, vars)
+	c.subscribe("d", `subscription Diffs($id: ID!) { customerChanged(id: $id) { kind diff } }`, vars)
+	c.subscribe("d2", `subscription Diffs($id: ID!) { customerChanged(id: $id) { kind diff } }`, vars)
+	waitFor(t, "the subscriptions to start", func() bool { return e.hub.Stats().Streams >= 3 })
+	now := time.Now().UTC()
+	if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Identities: phone,
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "my order 1234 is late", Status: "received"},
+		Source:  "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < 3 {
+		got[c.read().ID] = true
+	}
+	if err := e.audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, _, err := e.db.FindAuditEntries(ctx, e.ws, c360.AuditFilter{First: 100, Action: c360.AuditCustomerRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := map[string]int{}
+	for _, a := range entries {
+		if a.CustomerID != cust {
+			t.Errorf("audit entry of customer %d, want %d: %+v", a.CustomerID, cust, a)
+		}
+		reads[strings.Join(a.Fields, ",")+" "+fmt.Sprint(a.Detail["operation"])]++
+	}
+	if want := map[string]int{"conversationMessages Bodies": 1, "customerChanged Diffs": 2}; fmt.Sprint(reads) != fmt.Sprint(want) {
+		t.Errorf("customer.read entries = %v, want %v", reads, want)
+	}
+}

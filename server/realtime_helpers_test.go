@@ -33,6 +33,8 @@ type rtEnv struct {
 	srv *httptest.Server
 	ws  int64
 	key string
+	// audit is the audit log's writer, with rtOptions.audit.
+	audit *postgres.AuditWriter
 }
 
 type rtOptions struct {
@@ -42,6 +44,8 @@ type rtOptions struct {
 	cfg server.Config
 	// auth, when set, stands for the store as the API key service.
 	auth func(*postgres.DB) c360.APIKeyService
+	// audit writes reads to the audit log (rtEnv.audit).
+	audit bool
 }
 
 func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
@@ -58,6 +62,11 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 	db.OnCommit = h.Wake
 	res := newResolver(db)
 	res.Hub, res.Realtime = h, db
+	var audit *postgres.AuditWriter
+	if o.audit {
+		audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
+		res.Audit = audit
+	}
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -77,8 +86,11 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 		srv.Close()
 		cancel()
 		<-done
+		if audit != nil {
+			audit.Close()
+		}
 	})
-	return &rtEnv{db: db, hub: h, s: s, srv: srv, ws: ws, key: key}
+	return &rtEnv{db: db, hub: h, s: s, srv: srv, ws: ws, key: key, audit: audit}
 }
 
 // ingest stores one event for the customer with the identity and returns
