@@ -1,6 +1,9 @@
 package c360
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Change kinds written to the change feed.
 const (
@@ -51,4 +54,24 @@ func (c *Change) Includes(kind string) bool {
 	}
 	part, ok := changeParts[kind]
 	return ok && c.Diff[part] != nil
+}
+
+// ChangeKinds are the kinds a change may have, in the order of the
+// precedence its kind follows, with observation (a change of its own).
+var ChangeKinds = []string{ChangeCreated, ChangeMerged, ChangeMergedInto, ChangeSplit, ChangeIdentityAdded,
+	ChangeTraits, ChangeConsent, ChangeMessage, ChangeEvent, ChangeObservation}
+
+// CheckChangeKinds refuses a kind no change has: a filter that names one
+// (a typo, "messages") would select nothing, silently.
+func CheckChangeKinds(kinds []string) error {
+	for _, k := range kinds {
+		known := false
+		for _, c := range ChangeKinds {
+			known = known || k == c
+		}
+		if !known {
+			return Errorf(EINVALID, "unknown change kind %q: the kinds are %s", truncateForMessage(k), strings.Join(ChangeKinds, ", "))
+		}
+	}
+	return nil
 }

@@ -38,6 +38,9 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 	if err != nil {
 		return nil, err
 	}
+	if err := c360.CheckChangeKinds(kinds); err != nil {
+		return nil, err
+	}
 	var pos *hub.Cursor
 	if after != nil && *after != "" {
 		c, err := hub.DecodeCursor(*after)
@@ -98,6 +101,9 @@ func (r *subscriptionResolver) CustomerChanges(ctx context.Context, filter *mode
 	var kinds []string
 	if filter != nil {
 		kinds = filter.Kinds
+	}
+	if err := c360.CheckChangeKinds(kinds); err != nil {
+		return nil, err
 	}
 	st, err := r.Hub.SubscribeWorkspace(ws, kinds)
 	if err != nil {

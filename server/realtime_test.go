@@ -356,6 +356,13 @@ func TestCustomerChangesFilter(t *testing.T) {
 	if want := fmt.Sprintf("%d v1 created", other); !got[want] {
 		t.Errorf("got %v, want %s: it set traits", got, want)
 	}
+	// A kind no change has would select nothing: it is refused, on either
+	// subscription.
+	c.subscribe("typo", `subscription { customerChanges(filter: {kinds: ["messages"]}) { kind } }`, nil)
+	wantError(t, c, "typo", c360.EINVALID)
+	c.subscribe("typo2", `subscription($id: ID!) { customerChanged(id: $id, kinds: ["traits", "Message"]) { kind } }`,
+		map[string]any{"id": fmt.Sprint(id)})
+	wantError(t, c, "typo2", c360.EINVALID)
 }
 
 // conversationMessages delivers a customer's new messages as they are now.
