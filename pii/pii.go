@@ -196,9 +196,11 @@ func KeyKind(key string) Kind {
 		return k
 	}
 	// phone2, address_line1, email_2.
-	n = strings.TrimRight(n, "0123456789")
-	if k, ok := keyKinds[n]; ok {
-		return k
+	if t := trimDigits(n); len(t) < len(n) {
+		n = t
+		if k, ok := keyKinds[n]; ok {
+			return k
+		}
 	}
 	switch {
 	case strings.HasSuffix(n, "email"), strings.HasSuffix(n, "emailaddress"):
@@ -221,6 +223,9 @@ func KeyKind(key string) Kind {
 // number: mobile_number, contact_no, whatsapp_num, cellnumber; and ends
 // there (phone_verified is not a phone).
 func phoneNumberKey(n string) bool {
+	if !strings.HasSuffix(n, "number") && !strings.HasSuffix(n, "no") && !strings.HasSuffix(n, "num") && !strings.HasSuffix(n, "nr") {
+		return false
+	}
 	for _, kind := range []string{"phone", "mobile", "cell", "tel", "telephone", "contact", "whatsapp", "sms", "fax"} {
 		if rest, ok := strings.CutPrefix(n, kind); ok {
 			switch rest {
@@ -230,6 +235,15 @@ func phoneNumberKey(n string) bool {
 		}
 	}
 	return false
+}
+
+// trimDigits drops the digits n ends with.
+func trimDigits(n string) string {
+	i := len(n)
+	for i > 0 && n[i-1] >= '0' && n[i-1] <= '9' {
+		i--
+	}
+	return n[:i]
 }
 
 // nonPersonalNames are the things whose name a key may hold (company_name,
@@ -244,6 +258,10 @@ var nonPersonalNames = map[string]bool{
 	"template": true, "channel": true, "tag": true, "field": true, "property": true, "trait": true,
 	"source": true, "integration": true, "workspace": true, "project": true, "coupon": true,
 	"promotion": true, "experiment": true, "feature": true, "step": true, "flow": true, "bot": true,
+	"city": true, "town": true, "country": true, "state": true, "region": true, "province": true,
+	"county": true, "location": true, "venue": true, "language": true, "locale": true, "timezone": true,
+	"currency": true, "payment": true, "method": true, "provider": true, "carrier": true, "network": true,
+	"job": true, "role": true, "title": true, "department": true, "industry": true, "segment": true,
 }
 
 func normalizeKey(key string) string {
@@ -327,6 +345,9 @@ func diffPart(key string, v any, found *[]string, masking bool) (nv any, changed
 		nv, changed = identityObject(v, key, found, masking)
 	case "identitiesAdded":
 		nv, changed = eachOf(v, func(e any) (any, bool) { return identityObject(e, key, found, masking) })
+	case "event":
+		// The event's id, type and name: "Order Completed" is no one's.
+		return v, false, true
 	case "reason":
 		nv, changed = textValue(v, key, found, masking)
 	case "dropped":
@@ -470,9 +491,10 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		return nil, false
 	case string:
 		if k == "" {
-			// A key that says nothing: free text, with whatever addresses
-			// and numbers it holds masked (a whole one included).
-			m, kinds := Text(v, masking)
+			// A key that says nothing: its addresses and phone numbers are
+			// masked, a whole one included, but a bare run of digits is an
+			// id or a time there, not a phone number (text's bare).
+			m, kinds := text(v, masking, false)
 			if len(kinds) == 0 {
 				return v, false
 			}

@@ -70,7 +70,7 @@ func TestKeyKind(t *testing.T) {
 		"shipping_address": KindAddress, "billingAddress": KindAddress, "shipping_zip": KindAddress,
 		"birth_year":   KindBirth,
 		"company_name": "", "productName": "", "event_name": "", "phone_verified": "", "order_number": "",
-		"number": "", "emailsOpened": "",
+		"number": "", "emailsOpened": "", "city_name": "", "country_name": "", "stateName": "",
 	} {
 		if got := KeyKind(key); got != want {
 			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
@@ -185,7 +185,7 @@ func TestDiff(t *testing.T) {
 		"reason":          "caller confirmed 415-555-0100",
 		"dropped":         []any{`phone "+14155550122": limit: merging customer 1 would combine email "a@example.com", "b@example.com"`, `user_id "u2": taken`},
 		"traits":          map[string]any{"name": "Jane", "plan": "pro"},
-		"event":           map[string]any{"id": "7", "type": "identify", "name": ""},
+		"event":           map[string]any{"id": "7", "type": "track", "name": "Order Completed"},
 		"actor":           "key 4e66",
 	}
 	want := map[string]any{
@@ -195,7 +195,7 @@ func TestDiff(t *testing.T) {
 		"reason":          "caller confirmed ******0100",
 		"dropped":         []any{`phone "+1******0122": limit: merging customer 1 would combine email "a***@example.com", "b***@example.com"`, `user_id "u2": taken`},
 		"traits":          map[string]any{"name": "J***", "plan": "pro"},
-		"event":           map[string]any{"id": "7", "type": "identify", "name": ""},
+		"event":           map[string]any{"id": "7", "type": "track", "name": "Order Completed"},
 		"actor":           "key 4e66",
 	}
 	before := jsonString(diff)
@@ -216,5 +216,29 @@ func TestDiff(t *testing.T) {
 	plain := map[string]any{"merged": []any{"4"}, "forced": true, "survivorId": "9"}
 	if got, found := Diff(plain, true); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
 		t.Errorf("Diff(nothing personal) = %v (found %v), want the input itself", got, found)
+	}
+}
+
+// Values that are ids, times, amounts or links pass under keys that say
+// nothing: masking them would only break them for an assistant. Personal
+// data inside such values still does not pass.
+func TestJSONLeavesIdsAlone(t *testing.T) {
+	plain := map[string]any{
+		"order_id": "50314b8e9bcf000000000000", "id": "123e4567-e89b-12d3-a456-426614174000",
+		"ts": "05/13/2025 10:30", "unix": "1714732800", "order": "5012345678901",
+		"url": "https://shop.example.com/orders/1234567890", "img": "https://cdn.example.com/i/2024/123/4567/89.jpg",
+		"sent_at": "2025-05-03T10:00:00.000Z", "city_name": "Lyon", "price": "1234567890.00",
+	}
+	if got, found := JSON(plain); len(found) != 0 || jsonString(got) != jsonString(plain) {
+		t.Errorf("JSON(ids and times) = %s, found %v; want it unchanged", jsonString(got), found)
+	}
+	personal := map[string]any{
+		"note": "call (415) 555-0100 after 6", "ref": "order 42 for jane@example.com", "to": "+1 415 555 0100",
+	}
+	want := map[string]any{
+		"note": "call (******0100 after 6", "ref": "order 42 for j***@example.com", "to": "+1******0100",
+	}
+	if got, found := JSON(personal); jsonString(got) != jsonString(want) || len(found) != 3 {
+		t.Errorf("JSON(personal) = %s, found %v; want %s", jsonString(got), found, jsonString(want))
 	}
 }

@@ -57,8 +57,10 @@ func TestMayHoldAgreesWithFind(t *testing.T) {
 		"email", "phone", "name", "zip", "mobile", "lastName", "home_phone", "address", "dob"}
 	plainKeys := 9
 	strs := []string{"pro", "red", "SKU-1", "https://example.com", "2024-03-01", "12345678", "a: b, c",
-		"jane@example.com", "+14155550100", "+442071838750"}
-	plainStrs := 7
+		"2025-05-03T10:00:00.000Z", "123e4567-e89b-12d3-a456-426614174000", "50314b8e9bcf000000000000",
+		"https://shop.example.com/orders/1234567890",
+		"jane@example.com", "+14155550100", "+442071838750", "call (415) 555-0100"}
+	plainStrs := 11
 	rng := rand.New(rand.NewPCG(1, 2))
 	var value func(depth int, plain bool) any
 	object := func(depth int, plain bool) map[string]any {
