@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,16 +150,28 @@ func (l *limiter[K]) len() int {
 	return len(l.m)
 }
 
-// writeRateLimited answers 429 with Retry-After (whole seconds, at least 1)
-// and a coded GraphQL-shaped body.
-func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
+// rateLimited sets Retry-After (whole seconds, at least 1) and returns the
+// coded error that says what is over its limit, for the caller to answer in
+// its route's shape.
+func rateLimited(w http.ResponseWriter, retry time.Duration, what string) error {
 	secs := int(math.Ceil(retry.Seconds()))
 	if secs < 1 {
 		secs = 1
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeGraphQLError(w, http.StatusTooManyRequests,
-		c360.Errorf(c360.ERATELIMITED, "rate limit of %s exceeded: retry after %d s", what, secs))
+	return c360.Errorf(c360.ERATELIMITED, "rate limit of %s exceeded: retry after %d s", what, secs)
+}
+
+// writeRateLimited answers 429 with Retry-After and a coded GraphQL-shaped
+// body.
+func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
+	writeGraphQLRateLimited(w, rateLimited(w, retry, what))
+}
+
+// writeGraphQLRateLimited answers err, an ERATELIMITED error, with 429 and a
+// GraphQL-shaped body.
+func writeGraphQLRateLimited(w http.ResponseWriter, err error) {
+	writeGraphQLError(w, http.StatusTooManyRequests, err)
 }
 
 // LimitWebhook takes a token from the bucket of the workspace a provider
@@ -172,9 +183,7 @@ func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
 // verified for limitUnverified. False means the request was answered with
 // 429 and Retry-After.
 func (s *Server) LimitWebhook(w http.ResponseWriter, r *http.Request, workspaceID int64) bool {
-	if v, _ := r.Context().Value(verifiedKey{}).(*atomic.Bool); v != nil {
-		v.Store(true)
-	}
+	markVerified(r)
 	ok, retry := s.webhookLimit.allow("ws:" + strconv.FormatInt(workspaceID, 10))
 	if !ok {
 		writeRateLimited(w, retry, "this workspace's webhooks")
@@ -182,28 +191,35 @@ func (s *Server) LimitWebhook(w http.ResponseWriter, r *http.Request, workspaceI
 	return ok
 }
 
-// verifiedKey is the context key of a webhook request's mark: set by
-// LimitWebhook once the connector has verified the request.
+// verifiedKey is the context key of a request's mark: set by LimitWebhook
+// or AllowWriteKey once the connector has verified the request.
 type verifiedKey struct{}
 
-// limitUnverified bounds, per client address, the provider webhook requests
-// (patterns with {workspace}) that are never verified: an unknown
-// workspace, a body over the limit, a missing or wrong signature. Each
-// costs a body read, a workspace lookup and an HMAC, and none spends a
-// workspace's tokens (LimitWebhook), so without this a flood of forgeries
-// would cost unbounded work. A request that does not verify takes a token
-// from its address's bucket once answered; an address whose bucket is
-// empty is answered 429 before anything runs. A verified request takes
-// none, so a provider's own requests are refused only when they come from
-// an address that also sent that many unverified ones (behind a proxy that
-// hides clients' addresses, every client's). Concurrent requests from one
-// address may overshoot its burst by as many as are in flight when it
-// empties. Other patterns (the Segment API, whose requests are limited per
-// write key once it is checked) are returned unchanged.
-func (s *Server) limitUnverified(pattern string, h http.Handler) http.Handler {
-	if !strings.Contains(pattern, "{workspace}") {
-		return h
+// markVerified marks r, a request limitUnverified passed on, as verified.
+func markVerified(r *http.Request) {
+	if v, _ := r.Context().Value(verifiedKey{}).(*atomic.Bool); v != nil {
+		v.Store(true)
 	}
+}
+
+// limitUnverified bounds, per client address, the requests to h that are
+// never verified: for the provider webhooks (Handle, patterns with
+// {workspace}) an unknown workspace, a body over the limit, a missing or
+// wrong signature; for the Segment API (HandleVerifying) a body refused
+// before its write key is checked, a missing, unknown or refused key. Each
+// costs a body read and a lookup (a workspace and an HMAC, a key), and none
+// spends a workspace's or a write key's tokens (LimitWebhook,
+// AllowWriteKey), so without this a flood of them would cost unbounded
+// work. A request that is not verified takes a token from its address's
+// bucket once answered; an address whose bucket is empty is answered 429
+// before anything runs, by refuse (given the ERATELIMITED error, with
+// Retry-After set), naming what. A verified request takes none, so a
+// client's own requests are refused only when they come from an address
+// that also sent that many unverified ones (behind a proxy that hides
+// clients' addresses, every client's). Concurrent requests from one
+// address may overshoot its burst by as many as are in flight when it
+// empties.
+func (s *Server) limitUnverified(h http.Handler, what string, refuse func(http.ResponseWriter, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
 			h.ServeHTTP(w, r)
@@ -211,7 +227,7 @@ func (s *Server) limitUnverified(pattern string, h http.Handler) http.Handler {
 		}
 		client := clientAddress(r.RemoteAddr)
 		if ok, retry := s.unverifiedLimit.check(client); !ok {
-			writeRateLimited(w, retry, "unverified webhook requests from this address")
+			refuse(w, rateLimited(w, retry, what))
 			return
 		}
 		verified := new(atomic.Bool)
@@ -242,11 +258,13 @@ func clientAddress(remoteAddr string) string {
 }
 
 // AllowWriteKey takes a token from the bucket of an authenticated write key
-// (the webhook rate, C360_RATE_WEBHOOK_*); when there is none it reports how
-// long until there is. Connectors whose key is known only after parsing
-// (Segment's body writeKey) call it once the key is checked, so an unknown
-// key never gets a bucket of its own.
-func (s *Server) AllowWriteKey(keyID int64) (bool, time.Duration) {
+// (the webhook rate, C360_RATE_WEBHOOK_*), which r presented; when there is
+// none it reports how long until there is. The Segment API calls it once
+// the key is checked, so an unknown key never gets a bucket of its own.
+// Calling it also marks r as verified for the per-address limit of the
+// requests that are not (HandleVerifying).
+func (s *Server) AllowWriteKey(r *http.Request, keyID int64) (bool, time.Duration) {
+	markVerified(r)
 	return s.webhookLimit.allow("wk:" + strconv.FormatInt(keyID, 10))
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/chatbot"
+	"github.com/c360dev/c360/connectors/segment"
 	"github.com/c360dev/c360/connectors/twilio"
 	"github.com/c360dev/c360/connectors/whatsapp"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -312,4 +314,128 @@ func TestUnverifiedWebhooksLimitedPerAddress(t *testing.T) {
 	// does not see clients' own addresses.
 	status, h, body := send(forger, tw.request(e, e.workspace(t), true))
 	wantLimited(t, "a signed request from the forger's address", status, h, body)
+}
+
+// unknownKey returns a well-formed API (or write) key that no workspace
+// holds: checking it costs a database lookup.
+func unknownKey(i int) string {
+	return fmt.Sprintf("c360_%012x_%s", 0xfeed0000+i, strings.Repeat("0", 43))
+}
+
+// sendFrom sends req with client c and returns its status, header and body.
+func sendFrom(t *testing.T, c *http.Client, req *http.Request) (int, http.Header, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// Segment API requests that never authenticate (a missing, malformed or
+// unknown write key, a body refused before its key is checked) are limited
+// per client address, in the bucket of unverified webhooks: each costs a
+// body read of up to 500 KB, maybe a parse, and a key lookup. Past its
+// burst, an address is refused before any of that, in Segment's answer
+// shape, which SDKs parse; requests with a valid write key take none of its
+// tokens, and another address is served.
+func TestUnauthenticatedSegmentRequestsLimitedPerAddress(t *testing.T) {
+	db := pgtest.Open(t)
+	log := slog.New(slog.DiscardHandler)
+	s := server.New(server.Config{Logger: log, Limits: server.Limits{
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 3},
+	}}, db, newResolver(db), db)
+	segment.New(segment.Config{Store: db, Now: db.Now, StatusOf: server.StatusOf, Logger: log,
+		Limit: s.AllowWriteKey}).Register(s)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("rl-seg-%d", time.Now().UnixNano()%1e9), "segment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	track := func(header, body string) *http.Request {
+		n++
+		call := fmt.Sprintf(`{"userId":"u","event":"E","messageId":"rl-seg-%d"`, n)
+		if body != "" {
+			call += `,"writeKey":"` + body + `"`
+		}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/track", strings.NewReader(call+"}"))
+		req.Header.Set("Content-Type", "application/json")
+		if header != "" {
+			req.SetBasicAuth(header, "")
+		}
+		return req
+	}
+	attacker, client, app := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.3")
+
+	// A valid write key takes no token of its address's, nor does a valid
+	// key whose body is refused: more of them than the burst are served...
+	for i := 0; i < 4; i++ {
+		if status, _, body := sendFrom(t, app, track(creds.WriteKey, "")); status != http.StatusOK {
+			t.Fatalf("valid write key, call %d = %d %s, want 200", i, status, body)
+		}
+	}
+	bad, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/track", strings.NewReader(`{"userId":`))
+	bad.SetBasicAuth(creds.WriteKey, "")
+	if status, _, body := sendFrom(t, app, bad); status != http.StatusBadRequest {
+		t.Fatalf("valid write key, body not JSON = %d %s, want 400", status, body)
+	}
+	// ... and its address still has its whole burst for unknown keys.
+	for i := 0; i < 3; i++ {
+		if status, _, body := sendFrom(t, app, track(unknownKey(i), "")); status != http.StatusUnauthorized {
+			t.Fatalf("unknown write key %d after valid ones = %d %s, want 401", i, status, body)
+		}
+	}
+
+	// Unknown keys, in the header or the body, and a missing key are
+	// answered as such up to the burst...
+	for i, req := range []*http.Request{
+		track(unknownKey(10), ""),
+		track("", unknownKey(11)),
+		track("", ""),
+	} {
+		if status, _, body := sendFrom(t, attacker, req); status != http.StatusUnauthorized {
+			t.Fatalf("unauthenticated request %d = %d %s, want 401", i, status, body)
+		}
+	}
+	// ... then refused before the body is read or the key looked up, in
+	// Segment's shape, whatever the key: even a valid one.
+	for _, tc := range []struct {
+		name string
+		req  *http.Request
+	}{
+		{"unknown key", track(unknownKey(12), "")},
+		{"unknown key on a batch", func() *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/batch",
+				strings.NewReader(`{"batch":[{"type":"track","userId":"u","event":"E"}]}`))
+			req.SetBasicAuth(unknownKey(13), "")
+			return req
+		}()},
+		{"valid key", track(creds.WriteKey, "")},
+	} {
+		status, h, body := sendFrom(t, attacker, tc.req)
+		var got struct {
+			Success *bool  `json:"success"`
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil || status != http.StatusTooManyRequests ||
+			got.Success == nil || *got.Success || got.Code != c360.ERATELIMITED ||
+			!strings.Contains(got.Message, "rate limit of unauthenticated requests from this address exceeded") {
+			t.Errorf("%s past the burst = %d %s, want 429 in Segment's shape", tc.name, status, body)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+			t.Errorf("%s: Retry-After = %q, want the seconds until a token (at most 100)", tc.name, h.Get("Retry-After"))
+		}
+		if h.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("%s: Access-Control-Allow-Origin = %q, want * (browsers read the answer)", tc.name, h.Get("Access-Control-Allow-Origin"))
+		}
+	}
+	// Another address is served.
+	if status, _, body := sendFrom(t, client, track(creds.WriteKey, "")); status != http.StatusOK {
+		t.Errorf("valid write key from another address = %d %s, want 200", status, body)
+	}
 }

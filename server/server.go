@@ -64,8 +64,8 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *metrics
 	// Rate limits (ratelimit.go): per API key; per workspace (or write key)
-	// for connectors, once verified; per client address for webhook
-	// requests that are not.
+	// for connectors, once verified; per client address for webhook and
+	// Segment API requests that are not.
 	keyLimit        *limiter[int64]
 	webhookLimit    *limiter[string]
 	unverifiedLimit *limiter[string]
@@ -97,9 +97,26 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	return s
 }
 
-// Handle mounts an extra handler (a connector) on the server's mux.
+// Handle mounts an extra handler (a connector) on the server's mux. A
+// provider webhook's (a pattern with {workspace}) requests that are never
+// verified are limited per client address (limitUnverified), and refused
+// in the GraphQL shape of the server's other refusals.
 func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.instrument(pattern, s.limitUnverified(pattern, h)))
+	if strings.Contains(pattern, "{workspace}") {
+		h = s.limitUnverified(h, "unverified webhook requests from this address", writeGraphQLRateLimited)
+	}
+	s.mux.Handle(pattern, s.instrument(pattern, h))
+}
+
+// HandleVerifying mounts h, a connector that checks its callers' credentials
+// itself (the Segment API, its write keys), at pattern. Its requests that
+// are never verified (h never calls AllowWriteKey for them) are limited per
+// client address (limitUnverified); refuse answers the request of an
+// address over that limit in h's own shape, given the ERATELIMITED error,
+// Retry-After already set.
+func (s *Server) HandleVerifying(pattern string, h http.Handler, refuse func(http.ResponseWriter, error)) {
+	s.mux.Handle(pattern, s.instrument(pattern,
+		s.limitUnverified(h, "unauthenticated requests from this address", refuse)))
 }
 
 // Registry is the Prometheus registry /metrics serves; connectors add to it.

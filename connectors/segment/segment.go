@@ -44,9 +44,11 @@ type Config struct {
 	// one table); nil answers 500 for every error.
 	StatusOf func(error) int
 	Logger   *slog.Logger
-	// Limit takes a token from an authenticated write key's bucket
-	// (server.AllowWriteKey); nil: no limit.
-	Limit func(keyID int64) (bool, time.Duration)
+	// Limit takes a token from the bucket of the write key r presented,
+	// once it is checked (server.AllowWriteKey, which also marks r as
+	// verified: requests that are not, a missing, unknown or refused key,
+	// are limited per client address); nil: no limit.
+	Limit func(r *http.Request, keyID int64) (bool, time.Duration)
 }
 
 // Handler serves the tracking API.
@@ -57,6 +59,10 @@ type Handler struct {
 // Mounter is where the handler's routes are mounted (server.Server).
 type Mounter interface {
 	Handle(pattern string, h http.Handler)
+	// HandleVerifying mounts a handler whose requests that never
+	// authenticate (Limit is not called for them) are limited per client
+	// address; refuse answers an address over that limit.
+	HandleVerifying(pattern string, h http.Handler, refuse func(http.ResponseWriter, error))
 }
 
 // New returns a handler for cfg.
@@ -75,7 +81,9 @@ func New(cfg Config) *Handler {
 
 // Register declares the API's routes on m: Segment's paths, /v1/import (an
 // alias of batch, as in Segment), the one-letter paths of Segment's browser
-// library, and CORS preflights, since browsers send from any origin.
+// library, and CORS preflights, since browsers send from any origin. A
+// request refused by m's limit of requests without a valid write key gets
+// Segment's answer, as every other refusal: SDKs parse it.
 func (h *Handler) Register(m Mounter) {
 	for _, p := range []struct{ long, short, typ string }{
 		{"identify", "i", c360.EventIdentify},
@@ -85,13 +93,19 @@ func (h *Handler) Register(m Mounter) {
 		{"group", "g", c360.EventGroup},
 		{"alias", "a", c360.EventAlias},
 	} {
-		m.Handle("POST /v1/"+p.long, h.Call(p.typ))
-		m.Handle("POST /v1/"+p.short, h.Call(p.typ))
+		m.HandleVerifying("POST /v1/"+p.long, h.Call(p.typ), h.refuse)
+		m.HandleVerifying("POST /v1/"+p.short, h.Call(p.typ), h.refuse)
 	}
-	m.Handle("POST /v1/batch", h.Batch())
-	m.Handle("POST /v1/import", h.Batch())
-	m.Handle("POST /v1/b", h.Batch())
+	m.HandleVerifying("POST /v1/batch", h.Batch(), h.refuse)
+	m.HandleVerifying("POST /v1/import", h.Batch(), h.refuse)
+	m.HandleVerifying("POST /v1/b", h.Batch(), h.refuse)
 	m.Handle("OPTIONS /v1/{call}", http.HandlerFunc(preflight))
+}
+
+// refuse answers a request refused before serve runs, as serve answers.
+func (h *Handler) refuse(w http.ResponseWriter, err error) {
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	h.fail(w, err, nil)
 }
 
 // Call returns the handler of a single call of type typ (an event type).
@@ -133,12 +147,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 
 	// Credentials come from the Authorization header or, as Segment allows,
 	// from the body's writeKey; with a header, nothing is decoded before
-	// the key is checked.
+	// the key is checked. A checked key takes its token at once: a body
+	// that then does not parse is its key's work.
 	var p *c360.Principal
 	if key, ok := basicUser(r.Header.Get("Authorization")); ok {
 		var err error
 		if p, err = h.authenticate(ctx, key); err != nil {
 			h.fail(w, err, nil)
+			return
+		}
+		if !h.allow(w, r, p) {
 			return
 		}
 	}
@@ -177,15 +195,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 			h.fail(w, err, nil)
 			return
 		}
-	}
-
-	if h.cfg.Limit != nil {
-		if ok, retry := h.cfg.Limit(p.KeyID); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
-			h.fail(w, c360.Errorf(c360.ERATELIMITED, "rate limit of this write key exceeded: retry later"), nil)
+		if !h.allow(w, r, p) {
 			return
 		}
 	}
+
 	if err := h.resolveAliases(ctx, p.WorkspaceID, results); err != nil {
 		h.fail(w, err, nil)
 		return
@@ -257,6 +271,21 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) error {
 		return c360.Errorf(c360.EINVALID, "the request is larger than %d KB", limit>>10)
 	}
 	return nil
+}
+
+// allow takes a token from the bucket of p's key, which r presented (see
+// Config.Limit). False means the request was answered with 429 and
+// Retry-After.
+func (h *Handler) allow(w http.ResponseWriter, r *http.Request, p *c360.Principal) bool {
+	if h.cfg.Limit == nil {
+		return true
+	}
+	ok, retry := h.cfg.Limit(r, p.KeyID)
+	if !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
+		h.fail(w, c360.Errorf(c360.ERATELIMITED, "rate limit of this write key exceeded: retry later"), nil)
+	}
+	return ok
 }
 
 // authenticate checks a write key; write and admin keys may send calls.
