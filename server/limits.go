@@ -51,10 +51,10 @@ type Limits struct {
 	WebhookRate Rate
 	// WebhookUnverifiedRate limits, per client address, the webhook
 	// requests that are not verified (an unknown workspace, a missing or
-	// wrong signature) and the Segment API requests without a valid write
-	// key, so that forgeries cost bounded work without spending any
-	// workspace's or key's tokens (C360_RATE_WEBHOOK_UNVERIFIED_RPS,
-	// C360_RATE_WEBHOOK_UNVERIFIED_BURST).
+	// wrong signature), the Segment API requests without a valid write
+	// key, and the API keys that fail to authenticate, so that forgeries
+	// cost bounded work without spending any workspace's or key's tokens
+	// (C360_RATE_WEBHOOK_UNVERIFIED_RPS, C360_RATE_WEBHOOK_UNVERIFIED_BURST).
 	WebhookUnverifiedRate Rate
 }
 

@@ -150,22 +150,24 @@ func (l *limiter[K]) len() int {
 	return len(l.m)
 }
 
-// rateLimited sets Retry-After (whole seconds, at least 1) and returns the
-// coded error that says what is over its limit, for the caller to answer in
-// its route's shape.
-func rateLimited(w http.ResponseWriter, retry time.Duration, what string) error {
+// rateLimited sets Retry-After in h (whole seconds, at least 1; nil: no
+// header, a websocket's refusal) and returns the coded error that says what
+// is over its limit, for the caller to answer in its route's shape.
+func rateLimited(h http.Header, retry time.Duration, what string) error {
 	secs := int(math.Ceil(retry.Seconds()))
 	if secs < 1 {
 		secs = 1
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	if h != nil {
+		h.Set("Retry-After", strconv.Itoa(secs))
+	}
 	return c360.Errorf(c360.ERATELIMITED, "rate limit of %s exceeded: retry after %d s", what, secs)
 }
 
 // writeRateLimited answers 429 with Retry-After and a coded GraphQL-shaped
 // body.
 func writeRateLimited(w http.ResponseWriter, retry time.Duration, what string) {
-	writeGraphQLRateLimited(w, rateLimited(w, retry, what))
+	writeGraphQLRateLimited(w, rateLimited(w.Header(), retry, what))
 }
 
 // writeGraphQLRateLimited answers err, an ERATELIMITED error, with 429 and a
@@ -227,7 +229,7 @@ func (s *Server) limitUnverified(h http.Handler, what string, refuse func(http.R
 		}
 		client := clientAddress(r.RemoteAddr)
 		if ok, retry := s.unverifiedLimit.check(client); !ok {
-			refuse(w, rateLimited(w, retry, what))
+			refuse(w, rateLimited(w.Header(), retry, what))
 			return
 		}
 		verified := new(atomic.Bool)
@@ -236,6 +238,35 @@ func (s *Server) limitUnverified(h http.Handler, what string, refuse func(http.R
 			s.unverifiedLimit.take(client)
 		}
 	})
+}
+
+// failedAuthentications names the limit of API keys that fail to
+// authenticate, per client address.
+const failedAuthentications = "failed authentications from this address"
+
+// authenticateKey authenticates an API key the client at remoteAddr
+// presented (to /graphql over HTTP or a websocket's connection_init).
+// Failed authentications are limited per client address, in the bucket of
+// unverified webhooks: a well-formed key costs a database lookup unless it
+// authenticated lately (only such keys are cached), so an address that
+// keeps presenting keys that fail is refused before the lookup once its
+// bucket is empty, with ERATELIMITED (and Retry-After in h, when not nil).
+// A key that fails (EUNAUTHENTICATED) takes a token once checked; a key
+// that authenticates takes none, nor does a store that cannot tell (the key
+// may be good). Without a remoteAddr, the address is not limited.
+func (s *Server) authenticateKey(ctx context.Context, h http.Header, remoteAddr, key string) (*c360.Principal, error) {
+	if remoteAddr == "" {
+		return s.auth.Authenticate(ctx, key)
+	}
+	client := clientAddress(remoteAddr)
+	if ok, retry := s.unverifiedLimit.check(client); !ok {
+		return nil, rateLimited(h, retry, failedAuthentications)
+	}
+	p, err := s.auth.Authenticate(ctx, key)
+	if c360.ErrorCode(err) == c360.EUNAUTHENTICATED {
+		s.unverifiedLimit.take(client)
+	}
+	return p, err
 }
 
 // clientAddress is the bucket key of a request's client: the host of

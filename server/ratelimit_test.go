@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/chatbot"
 	"github.com/c360dev/c360/connectors/segment"
@@ -437,5 +439,117 @@ func TestUnauthenticatedSegmentRequestsLimitedPerAddress(t *testing.T) {
 	// Another address is served.
 	if status, _, body := sendFrom(t, client, track(creds.WriteKey, "")); status != http.StatusOK {
 		t.Errorf("valid write key from another address = %d %s, want 200", status, body)
+	}
+}
+
+// API keys that fail to authenticate on /graphql, over HTTP or in a
+// websocket's connection_init, are limited per client address, in the
+// bucket of unverified webhooks: each well-formed key costs a database
+// lookup (only keys that authenticated are cached). Past its burst, an
+// address is refused with a GraphQL RATE_LIMITED error before its key is
+// looked up, and its websocket handshakes with 429; requests with a valid
+// key take none of its tokens, and another address is served.
+func TestFailedAuthenticationsLimitedPerAddress(t *testing.T) {
+	db := pgtest.Open(t)
+	_, _, key := pgtest.Workspace(t, db)
+	s := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), Limits: server.Limits{
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 3},
+	}}, db, newResolver(db), db)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	query := func(key string) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/graphql", strings.NewReader(`{"query":"{ __typename }"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		return req
+	}
+	wantLimited := func(t *testing.T, what string, status int, h http.Header, body string) {
+		t.Helper()
+		var got struct {
+			Errors []struct {
+				Message    string
+				Extensions struct{ Code string }
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &got); err != nil || status != http.StatusTooManyRequests ||
+			len(got.Errors) != 1 || got.Errors[0].Extensions.Code != c360.ERATELIMITED ||
+			!strings.Contains(got.Errors[0].Message, "rate limit of failed authentications from this address exceeded") {
+			t.Errorf("%s = %d %s, want 429 RATE_LIMITED for failed authentications", what, status, body)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+			t.Errorf("%s: Retry-After = %q, want the seconds until a token (at most 100)", what, h.Get("Retry-After"))
+		}
+	}
+	wsFrom := func(ip string) websocket.Dialer {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		return websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: nd.DialContext}
+	}
+	attacker, client, app := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.3")
+
+	// A valid key takes no token of its address's, over HTTP or a
+	// websocket, nor does a request without a key (it costs no lookup)...
+	for i := 0; i < 4; i++ {
+		if status, _, body := sendFrom(t, app, query(key)); status != http.StatusOK {
+			t.Fatalf("valid key, request %d = %d %s, want 200", i, status, body)
+		}
+	}
+	dialWSWith(t, wsFrom("127.0.0.3"), wsURL(srv), "graphql-transport-ws", nil).init(key)
+	if status, _, body := sendFrom(t, app, query("")); status != http.StatusUnauthorized {
+		t.Fatalf("no key = %d %s, want 401", status, body)
+	}
+	// ... and its address still has its whole burst for unknown keys.
+	for i := 0; i < 3; i++ {
+		if status, _, body := sendFrom(t, app, query(unknownKey(i))); status != http.StatusUnauthorized {
+			t.Fatalf("unknown key %d after valid ones = %d %s, want 401", i, status, body)
+		}
+	}
+
+	// Unknown keys are answered as such up to the burst...
+	for i := 0; i < 3; i++ {
+		if status, _, body := sendFrom(t, attacker, query(unknownKey(10+i))); status != http.StatusUnauthorized {
+			t.Fatalf("unknown key %d = %d %s, want 401", i, status, body)
+		}
+	}
+	// ... then refused before the lookup, whatever the key: even a valid
+	// one, and a websocket's handshake.
+	status, h, body := sendFrom(t, attacker, query(unknownKey(13)))
+	wantLimited(t, "unknown key past the burst", status, h, body)
+	status, h, body = sendFrom(t, attacker, query(key))
+	wantLimited(t, "valid key from the same address", status, h, body)
+	d := wsFrom("127.0.0.2")
+	d.Subprotocols = []string{"graphql-transport-ws"}
+	if c, resp, err := d.Dial(wsURL(srv), nil); err == nil {
+		c.Close()
+		t.Errorf("websocket handshake from the address past its burst succeeded, want 429")
+	} else if resp == nil {
+		t.Errorf("websocket handshake from the address past its burst: %v, want 429", err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantLimited(t, "websocket handshake", resp.StatusCode, resp.Header, string(b))
+	}
+	// Another address is served.
+	if status, _, body := sendFrom(t, client, query(key)); status != http.StatusOK {
+		t.Errorf("valid key from another address = %d %s, want 200", status, body)
+	}
+
+	// connection_init takes a token for a key that fails, and connections
+	// opened before their address's bucket emptied are refused at init,
+	// before the lookup, with 1013 (try again later).
+	var conns []*wsClient
+	for i := 0; i < 4; i++ {
+		conns = append(conns, dialWSWith(t, wsFrom("127.0.0.4"), wsURL(srv), "graphql-transport-ws", nil))
+	}
+	for i, c := range conns[:3] {
+		c.send("connection_init", "", map[string]any{"authorization": "Bearer " + unknownKey(20+i)})
+		if got := c.closeCode(); got != server.CloseForbidden {
+			t.Fatalf("connection_init %d with an unknown key: close %d, want %d", i, got, server.CloseForbidden)
+		}
+	}
+	conns[3].send("connection_init", "", map[string]any{"authorization": "Bearer " + key})
+	if got := conns[3].closeCode(); got != server.CloseTryAgainLater {
+		t.Errorf("connection_init past the burst: close %d, want %d", got, server.CloseTryAgainLater)
 	}
 }

@@ -65,7 +65,7 @@ type Server struct {
 	metrics  *metrics
 	// Rate limits (ratelimit.go): per API key; per workspace (or write key)
 	// for connectors, once verified; per client address for webhook and
-	// Segment API requests that are not.
+	// Segment API requests that are not, and API keys that fail.
 	keyLimit        *limiter[int64]
 	webhookLimit    *limiter[string]
 	unverifiedLimit *limiter[string]
@@ -145,6 +145,12 @@ func (s *Server) routes() {
 	overHTTP, overWS := s.authenticate(s.resolver.Middleware(gql)), s.ws.serve(s.websocketTransport(), wsExec)
 	s.mux.Handle("/graphql", s.instrument("/graphql", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if websocket.IsWebSocketUpgrade(r) {
+			// An address over its limit of failed authentications
+			// (authenticateKey) is refused before its handshake.
+			if ok, retry := s.unverifiedLimit.check(clientAddress(r.RemoteAddr)); !ok {
+				writeRateLimited(w, retry, failedAuthentications)
+				return
+			}
 			overWS.ServeHTTP(w, r)
 			return
 		}
@@ -318,7 +324,8 @@ func (s *Server) presentError(ctx context.Context, err error) *gqlerror.Error {
 }
 
 // authenticate resolves the Bearer API key to a principal. A missing or bad
-// key is refused before any resolver runs.
+// key is refused before any resolver runs; an address that keeps presenting
+// bad keys, before the key is looked up (authenticateKey).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodOptions {
@@ -342,7 +349,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeGraphQLError(w, http.StatusUnauthorized, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))
 			return
 		}
-		p, err := s.auth.Authenticate(r.Context(), key)
+		p, err := s.authenticateKey(r.Context(), w.Header(), r.RemoteAddr, key)
 		if err != nil {
 			if c360.ErrorCode(err) == c360.EINTERNAL {
 				s.cfg.Logger.Error("authenticate", "error", err)

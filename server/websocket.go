@@ -44,6 +44,7 @@ const (
 	CloseSubscriberExists         = 4409 // subscribe with the id of an active subscription
 	CloseTooManyInit              = 4429 // a second connection_init
 	CloseTooSlow                  = 1013 // try again later: a subscriber fell behind; reconnect and resume with after
+	CloseTryAgainLater            = 1013 // connection_init from an address over its limit of failed authentications
 	CloseInternal                 = 4500 // the server could not verify the key
 )
 
@@ -1043,11 +1044,20 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 	}
 	// The key is not to stay in memory for the life of the connection.
 	clear(payload)
-	p, err := s.auth.Authenticate(ctx, key)
+	var remote string
+	if c := st.get(); c != nil {
+		remote = c.conn.RemoteAddr().String()
+	}
+	p, err := s.authenticateKey(ctx, nil, remote, key)
 	if err != nil {
 		switch c360.ErrorCode(err) {
 		case c360.EUNAUTHENTICATED, c360.EFORBIDDEN:
 			return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseForbidden), "Forbidden"),
+				nil, errors.New(c360.ErrorMessage(err))
+		case c360.ERATELIMITED:
+			// Connections opened before their address ran out of
+			// failed authentications, each kept for its init.
+			return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseTryAgainLater), "Try again later"),
 				nil, errors.New(c360.ErrorMessage(err))
 		}
 		s.cfg.Logger.Error("authenticate websocket", "error", err)

@@ -87,8 +87,9 @@ Environment:
                         for the Segment API (/v1/) (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_UNVERIFIED_RPS, C360_RATE_WEBHOOK_UNVERIFIED_BURST
                         token bucket per client address for webhook requests that fail
-                        verification and Segment API (/v1/) requests without a valid
-                        write key (default 10000/s, burst 20000; -1: off)
+                        verification, Segment API (/v1/) requests without a valid
+                        write key, and API keys that fail to authenticate on /graphql
+                        (default 10000/s, burst 20000; -1: off)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
