@@ -33,6 +33,11 @@ type Config struct {
 	GraphQL http.Handler
 	// Auth authenticates the Bearer key of /mcp requests and of stdio.
 	Auth c360.APIKeyService
+	// Authenticate, when set, authenticates the Bearer key of an /mcp
+	// request in Auth's stead (server.AuthenticateRequest, which limits
+	// per client address the keys that fail, as /graphql does). It may
+	// refuse with ERATELIMITED, Retry-After set on w.
+	Authenticate func(w http.ResponseWriter, r *http.Request, key string) (*c360.Principal, error)
 	// StatusOf maps a domain error to an HTTP status (server.StatusOf).
 	StatusOf func(error) int
 	// Logger receives errors; nil means slog.Default(). Keys are never logged.
@@ -128,8 +133,9 @@ type nopWriteCloser struct{ io.Writer }
 func (nopWriteCloser) Close() error { return nil }
 
 // authenticate refuses an /mcp request without a valid Bearer API key, with
-// the same codes as /graphql: 401 UNAUTHENTICATED, or 503 when the store
-// cannot tell.
+// the same codes as /graphql: 401 UNAUTHENTICATED, 429 RATE_LIMITED from an
+// address that keeps presenting bad keys (Config.Authenticate), or 503
+// when the store cannot tell.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := bearer(r.Header.Get("Authorization"))
@@ -137,7 +143,15 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			s.refuse(w, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))
 			return
 		}
-		p, err := s.cfg.Auth.Authenticate(r.Context(), key)
+		var (
+			p   *c360.Principal
+			err error
+		)
+		if s.cfg.Authenticate != nil {
+			p, err = s.cfg.Authenticate(w, r, key)
+		} else {
+			p, err = s.cfg.Auth.Authenticate(r.Context(), key)
+		}
 		if err != nil {
 			if c360.ErrorCode(err) == c360.EINTERNAL {
 				s.cfg.Logger.Error("mcp: authenticate", "error", err)

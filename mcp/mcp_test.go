@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +100,8 @@ func newEnv(t *testing.T) *env {
 		Ingester: db, Now: db.Now, MessagingService: db, MessageSender: e.sender, Keys: db, Audit: e.audit,
 		ContextService: db, ObservationService: db}
 	s := server.New(server.Config{Logger: log}, db, r, db)
-	s.Handle("/mcp", mcp.New(mcp.Config{GraphQL: s, Auth: db, StatusOf: server.StatusOf, Logger: log}).Handler())
+	s.Handle("/mcp", mcp.New(mcp.Config{GraphQL: s, Auth: db, Authenticate: s.AuthenticateRequest,
+		StatusOf: server.StatusOf, Logger: log}).Handler())
 	e.srv = httptest.NewServer(s)
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -579,5 +582,78 @@ func TestRecentMessagesAcrossConversations(t *testing.T) {
 		if got := strings.Join(bodies(t, cs, customer, c.limit), " "); got != c.want {
 			t.Errorf("list_recent_messages limit %d:\n got  %s\n want %s", c.limit, got, c.want)
 		}
+	}
+}
+
+// API keys that fail to authenticate on /mcp are limited per client
+// address, as on /graphql: each well-formed unknown key costs a database
+// lookup. Past its burst, an address is refused with 429 RATE_LIMITED
+// before its key is looked up; requests with a valid key take none of its
+// tokens, and another address is served.
+func TestMCPFailedAuthenticationsLimitedPerAddress(t *testing.T) {
+	db := pgtest.Open(t)
+	_, _, key := pgtest.Workspace(t, db)
+	log := slog.New(slog.DiscardHandler)
+	s := server.New(server.Config{Logger: log, Limits: server.Limits{
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 3},
+	}}, db, &resolver.Resolver{Now: db.Now}, db)
+	s.Handle("/mcp", mcp.New(mcp.Config{GraphQL: s, Auth: db, Authenticate: s.AuthenticateRequest,
+		StatusOf: server.StatusOf, Logger: log}).Handler())
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	from := func(ip string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		tr := &http.Transport{DialContext: d.DialContext}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr}
+	}
+	initialize := func(c *http.Client, key string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/mcp", strings.NewReader(
+			`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(body)
+	}
+	unknown := func(i int) string { return fmt.Sprintf("c360_%012x_%s", 0xbad0000+i, strings.Repeat("0", 43)) }
+	attacker, client, app := from("127.0.0.2"), from("127.0.0.1"), from("127.0.0.3")
+
+	// Valid keys take no token of their address's...
+	for i := 0; i < 4; i++ {
+		if status, _, body := initialize(app, key); status != http.StatusOK {
+			t.Fatalf("valid key, request %d = %d %s, want 200", i, status, body)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if status, _, body := initialize(app, unknown(i)); status != http.StatusUnauthorized {
+			t.Fatalf("unknown key %d after valid ones = %d %s, want 401", i, status, body)
+		}
+	}
+	// ... while unknown keys do: past the burst, the address is refused
+	// before the lookup, even with a valid key.
+	for i := 0; i < 3; i++ {
+		if status, _, body := initialize(attacker, unknown(10+i)); status != http.StatusUnauthorized {
+			t.Fatalf("unknown key %d = %d %s, want 401", i, status, body)
+		}
+	}
+	for name, k := range map[string]string{"unknown key": unknown(13), "valid key": key} {
+		status, h, body := initialize(attacker, k)
+		if status != http.StatusTooManyRequests || !strings.Contains(body, `"code":"RATE_LIMITED"`) ||
+			!strings.Contains(body, "rate limit of failed authentications from this address exceeded") {
+			t.Errorf("%s past the burst = %d %s, want 429 RATE_LIMITED", name, status, body)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 100 {
+			t.Errorf("%s: Retry-After = %q, want the seconds until a token (at most 100)", name, h.Get("Retry-After"))
+		}
+	}
+	if status, _, body := initialize(client, key); status != http.StatusOK {
+		t.Errorf("valid key from another address = %d %s, want 200", status, body)
 	}
 }

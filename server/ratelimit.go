@@ -269,6 +269,14 @@ func (s *Server) authenticateKey(ctx context.Context, h http.Header, remoteAddr,
 	return p, err
 }
 
+// AuthenticateRequest authenticates the API key r presented, as /graphql
+// does (authenticateKey): an address that keeps presenting keys that fail
+// is refused before the lookup with ERATELIMITED, Retry-After set on w, for
+// the caller to answer (/mcp).
+func (s *Server) AuthenticateRequest(w http.ResponseWriter, r *http.Request, key string) (*c360.Principal, error) {
+	return s.authenticateKey(r.Context(), w.Header(), r.RemoteAddr, key)
+}
+
 // clientAddress is the bucket key of a request's client: the host of
 // RemoteAddr (X-Forwarded-For is not trusted: anyone can write it), and for
 // IPv6 its /64, which a single host commonly holds whole.

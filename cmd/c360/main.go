@@ -89,7 +89,7 @@ Environment:
                         token bucket per client address for webhook requests that fail
                         verification, Segment API (/v1/) requests without a valid
                         write key, and API keys that fail to authenticate on /graphql
-                        (default 10000/s, burst 20000; -1: off)
+                        and /mcp (default 10000/s, burst 20000; -1: off)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run

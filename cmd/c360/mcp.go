@@ -20,7 +20,8 @@ func mountMCP(srv *server.Server, db *postgres.DB, log *slog.Logger) {
 }
 
 func newMCP(srv *server.Server, db *postgres.DB, log *slog.Logger) *mcp.Server {
-	return mcp.New(mcp.Config{GraphQL: srv, Auth: db, StatusOf: server.StatusOf, Logger: log, Version: version()})
+	return mcp.New(mcp.Config{GraphQL: srv, Auth: db, Authenticate: srv.AuthenticateRequest, StatusOf: server.StatusOf,
+		Logger: log, Version: version()})
 }
 
 // version is the module version the binary was built from, or "dev".
