@@ -32,10 +32,11 @@ func Text(s string, masking bool) (string, []string) {
 }
 
 // text is Text; bare says whether a run of digits that is not written as
-// a phone number is (4155550100, and 1234567890.00): in free text it is; in
-// a value under a key that says nothing (an order id, a Unix time, an
-// amount) it is not, and a phone number there needs a +, three groups or
-// more, or parentheses (phoneRun).
+// a phone number is one (4155550100, and 1234567890.00). In free text it
+// is. In a value under a key that says nothing it is when other words
+// stand around it ("call me at 4155550100"), but not when it is the whole
+// value: an order id, a Unix time, an amount. A whole value is a phone
+// number when it has a +, three groups or more, or parentheses (phoneRun).
 func text(s string, masking, bare bool) (string, []string) {
 	// Most texts hold neither. Checking first spares the regexps' scans
 	// (4% of a console query's CPU); masking an email adds no digit.
@@ -56,10 +57,18 @@ func text(s string, masking, bare bool) (string, []string) {
 	if locs == nil {
 		return s, found
 	}
+	// In a value, a run that is not written as a phone number is one only
+	// inside other words ("call me at 4155550100"), not as the whole value.
+	whole := [2]int{-1, -1}
+	if !bare {
+		t := strings.TrimSpace(s)
+		lo := strings.Index(s, t)
+		whole = [2]int{lo, lo + len(t)}
+	}
 	var b strings.Builder
 	last := 0
 	for _, l := range locs {
-		start, end, ok := phoneRun(s, l[0], l[1], bare)
+		start, end, ok := phoneRun(s, l[0], l[1], whole)
 		if !ok {
 			continue
 		}
@@ -159,7 +168,7 @@ func dateLen(s string) int {
 		}
 		return v, j
 	}
-	sep := func(i int) bool { return i < len(s) && joiner(s[i]) }
+	sep := func(i int) bool { return i < len(s) && (s[i] == '-' || s[i] == '/' || s[i] == '.') }
 	year := func(i int) bool {
 		return i+4 <= len(s) && (s[i] == '1' && s[i+1] == '9' || s[i] == '2' && s[i+1] == '0') &&
 			isDigit(s[i+2]) && isDigit(s[i+3])
@@ -207,7 +216,7 @@ func runChar(s string) int {
 // phone number it holds, if any: the dates it starts with dropped, the
 // groups glued to a word on either side dropped. Each step removes a
 // whole group, so the work is linear in the run.
-func phoneRun(s string, start, end int, bare bool) (int, int, bool) {
+func phoneRun(s string, start, end int, whole [2]int) (int, int, bool) {
 	for start < end {
 		if n := dateLen(s[start:end]); n > 0 {
 			start = skipSeparators(s, start+n, end)
@@ -242,56 +251,59 @@ func phoneRun(s string, start, end int, bare bool) (int, int, bool) {
 	// 06.12.34.56.78), or with an area code in parentheses. An amount
 	// (1234567890.00) or a range (1000000 - 2000000) has two.
 	formatted := groups >= 3 || paren
+	isWhole := start == whole[0] && end == whole[1]
 	switch {
 	case m[0] == '+' && digits >= 8:
-	case digits >= 10 && (bare || formatted):
+	case digits >= 10 && (formatted || !isWhole):
 	default:
 		return 0, 0, false
 	}
 	return start, end, true
 }
 
-// wordByte reports whether c continues a word: a letter, a digit or an
-// underscore (of ASCII; a byte of a multi-byte rune counts as a letter).
+// wordByte reports whether c continues a word an id is made of: an ASCII
+// letter, digit or underscore. Any other character (a space, punctuation,
+// a quote, a letter of another script, which writes no space before a
+// number: 电话4155550100) stands between words.
 func wordByte(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= utf8.RuneSelf
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
 }
 
-// joiner is a character that glues a run to the word beside it: the
-// hyphen of a UUID, the slash of a path, the dot of a version or a host.
-func joiner(c byte) bool { return c == '-' || c == '/' || c == '.' }
+// joiner is a character that glues a run to the word before or after it:
+// the hyphen of a UUID, the slash of a path. A dot does not: "Tel.", "No."
+// and "ph." come before numbers.
+func joiner(c byte) bool { return c == '-' || c == '/' }
 
-// leftBounded reports whether a run starting at i stands as a word: after
-// the start, a space or punctuation, not after a word or a word and a joiner.
+// leftBounded reports whether a run starting at i stands as a word: at the
+// start, or after a character that is neither a word's nor a joiner glued
+// to one. A run starting with + always does (a+1 415... is a number), and
+// so does one after a WhatsApp link's wa.me/.
 func leftBounded(s string, i int) bool {
-	if i == 0 {
+	switch {
+	case i == 0, s[i] == '+', strings.HasSuffix(s[:i], "wa.me/"):
 		return true
-	}
-	r, _ := utf8.DecodeLastRuneInString(s[:i])
-	if unicode.IsSpace(r) {
-		return true
-	}
-	c := s[i-1]
-	if wordByte(c) {
+	case wordByte(s[i-1]):
 		return false
 	}
-	return !joiner(c) || i < 2 || !wordByte(s[i-2])
+	return !joiner(s[i-1]) || i < 2 || !wordByte(s[i-2])
 }
 
-// rightBounded is leftBounded for a run ending at j.
+// rightBounded is leftBounded for a run ending at j; an extension written
+// after the number (x123, ext123) does not glue it.
 func rightBounded(s string, j int) bool {
 	if j == len(s) {
 		return true
 	}
-	r, _ := utf8.DecodeRuneInString(s[j:])
-	if unicode.IsSpace(r) {
-		return true
+	rest := s[j:]
+	for _, ext := range []string{"x", "X", "ext", "Ext", "EXT"} {
+		if r, ok := strings.CutPrefix(rest, ext); ok && r != "" && isDigit(r[0]) {
+			return true
+		}
 	}
-	c := s[j]
-	if wordByte(c) {
+	if wordByte(s[j]) {
 		return false
 	}
-	return !joiner(c) || j+1 >= len(s) || !wordByte(s[j+1])
+	return !joiner(s[j]) || j+1 >= len(s) || !wordByte(s[j+1])
 }
 
 // nextGroup returns where the run's next group of digits starts, past the
@@ -327,36 +339,38 @@ func previousGroup(s string, start, end int) int {
 
 // mayHoldText reports whether Text could find anything in s: an email
 // needs an @, and a phone number a run of at least 10 digits, or 8 after a
-// +, standing as a word (phoneRun). It reads s once, without a regexp, and
-// errs on the side of yes: every byte of a multi-byte rune may be a space
-// in a run, and a run is taken whole as soon as any group of it stands
-// free.
+// +, counted from the first of its groups that stands as a word
+// (leftBounded, as phoneRun drops the others). It reads s once, without a
+// regexp, and errs on the side of yes: every byte of a multi-byte rune may
+// be a space of a run, and dates and the right end are not looked at
+// (TestMayHoldTextCoversTheScan).
 func mayHoldText(s string) bool {
-	digits, plus := 0, false
-	glued := false // the run so far is glued to a word before it
+	digits, plus, counting := 0, false, false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '@':
 			return true
-		case c >= '0' && c <= '9':
-			if glued {
-				continue
-			}
-			digits++
-			if digits >= 10 || plus && digits >= 8 {
-				return true
-			}
 		case c == '+':
-			plus = plus || !glued
+			// A run may start at a +, never go on through one.
+			digits, plus, counting = 0, true, true
+		case isDigit(c) || c == '(':
+			if i == 0 || !isDigit(s[i-1]) {
+				// A group may start here: the run counts from the first
+				// that stands as a word (a digit after a parenthesis is
+				// taken as one, which errs on the side of yes).
+				counting = counting || leftBounded(s, i)
+			}
+			if isDigit(c) && counting {
+				digits++
+				if digits >= 10 || plus && digits >= 8 {
+					return true
+				}
+			}
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
-			c == '(' || c == ')' || c >= utf8.RuneSelf:
-			glued = false // the next group stands free
-		case joiner(c):
-			// A run goes on, glued if it was: the hyphen of a UUID, the
-			// slash of a path.
+			c == ')' || c == '.' || c == '-' || c == '/' || c >= utf8.RuneSelf:
+			// The run goes on.
 		default:
-			digits, plus = 0, false
-			glued = wordByte(c)
+			digits, plus, counting = 0, false, false
 		}
 	}
 	return false
