@@ -2,6 +2,7 @@ package pii
 
 import (
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"regexp"
 	"strings"
@@ -125,15 +126,26 @@ func TestMayHoldTextCoversTheScan(t *testing.T) {
 		}
 		return emailInText.MatchString(s)
 	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range 300_000 {
-		var b strings.Builder
-		for range 1 + rng.IntN(12) {
-			b.WriteString(parts[rng.IntN(len(parts))])
-		}
-		s := b.String()
+	for s := range randomStrings(3, 300_000, 12, parts) {
 		if !mayHoldText(s) && (scan(s, false) || scan(s, true)) {
 			t.Fatalf("mayHoldText(%q) = false, but the scan finds something", s)
+		}
+	}
+}
+
+// randomStrings yields n strings of 1 to most of parts, drawn from a
+// generator seeded with seed.
+func randomStrings(seed uint64, n, most int, parts []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		rng := rand.New(rand.NewPCG(seed, seed+1))
+		for range n {
+			var b strings.Builder
+			for range 1 + rng.IntN(most) {
+				b.WriteString(parts[rng.IntN(len(parts))])
+			}
+			if !yield(b.String()) {
+				return
+			}
 		}
 	}
 }
@@ -157,13 +169,7 @@ func TestDigitRunsAsTheRegexp(t *testing.T) {
 	re := regexp.MustCompile(`\+?\(?\d[\d\s\p{Zs}().\-/]{5,}\d`)
 	parts := []string{"0", "1", "7", "12", "415", " ", "\t", "\n", "\v", "\u00a0", "\u202f", "\u2003", "\u3000",
 		"(", ")", ".", "-", "/", "+", "++", "+(", "a", "é", ":", "_", "\u200b"}
-	rng := rand.New(rand.NewPCG(5, 6))
-	for range 300_000 {
-		var b strings.Builder
-		for range 1 + rng.IntN(16) {
-			b.WriteString(parts[rng.IntN(len(parts))])
-		}
-		s := b.String()
+	for s := range randomStrings(5, 300_000, 16, parts) {
 		var want [][2]int
 		for _, l := range re.FindAllStringIndex(s, -1) {
 			want = append(want, [2]int{l[0], l[1]})
