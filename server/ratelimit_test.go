@@ -358,19 +358,7 @@ func TestUnauthenticatedSegmentRequestsLimitedPerAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	track := func(header, body string) *http.Request {
-		n++
-		call := fmt.Sprintf(`{"userId":"u","event":"E","messageId":"rl-seg-%d"`, n)
-		if body != "" {
-			call += `,"writeKey":"` + body + `"`
-		}
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/track", strings.NewReader(call+"}"))
-		req.Header.Set("Content-Type", "application/json")
-		if header != "" {
-			req.SetBasicAuth(header, "")
-		}
-		return req
-	}
+	track := func(header, body string) *http.Request { return segmentTrack(srv.URL, "rl-seg-", &n, header, body) }
 	attacker, client, app := clientFrom(t, "127.0.0.2"), clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.3")
 
 	// A valid write key takes no token of its address's, nor does a valid
@@ -552,4 +540,21 @@ func TestFailedAuthenticationsLimitedPerAddress(t *testing.T) {
 	if got := conns[3].closeCode(); got != server.CloseTryAgainLater {
 		t.Errorf("connection_init past the burst: close %d, want %d", got, server.CloseTryAgainLater)
 	}
+}
+
+// segmentTrack returns a POST /v1/track of a call with a new messageId
+// (prefix and the next *n), with the write key header in its Basic auth
+// and body in the call's writeKey, each when not empty.
+func segmentTrack(base, prefix string, n *int, header, body string) *http.Request {
+	*n++
+	call := fmt.Sprintf(`{"userId":"u","event":"E","messageId":"%s%d"`, prefix, *n)
+	if body != "" {
+		call += `,"writeKey":"` + body + `"`
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/v1/track", strings.NewReader(call+"}"))
+	req.Header.Set("Content-Type", "application/json")
+	if header != "" {
+		req.SetBasicAuth(header, "")
+	}
+	return req
 }

@@ -873,19 +873,7 @@ func TestRateLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := 0
-		track := func(header, body string) *http.Request {
-			n++
-			call := fmt.Sprintf(`{"userId":"u","event":"E","messageId":"rl-%d"`, n)
-			if body != "" {
-				call += `,"writeKey":"` + body + `"`
-			}
-			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/track", strings.NewReader(call+"}"))
-			req.Header.Set("Content-Type", "application/json")
-			if header != "" {
-				req.SetBasicAuth(header, "")
-			}
-			return req
-		}
+		track := func(header, body string) *http.Request { return segmentTrack(srv.URL, "rl-", &n, header, body) }
 		for _, tc := range []struct{ name, header, body string }{
 			{"key in the header", one.WriteKey, ""},
 			{"key in the body", "", two.WriteKey},
