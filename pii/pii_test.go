@@ -71,6 +71,8 @@ func TestKeyKind(t *testing.T) {
 		"birth_year":   KindBirth,
 		"company_name": "", "productName": "", "event_name": "", "phone_verified": "", "order_number": "",
 		"number": "", "emailsOpened": "", "city_name": "", "country_name": "", "stateName": "",
+		"wa_id": KindPhone, "msisdn": KindPhone, "telefono": KindPhone, "celular": KindPhone, "handy": KindPhone,
+		"fax": KindPhone, "sms_to": KindPhone,
 	} {
 		if got := KeyKind(key); got != want {
 			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)

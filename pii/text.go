@@ -11,8 +11,10 @@ import (
 // anywhere in it. These find what looks like an email address or a phone
 // number inside a text, so it can be masked with this package's rules.
 var (
-	// Letters of any script: josé@example.com is an address too.
-	emailInText = regexp.MustCompile(`[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,}`)
+	// Letters of any script with their combining marks (josé written
+	// decomposed, राम), and the punctuation a local part may hold
+	// (o'brien, first&last).
+	emailInText = regexp.MustCompile(`[\p{L}\p{M}\p{N}._%+\-'&!#$*=?^{|}~]+@[\p{L}\p{M}\p{N}\-]+(?:\.[\p{L}\p{M}\p{N}\-]+)*\.[\p{L}\p{M}]{2,}`)
 )
 
 // Text masks the email addresses and phone numbers in free text when
@@ -206,7 +208,10 @@ func runChar(s string) int {
 		return 0
 	}
 	r, size := utf8.DecodeRuneInString(s)
-	if unicode.Is(unicode.Zs, r) {
+	if unicode.In(r, unicode.Zs, unicode.Pd, unicode.Cf) || r == '\u2212' || r == '\u00b7' {
+		// A space, a dash (the en dash and non-breaking hyphen that word
+		// processors put in), an invisible format character (a zero-width
+		// space, a soft hyphen), a minus sign, a middle dot.
 		return size
 	}
 	return 0
@@ -228,14 +233,23 @@ func phoneRun(s string, start, end int, whole [2]int) (int, int, bool) {
 		}
 		break
 	}
-	for start < end && !rightBounded(s, end) {
-		end = previousGroup(s, start, end)
+	if start >= end {
+		return 0, 0, false
+	}
+	// A number that starts with + is one whatever follows it (a flattened
+	// signature: +14155550100Email), and so is one of 10 digits or more
+	// that a letter follows (4155550100Email); otherwise the groups glued
+	// to a word on the right are dropped.
+	if s[start] != '+' && !(end < len(s) && isLetter(s[end]) && countDigits(s[start:end]) >= 10) {
+		for start < end && !rightBounded(s, end) {
+			end = previousGroup(s, start, end)
+		}
 	}
 	if start >= end {
 		return 0, 0, false
 	}
 	m := s[start:end]
-	digits, groups, paren := 0, 0, false
+	digits, groups, paren, dots, others := 0, 0, false, 0, 0
 	for i := 0; i < len(m); i++ {
 		switch c := m[i]; {
 		case isDigit(c):
@@ -245,20 +259,69 @@ func phoneRun(s string, start, end int, whole [2]int) (int, int, bool) {
 			digits++
 		case c == '(' || c == ')':
 			paren = true
+		case c == '.':
+			dots++
+		default:
+			others++
 		}
+	}
+	if m[0] == '+' {
+		if digits >= 8 {
+			return start, end, true
+		}
+		return 0, 0, false
+	}
+	// Not a phone number: a decimal (-122.4194155, 1234567890.00) or an
+	// IPv4 address (192.168.100.200).
+	if !paren && others == 0 && (groups == 2 && dots == 1 || ipv4(m)) {
+		return 0, 0, false
 	}
 	// Written as a phone number is: in three groups or more (415 555 0100,
 	// 06.12.34.56.78), or with an area code in parentheses. An amount
 	// (1234567890.00) or a range (1000000 - 2000000) has two.
 	formatted := groups >= 3 || paren
 	isWhole := start == whole[0] && end == whole[1]
-	switch {
-	case m[0] == '+' && digits >= 8:
-	case digits >= 10 && (formatted || !isWhole):
-	default:
-		return 0, 0, false
+	if digits >= 10 && (formatted || !isWhole) {
+		return start, end, true
 	}
-	return start, end, true
+	return 0, 0, false
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+func countDigits(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if isDigit(s[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+// ipv4 reports whether m is four groups of one to three digits, each at
+// most 255, joined by dots.
+func ipv4(m string) bool {
+	parts := strings.Split(m, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		if len(p) == 0 || len(p) > 3 {
+			return false
+		}
+		v := 0
+		for i := 0; i < len(p); i++ {
+			if !isDigit(p[i]) {
+				return false
+			}
+			v = v*10 + int(p[i]-'0')
+		}
+		if v > 255 {
+			return false
+		}
+	}
+	return true
 }
 
 // wordByte reports whether c continues a word an id is made of: an ASCII
@@ -284,6 +347,14 @@ func leftBounded(s string, i int) bool {
 		return true
 	case wordByte(s[i-1]):
 		return false
+	case s[i-1] == '=':
+		// A URL's query value (?order=1234567890) is glued to its name,
+		// unless the name is personal (phone=, tel=).
+		k := i - 1
+		for k > 0 && wordByte(s[k-1]) {
+			k--
+		}
+		return k == i-1 || KeyKind(s[k:i-1]) != ""
 	}
 	return !joiner(s[i-1]) || i < 2 || !wordByte(s[i-2])
 }

@@ -47,7 +47,7 @@ func TestText(t *testing.T) {
 		{"https://cdn.example.com/i/2024/123/4567/89.jpg", "https://cdn.example.com/i/2024/123/4567/89.jpg"},
 		{"order 50314b8e9bcf000000000000", "order 50314b8e9bcf000000000000"},
 		{"ref x-123 4155550100", "ref x-123 ******0100"},
-		{"v1.2.3-4155550100x", "v1.2.3-4155550100x"},
+		{"id a1b2-4155550100-c3", "id a1b2-4155550100-c3"},
 		{"on 05/13/2025 10:30", "on 05/13/2025 10:30"},
 		{"at 2025-05-03T10:00:00.000Z", "at 2025-05-03T10:00:00.000Z"},
 		{"tel:+14155550100", "tel:+1******0100"},
@@ -71,6 +71,26 @@ func TestText(t *testing.T) {
 		{"415-555-0100 ext123", "******0100 ext123"},
 		{"https://wa.me/14155550100", "https://wa.me/*******0100"},
 		{"wa.me/+14155550100", "wa.me/+1******0100"},
+		// A + number whatever follows it; a long number a word follows.
+		{"+14155550100Email: x", "+1******0100Email: x"},
+		{"+14155550100/office", "+1******0100/office"},
+		{"+1 415 555 0100-mobile", "+1******0100-mobile"},
+		{"Phone: 4155550100Email", "Phone: ******0100Email"},
+		// Dashes and invisible characters word processors put in.
+		{"415\u2013555\u20130100", "******0100"},
+		{"+44\u20117700\u2011900123", "+44******0123"},
+		{"415\u200b555\u200b0100", "******0100"},
+		{"+1\u00ad415\u00ad5550100", "+1******0100"},
+		{"415\u2212555\u22120100", "******0100"},
+		// Addresses written decomposed, or with punctuation in the local part.
+		{"jose\u0301@example.com", "j***@example.com"},
+		{"o'brien@example.com", "o***@example.com"},
+		{"first&last@example.com", "f***@example.com"},
+		// Not phone numbers: an IPv4 address, a decimal, a query value.
+		{"from 192.168.100.200", "from 192.168.100.200"},
+		{"at 37.77, -122.4194155", "at 37.77, -122.4194155"},
+		{"see https://x.example/track?order=1234567890", "see https://x.example/track?order=1234567890"},
+		{"see https://x.example/c?phone=4155550100", "see https://x.example/c?phone=******0100"},
 	} {
 		if got, _ := Text(tc.in, true); got != tc.want {
 			t.Errorf("Text(%q) = %q, want %q", tc.in, got, tc.want)
@@ -166,9 +186,10 @@ func BenchmarkTextLongRun(b *testing.B) {
 // every kind of separator (ASCII and Unicode spaces among them), letters,
 // + and (.
 func TestDigitRunsAsTheRegexp(t *testing.T) {
-	re := regexp.MustCompile(`\+?\(?\d[\d\s\p{Zs}().\-/]{5,}\d`)
+	re := regexp.MustCompile(`\+?\(?\d[\d\s\p{Zs}\p{Pd}\p{Cf}\x{2212}\x{00B7}().\-/]{5,}\d`)
 	parts := []string{"0", "1", "7", "12", "415", " ", "\t", "\n", "\v", "\u00a0", "\u202f", "\u2003", "\u3000",
-		"(", ")", ".", "-", "/", "+", "++", "+(", "a", "é", ":", "_", "\u200b"}
+		"(", ")", ".", "-", "/", "+", "++", "+(", "a", "é", ":", "_", "\u200b", "\u2013", "\u2011", "\u2212",
+		"\u00b7", "\u00ad", "\u2060", "\u2022"}
 	for s := range randomStrings(5, 300_000, 16, parts) {
 		var want [][2]int
 		for _, l := range re.FindAllStringIndex(s, -1) {
