@@ -55,30 +55,59 @@ func text(s string, masking, bare bool) (string, []string) {
 			return Email(m)
 		})
 	}
-	locs := digitRuns(s)
-	if locs == nil {
+	spans := phoneSpans(s, bare)
+	if len(spans) == 0 {
 		return s, found
+	}
+	for range spans {
+		found = append(found, string(KindPhone))
+	}
+	if !masking {
+		return s, found
+	}
+	var b strings.Builder
+	last := 0
+	for _, sp := range spans {
+		b.WriteString(s[last:sp.start])
+		b.WriteString(sp.masked)
+		last = sp.end
+	}
+	b.WriteString(s[last:])
+	return b.String(), found
+}
+
+// phoneSpan is a phone number found in a text: where it is, and how it
+// reads masked.
+type phoneSpan struct {
+	start, end int
+	masked     string
+}
+
+// phoneSpans finds the phone numbers in s (text's bare says how a run of
+// digits alone counts). Digits of other scripts (fullwidth ４１５,
+// Arabic-Indic ٤١٥) are read as the ASCII digits they stand for; the spans
+// are s's.
+func phoneSpans(s string, bare bool) []phoneSpan {
+	num, orig := asciiDigits(s)
+	locs := digitRuns(num)
+	if locs == nil {
+		return nil
 	}
 	// In a value, a run that is not written as a phone number is one only
 	// inside other words ("call me at 4155550100"), not as the whole value.
 	whole := [2]int{-1, -1}
 	if !bare {
-		t := strings.TrimSpace(s)
-		lo := strings.Index(s, t)
+		t := strings.TrimSpace(num)
+		lo := strings.Index(num, t)
 		whole = [2]int{lo, lo + len(t)}
 	}
-	var b strings.Builder
-	last := 0
+	var spans []phoneSpan
 	for _, l := range locs {
-		start, end, ok := phoneRun(s, l[0], l[1], whole)
+		start, end, ok := phoneRun(num, l[0], l[1], whole)
 		if !ok {
 			continue
 		}
-		found = append(found, string(KindPhone))
-		if !masking {
-			continue
-		}
-		m := s[start:end]
+		m := num[start:end]
 		lead := ""
 		if m[0] != '+' {
 			// Keep what precedes the number (a parenthesis) out of
@@ -86,15 +115,71 @@ func text(s string, masking, bare bool) (string, []string) {
 			// its last four.
 			lead = m[:strings.IndexAny(m, "0123456789")]
 		}
-		b.WriteString(s[last:start])
-		b.WriteString(lead + Phone(m[len(lead):]))
-		last = end
+		sp := phoneSpan{start: start, end: end, masked: lead + Phone(m[len(lead):])}
+		if orig != nil {
+			sp.start, sp.end = orig[start], orig[end]
+		}
+		spans = append(spans, sp)
 	}
-	if b.Len() == 0 && last == 0 {
-		return s, found
+	return spans
+}
+
+// asciiDigits returns s with the decimal digits of other scripts written
+// as ASCII digits, and, when it changed anything, the offset in s of each
+// byte offset of the result (one past the end included); s itself and nil
+// when s holds none.
+func asciiDigits(s string) (string, []int) {
+	first := -1
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsDigit(r) {
+			first = i
+			break
+		}
+		i += size
 	}
-	b.WriteString(s[last:])
-	return b.String(), found
+	if first < 0 {
+		return s, nil
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	orig := make([]int, 0, len(s)+1)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r >= utf8.RuneSelf && unicode.IsDigit(r) {
+			b.WriteByte('0' + byte(digitValue(r)))
+			orig = append(orig, i)
+		} else {
+			b.WriteString(s[i : i+size])
+			for k := 0; k < size; k++ {
+				orig = append(orig, i+k)
+			}
+		}
+		i += size
+	}
+	orig = append(orig, len(s))
+	return b.String(), orig
+}
+
+// digitValue is the value of a decimal digit r: Unicode encodes each
+// script's digits as a run of ten from its zero, and the ranges of its
+// table start at a zero.
+func digitValue(r rune) int {
+	for _, rg := range unicode.Nd.R16 {
+		if r >= rune(rg.Lo) && r <= rune(rg.Hi) {
+			return int(r-rune(rg.Lo)) % 10
+		}
+	}
+	for _, rg := range unicode.Nd.R32 {
+		if r >= rune(rg.Lo) && r <= rune(rg.Hi) {
+			return int(r-rune(rg.Lo)) % 10
+		}
+	}
+	return 0
 }
 
 // digitRuns finds the runs a phone number may be written in: digits with
@@ -416,6 +501,18 @@ func previousGroup(s string, start, end int) int {
 // be a space of a run, and dates and the right end are not looked at
 // (TestMayHoldTextCoversTheScan).
 func mayHoldText(s string) bool {
+	if mayHoldASCII(s) {
+		return true
+	}
+	// Digits of other scripts count as the ASCII digits they stand for.
+	if num, orig := asciiDigits(s); orig != nil {
+		return mayHoldASCII(num)
+	}
+	return false
+}
+
+// mayHoldASCII is mayHoldText with ASCII digits alone counted as digits.
+func mayHoldASCII(s string) bool {
 	digits, plus, counting := 0, false, false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
