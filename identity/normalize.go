@@ -10,6 +10,13 @@ import (
 	"github.com/nyaruka/phonenumbers"
 )
 
+// KnownRegion reports whether region is a region code phone numbers are
+// known by (phonenumbers' metadata): a DefaultRegion that is not one makes
+// every national number fail to parse.
+func KnownRegion(region string) bool {
+	return phonenumbers.GetSupportedRegions()[region]
+}
+
 // Normalizer validates identities and brings their values to a canonical
 // form, so that the same person sent as "Bob@Example.com" and
 // " bob@example.com" resolves to one customer. The zero value is usable but

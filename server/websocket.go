@@ -389,9 +389,13 @@ func (ws *websockets) closeAll() {
 		conns = append(conns, c)
 	}
 	ws.mu.Unlock()
+	// At once: a client that does not read holds its close frame's write
+	// for up to the write timeout, which must not hold up the others.
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.fail(CloseGoingAway, "Server shutting down: reconnect")
+		wg.Go(func() { c.fail(CloseGoingAway, "Server shutting down: reconnect") })
 	}
+	wg.Wait()
 }
 
 // upgradeWriter is the response writer gqlgen gets for a websocket upgrade.

@@ -42,16 +42,30 @@ func (m *Main) open(ctx context.Context) (*postgres.DB, error) {
 	if v := m.Getenv("C360_DB_MAX_CONNS"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 32)
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
+			return nil, usageError(fmt.Sprintf("C360_DB_MAX_CONNS: want a positive integer, got %q", v))
 		}
 		opts = append(opts, postgres.MaxConns(int32(n)))
+	}
+	// A region phone numbers are not known for (UK for GB, USA) would make
+	// every national number fail to parse.
+	region := strings.ToUpper(m.env("C360_DEFAULT_REGION", "US"))
+	if !identity.KnownRegion(region) {
+		return nil, usageError(fmt.Sprintf("C360_DEFAULT_REGION: %q is not a region code phone numbers are known by; use an ISO 3166 code such as US or GB", truncate(region)))
 	}
 	db, err := postgres.Open(ctx, url, opts...)
 	if err != nil {
 		return nil, err
 	}
-	db.Normalizer = identity.Normalizer{DefaultRegion: strings.ToUpper(m.env("C360_DEFAULT_REGION", "US"))}
+	db.Normalizer = identity.Normalizer{DefaultRegion: region}
 	return db, nil
+}
+
+// truncate shortens a setting's value for a message.
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
 }
 
 func newFlagSet(name string, out io.Writer) *flag.FlagSet {
@@ -92,9 +106,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		stdlog.SetFlags(prevFlags)
 		stdlog.SetPrefix(prevPrefix)
 	}()
-	shutdownTimeout, err := time.ParseDuration(m.env("C360_SHUTDOWN_TIMEOUT", "25s"))
+	shutdownTimeout, err := m.duration("C360_SHUTDOWN_TIMEOUT", "25s")
 	if err != nil {
-		return usageError("C360_SHUTDOWN_TIMEOUT: " + err.Error())
+		return err
 	}
 	ingest, err := m.ingestConfig()
 	if err != nil {
@@ -173,8 +187,13 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	// Websockets close (1001, reconnect) before the hub stops: a
 	// subscription that saw the hub stop first would be sent its end
 	// (complete), and a graphql-ws client does not resubscribe to what
-	// ended.
+	// ended. Shutdown runs this on a goroutine it does not wait for, and
+	// returns at once when only websockets (hijacked, so not in flight)
+	// remain: serve waits for it (websocketsClosed) before the cleanups,
+	// which stop the hub.
+	websocketsClosed := make(chan struct{})
 	httpSrv.RegisterOnShutdown(func() {
+		defer close(websocketsClosed)
 		srv.CloseWebsockets()
 		rt.stopStreams()
 	})
@@ -192,7 +211,12 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	stops.deadline = time.Now().Add(shutdownTimeout)
 	sctx, cancel := context.WithDeadline(context.Background(), stops.deadline.Add(-cleanupReserve(shutdownTimeout)))
 	defer cancel()
-	if err := httpSrv.Shutdown(sctx); err != nil {
+	err = httpSrv.Shutdown(sctx)
+	select {
+	case <-websocketsClosed:
+	case <-sctx.Done():
+	}
+	if err != nil {
 		httpSrv.Close() // drop what is still open: unanswered, so its clients retry
 		return fmt.Errorf("shutdown: requests still in flight at the deadline (C360_SHUTDOWN_TIMEOUT=%s): %w", shutdownTimeout, err)
 	}

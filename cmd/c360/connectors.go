@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	"github.com/c360dev/c360/connectors/chatbot"
@@ -32,6 +34,11 @@ func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors,
 		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
 		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
 		Logger:       log,
+	}
+	// Twilio signs the URL it calls, and status callbacks are sent there:
+	// without a scheme and a host, every webhook fails its signature.
+	if u, err := url.Parse(conns.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return conns, usageError(fmt.Sprintf("C360_PUBLIC_URL: want an absolute http(s) URL such as https://c360.example.com, got %q", conns.PublicURL))
 	}
 	var err error
 	if res.MessageSender, err = conns.messageSender(); err != nil {

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/c360dev/c360/internal/logbuf"
+)
+
+// On shutdown every websocket is closed with 1001 before the hub stops, so
+// no subscription is ended first: a graphql-ws client resubscribes after it
+// reconnects, but not to a subscription it was told was complete. The hook
+// that closes them runs on a goroutine http.Server.Shutdown does not wait
+// for; with many connections the hub stopped while it was still closing
+// them, and most subscriptions got an error and complete before their 1001.
+func TestServeShutdownClosesWebsocketsBeforeEndingSubscriptions(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("shutws")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	addr := freeAddr(t)
+	var stdout, stderr logbuf.Buffer
+	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "10s",
+		"C360_RATE_KEY_RPS": "100000", "C360_RATE_KEY_BURST": "100000"}
+	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"serve", "--no-migrate"}) }()
+	waitHealthy(t, "http://"+addr, done, &stderr)
+
+	const conns = 400
+	d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 5 * time.Second}
+	// What each connection saw after subscribing: the types of its
+	// messages, then its close code (-1: no close frame).
+	type seen struct {
+		types []string
+		code  int
+	}
+	results := make([]seen, conns)
+	var wg sync.WaitGroup
+	for i := range conns {
+		conn, _, err := d.Dial("ws://"+addr+"/graphql", nil)
+		if err != nil {
+			t.Fatalf("websocket %d: %v", i, err)
+		}
+		defer conn.Close()
+		conn.WriteJSON(map[string]any{"type": "connection_init", "payload": map[string]any{"authorization": "Bearer " + cr.APIKey}})
+		var ack struct{ Type string }
+		if err := conn.ReadJSON(&ack); err != nil || ack.Type != "connection_ack" {
+			t.Fatalf("connection_init %d: %+v %v", i, ack, err)
+		}
+		conn.WriteJSON(map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{
+			"query": `subscription { customerChanges { kind } }`}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, b, err := conn.ReadMessage()
+				if err != nil {
+					results[i].code = -1
+					var ce *websocket.CloseError
+					if errors.As(err, &ce) {
+						results[i].code = ce.Code
+					}
+					return
+				}
+				var msg struct{ Type string }
+				json.Unmarshal(b, &msg)
+				results[i].types = append(results[i].types, msg.Type)
+			}
+		}()
+	}
+	// Every subscription is open before the shutdown starts.
+	waitFor(t, "the subscriptions", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return metricAtLeast(resp, "c360_subscriptions", conns)
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v after cancel, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("serve did not return within 15 s\nstderr: %s", stderr.String())
+	}
+	wg.Wait()
+	ended, notGoingAway := 0, 0
+	for _, r := range results {
+		if len(r.types) > 0 {
+			ended++
+		}
+		if r.code != websocket.CloseGoingAway {
+			notGoingAway++
+		}
+	}
+	if ended > 0 || notGoingAway > 0 {
+		t.Errorf("of %d subscriptions, %d got messages (their end) before the close, and %d closed without 1001", conns, ended, notGoingAway)
+	}
+}
+
+// waitHealthy waits for a serve started in the background to answer
+// /healthz, failing the test if it ends or does not answer within 10 s.
+func waitHealthy(t *testing.T, base string, done <-chan error, stderr *logbuf.Buffer) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended before it answered: %v\nstderr: %s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /healthz did not answer within 10 s\nstderr: %s", stderr.String())
+		}
+	}
+}
+
+// waitFor polls cond for up to 15 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// metricAtLeast reports whether the Prometheus text in resp has metric at
+// least at want.
+func metricAtLeast(resp *http.Response, metric string, want float64) bool {
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), metric+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return err == nil && f >= want
+		}
+	}
+	return false
+}
+
+// Settings that would leave the server running wrong are refused at start,
+// as usage errors (exit 2) naming the variable: a shutdown deadline that is
+// not positive, a region phone numbers are not known by (every national
+// number would fail to parse), a public URL without a scheme (every Twilio
+// signature would fail), a pool size that is not a number.
+func TestBadSettingsRefusedAtStart(t *testing.T) {
+	c := newCLI(t)
+	for _, tc := range []struct{ name, value string }{
+		{"C360_SHUTDOWN_TIMEOUT", "0s"},
+		{"C360_SHUTDOWN_TIMEOUT", "-5s"},
+		{"C360_DEFAULT_REGION", "UK"},
+		{"C360_DEFAULT_REGION", "USA"},
+		{"C360_PUBLIC_URL", "c360.example.com"},
+		{"C360_PUBLIC_URL", "ftp://c360.example.com"},
+		{"C360_DB_MAX_CONNS", "abc"},
+	} {
+		env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": freeAddr(t), tc.name: tc.value}
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := m.Run(ctx, []string{"serve", "--no-migrate"})
+		cancel()
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("%s=%s: serve returned %v (exit %d), want a usage error naming it", tc.name, tc.value, err, exitCode(err))
+		}
+	}
+	// The region is checked in its ISO form, whatever its case.
+	c.env["C360_DEFAULT_REGION"] = "gb"
+	c.mustRun("migrate", "status")
+}
