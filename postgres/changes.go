@@ -458,6 +458,10 @@ type Listener struct {
 	Logger        *slog.Logger
 	// HealthInterval is how often an idle connection is checked (30s).
 	HealthInterval time.Duration
+	// HealthTimeout bounds the check (5s): a connection whose path went
+	// dead without a reset would otherwise hold it until TCP gives up
+	// (about 15 minutes), while other replicas' changes go unheard.
+	HealthTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait before a reconnect (100ms
 	// and 5s).
 	MinBackoff, MaxBackoff time.Duration
@@ -470,6 +474,9 @@ func (l *Listener) Run(ctx context.Context) error {
 	}
 	if l.HealthInterval <= 0 {
 		l.HealthInterval = 30 * time.Second
+	}
+	if l.HealthTimeout <= 0 {
+		l.HealthTimeout = 5 * time.Second
 	}
 	minBackoff, maxBackoff := l.MinBackoff, l.MaxBackoff
 	if minBackoff <= 0 {
@@ -526,8 +533,11 @@ func (l *Listener) session(ctx context.Context) (time.Duration, error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !conn.PgConn().IsClosed() {
 				return time.Since(listening), fmt.Errorf("wait for notification: %w", err)
 			}
-			// Idle: make sure the connection still answers.
-			if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			// Idle: make sure the connection still answers, soon.
+			hctx, hcancel := context.WithTimeout(ctx, l.HealthTimeout)
+			_, err := conn.Exec(hctx, "SELECT 1")
+			hcancel()
+			if err != nil {
 				return time.Since(listening), fmt.Errorf("health check: %w", err)
 			}
 			continue

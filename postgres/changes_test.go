@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -261,6 +260,41 @@ func TestListenerBackoffStartsOverAfterAReconnect(t *testing.T) {
 	}
 }
 
+// A listener whose connection goes silent (a path that died without a
+// reset: a failover, a dropped route) notices at its next health check,
+// within HealthTimeout, and listens again on a new connection, which
+// resyncs: its subscribers do not go without other replicas' changes until
+// TCP gives up.
+func TestListenerReconnectsFromASilentConnection(t *testing.T) {
+	proxy := startProxy(t, pgtest.URL(t))
+	proxy.setUp(true)
+	db, err := postgres.Open(context.Background(), proxy.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var resyncs atomic.Int64
+	l := &postgres.Listener{DB: db, Origin: "replica-s", Logger: slog.New(slog.DiscardHandler),
+		HealthInterval: 100 * time.Millisecond, HealthTimeout: 300 * time.Millisecond, MinBackoff: 50 * time.Millisecond,
+		Resync: func() { resyncs.Add(1) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { l.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	for deadline := time.Now().Add(5 * time.Second); resyncs.Load() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not listen")
+		}
+	}
+	proxy.muteOpen()
+	for deadline := time.Now().Add(5 * time.Second); resyncs.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("5 s after its connection went silent, the listener has not listened again")
+		}
+	}
+}
+
 func lastIndex(s []string, v string) int {
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i] == v {
@@ -323,6 +357,9 @@ type proxy struct {
 	mu   sync.Mutex
 	up   bool
 	open []net.Conn
+	// mute, one per forwarded connection: set, it swallows what either
+	// side sends, as a path that went dead without a reset does.
+	mute []*atomic.Bool
 }
 
 // startProxy starts a proxy, down, to the database at dbURL.
@@ -374,15 +411,38 @@ func (p *proxy) accept() {
 			s.Close()
 			continue
 		}
+		mute := new(atomic.Bool)
 		p.open = append(p.open, c, s)
+		p.mute = append(p.mute, mute)
 		p.mu.Unlock()
 		for _, pair := range [][2]net.Conn{{c, s}, {s, c}} {
 			p.wg.Go(func() {
-				io.Copy(pair[0], pair[1])
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := pair[1].Read(buf)
+					if n > 0 && !mute.Load() {
+						if _, err := pair[0].Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
 				pair[0].Close()
 				pair[1].Close()
 			})
 		}
+	}
+}
+
+// muteOpen makes every connection open now swallow what it is sent, and
+// answer nothing, without closing it; later connections work.
+func (p *proxy) muteOpen() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.mute {
+		m.Store(true)
 	}
 }
 
