@@ -140,17 +140,20 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Cleanups run in reverse: realtime's (the notifier's final flush, which
+	// takes milliseconds) before the audit writer's drain, which may take
+	// the rest of the deadline on a slow database.
+	limits, sec, err := m.startSecurity(db, res, log)
+	if err != nil {
+		return err
+	}
+	stops.add(sec.stop)
 	rt, wsConfig, err := m.startRealtime(db, log)
 	if err != nil {
 		return err
 	}
 	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
-	limits, sec, err := m.startSecurity(db, res, log)
-	if err != nil {
-		return err
-	}
-	stops.add(sec.stop)
 	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits}, db, res, db)
 	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, conns)

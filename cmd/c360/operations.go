@@ -31,8 +31,8 @@ func (m *Main) ingestConfig() (postgres.IngestConfig, error) {
 	return cfg, nil
 }
 
-// stopper runs serve's cleanups (drain the audit writer, flush cross-replica
-// notifications, stop group commit, close the pools) in reverse order of
+// stopper runs serve's cleanups (flush cross-replica notifications, drain
+// the audit writer, stop group commit, close the pools) in reverse order of
 // registration. Once a shutdown deadline is set, it waits for them only
 // until then: a request stuck on the database cannot keep the process past
 // C360_SHUTDOWN_TIMEOUT. Its transaction, never committed, is rolled back
