@@ -57,6 +57,8 @@ Usage:
   c360 apikey create --workspace SLUG --role admin|agent|assistant|write [--scopes pii,...] [--json]
   c360 apikey revoke --workspace SLUG --prefix PREFIX [--json]
   c360 apikey list --workspace SLUG [--json]
+  c360 deadletter list --workspace SLUG [--pending] [--limit N] [--json]
+  c360 deadletter replay --workspace SLUG --id ID [--json]
   c360 mcp              MCP server over stdin/stdout for desktop assistants (C360_API_KEY)
 
 Environment:
@@ -119,6 +121,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.workspace(ctx, args[1:])
 	case "apikey":
 		return m.apikey(ctx, args[1:])
+	case "deadletter":
+		return m.deadletter(ctx, args[1:])
 	case "mcp":
 		return m.mcpStdio(ctx, args[1:])
 	case "help", "-h", "--help":

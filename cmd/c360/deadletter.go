@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/c360dev/c360"
+)
+
+// deadletter runs `deadletter list` and `deadletter replay`: an operator
+// with shell access reads and replays a workspace's dead letters without
+// minting an admin key for the GraphQL API (docs/operations.md).
+func (m *Main) deadletter(ctx context.Context, args []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		return usageError("usage: c360 deadletter list|replay --workspace SLUG ...")
+	}
+	cmd := args[0]
+	fs := newFlagSet("deadletter "+cmd, m.Stderr)
+	slug := fs.String("workspace", "", "workspace slug (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	var (
+		id      *string
+		pending *bool
+		limit   *int
+	)
+	if cmd == "replay" {
+		id = fs.String("id", "", "the dead letter's id, as deadletter list prints it (required)")
+	} else {
+		pending = fs.Bool("pending", false, "only dead letters not yet replayed")
+		limit = fs.Int("limit", 20, "how many, newest first (1 to 100)")
+	}
+	if err := m.parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *slug == "" {
+		return usageError("--workspace is required")
+	}
+	var letter int64
+	if cmd == "replay" {
+		n, err := strconv.ParseInt(*id, 10, 64)
+		if err != nil || n < 1 {
+			return usageError(fmt.Sprintf("--id: want a dead letter's id (a positive integer), got %q", truncate(*id)))
+		}
+		letter = n
+	} else if err := c360.CheckFirst(*limit); err != nil {
+		return usageError("--limit: " + c360.ErrorMessage(err))
+	}
+	db, w, err := m.openWorkspace(ctx, *slug)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cmd == "replay" {
+		d, err := db.ReplayDeadLetter(ctx, w.ID, letter)
+		if err != nil {
+			return err
+		}
+		// Recorded as the GraphQL mutation records it, with the command
+		// line as the actor.
+		e := c360.NewAuditEntry(nil, w.ID, c360.AuditDeadLetterReplay, time.Now())
+		e.Detail = map[string]any{"deadLetterId": d.ID, "replayedEventId": d.ReplayedEventID}
+		if err := db.RecordAudit(ctx, []*c360.AuditEntry{e}); err != nil {
+			fmt.Fprintf(m.Stderr, "c360: warning: the dead letter was replayed but not recorded in the audit log: %s\n", c360.ErrorMessageOrText(err))
+		}
+		if *asJSON {
+			return json.NewEncoder(m.Stdout).Encode(deadLetterToJSON(d))
+		}
+		fmt.Fprintf(m.Stdout, "dead letter %d of %s replayed: event %d\n", d.ID, w.Slug, d.ReplayedEventID)
+		return nil
+	}
+	page, err := db.DeadLetters(ctx, w.ID, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: *limit}, Pending: *pending})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]deadLetterJSON, len(page.Items))
+		for i, d := range page.Items {
+			out[i] = deadLetterToJSON(d)
+		}
+		return json.NewEncoder(m.Stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSOURCE\tKEY\tTYPE\tATTEMPTS\tLAST FAILED\tREPLAYED\tERROR")
+	for _, d := range page.Items {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.Source, truncate(d.DedupeKey), d.EventType, d.Attempts,
+			d.LastFailedAt.UTC().Format(time.RFC3339), timeOrDash(d.ReplayedAt), truncate(d.Error))
+	}
+	return tw.Flush()
+}
+
+// deadLetterJSON is a dead letter as `deadletter list --json` prints it:
+// the event itself stays in the database (it holds what the provider sent).
+type deadLetterJSON struct {
+	ID              int64      `json:"id"`
+	Source          string     `json:"source"`
+	DedupeKey       string     `json:"dedupeKey"`
+	EventType       string     `json:"eventType"`
+	Error           string     `json:"error"`
+	Attempts        int        `json:"attempts"`
+	FirstFailedAt   time.Time  `json:"firstFailedAt"`
+	LastFailedAt    time.Time  `json:"lastFailedAt"`
+	ReplayedAt      *time.Time `json:"replayedAt"`
+	ReplayedEventID int64      `json:"replayedEventId,omitempty"`
+}
+
+func deadLetterToJSON(d *c360.DeadLetter) deadLetterJSON {
+	return deadLetterJSON{ID: d.ID, Source: d.Source, DedupeKey: d.DedupeKey, EventType: d.EventType, Error: d.Error,
+		Attempts: d.Attempts, FirstFailedAt: d.FirstFailedAt, LastFailedAt: d.LastFailedAt, ReplayedAt: d.ReplayedAt,
+		ReplayedEventID: d.ReplayedEventID}
+}

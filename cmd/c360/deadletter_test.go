@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/postgres"
+)
+
+// An operator lists a workspace's dead letters and replays one from the
+// command line: a replay before the cause is fixed fails as it would over
+// GraphQL (exit 1, the reason), one after it stores the event, and each
+// replay is in the audit log with the command line as its actor.
+func TestDeadLetterCommands(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("dl")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An event the workspace's block list leaves without identity, kept as
+	// a dead letter.
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550172"}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), w.ID, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
+		Identities: []c360.Identity{{Type: "phone", Value: "+14155550172"}}, Source: "cli-test", DedupeKey: "dl-1",
+		OccurredAt: now, ReceivedAt: now}})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) || len(kept.IDs) != 1 {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	id := strconv.FormatInt(kept.IDs[0], 10)
+
+	var listed []struct {
+		ID         int64
+		DedupeKey  string
+		Attempts   int
+		ReplayedAt *time.Time
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("deadletter", "list", "--workspace", slug, "--pending", "--json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0].ID != kept.IDs[0] || listed[0].DedupeKey != "dl-1" || listed[0].ReplayedAt != nil {
+		t.Fatalf("deadletter list = %+v, want the one pending letter", listed)
+	}
+	if out := c.mustRun("deadletter", "list", "--workspace", slug); !strings.Contains(out, "dl-1") || !strings.Contains(out, "cli-test") {
+		t.Errorf("deadletter list (table) = %q, want the letter's key and source", out)
+	}
+
+	// Before the fix: refused, with the reason, and counted.
+	if _, _, err := c.run("deadletter", "replay", "--workspace", slug, "--id", id); err == nil || exitCode(err) != 1 ||
+		!strings.Contains(c360.ErrorMessageOrText(err), "no usable identity") {
+		t.Errorf("replay before the fix: %v (exit %d), want the refusal", err, exitCode(err))
+	}
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var replayed struct {
+		ID              int64
+		Attempts        int
+		ReplayedAt      *time.Time
+		ReplayedEventID int64
+	}
+	decodeOne(t, c.mustRun("deadletter", "replay", "--workspace", slug, "--id", id, "--json"), &replayed)
+	if replayed.ReplayedAt == nil || replayed.ReplayedEventID == 0 || replayed.Attempts != 2 {
+		t.Errorf("replay after the fix = %+v, want replayed after 2 attempts", replayed)
+	}
+	if out := c.mustRun("deadletter", "list", "--workspace", slug, "--pending"); strings.Contains(out, "dl-1") {
+		t.Errorf("deadletter list --pending after the replay = %q, want it gone", out)
+	}
+	entries, _, _, err := db.FindAuditEntries(ctx, w.ID, c360.AuditFilter{First: 10, Action: c360.AuditDeadLetterReplay})
+	if err != nil || len(entries) != 1 || entries[0].Actor != "cli" {
+		t.Errorf("audit of the replay = %+v, %v; want one entry by cli", entries, err)
+	}
+
+	// Usage mistakes are refused before anything is opened.
+	for _, args := range [][]string{
+		{"deadletter"}, {"deadletter", "purge"}, {"deadletter", "list"}, {"deadletter", "replay", "--workspace", slug},
+		{"deadletter", "replay", "--workspace", slug, "--id", "x"}, {"deadletter", "list", "--workspace", slug, "--limit", "0"},
+	} {
+		if _, _, err := c.run(args...); exitCode(err) != 2 {
+			t.Errorf("%v: %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
