@@ -524,21 +524,7 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		}
 		return Redacted, true
 	case []any:
-		var out []any
-		for i, e := range v {
-			ne, changed := value(k, e, path, found, masking)
-			if !changed {
-				continue
-			}
-			if out == nil {
-				out = slices.Clone(v)
-			}
-			out[i] = ne
-		}
-		if out == nil {
-			return v, false
-		}
-		return out, true
+		return eachOf(v, func(e any) (any, bool) { return value(k, e, path, found, masking) })
 	default:
 		// Numbers and booleans: personal only by their key (a phone stored
 		// as a number, a zip code).
