@@ -82,11 +82,10 @@ func withParams(ctx context.Context, p *graphql.RawParams) context.Context {
 }
 
 const (
-	mediaJSON             = "application/json"
-	mediaGraphQLResponse  = "application/graphql-response+json"
-	mediaAnyApplication   = "application/*"
-	mediaAnything         = "*/*"
-	acceptNothingMatching = mediaGraphQLResponse
+	mediaJSON            = "application/json"
+	mediaGraphQLResponse = "application/graphql-response+json"
+	mediaAnyApplication  = "application/*"
+	mediaAnything        = "*/*"
 )
 
 // responseContentType picks the answer's media type from Accept as
@@ -109,7 +108,7 @@ func responseContentType(accept string) string {
 			return mediaGraphQLResponse
 		}
 	}
-	return acceptNothingMatching
+	return mediaGraphQLResponse
 }
 
 // operationErrorStatus is the status of an operation refused before it ran
