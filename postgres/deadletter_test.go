@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
@@ -254,16 +256,10 @@ func TestDeadLetterThatCannotBeKeptIsUnavailable(t *testing.T) {
 	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"100ms"}}, postgres.IngestConfig{})
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockDeadLetters(t, db)
 	ev := track("dl-locked", ids("user_id", "u"))
 	ev.Properties = map[string]any{"note": "a\x00b"}
-	_, err = db.Ingest(ctx, ws, []*c360.Event{ev})
+	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
 	var kept *c360.DeadLetteredError
 	if c360.ErrorCode(err) != c360.EUNAVAILABLE || errors.As(err, &kept) {
 		t.Errorf("poison with dead_letters locked: %v, want UNAVAILABLE", err)
@@ -287,15 +283,9 @@ func TestInvalidDeadLetterThatCannotBeKeptIsUnavailable(t *testing.T) {
 	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"100ms"}}, postgres.IngestConfig{})
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	tx, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockDeadLetters(t, db)
 	ev := track("inv-locked", ids("phone", "+1 234"))
-	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), ws, []*c360.Event{ev})
+	_, err := db.Ingest(c360.WithInvalidAsDeadLetters(ctx), ws, []*c360.Event{ev})
 	tx.Rollback(ctx)
 	var kept *c360.DeadLetteredError
 	if c360.ErrorCode(err) != c360.EUNAVAILABLE || errors.As(err, &kept) {
@@ -368,4 +358,19 @@ func TestDeadLetterForInvalidEventWhenAsked(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'inv-blocked'`, ws); n != 1 {
 		t.Errorf("events after the replay = %d, want 1", n)
 	}
+}
+
+// lockDeadLetters locks the dead_letters table until the returned
+// transaction ends: a dead letter cannot be written meanwhile.
+func lockDeadLetters(t *testing.T, db *postgres.DB) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }

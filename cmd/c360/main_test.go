@@ -419,26 +419,7 @@ func TestServeGracefulShutdown(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	base := "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve ended before it answered: %v\nstderr: %s", err, stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET /healthz did not answer 200 within 10s (last error %v)\nstderr: %s", err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthy(t, base, done, &stderr)
 
 	// The served API works end to end with the key the CLI printed.
 	req, _ := http.NewRequest(http.MethodPost, base+"/graphql",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -115,13 +116,15 @@ func TestServeShutdownClosesWebsocketsBeforeEndingSubscriptions(t *testing.T) {
 }
 
 // waitHealthy waits for a serve started in the background to answer
-// /healthz, failing the test if it ends or does not answer within 10 s.
+// /healthz with 200 "ok", failing the test if it ends or does not answer
+// within 10 s.
 func waitHealthy(t *testing.T, base string, done <-chan error, stderr *logbuf.Buffer) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if resp, err := http.Get(base + "/healthz"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
 				return
 			}
 		}
