@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360/internal/logbuf"
+	"github.com/c360dev/c360/postgres"
 )
 
 // On shutdown every websocket is closed with 1001 before the hub stops, so
@@ -191,4 +194,92 @@ func TestBadSettingsRefusedAtStart(t *testing.T) {
 	// The region is checked in its ISO form, whatever its case.
 	c.env["C360_DEFAULT_REGION"] = "gb"
 	c.mustRun("migrate", "status")
+}
+
+// On shutdown the cross-replica notifications are flushed before the audit
+// writer drains: with the audit log locked, the drain waits out the
+// deadline, and the commits made before shutdown must still reach other
+// replicas' subscribers.
+func TestServeFlushesNotificationsBeforeTheAuditDrain(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	c := newCLI(t)
+	slug := uniqueSlug("shutflush")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	var assistant struct{ APIKey string }
+	decodeOne(t, c.mustRun("apikey", "create", "--workspace", slug, "--role", "assistant", "--json"), &assistant)
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	locker, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+
+	addr := freeAddr(t)
+	var stdout, stderr logbuf.Buffer
+	// A notification waits up to 10 s, past the deadline: only the flush
+	// at stop sends the one of the commit below (with the usual 5 ms, the
+	// notifier's own ticks would send it while the drain waits).
+	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr,
+		"C360_SHUTDOWN_TIMEOUT": "3s", "C360_NOTIFY_INTERVAL": "10s"}
+	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(sctx, []string{"serve", "--no-migrate"}) }()
+	base := "http://" + addr
+	waitHealthy(t, base, done, &stderr)
+
+	post := func(key, query string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/graphql", strings.NewReader(`{"query":`+strconv.Quote(query)+`}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.Contains(string(body), `"errors"`) {
+			t.Fatalf("%s: %d %s", query, resp.StatusCode, body)
+		}
+	}
+	// The audit log locked: the assistant's read below is queued for it,
+	// and its writer waits.
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	post(cr.APIKey, `mutation { identify(input: {identities: [{type: "email", value: "flush@example.com"}]}) { id } }`)
+	post(assistant.APIKey, `{ customerByIdentity(type: "email", value: "flush@example.com") { id traits } }`)
+	cancel()
+	// serve returns at the deadline, with the drain still stuck, and a
+	// process exits then: the notification must have been sent by then.
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("serve did not return within 10 s\nstderr: %s", stderr.String())
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer wcancel()
+	if _, err := listener.WaitForNotification(wctx); err != nil {
+		t.Errorf("no change notification by the time serve returned, with the audit drain stuck: %v", err)
+	}
+	// A process would exit here; the test's cleanups, unstuck, end before
+	// the package's leak check.
+	tx.Rollback(ctx)
+	goleak.VerifyNone(t, before)
 }
