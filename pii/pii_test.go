@@ -236,11 +236,14 @@ func TestJSONLeavesIdsAlone(t *testing.T) {
 	}
 	personal := map[string]any{
 		"note": "call (415) 555-0100 after 6", "ref": "order 42 for jane@example.com", "to": "+1 415 555 0100",
+		// A page event's URL, with the form's fields in its query.
+		"url": "https://shop.example.com/thanks?email=jane.doe%40example.com&phone=%2B1+415+555+0100",
 	}
 	want := map[string]any{
 		"note": "call (******0100 after 6", "ref": "order 42 for j***@example.com", "to": "+1******0100",
+		"url": "https://shop.example.com/thanks?email=j***%40example.com&phone=%2B1******0100",
 	}
-	if got, found := JSON(personal); jsonString(got) != jsonString(want) || len(found) != 3 {
+	if got, found := JSON(personal); jsonString(got) != jsonString(want) || len(found) != 4 {
 		t.Errorf("JSON(personal) = %s, found %v; want %s", jsonString(got), found, jsonString(want))
 	}
 }

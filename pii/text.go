@@ -29,6 +29,9 @@ var (
 // left out of it. A run longer than any phone number (several numbers one
 // after another, a card number) is masked too: masking a long order number
 // is the price of never letting a phone number through.
+//
+// The text is read as plainView reads it: digits of other scripts as
+// digits, and a URL's escapes (jane%40example.com) as what they escape.
 func Text(s string, masking bool) (string, []string) {
 	return text(s, masking, true)
 }
@@ -45,16 +48,7 @@ func text(s string, masking, bare bool) (string, []string) {
 	if !mayHoldText(s) {
 		return s, nil
 	}
-	var found []string
-	if strings.IndexByte(s, '@') >= 0 {
-		s = emailInText.ReplaceAllStringFunc(s, func(m string) string {
-			found = append(found, string(KindEmail))
-			if !masking {
-				return m
-			}
-			return Email(m)
-		})
-	}
+	s, found := emails(s, masking)
 	spans := phoneSpans(s, bare)
 	if len(spans) == 0 {
 		return s, found
@@ -76,6 +70,47 @@ func text(s string, masking, bare bool) (string, []string) {
 	return b.String(), found
 }
 
+// emails finds the email addresses in s, as plainView reads it, and masks
+// them when masking is set. An address in a URL's query starts after the
+// = or ? before it (?email=jane@example.com is jane's). A masked address
+// keeps its @ as s wrote it (jane%40example.com reads j***%40example.com).
+func emails(s string, masking bool) (string, []string) {
+	view, orig := plainView(s)
+	if strings.IndexByte(view, '@') < 0 {
+		return s, nil
+	}
+	var found []string
+	var b strings.Builder
+	last := 0
+	for _, l := range emailInText.FindAllStringIndex(view, -1) {
+		m := view[l[0]:l[1]]
+		at := strings.LastIndexByte(m, '@')
+		if k := strings.LastIndexAny(m[:at], "=?"); k >= 0 {
+			m, at, l[0] = m[k+1:], at-k-1, l[0]+k+1
+		}
+		if at == 0 {
+			continue
+		}
+		found = append(found, string(KindEmail))
+		if !masking {
+			continue
+		}
+		start, end, sign := l[0], l[1], "@"
+		if orig != nil {
+			start, end = orig[start], orig[end]
+			sign = s[orig[l[0]+at]:orig[l[0]+at+1]]
+		}
+		b.WriteString(s[last:start])
+		b.WriteString(strings.Replace(Email(m), "@", sign, 1))
+		last = end
+	}
+	if b.Len() == 0 {
+		return s, found
+	}
+	b.WriteString(s[last:])
+	return b.String(), found
+}
+
 // phoneSpan is a phone number found in a text: where it is, and how it
 // reads masked.
 type phoneSpan struct {
@@ -84,11 +119,10 @@ type phoneSpan struct {
 }
 
 // phoneSpans finds the phone numbers in s (text's bare says how a run of
-// digits alone counts). Digits of other scripts (fullwidth ４１５,
-// Arabic-Indic ٤١٥) are read as the ASCII digits they stand for; the spans
-// are s's.
+// digits alone counts), as plainView reads it; the spans are s's, and a
+// masked number keeps the + or parenthesis it starts with as s wrote it.
 func phoneSpans(s string, bare bool) []phoneSpan {
-	num, orig := asciiDigits(s)
+	num, orig := plainView(s)
 	locs := digitRuns(num)
 	if locs == nil {
 		return nil
@@ -108,39 +142,50 @@ func phoneSpans(s string, bare bool) []phoneSpan {
 			continue
 		}
 		m := num[start:end]
+		// Keep what precedes a number without a country code (a
+		// parenthesis) out of pii.Phone, which masks such a number to its
+		// last four; a + is the country code's, and Phone keeps it.
 		lead := ""
 		if m[0] != '+' {
-			// Keep what precedes the number (a parenthesis) out of
-			// pii.Phone, which masks a number without a country code to
-			// its last four.
 			lead = m[:strings.IndexAny(m, "0123456789")]
 		}
-		sp := phoneSpan{start: start, end: end, masked: lead + Phone(m[len(lead):])}
+		masked := Phone(m[len(lead):])
+		sp := phoneSpan{start: start, end: end}
 		if orig != nil {
 			sp.start, sp.end = orig[start], orig[end]
+			if lead != "" {
+				lead = s[sp.start:orig[start+len(lead)]]
+			} else if m[0] == '+' && strings.HasPrefix(masked, "+") {
+				// The + as s wrote it (%2B, ＋).
+				lead, masked = s[sp.start:orig[start+1]], masked[1:]
+			}
 		}
+		sp.masked = lead + masked
 		spans = append(spans, sp)
 	}
 	return spans
 }
 
-// asciiDigits returns s with the decimal digits of other scripts written
-// as ASCII digits, and, when it changed anything, the offset in s of each
-// byte offset of the result (one past the end included); s itself and nil
-// when s holds none.
-func asciiDigits(s string) (string, []int) {
+// plainView returns s as the scans read it and, when that differs from s,
+// the offset in s of each byte offset of the view (one past the end
+// included); s itself and nil when s reads as written. The view writes:
+//   - the decimal digits of other scripts as ASCII digits (fullwidth ４１５,
+//     Arabic-Indic ٤١٥), and the fullwidth forms of ASCII punctuation as
+//     that punctuation (＠, ＋, and the small ﹫ and ﹢);
+//   - a URL's percent-escape of an ASCII space or punctuation as the
+//     character it stands for (jane%40example.com, %2B1%20415…): analytics
+//     events carry addresses and numbers inside the page URLs they record;
+//   - a + between two digits as a space, as a URL's query writes one
+//     (phone=%2B1+415+555+0100).
+func plainView(s string) (string, []int) {
 	first := -1
-	for i := 0; i < len(s); {
-		if s[i] < utf8.RuneSelf {
-			i++
+	for i := 0; i < len(s) && first < 0; i++ {
+		if c := s[i]; c != '%' && c != '+' && c < utf8.RuneSelf {
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if unicode.IsDigit(r) {
+		if _, _, ok := plainByte(s, i); ok {
 			first = i
-			break
 		}
-		i += size
 	}
 	if first < 0 {
 		return s, nil
@@ -148,14 +193,18 @@ func asciiDigits(s string) (string, []int) {
 	var b strings.Builder
 	b.Grow(len(s))
 	orig := make([]int, 0, len(s)+1)
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r >= utf8.RuneSelf && unicode.IsDigit(r) {
-			b.WriteByte('0' + byte(digitValue(r)))
+	b.WriteString(s[:first])
+	for i := range first {
+		orig = append(orig, i)
+	}
+	for i := first; i < len(s); {
+		c, size, ok := plainByte(s, i)
+		if ok {
+			b.WriteByte(c)
 			orig = append(orig, i)
 		} else {
 			b.WriteString(s[i : i+size])
-			for k := 0; k < size; k++ {
+			for k := range size {
 				orig = append(orig, i+k)
 			}
 		}
@@ -163,6 +212,69 @@ func asciiDigits(s string) (string, []int) {
 	}
 	orig = append(orig, len(s))
 	return b.String(), orig
+}
+
+// plainByte reads what starts at s[i] as plainView does: the ASCII byte it
+// writes for it and the size it reads, or ok false and the size of what
+// stands as written there (a byte, or a rune of several).
+func plainByte(s string, i int) (c byte, size int, ok bool) {
+	switch c := s[i]; {
+	case c == '%':
+		if r, ok := escapedPunct(s[i:]); ok {
+			return r, 3, true
+		}
+	case c == '+':
+		if i > 0 && isDigit(s[i-1]) && i+1 < len(s) && isDigit(s[i+1]) {
+			return ' ', 1, true
+		}
+	case c >= utf8.RuneSelf:
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r >= '\uff01' && r <= '\uff5e': // fullwidth ASCII
+			if c := byte(r - 0xfee0); !isDigit(c) && !isLetter(c) {
+				return c, size, true
+			}
+		case r == '\ufe6b': // small commercial at
+			return '@', size, true
+		case r == '\ufe62': // small plus sign
+			return '+', size, true
+		}
+		if unicode.IsDigit(r) {
+			return '0' + byte(digitValue(r)), size, true
+		}
+		return 0, size, false
+	}
+	return 0, 1, false
+}
+
+// escapedPunct reads the percent-escape s starts with (%40) as the ASCII
+// space, tab, line break or punctuation it stands for; a letter or a digit
+// written so is not read.
+func escapedPunct(s string) (byte, bool) {
+	if len(s) < 3 {
+		return 0, false
+	}
+	hi, lo := unhex(s[1]), unhex(s[2])
+	if hi < 0 || lo < 0 {
+		return 0, false
+	}
+	switch c := byte(hi<<4 | lo); {
+	case c == '\t', c == '\n', c == '\r', c >= ' ' && c <= '/', c >= ':' && c <= '@', c >= '[' && c <= '`', c >= '{' && c <= '~':
+		return c, true
+	}
+	return 0, false
+}
+
+func unhex(c byte) int {
+	switch {
+	case isDigit(c):
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
 }
 
 // digitValue is the value of a decimal digit r: Unicode encodes each
@@ -504,8 +616,9 @@ func mayHoldText(s string) bool {
 	if mayHoldASCII(s) {
 		return true
 	}
-	// Digits of other scripts count as the ASCII digits they stand for.
-	if num, orig := asciiDigits(s); orig != nil {
+	// As the scans read it (plainView): digits of other scripts as ASCII
+	// digits, a URL's escapes decoded.
+	if num, orig := plainView(s); orig != nil {
 		return mayHoldASCII(num)
 	}
 	return false
