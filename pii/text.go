@@ -536,8 +536,9 @@ func joiner(c byte) bool { return c == '-' || c == '/' }
 
 // leftBounded reports whether a run starting at i stands as a word: at the
 // start, or after a character that is neither a word's nor a joiner glued
-// to one. A run starting with + always does (a+1 415... is a number), and
-// so does one after a WhatsApp link's wa.me/.
+// to one, unless that word names a phone (Tel-4155550100). A run starting
+// with + always does (a+1 415... is a number), and so does one after a
+// WhatsApp link's wa.me/.
 func leftBounded(s string, i int) bool {
 	switch {
 	case i == 0, s[i] == '+', strings.HasSuffix(s[:i], "wa.me/"):
@@ -553,7 +554,16 @@ func leftBounded(s string, i int) bool {
 		}
 		return k == i-1 || KeyKind(s[k:i-1]) != ""
 	}
-	return !joiner(s[i-1]) || i < 2 || !wordByte(s[i-2])
+	if !joiner(s[i-1]) || i < 2 || !wordByte(s[i-2]) {
+		return true
+	}
+	// Glued, unless the word names a phone (Tel-4155550100, Fax/…): a
+	// word of letters alone, so that an id's groups are not looked up.
+	k := i - 1
+	for k > 0 && isLetter(s[k-1]) {
+		k--
+	}
+	return k < i-1 && (k == 0 || !wordByte(s[k-1])) && KeyKind(s[k:i-1]) == KindPhone
 }
 
 // rightBounded is leftBounded for a run ending at j; an extension written
