@@ -6,6 +6,7 @@ package load
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -103,10 +104,15 @@ func Run(ctx context.Context, name string, workers int, d time.Duration, maxOps 
 }
 
 // Percentile returns the p-th percentile (0 < p ≤ 1, 1 for the largest)
-// of sorted durations, 0 for none.
+// of sorted durations by nearest rank: the smallest value that at least
+// p of them do not exceed (p99 of 1..100 is 99, p50 of 1..4 is 2). 0 for
+// none.
 func Percentile(sorted []time.Duration, p float64) time.Duration {
 	if len(sorted) == 0 {
 		return 0
 	}
-	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+	// The rank is ceil(p·n); the tolerance keeps a product that float64
+	// rounds just above an integer (0.07·100 = 7.000000000000001) on it.
+	rank := int(math.Ceil(p*float64(len(sorted)) - 1e-9))
+	return sorted[min(len(sorted)-1, max(0, rank-1))]
 }
