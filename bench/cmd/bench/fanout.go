@@ -46,6 +46,9 @@ func fanoutFlags(fs *flag.FlagSet) *fanoutConfig {
 // benchFanout measures subscriptions at scale against a real server
 // process: RSS per idle subscriber, and ingest-to-delivery latency of
 // targeted changes (each change reaches the subscribers of its customer).
+// A run fails when a change was missed, delivered twice or to a
+// connection of another customer, or when a connection or subscription
+// ended: its latencies would not be those of a working fan-out.
 func benchFanout(ctx context.Context, cfg config, fc *fanoutConfig) error {
 	raiseFileLimit()
 	for _, s := range strings.Split(fc.subscribers, ",") {
@@ -123,13 +126,29 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	time.Sleep(time.Second)
 	rss0 := srv.RSS()
 
+	// Each change goes to a different customer while there are enough; when
+	// there are fewer customers than writes, writes to one customer wait
+	// for each other (custMu): two concurrent ones may commit out of order,
+	// and the older trait value then changes nothing, so its change would
+	// be counted missing.
+	order := rand.Perm(customers)
+	custMu := make([]sync.Mutex, customers)
+	target := make([]int, fc.writes)
+	for k := range target {
+		target[k] = order[k%customers]
+	}
+	subOf := make([]int, n)
+	for i := range subOf {
+		subOf[i] = i % customers
+	}
+	tally := newFanoutTally(subOf, customers, target)
 	var (
-		mu sync.Mutex
-		// deliveries are the changes the subscribers got: which write
-		// made each, when it was sent, when it arrived.
-		deliveries []delivery
-		delivered  atomic.Int64
-		closed     atomic.Int64
+		closed atomic.Int64
+		// ended counts subscriptions the server ended (an error or
+		// complete message) while their connection stayed open.
+		ended     atomic.Int64
+		closeWhy  atomic.Value
+		endedWhat atomic.Value
 	)
 	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/graphql"
 	conns := make([]*websocket.Conn, n)
@@ -145,7 +164,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 			d := websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}, HandshakeTimeout: 30 * time.Second,
 				ReadBufferSize: 1024, WriteBufferSize: 1024}
 			for i := range jobs {
-				c, err := subscribeOne(d, wsURL, creds.APIKey, ids[i%customers])
+				c, err := subscribeOne(d, wsURL, creds.APIKey, ids[subOf[i]])
 				if err != nil {
 					dialErr.Store(err)
 					continue
@@ -158,16 +177,17 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 						_, msg, err := c.ReadMessage()
 						if err != nil {
 							closed.Add(1)
+							closeWhy.CompareAndSwap(nil, err.Error())
 							return
 						}
 						t0, ok := traitNumber(msg, "t0")
 						w, okW := traitNumber(msg, "w")
-						if ok && okW {
-							now := time.Now()
-							mu.Lock()
-							deliveries = append(deliveries, delivery{write: w, sent: time.UnixMicro(t0), at: now})
-							mu.Unlock()
-							delivered.Add(1)
+						switch {
+						case ok && okW:
+							tally.add(i, w, time.UnixMicro(t0), time.Now())
+						case bytes.Contains(msg, []byte(`"type":"error"`)) || bytes.Contains(msg, []byte(`"type":"complete"`)):
+							ended.Add(1)
+							endedWhat.CompareAndSwap(nil, string(msg[:min(len(msg), 200)]))
 						}
 					}
 				}()
@@ -200,7 +220,6 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		float64(rss0)/(1<<20), float64(rss1)/(1<<20), n, float64(rss1-rss0)/float64(n)/1024)
 
 	// Targeted changes through the server's GraphQL API, paced.
-	perChange := int64(n / customers)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	tick := time.NewTicker(time.Second / time.Duration(fc.rate))
 	defer tick.Stop()
@@ -209,10 +228,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	var wmu sync.Mutex
 	var writeLat []time.Duration
 	answered := map[int64]time.Time{} // a write's index -> its answer
-	// Each change goes to a different customer while there are enough: two
-	// concurrent writes to one customer may commit out of order, and the
-	// older trait value then changes nothing.
-	order := rand.Perm(customers)
+	sentAt := make([]time.Time, fc.writes)
 	sem := make(chan struct{}, 16)
 	writeStart := time.Now()
 	for k := 0; k < fc.writes; k++ {
@@ -222,8 +238,11 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		go func() {
 			defer writers.Done()
 			defer func() { <-sem }()
+			custMu[target[k]].Lock()
+			defer custMu[target[k]].Unlock()
 			start := time.Now()
-			if err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[order[k%customers]], k); err != nil {
+			sentAt[k] = start
+			if err := identifyAt(ctx, client, srv.URL, creds.APIKey, emails[target[k]], k, start); err != nil {
 				writeErr.Store(err)
 			}
 			wmu.Lock()
@@ -236,41 +255,150 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 	if err, ok := writeErr.Load().(error); ok {
 		return fmt.Errorf("write: %w", err)
 	}
-	want := int64(fc.writes) * perChange
+	want := tally.want()
 	deadline := time.Now().Add(30 * time.Second)
-	for delivered.Load() < want && time.Now().Before(deadline) {
+	for tally.arrived() < want && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed := time.Since(writeStart)
+	// A duplicate or a misrouted change would arrive about when the right
+	// ones do: give them a moment before counting.
+	time.Sleep(250 * time.Millisecond)
+	waitEnd := time.Now()
 	// The send-to-delivery time includes the write's commit, and so any
 	// stall of PostgreSQL's WAL flush (BENCHMARKS.md). Measured from the
 	// write's answer instead, what remains is the fan-out's own part less
 	// the answer's trip back (the answer follows the commit): a lower bound
 	// of it. A change delivered before its answer reached the load
 	// generator counts as 0.
+	//
+	// A missing delivery counts in the send-to-delivery percentiles as
+	// arriving when the wait ended: a lower bound of its latency, so that
+	// missing ones cannot make the p99 look better.
 	var lat, after []time.Duration
-	mu.Lock()
-	for _, d := range deliveries {
+	tl := tally.result()
+	for _, d := range tl.firsts {
 		lat = append(lat, d.at.Sub(d.sent))
 		if a, ok := answered[d.write]; ok {
 			after = append(after, max(0, d.at.Sub(a)))
 		}
 	}
-	mu.Unlock()
+	for _, k := range tl.missing {
+		lat = append(lat, waitEnd.Sub(sentAt[k]))
+	}
+	closedNow, endedNow := closed.Load(), ended.Load()
 	slices.Sort(lat)
 	slices.Sort(after)
 	slices.Sort(writeLat)
 	pct := func(p float64) time.Duration { return load.Percentile(lat, p).Round(10 * time.Microsecond) }
 	round := func(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
-	fmt.Printf("  delivered %d of %d in %.1fs; ingest-to-delivery p50 %s, p99 %s, max %s; connections closed: %d\n",
-		len(lat), want, elapsed.Seconds(), pct(0.50), pct(0.99), pct(1), closed.Load())
+	fmt.Printf("  delivered %d of %d in %.1fs; ingest-to-delivery p50 %s, p99 %s, max %s (missing ones count as arriving at the end of the wait)\n",
+		len(tl.firsts), want, elapsed.Seconds(), pct(0.50), pct(0.99), pct(1))
+	fmt.Printf("  errors: %d missing, %d duplicate, %d misrouted; connections closed: %d; subscriptions ended: %d\n",
+		len(tl.missing), tl.duplicate, tl.misrouted, closedNow, endedNow)
 	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
 		round(load.Percentile(writeLat, 0.50)), round(load.Percentile(writeLat, 0.99)))
 	fmt.Printf("  delivery after the write's answer (the fan-out's part less the answer's trip): p50 %s, p99 %s, max %s (%d of %d changes matched)\n",
-		round(load.Percentile(after, 0.50)), round(load.Percentile(after, 0.99)), round(load.Percentile(after, 1)), len(after), len(lat))
-	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(lat),
+		round(load.Percentile(after, 0.50)), round(load.Percentile(after, 0.99)), round(load.Percentile(after, 1)), len(after), len(tl.firsts))
+	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(tl.firsts),
 		pct(0.50), pct(0.99), float64(rss1-rss0)/float64(n)/1024)
+	if len(tl.missing) > 0 || tl.duplicate > 0 || tl.misrouted > 0 || closedNow > 0 || endedNow > 0 {
+		why := ""
+		if v, ok := closeWhy.Load().(string); ok {
+			why += "; first close: " + v
+		}
+		if v, ok := endedWhat.Load().(string); ok {
+			why += "; first ended: " + v
+		}
+		return fmt.Errorf("%d of %d deliveries missing, %d duplicate, %d misrouted; %d connections closed, %d subscriptions ended%s",
+			len(tl.missing), want, tl.duplicate, tl.misrouted, closedNow, endedNow, why)
+	}
 	return nil
+}
+
+// fanoutTally counts the fan-out's deliveries per (connection, write)
+// against the subscription map: which customer each connection subscribed
+// to, and which customer each write changed. Counting messages instead
+// lets a duplicate hide a miss, and a change delivered to the wrong
+// customer's subscriber pass for a right one.
+type fanoutTally struct {
+	subOf   []int   // a connection's index -> its customer's index
+	target  []int   // a write's index -> the customer it changed
+	connsOf [][]int // a customer's index -> the connections subscribed to it
+
+	mu        sync.Mutex
+	seen      map[[2]int]int // (connection, write) -> deliveries
+	firsts    []delivery     // the first delivery of each expected pair
+	duplicate int
+	misrouted int
+}
+
+// newFanoutTally returns a tally for connections subscribed as subOf says,
+// to customers customers, and writes changing target's customers.
+func newFanoutTally(subOf []int, customers int, target []int) *fanoutTally {
+	t := &fanoutTally{subOf: subOf, target: target, connsOf: make([][]int, customers), seen: map[[2]int]int{}}
+	for conn, c := range subOf {
+		t.connsOf[c] = append(t.connsOf[c], conn)
+	}
+	return t
+}
+
+// want is how many deliveries the writes make: each reaches every
+// connection subscribed to its customer, however many that is.
+func (t *fanoutTally) want() int {
+	n := 0
+	for _, c := range t.target {
+		n += len(t.connsOf[c])
+	}
+	return n
+}
+
+// add records that connection conn got write's change, sent at sent.
+func (t *fanoutTally) add(conn int, write int64, sent, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if write < 0 || write >= int64(len(t.target)) || t.target[write] != t.subOf[conn] {
+		t.misrouted++
+		return
+	}
+	key := [2]int{conn, int(write)}
+	t.seen[key]++
+	if t.seen[key] > 1 {
+		t.duplicate++
+		return
+	}
+	t.firsts = append(t.firsts, delivery{write: write, sent: sent, at: at})
+}
+
+// arrived is how many expected deliveries arrived, each counted once.
+func (t *fanoutTally) arrived() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.firsts)
+}
+
+// fanoutResult is a tally's count: the first delivery of each expected
+// (connection, write), the write of each expected one that never came,
+// and the errors.
+type fanoutResult struct {
+	firsts               []delivery
+	missing              []int64
+	duplicate, misrouted int
+}
+
+// result counts the tally.
+func (t *fanoutTally) result() fanoutResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := fanoutResult{firsts: slices.Clone(t.firsts), duplicate: t.duplicate, misrouted: t.misrouted}
+	for k, c := range t.target {
+		for _, conn := range t.connsOf[c] {
+			if t.seen[[2]int{conn, k}] == 0 {
+				r.missing = append(r.missing, int64(k))
+			}
+		}
+	}
+	return r
 }
 
 // subscribeOne opens a websocket, authenticates and subscribes to one
@@ -327,12 +455,12 @@ type delivery struct {
 
 // identifyAt writes a trait change through GraphQL that carries its send
 // time (t0) and the write's index (w).
-func identifyAt(ctx context.Context, client *http.Client, base, key, email string, write int) error {
+func identifyAt(ctx context.Context, client *http.Client, base, key, email string, write int, sent time.Time) error {
 	_, err := gqlPost(ctx, client, base, key, map[string]any{
 		"query": `mutation($i: IdentifyInput!) { identify(input: $i) { version } }`,
 		"variables": map[string]any{"i": map[string]any{
 			"identities": []map[string]any{{"type": "email", "value": email}},
-			"traits":     map[string]any{"t0": time.Now().UnixMicro(), "w": write}}},
+			"traits":     map[string]any{"t0": sent.UnixMicro(), "w": write}}},
 	})
 	return err
 }
