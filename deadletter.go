@@ -130,7 +130,8 @@ func InvalidAsDeadLettersWanted(ctx context.Context) bool {
 // database refuses, a broken constraint, a bug) rather than the system's:
 // unavailability or overload, cancellation, and serialization failures or
 // deadlocks that outlasted their retries are the system's, and a client's
-// retry is their cure. The store keeps only event faults as dead letters,
+// retry is their cure. A reused key (*KeyReusedError) is neither: it is
+// refused to the client. The store keeps only event faults as dead letters,
 // and the Segment batch isolates only them; both ask here.
 func EventFault(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -139,6 +140,12 @@ func EventFault(err error) bool {
 	// PostgreSQL's class 40, through any driver error that names its SQLSTATE.
 	var state interface{ SQLState() string }
 	if errors.As(err, &state) && strings.HasPrefix(state.SQLState(), "40") {
+		return false
+	}
+	// A reused key is the client's mistake, refused to it, and a replay
+	// could only be refused the same way.
+	var reused *KeyReusedError
+	if errors.As(err, &reused) {
 		return false
 	}
 	switch ErrorCode(err) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -59,6 +60,14 @@ type Event struct {
 	DedupeKey  string // the source's own id (messageId, MessageSid); unique per workspace and source
 	OccurredAt time.Time
 	ReceivedAt time.Time
+	// RepeatSharesIdentity is set by a source whose keys are unique per
+	// person rather than per workspace (a chatbot's session id, which two
+	// bots of a workspace may both number 1, 2, ...). An event whose key is
+	// stored already is then a redelivery only when the two share an
+	// identity (after normalization); one that shares none is another
+	// person's event under a reused key, and Ingest refuses the whole call
+	// with a *KeyReusedError, writing nothing.
+	RepeatSharesIdentity bool
 
 	Message *MessageInput // set for message and message_status events
 	Consent *ConsentInput // set when the event changes consent
@@ -93,6 +102,25 @@ type IngestResult struct {
 	// NoMessage is true for a message_status event whose provider id matches
 	// no stored message: the status is kept as an event and nothing else changed.
 	NoMessage bool
+}
+
+// KeyReusedError reports that an event marked RepeatSharesIdentity has
+// the dedupe key of a stored event with which it shares no identity: not a
+// redelivery, but another person's event under the same key. Ingest wrote
+// nothing of the call. Its code is ECONFLICT; errors.As on *Error and
+// ErrorCode see through it.
+type KeyReusedError struct {
+	Source, DedupeKey string
+}
+
+// Error implements the error interface.
+func (e *KeyReusedError) Error() string {
+	return fmt.Sprintf("%s event %q: the key is stored already for an event of another person", e.Source, e.DedupeKey)
+}
+
+// Unwrap returns the domain error, so that callers see ECONFLICT.
+func (e *KeyReusedError) Unwrap() error {
+	return Errorf(ECONFLICT, "the %s key %q is stored already for another person's event", e.Source, e.DedupeKey)
 }
 
 // Ingester stores canonical events exactly once and applies them to profiles.

@@ -273,6 +273,10 @@ type storedEvent struct {
 	ReceivedAt     time.Time       `json:"receivedAt"`
 	Message        *storedMessage  `json:"message,omitempty"`
 	Consent        *storedConsent  `json:"consent,omitempty"`
+
+	// RepeatSharesIdentity keeps a replay from taking another person's
+	// event under the same key for a redelivery.
+	RepeatSharesIdentity bool `json:"repeatSharesIdentity,omitempty"`
 }
 
 type storedMessage struct {
@@ -296,6 +300,7 @@ func toStoredEvent(ev *c360.Event) storedEvent {
 		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent,
 		Properties: storedObject(ev.RawProperties, ev.Properties), Context: storedObject(ev.RawContext, ev.Context),
 		Source: ev.Source, DedupeKey: ev.DedupeKey, OccurredAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt,
+		RepeatSharesIdentity: ev.RepeatSharesIdentity,
 	}
 	if s.Identities == nil {
 		s.Identities = []c360.Identity{}
@@ -328,6 +333,7 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 		Type: s.Type, Name: s.Name, Identities: s.Identities, PreviousID: s.PreviousID,
 		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent,
 		Source: s.Source, DedupeKey: s.DedupeKey, OccurredAt: s.OccurredAt, ReceivedAt: s.ReceivedAt,
+		RepeatSharesIdentity: s.RepeatSharesIdentity,
 	}
 	// Objects come back as maps, whatever form they were kept in: a
 	// message's threadKey is read from its properties.

@@ -209,6 +209,23 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	return p, nil
 }
 
+// checkRepeat returns a *c360.KeyReusedError when p repeats the key of an
+// event with the identities stored, p's event asks for a repeat to share
+// an identity (c360.Event.RepeatSharesIdentity), and it shares none. Both
+// lists are normalized: stored ones as prepare left them.
+func checkRepeat(p *preparedEvent, stored []identity.Identity) error {
+	ev := p.ev
+	if !ev.RepeatSharesIdentity {
+		return nil
+	}
+	for _, id := range p.identities {
+		if slices.Contains(stored, id) {
+			return nil
+		}
+	}
+	return &c360.KeyReusedError{Source: ev.Source, DedupeKey: ev.DedupeKey}
+}
+
 // customerRow is a locked customer's state during ingest.
 type customerRow struct {
 	id        int64
@@ -247,13 +264,17 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt, p.traitsIfAbsent).Scan(&res.EventID)
 	if err == pgx.ErrNoRows {
 		var cust *int64
+		var stored []identity.Identity
 		err = tx.QueryRow(ctx, `
-			SELECT e.id, coalesce(c.merged_into, c.id) FROM events e
+			SELECT e.id, coalesce(c.merged_into, c.id), CASE WHEN $4::bool THEN e.identities END FROM events e
 			LEFT JOIN customers c ON c.workspace_id = e.workspace_id AND c.id = e.customer_id
 			WHERE e.workspace_id = $1 AND e.source = $2 AND e.dedupe_key = $3`,
-			ws, ev.Source, ev.DedupeKey).Scan(&res.EventID, &cust)
+			ws, ev.Source, ev.DedupeKey, ev.RepeatSharesIdentity).Scan(&res.EventID, &cust, &stored)
 		if err != nil {
 			return res, nil, interpretError(fmt.Errorf("find duplicate event: %w", err))
+		}
+		if err := checkRepeat(p, stored); err != nil {
+			return res, nil, err
 		}
 		if cust != nil {
 			res.CustomerID = *cust

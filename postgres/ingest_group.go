@@ -116,18 +116,33 @@ func (db *DB) ingestGroup(ctx context.Context, tx pgx.Tx, ws int64, rules identi
 // saves every group a round trip.
 func findDuplicatesAndOwners(ctx context.Context, tx pgx.Tx, ws int64, evs []*groupEvent) (*groupState, error) {
 	b, first := findBatch(ws, evs)
+	for _, e := range evs {
+		if e.dupOf >= 0 {
+			if err := checkRepeat(e.p, evs[e.dupOf].p.identities); err != nil {
+				return nil, err
+			}
+		}
+	}
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
 	var k dedupeKey
 	var id, cust int64
+	var stored []identity.Identity
 	rows, _ := br.Query() // its error is the rows'
-	if _, err := pgx.ForEachRow(rows, []any{&k.source, &k.dedupe, &id, &cust}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&k.source, &k.dedupe, &id, &cust, &stored}, func() error {
 		e := evs[first[k]]
+		if err := checkRepeat(e.p, stored); err != nil {
+			return err
+		}
 		e.claimed = false
 		e.res = c360.IngestResult{EventID: id, CustomerID: cust, Duplicate: true}
 		return nil
 	}); err != nil {
+		var reused *c360.KeyReusedError
+		if errors.As(err, &reused) {
+			return nil, err
+		}
 		return nil, interpretError(fmt.Errorf("find duplicate events: %w", err))
 	}
 	if _, err := br.Exec(); err != nil {
@@ -157,6 +172,7 @@ type dedupeKey struct{ source, dedupe string }
 func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
 	first := map[dedupeKey]int{}
 	var sources, dedupe []string
+	var shares []bool
 	var all []identity.Identity
 	for i, e := range evs {
 		k := dedupeKey{e.p.ev.Source, e.p.ev.DedupeKey}
@@ -167,6 +183,7 @@ func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
 		first[k] = i
 		e.claimed = true
 		sources, dedupe = append(sources, k.source), append(dedupe, k.dedupe)
+		shares = append(shares, e.p.ev.RepeatSharesIdentity)
 		all = append(all, e.p.identities...)
 	}
 	all = identity.Sort(all)
@@ -186,15 +203,17 @@ func findBatch(ws int64, evs []*groupEvent) (*pgx.Batch, map[dedupeKey]int) {
 	// read the whole workspace and filter it, which it does for a
 	// workspace its statistics take to be small (one created since the
 	// last ANALYZE): every statement then reads every row of the
-	// workspace (TestUnknownWorkspacePlansStayKeyLookups).
+	// workspace (TestUnknownWorkspacePlansStayKeyLookups). A stored
+	// event's identities are read only for an event that asks its repeats
+	// to share one (checkRepeat).
 	b := &pgx.Batch{}
 	b.Queue(`
-		SELECT x.s, x.k, e.id, coalesce(c.merged_into, c.id, 0)
-		FROM unnest($2::text[], $3::text[]) AS x(s, k)
-		CROSS JOIN LATERAL (SELECT id, customer_id FROM events
+		SELECT x.s, x.k, e.id, coalesce(c.merged_into, c.id, 0), CASE WHEN x.i THEN e.identities END
+		FROM unnest($2::text[], $3::text[], $4::bool[]) AS x(s, k, i)
+		CROSS JOIN LATERAL (SELECT id, customer_id, identities FROM events
 			WHERE workspace_id = $1 AND source = x.s AND dedupe_key = x.k OFFSET 0) e
 		LEFT JOIN LATERAL (SELECT id, merged_into FROM customers
-			WHERE workspace_id = $1 AND id = e.customer_id OFFSET 0) c ON true`, ws, sources, dedupe)
+			WHERE workspace_id = $1 AND id = e.customer_id OFFSET 0) c ON true`, ws, sources, dedupe, shares)
 	b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k`, keys)
 	b.Queue(ownersSQL, ws, types, values)
 	return b, first

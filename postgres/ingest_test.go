@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -396,6 +397,61 @@ func smsIn(key string, identities []c360.Identity) *c360.Event {
 	return &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: key, Identities: identities,
 		OccurredAt: now, ReceivedAt: now,
 		Message: &c360.MessageInput{Channel: c360.ChannelSMS, Direction: c360.DirectionInbound, Body: "hi", ProviderID: key, Status: "received"}}
+}
+
+// A source whose keys are unique per person (RepeatSharesIdentity) has a
+// stored key repeated by another person refused, whole and without a dead
+// letter, on both paths and within one group; a repeat that shares an
+// identity is a duplicate, and other sources keep taking any repeat as one.
+func TestIngestRefusesAKeyReusedByAnotherPerson(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	perPerson := func(key string, identities []c360.Identity) *c360.Event {
+		ev := track(key, identities)
+		ev.RepeatSharesIdentity = true
+		return ev
+	}
+	wantReused := func(what string, err error, key string) {
+		t.Helper()
+		var reused *c360.KeyReusedError
+		if !errors.As(err, &reused) || reused.DedupeKey != key || c360.ErrorCode(err) != c360.ECONFLICT {
+			t.Errorf("%s: %v, want a KeyReusedError for %q with code CONFLICT", what, err, key)
+		}
+	}
+	first := ingest1(t, db, ws, perPerson("s:1", ids("email", "A@example.com")))
+	rows := func() int {
+		return count(t, db, `SELECT (SELECT count(*) FROM events WHERE workspace_id = $1) + (SELECT count(*) FROM customers WHERE workspace_id = $1)
+			+ (SELECT count(*) FROM dead_letters WHERE workspace_id = $1)`, ws)
+	}
+	before := rows()
+
+	_, err := db.Ingest(ctx, ws, []*c360.Event{perPerson("s:2", ids("email", "b@example.com")), perPerson("s:1", ids("email", "b@example.com"))})
+	wantReused("stored key, group path", err, "s:1")
+	_, err = db.IngestByGroupOnly(ctx, ws, []*c360.Event{perPerson("s:3", ids("email", "a@example.com")), perPerson("s:3", ids("email", "b@example.com"))})
+	wantReused("key repeated within the group", err, "s:3")
+	outbound := perPerson("s:1", ids("email", "b@example.com"))
+	outbound.Type, outbound.Name = c360.EventMessage, ""
+	outbound.Message = &c360.MessageInput{Channel: c360.ChannelChat, Direction: c360.DirectionOutbound, Body: "hi", Status: "sent"}
+	_, err = db.Ingest(ctx, ws, []*c360.Event{outbound})
+	wantReused("stored key, per-event path", err, "s:1")
+	if got := rows(); got != before {
+		t.Errorf("events + customers + dead letters = %d after the refusals, want %d", got, before)
+	}
+
+	// The same person, normalized alike and with one more identity.
+	again := ingest1(t, db, ws, perPerson("s:1", ids("phone", "+14155550100", "email", " a@EXAMPLE.com")))
+	if !again.Duplicate || again.EventID != first.EventID {
+		t.Errorf("redelivery = %+v, want a duplicate of event %d", again, first.EventID)
+	}
+	res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{perPerson("s:4", ids("email", "a@example.com")), perPerson("s:4", ids("email", "a@example.com"))})
+	if err != nil || !res[1].Duplicate {
+		t.Errorf("repeat within the group = %+v (%v), want a duplicate", res, err)
+	}
+	// Without the flag a stored key is a repeat, whoever sends it.
+	if r := ingest1(t, db, ws, track("s:1", ids("email", "c@example.com"))); !r.Duplicate {
+		t.Errorf("unflagged repeat = %+v, want a duplicate", r)
+	}
 }
 
 // An event can reach a customer through an identity that an earlier event

@@ -85,7 +85,8 @@ func (h *Handler) Register(m Mounter) {
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
 // limit, 401 for a missing, malformed, expired or wrong signature, 429 for a
 // signed request over the workspace's rate limit, 400 for
-// a payload that is not valid, and 200 {"accepted": n} once every event is
+// a payload that is not valid, 409 for a sessionId another person's
+// events were stored under, and 200 {"accepted": n} once every event is
 // committed. Nothing is written unless the whole payload is accepted; events
 // that fail inside ingest are kept as dead letters and answered 200 with
 // {"deadLettered": n}.
@@ -128,6 +129,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events), "duplicates": 0, "deadLettered": len(kept.IDs)})
 		return
 	}
+	var reused *c360.KeyReusedError
+	if errors.As(err, &reused) {
+		h.fail(w, keyReused(p, reused, events))
+		return
+	}
 	if err != nil {
 		h.fail(w, relabel(err, labels))
 		return
@@ -139,6 +145,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"accepted": len(events), "duplicates": dups})
+}
+
+// keyReused is the answer to a request one of whose events has the key of
+// an event stored for someone else: the bot gave two people's
+// conversations one sessionId. Ingest wrote nothing.
+func keyReused(p *Payload, reused *c360.KeyReusedError, events []*c360.Event) error {
+	const advice = "; give each person's conversation a sessionId of its own (unique in the workspace)"
+	for _, ev := range events {
+		if ev.DedupeKey != reused.DedupeKey {
+			continue
+		}
+		if turn, ok := ev.Properties["turnId"].(string); ok {
+			return c360.Errorf(c360.ECONFLICT, "sessionId %q and turn id %q were already used by another person in this workspace%s",
+				p.SessionID, turn, advice)
+		}
+	}
+	return c360.Errorf(c360.ECONFLICT, "sessionId %q was already used by another person in this workspace%s", p.SessionID, advice)
 }
 
 // relabel replaces the "events[i]" of an ingest error with the payload part

@@ -229,6 +229,85 @@ func TestReplayIsStoredOnce(t *testing.T) {
 	}
 }
 
+// Two bots of one workspace (or one platform serving several channels)
+// that both number their sessions 1, 2, ... give two people's turns the
+// same keys. The second person's turn is not a redelivery of the first's:
+// it is refused with 409 and nothing is stored for it, while a true
+// redelivery (the same identities, or some of them) is still a duplicate.
+func TestSessionIDReusedByAnotherPerson(t *testing.T) {
+	e := newEnv(t)
+	payload := func(sid, typ, value string, turns ...map[string]any) []byte {
+		b, _ := json.Marshal(map[string]any{"sessionId": sid,
+			"identities": []any{map[string]any{"type": typ, "value": value}}, "turns": turns})
+		return b
+	}
+	turn := func(id, role, text string) map[string]any {
+		return map[string]any{"id": id, "role": role, "text": text}
+	}
+	visitor := payload("1", "chatbot:webchat", "visitor-a", turn("1", "user", "Hi from the web"))
+	if a := e.signed(t, visitor); a.Status != 200 || a.Accepted != 1 || a.Duplicates != 0 {
+		t.Fatalf("first person: %+v, want 200 accepted 1", a)
+	}
+	before := [4]int{e.count(t, "events"), e.count(t, "messages"), e.count(t, "customers"), e.count(t, "customer_changes")}
+	stored := func(when string) {
+		t.Helper()
+		after := [4]int{e.count(t, "events"), e.count(t, "messages"), e.count(t, "customers"), e.count(t, "customer_changes")}
+		if after != before {
+			t.Errorf("%s: events, messages, customers, changes = %v, want %v", when, after, before)
+		}
+	}
+
+	// Another person, the same sessionId and turn id: an inbound turn (the
+	// group path) and, with a new turn after it, a request of which
+	// nothing may be stored either.
+	for _, body := range [][]byte{
+		payload("1", "chatbot:voice", "caller-b", turn("1", "user", "Hi from the phone")),
+		payload("1", "chatbot:voice", "caller-b", turn("1", "user", "Hi from the phone"), turn("2", "user", "Anyone?")),
+	} {
+		a := e.signed(t, body)
+		if a.Status != http.StatusConflict || a.Code != c360.ECONFLICT ||
+			!strings.Contains(a.Message, `sessionId "1" and turn id "1" were already used by another person in this workspace`) {
+			t.Errorf("second person: %d %s %q, want 409 CONFLICT naming sessionId 1 and turn 1", a.Status, a.Code, a.Message)
+		}
+		stored("second person")
+	}
+	if _, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "chatbot:voice", Value: "caller-b"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("caller-b: %v, want no customer", err)
+	}
+
+	// A redelivery, with the same identities or with one more.
+	more := payload("1", "chatbot:webchat", "visitor-a", turn("1", "user", "Hi from the web"))
+	more = bytes.Replace(more, []byte(`"identities":[`), []byte(`"identities":[{"type":"email","value":"a@example.com"},`), 1)
+	for _, body := range [][]byte{visitor, more} {
+		if a := e.signed(t, body); a.Status != 200 || a.Duplicates != 1 {
+			t.Errorf("redelivery %s: %+v, want 200 duplicates 1", body, a)
+		}
+	}
+	stored("redeliveries")
+
+	// An outbound turn (the per-event path) and an observation.
+	if a := e.signed(t, payload("2", "chatbot:webchat", "visitor-a", turn("1", "assistant", "Hello!"))); a.Status != 200 {
+		t.Fatalf("outbound turn: %+v", a)
+	}
+	if a := e.signed(t, payload("2", "chatbot:voice", "caller-b", turn("1", "bot", "Hello!"))); a.Status != http.StatusConflict ||
+		!strings.Contains(a.Message, `sessionId "2" and turn id "1"`) {
+		t.Errorf("outbound turn of another person: %+v, want 409 naming sessionId 2 and turn 1", a)
+	}
+	obs := func(typ, value string) []byte {
+		b, _ := json.Marshal(map[string]any{"sessionId": "3",
+			"identities":   []any{map[string]any{"type": typ, "value": value}},
+			"observations": []any{map[string]any{"id": "o1", "text": "prefers mornings"}}})
+		return b
+	}
+	if a := e.signed(t, obs("chatbot:webchat", "visitor-a")); a.Status != 200 {
+		t.Fatalf("observation: %+v", a)
+	}
+	if a := e.signed(t, obs("chatbot:voice", "caller-b")); a.Status != http.StatusConflict ||
+		!strings.Contains(a.Message, `sessionId "3" was already used by another person in this workspace`) {
+		t.Errorf("observation of another person: %+v, want 409 naming sessionId 3", a)
+	}
+}
+
 func TestRefusalsWriteNothing(t *testing.T) {
 	e := newEnv(t)
 	body := session("s-bad")

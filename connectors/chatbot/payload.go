@@ -223,9 +223,12 @@ func invalid(format string, args ...any) error {
 // a payload ParsePayload returned.
 func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []string) {
 	sid := p.SessionID
+	// The keys are unique per session, and a session id only per bot: a
+	// stored key is a redelivery only for the same person (an identity in
+	// common), and another person's reuse of it is refused (ServeHTTP).
 	base := func(typ, key string, at time.Time) *c360.Event {
 		return &c360.Event{Type: typ, Source: Source, DedupeKey: key, Identities: p.Identities,
-			OccurredAt: at, ReceivedAt: receivedAt}
+			OccurredAt: at, ReceivedAt: receivedAt, RepeatSharesIdentity: true}
 	}
 	if len(p.Traits) > 0 {
 		// Changed traits make a new key; the same traits again are a replay,
