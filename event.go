@@ -91,6 +91,23 @@ type ConsentInput struct {
 	Status  string // opted_in, opted_out
 }
 
+// MaxFuture is how far past its receipt an event may say it happened.
+// Further, the clock that stamped it is wrong (or the call is made up; a
+// Segment write key is public in a browser), and the time is not believed:
+// an event dated years ahead would win every later trait update, since
+// the newest observation of a trait wins. Ingest applies it to every
+// event, whatever its source (GraphQL's timestamp included).
+const MaxFuture = 24 * time.Hour
+
+// OccurredAt returns the time an event claims, unless it is more than
+// MaxFuture past receivedAt: then receivedAt.
+func OccurredAt(claimed, receivedAt time.Time) time.Time {
+	if claimed.After(receivedAt.Add(MaxFuture)) {
+		return receivedAt
+	}
+	return claimed
+}
+
 // IngestResult is what ingest did with one event.
 type IngestResult struct {
 	EventID    int64

@@ -200,6 +200,9 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if ev.ReceivedAt.IsZero() {
 		ev.ReceivedAt = db.Now()
 	}
+	// A time far ahead is not believed, from any source: it would win
+	// every later trait update.
+	ev.OccurredAt = c360.OccurredAt(ev.OccurredAt, ev.ReceivedAt)
 	if ev.RawProperties != nil && !c360.PlainObject(ev.RawProperties) || ev.RawContext != nil && !c360.PlainObject(ev.RawContext) {
 		return p, c360.Errorf(c360.EINVALID, "properties or context kept as bytes that are not a plain JSON object")
 	}

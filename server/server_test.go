@@ -479,6 +479,37 @@ func TestExactlyOnceThroughGraphQL(t *testing.T) {
 	}
 }
 
+// An identify dated far ahead does not win every later trait update: a
+// timestamp more than a day past receipt is not believed (the receipt
+// time dates the event), as for every source.
+func TestFutureTimestampDoesNotWinLaterTraits(t *testing.T) {
+	e := newEnv(t)
+	ahead := time.Now().AddDate(50, 0, 0).UTC().Format(time.RFC3339)
+	e.identify(t, map[string]any{"identities": ids("email", "future@example.com"),
+		"traits": map[string]any{"plan": "trial"}, "timestamp": ahead})
+	c := e.identify(t, map[string]any{"identities": ids("email", "future@example.com"),
+		"traits": map[string]any{"plan": "pro"}, "timestamp": time.Now().UTC().Format(time.RFC3339Nano)})
+	if c.Traits["plan"] != "pro" {
+		t.Errorf("plan = %v, want pro: the identify dated 50 years ahead still wins", c.Traits["plan"])
+	}
+	var out struct {
+		Customer struct {
+			Events struct {
+				Edges []struct {
+					Node struct{ OccurredAt time.Time }
+				}
+			}
+		}
+	}
+	gql(t, e.srv, e.key, `query($id: ID!) { customer(id: $id) { events(first: 5) { edges { node { occurredAt } } } } }`,
+		map[string]any{"id": c.ID}).ok(t, &out)
+	for _, edge := range out.Customer.Events.Edges {
+		if at := edge.Node.OccurredAt; at.After(time.Now().Add(c360.MaxFuture)) {
+			t.Errorf("an event occurred at %s, want no time past receipt + MaxFuture", at)
+		}
+	}
+}
+
 type customerPage struct {
 	Customers struct {
 		Edges []struct {

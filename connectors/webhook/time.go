@@ -1,18 +1,18 @@
 package webhook
 
-import "time"
+import (
+	"time"
 
-// MaxFuture is how far past its receipt an event may say it happened.
-// Further, the clock that stamped it is wrong (or the call is made up; a
-// Segment write key is public in a browser), and the time is not believed:
-// an event dated years ahead would win every later trait update.
-const MaxFuture = 24 * time.Hour
+	"github.com/c360dev/c360"
+)
+
+// MaxFuture is how far past its receipt an event may say it happened:
+// c360.MaxFuture, which ingest applies to every event. Connectors apply it
+// too where a time they do not believe must not count for anything else.
+const MaxFuture = c360.MaxFuture
 
 // OccurredAt returns the time an event claims, unless it is more than
-// MaxFuture past receivedAt: then receivedAt.
+// MaxFuture past receivedAt: then receivedAt (c360.OccurredAt).
 func OccurredAt(claimed, receivedAt time.Time) time.Time {
-	if claimed.After(receivedAt.Add(MaxFuture)) {
-		return receivedAt
-	}
-	return claimed
+	return c360.OccurredAt(claimed, receivedAt)
 }

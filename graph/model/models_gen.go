@@ -106,7 +106,8 @@ type IdentifyInput struct {
 	Identities []*c360.Identity `json:"identities"`
 	Traits     map[string]any   `json:"traits,omitempty"`
 	// Idempotency key: a repeat with the same messageId returns the stored result and changes nothing.
-	MessageID *string    `json:"messageId,omitempty"`
+	MessageID *string `json:"messageId,omitempty"`
+	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update.
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 }
 
@@ -167,7 +168,8 @@ type TrackInput struct {
 	Event      string           `json:"event"`
 	Properties map[string]any   `json:"properties,omitempty"`
 	// Idempotency key: a repeat with the same messageId returns the stored event and changes nothing.
-	MessageID *string    `json:"messageId,omitempty"`
+	MessageID *string `json:"messageId,omitempty"`
+	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update.
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 }
 
