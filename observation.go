@@ -2,6 +2,7 @@ package c360
 
 import (
 	"context"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -46,11 +47,22 @@ type ObservationInput struct {
 	// RecordedBy and RecordedByRole are the provenance, set from the caller's key.
 	RecordedBy     string
 	RecordedByRole Role
+	// MessageID, optional, is the recorder's idempotency key: an
+	// observation recorded again by the same key with the same MessageID
+	// is the one stored first, returned as it was stored (whatever the new
+	// text, customer or confidence, as identify's messageId), and nothing
+	// changes.
+	MessageID string
 }
 
+// MaxObservationMessageIDBytes bounds an observation's messageId, as the
+// dedupe key of an event is bounded.
+const MaxObservationMessageIDBytes = 256
+
 // Validate refuses an observation that is empty, larger than
-// MaxObservationBytes, not UTF-8, has a confidence outside 0..1, or has
-// already expired at now.
+// MaxObservationBytes, not UTF-8, has a confidence outside 0..1, has
+// already expired at now, or a messageId that is too long or not storable
+// text.
 func (in *ObservationInput) Validate(now time.Time) error {
 	switch {
 	case in.Text == "":
@@ -65,6 +77,10 @@ func (in *ObservationInput) Validate(now time.Time) error {
 		return Errorf(EINVALID, "confidence must be between 0 and 1")
 	case in.ExpiresAt != nil && !in.ExpiresAt.After(now):
 		return Errorf(EINVALID, "expiresAt must be in the future")
+	case len(in.MessageID) > MaxObservationMessageIDBytes:
+		return Errorf(EINVALID, "messageId is %d bytes; at most %d", len(in.MessageID), MaxObservationMessageIDBytes)
+	case !utf8.ValidString(in.MessageID) || strings.IndexByte(in.MessageID, 0) >= 0:
+		return Errorf(EINVALID, "messageId must be UTF-8 without a NUL character")
 	}
 	return nil
 }
@@ -75,6 +91,8 @@ func (in *ObservationInput) Validate(now time.Time) error {
 type ObservationService interface {
 	// RecordObservation stores an observation on the customer (a merged-away
 	// id records on its survivor); ENOTFOUND when there is no such customer.
+	// An input with the MessageID of one its recorder stored before returns
+	// the stored observation and changes nothing.
 	RecordObservation(ctx context.Context, workspaceID int64, in ObservationInput) (*Observation, error)
 	// VerifyObservation sets or clears the verified flag; by names who did it.
 	VerifyObservation(ctx context.Context, workspaceID, id int64, verified bool, by string) (*Observation, error)

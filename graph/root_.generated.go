@@ -267,7 +267,7 @@ type ComplexityRoot struct {
 		CreateAPIKey        func(childComplexity int, role c360.Role, scopes []string) int
 		Identify            func(childComplexity int, input model.IdentifyInput) int
 		MergeCustomers      func(childComplexity int, survivorID int64, mergedID int64, force *bool, reason *string) int
-		RecordObservation   func(childComplexity int, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time) int
+		RecordObservation   func(childComplexity int, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time, messageID *string) int
 		ReplayDeadLetter    func(childComplexity int, id int64) int
 		RevokeAPIKey        func(childComplexity int, prefix string) int
 		SendMessage         func(childComplexity int, input model.SendMessageInput) int
@@ -1248,7 +1248,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.RecordObservation(childComplexity, args["customerId"].(int64), args["text"].(string), args["source"].(*string), args["confidence"].(*float64), args["expiresAt"].(*time.Time)), true
+		return e.ComplexityRoot.Mutation.RecordObservation(childComplexity, args["customerId"].(int64), args["text"].(string), args["source"].(*string), args["confidence"].(*float64), args["expiresAt"].(*time.Time), args["messageId"].(*string)), true
 	case "Mutation.replayDeadLetter":
 		if e.ComplexityRoot.Mutation.ReplayDeadLetter == nil {
 			break
@@ -1719,8 +1719,14 @@ extend type Mutation {
   source and the time. Text is at most 4096 bytes; confidence is 0 to 1; an
   observation past expiresAt is hidden. Appends an ` + "`" + `observation` + "`" + ` change to
   the customer's feed. Assistant, agent and admin keys.
+
+  ` + "`" + `messageId` + "`" + ` (optional, at most 256 bytes) is an idempotency key, as
+  identify's: recording again with a messageId the same API key used before
+  returns the observation stored the first time, as it was stored (even if
+  this call's text, customer or confidence differ), and changes nothing. A
+  retry after a lost answer is then stored once.
   """
-  recordObservation(customerId: ID!, text: String!, source: String, confidence: Float, expiresAt: Time): Observation! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  recordObservation(customerId: ID!, text: String!, source: String, confidence: Float, expiresAt: Time, messageId: String): Observation! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   "Marks an observation verified (or not) by the calling agent; verified observations come first in context. Agent and admin keys."
   verifyObservation(id: ID!, verified: Boolean!): Observation! @hasRole(roles: [ADMIN, AGENT])
 }

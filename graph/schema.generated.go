@@ -22,7 +22,7 @@ import (
 // region    ************************** generated!.gotpl **************************
 
 type MutationResolver interface {
-	RecordObservation(ctx context.Context, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time) (*c360.Observation, error)
+	RecordObservation(ctx context.Context, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time, messageID *string) (*c360.Observation, error)
 	VerifyObservation(ctx context.Context, id int64, verified bool) (*c360.Observation, error)
 	Identify(ctx context.Context, input model.IdentifyInput) (*c360.Customer, error)
 	Track(ctx context.Context, input model.TrackInput) (*c360.Event, error)
@@ -166,6 +166,14 @@ func (ec *executionContext) field_Mutation_recordObservation_args(ctx context.Co
 		return nil, err
 	}
 	args["expiresAt"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "messageId",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["messageId"] = arg5
 	return args, nil
 }
 
@@ -491,7 +499,7 @@ func (ec *executionContext) _Mutation_recordObservation(ctx context.Context, fie
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().RecordObservation(ctx, fc.Args["customerId"].(int64), fc.Args["text"].(string), fc.Args["source"].(*string), fc.Args["confidence"].(*float64), fc.Args["expiresAt"].(*time.Time))
+			return ec.Resolvers.Mutation().RecordObservation(ctx, fc.Args["customerId"].(int64), fc.Args["text"].(string), fc.Args["source"].(*string), fc.Args["confidence"].(*float64), fc.Args["expiresAt"].(*time.Time), fc.Args["messageId"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next

@@ -426,6 +426,47 @@ func (w *wire) lastStructured(t *testing.T) string {
 // the scale: an assistant told a loyalty id of 12345678901234567 must not
 // read 12345678901234568 (as a float64 rounds it), in the text content or
 // in the structured content.
+// TestRecordObservationRetry: record_observation called again with the
+// same messageId (an assistant retrying after a lost answer) returns the
+// stored observation, and one observation and one change are stored;
+// another messageId records another.
+func TestRecordObservationRetry(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["assistant"])
+	stored := func() (observations, changes int) {
+		t.Helper()
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT
+			(SELECT count(*) FROM observations WHERE workspace_id = $1),
+			(SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND kind = 'observation')`, e.ws).Scan(&observations, &changes); err != nil {
+			t.Fatal(err)
+		}
+		return observations, changes
+	}
+	record := func(text, messageID string) string {
+		t.Helper()
+		out, res, isErr := call(t, cs, mcp.ToolRecordObservation, map[string]any{"customerId": e.jane, "text": text, "messageId": messageID})
+		obs, _ := out["observation"].(map[string]any)
+		if isErr || obs == nil {
+			t.Fatalf("record_observation: %s", res)
+		}
+		id, _ := obs["id"].(string)
+		return id
+	}
+	first := record("prefers SMS", "bot-turn-4")
+	if again := record("prefers SMS", "bot-turn-4"); again != first {
+		t.Errorf("retry returned observation %s, want the stored %s", again, first)
+	}
+	if o, c := stored(); o != 1 || c != 1 {
+		t.Errorf("after a retry: %d observations, %d changes; want 1, 1", o, c)
+	}
+	if other := record("prefers SMS", "bot-turn-5"); other == first {
+		t.Errorf("another messageId returned the stored observation %s, want a new one", first)
+	}
+	if o, c := stored(); o != 2 || c != 2 {
+		t.Errorf("after another messageId: %d observations, %d changes; want 2, 2", o, c)
+	}
+}
+
 func TestToolResultsKeepEveryDigit(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

@@ -56,6 +56,7 @@ type (
 		Text       string   `json:"text" jsonschema:"the fact learned, one short sentence, at most 4096 bytes, e.g. \"prefers WhatsApp after 6pm\""`
 		Source     string   `json:"source,omitempty" jsonschema:"where it was learned, e.g. the bot's name or the conversation"`
 		Confidence *float64 `json:"confidence,omitempty" jsonschema:"how sure you are, from 0 to 1"`
+		MessageID  string   `json:"messageId,omitempty" jsonschema:"an id of your choosing for this observation, at most 256 bytes: calling again with the same messageId (a retry after a lost answer) returns the observation stored the first time and records nothing"`
 	}
 	// SendArgs are send_message's arguments.
 	SendArgs struct {
@@ -104,8 +105,8 @@ const (
       messages(first: $messages) { edges { node { id channel direction body status createdAt } } } } }
     pageInfo { hasNextPage endCursor } } } }`
 
-	observationMutation = `mutation RecordObservation($customerId: ID!, $text: String!, $source: String, $confidence: Float) {
-  observation: recordObservation(customerId: $customerId, text: $text, source: $source, confidence: $confidence) {
+	observationMutation = `mutation RecordObservation($customerId: ID!, $text: String!, $source: String, $confidence: Float, $messageId: String) {
+  observation: recordObservation(customerId: $customerId, text: $text, source: $source, confidence: $confidence, messageId: $messageId) {
     id customerId text source confidence recordedBy recordedByRole verified createdAt } }`
 
 	sendMutation = `mutation SendMessage($input: SendMessageInput!) {
@@ -225,7 +226,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Title:       "Record an observation",
 		Description: "Records a durable fact learned about the customer (\"prefers WhatsApp after 6pm\", \"is moving to " +
 			"Berlin in May\") so later assistants and agents see it in the customer's context. Record facts, not " +
-			"transcripts; an agent may later verify it.",
+			"transcripts; an agent may later verify it. Give a messageId so that a retry is recorded once.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in ObservationArgs) (*sdk.CallToolResult, any, error) {
 		vars := map[string]any{"customerId": in.CustomerID, "text": in.Text}
@@ -234,6 +235,9 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		}
 		if in.Confidence != nil {
 			vars["confidence"] = *in.Confidence
+		}
+		if in.MessageID != "" {
+			vars["messageId"] = in.MessageID
 		}
 		return passOn(s.execute(ctx, creds(req), observationMutation, vars))
 	})

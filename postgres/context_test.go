@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -327,3 +328,41 @@ func TestObservations(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Concurrent retries of one observation (the same recorder and messageId)
+// store it once: each waits for the first to commit (on the customer's row
+// lock), then finds the stored row and returns it.
+func TestRecordObservationConcurrentRetries(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	cust := ingest1(t, db, ws, track("o-1", ids("email", "retry@example.com"))).CustomerID
+	const n = 8
+	got := make([]int64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o, err := db.RecordObservation(ctx, ws, c360.ObservationInput{CustomerID: cust, Text: "prefers mornings",
+				RecordedBy: "key x", RecordedByRole: c360.RoleAssistant, MessageID: "m-1"})
+			if o != nil {
+				got[i] = o.ID
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || got[i] != got[0] {
+			t.Errorf("call %d: observation %d (%v), want %d", i, got[i], errs[i], got[0])
+		}
+	}
+	if c := count(t, db, `SELECT count(*) FROM observations WHERE workspace_id = $1`, ws); c != 1 {
+		t.Errorf("%d observations, want 1", c)
+	}
+	if c := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND kind = 'observation'`, ws); c != 1 {
+		t.Errorf("%d observation changes, want 1", c)
+	}
+}

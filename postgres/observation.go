@@ -29,22 +29,40 @@ func scanObservation(row pgx.Row, prefix ...any) (*c360.Observation, error) {
 // RecordObservation stores an observation on the customer and appends an
 // "observation" change to its feed, in one transaction that locks the
 // customer row, so the version stays consecutive like every other change.
+//
+// An input with a MessageID its recorder used before is a retry: the
+// insert does nothing, and the stored observation is returned, without a
+// change row. A concurrent retry waits for the first to commit (on the
+// customer's row lock, or on the unique index when it names another
+// customer), then finds the stored row.
 func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.ObservationInput) (*c360.Observation, error) {
 	now := db.Now()
 	if err := in.Validate(now); err != nil {
 		return nil, err
 	}
 	var o *c360.Observation
+	var repeat bool
 	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		cust, err := lockSurvivor(ctx, tx, ws, in.CustomerID)
 		if err != nil {
 			return err
 		}
 		o, err = scanObservation(tx.QueryRow(ctx, `
-			INSERT INTO observations AS o (workspace_id, customer_id, text, source, confidence, recorded_by, recorded_by_role, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			INSERT INTO observations AS o (workspace_id, customer_id, text, source, confidence, recorded_by, recorded_by_role, created_at, expires_at, message_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''))
+			ON CONFLICT (workspace_id, recorded_by, message_id) DO NOTHING
 			RETURNING `+observationColumns,
-			ws, cust.id, in.Text, in.Source, in.Confidence, in.RecordedBy, in.RecordedByRole, now, in.ExpiresAt))
+			ws, cust.id, in.Text, in.Source, in.Confidence, in.RecordedBy, in.RecordedByRole, now, in.ExpiresAt, in.MessageID))
+		if err == pgx.ErrNoRows {
+			repeat = true
+			o, err = scanObservation(tx.QueryRow(ctx, `
+				SELECT `+observationColumns+` FROM observations o
+				WHERE o.workspace_id = $1 AND o.recorded_by = $2 AND o.message_id = $3`, ws, in.RecordedBy, in.MessageID))
+			if err != nil {
+				return interpretError(fmt.Errorf("find recorded observation: %w", err))
+			}
+			return nil
+		}
 		if err != nil {
 			return interpretError(fmt.Errorf("insert observation: %w", err))
 		}
@@ -53,7 +71,9 @@ func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.Observati
 	if err != nil {
 		return nil, err
 	}
-	db.committed(ws, []int64{o.CustomerID})
+	if !repeat {
+		db.committed(ws, []int64{o.CustomerID})
+	}
 	return o, nil
 }
 

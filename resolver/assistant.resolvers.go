@@ -33,7 +33,7 @@ func (r *customerResolver) Observations(ctx context.Context, obj *c360.Customer)
 }
 
 // RecordObservation is the resolver for the recordObservation field.
-func (r *mutationResolver) RecordObservation(ctx context.Context, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time) (*c360.Observation, error) {
+func (r *mutationResolver) RecordObservation(ctx context.Context, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time, messageID *string) (*c360.Observation, error) {
 	p, err := observer(ctx)
 	if err != nil {
 		return nil, err
@@ -42,7 +42,7 @@ func (r *mutationResolver) RecordObservation(ctx context.Context, customerID int
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "observations are not configured on this server")
 	}
 	in := c360.ObservationInput{CustomerID: customerID, Text: text, Source: deref(source), Confidence: confidence,
-		ExpiresAt: expiresAt, RecordedBy: keyName(p), RecordedByRole: p.Role}
+		ExpiresAt: expiresAt, RecordedBy: keyName(p), RecordedByRole: p.Role, MessageID: deref(messageID)}
 	if err := in.Validate(r.now()); err != nil {
 		return nil, err
 	}

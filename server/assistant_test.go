@@ -206,6 +206,58 @@ func TestCustomerContextStatements(t *testing.T) {
 	}
 }
 
+// TestRecordObservationMessageID: an assistant that retries
+// recordObservation after a lost answer, with the same messageId, gets the
+// stored observation back, and one observation and one change are stored;
+// another messageId, or another key with the same one, records anew. A
+// messageId reused with other content returns the stored observation too.
+func TestRecordObservationMessageID(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	record := `mutation($id: ID!, $text: String!, $m: String) {
+		recordObservation(customerId: $id, text: $text, messageId: $m) { id text } }`
+	rec := func(role, text, messageID string) (id, stored string) {
+		t.Helper()
+		var out struct{ RecordObservation struct{ ID, Text string } }
+		gql(t, e.srv, e.keys[role], record, map[string]any{"id": e.cust, "text": text, "m": messageID}).ok(t, &out)
+		return out.RecordObservation.ID, out.RecordObservation.Text
+	}
+	stored := func() (observations, changes int) {
+		t.Helper()
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM customer_changes
+			WHERE workspace_id = $1 AND kind = 'observation'`, e.ws).Scan(&changes); err != nil {
+			t.Fatal(err)
+		}
+		return count(t, e.db, "observations", e.ws), changes
+	}
+	obs0, changes0 := stored()
+
+	first, _ := rec("assistant", "prefers WhatsApp after 6pm", "turn-17")
+	again, text := rec("assistant", "prefers WhatsApp after 6pm", "turn-17")
+	if again != first {
+		t.Errorf("retry returned observation %s, want the stored %s", again, first)
+	}
+	if o, c := stored(); o != obs0+1 || c != changes0+1 {
+		t.Errorf("after a retry: %d observations, %d changes; want %d, %d", o, c, obs0+1, changes0+1)
+	}
+	// Reused with other content: the stored one, unchanged.
+	if id, text2 := rec("assistant", "prefers SMS", "turn-17"); id != first || text2 != text {
+		t.Errorf("messageId reused with other text: observation %s %q, want the stored %s %q", id, text2, first, text)
+	}
+	// Another messageId, another key, no messageId: each records anew.
+	other, _ := rec("assistant", "prefers WhatsApp after 6pm", "turn-18")
+	agents, _ := rec("agent", "prefers WhatsApp after 6pm", "turn-17")
+	plain1, _ := rec("assistant", "no id", "")
+	plain2, _ := rec("assistant", "no id", "")
+	if ids := []string{first, other, agents, plain1, plain2}; len(slices.Compact(slices.Sorted(slices.Values(ids)))) != len(ids) {
+		t.Errorf("observations %v, want five different ones", ids)
+	}
+	if o, c := stored(); o != obs0+5 || c != changes0+5 {
+		t.Errorf("%d observations, %d changes; want %d, %d", o, c, obs0+5, changes0+5)
+	}
+	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": e.cust, "text": "x", "m": strings.Repeat("m", 257)}).
+		wantCode(t, c360.EINVALID)
+}
+
 // TestObservationAPI: who may record and verify, size and expiry, and the
 // order they are listed in.
 func TestObservationAPI(t *testing.T) {
