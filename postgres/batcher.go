@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -32,7 +35,14 @@ import (
 // retry, so overload becomes delay rather than loss or unbounded memory.
 //
 // A group that fails is retried request by request, so one poison event
-// fails only its own request and never the others queued with it.
+// fails only its own request and never the others queued with it. So is a
+// group that waited too long for a lock (55P03) or a statement (57014):
+// one customer's row held elsewhere (a merge of a large customer, another
+// replica's group) must not fail the requests of customers that are free.
+// The group's attempt waits for a lock at most groupLockWait, so such a
+// customer holds up its queue (every workspace's) briefly; the request
+// alone then waits the full lock_timeout, and only it fails if its
+// customer stays locked.
 
 // IngestConfig sizes group commit.
 type IngestConfig struct {
@@ -295,16 +305,26 @@ func (db *DB) runGroup(group []*ingestReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
 	results, changed, err := db.applyRequests(ctx, live)
-	if err != nil && len(live) > 1 && c360.ErrorCode(err) != c360.EUNAVAILABLE {
+	if err != nil && len(live) > 1 && (c360.ErrorCode(err) != c360.EUNAVAILABLE || lockedOut(ctx, err)) {
 		// Apply the requests one by one: a request that needs the per-event
-		// path (a merge, say) or that fails then holds up only itself.
+		// path (a merge, say), that fails, or whose customer is locked
+		// then holds up only itself. Each has a budget of its own, as it
+		// would have had alone; one whose caller gave up meanwhile is not
+		// tried (the group wrote nothing).
 		for _, r := range live {
+			if r.ctx.Err() != nil {
+				r.err = r.ctx.Err()
+				closeDone(r)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 			r.results, r.changed, r.err = db.applyRequests(ctx, []*ingestReq{r})
 			if r.err == nil {
 				db.committed(r.ws, r.changed)
 			}
 			// Dead letters (deadletter.go): r failed on its own.
 			db.keepDeadLetters(ctx, r)
+			cancel()
 			closeDone(r)
 		}
 		return
@@ -328,6 +348,50 @@ func (db *DB) runGroup(group []*ingestReq) {
 	}
 }
 
+// lockedOut reports a failure of the group's transaction that one of its
+// customers can cause for all: a lock wait past lock_timeout (55P03) or a
+// statement past statement_timeout (57014), while the group's own time
+// (ctx) had not run out, which cancels a statement with 57014 too.
+func lockedOut(ctx context.Context, err error) bool {
+	var pgErr *pgconn.PgError
+	return ctx.Err() == nil && errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "57014")
+}
+
+// groupLockWait bounds the lock waits of a group's transaction. A group
+// takes a few milliseconds; one that waits longer for a lock is likely
+// waiting for a customer held elsewhere, and is retried request by request
+// (runGroup), each with the full lock_timeout.
+const groupLockWait = 500 * time.Millisecond
+
+// groupLockTimeout is groupLockWait, or the connections' lock_timeout
+// (param, as PostgreSQL reads it: milliseconds, or a number with a unit)
+// when that is shorter: a group never waits longer than a request alone.
+func groupLockTimeout(param string) time.Duration {
+	s := strings.TrimSpace(param)
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, "ms"
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	units := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second,
+		"min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	v, err := strconv.ParseFloat(num, 64)
+	d := time.Duration(v * float64(units[unit]))
+	if err != nil || d <= 0 || d > groupLockWait { // 0 is no timeout
+		return groupLockWait
+	}
+	return d
+}
+
+// groupBeginSQL is beginSQL with the transaction's lock_timeout set to d,
+// in the same statement: no round trip more.
+func groupBeginSQL(ws int64, d time.Duration) string {
+	if d <= 0 {
+		d = groupLockWait
+	}
+	return beginSQL(ws) + ", set_config('lock_timeout', '" + strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms', true)"
+}
+
 func closeDone(r *ingestReq) {
 	if r.done != nil {
 		close(r.done)
@@ -346,9 +410,17 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 		results []c360.IngestResult
 		changed []int64
 	)
+	// A group waits for locks briefly (groupLockWait); a request alone,
+	// the full lock_timeout.
+	begin := beginSQL(ws)
+	if len(reqs) > 1 {
+		begin = groupBeginSQL(ws, db.groupLockTimeout)
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		err = db.retryTx(ctx, func() (pgx.Tx, error) {
+			return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
+		}, func(tx pgx.Tx) error {
 			var err error
 			results, changed, err = db.ingestGroup(ctx, tx, ws, rules, flat)
 			return err

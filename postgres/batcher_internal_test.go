@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360/identity"
 )
@@ -119,6 +120,29 @@ func TestJSONEqual(t *testing.T) {
 	} {
 		if got := jsonEqual(c.a, c.b); got != c.want {
 			t.Errorf("jsonEqual(%#v, %#v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// A group waits for a lock at most groupLockWait, never longer than the
+// connections' own lock_timeout, however PostgreSQL reads that setting.
+func TestGroupLockTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		param string
+		want  time.Duration
+	}{
+		{"5000", groupLockWait},
+		{"300", 300 * time.Millisecond},
+		{"100ms", 100 * time.Millisecond},
+		{"0.2s", 200 * time.Millisecond},
+		{"5s", groupLockWait},
+		{"1min", groupLockWait},
+		{"0", groupLockWait}, // no timeout
+		{"", groupLockWait},
+		{"soon", groupLockWait},
+	} {
+		if got := groupLockTimeout(tc.param); got != tc.want {
+			t.Errorf("groupLockTimeout(%q) = %v, want %v", tc.param, got, tc.want)
 		}
 	}
 }

@@ -1,0 +1,158 @@
+package postgres_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// lockCustomer holds customer's row lock, as a merge of a large customer or
+// another replica's group would, until the returned transaction ends (at
+// the latest when the test does). pid is the transaction's backend.
+func lockCustomer(t *testing.T, db *postgres.DB, ws, customer int64) (tx pgx.Tx, pid int) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM customers WHERE workspace_id = $1 AND id = $2 FOR UPDATE`, ws, customer); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return tx, pid
+}
+
+// waitBlockedBy returns once a transaction waits for a lock that backend
+// pid holds.
+func waitBlockedBy(t *testing.T, db *postgres.DB, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := db.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no transaction waits for backend %d", pid)
+		}
+	}
+}
+
+// ingestAsync runs Ingest of ev in a goroutine; its error arrives on the
+// channel returned.
+func ingestAsync(db *postgres.DB, ws int64, ev *c360.Event) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.Ingest(context.Background(), ws, []*c360.Event{ev})
+		done <- err
+	}()
+	return done
+}
+
+// A request whose customer is locked past lock_timeout (55P03), or past
+// statement_timeout (57014), fails alone: the unrelated request grouped
+// with it is stored. The group's timeout sends it request by request, as
+// an event fault does, and only the request that times out again alone is
+// answered UNAVAILABLE (503).
+func TestGroupLockTimeoutFailsOnlyTheLockedRequest(t *testing.T) {
+	for name, params := range map[string]url.Values{
+		"lock_timeout":      {"lock_timeout": {"300"}},
+		"statement_timeout": {"lock_timeout": {"0"}, "statement_timeout": {"300"}},
+	} {
+		t.Run(name, func(t *testing.T) { testGroupLockTimeout(t, params) })
+	}
+}
+
+func testGroupLockTimeout(t *testing.T, params url.Values) {
+	db := pgtest.OpenStore(t, params, postgres.IngestConfig{Workers: 1})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	x := ingest1(t, db, ws, track("x-0", ids("user_id", "x"))).CustomerID
+	tx, pid := lockCustomer(t, db, ws, x)
+
+	x1 := ingestAsync(db, ws, track("x-1", ids("user_id", "x"))) // keeps the one worker busy
+	waitBlockedBy(t, db, pid)
+	x2 := ingestAsync(db, ws, track("x-2", ids("user_id", "x")))
+	time.Sleep(10 * time.Millisecond)
+	start := time.Now()
+	y1 := ingestAsync(db, ws, track("y-1", ids("user_id", "y")))
+
+	if err := <-y1; err != nil {
+		t.Fatalf("y, unrelated to the locked customer: %v, want stored", err)
+	}
+	t.Logf("y stored after %v", time.Since(start))
+	for name, ch := range map[string]<-chan error{"x-1": x1, "x-2": x2} {
+		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			t.Errorf("%s, its customer locked: %v, want UNAVAILABLE", name, err)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'y-1'`, ws); n != 1 {
+		t.Errorf("y-1 stored %d times, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('x-1', 'x-2')`, ws); n != 0 {
+		t.Errorf("%d of x's locked events stored, want 0", n)
+	}
+	tx.Rollback(ctx)
+	for _, key := range []string{"x-1", "x-2"} {
+		if got := ingest1(t, db, ws, track(key, ids("user_id", "x"))); got.CustomerID != x || got.Duplicate {
+			t.Errorf("%s retried: %+v, want stored for customer %d", key, got, x)
+		}
+	}
+}
+
+// A group waits for a locked customer only briefly (at most 500 ms, not
+// the full lock_timeout), so the requests queued with it and behind it
+// are held up that long; the locked request alone then waits its full
+// lock_timeout and is stored if the lock is released in it.
+func TestGroupWaitsBrieflyForALockedCustomer(t *testing.T) {
+	const lockTimeout = 4 * time.Second
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"4s"}}, postgres.IngestConfig{Workers: 1})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	z := ingest1(t, db, ws, track("z-0", ids("user_id", "z"))).CustomerID
+	x := ingest1(t, db, ws, track("x-0", ids("user_id", "x"))).CustomerID
+	txZ, pidZ := lockCustomer(t, db, ws, z)
+	txX, _ := lockCustomer(t, db, ws, x)
+
+	z1 := ingestAsync(db, ws, track("z-1", ids("user_id", "z"))) // keeps the one worker busy
+	waitBlockedBy(t, db, pidZ)
+	y1 := ingestAsync(db, ws, track("y-1", ids("user_id", "y")))
+	time.Sleep(20 * time.Millisecond)
+	x1 := ingestAsync(db, ws, track("x-1", ids("user_id", "x")))
+	time.Sleep(50 * time.Millisecond) // y-1 and x-1 wait in the queue, to be one group
+	start := time.Now()
+	txZ.Rollback(ctx)
+	if err := <-z1; err != nil {
+		t.Fatalf("z-1: %v", err)
+	}
+	if err := <-y1; err != nil {
+		t.Fatalf("y-1, grouped with the locked x-1: %v, want stored", err)
+	}
+	if took := time.Since(start); took > lockTimeout/2 {
+		t.Errorf("y-1 stored %v after its group started, want well under the %v lock_timeout", took, lockTimeout)
+	}
+	// x-1 now waits alone, with the full lock_timeout: past the group's
+	// 500 ms, it is still waiting, and is stored once the lock goes.
+	time.Sleep(700 * time.Millisecond)
+	txX.Rollback(ctx)
+	if err := <-x1; err != nil {
+		t.Errorf("x-1, its lock released within lock_timeout: %v, want stored", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('x-1', 'y-1', 'z-1')`, ws); n != 3 {
+		t.Errorf("%d of x-1, y-1, z-1 stored, want 3", n)
+	}
+}
