@@ -304,13 +304,17 @@ func (db *DB) runGroup(group []*ingestReq) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	results, changed, err := db.applyRequests(ctx, live)
+	results, changed, err := db.applyRequests(ctx, live, len(live) > 1)
 	if err != nil && len(live) > 1 && (c360.ErrorCode(err) != c360.EUNAVAILABLE || lockedOut(ctx, err)) {
 		// Apply the requests one by one: a request that needs the per-event
 		// path (a merge, say), that fails, or whose customer is locked
 		// then holds up only itself. Each has a budget of its own, as it
 		// would have had alone; one whose caller gave up meanwhile is not
-		// tried (the group wrote nothing).
+		// tried (the group wrote nothing). Once one has waited the full
+		// lock_timeout in vain, the lock may be wider than a customer (a
+		// migration's on a table): the others wait only briefly, so the
+		// queue is held up about one lock_timeout, not one per request.
+		brief := false
 		for _, r := range live {
 			if r.ctx.Err() != nil {
 				r.err = r.ctx.Err()
@@ -318,7 +322,8 @@ func (db *DB) runGroup(group []*ingestReq) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
-			r.results, r.changed, r.err = db.applyRequests(ctx, []*ingestReq{r})
+			r.results, r.changed, r.err = db.applyRequests(ctx, []*ingestReq{r}, brief)
+			brief = brief || lockedOut(ctx, r.err)
 			if r.err == nil {
 				db.committed(r.ws, r.changed)
 			}
@@ -399,8 +404,9 @@ func closeDone(r *ingestReq) {
 }
 
 // applyRequests applies the requests' events in one transaction, with the
-// group path when it can, else event by event.
-func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.IngestResult, []int64, error) {
+// group path when it can, else event by event; with brief, its lock waits
+// are bounded by the group's lock timeout instead of lock_timeout.
+func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq, brief bool) ([]c360.IngestResult, []int64, error) {
 	ws, rules := reqs[0].ws, reqs[0].rules
 	var flat []*preparedEvent
 	for _, r := range reqs {
@@ -410,17 +416,18 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 		results []c360.IngestResult
 		changed []int64
 	)
-	// A group waits for locks briefly (groupLockWait); a request alone,
-	// the full lock_timeout.
 	begin := beginSQL(ws)
-	if len(reqs) > 1 {
+	if brief {
 		begin = groupBeginSQL(ws, db.groupLockTimeout)
+	}
+	inTx := func(fn func(tx pgx.Tx) error) error {
+		return db.retryTx(ctx, func() (pgx.Tx, error) {
+			return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
+		}, fn)
 	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		err = db.retryTx(ctx, func() (pgx.Tx, error) {
-			return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
-		}, func(tx pgx.Tx) error {
+		err = inTx(func(tx pgx.Tx) error {
 			var err error
 			results, changed, err = db.ingestGroup(ctx, tx, ws, rules, flat)
 			return err
@@ -438,7 +445,7 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq) ([]c360.Inge
 	if len(reqs) > 1 {
 		return nil, nil, err // runGroup applies each request alone
 	}
-	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
+	err = inTx(func(tx pgx.Tx) error {
 		results, changed = results[:0], changed[:0]
 		for _, p := range flat {
 			r, touched, err := db.ingestOne(ctx, tx, ws, rules, p)

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -154,5 +155,37 @@ func TestGroupWaitsBrieflyForALockedCustomer(t *testing.T) {
 	}
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('x-1', 'y-1', 'z-1')`, ws); n != 3 {
 		t.Errorf("%d of x-1, y-1, z-1 stored, want 3", n)
+	}
+}
+
+// A lock wider than one customer (a migration's on the events table) fails
+// every request of a group alone. After the first has waited the full
+// lock_timeout, the others wait only the group's short timeout: the queue
+// behind is held up about one lock_timeout, not one per request.
+func TestGroupUnderAWideLockWaitsAboutOneLockTimeout(t *testing.T) {
+	const lockTimeout, requests = time.Second, 4
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"1s"}}, postgres.IngestConfig{Workers: 1})
+	db.SetGroupLockTimeout(100 * time.Millisecond)
+	ws, _, _ := pgtest.Workspace(t, db)
+	pgtest.LockEvents(t, db)
+
+	busy := ingestAsync(db, ws, track("w-busy", ids("user_id", "w-busy"))) // keeps the one worker busy
+	pgtest.WaitForLockWait(t, db, "events")
+	var group []<-chan error
+	for i := range requests {
+		group = append(group, ingestAsync(db, ws, track(fmt.Sprintf("w-%d", i), ids("user_id", fmt.Sprintf("w-%d", i)))))
+	}
+	time.Sleep(50 * time.Millisecond) // the requests wait in the queue, to be one group
+	if err := <-busy; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+		t.Fatalf("the request ahead: %v, want UNAVAILABLE", err)
+	}
+	start := time.Now()
+	for i, ch := range group {
+		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			t.Errorf("w-%d, the events table locked: %v, want UNAVAILABLE", i, err)
+		}
+	}
+	if took := time.Since(start); took > 2*lockTimeout+lockTimeout/2 {
+		t.Errorf("the group's %d requests answered in %v, want about one lock_timeout (%v), not one each", requests, took, lockTimeout)
 	}
 }
