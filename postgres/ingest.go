@@ -771,21 +771,13 @@ func (db *DB) committed(ws int64, customers []int64) {
 // event is kept, and the message catches up when it is recorded), and a
 // status that does not move the message forward changes nothing else.
 func (db *DB) ingestStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event, res c360.IngestResult) (c360.IngestResult, []int64, error) {
-	m, found, err := applyMessageStatus(ctx, tx, ws, ev)
+	m, cust, found, err := applyMessageStatus(ctx, tx, ws, ev)
 	if err != nil {
 		return res, nil, err
 	}
 	res.NoMessage = !found
 	if m == nil {
 		return res, nil, nil
-	}
-	locked, stale, err := lockCustomers(ctx, tx, ws, []int64{m.CustomerID})
-	if err != nil {
-		return res, nil, err
-	}
-	cust := locked[m.CustomerID]
-	if stale || cust == nil {
-		return res, nil, fmt.Errorf("message %d belongs to customer %d, which was merged away", m.ID, m.CustomerID)
 	}
 	res.CustomerID = cust.id
 	ch := newChange(res.EventID, ev)

@@ -18,30 +18,61 @@ var _ c360.MessagingService = (*DB)(nil)
 // event's status, forward only (c360.MessageStatusAdvances): a late "sent"
 // never undoes "delivered", and failed or undelivered are final and keep
 // their error code. found is false when no such message is stored; m is nil
-// when nothing changed.
-func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, found bool, err error) {
+// when nothing changed, else cust is its customer, locked.
+//
+// It locks the customer before the message, the order of every
+// transaction that moves messages (a merge or a split locks the customers,
+// then updates their messages): locking the message first would deadlock
+// with them. The message is read without a row lock; the provider id's
+// lock (lockedQueryRow) already serializes every write of its status.
+func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, cust *customerRow, found bool, err error) {
 	m = &c360.Message{WorkspaceID: ws}
 	var current string
 	err = lockedQueryRow(ctx, tx, ws, ev.Message.ProviderID, `
-		SELECT id, conversation_id, customer_id, channel, direction, status FROM messages
-		WHERE workspace_id = $1 AND provider_id = $2 FOR UPDATE`, []any{ws, ev.Message.ProviderID},
+		SELECT m.id, m.conversation_id, coalesce(c.merged_into, c.id), m.channel, m.direction, m.status
+		FROM messages m JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = m.customer_id
+		WHERE m.workspace_id = $1 AND m.provider_id = $2`, []any{ws, ev.Message.ProviderID},
 		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current)
 	if err == pgx.ErrNoRows {
-		return nil, false, nil
+		return nil, nil, false, nil
 	} else if err != nil {
-		return nil, false, interpretError(fmt.Errorf("find message: %w", err))
+		return nil, nil, false, interpretError(fmt.Errorf("find message: %w", err))
 	}
 	if !c360.MessageStatusAdvances(current, ev.Message.Status) {
-		return nil, true, nil
+		return nil, nil, true, nil
 	}
 	m.Status = ev.Message.Status
 	if c360.MessageStatusFinal(m.Status) {
 		m.ErrorCode = ev.Message.ErrorCode
 	}
-	if err := setMessageStatus(ctx, tx, ws, m); err != nil {
-		return nil, true, err
+	// A merge or a split that commits between the read and the locks moves
+	// the message to another customer: follow it, at most a few times.
+	for attempt := 0; attempt < 3; attempt++ {
+		locked, stale, err := lockCustomers(ctx, tx, ws, []int64{m.CustomerID})
+		if err != nil {
+			return nil, nil, true, err
+		}
+		if cust = locked[m.CustomerID]; !stale && cust != nil {
+			// The message's row lock, now after its customer's; the update
+			// matches only while the message still belongs to it.
+			tag, err := tx.Exec(ctx, `
+				UPDATE messages SET status = $3, error_code = nullif($4, '')
+				WHERE workspace_id = $1 AND id = $2 AND customer_id = $5`, ws, m.ID, m.Status, m.ErrorCode, cust.id)
+			if err != nil {
+				return nil, nil, true, interpretError(fmt.Errorf("update message status: %w", err))
+			}
+			if tag.RowsAffected() == 1 {
+				return m, cust, true, nil
+			}
+		}
+		if err := tx.QueryRow(ctx, `
+			SELECT coalesce(c.merged_into, c.id)
+			FROM messages m JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = m.customer_id
+			WHERE m.workspace_id = $1 AND m.id = $2`, ws, m.ID).Scan(&m.CustomerID); err != nil {
+			return nil, nil, true, interpretError(fmt.Errorf("find message's customer: %w", err))
+		}
 	}
-	return m, true, nil
+	return nil, nil, true, c360.Errorf(c360.EUNAVAILABLE, "message %d kept moving between customers; retry", m.ID)
 }
 
 func setMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, m *c360.Message) error {

@@ -289,3 +289,80 @@ func TestStatusCallbackDuringTheRecordApplies(t *testing.T) {
 		t.Errorf("message %q (%q), want undelivered (30003): the callback was stored and answered, so it must apply", m.Status, m.ErrorCode)
 	}
 }
+
+// A status callback locks the message's customer before the message, as a
+// merge or a split does (it locks the customers, then moves their
+// messages): with the other order the two deadlock, and one of them waits
+// deadlock_timeout and starts again. Here the customer is held as a merge
+// holds it; the merge's update of the message must not wait for the
+// callback, which applies once the merge commits, following the message
+// to the customer it went to.
+func TestStatusCallbackLocksTheCustomerFirst(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	phone := ids("phone", "+14155550124")
+	c := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMorder", Identities: phone,
+		Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", Body: "hi", ProviderID: "SMorder", Status: "queued"}}).CustomerID
+	d := ingest1(t, db, ws, track("other", ids("user_id", "order-other"))).CustomerID
+	m, err := db.FindMessageByProviderID(ctx, ws, "SMorder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(s string) <-chan error {
+		ev := &c360.Event{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: "SMorder:" + s, Identities: phone,
+			Properties: map[string]any{"status": s},
+			Message:    &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: "SMorder", Status: s}}
+		return ingestAsync(db, ws, ev)
+	}
+
+	// The merge's update of the message does not wait for the callback.
+	tx, pid := lockCustomer(t, db, ws, c)
+	delivered := status("delivered")
+	waitBlockedBy(t, db, pid)
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '500ms'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE messages SET customer_id = customer_id WHERE workspace_id = $1 AND id = $2`, ws, m.ID); err != nil {
+		t.Fatalf("updating the message while holding its customer, as a merge does: %v, want no wait for the callback", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-delivered; err != nil {
+		t.Fatalf("the callback: %v", err)
+	}
+	if m, _ := db.FindMessageByProviderID(ctx, ws, "SMorder"); m.Status != "delivered" {
+		t.Errorf("message status %q, want delivered", m.Status)
+	}
+
+	// A merge that moves the message while the callback waits: the callback
+	// follows it, and its change is the survivor's.
+	tx, pid = lockCustomer(t, db, ws, c)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM customers WHERE workspace_id = $1 AND id = $2 FOR UPDATE`, ws, d); err != nil {
+		t.Fatal(err)
+	}
+	read := status("read")
+	waitBlockedBy(t, db, pid)
+	for _, sql := range []string{
+		`UPDATE conversations SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3`,
+		`UPDATE messages SET customer_id = $2 WHERE workspace_id = $1 AND customer_id = $3`,
+		`UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND id = $3`,
+	} {
+		if _, err := tx.Exec(ctx, sql, ws, d, c); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("the callback after the merge: %v", err)
+	}
+	if m, _ := db.FindMessageByProviderID(ctx, ws, "SMorder"); m.Status != "read" || m.CustomerID != d {
+		t.Errorf("message %q of customer %d, want read, of the survivor %d", m.Status, m.CustomerID, d)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'message'`, ws, d); n != 1 {
+		t.Errorf("the survivor's message changes = %d, want 1 (the callback's)", n)
+	}
+}
