@@ -74,7 +74,13 @@ type Options struct {
 	// MaxWorkspaceTopics bounds the customers a workspace-wide stream
 	// tracks (100000); past it the tracking starts over (see SubscribeWorkspace).
 	MaxWorkspaceTopics int
-	Logger             *slog.Logger
+	// ReadRetry is how long a customer stream goes on retrying a read of
+	// its own (catching up, following a merge, starting) that failed with
+	// c360.EUNAVAILABLE, a database restarting or failing over or a
+	// statement timeout, before it ends with that error (10s). The hub's
+	// own reads retry until they succeed.
+	ReadRetry time.Duration
+	Logger    *slog.Logger
 	// Now is the clock; it dates the start of workspace-wide streams.
 	Now func() time.Time
 }
@@ -305,6 +311,9 @@ func New(feed Feed, opts Options) *Hub {
 	}
 	if opts.MaxWorkspaceTopics <= 0 {
 		opts.MaxWorkspaceTopics = 100000
+	}
+	if opts.ReadRetry <= 0 {
+		opts.ReadRetry = 10 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/c360dev/c360"
 )
@@ -14,7 +15,9 @@ import (
 type Stream interface {
 	// Next blocks for the next change. It returns ErrSlow when the
 	// subscriber fell behind, ErrClosed when the stream or the hub was
-	// closed, ctx.Err() when ctx ended, and feed errors as they come.
+	// closed, ctx.Err() when ctx ended, and feed errors as they come: a
+	// read that fails with c360.EUNAVAILABLE was retried for
+	// Options.ReadRetry first. The stream is done after an error.
 	Next(ctx context.Context) (*Change, error)
 	// Close unregisters the stream; a blocked Next returns. It may be called
 	// from any goroutine, more than once.
@@ -31,6 +34,13 @@ type Stream interface {
 
 // replayPage is how many changes one replay read returns.
 const replayPage = 200
+
+// retryBackoff is the first wait before a stream reads again after a read
+// failed with EUNAVAILABLE; each failure doubles it, up to maxRetryBackoff.
+const (
+	retryBackoff    = 50 * time.Millisecond
+	maxRetryBackoff = time.Second
+)
 
 // maxFollow bounds the merges a stream follows in one step (merges keep
 // every merged id one hop from its survivor, so two suffice).
@@ -52,6 +62,7 @@ type CustomerStream struct {
 	last    int64 // last version of cur delivered
 	replay  bool  // read the feed before waiting on the hub
 	pending []c360.Change
+	err     error // a read Wait made failed: Next returns it
 
 	mu     sync.Mutex // guards sub and closed against Close
 	sub    *subscriber
@@ -97,7 +108,7 @@ func (h *Hub) SubscribeCustomer(ctx context.Context, workspaceID, customerID int
 }
 
 func (h *Hub) survivor(ctx context.Context, ws, id int64) (int64, error) {
-	_, merged, err := h.feed.CustomerState(ctx, ws, id)
+	_, merged, err := h.customerState(ctx, ws, id)
 	if err != nil {
 		return 0, err
 	}
@@ -118,7 +129,7 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 		if err != nil {
 			return err
 		}
-		version, merged, err := st.h.feed.CustomerState(ctx, st.ws, id)
+		version, merged, err := st.h.customerState(ctx, st.ws, id)
 		if err != nil {
 			st.h.unregister(sub)
 			return err
@@ -148,7 +159,7 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 			} else if direct != 0 {
 				merged = direct
 			}
-			v, err := st.h.feed.MergeVersion(ctx, st.ws, merged, id)
+			v, err := st.h.mergeVersion(ctx, st.ws, merged, id)
 			if err != nil {
 				return fmt.Errorf("follow merge of customer %d into %d: %w", id, merged, err)
 			}
@@ -167,7 +178,7 @@ func (st *CustomerStream) follow(ctx context.Context, id int64, start func(versi
 // mergedInto returns the survivor the customer's last change, at version,
 // names when it is its merged_into change; else 0.
 func (st *CustomerStream) mergedInto(ctx context.Context, id, version int64) (int64, error) {
-	rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: id, Version: version - 1}}, 1)
+	rows, err := st.h.changesAfter(ctx, st.ws, id, version-1, 1)
 	if err != nil {
 		return 0, fmt.Errorf("read the merge of customer %d: %w", id, err)
 	}
@@ -196,6 +207,9 @@ func (st *CustomerStream) swap(sub *subscriber) bool {
 
 // Next returns the next change of the customer (or of its survivor).
 func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
+	if st.err != nil {
+		return nil, st.err
+	}
 	for {
 		if len(st.pending) > 0 {
 			c := st.pending[0]
@@ -238,11 +252,12 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 
 // readFeed reads the next page of the feed after the position.
 func (st *CustomerStream) readFeed(ctx context.Context) error {
-	rows, err := st.h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: st.ws, CustomerID: st.cur, Version: st.last}}, replayPage)
+	page := replayPage
+	rows, err := st.h.changesAfter(ctx, st.ws, st.cur, st.last, page)
 	if err != nil {
 		return fmt.Errorf("replay changes of customer %d: %w", st.cur, err)
 	}
-	st.replay = len(rows) >= replayPage
+	st.replay = len(rows) >= page
 	st.pending = rows
 	return nil
 }
@@ -253,8 +268,11 @@ func (st *CustomerStream) Wait(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	if len(st.pending) == 0 && st.replay && st.readFeed(ctx) != nil {
-		return // Next reads again and returns the error
+	if len(st.pending) == 0 && st.replay {
+		if err := st.readFeed(ctx); err != nil {
+			st.err = err // for Next to return: the read was retried already
+			return
+		}
 	}
 	if len(st.pending) > 0 || st.replay {
 		return
@@ -270,15 +288,15 @@ func (st *CustomerStream) Wait(ctx context.Context) {
 // deliver advances the position to c; a merged_into change moves the stream
 // to the survivor before c is returned.
 func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, error) {
-	st.last = c.Version
 	if c.Kind != c360.ChangeMergedInto {
+		st.last = c.Version
 		return c, nil
 	}
 	survivor, err := survivorOf(c)
 	if err != nil {
 		return nil, err
 	}
-	v, err := st.h.feed.MergeVersion(ctx, st.ws, survivor, c.CustomerID)
+	v, err := st.h.mergeVersion(ctx, st.ws, survivor, c.CustomerID)
 	if err != nil {
 		return nil, fmt.Errorf("follow merge of customer %d into %d: %w", c.CustomerID, survivor, err)
 	}
@@ -287,6 +305,62 @@ func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, erro
 	}
 	st.replay, st.pending = true, nil
 	return c, nil
+}
+
+// customerState, mergeVersion and changesAfter are a stream's reads of the
+// feed, retried (see retry).
+func (h *Hub) customerState(ctx context.Context, ws, id int64) (version, merged int64, err error) {
+	err = h.retry(ctx, func() (err error) {
+		version, merged, err = h.feed.CustomerState(ctx, ws, id)
+		return err
+	})
+	return version, merged, err
+}
+
+func (h *Hub) mergeVersion(ctx context.Context, ws, survivor, merged int64) (v int64, err error) {
+	err = h.retry(ctx, func() (err error) {
+		v, err = h.feed.MergeVersion(ctx, ws, survivor, merged)
+		return err
+	})
+	return v, err
+}
+
+func (h *Hub) changesAfter(ctx context.Context, ws, id, version int64, limit int) (rows []c360.Change, err error) {
+	err = h.retry(ctx, func() (err error) {
+		rows, err = h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: id, Version: version}}, limit)
+		return err
+	})
+	return rows, err
+}
+
+// retry runs read, and again, with a growing wait, while it fails with
+// EUNAVAILABLE (PostgreSQL restarting or failing over, a statement
+// timeout), for up to ReadRetry or until ctx ends. A stream's reads change
+// its position only once they succeed, so a read that succeeds late goes on
+// where the stream stopped; without the retry, a blip of the database would
+// end its subscriptions. It returns the last read's error.
+func (h *Hub) retry(ctx context.Context, read func() error) error {
+	err := read()
+	if err == nil || c360.ErrorCode(err) != c360.EUNAVAILABLE {
+		return err
+	}
+	deadline := time.Now().Add(h.opts.ReadRetry)
+	for wait := retryBackoff; ; wait = min(2*wait, maxRetryBackoff) {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return err
+		}
+		t := time.NewTimer(min(wait, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		if err = read(); err == nil || c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			return err
+		}
+	}
 }
 
 func survivorOf(c *Change) (int64, error) {

@@ -220,14 +220,39 @@ func fingerprint(ctx context.Context, oc *graphql.OperationContext) string {
 	return string(hash.Sum(nil))
 }
 
-type slowKey struct{}
+type resumeKey struct{}
 
-// WithSlowSubscriberHandler returns ctx carrying f, which a subscription
-// calls when the hub dropped it for falling behind. The websocket transport
-// closes the connection with its documented code; without f (SSE), the
-// subscription ends with a RATE_LIMITED error.
-func WithSlowSubscriberHandler(ctx context.Context, f func()) context.Context {
-	return context.WithValue(ctx, slowKey{}, f)
+// WithResumeHandler returns ctx carrying f, which a subscription calls
+// instead of ending with err when its client is to subscribe again with
+// after set to the last cursor it received: the hub dropped it for falling
+// behind (err is RATE_LIMITED), or the database did not answer its reads,
+// retried for a while (UNAVAILABLE), when it started or later. The
+// websocket transport closes the connection with its documented code, 1013
+// (try again later), which graphql-ws clients retry; an error message
+// followed by complete would end the subscription for good. Without f
+// (SSE), the subscription ends with err.
+func WithResumeHandler(ctx context.Context, f func(err error)) context.Context {
+	return context.WithValue(ctx, resumeKey{}, f)
+}
+
+// resume hands err to the context's resume handler, if any, and reports
+// whether there was one.
+func resume(ctx context.Context, err error) bool {
+	f, ok := ctx.Value(resumeKey{}).(func(error))
+	if ok {
+		f(err)
+	}
+	return ok
+}
+
+// openFailed returns err, the failure of a subscription resolver to open
+// its stream, after handing an UNAVAILABLE one to the resume handler: its
+// client is to try again, as when a stream fails later (endResponse).
+func openFailed(ctx context.Context, err error) error {
+	if c360.ErrorCode(err) == c360.EUNAVAILABLE {
+		resume(ctx, err)
+	}
+	return err
 }
 
 // endResponse is the last response of a stream that ended with err: nothing
@@ -240,13 +265,20 @@ func endResponse(ctx context.Context, err error) *graphql.Response {
 		// reports ErrClosed, which must not read as a shutdown.
 		return nil
 	case errors.Is(err, hub.ErrSlow):
-		if f, ok := ctx.Value(slowKey{}).(func()); ok {
-			f()
+		err = c360.Errorf(c360.ERATELIMITED, "subscriber too slow: subscribe again with after set to the last cursor received")
+		if resume(ctx, err) {
 			return nil
 		}
-		err = c360.Errorf(c360.ERATELIMITED, "subscriber too slow: subscribe again with after set to the last cursor received")
 	case errors.Is(err, hub.ErrClosed):
 		err = c360.Errorf(c360.EUNAVAILABLE, "the server is shutting down: subscribe again with after set to the last cursor received")
+	case c360.ErrorCode(err) == c360.EUNAVAILABLE:
+		// The database did not answer the stream's reads, retried for a
+		// while (hub.Options.ReadRetry): a normal end would leave the
+		// client without changes it never hears of.
+		err = c360.Errorf(c360.EUNAVAILABLE, "the database did not answer: subscribe again with after set to the last cursor received")
+		if resume(ctx, err) {
+			return nil
+		}
 	}
 	graphql.AddError(ctx, err)
 	return &graphql.Response{Errors: graphql.GetErrors(ctx)}

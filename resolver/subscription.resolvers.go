@@ -51,7 +51,7 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 	}
 	st, err := r.Hub.SubscribeCustomer(ctx, ws, id, pos)
 	if err != nil {
-		return nil, err
+		return nil, openFailed(ctx, err)
 	}
 	wanted := kindFilter(kinds) // assistant.go: an assistant's live context
 	return serve(ctx, st, func(_ context.Context, c *hub.Change) (*hub.Change, bool, error) { return c, wanted(&c.Change), nil })
@@ -73,7 +73,7 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 			return nil, c360.Errorf(c360.EUNAVAILABLE, "subscriptions are not enabled on this server")
 		}
 		if owner, err = r.Realtime.ConversationOwner(ctx, ws, *conversationID); err != nil {
-			return nil, err
+			return nil, openFailed(ctx, err)
 		}
 		conv = strconv.FormatInt(*conversationID, 10)
 	} else {
@@ -81,7 +81,7 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 	}
 	cst, err := r.Hub.SubscribeCustomer(ctx, ws, owner, nil)
 	if err != nil {
-		return nil, err
+		return nil, openFailed(ctx, err)
 	}
 	var st hub.Stream = cst
 	if conversationID != nil {

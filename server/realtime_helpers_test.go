@@ -46,13 +46,21 @@ type rtOptions struct {
 	auth func(*postgres.DB) c360.APIKeyService
 	// audit writes reads to the audit log (rtEnv.audit).
 	audit bool
+	// feed, when set, stands for the store as the hub's feed.
+	feed func(*postgres.DB) hub.Feed
+	// readRetry is the hub's Options.ReadRetry.
+	readRetry time.Duration
 }
 
 func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 	t.Helper()
 	db := pgtest.Open(t)
 	ws, _, key := pgtest.Workspace(t, db)
-	h := hub.New(db, hub.Options{QueueSize: o.queue, Logger: slog.New(slog.DiscardHandler)})
+	var feed hub.Feed = db
+	if o.feed != nil {
+		feed = o.feed(db)
+	}
+	h := hub.New(feed, hub.Options{QueueSize: o.queue, ReadRetry: o.readRetry, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -44,6 +44,7 @@ const (
 	CloseSubscriberExists         = 4409 // subscribe with the id of an active subscription
 	CloseTooManyInit              = 4429 // a second connection_init
 	CloseTooSlow                  = 1013 // try again later: a subscriber fell behind; reconnect and resume with after
+	CloseUnavailable              = 1013 // try again later: the database did not answer a subscription's reads; reconnect and resume with after
 	CloseTryAgainLater            = 1013 // connection_init from an address over its limit of failed authentications
 	CloseInternal                 = 4500 // the server could not verify the key
 )
@@ -295,9 +296,14 @@ func (ws *websockets) serve(t transport.Websocket, exec graphql.GraphExecutor) h
 			return
 		}
 		st := newWSState(r)
-		ctx := resolver.WithSlowSubscriberHandler(st, func() {
-			if c := st.get(); c != nil {
+		ctx := resolver.WithResumeHandler(st, func(err error) {
+			c := st.get()
+			switch {
+			case c == nil:
+			case c360.ErrorCode(err) == c360.ERATELIMITED:
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
+			default:
+				c.fail(CloseUnavailable, "Database unavailable: resume with after")
 			}
 		})
 		// gqlgen serves the connection on this goroutine until it ends,

@@ -1,0 +1,218 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/hub"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/server"
+)
+
+// downFeed is the store as the hub reads it, whose reads of a customer's
+// state (CustomerState, MergeVersion: a stream's, never the hub's own)
+// fail with UNAVAILABLE while down is set, as during a PostgreSQL restart.
+type downFeed struct {
+	*postgres.DB
+	down   atomic.Bool
+	failed atomic.Int64
+}
+
+func (f *downFeed) unavailable() error {
+	f.failed.Add(1)
+	return c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
+}
+
+func (f *downFeed) CustomerState(ctx context.Context, ws, id int64) (int64, int64, error) {
+	if f.down.Load() {
+		return 0, 0, f.unavailable()
+	}
+	return f.DB.CustomerState(ctx, ws, id)
+}
+
+func (f *downFeed) MergeVersion(ctx context.Context, ws, survivor, merged int64) (int64, error) {
+	if f.down.Load() {
+		return 0, f.unavailable()
+	}
+	return f.DB.MergeVersion(ctx, ws, survivor, merged)
+}
+
+// outageEnv is a real-time server whose feed can be taken down, with two
+// customers subscribed to on one websocket, a and b, about to be merged.
+type outageEnv struct {
+	*rtEnv
+	feed *downFeed
+	c    *wsClient
+	a, b int64
+}
+
+func newOutageEnv(t *testing.T, readRetry time.Duration) *outageEnv {
+	t.Helper()
+	var feed *downFeed
+	e := newRTEnv(t, rtOptions{readRetry: readRetry, feed: func(db *postgres.DB) hub.Feed {
+		feed = &downFeed{DB: db}
+		return feed
+	}})
+	o := &outageEnv{rtEnv: e, feed: feed}
+	o.a = ingest(t, e.db, e.ws, email("olga@example.com"), map[string]any{"name": "Olga"})
+	o.b = ingest(t, e.db, e.ws, []c360.Identity{{Type: "phone", Value: "+14155550188"}}, nil)
+	o.c = dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	o.c.init(e.key)
+	o.c.subscribe("a", subCustomer, map[string]any{"id": fmt.Sprint(o.a)})
+	o.c.subscribe("b", subCustomer, map[string]any{"id": fmt.Sprint(o.b)})
+	waitFor(t, "subscriptions", func() bool { return e.hub.Stats().Streams == 2 })
+	return o
+}
+
+// merge merges b into a (the oldest survives) while the feed is down.
+// b's stream must read the merge (MergeVersion) to go on with a's changes.
+func (o *outageEnv) merge(t *testing.T) {
+	t.Helper()
+	o.feed.down.Store(true)
+	ingest(t, o.db, o.ws, []c360.Identity{{Type: "email", Value: "olga@example.com"}, {Type: "phone", Value: "+14155550188"}}, nil)
+	if _, survivor, err := o.db.CustomerState(context.Background(), o.ws, o.b); err != nil || survivor != o.a {
+		t.Fatalf("b's survivor = %d, %v, want a (%d)", survivor, err, o.a)
+	}
+}
+
+// A stream whose read fails with UNAVAILABLE (PostgreSQL restarting) while
+// it follows a merge reads again until the database is back, and delivers
+// the merged_into change and what follows. It used to end the subscription
+// with an error and complete, which clients take for a normal end.
+func TestSubscriptionRidesOutABriefDatabaseOutage(t *testing.T) {
+	o := newOutageEnv(t, 0) // the default: 10 s of retries
+	o.merge(t)
+	waitFor(t, "a failed read retried", func() bool { return o.feed.failed.Load() >= 2 })
+	o.feed.down.Store(false)
+
+	into := o.c.nextByID("b")
+	if into.Kind != c360.ChangeMergedInto || into.CustomerID != fmt.Sprint(o.b) || into.Diff["survivorId"] != fmt.Sprint(o.a) {
+		t.Fatalf("got %+v, want merged_into %d -> %d", into, o.b, o.a)
+	}
+	if absorbed := o.c.nextByID("b"); absorbed.CustomerID != fmt.Sprint(o.a) {
+		t.Fatalf("after merged_into got %+v, want the survivor's change", absorbed)
+	}
+	ingest(t, o.db, o.ws, email("olga@example.com"), map[string]any{"vip": true})
+	if got := o.c.nextByID("b"); got.CustomerID != fmt.Sprint(o.a) || got.Kind != c360.ChangeTraits {
+		t.Fatalf("then got %+v, want the survivor's traits change", got)
+	}
+}
+
+// A stream whose reads still fail once its retries are spent closes its
+// websocket with 1013 (try again later), which graphql-ws retries: the
+// client resumes with after, nothing lost. Over SSE the stream ends with
+// an error of code UNAVAILABLE. The same holds when the database fails a
+// subscription as it starts.
+func TestSubscriptionDuringALongDatabaseOutage(t *testing.T) {
+	t.Run("following a merge", func(t *testing.T) {
+		o := newOutageEnv(t, 300*time.Millisecond)
+		o.merge(t)
+		started := time.Now()
+		code := closeAfterMessages(t, o.c, "b")
+		if code != server.CloseUnavailable {
+			t.Fatalf("closed with %d, want %d (try again later)", code, server.CloseUnavailable)
+		}
+		if d := time.Since(started); d < 250*time.Millisecond {
+			t.Fatalf("closed after %v, before the reads were retried for 300ms", d)
+		}
+
+		// The database is back: the client resumes from its last cursor,
+		// b's last change before the merge (as it was when it
+		// subscribed), and misses nothing.
+		o.feed.down.Store(false)
+		v, _, err := o.db.CustomerState(context.Background(), o.ws, o.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := dialWS(t, wsURL(o.srv), "graphql-transport-ws", nil)
+		c.init(o.key)
+		c.subscribe("b", subCustomer, map[string]any{"id": fmt.Sprint(o.b), "after": hubCursor(o.b, v-1)})
+		if got := c.nextChange("b"); got.Kind != c360.ChangeMergedInto || got.CustomerID != fmt.Sprint(o.b) {
+			t.Fatalf("resumed: got %+v, want b's merged_into", got)
+		}
+		if got := c.nextChange("b"); got.CustomerID != fmt.Sprint(o.a) {
+			t.Fatalf("resumed: got %+v, want the survivor's change", got)
+		}
+	})
+
+	t.Run("subscribing", func(t *testing.T) {
+		o := newOutageEnv(t, 300*time.Millisecond)
+		o.feed.down.Store(true)
+		o.c.subscribe("c", subCustomer, map[string]any{"id": fmt.Sprint(o.a)})
+		if code := closeAfterMessages(t, o.c, "c"); code != server.CloseUnavailable {
+			t.Fatalf("closed with %d, want %d (try again later)", code, server.CloseUnavailable)
+		}
+	})
+
+	t.Run("over SSE", func(t *testing.T) {
+		o := newOutageEnv(t, 300*time.Millisecond)
+		body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(o.b)}})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, o.srv.URL+"/graphql", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+o.key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		waitFor(t, "the SSE subscription", func() bool { return o.hub.Stats().Streams == 3 })
+		o.merge(t)
+		var errs []string
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var p struct {
+				Errors []struct {
+					Extensions struct{ Code string } `json:"extensions"`
+				} `json:"errors"`
+			}
+			if err := json.Unmarshal([]byte(data), &p); err != nil {
+				t.Fatalf("decode %s: %v", data, err)
+			}
+			for _, e := range p.Errors {
+				errs = append(errs, e.Extensions.Code)
+			}
+		}
+		if len(errs) != 1 || errs[0] != c360.EUNAVAILABLE {
+			t.Fatalf("the stream ended with errors %v (%v), want one UNAVAILABLE", errs, sc.Err())
+		}
+	})
+}
+
+// closeAfterMessages reads until the server closes the connection and
+// returns the close code. Changes of other subscriptions may come first;
+// an error or a complete for subscription id fails the test: the client
+// would take it for the subscription's end.
+func closeAfterMessages(t *testing.T, c *wsClient, id string) int {
+	t.Helper()
+	for {
+		c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m wsMsg
+		if err := c.c.ReadJSON(&m); err != nil {
+			code := closeCodeOf(err)
+			if code == 0 {
+				t.Fatalf("want a close frame, got %v", err)
+			}
+			return code
+		}
+		if m.ID == id && (m.Type != "next" || bytes.Contains(m.Payload, []byte(`"errors"`))) {
+			t.Fatalf("subscription %s got %s %s, want the connection closed to resume", id, m.Type, m.Payload)
+		}
+	}
+}
