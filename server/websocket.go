@@ -761,6 +761,9 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 		case id == "":
 			c.mu.Unlock()
 			return false, c.fail(CloseBadRequest, "Invalid message received: subscribe without id")
+		case !operationPayload(payload):
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received: payload must be an object with a query")
 		}
 		if c.activeLocked(id) != nil {
 			c.mu.Unlock()
@@ -797,6 +800,32 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 	}
 	c.mu.Unlock()
 	return false, nil
+}
+
+// operationPayload reports whether a subscribe (or legacy start) payload is
+// an operation: a JSON object that decodes as gqlgen decodes it, with a
+// string query or, in its place, the hash of a persisted query
+// (extensions.persistedQuery; the server serves automatic persisted
+// queries). gqlgen answers a missing or malformed payload with an error
+// message without a code ("invalid json") and keeps the connection; the
+// protocol closes it with 4400.
+func operationPayload(payload json.RawMessage) bool {
+	if p := bytes.TrimSpace(payload); len(p) == 0 || p[0] != '{' {
+		return false
+	}
+	var op struct {
+		Query         *string        `json:"query"`
+		OperationName string         `json:"operationName"`
+		Variables     map[string]any `json:"variables"`
+		Extensions    map[string]any `json:"extensions"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if dec.Decode(&op) != nil {
+		return false
+	}
+	_, persisted := op.Extensions["persistedQuery"].(map[string]any)
+	return op.Query != nil || persisted
 }
 
 // refuse answers a subscribe with an error message and no subscription.

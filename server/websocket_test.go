@@ -77,6 +77,24 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.subscribe("", q, nil)
 		}, server.CloseBadRequest},
 		{"init payload not an object", func(c *wsClient) { c.send("connection_init", "", "Bearer x") }, server.CloseBadRequest},
+		// gqlgen answered these with an error message without a code
+		// ("invalid json") and kept the connection.
+		{"subscribe without payload", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1"}`))
+		}, server.CloseBadRequest},
+		{"subscribe payload not an object", func(c *wsClient) {
+			c.init(e.key)
+			c.send("subscribe", "1", "x")
+		}, server.CloseBadRequest},
+		{"subscribe payload without query", func(c *wsClient) {
+			c.init(e.key)
+			c.send("subscribe", "1", map[string]any{"variables": map[string]any{}})
+		}, server.CloseBadRequest},
+		{"subscribe variables not an object", func(c *wsClient) {
+			c.init(e.key)
+			c.send("subscribe", "1", map[string]any{"query": q, "variables": "x"})
+		}, server.CloseBadRequest},
 		{"init payload an object that does not decode", func(c *wsClient) {
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"connection_init","payload":{"n":1e999}}`))
 		}, server.CloseBadRequest},
@@ -204,6 +222,16 @@ func TestWebsocketLegacyProtocol(t *testing.T) {
 	}
 	c.send("stop", "1", nil)
 	waitFor(t, "unsubscribe", func() bool { return e.hub.Stats().Streams == 0 })
+
+	// A start that is no operation is not of the protocol either.
+	for _, payload := range []any{nil, "x"} {
+		c := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
+		c.init(e.key)
+		c.send("start", "1", payload)
+		if got := c.closeCode(); got != server.CloseBadRequest {
+			t.Fatalf("start with payload %v: close code %d, want %d", payload, got, server.CloseBadRequest)
+		}
+	}
 
 	bad := dialWS(t, wsURL(e.srv), "graphql-ws", nil)
 	bad.send("connection_init", "", map[string]any{"authorization": "Bearer wrong"})
