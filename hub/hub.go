@@ -58,7 +58,9 @@ const sweepMargin = time.Minute
 
 // Options tune the hub; zero values take the defaults.
 type Options struct {
-	// QueueSize bounds each subscriber's queue of undelivered changes (64).
+	// QueueSize bounds each subscriber's queue of undelivered changes (64),
+	// and the changes a customer stream reads from the feed at once while
+	// it catches up.
 	QueueSize int
 	// Workers is the number of concurrent feed reads (2).
 	Workers int

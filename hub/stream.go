@@ -32,7 +32,8 @@ type Stream interface {
 	Wait(ctx context.Context)
 }
 
-// replayPage is how many changes one replay read returns.
+// replayPage is the most changes one replay read returns; a stream reads
+// at most a queue's worth (Hub.replayPage).
 const replayPage = 200
 
 // retryBackoff is the first wait before a stream reads again after a read
@@ -213,7 +214,14 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 	for {
 		if len(st.pending) > 0 {
 			c := st.pending[0]
-			st.pending = st.pending[1:]
+			// The page's array lives until the next read: what was
+			// delivered lets go of its diff now, and a page delivered
+			// whole lets go of the array, which a stream that caught up
+			// would otherwise keep for as long as it lives.
+			st.pending[0] = c360.Change{}
+			if st.pending = st.pending[1:]; len(st.pending) == 0 {
+				st.pending = nil
+			}
 			if c.CustomerID != st.cur || c.Version <= st.last {
 				continue
 			}
@@ -252,7 +260,7 @@ func (st *CustomerStream) Next(ctx context.Context) (*Change, error) {
 
 // readFeed reads the next page of the feed after the position.
 func (st *CustomerStream) readFeed(ctx context.Context) error {
-	page := replayPage
+	page := st.h.replayPage()
 	rows, err := st.h.changesAfter(ctx, st.ws, st.cur, st.last, page)
 	if err != nil {
 		return fmt.Errorf("replay changes of customer %d: %w", st.cur, err)
@@ -306,6 +314,11 @@ func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, erro
 	st.replay, st.pending = true, nil
 	return c, nil
 }
+
+// replayPage is how many changes a stream reads from the feed at once:
+// no more than its queue holds, so that a subscriber catching up holds at
+// most a queue's worth of changes besides its queue, whatever the backlog.
+func (h *Hub) replayPage() int { return min(replayPage, h.opts.QueueSize) }
 
 // customerState, mergeVersion and changesAfter are a stream's reads of the
 // feed, retried (see retry).
