@@ -1,8 +1,12 @@
 // Package seed fills a workspace with a realistic volume of customers,
 // identities, events, conversations and messages using COPY, for the
-// benchmarks. The default shape per customer is one phone and one email,
-// ten events, and one conversation with two messages: 1M customers make
-// 10M events and 2M messages.
+// benchmarks. Every customer has one phone and one email. A share of them,
+// the rich ones, have a full history: EventsPerCustomer events and one
+// conversation of MessagesPerConv messages; the others share what the rich
+// leave of the totals, as a real workspace has a few busy customers and
+// many quiet ones. Skewed is the shape of `bench seed`: 1M customers make
+// 10M events and 2M messages, and the customer-360 query of any of the
+// 100k rich customers fills its pages (20 events, 10 messages).
 package seed
 
 import (
@@ -15,11 +19,21 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Options sizes the data set.
+// Options sizes the data set. With Rich, Events and Messages left zero
+// every customer is rich: the uniform shape the tests seed.
 type Options struct {
-	Customers         int
+	Customers int
+	// EventsPerCustomer and MessagesPerConv are a rich customer's events
+	// and the messages of its one conversation.
 	EventsPerCustomer int
 	MessagesPerConv   int
+	// Rich is how many customers are rich (0: all of them), spread evenly
+	// over the indexes (RichCustomer).
+	Rich int
+	// Events and Messages are the totals (0: what the rich customers
+	// have). The other customers share what the rich leave, as evenly as
+	// whole numbers allow; one of them with messages has one conversation.
+	Events, Messages int
 	// Log receives progress lines.
 	Log func(format string, args ...any)
 }
@@ -30,6 +44,104 @@ type Result struct {
 	Customers     int
 	Rows          int64
 	Elapsed       time.Duration
+}
+
+// Skewed returns the shape of `bench seed` for n customers: 10% rich, with
+// 25 events and a conversation of 12 messages each (more than the
+// customer-360 query's pages of 20 and 10), and 10 events and 2 messages
+// per customer in all, so 1M customers make 10M events and 2M messages.
+// Fewer than ten customers have one rich one, and the totals it needs.
+func Skewed(n int) Options {
+	rich := max(n/10, 1)
+	return Options{Customers: n, EventsPerCustomer: 25, MessagesPerConv: 12,
+		Rich: rich, Events: max(10*n, 25*rich), Messages: max(2*n, 12*rich)}
+}
+
+// normalized fills in the defaults: all customers rich, totals those of
+// the rich.
+func (o Options) normalized() Options {
+	if o.Rich == 0 {
+		o.Rich = o.Customers
+	}
+	if o.Events == 0 {
+		o.Events = o.Rich * o.EventsPerCustomer
+	}
+	if o.Messages == 0 {
+		o.Messages = o.Rich * o.MessagesPerConv
+	}
+	return o
+}
+
+// Check says what is wrong with the options, if anything.
+func (o Options) Check() error {
+	o = o.normalized()
+	switch {
+	case o.Customers < 1:
+		return fmt.Errorf("seed: want at least 1 customer, got %d", o.Customers)
+	case o.EventsPerCustomer < 0 || o.MessagesPerConv < 0 || o.Events < 0 || o.Messages < 0:
+		return fmt.Errorf("seed: negative events or messages")
+	case o.Rich < 0 || o.Rich > o.Customers:
+		return fmt.Errorf("seed: %d rich customers of %d", o.Rich, o.Customers)
+	case o.Rich*o.EventsPerCustomer > o.Events:
+		return fmt.Errorf("seed: %d rich customers with %d events each need %d events, more than the %d in all",
+			o.Rich, o.EventsPerCustomer, o.Rich*o.EventsPerCustomer, o.Events)
+	case o.Rich*o.MessagesPerConv > o.Messages:
+		return fmt.Errorf("seed: %d rich customers with %d messages each need %d messages, more than the %d in all",
+			o.Rich, o.MessagesPerConv, o.Rich*o.MessagesPerConv, o.Messages)
+	case o.Rich == o.Customers && (o.Events != o.Rich*o.EventsPerCustomer || o.Messages != o.Rich*o.MessagesPerConv):
+		return fmt.Errorf("seed: all %d customers are rich: the totals must be what they have", o.Customers)
+	}
+	return nil
+}
+
+// Totals returns the rows a seed of these options writes: events,
+// conversations and messages.
+func (o Options) Totals() (events, conversations, messages int) {
+	o = o.normalized()
+	conversations = o.Rich
+	if rest := o.Customers - o.Rich; rest > 0 {
+		// The others' messages are spread evenly, at most one more each
+		// than another: min(rest, messages) of them have some.
+		conversations += min(rest, o.Messages-o.Rich*o.MessagesPerConv)
+	}
+	return o.Events, conversations, o.Messages
+}
+
+// RichCustomers returns how many customers are rich.
+func (o Options) RichCustomers() int { return o.normalized().Rich }
+
+// RichCustomer returns the index of the k-th rich customer (0 ≤ k <
+// RichCustomers()). The rich are spread evenly over the indexes, and so
+// over the tables' pages and the customers' creation times.
+func (o Options) RichCustomer(k int) int {
+	o = o.normalized()
+	return int(int64(k) * int64(o.Customers) / int64(o.Rich))
+}
+
+// richBefore counts the rich customers with an index below i: the k with
+// k*Customers/Rich < i, that is k*Customers < i*Rich.
+func (o Options) richBefore(i int) int {
+	return int((int64(i)*int64(o.Rich) + int64(o.Customers) - 1) / int64(o.Customers))
+}
+
+// Shape returns the events of the i-th customer, whether it has a
+// conversation, and that conversation's messages.
+func (o Options) Shape(i int) (events int, conversation bool, messages int) {
+	o = o.normalized()
+	before := o.richBefore(i)
+	if o.richBefore(i+1) > before {
+		return o.EventsPerCustomer, true, o.MessagesPerConv
+	}
+	// The r-th of the rest customers gets its share of what the rich
+	// leave: the difference of two floors, so the shares add up exactly.
+	r, rest := int64(i-before), int64(o.Customers-o.Rich)
+	share := func(total int) int {
+		left := int64(total)
+		return int(left*(r+1)/rest - left*r/rest)
+	}
+	events = share(o.Events - o.Rich*o.EventsPerCustomer)
+	messages = share(o.Messages - o.Rich*o.MessagesPerConv)
+	return events, messages > 0, messages
 }
 
 // Phone returns the E.164 phone of the i-th seeded customer (0-based).
@@ -43,6 +155,10 @@ var eventNames = []string{"Product Viewed", "Product Added", "Checkout Started",
 // Run seeds workspace ws. It runs as the pool's role and needs COPY rights on
 // the tables; sequences are moved past the ids it writes.
 func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Result, error) {
+	if err := opt.Check(); err != nil {
+		return nil, err
+	}
+	opt = opt.normalized()
 	if opt.Log == nil {
 		opt.Log = func(string, ...any) {}
 	}
@@ -73,9 +189,12 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 	now := time.Now().UTC()
 	n := opt.Customers
 
-	copyRows := func(table string, cols []string, count int, row func(i int) []any) error {
+	// copyRows copies the rows of each customer in turn: count(c) of them
+	// for customer c, made by row(c, j, i) for its j-th row and the
+	// table's i-th.
+	copyRows := func(table string, cols []string, count func(c int) int, row func(c, j, i int) []any) error {
 		t := time.Now()
-		src := &generator{n: count, row: row}
+		src := &generator{customers: n, count: count, row: row}
 		got, err := pool.CopyFrom(ctx, pgx.Identifier{table}, cols, src)
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", table, err)
@@ -84,6 +203,15 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 		opt.Log("  %-14s %10d rows in %6.1fs (%.0f rows/s)", table, got, time.Since(t).Seconds(), float64(got)/time.Since(t).Seconds())
 		return nil
 	}
+	one := func(int) int { return 1 }
+	events := func(c int) int { e, _, _ := opt.Shape(c); return e }
+	conversations := func(c int) int {
+		if _, conv, _ := opt.Shape(c); conv {
+			return 1
+		}
+		return 0
+	}
+	messages := func(c int) int { _, _, m := opt.Shape(c); return m }
 	traits := func(i int) string {
 		return fmt.Sprintf(`{"name":"Customer %d","email":%q,"phone":%q,"plan":%q}`, i, Email(i), Phone(i), []string{"free", "pro", "team"}[i%3])
 	}
@@ -92,44 +220,43 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 	if _, err := pool.Exec(ctx, `DROP INDEX IF EXISTS customers_search_idx`); err != nil {
 		return nil, fmt.Errorf("drop search index: %w", err)
 	}
-	if err := copyRows("customers", []string{"workspace_id", "id", "traits", "version", "search_text", "created_at", "updated_at"}, n, func(i int) []any {
-		ts := now.Add(-time.Duration(n-i) * time.Second)
-		return []any{ws, c0 + int64(i), traits(i), int64(opt.EventsPerCustomer + opt.MessagesPerConv),
-			fmt.Sprintf("customer %d %s %s", i, Email(i), Phone(i)), ts, ts}
+	if err := copyRows("customers", []string{"workspace_id", "id", "traits", "version", "search_text", "created_at", "updated_at"}, one, func(c, _, _ int) []any {
+		ts := now.Add(-time.Duration(n-c) * time.Second)
+		e, _, m := opt.Shape(c)
+		return []any{ws, c0 + int64(c), traits(c), int64(e + m),
+			fmt.Sprintf("customer %d %s %s", c, Email(c), Phone(c)), ts, ts}
 	}); err != nil {
 		return nil, err
 	}
-	if err := copyRows("identities", []string{"workspace_id", "type", "value", "customer_id", "source", "first_seen", "last_seen"}, 2*n, func(i int) []any {
-		c := i / 2
+	if err := copyRows("identities", []string{"workspace_id", "type", "value", "customer_id", "source", "first_seen", "last_seen"}, func(int) int { return 2 }, func(c, j, _ int) []any {
 		typ, val := "phone", Phone(c)
-		if i%2 == 1 {
+		if j == 1 {
 			typ, val = "email", Email(c)
 		}
 		return []any{ws, typ, val, c0 + int64(c), "seed", now, now}
 	}); err != nil {
 		return nil, err
 	}
-	ne := opt.EventsPerCustomer
-	if err := copyRows("events", []string{"workspace_id", "id", "customer_id", "type", "name", "properties", "identities", "source", "dedupe_key", "occurred_at", "received_at"}, n*ne, func(i int) []any {
-		c := i / ne
-		ts := now.Add(-time.Duration(i%ne) * time.Hour).Add(-time.Duration(c%3600) * time.Second)
+	if err := copyRows("events", []string{"workspace_id", "id", "customer_id", "type", "name", "properties", "identities", "source", "dedupe_key", "occurred_at", "received_at"}, events, func(c, j, i int) []any {
+		ts := now.Add(-time.Duration(j) * time.Hour).Add(-time.Duration(c%3600) * time.Second)
 		return []any{ws, e0 + int64(i), c0 + int64(c), "track", eventNames[i%len(eventNames)],
 			fmt.Sprintf(`{"sku":"SKU-%d","price":%d}`, i%997, 5+i%200), `[{"type":"phone","value":"` + Phone(c) + `"}]`,
 			"seed", "seed-" + strconv.FormatInt(e0+int64(i), 10), ts, ts}
 	}); err != nil {
 		return nil, err
 	}
-	if err := copyRows("conversations", []string{"workspace_id", "id", "customer_id", "channel", "status", "last_message_at", "last_inbound_at", "created_at"}, n, func(i int) []any {
-		ts := now.Add(-time.Duration(i%86400) * time.Second)
-		return []any{ws, v0 + int64(i), c0 + int64(i), []string{"sms", "whatsapp"}[i%2], "open", ts, ts, ts.Add(-time.Hour)}
+	// A customer's conversation has the id v0 + its index: the messages
+	// below find it without a lookup, and the ids of customers without
+	// one are simply skipped.
+	if err := copyRows("conversations", []string{"workspace_id", "id", "customer_id", "channel", "status", "last_message_at", "last_inbound_at", "created_at"}, conversations, func(c, _, _ int) []any {
+		ts := now.Add(-time.Duration(c%86400) * time.Second)
+		return []any{ws, v0 + int64(c), c0 + int64(c), []string{"sms", "whatsapp"}[c%2], "open", ts, ts, ts.Add(-time.Hour)}
 	}); err != nil {
 		return nil, err
 	}
-	nm := opt.MessagesPerConv
-	if err := copyRows("messages", []string{"workspace_id", "id", "conversation_id", "customer_id", "channel", "direction", "body", "status", "provider_id", "created_at"}, n*nm, func(i int) []any {
-		c := i / nm
-		ts := now.Add(-time.Duration(c%86400) * time.Second).Add(-time.Duration(i%nm) * time.Minute)
-		dir := []string{"inbound", "outbound"}[i%2]
+	if err := copyRows("messages", []string{"workspace_id", "id", "conversation_id", "customer_id", "channel", "direction", "body", "status", "provider_id", "created_at"}, messages, func(c, j, i int) []any {
+		ts := now.Add(-time.Duration(c%86400) * time.Second).Add(-time.Duration(j) * time.Minute)
+		dir := []string{"inbound", "outbound"}[j%2]
 		return []any{ws, m0 + int64(i), v0 + int64(c), c0 + int64(c), []string{"sms", "whatsapp"}[c%2], dir,
 			"message " + strconv.Itoa(i), "delivered", "SMseed" + strconv.FormatInt(m0+int64(i), 10), ts}
 	}); err != nil {
@@ -152,18 +279,28 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 	return res, nil
 }
 
-// generator produces COPY rows on the fly, so seeding needs no memory per row.
+// generator produces COPY rows on the fly, customer by customer, so
+// seeding needs no memory per row.
 type generator struct {
-	n, i int
-	row  func(i int) []any
-	cur  []any
+	customers int
+	count     func(c int) int
+	row       func(c, j, i int) []any
+	// next is the customer after the current one c, whose j-th row of n
+	// comes next; i counts the rows made.
+	next, c, j, n, i int
+	cur              []any
 }
 
 func (g *generator) Next() bool {
-	if g.i >= g.n {
-		return false
+	for g.j >= g.n {
+		if g.next >= g.customers {
+			return false
+		}
+		g.c, g.j, g.n = g.next, 0, g.count(g.next)
+		g.next++
 	}
-	g.cur = g.row(g.i)
+	g.cur = g.row(g.c, g.j, g.i)
+	g.j++
 	g.i++
 	return true
 }

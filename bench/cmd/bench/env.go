@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +49,14 @@ type bench struct {
 	writeKey  string
 	secret    string
 	customers int
+	// shape is the workspace's seed: query asks for its rich customers.
+	shape seed.Options
+}
+
+// richPhone returns the phone of a random rich customer of b: the
+// customer-360 query of one fills every page it reads.
+func (b *bench) richPhone() string {
+	return seed.Phone(b.shape.RichCustomer(rand.IntN(b.shape.RichCustomers())))
 }
 
 func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
@@ -60,28 +69,31 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	}
 	defer db.Close()
 	if cfg.reuse {
-		return reuseWorkspace(ctx, db, cfg.customers)
+		return reuseWorkspace(ctx, db, cfg.customers, cfg.shape)
 	}
 	slug := fmt.Sprintf("bench-%d", time.Now().Unix())
 	creds, err := db.CreateWorkspace(ctx, slug, "benchmark")
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("\n## seed: %d customers into workspace %s\n", cfg.customers, slug)
-	res, err := seed.Run(ctx, db.Pool, creds.ID, seed.Options{Customers: cfg.customers, EventsPerCustomer: 10, MessagesPerConv: 2,
-		Log: func(f string, a ...any) { fmt.Printf(f+"\n", a...) }})
+	shape := cfg.shape
+	events, conversations, messages := shape.Totals()
+	fmt.Printf("\n## seed: %d customers (%d rich: %d events, a conversation of %d messages), %d events, %d conversations, %d messages into workspace %s\n",
+		shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer, shape.MessagesPerConv, events, conversations, messages, slug)
+	shape.Log = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
+	res, err := seed.Run(ctx, db.Pool, creds.ID, shape)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Printf("  total %d rows in %.1fs (%.0f rows/s)\n", res.Rows, res.Elapsed.Seconds(), float64(res.Rows)/res.Elapsed.Seconds())
-	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret, customers: cfg.customers}, nil
+	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret, customers: cfg.customers, shape: cfg.shape}, nil
 }
 
 // reuseWorkspace finds the newest seeded workspace with at least customers
 // customers and issues it a new admin key (keys are stored hashed, so the
 // seeding run's key cannot be read back). Only the query benchmark needs
 // nothing but that key.
-func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int) (*bench, error) {
+func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int, shape seed.Options) (*bench, error) {
 	var (
 		ws   int64
 		slug string
@@ -98,7 +110,7 @@ func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int) (*bench
 		return nil, err
 	}
 	fmt.Printf("\n## reusing workspace %s (%d customers)\n", slug, n)
-	return &bench{ws: ws, slug: slug, apiKey: key, customers: n}, nil
+	return &bench{ws: ws, slug: slug, apiKey: key, customers: n, shape: shape}, nil
 }
 
 // serverProc is a running c360 serve process.

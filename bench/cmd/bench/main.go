@@ -2,11 +2,15 @@
 // and a real PostgreSQL, and prints results for BENCHMARKS.md.
 //
 //	bench baseline                       PostgreSQL alone: pgbench inserts, COPY
-//	bench seed    --customers N          COPY a data set into a new workspace
+//	bench seed    --customers N          COPY a data set into a new workspace: 10 events and
+//	                                     2 messages per customer in all, 10% of the customers
+//	                                     rich (25 events, a conversation of 12 messages), the
+//	                                     others sharing the rest (--rich-*, --*-per-customer)
 //	bench query   [--customers N] [--reuse] [--cpuprofile DIR]
 //	                                     the customer-360 query: GraphQL vs hand-written SQL, on
 //	                                     tables prewarmed into shared buffers (pg_prewarm); then
-//	                                     its parts at one client ({ __typename }, the lookup alone)
+//	                                     its parts at one client ({ __typename }, the lookup alone);
+//	                                     it asks for the rich customers, whose answers fill its pages
 //	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
 //	                                     signed single Twilio webhooks: acknowledged events/s, p50/p99
 //	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]
@@ -28,6 +32,8 @@ import (
 	"os/signal"
 	"strings"
 	"time"
+
+	"github.com/c360dev/c360/bench/seed"
 )
 
 func main() {
@@ -51,6 +57,9 @@ type config struct {
 	// reuse picks up the newest workspace an earlier run seeded with at
 	// least customers customers instead of seeding again.
 	reuse bool
+	// shape is the data set of seed and query (seed.Options, from
+	// --customers and the --rich-* and --*-per-customer flags).
+	shape seed.Options
 }
 
 func run(ctx context.Context, args []string) error {
@@ -60,7 +69,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var cfg config
-	fs.IntVar(&cfg.customers, "customers", 100000, "customers to seed (events x10, messages x2)")
+	fs.IntVar(&cfg.customers, "customers", 100000, "customers to seed")
+	richPercent := fs.Int("rich-percent", 10, "seed: percent of customers with a full history (--rich-events, --rich-messages); query asks for them")
+	richEvents := fs.Int("rich-events", 25, "seed: events of a rich customer (the query reads 20)")
+	richMessages := fs.Int("rich-messages", 12, "seed: messages of a rich customer's conversation (the query reads 10)")
+	eventsPer := fs.Int("events-per-customer", 10, "seed: events per customer in all; the others share what the rich leave")
+	messagesPer := fs.Int("messages-per-customer", 2, "seed: messages per customer in all; the others share what the rich leave")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
 	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded with at least --customers customers")
@@ -77,6 +91,15 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("--workers: bad value %q", w)
 		}
 		cfg.workers = append(cfg.workers, n)
+	}
+	if *richPercent < 1 || *richPercent > 100 {
+		return fmt.Errorf("--rich-percent: want 1 to 100, got %d", *richPercent)
+	}
+	n := cfg.customers
+	cfg.shape = seed.Options{Customers: n, Rich: max(n*(*richPercent)/100, 1),
+		EventsPerCustomer: *richEvents, MessagesPerConv: *richMessages, Events: n * *eventsPer, Messages: n * *messagesPer}
+	if err := cfg.shape.Check(); err != nil {
+		return err
 	}
 	cfg.databaseURL = os.Getenv("DATABASE_URL")
 	if cfg.databaseURL == "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360/bench/load"
-	"github.com/c360dev/c360/bench/seed"
 )
 
 // query360 is what a console asks when a call comes in: the profile, its
@@ -41,11 +39,11 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	}
 	defer srv.Stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	// post sends query with a random seeded phone, and checks that the
-	// answer has no error and holds want.
+	// post sends query with the phone of a random rich customer, and
+	// checks that the answer has no error and holds want.
 	post := func(ctx context.Context, query, want string) error {
 		raw, err := gqlPost(ctx, client, srv.URL, b.apiKey, map[string]any{"query": query,
-			"variables": map[string]any{"phone": seed.Phone(rand.IntN(b.customers))}})
+			"variables": map[string]any{"phone": b.richPhone()}})
 		if err == nil && !bytes.Contains(raw, []byte(want)) {
 			err = fmt.Errorf("no %s in the answer: %.200s", want, raw)
 		}
@@ -58,11 +56,11 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	}
 	defer pool.Close()
 	sql := func(ctx context.Context, w, seq int) error {
-		return raw360(ctx, pool, b.ws, seed.Phone(rand.IntN(b.customers)))
+		return raw360(ctx, pool, b.ws, b.richPhone())
 	}
 
 	prewarm(ctx, pool)
-	fmt.Printf("\n## customer-360 query by phone over %d customers\n", b.customers)
+	fmt.Printf("\n## customer-360 query by phone over %d customers, asking for the %d rich ones\n", b.customers, b.shape.RichCustomers())
 	for i, workers := range cfg.workers {
 		// Warm both paths so the runs compare steady states.
 		load.Run(ctx, "warm-up", workers, time.Second, 0, gql)

@@ -1,0 +1,158 @@
+package seed_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/c360dev/c360/bench/seed"
+	"github.com/c360dev/c360/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestSkewedTotals checks the shape of `bench seed` at the issue's size and
+// at a small one: the totals are 10 events and 2 messages per customer,
+// one in ten customers is rich (25 events, a conversation of 12 messages),
+// and RichCustomer names exactly those.
+func TestSkewedTotals(t *testing.T) {
+	for _, n := range []int{1000, 1_000_000} {
+		o := seed.Skewed(n)
+		if err := o.Check(); err != nil {
+			t.Fatalf("%d: %v", n, err)
+		}
+		var events, conversations, messages, rich int
+		for i := range n {
+			e, conv, m := o.Shape(i)
+			events += e
+			messages += m
+			if conv {
+				conversations++
+			}
+			if e == 25 && conv && m == 12 {
+				rich++
+			}
+			if m > 0 && !conv {
+				t.Fatalf("%d: customer %d has %d messages and no conversation", n, i, m)
+			}
+		}
+		if events != 10*n || messages != 2*n {
+			t.Errorf("%d customers: %d events and %d messages, want %d and %d", n, events, messages, 10*n, 2*n)
+		}
+		if rich != n/10 || o.RichCustomers() != n/10 {
+			t.Errorf("%d customers: %d rich (RichCustomers %d), want %d", n, rich, o.RichCustomers(), n/10)
+		}
+		we, wc, wm := o.Totals()
+		if we != events || wc != conversations || wm != messages {
+			t.Errorf("%d customers: Totals() = %d, %d, %d; counted %d, %d, %d", n, we, wc, wm, events, conversations, messages)
+		}
+		last := -1
+		for k := range o.RichCustomers() {
+			i := o.RichCustomer(k)
+			if i <= last || i >= n {
+				t.Fatalf("%d: RichCustomer(%d) = %d after %d", n, k, i, last)
+			}
+			if e, _, m := o.Shape(i); e != 25 || m != 12 {
+				t.Fatalf("%d: RichCustomer(%d) = %d has %d events and %d messages", n, k, i, e, m)
+			}
+			last = i
+		}
+	}
+}
+
+// TestCheckRefuses lists the shapes Run refuses before writing anything.
+func TestCheckRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    seed.Options
+		want string
+	}{
+		{"no customers", seed.Options{}, "at least 1 customer"},
+		{"too many rich", seed.Options{Customers: 10, Rich: 11, EventsPerCustomer: 1}, "11 rich customers of 10"},
+		{"rich need more events", seed.Options{Customers: 10, Rich: 5, EventsPerCustomer: 25, Events: 100}, "need 125 events"},
+		{"rich need more messages", seed.Options{Customers: 10, Rich: 5, MessagesPerConv: 12, Messages: 50}, "need 60 messages"},
+		{"all rich, totals beyond", seed.Options{Customers: 10, EventsPerCustomer: 2, Events: 30}, "all 10 customers are rich"},
+	} {
+		err := tc.o.Check()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Check() = %v, want %q", tc.name, err, tc.want)
+		}
+		if _, err := seed.Run(context.Background(), nil, 1, tc.o); err == nil {
+			t.Errorf("%s: Run accepted it", tc.name)
+		}
+	}
+	for n := range 12 {
+		if err := seed.Skewed(n + 1).Check(); err != nil {
+			t.Errorf("Skewed(%d): %v", n+1, err)
+		}
+	}
+}
+
+// TestRunSeedsTheShape seeds a small skewed workspace and reads back, per
+// customer, its identities, events, conversations and messages: each
+// matches Shape, the totals match Totals, and the customer-360's pages of
+// a rich customer (found by its phone) are full.
+func TestRunSeedsTheShape(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	o := seed.Skewed(1000)
+	res, err := seed.Run(ctx, db.Pool, ws, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Pool.Query(ctx, `SELECT c.id - $2,
+		  (SELECT count(*) FROM identities i WHERE i.workspace_id = c.workspace_id AND i.customer_id = c.id),
+		  (SELECT count(*) FROM events e WHERE e.workspace_id = c.workspace_id AND e.customer_id = c.id),
+		  (SELECT count(*) FROM conversations v WHERE v.workspace_id = c.workspace_id AND v.customer_id = c.id),
+		  (SELECT count(*) FROM messages m JOIN conversations v ON v.workspace_id = m.workspace_id AND v.id = m.conversation_id
+		    WHERE m.workspace_id = c.workspace_id AND m.customer_id = c.id AND v.customer_id = c.id)
+		FROM customers c WHERE c.workspace_id = $1 ORDER BY c.id`, ws, res.FirstCustomer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n, events, conversations, messages := 0, 0, 0, 0
+	for rows.Next() {
+		var i, ids, e, v, m int
+		if err := rows.Scan(&i, &ids, &e, &v, &m); err != nil {
+			t.Fatal(err)
+		}
+		we, wconv, wm := o.Shape(i)
+		wv := 0
+		if wconv {
+			wv = 1
+		}
+		if i != n || ids != 2 || e != we || v != wv || m != wm {
+			t.Fatalf("customer %d (row %d): %d identities, %d events, %d conversations, %d messages; want 2, %d, %d, %d",
+				i, n, ids, e, v, m, we, wv, wm)
+		}
+		n++
+		events += e
+		conversations += v
+		messages += m
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	we, wv, wm := o.Totals()
+	if n != 1000 || events != we || conversations != wv || messages != wm {
+		t.Errorf("%d customers, %d events, %d conversations, %d messages; want 1000, %d, %d, %d", n, events, conversations, messages, we, wv, wm)
+	}
+	if events != 10_000 || messages != 2000 {
+		t.Errorf("%d events and %d messages, want 10000 and 2000", events, messages)
+	}
+	for _, k := range []int{0, 1, o.RichCustomers() - 1} {
+		var e, m int
+		if err := db.Pool.QueryRow(ctx, `SELECT
+			  (SELECT count(*) FROM events e WHERE e.workspace_id = i.workspace_id AND e.customer_id = i.customer_id),
+			  (SELECT count(*) FROM messages m WHERE m.workspace_id = i.workspace_id AND m.customer_id = i.customer_id)
+			FROM identities i WHERE i.workspace_id = $1 AND i.type = 'phone' AND i.value = $2`,
+			ws, seed.Phone(o.RichCustomer(k))).Scan(&e, &m); err != nil {
+			t.Fatalf("rich customer %d: %v", k, err)
+		}
+		if e != 25 || m != 12 {
+			t.Errorf("rich customer %d (%s): %d events, %d messages; want 25 and 12", k, seed.Phone(o.RichCustomer(k)), e, m)
+		}
+	}
+}
