@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,17 +41,29 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	}
 	defer srv.Stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	// post sends query with the phone of a random rich customer, and
-	// checks that the answer has no error and holds want.
-	post := func(ctx context.Context, query, want string) error {
+	want := b.want360()
+	// post sends query with phone, and checks that the answer has no
+	// error and passes check.
+	post := func(ctx context.Context, query, phone string, check func([]byte) error) error {
 		raw, err := gqlPost(ctx, client, srv.URL, b.apiKey, map[string]any{"query": query,
-			"variables": map[string]any{"phone": b.richPhone()}})
-		if err == nil && !bytes.Contains(raw, []byte(want)) {
-			err = fmt.Errorf("no %s in the answer: %.200s", want, raw)
+			"variables": map[string]any{"phone": phone}})
+		if err == nil {
+			err = check(raw)
 		}
 		return err
 	}
-	gql := func(ctx context.Context, w, seq int) error { return post(ctx, query360, `"events"`) }
+	// gql asks for a random rich customer, and counts the answer's events
+	// and messages: a page short of full is an error.
+	gql := func(ctx context.Context, w, seq int) error { return post(ctx, query360, b.richPhone(), want.counts) }
+	// checkFull reads one answer whole before a run: the customer asked
+	// for, its identities, a full page of events and of messages.
+	checkFull := func() error {
+		phone := b.richPhone()
+		if err := post(ctx, query360, phone, func(raw []byte) error { return want.full(raw, phone) }); err != nil {
+			return fmt.Errorf("customer-360 of %s: %w", phone, err)
+		}
+		return nil
+	}
 	pool, err := pgxpool.New(ctx, cfg.databaseURL)
 	if err != nil {
 		return err
@@ -62,6 +76,9 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	prewarm(ctx, pool)
 	fmt.Printf("\n## customer-360 query by phone over %d customers, asking for the %d rich ones\n", b.customers, b.shape.RichCustomers())
 	for i, workers := range cfg.workers {
+		if err := checkFull(); err != nil {
+			return err
+		}
 		// Warm both paths so the runs compare steady states.
 		load.Run(ctx, "warm-up", workers, time.Second, 0, gql)
 		g := runProfiled(ctx, i == len(cfg.workers)-1, pprofAddr, profileDir, "graphql customer-360", workers, cfg.duration, gql)
@@ -74,16 +91,113 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 	// costs with no field at all, and with the lookup alone, against the
 	// whole customer-360 above (BENCHMARKS.md, "Where the query's time goes").
 	fmt.Println("\n## parts of the customer-360, one client")
-	for _, part := range []struct{ name, query, want string }{
-		{"graphql { __typename }", `{ __typename }`, `"Query"`},
-		{"graphql lookup { id }", `query($phone: String!) { customerByIdentity(type: "phone", value: $phone) { id } }`, `"id"`},
-		{"graphql customer-360", query360, `"events"`},
+	if err := checkFull(); err != nil {
+		return err
+	}
+	holds := func(want string) func([]byte) error {
+		return func(raw []byte) error {
+			if !bytes.Contains(raw, []byte(want)) {
+				return fmt.Errorf("no %s in the answer: %.200s", want, raw)
+			}
+			return nil
+		}
+	}
+	for _, part := range []struct {
+		name, query string
+		check       func([]byte) error
+	}{
+		{"graphql { __typename }", `{ __typename }`, holds(`"Query"`)},
+		{"graphql lookup { id }", `query($phone: String!) { customerByIdentity(type: "phone", value: $phone) { id } }`, holds(`"id"`)},
+		{"graphql customer-360", query360, want.counts},
 	} {
-		op := func(ctx context.Context, w, seq int) error { return post(ctx, part.query, part.want) }
+		op := func(ctx context.Context, w, seq int) error { return post(ctx, part.query, b.richPhone(), part.check) }
 		load.Run(ctx, "warm-up", 1, time.Second, 0, op)
 		fmt.Println(load.Run(ctx, part.name, 1, cfg.duration/2, 0, op))
 	}
 	return nil
+}
+
+// want360 is what the customer-360 answer of a rich customer holds.
+type want360 struct {
+	events, messages int
+}
+
+// want360 returns the pages of b's rich customers: 20 events and one
+// conversation of 10 messages, or all they have if they have fewer.
+func (b *bench) want360() want360 {
+	return want360{events: min(20, b.shape.EventsPerCustomer), messages: min(10, b.shape.MessagesPerConv)}
+}
+
+// counts checks an answer's events and messages by counting their fields,
+// cheap enough for every answer of a run: each event has one occurredAt,
+// each message one direction, and the seeded properties and bodies hold
+// neither word.
+func (w want360) counts(raw []byte) error {
+	if n := bytes.Count(raw, []byte(`"occurredAt"`)); n != w.events {
+		return fmt.Errorf("%d events in the answer, want %d: %.200s", n, w.events, raw)
+	}
+	if n := bytes.Count(raw, []byte(`"direction"`)); n != w.messages {
+		return fmt.Errorf("%d messages in the answer, want %d: %.200s", n, w.messages, raw)
+	}
+	return nil
+}
+
+// full checks an answer whole: the customer of phone, its phone among its
+// identities, a page of events each with its time, one conversation and a
+// page of its messages.
+func (w want360) full(raw []byte, phone string) error {
+	var a struct {
+		Data struct {
+			Customer *struct {
+				ID         string
+				Identities []struct{ Type, Value string }
+				Events     struct {
+					Edges []struct {
+						Node struct{ ID, Name, OccurredAt string }
+					}
+				}
+				Conversations struct {
+					Edges []struct {
+						Node struct {
+							ID       string
+							Messages struct {
+								Edges []struct {
+									Node struct{ ID, Direction, Body string }
+								}
+							}
+						}
+					}
+				}
+			} `json:"customerByIdentity"`
+		}
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return fmt.Errorf("decode the answer: %w", err)
+	}
+	c := a.Data.Customer
+	switch {
+	case c == nil || c.ID == "":
+		return fmt.Errorf("no customer in the answer: %.200s", raw)
+	case !slices.ContainsFunc(c.Identities, func(i struct{ Type, Value string }) bool { return i.Type == "phone" && i.Value == phone }):
+		return fmt.Errorf("customer %s: no phone %s among its identities %v", c.ID, phone, c.Identities)
+	case len(c.Events.Edges) != w.events:
+		return fmt.Errorf("customer %s: %d events, want %d", c.ID, len(c.Events.Edges), w.events)
+	case len(c.Conversations.Edges) != 1:
+		return fmt.Errorf("customer %s: %d conversations, want 1", c.ID, len(c.Conversations.Edges))
+	case len(c.Conversations.Edges[0].Node.Messages.Edges) != w.messages:
+		return fmt.Errorf("customer %s: %d messages, want %d", c.ID, len(c.Conversations.Edges[0].Node.Messages.Edges), w.messages)
+	}
+	for _, e := range c.Events.Edges {
+		if e.Node.ID == "" || e.Node.Name == "" || e.Node.OccurredAt == "" {
+			return fmt.Errorf("customer %s: an event without id, name or time: %+v", c.ID, e.Node)
+		}
+	}
+	for _, m := range c.Conversations.Edges[0].Node.Messages.Edges {
+		if m.Node.ID == "" || m.Node.Direction == "" || m.Node.Body == "" {
+			return fmt.Errorf("customer %s: a message without id, direction or body: %+v", c.ID, m.Node)
+		}
+	}
+	return w.counts(raw)
 }
 
 // raw360 reads the same data as query360 with hand-written SQL: the
