@@ -1,8 +1,9 @@
 # c360 — developer entry points. `make help` lists the targets.
 #
-# Databases: unless DATABASE_URL / TEST_DATABASE_URL are set, a project-local
-# PostgreSQL cluster is started by scripts/pg.sh (data in .data/pg, port
-# ${C360_PG_PORT:-54329}); `make stop` stops it.
+# Databases: unless DATABASE_URL / TEST_DATABASE_URL / BENCH_DATABASE_URL are
+# set, a project-local PostgreSQL cluster is started by scripts/pg.sh (data in
+# .data/pg, port ${C360_PG_PORT:-54329}; databases c360 for `make run`,
+# c360_test for the tests, c360_bench for the bench tool); `make stop` stops it.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -167,11 +168,18 @@ test-race: ## go test -race (slow on small machines)
 stop: ## stop the local PostgreSQL cluster
 	@$(PG) stop
 
-bench: build ## Go benchmarks, then the bench tool (bench/cmd/bench) if present
+# The bench tool seeds and loads a database of its own, BENCH_DATABASE_URL or
+# the local cluster's c360_bench (never the tests' or make run's), and
+# migrates it at start.
+bench: build ## Go benchmarks, then the bench tool (bench/cmd/bench) on BENCH_DATABASE_URL (default: local c360_bench)
 	@$(test_db) \
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./...; \
 	if [ -d bench/cmd/bench ]; then \
-	  export DATABASE_URL="$${DATABASE_URL:-$$TEST_DATABASE_URL}"; \
+	  if [ -z "$${BENCH_DATABASE_URL:-}" ]; then \
+	    $(PG) ensure; \
+	    BENCH_DATABASE_URL="$$($(PG) url c360_bench)"; \
+	  fi; \
+	  export DATABASE_URL="$$BENCH_DATABASE_URL"; \
 	  $(GO) run ./bench/cmd/bench $(BENCH_FLAGS); \
 	fi
 

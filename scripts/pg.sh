@@ -3,7 +3,8 @@
 #
 # Usage:
 #   scripts/pg.sh ensure        create the cluster if missing, start it if not running,
-#                               make sure the databases c360 and c360_test exist (idempotent)
+#                               make sure the databases c360, c360_test and c360_bench
+#                               (make bench's) exist (idempotent)
 #   scripts/pg.sh stop          stop the cluster (no-op when it is not running)
 #   scripts/pg.sh url [DB]      print the connection URL for DB (default: c360)
 #   scripts/pg.sh status        print where the cluster lives and whether it runs
@@ -24,7 +25,7 @@ case "$_self" in */*) _sdir="${_self%/*}" ;; *) _sdir=. ;; esac
 ROOT="$(cd "$_sdir/.." && pwd -P)"
 PORT="${C360_PG_PORT:-54329}"
 PGUSER_NAME="c360"
-DATABASES=(c360 c360_test)
+DATABASES=(c360 c360_test c360_bench)
 SYS_USER="c360pg"
 DATA_ROOT="$ROOT/.data"
 

@@ -71,7 +71,8 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	if cfg.reuse {
 		return reuseWorkspace(ctx, db, cfg.customers, cfg.shape)
 	}
-	slug := fmt.Sprintf("bench-%d", time.Now().Unix())
+	// Nanoseconds: two seeds in one second (a test's, a script's) do not collide.
+	slug := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	creds, err := db.CreateWorkspace(ctx, slug, "benchmark")
 	if err != nil {
 		return nil, err

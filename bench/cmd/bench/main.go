@@ -20,20 +20,24 @@
 //	                                     and delivery after the write's answer
 //	bench all     [--customers N]        everything, in order
 //
-// DATABASE_URL selects the database; the server binary is bin/c360 (make
-// bench builds it). Every run is bounded in time and talks only to loopback.
+// DATABASE_URL selects the database, which the tool migrates at start (make
+// bench gives it one of its own, c360_bench); the server binary is bin/c360
+// (make bench builds it). Every run is bounded in time and talks only to
+// loopback.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/c360dev/c360/bench/seed"
+	"github.com/c360dev/c360/postgres"
 )
 
 func main() {
@@ -106,6 +110,9 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("DATABASE_URL is not set")
 	}
 	printMachine()
+	if err := migrate(ctx, cfg.databaseURL); err != nil {
+		return err
+	}
 	switch cmd {
 	case "seed":
 		_, err := seedWorkspace(ctx, cfg)
@@ -137,4 +144,22 @@ func run(ctx context.Context, args []string) error {
 		return benchFanout(ctx, cfg, fanout)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// migrate applies the server's pending migrations to the database, as
+// internal/pgtest does for the tests': the tool creates workspaces and
+// seeds before any server starts, so a fresh database must be migrated
+// first. Applied migrations are logged on stderr, apart from the figures.
+func migrate(ctx context.Context, url string) error {
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	m, err := db.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Up(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 }
