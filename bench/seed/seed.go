@@ -11,6 +11,7 @@ package seed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -144,6 +145,11 @@ func (o Options) Shape(i int) (events int, conversation bool, messages int) {
 	return events, messages > 0, messages
 }
 
+// searchIndexSQL makes the trigram index of customers' search text, as
+// migration 00001 does; IF NOT EXISTS, because another seed may have made
+// it meanwhile.
+const searchIndexSQL = `CREATE INDEX IF NOT EXISTS customers_search_idx ON customers USING gin (search_text gin_trgm_ops)`
+
 // Phone returns the E.164 phone of the i-th seeded customer (0-based).
 func Phone(i int) string { return "+1415" + strconv.Itoa(2000000+i) }
 
@@ -154,7 +160,7 @@ var eventNames = []string{"Product Viewed", "Product Added", "Checkout Started",
 
 // Run seeds workspace ws. It runs as the pool's role and needs COPY rights on
 // the tables; sequences are moved past the ids it writes.
-func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Result, error) {
+func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (_ *Result, err error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
@@ -220,6 +226,26 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 	if _, err := pool.Exec(ctx, `DROP INDEX IF EXISTS customers_search_idx`); err != nil {
 		return nil, fmt.Errorf("drop search index: %w", err)
 	}
+	// The index serves every workspace's search (customers(query:)), and
+	// no migration will make it again: a seed cut short by an error or an
+	// interrupt puts it back all the same, on a context the interrupt does
+	// not cancel.
+	restored := false
+	restore := func() error {
+		restored = true
+		t := time.Now()
+		if _, err := pool.Exec(context.WithoutCancel(ctx), searchIndexSQL); err != nil {
+			return fmt.Errorf("rebuild search index: %w", err)
+		}
+		opt.Log("  %-14s rebuilt in %.1fs", "search index", time.Since(t).Seconds())
+		return nil
+	}
+	defer func() {
+		if !restored {
+			opt.Log("  seed stopped (%v): rebuilding the search index", err)
+			err = errors.Join(err, restore())
+		}
+	}()
 	if err := copyRows("customers", []string{"workspace_id", "id", "traits", "version", "search_text", "created_at", "updated_at"}, one, func(c, _, _ int) []any {
 		ts := now.Add(-time.Duration(n-c) * time.Second)
 		e, _, m := opt.Shape(c)
@@ -262,11 +288,9 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (*Resul
 	}); err != nil {
 		return nil, err
 	}
-	t := time.Now()
-	if _, err := pool.Exec(ctx, `CREATE INDEX customers_search_idx ON customers USING gin (search_text gin_trgm_ops)`); err != nil {
-		return nil, fmt.Errorf("rebuild search index: %w", err)
+	if err := restore(); err != nil {
+		return nil, err
 	}
-	opt.Log("  %-14s rebuilt in %.1fs", "search index", time.Since(t).Seconds())
 	for _, t := range []string{"customers", "events", "conversations", "messages"} {
 		if _, err := pool.Exec(ctx, fmt.Sprintf(`SELECT setval(pg_get_serial_sequence('%s', 'id'), (SELECT max(id) FROM %s))`, t, t)); err != nil {
 			return nil, fmt.Errorf("move %s sequence: %w", t, err)

@@ -2,6 +2,7 @@ package seed_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -154,5 +155,38 @@ func TestRunSeedsTheShape(t *testing.T) {
 		if e != 25 || m != 12 {
 			t.Errorf("rich customer %d (%s): %d events, %d messages; want 25 and 12", k, seed.Phone(o.RichCustomer(k)), e, m)
 		}
+	}
+}
+
+// TestCancelledSeedRestoresSearchIndex interrupts a seed after its first
+// COPY, with the search index dropped: Run returns the cancellation, and
+// the index every workspace's search uses is back, valid.
+func TestCancelledSeedRestoresSearchIndex(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o := seed.Skewed(200)
+	o.Log = func(format string, args ...any) {
+		if len(args) > 0 && args[0] == "customers" {
+			cancel()
+		}
+	}
+	_, err := seed.Run(ctx, db.Pool, ws, o)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want the cancellation", err)
+	}
+	var def string
+	var valid bool
+	if err := db.Pool.QueryRow(context.Background(), `SELECT pg_get_indexdef(i.indexrelid), i.indisvalid
+		FROM pg_index i WHERE i.indexrelid = 'customers_search_idx'::regclass`).Scan(&def, &valid); err != nil {
+		t.Fatalf("search index after a cancelled seed: %v", err)
+	}
+	if !valid || !strings.Contains(def, "gin (search_text gin_trgm_ops)") {
+		t.Errorf("search index: %s (valid %v)", def, valid)
+	}
+	var events int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE workspace_id = $1`, ws).Scan(&events); err != nil || events != 0 {
+		t.Errorf("%d events after the cancellation (%v): the seed went on", events, err)
 	}
 }

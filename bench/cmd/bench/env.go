@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360"
@@ -59,6 +61,27 @@ func (b *bench) richPhone() string {
 	return seed.Phone(b.shape.RichCustomer(rand.IntN(b.shape.RichCustomers())))
 }
 
+// seedsTableSQL makes the table of the query workspaces seeded to the end,
+// with their shape. A row is written only once its seed is complete, so
+// --reuse, which picks among them only, never measures a seed cut short,
+// nor another benchmark's workspace (bench-tenant-*, bench-wh-*,
+// bench-batch-*), nor a seed of another size or shape.
+const seedsTableSQL = `CREATE TABLE IF NOT EXISTS bench_seeds (
+	workspace_id  bigint PRIMARY KEY REFERENCES workspaces (id) ON DELETE CASCADE,
+	customers     integer NOT NULL,
+	rich          integer NOT NULL,
+	rich_events   integer NOT NULL,
+	rich_messages integer NOT NULL,
+	events        bigint NOT NULL,
+	messages      bigint NOT NULL,
+	seconds       double precision NOT NULL,
+	seeded_at     timestamptz NOT NULL DEFAULT now())`
+
+// seedProgress prints the seed's progress lines (tests watch them).
+var seedProgress = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+
+// seedWorkspace seeds a new query workspace (bench-query-*) in cfg.shape,
+// or, with --reuse, finds one seeded before.
 func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	// COPY of millions of rows outlasts the server's statement timeout.
 	db, err := postgres.Open(ctx, cfg.databaseURL, func(c *pgxpool.Config) {
@@ -68,50 +91,64 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 		return nil, err
 	}
 	defer db.Close()
+	if _, err := db.Pool.Exec(ctx, seedsTableSQL); err != nil {
+		return nil, fmt.Errorf("create bench_seeds: %w", err)
+	}
+	shape := cfg.shape
 	if cfg.reuse {
-		return reuseWorkspace(ctx, db, cfg.customers, cfg.shape)
+		return reuseWorkspace(ctx, db, shape)
 	}
 	// Nanoseconds: two seeds in one second (a test's, a script's) do not collide.
-	slug := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	slug := fmt.Sprintf("bench-query-%d", time.Now().UnixNano())
 	creds, err := db.CreateWorkspace(ctx, slug, "benchmark")
 	if err != nil {
 		return nil, err
 	}
-	shape := cfg.shape
 	events, conversations, messages := shape.Totals()
 	fmt.Printf("\n## seed: %d customers (%d rich: %d events, a conversation of %d messages), %d events, %d conversations, %d messages into workspace %s\n",
 		shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer, shape.MessagesPerConv, events, conversations, messages, slug)
-	shape.Log = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
+	shape.Log = seedProgress
 	res, err := seed.Run(ctx, db.Pool, creds.ID, shape)
 	if err != nil {
 		return nil, err
 	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO bench_seeds (workspace_id, customers, rich, rich_events, rich_messages, events, messages, seconds)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, creds.ID, shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer,
+		shape.MessagesPerConv, events, messages, res.Elapsed.Seconds()); err != nil {
+		return nil, fmt.Errorf("record the seed: %w", err)
+	}
 	fmt.Printf("  total %d rows in %.1fs (%.0f rows/s)\n", res.Rows, res.Elapsed.Seconds(), float64(res.Rows)/res.Elapsed.Seconds())
-	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret, customers: cfg.customers, shape: cfg.shape}, nil
+	return &bench{ws: creds.ID, slug: slug, apiKey: creds.APIKey, writeKey: creds.WriteKey, secret: creds.WebhookSecret,
+		customers: shape.Customers, shape: cfg.shape}, nil
 }
 
-// reuseWorkspace finds the newest seeded workspace with at least customers
-// customers and issues it a new admin key (keys are stored hashed, so the
-// seeding run's key cannot be read back). Only the query benchmark needs
-// nothing but that key.
-func reuseWorkspace(ctx context.Context, db *postgres.DB, customers int, shape seed.Options) (*bench, error) {
+// reuseWorkspace finds the newest workspace seeded to the end in shape
+// (bench_seeds) and issues it a new admin key (keys are stored hashed, so
+// the seeding run's key cannot be read back). Only the query benchmark
+// needs nothing but that key.
+func reuseWorkspace(ctx context.Context, db *postgres.DB, shape seed.Options) (*bench, error) {
+	events, _, messages := shape.Totals()
 	var (
-		ws   int64
-		slug string
-		n    int
+		ws      int64
+		slug    string
+		seconds float64
 	)
-	err := db.Pool.QueryRow(ctx, `SELECT w.id, w.slug, c.n FROM workspaces w
-		CROSS JOIN LATERAL (SELECT count(*) AS n FROM customers c WHERE c.workspace_id = w.id) c
-		WHERE w.slug LIKE 'bench-%' AND w.slug NOT LIKE 'bench-tenant-%' AND c.n >= $1 ORDER BY w.id DESC LIMIT 1`, customers).Scan(&ws, &slug, &n)
-	if err != nil {
-		return nil, fmt.Errorf("--reuse: no seeded workspace with %d customers: %w", customers, err)
+	err := db.Pool.QueryRow(ctx, `SELECT w.id, w.slug, s.seconds FROM bench_seeds s JOIN workspaces w ON w.id = s.workspace_id
+		WHERE s.customers = $1 AND s.rich = $2 AND s.rich_events = $3 AND s.rich_messages = $4 AND s.events = $5 AND s.messages = $6
+		ORDER BY s.seeded_at DESC, w.id DESC LIMIT 1`, shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer,
+		shape.MessagesPerConv, events, messages).Scan(&ws, &slug, &seconds)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("--reuse: no workspace seeded to the end with %d customers (%d rich: %d events, %d messages), %d events and %d messages: run bench seed with the same flags",
+			shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer, shape.MessagesPerConv, events, messages)
+	} else if err != nil {
+		return nil, fmt.Errorf("--reuse: %w", err)
 	}
 	key, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAdmin, nil)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("\n## reusing workspace %s (%d customers)\n", slug, n)
-	return &bench{ws: ws, slug: slug, apiKey: key, customers: n, shape: shape}, nil
+	fmt.Printf("\n## reusing workspace %s (%d customers, seeded in %.0fs)\n", slug, shape.Customers, seconds)
+	return &bench{ws: ws, slug: slug, apiKey: key, customers: shape.Customers, shape: shape}, nil
 }
 
 // serverProc is a running c360 serve process.

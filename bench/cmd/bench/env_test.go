@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"testing"
 
+	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -21,5 +26,62 @@ func TestSeedMigratesAFreshDatabase(t *testing.T) {
 	// A second run finds nothing to migrate and seeds again.
 	if err := run(context.Background(), []string{"seed", "--customers", "50"}); err != nil {
 		t.Fatalf("bench seed again: %v", err)
+	}
+}
+
+// TestReuseFindsOnlyCompleteQuerySeeds gives --reuse a database holding,
+// besides one complete query seed of 30 customers, a newer one cut short
+// by an interrupt, and webhook and batch workspaces with as many
+// customers: it picks the complete one, and none for another size.
+func TestReuseFindsOnlyCompleteQuerySeeds(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("DATABASE_URL", pgtest.EmptyDatabase(t, "reuse"))
+	if err := run(ctx, []string{"seed", "--customers", "30"}); err != nil {
+		t.Fatal(err)
+	}
+	// A second seed, interrupted after its first COPY.
+	cut, cancel := context.WithCancel(ctx)
+	defer cancel()
+	progress := seedProgress
+	defer func() { seedProgress = progress }()
+	seedProgress = func(format string, args ...any) {
+		progress(format, args...)
+		if len(args) > 0 && args[0] == "customers" {
+			cancel()
+		}
+	}
+	if err := run(cut, []string{"seed", "--customers", "30"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted seed: %v, want the cancellation", err)
+	}
+	db, err := postgres.Open(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, slug := range []string{"bench-wh-1", "bench-batch-1"} {
+		creds, err := db.CreateWorkspace(ctx, slug, "other benchmark")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := seed.Run(ctx, db.Pool, creds.ID, seed.Options{Customers: 30, EventsPerCustomer: 2, MessagesPerConv: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var complete int64
+	if err := db.Pool.QueryRow(ctx, `SELECT id FROM workspaces WHERE slug LIKE 'bench-query-%' ORDER BY id LIMIT 1`).Scan(&complete); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config{databaseURL: os.Getenv("DATABASE_URL"), reuse: true, shape: seed.Skewed(30)}
+	b, err := seedWorkspace(ctx, cfg)
+	if err != nil {
+		t.Fatalf("--reuse: %v", err)
+	}
+	if b.ws != complete || b.customers != 30 || b.shape.RichCustomers() != 3 {
+		t.Errorf("--reuse picked workspace %d (%s, %d customers, %d rich), want %d", b.ws, b.slug, b.customers, b.shape.RichCustomers(), complete)
+	}
+	cfg.shape = seed.Skewed(20)
+	if _, err := seedWorkspace(ctx, cfg); err == nil || !strings.Contains(err.Error(), "no workspace seeded to the end with 20 customers") {
+		t.Errorf("--reuse for 20 customers: %v, want none found", err)
 	}
 }

@@ -58,8 +58,9 @@ type config struct {
 	// workersSet is true when --workers was given: it then overrides the
 	// levels of benchmarks that have their own (webhooks, batch).
 	workersSet bool
-	// reuse picks up the newest workspace an earlier run seeded with at
-	// least customers customers instead of seeding again.
+	// reuse picks up the newest workspace an earlier run seeded to the end
+	// in the same shape (--customers and the seed's flags) instead of
+	// seeding again.
 	reuse bool
 	// shape is the data set of seed and query (seed.Options, from
 	// --customers and the --rich-* and --*-per-customer flags).
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string) error {
 	messagesPer := fs.Int("messages-per-customer", 2, "seed: messages per customer in all; the others share what the rich leave")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
-	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded with at least --customers customers")
+	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded to the end with these --customers and seed flags")
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
 	fanout := fanoutFlags(fs)
 	ingest := ingestFlags(fs)
