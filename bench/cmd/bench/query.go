@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,13 +67,13 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 		}
 		return nil
 	}
-	pool, err := pgxpool.New(ctx, cfg.databaseURL)
+	pool, err := rawPool(ctx, cfg.databaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 	sql := func(ctx context.Context, w, seq int) error {
-		return raw360(ctx, pool, b.ws, b.richPhone())
+		return raw360(ctx, pool, b.ws, b.richPhone(), want)
 	}
 
 	prewarm(ctx, pool)
@@ -81,6 +84,7 @@ func benchQuery(ctx context.Context, cfg config, profileDir string) error {
 		}
 		// Warm both paths so the runs compare steady states.
 		load.Run(ctx, "warm-up", workers, time.Second, 0, gql)
+		load.Run(ctx, "warm-up", workers, time.Second, 0, sql)
 		g := runProfiled(ctx, i == len(cfg.workers)-1, pprofAddr, profileDir, "graphql customer-360", workers, cfg.duration, gql)
 		s := load.Run(ctx, "raw SQL (pgx) customer-360", workers, cfg.duration, 0, sql)
 		fmt.Println(g)
@@ -200,52 +204,93 @@ func (w want360) full(raw []byte, phone string) error {
 	return w.counts(raw)
 }
 
-// raw360 reads the same data as query360 with hand-written SQL: the
-// customer, then one pipelined batch for identities, events and the
-// conversations with their messages.
-func raw360(ctx context.Context, pool *pgxpool.Pool, ws int64, phone string) error {
-	var id int64
-	var traits map[string]any
-	var version int64
-	err := pool.QueryRow(ctx, `SELECT c.id, c.traits, c.version FROM identities i
-		JOIN customers c ON c.workspace_id = i.workspace_id AND c.id = i.customer_id
-		WHERE i.workspace_id = $1 AND i.type = 'phone' AND i.value = $2`, ws, phone).Scan(&id, &traits, &version)
+// rawPool opens the raw path's pool at the size of the server's tenant
+// pool, so that neither side queues for connections the other has:
+// C360_DB_MAX_CONNS when set (the server this run starts inherits it),
+// else the URL's pool_max_conns, else postgres.Open's default of 16.
+func rawPool(ctx context.Context, url string, opts ...func(*pgxpool.Config)) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return fmt.Errorf("customer: %w", err)
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = 16
+	}
+	if v := os.Getenv("C360_DB_MAX_CONNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("C360_DB_MAX_CONNS: want a positive integer, got %q", v)
+		}
+		cfg.MaxConns = int32(n)
+	}
+	for _, o := range opts {
+		o(cfg)
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+// raw360Lookup finds the customer of phone $2 in workspace $1: each
+// statement of raw360 has it as a subquery, run once per statement, so no
+// statement waits for another's answer.
+const raw360Lookup = `(SELECT customer_id FROM identities WHERE workspace_id = $1 AND type = 'phone' AND value = $2)`
+
+// raw360 reads the same data as query360 with hand-written SQL, in one
+// round trip as c360's store does (a lookup and all parts in one
+// pipeline): one batch of the customer, its identities, its last 20
+// events, and its last 5 conversations with the last 10 messages of each,
+// in the orders the store reads them. It checks what it got against want.
+func raw360(ctx context.Context, pool *pgxpool.Pool, ws int64, phone string, want want360) error {
 	batch := &pgx.Batch{}
-	batch.Queue(`SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = $2`, ws, id)
-	batch.Queue(`SELECT id, type, name, properties, occurred_at FROM events WHERE workspace_id = $1 AND customer_id = $2
-		ORDER BY occurred_at DESC, id DESC LIMIT 20`, ws, id)
+	batch.Queue(`SELECT c.id, c.traits, c.version FROM customers c WHERE c.workspace_id = $1 AND c.id = `+raw360Lookup, ws, phone)
+	batch.Queue(`SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = `+raw360Lookup+`
+		ORDER BY type, value`, ws, phone)
+	batch.Queue(`SELECT id, type, name, properties, occurred_at FROM events WHERE workspace_id = $1 AND customer_id = `+raw360Lookup+`
+		ORDER BY occurred_at DESC, id DESC LIMIT 20`, ws, phone)
 	batch.Queue(`SELECT c.id, c.channel, c.status, c.last_message_at, m.id, m.direction, m.body, m.status, m.created_at
-		FROM (SELECT * FROM conversations WHERE workspace_id = $1 AND customer_id = $2
+		FROM (SELECT * FROM conversations WHERE workspace_id = $1 AND customer_id = `+raw360Lookup+`
 		      ORDER BY coalesce(last_message_at, created_at) DESC, id DESC LIMIT 5) c
-		CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id
-		      ORDER BY m.created_at DESC, m.id DESC LIMIT 10) m`, ws, id)
+		LEFT JOIN LATERAL (SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id
+		      ORDER BY m.created_at DESC, m.id DESC LIMIT 10) m ON true`, ws, phone)
 	br := pool.SendBatch(ctx, batch)
 	defer br.Close()
-	for i := 0; i < 3; i++ {
+	// got counts each statement's rows; for the last, the messages (rows
+	// with a message's id) and the conversations.
+	var got [4]int
+	conversations := map[int64]bool{}
+	for i := range got {
 		rows, err := br.Query()
 		if err != nil {
 			return err
 		}
-		n := 0
 		for rows.Next() {
-			if _, err := rows.Values(); err != nil {
+			v, err := rows.Values()
+			if err != nil {
 				rows.Close()
 				return err
 			}
-			n++
+			if i < 3 || v[4] != nil {
+				got[i]++
+			}
+			if i == 3 {
+				conversations[v[0].(int64)] = true
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if i == 1 && n == 0 {
-			return fmt.Errorf("no events for customer %d", id)
-		}
 	}
-	return nil
+	switch {
+	case got[0] != 1:
+		return fmt.Errorf("%d customers with phone %s, want 1", got[0], phone)
+	case got[1] == 0:
+		return fmt.Errorf("no identities for %s", phone)
+	case got[2] != want.events:
+		return fmt.Errorf("%d events for %s, want %d", got[2], phone, want.events)
+	case len(conversations) != 1 || got[3] != want.messages:
+		return fmt.Errorf("%d conversations and %d messages for %s, want 1 and %d", len(conversations), got[3], phone, want.messages)
+	}
+	return br.Close()
 }
 
 // profileTables are the tables the customer-360 reads.

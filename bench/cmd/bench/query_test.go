@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/c360dev/c360/bench/seed"
+	"github.com/c360dev/c360/internal/pgtest"
 )
 
 // shapeOf is a seed whose rich customers have events events and a
@@ -71,5 +73,73 @@ func TestWant360CatchesShortAnswers(t *testing.T) {
 	small := (&bench{shape: shapeOf(5, 3)}).want360()
 	if err := small.full(answer(phone, 5, 3), phone); err != nil {
 		t.Errorf("5 events and 3 messages of 5 and 3: %v", err)
+	}
+}
+
+// TestRaw360 reads a seeded rich customer with the raw-SQL baseline: one
+// round trip (one batch), a full page of events and messages. A customer
+// with fewer, and a phone nobody has, are errors.
+func TestRaw360(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	shape := seed.Skewed(100)
+	if _, err := seed.Run(ctx, db.Pool, ws, shape); err != nil {
+		t.Fatal(err)
+	}
+	var counter pgtest.StatementCounter
+	pool, err := rawPool(ctx, pgtest.URL(t), counter.Install)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	want := (&bench{shape: shape}).want360()
+	for k := range shape.RichCustomers() {
+		counter.Reset()
+		if err := raw360(ctx, pool, ws, seed.Phone(shape.RichCustomer(k)), want); err != nil {
+			t.Fatalf("rich customer %d: %v", k, err)
+		}
+		if n := counter.RoundTrips(); n != 1 {
+			t.Fatalf("rich customer %d: %d round trips, want 1:\n%s", k, n, counter.Statements())
+		}
+	}
+	quiet := shape.RichCustomer(0) + 1
+	if e, _, _ := shape.Shape(quiet); e >= 20 {
+		t.Fatalf("customer %d is not quiet: %d events", quiet, e)
+	}
+	if err := raw360(ctx, pool, ws, seed.Phone(quiet), want); err == nil || !strings.Contains(err.Error(), "want 20") {
+		t.Errorf("a quiet customer: %v, want too few events", err)
+	}
+	if err := raw360(ctx, pool, ws, "+14150000000", want); err == nil || !strings.Contains(err.Error(), "0 customers") {
+		t.Errorf("an unknown phone: %v, want 0 customers", err)
+	}
+}
+
+// TestRawPoolSize checks that the raw path's pool is the server's size:
+// C360_DB_MAX_CONNS, else the URL's pool_max_conns, else 16.
+func TestRawPoolSize(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	for _, tc := range []struct {
+		env, url string
+		want     int32
+	}{
+		{"", url, 16},
+		{"", url + "&pool_max_conns=5", 5},
+		{"7", url + "&pool_max_conns=5", 7},
+	} {
+		t.Setenv("C360_DB_MAX_CONNS", tc.env)
+		pool, err := rawPool(ctx, tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pool.Config().MaxConns; got != tc.want {
+			t.Errorf("C360_DB_MAX_CONNS=%q, %s: %d connections, want %d", tc.env, tc.url, got, tc.want)
+		}
+		pool.Close()
+	}
+	t.Setenv("C360_DB_MAX_CONNS", "many")
+	if _, err := rawPool(ctx, url); err == nil || !strings.Contains(err.Error(), "C360_DB_MAX_CONNS") {
+		t.Errorf("C360_DB_MAX_CONNS=many: %v", err)
 	}
 }
