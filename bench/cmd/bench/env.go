@@ -81,7 +81,8 @@ const seedsTableSQL = `CREATE TABLE IF NOT EXISTS bench_seeds (
 var seedProgress = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 
 // seedWorkspace seeds a new query workspace (bench-query-*) in cfg.shape,
-// or, with --reuse, finds one seeded before.
+// or, with --reuse, finds one seeded before, seeding one only when there
+// is none: make bench seeds its million customers once.
 func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	// COPY of millions of rows outlasts the server's statement timeout.
 	db, err := postgres.Open(ctx, cfg.databaseURL, func(c *pgxpool.Config) {
@@ -96,7 +97,11 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 	}
 	shape := cfg.shape
 	if cfg.reuse {
-		return reuseWorkspace(ctx, db, shape)
+		b, err := reuseWorkspace(ctx, db, shape)
+		if b != nil || err != nil {
+			return b, err
+		}
+		fmt.Printf("\n## --reuse: no workspace seeded to the end in this shape; seeding one\n")
 	}
 	// Nanoseconds: two seeds in one second (a test's, a script's) do not collide.
 	slug := fmt.Sprintf("bench-query-%d", time.Now().UnixNano())
@@ -124,8 +129,8 @@ func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
 
 // reuseWorkspace finds the newest workspace seeded to the end in shape
 // (bench_seeds) and issues it a new admin key (keys are stored hashed, so
-// the seeding run's key cannot be read back). Only the query benchmark
-// needs nothing but that key.
+// the seeding run's key cannot be read back); nil when there is none. Only
+// the query benchmark needs nothing but that key.
 func reuseWorkspace(ctx context.Context, db *postgres.DB, shape seed.Options) (*bench, error) {
 	events, _, messages := shape.Totals()
 	var (
@@ -138,8 +143,7 @@ func reuseWorkspace(ctx context.Context, db *postgres.DB, shape seed.Options) (*
 		ORDER BY s.seeded_at DESC, w.id DESC LIMIT 1`, shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer,
 		shape.MessagesPerConv, events, messages).Scan(&ws, &slug, &seconds)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("--reuse: no workspace seeded to the end with %d customers (%d rich: %d events, %d messages), %d events and %d messages: run bench seed with the same flags",
-			shape.Customers, shape.RichCustomers(), shape.EventsPerCustomer, shape.MessagesPerConv, events, messages)
+		return nil, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("--reuse: %w", err)
 	}

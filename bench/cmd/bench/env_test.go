@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/c360dev/c360/bench/seed"
@@ -32,7 +31,7 @@ func TestSeedMigratesAFreshDatabase(t *testing.T) {
 // TestReuseFindsOnlyCompleteQuerySeeds gives --reuse a database holding,
 // besides one complete query seed of 30 customers, a newer one cut short
 // by an interrupt, and webhook and batch workspaces with as many
-// customers: it picks the complete one, and none for another size.
+// customers: it picks the complete one; for another size it seeds one.
 func TestReuseFindsOnlyCompleteQuerySeeds(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv("DATABASE_URL", pgtest.EmptyDatabase(t, "reuse"))
@@ -80,8 +79,16 @@ func TestReuseFindsOnlyCompleteQuerySeeds(t *testing.T) {
 	if b.ws != complete || b.customers != 30 || b.shape.RichCustomers() != 3 {
 		t.Errorf("--reuse picked workspace %d (%s, %d customers, %d rich), want %d", b.ws, b.slug, b.customers, b.shape.RichCustomers(), complete)
 	}
+	// None of 20 customers: --reuse seeds one, then finds it.
 	cfg.shape = seed.Skewed(20)
-	if _, err := seedWorkspace(ctx, cfg); err == nil || !strings.Contains(err.Error(), "no workspace seeded to the end with 20 customers") {
-		t.Errorf("--reuse for 20 customers: %v, want none found", err)
+	b20, err := seedWorkspace(ctx, cfg)
+	if err != nil {
+		t.Fatalf("--reuse for 20 customers: %v", err)
+	}
+	if b20.ws == complete || b20.customers != 20 {
+		t.Errorf("--reuse for 20 customers took workspace %d (%d customers), want a new one of 20", b20.ws, b20.customers)
+	}
+	if again, err := seedWorkspace(ctx, cfg); err != nil || again.ws != b20.ws {
+		t.Errorf("--reuse for 20 customers again: %v, %v; want workspace %d", again, err, b20.ws)
 	}
 }
