@@ -518,8 +518,11 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 // A customer's entries include those of the customers merged into it (one
 // hop always reaches the survivor, mergeSQL): after A merged into B and B
 // into C, C's ledger names B into C and A into B, which tell why A's
-// identities are on C. By each merged customer's own search of the
-// survivor index: the partial index of merged customers lists them.
+// identities are on C. So do the splits that made a customer merged into
+// it: after N was split from X and merged into Y, an event linking X and
+// Y is refused for that split, and Y's ledger must say so. By each merged
+// customer's own searches of the survivor and merged indexes: the partial
+// index of merged customers lists them.
 const mergesByCustomersSQL = `
 	SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
 	FROM unnest($2::bigint[]) AS p(id)
@@ -529,6 +532,10 @@ const mergesByCustomersSQL = `
 		UNION
 		SELECT m.* FROM customers c
 		JOIN merges m ON m.workspace_id = $1 AND m.survivor_id = c.id
+		WHERE c.workspace_id = $1 AND c.merged_into = p.id
+		UNION
+		SELECT m.* FROM customers c
+		JOIN merges m ON m.workspace_id = $1 AND m.merged_id = c.id AND m.kind = 'split'
 		WHERE c.workspace_id = $1 AND c.merged_into = p.id
 		OFFSET 0) m
 	ORDER BY p.id, m.created_at, m.id`

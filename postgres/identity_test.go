@@ -553,3 +553,43 @@ func TestSplitKeepsTraitsFilledIfAbsent(t *testing.T) {
 			res.Original.Traits, res.Split.Traits)
 	}
 }
+
+// A customer's ledger names the split of a customer merged into it: the
+// split side N of X merges into Y, and an event linking X and Y is then
+// refused for that split, which Y's ledger must explain
+// (docs/identity.md, "Explaining a profile").
+func TestLedgerNamesTheSplitOfAMergedCustomer(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	const phone = "+14155550188"
+	y := ingest1(t, db, ws, track("y", ids("user_id", "u-y"))).CustomerID
+	x := ingest1(t, db, ws, track("x", ids("email", "x@x.io", "phone", phone))).CustomerID
+	res, err := db.SplitIdentity(ctx, ws, x, c360.Identity{Type: "phone", Value: phone}, "agent", "not hers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := res.Split.ID
+	if got := ingest1(t, db, ws, track("yn", ids("user_id", "u-y", "phone", phone))); got.CustomerID != y {
+		t.Fatalf("event linking Y and N went to %d, want Y %d", got.CustomerID, y)
+	}
+	linked := ingest1(t, db, ws, track("yx", ids("email", "x@x.io", "user_id", "u-y")))
+	want := fmt.Sprintf("split: customers %d and %d were split apart", y, x)
+	if len(linked.Dropped) != 1 || !strings.Contains(linked.Dropped[0], want) {
+		t.Fatalf("event linking Y and X dropped %q, want one drop for %q", linked.Dropped, want)
+	}
+	hist, err := db.MergesByCustomers(ctx, ws, []int64{y, n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range hist[y] {
+		got = append(got, fmt.Sprintf("%s %d<-%d", h.Kind, h.SurvivorID, h.MergedID))
+	}
+	if got, want := strings.Join(got, ", "), fmt.Sprintf("split %d<-%d, merge %d<-%d", x, n, y, n); got != want {
+		t.Errorf("ledger of Y = %s, want %s (the split that keeps X and Y apart, then N's merge)", got, want)
+	}
+	if h := hist[n]; len(h) != 2 {
+		t.Errorf("ledger of N = %+v, want its split and its merge", h)
+	}
+}
