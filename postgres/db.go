@@ -65,6 +65,10 @@ type DB struct {
 	// afterKeyRead, when set (by tests), runs after a key's row is read
 	// and before the key is cached.
 	afterKeyRead func()
+	// beforeCustomerLock, when set (by tests), runs in a manual merge or a
+	// split after the customers' survivors are read and before their rows
+	// are locked: the window in which a concurrent merge makes them stale.
+	beforeCustomerLock func()
 }
 
 // Option adjusts the pool configuration before connecting (tests install a
@@ -209,6 +213,9 @@ func (db *DB) tryTx(ctx context.Context, begin func() (pgx.Tx, error), fn func(t
 }
 
 func retryable(err error) bool {
+	if errors.Is(err, errMergeRaced) || errors.Is(err, errSplitRaced) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

@@ -108,6 +108,11 @@ func (db *DB) ForgetAPIKeys() {
 // the key is cached (nil: none).
 func (db *DB) AfterKeyRead(f func()) { db.afterKeyRead = f }
 
+// BeforeCustomerLock sets a function to run in a manual merge or a split
+// between the read of the customers' survivors and the lock of their rows
+// (nil: none).
+func (db *DB) BeforeCustomerLock(f func()) { db.beforeCustomerLock = f }
+
 // Setting returns a setting as the migrator's connections see it.
 func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) string {
 	t.Helper()

@@ -131,12 +131,15 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 			return c360.Errorf(c360.ECONFLICT, "customers %d and %d are already one customer (%d)", survivorID, mergedID, sid)
 		}
 		pair := []int64{min(sid, mid), max(sid, mid)}
+		if db.beforeCustomerLock != nil {
+			db.beforeCustomerLock()
+		}
 		locked, stale, err := lockCustomers(ctx, tx, ws, pair)
 		if err != nil {
 			return err
 		}
 		if stale {
-			return c360.Errorf(c360.ECONFLICT, "a customer changed during the merge; retry")
+			return errMergeRaced
 		}
 		s, m = locked[sid], locked[mid]
 		if !force {
@@ -162,6 +165,17 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 	db.committed(ws, []int64{s.id, m.id})
 	return db.FindCustomerByID(ctx, ws, s.id)
 }
+
+// errMergeRaced and errSplitRaced report that a customer was merged away
+// between the read of its survivor and the lock of its row: an ingest
+// merged it meanwhile. The transaction is tried again (retryable), and
+// reads the survivors anew, as resolve does within its own; only a
+// customer that keeps changing through every attempt reaches the caller,
+// as a CONFLICT to retry.
+var (
+	errMergeRaced = &c360.Error{Code: c360.ECONFLICT, Message: "a customer changed during the merge; retry"}
+	errSplitRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer changed during the split; retry"}
+)
 
 // survivorsOf maps customer ids to their survivors; unknown ids are NOT_FOUND.
 func survivorsOf(ctx context.Context, tx pgx.Tx, ws int64, ids ...int64) ([]int64, error) {
@@ -248,12 +262,15 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return err
 		}
 		orig = ids[0]
+		if db.beforeCustomerLock != nil {
+			db.beforeCustomerLock()
+		}
 		locked, stale, err := lockCustomers(ctx, tx, ws, []int64{orig})
 		if err != nil {
 			return err
 		}
 		if stale {
-			return c360.Errorf(c360.ECONFLICT, "the customer changed during the split; retry")
+			return errSplitRaced
 		}
 		c := locked[orig]
 		existing, err := identitiesOf(ctx, tx, ws, []int64{orig})

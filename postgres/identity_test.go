@@ -593,3 +593,60 @@ func TestLedgerNamesTheSplitOfAMergedCustomer(t *testing.T) {
 		t.Errorf("ledger of N = %+v, want its split and its merge", h)
 	}
 }
+
+// A manual merge or a split that an ingest's merge overtakes, between the
+// read of the survivors and the lock of their rows, reads them again and
+// succeeds on the customers as they are then: the race is not the
+// caller's to retry.
+func TestMergeAndSplitOvertakenByAnIngestMerge(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	// overtake merges the customer of email into the older customer of
+	// keep, once, in a transaction of its own that commits at once.
+	overtake := func(key, keep, email string) {
+		var once sync.Once
+		db.BeforeCustomerLock(func() {
+			once.Do(func() { ingest1(t, db, ws, track(key, ids("email", keep, "email", email))) })
+		})
+		t.Cleanup(func() { db.BeforeCustomerLock(nil) })
+	}
+
+	z := ingest1(t, db, ws, track("z", ids("email", "z@r.io"))).CustomerID
+	s := ingest1(t, db, ws, track("s", ids("email", "s@r.io"))).CustomerID
+	m := ingest1(t, db, ws, track("m", ids("email", "m@r.io"))).CustomerID
+	overtake("zm", "z@r.io", "m@r.io") // m merges into z, the oldest
+	got, err := db.MergeCustomers(ctx, ws, s, m, false, "agent", "same person")
+	if err != nil {
+		t.Fatalf("merge overtaken by an ingest merge: %v, want it to succeed", err)
+	}
+	// z is older than s: s survives only as named. The survivor of m,
+	// z, merged into s.
+	if got.ID != s {
+		t.Errorf("merge answered customer %d, want the survivor %d", got.ID, s)
+	}
+	for _, id := range []int64{z, m} {
+		if c, err := db.FindCustomerByID(ctx, ws, id); err != nil || c.ID != s {
+			t.Errorf("customer %d resolves to %v (%v), want %d", id, c, err, s)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1 AND customer_id = $2`, ws, s); n != 3 {
+		t.Errorf("the survivor holds %d identities, want 3", n)
+	}
+
+	// A split: its customer merges into an older one meanwhile, and the
+	// split acts on that survivor, which now holds the identity.
+	o := ingest1(t, db, ws, track("o", ids("email", "o@r.io"))).CustomerID
+	p := ingest1(t, db, ws, track("p", ids("email", "p@r.io", "phone", "+14155550166"))).CustomerID
+	overtake("op", "o@r.io", "p@r.io")
+	res, err := db.SplitIdentity(ctx, ws, p, c360.Identity{Type: "phone", Value: "+14155550166"}, "agent", "")
+	if err != nil {
+		t.Fatalf("split overtaken by an ingest merge: %v, want it to succeed", err)
+	}
+	if res.Original.ID != o {
+		t.Errorf("split acted on %d, want the survivor %d", res.Original.ID, o)
+	}
+	if owner, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "phone", Value: "+14155550166"}); err != nil || owner.ID != res.Split.ID {
+		t.Errorf("phone owner = %v (%v), want the split customer %d", owner, err, res.Split.ID)
+	}
+}
