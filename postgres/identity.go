@@ -206,18 +206,33 @@ func checkMergeAllowed(ctx context.Context, tx pgx.Tx, ws int64, rules identity.
 		return err
 	}
 	values := map[string]map[string]bool{}
+	held := map[string]int{} // the most of a type either customer holds
 	for _, c := range pair {
+		own := map[string]int{}
 		for _, id := range existing[c] {
 			if values[id.Type] == nil {
 				values[id.Type] = map[string]bool{}
 			}
 			values[id.Type][id.Value] = true
+			own[id.Type]++
+		}
+		for t, n := range own {
+			held[t] = max(held[t], n)
 		}
 	}
+	// A customer may already hold more than a limit allows (a forced merge,
+	// or a limit lowered since): the merge may keep that count, as ingest's
+	// planner lets it (identity.Rules.PlanApart), but not grow past it.
 	for _, t := range slices.Sorted(mapsKeys(values)) {
-		if n, limit := len(values[t]), rules.Limit(t); n > limit {
-			return c360.Errorf(c360.ECONFLICT, "merging would give one customer %d %s identities; the limit is %d (an admin can force the merge)", n, t, limit)
+		n, limit := len(values[t]), rules.Limit(t)
+		if n <= max(limit, held[t]) {
+			continue
 		}
+		if held[t] > limit {
+			return c360.Errorf(c360.ECONFLICT, "merging would give one customer %d %s identities; the limit is %d and one customer already holds %d (an admin can force the merge)",
+				n, t, limit, held[t])
+		}
+		return c360.Errorf(c360.ECONFLICT, "merging would give one customer %d %s identities; the limit is %d (an admin can force the merge)", n, t, limit)
 	}
 	return nil
 }

@@ -650,3 +650,29 @@ func TestMergeAndSplitOvertakenByAnIngestMerge(t *testing.T) {
 		t.Errorf("phone owner = %v (%v), want the split customer %d", owner, err, res.Split.ID)
 	}
 }
+
+// A manual merge is refused only for a limit the union would break beyond
+// what either customer already holds: a customer over a limit lowered
+// since (or forced over it) can still take in a customer that adds none
+// of that type, as ingest's planner lets it, but not one that adds more.
+func TestManualMergeToleratesALimitAlreadyExceeded(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, track("a", ids("email", "a1@l.io", "email", "a2@l.io", "email", "a3@l.io"))).CustomerID
+	b := ingest1(t, db, ws, track("b", ids("phone", "+14155550155"))).CustomerID
+	c := ingest1(t, db, ws, track("c", ids("email", "c1@l.io"))).CustomerID
+	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{Limits: map[string]int{"user_id": 1, "email": 2}, DefaultLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a, b, false, "agent", "same person"); err != nil {
+		t.Errorf("merge adding no email to a customer with 3 (limit 2): %v, want it allowed", err)
+	}
+	_, err := db.MergeCustomers(ctx, ws, a, c, false, "agent", "same person")
+	if c360.ErrorCode(err) != c360.ECONFLICT || !strings.Contains(c360.ErrorMessage(err), "4 email identities; the limit is 2 and one customer already holds 3") {
+		t.Errorf("merge adding a fourth email: %v, want CONFLICT naming 4 emails, the limit 2 and the 3 held", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND merged_into IS NULL`, ws, c); n != 1 {
+		t.Errorf("the refused merge changed customer %d", c)
+	}
+}
