@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"maps"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -21,6 +22,8 @@ type change struct {
 var changeRank = map[string]int{
 	c360.ChangeEvent: 0, c360.ChangeMessage: 1, c360.ChangeConsent: 2, c360.ChangeTraits: 3,
 	c360.ChangeIdentityAdded: 4, c360.ChangeMerged: 5, c360.ChangeCreated: 6,
+	// A split's change of the original is a split whatever else it records.
+	c360.ChangeSplit: 7,
 }
 
 // newChange starts the change of an event.
@@ -63,6 +66,41 @@ func (c *change) identitiesAdded(ids []identity.Identity) {
 		c.diff["identitiesAdded"] = ids
 		c.raise(c360.ChangeIdentityAdded)
 	}
+}
+
+// mergedConsents records the consents merges (or a split) changed: a list
+// of the same {channel, status} a consent change records, one per
+// channel, with a null status where the customer no longer has a decision.
+// An event's own decision, recorded by consent, takes the part's place: a
+// split rebuilds consents from those decisions (rebuildConsents), and tells
+// them by their shape.
+func (c *change) mergedConsents(changes []map[string]any) {
+	if len(changes) > 0 && c.diff["consent"] == nil {
+		c.diff["consent"] = changes
+		c.raise(c360.ChangeConsent)
+	}
+}
+
+// setConsentChange records channel's new status in changes, once per channel.
+func setConsentChange(changes []map[string]any, channel string, status any) []map[string]any {
+	for _, ch := range changes {
+		if ch["channel"] == channel {
+			ch["status"] = status
+			return changes
+		}
+	}
+	return append(changes, map[string]any{"channel": channel, "status": status})
+}
+
+// mergeTraitChanges returns the traits merges changed, updated by those the
+// event then changed.
+func mergeTraitChanges(merged, event map[string]any) map[string]any {
+	if len(merged) == 0 {
+		return event
+	}
+	out := maps.Clone(merged)
+	maps.Copy(out, event)
+	return out
 }
 
 func (c *change) merged(ids []int64) {

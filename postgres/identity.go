@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -156,8 +157,12 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 		if err := mergeLedger(ctx, tx, ws, s, m, identity.Identity{}, 0, actor, reason, now); err != nil {
 			return err
 		}
-		diff := map[string]any{"merged": idStrings(s.merged), "actor": actor, "reason": reason, "forced": force}
-		return commitCustomer(ctx, tx, ws, s, c360.ChangeMerged, diff, now, 0, nil)
+		ch := &change{diff: map[string]any{"actor": actor, "reason": reason, "forced": force}}
+		ch.identitiesAdded(s.identAdds)
+		ch.mergedConsents(s.consentChanges)
+		ch.traits(s.traitChanges)
+		ch.merged(s.merged)
+		return commitCustomer(ctx, tx, ws, s, ch.kind, ch.diff, now, 0, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -329,7 +334,8 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			ws, orig, split); err != nil {
 			return interpretError(fmt.Errorf("keep messages with their conversation: %w", err))
 		}
-		if err := rebuildConsents(ctx, tx, ws, orig, split); err != nil {
+		consents, err := rebuildConsents(ctx, tx, ws, orig, split)
+		if err != nil {
 			return err
 		}
 		if reason == "" {
@@ -347,17 +353,29 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 		}
 		// Rebuild both profiles' traits from their own events.
 		nc := &customerRow{id: split, created: true}
+		before := c.traits
 		for _, cr := range []*customerRow{c, nc} {
 			if err := rebuildTraits(ctx, tx, ws, cr); err != nil {
 				return err
 			}
 		}
-		diffOrig := map[string]any{"identity": id, "splitInto": fmt.Sprint(split), "actor": actor, "reason": reason,
-			"movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations}
-		if err := commitCustomer(ctx, tx, ws, c, c360.ChangeSplit, diffOrig, now, 0, nil); err != nil {
+		// Each side's change names what the split changed of its consents
+		// and traits, so that filters by those kinds deliver it; the new
+		// customer's also names its identity.
+		chOrig := &change{diff: map[string]any{"identity": id, "splitInto": fmt.Sprint(split), "actor": actor,
+			"reason": reason, "movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations}}
+		chOrig.mergedConsents(consents[orig])
+		chOrig.traits(traitChanges(before, c.traits))
+		chOrig.raise(c360.ChangeSplit)
+		if err := commitCustomer(ctx, tx, ws, c, chOrig.kind, chOrig.diff, now, 0, nil); err != nil {
 			return err
 		}
-		return commitCustomer(ctx, tx, ws, nc, c360.ChangeCreated, map[string]any{"splitFrom": fmt.Sprint(orig), "identity": id}, now, 0, nil)
+		chNew := &change{diff: map[string]any{"splitFrom": fmt.Sprint(orig), "identity": id}}
+		chNew.identitiesAdded([]identity.Identity{id})
+		chNew.mergedConsents(consents[split])
+		chNew.traits(traitChanges(nil, nc.traits))
+		chNew.created()
+		return commitCustomer(ctx, tx, ws, nc, chNew.kind, chNew.diff, now, 0, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -399,6 +417,23 @@ const splitMoveSQL = `
 	)
 	SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`
 
+// traitChanges returns the traits whose values differ between before and
+// after, with their values after; a trait after lacks is null.
+func traitChanges(before, after map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range after {
+		if old, had := before[k]; !had || !jsonEqual(old, v) {
+			out[k] = v
+		}
+	}
+	for k := range before {
+		if _, has := after[k]; !has {
+			out[k] = nil
+		}
+	}
+	return out
+}
+
 // rebuildTraits recomputes a customer's traits by replaying the traits of its
 // events in the order they occurred, those an event fills only where the
 // customer has none (traits_if_absent) as ingest applied them.
@@ -430,12 +465,18 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 // events, and every decision is in the change row of its event, written
 // for the customer that owned the event then: a or b, or a customer in
 // their history, which the ledger names (merged into them, or split from).
-func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
+// A merge's or a split's change lists the consents it changed, which are
+// not decisions: the rebuild reads only an event's own, an object.
+//
+// It returns, per customer, the channels whose status the rebuild changed
+// (as change.mergedConsents records them), a null status where the
+// customer no longer has a decision.
+func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) (map[int64][]map[string]any, error) {
 	family, seen := []int64{a, b}, map[int64]bool{a: true, b: true}
 	for next := family; len(next) > 0; {
 		rows, err := tx.Query(ctx, mergesByCustomersSQL, ws, next)
 		if err != nil {
-			return interpretError(fmt.Errorf("load merges: %w", err))
+			return nil, interpretError(fmt.Errorf("load merges: %w", err))
 		}
 		next = nil
 		for rows.Next() {
@@ -443,7 +484,7 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 			var kind string
 			if err := rows.Scan(&parent, nil, &kind, &survivor, &merged, nil, nil, nil, nil, nil, nil); err != nil {
 				rows.Close()
-				return fmt.Errorf("scan merge: %w", err)
+				return nil, fmt.Errorf("scan merge: %w", err)
 			}
 			// Merged into the customer, or the customer split from it.
 			from := merged
@@ -457,7 +498,7 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 			}
 		}
 		if err := rows.Err(); err != nil {
-			return interpretError(fmt.Errorf("load merges: %w", err))
+			return nil, interpretError(fmt.Errorf("load merges: %w", err))
 		}
 	}
 	type decision struct {
@@ -468,15 +509,15 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 	rows, err := tx.Query(ctx, `
 		SELECT (diff->'event'->>'id')::bigint, diff->'consent'->>'channel', diff->'consent'->>'status'
 		FROM customer_changes
-		WHERE workspace_id = $1 AND customer_id = ANY($2) AND diff ? 'consent'`, ws, family)
+		WHERE workspace_id = $1 AND customer_id = ANY($2) AND jsonb_typeof(diff->'consent') = 'object'`, ws, family)
 	if err != nil {
-		return interpretError(fmt.Errorf("load consent decisions: %w", err))
+		return nil, interpretError(fmt.Errorf("load consent decisions: %w", err))
 	}
 	decisions, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (d decision, err error) {
 		return d, r.Scan(&d.event, &d.channel, &d.status)
 	})
 	if err != nil {
-		return interpretError(fmt.Errorf("load consent decisions: %w", err))
+		return nil, interpretError(fmt.Errorf("load consent decisions: %w", err))
 	}
 	ids := make([]int64, len(decisions))
 	for i, d := range decisions {
@@ -491,19 +532,19 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 	rows, err = tx.Query(ctx, `SELECT id, customer_id, source, occurred_at FROM events
 		WHERE workspace_id = $1 AND id = ANY($2) AND customer_id IN ($3, $4)`, ws, ids, a, b)
 	if err != nil {
-		return interpretError(fmt.Errorf("load consent events: %w", err))
+		return nil, interpretError(fmt.Errorf("load consent events: %w", err))
 	}
 	for rows.Next() {
 		var id int64
 		var o owned
 		if err := rows.Scan(&id, &o.customer, &o.source, &o.at); err != nil {
 			rows.Close()
-			return fmt.Errorf("scan consent event: %w", err)
+			return nil, fmt.Errorf("scan consent event: %w", err)
 		}
 		events[id] = o
 	}
 	if err := rows.Err(); err != nil {
-		return interpretError(fmt.Errorf("load consent events: %w", err))
+		return nil, interpretError(fmt.Errorf("load consent events: %w", err))
 	}
 	// The newest decision per customer and channel; of two at one instant,
 	// the later event's, as ingest's upsert lets the later one win.
@@ -527,16 +568,45 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) error {
 		newest[k] = d
 	}
 	b2 := &pgx.Batch{}
-	b2.Queue(`DELETE FROM consents WHERE workspace_id = $1 AND customer_id IN ($2, $3)`, ws, a, b)
+	b2.Queue(`DELETE FROM consents WHERE workspace_id = $1 AND customer_id IN ($2, $3) RETURNING customer_id, channel, status`, ws, a, b)
 	for k, d := range newest {
 		o := events[d.event]
 		b2.Queue(`INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6)`, ws, k.customer, k.channel, d.status, o.source, o.at)
 	}
-	if err := tx.SendBatch(ctx, b2).Close(); err != nil {
-		return interpretError(fmt.Errorf("rebuild consents: %w", err))
+	br := tx.SendBatch(ctx, b2)
+	old := map[key]string{}
+	var k key
+	var status string
+	rows, err = br.Query()
+	if err == nil {
+		_, err = pgx.ForEachRow(rows, []any{&k.customer, &k.channel, &status}, func() error {
+			old[k] = status
+			return nil
+		})
 	}
-	return nil
+	if err != nil {
+		br.Close()
+		return nil, interpretError(fmt.Errorf("rebuild consents: %w", err))
+	}
+	if err := br.Close(); err != nil {
+		return nil, interpretError(fmt.Errorf("rebuild consents: %w", err))
+	}
+	changes := map[int64][]map[string]any{}
+	for k, d := range newest {
+		if s, had := old[k]; !had || s != d.status {
+			changes[k.customer] = append(changes[k.customer], map[string]any{"channel": k.channel, "status": d.status})
+		}
+	}
+	for k := range old {
+		if _, has := newest[k]; !has {
+			changes[k.customer] = append(changes[k.customer], map[string]any{"channel": k.channel, "status": nil})
+		}
+	}
+	for _, cs := range changes {
+		slices.SortFunc(cs, func(x, y map[string]any) int { return strings.Compare(x["channel"].(string), y["channel"].(string)) })
+	}
+	return changes, nil
 }
 
 // mergesByCustomersSQL reads the ledger entries of each customer in $2 by

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -675,4 +676,126 @@ func TestManualMergeToleratesALimitAlreadyExceeded(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND merged_into IS NULL`, ws, c); n != 1 {
 		t.Errorf("the refused merge changed customer %d", c)
 	}
+}
+
+// A merge and a split change consents, identities and traits, and their
+// change rows say so in the parts those kinds record, so that a filter by
+// kind (c360.Change.Includes, docs/realtime.md "Kinds") delivers them: a
+// dialer watching consent learns that a merge opted a number in and that a
+// split opted it out again.
+func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	const q, p = "+14155550131", "+14155550132"
+	decide := func(key, phone, status string, at time.Duration) {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Consent", Source: "t", DedupeKey: key, OccurredAt: t0.Add(at),
+			Identities: ids("phone", phone), Consent: &c360.ConsentInput{Channel: "sms", Status: status}})
+	}
+	s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s", OccurredAt: t0,
+		Identities: ids("user_id", "u1", "phone", q)}).CustomerID
+	decide("s-stop", q, c360.ConsentOptedOut, time.Minute)
+	m := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "m", OccurredAt: t0.Add(2 * time.Minute),
+		Identities: ids("phone", p), Traits: map[string]any{"plan": "gold"}}).CustomerID
+	decide("m-start", p, c360.ConsentOptedIn, 5*time.Minute)
+
+	last := func(c int64) c360.Change {
+		t.Helper()
+		rows, err := db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: c}}, 1000)
+		if err != nil || len(rows) == 0 {
+			t.Fatalf("changes of %d: %v (%v)", c, rows, err)
+		}
+		return rows[len(rows)-1]
+	}
+	// check asserts the change's kind, that it includes each kind, and the
+	// parts' values as JSON.
+	check := func(what string, ch c360.Change, kind string, parts map[string]string) {
+		t.Helper()
+		if ch.Kind != kind {
+			t.Errorf("%s: kind %q, want %q", what, ch.Kind, kind)
+		}
+		for k, part := range map[string]string{c360.ChangeConsent: "consent", c360.ChangeIdentityAdded: "identitiesAdded", c360.ChangeTraits: "traits"} {
+			want, ok := parts[part]
+			if got := ch.Includes(k); got != ok {
+				t.Errorf("%s: Includes(%q) = %v, want %v (diff %v)", what, k, got, ok, ch.Diff)
+			}
+			if ok {
+				if got := mustJSON(t, ch.Diff[part]); got != want {
+					t.Errorf("%s: diff.%s = %s, want %s", what, part, got, want)
+				}
+			}
+		}
+	}
+
+	// An ingest merge: M's newer opt-in wins on S.
+	if got := ingest1(t, db, ws, track("link", ids("user_id", "u1", "phone", p))); got.CustomerID != s {
+		t.Fatalf("linking event went to %d, want %d", got.CustomerID, s)
+	}
+	check("ingest merge", last(s), c360.ChangeMerged, map[string]string{
+		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+		"traits":          `{"plan":"gold"}`,
+	})
+	if ch := last(m); ch.Kind != c360.ChangeMergedInto || ch.Includes(c360.ChangeConsent) {
+		t.Errorf("merged-away change = %+v, want merged_into only", ch)
+	}
+
+	// A split gives each side its own: S is opted out again and loses the
+	// plan; the new customer has the phone, its opt-in and its plan.
+	res, err := db.SplitIdentity(ctx, ws, s, c360.Identity{Type: "phone", Value: p}, "agent", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := res.Split.ID
+	check("split, original", last(s), c360.ChangeSplit, map[string]string{
+		"consent": `[{"channel":"sms","status":"opted_out"}]`,
+		"traits":  `{"plan":null}`,
+	})
+	check("split, new customer", last(n), c360.ChangeCreated, map[string]string{
+		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+		"traits":          `{"plan":"gold"}`,
+	})
+
+	// A manual merge, forced over the split: the same parts.
+	if _, err := db.MergeCustomers(ctx, ws, s, n, true, "admin", "same person after all"); err != nil {
+		t.Fatal(err)
+	}
+	check("manual merge", last(s), c360.ChangeMerged, map[string]string{
+		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+		"traits":          `{"plan":"gold"}`,
+	})
+	// A merge that changes no consent and no trait records neither.
+	e := ingest1(t, db, ws, track("e", ids("email", "e@x.io"))).CustomerID
+	f := ingest1(t, db, ws, track("f", ids("anonymous_id", "a-f"))).CustomerID
+	if _, err := db.MergeCustomers(ctx, ws, e, f, false, "agent", ""); err != nil {
+		t.Fatal(err)
+	}
+	check("merge without consents or traits", last(e), c360.ChangeMerged, map[string]string{
+		"identitiesAdded": `[{"type":"anonymous_id","value":"a-f"}]`,
+	})
+
+	// The lists of changed consents are not decisions: a second split
+	// still rebuilds each side's consent from its own events.
+	res, err = db.SplitIdentity(ctx, ws, s, c360.Identity{Type: "phone", Value: p}, "agent", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for c, want := range map[int64]string{s: c360.ConsentOptedOut, res.Split.ID: c360.ConsentOptedIn} {
+		var got string
+		if err := db.Pool.QueryRow(ctx, `SELECT status FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = 'sms'`, ws, c).Scan(&got); err != nil || got != want {
+			t.Errorf("sms consent of %d after the second split = %q (%v), want %q", c, got, err, want)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

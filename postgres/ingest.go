@@ -236,8 +236,12 @@ type customerRow struct {
 	meta      map[string]traitMeta
 	version   int64
 	created   bool
-	merged    []int64 // merged into this one by this event
-	identAdds []identity.Identity
+	merged    []int64             // merged into this one by this event
+	identAdds []identity.Identity // attached, or moved to it by a merge
+	// What merges into this customer changed of its consents (channel and
+	// status, in channel order) and traits, for its change row.
+	consentChanges []map[string]any
+	traitChanges   map[string]any
 	// The group path rewrites traits and trait_meta, and recomputes the
 	// search text, only for customers whose events moved them.
 	traitsDirty, searchDirty bool
@@ -314,8 +318,10 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		}
 		ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, "")
 	}
-	ch.traits(applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt))
+	changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt)
+	ch.traits(mergeTraitChanges(cust.traitChanges, changed))
 	ch.identitiesAdded(cust.identAdds)
+	ch.mergedConsents(cust.consentChanges)
 	ch.merged(cust.merged)
 	ch.dropped(res.Dropped)
 	if cust.created {

@@ -816,3 +816,58 @@ func TestMessagesThatChangeMoreReachMessageSubscribers(t *testing.T) {
 	resumed := subscribe(messageKinds, map[string]any{"id": fmt.Sprint(cust), "after": hubCursor(cust, 1)})
 	wantMessages(resumed, "customerChanged(after: v1, kinds: message)")
 }
+
+// A dialer watching a customer's consent (kinds: ["consent"]) is told when
+// a merge opts the customer's SMS in and when a split opts it out again:
+// merges and splits record the consents they change (docs/realtime.md,
+// "Kinds").
+func TestMergesAndSplitsReachConsentSubscribers(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	event := func(key string, at time.Duration, consent string, ids ...c360.Identity) int64 {
+		t.Helper()
+		ev := &c360.Event{Type: c360.EventTrack, Name: "Seen", Source: "test", DedupeKey: key, OccurredAt: t0.Add(at), Identities: ids}
+		if consent != "" {
+			ev.Consent = &c360.ConsentInput{Channel: "sms", Status: consent}
+		}
+		res, err := e.db.Ingest(ctx, e.ws, []*c360.Event{ev})
+		if err != nil {
+			t.Fatalf("ingest %s: %v", key, err)
+		}
+		return res[0].CustomerID
+	}
+	q, p := c360.Identity{Type: "phone", Value: "+14155550141"}, c360.Identity{Type: "phone", Value: "+14155550142"}
+	u := c360.Identity{Type: "user_id", Value: "u-dial"}
+	s := event("s", 0, "", u, q)
+	event("s-stop", time.Minute, c360.ConsentOptedOut, q)
+	event("m-start", 5*time.Minute, c360.ConsentOptedIn, p)
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("s", `subscription($id: ID!) { customerChanged(id: $id, kinds: ["consent"]) { kind version diff } }`,
+		map[string]any{"id": fmt.Sprint(s)})
+	waitFor(t, "the subscription to start", func() bool { return e.hub.Stats().Streams == 1 })
+
+	smsStatus := func(ch change) any {
+		list, _ := ch.Diff["consent"].([]any)
+		for _, x := range list {
+			if m, _ := x.(map[string]any); m["channel"] == "sms" {
+				return m["status"]
+			}
+		}
+		return nil
+	}
+	if got := event("link", 6*time.Minute, "", u, p); got != s {
+		t.Fatalf("linking event went to %d, want %d", got, s)
+	}
+	if ch := c.nextChange("s"); ch.Kind != c360.ChangeMerged || smsStatus(ch) != c360.ConsentOptedIn {
+		t.Fatalf("after the merge got %s %v, want the merged change with sms opted_in", ch.Kind, ch.Diff)
+	}
+	if _, err := e.db.SplitIdentity(ctx, e.ws, s, p, "agent", "two people"); err != nil {
+		t.Fatal(err)
+	}
+	if ch := c.nextChange("s"); ch.Kind != c360.ChangeSplit || smsStatus(ch) != c360.ConsentOptedOut {
+		t.Fatalf("after the split got %s %v, want the split change with sms opted_out", ch.Kind, ch.Diff)
+	}
+}
