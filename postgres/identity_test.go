@@ -321,6 +321,12 @@ func TestSplitKeepsWhatBelongsToBoth(t *testing.T) {
 	}
 }
 
+// consentEvent is phone's decision on channel, made at at.
+func consentEvent(key, phone, channel, status string, at time.Time) *c360.Event {
+	return &c360.Event{Type: c360.EventTrack, Name: "Consent", Source: "t", DedupeKey: key, OccurredAt: at,
+		Identities: ids("phone", phone), Consent: &c360.ConsentInput{Channel: channel, Status: status}}
+}
+
 // A wrong merge, then its split, leaves each person's consent decisions
 // with them. The merge lets the newer decision per channel win on the
 // survivor, so an opt-out (STOP) of the merged-away phone is overruled by
@@ -334,8 +340,7 @@ func TestSplitGivesEachSideItsOwnConsent(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	const q, p = "+14155550111", "+14155550122"
 	decide := func(key, phone, channel, status string, at time.Duration) {
-		ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Consent", Source: "t", DedupeKey: key, OccurredAt: t0.Add(at),
-			Identities: ids("phone", phone), Consent: &c360.ConsentInput{Channel: channel, Status: status}})
+		ingest1(t, db, ws, consentEvent(key, phone, channel, status, t0.Add(at)))
 	}
 	s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s", OccurredAt: t0,
 		Identities: ids("user_id", "u1", "phone", q)}).CustomerID
@@ -690,8 +695,7 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour)
 	const q, p = "+14155550131", "+14155550132"
 	decide := func(key, phone, status string, at time.Duration) {
-		ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Consent", Source: "t", DedupeKey: key, OccurredAt: t0.Add(at),
-			Identities: ids("phone", phone), Consent: &c360.ConsentInput{Channel: "sms", Status: status}})
+		ingest1(t, db, ws, consentEvent(key, phone, "sms", status, t0.Add(at)))
 	}
 	s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s", OccurredAt: t0,
 		Identities: ids("user_id", "u1", "phone", q)}).CustomerID

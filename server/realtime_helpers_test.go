@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +24,26 @@ import (
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
 )
+
+// postSSE posts a subscription to baseURL's /graphql asking for an SSE
+// stream, with key as bearer token (none when empty), and returns the
+// answer, whose body the test's end closes.
+func postSSE(t *testing.T, ctx context.Context, baseURL, key, query string, vars map[string]any) *http.Response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
 
 // rtEnv is a server with the real-time path wired as `c360 serve` wires it:
 // a running hub woken after every commit.

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -155,18 +154,9 @@ func TestSubscriptionDuringALongDatabaseOutage(t *testing.T) {
 
 	t.Run("over SSE", func(t *testing.T) {
 		o := newOutageEnv(t, 300*time.Millisecond)
-		body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(o.b)}})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, o.srv.URL+"/graphql", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "text/event-stream")
-		req.Header.Set("Authorization", "Bearer "+o.key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp := postSSE(t, ctx, o.srv.URL, o.key, subCustomer, map[string]any{"id": fmt.Sprint(o.b)})
 		waitFor(t, "the SSE subscription", func() bool { return o.hub.Stats().Streams == 3 })
 		o.merge(t)
 		var errs []string

@@ -481,20 +481,8 @@ func TestSubscriptionPayloadRenderedOncePerSelection(t *testing.T) {
 func TestSubscriptionOverSSE(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
 	id := ingest(t, e.db, e.ws, email("ivy@example.com"), nil)
-	body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
-	req := func(key string) *http.Request {
-		r, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Accept", "text/event-stream")
-		if key != "" {
-			r.Header.Set("Authorization", "Bearer "+key)
-		}
-		return r
-	}
-	resp, err := http.DefaultClient.Do(req(""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	vars := map[string]any{"id": fmt.Sprint(id)}
+	resp := postSSE(t, context.Background(), e.srv.URL, "", subCustomer, vars)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("without key: status %d, want 401", resp.StatusCode)
@@ -502,11 +490,7 @@ func TestSubscriptionOverSSE(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	resp, err = http.DefaultClient.Do(req(e.key).WithContext(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp = postSSE(t, ctx, e.srv.URL, e.key, subCustomer, vars)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("status %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
@@ -542,18 +526,9 @@ func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
 	id := ingest(t, e.db, e.ws, phone, nil)
 	const sub = `subscription($id: ID!) { customerChanged(id: $id) { version
 		customer { identities { value } conversations(first: 5) { edges { node { channel } } } } } }`
-	body, _ := json.Marshal(map[string]any{"query": sub, "variables": map[string]any{"id": fmt.Sprint(id)}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+e.key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := postSSE(t, ctx, e.srv.URL, e.key, sub, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -647,16 +622,7 @@ func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := ingest(t, e.db, e.ws, email("sse-revoked@example.com"), nil)
-	body, _ := json.Marshal(map[string]any{"query": subCustomer, "variables": map[string]any{"id": fmt.Sprint(id)}})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := postSSE(t, ctx, e.srv.URL, key, subCustomer, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 	if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
 		t.Fatal(err)
