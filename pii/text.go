@@ -70,12 +70,15 @@ func text(s string, masking, bare bool) (string, []string) {
 	return b.String(), found
 }
 
-// emails finds the email addresses in s, as plainView reads it, and masks
-// them when masking is set. An address in a URL's query starts after the
-// = or ? before it (?email=jane@example.com is jane's). A masked address
+// emails finds the email addresses in s, as plainView reads it (but for a
+// + between digits, which an address's local part may hold: user123+456@),
+// and masks them when masking is set. An address that is a URL query's
+// value starts after its = (?email=jane@example.com is jane's): when the
+// key follows a ? or an &, or names an email (email=jane@…); elsewhere an
+// = belongs to the address (first=last@example.com). A masked address
 // keeps its @ as s wrote it (jane%40example.com reads j***%40example.com).
 func emails(s string, masking bool) (string, []string) {
-	view, orig := plainView(s)
+	view, orig := readView(s, false)
 	if strings.IndexByte(view, '@') < 0 {
 		return s, nil
 	}
@@ -85,8 +88,8 @@ func emails(s string, masking bool) (string, []string) {
 	for _, l := range emailInText.FindAllStringIndex(view, -1) {
 		m := view[l[0]:l[1]]
 		at := strings.LastIndexByte(m, '@')
-		if k := strings.LastIndexAny(m[:at], "=?"); k >= 0 {
-			m, at, l[0] = m[k+1:], at-k-1, l[0]+k+1
+		if k := queryValue(view, l[0], at); k > 0 {
+			m, at, l[0] = m[k:], at-k, l[0]+k
 		}
 		if at == 0 {
 			continue
@@ -109,6 +112,33 @@ func emails(s string, masking bool) (string, []string) {
 	}
 	b.WriteString(s[last:])
 	return b.String(), found
+}
+
+// queryValue returns where, in the address view[start:] whose @ is at at,
+// the value of a URL query's key=value starts, 0 when it holds none: after
+// the last = whose key follows a ? or an & (in the match or just before
+// it), or names an email.
+func queryValue(view string, start, at int) int {
+	m := view[start : start+at]
+	k := strings.LastIndexByte(m, '=')
+	if k < 0 {
+		return 0
+	}
+	j := k
+	for j > 0 && wordByte(m[j-1]) {
+		j--
+	}
+	var before byte
+	switch {
+	case j > 0:
+		before = m[j-1]
+	case start > 0:
+		before = view[start-1]
+	}
+	if before == '?' || before == '&' || KeyKind(m[j:k]) == KindEmail {
+		return k + 1
+	}
+	return 0
 }
 
 // phoneSpan is a phone number found in a text: where it is, and how it
@@ -177,13 +207,18 @@ func phoneSpans(s string, bare bool) []phoneSpan {
 //     events carry addresses and numbers inside the page URLs they record;
 //   - a + between two digits as a space, as a URL's query writes one
 //     (phone=%2B1+415+555+0100).
-func plainView(s string) (string, []int) {
+func plainView(s string) (string, []int) { return readView(s, true) }
+
+// readView is plainView; plusSpace says whether a + between two digits
+// reads as a space (for numbers) or stays (for addresses, whose local part
+// may hold one).
+func readView(s string, plusSpace bool) (string, []int) {
 	first := -1
 	for i := 0; i < len(s) && first < 0; i++ {
 		if c := s[i]; c != '%' && c != '+' && c < utf8.RuneSelf {
 			continue
 		}
-		if _, _, ok := plainByte(s, i); ok {
+		if _, _, ok := plainByte(s, i, plusSpace); ok {
 			first = i
 		}
 	}
@@ -198,7 +233,7 @@ func plainView(s string) (string, []int) {
 		orig = append(orig, i)
 	}
 	for i := first; i < len(s); {
-		c, size, ok := plainByte(s, i)
+		c, size, ok := plainByte(s, i, plusSpace)
 		if ok {
 			b.WriteByte(c)
 			orig = append(orig, i)
@@ -217,13 +252,13 @@ func plainView(s string) (string, []int) {
 // plainByte reads what starts at s[i] as plainView does: the ASCII byte it
 // writes for it and the size it reads, or ok false and the size of what
 // stands as written there (a byte, or a rune of several).
-func plainByte(s string, i int) (c byte, size int, ok bool) {
+func plainByte(s string, i int, plusSpace bool) (c byte, size int, ok bool) {
 	switch c := s[i]; {
 	case c == '%':
 		if r, ok := escapedPunct(s[i:]); ok {
 			return r, 3, true
 		}
-	case c == '+':
+	case c == '+' && plusSpace:
 		if i > 0 && isDigit(s[i-1]) && i+1 < len(s) && isDigit(s[i+1]) {
 			return ' ', 1, true
 		}
