@@ -150,6 +150,47 @@ func (o Options) Shape(i int) (events int, conversation bool, messages int) {
 // it meanwhile.
 const searchIndexSQL = `CREATE INDEX IF NOT EXISTS customers_search_idx ON customers USING gin (search_text gin_trgm_ops)`
 
+// rebuildShare is the least share of the customers table, once seeded,
+// that a seed's customers must make for it to drop the search index and
+// build it again after the load. The build reads every workspace's
+// customers (about 7 s at a million): worth it for the query's million,
+// not for a tenant's 200 beside them, which go in through the index.
+const rebuildShare = 10 // percent
+
+// dropsSearchIndex says whether a seed of n customers into a table of
+// existing ones drops the search index: whether n is at least
+// rebuildShare percent of the rows the table will hold.
+func dropsSearchIndex(n, existing int64) bool {
+	return n*100 >= (existing+n)*rebuildShare
+}
+
+// rebuildSearchIndex makes the search index again, trying twice: the
+// database is left with the index, or with an error that says how to make
+// it. The build may outlast the pool's statement timeout (postgres.Open's
+// is 10 s; the build is about 7 s a million customers), so its transaction
+// lifts that timeout for itself alone.
+func rebuildSearchIndex(ctx context.Context, pool *pgxpool.Pool) error {
+	build := func() error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, searchIndexSQL)
+			return err
+		})
+	}
+	first := build()
+	if first == nil {
+		return nil
+	}
+	again := build()
+	if again == nil {
+		return nil
+	}
+	return fmt.Errorf("rebuild search index, tried twice: %w (first try: %v); customers_search_idx is missing, "+
+		"so customers(query:) reads every customer: make it with %s", again, first, searchIndexSQL)
+}
+
 // Phone returns the E.164 phone of the i-th seeded customer (0-based).
 func Phone(i int) string { return "+1415" + strconv.Itoa(2000000+i) }
 
@@ -159,8 +200,11 @@ func Email(i int) string { return "c" + strconv.Itoa(i) + "@bench.example" }
 var eventNames = []string{"Product Viewed", "Product Added", "Checkout Started", "Order Completed", "Page Viewed"}
 
 // Run seeds workspace ws. It runs as the pool's role and needs COPY rights on
-// the tables; sequences are moved past the ids it writes.
-func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (_ *Result, err error) {
+// the tables; sequences are moved past the ids it writes. A seed of at
+// least a tenth of the customers the table will hold drops the search
+// index during the load and builds it again at the end, whether the seed
+// ended well or not; a smaller one keeps it.
+func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (res *Result, err error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
 	}
@@ -169,7 +213,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (_ *Res
 		opt.Log = func(string, ...any) {}
 	}
 	start := time.Now()
-	res := &Result{Customers: opt.Customers}
+	res = &Result{Customers: opt.Customers}
 	next := func(table string) (int64, error) {
 		var id int64
 		err := pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) + 1 FROM `+table).Scan(&id)
@@ -221,31 +265,39 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (_ *Res
 	traits := func(i int) string {
 		return fmt.Sprintf(`{"name":"Customer %d","email":%q,"phone":%q,"plan":%q}`, i, Email(i), Phone(i), []string{"free", "pro", "team"}[i%3])
 	}
-	// A trigram index built once after the load is far cheaper than one
-	// maintained row by row during COPY.
-	if _, err := pool.Exec(ctx, `DROP INDEX IF EXISTS customers_search_idx`); err != nil {
-		return nil, fmt.Errorf("drop search index: %w", err)
+	// A trigram index built once after a large load is far cheaper than
+	// one maintained row by row during COPY. A small seed beside many
+	// customers keeps it: the build would read them all for a few rows.
+	var existing int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM customers`).Scan(&existing); err != nil {
+		return nil, fmt.Errorf("count customers: %w", err)
 	}
-	// The index serves every workspace's search (customers(query:)), and
-	// no migration will make it again: a seed cut short by an error or an
-	// interrupt puts it back all the same, on a context the interrupt does
-	// not cancel.
-	restored := false
-	restore := func() error {
-		restored = true
-		t := time.Now()
-		if _, err := pool.Exec(context.WithoutCancel(ctx), searchIndexSQL); err != nil {
-			return fmt.Errorf("rebuild search index: %w", err)
+	if dropsSearchIndex(int64(n), existing) {
+		if _, err := pool.Exec(ctx, `DROP INDEX IF EXISTS customers_search_idx`); err != nil {
+			return nil, fmt.Errorf("drop search index: %w", err)
 		}
-		opt.Log("  %-14s rebuilt in %.1fs", "search index", time.Since(t).Seconds())
-		return nil
+		// The index serves every workspace's search (customers(query:)),
+		// and no migration will make it again: a seed cut short by an
+		// error or an interrupt puts it back all the same, on a context
+		// the interrupt does not cancel. It is built last, when the seed
+		// has ended either way.
+		defer func() {
+			if err != nil {
+				opt.Log("  seed stopped (%v): rebuilding the search index", err)
+			}
+			t := time.Now()
+			if rerr := rebuildSearchIndex(context.WithoutCancel(ctx), pool); rerr != nil {
+				res, err = nil, errors.Join(err, rerr)
+				return
+			}
+			opt.Log("  %-14s rebuilt in %.1fs", "search index", time.Since(t).Seconds())
+			if res != nil {
+				res.Elapsed = time.Since(start)
+			}
+		}()
+	} else {
+		opt.Log("  %-14s kept: %d customers go in beside %d", "search index", n, existing)
 	}
-	defer func() {
-		if !restored {
-			opt.Log("  seed stopped (%v): rebuilding the search index", err)
-			err = errors.Join(err, restore())
-		}
-	}()
 	if err := copyRows("customers", []string{"workspace_id", "id", "traits", "version", "search_text", "created_at", "updated_at"}, one, func(c, _, _ int) []any {
 		ts := now.Add(-time.Duration(n-c) * time.Second)
 		e, _, m := opt.Shape(c)
@@ -286,9 +338,6 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (_ *Res
 		return []any{ws, m0 + int64(i), v0 + int64(c), c0 + int64(c), []string{"sms", "whatsapp"}[c%2], dir,
 			"message " + strconv.Itoa(i), "delivered", "SMseed" + strconv.FormatInt(m0+int64(i), 10), ts}
 	}); err != nil {
-		return nil, err
-	}
-	if err := restore(); err != nil {
 		return nil, err
 	}
 	for _, t := range []string{"customers", "events", "conversations", "messages"} {

@@ -3,11 +3,17 @@ package seed_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -166,7 +172,8 @@ func TestCancelledSeedRestoresSearchIndex(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	o := seed.Skewed(200)
+	// Enough customers that the seed drops the index.
+	o := seed.Skewed(dropping(t, db))
 	o.Log = func(format string, args ...any) {
 		if len(args) > 0 && args[0] == "customers" {
 			cancel()
@@ -188,5 +195,179 @@ func TestCancelledSeedRestoresSearchIndex(t *testing.T) {
 	var events int
 	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE workspace_id = $1`, ws).Scan(&events); err != nil || events != 0 {
 		t.Errorf("%d events after the cancellation (%v): the seed went on", events, err)
+	}
+}
+
+// customers counts the customers of every workspace.
+func customers(t *testing.T, db *postgres.DB) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM customers`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dropping returns a seed size that makes Run drop the search index
+// beside the customers the database holds: at least a tenth of them all.
+func dropping(t *testing.T, db *postgres.DB) int {
+	return max(200, customers(t, db)/9+1)
+}
+
+// searchIndexes counts the indexes named customers_search_idx.
+func searchIndexes(t *testing.T, db *postgres.DB) int {
+	t.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_indexes WHERE indexname = 'customers_search_idx'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dropped says whether the counted statements dropped the search index.
+func dropped(c *pgtest.StatementCounter) bool {
+	return strings.Contains(c.Statements(), "DROP INDEX IF EXISTS customers_search_idx")
+}
+
+// TestSmallSeedKeepsSearchIndex seeds a large workspace, which drops the
+// search index and builds it again, then a tenant of 50 customers beside
+// it, as bench webhooks seeds its tenants beside the query's million: the
+// small seed never drops the index (it is there while its customers are
+// copied, and no DROP is sent), so it does not pay for a build over every
+// workspace's customers.
+func TestSmallSeedKeepsSearchIndex(t *testing.T) {
+	ctx := context.Background()
+	counter := &pgtest.StatementCounter{}
+	db := pgtest.Open(t, counter.Install)
+	large, _, _ := pgtest.Workspace(t, db)
+	if _, err := seed.Run(ctx, db.Pool, large, seed.Skewed(max(2000, customers(t, db)))); err != nil {
+		t.Fatal(err)
+	}
+	if !dropped(counter) {
+		t.Fatalf("a seed of half the customers kept the search index; statements:\n%s", counter.Statements())
+	}
+	counter.Reset()
+	tenant, _, _ := pgtest.Workspace(t, db)
+	during := -1
+	o := seed.Options{Customers: 50, EventsPerCustomer: 2, MessagesPerConv: 2}
+	o.Log = func(format string, args ...any) {
+		if len(args) > 0 && args[0] == "customers" {
+			during = searchIndexes(t, db)
+		}
+	}
+	if _, err := seed.Run(ctx, db.Pool, tenant, o); err != nil {
+		t.Fatal(err)
+	}
+	if during != 1 || dropped(counter) {
+		t.Errorf("a 50-customer seed beside %d: %d search indexes after its COPY of customers; statements:\n%s",
+			customers(t, db)-50, during, counter.Statements())
+	}
+	if got := searchIndexes(t, db); got != 1 {
+		t.Errorf("%d search indexes after the small seed, want 1", got)
+	}
+}
+
+// lockCustomers holds a ROW EXCLUSIVE lock on customers, as a writing
+// transaction does, for d from now, on a connection of its own: CREATE
+// INDEX waits for it. It returns a wait for the lock's release.
+func lockCustomers(t *testing.T, d time.Duration) (wait func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `BEGIN; LOCK TABLE customers IN ROW EXCLUSIVE MODE`); err != nil {
+		conn.Close(ctx)
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(d)
+		conn.Close(ctx) // ends the transaction, and its lock
+	}()
+	return func() { <-done }
+}
+
+// timeouts returns the option that gives a store's connections these
+// statement and lock timeouts.
+func timeouts(statement, lock time.Duration) postgres.Option {
+	return func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["statement_timeout"] = fmtMillis(statement)
+		c.ConnConfig.RuntimeParams["lock_timeout"] = fmtMillis(lock)
+	}
+}
+
+func fmtMillis(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// TestRebuildOutlastsStatementTimeout seeds, on a store whose statements
+// time out after 500 ms, while a writer holds customers for 2.5 s from
+// the last COPY: the build of the search index waits for it longer than
+// the statement timeout twice over, and the seed still ends with the
+// index, as the build of a million customers' index (about 7 s) outlasts
+// postgres.Open's 10 s timeout when the machine is busy.
+func TestRebuildOutlastsStatementTimeout(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Open(t, timeouts(500*time.Millisecond, 10*time.Second))
+	ws, _, _ := pgtest.Workspace(t, db)
+	o := seed.Skewed(dropping(t, db))
+	var wait func()
+	o.Log = func(format string, args ...any) {
+		if len(args) > 0 && args[0] == "messages" {
+			wait = lockCustomers(t, 2500*time.Millisecond)
+		}
+	}
+	start := time.Now()
+	_, err := seed.Run(ctx, db.Pool, ws, o)
+	if wait == nil {
+		t.Fatalf("the seed never copied its messages: %v", err)
+	}
+	wait()
+	if err != nil {
+		t.Fatalf("seed with the index build behind a 2.5 s lock: %v", err)
+	}
+	if got := searchIndexes(t, db); got != 1 {
+		t.Errorf("%d search indexes after the seed, want 1", got)
+	}
+	if took := time.Since(start); took < 2500*time.Millisecond {
+		t.Errorf("the seed took %v: its index build did not wait for the lock", took)
+	}
+}
+
+// TestFailedRebuildSaysHowToMakeTheIndex makes both tries of the build
+// fail (a writer holds customers past the lock timeout twice): Run
+// returns an error that names the missing index and the statement that
+// makes it.
+func TestFailedRebuildSaysHowToMakeTheIndex(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Open(t, timeouts(10*time.Second, 200*time.Millisecond))
+	t.Cleanup(func() {
+		// The tests after this one search and seed with the index.
+		if _, err := db.Pool.Exec(ctx, `CREATE INDEX IF NOT EXISTS customers_search_idx ON customers USING gin (search_text gin_trgm_ops)`); err != nil {
+			t.Error(err)
+		}
+	})
+	ws, _, _ := pgtest.Workspace(t, db)
+	o := seed.Skewed(dropping(t, db))
+	var wait func()
+	o.Log = func(format string, args ...any) {
+		if len(args) > 0 && args[0] == "messages" {
+			wait = lockCustomers(t, 2*time.Second)
+		}
+	}
+	_, err := seed.Run(ctx, db.Pool, ws, o)
+	if wait != nil {
+		wait()
+	}
+	for _, want := range []string{"tried twice", "lock timeout", "customers_search_idx is missing",
+		"make it with CREATE INDEX IF NOT EXISTS customers_search_idx ON customers USING gin (search_text gin_trgm_ops)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Run = %v, want it to say %q", err, want)
+		}
+	}
+	if got := searchIndexes(t, db); got != 0 {
+		t.Errorf("%d search indexes after the failed builds: the error says there is none", got)
 	}
 }
