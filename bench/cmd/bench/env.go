@@ -80,14 +80,21 @@ const seedsTableSQL = `CREATE TABLE IF NOT EXISTS bench_seeds (
 // seedProgress prints the seed's progress lines (tests watch them).
 var seedProgress = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
 
+// openSeeding opens a store for seeding, whose statements never time out:
+// COPY of millions of rows, a search index built over every workspace's
+// customers, ANALYZE or a count of the customers beside millions of rows
+// outlast postgres.Open's statement timeout (10 s), or the URL's.
+func openSeeding(ctx context.Context, url string) (*postgres.DB, error) {
+	return postgres.Open(ctx, url, func(c *pgxpool.Config) {
+		c.ConnConfig.RuntimeParams["statement_timeout"] = "0"
+	})
+}
+
 // seedWorkspace seeds a new query workspace (bench-query-*) in cfg.shape,
 // or, with --reuse, finds one seeded before, seeding one only when there
 // is none: make bench seeds its million customers once.
 func seedWorkspace(ctx context.Context, cfg config) (*bench, error) {
-	// COPY of millions of rows outlasts the server's statement timeout.
-	db, err := postgres.Open(ctx, cfg.databaseURL, func(c *pgxpool.Config) {
-		c.ConnConfig.RuntimeParams["statement_timeout"] = "0"
-	})
+	db, err := openSeeding(ctx, cfg.databaseURL)
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,9 @@ func pprofEnv(dir string) ([]string, string, error) {
 // workspaces, and the planner's generic plans differ with their number:
 // with ten or more it takes "id = ANY($1)" to find one row, which is what
 // made one group statement compare n² pairs until a57d70f. Measuring in a
-// database of one workspace hid that.
+// database of one workspace hid that. db is a store without a statement
+// timeout (openSeeding): a seed's statements run long beside millions of
+// rows.
 func ensureTenants(ctx context.Context, db *postgres.DB, n int) error {
 	var have int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM workspaces`).Scan(&have); err != nil {
@@ -137,7 +139,8 @@ func ensureTenants(ctx context.Context, db *postgres.DB, n int) error {
 // (bench-<kind>-<unix time>) in a database of at least ic.tenants others,
 // and applies update to it when one is given.
 func ingestWorkspace(ctx context.Context, cfg config, ic *ingestConfig, kind, name string, update *c360.WorkspaceUpdate) (*c360.WorkspaceCredentials, error) {
-	db, err := postgres.Open(ctx, cfg.databaseURL)
+	// The tenants' seeds run beside the query's million customers.
+	db, err := openSeeding(ctx, cfg.databaseURL)
 	if err != nil {
 		return nil, err
 	}
