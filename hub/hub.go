@@ -79,8 +79,9 @@ type Options struct {
 	// ReadRetry is how long a customer stream goes on retrying a read of
 	// its own (catching up, following a merge, starting) that failed with
 	// c360.EUNAVAILABLE, a database restarting or failing over or a
-	// statement timeout, before it ends with that error (10s). The hub's
-	// own reads retry until they succeed.
+	// statement timeout, before it ends with that error (10s); Retry
+	// gives the other reads of a subscription the same. The hub's own
+	// reads retry until they succeed.
 	ReadRetry time.Duration
 	Logger    *slog.Logger
 	// Now is the clock; it dates the start of workspace-wide streams.

@@ -321,9 +321,9 @@ func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, erro
 func (h *Hub) replayPage() int { return min(replayPage, h.opts.QueueSize) }
 
 // customerState, mergeVersion and changesAfter are a stream's reads of the
-// feed, retried (see retry).
+// feed, retried (see Retry).
 func (h *Hub) customerState(ctx context.Context, ws, id int64) (version, merged int64, err error) {
-	err = h.retry(ctx, func() (err error) {
+	err = h.Retry(ctx, func() (err error) {
 		version, merged, err = h.feed.CustomerState(ctx, ws, id)
 		return err
 	})
@@ -331,7 +331,7 @@ func (h *Hub) customerState(ctx context.Context, ws, id int64) (version, merged 
 }
 
 func (h *Hub) mergeVersion(ctx context.Context, ws, survivor, merged int64) (v int64, err error) {
-	err = h.retry(ctx, func() (err error) {
+	err = h.Retry(ctx, func() (err error) {
 		v, err = h.feed.MergeVersion(ctx, ws, survivor, merged)
 		return err
 	})
@@ -339,20 +339,24 @@ func (h *Hub) mergeVersion(ctx context.Context, ws, survivor, merged int64) (v i
 }
 
 func (h *Hub) changesAfter(ctx context.Context, ws, id, version int64, limit int) (rows []c360.Change, err error) {
-	err = h.retry(ctx, func() (err error) {
+	err = h.Retry(ctx, func() (err error) {
 		rows, err = h.feed.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: id, Version: version}}, limit)
 		return err
 	})
 	return rows, err
 }
 
-// retry runs read, and again, with a growing wait, while it fails with
+// Retry runs read, and again, with a growing wait, while it fails with
 // EUNAVAILABLE (PostgreSQL restarting or failing over, a statement
 // timeout), for up to ReadRetry or until ctx ends. A stream's reads change
 // its position only once they succeed, so a read that succeeds late goes on
 // where the stream stopped; without the retry, a blip of the database would
-// end its subscriptions. It returns the last read's error.
-func (h *Hub) retry(ctx context.Context, read func() error) error {
+// end its subscriptions. Subscriptions read through it what they read
+// besides the feed (a message a change names, a conversation's owner), so
+// that every read of a stream rides out the same outage. It returns the
+// last read's error: when ctx ended, the caller tells that from an outage
+// by ctx.Err().
+func (h *Hub) Retry(ctx context.Context, read func() error) error {
 	err := read()
 	if err == nil || c360.ErrorCode(err) != c360.EUNAVAILABLE {
 		return err

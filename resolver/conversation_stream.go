@@ -34,7 +34,7 @@ func (c *conversationStream) Next(ctx context.Context) (*hub.Change, error) {
 	if err != nil || ch.Kind != c360.ChangeSplit {
 		return ch, err
 	}
-	owner, err := c.r.Realtime.ConversationOwner(ctx, c.ws, c.conv)
+	owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
 	if err != nil {
 		return nil, err
 	}

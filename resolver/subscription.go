@@ -26,7 +26,10 @@ func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
 // message: a message that also did something else (gave a name, opted
 // out, created its customer) is of that other kind, and its diff holds the
 // message all the same. The message is read once per change, whatever the
-// number of subscribers.
+// number of subscribers, and read again while the database does not answer
+// (hub.Hub.Retry), as the stream's own reads are: the change is not
+// delivered twice, and a conversationMessages client could not resume
+// past one it never got (it has no after).
 func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*c360.Message, bool, error) {
 	m, _ := c.Diff["message"].(map[string]any)
 	if m == nil {
@@ -45,7 +48,11 @@ func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*
 		err error
 	}
 	v, err := c.Shared(ctx, "message", func() (any, bool) {
-		msg, err := r.Realtime.MessageOfChange(ctx, c.WorkspaceID, id)
+		var msg *c360.Message
+		err := r.Hub.Retry(ctx, func() (err error) {
+			msg, err = r.Realtime.MessageOfChange(ctx, c.WorkspaceID, id)
+			return err
+		})
 		return loaded{msg, err}, err == nil || c360.ErrorCode(err) == c360.ENOTFOUND
 	})
 	if err != nil {
@@ -56,4 +63,15 @@ func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*
 		return nil, false, nil
 	}
 	return l.m, l.err == nil, l.err
+}
+
+// conversationOwner returns the customer conversation conv belongs to now,
+// read again while the database does not answer (hub.Hub.Retry), as a
+// stream's own reads are.
+func (r *Resolver) conversationOwner(ctx context.Context, ws, conv int64) (owner int64, err error) {
+	err = r.Hub.Retry(ctx, func() (err error) {
+		owner, err = r.Realtime.ConversationOwner(ctx, ws, conv)
+		return err
+	})
+	return owner, err
 }

@@ -72,7 +72,7 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 		if r.Realtime == nil {
 			return nil, c360.Errorf(c360.EUNAVAILABLE, "subscriptions are not enabled on this server")
 		}
-		if owner, err = r.Realtime.ConversationOwner(ctx, ws, *conversationID); err != nil {
+		if owner, err = r.conversationOwner(ctx, ws, *conversationID); err != nil {
 			return nil, openFailed(ctx, err)
 		}
 		conv = strconv.FormatInt(*conversationID, 10)

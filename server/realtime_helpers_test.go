@@ -22,6 +22,7 @@ import (
 	"github.com/c360dev/c360/hub"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
 	"github.com/c360dev/c360/server"
 )
 
@@ -71,6 +72,9 @@ type rtOptions struct {
 	feed func(*postgres.DB) hub.Feed
 	// readRetry is the hub's Options.ReadRetry.
 	readRetry time.Duration
+	// realtime, when set, stands for the store as the resolver's
+	// RealtimeStore (the messages and conversations subscriptions read).
+	realtime func(*postgres.DB) resolver.RealtimeStore
 }
 
 func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
@@ -91,6 +95,9 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 	db.OnCommit = h.Wake
 	res := newResolver(db)
 	res.Hub, res.Realtime = h, db
+	if o.realtime != nil {
+		res.Realtime = o.realtime(db)
+	}
 	var audit *postgres.AuditWriter
 	if o.audit {
 		audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})

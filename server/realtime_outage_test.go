@@ -14,6 +14,7 @@ import (
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/hub"
 	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
 	"github.com/c360dev/c360/server"
 )
 
@@ -204,5 +205,141 @@ func closeAfterMessages(t *testing.T, c *wsClient, id string) int {
 		if m.ID == id && (m.Type != "next" || bytes.Contains(m.Payload, []byte(`"errors"`))) {
 			t.Fatalf("subscription %s got %s %s, want the connection closed to resume", id, m.Type, m.Payload)
 		}
+	}
+}
+
+// downRealtime is the store as conversationMessages reads it besides the
+// feed, whose next reads of a message or of a conversation's owner, as
+// many as failing says, fail with UNAVAILABLE.
+type downRealtime struct {
+	*postgres.DB
+	failing atomic.Int64
+}
+
+func (s *downRealtime) down() bool {
+	for {
+		n := s.failing.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.failing.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+func (s *downRealtime) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message, error) {
+	if s.down() {
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
+	}
+	return s.DB.MessageOfChange(ctx, ws, id)
+}
+
+func (s *downRealtime) ConversationOwner(ctx context.Context, ws, conv int64) (int64, error) {
+	if s.down() {
+		return 0, c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
+	}
+	return s.DB.ConversationOwner(ctx, ws, conv)
+}
+
+// messagesEnv is a real-time server whose reads of messages and
+// conversations can fail (not the feed's), with a customer who texts from
+// phone.
+type messagesEnv struct {
+	*rtEnv
+	store *downRealtime
+	phone c360.Identity
+	owner int64
+}
+
+func newMessagesEnv(t *testing.T, readRetry time.Duration) *messagesEnv {
+	t.Helper()
+	var store *downRealtime
+	e := newRTEnv(t, rtOptions{readRetry: readRetry, realtime: func(db *postgres.DB) resolver.RealtimeStore {
+		store = &downRealtime{DB: db}
+		return store
+	}})
+	m := &messagesEnv{rtEnv: e, store: store, phone: c360.Identity{Type: "phone", Value: "+14155550166"}}
+	m.owner = ingest(t, e.db, e.ws, []c360.Identity{{Type: "email", Value: "ida@example.com"}, m.phone}, nil)
+	return m
+}
+
+// sms ingests an inbound SMS from the phone and returns its conversation.
+func (m *messagesEnv) sms(t *testing.T, body string) int64 {
+	t.Helper()
+	ctx, now, sid := context.Background(), time.Now().UTC(), "SM"+randomID()
+	if _, err := m.db.Ingest(ctx, m.ws, []*c360.Event{{Type: c360.EventMessage, Identities: []c360.Identity{m.phone},
+		Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: body, Status: "received", ProviderID: sid}}}); err != nil {
+		t.Fatal(err)
+	}
+	var conv int64
+	if err := m.db.Pool.QueryRow(ctx, `SELECT conversation_id FROM messages WHERE workspace_id = $1 AND provider_id = $2`,
+		m.ws, sid).Scan(&conv); err != nil {
+		t.Fatal(err)
+	}
+	return conv
+}
+
+const subMessages = `subscription($conv: ID, $cust: ID) { conversationMessages(conversationId: $conv, customerId: $cust) { body } }`
+
+// conversationMessages reads the message a change names, and a
+// conversation's owner after a split, with the same retries as a stream's
+// reads of the feed: a brief outage delays the message and loses none. It
+// used to close the websocket with 1013 at the first UNAVAILABLE, and the
+// subscription, which has no after, could not get the message back.
+func TestConversationMessagesRideOutABriefDatabaseOutage(t *testing.T) {
+	t.Run("reading the message", func(t *testing.T) {
+		m := newMessagesEnv(t, 0) // the default: 10 s of retries
+		c := dialWS(t, wsURL(m.srv), "graphql-transport-ws", nil)
+		c.init(m.key)
+		c.subscribe("m", subMessages, map[string]any{"cust": fmt.Sprint(m.owner)})
+		waitFor(t, "subscription", func() bool { return m.hub.Stats().Streams == 1 })
+		m.store.failing.Store(2)
+		m.sms(t, "hello")
+		var got struct{ Body string }
+		c.next("m", "conversationMessages", &got)
+		if got.Body != "hello" {
+			t.Fatalf("got %+v, want the message sent during the outage", got)
+		}
+	})
+
+	t.Run("following a split", func(t *testing.T) {
+		m := newMessagesEnv(t, 0)
+		conv := m.sms(t, "before")
+		c := dialWS(t, wsURL(m.srv), "graphql-transport-ws", nil)
+		c.init(m.key)
+		c.subscribe("m", subMessages, map[string]any{"conv": fmt.Sprint(conv)})
+		waitFor(t, "subscription", func() bool { return m.hub.Stats().Streams == 1 })
+		m.store.failing.Store(2)
+		if res, err := m.db.SplitIdentity(context.Background(), m.ws, m.owner, m.phone, "agent", "family phone"); err != nil || res.MovedConversations != 1 {
+			t.Fatalf("split: %+v, %v; want the conversation moved", res, err)
+		}
+		m.sms(t, "after the split")
+		var got struct{ Body string }
+		c.next("m", "conversationMessages", &got)
+		if got.Body != "after the split" {
+			t.Fatalf("got %+v, want the message after the split", got)
+		}
+	})
+}
+
+// When the message cannot be read for the whole of the retries, the
+// websocket is closed with 1013 (try again later), never the subscription
+// completed, which a graphql-ws client would take for its end.
+func TestConversationMessagesDuringALongDatabaseOutage(t *testing.T) {
+	m := newMessagesEnv(t, 300*time.Millisecond)
+	c := dialWS(t, wsURL(m.srv), "graphql-transport-ws", nil)
+	c.init(m.key)
+	c.subscribe("m", subMessages, map[string]any{"cust": fmt.Sprint(m.owner)})
+	waitFor(t, "subscription", func() bool { return m.hub.Stats().Streams == 1 })
+	m.store.failing.Store(1 << 30)
+	started := time.Now()
+	m.sms(t, "hello")
+	if code := closeAfterMessages(t, c, "m"); code != server.CloseUnavailable {
+		t.Fatalf("closed with %d, want %d (try again later)", code, server.CloseUnavailable)
+	}
+	if d := time.Since(started); d < 250*time.Millisecond {
+		t.Fatalf("closed after %v, before the read was retried for 300ms", d)
 	}
 }
