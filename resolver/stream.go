@@ -247,9 +247,13 @@ func resume(ctx context.Context, err error) bool {
 
 // openFailed returns err, the failure of a subscription resolver to open
 // its stream, after handing an UNAVAILABLE one to the resume handler: its
-// client is to try again, as when a stream fails later (endResponse).
+// client is to try again, as when a stream fails later (endResponse). When
+// ctx ended (the client completed the subscription while its reads were
+// retried, or the connection went), the client wants nothing more: the
+// resume handler would close a websocket whose other subscriptions are
+// well.
 func openFailed(ctx context.Context, err error) error {
-	if c360.ErrorCode(err) == c360.EUNAVAILABLE {
+	if ctx.Err() == nil && c360.ErrorCode(err) == c360.EUNAVAILABLE {
 		resume(ctx, err)
 	}
 	return err

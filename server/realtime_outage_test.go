@@ -343,3 +343,35 @@ func TestConversationMessagesDuringALongDatabaseOutage(t *testing.T) {
 		t.Fatalf("closed after %v, before the read was retried for 300ms", d)
 	}
 }
+
+// A client that completes a subscription while it is still retrying its
+// first reads wants nothing more of it: the connection, with its other
+// subscriptions, stays open. It used to be closed with 1013, as if the
+// database had stayed down.
+func TestCompletingASubscriptionWhileItRetries(t *testing.T) {
+	o := newOutageEnv(t, 0) // 10 s of retries: "c" is still retrying when completed
+	o.feed.down.Store(true)
+	o.c.subscribe("c", subCustomer, map[string]any{"id": fmt.Sprint(o.a)})
+	waitFor(t, "c's first read failed", func() bool { return o.feed.failed.Load() >= 1 })
+	o.c.send("complete", "c", nil)
+	// gqlgen reads the connection's messages in order: its pong says it
+	// cancelled "c" before the feed comes back.
+	o.c.send("ping", "", nil)
+	for {
+		o.c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var m wsMsg
+		if err := o.c.c.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for pong: %v (close code %d)", err, closeCodeOf(err))
+		}
+		if m.Type == "pong" {
+			break
+		}
+		t.Fatalf("got %s %q %s, want pong", m.Type, m.ID, m.Payload)
+	}
+	o.feed.down.Store(false)
+
+	ingest(t, o.db, o.ws, email("olga@example.com"), map[string]any{"vip": true})
+	if got := o.c.nextChange("a"); got.CustomerID != fmt.Sprint(o.a) || got.Kind != c360.ChangeTraits {
+		t.Fatalf("got %+v, want a's traits change", got)
+	}
+}
