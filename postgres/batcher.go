@@ -36,13 +36,17 @@ import (
 //
 // A group that fails is retried request by request, so one poison event
 // fails only its own request and never the others queued with it. So is a
-// group that waited too long for a lock (55P03) or a statement (57014):
-// one customer's row held elsewhere (a merge of a large customer, another
-// replica's group) must not fail the requests of customers that are free.
-// The group's attempt waits for a lock at most groupLockWait, so such a
-// customer holds up its queue (every workspace's) briefly; the request
-// alone then waits the full lock_timeout, and only it fails if its
-// customer stays locked.
+// group that waited too long for a lock (55P03): one customer's row held
+// elsewhere (a merge of a large customer, another replica's group) must
+// not fail the requests of customers that are free. The group's attempt
+// waits for a lock at most groupLockWait, so such a customer holds up its
+// queue (every workspace's) briefly; the request alone then waits the full
+// lock_timeout, and only it fails if its customer stays locked. After that
+// timeout the others are tried together once more, briefly, and all fail
+// if that times out too: the queue is held up about one lock_timeout, not
+// one wait per request. A group whose statement outlasted
+// statement_timeout (57014) is answered UNAVAILABLE whole: the database is
+// slow, and a retry per request would only send it more slow statements.
 
 // IngestConfig sizes group commit.
 type IngestConfig struct {
@@ -288,10 +292,23 @@ func (db *DB) groupWorker(b *batcher, queue chan *ingestReq) {
 // (503 when the database does not answer) before it gives up and retries.
 const groupTimeout = 14 * time.Second
 
-// runGroup applies the requests in one transaction and signals each.
+// runGroup applies the requests in one transaction and signals each. The
+// group, with every retry of its requests, has groupTimeout from now: its
+// callers are answered within it, whatever fails.
 func (db *DB) runGroup(group []*ingestReq) {
-	live := group[:0:0]
-	for _, r := range group {
+	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
+	defer cancel()
+	db.applyTogether(ctx, group, true)
+}
+
+// applyTogether applies reqs in one transaction within ctx and answers each,
+// applying them one by one when the group fails in a way one request can
+// cause for all (applyAlone). patient: a request alone may wait the full
+// lock_timeout; it is false for the requests left once one alone has timed
+// out, which are answered after at most one more short wait (applyAlone).
+func (db *DB) applyTogether(ctx context.Context, reqs []*ingestReq, patient bool) {
+	live := reqs[:0:0]
+	for _, r := range reqs {
 		if r.ctx.Err() != nil {
 			r.err = r.ctx.Err() // gave up before its group started: nothing written
 			closeDone(r)
@@ -302,36 +319,9 @@ func (db *DB) runGroup(group []*ingestReq) {
 	if len(live) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
-	defer cancel()
-	results, changed, err := db.applyRequests(ctx, live, len(live) > 1)
-	if err != nil && len(live) > 1 && (c360.ErrorCode(err) != c360.EUNAVAILABLE || lockedOut(ctx, err)) {
-		// Apply the requests one by one: a request that needs the per-event
-		// path (a merge, say), that fails, or whose customer is locked
-		// then holds up only itself. Each has a budget of its own, as it
-		// would have had alone; one whose caller gave up meanwhile is not
-		// tried (the group wrote nothing). Once one has waited the full
-		// lock_timeout in vain, the lock may be wider than a customer (a
-		// migration's on a table): the others wait only briefly, so the
-		// queue is held up about one lock_timeout, not one per request.
-		brief := false
-		for _, r := range live {
-			if r.ctx.Err() != nil {
-				r.err = r.ctx.Err()
-				closeDone(r)
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
-			r.results, r.changed, r.err = db.applyRequests(ctx, []*ingestReq{r}, brief)
-			brief = brief || lockedOut(ctx, r.err)
-			if r.err == nil {
-				db.committed(r.ws, r.changed)
-			}
-			// Dead letters (deadletter.go): r failed on its own.
-			db.keepDeadLetters(ctx, r)
-			cancel()
-			closeDone(r)
-		}
+	results, changed, err := db.applyRequests(ctx, live, len(live) > 1 || !patient)
+	if err != nil && len(live) > 1 && (c360.ErrorCode(err) != c360.EUNAVAILABLE || patient && lockedOut(ctx, err)) {
+		db.applyAlone(ctx, live, patient)
 		return
 	}
 	if err == nil {
@@ -353,11 +343,66 @@ func (db *DB) runGroup(group []*ingestReq) {
 	}
 }
 
+// applyAlone applies the requests one by one, each in its own transaction
+// within the group's ctx: a request that needs the per-event path (a
+// merge, say), that fails, or whose customer is locked then holds up only
+// itself. One whose caller gave up meanwhile is not tried (the group wrote
+// nothing).
+//
+// Once one request alone has timed out on a lock or a statement, the lock
+// may be wider than a customer (a migration's on a table) or the database
+// slow, and a wait per request would hold the queue (every workspace's)
+// one timeout per request, past a provider's patience. So the requests left
+// are tried once more together, with the group's short lock wait
+// (applyTogether, not patient), and answered UNAVAILABLE if that times out
+// too: the queue is held up about one lock_timeout (or statement_timeout)
+// and two group waits, whatever the group's size.
+func (db *DB) applyAlone(ctx context.Context, reqs []*ingestReq, patient bool) {
+	for i, r := range reqs {
+		switch {
+		case r.ctx.Err() != nil:
+			r.err = r.ctx.Err()
+		case ctx.Err() != nil:
+			// The group's time ran out: the callers are answered in it.
+			r.err = c360.Errorf(c360.EUNAVAILABLE, "ingest timed out; retry")
+		default:
+			r.results, r.changed, r.err = db.applyRequests(ctx, []*ingestReq{r}, !patient)
+			if r.err == nil {
+				db.committed(r.ws, r.changed)
+			}
+			// Dead letters (deadletter.go): r failed on its own.
+			db.keepDeadLetters(ctx, r)
+		}
+		closeDone(r)
+		if rest := reqs[i+1:]; len(rest) > 0 && timedOut(ctx, r.err) {
+			if patient {
+				db.applyTogether(ctx, rest, false)
+				return
+			}
+			for _, r2 := range rest {
+				r2.err = r.err
+				closeDone(r2)
+			}
+			return
+		}
+	}
+}
+
 // lockedOut reports a failure of the group's transaction that one of its
-// customers can cause for all: a lock wait past lock_timeout (55P03) or a
-// statement past statement_timeout (57014), while the group's own time
-// (ctx) had not run out, which cancels a statement with 57014 too.
+// customers can cause for all: a lock wait past the group's lock timeout
+// (55P03), while the group's own time (ctx) had not run out. A statement
+// past statement_timeout (57014) is not: the group's lock waits are kept
+// shorter (groupLockTimeout), so a statement that timed out was slow, the
+// database with it, and retrying each request would only send it again.
 func lockedOut(ctx context.Context, err error) bool {
+	var pgErr *pgconn.PgError
+	return ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// timedOut reports a request's failure on a lock wait (55P03) or a
+// statement (57014) past its timeout, while the group's own time (ctx),
+// which cancels a statement with 57014 too, had not run out.
+func timedOut(ctx context.Context, err error) bool {
 	var pgErr *pgconn.PgError
 	return ctx.Err() == nil && errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "57014")
 }
@@ -365,13 +410,30 @@ func lockedOut(ctx context.Context, err error) bool {
 // groupLockWait bounds the lock waits of a group's transaction. A group
 // takes a few milliseconds; one that waits longer for a lock is likely
 // waiting for a customer held elsewhere, and is retried request by request
-// (runGroup), each with the full lock_timeout.
+// (applyAlone), the first with the full lock_timeout.
 const groupLockWait = 500 * time.Millisecond
 
-// groupLockTimeout is groupLockWait, or the connections' lock_timeout
-// (param, as PostgreSQL reads it: milliseconds, or a number with a unit)
-// when that is shorter: a group never waits longer than a request alone.
-func groupLockTimeout(param string) time.Duration {
+// groupLockTimeout is groupLockWait, or less when the connections' settings
+// (lockParam, stmtParam: lock_timeout and statement_timeout as PostgreSQL
+// reads them, milliseconds or a number with a unit) are shorter: a group
+// never waits for a lock longer than a request alone, and its lock wait
+// ends, as 55P03, with a quarter of statement_timeout to spare, so a group
+// held up by a lock is never taken for a slow statement (57014, lockedOut).
+func groupLockTimeout(lockParam, stmtParam string) time.Duration {
+	d := groupLockWait
+	if l, ok := pgDuration(lockParam); ok {
+		d = min(d, l)
+	}
+	if s, ok := pgDuration(stmtParam); ok {
+		d = min(d, max(s-s/4, time.Millisecond))
+	}
+	return d
+}
+
+// pgDuration reads a duration setting as PostgreSQL does: milliseconds, or
+// a number with a unit. ok is false for 0 (no timeout) and what does not
+// parse.
+func pgDuration(param string) (d time.Duration, ok bool) {
 	s := strings.TrimSpace(param)
 	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
 	num, unit := s, "ms"
@@ -381,11 +443,8 @@ func groupLockTimeout(param string) time.Duration {
 	units := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second,
 		"min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
 	v, err := strconv.ParseFloat(num, 64)
-	d := time.Duration(v * float64(units[unit]))
-	if err != nil || d <= 0 || d > groupLockWait { // 0 is no timeout
-		return groupLockWait
-	}
-	return d
+	d = time.Duration(v * float64(units[unit]))
+	return d, err == nil && d > 0
 }
 
 // groupBeginSQL is beginSQL with the transaction's lock_timeout set to d,

@@ -65,10 +65,12 @@ func ingestAsync(db *postgres.DB, ws int64, ev *c360.Event) <-chan error {
 }
 
 // A request whose customer is locked past lock_timeout (55P03), or past
-// statement_timeout (57014), fails alone: the unrelated request grouped
-// with it is stored. The group's timeout sends it request by request, as
-// an event fault does, and only the request that times out again alone is
-// answered UNAVAILABLE (503).
+// statement_timeout (57014) when no lock_timeout is set, fails alone: the
+// unrelated request grouped with it is stored. The group's lock wait ends
+// as 55P03, a quarter of statement_timeout before it, and sends the group
+// request by request, as an event fault does; only the request that times
+// out again alone is answered UNAVAILABLE (503), and the others are tried
+// together once more.
 func TestGroupLockTimeoutFailsOnlyTheLockedRequest(t *testing.T) {
 	for name, params := range map[string]url.Values{
 		"lock_timeout":      {"lock_timeout": {"300"}},
@@ -160,12 +162,13 @@ func TestGroupWaitsBrieflyForALockedCustomer(t *testing.T) {
 
 // A lock wider than one customer (a migration's on the events table) fails
 // every request of a group alone. After the first has waited the full
-// lock_timeout, the others wait only the group's short timeout: the queue
-// behind is held up about one lock_timeout, not one per request.
+// lock_timeout, the others are tried once together, with the group's short
+// wait, and all answered UNAVAILABLE: the queue behind is held up about one
+// lock_timeout and twice the group's 500 ms, however many requests the
+// group holds, not one wait per request (20 requests took 11 s so).
 func TestGroupUnderAWideLockWaitsAboutOneLockTimeout(t *testing.T) {
-	const lockTimeout, requests = time.Second, 4
+	const lockTimeout, requests = time.Second, 20
 	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"1s"}}, postgres.IngestConfig{Workers: 1})
-	db.SetGroupLockTimeout(100 * time.Millisecond)
 	ws, _, _ := pgtest.Workspace(t, db)
 	pgtest.LockEvents(t, db)
 
@@ -187,5 +190,80 @@ func TestGroupUnderAWideLockWaitsAboutOneLockTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*lockTimeout+lockTimeout/2 {
 		t.Errorf("the group's %d requests answered in %v, want about one lock_timeout (%v), not one each", requests, took, lockTimeout)
+	}
+}
+
+// A statement that outlasts statement_timeout (57014) with no lock in the
+// way is the database being slow, not a customer held elsewhere: the group
+// is answered UNAVAILABLE at once, not retried request by request, which
+// would send the slow statement once per request and hold the queue one
+// statement_timeout each (3.3 s for these 10 requests).
+func TestGroupUnderASlowStatementFailsAtOnce(t *testing.T) {
+	const statementTimeout, requests = 300 * time.Millisecond, 10
+	db := pgtest.OpenStore(t, url.Values{"statement_timeout": {"300"}}, postgres.IngestConfig{Workers: 1})
+	ws, _, _ := pgtest.Workspace(t, db)
+	slowEventInserts(t, db, ws)
+
+	busy := ingestAsync(db, ws, track("s-busy", ids("user_id", "s-busy"))) // keeps the one worker busy
+	waitSleeping(t, db)
+	var group []<-chan error
+	for i := range requests {
+		group = append(group, ingestAsync(db, ws, track(fmt.Sprintf("s-%d", i), ids("user_id", fmt.Sprintf("s-%d", i)))))
+	}
+	time.Sleep(50 * time.Millisecond) // the requests wait in the queue, to be one group
+	if err := <-busy; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+		t.Fatalf("the request ahead: %v, want UNAVAILABLE", err)
+	}
+	start := time.Now()
+	for i, ch := range group {
+		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			t.Errorf("s-%d, its insert slower than statement_timeout: %v, want UNAVAILABLE", i, err)
+		}
+	}
+	if took := time.Since(start); took > 3*statementTimeout {
+		t.Errorf("the group's %d requests answered in %v, want about one statement_timeout (%v), not one each", requests, took, statementTimeout)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("%d events stored, want 0", n)
+	}
+}
+
+// slowEventInserts makes every insert into events in workspace ws take a
+// second, as on a database too busy to answer, until the test ends.
+func slowEventInserts(t *testing.T, db *postgres.DB, ws int64) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`CREATE FUNCTION test_slow_events() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF current_setting('c360.workspace_id', true) = '%d' THEN
+				PERFORM pg_sleep(1);
+			END IF;
+			RETURN NULL;
+		END $$`, ws)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Pool.Exec(ctx, `DROP FUNCTION test_slow_events() CASCADE`) })
+	if _, err := db.Pool.Exec(ctx, `CREATE TRIGGER test_slow_events BEFORE INSERT ON events
+		FOR EACH STATEMENT EXECUTE FUNCTION test_slow_events()`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitSleeping returns once a statement of this database sleeps in
+// pg_sleep (slowEventInserts' trigger).
+func waitSleeping(t *testing.T, db *postgres.DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event = 'PgSleep' AND datname = current_database()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no statement sleeps in pg_sleep")
+		}
 	}
 }

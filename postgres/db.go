@@ -49,8 +49,9 @@ type DB struct {
 	workspaces sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
-	// groupLockTimeout is the lock_timeout of a group's first attempt
-	// (batcher.go): groupLockWait, or the connections' own when shorter.
+	// groupLockTimeout is the lock_timeout of a group's attempts
+	// (batcher.go): groupLockWait, or less under the connections' own
+	// lock_timeout and statement_timeout.
 	groupLockTimeout time.Duration
 	// usage records keys' last use off the request path (KeyUsage).
 	usage atomic.Pointer[KeyUsage]
@@ -144,7 +145,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		app:              app,
 		Now:              func() time.Time { return time.Now().UTC() },
 		Normalizer:       identity.Normalizer{DefaultRegion: "US"},
-		groupLockTimeout: groupLockTimeout(appCfg.ConnConfig.RuntimeParams["lock_timeout"]),
+		groupLockTimeout: groupLockTimeout(appCfg.ConnConfig.RuntimeParams["lock_timeout"], appCfg.ConnConfig.RuntimeParams["statement_timeout"]),
 	}, nil
 }
 
