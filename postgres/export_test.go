@@ -204,7 +204,3 @@ func AuditWriting(w *AuditWriter) bool {
 	defer w.mu.Unlock()
 	return w.writing
 }
-
-// SetGroupLockTimeout sets how long a group's transaction waits for a lock
-// (groupLockWait in production); call it before the first Ingest.
-func (db *DB) SetGroupLockTimeout(d time.Duration) { db.groupLockTimeout = d }
