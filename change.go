@@ -35,13 +35,17 @@ type Change struct {
 // kind names only the most telling of them (created > merged >
 // identity_added > traits > consent > message > event); its diff holds
 // them all.
-var changeParts = map[string]string{
-	ChangeEvent:         "event",
-	ChangeMessage:       "message",
-	ChangeConsent:       "consent",
-	ChangeTraits:        "traits",
-	ChangeIdentityAdded: "identitiesAdded",
-	ChangeMerged:        "merged",
+//
+// Consent has two parts: consent, an event's own decision ({channel,
+// status}), and consents, the list of those a merge or a split changed. A
+// merging event that decides a consent itself holds both.
+var changeParts = map[string][]string{
+	ChangeEvent:         {"event"},
+	ChangeMessage:       {"message"},
+	ChangeConsent:       {"consent", "consents"},
+	ChangeTraits:        {"traits"},
+	ChangeIdentityAdded: {"identitiesAdded"},
+	ChangeMerged:        {"merged"},
 }
 
 // Includes reports whether the change is of the kind, or its diff holds the
@@ -52,8 +56,12 @@ func (c *Change) Includes(kind string) bool {
 	if c.Kind == kind {
 		return true
 	}
-	part, ok := changeParts[kind]
-	return ok && c.Diff[part] != nil
+	for _, part := range changeParts[kind] {
+		if c.Diff[part] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // ChangeKinds are the kinds a change may have, in the order of the

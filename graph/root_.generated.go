@@ -2274,8 +2274,8 @@ type Subscription {
   not empty, delivers only the changes that include one of those kinds (e.g.
   message, consent, merged, merged_into, observation for an assistant's live
   context): a change whose kind is among them, or whose diff holds the part
-  one of them records (event, message, consent, traits, identitiesAdded,
-  merged). A change's kind names only the most telling thing it did, so an
+  one of them records (event, message, consent or consents, traits,
+  identitiesAdded, merged). A change's kind names only the most telling thing it did, so an
   inbound message that also set a name is of kind traits, and kinds:
   ["message"] delivers it. Cursors stay valid across the filter.
   """

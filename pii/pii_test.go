@@ -215,7 +215,11 @@ func TestDiff(t *testing.T) {
 	if same, found2 := Diff(diff, false); jsonString(same) != before || strings.Join(found2, " ") != wantFound {
 		t.Errorf("Diff not masking = %s, found %v; want it unchanged, found %s", jsonString(same), found2, wantFound)
 	}
-	plain := map[string]any{"merged": []any{"4"}, "forced": true, "survivorId": "9"}
+	// Consent decisions and the channels they are on are no one's: an
+	// event's own (consent) and those a merge or a split changed (consents).
+	plain := map[string]any{"merged": []any{"4"}, "forced": true, "survivorId": "9",
+		"consent":  map[string]any{"channel": "sms", "status": "opted_out"},
+		"consents": []any{map[string]any{"channel": "whatsapp", "status": "opted_in"}, map[string]any{"channel": "sms", "status": nil}}}
 	if got, found := Diff(plain, true); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
 		t.Errorf("Diff(nothing personal) = %v (found %v), want the input itself", got, found)
 	}

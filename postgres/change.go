@@ -68,15 +68,17 @@ func (c *change) identitiesAdded(ids []identity.Identity) {
 	}
 }
 
-// mergedConsents records the consents merges (or a split) changed: a list
-// of the same {channel, status} a consent change records, one per
-// channel, with a null status where the customer no longer has a decision.
-// An event's own decision, recorded by consent, takes the part's place: a
-// split rebuilds consents from those decisions (rebuildConsents), and tells
-// them by their shape.
+// mergedConsents records the consents merges (or a split) changed under
+// consents: a list of the {channel, status} a consent change records, one
+// per channel, with a null status where the customer no longer has a
+// decision. It is a part of its own, not consent: an event that merges and
+// decides a consent itself records its own decision in consent, and the
+// merge's changes of other channels must not be lost behind it; and a
+// split rebuilds consents from the events' own decisions alone
+// (rebuildConsents), which consent then holds, always as one object.
 func (c *change) mergedConsents(changes []map[string]any) {
-	if len(changes) > 0 && c.diff["consent"] == nil {
-		c.diff["consent"] = changes
+	if len(changes) > 0 {
+		c.diff["consents"] = changes
 		c.raise(c360.ChangeConsent)
 	}
 }

@@ -465,8 +465,10 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 // events, and every decision is in the change row of its event, written
 // for the customer that owned the event then: a or b, or a customer in
 // their history, which the ledger names (merged into them, or split from).
-// A merge's or a split's change lists the consents it changed, which are
-// not decisions: the rebuild reads only an event's own, an object.
+// A merge's or a split's change lists the consents it changed under
+// consents, which are not decisions: the rebuild reads only an event's
+// own, under consent. Only an object there is a decision: changes written
+// before consents had a key of its own held such a list under consent.
 //
 // It returns, per customer, the channels whose status the rebuild changed
 // (as change.mergedConsents records them), a null status where the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -11,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 func TestIdentityRulesRoundTripAndValidation(t *testing.T) {
@@ -712,24 +716,9 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 		}
 		return rows[len(rows)-1]
 	}
-	// check asserts the change's kind, that it includes each kind, and the
-	// parts' values as JSON.
 	check := func(what string, ch c360.Change, kind string, parts map[string]string) {
 		t.Helper()
-		if ch.Kind != kind {
-			t.Errorf("%s: kind %q, want %q", what, ch.Kind, kind)
-		}
-		for k, part := range map[string]string{c360.ChangeConsent: "consent", c360.ChangeIdentityAdded: "identitiesAdded", c360.ChangeTraits: "traits"} {
-			want, ok := parts[part]
-			if got := ch.Includes(k); got != ok {
-				t.Errorf("%s: Includes(%q) = %v, want %v (diff %v)", what, k, got, ok, ch.Diff)
-			}
-			if ok {
-				if got := mustJSON(t, ch.Diff[part]); got != want {
-					t.Errorf("%s: diff.%s = %s, want %s", what, part, got, want)
-				}
-			}
-		}
+		checkParts(t, what, ch, kind, parts)
 	}
 
 	// An ingest merge: M's newer opt-in wins on S.
@@ -737,7 +726,7 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 		t.Fatalf("linking event went to %d, want %d", got.CustomerID, s)
 	}
 	check("ingest merge", last(s), c360.ChangeMerged, map[string]string{
-		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"consents":        `[{"channel":"sms","status":"opted_in"}]`,
 		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
 		"traits":          `{"plan":"gold"}`,
 	})
@@ -753,11 +742,11 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 	}
 	n := res.Split.ID
 	check("split, original", last(s), c360.ChangeSplit, map[string]string{
-		"consent": `[{"channel":"sms","status":"opted_out"}]`,
-		"traits":  `{"plan":null}`,
+		"consents": `[{"channel":"sms","status":"opted_out"}]`,
+		"traits":   `{"plan":null}`,
 	})
 	check("split, new customer", last(n), c360.ChangeCreated, map[string]string{
-		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"consents":        `[{"channel":"sms","status":"opted_in"}]`,
 		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
 		"traits":          `{"plan":"gold"}`,
 	})
@@ -767,7 +756,7 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("manual merge", last(s), c360.ChangeMerged, map[string]string{
-		"consent":         `[{"channel":"sms","status":"opted_in"}]`,
+		"consents":        `[{"channel":"sms","status":"opted_in"}]`,
 		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
 		"traits":          `{"plan":"gold"}`,
 	})
@@ -793,6 +782,115 @@ func TestMergeAndSplitChangesIncludeWhatTheyChanged(t *testing.T) {
 			t.Errorf("sms consent of %d after the second split = %q (%v), want %q", c, got, err, want)
 		}
 	}
+}
+
+// checkParts asserts the change's kind, which of the parts of consent,
+// identity_added and traits its diff holds (those of parts, no other), their
+// values as JSON, and that it includes each of those kinds exactly when it
+// holds one of its parts.
+func checkParts(t *testing.T, what string, ch c360.Change, kind string, parts map[string]string) {
+	t.Helper()
+	if ch.Kind != kind {
+		t.Errorf("%s: kind %q, want %q", what, ch.Kind, kind)
+	}
+	for k, kparts := range map[string][]string{c360.ChangeConsent: {"consent", "consents"},
+		c360.ChangeIdentityAdded: {"identitiesAdded"}, c360.ChangeTraits: {"traits"}} {
+		includes := false
+		for _, part := range kparts {
+			want, ok := parts[part]
+			includes = includes || ok
+			if got, has := ch.Diff[part]; has != ok {
+				t.Errorf("%s: diff.%s = %v, want it there: %v (diff %v)", what, part, got, ok, ch.Diff)
+			} else if ok {
+				if got := mustJSON(t, got); got != want {
+					t.Errorf("%s: diff.%s = %s, want %s", what, part, got, want)
+				}
+			}
+		}
+		if got := ch.Includes(k); got != includes {
+			t.Errorf("%s: Includes(%q) = %v, want %v (diff %v)", what, k, got, includes, ch.Diff)
+		}
+	}
+}
+
+// An event that merges and decides a consent itself records both: its own
+// decision in consent, and the consents the merge changed in consents. A
+// merge's change of another channel (whatsapp opted in) was once left out
+// behind the event's decision, and a dialer watching consent never learned
+// of it.
+func TestAMergingEventsConsentKeepsTheMergesConsents(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	const q, p = "+14155550133", "+14155550134"
+	s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s", OccurredAt: t0,
+		Identities: ids("user_id", "u1", "phone", q)}).CustomerID
+	m := ingest1(t, db, ws, consentEvent("m-wa", p, "whatsapp", c360.ConsentOptedIn, t0.Add(time.Minute))).CustomerID
+	if m == s {
+		t.Fatal("the whatsapp opt-in went to the survivor")
+	}
+	link := consentEvent("link-stop", p, "sms", c360.ConsentOptedOut, t0.Add(2*time.Minute))
+	link.Identities = ids("user_id", "u1", "phone", p)
+	if got := ingest1(t, db, ws, link).CustomerID; got != s {
+		t.Fatalf("linking event went to %d, want %d", got, s)
+	}
+	rows, err := db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: s}}, 1000)
+	if err != nil || len(rows) == 0 {
+		t.Fatalf("changes of %d: %v (%v)", s, rows, err)
+	}
+	checkParts(t, "merging opt-out", rows[len(rows)-1], c360.ChangeMerged, map[string]string{
+		"consent":         `{"channel":"sms","status":"opted_out"}`,
+		"consents":        `[{"channel":"whatsapp","status":"opted_in"}]`,
+		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+	})
+	var status string
+	if err := db.Pool.QueryRow(ctx, `SELECT status FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = 'whatsapp'`,
+		ws, s).Scan(&status); err != nil || status != c360.ConsentOptedIn {
+		t.Errorf("whatsapp consent of the survivor = %q (%v), want opted_in", status, err)
+	}
+	// The event's decision stays a decision, which a split reads: the
+	// opt-out arrived with u1 too and stays with S; the whatsapp opt-in
+	// arrived through the phone alone and goes with it.
+	res, err := db.SplitIdentity(ctx, ws, s, c360.Identity{Type: "phone", Value: p}, "agent", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := res.Split.ID
+	want := map[string]string{fmt.Sprint(s, " sms"): c360.ConsentOptedOut, fmt.Sprint(n, " whatsapp"): c360.ConsentOptedIn}
+	if got := consentsOf(t, db, ws); !maps.Equal(got, want) {
+		t.Errorf("consents after the split = %v, want %v", got, want)
+	}
+	rows, err = db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: s}, {WorkspaceID: ws, CustomerID: n}}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastOf := map[int64]c360.Change{}
+	for _, ch := range rows {
+		lastOf[ch.CustomerID] = ch
+	}
+	checkParts(t, "split, original", lastOf[s], c360.ChangeSplit, map[string]string{
+		"consents": `[{"channel":"whatsapp","status":null}]`,
+	})
+	checkParts(t, "split, new customer", lastOf[n], c360.ChangeCreated, map[string]string{
+		"consents":        `[{"channel":"whatsapp","status":"opted_in"}]`,
+		"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+	})
+}
+
+// consentsOf returns the workspace's consents by "customer channel".
+func consentsOf(t *testing.T, db *postgres.DB, ws int64) map[string]string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `SELECT customer_id::text || ' ' || channel, status FROM consents WHERE workspace_id = $1`, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	var k, v string
+	if _, err := pgx.ForEachRow(rows, []any{&k, &v}, func() error { got[k] = v; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func mustJSON(t *testing.T, v any) string {

@@ -816,7 +816,7 @@ func TestMergesAndSplitsReachConsentSubscribers(t *testing.T) {
 	waitFor(t, "the subscription to start", func() bool { return e.hub.Stats().Streams == 1 })
 
 	smsStatus := func(ch change) any {
-		list, _ := ch.Diff["consent"].([]any)
+		list, _ := ch.Diff["consents"].([]any)
 		for _, x := range list {
 			if m, _ := x.(map[string]any); m["channel"] == "sms" {
 				return m["status"]
