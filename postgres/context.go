@@ -29,7 +29,7 @@ var _ c360.ContextService = (*DB)(nil)
 // generic and the custom plan read every customer of the workspace (or the
 // table) and filtered them. "c.id = (SELECT ...)" compares with a parameter
 // of the plan, and is an index lookup (TestMergeFollowingPlansStayIndexLookups).
-const contextSQL = `
+var contextSQL = `
 WITH c AS (
 	SELECT c.* FROM customers c
 	WHERE c.workspace_id = $1 AND c.id = (SELECT coalesce(
@@ -81,11 +81,7 @@ SELECT
 			'mergedId', g.merged_id, 'identityType', g.identity_type, 'identityValue', g.identity_value,
 			'eventId', g.event_id, 'reason', g.reason, 'actor', g.actor, 'createdAt', g.created_at)
 			ORDER BY g.created_at DESC, g.id DESC), '[]')
-		FROM (SELECT * FROM merges g
-			WHERE g.workspace_id = c.workspace_id AND (g.survivor_id = c.id OR g.merged_id = c.id)
-			UNION -- and those of the customers merged into it, as Customer.merges (mergesByCustomersSQL)
-			SELECT g.* FROM customers x JOIN merges g ON g.workspace_id = x.workspace_id AND g.survivor_id = x.id
-			WHERE x.workspace_id = c.workspace_id AND x.merged_into = c.id
+		FROM (` + mergesOfSQL("c.workspace_id", "c.id") + ` -- the entries of Customer.merges
 			ORDER BY created_at DESC, id DESC LIMIT $12) g),
 	` + customerColumns + `
 FROM c`

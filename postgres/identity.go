@@ -619,6 +619,20 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) (map[int64]
 // 2,000 merges, against 1.3 ms. OFFSET 0 keeps the subquery from being
 // pulled up into that join (TestArrayReadsScaleWithTheirArrays).
 //
+// A customer's entries are those mergesOfSQL reads.
+var mergesByCustomersSQL = `
+	SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
+	FROM unnest($2::bigint[]) AS p(id)
+	CROSS JOIN LATERAL (` + mergesOfSQL("$1", "p.id") + `
+		OFFSET 0) m
+	ORDER BY p.id, m.created_at, m.id`
+
+// mergesOfSQL reads the ledger entries of one customer, whose id is the
+// SQL expression id (in workspace ws, another expression), as a UNION of
+// whole merges rows, for the caller to order and bound. Customer.merges
+// (mergesByCustomersSQL) and the assistant's context (contextSQL) both
+// read it, so that they name the same entries.
+//
 // A customer's entries include those of the customers merged into it (one
 // hop always reaches the survivor, mergeSQL): after A merged into B and B
 // into C, C's ledger names B into C and A into B, which tell why A's
@@ -626,23 +640,21 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) (map[int64]
 // it: after N was split from X and merged into Y, an event linking X and
 // Y is refused for that split, and Y's ledger must say so. By each merged
 // customer's own searches of the survivor and merged indexes: the partial
-// index of merged customers lists them.
-const mergesByCustomersSQL = `
-	SELECT p.id, m.id, m.kind, m.survivor_id, m.merged_id, m.identity_type, m.identity_value, m.event_id, m.reason, m.actor, m.created_at
-	FROM unnest($2::bigint[]) AS p(id)
-	CROSS JOIN LATERAL (
-		SELECT m.* FROM merges m
-		WHERE m.workspace_id = $1 AND (m.survivor_id = p.id OR m.merged_id = p.id)
+// index of merged customers lists them. Its aliases (g, x) are none that a
+// caller's id expression names.
+func mergesOfSQL(ws, id string) string {
+	return `
+		SELECT g.* FROM merges g
+		WHERE g.workspace_id = ` + ws + ` AND (g.survivor_id = ` + id + ` OR g.merged_id = ` + id + `)
 		UNION
-		SELECT m.* FROM customers c
-		JOIN merges m ON m.workspace_id = $1 AND m.survivor_id = c.id
-		WHERE c.workspace_id = $1 AND c.merged_into = p.id
+		SELECT g.* FROM customers x
+		JOIN merges g ON g.workspace_id = ` + ws + ` AND g.survivor_id = x.id
+		WHERE x.workspace_id = ` + ws + ` AND x.merged_into = ` + id + `
 		UNION
-		SELECT m.* FROM customers c
-		JOIN merges m ON m.workspace_id = $1 AND m.merged_id = c.id AND m.kind = 'split'
-		WHERE c.workspace_id = $1 AND c.merged_into = p.id
-		OFFSET 0) m
-	ORDER BY p.id, m.created_at, m.id`
+		SELECT g.* FROM customers x
+		JOIN merges g ON g.workspace_id = ` + ws + ` AND g.merged_id = x.id AND g.kind = 'split'
+		WHERE x.workspace_id = ` + ws + ` AND x.merged_into = ` + id
+}
 
 // MergesByCustomers returns the ledger entries that involve each customer,
 // oldest first.

@@ -602,6 +602,23 @@ func TestLedgerNamesTheSplitOfAMergedCustomer(t *testing.T) {
 	if h := hist[n]; len(h) != 2 {
 		t.Errorf("ledger of N = %+v, want its split and its merge", h)
 	}
+	// The assistant's context of Y names the same entries, newest first
+	// (schema/assistant.graphqls, CustomerContext.merges).
+	cc, err := db.CustomerContext(ctx, ws, c360.CustomerRef{ID: y}, time.Now(), c360.DefaultContextLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inContext []string
+	for _, h := range slices.Backward(cc.Merges) {
+		inContext = append(inContext, fmt.Sprintf("%d %s %d<-%d", h.ID, h.Kind, h.SurvivorID, h.MergedID))
+	}
+	var inLedger []string
+	for _, h := range hist[y] {
+		inLedger = append(inLedger, fmt.Sprintf("%d %s %d<-%d", h.ID, h.Kind, h.SurvivorID, h.MergedID))
+	}
+	if got, want := strings.Join(inContext, ", "), strings.Join(inLedger, ", "); got != want {
+		t.Errorf("context of Y names merges %s (oldest first), want Customer.merges' %s", got, want)
+	}
 }
 
 // A manual merge or a split that an ingest's merge overtakes, between the
