@@ -32,7 +32,7 @@ GENERATE   = $(GQLGEN) generate && sed -i -e 's/graphql\.MarshalSliceConcurrentl
 BENCH_FLAGS ?=
 # make bench reuses the newest complete seed of its shape (bench/cmd/bench
 # --reuse): the first run seeds 1M customers, 10M events and 2M messages by
-# COPY, about 2-4 minutes on 2 cores (100k: 21 s), later runs none.
+# COPY, 151 s on the project's 2-core machine, later runs none.
 # BENCH_REUSE= seeds afresh.
 BENCH_REUSE ?= --reuse
 # bench-go: e.g. BENCH_GO_FLAGS='-bench=Ingest -count=6' > new.txt, then benchstat old.txt new.txt.
