@@ -41,9 +41,10 @@ import (
 // not fail the requests of customers that are free. The group's attempt
 // waits for a lock at most groupLockWait, so such a customer holds up its
 // queue (every workspace's) briefly; the request alone then waits the full
-// lock_timeout, and only it fails if its customer stays locked. After that
-// timeout the others are tried together once more, briefly, and all fail
-// if that times out too: the queue is held up about one lock_timeout, not
+// lock_timeout, and only it fails if its customer stays locked, with the
+// requests queued that share an identity with it. After that timeout the
+// others are tried together once more, briefly, and all fail if that times
+// out too: the queue is held up about one lock_timeout, not
 // one wait per request. A group whose statement outlasted
 // statement_timeout (57014) is answered UNAVAILABLE whole: the database is
 // slow, and a retry per request would only send it more slow statements.
@@ -356,7 +357,11 @@ func (db *DB) applyTogether(ctx context.Context, reqs []*ingestReq, patient bool
 // are tried once more together, with the group's short lock wait
 // (applyTogether, not patient), and answered UNAVAILABLE if that times out
 // too: the queue is held up about one lock_timeout (or statement_timeout)
-// and two group waits, whatever the group's size.
+// and two group waits, whatever the group's size. The requests left that
+// share an identity with the one that timed out are not in that attempt:
+// likely of the same customer, they would wait for the same lock and fail
+// the free customers' requests with them. They are answered UNAVAILABLE
+// with it, at once.
 func (db *DB) applyAlone(ctx context.Context, reqs []*ingestReq, patient bool) {
 	for i, r := range reqs {
 		switch {
@@ -376,7 +381,23 @@ func (db *DB) applyAlone(ctx context.Context, reqs []*ingestReq, patient bool) {
 		closeDone(r)
 		if rest := reqs[i+1:]; len(rest) > 0 && timedOut(ctx, r.err) {
 			if patient {
-				db.applyTogether(ctx, rest, false)
+				// The requests left that share an identity with r would
+				// wait for the same lock, and fail the others' attempt
+				// with them: they are answered as r was, at once.
+				held := reqIdentities(r)
+				var others []*ingestReq
+				for _, r2 := range rest {
+					if carriesAny(r2, held) {
+						r2.err = r.err
+						closeDone(r2)
+						continue
+					}
+					others = append(others, r2)
+				}
+				rest = others
+				if len(rest) > 0 {
+					db.applyTogether(ctx, rest, false)
+				}
 				return
 			}
 			for _, r2 := range rest {
@@ -386,6 +407,30 @@ func (db *DB) applyAlone(ctx context.Context, reqs []*ingestReq, patient bool) {
 			return
 		}
 	}
+}
+
+// reqIdentities is the set of identities of r's events. A request of the
+// same customer reached through another of its identifiers is not in it.
+func reqIdentities(r *ingestReq) map[identity.Identity]struct{} {
+	set := map[identity.Identity]struct{}{}
+	for _, p := range r.prepared {
+		for _, id := range p.identities {
+			set[id] = struct{}{}
+		}
+	}
+	return set
+}
+
+// carriesAny reports whether an event of r carries one of the identities.
+func carriesAny(r *ingestReq, ids map[identity.Identity]struct{}) bool {
+	for _, p := range r.prepared {
+		for _, id := range p.identities {
+			if _, ok := ids[id]; ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lockedOut reports a failure of the group's transaction that one of its

@@ -117,6 +117,43 @@ func testGroupLockTimeout(t *testing.T, params url.Values) {
 	}
 }
 
+// A locked customer with two requests in one group fails only its own
+// requests. Group [x-2, x-3, y-1], x's row locked: x-2 alone times out; the
+// rest would be tried together once more, and x-3 would hit the same lock
+// and fail y-1, free, with it. x-3, which shares x-2's identity, is answered
+// with x-2 at once instead, and y-1 is applied without it.
+func TestGroupWithTwoRequestsOfALockedCustomerStoresTheFreeOne(t *testing.T) {
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"300"}}, postgres.IngestConfig{Workers: 1})
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	x := ingest1(t, db, ws, track("x-0", ids("user_id", "x"))).CustomerID
+	tx, pid := lockCustomer(t, db, ws, x)
+
+	x1 := ingestAsync(db, ws, track("x-1", ids("user_id", "x"))) // keeps the one worker busy
+	waitBlockedBy(t, db, pid)
+	x2 := ingestAsync(db, ws, track("x-2", ids("user_id", "x")))
+	time.Sleep(10 * time.Millisecond)
+	x3 := ingestAsync(db, ws, track("x-3", ids("user_id", "x")))
+	time.Sleep(10 * time.Millisecond)
+	y1 := ingestAsync(db, ws, track("y-1", ids("user_id", "y")))
+
+	if err := <-y1; err != nil {
+		t.Errorf("y, unrelated to the locked customer: %v, want stored", err)
+	}
+	for name, ch := range map[string]<-chan error{"x-1": x1, "x-2": x2, "x-3": x3} {
+		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			t.Errorf("%s, its customer locked: %v, want UNAVAILABLE", name, err)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'y-1'`, ws); n != 1 {
+		t.Errorf("y-1 stored %d times, want 1", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('x-1', 'x-2', 'x-3')`, ws); n != 0 {
+		t.Errorf("%d of x's locked events stored, want 0", n)
+	}
+	tx.Rollback(ctx)
+}
+
 // A group waits for a locked customer only briefly (at most 500 ms, not
 // the full lock_timeout), so the requests queued with it and behind it
 // are held up that long; the locked request alone then waits its full
