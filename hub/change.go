@@ -22,11 +22,15 @@ type Change struct {
 }
 
 // memoEntry is one shared value: done is closed by the caller that computed
-// it, after val and ok are set.
+// it, after val, ok and again are set.
 type memoEntry struct {
 	done chan struct{}
 	val  any
 	ok   bool
+	// again is set when compute failed because the caller that ran it
+	// left (its ctx ended) or panicked: the failure is that caller's, not
+	// the value's, so the waiting callers elect another to compute.
+	again bool
 }
 
 // Cursor returns the opaque position of the change: resuming after it
@@ -38,9 +42,15 @@ func (c *Change) Cursor() string {
 // Shared returns the value stored under key, computing it with compute when
 // there is none. Concurrent callers with the same key wait for the one that
 // computes instead of computing again. compute reports whether its value may
-// be kept: when it may not (a failure that another caller might not hit), the
-// waiting callers compute in turn. A waiting caller whose ctx ends gets
-// ctx.Err().
+// be kept. When it may not (a failure that a later caller might not hit),
+// the callers already waiting get that value too, at once: computing it
+// again in turn would have each wait as long as the one before (a read
+// retried through an outage for hub.Options.ReadRetry would answer the
+// k-th subscriber after k times that), while a caller that comes after the
+// failure computes afresh. Only when the failure is not the value's, the
+// computing caller's ctx having ended (its subscriber left) or compute
+// having panicked, does one of the waiting callers compute again. A waiting
+// caller whose ctx ends gets ctx.Err().
 func (c *Change) Shared(ctx context.Context, key string, compute func() (any, bool)) (any, error) {
 	for {
 		c.mu.Lock()
@@ -52,12 +62,12 @@ func (c *Change) Shared(ctx context.Context, key string, compute func() (any, bo
 			e = &memoEntry{done: make(chan struct{})}
 			c.memo[key] = e
 			c.mu.Unlock()
-			return c.fill(key, e, compute), nil
+			return c.fill(ctx, key, e, compute), nil
 		}
 		c.mu.Unlock()
 		select {
 		case <-e.done:
-			if e.ok {
+			if !e.again {
 				return e.val, nil
 			}
 		case <-ctx.Done():
@@ -66,11 +76,14 @@ func (c *Change) Shared(ctx context.Context, key string, compute func() (any, bo
 	}
 }
 
-func (c *Change) fill(key string, e *memoEntry, compute func() (any, bool)) any {
+// fill computes e's value as the caller with ctx.
+func (c *Change) fill(ctx context.Context, key string, e *memoEntry, compute func() (any, bool)) any {
+	e.again = true // until compute returns: a panic is not the value's failure
 	defer func() {
 		if !e.ok {
-			// Forget the entry before waking the waiters, so that one of
-			// them computes instead of finding the failed entry again.
+			// Forget the entry before waking the waiters, so that a later
+			// caller (or, when again is set, one of the waiters) computes
+			// instead of finding the failed entry.
 			c.mu.Lock()
 			delete(c.memo, key)
 			c.mu.Unlock()
@@ -79,6 +92,7 @@ func (c *Change) fill(key string, e *memoEntry, compute func() (any, bool)) any 
 	}()
 	v, ok := compute()
 	e.val, e.ok = v, ok
+	e.again = !ok && ctx.Err() != nil
 	return v
 }
 

@@ -331,33 +331,135 @@ func TestHubStop(t *testing.T) {
 	}
 }
 
-// Shared computes once for concurrent callers and lets them retry when the
-// value may not be kept.
+// Shared computes once for concurrent callers, hands a value that may not
+// be kept to the callers waiting for it, and computes again for a caller
+// that comes after the failure.
 func TestChangeShared(t *testing.T) {
 	c := &hub.Change{}
 	var calls int
 	var mu sync.Mutex
+	compute := func() (any, bool) {
+		mu.Lock()
+		calls++
+		n := calls
+		mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+		return n, n > 1 // the first result may not be kept
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < 20; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := c.Shared(context.Background(), "k", func() (any, bool) {
-				mu.Lock()
-				calls++
-				n := calls
-				mu.Unlock()
-				time.Sleep(10 * time.Millisecond)
-				return n, n > 1 // the first result may not be kept
-			})
+			v, err := c.Shared(context.Background(), "k", compute)
 			if err != nil || v.(int) < 1 {
 				t.Errorf("Shared = %v, %v", v, err)
 			}
 		}()
 	}
 	wg.Wait()
-	if calls != 2 {
-		t.Fatalf("compute ran %d times, want 2 (one failure, one kept)", calls)
+	if calls < 1 || calls > 2 {
+		t.Fatalf("compute ran %d times for concurrent callers, want once (twice if one came after the failure)", calls)
+	}
+	first := calls
+	// The failure was not kept: the next caller computes, and its value is.
+	for range 2 {
+		if v, err := c.Shared(context.Background(), "k", compute); err != nil || v.(int) != first+1 {
+			t.Fatalf("Shared after the failure = %v, %v, want %d", v, err, first+1)
+		}
+	}
+	if calls != first+1 {
+		t.Fatalf("compute ran %d times, want %d (the kept value is shared)", calls, first+1)
+	}
+}
+
+// The callers waiting for a value that failed get the failure at once
+// rather than computing it again one after another: N subscribers of a
+// message change during an outage get their 1013 after one ReadRetry, not
+// after N of them.
+func TestSharedFailureIsNotComputedAgainByEachWaiter(t *testing.T) {
+	const read, subscribers = 200 * time.Millisecond, 5
+	c := &hub.Change{}
+	start := time.Now()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		last  time.Duration
+		calls int
+	)
+	for range subscribers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := c.Shared(context.Background(), "message", func() (any, bool) {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				time.Sleep(read)
+				return "failed", false
+			})
+			if err != nil || v != "failed" {
+				t.Errorf("Shared = %v, %v, want the failure", v, err)
+			}
+			mu.Lock()
+			last = max(last, time.Since(start))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if last > 2*read {
+		t.Errorf("the last of %d subscribers answered after %v (compute ran %d times), want about one read (%v)", subscribers, last, calls, read)
+	}
+}
+
+// When the caller computing a value leaves (its ctx ends) and compute fails
+// for that, the failure is not the value's: one of the waiting callers
+// computes it, and the others share what it computed.
+func TestSharedReelectsWhenTheComputingCallerLeaves(t *testing.T) {
+	c := &hub.Change{}
+	ctx, cancel := context.WithCancel(context.Background())
+	started, release := make(chan struct{}), make(chan struct{})
+	filler := make(chan any, 1)
+	go func() {
+		v, _ := c.Shared(ctx, "message", func() (any, bool) {
+			close(started)
+			<-release
+			return ctx.Err(), false // the read ended with its caller's ctx
+		})
+		filler <- v
+	}()
+	<-started
+
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		calls int
+	)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := c.Shared(context.Background(), "message", func() (any, bool) {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				return "message", true
+			})
+			if err != nil || v != "message" {
+				t.Errorf("waiter's Shared = %v, %v, want the value computed again", v, err)
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond) // the waiters wait on the filler's entry
+	cancel()
+	close(release)
+	wg.Wait()
+	if v := <-filler; v != context.Canceled {
+		t.Errorf("the leaving caller's Shared = %v, want its own failure", v)
+	}
+	if calls != 1 {
+		t.Errorf("the waiters computed %d times, want once (one elected, the others share its value)", calls)
 	}
 }
 

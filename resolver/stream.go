@@ -169,6 +169,9 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 	}
 	r, ok := v.(*rendered)
 	if !ok {
+		// The rendering gave no response: nor does it for the subscribers
+		// that waited on it (hub.Change.Shared renders again only when
+		// the subscriber rendering left).
 		return nil
 	}
 	return &graphql.Response{Data: r.data, Errors: r.errs}

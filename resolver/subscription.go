@@ -29,7 +29,9 @@ func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
 // number of subscribers, and read again while the database does not answer
 // (hub.Hub.Retry), as the stream's own reads are: the change is not
 // delivered twice, and a conversationMessages client could not resume
-// past one it never got (it has no after).
+// past one it never got (it has no after). When the retries run out, the
+// subscribers waiting on that read fail with it (hub.Change.Shared), each
+// after one ReadRetry, not one ReadRetry more for each before it.
 func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*c360.Message, bool, error) {
 	m, _ := c.Diff["message"].(map[string]any)
 	if m == nil {

@@ -344,6 +344,36 @@ func TestConversationMessagesDuringALongDatabaseOutage(t *testing.T) {
 	}
 }
 
+// Every subscriber of a message change gets its 1013 after one round of
+// retries of the message's read, which they share. The read's failure used
+// to be dropped and the waiting subscribers read again one after another:
+// the k-th was closed after k rounds, not the ReadRetry the docs promise.
+func TestConversationMessagesSubscribersShareALongOutage(t *testing.T) {
+	const readRetry, subscribers = 400 * time.Millisecond, 5
+	m := newMessagesEnv(t, readRetry)
+	cs := make([]*wsClient, subscribers)
+	for i := range cs {
+		cs[i] = dialWS(t, wsURL(m.srv), "graphql-transport-ws", nil)
+		cs[i].init(m.key)
+		cs[i].subscribe("m", subMessages, map[string]any{"cust": fmt.Sprint(m.owner)})
+	}
+	waitFor(t, "subscriptions", func() bool { return m.hub.Stats().Streams == subscribers })
+	m.store.failing.Store(1 << 30)
+	started := time.Now()
+	m.sms(t, "hello")
+	// The connections are closed independently of the order they are
+	// read in: the time after the last is the time the last was closed.
+	for _, c := range cs {
+		if code := closeAfterMessages(t, c, "m"); code != server.CloseUnavailable {
+			t.Fatalf("closed with %d, want %d (try again later)", code, server.CloseUnavailable)
+		}
+	}
+	last := time.Since(started)
+	if last > 2*readRetry+500*time.Millisecond {
+		t.Fatalf("the last of %d subscribers was closed after %v, want about one round of retries (%v)", subscribers, last, readRetry)
+	}
+}
+
 // A client that completes a subscription while it is still retrying its
 // first reads wants nothing more of it: the connection, with its other
 // subscriptions, stays open. It used to be closed with 1013, as if the
