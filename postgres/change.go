@@ -76,6 +76,9 @@ func (c *change) identitiesAdded(ids []identity.Identity) {
 // merge's changes of other channels must not be lost behind it; and a
 // split rebuilds consents from the events' own decisions alone
 // (rebuildConsents), which consent then holds, always as one object.
+// Each status is the channel's after the event: ingestOne settles the
+// channel of an event's own decision that took effect
+// (settleConsentChange).
 func (c *change) mergedConsents(changes []map[string]any) {
 	if len(changes) > 0 {
 		c.diff["consents"] = changes
@@ -92,6 +95,17 @@ func setConsentChange(changes []map[string]any, channel string, status any) []ma
 		}
 	}
 	return append(changes, map[string]any{"channel": channel, "status": status})
+}
+
+// settleConsentChange sets channel's status in changes to status if
+// changes has the channel, and adds none: the event's own decision is in
+// consent, and consents lists only the channels merges changed.
+func settleConsentChange(changes []map[string]any, channel string, status any) {
+	for _, ch := range changes {
+		if ch["channel"] == channel {
+			ch["status"] = status
+		}
+	}
 }
 
 // mergeTraitChanges returns the traits merges changed, updated by those the

@@ -895,6 +895,69 @@ func TestAMergingEventsConsentKeepsTheMergesConsents(t *testing.T) {
 	})
 }
 
+// A merging event's own decision on a channel the merge changed leaves
+// consents saying how the channel stands after the event, not before it: B
+// opted SMS in, and the STOP that links B to S merges B's opt-in into S
+// and then opts S out. A dialer that applies consents after consent must
+// not record SMS opted in right after a STOP. A STOP older than the
+// opt-in does not take effect (the newer decision wins), and consents
+// says the opt-in stands.
+func TestAMergingEventsConsentSettlesTheMergesConsents(t *testing.T) {
+	db := pgtest.Open(t)
+	// One workspace for both cases: TestLookedUpProfilePlansUseIndexes
+	// plans against statistics that count the workspaces with consents.
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for i, tc := range []struct {
+		name     string
+		stopAt   time.Duration // after t0; B opted in at t0+1m
+		consents string
+	}{
+		{"newer stop", 2 * time.Minute, `[{"channel":"sms","status":"opted_out"}]`},
+		{"older stop", 30 * time.Second, `[{"channel":"sms","status":"opted_in"}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Now().Add(-time.Hour)
+			user, q, p := fmt.Sprint("u", i), fmt.Sprint("+1415555014", i), fmt.Sprint("+1415555015", i)
+			s := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s" + user, OccurredAt: t0,
+				Identities: ids("user_id", user, "phone", q)}).CustomerID
+			if b := ingest1(t, db, ws, consentEvent("m-sms"+user, p, "sms", c360.ConsentOptedIn, t0.Add(time.Minute))).CustomerID; b == s {
+				t.Fatal("the sms opt-in went to the survivor")
+			}
+			link := consentEvent("link-stop"+user, p, "sms", c360.ConsentOptedOut, t0.Add(tc.stopAt))
+			link.Identities = ids("user_id", user, "phone", p)
+			if got := ingest1(t, db, ws, link).CustomerID; got != s {
+				t.Fatalf("linking event went to %d, want %d", got, s)
+			}
+			rows, err := db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: s}}, 1000)
+			if err != nil || len(rows) == 0 {
+				t.Fatalf("changes of %d: %v (%v)", s, rows, err)
+			}
+			last := rows[len(rows)-1]
+			checkParts(t, "merging stop", last, c360.ChangeMerged, map[string]string{
+				"consent":         `{"channel":"sms","status":"opted_out"}`,
+				"consents":        tc.consents,
+				"identitiesAdded": fmt.Sprintf(`[{"type":"phone","value":%q}]`, p),
+			})
+			// What a dialer records, consent then consents, is S's consent.
+			var net string
+			if own, ok := last.Diff["consent"].(map[string]any); ok {
+				net, _ = own["status"].(string)
+			}
+			if list, ok := last.Diff["consents"].([]any); ok {
+				for _, e := range list {
+					if e, ok := e.(map[string]any); ok && e["channel"] == "sms" {
+						net, _ = e["status"].(string)
+					}
+				}
+			}
+			if got, want := consentsOf(t, db, ws)[fmt.Sprint(s, " sms")], net; got != want {
+				t.Errorf("sms consent of the survivor = %q, the change says %q", got, want)
+			}
+		})
+	}
+}
+
 // consentsOf returns the workspace's consents by "customer channel".
 func consentsOf(t *testing.T, db *postgres.DB, ws int64) map[string]string {
 	t.Helper()

@@ -306,8 +306,18 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 
 	ch := newChange(res.EventID, ev)
 	if ev.Consent != nil {
-		if err := upsertConsent(ctx, tx, ws, cust.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt); err != nil {
+		applied, err := upsertConsent(ctx, tx, ws, cust.id, ev.Consent.Channel, ev.Consent.Status, ev.Source, ev.OccurredAt)
+		if err != nil {
 			return res, nil, err
+		}
+		// consents says how each channel the merges changed stands
+		// after the event: a decision that took effect replaces the
+		// merge's status of its channel, so a STOP that merged an
+		// opted-in number in is not followed by that opt-in. One that
+		// did not (the stored decision is newer) leaves the merge's
+		// status, which is the stored one.
+		if applied {
+			settleConsentChange(cust.consentChanges, ev.Consent.Channel, ev.Consent.Status)
 		}
 		ch.consent(ev.Consent)
 	}
@@ -677,15 +687,22 @@ var commitCustomerSQL = `
 	INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
 	SELECT $1, $2, c.version, $6, $7, $5 FROM c`
 
-func upsertConsent(ctx context.Context, tx pgx.Tx, ws, customer int64, channel, status, source string, at time.Time) error {
-	_, err := tx.Exec(ctx, `
+// upsertConsent stores the decision unless the customer's stored decision
+// on the channel is newer, and reports whether it stored it: the command
+// tag counts no row when the conflict's WHERE kept the stored one, so no
+// statement is added to learn the channel's resulting status.
+func upsertConsent(ctx context.Context, tx pgx.Tx, ws, customer int64, channel, status, source string, at time.Time) (bool, error) {
+	tag, err := tx.Exec(ctx, `
 		INSERT INTO consents (workspace_id, customer_id, channel, status, source, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (workspace_id, customer_id, channel) DO UPDATE
 		SET status = excluded.status, source = excluded.source, updated_at = excluded.updated_at
 		WHERE consents.updated_at <= excluded.updated_at`,
 		ws, customer, channel, status, source, at)
-	return interpretError(err)
+	if err != nil {
+		return false, interpretError(err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // insertMessage appends the message to the customer's open conversation on
