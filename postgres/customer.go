@@ -232,12 +232,20 @@ func (db *DB) ConsentsByCustomers(ctx context.Context, ws int64, ids []int64) (m
 	return out, nil
 }
 
+// queueConsents queues the consents of ids (nil: the looked-up customer).
+// Each customer's rows are looked up on their own (LATERAL, fenced by
+// OFFSET 0): consents is the smallest per-customer table, and in a
+// database of many small tenants a generic plan, taking a workspace to
+// hold the table's rows divided by its workspaces, otherwise read the
+// whole workspace's consents and hashed them, for the largest tenant too
+// (TestLookedUpProfilePlansUseIndexes, with small tenants beside it).
 func queueConsents(p *pipeline, ws int64, ids []int64) map[int64][]*c360.Consent {
 	out := make(map[int64][]*c360.Consent, len(ids))
 	p.queue("consents", `
 		SELECT c.customer_id, c.channel, c.status, coalesce(c.source, ''), c.updated_at
 		FROM `+lookedUpCustomers+` AS p(id)
-		JOIN consents c ON c.workspace_id = $1 AND c.customer_id = p.id
+		CROSS JOIN LATERAL (SELECT customer_id, channel, status, source, updated_at FROM consents
+			WHERE workspace_id = $1 AND customer_id = p.id OFFSET 0) c
 		ORDER BY c.customer_id, c.channel`, []any{ws, p.customersArg(ids)}, func(rows pgx.Rows) error {
 		c := &c360.Consent{}
 		if err := rows.Scan(&c.CustomerID, &c.Channel, &c.Status, &c.Source, &c.UpdatedAt); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,6 +56,29 @@ func TestMergeFollowingPlansStayIndexLookups(t *testing.T) {
 // messages, by the conversation), in its generic plan too.
 func TestLookedUpProfilePlansUseIndexes(t *testing.T) {
 	db, ws, _ := plannedWorkspace(t)
+	checkLookedUpProfilePlans(t, db, ws)
+}
+
+// In a database of many small tenants, a generic plan takes a workspace to
+// hold the table's rows divided by its workspaces; the looked-up profile
+// must still read its customer's rows by index, not the workspace's
+// (consents, the smallest table, was read whole and hashed). The tenants
+// are made in a database of the test's own: added to the package's, they
+// would change the plans that the other plan tests check.
+func TestLookedUpProfilePlansUseIndexesAmongSmallTenants(t *testing.T) {
+	db, m := emptyStore(t, "tenants")
+	if err := m.Up(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	ws, _ := seedPlannedWorkspace(t, db)
+	crowd(t, db)
+	checkLookedUpProfilePlans(t, db, ws)
+}
+
+// checkLookedUpProfilePlans checks that the parts of a looked-up profile
+// read each table by the customer's (or conversation's) index.
+func checkLookedUpProfilePlans(t *testing.T, db *postgres.DB, ws int64) {
+	t.Helper()
 	tables := []string{"identities", "consents", "events", "conversations", "messages"}
 	for _, withMessages := range []bool{false, true} {
 		sqls, args := postgres.ProfileStatements(ws, withMessages)
@@ -83,6 +107,13 @@ func TestLookedUpProfilePlansUseIndexes(t *testing.T) {
 // a scan from a lookup, and returns one of its customers.
 func plannedWorkspace(t *testing.T) (*postgres.DB, int64, int64) {
 	db := pgtest.Open(t)
+	ws, customer := seedPlannedWorkspace(t, db)
+	return db, ws, customer
+}
+
+// seedPlannedWorkspace is plannedWorkspace in db.
+func seedPlannedWorkspace(t *testing.T, db *postgres.DB) (int64, int64) {
+	t.Helper()
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	if _, err := seed.Run(ctx, db.Pool, ws, seed.Options{Customers: 3000, EventsPerCustomer: 1, MessagesPerConv: 1}); err != nil {
@@ -100,7 +131,7 @@ func plannedWorkspace(t *testing.T) (*postgres.DB, int64, int64) {
 	if err := db.Pool.QueryRow(ctx, `SELECT max(id) FROM customers WHERE workspace_id = $1`, ws).Scan(&customer); err != nil {
 		t.Fatal(err)
 	}
-	return db, ws, customer
+	return ws, customer
 }
 
 // The tables a new workspace grows into are analyzed early (migration
@@ -326,8 +357,9 @@ func TestSearchUsesTheTrigramIndex(t *testing.T) {
 	}
 }
 
-// crowd adds twelve small workspaces to db's, as a shared deployment has:
-// from ten on, the planner takes "id = ANY($2)" to find a single row.
+// crowd adds twelve small workspaces to db's, as a shared deployment has,
+// each customer with a consent: from ten on, the planner takes
+// "id = ANY($2)" to find a single row.
 func crowd(t *testing.T, db *postgres.DB) {
 	t.Helper()
 	ctx := context.Background()
@@ -336,8 +368,12 @@ func crowd(t *testing.T, db *postgres.DB) {
 		if _, err := seed.Run(ctx, db.Pool, other, seed.Options{Customers: 20, EventsPerCustomer: 1, MessagesPerConv: 1}); err != nil {
 			t.Fatalf("seed: %v", err)
 		}
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO consents (workspace_id, customer_id, channel, status)
+			SELECT workspace_id, id, 'sms', 'opted_in' FROM customers WHERE workspace_id = $1`, other); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations`); err != nil {
+	if _, err := db.Pool.Exec(ctx, `ANALYZE customers, conversations, consents`); err != nil {
 		t.Fatal(err)
 	}
 }
