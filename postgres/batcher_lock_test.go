@@ -211,21 +211,11 @@ func TestGroupUnderAWideLockWaitsAboutOneLockTimeout(t *testing.T) {
 
 	busy := ingestAsync(db, ws, track("w-busy", ids("user_id", "w-busy"))) // keeps the one worker busy
 	pgtest.WaitForLockWait(t, db, "events")
-	var group []<-chan error
-	for i := range requests {
-		group = append(group, ingestAsync(db, ws, track(fmt.Sprintf("w-%d", i), ids("user_id", fmt.Sprintf("w-%d", i)))))
-	}
-	time.Sleep(50 * time.Millisecond) // the requests wait in the queue, to be one group
+	group := queueGroup(db, ws, "w", requests)
 	if err := <-busy; c360.ErrorCode(err) != c360.EUNAVAILABLE {
 		t.Fatalf("the request ahead: %v, want UNAVAILABLE", err)
 	}
-	start := time.Now()
-	for i, ch := range group {
-		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
-			t.Errorf("w-%d, the events table locked: %v, want UNAVAILABLE", i, err)
-		}
-	}
-	if took := time.Since(start); took > 2*lockTimeout+lockTimeout/2 {
+	if took := answeredUnavailable(t, "w", group, "the events table locked"); took > 2*lockTimeout+lockTimeout/2 {
 		t.Errorf("the group's %d requests answered in %v, want about one lock_timeout (%v), not one each", requests, took, lockTimeout)
 	}
 }
@@ -243,21 +233,11 @@ func TestGroupUnderASlowStatementFailsAtOnce(t *testing.T) {
 
 	busy := ingestAsync(db, ws, track("s-busy", ids("user_id", "s-busy"))) // keeps the one worker busy
 	waitSleeping(t, db)
-	var group []<-chan error
-	for i := range requests {
-		group = append(group, ingestAsync(db, ws, track(fmt.Sprintf("s-%d", i), ids("user_id", fmt.Sprintf("s-%d", i)))))
-	}
-	time.Sleep(50 * time.Millisecond) // the requests wait in the queue, to be one group
+	group := queueGroup(db, ws, "s", requests)
 	if err := <-busy; c360.ErrorCode(err) != c360.EUNAVAILABLE {
 		t.Fatalf("the request ahead: %v, want UNAVAILABLE", err)
 	}
-	start := time.Now()
-	for i, ch := range group {
-		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
-			t.Errorf("s-%d, its insert slower than statement_timeout: %v, want UNAVAILABLE", i, err)
-		}
-	}
-	if took := time.Since(start); took > 3*statementTimeout {
+	if took := answeredUnavailable(t, "s", group, "its insert slower than statement_timeout"); took > 3*statementTimeout {
 		t.Errorf("the group's %d requests answered in %v, want about one statement_timeout (%v), not one each", requests, took, statementTimeout)
 	}
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); n != 0 {
@@ -303,4 +283,31 @@ func waitSleeping(t *testing.T, db *postgres.DB) {
 			t.Fatal("no statement sleeps in pg_sleep")
 		}
 	}
+}
+
+// queueGroup sends n requests, of the users prefix-0 to prefix-(n-1),
+// while the one worker is busy, and lets them wait in its queue, to be
+// taken as one group.
+func queueGroup(db *postgres.DB, ws int64, prefix string, n int) []<-chan error {
+	var group []<-chan error
+	for i := range n {
+		user := fmt.Sprintf("%s-%d", prefix, i)
+		group = append(group, ingestAsync(db, ws, track(user, ids("user_id", user))))
+	}
+	time.Sleep(50 * time.Millisecond)
+	return group
+}
+
+// answeredUnavailable waits for every request of a queueGroup, fails t for
+// each one not answered UNAVAILABLE (why says why it must be), and returns
+// how long the answers took.
+func answeredUnavailable(t *testing.T, prefix string, group []<-chan error, why string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for i, ch := range group {
+		if err := <-ch; c360.ErrorCode(err) != c360.EUNAVAILABLE {
+			t.Errorf("%s-%d, %s: %v, want UNAVAILABLE", prefix, i, why, err)
+		}
+	}
+	return time.Since(start)
 }

@@ -1,12 +1,14 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +47,28 @@ func postSSE(t *testing.T, ctx context.Context, baseURL, key, query string, vars
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
 }
+
+// sseReader reads the data of an SSE stream's events.
+type sseReader struct{ sc *bufio.Scanner }
+
+func newSSEReader(r io.Reader) *sseReader {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	return &sseReader{sc: sc}
+}
+
+// next returns the next event's data; false once the stream has ended,
+// and err then says how.
+func (s *sseReader) next() (string, bool) {
+	for s.sc.Scan() {
+		if data, ok := strings.CutPrefix(s.sc.Text(), "data: "); ok {
+			return data, true
+		}
+	}
+	return "", false
+}
+
+func (s *sseReader) err() error { return s.sc.Err() }
 
 // rtEnv is a server with the real-time path wired as `c360 serve` wires it:
 // a running hub woken after every commit.

@@ -1,12 +1,10 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,13 +159,8 @@ func TestSubscriptionDuringALongDatabaseOutage(t *testing.T) {
 		waitFor(t, "the SSE subscription", func() bool { return o.hub.Stats().Streams == 3 })
 		o.merge(t)
 		var errs []string
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
+		sse := newSSEReader(resp.Body)
+		for data, ok := sse.next(); ok; data, ok = sse.next() {
 			var p struct {
 				Errors []struct {
 					Extensions struct{ Code string } `json:"extensions"`
@@ -181,7 +174,7 @@ func TestSubscriptionDuringALongDatabaseOutage(t *testing.T) {
 			}
 		}
 		if len(errs) != 1 || errs[0] != c360.EUNAVAILABLE {
-			t.Fatalf("the stream ended with errors %v (%v), want one UNAVAILABLE", errs, sc.Err())
+			t.Fatalf("the stream ended with errors %v (%v), want one UNAVAILABLE", errs, sse.err())
 		}
 	})
 }

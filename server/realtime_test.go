@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -496,25 +495,22 @@ func TestSubscriptionOverSSE(t *testing.T) {
 	}
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 	ingest(t, e.db, e.ws, email("ivy@example.com"), map[string]any{"x": 1})
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			var p struct {
-				Data struct {
-					C change `json:"customerChanged"`
-				} `json:"data"`
-			}
-			if err := json.Unmarshal([]byte(data), &p); err != nil {
-				t.Fatalf("decode %s: %v", data, err)
-			}
-			if p.Data.C.Version != 2 || p.Data.C.Kind != c360.ChangeTraits {
-				t.Fatalf("got %+v, want traits v2", p.Data.C)
-			}
-			return
-		}
+	sse := newSSEReader(resp.Body)
+	data, ok := sse.next()
+	if !ok {
+		t.Fatalf("stream ended: %v", sse.err())
 	}
-	t.Fatalf("stream ended: %v", sc.Err())
+	var p struct {
+		Data struct {
+			C change `json:"customerChanged"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(data), &p); err != nil {
+		t.Fatalf("decode %s: %v", data, err)
+	}
+	if p.Data.C.Version != 2 || p.Data.C.Kind != c360.ChangeTraits {
+		t.Fatalf("got %+v, want traits v2", p.Data.C)
+	}
 }
 
 // Each change is rendered with the customer as it is then: over SSE, where
@@ -530,17 +526,12 @@ func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
 	defer cancel()
 	resp := postSSE(t, ctx, e.srv.URL, e.key, sub, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sse := newSSEReader(resp.Body)
 	// at reads payloads until the one of version v, and returns how many
 	// identities and conversations it showed.
 	at := func(v int64) (idents, convs int) {
 		t.Helper()
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
+		for data, ok := sse.next(); ok; data, ok = sse.next() {
 			var p struct {
 				Data struct {
 					C struct {
@@ -561,7 +552,7 @@ func TestSubscriptionChildrenAreCurrentForEachChange(t *testing.T) {
 				return len(p.Data.C.Customer.Identities), len(p.Data.C.Customer.Conversations.Edges)
 			}
 		}
-		t.Fatalf("stream ended before version %d: %v", v, sc.Err())
+		t.Fatalf("stream ended before version %d: %v", v, sse.err())
 		return 0, 0
 	}
 	version := func() int64 {
@@ -628,13 +619,8 @@ func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	ingest(t, e.db, e.ws, email("sse-revoked@example.com"), map[string]any{"after": "revocation"})
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
+	sse := newSSEReader(resp.Body)
+	for data, ok := sse.next(); ok; data, ok = sse.next() {
 		if strings.Contains(data, "revocation") {
 			t.Fatalf("a change after the revocation was delivered: %s", data)
 		}
@@ -644,7 +630,7 @@ func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
 		waitFor(t, "the stream let go", func() bool { return e.hub.Stats().Streams == 0 })
 		return
 	}
-	t.Fatalf("stream ended without a word: %v", sc.Err())
+	t.Fatalf("stream ended without a word: %v", sse.err())
 }
 
 // A query persisted over HTTP (automatic persisted queries) is known over
