@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -437,7 +436,7 @@ func carriesAny(r *ingestReq, ids map[identity.Identity]struct{}) bool {
 // customers can cause for all: a lock wait past the group's lock timeout
 // (55P03), while the group's own time (ctx) had not run out. A statement
 // past statement_timeout (57014) is not: the group's lock waits are kept
-// shorter (groupLockTimeout), so a statement that timed out was slow, the
+// shorter (groupLockTimeoutSQL), so a statement that timed out was slow, the
 // database with it, and retrying each request would only send it again.
 func lockedOut(ctx context.Context, err error) bool {
 	var pgErr *pgconn.PgError
@@ -458,47 +457,21 @@ func timedOut(ctx context.Context, err error) bool {
 // (applyAlone), the first with the full lock_timeout.
 const groupLockWait = 500 * time.Millisecond
 
-// groupLockTimeout is groupLockWait, or less when the connections' settings
-// (lockParam, stmtParam: lock_timeout and statement_timeout as PostgreSQL
-// reads them, milliseconds or a number with a unit) are shorter: a group
+// groupLockTimeoutSQL computes, in the transaction's own session, the
+// lock_timeout of a group's attempt: groupLockWait, or less when the
+// session's lock_timeout or statement_timeout (as PostgreSQL read them,
+// whatever unit the URL wrote them in; 0 is none) are shorter. A group
 // never waits for a lock longer than a request alone, and its lock wait
 // ends, as 55P03, with a quarter of statement_timeout to spare, so a group
 // held up by a lock is never taken for a slow statement (57014, lockedOut).
-func groupLockTimeout(lockParam, stmtParam string) time.Duration {
-	d := groupLockWait
-	if l, ok := pgDuration(lockParam); ok {
-		d = min(d, l)
-	}
-	if s, ok := pgDuration(stmtParam); ok {
-		d = min(d, max(s-s/4, time.Millisecond))
-	}
-	return d
-}
+var groupLockTimeoutSQL = `(SELECT greatest(1, floor(least(` + strconv.FormatInt(groupLockWait.Milliseconds(), 10) + `,
+	nullif(extract(epoch FROM current_setting('lock_timeout')::interval) * 1000, 0),
+	nullif(extract(epoch FROM current_setting('statement_timeout')::interval) * 1000, 0) * 3 / 4)))::bigint || 'ms')`
 
-// pgDuration reads a duration setting as PostgreSQL does: milliseconds, or
-// a number with a unit. ok is false for 0 (no timeout) and what does not
-// parse.
-func pgDuration(param string) (d time.Duration, ok bool) {
-	s := strings.TrimSpace(param)
-	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
-	num, unit := s, "ms"
-	if i >= 0 {
-		num, unit = s[:i], strings.TrimSpace(s[i:])
-	}
-	units := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second,
-		"min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
-	v, err := strconv.ParseFloat(num, 64)
-	d = time.Duration(v * float64(units[unit]))
-	return d, err == nil && d > 0
-}
-
-// groupBeginSQL is beginSQL with the transaction's lock_timeout set to d,
-// in the same statement: no round trip more.
-func groupBeginSQL(ws int64, d time.Duration) string {
-	if d <= 0 {
-		d = groupLockWait
-	}
-	return beginSQL(ws) + ", set_config('lock_timeout', '" + strconv.FormatInt(max(d.Milliseconds(), 1), 10) + "ms', true)"
+// groupBeginSQL is beginSQL with the transaction's lock_timeout set to the
+// group's (groupLockTimeoutSQL), in the same statement: no round trip more.
+func groupBeginSQL(ws int64) string {
+	return beginSQL(ws) + ", set_config('lock_timeout', " + groupLockTimeoutSQL + ", true)"
 }
 
 func closeDone(r *ingestReq) {
@@ -522,7 +495,7 @@ func (db *DB) applyRequests(ctx context.Context, reqs []*ingestReq, brief bool) 
 	)
 	begin := beginSQL(ws)
 	if brief {
-		begin = groupBeginSQL(ws, db.groupLockTimeout)
+		begin = groupBeginSQL(ws)
 	}
 	inTx := func(fn func(tx pgx.Tx) error) error {
 		return db.retryTx(ctx, func() (pgx.Tx, error) {

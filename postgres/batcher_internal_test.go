@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/c360dev/c360/identity"
 )
@@ -120,36 +119,6 @@ func TestJSONEqual(t *testing.T) {
 	} {
 		if got := jsonEqual(c.a, c.b); got != c.want {
 			t.Errorf("jsonEqual(%#v, %#v) = %v, want %v", c.a, c.b, got, c.want)
-		}
-	}
-}
-
-// A group waits for a lock at most groupLockWait, never longer than the
-// connections' own lock_timeout, and always a quarter of statement_timeout
-// less than that, however PostgreSQL reads these settings: a lock wait
-// then fails as a lock wait (55P03), never as a slow statement (57014).
-func TestGroupLockTimeout(t *testing.T) {
-	for _, tc := range []struct {
-		lock, stmt string
-		want       time.Duration
-	}{
-		{"5000", "10000", groupLockWait},
-		{"300", "10000", 300 * time.Millisecond},
-		{"100ms", "", 100 * time.Millisecond},
-		{"0.2s", "10s", 200 * time.Millisecond},
-		{"5s", "10s", groupLockWait},
-		{"1min", "", groupLockWait},
-		{"0", "0", groupLockWait}, // no timeout
-		{"", "", groupLockWait},
-		{"soon", "later", groupLockWait},
-		{"0", "300", 225 * time.Millisecond},
-		{"5000", "400ms", 300 * time.Millisecond},
-		{"100", "400", 100 * time.Millisecond},
-		{"5s", "0.5s", 375 * time.Millisecond},
-		{"5s", "1us", time.Millisecond},
-	} {
-		if got := groupLockTimeout(tc.lock, tc.stmt); got != tc.want {
-			t.Errorf("groupLockTimeout(%q, %q) = %v, want %v", tc.lock, tc.stmt, got, tc.want)
 		}
 	}
 }

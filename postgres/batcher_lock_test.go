@@ -311,3 +311,44 @@ func answeredUnavailable(t *testing.T, prefix string, group []<-chan error, why 
 	}
 	return time.Since(start)
 }
+
+// A group waits for a lock at most groupLockWait (500 ms), never longer
+// than the connections' own lock_timeout, and always a quarter of
+// statement_timeout less than that, however the URL writes these settings
+// (PostgreSQL reads them): a lock wait then fails as a lock wait (55P03),
+// never as a slow statement (57014). A value PostgreSQL cannot read never
+// reaches a group: the connection is refused.
+func TestGroupLockTimeout(t *testing.T) {
+	for _, tc := range []struct{ lock, stmt, want string }{
+		{"5000", "10000", "500ms"},
+		{"300", "10000", "300ms"},
+		{"100ms", "", "100ms"},
+		{"0.2s", "10s", "200ms"},
+		{"5s", "10s", "500ms"},
+		{"1min", "", "500ms"},
+		{"0", "0", "500ms"}, // no timeout
+		{"", "", "500ms"},   // c360's defaults, 5 s and 10 s
+		{"0", "300", "225ms"},
+		{"5000", "400ms", "300ms"},
+		{"100", "400", "100ms"},
+		{"5s", "0.5s", "375ms"},
+		{"5s", "2ms", "1ms"},
+	} {
+		params := url.Values{}
+		if tc.lock != "" {
+			params.Set("lock_timeout", tc.lock)
+		}
+		if tc.stmt != "" {
+			params.Set("statement_timeout", tc.stmt)
+		}
+		db := pgtest.OpenStore(t, params, postgres.IngestConfig{})
+		ws, _, _ := pgtest.Workspace(t, db)
+		if got, err := db.GroupLockTimeout(context.Background(), ws); err != nil || got != tc.want {
+			t.Errorf("lock_timeout %q, statement_timeout %q: a group waits %q (%v), want %s", tc.lock, tc.stmt, got, err, tc.want)
+		}
+	}
+	db := pgtest.OpenStore(t, url.Values{"lock_timeout": {"soon"}, "statement_timeout": {"later"}}, postgres.IngestConfig{})
+	if _, err := db.GroupLockTimeout(context.Background(), 1); err == nil {
+		t.Errorf("lock_timeout %q: a group began, want the connection refused", "soon")
+	}
+}

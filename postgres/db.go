@@ -49,10 +49,6 @@ type DB struct {
 	workspaces sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
-	// groupLockTimeout is the lock_timeout of a group's attempts
-	// (batcher.go): groupLockWait, or less under the connections' own
-	// lock_timeout and statement_timeout.
-	groupLockTimeout time.Duration
 	// usage records keys' last use off the request path (KeyUsage).
 	usage atomic.Pointer[KeyUsage]
 	// authCache maps a recently verified API key's prefix to its authEntry
@@ -141,11 +137,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("open app pool: %w", err)
 	}
 	return &DB{
-		Pool:             pool,
-		app:              app,
-		Now:              func() time.Time { return time.Now().UTC() },
-		Normalizer:       identity.Normalizer{DefaultRegion: "US"},
-		groupLockTimeout: groupLockTimeout(appCfg.ConnConfig.RuntimeParams["lock_timeout"], appCfg.ConnConfig.RuntimeParams["statement_timeout"]),
+		Pool:       pool,
+		app:        app,
+		Now:        func() time.Time { return time.Now().UTC() },
+		Normalizer: identity.Normalizer{DefaultRegion: "US"},
 	}, nil
 }
 

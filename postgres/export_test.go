@@ -204,3 +204,16 @@ func AuditWriting(w *AuditWriter) bool {
 	defer w.mu.Unlock()
 	return w.writing
 }
+
+// GroupLockTimeout returns the lock_timeout a group's transaction in ws
+// runs with (groupBeginSQL), as PostgreSQL shows it.
+func (db *DB) GroupLockTimeout(ctx context.Context, ws int64) (string, error) {
+	tx, err := db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: groupBeginSQL(ws)})
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback(ctx)
+	var s string
+	err = tx.QueryRow(ctx, `SHOW lock_timeout`).Scan(&s)
+	return s, err
+}
