@@ -44,6 +44,9 @@ type Message struct {
 	// ErrorCode is the provider's error code of a failed or undelivered message.
 	ErrorCode string
 	CreatedAt time.Time
+	// ChangeCursor is the position of the change that delivered the message
+	// to a subscription (conversationMessages), "" elsewhere.
+	ChangeCursor string
 }
 
 // ConversationService reads conversations and their messages.

@@ -154,6 +154,15 @@ func (m *Message) ErrorCodeOrNil() *string {
 	return &m.ErrorCode
 }
 
+// ChangeCursorOrNil returns the position of the change that delivered the
+// message to a subscription, or nil outside one.
+func (m *Message) ChangeCursorOrNil() *string {
+	if m.ChangeCursor == "" {
+		return nil
+	}
+	return &m.ChangeCursor
+}
+
 func channelName(ch string) string {
 	if ch == ChannelWhatsApp {
 		return "WhatsApp messages"

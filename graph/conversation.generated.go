@@ -532,6 +532,29 @@ func (ec *executionContext) fieldContext_Message_errorCode(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Message", field, true, false, "String")
 }
 
+func (ec *executionContext) _Message_changeCursor(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Message_changeCursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ChangeCursorOrNil(), nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Message_changeCursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Message", field, true, false, "String")
+}
+
 func (ec *executionContext) _MessageConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.MessageConnection) (ret graphql.Marshaler) {
 	return resolveLeaf(ec.Resolvers,
 		ctx,
@@ -846,6 +869,11 @@ func (ec *executionContext) _Message(ctx context.Context, sel ast.SelectionSet, 
 			}
 		case "errorCode":
 			out.Values[i] = ec._Message_errorCode(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "changeCursor":
+			out.Values[i] = ec._Message_changeCursor(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}

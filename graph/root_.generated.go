@@ -242,15 +242,16 @@ type ComplexityRoot struct {
 	}
 
 	Message struct {
-		Body           func(childComplexity int) int
-		Channel        func(childComplexity int) int
-		CreatedAt      func(childComplexity int) int
-		Direction      func(childComplexity int) int
-		ErrorCodeOrNil func(childComplexity int) int
-		ID             func(childComplexity int) int
-		MediaURLs      func(childComplexity int) int
-		ProviderID     func(childComplexity int) int
-		Status         func(childComplexity int) int
+		Body              func(childComplexity int) int
+		ChangeCursorOrNil func(childComplexity int) int
+		Channel           func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		Direction         func(childComplexity int) int
+		ErrorCodeOrNil    func(childComplexity int) int
+		ID                func(childComplexity int) int
+		MediaURLs         func(childComplexity int) int
+		ProviderID        func(childComplexity int) int
+		Status            func(childComplexity int) int
 	}
 
 	MessageConnection struct {
@@ -318,7 +319,7 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		ConversationMessages func(childComplexity int, conversationID *int64, customerID *int64) int
+		ConversationMessages func(childComplexity int, conversationID *int64, customerID *int64, after *string) int
 		CustomerChanged      func(childComplexity int, id int64, after *string, kinds []string) int
 		CustomerChanges      func(childComplexity int, filter *model.CustomerChangeFilter) int
 	}
@@ -1130,6 +1131,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Message.Body(childComplexity), true
+	case "Message.changeCursor":
+		if e.ComplexityRoot.Message.ChangeCursorOrNil == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Message.ChangeCursorOrNil(childComplexity), true
 	case "Message.channel":
 		if e.ComplexityRoot.Message.Channel == nil {
 			break
@@ -1539,7 +1546,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Subscription.ConversationMessages(childComplexity, args["conversationId"].(*int64), args["customerId"].(*int64)), true
+		return e.ComplexityRoot.Subscription.ConversationMessages(childComplexity, args["conversationId"].(*int64), args["customerId"].(*int64), args["after"].(*string)), true
 	case "Subscription.customerChanged":
 		if e.ComplexityRoot.Subscription.CustomerChanged == nil {
 			break
@@ -2283,9 +2290,11 @@ type Subscription {
   """
   Messages of one conversation, or of every conversation of one customer
   (give exactly one of the two): each new message and each status update of a
-  message, as the message is now.
+  message, as the message is now. Each carries ` + "`" + `changeCursor` + "`" + `; pass the last
+  one received as ` + "`" + `after` + "`" + ` to replay what was missed and continue live, with
+  no gap and no duplicate.
   """
-  conversationMessages(conversationId: ID, customerId: ID): Message! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  conversationMessages(conversationId: ID, customerId: ID, after: String): Message! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   """
   Every change of every customer of the workspace, optionally only those that
   include some kinds (as customerChanged's ` + "`" + `kinds` + "`" + `). Live only: no replay.
@@ -2323,6 +2332,15 @@ message). An empty or absent list selects every change.
 """
 input CustomerChangeFilter {
   kinds: [String!]
+}
+
+extend type Message {
+  """
+  The position, in its customer's change feed, of the change that delivered
+  this message: set on what conversationMessages delivers (pass it as its
+  ` + "`" + `after` + "`" + ` to resume), null elsewhere.
+  """
+  changeCursor: String
 }
 `, BuiltIn: false},
 }
@@ -2754,6 +2772,8 @@ func (ec *executionContext) childFields_Message(ctx context.Context, field graph
 		return ec.fieldContext_Message_createdAt(ctx, field)
 	case "errorCode":
 		return ec.fieldContext_Message_errorCode(ctx, field)
+	case "changeCursor":
+		return ec.fieldContext_Message_changeCursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Message", field.Name)
 }

@@ -24,7 +24,7 @@ type CustomerChangeResolver interface {
 }
 type SubscriptionResolver interface {
 	CustomerChanged(ctx context.Context, id int64, after *string, kinds []string) (<-chan *hub.Change, error)
-	ConversationMessages(ctx context.Context, conversationID *int64, customerID *int64) (<-chan *c360.Message, error)
+	ConversationMessages(ctx context.Context, conversationID *int64, customerID *int64, after *string) (<-chan *c360.Message, error)
 	CustomerChanges(ctx context.Context, filter *model.CustomerChangeFilter) (<-chan *hub.Change, error)
 }
 
@@ -51,6 +51,14 @@ func (ec *executionContext) field_Subscription_conversationMessages_args(ctx con
 		return nil, err
 	}
 	args["customerId"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
 	return args, nil
 }
 
@@ -362,7 +370,7 @@ func (ec *executionContext) _Subscription_conversationMessages(ctx context.Conte
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Subscription().ConversationMessages(ctx, fc.Args["conversationId"].(*int64), fc.Args["customerId"].(*int64))
+			return ec.Resolvers.Subscription().ConversationMessages(ctx, fc.Args["conversationId"].(*int64), fc.Args["customerId"].(*int64), fc.Args["after"].(*string))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next

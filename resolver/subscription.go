@@ -8,6 +8,19 @@ import (
 	"github.com/c360dev/c360/hub"
 )
 
+// afterCursor decodes a subscription's after argument: nil when there is
+// none, else a change cursor (EINVALID when it is not one).
+func afterCursor(after *string) (*hub.Cursor, error) {
+	if after == nil || *after == "" {
+		return nil, nil
+	}
+	c, err := hub.DecodeCursor(*after)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
 // subscriber returns the caller's workspace when the caller may subscribe:
 // anyone who may read profiles, on a server with a hub.
 func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
@@ -27,9 +40,10 @@ func (r *Resolver) subscriber(ctx context.Context) (int64, error) {
 // out, created its customer) is of that other kind, and its diff holds the
 // message all the same. The message is read once per change, whatever the
 // number of subscribers, and read again while the database does not answer
-// (hub.Hub.Retry), as the stream's own reads are: the change is not
-// delivered twice, and a conversationMessages client could not resume
-// past one it never got (it has no after). When the retries run out, the
+// (hub.Hub.Retry), as the stream's own reads are: the change is neither
+// delivered twice nor passed over (the next message's changeCursor would
+// carry a resuming client past it). The message carries the change's
+// cursor, the same for every subscriber. When the retries run out, the
 // subscribers waiting on that read fail with it (hub.Change.Shared), each
 // after one ReadRetry, not one ReadRetry more for each before it.
 func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*c360.Message, bool, error) {
@@ -55,6 +69,9 @@ func (r *Resolver) messageOf(ctx context.Context, c *hub.Change, conv string) (*
 			msg, err = r.Realtime.MessageOfChange(ctx, c.WorkspaceID, id)
 			return err
 		})
+		if msg != nil {
+			msg.ChangeCursor = c.Cursor()
+		}
 		return loaded{msg, err}, err == nil || c360.ErrorCode(err) == c360.ENOTFOUND
 	})
 	if err != nil {

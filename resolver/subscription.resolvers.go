@@ -41,13 +41,9 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 	if err := c360.CheckChangeKinds(kinds); err != nil {
 		return nil, err
 	}
-	var pos *hub.Cursor
-	if after != nil && *after != "" {
-		c, err := hub.DecodeCursor(*after)
-		if err != nil {
-			return nil, err
-		}
-		pos = &c
+	pos, err := afterCursor(after)
+	if err != nil {
+		return nil, err
 	}
 	st, err := r.Hub.SubscribeCustomer(ctx, ws, id, pos)
 	if err != nil {
@@ -58,13 +54,17 @@ func (r *subscriptionResolver) CustomerChanged(ctx context.Context, id int64, af
 }
 
 // ConversationMessages is the resolver for the conversationMessages field.
-func (r *subscriptionResolver) ConversationMessages(ctx context.Context, conversationID *int64, customerID *int64) (<-chan *c360.Message, error) {
+func (r *subscriptionResolver) ConversationMessages(ctx context.Context, conversationID *int64, customerID *int64, after *string) (<-chan *c360.Message, error) {
 	ws, err := r.subscriber(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if (conversationID == nil) == (customerID == nil) {
 		return nil, c360.Errorf(c360.EINVALID, "give exactly one of conversationId and customerId")
+	}
+	pos, err := afterCursor(after)
+	if err != nil {
+		return nil, err
 	}
 	var owner int64
 	conv := ""
@@ -79,7 +79,11 @@ func (r *subscriptionResolver) ConversationMessages(ctx context.Context, convers
 	} else {
 		owner = *customerID
 	}
-	cst, err := r.Hub.SubscribeCustomer(ctx, ws, owner, nil)
+	// A cursor must be a position of the owner's feed or of a customer
+	// merged with it, as for customerChanged: one from before a split that
+	// moved the conversation away names a customer the conversation has
+	// left, and is refused.
+	cst, err := r.Hub.SubscribeCustomer(ctx, ws, owner, pos)
 	if err != nil {
 		return nil, openFailed(ctx, err)
 	}

@@ -389,6 +389,91 @@ func TestConversationMessages(t *testing.T) {
 	wantError(t, c, "bad", c360.EINVALID)
 }
 
+// A conversationMessages client that resumes with the changeCursor of the
+// last message it received gets every message after it exactly once, by
+// customer and by conversation, also while messages keep coming; a change
+// that is no message (traits) is not delivered, and a cursor of another
+// customer is refused.
+func TestConversationMessagesResumeWithoutGapOrDuplicate(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550166"}}
+	id := ingest(t, e.db, e.ws, phone, nil)
+	sms := func(body string) {
+		t.Helper()
+		now := time.Now().UTC()
+		if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventMessage, Identities: phone,
+			Source: "test", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now,
+			Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: body, Status: "received", ProviderID: "SM" + randomID()}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type msg struct {
+		Body         string
+		ChangeCursor *string
+	}
+	const byCustomer = `subscription($c: ID, $after: String) { conversationMessages(customerId: $c, after: $after) { body changeCursor } }`
+	const byConversation = `subscription($c: ID, $after: String) { conversationMessages(conversationId: $c, after: $after) { body changeCursor } }`
+	next := func(c *wsClient, want string) string {
+		t.Helper()
+		var m msg
+		c.next("m", "conversationMessages", &m)
+		if m.Body != want || m.ChangeCursor == nil || *m.ChangeCursor == "" {
+			t.Fatalf("got %q (cursor %v), want %q with its changeCursor", m.Body, m.ChangeCursor, want)
+		}
+		return *m.ChangeCursor
+	}
+
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+	c.subscribe("m", byCustomer, map[string]any{"c": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+	sms("one")
+	last := next(c, "one")
+	c.c.Close()
+	waitFor(t, "disconnect", func() bool { return e.hub.Stats().Streams == 0 })
+
+	// Missed while disconnected: two messages, and a change that is none.
+	sms("two")
+	ingest(t, e.db, e.ws, phone, map[string]any{"plan": "gold"})
+	sms("three")
+	c2 := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c2.init(e.key)
+	c2.subscribe("m", byCustomer, map[string]any{"c": fmt.Sprint(id), "after": last})
+	next(c2, "two")
+	afterThree := next(c2, "three")
+	sms("four") // live, after the replay
+	next(c2, "four")
+
+	// By conversation, from the cursor of "three": "four" again, then on.
+	var conv int64
+	if err := e.db.Pool.QueryRow(ctx, `SELECT conversation_id FROM messages WHERE workspace_id = $1 AND body = 'one'`,
+		e.ws).Scan(&conv); err != nil {
+		t.Fatal(err)
+	}
+	c3 := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c3.init(e.key)
+	c3.subscribe("m", byConversation, map[string]any{"c": fmt.Sprint(conv), "after": afterThree})
+	next(c3, "four")
+	sms("five")
+	next(c3, "five")
+	next(c2, "five")
+
+	// Outside a subscription, a message has no changeCursor.
+	res := gql(t, e.srv, e.key, `query($id: ID!) { customer(id: $id) { conversations(first: 1) { edges { node {
+		messages(first: 1) { edges { node { body changeCursor } } } } } } } }`, map[string]any{"id": fmt.Sprint(id)})
+	if len(res.Errors) > 0 || !strings.Contains(string(res.Data), `{"body":"five","changeCursor":null}`) {
+		t.Fatalf("got %s %+v, want the newest message without a changeCursor", res.Data, res.Errors)
+	}
+
+	// A cursor that is not a position of the customer is refused.
+	other := ingest(t, e.db, e.ws, email("other-sms@example.com"), nil)
+	c3.subscribe("bad", byCustomer, map[string]any{"c": fmt.Sprint(other), "after": afterThree})
+	wantError(t, c3, "bad", c360.EINVALID)
+	c3.subscribe("garbage", byConversation, map[string]any{"c": fmt.Sprint(conv), "after": "not-a-cursor"})
+	wantError(t, c3, "garbage", c360.EINVALID)
+}
+
 // conversationMessages(conversationId) follows its conversation when a
 // split moves it to a new customer: the messages that arrive afterwards
 // are in that customer's feed, which the old owner's never shows.
