@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -56,6 +57,11 @@ type Limits struct {
 	// cost bounded work without spending any workspace's or key's tokens
 	// (C360_RATE_WEBHOOK_UNVERIFIED_RPS, C360_RATE_WEBHOOK_UNVERIFIED_BURST).
 	WebhookUnverifiedRate Rate
+	// TrustedProxies are the proxies (load balancers) whose
+	// X-Forwarded-For names the client of the address limit
+	// (C360_TRUSTED_PROXIES; clientaddr.go). None by default: the client
+	// is the connection's peer.
+	TrustedProxies []netip.Prefix
 }
 
 // DefaultLimits are generous on purpose: a legitimate console query (a page
@@ -150,6 +156,13 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 			return l, fmt.Errorf("%s: want a positive number (or -1 for no limit), got %q", v.name, s)
 		}
 		*v.p = f
+	}
+	if s := getenv("C360_TRUSTED_PROXIES"); s != "" {
+		p, err := ParseTrustedProxies(s)
+		if err != nil {
+			return l, fmt.Errorf("C360_TRUSTED_PROXIES: %w", err)
+		}
+		l.TrustedProxies = p
 	}
 	return l, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -12,25 +13,28 @@ import (
 func TestLimitsFromEnv(t *testing.T) {
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	l, err := LimitsFromEnv(env(nil))
-	if err != nil || l != DefaultLimits {
+	if err != nil || !reflect.DeepEqual(l, DefaultLimits) {
 		t.Errorf("no variables: %+v, %v; want the defaults %+v", l, err, DefaultLimits)
 	}
 	l, err = LimitsFromEnv(env(map[string]string{
 		"C360_GRAPHQL_MAX_DEPTH": "8", "C360_GRAPHQL_MAX_FIELDS": "200", "C360_RATE_KEY_RPS": "2.5",
 		"C360_RATE_KEY_BURST": "5", "C360_RATE_WEBHOOK_RPS": "-1",
 		"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0.5", "C360_RATE_WEBHOOK_UNVERIFIED_BURST": "3",
+		"C360_TRUSTED_PROXIES": " 10.0.0.0/8, 192.0.2.7,2001:db8::/32 ,",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l.MaxDepth != 8 || l.MaxFields != 200 || l.KeyRate != (Rate{2.5, 5}) || l.WebhookRate.RPS != -1 || l.MaxAliases != DefaultLimits.MaxAliases ||
-		l.WebhookUnverifiedRate != (Rate{0.5, 3}) {
+		l.WebhookUnverifiedRate != (Rate{0.5, 3}) ||
+		fmt.Sprint(l.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
 		t.Errorf("limits = %+v", l)
 	}
 	for _, kv := range []map[string]string{
 		{"C360_GRAPHQL_MAX_DEPTH": "0"}, {"C360_GRAPHQL_MAX_TOKENS": "many"}, {"C360_RATE_KEY_RPS": "0"},
 		{"C360_RATE_WEBHOOK_RPS": "NaN"}, {"C360_RATE_KEY_BURST": "-3"},
 		{"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0"}, {"C360_RATE_WEBHOOK_UNVERIFIED_BURST": "0"},
+		{"C360_TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, {"C360_TRUSTED_PROXIES": "10.0.0.0/33"},
 	} {
 		if _, err := LimitsFromEnv(env(kv)); err == nil {
 			t.Errorf("%v: no error, want one naming the variable", kv)

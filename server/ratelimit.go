@@ -227,7 +227,7 @@ func (s *Server) limitUnverified(h http.Handler, what string, refuse func(http.R
 			h.ServeHTTP(w, r)
 			return
 		}
-		client := clientAddress(r.RemoteAddr)
+		client := s.clientOf(r)
 		if ok, retry := s.unverifiedLimit.check(client); !ok {
 			refuse(w, rateLimited(w.Header(), retry, what))
 			return
@@ -253,12 +253,12 @@ const failedAuthentications = "failed authentications from this address"
 // bucket is empty, with ERATELIMITED (and Retry-After in h, when not nil).
 // A key that fails (EUNAUTHENTICATED) takes a token once checked; a key
 // that authenticates takes none, nor does a store that cannot tell (the key
-// may be good). Without a remoteAddr, the address is not limited.
-func (s *Server) authenticateKey(ctx context.Context, h http.Header, remoteAddr, key string) (*c360.Principal, error) {
-	if remoteAddr == "" {
+// may be good). client is the bucket key of the client (clientOf); without
+// one, the address is not limited.
+func (s *Server) authenticateKey(ctx context.Context, h http.Header, client, key string) (*c360.Principal, error) {
+	if client == "" {
 		return s.auth.Authenticate(ctx, key)
 	}
-	client := clientAddress(remoteAddr)
 	if ok, retry := s.unverifiedLimit.check(client); !ok {
 		return nil, rateLimited(h, retry, failedAuthentications)
 	}
@@ -274,12 +274,12 @@ func (s *Server) authenticateKey(ctx context.Context, h http.Header, remoteAddr,
 // is refused before the lookup with ERATELIMITED, Retry-After set on w, for
 // the caller to answer (/mcp).
 func (s *Server) AuthenticateRequest(w http.ResponseWriter, r *http.Request, key string) (*c360.Principal, error) {
-	return s.authenticateKey(r.Context(), w.Header(), r.RemoteAddr, key)
+	return s.authenticateKey(r.Context(), w.Header(), s.clientOf(r), key)
 }
 
-// clientAddress is the bucket key of a request's client: the host of
-// RemoteAddr (X-Forwarded-For is not trusted: anyone can write it), and for
-// IPv6 its /64, which a single host commonly holds whole.
+// clientAddress is the bucket key of a client's address (host, or
+// host:port): the host, and for IPv6 its /64, which a single host commonly
+// holds whole. clientOf finds the client's address of a request.
 func clientAddress(remoteAddr string) string {
 	host, _, err := net.SplitHostPort(remoteAddr)
 	if err != nil {

@@ -552,3 +552,75 @@ func segmentTrack(base, prefix string, n *int, header, body string) *http.Reques
 	}
 	return req
 }
+
+// Behind a proxy named in C360_TRUSTED_PROXIES (here 127.0.0.1), the
+// address limit keys its buckets by the client X-Forwarded-For names: a
+// forger's refusals through the proxy spend its own bucket, not the
+// bucket of every client behind the same proxy. A peer that is not a
+// trusted proxy cannot escape its bucket by writing the header itself.
+func TestAddressLimitReadsTrustedProxiesForwardedFor(t *testing.T) {
+	db := pgtest.Open(t)
+	_, _, key := pgtest.Workspace(t, db)
+	trusted, err := server.ParseTrustedProxies("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), Limits: server.Limits{
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 2}, TrustedProxies: trusted,
+	}}, db, newResolver(db), db)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	query := func(key, forwardedFor string) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/graphql", strings.NewReader(`{"query":"{ __typename }"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+key)
+		if forwardedFor != "" {
+			req.Header.Set("X-Forwarded-For", forwardedFor)
+		}
+		return req
+	}
+	proxy, other := clientFrom(t, "127.0.0.1"), clientFrom(t, "127.0.0.2")
+
+	// The forger behind the proxy spends its own burst...
+	for i := 0; i < 2; i++ {
+		if status, _, body := sendFrom(t, proxy, query(unknownKey(i), "198.51.100.66")); status != http.StatusUnauthorized {
+			t.Fatalf("unknown key %d = %d %s, want 401", i, status, body)
+		}
+	}
+	if status, _, body := sendFrom(t, proxy, query(key, "198.51.100.66")); status != http.StatusTooManyRequests {
+		t.Fatalf("the forger past its burst = %d %s, want 429", status, body)
+	}
+	// ... whatever it writes left of what the proxy appended.
+	if status, _, body := sendFrom(t, proxy, query(key, "203.0.113.1, 198.51.100.66")); status != http.StatusTooManyRequests {
+		t.Errorf("the forger with its own X-Forwarded-For entry = %d %s, want 429", status, body)
+	}
+	// Another client behind the same proxy is served, and has its own burst.
+	if status, _, body := sendFrom(t, proxy, query(key, "198.51.100.77")); status != http.StatusOK {
+		t.Errorf("another client behind the proxy = %d %s, want 200", status, body)
+	}
+	if status, _, body := sendFrom(t, proxy, query(unknownKey(5), "198.51.100.77")); status != http.StatusUnauthorized {
+		t.Errorf("another client's unknown key = %d %s, want 401", status, body)
+	}
+	// So is its websocket handshake, while the forger's is refused.
+	for _, c := range []struct {
+		forwardedFor string
+		want         int
+	}{{"198.51.100.77", http.StatusSwitchingProtocols}, {"198.51.100.66", http.StatusTooManyRequests}} {
+		d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: []string{"graphql-transport-ws"},
+			NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}).DialContext}
+		conn, resp, err := d.Dial(wsURL(srv), http.Header{"X-Forwarded-For": {c.forwardedFor}})
+		if conn != nil {
+			conn.Close()
+		}
+		if resp == nil || resp.StatusCode != c.want {
+			t.Errorf("websocket handshake for %s: %v %v, want %d", c.forwardedFor, resp, err, c.want)
+		}
+	}
+	// A peer that is no trusted proxy is its own client, whatever it writes.
+	for i := 0; i < 2; i++ {
+		sendFrom(t, other, query(unknownKey(10+i), fmt.Sprintf("198.51.100.%d", 100+i)))
+	}
+	if status, _, body := sendFrom(t, other, query(key, "198.51.100.200")); status != http.StatusTooManyRequests {
+		t.Errorf("an untrusted peer with a fresh X-Forwarded-For past its burst = %d %s, want 429", status, body)
+	}
+}

@@ -92,6 +92,7 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s.unverifiedLimit = newLimiter[string](s.cfg.Limits.WebhookUnverifiedRate,
 		s.secMetrics.rateLimited.WithLabelValues("webhook_unverified"))
 	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
+	s.ws.clientOf = s.clientOf
 	s.shared = &resolver.SharedSubscriptions{KeyActive: auth.KeyActive}
 	s.routes()
 	return s
@@ -147,7 +148,7 @@ func (s *Server) routes() {
 		if websocket.IsWebSocketUpgrade(r) {
 			// An address over its limit of failed authentications
 			// (authenticateKey) is refused before its handshake.
-			if ok, retry := s.unverifiedLimit.check(clientAddress(r.RemoteAddr)); !ok {
+			if ok, retry := s.unverifiedLimit.check(s.clientOf(r)); !ok {
 				writeRateLimited(w, retry, failedAuthentications)
 				return
 			}
@@ -349,7 +350,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			writeGraphQLError(w, http.StatusUnauthorized, c360.Errorf(c360.EUNAUTHENTICATED, "missing API key: send Authorization: Bearer <key>"))
 			return
 		}
-		p, err := s.authenticateKey(r.Context(), w.Header(), r.RemoteAddr, key)
+		p, err := s.authenticateKey(r.Context(), w.Header(), s.clientOf(r), key)
 		if err != nil {
 			if c360.ErrorCode(err) == c360.EINTERNAL {
 				s.cfg.Logger.Error("authenticate", "error", err)

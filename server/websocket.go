@@ -126,6 +126,9 @@ type websockets struct {
 	// transport serves each connection, running operations on exec.
 	transport transport.Websocket
 	exec      graphql.GraphExecutor
+	// clientOf is the bucket key of a handshake's client (Server.clientOf):
+	// connection_init's failed keys are limited per client address.
+	clientOf func(*http.Request) string
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
@@ -348,7 +351,7 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 	// hands them to every operation, which ours do not read: the handshake
 	// was their last use.
 	r.Header = nil
-	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS}
+	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, client: ws.clientOf(r)}
 	ws.mu.Lock()
 	ws.conns[c] = struct{}{}
 	ws.mu.Unlock()
@@ -496,6 +499,7 @@ type wsConn struct {
 	ws     *websockets
 	conn   *websocket.Conn
 	legacy bool
+	client string // the handshake's client address (websockets.clientOf)
 	// br is the reader gorilla reads the socket through, and raw the
 	// socket; raw is nil when it cannot be waited on (see NextReader).
 	br  *bufio.Reader
@@ -1083,11 +1087,11 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 	}
 	// The key is not to stay in memory for the life of the connection.
 	clear(payload)
-	var remote string
+	var client string
 	if c := st.get(); c != nil {
-		remote = c.conn.RemoteAddr().String()
+		client = c.client
 	}
-	p, err := s.authenticateKey(ctx, nil, remote, key)
+	p, err := s.authenticateKey(ctx, nil, client, key)
 	if err != nil {
 		switch c360.ErrorCode(err) {
 		case c360.EUNAUTHENTICATED, c360.EFORBIDDEN:

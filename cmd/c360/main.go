@@ -92,6 +92,9 @@ Environment:
                         verification, Segment API (/v1/) requests without a valid
                         write key, and API keys that fail to authenticate on /graphql
                         and /mcp (default 10000/s, burst 20000; -1: off)
+  C360_TRUSTED_PROXIES  proxies (addresses or CIDR prefixes, comma-separated) whose
+                        X-Forwarded-For names the client of that per-address bucket
+                        (default: none; the client is the connection's peer)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
