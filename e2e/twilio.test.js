@@ -2,14 +2,17 @@
 // exactly as Twilio does, and a real c360 server (../bin/c360 serve) accepts
 // them; sendMessage reaches a stand-in for Twilio's REST API
 // (C360_TWILIO_API_URL), whose status callback, signed by the library over
-// the StatusCallback URL c360 asked for, moves the message forward.
+// the StatusCallback URL c360 asked for, moves the message forward. A console
+// follows the messages over graphql-ws and resumes them by changeCursor.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import twilio from 'twilio'
-import { bin, startServer, createWorkspace } from './harness.js'
+import WebSocket from 'ws'
+import { createClient } from 'graphql-ws'
+import { bin, sleep, startServer, createWorkspace } from './harness.js'
 
 // Behind a proxy, Twilio calls (and signs) the public URL, not c360's own address.
 const publicURL = 'https://c360.example.test'
@@ -180,4 +183,63 @@ test('sendMessage to an opted-out customer is refused and sends nothing', async 
   assert.equal(body.errors?.[0]?.extensions?.code, 'FORBIDDEN')
   assert.match(body.errors[0].message, /opted out of sms/)
   assert.equal(twilioRequests.length, before)
+})
+
+// A console follows a caller's messages over graphql-ws (the reference
+// client), is cut off, and resumes with the changeCursor of the last
+// message it received: what Twilio delivered meanwhile arrives, once each.
+test('conversationMessages resumes by changeCursor across a reconnect', async () => {
+  const from = '+14155550131'
+  const sms = async (body) => {
+    const sid = 'SM' + randomBytes(16).toString('hex')
+    const res = await webhook(`/webhooks/twilio/${slug}`, { MessageSid: sid, SmsSid: sid, AccountSid: accountSid,
+      From: from, To: smsFrom, Body: body, NumMedia: '0', ApiVersion: '2010-04-01' })
+    assert.equal(res.status, 200, res.body)
+  }
+  await sms('first')
+  const { customerByIdentity: c } = await graphql(customerQuery, { v: from })
+  const query = `subscription($c: ID, $after: String) {
+    conversationMessages(customerId: $c, after: $after) { body direction changeCursor } }`
+  // follow subscribes from after, and resolves once until(message) holds.
+  const follow = (after, until) => {
+    const client = createClient({ url: base.replace(/^http/, 'ws') + '/graphql', webSocketImpl: WebSocket,
+      connectionParams: { authorization: `Bearer ${creds.apiKey}` }, retryAttempts: 0, lazy: true })
+    const got = []
+    const done = new Promise((resolve, reject) => {
+      client.subscribe({ query, variables: { c: c.id, after } }, {
+        next: ({ data, errors }) => {
+          if (errors) reject(new Error(JSON.stringify(errors)))
+          got.push(data.conversationMessages)
+          if (until(data.conversationMessages)) resolve()
+        },
+        error: reject,
+        complete: () => resolve(),
+      })
+    })
+    return { client, got, done }
+  }
+  // Live: the subscription is open once a message sent after it arrives.
+  const live = follow(undefined, () => true)
+  for (let i = 0; live.got.length === 0; i++) {
+    assert.ok(i < 50, 'no message arrived')
+    if (i % 10 === 0) await sms(`live ${i}`)
+    await sleep(50)
+  }
+  await live.done
+  await live.client.dispose()
+  const last = live.got.at(-1)
+  assert.ok(last.changeCursor, 'a delivered message carries its changeCursor')
+
+  await sms('while away 1')
+  await sms('while away 2')
+  const resumed = follow(last.changeCursor, (m) => m.body === 'while away 2')
+  await resumed.done
+  await resumed.client.dispose()
+  // A "live" message sent before the first arrived, and still on its way
+  // when the client left, is rightly replayed: it was never received.
+  const seen = new Set(live.got.map((m) => m.body))
+  const replayed = resumed.got.map((m) => m.body)
+  assert.ok(replayed.every((b) => !seen.has(b)), `received twice: ${replayed}`)
+  assert.deepEqual(replayed.filter((b) => !b.startsWith('live ')), ['while away 1', 'while away 2'])
+  assert.ok(resumed.got.every((m) => m.direction === 'inbound' && m.changeCursor))
 })
