@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -19,13 +18,6 @@ const whatsappPrefix = "whatsapp:"
 
 // maxMedia is the most media Twilio attaches to one message.
 const maxMedia = 10
-
-// Consent keywords, matched against a single-word body (trimmed, any case).
-var (
-	optOutKeywords = map[string]bool{"STOP": true, "STOPALL": true, "UNSUBSCRIBE": true, "CANCEL": true, "END": true, "QUIT": true}
-	optInKeywords  = map[string]bool{"START": true, "YES": true, "UNSTOP": true}
-	helpKeywords   = map[string]bool{"HELP": true, "INFO": true}
-)
 
 // ParseInbound turns the form of Twilio's inbound message webhook into a
 // canonical message event: the sender's phone identifies the customer (SMS
@@ -124,15 +116,11 @@ func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
 }
 
 // consentKeyword returns the keyword a message carries and the consent it
-// sets. Twilio's Advanced Opt-Out names the keyword class in OptOutType;
-// otherwise a single-word body is matched against the keyword lists.
+// sets. Twilio's Advanced Opt-Out names the keyword class in OptOutType, so
+// that custom keywords configured in Twilio count; otherwise the body is
+// matched against the keywords every connector knows (c360.ConsentKeyword).
 func consentKeyword(body, optOutType string) (keyword, status string) {
-	word := strings.ToUpper(strings.TrimFunc(body, func(r rune) bool {
-		return unicode.IsSpace(r) || unicode.IsPunct(r)
-	}))
-	if strings.ContainsFunc(word, unicode.IsSpace) {
-		word = ""
-	}
+	word := c360.ConsentWord(body)
 	switch strings.ToUpper(strings.TrimSpace(optOutType)) {
 	case "STOP":
 		return orDefault(word, "STOP"), c360.ConsentOptedOut
@@ -141,15 +129,7 @@ func consentKeyword(body, optOutType string) (keyword, status string) {
 	case "HELP":
 		return orDefault(word, "HELP"), ""
 	}
-	switch {
-	case optOutKeywords[word]:
-		return word, c360.ConsentOptedOut
-	case optInKeywords[word]:
-		return word, c360.ConsentOptedIn
-	case helpKeywords[word]:
-		return word, ""
-	}
-	return "", ""
+	return c360.ConsentKeyword(body)
 }
 
 // splitAddress returns the channel and phone number of a Twilio address:

@@ -158,7 +158,8 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 }
 
 // messageEvent returns the event for one inbound message, or nil when it
-// lacks the id or sender every event needs.
+// lacks the id or sender every event needs. A body that is a consent
+// keyword (c360.ConsentKeyword) sets the customer's WhatsApp consent.
 func messageEvent(m *message, names map[string]string, businessNumber string, now time.Time) *c360.Event {
 	if m.ID == "" || m.From == "" {
 		return nil
@@ -243,6 +244,18 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 	if name, ok := names[m.From]; ok {
 		ev.TraitsIfAbsent = map[string]any{"name": name}
 		props["profileName"] = name
+	}
+	// The body is read for a consent keyword as Twilio's is (a text, a
+	// caption, a button's or a list item's title), so that a STOP opts out
+	// of WhatsApp whichever way it reaches c360: stored as an ordinary
+	// message, it would open the 24-hour window instead, and let an agent
+	// write to someone who just wrote STOP.
+	keyword, consent := c360.ConsentKeyword(msg.Body)
+	if keyword != "" {
+		props["keyword"] = keyword
+	}
+	if consent != "" {
+		ev.Consent = &c360.ConsentInput{Channel: c360.ChannelWhatsApp, Status: consent}
 	}
 	return ev
 }

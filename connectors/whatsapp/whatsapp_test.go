@@ -385,6 +385,96 @@ func TestStatuses(t *testing.T) {
 	}
 }
 
+// A consent keyword sent through Meta sets the customer's WhatsApp consent,
+// as one sent through Twilio does: a STOP stored as an ordinary message
+// would open the 24-hour window, and sendMessage would pass CheckSendable
+// for someone who just wrote STOP.
+func TestInboundConsentKeywords(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ts := e.db.Now().Unix()
+	text := func(wamid string, at int64, body string) string {
+		return notification(inboundValue("16505551299", "Sam",
+			fmt.Sprintf(`{"from":"16505551299","id":%q,"timestamp":"%d","type":"text","text":{"body":%q}}`, wamid, at, body)))
+	}
+	outreach := func() *c360.Outreach {
+		t.Helper()
+		c := e.customer(t, "+16505551299")
+		o, err := e.db.FindOutreach(ctx, e.ws, c.ID, c360.ChannelWhatsApp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	keyword := func(wamid string) string {
+		t.Helper()
+		var kw *string
+		if err := e.db.Pool.QueryRow(ctx, `SELECT properties->>'keyword' FROM events
+			WHERE workspace_id = $1 AND source = 'whatsapp' AND dedupe_key = $2`, e.ws, wamid).Scan(&kw); err != nil {
+			t.Fatalf("event %s: %v", wamid, err)
+		}
+		if kw == nil {
+			return ""
+		}
+		return *kw
+	}
+	wantConsent := func(step, want string) {
+		t.Helper()
+		o := outreach()
+		if o.Consent == nil || o.Consent.Status != want || o.Consent.Source != "whatsapp" {
+			t.Errorf("%s: whatsapp consent = %+v, want %s from whatsapp", step, o.Consent, want)
+		}
+		err := o.CheckSendable(e.db.Now())
+		if want == c360.ConsentOptedOut && c360.ErrorCode(err) != c360.EFORBIDDEN {
+			t.Errorf("%s: CheckSendable = %v, want FORBIDDEN", step, err)
+		}
+		if want == c360.ConsentOptedIn && err != nil {
+			t.Errorf("%s: CheckSendable = %v, want nil (opted in, window open)", step, err)
+		}
+	}
+
+	e.deliver(t, text("wamid.HI", ts, "please stop by tomorrow"))
+	if o := outreach(); o.Consent != nil || o.CheckSendable(e.db.Now()) != nil {
+		t.Errorf("after a sentence: consent %+v, CheckSendable %v; want none and sendable", o.Consent, o.CheckSendable(e.db.Now()))
+	}
+	e.deliver(t, text("wamid.STOP1", ts+1, " Stop. "))
+	wantConsent("STOP", c360.ConsentOptedOut)
+	if kw := keyword("wamid.STOP1"); kw != "STOP" {
+		t.Errorf("STOP event keyword = %q, want STOP", kw)
+	}
+	e.deliver(t, text("wamid.HELP", ts+2, "help"))
+	wantConsent("HELP", c360.ConsentOptedOut)
+	if kw := keyword("wamid.HELP"); kw != "HELP" {
+		t.Errorf("HELP event keyword = %q, want HELP", kw)
+	}
+	e.deliver(t, text("wamid.START", ts+3, "START"))
+	wantConsent("START", c360.ConsentOptedIn)
+
+	// A reply button or a template's quick reply titled STOP opts out too:
+	// it is the customer's own choice, and WhatsApp sends its title.
+	e.deliver(t, notification(inboundValue("16505551299", "Sam", fmt.Sprintf(
+		`{"from":"16505551299","id":"wamid.BTNSTOP","timestamp":"%d","type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"optout","title":"STOP"}}}`, ts+4))))
+	wantConsent("button_reply STOP", c360.ConsentOptedOut)
+	e.deliver(t, text("wamid.YES", ts+5, "yes"))
+	wantConsent("YES", c360.ConsentOptedIn)
+	e.deliver(t, notification(inboundValue("16505551299", "Sam", fmt.Sprintf(
+		`{"from":"16505551299","id":"wamid.QRSTOP","timestamp":"%d","type":"button","button":{"payload":"OPT_OUT","text":"Stop"},"context":{"id":"wamid.TEMPLATE"}}`, ts+6))))
+	wantConsent("quick reply Stop", c360.ConsentOptedOut)
+	if kw := keyword("wamid.QRSTOP"); kw != "STOP" {
+		t.Errorf("quick reply event keyword = %q, want STOP", kw)
+	}
+
+	// Opt-out is per channel: a WhatsApp STOP leaves SMS alone.
+	c := e.customer(t, "+16505551299")
+	o, err := e.db.FindOutreach(ctx, e.ws, c.ID, c360.ChannelSMS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Consent != nil {
+		t.Errorf("sms consent after WhatsApp STOPs = %+v, want none", o.Consent)
+	}
+}
+
 func TestUserChangedNumber(t *testing.T) {
 	e := newEnv(t)
 	e.deliver(t, notification(inboundValue("16505551237", "Sam",
