@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Message statuses that end a message's life: no later callback moves it.
@@ -83,10 +84,19 @@ func (o *Outreach) CheckSendable(now time.Time) error {
 	return nil
 }
 
-// CheckOutboundMessage validates a sendMessage input.
+// CheckOutboundMessage validates a sendMessage input. It runs before
+// anything is sent, so it also refuses a body the message's record could not
+// hold: PostgreSQL's text takes neither a NUL character nor invalid UTF-8,
+// and a message sent that way could never be recorded (or replayed).
 func CheckOutboundMessage(channel, body string) error {
 	if channel != ChannelSMS && channel != ChannelWhatsApp {
 		return Errorf(EINVALID, "channel must be sms or whatsapp, got %q", truncateForMessage(channel))
+	}
+	if !utf8.ValidString(body) {
+		return Errorf(EINVALID, "body is not valid UTF-8")
+	}
+	if i := strings.IndexByte(body, 0); i >= 0 {
+		return Errorf(EINVALID, "body holds a NUL character (U+0000) at character %d; remove it", utf8.RuneCountInString(body[:i])+1)
 	}
 	if strings.TrimSpace(body) == "" {
 		return Errorf(EINVALID, "body must not be empty")

@@ -1,6 +1,7 @@
 package c360_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +68,14 @@ func TestCheckOutboundMessage(t *testing.T) {
 		{"whatsapp", "hi", true},
 		{"chat", "hi", false},
 		{"sms", " \n", false},
-		{"sms", string(make([]rune, 1600)), true},
+		{"sms", strings.Repeat("é", 1600), true}, // characters, not bytes
+		{"sms", strings.Repeat("x", 1601), false},
+		// PostgreSQL could not record these once sent.
+		{"sms", "Your code is\u0000 4242", false},
+		{"whatsapp", "\x00", false},
+		{"sms", "caf\xe9", false},
+		{"sms", "\xff\xfe", false},
+		{"sms", "caf\u00e9 \U0001F44D", true},
 	} {
 		if err := c360.CheckOutboundMessage(tt.channel, tt.body); (err == nil) != tt.ok {
 			t.Errorf("CheckOutboundMessage(%q, %d bytes) = %v, want ok=%v", tt.channel, len(tt.body), err, tt.ok)

@@ -301,6 +301,11 @@ func TestToolsOverStreamableHTTP(t *testing.T) {
 		!strings.Contains(msg, c360.EFORBIDDEN) || !strings.Contains(msg, "opted out") {
 		t.Errorf("send_message to an opted-out channel: %v %s, want FORBIDDEN", isErr, msg)
 	}
+	// A body PostgreSQL could not record is refused before anything is sent.
+	if _, msg, isErr := call(t, agent, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": "code\u0000 4242"}); !isErr ||
+		!strings.Contains(msg, c360.EINVALID) || !strings.Contains(msg, "NUL") || e.sender.count() != 0 {
+		t.Errorf("send_message with a NUL: %v %s (sent %d), want BAD_USER_INPUT and nothing sent", isErr, msg, e.sender.count())
+	}
 	out, text, _ = call(t, agent, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": "It ships today."})
 	if m, _ := out["message"].(map[string]any); m == nil || m["direction"] != "outbound" || m["status"] != "queued" || e.sender.count() != 1 {
 		t.Errorf("send_message by an agent = %s (sent %d)", text, e.sender.count())

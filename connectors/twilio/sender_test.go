@@ -204,6 +204,33 @@ func TestSendRefusalsSendNothing(t *testing.T) {
 	}
 }
 
+// A body PostgreSQL cannot store (a NUL character, valid in GraphQL's JSON
+// as "\u0000") is refused before anything is sent: sent first, the message
+// could never be recorded, and the agent would learn only that it was sent
+// but not recorded.
+func TestSendUnstorableBodyRefusedBeforeSending(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-902", c360.Identity{Type: "phone", Value: "+14155550902"})
+	for _, body := range []string{"Your code is\u0000 4242", "\x00"} {
+		m, r := e.send(t, e.key, id, "sms", body)
+		if m != nil || r.code() != c360.EINVALID || !strings.Contains(r.message(), "NUL") {
+			t.Errorf("sendMessage(%q) = %+v, %s; want BAD_USER_INPUT naming the NUL", body, m, r.raw)
+		}
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want 0", n)
+	}
+	for _, table := range []string{"messages", "dead_letters"} {
+		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
+			t.Errorf("%s = %d, want 0", table, n)
+		}
+	}
+	// The same text without the NUL is sent and recorded.
+	if m, r := e.send(t, e.key, id, "sms", "Your code is 4242"); m == nil || len(e.twilio.requests()) != 1 {
+		t.Errorf("sendMessage without the NUL = %+v, %s; want sent", m, r.raw)
+	}
+}
+
 func TestSendTwilioErrors(t *testing.T) {
 	e := newEnv(t)
 	id := e.identify(t, "id-140", c360.Identity{Type: "phone", Value: "+14155550140"})
