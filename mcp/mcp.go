@@ -1,6 +1,7 @@
 // Package mcp serves c360 to AI assistants over the Model Context Protocol,
 // with github.com/modelcontextprotocol/go-sdk: Streamable HTTP at /mcp, and
-// stdio for desktop assistants (`c360 mcp`).
+// stdio for desktop assistants (`c360 mcp`). Bridge serves stdio with only
+// an API key, forwarding to a remote /mcp (`c360 mcp --url`).
 //
 // The tools add no authorization of their own. Each runs one GraphQL
 // operation in-process, through the server's own /graphql handler, with the

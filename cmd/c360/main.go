@@ -59,16 +59,20 @@ Usage:
   c360 apikey list --workspace SLUG [--json]
   c360 deadletter list --workspace SLUG [--pending] [--limit N] [--json]
   c360 deadletter replay --workspace SLUG --id ID [--json]
-  c360 mcp              MCP server over stdin/stdout for desktop assistants (C360_API_KEY)
+  c360 mcp --url URL    MCP over stdin/stdout for desktop assistants, bridged to the c360 server
+                        at URL (https://c360.example.com/mcp) with C360_API_KEY; no database access
+  c360 mcp              the same, opening DATABASE_URL itself: for trusted operator hosts only,
+                        since whoever can read its configuration holds the database
 
 Environment:
-  DATABASE_URL          PostgreSQL connection URL (required)
+  DATABASE_URL          PostgreSQL connection URL (required by every command but c360 mcp --url)
   C360_ADDR             listen address (default :8080)
   C360_PUBLIC_URL       external base URL providers call (default http://localhost:<C360_ADDR's port>)
   C360_DEFAULT_REGION   region for national phone numbers (default US)
   C360_TWILIO_API_URL   override of Twilio's REST base URL
   C360_DB_MAX_CONNS     connection pool size (default 16)
   C360_API_KEY          c360 mcp: the API key every tool call acts with
+  C360_MCP_URL          c360 mcp: the server's MCP endpoint to bridge to (as --url)
   C360_SHUTDOWN_TIMEOUT graceful shutdown deadline, cleanups included (default 25s)
   C360_INGEST_WORKERS   group-commit workers (default 2)
   C360_INGEST_QUEUE     ingest requests waiting for a group; past it, 503 + Retry-After (default 2048)
@@ -98,15 +102,17 @@ Environment:
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
-// it as the binary runs, with their own output and environment.
+// it as the binary runs, with their own input, output and environment.
 type Main struct {
+	// Stdin is what `c360 mcp` reads the protocol from.
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 }
 
-// NewMain returns a Main writing to stdout and stderr.
+// NewMain returns a Main reading os.Stdin and writing to stdout and stderr.
 func NewMain(stdout, stderr io.Writer, getenv func(string) string) *Main {
-	return &Main{Stdout: stdout, Stderr: stderr, Getenv: getenv}
+	return &Main{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv}
 }
 
 // Run runs the subcommand in args until it ends or ctx is cancelled.

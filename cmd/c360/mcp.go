@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/mcp"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/server"
@@ -34,14 +34,24 @@ func version() string {
 
 // mcpStdio runs `c360 mcp`: one MCP session over stdin and stdout, for
 // desktop assistants that start the server as a subprocess. C360_API_KEY
-// selects whose key every tool call runs with; DATABASE_URL the store. It
-// serves the same GraphQL handler as `c360 serve` (roles, masking, audit,
-// limits), without listening on any port. Logs go to stderr: stdout
+// selects whose key every tool call runs with. Logs go to stderr: stdout
 // carries the protocol.
+//
+// With --url (or C360_MCP_URL) it is a bridge to a c360 server's /mcp
+// (mcpBridge), and needs nothing but the key. Without, it opens
+// DATABASE_URL itself and serves the same GraphQL handler as `c360 serve`
+// (roles, masking, audit, limits), without listening on any port: whoever
+// can read its configuration holds the database, so that mode is for
+// trusted operator hosts only (docs/security.md).
 func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	fs := newFlagSet("mcp", m.Stderr)
+	remote := fs.String("url", m.Getenv("C360_MCP_URL"),
+		"bridge to this c360 server's MCP endpoint (https://c360.example.com/mcp) instead of opening DATABASE_URL")
 	if err := m.parse(fs, args); err != nil {
 		return err
+	}
+	if *remote != "" {
+		return m.mcpBridge(ctx, *remote)
 	}
 	key := strings.TrimSpace(m.Getenv("C360_API_KEY"))
 	if key == "" {
@@ -81,5 +91,26 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	}()
 
 	srv := server.New(server.Config{Logger: log, Limits: limits}, db, res, db)
-	return newMCP(srv, db, log).ServeStdio(ctx, key, os.Stdin, m.Stdout)
+	return newMCP(srv, db, log).ServeStdio(ctx, key, m.Stdin, m.Stdout)
+}
+
+// mcpBridge runs `c360 mcp --url URL`: MCP over stdin and stdout, every
+// tool call forwarded to the c360 server at URL with C360_API_KEY. The
+// desktop that runs it holds only that key, which the server checks, masks
+// and audits like any other; no database credentials or provider secrets.
+func (m *Main) mcpBridge(ctx context.Context, remote string) error {
+	endpoint, err := mcp.BridgeEndpoint(remote)
+	if err != nil {
+		return usageError("--url (C360_MCP_URL): " + c360.ErrorMessage(err))
+	}
+	key := strings.TrimSpace(m.Getenv("C360_API_KEY"))
+	if key == "" {
+		return usageError("C360_API_KEY is not set: the bridge acts with an API key (c360 apikey create --role assistant)")
+	}
+	log := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if m.Getenv("DATABASE_URL") != "" {
+		log.Warn("DATABASE_URL is set but the bridge does not use it: remove it from the assistant's configuration, " +
+			"where it gives whoever can read it the whole database")
+	}
+	return mcp.Bridge(ctx, mcp.BridgeConfig{URL: endpoint, Key: key, Logger: log, Version: version()}, m.Stdin, m.Stdout)
 }
