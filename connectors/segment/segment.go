@@ -322,25 +322,50 @@ func basicUser(h string) (string, bool) {
 
 // resolveAliases decides the identity type of each alias's previousId that
 // is not the call's own anonymousId: user_id when the workspace knows that
-// user id, anonymous_id otherwise. Under the default rules a customer holds
-// one user_id, so a previousId guessed to be a user id would compete with
+// user id, or an earlier call of the same batch carries it as its userId,
+// anonymous_id otherwise. Under the default rules a customer holds one
+// user_id, so a previousId guessed to be a user id would compete with
 // userId for that one slot instead of linking the anonymous history.
+//
+// The store is asked before any call of the batch is stored, so the
+// batch's own earlier calls are looked at too: identify(userId: old) then
+// alias(previousId: old) must resolve alike whether they arrive as two
+// requests or in one batch (an SDK flushes both together), since the
+// batch's calls take effect in its order.
 func (h *Handler) resolveAliases(ctx context.Context, ws int64, results []Result) error {
+	var earlier map[string]struct{} // user ids of the batch's calls so far
 	for i := range results {
 		ev := results[i].Event
-		if results[i].Err != nil || ev == nil || ev.PreviousID == nil || ev.PreviousID.Type != aliasUnresolved {
+		if results[i].Err != nil || ev == nil {
 			continue
 		}
-		prev := ev.PreviousID
-		_, err := h.cfg.Store.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: prev.Value})
-		switch c360.ErrorCode(err) {
-		case "":
-			prev.Type = "user_id"
-		case c360.ENOTFOUND, c360.EINVALID:
-			// Unknown as a user id (or not a valid one: ingest says why).
-			prev.Type = "anonymous_id"
-		default:
-			return err
+		if prev := ev.PreviousID; prev != nil && prev.Type == aliasUnresolved {
+			// Compared trimmed, as ingest normalizes user ids.
+			if _, ok := earlier[strings.TrimSpace(prev.Value)]; ok {
+				prev.Type = "user_id"
+			} else {
+				_, err := h.cfg.Store.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: prev.Value})
+				switch c360.ErrorCode(err) {
+				case "":
+					prev.Type = "user_id"
+				case c360.ENOTFOUND, c360.EINVALID:
+					// Unknown as a user id (or not a valid one: ingest says why).
+					prev.Type = "anonymous_id"
+				default:
+					return err
+				}
+			}
+		}
+		if len(results) == 1 {
+			continue
+		}
+		for _, id := range ev.Identities {
+			if id.Type == "user_id" {
+				if earlier == nil {
+					earlier = map[string]struct{}{}
+				}
+				earlier[strings.TrimSpace(id.Value)] = struct{}{}
+			}
 		}
 	}
 	return nil

@@ -675,3 +675,34 @@ func TestTraitsKeepTheirDigits(t *testing.T) {
 		t.Errorf("after the repeat: version %d (want %d), account %v", c2.Version, c.Version+1, c2.Traits["account"])
 	}
 }
+
+// An alias's previousId that an earlier call of the same batch carries as
+// its userId is a user id, as it is when the calls come one by one: the
+// batch's calls take effect in its order (analytics-node flushes an
+// identify and the alias that follows it together).
+func TestAliasInBatchResolvesAsInSeparateCalls(t *testing.T) {
+	e := newEnv(t)
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "old-a", "messageId": "s1"})
+	e.mustPost(t, "/v1/alias", map[string]any{"userId": "new-a", "previousId": "old-a", "messageId": "s2"})
+	e.mustPost(t, "/v1/batch", map[string]any{"batch": []any{
+		map[string]any{"type": "identify", "userId": "old-b", "messageId": "b1"},
+		map[string]any{"type": "alias", "userId": "new-b", "previousId": "old-b", "messageId": "b2"},
+		// An anonymous visitor's id is still an anonymous id in a batch,
+		// and a userId that comes after the alias does not count.
+		map[string]any{"type": "page", "anonymousId": "anon-c", "messageId": "b3"},
+		map[string]any{"type": "alias", "userId": "new-c", "previousId": "anon-c", "messageId": "b4"},
+		map[string]any{"type": "alias", "userId": "new-d", "previousId": "later-d", "messageId": "b5"},
+		map[string]any{"type": "identify", "userId": "later-d", "messageId": "b6"},
+	}})
+	for _, v := range []string{"old-a", "old-b"} {
+		if _, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "anonymous_id", Value: v}); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("user id %s was recorded as anonymous_id (err %v), want none", v, err)
+		}
+	}
+	if e.customer(t, "anonymous_id", "anon-c").ID != e.customer(t, "user_id", "new-c").ID {
+		t.Error("alias in a batch did not link anonymous id anon-c to new-c")
+	}
+	if e.customer(t, "anonymous_id", "later-d").ID != e.customer(t, "user_id", "new-d").ID {
+		t.Error("previousId later-d, a userId only after the alias, is not new-d's anonymous id")
+	}
+}
