@@ -17,9 +17,19 @@ const (
 	MaxCallBytes = 32 << 10
 	// MaxBatchBytes bounds a batch request's body.
 	MaxBatchBytes = 500 << 10
-	// MaxBatchCalls bounds the calls in one batch; later ones are refused.
-	MaxBatchCalls = 2500
+	// MaxBatchCalls bounds the items of one batch: as many as a body of
+	// MaxBatchBytes holds of the smallest valid call (SmallestCall), so no
+	// batch of valid calls within Segment's byte limit (Segment has no
+	// count limit) can exceed it. It bounds what a batch of tiny items
+	// that are not calls ({} is 2 bytes) would cost to decode; a batch
+	// over it is refused whole, before anything is stored.
+	MaxBatchCalls = MaxBatchBytes / len(SmallestCall)
 )
+
+// SmallestCall is the shortest valid call in a batch, with the comma that
+// separates it from the next: a page needs only its type and one id, and
+// an id may be a one-digit number.
+const SmallestCall = `{"type":"page","userId":1},`
 
 // Batch is a decoded /v1/batch body.
 type Batch struct {
@@ -41,8 +51,9 @@ type BatchItem struct {
 	Err error
 }
 
-// ParseBatch decodes a batch body in one pass. A body that is not JSON, or
-// whose top level is not shaped as a batch, is refused with EINVALID; an item
+// ParseBatch decodes a batch body in one pass. A body that is not JSON,
+// whose top level is not shaped as a batch, or that holds more than
+// MaxBatchCalls items, is refused with EINVALID; an item
 // that is JSON but not a valid call is kept with its Err set, so the rest of
 // the batch can go on.
 func ParseBatch(body []byte) (*Batch, error) {
@@ -114,6 +125,11 @@ func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
 		return c360.Errorf(c360.EINVALID, "batch: want an array")
 	}
 	for dec.More() {
+		if len(b.Items) == MaxBatchCalls {
+			// Only items smaller than any call can make that many: the
+			// batch is refused whole rather than stored in part.
+			return c360.Errorf(c360.EINVALID, "the batch holds more than %d items: no %d KB batch of valid calls holds that many", MaxBatchCalls, MaxBatchBytes>>10)
+		}
 		start := int(dec.InputOffset())
 		// The offset may still point at the comma before the item.
 		for start < len(body) && (body[start] == ',' || body[start] == ' ' || body[start] == '\n' || body[start] == '\r' || body[start] == '\t') {
@@ -135,11 +151,8 @@ func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
 			it.Err = c360.Errorf(c360.EINVALID, "%s", describeDecodeError(err))
 			continue
 		}
-		switch {
-		case it.Size > MaxCallBytes:
+		if it.Size > MaxCallBytes {
 			it.Err = c360.Errorf(c360.EINVALID, "the call is larger than 32 KB (%d bytes)", it.Size)
-		case len(b.Items) > MaxBatchCalls:
-			it.Err = c360.Errorf(c360.EINVALID, "the batch holds more than %d calls", MaxBatchCalls)
 		}
 	}
 	_, err = dec.Token() // the closing bracket

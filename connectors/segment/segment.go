@@ -371,13 +371,35 @@ func (h *Handler) resolveAliases(ctx context.Context, ws int64, results []Result
 	return nil
 }
 
-// ingest stores the acceptable events of results in one transaction. When
+// ingestCalls bounds the calls of one Ingest call, about one ingest group
+// (postgres.IngestConfig.MaxGroupEvents, 512 by default). A group whose
+// event merges customers is applied event by event, at about a millisecond
+// each: a whole batch of thousands of calls would then outlast the group's
+// timeout and be answered 503 on every retry.
+const ingestCalls = 500
+
+// ingest stores the acceptable events of results, in parts of at most
+// ingestCalls calls, one after the other so the batch takes effect in its
+// order. A failure that is not about the events (503) stops it: the parts
+// stored are found stored by the client's retry.
+func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
+	for len(results) > 0 {
+		n := min(len(results), ingestCalls)
+		if err := h.ingestPart(ctx, ws, results[:n]); err != nil {
+			return err
+		}
+		results = results[n:]
+	}
+	return nil
+}
+
+// ingestPart stores the acceptable events of results in one transaction. When
 // Ingest refuses the set, the events it would refuse are found without
 // writing, marked, and the rest stored; an event that passes validation but
 // fails inside the transaction (a constraint) is isolated by storing the
 // events one by one. Only errors that are not about the events themselves
 // (database unavailable, ...) are returned.
-func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
+func (h *Handler) ingestPart(ctx context.Context, ws int64, results []Result) error {
 	idx := make([]int, 0, len(results))
 	evs := make([]*c360.Event, 0, len(results))
 	for i := range results {
