@@ -37,8 +37,10 @@ type Batch struct {
 	// Context is merged into every item's context; an item's own keys win.
 	Context map[string]any
 	// SentAt is when the client sent the batch, by its own clock.
-	SentAt   time.Time
-	WriteKey string
+	SentAt time.Time
+	// SentAtUnread reports a sentAt sent but not read as a time.
+	SentAtUnread bool
+	WriteKey     string
 }
 
 // BatchItem is one call of a batch, kept even when it cannot be decoded so
@@ -89,7 +91,7 @@ func ParseBatch(body []byte) (*Batch, error) {
 			if err := dec.Decode(&t); err != nil {
 				return nil, invalidJSON(err)
 			}
-			b.SentAt = t.Time
+			b.SentAt, b.SentAtUnread = t.Time, t.Invalid
 		case "writeKey":
 			if err := dec.Decode(&b.WriteKey); err != nil {
 				return nil, invalidJSON(err)
@@ -216,6 +218,7 @@ func (b *Batch) Events(receivedAt time.Time) []Result {
 			m.Context.set(mergeContext(m.Context.Map(), b.Context))
 		}
 		r.Event, r.Err = m.Canonical(typ, receivedAt, b.SentAt)
+		r.UnreadTimes = m.UnreadTimes()
 	}
 	return out
 }
@@ -226,6 +229,48 @@ type Result struct {
 	MessageID string
 	Event     *c360.Event
 	Err       error
+	// UnreadTimes names the call's time fields that were sent but not
+	// read (Message.UnreadTimes).
+	UnreadTimes []string
+}
+
+// warning names a time field of a call (or of the batch, without index)
+// that was ignored because it is not a time c360 reads.
+type warning struct {
+	Index     *int   `json:"index,omitempty"`
+	MessageID string `json:"messageId,omitempty"`
+	Warning   string `json:"warning"`
+}
+
+// unreadTimeWarnings returns a warning for each time field of the stored
+// calls of results that was ignored, and for the batch's own sentAt when
+// batchSentAt (inBatch: results are a batch's). count is called once per
+// field ignored.
+func unreadTimeWarnings(results []Result, inBatch, batchSentAt bool, count func(field string)) []warning {
+	var out []warning
+	if batchSentAt {
+		count("sentAt")
+		out = append(out, warning{Warning: unreadTime("the batch's sentAt")})
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Err != nil {
+			continue
+		}
+		for _, f := range r.UnreadTimes {
+			count(f)
+			w := warning{MessageID: r.MessageID, Warning: unreadTime(f)}
+			if inBatch {
+				w.Index = &r.Index
+			}
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func unreadTime(field string) string {
+	return field + " is not a time c360 reads (ISO-8601, such as 2025-03-01T12:00:00Z): it was ignored"
 }
 
 // mergeContext returns the item's context with the batch's keys it lacks.

@@ -103,26 +103,95 @@ func (id *ID) UnmarshalJSON(b []byte) error {
 
 // Time is a Segment timestamp: an ISO-8601 string. A value that does not
 // parse is treated as absent, so the event is stamped with the time c360
-// received it rather than refused.
-type Time struct{ time.Time }
+// received it rather than refused; Invalid then says so, for the answer
+// and the metric of such values.
+type Time struct {
+	time.Time
+	// Invalid reports a value sent but not read as a time: a string that
+	// does not parse, or a number, bool, array or object.
+	Invalid bool
+}
 
-// timeLayouts are the ISO-8601 forms accepted, most common first.
-var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05.999999999Z0700", "2006-01-02"}
+// timeLayouts are the forms accepted, most common first, once timeText
+// has made the date-time separator "T" and a zone "Z" uppercase: RFC 3339
+// and the ISO-8601 forms clients print, with seconds (and any fraction) or
+// minutes only, a zone Z, +hh:mm, +hhmm or +hh, or none (then UTC), or a
+// date alone (its midnight UTC).
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02T15:04:05.999999999",
+	"2006-01-02T15:04:05.999999999Z0700",
+	"2006-01-02T15:04:05.999999999Z07",
+	"2006-01-02T15:04Z07:00",
+	"2006-01-02T15:04",
+	"2006-01-02T15:04Z0700",
+	"2006-01-02T15:04Z07",
+	"2006-01-02",
+}
 
 // UnmarshalJSON implements json.Unmarshaler; it never fails.
 func (t *Time) UnmarshalJSON(b []byte) error {
-	t.Time = time.Time{}
+	*t = Time{}
+	if len(b) == 0 || b[0] == 'n' {
+		return nil // null
+	}
 	if len(b) < 2 || b[0] != '"' {
+		t.Invalid = true
 		return nil
 	}
+	// The decoder has validated the literal: without escapes it is the
+	// bytes between the quotes.
 	s := string(b[1 : len(b)-1])
+	if bytes.IndexByte(b, '\\') >= 0 {
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Invalid = true
+			return nil
+		}
+	}
+	if s == "" {
+		return nil // absent, as some clients send it
+	}
+	s = timeText(s)
 	for _, layout := range timeLayouts {
 		if v, err := time.Parse(layout, s); err == nil {
 			t.Time = v.UTC()
 			return nil
 		}
 	}
+	t.Invalid = true
 	return nil
+}
+
+// timeText returns s with the spellings RFC 3339 allows besides the ones
+// Go's layouts read made uppercase: a space or "t" between date and time
+// (Python's str(datetime) prints a space), and a "z" zone.
+func timeText(s string) string {
+	if len(s) <= len("2006-01-02") || (s[10] != ' ' && s[10] != 't' && s[len(s)-1] != 'z') {
+		return s
+	}
+	b := []byte(s)
+	if b[10] == ' ' || b[10] == 't' {
+		b[10] = 'T'
+	}
+	if b[len(b)-1] == 'z' {
+		b[len(b)-1] = 'Z'
+	}
+	return string(b)
+}
+
+// UnreadTimes names m's time fields that were sent but are not times c360
+// reads: they count as absent (Time).
+func (m *Message) UnreadTimes() []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		t    *Time
+	}{{"timestamp", &m.Timestamp}, {"originalTimestamp", &m.OriginalTimestamp}, {"sentAt", &m.SentAt}} {
+		if f.t.Invalid {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // Call types, as named in a batch item's "type".

@@ -134,6 +134,51 @@ func TestOccurredAt(t *testing.T) {
 	}
 }
 
+// Each spelling of a time that clients print reads as the instant it
+// names; what is not a time is absent and marked Invalid.
+func TestTimeSpellings(t *testing.T) {
+	noon := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in      string
+		want    time.Time
+		invalid bool
+	}{
+		{`"2025-03-01T12:00:00Z"`, noon, false},
+		{`"2025-03-01T12:00:00.123456789Z"`, noon.Add(123456789), false},
+		{`"2025-03-01T14:00:00+02:00"`, noon, false},
+		{`"2025-03-01 12:00:00+00:00"`, noon, false},            // RFC 3339's space; Python's str(datetime)
+		{`"2025-03-01 12:00:00.5+00:00"`, noon.Add(5e8), false}, // with microseconds
+		{`"2025-03-01 12:00:00"`, noon, false},                  // no zone: UTC
+		{`"2025-03-01T12:00:00"`, noon, false},                  // no zone: UTC
+		{`"2025-03-01T12:00:00.000+00"`, noon, false},           // hour-only offset
+		{`"2025-03-01T09:00:00-03"`, noon, false},               // hour-only offset
+		{`"2025-03-01T14:00:00+0200"`, noon, false},             // offset without colon
+		{`"2025-03-01T12:00Z"`, noon, false},                    // minute precision
+		{`"2025-03-01T14:00+02:00"`, noon, false},               // minute precision
+		{`"2025-03-01 12:00"`, noon, false},                     // minute precision, no zone
+		{`"2025-03-01t12:00:00z"`, noon, false},                 // lowercase t and z
+		{`"2025-03-01 12:00:00z"`, noon, false},                 // space and lowercase z
+		{`"2025-03-01T12:00:00\u005a"`, noon, false},            // an escape
+		{`"2025-03-01"`, time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), false},
+		{`null`, time.Time{}, false},
+		{`""`, time.Time{}, false},
+		{`"yesterday"`, time.Time{}, true},
+		{`"2025-03-01T25:00:00Z"`, time.Time{}, true},
+		{`"01/03/2025"`, time.Time{}, true},
+		{`1740830400`, time.Time{}, true},
+		{`{"t":1}`, time.Time{}, true},
+	} {
+		var got Time
+		if err := json.Unmarshal([]byte(tc.in), &got); err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if !got.Time.Equal(tc.want) || got.Invalid != tc.invalid {
+			t.Errorf("%s = %s (invalid %v), want %s (invalid %v)", tc.in, got.Time, got.Invalid, tc.want, tc.invalid)
+		}
+	}
+}
+
 func TestParseBatch(t *testing.T) {
 	body := `{"sentAt":"2025-03-01T11:00:00Z","context":{"library":{"name":"x"},"ip":"1.2.3.4"},
 		"batch":[{"type":"track","userId":"u","event":"E","context":{"ip":"5.6.7.8"}},

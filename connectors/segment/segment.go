@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/c360dev/c360"
 )
 
@@ -54,6 +56,10 @@ type Config struct {
 // Handler serves the tracking API.
 type Handler struct {
 	cfg Config
+	// unreadTimes counts the time fields ignored because they do not
+	// parse, by field: the calls are then dated when received, which an
+	// SDK, never reading the answer's warnings, would not report.
+	unreadTimes *prometheus.CounterVec
 }
 
 // Mounter is where the handler's routes are mounted (server.Server).
@@ -63,6 +69,8 @@ type Mounter interface {
 	// authenticate (Limit is not called for them) are limited per client
 	// address; refuse answers an address over that limit.
 	HandleVerifying(pattern string, h http.Handler, refuse func(http.ResponseWriter, error))
+	// Registry is where the handler's metrics are registered.
+	Registry() *prometheus.Registry
 }
 
 // New returns a handler for cfg.
@@ -76,7 +84,10 @@ func New(cfg Config) *Handler {
 	if cfg.StatusOf == nil {
 		cfg.StatusOf = func(error) int { return http.StatusInternalServerError }
 	}
-	return &Handler{cfg: cfg}
+	return &Handler{cfg: cfg, unreadTimes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "c360_segment_unread_times_total",
+		Help: "Time fields of Segment calls ignored because they do not parse, by field.",
+	}, []string{"field"})}
 }
 
 // Register declares the API's routes on m: Segment's paths, /v1/import (an
@@ -100,6 +111,7 @@ func (h *Handler) Register(m Mounter) {
 	m.HandleVerifying("POST /v1/import", h.Batch(), h.refuse)
 	m.HandleVerifying("POST /v1/b", h.Batch(), h.refuse)
 	m.Handle("OPTIONS /v1/{call}", http.HandlerFunc(preflight))
+	m.Registry().MustRegister(h.unreadTimes)
 }
 
 // refuse answers a request refused before serve runs, as serve answers.
@@ -161,16 +173,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 		}
 	}
 	var (
-		results  []Result
-		bodyKey  string
-		parseErr error
+		results     []Result
+		bodyKey     string
+		parseErr    error
+		batchSentAt bool // the batch's sentAt was not read
 	)
 	if typ == "" {
 		b, err := ParseBatch(buf.Bytes())
 		if err != nil {
 			parseErr = err
 		} else {
-			bodyKey = b.WriteKey
+			bodyKey, batchSentAt = b.WriteKey, b.SentAtUnread
 			results = b.Events(receivedAt)
 		}
 	} else {
@@ -180,7 +193,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 			parseErr = err
 		} else {
 			ev, err := m.Canonical(typ, receivedAt, time.Time{})
-			results = []Result{{MessageID: string(m.MessageID), Event: ev, Err: err}}
+			results = []Result{{MessageID: string(m.MessageID), Event: ev, Err: err, UnreadTimes: m.UnreadTimes()}}
 		}
 	}
 	if parseErr != nil {
@@ -215,11 +228,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 				Error: c360.ErrorMessage(results[i].Err)})
 		}
 	}
+	warnings := unreadTimeWarnings(results, typ == "", batchSentAt, func(field string) {
+		h.unreadTimes.WithLabelValues(field).Inc()
+	})
 	switch {
-	case len(rejected) == 0:
+	case len(rejected) == 0 && len(warnings) == 0:
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(successBody)
-	case len(rejected) == len(results):
+	case len(rejected) > 0 && len(rejected) == len(results):
 		// Nothing was stored: the client must not believe otherwise.
 		if typ != "" {
 			h.fail(w, results[0].Err, nil)
@@ -227,7 +243,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 		}
 		h.fail(w, c360.Errorf(c360.EINVALID, "every call of the batch was refused; see rejected"), rejected)
 	default:
-		writeJSON(w, http.StatusOK, answer{Success: true, Rejected: rejected})
+		writeJSON(w, http.StatusOK, answer{Success: true, Rejected: rejected, Warnings: warnings})
 	}
 }
 
@@ -239,6 +255,9 @@ type answer struct {
 	Code     string      `json:"code,omitempty"`
 	Message  string      `json:"message,omitempty"`
 	Rejected []rejection `json:"rejected,omitempty"`
+	// Warnings name what was stored otherwise than sent: time fields
+	// ignored because they do not parse.
+	Warnings []warning `json:"warnings,omitempty"`
 }
 
 // rejection names a refused call of a batch.

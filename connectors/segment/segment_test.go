@@ -73,6 +73,11 @@ type response struct {
 		MessageID string `json:"messageId"`
 		Error     string `json:"error"`
 	} `json:"rejected"`
+	Warnings []struct {
+		Index     *int   `json:"index"`
+		MessageID string `json:"messageId"`
+		Warning   string `json:"warning"`
+	} `json:"warnings"`
 }
 
 func basic(key string) string {
@@ -499,6 +504,66 @@ func TestTimestamps(t *testing.T) {
 		}
 		if !ev.ReceivedAt.Equal(now) {
 			t.Errorf("%s: receivedAt %s, want %s", tc.user, ev.ReceivedAt, now)
+		}
+	}
+}
+
+// Timestamps in the spellings clients print are read; one that is not a
+// time is ignored (the call is dated when received), named in the answer's
+// warnings and counted on /metrics, without its value.
+func TestUnreadTimesAreReported(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock()
+	r := e.post(t, "/v1/track", basic(e.writeKey), map[string]any{"userId": "w-1", "event": "E", "timestamp": "last tuesday"})
+	if r.Status != http.StatusOK || len(r.Warnings) != 1 || r.Warnings[0].Index != nil ||
+		!strings.HasPrefix(r.Warnings[0].Warning, "timestamp is not a time") || strings.Contains(r.Warnings[0].Warning, "tuesday") {
+		t.Errorf("call with an unread timestamp: %+v, want 200 with one warning naming timestamp", r)
+	}
+	r = e.post(t, "/v1/batch", basic(e.writeKey), map[string]any{"sentAt": "soon", "batch": []any{
+		map[string]any{"type": "track", "userId": "w-2", "event": "Python", "timestamp": "2025-03-01 11:00:00.5+00:00"},
+		map[string]any{"type": "track", "userId": "w-3", "event": "Epoch", "messageId": "m-epoch", "originalTimestamp": 1740826800},
+		map[string]any{"type": "track", "event": "No Ids", "timestamp": "never"}, // refused: no warning
+	}})
+	type warned struct {
+		index     int
+		messageID string
+		prefix    string
+	}
+	var got []warned
+	for _, w := range r.Warnings {
+		i := -1
+		if w.Index != nil {
+			i = *w.Index
+		}
+		got = append(got, warned{i, w.MessageID, strings.SplitN(w.Warning, " is not", 2)[0]})
+	}
+	want := []warned{{-1, "", "the batch's sentAt"}, {1, "m-epoch", "originalTimestamp"}}
+	if r.Status != http.StatusOK || len(r.Rejected) != 1 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("batch: %d, %d rejected, warnings %v; want 200, 1 rejected, warnings %v", r.Status, len(r.Rejected), got, want)
+	}
+	for user, want := range map[string]time.Time{
+		"w-1": now,
+		"w-2": time.Date(2025, 3, 1, 11, 0, 0, 5e8, time.UTC),
+		"w-3": now,
+	} {
+		if ev := e.event(t, e.customer(t, "user_id", user).ID, "track"); !ev.OccurredAt.Equal(want) {
+			t.Errorf("%s: occurredAt %s, want %s", user, ev.OccurredAt, want)
+		}
+	}
+
+	res, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	metrics, _ := io.ReadAll(res.Body)
+	for _, line := range []string{
+		`c360_segment_unread_times_total{field="timestamp"} 1`,
+		`c360_segment_unread_times_total{field="originalTimestamp"} 1`,
+		`c360_segment_unread_times_total{field="sentAt"} 1`,
+	} {
+		if !bytes.Contains(metrics, []byte(line+"\n")) {
+			t.Errorf("/metrics lacks %s", line)
 		}
 	}
 }
