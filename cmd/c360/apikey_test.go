@@ -217,6 +217,10 @@ func TestSecretsNeverLogged(t *testing.T) {
 	seg := `{"userId":"u1","event":"Logged","messageId":"log-1"}`
 	send("POST", "/v1/track", "application/json", "Basic "+base64.StdEncoding.EncodeToString([]byte(cr.WriteKey+":")), seg, nil)
 	send("POST", "/v1/track", "application/json", "Basic "+base64.StdEncoding.EncodeToString([]byte(wrong+":")), seg, nil)
+	// RudderStack's beacon path carries the write key in its query string.
+	beacon := `{"batch":[{"type":"track","userId":"u1","event":"Beacon","messageId":"log-2"}]}`
+	send("POST", "/beacon/v1/batch?writeKey="+cr.WriteKey, "text/plain;charset=UTF-8", "", beacon, nil)
+	send("POST", "/beacon/v1/batch?writeKey="+wrong, "text/plain;charset=UTF-8", "", beacon, nil)
 	// Provider webhooks with bad signatures.
 	send("POST", "/webhooks/twilio/"+slug, "application/x-www-form-urlencoded", "",
 		"From=%2B14155550100&To=%2B14155550199&Body=hi&MessageSid=SMlog", map[string]string{"X-Twilio-Signature": "bad"})

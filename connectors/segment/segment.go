@@ -92,7 +92,8 @@ func New(cfg Config) *Handler {
 
 // Register declares the API's routes on m: Segment's paths, /v1/import (an
 // alias of batch, as in Segment), the one-letter paths of Segment's browser
-// library, and CORS preflights, since browsers send from any origin. A
+// library, RudderStack's beacon path (Beacon), and CORS preflights, since
+// browsers send from any origin. A
 // request refused by m's limit of requests without a valid write key gets
 // Segment's answer, as every other refusal: SDKs parse it.
 func (h *Handler) Register(m Mounter) {
@@ -110,7 +111,9 @@ func (h *Handler) Register(m Mounter) {
 	m.HandleVerifying("POST /v1/batch", h.Batch(), h.refuse)
 	m.HandleVerifying("POST /v1/import", h.Batch(), h.refuse)
 	m.HandleVerifying("POST /v1/b", h.Batch(), h.refuse)
+	m.HandleVerifying("POST /beacon/v1/batch", h.Beacon(), h.refuse)
 	m.Handle("OPTIONS /v1/{call}", http.HandlerFunc(preflight))
+	m.Handle("OPTIONS /beacon/v1/batch", http.HandlerFunc(preflight))
 	m.Registry().MustRegister(h.unreadTimes)
 }
 
@@ -130,6 +133,22 @@ func (h *Handler) Call(typ string) http.Handler {
 // Batch returns the handler of /v1/batch.
 func (h *Handler) Batch() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, "")
+	})
+}
+
+// Beacon returns the handler of /beacon/v1/batch, where RudderStack's
+// JavaScript SDK posts batches with navigator.sendBeacon (its useBeacon
+// option). A beacon cannot carry headers, so the write key comes in the
+// writeKey query parameter; it is then read as HTTP Basic credentials
+// would be, as RudderStack's own gateway does. A Basic header, which a
+// beacon never has, still wins. The body is a batch, sent as text/plain.
+func (h *Handler) Beacon() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if key := r.URL.Query().Get("writeKey"); key != "" && r.Header.Get("Authorization") == "" {
+			r = r.Clone(r.Context())
+			r.SetBasicAuth(key, "")
+		}
 		h.serve(w, r, "")
 	})
 }

@@ -41,6 +41,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvLogging(t, slog.DiscardHandler)
+}
+
+// newEnvLogging is newEnv with the server's and the API's logs, and the
+// HTTP server's, going to logs.
+func newEnvLogging(t *testing.T, logs slog.Handler) *env {
+	t.Helper()
 	db := pgtest.Open(t)
 	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("seg%d", time.Now().UnixNano()%1e12), "test")
 	if err != nil {
@@ -48,10 +55,12 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{db: db, ws: creds.ID, writeKey: creds.WriteKey, adminKey: creds.APIKey,
 		now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-	log := slog.New(slog.DiscardHandler)
+	log := slog.New(logs)
 	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
 	segment.New(segment.Config{Store: db, Now: e.clock, StatusOf: server.StatusOf, Logger: log}).Register(srv)
-	e.srv = httptest.NewServer(srv)
+	e.srv = httptest.NewUnstartedServer(srv)
+	e.srv.Config.ErrorLog = slog.NewLogLogger(logs, slog.LevelWarn)
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }
@@ -654,6 +663,77 @@ func TestGzipAndBrowserPaths(t *testing.T) {
 	if n := len(e.events(t, e.customer(t, "user_id", "g-1").ID)); n != 2 {
 		t.Errorf("stored %d events, want 2", n)
 	}
+}
+
+// RudderStack's JavaScript SDK with useBeacon posts batches as text/plain
+// to /beacon/v1/batch, the write key in the query string (a beacon cannot
+// set headers). They are batches like any other; the key, now in the URL,
+// appears in none of c360's logs nor on /metrics.
+func TestBeaconBatch(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	e := newEnvLogging(t, slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	beacon := func(query, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/beacon/v1/batch"+query, strings.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain;charset=UTF-8") // a Blob of type text/plain
+		req.Header.Set("Origin", "https://shop.example")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	body := `{"batch":[{"type":"page","anonymousId":"b-anon","name":"Pricing","messageId":"beacon-1"},
+		{"type":"track","anonymousId":"b-anon","event":"Left","messageId":"beacon-2"}],"sentAt":"2025-03-01T12:00:00.000Z"}`
+	for range 2 { // the second is a retry: stored once
+		if code, answer := beacon("?writeKey="+e.writeKey, body); code != http.StatusOK {
+			t.Fatalf("beacon: %d %s, want 200", code, answer)
+		}
+	}
+	if n := len(e.events(t, e.customer(t, "anonymous_id", "b-anon").ID)); n != 2 {
+		t.Errorf("stored %d events, want 2", n)
+	}
+	unknown := "wk_" + strings.Repeat("7", 40)
+	for _, query := range []string{"?writeKey=" + unknown, "", "?writeKey="} {
+		if code, answer := beacon(query, body); code != http.StatusUnauthorized {
+			t.Errorf("beacon with query %q: %d %s, want 401", query, code, answer)
+		}
+	}
+	if code, answer := beacon("?writeKey="+e.writeKey, `{"batch":[{"type":"track","event":"No Ids"}]}`); code != http.StatusBadRequest {
+		t.Errorf("beacon of a bad call: %d %s, want 400", code, answer)
+	}
+
+	res, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, key := range []string{e.writeKey, unknown} {
+		if strings.Contains(logs.String(), key) || bytes.Contains(metrics, []byte(key)) {
+			t.Errorf("a write key sent in the query string is in the logs or on /metrics:\n%s", logs.String())
+		}
+	}
+	if !bytes.Contains(metrics, []byte(`route="POST /beacon/v1/batch"`)) {
+		t.Error("/metrics does not count the beacon route by its pattern")
+	}
+}
+
+// lockedWriter serializes the writes of the server's goroutines.
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestBatchIsolatesCallsTheDatabaseRefuses(t *testing.T) {
