@@ -1749,8 +1749,8 @@ type Observation {
   customerId: ID!
   "The fact. Email addresses and phone numbers in it are masked like identities."
   text: String!
-  "Where the fact came from, e.g. whatsapp-bot."
-  source: String
+  "Where the fact came from, e.g. whatsapp-bot. Free text its recorder wrote: email addresses and phone numbers in it are masked like identities."
+  source: String @pii(kind: TEXT)
   "The recorder's confidence, 0 to 1."
   confidence: Float
   "The API key that recorded it: key <prefix>."
@@ -1808,7 +1808,8 @@ type ContextConversation {
 "How many events of one type and name a customer had lately."
 type EventSummary {
   type: String!
-  name: String
+  "The events' name, as the app sent it: email addresses and phone numbers in it are masked like identities."
+  name: String @pii(kind: TEXT)
   count: Int!
   lastAt: Time!
 }
@@ -1954,7 +1955,8 @@ type Event {
   id: ID!
   "identify, track, page, screen, group, alias, message, message_status"
   type: String!
-  name: String
+  "A track event's name, a page's or screen's: free text the app chose, so email addresses and phone numbers in it are masked like identities."
+  name: String @pii(kind: TEXT)
   properties: JSON! @hasRole(roles: [ADMIN, AGENT, ASSISTANT]) @pii(kind: JSON)
   "graphql, segment, twilio, whatsapp or chatbot"
   source: String!
@@ -2202,7 +2204,7 @@ enum PiiKind {
   DIFF
   "One trait's value, masked by the trait's name."
   TRAIT_VALUE
-  "Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked."
+  "Free text (a message body, a ledger reason, an observation's source, an event's name): email addresses and phone numbers in it are masked."
   TEXT
 }
 

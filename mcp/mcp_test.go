@@ -703,3 +703,32 @@ func TestMCPFailedAuthenticationsLimitedPerAddress(t *testing.T) {
 		t.Errorf("valid key from another address = %d %s, want 200", status, body)
 	}
 }
+
+// An observation's source and an event's name are free text: an agent may
+// write "call from +14155550100" as a source, an app may name an event
+// after whom it concerns. get_customer_context gives them masked to an
+// assistant without the pii scope, in its fields and its text, and whole to
+// an agent.
+func TestContextMasksObservationSourcesAndEventNames(t *testing.T) {
+	e := newEnv(t)
+	agent := e.connect(t, e.keys["agent"])
+	if _, res, isErr := call(t, agent, mcp.ToolRecordObservation, map[string]any{"customerId": e.jane,
+		"text": "asked for a callback", "source": "call from " + janePhone + ", cc " + janeEmail}); isErr {
+		t.Fatalf("record_observation: %s", res)
+	}
+	if _, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventTrack, Source: "test",
+		DedupeKey: "named", OccurredAt: time.Now().UTC(), Name: "Callback requested by " + janePhone,
+		Identities: []c360.Identity{{Type: "phone", Value: janePhone}}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, text, isErr := call(t, e.connect(t, e.keys["assistant"]), mcp.ToolGetCustomerContext, map[string]any{"customerId": e.jane})
+	if isErr || !strings.Contains(text, "source call from +1******0100, cc j***@example.com") || !strings.Contains(text, `Callback requested by +1******0100`) {
+		t.Errorf("get_customer_context = %s, want the source and the event's name masked", text)
+	}
+	assertMasked(t, text)
+	_, text, isErr = call(t, agent, mcp.ToolGetCustomerContext, map[string]any{"customerId": e.jane})
+	if isErr || !strings.Contains(text, "call from "+janePhone+", cc "+janeEmail) || !strings.Contains(text, "Callback requested by "+janePhone) {
+		t.Errorf("agent's get_customer_context = %s, want the source and the event's name whole", text)
+	}
+}

@@ -62,13 +62,16 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 		}
 	}
 	mask := !sees
-	free := func(s string, where string) string {
+	// maskText masks free text and clips it to n characters: masked first, so
+	// a clip never leaves part of a number unmasked.
+	maskText := func(s, where string, n int) string {
 		out, kinds := pii.Text(s, mask)
 		for _, k := range kinds {
 			record(where, k)
 		}
-		return clip(oneLine(out), maxTextBody)
+		return clip(oneLine(out), n)
 	}
+	free := func(s string, where string) string { return maskText(s, where, maxTextBody) }
 	identityValue := func(id c360.Identity) string {
 		m, k := pii.Identity(id.Type, id.Value)
 		if k == "" {
@@ -142,7 +145,8 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 	for _, o := range cc.Observations {
 		var meta []string
 		if o.Source != "" {
-			meta = append(meta, "source "+o.Source)
+			// A source is free text its recorder wrote, masked as such.
+			meta = append(meta, "source "+maskText(o.Source, "observations.source", maxTextBody))
 		}
 		if o.Confidence != nil {
 			meta = append(meta, "confidence "+strconv.FormatFloat(*o.Confidence, 'f', -1, 64))
@@ -159,7 +163,8 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 	for _, e := range cc.Events {
 		what := e.Type
 		if e.Name != "" {
-			what += " " + strconv.Quote(clip(oneLine(e.Name), 80))
+			// An app names its events as it likes, personal data included.
+			what += " " + strconv.Quote(maskText(e.Name, "events.name", 80))
 		}
 		events.lines = append(events.lines, fmt.Sprintf("- %s ×%d, last %s", what, e.Count, minute(e.LastAt)))
 	}

@@ -3,11 +3,13 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/server"
 )
 
 // Free text carries personal data too: a message body, the ledger's reason
@@ -127,6 +129,67 @@ func TestChangeDiffsMaskedForAssistants(t *testing.T) {
 					t.Errorf("masked assistant's diffs lack %s:\n%s", want, all)
 				}
 			}
+		}
+	}
+}
+
+// An observation's source and an event's name are free text their writers
+// chose: an agent may record "call from +14155550100" as a source, and an
+// app may name an event after whom it concerns. An assistant without the
+// pii scope reads them masked, in the structured fields and in
+// customerContext's text; an agent reads them whole, and its read is
+// audited as pii.read.
+func TestObservationSourceAndEventNameMaskedForAssistants(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	const (
+		source = "call from " + janePhone + ", cc " + janeEmail
+		name   = "Callback requested by " + janePhone
+	)
+	gql(t, e.srv, e.keys["agent"], `mutation($id: ID!, $source: String!) {
+		recordObservation(customerId: $id, text: "asked for a callback", source: $source) { id } }`,
+		map[string]any{"id": e.cust, "source": source}).ok(t, nil)
+	gql(t, e.srv, e.keys["agent"], `mutation($email: String!, $name: String!) {
+		track(input: {identities: [{type: "email", value: $email}], event: $name}) { id } }`,
+		map[string]any{"email": janeEmail, "name": name}).ok(t, nil)
+
+	queries := []string{
+		`query($id: ID!) { customer(id: $id) { observations { text source } } }`,
+		`query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { name } } } } }`,
+		`query($id: ID!) { customerContext(id: $id) { text observations { source } recentEvents { name } } }`,
+	}
+	for _, q := range queries {
+		body := gql(t, e.srv, e.keys["assistant"], q, map[string]any{"id": e.cust})
+		body.ok(t, nil)
+		for _, raw := range []string{janeEmail, janePhone} {
+			if strings.Contains(string(body.Data), raw) {
+				t.Errorf("assistant read %q unmasked: %s", raw, body.Data)
+			}
+		}
+		if !strings.Contains(string(body.Data), janePhoneMasked) {
+			t.Errorf("assistant's answer lacks the masked phone %q: %s", janePhoneMasked, body.Data)
+		}
+	}
+	if got := e.auditLog(t, map[string]any{"a": c360.AuditPIIRead}); len(got) != 0 {
+		t.Errorf("masked reads recorded as pii.read: %+v", got)
+	}
+
+	// An agent reads them whole, and the read is audited.
+	for _, q := range queries {
+		body := gql(t, e.srv, e.keys["agent"], q, map[string]any{"id": e.cust})
+		body.ok(t, nil)
+		if !strings.Contains(string(body.Data), janePhone) {
+			t.Errorf("agent did not read %q whole: %s", janePhone, body.Data)
+		}
+	}
+	var fields []string
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": e.cust}) {
+		fields = append(fields, r.Fields...)
+	}
+	for _, f := range []string{"source(email)", "source(phone)", "name(phone)",
+		"customerContext.text.observations.source.email", "customerContext.text.observations.source.phone",
+		"customerContext.text.events.name.phone"} {
+		if !slices.Contains(fields, f) {
+			t.Errorf("pii.read fields %v lack %s", fields, f)
 		}
 	}
 }

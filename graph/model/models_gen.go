@@ -185,7 +185,7 @@ const (
 	PiiKindDiff PiiKind = "DIFF"
 	// One trait's value, masked by the trait's name.
 	PiiKindTraitValue PiiKind = "TRAIT_VALUE"
-	// Free text (a message body, a ledger reason): email addresses and phone numbers in it are masked.
+	// Free text (a message body, a ledger reason, an observation's source, an event's name): email addresses and phone numbers in it are masked.
 	PiiKindText PiiKind = "TEXT"
 )
 
