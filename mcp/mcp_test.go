@@ -316,8 +316,8 @@ func TestToolsOverStreamableHTTP(t *testing.T) {
 		t.Errorf("agent's lookup_customer is masked: %s", text)
 	}
 
-	// The same audit as GraphQL: the assistant's reads are recorded, the
-	// agent's send too.
+	// The same audit as GraphQL: the assistant's reads are recorded, its
+	// lookup of nobody as a count, the agent's send too.
 	if err := e.audit.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -327,6 +327,12 @@ func TestToolsOverStreamableHTTP(t *testing.T) {
 	}
 	var ops []string
 	for _, r := range reads {
+		if r.CustomerID == 0 {
+			if r.Role != c360.RoleAssistant || fmt.Sprint(r.Fields) != "[lookup.customerByIdentity(email)]" || fmt.Sprint(r.Detail["notFound"]) != "1" {
+				t.Errorf("customer.read entry of nobody = %+v, want the assistant's lookup of nobody@example.com", r)
+			}
+			continue
+		}
 		if r.Role != c360.RoleAssistant || fmt.Sprint(r.CustomerID) != e.jane {
 			t.Errorf("customer.read entry = %+v, want the assistant reading Jane", r)
 		}

@@ -49,7 +49,20 @@ func (r *Resolver) customerContext(ctx context.Context, ref c360.CustomerRef, bu
 	if r.ContextService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "customer context is not configured on this server")
 	}
+	var done func(int64)
+	if ref.Identity != nil {
+		if done, err = maskedLookup(ctx, p, "customerContext", ref.Identity.Type); err != nil {
+			return nil, err
+		}
+	}
 	cc, err := r.ContextService.CustomerContext(ctx, p.WorkspaceID, ref, r.now(), c360.DefaultContextLimits)
+	if done != nil && (err == nil || c360.ErrorCode(err) == c360.ENOTFOUND) {
+		if err != nil {
+			done(0)
+		} else {
+			done(cc.Customer.ID)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

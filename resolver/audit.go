@@ -23,6 +23,10 @@ type collector struct {
 	p     *c360.Principal
 	op    string
 	reads map[readKey]map[string]struct{}
+	// misses counts the lookups by identity and searches that found nobody
+	// (maskedLookup): they are recorded as one customer.read of no
+	// customer, whose detail holds the count, not one entry each.
+	misses int
 }
 
 type readKey struct {
@@ -55,12 +59,20 @@ func (c *collector) add(action string, customer int64, fields ...string) {
 	}
 }
 
+// miss notes a lookup through field that found nobody.
+func (c *collector) miss(field string) {
+	c.add(c360.AuditCustomerRead, 0, field)
+	c.mu.Lock()
+	c.misses++
+	c.mu.Unlock()
+}
+
 // drain returns the audit entries gathered so far, one per action and
 // customer, and starts over.
 func (c *collector) drain(now time.Time) []*c360.AuditEntry {
 	c.mu.Lock()
-	reads := c.reads
-	c.reads = nil
+	reads, misses := c.reads, c.misses
+	c.reads, c.misses = nil, 0
 	c.mu.Unlock()
 	if len(reads) == 0 {
 		return nil
@@ -76,6 +88,12 @@ func (c *collector) drain(now time.Time) []*c360.AuditEntry {
 		sort.Strings(e.Fields)
 		if c.op != "" {
 			e.Detail = map[string]any{"operation": c.op}
+		}
+		if k.action == c360.AuditCustomerRead && k.customer == 0 && misses > 0 {
+			if e.Detail == nil {
+				e.Detail = map[string]any{}
+			}
+			e.Detail["notFound"] = misses
 		}
 		out = append(out, e)
 	}

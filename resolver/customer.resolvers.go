@@ -95,7 +95,15 @@ func (r *queryResolver) CustomerByIdentity(ctx context.Context, typeArg string, 
 	if err != nil {
 		return nil, err
 	}
-	return r.oneCustomer(ctx, ws, c360.CustomerKey{Identity: &c360.Identity{Type: typeArg, Value: value}})
+	done, err := maskedLookup(ctx, c360.PrincipalFromContext(ctx), "customerByIdentity", typeArg)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.oneCustomer(ctx, ws, c360.CustomerKey{Identity: &c360.Identity{Type: typeArg, Value: value}})
+	if done != nil && err == nil {
+		done(customerIDOf(c))
+	}
+	return c, err
 }
 
 // Customers is the resolver for the customers field.

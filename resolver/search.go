@@ -16,7 +16,8 @@ import (
 // has, never learn one (docs/security.md).
 func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
 	q := strings.TrimSpace(f.Query)
-	if p, _ := principal(ctx); q == "" || p == nil || p.SeesPII() {
+	p, _ := principal(ctx)
+	if q == "" || p == nil || p.SeesPII() {
 		return r.CustomerService.FindCustomers(ctx, ws, f)
 	}
 	// The same refusals as a search by fragment.
@@ -34,12 +35,18 @@ func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerF
 		}
 		return page, nil // the one match was on the first page
 	}
+	done, err := maskedLookup(ctx, p, "customers", id.Type)
+	if err != nil {
+		return nil, err
+	}
 	c, err := r.CustomerService.FindCustomerByIdentity(ctx, ws, id)
 	switch code := c360.ErrorCode(err); {
 	case err == nil:
 		page.Items = append(page.Items, c)
 		page.Cursors = append(page.Cursors, c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode())
+		done(c.ID)
 	case code == c360.ENOTFOUND:
+		done(0)
 	case code == c360.EINVALID:
 		return nil, c360.Errorf(c360.EFORBIDDEN, "without the pii scope, customers(query:) takes a whole email address or phone number, not a name or a fragment")
 	default:

@@ -62,6 +62,13 @@ type Limits struct {
 	// (C360_TRUSTED_PROXIES; clientaddr.go). None by default: the client
 	// is the connection's peer.
 	TrustedProxies []netip.Prefix
+	// LookupRate limits, per API key, the lookups by identity and searches
+	// (customerByIdentity, customers(query:), customerContext(identity:))
+	// made by keys that read personal data masked, one token per lookup,
+	// an alias counting as one: each answers whether a guessed address
+	// belongs to a customer, so unbounded they would give a masked phone
+	// number away (C360_RATE_LOOKUP_RPS, C360_RATE_LOOKUP_BURST).
+	LookupRate Rate
 }
 
 // DefaultLimits are generous on purpose: a legitimate console query (a page
@@ -79,6 +86,10 @@ var DefaultLimits = Limits{
 	// As high as the others: behind a proxy that hides clients' addresses,
 	// every client shares one address, genuine providers included.
 	WebhookUnverifiedRate: Rate{RPS: 10_000, Burst: 20_000},
+	// Low on purpose, unlike the others: an assistant looks a customer up
+	// once per conversation, while guessing the 6 hidden digits of a
+	// masked number takes up to a million lookups (docs/security.md).
+	LookupRate: Rate{RPS: 5, Burst: 60},
 }
 
 // withDefaults fills zero fields from DefaultLimits.
@@ -108,6 +119,9 @@ func (l Limits) withDefaults() Limits {
 	if l.WebhookUnverifiedRate == (Rate{}) {
 		l.WebhookUnverifiedRate = d.WebhookUnverifiedRate
 	}
+	if l.LookupRate == (Rate{}) {
+		l.LookupRate = d.LookupRate
+	}
 	return l
 }
 
@@ -127,6 +141,7 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 		{"C360_RATE_KEY_BURST", &l.KeyRate.Burst},
 		{"C360_RATE_WEBHOOK_BURST", &l.WebhookRate.Burst},
 		{"C360_RATE_WEBHOOK_UNVERIFIED_BURST", &l.WebhookUnverifiedRate.Burst},
+		{"C360_RATE_LOOKUP_BURST", &l.LookupRate.Burst},
 	}
 	for _, v := range ints {
 		s := getenv(v.name)
@@ -146,6 +161,7 @@ func LimitsFromEnv(getenv func(string) string) (Limits, error) {
 		{"C360_RATE_KEY_RPS", &l.KeyRate.RPS},
 		{"C360_RATE_WEBHOOK_RPS", &l.WebhookRate.RPS},
 		{"C360_RATE_WEBHOOK_UNVERIFIED_RPS", &l.WebhookUnverifiedRate.RPS},
+		{"C360_RATE_LOOKUP_RPS", &l.LookupRate.RPS},
 	} {
 		s := getenv(v.name)
 		if s == "" {
@@ -333,7 +349,7 @@ type securityMetrics struct {
 
 func newSecurityMetrics(reg *prometheus.Registry) *securityMetrics {
 	m := &securityMetrics{rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "c360_rate_limited_total", Help: "Requests refused with 429, by limit (key, webhook, webhook_unverified).",
+		Name: "c360_rate_limited_total", Help: "Requests refused with 429 (lookups: RATE_LIMITED), by limit (key, webhook, webhook_unverified, lookup).",
 	}, []string{"limit"})}
 	reg.MustRegister(m.rateLimited)
 	return m

@@ -21,12 +21,13 @@ func TestLimitsFromEnv(t *testing.T) {
 		"C360_RATE_KEY_BURST": "5", "C360_RATE_WEBHOOK_RPS": "-1",
 		"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0.5", "C360_RATE_WEBHOOK_UNVERIFIED_BURST": "3",
 		"C360_TRUSTED_PROXIES": " 10.0.0.0/8, 192.0.2.7,2001:db8::/32 ,",
+		"C360_RATE_LOOKUP_RPS": "0.2", "C360_RATE_LOOKUP_BURST": "10",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l.MaxDepth != 8 || l.MaxFields != 200 || l.KeyRate != (Rate{2.5, 5}) || l.WebhookRate.RPS != -1 || l.MaxAliases != DefaultLimits.MaxAliases ||
-		l.WebhookUnverifiedRate != (Rate{0.5, 3}) ||
+		l.WebhookUnverifiedRate != (Rate{0.5, 3}) || l.LookupRate != (Rate{0.2, 10}) ||
 		fmt.Sprint(l.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
 		t.Errorf("limits = %+v", l)
 	}
@@ -35,6 +36,7 @@ func TestLimitsFromEnv(t *testing.T) {
 		{"C360_RATE_WEBHOOK_RPS": "NaN"}, {"C360_RATE_KEY_BURST": "-3"},
 		{"C360_RATE_WEBHOOK_UNVERIFIED_RPS": "0"}, {"C360_RATE_WEBHOOK_UNVERIFIED_BURST": "0"},
 		{"C360_TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, {"C360_TRUSTED_PROXIES": "10.0.0.0/33"},
+		{"C360_RATE_LOOKUP_RPS": "0"}, {"C360_RATE_LOOKUP_BURST": "many"},
 	} {
 		if _, err := LimitsFromEnv(env(kv)); err == nil {
 			t.Errorf("%v: no error, want one naming the variable", kv)

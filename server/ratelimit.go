@@ -11,10 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/resolver"
 )
 
 // Rate is a token bucket: RPS tokens a second, up to Burst at once (at
@@ -315,4 +317,28 @@ func (s *Server) limitKey(w http.ResponseWriter, p *c360.Principal) bool {
 		writeRateLimited(w, retry, "this API key")
 	}
 	return ok
+}
+
+// lookups names the limit of lookups by identity and searches.
+const lookups = "lookups by identity and searches of this API key"
+
+// limitLookups gives each operation of a key that reads personal data
+// masked its key's bucket of lookups (LookupRate, C360_RATE_LOOKUP_*): the
+// resolvers take a token for each lookup by identity or search, an alias
+// counting as one, and refuse one past the bucket with RATE_LIMITED, the
+// rest of the operation answered (resolver.WithLookupLimit). Operations of
+// other keys, which read personal data unmasked anyway, pass untouched.
+func (s *Server) limitLookups(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	if p := c360.PrincipalFromContext(ctx); p == nil || p.SeesPII() || s.lookupLimit == nil || s.lookupLimit.rate.RPS <= 0 {
+		return next(ctx)
+	}
+	return next(resolver.WithLookupLimit(ctx, s.allowLookup))
+}
+
+// allowLookup takes a token from the lookup bucket of p's key.
+func (s *Server) allowLookup(p *c360.Principal) error {
+	if ok, retry := s.lookupLimit.allow(p.KeyID); !ok {
+		return rateLimited(nil, retry, lookups)
+	}
+	return nil
 }

@@ -65,10 +65,12 @@ type Server struct {
 	metrics  *metrics
 	// Rate limits (ratelimit.go): per API key; per workspace (or write key)
 	// for connectors, once verified; per client address for webhook and
-	// Segment API requests that are not, and API keys that fail.
+	// Segment API requests that are not, and API keys that fail; per API
+	// key for the lookups of keys that read personal data masked.
 	keyLimit        *limiter[int64]
 	webhookLimit    *limiter[string]
 	unverifiedLimit *limiter[string]
+	lookupLimit     *limiter[int64]
 	secMetrics      *securityMetrics
 	ws              *websockets
 	shared          *resolver.SharedSubscriptions
@@ -91,6 +93,7 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	s.webhookLimit = newLimiter[string](s.cfg.Limits.WebhookRate, s.secMetrics.rateLimited.WithLabelValues("webhook"))
 	s.unverifiedLimit = newLimiter[string](s.cfg.Limits.WebhookUnverifiedRate,
 		s.secMetrics.rateLimited.WithLabelValues("webhook_unverified"))
+	s.lookupLimit = newLimiter[int64](s.cfg.Limits.LookupRate, s.secMetrics.rateLimited.WithLabelValues("lookup"))
 	s.ws = newWebsockets(cfg.Websocket, cfg.Logger, s.registry)
 	s.ws.clientOf = s.clientOf
 	s.shared = &resolver.SharedSubscriptions{KeyActive: auth.KeyActive}
@@ -271,6 +274,7 @@ func (s *Server) configureExecutor(h executorConfig, queries graphql.Cache[*ast.
 	h.Use(queryLimits{maxDepth: lim.MaxDepth, maxAliases: lim.MaxAliases})
 	h.Use(extension.FixedComplexityLimit(lim.MaxComplexity))
 	h.AroundOperations(s.resolver.AuditReads)
+	h.AroundOperations(s.limitLookups)
 	h.Use(s.shared)
 	h.SetErrorPresenter(s.presentError)
 	h.SetRecoverFunc(func(ctx context.Context, v any) error {

@@ -99,6 +99,10 @@ Environment:
   C360_TRUSTED_PROXIES  proxies (addresses or CIDR prefixes, comma-separated) whose
                         X-Forwarded-For names the client of that per-address bucket
                         (default: none; the client is the connection's peer)
+  C360_RATE_LOOKUP_RPS, C360_RATE_LOOKUP_BURST
+                        token bucket per API key for the lookups by identity and searches
+                        of keys that read personal data masked, one per lookup (an alias
+                        counts as one) (default 5/s, burst 60; -1: off; docs/security.md)
 `
 
 // Main is the program: parsed configuration and what it opened. Tests run
