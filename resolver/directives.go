@@ -168,7 +168,10 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			return res, nil
 		}
 		if masked = m; ptr {
-			masked = &m
+			// A copy of its own: taking m's address would move m to the
+			// heap for every text, those passed on above included.
+			mp := m
+			masked = &mp
 		}
 		for _, k := range kinds {
 			found = append(found, graphql.GetFieldContext(ctx).Field.Name+"("+k+")")
