@@ -51,11 +51,14 @@ type Outreach struct {
 	Workspace  *Workspace
 	CustomerID int64 // the surviving customer, if the id asked for was merged away
 	Channel    string
-	// Phone is the customer's most recently seen phone number, "" if none.
+	// Phone is the number to send to: the one the customer last wrote from
+	// on the channel, else the customer's most recently seen phone; never
+	// one the workspace's identity rules block. "" if there is none.
 	Phone string
 	// Consent is the customer's consent on the channel, nil if never given or withdrawn.
 	Consent *Consent
-	// LastInboundAt is when the customer last wrote on the channel, nil if never.
+	// LastInboundAt is when the customer last wrote on the channel from
+	// Phone, nil if never: on WhatsApp, the session window is that number's.
 	LastInboundAt *time.Time
 }
 

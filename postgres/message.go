@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -186,36 +187,82 @@ func (db *DB) FindMessageByProviderID(ctx context.Context, ws int64, providerID 
 	return m, nil
 }
 
+// outreachInbound bounds the customer's latest inbound messages on the
+// channel that FindOutreach reads for the number they came from: the
+// newest whose number is still the customer's and not blocked wins, and
+// more than a few unusable ones in a row is not worth reading on.
+const outreachInbound = 10
+
 // FindOutreach returns what deciding whether customerID may be messaged on
-// channel needs, in one query: the surviving customer, its most recently
-// seen phone, its consent on the channel and its last inbound message there.
+// channel needs, in one query: the surviving customer, its phones, its
+// consent on the channel and the numbers its latest inbound messages there
+// came from (each inbound message's event names it).
+//
+// The recipient is the number the customer last wrote from on the channel,
+// so that a WhatsApp reply goes to the number whose session is open (and an
+// SMS reply to the number the customer texts from); without an inbound
+// message there, the most recently seen phone. A number the workspace's
+// identity rules block is never chosen, nor one that has since moved to
+// another customer (a split): a customer left without a usable number
+// gets Phone "".
 func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel string) (*c360.Outreach, error) {
+	rules, err := db.identityRules(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
 	o := &c360.Outreach{Channel: channel}
 	var (
-		slug, phone               string
+		slug                      string
+		phones, inboundPhones     []string
+		inboundAts                []time.Time
 		consentStatus, consentSrc *string
-		consentAt, lastInbound    *time.Time
+		consentAt                 *time.Time
 	)
-	err := db.as(ws).QueryRow(ctx, `
+	err = db.as(ws).QueryRow(ctx, `
 		SELECT c.id, w.slug,
-		       coalesce((SELECT i.value FROM identities i
-		                 WHERE i.workspace_id = $1 AND i.customer_id = c.id AND i.type = 'phone'
-		                 ORDER BY i.last_seen DESC, i.value LIMIT 1), ''),
+		       coalesce((SELECT array_agg(i.value ORDER BY i.last_seen DESC, i.value) FROM identities i
+		                 WHERE i.workspace_id = $1 AND i.customer_id = c.id AND i.type = 'phone'), '{}'),
 		       k.status, k.source, k.updated_at,
-		       (SELECT max(v.last_inbound_at) FROM conversations v
-		        WHERE v.workspace_id = $1 AND v.customer_id = c.id AND v.channel = $3)
+		       coalesce(r.phones, '{}'), coalesce(r.ats, '{}')
 		FROM customers c
 		JOIN workspaces w ON w.id = c.workspace_id
 		LEFT JOIN consents k ON k.workspace_id = c.workspace_id AND k.customer_id = c.id AND k.channel = $3
+		LEFT JOIN LATERAL (
+			SELECT array_agg(x.phone ORDER BY x.created_at DESC, x.id DESC) AS phones,
+			       array_agg(x.created_at ORDER BY x.created_at DESC, x.id DESC) AS ats
+			FROM (
+				SELECT m.id, m.created_at, p->>'value' AS phone
+				FROM conversations v
+				CROSS JOIN LATERAL (
+					SELECT m.id, m.created_at, m.event_id FROM messages m
+					WHERE m.workspace_id = $1 AND m.conversation_id = v.id AND m.direction = 'inbound'
+					ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m
+				JOIN events e ON e.workspace_id = $1 AND e.id = m.event_id
+				CROSS JOIN LATERAL jsonb_array_elements(e.identities) p
+				WHERE v.workspace_id = $1 AND v.customer_id = c.id AND v.channel = $3 AND p->>'type' = 'phone'
+				ORDER BY m.created_at DESC, m.id DESC LIMIT $4) x
+		) r ON true
 		WHERE c.workspace_id = $1
-		  AND c.id = (SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $2)`, ws, customerID, channel).Scan(
-		&o.CustomerID, &slug, &phone, &consentStatus, &consentSrc, &consentAt, &lastInbound)
+		  AND c.id = (SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $2)`,
+		ws, customerID, channel, outreachInbound).Scan(
+		&o.CustomerID, &slug, &phones, &consentStatus, &consentSrc, &consentAt, &inboundPhones, &inboundAts)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", customerID)
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find outreach: %w", err))
 	}
-	o.Phone, o.LastInboundAt = phone, lastInbound
+	usable := func(phone string) bool { return slices.Contains(phones, phone) && !rules.IsBlocked(phone) }
+	for i, phone := range inboundPhones {
+		if usable(phone) {
+			o.Phone, o.LastInboundAt = phone, &inboundAts[i]
+			break
+		}
+	}
+	if o.Phone == "" {
+		if i := slices.IndexFunc(phones, usable); i >= 0 {
+			o.Phone = phones[i]
+		}
+	}
 	if consentStatus != nil {
 		o.Consent = &c360.Consent{CustomerID: o.CustomerID, Channel: channel, Status: *consentStatus, UpdatedAt: *consentAt}
 		if consentSrc != nil {

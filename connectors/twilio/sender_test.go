@@ -299,3 +299,71 @@ func TestNewSenderRefusesBadAPIURL(t *testing.T) {
 		}
 	}
 }
+
+// A phone the workspace's identity rules block is never texted: a
+// customer whose only phone is blocked gets the "no phone number" refusal,
+// and one with another phone is texted there.
+func TestSendSkipsBlockedPhone(t *testing.T) {
+	e := newEnv(t)
+	const blocked, other = "+14155550920", "+14155550921"
+	only := e.identify(t, "id-920", c360.Identity{Type: "phone", Value: blocked}, c360.Identity{Type: "email", Value: "b@example.com"})
+	if _, err := e.db.UpdateIdentityRules(context.Background(), e.ws, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{blocked}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, r := e.send(t, e.key, only, "sms", "hi"); m != nil || r.code() != c360.EINVALID || !strings.Contains(r.message(), "no phone number") {
+		t.Errorf("sendMessage = %+v, %s; want BAD_USER_INPUT, no phone number", m, r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want 0", n)
+	}
+	// The blocked number is seen last, so it would be the newest phone.
+	both := e.identify(t, "id-921", c360.Identity{Type: "phone", Value: other}, c360.Identity{Type: "email", Value: "c@example.com"})
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE identities SET customer_id = $2, last_seen = now() + interval '1 hour'
+		WHERE workspace_id = $1 AND type = 'phone' AND value = $3`, e.ws, both, blocked); err != nil {
+		t.Fatal(err)
+	}
+	if m, r := e.send(t, e.key, both, "sms", "hi"); m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	if reqs := e.twilio.requests(); len(reqs) != 1 || reqs[0].Form.Get("To") != other {
+		t.Errorf("Twilio requests = %+v, want one to %s", reqs, other)
+	}
+}
+
+// A reply goes to the number the customer writes from on the channel,
+// not to whichever of its phones was seen last: on WhatsApp only that
+// number's session is open.
+func TestSendRepliesToTheNumberTheCustomerWritesFrom(t *testing.T) {
+	e := newEnv(t)
+	const chatting, other, texting = "+14155550910", "+14155550911", "+14155550912"
+	e.webhook(t, e.inboundPath(), inbound("SM910", "whatsapp:"+chatting, "where is my order?"), authToken)
+	e.webhook(t, e.inboundPath(), inbound("SM912", texting, "and the invoice?"), authToken)
+	c := e.customerByPhone(t, chatting)
+	// One customer with three numbers; the one never written from is seen last.
+	e.identify(t, "id-911", c360.Identity{Type: "phone", Value: chatting}, c360.Identity{Type: "phone", Value: other},
+		c360.Identity{Type: "phone", Value: texting})
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE identities SET last_seen = now() + interval '1 hour'
+		WHERE workspace_id = $1 AND value = $2`, e.ws, other); err != nil {
+		t.Fatal(err)
+	}
+	if m, r := e.send(t, e.key, c.ID, "whatsapp", "It ships today"); m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	if m, r := e.send(t, e.key, c.ID, "sms", "Invoice attached"); m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	// Without an inbound message on the channel, the newest phone.
+	fresh := e.identify(t, "id-913", c360.Identity{Type: "phone", Value: "+14155550913"})
+	if m, r := e.send(t, e.key, fresh, "sms", "Welcome"); m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	reqs := e.twilio.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("Twilio requests = %d, want 3", len(reqs))
+	}
+	for i, want := range []string{"whatsapp:" + chatting, texting, "+14155550913"} {
+		if to := reqs[i].Form.Get("To"); to != want {
+			t.Errorf("request %d: To = %q, want %q", i, to, want)
+		}
+	}
+}
