@@ -83,6 +83,10 @@ type MessageInput struct {
 	Status     string
 	// ErrorCode is the provider's error code of a failed or undelivered message.
 	ErrorCode string
+	// OutboundID is, on a status, c360's id of the outbound message it is
+	// about, as the status callback's URL names it (0 if it names none): the
+	// status attaches ProviderID to that message when no message has it yet.
+	OutboundID int64
 }
 
 // ConsentInput records an opt-in or opt-out carried by an event.

@@ -14,6 +14,17 @@ const (
 	MessageUndelivered = "undelivered"
 )
 
+// Statuses c360 gives an outbound message before the provider reports one.
+const (
+	// MessagePending: recorded, and being handed to the provider. A message
+	// recorded by a server that stopped mid-send stays pending.
+	MessagePending = "pending"
+	// MessageUnconfirmed: the provider did not answer, or answered with a
+	// server error, so it may or may not have taken the message. Its status
+	// callback, if any comes, moves it on.
+	MessageUnconfirmed = "unconfirmed"
+)
+
 // SessionWindow is how long after a customer's last inbound WhatsApp message
 // a business may send them free-form text. Outside it WhatsApp accepts only
 // pre-approved templates, which c360 does not send.
@@ -27,7 +38,31 @@ type OutboundMessage struct {
 	Channel string // sms or whatsapp
 	To      string // E.164 phone number, without any channel prefix
 	Body    string
+	// MessageID is c360's id of the message, recorded before it is sent:
+	// the provider's status callbacks name it, so they reach the message
+	// even when the provider's answer to the send was lost.
+	MessageID int64
 }
+
+// NotSentError reports that a provider did not take a message, so it was
+// certainly not sent: the provider refused it (ProviderCode, e.g. Twilio's
+// 21211), or it was never handed over. Err is the domain error to answer
+// with; errors.As on *Error and ErrorCode see through it. An error that is
+// not a NotSentError leaves the outcome unknown.
+type NotSentError struct {
+	ProviderCode string
+	// OptedOut is set when the provider refuses because the recipient
+	// unsubscribed (replied STOP to the sender): the customer's consent on
+	// the channel is recorded as opted out.
+	OptedOut bool
+	Err      error
+}
+
+// Error implements the error interface.
+func (e *NotSentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the domain error.
+func (e *NotSentError) Unwrap() error { return e.Err }
 
 // SentMessage is a provider's answer to a message it accepted.
 type SentMessage struct {
@@ -41,7 +76,40 @@ type SentMessage struct {
 // refusal is EINVALID (or ERATELIMITED); a provider that cannot be reached is
 // EUNAVAILABLE.
 type MessageSender interface {
+	// CheckSender returns the EINVALID refusal SendMessage would answer
+	// before any request (no credentials, no sender for the channel), or nil.
+	CheckSender(ws *Workspace, channel string) error
+	// SendMessage sends m. A *NotSentError means the message was certainly
+	// not sent; any other error leaves it unknown.
 	SendMessage(ctx context.Context, ws *Workspace, m OutboundMessage) (*SentMessage, error)
+}
+
+// MaxSendKeyBytes bounds sendMessage's idempotency key (messageId), as
+// identify's and recordObservation's are bounded.
+const MaxSendKeyBytes = 256
+
+// OutboundRecord is a message about to be sent, as it is recorded before
+// the provider is called.
+type OutboundRecord struct {
+	CustomerID int64 // the customer chosen to receive it (Outreach.CustomerID)
+	Channel    string
+	To         string // the number it is sent to (Outreach.Phone)
+	Body       string
+	SentBy     string // the sender's actor, e.g. "agent key 12"
+	Source     string // the provider's source name (twilio), the event's source
+	// Key is the caller's idempotency key (sendMessage's messageId), "" for none.
+	Key string
+}
+
+// OutboundOutcome is what became of the send of a recorded message.
+type OutboundOutcome struct {
+	ProviderID string // the provider's id, when it took the message
+	Status     string // the provider's status, MessageFailed or MessageUnconfirmed
+	ErrorCode  string // the provider's error code of a refusal
+	// OptedOut records the customer's consent on the channel as opted out,
+	// from Source (the provider refused because the recipient unsubscribed).
+	OptedOut bool
+	Source   string
 }
 
 // Outreach is what deciding whether a customer may be messaged on a channel
@@ -117,29 +185,48 @@ type MessagingService interface {
 	FindOutreach(ctx context.Context, workspaceID, customerID int64, channel string) (*Outreach, error)
 	// FindMessageByProviderID returns the message with the provider's id, or ENOTFOUND.
 	FindMessageByProviderID(ctx context.Context, workspaceID int64, providerID string) (*Message, error)
+	// FindOutbound returns the outbound message recorded under the
+	// idempotency key with the provider's source name, or ENOTFOUND.
+	FindOutbound(ctx context.Context, workspaceID int64, source, key string) (*Message, error)
+	// RecordOutbound records a message about to be sent as an outbound
+	// message of the customer (or its survivor), status MessagePending, and
+	// returns it. When in.Key was used before, it records nothing and
+	// returns the message recorded under it, with repeat true.
+	RecordOutbound(ctx context.Context, workspaceID int64, in OutboundRecord) (m *Message, repeat bool, err error)
+	// SettleOutbound applies the outcome of a recorded message's send: it
+	// attaches the provider's id and moves the status forward only, so a
+	// status callback that came first is never undone. It returns the
+	// message as stored.
+	SettleOutbound(ctx context.Context, workspaceID, messageID int64, out OutboundOutcome) (*Message, error)
 }
 
 // MessageStatusRank orders message statuses so that callbacks arriving out of
-// order never move a message backwards: queued < sending < sent < delivered
-// < read. Unknown statuses rank 0 and never replace a known one.
+// order never move a message backwards: pending < unconfirmed < queued <
+// sending < sent < delivered < read. c360's own statuses rank below every
+// provider's, so any status the provider reports moves a message on.
+// Unknown statuses rank 0 and never replace a known one.
 func MessageStatusRank(status string) int {
 	switch status {
-	case "accepted", "scheduled":
+	case MessagePending:
 		return 1
-	case "queued":
+	case MessageUnconfirmed:
 		return 2
-	case "sending":
+	case "accepted", "scheduled":
 		return 3
-	case "sent", "receiving":
+	case "queued":
 		return 4
-	case "received":
+	case "sending":
 		return 5
-	case "delivered":
+	case "sent", "receiving":
 		return 6
-	case "read":
+	case "received":
 		return 7
-	case MessageFailed, MessageUndelivered, "canceled":
+	case "delivered":
 		return 8
+	case "read":
+		return 9
+	case MessageFailed, MessageUndelivered, "canceled":
+		return 10
 	}
 	return 0
 }

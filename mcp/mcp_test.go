@@ -46,6 +46,8 @@ type fakeSender struct {
 	sent []c360.OutboundMessage
 }
 
+func (f *fakeSender) CheckSender(*c360.Workspace, string) error { return nil }
+
 func (f *fakeSender) SendMessage(_ context.Context, _ *c360.Workspace, m c360.OutboundMessage) (*c360.SentMessage, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

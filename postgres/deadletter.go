@@ -287,6 +287,7 @@ type storedMessage struct {
 	ProviderID string   `json:"providerId,omitempty"`
 	Status     string   `json:"status"`
 	ErrorCode  string   `json:"errorCode,omitempty"`
+	OutboundID int64    `json:"outboundId,omitempty"`
 }
 
 type storedConsent struct {
@@ -307,7 +308,7 @@ func toStoredEvent(ev *c360.Event) storedEvent {
 	}
 	if m := ev.Message; m != nil {
 		s.Message = &storedMessage{Channel: m.Channel, Direction: m.Direction, Body: m.Body, MediaURLs: m.MediaURLs,
-			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode}
+			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode, OutboundID: m.OutboundID}
 	}
 	if c := ev.Consent; c != nil {
 		s.Consent = &storedConsent{Channel: c.Channel, Status: c.Status}
@@ -350,7 +351,7 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 	}
 	if m := s.Message; m != nil {
 		ev.Message = &c360.MessageInput{Channel: m.Channel, Direction: m.Direction, Body: m.Body, MediaURLs: m.MediaURLs,
-			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode}
+			ProviderID: m.ProviderID, Status: m.Status, ErrorCode: m.ErrorCode, OutboundID: m.OutboundID}
 	}
 	if c := s.Consent; c != nil {
 		ev.Consent = &c360.ConsentInput{Channel: c.Channel, Status: c.Status}

@@ -794,7 +794,8 @@ func (db *DB) committed(ws int64, customers []int64) {
 // event is kept, and the message catches up when it is recorded), and a
 // status that does not move the message forward changes nothing else.
 func (db *DB) ingestStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event, res c360.IngestResult) (c360.IngestResult, []int64, error) {
-	m, cust, found, err := applyMessageStatus(ctx, tx, ws, ev)
+	m, cust, found, err := applyMessageStatus(ctx, tx, ws, statusUpdate{ProviderID: ev.Message.ProviderID,
+		MessageID: ev.Message.OutboundID, Status: ev.Message.Status, ErrorCode: ev.Message.ErrorCode})
 	if err != nil {
 		return res, nil, err
 	}

@@ -2,8 +2,11 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,65 +18,104 @@ import (
 
 var _ c360.MessagingService = (*DB)(nil)
 
-// applyMessageStatus moves the message with the event's provider id to the
-// event's status, forward only (c360.MessageStatusAdvances): a late "sent"
-// never undoes "delivered", and failed or undelivered are final and keep
-// their error code. found is false when no such message is stored; m is nil
-// when nothing changed, else cust is its customer, locked.
+// statusUpdate is a status for an outbound message: a provider's status
+// callback, or the outcome of c360's own send.
+type statusUpdate struct {
+	// ProviderID is the provider's id of the message: it finds the message,
+	// or, when no message has it yet, is attached to message MessageID.
+	ProviderID string
+	// MessageID is c360's id of the outbound message, 0 if unknown.
+	MessageID         int64
+	Status, ErrorCode string
+}
+
+// applyMessageStatus moves the message the update names to its status,
+// forward only (c360.MessageStatusAdvances): a late "sent" never undoes
+// "delivered", and failed or undelivered are final and keep their error
+// code. It attaches the provider's id to a message that has none yet (one
+// recorded before it was sent). found is false when no such message is
+// stored; m is nil when nothing changed, else cust is its customer, locked.
 //
 // It locks the customer before the message, the order of every
 // transaction that moves messages (a merge or a split locks the customers,
 // then updates their messages): locking the message first would deadlock
-// with them. The message is read without a row lock; the provider id's
-// lock (lockedQueryRow) already serializes every write of its status.
-func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, ev *c360.Event) (m *c360.Message, cust *customerRow, found bool, err error) {
-	m = &c360.Message{WorkspaceID: ws}
-	var current string
-	err = lockedQueryRow(ctx, tx, ws, ev.Message.ProviderID, `
-		SELECT m.id, m.conversation_id, coalesce(c.merged_into, c.id), m.channel, m.direction, m.status
-		FROM messages m JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = m.customer_id
-		WHERE m.workspace_id = $1 AND m.provider_id = $2`, []any{ws, ev.Message.ProviderID},
-		&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current)
-	if err == pgx.ErrNoRows {
-		return nil, nil, false, nil
-	} else if err != nil {
-		return nil, nil, false, interpretError(fmt.Errorf("find message: %w", err))
-	}
-	if !c360.MessageStatusAdvances(current, ev.Message.Status) {
-		return nil, nil, true, nil
-	}
-	m.Status = ev.Message.Status
-	if c360.MessageStatusFinal(m.Status) {
-		m.ErrorCode = ev.Message.ErrorCode
-	}
-	// A merge or a split that commits between the read and the locks moves
-	// the message to another customer: follow it, at most a few times.
+// with them. The message is read without a row lock, so the update
+// matches only the state it read, and reads again if that changed: a
+// merge or a split moved the message, or another update of it (one
+// without a provider id, which no provider id lock serializes) committed.
+func applyMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, u statusUpdate) (m *c360.Message, cust *customerRow, found bool, err error) {
 	for attempt := 0; attempt < 3; attempt++ {
+		m = &c360.Message{WorkspaceID: ws}
+		var current, currentCode, source string
+		// source is the message's event's: status events of that source
+		// catch up when the provider's id is attached.
+		const findSQL = `
+			SELECT m.id, m.conversation_id, coalesce(c.merged_into, c.id), m.channel, m.direction, m.status,
+			       coalesce(m.provider_id, ''), coalesce(m.error_code, ''),
+			       coalesce((SELECT e.source FROM events e WHERE e.workspace_id = m.workspace_id AND e.id = m.event_id), '')
+			FROM messages m JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = m.customer_id
+			WHERE m.workspace_id = $1
+			  AND (m.provider_id = nullif($2, '')
+			       OR m.id = $3 AND m.direction = 'outbound' AND (m.provider_id IS NULL OR $2 = ''))
+			ORDER BY m.provider_id = nullif($2, '') DESC NULLS LAST
+			LIMIT 1`
+		args := []any{ws, u.ProviderID, u.MessageID}
+		dest := []any{&m.ID, &m.ConversationID, &m.CustomerID, &m.Channel, &m.Direction, &current, &m.ProviderID, &currentCode, &source}
+		if attempt == 0 && u.ProviderID != "" {
+			err = lockedQueryRow(ctx, tx, ws, u.ProviderID, findSQL, args, dest...)
+		} else {
+			err = tx.QueryRow(ctx, findSQL, args...).Scan(dest...)
+		}
+		if err == pgx.ErrNoRows {
+			return nil, nil, false, nil
+		} else if err != nil {
+			return nil, nil, false, interpretError(fmt.Errorf("find message: %w", err))
+		}
+		attach := m.ProviderID == "" && u.ProviderID != ""
+		advance := c360.MessageStatusAdvances(current, u.Status)
+		if !attach && !advance {
+			return nil, nil, true, nil
+		}
+		m.Status, m.ErrorCode = current, currentCode
+		if advance {
+			m.Status = u.Status
+			if c360.MessageStatusFinal(m.Status) {
+				m.ErrorCode = u.ErrorCode
+			}
+		}
+		storedProvider := m.ProviderID
+		if attach {
+			m.ProviderID = u.ProviderID
+		}
 		locked, stale, err := lockCustomers(ctx, tx, ws, []int64{m.CustomerID})
 		if err != nil {
 			return nil, nil, true, err
 		}
-		if cust = locked[m.CustomerID]; !stale && cust != nil {
-			// The message's row lock, now after its customer's; the update
-			// matches only while the message still belongs to it.
-			tag, err := tx.Exec(ctx, `
-				UPDATE messages SET status = $3, error_code = nullif($4, '')
-				WHERE workspace_id = $1 AND id = $2 AND customer_id = $5`, ws, m.ID, m.Status, m.ErrorCode, cust.id)
-			if err != nil {
-				return nil, nil, true, interpretError(fmt.Errorf("update message status: %w", err))
-			}
-			if tag.RowsAffected() == 1 {
-				return m, cust, true, nil
+		if cust = locked[m.CustomerID]; stale || cust == nil {
+			continue
+		}
+		// The message's row lock, now after its customer's; the update
+		// matches only while the message is as read.
+		tag, err := tx.Exec(ctx, `
+			UPDATE messages SET status = $3, error_code = nullif($4, ''), provider_id = nullif($7, '')
+			WHERE workspace_id = $1 AND id = $2 AND customer_id = $5 AND status = $6
+			  AND provider_id IS NOT DISTINCT FROM nullif($8, '')`,
+			ws, m.ID, m.Status, m.ErrorCode, cust.id, current, m.ProviderID, storedProvider)
+		if err != nil {
+			return nil, nil, true, interpretError(fmt.Errorf("update message status: %w", err))
+		}
+		if tag.RowsAffected() != 1 {
+			continue
+		}
+		m.CustomerID = cust.id
+		if attach {
+			if err := catchUpStatus(ctx, tx, ws, source, m); err != nil {
+				return nil, nil, true, err
 			}
 		}
-		if err := tx.QueryRow(ctx, `
-			SELECT coalesce(c.merged_into, c.id)
-			FROM messages m JOIN customers c ON c.workspace_id = m.workspace_id AND c.id = m.customer_id
-			WHERE m.workspace_id = $1 AND m.id = $2`, ws, m.ID).Scan(&m.CustomerID); err != nil {
-			return nil, nil, true, interpretError(fmt.Errorf("find message's customer: %w", err))
-		}
+		return m, cust, true, nil
 	}
-	return nil, nil, true, c360.Errorf(c360.EUNAVAILABLE, "message %d kept moving between customers; retry", m.ID)
+	return nil, nil, true, c360.Errorf(c360.EUNAVAILABLE, "the message kept changing; retry")
 }
 
 func setMessageStatus(ctx context.Context, tx pgx.Tx, ws int64, m *c360.Message) error {
@@ -181,6 +223,176 @@ func (db *DB) FindMessageByProviderID(ctx context.Context, ws int64, providerID 
 		SELECT `+messageColumns+` FROM messages m WHERE m.workspace_id = $1 AND m.provider_id = $2`, ws, providerID), ws)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "no message has provider id %q", providerID)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find message: %w", err))
+	}
+	return m, nil
+}
+
+// outboundKey is the dedupe key of the event that records a message
+// sendMessage sends: the caller's idempotency key, or a random one (a send
+// without a key is never a repeat). The prefix keeps these keys apart from
+// the provider's own ids, the dedupe keys of its events of the same source.
+func outboundKey(key string) string {
+	if key == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		return "send:" + hex.EncodeToString(b) + ":auto"
+	}
+	return "send:" + key
+}
+
+// outboundMessageProperty is the property of a sent message's event that
+// names the message, so that a repeat of its idempotency key finds it.
+const outboundMessageProperty = "outboundMessageId"
+
+// FindOutbound returns the outbound message recorded under the idempotency key.
+func (db *DB) FindOutbound(ctx context.Context, ws int64, source, key string) (*c360.Message, error) {
+	return findOutbound(ctx, db.as(ws), ws, source, outboundKey(key), key)
+}
+
+// findOutbound reads the message recorded by the event with dedupe key dedupe.
+func findOutbound(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, ws int64, source, dedupe, key string) (*c360.Message, error) {
+	m, err := scanMessage(q.QueryRow(ctx, `
+		SELECT `+messageColumns+` FROM events e
+		JOIN messages m ON m.workspace_id = e.workspace_id AND m.id = (e.properties->>'`+outboundMessageProperty+`')::bigint
+		WHERE e.workspace_id = $1 AND e.source = $2 AND e.dedupe_key = $3`, ws, source, dedupe), ws)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "no message was sent with messageId %q", key)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find sent message: %w", err))
+	}
+	return m, nil
+}
+
+// RecordOutbound records a message about to be sent, status pending, on
+// the customer sendMessage chose (its survivor, if it was merged away
+// since), not on whoever the number resolves to: the number may be one the
+// identity rules would not resolve, and a split may have moved it.
+//
+// The event that records it claims the idempotency key exactly once, on
+// the events' unique (workspace, source, dedupe key), in the transaction
+// that records the message: a concurrent repeat waits for it to commit,
+// then finds the message, pending until the send is settled.
+func (db *DB) RecordOutbound(ctx context.Context, ws int64, in c360.OutboundRecord) (*c360.Message, bool, error) {
+	now := db.Now()
+	ev := &c360.Event{Type: c360.EventMessage, Source: in.Source, DedupeKey: outboundKey(in.Key),
+		Identities: []c360.Identity{{Type: identity.TypePhone, Value: in.To}},
+		Properties: map[string]any{"sentBy": in.SentBy}, OccurredAt: now, ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: in.Channel, Direction: c360.DirectionOutbound, Body: in.Body, Status: c360.MessagePending}}
+	var (
+		m      *c360.Message
+		repeat bool
+	)
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		m, repeat = nil, false
+		cust, err := lockSurvivor(ctx, tx, ws, in.CustomerID)
+		if err != nil {
+			return err
+		}
+		var eventID int64
+		err = tx.QueryRow(ctx, `
+			INSERT INTO events (workspace_id, type, properties, identities, source, dedupe_key, occurred_at, received_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+			ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
+			RETURNING id`,
+			ws, ev.Type, ev.Properties, ev.Identities, ev.Source, ev.DedupeKey, now).Scan(&eventID)
+		if err == pgx.ErrNoRows {
+			repeat = true
+			m, err = findOutbound(ctx, tx, ws, in.Source, ev.DedupeKey, in.Key)
+			return err
+		} else if err != nil {
+			return interpretError(fmt.Errorf("insert event: %w", err))
+		}
+		if m, err = insertMessage(ctx, tx, ws, cust.id, eventID, ev); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE events SET properties = properties || jsonb_build_object($3::text, $4::text)
+			WHERE workspace_id = $1 AND id = $2`, ws, eventID, outboundMessageProperty, strconv.FormatInt(m.ID, 10)); err != nil {
+			return interpretError(fmt.Errorf("name the sent message: %w", err))
+		}
+		m.WorkspaceID = ws
+		ch := newChange(eventID, ev)
+		ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, "")
+		return commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, now, eventID, nil)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if !repeat {
+		db.committed(ws, []int64{m.CustomerID})
+	}
+	return m, repeat, nil
+}
+
+// SettleOutbound applies the outcome of a recorded message's send, as a
+// status callback is applied (applyMessageStatus), and records an opt-out
+// the provider reported, in one transaction with one change of the
+// customer.
+func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.OutboundOutcome) (*c360.Message, error) {
+	now := db.Now()
+	var touched int64
+	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		touched = 0
+		m, cust, found, err := applyMessageStatus(ctx, tx, ws, statusUpdate{ProviderID: out.ProviderID, MessageID: id,
+			Status: out.Status, ErrorCode: out.ErrorCode})
+		if err != nil {
+			return err
+		}
+		if !found {
+			return c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
+		}
+		ch := &change{kind: c360.ChangeEvent, diff: map[string]any{}}
+		if m != nil {
+			ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, m.Status)
+		}
+		if out.OptedOut {
+			if cust == nil {
+				var owner int64
+				if err := tx.QueryRow(ctx, `SELECT customer_id FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&owner); err != nil {
+					return interpretError(fmt.Errorf("find message's customer: %w", err))
+				}
+				if cust, err = lockSurvivor(ctx, tx, ws, owner); err != nil {
+					return err
+				}
+			}
+			var channel string
+			if m != nil {
+				channel = m.Channel
+			} else {
+				if err := tx.QueryRow(ctx, `SELECT channel FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&channel); err != nil {
+					return interpretError(fmt.Errorf("find message's channel: %w", err))
+				}
+			}
+			if _, err := upsertConsent(ctx, tx, ws, cust.id, channel, c360.ConsentOptedOut, out.Source, now); err != nil {
+				return err
+			}
+			ch.consent(&c360.ConsentInput{Channel: channel, Status: c360.ConsentOptedOut})
+		}
+		if cust == nil {
+			return nil
+		}
+		touched = cust.id
+		return commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, now, 0, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if touched != 0 {
+		db.committed(ws, []int64{touched})
+	}
+	return db.findMessage(ctx, ws, id)
+}
+
+// findMessage returns the message with c360's id.
+func (db *DB) findMessage(ctx context.Context, ws, id int64) (*c360.Message, error) {
+	m, err := scanMessage(db.as(ws).QueryRow(ctx, `
+		SELECT `+messageColumns+` FROM messages m WHERE m.workspace_id = $1 AND m.id = $2`, ws, id), ws)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find message: %w", err))
 	}

@@ -2,16 +2,27 @@ package resolver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/c360dev/c360"
 )
 
+// sendSource is the source of the events that record sent messages: the
+// provider's, whose status callbacks move them on.
+const sendSource = "twilio"
+
 // sendMessage sends body to the customer on channel and records it as an
 // outbound message, in this order: who may send (admin and agent), what is
 // sent, whether the customer may be messaged there (phone, consent, the
-// WhatsApp session window), then the provider, then the record. A refusal at
-// any step before the provider sends nothing.
+// WhatsApp session window) and whether the workspace can send on the
+// channel; then the record, then the provider, then the outcome. A refusal
+// at any step before the record records and sends nothing.
+//
+// The message is recorded, pending, before the provider is called, on the
+// customer FindOutreach chose, so that a send whose outcome is unknown (no
+// answer, a server error) still shows in the conversation, and the
+// provider's status callbacks, which name it, move it on.
 func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, body string) (*c360.Message, error) {
 	p, err := agent(ctx)
 	if c360.ErrorCode(err) == c360.EFORBIDDEN {
@@ -32,35 +43,43 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 	if err := o.CheckSendable(r.Now()); err != nil {
 		return nil, err
 	}
-	sent, err := r.MessageSender.SendMessage(ctx, o.Workspace, c360.OutboundMessage{Channel: channel, To: o.Phone, Body: body})
+	if err := r.MessageSender.CheckSender(o.Workspace, channel); err != nil {
+		return nil, err
+	}
+	m, _, err := r.MessagingService.RecordOutbound(ctx, p.WorkspaceID, c360.OutboundRecord{
+		CustomerID: o.CustomerID, Channel: channel, To: o.Phone, Body: body, SentBy: actorOf(p), Source: sendSource})
 	if err != nil {
 		return nil, err
 	}
 
-	// The message is out: record it even if the caller has gone away, so a
-	// sent message is never missing from the conversation.
+	sent, sendErr := r.MessageSender.SendMessage(ctx, o.Workspace, c360.OutboundMessage{Channel: channel, To: o.Phone, Body: body, MessageID: m.ID})
+	// The message may be out: settle its record even if the caller has gone
+	// away, so that the conversation shows what became of it.
 	ctx = context.WithoutCancel(ctx)
-	now := r.Now()
-	ev := &c360.Event{
-		Type:       c360.EventMessage,
-		Source:     "twilio",
-		DedupeKey:  sent.ProviderID,
-		Identities: []c360.Identity{{Type: "phone", Value: o.Phone}},
-		Properties: map[string]any{"sentBy": actorOf(p)},
-		OccurredAt: now,
-		ReceivedAt: now,
-		Message: &c360.MessageInput{
-			Channel:    channel,
-			Direction:  c360.DirectionOutbound,
-			Body:       body,
-			ProviderID: sent.ProviderID,
-			Status:     sent.Status,
-		},
+	out := c360.OutboundOutcome{Status: c360.MessageUnconfirmed, Source: sendSource}
+	var notSent *c360.NotSentError
+	switch {
+	case sendErr == nil:
+		out.ProviderID, out.Status = sent.ProviderID, sent.Status
+	case errors.As(sendErr, &notSent):
+		out.Status, out.ErrorCode, out.OptedOut = c360.MessageFailed, notSent.ProviderCode, notSent.OptedOut
 	}
-	if _, err := r.Ingester.Ingest(ctx, p.WorkspaceID, []*c360.Event{ev}); err != nil {
+	settled, err := r.MessagingService.SettleOutbound(ctx, p.WorkspaceID, m.ID, out)
+	if err != nil {
 		// Not the store's "retry": a retry would send the message twice.
-		slog.Default().Error("record sent message", "messageSid", sent.ProviderID, "error", err)
-		return nil, c360.Errorf(c360.EINTERNAL, "the message was sent (Twilio SID %s) but could not be recorded; do not send it again", sent.ProviderID)
+		slog.Default().Error("record the outcome of a sent message", "message", m.ID, "messageSid", out.ProviderID, "error", err)
+		if sendErr != nil {
+			return nil, sendErr
+		}
+		return nil, c360.Errorf(c360.EINTERNAL, "the message was sent (Twilio SID %s) but its outcome could not be recorded: message %d stays %s until Twilio reports its status; do not send it again",
+			sent.ProviderID, m.ID, c360.MessagePending)
 	}
-	return r.MessagingService.FindMessageByProviderID(ctx, p.WorkspaceID, sent.ProviderID)
+	switch {
+	case sendErr == nil:
+		return settled, nil
+	case notSent != nil:
+		return nil, sendErr
+	}
+	return nil, c360.Errorf(c360.ErrorCode(sendErr), "%s; it is recorded as message %d, status %s, until Twilio reports its status: check the conversation before sending it again",
+		c360.ErrorMessage(sendErr), m.ID, settled.Status)
 }

@@ -249,6 +249,10 @@ type fakeTwilio struct {
 	// status and body, when status is non-zero, answer every request.
 	status int
 	body   string
+	// before, when set, runs before each request is answered, with the SID
+	// the answer will carry: Twilio may call the StatusCallback before its
+	// answer to the send arrives.
+	before func(sid string, form url.Values)
 }
 
 type fakeRequest struct {
@@ -265,8 +269,12 @@ func newFakeTwilio(t *testing.T) *fakeTwilio {
 		f.mu.Lock()
 		f.got = append(f.got, fakeRequest{Method: r.Method, Path: r.URL.Path, User: user, Password: pass, Form: r.PostForm})
 		f.n++
-		n, status, body := f.n, f.status, f.body
+		n, status, body, before := f.n, f.status, f.body, f.before
 		f.mu.Unlock()
+		sid := fmt.Sprintf("SMfake%026d", n)
+		if before != nil {
+			before(sid, r.PostForm)
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if status != 0 {
 			w.WriteHeader(status)
@@ -275,7 +283,7 @@ func newFakeTwilio(t *testing.T) *fakeTwilio {
 		}
 		w.WriteHeader(http.StatusCreated)
 		json.NewEncoder(w).Encode(map[string]any{
-			"sid": fmt.Sprintf("SMfake%026d", n), "status": "queued", "account_sid": user,
+			"sid": sid, "status": "queued", "account_sid": user,
 			"to": r.PostForm.Get("To"), "from": r.PostForm.Get("From"), "body": r.PostForm.Get("Body"),
 		})
 	}))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,21 +78,22 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 	}, nil
 }
 
-// SendMessage sends m from the workspace's sender for m's channel: its
-// from-number for the channel, else its Messaging Service. It refuses with
-// EINVALID, before any request, when the workspace has no Twilio credentials
-// or no sender for the channel.
-//
-// twilio-go's requests take no context, so a cancelled caller does not abort
-// a send in flight: the call ends when Twilio answers or the timeout passes.
-func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.OutboundMessage) (*c360.SentMessage, error) {
+// CheckSender returns SendMessage's refusal before any request: EINVALID
+// when the workspace has no Twilio credentials or no sender for the channel.
+func (s *Sender) CheckSender(ws *c360.Workspace, channel string) error {
+	_, err := senderParams(ws, channel)
+	return err
+}
+
+// senderParams returns the message's parameters that name the sender and
+// the channel, or CheckSender's refusal.
+func senderParams(ws *c360.Workspace, channel string) (*twapi.CreateMessageParams, error) {
 	if ws.TwilioAccountSID == "" || ws.TwilioAuthToken == "" {
 		return nil, c360.Errorf(c360.EINVALID, "workspace %q has no Twilio credentials: set them with c360 workspace update --twilio-account-sid SID --twilio-auth-token TOKEN", ws.Slug)
 	}
 	params := &twapi.CreateMessageParams{}
-	switch m.Channel {
+	switch channel {
 	case c360.ChannelSMS:
-		params.SetTo(m.To)
 		switch {
 		case ws.TwilioSMSFrom != "":
 			params.SetFrom(ws.TwilioSMSFrom)
@@ -101,7 +103,6 @@ func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.Out
 			return nil, c360.Errorf(c360.EINVALID, "workspace %q has no SMS sender: set --twilio-sms-from or --twilio-messaging-service-sid with c360 workspace update", ws.Slug)
 		}
 	case c360.ChannelWhatsApp:
-		params.SetTo(whatsappPrefix + m.To)
 		switch {
 		case ws.TwilioWhatsAppFrom != "":
 			params.SetFrom(whatsappPrefix + strings.TrimPrefix(ws.TwilioWhatsAppFrom, whatsappPrefix))
@@ -111,12 +112,51 @@ func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.Out
 			return nil, c360.Errorf(c360.EINVALID, "workspace %q has no WhatsApp sender: set --twilio-whatsapp-from or --twilio-messaging-service-sid with c360 workspace update", ws.Slug)
 		}
 	default:
-		return nil, c360.Errorf(c360.EINVALID, "Twilio sends sms and whatsapp, not %q", m.Channel)
+		return nil, c360.Errorf(c360.EINVALID, "Twilio sends sms and whatsapp, not %q", channel)
+	}
+	return params, nil
+}
+
+// StatusCallbackURL is the StatusCallback of a message c360 recorded as
+// messageID: the workspace's status webhook, naming the message in its
+// query. Twilio signs the full URL it calls, query included, so a callback
+// that names a message is Twilio's own (ValidSignature), and it reaches
+// the message even when Twilio's answer to the send was lost.
+func StatusCallbackURL(publicURL, slug string, messageID int64) string {
+	u := strings.TrimRight(publicURL, "/") + "/webhooks/twilio/" + url.PathEscape(slug) + "/status"
+	if messageID != 0 {
+		u += "?" + url.Values{statusMessageParam: {strconv.FormatInt(messageID, 10)}}.Encode()
+	}
+	return u
+}
+
+// statusMessageParam is the status callback URL's query parameter that
+// names c360's id of the message.
+const statusMessageParam = "message"
+
+// SendMessage sends m from the workspace's sender for m's channel: its
+// from-number for the channel, else its Messaging Service, asking Twilio to
+// report the status at StatusCallbackURL. It refuses as CheckSender does,
+// before any request. A refusal of Twilio's (4xx) is a *c360.NotSentError,
+// and so is a send never attempted; a server error or no answer leaves the
+// outcome unknown (EUNAVAILABLE).
+//
+// twilio-go's requests take no context, so a cancelled caller does not abort
+// a send in flight: the call ends when Twilio answers or the timeout passes.
+func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.OutboundMessage) (*c360.SentMessage, error) {
+	params, err := senderParams(ws, m.Channel)
+	if err != nil {
+		return nil, &c360.NotSentError{Err: err}
+	}
+	if m.Channel == c360.ChannelWhatsApp {
+		params.SetTo(whatsappPrefix + m.To)
+	} else {
+		params.SetTo(m.To)
 	}
 	params.SetBody(m.Body)
-	params.SetStatusCallback(s.publicURL + "/webhooks/twilio/" + url.PathEscape(ws.Slug) + "/status")
+	params.SetStatusCallback(StatusCallbackURL(s.publicURL, ws.Slug, m.MessageID))
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("send message: %w", err)
+		return nil, &c360.NotSentError{Err: fmt.Errorf("send message: %w", err)}
 	}
 
 	c := &twclient.Client{Credentials: twclient.NewCredentials(ws.TwilioAccountSID, ws.TwilioAuthToken), HTTPClient: s.http}
@@ -138,9 +178,11 @@ func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.Out
 
 // interpret turns a Twilio API error into a domain error whose message the
 // caller can act on: Twilio's refusals (4xx) are BAD_USER_INPUT with Twilio's
-// message and error code, 429 is RATE_LIMITED, and anything else (5xx,
-// timeouts, connection errors) is UNAVAILABLE. The cause is logged here,
-// without credentials, because the domain error does not carry it.
+// message and error code, 429 is
+// RATE_LIMITED, and each is a *c360.NotSentError, since Twilio took
+// nothing; anything else (5xx, timeouts, connection errors) is UNAVAILABLE,
+// the outcome unknown. The cause is logged here, without credentials,
+// because the domain error does not carry it.
 func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	var (
 		status, code int
@@ -161,13 +203,20 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	if message == "" {
 		message = "no message"
 	}
+	refused := func(err error) error {
+		out := &c360.NotSentError{Err: err}
+		if code != 0 {
+			out.ProviderCode = strconv.Itoa(code)
+		}
+		return out
+	}
 	switch {
 	case status == http.StatusTooManyRequests:
-		return c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account: %s (Twilio error %d)", message, code)
+		return refused(c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account: %s (Twilio error %d)", message, code))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code)
+		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code))
 	case status >= 400 && status < 500:
-		return c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code)
+		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))
 	}
 	return c360.Errorf(c360.EUNAVAILABLE, "Twilio failed: %s (Twilio error %d); the message may or may not have been sent", message, code)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func TestSendSMS(t *testing.T) {
 	}
 	for field, want := range map[string]string{
 		"To": phone, "From": "+14155550199", "Body": "Your order shipped",
-		"StatusCallback": publicURL + "/webhooks/twilio/" + e.slug + "/status",
+		"StatusCallback": publicURL + "/webhooks/twilio/" + e.slug + "/status?message=" + m.ID,
 	} {
 		if v := got.Form.Get(field); v != want {
 			t.Errorf("%s = %q, want %q", field, v, want)
@@ -234,34 +235,104 @@ func TestSendUnstorableBodyRefusedBeforeSending(t *testing.T) {
 func TestSendTwilioErrors(t *testing.T) {
 	e := newEnv(t)
 	id := e.identify(t, "id-140", c360.Identity{Type: "phone", Value: "+14155550140"})
+	// Each send is recorded before Twilio is called: a refusal leaves it
+	// failed with Twilio's code, an unknown outcome unconfirmed.
 	for _, tc := range []struct {
-		name     string
-		status   int
-		body     string
-		code     string
-		contains string
+		name       string
+		status     int
+		body       string
+		code       string
+		contains   string
+		msgStatus  string
+		msgErrCode string
 	}{
 		{"invalid To", 400, `{"code": 21211, "message": "The 'To' number +14155550140 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}`,
-			c360.EINVALID, "Twilio refused the message: The 'To' number +14155550140 is not a valid phone number. (Twilio error 21211)"},
+			c360.EINVALID, "Twilio refused the message: The 'To' number +14155550140 is not a valid phone number. (Twilio error 21211)", "failed", "21211"},
 		{"bad credentials", 401, `{"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}`,
-			c360.EINVALID, "credentials"},
-		{"rate limited", 429, `{"code": 20429, "message": "Too Many Requests", "status": 429}`, c360.ERATELIMITED, "20429"},
-		{"server error", 500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`, c360.EUNAVAILABLE, "may or may not"},
-		{"gateway error", 502, `<html>Bad Gateway</html>`, c360.EUNAVAILABLE, "did not answer"},
+			c360.EINVALID, "credentials", "failed", "20003"},
+		{"rate limited", 429, `{"code": 20429, "message": "Too Many Requests", "status": 429}`, c360.ERATELIMITED, "20429", "failed", "20429"},
+		{"server error", 500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`, c360.EUNAVAILABLE, "may or may not", "unconfirmed", ""},
+		{"gateway error", 502, `<html>Bad Gateway</html>`, c360.EUNAVAILABLE, "did not answer", "unconfirmed", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.twilio.fail(tc.status, tc.body)
-			m, r := e.send(t, e.key, id, "sms", "hi")
+			m, r := e.send(t, e.key, id, "sms", "hi "+tc.name)
 			if m != nil || r.code() != tc.code || !strings.Contains(r.message(), tc.contains) {
 				t.Errorf("sendMessage = %+v, %s; want %s containing %q", m, r.raw, tc.code, tc.contains)
 			}
 			if strings.Contains(r.raw, authToken) {
 				t.Errorf("the answer leaks the auth token: %s", r.raw)
 			}
+			ms := e.messages(t, id, "sms")
+			if len(ms) == 0 || ms[0].Body != "hi "+tc.name || ms[0].Status != tc.msgStatus || ms[0].ErrorCode != tc.msgErrCode || ms[0].ProviderID != "" {
+				t.Fatalf("messages = %+v, want the newest %s/%q", ms, tc.msgStatus, tc.msgErrCode)
+			}
+			if tc.msgStatus == "unconfirmed" && !strings.Contains(r.message(), "recorded as message "+fmt.Sprint(ms[0].ID)+", status unconfirmed") {
+				t.Errorf("message = %q, want it to name the recorded message", r.message())
+			}
 		})
 	}
-	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1`, e.ws); n != 0 {
-		t.Errorf("messages = %d, want 0: nothing was sent", n)
+}
+
+// A send whose answer is lost is in the conversation, unconfirmed, and
+// Twilio's status callbacks, which name it in their URL, attach its SID
+// and move it on. A callback with the message in the URL but a signature
+// over another URL is refused.
+func TestSendWithLostAnswerIsCaughtUpByItsCallbacks(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550141"
+	id := e.identify(t, "id-141", c360.Identity{Type: "phone", Value: phone})
+	e.twilio.fail(500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`)
+	if _, r := e.send(t, e.key, id, "sms", "Your order shipped"); r.code() != c360.EUNAVAILABLE {
+		t.Fatalf("sendMessage: %s, want UNAVAILABLE", r.raw)
+	}
+	ms := e.messages(t, id, "sms")
+	if len(ms) != 1 || ms[0].Status != "unconfirmed" || ms[0].Direction != "outbound" || ms[0].Body != "Your order shipped" {
+		t.Fatalf("messages = %+v, want the send, unconfirmed", ms)
+	}
+	callback, err := url.Parse(e.twilio.requests()[0].Form.Get("StatusCallback"))
+	if err != nil || callback.Query().Get("message") != fmt.Sprint(ms[0].ID) {
+		t.Fatalf("StatusCallback = %v, %v; want it to name message %d", callback, err, ms[0].ID)
+	}
+	path := callback.RequestURI()
+	const sid = "SM00000000000000000000000000000141"
+	// Signed over the URL without the query: not Twilio's.
+	form := statusForm(sid, "sent", phone)
+	if status, _, _ := e.postForm(t, path, form.Encode(), sign(authToken, publicURL+e.statusPath(), form)); status != http.StatusForbidden {
+		t.Errorf("callback signed without the query: %d, want 403", status)
+	}
+	for _, st := range []string{"sent", "delivered"} {
+		if status, _, body := e.webhook(t, path, statusForm(sid, st, phone), authToken); status != http.StatusOK {
+			t.Fatalf("callback %s: %d %s", st, status, body)
+		}
+	}
+	if m := e.message(t, sid); m.ID != ms[0].ID || m.Status != "delivered" {
+		t.Errorf("message %s = %+v, want message %d delivered", sid, m, ms[0].ID)
+	}
+}
+
+// Twilio may call the StatusCallback before its answer to the send
+// arrives: the callback attaches the SID, and the answer's "queued" does
+// not move the message back.
+func TestSendCallbackBeforeAnswer(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550142"
+	id := e.identify(t, "id-142", c360.Identity{Type: "phone", Value: phone})
+	e.twilio.before = func(sid string, form url.Values) {
+		u, _ := url.Parse(form.Get("StatusCallback"))
+		if status, _, body := e.webhook(t, u.RequestURI(), statusForm(sid, "sent", phone), authToken); status != http.StatusOK {
+			t.Errorf("callback: %d %s", status, body)
+		}
+	}
+	m, r := e.send(t, e.key, id, "sms", "hi")
+	if m == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	if m.Status != "sent" || !strings.HasPrefix(m.ProviderID, "SMfake") {
+		t.Errorf("sendMessage = %+v, want status sent from the callback", m)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1`, e.ws); n != 1 {
+		t.Errorf("messages = %d, want 1", n)
 	}
 }
 

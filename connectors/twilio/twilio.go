@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,14 +98,25 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
+	// The message c360 recorded before sending, as the StatusCallback URL
+	// (StatusCallbackURL) names it; the signature covered the query.
+	if v := r.URL.Query().Get(statusMessageParam); v != "" {
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id <= 0 {
+			http.Error(w, "the status callback URL's message parameter is not a message id", http.StatusBadRequest)
+			return
+		}
+		ev.Message.OutboundID = id
+	}
 	res, err := h.Ingester.Ingest(r.Context(), ws.ID, []*c360.Event{ev})
 	if err != nil && !h.deadLettered(ws, ev, err) {
 		h.refuse(w, r, err)
 		return
 	}
 	if len(res) == 1 && res[0].NoMessage {
-		// Kept as an event: if sendMessage records the message later, it
-		// starts from this status. Twilio gets 200 so it does not retry.
+		// Kept as an event: a message recorded with this SID later (one
+		// sent before c360 named messages in the callback URL) starts from
+		// this status. Twilio gets 200 so it does not retry.
 		h.logger().Info("twilio status callback for an unknown message",
 			"workspace", ws.Slug, "messageSid", ev.Message.ProviderID, "status", ev.Message.Status)
 	}
