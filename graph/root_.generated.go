@@ -2076,6 +2076,20 @@ extend type Customer {
   window is closed), or when the workspace has no Twilio credentials or
   sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
   message and error code; an unreachable Twilio is UNAVAILABLE.
+
+  The message is recorded before Twilio is called, status ` + "`" + `pending` + "`" + `: a
+  refusal leaves it ` + "`" + `failed` + "`" + ` with Twilio's error code, and a send whose
+  outcome is unknown (Twilio's server error, or no answer) leaves it
+  ` + "`" + `unconfirmed` + "`" + ` in the conversation until Twilio's status callback reports
+  on it.
+
+  ` + "`" + `messageId` + "`" + ` (optional, at most 256 bytes) is an idempotency key, as
+  identify's: sending again with a messageId used before in the workspace
+  sends nothing. It returns the message recorded the first time, as it is
+  now (whatever its status, ` + "`" + `failed` + "`" + ` included), when that send completed;
+  it is CONFLICT while that send is in flight or its outcome unknown
+  (` + "`" + `pending` + "`" + `, ` + "`" + `unconfirmed` + "`" + `), and when the messageId was used for another
+  customer, channel or body. A retry after a lost answer is then sent once.
   """
   sendMessage(input: SendMessageInput!): Message! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "message.send")
 }
@@ -2086,6 +2100,8 @@ input SendMessageInput {
   channel: String!
   "At most 1600 characters."
   body: String!
+  "Idempotency key, at most 256 bytes: a repeat with the same messageId sends nothing (see sendMessage)."
+  messageId: String
 }
 
 extend type Message {

@@ -480,6 +480,31 @@ func TestRecordObservationRetry(t *testing.T) {
 	}
 }
 
+// An assistant's host that calls send_message again after a lost answer
+// texts the customer once.
+func TestSendMessageRetry(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["agent"])
+	send := func(body, messageID string) string {
+		t.Helper()
+		out, res, isErr := call(t, cs, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": body, "messageId": messageID})
+		m, _ := out["message"].(map[string]any)
+		if isErr || m == nil {
+			t.Fatalf("send_message: %s", res)
+		}
+		id, _ := m["id"].(string)
+		return id
+	}
+	first := send("It ships today.", "turn-7")
+	if again := send("It ships today.", "turn-7"); again != first || e.sender.count() != 1 {
+		t.Errorf("retry returned message %s (sent %d), want the stored %s, sent once", again, e.sender.count(), first)
+	}
+	if _, msg, isErr := call(t, cs, mcp.ToolSendMessage, map[string]any{"customerId": e.jane, "channel": "sms", "body": "Other text", "messageId": "turn-7"}); !isErr ||
+		!strings.Contains(msg, c360.ECONFLICT) || e.sender.count() != 1 {
+		t.Errorf("another body under the messageId: %v %s (sent %d), want CONFLICT", isErr, msg, e.sender.count())
+	}
+}
+
 func TestToolResultsKeepEveryDigit(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

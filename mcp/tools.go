@@ -63,6 +63,7 @@ type (
 		CustomerID string `json:"customerId" jsonschema:"the customer's id"`
 		Channel    string `json:"channel" jsonschema:"sms or whatsapp"`
 		Body       string `json:"body" jsonschema:"the message text, at most 1600 characters"`
+		MessageID  string `json:"messageId,omitempty" jsonschema:"an id of your choosing for this message, at most 256 bytes: calling again with the same messageId (a retry after a lost answer) sends nothing and returns the message sent the first time, or an error saying its outcome is not known yet"`
 	}
 )
 
@@ -253,11 +254,14 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Description: "Sends a message to the customer by SMS or WhatsApp and records it in their conversation. Only " +
 			"agent and admin keys may send. Refused, with nothing sent, when the customer opted out of the channel, " +
 			"has no phone number, or (WhatsApp) last wrote more than 24 hours ago. Check consent with " +
-			"get_customer_context first.",
+			"get_customer_context first. Give a messageId, so that a retry never texts the customer twice.",
 		InputSchema: sendSchema,
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(false), OpenWorldHint: ptr(true)},
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in SendArgs) (*sdk.CallToolResult, any, error) {
 		input := map[string]any{"customerId": in.CustomerID, "channel": in.Channel, "body": in.Body}
+		if in.MessageID != "" {
+			input["messageId"] = in.MessageID
+		}
 		return passOn(s.execute(ctx, creds(req), sendMutation, map[string]any{"input": input}))
 	})
 }

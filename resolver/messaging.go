@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/c360dev/c360"
 )
@@ -23,7 +25,12 @@ const sendSource = "twilio"
 // customer FindOutreach chose, so that a send whose outcome is unknown (no
 // answer, a server error) still shows in the conversation, and the
 // provider's status callbacks, which name it, move it on.
-func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, body string) (*c360.Message, error) {
+//
+// key, the caller's idempotency key (messageId, "" for none), is claimed
+// with the record. A repeat of a key sends nothing (repeatedSend); it is
+// looked up before the checks too, so that a repeat of a completed send
+// returns its message even after the customer opted out in reply.
+func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, body, key string) (*c360.Message, error) {
 	p, err := agent(ctx)
 	if c360.ErrorCode(err) == c360.EFORBIDDEN {
 		return nil, c360.Errorf(c360.EFORBIDDEN, "only admin and agent keys may send messages")
@@ -33,8 +40,19 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 	if err := c360.CheckOutboundMessage(channel, body); err != nil {
 		return nil, err
 	}
+	if err := checkSendKey(key); err != nil {
+		return nil, err
+	}
 	if r.MessagingService == nil || r.MessageSender == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "sending messages is not configured on this server")
+	}
+	if key != "" {
+		m, err := r.MessagingService.FindOutbound(ctx, p.WorkspaceID, sendSource, key)
+		if err == nil {
+			return r.repeatedSend(ctx, m, customerID, channel, body, key)
+		} else if c360.ErrorCode(err) != c360.ENOTFOUND {
+			return nil, err
+		}
 	}
 	o, err := r.MessagingService.FindOutreach(ctx, p.WorkspaceID, customerID, channel)
 	if err != nil {
@@ -46,10 +64,13 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 	if err := r.MessageSender.CheckSender(o.Workspace, channel); err != nil {
 		return nil, err
 	}
-	m, _, err := r.MessagingService.RecordOutbound(ctx, p.WorkspaceID, c360.OutboundRecord{
-		CustomerID: o.CustomerID, Channel: channel, To: o.Phone, Body: body, SentBy: actorOf(p), Source: sendSource})
+	m, repeat, err := r.MessagingService.RecordOutbound(ctx, p.WorkspaceID, c360.OutboundRecord{
+		CustomerID: o.CustomerID, Channel: channel, To: o.Phone, Body: body, SentBy: actorOf(p), Source: sendSource, Key: key})
 	if err != nil {
 		return nil, err
+	}
+	if repeat { // a concurrent call with the key recorded first
+		return r.repeatedSend(ctx, m, customerID, channel, body, key)
 	}
 
 	sent, sendErr := r.MessageSender.SendMessage(ctx, o.Workspace, c360.OutboundMessage{Channel: channel, To: o.Phone, Body: body, MessageID: m.ID})
@@ -82,4 +103,60 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 	}
 	return nil, c360.Errorf(c360.ErrorCode(sendErr), "%s; it is recorded as message %d, status %s, until Twilio reports its status: check the conversation before sending it again",
 		c360.ErrorMessage(sendErr), m.ID, settled.Status)
+}
+
+// checkSendKey validates sendMessage's messageId: at most
+// c360.MaxSendKeyBytes of UTF-8 without NUL, which PostgreSQL's text
+// refuses.
+func checkSendKey(key string) error {
+	switch {
+	case len(key) > c360.MaxSendKeyBytes:
+		return c360.Errorf(c360.EINVALID, "messageId is %d bytes long, at most %d", len(key), c360.MaxSendKeyBytes)
+	case !utf8.ValidString(key):
+		return c360.Errorf(c360.EINVALID, "messageId is not valid UTF-8")
+	case strings.IndexByte(key, 0) >= 0:
+		return c360.Errorf(c360.EINVALID, "messageId holds a NUL character (\\u0000), which cannot be stored")
+	}
+	return nil
+}
+
+// repeatedSend answers a sendMessage whose messageId was used before, with
+// m, the message recorded then, and sends nothing: m itself when its send
+// completed (whatever became of it); CONFLICT when the key was used for
+// another message, or m's send is in flight or its outcome unknown, since
+// answering with m would tell a retry that it was sent.
+func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID int64, channel, body, key string) (*c360.Message, error) {
+	same := m.Channel == channel && m.Body == body
+	if same && m.CustomerID != customerID {
+		// customerID may have been merged into the message's customer.
+		c, err := r.CustomerService.FindCustomerByID(ctx, m.WorkspaceID, customerID)
+		if err != nil && c360.ErrorCode(err) != c360.ENOTFOUND {
+			return nil, err
+		}
+		same = c != nil && c.ID == m.CustomerID
+	}
+	switch {
+	case !same:
+		return nil, c360.Errorf(c360.ECONFLICT, "messageId %q was used for another message (message %d: another customer, channel or body); give a new message a new messageId",
+			truncateKey(key), m.ID)
+	case m.Status == c360.MessagePending:
+		return nil, c360.Errorf(c360.ECONFLICT, "the message sent with messageId %q (message %d) is still being sent; check the conversation for its outcome instead of sending it again",
+			truncateKey(key), m.ID)
+	case m.Status == c360.MessageUnconfirmed:
+		return nil, c360.Errorf(c360.ECONFLICT, "the outcome of the message sent with messageId %q (message %d) is unknown: Twilio did not confirm it, and it stays unconfirmed until Twilio's status callback reports on it; check the conversation before sending it again, with a new messageId",
+			truncateKey(key), m.ID)
+	}
+	return m, nil
+}
+
+// truncateKey shortens a messageId for an error message.
+func truncateKey(key string) string {
+	if len(key) <= 64 {
+		return key
+	}
+	cut := 64
+	for cut > 0 && !utf8.RuneStart(key[cut]) {
+		cut--
+	}
+	return key[:cut] + "..."
 }

@@ -14,5 +14,5 @@ import (
 
 // SendMessage is the resolver for the sendMessage field.
 func (r *mutationResolver) SendMessage(ctx context.Context, input model.SendMessageInput) (*c360.Message, error) {
-	return r.sendMessage(ctx, input.CustomerID, input.Channel, input.Body)
+	return r.sendMessage(ctx, input.CustomerID, input.Channel, input.Body, deref(input.MessageID))
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,5 +437,134 @@ func TestSendRepliesToTheNumberTheCustomerWritesFrom(t *testing.T) {
 		if to := reqs[i].Form.Get("To"); to != want {
 			t.Errorf("request %d: To = %q, want %q", i, to, want)
 		}
+	}
+}
+
+const sendKeyMutation = `mutation($id: ID!, $channel: String!, $body: String!, $key: String) {
+	sendMessage(input: {customerId: $id, channel: $channel, body: $body, messageId: $key}) {
+		id channel direction body status providerId errorCode
+	}
+}`
+
+func (e *env) sendWithKey(t *testing.T, customerID any, channel, body, key string) (*sentMessage, gqlResponse) {
+	t.Helper()
+	r := e.gql(t, e.key, sendKeyMutation, map[string]any{"id": fmt.Sprint(customerID), "channel": channel, "body": body, "key": key})
+	if len(r.Errors) > 0 {
+		return nil, r
+	}
+	var d struct{ SendMessage sentMessage }
+	if err := json.Unmarshal(r.Data, &d); err != nil {
+		t.Fatalf("decode %s: %v", r.raw, err)
+	}
+	return &d.SendMessage, r
+}
+
+// A retried sendMessage with its messageId texts the customer once: a
+// repeat of a completed send returns the stored message, even after the
+// customer opted out in reply; one whose outcome is unknown, or that reuses
+// the key for another message, is CONFLICT; and nothing is sent again.
+func TestSendMessageIDIsAnIdempotencyKey(t *testing.T) {
+	e := newEnv(t)
+	const phone, other = "+14155550160", "+14155550161"
+	id := e.identify(t, "id-160", c360.Identity{Type: "phone", Value: phone})
+	otherID := e.identify(t, "id-161", c360.Identity{Type: "phone", Value: other})
+	first, r := e.sendWithKey(t, id, "sms", "Your order shipped", "order-7-shipped")
+	if first == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	if again, r := e.sendWithKey(t, id, "sms", "Your order shipped", "order-7-shipped"); again == nil || *again != *first {
+		t.Errorf("repeat = %+v, %s; want the stored %+v", again, r.raw, first)
+	}
+	// The customer replies STOP: a repeat still answers with what was sent.
+	e.webhook(t, e.inboundPath(), inbound("SM160", phone, "STOP"), authToken)
+	if again, r := e.sendWithKey(t, id, "sms", "Your order shipped", "order-7-shipped"); again == nil || again.ID != first.ID {
+		t.Errorf("repeat after STOP = %+v, %s; want the stored message", again, r.raw)
+	}
+	for _, tc := range []struct {
+		name     string
+		customer int64
+		channel  string
+		body     string
+	}{
+		{"another body", id, "sms", "Your order was delivered"},
+		{"another customer", otherID, "sms", "Your order shipped"},
+		{"another channel", id, "whatsapp", "Your order shipped"},
+	} {
+		if m, r := e.sendWithKey(t, tc.customer, tc.channel, tc.body, "order-7-shipped"); m != nil || r.code() != c360.ECONFLICT ||
+			!strings.Contains(r.message(), "was used for another message") {
+			t.Errorf("%s: %+v, %s; want CONFLICT", tc.name, m, r.raw)
+		}
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want 1", n)
+	}
+
+	// A send whose outcome is unknown: its repeat is CONFLICT until Twilio
+	// reports on it, then returns it.
+	e.twilio.fail(500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`)
+	if _, r := e.sendWithKey(t, otherID, "sms", "Hello", "hello-161"); r.code() != c360.EUNAVAILABLE {
+		t.Fatalf("sendMessage: %s, want UNAVAILABLE", r.raw)
+	}
+	e.twilio.fail(0, "")
+	if m, r := e.sendWithKey(t, otherID, "sms", "Hello", "hello-161"); m != nil || r.code() != c360.ECONFLICT || !strings.Contains(r.message(), "unknown") {
+		t.Errorf("repeat of an unconfirmed send = %+v, %s; want CONFLICT", m, r.raw)
+	}
+	callback, _ := url.Parse(e.twilio.requests()[1].Form.Get("StatusCallback"))
+	e.webhook(t, callback.RequestURI(), statusForm("SM00000000000000000000000000000161", "delivered", other), authToken)
+	if m, r := e.sendWithKey(t, otherID, "sms", "Hello", "hello-161"); m == nil || m.Status != "delivered" {
+		t.Errorf("repeat after the callback = %+v, %s; want the message, delivered", m, r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 2 {
+		t.Errorf("Twilio requests = %d, want 2", n)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND direction = 'outbound'`, e.ws); n != 2 {
+		t.Errorf("outbound messages = %d, want 2", n)
+	}
+}
+
+// Concurrent calls with one messageId send once: the others find the
+// first in flight (CONFLICT) or sent.
+func TestSendMessageIDConcurrentRepeats(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-162", c360.Identity{Type: "phone", Value: "+14155550162"})
+	const n = 8
+	var wg sync.WaitGroup
+	codes := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, r := e.sendWithKey(t, id, "sms", "hi", "concurrent-162")
+			codes[i] = r.code()
+		}()
+	}
+	wg.Wait()
+	if got := len(e.twilio.requests()); got != 1 {
+		t.Errorf("Twilio requests = %d, want 1", got)
+	}
+	for i, c := range codes {
+		if c != "" && c != c360.ECONFLICT {
+			t.Errorf("call %d: code %s, want success or CONFLICT", i, c)
+		}
+	}
+}
+
+// A messageId is bounded and must be storable.
+func TestSendMessageIDRefusals(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-163", c360.Identity{Type: "phone", Value: "+14155550163"})
+	for key, contains := range map[string]string{
+		strings.Repeat("k", 257): "at most 256",
+		"a\x00b":                 "NUL",
+	} {
+		if m, r := e.sendWithKey(t, id, "sms", "hi", key); m != nil || r.code() != c360.EINVALID || !strings.Contains(r.message(), contains) {
+			t.Errorf("messageId %.20q: %+v, %s; want BAD_USER_INPUT containing %q", key, m, r.raw, contains)
+		}
+	}
+	if m, r := e.sendWithKey(t, id, "sms", "hi", strings.Repeat("k", 256)); m == nil {
+		t.Errorf("a 256-byte messageId: %s", r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want 1", n)
 	}
 }

@@ -156,6 +156,8 @@ type SendMessageInput struct {
 	Channel string `json:"channel"`
 	// At most 1600 characters.
 	Body string `json:"body"`
+	// Idempotency key, at most 256 bytes: a repeat with the same messageId sends nothing (see sendMessage).
+	MessageID *string `json:"messageId,omitempty"`
 }
 
 // Real-time streams, served over WebSocket (graphql-transport-ws, legacy
