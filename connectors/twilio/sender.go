@@ -176,9 +176,13 @@ func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.Out
 	return out, nil
 }
 
+// errUnsubscribed is Twilio's error for a recipient who replied STOP to
+// the sender: Twilio refuses every message to them until they reply START.
+const errUnsubscribed = 21610
+
 // interpret turns a Twilio API error into a domain error whose message the
 // caller can act on: Twilio's refusals (4xx) are BAD_USER_INPUT with Twilio's
-// message and error code, 429 is
+// message and error code (FORBIDDEN for an unsubscribed recipient), 429 is
 // RATE_LIMITED, and each is a *c360.NotSentError, since Twilio took
 // nothing; anything else (5xx, timeouts, connection errors) is UNAVAILABLE,
 // the outcome unknown. The cause is logged here, without credentials,
@@ -203,7 +207,7 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	if message == "" {
 		message = "no message"
 	}
-	refused := func(err error) error {
+	refused := func(err error) *c360.NotSentError {
 		out := &c360.NotSentError{Err: err}
 		if code != 0 {
 			out.ProviderCode = strconv.Itoa(code)
@@ -215,6 +219,13 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		return refused(c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account: %s (Twilio error %d)", message, code))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code))
+	case status >= 400 && status < 500 && code == errUnsubscribed:
+		// Twilio knew of an opt-out c360 did not (one sent before c360 was
+		// set up, or to another of the account's senders): record it, so
+		// the next sender is refused before asking Twilio.
+		out := refused(c360.Errorf(c360.EFORBIDDEN, "the customer unsubscribed from this sender (replied STOP), so Twilio refuses to message them until they reply START: %s (Twilio error %d); their opt-out is recorded", message, code))
+		out.OptedOut = true
+		return out
 	case status >= 400 && status < 500:
 		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))
 	}

@@ -568,3 +568,31 @@ func TestSendMessageIDRefusals(t *testing.T) {
 		t.Errorf("Twilio requests = %d, want 1", n)
 	}
 }
+
+// Twilio's 21610 (the recipient replied STOP to the sender) is FORBIDDEN,
+// and the opt-out is recorded, so the next send is refused before Twilio.
+func TestSendToUnsubscribedRecipientRecordsOptOut(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550170"
+	id := e.identify(t, "id-170", c360.Identity{Type: "phone", Value: phone})
+	e.twilio.fail(400, `{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400}`)
+	if m, r := e.send(t, e.key, id, "sms", "hi"); m != nil || r.code() != c360.EFORBIDDEN || !strings.Contains(r.message(), "21610") {
+		t.Fatalf("sendMessage = %+v, %s; want FORBIDDEN naming 21610", m, r.raw)
+	}
+	if c := e.consent(t, id, "sms"); c == nil || c.Status != c360.ConsentOptedOut || c.Source != "twilio" {
+		t.Errorf("sms consent = %+v, want opted_out from twilio", c)
+	}
+	if c := e.consent(t, id, "whatsapp"); c != nil {
+		t.Errorf("whatsapp consent = %+v, want none: the opt-out is the channel's", c)
+	}
+	if ms := e.messages(t, id, "sms"); len(ms) != 1 || ms[0].Status != "failed" || ms[0].ErrorCode != "21610" {
+		t.Errorf("messages = %+v, want one failed with 21610", ms)
+	}
+	e.twilio.fail(0, "")
+	if _, r := e.send(t, e.key, id, "sms", "hi again"); r.code() != c360.EFORBIDDEN || !strings.Contains(r.message(), "opted out") {
+		t.Errorf("next send: %s, want FORBIDDEN, opted out", r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want 1", n)
+	}
+}
