@@ -8,22 +8,32 @@ import (
 // Role is what an API key may do.
 type Role string
 
-// Roles, from most to least privileged. RoleWrite is the Segment write key:
-// ingest only.
+// Roles, from most to least privileged. RoleWrite is the server-side
+// Segment write key: ingest only, a secret. RoleClient is the client-side
+// write key, for a browser or a mobile app, where anyone can read it: it
+// sends Segment calls only, and what it sends is trusted less (see
+// Event.FromClientKey).
 const (
 	RoleAdmin     Role = "admin"
 	RoleAgent     Role = "agent"
 	RoleAssistant Role = "assistant"
 	RoleWrite     Role = "write"
+	RoleClient    Role = "client"
 )
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool {
 	switch r {
-	case RoleAdmin, RoleAgent, RoleAssistant, RoleWrite:
+	case RoleAdmin, RoleAgent, RoleAssistant, RoleWrite, RoleClient:
 		return true
 	}
 	return false
+}
+
+// IngestOnly reports whether r feeds ingest and reads nothing: the write
+// and client keys.
+func (r Role) IngestOnly() bool {
+	return r == RoleWrite || r == RoleClient
 }
 
 // ScopePII lets an assistant key read personal data unmasked.

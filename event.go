@@ -68,6 +68,14 @@ type Event struct {
 	// person's event under a reused key, and Ingest refuses the whole call
 	// with a *KeyReusedError, writing nothing.
 	RepeatSharesIdentity bool
+	// FromClientKey is set by a source for an event sent with a client
+	// key (RoleClient), which may be public: whoever reads a web page can
+	// send such an event in the name of any anonymousId or userId. It
+	// links only the identities it names (Identities and PreviousID): an
+	// identify's email and phone traits stay traits and identify nobody,
+	// so it can neither attach a phone number to another person's profile
+	// nor merge two people by them.
+	FromClientKey bool
 
 	Message *MessageInput // set for message and message_status events
 	Consent *ConsentInput // set when the event changes consent
@@ -97,7 +105,7 @@ type ConsentInput struct {
 
 // MaxFuture is how far past its receipt an event may say it happened.
 // Further, the clock that stamped it is wrong (or the call is made up; a
-// Segment write key is public in a browser), and the time is not believed:
+// client write key is public in a browser), and the time is not believed:
 // an event dated years ahead would win every later trait update, since
 // the newest observation of a trait wins. Ingest applies it to every
 // event, whatever its source (GraphQL's timestamp included).

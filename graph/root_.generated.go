@@ -2206,8 +2206,15 @@ enum Role {
   AGENT
   "Reads profiles with personal data masked unless the key has the ` + "`" + `pii` + "`" + ` scope."
   ASSISTANT
-  "The Segment write key: identify and track only; reads nothing but ids."
+  "The server-side Segment write key, a secret: identify and track only; reads nothing but ids. An identify's email and phone traits link profiles."
   WRITE
+  """
+  The client-side Segment write key, for a browser or a mobile app, where
+  anyone can read it: Segment calls (/v1/*) only, no GraphQL field. Its calls
+  link profiles only by the userId and anonymousId they name, never by the
+  email or phone of their traits.
+  """
+  CLIENT
 }
 
 "How a @pii field is masked."
@@ -2279,7 +2286,7 @@ extend type Query {
 }
 
 extend type Mutation {
-  "Issues an API key; its secret is in the answer and is shown once. Admin only."
+  "Issues an API key; its secret is in the answer and is shown once. Admin only. For a browser or a mobile app, issue a CLIENT key, never a WRITE one."
   createApiKey(role: Role!, scopes: [String!]): CreatedApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.create")
   "Revokes the key with this prefix. Admin only; revoking an already revoked key changes nothing."
   revokeApiKey(prefix: String!): ApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.revoke")

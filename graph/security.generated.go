@@ -922,12 +922,14 @@ var (
 		"AGENT":     c360.RoleAgent,
 		"ASSISTANT": c360.RoleAssistant,
 		"WRITE":     c360.RoleWrite,
+		"CLIENT":    c360.RoleClient,
 	}
 	marshalNRole2githubᚗcomᚋc360devᚋc360ᚐRole = map[c360.Role]string{
 		c360.RoleAdmin:     "ADMIN",
 		c360.RoleAgent:     "AGENT",
 		c360.RoleAssistant: "ASSISTANT",
 		c360.RoleWrite:     "WRITE",
+		c360.RoleClient:    "CLIENT",
 	}
 )
 
@@ -986,12 +988,14 @@ var (
 		"AGENT":     c360.RoleAgent,
 		"ASSISTANT": c360.RoleAssistant,
 		"WRITE":     c360.RoleWrite,
+		"CLIENT":    c360.RoleClient,
 	}
 	marshalORole2ᚖgithubᚗcomᚋc360devᚋc360ᚐRole = map[c360.Role]string{
 		c360.RoleAdmin:     "ADMIN",
 		c360.RoleAgent:     "AGENT",
 		c360.RoleAssistant: "ASSISTANT",
 		c360.RoleWrite:     "WRITE",
+		c360.RoleClient:    "CLIENT",
 	}
 )
 

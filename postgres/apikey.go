@@ -38,7 +38,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.
 // checkKey refuses an unknown role or scope before anything is written.
 func checkKey(role c360.Role, scopes []string) error {
 	if !role.Valid() {
-		return c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant or write", role)
+		return c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant, write or client", role)
 	}
 	return c360.CheckScopes(scopes)
 }

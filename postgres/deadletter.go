@@ -277,6 +277,9 @@ type storedEvent struct {
 	// RepeatSharesIdentity keeps a replay from taking another person's
 	// event under the same key for a redelivery.
 	RepeatSharesIdentity bool `json:"repeatSharesIdentity,omitempty"`
+	// FromClientKey keeps a replay from trusting what a client key sent
+	// more than its first try did.
+	FromClientKey bool `json:"fromClientKey,omitempty"`
 }
 
 type storedMessage struct {
@@ -301,7 +304,7 @@ func toStoredEvent(ev *c360.Event) storedEvent {
 		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent,
 		Properties: storedObject(ev.RawProperties, ev.Properties), Context: storedObject(ev.RawContext, ev.Context),
 		Source: ev.Source, DedupeKey: ev.DedupeKey, OccurredAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt,
-		RepeatSharesIdentity: ev.RepeatSharesIdentity,
+		RepeatSharesIdentity: ev.RepeatSharesIdentity, FromClientKey: ev.FromClientKey,
 	}
 	if s.Identities == nil {
 		s.Identities = []c360.Identity{}
@@ -334,7 +337,7 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 		Type: s.Type, Name: s.Name, Identities: s.Identities, PreviousID: s.PreviousID,
 		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent,
 		Source: s.Source, DedupeKey: s.DedupeKey, OccurredAt: s.OccurredAt, ReceivedAt: s.ReceivedAt,
-		RepeatSharesIdentity: s.RepeatSharesIdentity,
+		RepeatSharesIdentity: s.RepeatSharesIdentity, FromClientKey: s.FromClientKey,
 	}
 	// Objects come back as maps, whatever form they were kept in: a
 	// message's threadKey is read from its properties.

@@ -181,7 +181,10 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	}
 	// As in Segment, identify traits email and phone are identifiers too. A
 	// trait that does not normalize stays a trait and identifies nothing.
-	if ev.Type == c360.EventIdentify {
+	// So does every trait of an event sent with a client key: anyone may
+	// send one, and "my phone is the phone of rosa@example.com" from a
+	// stranger would attach it to Rosa's profile.
+	if ev.Type == c360.EventIdentify && !ev.FromClientKey {
 		for _, t := range []string{identity.TypeEmail, identity.TypePhone} {
 			if s, ok := ev.Traits[t].(string); ok && s != "" {
 				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && !rules.IsBlocked(n.Value) {

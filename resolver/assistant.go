@@ -39,8 +39,8 @@ func (r *Resolver) customerContext(ctx context.Context, ref c360.CustomerRef, bu
 	if err != nil {
 		return nil, err
 	}
-	if p.Role == c360.RoleWrite {
-		return nil, c360.Errorf(c360.EFORBIDDEN, "a write key can only ingest")
+	if p.Role.IngestOnly() {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "a %s key can only ingest", p.Role)
 	}
 	n, err := contextBudget(budget)
 	if err != nil {
@@ -153,14 +153,14 @@ func (r *Resolver) observationText(ctx context.Context, o *c360.Observation) (st
 }
 
 // observer returns the caller when it may record observations: every role
-// that reads profiles (admin, agent, assistant), not the write key.
+// that reads profiles (admin, agent, assistant), not the write or client key.
 func observer(ctx context.Context) (*c360.Principal, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if p.Role == c360.RoleWrite {
-		return nil, c360.Errorf(c360.EFORBIDDEN, "a write key can only ingest")
+	if p.Role.IngestOnly() {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "a %s key can only ingest", p.Role)
 	}
 	return p, nil
 }

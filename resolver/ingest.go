@@ -10,15 +10,20 @@ import (
 	"github.com/c360dev/c360"
 )
 
-// ingester returns the caller's workspace when the caller may ingest: every
-// role except the read-only assistant.
+// ingester returns the caller's workspace when the caller may ingest
+// through GraphQL: every role except the read-only assistant and the
+// client key, whose calls name only userId and anonymousId through the
+// Segment API; here it could name any email or phone.
 func ingester(ctx context.Context) (int64, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if p.Role == c360.RoleAssistant {
+	switch p.Role {
+	case c360.RoleAssistant:
 		return 0, c360.Errorf(c360.EFORBIDDEN, "an assistant key cannot record identify or track calls")
+	case c360.RoleClient:
+		return 0, c360.Errorf(c360.EFORBIDDEN, "a client key sends Segment calls only (/v1/*): identify and track here take a server key")
 	}
 	return p.WorkspaceID, nil
 }

@@ -53,14 +53,14 @@ func principal(ctx context.Context) (*c360.Principal, error) {
 }
 
 // reader returns the caller's workspace when the caller may read profiles.
-// Write keys feed ingest and read nothing.
+// Write and client keys feed ingest and read nothing.
 func reader(ctx context.Context) (int64, error) {
 	p, err := principal(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if p.Role == c360.RoleWrite {
-		return 0, c360.Errorf(c360.EFORBIDDEN, "a write key can only ingest")
+	if p.Role.IngestOnly() {
+		return 0, c360.Errorf(c360.EFORBIDDEN, "a %s key can only ingest", p.Role)
 	}
 	return p.WorkspaceID, nil
 }

@@ -30,7 +30,7 @@ type secEnv struct {
 	usage *postgres.KeyUsage
 	ws    int64
 	slug  string
-	keys  map[string]string // role name (admin, agent, assistant, assistant+pii, write) -> secret
+	keys  map[string]string // role name (admin, agent, assistant, assistant+pii, write, client) -> secret
 	cust  string            // the seeded customer's id
 }
 
@@ -57,7 +57,8 @@ func newSecEnv(t *testing.T, cfg server.Config) *secEnv {
 	for name, k := range map[string]struct {
 		role   c360.Role
 		scopes []string
-	}{"agent": {c360.RoleAgent, nil}, "assistant": {c360.RoleAssistant, nil}, "assistant+pii": {c360.RoleAssistant, []string{c360.ScopePII}}} {
+	}{"agent": {c360.RoleAgent, nil}, "assistant": {c360.RoleAssistant, nil}, "assistant+pii": {c360.RoleAssistant, []string{c360.ScopePII}},
+		"client": {c360.RoleClient, nil}} {
 		secret, _, err := db.CreateAPIKey(ctx, creds.Slug, k.role, k.scopes)
 		if err != nil {
 			t.Fatal(err)
@@ -132,10 +133,12 @@ func TestRoleMatrix(t *testing.T) {
 		raw    = "unmasked" // allowed, personal data as stored
 		masked = "masked"   // allowed, personal data masked
 	)
-	// Per role: admin, agent, assistant, assistant+pii, write.
-	roles := []string{"admin", "agent", "assistant", "assistant+pii", "write"}
-	reader := []string{raw, raw, masked, raw, no}
-	readerPlain := []string{yes, yes, yes, yes, no}
+	// Per role: admin, agent, assistant, assistant+pii, write, client. The
+	// client key, which may be public, reaches no field: through identify
+	// it could name any email or phone (it sends Segment calls only).
+	roles := []string{"admin", "agent", "assistant", "assistant+pii", "write", "client"}
+	reader := []string{raw, raw, masked, raw, no, no}
+	readerPlain := []string{yes, yes, yes, yes, no, no}
 	vars := map[string]any{"id": e.cust}
 	for _, tc := range []struct {
 		name  string
@@ -156,20 +159,20 @@ func TestRoleMatrix(t *testing.T) {
 		{"merge ledger", `query($id: ID!) { customer(id: $id) { merges { kind identity { type value } } } }`, reader, nil},
 		{"conversations", `query($id: ID!) { customer(id: $id) { conversations { edges { node { channel messages { edges { node { body } } } } } } } }`, readerPlain, nil},
 		{"consents", `query($id: ID!) { customer(id: $id) { consents { channel } } }`, readerPlain, nil},
-		{"identityRules", `{ identityRules { defaultLimit } }`, []string{yes, yes, no, no, no}, nil},
-		{"identify", `mutation { identify(input: {identities: [{type: "user_id", value: "matrix"}]}) { id } }`, []string{yes, yes, no, no, yes}, nil},
-		{"identify selecting traits", `mutation { identify(input: {identities: [{type: "email", value: "jane@example.com"}]}) { traits } }`, []string{raw, raw, no, no, no}, []int{0, 2}},
-		{"track", `mutation { track(input: {identities: [{type: "user_id", value: "matrix"}], event: "E"}) { id } }`, []string{yes, yes, no, no, yes}, nil},
-		{"track selecting properties", `mutation { track(input: {identities: [{type: "user_id", value: "matrix"}], event: "E", properties: {plan: "x"}}) { properties } }`, []string{yes, yes, no, no, no}, nil},
-		{"updateIdentityRules", `mutation { updateIdentityRules(input: {limits: [{type: "user_id", limit: 1}], defaultLimit: 5}) { defaultLimit } }`, []string{yes, no, no, no, no}, nil},
+		{"identityRules", `{ identityRules { defaultLimit } }`, []string{yes, yes, no, no, no, no}, nil},
+		{"identify", `mutation { identify(input: {identities: [{type: "user_id", value: "matrix"}]}) { id } }`, []string{yes, yes, no, no, yes, no}, nil},
+		{"identify selecting traits", `mutation { identify(input: {identities: [{type: "email", value: "jane@example.com"}]}) { traits } }`, []string{raw, raw, no, no, no, no}, []int{0, 2}},
+		{"track", `mutation { track(input: {identities: [{type: "user_id", value: "matrix"}], event: "E"}) { id } }`, []string{yes, yes, no, no, yes, no}, nil},
+		{"track selecting properties", `mutation { track(input: {identities: [{type: "user_id", value: "matrix"}], event: "E", properties: {plan: "x"}}) { properties } }`, []string{yes, yes, no, no, no, no}, nil},
+		{"updateIdentityRules", `mutation { updateIdentityRules(input: {limits: [{type: "user_id", limit: 1}], defaultLimit: 5}) { defaultLimit } }`, []string{yes, no, no, no, no, no}, nil},
 		// Allowed roles get past the role check and fail on the arguments.
-		{"mergeCustomers", `mutation($id: ID!) { mergeCustomers(survivorId: $id, mergedId: $id) { id } }`, []string{yes, yes, no, no, no}, nil},
-		{"splitIdentity", `mutation($id: ID!) { splitIdentity(customerId: $id, type: "email", value: "nobody@example.com") { movedEvents } }`, []string{yes, yes, no, no, no}, nil},
-		{"sendMessage", `mutation($id: ID!) { sendMessage(input: {customerId: $id, channel: "sms", body: "hi"}) { id } }`, []string{yes, yes, no, no, no}, nil},
-		{"apiKeys", `{ apiKeys { prefix role } }`, []string{yes, no, no, no, no}, nil},
-		{"auditLog", `{ auditLog(first: 1) { edges { cursor } } }`, []string{yes, no, no, no, no}, nil},
-		{"createApiKey", `mutation { createApiKey(role: AGENT) { key { prefix } } }`, []string{yes, no, no, no, no}, nil},
-		{"revokeApiKey", `mutation { revokeApiKey(prefix: "000000000000") { prefix } }`, []string{yes, no, no, no, no}, nil},
+		{"mergeCustomers", `mutation($id: ID!) { mergeCustomers(survivorId: $id, mergedId: $id) { id } }`, []string{yes, yes, no, no, no, no}, nil},
+		{"splitIdentity", `mutation($id: ID!) { splitIdentity(customerId: $id, type: "email", value: "nobody@example.com") { movedEvents } }`, []string{yes, yes, no, no, no, no}, nil},
+		{"sendMessage", `mutation($id: ID!) { sendMessage(input: {customerId: $id, channel: "sms", body: "hi"}) { id } }`, []string{yes, yes, no, no, no, no}, nil},
+		{"apiKeys", `{ apiKeys { prefix role } }`, []string{yes, no, no, no, no, no}, nil},
+		{"auditLog", `{ auditLog(first: 1) { edges { cursor } } }`, []string{yes, no, no, no, no, no}, nil},
+		{"createApiKey", `mutation { createApiKey(role: AGENT) { key { prefix } } }`, []string{yes, no, no, no, no, no}, nil},
+		{"revokeApiKey", `mutation { revokeApiKey(prefix: "000000000000") { prefix } }`, []string{yes, no, no, no, no, no}, nil},
 	} {
 		for i, role := range roles {
 			t.Run(tc.name+"/"+role, func(t *testing.T) {
@@ -235,8 +238,12 @@ func TestEveryRootFieldDeclaresRoles(t *testing.T) {
 				t.Errorf("%s.%s has no @hasRole: declare which roles may use it", root, f.Name)
 				continue
 			}
-			if f.Name != "identify" && f.Name != "track" && strings.Contains(d.Arguments.ForName("roles").Value.String(), "WRITE") {
+			roles := d.Arguments.ForName("roles").Value.String()
+			if f.Name != "identify" && f.Name != "track" && strings.Contains(roles, "WRITE") {
 				t.Errorf("%s.%s admits the write key, which may only ingest", root, f.Name)
+			}
+			if strings.Contains(roles, "CLIENT") {
+				t.Errorf("%s.%s admits the client key, which may be public and sends Segment calls only", root, f.Name)
 			}
 		}
 	}
@@ -598,8 +605,8 @@ func TestAPIKeyManagementAndRevocation(t *testing.T) {
 		return m
 	}
 	keys := list()
-	if len(keys) != 6 { // admin, write, agent, assistant, assistant+pii, the new one
-		t.Errorf("apiKeys lists %d keys, want 6: %v", len(keys), keys)
+	if len(keys) != 7 { // admin, write, agent, assistant, assistant+pii, client, the new one
+		t.Errorf("apiKeys lists %d keys, want 7: %v", len(keys), keys)
 	}
 	k := keys[c.Key.Prefix]
 	if k == nil || k["lastUsedAt"] == nil || k["revokedAt"] != nil {
@@ -655,6 +662,45 @@ func TestAPIKeyManagementAndRevocation(t *testing.T) {
 	gql(t, e.srv, otherAdmin, `mutation($p: String!) { revokeApiKey(prefix: $p) { revokedAt } }`,
 		map[string]any{"p": prefixOf(e.keys["agent"])}).wantCode(t, c360.ENOTFOUND)
 	gql(t, e.srv, e.keys["agent"], `{ customers(first: 1) { edges { cursor } } }`, nil).ok(t, nil)
+}
+
+// An admin issues a client key, the write key for a browser or a mobile
+// app, through createApiKey(role: CLIENT): listed with its role, it
+// authenticates as RoleClient, and GraphQL's identify, which could name any
+// email or phone, refuses it (it sends Segment calls only).
+func TestCreateClientKey(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	var created struct {
+		CreateAPIKey struct {
+			APIKey string
+			Key    struct{ Prefix, Role string }
+		}
+	}
+	gql(t, e.srv, e.keys["admin"], `mutation { createApiKey(role: CLIENT) { apiKey key { prefix role } } }`, nil).ok(t, &created)
+	c := created.CreateAPIKey
+	if !strings.HasPrefix(c.APIKey, "c360_"+c.Key.Prefix+"_") || c.Key.Role != "CLIENT" {
+		t.Fatalf("createApiKey(role: CLIENT) = %+v", c)
+	}
+	var listed struct {
+		APIKeys []struct{ Prefix, Role string }
+	}
+	gql(t, e.srv, e.keys["admin"], `{ apiKeys { prefix role } }`, nil).ok(t, &listed)
+	found := false
+	for _, k := range listed.APIKeys {
+		found = found || k.Prefix == c.Key.Prefix && k.Role == "CLIENT"
+	}
+	if !found {
+		t.Errorf("apiKeys = %+v, want %s listed as CLIENT", listed.APIKeys, c.Key.Prefix)
+	}
+	p, err := e.db.Authenticate(context.Background(), c.APIKey)
+	if err != nil || p.Role != c360.RoleClient {
+		t.Fatalf("authenticate the client key = %+v, %v; want role %s", p, err, c360.RoleClient)
+	}
+	r := gql(t, e.srv, c.APIKey, `mutation { identify(input: {identities: [{type: "anonymous_id", value: "a-1"}, {type: "phone", value: "+14155550199"}]}) { id } }`, nil)
+	r.wantCode(t, c360.EFORBIDDEN)
+	if _, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "phone", Value: "+14155550199"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("after a refused identify, the phone's customer: %v, want NOT_FOUND", err)
+	}
 }
 
 // limitsEnv is a server with tight limits, so each test request is small.

@@ -346,7 +346,7 @@ func (m *Main) apikey(ctx context.Context, args []string) error {
 	}
 	fs := newFlagSet("apikey create", m.Stderr)
 	slug := fs.String("workspace", "", "workspace slug (required)")
-	role := fs.String("role", "", "admin, agent, assistant or write (required)")
+	role := fs.String("role", "", "admin, agent, assistant, write or client (required)")
 	scopes := fs.String("scopes", "", "comma-separated scopes, e.g. pii")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if err := m.parse(fs, args[1:]); err != nil {

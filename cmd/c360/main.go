@@ -54,7 +54,7 @@ Usage:
                         [--whatsapp-app-secret S] [--whatsapp-verify-token T]
   c360 workspace rules --slug SLUG [--limit TYPE=N ...] [--default-limit N]
                        [--priority t1,t2,...] [--blocked v1,v2,...] [--json]
-  c360 apikey create --workspace SLUG --role admin|agent|assistant|write [--scopes pii,...] [--json]
+  c360 apikey create --workspace SLUG --role admin|agent|assistant|write|client [--scopes pii,...] [--json]
   c360 apikey revoke --workspace SLUG --prefix PREFIX [--json]
   c360 apikey list --workspace SLUG [--json]
   c360 deadletter list --workspace SLUG [--pending] [--limit N] [--json]

@@ -237,7 +237,7 @@ func TestAPIKeyCreate(t *testing.T) {
 	slug := uniqueSlug("keys")
 	c.mustRun("workspace", "create", "--slug", slug, "--json")
 	db := pgtest.Open(t)
-	for _, role := range []c360.Role{c360.RoleAgent, c360.RoleAssistant, c360.RoleAdmin, c360.RoleWrite} {
+	for _, role := range []c360.Role{c360.RoleAgent, c360.RoleAssistant, c360.RoleAdmin, c360.RoleWrite, c360.RoleClient} {
 		out := c.mustRun("apikey", "create", "--workspace", slug, "--role", string(role), "--json")
 		var got struct {
 			APIKey string `json:"apiKey"`

@@ -231,6 +231,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 			return
 		}
 	}
+	markClientCalls(p, results)
 
 	if err := h.resolveAliases(ctx, p.WorkspaceID, results); err != nil {
 		h.fail(w, err, nil)
@@ -326,7 +327,8 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request, p *c360.Principa
 	return ok
 }
 
-// authenticate checks a write key; write and admin keys may send calls.
+// authenticate checks a write key; write, client and admin keys may send
+// calls.
 func (h *Handler) authenticate(ctx context.Context, key string) (*c360.Principal, error) {
 	if key == "" {
 		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "missing write key: send HTTP Basic auth with the write key as user name and an empty password")
@@ -335,8 +337,8 @@ func (h *Handler) authenticate(ctx context.Context, key string) (*c360.Principal
 	if err != nil {
 		return nil, err
 	}
-	if p.Role != c360.RoleWrite && p.Role != c360.RoleAdmin {
-		return nil, c360.Errorf(c360.EFORBIDDEN, "keys with role %s cannot send tracking calls: use the workspace's write key", p.Role)
+	if p.Role != c360.RoleWrite && p.Role != c360.RoleClient && p.Role != c360.RoleAdmin {
+		return nil, c360.Errorf(c360.EFORBIDDEN, "keys with role %s cannot send tracking calls: use a write or client key", p.Role)
 	}
 	return p, nil
 }

@@ -1,0 +1,156 @@
+package segment_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+
+	"github.com/c360dev/c360"
+)
+
+// clientKey issues a client key, the write key of a browser or a mobile
+// app, for e's workspace.
+func (e *env) clientKey(t *testing.T) string {
+	t.Helper()
+	key, _, err := e.db.CreateAPIKey(context.Background(), slugOf(t, e), c360.RoleClient, nil)
+	if err != nil {
+		t.Fatalf("issue a client key: %v", err)
+	}
+	return key
+}
+
+// noCustomer fails unless no customer holds the identity.
+func (e *env) noCustomer(t *testing.T, typ, value, why string) {
+	t.Helper()
+	c, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: typ, Value: value})
+	if c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("%s: %s %s resolves to %+v, %v; want no customer", why, typ, value, c, err)
+	}
+}
+
+// identitiesOf lists a customer's identities as "type value".
+func (e *env) identitiesOf(t *testing.T, id int64) []string {
+	t.Helper()
+	recs, err := e.db.IdentitiesByCustomers(context.Background(), e.ws, []int64{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs[id] {
+		out = append(out, r.Type+" "+r.Value)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A client key is public: it is in every page of the site. With it and a
+// victim's email, a stranger used to send an identify from an anonymousId
+// of their own with traits.email = the victim's and traits.phone = their
+// own: the phone joined the victim's profile, so the stranger's next SMS or
+// call showed the victim's profile to an agent. Now a client key's traits
+// stay traits: the phone resolves to no one, the victim's identities and
+// traits are as they were, and the traits land on the sender's own
+// anonymous profile. However the key is sent (the body's writeKey on a
+// browser path, a Basic header on a batch), the key decides. The same
+// call with the server's write key still links, as Segment does.
+func TestPublicWriteKeyCannotAttachIdentifiersToAnotherProfile(t *testing.T) {
+	e := newEnv(t)
+	client := e.clientKey(t)
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "victim-1", "messageId": "v1",
+		"traits": map[string]any{"email": "rosa@example.com", "name": "Rosa Diaz"}})
+	victim := e.customer(t, "user_id", "victim-1")
+
+	r := e.post(t, "/v1/i", "", map[string]any{"anonymousId": "atk-1", "messageId": "a1", "writeKey": client,
+		"traits": map[string]any{"email": "Rosa@Example.com", "phone": "+1 415 555 0199", "name": "Rosa (attacker)"}})
+	if r.Status != http.StatusOK {
+		t.Fatalf("client identify: %+v", r)
+	}
+	e.noCustomer(t, "phone", "+14155550199", "the attacker's phone")
+	if got, want := e.identitiesOf(t, victim.ID), []string{"email rosa@example.com", "user_id victim-1"}; !slices.Equal(got, want) {
+		t.Errorf("victim's identities = %v, want %v", got, want)
+	}
+	if got := e.customer(t, "user_id", "victim-1"); got.ID != victim.ID || got.Traits["name"] != "Rosa Diaz" || got.Traits["phone"] != nil {
+		t.Errorf("victim = %d %v, want %d with its traits unchanged", got.ID, got.Traits, victim.ID)
+	}
+	atk := e.customer(t, "anonymous_id", "atk-1")
+	if atk.ID == victim.ID {
+		t.Fatalf("the attacker's anonymousId resolves to the victim")
+	}
+	if got, want := e.identitiesOf(t, atk.ID), []string{"anonymous_id atk-1"}; !slices.Equal(got, want) {
+		t.Errorf("attacker's identities = %v, want %v", got, want)
+	}
+	if atk.Traits["email"] != "Rosa@Example.com" || atk.Traits["phone"] != "+1 415 555 0199" || atk.Traits["name"] != "Rosa (attacker)" {
+		t.Errorf("attacker's traits = %v, want the traits sent, as sent", atk.Traits)
+	}
+
+	// Two strangers: A's email and B's phone in one call, from a batch
+	// (the group commit path) with the client key in a Basic header.
+	e.mustPost(t, "/v1/batch", map[string]any{"batch": []any{
+		map[string]any{"type": "identify", "userId": "a-1", "messageId": "sa", "traits": map[string]any{"email": "a@example.com"}},
+		map[string]any{"type": "identify", "userId": "b-1", "messageId": "sb", "traits": map[string]any{"phone": "+14155550123"}},
+	}})
+	a, b := e.customer(t, "user_id", "a-1"), e.customer(t, "user_id", "b-1")
+	r = e.post(t, "/v1/batch", basic(client), map[string]any{"batch": []any{
+		map[string]any{"type": "identify", "anonymousId": "atk-2", "messageId": "a2",
+			"traits": map[string]any{"email": "a@example.com", "phone": "+14155550123"}},
+		map[string]any{"type": "identify", "anonymousId": "atk-3", "messageId": "a3",
+			"traits": map[string]any{"email": "a@example.com", "phone": "+14155550198"}},
+	}})
+	if r.Status != http.StatusOK || len(r.Rejected) > 0 {
+		t.Fatalf("client batch: %+v", r)
+	}
+	if got := e.customer(t, "phone", "+14155550123"); got.ID != b.ID {
+		t.Errorf("B's phone resolves to %d, want B (%d)", got.ID, b.ID)
+	}
+	if got := e.customer(t, "email", "a@example.com"); got.ID != a.ID || got.ID == b.ID {
+		t.Errorf("A's email resolves to %d, want A (%d), apart from B (%d)", got.ID, a.ID, b.ID)
+	}
+	for _, anon := range []string{"atk-2", "atk-3"} {
+		if c := e.customer(t, "anonymous_id", anon); c.ID == a.ID || c.ID == b.ID {
+			t.Errorf("%s joined A or B (customer %d)", anon, c.ID)
+		}
+	}
+	e.noCustomer(t, "phone", "+14155550198", "a phone sent in a client batch")
+	// RudderStack's beacon path, the key in the query string.
+	r = e.post(t, "/beacon/v1/batch?writeKey="+url.QueryEscape(client), "", map[string]any{"batch": []any{
+		map[string]any{"type": "identify", "anonymousId": "atk-4", "messageId": "a4",
+			"traits": map[string]any{"email": "a@example.com", "phone": "+14155550197"}}}})
+	if r.Status != http.StatusOK || len(r.Rejected) > 0 {
+		t.Fatalf("client beacon: %+v", r)
+	}
+	e.noCustomer(t, "phone", "+14155550197", "a phone sent in a client beacon")
+	if c := e.customer(t, "anonymous_id", "atk-4"); c.ID == a.ID {
+		t.Errorf("atk-4 joined A (customer %d)", c.ID)
+	}
+
+	// The server's write key, a secret, links by the same traits.
+	e.mustPost(t, "/v1/identify", map[string]any{"anonymousId": "srv-1", "messageId": "s1",
+		"traits": map[string]any{"email": "Rosa@Example.com", "phone": "+1 415 555 0199"}})
+	if got := e.customer(t, "phone", "+14155550199"); got.ID != victim.ID {
+		t.Errorf("with the write key, the phone resolves to %d, want the email's customer %d", got.ID, victim.ID)
+	}
+}
+
+// A client key is accepted on every path, like the write key; agent keys
+// stay refused, and say which keys may send.
+func TestClientKeyAuthenticates(t *testing.T) {
+	e := newEnv(t)
+	client := e.clientKey(t)
+	call := map[string]any{"userId": "u-c", "event": "Clicked"}
+	if r := e.post(t, "/v1/track", basic(client), call); r.Status != http.StatusOK {
+		t.Errorf("client key in a Basic header: %+v, want 200", r)
+	}
+	if r := e.post(t, "/v1/t", "", map[string]any{"userId": "u-c", "event": "Clicked", "writeKey": client}); r.Status != http.StatusOK {
+		t.Errorf("client key in the body: %+v, want 200", r)
+	}
+	agent, _, err := e.db.CreateAPIKey(context.Background(), slugOf(t, e), c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.post(t, "/v1/track", basic(agent), call); r.Status != http.StatusForbidden || r.Code != c360.EFORBIDDEN ||
+		r.Message != "keys with role agent cannot send tracking calls: use a write or client key" {
+		t.Errorf("agent key: %+v, want 403 naming the write and client keys", r)
+	}
+}
