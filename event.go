@@ -74,7 +74,8 @@ type Event struct {
 	// links only the identities it names (Identities and PreviousID): an
 	// identify's email and phone traits stay traits and identify nobody,
 	// so it can neither attach a phone number to another person's profile
-	// nor merge two people by them.
+	// nor merge two people by them. Its traits are dated at ReceivedAt
+	// for trait precedence (TraitsAt), whatever time its sender claims.
 	FromClientKey bool
 
 	Message *MessageInput // set for message and message_status events
@@ -118,6 +119,17 @@ func OccurredAt(claimed, receivedAt time.Time) time.Time {
 		return receivedAt
 	}
 	return claimed
+}
+
+// TraitsAt is the time the event's traits were observed, which trait
+// precedence compares (the newest observation wins): OccurredAt, or
+// ReceivedAt for an event sent with a client key, whose sender may claim
+// any time up to MaxFuture ahead to make made-up traits outlast true ones.
+func (e *Event) TraitsAt() time.Time {
+	if e.FromClientKey {
+		return e.ReceivedAt
+	}
+	return e.OccurredAt
 }
 
 // IngestResult is what ingest did with one event.

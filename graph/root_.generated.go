@@ -2212,7 +2212,7 @@ enum Role {
   The client-side Segment write key, for a browser or a mobile app, where
   anyone can read it: Segment calls (/v1/*) only, no GraphQL field. Its calls
   link profiles only by the userId and anonymousId they name, never by the
-  email or phone of their traits.
+  email or phone of their traits, and its traits are dated when received.
   """
   CLIENT
 }

@@ -64,3 +64,54 @@ func TestDeadLetterKeepsClientKeyTrust(t *testing.T) {
 		t.Errorf("after the replay atk-1 resolves to %+v, %v; want a customer apart from the victim (%d)", atk, err, victim)
 	}
 }
+
+// An event sent with a client key links by none of its traits and dates
+// them at receipt, on both ingest paths (the per-event one through
+// IngestHeld): a forged timestamp 23 hours ahead no longer outlasts the
+// next true update.
+func TestClientKeyEventOnBothPaths(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+	for _, path := range []string{"group", "per-event"} {
+		t.Run(path, func(t *testing.T) {
+			user, phone := "u-"+path, map[string]string{"group": "+14155550161", "per-event": "+14155550162"}[path]
+			at := func(d time.Duration) (time.Time, time.Time) { return base.Add(d), base.Add(d) }
+			ev := func(key string, client bool, occurred, received time.Time, traits map[string]any) *c360.Event {
+				return &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: key + "-" + path, FromClientKey: client,
+					Identities: ids("user_id", user), Traits: traits, OccurredAt: occurred, ReceivedAt: received}
+			}
+			send := func(e *c360.Event) {
+				t.Helper()
+				var err error
+				if path == "per-event" {
+					hold := make(chan struct{})
+					close(hold)
+					err = db.IngestHeld(ctx, ws, e, make(chan struct{}), hold)
+				} else {
+					_, err = db.Ingest(ctx, ws, []*c360.Event{e})
+				}
+				if err != nil {
+					t.Fatalf("ingest %s: %v", e.DedupeKey, err)
+				}
+			}
+			o, r := at(0)
+			send(ev("basic", false, o, r, map[string]any{"plan": "basic"}))
+			_, r = at(time.Second)
+			send(ev("forged", true, r.Add(23*time.Hour), r, map[string]any{"plan": "forged", "phone": phone}))
+			c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: user})
+			if err != nil || c.Traits["plan"] != "forged" || c.Traits["phone"] != phone {
+				t.Fatalf("after the client's identify: %+v, %v; want its traits set", c, err)
+			}
+			if _, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "phone", Value: phone}); c360.ErrorCode(err) != c360.ENOTFOUND {
+				t.Errorf("the client's phone trait resolves: %v, want NOT_FOUND", err)
+			}
+			o, r = at(time.Minute)
+			send(ev("pro", false, o, r, map[string]any{"plan": "pro"}))
+			if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: user}); err != nil || c.Traits["plan"] != "pro" {
+				t.Errorf("after a later true update: %+v, %v; want plan pro", c, err)
+			}
+		})
+	}
+}

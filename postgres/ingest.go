@@ -331,7 +331,7 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		}
 		ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, "")
 	}
-	changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.OccurredAt)
+	changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.TraitsAt())
 	ch.traits(mergeTraitChanges(cust.traitChanges, changed))
 	ch.identitiesAdded(cust.identAdds)
 	ch.mergedConsents(cust.consentChanges)

@@ -596,7 +596,7 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 		return errSlowPath
 	}
 	traits := withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent)
-	changed := applyTraits(c, traits, ev.Source, ev.OccurredAt)
+	changed := applyTraits(c, traits, ev.Source, ev.TraitsAt())
 	ch.traits(changed)
 	// Traits observed move trait_meta even when no value changes; the
 	// search text moves only with a name or a new email or phone.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 )
@@ -130,6 +131,43 @@ func TestPublicWriteKeyCannotAttachIdentifiersToAnotherProfile(t *testing.T) {
 		"traits": map[string]any{"email": "Rosa@Example.com", "phone": "+1 415 555 0199"}})
 	if got := e.customer(t, "phone", "+14155550199"); got.ID != victim.ID {
 		t.Errorf("with the write key, the phone resolves to %d, want the email's customer %d", got.ID, victim.ID)
+	}
+}
+
+// A client key's traits are dated when c360 receives them, for trait
+// precedence: a made-up timestamp up to 24 hours ahead no longer makes
+// them outlast the next true update. The event keeps the time the call
+// claims, as every Segment event does.
+func TestClientKeyTraitsAreDatedAtReceipt(t *testing.T) {
+	e := newEnv(t)
+	client := e.clientKey(t)
+	now := e.clock()
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "u-1", "messageId": "m1", "traits": map[string]any{"plan": "basic"}})
+	ahead := now.Add(23 * time.Hour)
+	r := e.post(t, "/v1/identify", basic(client), map[string]any{"userId": "u-1", "messageId": "m2",
+		"timestamp": ahead.Format(time.RFC3339), "traits": map[string]any{"plan": "forged"}})
+	if r.Status != http.StatusOK {
+		t.Fatalf("client identify: %+v", r)
+	}
+	if got := e.customer(t, "user_id", "u-1").Traits["plan"]; got != "forged" {
+		t.Fatalf("plan after the client's identify = %v, want forged (a client key still sets traits)", got)
+	}
+	var forged *c360.Event
+	for _, ev := range e.events(t, e.customer(t, "user_id", "u-1").ID) {
+		if ev.Type == c360.EventIdentify && ev.OccurredAt.Equal(ahead) {
+			forged = ev
+		}
+	}
+	if forged == nil {
+		t.Errorf("no identify event at the claimed time %s", ahead)
+	}
+
+	e.mu.Lock()
+	e.now = now.Add(time.Minute)
+	e.mu.Unlock()
+	e.mustPost(t, "/v1/identify", map[string]any{"userId": "u-1", "messageId": "m3", "traits": map[string]any{"plan": "pro"}})
+	if got := e.customer(t, "user_id", "u-1").Traits["plan"]; got != "pro" {
+		t.Errorf("plan after a later update by the server = %v, want pro", got)
 	}
 }
 
