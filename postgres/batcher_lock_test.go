@@ -319,6 +319,9 @@ func answeredUnavailable(t *testing.T, prefix string, group []<-chan error, why 
 // never as a slow statement (57014). A value PostgreSQL cannot read never
 // reaches a group: the connection is refused.
 func TestGroupLockTimeout(t *testing.T) {
+	// The workspace is made on a store of the usual settings: a 2 ms
+	// statement_timeout would cancel its creation on a busy machine.
+	ws, _, _ := pgtest.Workspace(t, pgtest.Open(t))
 	for _, tc := range []struct{ lock, stmt, want string }{
 		{"5000", "10000", "500ms"},
 		{"300", "10000", "300ms"},
@@ -342,7 +345,6 @@ func TestGroupLockTimeout(t *testing.T) {
 			params.Set("statement_timeout", tc.stmt)
 		}
 		db := pgtest.OpenStore(t, params, postgres.IngestConfig{})
-		ws, _, _ := pgtest.Workspace(t, db)
 		if got, err := db.GroupLockTimeout(context.Background(), ws); err != nil || got != tc.want {
 			t.Errorf("lock_timeout %q, statement_timeout %q: a group waits %q (%v), want %s", tc.lock, tc.stmt, got, err, tc.want)
 		}
