@@ -153,14 +153,7 @@ func (db *DB) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) 
 
 // MessageOfChange returns the message a message change names, as it is now.
 func (db *DB) MessageOfChange(ctx context.Context, ws, id int64) (*c360.Message, error) {
-	m, err := scanMessage(db.as(ws).QueryRow(ctx, `
-		SELECT `+messageColumns+` FROM messages m WHERE m.workspace_id = $1 AND m.id = $2`, ws, id), ws)
-	if err == pgx.ErrNoRows {
-		return nil, c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
-	} else if err != nil {
-		return nil, interpretError(fmt.Errorf("find message: %w", err))
-	}
-	return m, nil
+	return db.findMessage(ctx, ws, id)
 }
 
 // ConversationOwner returns the customer a conversation belongs to now
