@@ -103,7 +103,9 @@ func parseForwarded(e string) (netip.Addr, error) {
 }
 
 func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	a = a.Unmap()
+	// A prefix never contains an address with a zone (a link-local peer,
+	// fe80::1%eth0): the zone names the interface, not the host.
+	a = a.Unmap().WithZone("")
 	for _, p := range trusted {
 		if p.Contains(a) {
 			return true

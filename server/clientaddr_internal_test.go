@@ -6,7 +6,7 @@ import (
 )
 
 func TestForwardedClient(t *testing.T) {
-	trusted, err := ParseTrustedProxies("10.0.0.0/8, 2001:db8::/32")
+	trusted, err := ParseTrustedProxies("10.0.0.0/8, 2001:db8::/32, fe80::/10")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +29,7 @@ func TestForwardedClient(t *testing.T) {
 		{"IPv6 hops", "[2001:db8::1]:4000", []string{"2001:db9::5, [2001:db8::2]:80"}, "2001:db9::5"},
 		{"a mapped IPv4 peer", "[::ffff:10.0.0.1]:4000", []string{"198.51.100.7"}, "198.51.100.7"},
 		{"an empty header", "10.0.0.1:4000", []string{""}, "10.0.0.1"},
+		{"a zoned link-local peer", "[fe80::1%eth0]:4000", []string{"198.51.100.7"}, "198.51.100.7"},
 	} {
 		h := http.Header{}
 		for _, v := range c.xff {

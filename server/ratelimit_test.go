@@ -624,3 +624,33 @@ func TestAddressLimitReadsTrustedProxiesForwardedFor(t *testing.T) {
 		t.Errorf("an untrusted peer with a fresh X-Forwarded-For past its burst = %d %s, want 429", status, body)
 	}
 }
+
+// connection_init's failed keys behind a trusted proxy spend the bucket of
+// the client X-Forwarded-For names, as the handshake does: a forger's
+// refusals leave the other clients behind the proxy served.
+func TestWebsocketInitReadsTrustedProxiesForwardedFor(t *testing.T) {
+	db := pgtest.Open(t)
+	_, _, key := pgtest.Workspace(t, db)
+	trusted, err := server.ParseTrustedProxies("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(server.Config{Logger: slog.New(slog.DiscardHandler), Limits: server.Limits{
+		WebhookUnverifiedRate: server.Rate{RPS: 0.01, Burst: 2}, TrustedProxies: trusted}}, db, newResolver(db), db)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second,
+		NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}).DialContext}
+	for i := 0; i < 2; i++ {
+		c := dialWSWith(t, d, wsURL(srv), "graphql-transport-ws", http.Header{"X-Forwarded-For": {"198.51.100.66"}})
+		c.send("connection_init", "", map[string]any{"authorization": "Bearer " + unknownKey(30+i)})
+		if got := c.closeCode(); got != server.CloseForbidden {
+			t.Fatalf("the forger's init %d: close %d, want %d", i, got, server.CloseForbidden)
+		}
+	}
+	c := dialWSWith(t, d, wsURL(srv), "graphql-transport-ws", http.Header{"X-Forwarded-For": {"198.51.100.77"}})
+	c.send("connection_init", "", map[string]any{"authorization": "Bearer " + key})
+	if m := c.read(); m.Type != "connection_ack" {
+		t.Errorf("another client's init behind the proxy: %s %s, want connection_ack", m.Type, m.Payload)
+	}
+}

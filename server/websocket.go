@@ -347,11 +347,14 @@ func (ws *websockets) Accept(w http.ResponseWriter, r *http.Request, opts transp
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
 	offered := websocket.Subprotocols(r)
+	// The client's address is read before the headers go: behind a trusted
+	// proxy it is in X-Forwarded-For.
+	client := ws.clientOf(r)
 	// gqlgen keeps the request's headers for the life of the connection and
 	// hands them to every operation, which ours do not read: the handshake
 	// was their last use.
 	r.Header = nil
-	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, client: ws.clientOf(r)}
+	c := &wsConn{ws: ws, conn: conn, legacy: conn.Subprotocol() != protocolTransportWS, client: client}
 	ws.mu.Lock()
 	ws.conns[c] = struct{}{}
 	ws.mu.Unlock()
