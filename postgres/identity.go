@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -515,11 +516,29 @@ func rebuildConsents(ctx context.Context, tx pgx.Tx, ws, a, b int64) (map[int64]
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load consent decisions: %w", err))
 	}
-	decisions, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (d decision, err error) {
-		return d, r.Scan(&d.event, &d.channel, &d.status)
+	// A decision whose change names no event cannot be given to either
+	// side: it is left out, and logged, rather than failing every split
+	// of the customer for good. Every decision is an event's now; a
+	// provider's opt-out refusal recorded by an earlier version was not
+	// (SettleOutbound).
+	var eventless int
+	var event *int64
+	var d decision
+	_, err = pgx.ForEachRow(rows, []any{&event, &d.channel, &d.status}, func() error {
+		if event == nil {
+			eventless++
+			return nil
+		}
+		d.event = *event
+		decisions = append(decisions, d)
+		return nil
 	})
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load consent decisions: %w", err))
+	}
+	if eventless > 0 {
+		slog.Default().Warn("consent decisions without an event are left out of a split's consent rebuild",
+			"workspace", ws, "customers", family, "decisions", eventless)
 	}
 	ids := make([]int64, len(decisions))
 	for i, d := range decisions {

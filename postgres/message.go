@@ -332,6 +332,11 @@ func (db *DB) RecordOutbound(ctx context.Context, ws int64, in c360.OutboundReco
 // status callback is applied (applyMessageStatus), and records an opt-out
 // the provider reported, in one transaction with one change of the
 // customer.
+//
+// An opt-out is a consent decision like a STOP keyword's, so it is stored
+// as one: an event of its own (optOutEvent) whose change carries it. A
+// split rebuilds each side's consents from their events' decisions
+// (rebuildConsents); a decision without an event would be lost there.
 func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.OutboundOutcome) (*c360.Message, error) {
 	now := db.Now()
 	var touched int64
@@ -346,37 +351,38 @@ func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.Outboun
 			return c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
 		}
 		ch := &change{kind: c360.ChangeEvent, diff: map[string]any{}}
-		if m != nil {
-			ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, m.Status)
-		}
+		var eventID int64
 		if out.OptedOut {
+			var owner int64
+			var channel string
+			if err := tx.QueryRow(ctx, `SELECT customer_id, channel FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&owner, &channel); err != nil {
+				return interpretError(fmt.Errorf("find message's customer: %w", err))
+			}
 			if cust == nil {
-				var owner int64
-				if err := tx.QueryRow(ctx, `SELECT customer_id FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&owner); err != nil {
-					return interpretError(fmt.Errorf("find message's customer: %w", err))
-				}
 				if cust, err = lockSurvivor(ctx, tx, ws, owner); err != nil {
 					return err
 				}
 			}
-			var channel string
-			if m != nil {
-				channel = m.Channel
-			} else {
-				if err := tx.QueryRow(ctx, `SELECT channel FROM messages WHERE workspace_id = $1 AND id = $2`, ws, id).Scan(&channel); err != nil {
-					return interpretError(fmt.Errorf("find message's channel: %w", err))
-				}
-			}
-			if _, err := upsertConsent(ctx, tx, ws, cust.id, channel, c360.ConsentOptedOut, out.Source, now); err != nil {
+			ev := &c360.Event{Type: c360.EventMessageStatus}
+			if eventID, err = optOutEvent(ctx, tx, ws, id, out, now); err != nil {
 				return err
 			}
-			ch.consent(&c360.ConsentInput{Channel: channel, Status: c360.ConsentOptedOut})
+			if eventID != 0 { // else recorded already, by an earlier settle
+				ch = newChange(eventID, ev)
+				if _, err := upsertConsent(ctx, tx, ws, cust.id, channel, c360.ConsentOptedOut, out.Source, now); err != nil {
+					return err
+				}
+				ch.consent(&c360.ConsentInput{Channel: channel, Status: c360.ConsentOptedOut})
+			}
 		}
-		if cust == nil {
+		if m != nil {
+			ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, m.Status)
+		}
+		if cust == nil || m == nil && eventID == 0 {
 			return nil
 		}
 		touched = cust.id
-		return commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, now, 0, nil)
+		return commitCustomer(ctx, tx, ws, cust, ch.kind, ch.diff, now, eventID, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -385,6 +391,40 @@ func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.Outboun
 		db.committed(ws, []int64{touched})
 	}
 	return db.findMessage(ctx, ws, id)
+}
+
+// optOutEventPrefix starts the dedupe key of the event that records a
+// provider's opt-out refusal of a sent message: the key of the message's
+// own event (outboundKey, "send:...") after it, which no other key of the
+// provider's source starts with.
+const optOutEventPrefix = "optout:"
+
+// optOutEvent stores the event that records the provider's refusal of
+// message id because its recipient opted out: a message_status event
+// (failed, the provider's code), from the recipient's number as the
+// message's event names it, so that a split moves the decision with the
+// number, as it moves an inbound STOP. Its dedupe key derives from the
+// message's, so the refusal is recorded once; it returns 0 when it was
+// already.
+func optOutEvent(ctx context.Context, tx pgx.Tx, ws, id int64, out c360.OutboundOutcome, now time.Time) (int64, error) {
+	props := map[string]any{"status": c360.MessageFailed, outboundMessageProperty: strconv.FormatInt(id, 10)}
+	if out.ErrorCode != "" {
+		props["errorCode"] = out.ErrorCode
+	}
+	var eventID int64
+	err := tx.QueryRow(ctx, `
+		INSERT INTO events (workspace_id, type, properties, identities, source, dedupe_key, occurred_at, received_at)
+		SELECT $1, $3, $4, e.identities, $5, $6 || e.dedupe_key, $7, $7
+		FROM messages m JOIN events e ON e.workspace_id = m.workspace_id AND e.id = m.event_id
+		WHERE m.workspace_id = $1 AND m.id = $2
+		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
+		RETURNING id`, ws, id, c360.EventMessageStatus, props, out.Source, optOutEventPrefix, now).Scan(&eventID)
+	if err == pgx.ErrNoRows {
+		return 0, nil
+	} else if err != nil {
+		return 0, interpretError(fmt.Errorf("record the opt-out: %w", err))
+	}
+	return eventID, nil
 }
 
 // findMessage returns the message with c360's id.

@@ -596,3 +596,58 @@ func TestSendToUnsubscribedRecipientRecordsOptOut(t *testing.T) {
 		t.Errorf("Twilio requests = %d, want 1", n)
 	}
 }
+
+// An opt-out learnt from Twilio's 21610 is a consent decision like a STOP:
+// a split rebuilds it with the number it was about. It was stored without
+// an event, so every later split of the customer failed ("cannot scan
+// NULL"), and a split that had tolerated it would have dropped the
+// opt-out, and the next send gone to Twilio again.
+func TestUnsubscribedOptOutSurvivesSplit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const phone, phone2 = "+14155550171", "+14155550173"
+	e.twilio.fail(400, `{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}`)
+
+	// The email is split off: the opt-out stays with the phone.
+	id := e.identify(t, "id-171", c360.Identity{Type: "phone", Value: phone}, c360.Identity{Type: "email", Value: "x171@example.com"})
+	if _, r := e.send(t, e.key, id, "sms", "hi"); r.code() != c360.EFORBIDDEN {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	res, err := e.db.SplitIdentity(ctx, e.ws, id, c360.Identity{Type: "email", Value: "x171@example.com"}, "agent", "two people")
+	if err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	if c := e.consent(t, id, "sms"); c == nil || c.Status != c360.ConsentOptedOut || c.Source != "twilio" {
+		t.Errorf("sms consent after the split = %+v, want opted_out from twilio", c)
+	}
+	if c := e.consent(t, res.Split.ID, "sms"); c != nil {
+		t.Errorf("the split-off email's customer has sms consent %+v, want none", c)
+	}
+
+	// The phone is split off: the opt-out goes with it.
+	id2 := e.identify(t, "id-173", c360.Identity{Type: "phone", Value: phone2}, c360.Identity{Type: "email", Value: "x173@example.com"})
+	if _, r := e.send(t, e.key, id2, "sms", "hi"); r.code() != c360.EFORBIDDEN {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	res, err = e.db.SplitIdentity(ctx, e.ws, id2, c360.Identity{Type: "phone", Value: phone2}, "agent", "two people")
+	if err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	if c := e.consent(t, res.Split.ID, "sms"); c == nil || c.Status != c360.ConsentOptedOut {
+		t.Errorf("the split-off phone's sms consent = %+v, want opted_out", c)
+	}
+	if c := e.consent(t, id2, "sms"); c != nil {
+		t.Errorf("the email's customer has sms consent %+v, want none", c)
+	}
+
+	e.twilio.fail(0, "")
+	if _, r := e.send(t, e.key, id, "sms", "hi again"); r.code() != c360.EFORBIDDEN {
+		t.Errorf("send after the split: %s, want FORBIDDEN", r.raw)
+	}
+	if _, r := e.send(t, e.key, res.Split.ID, "sms", "hi again"); r.code() != c360.EFORBIDDEN {
+		t.Errorf("send to the split-off phone: %s, want FORBIDDEN", r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 2 {
+		t.Errorf("Twilio requests = %d, want the 2 refused", n)
+	}
+}
