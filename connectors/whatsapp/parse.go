@@ -158,8 +158,9 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 }
 
 // messageEvent returns the event for one inbound message, or nil when it
-// lacks the id or sender every event needs. A body that is a consent
-// keyword (c360.ConsentKeyword) sets the customer's WhatsApp consent.
+// lacks the id or sender every event needs. A text or caption that is a
+// consent keyword (c360.ConsentKeyword) sets the customer's WhatsApp
+// consent; a button's or list item's title never does.
 func messageEvent(m *message, names map[string]string, businessNumber string, now time.Time) *c360.Event {
 	if m.ID == "" || m.From == "" {
 		return nil
@@ -197,12 +198,15 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 		ProviderID: m.ID,
 		Status:     "received",
 	}
+	// typed is set when the body is the customer's own words (a text, a
+	// caption), which alone may be a consent keyword.
+	typed := false
 	switch {
 	case m.Text != nil:
-		msg.Body = m.Text.Body
+		msg.Body, typed = m.Text.Body, true
 	case m.Image != nil, m.Audio != nil, m.Video != nil, m.Document != nil, m.Sticker != nil:
 		md := firstMedia(m.Image, m.Audio, m.Video, m.Document, m.Sticker)
-		msg.Body = md.Caption
+		msg.Body, typed = md.Caption, true
 		if md.ID != "" {
 			msg.MediaURLs = []string{MediaPrefix + md.ID}
 		}
@@ -245,12 +249,18 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 		ev.TraitsIfAbsent = map[string]any{"name": name}
 		props["profileName"] = name
 	}
-	// The body is read for a consent keyword as Twilio's is (a text, a
-	// caption, a button's or a list item's title), so that a STOP opts out
-	// of WhatsApp whichever way it reaches c360: stored as an ordinary
-	// message, it would open the 24-hour window instead, and let an agent
-	// write to someone who just wrote STOP.
-	keyword, consent := c360.ConsentKeyword(msg.Body)
+	// What the customer typed (a text, a caption) is read for a consent
+	// keyword as Twilio's body is, so that a STOP opts out of WhatsApp
+	// whichever way it reaches c360: stored as an ordinary message, it
+	// would open the 24-hour window instead, and let an agent write to
+	// someone who just wrote STOP. A reply button's, a list item's or a
+	// template quick reply's title is not: the business wrote it, for its
+	// own purpose, and a customer who taps "Cancel" under an appointment
+	// reminder, or "Yes", decides nothing about being messaged.
+	keyword, consent := "", ""
+	if typed {
+		keyword, consent = c360.ConsentKeyword(msg.Body)
+	}
 	if keyword != "" {
 		props["keyword"] = keyword
 	}

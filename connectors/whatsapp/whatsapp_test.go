@@ -450,19 +450,33 @@ func TestInboundConsentKeywords(t *testing.T) {
 	e.deliver(t, text("wamid.START", ts+3, "START"))
 	wantConsent("START", c360.ConsentOptedIn)
 
-	// A reply button or a template's quick reply titled STOP opts out too:
-	// it is the customer's own choice, and WhatsApp sends its title.
-	e.deliver(t, notification(inboundValue("16505551299", "Sam", fmt.Sprintf(
-		`{"from":"16505551299","id":"wamid.BTNSTOP","timestamp":"%d","type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"optout","title":"STOP"}}}`, ts+4))))
-	wantConsent("button_reply STOP", c360.ConsentOptedOut)
-	e.deliver(t, text("wamid.YES", ts+5, "yes"))
-	wantConsent("YES", c360.ConsentOptedIn)
-	e.deliver(t, notification(inboundValue("16505551299", "Sam", fmt.Sprintf(
-		`{"from":"16505551299","id":"wamid.QRSTOP","timestamp":"%d","type":"button","button":{"payload":"OPT_OUT","text":"Stop"},"context":{"id":"wamid.TEMPLATE"}}`, ts+6))))
-	wantConsent("quick reply Stop", c360.ConsentOptedOut)
-	if kw := keyword("wamid.QRSTOP"); kw != "STOP" {
-		t.Errorf("quick reply event keyword = %q, want STOP", kw)
+	// A reply button's, a list item's or a template quick reply's title
+	// is the business's words, not the customer's: tapping one decides
+	// nothing about consent, whatever it says.
+	inbound := func(wamid string, at int64, msg string) string {
+		return notification(inboundValue("16505551299", "Sam", fmt.Sprintf(
+			`{"from":"16505551299","id":%q,"timestamp":"%d",%s}`, wamid, at, msg)))
 	}
+	e.deliver(t, inbound("wamid.BTNSTOP", ts+4, `"type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"optout","title":"STOP"}}`))
+	wantConsent("button_reply STOP", c360.ConsentOptedIn)
+	e.deliver(t, inbound("wamid.LSTCANCEL", ts+5, `"type":"interactive","interactive":{"type":"list_reply","list_reply":{"id":"appt-cancel","title":"Cancel"}}`))
+	wantConsent("list_reply Cancel", c360.ConsentOptedIn)
+	e.deliver(t, inbound("wamid.QRSTOP", ts+6, `"type":"button","button":{"payload":"OPT_OUT","text":"Stop"},"context":{"id":"wamid.TEMPLATE"}`))
+	wantConsent("quick reply Stop", c360.ConsentOptedIn)
+	for _, id := range []string{"wamid.BTNSTOP", "wamid.LSTCANCEL", "wamid.QRSTOP"} {
+		if kw := keyword(id); kw != "" {
+			t.Errorf("%s: event keyword = %q, want none", id, kw)
+		}
+	}
+	// A caption is typed by the customer: it is read as a text is.
+	e.deliver(t, inbound("wamid.CAPSTOP", ts+7, `"type":"image","image":{"caption":"STOP","mime_type":"image/jpeg","id":"1003383421387257"}`))
+	wantConsent("caption STOP", c360.ConsentOptedOut)
+	e.deliver(t, inbound("wamid.BTNYES", ts+8, `"type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"appt-42-yes","title":"Yes"}}`))
+	wantConsent("button_reply Yes", c360.ConsentOptedOut)
+	e.deliver(t, text("wamid.YES", ts+9, "yes"))
+	wantConsent("YES", c360.ConsentOptedIn)
+	e.deliver(t, text("wamid.STOP2", ts+10, "STOP"))
+	wantConsent("typed STOP", c360.ConsentOptedOut)
 
 	// Opt-out is per channel: a WhatsApp STOP leaves SMS alone.
 	c := e.customer(t, "+16505551299")
@@ -472,6 +486,25 @@ func TestInboundConsentKeywords(t *testing.T) {
 	}
 	if o.Consent != nil {
 		t.Errorf("sms consent after WhatsApp STOPs = %+v, want none", o.Consent)
+	}
+}
+
+// A customer who taps a reply button under a business's message is not
+// opted out or in by its title: "Cancel" under an appointment reminder
+// cancels the appointment, not WhatsApp.
+func TestReplyButtonTitlesAreNotConsent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ts := e.db.Now().Unix()
+	e.deliver(t, notification(inboundValue("16505551288", "Ana", fmt.Sprintf(
+		`{"from":"16505551288","id":"wamid.CANCEL","timestamp":"%d","type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"appt-42-cancel","title":"Cancel"}}}`, ts))))
+	c := e.customer(t, "+16505551288")
+	o, err := e.db.FindOutreach(ctx, e.ws, c.ID, c360.ChannelWhatsApp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Consent != nil || o.CheckSendable(e.db.Now()) != nil {
+		t.Errorf("after tapping Cancel: consent = %+v, CheckSendable = %v; want none and sendable", o.Consent, o.CheckSendable(e.db.Now()))
 	}
 }
 
