@@ -55,7 +55,14 @@ type NotSentError struct {
 	// unsubscribed (replied STOP to the sender): the customer's consent on
 	// the channel is recorded as opted out.
 	OptedOut bool
-	Err      error
+	// Permanent is set when the provider refused the message itself (an
+	// invalid number, an unsubscribed recipient): sent again, it would be
+	// refused again, so a repeat of its idempotency key answers the same
+	// refusal. Otherwise (a rate limit, the workspace's credentials, a
+	// message never handed over) the refusal is the moment's, and the key
+	// is freed: a repeat sends.
+	Permanent bool
+	Err       error
 }
 
 // Error implements the error interface.
@@ -109,7 +116,11 @@ type OutboundOutcome struct {
 	// OptedOut records the customer's consent on the channel as opted out,
 	// from Source (the provider refused because the recipient unsubscribed).
 	OptedOut bool
-	Source   string
+	// ReleaseKey frees the message's idempotency key (a refusal that is not
+	// Permanent): the failed message stays in the conversation, and a
+	// repeat of the key records and sends anew.
+	ReleaseKey bool
+	Source     string
 }
 
 // Outreach is what deciding whether a customer may be messaged on a channel
@@ -195,8 +206,9 @@ type MessagingService interface {
 	RecordOutbound(ctx context.Context, workspaceID int64, in OutboundRecord) (m *Message, repeat bool, err error)
 	// SettleOutbound applies the outcome of a recorded message's send: it
 	// attaches the provider's id and moves the status forward only, so a
-	// status callback that came first is never undone. It returns the
-	// message as stored.
+	// status callback that came first is never undone; it records an
+	// opt-out (out.OptedOut) and frees the key (out.ReleaseKey). It
+	// returns the message as stored.
 	SettleOutbound(ctx context.Context, workspaceID, messageID int64, out OutboundOutcome) (*Message, error)
 }
 

@@ -492,6 +492,11 @@ func TestSendMessageRetry(t *testing.T) {
 		if isErr || m == nil {
 			t.Fatalf("send_message: %s", res)
 		}
+		// errorCode says why a message the provider took failed later; a
+		// repeat of such a send returns it.
+		if _, ok := m["errorCode"]; !ok {
+			t.Errorf("send_message's message has no errorCode: %s", res)
+		}
 		id, _ := m["id"].(string)
 		return id
 	}

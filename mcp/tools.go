@@ -63,7 +63,7 @@ type (
 		CustomerID string `json:"customerId" jsonschema:"the customer's id"`
 		Channel    string `json:"channel" jsonschema:"sms or whatsapp"`
 		Body       string `json:"body" jsonschema:"the message text, at most 1600 characters"`
-		MessageID  string `json:"messageId,omitempty" jsonschema:"an id of your choosing for this message, at most 256 bytes: calling again with the same messageId (a retry after a lost answer) sends nothing and returns the message sent the first time, or an error saying its outcome is not known yet"`
+		MessageID  string `json:"messageId,omitempty" jsonschema:"an id of your choosing for this message, at most 256 bytes: calling again with the same messageId (a retry after a lost answer) sends nothing and returns the message sent the first time, or the refusal it got (an invalid number, an opt-out), or an error saying its outcome is not known yet; after RATE_LIMITED the same messageId sends"`
 	}
 )
 
@@ -111,7 +111,7 @@ const (
     id customerId text source confidence recordedBy recordedByRole verified createdAt } }`
 
 	sendMutation = `mutation SendMessage($input: SendMessageInput!) {
-  message: sendMessage(input: $input) { id channel direction body status providerId createdAt } }`
+  message: sendMessage(input: $input) { id channel direction body status providerId errorCode createdAt } }`
 )
 
 func ptr[T any](v T) *T { return &v }

@@ -350,6 +350,11 @@ func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.Outboun
 		if !found {
 			return c360.Errorf(c360.ENOTFOUND, "message %d not found", id)
 		}
+		if out.ReleaseKey {
+			if err := releaseOutboundKey(ctx, tx, ws, id); err != nil {
+				return err
+			}
+		}
 		ch := &change{kind: c360.ChangeEvent, diff: map[string]any{}}
 		var eventID int64
 		if out.OptedOut {
@@ -391,6 +396,22 @@ func (db *DB) SettleOutbound(ctx context.Context, ws, id int64, out c360.Outboun
 		db.committed(ws, []int64{touched})
 	}
 	return db.findMessage(ctx, ws, id)
+}
+
+// releaseOutboundKey frees the idempotency key message id was recorded
+// under, so that a repeat of the key records and sends anew: its event's
+// dedupe key moves from "send:<key>" to "refused:<id>:send:<key>", which
+// neither outboundKey nor a provider's id ever is (ids make it unique).
+// The message stays, failed, in the conversation.
+func releaseOutboundKey(ctx context.Context, tx pgx.Tx, ws, id int64) error {
+	if _, err := tx.Exec(ctx, `
+		UPDATE events e SET dedupe_key = 'refused:' || m.id || ':' || e.dedupe_key
+		FROM messages m
+		WHERE m.workspace_id = $1 AND m.id = $2 AND e.workspace_id = $1 AND e.id = m.event_id
+		  AND e.dedupe_key LIKE 'send:%'`, ws, id); err != nil {
+		return interpretError(fmt.Errorf("free the message's key: %w", err))
+	}
+	return nil
 }
 
 // optOutEventPrefix starts the dedupe key of the event that records a

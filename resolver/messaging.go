@@ -84,6 +84,9 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 		out.ProviderID, out.Status = sent.ProviderID, sent.Status
 	case errors.As(sendErr, &notSent):
 		out.Status, out.ErrorCode, out.OptedOut = c360.MessageFailed, notSent.ProviderCode, notSent.OptedOut
+		// A refusal of the moment (a rate limit) must not spend the key:
+		// retrying with it is what the key is for.
+		out.ReleaseKey = key != "" && !notSent.Permanent
 	}
 	settled, err := r.MessagingService.SettleOutbound(ctx, p.WorkspaceID, m.ID, out)
 	if err != nil {
@@ -121,10 +124,12 @@ func checkSendKey(key string) error {
 }
 
 // repeatedSend answers a sendMessage whose messageId was used before, with
-// m, the message recorded then, and sends nothing: m itself when its send
-// completed (whatever became of it); CONFLICT when the key was used for
-// another message, or m's send is in flight or its outcome unknown, since
-// answering with m would tell a retry that it was sent.
+// m, the message recorded then, and sends nothing: m itself when the
+// provider took it (whatever became of it since); the provider's refusal
+// again when it refused m itself (a refusal of the moment, such as a rate
+// limit, freed the key, so its repeat never gets here); CONFLICT when the
+// key was used for another message, or m's send is in flight or its outcome
+// unknown, since answering with m would tell a retry that it was sent.
 func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID int64, channel, body, key string) (*c360.Message, error) {
 	same := m.Channel == channel && m.Body == body
 	if same && m.CustomerID != customerID {
@@ -139,6 +144,8 @@ func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID
 	case !same:
 		return nil, c360.Errorf(c360.ECONFLICT, "messageId %q was used for another message (message %d: another customer, channel or body); give a new message a new messageId",
 			truncateKey(key), m.ID)
+	case m.Status == c360.MessageFailed && m.ProviderID == "":
+		return nil, refusedAgain(m, key)
 	case m.Status == c360.MessagePending:
 		return nil, c360.Errorf(c360.ECONFLICT, "the message sent with messageId %q (message %d) is still being sent; check the conversation for its outcome instead of sending it again",
 			truncateKey(key), m.ID)
@@ -147,6 +154,28 @@ func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID
 			truncateKey(key), m.ID)
 	}
 	return m, nil
+}
+
+// unsubscribedCode is Twilio's error code for a recipient who replied STOP
+// to the sender, which the sender answers FORBIDDEN.
+const unsubscribedCode = "21610"
+
+// refusedAgain is the answer to a repeat of a send the provider refused
+// (m: failed, never given a provider id), with the code the refusal was
+// answered with: FORBIDDEN for an unsubscribed recipient, else
+// BAD_USER_INPUT, as the sender's interpret maps Twilio's lasting
+// refusals.
+func refusedAgain(m *c360.Message, key string) error {
+	twilioCode := "no Twilio error code"
+	if m.ErrorCode != "" {
+		twilioCode = "Twilio error " + m.ErrorCode
+	}
+	if m.ErrorCode == unsubscribedCode {
+		return c360.Errorf(c360.EFORBIDDEN, "messageId %q was used for message %d, which Twilio refused and did not send (%s): the customer unsubscribed from this sender (replied STOP), and their opt-out is recorded",
+			truncateKey(key), m.ID, twilioCode)
+	}
+	return c360.Errorf(c360.EINVALID, "messageId %q was used for message %d, which Twilio refused and did not send (%s); sent again it would be refused again: correct it, and send it with a new messageId",
+		truncateKey(key), m.ID, twilioCode)
 }
 
 // truncateKey shortens a messageId for an error message.

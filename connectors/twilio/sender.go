@@ -184,7 +184,8 @@ const errUnsubscribed = 21610
 // caller can act on: Twilio's refusals (4xx) are BAD_USER_INPUT with Twilio's
 // message and error code (FORBIDDEN for an unsubscribed recipient), 429 is
 // RATE_LIMITED, and each is a *c360.NotSentError, since Twilio took
-// nothing; anything else (5xx, timeouts, connection errors) is UNAVAILABLE,
+// nothing (Permanent for a refusal of the message itself: neither a rate
+// limit nor the credentials, which may be fixed); anything else (5xx, timeouts, connection errors) is UNAVAILABLE,
 // the outcome unknown. The cause is logged here, without credentials,
 // because the domain error does not carry it.
 func (s *Sender) interpret(ws *c360.Workspace, err error) error {
@@ -224,10 +225,14 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		// set up, or to another of the account's senders): record it, so
 		// the next sender is refused before asking Twilio.
 		out := refused(c360.Errorf(c360.EFORBIDDEN, "the customer unsubscribed from this sender (replied STOP), so Twilio refuses to message them until they reply START: %s (Twilio error %d); their opt-out is recorded", message, code))
-		out.OptedOut = true
+		out.OptedOut, out.Permanent = true, true
 		return out
 	case status >= 400 && status < 500:
-		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))
+		// The message itself is refused (a number that is not a phone,
+		// a body Twilio will not take): sending it again changes nothing.
+		out := refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))
+		out.Permanent = true
+		return out
 	}
 	return c360.Errorf(c360.EUNAVAILABLE, "Twilio failed: %s (Twilio error %d); the message may or may not have been sent", message, code)
 }

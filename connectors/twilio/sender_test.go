@@ -651,3 +651,58 @@ func TestUnsubscribedOptOutSurvivesSplit(t *testing.T) {
 		t.Errorf("Twilio requests = %d, want the 2 refused", n)
 	}
 }
+
+// A send Twilio refused does not spend its messageId as a success. A
+// refusal of the moment (429: rate limited, "try again") frees the key, so
+// the retry with it sends; a refusal of the message itself (an invalid
+// number, an unsubscribed recipient) is answered again, with its code and
+// naming the message, and nothing is sent. Before, every refused send's
+// repeat was a success (the failed message, no error) that sent nothing.
+func TestSendMessageIDAfterARefusal(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-172", c360.Identity{Type: "phone", Value: "+14155550172"})
+	e.twilio.fail(429, `{"code": 20429, "message": "Too Many Requests", "status": 429}`)
+	if _, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-172"); r.code() != c360.ERATELIMITED {
+		t.Fatalf("first: %s, want RATE_LIMITED", r.raw)
+	}
+	e.twilio.fail(0, "")
+	m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-172")
+	if m == nil || m.Status != "queued" || m.ProviderID == "" {
+		t.Fatalf("retry after RATE_LIMITED = %+v, %s; want the message sent, queued", m, r.raw)
+	}
+	if again, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-172"); again == nil || again.ID != m.ID {
+		t.Errorf("repeat of the sent retry = %+v, %s; want message %s", again, r.raw, m.ID)
+	}
+	if n := len(e.twilio.requests()); n != 2 {
+		t.Errorf("Twilio requests = %d, want 2 (the refused send, the retry)", n)
+	}
+	if ms := e.messages(t, id, "sms"); len(ms) != 2 || ms[0].Status != "queued" || ms[1].Status != "failed" || ms[1].ErrorCode != "20429" {
+		t.Errorf("messages = %+v, want the retry queued and the refused send failed (20429)", ms)
+	}
+
+	for _, tc := range []struct {
+		name, phone, answer, code, contains string
+	}{
+		{"invalid number", "+14155550174", `{"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}`, c360.EINVALID, "Twilio error 21211"},
+		{"unsubscribed", "+14155550175", `{"code": 21610, "message": "Attempt to send to unsubscribed recipient", "status": 400}`, c360.EFORBIDDEN, "unsubscribed"},
+	} {
+		cid := e.identify(t, "id-"+tc.phone, c360.Identity{Type: "phone", Value: tc.phone})
+		e.twilio.fail(400, tc.answer)
+		if _, r := e.sendWithKey(t, cid, "sms", "hi", "k-"+tc.phone); r.code() != tc.code {
+			t.Fatalf("%s: first: %s, want %s", tc.name, r.raw, tc.code)
+		}
+		e.twilio.fail(0, "")
+		before := len(e.twilio.requests())
+		ms := e.messages(t, cid, "sms")
+		if len(ms) != 1 {
+			t.Fatalf("%s: messages = %+v, want the refused one", tc.name, ms)
+		}
+		if m, r := e.sendWithKey(t, cid, "sms", "hi", "k-"+tc.phone); m != nil || r.code() != tc.code ||
+			!strings.Contains(r.message(), tc.contains) || !strings.Contains(r.message(), "message "+fmt.Sprint(ms[0].ID)) {
+			t.Errorf("%s: repeat = %+v, %s; want %s naming message %d and %q", tc.name, m, r.raw, tc.code, ms[0].ID, tc.contains)
+		}
+		if n := len(e.twilio.requests()); n != before {
+			t.Errorf("%s: the repeat asked Twilio", tc.name)
+		}
+	}
+}
