@@ -17,13 +17,22 @@ const (
 // Statuses c360 gives an outbound message before the provider reports one.
 const (
 	// MessagePending: recorded, and being handed to the provider. A message
-	// recorded by a server that stopped mid-send stays pending.
+	// still pending StalePending after it was recorded (its server stopped
+	// mid-send, or the outcome could not be recorded) has an unknown
+	// outcome, and is swept to unconfirmed.
 	MessagePending = "pending"
 	// MessageUnconfirmed: the provider did not answer, or answered with a
 	// server error, so it may or may not have taken the message. Its status
 	// callback, if any comes, moves it on.
 	MessageUnconfirmed = "unconfirmed"
 )
+
+// StalePending is how long after it was recorded a pending message's send
+// has certainly ended: well past a provider call's timeout (Twilio's is
+// 10 s) and the recording of its outcome, with the store's retries. A
+// message still pending then will not be settled by its send: its outcome
+// is unknown, as an unconfirmed message's is.
+const StalePending = 2 * time.Minute
 
 // SessionWindow is how long after a customer's last inbound WhatsApp message
 // a business may send them free-form text. Outside it WhatsApp accepts only

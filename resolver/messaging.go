@@ -146,6 +146,11 @@ func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID
 			truncateKey(key), m.ID)
 	case m.Status == c360.MessageFailed && m.ProviderID == "":
 		return nil, refusedAgain(m, key)
+	case m.Status == c360.MessagePending && r.Now().Sub(m.CreatedAt) > c360.StalePending:
+		// Its send ended long ago without recording an outcome (its server
+		// stopped mid-send): no answer will come from it.
+		return nil, c360.Errorf(c360.ECONFLICT, "the outcome of the message sent with messageId %q (message %d) is unknown: its send was interrupted before Twilio's answer was recorded, and it stays unconfirmed until Twilio's status callback reports on it; check the conversation before sending it again, with a new messageId",
+			truncateKey(key), m.ID)
 	case m.Status == c360.MessagePending:
 		return nil, c360.Errorf(c360.ECONFLICT, "the message sent with messageId %q (message %d) is still being sent; check the conversation for its outcome instead of sending it again",
 			truncateKey(key), m.ID)

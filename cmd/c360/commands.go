@@ -140,6 +140,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	stops.add(startPendingSweep(db, log))
 	// Cleanups run in reverse: realtime's (the notifier's final flush, which
 	// takes milliseconds) before the audit writer's drain, which may take
 	// the rest of the deadline on a slow database.

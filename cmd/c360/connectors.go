@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/c360dev/c360/connectors/chatbot"
 	"github.com/c360dev/c360/connectors/segment"
@@ -62,4 +64,25 @@ func mountConnectors(srv *server.Server, db *postgres.DB, cfg Connectors) {
 // callbacks point at PublicURL, and requests go to TwilioAPIURL when set.
 func (cfg Connectors) messageSender() (*twilio.Sender, error) {
 	return twilio.NewSender(twilio.SenderConfig{PublicURL: cfg.PublicURL, APIURL: cfg.TwilioAPIURL, Logger: cfg.Logger})
+}
+
+// pendingSweepInterval is how often serve looks for messages left pending
+// by an interrupted send (postgres.DB.SweepPending).
+const pendingSweepInterval = time.Minute
+
+// startPendingSweep sweeps messages left pending by an interrupted send
+// (a server that stopped mid-send, this one included) to unconfirmed, at
+// once and every pendingSweepInterval; stop ends the sweep and waits for
+// it.
+func startPendingSweep(db *postgres.DB, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		db.SweepPending(ctx, pendingSweepInterval, log)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }

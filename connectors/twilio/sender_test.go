@@ -706,3 +706,69 @@ func TestSendMessageIDAfterARefusal(t *testing.T) {
 		}
 	}
 }
+
+// A message left pending by a send that never recorded its outcome (its
+// server stopped mid-send) is not "still being sent" forever: once
+// c360.StalePending has passed, a repeat of its messageId is CONFLICT
+// saying its outcome is unknown, and the sweep moves it to unconfirmed, a
+// forward move a later status callback still overrides. A message pending
+// for less is left alone.
+func TestStalePendingMessageIsUnconfirmed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const phone = "+14155550176"
+	id := e.identify(t, "id-176", c360.Identity{Type: "phone", Value: phone})
+	record := func(key string, age time.Duration) *c360.Message {
+		t.Helper()
+		now := e.db.Now
+		e.db.Now = func() time.Time { return now().Add(-age) }
+		defer func() { e.db.Now = now }()
+		m, _, err := e.db.RecordOutbound(ctx, e.ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone,
+			Body: "Your order shipped", SentBy: "agent key 1", Source: "twilio", Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	stale := record("stale-176", c360.StalePending+time.Minute)
+	fresh := record("fresh-176", 0)
+
+	if m, r := e.sendWithKey(t, id, "sms", "Your order shipped", "stale-176"); m != nil || r.code() != c360.ECONFLICT ||
+		!strings.Contains(r.message(), "unknown") || !strings.Contains(r.message(), "new messageId") {
+		t.Errorf("repeat of a stale pending send = %+v, %s; want CONFLICT, outcome unknown", m, r.raw)
+	}
+	if m, r := e.sendWithKey(t, id, "sms", "Your order shipped", "fresh-176"); m != nil || r.code() != c360.ECONFLICT ||
+		!strings.Contains(r.message(), "still being sent") {
+		t.Errorf("repeat of a pending send = %+v, %s; want CONFLICT, still being sent", m, r.raw)
+	}
+
+	n, err := e.db.SweepPendingMessages(ctx, e.db.Now().Add(-c360.StalePending))
+	if err != nil || n < 1 { // the binary's other tests may leave some too
+		t.Fatalf("sweep = %d, %v; want the stale message moved", n, err)
+	}
+	status := func(m *c360.Message) string {
+		t.Helper()
+		var s string
+		if err := e.db.Pool.QueryRow(ctx, `SELECT status FROM messages WHERE id = $1`, m.ID).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if s := status(stale); s != c360.MessageUnconfirmed {
+		t.Errorf("stale message after the sweep: %s, want unconfirmed", s)
+	}
+	if s := status(fresh); s != c360.MessagePending {
+		t.Errorf("fresh message after the sweep: %s, want pending", s)
+	}
+	// Twilio's callback naming the message still moves it on.
+	e.webhook(t, twilio.StatusCallbackURL("", e.slug, stale.ID), statusForm("SM00000000000000000000000000000176", "delivered", phone), authToken)
+	if s := status(stale); s != "delivered" {
+		t.Errorf("stale message after its callback: %s, want delivered", s)
+	}
+	if m, r := e.sendWithKey(t, id, "sms", "Your order shipped", "stale-176"); m == nil || m.Status != "delivered" {
+		t.Errorf("repeat after the callback = %+v, %s; want the message, delivered", m, r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want none", n)
+	}
+}
