@@ -222,8 +222,9 @@ type MessagingService interface {
 }
 
 // MessageStatusRank orders message statuses so that callbacks arriving out of
-// order never move a message backwards: pending < unconfirmed < queued <
-// sending < sent < delivered < read. c360's own statuses rank below every
+// order never move a message backwards: pending < unconfirmed < accepted,
+// scheduled < queued < sending < sent < delivered < read, and failed,
+// undelivered and canceled end it. c360's own statuses rank below every
 // provider's, so any status the provider reports moves a message on.
 // Unknown statuses rank 0 and never replace a known one.
 func MessageStatusRank(status string) int {
