@@ -2,6 +2,7 @@ package twilio_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -281,6 +282,25 @@ func TestInboundConsentKeywords(t *testing.T) {
 	}
 	if got := e.consent(t, c.ID, "sms"); got.Status != c360.ConsentOptedIn {
 		t.Errorf("sms consent after a WhatsApp QUIT = %s, want opted_in", got.Status)
+	}
+	// A tapped quick reply's title is the business's word, not the
+	// customer's: "Yes" under a question does not undo the opt-out, and
+	// "Cancel" under a reminder opts no one out.
+	for i, tap := range [][]string{{"Yes", "confirm-42"}, {"START", ""}} {
+		form := inbound(fmt.Sprintf("SM16%d", i), "whatsapp:"+phone, tap[0], "ButtonText", tap[0], "ButtonPayload", tap[1])
+		if status, _, _ := e.webhook(t, e.inboundPath(), form, authToken); status != http.StatusOK {
+			t.Fatal(status)
+		}
+		if got := e.consent(t, c.ID, "whatsapp"); got == nil || got.Status != c360.ConsentOptedOut {
+			t.Errorf("whatsapp consent after a tapped %q = %+v, want still opted_out", tap[0], got)
+		}
+	}
+	other := "+14155550114"
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM17", "whatsapp:"+other, "Cancel", "ButtonText", "Cancel", "ButtonPayload", "appt-42-cancel"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if got := e.consent(t, e.customerByPhone(t, other).ID, "whatsapp"); got != nil {
+		t.Errorf("whatsapp consent after a tapped Cancel = %+v, want none", got)
 	}
 }
 

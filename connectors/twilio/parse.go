@@ -63,7 +63,15 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 	if types := mediaTypes(form, len(ev.Message.MediaURLs)); len(types) > 0 {
 		ev.Properties["mediaContentTypes"] = types
 	}
-	keyword, status := consentKeyword(body, form.Get("OptOutType"))
+	// A tap on a WhatsApp quick-reply or button arrives with its title as
+	// the Body: words the business wrote ("Cancel" under a reminder, "Yes"
+	// under a question), not a keyword the customer typed. Only Twilio's
+	// own opt-out decision (OptOutType) is taken from such a message.
+	keywordText := body
+	if form.Get("ButtonPayload") != "" || form.Get("ButtonText") != "" {
+		keywordText = ""
+	}
+	keyword, status := consentKeyword(keywordText, form.Get("OptOutType"))
 	if keyword != "" {
 		ev.Properties["keyword"] = keyword
 	}
