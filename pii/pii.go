@@ -329,9 +329,11 @@ func join(path, key string) string {
 // Diff masks a change's diff (CustomerChange.diff) as JSON does, and
 // masks the parts the change feed writes whose key says nothing of them:
 // identities ({type, value} under identity, cause and identitiesAdded) by
-// their type, as Identity does; an operator's reason as free text; and the
-// identities an event could not attach (dropped: `type "value": why`) by
-// their type, the why as free text. It returns the masked copy (m itself
+// their type, as Identity does; an operator's reason, an event's name
+// (event.name) and an observation's source (observation.source) as free
+// text, as the fields they copy are masked; and the identities an event
+// could not attach (dropped: `type "value": why`) by their type, the why
+// as free text. It returns the masked copy (m itself
 // when nothing changed) and the paths of the personal data found.
 func Diff(m map[string]any, masking bool) (map[string]any, []string) {
 	var found []string
@@ -349,8 +351,14 @@ func diffPart(key string, v any, found *[]string, masking bool) (nv any, changed
 	case "identitiesAdded":
 		nv, changed = eachOf(v, func(e any) (any, bool) { return identityObject(e, key, found, masking) })
 	case "event":
-		// The event's id, type and name: "Order Completed" is no one's.
-		return v, false, true
+		// The event's id and type are no one's, but an app names its events
+		// as it likes ("Callback requested by +14155550100"): the name is
+		// free text, masked as Event.name is.
+		nv, changed = fieldText(v, key, "name", found, masking)
+	case "observation":
+		// An observation's source is free text its recorder wrote, masked
+		// as Observation.source is; the rest is ids, flags and a key's name.
+		nv, changed = fieldText(v, key, "source", found, masking)
 	case "reason":
 		nv, changed = textValue(v, key, found, masking)
 	case "dropped":
@@ -379,6 +387,31 @@ func identityObject(v any, path string, found *[]string, masking bool) (any, boo
 	}
 	out := maps.Clone(id)
 	out["value"] = m
+	return out, true
+}
+
+// fieldText masks the field name of the object v as free text (Text, where
+// a number alone is a phone number), at path.name; the object's other
+// fields are passed on as they are.
+func fieldText(v any, path, name string, found *[]string, masking bool) (any, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return value("", v, path, found, masking)
+	}
+	s, ok := obj[name].(string)
+	if !ok {
+		return v, false
+	}
+	m, kinds := Text(s, masking)
+	if len(kinds) == 0 {
+		return v, false
+	}
+	*found = append(*found, path+"."+name)
+	if !masking {
+		return v, false
+	}
+	out := maps.Clone(obj)
+	out[name] = m
 	return out, true
 }
 

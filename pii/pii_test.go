@@ -187,7 +187,8 @@ func TestDiff(t *testing.T) {
 		"reason":          "caller confirmed 415-555-0100",
 		"dropped":         []any{`phone "+14155550122": limit: merging customer 1 would combine email "a@example.com", "b@example.com"`, `user_id "u2": taken`},
 		"traits":          map[string]any{"name": "Jane", "plan": "pro"},
-		"event":           map[string]any{"id": "7", "type": "track", "name": "Order Completed"},
+		"event":           map[string]any{"id": "7", "type": "track", "name": "Callback requested by +14155550199"},
+		"observation":     map[string]any{"id": "3", "action": "recorded", "source": "4155550188", "verified": false, "recordedBy": "key 4e66"},
 		"actor":           "key 4e66",
 	}
 	want := map[string]any{
@@ -197,7 +198,8 @@ func TestDiff(t *testing.T) {
 		"reason":          "caller confirmed ******0100",
 		"dropped":         []any{`phone "+1******0122": limit: merging customer 1 would combine email "a***@example.com", "b***@example.com"`, `user_id "u2": taken`},
 		"traits":          map[string]any{"name": "J***", "plan": "pro"},
-		"event":           map[string]any{"id": "7", "type": "track", "name": "Order Completed"},
+		"event":           map[string]any{"id": "7", "type": "track", "name": "Callback requested by +1******0199"},
+		"observation":     map[string]any{"id": "3", "action": "recorded", "source": "******0188", "verified": false, "recordedBy": "key 4e66"},
 		"actor":           "key 4e66",
 	}
 	before := jsonString(diff)
@@ -208,7 +210,7 @@ func TestDiff(t *testing.T) {
 	if jsonString(diff) != before {
 		t.Errorf("Diff changed its input: %s", jsonString(diff))
 	}
-	wantFound := "cause.value dropped identitiesAdded.value identity.value reason traits.name"
+	wantFound := "cause.value dropped event.name identitiesAdded.value identity.value observation.source reason traits.name"
 	if strings.Join(found, " ") != wantFound {
 		t.Errorf("Diff found %v, want %s", found, wantFound)
 	}
@@ -216,10 +218,14 @@ func TestDiff(t *testing.T) {
 		t.Errorf("Diff not masking = %s, found %v; want it unchanged, found %s", jsonString(same), found2, wantFound)
 	}
 	// Consent decisions and the channels they are on are no one's: an
-	// event's own (consent) and those a merge or a split changed (consents).
+	// event's own (consent) and those a merge or a split changed (consents);
+	// so are an event's name and an observation's source that hold no
+	// address or number.
 	plain := map[string]any{"merged": []any{"4"}, "forced": true, "survivorId": "9",
-		"consent":  map[string]any{"channel": "sms", "status": "opted_out"},
-		"consents": []any{map[string]any{"channel": "whatsapp", "status": "opted_in"}, map[string]any{"channel": "sms", "status": nil}}}
+		"event":       map[string]any{"id": "7", "type": "track", "name": "Order Completed"},
+		"observation": map[string]any{"id": "3", "action": "verified", "source": "call 2024-03-01", "verified": true},
+		"consent":     map[string]any{"channel": "sms", "status": "opted_out"},
+		"consents":    []any{map[string]any{"channel": "whatsapp", "status": "opted_in"}, map[string]any{"channel": "sms", "status": nil}}}
 	if got, found := Diff(plain, true); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
 		t.Errorf("Diff(nothing personal) = %v (found %v), want the input itself", got, found)
 	}

@@ -133,6 +133,68 @@ func TestChangeDiffsMaskedForAssistants(t *testing.T) {
 	}
 }
 
+// A change's diff copies an event's name and an observation's source,
+// free text their writers chose: an assistant without the pii scope reads
+// them masked in the change feed as it reads Event.name and
+// Observation.source, a number alone included; one with it reads them whole.
+func TestChangeDiffMasksEventNameAndObservationSource(t *testing.T) {
+	e := newRTEnv(t, rtOptions{})
+	ctx := context.Background()
+	slug := workspaceSlug(t, e)
+	masked, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, []string{c360.ScopePII})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone := c360.Identity{Type: "phone", Value: "+14155550122"}
+	cust := ingest(t, e.db, e.ws, []c360.Identity{phone}, nil)
+	clients := map[string]*wsClient{}
+	for name, key := range map[string]string{"masked": masked, "clear": clear} {
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(key)
+		c.subscribe("1", `subscription { customerChanges { kind diff } }`, nil)
+		clients[name] = c
+	}
+	waitFor(t, "both subscriptions to start", func() bool { return e.hub.Stats().Subscribers >= 2 })
+
+	now := time.Now().UTC()
+	if _, err := e.db.Ingest(ctx, e.ws, []*c360.Event{{Type: c360.EventTrack, Name: "Callback requested by +14155550199",
+		Identities: []c360.Identity{phone}, Source: "segment", DedupeKey: randomID(), OccurredAt: now, ReceivedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.RecordObservation(ctx, e.ws, c360.ObservationInput{CustomerID: cust, Text: "asked for a callback",
+		Source: "4155550188", RecordedBy: "key x", RecordedByRole: c360.RoleAgent}); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range clients {
+		var diffs []string
+		for range 2 {
+			var ch struct {
+				Kind string
+				Diff json.RawMessage
+			}
+			c.next("1", "customerChanges", &ch)
+			diffs = append(diffs, string(ch.Diff))
+		}
+		all := strings.Join(diffs, "\n")
+		for _, s := range []string{"+14155550199", "4155550188"} {
+			if got := strings.Contains(all, s); got != (name == "clear") {
+				t.Errorf("%s assistant: %q in its diffs = %v, want %v:\n%s", name, s, got, name == "clear", all)
+			}
+		}
+		if name == "masked" {
+			for _, want := range []string{`"name":"Callback requested by +1******0199"`, `"source":"******0188"`} {
+				if !strings.Contains(all, want) {
+					t.Errorf("masked assistant's diffs lack %s:\n%s", want, all)
+				}
+			}
+		}
+	}
+}
+
 // An observation's source and an event's name are free text their writers
 // chose: an agent may record "call from +14155550100" as a source, and an
 // app may name an event after whom it concerns. An assistant without the
