@@ -2044,7 +2044,8 @@ type MergeRecord {
 
 "Where a trait's current value came from."
 type TraitSource {
-  name: String!
+  "The trait's name; one that holds an email address or a phone number (an address used as a key) is masked as free text."
+  name: String! @pii(kind: TEXT)
   value: JSON @pii(kind: TRAIT_VALUE)
   source: String!
   observedAt: Time!

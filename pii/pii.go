@@ -310,8 +310,9 @@ func Find(m map[string]any) []string {
 }
 
 // JSON masks a JSON object key by key and returns the masked copy and the
-// paths of the personal data found. An object without personal data is
-// returned as it is, without a copy.
+// paths of the personal data found. A key that holds personal data itself
+// is masked as well (Key), and its path is written with the masked name.
+// An object without personal data is returned as it is, without a copy.
 func JSON(m map[string]any) (map[string]any, []string) {
 	var found []string
 	out, _ := object(m, "", &found, true)
@@ -489,33 +490,83 @@ func object(m map[string]any, path string, found *[]string, masking bool) (map[s
 
 // walk is object with a first say for part over each key of m: where part
 // is nil or answers !ok, the key's value is masked by the key's kind.
+//
+// A key is data too ({"invitees": {"bob@example.com": "accepted"}}): one
+// that holds personal data (Key) is found at its masked name, and, when
+// masking, renamed to it (renameKeys).
 func walk(m map[string]any, path string, found *[]string, masking bool,
 	part func(key string, v any, found *[]string, masking bool) (any, bool, bool)) (map[string]any, bool) {
 	var out map[string]any
+	var held []string // keys to rename
 	for k, v := range m {
+		name, personal := Key(k)
+		if personal {
+			*found = append(*found, join(path, name))
+			if masking {
+				held = append(held, k)
+			}
+		}
 		var nv any
 		changed, ok := false, false
 		if part != nil {
 			nv, changed, ok = part(k, v, found, masking)
 		}
 		if !ok {
-			nv, changed = value(KeyKind(k), v, join(path, k), found, masking)
+			nv, changed = value(KeyKind(k), v, join(path, name), found, masking)
 		}
 		if !changed {
 			continue
 		}
 		if out == nil {
-			out = make(map[string]any, len(m))
-			for k2, v2 := range m {
-				out[k2] = v2
-			}
+			out = maps.Clone(m)
 		}
 		out[k] = nv
+	}
+	if len(held) > 0 {
+		if out == nil {
+			out = maps.Clone(m)
+		}
+		renameKeys(out, held)
 	}
 	if out == nil {
 		return m, false
 	}
 	return out, true
+}
+
+// Key masks the personal data written in a trait's or property's name
+// (an invitee's address, a phone number as a key) as free text (Text,
+// where a number alone is a phone number), and reports whether it held
+// any. Most names hold none, and cost a scan of their bytes.
+func Key(k string) (string, bool) {
+	m, kinds := Text(k, true)
+	return m, len(kinds) > 0
+}
+
+// renameKeys renames the keys held of out, which hold personal data, to
+// their masked names (Key). Two keys may mask alike (bob@example.com and
+// bill@example.com are both b***@example.com), or like a key that is
+// there: a name already taken gets " (2)", " (3)", ... so that no value is
+// lost. held is taken in sorted order, so the same object is always
+// renamed alike.
+func renameKeys(out map[string]any, held []string) {
+	slices.Sort(held)
+	values := make([]any, len(held))
+	for i, k := range held {
+		values[i] = out[k]
+		delete(out, k)
+	}
+	for i, k := range held {
+		base, _ := Key(k)
+		name := base
+		for n := 2; ; n++ {
+			if _, taken := out[name]; !taken {
+				break
+			}
+			name = base + " (" + strconv.Itoa(n) + ")"
+		}
+		out[name] = values[i]
+	}
 }
 
 // value masks v, known by its key to be of kind k ("" if the key says

@@ -130,6 +130,61 @@ func TestJSON(t *testing.T) {
 	}
 }
 
+// A key is data too: an object of invitees by address, of replies by
+// number. The keys that hold an address or a number are masked as free text
+// (a number alone counts), at any depth; two that mask alike keep both
+// values, the later in sorted order suffixed; and the paths found name the
+// masked key, never the address, for they go into the audit log.
+func TestJSONMasksPersonalDataInKeys(t *testing.T) {
+	in := map[string]any{
+		"invitees": map[string]any{"bob.smith@example.com": "accepted", "+14155550100": "declined",
+			"bill@example.com": "tentative", "b***@example.com": "already there"},
+		"replies": map[string]any{"4155550111": map[string]any{"email": "x@example.com", "at": "2024-03-01"}},
+		"plan":    "pro",
+		"1234":    "short ids pass",
+	}
+	before := jsonString(in)
+	got, found := JSON(in)
+	want := map[string]any{
+		"invitees": map[string]any{"b***@example.com": "already there", "b***@example.com (2)": "tentative",
+			"b***@example.com (3)": "accepted", "+1******0100": "declined"},
+		"replies": map[string]any{"******0111": map[string]any{"email": "x***@example.com", "at": "2024-03-01"}},
+		"plan":    "pro",
+		"1234":    "short ids pass",
+	}
+	if g, w := jsonString(got), jsonString(want); g != w {
+		t.Errorf("JSON masked\n got %s\nwant %s", g, w)
+	}
+	for _, s := range []string{"bob.smith@example.com", "+14155550100", "bill@example.com", "4155550111"} {
+		if strings.Contains(jsonString(got), s) || strings.Contains(strings.Join(found, " "), s) {
+			t.Errorf("%q is shown: %s, found %v", s, jsonString(got), found)
+		}
+	}
+	wantFound := "[invitees.+1******0100 invitees.b***@example.com replies.******0111 replies.******0111.email]"
+	if fmt.Sprint(found) != wantFound {
+		t.Errorf("found = %v, want %s", found, wantFound)
+	}
+	if f := Find(in); fmt.Sprint(f) != wantFound {
+		t.Errorf("Find = %v, want %s", f, wantFound)
+	}
+	if jsonString(in) != before {
+		t.Errorf("JSON changed its input: %s", jsonString(in))
+	}
+	// The same object is renamed alike every time.
+	for range 20 {
+		if again, _ := JSON(in); jsonString(again) != jsonString(got) {
+			t.Fatalf("JSON masked the same keys otherwise:\n%s\n%s", jsonString(again), jsonString(got))
+		}
+	}
+	// In a diff and in a value, too.
+	if d, _ := Diff(map[string]any{"traits": map[string]any{"jane@example.com": true}}, true); strings.Contains(jsonString(d), "jane@") {
+		t.Errorf("Diff kept a key's address: %s", jsonString(d))
+	}
+	if v, f := Value("invitees", map[string]any{"jane@example.com": "yes"}); strings.Contains(jsonString(v), "jane@") || fmt.Sprint(f) != "[j***@example.com]" {
+		t.Errorf("Value kept a key's address: %s, found %v", jsonString(v), f)
+	}
+}
+
 func TestValue(t *testing.T) {
 	for _, tc := range []struct {
 		key   string

@@ -6,10 +6,10 @@ package pii
 // the caller decodes the object and asks Find or JSON.
 //
 // It reads every key and every string value as Find sees them: a key whose
-// name is personal (KeyKind), whatever its value, and a string that may
-// hold an email address or a phone number (Text), wherever it sits, count. A string
-// with an escape sequence in it, or input it cannot read to the end,
-// counts as possibly personal.
+// name is personal (KeyKind), whatever its value, and a string, key or
+// value, that may hold an email address or a phone number (Text, Key),
+// wherever it sits, count. A string with an escape sequence in it, or
+// input it cannot read to the end, counts as possibly personal.
 func MayHold(raw []byte) bool {
 	for i := 0; i < len(raw); i++ {
 		if raw[i] != '"' {
@@ -30,11 +30,10 @@ func MayHold(raw []byte) bool {
 		for next < len(raw) && (raw[next] == ' ' || raw[next] == '\t' || raw[next] == '\n' || raw[next] == '\r') {
 			next++
 		}
-		if next < len(raw) && raw[next] == ':' {
-			if KeyKind(s) != "" {
-				return true
-			}
-		} else if mayHoldText(s) {
+		if mayHoldText(s) {
+			return true
+		}
+		if next < len(raw) && raw[next] == ':' && KeyKind(s) != "" {
 			return true
 		}
 		i = end

@@ -40,6 +40,10 @@ func TestMayHold(t *testing.T) {
 		{`{"note": "say \"hi\""}`, true},
 		{`{"n\u0061me": "Jane"}`, true},
 		{`{"unterminated`, true},
+		// A key that holds an address or a number (JSON masks it).
+		{`{"invitees": {"bob.smith@example.com": "accepted"}}`, true},
+		{`{"replies": {"4155550100": "no"}}`, true},
+		{`{"orders": {"1234": "ok", "SKU-0": 1}}`, false},
 	} {
 		if got := MayHold([]byte(tc.raw)); got != tc.want {
 			t.Errorf("MayHold(%s) = %v, want %v", tc.raw, got, tc.want)
@@ -54,7 +58,8 @@ func TestMayHold(t *testing.T) {
 // objects built from plain parts only.
 func TestMayHoldAgreesWithFind(t *testing.T) {
 	keys := []string{"sku", "price", "plan", "note", "tags", "items", "productName", "city", "url",
-		"email", "phone", "name", "zip", "mobile", "lastName", "home_phone", "address", "dob"}
+		"email", "phone", "name", "zip", "mobile", "lastName", "home_phone", "address", "dob",
+		"bob@example.com", "+14155550100", "4155550100"}
 	plainKeys := 9
 	strs := []string{"pro", "red", "SKU-1", "https://example.com", "2024-03-01", "12345678", "a: b, c",
 		"2025-05-03T10:00:00.000Z", "123e4567-e89b-12d3-a456-426614174000", "50314b8e9bcf000000000000",

@@ -658,27 +658,65 @@ func previousGroup(s string, start, end int) int {
 // be a space of a run, and dates and the right end are not looked at
 // (TestMayHoldTextCoversTheScan).
 func mayHoldText(s string) bool {
-	if mayHoldASCII(s) {
-		return true
+	if !anyTextByte(s) {
+		return false
+	}
+	hold, plain := mayHoldASCII(s)
+	if hold || plain {
+		return hold
 	}
 	// As the scans read it (plainView): digits of other scripts as ASCII
 	// digits, a URL's escapes decoded.
 	if num, orig := plainView(s); orig != nil {
-		return mayHoldASCII(num)
+		hold, _ = mayHoldASCII(num)
+		return hold
+	}
+	return false
+}
+
+// textBytes are the bytes without one of which a text holds nothing the
+// scans find: a digit, an @, a % (an escape may write either), and the
+// bytes of multi-byte runes (digits of other scripts, a fullwidth ＠).
+var textBytes = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	t['@'], t['%'] = true, true
+	for c := utf8.RuneSelf; c < 256; c++ {
+		t[c] = true
+	}
+	return t
+}()
+
+// anyTextByte reports whether s holds one of textBytes: most keys and
+// many values (plan, productName, red) hold none, and are read once, by
+// a table.
+func anyTextByte(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if textBytes[s[i]] {
+			return true
+		}
 	}
 	return false
 }
 
 // mayHoldASCII is mayHoldText with ASCII digits alone counted as digits.
-func mayHoldASCII(s string) bool {
+// When it finds nothing, plain reports whether s reads as written, without
+// a byte plainView would read otherwise (a %, a +, a multi-byte rune): most
+// texts and nearly every key, which are then read once.
+func mayHoldASCII(s string) (hold, plain bool) {
 	digits, plus, counting := 0, false, false
+	plain = true
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '@':
-			return true
+			return true, false
+		case c == '%':
+			plain = false
+			digits, plus, counting = 0, false, false
 		case c == '+':
 			// A run may start at a +, never go on through one.
-			digits, plus, counting = 0, true, true
+			digits, plus, counting, plain = 0, true, true, false
 		case isDigit(c) || c == '(':
 			if i == 0 || !isDigit(s[i-1]) {
 				// A group may start here: the run counts from the first
@@ -689,15 +727,18 @@ func mayHoldASCII(s string) bool {
 			if isDigit(c) && counting {
 				digits++
 				if digits >= 10 || plus && digits >= 8 {
-					return true
+					return true, false
 				}
 			}
+		case c >= utf8.RuneSelf:
+			// The run goes on.
+			plain = false
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
-			c == ')' || c == '.' || c == '-' || c == '/' || c >= utf8.RuneSelf:
+			c == ')' || c == '.' || c == '-' || c == '/':
 			// The run goes on.
 		default:
 			digits, plus, counting = 0, false, false
 		}
 	}
-	return false
+	return false, plain
 }

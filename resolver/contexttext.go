@@ -173,9 +173,15 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 	for _, k := range traitOrder(c.Traits) {
 		v := c.Traits[k]
 		masked, paths := pii.Value(k, v)
-		record("traits."+k, paths...)
+		// A trait's name may hold personal data itself (an address used
+		// as a key): recorded, and shown, by its masked form.
+		name, personal := pii.Key(k)
+		if personal {
+			record("traits", name)
+		}
+		record("traits."+name, paths...)
 		if mask {
-			v = masked
+			k, v = name, masked
 		}
 		traits.lines = append(traits.lines, fmt.Sprintf("- %s: %s", clip(oneLine(k), 60), clip(oneLine(valueText(v)), maxTextValue)))
 	}

@@ -143,6 +143,9 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		}
 		var paths []string
 		masked, paths = pii.Value(name, res)
+		// The audit log names the trait by its masked name: a name may
+		// hold an address (TraitSource.name is masked as free text).
+		name, _ = pii.Key(name)
 		for _, f := range paths {
 			found = append(found, strings.TrimSuffix("traitSources."+name+"."+f, "."))
 		}

@@ -255,3 +255,62 @@ func TestObservationSourceAndEventNameMaskedForAssistants(t *testing.T) {
 		}
 	}
 }
+
+// Keys of traits and properties are data too: an app may keep invitees by
+// address or replies by number. An assistant without the pii scope reads
+// such keys masked wherever a trait's or property's name is shown
+// (Customer.traits, TraitSource.name, Event.properties as stored,
+// customerContext's traits and text); an agent reads them whole, and the
+// audit log names them masked.
+func TestKeysHoldingPersonalDataMaskedForAssistants(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	const (
+		invitee = "bob.smith@example.com"
+		number  = "+14155550177"
+	)
+	invitees := map[string]any{invitee: "accepted", number: "declined"}
+	gql(t, e.srv, e.keys["agent"], `mutation($email: String!, $traits: JSON!, $props: JSON!) {
+		identify(input: {identities: [{type: "email", value: $email}], traits: $traits}) { id }
+		track(input: {identities: [{type: "email", value: $email}], event: "Invited", properties: $props}) { id } }`,
+		map[string]any{"email": janeEmail, "traits": map[string]any{"invitees": invitees, invitee: "vip, via alice@example.com"},
+			"props": map[string]any{"invitees": invitees}}).ok(t, nil)
+
+	queries := []string{
+		`query($id: ID!) { customer(id: $id) { traits traitSources { name value } } }`,
+		`query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { properties } } } } }`,
+		`query($id: ID!) { customerContext(id: $id) { text traits } }`,
+	}
+	for _, q := range queries {
+		body := gql(t, e.srv, e.keys["assistant"], q, map[string]any{"id": e.cust})
+		body.ok(t, nil)
+		for _, raw := range []string{invitee, number} {
+			if strings.Contains(string(body.Data), raw) {
+				t.Errorf("assistant read %q unmasked: %s", raw, body.Data)
+			}
+		}
+		if !strings.Contains(string(body.Data), "b***@example.com") || !strings.Contains(string(body.Data), "+1******0177") {
+			t.Errorf("assistant's answer lacks the masked keys: %s", body.Data)
+		}
+	}
+	for _, q := range queries {
+		body := gql(t, e.srv, e.keys["agent"], q, map[string]any{"id": e.cust})
+		body.ok(t, nil)
+		if !strings.Contains(string(body.Data), invitee) || !strings.Contains(string(body.Data), number) {
+			t.Errorf("agent did not read the keys whole: %s", body.Data)
+		}
+	}
+	var fields []string
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": e.cust}) {
+		fields = append(fields, r.Fields...)
+	}
+	all := strings.Join(fields, " ")
+	for _, f := range []string{"traits.invitees.b***@example.com", "properties.invitees.+1******0177",
+		"customerContext.text.traits.b***@example.com", "name(email)", "traitSources.b***@example.com"} {
+		if !slices.Contains(fields, f) {
+			t.Errorf("pii.read fields %v lack %s", fields, f)
+		}
+	}
+	if strings.Contains(all, invitee) || strings.Contains(all, number) {
+		t.Errorf("the audit log holds a key's personal data: %v", fields)
+	}
+}
