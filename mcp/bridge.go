@@ -200,7 +200,8 @@ type bridge struct {
 
 // forward runs a tool call on the remote and answers what the remote
 // answered: its result, its tool error, or its protocol error. Only a
-// failure to get an answer is the bridge's own, a tool error whose text
+// failure to get an answer (the SDK's transport rejection among them,
+// codeRejected) is the bridge's own, logged, and a tool error whose text
 // starts with a code as c360's refusals do.
 //
 // The call's _meta is not forwarded: it holds the stdio session's
@@ -216,7 +217,9 @@ func (b *bridge) forward(ctx context.Context, req *sdk.CallToolRequest) (*sdk.Ca
 	case b.auth.refused.Load():
 		b.logRefusal.Do(func() { b.log.Error("mcp bridge: " + c360.ErrorMessage(b.refusal())) })
 		return toolError(b.refusal()), nil
-	case errors.As(err, &werr):
+	case errors.As(err, &werr) && werr.Code != codeRejected:
+		// The remote's own JSON-RPC error. The SDK wraps one a non-2xx
+		// answer carried before its rejection, so it is found first.
 		return nil, werr
 	case ctx.Err() != nil:
 		return nil, ctx.Err()
@@ -224,6 +227,14 @@ func (b *bridge) forward(ctx context.Context, req *sdk.CallToolRequest) (*sdk.Ca
 	b.log.Error("mcp bridge: call", "tool", req.Params.Name, "error", err)
 	return toolError(c360.Errorf(c360.EUNAVAILABLE, "c360 at %s did not answer: %v", b.endpoint, err)), nil
 }
+
+// codeRejected is the code of the error go-sdk's Streamable HTTP client
+// wraps a request's failure to reach the remote in (internal/jsonrpc2's
+// ErrRejected, -32005 "rejected by transport": connection refused, a
+// transient 5xx, a closed stream), so that the session survives it. It is
+// a *jsonrpc.Error, but the remote never said it: such a call was not
+// answered.
+const codeRejected = -32005
 
 // refusal is the error of a key the remote refused with 401.
 func (b *bridge) refusal() error {

@@ -210,11 +210,43 @@ func TestMCPBridge(t *testing.T) {
 		t.Errorf("context over the bridge is not masked for an assistant: %s", got)
 	}
 
+	// The server stops: the call it does not answer is the tool error the
+	// bridge documents, naming the URL, not a protocol error the server
+	// never sent, and the bridge logs it, never the key. Back on the same
+	// address, the server answers the next call.
+	addr, handler := hs.Listener.Addr().String(), hs.Config.Handler
+	hs.Close()
+	bea := map[string]any{"type": "email", "value": "bridge@example.com"}
+	lookup := &sdk.CallToolParams{Name: "lookup_customer", Arguments: bea}
+	res, err := cs.CallTool(ctx, lookup)
+	if err != nil || !res.IsError || len(res.Content) != 1 {
+		t.Fatalf("call to a stopped server = %+v, %v; want a tool error", res, err)
+	}
+	if text := res.Content[0].(*sdk.TextContent).Text; !strings.HasPrefix(text, "UNAVAILABLE: c360 at "+hs.URL+"/mcp did not answer: ") ||
+		strings.Contains(text, key) {
+		t.Errorf("call to a stopped server = %q, want UNAVAILABLE naming %s/mcp, without the key", text, hs.URL)
+	}
+	if s := stderr.String(); !strings.Contains(s, "mcp bridge: call") || !strings.Contains(s, "lookup_customer") || strings.Contains(s, key) {
+		t.Errorf("stderr = %s; want the failed call logged, without the key", s)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again on %s: %v", addr, err)
+	}
+	again := httptest.NewUnstartedServer(handler)
+	again.Listener.Close()
+	again.Listener = ln
+	again.Start()
+	defer again.Close()
+	if got := callJSON(t, cs, "lookup_customer", bea); !strings.Contains(got, `b***@example.com`) || strings.Contains(got, `"isError":true`) {
+		t.Errorf("call once the server is back = %s, want the customer", got)
+	}
+
 	// Revoked: the next call fails, clearly.
 	if _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
 		t.Fatal(err)
 	}
-	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "lookup_customer", Arguments: map[string]any{"type": "email", "value": "bridge@example.com"}})
+	res, err = cs.CallTool(ctx, lookup)
 	if err != nil || !res.IsError || len(res.Content) != 1 {
 		t.Fatalf("call after revocation = %+v, %v; want a tool error", res, err)
 	}
@@ -235,6 +267,7 @@ func TestMCPBridge(t *testing.T) {
 		t.Errorf("stderr = %s; want the refusal, without the key", s)
 	}
 
+	again.Close()
 	stop()
 	entries, _, _, err := db.FindAuditEntries(ctx, ws, c360.AuditFilter{Action: c360.AuditCustomerRead, First: 50})
 	if err != nil || len(entries) == 0 || entries[0].Role != c360.RoleAssistant {
