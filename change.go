@@ -65,9 +65,10 @@ func (c *Change) Includes(kind string) bool {
 }
 
 // ChangeKinds are the kinds a change may have, in the order of the
-// precedence its kind follows, with observation (a change of its own).
+// precedence its kind follows, with observation and erased (changes of
+// their own).
 var ChangeKinds = []string{ChangeCreated, ChangeMerged, ChangeMergedInto, ChangeSplit, ChangeIdentityAdded,
-	ChangeTraits, ChangeConsent, ChangeMessage, ChangeEvent, ChangeObservation}
+	ChangeTraits, ChangeConsent, ChangeMessage, ChangeEvent, ChangeObservation, ChangeErased}
 
 // CheckChangeKinds refuses a kind no change has: a filter that names one
 // (a typo, "messages") would select nothing, silently.

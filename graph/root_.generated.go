@@ -158,6 +158,24 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	CustomerErasure struct {
+		AuditEntriesScrubbed func(childComplexity int) int
+		Changes              func(childComplexity int) int
+		Consents             func(childComplexity int) int
+		Conversations        func(childComplexity int) int
+		CustomerID           func(childComplexity int) int
+		DeadLetters          func(childComplexity int) int
+		ErasedAt             func(childComplexity int) int
+		EventsScrubbed       func(childComplexity int) int
+		Identities           func(childComplexity int) int
+		MergeRecords         func(childComplexity int) int
+		MergedCustomerIDs    func(childComplexity int) int
+		MergedCustomers      func(childComplexity int) int
+		Messages             func(childComplexity int) int
+		Observations         func(childComplexity int) int
+		Separations          func(childComplexity int) int
+	}
+
 	DeadLetter struct {
 		Attempts             func(childComplexity int) int
 		DedupeKey            func(childComplexity int) int
@@ -266,6 +284,7 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		CreateAPIKey        func(childComplexity int, role c360.Role, scopes []string) int
+		EraseCustomer       func(childComplexity int, id int64, reason string) int
 		Identify            func(childComplexity int, input model.IdentifyInput) int
 		MergeCustomers      func(childComplexity int, survivorID int64, mergedID int64, force *bool, reason *string) int
 		RecordObservation   func(childComplexity int, customerID int64, text string, source *string, confidence *float64, expiresAt *time.Time, messageID *string) int
@@ -814,6 +833,97 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.CustomerEdge.Node(childComplexity), true
 
+	case "CustomerErasure.auditEntriesScrubbed":
+		if e.ComplexityRoot.CustomerErasure.AuditEntriesScrubbed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.AuditEntriesScrubbed(childComplexity), true
+	case "CustomerErasure.changes":
+		if e.ComplexityRoot.CustomerErasure.Changes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Changes(childComplexity), true
+	case "CustomerErasure.consents":
+		if e.ComplexityRoot.CustomerErasure.Consents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Consents(childComplexity), true
+	case "CustomerErasure.conversations":
+		if e.ComplexityRoot.CustomerErasure.Conversations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Conversations(childComplexity), true
+	case "CustomerErasure.customerId":
+		if e.ComplexityRoot.CustomerErasure.CustomerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.CustomerID(childComplexity), true
+	case "CustomerErasure.deadLetters":
+		if e.ComplexityRoot.CustomerErasure.DeadLetters == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.DeadLetters(childComplexity), true
+	case "CustomerErasure.erasedAt":
+		if e.ComplexityRoot.CustomerErasure.ErasedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.ErasedAt(childComplexity), true
+	case "CustomerErasure.eventsScrubbed":
+		if e.ComplexityRoot.CustomerErasure.EventsScrubbed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.EventsScrubbed(childComplexity), true
+	case "CustomerErasure.identities":
+		if e.ComplexityRoot.CustomerErasure.Identities == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Identities(childComplexity), true
+	case "CustomerErasure.mergeRecords":
+		if e.ComplexityRoot.CustomerErasure.MergeRecords == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.MergeRecords(childComplexity), true
+	case "CustomerErasure.mergedCustomerIds":
+		if e.ComplexityRoot.CustomerErasure.MergedCustomerIDs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.MergedCustomerIDs(childComplexity), true
+	case "CustomerErasure.mergedCustomers":
+		if e.ComplexityRoot.CustomerErasure.MergedCustomers == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.MergedCustomers(childComplexity), true
+	case "CustomerErasure.messages":
+		if e.ComplexityRoot.CustomerErasure.Messages == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Messages(childComplexity), true
+	case "CustomerErasure.observations":
+		if e.ComplexityRoot.CustomerErasure.Observations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Observations(childComplexity), true
+	case "CustomerErasure.separations":
+		if e.ComplexityRoot.CustomerErasure.Separations == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.Separations(childComplexity), true
+
 	case "DeadLetter.attempts":
 		if e.ComplexityRoot.DeadLetter.Attempts == nil {
 			break
@@ -1223,6 +1333,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateAPIKey(childComplexity, args["role"].(c360.Role), args["scopes"].([]string)), true
+	case "Mutation.eraseCustomer":
+		if e.ComplexityRoot.Mutation.EraseCustomer == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_eraseCustomer_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EraseCustomer(childComplexity, args["id"].(int64), args["reason"].(string)), true
 	case "Mutation.identify":
 		if e.ComplexityRoot.Mutation.Identify == nil {
 			break
@@ -1919,6 +2040,52 @@ type Consent {
   source: String
 }
 `, BuiltIn: false},
+	{Name: "../schema/erasure.graphqls", Input: `extend type Mutation {
+  """
+  Erases a person (GDPR art. 17, CCPA deletion): the customer with this id,
+  or the customer it was merged into, with every customer merged into that
+  one, in one transaction. Identities, conversations and messages, consents,
+  observations, traits, the change feed, the ledger's merges and splits
+  that name it and the dead letters that name one of its identifiers are
+  deleted; its events are kept only as their exactly-once key, so that a
+  provider's redelivery is a duplicate and creates nobody; audit entries
+  keep the customer's id but lose identity values and reasons. Afterwards
+  the id is NOT_FOUND, and a new event with a former identifier makes a new
+  customer. reason (1 to 500 bytes, no email address or phone number: it is
+  kept in the audit log) says why, e.g. a ticket number. Admin only. See
+  docs/erasure.md.
+  """
+  eraseCustomer(id: ID!, reason: String!): CustomerErasure! @hasRole(roles: [ADMIN]) @audit(action: "customer.erase")
+}
+
+"What eraseCustomer removed, per kind."
+type CustomerErasure {
+  "The customer erased: the one the given id resolved to (its survivor, for a merged-away id)."
+  customerId: ID!
+  "The customers merged into it, erased with it."
+  mergedCustomerIds: [ID!]!
+  "How many customers merged into it were erased with it."
+  mergedCustomers: Int!
+  identities: Int!
+  "Events kept as their exactly-once key only, everything else about them cleared."
+  eventsScrubbed: Int!
+  messages: Int!
+  conversations: Int!
+  consents: Int!
+  observations: Int!
+  "Change-feed rows deleted; one change of kind erased takes their place."
+  changes: Int!
+  "Merges and splits of the ledger that named one of the customers."
+  mergeRecords: Int!
+  "Separations (customers split apart) that named one of the customers."
+  separations: Int!
+  "Dead letters deleted: keyed as one of the events, or naming one of the identifiers."
+  deadLetters: Int!
+  "Audit entries about the customers whose identity values and reasons were removed (the entries are kept)."
+  auditEntriesScrubbed: Int!
+  erasedAt: Time!
+}
+`, BuiltIn: false},
 	{Name: "../schema/event.graphqls", Input: `extend type Mutation {
   "Records an identify call: resolves the identities to one customer and sets traits."
   identify(input: IdentifyInput!): Customer! @hasRole(roles: [ADMIN, AGENT, WRITE])
@@ -2334,7 +2501,9 @@ type CustomerChange {
   cursor: String!
   """
   created, traits, identity_added, event, message, consent, merged,
-  merged_into, split or observation. When one event did several things, the
+  merged_into, split, observation or erased (the last change of an erased
+  customer, after which its streams end with NOT_FOUND; docs/erasure.md).
+  When one event did several things, the
   most telling: created > merged > identity_added > traits > consent >
   message > event; the diff holds every part.
   """
@@ -2610,6 +2779,42 @@ func (ec *executionContext) childFields_CustomerEdge(ctx context.Context, field 
 		return ec.fieldContext_CustomerEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type CustomerEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CustomerErasure(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "customerId":
+		return ec.fieldContext_CustomerErasure_customerId(ctx, field)
+	case "mergedCustomerIds":
+		return ec.fieldContext_CustomerErasure_mergedCustomerIds(ctx, field)
+	case "mergedCustomers":
+		return ec.fieldContext_CustomerErasure_mergedCustomers(ctx, field)
+	case "identities":
+		return ec.fieldContext_CustomerErasure_identities(ctx, field)
+	case "eventsScrubbed":
+		return ec.fieldContext_CustomerErasure_eventsScrubbed(ctx, field)
+	case "messages":
+		return ec.fieldContext_CustomerErasure_messages(ctx, field)
+	case "conversations":
+		return ec.fieldContext_CustomerErasure_conversations(ctx, field)
+	case "consents":
+		return ec.fieldContext_CustomerErasure_consents(ctx, field)
+	case "observations":
+		return ec.fieldContext_CustomerErasure_observations(ctx, field)
+	case "changes":
+		return ec.fieldContext_CustomerErasure_changes(ctx, field)
+	case "mergeRecords":
+		return ec.fieldContext_CustomerErasure_mergeRecords(ctx, field)
+	case "separations":
+		return ec.fieldContext_CustomerErasure_separations(ctx, field)
+	case "deadLetters":
+		return ec.fieldContext_CustomerErasure_deadLetters(ctx, field)
+	case "auditEntriesScrubbed":
+		return ec.fieldContext_CustomerErasure_auditEntriesScrubbed(ctx, field)
+	case "erasedAt":
+		return ec.fieldContext_CustomerErasure_erasedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CustomerErasure", field.Name)
 }
 
 func (ec *executionContext) childFields_DeadLetter(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

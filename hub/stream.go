@@ -53,7 +53,8 @@ const maxFollow = 8
 // before it reads the feed and drops what it already delivered by version;
 // a live change that skips versions sends it back to the feed. When the
 // customer is merged away, it delivers the merged_into change and goes on
-// with the survivor's changes from the one that absorbed it.
+// with the survivor's changes from the one that absorbed it. When it is
+// erased, it delivers the erased change and ends with ENOTFOUND.
 type CustomerStream struct {
 	h  *Hub
 	ws int64
@@ -273,7 +274,7 @@ func (st *CustomerStream) readFeed(ctx context.Context) error {
 // Wait blocks until Next has something to return, or the stream ends. It
 // reads the feed first when the stream is replaying.
 func (st *CustomerStream) Wait(ctx context.Context) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || st.err != nil {
 		return
 	}
 	if len(st.pending) == 0 && st.replay {
@@ -294,8 +295,21 @@ func (st *CustomerStream) Wait(ctx context.Context) {
 }
 
 // deliver advances the position to c; a merged_into change moves the stream
-// to the survivor before c is returned.
+// to the survivor before c is returned. An erased change is the last of its
+// customer: the stream lets go of the hub, and the next call of Next ends
+// it with ENOTFOUND.
 func (st *CustomerStream) deliver(ctx context.Context, c *Change) (*Change, error) {
+	if c.Kind == c360.ChangeErased {
+		st.last = c.Version
+		st.err = c360.Errorf(c360.ENOTFOUND, "customer %d was erased", c.CustomerID)
+		st.pending, st.replay = nil, false
+		st.mu.Lock()
+		sub := st.sub
+		st.sub = nil
+		st.mu.Unlock()
+		st.h.unregister(sub)
+		return c, nil
+	}
 	if c.Kind != c360.ChangeMergedInto {
 		st.last = c.Version
 		return c, nil

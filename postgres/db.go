@@ -209,7 +209,7 @@ func (db *DB) tryTx(ctx context.Context, begin func() (pgx.Tx, error), fn func(t
 }
 
 func retryable(err error) bool {
-	if errors.Is(err, errMergeRaced) || errors.Is(err, errSplitRaced) {
+	if errors.Is(err, errMergeRaced) || errors.Is(err, errSplitRaced) || errors.Is(err, errEraseRaced) {
 		return true
 	}
 	var pgErr *pgconn.PgError

@@ -218,10 +218,12 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 // checkRepeat returns a *c360.KeyReusedError when p repeats the key of an
 // event with the identities stored, p's event asks for a repeat to share
 // an identity (c360.Event.RepeatSharesIdentity), and it shares none. Both
-// lists are normalized: stored ones as prepare left them.
+// lists are normalized: stored ones as prepare left them. A stored event
+// with no identity was erased (EraseCustomer scrubs them): nothing of it is
+// left to compare, and the repeat is a duplicate, which stores nothing.
 func checkRepeat(p *preparedEvent, stored []identity.Identity) error {
 	ev := p.ev
-	if !ev.RepeatSharesIdentity {
+	if !ev.RepeatSharesIdentity || len(stored) == 0 {
 		return nil
 	}
 	for _, id := range p.identities {

@@ -200,6 +200,17 @@ func auditDetail(args map[string]any, res any) (int64, []string, map[string]any)
 		// The replayed event's customer is not on the dead letter; its
 		// event id leads to it.
 		d["deadLetterId"], d["replayedEventId"] = v.ID, v.ReplayedEventID
+	case *c360.CustomerErasure:
+		// Counts and ids only: what was erased is gone, and the reason
+		// holds no email or phone (checkErasureReason).
+		customer = v.CustomerID
+		d["erasedId"], d["reason"] = args["id"], args["reason"]
+		d["mergedCustomerIds"] = v.MergedCustomerIDs
+		d["counts"] = map[string]int{"identities": v.Identities, "eventsScrubbed": v.EventsScrubbed,
+			"messages": v.Messages, "conversations": v.Conversations, "consents": v.Consents,
+			"observations": v.Observations, "changes": v.Changes, "mergeRecords": v.MergeRecords,
+			"separations": v.Separations, "deadLetters": v.DeadLetters, "auditEntriesScrubbed": v.AuditEntriesScrubbed}
+		fields = []string{"customer"}
 	case *c360.IdentityRules:
 		d["rules"] = map[string]any{"limits": v.Limits, "defaultLimit": v.DefaultLimit,
 			"priority": v.Priority, "blocked": v.Blocked}

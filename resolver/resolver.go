@@ -40,6 +40,9 @@ type Resolver struct {
 	// DeadLetterService backs deadLetters and replayDeadLetter
 	// (operations.resolvers.go); without it those answer UNAVAILABLE.
 	DeadLetterService c360.DeadLetterService
+	// ErasureService backs eraseCustomer (erasure.resolvers.go); without
+	// it eraseCustomer answers UNAVAILABLE.
+	ErasureService c360.ErasureService
 }
 
 // principal returns the caller, or UNAUTHENTICATED. The server's middleware

@@ -173,6 +173,8 @@ func TestRoleMatrix(t *testing.T) {
 		{"auditLog", `{ auditLog(first: 1) { edges { cursor } } }`, []string{yes, no, no, no, no, no}, nil},
 		{"createApiKey", `mutation { createApiKey(role: AGENT) { key { prefix } } }`, []string{yes, no, no, no, no, no}, nil},
 		{"revokeApiKey", `mutation { revokeApiKey(prefix: "000000000000") { prefix } }`, []string{yes, no, no, no, no, no}, nil},
+		// An empty reason: an admin gets past the role check, and Jane stays.
+		{"eraseCustomer", `mutation($id: ID!) { eraseCustomer(id: $id, reason: "") { customerId } }`, []string{yes, no, no, no, no, no}, nil},
 	} {
 		for i, role := range roles {
 			t.Run(tc.name+"/"+role, func(t *testing.T) {

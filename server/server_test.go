@@ -42,6 +42,7 @@ func newResolver(db *postgres.DB) *resolver.Resolver {
 		EventService:        db,
 		ConversationService: db,
 		IdentityService:     db,
+		ErasureService:      db,
 		Ingester:            db,
 		Now:                 db.Now,
 		ContextService:      db,

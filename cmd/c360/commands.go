@@ -234,6 +234,7 @@ func NewResolver(db *postgres.DB) *resolver.Resolver {
 		EventService:        db,
 		ConversationService: db,
 		IdentityService:     db,
+		ErasureService:      db,
 		Ingester:            db,
 		DeadLetterService:   db,
 		Now:                 db.Now,

@@ -1,0 +1,322 @@
+package postgres_test
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+)
+
+// annPII is what the test's person left behind, in every spelling it was
+// given: no row of any tenant table may hold one of them after erasure.
+var annPII = []string{"ann@x.io", "4155550101", "555-0101", "Ann Lee", "sess-ann", "u-ann"}
+
+// tenantTables are every table that holds a workspace's data.
+var tenantTables = []string{"customers", "identities", "events", "conversations", "messages", "consents",
+	"customer_changes", "merges", "customer_separations", "audit_log", "observations", "dead_letters"}
+
+// annAndBob stores one person as two customers (Ann, Bob) with events,
+// messages on two channels, a consent, a chatbot session and a status
+// callback of an unknown message naming her phone, merges Bob into Ann,
+// and records an observation through Bob's id, two audit entries about
+// her and a dead letter naming her phone as it was typed. Zed is someone
+// else, with a dead letter of his own.
+func annAndBob(t *testing.T, db *postgres.DB, ws int64) (ann, bob, zed int64) {
+	t.Helper()
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour).UTC()
+	ann = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1", OccurredAt: t0,
+		Identities: ids("email", "ann@x.io", "phone", "+14155550101"),
+		Traits:     map[string]any{"name": "Ann Lee", "email": "ann@x.io"}}).CustomerID
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "a2", OccurredAt: t0.Add(time.Second),
+		Identities: ids("phone", "+14155550101"), Consent: &c360.ConsentInput{Channel: "sms", Status: c360.ConsentOptedOut},
+		Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "STOP, this is ann@x.io", Status: "received"}})
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "chatbot", DedupeKey: "a3", OccurredAt: t0.Add(2 * time.Second),
+		Identities: ids("chatbot:web", "sess-ann", "email", "ann@x.io"), RepeatSharesIdentity: true,
+		Properties: map[string]any{"threadKey": "sess-ann"},
+		Message:    &c360.MessageInput{Channel: "chat", Direction: c360.DirectionInbound, Body: "hello, Ann Lee here", Status: "received"}})
+	bob = ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Viewed", Source: "test", DedupeKey: "b1", OccurredAt: t0.Add(3 * time.Second),
+		Identities: ids("user_id", "u-ann"), Properties: map[string]any{"email": "ann@x.io", "plan": "pro"},
+		Context: map[string]any{"traits": map[string]any{"name": "Ann Lee"}}}).CustomerID
+	if ann == bob {
+		t.Fatal("Ann and Bob are one customer before the merge")
+	}
+	// A status callback of a message c360 does not know: stored with her
+	// number and no customer.
+	if res := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: "s1",
+		Identities: ids("phone", "+14155550101"),
+		Message:    &c360.MessageInput{Channel: "sms", ProviderID: "SMunknown", Status: "delivered"}}); res.CustomerID != 0 {
+		t.Fatalf("the unknown status callback reached customer %d", res.CustomerID)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, ann, bob, true, "admin key 1", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RecordObservation(ctx, ws, c360.ObservationInput{CustomerID: bob, Text: "prefers email to ann@x.io",
+		RecordedBy: "key x", RecordedByRole: c360.RoleAgent}); err != nil {
+		t.Fatal(err)
+	}
+	merge := c360.NewAuditEntry(&c360.Principal{WorkspaceID: ws, Role: c360.RoleAdmin, KeyID: 1, KeyPrefix: "p"}, ws, c360.AuditCustomerMerge, time.Now())
+	merge.CustomerID, merge.Detail = ann, map[string]any{"mergedId": bob, "reason": "ann@x.io called twice"}
+	read := c360.NewAuditEntry(&c360.Principal{WorkspaceID: ws, Role: c360.RoleAssistant, KeyID: 2, KeyPrefix: "q"}, ws, c360.AuditPIIRead, time.Now())
+	read.CustomerID, read.Fields, read.Detail = ann, []string{"identity.email"}, map[string]any{"operation": "Lookup"}
+	if err := db.RecordAudit(ctx, []*c360.AuditEntry{merge, read}); err != nil {
+		t.Fatal(err)
+	}
+	zed = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("email", "zed@x.io"), Traits: map[string]any{"name": "Zed"}}).CustomerID
+	// Refused as invalid (+1 234 is no number) and kept: one names her
+	// phone as she typed it, the other Zed.
+	for _, ev := range []*c360.Event{
+		track("dl-ann", ids("phone", "(415) 555-0101", "phone", "+1 234")),
+		track("dl-zed", ids("email", "zed@x.io", "phone", "+1 234")),
+	} {
+		if _, err := db.Ingest(c360.WithInvalidAsDeadLetters(ctx), ws, []*c360.Event{ev}); err == nil {
+			t.Fatalf("%s was accepted", ev.DedupeKey)
+		}
+	}
+	return ann, bob, zed
+}
+
+// Erasing a person through a merged-away id erases the customer it lives
+// in and every customer merged into it: no table holds anything of the
+// person afterwards, the events stay as their exactly-once keys only, and
+// the answer counts what went.
+func TestEraseCustomerLeavesNothingOfThePerson(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann, bob, zed := annAndBob(t, db, ws)
+	changes := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id IN ($2, $3)`, ws, ann, bob)
+	var version int64
+	if err := db.Pool.QueryRow(ctx, `SELECT version FROM customers WHERE workspace_id = $1 AND id = $2`, ws, ann).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+
+	e, err := db.EraseCustomer(ctx, ws, bob, "admin key 1", "ticket 42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := c360.CustomerErasure{CustomerID: ann, MergedCustomerIDs: []int64{bob}, Identities: 4, EventsScrubbed: 5,
+		Messages: 2, Conversations: 2, Consents: 1, Observations: 1, Changes: changes, MergeRecords: 1, Separations: 0,
+		DeadLetters: 1, AuditEntriesScrubbed: 1, ErasedAt: e.ErasedAt}
+	if e.ErasedAt.IsZero() || !slices.Equal(e.MergedCustomerIDs, want.MergedCustomerIDs) {
+		t.Errorf("erasure = %+v, want %+v", *e, want)
+	}
+	e.MergedCustomerIDs, want.MergedCustomerIDs = nil, nil
+	if !reflect.DeepEqual(*e, want) {
+		t.Errorf("erasure = %+v,\n want %+v", *e, want)
+	}
+
+	// Nothing of hers in any table, in any spelling.
+	for _, table := range tenantTables {
+		for _, p := range annPII {
+			if n := count(t, db, `SELECT count(*) FROM `+table+` x WHERE workspace_id = $1 AND x::text ILIKE '%' || $2 || '%'`, ws, p); n != 0 {
+				t.Errorf("%d rows of %s hold %q", n, table, p)
+			}
+		}
+	}
+	for _, q := range []string{
+		`SELECT count(*) FROM customers WHERE workspace_id = $1 AND (id IN ($2, $3) OR merged_into IN ($2, $3))`,
+		`SELECT count(*) FROM identities WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM events WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM conversations WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM consents WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM observations WHERE workspace_id = $1 AND customer_id IN ($2, $3)`,
+		`SELECT count(*) FROM merges WHERE workspace_id = $1 AND (survivor_id IN ($2, $3) OR merged_id IN ($2, $3))`,
+		`SELECT count(*) FROM customer_separations WHERE workspace_id = $1 AND (customer_a IN ($2, $3) OR customer_b IN ($2, $3))`,
+		`SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id IN ($2, $3) AND kind <> 'erased'`,
+	} {
+		if n := count(t, db, q, ws, ann, bob); n != 0 {
+			t.Errorf("%s: %d, want 0", q, n)
+		}
+	}
+	// Her feed ends with one erased change, empty, at the next version.
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2
+		AND version = $3 AND kind = 'erased' AND diff = '{}'`, ws, ann, version+1); n != 1 {
+		t.Errorf("erased changes of Ann at v%d: %d, want 1", version+1, n)
+	}
+	// Every event is kept, as its key alone.
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('a1', 'a2', 'a3', 'b1', 's1')
+		AND customer_id IS NULL AND name IS NULL AND properties = '{}' AND identities = '[]' AND traits IS NULL
+		AND context IS NULL AND dropped IS NULL AND traits_if_absent IS NULL`, ws); n != 5 {
+		t.Errorf("scrubbed events kept: %d, want 5", n)
+	}
+	// The audit log still says who read her and when, without her data.
+	if n := count(t, db, `SELECT count(*) FROM audit_log WHERE workspace_id = $1 AND customer_id = $2`, ws, ann); n != 2 {
+		t.Errorf("audit entries about Ann: %d, want 2", n)
+	}
+	// Zed is untouched, and so is his dead letter.
+	if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: "zed@x.io"}); err != nil || c.ID != zed || c.Traits["name"] != "Zed" {
+		t.Errorf("Zed = %+v, %v", c, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND dedupe_key = 'dl-zed'`, ws); n != 1 {
+		t.Errorf("Zed's dead letters: %d, want 1", n)
+	}
+
+	// Lookups find nobody.
+	for _, id := range []int64{ann, bob} {
+		if _, err := db.FindCustomerByID(ctx, ws, id); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("customer %d: %v, want NOT_FOUND", id, err)
+		}
+	}
+	for _, id := range ids("email", "ann@x.io", "phone", "+14155550101", "user_id", "u-ann", "chatbot:web", "sess-ann") {
+		if _, err := db.FindCustomerByIdentity(ctx, ws, id); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("customerByIdentity %v: %v, want NOT_FOUND", id, err)
+		}
+	}
+	for _, q := range []string{"ann", "Ann Lee", "4155550101"} {
+		page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{Query: q, First: 10})
+		if err != nil {
+			t.Fatalf("search %q: %v", q, err)
+		}
+		if len(page.Items) != 0 {
+			t.Errorf("search %q: %d customers, want none", q, len(page.Items))
+		}
+	}
+	// Erasing again: she is gone.
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("erasing again: %v, want NOT_FOUND", err)
+	}
+}
+
+// A provider's redelivery of an erased person's event (a webhook retried
+// for hours) is a duplicate, on the group path and on the per-event path,
+// for a chatbot's key too (a repeat must share an identity with the stored
+// event, and an erased one has none left): it stores nothing and creates
+// no customer. A new event with one of her identifiers creates a new
+// customer.
+func TestEraseCustomerRedeliveryCreatesNobody(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann, bob, _ := annAndBob(t, db, ws)
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); err != nil {
+		t.Fatal(err)
+	}
+	customers := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws)
+	events := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws)
+	redeliveries := func() []*c360.Event {
+		return []*c360.Event{
+			{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1", Identities: ids("email", "ann@x.io"),
+				Traits: map[string]any{"name": "Ann Lee"}},
+			{Type: c360.EventMessage, Source: "test", DedupeKey: "a2", Identities: ids("phone", "+14155550101"),
+				Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "STOP", Status: "received"}},
+			{Type: c360.EventMessage, Source: "chatbot", DedupeKey: "a3", Identities: ids("chatbot:web", "sess-ann"),
+				RepeatSharesIdentity: true, Properties: map[string]any{"threadKey": "sess-ann"},
+				Message: &c360.MessageInput{Channel: "chat", Direction: c360.DirectionInbound, Body: "hello", Status: "received"}},
+			track("b1", ids("user_id", "u-ann")),
+		}
+	}
+	for _, ev := range redeliveries() {
+		res := ingest1(t, db, ws, ev)
+		if !res.Duplicate || res.CustomerID != 0 {
+			t.Errorf("redelivery of %s: %+v, want a duplicate of no customer", ev.DedupeKey, res)
+		}
+	}
+	if res, err := db.IngestByGroupOnly(ctx, ws, redeliveries()); err != nil {
+		t.Errorf("redelivery on the group path: %v", err)
+	} else {
+		for i, r := range res {
+			if !r.Duplicate || r.CustomerID != 0 {
+				t.Errorf("group redelivery %d: %+v, want a duplicate of no customer", i, r)
+			}
+		}
+	}
+	for _, ev := range redeliveries() {
+		ready, hold := make(chan struct{}), make(chan struct{})
+		close(hold)
+		if err := db.IngestHeld(ctx, ws, ev, ready, hold); err != nil {
+			t.Errorf("redelivery of %s on the per-event path: %v", ev.DedupeKey, err)
+		}
+	}
+	if got := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws); got != customers {
+		t.Errorf("customers after redeliveries: %d, want %d", got, customers)
+	}
+	if got := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1`, ws); got != events {
+		t.Errorf("events after redeliveries: %d, want %d", got, events)
+	}
+	for _, p := range annPII {
+		if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND x::text ILIKE '%' || $2 || '%'`, ws, p); n != 0 {
+			t.Errorf("%d events hold %q after redeliveries", n, p)
+		}
+	}
+
+	// A new event is a new customer.
+	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a-new",
+		Identities: ids("email", "ann@x.io")})
+	if res.Duplicate || res.CustomerID == 0 || res.CustomerID == ann || res.CustomerID == bob {
+		t.Fatalf("new event: %+v, want a new customer", res)
+	}
+	c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: "ann@x.io"})
+	if err != nil || c.ID != res.CustomerID || len(c.Traits) != 0 {
+		t.Errorf("customerByIdentity = %+v, %v; want the new customer %d, without traits", c, err, res.CustomerID)
+	}
+}
+
+// Refusals change nothing: an unknown id, and another workspace's customer,
+// are NOT_FOUND.
+func TestEraseCustomerRefusals(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	other, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann, _, _ := annAndBob(t, db, ws)
+	before := tableCounts(t, db, ws)
+	for _, tc := range []struct {
+		ws, id int64
+	}{{ws, ann + 1_000_000}, {other, ann}} {
+		if _, err := db.EraseCustomer(ctx, tc.ws, tc.id, "admin key 1", "ticket 42"); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("erase %d in workspace %d: %v, want NOT_FOUND", tc.id, tc.ws, err)
+		}
+	}
+	if after := tableCounts(t, db, ws); !slices.Equal(after, before) {
+		t.Errorf("rows per table %v, want %v", after, before)
+	}
+}
+
+func tableCounts(t *testing.T, db *postgres.DB, ws int64) []int {
+	t.Helper()
+	out := make([]int, len(tenantTables))
+	for i, table := range tenantTables {
+		out[i] = count(t, db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, ws)
+	}
+	return out
+}
+
+// A customer merged away between the read of its survivor and the lock of
+// its row (a concurrent merge) is erased where it went: the transaction is
+// tried again, as a merge's is, and the answer names the new survivor.
+func TestEraseCustomerFollowsAConcurrentMerge(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "r1", Identities: ids("email", "r1@x.io")}).CustomerID
+	cid := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "r2", Identities: ids("email", "r2@x.io")}).CustomerID
+	var merged atomic.Bool
+	db.BeforeCustomerLock(func() {
+		// Another transaction merges Ann into Cid before the erasure
+		// locks her, once (the merge runs this hook too).
+		if merged.CompareAndSwap(false, true) {
+			if _, err := db.MergeCustomers(ctx, ws, cid, ann, true, "admin key 2", ""); err != nil {
+				t.Errorf("concurrent merge: %v", err)
+			}
+		}
+	})
+	e, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 43")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.CustomerID != cid || !slices.Equal(e.MergedCustomerIDs, []int64{ann}) || e.Identities != 2 {
+		t.Errorf("erasure = %+v, want Cid %d with Ann %d merged into it and both identities", *e, cid, ann)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("%d customers left, want 0", n)
+	}
+}

@@ -1,0 +1,30 @@
+package resolver
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/pii"
+)
+
+// checkErasureReason refuses a reason eraseCustomer cannot keep. The reason
+// stays in the audit log after the person's data is gone, as the record of
+// why it went: it must say something, within c360.MaxErasureReasonLen
+// bytes, and hold no email address or phone number (pii.Text), or the
+// erasure would leave the person's identifier behind in its own record.
+func checkErasureReason(reason string) error {
+	switch {
+	case strings.TrimSpace(reason) == "":
+		return c360.Errorf(c360.EINVALID, "reason must say why the customer is erased (a ticket number, say)")
+	case len(reason) > c360.MaxErasureReasonLen:
+		return c360.Errorf(c360.EINVALID, "reason is longer than %d bytes", c360.MaxErasureReasonLen)
+	case !utf8.ValidString(reason) || strings.IndexByte(reason, 0) >= 0:
+		return c360.Errorf(c360.EINVALID, "reason must be UTF-8 text without NUL characters")
+	}
+	if _, found := pii.Text(reason, false); len(found) > 0 {
+		return c360.Errorf(c360.EINVALID, "reason holds personal data (%s): it is kept in the audit log after the erasure; name the request instead (a ticket number, say)",
+			strings.Join(found, ", "))
+	}
+	return nil
+}
