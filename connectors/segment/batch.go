@@ -34,8 +34,13 @@ const SmallestCall = `{"type":"page","userId":1},`
 // Batch is a decoded /v1/batch body.
 type Batch struct {
 	Items []BatchItem
-	// Context is merged into every item's context; an item's own keys win.
-	Context map[string]any
+	// Context is the batch's own context, which applies to every call: a
+	// call is stored with the keys of its own context and those of the
+	// batch's it lacks (Result.applyBatchContext).
+	Context Object
+	// ContextSize is the length of the batch's context in the request, in
+	// bytes; it counts towards each call's MaxCallBytes.
+	ContextSize int
 	// SentAt is when the client sent the batch, by its own clock.
 	SentAt time.Time
 	// SentAtUnread reports a sentAt sent but not read as a time.
@@ -78,14 +83,22 @@ func ParseBatch(body []byte) (*Batch, error) {
 				return nil, err
 			}
 		case "context":
-			var cx Object
-			if err := dec.Decode(&cx); err != nil {
+			start := skipSeparators(body, int(dec.InputOffset()))
+			if err := dec.Decode(&b.Context); err != nil {
 				return nil, invalidJSON(err)
 			}
-			if err := cx.check("context"); err != nil {
+			if err := b.Context.check("context"); err != nil {
 				return nil, invalidJSON(err)
 			}
-			b.Context = cx.Map()
+			b.ContextSize = 0
+			if !b.Context.absent() {
+				b.ContextSize = int(dec.InputOffset()) - start
+			}
+			// Every call is stored with the batch's context: a larger one
+			// would make each of them larger than a call may be.
+			if b.ContextSize > MaxCallBytes {
+				return nil, c360.Errorf(c360.EINVALID, "the batch's context is larger than 32 KB (%d bytes): it is part of every call of the batch, and a call is at most 32 KB", b.ContextSize)
+			}
 		case "sentAt":
 			var t Time
 			if err := dec.Decode(&t); err != nil {
@@ -112,7 +125,26 @@ func ParseBatch(body []byte) (*Batch, error) {
 	if !seen {
 		return nil, c360.Errorf(c360.EINVALID, `the body has no "batch" array`)
 	}
+	if b.ContextSize > 0 {
+		// The context may come after the batch in the body.
+		for i := range b.Items {
+			it := &b.Items[i]
+			if it.Err == nil && it.Size+b.ContextSize > MaxCallBytes {
+				it.Err = c360.Errorf(c360.EINVALID, "the call is larger than 32 KB with the batch's context, which is part of it (%d bytes of call and %d of context)", it.Size, b.ContextSize)
+			}
+		}
+	}
 	return b, nil
+}
+
+// skipSeparators returns the offset of the first byte at or after i in
+// body that is not a comma, a colon or white space: where the value after
+// a decoder's InputOffset starts.
+func skipSeparators(body []byte, i int) int {
+	for i < len(body) && (body[i] == ',' || body[i] == ':' || body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t') {
+		i++
+	}
+	return i
 }
 
 func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
@@ -132,11 +164,8 @@ func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
 			// batch is refused whole rather than stored in part.
 			return c360.Errorf(c360.EINVALID, "the batch holds more than %d items: no %d KB batch of valid calls holds that many", MaxBatchCalls, MaxBatchBytes>>10)
 		}
-		start := int(dec.InputOffset())
 		// The offset may still point at the comma before the item.
-		for start < len(body) && (body[start] == ',' || body[start] == ' ' || body[start] == '\n' || body[start] == '\r' || body[start] == '\t') {
-			start++
-		}
+		start := skipSeparators(body, int(dec.InputOffset()))
 		b.Items = append(b.Items, BatchItem{})
 		it := &b.Items[len(b.Items)-1]
 		err := dec.Decode(&it.Message)
@@ -214,11 +243,11 @@ func (b *Batch) Events(receivedAt time.Time) []Result {
 			}
 			continue
 		}
-		if b.Context != nil {
-			m.Context.set(mergeContext(m.Context.Map(), b.Context))
-		}
 		r.Event, r.Err = m.Canonical(typ, receivedAt, b.SentAt)
 		r.UnreadTimes = m.UnreadTimes()
+		if r.Err == nil && !b.Context.empty() {
+			r.batchContext = &b.Context
+		}
 	}
 	return out
 }
@@ -232,6 +261,67 @@ type Result struct {
 	// UnreadTimes names the call's time fields that were sent but not
 	// read (Message.UnreadTimes).
 	UnreadTimes []string
+	// batchContext is the context of the call's batch, not yet applied
+	// to Event (applyBatchContext); nil when there is none.
+	batchContext *Object
+}
+
+// applyBatchContext gives r's event the context it is stored with: the
+// call's own, with the keys of its batch's context that it lacks. It is
+// applied when the event is about to be stored rather than when the batch
+// is decoded, so that the copies of a batch's context in its calls'
+// contexts, which can make a 500 KB batch hundreds of megabytes, are
+// alive only for the part of the batch being stored (Handler.ingest).
+func (r *Result) applyBatchContext() {
+	bc := r.batchContext
+	if bc == nil || r.Event == nil {
+		return
+	}
+	r.batchContext = nil
+	ev := r.Event
+	own := Object{raw: ev.RawContext, m: ev.Context}
+	switch {
+	case own.empty():
+		// Shared by the batch's calls, never written.
+		ev.RawContext, ev.Context = bc.raw, bc.m
+	case own.raw != nil && bc.raw != nil:
+		// The call's keys come last: of the keys an object repeats,
+		// PostgreSQL's jsonb keeps the last, as encoding/json does, so
+		// the call's own keys win without either object being decoded.
+		ev.RawContext, ev.Context = joinObjects(bc.raw, own.raw), nil
+	default:
+		// An object that is not kept as its bytes (Object): merged as
+		// maps, a rare case that costs a decoding.
+		merged := own.Map()
+		batch := bc.m
+		if batch == nil {
+			batch = (&Object{raw: bc.raw}).Map()
+		}
+		for k, v := range batch {
+			if _, ok := merged[k]; !ok {
+				merged[k] = v
+			}
+		}
+		ev.RawContext, ev.Context = nil, merged
+	}
+}
+
+// joinObjects returns one JSON object with the members of first, then
+// those of last: two plain objects (c360.PlainObject), neither empty.
+func joinObjects(first, last []byte) []byte {
+	a, b := objectMembers(first), objectMembers(last)
+	out := make([]byte, 0, len(a)+len(b)+3)
+	out = append(out, '{')
+	out = append(out, a...)
+	out = append(out, ',')
+	out = append(out, b...)
+	return append(out, '}')
+}
+
+// objectMembers returns the bytes of a JSON object between its braces.
+func objectMembers(raw []byte) []byte {
+	raw = bytes.TrimSpace(raw)
+	return raw[1 : len(raw)-1]
 }
 
 // warning names a time field of a call (or of the batch, without index)
@@ -271,20 +361,6 @@ func unreadTimeWarnings(results []Result, inBatch, batchSentAt bool, count func(
 
 func unreadTime(field string) string {
 	return field + " is not a time c360 reads (ISO-8601, such as 2025-03-01T12:00:00Z): it was ignored"
-}
-
-// mergeContext returns the item's context with the batch's keys it lacks.
-// The batch's map is shared, never written.
-func mergeContext(item, batch map[string]any) map[string]any {
-	if item == nil {
-		return batch
-	}
-	for k, v := range batch {
-		if _, ok := item[k]; !ok {
-			item[k] = v
-		}
-	}
-	return item
 }
 
 func truncate(s string, n int) string {

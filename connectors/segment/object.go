@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -79,6 +80,17 @@ func (o *Object) Map() map[string]any {
 		o.raw, o.m = nil, m
 	}
 	return o.m
+}
+
+// absent reports an object that was not sent, or sent as null.
+func (o *Object) absent() bool { return o.raw == nil && o.m == nil }
+
+// empty reports an object that is absent or has no members.
+func (o *Object) empty() bool {
+	if o.raw != nil {
+		return len(bytes.TrimSpace(objectMembers(o.raw))) == 0
+	}
+	return len(o.m) == 0
 }
 
 // set makes the object m.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -192,11 +193,11 @@ func TestParseBatch(t *testing.T) {
 		t.Fatalf("batch = %+v", b)
 	}
 	rs := b.Events(received)
-	if rs[0].Event.Context["ip"] != "5.6.7.8" || rs[0].Event.Context["library"] == nil {
-		t.Errorf("item context = %v, want its own ip and the batch's library", rs[0].Event.Context)
+	if cx := storedContext(t, &rs[0]); cx["ip"] != "5.6.7.8" || cx["library"] == nil {
+		t.Errorf("item context = %v, want its own ip and the batch's library", cx)
 	}
-	if rs[1].Event.Context["ip"] != "1.2.3.4" {
-		t.Errorf("second item context = %v, want the batch's", rs[1].Event.Context)
+	if cx := storedContext(t, &rs[1]); cx["ip"] != "1.2.3.4" {
+		t.Errorf("second item context = %v, want the batch's", cx)
 	}
 	if size := b.Items[1].Size; size != len(`{"type":"identify","anonymousId":"a"}`) {
 		t.Errorf("item size = %d, want the item's exact length", size)
@@ -215,7 +216,7 @@ func TestParseBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cx := b.Events(received)[0].Event.Context; cx["seq"] != json.Number("12345678901234567") {
+	if cx := storedContext(t, &b.Events(received)[0]); cx["seq"] != json.Number("12345678901234567") {
 		t.Errorf("merged context = %v, want seq 12345678901234567 as sent", cx)
 	}
 	for bad, want := range map[string]string{
@@ -226,6 +227,160 @@ func TestParseBatch(t *testing.T) {
 		if _, err := ParseBatch([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseBatch(%s) = %v, want EINVALID saying %q", bad, err, want)
 		}
+	}
+}
+
+// storedContext returns the context r's event is stored with, decoded as
+// PostgreSQL's jsonb reads it: of the keys an object repeats, the last.
+func storedContext(t *testing.T, r *Result) map[string]any {
+	t.Helper()
+	r.applyBatchContext()
+	if r.Event.RawContext == nil {
+		return r.Event.Context
+	}
+	if !c360.PlainObject(r.Event.RawContext) {
+		t.Fatalf("context %s is kept as bytes that are not a plain object", r.Event.RawContext)
+	}
+	var m map[string]any
+	if err := c360.UnmarshalExact(r.Event.RawContext, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A batch's context applies to every call, whose own keys win; it is not
+// copied into each call until the call is stored, and counts towards each
+// call's size.
+func TestBatchContext(t *testing.T) {
+	body := `{"context":{"ip":"1.2.3.4","library":{"name":"x"},"seq":12345678901234567,"ip":"1.2.3.5"},"batch":[
+		{"type":"page","userId":"a"},
+		{"type":"page","userId":"b","context":{}},
+		{"type":"page","userId":"c","context":{ "ip":"5.6.7.8", "page":{"path":"/"} }},
+		{"type":"page","userId":"d","context":{"ip":"9.9.9.9","e":1e3}}]}`
+	b, err := ParseBatch([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := b.Events(received)
+	for i, r := range rs {
+		if r.Err != nil {
+			t.Fatalf("call %d refused: %v", i, r.Err)
+		}
+	}
+	if own := rs[2].Event.RawContext; len(own) > 50 {
+		t.Errorf("Events copied the batch's context into a call's: %s", own)
+	}
+	batch := `{"ip":"1.2.3.5","library":{"name":"x"},"seq":12345678901234567}`
+	for i, want := range []string{
+		batch,
+		batch,
+		`{"ip":"5.6.7.8","library":{"name":"x"},"page":{"path":"/"},"seq":12345678901234567}`,
+		`{"e":1000,"ip":"9.9.9.9","library":{"name":"x"},"seq":12345678901234567}`,
+	} {
+		if got, _ := json.Marshal(storedContext(t, &rs[i])); string(got) != want {
+			t.Errorf("call %d is stored with context %s, want %s", i, got, want)
+		}
+	}
+
+	// A batch's context that is not kept as bytes (an exponent) is merged
+	// all the same.
+	b, err = ParseBatch([]byte(`{"context":{"n":2e2,"ip":"1.2.3.4"},"batch":[{"type":"page","userId":"a","context":{"ip":"5.6.7.8"}},{"type":"page","userId":"b"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs = b.Events(received)
+	for i, want := range []string{`{"ip":"5.6.7.8","n":200}`, `{"ip":"1.2.3.4","n":200}`} {
+		if got, _ := json.Marshal(storedContext(t, &rs[i])); string(got) != want {
+			t.Errorf("call %d is stored with context %s, want %s", i, got, want)
+		}
+	}
+
+	// The batch's context counts towards each call's 32 KB, wherever it
+	// comes in the body; a context over 32 KB refuses the batch.
+	pad := strings.Repeat("x", 20<<10)
+	cx := `{"pad":"` + pad + `"}`
+	for _, body := range []string{
+		`{"context":` + cx + `,"batch":[{"type":"page","userId":"a"},{"type":"page","userId":"b","properties":{"p":"` + pad[:12<<10] + `"}}]}`,
+		`{"batch":[{"type":"page","userId":"a"},{"type":"page","userId":"b","properties":{"p":"` + pad[:12<<10] + `"}}], "context" : ` + cx + `}`,
+	} {
+		b, err = ParseBatch([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.ContextSize != len(cx) {
+			t.Errorf("ContextSize = %d, want %d", b.ContextSize, len(cx))
+		}
+		rs = b.Events(received)
+		if rs[0].Err != nil || rs[1].Err == nil || !strings.Contains(rs[1].Err.Error(), "larger than 32 KB with the batch's context") {
+			t.Errorf("calls of %d and %d bytes with a %d-byte context: %v, %v; want the second refused with the context named",
+				b.Items[0].Size, b.Items[1].Size, len(cx), rs[0].Err, rs[1].Err)
+		}
+	}
+	big := `{"pad":"` + strings.Repeat("x", MaxCallBytes) + `"}`
+	if _, err := ParseBatch([]byte(`{"batch":[{"type":"page","userId":"a"}],"context":` + big + `}`)); c360.ErrorCode(err) != c360.EINVALID ||
+		!strings.Contains(err.Error(), "the batch's context is larger than 32 KB") {
+		t.Errorf("a %d-byte batch context: %v, want EINVALID naming the context", len(big), err)
+	}
+}
+
+// A batch with a context as large as allowed and as many calls as fit
+// costs memory in proportion to its bytes, not to its calls times its
+// context: the copies of the context exist only for the part being stored.
+func TestBatchContextMergedIntoEveryCallIsBounded(t *testing.T) {
+	var cx bytes.Buffer
+	cx.WriteString(`{`)
+	for i := 0; cx.Len() < MaxCallBytes-100; i++ {
+		if i > 0 {
+			cx.WriteByte(',')
+		}
+		fmt.Fprintf(&cx, `"k%d":%d`, i, i)
+	}
+	cx.WriteString(`}`)
+	call := `{"type":"page","userId":1,"context":{"a":1}}`
+	body := []byte(`{"context":` + cx.String() + `,"batch":[`)
+	for i := 0; len(body) < MaxBatchBytes-len(call)-3; i++ {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, call...)
+	}
+	body = append(body, "]}"...)
+
+	runtime.GC()
+	var before, peak runtime.MemStats
+	runtime.ReadMemStats(&before)
+	bt, err := ParseBatch(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := bt.Events(received)
+	calls := 0
+	for part := rs; len(part) > 0; part = part[min(len(part), ingestCalls):] {
+		part := part[:min(len(part), ingestCalls)]
+		for i := range part {
+			if part[i].Err != nil {
+				t.Fatalf("call %d refused: %v", part[i].Index, part[i].Err)
+			}
+			part[i].applyBatchContext()
+			calls++
+		}
+		// What Handler.ingest does once the part is stored.
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		if m.HeapAlloc > peak.HeapAlloc {
+			peak = m
+		}
+		for i := range part {
+			part[i].Event = nil
+		}
+	}
+	runtime.KeepAlive(rs)
+	live := int64(peak.HeapAlloc) - int64(before.HeapAlloc)
+	copies := int64(calls) * int64(cx.Len())
+	if limit := int64(ingestCalls)*MaxCallBytes + 50*int64(len(body)); live > limit {
+		t.Errorf("a %d KB batch of %d calls with a %d KB context holds %d MB while stored, want under %d MB (every copy of its context: %d MB)",
+			len(body)>>10, calls, cx.Len()>>10, live>>20, limit>>20, copies>>20)
 	}
 }
 
@@ -327,6 +482,57 @@ func BenchmarkSegmentBatchParse(b *testing.B) {
 		for _, r := range batch.Events(received) {
 			if r.Err != nil {
 				b.Fatal(r.Err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// batchContextBody is a 100-call batch with a context of its own, as
+// analytics.js's batching sends, and a small context in each call.
+func batchContextBody() []byte {
+	var buf bytes.Buffer
+	buf.WriteString(`{"context":{"library":{"name":"analytics.js","version":"2.11.1"},"ip":"203.0.113.7",` +
+		`"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15","locale":"en-US"},"batch":[`)
+	for i := range 100 {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		fmt.Fprintf(&buf, `{"timestamp":"2025-03-01T11:59:59.%03dZ","event":"Product Viewed","type":"track",`+
+			`"properties":{"product_id":"p-%d","sku":"G-32","category":"Games","name":"Monopoly: 3rd Edition","price":18.99,"quantity":1},`+
+			`"context":{"page":{"path":"/p/%d","url":"https://shop.example/p/%d"}},"integrations":{},`+
+			`"userId":"user-%d","messageId":"node-next-1740830399%03d-3f1c2a7e-8d4b-4c1f-9a6e-%012d"}`,
+			i, i, i, i, i%20, i, i)
+	}
+	buf.WriteString(`],"writeKey":"c360_abcdefabcdef_secret","sentAt":"2025-03-01T12:00:00.000Z"}`)
+	return buf.Bytes()
+}
+
+// BenchmarkSegmentBatchContext decodes a batch with a context of its own
+// and makes each call's context the text the store inserts (as
+// postgres.jsonText does: the bytes kept, or the map encoded).
+func BenchmarkSegmentBatchContext(b *testing.B) {
+	body := batchContextBody()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		batch, err := ParseBatch(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs := batch.Events(received)
+		for i := range rs {
+			r := &rs[i]
+			if r.Err != nil {
+				b.Fatal(r.Err)
+			}
+			r.applyBatchContext()
+			if r.Event.RawContext == nil {
+				if _, err := json.Marshal(r.Event.Context); err != nil {
+					b.Fatal(err)
+				}
+			} else if len(string(r.Event.RawContext)) == 0 {
+				b.Fatal("empty context")
 			}
 		}
 	}

@@ -422,13 +422,23 @@ const ingestCalls = 500
 // ingestCalls calls, one after the other so the batch takes effect in its
 // order. A failure that is not about the events (503) stops it: the parts
 // stored are found stored by the client's retry.
+//
+// A part's events are given their batch's context just before they are
+// stored, and let go once they are: only one part's copies of it are
+// alive at a time.
 func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
 	for len(results) > 0 {
-		n := min(len(results), ingestCalls)
-		if err := h.ingestPart(ctx, ws, results[:n]); err != nil {
+		part := results[:min(len(results), ingestCalls)]
+		for i := range part {
+			part[i].applyBatchContext()
+		}
+		if err := h.ingestPart(ctx, ws, part); err != nil {
 			return err
 		}
-		results = results[n:]
+		for i := range part {
+			part[i].Event = nil
+		}
+		results = results[len(part):]
 	}
 	return nil
 }

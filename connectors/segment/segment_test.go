@@ -903,3 +903,43 @@ func TestAliasInBatchResolvesAsInSeparateCalls(t *testing.T) {
 		t.Error("previousId later-d, a userId only after the alias, is not new-d's anonymous id")
 	}
 }
+
+// A batch's context is stored with every call, the call's own keys
+// winning; it counts towards each call's 32 KB, and one over 32 KB
+// refuses the batch, since it would make every call too large.
+func TestBatchContextIsPartOfEveryCall(t *testing.T) {
+	e := newEnv(t)
+	pad := strings.Repeat("x", 20<<10)
+	r := e.post(t, "/v1/batch", basic(e.writeKey), []byte(`{"context": {"ip": "1.2.3.4", "seq": 12345678901234567, "pad": "`+pad+`"}, "batch": [
+		{"type": "page", "userId": "bc-1", "messageId": "bc-0"},
+		{"type": "page", "userId": "bc-1", "messageId": "bc-1", "context": {"ip": "5.6.7.8", "page": {"path": "/"}}},
+		{"type": "page", "userId": "bc-1", "messageId": "bc-2", "context": {"ip": "9.9.9.9", "e": 1e3}},
+		{"type": "page", "userId": "bc-1", "messageId": "bc-3", "properties": {"p": "`+pad[:12<<10]+`"}}]}`))
+	if r.Status != http.StatusOK || len(r.Rejected) != 1 || r.Rejected[0].Index != 3 ||
+		!strings.Contains(r.Rejected[0].Error, "larger than 32 KB with the batch's context") {
+		t.Fatalf("got %+v, want 200 with call 3 refused for its size with the batch's context", r)
+	}
+	for key, want := range map[string]string{
+		"bc-0": `{"ip": "1.2.3.4", "pad": "x…", "seq": 12345678901234567}`,
+		"bc-1": `{"ip": "5.6.7.8", "pad": "x…", "seq": 12345678901234567, "page": {"path": "/"}}`,
+		"bc-2": `{"e": 1000, "ip": "9.9.9.9", "pad": "x…", "seq": 12345678901234567}`,
+	} {
+		var got string
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT (context || jsonb_build_object('pad', left(context->>'pad', 1) || '…'))::text
+			FROM events WHERE workspace_id = $1 AND dedupe_key = $2`, e.ws, key).Scan(&got); err != nil {
+			t.Fatalf("context of %s: %v", key, err)
+		}
+		if got != want {
+			t.Errorf("%s is stored with context %s, want %s", key, got, want)
+		}
+	}
+
+	before := e.countEvents(t)
+	r = e.post(t, "/v1/batch", basic(e.writeKey), []byte(`{"batch": [{"type": "page", "userId": "bc-2"}], "context": {"pad": "`+pad+pad+`"}}`))
+	if r.Status != http.StatusBadRequest || !strings.Contains(r.Message, "the batch's context is larger than 32 KB") {
+		t.Errorf("a batch with a 40 KB context: %d %q, want 400 naming the context", r.Status, r.Message)
+	}
+	if n := e.countEvents(t) - before; n != 0 {
+		t.Errorf("%d events stored, want none", n)
+	}
+}
