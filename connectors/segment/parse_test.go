@@ -384,6 +384,49 @@ func TestBatchContextMergedIntoEveryCallIsBounded(t *testing.T) {
 	}
 }
 
+// A batch is one part unless ingestCalls cuts it, or an alias needs an
+// earlier call of its part stored first.
+func TestPartLen(t *testing.T) {
+	parts := func(body string) []int {
+		t.Helper()
+		b, err := ParseBatch([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int
+		for rs := b.Events(received); len(rs) > 0; {
+			n := partLen(rs)
+			out, rs = append(out, n), rs[n:]
+		}
+		return out
+	}
+	if got := parts(string(batchBody())); fmt.Sprint(got) != "[100]" {
+		t.Errorf("an analytics-node batch of 100 calls is stored in parts %v, want one", got)
+	}
+	var calls []string
+	for i := range 1200 {
+		calls = append(calls, fmt.Sprintf(`{"type":"page","userId":"u%d"}`, i))
+	}
+	if got := parts(`{"batch":[` + strings.Join(calls, ",") + `]}`); fmt.Sprint(got) != "[500 500 200]" {
+		t.Errorf("a batch of 1200 calls is stored in parts %v, want [500 500 200]", got)
+	}
+	for _, tc := range []struct {
+		batch string
+		want  string
+	}{
+		{`{"type":"identify","userId":" old"},{"type":"alias","userId":"new","previousId":"old "},{"type":"page","userId":"new"}`, "[1 2]"},
+		{`{"type":"page","anonymousId":"old"},{"type":"alias","userId":"new","previousId":"old"}`, "[2]"},
+		{`{"type":"alias","userId":"new","previousId":"old"},{"type":"identify","userId":"old"}`, "[2]"},
+		{`{"type":"identify","userId":"old"},{"type":"alias","userId":"new","previousId":"old","anonymousId":"old"}`, "[2]"},
+		{`{"type":"identify","userId":"old"},{"type":"track","userId":"u"},{"type":"alias","userId":"new","previousId":"old"},` +
+			`{"type":"alias","userId":"newer","previousId":"new"},{"type":"alias","userId":"x","previousId":"u"}`, "[2 1 2]"},
+	} {
+		if got := parts(`{"batch":[` + tc.batch + `]}`); fmt.Sprint(got) != tc.want {
+			t.Errorf("batch %s is stored in parts %v, want %s", tc.batch, got, tc.want)
+		}
+	}
+}
+
 func TestBasicUser(t *testing.T) {
 	for _, tc := range []struct{ header, want string }{
 		{"Basic YWJjMTIzOg==", "abc123"},

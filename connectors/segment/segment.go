@@ -233,10 +233,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 	}
 	markClientCalls(p, results)
 
-	if err := h.resolveAliases(ctx, p.WorkspaceID, results); err != nil {
-		h.fail(w, err, nil)
-		return
-	}
 	if err := h.ingest(ctx, p.WorkspaceID, results); err != nil {
 		h.fail(w, err, nil)
 		return
@@ -362,53 +358,79 @@ func basicUser(h string) (string, bool) {
 
 // resolveAliases decides the identity type of each alias's previousId that
 // is not the call's own anonymousId: user_id when the workspace knows that
-// user id, or an earlier call of the same batch carries it as its userId,
-// anonymous_id otherwise. Under the default rules a customer holds one
-// user_id, so a previousId guessed to be a user id would compete with
-// userId for that one slot instead of linking the anonymous history.
+// user id, anonymous_id otherwise. Under the default rules a customer
+// holds one user_id, so a previousId guessed to be a user id would compete
+// with userId for that one slot instead of linking the anonymous history.
 //
-// The store is asked before any call of the batch is stored, so the
-// batch's own earlier calls are looked at too: identify(userId: old) then
-// alias(previousId: old) must resolve alike whether they arrive as two
-// requests or in one batch (an SDK flushes both together), since the
-// batch's calls take effect in its order.
+// It is called for each part of a batch just before the part is stored,
+// and a part ends before an alias whose previousId an earlier call of the
+// part has as its userId (partLen): only calls stored count, so an alias
+// resolves alike whether its batch's calls arrive as separate requests or
+// together (an SDK flushes identify(userId: old) and alias(previousId:
+// old) in one batch), and a call that ingest refuses counts for neither.
 func (h *Handler) resolveAliases(ctx context.Context, ws int64, results []Result) error {
-	var earlier map[string]struct{} // user ids of the batch's calls so far
 	for i := range results {
+		ev := results[i].Event
+		if results[i].Err != nil || ev == nil || ev.PreviousID == nil || ev.PreviousID.Type != aliasUnresolved {
+			continue
+		}
+		prev := ev.PreviousID
+		_, err := h.cfg.Store.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: prev.Value})
+		switch c360.ErrorCode(err) {
+		case "":
+			prev.Type = "user_id"
+		case c360.ENOTFOUND, c360.EINVALID:
+			// Unknown as a user id (or not a valid one: ingest says why).
+			prev.Type = "anonymous_id"
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+// partLen returns how many of results, at most ingestCalls, are the next
+// part to store: the part ends before an alias whose previousId an
+// earlier call of the part has as its userId, so that the alias is
+// resolved once that call is stored, or refused (resolveAliases). A batch
+// without such an alias is cut by ingestCalls alone.
+func partLen(results []Result) int {
+	n := min(len(results), ingestCalls)
+	var userIDs map[string]struct{} // of the part's calls so far, once an alias needs them
+	for i := range n {
 		ev := results[i].Event
 		if results[i].Err != nil || ev == nil {
 			continue
 		}
-		if prev := ev.PreviousID; prev != nil && prev.Type == aliasUnresolved {
+		if prev := ev.PreviousID; prev != nil && prev.Type == aliasUnresolved && i > 0 {
+			if userIDs == nil {
+				userIDs = map[string]struct{}{}
+				for j := range i {
+					addUserIDs(userIDs, &results[j])
+				}
+			}
 			// Compared trimmed, as ingest normalizes user ids.
-			if _, ok := earlier[strings.TrimSpace(prev.Value)]; ok {
-				prev.Type = "user_id"
-			} else {
-				_, err := h.cfg.Store.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: prev.Value})
-				switch c360.ErrorCode(err) {
-				case "":
-					prev.Type = "user_id"
-				case c360.ENOTFOUND, c360.EINVALID:
-					// Unknown as a user id (or not a valid one: ingest says why).
-					prev.Type = "anonymous_id"
-				default:
-					return err
-				}
+			if _, ok := userIDs[strings.TrimSpace(prev.Value)]; ok {
+				return i
 			}
 		}
-		if len(results) == 1 {
-			continue
-		}
-		for _, id := range ev.Identities {
-			if id.Type == "user_id" {
-				if earlier == nil {
-					earlier = map[string]struct{}{}
-				}
-				earlier[strings.TrimSpace(id.Value)] = struct{}{}
-			}
+		if userIDs != nil {
+			addUserIDs(userIDs, &results[i])
 		}
 	}
-	return nil
+	return n
+}
+
+// addUserIDs adds the user ids of r's event, if it has one, to ids.
+func addUserIDs(ids map[string]struct{}, r *Result) {
+	if r.Err != nil || r.Event == nil {
+		return
+	}
+	for _, id := range r.Event.Identities {
+		if id.Type == "user_id" {
+			ids[strings.TrimSpace(id.Value)] = struct{}{}
+		}
+	}
 }
 
 // ingestCalls bounds the calls of one Ingest call, about one ingest group
@@ -419,16 +441,19 @@ func (h *Handler) resolveAliases(ctx context.Context, ws int64, results []Result
 const ingestCalls = 500
 
 // ingest stores the acceptable events of results, in parts of at most
-// ingestCalls calls, one after the other so the batch takes effect in its
-// order. A failure that is not about the events (503) stops it: the parts
-// stored are found stored by the client's retry.
+// ingestCalls calls (partLen), one after the other so the batch takes
+// effect in its order. A failure that is not about the events (503) stops
+// it: the parts stored are found stored by the client's retry.
 //
-// A part's events are given their batch's context just before they are
-// stored, and let go once they are: only one part's copies of it are
-// alive at a time.
+// A part's aliases are resolved, and its events given their batch's
+// context, just before the part is stored; its events are let go once it
+// is: only one part's copies of the context are alive at a time.
 func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
 	for len(results) > 0 {
-		part := results[:min(len(results), ingestCalls)]
+		part := results[:partLen(results)]
+		if err := h.resolveAliases(ctx, ws, part); err != nil {
+			return err
+		}
 		for i := range part {
 			part[i].applyBatchContext()
 		}

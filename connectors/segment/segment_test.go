@@ -943,3 +943,30 @@ func TestBatchContextIsPartOfEveryCall(t *testing.T) {
 		t.Errorf("%d events stored, want none", n)
 	}
 }
+
+// An alias's previousId is a user id only when a call stored before it
+// has it as its userId: a call of the same batch that ingest refuses (a
+// messageId over 256 bytes) counts no more than it does one by one.
+func TestAliasAfterARefusedCallResolvesAsInSeparateCalls(t *testing.T) {
+	e := newEnv(t)
+	long := strings.Repeat("x", 300)
+	e.post(t, "/v1/identify", basic(e.writeKey), map[string]any{"userId": "old-s", "messageId": long})
+	e.mustPost(t, "/v1/alias", map[string]any{"userId": "new-s", "previousId": "old-s", "messageId": "s2"})
+	r := e.post(t, "/v1/batch", basic(e.writeKey), map[string]any{"batch": []any{
+		map[string]any{"type": "identify", "userId": "old-r", "messageId": long},
+		map[string]any{"type": "alias", "userId": "new-r", "previousId": "old-r", "messageId": "b2"},
+	}})
+	if r.Status != http.StatusOK || len(r.Rejected) != 1 || r.Rejected[0].Index != 0 {
+		t.Errorf("batch: %+v, want 200 with the identify refused", r)
+	}
+	for _, v := range []string{"old-s", "old-r"} {
+		c, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "anonymous_id", Value: v})
+		if err != nil {
+			t.Errorf("previousId %s of a refused identify is not an anonymous id (%v)", v, err)
+			continue
+		}
+		if want := e.customer(t, "user_id", "new"+v[3:]); c.ID != want.ID {
+			t.Errorf("anonymous id %s is customer %d's, want new%s's %d", v, c.ID, v[3:], want.ID)
+		}
+	}
+}
