@@ -264,6 +264,9 @@ type Result struct {
 	// batchContext is the context of the call's batch, not yet applied
 	// to Event (applyBatchContext); nil when there is none.
 	batchContext *Object
+	// inserted reports a call this request stored, not one found stored
+	// already.
+	inserted bool
 }
 
 // applyBatchContext gives r's event the context it is stored with: the
@@ -332,15 +335,25 @@ type warning struct {
 	Warning   string `json:"warning"`
 }
 
+// maxWarnings bounds the warnings of an answer: a batch of thousands of
+// calls with the same unread field would otherwise get megabytes of them.
+const maxWarnings = 100
+
 // unreadTimeWarnings returns a warning for each time field of the stored
 // calls of results that was ignored, and for the batch's own sentAt when
-// batchSentAt (inBatch: results are a batch's). count is called once per
-// field ignored.
-func unreadTimeWarnings(results []Result, inBatch, batchSentAt bool, count func(field string)) []warning {
+// batchSentAt (inBatch: results are a batch's): the first maxWarnings, and
+// how many more there are.
+func unreadTimeWarnings(results []Result, inBatch, batchSentAt bool) (_ []warning, omitted int) {
 	var out []warning
+	add := func(w warning) {
+		if len(out) == maxWarnings {
+			omitted++
+			return
+		}
+		out = append(out, w)
+	}
 	if batchSentAt {
-		count("sentAt")
-		out = append(out, warning{Warning: unreadTime("the batch's sentAt")})
+		add(warning{Warning: unreadTime("the batch's sentAt")})
 	}
 	for i := range results {
 		r := &results[i]
@@ -348,15 +361,14 @@ func unreadTimeWarnings(results []Result, inBatch, batchSentAt bool, count func(
 			continue
 		}
 		for _, f := range r.UnreadTimes {
-			count(f)
 			w := warning{MessageID: r.MessageID, Warning: unreadTime(f)}
 			if inBatch {
 				w.Index = &r.Index
 			}
-			out = append(out, w)
+			add(w)
 		}
 	}
-	return out
+	return out, omitted
 }
 
 func unreadTime(field string) string {

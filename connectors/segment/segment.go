@@ -57,8 +57,9 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	// unreadTimes counts the time fields ignored because they do not
-	// parse, by field: the calls are then dated when received, which an
-	// SDK, never reading the answer's warnings, would not report.
+	// parse, by field, of the calls inserted (ingest): the calls are then
+	// dated when received, which an SDK, never reading the answer's
+	// warnings, would not report.
 	unreadTimes *prometheus.CounterVec
 }
 
@@ -86,7 +87,7 @@ func New(cfg Config) *Handler {
 	}
 	return &Handler{cfg: cfg, unreadTimes: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "c360_segment_unread_times_total",
-		Help: "Time fields of Segment calls ignored because they do not parse, by field.",
+		Help: "Time fields of the Segment calls stored that were ignored because they do not parse, by field; a call stored again (a retry) is not counted.",
 	}, []string{"field"})}
 }
 
@@ -233,7 +234,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 	}
 	markClientCalls(p, results)
 
-	if err := h.ingest(ctx, p.WorkspaceID, results); err != nil {
+	if err := h.ingest(ctx, p.WorkspaceID, results, batchSentAt); err != nil {
 		h.fail(w, err, nil)
 		return
 	}
@@ -244,9 +245,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 				Error: c360.ErrorMessage(results[i].Err)})
 		}
 	}
-	warnings := unreadTimeWarnings(results, typ == "", batchSentAt, func(field string) {
-		h.unreadTimes.WithLabelValues(field).Inc()
-	})
+	warnings, omitted := unreadTimeWarnings(results, typ == "", batchSentAt)
 	switch {
 	case len(rejected) == 0 && len(warnings) == 0:
 		w.Header().Set("Content-Type", "application/json")
@@ -259,7 +258,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, typ string) {
 		}
 		h.fail(w, c360.Errorf(c360.EINVALID, "every call of the batch was refused; see rejected"), rejected)
 	default:
-		writeJSON(w, http.StatusOK, answer{Success: true, Rejected: rejected, Warnings: warnings})
+		writeJSON(w, http.StatusOK, answer{Success: true, Rejected: rejected, Warnings: warnings, WarningsOmitted: omitted})
 	}
 }
 
@@ -272,8 +271,10 @@ type answer struct {
 	Message  string      `json:"message,omitempty"`
 	Rejected []rejection `json:"rejected,omitempty"`
 	// Warnings name what was stored otherwise than sent: time fields
-	// ignored because they do not parse.
-	Warnings []warning `json:"warnings,omitempty"`
+	// ignored because they do not parse; the first maxWarnings of them,
+	// WarningsOmitted counting the others.
+	Warnings        []warning `json:"warnings,omitempty"`
+	WarningsOmitted int       `json:"warningsOmitted,omitempty"`
 }
 
 // rejection names a refused call of a batch.
@@ -448,7 +449,11 @@ const ingestCalls = 500
 // A part's aliases are resolved, and its events given their batch's
 // context, just before the part is stored; its events are let go once it
 // is: only one part's copies of the context are alive at a time.
-func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error {
+//
+// The time fields ignored (Result.UnreadTimes, and the batch's sentAt
+// when sentAtUnread) are counted as each part is stored, for the calls
+// inserted only: a retried batch, or one refused whole, counts nothing.
+func (h *Handler) ingest(ctx context.Context, ws int64, results []Result, sentAtUnread bool) error {
 	for len(results) > 0 {
 		part := results[:partLen(results)]
 		if err := h.resolveAliases(ctx, ws, part); err != nil {
@@ -461,7 +466,18 @@ func (h *Handler) ingest(ctx context.Context, ws int64, results []Result) error 
 			return err
 		}
 		for i := range part {
-			part[i].Event = nil
+			r := &part[i]
+			r.Event = nil
+			if !r.inserted {
+				continue
+			}
+			for _, f := range r.UnreadTimes {
+				h.unreadTimes.WithLabelValues(f).Inc()
+			}
+			if sentAtUnread {
+				h.unreadTimes.WithLabelValues("sentAt").Inc()
+				sentAtUnread = false
+			}
 		}
 		results = results[len(part):]
 	}
@@ -488,8 +504,9 @@ func (h *Handler) ingestPart(ctx context.Context, ws int64, results []Result) er
 	// The whole set and the validated subset keep no dead letters: their
 	// good events are stored below. A call that fails alone is kept.
 	whole := c360.WithoutDeadLetters(ctx)
-	_, err := h.cfg.Store.Ingest(whole, ws, evs)
+	stored, err := h.cfg.Store.Ingest(whole, ws, evs)
 	if !c360.EventFault(err) {
+		markInserted(results, idx, stored)
 		return err
 	}
 	errs, err := h.cfg.Store.Validate(ctx, ws, evs)
@@ -508,20 +525,31 @@ func (h *Handler) ingestPart(ctx context.Context, ws int64, results []Result) er
 		return nil
 	}
 	if len(keep) < len(evs) {
-		_, err = h.cfg.Store.Ingest(whole, ws, keep)
+		stored, err = h.cfg.Store.Ingest(whole, ws, keep)
 		if !c360.EventFault(err) {
+			markInserted(results, keepIdx, stored)
 			return err
 		}
 	}
 	for j, ev := range keep {
-		_, err := h.cfg.Store.Ingest(ctx, ws, []*c360.Event{ev})
+		stored, err := h.cfg.Store.Ingest(ctx, ws, []*c360.Event{ev})
 		if c360.EventFault(err) {
 			results[keepIdx[j]].Err = err
 		} else if err != nil {
 			return err
 		}
+		markInserted(results, keepIdx[j:j+1], stored)
 	}
 	return nil
+}
+
+// markInserted records which calls of results, at idx, were inserted by
+// Ingest's answer stored (nil when it failed) rather than found stored
+// already (a retry).
+func markInserted(results []Result, idx []int, stored []c360.IngestResult) {
+	for j := range stored {
+		results[idx[j]].inserted = !stored[j].Duplicate
+	}
 }
 
 // fail answers err with its status and a JSON body; internal errors are

@@ -87,6 +87,7 @@ type response struct {
 		MessageID string `json:"messageId"`
 		Warning   string `json:"warning"`
 	} `json:"warnings"`
+	WarningsOmitted int `json:"warningsOmitted"`
 }
 
 func basic(key string) string {
@@ -968,5 +969,55 @@ func TestAliasAfterARefusedCallResolvesAsInSeparateCalls(t *testing.T) {
 		if want := e.customer(t, "user_id", "new"+v[3:]); c.ID != want.ID {
 			t.Errorf("anonymous id %s is customer %d's, want new%s's %d", v, c.ID, v[3:], want.ID)
 		}
+	}
+}
+
+// unreadTimes returns /metrics' count of unread time fields by field.
+func (e *env) unreadTimes(t *testing.T) map[string]int {
+	t.Helper()
+	res, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	metrics, _ := io.ReadAll(res.Body)
+	out := map[string]int{}
+	for _, line := range strings.Split(string(metrics), "\n") {
+		var field string
+		var n int
+		if rest, ok := strings.CutPrefix(line, `c360_segment_unread_times_total{field="`); ok {
+			if _, err := fmt.Sscanf(strings.Replace(rest, `"} `, " ", 1), "%s %d", &field, &n); err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			out[field] = n
+		}
+	}
+	return out
+}
+
+// An answer lists at most 100 warnings and counts the others; /metrics
+// counts the unread times of the calls stored, once: not again when a
+// batch is retried, nor for a batch refused whole.
+func TestUnreadTimeWarningsAreBoundedAndCountedOnce(t *testing.T) {
+	e := newEnv(t)
+	var items []any
+	for i := range 150 {
+		items = append(items, map[string]any{"type": "track", "userId": "b-1", "event": "E", "messageId": fmt.Sprint("bw-", i), "timestamp": "never"})
+	}
+	batch := map[string]any{"sentAt": "soon", "batch": items}
+	for try := range 2 {
+		r := e.post(t, "/v1/batch", basic(e.writeKey), batch)
+		if r.Status != http.StatusOK || len(r.Warnings) != 100 || r.WarningsOmitted != 51 || r.Warnings[0].Index != nil || *r.Warnings[99].Index != 98 {
+			t.Errorf("delivery %d of a batch with 151 unread times: %d, %d warnings and %d omitted, want 200, 100 (the batch's sentAt, then calls 0 to 98) and 51",
+				try+1, r.Status, len(r.Warnings), r.WarningsOmitted)
+		}
+	}
+	r := e.post(t, "/v1/batch", basic(e.writeKey), map[string]any{"sentAt": "soon", "batch": []any{
+		map[string]any{"type": "track", "event": "No Ids", "timestamp": "never"}}})
+	if r.Status != http.StatusBadRequest {
+		t.Errorf("a batch of a call without ids: %d, want 400", r.Status)
+	}
+	if got, want := fmt.Sprint(e.unreadTimes(t)), fmt.Sprint(map[string]int{"sentAt": 1, "timestamp": 150}); got != want {
+		t.Errorf("/metrics counts unread times %s, want %s", got, want)
 	}
 }
