@@ -24,6 +24,13 @@ const (
 	// that are not calls ({} is 2 bytes) would cost to decode; a batch
 	// over it is refused whole, before anything is stored.
 	MaxBatchCalls = MaxBatchBytes / len(SmallestCall)
+	// MaxBatchContextCopies bounds the bytes a batch's context adds to what
+	// its calls store: its size times the batch's calls. Each call is
+	// stored with it, so without this bound a 500 KB batch of a 31 KB
+	// context and ten thousand tiny calls would store some 300 MB, from a
+	// client key any browser holds. SDKs send context with each call,
+	// not for the batch, so no batch they send comes near it.
+	MaxBatchContextCopies = 16 * MaxBatchBytes
 )
 
 // SmallestCall is the shortest valid call in a batch, with the comma that
@@ -126,6 +133,10 @@ func ParseBatch(body []byte) (*Batch, error) {
 		return nil, c360.Errorf(c360.EINVALID, `the body has no "batch" array`)
 	}
 	if b.ContextSize > 0 {
+		if copies := b.ContextSize * len(b.Items); copies > MaxBatchContextCopies {
+			return nil, c360.Errorf(c360.EINVALID, "the batch's context (%d bytes) is part of each of its %d calls: %d KB in all, over the %d KB a batch may add; send the context with each call instead, or fewer calls per batch",
+				b.ContextSize, len(b.Items), copies>>10, MaxBatchContextCopies>>10)
+		}
 		// The context may come after the batch in the body.
 		for i := range b.Items {
 			it := &b.Items[i]

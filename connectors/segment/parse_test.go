@@ -327,24 +327,30 @@ func TestBatchContext(t *testing.T) {
 // costs memory in proportion to its bytes, not to its calls times its
 // context: the copies of the context exist only for the part being stored.
 func TestBatchContextMergedIntoEveryCallIsBounded(t *testing.T) {
+	// The largest context its calls may carry: with the 500 KB filled with
+	// calls, the context's copies come just under MaxBatchContextCopies.
+	call := `{"type":"page","userId":1,"context":{"a":1}}`
+	n := (MaxBatchBytes - 40<<10) / (len(call) + 1)
 	var cx bytes.Buffer
 	cx.WriteString(`{`)
-	for i := 0; cx.Len() < MaxCallBytes-100; i++ {
+	for i := 0; cx.Len() < MaxBatchContextCopies/n-20; i++ {
 		if i > 0 {
 			cx.WriteByte(',')
 		}
 		fmt.Fprintf(&cx, `"k%d":%d`, i, i)
 	}
 	cx.WriteString(`}`)
-	call := `{"type":"page","userId":1,"context":{"a":1}}`
 	body := []byte(`{"context":` + cx.String() + `,"batch":[`)
-	for i := 0; len(body) < MaxBatchBytes-len(call)-3; i++ {
+	for i := 0; i < n; i++ {
 		if i > 0 {
 			body = append(body, ',')
 		}
 		body = append(body, call...)
 	}
 	body = append(body, "]}"...)
+	if len(body) > MaxBatchBytes {
+		t.Fatalf("the body is %d bytes, over the batch limit", len(body))
+	}
 
 	runtime.GC()
 	var before, peak runtime.MemStats
@@ -580,4 +586,28 @@ func BenchmarkSegmentBatchContext(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// A batch whose context's copies, one per call, would exceed
+// MaxBatchContextCopies is refused whole, however small each call is.
+func TestBatchContextCopiesAreBounded(t *testing.T) {
+	ctx := `{"pad":"` + strings.Repeat("x", 2000) + `"}`
+	body := func(calls int) []byte {
+		b := []byte(`{"context":` + ctx + `,"batch":[`)
+		for i := 0; i < calls; i++ {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"type":"page","userId":1}`...)
+		}
+		return append(b, "]}"...)
+	}
+	most := MaxBatchContextCopies / len(ctx)
+	if _, err := ParseBatch(body(most)); err != nil {
+		t.Errorf("%d calls with a %d-byte context: %v, want it taken", most, len(ctx), err)
+	}
+	_, err := ParseBatch(body(most + 1))
+	if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "part of each of its") {
+		t.Errorf("%d calls with a %d-byte context: %v, want BAD_USER_INPUT naming the context's copies", most+1, len(ctx), err)
+	}
 }
