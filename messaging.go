@@ -67,12 +67,33 @@ type NotSentError struct {
 	// Permanent is set when the provider refused the message itself (an
 	// invalid number, an unsubscribed recipient): sent again, it would be
 	// refused again, so a repeat of its idempotency key answers the same
-	// refusal. Otherwise (a rate limit, the workspace's credentials, a
-	// message never handed over) the refusal is the moment's, and the key
-	// is freed: a repeat sends.
+	// refusal. Otherwise (a rate limit, the workspace's credentials or
+	// sender, a message never handed over: see MomentaryRefusal) the
+	// refusal is the moment's, and the key is freed: a repeat sends.
 	Permanent bool
 	Err       error
 }
+
+// momentaryRefusals are the provider's (Twilio's) error codes of refusals
+// that last only a moment, though Twilio answers most of them with 400, as
+// it answers a refusal of the message itself.
+var momentaryRefusals = map[string]bool{
+	"20429": true, // too many requests (429, sometimes 400)
+	"21611": true, // the sender's queue is full: slow down, the same message is then taken
+	"20003": true, // the account's credentials (401)
+	"21606": true, // the From number cannot send to this destination, or is not the account's
+	"21659": true, // the From number is not a Twilio number of the account
+	"63007": true, // no WhatsApp channel for the From address
+}
+
+// MomentaryRefusal reports whether providerCode, the error code of a
+// provider's refusal (as Message.ErrorCode holds it), names a refusal that
+// lasts only a moment: a rate limit, or the workspace's provider setup
+// (credentials, a sender the provider does not know), which its admin may
+// fix. Such a refusal does not use up the send's idempotency key, since
+// the same message is taken once the moment has passed. Any other refusal
+// with a code is of the message itself.
+func MomentaryRefusal(providerCode string) bool { return momentaryRefusals[providerCode] }
 
 // Error implements the error interface.
 func (e *NotSentError) Error() string { return e.Err.Error() }

@@ -48,9 +48,14 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 	}
 	if key != "" {
 		m, err := r.MessagingService.FindOutbound(ctx, p.WorkspaceID, sendSource, key)
-		if err == nil {
+		switch {
+		case err == nil && refusedForTheMoment(m):
+			if err := r.freeSendKey(ctx, m); err != nil {
+				return nil, err
+			}
+		case err == nil:
 			return r.repeatedSend(ctx, m, customerID, channel, body, key)
-		} else if c360.ErrorCode(err) != c360.ENOTFOUND {
+		case c360.ErrorCode(err) != c360.ENOTFOUND:
 			return nil, err
 		}
 	}
@@ -161,6 +166,26 @@ func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID
 	return m, nil
 }
 
+// refusedForTheMoment reports whether m, found by its send's key, was
+// refused by the provider for a moment only (c360.MomentaryRefusal), so
+// its key should have been freed: m was refused before the provider's code
+// was known to be a momentary one, when such refusals kept their key.
+func refusedForTheMoment(m *c360.Message) bool {
+	return m.Status == c360.MessageFailed && m.ProviderID == "" && c360.MomentaryRefusal(m.ErrorCode)
+}
+
+// freeSendKey frees the key of m, a message refusedForTheMoment, as its
+// send would free it now (SettleOutbound with ReleaseKey, in its
+// transaction; its status, failed, does not change), so that the send
+// that found it records and sends anew. A concurrent repeat that frees it
+// too changes nothing, and of the two sends that then record with the key,
+// one claims it and the other answers as a repeat of it.
+func (r *Resolver) freeSendKey(ctx context.Context, m *c360.Message) error {
+	_, err := r.MessagingService.SettleOutbound(ctx, m.WorkspaceID, m.ID, c360.OutboundOutcome{
+		Status: c360.MessageFailed, ErrorCode: m.ErrorCode, ReleaseKey: true, Source: sendSource})
+	return err
+}
+
 // unsubscribedCode is Twilio's error code for a recipient who replied STOP
 // to the sender, which the sender answers FORBIDDEN.
 const unsubscribedCode = "21610"
@@ -169,7 +194,9 @@ const unsubscribedCode = "21610"
 // (m: failed, never given a provider id), with the code the refusal was
 // answered with: FORBIDDEN for an unsubscribed recipient, else
 // BAD_USER_INPUT, as the sender's interpret maps Twilio's lasting
-// refusals.
+// refusals. A momentary refusal's key is freed (by its send, or by
+// sendMessage when it finds the key still held: refusedForTheMoment), so
+// its repeat sends rather than getting here.
 func refusedAgain(m *c360.Message, key string) error {
 	twilioCode := "no Twilio error code"
 	if m.ErrorCode != "" {

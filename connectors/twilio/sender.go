@@ -180,14 +180,25 @@ func (s *Sender) SendMessage(ctx context.Context, ws *c360.Workspace, m c360.Out
 // the sender: Twilio refuses every message to them until they reply START.
 const errUnsubscribed = 21610
 
+// Twilio's rate limits that it answers with 400 as often as with 429: the
+// account's requests, and the sender's queue of messages (a sender takes
+// so many per second; Twilio queues at most some hours' worth).
+const (
+	errTooManyRequests = 20429
+	errQueueFull       = 21611
+)
+
 // interpret turns a Twilio API error into a domain error whose message the
-// caller can act on: Twilio's refusals (4xx) are BAD_USER_INPUT with Twilio's
-// message and error code (FORBIDDEN for an unsubscribed recipient), 429 is
-// RATE_LIMITED, and each is a *c360.NotSentError, since Twilio took
-// nothing (Permanent for a refusal of the message itself: neither a rate
-// limit nor the credentials, which may be fixed); anything else (5xx, timeouts, connection errors) is UNAVAILABLE,
-// the outcome unknown. The cause is logged here, without credentials,
-// because the domain error does not carry it.
+// caller can act on, each a *c360.NotSentError, since Twilio took nothing:
+// a rate limit (429, or 20429 or 21611 with 400) is RATE_LIMITED; a refusal
+// of the workspace's credentials (401, 403) or of its sender
+// (c360.MomentaryRefusal: 21606, 21659, 63007) is BAD_USER_INPUT naming
+// what to fix; each of those lasts a moment, so it does not use up the
+// send's key. Any other refusal (4xx) is of the message itself (Permanent):
+// BAD_USER_INPUT with Twilio's message and error code, FORBIDDEN for an
+// unsubscribed recipient. Anything else (5xx, timeouts, connection errors)
+// is UNAVAILABLE, the outcome unknown. The cause is logged here, without
+// credentials, because the domain error does not carry it.
 func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	var (
 		status, code int
@@ -215,19 +226,24 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		}
 		return out
 	}
+	refusal := status >= 400 && status < 500
 	switch {
-	case status == http.StatusTooManyRequests:
-		return refused(c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account: %s (Twilio error %d)", message, code))
+	case status == http.StatusTooManyRequests || refusal && (code == errTooManyRequests || code == errQueueFull):
+		return refused(c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account or sender: %s (Twilio error %d); send it again later", message, code))
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code))
-	case status >= 400 && status < 500 && code == errUnsubscribed:
+	case refusal && code == errUnsubscribed:
 		// Twilio knew of an opt-out c360 did not (one sent before c360 was
 		// set up, or to another of the account's senders): record it, so
 		// the next sender is refused before asking Twilio.
 		out := refused(c360.Errorf(c360.EFORBIDDEN, "the customer unsubscribed from this sender (replied STOP), so Twilio refuses to message them until they reply START: %s (Twilio error %d); their opt-out is recorded", message, code))
 		out.OptedOut, out.Permanent = true, true
 		return out
-	case status >= 400 && status < 500:
+	case refusal && c360.MomentaryRefusal(strconv.Itoa(code)):
+		// The workspace's sender, not the message: fixed, the same
+		// message is taken.
+		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's sender: %s (Twilio error %d); check the workspace's sender for the channel with c360 workspace update, then send it again", message, code))
+	case refusal:
 		// The message itself is refused (a number that is not a phone,
 		// a body Twilio will not take): sending it again changes nothing.
 		out := refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))

@@ -707,6 +707,95 @@ func TestSendMessageIDAfterARefusal(t *testing.T) {
 	}
 }
 
+// Twilio answers 400 to refusals that last only a moment too: a full
+// sender queue (21611) or too many requests (20429) is RATE_LIMITED, and a
+// sender Twilio does not know (21606, 21659, 63007) is BAD_USER_INPUT
+// naming the sender; none uses up its messageId, so a retry with it, once
+// the queue drained or the sender was fixed, sends the message.
+func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
+	e := newEnv(t)
+	for i, tc := range []struct {
+		twilioCode, code, contains string
+	}{
+		{"21611", c360.ERATELIMITED, "This 'From' number has exceeded the maximum number of queued messages"},
+		{"20429", c360.ERATELIMITED, "rate limiting"},
+		{"21606", c360.EINVALID, "the workspace's sender"},
+		{"21659", c360.EINVALID, "the workspace's sender"},
+		{"63007", c360.EINVALID, "the workspace's sender"},
+	} {
+		t.Run(tc.twilioCode, func(t *testing.T) {
+			phone := fmt.Sprintf("+141555502%02d", i)
+			id := e.identify(t, "id-"+phone, c360.Identity{Type: "phone", Value: phone})
+			key := "otp-" + tc.twilioCode
+			before := len(e.twilio.requests())
+			e.twilio.fail(400, `{"code": `+tc.twilioCode+`, "message": "This 'From' number has exceeded the maximum number of queued messages", "status": 400}`)
+			if _, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key); r.code() != tc.code || !strings.Contains(r.message(), tc.contains) ||
+				!strings.Contains(r.message(), "Twilio error "+tc.twilioCode) {
+				t.Fatalf("first: %s, want %s containing %q", r.raw, tc.code, tc.contains)
+			}
+			e.twilio.fail(0, "")
+			m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key)
+			if m == nil || m.Status != "queued" || m.ProviderID == "" {
+				t.Errorf("retry after the refusal = %+v, %s; want the message sent", m, r.raw)
+			}
+			if n := len(e.twilio.requests()) - before; n != 2 {
+				t.Errorf("Twilio requests = %d, want 2", n)
+			}
+			if ms := e.messages(t, id, "sms"); len(ms) != 2 || ms[0].Status != "queued" || ms[1].Status != "failed" || ms[1].ErrorCode != tc.twilioCode {
+				t.Errorf("messages = %+v, want the retry queued and the refused send failed (%s)", ms, tc.twilioCode)
+			}
+		})
+	}
+}
+
+// A message refused for a moment before such refusals freed their key
+// (failed with 21611, its key still held) does not hold its messageId
+// forever: a repeat frees the key and sends the message; the refused one
+// stays failed. A lasting refusal stored the same way still answers the
+// refusal again.
+func TestSendMessageIDHeldByAnEarlierMomentaryRefusal(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const phone = "+14155550193"
+	id := e.identify(t, "id-193", c360.Identity{Type: "phone", Value: phone})
+	refusedLongAgo := func(key, code string) *c360.Message {
+		t.Helper()
+		m, _, err := e.db.RecordOutbound(ctx, e.ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone,
+			Body: "Your code is 1234", SentBy: "agent key 1", Source: "twilio", Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Settled as a refusal was before: failed, the key kept.
+		if _, err := e.db.SettleOutbound(ctx, e.ws, m.ID, c360.OutboundOutcome{Status: c360.MessageFailed, ErrorCode: code, Source: "twilio"}); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	old := refusedLongAgo("otp-193", "21611")
+	m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-193")
+	if m == nil || m.Status != "queued" || m.ID == fmt.Sprint(old.ID) {
+		t.Fatalf("repeat of a send refused for a moment = %+v, %s; want the message sent anew", m, r.raw)
+	}
+	if again, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-193"); again == nil || again.ID != m.ID {
+		t.Errorf("repeat of the sent retry = %+v, %s; want message %s", again, r.raw, m.ID)
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want 1", n)
+	}
+	if ms := e.messages(t, id, "sms"); len(ms) != 2 || ms[1].ID != old.ID || ms[1].Status != "failed" || ms[1].ErrorCode != "21611" {
+		t.Errorf("messages = %+v, want the refused one kept, failed (21611)", ms)
+	}
+
+	lasting := refusedLongAgo("otp-194", "21211")
+	if m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", "otp-194"); m != nil || r.code() != c360.EINVALID ||
+		!strings.Contains(r.message(), fmt.Sprintf("message %d", lasting.ID)) {
+		t.Errorf("repeat of a send refused for good = %+v, %s; want BAD_USER_INPUT naming message %d", m, r.raw, lasting.ID)
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want still 1", n)
+	}
+}
+
 // A message left pending by a send that never recorded its outcome (its
 // server stopped mid-send) is not "still being sent" forever: once
 // c360.StalePending has passed, a repeat of its messageId is CONFLICT
