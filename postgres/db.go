@@ -59,6 +59,10 @@ type DB struct {
 	keyChecks singleflight.Group
 	// revocations counts RevokeAPIKey's revocations, for cacheKey.
 	revocations atomic.Uint64
+	// recentSends holds the workspaces this process recorded an outbound
+	// message in lately, which the minute sweep of pending messages reads
+	// (pending.go).
+	recentSends recentSends
 	// afterKeyRead, when set (by tests), runs after a key's row is read
 	// and before the key is cached.
 	afterKeyRead func()

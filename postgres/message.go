@@ -282,6 +282,9 @@ func (db *DB) RecordOutbound(ctx context.Context, ws int64, in c360.OutboundReco
 		Identities: []c360.Identity{{Type: identity.TypePhone, Value: in.To}},
 		Properties: map[string]any{"sentBy": in.SentBy}, OccurredAt: now, ReceivedAt: now,
 		Message: &c360.MessageInput{Channel: in.Channel, Direction: c360.DirectionOutbound, Body: in.Body, Status: c360.MessagePending}}
+	// Noted before the message can exist, so that the sweep of this
+	// process's recent sends reads the workspace until it is stale.
+	db.recentSends.note(ws, now)
 	var (
 		m      *c360.Message
 		repeat bool

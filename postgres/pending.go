@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,9 +17,64 @@ import (
 // pendingSweepBatch bounds the messages of one workspace one sweep reads.
 const pendingSweepBatch = 500
 
+// pendingSweepLock is the key of the advisory lock a full sweep (every
+// workspace) holds, so that replicas whose full sweeps fall due
+// together run one. Fixed, so that releases running side by side during a
+// rolling deploy agree on it.
+const pendingSweepLock int64 = 0x6333363070656e64 // "c360pend"
+
+// recordSlack is how long after it takes its clock reading a record of an
+// outbound message has certainly committed, retries included (each
+// statement is cut off at 10 s): a workspace is kept among the recent
+// senders that long past its last record's staleness, so no message a
+// record committed late is left behind.
+const recordSlack = time.Minute
+
 // maxSweepErrors bounds the failures one sweep returns (the rest are
 // counted): a database that is down fails every workspace's read.
 const maxSweepErrors = 10
+
+// recentSends holds the workspaces where this store recorded an outbound
+// message lately, with the time of the last record, so that the minute
+// sweep reads those alone, not every workspace: the messages an
+// interrupted send of this process left pending are theirs. Those of a
+// process that died are found by a full sweep (at start, then hourly).
+type recentSends struct {
+	mu   sync.Mutex
+	last map[int64]time.Time
+}
+
+// note records a send recorded in workspace ws at at.
+func (r *recentSends) note(ws int64, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last = map[int64]time.Time{}
+	}
+	if at.After(r.last[ws]) {
+		r.last[ws] = at
+	}
+}
+
+// workspaces returns the workspaces noted.
+func (r *recentSends) workspaces() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int64, 0, len(r.last))
+	for ws := range r.last {
+		out = append(out, ws)
+	}
+	return out
+}
+
+// forget drops ws if its last record was before before.
+func (r *recentSends) forget(ws int64, before time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if last, ok := r.last[ws]; ok && last.Before(before) {
+		delete(r.last, ws)
+	}
+}
 
 // sweepErrors joins the failures of one sweep, at most maxSweepErrors of
 // them, and counts the rest.
@@ -54,8 +111,9 @@ func (s *sweepErrors) err() error {
 //
 // Messages are read workspace by workspace, under each one's row-level
 // security, through the partial index of pending messages (migration
-// 00017): a sweep reads only what it moves. A message that cannot be
-// moved (its customer locked past the lock timeout) is skipped for the
+// 00017): a sweep reads only what it moves, but it costs a query per
+// workspace, so serve runs it rarely (SweepPending). A message that cannot
+// be moved (its customer locked past the lock timeout) is skipped for the
 // rest of the sweep, and the sweep goes on with the others and the next
 // workspaces; the failures are returned joined, each naming its workspace
 // and message (never its body), for SweepPending to log.
@@ -68,22 +126,43 @@ func (db *DB) SweepPendingMessages(ctx context.Context, olderThan time.Time) (in
 	if err != nil {
 		return 0, interpretError(fmt.Errorf("list workspaces: %w", err))
 	}
-	return db.sweepPending(ctx, workspaces, olderThan)
+	moved, _, err := db.sweepPending(ctx, workspaces, olderThan)
+	return moved, err
+}
+
+// SweepRecentPendingMessages is SweepPendingMessages for the workspaces
+// where this store recorded an outbound message lately (RecordOutbound),
+// which the messages this process's interrupted sends left pending are in:
+// with nothing sent, it reads nothing. A workspace is forgotten once a
+// sweep has read it past its last record's staleness (and recordSlack).
+func (db *DB) SweepRecentPendingMessages(ctx context.Context, olderThan time.Time) (int, error) {
+	workspaces := db.recentSends.workspaces()
+	moved, failed, err := db.sweepPending(ctx, workspaces, olderThan)
+	for _, ws := range workspaces {
+		if !failed[ws] && ctx.Err() == nil {
+			db.recentSends.forget(ws, olderThan.Add(-recordSlack))
+		}
+	}
+	return moved, err
 }
 
 // sweepPending moves the stale pending messages of workspaces, and returns
-// how many moved.
-func (db *DB) sweepPending(ctx context.Context, workspaces []int64, olderThan time.Time) (int, error) {
+// how many moved and the workspaces where one could not be.
+func (db *DB) sweepPending(ctx context.Context, workspaces []int64, olderThan time.Time) (int, map[int64]bool, error) {
 	moved := 0
+	failed := map[int64]bool{}
 	var errs sweepErrors
 	for _, ws := range workspaces {
 		if err := ctx.Err(); err != nil {
-			return moved, errors.Join(errs.err(), err)
+			return moved, failed, errors.Join(errs.err(), err)
 		}
-		n, _ := db.sweepWorkspace(ctx, ws, olderThan, &errs)
+		n, ok := db.sweepWorkspace(ctx, ws, olderThan, &errs)
 		moved += n
+		if !ok {
+			failed[ws] = true
+		}
 	}
-	return moved, errs.err()
+	return moved, failed, errs.err()
 }
 
 // sweepWorkspace moves the stale pending messages of workspace ws, adding
@@ -132,17 +211,64 @@ func (db *DB) sweepWorkspace(ctx context.Context, ws int64, olderThan time.Time,
 	}
 }
 
-// SweepPending runs SweepPendingMessages at once and then every interval,
-// for the messages pending longer than c360.StalePending, until ctx ends.
-// A failed sweep is logged and tried again at the next tick.
-func (db *DB) SweepPending(ctx context.Context, every time.Duration, log *slog.Logger) {
+// sweepAllPending runs SweepPendingMessages under an advisory lock
+// (pendingSweepLock), so that of the replicas whose full sweeps fall due
+// together one reads every workspace; ran is false when another held the
+// lock. The lock is a transaction's, held by a transaction of the owner
+// pool left open for the sweep (it holds no snapshot between statements,
+// so it holds back no vacuum): it ends with the transaction, or with its
+// session if the process dies, with no unlock to fail, and it holds under
+// a pooler's transaction pooling too, where a session lock could outlive
+// its client on a pooled connection.
+func (db *DB) sweepAllPending(ctx context.Context, olderThan time.Time) (moved int, ran bool, err error) {
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return 0, false, interpretError(fmt.Errorf("begin the sweep's lock: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var locked bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, pendingSweepLock).Scan(&locked); err != nil {
+		return 0, false, interpretError(fmt.Errorf("lock the sweep: %w", err))
+	}
+	if !locked {
+		return 0, false, nil
+	}
+	moved, err = db.SweepPendingMessages(ctx, olderThan)
+	return moved, true, err
+}
+
+// SweepPending sweeps the messages pending longer than c360.StalePending
+// until ctx ends: every workspace at once (sweepAllPending) and then about
+// every fullEvery (at random between three quarters and five quarters of
+// it, so that replicas started together drift apart), and every every in
+// between the workspaces where this process recorded a send lately
+// (SweepRecentPendingMessages), which costs nothing when it sent nothing.
+// A message left pending by a process that died is found by the next full
+// sweep of any replica, at its start or within about fullEvery. A full
+// sweep another replica is running is skipped (the recent one runs
+// instead). A failed sweep is logged and tried again at the next tick.
+func (db *DB) SweepPending(ctx context.Context, every, fullEvery time.Duration, log *slog.Logger) {
 	if log == nil {
 		log = slog.Default()
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	nextFull := time.Now()
 	for {
-		n, err := db.SweepPendingMessages(ctx, db.Now().Add(-c360.StalePending))
+		olderThan := db.Now().Add(-c360.StalePending)
+		var (
+			n   int
+			ran bool
+			err error
+		)
+		if !time.Now().Before(nextFull) {
+			n, ran, err = db.sweepAllPending(ctx, olderThan)
+			nextFull = time.Now().Add(fullEvery*3/4 + rand.N(fullEvery/2+1))
+		}
+		if !ran {
+			recent, recentErr := db.SweepRecentPendingMessages(ctx, olderThan)
+			n, err = n+recent, errors.Join(err, recentErr)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -66,20 +66,24 @@ func (cfg Connectors) messageSender() (*twilio.Sender, error) {
 	return twilio.NewSender(twilio.SenderConfig{PublicURL: cfg.PublicURL, APIURL: cfg.TwilioAPIURL, Logger: cfg.Logger})
 }
 
-// pendingSweepInterval is how often serve looks for messages left pending
-// by an interrupted send (postgres.DB.SweepPending).
-const pendingSweepInterval = time.Minute
+// How often serve looks for messages left pending by an interrupted send
+// (postgres.DB.SweepPending): in the workspaces it sent in lately every
+// pendingSweepInterval, in every workspace at start and about every
+// fullPendingSweepInterval (a query per workspace).
+const (
+	pendingSweepInterval     = time.Minute
+	fullPendingSweepInterval = time.Hour
+)
 
 // startPendingSweep sweeps messages left pending by an interrupted send
-// (a server that stopped mid-send, this one included) to unconfirmed, at
-// once and every pendingSweepInterval; stop ends the sweep and waits for
-// it.
+// (a server that stopped mid-send, this one included) to unconfirmed, on
+// the schedule above; stop ends the sweep and waits for it.
 func startPendingSweep(db *postgres.DB, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		db.SweepPending(ctx, pendingSweepInterval, log)
+		db.SweepPending(ctx, pendingSweepInterval, fullPendingSweepInterval, log)
 	}()
 	return func() {
 		cancel()
