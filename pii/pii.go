@@ -492,19 +492,18 @@ func object(m map[string]any, path string, found *[]string, masking bool) (map[s
 // is nil or answers !ok, the key's value is masked by the key's kind.
 //
 // A key is data too ({"invitees": {"bob@example.com": "accepted"}}): one
-// that holds personal data (Key) is found at its masked name, and, when
-// masking, renamed to it (renameKeys).
+// that holds personal data (Key) is found at its masked name (keyNames,
+// suffixed as it is renamed), and, when masking, renamed to it.
 func walk(m map[string]any, path string, found *[]string, masking bool,
 	part func(key string, v any, found *[]string, masking bool) (any, bool, bool)) (map[string]any, bool) {
 	var out map[string]any
-	var held []string // keys to rename
+	names := keyNames(m)
 	for k, v := range m {
-		name, personal := Key(k)
+		name, personal := names[k]
 		if personal {
 			*found = append(*found, join(path, name))
-			if masking {
-				held = append(held, k)
-			}
+		} else {
+			name = k
 		}
 		var nv any
 		changed, ok := false, false
@@ -522,11 +521,11 @@ func walk(m map[string]any, path string, found *[]string, masking bool,
 		}
 		out[k] = nv
 	}
-	if len(held) > 0 {
+	if masking && len(names) > 0 {
 		if out == nil {
 			out = maps.Clone(m)
 		}
-		renameKeys(out, held)
+		renameKeys(out, names)
 	}
 	if out == nil {
 		return m, false
@@ -535,37 +534,71 @@ func walk(m map[string]any, path string, found *[]string, masking bool,
 }
 
 // Key masks the personal data written in a trait's or property's name
-// (an invitee's address, a phone number as a key) as free text (Text,
-// where a number alone is a phone number), and reports whether it held
-// any. Most names hold none, and cost a scan of their bytes.
+// (an invitee's address, a phone number as a key) as a value under a key
+// that says nothing is masked (KeyText), and reports whether it held any.
+// A number alone is not a phone number there: a key of digits is an id or
+// a time (1700000000, an EAN 4006381333931) unless written as a phone
+// number is, with a +, in three groups or with parentheses
+// (+14155550100, (415) 555-0100). Most names hold none, and cost a scan of
+// their bytes.
 func Key(k string) (string, bool) {
-	m, kinds := Text(k, true)
+	m, kinds := KeyText(k, true)
 	return m, len(kinds) > 0
 }
 
-// renameKeys renames the keys held of out, which hold personal data, to
-// their masked names (Key). Two keys may mask alike (bob@example.com and
-// bill@example.com are both b***@example.com), or like a key that is
-// there: a name already taken gets " (2)", " (3)", ... so that no value is
-// lost. held is taken in sorted order, so the same object is always
-// renamed alike.
-func renameKeys(out map[string]any, held []string) {
-	slices.Sort(held)
-	values := make([]any, len(held))
-	for i, k := range held {
-		values[i] = out[k]
-		delete(out, k)
+// KeyText is Key as Text reports: the name masked when masking is set,
+// and the kinds of personal data found either way.
+func KeyText(k string, masking bool) (string, []string) {
+	return text(k, masking, false)
+}
+
+// keyNames returns the names the keys of m that hold personal data (Key)
+// are found at and renamed to, nil when none does: their masked names.
+// Two keys may mask alike (bob@example.com and bill@example.com are both
+// b***@example.com), or like a key that is there: a name already taken
+// gets " (2)", " (3)", ... so that no value is lost. The keys are taken in
+// sorted order, so the same object is always named alike.
+func keyNames(m map[string]any) map[string]string {
+	var held []string
+	for k := range m {
+		if _, personal := Key(k); personal {
+			held = append(held, k)
+		}
 	}
-	for i, k := range held {
+	if len(held) == 0 {
+		return nil
+	}
+	slices.Sort(held)
+	names := make(map[string]string, len(held))
+	for _, k := range held {
+		names[k] = "" // moves: its name is free for another
+	}
+	used := make(map[string]bool, len(held))
+	for _, k := range held {
 		base, _ := Key(k)
 		name := base
 		for n := 2; ; n++ {
-			if _, taken := out[name]; !taken {
+			_, there := m[name]
+			_, moves := names[name]
+			if !used[name] && (!there || moves) {
 				break
 			}
 			name = base + " (" + strconv.Itoa(n) + ")"
 		}
-		out[name] = values[i]
+		names[k], used[name] = name, true
+	}
+	return names
+}
+
+// renameKeys renames the keys of out named in names to their names.
+func renameKeys(out map[string]any, names map[string]string) {
+	values := make(map[string]any, len(names))
+	for k := range names {
+		values[k] = out[k]
+		delete(out, k)
+	}
+	for k, name := range names {
+		out[name] = values[k]
 	}
 }
 

@@ -131,36 +131,45 @@ func TestJSON(t *testing.T) {
 }
 
 // A key is data too: an object of invitees by address, of replies by
-// number. The keys that hold an address or a number are masked as free text
-// (a number alone counts), at any depth; two that mask alike keep both
-// values, the later in sorted order suffixed; and the paths found name the
-// masked key, never the address, for they go into the audit log.
+// number. The keys that hold an address or a number are masked as a value
+// under a key that says nothing is (a number alone is an id or a time, not
+// a phone number, unless written as one), at any depth; two that mask
+// alike keep both values, the later in sorted order suffixed; and the
+// paths found name the masked key, as renamed (suffix included), never the
+// address, for they go into the audit log.
 func TestJSONMasksPersonalDataInKeys(t *testing.T) {
 	in := map[string]any{
 		"invitees": map[string]any{"bob.smith@example.com": "accepted", "+14155550100": "declined",
-			"bill@example.com": "tentative", "b***@example.com": "already there"},
-		"replies": map[string]any{"4155550111": map[string]any{"email": "x@example.com", "at": "2024-03-01"}},
+			"bill@example.com": map[string]any{"email": "bill@example.com"}, "b***@example.com": "already there"},
+		"replies": map[string]any{"(415) 555-0111": map[string]any{"email": "x@example.com", "at": "2024-03-01"}},
 		"plan":    "pro",
 		"1234":    "short ids pass",
+		// A Unix time, an EAN-13, a timestamp: numbers alone, not phones.
+		"1700000000":     "seen",
+		"4006381333931":  map[string]any{"qty": 2},
+		"20240115103000": "batch",
 	}
 	before := jsonString(in)
 	got, found := JSON(in)
 	want := map[string]any{
-		"invitees": map[string]any{"b***@example.com": "already there", "b***@example.com (2)": "tentative",
+		"invitees": map[string]any{"b***@example.com": "already there", "b***@example.com (2)": map[string]any{"email": "b***@example.com"},
 			"b***@example.com (3)": "accepted", "+1******0100": "declined"},
-		"replies": map[string]any{"******0111": map[string]any{"email": "x***@example.com", "at": "2024-03-01"}},
-		"plan":    "pro",
-		"1234":    "short ids pass",
+		"replies":        map[string]any{"(******0111": map[string]any{"email": "x***@example.com", "at": "2024-03-01"}},
+		"plan":           "pro",
+		"1234":           "short ids pass",
+		"1700000000":     "seen",
+		"4006381333931":  map[string]any{"qty": 2},
+		"20240115103000": "batch",
 	}
 	if g, w := jsonString(got), jsonString(want); g != w {
 		t.Errorf("JSON masked\n got %s\nwant %s", g, w)
 	}
-	for _, s := range []string{"bob.smith@example.com", "+14155550100", "bill@example.com", "4155550111"} {
+	for _, s := range []string{"bob.smith@example.com", "+14155550100", "bill@example.com", "555-0111"} {
 		if strings.Contains(jsonString(got), s) || strings.Contains(strings.Join(found, " "), s) {
 			t.Errorf("%q is shown: %s, found %v", s, jsonString(got), found)
 		}
 	}
-	wantFound := "[invitees.+1******0100 invitees.b***@example.com replies.******0111 replies.******0111.email]"
+	wantFound := "[invitees.+1******0100 invitees.b***@example.com invitees.b***@example.com (2) invitees.b***@example.com (2).email invitees.b***@example.com (3) replies.(******0111 replies.(******0111.email]"
 	if fmt.Sprint(found) != wantFound {
 		t.Errorf("found = %v, want %s", found, wantFound)
 	}

@@ -7,7 +7,8 @@ package pii
 //
 // It reads every key and every string value as Find sees them: a key whose
 // name is personal (KeyKind), whatever its value, and a string, key or
-// value, that may hold an email address or a phone number (Text, Key),
+// value, that holds an email address or a phone number as Find reads it
+// (KeyText: a number alone, such as 1700000000, is not a phone number),
 // wherever it sits, count. A string with an escape sequence in it, or
 // input it cannot read to the end, counts as possibly personal.
 func MayHold(raw []byte) bool {
@@ -30,8 +31,14 @@ func MayHold(raw []byte) bool {
 		for next < len(raw) && (raw[next] == ' ' || raw[next] == '\t' || raw[next] == '\n' || raw[next] == '\r') {
 			next++
 		}
+		// Most strings hold nothing a scan can find (mayHoldText); those
+		// that may are read as Find reads them, so that a number alone
+		// (a Unix time as a key, an EAN as a value) does not send every
+		// object that holds one to be decoded, found, and audited.
 		if mayHoldText(s) {
-			return true
+			if _, kinds := KeyText(s, false); len(kinds) > 0 {
+				return true
+			}
 		}
 		if next < len(raw) && raw[next] == ':' && KeyKind(s) != "" {
 			return true

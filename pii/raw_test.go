@@ -42,8 +42,13 @@ func TestMayHold(t *testing.T) {
 		{`{"unterminated`, true},
 		// A key that holds an address or a number (JSON masks it).
 		{`{"invitees": {"bob.smith@example.com": "accepted"}}`, true},
-		{`{"replies": {"4155550100": "no"}}`, true},
+		{`{"replies": {"+14155550100": "no"}}`, true},
+		{`{"replies": {"(415) 555-0100": "no"}}`, true},
 		{`{"orders": {"1234": "ok", "SKU-0": 1}}`, false},
+		// Numbers alone, keys or values, are ids and times, not phones.
+		{`{"1700000000": "seen", "4006381333931": {"qty": 2}, "20240115103000": "batch"}`, false},
+		{`{"at": "1700000000", "ean": "4006381333931", "replies": {"4155550100": "no"}}`, false},
+		{`{"note": "call 4155550100"}`, true},
 	} {
 		if got := MayHold([]byte(tc.raw)); got != tc.want {
 			t.Errorf("MayHold(%s) = %v, want %v", tc.raw, got, tc.want)
@@ -58,14 +63,15 @@ func TestMayHold(t *testing.T) {
 // objects built from plain parts only.
 func TestMayHoldAgreesWithFind(t *testing.T) {
 	keys := []string{"sku", "price", "plan", "note", "tags", "items", "productName", "city", "url",
+		"1700000000", "4006381333931",
 		"email", "phone", "name", "zip", "mobile", "lastName", "home_phone", "address", "dob",
-		"bob@example.com", "+14155550100", "4155550100"}
-	plainKeys := 9
+		"bob@example.com", "+14155550100", "(415) 555-0100"}
+	plainKeys := 11
 	strs := []string{"pro", "red", "SKU-1", "https://example.com", "2024-03-01", "12345678", "a: b, c",
 		"2025-05-03T10:00:00.000Z", "123e4567-e89b-12d3-a456-426614174000", "50314b8e9bcf000000000000",
-		"https://shop.example.com/orders/1234567890",
+		"https://shop.example.com/orders/1234567890", "1700000000", "4006381333931",
 		"jane@example.com", "+14155550100", "+442071838750", "call (415) 555-0100"}
-	plainStrs := 11
+	plainStrs := 13
 	rng := rand.New(rand.NewPCG(1, 2))
 	var value func(depth int, plain bool) any
 	object := func(depth int, plain bool) map[string]any {

@@ -163,7 +163,13 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 			}
 			text, ptr = *v, true
 		}
-		m, kinds := pii.Text(text, !sees)
+		read := pii.Text
+		if _, ok := obj.(*c360.TraitSource); ok {
+			// A trait's name is read as the key it is in Customer.traits
+			// (a number alone is an id or a time there, not a phone).
+			read = pii.KeyText
+		}
+		m, kinds := read(text, !sees)
 		if len(kinds) == 0 {
 			// Most texts hold nothing: passed on as they came, without
 			// boxing a copy (an event's name is read 20 times per

@@ -314,3 +314,35 @@ func TestKeysHoldingPersonalDataMaskedForAssistants(t *testing.T) {
 		t.Errorf("the audit log holds a key's personal data: %v", fields)
 	}
 }
+
+// A number alone is an id or a time, not a phone number, as a key as it is
+// as a value: an assistant reads keys such as a Unix time or an EAN-13
+// whole (traits, TraitSource.name, stored properties), and an agent's
+// reads of them are not audited as phone numbers.
+func TestNumberKeysAreNotPhoneNumbers(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	keys := map[string]any{"1700000000": "seen", "4006381333931": map[string]any{"qty": 2}, "20240115103000": "batch"}
+	var out struct{ Identify struct{ ID string } }
+	gql(t, e.srv, e.keys["agent"], `mutation($email: String!, $traits: JSON!, $props: JSON!) {
+		identify(input: {identities: [{type: "email", value: $email}], traits: $traits}) { id }
+		track(input: {identities: [{type: "email", value: $email}], event: "Scanned", properties: $props}) { id } }`,
+		map[string]any{"email": "scanner@example.com", "traits": keys, "props": keys}).ok(t, &out)
+
+	queries := []string{
+		`query($id: ID!) { customer(id: $id) { traits traitSources { name value } } }`,
+		`query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { properties } } } } }`,
+	}
+	for _, q := range queries {
+		body := gql(t, e.srv, e.keys["assistant"], q, map[string]any{"id": out.Identify.ID})
+		body.ok(t, nil)
+		for k := range keys {
+			if !strings.Contains(string(body.Data), `"`+k+`"`) {
+				t.Errorf("assistant did not read key %s whole: %s", k, body.Data)
+			}
+		}
+		gql(t, e.srv, e.keys["agent"], q, map[string]any{"id": out.Identify.ID}).ok(t, nil)
+	}
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": out.Identify.ID}) {
+		t.Errorf("reads of number keys audited as personal data: %v", r.Fields)
+	}
+}
