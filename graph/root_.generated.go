@@ -2243,7 +2243,9 @@ extend type Customer {
   customer's last message is older than 24 hours (FORBIDDEN: the session
   window is closed), or when the workspace has no Twilio credentials or
   sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
-  message and error code; an unreachable Twilio is UNAVAILABLE.
+  message and error code, except FORBIDDEN for error 21610 (an unsubscribed
+  recipient) and RATE_LIMITED for 429, 20429 and 21611; an unreachable Twilio
+  is UNAVAILABLE.
 
   The message is recorded before Twilio is called, status ` + "`" + `pending` + "`" + `: a
   refusal leaves it ` + "`" + `failed` + "`" + ` with Twilio's error code, and a send whose
@@ -2254,10 +2256,14 @@ extend type Customer {
   ` + "`" + `messageId` + "`" + ` (optional, at most 256 bytes) is an idempotency key, as
   identify's: sending again with a messageId used before in the workspace
   sends nothing. It returns the message recorded the first time, as it is
-  now (whatever its status, ` + "`" + `failed` + "`" + ` included), when that send completed;
-  it is CONFLICT while that send is in flight or its outcome unknown
-  (` + "`" + `pending` + "`" + `, ` + "`" + `unconfirmed` + "`" + `), and when the messageId was used for another
-  customer, channel or body. A retry after a lost answer is then sent once.
+  now (a later ` + "`" + `failed` + "`" + ` or ` + "`" + `undelivered` + "`" + ` included), when Twilio took it;
+  the same refusal again (BAD_USER_INPUT, or FORBIDDEN for 21610) when
+  Twilio refused the message itself; it is CONFLICT while that send is in
+  flight or its outcome unknown (` + "`" + `pending` + "`" + `, ` + "`" + `unconfirmed` + "`" + `), and when the
+  messageId was used for another customer, channel or body. A refusal of
+  the moment (RATE_LIMITED, the workspace's credentials or sender) does not
+  use up the messageId: a repeat sends. A retry after a lost answer is
+  then sent once.
   """
   sendMessage(input: SendMessageInput!): Message! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "message.send")
 }

@@ -75,7 +75,9 @@ func newFlagSet(name string, out io.Writer) *flag.FlagSet {
 }
 
 func (m *Main) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err == flag.ErrHelp {
+		return err // the flags are printed: Run ends without an error
+	} else if err != nil {
 		return usageError(err.Error())
 	}
 	if fs.NArg() > 0 {

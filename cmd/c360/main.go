@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -90,10 +92,10 @@ Environment:
                         token bucket per API key (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST
                         token bucket per workspace for verified webhooks, per write key
-                        for the Segment API (/v1/) (default 10000/s, burst 20000; -1: off)
+                        for the Segment API (/v1/ and /beacon/v1/batch) (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_UNVERIFIED_RPS, C360_RATE_WEBHOOK_UNVERIFIED_BURST
                         token bucket per client address for webhook requests that fail
-                        verification, Segment API (/v1/) requests without a valid
+                        verification, Segment API (/v1/ and /beacon/v1/batch) requests without a valid
                         write key, and API keys that fail to authenticate on /graphql
                         and /mcp (default 10000/s, burst 20000; -1: off)
   C360_TRUSTED_PROXIES  proxies (addresses or CIDR prefixes, comma-separated) whose
@@ -119,8 +121,16 @@ func NewMain(stdout, stderr io.Writer, getenv func(string) string) *Main {
 	return &Main{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv}
 }
 
-// Run runs the subcommand in args until it ends or ctx is cancelled.
+// Run runs the subcommand in args until it ends or ctx is cancelled. A
+// subcommand's -h prints its flags and is no error.
 func (m *Main) Run(ctx context.Context, args []string) error {
+	if err := m.run(ctx, args); !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return nil
+}
+
+func (m *Main) run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(m.Stderr, usage)
 		return usageError("no command given")

@@ -329,6 +329,12 @@ func TestUsageErrors(t *testing.T) {
 	if out, _, err := c.run("help"); err != nil || !strings.Contains(out, "c360 serve") {
 		t.Errorf("help: err %v, stdout %q, want the usage on stdout", err, out)
 	}
+	// A subcommand's -h prints its flags and is no error (exit 0).
+	for _, args := range [][]string{{"serve", "-h"}, {"workspace", "create", "-h"}, {"apikey", "list", "--help"}} {
+		if _, stderr, err := c.run(args...); err != nil || !strings.Contains(stderr, "-") {
+			t.Errorf("%v: err %v, stderr %q, want its flags and no error", args, err, stderr)
+		}
+	}
 	// A group without its subcommand names every subcommand it has.
 	for _, tc := range []struct {
 		group string
