@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -28,9 +29,10 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // their events down to the exactly-once key, so that a provider's
 // redelivery of one is a duplicate and creates nobody; it removes identity
 // values and free text from the audit entries about them, and deletes the
-// dead letters that name one of their identifiers. The survivor's feed
+// dead letters that name one of their identifiers. Each customer's feed
 // keeps one change, of kind erased, with an empty diff: subscribers on
-// every replica learn of the erasure through it. See docs/erasure.md.
+// every replica, of the survivor or of an id merged into it, learn of the
+// erasure through it. See docs/erasure.md.
 //
 // An ingest that waits for the survivor's lock meanwhile finds it gone once
 // the erasure commits, reads the owners of its identities again and finds
@@ -54,29 +56,30 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			return errEraseRaced
 		}
 		// The customers merged into s, along merged_into (merges keep
-		// each one hop from its survivor; the walk does not rely on it).
-		// Their rows are locked too: a merge that would repoint them waits.
+		// each one hop from its survivor; the walk does not rely on it),
+		// with their versions: each one's feed ends with an erased change
+		// too. Their rows are locked: a merge that would repoint them waits.
 		rows, err := tx.Query(ctx, `
 			WITH RECURSIVE m(id) AS (
 				SELECT id FROM customers WHERE workspace_id = $1 AND merged_into = $2
 				UNION
 				SELECT c.id FROM customers c JOIN m ON c.workspace_id = $1 AND c.merged_into = m.id
 			)
-			SELECT c.id FROM customers c JOIN m ON c.workspace_id = $1 AND c.id = m.id
+			SELECT c.id, c.version FROM customers c JOIN m ON c.workspace_id = $1 AND c.id = m.id
 			ORDER BY c.id FOR UPDATE OF c`, ws, s)
 		if err != nil {
 			return interpretError(fmt.Errorf("find merged customers: %w", err))
 		}
-		merged, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
+		all, versions := []int64{s}, []int64{locked[s].version}
+		var id, version int64
+		if _, err := pgx.ForEachRow(rows, []any{&id, &version}, func() error {
+			all, versions = append(all, id), append(versions, version)
+			return nil
+		}); err != nil {
 			return interpretError(fmt.Errorf("find merged customers: %w", err))
 		}
-		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: merged, ErasedAt: db.Now()}
-		if e.MergedCustomerIDs == nil {
-			e.MergedCustomerIDs = []int64{}
-		}
-		all := append([]int64{s}, merged...)
-		erased, events, err := eraseRows(ctx, tx, ws, all, locked[s].version, e)
+		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
+		erased, events, err := eraseRows(ctx, tx, ws, all, versions, e)
 		if err != nil {
 			return err
 		}
@@ -89,9 +92,11 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 	if err != nil {
 		return nil, err
 	}
-	// The erased change wakes the subscribers of s here and, through the
-	// notifier, on every other replica.
-	db.committed(ws, []int64{out.CustomerID})
+	// The erased changes wake the subscribers of every erased id here and,
+	// through the notifier, on every other replica: a stream of a merged
+	// id that had not yet read its merged_into change (deleted with the
+	// rest of its feed) ends on its own erased change.
+	db.committed(ws, append([]int64{out.CustomerID}, out.MergedCustomerIDs...))
 	return out, nil
 }
 
@@ -105,11 +110,12 @@ const scrubEventSQL = `customer_id = NULL, name = NULL, properties = '{}', trait
 	identities = '[]', dropped = NULL, traits_if_absent = NULL`
 
 // eraseRows deletes and scrubs the rows of the customers ids (ids[0] the
-// survivor, at version) in one round trip, counting them in e, and returns
+// survivor; versions[i] the version of ids[i]) in one round trip, counting
+// them in e, and returns
 // the identities deleted and the events scrubbed, by id. The statements run
 // in order: those that find rows through the customers' identities before
 // the identities go, and rows before the rows their foreign keys name.
-func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids []int64, version int64, e *c360.CustomerErasure) (map[identity.Identity]bool, map[int64]dedupeKey, error) {
+func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, e *c360.CustomerErasure) (map[identity.Identity]bool, map[int64]dedupeKey, error) {
 	strIDs := make([]string, len(ids))
 	for i, id := range ids {
 		strIDs[i] = strconv.FormatInt(id, 10)
@@ -154,8 +160,11 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids []int64, version in
 		WHERE workspace_id = $1 AND (detail ? 'identity' OR detail ? 'reason')
 		  AND (customer_id = ANY($2) OR action = 'customer.split' AND detail->>'splitId' = ANY($3::text[]))`, ws, ids, strIDs)
 	b.Queue(`DELETE FROM customers WHERE workspace_id = $1 AND id = ANY($2)`, ws, ids)
+	// One erased change per customer, at its next version: the feeds'
+	// only rows left.
 	b.Queue(`INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
-		VALUES ($1, $2, $3, $4, '{}', $5)`, ws, ids[0], version+1, c360.ChangeErased, e.ErasedAt)
+		SELECT $1, c.id, c.version + 1, $4, '{}', $5 FROM unnest($2::bigint[], $3::bigint[]) AS c(id, version)`,
+		ws, ids, versions, c360.ChangeErased, e.ErasedAt)
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
