@@ -3,11 +3,15 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
@@ -37,9 +41,16 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // An ingest that waits for the survivor's lock meanwhile finds it gone once
 // the erasure commits, reads the owners of its identities again and finds
 // none: a new event of the person makes a new customer.
+//
+// The transaction's statements are bounded by eraseStatementTimeout, not
+// by the pool's statement_timeout: the erasure of a customer of a million
+// events takes longer than the pool's 10 s, and would otherwise never
+// succeed. Its lock waits keep the pool's lock_timeout.
 func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, reason string) (*c360.CustomerErasure, error) {
 	var out *c360.CustomerErasure
-	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
+	err := db.retryTx(ctx, func() (pgx.Tx, error) {
+		return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: eraseBeginSQL(ws)})
+	}, func(tx pgx.Tx) error {
 		ids, err := survivorsOf(ctx, tx, ws, customerID)
 		if err != nil {
 			return err
@@ -68,7 +79,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			SELECT c.id, c.version FROM customers c JOIN m ON c.workspace_id = $1 AND c.id = m.id
 			ORDER BY c.id FOR UPDATE OF c`, ws, s)
 		if err != nil {
-			return interpretError(fmt.Errorf("find merged customers: %w", err))
+			return eraseError(ctx, "find merged customers", err)
 		}
 		all, versions := []int64{s}, []int64{locked[s].version}
 		var id, version int64
@@ -76,14 +87,15 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			all, versions = append(all, id), append(versions, version)
 			return nil
 		}); err != nil {
-			return interpretError(fmt.Errorf("find merged customers: %w", err))
+			return eraseError(ctx, "find merged customers", err)
 		}
 		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
-		erased, events, err := eraseRows(ctx, tx, ws, all, versions, e)
-		if err != nil {
+		// Dead letters are found through the customers' events and
+		// identities, before either is scrubbed.
+		if e.DeadLetters, err = db.eraseDeadLetters(ctx, tx, ws, all); err != nil {
 			return err
 		}
-		if e.DeadLetters, err = db.eraseDeadLetters(ctx, tx, ws, erased, events); err != nil {
+		if err := eraseRows(ctx, tx, ws, all, versions, e); err != nil {
 			return err
 		}
 		out = e
@@ -100,6 +112,40 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 	return out, nil
 }
 
+// eraseStatementTimeout bounds the erasure's statements, in place of the
+// pool's statement_timeout (10 s by default). It is set in the erasure's
+// own transaction only (set_config(..., true), sent with its BEGIN), as a
+// group commit sets its lock_timeout: an erasure is rare and admin-only,
+// and the rows of a person imported in bulk (a million events) take
+// minutes at worst, while a bound still keeps a runaway statement from
+// holding the customer's lock for ever.
+const eraseStatementTimeout = 5 * time.Minute
+
+// eraseBeginSQL is beginSQL with the transaction's statement_timeout set
+// to eraseStatementTimeout, in the same round trip, and JIT compilation
+// off: the erasure's statements over many rows cost enough for PostgreSQL
+// to compile them, which takes longer (a quarter of a second each) than
+// they run.
+func eraseBeginSQL(ws int64) string {
+	return beginSQL(ws) + ", set_config('statement_timeout', '" + strconv.FormatInt(eraseStatementTimeout.Milliseconds(), 10) + "', true)" +
+		", set_config('jit', 'off', true)"
+}
+
+// eraseError maps err, which step of the erasure met, as interpretError
+// does, but for a statement cut off by eraseStatementTimeout (57014 while
+// ctx still runs): its answer says so and names the step, instead of "the
+// database is busy; retry", since trying again at once would meet the same
+// bound.
+func eraseError(ctx context.Context, step string, err error) error {
+	var pgErr *pgconn.PgError
+	if ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" {
+		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the erasure did not finish within %v (at: %s); "+
+			"the database may be overloaded, or the customer too large to erase at once", eraseStatementTimeout, step),
+			fmt.Errorf("%s: %w", step, err)}
+	}
+	return interpretError(fmt.Errorf("%s: %w", step, err))
+}
+
 // scrubEventSQL is the SET list that clears an event down to its
 // exactly-once key (workspace, source, dedupe_key), its type and times.
 // Every other column of events (migrations 00001, 00003, 00009) may name or
@@ -111,11 +157,10 @@ const scrubEventSQL = `customer_id = NULL, name = NULL, properties = '{}', trait
 
 // eraseRows deletes and scrubs the rows of the customers ids (ids[0] the
 // survivor; versions[i] the version of ids[i]) in one round trip, counting
-// them in e, and returns
-// the identities deleted and the events scrubbed, by id. The statements run
+// them in e. The statements run
 // in order: those that find rows through the customers' identities before
 // the identities go, and rows before the rows their foreign keys name.
-func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, e *c360.CustomerErasure) (map[identity.Identity]bool, map[int64]dedupeKey, error) {
+func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, e *c360.CustomerErasure) error {
 	strIDs := make([]string, len(ids))
 	for i, id := range ids {
 		strIDs[i] = strconv.FormatInt(id, 10)
@@ -129,18 +174,16 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	// status callback of a message not yet recorded carries the person's
 	// number. Found by the index on (workspace, customer), NULLs included.
 	b.Queue(`UPDATE events SET `+scrubEventSQL+`
-		WHERE workspace_id = $1 AND customer_id IS NULL AND identities <> '[]' AND identities @> ANY(`+asLists+`)
-		RETURNING id, source, dedupe_key`, ws, ids)
+		WHERE workspace_id = $1 AND customer_id IS NULL AND identities <> '[]' AND identities @> ANY(`+asLists+`)`, ws, ids)
 	// Ledger entries of other customers that name one of the identities:
 	// a merge of two customers the identity linked, both since merged or
 	// split elsewhere. The reason of an automatic merge quotes it.
 	b.Queue(`UPDATE merges SET identity_type = NULL, identity_value = NULL, reason = ''
 		WHERE workspace_id = $1 AND (identity_type, identity_value) IN (
 			SELECT i.type, i.value FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = ANY($2))`, ws, ids)
-	b.Queue(`DELETE FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2) RETURNING type, value`, ws, ids)
+	b.Queue(`DELETE FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
 	b.Queue(`UPDATE events SET `+scrubEventSQL+`
-		WHERE workspace_id = $1 AND customer_id = ANY($2)
-		RETURNING id, source, dedupe_key`, ws, ids)
+		WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
 	// Messages through their conversations: a message always belongs to
 	// its conversation's customer (mergeSQL), and messages are indexed by
 	// conversation.
@@ -168,47 +211,26 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 
-	events := map[int64]dedupeKey{}
-	scanEvents := func(what string) (int, error) {
-		rows, _ := br.Query() // its error is the rows'
-		var id int64
-		var k dedupeKey
-		n, err := pgx.ForEachRow(rows, []any{&id, &k.source, &k.dedupe}, func() error {
-			events[id] = k
-			return nil
-		})
-		if err != nil {
-			return 0, interpretError(fmt.Errorf("scrub %s: %w", what, err))
-		}
-		return int(n.RowsAffected()), nil
-	}
 	exec := func(what string) (int, error) {
 		tag, err := br.Exec()
 		if err != nil {
-			return 0, interpretError(fmt.Errorf("erase %s: %w", what, err))
+			return 0, eraseError(ctx, what, err)
 		}
 		return int(tag.RowsAffected()), nil
 	}
-	unlinked, err := scanEvents("events without a customer")
+	unlinked, err := exec("scrub events without a customer")
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	if _, err := exec("ledger identities"); err != nil {
-		return nil, nil, err
+	if _, err := exec("erase ledger identities"); err != nil {
+		return err
 	}
-	erased := map[identity.Identity]bool{}
-	var id identity.Identity
-	rows, _ := br.Query()
-	if _, err := pgx.ForEachRow(rows, []any{&id.Type, &id.Value}, func() error {
-		erased[id] = true
-		return nil
-	}); err != nil {
-		return nil, nil, interpretError(fmt.Errorf("erase identities: %w", err))
+	if e.Identities, err = exec("erase identities"); err != nil {
+		return err
 	}
-	e.Identities = len(erased)
-	linked, err := scanEvents("events")
+	linked, err := exec("scrub events")
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	e.EventsScrubbed = unlinked + linked
 	for _, c := range []struct {
@@ -219,65 +241,129 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 		{&e.Observations, "observations"}, {&e.Changes, "changes"}, {&e.MergeRecords, "merge records"},
 		{&e.Separations, "separations"}, {&e.AuditEntriesScrubbed, "audit entries"},
 	} {
-		if *c.n, err = exec(c.what); err != nil {
-			return nil, nil, err
+		if *c.n, err = exec("erase " + c.what); err != nil {
+			return err
 		}
 	}
-	if n, err := exec("customers"); err != nil {
-		return nil, nil, err
+	if n, err := exec("erase customers"); err != nil {
+		return err
 	} else if n != len(ids) {
 		// The rows were locked: nothing else can have removed one.
-		return nil, nil, fmt.Errorf("erase customers: deleted %d of %d", n, len(ids))
+		return fmt.Errorf("erase customers: deleted %d of %d", n, len(ids))
 	}
-	if _, err := exec("change feed"); err != nil {
-		return nil, nil, err
+	if _, err := exec("erase change feed"); err != nil {
+		return err
 	}
-	return erased, events, nil
+	return nil
 }
 
 // eraseDeadLetters deletes the workspace's dead letters that are the
-// person's: those keyed as one of the scrubbed events or replayed into
-// one, and those whose event names one of the erased identities. A dead
-// letter keeps its event as received, so its identifiers (and an
+// person's, the customers ids': those keyed as one of their events or
+// replayed into one, and those whose event names one of their identities.
+// A dead letter keeps its event as received, so its identifiers (and an
 // identify's email and phone traits) are normalized as ingest would before
-// they are compared. Dead letters are few (events that failed on their
-// own), and they are read whole, in Go, where normalization lives. Text
-// elsewhere in a dead letter (a message body) is not searched: a dead
-// letter that names none of the person's identifiers is kept.
-func (db *DB) eraseDeadLetters(ctx context.Context, tx pgx.Tx, ws int64, erased map[identity.Identity]bool, events map[int64]dedupeKey) (int, error) {
-	keys := make(map[dedupeKey]bool, len(events))
-	for _, k := range events {
-		keys[k] = true
-	}
-	rows, err := tx.Query(ctx, `
-		SELECT id, source, dedupe_key, coalesce(replayed_event_id, 0), event FROM dead_letters WHERE workspace_id = $1`, ws)
+// they are compared, in Go, where normalization lives. A workspace may
+// hold many dead letters (a broken import leaves one per event), so only
+// candidates are read (deadLetterCandidatesSQL). Text elsewhere in a dead
+// letter (a message body) is not searched: a dead letter that names none
+// of the person's identifiers is kept.
+func (db *DB) eraseDeadLetters(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) (int, error) {
+	rows, err := tx.Query(ctx, `SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
 	if err != nil {
-		return 0, interpretError(fmt.Errorf("read dead letters: %w", err))
+		return 0, eraseError(ctx, "read identities", err)
+	}
+	erased := map[identity.Identity]bool{}
+	var id identity.Identity
+	if _, err := pgx.ForEachRow(rows, []any{&id.Type, &id.Value}, func() error {
+		erased[id] = true
+		return nil
+	}); err != nil {
+		return 0, eraseError(ctx, "read identities", err)
+	}
+	digits, texts := deadLetterNeedles(erased)
+	rows, err = tx.Query(ctx, deadLetterCandidatesSQL, ws, ids, digits, texts)
+	if err != nil {
+		return 0, eraseError(ctx, "read dead letters", err)
 	}
 	var doomed []int64
 	var (
-		id, replayed int64
-		k            dedupeKey
-		raw          []byte
+		letter int64
+		raw    []byte
+		keyed  bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &k.source, &k.dedupe, &replayed, &raw}, func() error {
-		_, isEvent := events[replayed]
-		if keys[k] || isEvent || db.namesAny(raw, erased) {
-			doomed = append(doomed, id)
+	_, err = pgx.ForEachRow(rows, []any{&letter, &raw, &keyed}, func() error {
+		if keyed || db.namesAny(raw, erased) {
+			doomed = append(doomed, letter)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, interpretError(fmt.Errorf("read dead letters: %w", err))
+		return 0, eraseError(ctx, "read dead letters", err)
 	}
 	if len(doomed) == 0 {
 		return 0, nil
 	}
 	tag, err := tx.Exec(ctx, `DELETE FROM dead_letters WHERE workspace_id = $1 AND id = ANY($2)`, ws, doomed)
 	if err != nil {
-		return 0, interpretError(fmt.Errorf("erase dead letters: %w", err))
+		return 0, eraseError(ctx, "erase dead letters", err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// deadLetterCandidatesSQL reads the dead letters of workspace $1 that may
+// be the person's, and whether each is keyed as an event of the customers
+// $2 or replayed into one (keyed: the dead letter is theirs); the others
+// are those whose identifier fields (the identities' values, previousId's,
+// the email and phone traits), read as one text, match one of the LIKE
+// patterns $3 once phoneSeparators are taken out, or one of $4 once
+// lowercased (deadLetterNeedles). eraseDeadLetters compares these exactly,
+// in Go. The events are found by the customers' ids, a short list, not by
+// their own ids, of which a customer may have a million.
+const deadLetterCandidatesSQL = `
+	SELECT d.id, d.event, k.keyed
+	FROM dead_letters d,
+	LATERAL (SELECT EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = $1
+			AND e.source = d.source AND e.dedupe_key = d.dedupe_key AND e.customer_id = ANY($2))
+		OR EXISTS (SELECT 1 FROM events e WHERE e.workspace_id = $1
+			AND e.id = d.replayed_event_id AND e.customer_id = ANY($2)) AS keyed) k,
+	LATERAL (SELECT concat_ws(' ', jsonb_path_query_array(d.event, '$.identities[*].value'),
+		d.event #>> '{previousId,value}', d.event #>> '{traits,email}', d.event #>> '{traits,phone}') AS v) x
+	WHERE d.workspace_id = $1 AND (k.keyed
+		OR translate(x.v, '` + phoneSeparators + `', '0123456789') LIKE ANY($3)
+		OR lower(x.v) LIKE ANY($4))`
+
+// phoneSeparators are the full-width digits, which translate to digits,
+// then what people and providers write between a phone number's digits
+// (spaces, dashes, brackets, dots, slashes, "+"), which translate to
+// nothing: the digits of the number are then contiguous.
+const phoneSeparators = "０１２３４５６７８９" + " +()-./[]\u00a0\u2007\u2009\u202f\u3000\u2010\u2011\u2012\u2013\u2014\u2015\u2212＋（）［］．／"
+
+// deadLetterNeedles returns, for the erased identities, LIKE patterns of
+// what every spelling of each that normalizes to it contains: a phone
+// number's last seven digits (a country code or national prefix written
+// or not, and WhatsApp's forms of Brazilian and Mexican numbers, differ
+// before them); an email address's local part, and any other identifier
+// whole, lowercased (normalization trims them, and lowercases an address).
+func deadLetterNeedles(erased map[identity.Identity]bool) (digits, texts []string) {
+	like := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	for id := range erased {
+		switch id.Type {
+		case identity.TypePhone:
+			d := strings.Map(func(r rune) rune {
+				if '0' <= r && r <= '9' {
+					return r
+				}
+				return -1
+			}, id.Value)
+			digits = append(digits, "%"+d[max(0, len(d)-7):]+"%")
+		case identity.TypeEmail:
+			local, _, _ := strings.Cut(id.Value, "@")
+			texts = append(texts, "%"+like.Replace(local)+"%")
+		default:
+			texts = append(texts, "%"+like.Replace(strings.ToLower(id.Value))+"%")
+		}
+	}
+	return digits, texts
 }
 
 // namesAny reports whether a dead letter's event (as storedEvent encodes

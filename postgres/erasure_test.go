@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"net/url"
 	"reflect"
 	"slices"
 	"sync/atomic"
@@ -318,5 +319,70 @@ func TestEraseCustomerFollowsAConcurrentMerge(t *testing.T) {
 	}
 	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws); n != 0 {
 		t.Errorf("%d customers left, want 0", n)
+	}
+}
+
+// A customer with many events is erased whatever the pool's
+// statement_timeout: the erasure's transaction sets its own, longer bound
+// (eraseStatementTimeout). Before, the erasure's statements ran under the
+// pool's 10 s, and a customer of a million events could never be erased:
+// every try ended with 57014 and "the database is busy; retry". Here the
+// pool's bound is 2 s, and the customer has 200,000 events (generated in
+// SQL, as a bulk import would leave them) and the workspace as many dead
+// letters of others, which the erasure reads only when they may name her:
+// hers, spelled as people and providers write numbers and addresses, go,
+// and those of others go nowhere.
+func TestEraseCustomerWithManyEventsIsNotBoundByThePoolsTimeout(t *testing.T) {
+	seed := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, seed)
+	ctx := context.Background()
+	ann := ingest1(t, seed, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io", "phone", "+14155550101")}).CustomerID
+	const events = 200_000
+	if _, err := seed.Pool.Exec(ctx, `
+		INSERT INTO events (workspace_id, customer_id, type, name, properties, identities, source, dedupe_key, occurred_at)
+		SELECT $1, $2, 'track', 'Viewed', '{"plan": "pro"}', '[{"type": "email", "value": "ann@x.io"}]', 'import', 'k' || g, now()
+		FROM generate_series(1, $3) g`, ws, ann, events); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Pool.Exec(ctx, `
+		INSERT INTO dead_letters (workspace_id, source, dedupe_key, event_type, event, error)
+		SELECT $1::bigint, 'import', 'd' || g, 'identify',
+			jsonb_build_object('type', 'identify', 'identities', jsonb_build_array(jsonb_build_object('type', 'email', 'value', 'zed' || g || '@x.io'))), 'boom'
+		FROM generate_series(1, $2) g
+		UNION ALL VALUES
+			-- Hers, each spelled otherwise than stored, or keyed as one of her events.
+			($1, 'import', 'd-ann1', 'identify', '{"type": "identify", "traits": {"phone": "(415) 555-0101"}}'::jsonb, 'boom'),
+			($1, 'import', 'd-ann2', 'identify', '{"type": "identify", "identities": [{"type": "email", "value": " Ann@X.io"}]}', 'boom'),
+			($1, 'import', 'd-ann3', 'message', '{"type": "message", "identities": [{"type": "phone", "value": "whatsapp:+1 (415) 555‑0101"}]}', 'boom'),
+			($1, 'import', 'd-ann4', 'identify', '{"type": "identify", "traits": {"phone": "４１５.５５５.０１０１"}}', 'boom'),
+			($1, 'import', 'k7', 'track', '{"type": "track"}', 'boom'),
+			-- Others', alike in part.
+			($1, 'import', 'd-zed1', 'identify', '{"type": "identify", "identities": [{"type": "phone", "value": "+1 415 555 0102"}]}', 'boom'),
+			($1, 'import', 'd-zed2', 'identify', '{"type": "identify", "identities": [{"type": "email", "value": "annie@x.io"}], "previousId": {"type": "phone", "value": "+44 415 555 0101"}}', 'boom')`,
+		ws, events); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.Pool.Exec(ctx, `ANALYZE events; ANALYZE dead_letters`); err != nil {
+		t.Fatal(err)
+	}
+	db := pgtest.OpenStore(t, url.Values{"statement_timeout": {"2s"}}, postgres.IngestConfig{})
+	start := time.Now()
+	got, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 3")
+	if err != nil {
+		t.Fatalf("erase after %v: %v", time.Since(start), err)
+	}
+	t.Logf("erased %d events and %d dead letters in %v", got.EventsScrubbed, got.DeadLetters, time.Since(start))
+	if got.EventsScrubbed != events+1 || got.DeadLetters != 5 {
+		t.Errorf("scrubbed %d events and deleted %d dead letters, want %d and 5", got.EventsScrubbed, got.DeadLetters, events+1)
+	}
+	if n := count(t, seed, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND (dedupe_key LIKE 'd-ann%' OR dedupe_key = 'k7')`, ws); n != 0 {
+		t.Errorf("%d of her dead letters are kept", n)
+	}
+	if n := count(t, seed, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1`, ws); n != events+2 {
+		t.Errorf("%d dead letters kept, want the %d of others", n, events+2)
+	}
+	if n := count(t, seed, `SELECT count(*) FROM events WHERE workspace_id = $1 AND customer_id = $2`, ws, ann); n != 0 {
+		t.Errorf("%d events still name her", n)
 	}
 }
