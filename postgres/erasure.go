@@ -182,6 +182,19 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 		WHERE workspace_id = $1 AND (identity_type, identity_value) IN (
 			SELECT i.type, i.value FROM identities i WHERE i.workspace_id = $1 AND i.customer_id = ANY($2))`, ws, ids)
 	b.Queue(`DELETE FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
+	// Their messages in another customer's conversation: a split leaves
+	// a conversation the two shared with the original customer (or the
+	// one it was merged into since), with every message, hers included;
+	// her events moved to her. Found through the ledger's splits of the
+	// customers, by conversation, then by event, before the events are
+	// scrubbed.
+	b.Queue(`DELETE FROM messages m USING events e
+		WHERE m.workspace_id = $1 AND m.conversation_id IN (
+			SELECT v.id FROM merges l
+			JOIN customers c ON c.workspace_id = $1 AND c.id = l.survivor_id
+			JOIN conversations v ON v.workspace_id = $1 AND v.customer_id = coalesce(c.merged_into, c.id)
+			WHERE l.workspace_id = $1 AND l.kind = 'split' AND l.merged_id = ANY($2) AND NOT c.id = ANY($2))
+		  AND e.workspace_id = $1 AND e.id = m.event_id AND e.customer_id = ANY($2)`, ws, ids)
 	b.Queue(`UPDATE events SET `+scrubEventSQL+`
 		WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
 	// Messages through their conversations: a message always belongs to
@@ -228,6 +241,10 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	if e.Identities, err = exec("erase identities"); err != nil {
 		return err
 	}
+	shared, err := exec("erase messages in shared conversations")
+	if err != nil {
+		return err
+	}
 	linked, err := exec("scrub events")
 	if err != nil {
 		return err
@@ -245,6 +262,7 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 			return err
 		}
 	}
+	e.Messages += shared
 	if n, err := exec("erase customers"); err != nil {
 		return err
 	} else if n != len(ids) {

@@ -386,3 +386,41 @@ func TestEraseCustomerWithManyEventsIsNotBoundByThePoolsTimeout(t *testing.T) {
 		t.Errorf("%d events still name her", n)
 	}
 }
+
+// A person split off from someone else (two people who shared a number's
+// customer) loses her own messages at her erasure, also those left in a
+// conversation the two shared, which stays the original customer's: the
+// split moves her events, and a shared conversation keeps all its
+// messages. Before, messages were deleted only through the erased
+// customers' own conversations, and hers stayed.
+func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
+		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "m1", Identities: ids("phone", "+14155550101"),
+		Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "hi from Al", Status: "received"}})
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "m2", Identities: ids("phone", "+14155550102"),
+		Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "this is Bea Smith, not Al", Status: "received"}})
+	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedConversations != 0 {
+		t.Fatalf("the split moved %d conversations, want the shared one kept by Al", res.MovedConversations)
+	}
+	got, err := db.EraseCustomer(ctx, ws, res.Split.ID, "admin key 1", "ticket 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND body LIKE '%Bea Smith%'`, ws); n != 0 {
+		t.Errorf("%d messages Bea sent survive her erasure", n)
+	}
+	if got.Messages != 1 {
+		t.Errorf("erasure counted %d messages, want 1", got.Messages)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id = $2 AND body = 'hi from Al'`, ws, al); n != 1 {
+		t.Errorf("Al has %d of his messages, want 1", n)
+	}
+}
