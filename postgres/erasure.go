@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,13 +149,38 @@ func eraseError(ctx context.Context, step string, err error) error {
 }
 
 // scrubEventSQL is the SET list that clears an event down to its
-// exactly-once key (workspace, source, dedupe_key), its type and times.
-// Every other column of events (migrations 00001, 00003, 00009) may name or
-// describe the person. The NOT NULL ones take their defaults: properties
-// '{}' and identities '[]', the value of an event with no identity, which
-// the repeat check of ingest reads as nothing to compare (checkRepeat).
+// exactly-once key (workspace, source, dedupe_key), its type and times,
+// and a one-way marker of each of its identities (erasedMarker). Every
+// other column of events (migrations 00001, 00003, 00009) may name or
+// describe the person. properties, NOT NULL, takes its default '{}'.
 const scrubEventSQL = `customer_id = NULL, name = NULL, properties = '{}', traits = NULL, context = NULL,
-	identities = '[]', dropped = NULL, traits_if_absent = NULL`
+	identities = ` + erasedMarkersSQL + `, dropped = NULL, traits_if_absent = NULL`
+
+// erasedIdentityType is the type of the markers an erased event keeps in
+// place of its identities (erasedMarker).
+const erasedIdentityType = "erased"
+
+// erasedMarker is what an erased event of source and key keeps in place of
+// its identity id: {"type": "erased", "value": hex SHA-256 of the source,
+// the key and id}, each but the last prefixed with its length in bytes.
+// A chatbot's keys are unique per person, not per workspace
+// (c360.Event.RepeatSharesIdentity): a repeat of such a key is a
+// redelivery only when it shares an identity with the stored event, and
+// checkRepeat compares the repeat's identities, marked the same way, with
+// these. The hash names nobody by itself; the source and key in it keep
+// one person's markers from linking her events to one another, or to
+// another workspace's. erasedMarkersSQL computes the same in SQL.
+func erasedMarker(source, key string, id identity.Identity) identity.Identity {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%d:%s%d:%s%d:%s%s", len(source), source, len(key), key, len(id.Type), id.Type, id.Value)))
+	return identity.Identity{Type: erasedIdentityType, Value: hex.EncodeToString(sum[:])}
+}
+
+// erasedMarkersSQL is the markers (erasedMarker) of an events row's
+// identities, as its new identities.
+const erasedMarkersSQL = `(SELECT coalesce(jsonb_agg(jsonb_build_object('type', '` + erasedIdentityType + `', 'value',
+		encode(sha256(convert_to(octet_length(source) || ':' || source || octet_length(dedupe_key) || ':' || dedupe_key ||
+			octet_length(x.type) || ':' || x.type || x.value, 'UTF8')), 'hex'))), '[]')
+	FROM jsonb_to_recordset(identities) AS x(type text, value text))`
 
 // eraseRows deletes and scrubs the rows of the customers ids (ids[0] the
 // survivor; versions[i] the version of ids[i]) in one round trip, counting

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"reflect"
 	"slices"
@@ -143,10 +144,14 @@ func TestEraseCustomerLeavesNothingOfThePerson(t *testing.T) {
 		AND version = $3 AND kind = 'erased' AND diff = '{}'`, ws, ann, version+1); n != 1 {
 		t.Errorf("erased changes of Ann at v%d: %d, want 1", version+1, n)
 	}
-	// Every event is kept, as its key alone.
+	// Every event is kept, as its key alone, and a marker of each of its
+	// identities, which is no identifier of hers.
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key IN ('a1', 'a2', 'a3', 'b1', 's1')
-		AND customer_id IS NULL AND name IS NULL AND properties = '{}' AND identities = '[]' AND traits IS NULL
-		AND context IS NULL AND dropped IS NULL AND traits_if_absent IS NULL`, ws); n != 5 {
+		AND customer_id IS NULL AND name IS NULL AND properties = '{}' AND traits IS NULL
+		AND context IS NULL AND dropped IS NULL AND traits_if_absent IS NULL
+		AND jsonb_array_length(identities) > 0
+		AND NOT EXISTS (SELECT 1 FROM jsonb_to_recordset(identities) AS x(type text, value text)
+			WHERE x.type <> 'erased' OR x.value !~ '^[0-9a-f]{64}$')`, ws); n != 5 {
 		t.Errorf("scrubbed events kept: %d, want 5", n)
 	}
 	// The audit log still says who read her and when, without her data.
@@ -422,5 +427,57 @@ func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
 	}
 	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id = $2 AND body = 'hi from Al'`, ws, al); n != 1 {
 		t.Errorf("Al has %d of his messages, want 1", n)
+	}
+}
+
+// A chatbot's key is unique per person (RepeatSharesIdentity). After the
+// erasure, the person's redelivery of a turn is still a duplicate, and
+// another person's turn under the same key is still refused as a reused
+// key, on both ingest paths: the erased event keeps one-way markers of its
+// identities, and the repeat's identities are compared with them. Before,
+// an erased event kept no identity and any repeat was a duplicate: the
+// other person's turn was answered 200 and stored nowhere.
+func TestEraseCustomerKeepsAChatbotKeyReusedByAnotherRefused(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann, _, _ := annAndBob(t, db, ws)
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); err != nil {
+		t.Fatal(err)
+	}
+	turn := func(session string) *c360.Event {
+		return &c360.Event{Type: c360.EventMessage, Source: "chatbot", DedupeKey: "a3", Identities: ids("chatbot:web", session),
+			RepeatSharesIdentity: true, Properties: map[string]any{"threadKey": session},
+			Message: &c360.MessageInput{Channel: "chat", Direction: c360.DirectionInbound, Body: "hello", Status: "received"}}
+	}
+	before := tableCounts(t, db, ws)
+	// Hers, as stored (sess-ann) or spelled as the bot sent it first.
+	for _, session := range []string{"sess-ann", " sess-ann "} {
+		if res := ingest1(t, db, ws, turn(session)); !res.Duplicate || res.CustomerID != 0 {
+			t.Errorf("her redelivery (%q): %+v, want a duplicate of no customer", session, res)
+		}
+		if res, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{turn(session)}); err != nil || !res[0].Duplicate {
+			t.Errorf("her redelivery (%q) on the group path: %+v, %v; want a duplicate", session, res, err)
+		}
+	}
+	// Another visitor's, of another bot numbering its turns alike.
+	var reused *c360.KeyReusedError
+	if _, err := db.Ingest(ctx, ws, []*c360.Event{turn("sess-cal")}); !errors.As(err, &reused) || c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("another person's turn under the key: %v, want a KeyReusedError (CONFLICT)", err)
+	}
+	if _, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{turn("sess-cal")}); !errors.As(err, &reused) {
+		t.Errorf("another person's turn under the key, group path: %v, want a KeyReusedError", err)
+	}
+	ready, hold := make(chan struct{}), make(chan struct{})
+	close(hold)
+	if err := db.IngestHeld(ctx, ws, turn("sess-cal"), ready, hold); !errors.As(err, &reused) {
+		t.Errorf("another person's turn under the key, per-event path: %v, want a KeyReusedError", err)
+	}
+	if after := tableCounts(t, db, ws); !slices.Equal(after, before) {
+		t.Errorf("rows per table %v, want %v", after, before)
+	}
+	// The markers name nobody: no event holds her session id.
+	if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND x::text LIKE '%sess-ann%'`, ws); n != 0 {
+		t.Errorf("%d events hold her session id", n)
 	}
 }

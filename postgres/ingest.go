@@ -218,16 +218,19 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 // checkRepeat returns a *c360.KeyReusedError when p repeats the key of an
 // event with the identities stored, p's event asks for a repeat to share
 // an identity (c360.Event.RepeatSharesIdentity), and it shares none. Both
-// lists are normalized: stored ones as prepare left them. A stored event
-// with no identity was erased (EraseCustomer scrubs them): nothing of it is
-// left to compare, and the repeat is a duplicate, which stores nothing.
+// lists are normalized: stored ones as prepare left them. An erased event
+// keeps a one-way marker of each identity in their place (erasedMarker):
+// p's identities are compared with those too, so that the person's
+// redelivery is still a duplicate and another person's event under the key
+// is still refused.
 func checkRepeat(p *preparedEvent, stored []identity.Identity) error {
 	ev := p.ev
-	if !ev.RepeatSharesIdentity || len(stored) == 0 {
+	if !ev.RepeatSharesIdentity {
 		return nil
 	}
+	erased := slices.ContainsFunc(stored, func(id identity.Identity) bool { return id.Type == erasedIdentityType })
 	for _, id := range p.identities {
-		if slices.Contains(stored, id) {
+		if slices.Contains(stored, id) || erased && slices.Contains(stored, erasedMarker(ev.Source, ev.DedupeKey, id)) {
 			return nil
 		}
 	}
