@@ -92,12 +92,16 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			return eraseError(ctx, "find merged customers", err)
 		}
 		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
-		// Dead letters are found through the customers' events and
-		// identities, before either is scrubbed.
-		if e.DeadLetters, err = db.eraseDeadLetters(ctx, tx, ws, all); err != nil {
+		erased, err := erasedIdentities(ctx, tx, ws, all)
+		if err != nil {
 			return err
 		}
-		if err := eraseRows(ctx, tx, ws, all, versions, e); err != nil {
+		// Dead letters are found through the customers' events and
+		// identities, before either is scrubbed.
+		if e.DeadLetters, err = db.eraseDeadLetters(ctx, tx, ws, all, erased); err != nil {
+			return err
+		}
+		if err := eraseRows(ctx, tx, ws, all, versions, erased, e); err != nil {
 			return err
 		}
 		out = e
@@ -187,10 +191,17 @@ const erasedMarkersSQL = `(SELECT coalesce(jsonb_agg(jsonb_build_object('type', 
 // them in e. The statements run
 // in order: those that find rows through the customers' identities before
 // the identities go, and rows before the rows their foreign keys name.
-func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, e *c360.CustomerErasure) error {
+func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, erased map[identity.Identity]bool, e *c360.CustomerErasure) error {
 	strIDs := make([]string, len(ids))
 	for i, id := range ids {
 		strIDs[i] = strconv.FormatInt(id, 10)
+	}
+	// The identities, and each value as a dropped identifier's reason
+	// quotes it (prepare, resolve: %q).
+	var types, values, quoted []string
+	for id := range erased {
+		types, values = append(types, id.Type), append(values, id.Value)
+		quoted = append(quoted, strconv.Quote(id.Value))
 	}
 	// The customers' identities, each as the one-element list an event's
 	// identities contain it as.
@@ -202,6 +213,34 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	// number. Found by the index on (workspace, customer), NULLs included.
 	b.Queue(`UPDATE events SET `+scrubEventSQL+`
 		WHERE workspace_id = $1 AND customer_id IS NULL AND identities <> '[]' AND identities @> ANY(`+asLists+`)`, ws, ids)
+	// Events of other customers that name one of the identities: an
+	// event the identity rules kept from merging her customer (two
+	// user_ids are two people) went to another customer with her
+	// identifier in its identities and its dropped reasons, and in that
+	// customer's change. They lose it; the rest of them stays. There is
+	// no index on identities or dropped: these read the workspace's
+	// events and changes, once per erasure (eraseStatementTimeout).
+	b.Queue(`UPDATE events e SET
+			identities = (SELECT coalesce(jsonb_agg(x.v ORDER BY x.n), '[]')
+				FROM jsonb_array_elements(e.identities) WITH ORDINALITY AS x(v, n)
+				WHERE x.v NOT IN (SELECT jsonb_build_object('type', u.t, 'value', u.v) FROM unnest($3::text[], $4::text[]) AS u(t, v))),
+			dropped = (SELECT jsonb_agg(x.d ORDER BY x.n)
+				FROM jsonb_array_elements_text(e.dropped) WITH ORDINALITY AS x(d, n)
+				WHERE NOT EXISTS (SELECT 1 FROM unnest($5::text[]) q WHERE strpos(x.d, q) > 0))
+		WHERE e.workspace_id = $1 AND e.customer_id <> ALL($2)
+		  AND (e.identities @> ANY(ARRAY(SELECT jsonb_build_array(jsonb_build_object('type', u.t, 'value', u.v))
+				FROM unnest($3::text[], $4::text[]) AS u(t, v)))
+			OR jsonb_typeof(e.dropped) = 'array' AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.dropped) d, unnest($5::text[]) q
+				WHERE strpos(d, q) > 0))`, ws, ids, types, values, quoted)
+	b.Queue(`WITH k AS (
+			SELECT c.customer_id, c.version, (SELECT jsonb_agg(x.d ORDER BY x.n)
+				FROM jsonb_array_elements_text(c.diff->'dropped') WITH ORDINALITY AS x(d, n)
+				WHERE NOT EXISTS (SELECT 1 FROM unnest($3::text[]) q WHERE strpos(x.d, q) > 0)) AS rest
+			FROM customer_changes c
+			WHERE c.workspace_id = $1 AND c.customer_id <> ALL($2) AND jsonb_typeof(c.diff->'dropped') = 'array'
+			  AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.diff->'dropped') d, unnest($3::text[]) q WHERE strpos(d, q) > 0))
+		UPDATE customer_changes c SET diff = CASE WHEN k.rest IS NULL THEN c.diff - 'dropped' ELSE jsonb_set(c.diff, '{dropped}', k.rest) END
+		FROM k WHERE c.workspace_id = $1 AND c.customer_id = k.customer_id AND c.version = k.version`, ws, ids, quoted)
 	// Ledger entries of other customers that name one of the identities:
 	// a merge of two customers the identity linked, both since merged or
 	// split elsewhere. The reason of an automatic merge quotes it.
@@ -262,6 +301,12 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	if err != nil {
 		return err
 	}
+	if _, err := exec("erase identifiers from others' events"); err != nil {
+		return err
+	}
+	if _, err := exec("erase identifiers from others' changes"); err != nil {
+		return err
+	}
 	if _, err := exec("erase ledger identities"); err != nil {
 		return err
 	}
@@ -302,6 +347,23 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	return nil
 }
 
+// erasedIdentities returns the identities of the customers ids.
+func erasedIdentities(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) (map[identity.Identity]bool, error) {
+	rows, err := tx.Query(ctx, `SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
+	if err != nil {
+		return nil, eraseError(ctx, "read identities", err)
+	}
+	erased := map[identity.Identity]bool{}
+	var id identity.Identity
+	if _, err := pgx.ForEachRow(rows, []any{&id.Type, &id.Value}, func() error {
+		erased[id] = true
+		return nil
+	}); err != nil {
+		return nil, eraseError(ctx, "read identities", err)
+	}
+	return erased, nil
+}
+
 // eraseDeadLetters deletes the workspace's dead letters that are the
 // person's, the customers ids': those keyed as one of their events or
 // replayed into one, and those whose event names one of their identities.
@@ -312,21 +374,9 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 // candidates are read (deadLetterCandidatesSQL). Text elsewhere in a dead
 // letter (a message body) is not searched: a dead letter that names none
 // of the person's identifiers is kept.
-func (db *DB) eraseDeadLetters(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) (int, error) {
-	rows, err := tx.Query(ctx, `SELECT type, value FROM identities WHERE workspace_id = $1 AND customer_id = ANY($2)`, ws, ids)
-	if err != nil {
-		return 0, eraseError(ctx, "read identities", err)
-	}
-	erased := map[identity.Identity]bool{}
-	var id identity.Identity
-	if _, err := pgx.ForEachRow(rows, []any{&id.Type, &id.Value}, func() error {
-		erased[id] = true
-		return nil
-	}); err != nil {
-		return 0, eraseError(ctx, "read identities", err)
-	}
+func (db *DB) eraseDeadLetters(ctx context.Context, tx pgx.Tx, ws int64, ids []int64, erased map[identity.Identity]bool) (int, error) {
 	digits, texts := deadLetterNeedles(erased)
-	rows, err = tx.Query(ctx, deadLetterCandidatesSQL, ws, ids, digits, texts)
+	rows, err := tx.Query(ctx, deadLetterCandidatesSQL, ws, ids, digits, texts)
 	if err != nil {
 		return 0, eraseError(ctx, "read dead letters", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -479,5 +480,48 @@ func TestEraseCustomerKeepsAChatbotKeyReusedByAnotherRefused(t *testing.T) {
 	// The markers name nobody: no event holds her session id.
 	if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND x::text LIKE '%sess-ann%'`, ws); n != 0 {
 		t.Errorf("%d events hold her session id", n)
+	}
+}
+
+// An event of someone else that named one of the person's identifiers,
+// whose merge the identity rules refused (two user_ids are two people),
+// went to the other customer with her identifier in its identities, in
+// its dropped list and in that customer's change. The erasure takes her
+// identifier out of all three, and leaves the rest of them.
+func TestEraseCustomerTakesHerIdentifierOutOfOthersEvents(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("user_id", "u-ann", "email", "ann@x.io")}).CustomerID
+	zed := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-a-zed")}).CustomerID
+	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z2",
+		Identities: ids("user_id", "u-a-zed", "user_id", "u-b-other", "email", "Ann@X.io")})
+	if res.CustomerID != zed || len(res.Dropped) != 2 {
+		t.Fatalf("z2: %+v, want Zed's, with u-b-other and Ann's email dropped", res)
+	}
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"events", "customer_changes"} {
+		if n := count(t, db, `SELECT count(*) FROM `+table+` x WHERE workspace_id = $1 AND x::text ILIKE '%ann@x.io%'`, ws); n != 0 {
+			t.Errorf("%d rows of %s hold her email", n, table)
+		}
+	}
+	var identities, dropped string
+	if err := db.Pool.QueryRow(ctx, `SELECT identities::text, dropped::text FROM events WHERE workspace_id = $1 AND dedupe_key = 'z2'`,
+		ws).Scan(&identities, &dropped); err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"type": "user_id", "value": "u-a-zed"}, {"type": "user_id", "value": "u-b-other"}]`; identities != want {
+		t.Errorf("z2's identities = %s, want %s", identities, want)
+	}
+	if !strings.HasPrefix(dropped, `["user_id \"u-b-other\": `) || strings.Count(dropped, `": `) != 1 {
+		t.Errorf("z2's dropped = %s, want u-b-other's alone", dropped)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2
+		AND jsonb_array_length(diff->'dropped') = 1 AND diff->'dropped'->>0 LIKE 'user_id "u-b-other": %'`, ws, zed); n != 1 {
+		t.Errorf("Zed's changes dropping u-b-other alone: %d, want 1", n)
 	}
 }
