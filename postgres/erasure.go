@@ -275,11 +275,13 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	b.Queue(`DELETE FROM merges WHERE workspace_id = $1 AND (survivor_id = ANY($2) OR merged_id = ANY($2))`, ws, ids)
 	b.Queue(`DELETE FROM customer_separations WHERE workspace_id = $1 AND (customer_a = ANY($2) OR customer_b = ANY($2))`, ws, ids)
 	// Audit entries keep naming the customers (who read what, when) but
-	// lose what may be personal: a split's identity and the free-text
-	// reasons of merges and splits. A split's entry is the original
-	// customer's, and names the new one (splitId).
-	b.Queue(`UPDATE audit_log SET detail = detail - 'identity' - 'reason'
-		WHERE workspace_id = $1 AND (detail ? 'identity' OR detail ? 'reason')
+	// lose what may be personal: a split's identity, the free-text
+	// reasons of merges and splits, and a sent message's provider id (a
+	// WhatsApp Cloud API id, wamid., encodes the recipient's number). A
+	// split's entry is the original customer's, and names the new one
+	// (splitId).
+	b.Queue(`UPDATE audit_log SET detail = detail - 'identity' - 'reason' - 'providerId'
+		WHERE workspace_id = $1 AND (detail ? 'identity' OR detail ? 'reason' OR detail ? 'providerId')
 		  AND (customer_id = ANY($2) OR action = 'customer.split' AND detail->>'splitId' = ANY($3::text[]))`, ws, ids, strIDs)
 	b.Queue(`DELETE FROM customers WHERE workspace_id = $1 AND id = ANY($2)`, ws, ids)
 	// One erased change per customer, at its next version: the feeds'

@@ -525,3 +525,32 @@ func TestEraseCustomerTakesHerIdentifierOutOfOthersEvents(t *testing.T) {
 		t.Errorf("Zed's changes dropping u-b-other alone: %d, want 1", n)
 	}
 }
+
+// A sendMessage audit entry keeps the message's channel and id after the
+// erasure, but not its provider id: a WhatsApp Cloud API message id
+// (wamid.) encodes the recipient's number.
+func TestEraseCustomerStripsProviderIDsFromTheAudit(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("phone", "+14155550101")}).CustomerID
+	// base64 of "14155550101" and the rest of Meta's id.
+	const wamid = "wamid.HBgLMTQxNTU1NTAxMDEVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"
+	send := c360.NewAuditEntry(&c360.Principal{WorkspaceID: ws, Role: c360.RoleAgent, KeyID: 1, KeyPrefix: "p"}, ws, c360.AuditMessageSend, time.Now())
+	send.CustomerID, send.Detail = ann, map[string]any{"channel": "whatsapp", "messageId": 7, "providerId": wamid, "bodyLength": 5}
+	if err := db.RecordAudit(ctx, []*c360.AuditEntry{send}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AuditEntriesScrubbed != 1 {
+		t.Errorf("audit entries scrubbed: %d, want 1", got.AuditEntriesScrubbed)
+	}
+	if n := count(t, db, `SELECT count(*) FROM audit_log WHERE workspace_id = $1 AND customer_id = $2
+		AND detail = '{"channel": "whatsapp", "messageId": 7, "bodyLength": 5}'`, ws, ann); n != 1 {
+		t.Errorf("send entries without the provider id: %d, want 1", n)
+	}
+}
