@@ -30,12 +30,16 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // it was merged into, and every customer merged into that one (their rows
 // are the same person's). In one transaction, which locks the survivor's
 // row first, as a merge does, it deletes their identities, conversations
-// and messages, consents, observations, change feeds, the ledger's merges
-// and splits and the separations that name them, and their rows; it scrubs
-// their events down to the exactly-once key, so that a provider's
-// redelivery of one is a duplicate and creates nobody; it removes identity
-// values and free text from the audit entries about them, and deletes the
-// dead letters that name one of their identifiers. Each customer's feed
+// and messages (theirs in a conversation shared with a customer one was
+// split from too), consents, observations, change feeds, the ledger's
+// merges and splits and the separations that name them, and their rows; it
+// scrubs their events down to the exactly-once key and one-way markers of
+// their identities, so that a provider's redelivery of one is a duplicate
+// and creates nobody, and a chatbot key reused by another person is still
+// refused; it takes their identifiers out of other customers' events and
+// changes, removes identity values, free text and provider ids from the
+// audit entries about them, and deletes the dead letters that name one of
+// their identifiers. Each customer's feed
 // keeps one change, of kind erased, with an empty diff: subscribers on
 // every replica, of the survivor or of an id merged into it, learn of the
 // erasure through it. See docs/erasure.md.
