@@ -200,12 +200,13 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	for i, id := range ids {
 		strIDs[i] = strconv.FormatInt(id, 10)
 	}
-	// The identities, and each value as a dropped identifier's reason
-	// quotes it (prepare, resolve: %q).
+	// The identities, and each as a dropped identifier's reason starts
+	// (prepare, resolve: `%s %q: reason`): type and value, so that another
+	// customer's reason about the same value of another type stays.
 	var types, values, quoted []string
 	for id := range erased {
 		types, values = append(types, id.Type), append(values, id.Value)
-		quoted = append(quoted, strconv.Quote(id.Value))
+		quoted = append(quoted, id.Type+" "+strconv.Quote(id.Value)+":")
 	}
 	// The customers' identities, each as the one-element list an event's
 	// identities contain it as.
@@ -230,19 +231,19 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 				WHERE x.v NOT IN (SELECT jsonb_build_object('type', u.t, 'value', u.v) FROM unnest($3::text[], $4::text[]) AS u(t, v))),
 			dropped = (SELECT jsonb_agg(x.d ORDER BY x.n)
 				FROM jsonb_array_elements_text(e.dropped) WITH ORDINALITY AS x(d, n)
-				WHERE NOT EXISTS (SELECT 1 FROM unnest($5::text[]) q WHERE strpos(x.d, q) > 0))
+				WHERE NOT EXISTS (SELECT 1 FROM unnest($5::text[]) q WHERE starts_with(x.d, q)))
 		WHERE e.workspace_id = $1 AND e.customer_id <> ALL($2)
 		  AND (e.identities @> ANY(ARRAY(SELECT jsonb_build_array(jsonb_build_object('type', u.t, 'value', u.v))
 				FROM unnest($3::text[], $4::text[]) AS u(t, v)))
 			OR jsonb_typeof(e.dropped) = 'array' AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(e.dropped) d, unnest($5::text[]) q
-				WHERE strpos(d, q) > 0))`, ws, ids, types, values, quoted)
+				WHERE starts_with(d, q)))`, ws, ids, types, values, quoted)
 	b.Queue(`WITH k AS (
 			SELECT c.customer_id, c.version, (SELECT jsonb_agg(x.d ORDER BY x.n)
 				FROM jsonb_array_elements_text(c.diff->'dropped') WITH ORDINALITY AS x(d, n)
-				WHERE NOT EXISTS (SELECT 1 FROM unnest($3::text[]) q WHERE strpos(x.d, q) > 0)) AS rest
+				WHERE NOT EXISTS (SELECT 1 FROM unnest($3::text[]) q WHERE starts_with(x.d, q))) AS rest
 			FROM customer_changes c
 			WHERE c.workspace_id = $1 AND c.customer_id <> ALL($2) AND jsonb_typeof(c.diff->'dropped') = 'array'
-			  AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.diff->'dropped') d, unnest($3::text[]) q WHERE strpos(d, q) > 0))
+			  AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.diff->'dropped') d, unnest($3::text[]) q WHERE starts_with(d, q)))
 		UPDATE customer_changes c SET diff = CASE WHEN k.rest IS NULL THEN c.diff - 'dropped' ELSE jsonb_set(c.diff, '{dropped}', k.rest) END
 		FROM k WHERE c.workspace_id = $1 AND c.customer_id = k.customer_id AND c.version = k.version`, ws, ids, quoted)
 	// Ledger entries of other customers that name one of the identities:

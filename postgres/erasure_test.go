@@ -554,3 +554,34 @@ func TestEraseCustomerStripsProviderIDsFromTheAudit(t *testing.T) {
 		t.Errorf("send entries without the provider id: %d, want 1", n)
 	}
 }
+
+// Another customer's dropped reason about the same value under another
+// identity type is that customer's own, and stays: reasons are matched by
+// type and value, as they are written.
+func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("anonymous_id", "u-b-other")}).CustomerID
+	zed := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-a-zed")}).CustomerID
+	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z2",
+		Identities: ids("user_id", "u-a-zed", "user_id", "u-b-other")})
+	if res.CustomerID != zed || len(res.Dropped) != 1 {
+		t.Fatalf("z2: %+v, want Zed's, with u-b-other dropped", res)
+	}
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+		t.Fatal(err)
+	}
+	var dropped *string
+	if err := db.Pool.QueryRow(ctx, `SELECT dropped::text FROM events WHERE workspace_id = $1 AND dedupe_key = 'z2'`, ws).Scan(&dropped); err != nil {
+		t.Fatal(err)
+	}
+	if dropped == nil {
+		t.Errorf("Zed's z2 lost its dropped reason for user_id u-b-other when Ann's anonymous_id u-b-other was erased")
+	}
+	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND diff ? 'dropped'`, ws, zed); n != 1 {
+		t.Errorf("Zed's changes with dropped: %d, want 1", n)
+	}
+}
