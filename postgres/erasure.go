@@ -128,8 +128,9 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 // group commit sets its lock_timeout: an erasure is rare and admin-only,
 // and the rows of a person imported in bulk (a million events) take
 // minutes at worst, while a bound still keeps a runaway statement from
-// holding the customer's lock for ever.
-const eraseStatementTimeout = 5 * time.Minute
+// holding the customer's lock for ever. A variable only so that a test can
+// provoke the bound (SetEraseStatementTimeout).
+var eraseStatementTimeout = 5 * time.Minute
 
 // eraseBeginSQL is beginSQL with the transaction's statement_timeout set
 // to eraseStatementTimeout, in the same round trip, and JIT compilation

@@ -585,3 +585,32 @@ func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
 		t.Errorf("Zed's changes with dropped: %d, want 1", n)
 	}
 }
+
+// An erasure cut off by its own statement bound answers UNAVAILABLE naming
+// the bound and the step it reached, not "busy; retry" (trying again at
+// once meets the same bound), and erases nothing: its transaction rolls
+// back whole.
+func TestEraseCustomerPastItsBoundErasesNothing(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io")}).CustomerID
+	if _, err := db.Pool.Exec(ctx, `
+		INSERT INTO events (workspace_id, customer_id, type, name, properties, identities, source, dedupe_key, occurred_at)
+		SELECT $1, $2, 'track', 'Viewed', '{}', '[{"type": "email", "value": "ann@x.io"}]', 'import', 'k' || g, now()
+		FROM generate_series(1, 50000) g`, ws, ann); err != nil {
+		t.Fatal(err)
+	}
+	postgres.SetEraseStatementTimeout(t, time.Millisecond)
+	_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 9")
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 1ms (at: ") {
+		t.Fatalf("erasure past its bound: %v, want UNAVAILABLE naming the bound and the step", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND customer_id = $2`, ws, ann); n != 50001 {
+		t.Errorf("%d of her 50,001 events left after the failed erasure, want all", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1 AND customer_id = $2`, ws, ann); n != 1 {
+		t.Errorf("%d identities left, want 1", n)
+	}
+}

@@ -235,3 +235,11 @@ func (db *DB) groupLockTimeout(ctx context.Context, ws int64) (string, error) {
 	err = tx.QueryRow(ctx, `SHOW lock_timeout`).Scan(&s)
 	return s, err
 }
+
+// SetEraseStatementTimeout bounds EraseCustomer's statements by d until the
+// test ends.
+func SetEraseStatementTimeout(t testing.TB, d time.Duration) {
+	old := eraseStatementTimeout
+	eraseStatementTimeout = d
+	t.Cleanup(func() { eraseStatementTimeout = old })
+}
