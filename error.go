@@ -3,6 +3,8 @@ package c360
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // Error codes shared by every transport. GraphQL reports them verbatim in
@@ -68,4 +70,18 @@ func ErrorMessageOrText(err error) string {
 		return e.Message
 	}
 	return err.Error()
+}
+
+// CheckStorable refuses, with EINVALID naming the field, a text that
+// PostgreSQL's text columns would refuse: bytes that are not UTF-8, or a
+// NUL character (valid JSON as \u0000). Checked before anything is done
+// with the text, so that nothing is done that could not be recorded.
+func CheckStorable(name, s string) error {
+	if !utf8.ValidString(s) {
+		return Errorf(EINVALID, "%s is not valid UTF-8", name)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return Errorf(EINVALID, "%s holds a NUL character (\\u0000), which cannot be stored", name)
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package c360
 
 import (
 	"context"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -79,10 +78,8 @@ func (in *ObservationInput) Validate(now time.Time) error {
 		return Errorf(EINVALID, "expiresAt must be in the future")
 	case len(in.MessageID) > MaxObservationMessageIDBytes:
 		return Errorf(EINVALID, "messageId is %d bytes; at most %d", len(in.MessageID), MaxObservationMessageIDBytes)
-	case !utf8.ValidString(in.MessageID) || strings.IndexByte(in.MessageID, 0) >= 0:
-		return Errorf(EINVALID, "messageId must be UTF-8 without a NUL character")
 	}
-	return nil
+	return CheckStorable("messageId", in.MessageID)
 }
 
 // ObservationService records, verifies and lists observations. Recording and

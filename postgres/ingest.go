@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -115,15 +114,10 @@ func (p *preparedEvent) encode() {
 // are text too. Left to the insert, such an event failed its whole group
 // and its dead letter, so a batch holding it answered 503 on every retry.
 func storableKey(ev *c360.Event) error {
-	for _, f := range []struct{ name, v string }{{"messageId", ev.DedupeKey}, {"source", ev.Source}} {
-		if !utf8.ValidString(f.v) {
-			return c360.Errorf(c360.EINVALID, "%s is not valid UTF-8", f.name)
-		}
-		if strings.IndexByte(f.v, 0) >= 0 {
-			return c360.Errorf(c360.EINVALID, "%s holds a NUL character (\\u0000), which cannot be stored", f.name)
-		}
+	if err := c360.CheckStorable("messageId", ev.DedupeKey); err != nil {
+		return err
 	}
-	return nil
+	return c360.CheckStorable("source", ev.Source)
 }
 
 // maxIdentitiesPerEvent bounds the locks and rows one event can touch.

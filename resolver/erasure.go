@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"strings"
-	"unicode/utf8"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/pii"
@@ -19,8 +18,9 @@ func checkErasureReason(reason string) error {
 		return c360.Errorf(c360.EINVALID, "reason must say why the customer is erased (a ticket number, say)")
 	case len(reason) > c360.MaxErasureReasonLen:
 		return c360.Errorf(c360.EINVALID, "reason is longer than %d bytes", c360.MaxErasureReasonLen)
-	case !utf8.ValidString(reason) || strings.IndexByte(reason, 0) >= 0:
-		return c360.Errorf(c360.EINVALID, "reason must be UTF-8 text without NUL characters")
+	}
+	if err := c360.CheckStorable("reason", reason); err != nil {
+		return err
 	}
 	if _, found := pii.Text(reason, false); len(found) > 0 {
 		return c360.Errorf(c360.EINVALID, "reason holds personal data (%s): it is kept in the audit log after the erasure; name the request instead (a ticket number, say)",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/c360dev/c360"
@@ -117,15 +116,10 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 // c360.MaxSendKeyBytes of UTF-8 without NUL, which PostgreSQL's text
 // refuses.
 func checkSendKey(key string) error {
-	switch {
-	case len(key) > c360.MaxSendKeyBytes:
+	if len(key) > c360.MaxSendKeyBytes {
 		return c360.Errorf(c360.EINVALID, "messageId is %d bytes long, at most %d", len(key), c360.MaxSendKeyBytes)
-	case !utf8.ValidString(key):
-		return c360.Errorf(c360.EINVALID, "messageId is not valid UTF-8")
-	case strings.IndexByte(key, 0) >= 0:
-		return c360.Errorf(c360.EINVALID, "messageId holds a NUL character (\\u0000), which cannot be stored")
 	}
-	return nil
+	return c360.CheckStorable("messageId", key)
 }
 
 // repeatedSend answers a sendMessage whose messageId was used before, with
