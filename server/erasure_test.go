@@ -102,6 +102,7 @@ func TestEraseCustomerThroughGraphQL(t *testing.T) {
 		{"long reason", e.key, vars(bob, strings.Repeat("x", c360.MaxErasureReasonLen+1)), c360.EINVALID},
 		{"reason with an email", e.key, vars(bob, "asked by ann@example.com"), c360.EINVALID},
 		{"reason with a phone", e.key, vars(bob, "called from +1 415 555 0101"), c360.EINVALID},
+		{"reason with a NUL", e.key, vars(bob, "ticket\u0000 42"), c360.EINVALID},
 		{"unknown id", e.key, vars(ann+1_000_000, "ticket 42"), c360.ENOTFOUND},
 		{"another workspace's admin", otherAdmin, vars(bob, "ticket 42"), c360.ENOTFOUND},
 	} {
