@@ -45,7 +45,11 @@ type CustomerErasure struct {
 	// whose identity values and free-text reasons were removed; the
 	// entries themselves are kept.
 	AuditEntriesScrubbed int
-	ErasedAt             time.Time
+	// MessagesMoved counts other customers' messages that were in the
+	// erased customers' conversations (people split off from them), moved
+	// into conversations of their own and kept.
+	MessagesMoved int
+	ErasedAt      time.Time
 }
 
 // MergedCustomers is how many customers merged into the erased one were

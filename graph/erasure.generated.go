@@ -346,6 +346,29 @@ func (ec *executionContext) fieldContext_CustomerErasure_auditEntriesScrubbed(_ 
 	return graphql.NewScalarFieldContext("CustomerErasure", field, false, false, "Int")
 }
 
+func (ec *executionContext) _CustomerErasure_messagesMoved(ctx context.Context, field graphql.CollectedField, obj *c360.CustomerErasure) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CustomerErasure_messagesMoved(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MessagesMoved, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CustomerErasure_messagesMoved(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CustomerErasure", field, false, false, "Int")
+}
+
 func (ec *executionContext) _CustomerErasure_erasedAt(ctx context.Context, field graphql.CollectedField, obj *c360.CustomerErasure) (ret graphql.Marshaler) {
 	return resolveLeaf(ec.Resolvers,
 		ctx,
@@ -459,6 +482,11 @@ func (ec *executionContext) _CustomerErasure(ctx context.Context, sel ast.Select
 			}
 		case "auditEntriesScrubbed":
 			out.Values[i] = ec._CustomerErasure_auditEntriesScrubbed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "messagesMoved":
+			out.Values[i] = ec._CustomerErasure_messagesMoved(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

@@ -172,6 +172,7 @@ type ComplexityRoot struct {
 		MergedCustomerIDs    func(childComplexity int) int
 		MergedCustomers      func(childComplexity int) int
 		Messages             func(childComplexity int) int
+		MessagesMoved        func(childComplexity int) int
 		Observations         func(childComplexity int) int
 		Separations          func(childComplexity int) int
 	}
@@ -911,6 +912,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CustomerErasure.Messages(childComplexity), true
+	case "CustomerErasure.messagesMoved":
+		if e.ComplexityRoot.CustomerErasure.MessagesMoved == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.MessagesMoved(childComplexity), true
 	case "CustomerErasure.observations":
 		if e.ComplexityRoot.CustomerErasure.Observations == nil {
 			break
@@ -2083,6 +2090,8 @@ type CustomerErasure {
   deadLetters: Int!
   "Audit entries about the customers whose identity values and reasons were removed (the entries are kept)."
   auditEntriesScrubbed: Int!
+  "Other customers' messages (of people split off from the erased one) that were in its conversations, moved into conversations of their own and kept."
+  messagesMoved: Int!
   erasedAt: Time!
 }
 `, BuiltIn: false},
@@ -2817,6 +2826,8 @@ func (ec *executionContext) childFields_CustomerErasure(ctx context.Context, fie
 		return ec.fieldContext_CustomerErasure_deadLetters(ctx, field)
 	case "auditEntriesScrubbed":
 		return ec.fieldContext_CustomerErasure_auditEntriesScrubbed(ctx, field)
+	case "messagesMoved":
+		return ec.fieldContext_CustomerErasure_messagesMoved(ctx, field)
 	case "erasedAt":
 		return ec.fieldContext_CustomerErasure_erasedAt(ctx, field)
 	}

@@ -54,9 +54,11 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // succeed. Its lock waits keep the pool's lock_timeout.
 func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, reason string) (*c360.CustomerErasure, error) {
 	var out *c360.CustomerErasure
+	var moved []int64
 	err := db.retryTx(ctx, func() (pgx.Tx, error) {
 		return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: eraseBeginSQL(ws)})
 	}, func(tx pgx.Tx) error {
+		moved = nil
 		ids, err := survivorsOf(ctx, tx, ws, customerID)
 		if err != nil {
 			return err
@@ -96,6 +98,29 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			return eraseError(ctx, "find merged customers", err)
 		}
 		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
+		// Other people's messages in their conversations (a person split
+		// off from them left hers in the conversations the two shared)
+		// are hers: they move to conversations of her own before theirs
+		// are deleted. Her row is locked after theirs; a merge that
+		// took her since the read is a race, and the erasure is retried.
+		owners, err := othersInConversations(ctx, tx, ws, all)
+		if err != nil {
+			return err
+		}
+		if len(owners) > 0 {
+			if db.beforeCustomerLock != nil {
+				db.beforeCustomerLock()
+			}
+			if _, stale, err := lockCustomers(ctx, tx, ws, owners); err != nil {
+				return err
+			} else if stale {
+				return errEraseRaced
+			}
+			if e.MessagesMoved, err = moveOthersMessages(ctx, tx, ws, all, owners, e.ErasedAt); err != nil {
+				return err
+			}
+			moved = owners
+		}
 		erased, err := erasedIdentities(ctx, tx, ws, all)
 		if err != nil {
 			return err
@@ -118,8 +143,109 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 	// through the notifier, on every other replica: a stream of a merged
 	// id that had not yet read its merged_into change (deleted with the
 	// rest of its feed) ends on its own erased change.
-	db.committed(ws, append([]int64{out.CustomerID}, out.MergedCustomerIDs...))
+	db.committed(ws, append(append([]int64{out.CustomerID}, out.MergedCustomerIDs...), moved...))
 	return out, nil
+}
+
+// othersInConversations returns the customers other than ids whose events
+// brought messages into the conversations of ids, sorted: a person split
+// off from one of them (a split moves only the conversations with no
+// message of the original's left behind, so the conversations they shared
+// stay with the original), or the customer she was merged into since.
+func othersInConversations(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) ([]int64, error) {
+	rows, err := tx.Query(ctx, `SELECT DISTINCT coalesce(c.merged_into, c.id) AS owner
+		FROM conversations v
+		JOIN messages m ON m.workspace_id = $1 AND m.conversation_id = v.id
+		JOIN events e ON e.workspace_id = $1 AND e.id = m.event_id
+		JOIN customers c ON c.workspace_id = $1 AND c.id = e.customer_id
+		WHERE v.workspace_id = $1 AND v.customer_id = ANY($2) AND NOT coalesce(c.merged_into, c.id) = ANY($2)
+		ORDER BY owner`, ws, ids)
+	if err != nil {
+		return nil, eraseError(ctx, "find others' messages", err)
+	}
+	owners, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, eraseError(ctx, "find others' messages", err)
+	}
+	return owners, nil
+}
+
+// moveOthersMessages moves the messages in the conversations of ids whose
+// event is one of owners' (othersInConversations, locked) into
+// conversations of the owner's own, one per conversation they came from,
+// with its channel, thread and start, closed (they are history; a new
+// message of the owner opens a conversation as ingest does), and gives
+// each owner a change of kind message whose diff lists the conversations
+// it was given: {"conversationsMoved": [{"id", "channel", "messages"}]}.
+// It returns the number of messages moved. Messages with no event (sent
+// by an agent) stay and are erased: nothing says whose they are.
+func moveOthersMessages(ctx context.Context, tx pgx.Tx, ws int64, ids, owners []int64, now time.Time) (int, error) {
+	rows, err := tx.Query(ctx, `WITH moved AS MATERIALIZED (
+			SELECT m.id, m.conversation_id AS conv, coalesce(c.merged_into, c.id) AS owner, m.created_at, m.direction
+			FROM conversations v
+			JOIN messages m ON m.workspace_id = $1 AND m.conversation_id = v.id
+			JOIN events e ON e.workspace_id = $1 AND e.id = m.event_id
+			JOIN customers c ON c.workspace_id = $1 AND c.id = e.customer_id
+			WHERE v.workspace_id = $1 AND v.customer_id = ANY($2) AND coalesce(c.merged_into, c.id) = ANY($3)),
+		pairs AS MATERIALIZED (
+			SELECT conv, owner, count(*) AS n, max(created_at) AS last,
+				max(created_at) FILTER (WHERE direction = 'inbound') AS last_in,
+				nextval('conversations_id_seq') AS id
+			FROM moved GROUP BY conv, owner),
+		made AS (
+			INSERT INTO conversations (workspace_id, id, customer_id, channel, status, thread_key, last_message_at, last_inbound_at, created_at)
+			OVERRIDING SYSTEM VALUE
+			SELECT $1, p.id, p.owner, v.channel, 'closed', v.thread_key, p.last, p.last_in, v.created_at
+			FROM pairs p JOIN conversations v ON v.workspace_id = $1 AND v.id = p.conv),
+		moves AS (
+			UPDATE messages m SET conversation_id = p.id, customer_id = p.owner
+			FROM moved x JOIN pairs p ON p.conv = x.conv AND p.owner = x.owner
+			WHERE m.workspace_id = $1 AND m.id = x.id)
+		SELECT p.owner, p.id, v.channel, p.n FROM pairs p JOIN conversations v ON v.workspace_id = $1 AND v.id = p.conv
+		ORDER BY p.owner, p.id`, ws, ids, owners)
+	if err != nil {
+		return 0, eraseError(ctx, "move others' messages", err)
+	}
+	type conversation struct {
+		ID       string `json:"id"`
+		Channel  string `json:"channel"`
+		Messages int    `json:"messages"`
+	}
+	given := map[int64][]conversation{}
+	total := 0
+	var (
+		owner, id int64
+		channel   string
+		n         int
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&owner, &id, &channel, &n}, func() error {
+		given[owner] = append(given[owner], conversation{strconv.FormatInt(id, 10), channel, n})
+		total += n
+		return nil
+	}); err != nil {
+		return 0, eraseError(ctx, "move others' messages", err)
+	}
+	who := make([]int64, 0, len(given))
+	diffs := make([]string, 0, len(given))
+	for _, o := range owners {
+		if cs, ok := given[o]; ok {
+			b, err := json.Marshal(map[string]any{"conversationsMoved": cs})
+			if err != nil {
+				return 0, err
+			}
+			who, diffs = append(who, o), append(diffs, string(b))
+		}
+	}
+	if _, err := tx.Exec(ctx, `WITH v AS (
+			UPDATE customers c SET version = c.version + 1, updated_at = $4
+			FROM unnest($2::bigint[], $3::text[]) AS x(id, d)
+			WHERE c.workspace_id = $1 AND c.id = x.id
+			RETURNING c.id, c.version, x.d)
+		INSERT INTO customer_changes (workspace_id, customer_id, version, kind, diff, created_at)
+		SELECT $1, v.id, v.version, $5, v.d::jsonb, $4 FROM v`, ws, who, diffs, now, c360.ChangeMessage); err != nil {
+		return 0, eraseError(ctx, "record others' moved messages", err)
+	}
+	return total, nil
 }
 
 // eraseStatementTimeout bounds the erasure's statements, in place of the

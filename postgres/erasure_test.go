@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -428,6 +430,90 @@ func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
 	}
 	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id = $2 AND body = 'hi from Al'`, ws, al); n != 1 {
 		t.Errorf("Al has %d of his messages, want 1", n)
+	}
+}
+
+// A person split off from the erased one keeps the messages she sent
+// while the two were one customer. The split left them in the
+// conversation the two shared, which is the erased customer's; the
+// erasure moves them into a conversation of hers, tells her subscribers
+// through a change of kind message, and erases the rest. Before, her
+// messages were deleted with his conversation.
+func TestEraseCustomerKeepsTheMessagesOfAPersonSplitOffFromHim(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
+		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, m := range []struct{ key, phone, body string }{
+		{"m1", "+14155550101", "hi from Al"},
+		{"m2", "+14155550102", "this is Bea Smith, not Al"},
+		{"m3", "+14155550102", "Bea again"},
+	} {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: m.key, Identities: ids("phone", m.phone),
+			OccurredAt: at.Add(time.Duration(i) * time.Minute),
+			Message:    &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m.body, Status: "received"}})
+	}
+	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedConversations != 0 {
+		t.Fatalf("the split moved %d conversations, want the shared one kept by Al", res.MovedConversations)
+	}
+	bea := res.Split.ID
+	var beaVersion int64
+	if err := db.Pool.QueryRow(ctx, `SELECT version FROM customers WHERE workspace_id = $1 AND id = $2`, ws, bea).Scan(&beaVersion); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.EraseCustomer(ctx, ws, al, "admin key 1", "ticket 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MessagesMoved != 2 || got.Messages != 1 || got.Conversations != 1 {
+		t.Errorf("erasure moved %d messages and erased %d messages in %d conversations, want 2 moved, 1 in 1 erased",
+			got.MessagesMoved, got.Messages, got.Conversations)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND body = 'hi from Al'`, ws); n != 0 {
+		t.Errorf("%d of Al's messages survive his erasure", n)
+	}
+	// Hers, in one conversation of her own, closed, as it stood.
+	var conv int64
+	var status, channel string
+	var last, lastIn time.Time
+	if err := db.Pool.QueryRow(ctx, `SELECT v.id, v.status, v.channel, v.last_message_at, v.last_inbound_at
+		FROM conversations v WHERE v.workspace_id = $1 AND v.customer_id = $2`, ws, bea).Scan(&conv, &status, &channel, &last, &lastIn); err != nil {
+		t.Fatalf("Bea's conversation: %v", err)
+	}
+	if status != "closed" || channel != "sms" || !last.Equal(at.Add(2*time.Minute)) || !lastIn.Equal(last) {
+		t.Errorf("Bea's conversation: %s %s, last %v, last inbound %v; want closed sms, both %v", status, channel, last, lastIn, at.Add(2*time.Minute))
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND customer_id = $2 AND conversation_id = $3
+		AND body IN ('this is Bea Smith, not Al', 'Bea again')`, ws, bea, conv); n != 2 {
+		t.Errorf("Bea has %d of her 2 messages in her conversation", n)
+	}
+	// Through the API as through the rows: her profile reads them.
+	pages, err := db.ConversationsByCustomers(ctx, ws, []int64{bea}, c360.PageArgs{First: 10})
+	if err != nil || pages[bea] == nil || len(pages[bea].Items) != 1 || pages[bea].Items[0].ID != conv {
+		t.Fatalf("Bea's conversations: %+v, %v; want %d", pages[bea], err, conv)
+	}
+	// Her feed says so, at her next version.
+	var kind string
+	var diff map[string]any
+	if err := db.Pool.QueryRow(ctx, `SELECT kind, diff FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND version = $3`,
+		ws, bea, beaVersion+1).Scan(&kind, &diff); err != nil {
+		t.Fatalf("Bea's change at v%d: %v", beaVersion+1, err)
+	}
+	moved, _ := diff["conversationsMoved"].([]any)
+	if kind != c360.ChangeMessage || len(moved) != 1 {
+		t.Fatalf("Bea's change: %s %v, want message with one conversation moved", kind, diff)
+	}
+	if c := moved[0].(map[string]any); c["id"] != strconv.FormatInt(conv, 10) || c["channel"] != "sms" || fmt.Sprint(c["messages"]) != "2" {
+		t.Errorf("Bea's moved conversation: %v, want id %d, sms, 2 messages", c, conv)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customer_changes x WHERE workspace_id = $1 AND customer_id = $2 AND x::text LIKE '%Al%'`, ws, bea); n != 0 {
+		t.Errorf("%d of Bea's changes name Al", n)
 	}
 }
 
