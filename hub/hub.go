@@ -5,9 +5,12 @@
 // customer once, whatever the number of its subscribers, and hands the same
 // *Change to each of them.
 //
-// Every subscriber has a bounded queue. The hub never waits for one: a
+// Every subscriber has a bounded queue. The hub never blocks on one: a
 // subscriber whose queue is full is dropped with ErrSlow, and its client
-// resumes from the last cursor it received.
+// resumes from the last cursor it received. A burst (more changes of one
+// customer, or of a workspace's customers for a workspace stream, than a
+// queue holds) is held back instead, for up to Options.CatchUp, until the
+// subscribers have taken what they hold.
 package hub
 
 import (
@@ -71,7 +74,8 @@ type Options struct {
 	PageSize int
 	// CatchUp is how long the rest of a customer's burst waits for its
 	// subscribers to make room before it is read anyway, dropping those
-	// still full (2s).
+	// still full, and how long a workspace stream refused changes for want
+	// of room has to take all it holds before it is dropped (2s).
 	CatchUp time.Duration
 	// MaxWorkspaceTopics bounds the customers a workspace-wide stream
 	// tracks (100000); past it the tracking starts over (see SubscribeWorkspace).
@@ -141,6 +145,9 @@ type workspace struct {
 	since time.Time
 	subs  map[*subscriber]struct{}
 	owned map[int64]*topic
+	// refused holds when each stream was first refused changes for want of
+	// room, since its queue was last empty (see Hub.workspaceRoom).
+	refused map[*subscriber]time.Time
 	// swept is when the last sweep started (zero: never).
 	swept time.Time
 }
@@ -159,7 +166,7 @@ type subscriber struct {
 // wants reports whether a workspace stream takes c: every change without
 // kinds, else one that includes a kind it asked for, whatever kind it is
 // of (a message that also gave a name is of kind traits).
-func (s *subscriber) wants(c *Change) bool {
+func (s *subscriber) wants(c *c360.Change) bool {
 	if s.kinds == nil {
 		return true
 	}
@@ -204,6 +211,10 @@ type queue struct {
 	mu      sync.Mutex
 	changes []*Change
 	closed  bool
+	// refused is set while the hub holds changes back for want of room,
+	// until the queue is next empty (workspace streams: Hub.workspaceRoom).
+	// A bool beside closed takes no room.
+	refused bool
 	err     error // why it was closed
 }
 
@@ -228,6 +239,20 @@ func (q *queue) push(c *Change, max int) bool {
 	default:
 	}
 	return true
+}
+
+// fits reports whether the queue has room for n more changes besides those
+// it holds, at most max in all. When it has not, the queue is marked
+// refused until it is next empty, and again reports whether it was marked
+// already: it has not taken all it holds since it was last refused.
+func (q *queue) fits(n, max int) (ok, again bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || len(q.changes)+n <= max {
+		return true, false
+	}
+	again, q.refused = q.refused, true
+	return false, again
 }
 
 // len is how many changes the queue holds.
@@ -273,7 +298,8 @@ func (q *queue) pop(ctx context.Context) (*Change, error) {
 			q.changes = q.changes[1:]
 			empty := len(q.changes) == 0
 			if empty {
-				q.changes = nil // let go of the array: an idle queue holds none
+				q.changes = nil   // let go of the array: an idle queue holds none
+				q.refused = false // it took all it was given: it keeps up
 			}
 			q.mu.Unlock()
 			if empty && q.emptied != nil {
@@ -627,12 +653,23 @@ func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
 	for _, t := range batch {
 		t.fetching = false
 		rs := byTopic[t.topicKey]
+		cs := make([]*Change, 0, len(rs))
 		for _, r := range rs {
-			if r.Version <= t.last {
-				continue
+			if r.Version > t.last {
+				cs = append(cs, &Change{Change: r})
 			}
-			h.fanout(t, &Change{Change: r})
-			t.last = r.Version
+		}
+		if h.topics[t.topicKey] == t && !h.workspaceRoom(t, cs) {
+			// Its workspace's streams have no room for these changes now
+			// (one commit changed more customers than a queue holds: a
+			// /v1/batch of many people). They are read again, from the
+			// same version, once the streams took what they have.
+			h.postpone(t)
+			continue
+		}
+		for _, c := range cs {
+			h.fanout(t, c)
+			t.last = c.Version
 		}
 		if h.topics[t.topicKey] != t {
 			continue
@@ -642,17 +679,71 @@ func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
 			// More follows (one commit of many changes: a backfill) than
 			// its subscribers have room for now. It is read once they took
 			// what they have, not dropped for being slow (see drainBacklog).
-			t.again = false
-			if _, ok := h.backlog[t]; !ok {
-				h.backlog[t] = h.opts.Now().Add(h.opts.CatchUp)
-				h.backlogged.Add(1)
-			}
+			h.postpone(t)
 		case full || t.again:
 			t.again = false
 			h.markDirty(t)
 		}
 	}
 	return nil
+}
+
+// postpone puts t in the backlog, to be read again once its subscribers
+// made room, or CatchUp from now (see drainBacklog). Called with h.mu held.
+func (h *Hub) postpone(t *topic) {
+	t.again = false // the read to come covers it
+	if _, ok := h.backlog[t]; !ok {
+		h.backlog[t] = h.opts.Now().Add(h.opts.CatchUp)
+		h.backlogged.Add(1)
+	}
+}
+
+// workspaceRoom reports whether every workspace stream of t's workspace has
+// room for the changes of cs it takes. One read covers up to BatchSize
+// customers, and every customer's changes go to every workspace stream:
+// fanned out whole, a batch of one commit that changed more customers than
+// a queue holds would fill a stream's queue however fast it reads. So a
+// customer whose changes do not fit waits (the caller postpones it). A
+// stream that has been refused changes for CatchUp without once taking all
+// it held is dropped instead, so that what waits for it stays bounded; the
+// others go on. Called with h.mu held.
+func (h *Hub) workspaceRoom(t *topic, cs []*Change) bool {
+	w := h.workspaces[t.ws]
+	if w == nil || len(cs) == 0 {
+		return true
+	}
+	now := h.opts.Now()
+	room := true
+	for s := range w.subs {
+		n := 0
+		for _, c := range cs {
+			if s.wants(&c.Change) {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		ok, again := s.q.fits(n, h.opts.QueueSize)
+		if ok {
+			continue
+		}
+		since, known := w.refused[s]
+		if !again || !known {
+			since = now
+			if w.refused == nil {
+				w.refused = map[*subscriber]time.Time{}
+			}
+			w.refused[s] = since
+		}
+		if now.Sub(since) >= h.opts.CatchUp {
+			h.dropped.Add(1)
+			h.drop(s, ErrSlow)
+		} else {
+			room = false
+		}
+	}
+	return room
 }
 
 // hasRoom reports whether every subscriber a read of t fans out to has room
@@ -755,7 +846,7 @@ func (h *Hub) fanout(t *topic, c *Change) {
 	}
 	if w := h.workspaces[t.ws]; w != nil {
 		for s := range w.subs {
-			if s.wants(c) {
+			if s.wants(&c.Change) {
 				h.deliver(s, c)
 			}
 		}
@@ -788,6 +879,7 @@ func (h *Hub) drop(s *subscriber, err error) {
 	}
 	if w := s.ws; w != nil {
 		delete(w.subs, s)
+		delete(w.refused, s)
 		if len(w.subs) == 0 && h.workspaces[w.id] == w {
 			delete(h.workspaces, w.id)
 			for id, t := range w.owned {
