@@ -128,8 +128,8 @@ type topic struct {
 	topicKey
 	// last is the highest version fanned out; -1 until known.
 	last int64
-	// since, for a topic a workspace stream created, dates its baseline:
-	// changes made before it were not for that stream.
+	// since, for a topic made while a workspace stream was open, dates its
+	// baseline: changes made before it were not for that stream.
 	since time.Time
 	subs  subscribers
 	// owned is set while a workspace stream keeps the topic alive.
@@ -408,8 +408,7 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 		} else if w != nil && !t.owned {
 			// Keep it for the workspace stream once its customer streams end,
 			// so its baseline stays exact.
-			t.owned = true
-			w.owned[id] = t
+			h.own(w, t)
 			if t.last < 0 {
 				// No customer stream has read its version yet: read from
 				// the workspace stream's start, which this change follows.
@@ -893,15 +892,22 @@ func (h *Hub) drop(s *subscriber, err error) {
 }
 
 // ownedTopic returns a new topic of the workspace stream w, with w's
-// baseline, tracked by w (which starts over at its limit). Called with
-// h.mu held.
+// baseline, tracked by w. Called with h.mu held.
 func (h *Hub) ownedTopic(w *workspace, k topicKey) *topic {
+	t := &topic{topicKey: k, last: -1}
+	h.own(w, t)
+	t.since = w.since // after own: a reset moves it
+	return t
+}
+
+// own makes w track t, keeping it once its customer streams end; w starts
+// over at its limit. Called with h.mu held.
+func (h *Hub) own(w *workspace, t *topic) {
 	if len(w.owned) >= h.opts.MaxWorkspaceTopics {
 		h.resetWorkspace(w)
 	}
-	t := &topic{topicKey: k, last: -1, since: w.since, owned: true}
-	w.owned[k.customer] = t
-	return t
+	t.owned = true
+	w.owned[t.customer] = t
 }
 
 // resetWorkspace forgets the customers a workspace stream tracks, except
@@ -931,14 +937,18 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 	if t == nil {
 		t = &topic{topicKey: k, last: -1}
 		if w := h.workspaces[ws]; w != nil {
-			// A workspace stream follows every customer of the workspace:
-			// the topic is its from the start, with its baseline (since).
-			// Based on this stream's version instead, the topic would skip
-			// a change committed just before it and not yet woken here
-			// (another replica's NOTIFY on its way), which the workspace
-			// stream has never had. This stream skips what it has seen by
-			// version (setBaseline).
-			t = h.ownedTopic(w, k)
+			// A workspace stream follows every customer of the workspace,
+			// so the topic starts at its baseline (since). Based on this
+			// stream's version instead, the topic would skip a change
+			// committed just before it and not yet woken here (another
+			// replica's NOTIFY on its way), which the workspace stream has
+			// never had; this stream skips what it has seen by version
+			// (setBaseline). The workspace stream does not own the topic
+			// yet: the wake of a change adopts it (Wake). Until then it
+			// lives as long as its subscribers, so that a subscription
+			// refused (an unknown id) leaves nothing behind, and the
+			// customers a workspace stream tracks are those that changed.
+			t.since = w.since
 		}
 		h.topics[k] = t
 	}
@@ -954,11 +964,11 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 func (h *Hub) setBaseline(s *subscriber, version int64) {
 	h.mu.Lock()
 	t := s.topic
-	// A topic a workspace stream owns starts where that stream started
-	// (since): the customer stream's version may already include a change
-	// the workspace stream has yet to get. The customer stream skips what
-	// it has seen by version.
-	if t.last < 0 && !t.owned {
+	// A topic a workspace stream owns, or one registered while a workspace
+	// stream was open, starts where that stream started (since): the customer stream's version may
+	// already include a change the workspace stream has yet to get. The
+	// customer stream skips what it has seen by version.
+	if t.last < 0 && !t.owned && t.since.IsZero() {
 		t.last = version
 		if t.waiting {
 			t.waiting = false
