@@ -234,6 +234,15 @@ func interpretError(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c360.Errorf(c360.ENOTFOUND, "not found")
 	}
+	// A connection that could not be made is the system's failure, whatever
+	// the server said: a refusal at startup ("53300 sorry, too many clients
+	// already", "57P03 the database system is starting up") is a
+	// *pgconn.PgError inside the *pgconn.ConnectError, and must not be read
+	// as a statement's error, the event's fault.
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -246,13 +255,20 @@ func interpretError(err error) error {
 		case "57014", "55P03": // query_canceled (statement timeout), lock_not_available
 			return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is busy; retry"), err}
 		}
-		if len(pgErr.Code) == 2+3 && (pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57") {
-			return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
+		// Classes 08 (connection exception), 53 (insufficient resources:
+		// disk full, out of memory, too many connections), 57 (operator
+		// intervention: shutdown, cannot connect now) and 58 (system error:
+		// I/O) are the server's state, not the statement's: a retry is
+		// their cure.
+		if len(pgErr.Code) == 2+3 {
+			switch pgErr.Code[:2] {
+			case "08", "53", "57", "58":
+				return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
+			}
 		}
 		return err
 	}
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) || connectionLost(err) {
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) || connectionLost(err) {
 		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry"), err}
 	}
 	return err

@@ -2,7 +2,12 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/c360dev/c360"
 )
 
 // The tenant pool's size comes from MaxConns (C360_DB_MAX_CONNS), else the
@@ -34,5 +39,38 @@ func TestPoolSizeOrder(t *testing.T) {
 				t.Errorf("owner pool max conns = %d, want 4", got)
 			}
 		})
+	}
+}
+
+// A statement's error of the server's state (out of memory or disk, too
+// many connections, shutting down, an I/O error) is unavailability, a
+// retry's to cure; one of the statement's own (a value too large, a
+// broken constraint) is not.
+func TestInterpretStatementError(t *testing.T) {
+	for _, tc := range []struct {
+		code string
+		want string
+	}{
+		{"53000", c360.EUNAVAILABLE},
+		{"53100", c360.EUNAVAILABLE},
+		{"53200", c360.EUNAVAILABLE},
+		{"53300", c360.EUNAVAILABLE},
+		{"53400", c360.EUNAVAILABLE},
+		{"58000", c360.EUNAVAILABLE},
+		{"58030", c360.EUNAVAILABLE},
+		{"57P01", c360.EUNAVAILABLE},
+		{"57P02", c360.EUNAVAILABLE},
+		{"57P03", c360.EUNAVAILABLE},
+		{"08006", c360.EUNAVAILABLE},
+		{"54000", c360.EINTERNAL}, // program_limit_exceeded: the value's fault
+		{"23505", c360.ECONFLICT},
+	} {
+		err := interpretError(fmt.Errorf("insert: %w", &pgconn.PgError{Severity: "ERROR", Code: tc.code}))
+		if got := c360.ErrorCode(err); got != tc.want {
+			t.Errorf("%s: code %s, want %s", tc.code, got, tc.want)
+		}
+		if got, want := c360.EventFault(err), tc.want != c360.EUNAVAILABLE; got != want {
+			t.Errorf("%s: event fault %v, want %v", tc.code, got, want)
+		}
 	}
 }

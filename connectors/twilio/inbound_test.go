@@ -401,6 +401,52 @@ func TestInboundStoreUnavailable(t *testing.T) {
 	}
 }
 
+// A database that refuses connections ("53300 sorry, too many clients
+// already", as PostgreSQL answers a startup past max_connections) is an
+// outage: a correctly signed message gets Twilio a 503 with Retry-After, so
+// Twilio retries it, never a 500 it does not retry nor a 200 that would
+// leave it a dead letter. Whether the workspace lookup or ingest meets the
+// refusal first.
+func TestInboundDatabaseOutOfConnections(t *testing.T) {
+	e := newEnv(t)
+	refusing, err := postgres.Open(context.Background(), pgtest.FatalServer(t, "53300", "sorry, too many clients already"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing.StartIngest(postgres.IngestConfig{})
+	t.Cleanup(refusing.Close)
+	for _, tc := range []struct {
+		name       string
+		workspaces twilio.WorkspaceFinder
+	}{
+		{"workspace lookup", refusing},
+		{"ingest", e.db},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			(&twilio.Handler{Workspaces: tc.workspaces, Ingester: refusing, PublicURL: publicURL, StatusOf: server.StatusOf,
+				Logger: slog.New(slog.DiscardHandler)}).Register(mux)
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+			f := inbound("SM42", "+14155550109", "hi")
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+e.inboundPath(), strings.NewReader(f.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("X-Twilio-Signature", sign(authToken, publicURL+e.inboundPath(), f))
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Errorf("status = %d, Retry-After = %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+		})
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1`, e.ws); n != 0 {
+		t.Errorf("dead letters = %d, want 0", n)
+	}
+}
+
 // An address ingest cannot use is refused with 400, not acknowledged.
 func TestInboundInvalidSender(t *testing.T) {
 	e := newEnv(t)
