@@ -83,7 +83,9 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 
 // ParseStatus turns the form of Twilio's message status callback into a
 // message_status event for the customer the message was sent to. Its dedupe
-// key is "<MessageSid>:<status>": each status is recorded once.
+// key is "<MessageSid>:<status>": each status is recorded once. It needs a
+// MessageSid and a MessageStatus; the To, when c360 can read it, gives the
+// event its phone identity and channel.
 func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
 	sid := first(form, "MessageSid", "SmsSid")
 	if err := checkSID(sid); err != nil {
@@ -93,10 +95,6 @@ func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
 	if !validStatus(status) {
 		return nil, c360.Errorf(c360.EINVALID, "MessageStatus: want a Twilio message status")
 	}
-	channel, to, err := splitAddress(form.Get("To"))
-	if err != nil {
-		return nil, c360.Errorf(c360.EINVALID, "To: %s", c360.ErrorMessage(err))
-	}
 	code := strings.TrimSpace(form.Get("ErrorCode"))
 	if len(code) > 16 {
 		return nil, c360.Errorf(c360.EINVALID, "ErrorCode is too long")
@@ -105,22 +103,30 @@ func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
 	if code != "" {
 		props["errorCode"] = code
 	}
-	return &c360.Event{
+	ev := &c360.Event{
 		Type:       c360.EventMessageStatus,
 		Source:     Source,
 		DedupeKey:  sid + ":" + status,
-		Identities: []c360.Identity{{Type: "phone", Value: to}},
 		Properties: props,
 		OccurredAt: now,
 		ReceivedAt: now,
 		Message: &c360.MessageInput{
-			Channel:    channel,
 			Direction:  c360.DirectionOutbound,
 			ProviderID: sid,
 			Status:     status,
 			ErrorCode:  code,
 		},
-	}, nil
+	}
+	// A status finds its message by MessageSid alone, and the stored
+	// message has its channel: a To c360 cannot read (missing, too long,
+	// another channel's "rcs:…") is left out, as an inbound message's To
+	// is, rather than refused. Twilio does not retry a 400, so a refusal
+	// would lose the status.
+	if channel, to, err := splitAddress(form.Get("To")); err == nil {
+		ev.Identities = []c360.Identity{{Type: "phone", Value: to}}
+		ev.Message.Channel = channel
+	}
+	return ev, nil
 }
 
 // consentKeyword returns the keyword a message carries and the consent it

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,10 +112,18 @@ func TestParseStatus(t *testing.T) {
 	if err != nil || wa.Message.Channel != "whatsapp" || wa.Identities[0].Value != "+14155550100" {
 		t.Errorf("ParseStatus(whatsapp) = %+v, %v", wa, err)
 	}
+	// A To c360 cannot read is left out: the status stands on its MessageSid.
+	for name, to := range map[string]string{"no to": "", "another channel": "rcs:+14155550100",
+		"too long": "+1" + strings.Repeat("4", 70)} {
+		ev, err := ParseStatus(form("MessageSid", "SMabc", "MessageStatus", "delivered", "To", to), now)
+		if err != nil || len(ev.Identities) != 0 || ev.Message.Channel != "" || ev.Message.Status != "delivered" {
+			t.Errorf("ParseStatus(%s) = %+v, %v; want the status without identity or channel", name, ev, err)
+		}
+	}
 	for name, f := range map[string]url.Values{
 		"no status":  form("MessageSid", "SM1", "To", "+14155550100"),
 		"bad status": form("MessageSid", "SM1", "MessageStatus", "sent; drop", "To", "+14155550100"),
-		"no to":      form("MessageSid", "SM1", "MessageStatus", "sent"),
+		"no sid":     form("MessageStatus", "sent", "To", "+14155550100"),
 	} {
 		if _, err := ParseStatus(f, now); c360.ErrorCode(err) != c360.EINVALID {
 			t.Errorf("%s: err = %v, want %s", name, err, c360.EINVALID)
@@ -159,7 +168,7 @@ func FuzzTwilioForm(f *testing.F) {
 			t.Fatalf("ParseInbound(%q) error code %s", raw, c360.ErrorCode(err))
 		}
 		if ev, err := ParseStatus(form, now); err == nil {
-			if ev.DedupeKey == "" || len(ev.Identities) != 1 || ev.Message == nil || ev.Message.Status == "" {
+			if ev.DedupeKey == "" || len(ev.Identities) > 1 || ev.Message == nil || ev.Message.Status == "" || ev.Message.ProviderID == "" {
 				t.Fatalf("ParseStatus(%q) = %+v", raw, ev)
 			}
 		} else if c360.ErrorCode(err) != c360.EINVALID {

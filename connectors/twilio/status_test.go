@@ -128,10 +128,16 @@ func TestStatusRefusedBeforeAnyWrite(t *testing.T) {
 func TestStatusToUnparsableNumberIsApplied(t *testing.T) {
 	e := newEnv(t)
 	const sid, phone = "SM00000000000000000000000000000104", "+14155550114"
-	e.outbound(t, sid, phone, "whatsapp", "queued")
+	e.outbound(t, sid, phone, "whatsapp", "accepted")
 	for _, step := range []struct{ status, to string }{
-		{"sent", "+1 234"},
-		{"delivered", "whatsapp:+99912345"},
+		// No number at all, another channel's address, one too long to be
+		// an address: the parser leaves them out, as it does an inbound To.
+		{"queued", ""},
+		{"sending", "rcs:+14155550114"},
+		{"sent", "+1" + strings.Repeat("4", 70)},
+		// Numbers ingest cannot normalize: it drops them.
+		{"delivered", "+1 234"},
+		{"read", "whatsapp:+99912345"},
 	} {
 		e.status(t, statusForm(sid, step.status, step.to))
 		if got := e.message(t, sid).Status; got != step.status {
