@@ -34,6 +34,55 @@ func TestSignMatchesTwilioVector(t *testing.T) {
 	}
 }
 
+// A parameter sent more than once is signed with every value, as Twilio
+// signs it (sign, twilio-node and twilio-python: the values sorted; the
+// SDKs drop a repeated value): the request is stored, not refused 403, and
+// a wrong signature, or one covering only the first value, still is.
+func TestInboundRepeatedParameterSignature(t *testing.T) {
+	e := newEnv(t)
+	path := e.inboundPath()
+	post := func(f url.Values, sig string) int {
+		status, _, _ := e.postForm(t, path, f.Encode(), sig)
+		return status
+	}
+	f := inbound("SM00000000000000000000000000000050", "+14155550150", "two photos", "NumMedia", "1")
+	// The values out of order, as sent: the signature sorts them.
+	f["MediaUrl0"] = []string{"https://api.twilio.com/m/ME2", "https://api.twilio.com/m/ME1"}
+	firstOnly := url.Values{}
+	for k, vs := range f {
+		firstOnly[k] = vs[:1]
+	}
+	if got := post(f, sign(authToken, publicURL+path, firstOnly)); got != http.StatusForbidden {
+		t.Errorf("signed over the first value only: status = %d, want 403", got)
+	}
+	if got := post(f, sign("wrong-token-0000000000000000000", publicURL+path, f)); got != http.StatusForbidden {
+		t.Errorf("wrong signature: status = %d, want 403", got)
+	}
+	if got := post(f, sign(authToken, publicURL+path, f)); got != http.StatusOK {
+		t.Errorf("signed over every value: status = %d, want 200", got)
+	}
+	if m := e.messages(t, e.customerByPhone(t, "+14155550150").ID, "sms"); len(m) != 1 || len(m[0].MediaURLs) != 1 {
+		t.Errorf("messages = %+v, want one, with one media URL", m)
+	}
+
+	// One value twice: the SDKs sign it once; every value, as sign does, is
+	// taken too.
+	f = inbound("SM00000000000000000000000000000051", "+14155550151", "same", "NumMedia", "1")
+	f["MediaUrl0"] = []string{"https://api.twilio.com/m/ME3", "https://api.twilio.com/m/ME3"}
+	once := url.Values{}
+	for k, vs := range f {
+		once[k] = vs[:1]
+	}
+	if got := post(f, sign(authToken, publicURL+path, once)); got != http.StatusOK {
+		t.Errorf("a repeated value signed once: status = %d, want 200", got)
+	}
+	f.Set("MessageSid", "SM00000000000000000000000000000052")
+	f["MediaUrl0"] = []string{"https://api.twilio.com/m/ME3", "https://api.twilio.com/m/ME3"}
+	if got := post(f, sign(authToken, publicURL+path, f)); got != http.StatusOK {
+		t.Errorf("a repeated value signed twice: status = %d, want 200", got)
+	}
+}
+
 func TestInboundSMS(t *testing.T) {
 	e := newEnv(t)
 	f := inbound("SM00000000000000000000000000000001", "+1 (415) 555-0100", "Where is my order?",

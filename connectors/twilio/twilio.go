@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -175,17 +176,52 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 
 // ValidSignature reports whether signature is Twilio's signature of a POST
 // to fullURL with the form's parameters, signed with authToken. It uses
-// twilio-go's RequestValidator; a parameter sent more than once is signed
-// with its first value, as twilio-go does.
+// twilio-go's RequestValidator, which takes one value per parameter
+// (map[string]string) and has no API for a parameter sent more than once.
+// Twilio signs every value of such a parameter: the sorted names, each
+// followed by its value, once per value, the values sorted (twilio-python
+// and twilio-node also drop repeated values). twilio-go's Validate appends
+// name+value for each sorted name, so a name's values joined with the
+// name ("v1" + name + "v2") give it exactly that string: only the joining
+// is ours, the signing, comparison and port handling stay twilio-go's.
 func ValidSignature(authToken, fullURL string, form url.Values, signature string) bool {
+	v := twclient.NewRequestValidator(authToken)
 	params := make(map[string]string, len(form))
-	for k, v := range form {
-		if len(v) > 0 {
-			params[k] = v[0]
+	repeated := false
+	for k, vs := range form {
+		if len(vs) > 0 {
+			params[k] = vs[0]
+		}
+		repeated = repeated || len(vs) > 1
+	}
+	if !repeated {
+		return v.Validate(fullURL, params, signature)
+	}
+	// Every value counts: a signature of the first values alone (what
+	// twilio-go's ValidateBody checks) would let values be added to a
+	// signed request. Sorted, without and with repeats of one value: the
+	// SDKs drop repeats, Twilio's documentation does not say.
+	for _, distinct := range []bool{true, false} {
+		for k, vs := range form {
+			if len(vs) > 1 {
+				params[k] = strings.Join(sortedValues(vs, distinct), k)
+			}
+		}
+		if v.Validate(fullURL, params, signature) {
+			return true
 		}
 	}
-	v := twclient.NewRequestValidator(authToken)
-	return v.Validate(fullURL, params, signature)
+	return false
+}
+
+// sortedValues returns a copy of vs, sorted, without repeated values when
+// distinct.
+func sortedValues(vs []string, distinct bool) []string {
+	out := slices.Sorted(slices.Values(vs))
+	if distinct {
+		out = slices.Compact(out)
+	}
+	return out
 }
 
 // deadLettered reports whether ingest kept the event as a dead letter. It
