@@ -2,8 +2,11 @@ package graph
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/c360dev/c360"
 )
@@ -53,4 +56,26 @@ func (ec *executionContext) directiveRoles(ctx context.Context, v []any) ([]c360
 	directiveRoleCache.m[k] = slices.Clip(roles)
 	directiveRoleCache.Unlock()
 	return roles, nil
+}
+
+// FieldRoles returns the roles def's @hasRole admits, read as the
+// generated code reads them for the directive (directiveRoles), or nil when
+// def has no @hasRole. The server checks a mutation's whole selection with
+// it before the mutation runs (server/operation.go).
+func FieldRoles(def *ast.FieldDefinition) ([]c360.Role, error) {
+	d := def.Directives.ForName("hasRole")
+	if d == nil {
+		return nil, nil
+	}
+	arg := d.Arguments.ForName("roles")
+	if arg == nil {
+		return nil, fmt.Errorf("@hasRole on %s has no roles", def.Name)
+	}
+	v, err := arg.Value.Value(nil)
+	if err != nil {
+		return nil, fmt.Errorf("@hasRole on %s: %w", def.Name, err)
+	}
+	list, _ := v.([]any)
+	// The unmarshallers read nothing of the execution context.
+	return (&executionContext{}).directiveRoles(context.Background(), list)
 }

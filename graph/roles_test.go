@@ -45,3 +45,22 @@ func TestDirectiveRoles(t *testing.T) {
 		t.Errorf("a cached list costs %v allocations, want none", got)
 	}
 }
+
+// FieldRoles reads a field's @hasRole as the generated code does, and
+// nothing for a field without it.
+func TestFieldRoles(t *testing.T) {
+	schema := NewExecutableSchema(Config{}).Schema()
+	for _, tc := range []struct {
+		typ, field string
+		want       []c360.Role
+	}{
+		{"Mutation", "identify", []c360.Role{c360.RoleAdmin, c360.RoleAgent, c360.RoleWrite}},
+		{"Customer", "traits", []c360.Role{c360.RoleAdmin, c360.RoleAgent, c360.RoleAssistant}},
+		{"Customer", "id", nil},
+	} {
+		got, err := FieldRoles(schema.Types[tc.typ].Fields.ForName(tc.field))
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("FieldRoles(%s.%s) = %v, %v; want %v", tc.typ, tc.field, got, err, tc.want)
+		}
+	}
+}

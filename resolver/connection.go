@@ -5,6 +5,28 @@ import (
 	"github.com/c360dev/c360/graph/model"
 )
 
+// CheckPage refuses a connection field's arguments (coerced, as
+// CollectedField.ArgumentMap gives them, the schema's defaults filled in)
+// that its store would refuse: a first outside 1..MaxPage, an after that is
+// not a cursor. The server runs it on a mutation's whole selection before
+// the mutation runs, so that a mutation is never refused after its change
+// is made (server/operation.go).
+func CheckPage(args map[string]any) error {
+	a, ok := pageArgsOf(args)
+	if !ok { // validation lets no such value through
+		return c360.Errorf(c360.EINVALID, "first must be an integer and after a cursor")
+	}
+	if err := c360.CheckFirst(a.First); err != nil {
+		return err
+	}
+	if a.After != "" {
+		if _, err := c360.DecodeCursor(a.After); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func pageArgs(first *int, after *string) c360.PageArgs {
 	var a c360.PageArgs
 	if first != nil {

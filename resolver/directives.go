@@ -29,11 +29,8 @@ func (r *Resolver) Directives() graph.DirectiveRoot {
 // caller is an assistant.
 func (r *Resolver) hasRole(ctx context.Context, obj any, next graphql.Resolver, roles []c360.Role) (any, error) {
 	p := c360.PrincipalFromContext(ctx)
-	if p == nil {
-		return nil, c360.Errorf(c360.EUNAUTHENTICATED, "an API key is required")
-	}
-	if !slices.Contains(roles, p.Role) {
-		return nil, c360.Errorf(c360.EFORBIDDEN, "%s needs %s; this key's role is %s", fieldName(ctx), roleList(roles), p.Role)
+	if err := CheckRole(p, fieldName(ctx), roles); err != nil {
+		return nil, err
 	}
 	if c, ok := obj.(*c360.Customer); ok && p.Role == c360.RoleAssistant {
 		if col := collectorFrom(ctx); col != nil {
@@ -41,6 +38,19 @@ func (r *Resolver) hasRole(ctx context.Context, obj any, next graphql.Resolver, 
 		}
 	}
 	return next(ctx)
+}
+
+// CheckRole refuses p unless its role is one of roles, the roles field
+// (named Type.field) admits: @hasRole's check, which the server also runs
+// on a mutation's whole selection before the mutation runs.
+func CheckRole(p *c360.Principal, field string, roles []c360.Role) error {
+	if p == nil {
+		return c360.Errorf(c360.EUNAUTHENTICATED, "an API key is required")
+	}
+	if !slices.Contains(roles, p.Role) {
+		return c360.Errorf(c360.EFORBIDDEN, "%s needs %s; this key's role is %s", field, roleList(roles), p.Role)
+	}
+	return nil
 }
 
 // fieldName names the field being resolved as Type.field.

@@ -56,7 +56,13 @@ func collectPath(ctx context.Context, sel ast.SelectionSet, path []string, types
 // will see them; ok is false when they cannot be read, and then the field's
 // own resolver reports the problem.
 func argsOf(ctx context.Context, f graphql.CollectedField) (c360.PageArgs, bool) {
-	m := f.ArgumentMap(graphql.GetOperationContext(ctx).Variables)
+	return pageArgsOf(f.ArgumentMap(graphql.GetOperationContext(ctx).Variables))
+}
+
+// pageArgsOf reads first and after from a field's arguments, coerced (as
+// CollectedField.ArgumentMap gives them); ok is false when they cannot be
+// read.
+func pageArgsOf(m map[string]any) (c360.PageArgs, bool) {
 	var a c360.PageArgs
 	switch v := m["first"].(type) {
 	case int:

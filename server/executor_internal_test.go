@@ -37,7 +37,7 @@ func TestNoFieldInterceptors(t *testing.T) {
 	for _, dev := range []bool{false, true} {
 		s := &Server{cfg: Config{Dev: dev, Limits: DefaultLimits}, resolver: &resolver.Resolver{}, shared: &resolver.SharedSubscriptions{}}
 		rec := &recordingExecutor{}
-		s.configureExecutor(rec, lru.New[*ast.QueryDocument](10), lru.New[string](10))
+		s.configureExecutor(rec, nil, lru.New[*ast.QueryDocument](10), lru.New[string](10))
 		if len(rec.exts) < 3 {
 			t.Fatalf("dev %v: recorded %d extensions, want the server's", dev, len(rec.exts))
 		}

@@ -219,10 +219,10 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 	// One cache of parsed queries and one of persisted queries serve both:
 	// a query persisted over HTTP is known over websockets too.
 	queries, persisted := lru.New[*ast.QueryDocument](1000), lru.New[string](100)
-	s.configureExecutor(h, queries, persisted)
+	s.configureExecutor(h, es.Schema(), queries, persisted)
 	h.SetValidationRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	ws := executor.New(es)
-	s.configureExecutor(ws, queries, persisted)
+	s.configureExecutor(ws, es.Schema(), queries, persisted)
 	ws.SetDefaultRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	return h, ws
 }
@@ -258,7 +258,7 @@ type executorConfig interface {
 
 // configureExecutor sets how operations run, whatever their transport; the
 // validation rules are set apart (the two types name that setter apart).
-func (s *Server) configureExecutor(h executorConfig, queries graphql.Cache[*ast.QueryDocument], persisted graphql.Cache[string]) {
+func (s *Server) configureExecutor(h executorConfig, schema *ast.Schema, queries graphql.Cache[*ast.QueryDocument], persisted graphql.Cache[string]) {
 	h.SetQueryCache(queries)
 	lim := s.cfg.Limits
 	h.SetParserTokenLimit(lim.MaxTokens)
@@ -273,6 +273,8 @@ func (s *Server) configureExecutor(h executorConfig, queries graphql.Cache[*ast.
 	h.Use(extension.AutomaticPersistedQuery{Cache: persisted})
 	h.Use(queryLimits{maxDepth: lim.MaxDepth, maxAliases: lim.MaxAliases})
 	h.Use(extension.FixedComplexityLimit(lim.MaxComplexity))
+	// After the limits, which bound its walk of the selection.
+	h.Use(mutationChecks{schema: schema})
 	h.AroundOperations(s.resolver.AuditReads)
 	h.AroundOperations(s.limitLookups)
 	h.Use(s.shared)
@@ -324,6 +326,11 @@ func (s *Server) presentError(ctx context.Context, err error) *gqlerror.Error {
 		Message:    c360.ErrorMessage(err),
 		Path:       graphql.GetPath(ctx),
 		Extensions: map[string]any{"code": code},
+	}
+	if errors.As(err, &gqlErr) && len(out.Path) == 0 {
+		// Refused before execution (mutationChecks): the field it names
+		// is on the error, not in the context.
+		out.Path, out.Locations = gqlErr.Path, gqlErr.Locations
 	}
 	return out
 }
