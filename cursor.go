@@ -7,9 +7,24 @@ import (
 	"time"
 )
 
-// Cursor is a keyset position: a time and an id that breaks ties. Clients see
-// it only as an opaque string.
+// The lists a Cursor positions in. A cursor names its list, and a list
+// refuses another's cursor: its time and id would position the page
+// somewhere arbitrary.
+const (
+	ListCustomers     = "customers"
+	ListEvents        = "events"
+	ListConversations = "conversations"
+	ListMessages      = "messages"
+	ListAudit         = "audit"
+	ListDeadLetters   = "deadletters"
+)
+
+// Cursor is a keyset position in a list: a time and an id that breaks ties.
+// Clients see it only as an opaque string.
 type Cursor struct {
+	// List is one of the List constants; empty in a cursor handed out
+	// before cursors named their list, which any list accepts.
+	List string
 	Time time.Time
 	ID   int64
 }
@@ -17,16 +32,25 @@ type Cursor struct {
 // Encode returns the opaque form of c.
 func (c Cursor) Encode() string {
 	s := strconv.FormatInt(c.Time.UnixMicro(), 36) + "." + strconv.FormatInt(c.ID, 36)
+	if c.List != "" {
+		s = c.List + ":" + s
+	}
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
-// DecodeCursor parses an opaque cursor; a malformed one is EINVALID.
-func DecodeCursor(s string) (Cursor, error) {
+// DecodeCursor parses an opaque cursor of list; a malformed one, or one of
+// another list, is EINVALID.
+func DecodeCursor(s, list string) (Cursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) > 40 {
+	if err != nil || len(b) > 64 {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
-	t, id, ok := strings.Cut(string(b), ".")
+	var c Cursor
+	pos := string(b)
+	if l, rest, ok := strings.Cut(pos, ":"); ok {
+		c.List, pos = l, rest
+	}
+	t, id, ok := strings.Cut(pos, ".")
 	if !ok {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
@@ -41,5 +65,9 @@ func DecodeCursor(s string) (Cursor, error) {
 	if tm.Year() < 1 || tm.Year() > 9999 {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
-	return Cursor{Time: tm, ID: n}, nil
+	if c.List != "" && c.List != list {
+		return Cursor{}, Errorf(EINVALID, "cursor of another list")
+	}
+	c.Time, c.ID = tm, n
+	return c, nil
 }

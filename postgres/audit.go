@@ -127,7 +127,7 @@ func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter
 		afterID *int64
 	)
 	if f.After != "" {
-		cur, err := c360.DecodeCursor(f.After)
+		cur, err := c360.DecodeCursor(f.After, c360.ListAudit)
 		if err != nil {
 			return nil, nil, false, err
 		}
@@ -171,7 +171,7 @@ func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter
 			break
 		}
 		out = append(out, e)
-		cursors = append(cursors, c360.Cursor{Time: e.At, ID: e.ID}.Encode())
+		cursors = append(cursors, c360.Cursor{List: c360.ListAudit, Time: e.At, ID: e.ID}.Encode())
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, false, interpretError(fmt.Errorf("find audit entries: %w", err))

@@ -114,7 +114,7 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 	}
 	var after *c360.Cursor
 	if f.After != "" {
-		cur, err := c360.DecodeCursor(f.After)
+		cur, err := c360.DecodeCursor(f.After, c360.ListCustomers)
 		if err != nil {
 			return nil, err
 		}
@@ -151,7 +151,7 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		if err != nil {
 			return nil, fmt.Errorf("scan customer: %w", err)
 		}
-		if !keep(page, n, c, c.CreatedAt, c.ID) {
+		if !keep(page, c360.ListCustomers, n, c, c.CreatedAt, c.ID) {
 			break
 		}
 	}

@@ -139,7 +139,7 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 		afterID *int64
 	)
 	if f.After != "" {
-		cur, err := c360.DecodeCursor(f.After)
+		cur, err := c360.DecodeCursor(f.After, c360.ListDeadLetters)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +162,7 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 		if err != nil {
 			return nil, err
 		}
-		if !keep(page, n, d, d.FirstFailedAt, d.ID) {
+		if !keep(page, c360.ListDeadLetters, n, d, d.FirstFailedAt, d.ID) {
 			break
 		}
 	}

@@ -10,12 +10,13 @@ import (
 	"github.com/c360dev/c360"
 )
 
-// queuePage queues one statement loading a page of children for each parent.
+// queuePage queues one statement loading a page of children for each
+// parent, of list (a c360.List constant, which also names the statement).
 // query selects (parent id, sort time, id, columns...) for $1 workspace,
 // $2 parent ids, $3 limit, and, when after is set, $4 time and $5 id. Nil
 // parents, in a batch with a lookup, are the customer it finds
 // (lookedUpCustomers); its page is made when its first row is read.
-func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args c360.PageArgs,
+func queuePage[T any](p *pipeline, list string, ws int64, parents []int64, args c360.PageArgs,
 	query func(after bool) string, scan func(pgx.Rows) (int64, T, time.Time, int64, error),
 ) (map[int64]*c360.Page[T], error) {
 	n, err := pageSize(args.First)
@@ -24,7 +25,7 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 	}
 	params := []any{ws, p.customersArg(parents), n + 1}
 	if args.After != "" {
-		cur, err := c360.DecodeCursor(args.After)
+		cur, err := c360.DecodeCursor(args.After, list)
 		if err != nil {
 			return nil, err
 		}
@@ -34,12 +35,12 @@ func queuePage[T any](p *pipeline, what string, ws int64, parents []int64, args 
 	for _, p := range parents {
 		pageOf(out, p)
 	}
-	p.queue(what, query(args.After != ""), params, func(rows pgx.Rows) error {
+	p.queue(list, query(args.After != ""), params, func(rows pgx.Rows) error {
 		parent, item, t, id, err := scan(rows)
 		if err != nil {
 			return err
 		}
-		keep(pageOf(out, parent), n, item, t, id)
+		keep(pageOf(out, parent), list, n, item, t, id)
 		return nil
 	})
 	return out, nil
@@ -55,16 +56,16 @@ func pageOf[T any](pages map[int64]*c360.Page[T], parent int64) *c360.Page[T] {
 	return pg
 }
 
-// keep adds item, sorted at (t, id), to pg, a page of at most n items; an
-// item past the n-th tells that there is a next page instead. It reports
-// whether the item was kept.
-func keep[T any](pg *c360.Page[T], n int, item T, t time.Time, id int64) bool {
+// keep adds item, sorted at (t, id), to pg, a page of list of at most n
+// items; an item past the n-th tells that there is a next page instead. It
+// reports whether the item was kept.
+func keep[T any](pg *c360.Page[T], list string, n int, item T, t time.Time, id int64) bool {
 	if len(pg.Items) == n {
 		pg.HasNext = true
 		return false
 	}
 	pg.Items = append(pg.Items, item)
-	pg.Cursors = append(pg.Cursors, c360.Cursor{Time: t, ID: id}.Encode())
+	pg.Cursors = append(pg.Cursors, c360.Cursor{List: list, Time: t, ID: id}.Encode())
 	return true
 }
 
@@ -120,7 +121,7 @@ func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64
 }
 
 func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
-	return queuePage(p, "events", ws, customers, args, func(after bool) string {
+	return queuePage(p, c360.ListEvents, ws, customers, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
@@ -149,7 +150,7 @@ func (db *DB) ConversationsByCustomers(ctx context.Context, ws int64, customers 
 }
 
 func queueConversations(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], error) {
-	return queuePage(p, "conversations", ws, customers, args, func(after bool) string {
+	return queuePage(p, c360.ListConversations, ws, customers, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($4, $5)`
@@ -177,7 +178,7 @@ func queueConversations(p *pipeline, ws int64, customers []int64, args c360.Page
 // conversation.
 func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversations []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Message], error) {
 	p := newPipeline(ws)
-	m, err := queuePage(p, "messages", ws, conversations, args, func(after bool) string {
+	m, err := queuePage(p, c360.ListMessages, ws, conversations, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (m.created_at, m.id) < ($4, $5)`
@@ -232,7 +233,7 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 	msgParams := []any{ws, p.customersArg(customers), cn, mn + 1}
 	convCond, msgConvCond, msgCond := "", "", ""
 	if convArgs.After != "" {
-		cur, err := c360.DecodeCursor(convArgs.After)
+		cur, err := c360.DecodeCursor(convArgs.After, c360.ListConversations)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -242,7 +243,7 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		msgConvCond = `AND (coalesce(c.last_message_at, c.created_at), c.id) < ($5, $6)`
 	}
 	if msgArgs.After != "" {
-		cur, err := c360.DecodeCursor(msgArgs.After)
+		cur, err := c360.DecodeCursor(msgArgs.After, c360.ListMessages)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -264,7 +265,7 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		if c.LastMessageAt != nil {
 			t = *c.LastMessageAt
 		}
-		if keep(pageOf(convs, c.CustomerID), cn, c, t, c.ID) {
+		if keep(pageOf(convs, c.CustomerID), c360.ListConversations, cn, c, t, c.ID) {
 			pageOf(msgs, c.ID)
 		}
 		return nil
@@ -285,7 +286,7 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		// No page: a conversation that became active between the two
 		// statements.
 		if pg := msgs[m.ConversationID]; pg != nil {
-			keep(pg, mn, m, m.CreatedAt, m.ID)
+			keep(pg, c360.ListMessages, mn, m, m.CreatedAt, m.ID)
 		}
 		return nil
 	})

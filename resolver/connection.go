@@ -1,17 +1,34 @@
 package resolver
 
 import (
+	"fmt"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph/model"
 )
 
-// CheckPage refuses a connection field's arguments (coerced, as
-// CollectedField.ArgumentMap gives them, the schema's defaults filled in)
-// that its store would refuse: a first outside 1..MaxPage, an after that is
-// not a cursor. The server runs it on a mutation's whole selection before
-// the mutation runs, so that a mutation is never refused after its change
-// is made (server/operation.go).
-func CheckPage(args map[string]any) error {
+// cursorLists names the list of each connection type's cursors
+// (c360.Cursor.List).
+var cursorLists = map[string]string{
+	"CustomerConnection":     c360.ListCustomers,
+	"EventConnection":        c360.ListEvents,
+	"ConversationConnection": c360.ListConversations,
+	"MessageConnection":      c360.ListMessages,
+	"AuditConnection":        c360.ListAudit,
+	"DeadLetterConnection":   c360.ListDeadLetters,
+}
+
+// CheckPage refuses the arguments of a field of type connection (coerced,
+// as CollectedField.ArgumentMap gives them, the schema's defaults filled
+// in) that its store would refuse: a first outside 1..MaxPage, an after
+// that is not a cursor of that connection's list. The server runs it on a
+// mutation's whole selection before the mutation runs, so that a mutation
+// is never refused after its change is made (server/operation.go).
+func CheckPage(connection string, args map[string]any) error {
+	list, ok := cursorLists[connection]
+	if !ok {
+		return fmt.Errorf("check page: no cursor list for %s", connection)
+	}
 	a, ok := pageArgsOf(args)
 	if !ok { // validation lets no such value through
 		return c360.Errorf(c360.EINVALID, "first must be an integer and after a cursor")
@@ -20,7 +37,7 @@ func CheckPage(args map[string]any) error {
 		return err
 	}
 	if a.After != "" {
-		if _, err := c360.DecodeCursor(a.After); err != nil {
+		if _, err := c360.DecodeCursor(a.After, list); err != nil {
 			return err
 		}
 	}

@@ -30,7 +30,7 @@ func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerF
 	}
 	page := &c360.Page[*c360.Customer]{Items: []*c360.Customer{}, Cursors: []string{}}
 	if f.After != "" {
-		if _, err := c360.DecodeCursor(f.After); err != nil {
+		if _, err := c360.DecodeCursor(f.After, c360.ListCustomers); err != nil {
 			return nil, err
 		}
 		return page, nil // the one match was on the first page
@@ -43,7 +43,7 @@ func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerF
 	switch code := c360.ErrorCode(err); {
 	case err == nil:
 		page.Items = append(page.Items, c)
-		page.Cursors = append(page.Cursors, c360.Cursor{Time: c.CreatedAt, ID: c.ID}.Encode())
+		page.Cursors = append(page.Cursors, c360.Cursor{List: c360.ListCustomers, Time: c.CreatedAt, ID: c.ID}.Encode())
 		done(c.ID)
 	case code == c360.ENOTFOUND:
 		done(0)

@@ -102,7 +102,7 @@ func (mutationChecks) field(p *c360.Principal, oc *graphql.OperationContext, obj
 		}
 	}
 	if f.Definition.Arguments.ForName("first") != nil {
-		return resolver.CheckPage(f.ArgumentMap(oc.Variables))
+		return resolver.CheckPage(f.Definition.Type.Name(), f.ArgumentMap(oc.Variables))
 	}
 	return nil
 }

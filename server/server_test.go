@@ -609,6 +609,75 @@ func TestCustomersPagination(t *testing.T) {
 	}
 }
 
+// A cursor is of one list: passed to another, it is refused with
+// BAD_USER_INPUT instead of positioning that list's page at random. In a
+// mutation's answer it is refused before the mutation runs.
+func TestCursorOfAnotherListIsRefused(t *testing.T) {
+	e := newEnv(t)
+	audit := postgres.NewAuditWriter(e.db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(audit.Close)
+	r := newResolver(e.db)
+	r.Audit, r.DeadLetterService = audit, e.db
+	e.srv = serve(t, e.db, r, e.db)
+	for i := range 2 {
+		e.track(t, map[string]any{"identities": ids("email", "lists@example.com"), "event": fmt.Sprintf("E%d", i)})
+	}
+	e.identify(t, map[string]any{"identities": ids("email", "other@example.com")})
+	var p customerPage
+	gql(t, e.srv, e.key, customersQuery, map[string]any{"first": 1}).ok(t, &p)
+	if p.Customers.PageInfo.EndCursor == nil {
+		t.Fatal("customers(first: 1): no endCursor")
+	}
+	customers := *p.Customers.PageInfo.EndCursor
+	var c struct {
+		CustomerByIdentity struct {
+			ID     string
+			Events struct{ PageInfo struct{ EndCursor string } }
+		}
+	}
+	gql(t, e.srv, e.key, `{ customerByIdentity(type: "email", value: "lists@example.com") { id events(first: 1) { pageInfo { endCursor } } } }`,
+		nil).ok(t, &c)
+	id, events := c.CustomerByIdentity.ID, c.CustomerByIdentity.Events.PageInfo.EndCursor
+
+	// Each list takes its own cursor.
+	var next struct {
+		Customer struct {
+			Events struct{ Edges []struct{ Cursor string } }
+		}
+	}
+	gql(t, e.srv, e.key, `query($id: ID!, $a: String) { customer(id: $id) { events(first: 5, after: $a) { edges { cursor } } } }`,
+		map[string]any{"id": id, "a": events}).ok(t, &next)
+	if len(next.Customer.Events.Edges) != 1 {
+		t.Errorf("events after the first = %d, want 1", len(next.Customer.Events.Edges))
+	}
+	gql(t, e.srv, e.key, customersQuery, map[string]any{"first": 1, "after": customers}).ok(t, &p)
+
+	for _, tc := range []struct{ name, query, cursor string }{
+		{"customers in events", `query($id: ID!, $a: String) { customer(id: $id) { events(after: $a) { edges { cursor } } } }`, customers},
+		{"customers in conversations", `query($id: ID!, $a: String) { customer(id: $id) { conversations(after: $a) { edges { cursor } } } }`, customers},
+		{"customers in auditLog", `query($a: String) { auditLog(after: $a) { edges { cursor } } }`, customers},
+		{"customers in deadLetters", `query($a: String) { deadLetters(after: $a) { edges { cursor } } }`, customers},
+		{"events in customers", `query($a: String) { customers(after: $a) { edges { cursor } } }`, events},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := gql(t, e.srv, e.key, tc.query, map[string]any{"id": id, "a": tc.cursor})
+			r.wantCode(t, c360.EINVALID)
+			if r.Errors[0].Message != "cursor of another list" {
+				t.Errorf("message = %q, want %q", r.Errors[0].Message, "cursor of another list")
+			}
+		})
+	}
+
+	before := count(t, e.db, "events", e.ws)
+	resp := gql(t, e.srv, e.key, `mutation($a: String) { track(input: {identities: [{type: "email", value: "lists@example.com"}], event: "E"}) {
+		id } identify(input: {identities: [{type: "email", value: "lists@example.com"}]}) { events(after: $a) { edges { cursor } } } }`,
+		map[string]any{"a": customers})
+	resp.wantCode(t, c360.EINVALID)
+	if n := count(t, e.db, "events", e.ws); n != before {
+		t.Errorf("a mutation refused for a cursor of another list stored %d events", n-before)
+	}
+}
+
 func TestTenantScoping(t *testing.T) {
 	a := newEnv(t)
 	_, _, keyB := pgtest.Workspace(t, a.db)
