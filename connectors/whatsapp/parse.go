@@ -2,6 +2,7 @@ package whatsapp
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,15 @@ const MediaPrefix = "whatsapp-media:"
 // their WhatsApp account to a new number.
 const NumberChangedEvent = "WhatsApp Number Changed"
 
+// UserIDType is the identity type of a WhatsApp user's business-scoped
+// user id (BSUID, "US.13491208655302741918"): Meta's id of the user for
+// this business, sent beside the phone number, and instead of it for a
+// user who adopted a username (messages' from_user_id, contacts' user_id,
+// statuses' recipient_user_id). It is a custom identity type: ingest
+// trims it and keeps its case. A message that carries both the number and
+// the BSUID links the two on one customer.
+const UserIDType = "whatsapp_user_id"
+
 // payload is a Cloud API webhook notification; only what c360 reads.
 type payload struct {
 	Object string `json:"object"`
@@ -40,22 +50,32 @@ type value struct {
 		DisplayPhoneNumber string `json:"display_phone_number"`
 		PhoneNumberID      string `json:"phone_number_id"`
 	} `json:"metadata"`
-	Contacts []struct {
-		Profile struct {
-			Name string `json:"name"`
-		} `json:"profile"`
-		WaID string `json:"wa_id"`
-	} `json:"contacts"`
+	Contacts []contact `json:"contacts"`
 	Messages []message `json:"messages"`
 	Statuses []status  `json:"statuses"`
 }
 
+// contact is one entry of a notification's contacts: the profile of a
+// user its messages are from.
+type contact struct {
+	Profile struct {
+		Name     string `json:"name"`
+		Username string `json:"username"`
+	} `json:"profile"`
+	WaID   string `json:"wa_id"`
+	UserID string `json:"user_id"`
+}
+
 type message struct {
-	From      string `json:"from"`
-	ID        string `json:"id"`
-	Timestamp string `json:"timestamp"`
-	Type      string `json:"type"`
-	Text      *struct {
+	// From is the sender's wa_id (the number); Meta leaves it out for a
+	// user who adopted a username, whose FromUserID (BSUID) is the only
+	// id of the sender.
+	From       string `json:"from"`
+	FromUserID string `json:"from_user_id"`
+	ID         string `json:"id"`
+	Timestamp  string `json:"timestamp"`
+	Type       string `json:"type"`
+	Text       *struct {
 		Body string `json:"body"`
 	} `json:"text"`
 	Image       *media `json:"image"`
@@ -87,6 +107,7 @@ type message struct {
 		Type    string `json:"type"`
 		NewWaID string `json:"new_wa_id"`
 		WaID    string `json:"wa_id"`
+		UserID  string `json:"user_id"` // the new BSUID, which a number change changes too
 	} `json:"system"`
 	Context *struct {
 		ID string `json:"id"`
@@ -107,11 +128,15 @@ type reply struct {
 }
 
 type status struct {
-	ID          string `json:"id"`
-	Status      string `json:"status"`
-	Timestamp   string `json:"timestamp"`
-	RecipientID string `json:"recipient_id"`
-	Errors      []struct {
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Timestamp string `json:"timestamp"`
+	// RecipientID is the recipient's wa_id, left out for a message sent to
+	// a BSUID; RecipientUserID is the BSUID. Neither is needed: a status
+	// finds its message by the wamid.
+	RecipientID     string `json:"recipient_id"`
+	RecipientUserID string `json:"recipient_user_id"`
+	Errors          []struct {
 		Code  int    `json:"code"`
 		Title string `json:"title"`
 	} `json:"errors"`
@@ -136,14 +161,8 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 			if ch.Field != "" && ch.Field != "messages" {
 				continue
 			}
-			names := map[string]string{}
-			for _, c := range ch.Value.Contacts {
-				if n := strings.TrimSpace(c.Profile.Name); n != "" && c.WaID != "" {
-					names[c.WaID] = n
-				}
-			}
 			for i := range ch.Value.Messages {
-				if ev := messageEvent(&ch.Value.Messages[i], names, ch.Value.Metadata.DisplayPhoneNumber, now); ev != nil {
+				if ev := messageEvent(&ch.Value.Messages[i], ch.Value.Contacts, ch.Value.Metadata.DisplayPhoneNumber, now); ev != nil {
 					out = append(out, ev)
 				}
 			}
@@ -158,34 +177,33 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 }
 
 // messageEvent returns the event for one inbound message, or nil when it
-// lacks the id or sender every event needs. A text or caption that is a
-// consent keyword (c360.ConsentKeyword) sets the customer's WhatsApp
-// consent; a button's or list item's title never does.
-func messageEvent(m *message, names map[string]string, businessNumber string, now time.Time) *c360.Event {
-	if m.ID == "" || m.From == "" {
+// lacks the wamid every event is keyed by. Its sender is the number in
+// from and the BSUID in from_user_id (else the user_id of the contact the
+// message is from), either or both; a message with neither gets an event
+// without identities, which ingest refuses and the handler keeps as a
+// dead letter under its wamid, rather than a 200 that loses it. A text or
+// caption that is a consent keyword (c360.ConsentKeyword) sets the
+// customer's WhatsApp consent; a button's or list item's title never does.
+func messageEvent(m *message, contacts []contact, businessNumber string, now time.Time) *c360.Event {
+	if m.ID == "" {
 		return nil
 	}
-	at := timestamp(m.Timestamp, now)
-	if m.Type == "system" && m.System != nil && m.System.Type == "user_changed_number" {
-		newID := m.System.NewWaID
-		if newID == "" {
-			newID = m.System.WaID
-		}
-		if newID == "" {
-			return nil
-		}
-		return &c360.Event{
-			Type:       c360.EventTrack,
-			Name:       NumberChangedEvent,
-			Source:     Source,
-			DedupeKey:  m.ID,
-			Identities: []c360.Identity{{Type: "phone", Value: phone(m.From)}, {Type: "phone", Value: phone(newID)}},
-			Properties: map[string]any{"previousPhone": phone(m.From), "phone": phone(newID), "previousWaId": m.From, "waId": newID},
-			OccurredAt: at,
-			ReceivedAt: now,
-		}
+	from, userID := strings.TrimSpace(m.From), strings.TrimSpace(m.FromUserID)
+	c := findContact(contacts, from, userID)
+	if userID == "" && c != nil {
+		userID = strings.TrimSpace(c.UserID)
 	}
-	props := map[string]any{"type": m.Type, "waId": m.From}
+	at := timestamp(m.Timestamp, now)
+	if m.Type == "system" && m.System != nil && (m.System.Type == "user_changed_number" || m.System.Type == "user_changed_user_id") {
+		return numberChangeEvent(m, from, userID, at, now)
+	}
+	props := map[string]any{"type": m.Type}
+	if from != "" {
+		props["waId"] = from
+	}
+	if userID != "" {
+		props["userId"] = userID
+	}
 	if businessNumber != "" {
 		props["to"] = phone(businessNumber)
 	}
@@ -239,15 +257,20 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 		Type:       c360.EventMessage,
 		Source:     Source,
 		DedupeKey:  m.ID,
-		Identities: []c360.Identity{{Type: "phone", Value: phone(m.From)}},
+		Identities: senderIdentities(from, userID),
 		Properties: props,
 		OccurredAt: at,
 		ReceivedAt: now,
 		Message:    msg,
 	}
-	if name, ok := names[m.From]; ok {
-		ev.TraitsIfAbsent = map[string]any{"name": name}
-		props["profileName"] = name
+	if c != nil {
+		if name := strings.TrimSpace(c.Profile.Name); name != "" {
+			ev.TraitsIfAbsent = map[string]any{"name": name}
+			props["profileName"] = name
+		}
+		if u := strings.TrimSpace(c.Profile.Username); u != "" {
+			props["username"] = u
+		}
 	}
 	// What the customer typed (a text, a caption) is read for a consent
 	// keyword as Twilio's body is, so that a STOP opts out of WhatsApp
@@ -274,10 +297,17 @@ func messageEvent(m *message, names map[string]string, businessNumber string, no
 // the business sent, or nil when it lacks what every status needs.
 func statusEvent(s *status, now time.Time) *c360.Event {
 	st := strings.ToLower(strings.TrimSpace(s.Status))
-	if s.ID == "" || s.RecipientID == "" || st == "" || len(st) > 32 {
+	if s.ID == "" || st == "" || len(st) > 32 {
 		return nil
 	}
-	props := map[string]any{"messageId": s.ID, "status": st, "waId": s.RecipientID}
+	recipient, userID := strings.TrimSpace(s.RecipientID), strings.TrimSpace(s.RecipientUserID)
+	props := map[string]any{"messageId": s.ID, "status": st}
+	if recipient != "" {
+		props["waId"] = recipient
+	}
+	if userID != "" {
+		props["userId"] = userID
+	}
 	msg := &c360.MessageInput{
 		Channel:    c360.ChannelWhatsApp,
 		Direction:  c360.DirectionOutbound,
@@ -295,12 +325,84 @@ func statusEvent(s *status, now time.Time) *c360.Event {
 		Type:       c360.EventMessageStatus,
 		Source:     Source,
 		DedupeKey:  s.ID + ":" + st,
-		Identities: []c360.Identity{{Type: "phone", Value: phone(s.RecipientID)}},
+		Identities: senderIdentities(recipient, userID),
 		Properties: props,
 		OccurredAt: timestamp(s.Timestamp, now),
 		ReceivedAt: now,
 		Message:    msg,
 	}
+}
+
+// numberChangeEvent returns the track event of a user who moved their
+// WhatsApp account to a new number (system user_changed_number, or
+// user_changed_user_id, which Meta sends when the BSUID changes with the
+// number): the old and the new ids, numbers and BSUIDs, as identities, so
+// that the new ones are attached to the same customer.
+func numberChangeEvent(m *message, from, userID string, at, now time.Time) *c360.Event {
+	newWaID := strings.TrimSpace(m.System.NewWaID)
+	if newWaID == "" {
+		newWaID = strings.TrimSpace(m.System.WaID)
+	}
+	newUserID := strings.TrimSpace(m.System.UserID)
+	props := map[string]any{}
+	if from != "" {
+		props["previousPhone"], props["previousWaId"] = phone(from), from
+	}
+	if newWaID != "" {
+		props["phone"], props["waId"] = phone(newWaID), newWaID
+	}
+	if userID != "" {
+		props["previousUserId"] = userID
+	}
+	if newUserID != "" {
+		props["userId"] = newUserID
+	}
+	ids := senderIdentities(from, userID)
+	for _, id := range senderIdentities(newWaID, newUserID) {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return &c360.Event{
+		Type:       c360.EventTrack,
+		Name:       NumberChangedEvent,
+		Source:     Source,
+		DedupeKey:  m.ID,
+		Identities: ids,
+		Properties: props,
+		OccurredAt: at,
+		ReceivedAt: now,
+	}
+}
+
+// senderIdentities returns a WhatsApp user's identities: the phone number
+// of the wa_id and the BSUID, those of the two that are given.
+func senderIdentities(waID, userID string) []c360.Identity {
+	var ids []c360.Identity
+	if waID != "" {
+		ids = append(ids, c360.Identity{Type: "phone", Value: phone(waID)})
+	}
+	if userID != "" {
+		ids = append(ids, c360.Identity{Type: UserIDType, Value: userID})
+	}
+	return ids
+}
+
+// findContact returns the contact a message from the wa_id and BSUID
+// given is from: the one with that BSUID, else that wa_id; for a message
+// that names neither, the notification's only contact, since Meta sends
+// each sender's profile beside their messages. Nil when none matches.
+func findContact(contacts []contact, waID, userID string) *contact {
+	for i := range contacts {
+		c := &contacts[i]
+		if userID != "" && strings.TrimSpace(c.UserID) == userID || userID == "" && waID != "" && strings.TrimSpace(c.WaID) == waID {
+			return c
+		}
+	}
+	if waID == "" && userID == "" && len(contacts) == 1 {
+		return &contacts[0]
+	}
+	return nil
 }
 
 func firstMedia(ms ...*media) *media {

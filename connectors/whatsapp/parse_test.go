@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func FuzzWhatsAppPayload(f *testing.F) {
 	f.Add(`{"entry":[{"changes":[{"value":{"statuses":[{"id":"w","status":"failed","recipient_id":"1","errors":[{"code":131047}]}]}}]}]}`)
 	f.Add(`{"entry":[{"changes":[{"value":{"messages":[{"from":"1","id":"s","type":"system","system":{"type":"user_changed_number","new_wa_id":"2"}}]}}]}]}`)
 	f.Add(`{"entry":[{"changes":[{"value":{"messages":[{"from":"1","id":"s","type":"system","system":{"type":"user_changed_number"}},{"type":"interactive","interactive":{}}]}}]}]}`)
+	f.Add(`{"entry":[{"changes":[{"value":{"contacts":[{"profile":{"name":"S","username":"@s"},"user_id":"US.1"}],"messages":[{"from_user_id":"US.1","id":"u","type":"text","text":{"body":"hi"}},{"id":"n","type":"text"}],"statuses":[{"id":"w","status":"read","recipient_user_id":"US.1"}]}}]}]}`)
 	f.Add(`{"entry":null}`)
 	f.Add(`[]`)
 	f.Fuzz(func(t *testing.T, body string) {
@@ -73,10 +75,15 @@ func FuzzWhatsAppPayload(f *testing.F) {
 			return
 		}
 		for _, ev := range evs {
-			if ev.DedupeKey == "" || ev.Source != Source || len(ev.Identities) == 0 {
+			// An event may have no identity (a message naming no sender):
+			// ingest refuses it, and the handler keeps it as a dead letter.
+			if ev.DedupeKey == "" || ev.Source != Source {
 				t.Fatalf("event %+v", ev)
 			}
 			for _, id := range ev.Identities {
+				if id.Type == UserIDType && id.Value != "" {
+					continue
+				}
 				if id.Type != "phone" || id.Value == "" || id.Value[0] != '+' {
 					t.Fatalf("identity %+v", id)
 				}
@@ -132,5 +139,70 @@ func TestTimestamp(t *testing.T) {
 		if got := timestamp(s, now); !got.Equal(want) {
 			t.Errorf("timestamp(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// A user who adopted a username may arrive with no number: from and wa_id
+// left out, the BSUID in from_user_id and the contact's user_id. The BSUID
+// is the sender then, beside the number when both come, and a message
+// naming neither still gets its event (which ingest refuses, and the
+// handler keeps as a dead letter) instead of vanishing.
+func TestParsePayloadBusinessScopedUserIDs(t *testing.T) {
+	const bsuid = "US.13491208655302741918"
+	for _, tc := range []struct {
+		name, contacts, message string
+		want                    []c360.Identity
+		wantName                string
+	}{
+		{"from_user_id only",
+			`[{"profile":{"name":"Sheena","username":"@sheena"},"user_id":"` + bsuid + `"}]`,
+			`{"from_user_id":"` + bsuid + `","id":"wamid.X","timestamp":"1700000000","type":"text","text":{"body":"Where is my order?"}}`,
+			[]c360.Identity{{Type: UserIDType, Value: bsuid}}, "Sheena"},
+		{"the contact's user_id",
+			`[{"profile":{"name":"Sheena"},"user_id":"` + bsuid + `"}]`,
+			`{"id":"wamid.X","timestamp":"1700000000","type":"text","text":{"body":"hi"}}`,
+			[]c360.Identity{{Type: UserIDType, Value: bsuid}}, "Sheena"},
+		{"number and BSUID",
+			`[{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"` + bsuid + `"}]`,
+			`{"from":"16505551234","from_user_id":"` + bsuid + `","id":"wamid.X","type":"text","text":{"body":"hi"}}`,
+			[]c360.Identity{{Type: "phone", Value: "+16505551234"}, {Type: UserIDType, Value: bsuid}}, "Sheena"},
+		{"number, and the BSUID of its contact",
+			`[{"profile":{"name":"Other"},"wa_id":"16505550000","user_id":"US.1"},{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"` + bsuid + `"}]`,
+			`{"from":"16505551234","id":"wamid.X","type":"text","text":{"body":"hi"}}`,
+			[]c360.Identity{{Type: "phone", Value: "+16505551234"}, {Type: UserIDType, Value: bsuid}}, "Sheena"},
+		{"no sender", `[]`, `{"id":"wamid.X","type":"text","text":{"body":"hi"}}`, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{
+				"contacts":`+tc.contacts+`,"messages":[`+tc.message+`]}}]}]}`), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != 1 {
+				t.Fatalf("events = %d, want 1", len(evs))
+			}
+			ev := evs[0]
+			if ev.DedupeKey != "wamid.X" || ev.Message == nil || ev.Message.ProviderID != "wamid.X" {
+				t.Errorf("event = %+v", ev)
+			}
+			if fmt.Sprint(ev.Identities) != fmt.Sprint(tc.want) {
+				t.Errorf("identities = %v, want %v", ev.Identities, tc.want)
+			}
+			if got, _ := ev.TraitsIfAbsent["name"].(string); got != tc.wantName {
+				t.Errorf("name = %q, want %q", got, tc.wantName)
+			}
+		})
+	}
+	// A status finds its message by its wamid: one with the BSUID only, or
+	// with no recipient at all, is an event all the same.
+	evs, err := ParsePayload([]byte(`{"entry":[{"changes":[{"value":{"statuses":[
+		{"id":"wamid.S1","status":"delivered","timestamp":"1700000000","recipient_user_id":"`+bsuid+`"},
+		{"id":"wamid.S2","status":"read","timestamp":"1700000000"}]}}]}]}`), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || fmt.Sprint(evs[0].Identities) != fmt.Sprint([]c360.Identity{{Type: UserIDType, Value: bsuid}}) ||
+		evs[0].DedupeKey != "wamid.S1:delivered" || len(evs[1].Identities) != 0 || evs[1].Message.ProviderID != "wamid.S2" {
+		t.Errorf("status events = %+v", evs)
 	}
 }
