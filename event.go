@@ -77,6 +77,16 @@ type Event struct {
 	// nor merge two people by them. Its traits are dated at ReceivedAt
 	// for trait precedence (TraitsAt), whatever time its sender claims.
 	FromClientKey bool
+	// Unreadable is set by a source that could not read the event whole (a
+	// provider's item of a shape it does not know: a field of another JSON
+	// type), and says why. Ingest refuses such an event as invalid with
+	// this reason, whatever else it holds, and a caller that asks for it
+	// (WithInvalidAsDeadLetters) keeps it as a dead letter, holding what
+	// could be read (its key, its identities, the item in its properties),
+	// for an admin to see; a replay refuses it again. A webhook whose
+	// provider would retry a refused delivery in vain thus acknowledges the
+	// rest of it without losing this one.
+	Unreadable string
 
 	Message *MessageInput // set for message and message_status events
 	Consent *ConsentInput // set when the event changes consent

@@ -280,6 +280,8 @@ type storedEvent struct {
 	// FromClientKey keeps a replay from trusting what a client key sent
 	// more than its first try did.
 	FromClientKey bool `json:"fromClientKey,omitempty"`
+	// Unreadable keeps a replay refusing an event its source could not read.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 type storedMessage struct {
@@ -304,7 +306,7 @@ func toStoredEvent(ev *c360.Event) storedEvent {
 		Traits: ev.Traits, TraitsIfAbsent: ev.TraitsIfAbsent,
 		Properties: storedObject(ev.RawProperties, ev.Properties), Context: storedObject(ev.RawContext, ev.Context),
 		Source: ev.Source, DedupeKey: ev.DedupeKey, OccurredAt: ev.OccurredAt, ReceivedAt: ev.ReceivedAt,
-		RepeatSharesIdentity: ev.RepeatSharesIdentity, FromClientKey: ev.FromClientKey,
+		RepeatSharesIdentity: ev.RepeatSharesIdentity, FromClientKey: ev.FromClientKey, Unreadable: ev.Unreadable,
 	}
 	if s.Identities == nil {
 		s.Identities = []c360.Identity{}
@@ -337,7 +339,7 @@ func fromStoredEvent(raw []byte) (*c360.Event, error) {
 		Type: s.Type, Name: s.Name, Identities: s.Identities, PreviousID: s.PreviousID,
 		Traits: s.Traits, TraitsIfAbsent: s.TraitsIfAbsent,
 		Source: s.Source, DedupeKey: s.DedupeKey, OccurredAt: s.OccurredAt, ReceivedAt: s.ReceivedAt,
-		RepeatSharesIdentity: s.RepeatSharesIdentity, FromClientKey: s.FromClientKey,
+		RepeatSharesIdentity: s.RepeatSharesIdentity, FromClientKey: s.FromClientKey, Unreadable: s.Unreadable,
 	}
 	// Objects come back as maps, whatever form they were kept in: a
 	// message's threadKey is read from its properties.

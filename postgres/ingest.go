@@ -134,6 +134,9 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if err := storableKey(ev); err != nil {
 		return p, err
 	}
+	if ev.Unreadable != "" {
+		return p, c360.Errorf(c360.EINVALID, "%s", ev.Unreadable)
+	}
 	if ev.Type == c360.EventMessageStatus && (ev.Message == nil || ev.Message.ProviderID == "") {
 		return p, c360.Errorf(c360.EINVALID, "a message status names its message by the provider's id")
 	}

@@ -2,6 +2,8 @@ package whatsapp
 
 import (
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,11 +35,15 @@ const NumberChangedEvent = "WhatsApp Number Changed"
 // the BSUID links the two on one customer.
 const UserIDType = "whatsapp_user_id"
 
-// payload is a Cloud API webhook notification; only what c360 reads.
+// payload is a Cloud API webhook notification; only what c360 reads. The
+// envelope is decoded whole, and a body it does not fit is refused; the
+// items of each change (contacts, messages, statuses) are kept as raw JSON
+// and decoded one by one, so that one item of a shape c360 does not know
+// costs only itself, not the messages beside it (Meta would retry the
+// notification for days, in vain, and then drop it all).
 type payload struct {
 	Object string `json:"object"`
 	Entry  []struct {
-		ID      string `json:"id"`
 		Changes []struct {
 			Field string `json:"field"`
 			Value value  `json:"value"`
@@ -47,13 +53,54 @@ type payload struct {
 
 type value struct {
 	Metadata struct {
-		DisplayPhoneNumber string `json:"display_phone_number"`
-		PhoneNumberID      string `json:"phone_number_id"`
+		DisplayPhoneNumber jsonID `json:"display_phone_number"`
 	} `json:"metadata"`
-	Contacts []contact `json:"contacts"`
-	Messages []message `json:"messages"`
-	Statuses []status  `json:"statuses"`
+	Contacts []json.RawMessage `json:"contacts"`
+	Messages []json.RawMessage `json:"messages"`
+	Statuses []json.RawMessage `json:"statuses"`
 }
+
+// jsonID is an id-like field (a wa_id, a BSUID, a wamid, a Unix time, an
+// error code): a JSON string, or a number kept as its literal text, since
+// Meta has been seen sending wa_id and new_wa_id as numbers
+// (16505551297) where its reference shows strings; null reads as "". Any
+// other JSON value is a decoding error, which costs only its item.
+type jsonID string
+
+var jsonIDType = reflect.TypeFor[jsonID]()
+
+// idWants names what a jsonID wants in a decoding error.
+var idWants = map[reflect.Type]string{jsonIDType: "a string or a number"}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (v *jsonID) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0 || b[0] == 'n':
+		*v = ""
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*v = jsonID(s)
+	case b[0] == '-' || '0' <= b[0] && b[0] <= '9':
+		*v = jsonID(b)
+	default:
+		kind := "object"
+		switch b[0] {
+		case 't', 'f':
+			kind = "bool"
+		case '[':
+			kind = "array"
+		}
+		// The decoder adds the field's name.
+		return &json.UnmarshalTypeError{Value: kind, Type: jsonIDType}
+	}
+	return nil
+}
+
+// String returns the id trimmed of surrounding white space.
+func (v jsonID) String() string { return strings.TrimSpace(string(v)) }
 
 // contact is one entry of a notification's contacts: the profile of a
 // user its messages are from.
@@ -62,18 +109,18 @@ type contact struct {
 		Name     string `json:"name"`
 		Username string `json:"username"`
 	} `json:"profile"`
-	WaID   string `json:"wa_id"`
-	UserID string `json:"user_id"`
+	WaID   jsonID `json:"wa_id"`
+	UserID jsonID `json:"user_id"`
 }
 
 type message struct {
 	// From is the sender's wa_id (the number); Meta leaves it out for a
 	// user who adopted a username, whose FromUserID (BSUID) is the only
 	// id of the sender.
-	From       string `json:"from"`
-	FromUserID string `json:"from_user_id"`
-	ID         string `json:"id"`
-	Timestamp  string `json:"timestamp"`
+	From       jsonID `json:"from"`
+	FromUserID jsonID `json:"from_user_id"`
+	ID         jsonID `json:"id"`
+	Timestamp  jsonID `json:"timestamp"`
 	Type       string `json:"type"`
 	Text       *struct {
 		Body string `json:"body"`
@@ -93,7 +140,7 @@ type message struct {
 		Text    string `json:"text"`
 	} `json:"button"`
 	Reaction *struct {
-		MessageID string `json:"message_id"`
+		MessageID jsonID `json:"message_id"`
 		Emoji     string `json:"emoji"`
 	} `json:"reaction"`
 	Location *struct {
@@ -105,12 +152,12 @@ type message struct {
 	System *struct {
 		Body    string `json:"body"`
 		Type    string `json:"type"`
-		NewWaID string `json:"new_wa_id"`
-		WaID    string `json:"wa_id"`
-		UserID  string `json:"user_id"` // the new BSUID, which a number change changes too
+		NewWaID jsonID `json:"new_wa_id"`
+		WaID    jsonID `json:"wa_id"`
+		UserID  jsonID `json:"user_id"` // the new BSUID, which a number change changes too
 	} `json:"system"`
 	Context *struct {
-		ID string `json:"id"`
+		ID jsonID `json:"id"`
 	} `json:"context"`
 }
 
@@ -128,52 +175,168 @@ type reply struct {
 }
 
 type status struct {
-	ID        string `json:"id"`
+	ID        jsonID `json:"id"`
 	Status    string `json:"status"`
-	Timestamp string `json:"timestamp"`
+	Timestamp jsonID `json:"timestamp"`
 	// RecipientID is the recipient's wa_id, left out for a message sent to
 	// a BSUID; RecipientUserID is the BSUID. Neither is needed: a status
 	// finds its message by the wamid.
-	RecipientID     string `json:"recipient_id"`
-	RecipientUserID string `json:"recipient_user_id"`
+	RecipientID     jsonID `json:"recipient_id"`
+	RecipientUserID jsonID `json:"recipient_user_id"`
 	Errors          []struct {
-		Code  int    `json:"code"`
+		Code  jsonID `json:"code"`
 		Title string `json:"title"`
 	} `json:"errors"`
+}
+
+// Skipped is an item of a notification that yields no event and is
+// logged instead: a message or status without an id, one that could not
+// be read and whose id could not be read either (nothing could key its
+// dead letter), and a contact that could not be read. Its reason names
+// fields and JSON types, never a value.
+type Skipped struct {
+	Item   string // where it is, e.g. entry[0].changes[0].value.messages[1]
+	Reason string
 }
 
 // ParsePayload turns a Cloud API notification into canonical events, in
 // the order received: one message event per inbound message (deduplicated by
 // its wamid), one message_status event per status (by wamid and status), and
 // a track event carrying the old and new number for user_changed_number.
-// Entries that are not about messages are ignored; malformed JSON is EINVALID.
-func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
+// Entries that are not about messages are ignored. A body that is not JSON,
+// or whose envelope (object, entry, changes, field, value, metadata and the
+// item arrays themselves) has a field of another JSON type, is EINVALID.
+// Items are read one by one: one that cannot be read becomes an event that
+// ingest refuses with the reason (c360.Event.Unreadable), kept as a dead
+// letter under its id, or, when even its id cannot be read, a Skipped.
+func ParsePayload(body []byte, now time.Time) ([]*c360.Event, []Skipped, error) {
 	var p payload
 	if err := json.Unmarshal(body, &p); err != nil {
-		return nil, c360.Errorf(c360.EINVALID, "the body is not a WhatsApp notification: %s", webhook.DescribeJSONError(err, "the body", nil))
+		return nil, nil, c360.Errorf(c360.EINVALID, "the body is not a WhatsApp notification: %s", webhook.DescribeJSONError(err, "the body", idWants))
 	}
 	if p.Object != "" && p.Object != "whatsapp_business_account" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var out []*c360.Event
-	for _, e := range p.Entry {
-		for _, ch := range e.Changes {
+	var skipped []Skipped
+	skip := func(item, reason string) { skipped = append(skipped, Skipped{Item: item, Reason: reason}) }
+	for ei, e := range p.Entry {
+		for ci, ch := range e.Changes {
 			if ch.Field != "" && ch.Field != "messages" {
 				continue
 			}
-			for i := range ch.Value.Messages {
-				if ev := messageEvent(&ch.Value.Messages[i], ch.Value.Contacts, ch.Value.Metadata.DisplayPhoneNumber, now); ev != nil {
-					out = append(out, ev)
+			at := fmt.Sprintf("entry[%d].changes[%d].value.", ei, ci)
+			contacts := make([]contact, 0, len(ch.Value.Contacts))
+			for i, raw := range ch.Value.Contacts {
+				var c contact
+				if err := json.Unmarshal(raw, &c); err != nil {
+					skip(fmt.Sprintf("%scontacts[%d]", at, i), unreadableReason("contact", err))
+					continue
 				}
+				contacts = append(contacts, c)
 			}
-			for i := range ch.Value.Statuses {
-				if ev := statusEvent(&ch.Value.Statuses[i], now); ev != nil {
-					out = append(out, ev)
+			business := ch.Value.Metadata.DisplayPhoneNumber.String()
+			for i, raw := range ch.Value.Messages {
+				var m message
+				var ev *c360.Event
+				reason := "the message has no id"
+				if err := json.Unmarshal(raw, &m); err != nil {
+					ev, reason = unreadableEvent(c360.EventMessage, raw, err, now)
+				} else {
+					ev = messageEvent(&m, contacts, business, now)
 				}
+				if ev == nil {
+					skip(fmt.Sprintf("%smessages[%d]", at, i), reason)
+					continue
+				}
+				out = append(out, ev)
+			}
+			for i, raw := range ch.Value.Statuses {
+				var st status
+				var ev *c360.Event
+				reason := "the status has no id"
+				if err := json.Unmarshal(raw, &st); err != nil {
+					ev, reason = unreadableEvent(c360.EventMessageStatus, raw, err, now)
+				} else {
+					ev = statusEvent(&st, now)
+				}
+				if ev == nil {
+					skip(fmt.Sprintf("%sstatuses[%d]", at, i), reason)
+					continue
+				}
+				out = append(out, ev)
 			}
 		}
 	}
-	return out, nil
+	return out, skipped, nil
+}
+
+// unreadableReason says why an item (a "message", "status" or "contact")
+// could not be read, naming the field and JSON types, never a value.
+func unreadableReason(kind string, err error) string {
+	return fmt.Sprintf("the %s could not be read: %s", kind, webhook.DescribeJSONError(err, "the "+kind, idWants))
+}
+
+// unreadableEvent returns the event of a message or status item (typ: the
+// event type) that did not decode: what could be read of it, each field on
+// its own (its id, the ids of its sender or recipient, its time), with the
+// item itself in property item, and the reason in Unreadable, so that
+// ingest refuses it and the handler keeps it as a dead letter under its
+// id, for an admin to read. The identities let an erasure of the person
+// find the dead letter. When the id cannot be read, nothing could key the
+// dead letter: it returns nil and the reason, for the handler to log.
+func unreadableEvent(typ string, raw json.RawMessage, err error, now time.Time) (*c360.Event, string) {
+	kind := "message"
+	if typ == c360.EventMessageStatus {
+		kind = "status"
+	}
+	reason := unreadableReason(kind, err)
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return nil, reason // not an object: no id to read
+	}
+	read := func(name string) string {
+		var v jsonID
+		if f, ok := fields[name]; !ok || json.Unmarshal(f, &v) != nil {
+			return ""
+		}
+		return v.String()
+	}
+	id := read("id")
+	if id == "" {
+		return nil, reason
+	}
+	props := map[string]any{}
+	// The item as Meta sent it, numbers exact (a wa_id's digits), unless
+	// a number is one the store cannot hold (1e400): it is then left out,
+	// so that the dead letter can be kept.
+	var item any
+	if c360.UnmarshalExact(raw, &item) == nil {
+		if item, err = c360.StorableNumbers(item); err == nil {
+			props["item"] = item
+		}
+	}
+	ev := &c360.Event{
+		Type:       typ,
+		Source:     Source,
+		DedupeKey:  id,
+		Properties: props,
+		OccurredAt: timestamp(read("timestamp"), now),
+		ReceivedAt: now,
+		Unreadable: reason,
+	}
+	if typ == c360.EventMessage {
+		ev.Identities = senderIdentities(read("from"), read("from_user_id"))
+		ev.Message = &c360.MessageInput{Channel: c360.ChannelWhatsApp, Direction: c360.DirectionInbound, ProviderID: id, Status: "received"}
+		return ev, reason
+	}
+	st := strings.ToLower(read("status"))
+	if st != "" && len(st) <= 32 {
+		ev.DedupeKey = id + ":" + st // as the status would have been keyed
+	}
+	ev.Identities = senderIdentities(read("recipient_id"), read("recipient_user_id"))
+	ev.Message = &c360.MessageInput{Channel: c360.ChannelWhatsApp, Direction: c360.DirectionOutbound, ProviderID: id, Status: st}
+	return ev, reason
 }
 
 // messageEvent returns the event for one inbound message, or nil when it
@@ -185,17 +348,18 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, error) {
 // caption that is a consent keyword (c360.ConsentKeyword) sets the
 // customer's WhatsApp consent; a button's or list item's title never does.
 func messageEvent(m *message, contacts []contact, businessNumber string, now time.Time) *c360.Event {
-	if m.ID == "" {
+	id := m.ID.String()
+	if id == "" {
 		return nil
 	}
-	from, userID := strings.TrimSpace(m.From), strings.TrimSpace(m.FromUserID)
+	from, userID := m.From.String(), m.FromUserID.String()
 	c := findContact(contacts, from, userID)
 	if userID == "" && c != nil {
-		userID = strings.TrimSpace(c.UserID)
+		userID = c.UserID.String()
 	}
-	at := timestamp(m.Timestamp, now)
+	at := timestamp(m.Timestamp.String(), now)
 	if m.Type == "system" && m.System != nil && (m.System.Type == "user_changed_number" || m.System.Type == "user_changed_user_id") {
-		return numberChangeEvent(m, from, userID, at, now)
+		return numberChangeEvent(m, id, from, userID, at, now)
 	}
 	props := map[string]any{"type": m.Type}
 	if from != "" {
@@ -207,13 +371,13 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 	if businessNumber != "" {
 		props["to"] = phone(businessNumber)
 	}
-	if m.Context != nil && m.Context.ID != "" {
-		props["replyTo"] = m.Context.ID
+	if m.Context != nil && m.Context.ID.String() != "" {
+		props["replyTo"] = m.Context.ID.String()
 	}
 	msg := &c360.MessageInput{
 		Channel:    c360.ChannelWhatsApp,
 		Direction:  c360.DirectionInbound,
-		ProviderID: m.ID,
+		ProviderID: id,
 		Status:     "received",
 	}
 	// typed is set when the body is the customer's own words (a text, a
@@ -248,7 +412,7 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 		props["button"] = map[string]any{"payload": m.Button.Payload, "text": m.Button.Text}
 	case m.Reaction != nil:
 		msg.Body = m.Reaction.Emoji
-		props["reactionTo"] = m.Reaction.MessageID
+		props["reactionTo"] = m.Reaction.MessageID.String()
 	case m.Location != nil:
 		props["location"] = map[string]any{"latitude": m.Location.Latitude, "longitude": m.Location.Longitude,
 			"name": m.Location.Name, "address": m.Location.Address}
@@ -256,7 +420,7 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 	ev := &c360.Event{
 		Type:       c360.EventMessage,
 		Source:     Source,
-		DedupeKey:  m.ID,
+		DedupeKey:  id,
 		Identities: senderIdentities(from, userID),
 		Properties: props,
 		OccurredAt: at,
@@ -294,14 +458,17 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 }
 
 // statusEvent returns the message_status event for one status of a message
-// the business sent, or nil when it lacks what every status needs.
+// the business sent, or nil when it has no wamid. A status that names no
+// status, or one longer than 32 bytes, is an event ingest refuses
+// (Unreadable), kept as a dead letter under its wamid.
 func statusEvent(s *status, now time.Time) *c360.Event {
-	st := strings.ToLower(strings.TrimSpace(s.Status))
-	if s.ID == "" || st == "" || len(st) > 32 {
+	id := s.ID.String()
+	if id == "" {
 		return nil
 	}
-	recipient, userID := strings.TrimSpace(s.RecipientID), strings.TrimSpace(s.RecipientUserID)
-	props := map[string]any{"messageId": s.ID, "status": st}
+	st := strings.ToLower(strings.TrimSpace(s.Status))
+	recipient, userID := s.RecipientID.String(), s.RecipientUserID.String()
+	props := map[string]any{"messageId": id, "status": st}
 	if recipient != "" {
 		props["waId"] = recipient
 	}
@@ -311,26 +478,33 @@ func statusEvent(s *status, now time.Time) *c360.Event {
 	msg := &c360.MessageInput{
 		Channel:    c360.ChannelWhatsApp,
 		Direction:  c360.DirectionOutbound,
-		ProviderID: s.ID,
+		ProviderID: id,
 		Status:     st,
 	}
 	if len(s.Errors) > 0 {
-		msg.ErrorCode = strconv.Itoa(s.Errors[0].Code)
+		msg.ErrorCode = s.Errors[0].Code.String()
 		props["errorCode"] = msg.ErrorCode
 		if s.Errors[0].Title != "" {
 			props["errorTitle"] = s.Errors[0].Title
 		}
 	}
-	return &c360.Event{
+	ev := &c360.Event{
 		Type:       c360.EventMessageStatus,
 		Source:     Source,
-		DedupeKey:  s.ID + ":" + st,
+		DedupeKey:  id + ":" + st,
 		Identities: senderIdentities(recipient, userID),
 		Properties: props,
-		OccurredAt: timestamp(s.Timestamp, now),
+		OccurredAt: timestamp(s.Timestamp.String(), now),
 		ReceivedAt: now,
 		Message:    msg,
 	}
+	switch {
+	case st == "":
+		ev.DedupeKey, ev.Unreadable = id, "the status has no status"
+	case len(st) > 32:
+		ev.DedupeKey, ev.Unreadable = id, "the status's status is longer than 32 bytes"
+	}
+	return ev
 }
 
 // numberChangeEvent returns the track event of a user who moved their
@@ -338,12 +512,12 @@ func statusEvent(s *status, now time.Time) *c360.Event {
 // user_changed_user_id, which Meta sends when the BSUID changes with the
 // number): the old and the new ids, numbers and BSUIDs, as identities, so
 // that the new ones are attached to the same customer.
-func numberChangeEvent(m *message, from, userID string, at, now time.Time) *c360.Event {
-	newWaID := strings.TrimSpace(m.System.NewWaID)
+func numberChangeEvent(m *message, id, from, userID string, at, now time.Time) *c360.Event {
+	newWaID := m.System.NewWaID.String()
 	if newWaID == "" {
-		newWaID = strings.TrimSpace(m.System.WaID)
+		newWaID = m.System.WaID.String()
 	}
-	newUserID := strings.TrimSpace(m.System.UserID)
+	newUserID := m.System.UserID.String()
 	props := map[string]any{}
 	if from != "" {
 		props["previousPhone"], props["previousWaId"] = phone(from), from
@@ -367,7 +541,7 @@ func numberChangeEvent(m *message, from, userID string, at, now time.Time) *c360
 		Type:       c360.EventTrack,
 		Name:       NumberChangedEvent,
 		Source:     Source,
-		DedupeKey:  m.ID,
+		DedupeKey:  id,
 		Identities: ids,
 		Properties: props,
 		OccurredAt: at,
@@ -395,7 +569,7 @@ func senderIdentities(waID, userID string) []c360.Identity {
 func findContact(contacts []contact, waID, userID string) *contact {
 	for i := range contacts {
 		c := &contacts[i]
-		if userID != "" && strings.TrimSpace(c.UserID) == userID || userID == "" && waID != "" && strings.TrimSpace(c.WaID) == waID {
+		if userID != "" && c.UserID.String() == userID || userID == "" && waID != "" && c.WaID.String() == waID {
 			return c
 		}
 	}

@@ -15,7 +15,7 @@ import (
 var now = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func TestParsePayload(t *testing.T) {
-	evs, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+	evs, _, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
 		{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881"},
 		 "contacts":[{"profile":{"name":"Kerry"},"wa_id":"16315551234"}],
 		 "messages":[{"from":"16315551234","id":"wamid.A","timestamp":"1700000000","type":"text","text":{"body":"hi"}}],
@@ -40,7 +40,7 @@ func TestParsePayload(t *testing.T) {
 }
 
 func TestParsePayloadIgnoresOtherObjects(t *testing.T) {
-	evs, err := ParsePayload([]byte(`{"object":"page","entry":[{"changes":[{"field":"messages","value":{"messages":[{"from":"1","id":"x","type":"text"}]}}]}]}`), now)
+	evs, _, err := ParsePayload([]byte(`{"object":"page","entry":[{"changes":[{"field":"messages","value":{"messages":[{"from":"1","id":"x","type":"text"}]}}]}]}`), now)
 	if err != nil || len(evs) != 0 {
 		t.Errorf("ParsePayload(page) = %v, %v; want nothing", evs, err)
 	}
@@ -48,7 +48,7 @@ func TestParsePayloadIgnoresOtherObjects(t *testing.T) {
 		`{"entry": 5}`: "the body is not a WhatsApp notification: entry: want an array, got number",
 		`{"entry": [`:  "the body is not a WhatsApp notification: invalid JSON at byte 11: unexpected end of JSON input",
 	} {
-		_, err := ParsePayload([]byte(body), now)
+		_, _, err := ParsePayload([]byte(body), now)
 		if c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != want {
 			t.Errorf("ParsePayload(%s): err = %v, want %s %q", body, err, c360.EINVALID, want)
 		}
@@ -66,13 +66,19 @@ func FuzzWhatsAppPayload(f *testing.F) {
 	f.Add(`{"entry":[{"changes":[{"value":{"contacts":[{"profile":{"name":"S","username":"@s"},"user_id":"US.1"}],"messages":[{"from_user_id":"US.1","id":"u","type":"text","text":{"body":"hi"}},{"id":"n","type":"text"}],"statuses":[{"id":"w","status":"read","recipient_user_id":"US.1"}]}}]}]}`)
 	f.Add(`{"entry":null}`)
 	f.Add(`[]`)
+	f.Add(`{"entry":[{"changes":[{"value":{"contacts":[{"wa_id":1}],"messages":[{"from":1,"id":"a","type":"text","text":"x"},{"id":{}},7],"statuses":[{"id":"b","status":"sent","errors":{}}]}}]}]}`)
 	f.Fuzz(func(t *testing.T, body string) {
-		evs, err := ParsePayload([]byte(body), now)
+		evs, skipped, err := ParsePayload([]byte(body), now)
 		if err != nil {
 			if c360.ErrorCode(err) != c360.EINVALID {
 				t.Fatalf("error code %s", c360.ErrorCode(err))
 			}
 			return
+		}
+		for _, s := range skipped {
+			if s.Item == "" || s.Reason == "" {
+				t.Fatalf("skipped %+v", s)
+			}
 		}
 		for _, ev := range evs {
 			// An event may have no identity (a message naming no sender):
@@ -99,7 +105,7 @@ func BenchmarkWhatsAppParse(b *testing.B) {
 	body := []byte(`{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"display_phone_number":"15550783881","phone_number_id":"1"},"contacts":[{"profile":{"name":"Kerry"},"wa_id":"16315551234"}],"messages":[{"from":"16315551234","id":"wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=","timestamp":"1700000000","type":"text","text":{"body":"Where is my order?"}}]}}]}]}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParsePayload(body, now); err != nil {
+		if _, _, err := ParsePayload(body, now); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -173,7 +179,7 @@ func TestParsePayloadBusinessScopedUserIDs(t *testing.T) {
 		{"no sender", `[]`, `{"id":"wamid.X","type":"text","text":{"body":"hi"}}`, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			evs, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{
+			evs, _, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{
 				"contacts":`+tc.contacts+`,"messages":[`+tc.message+`]}}]}]}`), now)
 			if err != nil {
 				t.Fatal(err)
@@ -195,7 +201,7 @@ func TestParsePayloadBusinessScopedUserIDs(t *testing.T) {
 	}
 	// A status finds its message by its wamid: one with the BSUID only, or
 	// with no recipient at all, is an event all the same.
-	evs, err := ParsePayload([]byte(`{"entry":[{"changes":[{"value":{"statuses":[
+	evs, _, err := ParsePayload([]byte(`{"entry":[{"changes":[{"value":{"statuses":[
 		{"id":"wamid.S1","status":"delivered","timestamp":"1700000000","recipient_user_id":"`+bsuid+`"},
 		{"id":"wamid.S2","status":"read","timestamp":"1700000000"}]}}]}]}`), now)
 	if err != nil {
@@ -204,5 +210,70 @@ func TestParsePayloadBusinessScopedUserIDs(t *testing.T) {
 	if len(evs) != 2 || fmt.Sprint(evs[0].Identities) != fmt.Sprint([]c360.Identity{{Type: UserIDType, Value: bsuid}}) ||
 		evs[0].DedupeKey != "wamid.S1:delivered" || len(evs[1].Identities) != 0 || evs[1].Message.ProviderID != "wamid.S2" {
 		t.Errorf("status events = %+v", evs)
+	}
+}
+
+// Each item of a notification is read on its own: an id-like field sent as
+// a number is read as its digits, and an item of a shape c360 does not
+// know costs only itself. With a readable id it becomes an event ingest
+// refuses with the reason (kept as a dead letter); without one, a Skipped
+// whose reason names no value of it. The envelope itself is still refused.
+func TestParsePayloadReadsEachItemOnItsOwn(t *testing.T) {
+	evs, skipped, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"id":102290129340398,"changes":[{"field":"messages","value":{
+		"metadata":{"display_phone_number":15550783881,"phone_number_id":106540352242922},
+		"contacts":[{"profile":{"name":"Sam"},"wa_id":16505551237},{"profile":"Kim"}],
+		"messages":[
+			{"from":"16505551237","id":"wamid.GOOD","timestamp":"1700000000","type":"text","text":{"body":"hello"}},
+			{"from":16505551237,"id":"wamid.SYS","timestamp":1700000001,"type":"system","system":{"body":"changed","type":"user_changed_number","new_wa_id":16505551297}},
+			{"from":"16505551237","id":"wamid.ODD","timestamp":"1700000002","type":"text","text":"private words"},
+			{"from":"16505551237","id":{"x":1},"type":"text","text":{"body":["more private words"]}},
+			{"type":"text","text":{"body":"no id"}},
+			"not an object"],
+		"statuses":[{"id":"wamid.OUT","status":"failed","recipient_id":"16505551237","errors":{"code":131047}},
+			{"id":"wamid.OUT2","status":"delivered","recipient_id":16505551237,"errors":[{"code":"131047"}]}]}}]}]}`), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byKey := map[string]*c360.Event{}
+	for _, ev := range evs {
+		byKey[ev.DedupeKey] = ev
+	}
+	if len(evs) != 5 || len(byKey) != 5 {
+		t.Fatalf("events = %d %v, want 5", len(evs), byKey)
+	}
+	if ev := byKey["wamid.GOOD"]; ev.Unreadable != "" || ev.Message.Body != "hello" || ev.TraitsIfAbsent["name"] != "Sam" || ev.Properties["to"] != "+15550783881" {
+		t.Errorf("good message = %+v", ev)
+	}
+	if ev := byKey["wamid.SYS"]; ev.Unreadable != "" || ev.Name != NumberChangedEvent || ev.Properties["phone"] != "+16505551297" ||
+		fmt.Sprint(ev.Identities) != "[{phone +16505551237} {phone +16505551297}]" || !ev.OccurredAt.Equal(time.Unix(1700000001, 0)) {
+		t.Errorf("number change with numbers for ids = %+v", ev)
+	}
+	odd := byKey["wamid.ODD"]
+	if odd.Type != c360.EventMessage || odd.Unreadable != "the message could not be read: text: want an object, got string" ||
+		fmt.Sprint(odd.Identities) != "[{phone +16505551237}]" || odd.Message.ProviderID != "wamid.ODD" || odd.Properties["item"] == nil {
+		t.Errorf("unreadable message = %+v", odd)
+	}
+	if st := byKey["wamid.OUT:failed"]; st == nil || st.Type != c360.EventMessageStatus || st.Unreadable != "the status could not be read: errors: want an array, got object" {
+		t.Errorf("unreadable status = %+v", st)
+	}
+	if st := byKey["wamid.OUT2:delivered"]; st == nil || st.Unreadable != "" || st.Message.ErrorCode != "131047" || st.Properties["waId"] != "16505551237" {
+		t.Errorf("status with a number for recipient_id = %+v", st)
+	}
+	want := []Skipped{
+		{"entry[0].changes[0].value.contacts[1]", "the contact could not be read: profile: want an object, got string"},
+		{"entry[0].changes[0].value.messages[3]", "the message could not be read: id: want a string or a number, got object"},
+		{"entry[0].changes[0].value.messages[4]", "the message has no id"},
+		{"entry[0].changes[0].value.messages[5]", "the message could not be read: the message: want an object, got string"},
+	}
+	if fmt.Sprint(skipped) != fmt.Sprint(want) {
+		t.Errorf("skipped = %q\nwant      %q", skipped, want)
+	}
+	for _, body := range []string{
+		`{"entry":[{"changes":[{"value":{"messages":5}}]}]}`,
+		`{"entry":[{"changes":[{"value":{"metadata":{"display_phone_number":{}}}}]}]}`,
+	} {
+		if _, _, err := ParsePayload([]byte(body), now); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("ParsePayload(%s): err = %v, want %s", body, err, c360.EINVALID)
+		}
 	}
 }

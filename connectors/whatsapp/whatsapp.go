@@ -87,8 +87,9 @@ func (h *Handler) serveHandshake(w http.ResponseWriter, r *http.Request) {
 // the notification and ingests its events one by one.
 //
 // Each event is its own transaction. An event that fails inside ingest,
-// and one ingest refuses as invalid (a number that is not a phone number),
-// is kept as a dead letter for an admin to replay, and the others go on:
+// and one ingest refuses as invalid (a number that is not a phone number,
+// a message naming no sender, an item ParsePayload could not read), is
+// kept as a dead letter for an admin to replay, and the others go on:
 // Meta would retry it for days, in vain, and shows a refusal to nobody,
 // while a 200 must not lose what it acknowledges. Only an invalid event
 // that cannot be kept (its wamid cannot key a dead letter) is logged and
@@ -130,10 +131,16 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 	if !h.Limit.Allow(w, r, ws.ID) {
 		return
 	}
-	events, err := ParsePayload(body, h.now())
+	events, skipped, err := ParsePayload(body, h.now())
 	if err != nil {
 		h.refuse(w, r, err)
 		return
+	}
+	// An item with no id to key a dead letter by is acknowledged with the
+	// rest: Meta's retries could not make it readable. It is logged, by
+	// its place and a reason that holds no value of it.
+	for _, s := range skipped {
+		h.logger().Warn("whatsapp notification item skipped", "workspace", ws.Slug, "item", s.Item, "reason", s.Reason)
 	}
 	ctx := c360.WithInvalidAsDeadLetters(r.Context())
 	for _, ev := range events {
