@@ -1993,6 +1993,10 @@ type MessageEdge {
   customerByIdentity(type: String!, value: String!): Customer @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
   """
   Customers, newest first, optionally filtered by a fragment of name, email or phone.
+  A phone number, or part of one, may be written as people write it: "(415) 555-0100",
+  "415-555-0100" and "+1 415 555 0100" find +14155550100 (a whole number is read as
+  customerByIdentity reads it, national numbers in the server's default region), and
+  "555-0100" or "(415) 555" match by their digits.
   A key that reads personal data masked (an assistant without the pii scope) gives a
   whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN.
   """

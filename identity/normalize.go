@@ -356,6 +356,33 @@ func (n Normalizer) normalizePhone(id Identity) (Identity, error) {
 	return Identity{Type: TypePhone, Value: out}, nil
 }
 
+// PhoneFragment returns how a customer's search text holds the phone
+// number, or the part of one, that v writes as people write numbers
+// ("(415) 555-0100", "+1 415 555 0100", "555-0100"): the number's E.164
+// form when v is a whole number (read with DefaultRegion, as Normalize
+// reads it), else its digits, a leading "+" kept. ok is false when v is not
+// written as a phone number: it holds a character no written number holds
+// (a letter, an "@"), or no digit.
+func (n Normalizer) PhoneFragment(v string) (fragment string, ok bool) {
+	v = strings.TrimSpace(v)
+	for _, r := range v {
+		if !phoneRune(r) {
+			return "", false
+		}
+	}
+	digits := phonenumbers.NormalizeDigitsOnly(v)
+	if digits == "" {
+		return "", false
+	}
+	if id, err := n.Normalize(Identity{Type: TypePhone, Value: v}); err == nil {
+		return id.Value, true
+	}
+	if strings.HasPrefix(v, "+") || strings.HasPrefix(v, "＋") {
+		return "+" + digits, true
+	}
+	return digits, true
+}
+
 // phoneRune reports whether r may appear in a written phone number: digits
 // (any script, phonenumbers maps them to ASCII), whitespace, plus signs,
 // dashes and the grouping punctuation people use ("(415) 555-0100",

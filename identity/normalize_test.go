@@ -192,6 +192,43 @@ func TestNormalizePhone(t *testing.T) {
 	})
 }
 
+// A search by a phone number written as people write it looks for the
+// form search text holds: E.164 for a whole number, digits for a part.
+func TestPhoneFragment(t *testing.T) {
+	n := Normalizer{DefaultRegion: "US"}
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"(415) 555-0100", "+14155550100", true},
+		{"415-555-0100", "+14155550100", true},
+		{"+1 415 555 0100", "+14155550100", true},
+		{"+14155550100", "+14155550100", true},
+		{" 415.555.0100 ", "+14155550100", true},
+		{"+44 20 7946 0958", "+442079460958", true},
+		{"00 44 20 7946 0958", "+442079460958", true},
+		{"４１５５５５０１００", "+14155550100", true},
+		// Parts of a number keep their digits, and a "+" that starts them.
+		{"555-0100", "5550100", true},
+		{"(415) 555", "415555", true},
+		{"+1 415", "+1415", true},
+		{"0100", "0100", true},
+		{"(000) 000-0000", "0000000000", true},
+		// Not a written number: search it as it is.
+		{"rosa", "", false},
+		{"rosa 415", "", false},
+		{"a@b.example", "", false},
+		{"415_555", "", false},
+		{"+()", "", false},
+		{"", "", false},
+	} {
+		got, ok := n.PhoneFragment(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("PhoneFragment(%q) = %q, %t, want %q, %t", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
 func TestNormalizeTypes(t *testing.T) {
 	runNormalize(t, []normCase{
 		{name: "user_id keeps case", in: Identity{TypeUserID, "  User-42 "}, want: "User-42"},

@@ -93,20 +93,24 @@ func pageSize(first int) (int, error) {
 }
 
 // searchCustomersSQL reads a page of the live customers whose search text
-// is LIKE $3, after the cursor ($4, $5) if given: c360_search_customers
-// (migration 00014) finds their ids by the trigram index, which the app
-// role's own LIKE, not leakproof under row-level security, cannot use; the
-// customers are then read, under the policy, each by its id (a LATERAL
-// subquery, which OFFSET 0 keeps from being pulled up: joined, the generic
-// plan may hash the whole workspace's customers against the page's ids).
-// $1 workspace, $2 page size.
+// is LIKE one of the patterns $3, after the cursor ($4, $5) if given:
+// c360_search_customers (migration 00014) finds the ids of each pattern's
+// page by the trigram index, which the app role's own LIKE, not leakproof
+// under row-level security, cannot use; the customers are then read, under
+// the policy, each by its id (a LATERAL subquery, which OFFSET 0 keeps from
+// being pulled up: joined, the generic plan may hash the whole workspace's
+// customers against the page's ids), and the page is the first of their
+// union in the function's order. $1 workspace, $2 page size.
 const searchCustomersSQL = `SELECT ` + customerColumns + `
-	FROM c360_search_customers($3, $2, $4, $5) WITH ORDINALITY AS s(id, n)
+	FROM (SELECT DISTINCT f.id FROM unnest($3::text[]) AS p(pattern)
+		CROSS JOIN LATERAL c360_search_customers(p.pattern, $2, $4, $5) AS f(id)) s
 	CROSS JOIN LATERAL (SELECT * FROM customers c WHERE c.workspace_id = $1 AND c.id = s.id OFFSET 0) c
-	ORDER BY s.n`
+	ORDER BY c.created_at DESC, c.id DESC
+	LIMIT $2`
 
 // FindCustomers returns live customers newest first, filtered by a fragment
-// of name, email or phone.
+// of name, email or phone, a phone written as people write it
+// (searchPatterns).
 func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
 	n, err := pageSize(f.First)
 	if err != nil {
@@ -127,7 +131,7 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 	var sql string
 	var args []any
 	if q != "" {
-		sql, args = searchCustomersSQL, []any{ws, n + 1, "%" + escapeLike(q) + "%", nil, nil}
+		sql, args = searchCustomersSQL, []any{ws, n + 1, db.searchPatterns(q), nil, nil}
 		if after != nil {
 			args[3], args[4] = after.Time, after.ID
 		}
@@ -159,6 +163,18 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		return nil, interpretError(fmt.Errorf("find customers: %w", err))
 	}
 	return page, nil
+}
+
+// searchPatterns are the LIKE patterns of a search for q (lowercased):
+// the fragment as written and, when q is written as a phone number or a
+// part of one, the form search text holds it in (Normalizer.PhoneFragment:
+// "(415) 555-0100" is "+14155550100" there, "555-0100" is "5550100").
+func (db *DB) searchPatterns(q string) []string {
+	patterns := []string{"%" + escapeLike(q) + "%"}
+	if phone, ok := db.Normalizer.PhoneFragment(q); ok && phone != q {
+		patterns = append(patterns, "%"+escapeLike(phone)+"%")
+	}
+	return patterns
 }
 
 func escapeLike(s string) string {

@@ -191,8 +191,11 @@ func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 }
 
 // SearchCustomersSQL is FindCustomers' statement for a search: $1
-// workspace, $2 page size, $3 LIKE pattern, $4 and $5 the cursor or NULL.
+// workspace, $2 page size, $3 LIKE patterns, $4 and $5 the cursor or NULL.
 const SearchCustomersSQL = searchCustomersSQL
+
+// SearchPatterns are the LIKE patterns of FindCustomers' search for q.
+func SearchPatterns(db *DB, q string) []string { return db.searchPatterns(q) }
 
 // AuditWakes counts the times requests and Flush woke w's writer.
 func AuditWakes(w *AuditWriter) int64 { return w.wakes.Load() }

@@ -542,6 +542,9 @@ func TestCustomersSearch(t *testing.T) {
 		{"Alice Liddell", "alice@rabbit-hole.example", "+1 212 555 0101"},
 		{"Bob Builder", "bob@construct.example", "+1 312 555 0102"},
 		{"Carol Danvers", "carol@marvel.example", "(646) 555-0103"},
+		// A name that holds a written number, and the number's owner.
+		{"Dan 555-0104", "dan@example.com", "+1 415 555 0199"},
+		{"Erin Example", "erin@example.com", "+1 415 555 0104"},
 	}
 	for _, p := range people {
 		e.identify(t, map[string]any{
@@ -559,17 +562,42 @@ func TestCustomersSearch(t *testing.T) {
 		{"marvel", []string{"Carol Danvers"}},
 		{"6465550103", []string{"Carol Danvers"}},
 		{"5550101", []string{"Alice Liddell"}},
+		// Numbers as people write them, as customerByIdentity takes them:
+		// search text holds them in E.164.
+		{"(212) 555-0101", []string{"Alice Liddell"}},
+		{"312-555-0102", []string{"Bob Builder"}},
+		{"+1 646 555 0103", []string{"Carol Danvers"}},
+		{"+1 (646) 555", []string{"Carol Danvers"}},
+		{"555-0103", []string{"Carol Danvers"}},
+		// As written (a name) and as digits (a phone).
+		{"555-0104", []string{"Erin Example", "Dan 555-0104"}},
 		{"no such person", nil},
 		{"%", nil},
 		{"_", nil},
-		{"  ", []string{"Carol Danvers", "Bob Builder", "Alice Liddell"}},
-		{"", []string{"Carol Danvers", "Bob Builder", "Alice Liddell"}},
+		{"  ", []string{"Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
+		{"", []string{"Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
 	} {
 		var p customerPage
 		gql(t, e.srv, e.key, customersQuery, map[string]any{"q": tc.query, "first": 10}).ok(t, &p)
 		if got := p.names(); fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("customers(query: %q) = %v, want %v", tc.query, got, tc.want)
 		}
+	}
+
+	// A page of a search by two patterns ends where the next begins.
+	var got []string
+	vars := map[string]any{"q": "555-0104", "first": 1}
+	for i := 0; i < 3; i++ {
+		var p customerPage
+		gql(t, e.srv, e.key, customersQuery, vars).ok(t, &p)
+		got = append(got, p.names()...)
+		if !p.Customers.PageInfo.HasNextPage {
+			break
+		}
+		vars["after"] = *p.Customers.PageInfo.EndCursor
+	}
+	if fmt.Sprint(got) != "[Erin Example Dan 555-0104]" {
+		t.Errorf("customers(query: \"555-0104\") in pages of 1 = %v, want [Erin Example Dan 555-0104]", got)
 	}
 }
 
