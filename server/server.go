@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -217,14 +218,47 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 	h.AddTransport(transport.SSE{})
 	h.AddTransport(postTransport{})
 	// One cache of parsed queries and one of persisted queries serve both:
-	// a query persisted over HTTP is known over websockets too.
-	queries, persisted := lru.New[*ast.QueryDocument](1000), lru.New[string](100)
+	// a query persisted over HTTP is known over websockets too. Persisted
+	// queries are kept per workspace (workspaceQueries).
+	queries, persisted := lru.New[*ast.QueryDocument](1000), workspaceQueries{lru.New[string](100)}
 	s.configureExecutor(h, es.Schema(), queries, persisted)
 	h.SetValidationRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	ws := executor.New(es)
 	s.configureExecutor(ws, es.Schema(), queries, persisted)
 	ws.SetDefaultRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	return h, ws
+}
+
+// workspaceQueries keeps persisted queries (APQ) per workspace: a hash sent
+// alone runs only a text that a client of the caller's own workspace sent.
+// Shared, a hash-only request would learn from PersistedQueryNotFound
+// whether any client of any workspace had sent a text it guessed (a lookup
+// with a literal address in it). Every request that reaches it has a
+// principal (authenticate, websocketInit); one without is never served.
+type workspaceQueries struct{ cache graphql.Cache[string] }
+
+func (q workspaceQueries) key(ctx context.Context, hash string) (string, bool) {
+	p := c360.PrincipalFromContext(ctx)
+	if p == nil {
+		return "", false
+	}
+	return strconv.FormatInt(p.WorkspaceID, 10) + ":" + hash, true
+}
+
+// Get implements graphql.Cache.
+func (q workspaceQueries) Get(ctx context.Context, hash string) (string, bool) {
+	key, ok := q.key(ctx, hash)
+	if !ok {
+		return "", false
+	}
+	return q.cache.Get(ctx, key)
+}
+
+// Add implements graphql.Cache.
+func (q workspaceQueries) Add(ctx context.Context, hash, query string) {
+	if key, ok := q.key(ctx, hash); ok {
+		q.cache.Add(ctx, key, query)
+	}
 }
 
 // websocketTransport is gqlgen's GraphQL over WebSocket, on gorilla (see

@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -266,5 +269,54 @@ func TestUnknownUpgradeIsIgnored(t *testing.T) {
 	}
 	if r := post("websocket"); r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || !strings.Contains(r.Body, "Connection: Upgrade") {
 		t.Errorf("Upgrade: websocket without Connection: %d %s, want 400 BAD_USER_INPUT naming Connection: Upgrade", r.Status, r.Body)
+	}
+}
+
+// persistedQuery returns the bodies of an automatic persisted query (APQ):
+// the query with its hash, which persists it, and the hash alone.
+func persistedQuery(t *testing.T, query string) (full, hashOnly []byte, ext map[string]any) {
+	t.Helper()
+	sum := sha256.Sum256([]byte(query))
+	ext = map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
+	full, err := json.Marshal(map[string]any{"query": query, "extensions": ext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashOnly, err = json.Marshal(map[string]any{"extensions": ext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return full, hashOnly, ext
+}
+
+// A persisted query is its workspace's: another workspace's key that sends
+// only the hash of a text it guesses (a lookup with a literal address in
+// it) learns nothing of whether some client sent it, and runs nothing.
+func TestPersistedQueriesArePerWorkspace(t *testing.T) {
+	e := newEnv(t)
+	_, _, keyB := pgtest.Workspace(t, e.db)
+	e.identify(t, map[string]any{"identities": ids("email", "ceo@acme.example")})
+	full, hashOnly, _ := persistedQuery(t, `{ customerByIdentity(type: "email", value: "ceo@acme.example") { id } }`)
+	var out struct{ CustomerByIdentity *customerJSON }
+	post(t, e.srv, e.key, full).ok(t, &out)
+	post(t, e.srv, e.key, hashOnly).ok(t, &out)
+	if out.CustomerByIdentity == nil {
+		t.Fatal("the hash alone, in the workspace that persisted it, found nobody")
+	}
+
+	r := post(t, e.srv, keyB, hashOnly)
+	if len(r.Errors) == 0 || r.Errors[0].Message != "PersistedQueryNotFound" {
+		t.Errorf("another workspace's hash alone: %d %s, want PersistedQueryNotFound", r.Status, r.Body)
+	}
+	// It persists the text for itself, and runs it in its own workspace.
+	out.CustomerByIdentity = nil
+	post(t, e.srv, keyB, full).ok(t, &out)
+	post(t, e.srv, keyB, hashOnly).ok(t, &out)
+	if out.CustomerByIdentity != nil {
+		t.Errorf("workspace B's own persisted lookup found %s, a customer of workspace A", out.CustomerByIdentity.ID)
+	}
+	// Without a key, a hash is refused before any cache is asked.
+	if r := post(t, e.srv, "", hashOnly); r.Status != http.StatusUnauthorized || r.code() != c360.EUNAUTHENTICATED {
+		t.Errorf("the hash alone without a key: %d %s, want 401 UNAUTHENTICATED", r.Status, r.Body)
 	}
 }
