@@ -268,7 +268,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 
 // conversationsPerRead is how many conversations list_recent_messages reads
 // at a time, each with up to limit messages: at a limit of 100, a read costs
-// about 8,000 of the 20,000 complexity the server allows one operation by
+// about 8,000 of the 50,000 complexity the server allows one operation by
 // default (server.Limits).
 const conversationsPerRead = 10
 

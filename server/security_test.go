@@ -851,6 +851,24 @@ func TestGraphQLLimits(t *testing.T) {
 	})
 }
 
+// The schema's own page sizes fit the default complexity limit: a console's
+// list of customers with their identities, consents, events and
+// conversations with messages, every page at its default (20), costs 35,821.
+// A page of 100 profiles with identities, 10 events and the 3 latest
+// conversations with their last message costs 9,101, as docs/security.md
+// says: it runs under a limit of 10,000.
+func TestDefaultPagesFitTheComplexityLimit(t *testing.T) {
+	srv, key := limitsEnv(t, false, server.Limits{})
+	gql(t, srv, key, `{ customers { edges { node { id identities { type value } consents { channel status }
+		events { edges { node { id name } } }
+		conversations { edges { node { id channel messages { edges { node { id body } } } } } } } } } }`, nil).ok(t, nil)
+
+	srv, key = limitsEnv(t, false, server.Limits{MaxComplexity: 10_000})
+	gql(t, srv, key, `{ customers(first: 100) { edges { node { id identities { type value }
+		events(first: 10) { edges { node { id name occurredAt } } }
+		conversations(first: 3) { edges { node { id channel lastMessageAt messages(first: 1) { edges { node { id body createdAt } } } } } } } } } }`, nil).ok(t, nil)
+}
+
 func TestRateLimits(t *testing.T) {
 	db := pgtest.Open(t)
 	_, _, key := pgtest.Workspace(t, db)

@@ -87,7 +87,7 @@ Environment:
   C360_PPROF_ADDR       serve Go's pprof (profiles, trace) on this address; keep it on loopback (default: off)
   C360_GRAPHQL_MAX_TOKENS, C360_GRAPHQL_MAX_FIELDS, C360_GRAPHQL_MAX_DEPTH,
   C360_GRAPHQL_MAX_ALIASES, C360_GRAPHQL_MAX_COMPLEXITY
-                        GraphQL limits (defaults 10000, 500, 12, 30, 20000; docs/security.md)
+                        GraphQL limits (defaults 10000, 500, 12, 30, 50000; docs/security.md)
   C360_RATE_KEY_RPS, C360_RATE_KEY_BURST
                         token bucket per API key (default 10000/s, burst 20000; -1: off)
   C360_RATE_WEBHOOK_RPS, C360_RATE_WEBHOOK_BURST
