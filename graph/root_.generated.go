@@ -2468,7 +2468,11 @@ type AuditEdge {
 extend type Query {
   "The workspace's API keys, newest first. Admin only."
   apiKeys: [ApiKey!]! @hasRole(roles: [ADMIN])
-  "The audit log, newest first, optionally for one customer or one action. Admin only."
+  """
+  The audit log, newest first, optionally for one customer or one action. Admin only.
+  A customer's log follows merges, as its events do: customerId resolves to the surviving
+  customer, and the log holds the entries of every customer merged into it.
+  """
   auditLog(first: Int = 20, after: String, customerId: ID, action: String): AuditConnection! @hasRole(roles: [ADMIN])
 }
 

@@ -116,7 +116,44 @@ func auditArgs(ws int64, entries []*c360.AuditEntry) ([]any, error) {
 	return []any{ws, at, keyIDs, actors, roles, actions, customers, fields, details}, nil
 }
 
-// FindAuditEntries returns a page of the workspace's audit log, newest first.
+// auditEntriesSQL reads a page of the workspace's audit log, newest first:
+// $2 an action or NULL, ($3, $4) the cursor or NULL, $5 the page size.
+const auditEntriesSQL = `
+	SELECT id, at, coalesce(key_id, 0), actor, coalesce(role, ''), action, coalesce(customer_id, 0), fields, detail
+	FROM audit_log
+	WHERE workspace_id = $1
+	  AND ($2::text IS NULL OR action = $2)
+	  AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4))
+	ORDER BY at DESC, id DESC
+	LIMIT $5`
+
+// auditEntriesOfCustomerSQL is auditEntriesSQL for the customer $6: the
+// survivor it resolves to and every customer merged into that survivor
+// (one hop reaches it: merges repoint), each read by the customer index
+// for a page of its own, and $6 itself, which an erased customer's entries
+// keep. Entries recorded for a customer before it was merged are then its
+// survivor's, as its events are.
+const auditEntriesOfCustomerSQL = `
+	WITH s AS (
+		SELECT coalesce((SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $6), $6) AS id
+	), k AS (
+		SELECT $6::bigint AS id
+		UNION SELECT s.id FROM s
+		UNION SELECT x.id FROM s JOIN customers x ON x.workspace_id = $1 AND x.merged_into = s.id
+	)
+	SELECT a.* FROM k CROSS JOIN LATERAL (
+		SELECT id, at, coalesce(key_id, 0), actor, coalesce(role, ''), action, coalesce(customer_id, 0), fields, detail
+		FROM audit_log
+		WHERE workspace_id = $1 AND customer_id = k.id
+		  AND ($2::text IS NULL OR action = $2)
+		  AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4))
+		ORDER BY at DESC, id DESC
+		LIMIT $5) a
+	ORDER BY a.at DESC, a.id DESC
+	LIMIT $5`
+
+// FindAuditEntries returns a page of the workspace's audit log, newest
+// first. A customer filter follows merges (auditEntriesOfCustomerSQL).
 func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter) ([]*c360.AuditEntry, []string, bool, error) {
 	n, err := pageSize(f.First)
 	if err != nil {
@@ -133,23 +170,15 @@ func (db *DB) FindAuditEntries(ctx context.Context, ws int64, f c360.AuditFilter
 		}
 		afterAt, afterID = &cur.Time, &cur.ID
 	}
-	var customer *int64
-	if f.CustomerID != 0 {
-		customer = &f.CustomerID
-	}
 	var action *string
 	if f.Action != "" {
 		action = &f.Action
 	}
-	rows, err := db.as(ws).Query(ctx, `
-		SELECT id, at, coalesce(key_id, 0), actor, coalesce(role, ''), action, coalesce(customer_id, 0), fields, detail
-		FROM audit_log
-		WHERE workspace_id = $1
-		  AND ($2::bigint IS NULL OR customer_id = $2)
-		  AND ($3::text IS NULL OR action = $3)
-		  AND ($4::timestamptz IS NULL OR (at, id) < ($4, $5))
-		ORDER BY at DESC, id DESC
-		LIMIT $6`, ws, customer, action, afterAt, afterID, n+1)
+	sql, args := auditEntriesSQL, []any{ws, action, afterAt, afterID, n + 1}
+	if f.CustomerID != 0 {
+		sql, args = auditEntriesOfCustomerSQL, append(args, f.CustomerID)
+	}
+	rows, err := db.as(ws).Query(ctx, sql, args...)
 	if err != nil {
 		return nil, nil, false, interpretError(fmt.Errorf("find audit entries: %w", err))
 	}

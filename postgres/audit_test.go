@@ -97,6 +97,80 @@ func TestRecordAndFindAudit(t *testing.T) {
 	}
 }
 
+// The audit log of a customer follows merges, as its events do: after B
+// is merged into A, A's entries include those recorded for B, and B's id
+// resolves to A. Another customer's entries stay out, and an id no
+// customer has (an erased one's) still finds its own.
+func TestAuditOfACustomerFollowsMerges(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	ws, _, _ := pgtest.Workspace(t, db)
+	a := ingest1(t, db, ws, track("a", ids("email", "a@example.com"))).CustomerID
+	b := ingest1(t, db, ws, track("b", ids("email", "b@example.com"))).CustomerID
+	c := ingest1(t, db, ws, track("c", ids("email", "c@example.com"))).CustomerID
+	gone := c + 1_000
+	p := &c360.Principal{WorkspaceID: ws, KeyID: 7, KeyPrefix: "abcdefabcdef", Role: c360.RoleAgent}
+	base := time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)
+	var entries []*c360.AuditEntry
+	for i, id := range []int64{a, b, c, gone, b, a} {
+		e := c360.NewAuditEntry(p, ws, c360.AuditPIIRead, base.Add(time.Duration(i)*time.Minute))
+		e.CustomerID = id
+		entries = append(entries, e)
+	}
+	if err := db.RecordAudit(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a, b, true, "admin key 1", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	customers := func(f c360.AuditFilter) []int64 {
+		t.Helper()
+		got, _, _, err := db.FindAuditEntries(ctx, ws, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, e := range got {
+			out = append(out, e.CustomerID)
+		}
+		return out
+	}
+	ab := fmt.Sprint([]int64{a, b, b, a}) // newest first
+	for _, id := range []int64{a, b} {
+		if got := customers(c360.AuditFilter{First: 10, CustomerID: id}); fmt.Sprint(got) != ab {
+			t.Errorf("entries of customer %d = %v, want %s (survivor %d, merged %d)", id, got, ab, a, b)
+		}
+	}
+	if got := customers(c360.AuditFilter{First: 10, CustomerID: c}); fmt.Sprint(got) != fmt.Sprint([]int64{c}) {
+		t.Errorf("entries of customer %d = %v, want its one", c, got)
+	}
+	if got := customers(c360.AuditFilter{First: 10, CustomerID: gone}); fmt.Sprint(got) != fmt.Sprint([]int64{gone}) {
+		t.Errorf("entries of customer %d, which no row holds = %v, want its one", gone, got)
+	}
+	if got := customers(c360.AuditFilter{First: 10, CustomerID: b, Action: c360.AuditCustomerRead}); len(got) != 0 {
+		t.Errorf("customer.read entries of customer %d = %v, want none", b, got)
+	}
+	// Pages of the merged customers' entries end where the next begin.
+	var paged []int64
+	f := c360.AuditFilter{First: 1, CustomerID: b}
+	for range 5 {
+		got, cursors, more, err := db.FindAuditEntries(ctx, ws, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range got {
+			paged = append(paged, e.CustomerID)
+		}
+		if !more {
+			break
+		}
+		f.After = cursors[len(cursors)-1]
+	}
+	if fmt.Sprint(paged) != ab {
+		t.Errorf("entries of customer %d in pages of 1 = %v, want %s", b, paged, ab)
+	}
+}
+
 // Entries of several workspaces are written in one round trip, all or
 // none: an entry the database refuses (a workspace that does not exist)
 // leaves the others unwritten too.

@@ -20,7 +20,8 @@ var PlannedStatements = map[string]struct {
 	"FindCustomerByID": {`SELECT ` + findCustomerByIDSQL, func(ws, c int64) []any { return []any{ws, c} }},
 	"CustomersByIDs":   {customersByIDsSQL, func(ws, c int64) []any { return []any{ws, []int64{c}} }},
 	// By id; by identity ($2, $3) is the same generic plan.
-	"CustomerContext": {contextSQL, func(ws, c int64) []any { return []any{ws, nil, nil, c, nil, nil, 10, 5, 100, 10, 10, 10} }},
+	"CustomerContext":        {contextSQL, func(ws, c int64) []any { return []any{ws, nil, nil, c, nil, nil, 10, 5, 100, 10, 10, 10} }},
+	"AuditEntriesOfCustomer": {auditEntriesOfCustomerSQL, func(ws, c int64) []any { return []any{ws, nil, nil, nil, 21, c} }},
 }
 
 // ProfileStatements returns the statements FindProfile queues after its
