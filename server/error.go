@@ -26,6 +26,10 @@ func StatusOf(err error) int {
 	if errors.As(err, &tooLarge) {
 		return http.StatusRequestEntityTooLarge
 	}
+	var method errMethod
+	if errors.As(err, &method) {
+		return http.StatusMethodNotAllowed
+	}
 	if s, ok := statuses[c360.ErrorCode(err)]; ok {
 		return s
 	}
@@ -36,6 +40,10 @@ func StatusOf(err error) int {
 // the GraphQL response shape so clients read one format.
 func writeGraphQLError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
+	var method errMethod
+	if status == http.StatusMethodNotAllowed && errors.As(err, &method) {
+		w.Header().Set("Allow", method.allow)
+	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

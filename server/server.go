@@ -75,6 +75,8 @@ type Server struct {
 	secMetrics      *securityMetrics
 	ws              *websockets
 	shared          *resolver.SharedSubscriptions
+	// persisted holds the persisted queries (APQ) of both transports.
+	persisted workspaceQueries
 }
 
 // New builds the server and its routes.
@@ -220,11 +222,12 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 	// One cache of parsed queries and one of persisted queries serve both:
 	// a query persisted over HTTP is known over websockets too. Persisted
 	// queries are kept per workspace (workspaceQueries).
-	queries, persisted := lru.New[*ast.QueryDocument](1000), workspaceQueries{lru.New[string](100)}
-	s.configureExecutor(h, es.Schema(), queries, persisted)
+	queries := lru.New[*ast.QueryDocument](1000)
+	s.persisted = workspaceQueries{lru.New[string](100)}
+	s.configureExecutor(h, es.Schema(), queries, s.persisted)
 	h.SetValidationRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	ws := executor.New(es)
-	s.configureExecutor(ws, es.Schema(), queries, persisted)
+	s.configureExecutor(ws, es.Schema(), queries, s.persisted)
 	ws.SetDefaultRulesFn(validationRules(s.cfg.Limits.MaxFields))
 	return h, ws
 }
@@ -387,7 +390,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		if err := checkTransport(r); err != nil {
-			writeGraphQLError(w, statusForTransport(r), err)
+			writeGraphQLError(w, statusForTransport(r, err), err)
 			return
 		}
 		key, ok := bearer(r.Header.Get("Authorization"))
@@ -407,6 +410,10 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		ctx := c360.NewContextWithPrincipal(r.Context(), p)
+		if err := s.checkPersistedGET(ctx, r); err != nil {
+			writeGraphQLError(w, StatusOf(err), err)
+			return
+		}
 		// Decoded only for a caller who may run it, and once: postTransport
 		// runs what it decoded.
 		if body, ok := postBody(r); ok {
@@ -457,6 +464,20 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// graphQLMethods are the methods /graphql serves (OPTIONS answers with
+// them), which a 405 names in its Allow header.
+const graphQLMethods = "OPTIONS, GET, POST"
+
+// errMethod marks a request refused for its method: 405, with the methods
+// that would serve it in Allow (RFC 9110 requires the header).
+type errMethod struct {
+	err   *c360.Error
+	allow string
+}
+
+func (e errMethod) Error() string { return e.err.Error() }
+func (e errMethod) Unwrap() error { return e.err }
+
 // checkTransport refuses, with a coded GraphQL error, the requests gqlgen's
 // transports would answer without extensions.code: other methods, bodies
 // that are not JSON, and mutations over GET.
@@ -479,20 +500,60 @@ func checkTransport(r *http.Request) error {
 				return c360.Errorf(c360.EINVALID, "%s must be a JSON object", key)
 			}
 		}
-		if q := strings.TrimSpace(params.Get("query")); q != "" {
-			doc, err := parser.ParseQuery(&ast.Source{Input: q})
-			if err == nil {
-				for _, op := range doc.Operations {
-					if op.Operation != ast.Query && (params.Get("operationName") == "" || op.Name == params.Get("operationName")) {
-						return c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation)
-					}
-				}
-			}
-		}
+		return checkRunsOverGET(params.Get("query"), params.Get("operationName"))
 	default:
-		return c360.Errorf(c360.EINVALID, "/graphql takes GET and POST, not %s", r.Method)
+		return errMethod{c360.Errorf(c360.EINVALID, "/graphql takes GET and POST, not %s", r.Method), graphQLMethods}
 	}
 	return nil
+}
+
+// checkRunsOverGET refuses the document query if the operation a GET would
+// run of it is not a query: GraphQL over HTTP answers a mutation (or a
+// subscription) over GET with 405, and POST serves it. A document that
+// does not parse is left to gqlgen, which says where it breaks.
+func checkRunsOverGET(query, operationName string) error {
+	if strings.TrimSpace(query) == "" {
+		return nil
+	}
+	doc, err := parser.ParseQuery(&ast.Source{Input: query})
+	if err != nil {
+		return nil
+	}
+	for _, op := range doc.Operations {
+		if op.Operation != ast.Query && (operationName == "" || op.Name == operationName) {
+			return errMethod{c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation), http.MethodPost}
+		}
+	}
+	return nil
+}
+
+// checkPersistedGET refuses, as checkTransport refuses a mutation written
+// out, a GET that names a persisted mutation by its hash alone: gqlgen's
+// GET transport would answer it 406 without a code. The text is looked up
+// in the caller's workspace's persisted queries (workspaceQueries), so this
+// runs once the key is known; a hash it does not hold is left to gqlgen,
+// which answers PersistedQueryNotFound.
+func (s *Server) checkPersistedGET(ctx context.Context, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return nil
+	}
+	params, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil || params.Get("query") != "" {
+		return nil // checkTransport refused the first, and checked the second
+	}
+	var ext struct {
+		PersistedQuery struct {
+			Sha256Hash string `json:"sha256Hash"`
+		} `json:"persistedQuery"`
+	}
+	if json.Unmarshal([]byte(params.Get("extensions")), &ext) != nil || ext.PersistedQuery.Sha256Hash == "" {
+		return nil
+	}
+	query, ok := s.persisted.Get(ctx, ext.PersistedQuery.Sha256Hash)
+	if !ok {
+		return nil
+	}
+	return checkRunsOverGET(query, params.Get("operationName"))
 }
 
 // objectOrNull reports whether s, trimmed, is a JSON object or null.
@@ -500,14 +561,12 @@ func objectOrNull(s string) bool {
 	return (strings.HasPrefix(s, "{") || s == "null") && json.Valid([]byte(s))
 }
 
-func statusForTransport(r *http.Request) int {
-	switch r.Method {
-	case http.MethodPost:
+// statusForTransport is the status of a request checkTransport refused.
+func statusForTransport(r *http.Request, err error) int {
+	if r.Method == http.MethodPost {
 		return http.StatusUnsupportedMediaType
-	case http.MethodGet:
-		return http.StatusBadRequest
 	}
-	return http.StatusMethodNotAllowed
+	return StatusOf(err)
 }
 
 // sseWriter bounds each write of an SSE stream by the websocket write

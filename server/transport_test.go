@@ -33,17 +33,53 @@ func TestGraphQLOverGET(t *testing.T) {
 		t.Error("GET query found no customer, want one")
 	}
 
-	// GET is safe: a mutation over GET is refused and writes nothing.
+	// GET is safe: a mutation over GET is refused and writes nothing, with
+	// 405 and Allow: POST (GraphQL over HTTP: MUST), as is a subscription.
 	before := count(t, e.db, "events", e.ws)
-	r := get(`mutation { identify(input: {identities: [{type: "email", value: "viaget@example.com"}]}) { id } }`)
-	if len(r.Errors) == 0 {
-		t.Fatalf("mutation over GET answered %s, want an error", r.Body)
-	}
-	if r.Status < 400 || r.Status >= 500 {
-		t.Errorf("mutation over GET: status = %d, want 4xx", r.Status)
+	for _, q := range []string{
+		`mutation { identify(input: {identities: [{type: "email", value: "viaget@example.com"}]}) { id } }`,
+		`query Q { __typename } mutation M { identify(input: {identities: [{type: "email", value: "viaget@example.com"}]}) { id } }&operationName=M`,
+		`subscription { customerChanges { kind } }`,
+	} {
+		query, opName, _ := strings.Cut(q, "&operationName=")
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/graphql?query="+url.QueryEscape(query)+"&operationName="+opName, nil)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		r := do(t, e.srv, req)
+		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != "POST" || r.code() != c360.EINVALID {
+			t.Errorf("%s over GET: %d, Allow %q, %s; want 405, Allow: POST, BAD_USER_INPUT", q, r.Status, r.Header.Get("Allow"), r.Body)
+		}
 	}
 	if got := count(t, e.db, "events", e.ws); got != before {
 		t.Errorf("events after a mutation over GET = %d, want %d", got, before)
+	}
+}
+
+// /graphql answers a method it does not serve with 405 and the methods it
+// does (RFC 9110: a 405 MUST carry Allow).
+func TestGraphQLMethodNotAllowedNamesTheMethods(t *testing.T) {
+	e := newEnv(t)
+	for _, method := range []string{http.MethodPut, http.MethodDelete, http.MethodPatch} {
+		req, _ := http.NewRequest(method, e.srv.URL+"/graphql", strings.NewReader(`{"query":"{ __typename }"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		r := do(t, e.srv, req)
+		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != "OPTIONS, GET, POST" || r.code() != c360.EINVALID {
+			t.Errorf("%s /graphql: %d, Allow %q, %s; want 405, Allow: OPTIONS, GET, POST, BAD_USER_INPUT",
+				method, r.Status, r.Header.Get("Allow"), r.Body)
+		}
+	}
+	// HEAD (no body) is refused alike, and OPTIONS names the same methods.
+	for method, status := range map[string]int{http.MethodHead: http.StatusMethodNotAllowed, http.MethodOptions: http.StatusOK} {
+		req, _ := http.NewRequest(method, e.srv.URL+"/graphql", nil)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != status || res.Header.Get("Allow") != "OPTIONS, GET, POST" {
+			t.Errorf("%s /graphql: %d, Allow %q; want %d, Allow: OPTIONS, GET, POST", method, res.StatusCode, res.Header.Get("Allow"), status)
+		}
 	}
 }
 
@@ -318,5 +354,52 @@ func TestPersistedQueriesArePerWorkspace(t *testing.T) {
 	// Without a key, a hash is refused before any cache is asked.
 	if r := post(t, e.srv, "", hashOnly); r.Status != http.StatusUnauthorized || r.code() != c360.EUNAUTHENTICATED {
 		t.Errorf("the hash alone without a key: %d %s, want 401 UNAUTHENTICATED", r.Status, r.Body)
+	}
+}
+
+// A persisted mutation named over GET by its hash alone is refused as one
+// written out is: 405, Allow: POST and a code (gqlgen's GET transport
+// answered 406 without one), and nothing runs. A persisted query runs by
+// its hash over GET.
+func TestPersistedMutationOverGETIsRefused(t *testing.T) {
+	e := newEnv(t)
+	getHash := func(ext map[string]any, opName string) *response {
+		t.Helper()
+		b, _ := json.Marshal(ext)
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/graphql?extensions="+url.QueryEscape(string(b))+"&operationName="+opName, nil)
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		return do(t, e.srv, req)
+	}
+	mutation, _, ext := persistedQuery(t, `query Q { __typename } mutation M { identify(input: {identities: [{type: "email", value: "apq@example.com"}]}) { id } }`)
+	var persisted struct{ Identify customerJSON }
+	post(t, e.srv, e.key, []byte(strings.Replace(string(mutation), `{`, `{"operationName":"M",`, 1))).ok(t, &persisted)
+	before := count(t, e.db, "events", e.ws)
+	for _, opName := range []string{"M", ""} {
+		r := getHash(ext, opName)
+		if r.Status != http.StatusMethodNotAllowed || r.Header.Get("Allow") != "POST" || r.code() != c360.EINVALID {
+			t.Errorf("persisted mutation by its hash over GET (operationName %q): %d, Allow %q, %s; want 405, Allow: POST, BAD_USER_INPUT",
+				opName, r.Status, r.Header.Get("Allow"), r.Body)
+		}
+	}
+	// The document's query runs by its name.
+	var out struct {
+		Typename string `json:"__typename"`
+	}
+	getHash(ext, "Q").ok(t, &out)
+	if got := count(t, e.db, "events", e.ws); got != before {
+		t.Errorf("events after a persisted mutation over GET = %d, want %d", got, before)
+	}
+
+	query, _, ext := persistedQuery(t, `{ customerByIdentity(type: "email", value: "apq@example.com") { id } }`)
+	post(t, e.srv, e.key, query).ok(t, nil)
+	var found struct{ CustomerByIdentity *customerJSON }
+	getHash(ext, "").ok(t, &found)
+	if found.CustomerByIdentity == nil || found.CustomerByIdentity.ID != persisted.Identify.ID {
+		t.Errorf("persisted query by its hash over GET found %+v, want %s", found.CustomerByIdentity, persisted.Identify.ID)
+	}
+	// A hash no client of the workspace sent is gqlgen's to answer.
+	_, _, unknown := persistedQuery(t, `{ __typename }`)
+	if r := getHash(unknown, ""); len(r.Errors) == 0 || r.Errors[0].Message != "PersistedQueryNotFound" || r.code() == "" {
+		t.Errorf("an unknown hash over GET: %d %s, want PersistedQueryNotFound with a code", r.Status, r.Body)
 	}
 }
