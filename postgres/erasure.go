@@ -116,6 +116,18 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			} else if stale {
 				return errEraseRaced
 			}
+			// A split of one of them that committed before her lock
+			// moved her events, and her messages with them, to someone
+			// not locked. With them all locked, the owners read again
+			// are final: a difference is a race, and the erasure is
+			// tried again.
+			again, err := othersInConversations(ctx, tx, ws, all)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(again, owners) {
+				return errEraseRaced
+			}
 			if e.MessagesMoved, err = moveOthersMessages(ctx, tx, ws, all, owners, e.ErasedAt); err != nil {
 				return err
 			}

@@ -517,6 +517,57 @@ func TestEraseCustomerKeepsTheMessagesOfAPersonSplitOffFromHim(t *testing.T) {
 	}
 }
 
+// A split of the person split off from him, committed while the erasure
+// waits to lock her, moves her messages' events to a third customer: the
+// erasure reads their owners again once they are locked, and tries again
+// when they changed, so the third customer keeps them. Before, the
+// erasure moved the messages of the owners it had read first (none left),
+// and deleted the third customer's with his conversation.
+func TestEraseCustomerRacingASplitOfThePersonSplitOffFromHim(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
+		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, m := range []struct{ key, phone, body string }{{"m1", "+14155550101", "hi from Al"}, {"m2", "+14155550102", "this is Cy"}} {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: m.key, Identities: ids("phone", m.phone),
+			OccurredAt: at.Add(time.Duration(i) * time.Minute),
+			Message:    &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m.body, Status: "received"}})
+	}
+	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bea := res.Split.ID
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i2",
+		Identities: ids("phone", "+14155550102", "email", "bea@example.com")})
+	var calls atomic.Int32
+	var cy int64
+	db.BeforeCustomerLock(func() {
+		if calls.Add(1) != 2 { // before the lock of the others, the first time
+			return
+		}
+		r, err := db.SplitIdentity(ctx, ws, bea, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "Cy")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		cy = r.Split.ID
+	})
+	got, err := db.EraseCustomer(ctx, ws, al, "admin key 1", "ticket 4")
+	db.BeforeCustomerLock(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() < 4 {
+		t.Errorf("the erasure locked %d times, want it tried again after the split", calls.Load())
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND body = 'this is Cy' AND customer_id = $2`, ws, cy); got.MessagesMoved != 1 || n != 1 {
+		t.Errorf("%d moved, Cy (%d) has his message %d times; want 1 moved, kept", got.MessagesMoved, cy, n)
+	}
+}
+
 // A chatbot's key is unique per person (RepeatSharesIdentity). After the
 // erasure, the person's redelivery of a turn is still a duplicate, and
 // another person's turn under the same key is still refused as a reused
