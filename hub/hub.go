@@ -658,6 +658,7 @@ func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
 				cs = append(cs, &Change{Change: r})
 			}
 		}
+		h.adopt(t, cs)
 		if h.topics[t.topicKey] == t && !h.workspaceRoom(t, cs) {
 			// Its workspace's streams have no room for these changes now
 			// (one commit changed more customers than a queue holds: a
@@ -685,6 +686,35 @@ func (h *Hub) fetch(ctx context.Context, batch []*topic) error {
 		}
 	}
 	return nil
+}
+
+// adopt makes the workspace stream of t's workspace own t before t hands it
+// changes cs, when it does not yet: a topic a customer stream made, read
+// before any wake of its customer (Wake owns it then) by a WakeWorkspace or
+// a Resync, which mark every topic. Left unowned, it would end with its
+// customer streams, and the next wake would make a new topic from the
+// workspace stream's start, which reads these changes again: the workspace
+// stream would get them twice. Owned, it keeps its last version for the
+// workspace stream. A topic its last customer stream left while it was
+// being read is put back for the same reason (unless another took its
+// place). A topic that hands nothing over stays unowned, so that a refused
+// subscription leaves nothing behind. Called with h.mu held.
+func (h *Hub) adopt(t *topic, cs []*Change) {
+	if t.owned || len(cs) == 0 {
+		return
+	}
+	w := h.workspaces[t.ws]
+	if w == nil {
+		return
+	}
+	switch h.topics[t.topicKey] {
+	case t:
+	case nil:
+		h.topics[t.topicKey] = t
+	default:
+		return
+	}
+	h.own(w, t)
 }
 
 // postpone puts t in the backlog, to be read again once its subscribers
@@ -944,7 +974,8 @@ func (h *Hub) register(ws, customer int64) (*subscriber, error) {
 			// replica's NOTIFY on its way), which the workspace stream has
 			// never had; this stream skips what it has seen by version
 			// (setBaseline). The workspace stream does not own the topic
-			// yet: the wake of a change adopts it (Wake). Until then it
+			// yet: the wake of a change (Wake), or a read that hands the
+			// workspace stream a change (adopt), makes it own it. Until then it
 			// lives as long as its subscribers, so that a subscription
 			// refused (an unknown id) leaves nothing behind, and the
 			// customers a workspace stream tracks are those that changed.

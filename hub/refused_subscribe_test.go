@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -83,5 +85,90 @@ func TestWorkspaceStreamGetsACustomerOnceAfterACustomerStreamLeft(t *testing.T) 
 	}
 	if c := next(t, cst); c.Version != 3 {
 		t.Fatalf("customer stream got v%d, want v3", c.Version)
+	}
+}
+
+// slowSweep holds every sweep (the search for a workspace's changed
+// customers) until gate closes, so that a topic is read by a WakeWorkspace
+// before any wake of its customer reaches it.
+type slowSweep struct {
+	hub.Feed
+	gate chan struct{}
+}
+
+func (f slowSweep) CustomersChangedSince(ctx context.Context, ws int64, since time.Time) ([]int64, error) {
+	select {
+	case <-f.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return f.Feed.CustomersChangedSince(ctx, ws, since)
+}
+
+// sweepHeldEnv is an env whose hub, of two workers, holds its sweeps until
+// the test ends, and is not woken by commits.
+func sweepHeldEnv(t *testing.T) *env {
+	t.Helper()
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	gate := make(chan struct{})
+	h := hub.New(slowSweep{db, gate}, hub.Options{Logger: slog.New(slog.DiscardHandler), Workers: 2})
+	runHub(t, h)                      // cleanups run last in, first out: the gate opens,
+	t.Cleanup(func() { close(gate) }) // then the hub stops
+	return &env{db: db, hub: h, ws: ws}
+}
+
+// A topic a workspace stream does not own yet (made by a customer stream,
+// woken by no change) may still be read, by a WakeWorkspace (another
+// replica's notification too large to name its customers) or a Resync, and
+// hand its change to the workspace stream. The workspace stream then takes
+// it over: once the customer stream ends, the next change's wake finds the
+// topic where it stopped instead of making a new one from the workspace
+// stream's start, which would give the workspace stream that change again.
+// That holds whether the customer stream opened after the workspace stream
+// (the topic starts at its start) or before it (at the customer's version).
+func TestWorkspaceStreamGetsAChangeOnceAfterAnUnownedTopicWasRead(t *testing.T) {
+	for _, customerFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("customerFirst=%v", customerFirst), func(t *testing.T) {
+			e := sweepHeldEnv(t)
+			h := e.hub
+			id := e.identify(t, "dup@example.com", nil) // v1
+			time.Sleep(10 * time.Millisecond)           // v1 is dated before the workspace stream
+			var cst *hub.CustomerStream
+			subscribe := func() {
+				var err error
+				if cst, err = h.SubscribeCustomer(context.Background(), e.ws, id, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if customerFirst {
+				subscribe()
+			}
+			wst, err := h.SubscribeWorkspace(e.ws, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer wst.Close()
+			if !customerFirst {
+				subscribe()
+			}
+			defer cst.Close()
+			e.identify(t, "dup@example.com", map[string]any{"name": "X"}) // v2, woken by no Wake
+			h.WakeWorkspace(e.ws)                                         // its sweep holds one worker
+			time.Sleep(50 * time.Millisecond)
+			h.Wake(e.ws, []int64{1 << 40}) // kicks the other worker, which reads the topic
+			if c := next(t, wst); c.CustomerID != id || c.Version != 2 {
+				t.Fatalf("workspace stream got v%d of %d, want v2 of %d", c.Version, c.CustomerID, id)
+			}
+			if c := next(t, cst); c.Version != 2 {
+				t.Fatalf("customer stream got v%d, want v2", c.Version)
+			}
+			cst.Close()
+			e.identify(t, "dup@example.com", map[string]any{"name": "Y"}) // v3
+			h.Wake(e.ws, []int64{id})
+			if c := next(t, wst); c.CustomerID != id || c.Version != 3 {
+				t.Fatalf("workspace stream got v%d of %d after v2, want v3 of %d (v2 twice)", c.Version, c.CustomerID, id)
+			}
+		})
 	}
 }
