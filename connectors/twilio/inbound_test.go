@@ -61,8 +61,9 @@ func TestInboundRepeatedParameterSignature(t *testing.T) {
 	if got := post(f, sign(authToken, publicURL+path, f)); got != http.StatusOK {
 		t.Errorf("signed over every value: status = %d, want 200", got)
 	}
-	if m := e.messages(t, e.customerByPhone(t, "+14155550150").ID, "sms"); len(m) != 1 || len(m[0].MediaURLs) != 1 {
-		t.Errorf("messages = %+v, want one, with one media URL", m)
+	// Both values were signed, so both are read.
+	if m := e.messages(t, e.customerByPhone(t, "+14155550150").ID, "sms"); len(m) != 1 || len(m[0].MediaURLs) != 2 {
+		t.Errorf("messages = %+v, want one, with two media URLs", m)
 	}
 
 	// One value twice: the SDKs sign it once; every value, as sign does, is
@@ -80,6 +81,38 @@ func TestInboundRepeatedParameterSignature(t *testing.T) {
 	f["MediaUrl0"] = []string{"https://api.twilio.com/m/ME3", "https://api.twilio.com/m/ME3"}
 	if got := post(f, sign(authToken, publicURL+path, f)); got != http.StatusOK {
 		t.Errorf("a repeated value signed twice: status = %d, want 200", got)
+	}
+}
+
+// Twilio's signature concatenates names and values, so a signed message
+// whose Body ends in "From+14155550100" signs the same string as a forged
+// one with the Body cut short and From sent twice, the victim's number
+// first. A parameter read as one value may not repeat: the forgery, and a
+// status callback repeating MessageStatus, are refused 400, naming the
+// parameter, and nothing is stored.
+func TestRepeatedSingleValueParameterIsRefused(t *testing.T) {
+	e := newEnv(t)
+	path := e.inboundPath()
+	genuine := inbound("SM00000000000000000000000000000090", "+14155550177", "hiFrom+14155550100")
+	sig := sign(authToken, publicURL+path, genuine)
+	forged := inbound("SM00000000000000000000000000000090", "+14155550177", "hi")
+	forged["From"] = []string{"+14155550100", "+14155550177"}
+	status, _, body := e.postForm(t, path, forged.Encode(), sig)
+	if status != http.StatusBadRequest || !strings.Contains(body, "From") {
+		t.Errorf("forged request with From twice: %d (%s), want 400 naming From", status, body)
+	}
+
+	// A status callback's status, signed over both values, is not guessed.
+	f := statusForm("SM00000000000000000000000000000091", "delivered", "+14155550178")
+	f["MessageStatus"] = []string{"delivered", "failed"}
+	status, _, body = e.postForm(t, e.statusPath(), f.Encode(), sign(authToken, publicURL+e.statusPath(), f))
+	if status != http.StatusBadRequest || !strings.Contains(body, "MessageStatus") {
+		t.Errorf("status callback with MessageStatus twice: %d (%s), want 400 naming MessageStatus", status, body)
+	}
+	for _, table := range []string{"events", "customers", "messages"} {
+		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
+			t.Errorf("%d %s stored, want none", n, table)
+		}
 	}
 }
 

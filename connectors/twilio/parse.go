@@ -19,11 +19,39 @@ const whatsappPrefix = "whatsapp:"
 // maxMedia is the most media Twilio attaches to one message.
 const maxMedia = 10
 
+// singleParams are the parameters Twilio sends once, which the parsers read
+// as one value. A request repeating one is refused: Twilio's signature is
+// the plain concatenation of names and values, so a signed Body ending in
+// "From+1…" signs the same string as a shorter Body and From sent twice,
+// and reading the first From would store the message on a number the
+// signed request never named. MediaUrlN and MediaContentTypeN may repeat:
+// every value is read (mediaURLs, mediaTypes), and they cannot move a
+// message to another customer.
+var singleParams = []string{
+	"MessageSid", "SmsMessageSid", "SmsSid", "AccountSid", "MessagingServiceSid",
+	"From", "To", "Body", "NumMedia", "WaId", "ProfileName",
+	"ButtonText", "ButtonPayload", "OptOutType",
+	"MessageStatus", "SmsStatus", "ErrorCode",
+}
+
+// checkSingle refuses a form that repeats a parameter of singleParams.
+func checkSingle(form url.Values) error {
+	for _, k := range singleParams {
+		if len(form[k]) > 1 {
+			return c360.Errorf(c360.EINVALID, "the parameter %s is sent more than once; Twilio sends it once", k)
+		}
+	}
+	return nil
+}
+
 // ParseInbound turns the form of Twilio's inbound message webhook into a
 // canonical message event: the sender's phone identifies the customer (SMS
 // and WhatsApp alike), the channel comes from the "whatsapp:" prefix, and a
 // consent keyword sets that channel's consent.
 func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
+	if err := checkSingle(form); err != nil {
+		return nil, err
+	}
 	sid := first(form, "MessageSid", "SmsMessageSid", "SmsSid")
 	if err := checkSID(sid); err != nil {
 		return nil, err
@@ -87,6 +115,9 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 // MessageSid and a MessageStatus; the To, when c360 can read it, gives the
 // event its phone identity and channel.
 func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
+	if err := checkSingle(form); err != nil {
+		return nil, err
+	}
 	sid := first(form, "MessageSid", "SmsSid")
 	if err := checkSID(sid); err != nil {
 		return nil, err
@@ -173,28 +204,41 @@ func splitAddress(addr string) (channel, phone string, err error) {
 	return channel, phone, nil
 }
 
-// mediaURLs returns MediaUrl0..MediaUrl{NumMedia-1}, at most ten.
+// mediaURLs returns the values of MediaUrl0..MediaUrl{NumMedia-1}, at most
+// ten. Every value of a repeated MediaUrlN is read, a repeat of one value
+// once: the signature covered them all (ValidSignature).
 func mediaURLs(form url.Values) []string {
-	n, err := strconv.Atoi(strings.TrimSpace(form.Get("NumMedia")))
-	if err != nil || n <= 0 {
-		return nil
-	}
-	n = min(n, maxMedia)
-	out := make([]string, 0, n)
-	for i := range n {
-		if u := strings.TrimSpace(form.Get("MediaUrl" + strconv.Itoa(i))); u != "" && len(u) <= 2048 {
+	var out []string
+	for _, u := range mediaValues(form, "MediaUrl") {
+		if u = strings.TrimSpace(u); u != "" && len(u) <= 2048 && len(out) < maxMedia {
 			out = append(out, u)
 		}
 	}
 	return out
 }
 
+// mediaTypes returns the values of MediaContentType0..{NumMedia-1}, as
+// mediaURLs reads the URLs, at most n.
 func mediaTypes(form url.Values, n int) []any {
 	var out []any
-	for i := range min(n, maxMedia) {
-		if t := form.Get("MediaContentType" + strconv.Itoa(i)); t != "" && len(t) <= 128 {
+	for _, t := range mediaValues(form, "MediaContentType") {
+		if t != "" && len(t) <= 128 && len(out) < min(n, maxMedia) {
 			out = append(out, t)
 		}
+	}
+	return out
+}
+
+// mediaValues returns every distinct value of prefix0..prefix{NumMedia-1}
+// (at most maxMedia indexes), in index order, each index's values sorted.
+func mediaValues(form url.Values, prefix string) []string {
+	n, err := strconv.Atoi(strings.TrimSpace(form.Get("NumMedia")))
+	if err != nil || n <= 0 {
+		return nil
+	}
+	var out []string
+	for i := range min(n, maxMedia) {
+		out = append(out, sortedValues(form[prefix+strconv.Itoa(i)], true)...)
 	}
 	return out
 }
