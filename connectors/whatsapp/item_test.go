@@ -72,3 +72,29 @@ func TestNotificationItemsAreReadOneByOne(t *testing.T) {
 		t.Errorf("dead letters after erasing their sender = %+v, want none", d)
 	}
 }
+
+// A message naming no sender of its own is hers through the notification's
+// only contact (its user_id), whether or not it can be read: one that
+// cannot is kept as a dead letter under her identities, with the contact,
+// so that erasing her erases the dead letter holding her words.
+func TestUnreadableContactOnlyMessageIsErasedWithItsSender(t *testing.T) {
+	e := newEnv(t)
+	e.deliver(t, notification(`{"messaging_product":"whatsapp","contacts":[{"profile":{"name":"Sheena"},"user_id":"`+bsuid+`"}],
+		"messages":[{"id":"wamid.OK","timestamp":"1700000001","type":"text","text":{"body":"hello?"}}]}`))
+	c := e.customerByUserID(t, bsuid)
+	e.deliver(t, notification(`{"messaging_product":"whatsapp","contacts":[{"profile":{"name":"Sheena"},"user_id":"`+bsuid+`"}],
+		"messages":[{"id":"wamid.BAD","timestamp":"1700000002","type":"text","text":"my secret words","context":"x"}]}`))
+	d := e.deadLetters(t)
+	if len(d) != 1 {
+		t.Fatalf("dead letters = %+v, want 1", d)
+	}
+	if props := fmt.Sprint(d[0].Event["properties"]); !strings.Contains(props, "Sheena") {
+		t.Errorf("dead letter's properties = %s, want the contact", props)
+	}
+	if _, err := e.db.EraseCustomer(context.Background(), e.ws, c.ID, "test", "ticket 1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.deadLetters(t)); n != 0 {
+		t.Errorf("after erasing the customer of %s, %d dead letter(s) holding her message remain", bsuid, n)
+	}
+}

@@ -241,7 +241,7 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, []Skipped, error) 
 				var ev *c360.Event
 				reason := "the message has no id"
 				if err := json.Unmarshal(raw, &m); err != nil {
-					ev, reason = unreadableEvent(c360.EventMessage, raw, err, now)
+					ev, reason = unreadableEvent(c360.EventMessage, raw, contacts, err, now)
 				} else {
 					ev = messageEvent(&m, contacts, business, now)
 				}
@@ -256,7 +256,7 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, []Skipped, error) 
 				var ev *c360.Event
 				reason := "the status has no id"
 				if err := json.Unmarshal(raw, &st); err != nil {
-					ev, reason = unreadableEvent(c360.EventMessageStatus, raw, err, now)
+					ev, reason = unreadableEvent(c360.EventMessageStatus, raw, nil, err, now)
 				} else {
 					ev = statusEvent(&st, now)
 				}
@@ -283,9 +283,13 @@ func unreadableReason(kind string, err error) string {
 // item itself in property item, and the reason in Unreadable, so that
 // ingest refuses it and the handler keeps it as a dead letter under its
 // id, for an admin to read. The identities let an erasure of the person
-// find the dead letter. When the id cannot be read, nothing could key the
-// dead letter: it returns nil and the reason, for the handler to log.
-func unreadableEvent(typ string, raw json.RawMessage, err error, now time.Time) (*c360.Event, string) {
+// find the dead letter: a message's sender is found as messageEvent finds
+// it, the contact beside it included (findContact), so that a message
+// naming no sender of its own, which the contact's user_id makes readable,
+// is erased with her when it cannot be read. When the id cannot be read,
+// nothing could key the dead letter: it returns nil and the reason, for
+// the handler to log.
+func unreadableEvent(typ string, raw json.RawMessage, contacts []contact, err error, now time.Time) (*c360.Event, string) {
 	kind := "message"
 	if typ == c360.EventMessageStatus {
 		kind = "status"
@@ -326,7 +330,19 @@ func unreadableEvent(typ string, raw json.RawMessage, err error, now time.Time) 
 		Unreadable: reason,
 	}
 	if typ == c360.EventMessage {
-		ev.Identities = senderIdentities(read("from"), read("from_user_id"))
+		from, userID := read("from"), read("from_user_id")
+		if c := findContact(contacts, from, userID); c != nil {
+			if userID == "" {
+				userID = c.UserID.String()
+			}
+			if from == "" && read("from_user_id") == "" {
+				// The notification's only contact: her number too,
+				// which an erasure by number finds.
+				from = c.WaID.String()
+			}
+			props["contact"] = contactProperty(c)
+		}
+		ev.Identities = senderIdentities(from, userID)
 		ev.Message = &c360.MessageInput{Channel: c360.ChannelWhatsApp, Direction: c360.DirectionInbound, ProviderID: id, Status: "received"}
 		return ev, reason
 	}
@@ -560,6 +576,18 @@ func senderIdentities(waID, userID string) []c360.Identity {
 		ids = append(ids, c360.Identity{Type: UserIDType, Value: userID})
 	}
 	return ids
+}
+
+// contactProperty is the contact a dead letter's item is from, as read.
+func contactProperty(c *contact) map[string]any {
+	out := map[string]any{}
+	for k, v := range map[string]string{"wa_id": c.WaID.String(), "user_id": c.UserID.String(),
+		"name": strings.TrimSpace(c.Profile.Name), "username": strings.TrimSpace(c.Profile.Username)} {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // findContact returns the contact a message from the wa_id and BSUID
