@@ -21,6 +21,9 @@ const (
 	AuditAPIKeyRevoke        = "apikey.revoke"
 	AuditIdentityRulesUpdate = "identity_rules.update"
 	AuditDeadLetterReplay    = "deadletter.replay"
+	// AuditWebhookSecretRotate is a new chatbot webhook secret (c360
+	// workspace update --rotate-webhook-secret); the secret is not recorded.
+	AuditWebhookSecretRotate = "webhook_secret.rotate"
 )
 
 // ActorCLI names the command line as the actor of an audit entry.

@@ -67,6 +67,28 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 	return db.FindWorkspaceBySlug(ctx, slug)
 }
 
+// RotateWebhookSecret gives the workspace a new chatbot webhook secret and
+// returns it, once. The previous secret is refused from then on: at once by
+// this process, within workspaceCacheTTL by every other (there is no grace
+// period, so the chatbot platform should get the new secret first and
+// retry what is refused meanwhile). ENOTFOUND when no workspace has slug.
+func (db *DB) RotateWebhookSecret(ctx context.Context, slug string) (*c360.Workspace, string, error) {
+	secret := "whsec_" + randomToken(32)
+	tag, err := db.app.Exec(ctx, `UPDATE workspaces SET webhook_secret = $2 WHERE slug = $1`, slug, secret)
+	if err != nil {
+		return nil, "", interpretError(fmt.Errorf("rotate webhook secret: %w", err))
+	}
+	db.workspaces.Delete(slug)
+	if tag.RowsAffected() == 0 {
+		return nil, "", c360.Errorf(c360.ENOTFOUND, "workspace %q not found", slug)
+	}
+	w, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		return nil, "", err
+	}
+	return w, secret, nil
+}
+
 // workspaceCacheTTL bounds how long a replica keeps using a workspace's
 // provider settings after another replica changed them. Every webhook
 // looks its workspace up by slug; without the cache that lookup was a

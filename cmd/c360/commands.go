@@ -318,6 +318,8 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		opt(&upd.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "Messaging Service SID used as sender")
 		opt(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
 		opt(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
+		rotate := fs.Bool("rotate-webhook-secret", false, "replace the chatbot webhook secret (printed once; the old one is refused from then on)")
+		asJSON := fs.Bool("json", false, "print one JSON object")
 		if err := m.parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -333,7 +335,27 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		out := map[string]any{"id": strconv.FormatInt(w.ID, 10), "slug": w.Slug}
+		if *rotate {
+			var secret string
+			if w, secret, err = db.RotateWebhookSecret(ctx, *slug); err != nil {
+				return err
+			}
+			// Audited as key changes are: who (the command line) and
+			// when, never the secret.
+			e := c360.NewAuditEntry(nil, w.ID, c360.AuditWebhookSecretRotate, time.Now())
+			if err := db.RecordAudit(ctx, []*c360.AuditEntry{e}); err != nil {
+				fmt.Fprintf(m.Stderr, "c360: warning: the webhook secret was rotated but not recorded in the audit log: %s\n", c360.ErrorMessageOrText(err))
+			}
+			out["webhookSecret"] = secret
+		}
+		if *asJSON {
+			return json.NewEncoder(m.Stdout).Encode(out)
+		}
 		fmt.Fprintf(m.Stdout, "workspace %s updated\n", w.Slug)
+		if *rotate {
+			fmt.Fprintf(m.Stdout, "new webhook secret: %s\n\nThis secret is shown once. The previous one is refused from now on (within 5 seconds on every server):\ngive the new one to the chatbot platform: until it signs with it, its webhooks are refused (401).\n", out["webhookSecret"])
+		}
 		return nil
 	case "rules":
 		return m.workspaceRules(ctx, args[1:])

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/chatbot"
 	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/server"
 )
 
 func TestMain(m *testing.M) {
@@ -489,5 +494,95 @@ func TestServeListenError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Errorf("error %q does not name the address", err)
+	}
+}
+
+// TestWorkspaceRotateWebhookSecret: workspace update --rotate-webhook-secret
+// prints a new secret once; the chatbot webhook refuses the old one and
+// accepts the new one, and the rotation is audited without the secret.
+func TestWorkspaceRotateWebhookSecret(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	slug := uniqueSlug("rotate")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+
+	// The chatbot webhook, on the store the rotation runs through (as serve
+	// and the command would be in one process): its cached workspace must
+	// not keep the old secret.
+	db := pgtest.Open(t)
+	h := chatbot.New(chatbot.Config{Store: db, Now: time.Now, StatusOf: server.StatusOf})
+	post := func(secret string) int {
+		t.Helper()
+		body := []byte(`{"sessionId":"s-1","identities":[{"type":"email","value":"rotate@example.com"}],` +
+			`"turns":[{"id":"1","role":"user","text":"hi","time":"2025-03-01T11:58:00Z"}]}`)
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/chatbot/"+slug, bytes.NewReader(body))
+		req.SetPathValue("workspace", slug)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(secret, time.Now(), body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := post(cr.WebhookSecret); code != http.StatusOK {
+		t.Fatalf("webhook signed with the first secret: %d, want 200", code)
+	}
+
+	w, secret, err := db.RotateWebhookSecret(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret == cr.WebhookSecret || !strings.HasPrefix(secret, "whsec_") || w.WebhookSecret != secret {
+		t.Fatalf("rotated secret %q (workspace has %q), want a new whsec_ secret", secret, w.WebhookSecret)
+	}
+	if code := post(cr.WebhookSecret); code != http.StatusUnauthorized {
+		t.Errorf("webhook signed with the rotated-out secret: %d, want 401", code)
+	}
+	if code := post(secret); code != http.StatusOK {
+		t.Errorf("webhook signed with the new secret: %d, want 200", code)
+	}
+
+	// The command: --json gives the new secret, text says it is shown once.
+	var out struct{ ID, Slug, WebhookSecret string }
+	decodeOne(t, c.mustRun("workspace", "update", "--slug", slug, "--rotate-webhook-secret", "--json"), &out)
+	if out.Slug != slug || out.ID != cr.ID || !strings.HasPrefix(out.WebhookSecret, "whsec_") || out.WebhookSecret == secret {
+		t.Errorf("update --rotate-webhook-secret --json = %+v, want the workspace and a new secret", out)
+	}
+	// Another process (this test's store caches for 5 s) sees it at once.
+	if w, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug); err != nil || w.WebhookSecret != out.WebhookSecret {
+		t.Errorf("stored secret after the command: %v %v, want %s", w, err, out.WebhookSecret)
+	}
+	text := c.mustRun("workspace", "update", "--slug", slug, "--rotate-webhook-secret")
+	if !strings.Contains(text, "new webhook secret: whsec_") || !strings.Contains(text, "shown once") {
+		t.Errorf("update --rotate-webhook-secret printed:\n%s\nwant the new secret, shown once", text)
+	}
+	// Without the flag the secret stays and is not printed.
+	before, _ := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug)
+	if text := c.mustRun("workspace", "update", "--slug", slug, "--json"); strings.Contains(text, "whsec_") {
+		t.Errorf("update without --rotate-webhook-secret printed a secret: %s", text)
+	}
+	if after, _ := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug); after.WebhookSecret != before.WebhookSecret {
+		t.Error("update without --rotate-webhook-secret changed the secret")
+	}
+
+	// Audited with the command line as actor, never with the secret.
+	ws, _ := strconv.ParseInt(cr.ID, 10, 64)
+	entries, _, _, err := db.FindAuditEntries(ctx, ws, c360.AuditFilter{First: 10, Action: c360.AuditWebhookSecretRotate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 || entries[0].Actor != c360.ActorCLI {
+		t.Errorf("audit entries = %+v, want 2 by %s (the two commands)", entries, c360.ActorCLI)
+	}
+	for _, e := range entries {
+		if strings.Contains(fmt.Sprint(e.Detail), "whsec_") {
+			t.Errorf("audit entry holds the secret: %+v", e)
+		}
+	}
+
+	// An unknown workspace is NOT_FOUND (exit 1) and prints no secret.
+	stdout, _, err := c.run("workspace", "update", "--slug", uniqueSlug("nobody"), "--rotate-webhook-secret")
+	if c360.ErrorCode(err) != c360.ENOTFOUND || exitCodeOf(err) != 1 || stdout != "" {
+		t.Errorf("rotate on an unknown slug: err %v (exit %d), stdout %q; want NOT_FOUND, exit 1, nothing printed", err, exitCodeOf(err), stdout)
 	}
 }
