@@ -47,6 +47,10 @@ type Config struct {
 	Limits Limits
 	// Websocket configures subscriptions over WebSocket (websocket.go).
 	Websocket WebsocketConfig
+	// MetricsElsewhere leaves GET /metrics off this handler (404): the
+	// caller serves MetricsHandler on a listener of its own
+	// (C360_METRICS_ADDR), which the public cannot reach.
+	MetricsElsewhere bool
 }
 
 // Readiness reports whether the server can serve: database reachable and
@@ -129,6 +133,12 @@ func (s *Server) HandleVerifying(pattern string, h http.Handler, refuse func(htt
 // Registry is the Prometheus registry /metrics serves; connectors add to it.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
+// MetricsHandler serves the registry in Prometheus's text format: what
+// GET /metrics answers, unless Config.MetricsElsewhere.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
+
 // CloseWebsockets closes every GraphQL websocket connection with 1001 (going
 // away). http.Server.Shutdown does not wait for hijacked connections: call it
 // from RegisterOnShutdown so clients reconnect elsewhere and resume.
@@ -191,7 +201,13 @@ func (s *Server) routes() {
 		w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	// Metrics hold no customer data and no per-workspace labels, but say
+	// how busy the service is and what fails: served here, unauthenticated,
+	// unless the operator moves them to a listener of their own
+	// (docs/operations.md).
+	if !s.cfg.MetricsElsewhere {
+		s.mux.Handle("GET /metrics", s.MetricsHandler())
+	}
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

@@ -157,7 +157,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
-	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits}, db, res, db)
+	metricsAddr := m.Getenv("C360_METRICS_ADDR")
+	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits,
+		MetricsElsewhere: metricsAddr != ""}, db, res, db)
 	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, conns)
 	mountMCP(srv, db, log)
@@ -178,6 +180,13 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go ps.Serve(pl)
 		defer ps.Close()
+	}
+	if metricsAddr != "" {
+		stopMetrics, err := serveMetrics(metricsAddr, srv.MetricsHandler())
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	addr := m.env("C360_ADDR", ":8080")
 	ln, err := net.Listen("tcp", addr)

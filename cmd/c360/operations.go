@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -29,6 +32,22 @@ func (m *Main) ingestConfig() (postgres.IngestConfig, error) {
 		*v.dst = n
 	}
 	return cfg, nil
+}
+
+// serveMetrics serves GET /metrics (h) on addr, C360_METRICS_ADDR, instead
+// of the public listener, as C360_PPROF_ADDR serves profiles: a scraper on
+// a private network or loopback reaches it, the public does not. The
+// returned func closes the listener.
+func serveMetrics(addr string, h http.Handler) (func() error, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on C360_METRICS_ADDR %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(l)
+	return s.Close, nil
 }
 
 // stopper runs serve's cleanups (flush cross-replica notifications, drain
