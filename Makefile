@@ -58,11 +58,6 @@ fi; \
 export TEST_DATABASE_URL;
 endef
 
-# Shell snippet: print the JSON string field $1 from file $2 (no jq/python needed).
-define json_field
-json_field() { grep -o "\"$$1\"[[:space:]]*:[[:space:]]*\"[^\"]*\"" "$$2" | head -n1 | sed 's/.*"\([^"]*\)"$$/\1/'; };
-endef
-
 # Shell snippet for check-generate: fails when `make generate` changes anything
 # under $(GEN_DIRS), i.e. generated code must be committed up to date. Content is
 # compared before and after, so uncommitted local edits alone do not trip it; in a
@@ -106,34 +101,14 @@ check-generate: ## fail if `make generate` would change generated code
 	@$(check_generate)
 
 run: build ## start the API on :8080 with a demo workspace (local PostgreSQL unless DATABASE_URL is set)
-	@$(json_field) \
-	if [ -z "$${DATABASE_URL:-}" ]; then \
+	@if [ -z "$${DATABASE_URL:-}" ]; then \
 	  $(PG) ensure; \
 	  DATABASE_URL="$$($(PG) url c360)"; \
 	fi; \
 	export DATABASE_URL; \
 	$(BIN) migrate up; \
-	mkdir -p .data; \
-	if [ -f .data/demo.json ] && [ ! -s .data/demo.json ]; then rm -f .data/demo.json; fi; \
-	if [ ! -f .data/demo.json ]; then \
-	  echo "run: creating demo workspace (.data/demo.json)"; \
-	  if ! $(BIN) workspace create --slug demo --name "Demo" --json > .data/demo.json.tmp; then \
-	    rm -f .data/demo.json.tmp; echo "run: creating the demo workspace failed" >&2; exit 1; \
-	  fi; \
-	  mv -f .data/demo.json.tmp .data/demo.json; \
-	fi; \
-	key="$$(json_field apiKey .data/demo.json || true)"; \
-	secret="$$(json_field webhookSecret .data/demo.json || true)"; \
-	wkey="$$(json_field writeKey .data/demo.json || true)"; \
-	echo ""; \
-	echo "  Demo workspace:   demo   (details in .data/demo.json)"; \
-	echo "  Admin API key:    $${key:-(not found in .data/demo.json)}"; \
-	echo "  Segment write key: $${wkey:-(not found in .data/demo.json)}"; \
-	echo "  Webhook secret:   $${secret:-(not found in .data/demo.json)}"; \
-	echo "  GraphiQL:         http://localhost:8080/"; \
-	echo "  GraphQL endpoint: http://localhost:8080/graphql"; \
-	echo "  Database:         $$DATABASE_URL"; \
-	echo ""; \
+	scripts/demo.sh ensure $(BIN); \
+	scripts/demo.sh print; \
 	exec $(BIN) serve --dev
 
 test: ## check-generate, gofmt, vet, unit+integration tests, then e2e (if e2e/ exists)
