@@ -126,6 +126,14 @@ func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) strin
 	return v
 }
 
+// SetMigrationLockPoll makes waiting migrators try the lock every secs
+// seconds until the test ends.
+func SetMigrationLockPoll(t testing.TB, secs uint64) {
+	old := migrationLockPoll
+	migrationLockPoll = secs
+	t.Cleanup(func() { migrationLockPoll = old })
+}
+
 // UpTo applies the migrations up to version v.
 func (m *Migrator) UpTo(ctx context.Context, v int64) error {
 	_, err := m.provider.UpTo(ctx, v)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
@@ -20,7 +22,14 @@ import (
 type Migrator struct {
 	db       *sql.DB
 	provider *goose.Provider
+	// log receives the note that another process's migration holds the
+	// lock (Up sets it; slog.Default otherwise).
+	log *slog.Logger
 }
+
+// migrationLockPoll is how often, in seconds, a migrator waiting for
+// another process's migration tries the lock again (tests shorten it).
+var migrationLockPoll uint64 = 5
 
 // NewMigrator returns a migrator over the pool's database, on connections
 // of its own.
@@ -38,19 +47,49 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 	sqlDB := stdlib.OpenDB(*cfg)
 	// Replicas (and test servers) starting together all migrate at start: a
 	// session advisory lock makes one apply the migrations while the others
-	// wait, then find nothing pending.
-	locker, err := lock.NewPostgresSessionLocker()
+	// wait, then find nothing pending. They wait as long as their context
+	// lets them, not goose's default 5 minutes: an index build at scale
+	// outlasts that, and a replica giving up would exit while the
+	// migration it waited for goes on.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(migrationLockPoll, math.MaxUint64))
 	if err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations lock: %w", err)
 	}
+	m := &Migrator{db: sqlDB, log: slog.Default()}
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(locker))
+		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(&waitingLocker{SessionLocker: locker, m: m}))
 	if err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	return &Migrator{db: sqlDB, provider: p}, nil
+	m.provider = p
+	return m, nil
+}
+
+// waitingLocker is goose's session locker that says, once, when it must
+// wait for another process's migration: without it a replica would sit
+// silent for as long as the other's index build takes.
+type waitingLocker struct {
+	lock.SessionLocker
+	m    *Migrator
+	once sync.Once
+}
+
+// SessionLock tries the lock once; if another session holds it, it logs
+// so and leaves the waiting to goose's locker.
+func (l *waitingLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	var locked bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", lock.DefaultLockID).Scan(&locked); err != nil {
+		return fmt.Errorf("migrations lock: %w", err)
+	}
+	if locked {
+		return nil // goose's SessionUnlock releases it as its own
+	}
+	l.once.Do(func() {
+		l.m.log.Info("waiting for another process's migration to finish", "lock", lock.DefaultLockID)
+	})
+	return l.SessionLocker.SessionLock(ctx, conn)
 }
 
 // Close releases the migrator's handle (not the pool).
@@ -58,6 +97,7 @@ func (m *Migrator) Close() error { return m.db.Close() }
 
 // Up applies every pending migration.
 func (m *Migrator) Up(ctx context.Context, log *slog.Logger) error {
+	m.log = log
 	res, err := m.provider.Up(ctx)
 	for _, r := range res {
 		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration", r.Duration)

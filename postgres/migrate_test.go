@@ -1,12 +1,16 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pressly/goose/v3/lock"
 
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
@@ -191,4 +195,68 @@ func searchFunction(t *testing.T, db *postgres.DB) bool {
 		t.Fatal(err)
 	}
 	return ok
+}
+
+// A replica that finds another process's migration running waits for it
+// to finish, however long it takes (an index build at scale outlasts
+// goose's default 5 minutes), says once that it waits, then finds the
+// rest to do.
+func TestMigrationWaitsForAnotherProcesssLock(t *testing.T) {
+	ctx := context.Background()
+	postgres.SetMigrationLockPoll(t, 1)
+	db, m := emptyStore(t, "lockwait")
+	// Another process's migration: a session holding goose's advisory lock.
+	other, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Release()
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- m.Up(ctx, slog.New(slog.NewTextHandler(&out, nil))) }()
+	// Well past a few tries at the shortened period: goose's default of
+	// 60 tries would give up after 60 periods; a bounded count fails here.
+	select {
+	case err := <-done:
+		t.Fatalf("migrate up ended while another process held the lock: %v", err)
+	case <-time.After(4 * time.Second):
+	}
+	if got := strings.Count(out.String(), "waiting for another process's migration to finish"); got != 1 {
+		t.Errorf("log says it waits %d times, want once:\n%s", got, out.String())
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("migrate up after the lock was released: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("migrate up still waits after the lock was released")
+	}
+	if ok, err := m.Current(ctx); err != nil || !ok {
+		t.Errorf("after up: current %v (%v), want every migration applied", ok, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a logger on another goroutine writes to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
