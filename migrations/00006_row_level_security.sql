@@ -8,11 +8,20 @@
 -- without the setting sees no rows.
 
 -- +goose StatementBegin
+-- Roles are cluster-wide: another database of this cluster, or an
+-- administrator, may have made it. Only a role that does not exist is
+-- created, since PostgreSQL checks CREATEROLE before it checks whether the
+-- role exists: an owner without CREATEROLE, to whom an administrator
+-- granted c360_app, would fail with 42501 (docs/operations.md). Editing
+-- this applied migration changes nothing for a database past it: goose
+-- records versions, not the text it ran.
 DO $$
 BEGIN
-    CREATE ROLE c360_app NOLOGIN;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'c360_app') THEN
+        CREATE ROLE c360_app NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL; -- roles are cluster-wide: another database of this cluster made it
+    NULL; -- another database's migration made it meanwhile
 END
 $$;
 -- +goose StatementEnd

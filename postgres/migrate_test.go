@@ -3,7 +3,10 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -259,4 +262,67 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A database owner without CREATEROLE migrates when an administrator made
+// c360_app and granted it to them beforehand, as docs/operations.md
+// recommends: PostgreSQL checks CREATEROLE before it looks for the role, so
+// an unconditional CREATE ROLE failed with 42501 though the role existed.
+func TestMigrateAsAnOwnerWithoutCreateRole(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.EmptyDatabase(t, "nocreaterole")
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	role := fmt.Sprintf("c360_t_owner_%d", os.Getpid())
+	admin, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, s := range []string{
+		`DROP ROLE IF EXISTS ` + role,
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`ALTER DATABASE ` + dbName + ` OWNER TO ` + role,
+		`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'c360_app') THEN CREATE ROLE c360_app NOLOGIN; END IF; END $$`,
+		`GRANT c360_app TO ` + role,
+	} {
+		if _, err := admin.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	t.Cleanup(func() {
+		// The role owns the database: drop it first (EmptyDatabase's own
+		// drop then finds nothing).
+		c, err := pgx.Connect(context.Background(), os.Getenv("TEST_DATABASE_URL"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(context.Background())
+		for _, s := range []string{`DROP DATABASE IF EXISTS ` + dbName + ` WITH (FORCE)`, `DROP ROLE ` + role} {
+			if _, err := c.Exec(context.Background(), s); err != nil {
+				t.Errorf("%s: %v", s, err)
+			}
+		}
+	})
+	u.User = url.User(role)
+	db, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m, err := db.NewMigrator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("migrate up as an owner with LOGIN only: %v", err)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Errorf("ready after migrating as that owner: %v", err)
+	}
 }
