@@ -86,9 +86,12 @@ func MaxConns(n int32) Option {
 // MaxConns option, else the URL's pool_max_conns, else a default sized for
 // 2 cores.
 func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
+	if err := checkAuthority(url); err != nil {
+		return nil, err
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("parse database url: %w", errors.New("malformed DATABASE_URL"))
+		return nil, c360.Errorf(c360.EINVALID, "DATABASE_URL: %s", parseProblem(err))
 	}
 	if !strings.Contains(url, "pool_max_conns") {
 		// Ingest transactions wait on fsync, not CPU: more connections than
@@ -146,6 +149,42 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		Now:        func() time.Time { return time.Now().UTC() },
 		Normalizer: identity.Normalizer{DefaultRegion: "US"},
 	}, nil
+}
+
+// checkAuthority refuses a URL whose authority (between "://" and the path)
+// holds more than one unescaped @: a password with an @ not written as
+// %40. pgx would take what follows the first @ as the host, and every
+// connection error would then name part of the password, in the command's
+// output and on every retry in the server's log. The message never echoes
+// the URL.
+func checkAuthority(url string) error {
+	_, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return nil // keyword/value form: pgx parses and redacts it
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if strings.Count(rest, "@") > 1 {
+		return c360.Errorf(c360.EINVALID, "DATABASE_URL: more than one @ before the host: percent-encode the password (@ as %%40)")
+	}
+	return nil
+}
+
+// parseProblem is pgx's reason for refusing a connection string ("cannot
+// parse pool_max_conns (…)", "failed to configure TLS (sslmode is
+// invalid)") without the string itself, whose password pgx masks only on
+// a best-effort basis.
+func parseProblem(err error) string {
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return "malformed"
+	}
+	msg := pe.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		return msg[i+len("`: "):]
+	}
+	return "malformed"
 }
 
 // Close stops group commit, letting groups in flight commit, and closes

@@ -53,6 +53,10 @@ func (m *Main) open(ctx context.Context) (*postgres.DB, error) {
 		return nil, usageError(fmt.Sprintf("C360_DEFAULT_REGION: %q is not a region code phone numbers are known by; use an ISO 3166 code such as US or GB", truncate(region)))
 	}
 	db, err := postgres.Open(ctx, url, opts...)
+	if c360.ErrorCode(err) == c360.EINVALID {
+		// A DATABASE_URL that cannot be parsed is a setting's mistake.
+		return nil, usageError(c360.ErrorMessage(err))
+	}
 	if err != nil {
 		return nil, err
 	}

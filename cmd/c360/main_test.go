@@ -586,3 +586,39 @@ func TestWorkspaceRotateWebhookSecret(t *testing.T) {
 		t.Errorf("rotate on an unknown slug: err %v (exit %d), stdout %q; want NOT_FOUND, exit 1, nothing printed", err, exitCodeOf(err), stdout)
 	}
 }
+
+// A DATABASE_URL that cannot be used is refused with the reason and never
+// with the password: an unescaped @ in it would make pgx take the rest of
+// the password as the host, which every connection error then printed.
+func TestMalformedDatabaseURLIsNamedWithoutThePassword(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"postgres://c360:Tr0ub4dor@3xyzzy@127.0.0.1:1/c360?sslmode=disable", "percent-encode the password (@ as %40)"},
+		{"postgres://c360:Tr0ub4dor3xyzzy@127.0.0.1:1/c360?sslmode=disable&pool_max_conns=abc", "pool_max_conns"},
+		{"postgres://c360:Tr0ub4dor3xyzzy@127.0.0.1:1/c360?sslmode=requir", "sslmode"},
+	} {
+		for _, args := range [][]string{{"migrate", "status"}, {"workspace", "create", "--slug", "badurl"}} {
+			var stdout, stderr logbuf.Buffer
+			m := NewMain(&stdout, &stderr, func(k string) string {
+				if k == "DATABASE_URL" {
+					return tc.url
+				}
+				return ""
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := m.Run(ctx, args)
+			cancel()
+			msg := c360.ErrorMessageOrText(err)
+			if err == nil || exitCode(err) != 2 || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "DATABASE_URL") {
+				t.Errorf("%s with %s: %v (exit %d), want exit 2 naming DATABASE_URL and %q", args, tc.url, err, exitCode(err), tc.want)
+			}
+			if err == nil {
+				continue
+			}
+			for _, out := range []string{msg, err.Error(), stdout.String(), stderr.String()} {
+				if strings.Contains(out, "xyzzy") {
+					t.Errorf("%s with %s: the password reached the output: %q", args, tc.url, out)
+				}
+			}
+		}
+	}
+}
