@@ -94,15 +94,36 @@ func (c *WebsocketConfig) defaults() {
 	}
 }
 
-// ParseOrigins splits C360_ALLOWED_ORIGINS (comma-separated) into origins.
-func ParseOrigins(s string) []string {
+// ParseOrigins splits C360_ALLOWED_ORIGINS (comma-separated) into origins,
+// as a browser's Origin header writes them: scheme://host[:port], lowercase,
+// without a path and without a port that is the scheme's default (a browser
+// sends https://a.example, never https://a.example:443, so the latter is
+// normalized to the former). An entry that is not such an origin (no
+// scheme, a path, a query) would never match a browser's Origin, and is
+// refused. "*" allows every origin.
+func ParseOrigins(s string) ([]string, error) {
 	var out []string
 	for _, o := range strings.Split(s, ",") {
-		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
-			out = append(out, strings.ToLower(o))
+		o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+		if o == "" {
+			continue
 		}
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+			return nil, fmt.Errorf("%q is not an origin: want scheme://host[:port], such as https://console.example.com", o)
+		}
+		host := u.Host
+		if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+			host = strings.TrimSuffix(host, ":"+port)
+		}
+		out = append(out, u.Scheme+"://"+host)
 	}
-	return out
+	return out, nil
 }
 
 // Buffer sizes of a GraphQL websocket connection: its own read buffer, and

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -173,6 +174,49 @@ func TestWebsocketOrigins(t *testing.T) {
 		if resp.StatusCode != tt.want {
 			t.Errorf("origin %q: status %d, want %d", tt.origin, resp.StatusCode, tt.want)
 		}
+	}
+}
+
+// C360_ALLOWED_ORIGINS is written as browsers write Origin: a default port
+// is dropped (a browser never sends https://a.example:443), and an entry a
+// browser's Origin could never equal (no scheme, a path) is refused rather
+// than left to refuse every browser silently.
+func TestParseOrigins(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"", nil, false},
+		{"*", []string{"*"}, false},
+		{" https://Console.Example.com/ , http://localhost:3000", []string{"https://console.example.com", "http://localhost:3000"}, false},
+		{"https://console.example.com:443,http://a.example:80", []string{"https://console.example.com", "http://a.example"}, false},
+		{"https://console.example.com:8443", []string{"https://console.example.com:8443"}, false},
+		{"console.example.com", nil, true},
+		{"https://console.example.com/app", nil, true},
+		{"https://console.example.com?x=1", nil, true},
+		{"https://", nil, true},
+	} {
+		got, err := server.ParseOrigins(tt.in)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseOrigins(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "scheme://host") {
+			t.Errorf("ParseOrigins(%q): error %q does not say what an origin is", tt.in, err)
+		}
+	}
+	// The normalized entry admits the browser's Origin.
+	origins, err := server.ParseOrigins("https://console.example.com:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{AllowedOrigins: origins}}})
+	c, resp, err := (&websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}).Dial(wsURL(e.srv), http.Header{"Origin": {"https://console.example.com"}})
+	if c != nil {
+		c.Close()
+	}
+	if resp == nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Errorf("Origin https://console.example.com with https://console.example.com:443 allowed: %v %v, want 101", resp, err)
 	}
 }
 

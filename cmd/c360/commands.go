@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/twilio"
 	"github.com/c360dev/c360/identity"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/resolver"
@@ -112,14 +113,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		stdlog.SetFlags(prevFlags)
 		stdlog.SetPrefix(prevPrefix)
 	}()
-	shutdownTimeout, err := m.duration("C360_SHUTDOWN_TIMEOUT", "25s")
+	// Every setting is read and checked before the database is opened: a
+	// mistake is named at once (exit 2), even with the database down, and
+	// leaves pending migrations pending.
+	set, err := m.serveSettings(log)
 	if err != nil {
 		return err
 	}
-	ingest, err := m.ingestConfig()
-	if err != nil {
-		return err
-	}
+	shutdownTimeout := set.shutdownTimeout
 	// Cleanups run in reverse order, bounded by the shutdown deadline once
 	// one is set (operations.go).
 	stops := &stopper{log: log}
@@ -140,32 +141,23 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	db.StartIngest(ingest)
+	db.StartIngest(set.ingest)
 	res := NewResolver(db)
-	conns, err := m.connectors(res, log)
-	if err != nil {
-		return err
-	}
+	res.MessageSender = set.sender
 	stops.add(startPendingSweep(db, log))
 	// Cleanups run in reverse: realtime's (the notifier's final flush, which
 	// takes milliseconds) before the audit writer's drain, which may take
 	// the rest of the deadline on a slow database.
-	limits, sec, err := m.startSecurity(db, res, log)
-	if err != nil {
-		return err
-	}
+	sec := startSecurity(db, res, log)
 	stops.add(sec.stop)
-	rt, wsConfig, err := m.startRealtime(db, log)
-	if err != nil {
-		return err
-	}
+	rt := startRealtime(db, log, set.realtime)
 	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
 	metricsAddr := m.Getenv("C360_METRICS_ADDR")
-	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: wsConfig, Limits: limits,
+	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: set.realtime.ws, Limits: set.limits,
 		MetricsElsewhere: metricsAddr != ""}, db, res, db)
 	rt.registerMetrics(srv.Registry())
-	mountConnectors(srv, db, conns)
+	mountConnectors(srv, db, set.conns)
 	mountMCP(srv, db, log)
 
 	if pprofAddr := m.Getenv("C360_PPROF_ADDR"); pprofAddr != "" {
@@ -240,6 +232,38 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("shutdown: requests still in flight at the deadline (C360_SHUTDOWN_TIMEOUT=%s): %w", shutdownTimeout, err)
 	}
 	return nil
+}
+
+// serveSettings is serve's configuration from the environment, all of it
+// but DATABASE_URL's (read by open).
+type serveSettings struct {
+	shutdownTimeout time.Duration
+	ingest          postgres.IngestConfig
+	conns           Connectors
+	sender          *twilio.Sender
+	limits          server.Limits
+	realtime        realtimeSettings
+}
+
+// serveSettings reads and checks serve's settings, opening nothing; a bad
+// one is a usageError naming the variable.
+func (m *Main) serveSettings(log *slog.Logger) (set serveSettings, err error) {
+	if set.shutdownTimeout, err = m.duration("C360_SHUTDOWN_TIMEOUT", "25s"); err != nil {
+		return set, err
+	}
+	if set.ingest, err = m.ingestConfig(); err != nil {
+		return set, err
+	}
+	if set.conns, set.sender, err = m.connectors(log); err != nil {
+		return set, err
+	}
+	if set.limits, err = server.LimitsFromEnv(m.Getenv); err != nil {
+		return set, usageError(err.Error())
+	}
+	if set.realtime, err = m.realtimeSettings(); err != nil {
+		return set, err
+	}
+	return set, nil
 }
 
 // NewResolver wires the GraphQL resolvers to the store.

@@ -13,7 +13,6 @@ import (
 	"github.com/c360dev/c360/connectors/twilio"
 	"github.com/c360dev/c360/connectors/whatsapp"
 	"github.com/c360dev/c360/postgres"
-	"github.com/c360dev/c360/resolver"
 	"github.com/c360dev/c360/server"
 )
 
@@ -29,9 +28,10 @@ type Connectors struct {
 	Logger *slog.Logger
 }
 
-// connectors reads the connectors' settings from the environment and gives
-// res the outbound message sender they configure.
-func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors, error) {
+// connectors reads the connectors' settings from the environment and builds
+// the outbound message sender they configure (sendMessage's). It opens
+// nothing: serve checks them before it connects to the database.
+func (m *Main) connectors(log *slog.Logger) (Connectors, *twilio.Sender, error) {
 	conns := Connectors{
 		PublicURL:    strings.TrimRight(m.env("C360_PUBLIC_URL", "http://localhost"+portOf(m.env("C360_ADDR", ":8080"))), "/"),
 		TwilioAPIURL: m.Getenv("C360_TWILIO_API_URL"),
@@ -40,13 +40,13 @@ func (m *Main) connectors(res *resolver.Resolver, log *slog.Logger) (Connectors,
 	// Twilio signs the URL it calls, and status callbacks are sent there:
 	// without a scheme and a host, every webhook fails its signature.
 	if u, err := url.Parse(conns.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return conns, usageError(fmt.Sprintf("C360_PUBLIC_URL: want an absolute http(s) URL such as https://c360.example.com, got %q", conns.PublicURL))
+		return conns, nil, usageError(fmt.Sprintf("C360_PUBLIC_URL: want an absolute http(s) URL such as https://c360.example.com, got %q", conns.PublicURL))
 	}
-	var err error
-	if res.MessageSender, err = conns.messageSender(); err != nil {
-		return conns, usageError("C360_TWILIO_API_URL: " + err.Error())
+	sender, err := conns.messageSender()
+	if err != nil {
+		return conns, nil, usageError("C360_TWILIO_API_URL: " + err.Error())
 	}
-	return conns, nil
+	return conns, sender, nil
 }
 
 // mountConnectors mounts every connector's routes on srv. Each connector

@@ -58,6 +58,16 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 		return usageError("C360_API_KEY is not set: the MCP server acts with an API key (c360 apikey create --role assistant)")
 	}
 	log := slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// Settings first, as serve reads them: a mistake is named before the
+	// database is opened.
+	_, sender, err := m.connectors(log)
+	if err != nil {
+		return err
+	}
+	limits, err := server.LimitsFromEnv(m.Getenv)
+	if err != nil {
+		return usageError(err.Error())
+	}
 	db, err := m.open(ctx)
 	if err != nil {
 		return err
@@ -65,13 +75,8 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	defer db.Close()
 
 	res := NewResolver(db)
-	if _, err := m.connectors(res, log); err != nil {
-		return err
-	}
-	limits, sec, err := m.startSecurity(db, res, log)
-	if err != nil {
-		return err
-	}
+	res.MessageSender = sender
+	sec := startSecurity(db, res, log)
 	defer sec.stop()
 
 	// Changes made here (observations, sent messages) reach the

@@ -32,10 +32,11 @@ func remoteMCP(t *testing.T, db *postgres.DB) (hs *httptest.Server, stop func())
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	res := NewResolver(db)
-	limits, sec, err := NewMain(io.Discard, io.Discard, func(string) string { return "" }).startSecurity(db, res, log)
+	limits, err := server.LimitsFromEnv(func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
+	sec := startSecurity(db, res, log)
 	srv := server.New(server.Config{Logger: log, Limits: limits}, db, res, db)
 	mountMCP(srv, db, log)
 	hs = httptest.NewServer(srv)

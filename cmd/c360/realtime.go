@@ -25,28 +25,43 @@ type realtime struct {
 	wg        sync.WaitGroup
 }
 
-// startRealtime wires the real-time path to db: after every commit the hub
-// is woken directly and the notifier told; the listener wakes the hub for
-// other replicas' commits.
-func (m *Main) startRealtime(db *postgres.DB, log *slog.Logger) (*realtime, server.WebsocketConfig, error) {
-	var ws server.WebsocketConfig
+// realtimeSettings are the real-time path's settings from the environment.
+type realtimeSettings struct {
+	ws          server.WebsocketConfig
+	notifyEvery time.Duration
+	queue       int
+}
+
+// realtimeSettings reads C360_ALLOWED_ORIGINS, C360_WS_*,
+// C360_NOTIFY_INTERVAL and C360_SUBSCRIBER_QUEUE.
+func (m *Main) realtimeSettings() (realtimeSettings, error) {
+	var rs realtimeSettings
 	var err error
-	ws.AllowedOrigins = server.ParseOrigins(m.Getenv("C360_ALLOWED_ORIGINS"))
-	if ws.InitTimeout, err = m.duration("C360_WS_INIT_TIMEOUT", "10s"); err != nil {
-		return nil, ws, err
+	if rs.ws.AllowedOrigins, err = server.ParseOrigins(m.Getenv("C360_ALLOWED_ORIGINS")); err != nil {
+		return rs, usageError("C360_ALLOWED_ORIGINS: " + err.Error())
 	}
-	if ws.PingInterval, err = m.duration("C360_WS_PING_INTERVAL", "25s"); err != nil {
-		return nil, ws, err
+	if rs.ws.InitTimeout, err = m.duration("C360_WS_INIT_TIMEOUT", "10s"); err != nil {
+		return rs, err
 	}
-	notifyEvery, err := m.duration("C360_NOTIFY_INTERVAL", "5ms")
-	if err != nil {
-		return nil, ws, err
+	if rs.ws.PingInterval, err = m.duration("C360_WS_PING_INTERVAL", "25s"); err != nil {
+		return rs, err
+	}
+	if rs.notifyEvery, err = m.duration("C360_NOTIFY_INTERVAL", "5ms"); err != nil {
+		return rs, err
 	}
 	queue, err := strconv.Atoi(m.env("C360_SUBSCRIBER_QUEUE", "64"))
 	if err != nil || queue < 1 {
-		return nil, ws, usageError("C360_SUBSCRIBER_QUEUE: want a positive integer")
+		return rs, usageError("C360_SUBSCRIBER_QUEUE: want a positive integer")
 	}
+	rs.queue = queue
+	return rs, nil
+}
 
+// startRealtime wires the real-time path to db: after every commit the hub
+// is woken directly and the notifier told; the listener wakes the hub for
+// other replicas' commits.
+func startRealtime(db *postgres.DB, log *slog.Logger, rs realtimeSettings) *realtime {
+	queue, notifyEvery := rs.queue, rs.notifyEvery
 	origin := postgres.NewOrigin()
 	h := hub.New(db, hub.Options{QueueSize: queue, Logger: log})
 	notifier := &postgres.Notifier{DB: db, Origin: origin, Interval: notifyEvery, Logger: log}
@@ -70,7 +85,7 @@ func (m *Main) startRealtime(db *postgres.DB, log *slog.Logger) (*realtime, serv
 			run.f(run.ctx)
 		}()
 	}
-	return rt, ws, nil
+	return rt
 }
 
 // registerMetrics exposes the hub's counters on /metrics.

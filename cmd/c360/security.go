@@ -11,7 +11,6 @@ import (
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/resolver"
-	"github.com/c360dev/c360/server"
 )
 
 // security is what serve runs for the security layer besides the server:
@@ -21,20 +20,17 @@ type security struct {
 	usage *postgres.KeyUsage
 }
 
-// startSecurity reads the limits from the environment and starts the audit
-// writer and key usage recorder, wired into res. stop drains and stops
-// them: call it after the HTTP server has shut down.
-func (m *Main) startSecurity(db *postgres.DB, res *resolver.Resolver, log *slog.Logger) (server.Limits, *security, error) {
-	limits, err := server.LimitsFromEnv(m.Getenv)
-	if err != nil {
-		return limits, nil, usageError(err.Error())
-	}
+// startSecurity starts the audit writer and key usage recorder, wired into
+// res. stop drains and stops them: call it after the HTTP server has shut
+// down. (The limits are read with the other settings, before the database
+// is opened: serveSettings.)
+func startSecurity(db *postgres.DB, res *resolver.Resolver, log *slog.Logger) *security {
 	sec := &security{
 		audit: postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: log}),
 		usage: postgres.NewKeyUsage(db, time.Minute, log),
 	}
 	res.Audit, res.Keys = sec.audit, db
-	return limits, sec, nil
+	return sec
 }
 
 func (s *security) stop() {

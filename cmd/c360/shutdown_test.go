@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/c360dev/c360/internal/logbuf"
+	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
 
@@ -194,6 +195,44 @@ func TestBadSettingsRefusedAtStart(t *testing.T) {
 	// The region is checked in its ISO form, whatever its case.
 	c.env["C360_DEFAULT_REGION"] = "gb"
 	c.mustRun("migrate", "status")
+}
+
+// Every setting is checked before serve opens the database: a bad one
+// leaves pending migrations pending, and is named even when the database
+// cannot be reached.
+func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
+	empty := pgtest.EmptyDatabase(t, "badsettings")
+	serve := func(dbURL, name, value string) error {
+		t.Helper()
+		env := map[string]string{"DATABASE_URL": dbURL, "C360_ADDR": freeAddr(t), name: value}
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return m.Run(ctx, []string{"serve"})
+	}
+	for _, tc := range []struct{ name, value string }{
+		{"C360_WS_PING_INTERVAL", "often"},
+		{"C360_PUBLIC_URL", "c360.example.com"},
+		{"C360_RATE_KEY_RPS", "fast"},
+		{"C360_TWILIO_API_URL", "api.twilio.test"},
+		{"C360_SUBSCRIBER_QUEUE", "0"},
+		{"C360_NOTIFY_INTERVAL", "-1ms"},
+		{"C360_ALLOWED_ORIGINS", "console.example.com"},
+	} {
+		if err := serve(empty, tc.name, tc.value); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("%s=%s: serve returned %v (exit %d), want a usage error naming it", tc.name, tc.value, err, exitCode(err))
+		}
+	}
+	status := (&cli{t: t, env: map[string]string{"DATABASE_URL": empty}}).mustRun("migrate", "status")
+	if strings.Contains(status, "applied") || !strings.Contains(status, "pending") {
+		t.Errorf("after serve refused its settings, migrate status says:\n%s\nwant every migration pending", status)
+	}
+	// Nothing listens on port 1: the setting is named, not the database.
+	down := "postgres://c360@127.0.0.1:1/c360?sslmode=disable"
+	if err := serve(down, "C360_PUBLIC_URL", "c360.example.com"); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "C360_PUBLIC_URL") {
+		t.Errorf("with the database down, C360_PUBLIC_URL=c360.example.com: serve returned %v (exit %d), want a usage error naming it", err, exitCode(err))
+	}
 }
 
 // On shutdown the cross-replica notifications are flushed before the audit
