@@ -32,6 +32,11 @@ type DB struct {
 	Pool *pgxpool.Pool
 	// app connects as c360_app, under row-level security (scope.go).
 	app *pgxpool.Pool
+	// ready is one connection as c360_app for Ready alone: a probe that
+	// queued behind tenant work for an app connection would report the
+	// database down whenever the pool is merely busy, and under load take
+	// every replica out of the load balancer at once.
+	ready *pgxpool.Pool
 	// Now is the clock; tests replace it to fix time.
 	Now c360.Clock
 	// Normalizer normalizes identities on ingest and lookup.
@@ -143,9 +148,18 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open app pool: %w", err)
 	}
+	readyCfg := appCfg.Copy()
+	readyCfg.MaxConns, readyCfg.MinConns = 1, 0
+	ready, err := pgxpool.NewWithConfig(ctx, readyCfg)
+	if err != nil {
+		app.Close()
+		pool.Close()
+		return nil, fmt.Errorf("open readiness pool: %w", err)
+	}
 	return &DB{
 		Pool:       pool,
 		app:        app,
+		ready:      ready,
 		Now:        func() time.Time { return time.Now().UTC() },
 		Normalizer: identity.Normalizer{DefaultRegion: "US"},
 	}, nil
@@ -191,6 +205,7 @@ func parseProblem(err error) string {
 // the pool.
 func (db *DB) Close() {
 	db.stopIngest()
+	db.ready.Close()
 	db.app.Close()
 	db.Pool.Close()
 }

@@ -126,6 +126,18 @@ func (m *Migrator) Setting(ctx context.Context, t testing.TB, name string) strin
 	return v
 }
 
+// HoldAppConns acquires n connections of the tenant pool, as requests in
+// flight hold them, until the test ends.
+func (db *DB) HoldAppConns(t testing.TB, n int) {
+	for range n {
+		c, err := db.app.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Release)
+	}
+}
+
 // SetMigrationLockPoll makes waiting migrators try the lock every secs
 // seconds until the test ends.
 func SetMigrationLockPoll(t testing.TB, secs uint64) {

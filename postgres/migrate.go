@@ -145,9 +145,10 @@ func (m *Migrator) Current(ctx context.Context) (bool, error) {
 
 // Ready reports whether the database answers and every migration is applied.
 func (db *DB) Ready(ctx context.Context) error {
-	// The app pool carries the traffic; acquiring one of its connections
-	// also proves SET ROLE c360_app works.
-	if err := db.app.Ping(ctx); err != nil {
+	// On a connection of its own, configured as the app pool's: it answers
+	// whether the database does, and proves SET ROLE c360_app works, however
+	// busy the app pool is with tenant work.
+	if err := db.ready.Ping(ctx); err != nil {
 		return interpretError(fmt.Errorf("ping: %w", err))
 	}
 	// Migrations stay current once they are: a probe every few seconds

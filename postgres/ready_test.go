@@ -4,9 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 // /readyz's check: ready when migrated; not ready while a migration is
@@ -73,5 +75,18 @@ func TestWorkspaceUpdateSeenAtOnce(t *testing.T) {
 	}
 	if _, err := db.FindWorkspaceBySlug(ctx, "no-such-slug"); c360.ErrorCode(err) != c360.ENOTFOUND {
 		t.Errorf("unknown slug: %v, want NOT_FOUND", err)
+	}
+}
+
+// /readyz's check does not queue behind tenant work: with every connection
+// of the tenant pool (C360_DB_MAX_CONNS=2) busy, the database still answers,
+// and the replica stays in the load balancer.
+func TestReadyWhileTheTenantPoolIsBusy(t *testing.T) {
+	db := pgtest.Open(t, postgres.MaxConns(2))
+	db.HoldAppConns(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := db.Ready(ctx); err != nil {
+		t.Errorf("with the tenant pool busy: %v, want ready", err)
 	}
 }
