@@ -11,7 +11,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 )
@@ -27,9 +30,24 @@ func main() {
 	defer stop()
 	m := NewMain(os.Stdout, os.Stderr, os.Getenv)
 	if err := m.Run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "c360:", c360.ErrorMessageOrText(err))
+		fmt.Fprintln(os.Stderr, "c360:", errorText(err))
 		os.Exit(exitCode(err))
 	}
+}
+
+// errorText is what a command prints for err: the message of a domain
+// error, else the error's text. A database that could not be reached is
+// named with pgx's reason (user, database, host:port and cause, such as
+// "connection refused" or a failed authentication; never the password):
+// the domain message alone ("the database is unavailable; retry") leaves
+// the operator to guess which setting is wrong.
+func errorText(err error) string {
+	msg := c360.ErrorMessageOrText(err)
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && !strings.Contains(msg, ce.Error()) {
+		msg += ": " + ce.Error()
+	}
+	return msg
 }
 
 func exitCode(err error) int {

@@ -622,3 +622,33 @@ func TestMalformedDatabaseURLIsNamedWithoutThePassword(t *testing.T) {
 		}
 	}
 }
+
+// A command that cannot reach the database says where it tried and why,
+// as pgx says it, without the password: "the database is unavailable;
+// retry" alone leaves the operator to guess.
+func TestUnreachableDatabaseIsNamed(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://c360:s3cretpw@127.0.0.1:1/c360?sslmode=disable"}
+	for _, args := range [][]string{
+		{"workspace", "create", "--slug", "unreachable"},
+		{"apikey", "create", "--workspace", "unreachable", "--role", "agent"},
+		{"apikey", "list", "--workspace", "unreachable"},
+		{"migrate", "status"},
+	} {
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := m.Run(ctx, args)
+		cancel()
+		if err == nil {
+			t.Errorf("%v with the database down succeeded", args)
+			continue
+		}
+		got := errorText(err)
+		if !strings.Contains(got, "127.0.0.1:1") || !strings.Contains(got, "connection refused") {
+			t.Errorf("%v: %q, want host:port and pgx's cause", args, got)
+		}
+		if strings.Contains(got, "s3cretpw") || strings.Contains(stderr.String(), "s3cretpw") {
+			t.Errorf("%v: the password reached the output: %q", args, got)
+		}
+	}
+}
