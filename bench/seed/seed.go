@@ -345,7 +345,16 @@ func Run(ctx context.Context, pool *pgxpool.Pool, ws int64, opt Options) (res *R
 			return nil, fmt.Errorf("move %s sequence: %w", t, err)
 		}
 	}
-	if _, err := pool.Exec(ctx, `ANALYZE customers, identities, events, conversations, messages`); err != nil {
+	// ANALYZE samples every table the seed filled; like the index build it
+	// may outlast the pool's statement timeout (a loaded host, tens of
+	// millions of events), so it lifts that timeout for itself alone.
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `ANALYZE customers, identities, events, conversations, messages`)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("analyze: %w", err)
 	}
 	res.Elapsed = time.Since(start)
