@@ -48,7 +48,12 @@ func newEnv(t *testing.T) *env {
 // HTTP server's, going to logs.
 func newEnvLogging(t *testing.T, logs slog.Handler) *env {
 	t.Helper()
-	db := pgtest.Open(t)
+	return newEnvOn(t, pgtest.Open(t), logs)
+}
+
+// newEnvOn is newEnvLogging on the store db.
+func newEnvOn(t *testing.T, db *postgres.DB, logs slog.Handler) *env {
+	t.Helper()
 	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("seg%d", time.Now().UnixNano()%1e12), "test")
 	if err != nil {
 		t.Fatalf("create workspace: %v", err)
@@ -73,11 +78,12 @@ func (e *env) clock() time.Time {
 
 // response is a decoded answer of the tracking API.
 type response struct {
-	Status   int
-	Success  bool   `json:"success"`
-	Code     string `json:"code"`
-	Message  string `json:"message"`
-	Rejected []struct {
+	Status     int
+	RetryAfter string
+	Success    bool   `json:"success"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	Rejected   []struct {
 		Index     int    `json:"index"`
 		MessageID string `json:"messageId"`
 		Error     string `json:"error"`
@@ -126,7 +132,7 @@ func (e *env) post(t *testing.T, path, auth string, body any, header ...string) 
 	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("POST %s: Content-Type %q, want application/json", path, ct)
 	}
-	out.Status = res.StatusCode
+	out.Status, out.RetryAfter = res.StatusCode, res.Header.Get("Retry-After")
 	return out
 }
 
