@@ -188,16 +188,25 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 
 	merges := &textSection{name: "merge notes", title: "Merges:"}
 	for _, m := range cc.Merges {
+		// The ledger holds the entries of the customers merged into this
+		// one too (postgres mergesOfSQL): an entry is told relative to
+		// "this one" only when this customer is one of its sides, else by
+		// both of them. Another's merge has, as survivor, a customer since
+		// merged into this one; another's split may have either side so.
 		var s string
 		switch {
 		case m.Kind == c360.MergeKindSplit && m.SurvivorID == c.ID:
 			s = fmt.Sprintf("split customer %d out of this one", m.MergedID)
-		case m.Kind == c360.MergeKindSplit:
+		case m.Kind == c360.MergeKindSplit && m.MergedID == c.ID:
 			s = fmt.Sprintf("split out of customer %d", m.SurvivorID)
+		case m.Kind == c360.MergeKindSplit:
+			s = fmt.Sprintf("customer %d split out of customer %d", m.MergedID, m.SurvivorID)
 		case m.SurvivorID == c.ID:
 			s = fmt.Sprintf("customer %d merged into this one", m.MergedID)
-		default:
+		case m.MergedID == c.ID:
 			s = fmt.Sprintf("merged into customer %d", m.SurvivorID)
+		default:
+			s = fmt.Sprintf("customer %d merged into customer %d (since merged into this one)", m.MergedID, m.SurvivorID)
 		}
 		if m.Identity != nil {
 			s += fmt.Sprintf(" via %s %s", m.Identity.Type, identityValue(*m.Identity))

@@ -162,6 +162,35 @@ func TestRenderContextMasking(t *testing.T) {
 	}
 }
 
+// A customer's ledger holds the entries of the customers merged into it
+// (docs/identity.md, "Explaining a profile"): after 1 merged into 2 and 2
+// into 3, customer 3's names both merges and a split made on 2. The text
+// tells an entry relative to "this one" only when this customer is one of
+// its sides: customer 3 was never merged into, nor split out of, 2.
+func TestRenderContextOfAChainedLedger(t *testing.T) {
+	t0 := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	cc := &c360.CustomerContext{
+		Customer: &c360.Customer{ID: 3, CreatedAt: t0},
+		Merges: []*c360.MergeRecord{
+			{Kind: c360.MergeKindMerge, SurvivorID: 3, MergedID: 2, Reason: "second", Actor: "ingest", At: t0.Add(48 * time.Hour)},
+			{Kind: c360.MergeKindSplit, SurvivorID: 2, MergedID: 9, Reason: "family phone", Actor: "agent", At: t0.Add(24 * time.Hour)},
+			{Kind: c360.MergeKindMerge, SurvivorID: 2, MergedID: 1, Reason: "first", Actor: "ingest", At: t0},
+			{Kind: c360.MergeKindSplit, SurvivorID: 3, MergedID: 8, Reason: "shared", Actor: "admin", At: t0},
+			{Kind: c360.MergeKindSplit, SurvivorID: 7, MergedID: 3, Reason: "wrong", Actor: "admin", At: t0},
+		},
+	}
+	got := renderContext(cc, MaxContextBudget, true).text
+	want := "Merges:\n" +
+		"- 2025-03-03 customer 2 merged into this one: second (ingest)\n" +
+		"- 2025-03-02 customer 9 split out of customer 2: family phone (agent)\n" +
+		"- 2025-03-01 customer 1 merged into customer 2 (since merged into this one): first (ingest)\n" +
+		"- 2025-03-01 split customer 8 out of this one: shared (admin)\n" +
+		"- 2025-03-01 split out of customer 7: wrong (admin)"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("text ends\n%s\nwant it to end\n%s", got, want)
+	}
+}
+
 func TestKindFilter(t *testing.T) {
 	all := kindFilter(nil)
 	some := kindFilter([]string{c360.ChangeMessage, c360.ChangeConsent})
