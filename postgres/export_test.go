@@ -80,6 +80,22 @@ func (db *DB) IngestHeld(ctx context.Context, ws int64, ev *c360.Event, ready ch
 	})
 }
 
+// IngestPerEventOnly applies ev on the per-event path alone, in a
+// transaction of its own, and returns its result.
+func (db *DB) IngestPerEventOnly(ctx context.Context, ws int64, ev *c360.Event) (c360.IngestResult, error) {
+	rules, prepared, err := db.prepareAll(ctx, ws, []*c360.Event{ev})
+	if err != nil {
+		return c360.IngestResult{}, err
+	}
+	var res c360.IngestResult
+	err = db.inTx(ctx, ws, func(tx pgx.Tx) error {
+		var err error
+		res, _, err = db.ingestOne(ctx, tx, ws, rules, prepared[0])
+		return err
+	})
+	return res, err
+}
+
 // FlushNow sends the notifier's pending notifications now.
 func (n *Notifier) FlushNow(ctx context.Context) bool {
 	n.init()

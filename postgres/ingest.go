@@ -171,7 +171,7 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 			return p, c360.Errorf(c360.EINVALID, "invalid identity: %s", err)
 		}
 		if rules.IsBlocked(n.Value) {
-			p.dropped = append(p.dropped, fmt.Sprintf("%s %q: blocked by the workspace's rules", n.Type, n.Value))
+			p.dropped = append(p.dropped, blockedByRules(n))
 			continue
 		}
 		p.identities = append(p.identities, n)
@@ -183,10 +183,21 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	// stranger would attach it to Rosa's profile.
 	if ev.Type == c360.EventIdentify && !ev.FromClientKey {
 		for _, t := range []string{identity.TypeEmail, identity.TypePhone} {
-			if s, ok := ev.Traits[t].(string); ok && s != "" {
-				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && !rules.IsBlocked(n.Value) {
-					p.identities = append(p.identities, n)
+			s, ok := ev.Traits[t].(string)
+			if !ok || s == "" {
+				continue
+			}
+			n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s})
+			switch {
+			case err != nil: // it stays a trait
+			case rules.IsBlocked(n.Value):
+				// Recorded as the same value sent as an identity is, and
+				// once when it is sent as both.
+				if d := blockedByRules(n); !slices.Contains(p.dropped, d) {
+					p.dropped = append(p.dropped, d)
 				}
+			default:
+				p.identities = append(p.identities, n)
 			}
 		}
 	}
@@ -210,6 +221,12 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 		ev.Properties = map[string]any{}
 	}
 	return p, nil
+}
+
+// blockedByRules is the reason recorded for an identifier dropped because
+// it is on the workspace's block list.
+func blockedByRules(n identity.Identity) string {
+	return fmt.Sprintf("%s %q: blocked by the workspace's rules", n.Type, n.Value)
 }
 
 // checkRepeat returns a *c360.KeyReusedError when p repeats the key of an

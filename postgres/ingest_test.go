@@ -564,6 +564,40 @@ func TestSettledEventReportsBlockedIdentities(t *testing.T) {
 	}
 }
 
+// An identify trait email on the workspace's block list is dropped with
+// its reason recorded, as the same address sent as an identity is, on
+// both ingest paths; sent as both, it is recorded once.
+func TestBlockedIdentifyTraitIsRecorded(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{Limits: map[string]int{"user_id": 1}, DefaultLimit: 5,
+		Blocked: []string{"qa@example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	const want = `email "qa@example.com": blocked by the workspace's rules`
+	identify := func(key string, traits map[string]any, idents ...string) *c360.Event {
+		return &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: key, Identities: ids(idents...), Traits: traits}
+	}
+	group, err := db.IngestByGroupOnly(ctx, ws, []*c360.Event{identify("g", map[string]any{"email": "QA@example.com"}, "user_id", "u-g")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perEvent, err := db.IngestPerEventOnly(ctx, ws, identify("p", map[string]any{"email": "QA@example.com"}, "user_id", "u-p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := ingest1(t, db, ws, identify("b", map[string]any{"email": "qa@example.com"}, "user_id", "u-b", "email", "qa@example.com"))
+	for name, got := range map[string][]string{"group path": group[0].Dropped, "per-event path": perEvent.Dropped, "trait and identity": both.Dropped} {
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("%s: dropped %q, want [%q]", name, got, want)
+		}
+	}
+	if _, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: "qa@example.com"}); c360.ErrorCode(err) != c360.ENOTFOUND {
+		t.Errorf("the blocked address resolves: %v, want NOT_FOUND", err)
+	}
+}
+
 func TestTraitsNewestObservationWins(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
