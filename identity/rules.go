@@ -75,17 +75,25 @@ func (r Rules) IsBlocked(value string) bool {
 	return false
 }
 
-// WithBlockedPhones returns r with, next to each blocked entry that n reads
-// as a phone number, its E.164 form: identities carry normalized values, so
-// a number blocked as written ("(415) 555-0100") would otherwise never
-// match the "+14155550100" it arrives as. The entry itself stays, for
-// values of other types written the same way.
-func (r Rules) WithBlockedPhones(n Normalizer) Rules {
+// WithNormalizedBlocked returns r with, next to each blocked entry that n
+// reads as a phone number or an email address, its normalized form:
+// identities carry normalized values, so a number blocked as written
+// ("(415) 555-0100") would otherwise never match the "+14155550100" it
+// arrives as, nor "mailto:qa@example.com" the "qa@example.com" that
+// ingest, lookup and split strip it to. The entry itself stays, for values
+// of other types written the same way: an entry may block any type.
+//
+// It is applied where the rules are loaded for use, not where an admin
+// stores them, so that rules read back are as written and rules stored
+// before a normalization changed are read with the current one.
+func (r Rules) WithNormalizedBlocked(n Normalizer) Rules {
 	out := slices.Clone(r.Blocked)
 	for _, b := range r.Blocked {
-		id, err := n.Normalize(Identity{Type: TypePhone, Value: b})
-		if err == nil && !strings.EqualFold(id.Value, strings.TrimSpace(b)) && !slices.Contains(out, id.Value) {
-			out = append(out, id.Value)
+		for _, t := range []string{TypePhone, TypeEmail} {
+			id, err := n.Normalize(Identity{Type: t, Value: b})
+			if err == nil && !strings.EqualFold(id.Value, strings.TrimSpace(b)) && !slices.Contains(out, id.Value) {
+				out = append(out, id.Value)
+			}
 		}
 	}
 	r.Blocked = out

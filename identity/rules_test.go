@@ -429,6 +429,25 @@ func TestIsBlocked(t *testing.T) {
 	}
 }
 
+// An entry is also blocked in the forms ingest normalizes identities to:
+// a phone number as people write it in E.164, an address written with
+// mailto: without it. The entry as written stays blocked too.
+func TestWithNormalizedBlocked(t *testing.T) {
+	r := Rules{Blocked: []string{"(415) 555-0100", "mailto:QA@Example.com", "test-device"}}.WithNormalizedBlocked(Normalizer{DefaultRegion: "US"})
+	for v, want := range map[string]bool{
+		"+14155550100": true, "(415) 555-0100": true,
+		"qa@example.com": true, "mailto:qa@example.com": true,
+		"test-device": true, "other@example.com": false,
+	} {
+		if got := r.IsBlocked(v); got != want {
+			t.Errorf("IsBlocked(%q) = %v, want %v (blocked %q)", v, got, want, r.Blocked)
+		}
+	}
+	if got, want := len(r.Blocked), 5; got != want {
+		t.Errorf("blocked %q: %d entries, want %d", r.Blocked, got, want)
+	}
+}
+
 func TestSort(t *testing.T) {
 	in := []Identity{email("b@x.com"), uid("u1"), email("a@x.com"), email("b@x.com"), anon("z"), uid("u1")}
 	before := slices.Clone(in)

@@ -153,7 +153,7 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 	if err != nil {
 		return identity.Rules{}, err
 	}
-	rules = rules.WithBlockedPhones(db.Normalizer)
+	rules = rules.WithNormalizedBlocked(db.Normalizer)
 	db.rules.m.Store(ws, rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)})
 	return rules, nil
 }
