@@ -115,3 +115,60 @@ func TestClientKeyEventOnBothPaths(t *testing.T) {
 		})
 	}
 }
+
+// A split rebuilds the original's traits by replaying its events
+// (docs/identity.md, step 6), and dates a client key's traits at receipt
+// as ingest did, whichever path stored them: splitting off an anonymous id
+// that has nothing to do with them neither lets a timestamp forged 23
+// hours ahead win over the later true update again, nor dates a trait in
+// the future. Only the client's event stores a traits_at of its own.
+func TestSplitKeepsClientKeyTraitsDatedAtReceipt(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+	for _, path := range []string{"group", "per-event"} {
+		t.Run(path, func(t *testing.T) {
+			user, anon := "u-"+path, "a-"+path
+			ev := func(key string, client bool, occurred, received time.Time, traits map[string]any, idents ...string) *c360.Event {
+				return &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: key + "-" + path, FromClientKey: client,
+					Identities: ids(idents...), Traits: traits, OccurredAt: occurred, ReceivedAt: received}
+			}
+			send := func(e *c360.Event) {
+				t.Helper()
+				var err error
+				if path == "per-event" {
+					hold := make(chan struct{})
+					close(hold)
+					err = db.IngestHeld(ctx, ws, e, make(chan struct{}), hold)
+				} else {
+					_, err = db.IngestByGroupOnly(ctx, ws, []*c360.Event{e})
+				}
+				if err != nil {
+					t.Fatalf("ingest %s: %v", e.DedupeKey, err)
+				}
+			}
+			received := base.Add(time.Second)
+			send(ev("basic", false, base, base, map[string]any{"plan": "basic"}, "user_id", user, "anonymous_id", anon))
+			send(ev("forged", true, received.Add(23*time.Hour), received, map[string]any{"plan": "forged", "theme": "dark"}, "user_id", user))
+			send(ev("pro", false, base.Add(time.Minute), base.Add(time.Minute), map[string]any{"plan": "pro"}, "user_id", user))
+			c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "user_id", Value: user})
+			if err != nil || c.Traits["plan"] != "pro" {
+				t.Fatalf("before the split: %+v, %v; want plan pro", c, err)
+			}
+			if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key LIKE '%-' || $2 AND traits_at IS NOT NULL`, ws, path); n != 1 {
+				t.Errorf("%d events store traits_at, want 1 (the client's)", n)
+			}
+			sp, err := db.SplitIdentity(ctx, ws, c.ID, c360.Identity{Type: "anonymous_id", Value: anon}, "admin", "shared device")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sp.Original.Traits["plan"]; got != "pro" {
+				t.Errorf("after the split: plan %v (%+v), want pro", got, sp.Original.TraitSources["plan"])
+			}
+			if got := sp.Original.TraitSources["theme"]; got.Value != "dark" || !got.ObservedAt.Equal(received) {
+				t.Errorf("after the split: theme %+v, want dark observed at its receipt %v", got, received)
+			}
+		})
+	}
+}

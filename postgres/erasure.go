@@ -296,10 +296,11 @@ func eraseError(ctx context.Context, step string, err error) error {
 }
 
 // scrubEventSQL is the SET list that clears an event down to its
-// exactly-once key (workspace, source, dedupe_key), its type and times,
-// and a one-way marker of each of its identities (erasedMarker). Every
-// other column of events (migrations 00001, 00003, 00009) may name or
-// describe the person. properties, NOT NULL, takes its default '{}'.
+// exactly-once key (workspace, source, dedupe_key), its type and times
+// (occurred_at, received_at, and traits_at of migration 00018, which
+// dates traits that are cleared), and a one-way marker of each of its
+// identities (erasedMarker). Every other column of events (migrations
+// 00001, 00003, 00009) may name or describe the person. properties, NOT NULL, takes its default '{}'.
 const scrubEventSQL = `customer_id = NULL, name = NULL, properties = '{}', traits = NULL, context = NULL,
 	identities = ` + erasedMarkersSQL + `, dropped = NULL, traits_if_absent = NULL`
 

@@ -436,13 +436,15 @@ func traitChanges(before, after map[string]any) map[string]any {
 }
 
 // rebuildTraits recomputes a customer's traits by replaying the traits of its
-// events in the order they occurred, those an event fills only where the
+// events in the order of the times ingest dated them at (traits_at, which
+// is occurred_at unless it says otherwise: a client key's traits are dated
+// at receipt, c360.Event.TraitsAt), those an event fills only where the
 // customer has none (traits_if_absent) as ingest applied them.
 func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) error {
 	rows, err := tx.Query(ctx, `
-		SELECT traits, traits_if_absent, source, occurred_at FROM events
+		SELECT traits, traits_if_absent, source, coalesce(traits_at, occurred_at) AS at FROM events
 		WHERE workspace_id = $1 AND customer_id = $2 AND (traits IS NOT NULL OR traits_if_absent IS NOT NULL)
-		ORDER BY occurred_at, id`, ws, c.id)
+		ORDER BY at, id`, ws, c.id)
 	if err != nil {
 		return interpretError(fmt.Errorf("load traits: %w", err))
 	}

@@ -93,6 +93,11 @@ type preparedEvent struct {
 	properties, identitiesRaw string
 	traits, context           *string
 	traitsIfAbsent            *string
+	// traitsAt is the time the event's traits are dated at (TraitsAt),
+	// kept only when it is not occurred_at: a split's rebuild replays the
+	// traits at it (rebuildTraits), so that a client key's traits stay
+	// dated at receipt.
+	traitsAt *time.Time
 }
 
 // encode fills the event's JSON columns.
@@ -105,6 +110,9 @@ func (p *preparedEvent) encode() {
 	p.properties, p.identitiesRaw = *jsonText(p.ev.RawProperties, p.ev.Properties), mustJSON(ids)
 	p.traits, p.context = jsonText(nil, p.ev.Traits), jsonText(p.ev.RawContext, p.ev.Context)
 	p.traitsIfAbsent = jsonText(nil, p.ev.TraitsIfAbsent)
+	if at := p.ev.TraitsAt(); (p.traits != nil || p.traitsIfAbsent != nil) && !at.Equal(p.ev.OccurredAt) {
+		p.traitsAt = &at
+	}
 }
 
 // storableKey refuses an event whose source or dedupe key PostgreSQL's text
@@ -285,12 +293,12 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 	// Claim the event first: a concurrent duplicate waits here on the unique
 	// index until this transaction ends, then finds the stored row.
 	err := tx.QueryRow(ctx, `
-		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, traits_if_absent)
-		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		INSERT INTO events (workspace_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, traits_if_absent, traits_at)
+		VALUES ($1, $2, nullif($3, ''), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		ON CONFLICT (workspace_id, source, dedupe_key) DO NOTHING
 		RETURNING id`,
 		ws, ev.Type, ev.Name, p.properties, p.traits, p.context, p.identitiesRaw,
-		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt, p.traitsIfAbsent).Scan(&res.EventID)
+		ev.Source, ev.DedupeKey, ev.OccurredAt, ev.ReceivedAt, p.traitsIfAbsent, p.traitsAt).Scan(&res.EventID)
 	if err == pgx.ErrNoRows {
 		var cust *int64
 		var stored []identity.Identity

@@ -134,6 +134,7 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 	traits, ctxs, dropped := make([]*string, 0, n), make([]*string, 0, n), make([]*string, 0, n)
 	absent := make([]*string, 0, n)
 	occurred, received := make([]time.Time, 0, n), make([]time.Time, 0, n)
+	traitsAt := make([]*time.Time, 0, n)
 	for _, r := range rows {
 		p := r.e.p
 		ev := p.ev
@@ -142,6 +143,7 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 		traits, ctxs, absent = append(traits, p.traits), append(ctxs, p.context), append(absent, p.traitsIfAbsent)
 		ids2, sources, keys = append(ids2, p.identitiesRaw), append(sources, ev.Source), append(keys, ev.DedupeKey)
 		occurred, received = append(occurred, ev.OccurredAt), append(received, ev.ReceivedAt)
+		traitsAt = append(traitsAt, p.traitsAt)
 		var d *string
 		if len(r.e.res.Dropped) > 0 {
 			s := mustJSON(r.e.res.Dropped)
@@ -150,13 +152,13 @@ func (w *groupWrites) queueEvents(b *pgx.Batch) {
 		dropped = append(dropped, d)
 	}
 	b.Queue(`
-		INSERT INTO events (workspace_id, id, customer_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, dropped, traits_if_absent)
+		INSERT INTO events (workspace_id, id, customer_id, type, name, properties, traits, context, identities, source, dedupe_key, occurred_at, received_at, dropped, traits_if_absent, traits_at)
 		OVERRIDING SYSTEM VALUE
-		SELECT $1, x.id, x.c, x.t, nullif(x.n, ''), x.p::jsonb, x.tr::jsonb, x.cx::jsonb, x.ids::jsonb, x.s, x.k, x.o, x.r, x.d::jsonb, x.a::jsonb
-		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[])
-		     WITH ORDINALITY AS x(id, c, t, n, p, tr, cx, ids, s, k, o, r, d, a, ord)
+		SELECT $1, x.id, x.c, x.t, nullif(x.n, ''), x.p::jsonb, x.tr::jsonb, x.cx::jsonb, x.ids::jsonb, x.s, x.k, x.o, x.r, x.d::jsonb, x.a::jsonb, x.ta
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[], $16::timestamptz[])
+		     WITH ORDINALITY AS x(id, c, t, n, p, tr, cx, ids, s, k, o, r, d, a, ta, ord)
 		ORDER BY x.ord`,
-		w.ws, ids, custs, types, names, props, traits, ctxs, ids2, sources, keys, occurred, received, dropped, absent)
+		w.ws, ids, custs, types, names, props, traits, ctxs, ids2, sources, keys, occurred, received, dropped, absent, traitsAt)
 }
 
 // flush writes everything in one round trip.
