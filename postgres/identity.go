@@ -51,6 +51,12 @@ func separations(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64) (
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load separations: %w", err))
 	}
+	return scanSeparations(rows)
+}
+
+// scanSeparations reads separationsSQL's rows, of either ingest path (the
+// group path queues the statement in a batch), as separations returns them.
+func scanSeparations(rows pgx.Rows) (func(a, b int64) bool, error) {
 	defer rows.Close()
 	pairs := map[[2]int64]bool{}
 	for rows.Next() {
@@ -61,7 +67,7 @@ func separations(ctx context.Context, tx pgx.Tx, ws int64, candidates []int64) (
 		pairs[[2]int64{min(a, b), max(a, b)}] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, interpretError(err)
+		return nil, interpretError(fmt.Errorf("load separations: %w", err))
 	}
 	if len(pairs) == 0 {
 		return nil, nil

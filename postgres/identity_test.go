@@ -621,6 +621,82 @@ func TestLedgerNamesTheSplitOfAMergedCustomer(t *testing.T) {
 	}
 }
 
+// Both ingest paths drop an identifier that would merge two customers
+// split apart with the split: reason (docs/identity.md, step 7), though the
+// merge would break the user_id limit too: the worked example's C1 and C2,
+// merged by force and split again, then an event naming u-200 and C1's
+// email. The group path read no separations and said limit:, so the same
+// event left different reasons in events.dropped and the change feed by
+// the path that applied it.
+func TestSplitReasonIsTheSameOnBothPaths(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for _, path := range []string{"group", "per-event"} {
+		t.Run(path, func(t *testing.T) {
+			u1, u2, email := "u-100-"+path, "u-200-"+path, "rosa-"+path+"@example.com"
+			c1 := ingest1(t, db, ws, track("a-"+path, ids("user_id", u1, "email", email))).CustomerID
+			c2 := ingest1(t, db, ws, track("b-"+path, ids("user_id", u2))).CustomerID
+			if _, err := db.MergeCustomers(ctx, ws, c1, c2, true, "admin", "forced"); err != nil {
+				t.Fatal(err)
+			}
+			sp, err := db.SplitIdentity(ctx, ws, c1, c360.Identity{Type: "user_id", Value: u2}, "admin", "wrong")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := track("g-"+path, ids("user_id", u2, "email", email))
+			var res c360.IngestResult
+			if path == "per-event" {
+				hold := make(chan struct{})
+				close(hold)
+				err = db.IngestHeld(ctx, ws, ev, make(chan struct{}), hold)
+				res.CustomerID = ownerOf(t, db, ws, "user_id", u2)
+				res.Dropped = storedDropped(t, db, ws, ev.DedupeKey)
+			} else {
+				var rs []c360.IngestResult
+				if rs, err = db.IngestByGroupOnly(ctx, ws, []*c360.Event{ev}); err == nil {
+					res = rs[0]
+				}
+			}
+			if err != nil {
+				t.Fatalf("ingest: %v", err)
+			}
+			want := fmt.Sprintf("email %q: split: customers %d and %d were split apart and are not merged automatically", email, sp.Split.ID, c1)
+			if res.CustomerID != sp.Split.ID || !slices.Equal(res.Dropped, []string{want}) {
+				t.Errorf("resolved to %d dropping %q, want %d dropping [%q]", res.CustomerID, res.Dropped, sp.Split.ID, want)
+			}
+			if got := storedDropped(t, db, ws, ev.DedupeKey); !slices.Equal(got, []string{want}) {
+				t.Errorf("events.dropped = %q, want [%q]", got, want)
+			}
+			if got := ownerOf(t, db, ws, "email", email); got != c1 {
+				t.Errorf("the email belongs to %d, want C1 %d", got, c1)
+			}
+		})
+	}
+}
+
+// storedDropped returns the dropped column of the event stored under key.
+func storedDropped(t *testing.T, db *postgres.DB, ws int64, key string) []string {
+	t.Helper()
+	var dropped []string
+	if err := db.Pool.QueryRow(context.Background(), `SELECT dropped FROM events WHERE workspace_id = $1 AND dedupe_key = $2`,
+		ws, key).Scan(&dropped); err != nil {
+		t.Fatal(err)
+	}
+	return dropped
+}
+
+// ownerOf returns the customer that owns the identity.
+func ownerOf(t *testing.T, db *postgres.DB, ws int64, typ, value string) int64 {
+	t.Helper()
+	var c int64
+	if err := db.Pool.QueryRow(context.Background(), `SELECT customer_id FROM identities WHERE workspace_id = $1 AND type = $2 AND value = $3`,
+		ws, typ, value).Scan(&c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // A manual merge or a split that an ingest's merge overtakes, between the
 // read of the survivors and the lock of their rows, reads them again and
 // succeeds on the customers as they are then: the race is not the

@@ -229,6 +229,10 @@ type groupState struct {
 	convs     map[convKey]int64
 	convsRead map[int64]bool // customers whose open conversations convs holds
 	idsRead   map[int64]bool // customers whose identities existing holds
+	// apart reports the separations among the customers of groupReads.apart
+	// (nil when it names none, or they have none), as the per-event path's
+	// separations does.
+	apart     func(a, b int64) bool
 	newCust   []int64
 	freeCust  []int64
 	freeConv  []int64
@@ -274,6 +278,13 @@ type groupReads struct {
 	// identities, traits (with their metadata) and open conversations the
 	// events need, as below.
 	identities, traits, conversations []int64
+	// apart holds the owners of every component with two or more owners
+	// whose identities are read: an event there may link two customers
+	// split apart, which identity.Rules.PlanApart must know, to drop the
+	// identifier with the split: reason the per-event path gives, whether
+	// or not the merge would break a limit too. A component of one owner,
+	// as in steady traffic, can merge nobody and reads no separations.
+	apart []int64
 	// events, customers and messages bound the events, customers, and
 	// conversations and messages, the group can create.
 	events, customers, messages int
@@ -347,6 +358,7 @@ func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupRe
 			needs[find(index[e.p.identities[0]])] |= n
 		}
 	}
+	owners := map[int][]int64{} // per component whose identities are read
 	for id, i := range index {
 		c, ok := st.owners[id]
 		if !ok {
@@ -356,6 +368,7 @@ func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupRe
 		n := needs[find(i)]
 		if n&needIdentities != 0 {
 			r.identities = append(r.identities, c)
+			owners[find(i)] = append(owners[find(i)], c)
 		}
 		if n&needTraits != 0 {
 			r.traits = append(r.traits, c)
@@ -364,7 +377,13 @@ func (st *groupState) readsFor(rules identity.Rules, live []*groupEvent) groupRe
 			r.conversations = append(r.conversations, c)
 		}
 	}
-	for _, s := range []*[]int64{&r.lock, &r.identities, &r.traits, &r.conversations} {
+	for _, cs := range owners {
+		slices.Sort(cs)
+		if cs = slices.Compact(cs); len(cs) > 1 {
+			r.apart = append(r.apart, cs...)
+		}
+	}
+	for _, s := range []*[]int64{&r.lock, &r.identities, &r.traits, &r.conversations, &r.apart} {
 		slices.Sort(*s)
 		*s = slices.Compact(*s)
 	}
@@ -404,6 +423,13 @@ func (st *groupState) lockAndLoad(ctx context.Context, tx pgx.Tx, ws int64, r gr
 			return err
 		}
 	}
+	if len(r.apart) > 0 {
+		rows, _ := br.Query()
+		var err error
+		if st.apart, err = scanSeparations(rows); err != nil {
+			return err
+		}
+	}
 	if len(r.conversations) > 0 {
 		if err := st.loadConversations(br); err != nil {
 			return err
@@ -437,6 +463,9 @@ func (r groupReads) batch(ws int64) *pgx.Batch {
 			FROM customers WHERE workspace_id = $1 AND id = k.id FOR UPDATE OFFSET 0) c`, ws, r.lock, r.traits)
 	if len(r.identities) > 0 {
 		b.Queue(identitiesOfSQL, ws, r.identities)
+	}
+	if len(r.apart) > 0 {
+		b.Queue(separationsSQL, ws, r.apart)
 	}
 	if len(r.conversations) > 0 {
 		b.Queue(`
@@ -523,7 +552,9 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	if !st.judgeable(rules, e.p.identities) {
 		return errSlowPath
 	}
-	d := rules.Plan(e.p.identities, st.owners, st.existing)
+	// With the separations the per-event path reads, so that an identifier
+	// linking two customers split apart is dropped for that on both paths.
+	d := rules.PlanApart(e.p.identities, st.owners, st.existing, st.apart)
 	if len(d.Merge) > 0 {
 		return errSlowPath
 	}
