@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/c360dev/c360"
@@ -68,6 +69,9 @@ type DB struct {
 	// message in lately, which the minute sweep of pending messages reads
 	// (pending.go).
 	recentSends recentSends
+	// replaySlots bounds the dead-letter replays in flight, each of which
+	// holds a connection of the tenant pool (lockForReplay).
+	replaySlots *semaphore.Weighted
 	// afterKeyRead, when set (by tests), runs after a key's row is read
 	// and before the key is cached.
 	afterKeyRead func()
@@ -157,11 +161,13 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		return nil, fmt.Errorf("open readiness pool: %w", err)
 	}
 	return &DB{
-		Pool:       pool,
-		app:        app,
-		ready:      ready,
-		Now:        func() time.Time { return time.Now().UTC() },
-		Normalizer: identity.Normalizer{DefaultRegion: "US"},
+		Pool:  pool,
+		app:   app,
+		ready: ready,
+		// A quarter of the tenant pool, at least one.
+		replaySlots: semaphore.NewWeighted(max(1, int64(appCfg.MaxConns)/4)),
+		Now:         func() time.Time { return time.Now().UTC() },
+		Normalizer:  identity.Normalizer{DefaultRegion: "US"},
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 )
 
 // Dead letters. When a request fails on its own in the batcher (alone in
@@ -172,7 +173,19 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 // ReplayDeadLetter ingests the dead letter's event again, exactly as it was
 // first handed to ingest, through the one ingest path. An event stored
 // meanwhile (the provider delivered it again) counts as replayed.
+//
+// The replay holds the workspace's erasure lock, shared, from reading the
+// letter until it is marked replayed (lockForReplay): an erasure that
+// commits between the read and the ingest would delete the letter and the
+// person, and the ingest would then store her again. With the lock, either
+// the replay ends before the erasure reads her dead letters (the erasure
+// then takes the replayed event too) or it finds the letter gone.
 func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLetter, error) {
+	unlock, err := db.lockForReplay(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	d, raw, err := db.findDeadLetter(ctx, ws, id)
 	if err != nil {
 		return nil, err
@@ -210,13 +223,60 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLet
 		if err := row.Err(); err != nil {
 			return nil, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
 		}
-		return nil, c360.Errorf(c360.ENOTFOUND, "no dead letter %d", id)
+		// The event is stored: NOT_FOUND would tell the admin nothing
+		// happened. Nothing but an erasure, which the lock keeps out,
+		// deletes a dead letter; should one go anyway, the answer says
+		// what was done.
+		return nil, c360.Errorf(c360.ECONFLICT, "dead letter %d was deleted during its replay; its event was stored (event %d)", id, res[0].EventID)
 	}
 	out, err := scanDeadLetter(row)
 	if err != nil {
 		return nil, err
 	}
 	return out, interpretError(row.Err())
+}
+
+// erasureLockKey is the key of workspace ws's erasure lock, an advisory
+// lock that EraseCustomer takes exclusive for its transaction and a replay
+// shared for its whole length: erasures of a workspace wait for the
+// replays under way and for each other, replays for the erasures only.
+func erasureLockKey(ws int64) int64 {
+	return identity.Key(ws, identity.Identity{Type: "workspace erasure"}) // a space: no identity type
+}
+
+// lockForReplay takes workspace ws's erasure lock, shared, on a connection
+// of its own, and returns what releases both. The lock is a session lock:
+// the replay's ingest runs in transactions of the batcher, on other
+// connections, which never take it, so the replay cannot wait on itself.
+// Each replay holds one connection of the tenant pool while its ingest
+// needs another: replaySlots bounds the replays in flight so that they
+// never hold the whole pool. A connection whose unlock failed is closed,
+// never returned to the pool holding the lock.
+func (db *DB) lockForReplay(ctx context.Context, ws int64) (unlock func(), err error) {
+	if err := db.replaySlots.Acquire(ctx, 1); err != nil {
+		return nil, interpretError(fmt.Errorf("wait for a replay slot: %w", err))
+	}
+	conn, err := db.app.Acquire(ctx)
+	if err != nil {
+		db.replaySlots.Release(1)
+		return nil, interpretError(fmt.Errorf("lock for replay: %w", err))
+	}
+	release := func(ok bool) {
+		if !ok {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+		db.replaySlots.Release(1)
+	}
+	key := erasureLockKey(ws)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock_shared($1)`, key); err != nil {
+		release(false) // the lock may have been granted as the wait was cut off
+		return nil, interpretError(fmt.Errorf("lock for replay: %w", err))
+	}
+	return func() {
+		_, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock_shared($1)`, key)
+		release(err == nil)
+	}, nil
 }
 
 // findDeadLetter returns the dead letter and its exact event JSON.

@@ -374,3 +374,69 @@ func lockDeadLetters(t *testing.T, db *postgres.DB) pgx.Tx {
 	}
 	return tx
 }
+
+// A replay racing an erasure of the person it names either finishes before
+// the erasure reads her dead letters (the erasure then takes the replayed
+// event too) or finds the letter gone (NOT_FOUND, nothing stored): it never
+// stores the erased person again, nor answers NOT_FOUND after storing her.
+func TestDeadLetterReplayRacingAnErasure(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	constraint := fmt.Sprintf("dl_race_%d", time.Now().UnixNano())
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	drop := func() {
+		if !dropped {
+			dropped = true
+			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(drop)
+
+	const people = 40
+	customers, letters := make([]int64, people), make([]int64, people)
+	for i := range people {
+		email := fmt.Sprintf("race-%d@example.com", i)
+		customers[i] = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: fmt.Sprintf("race-id-%d", i),
+			Identities: ids("email", email)}).CustomerID
+		ev := track(fmt.Sprintf("race-dl-%d", i), ids("email", email))
+		ev.Name = name
+		var kept *c360.DeadLetteredError
+		if _, err := db.Ingest(ctx, ws, []*c360.Event{ev}); !errors.As(err, &kept) {
+			t.Fatalf("ingest of %s: %v, want a dead letter", ev.DedupeKey, err)
+		}
+		letters[i] = kept.IDs[0]
+	}
+	drop()
+
+	for i := range people {
+		var (
+			wg        sync.WaitGroup
+			replayErr error
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, replayErr = db.ReplayDeadLetter(ctx, ws, letters[i])
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := db.EraseCustomer(ctx, ws, customers[i], "test", "race"); err != nil {
+				t.Errorf("erase %d: %v", customers[i], err)
+			}
+		}()
+		wg.Wait()
+		if replayErr != nil && c360.ErrorCode(replayErr) != c360.ENOTFOUND {
+			t.Errorf("replay of dead letter %d: %v, want success or NOT_FOUND", letters[i], replayErr)
+		}
+		if _, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: fmt.Sprintf("race-%d@example.com", i)}); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("person %d after replay (%v) and erasure: found again (%v), want NOT_FOUND", i, replayErr, err)
+		}
+	}
+}

@@ -44,6 +44,10 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // every replica, of the survivor or of an id merged into it, learn of the
 // erasure through it. See docs/erasure.md.
 //
+// The transaction first takes the workspace's erasure lock, exclusive
+// (erasureLockKey): a dead-letter replay under way ends first, and one
+// that starts later waits, then finds the person's dead letters gone.
+//
 // An ingest that waits for the survivor's lock meanwhile finds it gone once
 // the erasure commits, reads the owners of its identities again and finds
 // none: a new event of the person makes a new customer.
@@ -59,6 +63,13 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		return db.app.BeginTx(ctx, pgx.TxOptions{BeginQuery: eraseBeginSQL(ws)})
 	}, func(tx pgx.Tx) error {
 		moved = nil
+		// First, holding nothing else: the workspace's erasure lock,
+		// which keeps out dead-letter replays (ReplayDeadLetter), whose
+		// ingest would otherwise store the person again after her letter
+		// was read and before it was erased.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, erasureLockKey(ws)); err != nil {
+			return eraseError(ctx, "wait for dead-letter replays", err)
+		}
 		ids, err := survivorsOf(ctx, tx, ws, customerID)
 		if err != nil {
 			return err
