@@ -99,8 +99,8 @@ func toDomainRules(r identity.Rules) *c360.IdentityRules {
 	return out
 }
 
-// UpdateIdentityRules validates and stores new rules. Other replicas pick
-// them up within the rules cache's TTL.
+// UpdateIdentityRules validates and stores new rules. This replica uses
+// them at once; other replicas pick them up within the rules cache's TTL.
 func (db *DB) UpdateIdentityRules(ctx context.Context, ws int64, in c360.IdentityRules) (*c360.IdentityRules, error) {
 	r := identity.Rules{Limits: in.Limits, DefaultLimit: in.DefaultLimit, Priority: in.Priority, Blocked: in.Blocked}
 	if err := r.Validate(); err != nil {
@@ -117,6 +117,9 @@ func (db *DB) UpdateIdentityRules(ctx context.Context, ws int64, in c360.Identit
 	if tag.RowsAffected() == 0 {
 		return nil, c360.Errorf(c360.ENOTFOUND, "workspace not found")
 	}
+	// Counted before the cached rules are forgotten: a read that began
+	// before the update committed then caches nothing (identityRules).
+	db.rules.updates.Add(1)
 	db.rules.m.Delete(ws)
 	return toDomainRules(r), nil
 }

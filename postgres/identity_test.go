@@ -1057,3 +1057,49 @@ func mustJSON(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// New rules apply at once on the replica that stored them, even while
+// other requests read the rules: a read that began before the update
+// committed must not cache the old rules after the update forgot them.
+func TestUpdatedIdentityRulesApplyAtOnceUnderConcurrentReads(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	probe := func() error {
+		errs, err := db.Validate(ctx, ws, []*c360.Event{track("probe", ids("email", "qa@example.com"))})
+		if err != nil {
+			return err
+		}
+		return errs[0]
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_ = probe()
+			}
+		}()
+	}
+	open := c360.IdentityRules{DefaultLimit: 5}
+	closed := c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"qa@example.com"}}
+	stale := 0
+	for range 300 {
+		if _, err := db.UpdateIdentityRules(ctx, ws, open); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.UpdateIdentityRules(ctx, ws, closed); err != nil {
+			t.Fatal(err)
+		}
+		if err := probe(); c360.ErrorCode(err) != c360.EINVALID {
+			stale++
+		}
+	}
+	cancel()
+	wg.Wait()
+	if stale > 0 {
+		t.Errorf("%d of 300 probes right after blocking the address passed, want none", stale)
+	}
+}

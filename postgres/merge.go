@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -135,7 +136,12 @@ func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, ca
 // rulesCache keeps each workspace's identity rules for a few seconds, so
 // ingest does not read them on every event.
 type rulesCache struct {
-	m sync.Map // workspace id -> rulesEntry
+	m sync.Map // workspace id -> *rulesEntry
+	// updates counts UpdateIdentityRules's updates, as db.revocations
+	// counts revocations for the key cache: a read of the rules that began
+	// before an update committed caches its rules only if no update came
+	// since.
+	updates atomic.Uint64
 }
 
 type rulesEntry struct {
@@ -146,15 +152,24 @@ type rulesEntry struct {
 const rulesTTL = 5 * time.Second
 
 func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, error) {
-	if v, ok := db.rules.m.Load(ws); ok && time.Now().Before(v.(rulesEntry).expires) {
-		return v.(rulesEntry).rules, nil
+	if v, ok := db.rules.m.Load(ws); ok && time.Now().Before(v.(*rulesEntry).expires) {
+		return v.(*rulesEntry).rules, nil
 	}
+	gen := db.rules.updates.Load()
 	rules, err := db.loadRules(ctx, ws)
 	if err != nil {
 		return identity.Rules{}, err
 	}
 	rules = rules.WithNormalizedBlocked(db.Normalizer)
-	db.rules.m.Store(ws, rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)})
+	// The rules read may predate an update that committed since and has
+	// already forgotten the cached entry: caching them would undo that
+	// for rulesTTL on the replica that stored the update. Storing before
+	// checking closes the race with an update between the two.
+	e := &rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)}
+	db.rules.m.Store(ws, e)
+	if db.rules.updates.Load() != gen {
+		db.rules.m.CompareAndDelete(ws, e)
+	}
 	return rules, nil
 }
 
