@@ -24,6 +24,10 @@ const (
 	// AuditWebhookSecretRotate is a new chatbot webhook secret (c360
 	// workspace update --rotate-webhook-secret); the secret is not recorded.
 	AuditWebhookSecretRotate = "webhook_secret.rotate"
+	// AuditProviderSecretUpdate is a new provider secret (c360 workspace
+	// update --twilio-auth-token or --whatsapp-app-secret); the detail
+	// names which, never the secret.
+	AuditProviderSecretUpdate = "provider_secret.update"
 )
 
 // ActorCLI names the command line as the actor of an audit entry.

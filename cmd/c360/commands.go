@@ -372,6 +372,20 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		// A provider secret verifies webhooks: who changed it and when
+		// is audited, as a key change is, never the secret.
+		var secrets []string
+		if upd.TwilioAuthToken != nil {
+			secrets = append(secrets, "twilioAuthToken")
+		}
+		if upd.WhatsAppAppSecret != nil {
+			secrets = append(secrets, "whatsappAppSecret")
+		}
+		if len(secrets) > 0 {
+			e := c360.NewAuditEntry(nil, w.ID, c360.AuditProviderSecretUpdate, time.Now())
+			e.Detail = map[string]any{"secrets": secrets}
+			m.recordAudit(ctx, db, e, "the provider secret was changed")
+		}
 		out := map[string]any{"id": strconv.FormatInt(w.ID, 10), "slug": w.Slug}
 		if *rotate {
 			var secret string
@@ -381,9 +395,7 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 			// Audited as key changes are: who (the command line) and
 			// when, never the secret.
 			e := c360.NewAuditEntry(nil, w.ID, c360.AuditWebhookSecretRotate, time.Now())
-			if err := db.RecordAudit(ctx, []*c360.AuditEntry{e}); err != nil {
-				fmt.Fprintf(m.Stderr, "c360: warning: the webhook secret was rotated but not recorded in the audit log: %s\n", c360.ErrorMessageOrText(err))
-			}
+			m.recordAudit(ctx, db, e, "the webhook secret was rotated")
 			out["webhookSecret"] = secret
 		}
 		if *asJSON {
@@ -504,6 +516,11 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 		if rules, err = db.UpdateIdentityRules(ctx, w.ID, *rules); err != nil {
 			return err
 		}
+		// The entry updateIdentityRules records over GraphQL.
+		e := c360.NewAuditEntry(nil, w.ID, c360.AuditIdentityRulesUpdate, time.Now())
+		e.Detail = map[string]any{"rules": map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
+			"priority": rules.Priority, "blocked": rules.Blocked}}
+		m.recordAudit(ctx, db, e, "the identity rules were changed")
 	}
 	if *asJSON {
 		return json.NewEncoder(m.Stdout).Encode(map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
@@ -512,6 +529,15 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 	fmt.Fprintf(m.Stdout, "identity rules of %s\n  limits:        %v (others %d)\n  priority:      %s\n  blocked:       %s\n",
 		w.Slug, rules.Limits, rules.DefaultLimit, strings.Join(rules.Priority, ", "), strings.Join(rules.Blocked, ", "))
 	return nil
+}
+
+// recordAudit records e, a change the command made (done, as "the
+// identity rules were changed"), and warns on stderr when it cannot: the
+// change stands either way.
+func (m *Main) recordAudit(ctx context.Context, db *postgres.DB, e *c360.AuditEntry, done string) {
+	if err := db.RecordAudit(ctx, []*c360.AuditEntry{e}); err != nil {
+		fmt.Fprintf(m.Stderr, "c360: warning: %s but not recorded in the audit log: %s\n", done, c360.ErrorMessageOrText(err))
+	}
 }
 
 func splitList(s string) []string {

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"strconv"
 	"testing"
+
+	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/pgtest"
 )
 
 func TestWorkspaceRules(t *testing.T) {
@@ -46,5 +52,54 @@ func TestWorkspaceRules(t *testing.T) {
 	}
 	if _, _, err := c.run("workspace", "rules", "--slug", "no-such-workspace"); err == nil {
 		t.Errorf("unknown workspace: no error")
+	}
+}
+
+// Changes of identity rules and provider secrets made on the command line
+// are audited with the command line as actor, as over GraphQL: the rules in
+// detail.rules, which secret changed but never the secret.
+func TestWorkspaceChangesAreAudited(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	slug := uniqueSlug("audited")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	ws, _ := strconv.ParseInt(cr.ID, 10, 64)
+	db := pgtest.Open(t)
+	entries := func(action string) []*c360.AuditEntry {
+		t.Helper()
+		es, _, _, err := db.FindAuditEntries(ctx, ws, c360.AuditFilter{First: 10, Action: action})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+
+	c.mustRun("workspace", "rules", "--slug", slug) // printing changes nothing
+	if es := entries(c360.AuditIdentityRulesUpdate); len(es) != 0 {
+		t.Errorf("after printing the rules: %d entries, want none", len(es))
+	}
+	c.mustRun("workspace", "rules", "--slug", slug, "--blocked", "qa@example.com")
+	es := entries(c360.AuditIdentityRulesUpdate)
+	if len(es) != 1 || es[0].Actor != c360.ActorCLI {
+		t.Fatalf("identity_rules.update entries = %+v, want one by cli", es)
+	}
+	rules, _ := json.Marshal(es[0].Detail["rules"])
+	if got, want := string(rules), `{"blocked":["qa@example.com"],"defaultLimit":5,"limits":{"user_id":1},"priority":[]}`; got != want {
+		t.Errorf("detail.rules = %s, want %s", got, want)
+	}
+
+	c.mustRun("workspace", "update", "--slug", slug, "--twilio-account-sid", "AC1") // no secret
+	if es := entries(c360.AuditProviderSecretUpdate); len(es) != 0 {
+		t.Errorf("after a change of no secret: %d entries, want none", len(es))
+	}
+	c.mustRun("workspace", "update", "--slug", slug, "--twilio-auth-token", "tok-secret-1", "--whatsapp-app-secret", "app-secret-2")
+	es = entries(c360.AuditProviderSecretUpdate)
+	if len(es) != 1 || es[0].Actor != c360.ActorCLI {
+		t.Fatalf("provider_secret.update entries = %+v, want one by cli", es)
+	}
+	detail, _ := json.Marshal(es[0].Detail)
+	if got, want := string(detail), `{"secrets":["twilioAuthToken","whatsappAppSecret"]}`; got != want {
+		t.Errorf("detail = %s, want %s", got, want)
 	}
 }
