@@ -468,31 +468,37 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 	slug := fs.String("slug", "", "workspace slug (required)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	limits := map[string]int{}
-	changed := false
-	fs.Func("limit", "TYPE=N: at most N identities of TYPE per customer (repeatable)", func(v string) error {
+	fs.Func("limit", "TYPE=N: at most N identities of TYPE per customer (repeatable, once per TYPE)", func(v string) error {
 		t, n, ok := strings.Cut(v, "=")
 		k, err := strconv.Atoi(n)
 		if !ok || err != nil {
 			return fmt.Errorf("want TYPE=N, got %q", v)
 		}
+		// As updateIdentityRules refuses a type given twice: the last
+		// one winning would hide a typo.
+		if _, dup := limits[t]; dup {
+			return fmt.Errorf("limit for %q given twice", t)
+		}
 		limits[t] = k
-		changed = true
 		return nil
 	})
-	defLimit := fs.Int("default-limit", 0, "limit for types without their own")
-	priority := fs.String("priority", "", "comma-separated types, highest priority first")
-	blocked := fs.String("blocked", "", "comma-separated values never treated as identifiers")
+	defLimit := fs.Int("default-limit", 0, "limit for types without their own (at least 1)")
+	priority := fs.String("priority", "", "comma-separated types, highest priority first (\"\": none)")
+	blocked := fs.String("blocked", "", "comma-separated values never treated as identifiers (\"\": none)")
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}
 	if *slug == "" {
 		return usageError("--slug is required")
 	}
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "default-limit" || f.Name == "priority" || f.Name == "blocked" {
-			changed = true
-		}
-	})
+	// A flag given empty (--blocked "") clears its rule: what was given,
+	// not what is empty, says what changes.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	changed := given["limit"] || given["default-limit"] || given["priority"] || given["blocked"]
+	if given["default-limit"] && *defLimit < 1 {
+		return usageError(fmt.Sprintf("--default-limit must be at least 1, got %d", *defLimit))
+	}
 	db, w, err := m.openWorkspace(ctx, *slug)
 	if err != nil {
 		return err
@@ -504,13 +510,13 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 	}
 	if changed {
 		maps.Copy(rules.Limits, limits)
-		if *defLimit != 0 {
+		if given["default-limit"] {
 			rules.DefaultLimit = *defLimit
 		}
-		if *priority != "" {
+		if given["priority"] {
 			rules.Priority = splitList(*priority)
 		}
-		if *blocked != "" {
+		if given["blocked"] {
 			rules.Blocked = splitList(*blocked)
 		}
 		if rules, err = db.UpdateIdentityRules(ctx, w.ID, *rules); err != nil {
@@ -540,8 +546,10 @@ func (m *Main) recordAudit(ctx context.Context, db *postgres.DB, e *c360.AuditEn
 	}
 }
 
+// splitList returns the comma-separated items of s, trimmed, the empty
+// ones left out; none for "".
 func splitList(s string) []string {
-	var out []string
+	out := []string{}
 	for _, x := range strings.Split(s, ",") {
 		if x = strings.TrimSpace(x); x != "" {
 			out = append(out, x)

@@ -103,3 +103,52 @@ func TestWorkspaceChangesAreAudited(t *testing.T) {
 		t.Errorf("detail = %s, want %s", got, want)
 	}
 }
+
+// A rule flag given empty clears the rule; --default-limit 0 and a type's
+// limit given twice are refused as usage errors, as updateIdentityRules
+// refuses them, and change nothing.
+func TestWorkspaceRulesClearAndRefuse(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("clear")
+	c.mustRun("workspace", "create", "--slug", slug)
+	type rules struct {
+		Limits       map[string]int `json:"limits"`
+		DefaultLimit int            `json:"defaultLimit"`
+		Priority     []string       `json:"priority"`
+		Blocked      []string       `json:"blocked"`
+	}
+	var got rules
+	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--limit", "email=2", "--default-limit", "3",
+		"--priority", "crm_id,user_id", "--blocked", "qa@example.com,test@example.com", "--json"), &got)
+	if len(got.Priority) != 2 || len(got.Blocked) != 2 {
+		t.Fatalf("rules = %+v, want two priorities and two blocked values", got)
+	}
+
+	for _, bad := range [][]string{
+		{"--default-limit", "0"},
+		{"--default-limit", "-1"},
+		{"--limit", "email=2", "--limit", "email=3"},
+	} {
+		args := append([]string{"workspace", "rules", "--slug", slug}, bad...)
+		if _, _, err := c.run(args...); exitCode(err) != 2 || err == nil {
+			t.Errorf("c360 %v: %v (exit %d), want a usage error", bad, err, exitCodeOf(err))
+		}
+	}
+	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--json"), &got)
+	if got.Limits["email"] != 2 || got.DefaultLimit != 3 {
+		t.Errorf("after the refusals: %+v, want the rules unchanged", got)
+	}
+
+	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--blocked", "", "--json"), &got)
+	if len(got.Blocked) != 0 || len(got.Priority) != 2 {
+		t.Errorf(`after --blocked "": %+v, want no blocked value and the priority kept`, got)
+	}
+	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--priority", "", "--json"), &got)
+	if len(got.Priority) != 0 {
+		t.Errorf(`after --priority "": %+v, want no priority`, got)
+	}
+	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--json"), &got)
+	if len(got.Blocked) != 0 || len(got.Priority) != 0 || got.Limits["email"] != 2 {
+		t.Errorf("stored rules = %+v, want both lists cleared, the limits kept", got)
+	}
+}
