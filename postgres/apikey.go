@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -18,10 +19,27 @@ import (
 var _ c360.APIKeyService = (*DB)(nil)
 
 // Key format: "c360_<prefix>_<secret>", the prefix keyPrefixLen lowercase hex
-// characters and the secret 32 random bytes in unpadded base64url (see
-// insertAPIKey). The prefix is public and finds the row; the SHA-256 of the
-// whole key is compared in constant time.
+// characters (keyPrefixLen/2 random bytes: 48 bits) and the secret 32
+// random bytes in unpadded base64url (see insertAPIKey). The prefix is
+// public and finds the row; the SHA-256 of the whole key is compared in
+// constant time.
 const keyPrefixLen = 12
+
+// keyPrefixAttempts bounds how many fresh prefixes insertAPIKey tries when
+// one is taken: prefixes are unique across workspaces, and with 48 random
+// bits a collision is rare (one in about 280 million issues per key on a
+// million keys), two in a row rarer still.
+const keyPrefixAttempts = 3
+
+// newKeyPrefix returns a fresh random key prefix; a variable only so that
+// a test can force a collision (SetKeyPrefixes).
+var newKeyPrefix = func() string {
+	b := make([]byte, keyPrefixLen/2)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
 
 // CreateAPIKey issues a key with the role for the workspace with this slug.
 func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
@@ -47,18 +65,26 @@ func insertAPIKey(ctx context.Context, tx pgx.Tx, workspaceID int64, role c360.R
 	if scopes == nil {
 		scopes = []string{}
 	}
-	prefix := strings.ToLower(hex.EncodeToString([]byte(randomToken(keyPrefixLen)))[:keyPrefixLen])
-	secret := "c360_" + prefix + "_" + randomToken(32)
-	sum := sha256.Sum256([]byte(secret))
-	k := &c360.APIKey{WorkspaceID: workspaceID, Prefix: prefix, Role: role, Scopes: scopes}
-	err := tx.QueryRow(ctx, `
-		INSERT INTO api_keys (workspace_id, prefix, hash, role, scopes)
-		VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at`,
-		workspaceID, prefix, sum[:], string(role), scopes).Scan(&k.ID, &k.CreatedAt)
-	if err != nil {
-		return "", nil, interpretError(fmt.Errorf("insert api key: %w", err))
+	// A prefix already taken (by a key of any workspace) is skipped by ON
+	// CONFLICT, which leaves the transaction usable, and another is drawn.
+	for range keyPrefixAttempts {
+		prefix := newKeyPrefix()
+		secret := "c360_" + prefix + "_" + randomToken(32)
+		sum := sha256.Sum256([]byte(secret))
+		k := &c360.APIKey{WorkspaceID: workspaceID, Prefix: prefix, Role: role, Scopes: scopes}
+		err := tx.QueryRow(ctx, `
+			INSERT INTO api_keys (workspace_id, prefix, hash, role, scopes)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (prefix) DO NOTHING RETURNING id, created_at`,
+			workspaceID, prefix, sum[:], string(role), scopes).Scan(&k.ID, &k.CreatedAt)
+		if err == pgx.ErrNoRows {
+			continue
+		}
+		if err != nil {
+			return "", nil, interpretError(fmt.Errorf("insert api key: %w", err))
+		}
+		return secret, k, nil
 	}
-	return secret, k, nil
+	return "", nil, c360.Errorf(c360.ECONFLICT, "no free API key prefix after %d tries; retry", keyPrefixAttempts)
 }
 
 // authCacheTTL bounds how long a revoked key may still be accepted by a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 // KeyActive answers a live connection's question "does my key still
@@ -182,5 +183,68 @@ func TestRevokedKeyIsNotCachedAgainByARacingRead(t *testing.T) {
 				t.Errorf("KeyActive after the revocation: %v, want UNAUTHENTICATED", err)
 			}
 		})
+	}
+}
+
+// A key's prefix is 12 hex digits of 6 random bytes: every digit takes all
+// 16 values over 300 keys (the chance that one misses a value is about
+// 1e-8), where hex of base64url text never shows an even digit above 7
+// (36 random bits in all).
+func TestAPIKeyPrefixesAreRandomHex(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	seen := make([]map[rune]bool, 12)
+	for i := range seen {
+		seen[i] = map[rune]bool{}
+	}
+	for range 300 {
+		_, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(k.Prefix) != 12 {
+			t.Fatalf("prefix %q: %d characters, want 12", k.Prefix, len(k.Prefix))
+		}
+		for i, r := range k.Prefix {
+			seen[i][r] = true
+		}
+	}
+	for i, s := range seen {
+		if len(s) != 16 {
+			t.Errorf("hex digit %d of the prefix took %d values over 300 keys, want all 16", i, len(s))
+		}
+	}
+}
+
+// A prefix already taken, by a key of any workspace, is drawn again, and
+// the key is issued with another; prefixes taken every time are a CONFLICT.
+func TestAPIKeyPrefixCollisionIsRetried(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	other, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	_, taken, err := db.IssueAPIKey(ctx, other, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	postgres.SetKeyPrefixes(t, taken.Prefix, taken.Prefix)
+	secret, k, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil)
+	if err != nil {
+		t.Fatalf("issue with a colliding prefix: %v, want another prefix drawn", err)
+	}
+	if k.Prefix == taken.Prefix {
+		t.Fatalf("issued prefix %q, the taken one", k.Prefix)
+	}
+	if p, err := db.Authenticate(ctx, secret); err != nil || p.WorkspaceID != ws {
+		t.Errorf("authenticate the new key: %+v, %v", p, err)
+	}
+
+	postgres.SetKeyPrefixes(t, taken.Prefix, taken.Prefix, taken.Prefix)
+	if _, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAgent, nil); c360.ErrorCode(err) != c360.ECONFLICT {
+		t.Errorf("every prefix taken: %v, want CONFLICT", err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM api_keys WHERE workspace_id = $1`, ws); n != 3 {
+		t.Errorf("keys of the workspace = %d, want 3 (its two first and the one issued)", n)
 	}
 }

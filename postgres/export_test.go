@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,4 +283,22 @@ func SetEraseStatementTimeout(t testing.TB, d time.Duration) {
 	old := eraseStatementTimeout
 	eraseStatementTimeout = d
 	t.Cleanup(func() { eraseStatementTimeout = old })
+}
+
+// SetKeyPrefixes makes the next API keys take these prefixes, one each, in
+// order, then random ones again, until the test ends.
+func SetKeyPrefixes(t testing.TB, prefixes ...string) {
+	old := newKeyPrefix
+	var mu sync.Mutex
+	newKeyPrefix = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(prefixes) == 0 {
+			return old()
+		}
+		p := prefixes[0]
+		prefixes = prefixes[1:]
+		return p
+	}
+	t.Cleanup(func() { newKeyPrefix = old })
 }
