@@ -110,8 +110,13 @@ func (p *preparedEvent) encode() {
 	p.properties, p.identitiesRaw = *jsonText(p.ev.RawProperties, p.ev.Properties), mustJSON(ids)
 	p.traits, p.context = jsonText(nil, p.ev.Traits), jsonText(p.ev.RawContext, p.ev.Context)
 	p.traitsIfAbsent = jsonText(nil, p.ev.TraitsIfAbsent)
-	if at := p.ev.TraitsAt(); (p.traits != nil || p.traitsIfAbsent != nil) && !at.Equal(p.ev.OccurredAt) {
-		p.traitsAt = &at
+	if p.traits != nil || p.traitsIfAbsent != nil {
+		if at := p.ev.TraitsAt(); !at.Equal(p.ev.OccurredAt) {
+			// A copy declared here, where it is kept: the address of
+			// at would move every event's time to the heap.
+			kept := at
+			p.traitsAt = &kept
+		}
 	}
 }
 
