@@ -205,10 +205,23 @@ func init() {
 	}
 }
 
+// jsonCost is the price of a JSON object field (traits, properties, a
+// dead letter's event, a diff, an audit detail): up to 32 KB each (an
+// event's limit), where another field is a few bytes. Priced as one, a
+// query under the limit could read 10,000 event properties, some 320 MB
+// buffered in one answer; at 32 (about one per KB) it reads at most 1,500,
+// while a console's list of 20 customers with 20 events each, properties
+// included, still fits.
+const jsonCost = 32
+
 // complexity prices connections by their page size: a connection's
-// selection costs once per item it may return.
+// selection costs once per item it may return; and JSON objects by their
+// size (jsonCost).
 func complexity() graph.ComplexityRoot {
 	var c graph.ComplexityRoot
+	object := func(int) int { return jsonCost }
+	c.Customer.Traits, c.CustomerContext.Traits, c.Event.PropertiesJSON = object, object, object
+	c.DeadLetter.Event, c.CustomerChange.Diff, c.AuditEntry.Detail = object, object, object
 	c.Query.Customers = func(child int, _ *string, first *int, _ *string) int { return page(child, first) }
 	c.Query.AuditLog = func(child int, first *int, _ *string, _ *int64, _ *string) int { return page(child, first) }
 	c.Query.DeadLetters = func(child int, first *int, _ *string, _ *bool) int { return page(child, first) }

@@ -869,6 +869,18 @@ func TestDefaultPagesFitTheComplexityLimit(t *testing.T) {
 		conversations(first: 3) { edges { node { id channel lastMessageAt messages(first: 1) { edges { node { id body createdAt } } } } } } } } } }`, nil).ok(t, nil)
 }
 
+// A JSON object costs as much as the kilobytes it may hold (server's
+// jsonCost): 10,000 events' properties in one answer, some 320 MB at the
+// event limit, are refused under the default limit, while a console's
+// list of customers with their events' properties at the default pages
+// fits. Priced as one field, the first query was admitted.
+func TestJSONFieldsArePricedBySize(t *testing.T) {
+	srv, key := limitsEnv(t, false, server.Limits{})
+	r := gql(t, srv, key, `{ customers(first: 100) { edges { node { events(first: 100) { edges { node { properties } } } } } } }`, nil)
+	wantRefused(t, r, "COMPLEXITY_LIMIT_EXCEEDED")
+	gql(t, srv, key, `{ customers { edges { node { id traits events { edges { node { id name properties } } } } } } }`, nil).ok(t, nil)
+}
+
 func TestRateLimits(t *testing.T) {
 	db := pgtest.Open(t)
 	_, _, key := pgtest.Workspace(t, db)
