@@ -1994,9 +1994,10 @@ type MessageEdge {
   """
   Customers, newest first, optionally filtered by a fragment of name, email or phone.
   A phone number, or part of one, may be written as people write it: "(415) 555-0100",
-  "415-555-0100" and "+1 415 555 0100" find +14155550100 (a whole number is read as
-  customerByIdentity reads it, national numbers in the server's default region), and
-  "555-0100" or "(415) 555" match by their digits.
+  "415-555-0100" and "+1 415 555 0100" find +14155550100, and "55 1234 5678" finds
+  +525512345678, by their digits; "00 44 20 7946 0958" finds +442079460958 (a whole
+  number is also read as customerByIdentity reads it, national numbers in the server's
+  default region).
   A key that reads personal data masked (an assistant without the pii scope) gives a
   whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN.
   """

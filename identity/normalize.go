@@ -356,31 +356,36 @@ func (n Normalizer) normalizePhone(id Identity) (Identity, error) {
 	return Identity{Type: TypePhone, Value: out}, nil
 }
 
-// PhoneFragment returns how a customer's search text holds the phone
-// number, or the part of one, that v writes as people write numbers
-// ("(415) 555-0100", "+1 415 555 0100", "555-0100"): the number's E.164
-// form when v is a whole number (read with DefaultRegion, as Normalize
-// reads it), else its digits, a leading "+" kept. ok is false when v is not
-// written as a phone number: it holds a character no written number holds
-// (a letter, an "@"), or no digit.
-func (n Normalizer) PhoneFragment(v string) (fragment string, ok bool) {
+// PhoneFragment returns the forms in which a customer's search text may
+// hold the phone number, or the part of one, that v writes as people
+// write numbers ("(415) 555-0100", "+1 415 555 0100", "555-0100"): its
+// digits, a leading "+" kept, and, when v reads as a whole number (with
+// DefaultRegion, as Normalize reads it) whose E.164 form does not contain
+// those digits ("00 44 20 7946 0958"), that form too. The digits alone are
+// searched because a whole number read with the default region may be the
+// part of a foreign one: "55 1234 5678" reads as +1 551 234 5678 and is
+// the end of +52 55 1234 5678. ok is false when v is not written as a
+// phone number: it holds a character no written number holds (a letter,
+// an "@"), or no digit.
+func (n Normalizer) PhoneFragment(v string) (forms []string, ok bool) {
 	v = strings.TrimSpace(v)
 	for _, r := range v {
 		if !phoneRune(r) {
-			return "", false
+			return nil, false
 		}
 	}
 	digits := phonenumbers.NormalizeDigitsOnly(v)
 	if digits == "" {
-		return "", false
-	}
-	if id, err := n.Normalize(Identity{Type: TypePhone, Value: v}); err == nil {
-		return id.Value, true
+		return nil, false
 	}
 	if strings.HasPrefix(v, "+") || strings.HasPrefix(v, "＋") {
-		return "+" + digits, true
+		digits = "+" + digits
 	}
-	return digits, true
+	forms = []string{digits}
+	if id, err := n.Normalize(Identity{Type: TypePhone, Value: v}); err == nil && !strings.Contains(id.Value, digits) {
+		forms = append(forms, id.Value)
+	}
+	return forms, true
 }
 
 // phoneRune reports whether r may appear in a written phone number: digits

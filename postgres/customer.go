@@ -167,12 +167,17 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 
 // searchPatterns are the LIKE patterns of a search for q (lowercased):
 // the fragment as written and, when q is written as a phone number or a
-// part of one, the form search text holds it in (Normalizer.PhoneFragment:
-// "(415) 555-0100" is "+14155550100" there, "555-0100" is "5550100").
+// part of one, the forms search text may hold it in
+// (Normalizer.PhoneFragment: "(415) 555-0100" is found by "4155550100",
+// which "+14155550100" holds, "00 44 20 7946 0958" by "+442079460958").
 func (db *DB) searchPatterns(q string) []string {
 	patterns := []string{"%" + escapeLike(q) + "%"}
-	if phone, ok := db.Normalizer.PhoneFragment(q); ok && phone != q {
-		patterns = append(patterns, "%"+escapeLike(phone)+"%")
+	if forms, ok := db.Normalizer.PhoneFragment(q); ok {
+		for _, f := range forms {
+			if f != q {
+				patterns = append(patterns, "%"+escapeLike(f)+"%")
+			}
+		}
 	}
 	return patterns
 }

@@ -545,6 +545,8 @@ func TestCustomersSearch(t *testing.T) {
 		// A name that holds a written number, and the number's owner.
 		{"Dan 555-0104", "dan@example.com", "+1 415 555 0199"},
 		{"Erin Example", "erin@example.com", "+1 415 555 0104"},
+		// A Mexico City number, whose last ten digits read as a US one.
+		{"Fer Mexico", "fer@example.com", "+52 55 1234 5678"},
 	}
 	for _, p := range people {
 		e.identify(t, map[string]any{
@@ -569,13 +571,18 @@ func TestCustomersSearch(t *testing.T) {
 		{"+1 646 555 0103", []string{"Carol Danvers"}},
 		{"+1 (646) 555", []string{"Carol Danvers"}},
 		{"555-0103", []string{"Carol Danvers"}},
+		// The part of a foreign number, written as people write it: its
+		// digits, not the US number they would be whole.
+		{"55 1234 5678", []string{"Fer Mexico"}},
+		{"55-1234-5678", []string{"Fer Mexico"}},
+		{"5512345678", []string{"Fer Mexico"}},
 		// As written (a name) and as digits (a phone).
 		{"555-0104", []string{"Erin Example", "Dan 555-0104"}},
 		{"no such person", nil},
 		{"%", nil},
 		{"_", nil},
-		{"  ", []string{"Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
-		{"", []string{"Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
+		{"  ", []string{"Fer Mexico", "Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
+		{"", []string{"Fer Mexico", "Erin Example", "Dan 555-0104", "Carol Danvers", "Bob Builder", "Alice Liddell"}},
 	} {
 		var p customerPage
 		gql(t, e.srv, e.key, customersQuery, map[string]any{"q": tc.query, "first": 10}).ok(t, &p)
