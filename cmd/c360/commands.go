@@ -483,8 +483,23 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 		return nil
 	})
 	defLimit := fs.Int("default-limit", 0, "limit for types without their own (at least 1)")
-	priority := fs.String("priority", "", "comma-separated types, highest priority first (\"\": none)")
-	blocked := fs.String("blocked", "", "comma-separated values never treated as identifiers (\"\": none)")
+	// A list flag is given once, its values separated by commas: given
+	// again, the last one would silently replace the first (a second
+	// blocked address unblocking the first).
+	list := func(name, usage string) *string {
+		var v string
+		seen := false
+		fs.Func(name, usage, func(s string) error {
+			if seen {
+				return fmt.Errorf("--%s given twice: give its values once, separated by commas", name)
+			}
+			v, seen = s, true
+			return nil
+		})
+		return &v
+	}
+	priority := list("priority", "comma-separated types, highest priority first (\"\": none)")
+	blocked := list("blocked", "comma-separated values never treated as identifiers (\"\": none)")
 	if err := m.parse(fs, args); err != nil {
 		return err
 	}

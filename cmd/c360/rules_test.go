@@ -128,6 +128,10 @@ func TestWorkspaceRulesClearAndRefuse(t *testing.T) {
 		{"--default-limit", "0"},
 		{"--default-limit", "-1"},
 		{"--limit", "email=2", "--limit", "email=3"},
+		// Given twice, the second would replace the first: a second
+		// blocked address would unblock the first.
+		{"--blocked", "qa2@example.com", "--blocked", "test2@example.com"},
+		{"--priority", "user_id", "--priority", "crm_id"},
 	} {
 		args := append([]string{"workspace", "rules", "--slug", slug}, bad...)
 		if _, _, err := c.run(args...); exitCode(err) != 2 || err == nil {
@@ -135,7 +139,8 @@ func TestWorkspaceRulesClearAndRefuse(t *testing.T) {
 		}
 	}
 	decodeOne(t, c.mustRun("workspace", "rules", "--slug", slug, "--json"), &got)
-	if got.Limits["email"] != 2 || got.DefaultLimit != 3 {
+	if got.Limits["email"] != 2 || got.DefaultLimit != 3 || len(got.Blocked) != 2 || got.Blocked[0] != "qa@example.com" ||
+		len(got.Priority) != 2 || got.Priority[0] != "crm_id" {
 		t.Errorf("after the refusals: %+v, want the rules unchanged", got)
 	}
 
