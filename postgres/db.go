@@ -70,7 +70,7 @@ type DB struct {
 	// (pending.go).
 	recentSends recentSends
 	// replaySlots bounds the dead-letter replays in flight, each of which
-	// holds a connection of the tenant pool (lockForReplay).
+	// holds a connection of the owner pool (lockForReplay).
 	replaySlots *semaphore.Weighted
 	// afterKeyRead, when set (by tests), runs after a key's row is read
 	// and before the key is cached.
@@ -164,8 +164,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 		Pool:  pool,
 		app:   app,
 		ready: ready,
-		// A quarter of the tenant pool, at least one.
-		replaySlots: semaphore.NewWeighted(max(1, int64(appCfg.MaxConns)/4)),
+		// Half the owner pool, whose connections hold the replays'
+		// locks (lockForReplay).
+		replaySlots: semaphore.NewWeighted(int64(cfg.MaxConns) / 2),
 		Now:         func() time.Time { return time.Now().UTC() },
 		Normalizer:  identity.Normalizer{DefaultRegion: "US"},
 	}, nil

@@ -248,15 +248,17 @@ func erasureLockKey(ws int64) int64 {
 // of its own, and returns what releases both. The lock is a session lock:
 // the replay's ingest runs in transactions of the batcher, on other
 // connections, which never take it, so the replay cannot wait on itself.
-// Each replay holds one connection of the tenant pool while its ingest
-// needs another: replaySlots bounds the replays in flight so that they
-// never hold the whole pool. A connection whose unlock failed is closed,
+// The connection is the owner pool's, not the tenant pool's, which the
+// replay's own reads and its ingest need: held from the tenant pool, a
+// pool of one connection (C360_DB_MAX_CONNS=1) left the replay waiting on
+// itself. replaySlots bounds the replays in flight so that they never
+// hold the whole owner pool. A connection whose unlock failed is closed,
 // never returned to the pool holding the lock.
 func (db *DB) lockForReplay(ctx context.Context, ws int64) (unlock func(), err error) {
 	if err := db.replaySlots.Acquire(ctx, 1); err != nil {
 		return nil, interpretError(fmt.Errorf("wait for a replay slot: %w", err))
 	}
-	conn, err := db.app.Acquire(ctx)
+	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		db.replaySlots.Release(1)
 		return nil, interpretError(fmt.Errorf("lock for replay: %w", err))

@@ -440,3 +440,37 @@ func TestDeadLetterReplayRacingAnErasure(t *testing.T) {
 		}
 	}
 }
+
+// A replay holds its erasure lock on a connection of the owner pool, not
+// of the tenant pool, which its reads and its ingest need: on a tenant
+// pool of one connection (C360_DB_MAX_CONNS=1), a replay whose lock held
+// that connection waited on itself until its request ended.
+func TestReplayOnATenantPoolOfOne(t *testing.T) {
+	db := pgtest.Open(t, postgres.MaxConns(1))
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	constraint := fmt.Sprintf("dl_one_%d", time.Now().UnixNano())
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
+		t.Fatal(err)
+	}
+	ev := track("one-dl", ids("email", "one@example.com"))
+	ev.Name = name
+	var kept *c360.DeadLetteredError
+	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+	if _, derr := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); derr != nil {
+		t.Fatal(derr)
+	}
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	d, err := db.ReplayDeadLetter(rctx, ws, kept.IDs[0])
+	if err != nil || d.ReplayedAt == nil {
+		t.Fatalf("replay on a tenant pool of one: %+v, %v; want it replayed", d, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'one-dl'`, ws); n != 1 {
+		t.Errorf("%d events stored by the replay, want 1", n)
+	}
+}
