@@ -172,21 +172,31 @@ func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
 	}, nil
 }
 
-// checkAuthority refuses a URL whose authority (between "://" and the path)
-// holds more than one unescaped @: a password with an @ not written as
-// %40. pgx would take what follows the first @ as the host, and every
-// connection error would then name part of the password, in the command's
-// output and on every retry in the server's log. The message never echoes
-// the URL.
+// checkAuthority refuses a URL in which a password holds an @ not written
+// as %40, found as pgx (like libpq) finds it: the userinfo ends at the
+// first @ before any /, so a ? or # in the password does not end it, and
+// the hosts run from there to the next / or ?. If those hosts still hold
+// an @, pgx would take the rest of the password as a host name, and every
+// connection error would name it, in the command's output, on every retry
+// in the server's log, and in a DNS query. Only the URL forms are read:
+// in the keyword/value form (password='a://@@') an @ is only a character
+// of a value, which pgx parses and redacts. The message never echoes the
+// URL.
 func checkAuthority(url string) error {
-	_, rest, ok := strings.Cut(url, "://")
+	rest, ok := strings.CutPrefix(url, "postgresql://")
 	if !ok {
-		return nil // keyword/value form: pgx parses and redacts it
+		rest, ok = strings.CutPrefix(url, "postgres://")
 	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+	if !ok {
+		return nil
+	}
+	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+		rest = rest[i+1:]
+	}
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
 		rest = rest[:i]
 	}
-	if strings.Count(rest, "@") > 1 {
+	if strings.Contains(rest, "@") {
 		return c360.Errorf(c360.EINVALID, "DATABASE_URL: more than one @ before the host: percent-encode the password (@ as %%40)")
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -593,6 +594,10 @@ func TestWorkspaceRotateWebhookSecret(t *testing.T) {
 func TestMalformedDatabaseURLIsNamedWithoutThePassword(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{"postgres://c360:Tr0ub4dor@3xyzzy@127.0.0.1:1/c360?sslmode=disable", "percent-encode the password (@ as %40)"},
+		// pgx ends the userinfo only at the first @ before a /: a # or ?
+		// earlier in the password does not end it.
+		{"postgres://c360:Tr0ub#4dor@3xyzzy@127.0.0.1:1/c360?sslmode=disable", "percent-encode the password (@ as %40)"},
+		{"postgresql://c360:Tr0ub?4dor@3xyzzy@127.0.0.1:1/c360?sslmode=disable", "percent-encode the password (@ as %40)"},
 		{"postgres://c360:Tr0ub4dor3xyzzy@127.0.0.1:1/c360?sslmode=disable&pool_max_conns=abc", "pool_max_conns"},
 		{"postgres://c360:Tr0ub4dor3xyzzy@127.0.0.1:1/c360?sslmode=requir", "sslmode"},
 	} {
@@ -614,12 +619,31 @@ func TestMalformedDatabaseURLIsNamedWithoutThePassword(t *testing.T) {
 			if err == nil {
 				continue
 			}
-			for _, out := range []string{msg, err.Error(), stdout.String(), stderr.String()} {
+			for _, out := range []string{msg, err.Error(), errorText(err), stdout.String(), stderr.String()} {
 				if strings.Contains(out, "xyzzy") {
 					t.Errorf("%s with %s: the password reached the output: %q", args, tc.url, out)
 				}
 			}
 		}
+	}
+}
+
+// A keyword/value DATABASE_URL is not read as a URL: a password holding
+// "://" and @s is only a value there, which pgx parses.
+func TestKeywordValueDatabaseURLWithAtSignsIsAccepted(t *testing.T) {
+	u, err := url.Parse(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable password='a://@@'",
+		u.Hostname(), u.Port(), u.User.Username(), strings.TrimPrefix(u.Path, "/"))
+	c := &cli{t: t, env: map[string]string{"DATABASE_URL": dsn}}
+	stdout, stderr, err := c.run("migrate", "status")
+	if err != nil {
+		t.Fatalf("migrate status with %s: %v (exit %d), stderr %q; want it accepted", dsn, err, exitCode(err), stderr)
+	}
+	if !strings.Contains(stdout, "00001_init.sql") {
+		t.Errorf("migrate status printed %q %q, want the migrations' states", stdout, stderr)
 	}
 }
 
