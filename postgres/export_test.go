@@ -155,11 +155,11 @@ func (db *DB) HoldAppConns(t testing.TB, n int) {
 	}
 }
 
-// SetMigrationLockPoll makes waiting migrators try the lock every secs
-// seconds until the test ends.
-func SetMigrationLockPoll(t testing.TB, secs uint64) {
+// SetMigrationLockPoll makes waiting migrators try the lock every d until
+// the test ends.
+func SetMigrationLockPoll(t testing.TB, d time.Duration) {
 	old := migrationLockPoll
-	migrationLockPoll = secs
+	migrationLockPoll = d
 	t.Cleanup(func() { migrationLockPoll = old })
 }
 

@@ -3,11 +3,10 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
@@ -27,9 +26,9 @@ type Migrator struct {
 	log *slog.Logger
 }
 
-// migrationLockPoll is how often, in seconds, a migrator waiting for
-// another process's migration tries the lock again (tests shorten it).
-var migrationLockPoll uint64 = 5
+// migrationLockPoll is how often a migrator waiting for another process's
+// migration tries the lock again (tests shorten it).
+var migrationLockPoll = 5 * time.Second
 
 // NewMigrator returns a migrator over the pool's database, on connections
 // of its own.
@@ -45,20 +44,12 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 	cfg.RuntimeParams["statement_timeout"] = "0"
 	cfg.RuntimeParams["lock_timeout"] = "0"
 	sqlDB := stdlib.OpenDB(*cfg)
+	m := &Migrator{db: sqlDB, log: slog.Default()}
 	// Replicas (and test servers) starting together all migrate at start: a
 	// session advisory lock makes one apply the migrations while the others
-	// wait, then find nothing pending. They wait as long as their context
-	// lets them, not goose's default 5 minutes: an index build at scale
-	// outlasts that, and a replica giving up would exit while the
-	// migration it waited for goes on.
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(migrationLockPoll, math.MaxUint64))
-	if err != nil {
-		sqlDB.Close()
-		return nil, fmt.Errorf("migrations lock: %w", err)
-	}
-	m := &Migrator{db: sqlDB, log: slog.Default()}
+	// wait, then find nothing pending.
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(&waitingLocker{SessionLocker: locker, m: m}))
+		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(&waitingLocker{m: m}))
 	if err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -67,29 +58,55 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 	return m, nil
 }
 
-// waitingLocker is goose's session locker that says, once, when it must
-// wait for another process's migration: without it a replica would sit
-// silent for as long as the other's index build takes.
+// waitingLocker is the session lock of goose's Postgres locker (the same
+// advisory lock, lock.DefaultLockID), waited for as long as the context
+// lets it: goose's locker gives up after a count of tries, and an index
+// build at scale outlasts any count, so a replica would exit while the
+// migration it waited for goes on. It says, once, that it waits: without
+// that a replica would sit silent for as long as the other's build takes.
 type waitingLocker struct {
-	lock.SessionLocker
-	m    *Migrator
-	once sync.Once
+	m *Migrator
 }
 
-// SessionLock tries the lock once; if another session holds it, it logs
-// so and leaves the waiting to goose's locker.
+var _ lock.SessionLocker = (*waitingLocker)(nil)
+
+// SessionLock tries the lock every migrationLockPoll until it holds it or
+// ctx ends.
 func (l *waitingLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
-	var locked bool
-	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", lock.DefaultLockID).Scan(&locked); err != nil {
-		return fmt.Errorf("migrations lock: %w", err)
+	said := false
+	for {
+		var locked bool
+		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", lock.DefaultLockID).Scan(&locked); err != nil {
+			return fmt.Errorf("migrations lock: %w", err)
+		}
+		if locked {
+			return nil
+		}
+		if !said {
+			l.m.log.Info("waiting for another process's migration to finish", "lock", lock.DefaultLockID)
+			said = true
+		}
+		t := time.NewTimer(migrationLockPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("migrations lock: %w", ctx.Err())
+		case <-t.C:
+		}
 	}
-	if locked {
-		return nil // goose's SessionUnlock releases it as its own
+}
+
+// SessionUnlock releases the lock. Should it fail, goose closes the
+// connection next, and the session's end releases the lock anyway.
+func (l *waitingLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	var unlocked bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID).Scan(&unlocked); err != nil {
+		return fmt.Errorf("migrations unlock: %w", err)
 	}
-	l.once.Do(func() {
-		l.m.log.Info("waiting for another process's migration to finish", "lock", lock.DefaultLockID)
-	})
-	return l.SessionLocker.SessionLock(ctx, conn)
+	if !unlocked {
+		return errors.New("migrations unlock: the lock was not held")
+	}
+	return nil
 }
 
 // Close releases the migrator's handle (not the pool).

@@ -201,12 +201,12 @@ func searchFunction(t *testing.T, db *postgres.DB) bool {
 }
 
 // A replica that finds another process's migration running waits for it
-// to finish, however long it takes (an index build at scale outlasts
-// goose's default 5 minutes), says once that it waits, then finds the
-// rest to do.
+// to finish, however long it takes (an index build at scale outlasts any
+// count of tries goose's locker would make), says once that it waits, then
+// finds the rest to do.
 func TestMigrationWaitsForAnotherProcesssLock(t *testing.T) {
 	ctx := context.Background()
-	postgres.SetMigrationLockPoll(t, 1)
+	postgres.SetMigrationLockPoll(t, 10*time.Millisecond)
 	db, m := emptyStore(t, "lockwait")
 	// Another process's migration: a session holding goose's advisory lock.
 	other, err := db.Pool.Acquire(ctx)
@@ -220,12 +220,12 @@ func TestMigrationWaitsForAnotherProcesssLock(t *testing.T) {
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- m.Up(ctx, slog.New(slog.NewTextHandler(&out, nil))) }()
-	// Well past a few tries at the shortened period: goose's default of
-	// 60 tries would give up after 60 periods; a bounded count fails here.
+	// 2 s is some 200 tries at the shortened period: goose's locker, which
+	// gives up after 60, or any count near it, ends Up here.
 	select {
 	case err := <-done:
 		t.Fatalf("migrate up ended while another process held the lock: %v", err)
-	case <-time.After(4 * time.Second):
+	case <-time.After(2 * time.Second):
 	}
 	if got := strings.Count(out.String(), "waiting for another process's migration to finish"); got != 1 {
 		t.Errorf("log says it waits %d times, want once:\n%s", got, out.String())
