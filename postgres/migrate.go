@@ -21,6 +21,10 @@ import (
 type Migrator struct {
 	db       *sql.DB
 	provider *goose.Provider
+	// reader is a provider without the session lock, for Status: an
+	// operator asking for the state during another process's long
+	// migration gets it at once instead of waiting for the migration.
+	reader *goose.Provider
 	// log receives the note that another process's migration holds the
 	// lock (Up sets it; slog.Default otherwise).
 	log *slog.Logger
@@ -54,7 +58,12 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	m.provider = p
+	r, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
+	if err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	m.provider, m.reader = p, r
 	return m, nil
 }
 
@@ -133,9 +142,11 @@ func (m *Migrator) Down(ctx context.Context) error {
 	return nil
 }
 
-// Status writes each migration and whether it is applied.
+// Status writes each migration and whether it is applied. It reads
+// without the migrations' lock, so it answers during another process's
+// migration, which may have applied some of its migrations so far.
 func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
-	st, err := m.provider.Status(ctx)
+	st, err := m.reader.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate status: %w", err)
 	}
