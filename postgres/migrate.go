@@ -184,15 +184,22 @@ func (db *DB) Ready(ctx context.Context) error {
 	if time.Now().UnixNano() < db.migrationsCurrentUntil.Load() {
 		return nil
 	}
-	m, err := db.NewMigrator()
+	// Over the readiness pool's one connection too: a connection of its
+	// own, opened when the cache expires, would fail whenever the database
+	// is at max_connections, and take every replica out at once. goose
+	// reads the migration state without its lock, so the check does not
+	// wait for a running migration either.
+	sqlDB := stdlib.OpenDBFromPool(db.ready)
+	defer sqlDB.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
 	if err != nil {
-		return err
+		return fmt.Errorf("migrations: %w", err)
 	}
-	defer m.Close()
-	ok, err := m.Current(ctx)
+	pending, err := p.HasPending(ctx)
 	if err != nil {
 		return interpretError(fmt.Errorf("migration status: %w", err))
 	}
+	ok := !pending
 	if !ok {
 		return c360.Errorf(c360.EUNAVAILABLE, "migrations pending")
 	}

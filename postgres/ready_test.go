@@ -2,9 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -88,5 +93,46 @@ func TestReadyWhileTheTenantPoolIsBusy(t *testing.T) {
 	defer cancel()
 	if err := db.Ready(ctx); err != nil {
 		t.Errorf("with the tenant pool busy: %v, want ready", err)
+	}
+}
+
+// /readyz's check needs no connection beyond the readiness pool's one:
+// opening another for the migration state failed whenever the database was
+// at max_connections, on every replica at once. A role allowed a single
+// connection stands for a full database.
+func TestReadyOnOneConnection(t *testing.T) {
+	ctx := context.Background()
+	base := pgtest.URL(t)
+	owner, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { owner.Close(ctx) })
+	role := fmt.Sprintf("c360_t_ready_%d", os.Getpid())
+	if _, err := owner.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Exec(ctx, "CREATE ROLE "+role+" LOGIN CONNECTION LIMIT 1 IN ROLE c360_app"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	db, err := postgres.Open(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Close()
+		if _, err := owner.Exec(ctx, "DROP ROLE "+role); err != nil {
+			t.Errorf("drop role: %v", err)
+		}
+	})
+	for i := 0; i < 2; i++ {
+		if err := db.Ready(ctx); err != nil {
+			t.Fatalf("ready as a role with one connection (probe %d): %v", i+1, err)
+		}
 	}
 }
