@@ -104,7 +104,7 @@ func (c *WebsocketConfig) defaults() {
 func ParseOrigins(s string) ([]string, error) {
 	var out []string
 	for _, o := range strings.Split(s, ",") {
-		o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+		o = strings.TrimSpace(o)
 		if o == "" {
 			continue
 		}
@@ -112,18 +112,32 @@ func ParseOrigins(s string) ([]string, error) {
 			out = append(out, o)
 			continue
 		}
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
-			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
-			return nil, fmt.Errorf("%q is not an origin: want scheme://host[:port], such as https://console.example.com", o)
+		c, ok := canonicalOrigin(o)
+		if !ok {
+			return nil, fmt.Errorf("%q is not an origin: want scheme://host[:port], such as https://console.example.com", strings.ToLower(strings.TrimRight(o, "/")))
 		}
-		host := u.Host
-		if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
-			host = strings.TrimSuffix(host, ":"+port)
-		}
-		out = append(out, u.Scheme+"://"+host)
+		out = append(out, c)
 	}
 	return out, nil
+}
+
+// canonicalOrigin writes origin o as ParseOrigins keeps it: lowercase,
+// without a trailing slash or the scheme's default port. It is false when o
+// is not scheme://host[:port]. Both the allowed origins and a request's
+// Origin header go through it, so that https://a.example:443 and
+// https://a.example match whichever side writes the port.
+func canonicalOrigin(o string) (string, bool) {
+	o = strings.ToLower(strings.TrimRight(o, "/"))
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+		return "", false
+	}
+	host := u.Host
+	if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		host = strings.TrimSuffix(host, ":"+port)
+	}
+	return u.Scheme + "://" + host, true
 }
 
 // Buffer sizes of a GraphQL websocket connection: its own read buffer, and
@@ -217,9 +231,9 @@ func (ws *websockets) originAllowed(r *http.Request) bool {
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	o := strings.ToLower(strings.TrimRight(origin, "/"))
+	o, ok := canonicalOrigin(origin)
 	for _, a := range ws.cfg.AllowedOrigins {
-		if a == "*" || a == o {
+		if a == "*" || ok && a == o {
 			return true
 		}
 	}

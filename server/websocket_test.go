@@ -205,18 +205,30 @@ func TestParseOrigins(t *testing.T) {
 			t.Errorf("ParseOrigins(%q): error %q does not say what an origin is", tt.in, err)
 		}
 	}
-	// The normalized entry admits the browser's Origin.
+	// The normalized entry admits the browser's Origin, and an Origin
+	// that writes the default port, which matched before the entry was
+	// normalized.
 	origins, err := server.ParseOrigins("https://console.example.com:443")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := newRTEnv(t, rtOptions{cfg: server.Config{Websocket: server.WebsocketConfig{AllowedOrigins: origins}}})
-	c, resp, err := (&websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}).Dial(wsURL(e.srv), http.Header{"Origin": {"https://console.example.com"}})
+	for _, origin := range []string{"https://console.example.com", "https://console.example.com:443", "https://Console.Example.com:443/"} {
+		c, resp, err := (&websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}).Dial(wsURL(e.srv), http.Header{"Origin": {origin}})
+		if c != nil {
+			c.Close()
+		}
+		if resp == nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Errorf("Origin %s with https://console.example.com:443 allowed: %v %v, want 101", origin, resp, err)
+		}
+	}
+	// Another port is another origin.
+	c, resp, err := (&websocket.Dialer{Subprotocols: []string{"graphql-transport-ws"}}).Dial(wsURL(e.srv), http.Header{"Origin": {"https://console.example.com:8443"}})
 	if c != nil {
 		c.Close()
 	}
-	if resp == nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Errorf("Origin https://console.example.com with https://console.example.com:443 allowed: %v %v, want 101", resp, err)
+	if resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("Origin https://console.example.com:8443: %v %v, want 403", resp, err)
 	}
 }
 
