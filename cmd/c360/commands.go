@@ -121,6 +121,14 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	shutdownTimeout := set.shutdownTimeout
+	// The listeners are bound before the database is opened too: an
+	// address in use is named before migrations run. Until the server
+	// starts, connections wait in the listen backlog.
+	lns, err := listen(set)
+	if err != nil {
+		return err
+	}
+	defer lns.close()
 	// Cleanups run in reverse order, bounded by the shutdown deadline once
 	// one is set (operations.go).
 	stops := &stopper{log: log}
@@ -153,20 +161,15 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	rt := startRealtime(db, log, set.realtime)
 	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
-	metricsAddr := m.Getenv("C360_METRICS_ADDR")
 	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: set.realtime.ws, Limits: set.limits,
-		MetricsElsewhere: metricsAddr != ""}, db, res, db)
+		MetricsElsewhere: lns.metrics != nil}, db, res, db)
 	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, set.conns)
 	mountMCP(srv, db, log)
 
-	if pprofAddr := m.Getenv("C360_PPROF_ADDR"); pprofAddr != "" {
+	if lns.pprof != nil {
 		// Profiling stays off the public listener: only an operator who sets
 		// this (to a loopback address) can reach it.
-		pl, err := net.Listen("tcp", pprofAddr)
-		if err != nil {
-			return fmt.Errorf("listen on C360_PPROF_ADDR %s: %w", pprofAddr, err)
-		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -174,21 +177,13 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		ps := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go ps.Serve(pl)
+		go ps.Serve(lns.pprof)
 		defer ps.Close()
 	}
-	if metricsAddr != "" {
-		stopMetrics, err := serveMetrics(metricsAddr, srv.MetricsHandler())
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
+	if lns.metrics != nil {
+		defer serveMetrics(lns.metrics, srv.MetricsHandler())()
 	}
-	addr := m.env("C360_ADDR", ":8080")
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
+	ln := lns.api
 	httpSrv := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -243,11 +238,25 @@ type serveSettings struct {
 	sender          *twilio.Sender
 	limits          server.Limits
 	realtime        realtimeSettings
+
+	// addr, metricsAddr and pprofAddr are the listen addresses of
+	// C360_ADDR, C360_METRICS_ADDR and C360_PPROF_ADDR ("" when unset: no
+	// listener of its own).
+	addr, metricsAddr, pprofAddr string
 }
 
 // serveSettings reads and checks serve's settings, opening nothing; a bad
 // one is a usageError naming the variable.
 func (m *Main) serveSettings(log *slog.Logger) (set serveSettings, err error) {
+	if set.addr, err = m.listenAddr("C360_ADDR", ":8080"); err != nil {
+		return set, err
+	}
+	if set.metricsAddr, err = m.listenAddr("C360_METRICS_ADDR", ""); err != nil {
+		return set, err
+	}
+	if set.pprofAddr, err = m.listenAddr("C360_PPROF_ADDR", ""); err != nil {
+		return set, err
+	}
 	if set.shutdownTimeout, err = m.duration("C360_SHUTDOWN_TIMEOUT", "25s"); err != nil {
 		return set, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -34,20 +35,78 @@ func (m *Main) ingestConfig() (postgres.IngestConfig, error) {
 	return cfg, nil
 }
 
-// serveMetrics serves GET /metrics (h) on addr, C360_METRICS_ADDR, instead
-// of the public listener, as C360_PPROF_ADDR serves profiles: a scraper on
-// a private network or loopback reaches it, the public does not. The
-// returned func closes the listener.
-func serveMetrics(addr string, h http.Handler) (func() error, error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on C360_METRICS_ADDR %s: %w", addr, err)
+// listenAddr reads the listen address in the variable name (def when
+// unset) and checks that it is host:port with a port net.Listen takes: a
+// bare port (C360_ADDR=8080) would otherwise be found only after the
+// database was opened and migrated.
+func (m *Main) listenAddr(name, def string) (string, error) {
+	addr := m.env(name, def)
+	if addr == "" {
+		return "", nil
 	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil && port == "" {
+		err = errors.New("no port")
+	}
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return "", usageError(fmt.Sprintf("%s=%s: want host:port, such as :8080 or 127.0.0.1:9090", name, addr))
+	}
+	return addr, nil
+}
+
+// listeners are serve's sockets, bound by listen.
+type listeners struct {
+	api, metrics, pprof net.Listener
+}
+
+// listen binds C360_ADDR and, when set, C360_METRICS_ADDR and
+// C360_PPROF_ADDR. On an error it closes what it bound.
+func listen(set serveSettings) (*listeners, error) {
+	lns := &listeners{}
+	for _, l := range []struct {
+		name, addr string
+		dst        *net.Listener
+	}{
+		{"C360_ADDR", set.addr, &lns.api},
+		{"C360_METRICS_ADDR", set.metricsAddr, &lns.metrics},
+		{"C360_PPROF_ADDR", set.pprofAddr, &lns.pprof},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			lns.close()
+			return nil, fmt.Errorf("listen on %s %s: %w", l.name, l.addr, err)
+		}
+		*l.dst = ln
+	}
+	return lns, nil
+}
+
+// close closes the listeners; one a server has closed already is closed
+// again harmlessly.
+func (lns *listeners) close() {
+	for _, l := range []net.Listener{lns.api, lns.metrics, lns.pprof} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+// serveMetrics serves GET /metrics (h) on l, C360_METRICS_ADDR's listener,
+// instead of the public listener, as C360_PPROF_ADDR serves profiles: a
+// scraper on a private network or loopback reaches it, the public does
+// not. The returned func stops the server.
+func serveMetrics(l net.Listener, h http.Handler) func() error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.Serve(l)
-	return s.Close, nil
+	return s.Close
 }
 
 // stopper runs serve's cleanups (flush cross-replica notifications, drain

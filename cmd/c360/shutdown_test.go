@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -204,7 +205,8 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 	empty := pgtest.EmptyDatabase(t, "badsettings")
 	serve := func(dbURL, name, value string) error {
 		t.Helper()
-		env := map[string]string{"DATABASE_URL": dbURL, "C360_ADDR": freeAddr(t), name: value}
+		env := map[string]string{"DATABASE_URL": dbURL, "C360_ADDR": freeAddr(t)}
+		env[name] = value
 		var stdout, stderr logbuf.Buffer
 		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -219,10 +221,23 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 		{"C360_SUBSCRIBER_QUEUE", "0"},
 		{"C360_NOTIFY_INTERVAL", "-1ms"},
 		{"C360_ALLOWED_ORIGINS", "console.example.com"},
+		{"C360_ADDR", "8080"},
+		{"C360_METRICS_ADDR", "9090"},
+		{"C360_PPROF_ADDR", "127.0.0.1:99999"},
+		{"C360_PPROF_ADDR", "localhost:"},
 	} {
 		if err := serve(empty, tc.name, tc.value); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%s: serve returned %v (exit %d), want a usage error naming it", tc.name, tc.value, err, exitCode(err))
 		}
+	}
+	// An address in use is found before the database is opened too.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	if err := serve(empty, "C360_METRICS_ADDR", taken.Addr().String()); err == nil || !strings.Contains(err.Error(), "C360_METRICS_ADDR") {
+		t.Errorf("C360_METRICS_ADDR in use: serve returned %v, want an error naming it", err)
 	}
 	status := (&cli{t: t, env: map[string]string{"DATABASE_URL": empty}}).mustRun("migrate", "status")
 	if strings.Contains(status, "applied") || !strings.Contains(status, "pending") {
@@ -232,6 +247,9 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 	down := "postgres://c360@127.0.0.1:1/c360?sslmode=disable"
 	if err := serve(down, "C360_PUBLIC_URL", "c360.example.com"); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "C360_PUBLIC_URL") {
 		t.Errorf("with the database down, C360_PUBLIC_URL=c360.example.com: serve returned %v (exit %d), want a usage error naming it", err, exitCode(err))
+	}
+	if err := serve(down, "C360_ADDR", "8080"); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "C360_ADDR") {
+		t.Errorf("with the database down, C360_ADDR=8080: serve returned %v (exit %d), want a usage error naming it", err, exitCode(err))
 	}
 }
 
