@@ -159,6 +159,13 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		out = e
 		return nil
 	})
+	var pgErr *pgconn.PgError
+	if err != nil && ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" && !errors.Is(err, errEraseBound) {
+		// Cut off by the erasure's own bound in one of the reads it
+		// shares with merges (the survivor, the locks), which answer as
+		// a busy database does: the bound is what to say.
+		return nil, eraseError(ctx, "find and lock the customers", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -271,6 +278,10 @@ func moveOthersMessages(ctx context.Context, tx pgx.Tx, ws int64, ids, owners []
 	return total, nil
 }
 
+// errEraseBound marks an error eraseError made of the erasure's own
+// statement bound (eraseStatementTimeout); it says nothing by itself.
+var errEraseBound = errors.New("")
+
 // eraseStatementTimeout bounds the erasure's statements, in place of the
 // pool's statement_timeout (10 s by default). It is set in the erasure's
 // own transaction only (set_config(..., true), sent with its BEGIN), as a
@@ -301,7 +312,7 @@ func eraseError(ctx context.Context, step string, err error) error {
 	if ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" {
 		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the erasure did not finish within %v (at: %s); "+
 			"the database may be overloaded, or the customer too large to erase at once", eraseStatementTimeout, step),
-			fmt.Errorf("%s: %w", step, err)}
+			fmt.Errorf("%s: %w%w", step, errEraseBound, err)}
 	}
 	return interpretError(fmt.Errorf("%s: %w", step, err))
 }

@@ -727,6 +727,32 @@ func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
 // the bound and the step it reached, not "busy; retry" (trying again at
 // once meets the same bound), and erases nothing: its transaction rolls
 // back whole.
+// The erasure's bound cuts off a read it shares with merges (here the
+// lock of the customer's row, which another transaction holds): the
+// answer names the bound, as it does for the erasure's own statements,
+// not a busy database. Before, that step answered "the database is
+// unavailable; retry", and an erasure under load could not say why.
+func TestEraseCustomerPastItsBoundWhileLocking(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io")}).CustomerID
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM customers WHERE workspace_id = $1 AND id = $2 FOR UPDATE`, ws, ann); err != nil {
+		t.Fatal(err)
+	}
+	postgres.SetEraseStatementTimeout(t, 50*time.Millisecond)
+	_, err = db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 10")
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 50ms (at: find and lock the customers)") {
+		t.Fatalf("erasure cut off while locking: %v, want UNAVAILABLE naming the bound and the step", err)
+	}
+}
+
 func TestEraseCustomerPastItsBoundErasesNothing(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
