@@ -147,15 +147,20 @@ type rulesCache struct {
 type rulesEntry struct {
 	rules   identity.Rules
 	expires time.Time
+	// gen is updates when the rules were read: an entry of an earlier
+	// generation is never served, so rules read before an update are not
+	// either, even in the moment before the reader that cached them
+	// takes them back.
+	gen uint64
 }
 
 const rulesTTL = 5 * time.Second
 
 func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, error) {
-	if v, ok := db.rules.m.Load(ws); ok && time.Now().Before(v.(*rulesEntry).expires) {
+	gen := db.rules.updates.Load()
+	if v, ok := db.rules.m.Load(ws); ok && v.(*rulesEntry).gen == gen && time.Now().Before(v.(*rulesEntry).expires) {
 		return v.(*rulesEntry).rules, nil
 	}
-	gen := db.rules.updates.Load()
 	rules, err := db.loadRules(ctx, ws)
 	if err != nil {
 		return identity.Rules{}, err
@@ -165,7 +170,7 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 	// already forgotten the cached entry: caching them would undo that
 	// for rulesTTL on the replica that stored the update. Storing before
 	// checking closes the race with an update between the two.
-	e := &rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL)}
+	e := &rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL), gen: gen}
 	db.rules.m.Store(ws, e)
 	if db.rules.updates.Load() != gen {
 		db.rules.m.CompareAndDelete(ws, e)
