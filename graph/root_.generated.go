@@ -2059,13 +2059,16 @@ type Consent {
   one, in one transaction. Identities, conversations and messages, consents,
   observations, traits, the change feed, the ledger's merges and splits
   that name it and the dead letters that name one of its identifiers are
-  deleted; its events are kept only as their exactly-once key, so that a
+  deleted, except the messages in its conversations whose event is a
+  customer's split off from it, which move to conversations of that
+  customer's own and are kept (messagesMoved); its events are kept only as their exactly-once key, so that a
   provider's redelivery is a duplicate and creates nobody; audit entries
   keep the customer's id but lose identity values and reasons. Afterwards
   the id is NOT_FOUND, and a new event with a former identifier makes a new
   customer. reason (1 to 500 bytes, no email address or phone number: it is
-  kept in the audit log) says why, e.g. a ticket number. Admin only. See
-  docs/erasure.md.
+  kept in the audit log) says why, e.g. a ticket number. Erasures of a
+  workspace, and its dead-letter replays, wait for each other: past the
+  database's lock_timeout, UNAVAILABLE. Admin only. See docs/erasure.md.
   """
   eraseCustomer(id: ID!, reason: String!): CustomerErasure! @hasRole(roles: [ADMIN]) @audit(action: "customer.erase")
 }
@@ -2344,7 +2347,10 @@ extend type Mutation {
   Ingests a dead letter's event again, through the one ingest path, and marks
   it replayed. If it fails again, the error says why and the dead letter's
   attempts and error are updated. Replaying a replayed dead letter returns it
-  unchanged. Admin only.
+  unchanged. A replay waits for an erasure of the workspace under way (past
+  lock_timeout, UNAVAILABLE); one whose dead letter an erasure deleted is
+  NOT_FOUND and stores nothing; should the letter vanish after its event was
+  stored, the answer is CONFLICT naming the stored event. Admin only.
   """
   replayDeadLetter(id: ID!): DeadLetter! @hasRole(roles: [ADMIN]) @audit(action: "deadletter.replay")
 }
@@ -2388,7 +2394,7 @@ directive @audit(action: String!) on FIELD_DEFINITION
 
 "What an API key may do. See docs/security.md."
 enum Role {
-  "Everything, including workspace settings, identity rules, keys and the audit log."
+  "Everything GraphQL offers: identity rules, keys, erasure, dead letters and the audit log. Workspace settings (provider secrets, the webhook secret) are changed with the command line only."
   ADMIN
   "Reads profiles, ingests, merges and splits, sends messages."
   AGENT
@@ -2443,9 +2449,9 @@ type CreatedApiKey {
 type AuditEntry {
   id: ID!
   at: Time!
-  "customer.read, pii.read, customer.merge, customer.split, message.send, apikey.create, apikey.revoke, identity_rules.update, deadletter.replay"
+  "customer.read, pii.read, customer.merge, customer.split, customer.erase, message.send, apikey.create, apikey.revoke, identity_rules.update, deadletter.replay, webhook_secret.rotate, provider_secret.update"
   action: String!
-  "The API key that acted (its prefix), or cli for the command line."
+  "Who acted: key <prefix> for an API key, or cli for the command line."
   actor: String!
   "The role of the key that acted; null for the command line."
   role: Role

@@ -221,6 +221,8 @@ func complexity() graph.ComplexityRoot {
 	var c graph.ComplexityRoot
 	object := func(int) int { return jsonCost }
 	c.Customer.Traits, c.CustomerContext.Traits, c.Event.PropertiesJSON = object, object, object
+	// A customer's trait sources are its traits again, one by one.
+	c.Customer.TraitSourceList = func(child int) int { return jsonCost + child }
 	c.DeadLetter.Event, c.CustomerChange.Diff, c.AuditEntry.Detail = object, object, object
 	c.Query.Customers = func(child int, _ *string, first *int, _ *string) int { return page(child, first) }
 	c.Query.AuditLog = func(child int, first *int, _ *string, _ *int64, _ *string) int { return page(child, first) }
