@@ -23,20 +23,7 @@ func TestDeadLetterKeepsClientKeyTrust(t *testing.T) {
 		Identities: ids("user_id", "victim-1", "email", "rosa@example.com")}).CustomerID
 
 	key := fmt.Sprintf("client-dl-%d", time.Now().UnixNano())
-	constraint := fmt.Sprintf("dl_client_%d", time.Now().UnixNano())
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (dedupe_key <> '%s') NOT VALID`, constraint, key)); err != nil {
-		t.Fatal(err)
-	}
-	dropped := false
-	drop := func() {
-		if !dropped {
-			dropped = true
-			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	t.Cleanup(drop)
+	drop := refuseEvents(t, db, fmt.Sprintf(`dedupe_key <> '%s'`, key))
 
 	ev := &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: key, FromClientKey: true,
 		Identities: ids("anonymous_id", "atk-1"),

@@ -108,20 +108,7 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	constraint := fmt.Sprintf("dl_test_%d", time.Now().UnixNano())
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
-		t.Fatal(err)
-	}
-	dropped := false
-	drop := func() {
-		if !dropped {
-			dropped = true
-			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	t.Cleanup(drop)
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
 
 	ev := track("fix-1", ids("email", "fix@example.com"))
 	ev.Name = name
@@ -384,20 +371,7 @@ func TestDeadLetterReplayRacingAnErasure(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	constraint := fmt.Sprintf("dl_race_%d", time.Now().UnixNano())
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
-		t.Fatal(err)
-	}
-	dropped := false
-	drop := func() {
-		if !dropped {
-			dropped = true
-			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	t.Cleanup(drop)
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
 
 	const people = 40
 	customers, letters := make([]int64, people), make([]int64, people)
@@ -450,17 +424,12 @@ func TestReplayOnATenantPoolOfOne(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	constraint := fmt.Sprintf("dl_one_%d", time.Now().UnixNano())
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE events ADD CONSTRAINT %s CHECK (name IS DISTINCT FROM '%s') NOT VALID`, constraint, name)); err != nil {
-		t.Fatal(err)
-	}
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
 	ev := track("one-dl", ids("email", "one@example.com"))
 	ev.Name = name
 	var kept *c360.DeadLetteredError
 	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
-	if _, derr := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); derr != nil {
-		t.Fatal(derr)
-	}
+	drop()
 	if !errors.As(err, &kept) {
 		t.Fatalf("ingest: %v, want a dead letter", err)
 	}
@@ -473,4 +442,28 @@ func TestReplayOnATenantPoolOfOne(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'one-dl'`, ws); n != 1 {
 		t.Errorf("%d events stored by the replay, want 1", n)
 	}
+}
+
+// refuseEvents makes the events table refuse the rows that fail check (a
+// CHECK constraint standing for a bug, NOT VALID: the rows stored stand),
+// so that ingest keeps them as dead letters. It returns the fix, which
+// drops the constraint; the test's cleanup runs it if the test did not.
+func refuseEvents(t *testing.T, db *postgres.DB, check string) (fix func()) {
+	t.Helper()
+	ctx := context.Background()
+	constraint := fmt.Sprintf("dl_test_%d", time.Now().UnixNano())
+	if _, err := db.Pool.Exec(ctx, `ALTER TABLE events ADD CONSTRAINT `+constraint+` CHECK (`+check+`) NOT VALID`); err != nil {
+		t.Fatal(err)
+	}
+	fixed := false
+	fix = func() {
+		if !fixed {
+			fixed = true
+			if _, err := db.Pool.Exec(ctx, `ALTER TABLE events DROP CONSTRAINT `+constraint); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(fix)
+	return fix
 }

@@ -401,24 +401,42 @@ func TestEraseCustomerWithManyEventsIsNotBoundByThePoolsTimeout(t *testing.T) {
 // split moves her events, and a shared conversation keeps all its
 // messages. Before, messages were deleted only through the erased
 // customers' own conversations, and hers stayed.
-func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
-	db := pgtest.Open(t)
-	ws, _, _ := pgtest.Workspace(t, db)
-	ctx := context.Background()
-	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
-		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
-	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "m1", Identities: ids("phone", "+14155550101"),
-		Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "hi from Al", Status: "received"}})
-	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: "m2", Identities: ids("phone", "+14155550102"),
-		Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: "this is Bea Smith, not Al", Status: "received"}})
-	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
+// Al's phone and Bea's, one customer until a split tells them apart.
+const alPhone, beaPhone = "+14155550101", "+14155550102"
+
+// sharedAt is when sharedThenSplit's first message was sent; each next
+// one is a minute later.
+var sharedAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// sharedThenSplit makes Al, a customer of alPhone and beaPhone, has each
+// of msgs ({phone, body}) sent from its phone into the conversation they
+// share, and splits beaPhone off: the split leaves the shared conversation
+// with Al, since messages of his stay in it. It returns Al and Bea.
+func sharedThenSplit(t *testing.T, db *postgres.DB, ws int64, msgs ...[2]string) (al, bea int64) {
+	t.Helper()
+	al = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
+		Identities: ids("phone", alPhone, "phone", beaPhone)}).CustomerID
+	for i, m := range msgs {
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: fmt.Sprintf("m%d", i+1),
+			Identities: ids("phone", m[0]), OccurredAt: sharedAt.Add(time.Duration(i) * time.Minute),
+			Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m[1], Status: "received"}})
+	}
+	res, err := db.SplitIdentity(context.Background(), ws, al, c360.Identity{Type: "phone", Value: beaPhone}, "admin key 1", "two people")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.MovedConversations != 0 {
 		t.Fatalf("the split moved %d conversations, want the shared one kept by Al", res.MovedConversations)
 	}
-	got, err := db.EraseCustomer(ctx, ws, res.Split.ID, "admin key 1", "ticket 2")
+	return al, res.Split.ID
+}
+
+func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	al, bea := sharedThenSplit(t, db, ws, [2]string{alPhone, "hi from Al"}, [2]string{beaPhone, "this is Bea Smith, not Al"})
+	got, err := db.EraseCustomer(ctx, ws, bea, "admin key 1", "ticket 2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,26 +461,9 @@ func TestEraseCustomerKeepsTheMessagesOfAPersonSplitOffFromHim(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
-		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for i, m := range []struct{ key, phone, body string }{
-		{"m1", "+14155550101", "hi from Al"},
-		{"m2", "+14155550102", "this is Bea Smith, not Al"},
-		{"m3", "+14155550102", "Bea again"},
-	} {
-		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: m.key, Identities: ids("phone", m.phone),
-			OccurredAt: at.Add(time.Duration(i) * time.Minute),
-			Message:    &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m.body, Status: "received"}})
-	}
-	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.MovedConversations != 0 {
-		t.Fatalf("the split moved %d conversations, want the shared one kept by Al", res.MovedConversations)
-	}
-	bea := res.Split.ID
+	al, bea := sharedThenSplit(t, db, ws, [2]string{alPhone, "hi from Al"}, [2]string{beaPhone, "this is Bea Smith, not Al"},
+		[2]string{beaPhone, "Bea again"})
+	at := sharedAt
 	var beaVersion int64
 	if err := db.Pool.QueryRow(ctx, `SELECT version FROM customers WHERE workspace_id = $1 AND id = $2`, ws, bea).Scan(&beaVersion); err != nil {
 		t.Fatal(err)
@@ -527,28 +528,16 @@ func TestEraseCustomerRacingASplitOfThePersonSplitOffFromHim(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	al := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i1",
-		Identities: ids("phone", "+14155550101", "phone", "+14155550102")}).CustomerID
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for i, m := range []struct{ key, phone, body string }{{"m1", "+14155550101", "hi from Al"}, {"m2", "+14155550102", "this is Cy"}} {
-		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "test", DedupeKey: m.key, Identities: ids("phone", m.phone),
-			OccurredAt: at.Add(time.Duration(i) * time.Minute),
-			Message:    &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m.body, Status: "received"}})
-	}
-	res, err := db.SplitIdentity(ctx, ws, al, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "two people")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bea := res.Split.ID
+	al, bea := sharedThenSplit(t, db, ws, [2]string{alPhone, "hi from Al"}, [2]string{beaPhone, "this is Cy"})
 	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "i2",
-		Identities: ids("phone", "+14155550102", "email", "bea@example.com")})
+		Identities: ids("phone", beaPhone, "email", "bea@example.com")})
 	var calls atomic.Int32
 	var cy int64
 	db.BeforeCustomerLock(func() {
 		if calls.Add(1) != 2 { // before the lock of the others, the first time
 			return
 		}
-		r, err := db.SplitIdentity(ctx, ws, bea, c360.Identity{Type: "phone", Value: "+14155550102"}, "admin key 1", "Cy")
+		r, err := db.SplitIdentity(ctx, ws, bea, c360.Identity{Type: "phone", Value: beaPhone}, "admin key 1", "Cy")
 		if err != nil {
 			t.Error(err)
 			return

@@ -66,39 +66,12 @@ var idType = reflect.TypeFor[ID]()
 // string, would say less than UnmarshalJSON accepts.
 var idWants = map[reflect.Type]string{idType: "a string or a number"}
 
-// UnmarshalJSON implements json.Unmarshaler: a string, a number or null.
+// UnmarshalJSON implements json.Unmarshaler: a string, a number or null
+// (webhook.StringOrNumber).
 func (id *ID) UnmarshalJSON(b []byte) error {
-	switch {
-	case len(b) == 0:
-		*id = ""
-	case b[0] == '"':
-		// The decoder has validated the literal: without escapes it is the
-		// bytes between the quotes.
-		if bytes.IndexByte(b, '\\') < 0 {
-			*id = ID(b[1 : len(b)-1])
-			return nil
-		}
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*id = ID(s)
-	case b[0] == 'n':
-		*id = ""
-	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
-		*id = ID(b)
-	default:
-		kind := "object"
-		switch b[0] {
-		case 't', 'f':
-			kind = "bool"
-		case '[':
-			kind = "array"
-		}
-		// The decoder adds the field name to an *UnmarshalTypeError.
-		return &json.UnmarshalTypeError{Value: kind, Type: idType}
-	}
-	return nil
+	v, err := webhook.StringOrNumber(b, idType)
+	*id = ID(v)
+	return err
 }
 
 // Time is a Segment timestamp: an ISO-8601 string. A value that does not

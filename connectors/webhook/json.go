@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,4 +62,35 @@ func jsonKind(t reflect.Type) string {
 		return "an array"
 	}
 	return "a value"
+}
+
+// StringOrNumber reads b, the JSON value of an id-like field of type t
+// (a user id, a WhatsApp id, an error code), as providers send them: a
+// string's text, a number's literal text (so 42 and "42" are the same id),
+// and "" for null. Any other value is a *json.UnmarshalTypeError of type
+// t, which the decoder completes with the field's name.
+func StringOrNumber(b []byte, t reflect.Type) (string, error) {
+	switch {
+	case len(b) == 0 || b[0] == 'n':
+		return "", nil
+	case b[0] == '"':
+		// The decoder has validated the literal: without escapes it is the
+		// bytes between the quotes.
+		if bytes.IndexByte(b, '\\') < 0 {
+			return string(b[1 : len(b)-1]), nil
+		}
+		var s string
+		err := json.Unmarshal(b, &s)
+		return s, err
+	case b[0] == '-' || '0' <= b[0] && b[0] <= '9':
+		return string(b), nil
+	}
+	kind := "object"
+	switch b[0] {
+	case 't', 'f':
+		kind = "bool"
+	case '[':
+		kind = "array"
+	}
+	return "", &json.UnmarshalTypeError{Value: kind, Type: t}
 }

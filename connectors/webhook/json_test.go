@@ -58,3 +58,35 @@ func TestDescribeJSONError(t *testing.T) {
 		})
 	}
 }
+
+// TestStringOrNumber: an id-like field reads a string's text (escapes
+// decoded), a number's literal and null as "", and refuses any other
+// value with a type error of the field's type, which DescribeJSONError
+// then words.
+func TestStringOrNumber(t *testing.T) {
+	type id string
+	typ := reflect.TypeFor[id]()
+	for _, c := range []struct {
+		in, want, refused string
+	}{
+		{`"u-42"`, "u-42", ""},
+		{`"a\u00e9\"b"`, `aé"b`, ""},
+		{`""`, "", ""},
+		{`42`, "42", ""},
+		{`-16505551297`, "-16505551297", ""},
+		{`1.5e3`, "1.5e3", ""},
+		{`null`, "", ""},
+		{`true`, "", "bool"},
+		{`[1]`, "", "array"},
+		{`{"a":1}`, "", "object"},
+	} {
+		got, err := webhook.StringOrNumber([]byte(c.in), typ)
+		var te *json.UnmarshalTypeError
+		switch {
+		case c.refused == "" && (err != nil || got != c.want):
+			t.Errorf("StringOrNumber(%s) = %q, %v; want %q", c.in, got, err, c.want)
+		case c.refused != "" && (!errors.As(err, &te) || te.Value != c.refused || te.Type != typ):
+			t.Errorf("StringOrNumber(%s) = %q, %v; want a type error of %s, got %s", c.in, got, err, typ, c.refused)
+		}
+	}
+}

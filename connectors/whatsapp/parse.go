@@ -72,31 +72,11 @@ var jsonIDType = reflect.TypeFor[jsonID]()
 // idWants names what a jsonID wants in a decoding error.
 var idWants = map[reflect.Type]string{jsonIDType: "a string or a number"}
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler (webhook.StringOrNumber).
 func (v *jsonID) UnmarshalJSON(b []byte) error {
-	switch {
-	case len(b) == 0 || b[0] == 'n':
-		*v = ""
-	case b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*v = jsonID(s)
-	case b[0] == '-' || '0' <= b[0] && b[0] <= '9':
-		*v = jsonID(b)
-	default:
-		kind := "object"
-		switch b[0] {
-		case 't', 'f':
-			kind = "bool"
-		case '[':
-			kind = "array"
-		}
-		// The decoder adds the field's name.
-		return &json.UnmarshalTypeError{Value: kind, Type: jsonIDType}
-	}
-	return nil
+	s, err := webhook.StringOrNumber(b, jsonIDType)
+	*v = jsonID(s)
+	return err
 }
 
 // String returns the id trimmed of surrounding white space.
