@@ -9,6 +9,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 // A call sent with a client key that fails inside ingest is kept as a dead
@@ -69,20 +70,7 @@ func TestClientKeyEventOnBothPaths(t *testing.T) {
 				return &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: key + "-" + path, FromClientKey: client,
 					Identities: ids("user_id", user), Traits: traits, OccurredAt: occurred, ReceivedAt: received}
 			}
-			send := func(e *c360.Event) {
-				t.Helper()
-				var err error
-				if path == "per-event" {
-					hold := make(chan struct{})
-					close(hold)
-					err = db.IngestHeld(ctx, ws, e, make(chan struct{}), hold)
-				} else {
-					_, err = db.Ingest(ctx, ws, []*c360.Event{e})
-				}
-				if err != nil {
-					t.Fatalf("ingest %s: %v", e.DedupeKey, err)
-				}
-			}
+			send := func(e *c360.Event) { t.Helper(); ingestOnPath(t, db, ws, path, e) }
 			o, r := at(0)
 			send(ev("basic", false, o, r, map[string]any{"plan": "basic"}))
 			_, r = at(time.Second)
@@ -121,20 +109,7 @@ func TestSplitKeepsClientKeyTraitsDatedAtReceipt(t *testing.T) {
 				return &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: key + "-" + path, FromClientKey: client,
 					Identities: ids(idents...), Traits: traits, OccurredAt: occurred, ReceivedAt: received}
 			}
-			send := func(e *c360.Event) {
-				t.Helper()
-				var err error
-				if path == "per-event" {
-					hold := make(chan struct{})
-					close(hold)
-					err = db.IngestHeld(ctx, ws, e, make(chan struct{}), hold)
-				} else {
-					_, err = db.IngestByGroupOnly(ctx, ws, []*c360.Event{e})
-				}
-				if err != nil {
-					t.Fatalf("ingest %s: %v", e.DedupeKey, err)
-				}
-			}
+			send := func(e *c360.Event) { t.Helper(); ingestOnPath(t, db, ws, path, e) }
 			received := base.Add(time.Second)
 			send(ev("basic", false, base, base, map[string]any{"plan": "basic"}, "user_id", user, "anonymous_id", anon))
 			send(ev("forged", true, received.Add(23*time.Hour), received, map[string]any{"plan": "forged", "theme": "dark"}, "user_id", user))
@@ -157,5 +132,27 @@ func TestSplitKeepsClientKeyTraitsDatedAtReceipt(t *testing.T) {
 				t.Errorf("after the split: theme %+v, want dark observed at its receipt %v", got, received)
 			}
 		})
+	}
+}
+
+// ingestOnPath ingests e through one ingest path alone: "group" (the
+// group commit's set-based path) or "per-event" (one transaction an
+// event), so that a test holds for both.
+func ingestOnPath(t *testing.T, db *postgres.DB, ws int64, path string, e *c360.Event) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch path {
+	case "per-event":
+		hold := make(chan struct{})
+		close(hold)
+		err = db.IngestHeld(ctx, ws, e, make(chan struct{}), hold)
+	case "group":
+		_, err = db.IngestByGroupOnly(ctx, ws, []*c360.Event{e})
+	default:
+		t.Fatalf("no ingest path %q", path)
+	}
+	if err != nil {
+		t.Fatalf("ingest %s on the %s path: %v", e.DedupeKey, path, err)
 	}
 }

@@ -609,6 +609,19 @@ func TestEraseCustomerKeepsAChatbotKeyReusedByAnotherRefused(t *testing.T) {
 	}
 }
 
+// zedNaming makes Zed (user_id u-a-zed) and has his second event, z2, name
+// the identities others too ({type, value} pairs), which the rules drop
+// from it (a second user_id) or keep on another customer: an event of
+// someone else that names the person's identifiers.
+func zedNaming(t *testing.T, db *postgres.DB, ws int64, others ...string) (zed int64, z2 c360.IngestResult) {
+	t.Helper()
+	zed = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-a-zed")}).CustomerID
+	z2 = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z2",
+		Identities: ids(append([]string{"user_id", "u-a-zed"}, others...)...)})
+	return zed, z2
+}
+
 // An event of someone else that named one of the person's identifiers,
 // whose merge the identity rules refused (two user_ids are two people),
 // went to the other customer with her identifier in its identities, in
@@ -620,10 +633,7 @@ func TestEraseCustomerTakesHerIdentifierOutOfOthersEvents(t *testing.T) {
 	ctx := context.Background()
 	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
 		Identities: ids("user_id", "u-ann", "email", "ann@x.io")}).CustomerID
-	zed := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
-		Identities: ids("user_id", "u-a-zed")}).CustomerID
-	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z2",
-		Identities: ids("user_id", "u-a-zed", "user_id", "u-b-other", "email", "Ann@X.io")})
+	zed, res := zedNaming(t, db, ws, "user_id", "u-b-other", "email", "Ann@X.io")
 	if res.CustomerID != zed || len(res.Dropped) != 2 {
 		t.Fatalf("z2: %+v, want Zed's, with u-b-other and Ann's email dropped", res)
 	}
@@ -690,10 +700,7 @@ func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
 	ctx := context.Background()
 	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
 		Identities: ids("anonymous_id", "u-b-other")}).CustomerID
-	zed := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
-		Identities: ids("user_id", "u-a-zed")}).CustomerID
-	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z2",
-		Identities: ids("user_id", "u-a-zed", "user_id", "u-b-other")})
+	zed, res := zedNaming(t, db, ws, "user_id", "u-b-other")
 	if res.CustomerID != zed || len(res.Dropped) != 1 {
 		t.Fatalf("z2: %+v, want Zed's, with u-b-other dropped", res)
 	}
@@ -712,10 +719,6 @@ func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
 	}
 }
 
-// An erasure cut off by its own statement bound answers UNAVAILABLE naming
-// the bound and the step it reached, not "busy; retry" (trying again at
-// once meets the same bound), and erases nothing: its transaction rolls
-// back whole.
 // The erasure's bound cuts off a read it shares with merges (here the
 // lock of the customer's row, which another transaction holds): the
 // answer names the bound, as it does for the erasure's own statements,
@@ -742,6 +745,10 @@ func TestEraseCustomerPastItsBoundWhileLocking(t *testing.T) {
 	}
 }
 
+// An erasure cut off by its own statement bound answers UNAVAILABLE naming
+// the bound and the step it reached, not "busy; retry" (trying again at
+// once meets the same bound), and erases nothing: its transaction rolls
+// back whole.
 func TestEraseCustomerPastItsBoundErasesNothing(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
