@@ -72,7 +72,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		}
 		ids, err := survivorsOf(ctx, tx, ws, customerID)
 		if err != nil {
-			return err
+			return eraseBound(ctx, "find the customer", err)
 		}
 		s := ids[0]
 		if db.beforeCustomerLock != nil {
@@ -80,7 +80,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		}
 		locked, stale, err := lockCustomers(ctx, tx, ws, []int64{s})
 		if err != nil {
-			return err
+			return eraseBound(ctx, "lock the customer", err)
 		}
 		if stale {
 			return errEraseRaced
@@ -123,7 +123,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 				db.beforeCustomerLock()
 			}
 			if _, stale, err := lockCustomers(ctx, tx, ws, owners); err != nil {
-				return err
+				return eraseBound(ctx, "lock the owners of others' messages", err)
 			} else if stale {
 				return errEraseRaced
 			}
@@ -159,13 +159,6 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		out = e
 		return nil
 	})
-	var pgErr *pgconn.PgError
-	if err != nil && ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" && !errors.Is(err, errEraseBound) {
-		// Cut off by the erasure's own bound in one of the reads it
-		// shares with merges (the survivor, the locks), which answer as
-		// a busy database does: the bound is what to say.
-		return nil, eraseError(ctx, "find and lock the customers", err)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -278,10 +271,6 @@ func moveOthersMessages(ctx context.Context, tx pgx.Tx, ws int64, ids, owners []
 	return total, nil
 }
 
-// errEraseBound marks an error eraseError made of the erasure's own
-// statement bound (eraseStatementTimeout); it says nothing by itself.
-var errEraseBound = errors.New("")
-
 // eraseStatementTimeout bounds the erasure's statements, in place of the
 // pool's statement_timeout (10 s by default). It is set in the erasure's
 // own transaction only (set_config(..., true), sent with its BEGIN), as a
@@ -308,13 +297,25 @@ func eraseBeginSQL(ws int64) string {
 // database is busy; retry", since trying again at once would meet the same
 // bound.
 func eraseError(ctx context.Context, step string, err error) error {
+	if bound := eraseBound(ctx, step, err); bound != err {
+		return bound
+	}
+	return interpretError(fmt.Errorf("%s: %w", step, err))
+}
+
+// eraseBound is err, which step met, unless it is a statement cut off by
+// eraseStatementTimeout (57014 while ctx still runs), which it answers as
+// eraseError does. The erasure calls it on what the reads it shares with
+// merges (the survivor, the locks) return, mapped already as a busy
+// database: within the erasure the bound is what to say.
+func eraseBound(ctx context.Context, step string, err error) error {
 	var pgErr *pgconn.PgError
 	if ctx.Err() == nil && errors.As(err, &pgErr) && pgErr.Code == "57014" {
 		return &wrapped{c360.Errorf(c360.EUNAVAILABLE, "the erasure did not finish within %v (at: %s); "+
 			"the database may be overloaded, or the customer too large to erase at once", eraseStatementTimeout, step),
-			fmt.Errorf("%s: %w%w", step, errEraseBound, err)}
+			fmt.Errorf("%s: %w", step, err)}
 	}
-	return interpretError(fmt.Errorf("%s: %w", step, err))
+	return err
 }
 
 // scrubEventSQL is the SET list that clears an event down to its

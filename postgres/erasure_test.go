@@ -740,7 +740,7 @@ func TestEraseCustomerPastItsBoundWhileLocking(t *testing.T) {
 	}
 	postgres.SetEraseStatementTimeout(t, 50*time.Millisecond)
 	_, err = db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 10")
-	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 50ms (at: find and lock the customers)") {
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 50ms (at: lock the customer)") {
 		t.Fatalf("erasure cut off while locking: %v, want UNAVAILABLE naming the bound and the step", err)
 	}
 }

@@ -166,15 +166,10 @@ func (db *DB) identityRules(ctx context.Context, ws int64) (identity.Rules, erro
 		return identity.Rules{}, err
 	}
 	rules = rules.WithNormalizedBlocked(db.Normalizer)
-	// The rules read may predate an update that committed since and has
-	// already forgotten the cached entry: caching them would undo that
-	// for rulesTTL on the replica that stored the update. Storing before
-	// checking closes the race with an update between the two.
-	e := &rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL), gen: gen}
-	db.rules.m.Store(ws, e)
-	if db.rules.updates.Load() != gen {
-		db.rules.m.CompareAndDelete(ws, e)
-	}
+	// The rules read may predate an update that committed since: they are
+	// cached under the count read before them, which such an update has
+	// moved on, so the next read does not serve them.
+	db.rules.m.Store(ws, &rulesEntry{rules: rules, expires: time.Now().Add(rulesTTL), gen: gen})
 	return rules, nil
 }
 
