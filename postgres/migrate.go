@@ -58,13 +58,24 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	r, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
+	r, err := migrationReader(sqlDB)
 	if err != nil {
 		sqlDB.Close()
-		return nil, fmt.Errorf("migrations: %w", err)
+		return nil, err
 	}
 	m.provider, m.reader = p, r
 	return m, nil
+}
+
+// migrationReader is a goose provider over sqlDB without the session lock:
+// it reads the migrations' state at once, even while another process
+// migrates (Status, Current, Ready).
+func migrationReader(sqlDB *sql.DB) (*goose.Provider, error) {
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return p, nil
 }
 
 // waitingLocker is the session lock of goose's Postgres locker (the same
@@ -164,7 +175,7 @@ func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
 
 // Current reports whether every migration is applied; /readyz uses it.
 func (m *Migrator) Current(ctx context.Context) (bool, error) {
-	has, err := m.provider.HasPending(ctx)
+	has, err := m.reader.HasPending(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -191,16 +202,15 @@ func (db *DB) Ready(ctx context.Context) error {
 	// wait for a running migration either.
 	sqlDB := stdlib.OpenDBFromPool(db.ready)
 	defer sqlDB.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
+	r, err := migrationReader(sqlDB)
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return err
 	}
-	pending, err := p.HasPending(ctx)
+	current, err := (&Migrator{reader: r}).Current(ctx)
 	if err != nil {
 		return interpretError(fmt.Errorf("migration status: %w", err))
 	}
-	ok := !pending
-	if !ok {
+	if !current {
 		return c360.Errorf(c360.EUNAVAILABLE, "migrations pending")
 	}
 	db.migrationsCurrentUntil.Store(time.Now().Add(30 * time.Second).UnixNano())
