@@ -2,6 +2,7 @@ package twilio
 
 import (
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,7 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 		return nil, c360.Errorf(c360.EINVALID, "From: %s", c360.ErrorMessage(err))
 	}
 	body := form.Get("Body")
+	urls, types := media(form)
 	ev := &c360.Event{
 		Type:       c360.EventMessage,
 		Source:     Source,
@@ -73,7 +75,7 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 			Channel:    channel,
 			Direction:  c360.DirectionInbound,
 			Body:       body,
-			MediaURLs:  mediaURLs(form),
+			MediaURLs:  urls,
 			ProviderID: sid,
 			Status:     "received",
 		},
@@ -88,7 +90,7 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 		ev.TraitsIfAbsent = map[string]any{"name": name}
 		ev.Properties["profileName"] = name
 	}
-	if types := mediaTypes(form, len(ev.Message.MediaURLs)); len(types) > 0 {
+	if len(types) > 0 {
 		ev.Properties["mediaContentTypes"] = types
 	}
 	// A tap on a WhatsApp quick-reply or button arrives with its title as
@@ -204,43 +206,47 @@ func splitAddress(addr string) (channel, phone string, err error) {
 	return channel, phone, nil
 }
 
-// mediaURLs returns the values of MediaUrl0..MediaUrl{NumMedia-1}, at most
-// ten. Every value of a repeated MediaUrlN is read, a repeat of one value
-// once: the signature covered them all (ValidSignature).
-func mediaURLs(form url.Values) []string {
-	var out []string
-	for _, u := range mediaValues(form, "MediaUrl") {
-		if u = strings.TrimSpace(u); u != "" && len(u) <= 2048 && len(out) < maxMedia {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
-// mediaTypes returns the values of MediaContentType0..{NumMedia-1}, as
-// mediaURLs reads the URLs, at most n.
-func mediaTypes(form url.Values, n int) []any {
-	var out []any
-	for _, t := range mediaValues(form, "MediaContentType") {
-		if t != "" && len(t) <= 128 && len(out) < min(n, maxMedia) {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// mediaValues returns every distinct value of prefix0..prefix{NumMedia-1}
-// (at most maxMedia indexes), in index order, each index's values sorted.
-func mediaValues(form url.Values, prefix string) []string {
+// media returns the URLs of MediaUrl0..MediaUrl{NumMedia-1}, at most ten,
+// and the content types of MediaContentType0..{NumMedia-1} beside them
+// (types is nil when none is given). Every value of a repeated MediaUrlN
+// is read, a repeat of one value once: the signature covered them all
+// (ValidSignature). Each URL is paired with its index's type, so that a
+// repeated URL under one type does not shift the types of later indexes:
+// the index's one type goes with each of its URLs, several go in order.
+func media(form url.Values) (urls []string, types []any) {
 	n, err := strconv.Atoi(strings.TrimSpace(form.Get("NumMedia")))
 	if err != nil || n <= 0 {
-		return nil
+		return nil, nil
 	}
-	var out []string
+	typed := false
 	for i := range min(n, maxMedia) {
-		out = append(out, sortedValues(form[prefix+strconv.Itoa(i)], true)...)
+		index := strconv.Itoa(i)
+		ts := slices.DeleteFunc(sortedValues(form["MediaContentType"+index], true), func(t string) bool { return t == "" || len(t) > 128 })
+		for j, u := range sortedValues(form["MediaUrl"+index], true) {
+			if u = strings.TrimSpace(u); u == "" || len(u) > 2048 || len(urls) == maxMedia {
+				continue
+			}
+			t := ""
+			switch {
+			case j < len(ts):
+				t = ts[j]
+			case len(ts) == 1:
+				t = ts[0]
+			}
+			urls, types = append(urls, u), append(types, t)
+			typed = typed || t != ""
+		}
 	}
-	return out
+	if !typed {
+		types = nil
+	}
+	return urls, types
+}
+
+// mediaURLs returns the URLs media reads.
+func mediaURLs(form url.Values) []string {
+	urls, _ := media(form)
+	return urls
 }
 
 // checkSID refuses a missing or implausible message SID: it becomes a

@@ -3,6 +3,7 @@ package twilio
 import (
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -210,5 +211,24 @@ func BenchmarkTwilioParse(b *testing.B) {
 		if _, err := ParseInbound(f, now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestMediaTypesStayWithTheirURLs: a repeated MediaUrl0 (each value is
+// signed, and read) under one MediaContentType0 gives that type to each of
+// its URLs, so MediaUrl1's type stays MediaUrl1's. Read apart, the types
+// of later indexes moved onto the wrong URLs.
+func TestMediaTypesStayWithTheirURLs(t *testing.T) {
+	f := form("NumMedia", "2", "MediaUrl0", "https://a.example/0b", "MediaUrl0", "https://a.example/0a",
+		"MediaContentType0", "image/jpeg", "MediaUrl1", "https://a.example/1", "MediaContentType1", "application/pdf")
+	urls, types := media(f)
+	wantURLs := []string{"https://a.example/0a", "https://a.example/0b", "https://a.example/1"}
+	wantTypes := []any{"image/jpeg", "image/jpeg", "application/pdf"}
+	if !slices.Equal(urls, wantURLs) || !slices.Equal(types, wantTypes) {
+		t.Errorf("media = %q, %q; want %q, %q", urls, types, wantURLs, wantTypes)
+	}
+	// No type at all: no list of types.
+	if _, types := media(form("NumMedia", "1", "MediaUrl0", "https://a.example/x")); types != nil {
+		t.Errorf("types without any MediaContentType = %q, want none", types)
 	}
 }

@@ -201,14 +201,21 @@ func ValidSignature(authToken, fullURL string, form url.Values, signature string
 	// twilio-go's ValidateBody checks) would let values be added to a
 	// signed request. Sorted, without and with repeats of one value: the
 	// SDKs drop repeats, Twilio's documentation does not say.
+	// When no value repeats, the two strings are one: it is signed once.
 	for _, distinct := range []bool{true, false} {
+		repeats := false
 		for k, vs := range form {
 			if len(vs) > 1 {
-				params[k] = strings.Join(sortedValues(vs, distinct), k)
+				joined := sortedValues(vs, distinct)
+				params[k] = strings.Join(joined, k)
+				repeats = repeats || len(joined) < len(vs)
 			}
 		}
 		if v.Validate(fullURL, params, signature) {
 			return true
+		}
+		if distinct && !repeats {
+			return false
 		}
 	}
 	return false
