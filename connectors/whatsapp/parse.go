@@ -310,16 +310,8 @@ func unreadableEvent(typ string, raw json.RawMessage, contacts []contact, err er
 		Unreadable: reason,
 	}
 	if typ == c360.EventMessage {
-		from, userID := read("from"), read("from_user_id")
-		if c := findContact(contacts, from, userID); c != nil {
-			if userID == "" {
-				userID = c.UserID.String()
-			}
-			if from == "" && read("from_user_id") == "" {
-				// The notification's only contact: her number too,
-				// which an erasure by number finds.
-				from = c.WaID.String()
-			}
+		from, userID, c := sender(read("from"), read("from_user_id"), contacts)
+		if c != nil {
 			props["contact"] = contactProperty(c)
 		}
 		ev.Identities = senderIdentities(from, userID)
@@ -348,11 +340,7 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 	if id == "" {
 		return nil
 	}
-	from, userID := m.From.String(), m.FromUserID.String()
-	c := findContact(contacts, from, userID)
-	if userID == "" && c != nil {
-		userID = c.UserID.String()
-	}
+	from, userID, c := sender(m.From.String(), m.FromUserID.String(), contacts)
 	at := timestamp(m.Timestamp.String(), now)
 	if m.Type == "system" && m.System != nil && (m.System.Type == "user_changed_number" || m.System.Type == "user_changed_user_id") {
 		return numberChangeEvent(m, id, from, userID, at, now)
@@ -574,6 +562,25 @@ func contactProperty(c *contact) map[string]any {
 // given is from: the one with that BSUID, else that wa_id; for a message
 // that names neither, the notification's only contact, since Meta sends
 // each sender's profile beside their messages. Nil when none matches.
+// sender is who an inbound item is from, as readable and unreadable items
+// alike read it: its number (from) and BSUID (from_user_id), the BSUID
+// taken from its contact when the item names none, and, when the item
+// names neither, the number of the notification's one contact too. c is
+// that contact (nil: none).
+func sender(from, userID string, contacts []contact) (string, string, *contact) {
+	c := findContact(contacts, from, userID)
+	if c == nil {
+		return from, userID, nil
+	}
+	if from == "" && userID == "" {
+		from = c.WaID.String()
+	}
+	if userID == "" {
+		userID = c.UserID.String()
+	}
+	return from, userID, c
+}
+
 func findContact(contacts []contact, waID, userID string) *contact {
 	for i := range contacts {
 		c := &contacts[i]

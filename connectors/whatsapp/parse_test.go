@@ -176,6 +176,12 @@ func TestParsePayloadBusinessScopedUserIDs(t *testing.T) {
 			`[{"profile":{"name":"Other"},"wa_id":"16505550000","user_id":"US.1"},{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"` + bsuid + `"}]`,
 			`{"from":"16505551234","id":"wamid.X","type":"text","text":{"body":"hi"}}`,
 			[]c360.Identity{{Type: "phone", Value: "+16505551234"}, {Type: UserIDType, Value: bsuid}}, "Sheena"},
+		// Naming no sender, the only contact's number and BSUID, as an
+		// unreadable copy of the item is kept with (unreadableEvent).
+		{"the only contact's number and BSUID",
+			`[{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"` + bsuid + `"}]`,
+			`{"id":"wamid.X","timestamp":"1700000000","type":"text","text":{"body":"hi"}}`,
+			[]c360.Identity{{Type: "phone", Value: "+16505551234"}, {Type: UserIDType, Value: bsuid}}, "Sheena"},
 		{"no sender", `[]`, `{"id":"wamid.X","type":"text","text":{"body":"hi"}}`, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
