@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -152,4 +153,74 @@ func writeResponse(w io.Writer, resp *graphql.Response) {
 	}
 	b = append(append(append(b, `"data":`...), data...), tail...)
 	w.Write(b)
+}
+
+// getTransport is GraphQL over HTTP GET: gqlgen's transport.GET, with
+// the statuses and content negotiation of postTransport, and an operation
+// that is not a query refused as GraphQL over HTTP says, 405 with Allow:
+// POST and a code (transport.GET answers 406 without one). The refusal
+// comes after CreateOperationContext, so a persisted operation sent by its
+// hash alone is known by the same lookup (the caller's workspace's
+// persisted queries) and parsed once, through the same cache, as any other.
+// checkTransport has refused a query string that does not parse and
+// variables or extensions that are not JSON objects.
+type getTransport struct{}
+
+var _ graphql.Transport = getTransport{}
+
+// Supports claims what transport.GET claims.
+func (getTransport) Supports(r *http.Request) bool { return transport.GET{}.Supports(r) }
+
+// Do runs the operation of a GET.
+func (getTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+	ctx := r.Context()
+	contentType := responseContentType(r.Header.Get("Accept"))
+	w.Header().Set("Content-Type", contentType)
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeGraphQLError(w, http.StatusBadRequest, c360.Errorf(c360.EINVALID, "the URL's query string is not valid"))
+		return
+	}
+	params := &graphql.RawParams{Query: query.Get("query"), OperationName: query.Get("operationName"), Headers: r.Header}
+	params.ReadTime.Start = graphql.Now()
+	for _, p := range []struct {
+		key string
+		dst *map[string]any
+	}{{"variables", &params.Variables}, {"extensions", &params.Extensions}} {
+		if v := query.Get(p.key); v != "" {
+			if err := json.Unmarshal([]byte(v), p.dst); err != nil {
+				writeGraphQLError(w, http.StatusBadRequest, c360.Errorf(c360.EINVALID, "%s must be a JSON object", p.key))
+				return
+			}
+		}
+	}
+	params.ReadTime.End = graphql.Now()
+	rc, opErr := exec.CreateOperationContext(ctx, params)
+	if rc != nil && rc.Doc != nil {
+		if err := notOverGET(rc.Doc, params.OperationName); err != nil {
+			writeGraphQLError(w, StatusOf(err), err)
+			return
+		}
+	}
+	if opErr != nil {
+		w.WriteHeader(operationErrorStatus(contentType, opErr))
+		writeResponse(w, exec.DispatchError(graphql.WithOperationContext(ctx, rc), opErr))
+		return
+	}
+	responses, ctx := exec.DispatchOperation(ctx, rc)
+	writeResponse(w, responses(ctx))
+}
+
+// notOverGET refuses the document if the operation a GET would run of it
+// is not a query: the operation named, or, with none named, any of them
+// (a document of several needs a name, and one that is not a query would
+// not run over GET with one either). GraphQL over HTTP answers it 405, and
+// POST serves it.
+func notOverGET(doc *ast.QueryDocument, operationName string) error {
+	for _, op := range doc.Operations {
+		if op.Operation != ast.Query && (operationName == "" || op.Name == operationName) {
+			return errMethod{c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation), http.MethodPost}
+		}
+	}
+	return nil
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
-	"github.com/vektah/gqlparser/v2/parser"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph"
@@ -231,7 +230,7 @@ func (s *Server) graphQLHandler() (http.Handler, *executor.Executor) {
 		Directives: s.resolver.Directives(), Complexity: complexity()})
 	h := handler.New(es)
 	h.AddTransport(transport.Options{})
-	h.AddTransport(transport.GET{})
+	h.AddTransport(getTransport{})
 	// SSE before POST: it claims POSTs that accept text/event-stream.
 	h.AddTransport(transport.SSE{})
 	h.AddTransport(postTransport{})
@@ -426,10 +425,6 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		ctx := c360.NewContextWithPrincipal(r.Context(), p)
-		if err := s.checkPersistedGET(ctx, r); err != nil {
-			writeGraphQLError(w, StatusOf(err), err)
-			return
-		}
 		// Decoded only for a caller who may run it, and once: postTransport
 		// runs what it decoded.
 		if body, ok := postBody(r); ok {
@@ -495,8 +490,10 @@ func (e errMethod) Error() string { return e.err.Error() }
 func (e errMethod) Unwrap() error { return e.err }
 
 // checkTransport refuses, with a coded GraphQL error, the requests gqlgen's
-// transports would answer without extensions.code: other methods, bodies
-// that are not JSON, and mutations over GET.
+// transports would answer without extensions.code, before the key is
+// checked: other methods, bodies that are not JSON, query strings that do
+// not parse. A mutation over GET is getTransport's to refuse, once its
+// operation is known.
 func checkTransport(r *http.Request) error {
 	switch r.Method {
 	case http.MethodPost:
@@ -516,60 +513,10 @@ func checkTransport(r *http.Request) error {
 				return c360.Errorf(c360.EINVALID, "%s must be a JSON object", key)
 			}
 		}
-		return checkRunsOverGET(params.Get("query"), params.Get("operationName"))
 	default:
 		return errMethod{c360.Errorf(c360.EINVALID, "/graphql takes GET and POST, not %s", r.Method), graphQLMethods}
 	}
 	return nil
-}
-
-// checkRunsOverGET refuses the document query if the operation a GET would
-// run of it is not a query: GraphQL over HTTP answers a mutation (or a
-// subscription) over GET with 405, and POST serves it. A document that
-// does not parse is left to gqlgen, which says where it breaks.
-func checkRunsOverGET(query, operationName string) error {
-	if strings.TrimSpace(query) == "" {
-		return nil
-	}
-	doc, err := parser.ParseQuery(&ast.Source{Input: query})
-	if err != nil {
-		return nil
-	}
-	for _, op := range doc.Operations {
-		if op.Operation != ast.Query && (operationName == "" || op.Name == operationName) {
-			return errMethod{c360.Errorf(c360.EINVALID, "GET /graphql runs queries only; send %s operations with POST", op.Operation), http.MethodPost}
-		}
-	}
-	return nil
-}
-
-// checkPersistedGET refuses, as checkTransport refuses a mutation written
-// out, a GET that names a persisted mutation by its hash alone: gqlgen's
-// GET transport would answer it 406 without a code. The text is looked up
-// in the caller's workspace's persisted queries (workspaceQueries), so this
-// runs once the key is known; a hash it does not hold is left to gqlgen,
-// which answers PersistedQueryNotFound.
-func (s *Server) checkPersistedGET(ctx context.Context, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return nil
-	}
-	params, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil || params.Get("query") != "" {
-		return nil // checkTransport refused the first, and checked the second
-	}
-	var ext struct {
-		PersistedQuery struct {
-			Sha256Hash string `json:"sha256Hash"`
-		} `json:"persistedQuery"`
-	}
-	if json.Unmarshal([]byte(params.Get("extensions")), &ext) != nil || ext.PersistedQuery.Sha256Hash == "" {
-		return nil
-	}
-	query, ok := s.persisted.Get(ctx, ext.PersistedQuery.Sha256Hash)
-	if !ok {
-		return nil
-	}
-	return checkRunsOverGET(query, params.Get("operationName"))
 }
 
 // objectOrNull reports whether s, trimmed, is a JSON object or null.

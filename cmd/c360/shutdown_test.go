@@ -225,6 +225,7 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 		{"C360_METRICS_ADDR", "9090"},
 		{"C360_PPROF_ADDR", "127.0.0.1:99999"},
 		{"C360_PPROF_ADDR", "localhost:"},
+		{"C360_ADDR", ":nope"},
 	} {
 		if err := serve(empty, tc.name, tc.value); err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), tc.name) {
 			t.Errorf("%s=%s: serve returned %v (exit %d), want a usage error naming it", tc.name, tc.value, err, exitCode(err))
