@@ -94,10 +94,20 @@ func New(cfg Config) *Handler {
 // Register declares the API's routes on m: Segment's paths, /v1/import (an
 // alias of batch, as in Segment), the one-letter paths of Segment's browser
 // library, RudderStack's beacon path (Beacon), and CORS preflights, since
-// browsers send from any origin. A
+// browsers send from any origin. Each path is also served with a trailing
+// slash, as analytics-java posts to /v1/import/ (its default path); a
+// longer path is not ({$}). A
 // request refused by m's limit of requests without a valid write key gets
 // Segment's answer, as every other refusal: SDKs parse it.
 func (h *Handler) Register(m Mounter) {
+	post := func(path string, hd http.Handler) {
+		m.HandleVerifying("POST "+path, hd, h.refuse)
+		m.HandleVerifying("POST "+path+"/{$}", hd, h.refuse)
+	}
+	options := func(path string) {
+		m.Handle("OPTIONS "+path, http.HandlerFunc(preflight))
+		m.Handle("OPTIONS "+path+"/{$}", http.HandlerFunc(preflight))
+	}
 	for _, p := range []struct{ long, short, typ string }{
 		{"identify", "i", c360.EventIdentify},
 		{"track", "t", c360.EventTrack},
@@ -106,15 +116,15 @@ func (h *Handler) Register(m Mounter) {
 		{"group", "g", c360.EventGroup},
 		{"alias", "a", c360.EventAlias},
 	} {
-		m.HandleVerifying("POST /v1/"+p.long, h.Call(p.typ), h.refuse)
-		m.HandleVerifying("POST /v1/"+p.short, h.Call(p.typ), h.refuse)
+		post("/v1/"+p.long, h.Call(p.typ))
+		post("/v1/"+p.short, h.Call(p.typ))
 	}
-	m.HandleVerifying("POST /v1/batch", h.Batch(), h.refuse)
-	m.HandleVerifying("POST /v1/import", h.Batch(), h.refuse)
-	m.HandleVerifying("POST /v1/b", h.Batch(), h.refuse)
-	m.HandleVerifying("POST /beacon/v1/batch", h.Beacon(), h.refuse)
-	m.Handle("OPTIONS /v1/{call}", http.HandlerFunc(preflight))
-	m.Handle("OPTIONS /beacon/v1/batch", http.HandlerFunc(preflight))
+	post("/v1/batch", h.Batch())
+	post("/v1/import", h.Batch())
+	post("/v1/b", h.Batch())
+	post("/beacon/v1/batch", h.Beacon())
+	options("/v1/{call}")
+	options("/beacon/v1/batch")
 	m.Registry().MustRegister(h.unreadTimes)
 }
 

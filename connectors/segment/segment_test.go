@@ -672,6 +672,60 @@ func TestGzipAndBrowserPaths(t *testing.T) {
 	}
 }
 
+// analytics-java posts its batches to <endpoint>/v1/import/ (its
+// DEFAULT_PATH, with a trailing slash): every tracking path is served with
+// one too, preflights included, and nothing deeper is.
+func TestTrailingSlashPaths(t *testing.T) {
+	e := newEnv(t)
+	// As analytics-java 3.x sends it: Basic auth, its own batch fields.
+	body := `{"batch":[{"type":"track","userId":"java-1","event":"Order Completed","messageId":"java-m-1",` +
+		`"timestamp":"2025-03-01T11:59:00.000Z","context":{"library":{"name":"analytics-java","version":"3.5.1"}}}],` +
+		`"sentAt":"2025-03-01T12:00:00.000Z","sequence":1}`
+	if r := e.post(t, "/v1/import/", basic(e.writeKey), []byte(body), "User-Agent", "analytics-java/3.5.1",
+		"Content-Type", "application/json; charset=utf-8"); r.Status != 200 || !r.Success {
+		t.Fatalf("POST /v1/import/: %+v, want 200 success", r)
+	}
+	e.event(t, e.customer(t, "user_id", "java-1").ID, "track")
+	for _, path := range []string{"/v1/batch/", "/v1/b/", "/v1/track/", "/v1/t/"} {
+		var r response
+		if strings.Contains(path, "b") {
+			r = e.post(t, path, basic(e.writeKey), map[string]any{"batch": []any{
+				map[string]any{"type": "track", "userId": "java-2", "event": path}}})
+		} else {
+			r = e.post(t, path, basic(e.writeKey), map[string]any{"userId": "java-2", "event": path})
+		}
+		if r.Status != 200 || !r.Success {
+			t.Errorf("POST %s: %+v, want 200 success", path, r)
+		}
+	}
+	if n := len(e.events(t, e.customer(t, "user_id", "java-2").ID)); n != 4 {
+		t.Errorf("stored %d events of the slash paths, want 4", n)
+	}
+	for _, path := range []string{"/v1/import/", "/v1/t/", "/beacon/v1/batch/"} {
+		req, _ := http.NewRequest(http.MethodOptions, e.srv.URL+path, nil)
+		req.Header.Set("Origin", "https://shop.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNoContent || res.Header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("OPTIONS %s: %d, want 204 with CORS", path, res.StatusCode)
+		}
+	}
+	for _, path := range []string{"/v1/import/x", "/v1/track/x", "/v1/t/x/"} {
+		res, err := http.Post(e.srv.URL+path, "application/json", strings.NewReader(`{"batch":[]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("POST %s: %d, want 404", path, res.StatusCode)
+		}
+	}
+}
+
 // RudderStack's JavaScript SDK with useBeacon posts batches as text/plain
 // to /beacon/v1/batch, the write key in the query string (a beacon cannot
 // set headers). They are batches like any other; the key, now in the URL,
