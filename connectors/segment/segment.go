@@ -587,12 +587,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// allowedHeaders are the request headers a browser may send to the
+// tracking paths: a fixed list, not an echo of what a preflight asks for.
+// RudderStack's JavaScript SDK (its default XHR transport) sends
+// Authorization, Content-Type application/json, Accept and AnonymousId
+// (the call's anonymousId in base64, which c360 ignores); Segment's
+// analytics.js sends Content-Type text/plain, which needs no preflight;
+// a client may gzip (Content-Encoding).
+const allowedHeaders = "Authorization, Content-Type, Content-Encoding, Accept, AnonymousId"
+
 // preflight answers browsers' CORS preflight for the tracking paths.
 func preflight(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "POST")
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+	h.Set("Access-Control-Allow-Headers", allowedHeaders)
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -672,6 +672,47 @@ func TestGzipAndBrowserPaths(t *testing.T) {
 	}
 }
 
+// RudderStack's JavaScript SDK (analytics-js, its default XHR transport)
+// sends Authorization, Content-Type application/json, Accept and an
+// AnonymousId header: a browser sends the call only if the preflight
+// allows every one of them.
+func TestPreflightAllowsRudderStackHeaders(t *testing.T) {
+	e := newEnv(t)
+	for _, path := range []string{"/v1/track", "/v1/page", "/v1/batch", "/beacon/v1/batch"} {
+		req, _ := http.NewRequest(http.MethodOptions, e.srv.URL+path, nil)
+		req.Header.Set("Origin", "https://shop.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		// As a browser sends it: lowercase, sorted, comma-separated.
+		req.Header.Set("Access-Control-Request-Headers", "accept,anonymousid,authorization,content-type")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		allowed := map[string]bool{}
+		for _, h := range strings.Split(res.Header.Get("Access-Control-Allow-Headers"), ",") {
+			allowed[strings.ToLower(strings.TrimSpace(h))] = true
+		}
+		for _, h := range []string{"accept", "anonymousid", "authorization", "content-type", "content-encoding"} {
+			if !allowed[h] {
+				t.Errorf("OPTIONS %s: Access-Control-Allow-Headers %q does not allow %s", path, res.Header.Get("Access-Control-Allow-Headers"), h)
+			}
+		}
+		if res.StatusCode != http.StatusNoContent || res.Header.Get("Access-Control-Allow-Origin") != "*" ||
+			!strings.Contains(res.Header.Get("Access-Control-Allow-Methods"), "POST") {
+			t.Errorf("OPTIONS %s: %d %v, want 204 allowing POST from any origin", path, res.StatusCode, res.Header)
+		}
+	}
+	// The call itself, with those headers: AnonymousId is ignored.
+	r := e.post(t, "/v1/track", basic(e.clientKey(t)), map[string]any{"anonymousId": "rs-anon", "event": "Viewed", "messageId": "rs-1"},
+		"Origin", "https://shop.example", "Accept", "application/json", "Content-Type", "application/json;charset=UTF-8",
+		"AnonymousId", base64.StdEncoding.EncodeToString([]byte("rs-anon")))
+	if r.Status != 200 || !r.Success {
+		t.Fatalf("RudderStack call: %+v, want 200 success", r)
+	}
+	e.event(t, e.customer(t, "anonymous_id", "rs-anon").ID, "track")
+}
+
 // analytics-java posts its batches to <endpoint>/v1/import/ (its
 // DEFAULT_PATH, with a trailing slash): every tracking path is served with
 // one too, preflights included, and nothing deeper is.
