@@ -131,6 +131,25 @@ func OccurredAt(claimed, receivedAt time.Time) time.Time {
 	return claimed
 }
 
+// ClientKeyDedupePrefix starts the dedupe key of every event a source
+// received with a client key (FromClientKey), before the id its sender
+// sent (a Segment call's messageId). A client key is public, so its calls
+// keep a dedupe space of their own: a call made up with it cannot claim
+// the messageId of a call a server sends with the write key, which would
+// then be answered as stored and never be, nor the other way round. A
+// source refuses a key that starts with it from any other caller.
+const ClientKeyDedupePrefix = "c360-client:"
+
+// SentKey returns the event's dedupe key as its sender sent it: without
+// ClientKeyDedupePrefix for an event sent with a client key. The limits
+// on a key (256 bytes) are on what the sender sent.
+func (e *Event) SentKey() string {
+	if e.FromClientKey {
+		return strings.TrimPrefix(e.DedupeKey, ClientKeyDedupePrefix)
+	}
+	return e.DedupeKey
+}
+
 // TraitsAt is the time the event's traits were observed, which trait
 // precedence compares (the newest observation wins): OccurredAt, or
 // ReceivedAt for an event sent with a client key, whose sender may claim

@@ -63,7 +63,7 @@ func (db *DB) keepInvalid(ctx context.Context, ws int64, events []*c360.Event, e
 	}
 	prepared := make([]*preparedEvent, len(events))
 	for i, ev := range events {
-		if ev.Source == "" || ev.DedupeKey == "" || len(ev.DedupeKey) > 256 || storableKey(ev) != nil {
+		if ev.Source == "" || ev.DedupeKey == "" || len(ev.SentKey()) > 256 || storableKey(ev) != nil {
 			return err
 		}
 		prepared[i] = &preparedEvent{ev: ev}

@@ -141,7 +141,7 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if ev.Source == "" || ev.DedupeKey == "" {
 		return p, c360.Errorf(c360.EINVALID, "event has no source or dedupe key")
 	}
-	if len(ev.DedupeKey) > 256 {
+	if len(ev.SentKey()) > 256 {
 		return p, c360.Errorf(c360.EINVALID, "messageId is longer than 256 bytes")
 	}
 	if err := storableKey(ev); err != nil {

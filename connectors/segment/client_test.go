@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,5 +191,79 @@ func TestClientKeyAuthenticates(t *testing.T) {
 	if r := e.post(t, "/v1/track", basic(agent), call); r.Status != http.StatusForbidden || r.Code != c360.EFORBIDDEN ||
 		r.Message != "keys with role agent cannot send tracking calls: use a write or client key" {
 		t.Errorf("agent key: %+v, want 403 naming the write and client keys", r)
+	}
+}
+
+// A client key is public: whoever reads the page could send a call with
+// the messageId a server is about to use with the write key (an order id,
+// say). That call was stored, and the server's was then answered 200 as a
+// retry and never stored. Client-key calls now keep a dedupe space of
+// their own: neither kind of call can take the other's messageId, a retry
+// is still stored once within each, and the answers name the messageId as
+// sent.
+func TestClientKeyCannotClaimAWriteKeyMessageID(t *testing.T) {
+	e := newEnv(t)
+	client := e.clientKey(t)
+	track := func(key, id, event string) response {
+		t.Helper()
+		return e.post(t, "/v1/track", basic(key), map[string]any{"userId": "buyer-1", "event": event, "messageId": id})
+	}
+	tracks := func() []string {
+		t.Helper()
+		var names []string
+		for _, ev := range e.events(t, e.customer(t, "user_id", "buyer-1").ID) {
+			names = append(names, ev.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+	for _, c := range []struct{ key, id, event string }{
+		{client, "order-1001", "Made Up"},             // the stranger first
+		{e.writeKey, "order-1001", "Order Completed"}, // then the server
+		{e.writeKey, "order-1002", "Order Completed 2"},
+		{client, "order-1002", "Made Up 2"},
+		{client, "order-1001", "Made Up"}, // retries
+		{e.writeKey, "order-1001", "Order Completed"},
+	} {
+		if r := track(c.key, c.id, c.event); r.Status != http.StatusOK || !r.Success {
+			t.Fatalf("track %s: %+v, want 200", c.id, r)
+		}
+	}
+	if got, want := tracks(), []string{"Made Up", "Made Up 2", "Order Completed", "Order Completed 2"}; !slices.Equal(got, want) {
+		t.Errorf("stored tracks %v, want %v", got, want)
+	}
+
+	// The prefix that marks client calls is no messageId of another key.
+	r := track(e.writeKey, c360.ClientKeyDedupePrefix+"order-1003", "Claimed")
+	if r.Status != http.StatusBadRequest || !strings.Contains(r.Message, "kept for the calls of client keys") {
+		t.Errorf("write-key call with the client prefix: %+v, want 400", r)
+	}
+	r = e.post(t, "/v1/batch", basic(e.adminKey), map[string]any{"batch": []any{
+		map[string]any{"type": "track", "userId": "buyer-1", "event": "Admin", "messageId": "order-1004"},
+		map[string]any{"type": "track", "userId": "buyer-1", "event": "Claimed", "messageId": c360.ClientKeyDedupePrefix + "x"}}})
+	if r.Status != http.StatusOK || len(r.Rejected) != 1 || r.Rejected[0].Index != 1 || r.Rejected[0].MessageID != c360.ClientKeyDedupePrefix+"x" {
+		t.Errorf("admin batch with the client prefix: %+v, want its call 1 refused", r)
+	}
+
+	// A client's messageId is limited to 256 bytes as sent, and answers
+	// and dead letters keep it readable.
+	long := strings.Repeat("m", 256)
+	if r := track(client, long, "Long"); r.Status != http.StatusOK {
+		t.Errorf("client call with a 256-byte messageId: %+v, want 200", r)
+	}
+	r = e.post(t, "/v1/batch", basic(client), map[string]any{"batch": []any{
+		map[string]any{"type": "track", "userId": "buyer-1", "event": "Too Long", "messageId": long + "m"},
+		map[string]any{"type": "track", "userId": "buyer-1", "event": "Poison", "messageId": "poison-1", "properties": map[string]any{"x": "a\u0000b"}},
+		map[string]any{"type": "track", "userId": "buyer-1", "event": "Fine", "messageId": "fine-1"}}})
+	if r.Status != http.StatusOK || len(r.Rejected) != 2 || r.Rejected[0].MessageID != long+"m" ||
+		r.Rejected[0].Error != "messageId is longer than 256 bytes" || r.Rejected[1].MessageID != "poison-1" {
+		t.Errorf("client batch: %+v, want calls 0 and 1 refused by their messageIds as sent", r)
+	}
+	p, err := e.db.DeadLetters(context.Background(), e.ws, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Items) != 1 || p.Items[0].DedupeKey != c360.ClientKeyDedupePrefix+"poison-1" || p.Items[0].Source != "segment" {
+		t.Errorf("dead letters %+v, want the poison call under %spoison-1", p.Items, c360.ClientKeyDedupePrefix)
 	}
 }
