@@ -234,12 +234,26 @@ func invalidJSON(err error) error {
 
 // Events converts the batch's items into canonical events received at
 // receivedAt. Each result has either an event or the reason it is refused.
+//
+// A messageId names one call of a batch: a call whose messageId an earlier
+// item has, whatever became of that one, is refused ("messageId repeats
+// call N"). Stored together, the two would have raced, the ingest worker
+// committing first keeping its call and the other answered as stored.
 func (b *Batch) Events(receivedAt time.Time) []Result {
 	out := make([]Result, len(b.Items))
+	first := make(map[ID]int, len(b.Items)) // the index of each messageId's first item
 	for i := range b.Items {
 		it := &b.Items[i]
 		r := &out[i]
 		r.Index, r.MessageID = i, string(it.Message.MessageID)
+		if id := it.Message.MessageID; id != "" {
+			if j, ok := first[id]; ok && it.Err == nil {
+				r.Err = c360.Errorf(c360.EINVALID, "messageId repeats call %d", j)
+				continue
+			} else if !ok {
+				first[id] = i
+			}
+		}
 		if it.Err != nil {
 			r.Err = it.Err
 			continue

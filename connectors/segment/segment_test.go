@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -394,6 +395,49 @@ func TestBatchRefusesOnlyTheBadCalls(t *testing.T) {
 		map[string]any{"type": "track", "event": "No Ids"}, map[string]any{"type": "track", "userId": "x"}}})
 	if r.Status != http.StatusBadRequest || len(r.Rejected) != 2 {
 		t.Errorf("all-bad batch: %+v, want 400 with 2 rejections", r)
+	}
+}
+
+// Two calls of one batch with the same messageId used to go to ingest
+// together: whichever ingest worker committed first was stored, and the
+// other was answered as stored. The first call of the batch now wins, and
+// the later one is refused by name, even when its id was sent as a number.
+func TestBatchRefusesARepeatedMessageID(t *testing.T) {
+	e := newEnv(t)
+	for round := range 2 { // the second is the SDK's retry: nothing changes
+		body := []byte(`{"batch":[
+			{"type":"track","userId":"rep-1","event":"First","messageId":"rep-m1"},
+			{"type":"track","userId":"rep-2","event":"Other","messageId":"rep-m2"},
+			{"type":"track","userId":"rep-3","event":"Second","messageId":"rep-m1"},
+			{"type":"track","userId":"rep-1","event":"Number","messageId":7},
+			{"type":"track","userId":"rep-3","event":"Number Again","messageId":"7"},
+			{"type":"track","event":"No Ids","messageId":"rep-m3"},
+			{"type":"track","userId":"rep-3","event":"After A Refused One","messageId":"rep-m3"}]}`)
+		r := e.post(t, "/v1/batch", basic(e.writeKey), body)
+		if r.Status != http.StatusOK || len(r.Rejected) != 4 {
+			t.Fatalf("round %d: %+v, want 200 with calls 2, 4, 5 and 6 refused", round, r)
+		}
+		for i, want := range []struct {
+			index     int
+			messageID string
+			err       string
+		}{{2, "rep-m1", "messageId repeats call 0"}, {4, "7", "messageId repeats call 3"},
+			{5, "rep-m3", "no userId or anonymousId: every call needs at least one"}, {6, "rep-m3", "messageId repeats call 5"}} {
+			if got := r.Rejected[i]; got.Index != want.index || got.MessageID != want.messageID || got.Error != want.err {
+				t.Errorf("round %d: rejected[%d] = %+v, want %+v", round, i, got, want)
+			}
+		}
+		if n := e.countEvents(t); n != 3 {
+			t.Errorf("round %d: %d events stored, want 3", round, n)
+		}
+		var names []string
+		for _, ev := range e.events(t, e.customer(t, "user_id", "rep-1").ID) {
+			names = append(names, ev.Name)
+		}
+		if slices.Sort(names); !slices.Equal(names, []string{"First", "Number"}) {
+			t.Errorf("round %d: rep-1's events %v, want the first calls of rep-m1 and 7", round, names)
+		}
+		e.noCustomer(t, "user_id", "rep-3", "the repeated calls' user")
 	}
 }
 
