@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/c360dev/c360"
@@ -247,7 +248,14 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 			return nil, c360.Errorf(c360.EINVALID, "alias call has no userId")
 		}
 		t := aliasUnresolved
-		if m.PreviousID == m.AnonymousID {
+		switch {
+		case strings.TrimSpace(string(m.PreviousID)) == strings.TrimSpace(string(m.UserID)):
+			// The user's own id (as ingest normalizes user ids): the alias
+			// names that user id only and adds nothing, as an identify
+			// repeating a profile's traits changes nothing. Taken as an
+			// unknown user id, it would add an anonymous_id equal to it.
+			t = "user_id"
+		case m.PreviousID == m.AnonymousID:
 			t = "anonymous_id"
 		}
 		ev.PreviousID = &c360.Identity{Type: t, Value: string(m.PreviousID)}

@@ -665,6 +665,27 @@ func TestAlias(t *testing.T) {
 	}
 }
 
+// An alias whose previousId is its own userId names that user and adds
+// nothing: it used to add an anonymous_id equal to the user id, the
+// user id being unknown as such before the alias was stored. It is stored
+// as an alias event, as Segment accepts it; spaces around either id do
+// not count, as ingest trims user ids.
+func TestAliasToItselfAddsNothing(t *testing.T) {
+	e := newEnv(t)
+	e.mustPost(t, "/v1/alias", map[string]any{"userId": "self-1", "previousId": "self-1", "messageId": "self-a1"})
+	c := e.customer(t, "user_id", "self-1")
+	if got, want := e.identitiesOf(t, c.ID), []string{"user_id self-1"}; !slices.Equal(got, want) {
+		t.Errorf("identities after alias(self-1, self-1) = %v, want %v", got, want)
+	}
+	e.event(t, c.ID, "alias")
+	e.mustPost(t, "/v1/batch", map[string]any{"batch": []any{
+		map[string]any{"type": "alias", "userId": "self-2", "previousId": " self-2 ", "anonymousId": "self-anon", "messageId": "self-a2"}}})
+	c = e.customer(t, "user_id", "self-2")
+	if got, want := e.identitiesOf(t, c.ID), []string{"anonymous_id self-anon", "user_id self-2"}; !slices.Equal(got, want) {
+		t.Errorf("identities after alias(self-2, \" self-2 \") = %v, want %v", got, want)
+	}
+}
+
 func TestGzipAndBrowserPaths(t *testing.T) {
 	e := newEnv(t)
 	var buf bytes.Buffer
