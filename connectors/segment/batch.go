@@ -164,7 +164,9 @@ func (b *Batch) decodeItems(dec *json.Decoder, body []byte) error {
 		return invalidJSON(err)
 	}
 	if tok == nil {
-		return nil // "batch": null is an empty batch
+		// Refused as a batch missing: a client that sends it has lost its
+		// calls, and a 200 would tell it they were stored.
+		return c360.Errorf(c360.EINVALID, "batch: want an array, got null")
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '[' {
 		return c360.Errorf(c360.EINVALID, "batch: want an array")

@@ -207,8 +207,8 @@ func TestParseBatch(t *testing.T) {
 			t.Errorf("ParseBatch(%q) = %v, want EINVALID", bad, err)
 		}
 	}
-	if b, err := ParseBatch([]byte(`{"batch":null}`)); err != nil || len(b.Items) != 0 {
-		t.Errorf("null batch: %v, %v; want empty", b, err)
+	if b, err := ParseBatch([]byte(`{"batch":null}`)); c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != "batch: want an array, got null" {
+		t.Errorf("null batch: %v, %v; want refused", b, err)
 	}
 	// The batch's own context is read as a call's: an object, numbers
 	// exact; anything else refuses the batch, saying why.

@@ -328,6 +328,8 @@ func TestRefusals(t *testing.T) {
 		{"batch over 500 KB", "/v1/batch", map[string]any{"batch": hugeBatch}, "larger than 500 KB"},
 		{"batch not an array", "/v1/batch", map[string]any{"batch": map[string]any{}}, "batch: want an array"},
 		{"no batch", "/v1/batch", map[string]any{"context": map[string]any{}}, `no "batch" array`},
+		{"null batch", "/v1/batch", []byte(`{"batch":null}`), "batch: want an array, got null"},
+		{"null batch on the import path", "/v1/import", []byte(`{"batch":null,"writeKey":"` + e.writeKey + `"}`), "batch: want an array, got null"},
 		{"unknown encoding", "/v1/track", map[string]any{"userId": "u1", "event": "E"}, "Content-Encoding"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
