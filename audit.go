@@ -22,7 +22,8 @@ const (
 	AuditIdentityRulesUpdate = "identity_rules.update"
 	AuditDeadLetterReplay    = "deadletter.replay"
 	// AuditWebhookSecretRotate is a new chatbot webhook secret (c360
-	// workspace update --rotate-webhook-secret); the secret is not recorded.
+	// workspace update --rotate-webhook-secret); the detail holds the grace
+	// (graceSeconds, and previousValidUntil when it is not 0), never a secret.
 	AuditWebhookSecretRotate = "webhook_secret.rotate"
 	// AuditProviderSecretUpdate is a new provider secret (c360 workspace
 	// update --twilio-auth-token or --whatsapp-app-secret); the detail

@@ -15,6 +15,12 @@ type Workspace struct {
 
 	// WebhookSecret signs chatbot webhooks (HMAC), so it is kept in clear.
 	WebhookSecret string
+	// PreviousWebhookSecret is the secret the last rotation replaced, still
+	// accepted while the time is before PreviousWebhookSecretExpiresAt (the
+	// rotation's grace period); "" and nil when there is none. Neither is
+	// ever printed, logged or encoded.
+	PreviousWebhookSecret          string     `json:"-"`
+	PreviousWebhookSecretExpiresAt *time.Time `json:"-"`
 
 	// Twilio credentials verify inbound signatures and send outbound messages.
 	TwilioAccountSID          string
@@ -48,6 +54,13 @@ type WorkspaceUpdate struct {
 	WhatsAppAppSecret         *string
 	WhatsAppVerifyToken       *string
 }
+
+// MaxWebhookSecretGrace bounds the grace period of a webhook secret
+// rotation: the secret it replaces is accepted for at most this long.
+const MaxWebhookSecretGrace = 7 * 24 * time.Hour
+
+// DefaultWebhookSecretGrace is the grace period of a rotation that names none.
+const DefaultWebhookSecretGrace = 24 * time.Hour
 
 // WorkspaceService manages workspaces.
 type WorkspaceService interface {

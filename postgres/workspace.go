@@ -68,23 +68,36 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 }
 
 // RotateWebhookSecret gives the workspace a new chatbot webhook secret and
-// returns it, once. The previous secret is refused from then on: at once by
-// this process, within workspaceCacheTTL by every other (there is no grace
-// period, so the chatbot platform should get the new secret first and
-// retry what is refused meanwhile). ENOTFOUND when no workspace has slug.
-func (db *DB) RotateWebhookSecret(ctx context.Context, slug string) (*c360.Workspace, string, error) {
+// returns it, once, with the workspace as the rotation left it. The secret
+// it replaces stays valid for grace, until now() + grace by the database's
+// clock, to the second below (PreviousWebhookSecretExpiresAt, exactly the
+// time the command prints), set in the same UPDATE; a previous
+// secret kept by an earlier rotation is dropped, since only one is kept.
+// With grace 0 the old secret is refused from then on, and so is any
+// previous one: at once by this process, within workspaceCacheTTL by every
+// other. EINVALID for a grace below 0 or above c360.MaxWebhookSecretGrace,
+// ENOTFOUND when no workspace has slug; neither changes anything.
+func (db *DB) RotateWebhookSecret(ctx context.Context, slug string, grace time.Duration) (*c360.Workspace, string, error) {
+	if grace < 0 || grace > c360.MaxWebhookSecretGrace {
+		return nil, "", c360.Errorf(c360.EINVALID, "grace %s is out of range: use 0 (none) up to %s (7 days)", grace, c360.MaxWebhookSecretGrace)
+	}
 	secret := "whsec_" + randomToken(32)
-	tag, err := db.app.Exec(ctx, `UPDATE workspaces SET webhook_secret = $2 WHERE slug = $1`, slug, secret)
-	if err != nil {
-		return nil, "", interpretError(fmt.Errorf("rotate webhook secret: %w", err))
-	}
+	// The right-hand sides read the row as it was: previous_webhook_secret
+	// takes the secret being replaced.
+	row := db.app.QueryRow(ctx, `
+		UPDATE workspaces SET
+			previous_webhook_secret            = CASE WHEN $3::bigint > 0 THEN webhook_secret END,
+			previous_webhook_secret_expires_at = CASE WHEN $3::bigint > 0 THEN date_trunc('second', now() + $3::bigint * interval '1 microsecond') END,
+			webhook_secret                     = $2
+		WHERE slug = $1
+		RETURNING `+workspaceColumns, slug, secret, grace.Microseconds())
+	w, err := scanWorkspace(row)
 	db.workspaces.Delete(slug)
-	if tag.RowsAffected() == 0 {
-		return nil, "", c360.Errorf(c360.ENOTFOUND, "workspace %q not found", slug)
-	}
-	w, err := db.FindWorkspaceBySlug(ctx, slug)
 	if err != nil {
-		return nil, "", err
+		if c360.ErrorCode(err) == c360.ENOTFOUND {
+			return nil, "", c360.Errorf(c360.ENOTFOUND, "workspace %q not found", slug)
+		}
+		return nil, "", interpretError(fmt.Errorf("rotate webhook secret: %w", err))
 	}
 	return w, secret, nil
 }
@@ -114,22 +127,41 @@ func (db *DB) FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Works
 	return w, nil
 }
 
-func (db *DB) findWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error) {
-	var w c360.Workspace
-	err := db.app.QueryRow(ctx, `
-		SELECT id, slug, name, created_at, webhook_secret, twilio_account_sid, twilio_auth_token,
-		       twilio_sms_from, twilio_whatsapp_from, twilio_messaging_service_sid,
-		       whatsapp_app_secret, whatsapp_verify_token
-		FROM workspaces WHERE slug = $1`, slug).Scan(
-		&w.ID, &w.Slug, &w.Name, &w.CreatedAt, &w.WebhookSecret, &w.TwilioAccountSID, &w.TwilioAuthToken,
-		&w.TwilioSMSFrom, &w.TwilioWhatsAppFrom, &w.TwilioMessagingServiceSID,
-		&w.WhatsAppAppSecret, &w.WhatsAppVerifyToken)
+// workspaceColumns are the columns scanWorkspace reads, in its order.
+const workspaceColumns = `id, slug, name, created_at, webhook_secret,
+	previous_webhook_secret, previous_webhook_secret_expires_at,
+	twilio_account_sid, twilio_auth_token, twilio_sms_from, twilio_whatsapp_from,
+	twilio_messaging_service_sid, whatsapp_app_secret, whatsapp_verify_token`
+
+// scanWorkspace reads a row of workspaceColumns; ENOTFOUND for no row.
+func scanWorkspace(row pgx.Row) (*c360.Workspace, error) {
+	var (
+		w        c360.Workspace
+		previous *string
+	)
+	err := row.Scan(&w.ID, &w.Slug, &w.Name, &w.CreatedAt, &w.WebhookSecret,
+		&previous, &w.PreviousWebhookSecretExpiresAt,
+		&w.TwilioAccountSID, &w.TwilioAuthToken, &w.TwilioSMSFrom, &w.TwilioWhatsAppFrom,
+		&w.TwilioMessagingServiceSID, &w.WhatsAppAppSecret, &w.WhatsAppVerifyToken)
 	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "workspace not found")
+	} else if err != nil {
+		return nil, err
+	}
+	if previous != nil {
+		w.PreviousWebhookSecret = *previous
+	}
+	return &w, nil
+}
+
+func (db *DB) findWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error) {
+	w, err := scanWorkspace(db.app.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE slug = $1`, slug))
+	if c360.ErrorCode(err) == c360.ENOTFOUND {
 		return nil, c360.Errorf(c360.ENOTFOUND, "workspace %q not found", slug)
 	} else if err != nil {
 		return nil, interpretError(fmt.Errorf("find workspace: %w", err))
 	}
-	return &w, nil
+	return w, nil
 }
 
 // randomToken returns n random bytes, base64url-encoded.

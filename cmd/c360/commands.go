@@ -364,13 +364,18 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		opt(&upd.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "Messaging Service SID used as sender")
 		opt(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
 		opt(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
-		rotate := fs.Bool("rotate-webhook-secret", false, "replace the chatbot webhook secret (printed once; the old one is refused from then on)")
+		rotate := fs.Bool("rotate-webhook-secret", false, "replace the chatbot webhook secret (printed once; the old one keeps working for --grace)")
+		grace := fs.Duration("grace", c360.DefaultWebhookSecretGrace,
+			"with --rotate-webhook-secret: how long the old secret keeps working, 0 (refused at once) up to 168h (7 days)")
 		asJSON := fs.Bool("json", false, "print one JSON object")
 		if err := m.parse(fs, args[1:]); err != nil {
 			return err
 		}
 		if *slug == "" {
 			return usageError("--slug is required")
+		}
+		if err := checkGrace(fs, *rotate, *grace); err != nil {
+			return err
 		}
 		db, err := m.open(ctx)
 		if err != nil {
@@ -398,27 +403,55 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		out := map[string]any{"id": strconv.FormatInt(w.ID, 10), "slug": w.Slug}
 		if *rotate {
 			var secret string
-			if w, secret, err = db.RotateWebhookSecret(ctx, *slug); err != nil {
+			if w, secret, err = db.RotateWebhookSecret(ctx, *slug, *grace); err != nil {
 				return err
 			}
-			// Audited as key changes are: who (the command line) and
-			// when, never the secret.
+			// Audited as key changes are: who (the command line), when
+			// and the grace given, never the secret.
 			e := c360.NewAuditEntry(nil, w.ID, c360.AuditWebhookSecretRotate, time.Now())
-			m.recordAudit(ctx, db, e, "the webhook secret was rotated")
+			e.Detail = map[string]any{"graceSeconds": int64(grace.Seconds())}
 			out["webhookSecret"] = secret
+			out["previousValidUntil"] = nil
+			if exp := w.PreviousWebhookSecretExpiresAt; exp != nil {
+				until := exp.UTC().Format(time.RFC3339)
+				e.Detail["previousValidUntil"] = until
+				out["previousValidUntil"] = until
+			}
+			m.recordAudit(ctx, db, e, "the webhook secret was rotated")
 		}
 		if *asJSON {
 			return json.NewEncoder(m.Stdout).Encode(out)
 		}
 		fmt.Fprintf(m.Stdout, "workspace %s updated\n", w.Slug)
 		if *rotate {
-			fmt.Fprintf(m.Stdout, "new webhook secret: %s\n\nThis secret is shown once. The previous one is refused from now on (within 5 seconds on every server):\ngive the new one to the chatbot platform: until it signs with it, its webhooks are refused (401).\n", out["webhookSecret"])
+			fmt.Fprintf(m.Stdout, "new webhook secret: %s\n\nThis secret is shown once. ", out["webhookSecret"])
+			if until, ok := out["previousValidUntil"].(string); ok {
+				fmt.Fprintf(m.Stdout, "The previous one keeps working until %s (--grace %s):\ngive the new one to the chatbot platform before then; after it, webhooks signed with the previous one are refused (401).\n", until, *grace)
+			} else {
+				fmt.Fprint(m.Stdout, "The previous one is refused from now on (within 5 seconds on every server):\ngive the new one to the chatbot platform: until it signs with it, its webhooks are refused (401).\n")
+			}
 		}
 		return nil
 	case "rules":
 		return m.workspaceRules(ctx, args[1:])
 	}
 	return usageError(fmt.Sprintf("unknown workspace command %q: use create, update or rules", args[0]))
+}
+
+// checkGrace refuses a --grace that is out of range or given without
+// --rotate-webhook-secret, before anything is changed.
+func checkGrace(fs *flag.FlagSet, rotate bool, grace time.Duration) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "grace" })
+	switch {
+	case given && !rotate:
+		return usageError("--grace needs --rotate-webhook-secret: it is how long the secret the rotation replaces keeps working")
+	case grace < 0:
+		return usageError(fmt.Sprintf("--grace %s is negative: use 0 to refuse the old webhook secret at once, or up to 168h (7 days)", grace))
+	case grace > c360.MaxWebhookSecretGrace:
+		return usageError(fmt.Sprintf("--grace %s is more than 168h (7 days), the longest the old webhook secret may keep working", grace))
+	}
+	return nil
 }
 
 func (m *Main) apikey(ctx context.Context, args []string) error {

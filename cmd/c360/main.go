@@ -72,7 +72,7 @@ Usage:
                         [--twilio-sms-from NUMBER] [--twilio-whatsapp-from NUMBER]
                         [--twilio-messaging-service-sid SID]
                         [--whatsapp-app-secret S] [--whatsapp-verify-token T]
-                        [--rotate-webhook-secret] [--json]
+                        [--rotate-webhook-secret [--grace DURATION]] [--json]
   c360 workspace rules --slug SLUG [--limit TYPE=N ...] [--default-limit N]
                        [--priority t1,t2,...] [--blocked v1,v2,...] [--json]
   c360 apikey create --workspace SLUG --role admin|agent|assistant|write|client [--scopes pii,...] [--json]

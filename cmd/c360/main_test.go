@@ -529,7 +529,7 @@ func TestWorkspaceRotateWebhookSecret(t *testing.T) {
 		t.Fatalf("webhook signed with the first secret: %d, want 200", code)
 	}
 
-	w, secret, err := db.RotateWebhookSecret(ctx, slug)
+	w, secret, err := db.RotateWebhookSecret(ctx, slug, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,6 +585,215 @@ func TestWorkspaceRotateWebhookSecret(t *testing.T) {
 	stdout, _, err := c.run("workspace", "update", "--slug", uniqueSlug("nobody"), "--rotate-webhook-secret")
 	if c360.ErrorCode(err) != c360.ENOTFOUND || exitCodeOf(err) != 1 || stdout != "" {
 		t.Errorf("rotate on an unknown slug: err %v (exit %d), stdout %q; want NOT_FOUND, exit 1, nothing printed", err, exitCodeOf(err), stdout)
+	}
+}
+
+// TestWorkspaceRotateWebhookSecretGrace: --rotate-webhook-secret keeps the
+// secret it replaces working for --grace (24h unless given), says until
+// when, and keeps one previous secret; --grace 0 refuses it at once; a
+// --grace out of range or without --rotate-webhook-secret is refused and
+// changes nothing. The previous secret is never printed.
+func TestWorkspaceRotateWebhookSecretGrace(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	slug := uniqueSlug("grace")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	admin := pgtest.Open(t)
+	// post sends a request signed with secret to a chatbot webhook on a
+	// store of its own, whose cache cannot hold the workspace from before.
+	n := 0
+	post := func(secret string) (int, string) {
+		t.Helper()
+		n++
+		h := chatbot.New(chatbot.Config{Store: pgtest.Open(t), Now: time.Now, StatusOf: server.StatusOf})
+		body := []byte(fmt.Sprintf(`{"sessionId":"s-%d","identities":[{"type":"email","value":"grace@example.com"}],`+
+			`"turns":[{"id":"1","role":"user","text":"hi","time":"2025-03-01T11:58:00Z"}]}`, n))
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/chatbot/"+slug, bytes.NewReader(body))
+		req.SetPathValue("workspace", slug)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(chatbot.SignatureHeader, chatbot.Sign(secret, time.Now(), body))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var refusal struct{ Message string }
+		json.Unmarshal(rec.Body.Bytes(), &refusal)
+		return rec.Code, refusal.Message
+	}
+	stored := func() *c360.Workspace {
+		t.Helper()
+		w, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	type rotation struct {
+		Slug, WebhookSecret string
+		PreviousValidUntil  *string
+	}
+	// rotate runs the command with --json and checks what every rotation
+	// prints: the new secret, never a previous one.
+	rotate := func(args ...string) (rotation, map[string]any) {
+		t.Helper()
+		out := c.mustRun(append([]string{"workspace", "update", "--slug", slug, "--rotate-webhook-secret", "--json"}, args...)...)
+		var r rotation
+		decodeOne(t, out, &r)
+		var fields map[string]any
+		json.Unmarshal([]byte(out), &fields)
+		if w := stored(); r.WebhookSecret != w.WebhookSecret || (w.PreviousWebhookSecret != "" && strings.Contains(out, w.PreviousWebhookSecret)) {
+			t.Fatalf("rotate %v printed %s: want the new secret and never the previous one", args, out)
+		}
+		return r, fields
+	}
+	until := func(r rotation, grace time.Duration) time.Time {
+		t.Helper()
+		if r.PreviousValidUntil == nil {
+			t.Fatalf("previousValidUntil is null, want the end of a %s grace", grace)
+		}
+		at, err := time.Parse(time.RFC3339, *r.PreviousValidUntil)
+		if err != nil {
+			t.Fatalf("previousValidUntil %q: %v", *r.PreviousValidUntil, err)
+		}
+		if d := time.Until(at); d > grace || d < grace-time.Minute {
+			t.Errorf("previousValidUntil %s is %s away, want about %s", at, d, grace)
+		}
+		if exp := stored().PreviousWebhookSecretExpiresAt; exp == nil || !exp.Equal(at) {
+			t.Errorf("previousValidUntil %s, stored expiry %v: want the same instant", at, exp)
+		}
+		return at
+	}
+
+	// The default grace, 24 hours: both secrets are accepted.
+	second, fields := rotate()
+	until(second, 24*time.Hour)
+	if w := stored(); w.PreviousWebhookSecret != cr.WebhookSecret {
+		t.Error("the secret replaced is not kept as the previous one")
+	}
+	if code, _ := post(cr.WebhookSecret); code != http.StatusOK {
+		t.Errorf("signed with the old secret during the grace: %d, want 200", code)
+	}
+	if code, _ := post(second.WebhookSecret); code != http.StatusOK {
+		t.Errorf("signed with the new secret: %d, want 200", code)
+	}
+	if len(fields) != 4 {
+		t.Errorf("--json printed %v, want id, slug, webhookSecret and previousValidUntil", fields)
+	}
+
+	// The text says until when; rotating again keeps only the secret it
+	// replaces: the first one is refused although its grace had not ended.
+	text := c.mustRun("workspace", "update", "--slug", slug, "--rotate-webhook-secret", "--grace", "1h")
+	third := stored()
+	exp := third.PreviousWebhookSecretExpiresAt
+	if exp == nil || third.PreviousWebhookSecret != second.WebhookSecret {
+		t.Fatalf("after a second rotation, the previous secret is not the second one (expiry %v)", exp)
+	}
+	want := "The previous one keeps working until " + exp.UTC().Format(time.RFC3339)
+	if !strings.Contains(text, "new webhook secret: "+third.WebhookSecret) || !strings.Contains(text, want) ||
+		strings.Contains(text, "refused from now on") || strings.Contains(text, second.WebhookSecret) {
+		t.Errorf("update --rotate-webhook-secret --grace 1h printed:\n%s\nwant the new secret and %q, never the previous one", text, want)
+	}
+	if d := time.Until(*exp); d > time.Hour || d < 59*time.Minute {
+		t.Errorf("--grace 1h: the previous secret expires in %s", d)
+	}
+	if code, _ := post(cr.WebhookSecret); code != http.StatusUnauthorized {
+		t.Errorf("signed with the first secret after a second rotation: %d, want 401", code)
+	}
+	if code, _ := post(second.WebhookSecret); code != http.StatusOK {
+		t.Errorf("signed with the second secret during its grace: %d, want 200", code)
+	}
+
+	// The grace ended (set in the past, not waited for): the previous
+	// secret is refused as a wrong one is.
+	if _, err := admin.Pool.Exec(ctx, `UPDATE workspaces SET previous_webhook_secret_expires_at = now() - interval '1 second' WHERE slug = $1`, slug); err != nil {
+		t.Fatal(err)
+	}
+	_, wrongMsg := post("whsec_guess")
+	if code, msg := post(second.WebhookSecret); code != http.StatusUnauthorized || msg != wrongMsg {
+		t.Errorf("signed with the previous secret after its expiry: %d %q, want 401 %q", code, msg, wrongMsg)
+	}
+	if code, _ := post(third.WebhookSecret); code != http.StatusOK {
+		t.Errorf("signed with the current secret: %d, want 200", code)
+	}
+
+	// --grace 0: as before grace periods, the old secret is refused at once.
+	fourth, fields := rotate("--grace", "0")
+	if v, ok := fields["previousValidUntil"]; !ok || v != nil || fourth.PreviousValidUntil != nil {
+		t.Errorf("--grace 0 --json: previousValidUntil %v (present %v), want null", v, ok)
+	}
+	if w := stored(); w.PreviousWebhookSecret != "" || w.PreviousWebhookSecretExpiresAt != nil {
+		t.Errorf("--grace 0 kept a previous secret (expiry %v)", w.PreviousWebhookSecretExpiresAt)
+	}
+	if code, _ := post(third.WebhookSecret); code != http.StatusUnauthorized {
+		t.Errorf("signed with the old secret after --grace 0: %d, want 401", code)
+	}
+	if code, _ := post(fourth.WebhookSecret); code != http.StatusOK {
+		t.Errorf("signed with the new secret after --grace 0: %d, want 200", code)
+	}
+	text = c.mustRun("workspace", "update", "--slug", slug, "--rotate-webhook-secret", "--grace", "0s")
+	if !strings.Contains(text, "The previous one is refused from now on") || strings.Contains(text, "keeps working") {
+		t.Errorf("--grace 0 printed:\n%s\nwant the previous one refused from now on", text)
+	}
+	fifth := stored()
+	sixth, _ := rotate("--grace", "168h")
+	until(sixth, 7*24*time.Hour)
+
+	// Refusals: a usage error naming --grace, nothing printed, nothing changed.
+	before := stored()
+	ws, _ := strconv.ParseInt(cr.ID, 10, 64)
+	audits := func() []*c360.AuditEntry {
+		t.Helper()
+		entries, _, _, err := admin.FindAuditEntries(ctx, ws, c360.AuditFilter{First: 50, Action: c360.AuditWebhookSecretRotate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return entries
+	}
+	audited := len(audits())
+	for _, args := range [][]string{
+		{"--rotate-webhook-secret", "--grace", "-1s"},
+		{"--rotate-webhook-secret", "--grace", "168h1s"},
+		{"--rotate-webhook-secret", "--grace", "8760h"},
+		{"--grace", "1h"},
+		{"--grace", "0"},
+		{"--grace", "1h", "--twilio-sms-from", "+15550001111"},
+		{"--rotate-webhook-secret", "--grace", "1d"},
+	} {
+		stdout, _, err := c.run(append([]string{"workspace", "update", "--slug", slug}, args...)...)
+		if exitCodeOf(err) != 2 || !strings.Contains(fmt.Sprint(err), "grace") || stdout != "" {
+			t.Errorf("update %v: err %v (exit %d), stdout %q; want a usage error naming --grace, exit 2, nothing printed", args, err, exitCodeOf(err), stdout)
+		}
+		after := stored()
+		if after.WebhookSecret != before.WebhookSecret || after.PreviousWebhookSecret != before.PreviousWebhookSecret ||
+			!after.PreviousWebhookSecretExpiresAt.Equal(*before.PreviousWebhookSecretExpiresAt) || after.TwilioSMSFrom != before.TwilioSMSFrom {
+			t.Errorf("update %v changed the workspace", args)
+		}
+	}
+	if got := len(audits()); got != audited {
+		t.Errorf("refused commands were audited: %d entries, want %d", got, audited)
+	}
+
+	// Each rotation is audited with its grace and the end of it, never a
+	// secret; newest first.
+	entries := audits()
+	var graces []any
+	for _, e := range entries {
+		graces = append(graces, e.Detail["graceSeconds"])
+		for _, s := range []string{cr.WebhookSecret, second.WebhookSecret, third.WebhookSecret, fourth.WebhookSecret, fifth.WebhookSecret, sixth.WebhookSecret} {
+			if strings.Contains(fmt.Sprint(e.Detail), s) {
+				t.Errorf("audit entry holds a secret: %+v", e)
+			}
+		}
+	}
+	if fmt.Sprint(graces) != "[604800 0 0 3600 86400]" {
+		t.Errorf("audited graces (newest first) %v, want [604800 0 0 3600 86400]", graces)
+	}
+	if len(entries) == 5 {
+		if entries[0].Detail["previousValidUntil"] != *sixth.PreviousValidUntil {
+			t.Errorf("audit detail %v, want previousValidUntil %s", entries[0].Detail, *sixth.PreviousValidUntil)
+		}
+		if _, ok := entries[1].Detail["previousValidUntil"]; ok {
+			t.Errorf("audit detail of a rotation with no grace: %v, want no previousValidUntil", entries[1].Detail)
+		}
 	}
 }
 

@@ -83,7 +83,9 @@ func (h *Handler) Register(m Mounter) {
 }
 
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
-// limit, 401 for a missing, malformed, expired or wrong signature, 429 for a
+// limit, 401 for a missing, malformed, expired or wrong signature (one made
+// with the workspace's current secret, or with its previous one during a
+// rotation's grace period, passes), 429 for a
 // signed request over the workspace's rate limit, 400 for
 // a payload that is not valid, 409 for a sessionId another person's
 // events were stored under, and 200 {"accepted": n} once every event is
@@ -107,7 +109,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	if err := VerifySignature(ws.WebhookSecret, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
+	if err := VerifyWorkspaceSignature(ws, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
 		h.fail(w, err)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,13 +44,19 @@ func newEnv(t *testing.T) *env {
 // newEnvOn is newEnv with the server and the webhook on the store db.
 func newEnvOn(t *testing.T, db *postgres.DB) *env {
 	t.Helper()
+	return newEnvClock(t, db, func() time.Time { return now })
+}
+
+// newEnvClock is newEnvOn with the webhook's clock.
+func newEnvClock(t *testing.T, db *postgres.DB, clock c360.Clock) *env {
+	t.Helper()
 	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("bot%d", time.Now().UnixNano()%1e12), "test")
 	if err != nil {
 		t.Fatalf("create workspace: %v", err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
-	chatbot.New(chatbot.Config{Store: db, Now: func() time.Time { return now }, StatusOf: server.StatusOf, Logger: log,
+	chatbot.New(chatbot.Config{Store: db, Now: clock, StatusOf: server.StatusOf, Logger: log,
 		Limit: srv.LimitWebhook}).Register(srv)
 	e := &env{db: db, srv: httptest.NewServer(srv), ws: creds.ID, slug: creds.Slug, secret: creds.WebhookSecret}
 	t.Cleanup(e.srv.Close)
@@ -362,6 +369,69 @@ func TestSecretRotation(t *testing.T) {
 	_, curMAC, _ := strings.Cut(cur, ",v1=")
 	if a := e.post(t, e.slug, body, old+",v1="+curMAC); a.Status != 200 {
 		t.Fatalf("old and new signatures: %+v, want 200", a)
+	}
+}
+
+// After a rotation with a grace period, a request signed with the secret
+// it replaced is accepted until the previous secret's expiry and refused
+// (401, as a wrong secret is) from that instant, while the webhook's
+// store still holds the workspace row in its cache: the expiry timestamp
+// decides, not the cache. With no grace the old secret is refused at once.
+func TestSecretRotationGracePeriod(t *testing.T) {
+	var clock atomic.Int64 // the webhook's clock, in Unix nanoseconds
+	clock.Store(time.Now().UnixNano())
+	at := func() time.Time { return time.Unix(0, clock.Load()) }
+	db := pgtest.Open(t)
+	e := newEnvClock(t, db, at)
+	ctx := context.Background()
+	n := 0
+	// post sends a new session signed with secret at the webhook's time.
+	post := func(secret string) answer {
+		t.Helper()
+		n++
+		body := session(fmt.Sprintf("s-grace-%d", n))
+		return e.post(t, e.slug, body, chatbot.Sign(secret, at(), body))
+	}
+	old := e.secret
+	w, secret, err := db.RotateWebhookSecret(ctx, e.slug, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := *w.PreviousWebhookSecretExpiresAt
+	if a := post(old); a.Status != http.StatusOK {
+		t.Fatalf("signed with the old secret during the grace: %+v, want 200", a)
+	}
+	if a := post(secret); a.Status != http.StatusOK {
+		t.Fatalf("signed with the new secret: %+v, want 200", a)
+	}
+	clock.Store(expires.Add(-time.Second).UnixNano())
+	if a := post(old); a.Status != http.StatusOK {
+		t.Errorf("signed with the old secret a second before the expiry: %+v, want 200", a)
+	}
+	// The workspace row is cached (the requests above read it less than
+	// 5 s ago): the expiry still ends the grace on time.
+	clock.Store(expires.UnixNano())
+	wrong := post("whsec_guess")
+	if a := post(old); a.Status != http.StatusUnauthorized || a.Code != c360.EUNAUTHENTICATED || a.Message != wrong.Message {
+		t.Errorf("signed with the old secret at the expiry: %+v, want 401 as for a wrong secret (%+v)", a, wrong)
+	}
+	if a := post(secret); a.Status != http.StatusOK {
+		t.Errorf("signed with the new secret after the grace: %+v, want 200", a)
+	}
+
+	// No grace: the secret replaced is refused at once.
+	clock.Store(time.Now().UnixNano())
+	if _, secret, err = db.RotateWebhookSecret(ctx, e.slug, 0); err != nil {
+		t.Fatal(err)
+	}
+	if a := post(old); a.Status != http.StatusUnauthorized {
+		t.Errorf("signed with the first secret after a rotation with no grace: %+v, want 401", a)
+	}
+	if a := post(w.WebhookSecret); a.Status != http.StatusUnauthorized {
+		t.Errorf("signed with the secret a rotation with no grace replaced: %+v, want 401", a)
+	}
+	if a := post(secret); a.Status != http.StatusOK {
+		t.Errorf("signed with the newest secret: %+v, want 200", a)
 	}
 }
 

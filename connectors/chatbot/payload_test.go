@@ -68,6 +68,50 @@ func TestVerifySignature(t *testing.T) {
 	}
 }
 
+// VerifyWorkspaceSignature accepts the current secret, and the previous one
+// only while the time is before its expiry; an expired previous secret is
+// refused as a wrong one is.
+func TestVerifyWorkspaceSignature(t *testing.T) {
+	body := []byte(`{"sessionId":"s"}`)
+	expires := received.Add(time.Hour)
+	ws := &c360.Workspace{WebhookSecret: "whsec_new", PreviousWebhookSecret: "whsec_old", PreviousWebhookSecretExpiresAt: &expires}
+	noGrace := &c360.Workspace{WebhookSecret: "whsec_new", PreviousWebhookSecret: "whsec_old"}
+	noCurrent := &c360.Workspace{PreviousWebhookSecret: "whsec_old", PreviousWebhookSecretExpiresAt: &expires}
+	_, oldMAC, _ := strings.Cut(Sign("whsec_old", received, body), ",v1=")
+	for _, tc := range []struct {
+		name   string
+		ws     *c360.Workspace
+		header string
+		now    time.Time
+		err    string
+	}{
+		{"current", ws, Sign("whsec_new", received, body), received, ""},
+		{"previous during the grace", ws, Sign("whsec_old", received, body), received, ""},
+		{"previous a second before expiry", ws, Sign("whsec_old", expires.Add(-time.Second), body), expires.Add(-time.Second), ""},
+		{"both", ws, Sign("whsec_new", received, body) + ",v1=" + oldMAC, received, ""},
+		{"previous at expiry", ws, Sign("whsec_old", expires, body), expires, "the signature does not match the body"},
+		{"previous after expiry", ws, Sign("whsec_old", expires.Add(time.Minute), body), expires.Add(time.Minute), "the signature does not match the body"},
+		{"current after the previous expired", ws, Sign("whsec_new", expires.Add(time.Minute), body), expires.Add(time.Minute), ""},
+		{"previous with no expiry", noGrace, Sign("whsec_old", received, body), received, "the signature does not match the body"},
+		{"wrong", ws, Sign("whsec_guess", received, body), received, "the signature does not match the body"},
+		{"no current secret", noCurrent, Sign("whsec_old", received, body), received, "the workspace has no webhook secret"},
+		{"previous, too old", ws, Sign("whsec_old", received.Add(-6*time.Minute), body), received, "away from the server's clock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := VerifyWorkspaceSignature(tc.ws, tc.header, body, tc.now, DefaultTolerance)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want nil", err)
+				}
+				return
+			}
+			if c360.ErrorCode(err) != c360.EUNAUTHENTICATED || !strings.Contains(c360.ErrorMessage(err), tc.err) {
+				t.Fatalf("err = %v, want UNAUTHENTICATED %q", err, tc.err)
+			}
+		})
+	}
+}
+
 func TestParsePayload(t *testing.T) {
 	const ids = `"identities":[{"type":"email","value":"a@b.c"}]`
 	for _, tc := range []struct{ name, body, err string }{

@@ -44,6 +44,28 @@ func mac(secret, ts string, body []byte) []byte {
 // Comparison is in constant time. Any failure is EUNAUTHENTICATED with a
 // reason that says what was wrong, never what was expected.
 func VerifySignature(secret, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	return verify(secret, "", header, body, now, tolerance)
+}
+
+// VerifyWorkspaceSignature is VerifySignature against the workspace's
+// webhook secrets: its current one, or the one its last rotation replaced
+// while now is before that one's expiry (the rotation's grace period). The
+// expiry is a timestamp on the workspace row, so a row cached for a few
+// seconds still refuses the previous secret from the instant it expires.
+// A signature made with an expired previous secret is refused as any wrong
+// one is ("the signature does not match the body").
+func VerifyWorkspaceSignature(ws *c360.Workspace, header string, body []byte, now time.Time, tolerance time.Duration) error {
+	previous := ""
+	if exp := ws.PreviousWebhookSecretExpiresAt; exp != nil && now.Before(*exp) {
+		previous = ws.PreviousWebhookSecret
+	}
+	return verify(ws.WebhookSecret, previous, header, body, now, tolerance)
+}
+
+// verify checks header against secret and, unless it is "", previous.
+// Every v1 value is compared with the MAC under each secret, in constant
+// time, with no early exit.
+func verify(secret, previous, header string, body []byte, now time.Time, tolerance time.Duration) error {
 	if secret == "" {
 		return c360.Errorf(c360.EUNAUTHENTICATED, "the workspace has no webhook secret")
 	}
@@ -87,11 +109,16 @@ func VerifySignature(secret, header string, body []byte, now time.Time, toleranc
 	if d := now.Sub(time.Unix(sec, 0)); d > tolerance || d < -tolerance {
 		return c360.Errorf(c360.EUNAUTHENTICATED, "the signature's timestamp is more than %s away from the server's clock", tolerance)
 	}
-	want := mac(secret, ts, body)
+	wants := [][]byte{mac(secret, ts, body)}
+	if previous != "" {
+		wants = append(wants, mac(previous, ts, body))
+	}
 	ok := false
-	for _, s := range sigs {
-		if hmac.Equal(s, want) {
-			ok = true
+	for _, want := range wants {
+		for _, s := range sigs {
+			if hmac.Equal(s, want) {
+				ok = true
+			}
 		}
 	}
 	if !ok {
