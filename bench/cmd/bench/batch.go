@@ -54,9 +54,9 @@ func (b *batchBuilder) append(buf *bytes.Buffer, worker, seq int, user func(i in
 // workspace's write key at a few concurrency levels and reports events per
 // second. A request counts only when answered 200 with every call accepted.
 func benchBatch(ctx context.Context, cfg config, ic *ingestConfig) error {
-	workerLevels, err := levels(cfg, ic.batchWorkers)
+	workerLevels, err := levels(cfg, "--batch-workers", ic.batchWorkers)
 	if err != nil {
-		return fmt.Errorf("--batch-workers: %w", err)
+		return err
 	}
 	creds, err := ingestWorkspace(ctx, cfg, ic, "batch", "batch benchmark", nil)
 	if err != nil {

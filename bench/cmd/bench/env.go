@@ -177,7 +177,7 @@ func startServer(ctx context.Context, cfg config, extraEnv ...string) (*serverPr
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(cfg.binary, "serve")
+	cmd := serverCommand(cfg.binary, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+cfg.databaseURL, "C360_ADDR="+addr, "C360_PUBLIC_URL=http://"+addr)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = nil, nil
@@ -198,6 +198,14 @@ func startServer(ctx context.Context, cfg config, extraEnv ...string) (*serverPr
 	}
 	p.Stop()
 	return nil, fmt.Errorf("server did not become ready")
+}
+
+// serverCommand is the command that runs a server: it gets SIGTERM when
+// this process dies (serverProcAttr, on Linux).
+func serverCommand(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = serverProcAttr()
+	return cmd
 }
 
 // Stop ends the server gracefully.

@@ -51,11 +51,11 @@ func fanoutFlags(fs *flag.FlagSet) *fanoutConfig {
 // ended: its latencies would not be those of a working fan-out.
 func benchFanout(ctx context.Context, cfg config, fc *fanoutConfig) error {
 	raiseFileLimit()
-	for _, s := range strings.Split(fc.subscribers, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return fmt.Errorf("--subscribers: bad value %q", s)
-		}
+	counts, err := parseCounts("--subscribers", fc.subscribers)
+	if err != nil {
+		return err
+	}
+	for _, n := range counts {
 		if err := fanoutRun(ctx, cfg, fc, n); err != nil {
 			return fmt.Errorf("fan-out with %d subscribers: %w", n, err)
 		}

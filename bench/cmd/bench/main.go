@@ -27,7 +27,10 @@
 // DATABASE_URL selects the database, which the tool migrates at start (make
 // bench gives it one of its own, c360_bench); the server binary is bin/c360
 // (make bench builds it). Every run is bounded in time and talks only to
-// loopback.
+// loopback. ^C or SIGTERM ends a run and stops the server it started; on
+// Linux the server also gets SIGTERM when the tool dies otherwise (a
+// panic, SIGKILL). A flag value no run can use is refused before anything
+// starts.
 package main
 
 import (
@@ -35,9 +38,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/c360dev/c360/bench/seed"
@@ -45,7 +51,10 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM too: a run ended by kill or a CI timeout stops its server
+	// (the deferred srv.Stop) as one ended by ^C does. A panic skips the
+	// defers: the server then gets SIGTERM from the kernel (serverCommand).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -99,15 +108,15 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("unexpected %q: the command comes first (bench query --reuse)", fs.Arg(0))
 	}
 	fs.Visit(func(f *flag.Flag) { cfg.workersSet = cfg.workersSet || f.Name == "workers" })
-	for _, w := range strings.Split(*workers, ",") {
-		var n int
-		if _, err := fmt.Sscan(w, &n); err != nil || n < 1 {
-			return fmt.Errorf("--workers: bad value %q", w)
-		}
-		cfg.workers = append(cfg.workers, n)
+	var err error
+	if cfg.workers, err = parseCounts("--workers", *workers); err != nil {
+		return err
 	}
 	if *richPercent < 1 || *richPercent > 100 {
 		return fmt.Errorf("--rich-percent: want 1 to 100, got %d", *richPercent)
+	}
+	if err := checkFlags(cfg, fanout, ingest); err != nil {
+		return err
 	}
 	n := cfg.customers
 	cfg.shape = seed.Options{Customers: n, Rich: max(n*(*richPercent)/100, 1),
@@ -154,6 +163,68 @@ func run(ctx context.Context, args []string) error {
 		return benchFanout(ctx, cfg, fanout)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// parseCounts reads a flag's comma-separated list of counts, each at
+// least 1 (concurrency levels, subscribers).
+func parseCounts(name, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: bad value %q: want counts of at least 1, comma-separated", name, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// checkFlags refuses, before any database or server is touched, the
+// values the benchmarks would divide by, take a remainder or a random
+// number below, or size a run with: --fanout-rate 0 divided time.Second
+// by 0, --phones 0 took i%0 and --users 0 rng.IntN(0), each a panic in a
+// worker, which skipped the deferred stop of the server.
+func checkFlags(cfg config, fc *fanoutConfig, ic *ingestConfig) error {
+	positive := func(name string, n int) error {
+		if n < 1 {
+			return fmt.Errorf("%s: want at least 1, got %d", name, n)
+		}
+		return nil
+	}
+	if cfg.duration <= 0 {
+		return fmt.Errorf("--duration: want a positive length (10s), got %s", cfg.duration)
+	}
+	// The fan-out paces its writes with a ticker of time.Second/rate,
+	// which must be at least 1 ns.
+	if fc.rate < 1 || fc.rate > 1_000_000 {
+		return fmt.Errorf("--fanout-rate: want 1 to 1000000 changes/s, got %d", fc.rate)
+	}
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"--fanout-writes", fc.writes}, {"--phones", ic.phones}, {"--users", ic.users}, {"--webhook-senders", ic.webhookSenders}} {
+		if err := positive(c.name, c.n); err != nil {
+			return err
+		}
+	}
+	switch {
+	case fc.shared < 0:
+		return fmt.Errorf("--fanout-shared: want 0 (one customer each) or more, got %d", fc.shared)
+	case fc.idle < 0:
+		return fmt.Errorf("--fanout-idle: want 0 or more, got %s", fc.idle)
+	case ic.tenants < 0:
+		return fmt.Errorf("--tenants: want 0 or more, got %d", ic.tenants)
+	case !(ic.webhookRate >= 0) || math.IsInf(ic.webhookRate, 1):
+		return fmt.Errorf("--webhook-rate: want 0 (no open-loop run) or a rate, got %v", ic.webhookRate)
+	}
+	for _, l := range []struct{ name, list string }{
+		{"--subscribers", fc.subscribers}, {"--webhook-workers", ic.webhookWorkers}, {"--batch-workers", ic.batchWorkers},
+	} {
+		if _, err := parseCounts(l.name, l.list); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrate applies the server's pending migrations to the database, as

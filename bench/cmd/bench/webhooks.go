@@ -66,20 +66,12 @@ func ingestFlags(fs *flag.FlagSet) *ingestConfig {
 }
 
 // levels returns the concurrency levels of a benchmark: --workers when it
-// was given, else the benchmark's own default.
-func levels(cfg config, own string) ([]int, error) {
+// was given, else the benchmark's own default (flag names it).
+func levels(cfg config, flag, own string) ([]int, error) {
 	if cfg.workersSet {
 		return cfg.workers, nil
 	}
-	var out []int
-	for _, s := range strings.Split(own, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("bad concurrency level %q", s)
-		}
-		out = append(out, n)
-	}
-	return out, nil
+	return parseCounts(flag, own)
 }
 
 // ingestServerEnv turns the rate limits off (the benchmark measures
@@ -319,12 +311,9 @@ func (s *twilioSigner) sign(form url.Values) string {
 // Then it sends them open-loop at --webhook-rate, and judges the target on
 // that run: closed-loop latencies hide a server's stalls (see package load).
 func benchWebhooks(ctx context.Context, cfg config, ic *ingestConfig) error {
-	workerLevels, err := levels(cfg, ic.webhookWorkers)
+	workerLevels, err := levels(cfg, "--webhook-workers", ic.webhookWorkers)
 	if err != nil {
-		return fmt.Errorf("--webhook-workers: %w", err)
-	}
-	if ic.webhookRate < 0 || ic.webhookSenders < 1 {
-		return fmt.Errorf("--webhook-rate must be ≥ 0 and --webhook-senders ≥ 1")
+		return err
 	}
 	token, sid := nonce(32), benchAccountSID
 	creds, err := ingestWorkspace(ctx, cfg, ic, "wh", "webhook benchmark",
