@@ -92,3 +92,47 @@ func TestReuseFindsOnlyCompleteQuerySeeds(t *testing.T) {
 		t.Errorf("--reuse for 20 customers again: %v, %v; want workspace %d", again, err, b20.ws)
 	}
 }
+
+// TestSeedOfFiveCustomers: bench seed --customers 5 seeds (one rich
+// customer), where the shape of 5·2 messages could not give it its 12.
+func TestSeedOfFiveCustomers(t *testing.T) {
+	t.Setenv("DATABASE_URL", pgtest.EmptyDatabase(t, "five"))
+	if err := run(context.Background(), []string{"seed", "--customers", "5"}); err != nil {
+		t.Fatalf("bench seed --customers 5: %v", err)
+	}
+}
+
+// TestReuseFindsAnOlder1MSeed records a 1M seed as the code before
+// seed.Skewed recorded it (bench_seeds, oldShape), and looks it up with
+// the shape the flags' defaults now give: --reuse finds it, so make bench
+// does not seed its million customers again.
+func TestReuseFindsAnOlder1MSeed(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.EmptyDatabase(t, "reuse1m")
+	if err := migrate(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	db, err := postgres.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Pool.Exec(ctx, seedsTableSQL); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := db.CreateWorkspace(ctx, "bench-query-1", "benchmark")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := oldShape(1_000_000)
+	events, _, messages := old.Totals()
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO bench_seeds (workspace_id, customers, rich, rich_events, rich_messages, events, messages, seconds)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, 151)`, creds.ID, old.Customers, old.RichCustomers(), old.EventsPerCustomer,
+		old.MessagesPerConv, events, messages); err != nil {
+		t.Fatal(err)
+	}
+	b, err := reuseWorkspace(ctx, db, seedShape(1_000_000, 10, 25, 12, 10, 2))
+	if err != nil || b == nil || b.ws != creds.ID {
+		t.Fatalf("--reuse at 1M: %+v, %v; want workspace %d", b, err, creds.ID)
+	}
+}

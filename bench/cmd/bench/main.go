@@ -88,11 +88,11 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var cfg config
 	fs.IntVar(&cfg.customers, "customers", 1_000_000, "customers to seed (the issue's 1M; the first seed of 1M takes a few minutes)")
-	richPercent := fs.Int("rich-percent", 10, "seed: percent of customers with a full history (--rich-events, --rich-messages); query asks for them")
-	richEvents := fs.Int("rich-events", 25, "seed: events of a rich customer (the query reads 20)")
-	richMessages := fs.Int("rich-messages", 12, "seed: messages of a rich customer's conversation (the query reads 10)")
-	eventsPer := fs.Int("events-per-customer", 10, "seed: events per customer in all; the others share what the rich leave")
-	messagesPer := fs.Int("messages-per-customer", 2, "seed: messages per customer in all; the others share what the rich leave")
+	richPercent := fs.Int("rich-percent", defaultRichPercent, "seed: percent of customers with a full history (--rich-events, --rich-messages); query asks for them")
+	richEvents := fs.Int("rich-events", defaultRichEvents, "seed: events of a rich customer (the query reads 20)")
+	richMessages := fs.Int("rich-messages", defaultRichMessages, "seed: messages of a rich customer's conversation (the query reads 10)")
+	eventsPer := fs.Int("events-per-customer", defaultEventsPer, "seed: events per customer in all; the others share what the rich leave")
+	messagesPer := fs.Int("messages-per-customer", defaultMessagesPer, "seed: messages per customer in all; the others share what the rich leave")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
 	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded to the end with these --customers and seed flags, seeding one if none")
@@ -118,9 +118,7 @@ func run(ctx context.Context, args []string) error {
 	if err := checkFlags(cfg, fanout, ingest); err != nil {
 		return err
 	}
-	n := cfg.customers
-	cfg.shape = seed.Options{Customers: n, Rich: max(n*(*richPercent)/100, 1),
-		EventsPerCustomer: *richEvents, MessagesPerConv: *richMessages, Events: n * *eventsPer, Messages: n * *messagesPer}
+	cfg.shape = seedShape(cfg.customers, *richPercent, *richEvents, *richMessages, *eventsPer, *messagesPer)
 	if err := cfg.shape.Check(); err != nil {
 		return err
 	}
@@ -163,6 +161,32 @@ func run(ctx context.Context, args []string) error {
 		return benchFanout(ctx, cfg, fanout)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// The seed flags' defaults: seed.Skewed's shape.
+const (
+	defaultRichPercent  = 10
+	defaultRichEvents   = 25
+	defaultRichMessages = 12
+	defaultEventsPer    = 10
+	defaultMessagesPer  = 2
+)
+
+// seedShape is the data set of seed and query for n customers and the
+// seed flags. At the flags' defaults it is seed.Skewed(n), whose floors
+// give a few customers the totals their rich one needs (bench seed
+// --customers 5: one rich customer of 25 events and 12 messages, where 5·2
+// messages in all were too few); 1M customers get the same options as
+// before those floors, so --reuse still finds a 1M seed made earlier.
+// Other values are taken as given, and Options.Check refuses totals too
+// small for the rich.
+func seedShape(n, richPercent, richEvents, richMessages, eventsPer, messagesPer int) seed.Options {
+	if richPercent == defaultRichPercent && richEvents == defaultRichEvents && richMessages == defaultRichMessages &&
+		eventsPer == defaultEventsPer && messagesPer == defaultMessagesPer {
+		return seed.Skewed(n)
+	}
+	return seed.Options{Customers: n, Rich: max(n*richPercent/100, 1),
+		EventsPerCustomer: richEvents, MessagesPerConv: richMessages, Events: n * eventsPer, Messages: n * messagesPer}
 }
 
 // parseCounts reads a flag's comma-separated list of counts, each at
