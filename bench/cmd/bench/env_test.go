@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -134,5 +137,41 @@ func TestReuseFindsAnOlder1MSeed(t *testing.T) {
 	b, err := reuseWorkspace(ctx, db, seedShape(1_000_000, 10, 25, 12, 10, 2))
 	if err != nil || b == nil || b.ws != creds.ID {
 		t.Fatalf("--reuse at 1M: %+v, %v; want workspace %d", b, err, creds.ID)
+	}
+}
+
+// TestRefusesANonDurableServer: the header reads the server's durability
+// settings, and a measuring run on sessions with synchronous_commit off
+// is refused before anything is measured, unless --allow-nondurable; a
+// seed only warns. The baseline's header said "synchronous_commit on"
+// without asking.
+func TestRefusesANonDurableServer(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.EmptyDatabase(t, "nondurable")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := readDurability(ctx, conn)
+	conn.Close(ctx)
+	if err != nil || d.fsync != "on" || d.synchronousCommit != "on" || d.notDurable() != "" || !strings.Contains(d.String(), "wal_sync_method ") {
+		t.Fatalf("the test cluster: %v, %v; want fsync and synchronous_commit on", d, err)
+	}
+	t.Setenv("DATABASE_URL", url+"&options=-c%20synchronous_commit%3Doff")
+	for _, cmd := range []string{"baseline", "query", "webhooks", "batch", "fanout", "all"} {
+		// Small sizes: a run not refused would go on with them.
+		err := run(ctx, []string{cmd, "--duration", "1s", "--customers", "50", "--subscribers", "10", "--tenants", "0", "--binary", "/nonexistent"})
+		if err == nil || !strings.Contains(err.Error(), "synchronous_commit off") || !strings.Contains(err.Error(), "--allow-nondurable") {
+			t.Errorf("bench %s with synchronous_commit off: %v, want it refused", cmd, err)
+		}
+	}
+	if err := run(ctx, []string{"seed", "--customers", "5"}); err != nil {
+		t.Errorf("bench seed with synchronous_commit off: %v, want a warning only", err)
+	}
+	if got := (durability{fsync: "off", synchronousCommit: "off"}).notDurable(); got != "fsync off and synchronous_commit off" {
+		t.Errorf("fsync and synchronous_commit off: %q", got)
+	}
+	if got := (durability{fsync: "on", synchronousCommit: "local"}).notDurable(); got != "" {
+		t.Errorf("synchronous_commit local (flushed locally): %q, want durable", got)
 	}
 }

@@ -24,6 +24,11 @@
 //	bench all     [--customers N] [--reuse]
 //	                                     everything, in order (make bench runs all --reuse)
 //
+// The header names the machine and the server's durability settings
+// (fsync, synchronous_commit, full_page_writes, wal_sync_method); a run
+// that measures refuses a server with fsync or synchronous_commit off
+// unless --allow-nondurable is given.
+//
 // DATABASE_URL selects the database, which the tool migrates at start (make
 // bench gives it one of its own, c360_bench); the server binary is bin/c360
 // (make bench builds it). Every run is bounded in time and talks only to
@@ -95,6 +100,7 @@ func run(ctx context.Context, args []string) error {
 	messagesPer := fs.Int("messages-per-customer", defaultMessagesPer, "seed: messages per customer in all; the others share what the rich leave")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "length of each load run")
 	fs.StringVar(&cfg.binary, "binary", "bin/c360", "server binary")
+	allowNondurable := fs.Bool("allow-nondurable", false, "measure even on a server with fsync or synchronous_commit off (a warning is printed)")
 	fs.BoolVar(&cfg.reuse, "reuse", false, "query: reuse the newest workspace an earlier run seeded to the end with these --customers and seed flags, seeding one if none")
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
 	fanout := fanoutFlags(fs)
@@ -127,6 +133,9 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("DATABASE_URL is not set")
 	}
 	printMachine()
+	if err := checkDurability(ctx, cfg.databaseURL, cmd != "seed", *allowNondurable); err != nil {
+		return err
+	}
 	if err := migrate(ctx, cfg.databaseURL); err != nil {
 		return err
 	}
