@@ -59,6 +59,30 @@ const LateAfter = time.Millisecond
 // PerSecond is completed operations per second.
 func (r Result) PerSecond() float64 { return float64(r.Ops) / r.Elapsed.Seconds() }
 
+// ScheduledFor is how long the open-loop run's schedule lasted: Scheduled
+// requests at Rate. 0 for a closed-loop run.
+func (r Result) ScheduledFor() time.Duration {
+	if r.Rate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(r.Scheduled) / r.Rate * float64(time.Second))
+}
+
+// Achieved is the open-loop run's acknowledged requests per second of its
+// schedule, allowing tail for the last answers: Ops over ScheduledFor, or
+// over the time to the last answer less tail when the answers outlasted
+// the schedule by more than tail (a backlog the server never caught up
+// with). PerSecond, over the time to the last answer, is always a little
+// under the schedule even for a server that keeps up: the last request is
+// answered its latency after the schedule's end. 0 for a closed-loop run.
+func (r Result) Achieved(tail time.Duration) float64 {
+	d := r.ScheduledFor()
+	if d <= 0 {
+		return 0
+	}
+	return float64(r.Ops) / max(d, r.Elapsed-tail).Seconds()
+}
+
 // UnitsPerSecond is PerSecond times UnitsPerOp.
 func (r Result) UnitsPerSecond() float64 { return r.PerSecond() * float64(max(r.UnitsPerOp, 1)) }
 

@@ -141,3 +141,32 @@ func TestOpenLoopCountsUnsent(t *testing.T) {
 		t.Fatalf("scheduled %d, ops %d, errors %d, unsent %d; want 100, 0, 100, 99", r.Scheduled, r.Ops, r.Errors, r.Unsent)
 	}
 }
+
+// Achieved counts acknowledged requests per second of the schedule, and
+// allows the last answers a tail past its end: a server that keeps up
+// achieves the schedule, where PerSecond, to the last answer, falls a
+// little under it; one whose answers end later than the tail after the
+// schedule does not.
+func TestAchieved(t *testing.T) {
+	r := Result{Rate: 5000, Scheduled: 50_000, Ops: 50_000, Elapsed: 10*time.Second + 30*time.Millisecond}
+	if r.ScheduledFor() != 10*time.Second {
+		t.Errorf("ScheduledFor = %v, want 10s", r.ScheduledFor())
+	}
+	if got := r.Achieved(50 * time.Millisecond); got != 5000 {
+		t.Errorf("last answer 30 ms after the schedule, 50 ms allowed: %.1f/s, want 5000/s", got)
+	}
+	if r.PerSecond() >= 5000 {
+		t.Errorf("PerSecond = %.1f/s, want under the schedule", r.PerSecond())
+	}
+	r.Elapsed = 10*time.Second + 550*time.Millisecond // a backlog drained after the schedule
+	if got, want := r.Achieved(50*time.Millisecond), 50_000/10.5; got != want {
+		t.Errorf("last answer 550 ms after the schedule, 50 ms allowed: %.1f/s, want %.1f/s", got, want)
+	}
+	r.Elapsed, r.Ops = 10*time.Second, 49_000 // 1,000 errors
+	if got := r.Achieved(50 * time.Millisecond); got != 4900 {
+		t.Errorf("49,000 of 50,000 acknowledged: %.1f/s, want 4900/s", got)
+	}
+	if got := (Result{Ops: 10, Elapsed: time.Second}).Achieved(0); got != 0 {
+		t.Errorf("closed loop: %v, want 0", got)
+	}
+}

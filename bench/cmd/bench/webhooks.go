@@ -423,21 +423,41 @@ func benchWebhooks(ctx context.Context, cfg config, ic *ingestConfig) error {
 }
 
 // printRateTarget judges a throughput target at a p99 bound on an
-// open-loop run: met when the run was scheduled at the target rate or
-// more, every request was acknowledged, and the p99 from the scheduled
-// sends is within the bound.
+// open-loop run (rateVerdict), and prints the verdict with the figures.
 func printRateTarget(what string, r load.Result, perSecond float64, p99 time.Duration) {
-	verdict := "met"
+	fmt.Printf("  TARGET %s ≥ %.0f/s at p99 ≤ %s, open loop: %s: p99 %s at %.0f/s scheduled (achieved %.0f/s: acknowledged per second of the %s schedule, answers up to %s past its end allowed; %d of %d started late)\n",
+		what, perSecond, p99, rateVerdict(r, perSecond, p99), r.P99.Round(time.Microsecond), r.Rate,
+		r.Achieved(p99), r.ScheduledFor().Round(time.Millisecond), p99, r.Late, r.Scheduled)
+}
+
+// rateVerdict judges a throughput target at a p99 bound on an open-loop
+// run: met when the run was scheduled at the target rate or more, every
+// request was acknowledged, the achieved rate reached the target, and the
+// p99 from the scheduled sends is within the bound.
+//
+// The achieved rate is load.Result.Achieved with the p99 bound as the
+// tail: acknowledged requests per second of the schedule, the last
+// answers allowed the bound past its end. Ops per second to the last
+// answer is always a little under the schedule (the last request is
+// answered its latency after the schedule's end), so requiring it to
+// reach the target would fail a server that keeps up; over the schedule
+// alone, it would pass one whose backlog drains long after the schedule
+// ends, which the p99 does not see when the backlog is in the last 1% of
+// the run. With the bound as the tail, a run whose answers end more than
+// the bound after the schedule falls short of the target.
+func rateVerdict(r load.Result, perSecond float64, p99 time.Duration) string {
 	switch {
 	case r.Rate < perSecond:
-		verdict = fmt.Sprintf("not judged (scheduled %.0f/s, below the target)", r.Rate)
+		return fmt.Sprintf("not judged (scheduled %.0f/s, below the target)", r.Rate)
 	case r.Errors > 0:
-		verdict = fmt.Sprintf("not met (%d errors, %d unsent)", r.Errors, r.Unsent)
+		return fmt.Sprintf("not met (%d errors, %d unsent)", r.Errors, r.Unsent)
+	case r.Achieved(p99) < perSecond*(1-1e-9): // float rounding of a schedule that is exactly the target
+		return fmt.Sprintf("not met (achieved %.0f/s: the last answer came %s after the schedule's end)",
+			r.Achieved(p99), (r.Elapsed - r.ScheduledFor()).Round(time.Millisecond))
 	case r.P99 > p99:
-		verdict = "not met (p99 over the bound)"
+		return "not met (p99 over the bound)"
 	}
-	fmt.Printf("  TARGET %s ≥ %.0f/s at p99 ≤ %s, open loop: %s: p99 %s at %.0f/s scheduled (achieved %.0f/s, %d of %d started late)\n",
-		what, perSecond, p99, verdict, r.P99.Round(time.Microsecond), r.Rate, r.UnitsPerSecond(), r.Late, r.Scheduled)
+	return "met"
 }
 
 // bestRun is the error-free run of the highest throughput within a p99
