@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/c360dev/c360/bench/load"
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
 )
@@ -103,6 +105,19 @@ func TestRaw360(t *testing.T) {
 			t.Fatalf("rich customer %d: %d round trips, want 1:\n%s", k, n, counter.Statements())
 		}
 	}
+	// JSON is read as stored, not decoded: a number no float64 holds, as
+	// jsonb keeps it, is read as the server reads it (rows.Values()
+	// decoded traits and properties into maps, and failed on it).
+	phone := seed.Phone(shape.RichCustomer(0))
+	if _, err := db.Pool.Exec(ctx, `WITH c AS (SELECT customer_id FROM identities WHERE workspace_id = $1 AND type = 'phone' AND value = $2),
+		u AS (UPDATE customers SET traits = traits || '{"big": 1e400}' WHERE workspace_id = $1 AND id = (SELECT customer_id FROM c))
+		UPDATE events SET properties = properties || '{"big": 1e400}' WHERE workspace_id = $1 AND customer_id = (SELECT customer_id FROM c)`,
+		ws, phone); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw360(ctx, pool, ws, phone, want); err != nil {
+		t.Errorf("a customer with 1e400 in its traits and properties: %v", err)
+	}
 	quiet := shape.RichCustomer(0) + 1
 	if e, _, _ := shape.Shape(quiet); e >= 20 {
 		t.Fatalf("customer %d is not quiet: %d events", quiet, e)
@@ -141,5 +156,32 @@ func TestRawPoolSize(t *testing.T) {
 	t.Setenv("C360_DB_MAX_CONNS", "many")
 	if _, err := rawPool(ctx, url); err == nil || !strings.Contains(err.Error(), "C360_DB_MAX_CONNS") {
 		t.Errorf("C360_DB_MAX_CONNS=many: %v", err)
+	}
+}
+
+// TestRatioLine: the ratio of the GraphQL run to the raw SQL run is
+// printed only when both ran without errors; a failing side (every raw
+// query refused in a few microseconds, or a GraphQL run of errors) made
+// a ratio that measured the failure.
+func TestRatioLine(t *testing.T) {
+	ok := func(ops int) load.Result { return load.Result{Ops: ops, Elapsed: time.Second} }
+	if got := ratioLine(ok(900), ok(3000)); got != "  ratio graphql/raw = 30%" {
+		t.Errorf("both error-free: %q", got)
+	}
+	failing := ok(0)
+	failing.Errors = 50_000
+	withErrors := ok(900)
+	withErrors.Errors = 3
+	for _, tc := range []struct {
+		name string
+		g, s load.Result
+	}{
+		{"raw SQL failing", ok(900), failing},
+		{"graphql with errors", withErrors, ok(3000)},
+		{"raw SQL with no answer", ok(900), ok(0)},
+	} {
+		if got := ratioLine(tc.g, tc.s); !strings.HasPrefix(got, "  ratio graphql/raw: none (") {
+			t.Errorf("%s: %q, want no ratio", tc.name, got)
+		}
 	}
 }
