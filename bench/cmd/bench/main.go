@@ -10,10 +10,12 @@
 //	                                     the customer-360 query: GraphQL vs hand-written SQL, on
 //	                                     tables prewarmed into shared buffers (pg_prewarm); then
 //	                                     its parts at one client ({ __typename }, the lookup alone);
-//	                                     it asks for the rich customers, whose answers fill its
-//	                                     pages. --customers is 1,000,000 unless given; --reuse
-//	                                     takes the newest complete seed of the same shape, else
-//	                                     seeds one
+//	                                     then open loop at --query-rate (80% of the one-client
+//	                                     rate) with --query-senders, on which its p50/p99 target
+//	                                     is judged; it asks for the rich customers, whose answers
+//	                                     fill its pages. --customers is 1,000,000 unless given;
+//	                                     --reuse takes the newest complete seed of the same shape,
+//	                                     else seeds one
 //	bench webhooks [--webhook-workers 1,8,32,64,128] [--phones N] [--cpuprofile DIR]
 //	                                     signed single Twilio webhooks: acknowledged events/s, p50/p99
 //	bench batch   [--batch-workers 4,16,32] [--users N] [--cpuprofile DIR]
@@ -105,6 +107,7 @@ func run(ctx context.Context, args []string) error {
 	workers := fs.String("workers", "1,4,16,64", "concurrency levels for rising-concurrency runs")
 	fanout := fanoutFlags(fs)
 	ingest := ingestFlags(fs)
+	query := queryFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +125,9 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("--rich-percent: want 1 to 100, got %d", *richPercent)
 	}
 	if err := checkFlags(cfg, fanout, ingest); err != nil {
+		return err
+	}
+	if err := query.check(); err != nil {
 		return err
 	}
 	cfg.shape = seedShape(cfg.customers, *richPercent, *richEvents, *richMessages, *eventsPer, *messagesPer)
@@ -147,7 +153,7 @@ func run(ctx context.Context, args []string) error {
 		_, _, err := benchBaseline(ctx, cfg)
 		return err
 	case "query":
-		return benchQuery(ctx, cfg, ingest.profileDir)
+		return benchQuery(ctx, cfg, ingest.profileDir, query)
 	case "webhooks":
 		return benchWebhooks(ctx, cfg, ingest)
 	case "batch":
@@ -158,7 +164,7 @@ func run(ctx context.Context, args []string) error {
 		if _, _, err := benchBaseline(ctx, cfg); err != nil {
 			return err
 		}
-		if err := benchQuery(ctx, cfg, ingest.profileDir); err != nil {
+		if err := benchQuery(ctx, cfg, ingest.profileDir, query); err != nil {
 			return err
 		}
 		if err := benchWebhooks(ctx, cfg, ingest); err != nil {

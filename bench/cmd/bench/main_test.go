@@ -48,6 +48,9 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"query", "--duration", "0s"}, "--duration"},
 		{[]string{"query", "--duration", "-1s"}, "--duration"},
 		{[]string{"query", "--workers", "1,0"}, "--workers"},
+		{[]string{"query", "--query-rate", "-1"}, "--query-rate"},
+		{[]string{"query", "--query-rate", "fast"}, "--query-rate"},
+		{[]string{"query", "--query-senders", "0"}, "--query-senders"},
 	} {
 		err := run(context.Background(), tc.args)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want+":") {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +183,122 @@ func TestRatioLine(t *testing.T) {
 	} {
 		if got := ratioLine(tc.g, tc.s); !strings.HasPrefix(got, "  ratio graphql/raw: none (") {
 			t.Errorf("%s: %q, want no ratio", tc.name, got)
+		}
+	}
+}
+
+// stalledOp takes 200 µs, except that a call made during the stall
+// [from, to) after start waits for the stall's end, as requests to a
+// server that stopped answering do. It spins: a sleep of 200 µs can take
+// a millisecond, over the p50 bound.
+func stalledOp(start time.Time, from, to time.Duration) func() error {
+	return func() error {
+		if since := time.Since(start); since >= from && since < to {
+			time.Sleep(to - since)
+		}
+		for t := time.Now(); time.Since(t) < 200*time.Microsecond; {
+		}
+		return nil
+	}
+}
+
+// TestQueryTargetJudgedOpenLoop: a 300 ms stall in a 2 s run. At one
+// client, closed loop, the stall is one slow request among thousands and
+// the p50/p99 bounds look met; the query benchmark judges its target on
+// the open-loop run at 80% of that closed-loop rate, where every request
+// due during the stall waits for it, and the target is not met.
+func TestQueryTargetJudgedOpenLoop(t *testing.T) {
+	const (
+		d        = 2 * time.Second
+		from, to = 800 * time.Millisecond, 1100 * time.Millisecond
+	)
+	start := time.Now()
+	op := stalledOp(start, from, to)
+	closed := load.Run(t.Context(), "closed", 1, d, 0, func(context.Context, int, int) error { return op() })
+	t.Log(closed)
+	if closed.Errors != 0 || closed.Ops < 1000 {
+		t.Fatalf("closed loop: %d ops, %d errors; want ≥ 1000 and none", closed.Ops, closed.Errors)
+	}
+	t.Logf("judged on the closed loop, the target would be %s", latencyVerdict(load.Result{Rate: closed.PerSecond(),
+		Scheduled: closed.Ops, Ops: closed.Ops, Elapsed: closed.Elapsed, P50: closed.P50, P99: closed.P99}, queryP50, queryP99))
+
+	qc := &queryConfig{rate: "80%", senders: 4}
+	if err := qc.check(); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	op = stalledOp(start, from, to)
+	open, verdict := queryOpenLoop(t.Context(), qc, closed, d, func(context.Context, int) error { return op() })
+	t.Log(open)
+	if want := closed.PerSecond() * 0.8; math.Abs(open.Rate-want) > 1e-6*want {
+		t.Errorf("open-loop rate %.1f/s, want 80%% of the closed loop's: %.1f/s", open.Rate, want)
+	}
+	if open.Errors != 0 || open.P99 < 100*time.Millisecond {
+		t.Errorf("open loop: %d errors, p99 %v; want none and ≥ 100 ms: the requests due during the stall wait for it", open.Errors, open.P99)
+	}
+	if !strings.HasPrefix(verdict, "not met") || !strings.Contains(verdict, "p99") {
+		t.Errorf("verdict %q, want not met on the p99", verdict)
+	}
+}
+
+// TestQueryRate: --query-rate is a share of the one-client closed-loop
+// rate, a fixed rate, or 0 to skip; a closed-loop run with errors gives
+// no rate to take a share of.
+func TestQueryRate(t *testing.T) {
+	closed := load.Result{Ops: 1000, Elapsed: time.Second}
+	for _, tc := range []struct {
+		flag string
+		want float64
+	}{{"80%", 800}, {"50%", 500}, {"250", 250}, {"0", 0}} {
+		qc := &queryConfig{rate: tc.flag, senders: 4}
+		if err := qc.check(); err != nil {
+			t.Fatalf("--query-rate %s: %v", tc.flag, err)
+		}
+		if got, how := qc.rateFor(closed); got != tc.want {
+			t.Errorf("--query-rate %s: %v (%s), want %v", tc.flag, got, how, tc.want)
+		}
+	}
+	failed := closed
+	failed.Errors = 3
+	qc := &queryConfig{rate: "80%", senders: 4}
+	qc.check()
+	if got, how := qc.rateFor(failed); got != 0 || !strings.Contains(how, "3 errors") {
+		t.Errorf("closed loop with errors: %v (%s), want no rate", got, how)
+	}
+	for _, bad := range []string{"-1", "abc", "0%", "-5%", "NaN", "Inf", ""} {
+		if err := (&queryConfig{rate: bad, senders: 4}).check(); err == nil || !strings.HasPrefix(err.Error(), "--query-rate:") {
+			t.Errorf("--query-rate %q: %v, want refused", bad, err)
+		}
+	}
+	if err := (&queryConfig{rate: "80%", senders: 0}).check(); err == nil || !strings.HasPrefix(err.Error(), "--query-senders:") {
+		t.Errorf("--query-senders 0: %v, want refused", err)
+	}
+}
+
+// TestLatencyVerdict: met only with no error, the schedule achieved and
+// both bounds held.
+func TestLatencyVerdict(t *testing.T) {
+	ok := load.Result{Rate: 800, Scheduled: 4000, Ops: 4000, Elapsed: 5*time.Second + time.Millisecond,
+		P50: 900 * time.Microsecond, P99: 3 * time.Millisecond}
+	if v := latencyVerdict(ok, queryP50, queryP99); v != "met" {
+		t.Errorf("within the bounds: %q", v)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*load.Result)
+		want string
+	}{
+		{"p50", func(r *load.Result) { r.P50 = 1100 * time.Microsecond }, "not met (p50 over the bound)"},
+		{"both", func(r *load.Result) { r.P50, r.P99 = 2*time.Millisecond, 6*time.Millisecond }, "not met (p50 and p99 over the bound)"},
+		{"errors", func(r *load.Result) { r.Ops, r.Errors = 3990, 10 }, "not met (10 errors, 0 unsent"},
+		{"behind", func(r *load.Result) { r.Elapsed = 5*time.Second + 200*time.Millisecond }, "not met (achieved 770/s of 800/s"},
+		{"p99 and behind", func(r *load.Result) { r.P99, r.Elapsed = 40*time.Millisecond, 5*time.Second+200*time.Millisecond },
+			"not met (p99 over the bound; achieved 770/s"},
+	} {
+		r := ok
+		tc.edit(&r)
+		if v := latencyVerdict(r, queryP50, queryP99); !strings.HasPrefix(v, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, v, tc.want)
 		}
 	}
 }
