@@ -298,6 +298,7 @@ func fanoutRun(ctx context.Context, cfg config, fc *fanoutConfig, n int) error {
 		len(tl.missing), tl.duplicate, tl.misrouted, closedNow, endedNow)
 	fmt.Printf("  write (GraphQL identify, commit included) p50 %s, p99 %s\n",
 		round(load.Percentile(writeLat, 0.50)), round(load.Percentile(writeLat, 0.99)))
+	fmt.Println(offeredLine(offeredRate(sentAt), fc.rate))
 	fmt.Printf("  delivery after the write's answer (the fan-out's part less the answer's trip): p50 %s, p99 %s, max %s (%d of %d changes matched)\n",
 		round(load.Percentile(after, 0.50)), round(load.Percentile(after, 0.99)), round(load.Percentile(after, 1)), len(after), len(tl.firsts))
 	fmt.Printf("| fan-out | %d | %s | %d | %s | %s | %.1f KiB |\n", n, mode, len(tl.firsts),
@@ -490,4 +491,42 @@ func waitSubscriptions(ctx context.Context, base string, n int) error {
 		}
 	}
 	return fmt.Errorf("server has %.0f of %d subscriptions after 120s", got, n)
+}
+
+// offeredRate is the rate the writes were sent at: sends per second from
+// the first to the last (each write's send time, in any order; zero ones
+// left out). The pacing can fall short of --fanout-rate unseen: a
+// time.Ticker drops the ticks a slow receiver misses, and a write is sent
+// only once one of the 16 writers is free and its customer's previous
+// write is answered.
+func offeredRate(sent []time.Time) float64 {
+	var first, last time.Time
+	n := 0
+	for _, t := range sent {
+		if t.IsZero() {
+			continue
+		}
+		if n == 0 || t.Before(first) {
+			first = t
+		}
+		if n == 0 || t.After(last) {
+			last = t
+		}
+		n++
+	}
+	if n < 2 || !last.After(first) {
+		return 0
+	}
+	return float64(n-1) / last.Sub(first).Seconds()
+}
+
+// offeredLine prints the offered rate beside --fanout-rate, and says so
+// when it fell short by more than 5%: the latencies are then those of a
+// lighter load.
+func offeredLine(offered float64, rate int) string {
+	s := fmt.Sprintf("  writes offered at %.0f/s (--fanout-rate %d/s)", offered, rate)
+	if offered < 0.95*float64(rate) {
+		s += fmt.Sprintf(": SHORT by %.0f%%, the writers could not keep the pace (busy writers, dropped ticks)", 100*(1-offered/float64(rate)))
+	}
+	return s
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,5 +52,35 @@ func TestFanoutTally(t *testing.T) {
 		if d.at.Sub(d.sent) != time.Millisecond {
 			t.Errorf("write %d: latency %v, want the first delivery's 1ms", d.write, d.at.Sub(d.sent))
 		}
+	}
+}
+
+// TestOfferedRate: the fan-out prints the rate its writes were sent at,
+// from their send times in any order, and flags a shortfall from
+// --fanout-rate, which the ticker's dropped ticks and busy writers made
+// silent.
+func TestOfferedRate(t *testing.T) {
+	t0 := time.Now()
+	sent := make([]time.Time, 500)
+	for k := range sent {
+		sent[k] = t0.Add(time.Duration(k) * 5 * time.Millisecond) // 200/s
+	}
+	sent[3], sent[400] = sent[400], sent[3] // writers finish out of order
+	if got := offeredRate(sent); got < 199.99 || got > 200.01 {
+		t.Errorf("500 writes 5 ms apart: %.2f/s, want 200/s", got)
+	}
+	if got := offeredLine(200, 200); strings.Contains(got, "SHORT") || !strings.Contains(got, "offered at 200/s (--fanout-rate 200/s)") {
+		t.Errorf("on pace: %q", got)
+	}
+	slow := make([]time.Time, 500)
+	for k := range slow {
+		slow[k] = t0.Add(time.Duration(k) * 8 * time.Millisecond) // 125/s
+	}
+	slow[10] = time.Time{} // a write never sent is left out
+	if got := offeredLine(offeredRate(slow), 200); !strings.Contains(got, "offered at 125/s") || !strings.Contains(got, "SHORT by 38%") {
+		t.Errorf("125/s of 200/s: %q", got)
+	}
+	if got := offeredRate(sent[:1]); got != 0 {
+		t.Errorf("one write: %v, want 0", got)
 	}
 }
