@@ -168,6 +168,10 @@ type Outreach struct {
 	Consent *Consent
 	// LastInboundAt is when the customer last wrote on the channel from
 	// Phone, nil if never: on WhatsApp, the session window is that number's.
+	// On WhatsApp only a message to the business number sendMessage sends
+	// from counts, since the window is that number's too: one the customer
+	// sent to another (a WhatsApp Cloud API number, another Twilio sender)
+	// neither opens it nor chooses Phone.
 	LastInboundAt *time.Time
 }
 
@@ -186,10 +190,10 @@ func (o *Outreach) CheckSendable(now time.Time) error {
 	}
 	if o.Channel == ChannelWhatsApp {
 		if o.LastInboundAt == nil {
-			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer has never written on WhatsApp; only approved templates may be sent, which c360 does not send")
+			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer has never written to the WhatsApp number c360 sends from; only approved templates may be sent, which c360 does not send")
 		}
 		if now.Sub(*o.LastInboundAt) > SessionWindow {
-			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer last wrote at %s; only approved templates may be sent, which c360 does not send",
+			return Errorf(EFORBIDDEN, "the WhatsApp 24-hour session window is closed: the customer last wrote to the WhatsApp number c360 sends from at %s; only approved templates may be sent, which c360 does not send",
 				o.LastInboundAt.UTC().Format(time.RFC3339))
 		}
 	}

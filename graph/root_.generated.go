@@ -2257,8 +2257,9 @@ extend type Customer {
 
   Refused, with nothing sent, when the customer opted out of the channel
   (FORBIDDEN), has no phone number (BAD_USER_INPUT), on WhatsApp when the
-  customer's last message is older than 24 hours (FORBIDDEN: the session
-  window is closed), or when the workspace has no Twilio credentials or
+  customer's last message to the workspace's WhatsApp sender is older than
+  24 hours (FORBIDDEN: the session window, which is that number's, is
+  closed), or when the workspace has no Twilio credentials or
   sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
   message and error code, except FORBIDDEN for error 21610 (an unsubscribed
   recipient) and RATE_LIMITED for 429, 20429 and 21611; an unreachable Twilio

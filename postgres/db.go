@@ -53,6 +53,8 @@ type DB struct {
 	migrationsCurrentUntil atomic.Int64
 	// workspaces caches FindWorkspaceBySlug (workspace.go).
 	workspaces sync.Map
+	// workspaceSlugs maps a workspace's id to its slug (findWorkspaceByID).
+	workspaceSlugs sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
 	// usage records keys' last use off the request path (KeyUsage).

@@ -469,39 +469,83 @@ func (db *DB) findMessage(ctx context.Context, ws, id int64) (*c360.Message, err
 // more than a few unusable ones in a row is not worth reading on.
 const outreachInbound = 10
 
+// twilioSource is the source of Twilio's events (connectors/twilio.Source):
+// sendMessage sends through Twilio.
+const twilioSource = "twilio"
+
+// sessionSender returns which inbound WhatsApp messages open the session
+// window of the sender sendMessage uses in workspace w: those of source
+// received through Twilio and, when to is not "", addressed to that
+// number. WhatsApp's window is per business number, so a message the
+// customer sent to another one (a WhatsApp Cloud API number, another of
+// the account's Twilio senders) does not open it.
+//
+// The sender is chosen as connectors/twilio's senderParams chooses it:
+// the workspace's WhatsApp number, else its Messaging Service. c360 does
+// not know a Messaging Service's senders, so then any WhatsApp message
+// received through Twilio counts (to is ""). A workspace with neither
+// cannot send on WhatsApp (sendMessage refuses it as having no sender):
+// source is "", and every inbound WhatsApp message counts.
+func sessionSender(w *c360.Workspace) (source, to string) {
+	from := strings.TrimSpace(w.TwilioWhatsAppFrom)
+	if len(from) >= len("whatsapp:") && strings.EqualFold(from[:len("whatsapp:")], "whatsapp:") {
+		from = strings.TrimSpace(from[len("whatsapp:"):])
+	}
+	switch {
+	case from != "":
+		// As connectors/twilio stores an inbound message's "to" (splitAddress).
+		return twilioSource, identity.WhatsAppNumber(from)
+	case w.TwilioMessagingServiceSID != "":
+		return twilioSource, ""
+	}
+	return "", ""
+}
+
 // FindOutreach returns what deciding whether customerID may be messaged on
-// channel needs, in one query: the surviving customer, its phones, its
-// consent on the channel and the numbers its latest inbound messages there
-// came from (each inbound message's event names it).
+// channel needs, in one query after the workspace (cached): the surviving
+// customer, its phones, its consent on the channel and the numbers its
+// latest inbound messages there came from (each inbound message's event
+// names it).
 //
 // The recipient is the number the customer last wrote from on the channel,
 // so that a WhatsApp reply goes to the number whose session is open (and an
 // SMS reply to the number the customer texts from); without an inbound
-// message there, the most recently seen phone. A number the workspace's
-// identity rules block is never chosen, nor one that has since moved to
-// another customer (a split): a customer left without a usable number
-// gets Phone "".
+// message there, the most recently seen phone. On WhatsApp only the
+// messages addressed to the workspace's sender count (sessionSender): a
+// message to another business number neither opens its window nor
+// chooses the number. A number the workspace's identity rules block is
+// never chosen, nor one that has since moved to another customer (a
+// split): a customer left without a usable number gets Phone "".
+//
+// Each conversation's inbound messages are read newest first along
+// messages_conversation_idx, each one's event by its primary key, and the
+// read stops at the outreachInbound-th that counts.
 func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel string) (*c360.Outreach, error) {
 	rules, err := db.identityRules(ctx, ws)
 	if err != nil {
 		return nil, err
 	}
 	o := &c360.Outreach{Channel: channel}
+	if o.Workspace, err = db.findWorkspaceByID(ctx, ws); err != nil {
+		return nil, err
+	}
+	var senderSource, senderTo string
+	if channel == c360.ChannelWhatsApp {
+		senderSource, senderTo = sessionSender(o.Workspace)
+	}
 	var (
-		slug                      string
 		phones, inboundPhones     []string
 		inboundAts                []time.Time
 		consentStatus, consentSrc *string
 		consentAt                 *time.Time
 	)
 	err = db.as(ws).QueryRow(ctx, `
-		SELECT c.id, w.slug,
+		SELECT c.id,
 		       coalesce((SELECT array_agg(i.value ORDER BY i.last_seen DESC, i.value) FROM identities i
 		                 WHERE i.workspace_id = $1 AND i.customer_id = c.id AND i.type = 'phone'), '{}'),
 		       k.status, k.source, k.updated_at,
 		       coalesce(r.phones, '{}'), coalesce(r.ats, '{}')
 		FROM customers c
-		JOIN workspaces w ON w.id = c.workspace_id
 		LEFT JOIN consents k ON k.workspace_id = c.workspace_id AND k.customer_id = c.id AND k.channel = $3
 		LEFT JOIN LATERAL (
 			SELECT array_agg(x.phone ORDER BY x.created_at DESC, x.id DESC) AS phones,
@@ -510,18 +554,19 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 				SELECT m.id, m.created_at, p->>'value' AS phone
 				FROM conversations v
 				CROSS JOIN LATERAL (
-					SELECT m.id, m.created_at, m.event_id FROM messages m
+					SELECT m.id, m.created_at, e.identities FROM messages m
+					JOIN events e ON e.workspace_id = $1 AND e.id = m.event_id
 					WHERE m.workspace_id = $1 AND m.conversation_id = v.id AND m.direction = 'inbound'
+					  AND ($5 = '' OR e.source = $5 AND ($6 = '' OR e.properties->>'to' = $6))
 					ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m
-				JOIN events e ON e.workspace_id = $1 AND e.id = m.event_id
-				CROSS JOIN LATERAL jsonb_array_elements(e.identities) p
+				CROSS JOIN LATERAL jsonb_array_elements(m.identities) p
 				WHERE v.workspace_id = $1 AND v.customer_id = c.id AND v.channel = $3 AND p->>'type' = 'phone'
 				ORDER BY m.created_at DESC, m.id DESC LIMIT $4) x
 		) r ON true
 		WHERE c.workspace_id = $1
 		  AND c.id = (SELECT coalesce(m.merged_into, m.id) FROM customers m WHERE m.workspace_id = $1 AND m.id = $2)`,
-		ws, customerID, channel, outreachInbound).Scan(
-		&o.CustomerID, &slug, &phones, &consentStatus, &consentSrc, &consentAt, &inboundPhones, &inboundAts)
+		ws, customerID, channel, outreachInbound, senderSource, senderTo).Scan(
+		&o.CustomerID, &phones, &consentStatus, &consentSrc, &consentAt, &inboundPhones, &inboundAts)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "customer %d not found", customerID)
 	} else if err != nil {
@@ -544,9 +589,6 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 		if consentSrc != nil {
 			o.Consent.Source = *consentSrc
 		}
-	}
-	if o.Workspace, err = db.FindWorkspaceBySlug(ctx, slug); err != nil {
-		return nil, err
 	}
 	return o, nil
 }

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -364,5 +365,77 @@ func TestStatusCallbackLocksTheCustomerFirst(t *testing.T) {
 	}
 	if n := count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'message'`, ws, d); n != 1 {
 		t.Errorf("the survivor's message changes = %d, want 1 (the callback's)", n)
+	}
+}
+
+// WhatsApp's 24-hour window is per business number: only a message the
+// customer sent to the number sendMessage sends from (the workspace's
+// Twilio WhatsApp number, however its "whatsapp:" prefix is written)
+// opens it and chooses the number to reply to. One sent to a WhatsApp
+// Cloud API number or to another Twilio sender does not. Sending through
+// a Messaging Service, whose senders c360 does not know, any message
+// received through Twilio counts; without any WhatsApp sender, any does.
+func TestFindOutreachWhatsAppWindowIsTheSendersOwn(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, slug, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	const sender, phoneA, phoneB = "+14155550198", "+14155550171", "+14155550172"
+	update := func(from, service string) {
+		t.Helper()
+		if _, err := db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{TwilioAccountSID: ptr("AC00000000000000000000000000000001"),
+			TwilioAuthToken: ptr("token"), TwilioWhatsAppFrom: ptr(from), TwilioMessagingServiceSID: ptr(service)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := db.Now()
+	inbound := func(source, key, from, to string, ago time.Duration) int64 {
+		t.Helper()
+		props := map[string]any{}
+		if to != "" {
+			props["to"] = to
+		}
+		return ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: source, DedupeKey: key, Identities: ids("phone", from),
+			Properties: props, OccurredAt: now.Add(-ago), ReceivedAt: now,
+			Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: key, Status: "received"}}).CustomerID
+	}
+	// Both numbers are one customer's (an email links them).
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "link",
+		Identities: ids("email", "o@example.com", "phone", phoneA, "phone", phoneB)})
+	id := inbound("twilio", "SMold", phoneA, sender, 30*time.Hour)        // to the sender, long ago
+	inbound("twilio", "SMother", phoneB, "+14155550197", 1*time.Hour)     // another Twilio sender
+	inbound("whatsapp", "wamid.cloud", phoneB, "+15550783881", time.Hour) // a Cloud API number
+	inbound("whatsapp", "wamid.same", phoneB, sender, time.Hour)          // the sender's number, not through Twilio
+	window := func(step, wantPhone string, wantAgo time.Duration) {
+		t.Helper()
+		o, err := db.FindOutreach(ctx, ws, id, "whatsapp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Phone != wantPhone || o.LastInboundAt == nil || o.LastInboundAt.Sub(now.Add(-wantAgo)).Abs() > time.Millisecond {
+			t.Errorf("%s: phone %s, last inbound %v; want %s, %s ago", step, o.Phone, o.LastInboundAt, wantPhone, wantAgo)
+		}
+	}
+
+	update("whatsapp:"+sender, "")
+	window("Twilio WhatsApp number", phoneA, 30*time.Hour)
+	o, _ := db.FindOutreach(ctx, ws, id, "whatsapp")
+	if err := o.CheckSendable(now); c360.ErrorCode(err) != c360.EFORBIDDEN || !strings.Contains(c360.ErrorMessage(err), "24-hour session window is closed") {
+		t.Errorf("CheckSendable = %v, want the window closed: the customer wrote to other numbers since", err)
+	}
+	update(sender, "")
+	window("the number without its prefix", phoneA, 30*time.Hour)
+	inbound("twilio", "SMnew", phoneA, sender, 2*time.Hour)
+	window("a new message to the sender", phoneA, 2*time.Hour)
+	if o, _ := db.FindOutreach(ctx, ws, id, "whatsapp"); o.CheckSendable(now) != nil {
+		t.Errorf("CheckSendable = %v, want the window open", o.CheckSendable(now))
+	}
+
+	update("", "MG00000000000000000000000000000001")
+	window("a Messaging Service", phoneB, time.Hour) // SMother, received through Twilio
+	update("", "")
+	window("no WhatsApp sender", phoneB, time.Hour)
+	// SMS is not filtered.
+	if o, _ := db.FindOutreach(ctx, ws, id, "sms"); o.LastInboundAt != nil {
+		t.Errorf("sms outreach = %+v, want no inbound", o)
 	}
 }

@@ -127,6 +127,24 @@ func (db *DB) FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Works
 	return w, nil
 }
 
+// findWorkspaceByID returns the workspace with id as FindWorkspaceBySlug
+// does, from its cache: a workspace's slug never changes, so the slug of
+// each id is kept once read.
+func (db *DB) findWorkspaceByID(ctx context.Context, id int64) (*c360.Workspace, error) {
+	if slug, ok := db.workspaceSlugs.Load(id); ok {
+		return db.FindWorkspaceBySlug(ctx, slug.(string))
+	}
+	var slug string
+	err := db.app.QueryRow(ctx, `SELECT slug FROM workspaces WHERE id = $1`, id).Scan(&slug)
+	if err == pgx.ErrNoRows {
+		return nil, c360.Errorf(c360.ENOTFOUND, "workspace %d not found", id)
+	} else if err != nil {
+		return nil, interpretError(fmt.Errorf("find workspace: %w", err))
+	}
+	db.workspaceSlugs.Store(id, slug)
+	return db.FindWorkspaceBySlug(ctx, slug)
+}
+
 // workspaceColumns are the columns scanWorkspace reads, in its order.
 const workspaceColumns = `id, slug, name, created_at, webhook_secret,
 	previous_webhook_secret, previous_webhook_secret_expires_at,

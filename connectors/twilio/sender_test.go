@@ -124,6 +124,42 @@ func TestSendWhatsAppInsideSessionWindow(t *testing.T) {
 	}
 }
 
+// WhatsApp's 24-hour window is per business number: a message the customer
+// sent to a WhatsApp Cloud API number, or to another of the account's
+// Twilio senders, does not open the window of the workspace's Twilio
+// WhatsApp sender. Nothing is recorded or sent; once the customer writes
+// to that sender, the reply goes out.
+func TestSendWhatsAppWindowIsTheSendersOwn(t *testing.T) {
+	e := newEnv(t)
+	const phone = "+14155550305"
+	now := time.Now().UTC()
+	res, err := e.db.Ingest(context.Background(), e.ws, []*c360.Event{{Type: c360.EventMessage, Source: "whatsapp", DedupeKey: "wamid.r5",
+		Identities: []c360.Identity{{Type: "phone", Value: phone}}, Properties: map[string]any{"to": "+15550783881"}, OccurredAt: now, ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: "wamid.r5", Status: "received"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res[0].CustomerID
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM305", "whatsapp:"+phone, "hi", "To", "whatsapp:+14155550197"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if m, r := e.send(t, e.key, id, "whatsapp", "Hello"); m != nil || r.code() != c360.EFORBIDDEN || !strings.Contains(r.message(), "24-hour session window is closed") {
+		t.Errorf("sendMessage after messages to other business numbers = %+v, %s; want FORBIDDEN, the window closed", m, r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want 0: the sender's window is closed", n)
+	}
+	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND direction = 'outbound'`, e.ws); n != 0 {
+		t.Errorf("outbound messages = %d, want 0", n)
+	}
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM306", "whatsapp:"+phone, "hello?"), authToken); status != http.StatusOK {
+		t.Fatal(status)
+	}
+	if m, r := e.send(t, e.key, id, "whatsapp", "Hello"); m == nil {
+		t.Errorf("sendMessage after a message to the sender: %s", r.raw)
+	}
+}
+
 func TestSendThroughMessagingService(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.db.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{
