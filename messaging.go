@@ -67,33 +67,52 @@ type NotSentError struct {
 	// Permanent is set when the provider refused the message itself (an
 	// invalid number, an unsubscribed recipient): sent again, it would be
 	// refused again, so a repeat of its idempotency key answers the same
-	// refusal. Otherwise (a rate limit, the workspace's credentials or
-	// sender, a message never handed over: see MomentaryRefusal) the
-	// refusal is the moment's, and the key is freed: a repeat sends.
+	// refusal. Otherwise (a rate limit, the workspace's credentials,
+	// account or sender, a message never handed over: see
+	// MomentaryRefusal) the refusal is the moment's, and the key is freed:
+	// a repeat sends.
 	Permanent bool
 	Err       error
 }
 
-// momentaryRefusals are the provider's (Twilio's) error codes of refusals
-// that last only a moment, though Twilio answers most of them with 400, as
-// it answers a refusal of the message itself.
-var momentaryRefusals = map[string]bool{
-	"20429": true, // too many requests (429, sometimes 400)
-	"21611": true, // the sender's queue is full: slow down, the same message is then taken
+// setupRefusals are the provider's (Twilio's) error codes of refusals of
+// the workspace's provider setup rather than of the message: its
+// credentials, its account, its sender or Messaging Service. The message
+// itself is not at fault: once an admin corrects the setup, the same
+// message is taken.
+var setupRefusals = map[string]bool{
 	"20003": true, // the account's credentials (401)
+	"20404": true, // the account (or the resource the request names) is not found (404)
+	"21222": true, // an Account SID with characters no SID holds (twilio-go refuses it before any request)
+	"21224": true, // an auth token with characters no token holds (twilio-go refuses it before any request)
+	"21212": true, // the From number is not a valid phone number, short code or sender ID
+	"21603": true, // no From number or Messaging Service
 	"21606": true, // the From number cannot send to this destination, or is not the account's
 	"21659": true, // the From number is not a Twilio number of the account
+	"21701": true, // the Messaging Service does not exist
+	"21703": true, // the Messaging Service has no sender available for the message
+	"21704": true, // the Messaging Service holds no sender
 	"63007": true, // no WhatsApp channel for the From address
 }
 
+// SetupRefusal reports whether providerCode, the error code of a
+// provider's refusal (as Message.ErrorCode holds it), names a refusal of
+// the workspace's provider setup (credentials, account, sender), which its
+// admin fixes, rather than of the message.
+func SetupRefusal(providerCode string) bool { return setupRefusals[providerCode] }
+
 // MomentaryRefusal reports whether providerCode, the error code of a
 // provider's refusal (as Message.ErrorCode holds it), names a refusal that
-// lasts only a moment: a rate limit, or the workspace's provider setup
-// (credentials, a sender the provider does not know), which its admin may
-// fix. Such a refusal does not use up the send's idempotency key, since
-// the same message is taken once the moment has passed. Any other refusal
-// with a code is of the message itself.
-func MomentaryRefusal(providerCode string) bool { return momentaryRefusals[providerCode] }
+// lasts only a moment: a rate limit (Twilio's 20429, and 21611, the
+// sender's queue is full: slow down, the same message is then taken, though
+// Twilio answers most of them with 400, as it answers a refusal of the
+// message itself), or the workspace's provider setup (SetupRefusal), which
+// its admin may fix. Such a refusal does not use up the send's idempotency
+// key, since the same message is taken once the moment has passed. Any
+// other refusal with a code is of the message itself.
+func MomentaryRefusal(providerCode string) bool {
+	return providerCode == "20429" || providerCode == "21611" || SetupRefusal(providerCode)
+}
 
 // Error implements the error interface.
 func (e *NotSentError) Error() string { return e.Err.Error() }
@@ -110,7 +129,9 @@ type SentMessage struct {
 // MessageSender sends messages through a provider with the workspace's
 // credentials. It refuses with EINVALID, before any request, when the
 // workspace lacks credentials or a sender for the channel. A provider's
-// refusal is EINVALID (or ERATELIMITED); a provider that cannot be reached is
+// refusal of the message is EINVALID (or EFORBIDDEN, ERATELIMITED); its
+// refusal of the workspace's setup (SetupRefusal: credentials, account,
+// sender) is EUNAVAILABLE, saying so; a provider that cannot be reached is
 // EUNAVAILABLE.
 type MessageSender interface {
 	// CheckSender returns the EINVALID refusal SendMessage would answer

@@ -2260,10 +2260,13 @@ extend type Customer {
   customer's last message to the workspace's WhatsApp sender is older than
   24 hours (FORBIDDEN: the session window, which is that number's, is
   closed), or when the workspace has no Twilio credentials or
-  sender (BAD_USER_INPUT). Twilio's refusals are BAD_USER_INPUT with Twilio's
-  message and error code, except FORBIDDEN for error 21610 (an unsubscribed
-  recipient) and RATE_LIMITED for 429, 20429 and 21611; an unreachable Twilio
-  is UNAVAILABLE.
+  sender (BAD_USER_INPUT). Twilio's refusals of the message are
+  BAD_USER_INPUT with Twilio's message and error code, except FORBIDDEN for
+  error 21610 (an unsubscribed recipient) and RATE_LIMITED for 429, 20429
+  and 21611. Twilio's refusals of the workspace's Twilio setup (its
+  credentials, account, sender or Messaging Service: 401, 403, 404, 21212,
+  21606, 21701, …) are UNAVAILABLE, saying the setup is at fault and the
+  message was not sent; an unreachable Twilio is UNAVAILABLE too.
 
   The message is recorded before Twilio is called, status ` + "`" + `pending` + "`" + `: a
   refusal leaves it ` + "`" + `failed` + "`" + ` with Twilio's error code, and a send whose
@@ -2279,7 +2282,7 @@ extend type Customer {
   Twilio refused the message itself; it is CONFLICT while that send is in
   flight or its outcome unknown (` + "`" + `pending` + "`" + `, ` + "`" + `unconfirmed` + "`" + `), and when the
   messageId was used for another customer, channel or body. A refusal of
-  the moment (RATE_LIMITED, the workspace's credentials or sender) does not
+  the moment (RATE_LIMITED, the workspace's Twilio setup) does not
   use up the messageId: a repeat sends. A retry after a lost answer is
   then sent once.
   """

@@ -188,17 +188,37 @@ const (
 	errQueueFull       = 21611
 )
 
+// setupFaults says, for Twilio's error codes of refusals of the
+// workspace's setup (c360.SetupRefusal), what of it Twilio refused.
+var setupFaults = map[int]string{
+	20003: "its credentials",
+	20404: "its Account SID (or its Messaging Service), which Twilio does not find",
+	21222: "its Account SID, which holds characters no Account SID holds",
+	21224: "its auth token, which holds characters no auth token holds",
+	21212: "its sender, which is not a valid phone number, short code or sender ID",
+	21603: "its sender: no From number or Messaging Service",
+	21606: "its sender, which is not one of the account's numbers or cannot send to this destination",
+	21659: "its sender, which is not one of the account's Twilio numbers",
+	21701: "its Messaging Service, which does not exist",
+	21703: "its Messaging Service, which has no sender available for this message",
+	21704: "its Messaging Service, which holds no sender",
+	63007: "its WhatsApp sender, which has no WhatsApp channel",
+}
+
 // interpret turns a Twilio API error into a domain error whose message the
 // caller can act on, each a *c360.NotSentError, since Twilio took nothing:
 // a rate limit (429, or 20429 or 21611 with 400) is RATE_LIMITED; a refusal
-// of the workspace's credentials (401, 403) or of its sender
-// (c360.MomentaryRefusal: 21606, 21659, 63007) is BAD_USER_INPUT naming
-// what to fix; each of those lasts a moment, so it does not use up the
-// send's key. Any other refusal (4xx) is of the message itself (Permanent):
-// BAD_USER_INPUT with Twilio's message and error code, FORBIDDEN for an
-// unsubscribed recipient. Anything else (5xx, timeouts, connection errors)
-// is UNAVAILABLE, the outcome unknown. The cause is logged here, without
-// credentials, because the domain error does not carry it.
+// of the workspace's Twilio setup (401, 403 and 404, and the codes of
+// c360.SetupRefusal: its credentials, account, sender or Messaging
+// Service; twilio-go's own refusal of a malformed Account SID or auth
+// token too) is UNAVAILABLE, saying that the setup is at fault and an
+// admin must fix it; each of those lasts a moment, so it does not use up
+// the send's key. Any other refusal (4xx) is of the message itself
+// (Permanent): BAD_USER_INPUT with Twilio's message and error code,
+// FORBIDDEN for an unsubscribed recipient. Anything else (5xx, timeouts,
+// connection errors) is UNAVAILABLE, the outcome unknown. The cause is
+// logged here, without credentials, because the domain error does not
+// carry it.
 func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	var (
 		status, code int
@@ -215,7 +235,6 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		s.logger.Warn("twilio unreachable", "workspace", ws.Slug, "error", err)
 		return c360.Errorf(c360.EUNAVAILABLE, "Twilio did not answer; the message may or may not have been sent")
 	}
-	s.logger.Info("twilio refused a message", "workspace", ws.Slug, "status", status, "twilioCode", code)
 	if message == "" {
 		message = "no message"
 	}
@@ -227,11 +246,25 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		return out
 	}
 	refusal := status >= 400 && status < 500
+	setup := status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound ||
+		refusal && c360.SetupRefusal(strconv.Itoa(code))
+	if setup {
+		s.logger.Warn("twilio refused the workspace's setup", "workspace", ws.Slug, "status", status, "twilioCode", code)
+	} else {
+		s.logger.Info("twilio refused a message", "workspace", ws.Slug, "status", status, "twilioCode", code)
+	}
 	switch {
 	case status == http.StatusTooManyRequests || refusal && (code == errTooManyRequests || code == errQueueFull):
 		return refused(c360.Errorf(c360.ERATELIMITED, "Twilio is rate limiting this account or sender: %s (Twilio error %d); send it again later", message, code))
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's credentials: %s (Twilio error %d); check them with c360 workspace update", message, code))
+	case setup:
+		// The workspace's setup, not the message: once an admin fixes
+		// it, the same message is taken.
+		fault, ok := setupFaults[code]
+		if !ok {
+			fault = "its credentials or account"
+		}
+		return refused(c360.Errorf(c360.EUNAVAILABLE, "the message was not sent: Twilio refused the workspace's Twilio setup, not the message: %s: %s (Twilio error %d); an admin must correct the workspace's Twilio settings (c360 workspace update), then send it again (with the same messageId, if it had one)",
+			fault, message, code))
 	case refusal && code == errUnsubscribed:
 		// Twilio knew of an opt-out c360 did not (one sent before c360 was
 		// set up, or to another of the account's senders): record it, so
@@ -239,10 +272,6 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		out := refused(c360.Errorf(c360.EFORBIDDEN, "the customer unsubscribed from this sender (replied STOP), so Twilio refuses to message them until they reply START: %s (Twilio error %d); their opt-out is recorded", message, code))
 		out.OptedOut, out.Permanent = true, true
 		return out
-	case refusal && c360.MomentaryRefusal(strconv.Itoa(code)):
-		// The workspace's sender, not the message: fixed, the same
-		// message is taken.
-		return refused(c360.Errorf(c360.EINVALID, "Twilio refused the workspace's sender: %s (Twilio error %d); check the workspace's sender for the channel with c360 workspace update, then send it again", message, code))
 	case refusal:
 		// The message itself is refused (a number that is not a phone,
 		// a body Twilio will not take): sending it again changes nothing.

@@ -286,7 +286,7 @@ func TestSendTwilioErrors(t *testing.T) {
 		{"invalid To", 400, `{"code": 21211, "message": "The 'To' number +14155550140 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}`,
 			c360.EINVALID, "Twilio refused the message: The 'To' number +14155550140 is not a valid phone number. (Twilio error 21211)", "failed", "21211"},
 		{"bad credentials", 401, `{"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}`,
-			c360.EINVALID, "credentials", "failed", "20003"},
+			c360.EUNAVAILABLE, "Twilio refused the workspace's Twilio setup, not the message: its credentials", "failed", "20003"},
 		{"rate limited", 429, `{"code": 20429, "message": "Too Many Requests", "status": 429}`, c360.ERATELIMITED, "20429", "failed", "20429"},
 		{"server error", 500, `{"code": 20500, "message": "Internal Server Error", "status": 500}`, c360.EUNAVAILABLE, "may or may not", "unconfirmed", ""},
 		{"gateway error", 502, `<html>Bad Gateway</html>`, c360.EUNAVAILABLE, "did not answer", "unconfirmed", ""},
@@ -745,9 +745,9 @@ func TestSendMessageIDAfterARefusal(t *testing.T) {
 
 // Twilio answers 400 to refusals that last only a moment too: a full
 // sender queue (21611) or too many requests (20429) is RATE_LIMITED, and a
-// sender Twilio does not know (21606, 21659, 63007) is BAD_USER_INPUT
-// naming the sender; none uses up its messageId, so a retry with it, once
-// the queue drained or the sender was fixed, sends the message.
+// sender Twilio does not know (21606, 21659, 63007) is UNAVAILABLE naming
+// the workspace's setup; none uses up its messageId, so a retry with it,
+// once the queue drained or the sender was fixed, sends the message.
 func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 	e := newEnv(t)
 	for i, tc := range []struct {
@@ -755,9 +755,9 @@ func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 	}{
 		{"21611", c360.ERATELIMITED, "This 'From' number has exceeded the maximum number of queued messages"},
 		{"20429", c360.ERATELIMITED, "rate limiting"},
-		{"21606", c360.EINVALID, "the workspace's sender"},
-		{"21659", c360.EINVALID, "the workspace's sender"},
-		{"63007", c360.EINVALID, "the workspace's sender"},
+		{"21606", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its sender"},
+		{"21659", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its sender"},
+		{"63007", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its WhatsApp sender"},
 	} {
 		t.Run(tc.twilioCode, func(t *testing.T) {
 			phone := fmt.Sprintf("+141555502%02d", i)
@@ -782,6 +782,78 @@ func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A refusal of the workspace's Twilio setup (its credentials, its account,
+// its sender or Messaging Service) is not the message's fault: it is
+// UNAVAILABLE, saying that the setup is at fault, and does not use up the
+// messageId, so once an admin fixes the setup the retry with the same
+// messageId sends. So is twilio-go's own refusal of a malformed auth
+// token, made before any request. Before, each was BAD_USER_INPUT
+// ("Twilio refused the message"), and the retry was refused for good:
+// "correct it, and send it with a new messageId".
+func TestSendRefusedForTheWorkspaceSetupKeepsItsMessageID(t *testing.T) {
+	e := newEnv(t)
+	for i, tc := range []struct {
+		status     int
+		twilioCode string
+		message    string
+		fault      string
+	}{
+		{401, "20003", "Authenticate", "its credentials"},
+		{404, "20404", "The requested resource was not found", "its Account SID"},
+		{400, "21212", "The 'From' number +1415555019 is not a valid phone number, shortcode, or alphanumeric sender ID.", "its sender"},
+		{400, "21603", "A 'From' or 'MessagingServiceSid' phone number is required.", "its sender"},
+		{400, "21701", "The Messaging Service Sid MG00000000000000000000000000000001 is invalid.", "its Messaging Service"},
+		{400, "21703", "The Messaging Service does not have a phone number available to send a message to this phone number.", "its Messaging Service"},
+		{400, "21704", "The Messaging Service contains no phone numbers", "its Messaging Service"},
+	} {
+		t.Run(tc.twilioCode, func(t *testing.T) {
+			phone := fmt.Sprintf("+141555503%02d", i)
+			id := e.identify(t, "id-"+phone, c360.Identity{Type: "phone", Value: phone})
+			key := "setup-" + tc.twilioCode
+			before := len(e.twilio.requests())
+			e.twilio.fail(tc.status, fmt.Sprintf(`{"code": %s, "message": %q, "status": %d}`, tc.twilioCode, tc.message, tc.status))
+			if m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key); m != nil || r.code() != c360.EUNAVAILABLE ||
+				!strings.Contains(r.message(), "the message was not sent: Twilio refused the workspace's Twilio setup, not the message: "+tc.fault) ||
+				!strings.Contains(r.message(), "Twilio error "+tc.twilioCode) || strings.Contains(r.message(), "refused the message") {
+				t.Fatalf("first: %+v, %s; want UNAVAILABLE naming the workspace's setup (%s)", m, r.raw, tc.fault)
+			}
+			e.twilio.fail(0, "") // an admin fixes the setup
+			m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key)
+			if m == nil || m.Status != "queued" || m.ProviderID == "" {
+				t.Errorf("retry with the messageId after the setup was fixed = %+v, %s; want the message sent", m, r.raw)
+			}
+			if n := len(e.twilio.requests()) - before; n != 2 {
+				t.Errorf("Twilio requests = %d, want 2", n)
+			}
+			if ms := e.messages(t, id, "sms"); len(ms) != 2 || ms[0].Status != "queued" || ms[1].Status != "failed" || ms[1].ErrorCode != tc.twilioCode {
+				t.Errorf("messages = %+v, want the retry queued and the refused send failed (%s)", ms, tc.twilioCode)
+			}
+		})
+	}
+
+	t.Run("malformed auth token", func(t *testing.T) {
+		ctx := context.Background()
+		id := e.identify(t, "id-token", c360.Identity{Type: "phone", Value: "+14155550390"})
+		before := len(e.twilio.requests())
+		if _, err := e.db.UpdateWorkspace(ctx, e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr(authToken + " ")}); err != nil {
+			t.Fatal(err)
+		}
+		if m, r := e.sendWithKey(t, id, "sms", "hi", "setup-token"); m != nil || r.code() != c360.EUNAVAILABLE ||
+			!strings.Contains(r.message(), "Twilio setup, not the message: its auth token") || strings.Contains(r.message(), authToken) {
+			t.Fatalf("send with a malformed auth token = %+v, %s; want UNAVAILABLE naming the auth token", m, r.raw)
+		}
+		if n := len(e.twilio.requests()) - before; n != 0 {
+			t.Errorf("Twilio requests = %d, want 0: twilio-go refuses the token before any request", n)
+		}
+		if _, err := e.db.UpdateWorkspace(ctx, e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr(authToken)}); err != nil {
+			t.Fatal(err)
+		}
+		if m, r := e.sendWithKey(t, id, "sms", "hi", "setup-token"); m == nil || m.Status != "queued" {
+			t.Errorf("retry with the messageId after the token was fixed = %+v, %s; want the message sent", m, r.raw)
+		}
+	})
 }
 
 // A message refused for a moment before such refusals freed their key
