@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -216,8 +217,10 @@ var setupFaults = map[int]string{
 // the send's key. Any other refusal (4xx) is of the message itself
 // (Permanent): BAD_USER_INPUT with Twilio's message and error code,
 // FORBIDDEN for an unsubscribed recipient. Anything else (5xx, timeouts,
-// connection errors) is UNAVAILABLE, the outcome unknown. The cause is
-// logged here, without credentials, because the domain error does not
+// connection errors) is UNAVAILABLE, the outcome unknown. Twilio's message
+// reaches the answer with its Account SIDs redacted (redactSIDs). The
+// cause is logged here, without credentials or the Account SID (a
+// connection error's URL names it), because the domain error does not
 // carry it.
 func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	var (
@@ -232,9 +235,19 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 	case errors.As(err, &v1Err):
 		status, code, message = v1Err.HttpStatusCode, v1Err.Code, v1Err.Message
 	default:
-		s.logger.Warn("twilio unreachable", "workspace", ws.Slug, "error", err)
+		// A *url.Error's text holds the request's URL, which holds the
+		// Account SID: log its cause alone.
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		s.logger.Warn("twilio unreachable", "workspace", ws.Slug, "error", redactSIDs(err.Error()))
 		return c360.Errorf(c360.EUNAVAILABLE, "Twilio did not answer; the message may or may not have been sent")
 	}
+	// Twilio's message may name the account (20404 quotes the resource,
+	// /2010-04-01/Accounts/AC…/Messages.json): the answer goes to whoever
+	// sends, who need not know it.
+	message = redactSIDs(message)
 	if message == "" {
 		message = "no message"
 	}
@@ -280,6 +293,15 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		return out
 	}
 	return c360.Errorf(c360.EUNAVAILABLE, "Twilio failed: %s (Twilio error %d); the message may or may not have been sent", message, code)
+}
+
+// accountSIDs matches a Twilio Account SID: AC and 32 hex digits.
+var accountSIDs = regexp.MustCompile(`AC[0-9a-fA-F]{32}`)
+
+// redactSIDs replaces the Account SIDs in text from Twilio or about a
+// request to it, before the text reaches an answer or a log.
+func redactSIDs(text string) string {
+	return accountSIDs.ReplaceAllLiteralString(text, "AC[redacted]")
 }
 
 // rewriteTransport sends requests for Twilio's hosts to another base URL

@@ -311,6 +311,35 @@ func TestSendTwilioErrors(t *testing.T) {
 	}
 }
 
+// The workspace's Twilio Account SID reaches neither the sender's answer
+// nor the log: Twilio's 20404 quotes the resource it did not find
+// (/2010-04-01/Accounts/AC…/Messages.json), and an unreachable Twilio's
+// error (a *url.Error) names the request's URL. Before, both were passed
+// on verbatim.
+func TestTwilioErrorsDoNotNameTheAccountSID(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-395", c360.Identity{Type: "phone", Value: "+14155550395"})
+	e.twilio.fail(404, `{"code": 20404, "message": "The requested resource /2010-04-01/Accounts/`+accountSID+`/Messages.json was not found", "more_info": "https://www.twilio.com/docs/errors/20404", "status": 404}`)
+	if m, r := e.send(t, e.key, id, "sms", "hi"); m != nil || strings.Contains(r.raw, accountSID) ||
+		!strings.Contains(r.message(), "/2010-04-01/Accounts/AC[redacted]/Messages.json was not found (Twilio error 20404)") {
+		t.Errorf("sendMessage = %+v, %s; want Twilio's message without the Account SID", m, r.raw)
+	}
+
+	e.twilio.srv.Close() // connection refused
+	if m, r := e.send(t, e.key, id, "sms", "hi"); m != nil || r.code() != c360.EUNAVAILABLE || strings.Contains(r.raw, accountSID) {
+		t.Errorf("sendMessage to an unreachable Twilio = %+v, %s; want UNAVAILABLE", m, r.raw)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "twilio unreachable") || !strings.Contains(logs, "connection refused") {
+		t.Errorf("logs = %s, want the unreachable Twilio logged with its cause", logs)
+	}
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, accountSID) {
+			t.Errorf("log line names the Account SID: %s", l)
+		}
+	}
+}
+
 // A send whose answer is lost is in the conversation, unconfirmed, and
 // Twilio's status callbacks, which name it in their URL, attach its SID
 // and move it on. A callback with the message in the URL but a signature
