@@ -207,7 +207,7 @@ func (o *Outreach) CheckSendable(now time.Time) error {
 		return Errorf(EINVALID, "customer %d has no phone number to send %s to", o.CustomerID, channelName(o.Channel))
 	}
 	if o.Consent != nil && o.Consent.Status == ConsentOptedOut {
-		return Errorf(EFORBIDDEN, "customer opted out of %s", o.Channel)
+		return OptedOutError(o.Channel)
 	}
 	if o.Channel == ChannelWhatsApp {
 		if o.LastInboundAt == nil {
@@ -219,6 +219,12 @@ func (o *Outreach) CheckSendable(now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// OptedOutError is the refusal of a send on channel to a customer who
+// opted out of it.
+func OptedOutError(channel string) error {
+	return Errorf(EFORBIDDEN, "customer opted out of %s", channel)
 }
 
 // CheckOutboundMessage validates a sendMessage input. It runs before
@@ -257,7 +263,10 @@ type MessagingService interface {
 	// RecordOutbound records a message about to be sent as an outbound
 	// message of the customer (or its survivor), status MessagePending, and
 	// returns it. When in.Key was used before, it records nothing and
-	// returns the message recorded under it, with repeat true.
+	// returns the message recorded under it, with repeat true. Otherwise,
+	// when the customer has opted out of the channel (a STOP that
+	// committed after FindOutreach read the consent), it records nothing
+	// and refuses with OptedOutError, as CheckSendable does.
 	RecordOutbound(ctx context.Context, workspaceID int64, in OutboundRecord) (m *Message, repeat bool, err error)
 	// SettleOutbound applies the outcome of a recorded message's send: it
 	// attaches the provider's id and moves the status forward only, so a

@@ -276,6 +276,14 @@ func findOutbound(ctx context.Context, q interface {
 // the events' unique (workspace, source, dedupe key), in the transaction
 // that records the message: a concurrent repeat waits for it to commit,
 // then finds the message, pending until the send is settled.
+//
+// The customer's consent on the channel is read again once the customer
+// is locked: sendMessage checked the consent FindOutreach read, without a
+// lock, and a STOP that committed since would be missed. Every consent is
+// written under its customer's lock, so none can commit between this read
+// and the record. An opt-out refuses the send as CheckSendable does, and
+// nothing is recorded; a repeat of a key is answered before, as
+// sendMessage answers a repeat found earlier, even after an opt-out.
 func (db *DB) RecordOutbound(ctx context.Context, ws int64, in c360.OutboundRecord) (*c360.Message, bool, error) {
 	now := db.Now()
 	ev := &c360.Event{Type: c360.EventMessage, Source: in.Source, DedupeKey: outboundKey(in.Key),
@@ -308,6 +316,15 @@ func (db *DB) RecordOutbound(ctx context.Context, ws int64, in c360.OutboundReco
 			return err
 		} else if err != nil {
 			return interpretError(fmt.Errorf("insert event: %w", err))
+		}
+		var consent string
+		err = tx.QueryRow(ctx, `SELECT status FROM consents WHERE workspace_id = $1 AND customer_id = $2 AND channel = $3`,
+			ws, cust.id, in.Channel).Scan(&consent)
+		if err != nil && err != pgx.ErrNoRows {
+			return interpretError(fmt.Errorf("read consent: %w", err))
+		}
+		if consent == c360.ConsentOptedOut {
+			return c360.OptedOutError(in.Channel) // the event's insert is rolled back with the rest
 		}
 		if m, err = insertMessage(ctx, tx, ws, cust.id, eventID, ev); err != nil {
 			return err

@@ -439,3 +439,46 @@ func TestFindOutreachWhatsAppWindowIsTheSendersOwn(t *testing.T) {
 		t.Errorf("sms outreach = %+v, want no inbound", o)
 	}
 }
+
+// RecordOutbound reads the customer's consent on the channel under the
+// customer's lock: an opt-out, however recent, refuses the record with
+// sendMessage's refusal, and nothing is recorded (no message, no event
+// claiming the key). A repeat of a key used before is answered as a
+// repeat, even after an opt-out.
+func TestRecordOutboundRefusesAnOptedOutCustomer(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	const phone = "+14155550173"
+	id := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "c", Identities: ids("phone", phone)}).CustomerID
+	record := func(key string) (*c360.Message, bool, error) {
+		return db.RecordOutbound(ctx, ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone, Body: "Promo!",
+			SentBy: "agent key 1", Source: "twilio", Key: key})
+	}
+	first, _, err := record("k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMstop", Identities: ids("phone", phone),
+		Consent: &c360.ConsentInput{Channel: "sms", Status: c360.ConsentOptedOut},
+		Message: &c360.MessageInput{Channel: "sms", Direction: "inbound", Body: "STOP", ProviderID: "SMstop", Status: "received"}})
+
+	m, _, err := record("k2")
+	if m != nil || c360.ErrorCode(err) != c360.EFORBIDDEN || c360.ErrorMessage(err) != "customer opted out of sms" {
+		t.Errorf("record after the opt-out = %+v, %v; want FORBIDDEN, customer opted out of sms", m, err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND direction = 'outbound'`, ws); n != 1 {
+		t.Errorf("outbound messages = %d, want the first alone", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'send:k2'`, ws); n != 0 {
+		t.Errorf("events claiming k2 = %d, want 0", n)
+	}
+	if m, repeat, err := record("k1"); err != nil || !repeat || m.ID != first.ID {
+		t.Errorf("repeat of k1 after the opt-out = %+v, %v, %v; want message %d, a repeat", m, repeat, err, first.ID)
+	}
+	// Another channel is not refused.
+	if _, _, err := db.RecordOutbound(ctx, ws, c360.OutboundRecord{CustomerID: id, Channel: "whatsapp", To: phone, Body: "Promo!",
+		SentBy: "agent key 1", Source: "twilio", Key: "k3"}); err != nil {
+		t.Errorf("record on whatsapp: %v", err)
+	}
+}

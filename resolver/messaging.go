@@ -18,7 +18,9 @@ const sendSource = "twilio"
 // sent, whether the customer may be messaged there (phone, consent, the
 // WhatsApp session window) and whether the workspace can send on the
 // channel; then the record, then the provider, then the outcome. A refusal
-// at any step before the record records and sends nothing.
+// at any step before the record records and sends nothing, and so does the
+// record's own refusal of a customer who opted out since the checks
+// (RecordOutbound reads the consent again under the customer's lock).
 //
 // The message is recorded, pending, before the provider is called, on the
 // customer FindOutreach chose, so that a send whose outcome is unknown (no

@@ -60,6 +60,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the resolver's MessagingService replaced by
+// wrap(the store), when wrap is not nil.
+func newEnvWith(t *testing.T, wrap func(c360.MessagingService) c360.MessagingService) *env {
+	t.Helper()
 	db := pgtest.Open(t)
 	ws, slug, key := pgtest.Workspace(t, db)
 	ctx := context.Background()
@@ -76,9 +83,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var messaging c360.MessagingService = db
+	if wrap != nil {
+		messaging = wrap(db)
+	}
 	res := &resolver.Resolver{
 		CustomerService: db, EventService: db, ConversationService: db, Ingester: db, Now: db.Now,
-		MessagingService: db, MessageSender: sender,
+		MessagingService: messaging, MessageSender: sender,
 	}
 	s := server.New(server.Config{Logger: log}, db, res, db)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: publicURL, StatusOf: server.StatusOf,

@@ -662,6 +662,65 @@ func TestSendToUnsubscribedRecipientRecordsOptOut(t *testing.T) {
 	}
 }
 
+// A STOP that commits after sendMessage read the customer's consent
+// (FindOutreach) and before it recorded the message is seen: the record
+// reads the consent again under the customer's lock, and refuses as the
+// first check does. Nothing is recorded or sent. Before, the message was
+// recorded and sent to a customer who had just opted out.
+func TestSendRefusedWhenAStopCommitsDuringTheSend(t *testing.T) {
+	var stop *stopAfterOutreach
+	e := newEnvWith(t, func(ms c360.MessagingService) c360.MessagingService {
+		stop = &stopAfterOutreach{MessagingService: ms}
+		return stop
+	})
+	const phone = "+14155550306"
+	if st, _, _ := e.webhook(t, e.inboundPath(), inbound("SM306a", "whatsapp:"+phone, "hi"), authToken); st != http.StatusOK {
+		t.Fatal(st)
+	}
+	c := e.customerByPhone(t, phone)
+	stop.hook = func() {
+		if st, _, b := e.webhook(t, e.inboundPath(), inbound("SM306b", "whatsapp:"+phone, "STOP"), authToken); st != http.StatusOK {
+			t.Errorf("STOP: %d %s", st, b)
+		}
+	}
+	m, r := e.sendWithKey(t, c.ID, "whatsapp", "Promo!", "promo-306")
+	if k := e.consent(t, c.ID, "whatsapp"); k == nil || k.Status != c360.ConsentOptedOut {
+		t.Fatalf("consent = %+v, want the STOP's opt-out", k)
+	}
+	if m != nil || r.code() != c360.EFORBIDDEN || r.message() != "customer opted out of whatsapp" {
+		t.Errorf("sendMessage = %+v, %s; want FORBIDDEN, customer opted out of whatsapp", m, r.raw)
+	}
+	if n := len(e.twilio.requests()); n != 0 {
+		t.Errorf("Twilio requests = %d, want 0", n)
+	}
+	if ms := e.messages(t, c.ID, "whatsapp"); len(ms) != 2 || ms[0].Direction != "inbound" || ms[1].Direction != "inbound" {
+		t.Errorf("whatsapp messages = %+v, want the two inbound ones alone", ms)
+	}
+	// The key was not claimed: after a START, it sends.
+	stop.hook = nil
+	if st, _, _ := e.webhook(t, e.inboundPath(), inbound("SM306c", "whatsapp:"+phone, "START"), authToken); st != http.StatusOK {
+		t.Fatal(st)
+	}
+	if m, r := e.sendWithKey(t, c.ID, "whatsapp", "Promo!", "promo-306"); m == nil {
+		t.Errorf("sendMessage after START: %s", r.raw)
+	}
+}
+
+// stopAfterOutreach runs hook, when set, after FindOutreach has read the
+// customer's consent: the customer's STOP arrives and commits then.
+type stopAfterOutreach struct {
+	c360.MessagingService
+	hook func()
+}
+
+func (s *stopAfterOutreach) FindOutreach(ctx context.Context, ws, id int64, ch string) (*c360.Outreach, error) {
+	o, err := s.MessagingService.FindOutreach(ctx, ws, id, ch)
+	if s.hook != nil {
+		s.hook()
+	}
+	return o, err
+}
+
 // An opt-out learnt from Twilio's 21610 is a consent decision like a STOP:
 // a split rebuilds it with the number it was about. It was stored without
 // an event, so every later split of the customer failed ("cannot scan
