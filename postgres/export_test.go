@@ -224,6 +224,7 @@ func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 	return map[string]ArrayRead{
 		"merge":       {[]string{mergeSQL}, [][]any{{ws, survivor, merged, "", "", nil, "", "", time.Now()}}},
 		"split":       {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
+		"reopen":      {[]string{reopenSQL}, [][]any{{ws, survivor, merged}}},
 		"separations": {[]string{separationsSQL}, [][]any{{ws, []int64{survivor, merged}}}},
 	}
 }

@@ -344,6 +344,9 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			ws, orig, split); err != nil {
 			return interpretError(fmt.Errorf("keep messages with their conversation: %w", err))
 		}
+		if _, err := tx.Exec(ctx, reopenSQL, ws, orig, split); err != nil {
+			return interpretError(fmt.Errorf("reopen conversations: %w", err))
+		}
 		consents, err := rebuildConsents(ctx, tx, ws, orig, split)
 		if err != nil {
 			return err
@@ -426,6 +429,20 @@ const splitMoveSQL = `
 		RETURNING m.conversation_id
 	)
 	SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`
+
+// reopenSQL reopens, on each side of a split ($2, $3), the conversations a
+// merge closed (mergeSQL) where that side has no open conversation on
+// the channel and thread: the newest of them there, the one ingest would
+// have appended to. A wrong merge closed the merged customer's thread
+// beside the survivor's; the split that gives it back leaves each person
+// their conversations as they were before the merge.
+const reopenSQL = `
+	UPDATE conversations c SET status = 'open', closed_by_merge = false
+	WHERE c.workspace_id = $1 AND c.customer_id IN ($2, $3) AND c.status = 'closed' AND c.closed_by_merge
+	  AND NOT EXISTS (SELECT 1 FROM conversations o
+	                  WHERE o.workspace_id = $1 AND o.customer_id = c.customer_id
+	                    AND o.channel = c.channel AND o.thread_key = c.thread_key
+	                    AND (o.status = 'open' OR o.closed_by_merge AND o.id > c.id))`
 
 // traitChanges returns the traits whose values differ between before and
 // after, with their values after; a trait after lacks is null.

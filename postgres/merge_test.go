@@ -85,3 +85,117 @@ func TestMergeMovesEveryMessage(t *testing.T) {
 		t.Errorf("Cid resolves to %v (%v), want Bob (%d)", c, err, bob)
 	}
 }
+
+// A merge leaves the survivor one open conversation per channel and
+// thread: where the survivor has one open, the merged customer's closes,
+// so the survivor's next message goes on in its own thread, not in the
+// other person's (which has the higher id, and was ingest's pick). Where
+// the survivor has none, the merged customer's stays open. A split that
+// undoes the merge gives each person back their conversations as they
+// were before it: the one the merge closed reopens on the side it goes
+// back to, whichever side that is, and that person's next message lands
+// in it.
+func TestMergeKeepsOneOpenConversationPerThread(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	n := 0
+	message := func(key, channel, phone string) int64 {
+		t.Helper()
+		n++
+		return ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: key, Identities: ids("phone", phone),
+			OccurredAt: t0.Add(time.Duration(n) * time.Second),
+			Message:    &c360.MessageInput{Channel: channel, Direction: "inbound", Body: key, ProviderID: key, Status: "received"}}).CustomerID
+	}
+	convOf := func(key string) int64 {
+		t.Helper()
+		var id int64
+		if err := db.Pool.QueryRow(ctx, `SELECT conversation_id FROM messages WHERE workspace_id = $1 AND provider_id = $2`, ws, key).Scan(&id); err != nil {
+			t.Fatalf("message %s: %v", key, err)
+		}
+		return id
+	}
+	type conv struct {
+		customer       int64
+		status, bodies string
+	}
+	conversation := func(id int64) conv {
+		t.Helper()
+		var c conv
+		if err := db.Pool.QueryRow(ctx, `SELECT v.customer_id, v.status,
+			(SELECT string_agg(m.body, ' ' ORDER BY m.created_at, m.id) FROM messages m WHERE m.workspace_id = v.workspace_id AND m.conversation_id = v.id)
+			FROM conversations v WHERE v.workspace_id = $1 AND v.id = $2`, ws, id).Scan(&c.customer, &c.status, &c.bodies); err != nil {
+			t.Fatalf("conversation %d: %v", id, err)
+		}
+		return c
+	}
+	want := func(step string, id int64, w conv) {
+		t.Helper()
+		if got := conversation(id); got != w {
+			t.Errorf("%s: conversation %d = %+v, want %+v", step, id, got, w)
+		}
+	}
+	openOn := func(customer int64, channel string) int {
+		return count(t, db, `SELECT count(*) FROM conversations WHERE workspace_id = $1 AND customer_id = $2 AND channel = $3 AND status = 'open'`,
+			ws, customer, channel)
+	}
+	// Two people, each writing by SMS; the second by WhatsApp too. One
+	// email is then given to both (a wrong link): the second is merged
+	// into the first, the older.
+	merge := func(email, p1, p2, k string) (ann, bea int64) {
+		t.Helper()
+		ann = message(k+"a1", "sms", p1)
+		bea = message(k+"b1", "sms", p2)
+		message(k+"b2", "whatsapp", p2)
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: k + "l1", Identities: ids("email", email, "phone", p1)})
+		if got := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: k + "l2", Identities: ids("email", email, "phone", p2)}); got.CustomerID != ann {
+			t.Fatalf("the link went to customer %d, want the merge into %d", got.CustomerID, ann)
+		}
+		return ann, bea
+	}
+
+	ann, bea := merge("ab@x.io", "+14155550111", "+14155550112", "1")
+	annSMS, beaSMS, beaWA := convOf("1a1"), convOf("1b1"), convOf("1b2")
+	want("merged: the survivor's thread", annSMS, conv{ann, "open", "1a1"})
+	want("merged: the merged one's beside it", beaSMS, conv{ann, "closed", "1b1"})
+	want("merged: the merged one's alone on its channel", beaWA, conv{ann, "open", "1b2"})
+	if o := openOn(ann, "sms"); o != 1 {
+		t.Errorf("open sms conversations = %d, want 1", o)
+	}
+	message("1a2", "sms", "+14155550111")
+	if got := convOf("1a2"); got != annSMS {
+		t.Errorf("the survivor's next message went to conversation %d, want its own %d (the merged one's is %d)", got, annSMS, beaSMS)
+	}
+
+	// Bea's phone split off: her threads go back to her, the SMS one open
+	// again; Ann keeps hers.
+	res, err := db.SplitIdentity(ctx, ws, ann, c360.Identity{Type: "phone", Value: "+14155550112"}, "agent", "not the same person")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bea = res.Split.ID
+	want("split: Ann's", annSMS, conv{ann, "open", "1a1 1a2"})
+	want("split: Bea's SMS", beaSMS, conv{bea, "open", "1b1"})
+	want("split: Bea's WhatsApp", beaWA, conv{bea, "open", "1b2"})
+	message("1b3", "sms", "+14155550112")
+	if got := convOf("1b3"); got != beaSMS {
+		t.Errorf("Bea's next message went to conversation %d, want her own %d", got, beaSMS)
+	}
+
+	// The survivor's phone split off instead: the thread the merge closed
+	// is the one left with the original, and it reopens there.
+	ann, _ = merge("cd@x.io", "+14155550113", "+14155550114", "2")
+	annSMS, beaSMS = convOf("2a1"), convOf("2b1")
+	res, err = db.SplitIdentity(ctx, ws, ann, c360.Identity{Type: "phone", Value: "+14155550113"}, "agent", "not the same person")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("split of the survivor's phone: its thread", annSMS, conv{res.Split.ID, "open", "2a1"})
+	want("split of the survivor's phone: the merged one's", beaSMS, conv{ann, "open", "2b1"})
+	for _, c := range []int64{ann, res.Split.ID} {
+		if o := openOn(c, "sms"); o != 1 {
+			t.Errorf("customer %d: open sms conversations = %d, want 1", c, o)
+		}
+	}
+}
