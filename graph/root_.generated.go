@@ -1962,7 +1962,13 @@ type Message {
   body: String @pii(kind: TEXT)
   mediaUrls: [String!]!
   status: String!
-  providerId: String
+  """
+  The provider's id of the message: a Twilio message SID (SM..., MM...) or a
+  WhatsApp Cloud API id (wamid...). A wamid encodes the customer's number,
+  so for an assistant key without the ` + "`" + `pii` + "`" + ` scope anything but a Twilio SID
+  is masked (wamid.***, ***).
+  """
+  providerId: String @pii(kind: PROVIDER_ID)
   createdAt: Time!
 }
 
@@ -2427,6 +2433,8 @@ enum PiiKind {
   TRAIT_VALUE
   "Free text (a message body, a ledger reason, an observation's source, an event's name): email addresses and phone numbers in it are masked."
   TEXT
+  "A message's provider id: a Twilio SID is shown, anything else (a WhatsApp wamid, which encodes the customer's number) is masked."
+  PROVIDER_ID
 }
 
 "An issued API key. The secret is shown once, at creation, and never again."

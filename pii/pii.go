@@ -144,6 +144,37 @@ func shape(s string) Kind {
 	return ""
 }
 
+// ProviderID masks a message's provider id: the id its provider (Twilio,
+// the WhatsApp Cloud API) gave it. A Twilio message SID (SM or MM and 32
+// hex digits) is an opaque id and is returned unchanged with the empty
+// Kind. A WhatsApp id (wamid.) is base64 of a record that starts with the
+// customer's WhatsApp number, and is masked to wamid.***; an id of any
+// other form may encode as much, and is masked whole.
+func ProviderID(s string) (string, Kind) {
+	switch {
+	case s == "", twilioSID(s):
+		return s, ""
+	case strings.HasPrefix(s, "wamid."):
+		return "wamid." + Redacted, KindPhone
+	}
+	return Redacted, KindPhone
+}
+
+// twilioSID reports whether s is a Twilio message SID: SM (an SMS) or MM
+// (an MMS), then 32 hex digits.
+func twilioSID(s string) bool {
+	if len(s) != 34 || (s[:2] != "SM" && s[:2] != "MM") {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // Identity classifies an identity value by its type (email, phone, or a
 // custom type naming one of them, e.g. work_email) or else by its shape,
 // and returns the masked value. A value that is not personal data (a

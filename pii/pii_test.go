@@ -321,3 +321,26 @@ func TestJSONLeavesIdsAlone(t *testing.T) {
 		t.Errorf("JSON(personal) = %s, found %v; want %s", jsonString(got), found, jsonString(want))
 	}
 }
+
+// A message's provider id: a Twilio SID is an opaque id and passes; a
+// WhatsApp id (wamid.) is base64 of a record starting with the customer's
+// number, and any other id may be as much: both are masked.
+func TestProviderID(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		personal bool
+	}{
+		{"", "", false},
+		{"SM0123456789abcdef0123456789abcdef", "SM0123456789abcdef0123456789abcdef", false},
+		{"MM0123456789ABCDEF0123456789ABCDEF", "MM0123456789ABCDEF0123456789ABCDEF", false},
+		{"wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=", "wamid.***", true},
+		{"SM0123", Redacted, true},                             // not a SID's length
+		{"SMzz23456789abcdef0123456789abcdef", Redacted, true}, // not hex
+		{"+14155550100-1700000000", Redacted, true},            // an id of another form
+	} {
+		got, k := ProviderID(tc.in)
+		if got != tc.want || (k != "") != tc.personal {
+			t.Errorf("ProviderID(%q) = %q, %q; want %q, personal %v", tc.in, got, k, tc.want, tc.personal)
+		}
+	}
+}

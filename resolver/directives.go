@@ -197,6 +197,15 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		for _, k := range kinds {
 			found = append(found, graphql.GetFieldContext(ctx).Field.Name+"("+k+")")
 		}
+	case model.PiiKindProviderID:
+		// A WhatsApp id (wamid.) encodes the customer's number; a Twilio
+		// SID holds nothing of them and passes on unaudited.
+		s, _ := res.(string)
+		m, k := pii.ProviderID(s)
+		if k == "" {
+			return res, nil
+		}
+		masked, found = m, []string{"providerId"}
 	default:
 		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
 	}

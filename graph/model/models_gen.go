@@ -189,6 +189,8 @@ const (
 	PiiKindTraitValue PiiKind = "TRAIT_VALUE"
 	// Free text (a message body, a ledger reason, an observation's source, an event's name): email addresses and phone numbers in it are masked.
 	PiiKindText PiiKind = "TEXT"
+	// A message's provider id: a Twilio SID is shown, anything else (a WhatsApp wamid, which encodes the customer's number) is masked.
+	PiiKindProviderID PiiKind = "PROVIDER_ID"
 )
 
 var AllPiiKind = []PiiKind{
@@ -197,11 +199,12 @@ var AllPiiKind = []PiiKind{
 	PiiKindDiff,
 	PiiKindTraitValue,
 	PiiKindText,
+	PiiKindProviderID,
 }
 
 func (e PiiKind) IsValid() bool {
 	switch e {
-	case PiiKindIdentityValue, PiiKindJSON, PiiKindDiff, PiiKindTraitValue, PiiKindText:
+	case PiiKindIdentityValue, PiiKindJSON, PiiKindDiff, PiiKindTraitValue, PiiKindText, PiiKindProviderID:
 		return true
 	}
 	return false
