@@ -9,6 +9,7 @@
 package pii
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -191,8 +192,10 @@ func Identity(typ, value string) (string, Kind) {
 }
 
 // IdentityKind is the kind of personal data an identity type names: email
-// or phone (sms and whatsapp ids are phone numbers), "" for a type that
-// says nothing (its value's shape then decides).
+// or phone (sms and whatsapp ids are phone numbers), else what the type
+// names read as a trait's name (KeyKind: msisdn, mobile, wa_id, tel are
+// phones), "" for a type that says nothing (its value's shape then
+// decides).
 func IdentityKind(typ string) Kind {
 	switch {
 	case strings.Contains(typ, "email"):
@@ -200,7 +203,7 @@ func IdentityKind(typ string) Kind {
 	case strings.Contains(typ, "phone"), strings.Contains(typ, "whatsapp"), strings.Contains(typ, "sms"):
 		return KindPhone
 	}
-	return ""
+	return KeyKind(typ)
 }
 
 // keyKinds classifies trait and property names, normalized by normalizeKey.
@@ -223,46 +226,66 @@ var keyKinds = map[string]Kind{
 // First Name are all names; work_email, homePhone, phone2 and
 // mobile_number are an email and phones; shipping_address is an address;
 // billing_name is a name, and so is any name but of a thing (company_name,
-// product_name: nonPersonalNames).
+// product_name: nonPersonalNames). A name none of these rules knows is
+// read word by word (tokenKind): home_phone_number, contact_mobile,
+// phoneNumbers, wa_number and contact_emails end in words naming a phone
+// or an email.
 func KeyKind(key string) Kind {
-	n := normalizeKey(key)
-	if k, ok := keyKinds[n]; ok {
+	if k := knownKeyKind(key); k != "" {
+		return k
+	}
+	return tokenKind(key)
+}
+
+// knownKeyKind is KeyKind by the normalized name: the names people give
+// these fields (keyKinds), and their endings. A name of ASCII that fits
+// in 64 bytes, as most do, is normalized on the stack.
+func knownKeyKind(key string) Kind {
+	var buf [64]byte
+	n, ok := normalizeASCII(key, &buf)
+	if !ok {
+		n = []byte(normalizeKey(key))
+	}
+	if k, ok := keyKinds[string(n)]; ok {
 		return k
 	}
 	// phone2, address_line1, email_2.
 	if t := trimDigits(n); len(t) < len(n) {
 		n = t
-		if k, ok := keyKinds[n]; ok {
+		if k, ok := keyKinds[string(n)]; ok {
 			return k
 		}
 	}
 	switch {
-	case strings.HasSuffix(n, "email"), strings.HasSuffix(n, "emailaddress"):
+	case hasSuffix(n, "email"), hasSuffix(n, "emailaddress"):
 		return KindEmail
-	case strings.HasSuffix(n, "phone"), phoneNumberKey(n):
+	case hasSuffix(n, "phone"), phoneNumberKey(n):
 		return KindPhone
-	case strings.HasSuffix(n, "address"), strings.HasPrefix(n, "address"), strings.HasPrefix(n, "street"),
-		strings.HasSuffix(n, "zip"), strings.HasSuffix(n, "zipcode"),
-		strings.HasSuffix(n, "postalcode"), strings.HasSuffix(n, "postcode"):
+	case hasSuffix(n, "address"), hasPrefix(n, "address"), hasPrefix(n, "street"),
+		hasSuffix(n, "zip"), hasSuffix(n, "zipcode"),
+		hasSuffix(n, "postalcode"), hasSuffix(n, "postcode"):
 		return KindAddress
-	case strings.Contains(n, "birth"), strings.HasSuffix(n, "dob"):
+	case bytes.Contains(n, []byte("birth")), hasSuffix(n, "dob"):
 		return KindBirth
-	case strings.HasSuffix(n, "name") && !nonPersonalNames[strings.TrimSuffix(n, "name")]:
+	case hasSuffix(n, "name") && !nonPersonalNames[string(n[:len(n)-len("name")])]:
 		return KindName
 	}
 	return ""
 }
 
+func hasSuffix(n []byte, s string) bool { return len(n) >= len(s) && string(n[len(n)-len(s):]) == s }
+func hasPrefix(n []byte, s string) bool { return len(n) >= len(s) && string(n[:len(s)]) == s }
+
 // phoneNumberKey reports whether n names a phone by its kind and a word for
 // number: mobile_number, contact_no, whatsapp_num, cellnumber; and ends
 // there (phone_verified is not a phone).
-func phoneNumberKey(n string) bool {
-	if !strings.HasSuffix(n, "number") && !strings.HasSuffix(n, "no") && !strings.HasSuffix(n, "num") && !strings.HasSuffix(n, "nr") {
+func phoneNumberKey(n []byte) bool {
+	if !hasSuffix(n, "number") && !hasSuffix(n, "no") && !hasSuffix(n, "num") && !hasSuffix(n, "nr") {
 		return false
 	}
-	for _, kind := range []string{"phone", "mobile", "cell", "tel", "telephone", "contact", "whatsapp", "sms", "fax"} {
-		if rest, ok := strings.CutPrefix(n, kind); ok {
-			switch rest {
+	for _, kind := range [...]string{"phone", "mobile", "cell", "tel", "telephone", "contact", "whatsapp", "sms", "fax"} {
+		if hasPrefix(n, kind) {
+			switch string(n[len(kind):]) {
 			case "number", "no", "num", "nr":
 				return true
 			}
@@ -271,8 +294,160 @@ func phoneNumberKey(n string) bool {
 	return false
 }
 
+// tokenKind classifies a key by its last words, split where a separator
+// (_ - . : space) or a change of case (homePhone, WANumber) parts them: a
+// phone when it ends in a word for one (phone, mobile, cell, tel, msisdn,
+// whatsapp, wa, fax: contact_mobile, home_phone, phones), optionally
+// followed by a word for number (home_phone_number, phoneNumbers,
+// wa_number; contact and sms name a phone only before one:
+// emergency_contact_no); an email when it ends in email or mail,
+// optionally followed by address (contact_emails, emailAddresses,
+// work_mail). Digits it ends with are left out (phone_2). A word is
+// whole: telemetry, hotel and automobile hold no phone word, and
+// email_verified and phone_verified end in another. It reads the key from
+// its end, and allocates nothing.
+func tokenKind(key string) Kind {
+	end := wordEnd(key, len(key))
+	if end == 0 {
+		return ""
+	}
+	start := wordStart(key, end)
+	switch wordBefore(key, start, end) {
+	case phoneWords:
+		return KindPhone
+	case emailWords:
+		return KindEmail
+	case numberWords:
+		// phone_number, contact_no: the word before says whose number.
+		if e := wordEnd(key, start); e > 0 {
+			if c := wordBefore(key, wordStart(key, e), e); c == phoneWords || c == contactWords {
+				return KindPhone
+			}
+		}
+	case addressWords:
+		if e := wordEnd(key, start); e > 0 && wordBefore(key, wordStart(key, e), e) == emailWords {
+			return KindEmail
+		}
+	}
+	return ""
+}
+
+// wordEnd is where the last word of key[:end] ends: before the digits and
+// separators key[:end] ends with.
+func wordEnd(key string, end int) int {
+	for end > 0 && (isDigit(key[end-1]) || keySeparator(key[end-1])) {
+		end--
+	}
+	return end
+}
+
+// wordStart is where the word of key ending at end starts: after a
+// separator, or at a change of case (homePhone: a capital after a small
+// letter or a digit; WANumber: the last capital of a run, before a small
+// letter).
+func wordStart(key string, end int) int {
+	i := end
+	for i > 0 {
+		c := key[i-1]
+		if keySeparator(c) {
+			break
+		}
+		if i-1 > 0 && isUpper(c) {
+			p := key[i-2]
+			if isLower(p) || isDigit(p) || isUpper(p) && i < end && isLower(key[i]) {
+				return i - 1
+			}
+		}
+		i--
+	}
+	return i
+}
+
+// wordBefore is the class of the word key[start:end], read with the word
+// before it where the two write one (WhatsApp, Whats_App).
+func wordBefore(key string, start, end int) class {
+	c := wordClass(key[start:end])
+	if c != appWords {
+		return c
+	}
+	e := start
+	for e > 0 && keySeparator(key[e-1]) {
+		e--
+	}
+	if e > 0 && sameASCII(key[wordStart(key, e):e], "whats") {
+		return phoneWords
+	}
+	return otherWords
+}
+
+// A class of words tokenKind knows.
+type class uint8
+
+const (
+	otherWords   class = iota
+	phoneWords         // phone, mobile, tel, whatsapp, wa, ...
+	contactWords       // contact, sms: a phone before a word for number
+	numberWords        // number, no, num, nr
+	emailWords         // email, mail
+	addressWords       // address, addr
+	appWords           // app: WhatsApp's second word
+)
+
+// wordClass is the class of the word w, in any case.
+func wordClass(w string) class {
+	var buf [16]byte
+	if len(w) > len(buf) {
+		return otherWords // longer than any word it knows
+	}
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if isUpper(c) {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	switch string(buf[:len(w)]) {
+	case "phone", "phones", "telephone", "telephones", "mobile", "mobiles", "cell", "cellphone", "tel",
+		"msisdn", "whatsapp", "wa", "fax":
+		return phoneWords
+	case "contact", "sms":
+		return contactWords
+	case "number", "numbers", "no", "num", "nr":
+		return numberWords
+	case "email", "emails", "mail", "mails":
+		return emailWords
+	case "address", "addresses", "addr":
+		return addressWords
+	case "app":
+		return appWords
+	}
+	return otherWords
+}
+
+// sameASCII reports whether s is the lower-case word w in any case.
+func sameASCII(s, w string) bool {
+	if len(s) != len(w) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isUpper(c) {
+			c += 'a' - 'A'
+		}
+		if c != w[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func keySeparator(c byte) bool { return c == '_' || c == '-' || c == '.' || c == ':' || c == ' ' }
+
+func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
+func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
+
 // trimDigits drops the digits n ends with.
-func trimDigits(n string) string {
+func trimDigits(n []byte) []byte {
 	i := len(n)
 	for i > 0 && n[i-1] >= '0' && n[i-1] <= '9' {
 		i--
@@ -296,6 +471,26 @@ var nonPersonalNames = map[string]bool{
 	"county": true, "location": true, "venue": true, "language": true, "locale": true, "timezone": true,
 	"currency": true, "payment": true, "method": true, "provider": true, "carrier": true, "network": true,
 	"job": true, "role": true, "title": true, "department": true, "industry": true, "segment": true,
+}
+
+// normalizeASCII writes key to buf as normalizeKey does, and returns it;
+// false when key is not ASCII or does not fit.
+func normalizeASCII(key string, buf *[64]byte) ([]byte, bool) {
+	j := 0
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c == '_' || c == '-' || c == '.' || c == ' ':
+			continue
+		case c >= 0x80 || j == len(buf):
+			return nil, false
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		buf[j] = c
+		j++
+	}
+	return buf[:j], true
 }
 
 func normalizeKey(key string) string {
@@ -673,10 +868,16 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		return Redacted, true
 	case []any:
 		return eachOf(v, func(e any) (any, bool) { return value(k, e, path, found, masking) })
+	case bool:
+		// A flag says nothing of anyone, whatever its key (is_mobile,
+		// address_verified).
+		return v, false
 	default:
-		// Numbers and booleans: personal only by their key (a phone stored
-		// as a number, a zip code).
-		if k == "" {
+		// Numbers: personal only by their key (a phone stored as a
+		// number, a zip code), and never an email address; under a
+		// phone's key, not one below 1000 (phones: 2 is a count, is_mobile:
+		// 1 a flag), which no phone number is.
+		if k == "" || k == KindEmail || k == KindPhone && smallNumber(v) {
 			return v, false
 		}
 		*found = append(*found, path)
@@ -688,6 +889,12 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		}
 		return Redacted, true
 	}
+}
+
+// smallNumber reports whether the number v is below 1000 either way.
+func smallNumber(v any) bool {
+	f, err := strconv.ParseFloat(toString(v), 64)
+	return err == nil && f > -1000 && f < 1000
 }
 
 func toString(v any) string {

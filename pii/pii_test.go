@@ -344,3 +344,90 @@ func TestProviderID(t *testing.T) {
 		}
 	}
 }
+
+// Keys name a phone or an email in more words than the names KeyKind
+// knows: read word by word (split at separators and changes of case), a
+// key ending in a word for a phone, optionally before a word for number,
+// is a phone, and one ending in email or mail, optionally before address,
+// an email. A bare number under such a key is a phone number, and shown to
+// no masked key; a flag or a count under it is neither.
+func TestKeyKindByWords(t *testing.T) {
+	phones := []string{"home_phone_number", "work_phone_number", "billing_phone_number", "mobile_phone_number",
+		"mobilePhoneNumber", "primaryPhoneNumber", "display_phone_number", "contact_mobile", "home_mobile",
+		"phones", "phoneNumbers", "wa_number", "WANumber", "customerWhatsApp", "emergency_contact_no", "sms-number",
+		"work.tel", "home:cell", "cell_phone_2", "alt_msisdn", "Home Phone Number", "phone_numbers_1",
+		"WhatsAppNumber", "whats_app", "HOME_PHONE_NUMBER", "phone2Number"}
+	emails := []string{"emails", "contact_emails", "emailAddresses", "work_mail", "contact-e-mail", "email_addresses", "personalEmail2", "E_Mail_Address"}
+	none := []string{"email_verified", "emailVerified", "phone_verified", "telemetry", "hotel", "automobile", "ottawa",
+		"order_number", "number", "no", "emails_sent", "emailsOpened", "mobile_app", "phone_model", "mail_count_total",
+		"cell_count", "wa_status", "plan", "seats", "productName", "company_name", "phone_number_id_verified",
+		"app", "my_app", "whatsapp_user_id", "mobile_app_id", "", "_", "123"}
+	for _, k := range phones {
+		if got := KeyKind(k); got != KindPhone {
+			t.Errorf("KeyKind(%q) = %q, want phone", k, got)
+		}
+	}
+	for _, k := range emails {
+		if got := KeyKind(k); got != KindEmail {
+			t.Errorf("KeyKind(%q) = %q, want email", k, got)
+		}
+	}
+	for _, k := range none {
+		if got := KeyKind(k); got != "" {
+			t.Errorf("KeyKind(%q) = %q, want nothing", k, got)
+		}
+	}
+
+	// telemetry is no phone's name, and a bare number is an id there.
+	in := map[string]any{"plan": "pro", "email_verified": true, "is_mobile": true, "mobiles": float64(2),
+		"address_verified": false, "telemetry": "4155550100"}
+	for _, k := range phones {
+		in[k] = "4155550100"
+	}
+	in["mobile_numbers"] = []any{"4155550100", float64(4155550101)}
+	got, _ := JSON(in)
+	for k, v := range got {
+		switch k {
+		case "plan", "email_verified", "is_mobile", "mobiles", "address_verified", "telemetry":
+			if jsonString(v) != jsonString(in[k]) {
+				t.Errorf("JSON masked %s: %v -> %v", k, in[k], v)
+			}
+		default:
+			if s := jsonString(v); strings.Contains(s, "4155550100") || strings.Contains(s, "4155550101") {
+				t.Errorf("JSON left %s = %s unmasked", k, s)
+			}
+		}
+	}
+	if _, found := JSON(map[string]any{"email_verified": true, "is_mobile": true, "phones": float64(2), "email": float64(7)}); len(found) != 0 {
+		t.Errorf("JSON found personal data in flags and a count: %v", found)
+	}
+	if v, found := Value("home_phone_number", "4155550100"); v != "******0100" || len(found) != 1 {
+		t.Errorf(`Value("home_phone_number", "4155550100") = %v, %v; want ******0100`, v, found)
+	}
+}
+
+// A custom identity type is read as a trait's name is, when it names no
+// email, phone, sms or whatsapp: msisdn, mobile, wa_id and tel are phones.
+func TestIdentityKindOfCustomTypes(t *testing.T) {
+	for _, typ := range []string{"msisdn", "mobile", "wa_id", "tel", "home_phone_number", "contact_mobile"} {
+		if got, k := Identity(typ, "14155550100"); k != KindPhone || strings.Contains(got, "4155550100") {
+			t.Errorf("Identity(%q, 14155550100) = %q, %q; want a masked phone", typ, got, k)
+		}
+	}
+	for _, typ := range []string{"user_id", "anonymous_id", "crm_id", "chatbot:webchat", "order_number"} {
+		if got, k := Identity(typ, "14155550100"); k != "" || got != "14155550100" {
+			t.Errorf("Identity(%q, 14155550100) = %q, %q; want it shown", typ, got, k)
+		}
+	}
+}
+
+func BenchmarkKeyKind(b *testing.B) {
+	keys := []string{"plan", "seats", "company", "title", "last_order", "productName", "sku", "price", "currency",
+		"utm_source", "email", "home_phone_number", "email_verified", "telemetry", "order_id", "createdAt"}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, k := range keys {
+			KeyKind(k)
+		}
+	}
+}

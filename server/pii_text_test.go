@@ -346,3 +346,42 @@ func TestNumberKeysAreNotPhoneNumbers(t *testing.T) {
 		t.Errorf("reads of number keys audited as personal data: %v", r.Fields)
 	}
 }
+
+// Phone numbers under keys that name a phone in several words
+// (home_phone_number, contact_mobile, phoneNumbers) and under custom
+// identity types that name one (msisdn) are masked for an assistant
+// without the pii scope wherever they are read: traits, trait sources,
+// event properties, identities and customerContext's text; an agent reads
+// them whole.
+func TestPhoneKeysByWordsMaskedForAssistants(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	numbers := []string{"4155550166", "4155550167", "4155550168", "14155550169"}
+	gql(t, e.srv, e.keys["agent"], `mutation($email: String!, $traits: JSON!, $props: JSON!, $msisdn: String!) {
+		identify(input: {identities: [{type: "email", value: $email}, {type: "msisdn", value: $msisdn}], traits: $traits}) { id }
+		track(input: {identities: [{type: "email", value: $email}], event: "Signed Up", properties: $props}) { id } }`,
+		map[string]any{"email": janeEmail, "msisdn": numbers[3],
+			"traits": map[string]any{"home_phone_number": numbers[0], "contact_mobile": numbers[1], "email_verified": true},
+			"props":  map[string]any{"phoneNumbers": []any{numbers[2]}}}).ok(t, nil)
+	queries := []string{
+		`query($id: ID!) { customer(id: $id) { traits traitSources { name value } identities { type value } } }`,
+		`query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { properties } } } } }`,
+		`query($id: ID!) { customerContext(id: $id) { text traits identities { type value } } }`,
+	}
+	for _, q := range queries {
+		masked := gql(t, e.srv, e.keys["assistant"], q, map[string]any{"id": e.cust})
+		masked.ok(t, nil)
+		for _, n := range numbers {
+			if strings.Contains(string(masked.Data), n) {
+				t.Errorf("assistant read %s unmasked: %s", n, masked.Data)
+			}
+		}
+		if strings.Contains(q, "traits") && !strings.Contains(string(masked.Data), `"email_verified":true`) {
+			t.Errorf("assistant's traits lack the flag email_verified: %s", masked.Data)
+		}
+		clear := gql(t, e.srv, e.keys["agent"], q, map[string]any{"id": e.cust})
+		clear.ok(t, nil)
+		if !strings.Contains(string(clear.Data), "41555501") {
+			t.Errorf("agent did not read the numbers: %s", clear.Data)
+		}
+	}
+}
