@@ -72,12 +72,18 @@ func text(s string, masking, bare bool) (string, []string) {
 
 // emails finds the email addresses in s, as plainView reads it (but for a
 // + between digits, which an address's local part may hold: user123+456@),
-// and masks them when masking is set. An address that is a URL query's
+// and without the invisible format characters (\p{Cf}: a zero-width space,
+// a soft hyphen, a word joiner, a byte order mark) that would otherwise
+// cut an address in two (jane\u200b@example.com), and masks them when
+// masking is set; a masked address covers the format characters inside it. An address that is a URL query's
 // value starts after its = (?email=jane@example.com is jane's): when the
 // key follows a ? or an &, or names an email (email=jane@…); elsewhere an
 // = belongs to the address (first=last@example.com). A masked address
 // keeps its @ as s wrote it (jane%40example.com reads j***%40example.com).
 func emails(s string, masking bool) (string, []string) {
+	if !mayHoldAt(s) {
+		return s, nil
+	}
 	view, orig := readView(s, false)
 	if strings.IndexByte(view, '@') < 0 {
 		return s, nil
@@ -112,6 +118,13 @@ func emails(s string, masking bool) (string, []string) {
 	}
 	b.WriteString(s[last:])
 	return b.String(), found
+}
+
+// mayHoldAt reports whether s holds an @ in any form the address view
+// reads as one: as written, escaped (%40), fullwidth (＠) or small (﹫).
+func mayHoldAt(s string) bool {
+	return strings.IndexByte(s, '@') >= 0 || strings.Contains(s, "%40") || strings.Contains(s, "\uff20") ||
+		strings.Contains(s, "\ufe6b")
 }
 
 // queryValue returns where, in the address view[start:] whose @ is at at,
@@ -211,14 +224,16 @@ func plainView(s string) (string, []int) { return readView(s, true) }
 
 // readView is plainView; plusSpace says whether a + between two digits
 // reads as a space (for numbers) or stays (for addresses, whose local part
-// may hold one).
+// may hold one). The view for addresses also leaves out the invisible
+// format characters (formatChar), which the number scan reads as a
+// separator between groups instead (runChar).
 func readView(s string, plusSpace bool) (string, []int) {
 	first := -1
 	for i := 0; i < len(s) && first < 0; i++ {
 		if c := s[i]; c != '%' && c != '+' && c < utf8.RuneSelf {
 			continue
 		}
-		if _, _, ok := plainByte(s, i, plusSpace); ok {
+		if _, _, ok := plainByte(s, i, plusSpace); ok || !plusSpace && formatChar(s[i:]) > 0 {
 			first = i
 		}
 	}
@@ -233,6 +248,13 @@ func readView(s string, plusSpace bool) (string, []int) {
 		orig = append(orig, i)
 	}
 	for i := first; i < len(s); {
+		if !plusSpace {
+			if size := formatChar(s[i:]); size > 0 {
+				// Left out: the next byte of the view stands for it too.
+				i += size
+				continue
+			}
+		}
 		c, size, ok := plainByte(s, i, plusSpace)
 		if ok {
 			b.WriteByte(c)
@@ -247,6 +269,19 @@ func readView(s string, plusSpace bool) (string, []int) {
 	}
 	orig = append(orig, len(s))
 	return b.String(), orig
+}
+
+// formatChar returns the size of the invisible format character (\p{Cf})
+// s starts with, 0 when it starts with none.
+func formatChar(s string) int {
+	if s == "" || s[0] < utf8.RuneSelf {
+		return 0
+	}
+	r, size := utf8.DecodeRuneInString(s)
+	if unicode.Is(unicode.Cf, r) {
+		return size
+	}
+	return 0
 }
 
 // plainByte reads what starts at s[i] as plainView does: the ASCII byte it

@@ -167,7 +167,8 @@ func TestMayHoldTextCoversTheScan(t *testing.T) {
 	parts := []string{"0", "1", "4", "9", "415", "5550100", " ", "\u00a0", "\n", "-", "/", ".", "(", ")", "+",
 		"a", "e", "T", "x", "ext", "_", ":", ",", "@", "x.io", "é", "\u201c", "电话", "wa.me/", ".-", "./",
 		"2025-05-03", "05/13/2025", "\uff14\uff11\uff15", "\uff10", "\u0664\u0661", "\u2212", "=",
-		"%40", "%2B", "%2b", "%20", "%28", "%", "%4", "2B", "\uff20", "\uff0b", "\ufe6b", "?"}
+		"%40", "%2B", "%2b", "%20", "%28", "%", "%4", "2B", "\uff20", "\uff0b", "\ufe6b", "?",
+		"\u200b", "\u00ad", "\ufeff"}
 	scan := func(s string, value bool) bool {
 		_, found := emails(s, false)
 		return len(phoneSpans(s, !value)) > 0 || len(found) > 0
@@ -236,6 +237,42 @@ func TestDateLen(t *testing.T) {
 	} {
 		if got := dateLen(s); got != want {
 			t.Errorf("dateLen(%q) = %d, want %d", s, got, want)
+		}
+	}
+}
+
+// An invisible format character (\p{Cf}: a zero-width space, a soft
+// hyphen, a word joiner, a byte order mark) inside an address does not cut
+// it in two: the address is found and masked whole, wherever the
+// character sits, and MayHold does not pass an object holding one by.
+func TestTextMasksAddressesWithFormatCharacters(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"jane\u200b@example.com", "j***@example.com"},
+		{"jane\u00ad@example.com", "j***@example.com"},
+		{"jane\u2060@example.com", "j***@example.com"},
+		{"jane.doe\ufeff@example.com", "j***@example.com"},
+		{"jane@example\u200b.com", "j***@example.com"},
+		{"ja\u200bne@\u200bexample.com", "j***@\u200bexample.com"},
+		{"write to jane\u200b@example.com today", "write to j***@example.com today"},
+		{"\u200bjane@example.com", "\u200bj***@example.com"},
+		{"jane%40example\u00ad.com", "j***%40example.com"},
+	} {
+		got, kinds := Text(tc.in, true)
+		if got != tc.want || len(kinds) != 1 || kinds[0] != string(KindEmail) {
+			t.Errorf("Text(%q) = %q, %v; want %q, [email]", tc.in, got, kinds, tc.want)
+		}
+		if m, _ := JSON(map[string]any{"note": tc.in}); strings.Contains(m["note"].(string), "jane") {
+			t.Errorf("JSON(note: %q) = %q", tc.in, m["note"])
+		}
+		if raw := []byte(`{"note": "` + tc.in + `"}`); !MayHold(raw) {
+			t.Errorf("MayHold(%s) = false", raw)
+		}
+	}
+	// Format characters elsewhere change nothing.
+	for _, s := range []string{"no\u200baddress here", "soft\u00adhyphen 4155550100", "a @ b", "\ufeff"} {
+		want, _ := Text(strings.NewReplacer("\u200b", "", "\u00ad", "", "\ufeff", "").Replace(s), true)
+		if got, _ := Text(s, true); strings.NewReplacer("\u200b", "", "\u00ad", "", "\ufeff", "").Replace(got) != want {
+			t.Errorf("Text(%q) = %q, want %q (format characters aside)", s, got, want)
 		}
 	}
 }
