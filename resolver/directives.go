@@ -236,6 +236,13 @@ func identityField(typ string, k pii.Kind) string {
 // customerOf returns the id of the customer whose data obj is part of: obj
 // itself when it names a customer, else the nearest customer above it in the
 // response. 0 when there is none.
+//
+// A merge ledger entry names two customers (a split's survivorId is the
+// original, its mergedId the new customer) and is listed under both: what
+// is read of it is the data of the customer it was read through, the
+// nearest above it (customer(id:), customerContext), so that a customer's
+// audit log shows the reads made through it. An entry read through none
+// is its survivor's.
 func customerOf(ctx context.Context, obj any) int64 {
 	if id := customerIDOf(obj); id != 0 {
 		return id
@@ -244,6 +251,9 @@ func customerOf(ctx context.Context, obj any) int64 {
 		if id := customerIDOf(fc.Result); id != 0 {
 			return id
 		}
+	}
+	if m, ok := obj.(*c360.MergeRecord); ok && m != nil {
+		return m.SurvivorID
 	}
 	return 0
 }
@@ -274,9 +284,8 @@ func customerIDOf(v any) int64 {
 			return v.CustomerID
 		}
 	case *c360.MergeRecord:
-		if v != nil {
-			return v.SurvivorID
-		}
+		// Two customers' (customerOf): the one read through decides.
+		return 0
 	default:
 		// Other carriers of a customer (a subscription's change) name it
 		// in a CustomerID field.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1057,5 +1058,44 @@ func TestDirectivesServeWebsockets(t *testing.T) {
 	}
 	if !strings.Contains(body, janePhoneMasked) || !strings.Contains(body, janeEmailMasked) {
 		t.Errorf("assistant's change = %s, want the phone and email masked", body)
+	}
+}
+
+// A split's ledger entry belongs to both customers: its survivorId is the
+// original, its mergedId the new one. A read of its personal data (the
+// reason, the identity split out) is recorded against the customer it was
+// read through, so auditLog(customerId:) of the new customer shows the
+// reads made through it, and the original's does not.
+func TestLedgerReadsAuditedAgainstTheCustomerReadThrough(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	var split struct {
+		SplitIdentity struct{ Split struct{ ID string } }
+	}
+	gql(t, e.srv, e.keys["admin"], `mutation($id: ID!, $v: String!) {
+		splitIdentity(customerId: $id, type: "phone", value: $v, reason: "her husband's, call +14155550177") { split { id } } }`,
+		map[string]any{"id": e.cust, "v": janePhone}).ok(t, &split)
+	x := split.SplitIdentity.Split.ID
+	before := len(e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": e.cust}))
+	for _, q := range []string{
+		`query($id: ID!) { customer(id: $id) { merges { kind reason identity { type value } } } }`,
+		`query($id: ID!) { customerContext(id: $id) { merges { kind identity { type value } } } }`,
+	} {
+		body := gql(t, e.srv, e.keys["assistant+pii"], q, map[string]any{"id": x})
+		body.ok(t, nil)
+		if !strings.Contains(string(body.Data), "+14155550177") && strings.Contains(q, "reason") {
+			t.Fatalf("the split's reason is not in %s", body.Data)
+		}
+	}
+	var fields []string
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": x}) {
+		fields = append(fields, r.Fields...)
+	}
+	for _, f := range []string{"reason(phone)", "identity.phone"} {
+		if !slices.Contains(fields, f) {
+			t.Errorf("pii.read entries of the new customer %s hold %v, want %s", x, fields, f)
+		}
+	}
+	if after := len(e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": e.cust})); after != before {
+		t.Errorf("the original customer got %d pii.read entries for reads through the new one", after-before)
 	}
 }
