@@ -2004,8 +2004,10 @@ type MessageEdge {
   +525512345678, by their digits; "00 44 20 7946 0958" finds +442079460958 (a whole
   number is also read as customerByIdentity reads it, national numbers in the server's
   default region).
+  Without a query, or with a blank one, every customer is listed.
   A key that reads personal data masked (an assistant without the pii scope) gives a
-  whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN.
+  whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN,
+  a blank query BAD_USER_INPUT (leaving the query out lists customers, masked).
   """
   customers(query: String, first: Int = 20, after: String): CustomerConnection! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }

@@ -770,3 +770,21 @@ func TestContextMasksObservationSourcesAndEventNames(t *testing.T) {
 		t.Errorf("agent's get_customer_context = %s, want the source and the event's name whole", text)
 	}
 }
+
+// search_customers with a blank query would list every customer: a key
+// that reads personal data masked is refused it, with BAD_USER_INPUT
+// first in the error; one that reads personal data lists customers.
+func TestSearchCustomersRefusesABlankQueryWhenMasked(t *testing.T) {
+	e := newEnv(t)
+	masked, clear := e.connect(t, e.keys["assistant"]), e.connect(t, e.keys["assistant+pii"])
+	for _, blank := range []string{"", "   "} {
+		out, msg, isErr := call(t, masked, mcp.ToolSearchCustomers, map[string]any{"query": blank})
+		if !isErr || !strings.HasPrefix(msg, c360.EINVALID) || !strings.Contains(msg, "blank") {
+			t.Errorf("search_customers {query: %q} without the pii scope = %v %s, want BAD_USER_INPUT", blank, out, msg)
+		}
+		out, msg, isErr = call(t, clear, mcp.ToolSearchCustomers, map[string]any{"query": blank})
+		if list, _ := out["customers"].([]any); isErr || len(list) != 1 {
+			t.Errorf("search_customers {query: %q} with the pii scope = %s, want Jane listed", blank, msg)
+		}
+	}
+}

@@ -117,7 +117,7 @@ func (r *queryResolver) Customers(ctx context.Context, query *string, first *int
 	if query != nil {
 		f.Query = *query
 	}
-	page, err := r.findCustomers(ctx, ws, f)
+	page, err := r.findCustomers(ctx, ws, f, query != nil)
 	if err != nil {
 		return nil, err
 	}

@@ -8,17 +8,23 @@ import (
 	"github.com/c360dev/c360/identity"
 )
 
-// findCustomers is customers(query:). A caller who reads personal data
-// masked (an assistant without the pii scope) searches by a whole email
-// address or phone number only: matched by fragment, which customers it
-// finds would tell it a masked value a character at a time ("4155550100"
-// finds Jane and "4155550101" does not), and it may confirm an address it
-// has, never learn one (docs/security.md).
-func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerFilter) (*c360.Page[*c360.Customer], error) {
+// findCustomers is customers(query:); given says whether a query was given
+// (a blank one included). A caller who reads personal data masked (an
+// assistant without the pii scope) searches by a whole email address or
+// phone number only: matched by fragment, which customers it finds would
+// tell it a masked value a character at a time ("4155550100" finds Jane
+// and "4155550101" does not), and it may confirm an address it has, never
+// learn one (docs/security.md). A blank query, which would find every
+// customer, is refused it; without a query it lists customers, as every
+// reader does.
+func (r *Resolver) findCustomers(ctx context.Context, ws int64, f c360.CustomerFilter, given bool) (*c360.Page[*c360.Customer], error) {
 	q := strings.TrimSpace(f.Query)
 	p, _ := principal(ctx)
-	if q == "" || p == nil || p.SeesPII() {
+	if q == "" && !given || p == nil || p.SeesPII() {
 		return r.CustomerService.FindCustomers(ctx, ws, f)
+	}
+	if q == "" {
+		return nil, c360.Errorf(c360.EINVALID, "without the pii scope, customers(query:) takes a whole email address or phone number, and the query is blank")
 	}
 	// The same refusals as a search by fragment.
 	if err := c360.CheckFirst(f.First); err != nil {

@@ -1099,3 +1099,37 @@ func TestLedgerReadsAuditedAgainstTheCustomerReadThrough(t *testing.T) {
 		t.Errorf("the original customer got %d pii.read entries for reads through the new one", after-before)
 	}
 }
+
+// A blank query would find every customer, newest first: a key that reads
+// personal data masked, which searches by a whole email address or phone
+// number only, is refused it (BAD_USER_INPUT), without a lookup taken or
+// audited. Keys that read personal data list every customer with it, as
+// without a query.
+func TestMaskedSearchRefusesABlankQuery(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	gql(t, e.srv, e.keys["agent"], `mutation { identify(input: {identities: [{type: "email", value: "bob@example.com"}]}) { id } }`, nil).ok(t, nil)
+	const q = `query($q: String) { customers(query: $q) { edges { node { id } } } }`
+	for _, blank := range []string{"", "   ", "\t\n"} {
+		r := gql(t, e.srv, e.keys["assistant"], q, map[string]any{"q": blank})
+		r.wantCode(t, c360.EINVALID)
+		if !strings.Contains(r.Body, "the query is blank") || strings.Contains(r.Body, `"node"`) {
+			t.Errorf("assistant's customers(query: %q) = %s, want the blank query refused and nobody listed", blank, r.Body)
+		}
+		for _, key := range []string{"assistant+pii", "agent", "admin"} {
+			var out struct {
+				Customers struct {
+					Edges []struct{ Node struct{ ID string } }
+				}
+			}
+			gql(t, e.srv, e.keys[key], q, map[string]any{"q": blank}).ok(t, &out)
+			if len(out.Customers.Edges) != 2 {
+				t.Errorf("%s's customers(query: %q) listed %d customers, want both", key, blank, len(out.Customers.Edges))
+			}
+		}
+	}
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditCustomerRead}) {
+		if strings.Contains(strings.Join(r.Fields, " "), "lookup.customers") {
+			t.Errorf("a refused blank search was audited as a lookup: %+v", r)
+		}
+	}
+}
