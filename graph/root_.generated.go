@@ -2397,7 +2397,8 @@ directive @hasRole(roles: [Role!]!) on FIELD_DEFINITION
 """
 Marks a field that can carry personal data. An assistant key without the
 ` + "`" + `pii` + "`" + ` scope receives it masked (j***@example.com, +1******0100); every
-unmasked read by any key is written to the audit log.
+unmasked read by any key is handed to the audit log, whose writer is
+best-effort (docs/security.md, Audit log).
 """
 directive @pii(kind: PiiKind!) on FIELD_DEFINITION
 

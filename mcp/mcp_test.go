@@ -788,3 +788,66 @@ func TestSearchCustomersRefusesABlankQueryWhenMasked(t *testing.T) {
 		}
 	}
 }
+
+// The bounds of a number argument are the values the tool takes, in its
+// listed input schema and in its refusals: a value out of them, 0
+// included, is refused naming the property and the bound broken (not a
+// bound of 0 the tool would not take); a property left out takes its
+// default.
+func TestArgumentBoundsAreTheToolsOwn(t *testing.T) {
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["assistant"])
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounds := map[string]struct {
+		property string
+		min, max float64
+		base     map[string]any
+	}{
+		mcp.ToolGetCustomerContext: {"budget", 100, 32000, map[string]any{"customerId": e.jane}},
+		mcp.ToolListRecentMessages: {"limit", 1, 100, map[string]any{"customerId": e.jane}},
+		mcp.ToolSearchCustomers:    {"first", 1, 50, map[string]any{"query": janeEmail}},
+	}
+	for _, tool := range tools.Tools {
+		b, ok := bounds[tool.Name]
+		if !ok {
+			continue
+		}
+		raw, _ := json.Marshal(tool.InputSchema)
+		var schema struct {
+			Properties map[string]struct{ Minimum, Maximum *float64 }
+		}
+		if err := json.Unmarshal(raw, &schema); err != nil {
+			t.Fatal(err)
+		}
+		p := schema.Properties[b.property]
+		if p.Minimum == nil || p.Maximum == nil || *p.Minimum != b.min || *p.Maximum != b.max {
+			t.Errorf("%s's listed %s bounds: %s, want %v to %v", tool.Name, b.property, raw, b.min, b.max)
+		}
+		with := func(v any) map[string]any {
+			args := map[string]any{b.property: v}
+			for k, v := range b.base {
+				args[k] = v
+			}
+			return args
+		}
+		for _, v := range []float64{b.min - 1, 0, -5} {
+			_, msg, isErr := call(t, cs, tool.Name, with(v))
+			if !isErr || !strings.Contains(msg, b.property) || !strings.Contains(msg, fmt.Sprintf("%f", b.min)) {
+				t.Errorf("%s with %s %v: %v %q; want a refusal naming %s and its minimum %v", tool.Name, b.property, v, isErr, msg, b.property, b.min)
+			}
+		}
+		if _, msg, isErr := call(t, cs, tool.Name, with(b.max+1)); !isErr || !strings.Contains(msg, fmt.Sprintf("%f", b.max)) {
+			t.Errorf("%s with %s %v: %v %q; want a refusal naming its maximum", tool.Name, b.property, b.max+1, isErr, msg)
+		}
+		for _, args := range []map[string]any{b.base, with(b.min), with(b.max)} {
+			if _, msg, isErr := call(t, cs, tool.Name, args); isErr {
+				t.Errorf("%s with %v refused: %s", tool.Name, args, msg)
+			}
+		}
+	}
+}

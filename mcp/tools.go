@@ -38,17 +38,17 @@ type (
 		CustomerID string `json:"customerId,omitempty" jsonschema:"the customer's id, e.g. \"42\"; or give type and value instead"`
 		Type       string `json:"type,omitempty" jsonschema:"identity type (phone, email, user_id, ...), with value, instead of customerId"`
 		Value      string `json:"value,omitempty" jsonschema:"identity value, with type"`
-		Budget     int    `json:"budget,omitempty" jsonschema:"maximum length of the text block in characters (about 4 per token), 100 to 32000; default 4000"`
+		Budget     int    `json:"budget,omitempty" jsonschema:"maximum length of the text block in characters (about 4 per token), 100 to 32000; leave it out for the default, 4000"`
 	}
 	// SearchArgs are search_customers's arguments.
 	SearchArgs struct {
 		Query string `json:"query" jsonschema:"a fragment of the customer's name, email or phone number"`
-		First int    `json:"first,omitempty" jsonschema:"how many customers to return, 1 to 50; default 10"`
+		First int    `json:"first,omitempty" jsonschema:"how many customers to return, 1 to 50; leave it out for the default, 10"`
 	}
 	// MessagesArgs are list_recent_messages's arguments.
 	MessagesArgs struct {
 		CustomerID string `json:"customerId" jsonschema:"the customer's id"`
-		Limit      int    `json:"limit,omitempty" jsonschema:"how many messages to return, newest first, 1 to 100; default 20"`
+		Limit      int    `json:"limit,omitempty" jsonschema:"how many messages to return, newest first, 1 to 100; leave it out for the default, 20"`
 	}
 	// ObservationArgs are record_observation's arguments.
 	ObservationArgs struct {
@@ -133,7 +133,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 
 	sdk.AddTool(srv, &sdk.Tool{
 		Name:        ToolGetCustomerContext,
-		InputSchema: boundedSchema[ContextArgs](map[string][2]float64{"budget": {0, 32000}}),
+		InputSchema: boundedSchema[ContextArgs](map[string][2]float64{"budget": {100, 32000}}),
 		Title:       "Get a customer's context",
 		Description: "Everything needed before answering a customer, in one call: identities, consent per channel " +
 			"(never message on an opted-out channel), open conversations with their last messages on every channel, " +
@@ -161,7 +161,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 
 	sdk.AddTool(srv, &sdk.Tool{
 		Name:        ToolSearchCustomers,
-		InputSchema: boundedSchema[SearchArgs](map[string][2]float64{"first": {0, 50}}),
+		InputSchema: boundedSchema[SearchArgs](map[string][2]float64{"first": {1, 50}}),
 		Title:       "Search customers",
 		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
 			"Returns their ids, traits and identities, and whether more match. A key that reads personal data " +
@@ -202,7 +202,7 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 
 	sdk.AddTool(srv, &sdk.Tool{
 		Name:        ToolListRecentMessages,
-		InputSchema: boundedSchema[MessagesArgs](map[string][2]float64{"limit": {0, 100}}),
+		InputSchema: boundedSchema[MessagesArgs](map[string][2]float64{"limit": {1, 100}}),
 		Title:       "List a customer's recent messages",
 		Description: "The customer's most recent messages on every channel (SMS, WhatsApp, chat), newest first, " +
 			"each with its conversation, channel, direction (inbound from the customer, outbound to them) and status.",
@@ -410,9 +410,12 @@ func decodeData(data json.RawMessage, out any) error {
 // boundedSchema is the input schema inferred from T, with each named
 // number property held within its bounds. The SDK checks arguments against
 // the schema before it decodes them: a number out of range is refused by
-// the check, with the property named, and never reaches the decoder,
-// whose error would name Go's types ("... into Go struct field
-// mcp.ContextArgs.budget of type int").
+// the check, with the property and the bound named ("validating
+// \"arguments\": ... /properties/budget: minimum: 0/1 is less than
+// 100.000000"), and never reaches the decoder, whose error would name Go's
+// types ("... into Go struct field mcp.ContextArgs.budget of type int").
+// The bounds are the values the tool takes: a property left out takes its
+// default, and 0 given is refused as any other number out of range.
 func boundedSchema[T any](bounds map[string][2]float64) *jsonschema.Schema {
 	s, err := jsonschema.For[T](nil)
 	if err != nil {
