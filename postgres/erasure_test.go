@@ -773,3 +773,34 @@ func TestEraseCustomerPastItsBoundErasesNothing(t *testing.T) {
 		t.Errorf("%d identities left, want 1", n)
 	}
 }
+
+// The dead letters of a person whose identifier holds a backslash or a
+// double quote (a Windows account, CORP\ann, as Segment sends user_ids
+// of enterprise directories) are erased with her. The candidates' query
+// read the identities' values as the JSON text of their array, where the
+// value is escaped (CORP\\ann), and matched it with patterns of the raw
+// value: her dead letter was never a candidate, stayed, and the answer
+// said deadLetters: 0.
+func TestEraseCustomerDeletesDeadLettersOfIdentifiersWithBackslashesAndQuotes(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	for _, v := range []string{`CORP\ann`, `ann "the" lee`} {
+		ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a-" + v,
+			Identities: ids("user_id", v)}).CustomerID
+		ev := track("dl-"+v, ids("user_id", v, "phone", "+1 234"))
+		if _, err := db.Ingest(c360.WithInvalidAsDeadLetters(ctx), ws, []*c360.Event{ev}); err == nil {
+			t.Fatal("accepted")
+		}
+		if n := count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND dedupe_key = $2`, ws, "dl-"+v); n != 1 {
+			t.Fatalf("dead letters before: %d", n)
+		}
+		e, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND dedupe_key = $2`, ws, "dl-"+v); n != 0 || e.DeadLetters != 1 {
+			t.Errorf("user_id %s: %d of her dead letters survive the erasure (deadLetters=%d)", v, n, e.DeadLetters)
+		}
+	}
+}
