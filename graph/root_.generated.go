@@ -2072,7 +2072,8 @@ type Consent {
   customer's own and are kept (messagesMoved); its events are kept only as their exactly-once key, so that a
   provider's redelivery is a duplicate and creates nobody; audit entries
   keep the customer's id but lose identity values and reasons. Afterwards
-  the id is NOT_FOUND, and a new event with a former identifier makes a new
+  the id is NOT_FOUND (erasing it again answers NOT_FOUND, "customer N was
+  erased at <time>"), and a new event with a former identifier makes a new
   customer. reason (1 to 500 bytes, no email address or phone number: it is
   kept in the audit log) says why, e.g. a ticket number. Erasures of a
   workspace, and its dead-letter replays, wait for each other: past the

@@ -71,7 +71,9 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			return eraseError(ctx, "wait for dead-letter replays", err)
 		}
 		ids, err := survivorsOf(ctx, tx, ws, customerID)
-		if err != nil {
+		if c360.ErrorCode(err) == c360.ENOTFOUND {
+			return erasedBefore(ctx, tx, ws, customerID, err)
+		} else if err != nil {
 			return eraseBound(ctx, "find the customer", err)
 		}
 		s := ids[0]
@@ -168,6 +170,25 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 	// rest of its feed) ends on its own erased change.
 	db.committed(ws, append(append([]int64{out.CustomerID}, out.MergedCustomerIDs...), moved...))
 	return out, nil
+}
+
+// erasedBefore is the answer to the erasure of customerID, which has no
+// row (notFound, survivorsOf's answer): NOT_FOUND either way, but for an
+// id erased before, one that says when, from the erased change its feed
+// kept, so that a client that repeats an erasure whose answer it did not
+// receive (a timeout) can tell it from a mistyped id.
+func erasedBefore(ctx context.Context, tx pgx.Tx, ws, customerID int64, notFound error) error {
+	var at time.Time
+	err := tx.QueryRow(ctx, `SELECT created_at FROM customer_changes
+		WHERE workspace_id = $1 AND customer_id = $2 AND kind = $3
+		ORDER BY version DESC LIMIT 1`, ws, customerID, c360.ChangeErased).Scan(&at)
+	switch {
+	case err == pgx.ErrNoRows:
+		return notFound
+	case err != nil:
+		return eraseError(ctx, "find the customer", err)
+	}
+	return c360.Errorf(c360.ENOTFOUND, "customer %d was erased at %s", customerID, at.UTC().Format(time.RFC3339))
 }
 
 // othersInConversations returns the customers other than ids whose events

@@ -189,9 +189,18 @@ func TestEraseCustomerLeavesNothingOfThePerson(t *testing.T) {
 			t.Errorf("search %q: %d customers, want none", q, len(page.Items))
 		}
 	}
-	// Erasing again: she is gone.
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); c360.ErrorCode(err) != c360.ENOTFOUND {
-		t.Errorf("erasing again: %v, want NOT_FOUND", err)
+	// Erasing again, through either id: she is gone, and the answer says
+	// when she went (it was "customer N not found", as for a mistyped id:
+	// a client repeating an erasure whose answer it lost could not tell).
+	at := e.ErasedAt.UTC().Format(time.RFC3339)
+	for _, id := range []int64{ann, bob} {
+		_, err := db.EraseCustomer(ctx, ws, id, "admin key 1", "ticket 42")
+		if want := fmt.Sprintf("customer %d was erased at %s", id, at); c360.ErrorCode(err) != c360.ENOTFOUND || c360.ErrorMessage(err) != want {
+			t.Errorf("erasing %d again: %v, want NOT_FOUND %q", id, err, want)
+		}
+	}
+	if _, err := db.EraseCustomer(ctx, ws, zed+1_000_000, "admin key 1", "ticket 42"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d not found", zed+1_000_000) {
+		t.Errorf("erasing an unknown id: %v, want NOT_FOUND, not found", err)
 	}
 }
 
