@@ -2074,8 +2074,10 @@ type Consent {
   keep the customer's id but lose identity values and reasons. Afterwards
   the id is NOT_FOUND (erasing it again answers NOT_FOUND, "customer N was
   erased at <time>"), and a new event with a former identifier makes a new
-  customer. reason (1 to 500 bytes, no email address or phone number: it is
-  kept in the audit log) says why, e.g. a ticket number. Erasures of a
+  customer. reason (1 to 500 bytes, no email address, no phone number written as
+  one, nothing of the person's identifiers or personal traits: it is kept
+  in the audit log) says why, e.g. a ticket number; a run of digits alone
+  is a request's number. Erasures of a
   workspace, and its dead-letter replays, wait for each other: past the
   database's lock_timeout, UNAVAILABLE. Admin only. See docs/erasure.md.
   """

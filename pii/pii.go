@@ -775,7 +775,7 @@ func Key(k string) (string, bool) {
 // KeyText is Key as Text reports: the name masked when masking is set,
 // and the kinds of personal data found either way.
 func KeyText(k string, masking bool) (string, []string) {
-	return text(k, masking, false)
+	return text(k, masking, bareInWords)
 }
 
 // keyNames returns the names the keys of m that hold personal data (Key)
@@ -840,7 +840,7 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 			// A key that says nothing: its addresses and phone numbers are
 			// masked, a whole one included, but a bare run of digits is an
 			// id or a time there, not a phone number (text's bare).
-			m, kinds := text(v, masking, false)
+			m, kinds := text(v, masking, bareInWords)
 			if len(kinds) == 0 {
 				return v, false
 			}

@@ -33,16 +33,41 @@ var (
 // The text is read as plainView reads it: digits of other scripts as
 // digits, and a URL's escapes (jane%40example.com) as what they escape.
 func Text(s string, masking bool) (string, []string) {
-	return text(s, masking, true)
+	return text(s, masking, bareAnywhere)
 }
 
+// Formatted reports the kinds of personal data s holds written as such: an
+// email address, or a phone number written as one, with a + (8 digits or
+// more), or of 10 digits or more in three groups or more or with an area
+// code in parentheses (415 555 0100, (415) 555-0100). A run of digits
+// alone, however long, is not one, wherever it stands: it reads as a
+// ticket's or a request's number (ticket 1234567890, DSAR 2024061501), as
+// in a text that names a request, which Text would take for a phone number.
+func Formatted(s string) []string {
+	_, found := text(s, false, bareNever)
+	return found
+}
+
+// bareRuns says when a run of digits that is not written as a phone number
+// (no +, fewer than three groups, no parentheses: 4155550100, and
+// 1234567890.00) is one.
+type bareRuns uint8
+
+const (
+	// bareInWords: in a value under a key that says nothing, when other
+	// words stand around it ("call me at 4155550100"), but not when it is
+	// the whole value: an order id, a Unix time, an amount.
+	bareInWords bareRuns = iota
+	// bareAnywhere: in free text, always.
+	bareAnywhere
+	// bareNever: in a text that names a request (Formatted), never.
+	bareNever
+)
+
 // text is Text; bare says whether a run of digits that is not written as
-// a phone number is one (4155550100, and 1234567890.00). In free text it
-// is. In a value under a key that says nothing it is when other words
-// stand around it ("call me at 4155550100"), but not when it is the whole
-// value: an order id, a Unix time, an amount. A whole value is a phone
-// number when it has a +, three groups or more, or parentheses (phoneRun).
-func text(s string, masking, bare bool) (string, []string) {
+// a phone number is one (bareRuns). A number written as one (a +, three
+// groups or more, or parentheses) always is (phoneRun).
+func text(s string, masking bool, bare bareRuns) (string, []string) {
 	// Most texts hold neither. Checking first spares the regexps' scans
 	// (4% of a console query's CPU); masking an email adds no digit.
 	if !mayHoldText(s) {
@@ -164,7 +189,7 @@ type phoneSpan struct {
 // phoneSpans finds the phone numbers in s (text's bare says how a run of
 // digits alone counts), as plainView reads it; the spans are s's, and a
 // masked number keeps the + or parenthesis it starts with as s wrote it.
-func phoneSpans(s string, bare bool) []phoneSpan {
+func phoneSpans(s string, bare bareRuns) []phoneSpan {
 	num, orig := plainView(s)
 	locs := digitRuns(num)
 	if locs == nil {
@@ -173,14 +198,14 @@ func phoneSpans(s string, bare bool) []phoneSpan {
 	// In a value, a run that is not written as a phone number is one only
 	// inside other words ("call me at 4155550100"), not as the whole value.
 	whole := [2]int{-1, -1}
-	if !bare {
+	if bare == bareInWords {
 		t := strings.TrimSpace(num)
 		lo := strings.Index(num, t)
 		whole = [2]int{lo, lo + len(t)}
 	}
 	var spans []phoneSpan
 	for _, l := range locs {
-		start, end, ok := phoneRun(num, l[0], l[1], whole)
+		start, end, ok := phoneRun(num, l[0], l[1], whole, bare == bareNever)
 		if !ok {
 			continue
 		}
@@ -487,8 +512,10 @@ func runChar(s string) int {
 // phoneRun narrows the run s[start:end] that digitRuns found to the
 // phone number it holds, if any: the dates it starts with dropped, the
 // groups glued to a word on either side dropped. Each step removes a
-// whole group, so the work is linear in the run.
-func phoneRun(s string, start, end int, whole [2]int) (int, int, bool) {
+// whole group, so the work is linear in the run. A run of 10 digits or
+// more not written as a phone number is one unless it is whole (a value's
+// whole text, bareInWords) or such runs never are (onlyWritten, bareNever).
+func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, int, bool) {
 	for start < end {
 		if n := dateLen(s[start:end]); n > 0 {
 			start = skipSeparators(s, start+n, end)
@@ -546,9 +573,9 @@ func phoneRun(s string, start, end int, whole [2]int) (int, int, bool) {
 	// Written as a phone number is: in three groups or more (415 555 0100,
 	// 06.12.34.56.78), or with an area code in parentheses. An amount
 	// (1234567890.00) or a range (1000000 - 2000000) has two.
-	formatted := groups >= 3 || paren
+	written := groups >= 3 || paren
 	isWhole := start == whole[0] && end == whole[1]
-	if digits >= 10 && (formatted || !isWhole) {
+	if digits >= 10 && (written || !onlyWritten && !isWhole) {
 		return start, end, true
 	}
 	return 0, 0, false

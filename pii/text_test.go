@@ -5,6 +5,7 @@ import (
 	"iter"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -152,8 +153,38 @@ func TestTextInValues(t *testing.T) {
 		{"jane@example.com", "j***@example.com"},
 		{"05/13/2025 10:30", "05/13/2025 10:30"},
 	} {
-		if got, _ := text(tc.in, true, false); got != tc.want {
+		if got, _ := text(tc.in, true, bareInWords); got != tc.want {
 			t.Errorf("text(%q, in a value) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// Formatted finds addresses and numbers written as phone numbers, but no
+// run of digits alone, however long or wherever it stands: a request's
+// number (ticket 1234567890), which Text takes for a phone number.
+func TestFormatted(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"ticket 1234567890", nil},
+		{"DSAR 2024061501", nil},
+		{"request 1718000000 of 2024-06-15", nil},
+		{"#12345678901234", nil},
+		{"ticket 42", nil},
+		{"called from +14155550101", []string{"phone"}},
+		{"called from +1 415 555 0101", []string{"phone"}},
+		{"called from (415) 555-0101", []string{"phone"}},
+		{"called from 415 555 0101", []string{"phone"}},
+		{"called from 415.555.0101", []string{"phone"}},
+		{"asked by ann@example.com", []string{"email"}},
+		{"ticket 1234567890 from jane%40example.com", []string{"email"}},
+	} {
+		if got := Formatted(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("Formatted(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+		if _, kinds := Text(tc.in, false); len(kinds) < len(tc.want) {
+			t.Errorf("Text(%q) finds %v, less than Formatted", tc.in, kinds)
 		}
 	}
 }
@@ -171,7 +202,11 @@ func TestMayHoldTextCoversTheScan(t *testing.T) {
 		"\u200b", "\u00ad", "\ufeff"}
 	scan := func(s string, value bool) bool {
 		_, found := emails(s, false)
-		return len(phoneSpans(s, !value)) > 0 || len(found) > 0
+		bare := bareAnywhere
+		if value {
+			bare = bareInWords
+		}
+		return len(phoneSpans(s, bare)) > 0 || len(found) > 0
 	}
 	for s := range randomStrings(3, 300_000, 12, parts) {
 		if !mayHoldText(s) && (scan(s, false) || scan(s, true)) {

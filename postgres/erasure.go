@@ -11,12 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
+	"github.com/c360dev/c360/pii"
 )
 
 var _ c360.ErasureService = (*DB)(nil)
@@ -97,18 +100,33 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 				UNION
 				SELECT c.id FROM customers c JOIN m ON c.workspace_id = $1 AND c.merged_into = m.id
 			)
-			SELECT c.id, c.version FROM customers c JOIN m ON c.workspace_id = $1 AND c.id = m.id
+			SELECT c.id, c.version, c.traits FROM customers c JOIN m ON c.workspace_id = $1 AND c.id = m.id
 			ORDER BY c.id FOR UPDATE OF c`, ws, s)
 		if err != nil {
 			return eraseError(ctx, "find merged customers", err)
 		}
-		all, versions := []int64{s}, []int64{locked[s].version}
-		var id, version int64
-		if _, err := pgx.ForEachRow(rows, []any{&id, &version}, func() error {
-			all, versions = append(all, id), append(versions, version)
+		all, versions, traits := []int64{s}, []int64{locked[s].version}, []map[string]any{locked[s].traits}
+		var (
+			id, version int64
+			t           map[string]any
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&id, &version, &t}, func() error {
+			all, versions, traits = append(all, id), append(versions, version), append(traits, t)
+			t = nil
 			return nil
 		}); err != nil {
 			return eraseError(ctx, "find merged customers", err)
+		}
+		erased, err := erasedIdentities(ctx, tx, ws, all)
+		if err != nil {
+			return err
+		}
+		// The reason is kept in the audit log: it may not name the
+		// person (the resolver refused what looks like anyone's email
+		// address or phone number already).
+		if what := reasonNames(reason, erased, traits); what != "" {
+			return c360.Errorf(c360.EINVALID, "reason holds the customer's %s: it is kept in the audit log after the erasure; "+
+				"name the request instead (a ticket number, say)", what)
 		}
 		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
 		// Other people's messages in their conversations (a person split
@@ -145,10 +163,6 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 				return err
 			}
 			moved = owners
-		}
-		erased, err := erasedIdentities(ctx, tx, ws, all)
-		if err != nil {
-			return err
 		}
 		// Dead letters are found through the customers' events and
 		// identities, before either is scrubbed.
@@ -729,4 +743,127 @@ func (db *DB) namesAny(raw []byte, erased map[identity.Identity]bool) bool {
 		}
 	}
 	return false
+}
+
+// reasonNames returns what of the person's the erasure's reason holds, ""
+// when nothing: one of her identifiers (erased), named by its type, or the
+// value of one of her traits whose key names personal data (pii.KeyKind:
+// a name, an email address, a phone number, a postal address, a birthday),
+// named by its kind. A phone number is found by its last seven digits
+// (deadLetterNeedles), however the reason spells it; an email address
+// whole, case aside; any other value, and each word of a name, when it
+// stands as a word of its own, case aside, and is 3 characters or longer
+// (a shorter one would refuse reasons for naming nothing of hers).
+func reasonNames(reason string, erased map[identity.Identity]bool, traits []map[string]any) string {
+	lower := strings.ToLower(reason)
+	digits := strings.Map(func(r rune) rune {
+		if i := strings.IndexRune(phoneSeparators, r); i >= 0 {
+			if r >= '０' && r <= '９' {
+				return '0' + (r - '０')
+			}
+			return -1
+		}
+		return r
+	}, reason)
+	holds := func(kind pii.Kind, v string) bool {
+		switch kind {
+		case pii.KindPhone:
+			d := strings.Map(func(r rune) rune {
+				if '0' <= r && r <= '9' {
+					return r
+				}
+				return -1
+			}, v)
+			return len(d) >= 7 && holdsDigits(digits, d[len(d)-7:])
+		case pii.KindEmail:
+			v = strings.ToLower(strings.TrimSpace(v))
+			return strings.Contains(v, "@") && strings.Contains(lower, v) || holdsWord(lower, v)
+		case pii.KindName:
+			for _, w := range strings.FieldsFunc(strings.ToLower(v), func(r rune) bool {
+				return !unicode.IsLetter(r) && !unicode.IsMark(r) && r != '\'' && r != '-'
+			}) {
+				if holdsWord(lower, w) {
+					return true
+				}
+			}
+		}
+		return holdsWord(lower, strings.ToLower(strings.TrimSpace(v)))
+	}
+	for id := range erased {
+		kind := pii.Kind("")
+		switch id.Type {
+		case identity.TypePhone:
+			kind = pii.KindPhone
+		case identity.TypeEmail:
+			kind = pii.KindEmail
+		}
+		if holds(kind, id.Value) {
+			return id.Type
+		}
+	}
+	var found pii.Kind
+	var walk func(kind pii.Kind, v any)
+	walk = func(kind pii.Kind, v any) {
+		switch v := v.(type) {
+		case string:
+			if kind != "" && found == "" && holds(kind, v) {
+				found = kind
+			}
+		case map[string]any:
+			for k, x := range v {
+				if kk := pii.KeyKind(k); kk != "" {
+					walk(kk, x)
+				} else {
+					walk(kind, x)
+				}
+			}
+		case []any:
+			for _, x := range v {
+				walk(kind, x)
+			}
+		}
+	}
+	for _, t := range traits {
+		walk("", t)
+	}
+	return string(found)
+}
+
+// holdsWord reports whether s holds w, 3 characters or longer, as a word
+// of its own: neither a letter nor a digit next to it on either side.
+func holdsWord(s, w string) bool {
+	if utf8.RuneCountInString(w) < 3 {
+		return false
+	}
+	for i := 0; ; {
+		j := strings.Index(s[i:], w)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(w)
+		before, _ := utf8.DecodeLastRuneInString(s[:start])
+		after, _ := utf8.DecodeRuneInString(s[end:])
+		if !wordRune(before) && !wordRune(after) {
+			return true
+		}
+		_, size := utf8.DecodeRuneInString(s[start:])
+		i = start + size
+	}
+}
+
+func wordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+
+// holdsDigits reports whether s holds the digits d with no digit after
+// them: a number that ends with them.
+func holdsDigits(s, d string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], d)
+		if j < 0 {
+			return false
+		}
+		if end := i + j + len(d); end == len(s) || s[end] < '0' || s[end] > '9' {
+			return true
+		}
+		i += j + 1
+	}
 }

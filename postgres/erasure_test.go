@@ -813,3 +813,42 @@ func TestEraseCustomerDeletesDeadLettersOfIdentifiersWithBackslashesAndQuotes(t 
 		}
 	}
 }
+
+// A reason that names the person (kept in the audit log after her data is
+// gone) is refused, and the erasure changes nothing: one of her
+// identifiers, however spelled (her number written bare, her user_id in
+// capitals), or a trait naming her (a word of her name). A request's
+// number, however long, and words her name is only part of, are not hers.
+func TestEraseCustomerRefusesAReasonThatNamesThePerson(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann, bob, _ := annAndBob(t, db, ws)
+	// Bob's row, merged into Ann's, keeps a trait of its own.
+	if _, err := db.Pool.Exec(ctx, `UPDATE customers SET traits = '{"lastName": "Lindqvist", "plan": "pro"}' WHERE workspace_id = $1 AND id = $2`, ws, bob); err != nil {
+		t.Fatal(err)
+	}
+	before := tableCounts(t, db, ws)
+	for reason, what := range map[string]string{
+		"she called from 4155550101": "phone",
+		"she called from 555 01 01":  "phone",
+		"account U-ANN":              "user_id",
+		"session sess-ann":           "chatbot:web",
+		"asked by ANN@x.io":          "email",
+		"request of ann lee":         "name",
+		"Lee's lawyer wrote":         "name",
+		"ticket 77 (lindqvist)":      "name",
+	} {
+		_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", reason)
+		want := "reason holds the customer's " + what + ":"
+		if c360.ErrorCode(err) != c360.EINVALID || !strings.HasPrefix(c360.ErrorMessage(err), want) {
+			t.Errorf("reason %q: %v, want BAD_USER_INPUT %q…", reason, err, want)
+		}
+	}
+	if after := tableCounts(t, db, ws); !slices.Equal(after, before) {
+		t.Errorf("refusals changed rows: %v, want %v", after, before)
+	}
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "annual DSAR 1234567890, pro plan, ticket 4155550"); err != nil {
+		t.Errorf("a reason naming nothing of hers: %v", err)
+	}
+}

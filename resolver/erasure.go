@@ -10,8 +10,13 @@ import (
 // checkErasureReason refuses a reason eraseCustomer cannot keep. The reason
 // stays in the audit log after the person's data is gone, as the record of
 // why it went: it must say something, within c360.MaxErasureReasonLen
-// bytes, and hold no email address or phone number (pii.Text), or the
-// erasure would leave the person's identifier behind in its own record.
+// bytes, and hold no email address or phone number written as one
+// (pii.Formatted), or the erasure would leave the person's identifier
+// behind in its own record. A run of digits alone is a request's number
+// (ticket 1234567890, DSAR 2024061501), which pii.Text would take for a
+// phone number; the erasure itself refuses a reason that holds one of the
+// person's identifiers or personal traits, her number written bare
+// included (postgres.reasonNames).
 func checkErasureReason(reason string) error {
 	switch {
 	case strings.TrimSpace(reason) == "":
@@ -22,7 +27,7 @@ func checkErasureReason(reason string) error {
 	if err := c360.CheckStorable("reason", reason); err != nil {
 		return err
 	}
-	if _, found := pii.Text(reason, false); len(found) > 0 {
+	if found := pii.Formatted(reason); len(found) > 0 {
 		return c360.Errorf(c360.EINVALID, "reason holds personal data (%s): it is kept in the audit log after the erasure; name the request instead (a ticket number, say)",
 			strings.Join(found, ", "))
 	}
