@@ -852,3 +852,33 @@ func TestEraseCustomerRefusesAReasonThatNamesThePerson(t *testing.T) {
 		t.Errorf("a reason naming nothing of hers: %v", err)
 	}
 }
+
+// An erased chatbot event keeps its key as the bot wrote it, whatever it
+// holds, so that the bot's redelivery is still a duplicate: a bot that
+// uses the person's number as its session id leaves the number in the
+// keys (docs/erasure.md, "Chatbot event keys"; docs/connectors.md tells
+// bot authors to use an opaque session id). The rest of the event is
+// scrubbed.
+func TestEraseCustomerKeepsChatbotKeysAsSent(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	turn := func() *c360.Event {
+		return &c360.Event{Type: c360.EventMessage, Source: "chatbot", DedupeKey: "+14155550101:1",
+			Identities: ids("phone", "+14155550101"), RepeatSharesIdentity: true, Properties: map[string]any{"threadKey": "+14155550101"},
+			Message: &c360.MessageInput{Channel: "chat", Direction: c360.DirectionInbound, Body: "hi", Status: "received"}}
+	}
+	ann := ingest1(t, db, ws, turn()).CustomerID
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND x::text LIKE '%4155550101%'`, ws); n != 1 {
+		t.Errorf("%d erased events hold her number, want 1 (in its key)", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND (x.identities || x.properties)::text LIKE '%4155550101%'`, ws); n != 0 {
+		t.Errorf("%d erased events hold her number outside their key", n)
+	}
+	if res := ingest1(t, db, ws, turn()); !res.Duplicate || res.CustomerID != 0 {
+		t.Errorf("the bot's redelivery: %+v, want a duplicate of no customer", res)
+	}
+}
