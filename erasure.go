@@ -23,6 +23,10 @@ type CustomerErasure struct {
 	CustomerID int64
 	// MergedCustomerIDs are the customers merged into it, erased with it.
 	MergedCustomerIDs []int64
+	// FormerCustomerIDs are the person's customers from before a wrong
+	// merge, erased with her: merged into someone else's customer, whose
+	// identities all came back to her by splits since (docs/erasure.md).
+	FormerCustomerIDs []int64
 	Identities        int
 	// EventsScrubbed counts the events kept for their exactly-once key
 	// only, with everything else about them cleared.
@@ -59,8 +63,9 @@ func (e *CustomerErasure) MergedCustomers() int { return len(e.MergedCustomerIDs
 // ErasureService erases a person's data on request (GDPR art. 17, CCPA).
 type ErasureService interface {
 	// EraseCustomer erases the customer with the id, or the survivor it
-	// was merged into, with every customer merged into that one, in one
-	// transaction. An unknown id (or one of another workspace) is
+	// was merged into, with every customer merged into that one and the
+	// person's customers from before a wrong merge that splits undid
+	// (CustomerErasure.FormerCustomerIDs), in one transaction. An unknown id (or one of another workspace) is
 	// ENOTFOUND, and nothing changes.
 	EraseCustomer(ctx context.Context, workspaceID, customerID int64, actor, reason string) (*CustomerErasure, error)
 }

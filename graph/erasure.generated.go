@@ -93,6 +93,29 @@ func (ec *executionContext) fieldContext_CustomerErasure_mergedCustomers(_ conte
 	return graphql.NewScalarFieldContext("CustomerErasure", field, true, false, "Int")
 }
 
+func (ec *executionContext) _CustomerErasure_formerCustomerIds(ctx context.Context, field graphql.CollectedField, obj *c360.CustomerErasure) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_CustomerErasure_formerCustomerIds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FormerCustomerIDs, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []int64) graphql.Marshaler {
+			return ec.marshalNID2ᚕint64ᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_CustomerErasure_formerCustomerIds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("CustomerErasure", field, false, false, "ID")
+}
+
 func (ec *executionContext) _CustomerErasure_identities(ctx context.Context, field graphql.CollectedField, obj *c360.CustomerErasure) (ret graphql.Marshaler) {
 	return resolveLeaf(ec.Resolvers,
 		ctx,
@@ -427,6 +450,11 @@ func (ec *executionContext) _CustomerErasure(ctx context.Context, sel ast.Select
 			}
 		case "mergedCustomers":
 			out.Values[i] = ec._CustomerErasure_mergedCustomers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "formerCustomerIds":
+			out.Values[i] = ec._CustomerErasure_formerCustomerIds(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

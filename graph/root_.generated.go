@@ -167,6 +167,7 @@ type ComplexityRoot struct {
 		DeadLetters          func(childComplexity int) int
 		ErasedAt             func(childComplexity int) int
 		EventsScrubbed       func(childComplexity int) int
+		FormerCustomerIDs    func(childComplexity int) int
 		Identities           func(childComplexity int) int
 		MergeRecords         func(childComplexity int) int
 		MergedCustomerIDs    func(childComplexity int) int
@@ -882,6 +883,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.CustomerErasure.EventsScrubbed(childComplexity), true
+	case "CustomerErasure.formerCustomerIds":
+		if e.ComplexityRoot.CustomerErasure.FormerCustomerIDs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CustomerErasure.FormerCustomerIDs(childComplexity), true
 	case "CustomerErasure.identities":
 		if e.ComplexityRoot.CustomerErasure.Identities == nil {
 			break
@@ -2064,7 +2071,8 @@ type Consent {
   """
   Erases a person (GDPR art. 17, CCPA deletion): the customer with this id,
   or the customer it was merged into, with every customer merged into that
-  one, in one transaction. Identities, conversations and messages, consents,
+  one and her customers from before a wrong merge that splits undid
+  (formerCustomerIds), in one transaction. Identities, conversations and messages, consents,
   observations, traits, the change feed, the ledger's merges and splits
   that name it and the dead letters that name one of its identifiers are
   deleted, except the messages in its conversations whose event is a
@@ -2092,6 +2100,8 @@ type CustomerErasure {
   mergedCustomerIds: [ID!]!
   "How many customers merged into it were erased with it."
   mergedCustomers: Int!
+  "The person's customers from before a wrong merge, erased with her: merged into someone else's customer, whose identities all came back to her by splits since."
+  formerCustomerIds: [ID!]!
   identities: Int!
   "Events kept as their exactly-once key only, everything else about them cleared."
   eventsScrubbed: Int!
@@ -2837,6 +2847,8 @@ func (ec *executionContext) childFields_CustomerErasure(ctx context.Context, fie
 		return ec.fieldContext_CustomerErasure_mergedCustomerIds(ctx, field)
 	case "mergedCustomers":
 		return ec.fieldContext_CustomerErasure_mergedCustomers(ctx, field)
+	case "formerCustomerIds":
+		return ec.fieldContext_CustomerErasure_formerCustomerIds(ctx, field)
 	case "identities":
 		return ec.fieldContext_CustomerErasure_identities(ctx, field)
 	case "eventsScrubbed":

@@ -31,7 +31,8 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 
 // EraseCustomer erases a person: the customer with the id, or the survivor
 // it was merged into, and every customer merged into that one (their rows
-// are the same person's). In one transaction, which locks the survivor's
+// are the same person's), and her customers from before a wrong merge that
+// splits undid (formerRows). In one transaction, which locks the survivor's
 // row first, as a merge does, it deletes their identities, conversations
 // and messages (theirs in a conversation shared with a customer one was
 // split from too), consents, observations, change feeds, the ledger's
@@ -40,7 +41,8 @@ var errEraseRaced = &c360.Error{Code: c360.ECONFLICT, Message: "the customer cha
 // their identities, so that a provider's redelivery of one is a duplicate
 // and creates nobody, and a chatbot key reused by another person is still
 // refused; it takes their identifiers out of other customers' events and
-// changes, removes identity values, free text and provider ids from the
+// changes (and what merges and splits of hers recorded in those changes,
+// eraseFromOthersChanges), removes identity values, free text and provider ids from the
 // audit entries about them, and deletes the dead letters that name one of
 // their identifiers. Each customer's feed
 // keeps one change, of kind erased, with an empty diff: subscribers on
@@ -117,10 +119,23 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		}); err != nil {
 			return eraseError(ctx, "find merged customers", err)
 		}
+		// Her rows from before a wrong merge: customers merged into
+		// someone else whose identities all came back to her by splits.
+		formers, err := formerRows(ctx, tx, ws, all)
+		if err != nil {
+			return err
+		}
 		erased, err := erasedIdentities(ctx, tx, ws, all)
 		if err != nil {
 			return err
 		}
+		var formerIDs []int64
+		for _, f := range formers {
+			formerIDs = append(formerIDs, f.id)
+			versions, traits = append(versions, f.version), append(traits, f.traits)
+		}
+		mergedIDs := slices.Clone(all[1:])
+		all = append(all, formerIDs...)
 		// The reason is kept in the audit log: it may not name the
 		// person (the resolver refused what looks like anyone's email
 		// address or phone number already).
@@ -128,7 +143,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 			return c360.Errorf(c360.EINVALID, "reason holds the customer's %s: it is kept in the audit log after the erasure; "+
 				"name the request instead (a ticket number, say)", what)
 		}
-		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: slices.Clone(all[1:]), ErasedAt: db.Now()}
+		e := &c360.CustomerErasure{CustomerID: s, MergedCustomerIDs: mergedIDs, FormerCustomerIDs: formerIDs, ErasedAt: db.Now()}
 		// Other people's messages in their conversations (a person split
 		// off from them left hers in the conversations the two shared)
 		// are hers: they move to conversations of her own before theirs
@@ -169,6 +184,9 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 		if e.DeadLetters, err = db.eraseDeadLetters(ctx, tx, ws, all, erased); err != nil {
 			return err
 		}
+		if err := db.eraseFromOthersChanges(ctx, tx, ws, all, erased); err != nil {
+			return err
+		}
 		if err := eraseRows(ctx, tx, ws, all, versions, erased, e); err != nil {
 			return err
 		}
@@ -182,7 +200,7 @@ func (db *DB) EraseCustomer(ctx context.Context, ws, customerID int64, actor, re
 	// through the notifier, on every other replica: a stream of a merged
 	// id that had not yet read its merged_into change (deleted with the
 	// rest of its feed) ends on its own erased change.
-	db.committed(ws, append(append([]int64{out.CustomerID}, out.MergedCustomerIDs...), moved...))
+	db.committed(ws, slices.Concat([]int64{out.CustomerID}, out.MergedCustomerIDs, out.FormerCustomerIDs, moved))
 	return out, nil
 }
 
@@ -203,6 +221,229 @@ func erasedBefore(ctx context.Context, tx pgx.Tx, ws, customerID int64, notFound
 		return eraseError(ctx, "find the customer", err)
 	}
 	return c360.Errorf(c360.ENOTFOUND, "customer %d was erased at %s", customerID, at.UTC().Format(time.RFC3339))
+}
+
+// formerRow is a customer that was the person before a wrong merge
+// (formerRows), locked, with its version and traits.
+type formerRow struct {
+	id, version int64
+	traits      map[string]any
+}
+
+// formerRows returns, locked, the customers that were the person before a
+// wrong merge: merged into someone else (not one of ids, the person's
+// customers, locked), whose identities have all come back to ids by
+// splits since. After Ann's customer A was merged into Zed's Q by
+// mistake, and her email split off Q into N, erasing N erases A too: A's
+// feed replays her profile (created, with her traits and identities), its
+// audit entries name her, and a row merged before merges cleared their
+// traits keeps them (mergeSQL).
+//
+// They are found through the ledger: the customers merged into the
+// survivor of a customer that one of ids was split from. A customer's
+// identities when it was merged away are those its own feed added
+// (identitiesAdded: ingest, merges into it, and a split that made it)
+// after any split of it took them away last (a split change's identity);
+// a merged customer's feed ends with its merged_into change, and feeds are
+// never pruned. A customer qualifies when it had at least one, and every
+// one of them is held by one of ids now: one that went elsewhere (another
+// person split off, or an identifier left with Zed) keeps it out, and the
+// person's identifiers are then taken out of its feed as out of any other
+// customer's (eraseFromOthersChanges). The candidates are locked, and
+// those that do not qualify lose the traits a merge before mergeSQL
+// cleared them left on their rows.
+func formerRows(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) ([]formerRow, error) {
+	rows, err := tx.Query(ctx, `
+		WITH cand AS MATERIALIZED (
+			SELECT DISTINCT x.id FROM merges l
+			JOIN customers o ON o.workspace_id = $1 AND o.id = l.survivor_id
+			JOIN customers x ON x.workspace_id = $1 AND x.merged_into = coalesce(o.merged_into, o.id)
+			WHERE l.workspace_id = $1 AND l.kind = 'split' AND l.merged_id = ANY($2) AND x.id <> ALL($2)),
+		held AS (
+			SELECT c.customer_id AS id, a.type, a.value,
+				max(c.version) FILTER (WHERE a.added) AS added, max(c.version) FILTER (WHERE NOT a.added) AS lost
+			FROM cand
+			JOIN customer_changes c ON c.workspace_id = $1 AND c.customer_id = cand.id
+			CROSS JOIN LATERAL (
+				SELECT x.type, x.value, true AS added
+				FROM jsonb_to_recordset(CASE WHEN jsonb_typeof(c.diff->'identitiesAdded') = 'array' THEN c.diff->'identitiesAdded' END) AS x(type text, value text)
+				UNION ALL
+				SELECT c.diff->'identity'->>'type', c.diff->'identity'->>'value', false
+				WHERE c.kind = 'split' AND jsonb_typeof(c.diff->'identity') = 'object') a
+			GROUP BY c.customer_id, a.type, a.value),
+		former AS (
+			SELECT h.id FROM held h
+			LEFT JOIN identities i ON i.workspace_id = $1 AND i.type = h.type AND i.value = h.value
+			WHERE h.added > coalesce(h.lost, -1)
+			GROUP BY h.id
+			HAVING bool_and(coalesce(i.customer_id = ANY($2), false)))
+		SELECT c.id, c.version, c.traits, c.id IN (SELECT id FROM former) FROM customers c
+		WHERE c.workspace_id = $1 AND c.id IN (SELECT id FROM cand) AND c.merged_into IS NOT NULL
+		ORDER BY c.id FOR UPDATE OF c`, ws, ids)
+	if err != nil {
+		return nil, eraseError(ctx, "find her customers merged into others", err)
+	}
+	var (
+		out    []formerRow
+		others []int64
+		f      formerRow
+		former bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&f.id, &f.version, &f.traits, &former}, func() error {
+		if former {
+			out = append(out, f)
+		} else {
+			others = append(others, f.id)
+		}
+		f = formerRow{}
+		return nil
+	}); err != nil {
+		return nil, eraseError(ctx, "find her customers merged into others", err)
+	}
+	// The other candidates, merged before merges cleared the merged row's
+	// traits (mergeSQL), may keep hers too (merged with an identifier of
+	// hers that came back to her, and one that did not): nothing reads
+	// them, and they go.
+	if len(others) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE customers SET traits = '{}', trait_meta = '{}', search_text = ''
+			WHERE workspace_id = $1 AND id = ANY($2) AND merged_into IS NOT NULL
+			  AND (traits <> '{}' OR trait_meta <> '{}' OR search_text <> '')`, ws, others); err != nil {
+			return nil, eraseError(ctx, "clear the traits of customers merged into others", err)
+		}
+	}
+	return out, nil
+}
+
+// eraseFromOthersChanges takes the person out of the changes of customers
+// other than ids (hers): her identities out of their identitiesAdded and
+// a split's identity, the traits whose value is one of her identifiers
+// (an email or phone trait, normalized as ingest would), the traits and
+// the operator's reason of the change of a merge of one of ids into them
+// (the traits it took were hers), and the reason of the change of a split
+// into one of ids (it is about her). The rest of each change stays; a key
+// left empty goes. Their dropped reasons are eraseRows'.
+//
+// The changes that may name her are read as dead letters are
+// (deadLetterNeedles, over the diff's identities and traits as JSON
+// text), then compared exactly here. There is no index on diffs: this
+// reads the workspace's changes once per erasure (eraseStatementTimeout).
+func (db *DB) eraseFromOthersChanges(ctx context.Context, tx pgx.Tx, ws int64, ids []int64, erased map[identity.Identity]bool) error {
+	strIDs := make([]string, len(ids))
+	for i, id := range ids {
+		strIDs[i] = strconv.FormatInt(id, 10)
+	}
+	digits, texts := deadLetterNeedles(erased)
+	rows, err := tx.Query(ctx, `
+		SELECT c.customer_id, c.version, c.diff FROM customer_changes c,
+		LATERAL (SELECT concat_ws(' ', c.diff->'identitiesAdded', c.diff->'identity', c.diff->'traits') AS v) x
+		WHERE c.workspace_id = $1 AND c.customer_id <> ALL($2)
+		  AND (c.diff->'merged' ?| $3::text[] OR c.diff->>'splitInto' = ANY($3)
+			OR x.v IS NOT NULL AND (translate(x.v, '`+phoneSeparators+`', '0123456789') LIKE ANY($4) OR lower(x.v) LIKE ANY($5)))`,
+		ws, ids, strIDs, digits, texts)
+	if err != nil {
+		return eraseError(ctx, "read others' changes", err)
+	}
+	var (
+		who, versions []int64
+		diffs         []string
+		customer, ver int64
+		diff          map[string]any
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&customer, &ver, &diff}, func() error {
+		if db.scrubChange(diff, strIDs, erased) {
+			b, err := json.Marshal(diff)
+			if err != nil {
+				return err
+			}
+			who, versions, diffs = append(who, customer), append(versions, ver), append(diffs, string(b))
+		}
+		diff = nil
+		return nil
+	}); err != nil {
+		return eraseError(ctx, "read others' changes", err)
+	}
+	if len(who) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE customer_changes c SET diff = x.d::jsonb
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS x(id, version, d)
+		WHERE c.workspace_id = $1 AND c.customer_id = x.id AND c.version = x.version`, ws, who, versions, diffs); err != nil {
+		return eraseError(ctx, "erase her from others' changes", err)
+	}
+	return nil
+}
+
+// scrubChange takes the person out of another customer's change diff, as
+// eraseFromOthersChanges says, and reports whether it changed it. ids are
+// the erased customers' ids as a diff writes them.
+func (db *DB) scrubChange(diff map[string]any, ids []string, erased map[identity.Identity]bool) bool {
+	changed := false
+	hers := func(v any) bool {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		t, _ := m["type"].(string)
+		val, _ := m["value"].(string)
+		return erased[identity.Identity{Type: t, Value: val}]
+	}
+	// A merge of one of hers: the traits it took were hers, and the
+	// reason is about her. A split into one of hers: the reason is (its
+	// traits are the original's, rebuilt without hers).
+	var about []string
+	if merged, ok := diff["merged"].([]any); ok && slices.ContainsFunc(merged, func(v any) bool {
+		s, _ := v.(string)
+		return slices.Contains(ids, s)
+	}) {
+		about = []string{"traits", "reason"}
+	}
+	if into, ok := diff["splitInto"].(string); ok && slices.Contains(ids, into) {
+		about = append(about, "reason")
+	}
+	for _, k := range about {
+		if _, ok := diff[k]; ok {
+			delete(diff, k)
+			changed = true
+		}
+	}
+	if added, ok := diff["identitiesAdded"].([]any); ok {
+		kept := slices.DeleteFunc(slices.Clone(added), hers)
+		if len(kept) < len(added) {
+			changed = true
+			if len(kept) == 0 {
+				delete(diff, "identitiesAdded")
+			} else {
+				diff["identitiesAdded"] = kept
+			}
+		}
+	}
+	if hers(diff["identity"]) {
+		delete(diff, "identity")
+		changed = true
+	}
+	if traits, ok := diff["traits"].(map[string]any); ok {
+		types := map[string]bool{}
+		for id := range erased {
+			types[id.Type] = true
+		}
+		for k, v := range traits {
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			for t := range types {
+				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && erased[n] {
+					delete(traits, k)
+					changed = true
+					break
+				}
+			}
+		}
+		if len(traits) == 0 {
+			delete(diff, "traits")
+		}
+	}
+	return changed
 }
 
 // othersInConversations returns the customers other than ids whose events
@@ -482,10 +723,12 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	// reasons of merges and splits, and a sent message's provider id (a
 	// WhatsApp Cloud API id, wamid., encodes the recipient's number). A
 	// split's entry is the original customer's, and names the new one
-	// (splitId).
+	// (splitId); a merge's is the survivor's, and names the merged one
+	// (mergedId: one of her former rows, merged into someone else).
 	b.Queue(`UPDATE audit_log SET detail = detail - 'identity' - 'reason' - 'providerId'
 		WHERE workspace_id = $1 AND (detail ? 'identity' OR detail ? 'reason' OR detail ? 'providerId')
-		  AND (customer_id = ANY($2) OR action = 'customer.split' AND detail->>'splitId' = ANY($3::text[]))`, ws, ids, strIDs)
+		  AND (customer_id = ANY($2) OR action = 'customer.split' AND detail->>'splitId' = ANY($3::text[])
+			OR action = 'customer.merge' AND detail->>'mergedId' = ANY($3::text[]))`, ws, ids, strIDs)
 	b.Queue(`DELETE FROM customers WHERE workspace_id = $1 AND id = ANY($2)`, ws, ids)
 	// One erased change per customer, at its next version: the feeds'
 	// only rows left.

@@ -882,3 +882,186 @@ func TestEraseCustomerKeepsChatbotKeysAsSent(t *testing.T) {
 		t.Errorf("the bot's redelivery: %+v, want a duplicate of no customer", res)
 	}
 }
+
+// holdsAny reports the rows of the workspace's tenant tables that hold one
+// of texts, case aside.
+func holdsAny(t *testing.T, db *postgres.DB, ws int64, texts ...string) []string {
+	t.Helper()
+	var out []string
+	for _, table := range tenantTables {
+		for _, p := range texts {
+			rows, err := db.Pool.Query(context.Background(), `SELECT x::text FROM `+table+` x WHERE workspace_id = $1 AND x::text ILIKE '%' || $2 || '%'`, ws, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var s string
+				if err := rows.Scan(&s); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, table+": "+s)
+			}
+			rows.Close()
+		}
+	}
+	return out
+}
+
+// A wrong merge undone by a split, then the person's erasure. Ann was
+// customer A; an operator merged A into Zed's customer Q by mistake, then
+// split her email off Q, which made a new customer N (a split's
+// contract). Erasing N erased N alone: A's row kept her traits and search
+// text, A's feed replayed her profile to customerChanged(id: A, after:
+// v0) (its created change, with her name and email), Q's merged change
+// kept her identity, traits and the operator's reason, Q's split change
+// her identity, and A's audit entries her provider id. A's identities
+// all came back to N: A is her, and is erased with N (formerCustomerIds);
+// Q is Zed, and keeps his profile and his feed's changes, without hers.
+// A merge now clears the merged row's traits; here A's row is given them
+// back, as a merge before that change left them.
+func TestEraseCustomerAfterAWrongMergeUndoneByASplit(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io"), Traits: map[string]any{"name": "Ann Lee", "email": "Ann@X.io"}}).CustomerID
+	q := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-zed"), Traits: map[string]any{"name": "Zed"}}).CustomerID
+	admin := &c360.Principal{WorkspaceID: ws, Role: c360.RoleAdmin, KeyID: 1, KeyPrefix: "p"}
+	send := c360.NewAuditEntry(admin, ws, c360.AuditMessageSend, time.Now())
+	send.CustomerID, send.Detail = a, map[string]any{"channel": "whatsapp", "messageId": 7, "providerId": "wamid.HBgLMTQxNTU1NTAxMDEVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA", "bodyLength": 5}
+	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "admin key 1", "Ann Lee is Zed"); err != nil {
+		t.Fatal(err)
+	}
+	merge := c360.NewAuditEntry(admin, ws, c360.AuditCustomerMerge, time.Now())
+	merge.CustomerID, merge.Detail = q, map[string]any{"survivorId": fmt.Sprint(q), "mergedId": fmt.Sprint(a), "reason": "Ann Lee is Zed"}
+	if err := db.RecordAudit(ctx, []*c360.AuditEntry{send, merge}); err != nil {
+		t.Fatal(err)
+	}
+	// The merge cleared A's row.
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND traits = '{}' AND trait_meta = '{}' AND search_text = ''`, ws, a); n != 1 {
+		t.Errorf("the merged row keeps traits or search text: %v", holdsAny(t, db, ws, "Ann Lee"))
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE customers SET traits = '{"name": "Ann Lee", "email": "Ann@X.io"}', search_text = 'ann lee ann@x.io'
+		WHERE workspace_id = $1 AND id = $2`, ws, a); err != nil {
+		t.Fatal(err)
+	}
+	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "admin key 1", "Ann Lee is not Zed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := split.Split.ID
+	if split.Original.Traits["name"] != "Zed" || split.Split.Traits["name"] != "Ann Lee" {
+		t.Fatalf("split: Q %v, N %v", split.Original.Traits, split.Split.Traits)
+	}
+
+	e, err := db.EraseCustomer(ctx, ws, n, "admin key 1", "ticket 77")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.CustomerID != n || len(e.MergedCustomerIDs) != 0 || !slices.Equal(e.FormerCustomerIDs, []int64{a}) {
+		t.Errorf("erasure = %+v, want N=%d with former A=%d", *e, n, a)
+	}
+	for _, row := range holdsAny(t, db, ws, "ann@x.io", "Ann Lee", "HBgLMTQxNTU1NTAxMDEV") {
+		t.Errorf("after the erasure, %s", row)
+	}
+	for _, id := range []int64{a, n} {
+		if _, err := db.FindCustomerByID(ctx, ws, id); c360.ErrorCode(err) != c360.ENOTFOUND {
+			t.Errorf("customer(%d): %v, want NOT_FOUND", id, err)
+		}
+		chs, err := db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: id, Version: 0}}, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chs) != 1 || chs[0].Kind != c360.ChangeErased {
+			t.Errorf("feed of %d after v0: %v, want its erased change alone", id, chs)
+		}
+	}
+	if _, err := db.EraseCustomer(ctx, ws, a, "admin key 1", "ticket 77"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d was erased at %s", a, e.ErasedAt.UTC().Format(time.RFC3339)) {
+		t.Errorf("erasing A again: %v", err)
+	}
+	// Zed keeps his profile, and his feed its changes, without hers: the
+	// merge still names A's id, the split its kind.
+	zed, err := db.FindCustomerByID(ctx, ws, q)
+	if err != nil || zed.Traits["name"] != "Zed" {
+		t.Errorf("customer(Q) = %v, %v", zed, err)
+	}
+	chs, err := db.ChangesAfter(ctx, []c360.Change{{WorkspaceID: ws, CustomerID: q, Version: 0}}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, c := range chs {
+		kinds = append(kinds, c.Kind)
+		if c.Kind == c360.ChangeMerged && fmt.Sprint(c.Diff["merged"]) != fmt.Sprintf("[%d]", a) {
+			t.Errorf("Q's merged change: %v, want it to name A", c.Diff)
+		}
+	}
+	if want := []string{c360.ChangeCreated, c360.ChangeMerged, c360.ChangeSplit}; !slices.Equal(kinds, want) {
+		t.Errorf("Q's feed: %v, want %v", kinds, want)
+	}
+	if n := count(t, db, `SELECT count(*) FROM merges WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("%d ledger entries left, want none (the merge of A and the split of N)", n)
+	}
+}
+
+// When one of the merged-away customer's identifiers stayed with the
+// customer it was merged into (Ann's anonymous visitor, merged into her
+// customer before the wrong merge, was not split off), nothing says that
+// customer was hers alone: it stays, merged, but loses her identifiers
+// from its feed, and from the changes of the customer it was merged into,
+// as any other customer's changes do, and its row the traits a merge
+// before merges cleared them left.
+func TestEraseCustomerAfterAWrongMergeKeepsACustomerWithAnIdentifierLeftBehind(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io"), Traits: map[string]any{"name": "Ann Lee", "email": "ann@x.io"}}).CustomerID
+	visitor := ingest1(t, db, ws, track("a2", ids("anonymous_id", "anon-a"))).CustomerID
+	q := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-zed"), Traits: map[string]any{"name": "Zed"}}).CustomerID
+	if _, err := db.MergeCustomers(ctx, ws, a, visitor, true, "admin key 1", "same visitor"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "admin key 1", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE customers SET traits = '{"name": "Ann Lee", "email": "ann@x.io"}', search_text = 'ann lee ann@x.io'
+		WHERE workspace_id = $1 AND id = $2`, ws, a); err != nil {
+		t.Fatal(err)
+	}
+	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "admin key 1", "wrong merge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := db.EraseCustomer(ctx, ws, split.Split.ID, "admin key 1", "ticket 77")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.FormerCustomerIDs) != 0 {
+		t.Errorf("former customers %v, want none: anon-a is still Q's", e.FormerCustomerIDs)
+	}
+	for _, row := range holdsAny(t, db, ws, "ann@x.io") {
+		t.Errorf("after the erasure, %s", row)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND merged_into = $3 AND traits = '{}' AND search_text = ''`, ws, a, q); n != 1 {
+		t.Errorf("A's row: %v", holdsAny(t, db, ws, "Ann Lee"))
+	}
+	// A's feed keeps her visitor's identifier and the name it recorded
+	// (documented: nothing says they were hers alone); the reasons of
+	// merges not of her erased customers stay.
+	var created, merged string
+	if err := db.Pool.QueryRow(ctx, `SELECT diff::text FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'created'`, ws, a).Scan(&created); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(created, `"type": "identify"}, "traits": {"name": "Ann Lee"}}`) {
+		t.Errorf("A's created change: %s", created)
+	}
+	if err := db.Pool.QueryRow(ctx, `SELECT diff::text FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'merged'`, ws, q).Scan(&merged); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(merged, `"identitiesAdded": [{"type": "anonymous_id", "value": "anon-a"}]`) || !strings.Contains(merged, `"reason": "same person"`) {
+		t.Errorf("Q's merged change: %s", merged)
+	}
+}

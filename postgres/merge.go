@@ -50,6 +50,14 @@ func mergeInto(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, caus
 // Both read every row of the workspace before (17 to 20 ms per merge at
 // 20k customers, against 3.4; TestMergeAndSplitReadOnlyTheirCustomers).
 //
+// The merged row keeps its id, version and times, and loses its traits,
+// their metadata and its search text: the survivor holds them now (the
+// caller combines them from the row read before), nothing reads a merged
+// row's (lookups follow merged_into, search reads live rows, a split
+// rebuilds traits from events), and a person's data must not outlive its
+// use in a row the erasure may not reach (a wrong merge undone by a
+// split, docs/erasure.md).
+//
 // It returns the identities that moved (types and values in step), which
 // the survivor's change names as identitiesAdded.
 const mergeSQL = `
@@ -72,7 +80,8 @@ const mergeSQL = `
 	     r AS (UPDATE customers SET merged_into = $2 WHERE workspace_id = $1 AND merged_into = $3),
 	     l AS (INSERT INTO merges (workspace_id, kind, survivor_id, merged_id, identity_type, identity_value, event_id, reason, actor, created_at)
 	           VALUES ($1, 'merge', $2, $3, nullif($4, ''), nullif($5, ''), $6, $7, $8, $9))
-	UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9
+	UPDATE customers SET merged_into = $2, version = version + 1, updated_at = $9,
+		traits = '{}', trait_meta = '{}', search_text = ''
 	WHERE workspace_id = $1 AND id = $3
 	RETURNING (SELECT coalesce(array_agg(type ORDER BY type, value), '{}') FROM i),
 		(SELECT coalesce(array_agg(value ORDER BY type, value), '{}') FROM i)`

@@ -206,6 +206,9 @@ func auditDetail(args map[string]any, res any) (int64, []string, map[string]any)
 		customer = v.CustomerID
 		d["erasedId"], d["reason"] = args["id"], args["reason"]
 		d["mergedCustomerIds"] = v.MergedCustomerIDs
+		if len(v.FormerCustomerIDs) > 0 {
+			d["formerCustomerIds"] = v.FormerCustomerIDs
+		}
 		d["counts"] = map[string]int{"identities": v.Identities, "eventsScrubbed": v.EventsScrubbed,
 			"messages": v.Messages, "conversations": v.Conversations, "consents": v.Consents,
 			"observations": v.Observations, "changes": v.Changes, "mergeRecords": v.MergeRecords,

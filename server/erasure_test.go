@@ -14,7 +14,7 @@ import (
 )
 
 const eraseMutation = `mutation($id: ID!, $reason: String!) { eraseCustomer(id: $id, reason: $reason) {
-	customerId mergedCustomerIds mergedCustomers identities eventsScrubbed messages conversations consents
+	customerId mergedCustomerIds mergedCustomers formerCustomerIds identities eventsScrubbed messages conversations consents
 	observations changes mergeRecords separations deadLetters auditEntriesScrubbed erasedAt } }`
 
 type erasureAnswer struct {
@@ -22,6 +22,7 @@ type erasureAnswer struct {
 		CustomerID           string   `json:"customerId"`
 		MergedCustomerIDs    []string `json:"mergedCustomerIds"`
 		MergedCustomers      int      `json:"mergedCustomers"`
+		FormerCustomerIDs    []string `json:"formerCustomerIds"`
 		Identities           int      `json:"identities"`
 		EventsScrubbed       int      `json:"eventsScrubbed"`
 		Messages             int      `json:"messages"`
@@ -127,7 +128,7 @@ func TestEraseCustomerThroughGraphQL(t *testing.T) {
 	var out erasureAnswer
 	gql(t, e.srv, e.key, eraseMutation, vars(bob, "ticket 1234567890, DSAR 2024061501")).ok(t, &out)
 	got := out.EraseCustomer
-	if got.CustomerID != fmt.Sprint(ann) || fmt.Sprint(got.MergedCustomerIDs) != fmt.Sprintf("[%d]", bob) || got.MergedCustomers != 1 ||
+	if got.CustomerID != fmt.Sprint(ann) || fmt.Sprint(got.MergedCustomerIDs) != fmt.Sprintf("[%d]", bob) || got.MergedCustomers != 1 || got.FormerCustomerIDs == nil || len(got.FormerCustomerIDs) != 0 ||
 		got.Identities != 3 || got.EventsScrubbed != 3 || got.Messages != 1 || got.Conversations != 1 || got.Consents != 0 ||
 		got.MergeRecords != 1 || got.Changes == 0 || got.ErasedAt == "" {
 		t.Errorf("eraseCustomer = %+v", got)
