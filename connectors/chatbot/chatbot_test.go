@@ -361,6 +361,27 @@ func TestRefusalsWriteNothing(t *testing.T) {
 	}
 }
 
+// Two observations with one id in a request are refused, as two turns with
+// one id are: the id is the observation's dedupe key, so the second was
+// taken for a redelivery of the first, answered 200 {"duplicates": 1}, and
+// its text was lost.
+func TestObservationIDTwiceInOneRequestIsRefused(t *testing.T) {
+	e := newEnv(t)
+	body, _ := json.Marshal(map[string]any{"sessionId": "s-obs-twice",
+		"identities": []any{map[string]any{"type": "email", "value": "twice@example.com"}},
+		"observations": []any{
+			map[string]any{"id": "lang", "text": "prefers German"},
+			map[string]any{"id": "lang", "text": "is allergic to nuts"},
+		}})
+	a := e.signed(t, body)
+	if a.Status != http.StatusBadRequest || a.Code != c360.EINVALID || a.Message != `observations[1].id "lang" appears twice` {
+		t.Errorf("answer %d %s, want 400 BAD_USER_INPUT observations[1].id \"lang\" appears twice", a.Status, a.Body)
+	}
+	if n := e.count(t, "events"); n != 0 {
+		t.Errorf("the refused request stored %d events, want 0", n)
+	}
+}
+
 func TestSecretRotation(t *testing.T) {
 	e := newEnv(t)
 	body := session("s-rotate")

@@ -195,14 +195,22 @@ func (p *Payload) validate() error {
 			t.at = at.UTC()
 		}
 	}
+	// An observation's id is its dedupe key: a second one with the same id
+	// would be taken for a redelivery of the first and its text dropped.
+	seenObs := make(map[string]bool, len(p.Observations))
 	for i, o := range p.Observations {
 		switch {
 		case o.Text == "":
 			return invalid("observations[%d].text is missing", i)
 		case o.ID != "" && !validID(o.ID):
 			return invalid("observations[%d].id must be 1 to %d letters, digits, '.', '_', '~' or '-'", i, maxTurnIDLen)
+		case o.ID != "" && seenObs[o.ID]:
+			return invalid("observations[%d].id %q appears twice", i, o.ID)
 		case !validConfidence(o.Confidence):
 			return invalid("observations[%d].confidence must be between 0 and 1", i)
+		}
+		if o.ID != "" {
+			seenObs[o.ID] = true
 		}
 	}
 	return nil

@@ -128,6 +128,8 @@ func TestParsePayload(t *testing.T) {
 		{"observation id with a slash", `{"sessionId":"s",` + ids + `,"observations":[{"id":"a/b","text":"t"}]}`, "observations[0].id must be"},
 		{"turn without id", `{"sessionId":"s",` + ids + `,"turns":[{"role":"user","text":"hi"}]}`, "turns[0].id is missing"},
 		{"duplicate turn", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a"},{"id":"1","role":"bot","text":"b"}]}`, "appears twice"},
+		{"duplicate observation id", `{"sessionId":"s",` + ids + `,"observations":[{"id":"lang","text":"a"},{"id":"lang","text":"b"}]}`, `observations[1].id "lang" appears twice`},
+		{"observations without ids", `{"sessionId":"s",` + ids + `,"observations":[{"text":"a"},{"text":"b"}]}`, ""},
 		{"bad role", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"system","text":"hi"}]}`, "role must be"},
 		{"no text", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user"}]}`, "text is missing"},
 		{"bad time", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","time":"yesterday"}]}`, "RFC 3339"},
