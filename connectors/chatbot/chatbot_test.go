@@ -382,6 +382,54 @@ func TestObservationIDTwiceInOneRequestIsRefused(t *testing.T) {
 	}
 }
 
+// A NUL character, which PostgreSQL's text and jsonb refuse, is refused
+// where the payload holds it, naming the field, and nothing is written. A
+// NUL in sessionId was refused as if in a "messageId" the payload does not
+// have; one in a turn's text or intent, an observation's text or the
+// traits was answered 200 and every event of the request kept as a dead
+// letter that no replay could ever store.
+func TestNULIsRefusedNamingTheField(t *testing.T) {
+	e := newEnv(t)
+	id := []any{map[string]any{"type": "email", "value": "nul@example.com"}}
+	turn := func(k, v string) []any {
+		m := map[string]any{"id": "1", "role": "user", "text": "hi"}
+		m[k] = v
+		return []any{m}
+	}
+	for _, tc := range []struct {
+		field   string
+		payload map[string]any
+	}{
+		{"sessionId", map[string]any{"sessionId": "s\x00", "identities": id, "turns": turn("text", "hi")}},
+		{"turns[0].text", map[string]any{"sessionId": "s-nul-1", "identities": id, "turns": turn("text", "a\x00b")}},
+		{"turns[0].intent", map[string]any{"sessionId": "s-nul-2", "identities": id, "turns": turn("intent", "a\x00b")}},
+		{"observations[1].text", map[string]any{"sessionId": "s-nul-3", "identities": id,
+			"observations": []any{map[string]any{"text": "fine"}, map[string]any{"text": "x\x00y"}}}},
+		{"traits.name", map[string]any{"sessionId": "s-nul-4", "identities": id,
+			"traits": map[string]any{"name": []any{"ok", map[string]any{"x": "a\x00"}}}}},
+	} {
+		body, _ := json.Marshal(tc.payload)
+		a := e.signed(t, body)
+		want := tc.field + ` holds a NUL character (\u0000), which cannot be stored`
+		if a.Status != http.StatusBadRequest || a.Code != c360.EINVALID || a.Message != want {
+			t.Errorf("NUL in %s: %d %s, want 400 BAD_USER_INPUT %q", tc.field, a.Status, a.Body, want)
+		}
+	}
+	if n, d := e.count(t, "events"), e.count(t, "dead_letters"); n != 0 || d != 0 {
+		t.Errorf("the refused requests stored %d events and %d dead letters, want none", n, d)
+	}
+	// A turn's or an observation's id never could hold one.
+	for _, p := range []map[string]any{
+		{"sessionId": "s-nul-5", "identities": id, "turns": []any{map[string]any{"id": "1\x00", "role": "user", "text": "hi"}}},
+		{"sessionId": "s-nul-6", "identities": id, "observations": []any{map[string]any{"id": "o\x00", "text": "hi"}}},
+	} {
+		body, _ := json.Marshal(p)
+		if a := e.signed(t, body); a.Status != http.StatusBadRequest || !strings.Contains(a.Message, "].id must be") {
+			t.Errorf("NUL in an id: %d %s, want 400 naming the id", a.Status, a.Body)
+		}
+	}
+}
+
 func TestSecretRotation(t *testing.T) {
 	e := newEnv(t)
 	body := session("s-rotate")

@@ -6,15 +6,36 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
 )
 
-// A request whose events fail inside ingest (a NUL character: valid JSON
-// that PostgreSQL refuses) is kept whole as dead letters — one per event,
-// nothing stored, as a request is all or nothing — and acknowledged with
-// 200 and the count, since the bot's retries could only fail the same way.
+// poison returns a message body the messages table refuses, by a
+// constraint that stands for a bug (dropped when the test ends): a value
+// that fails inside ingest although the payload is valid. (A NUL
+// character did, before the payload's validation refused it.)
+func poison(t *testing.T, e *env) string {
+	t.Helper()
+	ctx := context.Background()
+	body := fmt.Sprintf("POISON %d", time.Now().UnixNano())
+	constraint := fmt.Sprintf("chatbot_bug_%d", time.Now().UnixNano())
+	if _, err := e.db.Pool.Exec(ctx, fmt.Sprintf(`ALTER TABLE messages ADD CONSTRAINT %s CHECK (body IS DISTINCT FROM '%s') NOT VALID`, constraint, body)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := e.db.Pool.Exec(ctx, `ALTER TABLE messages DROP CONSTRAINT `+constraint); err != nil {
+			t.Error(err)
+		}
+	})
+	return body
+}
+
+// A request whose events fail inside ingest (a value PostgreSQL refuses)
+// is kept whole as dead letters — one per event, nothing stored, as a
+// request is all or nothing — and acknowledged with 200 and the count,
+// since the bot's retries could only fail the same way.
 func TestPoisonRequestIsKeptAsDeadLetters(t *testing.T) {
 	e := newEnv(t)
 	body, _ := json.Marshal(map[string]any{
@@ -22,7 +43,7 @@ func TestPoisonRequestIsKeptAsDeadLetters(t *testing.T) {
 		"identities": []any{map[string]any{"type": "email", "value": "dl@example.com"}},
 		"turns": []any{
 			map[string]any{"id": "1", "role": "user", "text": "fine"},
-			map[string]any{"id": "2", "role": "user", "text": "nul \x00 here"},
+			map[string]any{"id": "2", "role": "user", "text": poison(t, e)},
 		},
 	})
 	a := e.signed(t, body)
@@ -64,7 +85,7 @@ func TestPoisonRequestAcrossWorkersIsKeptWhole(t *testing.T) {
 		"sessionId":  "dl-split",
 		"identities": []any{map[string]any{"type": visitor.Type, "value": visitor.Value}},
 		"traits":     map[string]any{"email": email, "name": "P"},
-		"turns":      []any{map[string]any{"id": "1", "role": "user", "text": "nul \x00 here"}},
+		"turns":      []any{map[string]any{"id": "1", "role": "user", "text": poison(t, e)}},
 	})
 	a := e.signed(t, body)
 	if a.Status != http.StatusOK || a.DeadLettered != a.Accepted || a.Accepted < 2 {

@@ -151,6 +151,8 @@ func (p *Payload) validate() error {
 		return invalid("sessionId is longer than %d bytes", maxSessionIDLen)
 	case !utf8.ValidString(p.SessionID):
 		return invalid("sessionId is not valid UTF-8")
+	case hasNUL(p.SessionID):
+		return nulRefused("sessionId")
 	case len(p.Identities) == 0:
 		return invalid("identities is empty: give at least one {type, value}")
 	case len(p.Turns) == 0 && len(p.Observations) == 0 && len(p.Traits) == 0:
@@ -159,6 +161,9 @@ func (p *Payload) validate() error {
 		return invalid("more than %d turns and observations in one request", maxItems)
 	case p.TraitsAt != "" && len(p.Traits) == 0:
 		return invalid("traitsAt is given without traits")
+	}
+	if err := traitsStorable(p.Traits); err != nil {
+		return err
 	}
 	if p.TraitsAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, p.TraitsAt)
@@ -181,8 +186,12 @@ func (p *Payload) validate() error {
 			return invalid("turns[%d].role must be user, assistant or bot", i)
 		case t.Text == "":
 			return invalid("turns[%d].text is missing", i)
+		case hasNUL(t.Text):
+			return nulRefused(fmt.Sprintf("turns[%d].text", i))
 		case len(t.Intent) > maxIntentLen:
 			return invalid("turns[%d].intent is longer than %d bytes", i, maxIntentLen)
+		case hasNUL(t.Intent):
+			return nulRefused(fmt.Sprintf("turns[%d].intent", i))
 		case !validConfidence(t.Confidence):
 			return invalid("turns[%d].confidence must be between 0 and 1", i)
 		}
@@ -202,6 +211,8 @@ func (p *Payload) validate() error {
 		switch {
 		case o.Text == "":
 			return invalid("observations[%d].text is missing", i)
+		case hasNUL(o.Text):
+			return nulRefused(fmt.Sprintf("observations[%d].text", i))
 		case o.ID != "" && !validID(o.ID):
 			return invalid("observations[%d].id must be 1 to %d letters, digits, '.', '_', '~' or '-'", i, maxTurnIDLen)
 		case o.ID != "" && seenObs[o.ID]:
@@ -214,6 +225,55 @@ func (p *Payload) validate() error {
 		}
 	}
 	return nil
+}
+
+// hasNUL reports whether s holds a NUL character, which PostgreSQL's text
+// and jsonb refuse: an event carrying one could only become a dead letter
+// that no replay could store.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+func nulRefused(field string) error {
+	return invalid("%s holds a NUL character (\\u0000), which cannot be stored", field)
+}
+
+// traitsStorable refuses traits with a NUL character in a key or a string
+// value at any depth, naming the trait.
+func traitsStorable(traits map[string]any) error {
+	for k, v := range traits {
+		if hasNUL(k) {
+			return invalid("a key of traits holds a NUL character (\\u0000), which cannot be stored")
+		}
+		if nulIn(v) {
+			name := "traits." + k
+			if len(k) > 64 || !utf8.ValidString(k) {
+				name = "a value of traits"
+			}
+			return nulRefused(name)
+		}
+	}
+	return nil
+}
+
+// nulIn reports whether a decoded JSON value holds a NUL character in a
+// string or an object key.
+func nulIn(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return hasNUL(v)
+	case []any:
+		for _, x := range v {
+			if nulIn(x) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, x := range v {
+			if hasNUL(k) || nulIn(x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func validConfidence(c *float64) bool { return c == nil || (*c >= 0 && *c <= 1) }

@@ -134,6 +134,12 @@ func TestParsePayload(t *testing.T) {
 		{"no text", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user"}]}`, "text is missing"},
 		{"bad time", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","time":"yesterday"}]}`, "RFC 3339"},
 		{"confidence over 1", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","intent":"x","confidence":1.5}]}`, "between 0 and 1"},
+		{"NUL in sessionId", `{"sessionId":"s\u0000",` + ids + `,"traits":{"a":1}}`, `sessionId holds a NUL character`},
+		{"NUL in a turn's text", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a\u0000"}]}`, `turns[0].text holds a NUL character`},
+		{"NUL in an intent", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"a","intent":"\u0000"}]}`, `turns[0].intent holds a NUL character`},
+		{"NUL in an observation", `{"sessionId":"s",` + ids + `,"observations":[{"text":"\u0000"}]}`, `observations[0].text holds a NUL character`},
+		{"NUL in a trait", `{"sessionId":"s",` + ids + `,"traits":{"a":{"b":["\u0000"]}}}`, `traits.a holds a NUL character`},
+		{"NUL in a trait's key", `{"sessionId":"s",` + ids + `,"traits":{"a\u0000":1}}`, `a key of traits holds a NUL character`},
 		{"observation without text", `{"sessionId":"s",` + ids + `,"observations":[{"confidence":0.5}]}`, "observations[0].text"},
 		{"wrong type", `{"sessionId":7}`, "sessionId: want a string, got number"},
 		{"not an object", `[]`, "the body: want an object, got array"},
@@ -229,7 +235,8 @@ func TestTraitsKeepTheirDigits(t *testing.T) {
 }
 
 // FuzzChatbotPayload: any body either parses into events with usable
-// dedupe keys, or is refused with EINVALID; nothing panics.
+// dedupe keys and no NUL character, or is refused with EINVALID; nothing
+// panics.
 func FuzzChatbotPayload(f *testing.F) {
 	for _, s := range []string{
 		`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"traits":{"x":[1,2]},"turns":[{"id":"1","role":"user","text":"hi","intent":"i","confidence":0.3,"time":"2025-03-01T11:00:00Z"}],"observations":[{"text":"t"}]}`,
@@ -259,6 +266,10 @@ func FuzzChatbotPayload(f *testing.F) {
 			keys[ev.DedupeKey] = true
 			if ev.OccurredAt.IsZero() {
 				t.Fatalf("event %+v has no time", ev)
+			}
+			// Nothing PostgreSQL would refuse: a NUL is refused by validate.
+			if b, _ := json.Marshal(ev); bytes.Contains(b, []byte(`\u0000`)) {
+				t.Fatalf("event %s holds a NUL character", b)
 			}
 		}
 	})
