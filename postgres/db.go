@@ -55,6 +55,10 @@ type DB struct {
 	workspaces sync.Map
 	// workspaceSlugs maps a workspace's id to its slug (findWorkspaceByID).
 	workspaceSlugs sync.Map
+	// workspaceRereads joins the RereadWorkspace calls of one slug that run
+	// at once; workspaceRereadAt holds each slug's last forced read.
+	workspaceRereads  singleflight.Group
+	workspaceRereadAt sync.Map
 	// batch runs group commit when StartIngest was called (batcher.go).
 	batch *batcher
 	// usage records keys' last use off the request path (KeyUsage).

@@ -108,9 +108,68 @@ func (db *DB) RotateWebhookSecret(ctx context.Context, slug string, grace time.D
 // fifth of a webhook's server time.
 const workspaceCacheTTL = 5 * time.Second
 
+// workspaceRereadAfter is how long after a forced read of a workspace's
+// row RereadWorkspace may read it again: a flood of forged signatures
+// costs at most one read of a workspace a second on each server.
+const workspaceRereadAfter = time.Second
+
 type workspaceEntry struct {
 	w       *c360.Workspace
 	expires time.Time
+}
+
+// cacheWorkspace caches w, read from the database at read.
+func (db *DB) cacheWorkspace(w *c360.Workspace, read time.Time) {
+	db.workspaces.Store(w.Slug, workspaceEntry{w: w, expires: read.Add(workspaceCacheTTL)})
+}
+
+// RereadWorkspace returns the workspace row newer than seen, a row
+// FindWorkspaceBySlug returned, or nil when there is none to be had. A
+// webhook calls it when seen's secrets refuse a signature: another process
+// (the command line, another replica) may have rotated the secret since
+// seen was cached, and the bot signs with the new one at once. A row with
+// other secrets that the cache holds in place of seen (another call read
+// it) is returned as it is. Otherwise the row is
+// read again, bypassing the cache, which then holds it, unless the last
+// forced read of the workspace was less than workspaceRereadAfter ago
+// (nil); calls that run at once share one read.
+func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error) {
+	slug := seen.Slug
+	reread := db.workspaceRereads.DoChan(slug, func() (any, error) {
+		now := time.Now()
+		if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
+			return v.(workspaceEntry).w, nil
+		}
+		if at, ok := db.workspaceRereadAt.Load(slug); ok && now.Sub(at.(time.Time)) < workspaceRereadAfter {
+			return nil, nil
+		}
+		// Counted before the read: a failing read is bounded too.
+		db.workspaceRereadAt.Store(slug, now)
+		// One caller leaving does not end the read the others wait on.
+		w, err := db.findWorkspaceBySlug(context.WithoutCancel(ctx), slug)
+		if err != nil {
+			return nil, err
+		}
+		db.cacheWorkspace(w, now)
+		return w, nil
+	})
+	select {
+	case r := <-reread:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		w, _ := r.Val.(*c360.Workspace)
+		return w, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// sameSecrets reports whether a and b hold the same webhook secrets.
+func sameSecrets(a, b *c360.Workspace) bool {
+	return a.WebhookSecret == b.WebhookSecret && a.PreviousWebhookSecret == b.PreviousWebhookSecret &&
+		(a.PreviousWebhookSecretExpiresAt == nil) == (b.PreviousWebhookSecretExpiresAt == nil) &&
+		(a.PreviousWebhookSecretExpiresAt == nil || a.PreviousWebhookSecretExpiresAt.Equal(*b.PreviousWebhookSecretExpiresAt))
 }
 
 // FindWorkspaceBySlug returns the workspace or ENOTFOUND. Found workspaces
@@ -119,11 +178,12 @@ func (db *DB) FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Works
 	if v, ok := db.workspaces.Load(slug); ok && time.Now().Before(v.(workspaceEntry).expires) {
 		return v.(workspaceEntry).w, nil
 	}
+	read := time.Now()
 	w, err := db.findWorkspaceBySlug(ctx, slug)
 	if err != nil {
 		return nil, err
 	}
-	db.workspaces.Store(slug, workspaceEntry{w: w, expires: time.Now().Add(workspaceCacheTTL)})
+	db.cacheWorkspace(w, read)
 	return w, nil
 }
 

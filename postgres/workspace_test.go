@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -112,5 +113,76 @@ func TestRotateWebhookSecretGrace(t *testing.T) {
 
 	if _, secret, err := db.RotateWebhookSecret(ctx, "no-such-workspace", time.Hour); c360.ErrorCode(err) != c360.ENOTFOUND || secret != "" {
 		t.Errorf("unknown workspace: %v, want NOT_FOUND and no secret", err)
+	}
+}
+
+// RereadWorkspace reads past the cache the row another process (the
+// command line) rotated, and caches it; it reads a workspace at most once a
+// second, so a flood of forged signatures cannot make every webhook
+// request a read; concurrent calls share one read.
+func TestRereadWorkspaceSeesARotationByAnotherProcess(t *testing.T) {
+	db := pgtest.Open(t)
+	cli := pgtest.Open(t) // the command line's own store
+	ctx := context.Background()
+	_, slug, _ := pgtest.Workspace(t, db)
+	w0, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s1, err := cli.RotateWebhookSecret(ctx, slug, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := db.FindWorkspaceBySlug(ctx, slug); w.WebhookSecret != w0.WebhookSecret {
+		t.Fatal("the cache did not hold the row: the test proves nothing")
+	}
+	w1, err := db.RereadWorkspace(ctx, w0)
+	if err != nil || w1 == nil || w1.WebhookSecret != s1 || w1.PreviousWebhookSecret != w0.WebhookSecret {
+		t.Fatalf("reread after a rotation by another process: %v, %v; want the rotated row", w1, err)
+	}
+	if w, _ := db.FindWorkspaceBySlug(ctx, slug); w.WebhookSecret != s1 {
+		t.Error("the reread row is not cached")
+	}
+	// Within the second: no read. Another rotation is not seen, by any
+	// number of calls at once; a caller still holding w0 gets the cached
+	// w1 without a read.
+	_, s2, err := cli.RotateWebhookSecret(ctx, slug, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 50)
+	for range 50 {
+		go func() {
+			w, err := db.RereadWorkspace(ctx, w1)
+			if err == nil && w != nil {
+				err = fmt.Errorf("reread within the second returned a row (secret %v)", w.WebhookSecret == s2)
+			}
+			errs <- err
+		}()
+	}
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if w, err := db.RereadWorkspace(ctx, w0); err != nil || w == nil || w.WebhookSecret != s1 {
+		t.Errorf("reread with an older row than the cache's: %v, %v; want the cached row", w, err)
+	}
+	// A second later the row is read again.
+	time.Sleep(1100 * time.Millisecond)
+	rows := make(chan *c360.Workspace, 20)
+	for range 20 {
+		go func() {
+			w, err := db.RereadWorkspace(ctx, w1)
+			if err != nil {
+				t.Error(err)
+			}
+			rows <- w
+		}()
+	}
+	for range 20 {
+		if w := <-rows; w == nil || w.WebhookSecret != s2 {
+			t.Errorf("reread a second later: %v, want the row with the second rotation", w)
+		}
 	}
 }

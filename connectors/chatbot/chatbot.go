@@ -25,6 +25,11 @@ const DefaultMaxBodyBytes = 256 << 10
 // Store is what the webhook needs from the store.
 type Store interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
+	// RereadWorkspace returns the workspace's row newer than seen, read
+	// again past the cache FindWorkspaceBySlug keeps, or nil when none is
+	// to be had (seen is recent, or so is the last forced read; see
+	// postgres.DB.RereadWorkspace).
+	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 	Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error)
 }
 
@@ -85,7 +90,9 @@ func (h *Handler) Register(m Mounter) {
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
 // limit, 401 for a missing, malformed, expired or wrong signature (one made
 // with the workspace's current secret, or with its previous one during a
-// rotation's grace period, passes), 429 for a
+// rotation's grace period, passes; a signature the cached workspace row
+// refuses is checked again against the row read anew, which another
+// process may have rotated, at most once a second per workspace), 429 for a
 // signed request over the workspace's rate limit, 400 for
 // a payload that is not valid, 409 for a sessionId another person's
 // events were stored under, and 200 {"accepted": n} once every event is
@@ -109,7 +116,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := h.cfg.Now()
-	if err := VerifyWorkspaceSignature(ws, r.Header.Get(SignatureHeader), body, now, h.cfg.Tolerance); err != nil {
+	sig := r.Header.Get(SignatureHeader)
+	err = VerifyWorkspaceSignature(ws, sig, body, now, h.cfg.Tolerance)
+	if err == errNoMatch {
+		// The cached row may predate a rotation made by another process,
+		// whose new secret the bot signs with at once: verify once more
+		// with the row read again (at most once a second per workspace).
+		fresh, rerr := h.cfg.Store.RereadWorkspace(ctx, ws)
+		if rerr != nil {
+			if ctx.Err() == nil { // else the client left: nobody to answer
+				h.fail(w, rerr)
+			}
+			return
+		}
+		if fresh != nil {
+			ws = fresh
+			err = VerifyWorkspaceSignature(ws, sig, body, now, h.cfg.Tolerance)
+		}
+	}
+	if err != nil {
 		h.fail(w, err)
 		return
 	}

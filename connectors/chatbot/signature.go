@@ -122,10 +122,15 @@ func verify(secret, previous, header string, body []byte, now time.Time, toleran
 		}
 	}
 	if !ok {
-		return c360.Errorf(c360.EUNAUTHENTICATED, "the signature does not match the body")
+		return errNoMatch
 	}
 	return nil
 }
+
+// errNoMatch refuses a well-formed, timely signature that no secret of the
+// workspace made: the one refusal a newer row of the workspace (a secret
+// rotated by another process) could turn into an acceptance.
+var errNoMatch = c360.Errorf(c360.EUNAUTHENTICATED, "the signature does not match the body")
 
 func malformed() error {
 	return c360.Errorf(c360.EUNAUTHENTICATED, "malformed %s header: want t=<unix seconds>,v1=<hex HMAC-SHA256>", SignatureHeader)
