@@ -76,7 +76,15 @@ func (in *ObservationInput) Validate(now time.Time) error {
 		return Errorf(EINVALID, "confidence must be between 0 and 1")
 	case in.ExpiresAt != nil && !in.ExpiresAt.After(now):
 		return Errorf(EINVALID, "expiresAt must be in the future")
-	case len(in.MessageID) > MaxObservationMessageIDBytes:
+	}
+	return in.CheckMessageID()
+}
+
+// CheckMessageID refuses a messageId that is too long or not storable
+// text: one no stored observation can have. The rest of the input is
+// validated only when the messageId is not a retry's (RecordObservation).
+func (in *ObservationInput) CheckMessageID() error {
+	if len(in.MessageID) > MaxObservationMessageIDBytes {
 		return Errorf(EINVALID, "messageId is %d bytes; at most %d", len(in.MessageID), MaxObservationMessageIDBytes)
 	}
 	return CheckStorable("messageId", in.MessageID)
@@ -89,7 +97,9 @@ type ObservationService interface {
 	// RecordObservation stores an observation on the customer (a merged-away
 	// id records on its survivor); ENOTFOUND when there is no such customer.
 	// An input with the MessageID of one its recorder stored before returns
-	// the stored observation and changes nothing.
+	// the stored observation and changes nothing, before anything else of
+	// the input is looked at: a retry is never refused for a customer, an
+	// expiry or a text that changed since (Validate is for new ones).
 	RecordObservation(ctx context.Context, workspaceID int64, in ObservationInput) (*Observation, error)
 	// VerifyObservation sets or clears the verified flag; by names who did it.
 	VerifyObservation(ctx context.Context, workspaceID, id int64, verified bool, by string) (*Observation, error)

@@ -31,12 +31,30 @@ func scanObservation(row pgx.Row, prefix ...any) (*c360.Observation, error) {
 // customer row, so the version stays consecutive like every other change.
 //
 // An input with a MessageID its recorder used before is a retry: the
-// insert does nothing, and the stored observation is returned, without a
-// change row. A concurrent retry waits for the first to commit (on the
-// customer's row lock, or on the unique index when it names another
-// customer), then finds the stored row.
+// stored observation is returned, without a change row, whatever the rest
+// of the input says. It is looked up first, before the input is validated
+// or its customer locked, so a retry after the observation's expiresAt
+// passed, or naming a customer that no longer exists (or another one), is
+// answered as the first call was. A retry that finds nothing, because the
+// first call has not committed yet, goes on to the insert, which does
+// nothing once the first commits: it waits for it (on the customer's row
+// lock, or on the unique index when it names another customer), then finds
+// the stored row.
 func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.ObservationInput) (*c360.Observation, error) {
 	now := db.Now()
+	if in.MessageID != "" {
+		if err := in.CheckMessageID(); err != nil {
+			return nil, err
+		}
+		o, err := scanObservation(db.as(ws).QueryRow(ctx, `
+			SELECT `+observationColumns+` FROM observations o
+			WHERE o.workspace_id = $1 AND o.recorded_by = $2 AND o.message_id = $3`, ws, in.RecordedBy, in.MessageID))
+		if err == nil {
+			return o, nil
+		} else if err != pgx.ErrNoRows {
+			return nil, interpretError(fmt.Errorf("find recorded observation: %w", err))
+		}
+	}
 	if err := in.Validate(now); err != nil {
 		return nil, err
 	}

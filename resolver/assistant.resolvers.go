@@ -41,11 +41,10 @@ func (r *mutationResolver) RecordObservation(ctx context.Context, customerID int
 	if r.ObservationService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "observations are not configured on this server")
 	}
+	// The store validates the input, after it looked up a retry's stored
+	// observation: a retry is answered whatever it says.
 	in := c360.ObservationInput{CustomerID: customerID, Text: text, Source: deref(source), Confidence: confidence,
 		ExpiresAt: expiresAt, RecordedBy: keyName(p), RecordedByRole: p.Role, MessageID: deref(messageID)}
-	if err := in.Validate(r.now()); err != nil {
-		return nil, err
-	}
 	return r.ObservationService.RecordObservation(ctx, p.WorkspaceID, in)
 }
 

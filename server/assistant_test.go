@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,6 +257,97 @@ func TestRecordObservationMessageID(t *testing.T) {
 	}
 	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": e.cust, "text": "x", "m": strings.Repeat("m", 257)}).
 		wantCode(t, c360.EINVALID)
+}
+
+// A retry of recordObservation (the same key and messageId) is answered
+// with the stored observation whatever it says, as the schema promises,
+// before anything else of it is checked: after the observation's
+// expiresAt passed (the retry sends the same, now past, expiresAt), naming
+// a customer that does not exist, with a text or confidence that would be
+// refused. Before, the input was validated and the customer locked first:
+// such retries got BAD_USER_INPUT "expiresAt must be in the future" or
+// NOT_FOUND. Concurrent retries still store one observation.
+func TestRecordObservationRetryIsAnsweredWhateverItSays(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	ctx := context.Background()
+	const record = `mutation($id: ID!, $text: String!, $c: Float, $m: String, $x: Time) {
+		recordObservation(customerId: $id, text: $text, confidence: $c, messageId: $m, expiresAt: $x) { id customerId text } }`
+	stored := func() (observations, changes, version int) {
+		t.Helper()
+		if err := e.db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM observations WHERE workspace_id = $1),
+			(SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND kind = 'observation'),
+			(SELECT version FROM customers WHERE workspace_id = $1 AND id = $2)`, e.ws, e.cust).Scan(&observations, &changes, &version); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	type obs struct{ ID, CustomerID, Text string }
+	expires := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	var first struct{ RecordObservation obs }
+	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": e.cust, "text": "in a call", "m": "exp-1",
+		"x": expires.Format(time.RFC3339)}).ok(t, &first)
+	// The hour passes.
+	past := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	if _, err := e.db.Pool.Exec(ctx, `UPDATE observations SET expires_at = $2 WHERE workspace_id = $1 AND message_id = 'exp-1'`, e.ws, past); err != nil {
+		t.Fatal(err)
+	}
+	o0, c0, v0 := stored()
+	for _, tc := range []struct {
+		name string
+		vars map[string]any
+	}{
+		{"after its expiresAt passed", map[string]any{"id": e.cust, "text": "in a call", "x": past.Format(time.RFC3339)}},
+		{"naming a customer that does not exist", map[string]any{"id": "987654321", "text": "in a call"}},
+		{"with an empty text", map[string]any{"id": e.cust, "text": ""}},
+		{"with a text over 4096 bytes", map[string]any{"id": e.cust, "text": strings.Repeat("x", 4097)}},
+		{"with a confidence over 1", map[string]any{"id": e.cust, "text": "in a call", "c": 1.5}},
+	} {
+		tc.vars["m"] = "exp-1"
+		var out struct{ RecordObservation obs }
+		r := gql(t, e.srv, e.keys["assistant"], record, tc.vars)
+		if r.code() != "" {
+			t.Errorf("retry %s: %s, want the stored observation", tc.name, r.Body)
+			continue
+		}
+		r.ok(t, &out)
+		if out.RecordObservation != first.RecordObservation {
+			t.Errorf("retry %s: %+v, want the stored %+v", tc.name, out.RecordObservation, first.RecordObservation)
+		}
+	}
+	if o, c, v := stored(); o != o0 || c != c0 || v != v0 {
+		t.Errorf("retries changed the store: %d observations, %d changes, version %d; want %d, %d, %d", o, c, v, o0, c0, v0)
+	}
+	// A new messageId is validated as ever.
+	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": e.cust, "text": "new", "m": "exp-2",
+		"x": past.Format(time.RFC3339)}).wantCode(t, c360.EINVALID)
+	gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": "987654321", "text": "new", "m": "exp-2"}).wantCode(t, c360.ENOTFOUND)
+
+	// 20 concurrent calls with one new messageId, on two customers: one
+	// observation, one change, one id.
+	other := fmt.Sprint(ingest(t, e.db, e.ws, []c360.Identity{{Type: "email", Value: "other.retry@example.com"}}, nil))
+	o0, c0, _ = stored()
+	ids := make([]string, 20)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cust := e.cust
+			if i%2 == 1 {
+				cust = other
+			}
+			var out struct{ RecordObservation obs }
+			gql(t, e.srv, e.keys["assistant"], record, map[string]any{"id": cust, "text": "same", "m": "conc-1"}).ok(t, &out)
+			ids[i] = out.RecordObservation.ID
+		}()
+	}
+	wg.Wait()
+	if len(slices.Compact(slices.Sorted(slices.Values(ids)))) != 1 {
+		t.Errorf("concurrent retries returned observations %v, want one", ids)
+	}
+	if o, c, _ := stored(); o != o0+1 || c != c0+1 {
+		t.Errorf("20 concurrent calls stored %d observations, %d changes; want 1, 1", o-o0, c-c0)
+	}
 }
 
 // TestObservationAPI: who may record and verify, size and expiry, and the
