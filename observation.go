@@ -54,14 +54,18 @@ type ObservationInput struct {
 	MessageID string
 }
 
+// MaxObservationSourceBytes bounds an observation's source.
+const MaxObservationSourceBytes = 200
+
 // MaxObservationMessageIDBytes bounds an observation's messageId, as the
 // dedupe key of an event is bounded.
 const MaxObservationMessageIDBytes = 256
 
 // Validate refuses an observation that is empty, larger than
-// MaxObservationBytes, not UTF-8, has a confidence outside 0..1, has
-// already expired at now, or a messageId that is too long or not storable
-// text.
+// MaxObservationBytes, not UTF-8, has a source over
+// MaxObservationSourceBytes, a confidence outside 0..1, has already
+// expired at now, or a text, source or messageId that is not storable text
+// (a NUL character), naming the field.
 func (in *ObservationInput) Validate(now time.Time) error {
 	switch {
 	case in.Text == "":
@@ -70,12 +74,18 @@ func (in *ObservationInput) Validate(now time.Time) error {
 		return Errorf(EINVALID, "text is %d bytes; an observation holds at most %d", len(in.Text), MaxObservationBytes)
 	case !utf8.ValidString(in.Text):
 		return Errorf(EINVALID, "text must be UTF-8")
-	case len(in.Source) > 200:
-		return Errorf(EINVALID, "source must be at most 200 bytes")
+	case len(in.Source) > MaxObservationSourceBytes:
+		return Errorf(EINVALID, "source must be at most %d bytes", MaxObservationSourceBytes)
 	case in.Confidence != nil && !(*in.Confidence >= 0 && *in.Confidence <= 1):
 		return Errorf(EINVALID, "confidence must be between 0 and 1")
 	case in.ExpiresAt != nil && !in.ExpiresAt.After(now):
 		return Errorf(EINVALID, "expiresAt must be in the future")
+	}
+	if err := CheckStorable("text", in.Text); err != nil {
+		return err
+	}
+	if err := CheckStorable("source", in.Source); err != nil {
+		return err
 	}
 	return in.CheckMessageID()
 }

@@ -1869,7 +1869,7 @@ extend type Mutation {
   retry after a lost answer is then stored once.
   """
   recordObservation(customerId: ID!, text: String!, source: String, confidence: Float, expiresAt: Time, messageId: String): Observation! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
-  "Marks an observation verified (or not) by the calling agent; verified observations come first in context. Agent and admin keys."
+  "Marks an observation verified (or not) by the calling agent; verified observations come first in context. One already in that state is returned as it is (verifiedBy and verifiedAt stay the first verification's) and nothing changes. Agent and admin keys."
   verifyObservation(id: ID!, verified: Boolean!): Observation! @hasRole(roles: [ADMIN, AGENT])
 }
 

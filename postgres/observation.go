@@ -96,10 +96,13 @@ func (db *DB) RecordObservation(ctx context.Context, ws int64, in c360.Observati
 }
 
 // VerifyObservation sets or clears an observation's verified flag and
-// appends an "observation" change to its customer's feed.
+// appends an "observation" change to its customer's feed. An observation
+// already in that state is returned as it is: no change, no new version,
+// no wake-up, and verifiedBy and verifiedAt keep the first verification's.
 func (db *DB) VerifyObservation(ctx context.Context, ws, id int64, verified bool, by string) (*c360.Observation, error) {
 	now := db.Now()
 	var o *c360.Observation
+	unchanged := false
 	err := db.inTx(ctx, ws, func(tx pgx.Tx) error {
 		var verifiedBy *string
 		var verifiedAt *time.Time
@@ -121,13 +124,25 @@ func (db *DB) VerifyObservation(ctx context.Context, ws, id int64, verified bool
 			if err != nil {
 				return err
 			}
+			// Every change of the flag is made under this lock: the state
+			// read here stands until the commit.
+			o, err = scanObservation(tx.QueryRow(ctx, `
+				SELECT `+observationColumns+` FROM observations o
+				WHERE o.workspace_id = $1 AND o.id = $2 AND o.customer_id = $3`, ws, id, cust.id))
+			if err == pgx.ErrNoRows {
+				continue
+			} else if err != nil {
+				return interpretError(fmt.Errorf("find observation: %w", err))
+			}
+			if o.Verified == verified {
+				unchanged = true
+				return nil
+			}
 			o, err = scanObservation(tx.QueryRow(ctx, `
 				UPDATE observations AS o SET verified = $4, verified_by = $5, verified_at = $6
 				WHERE o.workspace_id = $1 AND o.id = $2 AND o.customer_id = $3
 				RETURNING `+observationColumns, ws, id, cust.id, verified, verifiedBy, verifiedAt))
-			if err == pgx.ErrNoRows {
-				continue
-			} else if err != nil {
+			if err != nil {
 				return interpretError(fmt.Errorf("verify observation: %w", err))
 			}
 			action := "verified"
@@ -141,7 +156,9 @@ func (db *DB) VerifyObservation(ctx context.Context, ws, id int64, verified bool
 	if err != nil {
 		return nil, err
 	}
-	db.committed(ws, []int64{o.CustomerID})
+	if !unchanged {
+		db.committed(ws, []int64{o.CustomerID})
+	}
 	return o, nil
 }
 

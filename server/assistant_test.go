@@ -350,6 +350,86 @@ func TestRecordObservationRetryIsAnsweredWhateverItSays(t *testing.T) {
 	}
 }
 
+// verifyObservation that leaves the flag as it is changes nothing: the
+// observation is returned as it is, with the first verification's
+// verifiedBy and verifiedAt, no change is recorded and the version stays.
+// Before, each call recorded a change, bumped the version, woke
+// subscribers and overwrote verifiedBy and verifiedAt.
+func TestVerifyObservationInItsStateChangesNothing(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	ctx := context.Background()
+	stored := func() (changes, version int) {
+		t.Helper()
+		if err := e.db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM customer_changes WHERE workspace_id = $1 AND kind = 'observation'),
+			(SELECT version FROM customers WHERE workspace_id = $1 AND id = $2)`, e.ws, e.cust).Scan(&changes, &version); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	var rec struct{ RecordObservation struct{ ID string } }
+	gql(t, e.srv, e.keys["agent"], `mutation($id: ID!) { recordObservation(customerId: $id, text: "prefers email") { id } }`,
+		map[string]any{"id": e.cust}).ok(t, &rec)
+	type state struct {
+		Verified   bool
+		VerifiedBy *string
+		VerifiedAt *string
+	}
+	verify := func(role string, v bool) state {
+		t.Helper()
+		var out struct{ VerifyObservation state }
+		gql(t, e.srv, e.keys[role], `mutation($id: ID!, $v: Boolean!) { verifyObservation(id: $id, verified: $v) { verified verifiedBy verifiedAt } }`,
+			map[string]any{"id": rec.RecordObservation.ID, "v": v}).ok(t, &out)
+		return out.VerifyObservation
+	}
+	c0, v0 := stored()
+	first := verify("agent", true)
+	if c, v := stored(); !first.Verified || c != c0+1 || v != v0+1 {
+		t.Fatalf("first verification: %+v, %d changes, version +%d; want verified, 1 change, +1", first, c-c0, v-v0)
+	}
+	for _, role := range []string{"agent", "admin", "agent"} {
+		time.Sleep(5 * time.Millisecond)
+		if again := verify(role, true); !again.Verified || *again.VerifiedBy != *first.VerifiedBy || *again.VerifiedAt != *first.VerifiedAt {
+			t.Errorf("verified again by %s: by %s at %s, want it as first verified: by %s at %s",
+				role, *again.VerifiedBy, *again.VerifiedAt, *first.VerifiedBy, *first.VerifiedAt)
+		}
+	}
+	if c, v := stored(); c != c0+1 || v != v0+1 {
+		t.Errorf("verified 3 times more: %d changes, version +%d; want 1, +1", c-c0, v-v0)
+	}
+	if un := verify("agent", false); un.Verified || un.VerifiedBy != nil || un.VerifiedAt != nil {
+		t.Errorf("unverified: %+v", un)
+	}
+	verify("agent", false)
+	if c, v := stored(); c != c0+2 || v != v0+2 {
+		t.Errorf("unverified twice: %d changes, version +%d; want 2, +2", c-c0, v-v0)
+	}
+}
+
+// A NUL character in an observation's text or source is refused naming the
+// field, and nothing changes. The source's was refused as "text with a NUL
+// character", by the database.
+func TestObservationNULRefusalNamesTheField(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	const record = `mutation($id: ID!, $text: String!, $src: String) {
+		recordObservation(customerId: $id, text: $text, source: $src) { id } }`
+	for _, tc := range []struct {
+		field string
+		vars  map[string]any
+	}{
+		{"text", map[string]any{"id": e.cust, "text": "a\x00b"}},
+		{"source", map[string]any{"id": e.cust, "text": "ok", "src": "bot\x00"}},
+	} {
+		r := gql(t, e.srv, e.keys["assistant"], record, tc.vars)
+		want := tc.field + ` holds a NUL character (\u0000), which cannot be stored`
+		if r.code() != c360.EINVALID || r.Errors[0].Message != want {
+			t.Errorf("NUL in %s: %s, want BAD_USER_INPUT %q", tc.field, r.Body, want)
+		}
+	}
+	if n := count(t, e.db, "observations", e.ws); n != 0 {
+		t.Errorf("%d observations stored, want 0", n)
+	}
+}
+
 // TestObservationAPI: who may record and verify, size and expiry, and the
 // order they are listed in.
 func TestObservationAPI(t *testing.T) {
