@@ -54,6 +54,10 @@ type ObservationInput struct {
 	MessageID string
 }
 
+// DefaultObservationsFirst is how many observations Customer.observations
+// lists when not told (its first; at most MaxPage).
+const DefaultObservationsFirst = 20
+
 // MaxObservationSourceBytes bounds an observation's source.
 const MaxObservationSourceBytes = 200
 
@@ -114,8 +118,9 @@ type ObservationService interface {
 	// VerifyObservation sets or clears the verified flag; by names who did it.
 	VerifyObservation(ctx context.Context, workspaceID, id int64, verified bool, by string) (*Observation, error)
 	// ObservationsByCustomers lists the unexpired observations of many
-	// customers at now, verified first, then newest first.
-	ObservationsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, now time.Time) (map[int64][]*Observation, error)
+	// customers at now, verified first, then newest first: the first
+	// `first` of each customer's (1..MaxPage).
+	ObservationsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, now time.Time, first int) (map[int64][]*Observation, error)
 }
 
 // SourceOrNil returns the source, or nil when none was given.

@@ -25,7 +25,7 @@ type CustomerResolver interface {
 	Conversations(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.ConversationConnection, error)
 	Consents(ctx context.Context, obj *c360.Customer) ([]*c360.Consent, error)
 
-	Observations(ctx context.Context, obj *c360.Customer) ([]*c360.Observation, error)
+	Observations(ctx context.Context, obj *c360.Customer, first *int) ([]*c360.Observation, error)
 	Merges(ctx context.Context, obj *c360.Customer) ([]*c360.MergeRecord, error)
 }
 
@@ -74,6 +74,20 @@ func (ec *executionContext) field_Customer_events_args(ctx context.Context, rawA
 		return nil, err
 	}
 	args["after"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Customer_observations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
 	return args, nil
 }
 
@@ -551,7 +565,8 @@ func (ec *executionContext) _Customer_observations(ctx context.Context, field gr
 			return ec.fieldContext_Customer_observations(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return ec.Resolvers.Customer().Observations(ctx, obj)
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Customer().Observations(ctx, obj, fc.Args["first"].(*int))
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -579,7 +594,7 @@ func (ec *executionContext) _Customer_observations(ctx context.Context, field gr
 		true,
 	)
 }
-func (ec *executionContext) fieldContext_Customer_observations(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+func (ec *executionContext) fieldContext_Customer_observations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	fc = &graphql.FieldContext{
 		Object:     "Customer",
 		Field:      field,
@@ -588,6 +603,17 @@ func (ec *executionContext) fieldContext_Customer_observations(_ context.Context
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Observation(ctx, field)
 		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Customer_observations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }

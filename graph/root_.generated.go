@@ -116,7 +116,7 @@ type ComplexityRoot struct {
 		ID              func(childComplexity int) int
 		Identities      func(childComplexity int) int
 		Merges          func(childComplexity int) int
-		Observations    func(childComplexity int) int
+		Observations    func(childComplexity int, first *int) int
 		TraitSourceList func(childComplexity int) int
 		Traits          func(childComplexity int) int
 		UpdatedAt       func(childComplexity int) int
@@ -667,7 +667,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			break
 		}
 
-		return e.ComplexityRoot.Customer.Observations(childComplexity), true
+		args, err := ec.field_Customer_observations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Customer.Observations(childComplexity, args["first"].(*int)), true
 	case "Customer.traitSources":
 		if e.ComplexityRoot.Customer.TraitSourceList == nil {
 			break
@@ -1874,8 +1879,12 @@ extend type Mutation {
 }
 
 extend type Customer {
-  "Observations that have not expired, verified first, then newest first."
-  observations: [Observation!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+  """
+  Observations that have not expired, verified first, then newest first:
+  the first ` + "`" + `first` + "`" + ` of them (default 20, at most 100; outside 1 to 100 is
+  BAD_USER_INPUT).
+  """
+  observations(first: Int = 20): [Observation!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
 }
 
 "A fact an assistant or agent learned about a customer."

@@ -273,7 +273,7 @@ func TestObservations(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := func(at time.Time) []string {
-		m, err := db.ObservationsByCustomers(ctx, ws, []int64{cust}, at)
+		m, err := db.ObservationsByCustomers(ctx, ws, []int64{cust}, at, c360.MaxPage)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -194,13 +194,22 @@ func lockSurvivor(ctx context.Context, tx pgx.Tx, ws, id int64) (*customerRow, e
 	return nil, c360.Errorf(c360.ECONFLICT, "customer %d kept changing; retry", id)
 }
 
-// ObservationsByCustomers lists, per customer, the observations that have
-// not expired at now, verified first, then newest first.
-func (db *DB) ObservationsByCustomers(ctx context.Context, ws int64, ids []int64, now time.Time) (map[int64][]*c360.Observation, error) {
+// ObservationsByCustomers lists, per customer, the first `first`
+// observations that have not expired at now, verified first, then newest
+// first: each customer's read stops at its limit, on
+// observations_customer_idx, whatever the number it holds.
+func (db *DB) ObservationsByCustomers(ctx context.Context, ws int64, ids []int64, now time.Time, first int) (map[int64][]*c360.Observation, error) {
+	if err := c360.CheckFirst(first); err != nil {
+		return nil, err
+	}
 	rows, err := db.as(ws).Query(ctx, `
-		SELECT `+observationColumns+` FROM observations o
-		WHERE o.workspace_id = $1 AND o.customer_id = ANY($2) AND (o.expires_at IS NULL OR o.expires_at > $3)
-		ORDER BY o.customer_id, o.verified DESC, o.created_at DESC, o.id DESC`, ws, ids, now)
+		SELECT `+observationColumns+` FROM unnest($2::bigint[]) AS c(id)
+		CROSS JOIN LATERAL (
+			SELECT * FROM observations o
+			WHERE o.workspace_id = $1 AND o.customer_id = c.id AND (o.expires_at IS NULL OR o.expires_at > $3)
+			ORDER BY o.verified DESC, o.created_at DESC, o.id DESC
+			LIMIT $4) o
+		ORDER BY o.customer_id, o.verified DESC, o.created_at DESC, o.id DESC`, ws, ids, now, first)
 	if err != nil {
 		return nil, interpretError(fmt.Errorf("load observations: %w", err))
 	}

@@ -15,14 +15,21 @@ import (
 )
 
 // Observations is the resolver for the observations field.
-func (r *customerResolver) Observations(ctx context.Context, obj *c360.Customer) ([]*c360.Observation, error) {
+func (r *customerResolver) Observations(ctx context.Context, obj *c360.Customer, first *int) ([]*c360.Observation, error) {
 	if r.ObservationService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "observations are not configured on this server")
 	}
-	if l := loadersFrom(ctx); l != nil && l.observations != nil && inList(ctx) {
-		return l.observations.Load(ctx, obj.ID)
+	n := c360.DefaultObservationsFirst
+	if first != nil {
+		n = *first
 	}
-	m, err := r.ObservationService.ObservationsByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID}, r.now())
+	if err := c360.CheckFirst(n); err != nil {
+		return nil, err
+	}
+	if l := loadersFrom(ctx); l != nil && l.observations != nil && inList(ctx) {
+		return l.observations.Load(ctx, listKey{obj.ID, n})
+	}
+	m, err := r.ObservationService.ObservationsByCustomers(ctx, obj.WorkspaceID, []int64{obj.ID}, r.now(), n)
 	if err != nil {
 		return nil, err
 	}

@@ -18,15 +18,21 @@ var cursorLists = map[string]string{
 	"DeadLetterConnection":   c360.ListDeadLetters,
 }
 
+// plainLists names the item types of the plain lists that take first (and
+// no after): Customer.observations.
+var plainLists = map[string]bool{"Observation": true}
+
 // CheckPage refuses the arguments of a field of type connection (coerced,
 // as CollectedField.ArgumentMap gives them, the schema's defaults filled
 // in) that its store would refuse: a first outside 1..MaxPage, an after
-// that is not a cursor of that connection's list. The server runs it on a
-// mutation's whole selection before the mutation runs, so that a mutation
-// is never refused after its change is made (server/operation.go).
+// that is not a cursor of that connection's list. A plain list that takes
+// first (its item type named in plainLists) has its first checked. The
+// server runs it on a mutation's whole selection before the mutation
+// runs, so that a mutation is never refused after its change is made
+// (server/operation.go).
 func CheckPage(connection string, args map[string]any) error {
 	list, ok := cursorLists[connection]
-	if !ok {
+	if !ok && !plainLists[connection] {
 		return fmt.Errorf("check page: no cursor list for %s", connection)
 	}
 	a, ok := pageArgsOf(args)
@@ -36,7 +42,7 @@ func CheckPage(connection string, args map[string]any) error {
 	if err := c360.CheckFirst(a.First); err != nil {
 		return err
 	}
-	if a.After != "" {
+	if a.After != "" && list != "" {
 		if _, err := c360.DecodeCursor(a.After, list); err != nil {
 			return err
 		}

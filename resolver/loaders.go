@@ -16,6 +16,13 @@ import (
 // resolves list elements concurrently, so siblings register well within it.
 const loaderWait = 200 * time.Microsecond
 
+// listKey identifies the first First items of one parent's plain list
+// (Customer.observations).
+type listKey struct {
+	ID    int64
+	First int
+}
+
 // pageKey identifies one connection page of one parent.
 type pageKey struct {
 	ID int64
@@ -32,7 +39,7 @@ type Loaders struct {
 	conversations *dataloadgen.Loader[pageKey, *c360.Page[*c360.Conversation]]
 	messages      *dataloadgen.Loader[pageKey, *c360.Page[*c360.Message]]
 	// observations is nil when the resolver has no ObservationService.
-	observations *dataloadgen.Loader[int64, []*c360.Observation]
+	observations *dataloadgen.Loader[listKey, []*c360.Observation]
 
 	mu         sync.Mutex
 	prefetched map[int64]bool   // customers whose selected fields a parent loaded
@@ -135,10 +142,9 @@ func (r *Resolver) NewLoaders(ws int64) *Loaders {
 	}
 	l.r, l.ws = r, ws
 	if r.ObservationService != nil {
-		l.observations = dataloadgen.NewMappedLoader(func(ctx context.Context, ids []int64) (map[int64][]*c360.Observation, error) {
-			m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now())
-			return fill(m, ids, []*c360.Observation{}), err
-		}, opt)
+		l.observations = listLoader(ws, func(ctx context.Context, ws int64, ids []int64, first int) (map[int64][]*c360.Observation, error) {
+			return r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now(), first)
+		})
 	}
 	return l
 }
@@ -154,6 +160,29 @@ func fill[V any](m map[int64]V, ids []int64, empty V) map[int64]V {
 		}
 	}
 	return m
+}
+
+// listLoader batches plain-list requests; keys asking for the same first
+// share one statement. Every key gets a list, empty where the store found
+// none.
+func listLoader[T any](ws int64, fetch func(context.Context, int64, []int64, int) (map[int64][]T, error)) *dataloadgen.Loader[listKey, []T] {
+	return dataloadgen.NewMappedLoader(func(ctx context.Context, keys []listKey) (map[listKey][]T, error) {
+		groups := map[int][]int64{}
+		for _, k := range keys {
+			groups[k.First] = append(groups[k.First], k.ID)
+		}
+		out := make(map[listKey][]T, len(keys))
+		for first, ids := range groups {
+			m, err := fetch(ctx, ws, ids, first)
+			if err != nil {
+				return nil, err
+			}
+			for id, items := range fill(m, ids, []T{}) {
+				out[listKey{id, first}] = items
+			}
+		}
+		return out, nil
+	}, dataloadgen.WithWait(loaderWait))
 }
 
 // pageLoader batches page requests; keys asking for the same page arguments

@@ -99,6 +99,7 @@ func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []gra
 		return
 	}
 	r.prefetchProfiles(ctx, ws, fields, ids)
+	var firsts []int // the observations' page sizes loaded
 	for _, f := range fields {
 		switch f.Name {
 		case "merges":
@@ -109,8 +110,16 @@ func (r *Resolver) prefetchCustomers(ctx context.Context, ws int64, fields []gra
 			if l.observations == nil {
 				continue
 			}
-			if m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now()); err == nil {
-				primeAll(l.observations, fill(m, ids, []*c360.Observation{}))
+			// A first the store refuses is left to the resolver to report.
+			a, ok := argsOf(ctx, f)
+			if !ok || c360.CheckFirst(a.First) != nil || slices.Contains(firsts, a.First) {
+				continue
+			}
+			firsts = append(firsts, a.First)
+			if m, err := r.ObservationService.ObservationsByCustomers(ctx, ws, ids, r.now(), a.First); err == nil {
+				for id, obs := range fill(m, ids, []*c360.Observation{}) {
+					l.observations.Prime(listKey{id, a.First}, obs)
+				}
 			}
 		}
 	}

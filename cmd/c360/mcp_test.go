@@ -89,7 +89,7 @@ func TestMCPStdio(t *testing.T) {
 	if err != nil || len(entries) != 1 || entries[0].Role != c360.RoleAssistant {
 		t.Errorf("audit entries after the session = %+v, %v; want the assistant's read", entries, err)
 	}
-	m, err := db.ObservationsByCustomers(ctx, ws, []int64{entries[0].CustomerID}, time.Now())
+	m, err := db.ObservationsByCustomers(ctx, ws, []int64{entries[0].CustomerID}, time.Now(), c360.MaxPage)
 	if err != nil || len(m[entries[0].CustomerID]) != 1 {
 		t.Errorf("observations = %v, %v; want the one recorded over stdio", m, err)
 	}
