@@ -188,6 +188,60 @@ test('4403: a bad API key in connection_init', async () => {
   await c.dispose()
 })
 
+// docs/realtime.md's browser example: graphql-ws retries 4403 (it ends a
+// subscription by itself on 4400, 4401, 4406, 4409, 4429 and 4500 only), so
+// shouldRetry: () => true would reconnect a bad key forever; the example's
+// shouldRetry gives up on the codes a reconnect does not cure.
+const docsFatal = new Set([4400, 4401, 4403, 4406, 4409, 4429, 4500])
+
+test('4403: the browser example of docs/realtime.md ends a bad key once, without retrying', async () => {
+  let opened = 0
+  class Counting extends WebSocket {
+    constructor(...args) { super(...args); opened++ }
+  }
+  const c = client({
+    webSocketImpl: Counting,
+    connectionParams: { authorization: 'Bearer c360_not_a_key' },
+    retryAttempts: Infinity,
+    retryWait: () => sleep(50),
+    shouldRetry: (closeOrError) => !docsFatal.has(closeOrError?.code),
+  })
+  try {
+    assert.equal(await closeCode(c), 4403)
+    assert.equal(opened, 1, 'the client reconnected a bad key')
+  } finally {
+    await c.dispose()
+  }
+
+  // And why the example needs it: with shouldRetry: () => true the client
+  // reconnects, and the subscription's error handler is never called.
+  let reopened = 0
+  let ended
+  class CountingAgain extends WebSocket {
+    constructor(...args) { super(...args); reopened++ }
+  }
+  const r = client({
+    webSocketImpl: CountingAgain,
+    connectionParams: { authorization: 'Bearer c360_not_a_key' },
+    retryAttempts: Infinity,
+    retryWait: () => sleep(50),
+    shouldRetry: () => true,
+  })
+  r.subscribe({ query: 'subscription { customerChanges { version } }' }, {
+    next: () => {},
+    error: (e) => { ended = e?.code ?? e },
+    complete: () => { ended = 'complete' },
+  })
+  try {
+    for (let i = 0; i < 100 && reopened < 3; i++) await sleep(50)
+    assert.ok(reopened >= 3, `connections opened: ${reopened}, want a retry loop`)
+    assert.equal(ended, undefined)
+  } finally {
+    // dispose rethrows the close of the connection being retried.
+    await r.dispose().catch(() => {})
+  }
+})
+
 test('4403: no authorization in connection_init', async () => {
   const c = client({ connectionParams: {} })
   assert.equal(await closeCode(c), 4403)
