@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -654,5 +656,49 @@ func TestTraitsAtTellsReturningTraitsApart(t *testing.T) {
 	}
 	if !at.Equal(now) {
 		t.Errorf("far-future traitsAt dated the event %v, want the receipt time %v", at, now)
+	}
+}
+
+// TestDocsExamplesAreTwoSessions posts docs/connectors.md's payload example
+// and then its shell example, as a reader following the page does: the
+// shell's turn is a turn of its own, not a duplicate of the payload's
+// turn "1" under the same sessionId.
+func TestDocsExamplesAreTwoSessions(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/connectors.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	_, rest, ok := strings.Cut(text, "### Payload\n\n```json\n")
+	if !ok {
+		t.Fatal("docs/connectors.md: no ### Payload json block")
+	}
+	payload, _, _ := strings.Cut(rest, "```")
+	_, rest, ok = strings.Cut(text, "\nbody='")
+	if !ok {
+		t.Fatal("docs/connectors.md: no body='…' in the shell example")
+	}
+	shell, _, _ := strings.Cut(rest, "'\n")
+
+	e := newEnv(t)
+	if a := e.signed(t, []byte(payload)); a.Status != 200 || a.Accepted == 0 || a.Duplicates != 0 {
+		t.Fatalf("payload example: %+v", a)
+	}
+	a := e.signed(t, []byte(shell))
+	if a.Status != 200 || a.Accepted != 1 || a.Duplicates != 0 {
+		t.Fatalf("shell example after the payload example: %+v, want accepted 1, duplicates 0", a)
+	}
+	c, err := e.db.FindCustomerByIdentity(context.Background(), e.ws, c360.Identity{Type: "email", Value: "lena@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	for _, conv := range conversations(t, e, c.ID) {
+		for _, m := range messages(t, e, conv.ID) {
+			bodies = append(bodies, m.Body)
+		}
+	}
+	if !slices.Contains(bodies, "Hi") || !slices.Contains(bodies, "Where is my order?") {
+		t.Errorf("messages %q, want both examples' first turns", bodies)
 	}
 }
