@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -617,5 +618,30 @@ func TestAssistantSubscriptionReadsAreAudited(t *testing.T) {
 	}
 	if want := map[string]int{"conversationMessages Bodies": 1, "customerChanged Diffs": 2}; fmt.Sprint(reads) != fmt.Sprint(want) {
 		t.Errorf("customer.read entries = %v, want %v", reads, want)
+	}
+}
+
+// TestDocsRecordObservationExample runs the recordObservation example of
+// docs/assistants.md, as printed there, with an assistant key: its
+// expiresAt is to be in the future, not refused as past.
+func TestDocsRecordObservationExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/assistants.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Observations\n\n```graphql\n")
+	if !ok {
+		t.Fatal("docs/assistants.md: no ## Observations graphql block")
+	}
+	example, _, ok := strings.Cut(rest, "\nmutation { verifyObservation")
+	if !ok || !strings.Contains(example, `customerId: "1"`) {
+		t.Fatalf("docs/assistants.md: the recordObservation example is not where it was:\n%s", example)
+	}
+	e := newSecEnv(t, server.Config{})
+	query := strings.Replace(example, `customerId: "1"`, fmt.Sprintf("customerId: %q", e.cust), 1)
+	var out struct{ RecordObservation struct{ ExpiresAt *string } }
+	gql(t, e.srv, e.keys["assistant"], query, nil).ok(t, &out)
+	if out.RecordObservation.ExpiresAt == nil {
+		t.Errorf("expiresAt not recorded")
 	}
 }
