@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -850,4 +851,48 @@ func TestArgumentBoundsAreTheToolsOwn(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDocumentedInputSchemaIsListed: the input schema of
+// get_customer_context that docs/assistants.md prints is the one clients
+// are listed, property for property.
+func TestDocumentedInputSchemaIsListed(t *testing.T) {
+	doc, err := os.ReadFile("../docs/assistants.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "`get_customer_context` input schema, as clients see it:\n\n```json\n")
+	if !ok {
+		t.Fatal("docs/assistants.md: no get_customer_context input schema")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	var documented any
+	if err := json.Unmarshal([]byte(block), &documented); err != nil {
+		t.Fatalf("docs/assistants.md: the schema is not JSON: %v\n%s", err, block)
+	}
+
+	e := newEnv(t)
+	cs := e.connect(t, e.keys["assistant"])
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name != mcp.ToolGetCustomerContext {
+			continue
+		}
+		raw, _ := json.Marshal(tool.InputSchema)
+		var listed any
+		if err := json.Unmarshal(raw, &listed); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(documented, listed) {
+			pretty, _ := json.MarshalIndent(listed, "", "  ")
+			t.Errorf("docs/assistants.md shows\n%s\nclients are listed\n%s", block, pretty)
+		}
+		return
+	}
+	t.Fatalf("no %s listed", mcp.ToolGetCustomerContext)
 }
