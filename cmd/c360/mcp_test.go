@@ -101,7 +101,23 @@ func TestMCPStdioNeedsAKey(t *testing.T) {
 		t.Errorf("mcp without C360_API_KEY: %v, want a usage error naming it", err)
 	}
 	c.env["C360_API_KEY"] = "c360_000000000000_nope"
-	if _, _, err := c.run("mcp"); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
+	_, _, err := c.run("mcp")
+	if c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
 		t.Errorf("mcp with a bad key: %v, want UNAUTHENTICATED", err)
+	}
+	// What main prints and exits with, as docs/assistants.md says: the
+	// domain message without its code, as for every command's error.
+	printed := "c360: " + errorText(err)
+	if printed != "c360: invalid API key" || exitCodeOf(err) != 1 {
+		t.Errorf("mcp with a bad key prints %q and exits %d, want \"c360: invalid API key\" and 1", printed, exitCodeOf(err))
+	}
+	doc, derr := os.ReadFile("../../docs/assistants.md")
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	_, section, _ := strings.Cut(string(doc), "### stdio with the database: `c360 mcp`")
+	section, _, _ = strings.Cut(section, "\n#")
+	if !strings.Contains(strings.Join(strings.Fields(section), " "), "`"+printed+"` on stderr and exits 1") {
+		t.Errorf("docs/assistants.md's database-mode `c360 mcp` does not say a bad key prints `%s` on stderr and exits 1", printed)
 	}
 }
