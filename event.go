@@ -288,7 +288,8 @@ func plainEscape(hex []byte) bool {
 // numbers keep their digits (json.Number), except those PlainObject would
 // not let through (an exponent, or longer than maxPlainNumber), which are
 // read as float64, as encoding/json reads any number; one a float64
-// cannot hold is an *json.UnmarshalTypeError, as encoding/json's own.
+// cannot hold is an *json.UnmarshalTypeError, as encoding/json's own, whose
+// Field is where it is in raw (StorableNumbers).
 // Escapes are decoded as encoding/json decodes them.
 func DecodeObject(raw []byte) (map[string]any, error) {
 	var m map[string]any
@@ -316,6 +317,12 @@ func UnmarshalExact(data []byte, v any) error {
 // *json.UnmarshalTypeError. DecodeObject applies it to an object; a value
 // decoded elsewhere (GraphQL's variables) is stored through it too, so
 // that 1e100000, 30 bytes in, never reads back as 100,001 digits.
+//
+// The type error's Field is the number's path within v, as the caller's
+// decoder would extend it: keys joined by dots and indexes in brackets
+// (plan.seats[1]), each key at most 64 bytes (longer ones cut, with "…"),
+// an empty one written "". It is a place in the sender's own document,
+// never a value.
 func StorableNumbers(v any) (any, error) {
 	switch v := v.(type) {
 	case json.Number:
@@ -331,7 +338,7 @@ func StorableNumbers(v any) (any, error) {
 		for k, x := range v {
 			x, err := StorableNumbers(x)
 			if err != nil {
-				return nil, err
+				return nil, within(err, pathKey(k))
 			}
 			v[k] = x
 		}
@@ -339,12 +346,50 @@ func StorableNumbers(v any) (any, error) {
 		for i, x := range v {
 			x, err := StorableNumbers(x)
 			if err != nil {
-				return nil, err
+				return nil, within(err, "["+strconv.Itoa(i)+"]")
 			}
 			v[i] = x
 		}
 	}
 	return v, nil
+}
+
+// maxPathKey is the longest key, in bytes, a path of StorableNumbers
+// names whole.
+const maxPathKey = 64
+
+// within prefixes the Field of err, a type error of StorableNumbers, with
+// step, the key or index of the member it is in.
+func within(err error, step string) error {
+	te, ok := err.(*json.UnmarshalTypeError)
+	if !ok {
+		return err
+	}
+	switch {
+	case te.Field == "":
+		te.Field = step
+	case te.Field[0] == '[':
+		te.Field = step + te.Field
+	default:
+		te.Field = step + "." + te.Field
+	}
+	return te
+}
+
+// pathKey is key as a step of a path: cut to maxPathKey bytes (at a
+// character's start), and "" when empty.
+func pathKey(key string) string {
+	if key == "" {
+		return `""`
+	}
+	if len(key) <= maxPathKey {
+		return key
+	}
+	n := maxPathKey
+	for n > 0 && !utf8.RuneStart(key[n]) {
+		n--
+	}
+	return key[:n] + "…"
 }
 
 // NameOrNil returns the name, or nil when the event type has none.

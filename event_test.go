@@ -144,9 +144,20 @@ func TestDecodeObject(t *testing.T) {
 		len(a) != 2 || a[0] != 100.0 || x["x"] != json.Number("2") || m["s"] != "é" {
 		t.Errorf("DecodeObject = %#v, want plain numbers as written and the others as float64", m)
 	}
-	_, err = c360.DecodeObject([]byte(`{"big":{"n":1e400}}`))
-	var te *json.UnmarshalTypeError
-	if !errors.As(err, &te) || te.Value != "number 1e400" {
-		t.Errorf("DecodeObject of 1e400 = %v, want an *json.UnmarshalTypeError for number 1e400", err)
+	// A number no float64 holds is a type error naming where it is.
+	long := strings.Repeat("k", 100)
+	for body, field := range map[string]string{
+		`{"big":{"n":1e400}}`:                   "big.n",
+		`{"n":-1e400}`:                          "n",
+		`{"a":[1,{"b":[2,2e999]}]}`:             "a[1].b[1]",
+		`{"":{"x":1e400}}`:                      `"".x`,
+		`{"` + long + `":1e400}`:                strings.Repeat("k", 64) + "…",
+		`{"caf\u00e9":{"` + long + `é":1e400}}`: "café." + strings.Repeat("k", 64) + "…",
+	} {
+		_, err = c360.DecodeObject([]byte(body))
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || !strings.HasPrefix(te.Value, "number ") || te.Field != field {
+			t.Errorf("DecodeObject(%.40s) = %v (field %q), want an *json.UnmarshalTypeError for the number at %q", body, err, te.Field, field)
+		}
 	}
 }

@@ -23,7 +23,7 @@ type Payload struct {
 	// anonymous_id, or a custom one such as chatbot:webchat).
 	Identities []c360.Identity `json:"identities"`
 	// Traits, optional, are set on the profile as an identify call's are.
-	Traits map[string]any `json:"traits"`
+	Traits Traits `json:"traits"`
 	// TraitsAt, optional, is when the bot learned the traits (RFC 3339). It
 	// dates the identify event and is part of its dedupe key, so traits
 	// that return to an earlier value are applied; without it, the same
@@ -114,28 +114,29 @@ func validID(s string) bool {
 	return true
 }
 
+// Traits are a payload's traits, decoded as a Segment identify call's are
+// (c360.DecodeObject): numbers keep their digits, where a float64 would
+// store a loyalty id of 12345678901234567 as 12345678901234568, and a
+// number no float64 holds is refused naming where it is
+// (traits.tiers[1].max).
+type Traits map[string]any
+
+// UnmarshalJSON implements json.Unmarshaler: an object or null.
+func (t *Traits) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*t = nil
+		return nil
+	}
+	m, err := c360.DecodeObject(b)
+	*t = m
+	return err
+}
+
 // ParsePayload decodes and validates a webhook body.
 func ParsePayload(body []byte) (*Payload, error) {
 	var p Payload
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))
-	}
-	if p.Traits != nil {
-		// Decoded again with their numbers' digits, as a Segment identify
-		// call's: the float64s above would store a loyalty id of
-		// 12345678901234567 as 12345678901234568. The body decoded, so
-		// this does too.
-		var exact struct {
-			Traits json.RawMessage `json:"traits"`
-		}
-		if err := json.Unmarshal(body, &exact); err != nil {
-			return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))
-		}
-		traits, err := c360.DecodeObject(exact.Traits)
-		if err != nil {
-			return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "traits", nil))
-		}
-		p.Traits = traits
 	}
 	if err := p.validate(); err != nil {
 		return nil, err

@@ -229,8 +229,23 @@ func TestTraitsKeepTheirDigits(t *testing.T) {
 		t.Errorf("traits with loyaltyId ...567 and ...568 share the dedupe key %q", ev.DedupeKey)
 	}
 	// Past what a float64 holds, refused as before.
-	if _, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":{"x":1e400}}`)); c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "traits: want a number") {
-		t.Errorf("traits with 1e400: %v, want BAD_USER_INPUT naming traits", err)
+	if _, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":{"x":1e400}}`)); c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != "traits.x: a number too large for a 64-bit float" {
+		t.Errorf("traits with 1e400: %v, want BAD_USER_INPUT naming traits.x", err)
+	}
+	if _, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":{"tiers":[1,{"max":-2e999}]}}`)); c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != "traits.tiers[1].max: a number too large for a 64-bit float" {
+		t.Errorf("traits with -2e999 deep in: %v, want BAD_USER_INPUT naming traits.tiers[1].max", err)
+	}
+	for body, want := range map[string]string{
+		`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":"x"}`: "traits: want an object, got string",
+		`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":[1]}`: "traits: want an object, got array",
+		`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"turns":{}}`:   "turns: want an array, got object",
+	} {
+		if _, err := ParsePayload([]byte(body)); c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != want {
+			t.Errorf("ParsePayload(%s) = %v, want BAD_USER_INPUT %q", body, err, want)
+		}
+	}
+	if p, err := ParsePayload([]byte(`{"sessionId":"s","identities":[{"type":"user_id","value":"u"}],"traits":null,"turns":[{"id":"1","role":"user","text":"hi"}]}`)); err != nil || p.Traits != nil {
+		t.Errorf("traits null: %+v, %v; want no traits", p, err)
 	}
 }
 

@@ -55,14 +55,23 @@ func (o *Object) UnmarshalJSON(b []byte) error {
 }
 
 // check returns why the object, the call's field named field, is refused;
-// nil when it is not.
+// nil when it is not. A type error names field, followed by the path to
+// the member refused when c360.DecodeObject named one (properties.a[1].n).
 func (o *Object) check(field string) error {
 	var te *json.UnmarshalTypeError
 	if o.err == nil || !errors.As(o.err, &te) {
 		return o.err
 	}
-	te.Field = field
-	return te
+	named := *te
+	switch {
+	case te.Field == "":
+		named.Field = field
+	case te.Field[0] == '[':
+		named.Field = field + te.Field
+	default:
+		named.Field = field + "." + te.Field
+	}
+	return &named
 }
 
 // Map returns the object as a map, decoding its bytes if it has them

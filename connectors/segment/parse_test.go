@@ -102,6 +102,29 @@ func TestCanonical(t *testing.T) {
 	}
 }
 
+// A number no 64-bit float holds, in traits, properties or context,
+// refuses the call naming where it is, never the number.
+func TestNumberTooLargeIsNamedByItsPath(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"type":"track","userId":"u","event":"E","properties":{"n":1e400}}`:                 "properties.n: a number too large for a 64-bit float",
+		`{"type":"identify","userId":"u","traits":{"plan":{"seats":[1,-1e400]}}}`:            "traits.plan.seats[1]: a number too large for a 64-bit float",
+		`{"type":"track","userId":"u","event":"E","context":{"screen":{"width":2e999}}}`:     "context.screen.width: a number too large for a 64-bit float",
+		`{"type":"track","userId":"u","event":"E","properties":{"n":1e400},"messageId":"m"}`: "properties.n: a number too large for a 64-bit float",
+	} {
+		m, err := ParseCall([]byte(body))
+		if c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != want {
+			t.Errorf("ParseCall(%s) = %v, want BAD_USER_INPUT %q", body, err, want)
+		}
+		if strings.Contains(body, `"messageId"`) && (m == nil || m.MessageID != "m") {
+			t.Errorf("ParseCall(%s) lost the messageId: %+v", body, m)
+		}
+		b, err := ParseBatch([]byte(`{"batch":[` + body + `]}`))
+		if err != nil || len(b.Items) != 1 || c360.ErrorMessage(b.Items[0].Err) != want {
+			t.Errorf("ParseBatch of %s = %+v, %v; want the item refused with %q", body, b, err, want)
+		}
+	}
+}
+
 func TestOccurredAt(t *testing.T) {
 	ts := "2025-03-01T10:59:50Z"
 	for _, tc := range []struct {
@@ -221,7 +244,7 @@ func TestParseBatch(t *testing.T) {
 	}
 	for bad, want := range map[string]string{
 		`{"context":[1],"batch":[]}`:          "context: want an object, got array",
-		`{"context":{"n":1e400},"batch":[]}`:  "context: want a number, got number",
+		`{"context":{"n":1e400},"batch":[]}`:  "context.n: a number too large for a 64-bit float",
 		`{"context":"ip=1.2.3.4","batch":[]}`: "context: want an object, got string",
 	} {
 		if _, err := ParseBatch([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(err.Error(), want) {

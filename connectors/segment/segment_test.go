@@ -959,7 +959,7 @@ func TestObjectsAreStoredAsSent(t *testing.T) {
 		{"type": "track", "userId": "o-1", "event": "Long", "messageId": "o-4", "properties": {"x": ` + long + `}}
 	]}`)
 	r := e.post(t, "/v1/batch", basic(e.writeKey), body)
-	want := map[int]string{2: "properties: want a number, got number", 3: "properties: want an object, got array"}
+	want := map[int]string{2: "properties.big: a number too large for a 64-bit float", 3: "properties: want an object, got array"}
 	if r.Status != http.StatusOK || len(r.Rejected) != len(want) {
 		t.Fatalf("got %+v, want 200 with calls 2 and 3 rejected", r)
 	}

@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
 // DescribeJSONError turns err, from decoding a JSON request body, into a
 // sentence safe and useful for the client, without echoing the body: for a
 // value of the wrong type, the field (whole, e.g. "the body", when it is the
-// document itself), what it wants and what it got; for a syntax error, its
-// byte offset. wants names what values of some types want, for types whose
+// document itself), what it wants and what it got, or, for a number no
+// float64 holds (1e400) where a float64 or any value goes, that it is too
+// large; for a syntax error, its byte offset. The field is the path the
+// decoder knows: a struct field's (properties), and the member's within it
+// when a decoder such as c360.DecodeObject names it (properties.a[1].n). wants names what values of some types want, for types whose
 // UnmarshalJSON accepts other JSON than their Go kind suggests; it may be nil.
 func DescribeJSONError(err error, whole string, wants map[reflect.Type]string) string {
 	var te *json.UnmarshalTypeError
@@ -22,6 +26,9 @@ func DescribeJSONError(err error, whole string, wants map[reflect.Type]string) s
 		field := te.Field
 		if field == "" {
 			field = whole
+		}
+		if tooLarge(te) {
+			return field + ": a number too large for a 64-bit float"
 		}
 		want, ok := wants[te.Type]
 		if !ok {
@@ -39,6 +46,19 @@ func DescribeJSONError(err error, whole string, wants map[reflect.Type]string) s
 		return "invalid JSON: unexpected end of input"
 	}
 	return "invalid JSON"
+}
+
+// tooLarge reports a type error for a number that is valid JSON but out of
+// a float64's range (1e400, -2e999), met where a float64 goes: a float64
+// field, or any value (encoding/json and c360.DecodeObject report Type
+// float64 for those). Out of an integer's range it is the integer's error.
+func tooLarge(te *json.UnmarshalTypeError) bool {
+	lit, ok := strings.CutPrefix(te.Value, "number ")
+	if !ok || te.Type == nil || te.Type.Kind() != reflect.Float64 {
+		return false
+	}
+	_, err := strconv.ParseFloat(lit, 64)
+	return errors.Is(err, strconv.ErrRange)
 }
 
 // jsonKind names the JSON value a Go type expects.

@@ -24,6 +24,7 @@ func TestDescribeJSONError(t *testing.T) {
 		Meta  map[string]string `json:"meta"`
 		On    bool              `json:"on"`
 		Flex  flexible          `json:"flex"`
+		Any   map[string]any    `json:"any"`
 	}
 	unmarshal := func(body string) error { return json.Unmarshal([]byte(body), &doc{}) }
 	decode := func(body string) error { return json.NewDecoder(strings.NewReader(body)).Decode(&doc{}) }
@@ -42,6 +43,14 @@ func TestDescribeJSONError(t *testing.T) {
 		{"type error without a field", unmarshal(`["name"]`), nil, "the body: want an object, got array"},
 		{"number literal not echoed", unmarshal(`{"count": 123456789012345678901234567890}`), nil, "count: want an integer, got number"},
 		{"fraction for an integer", unmarshal(`{"count": 1.5}`), nil, "count: want an integer, got number"},
+		{"too large for an integer", unmarshal(`{"count": 1e400}`), nil, "count: want an integer, got number"},
+		{"too large for a float", unmarshal(`{"score": 1e400}`), nil, "score: a number too large for a 64-bit float"},
+		{"too large negative", unmarshal(`{"score": -1e400}`), nil, "score: a number too large for a 64-bit float"},
+		{"too large in an object", unmarshal(`{"any": {"n": [1, 2e999]}}`), nil, "any: a number too large for a 64-bit float"},
+		{"too large, with its path", &json.UnmarshalTypeError{Value: "number 1e400", Type: reflect.TypeFor[float64](), Field: "properties.a[1].n"},
+			nil, "properties.a[1].n: a number too large for a 64-bit float"},
+		{"too large, the document itself", &json.UnmarshalTypeError{Value: "number 1e400", Type: reflect.TypeFor[float64]()},
+			nil, "the body: a number too large for a 64-bit float"},
 		{"type named by wants", unmarshal(`{"flex": true}`), wants, "flex: want a string or a number, got bool"},
 		{"type not in wants", unmarshal(`{"name": true}`), wants, "name: want a string, got bool"},
 		{"wrapped type error", fmt.Errorf("parse: %w", unmarshal(`{"name": 7}`)), nil, "name: want a string, got number"},

@@ -283,3 +283,17 @@ func TestParsePayloadReadsEachItemOnItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// A number no 64-bit float holds in a field read as a number (a location's
+// latitude) makes the item unreadable, saying where, never the number.
+func TestNumberTooLargeInAnItemIsNamed(t *testing.T) {
+	evs, _, err := ParsePayload([]byte(`{"entry":[{"changes":[{"value":{"messages":[
+		{"from":"16505551237","id":"wamid.LOC","timestamp":"1700000000","type":"location","location":{"latitude":1e400,"longitude":2}}]}}]}]}`), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "the message could not be read: location.latitude: a number too large for a 64-bit float"
+	if len(evs) != 1 || evs[0].Unreadable != want {
+		t.Fatalf("events = %+v, want one unreadable: %q", evs, want)
+	}
+}
