@@ -316,8 +316,12 @@ func formerRows(ctx context.Context, tx pgx.Tx, ws int64, ids []int64) ([]former
 
 // eraseFromOthersChanges takes the person out of the changes of customers
 // other than ids (hers): her identities out of their identitiesAdded and
-// a split's identity, the traits whose value is one of her identifiers
-// (an email or phone trait, normalized as ingest would), the traits and
+// a split's identity, the traits whose name says they hold an email
+// address or a phone number (pii.KeyKind: email, work_email, mobile...)
+// and whose value, normalized as ingest would an identifier of that type,
+// is her email address or phone number (a trait of another name, or one
+// equal to her user_id or another identifier of hers, is his: a zip
+// "10001" stays when her user_id is "10001"), the traits and
 // the operator's reason of the change of a merge of one of ids into them
 // (the traits it took were hers), and the reason of the change of a split
 // into one of ids (it is about her). The rest of each change stays; a key
@@ -422,21 +426,26 @@ func (db *DB) scrubChange(diff map[string]any, ids []string, erased map[identity
 		changed = true
 	}
 	if traits, ok := diff["traits"].(map[string]any); ok {
-		types := map[string]bool{}
-		for id := range erased {
-			types[id.Type] = true
-		}
 		for k, v := range traits {
 			s, ok := v.(string)
 			if !ok {
 				continue
 			}
-			for t := range types {
-				if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && erased[n] {
-					delete(traits, k)
-					changed = true
-					break
-				}
+			// Only a trait whose name says it holds an email address or a
+			// phone number, read as an identifier of that type: another
+			// customer's zip "10001" is not her user_id "10001".
+			var t string
+			switch pii.KeyKind(k) {
+			case pii.KindEmail:
+				t = identity.TypeEmail
+			case pii.KindPhone:
+				t = identity.TypePhone
+			default:
+				continue
+			}
+			if n, err := db.Normalizer.Normalize(identity.Identity{Type: t, Value: s}); err == nil && erased[n] {
+				delete(traits, k)
+				changed = true
 			}
 		}
 		if len(traits) == 0 {

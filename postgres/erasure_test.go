@@ -1065,3 +1065,33 @@ func TestEraseCustomerAfterAWrongMergeKeepsACustomerWithAnIdentifierLeftBehind(t
 		t.Errorf("Q's merged change: %s", merged)
 	}
 }
+
+// Someone else's trait that happens to equal one of her identifiers other
+// than an email address or a phone number is his, and stays in his feed:
+// Zed's zip "10001" is not Ann's user_id "10001", nor his plan "anon-7"
+// her anonymous_id. A trait named as an email address or a phone number
+// that is hers, however it is written, goes, and nothing else of his.
+func TestEraseCustomerKeepsOthersTraitsEqualToHerOtherIdentifiers(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("user_id", "10001", "anonymous_id", "anon-7", "email", "ann@x.io", "phone", "+14155550101")}).CustomerID
+	zed := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
+		Identities: ids("user_id", "u-zed"),
+		Traits: map[string]any{"name": "Zed", "zip": "10001", "plan": "anon-7", "user_id": "10001",
+			"backup_email": "Ann@X.io", "mobile": "(415) 555-0101", "email": "zed@x.io", "phone": "+1 415 555 0199"}}).CustomerID
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+		t.Fatal(err)
+	}
+	var created map[string]any
+	if err := db.Pool.QueryRow(ctx, `SELECT diff->'traits' FROM customer_changes WHERE workspace_id = $1 AND customer_id = $2 AND kind = 'created'`,
+		ws, zed).Scan(&created); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"name": "Zed", "zip": "10001", "plan": "anon-7", "user_id": "10001",
+		"email": "zed@x.io", "phone": "+1 415 555 0199"}
+	if !reflect.DeepEqual(created, want) {
+		t.Errorf("Zed's created change's traits = %v, want %v", created, want)
+	}
+}
