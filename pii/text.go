@@ -37,12 +37,14 @@ func Text(s string, masking bool) (string, []string) {
 }
 
 // Formatted reports the kinds of personal data s holds written as such: an
-// email address, or a phone number written as one, with a + (8 digits or
-// more), or of 10 digits or more in three groups or more or with an area
-// code in parentheses (415 555 0100, (415) 555-0100). A run of digits
-// alone, however long, is not one, wherever it stands: it reads as a
-// ticket's or a request's number (ticket 1234567890, DSAR 2024061501), as
-// in a text that names a request, which Text would take for a phone number.
+// email address, or a phone number written in a way no request's number
+// is: with a + (8 digits or more: +1 415 555 0100), or with an area code
+// in parentheses before a national number ((415) 555-0100,
+// parenthesizedAreaCode). Digits alone or in groups, however many, are
+// not one, wherever they stand: they read as a ticket's or a request's
+// number (ticket 1234567890, DSAR 2024-000123-45, Zendesk 4815 1623 42,
+// case (2024) 5550100123), as in a text that names a request, where Text
+// would take them for a phone number.
 func Formatted(s string) []string {
 	_, found := text(s, false, bareNever)
 	return found
@@ -514,7 +516,9 @@ func runChar(s string) int {
 // groups glued to a word on either side dropped. Each step removes a
 // whole group, so the work is linear in the run. A run of 10 digits or
 // more not written as a phone number is one unless it is whole (a value's
-// whole text, bareInWords) or such runs never are (onlyWritten, bareNever).
+// whole text, bareInWords) or such runs never are (onlyWritten, bareNever);
+// with onlyWritten, only a + or an area code in parentheses
+// (parenthesizedAreaCode) writes a number as a phone's, not its groups.
 func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, int, bool) {
 	for start < end {
 		if n := dateLen(s[start:end]); n > 0 {
@@ -565,6 +569,15 @@ func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, in
 		}
 		return 0, 0, false
 	}
+	// In a text that names a request, groups are no sign of a phone
+	// number (DSAR 2024-000123-45, ticket 1234 5678 90): only a + (above)
+	// or an area code in parentheses before a national number is.
+	if onlyWritten {
+		if parenthesizedAreaCode(m) {
+			return start, end, true
+		}
+		return 0, 0, false
+	}
 	// Not a phone number: a decimal (-122.4194155, 1234567890.00) or an
 	// IPv4 address (192.168.100.200).
 	if !paren && others == 0 && (groups == 2 && dots == 1 || ipv4(m)) {
@@ -575,10 +588,54 @@ func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, in
 	// (1234567890.00) or a range (1000000 - 2000000) has two.
 	written := groups >= 3 || paren
 	isWhole := start == whole[0] && end == whole[1]
-	if digits >= 10 && (written || !onlyWritten && !isWhole) {
+	if digits >= 10 && (written || !isWhole) {
 		return start, end, true
 	}
 	return 0, 0, false
+}
+
+// parenthesizedAreaCode reports whether the run m is a phone number
+// written with its area code in parentheses: a country code of 1 to 3
+// digits or none, then the area code, of 2 or 3 digits or of up to 5
+// starting with the trunk 0 ((415), (11), (020), (0161)), then the
+// subscriber number, in 1 to 3 groups of 2 digits or more, of 6 to 9
+// digits, the area code and it 10 to 12 digits in all: (415) 555-0100,
+// 1 (415) 555 0100, (020) 7946 0958, (11) 98765-4321. A year in
+// parentheses ((2024) 5550100123) or a number after a closing one is not.
+func parenthesizedAreaCode(m string) bool {
+	groups := func(s string) []int {
+		var out []int
+		for i := 0; i < len(s); i++ {
+			if !isDigit(s[i]) {
+				continue
+			}
+			if i == 0 || !isDigit(s[i-1]) {
+				out = append(out, 0)
+			}
+			out[len(out)-1]++
+		}
+		return out
+	}
+	open, closing := strings.IndexByte(m, '('), strings.IndexByte(m, ')')
+	if open < 0 || closing < open || strings.ContainsAny(m[closing+1:], "()") {
+		return false
+	}
+	if lead := groups(m[:open]); len(lead) > 1 || len(lead) == 1 && lead[0] > 3 {
+		return false
+	}
+	area := m[open+1 : closing]
+	if len(area) < 2 || countDigits(area) != len(area) || len(area) > 3 && (area[0] != '0' || len(area) > 5) {
+		return false
+	}
+	rest := groups(m[closing+1:])
+	n := 0
+	for _, g := range rest {
+		if g < 2 {
+			return false
+		}
+		n += g
+	}
+	return len(rest) >= 1 && len(rest) <= 3 && n >= 6 && n <= 9 && len(area)+n >= 10 && len(area)+n <= 12
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }

@@ -12,9 +12,10 @@ import (
 // why it went: it must say something, within c360.MaxErasureReasonLen
 // bytes, and hold no email address or phone number written as one
 // (pii.Formatted), or the erasure would leave the person's identifier
-// behind in its own record. A run of digits alone is a request's number
-// (ticket 1234567890, DSAR 2024061501), which pii.Text would take for a
-// phone number; the erasure itself refuses a reason that holds one of the
+// behind in its own record. Digits alone or in groups are a request's
+// number (ticket 1234567890, DSAR 2024-000123-45, Zendesk 4815 1623 42),
+// which pii.Text would take for a phone number: only a + or an area code
+// in parentheses writes one; the erasure itself refuses a reason that holds one of the
 // person's identifiers or personal traits, her number written bare
 // included (postgres.reasonNames).
 func checkErasureReason(reason string) error {

@@ -103,9 +103,11 @@ func TestEraseCustomerThroughGraphQL(t *testing.T) {
 		{"long reason", e.key, vars(bob, strings.Repeat("x", c360.MaxErasureReasonLen+1)), c360.EINVALID},
 		{"reason with an email", e.key, vars(bob, "asked by ann@example.com"), c360.EINVALID},
 		{"reason with a phone", e.key, vars(bob, "called from +1 415 555 0101"), c360.EINVALID},
+		{"reason with a phone's area code in parentheses", e.key, vars(bob, "called from (212) 555-0100"), c360.EINVALID},
 		// Hers, written as no phone number or address is: the erasure
 		// finds them among what it loads.
 		{"reason with her number written bare", e.key, vars(bob, "she called from 4155550101"), c360.EINVALID},
+		{"reason with her number in groups", e.key, vars(bob, "she called from 415 555 0101"), c360.EINVALID},
 		{"reason with her name", e.key, vars(bob, "request of ann lee"), c360.EINVALID},
 		{"reason with her user_id", e.key, vars(bob, "account U-ANN"), c360.EINVALID},
 		{"reason with a NUL", e.key, vars(bob, "ticket\u0000 42"), c360.EINVALID},
@@ -124,9 +126,10 @@ func TestEraseCustomerThroughGraphQL(t *testing.T) {
 	}
 
 	// Erased through Bob's id: Ann's customer, with Bob's row. A request's
-	// number of ten digits or more is no phone number.
+	// number of ten digits or more, alone or in groups, is no phone number.
+	const reason = "ticket 1234567890, DSAR 2024061501, DSAR 2024-000123-45, ticket 1234 5678 90, Zendesk 4815 1623 42, case (2024) 5550100123"
 	var out erasureAnswer
-	gql(t, e.srv, e.key, eraseMutation, vars(bob, "ticket 1234567890, DSAR 2024061501")).ok(t, &out)
+	gql(t, e.srv, e.key, eraseMutation, vars(bob, reason)).ok(t, &out)
 	got := out.EraseCustomer
 	if got.CustomerID != fmt.Sprint(ann) || fmt.Sprint(got.MergedCustomerIDs) != fmt.Sprintf("[%d]", bob) || got.MergedCustomers != 1 || got.FormerCustomerIDs == nil || len(got.FormerCustomerIDs) != 0 ||
 		got.Identities != 3 || got.EventsScrubbed != 3 || got.Messages != 1 || got.Conversations != 1 || got.Consents != 0 ||
@@ -233,7 +236,7 @@ func TestEraseCustomerThroughGraphQL(t *testing.T) {
 		t.Fatalf("customer.erase entries: %d, want 1", len(log.AuditLog.Edges))
 	}
 	entry := log.AuditLog.Edges[0].Node
-	if entry.CustomerID != fmt.Sprint(ann) || entry.Detail["reason"] != "ticket 1234567890, DSAR 2024061501" || fmt.Sprint(entry.Detail["erasedId"]) != fmt.Sprint(bob) {
+	if entry.CustomerID != fmt.Sprint(ann) || entry.Detail["reason"] != reason || fmt.Sprint(entry.Detail["erasedId"]) != fmt.Sprint(bob) {
 		t.Errorf("audit entry = %+v", entry)
 	}
 	var rows []string
