@@ -79,7 +79,11 @@ type NotSentError struct {
 // the workspace's provider setup rather than of the message: its
 // credentials, its account, its sender or Messaging Service. The message
 // itself is not at fault: once an admin corrects the setup, the same
-// message is taken.
+// message is taken. A code Twilio also answers when the sender cannot
+// reach this recipient (21606 and 21659: a short code to another country,
+// a number not capable of messaging there; 21703: no sender of the
+// Messaging Service for this destination) is not one: the same message
+// would be refused again, so it is the message's refusal.
 var setupRefusals = map[string]bool{
 	"20003": true, // the account's credentials (401)
 	"20404": true, // the account (or the resource the request names) is not found (404)
@@ -87,10 +91,7 @@ var setupRefusals = map[string]bool{
 	"21224": true, // an auth token with characters no token holds (twilio-go refuses it before any request)
 	"21212": true, // the From number is not a valid phone number, short code or sender ID
 	"21603": true, // no From number or Messaging Service
-	"21606": true, // the From number cannot send to this destination, or is not the account's
-	"21659": true, // the From number is not a Twilio number of the account
 	"21701": true, // the Messaging Service does not exist
-	"21703": true, // the Messaging Service has no sender available for the message
 	"21704": true, // the Messaging Service holds no sender
 	"63007": true, // no WhatsApp channel for the From address
 }

@@ -2291,12 +2291,14 @@ extend type Customer {
   24 hours (FORBIDDEN: the session window, which is that number's, is
   closed), or when the workspace has no Twilio credentials or
   sender (BAD_USER_INPUT). Twilio's refusals of the message are
-  BAD_USER_INPUT with Twilio's message and error code, except FORBIDDEN for
-  error 21610 (an unsubscribed recipient) and RATE_LIMITED for 429, 20429
-  and 21611. Twilio's refusals of the workspace's Twilio setup (its
-  credentials, account, sender or Messaging Service: 401, 403, 404, 21212,
-  21606, 21701, …) are UNAVAILABLE, saying the setup is at fault and the
-  message was not sent; an unreachable Twilio is UNAVAILABLE too.
+  BAD_USER_INPUT with Twilio's message and error code (21606, 21659 and
+  21703 included: the sender cannot reach this recipient, or is not the
+  account's), except FORBIDDEN for error 21610 (an unsubscribed recipient)
+  and RATE_LIMITED for 429, 20429 and 21611. Twilio's refusals of the
+  workspace's Twilio setup (its credentials, account, sender or Messaging
+  Service: 401, 403, 404, 21212, 21603, 21701, …) are UNAVAILABLE, saying
+  the setup is at fault and the message was not sent; an unreachable
+  Twilio is UNAVAILABLE too.
 
   The message is recorded before Twilio is called, status ` + "`" + `pending` + "`" + `: a
   refusal leaves it ` + "`" + `failed` + "`" + ` with Twilio's error code, and a send whose

@@ -198,12 +198,23 @@ var setupFaults = map[int]string{
 	21224: "its auth token, which holds characters no auth token holds",
 	21212: "its sender, which is not a valid phone number, short code or sender ID",
 	21603: "its sender: no From number or Messaging Service",
-	21606: "its sender, which is not one of the account's numbers or cannot send to this destination",
-	21659: "its sender, which is not one of the account's Twilio numbers",
 	21701: "its Messaging Service, which does not exist",
-	21703: "its Messaging Service, which has no sender available for this message",
 	21704: "its Messaging Service, which holds no sender",
 	63007: "its WhatsApp sender, which has no WhatsApp channel",
+}
+
+// destinationFaults says, for Twilio's error codes that refuse the sender
+// for this recipient or for the account alike (Twilio's descriptions of
+// 21606, "not a valid message-capable Twilio phone number for this
+// destination/account", and 21659, "not a Twilio phone number or Short
+// Code country mismatch", and 21703's message, "no phone number available
+// to send a message to this phone number"), what the caller may do: the
+// same message to this recipient would be refused again, so they refuse
+// the message (not c360.SetupRefusal), with Twilio's text and this.
+var destinationFaults = map[int]string{
+	21606: "the workspace's sender cannot send to this recipient (a short code to another country, a number not capable of messaging there), or is not one of the account's message-capable numbers",
+	21659: "the workspace's sender cannot send to this recipient (a short code of another country), or is not one of the account's Twilio numbers",
+	21703: "no sender of the workspace's Messaging Service can send to this recipient (its country), or the service has none available",
 }
 
 // interpret turns a Twilio API error into a domain error whose message the
@@ -287,7 +298,14 @@ func (s *Sender) interpret(ws *c360.Workspace, err error) error {
 		return out
 	case refusal:
 		// The message itself is refused (a number that is not a phone,
-		// a body Twilio will not take): sending it again changes nothing.
+		// a body Twilio will not take, a recipient the sender cannot
+		// reach): sending it again changes nothing.
+		if fault, ok := destinationFaults[code]; ok {
+			out := refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d): %s; if Twilio refuses every recipient, an admin must correct the workspace's Twilio settings (c360 workspace update), then send it with a new messageId",
+				message, code, fault))
+			out.Permanent = true
+			return out
+		}
 		out := refused(c360.Errorf(c360.EINVALID, "Twilio refused the message: %s (Twilio error %d)", message, code))
 		out.Permanent = true
 		return out

@@ -833,9 +833,9 @@ func TestSendMessageIDAfterARefusal(t *testing.T) {
 
 // Twilio answers 400 to refusals that last only a moment too: a full
 // sender queue (21611) or too many requests (20429) is RATE_LIMITED, and a
-// sender Twilio does not know (21606, 21659, 63007) is UNAVAILABLE naming
-// the workspace's setup; none uses up its messageId, so a retry with it,
-// once the queue drained or the sender was fixed, sends the message.
+// WhatsApp sender Twilio does not know (63007) is UNAVAILABLE naming the
+// workspace's setup; none uses up its messageId, so a retry with it, once
+// the queue drained or the sender was fixed, sends the message.
 func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 	e := newEnv(t)
 	for i, tc := range []struct {
@@ -843,8 +843,6 @@ func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 	}{
 		{"21611", c360.ERATELIMITED, "This 'From' number has exceeded the maximum number of queued messages"},
 		{"20429", c360.ERATELIMITED, "rate limiting"},
-		{"21606", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its sender"},
-		{"21659", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its sender"},
 		{"63007", c360.EUNAVAILABLE, "the workspace's Twilio setup, not the message: its WhatsApp sender"},
 	} {
 		t.Run(tc.twilioCode, func(t *testing.T) {
@@ -872,6 +870,55 @@ func TestSendMessageIDAfterAQueueFullRefusal(t *testing.T) {
 	}
 }
 
+// Twilio refuses the sender for this recipient with the codes it also
+// answers for a sender that is not the account's (21606: "not a valid
+// message-capable Twilio phone number for this destination/account", a
+// short code to another country; 21659; 21703, no sender of the Messaging
+// Service for this destination): the same message to this recipient would
+// be refused again, so it is BAD_USER_INPUT with Twilio's text and what it
+// may mean, not UNAVAILABLE blaming the setup, and its messageId is spent:
+// a repeat answers the refusal again, naming the message, without asking
+// Twilio. Before, each was UNAVAILABLE, "an admin must correct the
+// workspace's Twilio settings", and every repeat asked Twilio again.
+func TestSendRefusedForThisRecipientSpendsItsMessageID(t *testing.T) {
+	e := newEnv(t)
+	for i, tc := range []struct {
+		twilioCode, message, fault string
+	}{
+		{"21606", "The 'From' phone number provided is not a valid message-capable Twilio phone number for this destination/account",
+			"the workspace's sender cannot send to this recipient"},
+		{"21659", "'From' is not a Twilio phone number or Short Code country mismatch",
+			"the workspace's sender cannot send to this recipient"},
+		{"21703", "The Messaging Service does not have a phone number available to send a message to this phone number.",
+			"no sender of the workspace's Messaging Service can send to this recipient"},
+	} {
+		t.Run(tc.twilioCode, func(t *testing.T) {
+			phone := fmt.Sprintf("+4420794609%02d", i)
+			id := e.identify(t, "id-"+phone, c360.Identity{Type: "phone", Value: phone})
+			key := "dest-" + tc.twilioCode
+			before := len(e.twilio.requests())
+			e.twilio.fail(400, fmt.Sprintf(`{"code": %s, "message": %q, "status": 400}`, tc.twilioCode, tc.message))
+			m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key)
+			if m != nil || r.code() != c360.EINVALID || !strings.Contains(r.message(), "Twilio refused the message: "+tc.message+" (Twilio error "+tc.twilioCode+"): "+tc.fault) ||
+				strings.Contains(r.message(), "not the message") {
+				t.Fatalf("first: %+v, %s; want BAD_USER_INPUT with Twilio's text and %q", m, r.raw, tc.fault)
+			}
+			e.twilio.fail(0, "")
+			ms := e.messages(t, id, "sms")
+			if len(ms) != 1 || ms[0].Status != "failed" || ms[0].ErrorCode != tc.twilioCode {
+				t.Fatalf("messages = %+v, want the refused one, failed (%s)", ms, tc.twilioCode)
+			}
+			if m, r := e.sendWithKey(t, id, "sms", "Your code is 1234", key); m != nil || r.code() != c360.EINVALID ||
+				!strings.Contains(r.message(), "Twilio error "+tc.twilioCode) || !strings.Contains(r.message(), "message "+fmt.Sprint(ms[0].ID)) {
+				t.Errorf("repeat = %+v, %s; want the refusal again, naming message %d", m, r.raw, ms[0].ID)
+			}
+			if n := len(e.twilio.requests()) - before; n != 1 {
+				t.Errorf("Twilio requests = %d, want 1: the repeat does not ask Twilio", n)
+			}
+		})
+	}
+}
+
 // A refusal of the workspace's Twilio setup (its credentials, its account,
 // its sender or Messaging Service) is not the message's fault: it is
 // UNAVAILABLE, saying that the setup is at fault, and does not use up the
@@ -893,7 +940,6 @@ func TestSendRefusedForTheWorkspaceSetupKeepsItsMessageID(t *testing.T) {
 		{400, "21212", "The 'From' number +1415555019 is not a valid phone number, shortcode, or alphanumeric sender ID.", "its sender"},
 		{400, "21603", "A 'From' or 'MessagingServiceSid' phone number is required.", "its sender"},
 		{400, "21701", "The Messaging Service Sid MG00000000000000000000000000000001 is invalid.", "its Messaging Service"},
-		{400, "21703", "The Messaging Service does not have a phone number available to send a message to this phone number.", "its Messaging Service"},
 		{400, "21704", "The Messaging Service contains no phone numbers", "its Messaging Service"},
 	} {
 		t.Run(tc.twilioCode, func(t *testing.T) {
