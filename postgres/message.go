@@ -503,14 +503,22 @@ const twilioSource = "twilio"
 // received through Twilio counts (to is ""). A workspace with neither
 // cannot send on WhatsApp (sendMessage refuses it as having no sender):
 // source is "", and every inbound WhatsApp message counts.
-func sessionSender(w *c360.Workspace) (source, to string) {
+//
+// The number is compared in E.164, as Twilio writes an inbound message's
+// To and connectors/twilio stores it (splitAddress: read as WhatsApp
+// writes numbers), whatever the workspace was given: UpdateWorkspace keeps
+// it so (twilioSender), and one kept as typed before ("+1 415 555 0100",
+// "whatsapp:+14155550100") is normalized here the same way.
+func sessionSender(n identity.Normalizer, w *c360.Workspace) (source, to string) {
 	from := strings.TrimSpace(w.TwilioWhatsAppFrom)
-	if len(from) >= len("whatsapp:") && strings.EqualFold(from[:len("whatsapp:")], "whatsapp:") {
-		from = strings.TrimSpace(from[len("whatsapp:"):])
+	if len(from) >= len(whatsAppPrefix) && strings.EqualFold(from[:len(whatsAppPrefix)], whatsAppPrefix) {
+		from = strings.TrimSpace(from[len(whatsAppPrefix):])
 	}
 	switch {
 	case from != "":
-		// As connectors/twilio stores an inbound message's "to" (splitAddress).
+		if id, err := n.Normalize(identity.Identity{Type: identity.TypePhone, Value: whatsAppPrefix + from}); err == nil {
+			return twilioSource, id.Value
+		}
 		return twilioSource, identity.WhatsAppNumber(from)
 	case w.TwilioMessagingServiceSID != "":
 		return twilioSource, ""
@@ -548,7 +556,7 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 	}
 	var senderSource, senderTo string
 	if channel == c360.ChannelWhatsApp {
-		senderSource, senderTo = sessionSender(o.Workspace)
+		senderSource, senderTo = sessionSender(db.Normalizer, o.Workspace)
 	}
 	var (
 		phones, inboundPhones     []string

@@ -9,6 +9,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 // TraitsIfAbsent fill a trait only when the customer has no usable value.
@@ -437,6 +438,88 @@ func TestFindOutreachWhatsAppWindowIsTheSendersOwn(t *testing.T) {
 	// SMS is not filtered.
 	if o, _ := db.FindOutreach(ctx, ws, id, "sms"); o.LastInboundAt != nil {
 		t.Errorf("sms outreach = %+v, want no inbound", o)
+	}
+}
+
+// The workspace's WhatsApp sender is compared with an inbound message's
+// To (E.164, as Twilio writes it) in E.164 however it was typed:
+// UpdateWorkspace keeps a sender number so ("+1 415 555 0198",
+// "whatsapp: +1 (415) 555-0198" are +14155550198; an SMS sender too, a
+// short code and an alphanumeric sender ID as given), a sender kept as
+// typed before is normalized when compared, and a sender that is no number
+// is refused, naming the setting, and changes nothing. Before, "+1 415 555
+// 0198" was kept with its spaces, no inbound message matched it, and every
+// WhatsApp send was refused as outside the 24-hour window.
+func TestWhatsAppSenderIsComparedInE164(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, slug, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	const sender, phone = "+14155550198", "+14155550181"
+	now := db.Now()
+	id := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: "SMin", Identities: ids("phone", phone),
+		Properties: map[string]any{"to": sender}, OccurredAt: now.Add(-time.Hour), ReceivedAt: now,
+		Message: &c360.MessageInput{Channel: "whatsapp", Direction: "inbound", Body: "hi", ProviderID: "SMin", Status: "received"}}).CustomerID
+	open := func(step string, db *postgres.DB) {
+		t.Helper()
+		o, err := db.FindOutreach(ctx, ws, id, "whatsapp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Phone != phone || o.LastInboundAt == nil || o.CheckSendable(now) != nil {
+			t.Errorf("%s: phone %q, last inbound %v, CheckSendable %v; want %s, the window open", step, o.Phone, o.LastInboundAt, o.CheckSendable(now), phone)
+		}
+	}
+	for _, typed := range []string{"+1 415 555 0198", "whatsapp: +1 (415) 555-0198", "WhatsApp:+14155550198", "(415) 555-0198"} {
+		w, err := db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{TwilioAccountSID: ptr("AC00000000000000000000000000000001"),
+			TwilioAuthToken: ptr("token"), TwilioWhatsAppFrom: ptr(typed)})
+		if err != nil {
+			t.Fatalf("%q: %v", typed, err)
+		}
+		if w.TwilioWhatsAppFrom != sender {
+			t.Errorf("%q is kept as %q, want %s", typed, w.TwilioWhatsAppFrom, sender)
+		}
+		open(typed, db)
+	}
+	// A sender kept as typed before, read by a server without it cached.
+	if _, err := db.Pool.Exec(ctx, `UPDATE workspaces SET twilio_whatsapp_from = 'whatsapp:+1 415 555 0198' WHERE id = $1`, ws); err != nil {
+		t.Fatal(err)
+	}
+	open("kept as typed before", pgtest.Open(t))
+
+	for _, tc := range []struct{ typed, want string }{
+		{"+1 415 555 0199", "+14155550199"},
+		{" 89045 ", "89045"},
+		{"Acme Co", "Acme Co"},
+		{"", ""},
+	} {
+		if w, err := db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{TwilioSMSFrom: ptr(tc.typed)}); err != nil || w.TwilioSMSFrom != tc.want {
+			t.Errorf("SMS sender %q: %v, %v; want it kept as %q", tc.typed, w, err, tc.want)
+		}
+	}
+	before, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		upd          c360.WorkspaceUpdate
+		setting, why string
+	}{
+		{c360.WorkspaceUpdate{TwilioWhatsAppFrom: ptr("+1 234")}, "--twilio-whatsapp-from", "too short"},
+		{c360.WorkspaceUpdate{TwilioWhatsAppFrom: ptr("Acme")}, "--twilio-whatsapp-from", "contains letters"},
+		{c360.WorkspaceUpdate{TwilioWhatsAppFrom: ptr("000")}, "--twilio-whatsapp-from", "a placeholder"},
+		{c360.WorkspaceUpdate{TwilioSMSFrom: ptr("+1 234"), TwilioAuthToken: ptr("other")}, "--twilio-sms-from", "too short"},
+		{c360.WorkspaceUpdate{TwilioSMSFrom: ptr("+1 415 555 01OO")}, "--twilio-sms-from", "contains letters"},
+		{c360.WorkspaceUpdate{TwilioSMSFrom: ptr("Acme Company Ltd")}, "--twilio-sms-from", "an alphanumeric sender ID holds at most 11 characters"},
+		{c360.WorkspaceUpdate{TwilioSMSFrom: ptr("000")}, "--twilio-sms-from", "a placeholder"},
+	} {
+		w, err := db.UpdateWorkspace(ctx, slug, tc.upd)
+		if msg := c360.ErrorMessage(err); w != nil || c360.ErrorCode(err) != c360.EINVALID || !strings.HasPrefix(msg, tc.setting+" ") || !strings.Contains(msg, tc.why) {
+			t.Errorf("%+v: %v, %v; want BAD_USER_INPUT naming %s, %s", tc.upd, w, err, tc.setting, tc.why)
+		}
+	}
+	if after, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug); err != nil || after.TwilioSMSFrom != before.TwilioSMSFrom ||
+		after.TwilioWhatsAppFrom != before.TwilioWhatsAppFrom || after.TwilioAuthToken != before.TwilioAuthToken {
+		t.Errorf("after the refusals: %+v, %v; want nothing changed", after, err)
 	}
 }
 

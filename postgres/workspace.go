@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 )
 
 var _ c360.WorkspaceService = (*DB)(nil)
@@ -46,9 +49,19 @@ func (db *DB) CreateWorkspace(ctx context.Context, slug, name string) (*c360.Wor
 	return creds, nil
 }
 
-// UpdateWorkspace changes the provider settings given in upd.
+// UpdateWorkspace changes the provider settings given in upd. The Twilio
+// senders are kept as Twilio and its webhooks write them (twilioSender):
+// a sender number that is not one is refused with EINVALID, and nothing
+// changes.
 func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.WorkspaceUpdate) (*c360.Workspace, error) {
-	_, err := db.app.Exec(ctx, `
+	var err error
+	if upd.TwilioSMSFrom, err = db.twilioSender(upd.TwilioSMSFrom, false); err != nil {
+		return nil, err
+	}
+	if upd.TwilioWhatsAppFrom, err = db.twilioSender(upd.TwilioWhatsAppFrom, true); err != nil {
+		return nil, err
+	}
+	_, err = db.app.Exec(ctx, `
 		UPDATE workspaces SET
 			twilio_account_sid           = coalesce($2, twilio_account_sid),
 			twilio_auth_token            = coalesce($3, twilio_auth_token),
@@ -65,6 +78,72 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 	}
 	db.workspaces.Delete(slug)
 	return db.FindWorkspaceBySlug(ctx, slug)
+}
+
+// whatsAppPrefix is the prefix of Twilio's WhatsApp addresses
+// ("whatsapp:+14155550100").
+const whatsAppPrefix = "whatsapp:"
+
+// alphaSenderID is an alphanumeric sender ID as Twilio takes one: up to 11
+// letters, digits, spaces, '-', '+', '_' and '&', one letter at least
+// (twilioSender checks the length, and takes one that starts with + for a
+// number).
+var alphaSenderID = regexp.MustCompile(`^[A-Za-z0-9 +_&-]*[A-Za-z][A-Za-z0-9 +_&-]*$`)
+
+// shortCode is an SMS short code: 4 to 6 digits, the first not 0.
+var shortCode = regexp.MustCompile(`^[1-9][0-9]{3,5}$`)
+
+// twilioSender returns a Twilio sender given to UpdateWorkspace as the
+// workspace keeps it: nil and "" as given (left alone, cleared); a phone
+// number in E.164, normalized as an identity's (with the default region;
+// a WhatsApp sender with or without its "whatsapp:" prefix, read as
+// WhatsApp writes numbers), since Twilio writes an inbound message's To so
+// and sessionSender compares it with the sender; for SMS, a short code or
+// an alphanumeric sender ID as given. Anything else is refused with
+// EINVALID naming the setting and why: "+1 234", "415-555-01OO". (A
+// number behind a prefix identities take, tel: or whatsapp:, is its
+// number.)
+func (db *DB) twilioSender(v *string, whatsApp bool) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	s := strings.TrimSpace(*v)
+	setting, kinds := "--twilio-sms-from", "a phone number in international form (+14155550100), a short code or an alphanumeric sender ID"
+	if whatsApp {
+		setting, kinds = "--twilio-whatsapp-from", "a phone number in international form (+14155550100), with or without whatsapp:"
+		if len(s) >= len(whatsAppPrefix) && strings.EqualFold(s[:len(whatsAppPrefix)], whatsAppPrefix) {
+			s = strings.TrimSpace(s[len(whatsAppPrefix):])
+		}
+	} else if shortCode.MatchString(s) || len(s) <= 11 && alphaSenderID.MatchString(s) && s[0] != '+' {
+		return &s, nil
+	} else if alphaSenderID.MatchString(s) && s[0] != '+' {
+		return nil, c360.Errorf(c360.EINVALID, "%s %q is not a sender Twilio can send from: an alphanumeric sender ID holds at most 11 characters; give %s", setting, shorten(s), kinds)
+	}
+	if s == "" {
+		return &s, nil
+	}
+	value := s
+	if whatsApp {
+		value = whatsAppPrefix + s
+	}
+	id, err := db.Normalizer.Normalize(identity.Identity{Type: identity.TypePhone, Value: value})
+	if err != nil {
+		reason := "a placeholder, not a number"
+		var invalid *identity.InvalidError
+		if errors.As(err, &invalid) {
+			reason = invalid.Reason
+		}
+		return nil, c360.Errorf(c360.EINVALID, "%s %q is not a sender Twilio can send from: %s; give %s", setting, shorten(s), reason, kinds)
+	}
+	return &id.Value, nil
+}
+
+// shorten cuts a value quoted in a refusal to 40 characters.
+func shorten(s string) string {
+	if r := []rune(s); len(r) > 40 {
+		return string(r[:40]) + "…"
+	}
+	return s
 }
 
 // RotateWebhookSecret gives the workspace a new chatbot webhook secret and

@@ -359,8 +359,8 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		}
 		opt(&upd.TwilioAccountSID, "twilio-account-sid", "Twilio account SID")
 		opt(&upd.TwilioAuthToken, "twilio-auth-token", "Twilio auth token (verifies webhook signatures)")
-		opt(&upd.TwilioSMSFrom, "twilio-sms-from", "sender number for SMS")
-		opt(&upd.TwilioWhatsAppFrom, "twilio-whatsapp-from", "sender number for WhatsApp")
+		opt(&upd.TwilioSMSFrom, "twilio-sms-from", "sender for SMS: a phone number (kept in E.164), a short code or an alphanumeric sender ID")
+		opt(&upd.TwilioWhatsAppFrom, "twilio-whatsapp-from", "sender number for WhatsApp, with or without whatsapp: (kept in E.164)")
 		opt(&upd.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "Messaging Service SID used as sender")
 		opt(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
 		opt(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
@@ -383,6 +383,11 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		}
 		defer db.Close()
 		w, err := db.UpdateWorkspace(ctx, *slug, upd)
+		if c360.ErrorCode(err) == c360.EINVALID {
+			// A setting's value is refused (a sender that is no number):
+			// the command line's mistake, and nothing changed.
+			return usageError(c360.ErrorMessage(err))
+		}
 		if err != nil {
 			return err
 		}

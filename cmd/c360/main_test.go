@@ -317,6 +317,36 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
+// workspace update keeps a sender number in E.164, as Twilio writes the
+// numbers it compares with (an inbound WhatsApp message's To), and refuses
+// a sender that is no number with a usage error (exit 2) naming the flag,
+// changing nothing: before, "+1 415 555 0198" was kept with its spaces and
+// every WhatsApp send was refused as outside the 24-hour window.
+func TestWorkspaceUpdateSenderNumbers(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	slug := uniqueSlug("sender")
+	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	c.mustRun("workspace", "update", "--slug", slug, "--twilio-whatsapp-from", "whatsapp:+1 415 555 0198", "--twilio-sms-from", "+1 (415) 555-0199")
+	w, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug)
+	if err != nil || w.TwilioWhatsAppFrom != "+14155550198" || w.TwilioSMSFrom != "+14155550199" {
+		t.Fatalf("senders = %+v, %v; want +14155550198 and +14155550199", w, err)
+	}
+	for _, tc := range [][]string{
+		{"--twilio-sms-from", "+1 234", "--twilio-auth-token", "changed"},
+		{"--twilio-whatsapp-from", "415-555-01OO"},
+	} {
+		_, _, err := c.run(append([]string{"workspace", "update", "--slug", slug}, tc...)...)
+		if exitCodeOf(err) != 2 || err == nil || !strings.HasPrefix(err.Error(), tc[0]+" ") || !strings.Contains(err.Error(), "international form") {
+			t.Errorf("%v: err %v (exit %d), want a usage error naming %s", tc, err, exitCodeOf(err), tc[0])
+		}
+	}
+	if after, err := pgtest.Open(t).FindWorkspaceBySlug(ctx, slug); err != nil || after.TwilioSMSFrom != w.TwilioSMSFrom ||
+		after.TwilioWhatsAppFrom != w.TwilioWhatsAppFrom || after.TwilioAuthToken != w.TwilioAuthToken {
+		t.Errorf("after the refusals: %+v, %v; want nothing changed", after, err)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	c := newCLI(t)
 	_, stderr, err := c.run("frobnicate")
