@@ -161,6 +161,12 @@ func ProviderID(s string) (string, Kind) {
 	return Redacted, KindPhone
 }
 
+// whatsAppID reports whether s is a WhatsApp message id (wamid.), which
+// ProviderID masks, and not one masked already (wamid.***).
+func whatsAppID(s string) bool {
+	return strings.HasPrefix(s, "wamid.") && s != "wamid."+Redacted
+}
+
 // twilioSID reports whether s is a Twilio message SID: SM (an SMS) or MM
 // (an MMS), then 32 hex digits.
 func twilioSID(s string) bool {
@@ -775,6 +781,15 @@ func Key(k string) (string, bool) {
 // KeyText is Key as Text reports: the name masked when masking is set,
 // and the kinds of personal data found either way.
 func KeyText(k string, masking bool) (string, []string) {
+	if whatsAppID(k) {
+		// A WhatsApp message id as a key (statuses by message) is one as
+		// a value is.
+		if !masking {
+			return k, []string{string(KindPhone)}
+		}
+		m, _ := ProviderID(k)
+		return m, []string{string(KindPhone)}
+	}
 	return text(k, masking, bareInWords)
 }
 
@@ -836,6 +851,17 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 	case nil:
 		return nil, false
 	case string:
+		if whatsAppID(v) {
+			// A WhatsApp message id (a reply's or a reaction's target,
+			// replyTo, reactionTo) encodes the customer's number whatever
+			// its key: masked as Message.providerId is.
+			*found = append(*found, path)
+			if !masking {
+				return v, false
+			}
+			m, _ := ProviderID(v)
+			return m, true
+		}
 		if k == "" {
 			// A key that says nothing: its addresses and phone numbers are
 			// masked, a whole one included, but a bare run of digits is an

@@ -345,6 +345,48 @@ func TestProviderID(t *testing.T) {
 	}
 }
 
+// A WhatsApp message id (wamid.) is base64 of a record that starts with
+// the customer's number. Stored in a property (a reply's replyTo, a
+// reaction's reactionTo), a trait or a key, whatever the key's name, it is
+// masked as ProviderID masks it, and found as personal data, in JSON,
+// Find, Diff, Value and Key alike; one masked already is not found again.
+func TestJSONMasksWhatsAppIDs(t *testing.T) {
+	const id = "wamid.HBgLMTQxNTU1NTAxMDAVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
+	in := map[string]any{
+		"type": "text", "replyTo": id, "reactionTo": id, "phone": id, "name": id,
+		"thread":   map[string]any{"ids": []any{id, "m-2"}},
+		"statuses": map[string]any{id: "read"},
+		"seen":     "wamid.***",
+	}
+	want := map[string]any{
+		"type": "text", "replyTo": "wamid.***", "reactionTo": "wamid.***", "phone": "wamid.***", "name": "wamid.***",
+		"thread":   map[string]any{"ids": []any{"wamid.***", "m-2"}},
+		"statuses": map[string]any{"wamid.***": "read"},
+		"seen":     "wamid.***",
+	}
+	wantFound := "[name phone reactionTo replyTo statuses.wamid.*** thread.ids]"
+	got, found := JSON(in)
+	if jsonString(got) != jsonString(want) || fmt.Sprint(found) != wantFound {
+		t.Errorf("JSON = %s, found %v;\nwant %s, found %s", jsonString(got), found, jsonString(want), wantFound)
+	}
+	if f := Find(in); fmt.Sprint(f) != wantFound {
+		t.Errorf("Find = %v, want %s", f, wantFound)
+	}
+	if !MayHold(mustMarshal(t, in)) || !MayHold([]byte(jsonbText(map[string]any{"replyTo": id}))) {
+		t.Errorf("MayHold passes a wamid on unread")
+	}
+	d, df := Diff(map[string]any{"traits": map[string]any{"last_reply": id}}, true)
+	if strings.Contains(jsonString(d), "HBgL") || fmt.Sprint(df) != "[traits.last_reply]" {
+		t.Errorf("Diff = %s, found %v; want traits.last_reply masked", jsonString(d), df)
+	}
+	if v, f := Value("last_reply", id); v != "wamid.***" || len(f) != 1 {
+		t.Errorf("Value(last_reply, wamid) = %v, %v; want wamid.***", v, f)
+	}
+	if k, personal := Key(id); k != "wamid.***" || !personal {
+		t.Errorf("Key(wamid) = %q, %v; want wamid.***", k, personal)
+	}
+}
+
 // Keys name a phone or an email in more words than the names KeyKind
 // knows: read word by word (split at separators and changes of case), a
 // key ending in a word for a phone, optionally before a word for number,

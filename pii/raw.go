@@ -9,8 +9,9 @@ package pii
 // name is personal (KeyKind), whatever its value, and a string, key or
 // value, that holds an email address or a phone number as Find reads it
 // (KeyText: a number alone, such as 1700000000, is not a phone number),
-// wherever it sits, count. A string with an escape sequence in it, or
-// input it cannot read to the end, counts as possibly personal.
+// wherever it sits, count, and so does a WhatsApp message id (wamid.),
+// which encodes the customer's number. A string with an escape sequence
+// in it, or input it cannot read to the end, counts as possibly personal.
 func MayHold(raw []byte) bool {
 	for i := 0; i < len(raw); i++ {
 		if raw[i] != '"' {
@@ -24,6 +25,11 @@ func MayHold(raw []byte) bool {
 			end++
 		}
 		if end == len(raw) {
+			return true
+		}
+		// A WhatsApp message id holds the customer's number in base64,
+		// which no scan reads (whatsAppID).
+		if whatsAppID(string(raw[i+1 : end])) {
 			return true
 		}
 		s := string(raw[i+1 : end])

@@ -49,6 +49,12 @@ func TestMayHold(t *testing.T) {
 		{`{"1700000000": "seen", "4006381333931": {"qty": 2}, "20240115103000": "batch"}`, false},
 		{`{"at": "1700000000", "ean": "4006381333931", "replies": {"4155550100": "no"}}`, false},
 		{`{"note": "call 4155550100"}`, true},
+		// A WhatsApp message id encodes the customer's number in base64,
+		// which no scan reads: as a value or a key, at any depth.
+		{`{"replyTo": "wamid.HBgLMTQxNTU1NTAxMDAVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}`, true},
+		{`{"reaction": {"to": ["wamid.HBgLMTY1MDM4Nzk0MzkV"]}}`, true},
+		{`{"statuses": {"wamid.HBgLMTQxNTU1NTAxMDAV": "read"}}`, true},
+		{`{"replyTo": "wamid.***", "id": "mid.wamid.x"}`, false},
 	} {
 		if got := MayHold([]byte(tc.raw)); got != tc.want {
 			t.Errorf("MayHold(%s) = %v, want %v", tc.raw, got, tc.want)
@@ -65,13 +71,14 @@ func TestMayHoldAgreesWithFind(t *testing.T) {
 	keys := []string{"sku", "price", "plan", "note", "tags", "items", "productName", "city", "url",
 		"1700000000", "4006381333931",
 		"email", "phone", "name", "zip", "mobile", "lastName", "home_phone", "address", "dob",
-		"bob@example.com", "+14155550100", "(415) 555-0100"}
+		"bob@example.com", "+14155550100", "(415) 555-0100", "wamid.HBgLMTQxNTU1NTAxMDAV"}
 	plainKeys := 11
 	strs := []string{"pro", "red", "SKU-1", "https://example.com", "2024-03-01", "12345678", "a: b, c",
 		"2025-05-03T10:00:00.000Z", "123e4567-e89b-12d3-a456-426614174000", "50314b8e9bcf000000000000",
-		"https://shop.example.com/orders/1234567890", "1700000000", "4006381333931",
-		"jane@example.com", "+14155550100", "+442071838750", "call (415) 555-0100"}
-	plainStrs := 13
+		"https://shop.example.com/orders/1234567890", "1700000000", "4006381333931", "wamid.***",
+		"jane@example.com", "+14155550100", "+442071838750", "call (415) 555-0100",
+		"wamid.HBgLMTQxNTU1NTAxMDAVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}
+	plainStrs := 14
 	rng := rand.New(rand.NewPCG(1, 2))
 	var value func(depth int, plain bool) any
 	object := func(depth int, plain bool) map[string]any {
