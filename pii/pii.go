@@ -33,6 +33,16 @@ const (
 	KindBirth   Kind = "birthday"
 )
 
+// Kinds a key may name, but need not: its word for a phone or an email is
+// ambiguous (mobile, cell, wa, whatsapp, fax, mail: is_mobile,
+// consent_whatsapp, direct_mail, grid_cell name no number). KeyKind reads
+// them as phone and email; a value under such a key is masked as one only
+// when it has the shape of one (ambiguousKind).
+const (
+	maybePhone Kind = "phone?"
+	maybeEmail Kind = "email?"
+)
+
 // Redacted replaces a value that is masked entirely.
 const Redacted = "***"
 
@@ -213,13 +223,16 @@ func IdentityKind(typ string) Kind {
 }
 
 // keyKinds classifies trait and property names, normalized by normalizeKey.
+// mail, mobile, cell, whatsapp and fax, and mobile's names in other
+// languages (celular, movil, handy), may name something else: their kind
+// is a maybe (maybePhone, maybeEmail).
 var keyKinds = map[string]Kind{
-	"email": KindEmail, "emailaddress": KindEmail, "mail": KindEmail,
-	"phone": KindPhone, "phonenumber": KindPhone, "mobile": KindPhone, "mobilephone": KindPhone,
-	"tel": KindPhone, "telephone": KindPhone, "cell": KindPhone, "cellphone": KindPhone, "whatsapp": KindPhone,
-	"whatsappid": KindPhone, "waid": KindPhone, "msisdn": KindPhone, "fax": KindPhone, "smsto": KindPhone,
-	"telefono": KindPhone, "telefone": KindPhone, "telefon": KindPhone, "celular": KindPhone, "movil": KindPhone,
-	"handy": KindPhone, "handynummer": KindPhone,
+	"email": KindEmail, "emailaddress": KindEmail, "mail": maybeEmail,
+	"phone": KindPhone, "phonenumber": KindPhone, "mobile": maybePhone, "mobilephone": KindPhone,
+	"tel": KindPhone, "telephone": KindPhone, "cell": maybePhone, "cellphone": KindPhone, "whatsapp": maybePhone,
+	"whatsappid": KindPhone, "waid": KindPhone, "msisdn": KindPhone, "fax": maybePhone, "smsto": KindPhone,
+	"telefono": KindPhone, "telefone": KindPhone, "telefon": KindPhone, "celular": maybePhone, "movil": maybePhone,
+	"handy": maybePhone, "handynummer": KindPhone,
 	"name": KindName, "firstname": KindName, "lastname": KindName, "fullname": KindName, "givenname": KindName,
 	"familyname": KindName, "middlename": KindName, "surname": KindName, "displayname": KindName,
 	"profilename": KindName, "username": KindName, "nickname": KindName,
@@ -236,11 +249,90 @@ var keyKinds = map[string]Kind{
 // read word by word (tokenKind): home_phone_number, contact_mobile,
 // phoneNumbers, wa_number and contact_emails end in words naming a phone
 // or an email.
+//
+// A name whose word for a phone or an email may mean something else
+// (mobile, cell, wa, whatsapp, fax, mail: is_mobile, direct_mail) is a
+// phone or an email here, as a key that may name one; the values under it
+// are masked only when they have the shape of one (Value, JSON).
 func KeyKind(key string) Kind {
+	switch k := keyKind(key); k {
+	case maybePhone:
+		return KindPhone
+	case maybeEmail:
+		return KindEmail
+	default:
+		return k
+	}
+}
+
+// keyKind is KeyKind with the kinds a key may name (maybePhone,
+// maybeEmail) told apart.
+func keyKind(key string) Kind {
 	if k := knownKeyKind(key); k != "" {
 		return k
 	}
 	return tokenKind(key)
+}
+
+// ambiguousKind is the kind of the string v under a key that may name a
+// phone or an email (k is maybePhone or maybeEmail): a phone when v has
+// the shape of a phone number (phoneShape), an email when it holds an @;
+// otherwise none, and v is read as under a key that says nothing.
+// consent_whatsapp "granted", direct_mail "subscribed", is_mobile "yes"
+// and platform_mobile "ios" are shown; contact_mobile "4155550100" is
+// masked.
+func ambiguousKind(k Kind, v string) Kind {
+	switch {
+	case k == maybePhone && phoneShape(v):
+		return KindPhone
+	case k == maybeEmail && mayHoldAt(v):
+		return KindEmail
+	}
+	return ""
+}
+
+// phoneShape reports whether s is written as a phone number is, with or
+// without a country code: 7 to 15 digits and the +, spaces, dashes, dots,
+// slashes and parentheses people write between their groups, and nothing
+// else; a + only first. A date (2024-03-01), a negative number, a decimal
+// (37.7749295) or an IPv4 address is not one.
+func phoneShape(s string) bool {
+	t, _ := plainView(s)
+	t = strings.TrimSpace(t)
+	if t == "" || t[0] == '-' || dateLen(t) > 0 || ipv4(t) {
+		return false
+	}
+	digits, dots, others, groups := 0, 0, 0, 0
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case isDigit(c):
+			if i == 0 || !isDigit(t[i-1]) {
+				groups++
+			}
+			digits++
+		case c == '+' && i == 0:
+		case c == '.':
+			dots++
+		case c == ' ' || c == '-' || c == '(' || c == ')' || c == '/':
+			others++
+		default:
+			return false
+		}
+	}
+	if groups == 2 && dots == 1 && others == 0 {
+		return false // a decimal
+	}
+	return digits >= 7 && digits <= 15
+}
+
+// numberShape is phoneShape for a number: an integer of 7 to 15 digits.
+func numberShape(v any) bool {
+	s := toString(v)
+	if strings.ContainsAny(s, ".eE-") {
+		return false
+	}
+	n := countDigits(s)
+	return n >= 7 && n <= 15
 }
 
 // knownKeyKind is KeyKind by the normalized name: the names people give
@@ -302,16 +394,18 @@ func phoneNumberKey(n []byte) bool {
 
 // tokenKind classifies a key by its last words, split where a separator
 // (_ - . : space) or a change of case (homePhone, WANumber) parts them: a
-// phone when it ends in a word for one (phone, mobile, cell, tel, msisdn,
-// whatsapp, wa, fax: contact_mobile, home_phone, phones), optionally
-// followed by a word for number (home_phone_number, phoneNumbers,
-// wa_number; contact and sms name a phone only before one:
-// emergency_contact_no); an email when it ends in email or mail,
-// optionally followed by address (contact_emails, emailAddresses,
-// work_mail). Digits it ends with are left out (phone_2). A word is
-// whole: telemetry, hotel and automobile hold no phone word, and
-// email_verified and phone_verified end in another. It reads the key from
-// its end, and allocates nothing.
+// phone when it ends in a word for one (phone, tel, msisdn: home_phone,
+// phones) or is one before a word for number (home_phone_number,
+// phoneNumbers, wa_number, cell_no; contact and sms name a phone only
+// there: emergency_contact_no); an email when it ends in email, optionally
+// followed by address (contact_emails, emailAddresses, contact-e-mail).
+// A key that ends in a word that may name a phone or an email but need
+// not (mobile, cell, wa, whatsapp, fax; mail: contact_mobile, is_mobile,
+// consent_whatsapp, work_mail, direct_mail) may name one: maybePhone,
+// maybeEmail (ambiguousKind). Digits it ends with are left out (phone_2).
+// A word is whole: telemetry, hotel and automobile hold no phone word,
+// and email_verified and phone_verified end in another. It reads the key
+// from its end, and allocates nothing.
 func tokenKind(key string) Kind {
 	end := wordEnd(key, len(key))
 	if end == 0 {
@@ -321,21 +415,41 @@ func tokenKind(key string) Kind {
 	switch wordBefore(key, start, end) {
 	case phoneWords:
 		return KindPhone
+	case mobileWords:
+		return maybePhone
 	case emailWords:
 		return KindEmail
+	case mailWords:
+		return mailKind(key, start)
 	case numberWords:
 		// phone_number, contact_no: the word before says whose number.
 		if e := wordEnd(key, start); e > 0 {
-			if c := wordBefore(key, wordStart(key, e), e); c == phoneWords || c == contactWords {
+			switch wordBefore(key, wordStart(key, e), e) {
+			case phoneWords, mobileWords, contactWords:
 				return KindPhone
 			}
 		}
 	case addressWords:
-		if e := wordEnd(key, start); e > 0 && wordBefore(key, wordStart(key, e), e) == emailWords {
-			return KindEmail
+		if e := wordEnd(key, start); e > 0 {
+			switch s := wordStart(key, e); wordBefore(key, s, e) {
+			case emailWords:
+				return KindEmail
+			case mailWords:
+				return mailKind(key, s)
+			}
 		}
 	}
 	return ""
+}
+
+// mailKind is the kind of a key whose word mail starts at start: an email
+// after the word e (e-mail, E_Mail), else maybe one (work_mail,
+// direct_mail).
+func mailKind(key string, start int) Kind {
+	if e := wordEnd(key, start); e > 0 && start-e <= 1 && sameASCII(key[wordStart(key, e):e], "e") {
+		return KindEmail
+	}
+	return maybeEmail
 }
 
 // wordEnd is where the last word of key[:end] ends: before the digits and
@@ -381,7 +495,7 @@ func wordBefore(key string, start, end int) class {
 		e--
 	}
 	if e > 0 && sameASCII(key[wordStart(key, e):e], "whats") {
-		return phoneWords
+		return mobileWords
 	}
 	return otherWords
 }
@@ -391,10 +505,12 @@ type class uint8
 
 const (
 	otherWords   class = iota
-	phoneWords         // phone, mobile, tel, whatsapp, wa, ...
+	phoneWords         // phone, tel, msisdn, ...: a phone
+	mobileWords        // mobile, cell, wa, whatsapp, fax: maybe a phone
 	contactWords       // contact, sms: a phone before a word for number
 	numberWords        // number, no, num, nr
-	emailWords         // email, mail
+	emailWords         // email: an email
+	mailWords          // mail: maybe an email (but e-mail)
 	addressWords       // address, addr
 	appWords           // app: WhatsApp's second word
 )
@@ -413,15 +529,18 @@ func wordClass(w string) class {
 		buf[i] = c
 	}
 	switch string(buf[:len(w)]) {
-	case "phone", "phones", "telephone", "telephones", "mobile", "mobiles", "cell", "cellphone", "tel",
-		"msisdn", "whatsapp", "wa", "fax":
+	case "phone", "phones", "telephone", "telephones", "cellphone", "cellphones", "tel", "msisdn":
 		return phoneWords
+	case "mobile", "mobiles", "cell", "whatsapp", "wa", "fax":
+		return mobileWords
 	case "contact", "sms":
 		return contactWords
 	case "number", "numbers", "no", "num", "nr":
 		return numberWords
-	case "email", "emails", "mail", "mails":
+	case "email", "emails":
 		return emailWords
+	case "mail", "mails":
+		return mailWords
 	case "address", "addresses", "addr":
 		return addressWords
 	case "app":
@@ -528,7 +647,7 @@ func normalizeKey(key string) string {
 // below key ("" for key itself).
 func Value(key string, v any) (any, []string) {
 	var found []string
-	out, _ := value(KeyKind(key), v, "", &found, true)
+	out, _ := value(keyKind(key), v, "", &found, true)
 	return out, found
 }
 
@@ -743,7 +862,7 @@ func walk(m map[string]any, path string, found *[]string, masking bool,
 			nv, changed, ok = part(k, v, found, masking)
 		}
 		if !ok {
-			nv, changed = value(KeyKind(k), v, join(path, name), found, masking)
+			nv, changed = value(keyKind(k), v, join(path, name), found, masking)
 		}
 		if !changed {
 			continue
@@ -844,8 +963,9 @@ func renameKeys(out map[string]any, names map[string]string) {
 }
 
 // value masks v, known by its key to be of kind k ("" if the key says
-// nothing), at path. It reports whether the value changed; without masking
-// it only appends to found.
+// nothing; maybePhone or maybeEmail if it may name one: ambiguousKind),
+// at path. It reports whether the value changed; without masking it only
+// appends to found.
 func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool) {
 	switch v := v.(type) {
 	case nil:
@@ -861,6 +981,9 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 			}
 			m, _ := ProviderID(v)
 			return m, true
+		}
+		if k == maybePhone || k == maybeEmail {
+			k = ambiguousKind(k, v)
 		}
 		if k == "" {
 			// A key that says nothing: its addresses and phone numbers are
@@ -883,7 +1006,9 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		}
 		return mask(kind, v), true
 	case map[string]any:
-		if k == "" {
+		if k == "" || k == maybePhone || k == maybeEmail {
+			// An object under a key that may name a phone (mobile: {os,
+			// version}) is read key by key.
 			return object(v, path, found, masking)
 		}
 		// An address object, say: masked whole.
@@ -903,14 +1028,15 @@ func value(k Kind, v any, path string, found *[]string, masking bool) (any, bool
 		// number, a zip code), and never an email address; under a
 		// phone's key, not one below 1000 (phones: 2 is a count, is_mobile:
 		// 1 a flag), which no phone number is.
-		if k == "" || k == KindEmail || k == KindPhone && smallNumber(v) {
+		if k == "" || k == KindEmail || k == maybeEmail || k == KindPhone && smallNumber(v) ||
+			k == maybePhone && !numberShape(v) {
 			return v, false
 		}
 		*found = append(*found, path)
 		if !masking {
 			return v, false
 		}
-		if k == KindPhone {
+		if k == KindPhone || k == maybePhone {
 			return Phone(toString(v)), true
 		}
 		return Redacted, true

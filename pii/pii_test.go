@@ -448,6 +448,84 @@ func TestKeyKindByWords(t *testing.T) {
 	}
 }
 
+// A key whose word for a phone or an email may mean something else
+// (mobile, cell, wa, whatsapp, fax, mail) names one only before a word for
+// number (mobile_number, wa_number, cell_no) or when the value has the
+// shape of one: a phone number's digits, an email's @. Flags, consents,
+// platforms, dates and grid cells under such keys are shown and found as
+// nothing; numbers and addresses under them, and anything under the keys
+// whose word is unambiguous (phone, tel, msisdn, email), are masked.
+func TestAmbiguousKeysMaskOnlyWhatLooksPersonal(t *testing.T) {
+	visible := map[string]any{
+		"is_mobile": "yes", "platform_mobile": "ios", "consent_whatsapp": "granted", "direct_mail": "subscribed",
+		"marketing_mail": "opted_out", "has_fax": "no", "grid_cell": "B7", "table_cell": "r3c4",
+		"serving_cell": float64(310260), "state_wa": "true", "snail_mail": "opted_in", "last_mail": "2024-03-01",
+		"uses_whatsapp": "false", "web_or_mobile": "mobile", "mobile_app_version": "3.2.1",
+		"telephony_provider": "twilio", "cell_id": float64(134217729), "tel_aviv_office": "Rothschild Blvd 22",
+		"email_count": float64(3), "email_verified": true, "mobile": "android", "whatsapp": "opted_in",
+		"fax": "no", "mail": "weekly", "cell": "A1", "last_fax": "2024-03-01", "mobiles": float64(2),
+		"preferred_mobile_os": "android", "whatsapp_consent": "granted", "mobile_share": "0.42",
+		"cell_location": "37.7749295", "mails": float64(12), "mobile_install": true, "sms_opt_in": "yes",
+		"contact_whatsapp": map[string]any{"status": "opted_in", "since": "2024-03-01"},
+	}
+	got, found := JSON(visible)
+	if len(found) != 0 {
+		t.Errorf("JSON found personal data in %v", found)
+	}
+	for k, v := range visible {
+		if jsonString(got[k]) != jsonString(v) {
+			t.Errorf("JSON masked %s: %s -> %s", k, jsonString(v), jsonString(got[k]))
+		}
+	}
+	for _, tc := range []struct {
+		key    string
+		in     any
+		hidden string
+	}{
+		{"home_phone_number", "4155550100", "4155550100"},
+		{"contact_mobile", "4155550100", "4155550100"},
+		{"wa_number", "4155550100", "4155550100"},
+		{"mobile", "4155550100", "4155550100"},
+		{"msisdn", "14155550100", "14155550100"},
+		{"mobile", "555-0100", "555"},
+		{"cell_no", "612345678", "612345678"},
+		{"whatsapp", "+14155550100", "4155550100"},
+		{"fax", "(415) 555-0100", "555"},
+		{"consent_whatsapp", "4155550100", "4155550100"},
+		{"mobile", float64(14155550100), "4155550100"},
+		{"mobile_number", "yes", "yes"},
+		{"phone", "yes", "yes"},
+		{"work_mail", "jane@example.com", "jane"},
+		{"direct_mail", "jane@example.com", "jane"},
+		{"mail", "jane@example", "jane"},
+		{"email", "opted_in", "opted_in"},
+		{"is_mobile", "call me at 4155550100", "4155550100"},
+		{"mobile", []any{"4155550100", "ios"}, "4155550100"},
+	} {
+		got, found := JSON(map[string]any{tc.key: tc.in})
+		if s := jsonString(got[tc.key]); strings.Contains(s, tc.hidden) || fmt.Sprint(found) != "["+tc.key+"]" {
+			t.Errorf("JSON(%s: %s) = %s, found %v; want it masked and found", tc.key, jsonString(tc.in), s, found)
+		}
+	}
+	if v, _ := JSON(map[string]any{"mobile": []any{"4155550100", "ios"}}); jsonString(v) != `{"mobile":["******0100","ios"]}` {
+		t.Errorf("JSON(mobile: [number, ios]) = %s, want the number masked, ios shown", jsonString(v))
+	}
+}
+
+// KeyKind is on every trait and property of a customer-360 read: it
+// allocates nothing, for a key of any kind.
+func TestKeyKindAllocatesNothing(t *testing.T) {
+	keys := []string{"plan", "email", "home_phone_number", "is_mobile", "contact_mobile", "direct_mail",
+		"consent_whatsapp", "E_Mail_Address", "wa_number", "customerWhatsApp", "grid_cell", "mobile"}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, k := range keys {
+			KeyKind(k)
+		}
+	}); n != 0 {
+		t.Errorf("KeyKind allocates %v times per run", n)
+	}
+}
+
 // A custom identity type is read as a trait's name is, when it names no
 // email, phone, sms or whatsapp: msisdn, mobile, wa_id and tel are phones.
 func TestIdentityKindOfCustomTypes(t *testing.T) {
