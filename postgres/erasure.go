@@ -1002,10 +1002,13 @@ func (db *DB) namesAny(raw []byte, erased map[identity.Identity]bool) bool {
 // value of one of her traits whose key names personal data (pii.KeyKind:
 // a name, an email address, a phone number, a postal address, a birthday),
 // named by its kind. A phone number is found by its last seven digits
-// (deadLetterNeedles), however the reason spells it; an email address
-// whole, case aside; any other value, and each word of a name, when it
-// stands as a word of its own, case aside, and is 3 characters or longer
-// (a shorter one would refuse reasons for naming nothing of hers).
+// (deadLetterNeedles), however the reason spells it, and a value of fewer
+// digits under a phone's key is none; an email address whole, case aside,
+// and a value without an @ under an email's key (direct_mail
+// "subscribed", which pii.KeyKind reads as one) is none; any other value,
+// and each word of a name, when it stands as a word of its own, case
+// aside, and is 3 characters or longer (a shorter one would refuse
+// reasons for naming nothing of hers).
 func reasonNames(reason string, erased map[identity.Identity]bool, traits []map[string]any) string {
 	lower := strings.ToLower(reason)
 	digits := strings.Map(func(r rune) rune {
@@ -1028,8 +1031,10 @@ func reasonNames(reason string, erased map[identity.Identity]bool, traits []map[
 			}, v)
 			return len(d) >= 7 && holdsDigits(digits, d[len(d)-7:])
 		case pii.KindEmail:
+			// An address has an @: a value without one under a key that
+			// names an email is not one (direct_mail "subscribed").
 			v = strings.ToLower(strings.TrimSpace(v))
-			return strings.Contains(v, "@") && strings.Contains(lower, v) || holdsWord(lower, v)
+			return strings.Contains(v, "@") && strings.Contains(lower, v)
 		case pii.KindName:
 			for _, w := range strings.FieldsFunc(strings.ToLower(v), func(r rune) bool {
 				return !unicode.IsLetter(r) && !unicode.IsMark(r) && r != '\'' && r != '-'

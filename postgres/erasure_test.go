@@ -853,6 +853,34 @@ func TestEraseCustomerRefusesAReasonThatNamesThePerson(t *testing.T) {
 	}
 }
 
+// A trait whose key may name an email or a phone but holds a flag or a
+// word (direct_mail "subscribed", is_mobile "yes") is no address and no
+// number of hers: a reason that uses the word erases her. An address or a
+// number under such a key is still hers, and a reason naming it is
+// refused.
+func TestEraseCustomerReasonMayShareAWordWithHerFlags(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("user_id", "u-ann"),
+		Traits: map[string]any{"direct_mail": "subscribed", "marketing_mail": "opted_in", "is_mobile": "yes",
+			"consent_whatsapp": "granted", "work_mail": "ann.l@corp.io", "contact_mobile": "415 555 0177"}}).CustomerID
+	for reason, what := range map[string]string{
+		"write to ANN.L@corp.io":       "email",
+		"she called from 415-555-0177": "phone",
+	} {
+		_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", reason)
+		want := "reason holds the customer's " + what + ":"
+		if c360.ErrorCode(err) != c360.EINVALID || !strings.HasPrefix(c360.ErrorMessage(err), want) {
+			t.Errorf("reason %q: %v, want BAD_USER_INPUT %q…", reason, err, want)
+		}
+	}
+	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "Customer subscribed to erasure notices, ticket 12, opted_in, yes, granted"); err != nil {
+		t.Errorf("a reason sharing words with her flags: %v", err)
+	}
+}
+
 // An erased chatbot event keeps its key as the bot wrote it, whatever it
 // holds, so that the bot's redelivery is still a duplicate: a bot that
 // uses the person's number as its session id leaves the number in the
