@@ -393,7 +393,7 @@ func phoneNumberKey(n []byte) bool {
 }
 
 // tokenKind classifies a key by its last words, split where a separator
-// (_ - . : space) or a change of case (homePhone, WANumber) parts them: a
+// (keySeparator) or a change of case (homePhone, WANumber) parts them: a
 // phone when it ends in a word for one (phone, tel, msisdn: home_phone,
 // phones) or is one before a word for number (home_phone_number,
 // phoneNumbers, wa_number, cell_no; contact and sms name a phone only
@@ -403,15 +403,71 @@ func phoneNumberKey(n []byte) bool {
 // not (mobile, cell, wa, whatsapp, fax; mail: contact_mobile, is_mobile,
 // consent_whatsapp, work_mail, direct_mail) may name one: maybePhone,
 // maybeEmail (ambiguousKind). Digits it ends with are left out (phone_2).
-// A word is whole: telemetry, hotel and automobile hold no phone word,
-// and email_verified and phone_verified end in another. It reads the key
+// Words that only say which of a person's numbers or addresses it is
+// (qualifier: home, work, primary, e164, raw, ...) may follow: phone_home,
+// phoneE164, email_work, "Phone (home)" and home_phone_primary are read
+// as phone and email are, and mobile_e164 as mobile is; mobile
+// and the other words that may name a phone are qualifiers too
+// (phone_mobile is a phone). A word that says something else of it is
+// not (email_verified, email_hash, phone_type, phone_provider,
+// phone_status, email_count, email_opt_in: none). A word is whole:
+// telemetry, hotel and automobile hold no phone word. It reads the key
 // from its end, and allocates nothing.
 func tokenKind(key string) Kind {
-	end := wordEnd(key, len(key))
-	if end == 0 {
-		return ""
+	maybe := Kind("")
+	for end := wordEnd(key, len(key)); end > 0; end = wordEnd(key, wordStart(key, end)) {
+		start := wordStart(key, end)
+		switch k := endKind(key, start, end); k {
+		case KindPhone, KindEmail:
+			return k
+		case maybePhone, maybeEmail:
+			if maybe == "" {
+				maybe = k
+			}
+		}
+		if !qualifier(key, start, end) {
+			break
+		}
 	}
-	start := wordStart(key, end)
+	return maybe
+}
+
+// qualifier reports whether the word key[start:end], with the digits that
+// follow it (e164), only says which of a person's numbers or addresses a
+// key names: home, work, primary, e164, raw, ...; or is a word that may
+// name a phone (phone_mobile, phone_cell).
+func qualifier(key string, start, end int) bool {
+	if wordClass(key[start:end]) == mobileWords {
+		return true
+	}
+	for end < len(key) && isDigit(key[end]) {
+		end++
+	}
+	var buf [16]byte
+	w := key[start:end]
+	if len(w) > len(buf) {
+		return false
+	}
+	for i := 0; i < len(w); i++ {
+		c := w[i]
+		if isUpper(c) {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	switch string(buf[:len(w)]) {
+	case "home", "work", "office", "business", "personal", "private", "primary", "secondary", "main",
+		"alt", "alternate", "alternative", "other", "backup", "new", "old", "previous", "preferred",
+		"e164", "normalized", "normalised", "formatted", "raw", "intl", "international", "national",
+		"local", "landline", "fixed":
+		return true
+	}
+	return false
+}
+
+// endKind is the kind the words of key ending with key[start:end] name
+// (tokenKind), "" when none.
+func endKind(key string, start, end int) Kind {
 	switch wordBefore(key, start, end) {
 	case phoneWords:
 		return KindPhone
@@ -566,7 +622,16 @@ func sameASCII(s, w string) bool {
 	return true
 }
 
-func keySeparator(c byte) bool { return c == '_' || c == '-' || c == '.' || c == ':' || c == ' ' }
+// keySeparator reports whether c parts a key's words: _ - . : a space,
+// and the brackets, # and / of names written for people ("Phone (home)",
+// "phone#", "phone/work").
+func keySeparator(c byte) bool {
+	switch c {
+	case '_', '-', '.', ':', ' ', '(', ')', '[', ']', '#', '/':
+		return true
+	}
+	return false
+}
 
 func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
 func isLower(c byte) bool { return c >= 'a' && c <= 'z' }

@@ -512,11 +512,60 @@ func TestAmbiguousKeysMaskOnlyWhatLooksPersonal(t *testing.T) {
 	}
 }
 
+// A key may name a phone or an email first and say which one after it:
+// phone_home, phoneE164, "Phone (home)", email_work. Words that only
+// qualify it (home, work, primary, e164, normalized, raw, mobile, ...)
+// leave it a phone or an email, and a bare national number under it is
+// masked; mobile_e164 is mobile, masked only with a number's shape. Words
+// that say something else of it (verified, hash, count, opt_in, consent,
+// status, type, provider) make it none, and their values are shown.
+func TestKeyKindReadsQualifiersAfterTheWord(t *testing.T) {
+	for key, want := range map[string]Kind{
+		"phone_e164": KindPhone, "phoneE164": KindPhone, "mobile_e164": KindPhone, "phone_home": KindPhone,
+		"phone_work": KindPhone, "phone_primary": KindPhone, "phone_normalized": KindPhone, "phoneRaw": KindPhone,
+		"Phone (home)": KindPhone, "phone#": KindPhone, "email_work": KindEmail, "email_primary": KindEmail,
+		"phone_mobile": KindPhone, "PhoneNumber_Home": KindPhone, "home_phone_primary": KindPhone,
+		"phone1_secondary": KindPhone, "phone_number_e164": KindPhone, "email_address_work": KindEmail,
+		"Email (work)": KindEmail, "tel_alt": KindPhone, "msisdn_raw": KindPhone, "email_personal": KindEmail,
+		"email_verified": "", "email_hash": "", "email_hashed": "", "phone_type": "", "phone_provider": "",
+		"email_count": "", "email_opt_in": "", "phone_consent": "", "email_status": "", "phone_verified_home": "",
+		"home": "", "work_primary": "", "tel_aviv_office": "", "mobile_app_home": "",
+	} {
+		if got := KeyKind(key); got != want {
+			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
+		}
+	}
+	masked := map[string]any{
+		"phone_e164": "4155550100", "phoneE164": "4155550100", "mobile_e164": "4155550100", "phone_home": "4155550100",
+		"phone_work": "4155550100", "phone_primary": "4155550100", "phone_normalized": "4155550100",
+		"phoneRaw": "4155550100", "Phone (home)": "4155550100", "phone#": "4155550100",
+		"email_work": "jane@example.com", "email_primary": "jane@example.com",
+	}
+	got, found := JSON(masked)
+	for k := range masked {
+		if s := jsonString(got[k]); strings.Contains(s, "4155550100") || strings.Contains(s, "jane@") {
+			t.Errorf("JSON left %s = %s unmasked", k, s)
+		}
+	}
+	if len(found) != len(masked) {
+		t.Errorf("JSON found %v, want all %d keys", found, len(masked))
+	}
+	shown := map[string]any{
+		"email_verified": true, "phone_type": "mobile", "phone_provider": "att", "email_hash": "5d41402abc4b2a76b9719d911017c592",
+		"email_count": float64(3), "email_opt_in": "yes", "phone_consent": "granted", "email_status": "bounced",
+		"mobile_e164": "no", "phone_verified_home": "yes",
+	}
+	if got, found := JSON(shown); len(found) != 0 || jsonString(got) != jsonString(shown) {
+		t.Errorf("JSON(%s) = %s, found %v; want it shown", jsonString(shown), jsonString(got), found)
+	}
+}
+
 // KeyKind is on every trait and property of a customer-360 read: it
 // allocates nothing, for a key of any kind.
 func TestKeyKindAllocatesNothing(t *testing.T) {
 	keys := []string{"plan", "email", "home_phone_number", "is_mobile", "contact_mobile", "direct_mail",
-		"consent_whatsapp", "E_Mail_Address", "wa_number", "customerWhatsApp", "grid_cell", "mobile"}
+		"consent_whatsapp", "E_Mail_Address", "wa_number", "customerWhatsApp", "grid_cell", "mobile",
+		"phone_e164", "Phone (home)", "email_verified", "home_phone_primary", "tel_aviv_office"}
 	if n := testing.AllocsPerRun(100, func() {
 		for _, k := range keys {
 			KeyKind(k)
