@@ -223,7 +223,7 @@ func ArrayReads(ws int64, n int) map[string]ArrayRead {
 func MergeAndSplitStatements(ws, survivor, merged int64) map[string]ArrayRead {
 	return map[string]ArrayRead{
 		"merge":       {[]string{mergeSQL}, [][]any{{ws, survivor, merged, "", "", nil, "", "", time.Now()}}},
-		"split":       {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1"}}},
+		"split":       {[]string{splitMoveSQL}, [][]any{{ws, merged, survivor, []byte(`[]`), "phone", "+1", `phone "+1":`, []string{"email"}, []string{"a@b.io"}, []string{`email "a@b.io":`}}}},
 		"reopen":      {[]string{reopenSQL}, [][]any{{ws, survivor, merged}}},
 		"separations": {[]string{separationsSQL}, [][]any{{ws, []int64{survivor, merged}}}},
 	}

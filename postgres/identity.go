@@ -265,7 +265,8 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 // SplitIdentity moves an identity out of a customer into a new customer,
 // with what arrived through it:
 //   - the events that carried the identity and none of the identities the
-//     original customer keeps (a linking event stays: it arrived through both);
+//     original customer keeps (a linking event stays: it arrived through
+//     both), identifiers an event dropped not counted (splitMoveSQL);
 //   - the messages of those events, and each conversation all of whose
 //     messages moved;
 //
@@ -319,8 +320,14 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return interpretError(fmt.Errorf("insert customer: %w", err))
 		}
 		idJSON, _ := json.Marshal([]identity.Identity{id})
+		var keptTypes, keptValues, keptDropped []string
+		for _, k := range existing[orig] {
+			if k != id {
+				keptTypes, keptValues, keptDropped = append(keptTypes, k.Type), append(keptValues, k.Value), append(keptDropped, droppedPrefix(k))
+			}
+		}
 		err = tx.QueryRow(ctx, splitMoveSQL,
-			ws, orig, split, idJSON, id.Type, id.Value).Scan(&res.MovedEvents, new([]int64))
+			ws, orig, split, idJSON, id.Type, id.Value, droppedPrefix(id), keptTypes, keptValues, keptDropped).Scan(&res.MovedEvents, new([]int64))
 		if err != nil {
 			return interpretError(fmt.Errorf("move events: %w", err))
 		}
@@ -411,6 +418,16 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 // customer (mergeSQL), and messages are indexed by conversation; read by
 // event they were every message of the workspace (10 ms at 20k customers,
 // against 2.1; TestMergeAndSplitReadOnlyTheirCustomers).
+//
+// An event arrived through the identifiers it did not drop: its
+// identities list every identifier it carried, and its dropped reasons
+// (events.dropped, each starting as droppedPrefix does) name those
+// resolution kept off its customer. So an event moves when it carried the
+// identity, did not drop it ($7 its prefix), and carried none of the
+// identities the original keeps ($8 types, $9 values, $10 prefixes) but
+// those it dropped: the identify of a second account whose email the
+// first owned (dropped for the user_id limit) goes with its user_id
+// (TestWorkedExample).
 const splitMoveSQL = `
 	WITH i AS (
 		UPDATE identities SET customer_id = $3 WHERE workspace_id = $1 AND type = $5 AND value = $6
@@ -418,9 +435,14 @@ const splitMoveSQL = `
 		UPDATE events e SET customer_id = $3
 		WHERE e.workspace_id = $1 AND e.customer_id = $2 AND e.identities @> $4
 		  AND NOT EXISTS (
+			SELECT 1 FROM jsonb_array_elements_text(CASE jsonb_typeof(e.dropped) WHEN 'array' THEN e.dropped END) d
+			WHERE starts_with(d, $7))
+		  AND NOT EXISTS (
 			SELECT 1 FROM jsonb_to_recordset(e.identities) AS x(type text, value text)
-			JOIN identities k ON k.workspace_id = $1 AND k.customer_id = $2 AND k.type = x.type AND k.value = x.value
-			WHERE NOT (x.type = $5 AND x.value = $6))
+			JOIN unnest($8::text[], $9::text[], $10::text[]) AS k(type, value, dropped) ON k.type = x.type AND k.value = x.value
+			WHERE NOT EXISTS (
+				SELECT 1 FROM jsonb_array_elements_text(CASE jsonb_typeof(e.dropped) WHEN 'array' THEN e.dropped END) d
+				WHERE starts_with(d, k.dropped)))
 		RETURNING e.id
 	), msgs AS (
 		UPDATE messages m SET customer_id = $3
@@ -429,6 +451,13 @@ const splitMoveSQL = `
 		RETURNING m.conversation_id
 	)
 	SELECT (SELECT count(*) FROM moved), coalesce((SELECT array_agg(DISTINCT conversation_id) FROM msgs), '{}')`
+
+// droppedPrefix is how an event's dropped reason for id starts (prepare,
+// resolve: `%s %q: reason`). A quoted value ends at its closing quote, so
+// no reason about another identifier starts so.
+func droppedPrefix(id identity.Identity) string {
+	return fmt.Sprintf("%s %q:", id.Type, id.Value)
+}
 
 // reopenSQL reopens, on each side of a split ($2, $3), the conversations a
 // merge closed (mergeSQL) where that side has no open conversation on

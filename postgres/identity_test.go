@@ -509,7 +509,7 @@ func TestWorkedExample(t *testing.T) {
 	}
 	// 4. A second account shares the email: a different user_id is never merged.
 	second := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "segment", DedupeKey: "i2",
-		Identities: ids("user_id", "u-200"), Traits: map[string]any{"email": "rosa@example.com"}})
+		Identities: ids("user_id", "u-200"), Traits: map[string]any{"email": "rosa@example.com", "plan": "team"}})
 	if second.CustomerID == visit.CustomerID {
 		t.Fatalf("second account merged into the first")
 	}
@@ -519,6 +519,67 @@ func TestWorkedExample(t *testing.T) {
 	got, _ := db.IdentitiesByCustomers(ctx, ws, []int64{visit.CustomerID, second.CustomerID})
 	if len(got[visit.CustomerID]) != 4 || len(got[second.CustomerID]) != 1 {
 		t.Errorf("identities: first %d, second %d; want 4 (user_id, anonymous_id, email, phone) and 1", len(got[visit.CustomerID]), len(got[second.CustomerID]))
+	}
+	// The business decides the two accounts are one person, and an admin
+	// forces the merge; it was wrong, and splitting u-200 back out takes
+	// the events that arrived through it alone: its identify too, whose
+	// email was dropped, so that it never arrived through the email C1
+	// keeps (events.dropped), and the trait it brought.
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventTrack, Name: "Seat added", Source: "segment", DedupeKey: "t2",
+		Identities: ids("user_id", "u-200")})
+	if _, err := db.MergeCustomers(ctx, ws, visit.CustomerID, second.CustomerID, true, "admin", "same person"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.SplitIdentity(ctx, ws, visit.CustomerID, c360.Identity{Type: "user_id", Value: "u-200"}, "admin", "not the same person")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedEvents != 2 {
+		t.Errorf("moved events = %d, want 2 (u-200's identify and its track)", res.MovedEvents)
+	}
+	if res.Split.Traits["plan"] != "team" || res.Original.Traits["plan"] != nil {
+		t.Errorf("plan: split %v, original %v; want team on the split customer alone", res.Split.Traits["plan"], res.Original.Traits["plan"])
+	}
+	var on int64
+	if err := db.Pool.QueryRow(ctx, `SELECT customer_id FROM events WHERE workspace_id = $1 AND id = $2`, ws, second.EventID).Scan(&on); err != nil {
+		t.Fatal(err)
+	}
+	if on != res.Split.ID {
+		t.Errorf("u-200's identify is on customer %d, want the split customer %d", on, res.Split.ID)
+	}
+}
+
+// An event did not arrive through an identifier it dropped: a split of
+// that identifier leaves it where it is. A split before events' drops
+// were read left the identify of u-200, whose email was dropped, on the
+// first account; splitting the email out then does not take it.
+func TestSplitLeavesEventsThatDroppedTheIdentifier(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	first := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "1",
+		Identities: ids("user_id", "u-100", "anonymous_id", "a-1"), Traits: map[string]any{"email": "rosa@example.com"}})
+	second := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "2",
+		Identities: ids("user_id", "u-200"), Traits: map[string]any{"email": "rosa@example.com"}})
+	if len(second.Dropped) != 1 {
+		t.Fatalf("dropped = %v, want the email", second.Dropped)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, first.CustomerID, second.CustomerID, true, "admin", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SplitIdentity(ctx, ws, first.CustomerID, c360.Identity{Type: "user_id", Value: "u-200"}, "admin", ""); err != nil {
+		t.Fatal(err)
+	}
+	// As an earlier split left it.
+	if _, err := db.Pool.Exec(ctx, `UPDATE events SET customer_id = $2 WHERE workspace_id = $1 AND id = $3`, ws, first.CustomerID, second.EventID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.SplitIdentity(ctx, ws, first.CustomerID, c360.Identity{Type: "email", Value: "rosa@example.com"}, "admin", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MovedEvents != 0 {
+		t.Errorf("moved events = %d, want 0: the first account's identify carried the email with its anonymous_id, u-200's dropped it", res.MovedEvents)
 	}
 }
 
