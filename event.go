@@ -77,6 +77,10 @@ type Event struct {
 	// nor merge two people by them. Its traits are dated at ReceivedAt
 	// for trait precedence (TraitsAt), whatever time its sender claims.
 	FromClientKey bool
+	// DroppedRead is set on an event read back with its drop records
+	// (Dropped): FindEventByID reads them, a page of events when asked
+	// (PageArgs.Dropped). It sits in the padding after FromClientKey.
+	DroppedRead bool
 	// Unreadable is set by a source that could not read the event whole (a
 	// provider's item of a shape it does not know: a field of another JSON
 	// type), and says why. Ingest refuses such an event as invalid with
@@ -90,6 +94,22 @@ type Event struct {
 
 	Message *MessageInput // set for message and message_status events
 	Consent *ConsentInput // set when the event changes consent
+	// Dropped lists, on an event read back with DroppedRead, the
+	// identifiers it dropped, as ingest recorded them (events.dropped).
+	Dropped []*DroppedIdentity
+}
+
+// DroppedList returns the identifiers the event dropped (Event.dropped).
+// An event read without its drop records cannot tell, and says so rather
+// than answer that it dropped none.
+func (e *Event) DroppedList() ([]*DroppedIdentity, error) {
+	if !e.DroppedRead {
+		return nil, fmt.Errorf("event %d was read without its drop records", e.ID)
+	}
+	if e.Dropped == nil {
+		return []*DroppedIdentity{}, nil
+	}
+	return e.Dropped, nil
 }
 
 // MessageInput is the conversation part of a message event.
@@ -204,6 +224,41 @@ type EventService interface {
 	FindEventByID(ctx context.Context, workspaceID, id int64) (*Event, error)
 	// EventsByCustomers returns a page of events, newest first, per customer.
 	EventsByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64, args PageArgs) (map[int64]*Page[*Event], error)
+}
+
+// DroppedIdentity is an identifier an event carried that did not reach
+// its customer, and why (IngestResult.Dropped, kept on the event): taking
+// in its owner would have broken an identity limit or joined customers
+// split apart, the workspace's rules block its value, or a status
+// callback's number did not normalize.
+type DroppedIdentity struct {
+	// Type and Value name the identifier as the event carried it
+	// (normalized, or as received where it did not normalize); both are
+	// empty for a record that names none.
+	Type, Value string
+	Reason      string
+}
+
+// ParseDropped reads one of an event's drop records, as ingest words
+// them: `type "value": why`, or `invalid type "value": why` for an
+// identifier that did not normalize (identity.InvalidError). A record of
+// another shape is all reason.
+func ParseDropped(s string) DroppedIdentity {
+	typ, rest, _ := strings.Cut(s, " ")
+	prefix := ""
+	if typ == "invalid" {
+		typ, rest, _ = strings.Cut(rest, " ")
+		prefix = "invalid: "
+	}
+	quoted, err := strconv.QuotedPrefix(rest)
+	if typ == "" || err != nil || !strings.HasPrefix(rest[len(quoted):], ": ") {
+		return DroppedIdentity{Reason: s}
+	}
+	value, err := strconv.Unquote(quoted)
+	if err != nil {
+		return DroppedIdentity{Reason: s}
+	}
+	return DroppedIdentity{Type: typ, Value: value, Reason: prefix + rest[len(quoted)+2:]}
 }
 
 // PropertiesJSON returns the properties as a JSON object.

@@ -161,3 +161,31 @@ func TestDecodeObject(t *testing.T) {
 		}
 	}
 }
+
+// An event's drop records read back as ingest words them: resolution's
+// and the block list's `type "value": why`, a status callback's
+// identifier that did not normalize as `invalid type "value": why`; any
+// other record is all reason.
+func TestParseDropped(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want c360.DroppedIdentity
+	}{
+		{`email "rosa@example.com": limit: user_id allows 1 per customer; merging customer 1 would combine user_id "u-100", "u-200"`,
+			c360.DroppedIdentity{Type: "email", Value: "rosa@example.com", Reason: `limit: user_id allows 1 per customer; merging customer 1 would combine user_id "u-100", "u-200"`}},
+		{`crm_id "a \"quoted\" id": blocked by the workspace's rules`,
+			c360.DroppedIdentity{Type: "crm_id", Value: `a "quoted" id`, Reason: "blocked by the workspace's rules"}},
+		{`phone "+14155550188": split: customers 3 and 4 were split apart`,
+			c360.DroppedIdentity{Type: "phone", Value: "+14155550188", Reason: "split: customers 3 and 4 were split apart"}},
+		{`invalid phone "12": not a valid phone number`,
+			c360.DroppedIdentity{Type: "phone", Value: "12", Reason: "invalid: not a valid phone number"}},
+		{`invalid identity type "Email": must start with a lowercase letter`,
+			c360.DroppedIdentity{Reason: `invalid identity type "Email": must start with a lowercase letter`}},
+		{`something else`, c360.DroppedIdentity{Reason: "something else"}},
+		{`email "unterminated: x`, c360.DroppedIdentity{Reason: `email "unterminated: x`}},
+	} {
+		if got := c360.ParseDropped(c.in); got != c.want {
+			t.Errorf("ParseDropped(%q) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+}

@@ -12,6 +12,11 @@ type Page[T any] struct {
 type PageArgs struct {
 	First int
 	After string
+	// Dropped asks a page of events for each event's drop records too
+	// (Event.Dropped): read only for a query that selects them, since a
+	// page of events is read on every customer-360 query. Other lists
+	// ignore it.
+	Dropped bool
 }
 
 // MaxPage bounds any connection's page size.

@@ -27,6 +27,111 @@ import (
 
 // region    **************************** field.gotpl *****************************
 
+func (ec *executionContext) _DroppedIdentity_type(ctx context.Context, field graphql.CollectedField, obj *c360.DroppedIdentity) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DroppedIdentity_type(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Type, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DroppedIdentity_type(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DroppedIdentity", field, false, false, "String")
+}
+
+func (ec *executionContext) _DroppedIdentity_value(ctx context.Context, field graphql.CollectedField, obj *c360.DroppedIdentity) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DroppedIdentity_value(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Value, nil
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "IDENTITY_VALUE")
+				if err != nil {
+					var zeroVal string
+					return zeroVal, err
+				}
+				if ec.Directives.Pii == nil {
+					var zeroVal string
+					return zeroVal, errors.New("directive pii is not implemented")
+				}
+				return ec.Directives.Pii(ctx, obj, directive0, kind)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DroppedIdentity_value(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DroppedIdentity", field, false, false, "String")
+}
+
+func (ec *executionContext) _DroppedIdentity_reason(ctx context.Context, field graphql.CollectedField, obj *c360.DroppedIdentity) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_DroppedIdentity_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "TEXT")
+				if err != nil {
+					var zeroVal string
+					return zeroVal, err
+				}
+				if ec.Directives.Pii == nil {
+					var zeroVal string
+					return zeroVal, errors.New("directive pii is not implemented")
+				}
+				return ec.Directives.Pii(ctx, obj, directive0, kind)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_DroppedIdentity_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("DroppedIdentity", field, false, false, "String")
+}
+
 func (ec *executionContext) _Event_id(ctx context.Context, field graphql.CollectedField, obj *c360.Event) (ret graphql.Marshaler) {
 	return resolveLeaf(ec.Resolvers,
 		ctx,
@@ -234,6 +339,56 @@ func (ec *executionContext) _Event_receivedAt(ctx context.Context, field graphql
 }
 func (ec *executionContext) fieldContext_Event_receivedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Event", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Event_dropped(ctx context.Context, field graphql.CollectedField, obj *c360.Event) (ret graphql.Marshaler) {
+	return resolveLeaf(ec.Resolvers,
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Event_dropped(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DroppedList()
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				roles, err := ec.directiveRoles(ctx, []any{"ADMIN", "AGENT", "ASSISTANT"})
+				if err != nil {
+					var zeroVal []*c360.DroppedIdentity
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal []*c360.DroppedIdentity
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, obj, directive0, roles)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v []*c360.DroppedIdentity) graphql.Marshaler {
+			return ec.marshalNDroppedIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐDroppedIdentityᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Event_dropped(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Event",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_DroppedIdentity(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _EventConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.EventConnection) (ret graphql.Marshaler) {
@@ -549,6 +704,49 @@ func UnmarshalTrackInput(ctx context.Context, raw any) (model.TrackInput, error)
 
 // region    **************************** object.gotpl ****************************
 
+var droppedIdentityImplementors = []string{"DroppedIdentity"}
+
+func (ec *executionContext) _DroppedIdentity(ctx context.Context, sel ast.SelectionSet, obj *c360.DroppedIdentity) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, droppedIdentityImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := deferredGroup(ctx, fields)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("DroppedIdentity")
+		case "type":
+			out.Values[i] = ec._DroppedIdentity_type(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "value":
+			out.Values[i] = ec._DroppedIdentity_value(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reason":
+			out.Values[i] = ec._DroppedIdentity_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return marshalObject(fields, out)
+}
+
 var eventImplementors = []string{"Event"}
 
 func (ec *executionContext) _Event(ctx context.Context, sel ast.SelectionSet, obj *c360.Event) graphql.Marshaler {
@@ -592,6 +790,11 @@ func (ec *executionContext) _Event(ctx context.Context, sel ast.SelectionSet, ob
 			}
 		case "receivedAt":
 			out.Values[i] = ec._Event_receivedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "dropped":
+			out.Values[i] = ec._Event_dropped(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -691,6 +894,30 @@ func (ec *executionContext) _EventEdge(ctx context.Context, sel ast.SelectionSet
 // endregion **************************** object.gotpl ****************************
 
 // region    ***************************** type.gotpl *****************************
+
+func (ec *executionContext) marshalNDroppedIdentity2ᚕᚖgithubᚗcomᚋc360devᚋc360ᚐDroppedIdentityᚄ(ctx context.Context, sel ast.SelectionSet, v []*c360.DroppedIdentity) graphql.Marshaler {
+	ret := marshalSlice(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNDroppedIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐDroppedIdentity(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNDroppedIdentity2ᚖgithubᚗcomᚋc360devᚋc360ᚐDroppedIdentity(ctx context.Context, sel ast.SelectionSet, v *c360.DroppedIdentity) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "DroppedIdentity!")
+		return graphql.Null
+	}
+	return ec._DroppedIdentity(ctx, sel, v)
+}
 
 func (ec *executionContext) marshalNEvent2ᚖgithubᚗcomᚋc360devᚋc360ᚐEvent(ctx context.Context, sel ast.SelectionSet, v *c360.Event) graphql.Marshaler {
 	if v == nil {

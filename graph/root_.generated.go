@@ -202,7 +202,14 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	DroppedIdentity struct {
+		Reason func(childComplexity int) int
+		Type   func(childComplexity int) int
+		Value  func(childComplexity int) int
+	}
+
 	Event struct {
+		DroppedList    func(childComplexity int) int
 		ID             func(childComplexity int) int
 		NameOrNil      func(childComplexity int) int
 		OccurredAt     func(childComplexity int) int
@@ -1036,6 +1043,31 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DeadLetterEdge.Node(childComplexity), true
 
+	case "DroppedIdentity.reason":
+		if e.ComplexityRoot.DroppedIdentity.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DroppedIdentity.Reason(childComplexity), true
+	case "DroppedIdentity.type":
+		if e.ComplexityRoot.DroppedIdentity.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DroppedIdentity.Type(childComplexity), true
+	case "DroppedIdentity.value":
+		if e.ComplexityRoot.DroppedIdentity.Value == nil {
+			break
+		}
+
+		return e.ComplexityRoot.DroppedIdentity.Value(childComplexity), true
+
+	case "Event.dropped":
+		if e.ComplexityRoot.Event.DroppedList == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Event.DroppedList(childComplexity), true
 	case "Event.id":
 		if e.ComplexityRoot.Event.ID == nil {
 			break
@@ -2176,6 +2208,24 @@ type Event {
   source: String!
   occurredAt: Time!
   receivedAt: Time!
+  """
+  The identifiers the event carried that did not reach its customer, and why
+  (empty for most events): taking in their owner would have broken an identity
+  limit or joined customers split apart, the workspace's rules block the value,
+  or a status callback's number did not normalize. See docs/identity.md,
+  "Explaining a profile".
+  """
+  dropped: [DroppedIdentity!]! @hasRole(roles: [ADMIN, AGENT, ASSISTANT])
+}
+
+"An identifier an event carried that did not reach its customer, and why."
+type DroppedIdentity {
+  "The identifier's type (email, phone, user_id, ...); empty for a record that names no identifier."
+  type: String!
+  "The identifier's value, normalized (as received where it did not normalize); masked like an identity's."
+  value: String! @pii(kind: IDENTITY_VALUE)
+  "Why it was dropped, e.g. limit: user_id allows 1 per customer; merging customer 12 would combine user_id \"u-100\", \"u-200\". Free text: email addresses and phone numbers in it are masked."
+  reason: String! @pii(kind: TEXT)
 }
 
 type EventConnection {
@@ -2938,6 +2988,18 @@ func (ec *executionContext) childFields_DeadLetterEdge(ctx context.Context, fiel
 	return nil, fmt.Errorf("no field named %q was found under type DeadLetterEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_DroppedIdentity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "type":
+		return ec.fieldContext_DroppedIdentity_type(ctx, field)
+	case "value":
+		return ec.fieldContext_DroppedIdentity_value(ctx, field)
+	case "reason":
+		return ec.fieldContext_DroppedIdentity_reason(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type DroppedIdentity", field.Name)
+}
+
 func (ec *executionContext) childFields_Event(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -2954,6 +3016,8 @@ func (ec *executionContext) childFields_Event(ctx context.Context, field graphql
 		return ec.fieldContext_Event_occurredAt(ctx, field)
 	case "receivedAt":
 		return ec.fieldContext_Event_receivedAt(ctx, field)
+	case "dropped":
+		return ec.fieldContext_Event_dropped(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Event", field.Name)
 }

@@ -25,7 +25,7 @@ import (
 var serialElements = map[string]bool{
 	"EventEdge": true, "Event": true, "EventSummary": true,
 	"MessageEdge": true, "Message": true, "ContextConversation": true,
-	"Identity": true, "IdentityLimit": true, "Consent": true, "MergeRecord": true,
+	"Identity": true, "IdentityLimit": true, "DroppedIdentity": true, "Consent": true, "MergeRecord": true,
 	"TraitSource": true, "Observation": true,
 	"AuditEdge": true, "AuditEntry": true, "DeadLetterEdge": true, "DeadLetter": true, "ApiKey": true,
 }

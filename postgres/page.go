@@ -99,6 +99,31 @@ func scanEvent(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
 	return e, nil
 }
 
+// droppedColumn follows eventColumns where the events' drop records are
+// read too (scanEventDropped): only for a query that selects them
+// (PageArgs.Dropped), as most events have none and a customer-360 page
+// of events reads none.
+const droppedColumn = `, CASE WHEN jsonb_typeof(e.dropped) = 'array' THEN e.dropped END`
+
+// scanEventDropped scans eventColumns and droppedColumn, after any
+// leading columns in prefix.
+func scanEventDropped(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
+	e := &c360.Event{WorkspaceID: ws, DroppedRead: true}
+	var records []string
+	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, (*[]byte)(&e.RawProperties), &e.Source, &e.OccurredAt, &e.ReceivedAt, &records)
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	if len(records) > 0 {
+		e.Dropped = make([]*c360.DroppedIdentity, len(records))
+		for i, r := range records {
+			d := c360.ParseDropped(r)
+			e.Dropped[i] = &d
+		}
+	}
+	return e, nil
+}
+
 // conversationColumns are a conversation's columns as scanConversation
 // reads them, for a table aliased c.
 const conversationColumns = `c.id, c.customer_id, c.channel, c.status, c.last_message_at, c.created_at`
@@ -121,19 +146,27 @@ func (db *DB) EventsByCustomers(ctx context.Context, ws int64, customers []int64
 }
 
 func queueEvents(p *pipeline, ws int64, customers []int64, args c360.PageArgs) (map[int64]*c360.Page[*c360.Event], error) {
+	scan := scanEvent
+	if args.Dropped {
+		scan = scanEventDropped
+	}
 	return queuePage(p, c360.ListEvents, ws, customers, args, func(after bool) string {
 		cond := ""
 		if after {
 			cond = `AND (e.occurred_at, e.id) < ($4, $5)`
 		}
-		return `SELECT p.id, ` + eventColumns + `
+		columns := eventColumns
+		if args.Dropped {
+			columns += droppedColumn
+		}
+		return `SELECT p.id, ` + columns + `
 			FROM ` + lookedUpCustomers + ` AS p(id)
 			CROSS JOIN LATERAL (
 				SELECT * FROM events e WHERE e.workspace_id = $1 AND e.customer_id = p.id ` + cond + `
 				ORDER BY e.occurred_at DESC, e.id DESC LIMIT $3) e`
 	}, func(rows pgx.Rows) (int64, *c360.Event, time.Time, int64, error) {
 		var parent int64
-		e, err := scanEvent(rows, ws, &parent)
+		e, err := scan(rows, ws, &parent)
 		if err != nil {
 			return 0, nil, time.Time{}, 0, err
 		}
@@ -199,10 +232,11 @@ func (db *DB) MessagesByConversations(ctx context.Context, ws int64, conversatio
 	return sendOne(ctx, db, p, m, err)
 }
 
-// FindEventByID returns one event.
+// FindEventByID returns one event, with its drop records (one event's
+// are read whether or not they are asked for).
 func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, error) {
-	e, err := scanEvent(db.as(ws).QueryRow(ctx, `
-		SELECT `+eventColumns+` FROM events e WHERE e.workspace_id = $1 AND e.id = $2`, ws, id), ws)
+	e, err := scanEventDropped(db.as(ws).QueryRow(ctx, `
+		SELECT `+eventColumns+droppedColumn+` FROM events e WHERE e.workspace_id = $1 AND e.id = $2`, ws, id), ws)
 	if err == pgx.ErrNoRows {
 		return nil, c360.Errorf(c360.ENOTFOUND, "event %d not found", id)
 	} else if err != nil {

@@ -30,7 +30,7 @@ func (r *customerResolver) Identities(ctx context.Context, obj *c360.Customer) (
 
 // Events is the resolver for the events field.
 func (r *customerResolver) Events(ctx context.Context, obj *c360.Customer, first *int, after *string) (*model.EventConnection, error) {
-	key := pageKey{obj.ID, pageArgs(first, after)}
+	key := pageKey{obj.ID, eventPageArgs(ctx, first, after)}
 	if l := loadersFrom(ctx); l != nil && l.batches(ctx, obj.ID) {
 		p, err := l.events.Load(ctx, key)
 		if err != nil {

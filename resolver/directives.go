@@ -99,15 +99,20 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 	switch kind {
 	case model.PiiKindIdentityValue:
 		s, _ := res.(string)
-		typ := ""
-		if rec, ok := obj.(*c360.IdentityRecord); ok {
+		typ, part := "", "identity."
+		switch rec := obj.(type) {
+		case *c360.IdentityRecord:
 			typ = rec.Type
+		case *c360.DroppedIdentity:
+			// An identifier an event dropped (Event.dropped), masked as
+			// the change feed's diff masks it (pii.Diff's dropped).
+			typ, part = rec.Type, "dropped."
 		}
 		m, k := pii.Identity(typ, s)
 		if k == "" {
 			return res, nil
 		}
-		masked, found = m, []string{"identity." + identityField(typ, k)}
+		masked, found = m, []string{part + identityField(typ, k)}
 	case model.PiiKindJSON:
 		field := graphql.GetFieldContext(ctx).Field.Name
 		m, _ := res.(map[string]any)

@@ -89,6 +89,57 @@ func pageArgsOf(m map[string]any) (c360.PageArgs, bool) {
 	return a, true
 }
 
+// droppedPath leads from a page of events to its events' drop records.
+var droppedPath = []string{"edges", "node", "dropped"}
+
+// selectsDropped reports whether the selection of a page of events (an
+// events field's) selects its events' dropped, through any fragments:
+// the page is then read with the events' drop records
+// (c360.PageArgs.Dropped). The prefetch and the events resolver both ask
+// it of the same field, so that they key the page alike. It walks the
+// query as written, without collecting fields (it runs for every events
+// field of every query): a dropped that @skip leaves out is read all the
+// same, and not shown.
+func selectsDropped(ctx context.Context, sel ast.SelectionSet) bool {
+	return selectsPath(ctx, sel, droppedPath)
+}
+
+// eventPageArgs reads the arguments of the events field being resolved,
+// with Dropped as the prefetch sets it for the same field.
+func eventPageArgs(ctx context.Context, first *int, after *string) c360.PageArgs {
+	a := pageArgs(first, after)
+	if fc := graphql.GetFieldContext(ctx); fc != nil {
+		a.Dropped = selectsDropped(ctx, fc.Field.Selections)
+	}
+	return a
+}
+
+func selectsPath(ctx context.Context, sel ast.SelectionSet, path []string) bool {
+	for _, s := range sel {
+		switch s := s.(type) {
+		case *ast.Field:
+			if s.Name == path[0] && (len(path) == 1 || selectsPath(ctx, s.SelectionSet, path[1:])) {
+				return true
+			}
+		case *ast.InlineFragment:
+			if selectsPath(ctx, s.SelectionSet, path) {
+				return true
+			}
+		case *ast.FragmentSpread:
+			def := s.Definition
+			if def == nil {
+				if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Doc != nil {
+					def = oc.Doc.Fragments.ForName(s.Name)
+				}
+			}
+			if def != nil && selectsPath(ctx, def.SelectionSet, path) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // prefetchCustomers loads the selected child fields of a list of customers
 // and primes the loaders: what prefetchProfiles loads, then merges and
 // observations. Errors are not reported here: a child resolver whose value
@@ -157,8 +208,11 @@ func profileRequest(ctx context.Context, fields []graphql.CollectedField, n int)
 		case "consents":
 			req.Consents = true
 		case "events":
-			if args, ok := argsOf(ctx, f); ok && !slices.Contains(req.Events, args) {
-				req.Events = append(req.Events, args)
+			if args, ok := argsOf(ctx, f); ok {
+				args.Dropped = selectsDropped(ctx, f.Selections)
+				if !slices.Contains(req.Events, args) {
+					req.Events = append(req.Events, args)
+				}
 			}
 		case "conversations":
 			if args, ok := argsOf(ctx, f); ok {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,54 @@ func TestNoNPlusOne(t *testing.T) {
 	}
 	if large > 10 {
 		t.Errorf("statements for 100 customers = %d, want at most 10\n%s", large, counter.Statements())
+	}
+}
+
+// Event.dropped is read with a page of customers' events, in the same
+// statement, whatever their number; only when selected (profileQuery,
+// which does not, reads no drop records: TestNoNPlusOne).
+func TestEventDropsInOneStatement(t *testing.T) {
+	counter := &pgtest.StatementCounter{}
+	e := newEnv(t, counter.Install)
+	const q = `query($first: Int!) { customers(first: $first) { edges { node { id events(first: 5) { edges { node { id dropped { type value } } } } } } } }`
+	measure := func(n int) (int64, int64) {
+		t.Helper()
+		ws, _, key := pgtest.Workspace(t, e.db)
+		seedProfiles(t, e.db, ws, n)
+		gql(t, e.srv, key, `{ customers(first: 1) { edges { cursor } } }`, nil).ok(t, nil)
+		counter.Reset()
+		var p struct {
+			Customers struct {
+				Edges []struct {
+					Node struct {
+						Events struct {
+							Edges []struct{ Node struct{ Dropped []any } }
+						}
+					}
+				}
+			}
+		}
+		gql(t, e.srv, key, q, map[string]any{"first": n}).ok(t, &p)
+		for _, c := range p.Customers.Edges {
+			if len(c.Node.Events.Edges) != 2 {
+				t.Fatalf("events = %+v, want 2", c.Node.Events.Edges)
+			}
+			for _, ev := range c.Node.Events.Edges {
+				if ev.Node.Dropped == nil || len(ev.Node.Dropped) != 0 {
+					t.Errorf("dropped = %#v, want []", ev.Node.Dropped)
+				}
+			}
+		}
+		return counter.Count(), counter.RoundTrips()
+	}
+	small, _ := measure(10)
+	large, trips := measure(100)
+	if large != small {
+		t.Errorf("statements for 100 customers = %d, want the same as for 10 (%d)\n%s", large, small, counter.Statements())
+	}
+	// The customers; their events, with their drop records.
+	if trips != 2 || large != 2 || !strings.Contains(counter.Statements(), "jsonb_typeof(e.drop") {
+		t.Errorf("%d statements in %d round trips, want 2 in 2, the events' reading their drop records\n%s", large, trips, counter.Statements())
 	}
 }
 

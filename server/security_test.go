@@ -1133,3 +1133,91 @@ func TestMaskedSearchRefusesABlankQuery(t *testing.T) {
 		}
 	}
 }
+
+// An event names the identifiers it dropped, and why (Event.dropped), as
+// docs/identity.md's "Explaining a profile" says: the drop is recorded so
+// that it can be explained. Its value is masked as an identity's and its
+// reason as free text for a key that reads personal data masked, and a
+// read of them unmasked is audited against the event's customer. A page
+// of events that does not select it reads no drop records.
+func TestEventsExplainTheirDrops(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	// Jane signs up as u-1; a second account, u-2, gives her email, which
+	// the user_id limit keeps off its customer.
+	gql(t, e.srv, e.keys["admin"], `mutation { identify(input: {identities: [{type: "user_id", value: "u-1"}, {type: "email", value: "jane@example.com"}]}) { id } }`, nil).ok(t, nil)
+	var second struct {
+		Track struct {
+			ID      string
+			Dropped []struct{ Type, Value, Reason string }
+		}
+	}
+	gql(t, e.srv, e.keys["admin"], `mutation { track(input: {identities: [{type: "user_id", value: "u-2"}, {type: "email", value: "jane@example.com"}], event: "Signed up"}) {
+		id dropped { type value reason } } }`, nil).ok(t, &second)
+	d := second.Track.Dropped
+	if len(d) != 1 || d[0].Type != "email" || d[0].Value != janeEmail || !strings.HasPrefix(d[0].Reason, "limit: user_id allows 1 per customer") {
+		t.Fatalf("track's dropped = %+v, want the email, dropped for the user_id limit", d)
+	}
+	var c struct{ CustomerByIdentity struct{ ID string } }
+	gql(t, e.srv, e.keys["admin"], `{ customerByIdentity(type: "user_id", value: "u-2") { id } }`, nil).ok(t, &c)
+	second2 := c.CustomerByIdentity.ID
+	const q = `query($id: ID!) { customer(id: $id) { events(first: 10) { edges { node { id dropped { type value reason } } } } } }`
+	for role, want := range map[string]string{"admin": janeEmail, "assistant+pii": janeEmail, "assistant": janeEmailMasked} {
+		var out struct {
+			Customer struct {
+				Events struct {
+					Edges []struct {
+						Node struct {
+							ID      string
+							Dropped []struct{ Type, Value, Reason string }
+						}
+					}
+				}
+			}
+		}
+		r := gql(t, e.srv, e.keys[role], q, map[string]any{"id": second2})
+		r.ok(t, &out)
+		edges := out.Customer.Events.Edges
+		if len(edges) != 1 || len(edges[0].Node.Dropped) != 1 || edges[0].Node.Dropped[0].Value != want {
+			t.Errorf("%s: events = %+v, want the event dropping %s", role, edges, want)
+		}
+		if role == "assistant" && strings.Contains(r.Body, janeEmail) {
+			t.Errorf("assistant read the dropped email unmasked: %s", r.Body)
+		}
+	}
+	// Through fragments too, as the page's own statement reads them.
+	frag := gql(t, e.srv, e.keys["admin"], `query($id: ID!) { customer(id: $id) { ...C } }
+		fragment C on Customer { events { edges { ... on EventEdge { node { ...E } } } } }
+		fragment E on Event { dropped { type value } }`, map[string]any{"id": second2})
+	frag.ok(t, nil)
+	if !strings.Contains(string(frag.Data), `"dropped":[{"type":"email","value":"`+janeEmail+`"}]`) {
+		t.Errorf("dropped through fragments = %s", frag.Data)
+	}
+	// Events that dropped nothing say so; so do Jane's.
+	var jane struct {
+		Customer struct {
+			Events struct {
+				Edges []struct{ Node struct{ Dropped []any } }
+			}
+		}
+	}
+	gql(t, e.srv, e.keys["admin"], q, map[string]any{"id": e.cust}).ok(t, &jane)
+	if len(jane.Customer.Events.Edges) < 2 {
+		t.Fatalf("Jane's events = %+v", jane.Customer.Events.Edges)
+	}
+	for _, edge := range jane.Customer.Events.Edges {
+		if edge.Node.Dropped == nil || len(edge.Node.Dropped) != 0 {
+			t.Errorf("Jane's event dropped = %#v, want []", edge.Node.Dropped)
+		}
+	}
+	var fields []string
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": second2}) {
+		fields = append(fields, r.Fields...)
+	}
+	if !slices.Contains(fields, "dropped.email") {
+		t.Errorf("pii.read entries of customer %s hold %v, want dropped.email", second2, fields)
+	}
+	// The write key that tracks may not read what the event dropped, as it
+	// may not read its properties.
+	gql(t, e.srv, e.keys["write"], `mutation { track(input: {identities: [{type: "user_id", value: "u-2"}], event: "E"}) { dropped { value } } }`, nil).
+		wantCode(t, c360.EFORBIDDEN)
+}
