@@ -398,3 +398,40 @@ func TestCompletingASubscriptionWhileItRetries(t *testing.T) {
 		t.Fatalf("got %+v, want a's traits change", got)
 	}
 }
+
+// downKeys is the store as API key service, whose Authenticate fails
+// with UNAVAILABLE for the key "down" (the database did not answer the
+// key's lookup) and with an error of no code for the key "broken".
+type downKeys struct{ *postgres.DB }
+
+func (k downKeys) Authenticate(ctx context.Context, key string) (*c360.Principal, error) {
+	switch key {
+	case "down":
+		return nil, c360.Errorf(c360.EUNAVAILABLE, "the database is unavailable; retry")
+	case "broken":
+		return nil, fmt.Errorf("decode key row: unexpected column")
+	}
+	return k.DB.Authenticate(ctx, key)
+}
+
+// A connection_init whose key cannot be looked up because the database
+// is unavailable closes with 1013 (try again later), which graphql-ws
+// retries, as every other database outage closes a websocket: with 4500,
+// which graphql-ws takes for fatal, a client never reconnected once the
+// database was back (docs/realtime.md says to retry). A failure that is
+// not the database's keeps 4500, in both protocols.
+func TestWebsocketInitDuringADatabaseOutage(t *testing.T) {
+	e := newRTEnv(t, rtOptions{auth: func(db *postgres.DB) c360.APIKeyService { return downKeys{db} }})
+	for _, protocol := range []string{"graphql-transport-ws", "graphql-ws"} {
+		for key, want := range map[string]int{"down": server.CloseUnavailable, "broken": server.CloseInternal} {
+			c := dialWS(t, wsURL(e.srv), protocol, nil)
+			c.send("connection_init", "", map[string]any{"authorization": "Bearer " + key})
+			if got := c.closeCode(); got != want {
+				t.Errorf("%s, key %q: close code %d, want %d", protocol, key, got, want)
+			}
+		}
+	}
+	// The database is back: the client's retry is served.
+	c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+	c.init(e.key)
+}

@@ -44,9 +44,9 @@ const (
 	CloseSubscriberExists         = 4409 // subscribe with the id of an active subscription
 	CloseTooManyInit              = 4429 // a second connection_init
 	CloseTooSlow                  = 1013 // try again later: a subscriber fell behind; reconnect and resume with after
-	CloseUnavailable              = 1013 // try again later: the database did not answer a subscription's reads; reconnect and resume with after
+	CloseUnavailable              = 1013 // try again later: the database did not answer a subscription's reads (reconnect and resume with after), or connection_init's key lookup
 	CloseTryAgainLater            = 1013 // connection_init from an address over its limit of failed authentications
-	CloseInternal                 = 4500 // the server could not verify the key
+	CloseInternal                 = 4500 // the server could not verify the key, for another reason than an unavailable database
 )
 
 // Subprotocols served on /graphql, in order of preference.
@@ -1139,6 +1139,13 @@ func (s *Server) websocketInit(ctx context.Context, payload transport.InitPayloa
 			// Connections opened before their address ran out of
 			// failed authentications, each kept for its init.
 			return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseTryAgainLater), "Try again later"),
+				nil, errors.New(c360.ErrorMessage(err))
+		case c360.EUNAVAILABLE:
+			// The database did not answer the key's lookup: try again
+			// later, as every other outage closes a websocket. graphql-ws
+			// retries 1013; it takes 4500 for fatal and never would.
+			s.cfg.Logger.Warn("authenticate websocket: database unavailable", "error", err)
+			return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, CloseUnavailable), "Database unavailable: try again later"),
 				nil, errors.New(c360.ErrorMessage(err))
 		}
 		s.cfg.Logger.Error("authenticate websocket", "error", err)
