@@ -87,6 +87,8 @@ type APIKeyManager interface {
 	// ListAPIKeys returns the workspace's keys, newest first.
 	ListAPIKeys(ctx context.Context, workspaceID int64) ([]*APIKey, error)
 	// RevokeAPIKey revokes the key with this prefix; ENOTFOUND if the
-	// workspace has none. Revoking a revoked key returns it unchanged.
-	RevokeAPIKey(ctx context.Context, workspaceID int64, prefix string) (*APIKey, error)
+	// workspace has none. Revoking a revoked key returns it unchanged, and
+	// revoked reports whether this call revoked it: a key revoked already
+	// is no change to record.
+	RevokeAPIKey(ctx context.Context, workspaceID int64, prefix string) (key *APIKey, revoked bool, err error)
 }

@@ -2575,7 +2575,7 @@ extend type Query {
 extend type Mutation {
   "Issues an API key; its secret is in the answer and is shown once. Admin only. For a browser or a mobile app, issue a CLIENT key, never a WRITE one."
   createApiKey(role: Role!, scopes: [String!]): CreatedApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.create")
-  "Revokes the key with this prefix. Admin only; revoking an already revoked key changes nothing."
+  "Revokes the key with this prefix. Admin only; revoking an already revoked key changes nothing and records no audit entry: the key is answered as it is, revokedAt its first revocation's."
   revokeApiKey(prefix: String!): ApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.revoke")
 }
 `, BuiltIn: false},

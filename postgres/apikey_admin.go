@@ -65,22 +65,32 @@ func (db *DB) ListAPIKeys(ctx context.Context, ws int64) ([]*c360.APIKey, error)
 }
 
 // RevokeAPIKey revokes the workspace's key with this prefix. This process
-// forgets the key at once; other processes within authCacheTTL (5 s).
-func (db *DB) RevokeAPIKey(ctx context.Context, ws int64, prefix string) (*c360.APIKey, error) {
+// forgets the key at once; other processes within authCacheTTL (5 s). A
+// key revoked already is returned as it is, revoked false: its revokedAt
+// stays the first revocation's. Of two revocations at once, the second's
+// UPDATE waits for the first's and finds the key revoked; its read of the
+// key, a statement of its own, then sees the first's revokedAt.
+func (db *DB) RevokeAPIKey(ctx context.Context, ws int64, prefix string) (*c360.APIKey, bool, error) {
+	revoked := true
 	k, err := scanAPIKey(db.as(ws).QueryRow(ctx, `
-		UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-		WHERE workspace_id = $1 AND prefix = $2
+		UPDATE api_keys SET revoked_at = now()
+		WHERE workspace_id = $1 AND prefix = $2 AND revoked_at IS NULL
 		RETURNING `+apiKeyColumns, ws, prefix))
 	if err == pgx.ErrNoRows {
-		return nil, c360.Errorf(c360.ENOTFOUND, "no API key with prefix %q in this workspace", truncate(prefix, 40))
+		revoked = false
+		k, err = scanAPIKey(db.as(ws).QueryRow(ctx, `
+			SELECT `+apiKeyColumns+` FROM api_keys WHERE workspace_id = $1 AND prefix = $2`, ws, prefix))
+	}
+	if err == pgx.ErrNoRows {
+		return nil, false, c360.Errorf(c360.ENOTFOUND, "no API key with prefix %q in this workspace", truncate(prefix, 40))
 	} else if err != nil {
-		return nil, interpretError(fmt.Errorf("revoke api key: %w", err))
+		return nil, false, interpretError(fmt.Errorf("revoke api key: %w", err))
 	}
 	// Counted before the key is forgotten: a read of the row that raced
 	// the UPDATE then does not cache it again (cacheKey).
 	db.revocations.Add(1)
 	db.authCache.Delete(prefix)
-	return k, nil
+	return k, revoked, nil
 }
 
 func truncate(s string, n int) string {

@@ -72,7 +72,7 @@ func TestKeyActive(t *testing.T) {
 		t.Errorf("with api_keys locked the answer took %v, want about a second", took)
 	}
 
-	if _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
+	if _, _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.KeyActive(ctx, p); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
@@ -163,7 +163,7 @@ func TestRevokedKeyIsNotCachedAgainByARacingRead(t *testing.T) {
 			// The revocation commits after the read saw the key standing.
 			db.AfterKeyRead(func() {
 				db.AfterKeyRead(nil)
-				if _, err := db.RevokeAPIKey(ctx, ws, p.KeyPrefix); err != nil {
+				if _, _, err := db.RevokeAPIKey(ctx, ws, p.KeyPrefix); err != nil {
 					t.Error(err)
 				}
 			})

@@ -551,16 +551,21 @@ func TestRevokeAPIKey(t *testing.T) {
 	if _, err := db.Authenticate(ctx, secret); err != nil { // cached now
 		t.Fatal(err)
 	}
-	r, err := db.RevokeAPIKey(ctx, ws, k.Prefix)
-	if err != nil || r.RevokedAt == nil || r.Prefix != k.Prefix {
-		t.Fatalf("RevokeAPIKey = %+v, %v", r, err)
+	r, revoked, err := db.RevokeAPIKey(ctx, ws, k.Prefix)
+	if err != nil || !revoked || r.RevokedAt == nil || r.Prefix != k.Prefix {
+		t.Fatalf("RevokeAPIKey = %+v, %v, %v", r, revoked, err)
+	}
+	// Revoking again changes nothing, and says so.
+	again, revoked, err := db.RevokeAPIKey(ctx, ws, k.Prefix)
+	if err != nil || revoked || again.RevokedAt == nil || !again.RevokedAt.Equal(*r.RevokedAt) {
+		t.Errorf("RevokeAPIKey again = %+v, %v, %v; want the key as it was (revokedAt %v), revoked false", again, revoked, err, r.RevokedAt)
 	}
 	// This process forgets the key at once, cache or not.
 	if _, err := db.Authenticate(ctx, secret); c360.ErrorCode(err) != c360.EUNAUTHENTICATED {
 		t.Errorf("authenticate after revoke = %v, want UNAUTHENTICATED", err)
 	}
 	other, _, _ := pgtest.Workspace(t, db)
-	if _, err := db.RevokeAPIKey(ctx, other, k.Prefix); c360.ErrorCode(err) != c360.ENOTFOUND {
+	if _, _, err := db.RevokeAPIKey(ctx, other, k.Prefix); c360.ErrorCode(err) != c360.ENOTFOUND {
 		t.Errorf("revoke through another workspace = %v, want NOT_FOUND", err)
 	}
 	if _, _, err := db.IssueAPIKey(ctx, ws, c360.RoleAssistant, []string{"pii", "admin"}); c360.ErrorCode(err) != c360.EINVALID {

@@ -145,10 +145,13 @@ func (r *Resolver) now() time.Time {
 
 // audit records a successful mutation in the audit log, with its actor,
 // before the answer leaves: a change is never acknowledged unaudited unless
-// the audit write itself fails, which is logged.
+// the audit write itself fails, which is logged. A mutation that changed
+// nothing (revoking a revoked key) says so (changedNothing), and is not
+// recorded.
 func (r *Resolver) audit(ctx context.Context, _ any, next graphql.Resolver, action string) (any, error) {
-	res, err := next(ctx)
-	if err != nil || r.Audit == nil {
+	var unchanged bool
+	res, err := next(context.WithValue(ctx, unchangedKey{}, &unchanged))
+	if err != nil || r.Audit == nil || unchanged {
 		return res, err
 	}
 	p := c360.PrincipalFromContext(ctx)
@@ -166,6 +169,16 @@ func (r *Resolver) audit(ctx context.Context, _ any, next graphql.Resolver, acti
 		slog.Default().Error("audit: record action", "action", action, "workspace", p.WorkspaceID, "error", err)
 	}
 	return res, nil
+}
+
+type unchangedKey struct{}
+
+// changedNothing tells the audit directive of the mutation being resolved
+// that it changed nothing: there is nothing to record.
+func changedNothing(ctx context.Context) {
+	if p, ok := ctx.Value(unchangedKey{}).(*bool); ok {
+		*p = true
+	}
 }
 
 // auditDetail describes a change for the audit log from the mutation's

@@ -37,7 +37,12 @@ func (r *mutationResolver) RevokeAPIKey(ctx context.Context, prefix string) (*c3
 	if r.Keys == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "key management is not configured on this server")
 	}
-	return r.Keys.RevokeAPIKey(ctx, p.WorkspaceID, prefix)
+	k, revoked, err := r.Keys.RevokeAPIKey(ctx, p.WorkspaceID, prefix)
+	if err == nil && !revoked {
+		// Revoked already: the key as it is, and no audit entry.
+		changedNothing(ctx)
+	}
+	return k, err
 }
 
 // APIKeys is the resolver for the apiKeys field.

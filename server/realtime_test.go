@@ -700,7 +700,7 @@ func TestSSEStreamEndsWhenItsKeyIsRevoked(t *testing.T) {
 	id := ingest(t, e.db, e.ws, email("sse-revoked@example.com"), nil)
 	resp := postSSE(t, ctx, e.srv.URL, key, subCustomer, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
-	if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+	if _, _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
 		t.Fatal(err)
 	}
 	ingest(t, e.db, e.ws, email("sse-revoked@example.com"), map[string]any{"after": "revocation"})

@@ -661,6 +661,16 @@ func TestAPIKeyManagementAndRevocation(t *testing.T) {
 	if again.RevokeAPIKey.RevokedAt != revoked.RevokeAPIKey.RevokedAt {
 		t.Errorf("revokedAt after a second revoke = %s, want %s", again.RevokeAPIKey.RevokedAt, revoked.RevokeAPIKey.RevokedAt)
 	}
+	// and records nothing: the audit log holds the one revocation.
+	var revocations int
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditAPIKeyRevoke}) {
+		if r.Detail["prefix"] == c.Key.Prefix {
+			revocations++
+		}
+	}
+	if revocations != 1 {
+		t.Errorf("%d apikey.revoke entries for %s after revoking it twice, want 1", revocations, c.Key.Prefix)
+	}
 	_, _, otherAdmin := pgtest.Workspace(t, e.db)
 	gql(t, e.srv, otherAdmin, `mutation($p: String!) { revokeApiKey(prefix: $p) { revokedAt } }`,
 		map[string]any{"p": prefixOf(e.keys["agent"])}).wantCode(t, c360.ENOTFOUND)

@@ -516,7 +516,7 @@ func TestWebsocketRevokedKeyWithholdsNextChange(t *testing.T) {
 	c.init(key)
 	c.subscribe("a", subCustomer, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
-	if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+	if _, _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
 		t.Fatal(err)
 	}
 	ingest(t, e.db, e.ws, email("withheld@example.com"), map[string]any{"plan": "secret"})
@@ -542,7 +542,7 @@ func TestWebsocketRevokedKeyClosesTheConnection(t *testing.T) {
 		c.init(key)
 		c.subscribe("a", subCustomer, map[string]any{"id": id})
 		waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
-		if _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
+		if _, _, err := e.db.RevokeAPIKey(ctx, e.ws, k.Prefix); err != nil {
 			t.Fatal(err)
 		}
 		if !idle {

@@ -73,6 +73,20 @@ func TestAPIKeyRevokeAndList(t *testing.T) {
 	if text := c.mustRun("apikey", "list", "--workspace", slug); !strings.Contains(text, k.Prefix) || !strings.Contains(text, "REVOKED") {
 		t.Errorf("apikey list:\n%s\nwant a table with the revoked key", text)
 	}
+	// Revoking it again changes nothing: it says so, with the first
+	// revocation's time, in text and JSON, and records nothing.
+	want := fmt.Sprintf("assistant key %s of %s already revoked at %s\n", k.Prefix, slug, revoked.RevokedAt.UTC().Format(time.RFC3339))
+	if text := c.mustRun("apikey", "revoke", "--workspace", slug, "--prefix", k.Prefix); text != want {
+		t.Errorf("apikey revoke of a revoked key printed %q, want %q", text, want)
+	}
+	var again struct{ RevokedAt *time.Time }
+	decodeOne(t, c.mustRun("apikey", "revoke", "--workspace", slug, "--prefix", k.Prefix, "--json"), &again)
+	if again.RevokedAt == nil || !again.RevokedAt.Equal(*revoked.RevokedAt) {
+		t.Errorf("apikey revoke --json of a revoked key: revokedAt %v, want %v", again.RevokedAt, revoked.RevokedAt)
+	}
+	if entries, _, _, err := db.FindAuditEntries(ctx, ws, c360.AuditFilter{First: 10, Action: c360.AuditAPIKeyRevoke}); err != nil || len(entries) != 1 {
+		t.Errorf("apikey.revoke entries after revoking three times = %+v, %v; want 1", entries, err)
+	}
 
 	// The changes are audited, with the command line as actor.
 	for _, action := range []string{c360.AuditAPIKeyCreate, c360.AuditAPIKeyRevoke} {

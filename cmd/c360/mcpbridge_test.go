@@ -244,7 +244,7 @@ func TestMCPBridge(t *testing.T) {
 	}
 
 	// Revoked: the next call fails, clearly.
-	if _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
+	if _, _, err := db.RevokeAPIKey(ctx, ws, k.Prefix); err != nil {
 		t.Fatal(err)
 	}
 	res, err = cs.CallTool(ctx, lookup)

@@ -79,13 +79,21 @@ func (m *Main) apikeyAdmin(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if cmd == "revoke" {
-		k, err := db.RevokeAPIKey(ctx, w.ID, prefix)
+		k, revoked, err := db.RevokeAPIKey(ctx, w.ID, prefix)
 		if err != nil {
 			return err
 		}
-		m.auditKeyChange(ctx, db, c360.AuditAPIKeyRevoke, k)
+		// A key revoked already is no change: nothing is recorded.
+		if revoked {
+			m.auditKeyChange(ctx, db, c360.AuditAPIKeyRevoke, k)
+		}
 		if *asJSON {
 			return json.NewEncoder(m.Stdout).Encode(toJSON(k))
+		}
+		if !revoked {
+			fmt.Fprintf(m.Stdout, "%s key %s of %s already revoked at %s\n",
+				k.Role, k.Prefix, w.Slug, k.RevokedAt.UTC().Format(time.RFC3339))
+			return nil
 		}
 		fmt.Fprintf(m.Stdout, "%s key %s of %s revoked at %s; it stops working within 5 seconds on every server\n",
 			k.Role, k.Prefix, w.Slug, k.RevokedAt.UTC().Format(time.RFC3339))
