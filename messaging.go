@@ -332,6 +332,18 @@ func (m *Message) ErrorCodeOrNil() *string {
 	return &m.ErrorCode
 }
 
+// ProviderIDOrNil returns the provider's id of the message, or nil when
+// the provider has none for it: an outbound message it refused (Twilio's
+// 21211, an invalid number) or whose outcome is unknown, or one not sent
+// yet. The store keeps no id as NULL; a row an earlier build stored with
+// an empty id reads as none too.
+func (m *Message) ProviderIDOrNil() *string {
+	if m.ProviderID == "" {
+		return nil
+	}
+	return &m.ProviderID
+}
+
 // ChangeCursorOrNil returns the position of the change that delivered the
 // message to a subscription, or nil outside one.
 func (m *Message) ChangeCursorOrNil() *string {

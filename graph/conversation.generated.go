@@ -472,7 +472,7 @@ func (ec *executionContext) _Message_providerId(ctx context.Context, field graph
 			return ec.fieldContext_Message_providerId(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.ProviderID, nil
+			return obj.ProviderIDOrNil(), nil
 		},
 		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
 			directive0 := next
@@ -480,11 +480,11 @@ func (ec *executionContext) _Message_providerId(ctx context.Context, field graph
 			directive1 := func(ctx context.Context) (any, error) {
 				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "PROVIDER_ID")
 				if err != nil {
-					var zeroVal string
+					var zeroVal *string
 					return zeroVal, err
 				}
 				if ec.Directives.Pii == nil {
-					var zeroVal string
+					var zeroVal *string
 					return zeroVal, errors.New("directive pii is not implemented")
 				}
 				return ec.Directives.Pii(ctx, obj, directive0, kind)
@@ -493,15 +493,15 @@ func (ec *executionContext) _Message_providerId(ctx context.Context, field graph
 			next = directive1
 			return next
 		},
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalOString2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
 		},
 		true,
 		false,
 	)
 }
 func (ec *executionContext) fieldContext_Message_providerId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("Message", field, false, false, "String")
+	return graphql.NewScalarFieldContext("Message", field, true, false, "String")
 }
 
 func (ec *executionContext) _Message_createdAt(ctx context.Context, field graphql.CollectedField, obj *c360.Message) (ret graphql.Marshaler) {

@@ -277,7 +277,7 @@ type ComplexityRoot struct {
 		ErrorCodeOrNil    func(childComplexity int) int
 		ID                func(childComplexity int) int
 		MediaURLs         func(childComplexity int) int
-		ProviderID        func(childComplexity int) int
+		ProviderIDOrNil   func(childComplexity int) int
 		Status            func(childComplexity int) int
 	}
 
@@ -1335,11 +1335,11 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Message.MediaURLs(childComplexity), true
 	case "Message.providerId":
-		if e.ComplexityRoot.Message.ProviderID == nil {
+		if e.ComplexityRoot.Message.ProviderIDOrNil == nil {
 			break
 		}
 
-		return e.ComplexityRoot.Message.ProviderID(childComplexity), true
+		return e.ComplexityRoot.Message.ProviderIDOrNil(childComplexity), true
 	case "Message.status":
 		if e.ComplexityRoot.Message.Status == nil {
 			break
@@ -2012,7 +2012,9 @@ type Message {
   status: String!
   """
   The provider's id of the message: a Twilio message SID (SM..., MM...) or a
-  WhatsApp Cloud API id (wamid...). A wamid encodes the customer's number,
+  WhatsApp Cloud API id (wamid...); null when the provider has none for it (an
+  outbound message it refused, such as Twilio's 21211, or one whose outcome is
+  unknown). A wamid encodes the customer's number,
   so for an assistant key without the ` + "`" + `pii` + "`" + ` scope anything but a Twilio SID
   is masked (wamid.***, ***).
   """

@@ -204,13 +204,27 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		}
 	case model.PiiKindProviderID:
 		// A WhatsApp id (wamid.) encodes the customer's number; a Twilio
-		// SID holds nothing of them and passes on unaudited.
-		s, _ := res.(string)
+		// SID holds nothing of them and passes on unaudited. The field is
+		// nullable (Message.providerId, a *string): null holds nothing.
+		var s string
+		ptr := false
+		switch v := res.(type) {
+		case string:
+			s = v
+		case *string:
+			if v == nil {
+				return res, nil
+			}
+			s, ptr = *v, true
+		}
 		m, k := pii.ProviderID(s)
 		if k == "" {
 			return res, nil
 		}
-		masked, found = m, []string{"providerId"}
+		if masked = m; ptr {
+			masked = &m
+		}
+		found = []string{"providerId"}
 	default:
 		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
 	}

@@ -307,8 +307,61 @@ func TestSendTwilioErrors(t *testing.T) {
 			if tc.msgStatus == "unconfirmed" && !strings.Contains(r.message(), "recorded as message "+fmt.Sprint(ms[0].ID)+", status unconfirmed") {
 				t.Errorf("message = %q, want it to name the recorded message", r.message())
 			}
+			// Twilio gave the message no SID: the store keeps none, and
+			// GraphQL answers null, not "".
+			var stored *string
+			if err := e.db.Pool.QueryRow(context.Background(), `SELECT provider_id FROM messages WHERE workspace_id = $1 AND id = $2`,
+				e.ws, ms[0].ID).Scan(&stored); err != nil || stored != nil {
+				t.Errorf("stored provider_id = %v, %v; want NULL", stored, err)
+			}
+			if got := newestProviderID(t, e, id); got != "null" {
+				t.Errorf("Message.providerId of the refused message = %s, want null", got)
+			}
 		})
 	}
+	// A message an earlier build stored with an empty provider id reads
+	// as having none too.
+	ms := e.messages(t, id, "sms")
+	if _, err := e.db.Pool.Exec(context.Background(), `UPDATE messages SET provider_id = '' WHERE workspace_id = $1 AND id = $2`, e.ws, ms[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := newestProviderID(t, e, id); got != "null" {
+		t.Errorf("Message.providerId of a message stored with an empty id = %s, want null", got)
+	}
+}
+
+// newestProviderID returns, as JSON, the providerId of the newest message
+// of the customer's SMS conversation, as GraphQL answers it.
+func newestProviderID(t *testing.T, e *env, customerID int64) string {
+	t.Helper()
+	r := e.gql(t, e.key, `query($id: ID!) { customer(id: $id) { conversations { edges { node { channel
+		messages(first: 1) { edges { node { providerId } } } } } } } }`, map[string]any{"id": fmt.Sprint(customerID)})
+	var d struct {
+		Customer struct {
+			Conversations struct {
+				Edges []struct {
+					Node struct {
+						Channel  string
+						Messages struct {
+							Edges []struct {
+								Node struct{ ProviderID json.RawMessage }
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(r.Errors) > 0 || json.Unmarshal(r.Data, &d) != nil {
+		t.Fatalf("read messages: %s", r.raw)
+	}
+	for _, c := range d.Customer.Conversations.Edges {
+		if c.Node.Channel == "sms" && len(c.Node.Messages.Edges) == 1 {
+			return string(c.Node.Messages.Edges[0].Node.ProviderID)
+		}
+	}
+	t.Fatalf("no SMS message in %s", r.raw)
+	return ""
 }
 
 // The workspace's Twilio Account SID reaches neither the sender's answer
