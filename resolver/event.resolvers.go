@@ -24,6 +24,12 @@ func (r *mutationResolver) Identify(ctx context.Context, input model.IdentifyInp
 	if err != nil {
 		return nil, err
 	}
+	if res[0].Duplicate && res[0].CustomerID == 0 {
+		// The stored event's customer was erased (an identify always has
+		// one otherwise): the repeat changed nothing, and has no customer
+		// to answer with.
+		return nil, erasedRepeat(ev.DedupeKey)
+	}
 	return r.CustomerService.FindCustomerByID(ctx, ws, res[0].CustomerID)
 }
 

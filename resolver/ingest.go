@@ -51,6 +51,21 @@ func (r *Resolver) event(typ string, ids []*c360.Identity, messageID *string, ts
 	return ev
 }
 
+// erasedRepeat answers an ingest mutation repeated with the messageId of
+// an event whose customer was erased: NOT_FOUND, as the customer is gone,
+// saying so rather than naming a customer that never was. The repeat
+// changed nothing and created nobody (docs/erasure.md).
+func erasedRepeat(key string) error {
+	if len(key) > 80 {
+		n := 80
+		for n > 0 && !utf8.RuneStart(key[n]) {
+			n--
+		}
+		key = key[:n] + "…"
+	}
+	return c360.Errorf(c360.ENOTFOUND, "the event with messageId %q belonged to a customer who was erased: nothing was changed, and there is no customer to answer with", key)
+}
+
 func checkEventName(name string) error {
 	if name == "" || len(name) > 200 || !utf8.ValidString(name) {
 		return c360.Errorf(c360.EINVALID, "event must be a non-empty name of at most 200 bytes")

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/c360dev/c360"
@@ -131,4 +133,36 @@ func TestMergeAndSplitThroughGraphQL(t *testing.T) {
 		t.Errorf("split moved %d events, history %+v; want 1 and one split entry", s.MovedEvents, s.Split.Merges)
 	}
 	gql(t, e.srv, agentKey, split, map[string]any{"c": a.ID}).wantCode(t, c360.ENOTFOUND)
+}
+
+// An identify repeated with the messageId of an event whose customer was
+// erased changes nothing (the event is a duplicate of no customer), and
+// answers NOT_FOUND saying so: it used to answer "customer 0 not found",
+// naming an id that never was. A track repeated so answers the stored,
+// scrubbed event, as before.
+func TestIdentifyRepeatedAfterErasure(t *testing.T) {
+	e := newEnv(t)
+	const identify = `mutation { identify(input: {identities: [{type: "email", value: "eve@example.com"}], messageId: "m-erased"}) { id } }`
+	var first struct{ Identify struct{ ID string } }
+	gql(t, e.srv, e.key, identify, nil).ok(t, &first)
+	var track struct{ Track struct{ ID string } }
+	const trackQ = `mutation { track(input: {identities: [{type: "email", value: "eve@example.com"}], event: "Seen", messageId: "t-erased"}) { id } }`
+	gql(t, e.srv, e.key, trackQ, nil).ok(t, &track)
+	id, _ := strconv.ParseInt(first.Identify.ID, 10, 64)
+	if _, err := e.db.EraseCustomer(context.Background(), e.ws, id, "admin", "ticket 7"); err != nil {
+		t.Fatal(err)
+	}
+	r := gql(t, e.srv, e.key, identify, nil)
+	r.wantCode(t, c360.ENOTFOUND)
+	if msg := r.Errors[0].Message; !strings.Contains(msg, `messageId "m-erased" belonged to a customer who was erased`) || strings.Contains(msg, "customer 0") {
+		t.Errorf("identify repeated after the erasure: %q, want it to say the customer was erased", msg)
+	}
+	if n := count(t, e.db, "customers", e.ws); n != 0 {
+		t.Errorf("%d customers after the repeat, want none: nobody is created", n)
+	}
+	var again struct{ Track struct{ ID string } }
+	gql(t, e.srv, e.key, trackQ, nil).ok(t, &again)
+	if again.Track.ID != track.Track.ID {
+		t.Errorf("track repeated after the erasure = %s, want the stored event %s", again.Track.ID, track.Track.ID)
+	}
 }
