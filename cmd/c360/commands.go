@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -594,9 +595,22 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 		return json.NewEncoder(m.Stdout).Encode(map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
 			"priority": rules.Priority, "blocked": rules.Blocked})
 	}
-	fmt.Fprintf(m.Stdout, "identity rules of %s\n  limits:        %v (others %d)\n  priority:      %s\n  blocked:       %s\n",
-		w.Slug, rules.Limits, rules.DefaultLimit, strings.Join(rules.Priority, ", "), strings.Join(rules.Blocked, ", "))
+	fmt.Fprintf(m.Stdout, "identity rules of %s\n  limits:        %s (others %d)\n  priority:      %s\n  blocked:       %s\n",
+		w.Slug, limitList(rules.Limits), rules.DefaultLimit, strings.Join(rules.Priority, ", "), strings.Join(rules.Blocked, ", "))
 	return nil
+}
+
+// limitList writes per-type limits as --limit takes them, sorted by type:
+// "email=2, user_id=1"; "none" when no type has its own.
+func limitList(limits map[string]int) string {
+	if len(limits) == 0 {
+		return "none"
+	}
+	out := make([]string, 0, len(limits))
+	for _, t := range slices.Sorted(maps.Keys(limits)) {
+		out = append(out, t+"="+strconv.Itoa(limits[t]))
+	}
+	return strings.Join(out, ", ")
 }
 
 // recordAudit records e, a change the command made (done, as "the

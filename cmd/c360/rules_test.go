@@ -38,6 +38,12 @@ func TestWorkspaceRules(t *testing.T) {
 	if got.Limits["email"] != 2 || got.DefaultLimit != 3 {
 		t.Errorf("stored rules = %+v", got)
 	}
+	// As text, the limits are written as --limit takes them, sorted by
+	// type: not Go's map syntax.
+	want := "identity rules of " + slug + "\n  limits:        email=2, user_id=1 (others 3)\n  priority:      crm_id, user_id\n  blocked:       qa@example.com\n"
+	if text := c.mustRun("workspace", "rules", "--slug", slug); text != want {
+		t.Errorf("workspace rules printed\n%s\nwant\n%s", text, want)
+	}
 
 	for _, bad := range [][]string{
 		{"--limit", "email=0"},
