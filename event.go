@@ -420,15 +420,22 @@ func within(err error, step string) error {
 	if !ok {
 		return err
 	}
-	switch {
-	case te.Field == "":
-		te.Field = step
-	case te.Field[0] == '[':
-		te.Field = step + te.Field
-	default:
-		te.Field = step + "." + te.Field
-	}
+	te.Field = FieldPath(step, te.Field)
 	return te
+}
+
+// FieldPath is the path of the member at inner (a path as a JSON type
+// error's Field writes it: "a.b", "[2]", or "" for the value itself)
+// within outer: "outer.a.b", "outer[2]", "outer".
+func FieldPath(outer, inner string) string {
+	switch {
+	case inner == "":
+		return outer
+	case inner[0] == '[':
+		return outer + inner
+	default:
+		return outer + "." + inner
+	}
 }
 
 // pathKey is key as a step of a path: cut to maxPathKey bytes (at a

@@ -63,14 +63,7 @@ func (o *Object) check(field string) error {
 		return o.err
 	}
 	named := *te
-	switch {
-	case te.Field == "":
-		named.Field = field
-	case te.Field[0] == '[':
-		named.Field = field + te.Field
-	default:
-		named.Field = field + "." + te.Field
-	}
+	named.Field = c360.FieldPath(field, te.Field)
 	return &named
 }
 
