@@ -206,7 +206,8 @@ func (db *DB) cacheWorkspace(w *c360.Workspace, read time.Time) {
 // FindWorkspaceBySlug returned, or nil when there is none to be had. A
 // webhook calls it when seen's secrets refuse a signature: another process
 // (the command line, another replica) may have rotated the secret since
-// seen was cached, and the bot signs with the new one at once. A row with
+// seen was cached (the chatbot's webhook secret, Twilio's auth token,
+// Meta's app secret), and the sender signs with the new one at once. A row with
 // other secrets that the cache holds in place of seen (another call read
 // it) is returned as it is. Otherwise the row is
 // read again, bypassing the cache, which then holds it, unless the last
@@ -244,9 +245,11 @@ func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.
 	}
 }
 
-// sameSecrets reports whether a and b hold the same webhook secrets.
+// sameSecrets reports whether a and b hold the same secrets that webhooks
+// are verified with: the chatbot's, Twilio's auth token, Meta's app secret.
 func sameSecrets(a, b *c360.Workspace) bool {
-	return a.WebhookSecret == b.WebhookSecret && a.PreviousWebhookSecret == b.PreviousWebhookSecret &&
+	return a.TwilioAuthToken == b.TwilioAuthToken && a.WhatsAppAppSecret == b.WhatsAppAppSecret &&
+		a.WebhookSecret == b.WebhookSecret && a.PreviousWebhookSecret == b.PreviousWebhookSecret &&
 		(a.PreviousWebhookSecretExpiresAt == nil) == (b.PreviousWebhookSecretExpiresAt == nil) &&
 		(a.PreviousWebhookSecretExpiresAt == nil || a.PreviousWebhookSecretExpiresAt.Equal(*b.PreviousWebhookSecretExpiresAt))
 }

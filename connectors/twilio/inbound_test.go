@@ -537,3 +537,26 @@ func TestInboundInvalidSender(t *testing.T) {
 		t.Errorf("status = %d, want 400", status)
 	}
 }
+
+// A new auth token set by another process (the command line) is accepted
+// at once, though this server cached the row before: Twilio does not
+// retry a 403, so for up to the cache's 5 seconds every message was lost.
+// A refused signature reads the row again, at most once a second per
+// workspace; a wrong token is still refused.
+func TestNewAuthTokenAcceptedRightAfterAnUpdateByAnotherProcess(t *testing.T) {
+	e := newEnv(t)
+	cli := pgtest.Open(t) // the command line's own store
+	if status, _, b := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a01", "+14155557001", "hi"), authToken); status != http.StatusOK { // caches the row
+		t.Fatalf("warm-up: %d %s", status, b)
+	}
+	const newToken = "f00dbabef00dbabef00dbabef00dbab1"
+	if _, err := cli.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr(newToken)}); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, b := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a02", "+14155557001", "again"), newToken); status != http.StatusOK {
+		t.Errorf("signed with the new auth token right after the update: %d %s, want 200", status, b)
+	}
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a03", "+14155557001", "old"), authToken); status != http.StatusForbidden {
+		t.Errorf("signed with the old auth token after the update: %d, want 403", status)
+	}
+}

@@ -35,6 +35,10 @@ const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
 // WorkspaceFinder finds the workspace a webhook is addressed to.
 type WorkspaceFinder interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
+	// RereadWorkspace returns the workspace's row newer than seen, read
+	// past the cache, or nil when there is none to be had (at most one
+	// forced read a second per workspace: postgres.DB.RereadWorkspace).
+	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 }
 
 // Mounter is what routes are mounted on: *server.Server or *http.ServeMux.
@@ -163,7 +167,24 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 		http.Error(w, "this workspace has no Twilio auth token configured, so no signature can be verified", http.StatusForbidden)
 		return nil, nil, false
 	}
-	if !ValidSignature(ws.TwilioAuthToken, strings.TrimRight(h.PublicURL, "/")+r.URL.RequestURI(), form, signature) {
+	fullURL := strings.TrimRight(h.PublicURL, "/") + r.URL.RequestURI()
+	valid := ValidSignature(ws.TwilioAuthToken, fullURL, form, signature)
+	if !valid {
+		// The cached row may predate a new auth token set by another
+		// process (the command line, another replica), which Twilio signs
+		// with at once, and Twilio does not retry a 403: verify once more
+		// with the row read again (at most once a second per workspace).
+		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
+		if err != nil {
+			h.refuse(w, r, err)
+			return nil, nil, false
+		}
+		if fresh != nil && fresh.TwilioAuthToken != "" {
+			ws = fresh
+			valid = ValidSignature(ws.TwilioAuthToken, fullURL, form, signature)
+		}
+	}
+	if !valid {
 		h.logger().Info("twilio webhook with an invalid signature", "workspace", ws.Slug, "path", r.URL.Path)
 		http.Error(w, "invalid X-Twilio-Signature", http.StatusForbidden)
 		return nil, nil, false

@@ -30,6 +30,10 @@ const DefaultMaxBodyBytes = 1 << 20
 // WorkspaceFinder finds the workspace a webhook is addressed to.
 type WorkspaceFinder interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
+	// RereadWorkspace returns the workspace's row newer than seen, read
+	// past the cache, or nil when there is none to be had (at most one
+	// forced read a second per workspace: postgres.DB.RereadWorkspace).
+	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 }
 
 // Mounter is what routes are mounted on: *server.Server or *http.ServeMux.
@@ -123,7 +127,22 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this workspace has no WhatsApp app secret configured, so no signature can be verified", http.StatusForbidden)
 		return
 	}
-	if !ValidSignature(ws.WhatsAppAppSecret, body, sig) {
+	valid := ValidSignature(ws.WhatsAppAppSecret, body, sig)
+	if !valid {
+		// The cached row may predate a new app secret set by another
+		// process (the command line, another replica): verify once more
+		// with the row read again (at most once a second per workspace).
+		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
+		if err != nil {
+			h.refuse(w, r, err)
+			return
+		}
+		if fresh != nil && fresh.WhatsAppAppSecret != "" {
+			ws = fresh
+			valid = ValidSignature(ws.WhatsAppAppSecret, body, sig)
+		}
+	}
+	if !valid {
 		h.logger().Info("whatsapp webhook with an invalid signature", "workspace", ws.Slug)
 		http.Error(w, "invalid X-Hub-Signature-256", http.StatusForbidden)
 		return

@@ -573,3 +573,29 @@ func TestInvalidEventKeptAsDeadLetter(t *testing.T) {
 		t.Errorf("events = %d, want 1", n)
 	}
 }
+
+// A new app secret set by another process (the command line) is accepted
+// at once, though this server cached the row before: a refused signature
+// reads the row again, at most once a second per workspace. Meta would
+// retry a 403, but for up to the cache's 5 seconds every notification
+// was refused.
+func TestNewAppSecretAcceptedRightAfterAnUpdateByAnotherProcess(t *testing.T) {
+	e := newEnv(t)
+	cli := pgtest.Open(t) // the command line's own store
+	body := textNotification("wamid.ROTATE1", "16505557001")
+	if status, b := e.post(t, e.path(), body, signature(appSecret, body)); status != http.StatusOK { // caches the row
+		t.Fatalf("warm-up: %d %s", status, b)
+	}
+	const newSecret = "meta-app-secret-rotated-000001"
+	if _, err := cli.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{WhatsAppAppSecret: ptr(newSecret)}); err != nil {
+		t.Fatal(err)
+	}
+	body = textNotification("wamid.ROTATE2", "16505557001")
+	if status, b := e.post(t, e.path(), body, signature(newSecret, body)); status != http.StatusOK {
+		t.Errorf("signed with the new app secret right after the update: %d %s, want 200", status, b)
+	}
+	body = textNotification("wamid.ROTATE3", "16505557001")
+	if status, _ := e.post(t, e.path(), body, signature(appSecret, body)); status != http.StatusForbidden {
+		t.Errorf("signed with the old app secret after the update: %d, want 403", status)
+	}
+}
