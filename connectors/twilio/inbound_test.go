@@ -546,7 +546,8 @@ func TestInboundInvalidSender(t *testing.T) {
 func TestNewAuthTokenAcceptedRightAfterAnUpdateByAnotherProcess(t *testing.T) {
 	e := newEnv(t)
 	cli := pgtest.Open(t) // the command line's own store
-	if status, _, b := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a01", "+14155557001", "hi"), authToken); status != http.StatusOK { // caches the row
+	// The first webhook caches the row.
+	if status, _, b := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a01", "+14155557001", "hi"), authToken); status != http.StatusOK {
 		t.Fatalf("warm-up: %d %s", status, b)
 	}
 	const newToken = "f00dbabef00dbabef00dbabef00dbab1"
