@@ -357,7 +357,7 @@ func knownKeyKind(key string) Kind {
 	switch {
 	case hasSuffix(n, "email"), hasSuffix(n, "emailaddress"):
 		return KindEmail
-	case hasSuffix(n, "phone"), phoneNumberKey(n):
+	case hasSuffix(n, "phone") && !devicePhone(n[:len(n)-len("phone")]), phoneNumberKey(n):
 		return KindPhone
 	case hasSuffix(n, "address"), hasPrefix(n, "address"), hasPrefix(n, "street"),
 		hasSuffix(n, "zip"), hasSuffix(n, "zipcode"),
@@ -372,6 +372,24 @@ func knownKeyKind(key string) Kind {
 }
 
 func hasSuffix(n []byte, s string) bool { return len(n) >= len(s) && string(n[len(n)-len(s):]) == s }
+
+// devicePhone reports whether p, what a normalized key holds before its
+// closing "phone", makes the key name a thing rather than a number:
+// smartphone, microphone, headphone, earphone, has_iphone, uses_iphone. A
+// lone i before phone counts only as the whole of p or after has, is,
+// uses or owns, so that taxi_phone stays a phone.
+func devicePhone(p []byte) bool {
+	for _, w := range [...]string{"smart", "micro", "head", "ear", "xylo", "saxo", "mega", "gramo", "speaker"} {
+		if hasSuffix(p, w) {
+			return true
+		}
+	}
+	if !hasSuffix(p, "i") {
+		return false
+	}
+	p = p[:len(p)-1]
+	return len(p) == 0 || hasSuffix(p, "has") || hasSuffix(p, "is") || hasSuffix(p, "uses") || hasSuffix(p, "owns")
+}
 func hasPrefix(n []byte, s string) bool { return len(n) >= len(s) && string(n[:len(s)]) == s }
 
 // phoneNumberKey reports whether n names a phone by its kind and a word for

@@ -393,6 +393,23 @@ func TestJSONMasksWhatsAppIDs(t *testing.T) {
 // is a phone, and one ending in email or mail, optionally before address,
 // an email. A bare number under such a key is a phone number, and shown to
 // no masked key; a flag or a count under it is neither.
+// A key whose last word ends in "phone" names a thing, not a number, when
+// that word is a device: its values (has_iphone "yes", smartphone "Pixel
+// 8") were masked whole as phone numbers. Phones run into one word stay
+// phones.
+func TestKeyKindOfDevices(t *testing.T) {
+	for key, want := range map[string]Kind{
+		"iphone": "", "has_iphone": "", "hasIphone": "", "uses_iphone": "", "smartphone": "", "smartphone_os": "",
+		"microphone": "", "headphone": "", "earphone": "", "xylophone": "", "speakerphone": "",
+		"phone": KindPhone, "homephone": KindPhone, "cellphone": KindPhone, "telephone": KindPhone,
+		"taxi_phone": KindPhone, "work_phone": KindPhone, "mobilephone": KindPhone,
+	} {
+		if got := KeyKind(key); got != want {
+			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
 func TestKeyKindByWords(t *testing.T) {
 	phones := []string{"home_phone_number", "work_phone_number", "billing_phone_number", "mobile_phone_number",
 		"mobilePhoneNumber", "primaryPhoneNumber", "display_phone_number", "contact_mobile", "home_mobile",
