@@ -373,22 +373,18 @@ func knownKeyKind(key string) Kind {
 
 func hasSuffix(n []byte, s string) bool { return len(n) >= len(s) && string(n[len(n)-len(s):]) == s }
 
-// devicePhone reports whether p, what a normalized key holds before its
-// closing "phone", makes the key name a thing rather than a number:
-// smartphone, microphone, headphone, earphone, has_iphone, uses_iphone. A
-// lone i before phone counts only as the whole of p or after has, is,
-// uses or owns, so that taxi_phone stays a phone.
+// devicePhone reports whether p, all that a normalized key holds before
+// its closing "phone", makes the key name a thing rather than a number:
+// smartphone, microphone, headphone, earphone, iphone, has_iphone. p must
+// be the device's word whole, so that run-together keys such as
+// deptheadphone or yearphone stay phones, as taxi_phone does.
 func devicePhone(p []byte) bool {
-	for _, w := range [...]string{"smart", "micro", "head", "ear", "xylo", "saxo", "mega", "gramo", "speaker"} {
-		if hasSuffix(p, w) {
-			return true
-		}
+	switch string(p) {
+	case "smart", "micro", "head", "ear", "xylo", "saxo", "mega", "gramo", "speaker",
+		"i", "hasi", "isi", "usesi", "ownsi":
+		return true
 	}
-	if !hasSuffix(p, "i") {
-		return false
-	}
-	p = p[:len(p)-1]
-	return len(p) == 0 || hasSuffix(p, "has") || hasSuffix(p, "is") || hasSuffix(p, "uses") || hasSuffix(p, "owns")
+	return false
 }
 func hasPrefix(n []byte, s string) bool { return len(n) >= len(s) && string(n[:len(s)]) == s }
 

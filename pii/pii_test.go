@@ -403,6 +403,8 @@ func TestKeyKindOfDevices(t *testing.T) {
 		"microphone": "", "headphone": "", "earphone": "", "xylophone": "", "speakerphone": "",
 		"phone": KindPhone, "homephone": KindPhone, "cellphone": KindPhone, "telephone": KindPhone,
 		"taxi_phone": KindPhone, "work_phone": KindPhone, "mobilephone": KindPhone,
+		// Run together with other words, a device's word is not the key's.
+		"deptheadphone": KindPhone, "yearphone": KindPhone, "omegaphone": KindPhone, "lastyearphone": KindPhone,
 	} {
 		if got := KeyKind(key); got != want {
 			t.Errorf("KeyKind(%q) = %q, want %q", key, got, want)
