@@ -210,9 +210,11 @@ func (db *DB) cacheWorkspace(w *c360.Workspace, read time.Time) {
 // Meta's app secret), and the sender signs with the new one at once. A row with
 // other secrets that the cache holds in place of seen (another call read
 // it) is returned as it is. Otherwise the row is
-// read again, bypassing the cache, which then holds it, unless the last
-// forced read of the workspace was less than workspaceRereadAfter ago
-// (nil); calls that run at once share one read.
+// read again, bypassing the cache, which then holds it; if the last
+// forced read of the workspace was less than workspaceRereadAfter ago, it
+// first waits until that long has passed, so that no workspace is read
+// this way more than once a second on each server. Calls that run at once
+// share one wait and one read.
 func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error) {
 	slug := seen.Slug
 	reread := db.workspaceRereads.DoChan(slug, func() (any, error) {
@@ -220,8 +222,21 @@ func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.
 		if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
 			return v.(workspaceEntry).w, nil
 		}
-		if at, ok := db.workspaceRereadAt.Load(slug); ok && now.Sub(at.(time.Time)) < workspaceRereadAfter {
-			return nil, nil
+		if at, ok := db.workspaceRereadAt.Load(slug); ok {
+			// Read at most once a second: wait for the next read rather
+			// than give up, so that a read made just before a rotation
+			// (a forged signature's, another provider's) cannot refuse
+			// the new secret, which Twilio would not retry. Callers that
+			// come meanwhile share this wait and this read.
+			if wait := workspaceRereadAfter - now.Sub(at.(time.Time)); wait > 0 {
+				// Not cut short by this caller's context: the others
+				// share the wait (each stops waiting when its own ends).
+				time.Sleep(wait)
+				now = time.Now()
+				if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
+					return v.(workspaceEntry).w, nil
+				}
+			}
 		}
 		// Counted before the read: a failing read is bounded too.
 		db.workspaceRereadAt.Store(slug, now)

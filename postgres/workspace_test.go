@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -136,6 +135,7 @@ func TestRereadWorkspaceSeesARotationByAnotherProcess(t *testing.T) {
 	if w, _ := db.FindWorkspaceBySlug(ctx, slug); w.WebhookSecret != w0.WebhookSecret {
 		t.Fatal("the cache did not hold the row: the test proves nothing")
 	}
+	before := time.Now() // the first forced read comes after this
 	w1, err := db.RereadWorkspace(ctx, w0)
 	if err != nil || w1 == nil || w1.WebhookSecret != s1 || w1.PreviousWebhookSecret != w0.WebhookSecret {
 		t.Fatalf("reread after a rotation by another process: %v, %v; want the rotated row", w1, err)
@@ -143,46 +143,52 @@ func TestRereadWorkspaceSeesARotationByAnotherProcess(t *testing.T) {
 	if w, _ := db.FindWorkspaceBySlug(ctx, slug); w.WebhookSecret != s1 {
 		t.Error("the reread row is not cached")
 	}
-	// Within the second: no read. Another rotation is not seen, by any
-	// number of calls at once; a caller still holding w0 gets the cached
-	// w1 without a read.
+	// Within the second: the calls wait for the next read, a second after
+	// the first, rather than give up, and share it: any number of calls at
+	// once get one row, the same for all, with the newer rotation.
 	_, s2, err := cli.RotateWebhookSecret(ctx, slug, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := make(chan error, 50)
+	got := make(chan *c360.Workspace, 50)
 	for range 50 {
-		go func() {
-			w, err := db.RereadWorkspace(ctx, w1)
-			if err == nil && w != nil {
-				err = fmt.Errorf("reread within the second returned a row (secret %v)", w.WebhookSecret == s2)
-			}
-			errs <- err
-		}()
-	}
-	for range 50 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
-	if w, err := db.RereadWorkspace(ctx, w0); err != nil || w == nil || w.WebhookSecret != s1 {
-		t.Errorf("reread with an older row than the cache's: %v, %v; want the cached row", w, err)
-	}
-	// A second later the row is read again.
-	time.Sleep(1100 * time.Millisecond)
-	rows := make(chan *c360.Workspace, 20)
-	for range 20 {
 		go func() {
 			w, err := db.RereadWorkspace(ctx, w1)
 			if err != nil {
 				t.Error(err)
 			}
-			rows <- w
+			got <- w
 		}()
 	}
-	for range 20 {
-		if w := <-rows; w == nil || w.WebhookSecret != s2 {
-			t.Errorf("reread a second later: %v, want the row with the second rotation", w)
+	var w2 *c360.Workspace
+	for i := range 50 {
+		w := <-got
+		if w == nil || w.WebhookSecret != s2 {
+			t.Fatalf("reread within the second: %v, want the row with the second rotation", w)
 		}
+		if i == 0 {
+			w2 = w
+		} else if w != w2 {
+			t.Error("calls at once did not share one read")
+		}
+	}
+	if d := time.Since(before); d < time.Second {
+		t.Errorf("the second forced read came %v after the first, want at least a second", d)
+	}
+	if w, err := db.RereadWorkspace(ctx, w0); err != nil || w != w2 {
+		t.Errorf("reread with an older row than the cache's: %v, %v; want the cached row", w, err)
+	}
+	// A second after that read, a third rotation is read at once.
+	time.Sleep(1100 * time.Millisecond)
+	_, s3, err := cli.RotateWebhookSecret(ctx, slug, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	if w, err := db.RereadWorkspace(ctx, w2); err != nil || w == nil || w.WebhookSecret != s3 {
+		t.Errorf("reread a second later: %v, %v; want the row with the third rotation", w, err)
+	}
+	if d := time.Since(at); d > 500*time.Millisecond {
+		t.Errorf("reread a second after the last took %v, want no wait", d)
 	}
 }

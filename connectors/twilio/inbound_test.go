@@ -550,6 +550,11 @@ func TestNewAuthTokenAcceptedRightAfterAnUpdateByAnotherProcess(t *testing.T) {
 	if status, _, b := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a01", "+14155557001", "hi"), authToken); status != http.StatusOK {
 		t.Fatalf("warm-up: %d %s", status, b)
 	}
+	// A forged signature just before the update forces a read of the row:
+	// the next read waits for its second rather than refusing the new token.
+	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM00000000000000000000000000000a00", "+14155557001", "forged"), "f00dbabef00dbabef00dbabef00dbad0"); status != http.StatusForbidden {
+		t.Fatalf("forged signature: %d, want 403", status)
+	}
 	const newToken = "f00dbabef00dbabef00dbabef00dbab1"
 	if _, err := cli.UpdateWorkspace(context.Background(), e.slug, c360.WorkspaceUpdate{TwilioAuthToken: ptr(newToken)}); err != nil {
 		t.Fatal(err)

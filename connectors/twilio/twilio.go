@@ -176,7 +176,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 		// with the row read again (at most once a second per workspace).
 		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
 		if err != nil {
-			h.refuse(w, r, err)
+			if r.Context().Err() == nil { // else the client left: nobody to answer
+				h.refuse(w, r, err)
+			}
 			return nil, nil, false
 		}
 		if fresh != nil && fresh.TwilioAuthToken != "" {

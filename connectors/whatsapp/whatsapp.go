@@ -134,7 +134,9 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 		// with the row read again (at most once a second per workspace).
 		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
 		if err != nil {
-			h.refuse(w, r, err)
+			if r.Context().Err() == nil { // else the client left: nobody to answer
+				h.refuse(w, r, err)
+			}
 			return
 		}
 		if fresh != nil && fresh.WhatsAppAppSecret != "" {
