@@ -202,26 +202,33 @@ func (db *DB) cacheWorkspace(w *c360.Workspace, read time.Time) {
 	db.workspaces.Store(w.Slug, workspaceEntry{w: w, expires: read.Add(workspaceCacheTTL)})
 }
 
-// RereadWorkspace returns the workspace row newer than seen, a row
-// FindWorkspaceBySlug returned, or nil when there is none to be had. A
-// webhook calls it when seen's secrets refuse a signature: another process
-// (the command line, another replica) may have rotated the secret since
-// seen was cached (the chatbot's webhook secret, Twilio's auth token,
-// Meta's app secret), and the sender signs with the new one at once. A row with
+// RereadWorkspace returns the workspace's row as it is now, for seen, a
+// row FindWorkspaceBySlug returned (never nil without an error). A webhook
+// calls it when seen's secrets refuse a signature: another process (the
+// command line, another replica) may have rotated the secret since seen
+// was cached (the chatbot's webhook secret, Twilio's auth token, Meta's
+// app secret), and the sender signs with the new one at once. A row with
 // other secrets that the cache holds in place of seen (another call read
-// it) is returned as it is. Otherwise the row is
-// read again, bypassing the cache, which then holds it; if the last
-// forced read of the workspace was less than workspaceRereadAfter ago, it
-// first waits until that long has passed, so that no workspace is read
-// this way more than once a second on each server. Calls that run at once
-// share one wait and one read.
+// it) is returned as it is. Otherwise the row is read again, bypassing the
+// cache, which then holds it; if the last forced read of the workspace
+// was less than workspaceRereadAfter ago, it first waits until that long
+// has passed, so that no workspace is read this way more than once a
+// second on each server. Calls that run at once share one wait and one
+// read.
 func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error) {
 	slug := seen.Slug
 	reread := db.workspaceRereads.DoChan(slug, func() (any, error) {
-		now := time.Now()
-		if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
-			return v.(workspaceEntry).w, nil
+		// A row with other secrets the cache holds in place of seen.
+		cached := func() *c360.Workspace {
+			if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
+				return v.(workspaceEntry).w
+			}
+			return nil
 		}
+		if w := cached(); w != nil {
+			return w, nil
+		}
+		now := time.Now()
 		if at, ok := db.workspaceRereadAt.Load(slug); ok {
 			// Read at most once a second: wait for the next read rather
 			// than give up, so that a read made just before a rotation
@@ -233,8 +240,8 @@ func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.
 				// share the wait (each stops waiting when its own ends).
 				time.Sleep(wait)
 				now = time.Now()
-				if v, ok := db.workspaces.Load(slug); ok && !sameSecrets(v.(workspaceEntry).w, seen) {
-					return v.(workspaceEntry).w, nil
+				if w := cached(); w != nil {
+					return w, nil
 				}
 			}
 		}
@@ -253,8 +260,7 @@ func (db *DB) RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		w, _ := r.Val.(*c360.Workspace)
-		return w, nil
+		return r.Val.(*c360.Workspace), nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -25,10 +25,9 @@ const DefaultMaxBodyBytes = 256 << 10
 // Store is what the webhook needs from the store.
 type Store interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
-	// RereadWorkspace returns the workspace's row newer than seen, read
-	// again past the cache FindWorkspaceBySlug keeps, or nil when none is
-	// to be had (seen is recent, or so is the last forced read; see
-	// postgres.DB.RereadWorkspace).
+	// RereadWorkspace returns the workspace's row as it is now, read past
+	// the cache (at most one forced read a second per workspace, waiting
+	// for the next: postgres.DB.RereadWorkspace).
 	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 	Ingest(ctx context.Context, workspaceID int64, events []*c360.Event) ([]c360.IngestResult, error)
 }
@@ -117,22 +116,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	now := h.cfg.Now()
 	sig := r.Header.Get(SignatureHeader)
-	err = VerifyWorkspaceSignature(ws, sig, body, now, h.cfg.Tolerance)
-	if err == errNoMatch {
-		// The cached row may predate a rotation made by another process,
-		// whose new secret the bot signs with at once: verify once more
-		// with the row read again (at most once a second per workspace).
-		fresh, rerr := h.cfg.Store.RereadWorkspace(ctx, ws)
-		if rerr != nil {
-			if ctx.Err() == nil { // else the client left: nobody to answer
-				h.fail(w, rerr)
-			}
-			return
+	// Only a signature that does not match is checked again with the row
+	// read anew; a malformed or stale one is refused at once.
+	ws, _, rerr := webhook.Verify(ctx, h.cfg.Store.RereadWorkspace, ws, func(w *c360.Workspace) bool {
+		err = VerifyWorkspaceSignature(w, sig, body, now, h.cfg.Tolerance)
+		return err != errNoMatch
+	})
+	if rerr != nil {
+		if ctx.Err() == nil { // else the client left: nobody to answer
+			h.fail(w, rerr)
 		}
-		if fresh != nil {
-			ws = fresh
-			err = VerifyWorkspaceSignature(ws, sig, body, now, h.cfg.Tolerance)
-		}
+		return
 	}
 	if err != nil {
 		h.fail(w, err)

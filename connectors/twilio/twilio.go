@@ -35,9 +35,9 @@ const emptyTwiML = `<?xml version="1.0" encoding="UTF-8"?><Response/>`
 // WorkspaceFinder finds the workspace a webhook is addressed to.
 type WorkspaceFinder interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
-	// RereadWorkspace returns the workspace's row newer than seen, read
-	// past the cache, or nil when there is none to be had (at most one
-	// forced read a second per workspace: postgres.DB.RereadWorkspace).
+	// RereadWorkspace returns the workspace's row as it is now, read past
+	// the cache (at most one forced read a second per workspace, waiting
+	// for the next: postgres.DB.RereadWorkspace).
 	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 }
 
@@ -168,23 +168,14 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) (*c360.Workspac
 		return nil, nil, false
 	}
 	fullURL := strings.TrimRight(h.PublicURL, "/") + r.URL.RequestURI()
-	valid := ValidSignature(ws.TwilioAuthToken, fullURL, form, signature)
-	if !valid {
-		// The cached row may predate a new auth token set by another
-		// process (the command line, another replica), which Twilio signs
-		// with at once, and Twilio does not retry a 403: verify once more
-		// with the row read again (at most once a second per workspace).
-		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
-		if err != nil {
-			if r.Context().Err() == nil { // else the client left: nobody to answer
-				h.refuse(w, r, err)
-			}
-			return nil, nil, false
+	ws, valid, err := webhook.Verify(r.Context(), h.Workspaces.RereadWorkspace, ws, func(w *c360.Workspace) bool {
+		return w.TwilioAuthToken != "" && ValidSignature(w.TwilioAuthToken, fullURL, form, signature)
+	})
+	if err != nil {
+		if r.Context().Err() == nil { // else the client left: nobody to answer
+			h.refuse(w, r, err)
 		}
-		if fresh != nil && fresh.TwilioAuthToken != "" {
-			ws = fresh
-			valid = ValidSignature(ws.TwilioAuthToken, fullURL, form, signature)
-		}
+		return nil, nil, false
 	}
 	if !valid {
 		h.logger().Info("twilio webhook with an invalid signature", "workspace", ws.Slug, "path", r.URL.Path)

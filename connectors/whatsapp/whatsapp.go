@@ -30,9 +30,9 @@ const DefaultMaxBodyBytes = 1 << 20
 // WorkspaceFinder finds the workspace a webhook is addressed to.
 type WorkspaceFinder interface {
 	FindWorkspaceBySlug(ctx context.Context, slug string) (*c360.Workspace, error)
-	// RereadWorkspace returns the workspace's row newer than seen, read
-	// past the cache, or nil when there is none to be had (at most one
-	// forced read a second per workspace: postgres.DB.RereadWorkspace).
+	// RereadWorkspace returns the workspace's row as it is now, read past
+	// the cache (at most one forced read a second per workspace, waiting
+	// for the next: postgres.DB.RereadWorkspace).
 	RereadWorkspace(ctx context.Context, seen *c360.Workspace) (*c360.Workspace, error)
 }
 
@@ -127,22 +127,14 @@ func (h *Handler) serveNotification(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this workspace has no WhatsApp app secret configured, so no signature can be verified", http.StatusForbidden)
 		return
 	}
-	valid := ValidSignature(ws.WhatsAppAppSecret, body, sig)
-	if !valid {
-		// The cached row may predate a new app secret set by another
-		// process (the command line, another replica): verify once more
-		// with the row read again (at most once a second per workspace).
-		fresh, err := h.Workspaces.RereadWorkspace(r.Context(), ws)
-		if err != nil {
-			if r.Context().Err() == nil { // else the client left: nobody to answer
-				h.refuse(w, r, err)
-			}
-			return
+	ws, valid, err := webhook.Verify(r.Context(), h.Workspaces.RereadWorkspace, ws, func(w *c360.Workspace) bool {
+		return w.WhatsAppAppSecret != "" && ValidSignature(w.WhatsAppAppSecret, body, sig)
+	})
+	if err != nil {
+		if r.Context().Err() == nil { // else the client left: nobody to answer
+			h.refuse(w, r, err)
 		}
-		if fresh != nil && fresh.WhatsAppAppSecret != "" {
-			ws = fresh
-			valid = ValidSignature(ws.WhatsAppAppSecret, body, sig)
-		}
+		return
 	}
 	if !valid {
 		h.logger().Info("whatsapp webhook with an invalid signature", "workspace", ws.Slug)
