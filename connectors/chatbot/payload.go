@@ -150,10 +150,8 @@ func (p *Payload) validate() error {
 		return invalid("sessionId is missing")
 	case len(p.SessionID) > maxSessionIDLen:
 		return invalid("sessionId is longer than %d bytes", maxSessionIDLen)
-	case !utf8.ValidString(p.SessionID):
-		return invalid("sessionId is not valid UTF-8")
-	case hasNUL(p.SessionID):
-		return nulRefused("sessionId")
+	case c360.CheckStorable("sessionId", p.SessionID) != nil:
+		return c360.CheckStorable("sessionId", p.SessionID)
 	case len(p.Identities) == 0:
 		return invalid("identities is empty: give at least one {type, value}")
 	case len(p.Turns) == 0 && len(p.Observations) == 0 && len(p.Traits) == 0:
@@ -188,11 +186,11 @@ func (p *Payload) validate() error {
 		case t.Text == "":
 			return invalid("turns[%d].text is missing", i)
 		case hasNUL(t.Text):
-			return nulRefused(fmt.Sprintf("turns[%d].text", i))
+			return c360.CheckStorable(fmt.Sprintf("turns[%d].text", i), t.Text)
 		case len(t.Intent) > maxIntentLen:
 			return invalid("turns[%d].intent is longer than %d bytes", i, maxIntentLen)
 		case hasNUL(t.Intent):
-			return nulRefused(fmt.Sprintf("turns[%d].intent", i))
+			return c360.CheckStorable(fmt.Sprintf("turns[%d].intent", i), t.Intent)
 		case !validConfidence(t.Confidence):
 			return invalid("turns[%d].confidence must be between 0 and 1", i)
 		}
@@ -213,7 +211,7 @@ func (p *Payload) validate() error {
 		case o.Text == "":
 			return invalid("observations[%d].text is missing", i)
 		case hasNUL(o.Text):
-			return nulRefused(fmt.Sprintf("observations[%d].text", i))
+			return c360.CheckStorable(fmt.Sprintf("observations[%d].text", i), o.Text)
 		case o.ID != "" && !validID(o.ID):
 			return invalid("observations[%d].id must be 1 to %d letters, digits, '.', '_', '~' or '-'", i, maxTurnIDLen)
 		case o.ID != "" && seenObs[o.ID]:
@@ -233,48 +231,47 @@ func (p *Payload) validate() error {
 // that no replay could store.
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
-func nulRefused(field string) error {
-	return invalid("%s holds a NUL character (\\u0000), which cannot be stored", field)
-}
-
 // traitsStorable refuses traits with a NUL character in a key or a string
-// value at any depth, naming the trait.
+// value at any depth, naming the trait, as c360.CheckStorable words it.
 func traitsStorable(traits map[string]any) error {
 	for k, v := range traits {
 		if hasNUL(k) {
-			return invalid("a key of traits holds a NUL character (\\u0000), which cannot be stored")
+			return c360.CheckStorable("a key of traits", k)
 		}
-		if nulIn(v) {
+		if bad, ok := nulIn(v); ok {
 			name := "traits." + k
 			if len(k) > 64 || !utf8.ValidString(k) {
 				name = "a value of traits"
 			}
-			return nulRefused(name)
+			return c360.CheckStorable(name, bad)
 		}
 	}
 	return nil
 }
 
-// nulIn reports whether a decoded JSON value holds a NUL character in a
-// string or an object key.
-func nulIn(v any) bool {
+// nulIn returns a string or an object key in a decoded JSON value that
+// holds a NUL character, if there is one.
+func nulIn(v any) (string, bool) {
 	switch v := v.(type) {
 	case string:
-		return hasNUL(v)
+		return v, hasNUL(v)
 	case []any:
 		for _, x := range v {
-			if nulIn(x) {
-				return true
+			if bad, ok := nulIn(x); ok {
+				return bad, true
 			}
 		}
 	case map[string]any:
 		for k, x := range v {
-			if hasNUL(k) || nulIn(x) {
-				return true
+			if hasNUL(k) {
+				return k, true
+			}
+			if bad, ok := nulIn(x); ok {
+				return bad, true
 			}
 		}
 	}
-	return false
+	return "", false
 }
 
 func validConfidence(c *float64) bool { return c == nil || (*c >= 0 && *c <= 1) }
