@@ -27,12 +27,12 @@ func MayHold(raw []byte) bool {
 		if end == len(raw) {
 			return true
 		}
+		s := string(raw[i+1 : end])
 		// A WhatsApp message id holds the customer's number in base64,
 		// which no scan reads (whatsAppID).
-		if whatsAppID(string(raw[i+1 : end])) {
+		if whatsAppID(s) {
 			return true
 		}
-		s := string(raw[i+1 : end])
 		next := end + 1
 		for next < len(raw) && (raw[next] == ' ' || raw[next] == '\t' || raw[next] == '\n' || raw[next] == '\r') {
 			next++

@@ -206,24 +206,15 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 		// A WhatsApp id (wamid.) encodes the customer's number; a Twilio
 		// SID holds nothing of them and passes on unaudited. The field is
 		// nullable (Message.providerId, a *string): null holds nothing.
-		var s string
-		ptr := false
-		switch v := res.(type) {
-		case string:
-			s = v
-		case *string:
-			if v == nil {
-				return res, nil
-			}
-			s, ptr = *v, true
+		v, _ := res.(*string)
+		if v == nil {
+			return res, nil
 		}
-		m, k := pii.ProviderID(s)
+		m, k := pii.ProviderID(*v)
 		if k == "" {
 			return res, nil
 		}
-		if masked = m; ptr {
-			masked = &m
-		}
+		masked = &m
 		found = []string{"providerId"}
 	default:
 		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
