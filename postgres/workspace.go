@@ -61,7 +61,8 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 	if upd.TwilioWhatsAppFrom, err = db.twilioSender(upd.TwilioWhatsAppFrom, true); err != nil {
 		return nil, err
 	}
-	_, err = db.app.Exec(ctx, `
+	read := time.Now()
+	row := db.app.QueryRow(ctx, `
 		UPDATE workspaces SET
 			twilio_account_sid           = coalesce($2, twilio_account_sid),
 			twilio_auth_token            = coalesce($3, twilio_auth_token),
@@ -70,14 +71,21 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 			twilio_messaging_service_sid = coalesce($6, twilio_messaging_service_sid),
 			whatsapp_app_secret          = coalesce($7, whatsapp_app_secret),
 			whatsapp_verify_token        = coalesce($8, whatsapp_verify_token)
-		WHERE slug = $1`,
+		WHERE slug = $1
+		RETURNING `+workspaceColumns,
 		slug, upd.TwilioAccountSID, upd.TwilioAuthToken, upd.TwilioSMSFrom, upd.TwilioWhatsAppFrom,
 		upd.TwilioMessagingServiceSID, upd.WhatsAppAppSecret, upd.WhatsAppVerifyToken)
+	w, err := scanWorkspace(row)
 	if err != nil {
+		db.workspaces.Delete(slug)
+		if c360.ErrorCode(err) == c360.ENOTFOUND {
+			return nil, c360.Errorf(c360.ENOTFOUND, "workspace %q not found", slug)
+		}
 		return nil, interpretError(fmt.Errorf("update workspace: %w", err))
 	}
-	db.workspaces.Delete(slug)
-	return db.FindWorkspaceBySlug(ctx, slug)
+	// The row as written, cached: the next webhook needs no read.
+	db.cacheWorkspace(w, read)
+	return w, nil
 }
 
 // whatsAppPrefix is the prefix of Twilio's WhatsApp addresses

@@ -192,3 +192,27 @@ func TestRereadWorkspaceSeesARotationByAnotherProcess(t *testing.T) {
 		t.Errorf("reread a second after the last took %v, want no wait", d)
 	}
 }
+
+// UpdateWorkspace answers the row it wrote, and caches it: a webhook right
+// after the update, on this process, verifies with the new settings. An
+// unknown slug is NOT_FOUND, naming it.
+func TestUpdateWorkspaceAnswersAndCachesTheRowItWrote(t *testing.T) {
+	db := pgtest.Open(t)
+	ctx := context.Background()
+	_, slug, _ := pgtest.Workspace(t, db)
+	if _, err := db.FindWorkspaceBySlug(ctx, slug); err != nil { // cached before
+		t.Fatal(err)
+	}
+	token := "0123456789abcdef0123456789abcdef"
+	w, err := db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{TwilioAuthToken: &token})
+	if err != nil || w.TwilioAuthToken != token || w.Slug != slug {
+		t.Fatalf("update: %+v, %v; want the row with the new token", w, err)
+	}
+	if got, err := db.FindWorkspaceBySlug(ctx, slug); err != nil || got.TwilioAuthToken != token {
+		t.Errorf("cached after the update: %v, %v; want the new token", got, err)
+	}
+	_, err = db.UpdateWorkspace(ctx, "no-such-workspace", c360.WorkspaceUpdate{TwilioAuthToken: &token})
+	if c360.ErrorCode(err) != c360.ENOTFOUND || c360.ErrorMessage(err) != `workspace "no-such-workspace" not found` {
+		t.Errorf("unknown slug: %v; want NOT_FOUND naming it", err)
+	}
+}
