@@ -915,12 +915,7 @@ func deadLetterNeedles(erased map[identity.Identity]bool) (digits, texts []strin
 	for id := range erased {
 		switch id.Type {
 		case identity.TypePhone:
-			d := strings.Map(func(r rune) rune {
-				if '0' <= r && r <= '9' {
-					return r
-				}
-				return -1
-			}, id.Value)
+			d := asciiDigits(id.Value)
 			digits = append(digits, "%"+d[max(0, len(d)-7):]+"%")
 		case identity.TypeEmail:
 			local, _, _ := strings.Cut(id.Value, "@")
@@ -1023,12 +1018,7 @@ func reasonNames(reason string, erased map[identity.Identity]bool, traits []map[
 	holds := func(kind pii.Kind, v string) bool {
 		switch kind {
 		case pii.KindPhone:
-			d := strings.Map(func(r rune) rune {
-				if '0' <= r && r <= '9' {
-					return r
-				}
-				return -1
-			}, v)
+			d := asciiDigits(v)
 			return len(d) >= 7 && holdsDigits(digits, d[len(d)-7:])
 		case pii.KindEmail:
 			// An address has an @: a value without one under a key that
@@ -1123,4 +1113,16 @@ func holdsDigits(s, d string) bool {
 		}
 		i += j + 1
 	}
+}
+
+// asciiDigits returns the digits of s, without what stands between them:
+// a phone number's last seven of them find it however it is written
+// (deadLetterNeedles, reasonNames).
+func asciiDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if '0' <= r && r <= '9' {
+			return r
+		}
+		return -1
+	}, s)
 }

@@ -510,10 +510,7 @@ const twilioSource = "twilio"
 // it so (twilioSender), and one kept as typed before ("+1 415 555 0100",
 // "whatsapp:+14155550100") is normalized here the same way.
 func sessionSender(n identity.Normalizer, w *c360.Workspace) (source, to string) {
-	from := strings.TrimSpace(w.TwilioWhatsAppFrom)
-	if len(from) >= len(whatsAppPrefix) && strings.EqualFold(from[:len(whatsAppPrefix)], whatsAppPrefix) {
-		from = strings.TrimSpace(from[len(whatsAppPrefix):])
-	}
+	from := trimWhatsAppPrefix(strings.TrimSpace(w.TwilioWhatsAppFrom))
 	switch {
 	case from != "":
 		if id, err := n.Normalize(identity.Identity{Type: identity.TypePhone, Value: whatsAppPrefix + from}); err == nil {

@@ -92,6 +92,15 @@ func (db *DB) UpdateWorkspace(ctx context.Context, slug string, upd c360.Workspa
 // ("whatsapp:+14155550100").
 const whatsAppPrefix = "whatsapp:"
 
+// trimWhatsAppPrefix returns s without a leading whatsapp: (any case) and
+// the spaces after it.
+func trimWhatsAppPrefix(s string) string {
+	if len(s) >= len(whatsAppPrefix) && strings.EqualFold(s[:len(whatsAppPrefix)], whatsAppPrefix) {
+		return strings.TrimSpace(s[len(whatsAppPrefix):])
+	}
+	return s
+}
+
 // alphaSenderID is an alphanumeric sender ID as Twilio takes one: up to 11
 // letters, digits, spaces, '-', '+', '_' and '&', one letter at least
 // (twilioSender checks the length, and takes one that starts with + for a
@@ -119,9 +128,7 @@ func (db *DB) twilioSender(v *string, whatsApp bool) (*string, error) {
 	setting, kinds := "--twilio-sms-from", "a phone number in international form (+14155550100), a short code or an alphanumeric sender ID"
 	if whatsApp {
 		setting, kinds = "--twilio-whatsapp-from", "a phone number in international form (+14155550100), with or without whatsapp:"
-		if len(s) >= len(whatsAppPrefix) && strings.EqualFold(s[:len(whatsAppPrefix)], whatsAppPrefix) {
-			s = strings.TrimSpace(s[len(whatsAppPrefix):])
-		}
+		s = trimWhatsAppPrefix(s)
 	} else if shortCode.MatchString(s) || len(s) <= 11 && alphaSenderID.MatchString(s) && s[0] != '+' {
 		return &s, nil
 	} else if alphaSenderID.MatchString(s) && s[0] != '+' {
