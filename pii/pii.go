@@ -457,26 +457,7 @@ func qualifier(key string, start, end int) bool {
 	for end < len(key) && isDigit(key[end]) {
 		end++
 	}
-	var buf [16]byte
-	w := key[start:end]
-	if len(w) > len(buf) {
-		return false
-	}
-	for i := 0; i < len(w); i++ {
-		c := w[i]
-		if isUpper(c) {
-			c += 'a' - 'A'
-		}
-		buf[i] = c
-	}
-	switch string(buf[:len(w)]) {
-	case "home", "work", "office", "business", "personal", "private", "primary", "secondary", "main",
-		"alt", "alternate", "alternative", "other", "backup", "new", "old", "previous", "preferred",
-		"e164", "normalized", "normalised", "formatted", "raw", "intl", "international", "national",
-		"local", "landline", "fixed":
-		return true
-	}
-	return false
+	return wordClass(key[start:end]) == qualifierWords
 }
 
 // endKind is the kind the words of key ending with key[start:end] name
@@ -574,15 +555,16 @@ func wordBefore(key string, start, end int) class {
 type class uint8
 
 const (
-	otherWords   class = iota
-	phoneWords         // phone, tel, msisdn, ...: a phone
-	mobileWords        // mobile, cell, wa, whatsapp, fax: maybe a phone
-	contactWords       // contact, sms: a phone before a word for number
-	numberWords        // number, no, num, nr
-	emailWords         // email: an email
-	mailWords          // mail: maybe an email (but e-mail)
-	addressWords       // address, addr
-	appWords           // app: WhatsApp's second word
+	otherWords     class = iota
+	phoneWords           // phone, tel, msisdn, ...: a phone
+	mobileWords          // mobile, cell, wa, whatsapp, fax: maybe a phone
+	contactWords         // contact, sms: a phone before a word for number
+	numberWords          // number, no, num, nr
+	emailWords           // email: an email
+	mailWords            // mail: maybe an email (but e-mail)
+	addressWords         // address, addr
+	appWords             // app: WhatsApp's second word
+	qualifierWords       // home, work, e164, ...: which number or address it is
 )
 
 // wordClass is the class of the word w, in any case.
@@ -615,6 +597,11 @@ func wordClass(w string) class {
 		return addressWords
 	case "app":
 		return appWords
+	case "home", "work", "office", "business", "personal", "private", "primary", "secondary", "main",
+		"alt", "alternate", "alternative", "other", "backup", "new", "old", "previous", "preferred",
+		"e164", "normalized", "normalised", "formatted", "raw", "intl", "international", "national",
+		"local", "landline", "fixed":
+		return qualifierWords
 	}
 	return otherWords
 }
