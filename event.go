@@ -77,10 +77,6 @@ type Event struct {
 	// nor merge two people by them. Its traits are dated at ReceivedAt
 	// for trait precedence (TraitsAt), whatever time its sender claims.
 	FromClientKey bool
-	// DroppedRead is set on an event read back with its drop records
-	// (Dropped): FindEventByID reads them, a page of events when asked
-	// (PageArgs.Dropped). It sits in the padding after FromClientKey.
-	DroppedRead bool
 	// Unreadable is set by a source that could not read the event whole (a
 	// provider's item of a shape it does not know: a field of another JSON
 	// type), and says why. Ingest refuses such an event as invalid with
@@ -94,8 +90,11 @@ type Event struct {
 
 	Message *MessageInput // set for message and message_status events
 	Consent *ConsentInput // set when the event changes consent
-	// Dropped lists, on an event read back with DroppedRead, the
-	// identifiers it dropped, as ingest recorded them (events.dropped).
+	// Dropped lists, on an event read back with its drop records
+	// (FindEventByID reads them, a page of events when asked:
+	// PageArgs.Dropped), the identifiers it dropped, as ingest recorded
+	// them (events.dropped): empty, not nil, when it dropped none; nil
+	// when they were not read.
 	Dropped []*DroppedIdentity
 }
 
@@ -103,11 +102,8 @@ type Event struct {
 // An event read without its drop records cannot tell, and says so rather
 // than answer that it dropped none.
 func (e *Event) DroppedList() ([]*DroppedIdentity, error) {
-	if !e.DroppedRead {
-		return nil, fmt.Errorf("event %d was read without its drop records", e.ID)
-	}
 	if e.Dropped == nil {
-		return []*DroppedIdentity{}, nil
+		return nil, fmt.Errorf("event %d was read without its drop records", e.ID)
 	}
 	return e.Dropped, nil
 }

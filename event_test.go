@@ -189,3 +189,19 @@ func TestParseDropped(t *testing.T) {
 		}
 	}
 }
+
+// DroppedList answers the drop records an event was read with, empty when
+// it dropped nothing, and refuses an event read without them rather than
+// answer that it dropped nothing.
+func TestDroppedList(t *testing.T) {
+	if _, err := (&c360.Event{ID: 7}).DroppedList(); err == nil {
+		t.Error("an event read without its drop records: no error, want one")
+	}
+	if got, err := (&c360.Event{Dropped: []*c360.DroppedIdentity{}}).DroppedList(); err != nil || got == nil || len(got) != 0 {
+		t.Errorf("read, none dropped: %v, %v; want an empty list", got, err)
+	}
+	d := &c360.DroppedIdentity{Type: "email", Value: "a@x.io", Reason: "limit"}
+	if got, err := (&c360.Event{Dropped: []*c360.DroppedIdentity{d}}).DroppedList(); err != nil || len(got) != 1 || got[0] != d {
+		t.Errorf("read, one dropped: %v, %v", got, err)
+	}
+}

@@ -90,13 +90,18 @@ const eventColumns = `e.id, coalesce(e.customer_id, 0), e.type, coalesce(e.name,
 // scanEvent scans eventColumns, after any leading columns in prefix.
 func scanEvent(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
 	e := &c360.Event{WorkspaceID: ws}
-	// Properties are scanned as bytes: into a *json.RawMessage pgx would
-	// run json.Unmarshal, a validity pass over text jsonb already vouches for.
-	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, (*[]byte)(&e.RawProperties), &e.Source, &e.OccurredAt, &e.ReceivedAt)
-	if err := row.Scan(dest...); err != nil {
+	if err := row.Scan(eventDest(e, prefix)...); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// eventDest is where a row of eventColumns is scanned into e, after
+// prefix. Properties are scanned as bytes: into a *json.RawMessage pgx
+// would run json.Unmarshal, a validity pass over text jsonb already
+// vouches for.
+func eventDest(e *c360.Event, prefix []any) []any {
+	return append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, (*[]byte)(&e.RawProperties), &e.Source, &e.OccurredAt, &e.ReceivedAt)
 }
 
 // droppedColumn follows eventColumns where the events' drop records are
@@ -108,18 +113,16 @@ const droppedColumn = `, CASE WHEN jsonb_typeof(e.dropped) = 'array' THEN e.drop
 // scanEventDropped scans eventColumns and droppedColumn, after any
 // leading columns in prefix.
 func scanEventDropped(row pgx.Row, ws int64, prefix ...any) (*c360.Event, error) {
-	e := &c360.Event{WorkspaceID: ws, DroppedRead: true}
+	e := &c360.Event{WorkspaceID: ws}
 	var records []string
-	dest := append(prefix, &e.ID, &e.CustomerID, &e.Type, &e.Name, (*[]byte)(&e.RawProperties), &e.Source, &e.OccurredAt, &e.ReceivedAt, &records)
-	if err := row.Scan(dest...); err != nil {
+	if err := row.Scan(append(eventDest(e, prefix), &records)...); err != nil {
 		return nil, err
 	}
-	if len(records) > 0 {
-		e.Dropped = make([]*c360.DroppedIdentity, len(records))
-		for i, r := range records {
-			d := c360.ParseDropped(r)
-			e.Dropped[i] = &d
-		}
+	// Read, so never nil (c360.Event.DroppedList): empty when none.
+	e.Dropped = make([]*c360.DroppedIdentity, len(records))
+	for i, r := range records {
+		d := c360.ParseDropped(r)
+		e.Dropped[i] = &d
 	}
 	return e, nil
 }
