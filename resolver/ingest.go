@@ -56,14 +56,7 @@ func (r *Resolver) event(typ string, ids []*c360.Identity, messageID *string, ts
 // saying so rather than naming a customer that never was. The repeat
 // changed nothing and created nobody (docs/erasure.md).
 func erasedRepeat(key string) error {
-	if len(key) > 80 {
-		n := 80
-		for n > 0 && !utf8.RuneStart(key[n]) {
-			n--
-		}
-		key = key[:n] + "…"
-	}
-	return c360.Errorf(c360.ENOTFOUND, "the event with messageId %q belonged to a customer who was erased: nothing was changed, and there is no customer to answer with", key)
+	return c360.Errorf(c360.ENOTFOUND, "the event with messageId %q belonged to a customer who was erased: nothing was changed, and there is no customer to answer with", truncateKey(key))
 }
 
 func checkEventName(name string) error {
