@@ -26,7 +26,7 @@ const maxMedia = 10
 // "From+1…" signs the same string as a shorter Body and From sent twice,
 // and reading the first From would store the message on a number the
 // signed request never named. MediaUrlN and MediaContentTypeN may repeat:
-// every value is read (mediaURLs, mediaTypes), and they cannot move a
+// every value is read (media), and they cannot move a
 // message to another customer.
 var singleParams = []string{
 	"MessageSid", "SmsMessageSid", "SmsSid", "AccountSid", "MessagingServiceSid",
@@ -241,12 +241,6 @@ func media(form url.Values) (urls []string, types []any) {
 		types = nil
 	}
 	return urls, types
-}
-
-// mediaURLs returns the URLs media reads.
-func mediaURLs(form url.Values) []string {
-	urls, _ := media(form)
-	return urls
 }
 
 // checkSID refuses a missing or implausible message SID: it becomes a

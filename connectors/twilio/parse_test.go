@@ -137,10 +137,10 @@ func TestMediaURLsBounded(t *testing.T) {
 	for i := range 20 {
 		f.Set("MediaUrl"+strconv.Itoa(i), "https://example.com/m")
 	}
-	if got := mediaURLs(f); len(got) != maxMedia {
-		t.Errorf("len(mediaURLs) = %d, want %d", len(got), maxMedia)
+	if got, _ := media(f); len(got) != maxMedia {
+		t.Errorf("len(media URLs) = %d, want %d", len(got), maxMedia)
 	}
-	if got := mediaURLs(form("NumMedia", "-3", "MediaUrl0", "x")); len(got) != 0 {
+	if got, _ := media(form("NumMedia", "-3", "MediaUrl0", "x")); len(got) != 0 {
 		t.Errorf("negative NumMedia: %v", got)
 	}
 }

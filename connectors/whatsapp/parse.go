@@ -558,10 +558,6 @@ func contactProperty(c *contact) map[string]any {
 	return out
 }
 
-// findContact returns the contact a message from the wa_id and BSUID
-// given is from: the one with that BSUID, else that wa_id; for a message
-// that names neither, the notification's only contact, since Meta sends
-// each sender's profile beside their messages. Nil when none matches.
 // sender is who an inbound item is from, as readable and unreadable items
 // alike read it: its number (from) and BSUID (from_user_id), the BSUID
 // taken from its contact when the item names none, and, when the item
@@ -581,6 +577,10 @@ func sender(from, userID string, contacts []contact) (string, string, *contact) 
 	return from, userID, c
 }
 
+// findContact returns the contact a message from the wa_id and BSUID
+// given is from: the one with that BSUID, else that wa_id; for a message
+// that names neither, the notification's only contact, since Meta sends
+// each sender's profile beside their messages. Nil when none matches.
 func findContact(contacts []contact, waID, userID string) *contact {
 	for i := range contacts {
 		c := &contacts[i]
