@@ -55,6 +55,13 @@ type IdentityRules struct {
 	Blocked      []string
 }
 
+// Detail is the rules as the audit log records them (identity_rules.update,
+// from GraphQL and the command line alike) and `c360 workspace rules
+// --json` prints them.
+func (r *IdentityRules) Detail() map[string]any {
+	return map[string]any{"limits": r.Limits, "defaultLimit": r.DefaultLimit, "priority": r.Priority, "blocked": r.Blocked}
+}
+
 // SplitResult is the outcome of splitting an identity out of a customer.
 type SplitResult struct {
 	Original *Customer

@@ -228,8 +228,7 @@ func auditDetail(args map[string]any, res any) (int64, []string, map[string]any)
 			"separations": v.Separations, "deadLetters": v.DeadLetters, "auditEntriesScrubbed": v.AuditEntriesScrubbed}
 		fields = []string{"customer"}
 	case *c360.IdentityRules:
-		d["rules"] = map[string]any{"limits": v.Limits, "defaultLimit": v.DefaultLimit,
-			"priority": v.Priority, "blocked": v.Blocked}
+		d["rules"] = v.Detail()
 	}
 	for k, v := range d {
 		if p, ok := v.(*string); ok {

@@ -587,13 +587,11 @@ func (m *Main) workspaceRules(ctx context.Context, args []string) error {
 		}
 		// The entry updateIdentityRules records over GraphQL.
 		e := c360.NewAuditEntry(nil, w.ID, c360.AuditIdentityRulesUpdate, time.Now())
-		e.Detail = map[string]any{"rules": map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
-			"priority": rules.Priority, "blocked": rules.Blocked}}
+		e.Detail = map[string]any{"rules": rules.Detail()}
 		m.recordAudit(ctx, db, e, "the identity rules were changed")
 	}
 	if *asJSON {
-		return json.NewEncoder(m.Stdout).Encode(map[string]any{"limits": rules.Limits, "defaultLimit": rules.DefaultLimit,
-			"priority": rules.Priority, "blocked": rules.Blocked})
+		return json.NewEncoder(m.Stdout).Encode(rules.Detail())
 	}
 	fmt.Fprintf(m.Stdout, "identity rules of %s\n  limits:        %s (others %d)\n  priority:      %s\n  blocked:       %s\n",
 		w.Slug, limitList(rules.Limits), rules.DefaultLimit, strings.Join(rules.Priority, ", "), strings.Join(rules.Blocked, ", "))
