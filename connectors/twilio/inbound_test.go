@@ -116,6 +116,106 @@ func TestRepeatedSingleValueParameterIsRefused(t *testing.T) {
 	}
 }
 
+// The same re-cut works with a new parameter instead of a repeated one: a
+// signed message from +14155550177 whose Body is "STOPFrom+14155550100"
+// signs the same string as Body "STOP", From "+14155550100" and a
+// parameter named "From+14155550177" with no value (on WhatsApp,
+// "Fromwhatsapp" valued ":+1…"). A name that is not letters and digits,
+// or that begins with the name of a parameter c360 reads without being a
+// continuation Twilio documents, is refused 400, naming it, and nothing
+// is stored: the victim is not opted out.
+func TestRecutParameterNameIsRefused(t *testing.T) {
+	e := newEnv(t)
+	path := e.inboundPath()
+	for _, tt := range []struct {
+		name, from, body, victim string
+		forged                   func(url.Values)
+		naming                   string
+	}{
+		{"sms", "+14155550177", "STOPFrom+14155550100", "+14155550100", func(f url.Values) {
+			f.Set("Body", "STOP")
+			f.Set("From", "+14155550100")
+			f.Set("From+14155550177", "")
+		}, `"From+14155550177"`},
+		{"whatsapp", "whatsapp:+14155550178", "STOPFromwhatsapp:+14155550101", "+14155550101", func(f url.Values) {
+			f.Set("Body", "STOP")
+			f.Set("From", "whatsapp:+14155550101")
+			f.Set("Fromwhatsapp", ":+14155550178")
+		}, `"Fromwhatsapp"`},
+	} {
+		sid := "SM000000000000000000000000000000" + map[string]string{"sms": "92", "whatsapp": "93"}[tt.name]
+		genuine := inbound(sid, tt.from, tt.body)
+		sig := sign(authToken, publicURL+path, genuine)
+		forged := inbound(sid, tt.from, tt.body)
+		tt.forged(forged)
+		if sign(authToken, publicURL+path, forged) != sig {
+			t.Fatalf("%s: the forged form does not sign as the genuine one", tt.name)
+		}
+		status, _, body := e.postForm(t, path, forged.Encode(), sig)
+		if status != http.StatusBadRequest || !strings.Contains(body, tt.naming) {
+			t.Errorf("%s: forged request: %d (%s), want 400 naming %s", tt.name, status, body, tt.naming)
+		}
+	}
+	// A status callback is read the same way: its To cut anew is refused.
+	f := statusForm("SM00000000000000000000000000000094", "failed", "+14155550102", "ErrorCode", "30003")
+	f.Set("ToX", "")
+	status, _, body := e.postForm(t, e.statusPath(), f.Encode(), sign(authToken, publicURL+e.statusPath(), f))
+	if status != http.StatusBadRequest || !strings.Contains(body, `"ToX"`) {
+		t.Errorf("status callback with a parameter named ToX: %d (%s), want 400 naming it", status, body)
+	}
+	for _, table := range []string{"events", "customers", "messages", "consents"} {
+		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
+			t.Errorf("%d %s stored, want none", n, table)
+		}
+	}
+	// The refusal is logged with the number in the name masked.
+	if logs := e.logs.String(); !strings.Contains(logs, "not one Twilio sends") || strings.Contains(logs, "4155550177") {
+		t.Errorf("log: %s; want the refusals, without the number", logs)
+	}
+}
+
+// The names refused and the names let through: every parameter Twilio
+// documents for inbound messages (SMS, MMS, WhatsApp) and status callbacks
+// passes, together, in a genuine request.
+func TestParameterNames(t *testing.T) {
+	e := newEnv(t)
+	path := e.inboundPath()
+	f := inbound("SM00000000000000000000000000000095", "whatsapp:+14155550103", "hello",
+		"MessagingServiceSid", "MG00000000000000000000000000000001", "NumMedia", "2",
+		"MediaUrl0", "https://api.twilio.com/m/ME1", "MediaContentType0", "image/jpeg",
+		"MediaUrl1", "https://api.twilio.com/m/ME2", "MediaContentType1", "image/png",
+		"FromCity", "SAN FRANCISCO", "FromState", "CA", "FromZip", "94105", "FromCountry", "US",
+		"ToCity", "OAKLAND", "ToState", "CA", "ToZip", "94612", "ToCountry", "US",
+		"ProfileName", "Ada", "WaId", "14155550103", "Forwarded", "false", "FrequentlyForwarded", "false",
+		"ButtonText", "", "ButtonPayload", "", "Latitude", "37.77", "Longitude", "-122.41", "Address", "1 Main St", "Label", "Home",
+		"ReferralBody", "Ad", "ReferralHeadline", "Sale", "ReferralSourceId", "1", "ReferralSourceType", "ad",
+		"ReferralSourceUrl", "https://fb.me/x", "ReferralMediaId", "2", "ReferralMediaContentType", "image/jpeg",
+		"ReferralMediaUrl", "https://example.com/r.jpg", "ReferralNumMedia", "0", "ReferralCtwaClid", "ARAk",
+		"OriginalRepliedMessageSender", "whatsapp:+14155550198", "OriginalRepliedMessageSid", "SM00000000000000000000000000000001",
+		"MessageType", "text", "ChannelMetadata", "{}", "ExternalUserId", "whatsapp:ID.1", "OptOutType", "",
+		"MessageStatus", "received", "ErrorCode", "", "ErrorMessage", "", "RawDlrDoneDate", "2503011200",
+		"ChannelToAddress", "+1415555XXXX", "ChannelPrefix", "whatsapp", "ChannelInstallSid", "XE1", "EventType", "READ")
+	if status, _, body := e.webhook(t, path, f, authToken); status != http.StatusOK {
+		t.Fatalf("a request with every documented parameter: %d (%s), want 200", status, body)
+	}
+	for name, want := range map[string]int{
+		"MediaUrl12": http.StatusOK, "MediaContentType3": http.StatusOK, "SomethingNew": http.StatusOK,
+		"MediaUrl": http.StatusBadRequest, "MediaUrl0x": http.StatusBadRequest, "MediaContentTypeA": http.StatusBadRequest,
+		"FromCityX": http.StatusBadRequest, // begins with From; only the documented continuations pass
+		"Bodyx":     http.StatusBadRequest, "MessageSid2": http.StatusBadRequest, "WaIdX": http.StatusBadRequest,
+		"ToTo": http.StatusBadRequest, "Body_": http.StatusBadRequest, "Bé": http.StatusBadRequest, "a b": http.StatusBadRequest,
+	} {
+		f := inbound(fmt.Sprintf("SM%032x", len(name)*1000+int(name[len(name)-1])), "+14155550104", "hi")
+		f.Set(name, "")
+		status, _, body := e.webhook(t, path, f, authToken)
+		if status != want || want == http.StatusBadRequest && !strings.Contains(body, strconvQuote(name)) {
+			t.Errorf("parameter %q: %d (%s), want %d", name, status, body, want)
+		}
+	}
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
+
 func TestInboundSMS(t *testing.T) {
 	e := newEnv(t)
 	f := inbound("SM00000000000000000000000000000001", "+1 (415) 555-0100", "Where is my order?",

@@ -1,6 +1,7 @@
 package twilio
 
 import (
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -35,6 +36,30 @@ var singleParams = []string{
 	"MessageStatus", "SmsStatus", "ErrorCode",
 }
 
+// readParams are the parameters the parsers read (ParseInbound,
+// ParseStatus), besides the indexed ones (indexedParams).
+var readParams = []string{
+	"MessageSid", "SmsMessageSid", "SmsSid", "From", "To", "Body", "NumMedia", "WaId", "ProfileName",
+	"ButtonText", "ButtonPayload", "OptOutType", "MessageStatus", "SmsStatus", "ErrorCode",
+}
+
+// indexedParams are the parameters read with an index after their name:
+// MediaUrl0, MediaContentType0, ... (media).
+var indexedParams = []string{"MediaUrl", "MediaContentType"}
+
+// continuedParams are the parameters Twilio documents for inbound messages
+// and status callbacks whose names begin with the name of one of
+// readParams: the sender's and the recipient's place. Twilio's other
+// documented parameters (AccountSid, MessagingServiceSid, NumSegments,
+// ApiVersion, Forwarded, FrequentlyForwarded, Latitude, Longitude,
+// Address, Label, Referral…, OriginalRepliedMessage…, MessageType,
+// ChannelMetadata, ExternalUserId, ErrorMessage, RawDlrDoneDate,
+// Channel…, EventType, ...) begin with none.
+var continuedParams = map[string]bool{
+	"FromCity": true, "FromState": true, "FromZip": true, "FromCountry": true,
+	"ToCity": true, "ToState": true, "ToZip": true, "ToCountry": true,
+}
+
 // checkSingle refuses a form that repeats a parameter of singleParams.
 func checkSingle(form url.Values) error {
 	for _, k := range singleParams {
@@ -45,12 +70,71 @@ func checkSingle(form url.Values) error {
 	return nil
 }
 
+// checkNames refuses a parameter whose name Twilio would not send, the
+// other way a signed request can be cut anew (checkSingle): a signed Body
+// "STOPFrom+14155550100" and From "+14155550177" sign the same string as
+// a Body "STOP", a From "+14155550100" and a parameter named
+// "From+14155550177" with no value, and "Fromwhatsapp" valued ":+1…" does
+// it for a WhatsApp From. Twilio's names are letters and digits, and a
+// name that begins with the name of a parameter c360 reads is that
+// parameter, one Twilio documents as its continuation (continuedParams),
+// or, after MediaUrl and MediaContentType, an index. The names are checked
+// in order, so that the refusal names the same one each time.
+func checkNames(form url.Values) error {
+	names := slices.Sorted(maps.Keys(form))
+	for _, k := range names {
+		if k == "" || strings.ContainsFunc(k, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+		}) {
+			return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: Twilio's parameter names are letters and digits only", quoteName(k))
+		}
+	}
+	for _, k := range names {
+		if continuedParams[k] {
+			continue
+		}
+		for _, p := range indexedParams {
+			if rest, ok := strings.CutPrefix(k, p); ok && !allDigits(rest) {
+				return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: after %s Twilio writes only an index (%s0, %s1, ...)", quoteName(k), p, p, p)
+			}
+		}
+		for _, p := range readParams {
+			if len(k) > len(p) && strings.HasPrefix(k, p) {
+				return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: its name begins with %s, which c360 reads, and Twilio sends no such continuation of it", quoteName(k), p)
+			}
+		}
+	}
+	return nil
+}
+
+// quoteName quotes a parameter name for a refusal, cut to 64 bytes.
+func quoteName(k string) string {
+	if len(k) > 64 {
+		return strconv.Quote(strings.ToValidUTF8(k[:64], "")) + "…"
+	}
+	return strconv.Quote(k)
+}
+
+// allDigits reports whether s is one or more ASCII digits.
+func allDigits(s string) bool {
+	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+}
+
+// checkForm refuses a form that could be a signed request cut anew
+// (checkNames, checkSingle).
+func checkForm(form url.Values) error {
+	if err := checkNames(form); err != nil {
+		return err
+	}
+	return checkSingle(form)
+}
+
 // ParseInbound turns the form of Twilio's inbound message webhook into a
 // canonical message event: the sender's phone identifies the customer (SMS
 // and WhatsApp alike), the channel comes from the "whatsapp:" prefix, and a
 // consent keyword sets that channel's consent.
 func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
-	if err := checkSingle(form); err != nil {
+	if err := checkForm(form); err != nil {
 		return nil, err
 	}
 	sid := first(form, "MessageSid", "SmsMessageSid", "SmsSid")
@@ -117,7 +201,7 @@ func ParseInbound(form url.Values, now time.Time) (*c360.Event, error) {
 // MessageSid and a MessageStatus; the To, when c360 can read it, gives the
 // event its phone identity and channel.
 func ParseStatus(form url.Values, now time.Time) (*c360.Event, error) {
-	if err := checkSingle(form); err != nil {
+	if err := checkForm(form); err != nil {
 		return nil, err
 	}
 	sid := first(form, "MessageSid", "SmsSid")
