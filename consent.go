@@ -22,11 +22,15 @@ type Consent struct {
 }
 
 // Consent keywords, the carriers' usual opt-out, opt-in and help words,
-// matched against a message that is one word (ConsentWord).
+// matched against a message that is one word (ConsentWord). The opt-out
+// words are those Twilio's default filtering honours (since May 2025: STOP,
+// STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT): Twilio blocks
+// further messages to whoever sent one, so c360 must record the opt-out.
 var (
-	optOutKeywords = map[string]bool{"STOP": true, "STOPALL": true, "UNSUBSCRIBE": true, "CANCEL": true, "END": true, "QUIT": true}
-	optInKeywords  = map[string]bool{"START": true, "YES": true, "UNSTOP": true}
-	helpKeywords   = map[string]bool{"HELP": true, "INFO": true}
+	optOutKeywords = map[string]bool{"STOP": true, "STOPALL": true, "UNSUBSCRIBE": true, "CANCEL": true, "END": true, "QUIT": true,
+		"REVOKE": true, "OPTOUT": true}
+	optInKeywords = map[string]bool{"START": true, "YES": true, "UNSTOP": true}
+	helpKeywords  = map[string]bool{"HELP": true, "INFO": true}
 )
 
 // ConsentWord returns text as a keyword candidate: its one word, upper-cased,

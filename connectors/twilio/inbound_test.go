@@ -455,6 +455,15 @@ func TestInboundConsentKeywords(t *testing.T) {
 	if got := e.consent(t, c.ID, "sms"); got == nil || got.Status != c360.ConsentOptedIn {
 		t.Errorf("consent after UNSTOP = %+v, want opted_in", got)
 	}
+	// Twilio's default opt-out words since May 2025 include REVOKE and
+	// OPTOUT: Twilio stops delivering to whoever sends one.
+	for i, word := range []string{"Revoke", "OPTOUT"} {
+		send(fmt.Sprintf("SM14%d", 2*i), word)
+		if got := e.consent(t, c.ID, "sms"); got == nil || got.Status != c360.ConsentOptedOut {
+			t.Errorf("consent after %s = %+v, want opted_out", word, got)
+		}
+		send(fmt.Sprintf("SM14%d", 2*i+1), "START")
+	}
 	// WhatsApp keywords set the WhatsApp consent.
 	if status, _, _ := e.webhook(t, e.inboundPath(), inbound("SM15", "whatsapp:"+phone, "QUIT"), authToken); status != http.StatusOK {
 		t.Fatal(status)

@@ -477,6 +477,14 @@ func TestInboundConsentKeywords(t *testing.T) {
 	wantConsent("YES", c360.ConsentOptedIn)
 	e.deliver(t, text("wamid.STOP2", ts+10, "STOP"))
 	wantConsent("typed STOP", c360.ConsentOptedOut)
+	// REVOKE and OPTOUT, Twilio's opt-out words since May 2025, opt out
+	// whichever way they arrive.
+	for i, word := range []string{"revoke", "OptOut"} {
+		e.deliver(t, text(fmt.Sprintf("wamid.START%d", i), ts+11+2*int64(i), "START"))
+		wantConsent("START", c360.ConsentOptedIn)
+		e.deliver(t, text(fmt.Sprintf("wamid.OUT%d", i), ts+12+2*int64(i), word))
+		wantConsent(word, c360.ConsentOptedOut)
+	}
 
 	// Opt-out is per channel: a WhatsApp STOP leaves SMS alone.
 	c := e.customer(t, "+16505551299")
