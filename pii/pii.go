@@ -225,14 +225,16 @@ func IdentityKind(typ string) Kind {
 // keyKinds classifies trait and property names, normalized by normalizeKey.
 // mail, mobile, cell, whatsapp and fax, and mobile's names in other
 // languages (celular, movil, handy), may name something else: their kind
-// is a maybe (maybePhone, maybeEmail).
+// is a maybe (maybePhone, maybeEmail). So may from: a WhatsApp message
+// kept as Meta sent it names its sender's number there ("from":
+// "14155550100"), other data a page or a date.
 var keyKinds = map[string]Kind{
 	"email": KindEmail, "emailaddress": KindEmail, "mail": maybeEmail,
 	"phone": KindPhone, "phonenumber": KindPhone, "mobile": maybePhone, "mobilephone": KindPhone,
 	"tel": KindPhone, "telephone": KindPhone, "cell": maybePhone, "cellphone": KindPhone, "whatsapp": maybePhone,
 	"whatsappid": KindPhone, "waid": KindPhone, "msisdn": KindPhone, "fax": maybePhone, "smsto": KindPhone,
 	"telefono": KindPhone, "telefone": KindPhone, "telefon": KindPhone, "celular": maybePhone, "movil": maybePhone,
-	"handy": maybePhone, "handynummer": KindPhone,
+	"handy": maybePhone, "handynummer": KindPhone, "from": maybePhone,
 	"name": KindName, "firstname": KindName, "lastname": KindName, "fullname": KindName, "givenname": KindName,
 	"familyname": KindName, "middlename": KindName, "surname": KindName, "displayname": KindName,
 	"profilename": KindName, "username": KindName, "nickname": KindName,

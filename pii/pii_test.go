@@ -619,3 +619,23 @@ func BenchmarkKeyKind(b *testing.B) {
 		}
 	}
 }
+
+// A WhatsApp message kept as Meta sent it names its sender's number under
+// from, as digits: masked there when it has a phone number's shape, while
+// a from that is a page, a word or a date is shown.
+func TestFromMasksOnlyAPhoneNumber(t *testing.T) {
+	for v, want := range map[string]any{
+		"14155550100":  "*******0100",
+		"+14155550100": "+1******0100",
+		"checkout":     "checkout",
+		"2024-03-01":   "2024-03-01",
+	} {
+		if got, _ := Value("from", v); got != want {
+			t.Errorf("Value(from, %q) = %v, want %v", v, got, want)
+		}
+	}
+	m, found := JSON(map[string]any{"item": map[string]any{"from": "14155550100", "type": "order"}})
+	if item := m["item"].(map[string]any); item["from"] != "*******0100" || item["type"] != "order" || len(found) != 1 {
+		t.Errorf("JSON = %v, %v; want item.from masked", m, found)
+	}
+}

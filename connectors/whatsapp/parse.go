@@ -114,6 +114,13 @@ type message struct {
 		Type        string `json:"type"`
 		ButtonReply *reply `json:"button_reply"`
 		ListReply   *reply `json:"list_reply"`
+		// NfmReply is a WhatsApp Flow's answer: the flow's name, a body
+		// ("Sent") and the fields the customer filled in, as a JSON text.
+		NfmReply *struct {
+			Name         string `json:"name"`
+			Body         string `json:"body"`
+			ResponseJSON string `json:"response_json"`
+		} `json:"nfm_reply"`
 	} `json:"interactive"`
 	Button *struct {
 		Payload string `json:"payload"`
@@ -223,7 +230,7 @@ func ParsePayload(body []byte, now time.Time) ([]*c360.Event, []Skipped, error) 
 				if err := json.Unmarshal(raw, &m); err != nil {
 					ev, reason = unreadableEvent(c360.EventMessage, raw, contacts, err, now)
 				} else {
-					ev = messageEvent(&m, contacts, business, now)
+					ev = messageEvent(&m, raw, contacts, business, now)
 				}
 				if ev == nil {
 					skip(fmt.Sprintf("%smessages[%d]", at, i), reason)
@@ -291,15 +298,7 @@ func unreadableEvent(typ string, raw json.RawMessage, contacts []contact, err er
 		return nil, reason
 	}
 	props := map[string]any{}
-	// The item as Meta sent it, numbers exact (a wa_id's digits), unless
-	// a number is one the store cannot hold (1e400): it is then left out,
-	// so that the dead letter can be kept.
-	var item any
-	if c360.UnmarshalExact(raw, &item) == nil {
-		if item, err = c360.StorableNumbers(item); err == nil {
-			props["item"] = item
-		}
-	}
+	keepItem(props, raw)
 	ev := &c360.Event{
 		Type:       typ,
 		Source:     Source,
@@ -327,6 +326,39 @@ func unreadableEvent(typ string, raw json.RawMessage, contacts []contact, err er
 	return ev, reason
 }
 
+// keepItem keeps an item as Meta sent it in property item: numbers exact
+// (a wa_id's digits), unless a number is one the store cannot hold
+// (1e400), or the item is not JSON c360 can store: it is then left out,
+// so that the event (or its dead letter) can still be kept.
+func keepItem(props map[string]any, raw json.RawMessage) {
+	var item any
+	if c360.UnmarshalExact(raw, &item) != nil {
+		return
+	}
+	if item, err := c360.StorableNumbers(item); err == nil {
+		props["item"] = item
+	}
+}
+
+// jsonText returns the JSON object or array a text holds (a Flow's
+// response_json) as a value, so that its fields are stored, and masked
+// key by key, as an event's properties are (in a text, masking finds
+// email addresses and phone numbers, not names); the text itself when it
+// holds no such JSON, or one the store cannot hold.
+func jsonText(s string) any {
+	var v any
+	if c360.UnmarshalExact([]byte(s), &v) != nil {
+		return s
+	}
+	switch v.(type) {
+	case map[string]any, []any:
+		if v, err := c360.StorableNumbers(v); err == nil {
+			return v
+		}
+	}
+	return s
+}
+
 // messageEvent returns the event for one inbound message, or nil when it
 // lacks the wamid every event is keyed by. Its sender is the number in
 // from and the BSUID in from_user_id (else the user_id of the contact the
@@ -335,7 +367,15 @@ func unreadableEvent(typ string, raw json.RawMessage, contacts []contact, err er
 // dead letter under its wamid, rather than a 200 that loses it. A text or
 // caption that is a consent keyword (c360.ConsentKeyword) sets the
 // customer's WhatsApp consent; a button's or list item's title never does.
-func messageEvent(m *message, contacts []contact, businessNumber string, now time.Time) *c360.Event {
+//
+// A message of a type c360 does not read (order, contacts, unsupported, a
+// system message other than a number change, an interactive one that is
+// no button, list or Flow reply, any type Meta adds) keeps the item as
+// Meta sent it in property item (keepItem, as an unreadable item's dead
+// letter does), so that its content is not lost behind Meta's 200. A
+// Flow's reply (nfm_reply) is read into property interactive: its flow
+// name, body, and the fields of its response_json.
+func messageEvent(m *message, raw json.RawMessage, contacts []contact, businessNumber string, now time.Time) *c360.Event {
 	id := m.ID.String()
 	if id == "" {
 		return nil
@@ -387,9 +427,20 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 		if r == nil {
 			r = m.Interactive.ListReply
 		}
-		if r != nil {
+		switch nfm := m.Interactive.NfmReply; {
+		case r != nil:
 			msg.Body = r.Title
 			props["interactive"] = map[string]any{"type": m.Interactive.Type, "id": r.ID, "title": r.Title}
+		case nfm != nil:
+			// The body is the Flow's ("Sent"), not words the customer
+			// typed: it is no consent keyword. Everything the item holds
+			// is read, so it is not kept: its response_json would be kept
+			// as a text, whose names masking cannot tell (jsonText).
+			msg.Body = nfm.Body
+			props["interactive"] = map[string]any{"type": m.Interactive.Type, "flowName": nfm.Name, "body": nfm.Body,
+				"responseJson": jsonText(nfm.ResponseJSON)}
+		default:
+			keepItem(props, raw)
 		}
 	case m.Button != nil:
 		msg.Body = m.Button.Text
@@ -400,6 +451,8 @@ func messageEvent(m *message, contacts []contact, businessNumber string, now tim
 	case m.Location != nil:
 		props["location"] = map[string]any{"latitude": m.Location.Latitude, "longitude": m.Location.Longitude,
 			"name": m.Location.Name, "address": m.Location.Address}
+	default:
+		keepItem(props, raw)
 	}
 	ev := &c360.Event{
 		Type:       c360.EventMessage,

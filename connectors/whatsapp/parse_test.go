@@ -4,8 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -295,5 +299,67 @@ func TestNumberTooLargeInAnItemIsNamed(t *testing.T) {
 	want := "the message could not be read: location.latitude: a number too large for a 64-bit float"
 	if len(evs) != 1 || evs[0].Unreadable != want {
 		t.Fatalf("events = %+v, want one unreadable: %q", evs, want)
+	}
+}
+
+// A message of a type c360 does not read is kept as Meta sent it, in
+// property item, rather than stored with an empty body and only its type:
+// Meta got a 200 for it and will not send it again. A WhatsApp Flow's
+// reply (interactive nfm_reply) is read: its flow name, body and the
+// fields filled in.
+func TestParsePayloadKeepsMessagesOfOtherTypes(t *testing.T) {
+	msgs := map[string]string{
+		"wamid.NFM": `{"from":"16315551234","id":"wamid.NFM","timestamp":"1700000000","type":"interactive","interactive":{"type":"nfm_reply","nfm_reply":{"name":"flow","body":"Sent","response_json":"{\"flow_token\":\"t-1\",\"size\":42,\"email\":\"ada@example.com\"}"}}}`,
+		"wamid.ORD": `{"from":"16315551234","id":"wamid.ORD","timestamp":"1700000000","type":"order","order":{"catalog_id":"c1","text":"for Friday","product_items":[{"product_retailer_id":"sku-1","quantity":2,"item_price":12.5,"currency":"USD"}]}}`,
+		"wamid.CON": `{"from":"16315551234","id":"wamid.CON","timestamp":"1700000000","type":"contacts","contacts":[{"name":{"formatted_name":"Grace Hopper","first_name":"Grace"},"phones":[{"phone":"+1 (415) 555-0111","wa_id":"14155550111","type":"HOME"}]}]}`,
+		"wamid.UNS": `{"from":"16315551234","id":"wamid.UNS","timestamp":"1700000000","type":"unsupported","errors":[{"code":131051,"title":"Message type unknown"}]}`,
+		"wamid.NEW": `{"from":"16315551234","id":"wamid.NEW","timestamp":"1700000000","type":"hologram","hologram":{"frames":12345678901234567890}}`,
+		"wamid.INT": `{"from":"16315551234","id":"wamid.INT","timestamp":"1700000000","type":"interactive","interactive":{"type":"call_permission_reply","call_permission_reply":{"response":"accept"}}}`,
+		"wamid.TXT": `{"from":"16315551234","id":"wamid.TXT","timestamp":"1700000000","type":"text","text":{"body":"hi"}}`,
+	}
+	var list []string
+	for _, m := range msgs {
+		list = append(list, m)
+	}
+	evs, skipped, err := ParsePayload([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{
+		"contacts":[{"profile":{"name":"Kerry"},"wa_id":"16315551234"}],"messages":[`+strings.Join(list, ",")+`]}}]}]}`), now)
+	if err != nil || len(skipped) != 0 || len(evs) != len(msgs) {
+		t.Fatalf("ParsePayload = %d events, %v, %v; want %d events", len(evs), skipped, err, len(msgs))
+	}
+	for _, ev := range evs {
+		id := ev.DedupeKey
+		if ev.Unreadable != "" || ev.Consent != nil || len(ev.Identities) != 1 {
+			t.Errorf("%s: %+v, want a readable message from its sender, no consent", id, ev)
+		}
+		item, kept := ev.Properties["item"]
+		if id == "wamid.TXT" {
+			if kept {
+				t.Errorf("%s: a text keeps its item: %v", id, item)
+			}
+			continue
+		}
+		if id == "wamid.NFM" {
+			if kept {
+				t.Errorf("%s: a Flow's reply, read whole, keeps its item: %v", id, item)
+			}
+			continue
+		}
+		var want any
+		if err := c360.UnmarshalExact([]byte(msgs[id]), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !kept || !reflect.DeepEqual(item, want) {
+			t.Errorf("%s: item = %#v, want the message as sent, %#v", id, item, want)
+		}
+	}
+	nfm := evs[slices.IndexFunc(evs, func(ev *c360.Event) bool { return ev.DedupeKey == "wamid.NFM" })]
+	wantNFM := map[string]any{"type": "nfm_reply", "flowName": "flow", "body": "Sent",
+		"responseJson": map[string]any{"flow_token": "t-1", "size": json.Number("42"), "email": "ada@example.com"}}
+	if got := nfm.Properties["interactive"]; !reflect.DeepEqual(got, wantNFM) || nfm.Message.Body != "Sent" {
+		t.Errorf("nfm_reply: interactive = %#v, body %q; want %#v, Sent", got, nfm.Message.Body, wantNFM)
+	}
+	// A response_json that is no JSON object is kept as the text it is.
+	if got := jsonText("not json"); got != "not json" {
+		t.Errorf("jsonText(not json) = %#v", got)
 	}
 }
