@@ -161,7 +161,10 @@ var knownStatuses = []string{"accepted", "scheduled", "queued", "sending", "sent
 // stored. Twilio may call the status callback for an outbound message before
 // sendMessage has recorded it; that callback was stored as an event (dedupe
 // key "<sid>:<status>") and matched nothing, so the message starts from the
-// furthest status already received.
+// furthest status already received. They are applied in the order they
+// arrived (received_at, then id: the order of their commits), as they
+// would have been live: two final statuses rank alike (failed,
+// undelivered), and the first one stays, with its error code.
 func catchUpStatus(ctx context.Context, tx pgx.Tx, ws int64, source string, m *c360.Message) error {
 	if m.ProviderID == "" || m.Direction != c360.DirectionOutbound {
 		return nil
@@ -172,7 +175,8 @@ func catchUpStatus(ctx context.Context, tx pgx.Tx, ws int64, source string, m *c
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT coalesce(properties->>'status', ''), coalesce(properties->>'errorCode', '') FROM events
-		WHERE workspace_id = $1 AND source = $2 AND type = $3 AND dedupe_key = ANY($4)`,
+		WHERE workspace_id = $1 AND source = $2 AND type = $3 AND dedupe_key = ANY($4)
+		ORDER BY received_at, id`,
 		ws, source, c360.EventMessageStatus, keys)
 	if err != nil {
 		return interpretError(fmt.Errorf("find earlier statuses: %w", err))

@@ -565,3 +565,56 @@ func TestRecordOutboundRefusesAnOptedOutCustomer(t *testing.T) {
 		t.Errorf("record on whatsapp: %v", err)
 	}
 }
+
+// Status callbacks stored before their message (NoMessage) are applied, once
+// it is recorded, in the order they arrived, as they would have been live:
+// the first final status stays, with its error code. Two finals rank alike
+// (undelivered, then failed), so the order decides which one the message
+// ends in; read back in no particular order, the later one could win.
+func TestCatchUpAppliesStatusesInArrivalOrder(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	phone := ids("phone", "+14155550163")
+	base := time.Now().UTC().Add(-time.Minute)
+	for _, tt := range []struct {
+		sid      string
+		statuses [][2]string // in arrival order: status, error code
+		want     [2]string
+		stored   []int // the order they are stored in, if not arrival's
+	}{
+		{"SMorder1", [][2]string{{"sent", ""}, {"undelivered", "30003"}, {"failed", "30008"}, {"delivered", ""}}, [2]string{"undelivered", "30003"}, nil},
+		{"SMorder2", [][2]string{{"failed", "30008"}, {"undelivered", "30003"}}, [2]string{"failed", "30008"}, nil},
+		{"SMorder3", [][2]string{{"canceled", ""}, {"failed", "30008"}}, [2]string{"canceled", ""}, nil},
+		// Two callbacks ingested concurrently: the one received first
+		// commits last. It arrived first, and wins.
+		{"SMorder4", [][2]string{{"undelivered", "30003"}, {"failed", "30008"}}, [2]string{"undelivered", "30003"}, []int{1, 0}},
+	} {
+		order := tt.stored
+		if order == nil {
+			for i := range tt.statuses {
+				order = append(order, i)
+			}
+		}
+		for _, i := range order {
+			st := tt.statuses[i]
+			at := base.Add(time.Duration(i) * time.Second)
+			r := ingest1(t, db, ws, &c360.Event{Type: c360.EventMessageStatus, Source: "twilio", DedupeKey: tt.sid + ":" + st[0],
+				Identities: phone, OccurredAt: at, ReceivedAt: at,
+				Properties: map[string]any{"messageSid": tt.sid, "status": st[0], "errorCode": st[1]},
+				Message:    &c360.MessageInput{Channel: "sms", Direction: "outbound", ProviderID: tt.sid, Status: st[0], ErrorCode: st[1]}})
+			if !r.NoMessage {
+				t.Fatalf("%s %s: NoMessage = false, want true", tt.sid, st[0])
+			}
+		}
+		ingest1(t, db, ws, &c360.Event{Type: c360.EventMessage, Source: "twilio", DedupeKey: tt.sid, Identities: phone,
+			Message: &c360.MessageInput{Channel: "sms", Direction: "outbound", Body: "x", ProviderID: tt.sid, Status: "queued"}})
+		m, err := db.FindMessageByProviderID(ctx, ws, tt.sid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Status != tt.want[0] || m.ErrorCode != tt.want[1] {
+			t.Errorf("%s: message %s (%q) after %v, want %s (%q), as applied live", tt.sid, m.Status, m.ErrorCode, tt.statuses, tt.want[0], tt.want[1])
+		}
+	}
+}
