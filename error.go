@@ -85,3 +85,12 @@ func CheckStorable(name, s string) error {
 	}
 	return nil
 }
+
+// CheckReason refuses, with EINVALID, an operator's reason (of an erasure,
+// a merge, a split) longer than limit bytes, or one CheckStorable refuses.
+func CheckReason(reason string, limit int) error {
+	if len(reason) > limit {
+		return Errorf(EINVALID, "reason is longer than %d bytes", limit)
+	}
+	return CheckStorable("reason", reason)
+}

@@ -62,6 +62,20 @@ func (r *IdentityRules) Detail() map[string]any {
 	return map[string]any{"limits": r.Limits, "defaultLimit": r.DefaultLimit, "priority": r.Priority, "blocked": r.Blocked}
 }
 
+// MaxMergeReasonLen bounds the reason of a merge or a split, in bytes, as
+// MaxErasureReasonLen bounds an erasure's: it is kept in the merge ledger
+// and the audit log, and pushed to every subscriber of the customer in
+// its change.
+const MaxMergeReasonLen = MaxErasureReasonLen
+
+// CheckMergeReason refuses, with EINVALID, the reason of a merge or a
+// split that cannot be kept: longer than MaxMergeReasonLen bytes, or one
+// CheckStorable refuses. The reason is optional: an empty (or blank) one
+// is allowed, and the ledger records a default in its place.
+func CheckMergeReason(reason string) error {
+	return CheckReason(reason, MaxMergeReasonLen)
+}
+
 // SplitResult is the outcome of splitting an identity out of a customer.
 type SplitResult struct {
 	Original *Customer
@@ -77,10 +91,12 @@ type IdentityService interface {
 	IdentityRules(ctx context.Context, workspaceID int64) (*IdentityRules, error)
 	UpdateIdentityRules(ctx context.Context, workspaceID int64, rules IdentityRules) (*IdentityRules, error)
 	// MergeCustomers merges mergedID into survivorID. Identity limits hold
-	// unless force is set.
+	// unless force is set. A reason CheckMergeReason refuses is refused
+	// before anything is done.
 	MergeCustomers(ctx context.Context, workspaceID, survivorID, mergedID int64, force bool, actor, reason string) (*Customer, error)
 	// SplitIdentity moves an identity, and what arrived through it, out of a
-	// customer into a new one.
+	// customer into a new one. A reason CheckMergeReason refuses is refused
+	// before anything is done.
 	SplitIdentity(ctx context.Context, workspaceID, customerID int64, id Identity, actor, reason string) (*SplitResult, error)
 	MergesByCustomers(ctx context.Context, workspaceID int64, customerIDs []int64) (map[int64][]*MergeRecord, error)
 }

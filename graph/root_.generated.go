@@ -2251,12 +2251,18 @@ extend type Mutation {
   """
   Merges mergedId into survivorId. Identity limits and earlier splits hold
   unless an admin sets force. The merged id keeps resolving to the survivor.
+  reason is optional (left out or blank, the ledger records "merged by an
+  operator"); one over 500 bytes, not valid UTF-8 or holding a NUL is
+  refused with BAD_USER_INPUT, and nothing is merged.
   """
   mergeCustomers(survivorId: ID!, mergedId: ID!, force: Boolean = false, reason: String): Customer! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "customer.merge")
   """
   Moves an identity out of a customer into a new customer, with the events,
   messages and conversations that arrived only through it. The two are never
   merged again automatically. See docs/identity.md for the exact semantics.
+  reason is optional (left out or blank, the ledger records "split by an
+  operator"); one over 500 bytes, not valid UTF-8 or holding a NUL is
+  refused with BAD_USER_INPUT, and nothing is split.
   """
   splitIdentity(customerId: ID!, type: String!, value: String!, reason: String): SplitResult! @hasRole(roles: [ADMIN, AGENT]) @audit(action: "customer.split")
 }

@@ -125,8 +125,13 @@ func (db *DB) UpdateIdentityRules(ctx context.Context, ws int64, in c360.Identit
 }
 
 // MergeCustomers merges mergedID into survivorID on an operator's request.
-// The identity limits and earlier splits hold unless force is set.
+// The identity limits and earlier splits hold unless force is set. A
+// reason c360.CheckMergeReason refuses is refused before anything is read
+// or written; a blank one is replaced by a default.
 func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64, force bool, actor, reason string) (*c360.Customer, error) {
+	if err := c360.CheckMergeReason(reason); err != nil {
+		return nil, err
+	}
 	rules, err := db.identityRules(ctx, ws)
 	if err != nil {
 		return nil, err
@@ -158,7 +163,7 @@ func (db *DB) MergeCustomers(ctx context.Context, ws, survivorID, mergedID int64
 				return err
 			}
 		}
-		if reason == "" {
+		if strings.TrimSpace(reason) == "" {
 			reason = "merged by an operator"
 		}
 		// One time for the ledger, the merged-away change and the
@@ -274,8 +279,13 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 // newest observation winning (rebuildConsents): an opt-out the identity
 // sent before a wrong merge is its own again, even where the merge let a
 // newer opt-in of the other person's win. The pair is recorded as separated, so ingest never
-// merges them again automatically, and the ledger records the split.
+// merges them again automatically, and the ledger records the split. A
+// reason c360.CheckMergeReason refuses is refused before anything is read
+// or written; a blank one is replaced by a default.
 func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.Identity, actor, reason string) (*c360.SplitResult, error) {
+	if err := c360.CheckMergeReason(reason); err != nil {
+		return nil, err
+	}
 	id, err := db.normalizeLookup(raw)
 	if err != nil {
 		return nil, err
@@ -358,7 +368,7 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 		if err != nil {
 			return err
 		}
-		if reason == "" {
+		if strings.TrimSpace(reason) == "" {
 			reason = "split by an operator"
 		}
 		if _, err := tx.Exec(ctx, `

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,5 +198,69 @@ func TestMergeKeepsOneOpenConversationPerThread(t *testing.T) {
 		if o := openOn(c, "sms"); o != 1 {
 			t.Errorf("customer %d: open sms conversations = %d, want 1", c, o)
 		}
+	}
+}
+
+// A merge or a split whose reason cannot be kept (longer than
+// c360.MaxMergeReasonLen bytes, not UTF-8, holding a NUL) is refused with
+// BAD_USER_INPUT before anything is done: no ledger row, no change, the
+// customers as they were. A reason of exactly the bound is kept whole, and
+// a blank one is replaced by the default.
+func TestMergeAndSplitRefuseAReasonThatCannotBeKept(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	a := ingest1(t, db, ws, track("a", ids("email", "ann@x.io", "phone", "+14155550101"))).CustomerID
+	b := ingest1(t, db, ws, track("b", ids("email", "bob@x.io"))).CustomerID
+	state := func() string {
+		return fmt.Sprint(
+			count(t, db, `SELECT count(*) FROM merges WHERE workspace_id = $1`, ws),
+			count(t, db, `SELECT count(*) FROM customer_changes WHERE workspace_id = $1`, ws),
+			count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND merged_into IS NULL`, ws))
+	}
+	before := state()
+	for _, tc := range []struct{ name, reason string }{
+		{"too long", strings.Repeat("x", c360.MaxMergeReasonLen+1)},
+		{"about 1 MB", strings.Repeat("x", 1<<20)},
+		{"multi-byte runes past the bound", strings.Repeat("é", c360.MaxMergeReasonLen/2+1)},
+		{"NUL", "caller\x00 confirmed"},
+		{"invalid UTF-8", "caller \xff confirmed"},
+	} {
+		_, err := db.MergeCustomers(ctx, ws, a, b, true, "admin", tc.reason)
+		if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "reason") {
+			t.Errorf("merge, reason %s: %v, want BAD_USER_INPUT about the reason", tc.name, err)
+		}
+		_, err = db.SplitIdentity(ctx, ws, a, c360.Identity{Type: "phone", Value: "+14155550101"}, "admin", tc.reason)
+		if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "reason") {
+			t.Errorf("split, reason %s: %v, want BAD_USER_INPUT about the reason", tc.name, err)
+		}
+		if got := state(); got != before {
+			t.Fatalf("refused reason %s: ledger, changes, live customers = %s, want %s (nothing done)", tc.name, got, before)
+		}
+	}
+	full := strings.Repeat("y", c360.MaxMergeReasonLen)
+	if _, err := db.SplitIdentity(ctx, ws, a, c360.Identity{Type: "phone", Value: "+14155550101"}, "admin", full); err != nil {
+		t.Fatalf("split with a reason of exactly %d bytes: %v", c360.MaxMergeReasonLen, err)
+	}
+	if _, err := db.MergeCustomers(ctx, ws, a, b, true, "admin", "  "); err != nil {
+		t.Fatalf("merge with a blank reason: %v", err)
+	}
+	var reasons []string
+	rows, err := db.Pool.Query(ctx, `SELECT reason FROM merges WHERE workspace_id = $1 ORDER BY id`, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			t.Fatal(err)
+		}
+		reasons = append(reasons, r)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if len(reasons) != 2 || reasons[0] != full || reasons[1] != "merged by an operator" {
+		t.Errorf("ledger reasons = %.40q, want the %d-byte reason whole, then the default", reasons, c360.MaxMergeReasonLen)
 	}
 }

@@ -19,13 +19,10 @@ import (
 // person's identifiers or personal traits, her number written bare
 // included (postgres.reasonNames).
 func checkErasureReason(reason string) error {
-	switch {
-	case strings.TrimSpace(reason) == "":
+	if strings.TrimSpace(reason) == "" {
 		return c360.Errorf(c360.EINVALID, "reason must say why the customer is erased (a ticket number, say)")
-	case len(reason) > c360.MaxErasureReasonLen:
-		return c360.Errorf(c360.EINVALID, "reason is longer than %d bytes", c360.MaxErasureReasonLen)
 	}
-	if err := c360.CheckStorable("reason", reason); err != nil {
+	if err := c360.CheckReason(reason, c360.MaxErasureReasonLen); err != nil {
 		return err
 	}
 	if found := pii.Formatted(reason); len(found) > 0 {

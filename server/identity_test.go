@@ -166,3 +166,38 @@ func TestIdentifyRepeatedAfterErasure(t *testing.T) {
 		t.Errorf("track repeated after the erasure = %s, want the stored event %s", again.Track.ID, track.Track.ID)
 	}
 }
+
+// mergeCustomers and splitIdentity refuse with BAD_USER_INPUT a reason
+// they cannot keep (over c360.MaxMergeReasonLen bytes, or holding a NUL),
+// and do nothing: no ledger row, no change, no audit entry.
+func TestMergeAndSplitReasonRefusedThroughGraphQL(t *testing.T) {
+	e := newEnv(t)
+	a := e.identify(t, map[string]any{"identities": ids("email", "kim@x.io", "phone", "+14155550161")})
+	b := e.identify(t, map[string]any{"identities": ids("email", "lee@x.io")})
+	const merge = `mutation($s: ID!, $m: ID!, $r: String) { mergeCustomers(survivorId: $s, mergedId: $m, reason: $r) { id } }`
+	const split = `mutation($c: ID!, $r: String) { splitIdentity(customerId: $c, type: "phone", value: "+14155550161", reason: $r) { split { id } } }`
+	tables := []string{"merges", "customer_changes", "audit_log"}
+	before := map[string]int{}
+	for _, table := range tables {
+		before[table] = count(t, e.db, table, e.ws)
+	}
+	for _, reason := range []string{strings.Repeat("x", c360.MaxMergeReasonLen+1), "caller\u0000confirmed"} {
+		r := gql(t, e.srv, e.key, merge, map[string]any{"s": a.ID, "m": b.ID, "r": reason})
+		r.wantCode(t, c360.EINVALID)
+		if !strings.Contains(r.Errors[0].Message, "reason") {
+			t.Errorf("merge refused with %q, want the reason named", r.Errors[0].Message)
+		}
+		gql(t, e.srv, e.key, split, map[string]any{"c": a.ID, "r": reason}).wantCode(t, c360.EINVALID)
+	}
+	for _, table := range tables {
+		if n := count(t, e.db, table, e.ws); n != before[table] {
+			t.Errorf("refused reasons: %s has %d rows, want %d as before", table, n, before[table])
+		}
+	}
+	var live int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM customers WHERE workspace_id = $1 AND merged_into IS NULL`, e.ws).Scan(&live); err != nil || live != 2 {
+		t.Errorf("live customers after refused merge and split = %d (%v), want 2", live, err)
+	}
+	// The schema leaves the reason out: that is still a merge.
+	gql(t, e.srv, e.key, merge, map[string]any{"s": a.ID, "m": b.ID}).ok(t, nil)
+}
