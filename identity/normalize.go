@@ -8,6 +8,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/nyaruka/phonenumbers"
+	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
+	"golang.org/x/text/width"
 )
 
 // KnownRegion reports whether region is a region code phone numbers are
@@ -47,7 +50,9 @@ const maxPhoneDigits = 15
 // accepting "Email" would let a typo create a parallel custom type.
 // Values are trimmed of surrounding Unicode whitespace and must be valid
 // UTF-8, at most MaxValueLen bytes and free of control characters. Emails
-// are lowercased (a leading "mailto:" is removed) and checked for a
+// are lowercased (a leading "mailto:" is removed), brought to one Unicode
+// form (fullwidth forms folded, the local part in NFC, the domain through
+// IDNA to its Unicode form, see canonicalEmail) and checked for a
 // plausible shape; phone numbers are converted to E.164 (a "whatsapp:"
 // address from WhatsApp's form of the number, see WhatsAppNumber); every
 // other type is only trimmed, keeping its case.
@@ -129,15 +134,32 @@ func checkValue(v string) string {
 	return ""
 }
 
-// normalizeEmail lowercases and validates an email address. It
-// deliberately does not use net/mail: that parser accepts display names
-// ("Bob <b@x.com>") and comments, which are never what an API client
-// meant to send as an identifier.
+// normalizeEmail brings an email address to its canonical form
+// (canonicalEmail) and validates it. It deliberately does not use
+// net/mail: that parser accepts display names ("Bob <b@x.com>") and
+// comments, which are never what an API client meant to send as an
+// identifier.
 func normalizeEmail(id Identity) (Identity, error) {
-	v := strings.ToLower(strings.TrimSpace(id.Value))
+	v := strings.TrimSpace(id.Value)
+	ascii := isASCII(v)
+	if !ascii {
+		// Fullwidth forms (a Japanese or Chinese keyboard's "ｒｏｓａ＠…")
+		// are the ASCII characters they look like: folded before the
+		// "mailto:" prefix and the '@' are looked for.
+		v = strings.TrimSpace(width.Fold.String(v))
+	}
+	v = strings.ToLower(v)
 	v = strings.TrimSpace(strings.TrimPrefix(v, "mailto:"))
 	if isBuiltinBlocked(v) {
 		return Identity{}, ErrBlocked
+	}
+	// A pure-ASCII address without a punycode label is already canonical:
+	// the hot path does no Unicode work.
+	if !ascii || strings.Contains(v, "xn--") {
+		var reason string
+		if v, reason = canonicalEmail(v); reason != "" {
+			return Identity{}, invalidValue(id, reason)
+		}
 	}
 	// Lowercasing can change the byte length of some runes, so the shared
 	// limit is enforced again on the final form; otherwise a value could be
@@ -149,6 +171,44 @@ func normalizeEmail(id Identity) (Identity, error) {
 		return Identity{}, invalidValue(id, reason)
 	}
 	return Identity{Type: TypeEmail, Value: v}, nil
+}
+
+// canonicalEmail brings the lowercased, width-folded address v to one
+// Unicode form, so that one address typed two ways is one identity
+// (docs/identity.md#email-addresses): the local part to NFC, "jose" and a
+// combining acute accent being "josé"; the domain through IDNA's lookup
+// mapping (UTS #46) to its Unicode form, "xn--bcher-kva.de" being
+// "bücher.de". It returns a reason when the domain is not a valid
+// internationalized domain name (checkEmail's when it has one). A v that
+// is not one local part, one '@' and one domain is returned as is, for
+// checkEmail to refuse.
+func canonicalEmail(v string) (string, string) {
+	at := strings.IndexByte(v, '@')
+	if at < 0 || strings.IndexByte(v[at+1:], '@') >= 0 {
+		return v, ""
+	}
+	// IDNA's mapping lowercases, folds widths and applies NFC itself, and
+	// reads the ideographic full stop as a dot.
+	local := norm.NFC.String(v[:at])
+	d, err := idna.Lookup.ToUnicode(v[at+1:])
+	if err != nil {
+		// A malformed address gets checkEmail's reason, which says more.
+		if reason := checkEmail(local + "@" + norm.NFC.String(v[at+1:])); reason != "" {
+			return v, reason
+		}
+		return v, "domain is not a valid internationalized domain name"
+	}
+	return local + "@" + d, ""
+}
+
+// isASCII reports whether s holds only ASCII bytes.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // checkEmail returns why the lowercased address v is not plausible, or "".

@@ -133,6 +133,53 @@ func TestNormalizeEmail(t *testing.T) {
 	})
 }
 
+// One address typed in two Unicode forms is one identity: composed and
+// decomposed accents (NFC and NFD), fullwidth and ASCII letters, a domain
+// in Unicode and in punycode (IDNA). Each pair normalizes to one value,
+// the Unicode form of the domain (docs/identity.md#email-addresses).
+func TestNormalizeEmailUnicodeForms(t *testing.T) {
+	n := Normalizer{DefaultRegion: "US"}
+	for _, tc := range []struct{ name, a, b, want string }{
+		{"composed and decomposed accent", "jos\u00e9@example.com", "jose\u0301@example.com", "jos\u00e9@example.com"},
+		{"decomposed, uppercase", "JOS\u00c9@example.com", "JOSE\u0301@EXAMPLE.COM", "jos\u00e9@example.com"},
+		{"fullwidth local part", "\uff52\uff4f\uff53\uff41@example.com", "rosa@example.com", "rosa@example.com"},
+		{"fullwidth uppercase, at sign and dot", "\uff32\uff2f\uff33\uff21\uff20\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45\uff0e\uff43\uff4f\uff4d", "rosa@example.com", "rosa@example.com"},
+		{"fullwidth mailto", "\uff4d\uff41\uff49\uff4c\uff54\uff4f:rosa@example.com", "rosa@example.com", "rosa@example.com"},
+		{"halfwidth katakana", "\uff76\uff9e@example.jp", "\u30ac@example.jp", "\u30ac@example.jp"},
+		{"unicode and punycode domain", "rosa@b\u00fccher.de", "rosa@xn--bcher-kva.de", "rosa@b\u00fccher.de"},
+		{"punycode domain, uppercase", "Rosa@XN--BCHER-KVA.DE", "rosa@B\u00dcCHER.de", "rosa@b\u00fccher.de"},
+		{"decomposed domain", "rosa@bu\u0308cher.de", "rosa@xn--bcher-kva.de", "rosa@b\u00fccher.de"},
+		{"fullwidth domain", "rosa@\uff42\u00fc\uff43\uff48\uff45\uff52.de", "rosa@b\u00fccher.de", "rosa@b\u00fccher.de"},
+		{"ideographic full stop in the domain", "rosa@b\u00fccher\u3002de", "rosa@b\u00fccher.de", "rosa@b\u00fccher.de"},
+		{"both at once", "JOSE\u0301@XN--BCHER-KVA.DE", "jos\u00e9@bu\u0308cher.de", "jos\u00e9@b\u00fccher.de"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, v := range []string{tc.a, tc.b} {
+				got, err := n.Normalize(email(v))
+				if err != nil {
+					t.Fatalf("Normalize(%+q): %v", v, err)
+				}
+				if got.Value != tc.want {
+					t.Errorf("Normalize(%+q) = %+q, want %+q", v, got.Value, tc.want)
+				}
+			}
+		})
+	}
+	// Compatibility forms other than width are different characters: a
+	// ligature is not the two letters it joins (no NFKC).
+	if got, err := n.Normalize(email("\ufb01@example.com")); err != nil || got.Value != "\ufb01@example.com" {
+		t.Errorf("Normalize(ligature fi) = %+q, %v; want it kept", got.Value, err)
+	}
+	// A domain IDNA refuses is refused, with a reason that says so.
+	for _, v := range []string{"rosa@xn--zz.de", "rosa@xn--bcher-kva.ab--cd.de"} {
+		_, err := n.Normalize(email(v))
+		var inv *InvalidError
+		if !errors.As(err, &inv) || !strings.Contains(inv.Reason, "internationalized domain name") {
+			t.Errorf("Normalize(%q) = %v, want refused as not a valid internationalized domain name", v, err)
+		}
+	}
+}
+
 func TestNormalizePhone(t *testing.T) {
 	runNormalize(t, []normCase{
 		{name: "e164", region: "US", in: phone("+14155550100"), want: "+14155550100"},
@@ -329,6 +376,20 @@ func TestValidType(t *testing.T) {
 func BenchmarkNormalizeEmail(b *testing.B) {
 	n := Normalizer{DefaultRegion: "US"}
 	id := email("  Bob.Smith+News@Example.COM ")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := n.Normalize(id); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkNormalizeEmailUnicode measures an address that needs the
+// Unicode work the ASCII fast path skips: a decomposed local part and an
+// internationalized domain.
+func BenchmarkNormalizeEmailUnicode(b *testing.B) {
+	n := Normalizer{DefaultRegion: "US"}
+	id := email(" JOSE\u0301@B\u00fccher.DE ")
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := n.Normalize(id); err != nil {
