@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -354,13 +355,25 @@ func DecodeObject(raw []byte) (map[string]any, error) {
 }
 
 // UnmarshalExact is json.Unmarshal with numbers as json.Number: a large
-// integer keeps its digits, where a float64 would round it. It reads the
-// first JSON value of data.
+// integer keeps its digits, where a float64 would round it. As
+// json.Unmarshal, it refuses data that is more than one JSON value: a
+// second value or anything but white space after the first
+// (ErrTrailingData), which a decoder alone would leave unread.
 func UnmarshalExact(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	return dec.Decode(v)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
+		return ErrTrailingData
+	}
+	return nil
 }
+
+// ErrTrailingData is UnmarshalExact's refusal of data after the first JSON
+// value.
+var ErrTrailingData = errors.New("invalid JSON: data after the top-level value")
 
 // StorableNumbers returns v, a decoded JSON value, with every json.Number
 // PlainObject would not let through (an exponent, or longer than

@@ -205,3 +205,24 @@ func TestDroppedList(t *testing.T) {
 		t.Errorf("read, one dropped: %v, %v", got, err)
 	}
 }
+
+// UnmarshalExact reads one JSON value and nothing after it but white
+// space, as json.Unmarshal does: a decoder alone stops after the first
+// value, and a caller would have read {"a":1} of {"a":1}{"a":2} or of
+// {"a":1} junk. DecodeObject, which the Segment and chatbot connectors use,
+// refuses the same.
+func TestUnmarshalExactRefusesTrailingData(t *testing.T) {
+	for _, bad := range []string{`{"a":1}{"a":2}`, `{"a":1} junk`, `{"a":1}]`, `{"a":1} {`, "{\"a\":1}\n\"x\""} {
+		var m map[string]any
+		if err := c360.UnmarshalExact([]byte(bad), &m); !errors.Is(err, c360.ErrTrailingData) {
+			t.Errorf("UnmarshalExact(%q) = %v, %v; want ErrTrailingData", bad, m, err)
+		}
+		if m, err := c360.DecodeObject([]byte(bad)); err == nil {
+			t.Errorf("DecodeObject(%q) = %v, want refused", bad, m)
+		}
+	}
+	var m map[string]any
+	if err := c360.UnmarshalExact([]byte(" {\"a\":12345678901234567} \r\n\t"), &m); err != nil || m["a"] != json.Number("12345678901234567") {
+		t.Errorf("UnmarshalExact of an object between white space = %v, %v; want its number's digits", m, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -402,35 +403,121 @@ func checkBatch(r *http.Request) error {
 	return nil
 }
 
+// paramKeys are the keys of a GraphQL request's body (graphql.RawParams).
+var paramKeys = [...]string{"query", "operationName", "variables", "extensions"}
+
 // decodeParams decodes a POST body into the GraphQL request it holds, or
 // refuses it with a message of its own: gqlgen's transport names its Go
 // types and repeats the whole body, which may carry a secret (a mutation's
-// Twilio token, say) into the answer and whatever logs it. A key given
-// twice, or in another case ("Query"), is refused.
+// Twilio token, say) into the answer and whatever logs it.
+//
+// The body is one JSON object and nothing after it but white space: a
+// second value ({"query":"mutation A"}{"query":"mutation B"}) or trailing
+// bytes are refused, not ignored. A top-level key given twice, whatever its
+// values, and a key that is a request's key in another case ("Query"), are
+// refused: encoding/json would run the last copy, or take the other case as
+// the key, where a proxy or firewall that reads the first copy, or the
+// exact key, sees another request. Keys other than the four of a request
+// are ignored, as gqlgen ignores them. The object is read in one pass, each
+// value decoded once where it goes.
 func decodeParams(body []byte) (*graphql.RawParams, error) {
 	p := new(graphql.RawParams)
-	err := c360.UnmarshalExact(body, p)
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return p, nil
-	case errors.As(err, &se):
-		return nil, c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), se.Offset)
-	case errors.Is(err, io.EOF):
-		return nil, c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
-	case errors.As(err, &te) && te.Field != "":
-		for _, f := range []struct{ name, want string }{
-			{"query", "a string"}, {"operationName", "a string"}, {"variables", "an object"}, {"extensions", "an object"},
-		} {
-			if strings.EqualFold(te.Field, f.name) {
-				return nil, c360.Errorf(c360.EINVALID, "%s must be %s", f.name, f.want)
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, bodyJSONError(err, true, false)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, notAnObject()
+	}
+	var seen [len(paramKeys)]bool
+	var others []string // keys not of a request, to refuse a repeated one
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, bodyJSONError(err, true, true)
+		}
+		key, _ := tok.(string) // a key is always a string
+		i := slices.Index(paramKeys[:], key)
+		if i < 0 {
+			for _, k := range paramKeys {
+				if strings.EqualFold(key, k) {
+					return nil, c360.Errorf(c360.EINVALID, "the body's key %q is not %q: keys are case-sensitive", key, k)
+				}
 			}
+			if slices.Contains(others, key) {
+				return nil, c360.Errorf(c360.EINVALID, "the body gives one of its keys more than once")
+			}
+			others = append(others, key)
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, bodyJSONError(err, false, true)
+			}
+			continue
+		}
+		if seen[i] {
+			return nil, c360.Errorf(c360.EINVALID, "the body gives the key %q more than once", key)
+		}
+		seen[i] = true
+		var dst any
+		want := "an object"
+		switch i {
+		case 0:
+			dst, want = &p.Query, "a string"
+		case 1:
+			dst, want = &p.OperationName, "a string"
+		case 2:
+			dst = &p.Variables
+		case 3:
+			dst = &p.Extensions
+		}
+		if err := dec.Decode(dst); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, c360.Errorf(c360.EINVALID, "%s must be %s", key, want)
+			}
+			return nil, bodyJSONError(err, false, true)
 		}
 	}
-	return nil, c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, bodyJSONError(err, true, true)
+	}
+	end := dec.InputOffset()
+	if rest := bytes.TrimLeft(body[end:], " \t\r\n"); len(rest) > 0 {
+		at := int64(len(body)-len(rest)) + 1
+		if rest[0] == '{' || rest[0] == '[' {
+			return nil, c360.Errorf(c360.EINVALID, "the body holds more than one JSON value (another starts at byte %d): send one operation per request", at)
+		}
+		return nil, c360.Errorf(c360.EINVALID, "the body has data after its JSON object (at byte %d)", at)
+	}
+	return p, nil
+}
+
+// bodyJSONError is decodeParams' refusal of a body that is not JSON. A
+// decoder's Token reports a syntax error at the offending byte's offset, its
+// Decode just after it: the refusal names the byte counting from 1, either
+// way. started reports whether the object had begun, when an end of input
+// means a body cut short rather than an empty one.
+func bodyJSONError(err error, token, started bool) error {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		at := se.Offset
+		if token {
+			at++
+		}
+		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), at)
+	case errors.Is(err, io.EOF) && !started:
+		return c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
+	}
+	return notAnObject()
+}
+
+func notAnObject() error {
+	return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
 }
 
 // postBody returns a POST's body, read whole by readBody, for the checks

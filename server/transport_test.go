@@ -251,7 +251,19 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 		// The decoder keeps a key's first type error, and matches keys in
 		// any case: the last value being right does not make it right.
 		{"a key given twice", `{"query":1,"query":"{ __typename }","variables":{"token":"` + secret + `"}}`, "query must be a string"},
-		{"a key in another case", `{"Variables":[1],"variables":{"token":"` + secret + `"},"query":"{ __typename }"}`, "variables must be an object"},
+		{"a key in another case", `{"Variables":[1],"variables":{"token":"` + secret + `"},"query":"{ __typename }"}`, `the body's key "Variables" is not "variables": keys are case-sensitive`},
+		// Refused whatever the values: encoding/json would run the last
+		// copy, or the other case, where a proxy or firewall that reads the
+		// first copy, or the exact key, sees a harmless query.
+		{"a key given twice, both strings", `{"query":"{ __typename }","query":"mutation { identify(input: {identities: [{type: \"email\", value: \"` + secret + `@example.com\"}]}) { id } }"}`, `the body gives the key "query" more than once`},
+		{"a valid key in another case", `{"Query":"{ __typename }","variables":{"token":"` + secret + `"}}`, `the body's key "Query" is not "query": keys are case-sensitive`},
+		{"another key given twice", `{"id":"` + secret + `","query":"{ __typename }","id":"x"}`, "the body gives one of its keys more than once"},
+		// One JSON value and nothing after it: the decoder read the first
+		// and ignored the rest.
+		{"two JSON values", `{"query":"{ __typename }"}{"query":"{ __typename }","variables":{"token":"` + secret + `"}}`, "the body holds more than one JSON value (another starts at byte 27)"},
+		{"data after the object", `{"query":"{ __typename }"} ` + secret, "the body has data after its JSON object (at byte 28)"},
+		{"an object begun only", ` {`, "the body is not valid JSON: it ends inside a value"},
+		{"a key without a value", `{"query"`, "the body is not valid JSON: it ends inside a value"},
 	} {
 		for _, accept := range []string{"application/json", "text/event-stream"} { // POST and SSE
 			t.Run(tc.name+" "+accept, func(t *testing.T) {
@@ -276,13 +288,62 @@ func TestMalformedBodiesAreRefusedWithoutEcho(t *testing.T) {
 	if r := do(t, e.srv, req); r.Status != http.StatusUnauthorized || r.code() != c360.EUNAUTHENTICATED {
 		t.Errorf("a malformed body without a key: %d %s, want 401 UNAUTHENTICATED", r.Status, r.Body)
 	}
-	// Every key may be null, as the GraphQL over HTTP spec lets a client send it.
+	// Every key may be null, as the GraphQL over HTTP spec lets a client
+	// send it, and white space may follow the object.
 	req, _ = http.NewRequest(http.MethodPost, e.srv.URL+"/graphql",
-		strings.NewReader(`{"query":"{ __typename }","variables":null,"operationName":null,"extensions":null}`))
+		strings.NewReader(` {"query":"{ __typename }","variables":null,"operationName":null,"extensions":null,"id":"x"}`+" \r\n\t"))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+e.key)
 	if r := do(t, e.srv, req); r.Status != http.StatusOK || len(r.Errors) != 0 || !strings.Contains(r.Body, `"__typename":"Query"`) {
 		t.Errorf("a request with null keys: %d %s, want its data", r.Status, r.Body)
+	}
+}
+
+// A body refused for its shape runs nothing: not the first of two
+// operations, not one followed by junk, not the last copy of a key given
+// twice, not a key in another case. Each of these ran its mutation and
+// answered 200 when the decoder read the first JSON value only, took the
+// last copy of a key, and matched keys in any case.
+func TestRefusedBodyStoresNothing(t *testing.T) {
+	e := newEnv(t)
+	identify := func(email string) string {
+		q, _ := json.Marshal(`mutation { identify(input: {identities: [{type: "email", value: "` + email + `"}]}) { id } }`)
+		return string(q)
+	}
+	stored := func() int {
+		t.Helper()
+		var n int
+		if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM identities WHERE workspace_id = $1`, e.ws).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, body := range []string{
+		`{"query":` + identify("a@example.com") + `}{"query":` + identify("b@example.com") + `}`,
+		`{"query":` + identify("a@example.com") + `} junk`,
+		`{"query":` + identify("a@example.com") + "}\n{}",
+		`{"query":"{ __typename }","query":` + identify("a@example.com") + `}`,
+		`{"query":` + identify("a@example.com") + `,"query":"{ __typename }"}`,
+		`{"Query":` + identify("a@example.com") + `}`,
+		`{"QUERY":` + identify("a@example.com") + `}`,
+	} {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		if r := do(t, e.srv, req); r.Status != http.StatusBadRequest || r.code() != c360.EINVALID || len(r.Errors) != 1 {
+			t.Errorf("%s: answer %d %s, want 400 BAD_USER_INPUT", body, r.Status, r.Body)
+		}
+		if n := stored(); n != 0 {
+			t.Fatalf("%s: refused, but %d identities are stored", body, n)
+		}
+	}
+	// The same mutation, sent alone, is stored: the check above can fail.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/graphql", strings.NewReader(`{"query":`+identify("a@example.com")+"}\n"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.key)
+	do(t, e.srv, req).ok(t, nil)
+	if n := stored(); n != 1 {
+		t.Errorf("the mutation alone stored %d identities, want 1", n)
 	}
 }
 

@@ -144,6 +144,10 @@ func TestParsePayload(t *testing.T) {
 		{"wrong type", `{"sessionId":7}`, "sessionId: want a string, got number"},
 		{"not an object", `[]`, "the body: want an object, got array"},
 		{"not JSON", `{"sessionId"`, "invalid JSON at byte 12: unexpected end of JSON input"},
+		// One object and nothing after it, not the first of two.
+		{"two objects", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}{"sessionId":"t",` + ids + `,"traits":{"a":2}}`, "invalid JSON"},
+		{"data after the object", `{"sessionId":"s",` + ids + `,"traits":{"a":1}} junk`, "invalid JSON"},
+		{"white space after the object", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}` + " \r\n\t", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParsePayload([]byte(tc.body))

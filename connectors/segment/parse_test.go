@@ -225,9 +225,21 @@ func TestParseBatch(t *testing.T) {
 	if size := b.Items[1].Size; size != len(`{"type":"identify","anonymousId":"a"}`) {
 		t.Errorf("item size = %d, want the item's exact length", size)
 	}
-	for _, bad := range []string{``, `[]`, `{"batch":[}`, `{"batch":[{"type":"track"}]} trailing`, `{"batch":"x"}`, `{"batch":[1]`, `{}`} {
+	// A batch of valid calls followed by anything but white space is
+	// refused whole, not read up to its first value.
+	const call = `{"type":"track","userId":"u","event":"E"}`
+	for _, bad := range []string{``, `[]`, `{"batch":[}`, `{"batch":[{"type":"track"}]} trailing`, `{"batch":"x"}`, `{"batch":[1]`, `{}`,
+		`{"batch":[` + call + `]} junk`, `{"batch":[` + call + `]}{"batch":[` + call + `]}`, `{"batch":[` + call + `]}]`, `{"batch":[` + call + `]} "x"`} {
 		if _, err := ParseBatch([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID {
 			t.Errorf("ParseBatch(%q) = %v, want EINVALID", bad, err)
+		}
+	}
+	if b, err := ParseBatch([]byte(`{"batch":[` + call + `]}` + " \r\n\t")); err != nil || len(b.Items) != 1 || b.Items[0].Err != nil {
+		t.Errorf("a batch followed by white space: %+v, %v; want its call", b, err)
+	}
+	for _, bad := range []string{call + ` junk`, call + call} {
+		if _, err := ParseCall([]byte(bad)); c360.ErrorCode(err) != c360.EINVALID {
+			t.Errorf("ParseCall(%q) = %v, want EINVALID", bad, err)
 		}
 	}
 	if b, err := ParseBatch([]byte(`{"batch":null}`)); c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != "batch: want an array, got null" {
