@@ -2,6 +2,7 @@ package c360
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -36,18 +37,34 @@ func (r Role) IngestOnly() bool {
 	return r == RoleWrite || r == RoleClient
 }
 
-// ScopePII lets an assistant key read personal data unmasked.
+// ScopePII lets an assistant key read personal data unmasked. Other keys
+// read it unmasked (admin, agent) or read nothing (write, client) whatever
+// their scopes, so it is refused on them (CheckKey).
 const ScopePII = "pii"
 
-// scopes lists the scopes a key may carry.
-var scopes = map[string]bool{ScopePII: true}
+// scopes lists the scopes a key may carry, each with the one role it
+// applies to.
+var scopes = map[string]Role{ScopePII: RoleAssistant}
 
-// CheckScopes refuses scopes that are not known, so that a typo ("PII")
-// never silently issues a key with less access than intended.
-func CheckScopes(ss []string) error {
-	for _, s := range ss {
-		if !scopes[s] {
+// CheckKey refuses a key that is not to be issued: an unknown role, an
+// unknown scope, so that a typo ("PII") never silently issues a key with
+// less access than intended, a scope given twice, and a scope on a role it
+// means nothing to (pii on an agent key), which a listing would then show
+// as if it granted something. Every way of issuing a key (the command
+// line, createApiKey) comes through it.
+func CheckKey(role Role, ss []string) error {
+	if !role.Valid() {
+		return Errorf(EINVALID, "invalid role %q: use admin, agent, assistant, write or client", role)
+	}
+	for i, s := range ss {
+		applies, ok := scopes[s]
+		switch {
+		case !ok:
 			return Errorf(EINVALID, "unknown scope %q: the known scope is %s", s, ScopePII)
+		case slices.Contains(ss[:i], s):
+			return Errorf(EINVALID, "the scope %q is given twice", s)
+		case role != applies:
+			return Errorf(EINVALID, "the %s scope applies to %s keys only", s, applies)
 		}
 	}
 	return nil

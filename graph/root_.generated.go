@@ -2581,7 +2581,7 @@ extend type Query {
 }
 
 extend type Mutation {
-  "Issues an API key; its secret is in the answer and is shown once. Admin only. For a browser or a mobile app, issue a CLIENT key, never a WRITE one."
+  "Issues an API key; its secret is in the answer and is shown once. Admin only. For a browser or a mobile app, issue a CLIENT key, never a WRITE one. Each scope is given once, and pii on an ASSISTANT key only (any other role reads personal data in clear, or none): anything else is refused with BAD_USER_INPUT."
   createApiKey(role: Role!, scopes: [String!]): CreatedApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.create")
   "Revokes the key with this prefix. Admin only; revoking an already revoked key changes nothing and records no audit entry: the key is answered as it is, revokedAt its first revocation's."
   revokeApiKey(prefix: String!): ApiKey! @hasRole(roles: [ADMIN]) @audit(action: "apikey.revoke")

@@ -43,7 +43,7 @@ var newKeyPrefix = func() string {
 
 // CreateAPIKey issues a key with the role for the workspace with this slug.
 func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
-	if err := checkKey(role, scopes); err != nil {
+	if err := c360.CheckKey(role, scopes); err != nil { // before anything is read or written
 		return "", nil, err
 	}
 	ws, err := db.FindWorkspaceBySlug(ctx, workspaceSlug)
@@ -51,14 +51,6 @@ func (db *DB) CreateAPIKey(ctx context.Context, workspaceSlug string, role c360.
 		return "", nil, err
 	}
 	return db.IssueAPIKey(ctx, ws.ID, role, scopes)
-}
-
-// checkKey refuses an unknown role or scope before anything is written.
-func checkKey(role c360.Role, scopes []string) error {
-	if !role.Valid() {
-		return c360.Errorf(c360.EINVALID, "invalid role %q: use admin, agent, assistant, write or client", role)
-	}
-	return c360.CheckScopes(scopes)
 }
 
 func insertAPIKey(ctx context.Context, tx pgx.Tx, workspaceID int64, role c360.Role, scopes []string) (string, *c360.APIKey, error) {

@@ -17,7 +17,7 @@ var _ c360.APIKeyManager = (*DB)(nil)
 
 // IssueAPIKey issues a key with the role and scopes for the workspace.
 func (db *DB) IssueAPIKey(ctx context.Context, ws int64, role c360.Role, scopes []string) (string, *c360.APIKey, error) {
-	if err := checkKey(role, scopes); err != nil {
+	if err := c360.CheckKey(role, scopes); err != nil { // before anything is written
 		return "", nil, err
 	}
 	var (

@@ -567,6 +567,36 @@ func TestAuditDeadLetterReplay(t *testing.T) {
 	}
 }
 
+// The pii scope means something to an assistant key only (an admin or
+// agent reads personal data in clear anyway, a write or client key reads
+// nothing): createApiKey refuses it on any other role, and a scope given
+// twice, and issues nothing, so the listing never shows a key as if its
+// scope granted something. The command line refuses the same
+// (TestAPIKeyScopesOfTheCommandLine).
+func TestAPIKeyScopesApplyToTheirRole(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	before := count(t, e.db, "api_keys", e.ws)
+	for _, tc := range []struct{ role, scopes, want string }{
+		{"ADMIN", `["pii"]`, "the pii scope applies to assistant keys only"},
+		{"AGENT", `["pii"]`, "the pii scope applies to assistant keys only"},
+		{"WRITE", `["pii"]`, "the pii scope applies to assistant keys only"},
+		{"CLIENT", `["pii"]`, "the pii scope applies to assistant keys only"},
+		{"ASSISTANT", `["pii","pii"]`, `the scope "pii" is given twice`},
+	} {
+		r := gql(t, e.srv, e.keys["admin"], `mutation { createApiKey(role: `+tc.role+`, scopes: `+tc.scopes+`) { apiKey } }`, nil)
+		if r.code() != c360.EINVALID || len(r.Errors) != 1 || r.Errors[0].Message != tc.want {
+			t.Errorf("createApiKey(role: %s, scopes: %s) = %s, want BAD_USER_INPUT %q", tc.role, tc.scopes, r.Body, tc.want)
+		}
+	}
+	if n := count(t, e.db, "api_keys", e.ws); n != before {
+		t.Errorf("the workspace has %d keys after the refusals, want %d: one was issued", n, before)
+	}
+	// Without the scope every role is issued, and an assistant with it once.
+	for _, tc := range []string{`ADMIN, scopes: []`, `AGENT`, `WRITE, scopes: null`, `CLIENT`, `ASSISTANT, scopes: ["pii"]`} {
+		gql(t, e.srv, e.keys["admin"], `mutation { createApiKey(role: `+tc+`) { apiKey } }`, nil).ok(t, nil)
+	}
+}
+
 func TestAPIKeyManagementAndRevocation(t *testing.T) {
 	e := newSecEnv(t, server.Config{})
 	var created struct {

@@ -139,6 +139,43 @@ func TestAPIKeyRevokeAndList(t *testing.T) {
 	}
 }
 
+// The command line refuses what createApiKey refuses, with the same
+// message (c360.CheckKey; TestAPIKeyScopesApplyToTheirRole): the pii scope
+// on a key other than an assistant's, and a scope given twice. Nothing is
+// issued.
+func TestAPIKeyScopesOfTheCommandLine(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("scopes")
+	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	keys := func() int {
+		t.Helper()
+		var ks []map[string]any
+		if err := json.Unmarshal([]byte(c.mustRun("apikey", "list", "--workspace", slug, "--json")), &ks); err != nil {
+			t.Fatal(err)
+		}
+		return len(ks)
+	}
+	before := keys()
+	for _, tc := range []struct{ role, scopes, want string }{
+		{"admin", "pii", "the pii scope applies to assistant keys only"},
+		{"agent", "pii", "the pii scope applies to assistant keys only"},
+		{"write", "pii", "the pii scope applies to assistant keys only"},
+		{"client", "pii", "the pii scope applies to assistant keys only"},
+		{"assistant", "pii,pii", `the scope "pii" is given twice`},
+		{"assistant", "pii, pii", `the scope "pii" is given twice`},
+	} {
+		out, _, err := c.run("apikey", "create", "--workspace", slug, "--role", tc.role, "--scopes", tc.scopes, "--json")
+		if c360.ErrorCode(err) != c360.EINVALID || c360.ErrorMessage(err) != tc.want {
+			t.Errorf("apikey create --role %s --scopes %s = %q, %v; want BAD_USER_INPUT %q", tc.role, tc.scopes, out, err, tc.want)
+		}
+	}
+	if n := keys(); n != before {
+		t.Errorf("apikey list shows %d keys after the refusals, want %d", n, before)
+	}
+	c.mustRun("apikey", "create", "--workspace", slug, "--role", "agent", "--json")
+	c.mustRun("apikey", "create", "--workspace", slug, "--role", "assistant", "--scopes", "pii", "--json")
+}
+
 func prefixOf(secret string) string { return secret[len("c360_") : len("c360_")+12] }
 
 // TestSecretsNeverLogged runs the server as `c360 serve` runs it, with its
