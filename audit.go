@@ -2,7 +2,6 @@ package c360
 
 import (
 	"context"
-	"strconv"
 	"time"
 )
 
@@ -57,10 +56,7 @@ type AuditEntry struct {
 func NewAuditEntry(p *Principal, ws int64, action string, now time.Time) *AuditEntry {
 	e := &AuditEntry{WorkspaceID: ws, At: now, Action: action, Actor: ActorCLI}
 	if p != nil {
-		e.KeyID, e.Role, e.Actor = p.KeyID, p.Role, "key "+p.KeyPrefix
-		if p.KeyPrefix == "" {
-			e.Actor = "key #" + strconv.FormatInt(p.KeyID, 10)
-		}
+		e.KeyID, e.Role, e.Actor = p.KeyID, p.Role, p.Actor()
 	}
 	return e
 }

@@ -6,6 +6,7 @@ package c360
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -20,6 +21,18 @@ type Principal struct {
 	KeyPrefix string
 	Role      Role
 	Scopes    []string
+}
+
+// Actor names the principal's key as the audit log, ledgers and
+// provenance name it: "key <prefix>", the public part of the key, which an
+// admin finds in the listing (apiKeys, c360 apikey list) and revokes by. A
+// principal without a prefix (built in code, not authenticated) is named by
+// its key's row id, "key #<id>".
+func (p *Principal) Actor() string {
+	if p.KeyPrefix == "" {
+		return "key #" + strconv.FormatInt(p.KeyID, 10)
+	}
+	return "key " + p.KeyPrefix
 }
 
 // SeesPII reports whether the principal receives personal data unmasked:

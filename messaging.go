@@ -154,7 +154,7 @@ type OutboundRecord struct {
 	Channel    string
 	To         string // the number it is sent to (Outreach.Phone)
 	Body       string
-	SentBy     string // the sender's actor, e.g. "agent key 12"
+	SentBy     string // the sender's actor, e.g. "key 3f9a0c1b2d4e"
 	Source     string // the provider's source name (twilio), the event's source
 	// Key is the caller's idempotency key (sendMessage's messageId), "" for none.
 	Key string

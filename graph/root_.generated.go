@@ -2309,7 +2309,7 @@ type MergeRecord {
   "The event that caused an automatic merge."
   eventId: ID
   reason: String! @pii(kind: TEXT)
-  "ingest, or the API key that asked."
+  "ingest, or the API key that asked, as the audit log names it: key <prefix>. Entries recorded before name the key <role> key <id>."
   actor: String!
   createdAt: Time!
 }

@@ -120,7 +120,7 @@ func TestAuditOfACustomerFollowsMerges(t *testing.T) {
 	if err := db.RecordAudit(ctx, entries); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.MergeCustomers(ctx, ws, a, b, true, "admin key 1", "same person"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, a, b, true, "key ad0000000001", "same person"); err != nil {
 		t.Fatal(err)
 	}
 	customers := func(f c360.AuditFilter) []int64 {

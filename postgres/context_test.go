@@ -319,7 +319,7 @@ func TestObservations(t *testing.T) {
 	if _, err := db.RecordObservation(ctx, ws, c360.ObservationInput{CustomerID: other2, Text: "moves", RecordedBy: "k", RecordedByRole: c360.RoleAgent}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.MergeCustomers(ctx, ws, cust, other2, true, "admin key 1", "same person"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, cust, other2, true, "key ad0000000001", "same person"); err != nil {
 		t.Fatal(err)
 	}
 	if got := list(t0.Add(30 * time.Minute)); len(got) != 3 {

@@ -59,7 +59,7 @@ func annAndBob(t *testing.T, db *postgres.DB, ws int64) (ann, bob, zed int64) {
 		Message:    &c360.MessageInput{Channel: "sms", ProviderID: "SMunknown", Status: "delivered"}}); res.CustomerID != 0 {
 		t.Fatalf("the unknown status callback reached customer %d", res.CustomerID)
 	}
-	if _, err := db.MergeCustomers(ctx, ws, ann, bob, true, "admin key 1", "same person"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, ann, bob, true, "key ad0000000001", "same person"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RecordObservation(ctx, ws, c360.ObservationInput{CustomerID: bob, Text: "prefers email to ann@x.io",
@@ -103,7 +103,7 @@ func TestEraseCustomerLeavesNothingOfThePerson(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e, err := db.EraseCustomer(ctx, ws, bob, "admin key 1", "ticket 42")
+	e, err := db.EraseCustomer(ctx, ws, bob, "key ad0000000001", "ticket 42")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +194,12 @@ func TestEraseCustomerLeavesNothingOfThePerson(t *testing.T) {
 	// a client repeating an erasure whose answer it lost could not tell).
 	at := e.ErasedAt.UTC().Format(time.RFC3339)
 	for _, id := range []int64{ann, bob} {
-		_, err := db.EraseCustomer(ctx, ws, id, "admin key 1", "ticket 42")
+		_, err := db.EraseCustomer(ctx, ws, id, "key ad0000000001", "ticket 42")
 		if want := fmt.Sprintf("customer %d was erased at %s", id, at); c360.ErrorCode(err) != c360.ENOTFOUND || c360.ErrorMessage(err) != want {
 			t.Errorf("erasing %d again: %v, want NOT_FOUND %q", id, err, want)
 		}
 	}
-	if _, err := db.EraseCustomer(ctx, ws, zed+1_000_000, "admin key 1", "ticket 42"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d not found", zed+1_000_000) {
+	if _, err := db.EraseCustomer(ctx, ws, zed+1_000_000, "key ad0000000001", "ticket 42"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d not found", zed+1_000_000) {
 		t.Errorf("erasing an unknown id: %v, want NOT_FOUND, not found", err)
 	}
 }
@@ -215,7 +215,7 @@ func TestEraseCustomerRedeliveryCreatesNobody(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	ann, bob, _ := annAndBob(t, db, ws)
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 42"); err != nil {
 		t.Fatal(err)
 	}
 	customers := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1`, ws)
@@ -290,7 +290,7 @@ func TestEraseCustomerRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		ws, id int64
 	}{{ws, ann + 1_000_000}, {other, ann}} {
-		if _, err := db.EraseCustomer(ctx, tc.ws, tc.id, "admin key 1", "ticket 42"); c360.ErrorCode(err) != c360.ENOTFOUND {
+		if _, err := db.EraseCustomer(ctx, tc.ws, tc.id, "key ad0000000001", "ticket 42"); c360.ErrorCode(err) != c360.ENOTFOUND {
 			t.Errorf("erase %d in workspace %d: %v, want NOT_FOUND", tc.id, tc.ws, err)
 		}
 	}
@@ -322,12 +322,12 @@ func TestEraseCustomerFollowsAConcurrentMerge(t *testing.T) {
 		// Another transaction merges Ann into Cid before the erasure
 		// locks her, once (the merge runs this hook too).
 		if merged.CompareAndSwap(false, true) {
-			if _, err := db.MergeCustomers(ctx, ws, cid, ann, true, "admin key 2", ""); err != nil {
+			if _, err := db.MergeCustomers(ctx, ws, cid, ann, true, "key ad0000000002", ""); err != nil {
 				t.Errorf("concurrent merge: %v", err)
 			}
 		}
 	})
-	e, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 43")
+	e, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 43")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestEraseCustomerWithManyEventsIsNotBoundByThePoolsTimeout(t *testing.T) {
 	}
 	db := pgtest.OpenStore(t, url.Values{"statement_timeout": {"2s"}}, postgres.IngestConfig{})
 	start := time.Now()
-	got, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 3")
+	got, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 3")
 	if err != nil {
 		t.Fatalf("erase after %v: %v", time.Since(start), err)
 	}
@@ -430,7 +430,7 @@ func sharedThenSplit(t *testing.T, db *postgres.DB, ws int64, msgs ...[2]string)
 			Identities: ids("phone", m[0]), OccurredAt: sharedAt.Add(time.Duration(i) * time.Minute),
 			Message: &c360.MessageInput{Channel: "sms", Direction: c360.DirectionInbound, Body: m[1], Status: "received"}})
 	}
-	res, err := db.SplitIdentity(context.Background(), ws, al, c360.Identity{Type: "phone", Value: beaPhone}, "admin key 1", "two people")
+	res, err := db.SplitIdentity(context.Background(), ws, al, c360.Identity{Type: "phone", Value: beaPhone}, "key ad0000000001", "two people")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestEraseSplitCustomerLeavesNoneOfHerMessages(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	al, bea := sharedThenSplit(t, db, ws, [2]string{alPhone, "hi from Al"}, [2]string{beaPhone, "this is Bea Smith, not Al"})
-	got, err := db.EraseCustomer(ctx, ws, bea, "admin key 1", "ticket 2")
+	got, err := db.EraseCustomer(ctx, ws, bea, "key ad0000000001", "ticket 2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +477,7 @@ func TestEraseCustomerKeepsTheMessagesOfAPersonSplitOffFromHim(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT version FROM customers WHERE workspace_id = $1 AND id = $2`, ws, bea).Scan(&beaVersion); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.EraseCustomer(ctx, ws, al, "admin key 1", "ticket 3")
+	got, err := db.EraseCustomer(ctx, ws, al, "key ad0000000001", "ticket 3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,14 +546,14 @@ func TestEraseCustomerRacingASplitOfThePersonSplitOffFromHim(t *testing.T) {
 		if calls.Add(1) != 2 { // before the lock of the others, the first time
 			return
 		}
-		r, err := db.SplitIdentity(ctx, ws, bea, c360.Identity{Type: "phone", Value: beaPhone}, "admin key 1", "Cy")
+		r, err := db.SplitIdentity(ctx, ws, bea, c360.Identity{Type: "phone", Value: beaPhone}, "key ad0000000001", "Cy")
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		cy = r.Split.ID
 	})
-	got, err := db.EraseCustomer(ctx, ws, al, "admin key 1", "ticket 4")
+	got, err := db.EraseCustomer(ctx, ws, al, "key ad0000000001", "ticket 4")
 	db.BeforeCustomerLock(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -578,7 +578,7 @@ func TestEraseCustomerKeepsAChatbotKeyReusedByAnotherRefused(t *testing.T) {
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
 	ann, _, _ := annAndBob(t, db, ws)
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 42"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 42"); err != nil {
 		t.Fatal(err)
 	}
 	turn := func(session string) *c360.Event {
@@ -646,7 +646,7 @@ func TestEraseCustomerTakesHerIdentifierOutOfOthersEvents(t *testing.T) {
 	if res.CustomerID != zed || len(res.Dropped) != 2 {
 		t.Fatalf("z2: %+v, want Zed's, with u-b-other and Ann's email dropped", res)
 	}
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 5"); err != nil {
 		t.Fatal(err)
 	}
 	for _, table := range []string{"events", "customer_changes"} {
@@ -687,7 +687,7 @@ func TestEraseCustomerStripsProviderIDsFromTheAudit(t *testing.T) {
 	if err := db.RecordAudit(ctx, []*c360.AuditEntry{send}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 6")
+	got, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 6")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -713,7 +713,7 @@ func TestEraseKeepsOthersDroppedReasonOfAnotherType(t *testing.T) {
 	if res.CustomerID != zed || len(res.Dropped) != 1 {
 		t.Fatalf("z2: %+v, want Zed's, with u-b-other dropped", res)
 	}
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 5"); err != nil {
 		t.Fatal(err)
 	}
 	var dropped *string
@@ -748,7 +748,7 @@ func TestEraseCustomerPastItsBoundWhileLocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	postgres.SetEraseStatementTimeout(t, 50*time.Millisecond)
-	_, err = db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 10")
+	_, err = db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 10")
 	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 50ms (at: lock the customer)") {
 		t.Fatalf("erasure cut off while locking: %v, want UNAVAILABLE naming the bound and the step", err)
 	}
@@ -771,7 +771,7 @@ func TestEraseCustomerPastItsBoundErasesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	postgres.SetEraseStatementTimeout(t, time.Millisecond)
-	_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 9")
+	_, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 9")
 	if c360.ErrorCode(err) != c360.EUNAVAILABLE || !strings.Contains(c360.ErrorMessage(err), "did not finish within 1ms (at: ") {
 		t.Fatalf("erasure past its bound: %v, want UNAVAILABLE naming the bound and the step", err)
 	}
@@ -804,7 +804,7 @@ func TestEraseCustomerDeletesDeadLettersOfIdentifiersWithBackslashesAndQuotes(t 
 		if n := count(t, db, `SELECT count(*) FROM dead_letters WHERE workspace_id = $1 AND dedupe_key = $2`, ws, "dl-"+v); n != 1 {
 			t.Fatalf("dead letters before: %d", n)
 		}
-		e, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 1")
+		e, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -839,7 +839,7 @@ func TestEraseCustomerRefusesAReasonThatNamesThePerson(t *testing.T) {
 		"Lee's lawyer wrote":         "name",
 		"ticket 77 (lindqvist)":      "name",
 	} {
-		_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", reason)
+		_, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", reason)
 		want := "reason holds the customer's " + what + ":"
 		if c360.ErrorCode(err) != c360.EINVALID || !strings.HasPrefix(c360.ErrorMessage(err), want) {
 			t.Errorf("reason %q: %v, want BAD_USER_INPUT %q…", reason, err, want)
@@ -848,7 +848,7 @@ func TestEraseCustomerRefusesAReasonThatNamesThePerson(t *testing.T) {
 	if after := tableCounts(t, db, ws); !slices.Equal(after, before) {
 		t.Errorf("refusals changed rows: %v, want %v", after, before)
 	}
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "annual DSAR 1234567890, pro plan, ticket 4155550"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "annual DSAR 1234567890, pro plan, ticket 4155550"); err != nil {
 		t.Errorf("a reason naming nothing of hers: %v", err)
 	}
 }
@@ -870,13 +870,13 @@ func TestEraseCustomerReasonMayShareAWordWithHerFlags(t *testing.T) {
 		"write to ANN.L@corp.io":       "email",
 		"she called from 415-555-0177": "phone",
 	} {
-		_, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", reason)
+		_, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", reason)
 		want := "reason holds the customer's " + what + ":"
 		if c360.ErrorCode(err) != c360.EINVALID || !strings.HasPrefix(c360.ErrorMessage(err), want) {
 			t.Errorf("reason %q: %v, want BAD_USER_INPUT %q…", reason, err, want)
 		}
 	}
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "Customer subscribed to erasure notices, ticket 12, opted_in, yes, granted"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "Customer subscribed to erasure notices, ticket 12, opted_in, yes, granted"); err != nil {
 		t.Errorf("a reason sharing words with her flags: %v", err)
 	}
 }
@@ -897,7 +897,7 @@ func TestEraseCustomerKeepsChatbotKeysAsSent(t *testing.T) {
 			Message: &c360.MessageInput{Channel: "chat", Direction: c360.DirectionInbound, Body: "hi", Status: "received"}}
 	}
 	ann := ingest1(t, db, ws, turn()).CustomerID
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 1"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 1"); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(t, db, `SELECT count(*) FROM events x WHERE workspace_id = $1 AND x::text LIKE '%4155550101%'`, ws); n != 1 {
@@ -958,7 +958,7 @@ func TestEraseCustomerAfterAWrongMergeUndoneByASplit(t *testing.T) {
 	admin := &c360.Principal{WorkspaceID: ws, Role: c360.RoleAdmin, KeyID: 1, KeyPrefix: "p"}
 	send := c360.NewAuditEntry(admin, ws, c360.AuditMessageSend, time.Now())
 	send.CustomerID, send.Detail = a, map[string]any{"channel": "whatsapp", "messageId": 7, "providerId": "wamid.HBgLMTQxNTU1NTAxMDEVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA", "bodyLength": 5}
-	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "admin key 1", "Ann Lee is Zed"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "key ad0000000001", "Ann Lee is Zed"); err != nil {
 		t.Fatal(err)
 	}
 	merge := c360.NewAuditEntry(admin, ws, c360.AuditCustomerMerge, time.Now())
@@ -974,7 +974,7 @@ func TestEraseCustomerAfterAWrongMergeUndoneByASplit(t *testing.T) {
 		WHERE workspace_id = $1 AND id = $2`, ws, a); err != nil {
 		t.Fatal(err)
 	}
-	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "admin key 1", "Ann Lee is not Zed")
+	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "key ad0000000001", "Ann Lee is not Zed")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -983,7 +983,7 @@ func TestEraseCustomerAfterAWrongMergeUndoneByASplit(t *testing.T) {
 		t.Fatalf("split: Q %v, N %v", split.Original.Traits, split.Split.Traits)
 	}
 
-	e, err := db.EraseCustomer(ctx, ws, n, "admin key 1", "ticket 77")
+	e, err := db.EraseCustomer(ctx, ws, n, "key ad0000000001", "ticket 77")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1005,7 +1005,7 @@ func TestEraseCustomerAfterAWrongMergeUndoneByASplit(t *testing.T) {
 			t.Errorf("feed of %d after v0: %v, want its erased change alone", id, chs)
 		}
 	}
-	if _, err := db.EraseCustomer(ctx, ws, a, "admin key 1", "ticket 77"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d was erased at %s", a, e.ErasedAt.UTC().Format(time.RFC3339)) {
+	if _, err := db.EraseCustomer(ctx, ws, a, "key ad0000000001", "ticket 77"); c360.ErrorMessage(err) != fmt.Sprintf("customer %d was erased at %s", a, e.ErasedAt.UTC().Format(time.RFC3339)) {
 		t.Errorf("erasing A again: %v", err)
 	}
 	// Zed keeps his profile, and his feed its changes, without hers: the
@@ -1049,21 +1049,21 @@ func TestEraseCustomerAfterAWrongMergeKeepsACustomerWithAnIdentifierLeftBehind(t
 	visitor := ingest1(t, db, ws, track("a2", ids("anonymous_id", "anon-a"))).CustomerID
 	q := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "z1",
 		Identities: ids("user_id", "u-zed"), Traits: map[string]any{"name": "Zed"}}).CustomerID
-	if _, err := db.MergeCustomers(ctx, ws, a, visitor, true, "admin key 1", "same visitor"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, a, visitor, true, "key ad0000000001", "same visitor"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "admin key 1", "same person"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, q, a, true, "key ad0000000001", "same person"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Pool.Exec(ctx, `UPDATE customers SET traits = '{"name": "Ann Lee", "email": "ann@x.io"}', search_text = 'ann lee ann@x.io'
 		WHERE workspace_id = $1 AND id = $2`, ws, a); err != nil {
 		t.Fatal(err)
 	}
-	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "admin key 1", "wrong merge")
+	split, err := db.SplitIdentity(ctx, ws, q, c360.Identity{Type: "email", Value: "ann@x.io"}, "key ad0000000001", "wrong merge")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := db.EraseCustomer(ctx, ws, split.Split.ID, "admin key 1", "ticket 77")
+	e, err := db.EraseCustomer(ctx, ws, split.Split.ID, "key ad0000000001", "ticket 77")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1109,7 +1109,7 @@ func TestEraseCustomerKeepsOthersTraitsEqualToHerOtherIdentifiers(t *testing.T) 
 		Identities: ids("user_id", "u-zed"),
 		Traits: map[string]any{"name": "Zed", "zip": "10001", "plan": "anon-7", "user_id": "10001",
 			"backup_email": "Ann@X.io", "mobile": "(415) 555-0101", "email": "zed@x.io", "phone": "+1 415 555 0199"}}).CustomerID
-	if _, err := db.EraseCustomer(ctx, ws, ann, "admin key 1", "ticket 5"); err != nil {
+	if _, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 5"); err != nil {
 		t.Fatal(err)
 	}
 	var created map[string]any

@@ -88,7 +88,7 @@ func TestManualMerge(t *testing.T) {
 		Traits: map[string]any{"name": "Old"}, OccurredAt: time.Now().Add(-time.Hour)})
 	b := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "b", Identities: ids("phone", "+14155550142"),
 		Traits: map[string]any{"name": "New"}})
-	c, err := db.MergeCustomers(ctx, ws, a.CustomerID, b.CustomerID, false, "agent key 1", "same person on the phone")
+	c, err := db.MergeCustomers(ctx, ws, a.CustomerID, b.CustomerID, false, "key a90000000001", "same person on the phone")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,11 +121,11 @@ func TestManualMerge(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND merged_into IS NULL`, ws, u2.CustomerID); n != 1 {
 		t.Errorf("refused merge changed the customer")
 	}
-	if _, err := db.MergeCustomers(ctx, ws, u1.CustomerID, u2.CustomerID, true, "admin key 1", "forced"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, u1.CustomerID, u2.CustomerID, true, "key ad0000000001", "forced"); err != nil {
 		t.Errorf("forced merge: %v", err)
 	}
 	hist, err := db.MergesByCustomers(ctx, ws, []int64{a.CustomerID})
-	if err != nil || len(hist[a.CustomerID]) != 1 || hist[a.CustomerID][0].Actor != "agent key 1" || hist[a.CustomerID][0].Reason != "same person on the phone" {
+	if err != nil || len(hist[a.CustomerID]) != 1 || hist[a.CustomerID][0].Actor != "key a90000000001" || hist[a.CustomerID][0].Reason != "same person on the phone" {
 		t.Errorf("ledger = %+v (%v)", hist[a.CustomerID], err)
 	}
 	// Many customers at once: each gets the entries it survived and those
@@ -161,7 +161,7 @@ func TestManualMerge(t *testing.T) {
 	// A chain: u1 (holding u2) merges into a. a's ledger now names both
 	// merges, the one into a and the one into u1, which tells why u2's
 	// identity is on a; u2's own ledger is unchanged.
-	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, u1.CustomerID, true, "admin key 1", "chain"); err != nil {
+	if _, err := db.MergeCustomers(ctx, ws, a.CustomerID, u1.CustomerID, true, "key ad0000000001", "chain"); err != nil {
 		t.Fatal(err)
 	}
 	hist, err = db.MergesByCustomers(ctx, ws, []int64{a.CustomerID, u2.CustomerID})
@@ -211,7 +211,7 @@ func TestSplitIdentity(t *testing.T) {
 	ingest1(t, db, ws, sms)
 	ingest1(t, db, ws, track("3", ids("email", "ann@x.io")))
 
-	res, err := db.SplitIdentity(ctx, ws, ann.CustomerID, c360.Identity{Type: "phone", Value: "(415) 555-0177"}, "agent key 9", "family phone")
+	res, err := db.SplitIdentity(ctx, ws, ann.CustomerID, c360.Identity{Type: "phone", Value: "(415) 555-0177"}, "key a90000000009", "family phone")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -536,7 +536,7 @@ func TestRecordOutboundRefusesAnOptedOutCustomer(t *testing.T) {
 	id := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "c", Identities: ids("phone", phone)}).CustomerID
 	record := func(key string) (*c360.Message, bool, error) {
 		return db.RecordOutbound(ctx, ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone, Body: "Promo!",
-			SentBy: "agent key 1", Source: "twilio", Key: key})
+			SentBy: "key a90000000001", Source: "twilio", Key: key})
 	}
 	first, _, err := record("k1")
 	if err != nil {
@@ -561,7 +561,7 @@ func TestRecordOutboundRefusesAnOptedOutCustomer(t *testing.T) {
 	}
 	// Another channel is not refused.
 	if _, _, err := db.RecordOutbound(ctx, ws, c360.OutboundRecord{CustomerID: id, Channel: "whatsapp", To: phone, Body: "Promo!",
-		SentBy: "agent key 1", Source: "twilio", Key: "k3"}); err != nil {
+		SentBy: "key a90000000001", Source: "twilio", Key: "k3"}); err != nil {
 		t.Errorf("record on whatsapp: %v", err)
 	}
 }

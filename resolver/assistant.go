@@ -164,12 +164,3 @@ func observer(ctx context.Context) (*c360.Principal, error) {
 	}
 	return p, nil
 }
-
-// keyName names the caller's key in provenance: "key <prefix>", as the
-// audit log names actors.
-func keyName(p *c360.Principal) string {
-	if p.KeyPrefix == "" {
-		return actorOf(p)
-	}
-	return "key " + p.KeyPrefix
-}

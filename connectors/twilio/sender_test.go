@@ -64,9 +64,20 @@ func TestSendSMS(t *testing.T) {
 	e := newEnv(t)
 	const phone = "+14155550120"
 	id := e.identify(t, "id-120", c360.Identity{Type: "phone", Value: phone})
-	m, r := e.send(t, e.apiKey(t, c360.RoleAgent), id, "sms", "Your order shipped")
+	agent := e.apiKey(t, c360.RoleAgent)
+	m, r := e.send(t, agent, id, "sms", "Your order shipped")
 	if m == nil {
 		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	// The sender is named as the audit log names it, by the key's prefix,
+	// which an admin finds in the key listing; not by a row id no API shows.
+	var sentBy string
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT properties->>'sentBy' FROM events
+		WHERE workspace_id = $1 AND customer_id = $2 AND type = 'message'`, e.ws, id).Scan(&sentBy); err != nil {
+		t.Fatal(err)
+	}
+	if want := "key " + agent[len("c360_"):len("c360_")+12]; sentBy != want {
+		t.Errorf("the message's sentBy = %q, want %q", sentBy, want)
 	}
 	reqs := e.twilio.requests()
 	if len(reqs) != 1 {
@@ -1056,7 +1067,7 @@ func TestSendMessageIDHeldByAnEarlierMomentaryRefusal(t *testing.T) {
 	refusedLongAgo := func(key, code string) *c360.Message {
 		t.Helper()
 		m, _, err := e.db.RecordOutbound(ctx, e.ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone,
-			Body: "Your code is 1234", SentBy: "agent key 1", Source: "twilio", Key: key})
+			Body: "Your code is 1234", SentBy: "key a90000000001", Source: "twilio", Key: key})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1108,7 +1119,7 @@ func TestStalePendingMessageIsUnconfirmed(t *testing.T) {
 		e.db.Now = func() time.Time { return now().Add(-age) }
 		defer func() { e.db.Now = now }()
 		m, _, err := e.db.RecordOutbound(ctx, e.ws, c360.OutboundRecord{CustomerID: id, Channel: "sms", To: phone,
-			Body: "Your order shipped", SentBy: "agent key 1", Source: "twilio", Key: key})
+			Body: "Your order shipped", SentBy: "key a90000000001", Source: "twilio", Key: key})
 		if err != nil {
 			t.Fatal(err)
 		}
