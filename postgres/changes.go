@@ -274,7 +274,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			n.flush(fctx)
+			if !n.flush(fctx) {
+				n.lost()
+			}
 			cancel()
 			return nil
 		case <-n.signal:
@@ -307,6 +309,22 @@ func (n *Notifier) Run(ctx context.Context) error {
 		default:
 		}
 	}
+}
+
+// lost logs what the last flush, at stop, could not send. Other replicas'
+// hubs find those changes at their next periodic resync (hub.Options.
+// ResyncInterval), not at once. Counts only: customer ids are not logged.
+func (n *Notifier) lost() {
+	n.mu.Lock()
+	customers, whole := n.n, 0
+	for _, set := range n.pending {
+		if set == nil {
+			whole++
+		}
+	}
+	n.mu.Unlock()
+	n.Logger.Error("change notifications not sent at stop: other replicas deliver these changes at their next resync",
+		"customers", customers, "whole_workspaces", whole)
 }
 
 // flush sends the pending notifications in one statement. When it fails,

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/internal/logbuf"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
@@ -508,5 +509,39 @@ func TestNotifierKeepsAFailedBatch(t *testing.T) {
 		if !strings.Contains(note.Payload, id) || !strings.Contains(note.Payload, "replica-f 7:") {
 			t.Errorf("payload %q, want workspace 7 with customers 11, 12 and 13", note.Payload)
 		}
+	}
+}
+
+// A notifier whose last flush, at stop, fails says how many customers'
+// changes other replicas were not told of (their hubs find them at their
+// next periodic resync), as counts: no customer id is logged.
+func TestNotifierLogsWhatItsLastFlushLost(t *testing.T) {
+	proxy := startProxy(t, pgtest.URL(t)) // down: every statement fails
+	db, err := postgres.Open(context.Background(), proxy.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var log logbuf.Buffer
+	n := &postgres.Notifier{DB: db, Origin: "replica-l", Interval: time.Hour, MaxPending: 3,
+		Logger: slog.New(slog.NewJSONHandler(&log, nil))}
+	n.Add(7, []int64{987654321, 987654322})
+	n.Add(8, []int64{987654323, 987654324, 987654325, 987654326}) // past MaxPending: workspace 8 whole
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.Run(ctx) }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the notifier did not stop")
+	}
+	out := log.String()
+	if !strings.Contains(out, "not sent at stop") || !strings.Contains(out, `"customers":2`) ||
+		!strings.Contains(out, `"whole_workspaces":1`) {
+		t.Fatalf("log after a failed last flush:\n%s\nwant the 2 customers and 1 whole workspace not notified", out)
+	}
+	if strings.Contains(out, "98765432") {
+		t.Fatalf("log names customer ids:\n%s", out)
 	}
 }

@@ -25,15 +25,19 @@ type realtime struct {
 	wg        sync.WaitGroup
 }
 
+// minResyncInterval is the shortest C360_RESYNC_INTERVAL.
+const minResyncInterval = 100 * time.Millisecond
+
 // realtimeSettings are the real-time path's settings from the environment.
 type realtimeSettings struct {
 	ws          server.WebsocketConfig
 	notifyEvery time.Duration
+	resyncEvery time.Duration
 	queue       int
 }
 
 // realtimeSettings reads C360_ALLOWED_ORIGINS, C360_WS_*,
-// C360_NOTIFY_INTERVAL and C360_SUBSCRIBER_QUEUE.
+// C360_NOTIFY_INTERVAL, C360_RESYNC_INTERVAL and C360_SUBSCRIBER_QUEUE.
 func (m *Main) realtimeSettings() (realtimeSettings, error) {
 	var rs realtimeSettings
 	var err error
@@ -49,6 +53,14 @@ func (m *Main) realtimeSettings() (realtimeSettings, error) {
 	if rs.notifyEvery, err = m.duration("C360_NOTIFY_INTERVAL", "5ms"); err != nil {
 		return rs, err
 	}
+	if rs.resyncEvery, err = m.duration("C360_RESYNC_INTERVAL", "5s"); err != nil {
+		return rs, err
+	}
+	if rs.resyncEvery < minResyncInterval {
+		// Each resync reads every followed feed: more often, a replica
+		// with many subscribers would do little else.
+		return rs, usageError("C360_RESYNC_INTERVAL: want at least " + minResyncInterval.String())
+	}
 	queue, err := strconv.Atoi(m.env("C360_SUBSCRIBER_QUEUE", "64"))
 	if err != nil || queue < 1 {
 		return rs, usageError("C360_SUBSCRIBER_QUEUE: want a positive integer")
@@ -63,7 +75,7 @@ func (m *Main) realtimeSettings() (realtimeSettings, error) {
 func startRealtime(db *postgres.DB, log *slog.Logger, rs realtimeSettings) *realtime {
 	queue, notifyEvery := rs.queue, rs.notifyEvery
 	origin := postgres.NewOrigin()
-	h := hub.New(db, hub.Options{QueueSize: queue, Logger: log})
+	h := hub.New(db, hub.Options{QueueSize: queue, ResyncInterval: rs.resyncEvery, Logger: log})
 	notifier := &postgres.Notifier{DB: db, Origin: origin, Interval: notifyEvery, Logger: log}
 	listener := &postgres.Listener{DB: db, Origin: origin, Wake: h.Wake, WakeWorkspace: h.WakeWorkspace,
 		Resync: h.Resync, Logger: log}

@@ -220,6 +220,8 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 		{"C360_TWILIO_API_URL", "api.twilio.test"},
 		{"C360_SUBSCRIBER_QUEUE", "0"},
 		{"C360_NOTIFY_INTERVAL", "-1ms"},
+		{"C360_RESYNC_INTERVAL", "0s"},
+		{"C360_RESYNC_INTERVAL", "10ms"},
 		{"C360_ALLOWED_ORIGINS", "console.example.com"},
 		{"C360_ADDR", "8080"},
 		{"C360_METRICS_ADDR", "9090"},
