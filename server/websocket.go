@@ -817,6 +817,14 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 			return true, nil
 		}
 	case complete:
+		if !c.initSeen {
+			// Allowed at any time, as graphql-ws's own server takes it: it
+			// ends nothing, no subscription having started. gqlgen would
+			// take it for a failed init and close with 1002, which
+			// graphql-ws clients treat as fatal.
+			c.mu.Unlock()
+			return true, nil
+		}
 	case "ping", "pong":
 		if c.legacy {
 			c.mu.Unlock()

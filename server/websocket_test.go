@@ -122,6 +122,20 @@ func TestWebsocketCloseCodes(t *testing.T) {
 		}
 		c.init(e.key)
 	})
+	// complete is allowed at any time too (graphql-ws's own server takes it
+	// before connection_init): a client that gives up on a subscription
+	// while it connects must not have its connection closed with 1002,
+	// which graphql-ws clients take as fatal. So is the legacy stop.
+	for _, tc := range []struct{ protocol, complete string }{
+		{"graphql-transport-ws", "complete"}, {"graphql-ws", "stop"},
+	} {
+		t.Run(tc.complete+" before init on "+tc.protocol, func(t *testing.T) {
+			c := dialWS(t, url, tc.protocol, nil)
+			c.t = t
+			c.send(tc.complete, "s1", nil)
+			c.init(e.key)
+		})
+	}
 	t.Run("subprotocol not acceptable", func(t *testing.T) {
 		c := dialWS(t, url, "graphql-nonsense", nil)
 		if got := c.closeCode(); got != server.CloseSubprotocolNotAcceptable {
