@@ -342,16 +342,26 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return interpretError(fmt.Errorf("move events: %w", err))
 		}
 		// A conversation moves when none of its messages stayed behind.
-		tag, err := tx.Exec(ctx, `
+		rows, err := tx.Query(ctx, `
 			UPDATE conversations c SET customer_id = $3
 			WHERE c.workspace_id = $1 AND c.customer_id = $2
 			  AND EXISTS (SELECT 1 FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id AND m.customer_id = $3)
-			  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id AND m.customer_id = $2)`,
+			  AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = c.id AND m.customer_id = $2)
+			RETURNING c.id`,
 			ws, orig, split)
 		if err != nil {
 			return interpretError(fmt.Errorf("move conversations: %w", err))
 		}
-		res.MovedConversations = int(tag.RowsAffected())
+		moved, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return interpretError(fmt.Errorf("move conversations: %w", err))
+		}
+		slices.Sort(moved)
+		movedIDs := make([]string, len(moved))
+		for i, id := range moved {
+			movedIDs[i] = fmt.Sprint(id)
+		}
+		res.MovedConversations = len(moved)
 		// A conversation that stayed (it has messages from both sides)
 		// keeps all of its messages.
 		if _, err := tx.Exec(ctx, `
@@ -393,7 +403,10 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 		// and traits, so that filters by those kinds deliver it; the new
 		// customer's also names its identity.
 		chOrig := &change{diff: map[string]any{"identity": id, "splitInto": fmt.Sprint(split), "actor": actor,
-			"reason": reason, "movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations}}
+			"reason": reason, "movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations,
+			// Which ones: conversationMessages(conversationId) goes on
+			// with splitInto's feed exactly when its conversation is here.
+			"movedConversationIds": movedIDs}}
 		chOrig.mergedConsents(consents[orig])
 		chOrig.traits(traitChanges(before, c.traits))
 		chOrig.raise(c360.ChangeSplit)

@@ -2,6 +2,9 @@ package resolver
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/c360dev/c360"
@@ -12,8 +15,14 @@ import (
 // the stream of the conversation's owner, which a merge moves along by
 // itself (the hub follows merged_into). A split moves a conversation to
 // the customer it creates, whose feed the owner's never shows; on a split
-// of its owner the stream looks the owner up again and goes on with the
-// new one's feed, from its start: the split created that customer.
+// of its owner that moved the conversation (its change lists it under
+// movedConversationIds) the stream goes on with the new customer's feed,
+// from its start: the split created that customer. It goes there whatever
+// became of it since: the messages it got are in its feed, and a merge of
+// it leads the stream on to its survivor (the hub follows merged_into).
+// The owner now, which a stream that lags may find several moves further
+// on, would skip them. A split change written before movedConversationIds
+// existed has no list: the stream looks the owner up then.
 type conversationStream struct {
 	r        *Resolver
 	ws, conv int64
@@ -34,11 +43,11 @@ func (c *conversationStream) Next(ctx context.Context) (*hub.Change, error) {
 	if err != nil || ch.Kind != c360.ChangeSplit {
 		return ch, err
 	}
-	owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
+	owner, moved, err := c.splitTo(ctx, ch)
 	if err != nil {
 		return nil, err
 	}
-	if owner == ch.CustomerID {
+	if !moved || owner == ch.CustomerID {
 		return ch, nil
 	}
 	next, err := c.r.Hub.SubscribeCustomer(ctx, c.ws, owner, &hub.Cursor{CustomerID: owner, Version: 0})
@@ -57,6 +66,26 @@ func (c *conversationStream) Next(ctx context.Context) (*hub.Change, error) {
 		return nil, hub.ErrClosed
 	}
 	return ch, nil // a split is no message: the caller passes over it
+}
+
+// splitTo returns the customer a split change moved the conversation to,
+// and whether it moved it.
+func (c *conversationStream) splitTo(ctx context.Context, ch *hub.Change) (int64, bool, error) {
+	list, ok := ch.Diff["movedConversationIds"].([]any)
+	if !ok {
+		owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
+		return owner, err == nil, err
+	}
+	conv := strconv.FormatInt(c.conv, 10)
+	if !slices.Contains(list, any(conv)) {
+		return 0, false, nil
+	}
+	into, _ := ch.Diff["splitInto"].(string)
+	id, err := strconv.ParseInt(into, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("split change of customer %d: no customer split into", ch.CustomerID)
+	}
+	return id, true, nil
 }
 
 func (c *conversationStream) Close() {
