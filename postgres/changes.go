@@ -341,7 +341,7 @@ func (n *Notifier) flush(ctx context.Context) bool {
 	n.mu.Unlock()
 	payloads := EncodeNotifications(n.Origin, pending)
 	if _, err := n.DB.Pool.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, ChangesChannel, payloads); err != nil {
-		n.Logger.Error("notify change feed; will retry", "error", err, "payloads", len(payloads))
+		n.Logger.Error("notify change feed failed; the batch is kept for the next flush (at stop, none follows)", "error", err, "payloads", len(payloads))
 		for ws, set := range pending {
 			if set == nil {
 				n.mu.Lock()
