@@ -26,6 +26,10 @@ func StatusOf(err error) int {
 	if errors.As(err, &tooLarge) {
 		return http.StatusRequestEntityTooLarge
 	}
+	var timeout errBodyTimeout
+	if errors.As(err, &timeout) {
+		return http.StatusRequestTimeout
+	}
 	var method errMethod
 	if errors.As(err, &method) {
 		return http.StatusMethodNotAllowed

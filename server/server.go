@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,14 @@ type Config struct {
 	Limits Limits
 	// Websocket configures subscriptions over WebSocket (websocket.go).
 	Websocket WebsocketConfig
+	// BodyReadTimeout bounds how long a request's body may take to arrive
+	// (C360_BODY_READ_TIMEOUT; 0 takes DefaultBodyReadTimeout): a client
+	// that trickles its body is answered 408 and its connection closed,
+	// instead of holding a goroutine, a descriptor and a buffer for as
+	// long as it likes. It is a read deadline on the connection while the
+	// body is read, cleared once the body is read whole, so a stream (SSE)
+	// answering the request is not cut by it; websockets have no body.
+	BodyReadTimeout time.Duration
 	// MetricsElsewhere leaves GET /metrics off this handler (404): the
 	// caller serves MetricsHandler on a listener of its own
 	// (C360_METRICS_ADDR), which the public cannot reach.
@@ -89,6 +98,9 @@ func New(cfg Config, auth c360.APIKeyService, r *resolver.Resolver, ready Readin
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	s := &Server{cfg: cfg, auth: auth, resolver: r, ready: ready, mux: http.NewServeMux(),
 		registry: prometheus.NewRegistry()}
@@ -151,7 +163,54 @@ func (s *Server) SubscriptionRenders() int64 { return s.shared.Renders() }
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = deadlineBody(w, r.Body, s.cfg.BodyReadTimeout)
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// DefaultBodyReadTimeout is Config.BodyReadTimeout's default: a megabyte
+// takes well under a second on any link a provider or client uses.
+const DefaultBodyReadTimeout = 30 * time.Second
+
+// deadlineBody sets the connection's read deadline to timeout from now and
+// returns body, which clears it once read to its end (net/http clears it
+// then too, as it starts its background read) or failed: every handler
+// that reads a body (GraphQL, the Segment API, the webhooks) reads it under
+// the deadline, and what comes after (an SSE stream, whose request's
+// context net/http cancels when a read of the connection fails) runs
+// without one. A handler that never reads its body
+// leaves the deadline set, harmlessly: the connection is not read again
+// until the next request, whose headers set the deadline anew. A read cut
+// by the deadline fails with os.ErrDeadlineExceeded, which the readers
+// answer with 408, and the connection is closed after that answer: the
+// rest of the body would otherwise be read as the next request.
+func deadlineBody(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration) io.ReadCloser {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(timeout)) != nil {
+		return body // not a connection (a test's recorder): nothing to bound
+	}
+	return &timedBody{ReadCloser: body, w: w, rc: rc}
+}
+
+type timedBody struct {
+	io.ReadCloser
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.done {
+		b.done = true
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			b.w.Header().Set("Connection", "close")
+		} else {
+			b.rc.SetReadDeadline(time.Time{})
+		}
+	}
+	return n, err
 }
 
 // routes declares every route of the core server; connectors add theirs with Handle.
@@ -453,6 +512,13 @@ type errTooLarge struct{ err *c360.Error }
 func (e errTooLarge) Error() string { return e.err.Error() }
 func (e errTooLarge) Unwrap() error { return e.err }
 
+// errBodyTimeout marks a body that did not arrive within
+// Config.BodyReadTimeout; it maps to 408.
+type errBodyTimeout struct{ err *c360.Error }
+
+func (e errBodyTimeout) Error() string { return e.err.Error() }
+func (e errBodyTimeout) Unwrap() error { return e.err }
+
 // readBody reads the whole body, bounded by MaxBodyBytes, so an oversized
 // request is refused with 413 before anything parses it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) error {
@@ -468,6 +534,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return errTooLarge{tooLarge}
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return errBodyTimeout{c360.Errorf(c360.EINVALID, "the request body did not arrive within %s: send it whole at once", s.cfg.BodyReadTimeout)}
 		}
 		return c360.Errorf(c360.EINVALID, "could not read the request body")
 	}

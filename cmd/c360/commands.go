@@ -163,7 +163,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	stops.add(rt.stop)
 	res.Hub, res.Realtime = rt.hub, db
 	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: set.realtime.ws, Limits: set.limits,
-		MetricsElsewhere: lns.metrics != nil}, db, res, db)
+		BodyReadTimeout: set.bodyReadTimeout, MetricsElsewhere: lns.metrics != nil}, db, res, db)
 	rt.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, set.conns)
 	mountMCP(srv, db, log)
@@ -234,6 +234,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 // but DATABASE_URL's (read by open).
 type serveSettings struct {
 	shutdownTimeout time.Duration
+	// bodyReadTimeout is C360_BODY_READ_TIMEOUT (server.Config.BodyReadTimeout).
+	bodyReadTimeout time.Duration
 	ingest          postgres.IngestConfig
 	conns           Connectors
 	sender          *twilio.Sender
@@ -259,6 +261,9 @@ func (m *Main) serveSettings(log *slog.Logger) (set serveSettings, err error) {
 		return set, err
 	}
 	if set.shutdownTimeout, err = m.duration("C360_SHUTDOWN_TIMEOUT", "25s"); err != nil {
+		return set, err
+	}
+	if set.bodyReadTimeout, err = m.duration("C360_BODY_READ_TIMEOUT", server.DefaultBodyReadTimeout.String()); err != nil {
 		return set, err
 	}
 	if set.ingest, err = m.ingestConfig(); err != nil {

@@ -177,6 +177,8 @@ func TestBadSettingsRefusedAtStart(t *testing.T) {
 	for _, tc := range []struct{ name, value string }{
 		{"C360_SHUTDOWN_TIMEOUT", "0s"},
 		{"C360_SHUTDOWN_TIMEOUT", "-5s"},
+		{"C360_BODY_READ_TIMEOUT", "0s"},
+		{"C360_BODY_READ_TIMEOUT", "thirty"},
 		{"C360_DEFAULT_REGION", "UK"},
 		{"C360_DEFAULT_REGION", "USA"},
 		{"C360_PUBLIC_URL", "c360.example.com"},

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/connectors/webhook"
 )
 
 // Store is what the tracking API needs from the store.
@@ -294,6 +295,10 @@ type rejection struct {
 	Error     string `json:"error"`
 }
 
+// errBodyTimeout refuses a body that did not arrive within the server's
+// read deadline (C360_BODY_READ_TIMEOUT): 408.
+var errBodyTimeout = c360.Errorf(c360.EINVALID, "the request body did not arrive within the read timeout: send it whole at once")
+
 // readBody reads the request body, gunzipped if need be, into buf; a body
 // longer than limit is refused with EINVALID, Segment's 400.
 func readBody(r *http.Request, buf *bytes.Buffer, limit int64) error {
@@ -311,6 +316,9 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) error {
 		return c360.Errorf(c360.EINVALID, "unsupported Content-Encoding %q: send gzip or no encoding", truncate(enc, 20))
 	}
 	if _, err := buf.ReadFrom(io.LimitReader(body, limit+1)); err != nil {
+		if webhook.TimedOut(err) {
+			return errBodyTimeout
+		}
 		return c360.Errorf(c360.EINVALID, "unreadable body")
 	}
 	if int64(buf.Len()) > limit {
@@ -567,6 +575,9 @@ func markInserted(results []Result, idx []int, stored []c360.IngestResult) {
 func (h *Handler) fail(w http.ResponseWriter, err error, rejected []rejection) {
 	code := c360.ErrorCode(err)
 	status := h.cfg.StatusOf(err)
+	if err == errBodyTimeout {
+		status = http.StatusRequestTimeout
+	}
 	if code == c360.EINTERNAL {
 		h.cfg.Logger.Error("segment: tracking call", "error", err)
 	}

@@ -12,13 +12,24 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 )
+
+// ErrBodyTimeout is the refusal of a body that did not arrive within the
+// server's read deadline: 408.
+var ErrBodyTimeout = errors.New("the request body did not arrive within the read timeout: send it whole at once")
+
+// TimedOut reports whether err is a read of the request body cut by the
+// connection's read deadline, which the server sets while a body is read
+// (server.Config.BodyReadTimeout).
+func TimedOut(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // ReadBody reads a webhook's whole body, bounded by limit bytes, before
 // anything parses or verifies it. On failure it returns the status to
 // answer: 413 for a body over the limit (declared by Content-Length or
 // found while reading a chunked body), 400 for a body that could not be
-// read.
+// read, 408 for a body that did not arrive within the server's read
+// deadline (server.Config.BodyReadTimeout, C360_BODY_READ_TIMEOUT).
 func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, int, error) {
 	tooLarge := fmt.Errorf("request body larger than %d bytes", limit)
 	if r.ContentLength > limit {
@@ -29,6 +40,9 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, int,
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, http.StatusRequestEntityTooLarge, tooLarge
+		}
+		if TimedOut(err) {
+			return nil, http.StatusRequestTimeout, ErrBodyTimeout
 		}
 		return nil, http.StatusBadRequest, errors.New("could not read the request body")
 	}

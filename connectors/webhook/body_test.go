@@ -3,8 +3,10 @@ package webhook_test
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -14,6 +16,13 @@ import (
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// slowReader is a body cut by the connection's read deadline.
+type slowReader struct{}
+
+func (slowReader) Read([]byte) (int, error) {
+	return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+}
 
 func TestReadBody(t *testing.T) {
 	for _, tc := range []struct {
@@ -27,6 +36,7 @@ func TestReadBody(t *testing.T) {
 		{"declared over the limit", strings.NewReader(strings.Repeat("x", 17)), 17, http.StatusRequestEntityTooLarge},
 		{"chunked over the limit", strings.NewReader(strings.Repeat("x", 17)), -1, http.StatusRequestEntityTooLarge},
 		{"unreadable", failingReader{}, -1, http.StatusBadRequest},
+		{"not in time", slowReader{}, 16, http.StatusRequestTimeout},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/webhooks/x/acme", tc.body)
 		r.ContentLength = tc.length

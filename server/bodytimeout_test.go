@@ -1,0 +1,80 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/c360dev/c360/server"
+)
+
+// A client that trickles its body (it declares 60,000 bytes and sends one
+// every 100 ms) is answered 408 and let go once BodyReadTimeout has passed,
+// instead of holding its connection and goroutine for as long as it likes;
+// an SSE subscription, whose body came whole, lives on past the deadline.
+func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	e := newRTEnv(t, rtOptions{cfg: server.Config{BodyReadTimeout: timeout}})
+
+	id := ingest(t, e.db, e.ws, email("slow-body@example.com"), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp := postSSE(t, ctx, e.srv.URL, e.key, subCustomer, map[string]any{"id": fmt.Sprint(id)})
+	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := conn.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	answer, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to the trickled body after %s: %v", time.Since(start), err)
+	}
+	msg, _ := io.ReadAll(answer.Body)
+	answer.Body.Close()
+	if answer.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("trickled body answered %d, want 408", answer.StatusCode)
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+		t.Fatalf("the connection stayed open after the 408 (%s): %q, %v", msg, rest, err)
+	}
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Fatalf("the trickled body was cut off after %s, want about %s", took, timeout)
+	}
+
+	// The stream, opened before, outlives the deadline several times over.
+	time.Sleep(3 * timeout)
+	ingest(t, e.db, e.ws, email("slow-body@example.com"), map[string]any{"after": "deadline"})
+	sse := newSSEReader(resp.Body)
+	for data, ok := sse.next(); ok; data, ok = sse.next() {
+		if strings.Contains(data, "deadline") {
+			return
+		}
+	}
+	t.Fatalf("the SSE stream ended before the change after the deadline: %v", sse.err())
+}
