@@ -62,8 +62,9 @@ type DeadLetterService interface {
 	// ReplayDeadLetter ingests the dead letter's event again. On success the
 	// dead letter is marked replayed and returned; on failure its attempts
 	// and error are updated and the failure is returned. Replaying a dead
-	// letter already replayed returns it unchanged.
-	ReplayDeadLetter(ctx context.Context, workspaceID, id int64) (*DeadLetter, error)
+	// letter already replayed (before, or by a replay at the same time)
+	// returns it unchanged, replayed false: nothing is to be recorded.
+	ReplayDeadLetter(ctx context.Context, workspaceID, id int64) (d *DeadLetter, replayed bool, err error)
 }
 
 // DeadLetteredError reports that ingest failed on events for a reason of

@@ -2440,8 +2440,9 @@ extend type Mutation {
   """
   Ingests a dead letter's event again, through the one ingest path, and marks
   it replayed. If it fails again, the error says why and the dead letter's
-  attempts and error are updated. Replaying a replayed dead letter returns it
-  unchanged. A replay waits for an erasure of the workspace under way (past
+  attempts and error are updated. Replaying a replayed dead letter (before, or
+  by a replay at the same time) returns it unchanged, with the first replay's
+  replayedAt, and records no audit entry. A replay waits for an erasure of the workspace under way (past
   lock_timeout, UNAVAILABLE); one whose dead letter an erasure deleted is
   NOT_FOUND and stores nothing; should the letter vanish after its event was
   stored, the answer is CONFLICT naming the stored event. Admin only.

@@ -40,7 +40,7 @@ func TestDeadLetterKeepsClientKeyTrust(t *testing.T) {
 	}
 
 	drop()
-	d, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	d, _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
 	if err != nil || d.ReplayedEventID == 0 {
 		t.Fatalf("replay: %+v, %v", d, err)
 	}

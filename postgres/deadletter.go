@@ -172,7 +172,10 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 
 // ReplayDeadLetter ingests the dead letter's event again, exactly as it was
 // first handed to ingest, through the one ingest path. An event stored
-// meanwhile (the provider delivered it again) counts as replayed.
+// meanwhile (the provider delivered it again) counts as replayed. replayed
+// is false when the letter had been replayed already, before or by a
+// replay running at the same time: it is returned as that replay left it
+// (its replayedAt is the first replay's), and the caller records nothing.
 //
 // The replay holds the workspace's erasure lock, shared, from reading the
 // letter until it is marked replayed (lockForReplay): an erasure that
@@ -180,22 +183,22 @@ func (db *DB) DeadLetters(ctx context.Context, ws int64, f c360.DeadLetterFilter
 // person, and the ingest would then store her again. With the lock, either
 // the replay ends before the erasure reads her dead letters (the erasure
 // then takes the replayed event too) or it finds the letter gone.
-func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLetter, error) {
+func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (d *c360.DeadLetter, replayed bool, err error) {
 	unlock, err := db.lockForReplay(ctx, ws)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer unlock()
 	d, raw, err := db.findDeadLetter(ctx, ws, id)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if d.ReplayedAt != nil {
-		return d, nil
+		return d, false, nil
 	}
 	ev, err := fromStoredEvent(raw)
 	if err != nil {
-		return nil, fmt.Errorf("dead letter %d: %w", id, err)
+		return nil, false, fmt.Errorf("dead letter %d: %w", id, err)
 	}
 	res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
 	if err != nil {
@@ -206,34 +209,46 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (*c360.DeadLet
 			if _, uerr := db.as(ws).Exec(ctx, `
 				UPDATE dead_letters SET attempts = attempts + 1, last_failed_at = $3, error = $4
 				WHERE workspace_id = $1 AND id = $2`, ws, id, db.Now(), errorText(err)); uerr != nil {
-				return nil, interpretError(fmt.Errorf("record replay failure: %w", uerr))
+				return nil, false, interpretError(fmt.Errorf("record replay failure: %w", uerr))
 			}
 		}
-		return nil, err
+		return nil, false, err
 	}
+	// Marked once: replays of one letter at the same time all ingest its
+	// event (stored once, by its key), and only the first to get here
+	// marks it; the others find it marked, and say they changed nothing.
 	row, err := db.as(ws).Query(ctx, `
 		UPDATE dead_letters SET replayed_at = $3, replayed_event_id = $4
-		WHERE workspace_id = $1 AND id = $2
+		WHERE workspace_id = $1 AND id = $2 AND replayed_at IS NULL
 		RETURNING `+deadLetterColumns, ws, id, db.Now(), res[0].EventID)
 	if err != nil {
-		return nil, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
+		return nil, false, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
 	}
 	defer row.Close()
 	if !row.Next() {
 		if err := row.Err(); err != nil {
-			return nil, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
+			return nil, false, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
+		}
+		row.Close()
+		if d, _, err := db.findDeadLetter(ctx, ws, id); err == nil && d.ReplayedAt != nil {
+			return d, false, nil // a replay at the same time marked it
+		} else if c360.ErrorCode(err) != c360.ENOTFOUND {
+			if err == nil {
+				err = c360.Errorf(c360.EINTERNAL, "dead letter %d: not marked replayed, and not replayed", id)
+			}
+			return nil, false, err
 		}
 		// The event is stored: NOT_FOUND would tell the admin nothing
 		// happened. Nothing but an erasure, which the lock keeps out,
 		// deletes a dead letter; should one go anyway, the answer says
 		// what was done.
-		return nil, c360.Errorf(c360.ECONFLICT, "dead letter %d was deleted during its replay; its event was stored (event %d)", id, res[0].EventID)
+		return nil, false, c360.Errorf(c360.ECONFLICT, "dead letter %d was deleted during its replay; its event was stored (event %d)", id, res[0].EventID)
 	}
 	out, err := scanDeadLetter(row)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, interpretError(row.Err())
+	return out, true, interpretError(row.Err())
 }
 
 // erasureLockKey is the key of workspace ws's erasure lock, an advisory

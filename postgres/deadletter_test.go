@@ -92,7 +92,7 @@ func TestDeadLetterPoisonAmongGoodEvents(t *testing.T) {
 		t.Fatalf("second delivery: %v, want dead letter %d again", err, d.ID)
 	}
 	// A replay ingests the exact event (NUL included): it fails again.
-	if _, err := db.ReplayDeadLetter(ctx, ws, d.ID); c360.ErrorCode(err) != c360.EINVALID {
+	if _, _, err := db.ReplayDeadLetter(ctx, ws, d.ID); c360.ErrorCode(err) != c360.EINVALID {
 		t.Fatalf("replay of an unfixed poison: %v, want %s", err, c360.EINVALID)
 	}
 	if d := deadLetters(t, db, ws, true); len(d) != 1 || d[0].Attempts != 3 || d[0].ReplayedAt != nil {
@@ -120,16 +120,16 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 	if !errors.As(err, &kept) {
 		t.Fatalf("ingest: %v, want a dead letter", err)
 	}
-	if _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); err == nil {
+	if _, _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); err == nil {
 		t.Fatalf("replay before the fix succeeded")
 	}
 
 	drop()
-	d, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	d, replayed, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
 	if err != nil {
 		t.Fatalf("replay after the fix: %v", err)
 	}
-	if d.ReplayedAt == nil || d.ReplayedEventID == 0 || d.Attempts != 2 {
+	if !replayed || d.ReplayedAt == nil || d.ReplayedEventID == 0 || d.Attempts != 2 {
 		t.Fatalf("replayed dead letter = %+v, want replayedAt, replayedEventId and 2 attempts", d)
 	}
 	got, err := db.FindEventByID(ctx, ws, d.ReplayedEventID)
@@ -144,8 +144,8 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 		ws, got.ID).Scan(&big, &seq); err != nil || big != "12345678901234567" || seq != "98765432109876543" {
 		t.Errorf("replayed properties.big, context.seq = %q, %q, %v, want 12345678901234567 and 98765432109876543 exactly", big, seq, err)
 	}
-	again, err := db.ReplayDeadLetter(ctx, ws, d.ID)
-	if err != nil || !again.ReplayedAt.Equal(*d.ReplayedAt) || again.ReplayedEventID != d.ReplayedEventID {
+	again, replayed, err := db.ReplayDeadLetter(ctx, ws, d.ID)
+	if err != nil || replayed || !again.ReplayedAt.Equal(*d.ReplayedAt) || again.ReplayedEventID != d.ReplayedEventID {
 		t.Errorf("second replay = %+v, %v, want the dead letter unchanged", again, err)
 	}
 	if n := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'fix-1'`, ws); n != 1 {
@@ -154,12 +154,66 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 	if p := deadLetters(t, db, ws, true); len(p) != 0 {
 		t.Errorf("pending dead letters = %d, want 0", len(p))
 	}
-	if _, err := db.ReplayDeadLetter(ctx, ws, d.ID+1000); c360.ErrorCode(err) != c360.ENOTFOUND {
+	if _, _, err := db.ReplayDeadLetter(ctx, ws, d.ID+1000); c360.ErrorCode(err) != c360.ENOTFOUND {
 		t.Errorf("replay of an unknown id: %v, want NOT_FOUND", err)
 	}
 	other, _, _ := pgtest.Workspace(t, db)
-	if _, err := db.ReplayDeadLetter(ctx, other, d.ID); c360.ErrorCode(err) != c360.ENOTFOUND {
+	if _, _, err := db.ReplayDeadLetter(ctx, other, d.ID); c360.ErrorCode(err) != c360.ENOTFOUND {
 		t.Errorf("replay from another workspace: %v, want NOT_FOUND", err)
+	}
+}
+
+// Replays of one dead letter at the same time store its event once, and
+// exactly one of them says it replayed it: the others answer the letter as
+// that one marked it (one replayedAt), so that only one is audited.
+func TestConcurrentReplaysOfOneDeadLetter(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
+	ev := track("concurrent-1", ids("email", "concurrent@example.com"))
+	ev.Name = name
+	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	drop()
+	const n = 8
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		replays  int
+		replayed = map[time.Time]bool{}
+	)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, did, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Errorf("replay: %v", err)
+				return
+			}
+			if did {
+				replays++
+			}
+			replayed[d.ReplayedAt.UTC()] = true
+		}()
+	}
+	wg.Wait()
+	if replays != 1 || len(replayed) != 1 {
+		t.Errorf("%d replays said they replayed, with %d replayedAt values; want 1 and 1", replays, len(replayed))
+	}
+	if c := count(t, db, `SELECT count(*) FROM events WHERE workspace_id = $1 AND dedupe_key = 'concurrent-1'`, ws); c != 1 {
+		t.Errorf("events = %d, want 1", c)
+	}
+	d := deadLetters(t, db, ws, false)
+	if len(d) != 1 || d[0].ReplayedAt == nil || !replayed[d[0].ReplayedAt.UTC()] {
+		t.Errorf("dead letter = %+v, want it marked as the replays answered", d)
 	}
 }
 
@@ -332,13 +386,13 @@ func TestDeadLetterForInvalidEventWhenAsked(t *testing.T) {
 	}
 
 	// A replay before the fix fails the same way and counts the attempt.
-	if _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); c360.ErrorCode(err) != c360.EINVALID {
+	if _, _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0]); c360.ErrorCode(err) != c360.EINVALID {
 		t.Errorf("replay before the fix: %v, want BAD_USER_INPUT", err)
 	}
 	if _, err := db.UpdateIdentityRules(ctx, ws, c360.IdentityRules{DefaultLimit: 5}); err != nil {
 		t.Fatal(err)
 	}
-	d, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	d, _, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
 	if err != nil || d.ReplayedAt == nil || d.Attempts != 3 {
 		t.Fatalf("replay after the fix = %+v, %v; want replayed after 3 attempts", d, err)
 	}
@@ -397,7 +451,7 @@ func TestDeadLetterReplayRacingAnErasure(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			_, replayErr = db.ReplayDeadLetter(ctx, ws, letters[i])
+			_, _, replayErr = db.ReplayDeadLetter(ctx, ws, letters[i])
 		}()
 		go func() {
 			defer wg.Done()
@@ -435,7 +489,7 @@ func TestReplayOnATenantPoolOfOne(t *testing.T) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
-	d, err := db.ReplayDeadLetter(rctx, ws, kept.IDs[0])
+	d, _, err := db.ReplayDeadLetter(rctx, ws, kept.IDs[0])
 	if err != nil || d.ReplayedAt == nil {
 		t.Fatalf("replay on a tenant pool of one: %+v, %v; want it replayed", d, err)
 	}

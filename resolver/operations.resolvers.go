@@ -21,7 +21,12 @@ func (r *mutationResolver) ReplayDeadLetter(ctx context.Context, id int64) (*c36
 	if r.DeadLetterService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "dead letters are not configured on this server")
 	}
-	return r.DeadLetterService.ReplayDeadLetter(ctx, p.WorkspaceID, id)
+	d, replayed, err := r.DeadLetterService.ReplayDeadLetter(ctx, p.WorkspaceID, id)
+	if err == nil && !replayed {
+		// Replayed already: the letter as it is, and no audit entry.
+		changedNothing(ctx)
+	}
+	return d, err
 }
 
 // DeadLetters is the resolver for the deadLetters field.

@@ -556,6 +556,9 @@ func TestAuditDeadLetterReplay(t *testing.T) {
 	if out.ReplayDeadLetter.ReplayedEventID == nil {
 		t.Fatalf("replayDeadLetter = %+v, want a replayed event id", out.ReplayDeadLetter)
 	}
+	// Replayed again: the letter as it is, and no second entry.
+	gql(t, e.srv, e.keys["admin"], `mutation($id: ID!) { replayDeadLetter(id: $id) { id replayedEventId } }`,
+		map[string]any{"id": kept.IDs[0]}).ok(t, &out)
 	rows := e.auditLog(t, map[string]any{"a": c360.AuditDeadLetterReplay})
 	if len(rows) != 1 {
 		t.Fatalf("%s rows = %+v, want 1", c360.AuditDeadLetterReplay, rows)

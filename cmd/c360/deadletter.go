@@ -55,19 +55,26 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if cmd == "replay" {
-		d, err := db.ReplayDeadLetter(ctx, w.ID, letter)
+		d, replayed, err := db.ReplayDeadLetter(ctx, w.ID, letter)
 		if err != nil {
 			return err
 		}
 		// Recorded as the GraphQL mutation records it, with the command
-		// line as the actor.
-		e := c360.NewAuditEntry(nil, w.ID, c360.AuditDeadLetterReplay, time.Now())
-		e.Detail = map[string]any{"deadLetterId": d.ID, "replayedEventId": d.ReplayedEventID}
-		if err := db.RecordAudit(ctx, []*c360.AuditEntry{e}); err != nil {
-			fmt.Fprintf(m.Stderr, "c360: warning: the dead letter was replayed but not recorded in the audit log: %s\n", c360.ErrorMessageOrText(err))
+		// line as the actor. A letter replayed already is no change:
+		// nothing is recorded.
+		if replayed {
+			e := c360.NewAuditEntry(nil, w.ID, c360.AuditDeadLetterReplay, time.Now())
+			e.Detail = map[string]any{"deadLetterId": d.ID, "replayedEventId": d.ReplayedEventID}
+			m.recordAudit(ctx, db, e, "the dead letter was replayed")
 		}
 		if *asJSON {
-			return json.NewEncoder(m.Stdout).Encode(deadLetterToJSON(d))
+			out := deadLetterToJSON(d)
+			out.AlreadyReplayed = !replayed
+			return json.NewEncoder(m.Stdout).Encode(out)
+		}
+		if !replayed {
+			fmt.Fprintf(m.Stdout, "dead letter %d of %s already replayed at %s: event %d\n", d.ID, w.Slug, timeOrDash(d.ReplayedAt), d.ReplayedEventID)
+			return nil
 		}
 		fmt.Fprintf(m.Stdout, "dead letter %d of %s replayed: event %d\n", d.ID, w.Slug, d.ReplayedEventID)
 		return nil
@@ -105,6 +112,10 @@ type deadLetterJSON struct {
 	LastFailedAt    time.Time  `json:"lastFailedAt"`
 	ReplayedAt      *time.Time `json:"replayedAt"`
 	ReplayedEventID int64      `json:"replayedEventId,omitempty"`
+	// AlreadyReplayed, in `deadletter replay --json` only, says the letter
+	// had been replayed before (or by a replay at the same time): this
+	// one changed nothing and recorded nothing.
+	AlreadyReplayed bool `json:"alreadyReplayed,omitempty"`
 }
 
 func deadLetterToJSON(d *c360.DeadLetter) deadLetterJSON {

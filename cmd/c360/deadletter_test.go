@@ -81,6 +81,18 @@ func TestDeadLetterCommands(t *testing.T) {
 	if replayed.ReplayedAt == nil || replayed.ReplayedEventID == 0 || replayed.Attempts != 2 {
 		t.Errorf("replay after the fix = %+v, want replayed after 2 attempts", replayed)
 	}
+	// Replayed again: nothing happens, it says so, and nothing is recorded.
+	if out := c.mustRun("deadletter", "replay", "--workspace", slug, "--id", id); !strings.Contains(out, "already replayed") {
+		t.Errorf("a second replay = %q, want it said to be replayed already", out)
+	}
+	var again struct {
+		ReplayedAt      *time.Time
+		AlreadyReplayed bool
+	}
+	decodeOne(t, c.mustRun("deadletter", "replay", "--workspace", slug, "--id", id, "--json"), &again)
+	if !again.AlreadyReplayed || again.ReplayedAt == nil || !again.ReplayedAt.Equal(*replayed.ReplayedAt) {
+		t.Errorf("a second replay --json = %+v, want alreadyReplayed and the first replay's replayedAt %v", again, replayed.ReplayedAt)
+	}
 	if out := c.mustRun("deadletter", "list", "--workspace", slug, "--pending"); strings.Contains(out, "dl-1") {
 		t.Errorf("deadletter list --pending after the replay = %q, want it gone", out)
 	}

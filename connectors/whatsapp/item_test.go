@@ -43,7 +43,7 @@ func TestNotificationItemsAreReadOneByOne(t *testing.T) {
 	}
 	// A replay cannot read the item any better: it is refused again, and
 	// stores no empty message in its place.
-	if _, err := e.db.ReplayDeadLetter(context.Background(), e.ws, d[0].ID); c360.ErrorCode(err) != c360.EINVALID {
+	if _, _, err := e.db.ReplayDeadLetter(context.Background(), e.ws, d[0].ID); c360.ErrorCode(err) != c360.EINVALID {
 		t.Errorf("replay = %v, want it refused as invalid", err)
 	}
 	if n := count(t, e.db, `SELECT count(*) FROM messages WHERE workspace_id = $1 AND provider_id = 'wamid.ITEMODD'`, e.ws); n != 0 {
