@@ -156,9 +156,19 @@ func (m *Migrator) Down(ctx context.Context) error {
 // Status writes each migration and whether it is applied. It reads
 // without the migrations' lock, so it answers during another process's
 // migration, which may have applied some of its migrations so far.
+//
+// It writes nothing: goose's Status creates its version table when it is
+// missing, so on a database never migrated every migration is listed
+// pending without asking goose.
 func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
-	st, err := m.reader.Status(ctx)
-	if err != nil {
+	var st []*goose.MigrationStatus
+	if exists, err := versionTableExists(ctx, m.db); err != nil {
+		return fmt.Errorf("migrate status: %w", err)
+	} else if !exists {
+		for _, src := range m.reader.ListSources() {
+			st = append(st, &goose.MigrationStatus{Source: src, State: goose.StatePending})
+		}
+	} else if st, err = m.reader.Status(ctx); err != nil {
 		return fmt.Errorf("migrate status: %w", err)
 	}
 	for _, s := range st {
@@ -173,13 +183,27 @@ func (m *Migrator) Status(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
-// Current reports whether every migration is applied; /readyz uses it.
+// Current reports whether every migration is applied; /readyz uses it. It
+// writes nothing: on a database never migrated (no version table, which
+// goose's HasPending would create, and which the app role may not) every
+// migration is pending.
 func (m *Migrator) Current(ctx context.Context) (bool, error) {
+	if exists, err := versionTableExists(ctx, m.db); err != nil || !exists {
+		return false, err
+	}
 	has, err := m.reader.HasPending(ctx)
 	if err != nil {
 		return false, err
 	}
 	return !has, nil
+}
+
+// versionTableExists reports whether goose's version table exists (as
+// goose names it, through the search path), without creating it.
+func versionTableExists(ctx context.Context, db *sql.DB) (bool, error) {
+	var exists bool
+	err := db.QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", goose.DefaultTablename).Scan(&exists)
+	return exists, err
 }
 
 // Ready reports whether the database answers and every migration is applied.
@@ -206,7 +230,7 @@ func (db *DB) Ready(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	current, err := (&Migrator{reader: r}).Current(ctx)
+	current, err := (&Migrator{db: sqlDB, reader: r}).Current(ctx)
 	if err != nil {
 		return interpretError(fmt.Errorf("migration status: %w", err))
 	}

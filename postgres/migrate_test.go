@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/pressly/goose/v3/lock"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
 )
@@ -354,5 +355,60 @@ func TestMigrateAsAnOwnerWithoutCreateRole(t *testing.T) {
 	}
 	if err := db.Ready(ctx); err != nil {
 		t.Errorf("ready after migrating as that owner: %v", err)
+	}
+}
+
+// On a database never migrated, migrate status and /readyz's check read
+// and write nothing: goose's Status and HasPending create their version
+// table when it is missing, which status must not (it reads, docs say),
+// and which the readiness check, as the app role, cannot: it retried the
+// refused CREATE TABLE until its deadline and answered that the database
+// was unavailable instead of that migrations are pending.
+func TestMigrationStateOfANewDatabaseWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	db, m := emptyStore(t, "statusreadonly")
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := db.Ready(rctx)
+	if c360.ErrorCode(err) != c360.EUNAVAILABLE || c360.ErrorMessage(err) != "migrations pending" {
+		t.Errorf("ready on a new database: %v after %v, want migrations pending", err, time.Since(start))
+	}
+	var out bytes.Buffer
+	if err := m.Status(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	pending := func() (n, of int) {
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		for _, l := range lines {
+			if strings.HasSuffix(l, " pending") {
+				n++
+			}
+		}
+		return n, len(lines)
+	}
+	if n, of := pending(); n != of || of < 20 {
+		t.Errorf("status of a new database:\n%s\nwant every migration pending", out.String())
+	}
+	var exists bool
+	if err := db.Pool.QueryRow(ctx, "SELECT to_regclass('goose_db_version') IS NOT NULL").Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Error("status or the readiness check created goose_db_version")
+	}
+	// Once migrated, both read it.
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ready(ctx); err != nil {
+		t.Errorf("ready after migrating: %v", err)
+	}
+	out.Reset()
+	if err := m.Status(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := pending(); n != 0 {
+		t.Errorf("status after migrating: %v\n%s", err, out.String())
 	}
 }
