@@ -47,7 +47,8 @@ async function waitHealthy(child, log, url, ms) {
 // startServer runs `c360 serve` (or args) with DATABASE_URL=databaseURL and
 // C360_ADDR at a free port, plus env: an object, or a function of
 // { port, base } for settings that name the server's own address. It
-// resolves once healthPath answers, with
+// resolves once healthPath answers 2xx (/readyz: the API is served; /healthz
+// answers 200 already while migrations run), with
 //   base:   the server's http://127.0.0.1:port
 //   port:   its port
 //   env:    the environment it runs with, for other c360 commands
@@ -56,7 +57,7 @@ async function waitHealthy(child, log, url, ms) {
 export async function startServer({
   env: extraEnv = {},
   args = ['serve'],
-  healthPath = '/healthz',
+  healthPath = '/readyz',
   timeoutMs = 30000,
   databaseURL = process.env.TEST_DATABASE_URL,
 } = {}) {

@@ -165,7 +165,8 @@ type proc struct {
 }
 
 // serve starts `c360 serve` with env added to the app's settings and waits
-// until /healthz answers. The process is killed at the end of the test if
+// until /readyz answers 200 (/healthz answers already while migrations
+// run, before the API is served). The process is killed at the end of the test if
 // still running; its log is shown when the test failed.
 func (a *app) serve(t *testing.T, env ...string) *proc {
 	t.Helper()
@@ -190,7 +191,7 @@ func (a *app) serve(t *testing.T, env ...string) *proc {
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		res, err := http.Get(a.base() + "/healthz")
+		res, err := http.Get(a.base() + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
@@ -203,7 +204,7 @@ func (a *app) serve(t *testing.T, env ...string) *proc {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("c360 serve did not answer /healthz within 20s\n%s", p.log.tail(8<<10))
+			t.Fatalf("c360 serve was not ready (/readyz) within 20s\n%s", p.log.tail(8<<10))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -209,9 +209,11 @@ func TestSecretsNeverLogged(t *testing.T) {
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	base := "http://" + addr
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if resp, err := client.Get(base + "/healthz"); err == nil {
+		if resp, err := client.Get(base + "/readyz"); err == nil {
 			resp.Body.Close()
-			break
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("serve did not start\nstderr: %s", stderr.String())

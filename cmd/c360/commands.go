@@ -123,13 +123,31 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	shutdownTimeout := set.shutdownTimeout
 	// The listeners are bound before the database is opened too: an
-	// address in use is named before migrations run. Until the server
-	// starts, connections wait in the listen backlog.
+	// address in use is named before migrations run.
 	lns, err := listen(set)
 	if err != nil {
 		return err
 	}
 	defer lns.close()
+	// The public listener is served at once (front): while the database
+	// is opened and migrated, /healthz answers 200 and /readyz 503 with
+	// the reason, so a liveness probe does not kill a migrating replica.
+	ln := lns.api
+	fr := newFront()
+	httpSrv := &http.Server{
+		Handler:           fr,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	started := false
+	defer func() {
+		if !started {
+			httpSrv.Close() // serve failed before it served: drop the startup answers' connections
+		}
+	}()
 	// Cleanups run in reverse order, bounded by the shutdown deadline once
 	// one is set (operations.go).
 	stops := &stopper{log: log}
@@ -140,6 +158,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	stops.add(db.Close)
 	if !*noMigrate {
+		fr.set("migrating")
 		mig, err := db.NewMigrator()
 		if err != nil {
 			return err
@@ -184,13 +203,6 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if lns.metrics != nil {
 		defer serveMetrics(lns.metrics, srv.MetricsHandler())()
 	}
-	ln := lns.api
-	httpSrv := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 	// Websockets close (1001, reconnect) before the hub stops: a
 	// subscription that saw the hub stop first would be sent its end
 	// (complete), and a graphql-ws client does not resubscribe to what
@@ -205,8 +217,8 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		rt.stopStreams()
 	})
 	log.Info("serving", "addr", ln.Addr().String(), "dev", *dev)
-	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.Serve(ln) }()
+	fr.serving(srv)
+	started = true
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

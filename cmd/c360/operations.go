@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/c360dev/c360/postgres"
@@ -150,4 +151,58 @@ func (s *stopper) run() {
 // takes milliseconds; closing the pools, less).
 func cleanupReserve(timeout time.Duration) time.Duration {
 	return min(timeout/5, 2*time.Second)
+}
+
+// front is the public listener's handler, served from the moment serve
+// has bound it: while the database is opened and migrations run (or wait
+// for another process's migration), GET /healthz answers 200, since the
+// process is alive and a liveness probe must not kill it mid-migration,
+// GET /readyz answers 503 with the reason, and anything else 503 with
+// Retry-After. Once the server is wired (serving), the full handler
+// answers everything.
+type front struct {
+	// state is why the server is not ready: "starting", "migrating";
+	// "" once it serves.
+	state atomic.Value
+	full  atomic.Value // http.Handler, once set
+}
+
+func newFront() *front {
+	f := &front{}
+	f.state.Store("starting")
+	return f
+}
+
+// set records why the server is not ready ("" once it is).
+func (f *front) set(state string) { f.state.Store(state) }
+
+// serving hands every request to h from now on.
+func (f *front) serving(h http.Handler) {
+	f.full.Store(h)
+	f.set("")
+}
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	state := f.state.Load().(string)
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if state != "" && get && r.URL.Path == "/readyz" {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: %s\n", state)
+		return
+	}
+	if h, ok := f.full.Load().(http.Handler); ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	if get && r.URL.Path == "/healthz" {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("ok\n"))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintf(w, "not serving yet: %s\n", state)
 }

@@ -121,15 +121,17 @@ func TestServeShutdownClosesWebsocketsBeforeEndingSubscriptions(t *testing.T) {
 }
 
 // waitHealthy waits for a serve started in the background to answer
-// /healthz with 200 "ok", failing the test if it ends or does not answer
+// /readyz with 200 "ready", failing the test if it ends or does not answer
 // within 10 s.
 func waitHealthy(t *testing.T, base string, done <-chan error, stderr *logbuf.Buffer) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
+		// /readyz, not /healthz: /healthz answers while migrations run,
+		// before the API is served.
+		if resp, err := http.Get(base + "/readyz"); err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ready" {
 				return
 			}
 		}
@@ -139,7 +141,7 @@ func waitHealthy(t *testing.T, base string, done <-chan error, stderr *logbuf.Bu
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("GET /healthz did not answer within 10 s\nstderr: %s", stderr.String())
+			t.Fatalf("GET /readyz did not answer 200 within 10 s\nstderr: %s", stderr.String())
 		}
 	}
 }
