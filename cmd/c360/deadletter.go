@@ -26,12 +26,14 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 		id      *string
 		pending *bool
 		limit   *int
+		after   *string
 	)
 	if cmd == "replay" {
 		id = fs.String("id", "", "the dead letter's id, as deadletter list prints it (required)")
 	} else {
 		pending = fs.Bool("pending", false, "only dead letters not yet replayed")
-		limit = fs.Int("limit", 20, "how many, newest first (1 to 100)")
+		limit = fs.Int("limit", 20, fmt.Sprintf("how many, newest first (1 to %d)", c360.MaxPage))
+		after = fs.String("after", "", "the next page: the cursor a previous list printed")
 	}
 	if err := m.parse(fs, args[1:]); err != nil {
 		return err
@@ -46,8 +48,13 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 			return usageError(fmt.Sprintf("--id: want a dead letter's id (a positive integer), got %q", truncate(*id)))
 		}
 		letter = n
-	} else if err := c360.CheckFirst(*limit); err != nil {
-		return usageError("--limit: " + c360.ErrorMessage(err))
+	} else if c360.CheckFirst(*limit) != nil {
+		return usageError(fmt.Sprintf("--limit must be between 1 and %d, got %d: page further with --after", c360.MaxPage, *limit))
+	} else if *after != "" {
+		// Checked before the database is opened, naming the flag.
+		if _, err := c360.DecodeCursor(*after, c360.ListDeadLetters); err != nil {
+			return usageError(fmt.Sprintf("--after: %s: give the cursor a previous deadletter list printed", c360.ErrorMessage(err)))
+		}
 	}
 	db, w, err := m.openWorkspace(ctx, *slug)
 	if err != nil {
@@ -79,14 +86,17 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 		fmt.Fprintf(m.Stdout, "dead letter %d of %s replayed: event %d\n", d.ID, w.Slug, d.ReplayedEventID)
 		return nil
 	}
-	page, err := db.DeadLetters(ctx, w.ID, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: *limit}, Pending: *pending})
+	page, err := db.DeadLetters(ctx, w.ID, c360.DeadLetterFilter{PageArgs: c360.PageArgs{First: *limit, After: *after}, Pending: *pending})
 	if err != nil {
 		return err
 	}
 	if *asJSON {
+		// Each letter carries its cursor: --after the last one's is the
+		// next page (an empty list once there is none).
 		out := make([]deadLetterJSON, len(page.Items))
 		for i, d := range page.Items {
 			out[i] = deadLetterToJSON(d)
+			out[i].Cursor = page.Cursors[i]
 		}
 		return json.NewEncoder(m.Stdout).Encode(out)
 	}
@@ -96,7 +106,13 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.Source, truncate(d.DedupeKey), d.EventType, d.Attempts,
 			d.LastFailedAt.UTC().Format(time.RFC3339), timeOrDash(d.ReplayedAt), truncate(d.Error))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.HasNext {
+		fmt.Fprintf(m.Stdout, "more: --after %s\n", page.Cursors[len(page.Cursors)-1])
+	}
+	return nil
 }
 
 // deadLetterJSON is a dead letter as `deadletter list --json` prints it:
@@ -112,6 +128,9 @@ type deadLetterJSON struct {
 	LastFailedAt    time.Time  `json:"lastFailedAt"`
 	ReplayedAt      *time.Time `json:"replayedAt"`
 	ReplayedEventID int64      `json:"replayedEventId,omitempty"`
+	// Cursor, in `deadletter list --json` only, is the letter's place in
+	// the list: --after it lists the letters after it.
+	Cursor string `json:"cursor,omitempty"`
 	// AlreadyReplayed, in `deadletter replay --json` only, says the letter
 	// had been replayed before (or by a replay at the same time): this
 	// one changed nothing and recorded nothing.

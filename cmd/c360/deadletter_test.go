@@ -111,3 +111,76 @@ func TestDeadLetterCommands(t *testing.T) {
 		}
 	}
 }
+
+// deadletter list pages past its --limit: the table ends with the next
+// page's --after, and --json gives each letter its cursor. A --limit over
+// 100 and a cursor that is not one are refused naming the flag, not the
+// GraphQL argument (first) behind it.
+func TestDeadLetterListPages(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("dlpage")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550173"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		now := time.Now().UTC()
+		_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), w.ID, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
+			Identities: []c360.Identity{{Type: "phone", Value: "+14155550173"}}, Source: "cli-test", DedupeKey: "page-" + strconv.Itoa(i),
+			OccurredAt: now, ReceivedAt: now}})
+		var kept *c360.DeadLetteredError
+		if !errors.As(err, &kept) {
+			t.Fatalf("ingest: %v, want a dead letter", err)
+		}
+	}
+	// The table: two, then the third after the cursor it printed.
+	first := c.mustRun("deadletter", "list", "--workspace", slug, "--limit", "2")
+	_, cursor, ok := strings.Cut(first, "more: --after ")
+	if !ok || !strings.Contains(first, "page-2") || !strings.Contains(first, "page-1") || strings.Contains(first, "page-0") {
+		t.Fatalf("deadletter list --limit 2 = %q, want page-2 and page-1, then the next page's cursor", first)
+	}
+	second := c.mustRun("deadletter", "list", "--workspace", slug, "--limit", "2", "--after", strings.TrimSpace(cursor))
+	if !strings.Contains(second, "page-0") || strings.Contains(second, "page-1") || strings.Contains(second, "more:") {
+		t.Errorf("deadletter list --after the cursor = %q, want page-0 only, and no more", second)
+	}
+	// --json: each letter's cursor, the last one's the next page.
+	var listed []struct {
+		DedupeKey string
+		Cursor    string
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("deadletter", "list", "--workspace", slug, "--limit", "2", "--json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 2 || listed[1].Cursor == "" {
+		t.Fatalf("deadletter list --json = %+v, want two letters with cursors", listed)
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("deadletter", "list", "--workspace", slug, "--json", "--after", listed[1].Cursor)), &listed); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0].DedupeKey != "page-0" {
+		t.Errorf("deadletter list --json --after = %+v, want page-0", listed)
+	}
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--limit", "101"}, "--limit"},
+		{[]string{"--after", "not-a-cursor"}, "--after"},
+	} {
+		_, _, err := c.run(append([]string{"deadletter", "list", "--workspace", slug}, tc.args...)...)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), tc.flag) || strings.Contains(err.Error(), "first") {
+			t.Errorf("deadletter list %v: %v (exit %d), want a usage error naming %s", tc.args, err, exitCode(err), tc.flag)
+		}
+	}
+}
