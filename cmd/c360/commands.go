@@ -224,6 +224,20 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	if d := set.shutdownDelay; d > 0 {
+		// Out of the balancer first: /readyz answers 503 while the
+		// endpoint's removal propagates, and requests routed meanwhile
+		// are still served, not refused.
+		fr.set("shutting down")
+		log.Info("shutting down: not ready, still serving", "delay", d.String())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case err := <-errc:
+			t.Stop()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	log.Info("shutting down", "deadline", shutdownTimeout.String())
 	// In-flight requests get the deadline less a reserve for the cleanups;
 	// the cleanups end by the deadline (stopper).
@@ -246,6 +260,9 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 // but DATABASE_URL's (read by open).
 type serveSettings struct {
 	shutdownTimeout time.Duration
+	// shutdownDelay is C360_SHUTDOWN_DELAY: how long serve stays up, not
+	// ready, after SIGTERM, before its graceful shutdown.
+	shutdownDelay time.Duration
 	// bodyReadTimeout is C360_BODY_READ_TIMEOUT (server.Config.BodyReadTimeout).
 	bodyReadTimeout time.Duration
 	ingest          postgres.IngestConfig
@@ -273,6 +290,9 @@ func (m *Main) serveSettings(log *slog.Logger) (set serveSettings, err error) {
 		return set, err
 	}
 	if set.shutdownTimeout, err = m.duration("C360_SHUTDOWN_TIMEOUT", "25s"); err != nil {
+		return set, err
+	}
+	if set.shutdownDelay, err = m.shutdownDelay(); err != nil {
 		return set, err
 	}
 	if set.bodyReadTimeout, err = m.duration("C360_BODY_READ_TIMEOUT", server.DefaultBodyReadTimeout.String()); err != nil {

@@ -161,8 +161,9 @@ func cleanupReserve(timeout time.Duration) time.Duration {
 // Retry-After. Once the server is wired (serving), the full handler
 // answers everything.
 type front struct {
-	// state is why the server is not ready: "starting", "migrating";
-	// "" once it serves.
+	// state is why the server is not ready: "starting", "migrating",
+	// "shutting down" (C360_SHUTDOWN_DELAY, the full handler still
+	// serving everything else); "" while it serves.
 	state atomic.Value
 	full  atomic.Value // http.Handler, once set
 }
@@ -205,4 +206,24 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Retry-After", "1")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	fmt.Fprintf(w, "not serving yet: %s\n", state)
+}
+
+// maxShutdownDelay bounds C360_SHUTDOWN_DELAY: a load balancer's endpoint
+// removal propagates in seconds, and the delay comes before the graceful
+// shutdown's own deadline, inside the orchestrator's kill grace period.
+const maxShutdownDelay = time.Minute
+
+// shutdownDelay reads C360_SHUTDOWN_DELAY: 0 (the default) shuts down at
+// once on SIGTERM; up to maxShutdownDelay keeps serving that long with
+// /readyz answering 503 first.
+func (m *Main) shutdownDelay() (time.Duration, error) {
+	v := m.Getenv("C360_SHUTDOWN_DELAY")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > maxShutdownDelay {
+		return 0, usageError(fmt.Sprintf("C360_SHUTDOWN_DELAY: want a duration from 0s to %s such as 5s, got %q", maxShutdownDelay, truncate(v)))
+	}
+	return d, nil
 }

@@ -111,3 +111,60 @@ func TestServeAnswersHealthWhileMigrating(t *testing.T) {
 		t.Fatal("serve did not return within 10 s of cancel")
 	}
 }
+
+// With C360_SHUTDOWN_DELAY, SIGTERM first makes /readyz answer 503
+// "shutting down" while everything else is still served, so a load
+// balancer takes the replica out before its listener closes; then the
+// graceful shutdown runs as without it.
+func TestServeShutdownDelay(t *testing.T) {
+	c := newCLI(t)
+	const delay = 1500 * time.Millisecond
+	addr := freeAddr(t)
+	var stdout, stderr logbuf.Buffer
+	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s",
+		"C360_SHUTDOWN_DELAY": delay.String()}
+	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"serve", "--no-migrate"}) }()
+	base := "http://" + addr
+	waitHealthy(t, base, done, &stderr)
+	client := &http.Client{Timeout: time.Second}
+
+	start := time.Now()
+	cancel()
+	waitFor(t, "not ready", func() bool {
+		status, _ := get(client, base+"/readyz")
+		return status == http.StatusServiceUnavailable
+	})
+	if status, body := get(client, base+"/readyz"); status != http.StatusServiceUnavailable || body != "not ready: shutting down" {
+		t.Errorf("GET /readyz during the delay = %d %q, want 503 not ready: shutting down", status, body)
+	}
+	// Still served: the health check, and the API (a refusal of its own,
+	// not a connection refused).
+	if status, body := get(client, base+"/healthz"); status != http.StatusOK || body != "ok" {
+		t.Errorf("GET /healthz during the delay = %d %q, want 200 ok", status, body)
+	}
+	resp, err := client.Post(base+"/graphql", "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST /graphql during the delay = %v %v, want 401 (served)", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+	if took := time.Since(start); took >= delay {
+		t.Fatalf("the checks took %s, longer than the delay: the test proves nothing", took)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v, want nil", err)
+		}
+		if took := time.Since(start); took < delay {
+			t.Errorf("serve returned %s after cancel, before the delay %s", took, delay)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return within 10 s of cancel")
+	}
+}
