@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/twilio"
@@ -66,12 +67,17 @@ func (m *Main) open(ctx context.Context) (*postgres.DB, error) {
 	return db, nil
 }
 
-// truncate shortens a setting's value for a message.
+// truncate shortens a setting's value (or a table's cell) for a message,
+// at a rune's start: cut inside one, it would print invalid UTF-8.
 func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
+	if len(s) <= 40 {
+		return s
 	}
-	return s
+	cut := 40
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func newFlagSet(name string, out io.Writer) *flag.FlagSet {

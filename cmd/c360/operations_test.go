@@ -3,8 +3,10 @@ package main
 import (
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestIngestConfig(t *testing.T) {
@@ -63,6 +65,25 @@ func TestCleanupReserve(t *testing.T) {
 	} {
 		if got := cleanupReserve(timeout); got != want {
 			t.Errorf("cleanupReserve(%s) = %s, want %s", timeout, got, want)
+		}
+	}
+}
+
+// truncate cuts at a rune's start: deadletter list's table printed invalid
+// UTF-8 for a key or an error whose 40th byte fell inside a character.
+func TestTruncateCutsAtARuneStart(t *testing.T) {
+	for _, s := range []string{
+		"x" + strings.Repeat("é", 30),   // byte 40 inside an é
+		"xyz" + strings.Repeat("😀", 10), // inside a 4-byte rune
+		strings.Repeat("é", 30),         // byte 40 at a rune's start
+		strings.Repeat("a", 40),         // short enough: unchanged
+	} {
+		got := truncate(s)
+		if !utf8.ValidString(got) {
+			t.Errorf("truncate(%q) = %q: invalid UTF-8", s, got)
+		}
+		if body := strings.TrimSuffix(got, "…"); !strings.HasPrefix(s, body) || len(body) > 40 || len(body) < 37 {
+			t.Errorf("truncate(%q) = %q, want a prefix of at most 40 bytes", s, got)
 		}
 	}
 }
