@@ -341,6 +341,11 @@ func (m *Main) migrate(ctx context.Context, args []string) error {
 	if len(args) != 1 {
 		return usageError("usage: c360 migrate up|down|status")
 	}
+	// Refused before the database is opened: with DATABASE_URL unset, or
+	// the database down, a typo would otherwise be reported as that.
+	if !slices.Contains([]string{"up", "down", "status"}, args[0]) {
+		return usageError(fmt.Sprintf("unknown migrate command %q: use up, down or status", truncate(args[0])))
+	}
 	db, err := m.open(ctx)
 	if err != nil {
 		return err
@@ -357,10 +362,9 @@ func (m *Main) migrate(ctx context.Context, args []string) error {
 		return mig.Up(ctx, log)
 	case "down":
 		return mig.Down(ctx)
-	case "status":
+	default: // status
 		return mig.Status(ctx, m.Stdout)
 	}
-	return usageError(fmt.Sprintf("unknown migrate command %q: use up, down or status", args[0]))
 }
 
 func (m *Main) workspace(ctx context.Context, args []string) error {

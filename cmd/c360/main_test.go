@@ -415,6 +415,21 @@ func TestMissingDatabaseURL(t *testing.T) {
 	}
 }
 
+// An unknown migrate command is refused as such (exit 2) before the
+// database is opened: without DATABASE_URL it was reported as missing that.
+func TestUnknownMigrateCommandRefusedFirst(t *testing.T) {
+	for _, env := range []map[string]string{{}, {"DATABASE_URL": "postgres://c360@127.0.0.1:1/c360?sslmode=disable"}} {
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := m.Run(ctx, []string{"migrate", "sideways"})
+		cancel()
+		if exitCode(err) != 2 || !strings.Contains(c360.ErrorMessageOrText(err), `unknown migrate command "sideways"`) {
+			t.Errorf("migrate sideways (DATABASE_URL %q): %v (exit %d), want the unknown command refused", env["DATABASE_URL"], err, exitCode(err))
+		}
+	}
+}
+
 // C360_DB_MAX_CONNS is read through Main's Getenv, like the rest of the
 // configuration, and a bad value stops every command that opens the store.
 func TestDBMaxConnsFromGetenv(t *testing.T) {
