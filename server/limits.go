@@ -418,8 +418,10 @@ var paramKeys = [...]string{"query", "operationName", "variables", "extensions"}
 // refused: encoding/json would run the last copy, or take the other case as
 // the key, where a proxy or firewall that reads the first copy, or the
 // exact key, sees another request. Keys other than the four of a request
-// are ignored, as gqlgen ignores them. The object is read in one pass, each
-// value decoded once where it goes.
+// are ignored, as gqlgen ignores them, repeated or not: nothing reads them,
+// and keeping them to compare would cost a body of many keys time in their
+// square (a megabyte of 95,000 keys took 14 s). The object is read in one
+// pass, each value decoded once where it goes.
 func decodeParams(body []byte) (*graphql.RawParams, error) {
 	p := new(graphql.RawParams)
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -432,7 +434,6 @@ func decodeParams(body []byte) (*graphql.RawParams, error) {
 		return nil, notAnObject()
 	}
 	var seen [len(paramKeys)]bool
-	var others []string // keys not of a request, to refuse a repeated one
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -446,10 +447,6 @@ func decodeParams(body []byte) (*graphql.RawParams, error) {
 					return nil, c360.Errorf(c360.EINVALID, "the body's key %q is not %q: keys are case-sensitive", key, k)
 				}
 			}
-			if slices.Contains(others, key) {
-				return nil, c360.Errorf(c360.EINVALID, "the body gives one of its keys more than once")
-			}
-			others = append(others, key)
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
 				return nil, bodyJSONError(err, false, true)

@@ -807,6 +807,14 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 			c.mu.Unlock()
 			return false, c.fail(CloseBadRequest, "Invalid message received: payload must be an object with a query")
 		}
+		// The payload's keys are held to the rules of a POST's body: a
+		// key given twice, or in another case, is refused, where
+		// encoding/json (and so gqlgen) would run the last copy while a
+		// proxy reading the first sees another operation.
+		if _, err := decodeParams(payload); err != nil {
+			c.mu.Unlock()
+			return false, c.fail(CloseBadRequest, "Invalid message received: "+strings.Replace(c360.ErrorMessage(err), "the body", "the payload", 1))
+		}
 		if c.activeLocked(id) != nil {
 			c.mu.Unlock()
 			return false, c.fail(CloseSubscriberExists, "Subscriber for "+truncate(id, 60)+" already exists")

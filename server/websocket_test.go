@@ -96,6 +96,18 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.init(e.key)
 			c.send("subscribe", "1", map[string]any{"query": q, "variables": "x"})
 		}, server.CloseBadRequest},
+		// A subscribe payload's keys follow a POST body's rules
+		// (decodeParams): encoding/json, and so gqlgen, would run the last
+		// copy of a key given twice, or a key in another case, where a
+		// proxy reading the first copy sees a harmless query.
+		{"subscribe payload with query twice", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"query":"{ __typename }","query":"mutation { identify(input: {identities: [{type: \"email\", value: \"twice@ws.example\"}]}) { id } }"}}`))
+		}, server.CloseBadRequest},
+		{"subscribe payload with a key in another case", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"Query":"mutation { identify(input: {identities: [{type: \"email\", value: \"case@ws.example\"}]}) { id } }","query":"{ __typename }"}}`))
+		}, server.CloseBadRequest},
 		{"init payload an object that does not decode", func(c *wsClient) {
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"connection_init","payload":{"n":1e999}}`))
 		}, server.CloseBadRequest},
@@ -135,6 +147,11 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.send(tc.complete, "s1", nil)
 			c.init(e.key)
 		})
+	}
+	// The refused payloads above held mutations: neither ran.
+	var stored int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM identities WHERE workspace_id = $1 AND value IN ('twice@ws.example', 'case@ws.example')`, e.ws).Scan(&stored); err != nil || stored != 0 {
+		t.Errorf("refused subscribe payloads stored %d identities (%v), want none", stored, err)
 	}
 	t.Run("subprotocol not acceptable", func(t *testing.T) {
 		c := dialWS(t, url, "graphql-nonsense", nil)
