@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,97 +118,215 @@ func TestRepeatedSingleValueParameterIsRefused(t *testing.T) {
 	}
 }
 
-// The same re-cut works with a new parameter instead of a repeated one: a
-// signed message from +14155550177 whose Body is "STOPFrom+14155550100"
-// signs the same string as Body "STOP", From "+14155550100" and a
-// parameter named "From+14155550177" with no value (on WhatsApp,
-// "Fromwhatsapp" valued ":+1…"). A name that is not letters and digits,
-// or that begins with the name of a parameter c360 reads without being a
-// continuation Twilio documents, is refused 400, naming it, and nothing
-// is stored: the victim is not opted out.
-func TestRecutParameterNameIsRefused(t *testing.T) {
+// joined is the part of the string Twilio signs that the parameters named
+// from "from" (included) to "to" (excluded) make: each name followed by its
+// value, names sorted, as sign joins them.
+func joined(f url.Values, from, to string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(f)) {
+		if k >= from && k < to {
+			for _, v := range slices.Sorted(slices.Values(f[k])) {
+				b.WriteString(k + v)
+			}
+		}
+	}
+	return b.String()
+}
+
+// A signed request can be cut anew into other parameters: Twilio signs the
+// URL and each name and value with nothing between them. Whatever the cut
+// that moves the sender (or the recipient), the genuine "From" and its
+// address (or "To" and its) end up inside another parameter, the URL's
+// query or across parameters; such a request is refused 400, naming
+// where, and nothing is stored: the victim is not opted out.
+func TestRecutRequestIsRefused(t *testing.T) {
 	e := newEnv(t)
 	path := e.inboundPath()
-	for _, tt := range []struct {
-		name, from, body, victim string
-		forged                   func(url.Values)
-		naming                   string
+	const victim, attacker = "+14155550100", "+14155550177"
+	const waVictim, waAttacker = "whatsapp:+14155550101", "whatsapp:+14155550178"
+	sid := func(n int) string { return fmt.Sprintf("SM%032d", 900+n) }
+	smsCity := []string{"FromCity", "SAN FRANCISCO", "FromState", "CA", "FromZip", "94105", "FromCountry", "US"}
+	for i, tt := range []struct {
+		name    string
+		genuine url.Values
+		query   string                                  // the genuine URL's query
+		forged  func(g url.Values) (url.Values, string) // and the forged query
+		naming  string
 	}{
-		{"sms", "+14155550177", "STOPFrom+14155550100", "+14155550100", func(f url.Values) {
-			f.Set("Body", "STOP")
-			f.Set("From", "+14155550100")
-			f.Set("From+14155550177", "")
-		}, `"From+14155550177"`},
-		{"whatsapp", "whatsapp:+14155550178", "STOPFromwhatsapp:+14155550101", "+14155550101", func(f url.Values) {
-			f.Set("Body", "STOP")
-			f.Set("From", "whatsapp:+14155550101")
-			f.Set("Fromwhatsapp", ":+14155550178")
-		}, `"Fromwhatsapp"`},
+		{"sms, rest in FromCity's value", inbound(sid(1), attacker, "STOPFrom"+victim+"FromCity", smsCity...), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", victim)
+				f.Set("FromCity", "From"+attacker+"FromCitySAN FRANCISCO")
+				return f, ""
+			}, `"FromCity"`},
+		{"sms, rest in Label's value", inbound(sid(2), attacker, "STOPFrom"+victim+"Label", smsCity...), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", victim)
+				f.Set("Label", "From"+attacker+joined(g, "FromCity", "Label"))
+				for _, k := range []string{"FromCity", "FromCountry", "FromState", "FromZip"} {
+					f.Del(k)
+				}
+				return f, ""
+			}, `"Label"`},
+		{"whatsapp, rest in FromCity's value", inbound(sid(3), waAttacker, "STOPFrom"+waVictim+"FromCity"), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", waVictim)
+				f.Set("FromCity", "From"+waAttacker)
+				return f, ""
+			}, `"FromCity"`},
+		{"whatsapp, rest in Label's value", inbound(sid(4), waAttacker, "STOPFrom"+waVictim+"Label"), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", waVictim)
+				f.Set("Label", "From"+waAttacker)
+				return f, ""
+			}, `"Label"`},
+		{"whatsapp, rest in a new name", inbound(sid(5), waAttacker, "STOPFrom"+waVictim), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", waVictim)
+				f.Set("Fromwhatsapp", strings.TrimPrefix(waAttacker, "whatsapp"))
+				return f, ""
+			}, `"Fromwhatsapp"`},
+		{"sms, rest as a name", inbound(sid(6), attacker, "STOPFrom"+victim), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "STOP")
+				f.Set("From", victim)
+				f.Set("From"+attacker, "")
+				return f, ""
+			}, `"From+14155550177"`},
+		// "Fro" ends one parameter's value and "m" names the next: no
+		// single parameter holds "From+1…", the signed string does.
+		{"sms, From cut across two parameters", inbound(sid(7), attacker, "STOPFrom"+victim+"MessageSid"+sid(70)+"Z"), "",
+			func(g url.Values) (url.Values, string) {
+				rest := joined(g, "From", "~")
+				cut := strings.Index(rest, "To+")
+				f := url.Values{"AccountSid": g["AccountSid"], "ApiVersion": g["ApiVersion"],
+					"Body": {"STOP"}, "From": {victim}, "MessageSid": {sid(70)}, "Z": {"Fro"},
+					"m": {rest[len("From") : cut+1]}, "o": {rest[cut+2:]}}
+				return f, ""
+			}, `"Z"`},
+		// The new From comes from a parameter sorting after From (a
+		// WhatsApp profile name); the genuine From goes into the Body.
+		{"whatsapp, genuine From in the Body", inbound(sid(8), waAttacker, "hi", "ProfileName", "From"+victim), "",
+			func(g url.Values) (url.Values, string) {
+				f := maps.Clone(g)
+				f.Set("Body", "hi"+joined(g, "From", "ProfileName")+"ProfileName")
+				f.Set("From", victim)
+				for _, k := range []string{"MessageSid", "NumMedia", "NumSegments", "ProfileName"} {
+					f.Del(k)
+				}
+				return f, ""
+			}, `"Body"`},
+		// With a query in the webhook's URL, the forged URL's query takes
+		// everything up to the profile name "BodySTOPFrom+1…".
+		{"whatsapp, genuine From in the URL's query", inbound(sid(9), waAttacker, "hi", "ProfileName", "BodySTOPFrom"+victim), "src=tw",
+			func(g url.Values) (url.Values, string) {
+				f := url.Values{"Body": {"STOP"}, "From": {victim}}
+				for _, k := range []string{"SmsMessageSid", "SmsSid", "SmsStatus", "To"} {
+					f[k] = g[k]
+				}
+				return f, "src=tw" + joined(g, "", "ProfileName") + "ProfileName"
+			}, "the URL's query"},
+		// The recipient moved: the genuine To goes into a new parameter.
+		{"sms, To moved", inbound(sid(10), attacker, "hi", "Label", "HomeMessageSid"+sid(71)+"To+14155550111Z"), "",
+			func(g url.Values) (url.Values, string) {
+				f := url.Values{}
+				for _, k := range []string{"AccountSid", "ApiVersion", "Body", "From"} {
+					f[k] = g[k]
+				}
+				f.Set("Label", "Home")
+				f.Set("MessageSid", sid(71))
+				f.Set("To", "+14155550111")
+				f.Set("Z", joined(g, "MessageSid", "~"))
+				return f, ""
+			}, `"Z"`},
 	} {
-		sid := "SM000000000000000000000000000000" + map[string]string{"sms": "92", "whatsapp": "93"}[tt.name]
-		genuine := inbound(sid, tt.from, tt.body)
-		sig := sign(authToken, publicURL+path, genuine)
-		forged := inbound(sid, tt.from, tt.body)
-		tt.forged(forged)
-		if sign(authToken, publicURL+path, forged) != sig {
-			t.Fatalf("%s: the forged form does not sign as the genuine one", tt.name)
+		genuineURL := publicURL + path
+		if tt.query != "" {
+			genuineURL += "?" + tt.query
 		}
-		status, _, body := e.postForm(t, path, forged.Encode(), sig)
+		sig := sign(authToken, genuineURL, tt.genuine)
+		forged, query := tt.forged(tt.genuine)
+		forgedPath := path
+		if query != "" {
+			forgedPath += "?" + query
+		}
+		if sign(authToken, publicURL+forgedPath, forged) != sig {
+			t.Fatalf("%s: the forged request does not sign as the genuine one:\n%s\n%s", tt.name,
+				genuineURL+joined(tt.genuine, "", "~"), publicURL+forgedPath+joined(forged, "", "~"))
+		}
+		status, _, body := e.postForm(t, forgedPath, forged.Encode(), sig)
 		if status != http.StatusBadRequest || !strings.Contains(body, tt.naming) {
-			t.Errorf("%s: forged request: %d (%s), want 400 naming %s", tt.name, status, body, tt.naming)
+			t.Errorf("%d %s: forged request: %d (%s), want 400 naming %s", i, tt.name, status, body, tt.naming)
 		}
 	}
 	// A status callback is read the same way: its To cut anew is refused.
 	f := statusForm("SM00000000000000000000000000000094", "failed", "+14155550102", "ErrorCode", "30003")
-	f.Set("ToX", "")
+	f.Set("X", "To+14155550103")
 	status, _, body := e.postForm(t, e.statusPath(), f.Encode(), sign(authToken, publicURL+e.statusPath(), f))
-	if status != http.StatusBadRequest || !strings.Contains(body, `"ToX"`) {
-		t.Errorf("status callback with a parameter named ToX: %d (%s), want 400 naming it", status, body)
+	if status != http.StatusBadRequest || !strings.Contains(body, `"X"`) {
+		t.Errorf("status callback with a parameter holding To+1…: %d (%s), want 400 naming it", status, body)
 	}
 	for _, table := range []string{"events", "customers", "messages", "consents"} {
 		if n := count(t, e.db, `SELECT count(*) FROM `+table+` WHERE workspace_id = $1`, e.ws); n != 0 {
 			t.Errorf("%d %s stored, want none", n, table)
 		}
 	}
-	// The refusal is logged with the number in the name masked.
-	if logs := e.logs.String(); !strings.Contains(logs, "not one Twilio sends") || strings.Contains(logs, "4155550177") {
+	// The refusal is logged with the number in a name masked.
+	if logs := e.logs.String(); !strings.Contains(logs, "cut anew") || strings.Contains(logs, "4155550177") {
 		t.Errorf("log: %s; want the refusals, without the number", logs)
 	}
 }
 
-// The names refused and the names let through: every parameter Twilio
-// documents for inbound messages (SMS, MMS, WhatsApp) and status callbacks
-// passes, together, in a genuine request.
+// The requests let through: every parameter Twilio documents for inbound
+// messages (SMS, MMS, WhatsApp) and status callbacks, together, with
+// realistic values; a parameter Twilio may add later, whatever its name;
+// text that mentions From or To without an address straight after. Names
+// that are not letters and digits are refused.
 func TestParameterNames(t *testing.T) {
 	e := newEnv(t)
 	path := e.inboundPath()
-	f := inbound("SM00000000000000000000000000000095", "whatsapp:+14155550103", "hello",
-		"MessagingServiceSid", "MG00000000000000000000000000000001", "NumMedia", "2",
+	every := []string{"MessagingServiceSid", "MG00000000000000000000000000000001", "NumMedia", "2",
 		"MediaUrl0", "https://api.twilio.com/m/ME1", "MediaContentType0", "image/jpeg",
 		"MediaUrl1", "https://api.twilio.com/m/ME2", "MediaContentType1", "image/png",
 		"FromCity", "SAN FRANCISCO", "FromState", "CA", "FromZip", "94105", "FromCountry", "US",
 		"ToCity", "OAKLAND", "ToState", "CA", "ToZip", "94612", "ToCountry", "US",
-		"ProfileName", "Ada", "WaId", "14155550103", "Forwarded", "false", "FrequentlyForwarded", "false",
-		"ButtonText", "", "ButtonPayload", "", "Latitude", "37.77", "Longitude", "-122.41", "Address", "1 Main St", "Label", "Home",
-		"ReferralBody", "Ad", "ReferralHeadline", "Sale", "ReferralSourceId", "1", "ReferralSourceType", "ad",
+		"ProfileName", "Ada Lovelace", "WaId", "14155550103", "Forwarded", "false", "FrequentlyForwarded", "false",
+		"ButtonText", "", "ButtonPayload", "", "Latitude", "37.7749", "Longitude", "-122.4194",
+		"Address", "1 Main St, San Francisco, CA 94105", "Label", "Home: Tomorrow at 5",
+		"ReferralBody", "Spring sale", "ReferralHeadline", "Sale", "ReferralSourceId", "1234567890", "ReferralSourceType", "ad",
 		"ReferralSourceUrl", "https://fb.me/x", "ReferralMediaId", "2", "ReferralMediaContentType", "image/jpeg",
-		"ReferralMediaUrl", "https://example.com/r.jpg", "ReferralNumMedia", "0", "ReferralCtwaClid", "ARAk",
+		"ReferralMediaUrl", "https://example.com/r.jpg", "ReferralNumMedia", "0", "ReferralCtwaClid", "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4XvnO2E4Nx0-eM-ZABi3B",
 		"OriginalRepliedMessageSender", "whatsapp:+14155550198", "OriginalRepliedMessageSid", "SM00000000000000000000000000000001",
-		"MessageType", "text", "ChannelMetadata", "{}", "ExternalUserId", "whatsapp:ID.1", "OptOutType", "",
+		"MessageType", "text", "ChannelMetadata", `{"type":"whatsapp","data":{"context":{"ProfileName":"Ada","WaId":"14155550103"}}}`,
+		"ExternalUserId", "whatsapp:US.13491208655302741918", "OptOutType", "",
 		"MessageStatus", "received", "ErrorCode", "", "ErrorMessage", "", "RawDlrDoneDate", "2503011200",
-		"ChannelToAddress", "+1415555XXXX", "ChannelPrefix", "whatsapp", "ChannelInstallSid", "XE1", "EventType", "READ")
-	if status, _, body := e.webhook(t, path, f, authToken); status != http.StatusOK {
-		t.Fatalf("a request with every documented parameter: %d (%s), want 200", status, body)
+		"ChannelToAddress", "+1415555XXXX", "ChannelPrefix", "whatsapp", "ChannelInstallSid", "XE00000000000000000000000000000001",
+		"EventType", "READ", "FromFoo", "bar"}
+	for i, from := range []string{"whatsapp:+14155550103", "+14155550103"} {
+		f := inbound(fmt.Sprintf("SM%032d", 950+i), from, "See you Today: 3pm, To: +1 415 555 0100, from +14155550100 (Tomorrow:4)", every...)
+		if status, _, body := e.webhook(t, path, f, authToken); status != http.StatusOK {
+			t.Fatalf("%s: a request with every documented parameter: %d (%s), want 200", from, status, body)
+		}
 	}
 	for name, want := range map[string]int{
 		"MediaUrl12": http.StatusOK, "MediaContentType3": http.StatusOK, "SomethingNew": http.StatusOK,
-		"MediaUrl": http.StatusBadRequest, "MediaUrl0x": http.StatusBadRequest, "MediaContentTypeA": http.StatusBadRequest,
-		"FromCityX": http.StatusBadRequest, // begins with From; only the documented continuations pass
-		"Bodyx":     http.StatusBadRequest, "MessageSid2": http.StatusBadRequest, "WaIdX": http.StatusBadRequest,
-		"ToTo": http.StatusBadRequest, "Body_": http.StatusBadRequest, "Bé": http.StatusBadRequest, "a b": http.StatusBadRequest,
+		"FromFoo": http.StatusOK, "FromCityX": http.StatusOK, "ToTo": http.StatusOK, "Bodyx": http.StatusOK,
+		"MessageSid2": http.StatusOK, "WaIdX": http.StatusOK, "MediaUrl0x": http.StatusOK,
+		"Body_": http.StatusBadRequest, "Bé": http.StatusBadRequest, "a b": http.StatusBadRequest,
 	} {
 		f := inbound(fmt.Sprintf("SM%032x", len(name)*1000+int(name[len(name)-1])), "+14155550104", "hi")
-		f.Set(name, "")
+		f.Set(name, "Tomorrow")
 		status, _, body := e.webhook(t, path, f, authToken)
 		if status != want || want == http.StatusBadRequest && !strings.Contains(body, strconvQuote(name)) {
 			t.Errorf("parameter %q: %d (%s), want %d", name, status, body, want)

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -36,29 +37,12 @@ var singleParams = []string{
 	"MessageStatus", "SmsStatus", "ErrorCode",
 }
 
-// readParams are the parameters the parsers read (ParseInbound,
-// ParseStatus), besides the indexed ones (indexedParams).
-var readParams = []string{
-	"MessageSid", "SmsMessageSid", "SmsSid", "From", "To", "Body", "NumMedia", "WaId", "ProfileName",
-	"ButtonText", "ButtonPayload", "OptOutType", "MessageStatus", "SmsStatus", "ErrorCode",
-}
-
-// indexedParams are the parameters read with an index after their name:
-// MediaUrl0, MediaContentType0, ... (media).
-var indexedParams = []string{"MediaUrl", "MediaContentType"}
-
-// continuedParams are the parameters Twilio documents for inbound messages
-// and status callbacks whose names begin with the name of one of
-// readParams: the sender's and the recipient's place. Twilio's other
-// documented parameters (AccountSid, MessagingServiceSid, NumSegments,
-// ApiVersion, Forwarded, FrequentlyForwarded, Latitude, Longitude,
-// Address, Label, Referral…, OriginalRepliedMessage…, MessageType,
-// ChannelMetadata, ExternalUserId, ErrorMessage, RawDlrDoneDate,
-// Channel…, EventType, ...) begin with none.
-var continuedParams = map[string]bool{
-	"FromCity": true, "FromState": true, "FromZip": true, "FromCountry": true,
-	"ToCity": true, "ToState": true, "ToZip": true, "ToCountry": true,
-}
+// channelPrefixes are the channel prefixes Twilio writes before an
+// address in From and To ("whatsapp:+1…", "messenger:1234…", "rcs:…"),
+// whatever follows them. Any other run of lowercase letters and a colon
+// counts as a prefix when a '+' follows it, so that a channel Twilio adds
+// later with phone-number addresses is covered too.
+var channelPrefixes = []string{"whatsapp", "messenger", "rcs"}
 
 // checkSingle refuses a form that repeats a parameter of singleParams.
 func checkSingle(form url.Values) error {
@@ -70,41 +54,102 @@ func checkSingle(form url.Values) error {
 	return nil
 }
 
-// checkNames refuses a parameter whose name Twilio would not send, the
-// other way a signed request can be cut anew (checkSingle): a signed Body
-// "STOPFrom+14155550100" and From "+14155550177" sign the same string as
-// a Body "STOP", a From "+14155550100" and a parameter named
-// "From+14155550177" with no value, and "Fromwhatsapp" valued ":+1…" does
-// it for a WhatsApp From. Twilio's names are letters and digits, and a
-// name that begins with the name of a parameter c360 reads is that
-// parameter, one Twilio documents as its continuation (continuedParams),
-// or, after MediaUrl and MediaContentType, an index. The names are checked
-// in order, so that the refusal names the same one each time.
+// checkNames refuses a parameter whose name Twilio would not send:
+// Twilio's names are letters and digits. The names are checked in order,
+// so that the refusal names the same one each time.
 func checkNames(form url.Values) error {
-	names := slices.Sorted(maps.Keys(form))
-	for _, k := range names {
+	for _, k := range slices.Sorted(maps.Keys(form)) {
 		if k == "" || strings.ContainsFunc(k, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
 		}) {
 			return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: Twilio's parameter names are letters and digits only", quoteName(k))
 		}
 	}
-	for _, k := range names {
-		if continuedParams[k] {
-			continue
-		}
-		for _, p := range indexedParams {
-			if rest, ok := strings.CutPrefix(k, p); ok && !allDigits(rest) {
-				return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: after %s Twilio writes only an index (%s0, %s1, ...)", quoteName(k), p, p, p)
-			}
-		}
-		for _, p := range readParams {
-			if len(k) > len(p) && strings.HasPrefix(k, p) {
-				return c360.Errorf(c360.EINVALID, "the parameter %s is not one Twilio sends: its name begins with %s, which c360 reads, and Twilio sends no such continuation of it", quoteName(k), p)
-			}
+	return nil
+}
+
+// checkRecut refuses a request that may be a signed request cut anew to
+// move its sender or recipient. Twilio signs the URL followed by each
+// parameter's name and value, names sorted, with nothing between them, so
+// the same signed string can be split into other parameters: a Body
+// "STOPFrom+14155550100FromCity" from +14155550177 signs the same string
+// as Body "STOP", From "+14155550100" and FromCity "From+14155550177".
+// Whatever the cut, the genuine "From" and its address (and "To" and
+// its) are still in the signed string, no longer at the start of the From
+// (To) parameter: in another parameter's name or value, or across two of
+// them. So the string the signature covers, the URL's query (query) and
+// then the parameters as ValidSignature joins them, must hold "From" or
+// "To" directly followed by the start of an address (isAddressStart) only
+// where the From or To parameter itself begins. Body is no exception: a
+// cut can put the genuine From into the Body and take the new one from a
+// parameter that sorts after From (a WhatsApp ProfileName).
+func checkRecut(query string, form url.Values) error {
+	type segment struct {
+		param string
+		start int
+		name  bool // the parameter's name, else its value
+		query bool // the URL's query, else a parameter
+	}
+	var b strings.Builder
+	var segs []segment
+	add := func(param, text string, name bool) {
+		segs = append(segs, segment{param: param, start: b.Len(), name: name})
+		b.WriteString(text)
+	}
+	if query != "" {
+		segs = append(segs, segment{query: true})
+		b.WriteString(query)
+	}
+	for _, k := range slices.Sorted(maps.Keys(form)) {
+		for _, v := range sortedValues(form[k], false) {
+			add(k, k, true)
+			add(k, v, false)
 		}
 	}
+	s := b.String()
+	for i := 0; i < len(s); i++ {
+		var word string
+		switch {
+		case strings.HasPrefix(s[i:], "From"):
+			word = "From"
+		case strings.HasPrefix(s[i:], "To"):
+			word = "To"
+		default:
+			continue
+		}
+		if !isAddressStart(s[i+len(word):]) {
+			continue
+		}
+		// The segment i is in: the last to start at or before it (an
+		// empty value starts where the next name does).
+		j := sort.Search(len(segs), func(j int) bool { return segs[j].start > i }) - 1
+		if g := segs[j]; g.start == i && g.name && g.param == word {
+			continue // the From or To parameter itself
+		}
+		where := "the parameter " + quoteName(segs[j].param)
+		if segs[j].query {
+			where = "the URL's query"
+		}
+		return c360.Errorf(c360.EINVALID, "%s holds %q directly followed by an address, which only Twilio's own %s parameter does: the signed request may have been cut anew to move its %s", where, word, word, map[string]string{"From": "sender", "To": "recipient"}[word])
+	}
 	return nil
+}
+
+// isAddressStart reports whether s begins as a Twilio address does: '+'
+// and a digit, a channel prefix Twilio uses (channelPrefixes) and a
+// colon, or lowercase letters, a colon and a '+'.
+func isAddressStart(s string) bool {
+	if len(s) >= 2 && s[0] == '+' && s[1] >= '0' && s[1] <= '9' {
+		return true
+	}
+	n := 0
+	for n < len(s) && s[n] >= 'a' && s[n] <= 'z' {
+		n++
+	}
+	if n == 0 || n == len(s) || s[n] != ':' {
+		return false
+	}
+	return slices.Contains(channelPrefixes, s[:n]) || strings.HasPrefix(s[n+1:], "+")
 }
 
 // quoteName quotes a parameter name for a refusal, cut to 64 bytes.
@@ -115,18 +160,17 @@ func quoteName(k string) string {
 	return strconv.Quote(k)
 }
 
-// allDigits reports whether s is one or more ASCII digits.
-func allDigits(s string) bool {
-	return s != "" && !strings.ContainsFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-}
-
 // checkForm refuses a form that could be a signed request cut anew
-// (checkNames, checkSingle).
+// (checkNames, checkSingle, checkRecut). The handler also checks the form
+// after the URL's query (checkRecut), which the signature covers too.
 func checkForm(form url.Values) error {
 	if err := checkNames(form); err != nil {
 		return err
 	}
-	return checkSingle(form)
+	if err := checkSingle(form); err != nil {
+		return err
+	}
+	return checkRecut("", form)
 }
 
 // ParseInbound turns the form of Twilio's inbound message webhook into a

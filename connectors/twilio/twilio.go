@@ -79,6 +79,9 @@ func (h *Handler) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := ParseInbound(form, h.now())
+	if err == nil {
+		err = checkRecut(r.URL.RawQuery, form)
+	}
 	if err != nil {
 		h.refuse(w, r, err)
 		return
@@ -99,6 +102,10 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := ParseStatus(form, h.now())
+	if err == nil {
+		// The signature covers the URL's query before the parameters.
+		err = checkRecut(r.URL.RawQuery, form)
+	}
 	if err != nil {
 		h.refuse(w, r, err)
 		return
