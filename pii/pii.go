@@ -225,16 +225,16 @@ func IdentityKind(typ string) Kind {
 // keyKinds classifies trait and property names, normalized by normalizeKey.
 // mail, mobile, cell, whatsapp and fax, and mobile's names in other
 // languages (celular, movil, handy), may name something else: their kind
-// is a maybe (maybePhone, maybeEmail). So may from: a WhatsApp message
-// kept as Meta sent it names its sender's number there ("from":
-// "14155550100"), other data a page or a date.
+// is a maybe (maybePhone, maybeEmail). from is not here: it is a maybe
+// only inside a kept WhatsApp item (keptItemKind); elsewhere it is a date,
+// a time or a page as often as anything.
 var keyKinds = map[string]Kind{
 	"email": KindEmail, "emailaddress": KindEmail, "mail": maybeEmail,
 	"phone": KindPhone, "phonenumber": KindPhone, "mobile": maybePhone, "mobilephone": KindPhone,
 	"tel": KindPhone, "telephone": KindPhone, "cell": maybePhone, "cellphone": KindPhone, "whatsapp": maybePhone,
 	"whatsappid": KindPhone, "waid": KindPhone, "msisdn": KindPhone, "fax": maybePhone, "smsto": KindPhone,
 	"telefono": KindPhone, "telefone": KindPhone, "telefon": KindPhone, "celular": maybePhone, "movil": maybePhone,
-	"handy": maybePhone, "handynummer": KindPhone, "from": maybePhone,
+	"handy": maybePhone, "handynummer": KindPhone,
 	"name": KindName, "firstname": KindName, "lastname": KindName, "fullname": KindName, "givenname": KindName,
 	"familyname": KindName, "middlename": KindName, "surname": KindName, "displayname": KindName,
 	"profilename": KindName, "username": KindName, "nickname": KindName,
@@ -930,7 +930,11 @@ func walk(m map[string]any, path string, found *[]string, masking bool,
 			nv, changed, ok = part(k, v, found, masking)
 		}
 		if !ok {
-			nv, changed = value(keyKind(k), v, join(path, name), found, masking)
+			kind := keyKind(k)
+			if kind == "" {
+				kind = keptItemKind(path, k)
+			}
+			nv, changed = value(kind, v, join(path, name), found, masking)
 		}
 		if !changed {
 			continue
@@ -950,6 +954,27 @@ func walk(m map[string]any, path string, found *[]string, masking bool,
 		return m, false
 	}
 	return out, true
+}
+
+// keptItemKind is the kind of the key k of an object at path that its
+// name alone does not tell (keyKind ""): a WhatsApp message c360 keeps as
+// Meta sent it, in the event property item (path item; properties.item
+// in a dead letter's event), names its sender's number under from
+// ("from": "14155550100", the wa_id: digits), and so may a quoted
+// message's context. There, and only there, from may name a phone
+// (maybePhone: masked when the value has a phone number's shape);
+// elsewhere a from is a date, a time or a page ({"period": {"from":
+// "20240301"}}, "from": 1709251200) and says nothing.
+func keptItemKind(path, k string) Kind {
+	if k != "from" {
+		return ""
+	}
+	for _, item := range [...]string{"item", "properties.item"} {
+		if rest, ok := strings.CutPrefix(path, item); ok && (rest == "" || rest[0] == '.') {
+			return maybePhone
+		}
+	}
+	return ""
 }
 
 // Key masks the personal data written in a trait's or property's name

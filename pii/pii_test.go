@@ -3,6 +3,8 @@ package pii
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -620,9 +622,10 @@ func BenchmarkKeyKind(b *testing.B) {
 	}
 }
 
-// A WhatsApp message kept as Meta sent it names its sender's number under
-// from, as digits: masked there when it has a phone number's shape, while
-// a from that is a page, a word or a date is shown.
+// A WhatsApp message kept as Meta sent it (event property item, and the
+// same in a dead letter's event) names its sender's number under from,
+// as digits: masked there when it has a phone number's shape, while a
+// from there that is a word or a date is shown.
 func TestFromMasksOnlyAPhoneNumber(t *testing.T) {
 	for v, want := range map[string]any{
 		"14155550100":  "*******0100",
@@ -630,12 +633,51 @@ func TestFromMasksOnlyAPhoneNumber(t *testing.T) {
 		"checkout":     "checkout",
 		"2024-03-01":   "2024-03-01",
 	} {
-		if got, _ := Value("from", v); got != want {
-			t.Errorf("Value(from, %q) = %v, want %v", v, got, want)
+		m, _ := JSON(map[string]any{"item": map[string]any{"from": v}})
+		if got := m["item"].(map[string]any)["from"]; got != want {
+			t.Errorf("JSON(item.from %q) = %v, want %v", v, got, want)
 		}
 	}
-	m, found := JSON(map[string]any{"item": map[string]any{"from": "14155550100", "type": "order"}})
-	if item := m["item"].(map[string]any); item["from"] != "*******0100" || item["type"] != "order" || len(found) != 1 {
-		t.Errorf("JSON = %v, %v; want item.from masked", m, found)
+	for _, path := range []string{"item", "properties.item"} {
+		in := map[string]any{"from": "14155550100", "type": "order",
+			"context": map[string]any{"from": "14155550111", "id": "x"}}
+		var m map[string]any = in
+		for _, p := range slices.Backward(strings.Split(path, ".")) {
+			m = map[string]any{p: m}
+		}
+		out, found := JSON(m)
+		for _, p := range strings.Split(path, ".") {
+			out = out[p].(map[string]any)
+		}
+		if out["from"] != "*******0100" || out["context"].(map[string]any)["from"] != "*******0111" || out["type"] != "order" ||
+			!slices.Equal(found, []string{path + ".context.from", path + ".from"}) {
+			t.Errorf("JSON(%s) = %v, %v; want its from and its context's from masked", path, out, found)
+		}
+	}
+}
+
+// Outside a kept WhatsApp item, from says nothing: a date or a time under
+// it is shown, as to beside it is.
+func TestFromElsewhereIsNotAPhone(t *testing.T) {
+	for _, m := range []map[string]any{
+		{"period": map[string]any{"from": "20240301", "to": "20240331"}},
+		{"from": "1709251200"},
+		{"from": float64(1709251200)},
+		{"from": "20240301"},
+		{"range": []any{map[string]any{"from": "1709251200"}}},
+		{"items": map[string]any{"from": "20240301"}},
+		{"event": map[string]any{"item": map[string]any{"from": "20240301"}}},
+	} {
+		if out, found := JSON(m); !reflect.DeepEqual(out, m) || len(found) != 0 {
+			t.Errorf("JSON(%v) = %v, %v; want it shown", m, out, found)
+		}
+	}
+	for _, v := range []any{"20240301", "1709251200", float64(1709251200)} {
+		if got, found := Value("from", v); got != v || len(found) != 0 {
+			t.Errorf("Value(from, %v) = %v, %v; want it shown", v, got, found)
+		}
+	}
+	if k := KeyKind("from"); k != "" {
+		t.Errorf("KeyKind(from) = %q, want none", k)
 	}
 }
