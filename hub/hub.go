@@ -447,13 +447,28 @@ func (h *Hub) Wake(workspaceID int64, customerIDs []int64) {
 				t.since = w.since
 			}
 		}
-		h.markDirty(t)
-		n++
+		if h.wakeTopic(t) {
+			n++
+		}
 	}
 	h.mu.Unlock()
 	if n > 0 {
 		h.kick()
 	}
+}
+
+// wakeTopic queues t for a read, unless it waits in the backlog: the
+// backlog reads it from the last version it fanned out once its
+// subscribers made room (or CatchUp passed), which covers the change this
+// wake is for, whereas read now it would push into queues still full and
+// drop their subscribers as slow. It reports whether t was queued. Called
+// with h.mu held.
+func (h *Hub) wakeTopic(t *topic) bool {
+	if _, ok := h.backlog[t]; ok {
+		return false
+	}
+	h.markDirty(t)
+	return true
 }
 
 // WakeWorkspace tells the hub that feeds of any customers of the workspace
@@ -464,7 +479,7 @@ func (h *Hub) WakeWorkspace(workspaceID int64) {
 	h.mu.Lock()
 	for k, t := range h.topics {
 		if k.ws == workspaceID {
-			h.markDirty(t)
+			h.wakeTopic(t)
 		}
 	}
 	if h.workspaces[workspaceID] != nil {
@@ -487,20 +502,18 @@ func (h *Hub) WakeWorkspace(workspaceID int64) {
 // workspace it covers): in the map's order, a batch would cover most
 // workspaces followed. A backlogged topic is left to its backlog, which
 // reads it once its subscribers made room (read now, it could drop them as
-// slow).
+// slow), as by every wake (wakeTopic), including those of the sweeps.
 func (h *Hub) Resync() {
 	h.mu.Lock()
 	ts := make([]*topic, 0, len(h.topics))
 	for _, t := range h.topics {
-		if _, ok := h.backlog[t]; !ok {
-			ts = append(ts, t)
-		}
+		ts = append(ts, t)
 	}
 	slices.SortFunc(ts, func(a, b *topic) int {
 		return cmp.Or(cmp.Compare(a.ws, b.ws), cmp.Compare(a.customer, b.customer))
 	})
 	for _, t := range ts {
-		h.markDirty(t)
+		h.wakeTopic(t)
 	}
 	for ws := range h.workspaces {
 		h.sweeps[ws] = struct{}{}

@@ -205,18 +205,68 @@ func TestResyncOfIdleSubscribersCostsAStatementPerBatch(t *testing.T) {
 
 // A resync leaves a backlogged topic to its backlog: read at once, the
 // rest of a burst would be handed to a subscriber whose queue is still
-// full, which would be dropped as slow although it keeps reading.
+// full, which would be dropped as slow although it keeps reading. So does
+// the sweep the resync makes of a workspace with a workspace stream (here
+// one of another kind, which the burst does not reach): it finds the
+// bursting customer among those changed lately, and its wake leaves the
+// topic to its backlog too.
 func TestResyncLeavesABurstToItsBacklog(t *testing.T) {
+	for _, withWorkspaceStream := range []bool{false, true} {
+		name := "customer stream"
+		if withWorkspaceStream {
+			name = "and a workspace stream"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, hub.Options{QueueSize: 8, CatchUp: 10 * time.Second, ResyncInterval: -1})
+			id := e.identify(t, "backlog@example.com", nil)
+			ctx := context.Background()
+			reader, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Close()
+			if withWorkspaceStream {
+				wst, err := e.hub.SubscribeWorkspace(e.ws, []string{"consent"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer wst.Close()
+			}
+			e.burst(t, "backlog@example.com", 30)
+			// The first page fills the reader's queue; the rest waits for room.
+			waitFor := time.Now().Add(10 * time.Second)
+			for e.hub.Stats().Delivered < 8 {
+				if time.Now().After(waitFor) {
+					t.Fatal("the burst's first page was not delivered")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			e.hub.Resync()
+			time.Sleep(100 * time.Millisecond) // time for a read the resync would make
+			for v := int64(2); v <= 31; v++ {
+				if c := next(t, reader); c.Version != v {
+					t.Fatalf("reader got version %d, want %d", c.Version, v)
+				}
+			}
+			if d := e.hub.Stats().Dropped; d != 0 {
+				t.Fatalf("dropped = %d: the resync read a backlogged burst into a full queue", d)
+			}
+		})
+	}
+}
+
+// A commit of a customer whose burst waits in the backlog wakes it, and
+// the wake leaves it to its backlog, as a resync's does: the backlog reads
+// the commit's change after the burst, and nobody is dropped.
+func TestWakeLeavesABurstToItsBacklog(t *testing.T) {
 	e := newEnv(t, hub.Options{QueueSize: 8, CatchUp: 10 * time.Second, ResyncInterval: -1})
 	id := e.identify(t, "backlog@example.com", nil)
-	ctx := context.Background()
-	reader, err := e.hub.SubscribeCustomer(ctx, e.ws, id, nil)
+	reader, err := e.hub.SubscribeCustomer(context.Background(), e.ws, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reader.Close()
 	e.burst(t, "backlog@example.com", 30)
-	// The first page fills the reader's queue; the rest waits for room.
 	waitFor := time.Now().Add(10 * time.Second)
 	for e.hub.Stats().Delivered < 8 {
 		if time.Now().After(waitFor) {
@@ -224,14 +274,14 @@ func TestResyncLeavesABurstToItsBacklog(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	e.hub.Resync()
-	time.Sleep(100 * time.Millisecond) // time for a read the resync would make
-	for v := int64(2); v <= 31; v++ {
+	e.identify(t, "backlog@example.com", map[string]any{"plan": "pro"}) // wakes the customer
+	time.Sleep(100 * time.Millisecond)                                  // time for a read the wake would make
+	for v := int64(2); v <= 32; v++ {
 		if c := next(t, reader); c.Version != v {
 			t.Fatalf("reader got version %d, want %d", c.Version, v)
 		}
 	}
 	if d := e.hub.Stats().Dropped; d != 0 {
-		t.Fatalf("dropped = %d: the resync read a backlogged burst into a full queue", d)
+		t.Fatalf("dropped = %d: the wake read a backlogged burst into a full queue", d)
 	}
 }
