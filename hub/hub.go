@@ -54,12 +54,31 @@ type Feed interface {
 	CustomersChangedSince(ctx context.Context, workspaceID int64, t time.Time) ([]int64, error)
 }
 
-// sweepMargin is how far before its last sweep a workspace is swept again.
-// A change row is dated when its transaction starts, and may commit a while
-// later; the margin also absorbs clock skew between this process and
-// PostgreSQL. Reading a change twice delivers it once: each topic knows the
-// last version it fanned out.
+// sweepMargin is how far before its last sweep a workspace is swept again
+// after a reconnect of the listener (Resync) or a whole-workspace wake. A
+// change row is dated by the process that writes it, during its
+// transaction, and may commit a while later: a sweep that started after the
+// date but read before the commit did not see it, so the next sweep must
+// reach back past its predecessor's start by as long as a transaction may
+// take from dating its change to committing it, plus the clock skew between
+// that process and this one. A minute covers any transaction of the store
+// but an erasure's. Reading a change twice delivers it once: each topic
+// knows the last version it fanned out.
 const sweepMargin = time.Minute
+
+// resyncSweepMargin is sweepMargin for the periodic resync's sweeps
+// (Options.ResyncInterval). They are a second net, for a change whose
+// NOTIFY was lost (a NOTIFY that arrives wakes its customer whatever its
+// date), and they run every few seconds: with sweepMargin each would read a
+// minute of the feed of every workspace (the index is on created_at only)
+// and wake every customer changed in it, about 13 times a minute for a 5 s
+// interval. 15 s covers a transaction's statement that dates the change,
+// its lock waits and its commit within the default statement_timeout (10
+// s), and 5 s of clock skew. A change that commits later than that after
+// its date and whose NOTIFY was also lost reaches a customerChanges stream
+// that does not follow its customer yet with the next reconnect's or
+// whole-workspace wake's sweep, or with its customer's next change.
+const resyncSweepMargin = 15 * time.Second
 
 // Options tune the hub; zero values take the defaults.
 type Options struct {
@@ -91,7 +110,8 @@ type Options struct {
 	ReadRetry time.Duration
 	// ResyncInterval is how often the hub reads every feed it follows
 	// again, and sweeps every workspace with workspace streams, as after
-	// a reconnect of the listener (5s; negative: never). It is the safety
+	// a reconnect of the listener but from the last sweep less
+	// resyncSweepMargin (5s; negative: never). It is the safety
 	// net for a notification that was lost: another replica killed
 	// between its commit and its batched NOTIFY, or whose last NOTIFY
 	// failed, sends none, and without it the change would wait for the
@@ -117,8 +137,9 @@ type Hub struct {
 	queue      []*topic
 	// sweeps are the workspaces whose changed customers must be found: a
 	// whole workspace was woken, and its workspace streams follow only the
-	// customers they were told of.
-	sweeps map[int64]struct{}
+	// customers they were told of. Each has how far before its last sweep
+	// to start (sweepMargin, or resyncSweepMargin for a periodic resync).
+	sweeps map[int64]time.Duration
 	// backlog holds the topics whose last read filled a page while their
 	// subscribers had no room for another, with when to read them anyway.
 	backlog map[*topic]time.Time
@@ -371,7 +392,7 @@ func New(feed Feed, opts Options) *Hub {
 		signal:     make(chan struct{}, 1),
 		topics:     map[topicKey]*topic{},
 		workspaces: map[int64]*workspace{},
-		sweeps:     map[int64]struct{}{},
+		sweeps:     map[int64]time.Duration{},
 		backlog:    map[*topic]time.Time{},
 	}
 }
@@ -400,7 +421,7 @@ func (h *Hub) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					h.Resync()
+					h.resync(resyncSweepMargin)
 				}
 			}
 		}()
@@ -483,7 +504,7 @@ func (h *Hub) WakeWorkspace(workspaceID int64) {
 		}
 	}
 	if h.workspaces[workspaceID] != nil {
-		h.sweeps[workspaceID] = struct{}{}
+		h.addSweep(workspaceID, sweepMargin)
 	}
 	h.mu.Unlock()
 	h.kick()
@@ -503,7 +524,11 @@ func (h *Hub) WakeWorkspace(workspaceID int64) {
 // workspaces followed. A backlogged topic is left to its backlog, which
 // reads it once its subscribers made room (read now, it could drop them as
 // slow), as by every wake (wakeTopic), including those of the sweeps.
-func (h *Hub) Resync() {
+func (h *Hub) Resync() { h.resync(sweepMargin) }
+
+// resync is Resync, whose sweeps start margin before each workspace's last
+// sweep.
+func (h *Hub) resync(margin time.Duration) {
 	h.mu.Lock()
 	ts := make([]*topic, 0, len(h.topics))
 	for _, t := range h.topics {
@@ -516,18 +541,27 @@ func (h *Hub) Resync() {
 		h.wakeTopic(t)
 	}
 	for ws := range h.workspaces {
-		h.sweeps[ws] = struct{}{}
+		h.addSweep(ws, margin)
 	}
 	h.mu.Unlock()
 	h.kick()
 }
 
-// takeSweep pops a workspace to sweep, when to sweep it from, and its
-// previous sweep's start (for a failed sweep to put back).
-func (h *Hub) takeSweep() (int64, time.Time, time.Time, bool) {
+// addSweep queues a sweep of ws reaching margin before its last sweep; a
+// sweep queued already keeps the larger margin. Called with h.mu held.
+func (h *Hub) addSweep(ws int64, margin time.Duration) {
+	if m, ok := h.sweeps[ws]; !ok || margin > m {
+		h.sweeps[ws] = margin
+	}
+}
+
+// takeSweep pops a workspace to sweep, when to sweep it from, its
+// previous sweep's start and the sweep's margin (for a failed sweep to put
+// back).
+func (h *Hub) takeSweep() (int64, time.Time, time.Time, time.Duration, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ws := range h.sweeps {
+	for ws, margin := range h.sweeps {
 		delete(h.sweeps, ws)
 		w := h.workspaces[ws]
 		if w == nil {
@@ -538,15 +572,15 @@ func (h *Hub) takeSweep() (int64, time.Time, time.Time, bool) {
 			from = prev
 		}
 		w.swept = h.opts.Now()
-		return ws, from.Add(-sweepMargin), prev, true
+		return ws, from.Add(-margin), prev, margin, true
 	}
-	return 0, time.Time{}, time.Time{}, false
+	return 0, time.Time{}, time.Time{}, 0, false
 }
 
 // sweep finds the customers of ws changed since from and wakes them, which
 // makes the workspace's streams follow them. A failed read is tried again,
-// from where it started (prev is the sweep before it).
-func (h *Hub) sweep(ctx context.Context, ws int64, from, prev time.Time) error {
+// from where it started (prev is the sweep before it, margin its margin).
+func (h *Hub) sweep(ctx context.Context, ws int64, from, prev time.Time, margin time.Duration) error {
 	h.reads.Add(1)
 	ids, err := h.feed.CustomersChangedSince(ctx, ws, from)
 	if err != nil {
@@ -555,7 +589,7 @@ func (h *Hub) sweep(ctx context.Context, ws int64, from, prev time.Time) error {
 			if w.swept.After(prev) {
 				w.swept = prev // unless a sweep since has moved it back already
 			}
-			h.sweeps[ws] = struct{}{}
+			h.addSweep(ws, margin)
 		}
 		h.mu.Unlock()
 		return err
@@ -605,8 +639,8 @@ func (h *Hub) markDirty(t *topic) {
 
 func (h *Hub) work(ctx context.Context) {
 	for {
-		if ws, from, prev, ok := h.takeSweep(); ok {
-			if err := h.sweep(ctx, ws, from, prev); err != nil {
+		if ws, from, prev, margin, ok := h.takeSweep(); ok {
+			if err := h.sweep(ctx, ws, from, prev, margin); err != nil {
 				if ctx.Err() != nil {
 					return
 				}

@@ -122,11 +122,13 @@ type recordingFeed struct {
 	fail  int
 	mu    sync.Mutex
 	froms []time.Time
+	ats   []time.Time // when each sweep asked
 }
 
 func (f *recordingFeed) CustomersChangedSince(ctx context.Context, ws int64, t time.Time) ([]int64, error) {
 	f.mu.Lock()
 	f.froms = append(f.froms, t)
+	f.ats = append(f.ats, time.Now())
 	n := len(f.froms)
 	f.mu.Unlock()
 	if n == f.fail {
@@ -139,6 +141,57 @@ func (f *recordingFeed) calls() []time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.froms)
+}
+
+// windows returns how far back each sweep asked for, from when it asked.
+func (f *recordingFeed) windows() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ws := make([]time.Duration, len(f.froms))
+	for i := range f.froms {
+		ws[i] = f.ats[i].Sub(f.froms[i])
+	}
+	return ws
+}
+
+// The periodic resync sweeps each workspace from its last sweep less a
+// few seconds, not less the minute a reconnect's or a whole-workspace
+// wake's sweep reaches back: every 5 s, a minute's window read the
+// changes of a minute of every workspace and woke every customer changed
+// in it, each about 13 times a minute. A whole-workspace wake still
+// reaches back a minute.
+func TestPeriodicSweepReadsSinceTheLastSweep(t *testing.T) {
+	db := pgtest.Open(t)
+	feed := &recordingFeed{DB: db}
+	h := hub.New(feed, hub.Options{ResyncInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	runHub(t, h)
+	e, _ := workspaceStream(t, h, db)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(feed.windows()) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatal("the periodic resync swept fewer than 4 times in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	periodic := feed.windows()
+	for i, w := range periodic {
+		// The margin (15 s), the interval and scheduling.
+		if w > 20*time.Second {
+			t.Errorf("periodic sweep %d read the last %v of the feed, want the time since the sweep before it and at most 15s more", i, w.Round(time.Second))
+		}
+	}
+	e.hub.WakeWorkspace(e.ws)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		ws := feed.windows()
+		if slices.ContainsFunc(ws[len(periodic):], func(w time.Duration) bool { return w >= time.Minute }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after WakeWorkspace, sweeps read %v, want one that reaches back a minute", ws[len(periodic):])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // A failed sweep is tried again from where it started, not from the

@@ -53,13 +53,8 @@ func (m *Main) realtimeSettings() (realtimeSettings, error) {
 	if rs.notifyEvery, err = m.duration("C360_NOTIFY_INTERVAL", "5ms"); err != nil {
 		return rs, err
 	}
-	if rs.resyncEvery, err = m.duration("C360_RESYNC_INTERVAL", "5s"); err != nil {
+	if rs.resyncEvery, err = m.resyncInterval(); err != nil {
 		return rs, err
-	}
-	if rs.resyncEvery < minResyncInterval {
-		// Each resync reads every followed feed: more often, a replica
-		// with many subscribers would do little else.
-		return rs, usageError("C360_RESYNC_INTERVAL: want at least " + minResyncInterval.String())
 	}
 	queue, err := strconv.Atoi(m.env("C360_SUBSCRIBER_QUEUE", "64"))
 	if err != nil || queue < 1 {
@@ -67,6 +62,28 @@ func (m *Main) realtimeSettings() (realtimeSettings, error) {
 	}
 	rs.queue = queue
 	return rs, nil
+}
+
+// resyncInterval reads C360_RESYNC_INTERVAL: a duration of at least
+// minResyncInterval, or off (also 0), which turns the periodic resync off
+// (a negative interval for the hub).
+func (m *Main) resyncInterval() (time.Duration, error) {
+	v := m.env("C360_RESYNC_INTERVAL", "5s")
+	if v == "off" {
+		return -1, nil
+	}
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil || d < 0:
+		return 0, usageError("C360_RESYNC_INTERVAL: want a duration such as 5s, or off")
+	case d == 0:
+		return -1, nil
+	case d < minResyncInterval:
+		// Each resync reads every followed feed: more often, a replica
+		// with many subscribers would do little else.
+		return 0, usageError("C360_RESYNC_INTERVAL: want at least " + minResyncInterval.String() + ", or off")
+	}
+	return d, nil
 }
 
 // startRealtime wires the real-time path to db: after every commit the hub

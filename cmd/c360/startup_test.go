@@ -168,3 +168,35 @@ func TestServeShutdownDelay(t *testing.T) {
 		t.Fatal("serve did not return within 10 s of cancel")
 	}
 }
+
+// C360_RESYNC_INTERVAL=off (or 0) turns the periodic resync off: a single
+// serve process wakes its hub directly after each of its commits and needs
+// no notification. A negative interval, one under 100ms or a word other
+// than off is refused naming the setting.
+func TestResyncIntervalCanBeTurnedOff(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration // 0: refused
+	}{
+		{"", 5 * time.Second},
+		{"2s", 2 * time.Second},
+		{"100ms", 100 * time.Millisecond},
+		{"off", -1},
+		{"0", -1},
+		{"0s", -1},
+		{"10ms", 0},
+		{"-1s", 0},
+		{"never", 0},
+	} {
+		env := map[string]string{"C360_RESYNC_INTERVAL": tc.value}
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
+		rs, err := m.realtimeSettings()
+		switch {
+		case tc.want == 0 && (err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), "C360_RESYNC_INTERVAL")):
+			t.Errorf("C360_RESYNC_INTERVAL=%q: got %v, %v, want a usage error naming it", tc.value, rs.resyncEvery, err)
+		case tc.want != 0 && (err != nil || rs.resyncEvery != tc.want):
+			t.Errorf("C360_RESYNC_INTERVAL=%q: got %v, %v, want %v (negative: never)", tc.value, rs.resyncEvery, err, tc.want)
+		}
+	}
+}
