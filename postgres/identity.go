@@ -267,6 +267,12 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
+// maxMovedConversationIDs bounds the conversation ids a split change lists
+// (movedConversationIds): the change is stored in the feed and sent to
+// every subscriber of the customer and of its workspace, so a customer of
+// many threads must not make it unbounded.
+const maxMovedConversationIDs = 100
+
 // SplitIdentity moves an identity out of a customer into a new customer,
 // with what arrived through it:
 //   - the events that carried the identity and none of the identities the
@@ -357,9 +363,9 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			return interpretError(fmt.Errorf("move conversations: %w", err))
 		}
 		slices.Sort(moved)
-		movedIDs := make([]string, len(moved))
-		for i, id := range moved {
-			movedIDs[i] = fmt.Sprint(id)
+		movedIDs := make([]string, min(len(moved), maxMovedConversationIDs))
+		for i := range movedIDs {
+			movedIDs[i] = fmt.Sprint(moved[i])
 		}
 		res.MovedConversations = len(moved)
 		// A conversation that stayed (it has messages from both sides)
@@ -406,7 +412,13 @@ func (db *DB) SplitIdentity(ctx context.Context, ws, customerID int64, raw c360.
 			"reason": reason, "movedEvents": res.MovedEvents, "movedConversations": res.MovedConversations,
 			// Which ones: conversationMessages(conversationId) goes on
 			// with splitInto's feed exactly when its conversation is here.
+			// The lowest maxMovedConversationIDs ids, in order; past them
+			// the list is marked truncated, and a stream of a conversation
+			// above the last one listed looks its owner up.
 			"movedConversationIds": movedIDs}}
+		if len(moved) > len(movedIDs) {
+			chOrig.diff["movedConversationIdsTruncated"] = true
+		}
 		chOrig.mergedConsents(consents[orig])
 		chOrig.traits(traitChanges(before, c.traits))
 		chOrig.raise(c360.ChangeSplit)

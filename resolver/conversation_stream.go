@@ -22,7 +22,9 @@ import (
 // it leads the stream on to its survivor (the hub follows merged_into).
 // The owner now, which a stream that lags may find several moves further
 // on, would skip them. A split change written before movedConversationIds
-// existed has no list: the stream looks the owner up then.
+// existed has no list: the stream looks the owner up then, as it does for
+// a conversation above the last id of a list cut at its bound (100,
+// movedConversationIdsTruncated).
 type conversationStream struct {
 	r        *Resolver
 	ws, conv int64
@@ -78,6 +80,14 @@ func (c *conversationStream) splitTo(ctx context.Context, ch *hub.Change) (int64
 	}
 	conv := strconv.FormatInt(c.conv, 10)
 	if !slices.Contains(list, any(conv)) {
+		// The list holds the lowest ids moved, in order, at most 100: when
+		// it was cut (movedConversationIdsTruncated), a conversation above
+		// its last id may have moved all the same, and its owner is looked
+		// up, as for a change without a list.
+		if cut, _ := ch.Diff["movedConversationIdsTruncated"].(bool); cut && c.conv > lastListed(list) {
+			owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
+			return owner, err == nil, err
+		}
 		return 0, false, nil
 	}
 	into, _ := ch.Diff["splitInto"].(string)
@@ -86,6 +96,18 @@ func (c *conversationStream) splitTo(ctx context.Context, ch *hub.Change) (int64
 		return 0, false, fmt.Errorf("split change of customer %d: no customer split into", ch.CustomerID)
 	}
 	return id, true, nil
+}
+
+// lastListed is the highest id of a movedConversationIds list (0 if none).
+func lastListed(list []any) int64 {
+	var last int64
+	for _, v := range list {
+		s, _ := v.(string)
+		if id, err := strconv.ParseInt(s, 10, 64); err == nil && id > last {
+			last = id
+		}
+	}
+	return last
 }
 
 func (c *conversationStream) Close() {
