@@ -311,6 +311,15 @@ func (n *Notifier) Run(ctx context.Context) error {
 	}
 }
 
+// Flush sends what Add collected, at once, for a process that commits and
+// then exits without running Run (`c360 deadletter replay`): other
+// replicas' subscribers hear of its changes now, not at their next
+// periodic resync. It reports whether the notifications were sent.
+func (n *Notifier) Flush(ctx context.Context) bool {
+	n.init()
+	return n.flush(ctx)
+}
+
 // lost logs what the last flush, at stop, could not send. Other replicas'
 // hubs find those changes at their next periodic resync (hub.Options.
 // ResyncInterval), not at once. Counts only: customer ids are not logged.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/postgres"
 )
 
 // deadletter runs `deadletter list` and `deadletter replay`: an operator
@@ -62,9 +64,19 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if cmd == "replay" {
+		// The replayed event's changes reach the subscribers of every
+		// `c360 serve` replica by a notification sent before the command
+		// exits, as a server's own commits do (a server's hub would find
+		// them only at its next periodic resync, or never with it off).
+		notifier := &postgres.Notifier{DB: db, Origin: postgres.NewOrigin(),
+			Logger: slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		db.OnCommit = notifier.Add
 		d, replayed, err := db.ReplayDeadLetter(ctx, w.ID, letter)
 		if err != nil {
 			return err
+		}
+		if replayed && !notifier.Flush(ctx) {
+			fmt.Fprintln(m.Stderr, "warning: the servers were not notified of the replayed event: their subscribers get it at their next resync (C360_RESYNC_INTERVAL)")
 		}
 		// Recorded as the GraphQL mutation records it, with the command
 		// line as the actor. A letter replayed already is no change:

@@ -11,7 +11,15 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
+	"github.com/jackc/pgx/v5"
 )
+
+// hasKey reports whether m holds k (a notification names a workspace's
+// customers, or with a nil list the whole workspace).
+func hasKey[V any](m map[int64]V, k int64) bool {
+	_, ok := m[k]
+	return ok
+}
 
 // An operator lists a workspace's dead letters and replays one from the
 // command line: a replay before the cause is fixed fails as it would over
@@ -77,7 +85,25 @@ func TestDeadLetterCommands(t *testing.T) {
 		ReplayedAt      *time.Time
 		ReplayedEventID int64
 	}
+	// Servers hear of the replayed event's changes from the command's
+	// notification, as of their own commits.
+	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
 	decodeOne(t, c.mustRun("deadletter", "replay", "--workspace", slug, "--id", id, "--json"), &replayed)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	note, err := listener.WaitForNotification(wctx)
+	cancel()
+	if err != nil {
+		t.Errorf("no change notification after the replay: %v", err)
+	} else if n, err := postgres.DecodeNotification(note.Payload); err != nil || !hasKey(n.Customers, w.ID) {
+		t.Errorf("the replay's notification %q (%+v, %v) does not name workspace %d's customer", note.Payload, n, err, w.ID)
+	}
 	if replayed.ReplayedAt == nil || replayed.ReplayedEventID == 0 || replayed.Attempts != 2 {
 		t.Errorf("replay after the fix = %+v, want replayed after 2 attempts", replayed)
 	}
