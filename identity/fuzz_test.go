@@ -47,6 +47,7 @@ func FuzzNormalizeEmail(f *testing.F) {
 		"bob@example.com", " Bob@Example.COM ", "mailto:a@b.co", "Bob <b@x.com>", "a@b", "a@@b.co",
 		"josé@bücher.de", "a@भारत.भारत", ".a@b.co", "a@b..co", "a@10.0.0.1", "null", "0", "",
 		"MAILTO:mailto:x@y.z", "jose\u0301@bu\u0308cher.de", "\uff52\uff4f\uff53\uff41\uff20x.co", "a@xn--bcher-kva.de", "\uff76\uff9e@x.jp", "a@b\u3002co", "\u0130@x.co", "\u023a@x.co", "a\u200b@b.co", strings.Repeat("\u023a", 40) + "@x.co",
+		"taro@xn--wgvaaaaaaa050ababbbbbb8535mcacccccc.jp", "user@xn--abc.com", "jos\u00e9@ab--cd.example.com", "a@1\u05e9\u05dc\u05d5\u05dd.xn--bcher-kva.de", "a@" + strings.Repeat(strings.Repeat("\u023a", 20)+".", 5) + "co",
 	} {
 		f.Add(s)
 	}

@@ -51,8 +51,9 @@ const maxPhoneDigits = 15
 // Values are trimmed of surrounding Unicode whitespace and must be valid
 // UTF-8, at most MaxValueLen bytes and free of control characters. Emails
 // are lowercased (a leading "mailto:" is removed), brought to one Unicode
-// form (fullwidth forms folded, the local part in NFC, the domain through
-// IDNA to its Unicode form, see canonicalEmail) and checked for a
+// form (fullwidth forms folded, the local part in NFC, the domain's labels
+// IDNA accepts through IDNA to their Unicode form, see canonicalEmail and
+// canonicalDomain) and checked for a
 // plausible shape; phone numbers are converted to E.164 (a "whatsapp:"
 // address from WhatsApp's form of the number, see WhatsAppNumber); every
 // other type is only trimmed, keeping its case.
@@ -156,10 +157,7 @@ func normalizeEmail(id Identity) (Identity, error) {
 	// A pure-ASCII address without a punycode label is already canonical:
 	// the hot path does no Unicode work.
 	if !ascii || strings.Contains(v, "xn--") {
-		var reason string
-		if v, reason = canonicalEmail(v); reason != "" {
-			return Identity{}, invalidValue(id, reason)
-		}
+		v = canonicalEmail(v)
 	}
 	// Lowercasing can change the byte length of some runes, so the shared
 	// limit is enforced again on the final form; otherwise a value could be
@@ -176,29 +174,58 @@ func normalizeEmail(id Identity) (Identity, error) {
 // canonicalEmail brings the lowercased, width-folded address v to one
 // Unicode form, so that one address typed two ways is one identity
 // (docs/identity.md#email-addresses): the local part to NFC, "jose" and a
-// combining acute accent being "josé"; the domain through IDNA's lookup
-// mapping (UTS #46) to its Unicode form, "xn--bcher-kva.de" being
-// "bücher.de". It returns a reason when the domain is not a valid
-// internationalized domain name (checkEmail's when it has one). A v that
-// is not one local part, one '@' and one domain is returned as is, for
-// checkEmail to refuse.
-func canonicalEmail(v string) (string, string) {
+// combining acute accent being "josé"; the domain to canonicalDomain's
+// form. A v that is not one local part, one '@' and one domain is
+// returned as is, for checkEmail to refuse.
+func canonicalEmail(v string) string {
 	at := strings.IndexByte(v, '@')
 	if at < 0 || strings.IndexByte(v[at+1:], '@') >= 0 {
-		return v, ""
+		return v
 	}
-	// IDNA's mapping lowercases, folds widths and applies NFC itself, and
-	// reads the ideographic full stop as a dot.
 	local := norm.NFC.String(v[:at])
-	d, err := idna.Lookup.ToUnicode(v[at+1:])
-	if err != nil {
-		// A malformed address gets checkEmail's reason, which says more.
-		if reason := checkEmail(local + "@" + norm.NFC.String(v[at+1:])); reason != "" {
-			return v, reason
+	return local + "@" + canonicalDomain(v[at+1:], MaxValueLen-len(local)-1)
+}
+
+// canonicalDomain brings the lowercased, width-folded domain d to one
+// form, label by label: a label IDNA accepts goes through its lookup
+// mapping (UTS #46, the Lookup profile) to its Unicode form,
+// "xn--bcher-kva" and "BÜCHER" being "bücher"; a label IDNA refuses (a
+// malformed xn-- label, "ab--cd" beside a non-ASCII label, a right-to-left
+// label starting with a digit) is kept as it is, in NFC, as the address
+// was before this rule: checkEmail alone judges it, so no address the
+// plausibility check accepts is refused for IDNA's stricter rules. An
+// ASCII label not starting with "xn--" is its own form and skips IDNA.
+//
+// When the Unicode form would not fit in room bytes (punycode is shorter
+// than the UTF-8 of the name it spells), the labels IDNA accepts are
+// written in their ASCII (punycode) form instead: an address short enough
+// to be sent is never refused for the length of its Unicode form, and both
+// of its forms still give the one value.
+func canonicalDomain(d string, room int) string {
+	// IDNA reads the ideographic full stop (and the fullwidth and halfwidth
+	// ones, which width folding made ASCII and ideographic) as a dot.
+	d = strings.ReplaceAll(norm.NFC.String(d), "\u3002", ".")
+	labels := strings.Split(d, ".")
+	for i, l := range labels {
+		if isASCII(l) && !strings.HasPrefix(l, "xn--") {
+			continue
 		}
-		return v, "domain is not a valid internationalized domain name"
+		if u, err := idna.Lookup.ToUnicode(l); err == nil {
+			labels[i] = u
+		}
 	}
-	return local + "@" + d, ""
+	if d = strings.Join(labels, "."); len(d) <= room {
+		return d
+	}
+	for i, l := range labels {
+		if isASCII(l) {
+			continue
+		}
+		if a, err := idna.Lookup.ToASCII(l); err == nil {
+			labels[i] = a
+		}
+	}
+	return strings.Join(labels, ".")
 }
 
 // isASCII reports whether s holds only ASCII bytes.
@@ -249,7 +276,12 @@ func checkEmail(v string) string {
 		if label == "" {
 			return "domain has an empty label"
 		}
-		if len(label) > 63 {
+		// A DNS label is at most 63 bytes in its ASCII form: an
+		// internationalized label is measured as punycode too, and is
+		// refused only when both forms are longer (the UTF-8 bytes were
+		// the only measure before, and are kept so that nothing accepted
+		// then is refused).
+		if len(label) > 63 && (isASCII(label) || punycodeLen(label) > 63) {
 			return "domain label longer than 63 bytes"
 		}
 		if label[0] == '-' || label[len(label)-1] == '-' {
@@ -267,6 +299,16 @@ func checkEmail(v string) string {
 		return "top-level domain is numeric"
 	}
 	return ""
+}
+
+// punycodeLen returns the length of the ASCII (punycode, "xn--") form of
+// the non-ASCII label.
+func punycodeLen(label string) int {
+	a, err := idna.Punycode.ToASCII(label)
+	if err != nil {
+		return len(label)
+	}
+	return len(a)
 }
 
 // emailLocalRune reports whether r may appear in the local part: RFC 5322

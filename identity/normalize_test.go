@@ -123,8 +123,13 @@ func TestNormalizeEmail(t *testing.T) {
 		{name: "invalid utf8", in: email("bob\xff@example.com"), out: badValue},
 		{name: "too long", in: email(strings.Repeat("a", 60) + "@" + strings.Repeat("b.", 100) + "com"), out: badValue},
 		{name: "mailto with nested mailto", in: email("mailto:mailto:bob@example.com"), out: badValue},
-		// Lowercasing Ⱥ (2 bytes) gives ⱥ (3 bytes): 250 bytes in, 370 out.
-		{name: "lowercasing grows past limit", in: email("a@" + strings.Repeat(strings.Repeat("Ⱥ", 20)+".", 6) + "co"), out: badValue, reason: "longer than 256 bytes"},
+		// Lowercasing Ⱥ (2 bytes) gives ⱥ (3 bytes): 250 bytes in, 358
+		// out, in labels IDNA refuses ("--" in third and fourth place),
+		// which have no shorter form.
+		{name: "lowercasing grows past limit", in: email("a@" + strings.Repeat("ab--"+strings.Repeat("Ⱥ", 18)+".", 6) + "co"), out: badValue, reason: "longer than 256 bytes"},
+		// The same growth in labels IDNA accepts: their punycode form fits.
+		{name: "lowercasing grows past limit, punycode fits", in: email("a@" + strings.Repeat(strings.Repeat("Ⱥ", 20)+".", 6) + "co"),
+			want: "a@" + strings.Repeat("xn--cgjaaaaaaaaaaaaaaaaaaa.", 6) + "co"},
 
 		{name: "blocked empty", in: email("   "), out: blocked},
 		{name: "blocked null", in: email("NULL"), out: blocked},
@@ -170,12 +175,58 @@ func TestNormalizeEmailUnicodeForms(t *testing.T) {
 	if got, err := n.Normalize(email("\ufb01@example.com")); err != nil || got.Value != "\ufb01@example.com" {
 		t.Errorf("Normalize(ligature fi) = %+q, %v; want it kept", got.Value, err)
 	}
-	// A domain IDNA refuses is refused, with a reason that says so.
-	for _, v := range []string{"rosa@xn--zz.de", "rosa@xn--bcher-kva.ab--cd.de"} {
+}
+
+// An address the plausibility check accepts is not refused for IDNA's
+// stricter rules, nor for the length of its Unicode form: a label IDNA
+// refuses is kept as it was typed (lowercased, in NFC), the others still
+// take their Unicode form, labels are measured in their ASCII form, and a
+// domain whose Unicode form would not fit is written in punycode. Each
+// result normalizes to itself.
+func TestNormalizeEmailIDNAFallback(t *testing.T) {
+	n := Normalizer{DefaultRegion: "US"}
+	jp := strings.Repeat("日本語", 8)  // 72 bytes, xn--wgvaaaaaaa050ababbbbbb8535mcacccccc in punycode (39)
+	long := strings.Repeat("Ⱥ", 20) // ⱥ (3 bytes) when lowercased
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want string
+	}{
+		{"punycode label longer than 63 bytes in Unicode",
+			[]string{"taro@xn--wgvaaaaaaa050ababbbbbb8535mcacccccc.jp", "taro@" + jp + ".jp", "TARO@XN--WGVAAAAAAA050ABABBBBBB8535MCACCCCCC.JP"}, "taro@" + jp + ".jp"},
+		{"invalid punycode", []string{"user@xn--abc.com", "USER@XN--ABC.COM"}, "user@xn--abc.com"},
+		{"invalid punycode beside a valid one", []string{"user@xn--abc.xn--bcher-kva.de", "user@xn--abc.b\u00fccher.de"}, "user@xn--abc.b\u00fccher.de"},
+		{"hyphens in third and fourth place beside a non-ASCII local part", []string{"jos\u00e9@ab--cd.example.com", "JOSE\u0301@AB--CD.example.com"}, "jos\u00e9@ab--cd.example.com"},
+		{"hyphens in third and fourth place beside a punycode label", []string{"rosa@xn--bcher-kva.ab--cd.de", "rosa@b\u00fccher.ab--cd.de"}, "rosa@b\u00fccher.ab--cd.de"},
+		{"right-to-left label starting with a digit", []string{"a@1\u05e9\u05dc\u05d5\u05dd.co.il"}, "a@1\u05e9\u05dc\u05d5\u05dd.co.il"},
+		{"right-to-left label starting with a digit beside a punycode label", []string{"a@1\u05e9\u05dc\u05d5\u05dd.xn--bcher-kva.de"}, "a@1\u05e9\u05dc\u05d5\u05dd.b\u00fccher.de"},
+		{"Unicode form longer than the limit", []string{"a@" + strings.Repeat("xn--cgjaaaaaaaaaaaaaaaaaaa.", 5) + "co", "a@" + strings.Repeat(long+".", 5) + "co"},
+			"a@" + strings.Repeat("xn--cgjaaaaaaaaaaaaaaaaaaa.", 5) + "co"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, v := range tc.in {
+				got, err := n.Normalize(email(v))
+				if err != nil {
+					t.Fatalf("Normalize(%+q): %v, want accepted", v, err)
+				}
+				if got.Value != tc.want {
+					t.Errorf("Normalize(%+q) = %+q, want %+q", v, got.Value, tc.want)
+				}
+				if again, err := n.Normalize(got); err != nil || again != got {
+					t.Errorf("Normalize(%+q) = %+q, %v; want it unchanged", got.Value, again.Value, err)
+				}
+			}
+		})
+	}
+	// Labels still have a length: longer than 63 bytes in both forms, or
+	// ASCII and longer than 63, they are refused.
+	for _, v := range []string{"a@" + strings.Repeat("b", 64) + ".com", "a@xn--" + strings.Repeat("b", 60) + ".com",
+		"a@一二三四五六七八九十百千万亿兆京垓秭穰沟涧正载极.com", // 72 bytes, 69 in punycode
+		"a@xn--4gqgmg53b5i2b9kogu2xslawa102d2a709kpyc0x7hgvosqf4zfun0dy1pdyco27q.com"} {
 		_, err := n.Normalize(email(v))
 		var inv *InvalidError
-		if !errors.As(err, &inv) || !strings.Contains(inv.Reason, "internationalized domain name") {
-			t.Errorf("Normalize(%q) = %v, want refused as not a valid internationalized domain name", v, err)
+		if !errors.As(err, &inv) || !strings.Contains(inv.Reason, "longer than 63 bytes") {
+			t.Errorf("Normalize(%+q) = %v, want refused: domain label longer than 63 bytes", v, err)
 		}
 	}
 }

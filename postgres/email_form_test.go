@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -55,6 +56,39 @@ func TestEmailUnicodeFormsAreOneCustomer(t *testing.T) {
 	r := ingest1(t, db, ws, track("blocked", ids("email", "QA@B\u00dcCHER.DE", "user_id", "u-blocked")))
 	if len(r.Dropped) != 1 || !strings.Contains(r.Dropped[0], "blocked") {
 		t.Errorf("blocked address in another form: dropped %q, want it dropped as blocked", r.Dropped)
+	}
+}
+
+// An identify carrying an address whose domain IDNA refuses, or whose
+// punycode label is longer than 63 bytes in Unicode, is ingested, not
+// refused with its whole event: the address is stored in the form the
+// normalizer keeps (the label IDNA refuses as typed), and found by the
+// forms that give it.
+func TestEmailIDNARefusedDomainIsIngested(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	jp := strings.Repeat("\u65e5\u672c\u8a9e", 8)
+	for i, tc := range []struct{ sent, stored, other string }{
+		{"taro@xn--wgvaaaaaaa050ababbbbbb8535mcacccccc.jp", "taro@" + jp + ".jp", "TARO@" + jp + ".JP"},
+		{"user@xn--abc.com", "user@xn--abc.com", "USER@XN--ABC.COM"},
+		{"jos\u00e9@ab--cd.example.com", "jos\u00e9@ab--cd.example.com", "JOSE\u0301@AB--CD.EXAMPLE.COM"},
+		{"a@1\u05e9\u05dc\u05d5\u05dd.co.il", "a@1\u05e9\u05dc\u05d5\u05dd.co.il", "A@1\u05e9\u05dc\u05d5\u05dd.CO.IL"},
+	} {
+		ev := &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: fmt.Sprintf("idna-%d", i),
+			Identities: ids("email", tc.sent)}
+		res, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+		if err != nil {
+			t.Errorf("identify with %+q: %v, want it ingested", tc.sent, err)
+			continue
+		}
+		if n := count(t, db, `SELECT count(*) FROM identities WHERE workspace_id = $1 AND type = 'email' AND value = $2 AND customer_id = $3`,
+			ws, tc.stored, res[0].CustomerID); n != 1 {
+			t.Errorf("identify with %+q: %d identities %+q, want 1", tc.sent, n, tc.stored)
+		}
+		if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: tc.other}); err != nil || c.ID != res[0].CustomerID {
+			t.Errorf("customerByIdentity(%+q) = %v, %v; want customer %d", tc.other, c, err, res[0].CustomerID)
+		}
 	}
 }
 
