@@ -211,7 +211,10 @@ func canonicalDomain(d string, room int) string {
 			continue
 		}
 		if u, err := idna.Lookup.ToUnicode(l); err == nil {
-			labels[i] = u
+			// UTS #46 maps Cherokee small letters to the capitals (the
+			// script's original letters): lowercased again, so that an
+			// email stays lowercase; IDNA maps either case to one.
+			labels[i] = strings.ToLower(u)
 		}
 	}
 	if d = strings.Join(labels, "."); len(d) <= room {

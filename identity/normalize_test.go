@@ -156,6 +156,7 @@ func TestNormalizeEmailUnicodeForms(t *testing.T) {
 		{"decomposed domain", "rosa@bu\u0308cher.de", "rosa@xn--bcher-kva.de", "rosa@b\u00fccher.de"},
 		{"fullwidth domain", "rosa@\uff42\u00fc\uff43\uff48\uff45\uff52.de", "rosa@b\u00fccher.de", "rosa@b\u00fccher.de"},
 		{"ideographic full stop in the domain", "rosa@b\u00fccher\u3002de", "rosa@b\u00fccher.de", "rosa@b\u00fccher.de"},
+		{"Cherokee domain, which IDNA maps to capitals", "a@\u13be\u13a0.example", "a@\uab8e\uab70.example", "a@\uab8e\uab70.example"},
 		{"both at once", "JOSE\u0301@XN--BCHER-KVA.DE", "jos\u00e9@bu\u0308cher.de", "jos\u00e9@b\u00fccher.de"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
