@@ -1,5 +1,8 @@
 // Package migrations holds the numbered SQL migrations, embedded in the binary
 // and applied with goose. Migrations are append-only: a merged file is never edited.
+// Migrations that need Go (00021, which re-normalizes stored emails with
+// identity.Normalizer) are registered with goose by the postgres package
+// (postgres/migrate_email.go) and have no file here.
 package migrations
 
 import "embed"

@@ -1,14 +1,16 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"os"
+	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
 )
 
 // One email address sent in two Unicode forms reaches one customer:
@@ -92,90 +94,160 @@ func TestEmailIDNARefusedDomainIsIngested(t *testing.T) {
 	}
 }
 
-// Migration 00021 brings email identities stored in the old forms (NFD,
-// fullwidth) to the new one, with the events that carry them, where no
-// other row of the workspace holds the result; a value that collides is
-// left as it is, and the migration does not fail. Run again, it changes
-// nothing.
+// Migration 00021 brings email identities stored in the old forms to the
+// normalizer's, with the normalizer itself: NFD, fullwidth, halfwidth
+// katakana, a punycode domain, domains with compatibility letters UTS #46
+// maps (ﬁ, ſ), with the events that carry them and the customer's search
+// text, reading and writing pages of two rows. A value whose form another
+// row holds, and two values with one form, are left as they are, named in
+// the log by customer id and never by value, and the migration does not
+// fail. The rewritten addresses are found, split and identified again by
+// any form, without a new customer. Run again, it changes nothing.
 func TestMigrationRenormalizesStoredEmails(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	raw, err := os.ReadFile("../migrations/00021_email_unicode_form.sql")
-	if err != nil {
-		t.Fatal(err)
+	cust := map[string]int64{}
+	for i, name := range []string{"ann", "bob", "cid", "dan", "eve", "fay", "gus", "hal", "ivy"} {
+		cust[name] = ingest1(t, db, ws, track(name, ids("phone", fmt.Sprintf("+1415555%04d", 101+i)))).CustomerID
 	}
-	up := string(raw)
-	up = up[:strings.Index(up, "-- +goose Down")]
 	// Rows as the previous release stored them: lowercased, not brought
 	// to one form.
-	ann := ingest1(t, db, ws, track("ann", ids("phone", "+14155550101"))).CustomerID
-	bob := ingest1(t, db, ws, track("bob", ids("phone", "+14155550102"))).CustomerID
-	cid := ingest1(t, db, ws, track("cid", ids("phone", "+14155550103"))).CustomerID
-	for _, s := range []struct {
-		cust  int64
-		value string
-	}{
-		{ann, "jose\u0301@example.com"},               // NFD, alone: rewritten
-		{bob, "\uff52\uff4f\uff53\uff41@example.com"}, // fullwidth, alone: rewritten
-		{cid, "zo\u0308e@example.com"},                // NFD, collides with the NFC row below: kept
-		{bob, "z\u00f6e@example.com"},                 // already canonical
+	for _, s := range []struct{ cust, value string }{
+		{"ann", "jose\u0301@example.com"},               // NFD: rewritten
+		{"bob", "\uff52\uff4f\uff53\uff41@example.com"}, // fullwidth: rewritten
+		{"bob", "z\u00f6e@example.com"},                 // already canonical
+		{"cid", "zo\u0308e@example.com"},                // NFD, bob holds its form: left
+		{"dan", "rosa@xn--bcher-kva.de"},                // punycode: rewritten
+		{"eve", "\uff76\uff9e@example.jp"},              // halfwidth katakana: rewritten
+		{"fay", "a@\ufb01le.com"},                       // ligature in the domain: a@file.com
+		{"gus", "a@\u017ftadt.de"},                      // long s in the domain: a@stadt.de
+		{"hal", "kim@xn--bcher-kva.de"},                 // hal and ivy: one form, both left
+		{"ivy", "kim@bu\u0308cher.de"},
+		{"ivy", "ivy@example.com"}, // ASCII: not read
 	} {
 		if _, err := db.Pool.Exec(ctx, `INSERT INTO identities (workspace_id, type, value, customer_id) VALUES ($1, 'email', $2, $3)`,
-			ws, s.value, s.cust); err != nil {
+			ws, s.value, cust[s.cust]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO events (workspace_id, customer_id, type, source, dedupe_key, occurred_at, identities, dropped)
-		VALUES ($1, $2, 'track', 'test', 'old-ann', now(), $3, $4)`, ws, ann,
-		`[{"type":"phone","value":"+14155550101"},{"type":"email","value":"jose\u0301@example.com"}]`,
-		`["email \"jose\u0301@example.com\": limit: email allows 1", "phone \"+1\": x"]`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO events (workspace_id, customer_id, type, source, dedupe_key, occurred_at, identities)
-		VALUES ($1, $2, 'track', 'test', 'old-ann-2', now(), $3)`, ws, ann,
-		`[{"type":"email","value":"jose\u0301@example.com"}]`); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 {
-		if _, err := db.Pool.Exec(ctx, up); err != nil {
-			t.Fatalf("migration: %v", err)
+	event := func(key, customer, identities, dropped string) {
+		t.Helper()
+		var d any
+		if dropped != "" {
+			d = dropped
+		}
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO events (workspace_id, customer_id, type, source, dedupe_key, occurred_at, identities, dropped)
+			VALUES ($1, $2, 'track', 'test', $3, now(), $4, $5)`, ws, cust[customer], key, identities, d); err != nil {
+			t.Fatal(err)
 		}
 	}
-	emails := func(cust int64) string {
+	event("old-ann", "ann", `[{"type":"phone","value":"+14155550101"},{"type":"email","value":"jose\u0301@example.com"}]`,
+		`["email \"jose\u0301@example.com\": limit: email allows 1", "phone \"+1\": x"]`)
+	event("old-ann-2", "ann", `[{"type":"email","value":"jose\u0301@example.com"}]`, "")
+	event("old-dan", "dan", `[{"type":"email","value":"rosa@xn--bcher-kva.de"}]`, `["email \"rosa@xn--bcher-kva.de\": blocked value"]`)
+	event("old-hal", "hal", `[{"type":"email","value":"kim@xn--bcher-kva.de"}]`, "")
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	if err := postgres.RenormalizeEmails(ctx, db, 2, log); err != nil {
+		t.Fatalf("migration: %v", err)
+	}
+	emails := func(name string) string {
 		var v string
 		if err := db.Pool.QueryRow(ctx, `SELECT string_agg(value, ',' ORDER BY value) FROM identities
-			WHERE workspace_id = $1 AND customer_id = $2 AND type = 'email'`, ws, cust).Scan(&v); err != nil {
+			WHERE workspace_id = $1 AND customer_id = $2 AND type = 'email'`, ws, cust[name]).Scan(&v); err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
-	if got := emails(ann); got != "jos\u00e9@example.com" {
-		t.Errorf("ann's email = %+q, want the NFC form", got)
+	for name, want := range map[string]string{
+		"ann": "jos\u00e9@example.com",
+		"bob": "rosa@example.com,z\u00f6e@example.com",
+		"cid": "zo\u0308e@example.com",
+		"dan": "rosa@b\u00fccher.de",
+		"eve": "\u30ac@example.jp",
+		"fay": "a@file.com",
+		"gus": "a@stadt.de",
+		"hal": "kim@xn--bcher-kva.de",
+		"ivy": "ivy@example.com,kim@bu\u0308cher.de",
+	} {
+		if got := emails(name); got != want {
+			t.Errorf("%s's emails = %+q, want %+q", name, got, want)
+		}
 	}
-	if got := emails(bob); got != "rosa@example.com,z\u00f6e@example.com" {
-		t.Errorf("bob's emails = %+q, want the fullwidth one folded, the canonical one as it was", got)
+	eventCols := func(key string) (idents, dropped string) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT identities::text, coalesce(dropped::text, '') FROM events WHERE workspace_id = $1 AND dedupe_key = $2`,
+			ws, key).Scan(&idents, &dropped); err != nil {
+			t.Fatal(err)
+		}
+		return idents, dropped
 	}
-	if got := emails(cid); got != "zo\u0308e@example.com" {
-		t.Errorf("cid's email = %+q, want the colliding NFD row left as it was", got)
-	}
-	var idents, dropped string
-	if err := db.Pool.QueryRow(ctx, `SELECT identities::text, dropped::text FROM events WHERE workspace_id = $1 AND dedupe_key = 'old-ann'`,
-		ws).Scan(&idents, &dropped); err != nil {
-		t.Fatal(err)
-	}
+	idents, dropped := eventCols("old-ann")
 	if !strings.Contains(idents, "jos\u00e9@example.com") || strings.Contains(idents, "e\u0301") || !strings.Contains(idents, "+14155550101") {
 		t.Errorf("event identities = %s, want the email in NFC and the phone kept", idents)
 	}
 	if !strings.Contains(dropped, `email \"jos`+"\u00e9"+`@example.com\": limit`) || !strings.Contains(dropped, `phone \"+1\": x`) {
 		t.Errorf("event dropped = %s, want the email's record rewritten and the other kept", dropped)
 	}
-	// The rewritten identity is found, and split, by any form.
-	if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: "JOSE\u0301@example.com"}); err != nil || c.ID != ann {
-		t.Errorf("lookup after the migration = %v, %v; want ann", c, err)
+	if idents, dropped := eventCols("old-dan"); !strings.Contains(idents, "rosa@b\u00fccher.de") || !strings.Contains(dropped, `email \"rosa@b`+"\u00fc"+`cher.de\": blocked`) {
+		t.Errorf("dan's event = %s %s, want the punycode address rewritten in both", idents, dropped)
 	}
-	sp, err := db.SplitIdentity(ctx, ws, ann, c360.Identity{Type: "email", Value: "jos\u00e9@example.com"}, "admin", "")
-	if err != nil || sp.MovedEvents != 1 {
-		t.Errorf("split after the migration: %+v, %v; want the event that came through it alone moved", sp, err)
+	if idents, _ := eventCols("old-hal"); !strings.Contains(idents, "kim@xn--bcher-kva.de") {
+		t.Errorf("hal's event = %s, want the address left, as its identity is", idents)
+	}
+	// The search text holds the rewritten values.
+	for name, want := range map[string]string{"dan": "rosa@b\u00fccher.de", "fay": "a@file.com", "eve": "\u30ac@example.jp"} {
+		if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND strpos(search_text, $3) > 0`,
+			ws, cust[name], want); n != 1 {
+			t.Errorf("%s's search text does not hold %+q", name, want)
+		}
+	}
+	// Counts and the customers of the collisions are logged, no value.
+	out := logs.String()
+	for _, want := range []string{"rewritten=6", "left_collision=3", fmt.Sprintf("customers=\"%v\"", []int64{cust["bob"], cust["cid"], cust["hal"], cust["ivy"]})} {
+		if !strings.Contains(out, fmt.Sprintf("workspace=%d", ws)) || !strings.Contains(out, want) {
+			t.Errorf("log does not say %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "@") {
+		t.Errorf("log names a value:\n%s", out)
+	}
+	// Every form finds the rewritten identity, and identifies its customer
+	// again instead of creating one.
+	for v, name := range map[string]string{"JOSE\u0301@example.com": "ann", "rosa@xn--bcher-kva.de": "dan", "ROSA@B\u00dcCHER.DE": "dan",
+		"\uff76\uff9e@example.jp": "eve", "a@\ufb01le.com": "fay", "A@\u017fTADT.DE": "gus"} {
+		if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: v}); err != nil || c.ID != cust[name] {
+			t.Errorf("lookup of %+q after the migration = %v, %v; want %s", v, c, err, name)
+		}
+		if r := ingest1(t, db, ws, track("again-"+v, ids("email", v))); r.CustomerID != cust[name] {
+			t.Errorf("ingest of %+q after the migration: customer %d, want %s's %d", v, r.CustomerID, name, cust[name])
+		}
+	}
+	sp, err := db.SplitIdentity(ctx, ws, cust["dan"], c360.Identity{Type: "email", Value: "ROSA@XN--BCHER-KVA.DE"}, "admin", "")
+	if err != nil || sp.MovedEvents != 2 {
+		t.Errorf("split after the migration: %+v, %v; want dan's old event and the new one moved", sp, err)
+	}
+	// Run again: nothing changes.
+	snapshot := func() string {
+		var v string
+		if err := db.Pool.QueryRow(ctx, `SELECT
+			(SELECT string_agg(value || '/' || customer_id, ',' ORDER BY value) FROM identities WHERE workspace_id = $1) ||
+			(SELECT string_agg(identities::text || coalesce(dropped::text, ''), ',' ORDER BY id) FROM events WHERE workspace_id = $1) ||
+			(SELECT string_agg(search_text, ',' ORDER BY id) FROM customers WHERE workspace_id = $1)`, ws).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := snapshot()
+	logs.Reset()
+	if err := postgres.RenormalizeEmails(ctx, db, 2, log); err != nil {
+		t.Fatalf("migration, again: %v", err)
+	}
+	if after := snapshot(); after != before {
+		t.Errorf("the second run changed rows:\n%s\n%s", before, after)
+	}
+	if !strings.Contains(logs.String(), "rewritten=0") {
+		t.Errorf("second run's log:\n%s", logs.String())
 	}
 }

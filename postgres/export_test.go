@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 )
 
 // Statements whose plans tests inspect.
@@ -302,4 +304,19 @@ func SetKeyPrefixes(t testing.TB, prefixes ...string) {
 		return p
 	}
 	t.Cleanup(func() { newKeyPrefix = old })
+}
+
+// RenormalizeEmails runs migration 00021 (emailForm) on db's database
+// with db's normalizer, reading and writing pages of page rows, and logs
+// to log.
+func RenormalizeEmails(ctx context.Context, db *DB, page int, log *slog.Logger) error {
+	m, err := db.NewMigrator()
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer func(p int) { emailFormPage = p }(emailFormPage)
+	emailFormPage = page
+	f := emailForm{normalizer: func() identity.Normalizer { return db.Normalizer }, log: func() *slog.Logger { return log }}
+	return f.up(ctx, m.db)
 }

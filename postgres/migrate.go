@@ -14,10 +14,12 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/c360dev/c360"
+	"github.com/c360dev/c360/identity"
 	"github.com/c360dev/c360/migrations"
 )
 
-// Migrator applies the embedded migrations with goose.
+// Migrator applies the embedded migrations with goose, and those written
+// in Go (goMigrations).
 type Migrator struct {
 	db       *sql.DB
 	provider *goose.Provider
@@ -53,7 +55,11 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 	// session advisory lock makes one apply the migrations while the others
 	// wait, then find nothing pending.
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(&waitingLocker{m: m}))
+		goose.WithLogger(goose.NopLogger()), goose.WithSessionLocker(&waitingLocker{m: m}),
+		goMigrations(emailForm{
+			normalizer: func() identity.Normalizer { return db.Normalizer },
+			log:        func() *slog.Logger { return m.log },
+		}))
 	if err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -71,7 +77,9 @@ func (db *DB) NewMigrator() (*Migrator, error) {
 // it reads the migrations' state at once, even while another process
 // migrates (Status, Current, Ready).
 func migrationReader(sqlDB *sql.DB) (*goose.Provider, error) {
-	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()))
+	// It lists the Go migrations too, but never runs them.
+	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS, goose.WithLogger(goose.NopLogger()),
+		goMigrations(emailForm{}))
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
