@@ -214,7 +214,15 @@ func canonicalDomain(d string, room int) string {
 			// UTS #46 maps Cherokee small letters to the capitals (the
 			// script's original letters): lowercased again, so that an
 			// email stays lowercase; IDNA maps either case to one.
-			labels[i] = strings.ToLower(u)
+			u = strings.ToLower(u)
+			// A label IDNA takes but checkEmail would refuse in its Unicode
+			// form stays as typed, as one IDNA refuses does: an emoji
+			// domain (xn--ls8h.la is 💩.la), a label of characters IDNA
+			// ignores (it maps to nothing), a top-level domain of other
+			// digits (𝟏𝟐 maps to 12). Each was accepted as typed before.
+			if domainLabelOK(u, i == len(labels)-1) {
+				labels[i] = u
+			}
 		}
 	}
 	if d = strings.Join(labels, "."); len(d) <= room {
@@ -229,6 +237,16 @@ func canonicalDomain(d string, room int) string {
 		}
 	}
 	return strings.Join(labels, ".")
+}
+
+// domainLabelOK reports whether checkEmail takes the IDNA result u as a
+// label of the domain (the last one when last): not empty, and of letters,
+// marks, digits and hyphens, and not all digits if last.
+func domainLabelOK(u string, last bool) bool {
+	if u == "" || !strings.ContainsFunc(u, func(r rune) bool { return !('0' <= r && r <= '9') }) && last {
+		return false
+	}
+	return !strings.ContainsFunc(u, func(r rune) bool { return !emailDomainRune(r) })
 }
 
 // isASCII reports whether s holds only ASCII bytes.
