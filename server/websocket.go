@@ -693,13 +693,9 @@ func (c *wsConn) readMessage() (typ int, r io.Reader, skip bool, err error) {
 	if typ != websocket.TextMessage {
 		return 0, nil, false, c.fail(CloseBadRequest, "Invalid message received: want text")
 	}
-	var m struct {
-		Type    string          `json:"type"`
-		ID      string          `json:"id"`
-		Payload json.RawMessage `json:"payload"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return 0, nil, false, c.fail(CloseBadRequest, "Invalid message received")
+	m, detail, ok := decodeEnvelope(data)
+	if !ok {
+		return 0, nil, false, c.fail(CloseBadRequest, "Invalid message received"+detail)
 	}
 	skip, internal, err := c.check(m.Type, m.ID, m.Payload)
 	if err != nil {
@@ -725,6 +721,72 @@ func (c *wsConn) readMessage() (typ int, r io.Reader, skip bool, err error) {
 		}{m.Type, internal, m.Payload})
 	}
 	return typ, bytes.NewReader(data), false, nil
+}
+
+// envelope is a client message of the protocol: its type, id and payload.
+type envelope struct {
+	Type    string
+	ID      string
+	Payload json.RawMessage
+}
+
+// envelopeKeys are the keys of a client message.
+var envelopeKeys = [...]string{"type", "id", "payload"}
+
+// decodeEnvelope decodes a client message, or reports it refused (ok
+// false) with a detail to follow "Invalid message received" (": ...", or
+// "" for JSON that is not an object of the protocol): one JSON object, each of its three keys at most once and spelt
+// in its case, other keys ignored, as decodeParams holds an operation's
+// payload. encoding/json, and gqlgen after it, would take the last copy of
+// a key given twice, or a key in another case ("Payload"), where a proxy
+// that reads the first copy sees another message.
+func decodeEnvelope(data []byte) (m envelope, detail string, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return m, "", false
+	}
+	var seen [len(envelopeKeys)]bool
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return m, "", false
+		}
+		key, _ := tok.(string)
+		i := slices.Index(envelopeKeys[:], key)
+		if i < 0 {
+			for _, k := range envelopeKeys {
+				if strings.EqualFold(key, k) {
+					return m, fmt.Sprintf(": the key %q is not %q: keys are case-sensitive", truncate(key, 20), k), false
+				}
+			}
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return m, "", false
+			}
+			continue
+		}
+		if seen[i] {
+			return m, fmt.Sprintf(": the key %q is given more than once", key), false
+		}
+		seen[i] = true
+		var dst any = &m.Payload
+		switch i {
+		case 0:
+			dst = &m.Type
+		case 1:
+			dst = &m.ID
+		}
+		if dec.Decode(dst) != nil {
+			return m, "", false
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return m, "", false
+	}
+	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
+		return m, ": data after the message's JSON object", false
+	}
+	return m, "", true
 }
 
 // check applies the protocol rules to one client message. It reports

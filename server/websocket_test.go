@@ -108,6 +108,20 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.init(e.key)
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"Query":"mutation { identify(input: {identities: [{type: \"email\", value: \"case@ws.example\"}]}) { id } }","query":"{ __typename }"}}`))
 		}, server.CloseBadRequest},
+		// So do the message's own keys: gqlgen would take the last
+		// payload, or "Payload" for "payload".
+		{"subscribe message with payload twice", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"query":"{ __typename }"},"payload":{"query":"mutation { identify(input: {identities: [{type: \"email\", value: \"twice@ws.example\"}]}) { id } }"}}`))
+		}, server.CloseBadRequest},
+		{"subscribe message with a key in another case", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"query":"{ __typename }"},"Payload":{"query":"mutation { identify(input: {identities: [{type: \"email\", value: \"case@ws.example\"}]}) { id } }"}}`))
+		}, server.CloseBadRequest},
+		{"message with type twice", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","type":"subscribe","id":"1","payload":{"query":"{ __typename }"}}`))
+		}, server.CloseBadRequest},
 		{"init payload an object that does not decode", func(c *wsClient) {
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"connection_init","payload":{"n":1e999}}`))
 		}, server.CloseBadRequest},
