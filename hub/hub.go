@@ -72,12 +72,17 @@ const sweepMargin = time.Minute
 // date), and they run every few seconds: with sweepMargin each would read a
 // minute of the feed of every workspace (the index is on created_at only)
 // and wake every customer changed in it, about 13 times a minute for a 5 s
-// interval. 15 s covers a transaction's statement that dates the change,
-// its lock waits and its commit within the default statement_timeout (10
-// s), and 5 s of clock skew. A change that commits later than that after
-// its date and whose NOTIFY was also lost reaches a customerChanges stream
-// that does not follow its customer yet with the next reconnect's or
-// whole-workspace wake's sweep, or with its customer's next change.
+// interval. 15 s covers the usual gap between a change's date and its
+// commit with room (milliseconds; a statement is cut at the default
+// statement_timeout, 10 s) and 5 s of clock skew. It is not a bound: a
+// group commit dates its changes before several statements, each with
+// its own timeout and lock waits, and the COMMIT itself has no timeout (a
+// synchronous standby can hold it). A change committed later than 15 s
+// after its date whose NOTIFY was also lost reaches a customerChanges
+// stream that does not follow its customer yet with the next reconnect's
+// or whole-workspace wake's sweep (a minute's margin), or with its
+// customer's next change; streams that follow the customer get it at the
+// next resync, which reads their feeds by version, not by date.
 const resyncSweepMargin = 15 * time.Second
 
 // Options tune the hub; zero values take the defaults.
