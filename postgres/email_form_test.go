@@ -251,3 +251,119 @@ func TestMigrationRenormalizesStoredEmails(t *testing.T) {
 		t.Errorf("second run's log:\n%s", logs.String())
 	}
 }
+
+// Migration 00021 folds the old forms of one address that belong to one
+// customer into the address's form, instead of leaving them unreachable:
+// two stored values with one form (the oldest row by first seen is kept,
+// its source and first seen with the latest last seen), and a value whose
+// form the same customer already holds (that row is kept, with the
+// earliest first seen). The customer's events carry the form once, its
+// drop records name it, every input finds the customer and identifies it
+// again without creating one. Only values of different customers are
+// left, and the log names each of those customers once.
+func TestMigrationFoldsOneCustomersForms(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	cust := map[string]int64{}
+	for i, name := range []string{"kim", "lee", "mia", "ned", "oli", "pat"} {
+		cust[name] = ingest1(t, db, ws, track("fold-"+name, ids("phone", fmt.Sprintf("+1415556%04d", 101+i)))).CustomerID
+	}
+	for _, s := range []struct{ cust, value, source, first, last string }{
+		{"kim", "kim@bu\u0308cher.de", "b", "2024-03-01", "2024-09-01"}, // kim: two old forms, no row holds the form
+		{"kim", "kim@xn--bcher-kva.de", "a", "2024-01-01", "2024-02-01"},
+		{"lee", "lee@b\u00fccher.de", "c", "2024-05-01", "2024-05-02"}, // lee: holds the form, and an old one
+		{"lee", "lee@xn--bcher-kva.de", "d", "2024-04-01", "2024-06-01"},
+		{"mia", "mia@xn--bcher-kva.de", "", "2024-01-01", "2024-01-01"}, // mia and ned: one form, left
+		{"mia", "mia@bu\u0308cher.de", "", "2024-01-01", "2024-01-01"},
+		{"ned", "mia@\uff42\u00fccher.de", "", "2024-01-01", "2024-01-01"},
+		{"oli", "oli@xn--bcher-kva.de", "", "2024-01-01", "2024-01-01"}, // oli: two old forms, pat holds the form: left
+		{"oli", "oli@bu\u0308cher.de", "", "2024-01-01", "2024-01-01"},
+		{"pat", "oli@b\u00fccher.de", "", "2024-01-01", "2024-01-01"},
+	} {
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO identities (workspace_id, type, value, customer_id, source, first_seen, last_seen)
+			VALUES ($1, 'email', $2, $3, $4, $5, $6)`, ws, s.value, cust[s.cust], s.source, s.first, s.last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO events (workspace_id, customer_id, type, source, dedupe_key, occurred_at, identities, dropped)
+		VALUES ($1, $2, 'track', 'test', 'old-kim', now(), $3, $4)`, ws, cust["kim"],
+		`[{"type":"phone","value":"+14155560101"},{"type":"email","value":"kim@xn--bcher-kva.de"},{"type":"email","value":"kim@bu\u0308cher.de"}]`,
+		`["email \"kim@bu\u0308cher.de\": limit: email allows 1"]`); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	if err := postgres.RenormalizeEmails(ctx, db, 2, log); err != nil {
+		t.Fatalf("migration: %v", err)
+	}
+	rows := func(name string) string {
+		var v string
+		if err := db.Pool.QueryRow(ctx, `SELECT string_agg(value || ' ' || source || ' ' || to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+			|| ' ' || to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD'), ',' ORDER BY value) FROM identities
+			WHERE workspace_id = $1 AND customer_id = $2 AND type = 'email'`, ws, cust[name]).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for name, want := range map[string]string{
+		"kim": "kim@b\u00fccher.de a 2024-01-01 2024-09-01",
+		"lee": "lee@b\u00fccher.de d 2024-04-01 2024-06-01",
+		"mia": "mia@bu\u0308cher.de  2024-01-01 2024-01-01,mia@xn--bcher-kva.de  2024-01-01 2024-01-01",
+		"ned": "mia@\uff42\u00fccher.de  2024-01-01 2024-01-01",
+		"oli": "oli@bu\u0308cher.de  2024-01-01 2024-01-01,oli@xn--bcher-kva.de  2024-01-01 2024-01-01",
+		"pat": "oli@b\u00fccher.de  2024-01-01 2024-01-01",
+	} {
+		if got := rows(name); got != want {
+			t.Errorf("%s's email identities = %+q, want %+q", name, got, want)
+		}
+	}
+	var idents, dropped string
+	if err := db.Pool.QueryRow(ctx, `SELECT identities::text, dropped::text FROM events WHERE workspace_id = $1 AND dedupe_key = 'old-kim'`,
+		ws).Scan(&idents, &dropped); err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"type": "phone", "value": "+14155560101"}, {"type": "email", "value": "kim@b` + "\u00fc" + `cher.de"}]`; idents != want {
+		t.Errorf("kim's event identities = %s, want %s", idents, want)
+	}
+	if !strings.Contains(dropped, `email \"kim@b`+"\u00fc"+`cher.de\": limit`) {
+		t.Errorf("kim's event dropped = %s, want the record rewritten", dropped)
+	}
+	if n := count(t, db, `SELECT count(*) FROM customers WHERE workspace_id = $1 AND id = $2 AND strpos(search_text, $3) > 0 AND strpos(search_text, 'xn--') = 0`,
+		ws, cust["kim"], "kim@b\u00fccher.de"); n != 1 {
+		t.Errorf("kim's search text does not hold the form alone")
+	}
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, fmt.Sprintf("workspace=%d ", ws)) {
+			line += l + "\n"
+		}
+	}
+	for _, want := range []string{"rewritten=1", "folded=2", "left_collision=5",
+		fmt.Sprintf("customers=\"%v\"", []int64{cust["mia"], cust["ned"], cust["oli"], cust["pat"]})} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log does not say %s:\n%s", want, line)
+		}
+	}
+	for v, name := range map[string]string{"kim@b\u00fccher.de": "kim", "KIM@XN--BCHER-KVA.DE": "kim", "kim@bu\u0308cher.de": "kim",
+		"lee@xn--bcher-kva.de": "lee", "LEE@B\u00dcCHER.DE": "lee"} {
+		if c, err := db.FindCustomerByIdentity(ctx, ws, c360.Identity{Type: "email", Value: v}); err != nil || c.ID != cust[name] {
+			t.Errorf("lookup of %+q after the migration = %v, %v; want %s", v, c, err, name)
+		}
+		if r := ingest1(t, db, ws, track("fold-again-"+v, ids("email", v))); r.CustomerID != cust[name] {
+			t.Errorf("ingest of %+q after the migration: customer %d, want %s's %d", v, r.CustomerID, name, cust[name])
+		}
+	}
+	sp, err := db.SplitIdentity(ctx, ws, cust["kim"], c360.Identity{Type: "email", Value: "KIM@XN--BCHER-KVA.DE"}, "admin", "")
+	if err != nil || sp.MovedEvents < 2 {
+		t.Errorf("split after the migration: %+v, %v; want kim's old event and the new ones moved", sp, err)
+	}
+	// Run again: the rows left stay left, nothing else is read.
+	logs.Reset()
+	if err := postgres.RenormalizeEmails(ctx, db, 2, log); err != nil {
+		t.Fatalf("migration, again: %v", err)
+	}
+	if want := fmt.Sprintf("workspace=%d rewritten=0 folded=0 events=0 left_collision=5", ws); !strings.Contains(logs.String(), want) {
+		t.Errorf("second run's log does not say %s:\n%s", want, logs.String())
+	}
+}

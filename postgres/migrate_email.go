@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -57,13 +58,15 @@ func goMigrations(f emailForm) goose.ProviderOption {
 // emailFormCounts counts what the migration did with the rows it read.
 type emailFormCounts struct {
 	rewritten int // rows brought to the normalizer's form
-	collided  int // rows left: their form is held by another row, or is another left row's
+	folded    int // rows deleted: another row of their customer holds their form
+	collided  int // rows left: their form is another customer's, or also a left row's of another customer
 	refused   int // rows left: the normalizer refuses the stored value
 	events    int // events whose identities were rewritten
 }
 
 func (c *emailFormCounts) add(o emailFormCounts) {
 	c.rewritten += o.rewritten
+	c.folded += o.folded
 	c.collided += o.collided
 	c.refused += o.refused
 	c.events += o.events
@@ -96,14 +99,14 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 			}
 			total.add(got)
 			if got != (emailFormCounts{}) {
-				log.Info("email identities re-normalized", "workspace", ws, "rewritten", got.rewritten,
+				log.Info("email identities re-normalized", "workspace", ws, "rewritten", got.rewritten, "folded", got.folded,
 					"events", got.events, "left_collision", got.collided, "left_refused", got.refused)
 			}
 			if len(left) > 0 {
 				// Customer ids, never the values: the operator merges
 				// these (docs/identity.md#email-addresses).
 				more := len(left) - emailFormLeftIDs
-				log.Warn("email identities left in their old form: one address held by two customers",
+				log.Warn("email identities left in their old form: one address held by several customers",
 					"workspace", ws, "customers", left[:min(len(left), emailFormLeftIDs)], "more", max(more, 0))
 			}
 		}
@@ -111,7 +114,7 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("00021 email forms: %w", err)
 	}
-	log.Info("email identities re-normalized, all workspaces", "rewritten", total.rewritten, "events", total.events,
+	log.Info("email identities re-normalized, all workspaces", "rewritten", total.rewritten, "folded", total.folded, "events", total.events,
 		"left_collision", total.collided, "left_refused", total.refused)
 	return nil
 }
@@ -121,6 +124,7 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 type emailRename struct {
 	old, new string
 	customer int64
+	folded   bool // deleted into another row of its customer holding new
 }
 
 // renormalizeEmails brings workspace ws's email identities to n's form
@@ -129,11 +133,12 @@ type emailRename struct {
 // that may change (non-ASCII, or holding an xn-- label: a pure-ASCII
 // value without one is its own form) a page at a time through the
 // identities' primary key, decides every collision on the whole
-// workspace's set, then rewrites a page of rows at a time, each page one
-// transaction: the identities, the events of their customer that carry
-// them (identities and drop records, as ingest wrote them, so that a
-// split still moves what came through the address), and the customers'
-// search text.
+// workspace's set (values of several customers with one form are left;
+// values of one customer are folded into one row), then rewrites a page
+// of rows at a time, each page one transaction: the identities, the
+// events of their customer that carry them (identities and drop records,
+// as ingest wrote them, so that a split still moves what came through
+// the address), and the customers' search text.
 func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, ws int64) (emailFormCounts, []int64, error) {
 	var (
 		cnt     emailFormCounts
@@ -179,21 +184,38 @@ func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, 
 		}
 		after = page[len(page)-1].old
 	}
-	// Two stored values with one form: both are left, as they are two
-	// customers (or two rows of one) that only an operator's merge joins.
+	// Stored values with one form are one address: when they all belong
+	// to one customer, they are folded into one row of that form
+	// (renameEmails); when they belong to several, all are left, as those
+	// customers are one person only an operator's merge joins.
+	owner := map[string]int64{}
+	mixed := map[string]bool{}
+	for _, e := range renames {
+		if c, ok := owner[e.new]; !ok {
+			owner[e.new] = e.customer
+		} else if c != e.customer {
+			mixed[e.new] = true
+		}
+	}
 	var left []int64
 	todo := renames[:0:0]
 	for _, e := range renames {
-		if byNew[e.new] > 1 {
+		if mixed[e.new] {
 			cnt.collided++
 			left = append(left, e.customer)
 			continue
 		}
 		todo = append(todo, e)
 	}
+	// A form's values in one batch, so that its rows are folded at once.
+	slices.SortFunc(todo, func(a, b emailRename) int { return cmp.Or(cmp.Compare(a.new, b.new), cmp.Compare(a.old, b.old)) })
 	for len(todo) > 0 {
-		batch := todo[:min(len(todo), emailFormPage)]
-		todo = todo[len(batch):]
+		n := min(len(todo), emailFormPage)
+		for n < len(todo) && todo[n].new == todo[n-1].new {
+			n++
+		}
+		batch := todo[:n]
+		todo = todo[n:]
 		err := inWorkspaceTx(ctx, c, ws, func(tx pgx.Tx) error {
 			done, held, custs, err := renameEmails(ctx, tx, ws, batch)
 			if err != nil {
@@ -201,13 +223,17 @@ func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, 
 			}
 			cnt.collided += held
 			left = append(left, custs...)
-			cnt.rewritten += len(done)
 			if len(done) == 0 {
 				return nil
 			}
 			olds, news, custs, oldPrefixes, newPrefixes := make([]string, len(done)), make([]string, len(done)),
 				make([]int64, len(done)), make([]string, len(done)), make([]string, len(done))
 			for i, e := range done {
+				if e.folded {
+					cnt.folded++
+				} else {
+					cnt.rewritten++
+				}
 				olds[i], news[i], custs[i] = e.old, e.new, e.customer
 				oldPrefixes[i] = droppedPrefix(identity.Identity{Type: identity.TypeEmail, Value: e.old})
 				newPrefixes[i] = droppedPrefix(identity.Identity{Type: identity.TypeEmail, Value: e.new})
@@ -231,13 +257,16 @@ func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, 
 	return cnt, slices.Compact(left), nil
 }
 
-// renameEmails rewrites the identities of batch whose form no row holds,
-// and returns those it rewrote (with their customer now), how many it
-// left, and the customers of the rows it left with the customers holding
-// their form.
-// A row inserted meanwhile with a form of the batch (another process
-// ingesting) fails the batch's statement on the primary key: the batch is
-// then rewritten a row at a time, a row that fails so being left too.
+// renameEmails brings the identities of batch (every value of a form in
+// the batch is one customer's) to their form, and returns those it
+// brought (with their customer now), how many it left, and the customers
+// of the rows it left with the customers holding their form.
+// A form held by a row of another customer is left. Otherwise the
+// form's rows are folded into one (foldEmails): the row holding the form,
+// or the oldest by first seen rewritten to it, the others deleted.
+// A row inserted or moved meanwhile (another process ingesting, merging)
+// fails the batch's statement: the batch is then brought a form at a
+// time, a form that fails so being left too.
 func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename) (done []emailRename, held int, left []int64, err error) {
 	news := make([]string, len(batch))
 	for i, e := range batch {
@@ -256,63 +285,119 @@ func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename)
 	if _, err := pgx.ForEachRow(rows, []any{&v, &cust}, func() error { holders[v] = cust; return nil }); err != nil {
 		return nil, 0, nil, fmt.Errorf("read forms: %w", err)
 	}
-	var olds []string
-	news = news[:0]
+	var todo []emailRename
 	for _, e := range batch {
-		if h, ok := holders[e.new]; ok {
+		if h, ok := holders[e.new]; ok && h != e.customer {
 			held++
 			left = append(left, e.customer, h)
 			continue
 		}
-		olds, news = append(olds, e.old), append(news, e.new)
+		todo = append(todo, e)
 	}
-	if len(olds) == 0 {
+	if len(todo) == 0 {
 		return nil, held, left, nil
 	}
-	done, err = renameTx(ctx, tx, ws, olds, news)
-	if !isUniqueViolation(err) {
+	done, ok, err := foldEmails(ctx, tx, ws, todo)
+	if err != nil || ok {
 		return done, held, left, err
 	}
 	done = nil
-	for i := range olds {
-		d, err := renameTx(ctx, tx, ws, olds[i:i+1], news[i:i+1])
-		if isUniqueViolation(err) {
-			held++
-			left = append(left, batch[slices.IndexFunc(batch, func(e emailRename) bool { return e.old == olds[i] })].customer)
-			continue
+	for len(todo) > 0 {
+		n := 1
+		for n < len(todo) && todo[n].new == todo[0].new {
+			n++
 		}
+		form := todo[:n]
+		todo = todo[n:]
+		d, ok, err := foldEmails(ctx, tx, ws, form)
 		if err != nil {
 			return nil, 0, nil, err
+		}
+		if !ok {
+			held += len(form)
+			for _, e := range form {
+				left = append(left, e.customer)
+			}
+			continue
 		}
 		done = append(done, d...)
 	}
 	return done, held, left, nil
 }
 
-// renameTx rewrites the identities olds to news under a savepoint, rolled
-// back when the statement fails.
-func renameTx(ctx context.Context, tx pgx.Tx, ws int64, olds, news []string) ([]emailRename, error) {
+// foldEmails brings the identities olds of batch (sorted by form) to their
+// form under a savepoint: it deletes them and writes each form's row,
+// inserted with the source and first seen of the oldest row by first seen
+// and the latest last seen, or, when the customer holds the form already,
+// given the earliest first seen (and its source) and the latest last seen.
+// It returns the rows it brought, folded set on those deleted into a row
+// of their customer. When a form's rows are no longer one customer's, or
+// another customer holds the form (both meanwhile), it rolls back and
+// returns false.
+func foldEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename) ([]emailRename, bool, error) {
+	olds, news := make([]string, len(batch)), make([]string, len(batch))
+	for i, e := range batch {
+		olds[i], news[i] = e.old, e.new
+	}
 	var done []emailRename
+	ok := true
 	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error {
-		rows, err := sp.Query(ctx, `
-			UPDATE identities i SET value = m.new
-			FROM unnest($2::text[], $3::text[]) AS m(old, new)
-			WHERE i.workspace_id = $1 AND i.type = 'email' AND i.value = m.old
-			RETURNING m.old, m.new, i.customer_id`, ws, olds, news)
+		rows, err := sp.Query(ctx, emailFormFoldSQL, ws, olds, news)
 		if err != nil {
 			return err
 		}
+		var fine bool
 		done, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (emailRename, error) {
 			var e emailRename
-			return e, r.Scan(&e.old, &e.new, &e.customer)
+			err := r.Scan(&e.old, &e.new, &e.customer, &e.folded, &fine)
+			ok = ok && fine
+			return e, err
 		})
+		if err == nil && !ok {
+			err = errFoldRefused
+		}
 		return err
 	})
-	if err != nil && !isUniqueViolation(err) {
-		err = fmt.Errorf("rewrite identities: %w", err)
+	if errors.Is(err, errFoldRefused) || isUniqueViolation(err) {
+		return nil, false, nil
 	}
-	return done, err
+	if err != nil {
+		return nil, false, fmt.Errorf("rewrite identities: %w", err)
+	}
+	return done, true, nil
 }
+
+// errFoldRefused rolls foldEmails' savepoint back.
+var errFoldRefused = errors.New("a form's rows are not one customer's")
+
+// emailFormFoldSQL deletes the identities $2 and writes their forms $3
+// (see foldEmails), returning per deleted row its value, form, customer,
+// whether it was folded into another row (not the one kept) and whether
+// its form was written: false when the form's rows have several
+// customers, or the form is another customer's.
+const emailFormFoldSQL = `
+	WITH m AS (SELECT * FROM unnest($2::text[], $3::text[]) AS m(old, new)),
+	d AS (
+		DELETE FROM identities i USING m
+		WHERE i.workspace_id = $1 AND i.type = 'email' AND i.value = m.old
+		RETURNING m.old, m.new, i.customer_id, i.source, i.first_seen, i.last_seen),
+	f AS (
+		SELECT d.*,
+			row_number() OVER (PARTITION BY new ORDER BY first_seen, old) AS n,
+			min(customer_id) OVER (PARTITION BY new) = max(customer_id) OVER (PARTITION BY new) AS one,
+			max(last_seen) OVER (PARTITION BY new) AS latest
+		FROM d),
+	w AS (
+		INSERT INTO identities AS i (workspace_id, type, value, customer_id, source, first_seen, last_seen)
+		SELECT $1, 'email', new, customer_id, source, first_seen, latest FROM f WHERE n = 1 AND one
+		ON CONFLICT (workspace_id, type, value) DO UPDATE SET
+			source = CASE WHEN excluded.first_seen < i.first_seen THEN excluded.source ELSE i.source END,
+			first_seen = least(i.first_seen, excluded.first_seen),
+			last_seen = greatest(i.last_seen, excluded.last_seen)
+		WHERE i.customer_id = excluded.customer_id
+		RETURNING i.value, i.xmax = 0 AS inserted)
+	SELECT f.old, f.new, f.customer_id, NOT coalesce(w.inserted AND f.n = 1, false), w.value IS NOT NULL
+	FROM f LEFT JOIN w ON w.value = f.new`
 
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
@@ -332,8 +417,10 @@ func inWorkspaceTx(ctx context.Context, c *pgx.Conn, ws int64, fn func(pgx.Tx) e
 }
 
 // emailFormEventsSQL rewrites, in the events of each rewritten identity's
-// customer that carry its old value, that value in identities and the
-// drop records that name it ($5, $6: droppedPrefix of the old and new
+// customer that carry its old value, that value in identities (an event
+// that carried two old values of one form, or an old value and the form,
+// keeps the form once, where it came first) and the drop records that
+// name it ($5, $6: droppedPrefix of the old and new
 // value, as ingest and split write and read them). Events of other
 // customers (one that dropped the address) keep the old form as history.
 const emailFormEventsSQL = `
@@ -343,10 +430,13 @@ const emailFormEventsSQL = `
 	)
 	UPDATE events e SET
 		identities = (
-			SELECT jsonb_agg(coalesce(
-				(SELECT jsonb_set(x, '{value}', to_jsonb(m.new)) FROM m
-				 WHERE m.customer_id = e.customer_id AND x->>'type' = 'email' AND x->>'value' = m.old LIMIT 1), x) ORDER BY n)
-			FROM jsonb_array_elements(e.identities) WITH ORDINALITY AS t(x, n)),
+			SELECT jsonb_agg(y ORDER BY n) FROM (
+				SELECT DISTINCT ON (y) y, n FROM (
+					SELECT coalesce(
+						(SELECT jsonb_set(x, '{value}', to_jsonb(m.new)) FROM m
+						 WHERE m.customer_id = e.customer_id AND x->>'type' = 'email' AND x->>'value' = m.old LIMIT 1), x) AS y, n
+					FROM jsonb_array_elements(e.identities) WITH ORDINALITY AS t(x, n)) r
+				ORDER BY y, n) u),
 		dropped = CASE WHEN jsonb_typeof(e.dropped) = 'array' AND jsonb_array_length(e.dropped) > 0 THEN (
 			SELECT jsonb_agg(coalesce(
 				(SELECT m.new_prefix || substr(d, length(m.old_prefix) + 1) FROM m
