@@ -310,6 +310,12 @@ func SetKeyPrefixes(t testing.TB, prefixes ...string) {
 // with db's normalizer, reading and writing pages of page rows, and logs
 // to log.
 func RenormalizeEmails(ctx context.Context, db *DB, page int, log *slog.Logger) error {
+	return RenormalizeEmailsAfter(ctx, db, page, log, func() {})
+}
+
+// RenormalizeEmailsAfter is RenormalizeEmails calling ready once the
+// migrator is open, just before the migration runs.
+func RenormalizeEmailsAfter(ctx context.Context, db *DB, page int, log *slog.Logger, ready func()) error {
 	m, err := db.NewMigrator()
 	if err != nil {
 		return err
@@ -318,5 +324,6 @@ func RenormalizeEmails(ctx context.Context, db *DB, page int, log *slog.Logger) 
 	defer func(p int) { emailFormPage = p }(emailFormPage)
 	emailFormPage = page
 	f := emailForm{normalizer: func() identity.Normalizer { return db.Normalizer }, log: func() *slog.Logger { return log }}
+	ready()
 	return f.up(ctx, m.db)
 }

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -83,6 +82,13 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 	var total emailFormCounts
 	err = conn.Raw(func(dc any) error {
 		c := dc.(*stdlib.Conn).Conn()
+		if _, err := c.Exec(ctx, emailFormTableSQL); err != nil {
+			return fmt.Errorf("create email_forms: %w", err)
+		}
+		// The connection goes back to database/sql's pool: the table
+		// is dropped with the run (and by the next run, when this drop
+		// fails).
+		defer c.Exec(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS pg_temp.email_forms`)
 		n := f.normalizer()
 		var ws int64
 		for {
@@ -93,7 +99,7 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 			if err != nil {
 				return err
 			}
-			got, left, err := renormalizeEmails(ctx, c, n, ws)
+			got, left, custs, err := renormalizeEmails(ctx, c, n, ws)
 			if err != nil {
 				return fmt.Errorf("workspace %d: %w", ws, err)
 			}
@@ -105,9 +111,8 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 			if len(left) > 0 {
 				// Customer ids, never the values: the operator merges
 				// these (docs/identity.md#email-addresses).
-				more := len(left) - emailFormLeftIDs
 				log.Warn("email identities left in their old form: one address held by several customers",
-					"workspace", ws, "customers", left[:min(len(left), emailFormLeftIDs)], "more", max(more, 0))
+					"workspace", ws, "customers", left, "more", custs-len(left))
 			}
 		}
 	})
@@ -124,30 +129,34 @@ func (f emailForm) up(ctx context.Context, sqlDB *sql.DB) error {
 type emailRename struct {
 	old, new string
 	customer int64
-	folded   bool // deleted into another row of its customer holding new
+	folded   bool  // deleted into another row of its customer holding new
+	holder   int64 // left: the other customer holding new
 }
 
 // renormalizeEmails brings workspace ws's email identities to n's form
-// and returns what it did and the customers of the rows it left for a
-// collision (with the customers holding their form). It reads the values
-// that may change (non-ASCII, or holding an xn-- label: a pure-ASCII
-// value without one is its own form) a page at a time through the
-// identities' primary key, decides every collision on the whole
-// workspace's set (values of several customers with one form are left;
-// values of one customer are folded into one row), then rewrites a page
-// of rows at a time, each page one transaction: the identities, the
-// events of their customer that carry them (identities and drop records,
-// as ingest wrote them, so that a split still moves what came through
-// the address), and the customers' search text.
-func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, ws int64) (emailFormCounts, []int64, error) {
-	var (
-		cnt     emailFormCounts
-		renames []emailRename
-		byNew   = map[string]int{}
-		after   string
-	)
+// and returns what it did, the first emailFormLeftIDs customers of the
+// rows it left for a collision (with the customers holding their form)
+// and how many such customers there are. It reads the values that may
+// change (non-ASCII, or holding an xn-- label: a pure-ASCII value without
+// one is its own form) a page at a time through the identities' primary
+// key and writes each with its form to the session's table email_forms
+// (emailFormTableSQL), so that the workspace's list of changes is held by
+// the database, not in memory; it decides every collision on the whole
+// workspace's set there (values of several customers with one form are
+// left; values of one customer are folded into one row), then rewrites a
+// page of rows at a time, in order of form, each page one transaction:
+// the identities, the events of their customer that carry them
+// (identities and drop records, as ingest wrote them, so that a split
+// still moves what came through the address), and the customers' search
+// text.
+func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, ws int64) (emailFormCounts, []int64, int, error) {
+	var cnt emailFormCounts
+	if _, err := c.Exec(ctx, `TRUNCATE pg_temp.email_forms`); err != nil {
+		return cnt, nil, 0, fmt.Errorf("clear email_forms: %w", err)
+	}
+	var after string
 	for {
-		var page []emailRename
+		var read int
 		err := inWorkspaceTx(ctx, c, ws, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `
 				SELECT value, customer_id FROM identities
@@ -157,72 +166,91 @@ func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, 
 			if err != nil {
 				return err
 			}
-			page, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (emailRename, error) {
-				var e emailRename
-				return e, r.Scan(&e.old, &e.customer)
-			})
+			var (
+				olds, news []string
+				custs      []int64
+				v          string
+				cust       int64
+			)
+			if _, err := pgx.ForEachRow(rows, []any{&v, &cust}, func() error {
+				read++
+				after = v
+				id, err := n.Normalize(identity.Identity{Type: identity.TypeEmail, Value: v})
+				if err != nil {
+					cnt.refused++
+					return nil
+				}
+				if id.Value != v {
+					olds, news, custs = append(olds, v), append(news, id.Value), append(custs, cust)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO pg_temp.email_forms (old, new, customer_id)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`, olds, news, custs)
 			return err
 		})
 		if err != nil {
-			return cnt, nil, fmt.Errorf("read identities: %w", err)
+			return cnt, nil, 0, fmt.Errorf("read identities: %w", err)
 		}
-		for _, e := range page {
-			id, err := n.Normalize(identity.Identity{Type: identity.TypeEmail, Value: e.old})
-			if err != nil {
-				cnt.refused++
-				continue
-			}
-			if id.Value == e.old {
-				continue
-			}
-			e.new = id.Value
-			renames = append(renames, e)
-			byNew[e.new]++
-		}
-		if len(page) < emailFormPage {
+		if read < emailFormPage {
 			break
 		}
-		after = page[len(page)-1].old
 	}
 	// Stored values with one form are one address: when they all belong
 	// to one customer, they are folded into one row of that form
 	// (renameEmails); when they belong to several, all are left, as those
 	// customers are one person only an operator's merge joins.
-	owner := map[string]int64{}
-	mixed := map[string]bool{}
-	for _, e := range renames {
-		if c, ok := owner[e.new]; !ok {
-			owner[e.new] = e.customer
-		} else if c != e.customer {
-			mixed[e.new] = true
-		}
+	if _, err := c.Exec(ctx, `UPDATE pg_temp.email_forms SET left_over = true WHERE new IN (
+		SELECT new FROM pg_temp.email_forms GROUP BY new HAVING min(customer_id) <> max(customer_id))`); err != nil {
+		return cnt, nil, 0, fmt.Errorf("decide collisions: %w", err)
 	}
-	var left []int64
-	todo := renames[:0:0]
-	for _, e := range renames {
-		if mixed[e.new] {
-			cnt.collided++
-			left = append(left, e.customer)
-			continue
+	var afterNew, afterOld string
+	for {
+		// A page in order of form, completed with the rest of its last
+		// form's values, so that a form's rows are folded at once.
+		rows, err := c.Query(ctx, `SELECT old, new, customer_id FROM pg_temp.email_forms
+			WHERE NOT left_over AND (new, old) > ($1, $2) ORDER BY new, old LIMIT $3`, afterNew, afterOld, emailFormPage)
+		if err != nil {
+			return cnt, nil, 0, fmt.Errorf("read email_forms: %w", err)
 		}
-		todo = append(todo, e)
-	}
-	// A form's values in one batch, so that its rows are folded at once.
-	slices.SortFunc(todo, func(a, b emailRename) int { return cmp.Or(cmp.Compare(a.new, b.new), cmp.Compare(a.old, b.old)) })
-	for len(todo) > 0 {
-		n := min(len(todo), emailFormPage)
-		for n < len(todo) && todo[n].new == todo[n-1].new {
-			n++
+		batch, err := pgx.CollectRows(rows, scanEmailRename)
+		if err != nil {
+			return cnt, nil, 0, fmt.Errorf("read email_forms: %w", err)
 		}
-		batch := todo[:n]
-		todo = todo[n:]
-		err := inWorkspaceTx(ctx, c, ws, func(tx pgx.Tx) error {
-			done, held, custs, err := renameEmails(ctx, tx, ws, batch)
+		if len(batch) == 0 {
+			break
+		}
+		last := batch[len(batch)-1]
+		if len(batch) == emailFormPage {
+			rows, err := c.Query(ctx, `SELECT old, new, customer_id FROM pg_temp.email_forms
+				WHERE NOT left_over AND new = $1 AND old > $2 ORDER BY old`, last.new, last.old)
+			if err != nil {
+				return cnt, nil, 0, fmt.Errorf("read email_forms: %w", err)
+			}
+			rest, err := pgx.CollectRows(rows, scanEmailRename)
+			if err != nil {
+				return cnt, nil, 0, fmt.Errorf("read email_forms: %w", err)
+			}
+			batch = append(batch, rest...)
+		}
+		afterNew, afterOld = batch[len(batch)-1].new, batch[len(batch)-1].old
+		err = inWorkspaceTx(ctx, c, ws, func(tx pgx.Tx) error {
+			done, left, err := renameEmails(ctx, tx, ws, batch)
 			if err != nil {
 				return err
 			}
-			cnt.collided += held
-			left = append(left, custs...)
+			if len(left) > 0 {
+				olds, holders := make([]string, len(left)), make([]int64, len(left))
+				for i, e := range left {
+					olds[i], holders[i] = e.old, e.holder
+				}
+				if _, err := tx.Exec(ctx, `UPDATE pg_temp.email_forms f SET left_over = true, holder = nullif(m.holder, 0)
+					FROM unnest($1::text[], $2::bigint[]) AS m(old, holder) WHERE f.old = m.old`, olds, holders); err != nil {
+					return fmt.Errorf("record collisions: %w", err)
+				}
+			}
 			if len(done) == 0 {
 				return nil
 			}
@@ -250,24 +278,61 @@ func renormalizeEmails(ctx context.Context, c *pgx.Conn, n identity.Normalizer, 
 			return nil
 		})
 		if err != nil {
-			return cnt, nil, err
+			return cnt, nil, 0, err
 		}
 	}
-	slices.Sort(left)
-	return cnt, slices.Compact(left), nil
+	var (
+		left  []int64
+		custs int
+	)
+	if err := c.QueryRow(ctx, emailFormLeftSQL, emailFormLeftIDs).Scan(&cnt.collided, &left, &custs); err != nil {
+		return cnt, nil, 0, fmt.Errorf("read collisions: %w", err)
+	}
+	return cnt, left, custs, nil
 }
+
+func scanEmailRename(r pgx.CollectableRow) (emailRename, error) {
+	var e emailRename
+	return e, r.Scan(&e.old, &e.new, &e.customer)
+}
+
+// emailFormTableSQL creates the session's table of one workspace's
+// changes: each stored value that changes (old), its form (new) and
+// customer; left_over set on a value left for a collision, holder the
+// customer holding its form when it was left for that. A temporary table
+// is the session's alone and bound by no row level security.
+const emailFormTableSQL = `
+	DROP TABLE IF EXISTS pg_temp.email_forms;
+	CREATE TEMPORARY TABLE email_forms (
+		old         text PRIMARY KEY,
+		new         text NOT NULL,
+		customer_id bigint NOT NULL,
+		left_over   boolean NOT NULL DEFAULT false,
+		holder      bigint
+	);
+	CREATE INDEX ON pg_temp.email_forms (new, old)`
+
+// emailFormLeftSQL counts the rows left for a collision, and lists the
+// first $1 customers of those rows and of the rows holding their forms,
+// with how many such customers there are.
+const emailFormLeftSQL = `
+	SELECT (SELECT count(*) FROM pg_temp.email_forms WHERE left_over),
+		coalesce(array_agg(c ORDER BY c) FILTER (WHERE n <= $1), '{}'), count(*)
+	FROM (SELECT c, row_number() OVER (ORDER BY c) AS n FROM (
+		SELECT customer_id FROM pg_temp.email_forms WHERE left_over
+		UNION SELECT holder FROM pg_temp.email_forms WHERE holder IS NOT NULL) AS x(c)) AS y`
 
 // renameEmails brings the identities of batch (every value of a form in
 // the batch is one customer's) to their form, and returns those it
-// brought (with their customer now), how many it left, and the customers
-// of the rows it left with the customers holding their form.
+// brought (with their customer now) and those it left (holder set to the
+// customer holding their form, when known).
 // A form held by a row of another customer is left. Otherwise the
 // form's rows are folded into one (foldEmails): the row holding the form,
 // or the oldest by first seen rewritten to it, the others deleted.
 // A row inserted or moved meanwhile (another process ingesting, merging)
 // fails the batch's statement: the batch is then brought a form at a
 // time, a form that fails so being left too.
-func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename) (done []emailRename, held int, left []int64, err error) {
+func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename) (done, left []emailRename, err error) {
 	news := make([]string, len(batch))
 	for i, e := range batch {
 		news[i] = e.new
@@ -275,7 +340,7 @@ func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename)
 	rows, err := tx.Query(ctx, `SELECT value, customer_id FROM identities
 		WHERE workspace_id = $1 AND type = 'email' AND value = ANY($2::text[])`, ws, news)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("read forms: %w", err)
+		return nil, nil, fmt.Errorf("read forms: %w", err)
 	}
 	holders := map[string]int64{}
 	var (
@@ -283,23 +348,23 @@ func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename)
 		cust int64
 	)
 	if _, err := pgx.ForEachRow(rows, []any{&v, &cust}, func() error { holders[v] = cust; return nil }); err != nil {
-		return nil, 0, nil, fmt.Errorf("read forms: %w", err)
+		return nil, nil, fmt.Errorf("read forms: %w", err)
 	}
 	var todo []emailRename
 	for _, e := range batch {
 		if h, ok := holders[e.new]; ok && h != e.customer {
-			held++
-			left = append(left, e.customer, h)
+			e.holder = h
+			left = append(left, e)
 			continue
 		}
 		todo = append(todo, e)
 	}
 	if len(todo) == 0 {
-		return nil, held, left, nil
+		return nil, left, nil
 	}
 	done, ok, err := foldEmails(ctx, tx, ws, todo)
 	if err != nil || ok {
-		return done, held, left, err
+		return done, left, err
 	}
 	done = nil
 	for len(todo) > 0 {
@@ -311,18 +376,15 @@ func renameEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename)
 		todo = todo[n:]
 		d, ok, err := foldEmails(ctx, tx, ws, form)
 		if err != nil {
-			return nil, 0, nil, err
+			return nil, nil, err
 		}
 		if !ok {
-			held += len(form)
-			for _, e := range form {
-				left = append(left, e.customer)
-			}
+			left = append(left, form...)
 			continue
 		}
 		done = append(done, d...)
 	}
-	return done, held, left, nil
+	return done, left, nil
 }
 
 // foldEmails brings the identities olds of batch (sorted by form) to their
