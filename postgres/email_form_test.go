@@ -380,9 +380,6 @@ func TestMigrationFoldsOneCustomersForms(t *testing.T) {
 // statements; the list in memory took some 215 B an address, 6.4 MB
 // here). Every address is still rewritten.
 func TestMigrationHoldsAPageOfChangesInMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("30,000 identities")
-	}
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
