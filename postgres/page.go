@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -255,6 +256,15 @@ func (db *DB) FindEventByID(ctx context.Context, ws, id int64) (*c360.Event, err
 // in a row. customers holds one id, or is nil for the customer a lookup
 // earlier in the batch finds. LoadProfiles and FindProfile serve it
 // (ProfileRequest.Messages).
+//
+// Each statement reads its own snapshot (READ COMMITTED), so a message
+// landing between them can change which conversations the second finds: one
+// that became active is read and dropped; one of the page that the second
+// no longer finds would be left with no messages. The messages statement
+// therefore returns a marker row (NULL message) for each conversation it
+// finds without messages, and the page's conversations it neither read a
+// message of nor marked are read again once the batch is sent
+// (pipeline.recheckMessages): a round trip more only when the race happened.
 func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, convArgs, msgArgs c360.PageArgs) (map[int64]*c360.Page[*c360.Conversation], map[int64]*c360.Page[*c360.Message], error) {
 	cn, err := pageSize(convArgs.First)
 	if err != nil {
@@ -290,6 +300,8 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 	const convOrder = `ORDER BY coalesce(c.last_message_at, c.created_at) DESC, c.id DESC`
 	convs := map[int64]*c360.Page[*c360.Conversation]{}
 	msgs := map[int64]*c360.Page[*c360.Message]{}
+	cm := &p.messages
+	*cm = conversationMessages{ws: ws, pages: msgs, args: msgArgs}
 	p.queue("conversations", `SELECT `+conversationColumns+` FROM `+lookedUpCustomers+` AS p(id)
 		CROSS JOIN LATERAL (
 			SELECT * FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = p.id `+convCond+`
@@ -312,10 +324,23 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		CROSS JOIN LATERAL (
 			SELECT c.id FROM conversations c WHERE c.workspace_id = $1 AND c.customer_id = q.id `+msgConvCond+`
 			`+convOrder+` LIMIT $3) AS p(id)
-		CROSS JOIN LATERAL (
+		LEFT JOIN LATERAL (
 			SELECT * FROM messages m WHERE m.workspace_id = $1 AND m.conversation_id = p.id `+msgCond+`
-			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m`, msgParams, func(rows pgx.Rows) error {
+			ORDER BY m.created_at DESC, m.id DESC LIMIT $4) m ON true`, msgParams, func(rows pgx.Rows) error {
 		var parent int64
+		if rows.RawValues()[1] == nil {
+			// A conversation found with no messages (in the page's
+			// bounds): its empty page is an answer, not a miss.
+			dest := make([]any, len(rows.FieldDescriptions()))
+			dest[0] = &parent
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			if msgs[parent] != nil {
+				cm.empty = append(cm.empty, parent)
+			}
+			return nil
+		}
 		m, err := scanMessage(rows, ws, &parent)
 		if err != nil {
 			return err
@@ -328,4 +353,44 @@ func queueConversationsWithMessages(p *pipeline, ws int64, customers []int64, co
 		return nil
 	})
 	return convs, msgs, nil
+}
+
+// conversationMessages is the messages part of a batch's conversations
+// with their messages (queueConversationsWithMessages), kept to check it
+// once the batch is sent.
+type conversationMessages struct {
+	ws int64
+	// pages has a page for each conversation of the page of
+	// conversations; nil when the batch has no such part.
+	pages map[int64]*c360.Page[*c360.Message]
+	args  c360.PageArgs
+	// empty are the conversations of pages the messages statement found
+	// and found no messages in.
+	empty []int64
+}
+
+// recheckMessages reads again the messages of the page's conversations
+// that the messages statement of the batch did not find, having picked its
+// conversations in a later snapshot than the page's
+// (queueConversationsWithMessages). Nothing is read when it found them
+// all, as it does unless a message landed between the two statements.
+func (p *pipeline) recheckMessages(ctx context.Context, db *DB) error {
+	cm := &p.messages
+	var missed []int64
+	for id, pg := range cm.pages {
+		if len(pg.Items) == 0 && !slices.Contains(cm.empty, id) {
+			missed = append(missed, id)
+		}
+	}
+	if len(missed) == 0 {
+		return nil
+	}
+	m, err := db.MessagesByConversations(ctx, cm.ws, missed, cm.args)
+	if err != nil {
+		return err
+	}
+	for _, id := range missed {
+		*cm.pages[id] = *pageOf(m, id)
+	}
+	return nil
 }

@@ -24,6 +24,9 @@ type pipeline struct {
 	// customer (FindProfile): parts queued for no customers then read that
 	// one (customersArg).
 	lookedUp bool
+	// messages is the batch's conversations-with-messages part, checked
+	// once the batch is sent (recheckMessages).
+	messages conversationMessages
 }
 
 // startPipelineSQL scopes the batch to its workspace, and clears the
@@ -113,6 +116,9 @@ func (db *DB) LoadProfiles(ctx context.Context, ws int64, customers []int64, req
 	if err := p.send(ctx, db); err != nil {
 		return nil, err
 	}
+	if err := p.recheckMessages(ctx, db); err != nil {
+		return nil, err
+	}
 	fillPages(out, customers)
 	return out, nil
 }
@@ -161,6 +167,10 @@ func (db *DB) findProfile(ctx context.Context, ws int64, key c360.CustomerKey, q
 		return nil, nil, notFound()
 	}
 	if out != nil {
+		if err := p.recheckMessages(ctx, db); err != nil {
+			// As a part failing in the batch: the customer stands.
+			return c, nil, nil
+		}
 		fillPages(out, []int64{c.ID})
 	}
 	return c, out, nil
