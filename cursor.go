@@ -38,6 +38,10 @@ func (c Cursor) Encode() string {
 	return base64.RawURLEncoding.EncodeToString([]byte(s))
 }
 
+// minCursorMicros is PostgreSQL's earliest timestamptz, 4714-11-24
+// 00:00:00 UTC BC, in microseconds since the Unix epoch.
+const minCursorMicros = -210866803200 * 1_000_000
+
 // DecodeCursor parses an opaque cursor of list; a malformed one, or one of
 // another list, is EINVALID.
 func DecodeCursor(s, list string) (Cursor, error) {
@@ -60,9 +64,13 @@ func DecodeCursor(s, list string) (Cursor, error) {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
 	// Only a time PostgreSQL can compare with a stored one: outside its
-	// range the statement itself would fail.
+	// range the statement itself would fail. Every time it stores back to
+	// its earliest is in, year 0 (1 BC) and before included (a row stored
+	// before ingest bounded the past, MinOccurredAt): the list must page
+	// past it. Nothing c360 stores is past 9999 (ingest bounds the future,
+	// MaxFuture).
 	tm := time.UnixMicro(us).UTC()
-	if tm.Year() < 1 || tm.Year() > 9999 {
+	if us < minCursorMicros || tm.Year() > 9999 {
 		return Cursor{}, Errorf(EINVALID, "invalid cursor")
 	}
 	if c.List != "" && c.List != list {

@@ -19,6 +19,8 @@ func FuzzDecodeCursor(f *testing.F) {
 		{List: c360.ListCustomers, Time: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), ID: 7},
 		{Time: time.Unix(0, 0).UTC(), ID: 0},
 		{Time: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), ID: 1<<63 - 1},
+		{Time: time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC), ID: 3},
+		{Time: pgMinTime, ID: 4},
 	} {
 		f.Add(c.Encode())
 	}
@@ -39,7 +41,7 @@ func FuzzDecodeCursor(f *testing.F) {
 		if c.List != "" && c.List != c360.ListEvents {
 			t.Fatalf("DecodeCursor(%q, events) = %+v: a cursor of another list", s, c)
 		}
-		if y := c.Time.Year(); y < 1 || y > 9999 {
+		if y := c.Time.Year(); c.Time.Before(pgMinTime) || y > 9999 {
 			t.Fatalf("DecodeCursor(%q) = %+v: a time PostgreSQL cannot compare", s, c)
 		}
 		again, err := c360.DecodeCursor(c.Encode(), c360.ListEvents)
@@ -52,10 +54,22 @@ func FuzzDecodeCursor(f *testing.F) {
 	})
 }
 
+// pgMinTime is PostgreSQL's earliest timestamptz, 4714-11-24 BC (Go's
+// year -4713).
+var pgMinTime = time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC)
+
 // A cursor whose time PostgreSQL cannot hold is refused as bad input, not
-// passed on to fail the statement as an internal error.
+// passed on to fail the statement as an internal error; one whose time it
+// holds is accepted, year 0 (1 BC) and before included: a list pages past
+// a row stored so.
 func TestDecodeCursorRefusesTimesOutOfRange(t *testing.T) {
-	for _, tm := range []time.Time{time.UnixMicro(-9e17), time.UnixMicro(9e17), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} {
+	for _, tm := range []time.Time{time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC), time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Microsecond), pgMinTime} {
+		c, err := c360.DecodeCursor(c360.Cursor{Time: tm, ID: 1}.Encode(), "")
+		if err != nil || !c.Time.Equal(tm) {
+			t.Errorf("cursor at %v: %v %v, want it accepted", tm, c.Time, err)
+		}
+	}
+	for _, tm := range []time.Time{time.UnixMicro(-9e17), pgMinTime.Add(-time.Microsecond), time.UnixMicro(9e17), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} {
 		s := c360.Cursor{Time: tm, ID: 1}.Encode()
 		if _, err := c360.DecodeCursor(s, ""); c360.ErrorCode(err) != c360.EINVALID {
 			t.Errorf("cursor at %v: %v, want BAD_USER_INPUT", tm, err)

@@ -139,10 +139,18 @@ type ConsentInput struct {
 // event, whatever its source (GraphQL's timestamp included).
 const MaxFuture = 24 * time.Hour
 
+// MinOccurredAt is the earliest time an event may say it happened. No
+// customer event c360 records (a web or app call, a message, a purchase in
+// a historical import) took place before 1900: an earlier time is a clock
+// or a formatter gone wrong (Go's zero time, year 0, a date field read as
+// the year), and is not believed, as one too far ahead is not. The bound
+// also keeps every stored time in the range a cursor holds.
+var MinOccurredAt = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // OccurredAt returns the time an event claims, unless it is more than
-// MaxFuture past receivedAt: then receivedAt.
+// MaxFuture past receivedAt or before MinOccurredAt: then receivedAt.
 func OccurredAt(claimed, receivedAt time.Time) time.Time {
-	if claimed.After(receivedAt.Add(MaxFuture)) {
+	if claimed.After(receivedAt.Add(MaxFuture)) || claimed.Before(MinOccurredAt) {
 		return receivedAt
 	}
 	return claimed

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/c360dev/c360"
@@ -224,5 +225,33 @@ func TestUnmarshalExactRefusesTrailingData(t *testing.T) {
 	var m map[string]any
 	if err := c360.UnmarshalExact([]byte(" {\"a\":12345678901234567} \r\n\t"), &m); err != nil || m["a"] != json.Number("12345678901234567") {
 		t.Errorf("UnmarshalExact of an object between white space = %v, %v; want its number's digits", m, err)
+	}
+}
+
+// An event's time is believed from c360.MinOccurredAt (1900) to
+// c360.MaxFuture past its receipt; outside, the receipt time is stored.
+func TestOccurredAtBounds(t *testing.T) {
+	received := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, c := range []struct {
+		claimed  time.Time
+		believed bool
+	}{
+		{received, true},
+		{received.Add(c360.MaxFuture), true},
+		{received.Add(c360.MaxFuture + time.Second), false},
+		{time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), true},
+		{time.Date(1899, 12, 31, 23, 59, 59, 999999999, time.UTC), false},
+		{time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), true},
+		{time.Date(0, 6, 1, 0, 0, 0, 0, time.UTC), false},
+		{time.Time{}.Add(time.Hour), false},
+		{time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC), false},
+	} {
+		want := received
+		if c.believed {
+			want = c.claimed
+		}
+		if got := c360.OccurredAt(c.claimed, received); !got.Equal(want) {
+			t.Errorf("OccurredAt(%v) = %v, want %v", c.claimed, got, want)
+		}
 	}
 }

@@ -2184,7 +2184,7 @@ input IdentifyInput {
   traits: JSON
   "Idempotency key: a repeat with the same messageId returns the stored result and changes nothing."
   messageId: String
-  "When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update."
+  "When the call happened (default: when c360 received it). A time more than 24 hours after receipt, or before 1900, is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update and none is older than 1900."
   timestamp: Time
 }
 
@@ -2194,7 +2194,7 @@ input TrackInput {
   properties: JSON
   "Idempotency key: a repeat with the same messageId returns the stored event and changes nothing."
   messageId: String
-  "When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update."
+  "When the call happened (default: when c360 received it). A time more than 24 hours after receipt, or before 1900, is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update and none is older than 1900."
   timestamp: Time
 }
 

@@ -302,8 +302,8 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 		key, at := traitsKey(sid, digest(p.Traits)), receivedAt
 		if p.TraitsAt != "" {
 			key += "/" + p.traitsAt.Format(traitsAtKeyLayout)
-			// A time far ahead dates nothing (the key still tells the
-			// traits apart).
+			// A time far ahead, or before 1900, dates nothing (the key
+			// still tells the traits apart).
 			at = webhook.OccurredAt(p.traitsAt, receivedAt)
 		}
 		ev := base(c360.EventIdentify, key, at)
@@ -314,7 +314,8 @@ func (p *Payload) Events(receivedAt time.Time) (events []*c360.Event, labels []s
 		t := &p.Turns[i]
 		at := receivedAt
 		if t.Time != "" {
-			// A time far ahead is not believed, as for every connector.
+			// A time far ahead, or before 1900, is not believed, as for
+			// every connector.
 			at = webhook.OccurredAt(t.at, receivedAt)
 		}
 		ev := base(c360.EventMessage, turnKey(sid, t.ID), at)

@@ -273,7 +273,8 @@ func (m *Message) Canonical(typ string, receivedAt, sentAt time.Time) (*c360.Eve
 }
 
 // occurredAt applies Segment's timestamp rules; a time more than
-// webhook.MaxFuture past receipt is replaced by the receipt's.
+// webhook.MaxFuture past receipt, or before c360.MinOccurredAt (1900), is
+// replaced by the receipt's.
 func occurredAt(m *Message, receivedAt, batchSentAt time.Time) time.Time {
 	return webhook.OccurredAt(claimedAt(m, receivedAt, batchSentAt), receivedAt)
 }

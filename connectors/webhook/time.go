@@ -12,7 +12,8 @@ import (
 const MaxFuture = c360.MaxFuture
 
 // OccurredAt returns the time an event claims, unless it is more than
-// MaxFuture past receivedAt: then receivedAt (c360.OccurredAt).
+// MaxFuture past receivedAt or before c360.MinOccurredAt (1900): then
+// receivedAt (c360.OccurredAt).
 func OccurredAt(claimed, receivedAt time.Time) time.Time {
 	return c360.OccurredAt(claimed, receivedAt)
 }

@@ -107,7 +107,7 @@ type IdentifyInput struct {
 	Traits     map[string]any   `json:"traits,omitempty"`
 	// Idempotency key: a repeat with the same messageId returns the stored result and changes nothing.
 	MessageID *string `json:"messageId,omitempty"`
-	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update.
+	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt, or before 1900, is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update and none is older than 1900.
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 }
 
@@ -171,7 +171,7 @@ type TrackInput struct {
 	Properties map[string]any   `json:"properties,omitempty"`
 	// Idempotency key: a repeat with the same messageId returns the stored event and changes nothing.
 	MessageID *string `json:"messageId,omitempty"`
-	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update.
+	// When the call happened (default: when c360 received it). A time more than 24 hours after receipt, or before 1900, is not believed: the receipt time is stored instead, as for every source, since an event dated ahead would win every later trait update and none is older than 1900.
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 }
 
