@@ -547,7 +547,7 @@ func rebuildTraits(ctx context.Context, tx pgx.Tx, ws int64, c *customerRow) err
 		if err := rows.Scan(&traits, &ifAbsent, &source, &at); err != nil {
 			return fmt.Errorf("scan traits: %w", err)
 		}
-		applyTraits(c, withAbsentTraits(c.traits, traits, ifAbsent), source, at)
+		applyTraits(c, traits, ifAbsent, source, at)
 	}
 	return interpretError(rows.Err())
 }

@@ -287,6 +287,10 @@ type customerRow struct {
 type traitMeta struct {
 	Source string    `json:"source"`
 	At     time.Time `json:"at"`
+	// Weak marks a value set only because the customer had none (an
+	// if-absent trait: a WhatsApp display name): any ordinary observation
+	// replaces it, whatever its date (applyTraits).
+	Weak bool `json:"weak,omitempty"`
 }
 
 // ingestOne applies one event and returns what it did and which customers'
@@ -363,7 +367,7 @@ func (db *DB) ingestOne(ctx context.Context, tx pgx.Tx, ws int64, rules identity
 		}
 		ch.message(m.ID, m.ConversationID, m.Channel, m.Direction, "")
 	}
-	changed := applyTraits(cust, withAbsentTraits(cust.traits, ev.Traits, ev.TraitsIfAbsent), ev.Source, ev.TraitsAt())
+	changed, _ := applyTraits(cust, ev.Traits, ev.TraitsIfAbsent, ev.Source, ev.TraitsAt())
 	ch.traits(mergeTraitChanges(cust.traitChanges, changed))
 	ch.identitiesAdded(cust.identAdds)
 	ch.mergedConsents(cust.consentChanges)
@@ -574,23 +578,48 @@ func identitiesOf(ctx context.Context, tx pgx.Tx, ws int64, customers []int64) (
 	return out, interpretError(rows.Err())
 }
 
-// applyTraits sets each trait whose observation is not older than the one
-// stored, and returns the traits that changed value.
-func applyTraits(c *customerRow, traits map[string]any, source string, at time.Time) map[string]any {
+// applyTraits sets each trait of traits whose observation is not older
+// than the one stored, or whose stored one is weak, and each of ifAbsent
+// (not in traits) that the customer has no value for (missing, null or
+// empty string) and no newer observation of, as a weak observation: a
+// fallback that any ordinary observation replaces whatever its date, as a
+// WhatsApp display name must yield to a real name from an identify dated
+// earlier (a historical import, an offline queue). It returns the traits
+// that changed value and how many traits were observed (trait_meta moved).
+func applyTraits(c *customerRow, traits, ifAbsent map[string]any, source string, at time.Time) (map[string]any, int) {
 	changed := map[string]any{}
-	for k, v := range traits {
-		if m, ok := c.meta[k]; ok && m.At.After(at) {
-			continue
-		}
+	observed := 0
+	set := func(k string, v any, weak bool) {
+		observed++
 		old, had := c.traits[k]
-		c.meta[k] = traitMeta{Source: source, At: at}
+		c.meta[k] = traitMeta{Source: source, At: at, Weak: weak}
 		if had && jsonEqual(old, v) {
-			continue
+			return
 		}
 		c.traits[k] = v
 		changed[k] = v
 	}
-	return changed
+	for k, v := range traits {
+		if m, ok := c.meta[k]; ok && !m.Weak && m.At.After(at) {
+			continue
+		}
+		set(k, v, false)
+	}
+	for k, v := range ifAbsent {
+		if _, given := traits[k]; given {
+			continue
+		}
+		if cur, ok := c.traits[k]; ok && cur != nil {
+			if s, isString := cur.(string); !isString || strings.TrimSpace(s) != "" {
+				continue
+			}
+		}
+		if m, ok := c.meta[k]; ok && m.At.After(at) {
+			continue
+		}
+		set(k, v, true)
+	}
+	return changed, observed
 }
 
 // jsonEqual reports whether two decoded JSON values are the same value:

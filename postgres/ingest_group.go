@@ -626,12 +626,11 @@ func (st *groupState) apply(rules identity.Rules, e *groupEvent, w *groupWrites,
 	if (len(ev.Traits) > 0 || len(ev.TraitsIfAbsent) > 0) && c.traits == nil {
 		return errSlowPath
 	}
-	traits := withAbsentTraits(c.traits, ev.Traits, ev.TraitsIfAbsent)
-	changed := applyTraits(c, traits, ev.Source, ev.TraitsAt())
+	changed, observed := applyTraits(c, ev.Traits, ev.TraitsIfAbsent, ev.Source, ev.TraitsAt())
 	ch.traits(changed)
 	// Traits observed move trait_meta even when no value changes; the
 	// search text moves only with a name or a new email or phone.
-	c.traitsDirty = c.traitsDirty || len(traits) > 0
+	c.traitsDirty = c.traitsDirty || observed > 0
 	c.searchDirty = c.searchDirty || c.created || searchMoved(changed, d.Attach)
 	ch.identitiesAdded(d.Attach)
 	ch.dropped(e.res.Dropped)

@@ -139,10 +139,11 @@ func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, ca
 		return interpretError(fmt.Errorf("record merge change: %w", err))
 	}
 	m.version++
-	// Traits: per trait, the newer observation wins.
+	// Traits: per trait, the newer observation wins; an ordinary one
+	// always beats a weak one (traitMeta.Weak).
 	for k, v := range m.traits {
 		mm, ok := m.meta[k]
-		if sm, has := s.meta[k]; has && ok && sm.At.After(mm.At) {
+		if sm, has := s.meta[k]; has && ok && (!sm.Weak && mm.Weak || sm.Weak == mm.Weak && sm.At.After(mm.At)) {
 			continue
 		} else if has && !ok {
 			continue

@@ -618,27 +618,3 @@ func (db *DB) FindOutreach(ctx context.Context, ws, customerID int64, channel st
 	}
 	return o, nil
 }
-
-// withAbsentTraits returns traits plus each of ifAbsent that the customer
-// has no value for (missing, null or empty string), without modifying either.
-func withAbsentTraits(current, traits, ifAbsent map[string]any) map[string]any {
-	if len(ifAbsent) == 0 {
-		return traits
-	}
-	out := make(map[string]any, len(traits)+len(ifAbsent))
-	for k, v := range traits {
-		out[k] = v
-	}
-	for k, v := range ifAbsent {
-		if _, given := out[k]; given {
-			continue
-		}
-		if cur, ok := current[k]; ok && cur != nil {
-			if s, isString := cur.(string); !isString || strings.TrimSpace(s) != "" {
-				continue
-			}
-		}
-		out[k] = v
-	}
-	return out
-}
