@@ -3,11 +3,13 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +62,9 @@ func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
 	if answer.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("trickled body answered %d, want 408", answer.StatusCode)
 	}
-	if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+	// Closed: EOF, or a reset when the trickled bytes reached the server
+	// after its last read (closing with unread data sends RST).
+	if rest, err := io.ReadAll(br); (err != nil && !errors.Is(err, syscall.ECONNRESET)) || len(rest) > 0 {
 		t.Fatalf("the connection stayed open after the 408 (%s): %q, %v", msg, rest, err)
 	}
 	if took := time.Since(start); took > timeout+2*time.Second {
@@ -77,4 +81,36 @@ func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
 		}
 	}
 	t.Fatalf("the SSE stream ended before the change after the deadline: %v", sse.err())
+}
+
+// A request answered without reading its body (a 404 here) from a client
+// that sent Expect: 100-continue and waits for the go-ahead is answered at
+// once, and its connection closed, as net/http does for any handler: the
+// body read deadline must not hide the unread body from net/http, which
+// would otherwise hold the answer until the client gave up waiting and sent
+// its body, or the deadline passed.
+func TestExpectContinueAnsweredWithoutWaitingForTheBody(t *testing.T) {
+	const timeout = 4 * time.Second
+	e := newRTEnv(t, rtOptions{cfg: server.Config{BodyReadTimeout: timeout}})
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 20\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(2 * timeout))
+	answer, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("no answer after %s: %v", took, err)
+	}
+	answer.Body.Close()
+	if answer.StatusCode != http.StatusNotFound {
+		t.Fatalf("POST /nope answered %d, want 404", answer.StatusCode)
+	}
+	if took > timeout/2 {
+		t.Fatalf("POST /nope with Expect: 100-continue answered after %s: held for the body (deadline %s)", took, timeout)
+	}
 }

@@ -164,7 +164,16 @@ func (s *Server) SubscriptionRenders() int64 { return s.shared.Renders() }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = deadlineBody(w, r.Body, s.cfg.BodyReadTimeout)
+		// The handlers get a shallow copy carrying the timed body: the
+		// original request keeps net/http's own body, which net/http looks
+		// at when it writes the answer (a body never read of a client
+		// waiting on Expect: 100-continue closes the connection at once
+		// instead of waiting for the body; a body closed early is seen).
+		body := deadlineBody(w, r.Body, s.cfg.BodyReadTimeout)
+		if body != r.Body {
+			r = r.WithContext(r.Context())
+			r.Body = body
+		}
 	}
 	s.mux.ServeHTTP(w, r)
 }
