@@ -139,7 +139,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	// is opened and migrated, /healthz answers 200 and /readyz 503 with
 	// the reason, so a liveness probe does not kill a migrating replica.
 	ln := lns.api
-	fr := newFront()
+	fr := newFront(m.startupWait)
 	httpSrv := &http.Server{
 		Handler:           fr,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -151,6 +151,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	started := false
 	defer func() {
 		if !started {
+			fr.abort()      // answer the requests waiting for the server
 			httpSrv.Close() // serve failed before it served: drop the startup answers' connections
 		}
 	}()

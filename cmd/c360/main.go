@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -135,6 +136,9 @@ type Main struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// startupWait bounds how long serve holds a request that comes while
+	// it starts (front.wait); 0 takes defaultStartupWait.
+	startupWait time.Duration
 }
 
 // NewMain returns a Main reading os.Stdin and writing to stdout and stderr.

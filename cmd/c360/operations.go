@@ -1,15 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
 )
 
@@ -157,19 +160,37 @@ func cleanupReserve(timeout time.Duration) time.Duration {
 // has bound it: while the database is opened and migrations run (or wait
 // for another process's migration), GET /healthz answers 200, since the
 // process is alive and a liveness probe must not kill it mid-migration,
-// GET /readyz answers 503 with the reason, and anything else 503 with
-// Retry-After. Once the server is wired (serving), the full handler
-// answers everything.
+// and GET /readyz answers 503 with the reason. Any other request waits for
+// the full handler, as it waited in the listen backlog before the port was
+// served early, and is answered by it once the server is wired (serving):
+// an ordinary restart, with nothing to migrate, loses nothing, and a
+// provider's webhook or a GraphQL client gets the answer it would have
+// got. Only a request still waiting after front.wait (a long migration),
+// or when startup fails, is answered 503 with Retry-After, in the JSON
+// shape the server's own refusals before GraphQL use (UNAVAILABLE).
 type front struct {
 	// state is why the server is not ready: "starting", "migrating",
 	// "shutting down" (C360_SHUTDOWN_DELAY, the full handler still
 	// serving everything else); "" while it serves.
 	state atomic.Value
 	full  atomic.Value // http.Handler, once set
+	// ready is closed by serving, failed by abort.
+	ready, failed chan struct{}
+	abortOnce     sync.Once
+	// wait bounds how long a request waits for the full handler.
+	wait time.Duration
 }
 
-func newFront() *front {
-	f := &front{}
+// defaultStartupWait is front.wait's default: a restart with nothing to
+// migrate wires the server in well under a second, and a client's own
+// timeout (Twilio's 15 s, an SDK's) ends the wait sooner when shorter.
+const defaultStartupWait = 30 * time.Second
+
+func newFront(wait time.Duration) *front {
+	if wait <= 0 {
+		wait = defaultStartupWait
+	}
+	f := &front{ready: make(chan struct{}), failed: make(chan struct{}), wait: wait}
 	f.state.Store("starting")
 	return f
 }
@@ -177,11 +198,16 @@ func newFront() *front {
 // set records why the server is not ready ("" once it is).
 func (f *front) set(state string) { f.state.Store(state) }
 
-// serving hands every request to h from now on.
+// serving hands every request to h from now on, those waiting included.
 func (f *front) serving(h http.Handler) {
 	f.full.Store(h)
 	f.set("")
+	close(f.ready)
 }
+
+// abort answers the requests waiting for the full handler (503): serve
+// failed before it served.
+func (f *front) abort() { f.abortOnce.Do(func() { close(f.failed) }) }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	state := f.state.Load().(string)
@@ -202,10 +228,37 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain")
+	t := time.NewTimer(f.wait)
+	defer t.Stop()
+	select {
+	case <-f.ready:
+		f.full.Load().(http.Handler).ServeHTTP(w, r)
+		return
+	case <-r.Context().Done():
+		return // the client has gone
+	case <-t.C:
+	case <-f.failed:
+	}
+	writeStarting(w, f.state.Load().(string))
+}
+
+// writeStarting answers a request the server could not take in time while
+// starting: 503, Retry-After and the JSON body of the server's refusals
+// before GraphQL (server.writeGraphQLError), which GraphQL clients read as
+// any error and the webhooks' providers retry on.
+func writeStarting(w http.ResponseWriter, state string) {
+	if state == "" {
+		state = "stopping"
+	}
+	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", "1")
 	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintf(w, "not serving yet: %s\n", state)
+	json.NewEncoder(w).Encode(map[string]any{
+		"errors": []map[string]any{{
+			"message":    "the server is not serving yet (" + state + "); retry",
+			"extensions": map[string]any{"code": c360.EUNAVAILABLE},
+		}},
+	})
 }
 
 // maxShutdownDelay bounds C360_SHUTDOWN_DELAY: a load balancer's endpoint

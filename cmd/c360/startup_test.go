@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,6 +17,18 @@ import (
 	"github.com/c360dev/c360/postgres"
 )
 
+// post sends an unauthenticated GraphQL query and answers the status,
+// headers and body; status 0 when nothing answered.
+func post(client *http.Client, url string) (int, http.Header, string) {
+	resp, err := client.Post(url, "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
+	if err != nil {
+		return 0, nil, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, strings.TrimSpace(string(body))
+}
+
 // get answers a GET's status and body; status 0 when nothing answered.
 func get(client *http.Client, url string) (int, string) {
 	resp, err := client.Get(url)
@@ -26,73 +40,153 @@ func get(client *http.Client, url string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(body))
 }
 
+// holdMigrationLock takes the migrations' lock on db's database, as
+// another process migrating would, and answers its release (which may be
+// called again; the test's end releases it too).
+func holdMigrationLock(t *testing.T, db *postgres.DB) (unlock func()) {
+	ctx := context.Background()
+	other, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	locked := true
+	unlock = func() {
+		if locked {
+			locked = false
+			if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID); err != nil {
+				t.Error(err)
+			}
+			other.Release()
+		}
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// migratingServe runs serve on dbURL with startupWait, until the test
+// ends, and waits until it waits for the migrations' lock. stop cancels
+// it and answers what it returned.
+type migrating struct {
+	base     string
+	stderr   *logbuf.Buffer
+	finished chan struct{} // closed once serve returned err
+	err      error
+	cancel   func()
+}
+
+func migratingServe(t *testing.T, dbURL string, startupWait time.Duration) *migrating {
+	addr := freeAddr(t)
+	s := &migrating{base: "http://" + addr, stderr: &logbuf.Buffer{}, finished: make(chan struct{})}
+	var stdout logbuf.Buffer
+	env := map[string]string{"DATABASE_URL": dbURL, "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s"}
+	m := NewMain(&stdout, s.stderr, func(k string) string { return env[k] })
+	m.startupWait = startupWait
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		defer close(s.finished)
+		s.err = m.Run(ctx, []string{"serve"})
+	}()
+	t.Cleanup(func() {
+		if ok, _ := s.stop(); !ok {
+			t.Error("serve did not return within 10 s of cancel")
+		}
+	})
+	waitFor(t, "serve waiting for the migrations' lock", func() bool {
+		return strings.Contains(s.stderr.String(), "waiting for another process's migration")
+	})
+	return s
+}
+
+// stop cancels serve and answers what it returned; false if it did not
+// within 10 s.
+func (s *migrating) stop() (bool, error) {
+	s.cancel()
+	select {
+	case <-s.finished:
+		return true, s.err
+	case <-time.After(10 * time.Second):
+		return false, nil
+	}
+}
+
 // While serve's migrations wait for another process's migration (which
 // holds the migrations' lock), its listener answers: /healthz 200, since
 // the process is alive and a liveness probe must not kill it, /readyz 503
-// saying it migrates, the API 503. Once the lock is released, serve
+// saying it migrates; any other request waits for the server and is
+// answered by it once it serves, as if it had waited in the listen
+// backlog (a restart loses no webhook). Once the lock is released, serve
 // migrates and serves: /readyz answers 200.
 func TestServeAnswersHealthWhileMigrating(t *testing.T) {
-	// A database never migrated: with nothing pending, goose would not
-	// take the lock at all.
+	// A database migrated but for its newest migration: with nothing
+	// pending, goose would not take the lock at all; with one, serve is
+	// wired soon after the lock is released.
 	dbURL := pgtest.EmptyDatabase(t, "startup")
 	ctx := context.Background()
 	db, err := postgres.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	other, err := db.Pool.Acquire(ctx)
+	t.Cleanup(db.Close) // after the lock's release: Close waits for it
+	mig, err := db.NewMigrator()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Release()
-	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+	if err := mig.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	locked := true
-	unlock := func() {
-		if locked {
-			locked = false
-			if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID); err != nil {
-				t.Fatal(err)
-			}
-		}
+	if err := mig.Down(ctx); err != nil {
+		t.Fatal(err)
 	}
-	defer unlock()
+	mig.Close()
+	unlock := holdMigrationLock(t, db)
 
-	addr := freeAddr(t)
-	var stdout, stderr logbuf.Buffer
-	env := map[string]string{"DATABASE_URL": dbURL, "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s"}
-	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(sctx, []string{"serve"}) }()
-	base := "http://" + addr
+	// The wait covers the lock's poll (5 s) after the release.
+	const startupWait = 20 * time.Second
+	srv := migratingServe(t, dbURL, startupWait)
+	base := srv.base
 	client := &http.Client{Timeout: time.Second}
-
-	waitFor(t, "serve waiting for the migrations' lock", func() bool {
-		return strings.Contains(stderr.String(), "waiting for another process's migration")
-	})
 	if status, body := get(client, base+"/healthz"); status != http.StatusOK || body != "ok" {
 		t.Errorf("GET /healthz while migrating = %d %q, want 200 ok", status, body)
 	}
 	if status, body := get(client, base+"/readyz"); status != http.StatusServiceUnavailable || body != "not ready: migrating" {
 		t.Errorf("GET /readyz while migrating = %d %q, want 503 not ready: migrating", status, body)
 	}
-	resp, err := client.Post(base+"/graphql", "application/json", strings.NewReader(`{"query":"{ __typename }"}`))
-	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Errorf("POST /graphql while migrating = %v %v, want 503 with Retry-After", resp, err)
+
+	// A request that comes while the lock is held is answered by the
+	// server once it serves (401: no API key), not refused.
+	type answered struct {
+		status int
+		body   string
 	}
-	if resp != nil {
-		resp.Body.Close()
+	waiting := make(chan answered, 1)
+	go func() {
+		status, _, body := post(&http.Client{Timeout: 2 * startupWait}, base+"/graphql")
+		waiting <- answered{status, body}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case a := <-waiting:
+		t.Fatalf("POST /graphql answered %d %s while the migrations' lock was held, want it to wait", a.status, a.body)
+	default:
+	}
+	unlock()
+	select {
+	case a := <-waiting:
+		if a.status != http.StatusUnauthorized {
+			t.Errorf("POST /graphql sent while migrating, answered once serving = %d %s, want 401 from the server", a.status, a.body)
+		}
+	case <-time.After(2 * startupWait):
+		t.Fatal("POST /graphql sent while migrating was not answered once serving")
 	}
 
-	unlock()
 	waitFor(t, "serve ready", func() bool {
 		select {
-		case err := <-done:
-			t.Fatalf("serve ended: %v\nstderr: %s", err, stderr.String())
+		case <-srv.finished:
+			t.Fatalf("serve ended: %v\nstderr: %s", srv.err, srv.stderr.String())
 		default:
 		}
 		status, _ := get(client, base+"/readyz")
@@ -101,14 +195,41 @@ func TestServeAnswersHealthWhileMigrating(t *testing.T) {
 	if status, body := get(client, base+"/healthz"); status != http.StatusOK || body != "ok" {
 		t.Errorf("GET /healthz once serving = %d %q, want 200 ok", status, body)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve returned %v, want nil", err)
+	if ok, err := srv.stop(); ok && err != nil {
+		t.Errorf("serve returned %v, want nil", err)
+	}
+}
+
+// A request that waits for a migrating serve longer than its bound is
+// answered 503 with Retry-After in GraphQL's error shape, which GraphQL
+// clients read and providers retry on, not held for the whole migration.
+func TestServeRefusesWhatWaitsTooLongWhileMigrating(t *testing.T) {
+	dbURL := pgtest.EmptyDatabase(t, "startupwait")
+	db, err := postgres.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close) // after the lock's release: Close waits for it
+	holdMigrationLock(t, db)
+	const startupWait = time.Second
+	base := migratingServe(t, dbURL, startupWait).base
+
+	start := time.Now()
+	status, header, body := post(&http.Client{Timeout: 10 * startupWait}, base+"/graphql")
+	took := time.Since(start)
+	if status != http.StatusServiceUnavailable || header.Get("Retry-After") == "" ||
+		header.Get("Content-Type") != "application/json" || took < startupWait {
+		t.Errorf("POST /graphql while migrating = %d %v %s after %s, want 503 with Retry-After after %s", status, header, body, took, startupWait)
+	}
+	var answer struct {
+		Errors []struct {
+			Message    string
+			Extensions struct{ Code string }
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not return within 10 s of cancel")
+	}
+	if err := json.Unmarshal([]byte(body), &answer); err != nil || len(answer.Errors) != 1 ||
+		answer.Errors[0].Extensions.Code != "UNAVAILABLE" || !strings.Contains(answer.Errors[0].Message, "migrating") {
+		t.Errorf("POST /graphql while migrating answered %s, want a GraphQL error UNAVAILABLE naming the migration", body)
 	}
 }
 
