@@ -206,10 +206,8 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (d *c360.DeadL
 		if !errors.As(err, &kept) && c360.EventFault(err) {
 			// Refused before the transaction (the workspace's rules changed,
 			// say): count the attempt here, since no hook saw it.
-			if _, uerr := db.as(ws).Exec(ctx, `
-				UPDATE dead_letters SET attempts = attempts + 1, last_failed_at = $3, error = $4
-				WHERE workspace_id = $1 AND id = $2`, ws, id, db.Now(), errorText(err)); uerr != nil {
-				return nil, false, interpretError(fmt.Errorf("record replay failure: %w", uerr))
+			if uerr := db.recordReplayFailure(ctx, ws, id, err); uerr != nil {
+				return nil, false, uerr
 			}
 		}
 		return nil, false, err
@@ -249,6 +247,20 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (d *c360.DeadL
 		return nil, false, err
 	}
 	return out, true, interpretError(row.Err())
+}
+
+// recordReplayFailure counts a failed replay of letter id, refused before
+// ingest's transaction, on the letter, with cause as its error, unless a
+// replay running at the same time has marked it replayed meanwhile: the
+// letter is then done, and its attempts and error stay as that replay left
+// them.
+func (db *DB) recordReplayFailure(ctx context.Context, ws, id int64, cause error) error {
+	if _, err := db.as(ws).Exec(ctx, `
+		UPDATE dead_letters SET attempts = attempts + 1, last_failed_at = $3, error = $4
+		WHERE workspace_id = $1 AND id = $2 AND replayed_at IS NULL`, ws, id, db.Now(), errorText(cause)); err != nil {
+		return interpretError(fmt.Errorf("record replay failure: %w", err))
+	}
+	return nil
 }
 
 // erasureLockKey is the key of workspace ws's erasure lock, an advisory

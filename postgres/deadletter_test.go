@@ -217,6 +217,43 @@ func TestConcurrentReplaysOfOneDeadLetter(t *testing.T) {
 	}
 }
 
+// A replay that fails before ingest's transaction while another replay of
+// the letter, at the same time, has marked it replayed leaves the letter
+// as the successful replay left it: its attempts and error are not those
+// of a failure after it was done.
+func TestReplayFailureLeavesAReplayedLetterAlone(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
+	ev := track("replayed-then-failed", ids("email", "replayed-then-failed@example.com"))
+	ev.Name = name
+	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	drop()
+	before, did, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	if err != nil || !did {
+		t.Fatalf("replay: %v, %v", did, err)
+	}
+	// The other replay's failure, recorded after the letter was marked.
+	if err := db.RecordReplayFailure(ctx, ws, kept.IDs[0], errors.New("refused by a later rule")); err != nil {
+		t.Fatal(err)
+	}
+	d := deadLetters(t, db, ws, false)
+	if len(d) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(d))
+	}
+	if d[0].ReplayedAt == nil || d[0].Attempts != before.Attempts || d[0].Error != before.Error ||
+		!d[0].LastFailedAt.Equal(before.LastFailedAt) {
+		t.Errorf("dead letter after a late failure: attempts %d, error %q, last failed %s; want %d, %q, %s as its replay left it",
+			d[0].Attempts, d[0].Error, d[0].LastFailedAt, before.Attempts, before.Error, before.LastFailedAt)
+	}
+}
+
 // A caller that handles failures itself (Segment's first try of a whole
 // batch) asks for no dead letters; events refused before the transaction
 // (a bad identity) are never dead letters.

@@ -327,3 +327,9 @@ func RenormalizeEmailsAfter(ctx context.Context, db *DB, page int, log *slog.Log
 	ready()
 	return f.up(ctx, m.db)
 }
+
+// RecordReplayFailure is what a replay refused before ingest's
+// transaction records on its letter.
+func (db *DB) RecordReplayFailure(ctx context.Context, ws, id int64, cause error) error {
+	return db.recordReplayFailure(ctx, ws, id, cause)
+}

@@ -72,11 +72,14 @@ func (m *Main) deadletter(ctx context.Context, args []string) error {
 			Logger: slog.New(slog.NewJSONHandler(m.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 		db.OnCommit = notifier.Add
 		d, replayed, err := db.ReplayDeadLetter(ctx, w.ID, letter)
+		// Sent whatever the answer: a replay may store its event and still
+		// fail (CONFLICT: the letter was deleted during its replay). With
+		// nothing committed there is nothing to send.
+		if !notifier.Flush(ctx) {
+			fmt.Fprintln(m.Stderr, "warning: the servers were not notified of the replayed event: their subscribers get it at their next resync (C360_RESYNC_INTERVAL)")
+		}
 		if err != nil {
 			return err
-		}
-		if replayed && !notifier.Flush(ctx) {
-			fmt.Fprintln(m.Stderr, "warning: the servers were not notified of the replayed event: their subscribers get it at their next resync (C360_RESYNC_INTERVAL)")
 		}
 		// Recorded as the GraphQL mutation records it, with the command
 		// line as the actor. A letter replayed already is no change:

@@ -138,6 +138,76 @@ func TestDeadLetterCommands(t *testing.T) {
 	}
 }
 
+// A replay whose letter is deleted while its event is stored fails with
+// CONFLICT, saying the event was stored; the servers are still notified
+// of that event's changes before the command exits.
+func TestDeadLetterReplayDeletedMidwayStillNotifies(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("dldel")
+	var cr creds
+	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	w, err := db.FindWorkspaceBySlug(ctx, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550173"}}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	key := "dl-deleted-" + slug
+	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), w.ID, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
+		Identities: []c360.Identity{{Type: "phone", Value: "+14155550173"}}, Source: "cli-test", DedupeKey: key,
+		OccurredAt: now, ReceivedAt: now}})
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) || len(kept.IDs) != 1 {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5}); err != nil {
+		t.Fatal(err)
+	}
+	// The letter goes with the replay's commit of its event, as if
+	// something deleted it meanwhile.
+	fn := "c360_test_" + strings.ReplaceAll(slug, "-", "_")
+	for _, q := range []string{
+		`CREATE FUNCTION ` + fn + `() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN DELETE FROM dead_letters WHERE dedupe_key = NEW.dedupe_key; RETURN NEW; END $$`,
+		`CREATE TRIGGER ` + fn + ` AFTER INSERT ON events FOR EACH ROW WHEN (NEW.dedupe_key = '` + key + `') EXECUTE FUNCTION ` + fn + `()`,
+	} {
+		if _, err := db.Pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer db.Pool.Exec(ctx, `DROP TRIGGER `+fn+` ON events; DROP FUNCTION `+fn+`()`)
+
+	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.run("deadletter", "replay", "--workspace", slug, "--id", strconv.FormatInt(kept.IDs[0], 10))
+	if c360.ErrorCode(err) != c360.ECONFLICT || !strings.Contains(c360.ErrorMessageOrText(err), "its event was stored") {
+		t.Fatalf("replay of a letter deleted midway: %v, want CONFLICT saying the event was stored", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	note, err := listener.WaitForNotification(wctx)
+	if err != nil {
+		t.Fatalf("no change notification after the replay that stored its event: %v", err)
+	}
+	if n, err := postgres.DecodeNotification(note.Payload); err != nil || !hasKey(n.Customers, w.ID) {
+		t.Errorf("the replay's notification %q (%+v, %v) does not name workspace %d's customer", note.Payload, n, err, w.ID)
+	}
+}
+
 // deadletter list pages past its --limit: the table ends with the next
 // page's --after, and --json gives each letter its cursor. A --limit over
 // 100 and a cursor that is not one are refused naming the flag, not the
