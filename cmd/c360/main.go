@@ -29,6 +29,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts the graceful shutdown; a second kills the
+	// process, as without NotifyContext: an operator's second Ctrl-C, or an
+	// orchestrator's, ends C360_SHUTDOWN_DELAY or a shutdown waiting on
+	// its requests at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	m := NewMain(os.Stdout, os.Stderr, os.Getenv)
 	if err := m.Run(ctx, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "c360:", errorText(err))
