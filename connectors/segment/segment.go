@@ -308,6 +308,9 @@ func readBody(r *http.Request, buf *bytes.Buffer, limit int64) error {
 	case "gzip":
 		zr, err := gzip.NewReader(io.LimitReader(r.Body, limit+1))
 		if err != nil {
+			if webhook.TimedOut(err) {
+				return errBodyTimeout // the header's bytes did not arrive in time
+			}
 			return c360.Errorf(c360.EINVALID, "the body is not valid gzip")
 		}
 		defer zr.Close()
