@@ -235,7 +235,10 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.full.Load().(http.Handler).ServeHTTP(w, r)
 		return
 	case <-r.Context().Done():
-		return // the client has gone
+		// The client has gone, or only closed its side for writing, which
+		// net/http reads as gone too: returning without a word would
+		// answer such a client an empty 200. It gets the 503; to one that
+		// has gone, the write fails harmlessly.
 	case <-t.C:
 	case <-f.failed:
 	}

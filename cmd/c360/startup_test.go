@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -230,6 +231,35 @@ func TestServeRefusesWhatWaitsTooLongWhileMigrating(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &answer); err != nil || len(answer.Errors) != 1 ||
 		answer.Errors[0].Extensions.Code != "UNAVAILABLE" || !strings.Contains(answer.Errors[0].Message, "migrating") {
 		t.Errorf("POST /graphql while migrating answered %s, want a GraphQL error UNAVAILABLE naming the migration", body)
+	}
+}
+
+// A client that closes its side for writing while its request waits for
+// the server to start (net/http cancels the request's context then, as
+// for a client that has gone) is answered 503, not an empty 200.
+func TestServeAnswersAHalfClosedClientWhileMigrating(t *testing.T) {
+	dbURL := pgtest.EmptyDatabase(t, "startuphalf")
+	db, err := postgres.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close) // after the lock's release: Close waits for it
+	holdMigrationLock(t, db)
+	base := migratingServe(t, dbURL, time.Minute).base
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /graphql?query=%7B__typename%7D HTTP/1.1\r\nHost: c360\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the request waits for the server
+	conn.(*net.TCPConn).CloseWrite()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	answer, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 503") || !strings.Contains(string(answer), "UNAVAILABLE") {
+		t.Errorf("a half-closed client waiting for the start got %q, want a 503 UNAVAILABLE", answer)
 	}
 }
 
