@@ -232,6 +232,12 @@ func canonicalDomain(d string, room int) string {
 		if isASCII(l) {
 			continue
 		}
+		// A label the first pass kept as typed (IDNA refused it, or its
+		// Unicode form is no label checkEmail takes) stays so here too:
+		// an emoji label is refused in a long domain as in a short one.
+		if u, err := idna.Lookup.ToUnicode(l); err != nil || !domainLabelOK(strings.ToLower(u), i == len(labels)-1) {
+			continue
+		}
 		if a, err := idna.Lookup.ToASCII(l); err == nil {
 			labels[i] = a
 		}

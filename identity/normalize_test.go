@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/idna"
 )
 
 // outcome classifies what Normalize did, so tables can state it compactly.
@@ -230,6 +232,20 @@ func TestNormalizeEmailIDNAFallback(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A label kept as typed is judged the same in a domain long enough to
+	// be written in punycode: an emoji label is refused either way.
+	// The tail is typed in punycode: its Unicode form is too long to
+	// store, so the domain is written in punycode, label by label.
+	uuu, err := idna.Lookup.ToASCII(strings.Repeat("\u00fc", 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	longTail := strings.Repeat("."+uuu, 4) + ".aaa.de"
+	for _, v := range []string{"a@\U0001f4a9.la", "a@\U0001f4a9" + longTail, "a@i\u2764" + longTail} {
+		if got, err := n.Normalize(email(v)); err == nil {
+			t.Errorf("Normalize(%+q) = %+q, want refused (a symbol in the domain)", v, got.Value)
+		}
 	}
 	// Labels still have a length: longer than 63 bytes in both forms, or
 	// ASCII and longer than 63, they are refused.
