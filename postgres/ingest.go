@@ -291,6 +291,21 @@ type traitMeta struct {
 	// if-absent trait: a WhatsApp display name): any ordinary observation
 	// replaces it, whatever its date (applyTraits).
 	Weak bool `json:"weak,omitempty"`
+	// Floor is, on a weak value, the date of the ordinary observation it
+	// filled over (a clear: null or ""), carried over by a weak value that
+	// replaces it: an ordinary observation older than that clear does not
+	// replace the weak value, as it would not have replaced the clear.
+	Floor time.Time `json:"floor,omitzero"`
+}
+
+// newerThan reports whether m, the stored observation of a trait, stands
+// against an ordinary observation dated at: an ordinary m dated after it,
+// or a weak m over a clear dated after it.
+func (m traitMeta) newerThan(at time.Time) bool {
+	if m.Weak {
+		return m.Floor.After(at)
+	}
+	return m.At.After(at)
 }
 
 // ingestOne applies one event and returns what it did and which customers'
@@ -592,7 +607,13 @@ func applyTraits(c *customerRow, traits, ifAbsent map[string]any, source string,
 	set := func(k string, v any, weak bool) {
 		observed++
 		old, had := c.traits[k]
-		c.meta[k] = traitMeta{Source: source, At: at, Weak: weak}
+		m := traitMeta{Source: source, At: at, Weak: weak}
+		if prev, ok := c.meta[k]; ok && weak {
+			if m.Floor = prev.At; prev.Weak {
+				m.Floor = prev.Floor
+			}
+		}
+		c.meta[k] = m
 		if had && jsonEqual(old, v) {
 			return
 		}
@@ -600,7 +621,7 @@ func applyTraits(c *customerRow, traits, ifAbsent map[string]any, source string,
 		changed[k] = v
 	}
 	for k, v := range traits {
-		if m, ok := c.meta[k]; ok && !m.Weak && m.At.After(at) {
+		if m, ok := c.meta[k]; ok && m.newerThan(at) {
 			continue
 		}
 		set(k, v, false)

@@ -140,10 +140,11 @@ func mergeLedger(ctx context.Context, tx pgx.Tx, ws int64, s, m *customerRow, ca
 	}
 	m.version++
 	// Traits: per trait, the newer observation wins; an ordinary one
-	// always beats a weak one (traitMeta.Weak).
+	// beats a weak one unless the weak one filled over a newer clear
+	// (traitMeta.Weak, Floor).
 	for k, v := range m.traits {
 		mm, ok := m.meta[k]
-		if sm, has := s.meta[k]; has && ok && (!sm.Weak && mm.Weak || sm.Weak == mm.Weak && sm.At.After(mm.At)) {
+		if sm, has := s.meta[k]; has && ok && survivorKeeps(sm, mm) {
 			continue
 		} else if has && !ok {
 			continue
@@ -218,4 +219,19 @@ func (db *DB) loadRules(ctx context.Context, ws int64) (identity.Rules, error) {
 		}
 	}
 	return rules, nil
+}
+
+// survivorKeeps reports whether a merge keeps the survivor's observation
+// sm of a trait against the merged customer's mm: the newer of two of a
+// kind, an ordinary one against a weak one not over a newer clear, a weak
+// one over a clear newer than the ordinary one.
+func survivorKeeps(sm, mm traitMeta) bool {
+	switch {
+	case sm.Weak == mm.Weak:
+		return sm.At.After(mm.At)
+	case mm.Weak:
+		return !mm.Floor.After(sm.At)
+	default:
+		return sm.Floor.After(mm.At)
+	}
 }
