@@ -67,20 +67,33 @@ func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
 	if rest, err := io.ReadAll(br); (err != nil && !errors.Is(err, syscall.ECONNRESET)) || len(rest) > 0 {
 		t.Fatalf("the connection stayed open after the 408 (%s): %q, %v", msg, rest, err)
 	}
-	if took := time.Since(start); took > timeout+2*time.Second {
-		t.Fatalf("the trickled body was cut off after %s, want about %s", took, timeout)
-	}
+	// (Without the deadline the trickle goes on and no answer comes in the
+	// 10 s the read allows: the test fails there, not on a timing.)
 
 	// The stream, opened before, outlives the deadline several times over.
 	time.Sleep(3 * timeout)
 	ingest(t, e.db, e.ws, email("slow-body@example.com"), map[string]any{"after": "deadline"})
-	sse := newSSEReader(resp.Body)
-	for data, ok := sse.next(); ok; data, ok = sse.next() {
-		if strings.Contains(data, "deadline") {
-			return
+	// A stream that stays open without the change fails the test after
+	// 10 s instead of holding it to go test's timeout.
+	found := make(chan bool, 1)
+	go func() {
+		sse := newSSEReader(resp.Body)
+		for data, ok := sse.next(); ok; data, ok = sse.next() {
+			if strings.Contains(data, "deadline") {
+				found <- true
+				return
+			}
 		}
+		found <- false
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatal("the SSE stream ended before the change after the deadline")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change on the SSE stream 10 s after the deadline's change")
 	}
-	t.Fatalf("the SSE stream ended before the change after the deadline: %v", sse.err())
 }
 
 // A request answered without reading its body (a 404 here) from a client
@@ -90,27 +103,23 @@ func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
 // would otherwise hold the answer until the client gave up waiting and sent
 // its body, or the deadline passed.
 func TestExpectContinueAnsweredWithoutWaitingForTheBody(t *testing.T) {
-	const timeout = 4 * time.Second
-	e := newRTEnv(t, rtOptions{cfg: server.Config{BodyReadTimeout: timeout}})
+	// A deadline far past the read's: held for the body, the answer does
+	// not come at all within the 10 s the test waits (no timing measured).
+	e := newRTEnv(t, rtOptions{cfg: server.Config{BodyReadTimeout: time.Hour}})
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	fmt.Fprintf(conn, "POST /nope HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 20\r\n\r\n")
-	conn.SetReadDeadline(time.Now().Add(2 * timeout))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	answer, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	took := time.Since(start)
 	if err != nil {
-		t.Fatalf("no answer after %s: %v", took, err)
+		t.Fatalf("POST /nope with Expect: 100-continue had no answer in 10 s, held for its body: %v", err)
 	}
 	answer.Body.Close()
 	if answer.StatusCode != http.StatusNotFound {
 		t.Fatalf("POST /nope answered %d, want 404", answer.StatusCode)
-	}
-	if took > timeout/2 {
-		t.Fatalf("POST /nope with Expect: 100-continue answered after %s: held for the body (deadline %s)", took, timeout)
 	}
 }

@@ -183,7 +183,11 @@ func TestDeadLetterReplayDeletedMidwayStillNotifies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer db.Pool.Exec(ctx, `DROP TRIGGER `+fn+` ON events; DROP FUNCTION `+fn+`()`)
+	defer func() { // before the pool closes (deferred earlier)
+		if _, err := db.Pool.Exec(ctx, `DROP TRIGGER `+fn+` ON events; DROP FUNCTION `+fn+`()`); err != nil {
+			t.Errorf("drop the test's trigger: %v", err)
+		}
+	}()
 
 	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
 	if err != nil {

