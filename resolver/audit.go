@@ -59,6 +59,32 @@ func (c *collector) add(action string, customer int64, fields ...string) {
 	}
 }
 
+// noted is one action's fields of one customer, as a collector holds them.
+type noted struct {
+	action   string
+	customer int64
+	fields   []string
+}
+
+// snapshot returns what c noted, without draining it (nil for a nil c).
+// Misses are not carried: a subscription's rendering looks nobody up.
+func (c *collector) snapshot() []noted {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]noted, 0, len(c.reads))
+	for k, set := range c.reads {
+		n := noted{action: k.action, customer: k.customer, fields: make([]string, 0, len(set))}
+		for f := range set {
+			n.fields = append(n.fields, f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
 // miss notes a lookup through field that found nobody.
 func (c *collector) miss(field string) {
 	c.add(c360.AuditCustomerRead, 0, field)

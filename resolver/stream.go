@@ -157,12 +157,21 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 		if l := loadersFrom(rctx); l != nil && l.r != nil {
 			rctx = WithLoaders(rctx, l.renew())
 		}
+		// What the rendering reads (@pii, @hasRole) is noted apart, and
+		// below in the collector of every subscriber the payload goes to,
+		// under its own key: a payload shared by several keys is a read by
+		// each of them, not only by the one that rendered it.
+		var reads *collector
+		if col := collectorFrom(rctx); col != nil {
+			reads = &collector{p: col.p, op: col.op}
+			rctx = context.WithValue(rctx, collectorKey{}, reads)
+		}
 		resp := next(rctx)
 		if resp == nil {
 			return nil, false
 		}
 		x.renders.Add(1)
-		return &rendered{data: bytes.Clone(resp.Data), errs: resp.Errors}, true
+		return &rendered{data: bytes.Clone(resp.Data), errs: resp.Errors, reads: reads.snapshot()}, true
 	})
 	if err != nil {
 		return nil // ctx ended while another subscriber rendered
@@ -174,6 +183,11 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 		// the subscriber rendering left).
 		return nil
 	}
+	if col := collectorFrom(ctx); col != nil {
+		for _, rd := range r.reads {
+			col.add(rd.action, rd.customer, rd.fields...)
+		}
+	}
 	return &graphql.Response{Data: r.data, Errors: r.errs}
 }
 
@@ -181,6 +195,8 @@ func (x *SharedSubscriptions) respond(ctx context.Context, h *holder, next graph
 type rendered struct {
 	data json.RawMessage
 	errs gqlerror.List
+	// reads are what rendering it read, for each subscriber's audit.
+	reads []noted
 }
 
 type holderKey struct{}

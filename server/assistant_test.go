@@ -621,6 +621,55 @@ func TestAssistantSubscriptionReadsAreAudited(t *testing.T) {
 	}
 }
 
+// A subscription payload rendered once and shared by several keys (same
+// role, scopes and operation) is a read of personal data by each of them:
+// every key that received it has its own pii.read, not only the key whose
+// subscription rendered it.
+func TestSharedSubscriptionPayloadIsAuditedForEveryKey(t *testing.T) {
+	e := newRTEnv(t, rtOptions{audit: true})
+	ctx := context.Background()
+	var prefixes []string
+	var clients []*wsClient
+	phone := []c360.Identity{{Type: "phone", Value: "+14155550124"}}
+	cust := ingest(t, e.db, e.ws, phone, map[string]any{"plan": "pro"})
+	for _, id := range []string{"a", "b"} {
+		key, info, err := e.db.CreateAPIKey(ctx, workspaceSlug(t, e), c360.RoleAgent, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefixes = append(prefixes, info.Prefix)
+		c := dialWS(t, wsURL(e.srv), "graphql-transport-ws", nil)
+		c.init(key)
+		c.subscribe(id, `subscription Diffs($id: ID!) { customerChanged(id: $id) { kind diff } }`, map[string]any{"id": fmt.Sprint(cust)})
+		clients = append(clients, c)
+	}
+	waitFor(t, "the subscriptions to start", func() bool { return e.hub.Stats().Streams >= 2 })
+	ingest(t, e.db, e.ws, append(phone, c360.Identity{Type: "email", Value: "ann@example.com"}), map[string]any{"name": "Ann Lee"})
+	for _, c := range clients {
+		if m := c.read(); !strings.Contains(string(m.Payload), "ann@example.com") {
+			t.Fatalf("payload %s, want the change unmasked", m.Payload)
+		}
+	}
+	if err := e.audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, _, err := e.db.FindAuditEntries(ctx, e.ws, c360.AuditFilter{First: 100, Action: c360.AuditPIIRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]bool{}
+	for _, a := range entries {
+		if a.CustomerID == cust && slices.Contains(a.Fields, "diff.traits.name") && slices.Contains(a.Fields, "diff.identitiesAdded.value") {
+			by[a.Actor] = true
+		}
+	}
+	for _, p := range prefixes {
+		if !by["key "+p] {
+			t.Errorf("no pii.read of the shared payload by key %s: entries by %v", p, by)
+		}
+	}
+}
+
 // TestDocsRecordObservationExample runs the recordObservation example of
 // docs/assistants.md, as printed there, with an assistant key: its
 // expiresAt is to be in the future, not refused as past.
