@@ -351,6 +351,14 @@ func (w *AuditWriter) signal() {
 // Dropped returns how many entries were dropped since the writer started.
 func (w *AuditWriter) Dropped() int64 { return w.dropped.Load() }
 
+// Pending returns how many entries wait to be written: queued, or in the
+// batch being written.
+func (w *AuditWriter) Pending() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queued) + w.inflight
+}
+
 func (w *AuditWriter) drop(n int, why string) {
 	total := w.dropped.Add(int64(n))
 	w.warnMu.Lock()

@@ -191,6 +191,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	srv := server.New(server.Config{Dev: *dev, Logger: log, Websocket: set.realtime.ws, Limits: set.limits,
 		BodyReadTimeout: set.bodyReadTimeout, MetricsElsewhere: lns.metrics != nil}, db, res, db)
 	rt.registerMetrics(srv.Registry())
+	sec.registerMetrics(srv.Registry())
 	mountConnectors(srv, db, set.conns)
 	mountMCP(srv, db, log)
 

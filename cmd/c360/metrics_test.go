@@ -45,6 +45,13 @@ func TestServeMetricsAddr(t *testing.T) {
 	}
 	if code, body := get("http://" + metricsAddr + "/metrics"); code != http.StatusOK || !strings.Contains(body, "c360_") {
 		t.Errorf("GET /metrics on C360_METRICS_ADDR = %d, want 200 with c360_ metrics:\n%.300s", code, body)
+	} else {
+		// The audit writer's losses and backlog, which an operator alerts on.
+		for _, want := range []string{"\nc360_audit_dropped_total 0\n", "\nc360_audit_pending 0\n"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("GET /metrics lacks %q", strings.TrimSpace(want))
+			}
+		}
 	}
 	// The metrics listener serves nothing else.
 	if code, _ := get("http://" + metricsAddr + "/graphql"); code != http.StatusNotFound {

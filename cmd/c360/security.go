@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
 	"github.com/c360dev/c360/resolver"
@@ -31,6 +33,19 @@ func startSecurity(db *postgres.DB, res *resolver.Resolver, log *slog.Logger) *s
 	}
 	res.Audit, res.Keys = sec.audit, db
 	return sec
+}
+
+// registerMetrics exposes the audit writer's backlog and losses on
+// /metrics: read audit entries are written in the background, and an entry
+// dropped (the queue full, or its batch failing three times) is a read the
+// log does not hold, which an operator must be able to alert on.
+func (s *security) registerMetrics(reg *prometheus.Registry) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "c360_audit_dropped_total",
+		Help: "Audit entries dropped: the writer's queue full, or a batch that failed three times."},
+		func() float64 { return float64(s.audit.Dropped()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "c360_audit_pending",
+		Help: "Audit entries waiting to be written (at most 50,000)."},
+		func() float64 { return float64(s.audit.Pending()) }))
 }
 
 func (s *security) stop() {
