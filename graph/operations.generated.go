@@ -83,7 +83,25 @@ func (ec *executionContext) _DeadLetter_dedupeKey(ctx context.Context, field gra
 		func(ctx context.Context) (any, error) {
 			return obj.DedupeKey, nil
 		},
-		nil,
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				kind, err := ec.unmarshalNPiiKind2githubᚗcomᚋc360devᚋc360ᚋgraphᚋmodelᚐPiiKind(ctx, "PROVIDER_ID")
+				if err != nil {
+					var zeroVal string
+					return zeroVal, err
+				}
+				if ec.Directives.Pii == nil {
+					var zeroVal string
+					return zeroVal, errors.New("directive pii is not implemented")
+				}
+				return ec.Directives.Pii(ctx, obj, directive0, kind)
+			}
+
+			next = directive1
+			return next
+		},
 		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
 			return ec.marshalNString2string(ctx, selections, v)
 		},

@@ -2404,8 +2404,8 @@ type DeadLetter {
   id: ID!
   "The event's source: twilio, whatsapp, chatbot, segment, graphql."
   source: String!
-  "The source's own id of the event (MessageSid, wamid, messageId): its exactly-once key. A Segment call sent with a client key has its messageId after the prefix c360-client:, the dedupe space of client keys."
-  dedupeKey: String!
+  "The source's own id of the event (MessageSid, wamid, messageId): its exactly-once key. A Segment call sent with a client key has its messageId after the prefix c360-client:, the dedupe space of client keys. A WhatsApp id (wamid.) encodes the customer's number: its read is audited (pii.read)."
+  dedupeKey: String! @pii(kind: PROVIDER_ID)
   eventType: String!
   "The canonical event as ingest received it (a NUL character shows as U+FFFD; a replay uses the exact event)."
   event: JSON! @pii(kind: JSON)

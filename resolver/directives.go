@@ -205,17 +205,28 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 	case model.PiiKindProviderID:
 		// A WhatsApp id (wamid.) encodes the customer's number; a Twilio
 		// SID holds nothing of them and passes on unaudited. The field is
-		// nullable (Message.providerId, a *string): null holds nothing.
-		v, _ := res.(*string)
-		if v == nil {
-			return res, nil
+		// nullable (Message.providerId, a *string: null holds nothing) or
+		// not (DeadLetter.dedupeKey, a string).
+		var v string
+		switch x := res.(type) {
+		case *string:
+			if x == nil {
+				return res, nil
+			}
+			v = *x
+		case string:
+			v = x
 		}
-		m, k := pii.ProviderID(*v)
+		m, k := pii.ProviderID(v)
 		if k == "" {
 			return res, nil
 		}
-		masked = &m
-		found = []string{"providerId"}
+		if masked = m; res != nil {
+			if _, ptr := res.(*string); ptr {
+				masked = &m
+			}
+		}
+		found = []string{graphql.GetFieldContext(ctx).Field.Name}
 	default:
 		return nil, fmt.Errorf("pii directive: unknown kind %q", kind)
 	}
