@@ -21,13 +21,30 @@ func hasKey[V any](m map[int64]V, k int64) bool {
 	return ok
 }
 
-// An operator lists a workspace's dead letters and replays one from the
-// command line: a replay before the cause is fixed fails as it would over
-// GraphQL (exit 1, the reason), one after it stores the event, and each
-// replay is in the audit log with the command line as its actor.
-func TestDeadLetterCommands(t *testing.T) {
-	c := newCLI(t)
-	slug := uniqueSlug("dl")
+// listenChanges returns a connection listening on the change feed's
+// channel (postgres.ChangesChannel), closed when the test ends.
+func listenChanges(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { listener.Close(ctx) })
+	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
+		t.Fatal(err)
+	}
+	return listener
+}
+
+// deadLettered creates a workspace (slug from prefix) whose block list
+// holds phone, and ingests a track from phone under key, kept as a dead
+// letter: no usable identity. It returns the slug, a store on the test's
+// database (closed when the test ends), the workspace and the letter's id.
+// The phone stays blocked: a replay fails until the test unblocks it.
+func deadLettered(t *testing.T, c *cli, prefix, phone, key string) (string, *postgres.DB, *c360.Workspace, int64) {
+	t.Helper()
+	slug := uniqueSlug(prefix)
 	var cr creds
 	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
 	ctx := context.Background()
@@ -35,25 +52,34 @@ func TestDeadLetterCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(db.Close)
 	w, err := db.FindWorkspaceBySlug(ctx, slug)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// An event the workspace's block list leaves without identity, kept as
-	// a dead letter.
-	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550172"}}); err != nil {
+	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{phone}}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
 	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), w.ID, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
-		Identities: []c360.Identity{{Type: "phone", Value: "+14155550172"}}, Source: "cli-test", DedupeKey: "dl-1",
+		Identities: []c360.Identity{{Type: "phone", Value: phone}}, Source: "cli-test", DedupeKey: key,
 		OccurredAt: now, ReceivedAt: now}})
 	var kept *c360.DeadLetteredError
 	if !errors.As(err, &kept) || len(kept.IDs) != 1 {
 		t.Fatalf("ingest: %v, want a dead letter", err)
 	}
-	id := strconv.FormatInt(kept.IDs[0], 10)
+	return slug, db, w, kept.IDs[0]
+}
+
+// An operator lists a workspace's dead letters and replays one from the
+// command line: a replay before the cause is fixed fails as it would over
+// GraphQL (exit 1, the reason), one after it stores the event, and each
+// replay is in the audit log with the command line as its actor.
+func TestDeadLetterCommands(t *testing.T) {
+	c := newCLI(t)
+	ctx := context.Background()
+	slug, db, w, letter := deadLettered(t, c, "dl", "+14155550172", "dl-1")
+	id := strconv.FormatInt(letter, 10)
 
 	var listed []struct {
 		ID         int64
@@ -64,7 +90,7 @@ func TestDeadLetterCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(c.mustRun("deadletter", "list", "--workspace", slug, "--pending", "--json")), &listed); err != nil {
 		t.Fatal(err)
 	}
-	if len(listed) != 1 || listed[0].ID != kept.IDs[0] || listed[0].DedupeKey != "dl-1" || listed[0].ReplayedAt != nil {
+	if len(listed) != 1 || listed[0].ID != letter || listed[0].DedupeKey != "dl-1" || listed[0].ReplayedAt != nil {
 		t.Fatalf("deadletter list = %+v, want the one pending letter", listed)
 	}
 	if out := c.mustRun("deadletter", "list", "--workspace", slug); !strings.Contains(out, "dl-1") || !strings.Contains(out, "cli-test") {
@@ -87,14 +113,7 @@ func TestDeadLetterCommands(t *testing.T) {
 	}
 	// Servers hear of the replayed event's changes from the command's
 	// notification, as of their own commits.
-	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(ctx)
-	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
-		t.Fatal(err)
-	}
+	listener := listenChanges(t, c.env["DATABASE_URL"])
 	decodeOne(t, c.mustRun("deadletter", "replay", "--workspace", slug, "--id", id, "--json"), &replayed)
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	note, err := listener.WaitForNotification(wctx)
@@ -143,31 +162,9 @@ func TestDeadLetterCommands(t *testing.T) {
 // of that event's changes before the command exits.
 func TestDeadLetterReplayDeletedMidwayStillNotifies(t *testing.T) {
 	c := newCLI(t)
-	slug := uniqueSlug("dldel")
-	var cr creds
-	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
 	ctx := context.Background()
-	db, err := postgres.Open(ctx, c.env["DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	w, err := db.FindWorkspaceBySlug(ctx, slug)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5, Blocked: []string{"+14155550173"}}); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	key := "dl-deleted-" + slug
-	_, err = db.Ingest(c360.WithInvalidAsDeadLetters(ctx), w.ID, []*c360.Event{{Type: c360.EventTrack, Name: "Order Completed",
-		Identities: []c360.Identity{{Type: "phone", Value: "+14155550173"}}, Source: "cli-test", DedupeKey: key,
-		OccurredAt: now, ReceivedAt: now}})
-	var kept *c360.DeadLetteredError
-	if !errors.As(err, &kept) || len(kept.IDs) != 1 {
-		t.Fatalf("ingest: %v, want a dead letter", err)
-	}
+	key := "dl-deleted-" + uniqueSlug("k")
+	slug, db, w, letter := deadLettered(t, c, "dldel", "+14155550173", key)
 	if _, err := db.UpdateIdentityRules(ctx, w.ID, c360.IdentityRules{DefaultLimit: 5}); err != nil {
 		t.Fatal(err)
 	}
@@ -183,21 +180,14 @@ func TestDeadLetterReplayDeletedMidwayStillNotifies(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func() { // before the pool closes (deferred earlier)
+	defer func() { // before the pool closes (at the test's cleanup)
 		if _, err := db.Pool.Exec(ctx, `DROP TRIGGER `+fn+` ON events; DROP FUNCTION `+fn+`()`); err != nil {
 			t.Errorf("drop the test's trigger: %v", err)
 		}
 	}()
 
-	listener, err := pgx.Connect(ctx, c.env["DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(ctx)
-	if _, err := listener.Exec(ctx, "LISTEN "+postgres.ChangesChannel); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err = c.run("deadletter", "replay", "--workspace", slug, "--id", strconv.FormatInt(kept.IDs[0], 10))
+	listener := listenChanges(t, c.env["DATABASE_URL"])
+	_, _, err := c.run("deadletter", "replay", "--workspace", slug, "--id", strconv.FormatInt(letter, 10))
 	if c360.ErrorCode(err) != c360.ECONFLICT || !strings.Contains(c360.ErrorMessageOrText(err), "its event was stored") {
 		t.Fatalf("replay of a letter deleted midway: %v, want CONFLICT saying the event was stored", err)
 	}

@@ -201,19 +201,28 @@ func TestServeAnswersHealthWhileMigrating(t *testing.T) {
 	}
 }
 
-// A request that waits for a migrating serve longer than its bound is
-// answered 503 with Retry-After in GraphQL's error shape, which GraphQL
-// clients read and providers retry on, not held for the whole migration.
-func TestServeRefusesWhatWaitsTooLongWhileMigrating(t *testing.T) {
-	dbURL := pgtest.EmptyDatabase(t, "startupwait")
+// servingBehindAHeldLock starts serve on a new, empty database whose
+// migration lock another session holds for the rest of the test, so that
+// serve stays migrating, and returns its base URL. Requests wait up to
+// startupWait for it.
+func servingBehindAHeldLock(t *testing.T, name string, startupWait time.Duration) string {
+	t.Helper()
+	dbURL := pgtest.EmptyDatabase(t, name)
 	db, err := postgres.Open(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close) // after the lock's release: Close waits for it
 	holdMigrationLock(t, db)
+	return migratingServe(t, dbURL, startupWait).base
+}
+
+// A request that waits for a migrating serve longer than its bound is
+// answered 503 with Retry-After in GraphQL's error shape, which GraphQL
+// clients read and providers retry on, not held for the whole migration.
+func TestServeRefusesWhatWaitsTooLongWhileMigrating(t *testing.T) {
 	const startupWait = time.Second
-	base := migratingServe(t, dbURL, startupWait).base
+	base := servingBehindAHeldLock(t, "startupwait", startupWait)
 
 	start := time.Now()
 	status, header, body := post(&http.Client{Timeout: 10 * startupWait}, base+"/graphql")
@@ -238,14 +247,7 @@ func TestServeRefusesWhatWaitsTooLongWhileMigrating(t *testing.T) {
 // the server to start (net/http cancels the request's context then, as
 // for a client that has gone) is answered 503, not an empty 200.
 func TestServeAnswersAHalfClosedClientWhileMigrating(t *testing.T) {
-	dbURL := pgtest.EmptyDatabase(t, "startuphalf")
-	db, err := postgres.Open(context.Background(), dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close) // after the lock's release: Close waits for it
-	holdMigrationLock(t, db)
-	base := migratingServe(t, dbURL, time.Minute).base
+	base := servingBehindAHeldLock(t, "startuphalf", time.Minute)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
