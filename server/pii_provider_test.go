@@ -132,6 +132,37 @@ func TestProviderIDMaskedForAssistants(t *testing.T) {
 	}
 }
 
+// whatsAppNumber is the customer number the wamids of whatsAppAssistants
+// encode.
+const whatsAppNumber = "14155550100"
+
+// whatsAppAssistants mounts the WhatsApp webhook on e's server with an app
+// secret, and returns the secret, an assistant key without the pii scope
+// (masked), one with it (clear), and wamid, which makes a WhatsApp message
+// id that encodes whatsAppNumber, as Meta's do.
+func whatsAppAssistants(t *testing.T, e *rtEnv) (secret, masked, clear string, wamid func(tail string) string) {
+	t.Helper()
+	ctx := context.Background()
+	slug := workspaceSlug(t, e)
+	secret = "whatsapp-app-secret"
+	if _, err := e.db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{WhatsAppAppSecret: &secret}); err != nil {
+		t.Fatal(err)
+	}
+	(&whatsapp.Handler{Workspaces: e.db, Ingester: e.db, StatusOf: server.StatusOf,
+		Logger: slog.New(slog.DiscardHandler), Now: e.db.Now}).Register(e.s)
+	var err error
+	if masked, _, err = e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil); err != nil {
+		t.Fatal(err)
+	}
+	if clear, _, err = e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, []string{c360.ScopePII}); err != nil {
+		t.Fatal(err)
+	}
+	wamid = func(tail string) string {
+		return "wamid." + base64.StdEncoding.EncodeToString([]byte("\x1c\x18\x0b"+whatsAppNumber+"\x15\x02\x00\x12\x18\x14"+tail+"\x00"))
+	}
+	return secret, masked, clear, wamid
+}
+
 // A WhatsApp reply and reaction name the message they answer by its wamid
 // (properties replyTo and reactionTo), which holds the customer's number
 // as Message.providerId does; an app may keep one in a trait too. An
@@ -142,24 +173,8 @@ func TestProviderIDMaskedForAssistants(t *testing.T) {
 func TestWhatsAppIDsInPropertiesMaskedForAssistants(t *testing.T) {
 	e := newRTEnv(t, rtOptions{audit: true})
 	ctx := context.Background()
-	slug, secret := workspaceSlug(t, e), "whatsapp-app-secret"
-	if _, err := e.db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{WhatsAppAppSecret: &secret}); err != nil {
-		t.Fatal(err)
-	}
-	(&whatsapp.Handler{Workspaces: e.db, Ingester: e.db, StatusOf: server.StatusOf,
-		Logger: slog.New(slog.DiscardHandler), Now: e.db.Now}).Register(e.s)
-	masked, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clear, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, []string{c360.ScopePII})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const number = "14155550100"
-	wamid := func(tail string) string {
-		return "wamid." + base64.StdEncoding.EncodeToString([]byte("\x1c\x18\x0b"+number+"\x15\x02\x00\x12\x18\x14"+tail+"\x00"))
-	}
+	secret, masked, clear, wamid := whatsAppAssistants(t, e)
+	const number = whatsAppNumber
 	answered := wamid("3A4A6599AEE03810144F")
 	post := func(message string) {
 		t.Helper()
@@ -168,7 +183,7 @@ func TestWhatsAppIDsInPropertiesMaskedForAssistants(t *testing.T) {
 			`"contacts":[{"profile":{"name":"Kerry"},"wa_id":"` + number + `"}],"messages":[` + message + `]}}]}]}`
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write([]byte(payload))
-		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+slug, strings.NewReader(payload))
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+workspaceSlug(t, e), strings.NewReader(payload))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 		resp, err := http.DefaultClient.Do(req)

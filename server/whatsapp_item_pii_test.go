@@ -2,22 +2,17 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/c360dev/c360"
-	"github.com/c360dev/c360/connectors/whatsapp"
-	"github.com/c360dev/c360/server"
 )
 
 // A WhatsApp message of a type c360 does not read keeps the item as Meta
@@ -28,25 +23,8 @@ import (
 // whole with it.
 func TestKeptWhatsAppItemMaskedForAssistants(t *testing.T) {
 	e := newRTEnv(t, rtOptions{})
-	ctx := context.Background()
-	slug, secret := workspaceSlug(t, e), "whatsapp-app-secret"
-	if _, err := e.db.UpdateWorkspace(ctx, slug, c360.WorkspaceUpdate{WhatsAppAppSecret: &secret}); err != nil {
-		t.Fatal(err)
-	}
-	(&whatsapp.Handler{Workspaces: e.db, Ingester: e.db, StatusOf: server.StatusOf,
-		Logger: slog.New(slog.DiscardHandler), Now: e.db.Now}).Register(e.s)
-	masked, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clear, _, err := e.db.CreateAPIKey(ctx, slug, c360.RoleAssistant, []string{c360.ScopePII})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const number = "14155550100"
-	wamid := func(tail string) string {
-		return "wamid." + base64.StdEncoding.EncodeToString([]byte("\x1c\x18\x0b"+number+"\x15\x02\x00\x12\x18\x14"+tail+"\x00"))
-	}
+	secret, masked, clear, wamid := whatsAppAssistants(t, e)
+	const number = whatsAppNumber
 	now := time.Now().Unix()
 	messages := []string{
 		fmt.Sprintf(`{"from":%q,"id":%q,"timestamp":"%d","type":"order","context":{"from":"15550783881","id":%q},"order":{"catalog_id":"c1","product_items":[{"product_retailer_id":"sku-1","quantity":2}]}}`,
@@ -61,7 +39,7 @@ func TestKeptWhatsAppItemMaskedForAssistants(t *testing.T) {
 		`"contacts":[{"profile":{"name":"Kerry"},"wa_id":"` + number + `"}],"messages":[` + strings.Join(messages, ",") + `]}}]}]}`
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write([]byte(payload))
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+slug, strings.NewReader(payload))
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/webhooks/whatsapp/"+workspaceSlug(t, e), strings.NewReader(payload))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	resp, err := http.DefaultClient.Do(req)
