@@ -163,6 +163,24 @@ func TestDeadLetterReplayAfterFix(t *testing.T) {
 	}
 }
 
+// poisonedLetter ingests a track of email under key while the database
+// refuses it (refuseEvents), so that it is kept as a dead letter, lifts the
+// refusal so that a replay stores it, and returns the letter's id.
+func poisonedLetter(t *testing.T, db *postgres.DB, ws int64, key, email string) int64 {
+	t.Helper()
+	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
+	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
+	ev := track(key, ids("email", email))
+	ev.Name = name
+	_, err := db.Ingest(context.Background(), ws, []*c360.Event{ev})
+	drop()
+	var kept *c360.DeadLetteredError
+	if !errors.As(err, &kept) {
+		t.Fatalf("ingest: %v, want a dead letter", err)
+	}
+	return kept.IDs[0]
+}
+
 // Replays of one dead letter at the same time store its event once, and
 // exactly one of them says it replayed it: the others answer the letter as
 // that one marked it (one replayedAt), so that only one is audited.
@@ -170,16 +188,7 @@ func TestConcurrentReplaysOfOneDeadLetter(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
-	ev := track("concurrent-1", ids("email", "concurrent@example.com"))
-	ev.Name = name
-	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
-	var kept *c360.DeadLetteredError
-	if !errors.As(err, &kept) {
-		t.Fatalf("ingest: %v, want a dead letter", err)
-	}
-	drop()
+	letter := poisonedLetter(t, db, ws, "concurrent-1", "concurrent@example.com")
 	const n = 8
 	var (
 		wg       sync.WaitGroup
@@ -191,7 +200,7 @@ func TestConcurrentReplaysOfOneDeadLetter(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, did, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+			d, did, err := db.ReplayDeadLetter(ctx, ws, letter)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -225,22 +234,13 @@ func TestReplayFailureLeavesAReplayedLetterAlone(t *testing.T) {
 	db := pgtest.Open(t)
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
-	ev := track("replayed-then-failed", ids("email", "replayed-then-failed@example.com"))
-	ev.Name = name
-	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
-	var kept *c360.DeadLetteredError
-	if !errors.As(err, &kept) {
-		t.Fatalf("ingest: %v, want a dead letter", err)
-	}
-	drop()
-	before, did, err := db.ReplayDeadLetter(ctx, ws, kept.IDs[0])
+	letter := poisonedLetter(t, db, ws, "replayed-then-failed", "replayed-then-failed@example.com")
+	before, did, err := db.ReplayDeadLetter(ctx, ws, letter)
 	if err != nil || !did {
 		t.Fatalf("replay: %v, %v", did, err)
 	}
 	// The other replay's failure, recorded after the letter was marked.
-	if err := db.RecordReplayFailure(ctx, ws, kept.IDs[0], errors.New("refused by a later rule")); err != nil {
+	if err := db.RecordReplayFailure(ctx, ws, letter, errors.New("refused by a later rule")); err != nil {
 		t.Fatal(err)
 	}
 	d := deadLetters(t, db, ws, false)
@@ -514,19 +514,10 @@ func TestReplayOnATenantPoolOfOne(t *testing.T) {
 	db := pgtest.Open(t, postgres.MaxConns(1))
 	ws, _, _ := pgtest.Workspace(t, db)
 	ctx := context.Background()
-	name := fmt.Sprintf("Poison %d", time.Now().UnixNano())
-	drop := refuseEvents(t, db, fmt.Sprintf(`name IS DISTINCT FROM '%s'`, name))
-	ev := track("one-dl", ids("email", "one@example.com"))
-	ev.Name = name
-	var kept *c360.DeadLetteredError
-	_, err := db.Ingest(ctx, ws, []*c360.Event{ev})
-	drop()
-	if !errors.As(err, &kept) {
-		t.Fatalf("ingest: %v, want a dead letter", err)
-	}
+	letter := poisonedLetter(t, db, ws, "one-dl", "one@example.com")
 	rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
-	d, _, err := db.ReplayDeadLetter(rctx, ws, kept.IDs[0])
+	d, _, err := db.ReplayDeadLetter(rctx, ws, letter)
 	if err != nil || d.ReplayedAt == nil {
 		t.Fatalf("replay on a tenant pool of one: %+v, %v; want it replayed", d, err)
 	}
