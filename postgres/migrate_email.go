@@ -9,10 +9,10 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/identity"
 )
 
@@ -420,7 +420,7 @@ func foldEmails(ctx context.Context, tx pgx.Tx, ws int64, batch []emailRename) (
 		}
 		return err
 	})
-	if errors.Is(err, errFoldRefused) || isUniqueViolation(err) {
+	if errors.Is(err, errFoldRefused) || c360.ErrorCode(interpretError(err)) == c360.ECONFLICT {
 		return nil, false, nil
 	}
 	if err != nil {
@@ -460,11 +460,6 @@ const emailFormFoldSQL = `
 		RETURNING i.value, i.xmax = 0 AS inserted)
 	SELECT f.old, f.new, f.customer_id, NOT coalesce(w.inserted AND f.n = 1, false), w.value IS NOT NULL
 	FROM f LEFT JOIN w ON w.value = f.new`
-
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
-}
 
 // inWorkspaceTx runs fn in a transaction of c scoped to workspace ws, as
 // the service scopes its own: identities, events and customers are bound
