@@ -228,12 +228,13 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, ws, id int64) (d *c360.DeadL
 			return nil, false, interpretError(fmt.Errorf("mark dead letter replayed: %w", err))
 		}
 		row.Close()
-		if d, _, err := db.findDeadLetter(ctx, ws, id); err == nil && d.ReplayedAt != nil {
-			return d, false, nil // a replay at the same time marked it
-		} else if c360.ErrorCode(err) != c360.ENOTFOUND {
-			if err == nil {
-				err = c360.Errorf(c360.EINTERNAL, "dead letter %d: not marked replayed, and not replayed", id)
-			}
+		// Under the lock, a letter the UPDATE did not mark was marked by
+		// a replay at the same time, or deleted.
+		d, _, err := db.findDeadLetter(ctx, ws, id)
+		if err == nil {
+			return d, false, nil
+		}
+		if c360.ErrorCode(err) != c360.ENOTFOUND {
 			return nil, false, err
 		}
 		// The event is stored: NOT_FOUND would tell the admin nothing
