@@ -160,17 +160,15 @@ func quoteName(k string) string {
 	return strconv.Quote(k)
 }
 
-// checkForm refuses a form that could be a signed request cut anew
-// (checkNames, checkSingle, checkRecut). The handler also checks the form
-// after the URL's query (checkRecut), which the signature covers too.
+// checkForm refuses a form that could be a signed request cut anew by its
+// names alone (checkNames, checkSingle). The handler checks the whole
+// signed string, the URL's query and the form, once (checkRecut): the
+// query is not the parsers' to see.
 func checkForm(form url.Values) error {
 	if err := checkNames(form); err != nil {
 		return err
 	}
-	if err := checkSingle(form); err != nil {
-		return err
-	}
-	return checkRecut("", form)
+	return checkSingle(form)
 }
 
 // ParseInbound turns the form of Twilio's inbound message webhook into a
