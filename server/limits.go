@@ -409,94 +409,118 @@ var paramKeys = [...]string{"query", "operationName", "variables", "extensions"}
 // decodeParams decodes a POST body into the GraphQL request it holds, or
 // refuses it with a message of its own: gqlgen's transport names its Go
 // types and repeats the whole body, which may carry a secret (a mutation's
-// Twilio token, say) into the answer and whatever logs it.
-//
-// The body is one JSON object and nothing after it but white space: a
-// second value ({"query":"mutation A"}{"query":"mutation B"}) or trailing
-// bytes are refused, not ignored. A top-level key given twice, whatever its
-// values, and a key that is a request's key in another case ("Query"), are
-// refused: encoding/json would run the last copy, or take the other case as
-// the key, where a proxy or firewall that reads the first copy, or the
-// exact key, sees another request. Keys other than the four of a request
-// are ignored, as gqlgen ignores them, repeated or not: nothing reads them,
-// and keeping them to compare would cost a body of many keys time in their
-// square (a megabyte of 95,000 keys took 14 s). The object is read in one
-// pass, each value decoded once where it goes.
+// Twilio token, say) into the answer and whatever logs it. The body is read
+// by strictObject's rules.
 func decodeParams(body []byte) (*graphql.RawParams, error) {
+	return decodeParamsOf(body, "body")
+}
+
+// decodeParamsOf decodes data, a request's body or a websocket subscribe's
+// payload (noun names it in refusals), into a GraphQL request.
+func decodeParamsOf(data []byte, noun string) (*graphql.RawParams, error) {
 	p := new(graphql.RawParams)
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, bodyJSONError(err, true, false)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, notAnObject()
-	}
-	var seen [len(paramKeys)]bool
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, bodyJSONError(err, true, true)
-		}
-		key, _ := tok.(string) // a key is always a string
-		i := slices.Index(paramKeys[:], key)
-		if i < 0 {
-			for _, k := range paramKeys {
-				if strings.EqualFold(key, k) {
-					return nil, c360.Errorf(c360.EINVALID, "the body's key %q is not %q: keys are case-sensitive", key, k)
-				}
-			}
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return nil, bodyJSONError(err, false, true)
-			}
-			continue
-		}
-		if seen[i] {
-			return nil, c360.Errorf(c360.EINVALID, "the body gives the key %q more than once", key)
-		}
-		seen[i] = true
-		var dst any
-		want := "an object"
+	err := strictObject(data, objectRules{noun: noun, keys: paramKeys[:],
+		shape: `{"query": ..., "variables": {...}, "operationName": ...}`}, func(i int) (any, string) {
 		switch i {
 		case 0:
-			dst, want = &p.Query, "a string"
+			return &p.Query, "a string"
 		case 1:
-			dst, want = &p.OperationName, "a string"
+			return &p.OperationName, "a string"
 		case 2:
-			dst = &p.Variables
-		case 3:
-			dst = &p.Extensions
+			return &p.Variables, "an object"
 		}
-		if err := dec.Decode(dst); err != nil {
-			var te *json.UnmarshalTypeError
-			if errors.As(err, &te) {
-				return nil, c360.Errorf(c360.EINVALID, "%s must be %s", key, want)
-			}
-			return nil, bodyJSONError(err, false, true)
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, bodyJSONError(err, true, true)
-	}
-	end := dec.InputOffset()
-	if rest := bytes.TrimLeft(body[end:], " \t\r\n"); len(rest) > 0 {
-		at := int64(len(body)-len(rest)) + 1
-		if rest[0] == '{' || rest[0] == '[' {
-			return nil, c360.Errorf(c360.EINVALID, "the body holds more than one JSON value (another starts at byte %d): send one operation per request", at)
-		}
-		return nil, c360.Errorf(c360.EINVALID, "the body has data after its JSON object (at byte %d)", at)
+		return &p.Extensions, "an object"
+	})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
-// bodyJSONError is decodeParams' refusal of a body that is not JSON. A
-// decoder's Token reports a syntax error at the offending byte's offset, its
-// Decode just after it: the refusal names the byte counting from 1, either
-// way. started reports whether the object had begun, when an end of input
-// means a body cut short rather than an empty one.
-func bodyJSONError(err error, token, started bool) error {
+// objectRules names what strictObject reads: noun in its refusals ("body",
+// "payload", "message"), the keys it decodes, and shape, the object it
+// wants, for a refusal of something else.
+type objectRules struct {
+	noun  string
+	keys  []string
+	shape string
+}
+
+// strictObject reads data as one JSON object and nothing after it but white
+// space: a second value ({"query":"mutation A"}{"query":"mutation B"}) or
+// trailing bytes are refused, not ignored. Each of the rules' keys is
+// decoded into dst(i), which also says what its value must be ("a
+// string"); one given twice, whatever its values, and a key that is one of
+// them in another case ("Query"), are refused: encoding/json would take the
+// last copy, or the other case as the key, where a proxy or firewall that
+// reads the first copy, or the exact key, sees another request. Other keys
+// are ignored, repeated or not: nothing reads them, and keeping them to
+// compare would cost an object of many keys time in their square (a
+// megabyte of 95,000 keys took 14 s). The object is read in one pass, each
+// value decoded once where it goes.
+func strictObject(data []byte, rules objectRules, dst func(i int) (any, string)) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return rules.jsonError(err, true, false)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return rules.notAnObject()
+	}
+	seen := make([]bool, len(rules.keys))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return rules.jsonError(err, true, true)
+		}
+		key, _ := tok.(string) // a key is always a string
+		i := slices.Index(rules.keys, key)
+		if i < 0 {
+			for _, k := range rules.keys {
+				if strings.EqualFold(key, k) {
+					return c360.Errorf(c360.EINVALID, "the %s's key %q is not %q: keys are case-sensitive", rules.noun, key, k)
+				}
+			}
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return rules.jsonError(err, false, true)
+			}
+			continue
+		}
+		if seen[i] {
+			return c360.Errorf(c360.EINVALID, "the %s gives the key %q more than once", rules.noun, key)
+		}
+		seen[i] = true
+		v, want := dst(i)
+		if err := dec.Decode(v); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return c360.Errorf(c360.EINVALID, "%s must be %s", key, want)
+			}
+			return rules.jsonError(err, false, true)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return rules.jsonError(err, true, true)
+	}
+	end := dec.InputOffset()
+	if rest := bytes.TrimLeft(data[end:], " \t\r\n"); len(rest) > 0 {
+		at := int64(len(data)-len(rest)) + 1
+		if rest[0] == '{' || rest[0] == '[' {
+			return c360.Errorf(c360.EINVALID, "the %s holds more than one JSON value (another starts at byte %d): send one operation per request", rules.noun, at)
+		}
+		return c360.Errorf(c360.EINVALID, "the %s has data after its JSON object (at byte %d)", rules.noun, at)
+	}
+	return nil
+}
+
+// jsonError is strictObject's refusal of data that is not JSON. A decoder's
+// Token reports a syntax error at the offending byte's offset, its Decode
+// just after it: the refusal names the byte counting from 1, either way.
+// started reports whether the object had begun, when an end of input means
+// data cut short rather than none.
+func (rules objectRules) jsonError(err error, token, started bool) error {
 	var se *json.SyntaxError
 	switch {
 	case errors.As(err, &se):
@@ -504,17 +528,17 @@ func bodyJSONError(err error, token, started bool) error {
 		if token {
 			at++
 		}
-		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: %s (at byte %d)", se.Error(), at)
+		return c360.Errorf(c360.EINVALID, "the %s is not valid JSON: %s (at byte %d)", rules.noun, se.Error(), at)
 	case errors.Is(err, io.EOF) && !started:
-		return c360.Errorf(c360.EINVALID, "the body is empty: send a JSON object {\"query\": ..., \"variables\": {...}}")
+		return c360.Errorf(c360.EINVALID, "the %s is empty: send a JSON object %s", rules.noun, rules.shape)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return c360.Errorf(c360.EINVALID, "the body is not valid JSON: it ends inside a value")
+		return c360.Errorf(c360.EINVALID, "the %s is not valid JSON: it ends inside a value", rules.noun)
 	}
-	return notAnObject()
+	return rules.notAnObject()
 }
 
-func notAnObject() error {
-	return c360.Errorf(c360.EINVALID, "the body must be a JSON object: {\"query\": ..., \"variables\": {...}, \"operationName\": ...}")
+func (rules objectRules) notAnObject() error {
+	return c360.Errorf(c360.EINVALID, "the %s must be a JSON object: %s", rules.noun, rules.shape)
 }
 
 // postBody returns a POST's body, read whole by readBody, for the checks

@@ -731,60 +731,26 @@ type envelope struct {
 }
 
 // envelopeKeys are the keys of a client message.
-var envelopeKeys = [...]string{"type", "id", "payload"}
+var envelopeKeys = []string{"type", "id", "payload"}
 
-// decodeEnvelope decodes a client message, or reports it refused (ok
-// false) with a detail to follow "Invalid message received" (": ...", or
-// "" for JSON that is not an object of the protocol): one JSON object, each of its three keys at most once and spelt
-// in its case, other keys ignored, as decodeParams holds an operation's
-// payload. encoding/json, and gqlgen after it, would take the last copy of
-// a key given twice, or a key in another case ("Payload"), where a proxy
-// that reads the first copy sees another message.
+// decodeEnvelope decodes a client message by strictObject's rules, as a
+// POST body is read: encoding/json, and gqlgen after it, would take the
+// last copy of a key given twice, or a key in another case ("Payload"),
+// where a proxy that reads the first copy sees another message. A refusal
+// is told as a detail to follow "Invalid message received".
 func decodeEnvelope(data []byte) (m envelope, detail string, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return m, "", false
-	}
-	var seen [len(envelopeKeys)]bool
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return m, "", false
-		}
-		key, _ := tok.(string)
-		i := slices.Index(envelopeKeys[:], key)
-		if i < 0 {
-			for _, k := range envelopeKeys {
-				if strings.EqualFold(key, k) {
-					return m, fmt.Sprintf(": the key %q is not %q: keys are case-sensitive", truncate(key, 20), k), false
-				}
-			}
-			var skip json.RawMessage
-			if dec.Decode(&skip) != nil {
-				return m, "", false
-			}
-			continue
-		}
-		if seen[i] {
-			return m, fmt.Sprintf(": the key %q is given more than once", key), false
-		}
-		seen[i] = true
-		var dst any = &m.Payload
+	err := strictObject(data, objectRules{noun: "message", keys: envelopeKeys,
+		shape: `{"type": ..., "id": ..., "payload": {...}}`}, func(i int) (any, string) {
 		switch i {
 		case 0:
-			dst = &m.Type
+			return &m.Type, "a string"
 		case 1:
-			dst = &m.ID
+			return &m.ID, "a string"
 		}
-		if dec.Decode(dst) != nil {
-			return m, "", false
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return m, "", false
-	}
-	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
-		return m, ": data after the message's JSON object", false
+		return &m.Payload, "JSON"
+	})
+	if err != nil {
+		return m, ": " + c360.ErrorMessage(err), false
 	}
 	return m, "", true
 }
@@ -873,9 +839,9 @@ func (c *wsConn) checkLocked(typ, id string, payload json.RawMessage) (bool, err
 		// key given twice, or in another case, is refused, where
 		// encoding/json (and so gqlgen) would run the last copy while a
 		// proxy reading the first sees another operation.
-		if _, err := decodeParams(payload); err != nil {
+		if _, err := decodeParamsOf(payload, "payload"); err != nil {
 			c.mu.Unlock()
-			return false, c.fail(CloseBadRequest, "Invalid message received: "+strings.Replace(c360.ErrorMessage(err), "the body", "the payload", 1))
+			return false, c.fail(CloseBadRequest, "Invalid message received: "+c360.ErrorMessage(err))
 		}
 		if c.activeLocked(id) != nil {
 			c.mu.Unlock()
