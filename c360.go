@@ -27,7 +27,10 @@ type Principal struct {
 // provenance name it: "key <prefix>", the public part of the key, which an
 // admin finds in the listing (apiKeys, c360 apikey list) and revokes by. A
 // principal without a prefix (built in code, not authenticated) is named by
-// its key's row id, "key #<id>".
+// its key's row id, "key #<id>". Ledgers (a merge's or split's actor, a
+// sent message's sentBy, an erasure's actor) and provenance (an
+// observation's recordedBy and verifiedBy) name it so too; rows written
+// before name the key "<role> key <id>", by a row id no API shows.
 func (p *Principal) Actor() string {
 	if p.KeyPrefix == "" {
 		return "key #" + strconv.FormatInt(p.KeyID, 10)

@@ -51,7 +51,7 @@ func (r *mutationResolver) RecordObservation(ctx context.Context, customerID int
 	// The store validates the input, after it looked up a retry's stored
 	// observation: a retry is answered whatever it says.
 	in := c360.ObservationInput{CustomerID: customerID, Text: text, Source: deref(source), Confidence: confidence,
-		ExpiresAt: expiresAt, RecordedBy: actorOf(p), RecordedByRole: p.Role, MessageID: deref(messageID)}
+		ExpiresAt: expiresAt, RecordedBy: p.Actor(), RecordedByRole: p.Role, MessageID: deref(messageID)}
 	return r.ObservationService.RecordObservation(ctx, p.WorkspaceID, in)
 }
 
@@ -64,7 +64,7 @@ func (r *mutationResolver) VerifyObservation(ctx context.Context, id int64, veri
 	if r.ObservationService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "observations are not configured on this server")
 	}
-	return r.ObservationService.VerifyObservation(ctx, p.WorkspaceID, id, verified, actorOf(p))
+	return r.ObservationService.VerifyObservation(ctx, p.WorkspaceID, id, verified, p.Actor())
 }
 
 // Text is the resolver for the text field.

@@ -23,5 +23,5 @@ func (r *mutationResolver) EraseCustomer(ctx context.Context, id int64, reason s
 	if r.ErasureService == nil {
 		return nil, c360.Errorf(c360.EUNAVAILABLE, "erasure is not configured on this server")
 	}
-	return r.ErasureService.EraseCustomer(ctx, p.WorkspaceID, id, actorOf(p), reason)
+	return r.ErasureService.EraseCustomer(ctx, p.WorkspaceID, id, p.Actor(), reason)
 }

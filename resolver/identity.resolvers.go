@@ -54,7 +54,7 @@ func (r *mutationResolver) MergeCustomers(ctx context.Context, survivorID int64,
 	if forced && p.Role != c360.RoleAdmin {
 		return nil, c360.Errorf(c360.EFORBIDDEN, "only an admin key can force a merge")
 	}
-	return r.IdentityService.MergeCustomers(ctx, p.WorkspaceID, survivorID, mergedID, forced, actorOf(p), deref(reason))
+	return r.IdentityService.MergeCustomers(ctx, p.WorkspaceID, survivorID, mergedID, forced, p.Actor(), deref(reason))
 }
 
 // SplitIdentity is the resolver for the splitIdentity field.
@@ -63,7 +63,7 @@ func (r *mutationResolver) SplitIdentity(ctx context.Context, customerID int64, 
 	if err != nil {
 		return nil, err
 	}
-	return r.IdentityService.SplitIdentity(ctx, p.WorkspaceID, customerID, c360.Identity{Type: typeArg, Value: value}, actorOf(p), deref(reason))
+	return r.IdentityService.SplitIdentity(ctx, p.WorkspaceID, customerID, c360.Identity{Type: typeArg, Value: value}, p.Actor(), deref(reason))
 }
 
 // IdentityRules is the resolver for the identityRules field.

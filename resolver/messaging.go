@@ -71,7 +71,7 @@ func (r *Resolver) sendMessage(ctx context.Context, customerID int64, channel, b
 		return nil, err
 	}
 	m, repeat, err := r.MessagingService.RecordOutbound(ctx, p.WorkspaceID, c360.OutboundRecord{
-		CustomerID: o.CustomerID, Channel: channel, To: o.Phone, Body: body, SentBy: actorOf(p), Source: sendSource, Key: key})
+		CustomerID: o.CustomerID, Channel: channel, To: o.Phone, Body: body, SentBy: p.Actor(), Source: sendSource, Key: key})
 	if err != nil {
 		return nil, err
 	}

@@ -100,16 +100,6 @@ func agent(ctx context.Context) (*c360.Principal, error) {
 	return p, nil
 }
 
-// actorOf names the principal in ledgers (a merge's or split's actor, a
-// sent message's sentBy, an erasure's actor) and provenance (an
-// observation's recordedBy and verifiedBy) as the audit log names it:
-// "key <prefix>" (c360.Principal.Actor), which an admin finds in the key
-// listing and revokes by. Rows written before name the key "<role> key
-// <id>", by a row id no API shows.
-func actorOf(p *c360.Principal) string {
-	return p.Actor()
-}
-
 func deref(s *string) string {
 	if s == nil {
 		return ""
