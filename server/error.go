@@ -42,6 +42,14 @@ func StatusOf(err error) int {
 
 // writeGraphQLError answers a request refused before GraphQL execution, in
 // the GraphQL response shape so clients read one format.
+// WriteGraphQLError answers err in GraphQL's error shape, with its status
+// (and Retry-After on a 503), for a refusal made before GraphQL runs, by
+// this package or by the process that serves it (c360 serve while it
+// starts).
+func WriteGraphQLError(w http.ResponseWriter, status int, err error) {
+	writeGraphQLError(w, status, err)
+}
+
 func writeGraphQLError(w http.ResponseWriter, status int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	var method errMethod

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/server"
 )
 
 // ingestConfig reads group commit's sizes: C360_INGEST_WORKERS (groups
@@ -247,21 +247,14 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // writeStarting answers a request the server could not take in time while
 // starting: 503, Retry-After and the JSON body of the server's refusals
-// before GraphQL (server.writeGraphQLError), which GraphQL clients read as
-// any error and the webhooks' providers retry on.
+// before GraphQL, which GraphQL clients read as any error and the
+// webhooks' providers retry on.
 func writeStarting(w http.ResponseWriter, state string) {
 	if state == "" {
 		state = "stopping"
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Retry-After", "1")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	json.NewEncoder(w).Encode(map[string]any{
-		"errors": []map[string]any{{
-			"message":    "the server is not serving yet (" + state + "); retry",
-			"extensions": map[string]any{"code": c360.EUNAVAILABLE},
-		}},
-	})
+	server.WriteGraphQLError(w, http.StatusServiceUnavailable,
+		c360.Errorf(c360.EUNAVAILABLE, "the server is not serving yet (%s); retry", state))
 }
 
 // maxShutdownDelay bounds C360_SHUTDOWN_DELAY: a load balancer's endpoint
