@@ -73,41 +73,35 @@ func (c *conversationStream) Next(ctx context.Context) (*hub.Change, error) {
 // splitTo returns the customer a split change moved the conversation to,
 // and whether it moved it.
 func (c *conversationStream) splitTo(ctx context.Context, ch *hub.Change) (int64, bool, error) {
-	list, ok := ch.Diff["movedConversationIds"].([]any)
-	if !ok {
-		owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
-		return owner, err == nil, err
-	}
-	conv := strconv.FormatInt(c.conv, 10)
-	if !slices.Contains(list, any(conv)) {
-		// The list holds the lowest ids moved, in order, at most 100: when
-		// it was cut (movedConversationIdsTruncated), a conversation above
-		// its last id may have moved all the same, and its owner is looked
-		// up, as for a change without a list.
-		if cut, _ := ch.Diff["movedConversationIdsTruncated"].(bool); cut && c.conv > lastListed(list) {
-			owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
-			return owner, err == nil, err
+	list, listed := ch.Diff["movedConversationIds"].([]any)
+	if listed && slices.Contains(list, any(strconv.FormatInt(c.conv, 10))) {
+		into, _ := ch.Diff["splitInto"].(string)
+		id, err := strconv.ParseInt(into, 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("split change of customer %d: no customer split into", ch.CustomerID)
 		}
+		return id, true, nil
+	}
+	// Not listed. The list holds the lowest ids moved, in order, at most
+	// 100: when it was cut (movedConversationIdsTruncated), a conversation
+	// above its last id may have moved all the same. Then, and for a change
+	// written before splits listed them, the owner is looked up.
+	if cut, _ := ch.Diff["movedConversationIdsTruncated"].(bool); listed && !(cut && c.conv > lastListed(list)) {
 		return 0, false, nil
 	}
-	into, _ := ch.Diff["splitInto"].(string)
-	id, err := strconv.ParseInt(into, 10, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("split change of customer %d: no customer split into", ch.CustomerID)
-	}
-	return id, true, nil
+	owner, err := c.r.conversationOwner(ctx, c.ws, c.conv)
+	return owner, err == nil, err
 }
 
-// lastListed is the highest id of a movedConversationIds list (0 if none).
+// lastListed is the last id of a movedConversationIds list, which lists
+// them in order (0 if none).
 func lastListed(list []any) int64 {
-	var last int64
-	for _, v := range list {
-		s, _ := v.(string)
-		if id, err := strconv.ParseInt(s, 10, 64); err == nil && id > last {
-			last = id
-		}
+	if len(list) == 0 {
+		return 0
 	}
-	return last
+	s, _ := list[len(list)-1].(string)
+	id, _ := strconv.ParseInt(s, 10, 64)
+	return id
 }
 
 func (c *conversationStream) Close() {
