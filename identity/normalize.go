@@ -206,6 +206,7 @@ func canonicalDomain(d string, room int) string {
 	// ones, which width folding made ASCII and ideographic) as a dot.
 	d = strings.ReplaceAll(norm.NFC.String(d), "\u3002", ".")
 	labels := strings.Split(d, ".")
+	converted := make([]bool, len(labels)) // labels IDNA gave the Unicode form
 	for i, l := range labels {
 		if isASCII(l) && !strings.HasPrefix(l, "xn--") {
 			continue
@@ -221,7 +222,7 @@ func canonicalDomain(d string, room int) string {
 			// ignores (it maps to nothing), a top-level domain of other
 			// digits (𝟏𝟐 maps to 12). Each was accepted as typed before.
 			if domainLabelOK(u, i == len(labels)-1) {
-				labels[i] = u
+				labels[i], converted[i] = u, true
 			}
 		}
 	}
@@ -229,13 +230,10 @@ func canonicalDomain(d string, room int) string {
 		return d
 	}
 	for i, l := range labels {
-		if isASCII(l) {
-			continue
-		}
 		// A label the first pass kept as typed (IDNA refused it, or its
 		// Unicode form is no label checkEmail takes) stays so here too:
 		// an emoji label is refused in a long domain as in a short one.
-		if u, err := idna.Lookup.ToUnicode(l); err != nil || !domainLabelOK(strings.ToLower(u), i == len(labels)-1) {
+		if !converted[i] || isASCII(l) {
 			continue
 		}
 		if a, err := idna.Lookup.ToASCII(l); err == nil {
