@@ -118,6 +118,10 @@ func TestWebsocketCloseCodes(t *testing.T) {
 			c.init(e.key)
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"subscribe","id":"1","payload":{"query":"{ __typename }"},"Payload":{"query":"mutation { identify(input: {identities: [{type: \"email\", value: \"case@ws.example\"}]}) { id } }"}}`))
 		}, server.CloseBadRequest},
+		{"message with data after its object", func(c *wsClient) {
+			c.init(e.key)
+			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"} {"type":"subscribe"}`))
+		}, server.CloseBadRequest},
 		{"message with type twice", func(c *wsClient) {
 			c.init(e.key)
 			c.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","type":"subscribe","id":"1","payload":{"query":"{ __typename }"}}`))
