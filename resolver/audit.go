@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/graph/model"
@@ -153,13 +155,116 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 		}
 	}
 	h := next(context.WithValue(ctx, collectorKey{}, col))
-	return func(ctx context.Context) *graphql.Response {
-		resp := h(ctx)
-		if entries := col.drain(r.now()); len(entries) > 0 {
-			r.Audit.EnqueueAudit(entries)
+	if !r.ReadAudit.durable(p) {
+		return func(ctx context.Context) *graphql.Response {
+			resp := h(ctx)
+			if entries := col.drain(r.now()); len(entries) > 0 {
+				r.Audit.EnqueueAudit(entries)
+			}
+			return resp
 		}
-		return resp
 	}
+	var failed bool
+	return func(ctx context.Context) *graphql.Response {
+		if failed {
+			return nil // a subscription whose read could not be recorded ended
+		}
+		resp := h(ctx)
+		entries := col.drain(r.now())
+		if len(entries) == 0 {
+			return resp
+		}
+		if resp == nil {
+			// Nothing is served (a subscription ending): what rendering
+			// read is recorded as before, in the background.
+			r.Audit.EnqueueAudit(entries)
+			return resp
+		}
+		// The answer waits for its reads to be durable. The caller going
+		// away does not cut the write short: the entries are whole or
+		// absent.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), durableReadTimeout)
+		err := r.Audit.RecordAudit(wctx, entries)
+		cancel()
+		if err == nil {
+			return resp
+		}
+		slog.Default().Error("audit: record reads before the answer; the answer was refused",
+			"workspace", p.WorkspaceID, "key", p.KeyPrefix, "entries", len(entries), "error", err)
+		if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Subscription {
+			// The change was not delivered: the client resubscribes from
+			// its last cursor and gets it again (or, without a resume
+			// handler, sees this error and the end of the stream).
+			failed = true
+			if resume(ctx, errReadNotRecordedStream) {
+				return nil
+			}
+			return refusal(errReadNotRecordedStream)
+		}
+		return refusal(errReadNotRecorded)
+	}
+}
+
+// ReadAudit says whose reads are recorded in the audit log before their
+// answer leaves (C360_AUDIT_READS); the others' are written in the
+// background (AuditWriter). The zero value is ReadAuditAssistant.
+type ReadAudit int
+
+const (
+	// ReadAuditAssistant records an assistant key's reads before its
+	// answer, and refuses the answer (UNAVAILABLE) when they cannot be
+	// recorded: what an AI assistant read is in the log, or it read
+	// nothing. Other keys' reads are written in the background.
+	ReadAuditAssistant ReadAudit = iota
+	// ReadAuditAll does so for every key whose reads are audited: a
+	// console's pii.read of each customer it opens too.
+	ReadAuditAll
+	// ReadAuditAsync writes every read in the background: best-effort,
+	// as docs/security.md describes.
+	ReadAuditAsync
+)
+
+// ParseReadAudit reads a C360_AUDIT_READS value: assistant, all or async.
+func ParseReadAudit(s string) (ReadAudit, bool) {
+	switch s {
+	case "assistant":
+		return ReadAuditAssistant, true
+	case "all":
+		return ReadAuditAll, true
+	case "async":
+		return ReadAuditAsync, true
+	}
+	return 0, false
+}
+
+func (m ReadAudit) durable(p *c360.Principal) bool {
+	switch m {
+	case ReadAuditAll:
+		return true
+	case ReadAuditAssistant:
+		return p.Role == c360.RoleAssistant
+	}
+	return false
+}
+
+// durableReadTimeout bounds the write of a response's reads: past it the
+// answer is refused rather than held.
+const durableReadTimeout = 5 * time.Second
+
+var (
+	errReadNotRecorded = c360.Errorf(c360.EUNAVAILABLE,
+		"the read could not be recorded in the audit log, so nothing was served; retry")
+	errReadNotRecordedStream = c360.Errorf(c360.EUNAVAILABLE,
+		"the read could not be recorded in the audit log, so the change was not delivered: subscribe again with after set to the last cursor received")
+)
+
+// refusal is a response carrying only err, a domain error: none of the
+// data the operation resolved leaves. (An operation middleware's response
+// handler runs outside gqlgen's response context, so err is presented
+// here, as the server's presenter presents a domain error.)
+func refusal(err error) *graphql.Response {
+	return &graphql.Response{Errors: gqlerror.List{{Message: c360.ErrorMessage(err),
+		Extensions: map[string]any{"code": c360.ErrorCode(err)}}}}
 }
 
 func (r *Resolver) now() time.Time {

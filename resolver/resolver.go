@@ -28,6 +28,9 @@ type Resolver struct {
 	// and auditLog answers UNAVAILABLE.
 	Keys  c360.APIKeyManager
 	Audit c360.AuditLog
+	// ReadAudit says whose reads are recorded before their answer leaves
+	// (the zero value: assistants').
+	ReadAudit ReadAudit
 	// Hub and Realtime back the subscriptions (subscription.resolvers.go);
 	// without a hub, subscribing answers UNAVAILABLE.
 	Hub      *hub.Hub

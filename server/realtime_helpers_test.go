@@ -90,8 +90,12 @@ type rtOptions struct {
 	cfg server.Config
 	// auth, when set, stands for the store as the API key service.
 	auth func(*postgres.DB) c360.APIKeyService
-	// audit writes reads to the audit log (rtEnv.audit).
-	audit bool
+	// audit writes reads to the audit log (rtEnv.audit); auditLinger,
+	// when set, is its writer's linger, and readAudit whose reads it
+	// records before their answer.
+	audit       bool
+	auditLinger time.Duration
+	readAudit   resolver.ReadAudit
 	// feed, when set, stands for the store as the hub's feed.
 	feed func(*postgres.DB) hub.Feed
 	// readRetry is the hub's Options.ReadRetry.
@@ -124,8 +128,8 @@ func newRTEnv(t *testing.T, o rtOptions) *rtEnv {
 	}
 	var audit *postgres.AuditWriter
 	if o.audit {
-		audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
-		res.Audit = audit
+		audit = postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Linger: o.auditLinger, Logger: slog.New(slog.DiscardHandler)})
+		res.Audit, res.ReadAudit = audit, o.readAudit
 	}
 	if o.cfg.Logger == nil {
 		o.cfg.Logger = slog.New(slog.DiscardHandler)

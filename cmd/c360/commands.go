@@ -178,7 +178,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	db.StartIngest(set.ingest)
 	res := NewResolver(db)
-	res.MessageSender = set.sender
+	res.MessageSender, res.ReadAudit = set.sender, set.readAudit
 	stops.add(startPendingSweep(db, log))
 	// Cleanups run in reverse: realtime's (the notifier's final flush, which
 	// takes milliseconds) before the audit writer's drain, which may take
@@ -278,6 +278,9 @@ type serveSettings struct {
 	sender          *twilio.Sender
 	limits          server.Limits
 	realtime        realtimeSettings
+	// readAudit is C360_AUDIT_READS: whose reads are recorded before
+	// their answer leaves.
+	readAudit resolver.ReadAudit
 
 	// addr, metricsAddr and pprofAddr are the listen addresses of
 	// C360_ADDR, C360_METRICS_ADDR and C360_PPROF_ADDR ("" when unset: no
@@ -318,7 +321,19 @@ func (m *Main) serveSettings(log *slog.Logger) (set serveSettings, err error) {
 	if set.realtime, err = m.realtimeSettings(); err != nil {
 		return set, err
 	}
+	if set.readAudit, err = m.readAudit(); err != nil {
+		return set, err
+	}
 	return set, nil
+}
+
+// readAudit reads C360_AUDIT_READS: assistant (the default), all or async.
+func (m *Main) readAudit() (resolver.ReadAudit, error) {
+	v, ok := resolver.ParseReadAudit(m.env("C360_AUDIT_READS", "assistant"))
+	if !ok {
+		return 0, usageError("C360_AUDIT_READS: want assistant, all or async")
+	}
+	return v, nil
 }
 
 // NewResolver wires the GraphQL resolvers to the store.

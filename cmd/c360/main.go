@@ -113,6 +113,8 @@ Environment:
   C360_SUBSCRIBER_QUEUE changes queued per subscriber before it is closed as slow (default 64)
   C360_NOTIFY_INTERVAL  longest wait before telling other replicas of changes (default 5ms)
   C360_RESYNC_INTERVAL  how often every followed change feed is read again, for a lost notification (default 5s; off: never)
+  C360_AUDIT_READS      whose reads are in the audit log before their answer leaves, the answer
+                        refused if they cannot be: assistant (default), all, or async (none)
   C360_METRICS_ADDR     serve /metrics on this address instead of C360_ADDR (default: on C360_ADDR, unauthenticated)
   C360_PPROF_ADDR       serve Go's pprof (profiles, trace) on this address; keep it on loopback (default: off)
   C360_GRAPHQL_MAX_TOKENS, C360_GRAPHQL_MAX_FIELDS, C360_GRAPHQL_MAX_DEPTH,

@@ -68,6 +68,10 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	if err != nil {
 		return usageError(err.Error())
 	}
+	readAudit, err := m.readAudit()
+	if err != nil {
+		return err
+	}
 	db, err := m.open(ctx)
 	if err != nil {
 		return err
@@ -75,7 +79,7 @@ func (m *Main) mcpStdio(ctx context.Context, args []string) error {
 	defer db.Close()
 
 	res := NewResolver(db)
-	res.MessageSender = sender
+	res.MessageSender, res.ReadAudit = sender, readAudit
 	sec := startSecurity(db, res, log)
 	defer sec.stop()
 

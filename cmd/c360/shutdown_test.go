@@ -230,6 +230,8 @@ func TestBadSettingsRefusedBeforeTheDatabase(t *testing.T) {
 		{"C360_RESYNC_INTERVAL", "-1s"},
 		{"C360_RESYNC_INTERVAL", "10ms"},
 		{"C360_RESYNC_INTERVAL", "never"},
+		{"C360_AUDIT_READS", "sync"},
+		{"C360_AUDIT_READS", "Assistant"},
 		{"C360_ALLOWED_ORIGINS", "console.example.com"},
 		{"C360_ADDR", "8080"},
 		{"C360_METRICS_ADDR", "9090"},
