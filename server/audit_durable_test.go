@@ -112,7 +112,9 @@ func TestAssistantReadIsRefusedWhenItCannotBeRecorded(t *testing.T) {
 	if len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Message, "audit log") {
 		t.Errorf("errors = %+v, want one saying the audit log could not record the read", r.Errors)
 	}
-	var agent struct{ Customer struct{ Traits map[string]any } }
+	var agent struct {
+		Customer struct{ Traits map[string]any }
+	}
 	gql(t, e.srv, keys[c360.RoleAgent], durableQuery, vars).ok(t, &agent)
 	if agent.Customer.Traits["plan"] != "pro" {
 		t.Errorf("the agent's answer = %+v, want the traits", agent)
