@@ -336,6 +336,40 @@ func (m *Main) readAudit() (resolver.ReadAudit, error) {
 	return v, nil
 }
 
+// maxStdinSecret bounds a secret read from standard input.
+const maxStdinSecret = 4096
+
+// secretsFromStdin reads the one secret given as "-" (names lists the
+// flags that were) from standard input: its first line, without the line
+// break. Two flags cannot share standard input, and an empty line, which
+// would clear the secret, is refused: clearing takes an explicit "".
+func (m *Main) secretsFromStdin(names []string, flags map[string]**string) error {
+	switch len(names) {
+	case 0:
+		return nil
+	case 1:
+	default:
+		return usageError("only one secret can be read from standard input: --" + names[0] + " and --" + names[1] + " are both -")
+	}
+	raw, err := io.ReadAll(io.LimitReader(m.Stdin, maxStdinSecret+1))
+	if err != nil {
+		return fmt.Errorf("read --%s from standard input: %w", names[0], err)
+	}
+	if len(raw) > maxStdinSecret {
+		return usageError(fmt.Sprintf("--%s: standard input holds more than %d bytes; give the secret alone", names[0], maxStdinSecret))
+	}
+	line, rest, _ := strings.Cut(string(raw), "\n")
+	line = strings.TrimSuffix(line, "\r")
+	if strings.TrimSpace(rest) != "" {
+		return usageError("--" + names[0] + ": standard input holds more than one line; give the secret alone")
+	}
+	if line == "" {
+		return usageError("--" + names[0] + ": standard input is empty; to clear the secret, give --" + names[0] + ` ""`)
+	}
+	*flags[names[0]] = &line
+	return nil
+}
+
 // NewResolver wires the GraphQL resolvers to the store.
 func NewResolver(db *postgres.DB) *resolver.Resolver {
 	return &resolver.Resolver{
@@ -422,13 +456,26 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		opt := func(p **string, name, help string) {
 			fs.Func(name, help, func(v string) error { *p = &v; return nil })
 		}
+		// A secret given as "-" is read from standard input, so that it
+		// is not in the process's arguments, which any local user can read
+		// (/proc/PID/cmdline, ps) and shells keep in their history.
+		var fromStdin []string
+		secret := func(p **string, name, help string) {
+			fs.Func(name, help+`; "-" reads it from standard input`, func(v string) error {
+				if v == "-" {
+					fromStdin = append(fromStdin, name)
+				}
+				*p = &v
+				return nil
+			})
+		}
 		opt(&upd.TwilioAccountSID, "twilio-account-sid", "Twilio account SID")
-		opt(&upd.TwilioAuthToken, "twilio-auth-token", "Twilio auth token (verifies webhook signatures)")
+		secret(&upd.TwilioAuthToken, "twilio-auth-token", "Twilio auth token (verifies webhook signatures)")
 		opt(&upd.TwilioSMSFrom, "twilio-sms-from", "sender for SMS: a phone number (kept in E.164), a short code or an alphanumeric sender ID")
 		opt(&upd.TwilioWhatsAppFrom, "twilio-whatsapp-from", "sender number for WhatsApp, with or without whatsapp: (kept in E.164)")
 		opt(&upd.TwilioMessagingServiceSID, "twilio-messaging-service-sid", "Messaging Service SID used as sender")
-		opt(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
-		opt(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
+		secret(&upd.WhatsAppAppSecret, "whatsapp-app-secret", "Meta app secret (verifies X-Hub-Signature-256)")
+		secret(&upd.WhatsAppVerifyToken, "whatsapp-verify-token", "Meta webhook verify token")
 		rotate := fs.Bool("rotate-webhook-secret", false, "replace the chatbot webhook secret (printed once; the old one keeps working for --grace)")
 		grace := fs.Duration("grace", c360.DefaultWebhookSecretGrace,
 			"with --rotate-webhook-secret: how long the old secret keeps working, 0 (refused at once) up to 168h (7 days)")
@@ -440,6 +487,10 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 			return usageError("--slug is required")
 		}
 		if err := checkGrace(fs, *rotate, *grace); err != nil {
+			return err
+		}
+		if err := m.secretsFromStdin(fromStdin, map[string]**string{"twilio-auth-token": &upd.TwilioAuthToken,
+			"whatsapp-app-secret": &upd.WhatsAppAppSecret, "whatsapp-verify-token": &upd.WhatsAppVerifyToken}); err != nil {
 			return err
 		}
 		db, err := m.open(ctx)

@@ -77,10 +77,10 @@ Usage:
   c360 serve [--dev] [--no-migrate]
   c360 migrate up|down|status
   c360 workspace create --slug SLUG [--name NAME] [--json]
-  c360 workspace update --slug SLUG [--twilio-account-sid SID] [--twilio-auth-token TOKEN]
+  c360 workspace update --slug SLUG [--twilio-account-sid SID] [--twilio-auth-token TOKEN|-]
                         [--twilio-sms-from NUMBER] [--twilio-whatsapp-from NUMBER]
                         [--twilio-messaging-service-sid SID]
-                        [--whatsapp-app-secret S] [--whatsapp-verify-token T]
+                        [--whatsapp-app-secret S|-] [--whatsapp-verify-token T|-]
                         [--rotate-webhook-secret [--grace DURATION]] [--json]
   c360 workspace rules --slug SLUG [--limit TYPE=N ...] [--default-limit N]
                        [--priority t1,t2,...] [--blocked v1,v2,...] [--json]

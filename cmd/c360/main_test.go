@@ -196,6 +196,56 @@ func TestWorkspaceCreate(t *testing.T) {
 	})
 }
 
+// A provider secret given as "-" is read from standard input, so that it
+// is not in the process's arguments: its first line, the line break
+// dropped. An empty input (which would clear it), two lines, or two
+// secrets both "-" are refused, and change nothing.
+func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
+	c := newCLI(t)
+	slug := uniqueSlug("stdin")
+	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	run := func(stdin string, args ...string) error {
+		var stdout, stderr logbuf.Buffer
+		m := NewMain(&stdout, &stderr, func(k string) string { return c.env[k] })
+		m.Stdin = strings.NewReader(stdin)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return m.Run(ctx, append([]string{"workspace", "update", "--slug", slug}, args...))
+	}
+	db := pgtest.Open(t)
+	token := func() string {
+		t.Helper()
+		w, err := db.FindWorkspaceBySlug(context.Background(), slug)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.TwilioAuthToken
+	}
+	if err := run("tok-from-stdin\r\n", "--twilio-auth-token", "-", "--twilio-account-sid", "AC2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := token(); got != "tok-from-stdin" {
+		t.Fatalf("token = %q, want tok-from-stdin", got)
+	}
+	for _, tc := range []struct {
+		stdin string
+		args  []string
+	}{
+		{"", []string{"--twilio-auth-token", "-"}},
+		{"\n", []string{"--twilio-auth-token", "-"}},
+		{"one\ntwo\n", []string{"--twilio-auth-token", "-"}},
+		{strings.Repeat("x", 5000), []string{"--twilio-auth-token", "-"}},
+		{"s\n", []string{"--twilio-auth-token", "-", "--whatsapp-app-secret", "-"}},
+	} {
+		if err := run(tc.stdin, tc.args...); err == nil || exitCode(err) != 2 {
+			t.Errorf("stdin %.20q, %v: err %v, want a usage error", tc.stdin, tc.args, err)
+		}
+		if got := token(); got != "tok-from-stdin" {
+			t.Fatalf("after a refused update (stdin %.20q, %v) the token is %q", tc.stdin, tc.args, got)
+		}
+	}
+}
+
 func exitCodeOf(err error) int {
 	if err == nil {
 		return 0
