@@ -1995,7 +1995,14 @@ type Conversation {
   id: ID!
   "sms, whatsapp or chat"
   channel: String!
-  "open or closed"
+  """
+  open or closed. A conversation opens with its first message and stays open:
+  c360 closes none for inactivity. One is closed when a merge gives its
+  customer another open conversation on the same channel and thread (the
+  survivor's stays open and takes the new messages), and the conversations an
+  erasure moves to a customer of their own are closed (docs/identity.md,
+  docs/erasure.md).
+  """
   status: String!
   lastMessageAt: Time
   "Messages newest first."

@@ -298,8 +298,10 @@ func TestServeFlushesNotificationsBeforeTheAuditDrain(t *testing.T) {
 	// A notification waits up to 10 s, past the deadline: only the flush
 	// at stop sends the one of the commit below (with the usual 5 ms, the
 	// notifier's own ticks would send it while the drain waits).
+	// The assistant's read is to be queued for the background writer (by
+	// default it would wait on the locked log, and be refused).
 	env := map[string]string{"DATABASE_URL": c.env["DATABASE_URL"], "C360_ADDR": addr,
-		"C360_SHUTDOWN_TIMEOUT": "3s", "C360_NOTIFY_INTERVAL": "10s"}
+		"C360_SHUTDOWN_TIMEOUT": "3s", "C360_NOTIFY_INTERVAL": "10s", "C360_AUDIT_READS": "async"}
 	m := NewMain(&stdout, &stderr, func(k string) string { return env[k] })
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
