@@ -148,12 +148,14 @@ const MaxFuture = 24 * time.Hour
 var MinOccurredAt = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // OccurredAt returns the time an event claims, unless it is more than
-// MaxFuture past receivedAt or before MinOccurredAt: then receivedAt.
+// MaxFuture past receivedAt or before MinOccurredAt: then receivedAt. It is
+// cut to microseconds, PostgreSQL's precision, so that what is derived from
+// it (a trait's observedAt, kept in JSON) is the event's time as stored.
 func OccurredAt(claimed, receivedAt time.Time) time.Time {
 	if claimed.After(receivedAt.Add(MaxFuture)) || claimed.Before(MinOccurredAt) {
-		return receivedAt
+		claimed = receivedAt
 	}
-	return claimed
+	return claimed.Truncate(time.Microsecond)
 }
 
 // ClientKeyDedupePrefix starts the dedupe key of every event a source

@@ -785,3 +785,28 @@ func TestJSONColumnsReadNumbersExactly(t *testing.T) {
 		t.Errorf("read %#v, %#v, %#v; want every number as written", jb, js, arr)
 	}
 }
+
+// A trait's observedAt is its event's occurredAt as stored: PostgreSQL
+// keeps microseconds, and a time sent with nanoseconds is cut to them
+// before either is written, so a console can match a trait to its event.
+func TestTraitObservedAtIsTheEventsStoredTime(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	res := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "ns", Identities: ids("email", "ns@example.com"),
+		Traits: map[string]any{"plan": "pro"}, OccurredAt: at})
+	c, err := db.FindCustomerByID(context.Background(), ws, res.CustomerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored time.Time
+	if err := db.Pool.QueryRow(context.Background(), `SELECT occurred_at FROM events WHERE workspace_id = $1 AND dedupe_key = 'ns'`, ws).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if want := at.Truncate(time.Microsecond); !stored.Equal(want) {
+		t.Fatalf("stored occurred_at = %v, want %v", stored, want)
+	}
+	if got := c.TraitSources["plan"].ObservedAt; !got.Equal(stored) {
+		t.Errorf("traitSources.plan.observedAt = %v, want the event's occurredAt %v", got.Format(time.RFC3339Nano), stored.Format(time.RFC3339Nano))
+	}
+}
