@@ -12,8 +12,11 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/bench/seed"
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/postgres"
+	"github.com/c360dev/c360/resolver"
 	"github.com/c360dev/c360/server"
 )
 
@@ -96,4 +99,48 @@ func BenchmarkCustomer360(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkAssistantRead measures what recording an assistant's read before
+// its answer costs (C360_AUDIT_READS=assistant, the default) against
+// writing it in the background (async): an assistant key reads one
+// customer's traits, and every answer is a customer.read entry.
+func BenchmarkAssistantRead(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		mode resolver.ReadAudit
+	}{{"durable", resolver.ReadAuditAssistant}, {"async", resolver.ReadAuditAsync}} {
+		b.Run(mode.name, func(b *testing.B) {
+			db := pgtest.Open(b)
+			ws, slug, _ := pgtest.Workspace(b, db)
+			key, _, err := db.CreateAPIKey(context.Background(), slug, c360.RoleAssistant, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err := db.Ingest(context.Background(), ws, []*c360.Event{{Type: c360.EventIdentify, Source: "bench", DedupeKey: "a",
+				Identities: []c360.Identity{{Type: "email", Value: "ann@example.com"}}, Traits: map[string]any{"plan": "pro"}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			audit := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: slog.New(slog.DiscardHandler)})
+			defer audit.Close()
+			r := newResolver(db)
+			r.Audit, r.ReadAudit = audit, mode.mode
+			h := server.New(server.Config{Logger: slog.New(slog.DiscardHandler),
+				Limits: server.Limits{KeyRate: server.Rate{RPS: -1}}}, db, r, db)
+			body, _ := json.Marshal(map[string]any{"query": `query($id: ID!) { customer(id: $id) { traits } }`,
+				"variables": map[string]any{"id": fmt.Sprint(res[0].CustomerID)}})
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+key)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"plan":"pro"`) {
+					b.Fatalf("status %d: %.300s", rec.Code, rec.Body.String())
+				}
+			}
+		})
+	}
 }
