@@ -189,9 +189,20 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 		if err == nil {
 			return resp
 		}
+		oc := graphql.GetOperationContext(ctx)
+		if oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Mutation {
+			// The change is made: its answer is not refused (a client
+			// told UNAVAILABLE would make it again), as a change whose
+			// own audit entry fails is answered. Its reads go to the
+			// background writer, which retries them.
+			slog.Default().Error("audit: record a mutation's reads before the answer; queued instead",
+				"workspace", p.WorkspaceID, "key", p.KeyPrefix, "entries", len(entries), "error", err)
+			r.Audit.EnqueueAudit(entries)
+			return resp
+		}
 		slog.Default().Error("audit: record reads before the answer; the answer was refused",
 			"workspace", p.WorkspaceID, "key", p.KeyPrefix, "entries", len(entries), "error", err)
-		if oc := graphql.GetOperationContext(ctx); oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Subscription {
+		if oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Subscription {
 			// The change was not delivered: the client resubscribes from
 			// its last cursor and gets it again (or, without a resume
 			// handler, sees this error and the end of the stream).

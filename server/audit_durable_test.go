@@ -120,6 +120,21 @@ func TestAssistantReadIsRefusedWhenItCannotBeRecorded(t *testing.T) {
 		t.Errorf("the agent's answer = %+v, want the traits", agent)
 	}
 
+	// A mutation's change is made: its answer stands (its reads are queued
+	// for the background writer), as a change whose own entry fails.
+	// (An assistant key with the pii scope reads the text it recorded
+	// unmasked: a pii.read to record.)
+	piiKey, _, err := e.db.CreateAPIKey(context.Background(), workspaceSlug(t, e), c360.RoleAssistant, []string{c360.ScopePII})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var obs struct{ RecordObservation struct{ ID, Text string } }
+	gql(t, e.srv, piiKey, `mutation($id: ID!) { recordObservation(customerId: $id, text: "prefers email at ann@example.com") { id text } }`,
+		vars).ok(t, &obs)
+	if obs.RecordObservation.ID == "" || count(t, e.db, "observations", e.ws) != 1 {
+		t.Errorf("recordObservation answered %+v with %d observations stored, want the one it made", obs, count(t, e.db, "observations", e.ws))
+	}
+
 	async, asyncKeys, asyncCust := durableEnv(t, resolver.ReadAuditAsync)
 	failAudit(t, async)
 	gql(t, async.srv, asyncKeys[c360.RoleAssistant], durableQuery, map[string]any{"id": fmt.Sprint(asyncCust)}).ok(t, nil)
