@@ -194,17 +194,26 @@ func twilioSID(s string) bool {
 
 // Identity classifies an identity value by its type (email, phone, or a
 // custom type naming one of them, e.g. work_email) or else by its shape,
-// and returns the masked value. A value that is not personal data (a
-// user_id, an anonymous_id) has the empty Kind and is returned unchanged.
+// and returns the masked value. When neither decides, the value is read as
+// a trait's value under a key that says nothing is: the email addresses
+// and phone numbers inside it are masked (whatsapp:+14155550199, Ann Lee
+// <ann@corp.example>, +1 415 555 0188), and the Kind is the first found; a
+// run of digits alone is an id there (a user_id 14155550100 is shown). A
+// value that holds no personal data (a user_id, an anonymous_id) has the
+// empty Kind and is returned unchanged.
 func Identity(typ, value string) (string, Kind) {
 	k := IdentityKind(typ)
 	if k == "" {
 		k = shape(value)
 	}
-	if k == "" {
+	if k != "" {
+		return mask(k, value), k
+	}
+	m, kinds := text(value, true, bareInWords)
+	if len(kinds) == 0 {
 		return value, ""
 	}
-	return mask(k, value), k
+	return m, Kind(kinds[0])
 }
 
 // IdentityKind is the kind of personal data an identity type names: email

@@ -49,6 +49,16 @@ func TestIdentity(t *testing.T) {
 		// A custom type says nothing; the value's shape does.
 		{"user_id", "jane@example.com", "j***@example.com", KindEmail},
 		{"crm_id", "+14155550100", "+1******0100", KindPhone},
+		// When neither does, the addresses and numbers inside the value
+		// are masked, as under a trait's key that says nothing; a run of
+		// digits alone is an id there.
+		{"chatbot:webchat", "whatsapp:+14155550199", "whatsapp:+1******0199", KindPhone},
+		{"crm_id", "+1 415 555 0188", "+1******0188", KindPhone},
+		{"user_id", "Ann Lee <ann.lee@corp.example>", "Ann Lee <a***@corp.example>", KindEmail},
+		{"crm_id", "tel:+14155550100", "tel:+1******0100", KindPhone},
+		{"user_id", "jane@example.com ", "j***@example.com ", KindEmail},
+		{"user_id", "14155550100", "14155550100", ""},
+		{"anonymous_id", "550e8400-e29b-41d4-a716-446655440000", "550e8400-e29b-41d4-a716-446655440000", ""},
 	} {
 		got, kind := Identity(tc.typ, tc.value)
 		if got != tc.want || kind != tc.kind {
@@ -294,6 +304,30 @@ func TestDiff(t *testing.T) {
 		"consents":    []any{map[string]any{"channel": "whatsapp", "status": "opted_in"}, map[string]any{"channel": "sms", "status": nil}}}
 	if got, found := Diff(plain, true); fmt.Sprintf("%p", got) != fmt.Sprintf("%p", plain) || len(found) != 0 {
 		t.Errorf("Diff(nothing personal) = %v (found %v), want the input itself", got, found)
+	}
+}
+
+// An identity whose type says nothing is masked in a diff as
+// Customer.identities masks it: the addresses and numbers inside its value.
+func TestDiffMasksPersonalDataInsideNeutralIdentities(t *testing.T) {
+	diff := map[string]any{
+		"identity":        map[string]any{"type": "chatbot:webchat", "value": "whatsapp:+14155550199"},
+		"cause":           map[string]any{"type": "user_id", "value": "Ann Lee <ann.lee@corp.example>"},
+		"identitiesAdded": []any{map[string]any{"type": "crm_id", "value": "+1 415 555 0188"}, map[string]any{"type": "user_id", "value": "u1"}},
+		"dropped":         []any{`crm_id "tel:+14155550100": limit`},
+	}
+	want := map[string]any{
+		"identity":        map[string]any{"type": "chatbot:webchat", "value": "whatsapp:+1******0199"},
+		"cause":           map[string]any{"type": "user_id", "value": "Ann Lee <a***@corp.example>"},
+		"identitiesAdded": []any{map[string]any{"type": "crm_id", "value": "+1******0188"}, map[string]any{"type": "user_id", "value": "u1"}},
+		"dropped":         []any{`crm_id "tel:+1******0100": limit`},
+	}
+	got, found := Diff(diff, true)
+	if jsonString(got) != jsonString(want) {
+		t.Errorf("Diff masked\n%s\nwant\n%s", jsonString(got), jsonString(want))
+	}
+	if want := "cause.value dropped identitiesAdded.value identity.value"; strings.Join(found, " ") != want {
+		t.Errorf("Diff found %v, want %s", found, want)
 	}
 }
 

@@ -243,7 +243,8 @@ func (r *Resolver) pii(ctx context.Context, obj any, next graphql.Resolver, kind
 }
 
 // identityField names an identity's personal data in the audit log: its
-// type, or the kind its shape revealed for a type that says nothing.
+// type, or the kind its value held (by its shape, or inside it) for a type
+// that says nothing.
 func identityField(typ string, k pii.Kind) string {
 	switch {
 	case typ == "":
