@@ -46,8 +46,9 @@ type CustomerErasure struct {
 	// erased identifiers, or keyed as one of the scrubbed events.
 	DeadLetters int
 	// AuditEntriesScrubbed counts the audit entries about the customers
-	// whose identity values and free-text reasons were removed; the
-	// entries themselves are kept.
+	// whose identity values and free-text reasons were removed, or whose
+	// paths of personal data read (a pii.read's fields) were generalised;
+	// the entries themselves are kept.
 	AuditEntriesScrubbed int
 	// MessagesMoved counts other customers' messages that were in the
 	// erased customers' conversations (people split off from them), moved

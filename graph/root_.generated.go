@@ -2167,7 +2167,7 @@ type CustomerErasure {
   separations: Int!
   "Dead letters deleted: keyed as one of the events, or naming one of the identifiers."
   deadLetters: Int!
-  "Audit entries about the customers whose identity values and reasons were removed (the entries are kept)."
+  "Audit entries about the customers whose identity values and reasons were removed, or whose paths of personal data read were generalised (the entries are kept)."
   auditEntriesScrubbed: Int!
   "Other customers' messages (of people split off from the erased one) that were in its conversations, moved into conversations of their own and kept."
   messagesMoved: Int!

@@ -252,6 +252,14 @@ var keyKinds = map[string]Kind{
 	"birthday": KindBirth, "birthdate": KindBirth, "dateofbirth": KindBirth, "dob": KindBirth,
 }
 
+// KeyWords lists the names KeyKind knows whole (email, phone, mobile,
+// firstname, zip, ...), normalized as it reads them: in lower case,
+// without _ - . and spaces. They are words, not anyone's data: an erasure
+// keeps them in the audit log's field paths (postgres.EraseCustomer).
+func KeyWords() []string {
+	return slices.Sorted(maps.Keys(keyKinds))
+}
+
 // KeyKind classifies a trait or property name: firstName, first_name and
 // First Name are all names; work_email, homePhone, phone2 and
 // mobile_number are an email and phones; shipping_address is an address;

@@ -616,6 +616,25 @@ const scrubEventSQL = `customer_id = NULL, name = NULL, properties = '{}', trait
 // place of its identities (erasedMarker).
 const erasedIdentityType = "erased"
 
+// auditFieldNames are the names c360 itself writes in the fields of a read
+// of personal data (pii.read): the GraphQL fields read (traits,
+// properties, body, customerContext.text, ...), the parts of a change's
+// diff and of the context's text. An erasure keeps them in the fields of
+// the erased customers' reads, and the words for personal data
+// (pii.KeyWords); any other segment, a key of their traits or properties
+// or a custom identity type, may be personal data, and is generalised to *.
+var auditFieldNames = []string{
+	"traits", "properties", "traitSources", "diff", "event", "events", "name", "source", "body", "text",
+	"reason", "value", "identity", "identities", "identitiesAdded", "cause", "dropped", "observation",
+	"observations", "messages", "message", "merges", "customerContext", "providerId", "dedupeKey",
+	"consent", "consents", "item", "from", "context", "replyTo", "reactionTo",
+}
+
+// auditFieldKind is the kind of personal data a field's segment may end
+// with, found in free text or a custom identity's value: body(email),
+// identity.crm_id(phone). The erasure keeps it.
+const auditFieldKind = `(\((?:email|phone|name|address|birthday)\))$`
+
 // erasedMarker is what an erased event of source and key keeps in place of
 // its identity id: {"type": "erased", "value": hex SHA-256 of the source,
 // the key and id}, each but the last prefixed with its length in bytes.
@@ -738,6 +757,30 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 		WHERE workspace_id = $1 AND (detail ? 'identity' OR detail ? 'reason' OR detail ? 'providerId')
 		  AND (customer_id = ANY($2) OR action = 'customer.split' AND detail->>'splitId' = ANY($3::text[])
 			OR action = 'customer.merge' AND detail->>'mergedId' = ANY($3::text[]))`, ws, ids, strIDs)
+	// Their reads of personal data name what was read by its path, and a
+	// path holds the keys of their traits and properties as written: a
+	// contact's name ({"contacts": {"Emma Doe": {"phone": ...}}}), an
+	// invitee's address masked (b***@example.com). Each segment that is
+	// not a name c360 writes (auditFieldNames) or a word for personal data
+	// (pii.KeyWords: email, phone, first_name, ...) is generalised to *,
+	// a kind found in it kept: traits.contacts.Emma Doe.phone reads
+	// traits.*.*.phone, identity.crm_id(phone) identity.*(phone).
+	b.Queue(`WITH g AS (
+			SELECT a.id, ARRAY(
+				SELECT x.f FROM (
+					SELECT (SELECT string_agg(
+							CASE WHEN p.base = '' OR p.base = ANY($3::text[])
+								OR lower(rtrim(translate(p.base, '_- ', ''), '0123456789')) = ANY($4::text[])
+							THEN p.base ELSE '*' END || coalesce(p.kind, ''), '.' ORDER BY s.n)
+						FROM regexp_split_to_table(u.f, '\.') WITH ORDINALITY AS s(seg, n),
+						LATERAL (SELECT regexp_replace(s.seg, $5, '') AS base, substring(s.seg FROM $5) AS kind) p) AS f, u.n
+					FROM unnest(a.fields) WITH ORDINALITY AS u(f, n)) x
+				GROUP BY x.f ORDER BY min(x.n)) AS fields
+			FROM audit_log a
+			WHERE a.workspace_id = $1 AND a.customer_id = ANY($2) AND a.action = $6)
+		UPDATE audit_log a SET fields = g.fields FROM g
+		WHERE a.workspace_id = $1 AND a.id = g.id AND a.fields <> g.fields`,
+		ws, ids, auditFieldNames, pii.KeyWords(), auditFieldKind, c360.AuditPIIRead)
 	b.Queue(`DELETE FROM customers WHERE workspace_id = $1 AND id = ANY($2)`, ws, ids)
 	// One erased change per customer, at its next version: the feeds'
 	// only rows left.
@@ -791,6 +834,13 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 			return err
 		}
 	}
+	// Reads of personal data hold no detail the statement before scrubs:
+	// the two count different entries.
+	reads, err := exec("generalise audited reads")
+	if err != nil {
+		return err
+	}
+	e.AuditEntriesScrubbed += reads
 	e.Messages += shared
 	if n, err := exec("erase customers"); err != nil {
 		return err

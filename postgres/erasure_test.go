@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
 	"github.com/c360dev/c360/postgres"
@@ -697,6 +699,60 @@ func TestEraseCustomerStripsProviderIDsFromTheAudit(t *testing.T) {
 	if n := count(t, db, `SELECT count(*) FROM audit_log WHERE workspace_id = $1 AND customer_id = $2
 		AND detail = '{"channel": "whatsapp", "messageId": 7, "bodyLength": 5}'`, ws, ann); n != 1 {
 		t.Errorf("send entries without the provider id: %d, want 1", n)
+	}
+}
+
+// A read of personal data names what it read by its path, and a path holds
+// the keys of the customer's traits as written: a contact's name, an
+// invitee's address (masked, but for its first letter and domain). The
+// erasure generalises the segments that are not names c360 writes or
+// words for personal data, in the erased customer's entries only.
+func TestEraseCustomerGeneralisesAuditedReadPaths(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ann := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "a1",
+		Identities: ids("email", "ann@x.io")}).CustomerID
+	bob := ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "test", DedupeKey: "b1",
+		Identities: ids("email", "bob@x.io")}).CustomerID
+	read := func(customer int64, fields ...string) *c360.AuditEntry {
+		e := c360.NewAuditEntry(&c360.Principal{WorkspaceID: ws, Role: c360.RoleAgent, KeyID: 1, KeyPrefix: "p"}, ws, c360.AuditPIIRead, time.Now())
+		e.CustomerID, e.Fields = customer, fields
+		return e
+	}
+	personal := []string{"traits.contacts.Emma Doe.phone", "traits.contacts.b***@example.com",
+		"customerContext.text.traits.b***@example.com", "identity.crm_id(phone)", "traits.Emma_Doe_email",
+		"identity.email", "body(email)", "traits.first_name", "traits.Phone_2", "traitSources.name.", "diff.traits.contacts.Emma Doe.phone"}
+	plain := []string{"identity.email", "traits.name", "customerContext.text.messages.phone"}
+	if err := db.RecordAudit(ctx, []*c360.AuditEntry{read(ann, personal...), read(ann, plain...), read(bob, personal...)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.EraseCustomer(ctx, ws, ann, "key ad0000000001", "ticket 11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AuditEntriesScrubbed != 1 {
+		t.Errorf("audit entries scrubbed: %d, want 1", got.AuditEntriesScrubbed)
+	}
+	fields := func(customer int64) [][]string {
+		rows, err := db.Pool.Query(ctx, `SELECT fields FROM audit_log WHERE workspace_id = $1 AND customer_id = $2 AND action = $3 ORDER BY id`,
+			ws, customer, c360.AuditPIIRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want := [][]string{{"traits.*.*.phone", "traits.*.*.*", "customerContext.text.traits.*.*", "identity.*(phone)", "traits.*",
+		"identity.email", "body(email)", "traits.first_name", "traits.Phone_2", "traitSources.name.", "diff.traits.*.*.phone"}, plain}
+	if a := fields(ann); !reflect.DeepEqual(a, want) {
+		t.Errorf("the erased customer's reads name\n%q\nwant\n%q", a, want)
+	}
+	if b := fields(bob); !reflect.DeepEqual(b, [][]string{personal}) {
+		t.Errorf("another customer's reads changed: %q", b)
 	}
 }
 
