@@ -87,7 +87,8 @@ func (h *Handler) Register(m Mounter) {
 }
 
 // ServeHTTP answers 404 for an unknown workspace, 413 for a body over the
-// limit, 401 for a missing, malformed, expired or wrong signature (one made
+// limit, 408 for a body that did not arrive within the server's read
+// deadline (server.Config.BodyReadTimeout), 401 for a missing, malformed, expired or wrong signature (one made
 // with the workspace's current secret, or with its previous one during a
 // rotation's grace period, passes; a signature the cached workspace row
 // refuses is checked again against the row read anew, which another
@@ -109,6 +110,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case status == http.StatusRequestEntityTooLarge:
 		h.tooLarge(w)
+		return
+	case status == http.StatusRequestTimeout:
+		// The body missed the server's read deadline: the bot may send it
+		// again, whole; the connection is closed after this answer.
+		writeJSON(w, http.StatusRequestTimeout, errorBody{Code: c360.EINVALID, Message: err.Error()})
 		return
 	case err != nil:
 		h.fail(w, c360.Errorf(c360.EINVALID, "unreadable body"))

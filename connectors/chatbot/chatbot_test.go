@@ -52,12 +52,20 @@ func newEnvOn(t *testing.T, db *postgres.DB) *env {
 // newEnvClock is newEnvOn with the webhook's clock.
 func newEnvClock(t *testing.T, db *postgres.DB, clock c360.Clock) *env {
 	t.Helper()
+	return newEnvServer(t, db, clock, server.Config{})
+}
+
+// newEnvServer is newEnvClock with the server's configuration cfg (its
+// Logger is set to discard).
+func newEnvServer(t *testing.T, db *postgres.DB, clock c360.Clock, cfg server.Config) *env {
+	t.Helper()
 	creds, err := db.CreateWorkspace(context.Background(), fmt.Sprintf("bot%d", time.Now().UnixNano()%1e12), "test")
 	if err != nil {
 		t.Fatalf("create workspace: %v", err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
+	cfg.Logger = log
+	srv := server.New(cfg, db, &resolver.Resolver{Now: db.Now}, db)
 	chatbot.New(chatbot.Config{Store: db, Now: clock, StatusOf: server.StatusOf, Logger: log,
 		Limit: srv.LimitWebhook}).Register(srv)
 	e := &env{db: db, srv: httptest.NewServer(srv), ws: creds.ID, slug: creds.Slug, secret: creds.WebhookSecret}
