@@ -349,6 +349,8 @@ func TestRefusalsWriteNothing(t *testing.T) {
 		{"too large", e.slug, bytes.Repeat([]byte(" "), chatbot.DefaultMaxBodyBytes+1), "", 413},
 		{"invalid payload", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"narrator","text":"x"}]}`), "", 400},
 		{"not JSON", e.slug, []byte(`{"sessionId":`), "", 400},
+		{"sessionId in another case", e.slug, []byte(`{"sessionId":"s","SESSIONID":"other","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
+		{"text twice", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"x","text":"y"}]}`), "", 400},
 		{"invalid identity", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"not-an-email"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

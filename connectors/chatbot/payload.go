@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -132,8 +133,14 @@ func (t *Traits) UnmarshalJSON(b []byte) error {
 	return err
 }
 
-// ParsePayload decodes and validates a webhook body.
+// ParsePayload decodes and validates a webhook body. Keys are
+// case-sensitive and given once (webhook.CheckKeys): encoding/json alone
+// would store a body with "sessionId":"s" and "SESSIONID":"t" under
+// session t. Other keys are ignored.
 func ParsePayload(body []byte) (*Payload, error) {
+	if err := webhook.CheckKeys(body, reflect.TypeFor[Payload](), "the body"); err != nil {
+		return nil, err
+	}
 	var p Payload
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, c360.Errorf(c360.EINVALID, "%s", webhook.DescribeJSONError(err, "the body", nil))

@@ -147,6 +147,15 @@ func TestParsePayload(t *testing.T) {
 		// One object and nothing after it, not the first of two.
 		{"two objects", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}{"sessionId":"t",` + ids + `,"traits":{"a":2}}`, "invalid JSON"},
 		{"data after the object", `{"sessionId":"s",` + ids + `,"traits":{"a":1}} junk`, "invalid JSON"},
+		// Keys are case-sensitive and given once: encoding/json would store
+		// the first under session "other", the last copy winning.
+		{"sessionId in another case", `{"sessionId":"s","SESSIONID":"other",` + ids + `,"traits":{"a":1}}`, `the body's key "SESSIONID" is not "sessionId": keys are case-sensitive`},
+		{"sessionId twice", `{"sessionId":"s",` + ids + `,"traits":{"a":1},"sessionId":"other"}`, `the body gives the key "sessionId" more than once`},
+		{"turns in another case", `{"sessionId":"s",` + ids + `,"Turns":[{"id":"1","role":"user","text":"hi"}]}`, `the body's key "Turns" is not "turns"`},
+		{"text twice", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"hi","text":"bye"}]}`, `turns[0] gives the key "text" more than once`},
+		{"text in another case", `{"sessionId":"s",` + ids + `,"turns":[{"id":"1","role":"user","text":"hi"},{"id":"2","role":"user","text":"a","Text":"b"}]}`, `turns[1]'s key "Text" is not "text"`},
+		{"identity type twice", `{"sessionId":"s","identities":[{"type":"email","value":"a@b.c","type":"phone"}],"traits":{"a":1}}`, `identities[0] gives the key "type" more than once`},
+		{"unknown keys are ignored", `{"sessionId":"s",` + ids + `,"traits":{"a":1},"bot":"x","bot":"y","turns":[{"id":"1","role":"user","text":"hi","extra":1}]}`, ""},
 		{"white space after the object", `{"sessionId":"s",` + ids + `,"traits":{"a":1}}` + " \r\n\t", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,8 @@
 // their own parsing: the bounded body read and the workspace's rate limit
 // once a request is verified (Twilio, WhatsApp, chatbot), the
 // client's description of JSON that does not decode (WhatsApp, chatbot,
-// Segment), how far ahead an event's own time is believed (WhatsApp,
+// Segment), the refusal of a JSON field's key given twice or in another
+// case (chatbot), how far ahead an event's own time is believed (WhatsApp,
 // chatbot, Segment), and a refusal's reason as logs carry it (Twilio,
 // WhatsApp).
 package webhook
