@@ -350,6 +350,8 @@ func TestRefusalsWriteNothing(t *testing.T) {
 		{"invalid payload", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"narrator","text":"x"}]}`), "", 400},
 		{"not JSON", e.slug, []byte(`{"sessionId":`), "", 400},
 		{"sessionId in another case", e.slug, []byte(`{"sessionId":"s","SESSIONID":"other","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
+		{"text of white space", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"  "}]}`), "", 400},
+		{"sessionId with white space around it", e.slug, []byte(`{"sessionId":"  s  ","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
 		{"text twice", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"a@b.c"}],"turns":[{"id":"1","role":"user","text":"x","text":"y"}]}`), "", 400},
 		{"invalid identity", e.slug, []byte(`{"sessionId":"s","identities":[{"type":"email","value":"not-an-email"}],"turns":[{"id":"1","role":"user","text":"x"}]}`), "", 400},
 	} {

@@ -157,6 +157,10 @@ func (p *Payload) validate() error {
 		return invalid("sessionId is missing")
 	case len(p.SessionID) > maxSessionIDLen:
 		return invalid("sessionId is longer than %d bytes", maxSessionIDLen)
+	case strings.TrimSpace(p.SessionID) != p.SessionID:
+		// Stored as sent, " s " and "s" would be two sessions: refused,
+		// not trimmed, so that the keys of a stored session stay its own.
+		return invalid("sessionId begins or ends with white space: send it without")
 	case c360.CheckStorable("sessionId", p.SessionID) != nil:
 		return c360.CheckStorable("sessionId", p.SessionID)
 	case len(p.Identities) == 0:
@@ -192,6 +196,9 @@ func (p *Payload) validate() error {
 			return invalid("turns[%d].role must be user, assistant or bot", i)
 		case t.Text == "":
 			return invalid("turns[%d].text is missing", i)
+		case strings.TrimSpace(t.Text) == "":
+			// A message with nothing to read, as sendMessage refuses one.
+			return invalid("turns[%d].text is only white space", i)
 		case hasNUL(t.Text):
 			return c360.CheckStorable(fmt.Sprintf("turns[%d].text", i), t.Text)
 		case len(t.Intent) > maxIntentLen:
