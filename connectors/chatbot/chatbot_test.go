@@ -713,3 +713,53 @@ func TestDocsExamplesAreTwoSessions(t *testing.T) {
 		t.Errorf("messages %q, want both examples' first turns", bodies)
 	}
 }
+
+// TestOperationsListsEveryRefusal: the chatbot row of docs/operations.md's
+// "What each connector answers" lists, as refused with nothing written,
+// every 4xx of the chatbot's own answers in docs/connectors.md but 429,
+// which that page answers for every connector at once: an operator reading
+// it looked for 409, a reused sessionId, and did not find it.
+func TestOperationsListsEveryRefusal(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile("../../docs/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	_, answers, ok := strings.Cut(read("connectors.md"), "## Chatbot webhook\n")
+	if ok {
+		_, answers, ok = strings.Cut(answers, "### Answers\n")
+	}
+	if !ok {
+		t.Fatal("docs/connectors.md: no ### Answers under ## Chatbot webhook")
+	}
+	answers, _, _ = strings.Cut(answers, "\n\n\n")
+	answers, _, _ = strings.Cut(answers, "\n##")
+	var want []string
+	for _, line := range strings.Split(answers, "\n") {
+		status, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " ")
+		if len(status) == 3 && status[0] == '4' && status != "429" && !slices.Contains(want, status) {
+			want = append(want, status)
+		}
+	}
+	if len(want) < 5 {
+		t.Fatalf("docs/connectors.md's chatbot answers list 4xx %v: the table was not read", want)
+	}
+	var row string
+	for _, line := range strings.Split(read("operations.md"), "\n") {
+		if strings.HasPrefix(line, "| chatbot webhook |") {
+			row = line
+		}
+	}
+	cells := strings.Split(row, "|")
+	if len(cells) < 6 {
+		t.Fatalf("docs/operations.md: no chatbot webhook row of 5 columns: %q", row)
+	}
+	refused := strings.Fields(strings.ReplaceAll(cells[4], ",", " "))
+	for _, s := range want {
+		if !slices.Contains(refused, s) {
+			t.Errorf("docs/operations.md's chatbot row refuses %v; docs/connectors.md answers %s too", refused, s)
+		}
+	}
+}
