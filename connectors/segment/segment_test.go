@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,21 @@ type env struct {
 
 	mu  sync.Mutex
 	now time.Time
+
+	// ingests counts the API's Ingest calls: each is one transaction per
+	// ingest worker its events route to.
+	ingests atomic.Int64
+}
+
+// countingStore is the store, counting the API's Ingest calls in n.
+type countingStore struct {
+	*postgres.DB
+	n *atomic.Int64
+}
+
+func (s countingStore) Ingest(ctx context.Context, ws int64, events []*c360.Event) ([]c360.IngestResult, error) {
+	s.n.Add(1)
+	return s.DB.Ingest(ctx, ws, events)
 }
 
 func newEnv(t *testing.T) *env {
@@ -63,7 +79,7 @@ func newEnvOn(t *testing.T, db *postgres.DB, logs slog.Handler) *env {
 		now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 	log := slog.New(logs)
 	srv := server.New(server.Config{Logger: log}, db, &resolver.Resolver{Now: db.Now}, db)
-	segment.New(segment.Config{Store: db, Now: e.clock, StatusOf: server.StatusOf, Logger: log}).Register(srv)
+	segment.New(segment.Config{Store: countingStore{db, &e.ingests}, Now: e.clock, StatusOf: server.StatusOf, Logger: log}).Register(srv)
 	e.srv = httptest.NewUnstartedServer(srv)
 	e.srv.Config.ErrorLog = slog.NewLogLogger(logs, slog.LevelWarn)
 	e.srv.Start()
