@@ -89,6 +89,21 @@ func TestSplitRoutesAPersonToOneWorker(t *testing.T) {
 		onto[0] != shardOf(7, rules, shared[0], 2) {
 		t.Fatalf("a call whose events share an identifier across workers: %d parts on %v, want it whole on the first event's worker", len(whole), onto)
 	}
+
+	// One person's two calls by disjoint identifiers (a page by the device's
+	// anonymous id alone, an identify by the user id alone) share nothing
+	// split can see: they go to their own workers and commit in either
+	// order, as docs/connectors.md (Batches) says.
+	var device string
+	for d := 0; device == ""; d++ {
+		if name := fmt.Sprintf("dev-%d", d); shardOf(7, rules, ev("anonymous_id", name), 2) != shardOf(7, rules, ev("user_id", u1), 2) {
+			device = name
+		}
+	}
+	disjoint := []*preparedEvent{ev("anonymous_id", device), ev("user_id", u1)}
+	if apart, _ := b.split(t.Context(), 7, rules, disjoint); len(apart) != 2 {
+		t.Fatalf("calls by disjoint identifiers on different workers: %d parts, want 2", len(apart))
+	}
 }
 
 func TestJSONEqual(t *testing.T) {

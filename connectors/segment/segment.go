@@ -463,8 +463,11 @@ func addUserIDs(ids map[string]struct{}, r *Result) {
 const ingestCalls = 500
 
 // ingest stores the acceptable events of results, in parts of at most
-// ingestCalls calls (partLen), one after the other so the batch takes
-// effect in its order. A failure that is not about the events (503) stops
+// ingestCalls calls (partLen), one after the other so that a part takes
+// effect after the one before. Within a part, Ingest keeps the order of
+// calls that share an identifier only: calls routed to different ingest
+// workers (one person named by disjoint identifiers) commit in either
+// order (docs/connectors.md, Batches). A failure that is not about the events (503) stops
 // it: the parts stored are found stored by the client's retry.
 //
 // A part's aliases are resolved, and its events given their batch's
