@@ -224,6 +224,10 @@ func (db *DB) prepare(ev *c360.Event, rules identity.Rules) (preparedEvent, erro
 	if ev.ReceivedAt.IsZero() {
 		ev.ReceivedAt = db.Now()
 	}
+	// Cut to microseconds, as PostgreSQL keeps it: a client key's traits
+	// are dated by it (Event.TraitsAt), and their observedAt is then the
+	// event's received_at as stored.
+	ev.ReceivedAt = ev.ReceivedAt.Truncate(time.Microsecond)
 	// A time far ahead is not believed, from any source: it would win
 	// every later trait update.
 	ev.OccurredAt = c360.OccurredAt(ev.OccurredAt, ev.ReceivedAt)

@@ -809,4 +809,17 @@ func TestTraitObservedAtIsTheEventsStoredTime(t *testing.T) {
 	if got := c.TraitSources["plan"].ObservedAt; !got.Equal(stored) {
 		t.Errorf("traitSources.plan.observedAt = %v, want the event's occurredAt %v", got.Format(time.RFC3339Nano), stored.Format(time.RFC3339Nano))
 	}
+	// A client key's traits are dated at receipt: their observedAt is the
+	// event's received_at as stored.
+	res = ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "ns-client", Identities: ids("email", "ns@example.com"),
+		Traits: map[string]any{"theme": "dark"}, FromClientKey: true, ReceivedAt: at.Add(time.Hour)})
+	if c, err = db.FindCustomerByID(context.Background(), ws, res.CustomerID); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool.QueryRow(context.Background(), `SELECT received_at FROM events WHERE workspace_id = $1 AND dedupe_key = 'ns-client'`, ws).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.TraitSources["theme"].ObservedAt; !got.Equal(stored) {
+		t.Errorf("a client key's traitSources.theme.observedAt = %v, want the event's received_at %v", got.Format(time.RFC3339Nano), stored.Format(time.RFC3339Nano))
+	}
 }
