@@ -12,11 +12,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/term"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/connectors/twilio"
@@ -339,35 +342,89 @@ func (m *Main) readAudit() (resolver.ReadAudit, error) {
 // maxStdinSecret bounds a secret read from standard input.
 const maxStdinSecret = 4096
 
-// secretsFromStdin reads the one secret given as "-" (names lists the
-// flags that were) from standard input: its first line, without the line
-// break. Two flags cannot share standard input, and an empty line, which
-// would clear the secret, is refused: clearing takes an explicit "".
-func (m *Main) secretsFromStdin(names []string, flags map[string]**string) error {
-	switch len(names) {
-	case 0:
-		return nil
-	case 1:
-	default:
-		return usageError("only one secret can be read from standard input: --" + names[0] + " and --" + names[1] + " are both -")
+// providerSecrets reads and checks the provider secrets of a workspace
+// update, given in flags by name. A secret whose value is "-" is read from
+// standard input (at a terminal, with a prompt and without echo; else its
+// first line): two cannot share it. Every secret given, read or not, must
+// be text without white space at its ends, which a pasted secret picks up
+// and which would then break every signature check unseen; "" clears one.
+func (m *Main) providerSecrets(flags []namedSecret) error {
+	var stdin *namedSecret
+	for i := range flags {
+		f := &flags[i]
+		if *f.value == nil || **f.value != "-" {
+			continue
+		}
+		if stdin != nil {
+			return usageError("only one secret can be read from standard input: --" + stdin.name + " and --" + f.name + " are both -")
+		}
+		stdin = f
+	}
+	if stdin != nil {
+		v, err := m.readSecret(stdin.name)
+		if err != nil {
+			return err
+		}
+		*stdin.value = &v
+	}
+	for _, f := range flags {
+		if *f.value == nil || **f.value == "" {
+			continue
+		}
+		v := **f.value
+		switch {
+		case !utf8.ValidString(v) || strings.ContainsRune(v, 0):
+			return usageError("--" + f.name + ": the secret is not text (UTF-8, without NUL)")
+		case strings.TrimSpace(v) == "":
+			return usageError("--" + f.name + ": the secret is only white space")
+		case strings.TrimSpace(v) != v:
+			return usageError("--" + f.name + ": the secret begins or ends with white space, as a pasted one may: give it without")
+		}
+	}
+	return nil
+}
+
+// namedSecret is a secret flag of workspace update and where its value is.
+type namedSecret struct {
+	name  string
+	value **string
+}
+
+// readSecret reads the secret of flag name from standard input: at a
+// terminal, one line typed or pasted after a prompt, not echoed; else the
+// first line of what is piped in, which must be all there is.
+func (m *Main) readSecret(name string) (string, error) {
+	if f, ok := m.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(m.Stderr, "--%s (not shown; Enter to end): ", name)
+		raw, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(m.Stderr)
+		if err != nil {
+			return "", fmt.Errorf("read --%s from the terminal: %w", name, err)
+		}
+		return m.secretLine(name, string(raw), "")
 	}
 	raw, err := io.ReadAll(io.LimitReader(m.Stdin, maxStdinSecret+1))
 	if err != nil {
-		return fmt.Errorf("read --%s from standard input: %w", names[0], err)
+		return "", fmt.Errorf("read --%s from standard input: %w", name, err)
 	}
 	if len(raw) > maxStdinSecret {
-		return usageError(fmt.Sprintf("--%s: standard input holds more than %d bytes; give the secret alone", names[0], maxStdinSecret))
+		return "", usageError(fmt.Sprintf("--%s: standard input holds more than %d bytes; give the secret alone", name, maxStdinSecret))
 	}
 	line, rest, _ := strings.Cut(string(raw), "\n")
-	line = strings.TrimSuffix(line, "\r")
+	return m.secretLine(name, strings.TrimSuffix(line, "\r"), rest)
+}
+
+// secretLine is the secret of flag name read as line, a byte-order mark
+// dropped; rest, what followed it, must be blank.
+func (m *Main) secretLine(name, line, rest string) (string, error) {
+	line = strings.TrimPrefix(line, "\ufeff")
 	if strings.TrimSpace(rest) != "" {
-		return usageError("--" + names[0] + ": standard input holds more than one line; give the secret alone")
+		return "", usageError("--" + name + ": standard input holds more than one line; give the secret alone")
 	}
 	if line == "" {
-		return usageError("--" + names[0] + ": standard input is empty; to clear the secret, give --" + names[0] + ` ""`)
+		return "", usageError("--" + name + ": standard input is empty; to clear the secret, give --" + name + ` ""`)
 	}
-	*flags[names[0]] = &line
-	return nil
+	return line, nil
 }
 
 // NewResolver wires the GraphQL resolvers to the store.
@@ -459,15 +516,10 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		// A secret given as "-" is read from standard input, so that it
 		// is not in the process's arguments, which any local user can read
 		// (/proc/PID/cmdline, ps) and shells keep in their history.
-		var fromStdin []string
+		var secretFlags []namedSecret
 		secret := func(p **string, name, help string) {
-			fs.Func(name, help+`; "-" reads it from standard input`, func(v string) error {
-				if v == "-" {
-					fromStdin = append(fromStdin, name)
-				}
-				*p = &v
-				return nil
-			})
+			secretFlags = append(secretFlags, namedSecret{name, p})
+			opt(p, name, help+`; "-" reads it from standard input`)
 		}
 		opt(&upd.TwilioAccountSID, "twilio-account-sid", "Twilio account SID")
 		secret(&upd.TwilioAuthToken, "twilio-auth-token", "Twilio auth token (verifies webhook signatures)")
@@ -489,8 +541,7 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		if err := checkGrace(fs, *rotate, *grace); err != nil {
 			return err
 		}
-		if err := m.secretsFromStdin(fromStdin, map[string]**string{"twilio-auth-token": &upd.TwilioAuthToken,
-			"whatsapp-app-secret": &upd.WhatsAppAppSecret, "whatsapp-verify-token": &upd.WhatsAppVerifyToken}); err != nil {
+		if err := m.providerSecrets(secretFlags); err != nil {
 			return err
 		}
 		db, err := m.open(ctx)

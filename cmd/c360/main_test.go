@@ -213,13 +213,14 @@ func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
 		return m.Run(ctx, append([]string{"workspace", "update", "--slug", slug}, args...))
 	}
 	db := pgtest.Open(t)
+	// Read from the table: the store caches a workspace it has read.
 	token := func() string {
 		t.Helper()
-		w, err := db.FindWorkspaceBySlug(context.Background(), slug)
-		if err != nil {
+		var tok string
+		if err := db.Pool.QueryRow(context.Background(), `SELECT twilio_auth_token FROM workspaces WHERE slug = $1`, slug).Scan(&tok); err != nil {
 			t.Fatal(err)
 		}
-		return w.TwilioAuthToken
+		return tok
 	}
 	if err := run("tok-from-stdin\r\n", "--twilio-auth-token", "-", "--twilio-account-sid", "AC2"); err != nil {
 		t.Fatal(err)
@@ -236,6 +237,12 @@ func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
 		{"one\ntwo\n", []string{"--twilio-auth-token", "-"}},
 		{strings.Repeat("x", 5000), []string{"--twilio-auth-token", "-"}},
 		{"s\n", []string{"--twilio-auth-token", "-", "--whatsapp-app-secret", "-"}},
+		// A pasted secret's stray white space would break every signature
+		// check unseen; so would bytes that are not text.
+		{"   \n", []string{"--twilio-auth-token", "-"}},
+		{" tok \n", []string{"--twilio-auth-token", "-"}},
+		{"ab\xffcd\n", []string{"--twilio-auth-token", "-"}},
+		{"", []string{"--twilio-auth-token", "tok "}},
 	} {
 		if err := run(tc.stdin, tc.args...); err == nil || exitCode(err) != 2 {
 			t.Errorf("stdin %.20q, %v: err %v, want a usage error", tc.stdin, tc.args, err)
@@ -243,6 +250,21 @@ func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
 		if got := token(); got != "tok-from-stdin" {
 			t.Fatalf("after a refused update (stdin %.20q, %v) the token is %q", tc.stdin, tc.args, got)
 		}
+	}
+	// The flag's last value counts, as for any flag: a later value given
+	// whole is stored, and standard input is not read. A byte-order mark
+	// before a piped secret is dropped.
+	if err := run("from-stdin\n", "--twilio-auth-token", "-", "--twilio-auth-token", "tok-last"); err != nil {
+		t.Fatal(err)
+	}
+	if got := token(); got != "tok-last" {
+		t.Errorf("token = %q, want tok-last (the flag's last value)", got)
+	}
+	if err := run("\ufefftok-bom\n", "--twilio-auth-token", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if got := token(); got != "tok-bom" {
+		t.Errorf("token = %q, want tok-bom (the mark dropped)", got)
 	}
 }
 
