@@ -1999,7 +1999,8 @@ type Conversation {
   open or closed. A conversation opens with its first message and stays open:
   c360 closes none for inactivity. One is closed when a merge gives its
   customer another open conversation on the same channel and thread (the
-  survivor's stays open and takes the new messages), and the conversations an
+  survivor's stays open and takes the new messages; a split that gives it back
+  to a customer with none open there reopens it), and the conversations an
   erasure moves to a customer of their own are closed (docs/identity.md,
   docs/erasure.md).
   """

@@ -207,10 +207,10 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 			// its last cursor and gets it again (or, without a resume
 			// handler, sees this error and the end of the stream).
 			failed = true
-			if resume(ctx, errReadNotRecordedStream) {
+			if resume(ctx, ErrReadNotRecorded) {
 				return nil
 			}
-			return refusal(errReadNotRecordedStream)
+			return refusal(ErrReadNotRecorded)
 		}
 		return refusal(errReadNotRecorded)
 	}
@@ -265,8 +265,10 @@ const durableReadTimeout = 5 * time.Second
 var (
 	errReadNotRecorded = c360.Errorf(c360.EUNAVAILABLE,
 		"the read could not be recorded in the audit log, so nothing was served; retry")
-	errReadNotRecordedStream = c360.Errorf(c360.EUNAVAILABLE,
-		"the read could not be recorded in the audit log, so the change was not delivered: subscribe again with after set to the last cursor received")
+	// ErrReadNotRecorded ends an assistant's subscription whose read of a
+	// change could not be recorded: the change was not delivered.
+	ErrReadNotRecorded = c360.Errorf(c360.EUNAVAILABLE,
+		"the read could not be recorded in the audit log, so the change was not delivered: subscribe again with after set to the last cursor received (customerChanges takes none: read the customers anew)")
 )
 
 // refusal is a response carrying only err, a domain error: none of the

@@ -161,8 +161,8 @@ func TestAssistantSubscriptionChangeNotDeliveredUnrecorded(t *testing.T) {
 		_, raw, err := c.c.ReadMessage()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			if ce.Code != 1013 {
-				t.Fatalf("close code = %d, want 1013 (try again later)", ce.Code)
+			if ce.Code != 1013 || !strings.Contains(ce.Text, "Audit log") {
+				t.Fatalf("close %d %q, want 1013 (try again later) naming the audit log", ce.Code, ce.Text)
 			}
 			break
 		} else if err != nil {

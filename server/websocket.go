@@ -340,6 +340,8 @@ func (ws *websockets) serve(t transport.Websocket, exec graphql.GraphExecutor) h
 			case c == nil:
 			case c360.ErrorCode(err) == c360.ERATELIMITED:
 				c.fail(CloseTooSlow, "Subscriber too slow: resume with after")
+			case errors.Is(err, resolver.ErrReadNotRecorded):
+				c.fail(CloseUnavailable, "Audit log unavailable: resume with after")
 			default:
 				c.fail(CloseUnavailable, "Database unavailable: resume with after")
 			}
