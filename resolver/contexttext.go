@@ -120,7 +120,7 @@ func renderContext(cc *c360.CustomerContext, budget int, sees bool) contextText 
 		for _, m := range cv.Messages {
 			from := "customer"
 			if m.Direction == c360.DirectionOutbound {
-				from = "us"
+				from = "us" + outboundNote(m, maskText)
 			}
 			body := free(m.Body, "messages")
 			if body == "" && len(m.MediaURLs) > 0 {
@@ -376,3 +376,28 @@ func oneLine(s string) string {
 
 func day(t time.Time) string    { return t.UTC().Format("2006-01-02") }
 func minute(t time.Time) string { return t.UTC().Format("2006-01-02 15:04Z") }
+
+// maxTextErrorCode bounds a provider's error code in the text.
+const maxTextErrorCode = 32
+
+// outboundNote is what the text says after "us" of an outbound message
+// that did not certainly go out, so that a reader of the text never takes
+// it for one the customer got: " (NOT delivered: failed, error 21211)" for
+// one the provider refused or could not deliver (failed, undelivered,
+// canceled), " (NOT confirmed sent: unconfirmed)" for one whose send has no
+// known outcome (pending, unconfirmed). A message the provider took
+// (accepted, queued, sent, delivered, read, ...) has none. maskText masks
+// and clips free text, as the error code is.
+func outboundNote(m *c360.Message, maskText func(s, where string, n int) string) string {
+	switch {
+	case c360.MessageStatusFinal(m.Status):
+		note := "NOT delivered: " + m.Status
+		if m.ErrorCode != "" {
+			note += ", error " + maskText(m.ErrorCode, "messages", maxTextErrorCode)
+		}
+		return " (" + note + ")"
+	case m.Status == c360.MessagePending || m.Status == c360.MessageUnconfirmed:
+		return " (NOT confirmed sent: " + m.Status + ")"
+	}
+	return ""
+}

@@ -162,6 +162,59 @@ func TestRenderContextMasking(t *testing.T) {
 	}
 }
 
+// An outbound message that did not go out never reads as sent: a refused
+// or undelivered one says so with the provider's error code, one whose send
+// has no known outcome says it is not confirmed, and one the provider took
+// reads plainly. Masking and the budget apply to the notes as to the rest.
+func TestRenderContextOutboundStatus(t *testing.T) {
+	t0 := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
+	last := t0.Add(time.Hour)
+	cv := &c360.ContextConversation{Conversation: &c360.Conversation{ID: 1, Channel: "sms", Status: "open", LastMessageAt: &last}}
+	add := func(i int, dir, body, status, code string) {
+		cv.Messages = append(cv.Messages, &c360.Message{Channel: "sms", Direction: dir, Body: body, Status: status,
+			ErrorCode: code, CreatedAt: t0.Add(time.Duration(i) * time.Minute)})
+	}
+	add(0, c360.DirectionInbound, "where is my refund?", "received", "")
+	add(1, c360.DirectionOutbound, "Your refund was issued today", c360.MessageFailed, "21211")
+	add(2, c360.DirectionOutbound, "B undelivered", c360.MessageUndelivered, "30003")
+	add(3, c360.DirectionOutbound, "C canceled", "canceled", "")
+	add(4, c360.DirectionOutbound, "D pending", c360.MessagePending, "")
+	add(5, c360.DirectionOutbound, "E unconfirmed", c360.MessageUnconfirmed, "")
+	add(6, c360.DirectionOutbound, "F queued", "queued", "")
+	add(7, c360.DirectionOutbound, "G delivered", "delivered", "")
+	add(8, c360.DirectionOutbound, "H code", c360.MessageFailed, "call jane@example.com")
+	cc := &c360.CustomerContext{Customer: &c360.Customer{ID: 42, Version: 1, CreatedAt: t0},
+		Conversations: []*c360.ContextConversation{cv}}
+	got := renderContext(cc, MaxContextBudget, false)
+	for _, want := range []string{
+		"customer: where is my refund?",
+		"us (NOT delivered: failed, error 21211): Your refund was issued today",
+		"us (NOT delivered: undelivered, error 30003): B undelivered",
+		"us (NOT delivered: canceled): C canceled",
+		"us (NOT confirmed sent: pending): D pending",
+		"us (NOT confirmed sent: unconfirmed): E unconfirmed",
+		"us: F queued",
+		"us: G delivered",
+		"us (NOT delivered: failed, error call j***@example.com): H code",
+	} {
+		if !strings.Contains(got.text, want) {
+			t.Errorf("text lacks %q:\n%s", want, got.text)
+		}
+	}
+	if strings.Contains(got.text, "us: Your refund") {
+		t.Errorf("a failed send reads as sent:\n%s", got.text)
+	}
+	if strings.Contains(got.text, "jane@") {
+		t.Errorf("the masked text leaks an error code's email:\n%s", got.text)
+	}
+	size := utf8.RuneCountInString(got.text)
+	for budget := size; budget >= MinContextBudget; budget -= 7 {
+		if n := utf8.RuneCountInString(renderContext(cc, budget, false).text); n > budget {
+			t.Fatalf("budget %d: text has %d characters", budget, n)
+		}
+	}
+}
+
 // A customer's ledger holds the entries of the customers merged into it
 // (docs/identity.md, "Explaining a profile"): after 1 merged into 2 and 2
 // into 3, customer 3's names both merges and a split made on 2. The text
