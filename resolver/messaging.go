@@ -130,7 +130,8 @@ func checkSendKey(key string) error {
 // again when it refused m itself (a refusal of the moment, such as a rate
 // limit, freed the key, so its repeat never gets here); CONFLICT when the
 // key was used for another message, or m's send is in flight or its outcome
-// unknown, since answering with m would tell a retry that it was sent.
+// unknown, since answering with m would tell a retry that it was sent. A
+// repeat records no audit entry.
 func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID int64, channel, body, key string) (*c360.Message, error) {
 	same := m.Channel == channel && m.Body == body
 	if same && m.CustomerID != customerID {
@@ -159,6 +160,8 @@ func (r *Resolver) repeatedSend(ctx context.Context, m *c360.Message, customerID
 		return nil, c360.Errorf(c360.ECONFLICT, "the outcome of the message sent with messageId %q (message %d) is unknown: Twilio did not confirm it, and it stays unconfirmed until Twilio's status callback reports on it; check the conversation before sending it again, with a new messageId",
 			truncateKey(key), m.ID)
 	}
+	// Nothing was sent: the first send's message.send entry is the only one.
+	changedNothing(ctx)
 	return m, nil
 }
 

@@ -56,6 +56,7 @@ type env struct {
 	slug   string
 	key    string // admin API key
 	logs   *logbuf.Buffer
+	audit  *postgres.AuditWriter // the resolver's audit log
 }
 
 func newEnv(t *testing.T) *env {
@@ -87,16 +88,18 @@ func newEnvWith(t *testing.T, wrap func(c360.MessagingService) c360.MessagingSer
 	if wrap != nil {
 		messaging = wrap(db)
 	}
+	audit := postgres.NewAuditWriter(db, postgres.AuditWriterConfig{Logger: log})
+	t.Cleanup(audit.Close) // after the server's Close, registered below
 	res := &resolver.Resolver{
 		CustomerService: db, EventService: db, ConversationService: db, Ingester: db, Now: db.Now,
-		MessagingService: messaging, MessageSender: sender,
+		MessagingService: messaging, MessageSender: sender, Audit: audit,
 	}
 	s := server.New(server.Config{Logger: log}, db, res, db)
 	(&twilio.Handler{Workspaces: db, Ingester: db, PublicURL: publicURL, StatusOf: server.StatusOf,
 		Logger: log, Now: db.Now, Limit: s.LimitWebhook}).Register(s)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return &env{db: db, srv: srv, twilio: fake, ws: ws, slug: slug, key: key, logs: logs}
+	return &env{db: db, srv: srv, twilio: fake, ws: ws, slug: slug, key: key, logs: logs, audit: audit}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -651,6 +651,40 @@ func TestSendMessageIDIsAnIdempotencyKey(t *testing.T) {
 	}
 }
 
+// A repeated sendMessage with its messageId sends nothing, so it records no
+// second message.send audit entry (docs/security.md): the log holds one
+// entry per message sent, naming it.
+func TestSendMessageIDRepeatIsNotAudited(t *testing.T) {
+	e := newEnv(t)
+	id := e.identify(t, "id-163", c360.Identity{Type: "phone", Value: "+14155550163"})
+	first, r := e.sendWithKey(t, id, "sms", "Your order shipped", "order-8-shipped")
+	if first == nil {
+		t.Fatalf("sendMessage: %s", r.raw)
+	}
+	for i := 0; i < 2; i++ {
+		if again, r := e.sendWithKey(t, id, "sms", "Your order shipped", "order-8-shipped"); again == nil || again.ID != first.ID {
+			t.Fatalf("repeat = %+v, %s; want the stored %+v", again, r.raw, first)
+		}
+	}
+	if n := len(e.twilio.requests()); n != 1 {
+		t.Errorf("Twilio requests = %d, want 1", n)
+	}
+	ctx := context.Background()
+	if err := e.audit.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sends, _, _, err := e.db.FindAuditEntries(ctx, e.ws, c360.AuditFilter{Action: c360.AuditMessageSend, First: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sends) != 1 || fmt.Sprint(sends[0].Detail["messageId"]) != first.ID {
+		for _, s := range sends {
+			t.Logf("entry: %+v", s)
+		}
+		t.Fatalf("message.send entries = %d, want 1 naming message %s", len(sends), first.ID)
+	}
+}
+
 // Concurrent calls with one messageId send once: the others find the
 // first in flight (CONFLICT) or sent.
 func TestSendMessageIDConcurrentRepeats(t *testing.T) {
