@@ -104,6 +104,10 @@ Environment:
   C360_API_KEY          c360 mcp: the API key every tool call acts with
   C360_MCP_URL          c360 mcp: the server's MCP endpoint to bridge to (as --url)
   C360_SHUTDOWN_TIMEOUT graceful shutdown deadline, cleanups included (default 25s)
+  C360_SHUTDOWN_DELAY   on SIGTERM, keep serving this long, /readyz answering 503, before the
+                        graceful shutdown: a load balancer's endpoint removal time (default 0s, at most 1m)
+  C360_BODY_READ_TIMEOUT
+                        longest a request's body may take to arrive; slower: 408 (default 30s)
   C360_INGEST_WORKERS   group-commit workers (default 2)
   C360_INGEST_QUEUE     ingest requests waiting for a group; past it, 503 + Retry-After (default 2048)
   C360_ALLOWED_ORIGINS  browser origins allowed to open websockets, comma-separated, or *
