@@ -26,10 +26,23 @@ func TestAPIKeyRevokeAndList(t *testing.T) {
 	decodeOne(t, c.mustRun("workspace", "create", "--slug", slug, "--json"), &cr)
 	ws, _ := strconv.ParseInt(cr.ID, 10, 64)
 
-	var k struct{ APIKey, Role, Prefix string }
+	var k struct {
+		APIKey, Role, Prefix string
+		Scopes               []string
+	}
 	decodeOne(t, c.mustRun("apikey", "create", "--workspace", slug, "--role", "assistant", "--scopes", "pii", "--json"), &k)
-	if k.Prefix == "" || !strings.HasPrefix(k.APIKey, "c360_"+k.Prefix+"_") || k.Role != "assistant" {
-		t.Fatalf("apikey create --json = %+v, want the key, its role and its prefix", k)
+	if k.Prefix == "" || !strings.HasPrefix(k.APIKey, "c360_"+k.Prefix+"_") || k.Role != "assistant" || fmt.Sprint(k.Scopes) != "[pii]" {
+		t.Fatalf("apikey create --json = %+v, want the key, its role, its prefix and its scopes [pii]", k)
+	}
+	// A key without scopes says so: "scopes": [], not null nor left out,
+	// so a masked assistant key is told apart from a pii one.
+	maskedWS := uniqueSlug("masked")
+	c.mustRun("workspace", "create", "--slug", maskedWS, "--json")
+	masked := c.mustRun("apikey", "create", "--workspace", maskedWS, "--role", "assistant", "--json")
+	var m map[string]any
+	decodeOne(t, masked, &m)
+	if sc, ok := m["scopes"].([]any); !ok || len(sc) != 0 {
+		t.Fatalf("apikey create --json without --scopes = %s, want \"scopes\": []", masked)
 	}
 	db := pgtest.Open(t)
 	p, err := db.Authenticate(ctx, k.APIKey)

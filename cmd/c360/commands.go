@@ -661,7 +661,9 @@ func (m *Main) apikey(ctx context.Context, args []string) error {
 	}
 	m.auditKeyChange(ctx, db, c360.AuditAPIKeyCreate, key)
 	if *asJSON {
-		return json.NewEncoder(m.Stdout).Encode(map[string]string{"apiKey": secret, "role": string(key.Role), "prefix": key.Prefix})
+		// scopes tells a pii key from a masked one: [] when none, never null.
+		sc := append([]string{}, key.Scopes...)
+		return json.NewEncoder(m.Stdout).Encode(map[string]any{"apiKey": secret, "role": key.Role, "prefix": key.Prefix, "scopes": sc})
 	}
 	fmt.Fprintf(m.Stdout, "%s API key for %s: %s\n(shown once)\n", key.Role, *slug, secret)
 	return nil
