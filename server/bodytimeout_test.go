@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c360dev/c360/internal/trickle"
 	"github.com/c360dev/c360/server"
 )
 
@@ -30,33 +31,7 @@ func TestSlowBodyIsCutOffAndStreamsLiveOn(t *testing.T) {
 	resp := postSSE(t, ctx, e.srv.URL, e.key, subCustomer, map[string]any{"id": fmt.Sprint(id)})
 	waitFor(t, "subscription", func() bool { return e.hub.Stats().Streams == 1 })
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
-	fmt.Fprintf(conn, "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-				if _, err := conn.Write([]byte(" ")); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
-	answer, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("no answer to the trickled body after %s: %v", time.Since(start), err)
-	}
+	answer, br := trickle.Post(t, e.srv.URL, "/graphql", 100*time.Millisecond)
 	msg, _ := io.ReadAll(answer.Body)
 	answer.Body.Close()
 	if answer.StatusCode != http.StatusRequestTimeout {

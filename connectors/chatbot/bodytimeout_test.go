@@ -1,17 +1,15 @@
 package chatbot_test
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/c360dev/c360/internal/pgtest"
+	"github.com/c360dev/c360/internal/trickle"
 	"github.com/c360dev/c360/server"
 )
 
@@ -23,31 +21,7 @@ func TestSlowBodyIsAnswered408(t *testing.T) {
 	e := newEnvServer(t, pgtest.Open(t), func() time.Time { return now },
 		server.Config{BodyReadTimeout: 300 * time.Millisecond})
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST /webhooks/chatbot/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{", e.slug)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-				if _, err := conn.Write([]byte(" ")); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("no answer to the trickled body: %v", err)
-	}
+	res, _ := trickle.Post(t, e.srv.URL, "/webhooks/chatbot/"+e.slug, 50*time.Millisecond)
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	var a answer
