@@ -2062,6 +2062,8 @@ type MessageEdge {
   +525512345678, by their digits; "00 44 20 7946 0958" finds +442079460958 (a whole
   number is also read as customerByIdentity reads it, national numbers in the server's
   default region).
+  A fragment holds at least 3 letters or digits ("qz", "+1" and "---" are BAD_USER_INPUT:
+  the index that finds fragments cannot find them).
   Without a query, or with a blank one, every customer is listed.
   A key that reads personal data masked (an assistant without the pii scope) gives a
   whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN,

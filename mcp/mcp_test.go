@@ -790,6 +790,25 @@ func TestSearchCustomersRefusesABlankQueryWhenMasked(t *testing.T) {
 	}
 }
 
+// search_customers refuses a fragment of fewer than 3 letters or digits
+// with BAD_USER_INPUT, as customers(query:) does (the trigram index cannot
+// find it, and one that matched nobody read every customer); a fragment of
+// 3 finds its customers.
+func TestSearchCustomersRefusesShortFragments(t *testing.T) {
+	e := newEnv(t)
+	clear := e.connect(t, e.keys["assistant+pii"])
+	for _, q := range []string{"ja", "j", "qz", "%%%"} {
+		out, msg, isErr := call(t, clear, mcp.ToolSearchCustomers, map[string]any{"query": q})
+		if !isErr || !strings.HasPrefix(msg, c360.EINVALID) || !strings.Contains(msg, "at least 3 letters or digits") {
+			t.Errorf("search_customers {query: %q} = %v %s, want BAD_USER_INPUT naming the 3 letters or digits", q, out, msg)
+		}
+	}
+	out, msg, isErr := call(t, clear, mcp.ToolSearchCustomers, map[string]any{"query": "jan"})
+	if list, _ := out["customers"].([]any); isErr || len(list) != 1 {
+		t.Errorf("search_customers {query: \"jan\"} = %s, want Jane found", msg)
+	}
+}
+
 // The bounds of a number argument are the values the tool takes, in its
 // listed input schema and in its refusals: a value out of them, 0
 // included, is refused naming the property and the bound broken (not a

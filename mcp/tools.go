@@ -166,7 +166,8 @@ func (s *Server) addTools(srv *sdk.Server, creds credentials) {
 		Description: "Finds customers whose name, email or phone number contains the query, newest first. " +
 			"Returns their ids, traits and identities, and whether more match. A key that reads personal data " +
 			"masked searches by a whole email address or phone number only (a name or fragment is refused with FORBIDDEN, " +
-			"a blank query with BAD_USER_INPUT); for a key that reads it, a blank query lists every customer.",
+			"a blank query with BAD_USER_INPUT); for a key that reads it, a blank query lists every customer, and a fragment " +
+			"holds at least 3 letters or digits (a shorter one is refused with BAD_USER_INPUT).",
 		Annotations: readOnly,
 	}, func(ctx context.Context, req *sdk.CallToolRequest, in SearchArgs) (*sdk.CallToolResult, any, error) {
 		first := in.First

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/jackc/pgx/v5"
 
@@ -128,6 +129,9 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 	if len(q) > 100 {
 		return nil, c360.Errorf(c360.EINVALID, "query must be at most 100 bytes")
 	}
+	if q != "" && searchable(q) < minSearchRunes {
+		return nil, c360.Errorf(c360.EINVALID, "query must hold at least %d letters or digits", minSearchRunes)
+	}
 	var sql string
 	var args []any
 	if q != "" {
@@ -163,6 +167,30 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		return nil, interpretError(fmt.Errorf("find customers: %w", err))
 	}
 	return page, nil
+}
+
+// minSearchRunes is the fewest letters and digits a search fragment holds.
+// The trigram index finds a pattern by the trigrams of its words (runs of
+// letters and digits): "%qz%" or "%---%" has none, and its search walks
+// the page index until the page is full, which for a fragment that matches
+// nobody is every customer of the workspace (a second at a million, the
+// statement timeout at ten). Three letters or digits give a pattern at
+// least one trigram, whether in one word or in several ("q.z.x" is
+// served by the index like "qzx"). Every pattern of a search holds the
+// letters and digits of its query (a phone number's forms hold its
+// digits), so the query's count bounds them all
+// (TestCustomersSearchRefusesShortFragments).
+const minSearchRunes = 3
+
+// searchable counts the letters and digits of a search fragment.
+func searchable(q string) int {
+	n := 0
+	for _, r := range q {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			n++
+		}
+	}
+	return n
 }
 
 // searchPatterns are the LIKE patterns of a search for q (lowercased):
