@@ -412,3 +412,51 @@ func TestMigrationStateOfANewDatabaseWritesNothing(t *testing.T) {
 		t.Errorf("status after migrating: %v\n%s", err, out.String())
 	}
 }
+
+// reloptions returns the storage parameters of relation rel.
+func reloptions(t *testing.T, db *postgres.DB, rel string) []string {
+	t.Helper()
+	var opts []string
+	if err := db.Pool.QueryRow(context.Background(),
+		`SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = $1::regclass`, rel).Scan(&opts); err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+// Migration 00022 has the BRIN index on customer_changes.created_at
+// summarize each block range as it fills, and autovacuum vacuum the table
+// after 2% of its rows are inserted: without them a range stayed
+// unsummarized until a VACUUM, which came after 20%, and every sweep of
+// CustomersChangedSince read the whole tail since. Down resets both.
+func TestChangesBRINSummarizesItself(t *testing.T) {
+	ctx := context.Background()
+	db, m := emptyStore(t, "brinsummarize")
+	if err := m.Up(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	has := func(rel, opt string) bool {
+		for _, o := range reloptions(t, db, rel) {
+			if o == opt {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("customer_changes_created_brin", "autosummarize=on") {
+		t.Errorf("customer_changes_created_brin options %v, want autosummarize=on", reloptions(t, db, "customer_changes_created_brin"))
+	}
+	if !has("customer_changes", "autovacuum_vacuum_insert_scale_factor=0.02") {
+		t.Errorf("customer_changes options %v, want autovacuum_vacuum_insert_scale_factor=0.02", reloptions(t, db, "customer_changes"))
+	}
+	if err := m.DownTo(ctx, 21); err != nil {
+		t.Fatalf("down to 00021: %v", err)
+	}
+	if has("customer_changes_created_brin", "autosummarize=on") || has("customer_changes", "autovacuum_vacuum_insert_scale_factor=0.02") {
+		t.Errorf("after down to 00021: index options %v, table options %v, want 00022's reset",
+			reloptions(t, db, "customer_changes_created_brin"), reloptions(t, db, "customer_changes"))
+	}
+	if !has("customer_changes", "autovacuum_analyze_scale_factor=0.02") {
+		t.Errorf("after down to 00021: customer_changes options %v, want 00008's kept", reloptions(t, db, "customer_changes"))
+	}
+}
