@@ -2,12 +2,15 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/c360dev/c360"
 	"github.com/c360dev/c360/internal/pgtest"
@@ -333,5 +336,58 @@ func TestSearchUnderAnOwnerThePolicyBinds(t *testing.T) {
 		if n := count(c.ws); n != c.want {
 			t.Errorf("workspace %q: the search finds %d customers, want %d", c.ws, n, c.want)
 		}
+	}
+}
+
+// The service's role keeps only the privileges it uses (migration 00023):
+// it reads and updates workspaces but neither inserts nor deletes them (a
+// workspace is created in the owner's transaction), reads goose's version
+// table (the readiness check) but never writes it, and has nothing by
+// default on a table created after the migrations: each grants its own.
+func TestAppRoleKeepsOnlyWhatItUses(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, slug, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	conn := appConn(t)
+	table := fmt.Sprintf("c360_t_defaults_%d", os.Getpid())
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE `+table+` (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table) })
+	for _, s := range []string{
+		`INSERT INTO workspaces (slug, name, webhook_secret) VALUES ('app-made', 'x', 'whsec_x')`,
+		`DELETE FROM workspaces WHERE id = ` + fmt.Sprint(ws),
+		`TRUNCATE workspaces CASCADE`,
+		`SELECT nextval(pg_get_serial_sequence('workspaces', 'id'))`,
+		`INSERT INTO goose_db_version (version_id, is_applied) VALUES (99999, true)`,
+		`UPDATE goose_db_version SET is_applied = false`,
+		`DELETE FROM goose_db_version`,
+		`SELECT count(*) FROM ` + table,
+		`INSERT INTO ` + table + ` VALUES (1)`,
+	} {
+		// Each in a transaction rolled back: were it allowed, it changes
+		// nothing the other tests see.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tx.Exec(ctx, s)
+		tx.Rollback(ctx)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("as c360_app, %s: %v, want permission denied (42501)", s, err)
+		}
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM goose_db_version`).Scan(&n); err != nil || n == 0 {
+		t.Errorf("as c360_app, read goose_db_version: %d rows, %v; want its rows (the readiness check reads it)", n, err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if err := tx.QueryRow(ctx, `UPDATE workspaces SET name = name WHERE slug = $1 RETURNING id`, slug).Scan(&n); err != nil || int64(n) != ws {
+		t.Errorf("as c360_app, update workspace %s: %d, %v; want it updated", slug, n, err)
 	}
 }
