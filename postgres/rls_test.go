@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -389,5 +392,63 @@ func TestAppRoleKeepsOnlyWhatItUses(t *testing.T) {
 	defer tx.Rollback(ctx)
 	if err := tx.QueryRow(ctx, `UPDATE workspaces SET name = name WHERE slug = $1 RETURNING id`, slug).Scan(&n); err != nil || int64(n) != ws {
 		t.Errorf("as c360_app, update workspace %s: %d, %v; want it updated", slug, n, err)
+	}
+}
+
+// Every table with a workspace_id column is tenant data: row-level
+// security enabled and forced (binding the owner too), under the policy
+// tenant of migration 00006, workspace_id = c360_workspace() for reads and
+// writes alike. A table a migration adds without them would be read across
+// workspaces by a statement that forgets its filter. The tables are the
+// ones docs/security.md lists.
+func TestEveryTenantTableIsUnderItsPolicy(t *testing.T) {
+	db := pgtest.Open(t)
+	rows, err := db.Pool.Query(context.Background(), `
+		SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+			coalesce((SELECT p.polcmd = '*' AND p.polpermissive
+					AND pg_get_expr(p.polqual, p.polrelid) = '(workspace_id = c360_workspace())'
+					AND pg_get_expr(p.polwithcheck, p.polrelid) = '(workspace_id = c360_workspace())'
+				FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant'), false)
+		FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_attribute a ON a.attrelid = c.oid
+		WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attname = 'workspace_id' AND NOT a.attisdropped
+		ORDER BY c.relname`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var name string
+		var enabled, forced, policy bool
+		if err := rows.Scan(&name, &enabled, &forced, &policy); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+		if !enabled || !forced || !policy {
+			t.Errorf("%s: row-level security enabled %v, forced %v, policy tenant on workspace_id = c360_workspace() %v; want all three",
+				name, enabled, forced, policy)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	doc, err := os.ReadFile("../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`The tables are ([a-z_,\s]+) and ([a-z_]+)\.`).FindSubmatch(doc)
+	if m == nil {
+		t.Fatal(`docs/security.md no longer lists the tenant tables ("The tables are ... and ...")`)
+	}
+	var listed []string
+	for _, name := range strings.Split(string(m[1]), ",") {
+		listed = append(listed, strings.TrimSpace(name))
+	}
+	listed = append(listed, string(m[2]))
+	slices.Sort(listed)
+	if !slices.Equal(tables, listed) {
+		t.Errorf("tables with workspace_id: %v\ndocs/security.md lists: %v", tables, listed)
 	}
 }
