@@ -5,9 +5,7 @@
 -- and made again) finds which customers changed since a time, for the
 -- workspace-wide streams it serves. Change rows are appended in about the
 -- order of their created_at, so a BRIN index answers that by reading only
--- the table's newest block ranges, and costs ingest next to nothing. (Only
--- the ranges it has summarized: until 00022, a range filled after the
--- build stayed unsummarized, and read whole, until a VACUUM.) It is
+-- the table's newest block ranges, and costs ingest next to nothing. It is
 -- built CONCURRENTLY, as 00010's index is, so writes go on meanwhile; the
 -- first statement drops what a run cut short may have left.
 DROP INDEX CONCURRENTLY IF EXISTS customer_changes_created_brin;
