@@ -762,7 +762,8 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 	// contact's name ({"contacts": {"Emma Doe": {"phone": ...}}}), an
 	// invitee's address masked (b***@example.com). Each segment that is
 	// not a name c360 writes (auditFieldNames) or a word for personal data
-	// (pii.KeyWords: email, phone, first_name, ...) is generalised to *,
+	// (pii.KeyWords: email, phone, first_name, ..., with at most two digits
+	// after it, as phone2 or email_12) is generalised to *,
 	// a kind found in it kept: traits.contacts.Emma Doe.phone reads
 	// traits.*.*.phone, identity.crm_id(phone) identity.*(phone).
 	b.Queue(`WITH g AS (
@@ -770,7 +771,7 @@ func eraseRows(ctx context.Context, tx pgx.Tx, ws int64, ids, versions []int64, 
 				SELECT x.f FROM (
 					SELECT (SELECT string_agg(
 							CASE WHEN p.base = '' OR p.base = ANY($3::text[])
-								OR lower(rtrim(translate(p.base, '_- ', ''), '0123456789')) = ANY($4::text[])
+								OR lower(regexp_replace(translate(p.base, '_- ', ''), '[0-9]{1,2}$', '')) = ANY($4::text[])
 							THEN p.base ELSE '*' END || coalesce(p.kind, ''), '.' ORDER BY s.n)
 						FROM regexp_split_to_table(u.f, '\.') WITH ORDINALITY AS s(seg, n),
 						LATERAL (SELECT regexp_replace(s.seg, $5, '') AS base, substring(s.seg FROM $5) AS kind) p) AS f, u.n

@@ -722,7 +722,11 @@ func TestEraseCustomerGeneralisesAuditedReadPaths(t *testing.T) {
 	}
 	personal := []string{"traits.contacts.Emma Doe.phone", "traits.contacts.b***@example.com",
 		"customerContext.text.traits.b***@example.com", "identity.crm_id(phone)", "traits.Emma_Doe_email",
-		"identity.email", "body(email)", "traits.first_name", "traits.Phone_2", "traitSources.name.", "diff.traits.contacts.Emma Doe.phone"}
+		"identity.email", "body(email)", "traits.first_name", "traits.Phone_2", "traitSources.name.", "diff.traits.contacts.Emma Doe.phone",
+		// A word for personal data with a number joined to it is kept only
+		// for a short suffix (phone2): a key holding a whole number is
+		// generalised (to traits.*, which the list already holds).
+		"traits.phone_4155550100", "traits.Phone 4155550100", "traits.zip90210"}
 	plain := []string{"identity.email", "traits.name", "customerContext.text.messages.phone"}
 	if err := db.RecordAudit(ctx, []*c360.AuditEntry{read(ann, personal...), read(ann, plain...), read(bob, personal...)}); err != nil {
 		t.Fatal(err)
