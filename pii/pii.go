@@ -194,13 +194,18 @@ func twilioSID(s string) bool {
 
 // Identity classifies an identity value by its type (email, phone, or a
 // custom type naming one of them, e.g. work_email) or else by its shape,
-// and returns the masked value. When neither decides, the value is read as
-// a trait's value under a key that says nothing is: the email addresses
-// and phone numbers inside it are masked (whatsapp:+14155550199, Ann Lee
-// <ann@corp.example>, +1 415 555 0188), and the Kind is the first found; a
-// run of digits alone is an id there (a user_id 14155550100 is shown). A
-// value that holds no personal data (a user_id, an anonymous_id) has the
-// empty Kind and is returned unchanged.
+// and returns the masked value. When neither decides, the email addresses
+// inside the value are masked (Ann Lee <ann@corp.example>), and the phone
+// numbers written as one: with a + (whatsapp:+14155550199, +1 415 555
+// 0188), with an area code in parentheses ((415) 555-0188), or after a
+// channel's prefix (tel:4155550100, wa:14155550199: channelPrefix); the
+// Kind is the first found. Digits alone, in groups or joined by dots or
+// slashes are an id, whatever their number (a user_id 14155550100, a
+// Google Analytics id GA1.2.1234567890.1700000000, shop:12345678/987654321,
+// order 2024 000123 45, user:14155550100), as trait values and free text
+// would not read them (bareIdentity). A value that holds no personal data
+// (a user_id, an anonymous_id) has the empty Kind and is returned
+// unchanged.
 func Identity(typ, value string) (string, Kind) {
 	k := IdentityKind(typ)
 	if k == "" {
@@ -209,7 +214,7 @@ func Identity(typ, value string) (string, Kind) {
 	if k != "" {
 		return mask(k, value), k
 	}
-	m, kinds := text(value, true, bareInWords)
+	m, kinds := text(value, true, bareIdentity)
 	if len(kinds) == 0 {
 		return value, ""
 	}

@@ -49,16 +49,36 @@ func TestIdentity(t *testing.T) {
 		// A custom type says nothing; the value's shape does.
 		{"user_id", "jane@example.com", "j***@example.com", KindEmail},
 		{"crm_id", "+14155550100", "+1******0100", KindPhone},
-		// When neither does, the addresses and numbers inside the value
-		// are masked, as under a trait's key that says nothing; a run of
-		// digits alone is an id there.
+		// When neither does, the addresses inside the value are masked,
+		// and the phone numbers written as one: with a + (E.164, its
+		// groups spaced or not), with an area code in parentheses, or
+		// after a channel's prefix (tel:, wa:, whatsapp:, sms:).
 		{"chatbot:webchat", "whatsapp:+14155550199", "whatsapp:+1******0199", KindPhone},
 		{"crm_id", "+1 415 555 0188", "+1******0188", KindPhone},
+		{"crm_id", "(415) 555-0188", "(******0188", KindPhone},
 		{"user_id", "Ann Lee <ann.lee@corp.example>", "Ann Lee <a***@corp.example>", KindEmail},
 		{"crm_id", "tel:+14155550100", "tel:+1******0100", KindPhone},
+		{"crm_id", "tel:4155550100", "tel:******0100", KindPhone},
+		{"crm_id", "wa:14155550199", "wa:*******0199", KindPhone},
+		{"crm_id", "SMS:4155550100", "SMS:******0100", KindPhone},
+		{"chatbot:webchat", "https://wa.me/14155550199", "https://wa.me/*******0199", KindPhone},
 		{"user_id", "jane@example.com ", "j***@example.com ", KindEmail},
+		// Digits alone, in groups, or joined by dots or slashes are an id:
+		// an analytics or a shop's id, an order's, a card-like number (a
+		// card number is not a phone; cards are not recognized at all).
 		{"user_id", "14155550100", "14155550100", ""},
 		{"anonymous_id", "550e8400-e29b-41d4-a716-446655440000", "550e8400-e29b-41d4-a716-446655440000", ""},
+		{"anonymous_id", "GA1.2.1234567890.1700000000", "GA1.2.1234567890.1700000000", ""},
+		{"anonymous_id", "fb.1.1700000000000.1234567890", "fb.1.1700000000000.1234567890", ""},
+		{"crm_id", "shop:12345678/987654321", "shop:12345678/987654321", ""},
+		{"order_id", "order 2024 000123 45", "order 2024 000123 45", ""},
+		{"order_id", "ORD-2024-000123-45", "ORD-2024-000123-45", ""},
+		{"payment_ref", "4111 1111 1111 1111", "4111 1111 1111 1111", ""},
+		// A prefix that names no channel names an id: the digits after it
+		// are the id's, written with a : as with a _.
+		{"crm_id", "user:14155550100", "user:14155550100", ""},
+		{"crm_id", "sess_4155550100", "sess_4155550100", ""},
+		{"crm_id", "hotel:4155550100", "hotel:4155550100", ""},
 	} {
 		got, kind := Identity(tc.typ, tc.value)
 		if got != tc.want || kind != tc.kind {

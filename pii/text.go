@@ -64,6 +64,15 @@ const (
 	bareAnywhere
 	// bareNever: in a text that names a request (Formatted), never.
 	bareNever
+	// bareIdentity: in an identity's value under a type that says nothing
+	// (Identity), never, unless a channel's prefix stands directly before
+	// it (channelPrefix: tel:4155550100, wa:14155550199). Groups are no
+	// sign of a phone number there either: analytics and shop ids are
+	// digits joined by dots and slashes (GA1.2.1234567890.1700000000,
+	// fb.1.1700000000000.1234567890, shop:12345678/987654321), an order id
+	// digits in groups (order 2024 000123 45). Only a +, an area code in
+	// parentheses or a channel's prefix writes a phone number in an id.
+	bareIdentity
 )
 
 // text is Text; bare says whether a run of digits that is not written as
@@ -71,8 +80,11 @@ const (
 // groups or more, or parentheses) always is (phoneRun).
 func text(s string, masking bool, bare bareRuns) (string, []string) {
 	// Most texts hold neither. Checking first spares the regexps' scans
-	// (4% of a console query's CPU); masking an email adds no digit.
-	if !mayHoldText(s) {
+	// (4% of a console query's CPU); masking an email adds no digit. An
+	// identity's value is short, and may hold a number of fewer digits
+	// after a channel's prefix (tel:5550100), which mayHoldText does not
+	// count: it is spared the scans only when it holds no digit and no @.
+	if bare == bareIdentity && !anyTextByte(s) || bare != bareIdentity && !mayHoldText(s) {
 		return s, nil
 	}
 	s, found := emails(s, masking)
@@ -207,7 +219,7 @@ func phoneSpans(s string, bare bareRuns) []phoneSpan {
 	}
 	var spans []phoneSpan
 	for _, l := range locs {
-		start, end, ok := phoneRun(num, l[0], l[1], whole, bare == bareNever)
+		start, end, ok := phoneRun(num, l[0], l[1], whole, bare)
 		if !ok {
 			continue
 		}
@@ -516,10 +528,20 @@ func runChar(s string) int {
 // groups glued to a word on either side dropped. Each step removes a
 // whole group, so the work is linear in the run. A run of 10 digits or
 // more not written as a phone number is one unless it is whole (a value's
-// whole text, bareInWords) or such runs never are (onlyWritten, bareNever);
-// with onlyWritten, only a + or an area code in parentheses
-// (parenthesizedAreaCode) writes a number as a phone's, not its groups.
-func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, int, bool) {
+// whole text, bareInWords) or such runs never are (bareNever,
+// bareIdentity); there, only a + or an area code in parentheses
+// (parenthesizedAreaCode) writes a number as a phone's, not its groups,
+// and in an identity's value a channel's prefix before it
+// (channelPrefix) too.
+func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, bool) {
+	if bare == bareIdentity && s[start] != '+' && channelPrefix(s[:start]) {
+		// tel:4155550100, wa:(415) 555-0100: the prefix says what the
+		// digits after it are, whatever their groups or what follows.
+		if countDigits(s[start:end]) >= minPrefixedDigits {
+			return start, end, true
+		}
+		return 0, 0, false
+	}
 	for start < end {
 		if n := dateLen(s[start:end]); n > 0 {
 			start = skipSeparators(s, start+n, end)
@@ -572,7 +594,7 @@ func phoneRun(s string, start, end int, whole [2]int, onlyWritten bool) (int, in
 	// In a text that names a request, groups are no sign of a phone
 	// number (DSAR 2024-000123-45, ticket 1234 5678 90): only a + (above)
 	// or an area code in parentheses before a national number is.
-	if onlyWritten {
+	if bare == bareNever || bare == bareIdentity {
 		if parenthesizedAreaCode(m) {
 			return start, end, true
 		}
@@ -636,6 +658,46 @@ func parenthesizedAreaCode(m string) bool {
 		n += g
 	}
 	return len(rest) >= 1 && len(rest) <= 3 && n >= 6 && n <= 9 && len(area)+n >= 10 && len(area)+n <= 12
+}
+
+// channels are the prefixes that name a phone number's channel in an
+// identity's value (tel:4155550100, wa:14155550199, sms:…): the word, in
+// any case, and the separator it is joined to the digits by. A URL's
+// scheme or an app's channel names a number as such; any other word (user:,
+// sess_, shop:, order-) names an id, and the digits after it are one.
+var channels = []string{"tel", "phone", "sms", "smsto", "mms", "mmsto", "whatsapp", "wa", "msisdn", "callto", "fax"}
+
+// minPrefixedDigits is how many digits a number after a channel's prefix
+// has at least to be one: the shortest subscriber numbers (5550100).
+const minPrefixedDigits = 7
+
+// channelPrefix reports whether before, all that precedes a run of digits
+// in an identity's value, ends in a channel's prefix (channels) directly
+// before it: the channel's word standing alone (at the start, or after a
+// character that is not a letter or a digit: sms:, chatbot/wa:), then a :
+// or a -; or a WhatsApp link's wa.me/.
+func channelPrefix(before string) bool {
+	if strings.HasSuffix(before, "wa.me/") {
+		return true
+	}
+	n := len(before)
+	if n < 2 || before[n-1] != ':' && before[n-1] != '-' {
+		return false
+	}
+	k := n - 1
+	for k > 0 && isLetter(before[k-1]) {
+		k--
+	}
+	if k > 0 && (isLetter(before[k-1]) || isDigit(before[k-1])) {
+		return false
+	}
+	word := before[k : n-1]
+	for _, c := range channels {
+		if strings.EqualFold(word, c) {
+			return true
+		}
+	}
+	return false
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }

@@ -89,3 +89,47 @@ func TestEmbeddedPersonalDataInIdentityValuesMaskedForAssistants(t *testing.T) {
 		}
 	}
 }
+
+// Ids whose digits are joined by dots or slashes, or stand in groups, are
+// not phone numbers inside an identity's value: a Google Analytics client
+// id, a Meta _fbp, a shop's and an order's id, a card-like number, digits
+// after a word that names no channel. An assistant without the pii scope
+// reads them whole, as an id it can look up and tell apart, and a key
+// that reads personal data reads them without a pii.read.
+func TestAnalyticsIdsInIdentityValuesShownWithoutAudit(t *testing.T) {
+	e := newSecEnv(t, server.Config{})
+	values := map[string]string{
+		"ga_client_id": "GA1.2.1234567890.1700000000",
+		"fbp":          "fb.1.1700000000000.1234567890",
+		"shop_ref":     "shop:12345678/987654321",
+		"order_ref":    "order 2024 000123 45",
+		"card_ref":     "4111 1111 1111 1111",
+		"session_ref":  "user:14155550100",
+	}
+	ids := []map[string]any{{"type": "email", "value": janeEmail}}
+	for typ, v := range values {
+		ids = append(ids, map[string]any{"type": typ, "value": v})
+	}
+	gql(t, e.srv, e.keys["agent"], `mutation($ids: [IdentityInput!]!) { identify(input: {identities: $ids}) { id } }`,
+		map[string]any{"ids": ids}).ok(t, nil)
+
+	const q = `query($id: ID!) { customer(id: $id) { identities { type value } } customerContext(id: $id) { text } }`
+	for _, key := range []string{"assistant", "assistant+pii"} {
+		body := gql(t, e.srv, e.keys[key], q, map[string]any{"id": e.cust})
+		body.ok(t, nil)
+		for typ, v := range values {
+			if !strings.Contains(string(body.Data), `{"type":"`+typ+`","value":"`+v+`"}`) {
+				t.Errorf("%s did not read %s %q whole: %s", key, typ, v, body.Data)
+			}
+		}
+	}
+	for _, r := range e.auditLog(t, map[string]any{"a": c360.AuditPIIRead, "c": e.cust}) {
+		for _, f := range r.Fields {
+			for typ := range values {
+				if strings.Contains(f, typ) {
+					t.Errorf("reading %s recorded as a pii.read: %v", typ, r.Fields)
+				}
+			}
+		}
+	}
+}
