@@ -198,8 +198,9 @@ func twilioSID(s string) bool {
 // inside the value are masked (Ann Lee <ann@corp.example>), and the phone
 // numbers written as one: with a + (whatsapp:+14155550199, +1 415 555
 // 0188), with an area code in parentheses ((415) 555-0188), or after a
-// channel's prefix (tel:4155550100, wa:14155550199: channelPrefix); the
-// Kind is the first found. Digits alone, in groups or joined by dots or
+// channel's prefix (tel:4155550100, wa:14155550199, wa_14155550199:
+// channelPrefix; sess_4155550100 is a session's id); the Kind is the
+// first found. Digits alone, in groups or joined by dots or
 // slashes are an id, whatever their number (a user_id 14155550100, a
 // Google Analytics id GA1.2.1234567890.1700000000, shop:12345678/987654321,
 // order 2024 000123 45, user:14155550100), as trait values and free text

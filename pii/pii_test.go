@@ -62,6 +62,12 @@ func TestIdentity(t *testing.T) {
 		{"crm_id", "wa:14155550199", "wa:*******0199", KindPhone},
 		{"crm_id", "SMS:4155550100", "SMS:******0100", KindPhone},
 		{"chatbot:webchat", "https://wa.me/14155550199", "https://wa.me/*******0199", KindPhone},
+		// A channel's prefix joined by an underscore is one too, as by a
+		// colon: wa_ and tel_ name the number's channel.
+		{"crm_id", "wa_14155550199", "wa_*******0199", KindPhone},
+		{"crm_id", "WA_14155550199", "WA_*******0199", KindPhone},
+		{"crm_id", "tel_4155550100", "tel_******0100", KindPhone},
+		{"chatbot:webchat", "bot_wa_14155550199", "bot_wa_*******0199", KindPhone},
 		{"user_id", "jane@example.com ", "j***@example.com ", KindEmail},
 		// Digits alone, in groups, or joined by dots or slashes are an id:
 		// an analytics or a shop's id, an order's, a card-like number (a
@@ -75,10 +81,13 @@ func TestIdentity(t *testing.T) {
 		{"order_id", "ORD-2024-000123-45", "ORD-2024-000123-45", ""},
 		{"payment_ref", "4111 1111 1111 1111", "4111 1111 1111 1111", ""},
 		// A prefix that names no channel names an id: the digits after it
-		// are the id's, written with a : as with a _.
+		// are the id's, written with a : as with a _ (sess_ is a session's
+		// id, not a channel; nor is a channel's word inside another:
+		// twa_, hotel:).
 		{"crm_id", "user:14155550100", "user:14155550100", ""},
 		{"crm_id", "sess_4155550100", "sess_4155550100", ""},
 		{"crm_id", "hotel:4155550100", "hotel:4155550100", ""},
+		{"crm_id", "twa_14155550199", "twa_14155550199", ""},
 	} {
 		got, kind := Identity(tc.typ, tc.value)
 		if got != tc.want || kind != tc.kind {

@@ -66,12 +66,13 @@ const (
 	bareNever
 	// bareIdentity: in an identity's value under a type that says nothing
 	// (Identity), never, unless a channel's prefix stands directly before
-	// it (channelPrefix: tel:4155550100, wa:14155550199). Groups are no
-	// sign of a phone number there either: analytics and shop ids are
-	// digits joined by dots and slashes (GA1.2.1234567890.1700000000,
-	// fb.1.1700000000000.1234567890, shop:12345678/987654321), an order id
-	// digits in groups (order 2024 000123 45). Only a +, an area code in
-	// parentheses or a channel's prefix writes a phone number in an id.
+	// it (channelPrefix: tel:4155550100, wa:14155550199, wa_14155550199).
+	// Groups are no sign of a phone number there either: analytics and
+	// shop ids are digits joined by dots and slashes
+	// (GA1.2.1234567890.1700000000, fb.1.1700000000000.1234567890,
+	// shop:12345678/987654321), an order id digits in groups (order 2024
+	// 000123 45). Only a +, an area code in parentheses or a channel's
+	// prefix writes a phone number in an id.
 	bareIdentity
 )
 
@@ -674,14 +675,15 @@ const minPrefixedDigits = 7
 // channelPrefix reports whether before, all that precedes a run of digits
 // in an identity's value, ends in a channel's prefix (channels) directly
 // before it: the channel's word standing alone (at the start, or after a
-// character that is not a letter or a digit: sms:, chatbot/wa:), then a :
-// or a -; or a WhatsApp link's wa.me/.
+// character that is not a letter or a digit: sms:, chatbot/wa:,
+// bot_wa_), then a :, a - or an _ (wa_14155550199, as an app joins a
+// channel to its number in an id); or a WhatsApp link's wa.me/.
 func channelPrefix(before string) bool {
 	if strings.HasSuffix(before, "wa.me/") {
 		return true
 	}
 	n := len(before)
-	if n < 2 || before[n-1] != ':' && before[n-1] != '-' {
+	if n < 2 || before[n-1] != ':' && before[n-1] != '-' && before[n-1] != '_' {
 		return false
 	}
 	k := n - 1

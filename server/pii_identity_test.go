@@ -11,8 +11,8 @@ import (
 
 // An identity whose type says nothing of what it holds (user_id, crm_id,
 // chatbot:webchat) may still hold an email address or a phone number
-// inside its value: a channel's prefix (whatsapp:+1…, tel:+1…), a number
-// in groups, an address with a display name. An assistant without the pii
+// inside its value: a channel's prefix (whatsapp:+1…, tel:+1…, wa_1…), a
+// number written with a +, an address with a display name. An assistant without the pii
 // scope reads them masked, as a trait's value under such a key is, in
 // Customer.identities, a merge's identity, customerContext's identities
 // and its text; one with the scope reads them whole, and the read is a
@@ -25,6 +25,7 @@ func TestEmbeddedPersonalDataInIdentityValuesMaskedForAssistants(t *testing.T) {
 		{"user_id", "Ann Lee <ann.lee@corp.example>", "ann.lee@corp.example", "a***@corp.example"},
 		{"sip_uri", "tel:+14155550177", "14155550177", "tel:+1******0177"},
 		{"legacy_ref", "<jane.roe@example.com>", "jane.roe@example.com", "j***@example.com"},
+		{"bot_session", "wa_14155550142", "14155550142", "wa_*******0142"},
 	}
 	// The first comes alone, a customer of its own, then with Jane's
 	// email: the two merge, and the merge names an identity.
@@ -75,7 +76,7 @@ func TestEmbeddedPersonalDataInIdentityValuesMaskedForAssistants(t *testing.T) {
 		fields = append(fields, r.Fields...)
 	}
 	for _, f := range []string{"identity.crm_id(phone)", "identity.chatbot:webchat(phone)", "identity.user_id(email)",
-		"identity.sip_uri(phone)", "identity.legacy_ref(email)",
+		"identity.sip_uri(phone)", "identity.legacy_ref(email)", "identity.bot_session(phone)",
 		"customerContext.text.identity.crm_id", "customerContext.text.identity.user_id"} {
 		if !slices.Contains(fields, f) {
 			t.Errorf("pii.read fields %v lack %s", fields, f)
