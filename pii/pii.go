@@ -194,19 +194,17 @@ func twilioSID(s string) bool {
 
 // Identity classifies an identity value by its type (email, phone, or a
 // custom type naming one of them, e.g. work_email) or else by its shape,
-// and returns the masked value. When neither decides, the email addresses
-// inside the value are masked (Ann Lee <ann@corp.example>), and the phone
-// numbers written as one: with a + (whatsapp:+14155550199, +1 415 555
-// 0188), with an area code in parentheses ((415) 555-0188), or after a
-// channel's prefix (tel:4155550100, wa:14155550199, wa_14155550199:
-// channelPrefix; sess_4155550100 is a session's id); the Kind is the
-// first found. Digits alone, in groups or joined by dots or
-// slashes are an id, whatever their number (a user_id 14155550100, a
-// Google Analytics id GA1.2.1234567890.1700000000, shop:12345678/987654321,
-// order 2024 000123 45, user:14155550100), as trait values and free text
-// would not read them (bareIdentity). A value that holds no personal data
-// (a user_id, an anonymous_id) has the empty Kind and is returned
-// unchanged.
+// and returns the masked value. When neither decides, the value is read as
+// a trait's value is (the whole value only digits is an id): the email
+// addresses and phone numbers inside it are masked (Ann Lee
+// <ann@corp.example>, whatsapp:+14155550199, tel: 4155550100,
+// user:14155550100), and the Kind is the first found. Its own rules
+// (bareIdentity): digits glued by _ or - to a channel's word are a phone
+// number (wa_14155550199: channelPrefix), to another word its id
+// (sess_4155550100); and more digits than a phone number has are an id,
+// whatever joins them (GA1.2.1234567890.1700000000,
+// shop:12345678/987654321). A value that holds no personal data (a
+// user_id, an anonymous_id) has the empty Kind and is returned unchanged.
 func Identity(typ, value string) (string, Kind) {
 	k := IdentityKind(typ)
 	if k == "" {

@@ -69,25 +69,39 @@ func TestIdentity(t *testing.T) {
 		{"crm_id", "tel_4155550100", "tel_******0100", KindPhone},
 		{"chatbot:webchat", "bot_wa_14155550199", "bot_wa_*******0199", KindPhone},
 		{"user_id", "jane@example.com ", "j***@example.com ", KindEmail},
-		// Digits alone, in groups, or joined by dots or slashes are an id:
-		// an analytics or a shop's id, an order's, a card-like number (a
-		// card number is not a phone; cards are not recognized at all).
+		// A number as people write one after a channel's name, in a link
+		// or after any word and a colon, is masked: reading a phone number
+		// where there is none costs an id's legibility, the reverse a
+		// person's number.
+		{"crm_id", "tel: 4155550100", "tel: ******0100", KindPhone},
+		{"crm_id", "WhatsApp: 14155550199", "WhatsApp: *******0199", KindPhone},
+		{"crm_id", "wa 14155550199", "wa *******0199", KindPhone},
+		{"crm_id", "tel://4155550100", "tel://******0100", KindPhone},
+		{"chatbot:webchat", "https://api.whatsapp.com/send?phone=14155550199", "https://api.whatsapp.com/send?phone=*******0199", KindPhone},
+		{"crm_id", "wa_id:14155550199", "wa_id:*******0199", KindPhone},
+		{"crm_id", "whatsapp-business:14155550199", "whatsapp-business:*******0199", KindPhone},
+		{"crm_id", "user:14155550100", "user:*******0100", KindPhone},
+		{"crm_id", "hotel:4155550100", "hotel:******0100", KindPhone},
+		{"order_id", "order 2024 000123 45", "order ********2345", KindPhone},
+		// Digits alone are an id, and so are more digits than a phone
+		// number has (15), whatever joins them: an analytics or a shop's
+		// id, a card-like number (a card number is not a phone; cards are
+		// not recognized at all).
 		{"user_id", "14155550100", "14155550100", ""},
 		{"anonymous_id", "550e8400-e29b-41d4-a716-446655440000", "550e8400-e29b-41d4-a716-446655440000", ""},
 		{"anonymous_id", "GA1.2.1234567890.1700000000", "GA1.2.1234567890.1700000000", ""},
 		{"anonymous_id", "fb.1.1700000000000.1234567890", "fb.1.1700000000000.1234567890", ""},
 		{"crm_id", "shop:12345678/987654321", "shop:12345678/987654321", ""},
-		{"order_id", "order 2024 000123 45", "order 2024 000123 45", ""},
 		{"order_id", "ORD-2024-000123-45", "ORD-2024-000123-45", ""},
 		{"payment_ref", "4111 1111 1111 1111", "4111 1111 1111 1111", ""},
-		// A prefix that names no channel names an id: the digits after it
-		// are the id's, written with a : as with a _ (sess_ is a session's
-		// id, not a channel; nor is a channel's word inside another:
-		// twa_, hotel:).
-		{"crm_id", "user:14155550100", "user:14155550100", ""},
+		// Digits glued to a word by _ or - are the word's: an id, unless
+		// the word names a channel (above) and the digits are a number
+		// with its area code (sess_ is a session's id, twa_ no channel,
+		// fax-1234567 and device:phone-12345678 records' ids).
 		{"crm_id", "sess_4155550100", "sess_4155550100", ""},
-		{"crm_id", "hotel:4155550100", "hotel:4155550100", ""},
 		{"crm_id", "twa_14155550199", "twa_14155550199", ""},
+		{"crm_id", "fax-1234567", "fax-1234567", ""},
+		{"crm_id", "device:phone-12345678", "device:phone-12345678", ""},
 	} {
 		got, kind := Identity(tc.typ, tc.value)
 		if got != tc.want || kind != tc.kind {

@@ -65,14 +65,13 @@ const (
 	// bareNever: in a text that names a request (Formatted), never.
 	bareNever
 	// bareIdentity: in an identity's value under a type that says nothing
-	// (Identity), never, unless a channel's prefix stands directly before
-	// it (channelPrefix: tel:4155550100, wa:14155550199, wa_14155550199).
-	// Groups are no sign of a phone number there either: analytics and
-	// shop ids are digits joined by dots and slashes
-	// (GA1.2.1234567890.1700000000, fb.1.1700000000000.1234567890,
-	// shop:12345678/987654321), an order id digits in groups (order 2024
-	// 000123 45). Only a +, an area code in parentheses or a channel's
-	// prefix writes a phone number in an id.
+	// (Identity), as in a value (bareInWords: the whole value is an id),
+	// and also after a channel's prefix that joins the word to the
+	// digits (channelPrefix: wa_14155550199, tel_4155550100). A run of
+	// more than 15 digits, the most a phone number has, is an id there
+	// whatever its groups: analytics and shop ids are digits joined by
+	// dots and slashes (GA1.2.1234567890.1700000000,
+	// fb.1.1700000000000.1234567890, shop:12345678/987654321).
 	bareIdentity
 )
 
@@ -213,7 +212,7 @@ func phoneSpans(s string, bare bareRuns) []phoneSpan {
 	// In a value, a run that is not written as a phone number is one only
 	// inside other words ("call me at 4155550100"), not as the whole value.
 	whole := [2]int{-1, -1}
-	if bare == bareInWords {
+	if bare == bareInWords || bare == bareIdentity {
 		t := strings.TrimSpace(num)
 		lo := strings.Index(num, t)
 		whole = [2]int{lo, lo + len(t)}
@@ -535,13 +534,17 @@ func runChar(s string) int {
 // and in an identity's value a channel's prefix before it
 // (channelPrefix) too.
 func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, bool) {
-	if bare == bareIdentity && s[start] != '+' && channelPrefix(s[:start]) {
-		// tel:4155550100, wa:(415) 555-0100: the prefix says what the
-		// digits after it are, whatever their groups or what follows.
-		if countDigits(s[start:end]) >= minPrefixedDigits {
+	identity := bare == bareIdentity
+	if identity {
+		// tel:5550100, wa_14155550199: the prefix says what the digits
+		// after it are, whatever their groups or what follows; joined
+		// by _ or - (fax-1234567 is a record's id), only when they are as
+		// many as a number with its area code has.
+		if n := countDigits(s[start:end]); s[start] != '+' && n <= maxPhoneDigits && channelPrefix(s[:start]) &&
+			(n >= minPrefixedDigits && (strings.HasSuffix(s[:start], ":") || strings.HasSuffix(s[:start], "wa.me/")) || n >= 10) {
 			return start, end, true
 		}
-		return 0, 0, false
+		bare = bareInWords
 	}
 	for start < end {
 		if n := dateLen(s[start:end]); n > 0 {
@@ -586,6 +589,9 @@ func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, 
 			others++
 		}
 	}
+	if identity && digits > maxPhoneDigits {
+		return 0, 0, false // an id: no phone number has as many digits
+	}
 	if m[0] == '+' {
 		if digits >= 8 {
 			return start, end, true
@@ -595,7 +601,7 @@ func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, 
 	// In a text that names a request, groups are no sign of a phone
 	// number (DSAR 2024-000123-45, ticket 1234 5678 90): only a + (above)
 	// or an area code in parentheses before a national number is.
-	if bare == bareNever || bare == bareIdentity {
+	if bare == bareNever {
 		if parenthesizedAreaCode(m) {
 			return start, end, true
 		}
@@ -669,8 +675,12 @@ func parenthesizedAreaCode(m string) bool {
 var channels = []string{"tel", "phone", "sms", "smsto", "mms", "mmsto", "whatsapp", "wa", "msisdn", "callto", "fax"}
 
 // minPrefixedDigits is how many digits a number after a channel's prefix
-// has at least to be one: the shortest subscriber numbers (5550100).
+// joined by a colon has at least to be one: the shortest subscriber
+// numbers (tel:5550100).
 const minPrefixedDigits = 7
+
+// maxPhoneDigits is the most digits a phone number has (E.164: 15).
+const maxPhoneDigits = 15
 
 // channelPrefix reports whether before, all that precedes a run of digits
 // in an identity's value, ends in a channel's prefix (channels) directly

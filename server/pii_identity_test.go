@@ -91,10 +91,11 @@ func TestEmbeddedPersonalDataInIdentityValuesMaskedForAssistants(t *testing.T) {
 	}
 }
 
-// Ids whose digits are joined by dots or slashes, or stand in groups, are
-// not phone numbers inside an identity's value: a Google Analytics client
-// id, a Meta _fbp, a shop's and an order's id, a card-like number, digits
-// after a word that names no channel. An assistant without the pii scope
+// Ids of more digits than a phone number has (15), whatever joins them,
+// are not phone numbers inside an identity's value: a Google Analytics
+// client id, a Meta _fbp, a shop's id, a card-like number. (An order id
+// written as a phone number is, or after a word and a colon, is masked:
+// pii.TestIdentity.) An assistant without the pii scope
 // reads them whole, as an id it can look up and tell apart, and a key
 // that reads personal data reads them without a pii.read.
 func TestAnalyticsIdsInIdentityValuesShownWithoutAudit(t *testing.T) {
@@ -103,9 +104,7 @@ func TestAnalyticsIdsInIdentityValuesShownWithoutAudit(t *testing.T) {
 		"ga_client_id": "GA1.2.1234567890.1700000000",
 		"fbp":          "fb.1.1700000000000.1234567890",
 		"shop_ref":     "shop:12345678/987654321",
-		"order_ref":    "order 2024 000123 45",
 		"card_ref":     "4111 1111 1111 1111",
-		"session_ref":  "user:14155550100",
 	}
 	ids := []map[string]any{{"type": "email", "value": janeEmail}}
 	for typ, v := range values {
