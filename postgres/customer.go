@@ -2,8 +2,10 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/jackc/pgx/v5"
@@ -148,9 +150,19 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		}
 		sql += ` ORDER BY c.created_at DESC, c.id DESC LIMIT $2`
 	}
-	rows, err := db.as(ws).Query(ctx, sql, args...)
+	qctx := ctx
+	if q != "" {
+		// A fragment whose trigrams are all common and that matches few
+		// customers or none has its candidates rechecked one by one: the
+		// whole workspace, at worst (650 ms at a million). The search is
+		// bounded, so that a few such queries cannot hold the pool.
+		var cancel context.CancelFunc
+		qctx, cancel = context.WithTimeout(ctx, searchTimeout)
+		defer cancel()
+	}
+	rows, err := db.as(ws).Query(qctx, sql, args...)
 	if err != nil {
-		return nil, interpretError(fmt.Errorf("find customers: %w", err))
+		return nil, searchError(ctx, qctx, err)
 	}
 	defer rows.Close()
 	page := &c360.Page[*c360.Customer]{Items: []*c360.Customer{}, Cursors: []string{}}
@@ -164,9 +176,22 @@ func (db *DB) FindCustomers(ctx context.Context, ws int64, f c360.CustomerFilter
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, interpretError(fmt.Errorf("find customers: %w", err))
+		return nil, searchError(ctx, qctx, err)
 	}
 	return page, nil
+}
+
+// searchTimeout bounds a search by fragment (FindCustomers).
+var searchTimeout = 2 * time.Second
+
+// searchError is the error of a customer listing or search that failed
+// with err: a search cut off by searchTimeout, not by its caller (qctx is
+// the search's context, ctx the caller's), says so.
+func searchError(ctx, qctx context.Context, err error) error {
+	if ctx.Err() == nil && errors.Is(qctx.Err(), context.DeadlineExceeded) {
+		return c360.Errorf(c360.EINVALID, "the search took longer than %s: give a longer or rarer fragment, or an email address or phone number whole", searchTimeout)
+	}
+	return interpretError(fmt.Errorf("find customers: %w", err))
 }
 
 // minSearchRunes is the fewest letters and digits a search fragment holds.

@@ -292,6 +292,14 @@ func SetEraseStatementTimeout(t testing.TB, d time.Duration) {
 	t.Cleanup(func() { eraseStatementTimeout = old })
 }
 
+// SetSearchTimeout bounds a customer search by fragment by d until the
+// test ends.
+func SetSearchTimeout(t testing.TB, d time.Duration) {
+	old := searchTimeout
+	searchTimeout = d
+	t.Cleanup(func() { searchTimeout = old })
+}
+
 // SetKeyPrefixes makes the next API keys take these prefixes, one each, in
 // order, then random ones again, until the test ends.
 func SetKeyPrefixes(t testing.TB, prefixes ...string) {

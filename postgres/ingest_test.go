@@ -823,3 +823,35 @@ func TestTraitObservedAtIsTheEventsStoredTime(t *testing.T) {
 		t.Errorf("a client key's traitSources.theme.observedAt = %v, want the event's received_at %v", got.Format(time.RFC3339Nano), stored.Format(time.RFC3339Nano))
 	}
 }
+
+// A search by fragment is bounded (searchTimeout): one that the database
+// has not answered by then is refused, saying why, and does not hold its
+// connection for as long as the database takes. Here the customers'
+// table is locked, as a slow scan would keep the search; a listing
+// without a query is not bounded so.
+func TestCustomerSearchIsBounded(t *testing.T) {
+	db := pgtest.Open(t)
+	ws, _, _ := pgtest.Workspace(t, db)
+	ctx := context.Background()
+	ingest1(t, db, ws, &c360.Event{Type: c360.EventIdentify, Source: "t", DedupeKey: "s1", Identities: ids("email", "quinn@example.com"),
+		Traits: map[string]any{"name": "Quinn"}})
+	postgres.SetSearchTimeout(t, 200*time.Millisecond)
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE customers IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.FindCustomers(ctx, ws, c360.CustomerFilter{Query: "quinn", First: 10})
+	if c360.ErrorCode(err) != c360.EINVALID || !strings.Contains(c360.ErrorMessage(err), "the search took longer than 200ms") {
+		t.Errorf("a search the database does not answer: %v, want BAD_USER_INPUT saying it took longer than 200ms", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	page, err := db.FindCustomers(ctx, ws, c360.CustomerFilter{Query: "quinn", First: 10})
+	if err != nil || len(page.Items) != 1 {
+		t.Errorf("the search once the lock is gone: %+v, %v, want Quinn", page, err)
+	}
+}
