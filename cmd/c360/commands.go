@@ -348,7 +348,7 @@ const maxStdinSecret = 4096
 // first line): two cannot share it. Every secret given, read or not, must
 // be text without white space at its ends, which a pasted secret picks up
 // and which would then break every signature check unseen; "" clears one.
-func (m *Main) providerSecrets(flags []namedSecret) error {
+func (m *Main) providerSecrets(ctx context.Context, flags []namedSecret) error {
 	var stdin *namedSecret
 	for i := range flags {
 		f := &flags[i]
@@ -361,7 +361,7 @@ func (m *Main) providerSecrets(flags []namedSecret) error {
 		stdin = f
 	}
 	if stdin != nil {
-		v, err := m.readSecret(stdin.name)
+		v, err := m.readSecret(ctx, stdin.name)
 		if err != nil {
 			return err
 		}
@@ -393,15 +393,9 @@ type namedSecret struct {
 // readSecret reads the secret of flag name from standard input: at a
 // terminal, one line typed or pasted after a prompt, not echoed; else the
 // first line of what is piped in, which must be all there is.
-func (m *Main) readSecret(name string) (string, error) {
+func (m *Main) readSecret(ctx context.Context, name string) (string, error) {
 	if f, ok := m.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprintf(m.Stderr, "--%s (not shown; Enter to end): ", name)
-		raw, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(m.Stderr)
-		if err != nil {
-			return "", fmt.Errorf("read --%s from the terminal: %w", name, err)
-		}
-		return m.secretLine(name, string(raw), "")
+		return m.promptSecret(ctx, int(f.Fd()), name)
 	}
 	raw, err := io.ReadAll(io.LimitReader(m.Stdin, maxStdinSecret+1))
 	if err != nil {
@@ -412,6 +406,39 @@ func (m *Main) readSecret(name string) (string, error) {
 	}
 	line, rest, _ := strings.Cut(string(raw), "\n")
 	return m.secretLine(name, strings.TrimSuffix(line, "\r"), rest)
+}
+
+// promptSecret reads the secret of flag name from the terminal fd after a
+// prompt, without echo. Interrupted (Ctrl-C cancels ctx), it gives the
+// terminal its echo back before it returns: the read that waits on is
+// left to the process's end.
+func (m *Main) promptSecret(ctx context.Context, fd int, name string) (string, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return "", fmt.Errorf("read --%s from the terminal: %w", name, err)
+	}
+	fmt.Fprintf(m.Stderr, "--%s (not shown; Enter to end): ", name)
+	type read struct {
+		raw []byte
+		err error
+	}
+	done := make(chan read, 1)
+	go func() {
+		raw, err := term.ReadPassword(fd)
+		done <- read{raw, err}
+	}()
+	select {
+	case r := <-done:
+		fmt.Fprintln(m.Stderr)
+		if r.err != nil {
+			return "", fmt.Errorf("read --%s from the terminal: %w", name, r.err)
+		}
+		return m.secretLine(name, string(r.raw), "")
+	case <-ctx.Done():
+		term.Restore(fd, state)
+		fmt.Fprintln(m.Stderr)
+		return "", fmt.Errorf("--%s: interrupted; nothing changed", name)
+	}
 }
 
 // secretLine is the secret of flag name read as line, a byte-order mark
@@ -541,7 +568,7 @@ func (m *Main) workspace(ctx context.Context, args []string) error {
 		if err := checkGrace(fs, *rotate, *grace); err != nil {
 			return err
 		}
-		if err := m.providerSecrets(secretFlags); err != nil {
+		if err := m.providerSecrets(ctx, secretFlags); err != nil {
 			return err
 		}
 		db, err := m.open(ctx)
