@@ -204,10 +204,13 @@ func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
 	c := newCLI(t)
 	slug := uniqueSlug("stdin")
 	c.mustRun("workspace", "create", "--slug", slug, "--json")
+	stdinLeft := 0 // what the last run left unread of its standard input
 	run := func(stdin string, args ...string) error {
 		var stdout, stderr logbuf.Buffer
 		m := NewMain(&stdout, &stderr, func(k string) string { return c.env[k] })
-		m.Stdin = strings.NewReader(stdin)
+		in := strings.NewReader(stdin)
+		m.Stdin = in
+		defer func() { stdinLeft = in.Len() }()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return m.Run(ctx, append([]string{"workspace", "update", "--slug", slug}, args...))
@@ -256,6 +259,9 @@ func TestWorkspaceUpdateReadsASecretFromStdin(t *testing.T) {
 	// before a piped secret is dropped.
 	if err := run("from-stdin\n", "--twilio-auth-token", "-", "--twilio-auth-token", "tok-last"); err != nil {
 		t.Fatal(err)
+	}
+	if stdinLeft != len("from-stdin\n") {
+		t.Errorf("standard input was read (%d bytes left), though the flag's last value was given whole", stdinLeft)
 	}
 	if got := token(); got != "tok-last" {
 		t.Errorf("token = %q, want tok-last (the flag's last value)", got)
