@@ -83,6 +83,14 @@ func TestIdentity(t *testing.T) {
 		{"crm_id", "user:14155550100", "user:*******0100", KindPhone},
 		{"crm_id", "hotel:4155550100", "hotel:******0100", KindPhone},
 		{"order_id", "order 2024 000123 45", "order ********2345", KindPhone},
+		// A number written with a +, or after a channel's prefix, is one
+		// however many digits an extension or a second number adds.
+		{"crm_id", "+49 211 1234567-1234", "+49**********1234", KindPhone},
+		{"crm_id", "+44 (0)20 7946 0958 1234", "+44***********1234", KindPhone},
+		{"crm_id", "+1 415 555 0199 12345", "+1***********2345", KindPhone},
+		{"crm_id", "tel:4155550199/4155550100", "tel:****************0100", KindPhone},
+		{"crm_id", "wa:1415555019914155550100", "wa:******************0100", KindPhone},
+		{"crm_id", "viber_14155550199", "viber_*******0199", KindPhone},
 		// Digits alone are an id, and so are more digits than a phone
 		// number has (15), whatever joins them: an analytics or a shop's
 		// id, a card-like number (a card number is not a phone; cards are

@@ -540,9 +540,9 @@ func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, 
 		// after it are, whatever their groups or what follows; joined
 		// by _ or - (fax-1234567 is a record's id), only when they are as
 		// many as a number with its area code has.
-		if n := countDigits(s[start:end]); s[start] != '+' && n <= maxPhoneDigits && channelPrefix(s[:start]) &&
+		if n := countDigits(s[start:end]); s[start] != '+' && channelPrefix(s[:start]) &&
 			(n >= minPrefixedDigits && (strings.HasSuffix(s[:start], ":") || strings.HasSuffix(s[:start], "wa.me/")) || n >= 10) {
-			return start, end, true
+			return start, end, true // however many: tel:4155550199/4155550100
 		}
 		bare = bareInWords
 	}
@@ -589,8 +589,11 @@ func phoneRun(s string, start, end int, whole [2]int, bare bareRuns) (int, int, 
 			others++
 		}
 	}
-	if identity && digits > maxPhoneDigits {
-		return 0, 0, false // an id: no phone number has as many digits
+	if identity && m[0] != '+' && digits > maxPhoneDigits {
+		// An id: no phone number has as many digits. One written with a
+		// + is a number, an extension or a second number after it
+		// (+49 211 1234567-1234) whatever the count.
+		return 0, 0, false
 	}
 	if m[0] == '+' {
 		if digits >= 8 {
@@ -672,7 +675,8 @@ func parenthesizedAreaCode(m string) bool {
 // any case, and the separator it is joined to the digits by. A URL's
 // scheme or an app's channel names a number as such; any other word (user:,
 // sess_, shop:, order-) names an id, and the digits after it are one.
-var channels = []string{"tel", "phone", "sms", "smsto", "mms", "mmsto", "whatsapp", "wa", "msisdn", "callto", "fax"}
+var channels = []string{"tel", "phone", "sms", "smsto", "mms", "mmsto", "whatsapp", "wa", "msisdn", "callto", "fax",
+	"mobile", "cell", "viber", "telegram", "signal"}
 
 // minPrefixedDigits is how many digits a number after a channel's prefix
 // joined by a colon has at least to be one: the shortest subscriber
