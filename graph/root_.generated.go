@@ -2065,7 +2065,7 @@ type MessageEdge {
   A fragment holds at least 3 letters or digits ("qz", "+1" and "---" are BAD_USER_INPUT:
   the index that finds fragments cannot find them). So does a name: a two-character name
   (李娜, 山田) cannot be searched; its customer is found by an identity. A search
-  that takes longer than 2 s is BAD_USER_INPUT: give a longer or rarer fragment.
+  that takes longer than 2 s is UNAVAILABLE: retry, or give a longer or rarer fragment.
   Without a query, or with a blank one, every customer is listed.
   A key that reads personal data masked (an assistant without the pii scope) gives a
   whole email address or phone number, and finds its owner or nobody; a fragment is FORBIDDEN,

@@ -189,7 +189,9 @@ var searchTimeout = 2 * time.Second
 // the search's context, ctx the caller's), says so.
 func searchError(ctx, qctx context.Context, err error) error {
 	if ctx.Err() == nil && errors.Is(qctx.Err(), context.DeadlineExceeded) {
-		return c360.Errorf(c360.EINVALID, "the search took longer than %s: give a longer or rarer fragment, or an email address or phone number whole", searchTimeout)
+		// UNAVAILABLE, not the caller's mistake: a busy database (a lock,
+		// a load) cuts a good search off too.
+		return c360.Errorf(c360.EUNAVAILABLE, "the search took longer than %s: retry, or give a longer or rarer fragment, or an email address or phone number whole", searchTimeout)
 	}
 	return interpretError(fmt.Errorf("find customers: %w", err))
 }
