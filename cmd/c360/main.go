@@ -27,15 +27,22 @@ func main() {
 		// few more megabytes. GOGC, when set, wins.
 		debug.SetGCPercent(200)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	// The first signal starts the graceful shutdown; a second kills the
-	// process, as without NotifyContext: an operator's second Ctrl-C, or an
+	// process, as without a handler: an operator's second Ctrl-C, or an
 	// orchestrator's, ends C360_SHUTDOWN_DELAY or a shutdown waiting on
-	// its requests at once.
+	// its requests at once. The default handling is back before the
+	// context ends, so before anything the shutdown does (/readyz
+	// answering 503) can be seen: a second signal sent on seeing it is
+	// never swallowed (TestSecondSignalKillsServe failed on that race
+	// under load).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
-		stop()
+		<-sigs
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM)
+		cancel()
 	}()
 	m := NewMain(os.Stdout, os.Stderr, os.Getenv)
 	if err := m.Run(ctx, os.Args[1:]); err != nil {
