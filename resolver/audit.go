@@ -146,12 +146,16 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 		return next(ctx)
 	}
 	col := &collector{p: p}
+	var kind ast.Operation // query, mutation or subscription
 	if oc := graphql.GetOperationContext(ctx); oc != nil {
 		// The name the request gave, else the one its document gives the
 		// operation it runs (a client need not send operationName).
 		col.op = oc.OperationName
-		if col.op == "" && oc.Operation != nil {
-			col.op = oc.Operation.Name
+		if oc.Operation != nil {
+			kind = oc.Operation.Operation
+			if col.op == "" {
+				col.op = oc.Operation.Name
+			}
 		}
 	}
 	h := next(context.WithValue(ctx, collectorKey{}, col))
@@ -189,8 +193,7 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 		if err == nil {
 			return resp
 		}
-		oc := graphql.GetOperationContext(ctx)
-		if oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Mutation {
+		if kind == ast.Mutation {
 			// The change is made: its answer is not refused (a client
 			// told UNAVAILABLE would make it again), as a change whose
 			// own audit entry fails is answered. Its reads go to the
@@ -202,7 +205,7 @@ func (r *Resolver) AuditReads(ctx context.Context, next graphql.OperationHandler
 		}
 		slog.Default().Error("audit: record reads before the answer; the answer was refused",
 			"workspace", p.WorkspaceID, "key", p.KeyPrefix, "entries", len(entries), "error", err)
-		if oc != nil && oc.Operation != nil && oc.Operation.Operation == ast.Subscription {
+		if kind == ast.Subscription {
 			// The change was not delivered: the client resubscribes from
 			// its last cursor and gets it again (or, without a resume
 			// handler, sees this error and the end of the stream).
