@@ -185,3 +185,41 @@ func TestAssistantSubscriptionChangeNotDeliveredUnrecorded(t *testing.T) {
 		t.Errorf("the change after the resubscription = %s, want the one not delivered (plan team)", ch.Diff)
 	}
 }
+
+// Over SSE, which has no close code to resume on, an assistant's change
+// whose read cannot be recorded ends the stream with UNAVAILABLE, saying
+// why, and the change is not in it.
+func TestAssistantSSEChangeNotDeliveredUnrecorded(t *testing.T) {
+	e, keys, cust := durableEnv(t, resolver.ReadAuditAssistant)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp := postSSE(t, ctx, e.srv.URL, keys[c360.RoleAssistant],
+		`subscription($id: ID!) { customerChanged(id: $id) { kind diff } }`, map[string]any{"id": fmt.Sprint(cust)})
+	waitFor(t, "the subscription to start", func() bool { return e.hub.Stats().Streams >= 1 })
+	failAudit(t, e)
+	ingest(t, e.db, e.ws, []c360.Identity{{Type: "phone", Value: "+14155550161"}}, map[string]any{"plan": "team"})
+	r := newSSEReader(resp.Body)
+	var events []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			data, ok := r.next()
+			if !ok {
+				return
+			}
+			events = append(events, data)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("the stream did not end; events so far: %q", events)
+	}
+	all := strings.Join(events, "\n")
+	if strings.Contains(all, "team") || !strings.Contains(all, `"UNAVAILABLE"`) || !strings.Contains(all, "audit log") {
+		t.Errorf("stream events %q, want one UNAVAILABLE error naming the audit log, and no change", events)
+	}
+}
