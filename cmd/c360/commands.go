@@ -405,7 +405,7 @@ func (m *Main) readSecret(ctx context.Context, name string) (string, error) {
 		return "", usageError(fmt.Sprintf("--%s: standard input holds more than %d bytes; give the secret alone", name, maxStdinSecret))
 	}
 	line, rest, _ := strings.Cut(string(raw), "\n")
-	return m.secretLine(name, strings.TrimSuffix(line, "\r"), rest)
+	return secretLine(name, strings.TrimSuffix(line, "\r"), rest)
 }
 
 // promptSecret reads the secret of flag name from the terminal fd after a
@@ -433,7 +433,7 @@ func (m *Main) promptSecret(ctx context.Context, fd int, name string) (string, e
 		if r.err != nil {
 			return "", fmt.Errorf("read --%s from the terminal: %w", name, r.err)
 		}
-		return m.secretLine(name, string(r.raw), "")
+		return secretLine(name, string(r.raw), "")
 	case <-ctx.Done():
 		term.Restore(fd, state)
 		fmt.Fprintln(m.Stderr)
@@ -443,7 +443,7 @@ func (m *Main) promptSecret(ctx context.Context, fd int, name string) (string, e
 
 // secretLine is the secret of flag name read as line, a byte-order mark
 // dropped; rest, what followed it, must be blank.
-func (m *Main) secretLine(name, line, rest string) (string, error) {
+func secretLine(name, line, rest string) (string, error) {
 	line = strings.TrimPrefix(line, "\ufeff")
 	if strings.TrimSpace(rest) != "" {
 		return "", usageError("--" + name + ": standard input holds more than one line; give the secret alone")
